@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need: swaks and openssl (apt), pytest (pip).
+# Idempotent: does nothing (and touches no network) when everything is present.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+PYTHON="${PYTHON:-python3}"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+missing_apt=()
+command -v swaks >/dev/null 2>&1 || missing_apt+=(swaks)
+command -v openssl >/dev/null 2>&1 || missing_apt+=(openssl)
+# swaks needs Net::SSLeay / IO::Socket::SSL for --tls; Debian ships them as recommends.
+dpkg -s libnet-ssleay-perl >/dev/null 2>&1 || missing_apt+=(libnet-ssleay-perl)
+dpkg -s libio-socket-ssl-perl >/dev/null 2>&1 || missing_apt+=(libio-socket-ssl-perl)
+dpkg -s ca-certificates >/dev/null 2>&1 || missing_apt+=(ca-certificates)
+
+if [ "${#missing_apt[@]}" -gt 0 ]; then
+    echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing_apt[@]}" >/dev/null
+fi
+
+if ! "$PYTHON" -c 'import pytest' >/dev/null 2>&1; then
+    echo "install-test-deps: installing pytest with $PYTHON -m pip" >&2
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check pytest
+fi
+
+# Final check: fail loudly if anything is still missing.
+command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
+"$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The project's one test command: dependencies, debug build, unit tests, integration tests.
+#   scripts/test.sh [extra pytest args...]
+# MSGD_BIN overrides the binary the integration tests run (default target/debug/msgd).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+
+bash scripts/install-test-deps.sh
+
+cargo build
+cargo test
+
+export MSGD_BIN="${MSGD_BIN:-$root/target/debug/msgd}"
+case "$MSGD_BIN" in
+    /*) ;;
+    *) MSGD_BIN="$root/$MSGD_BIN" ;;
+esac
+if [ ! -x "$MSGD_BIN" ]; then
+    echo "test.sh: $MSGD_BIN is not an executable" >&2
+    exit 1
+fi
+
+python3 -m pytest -q tests/integration "$@"

@@ -1,0 +1,536 @@
+//! Configuration: built-in defaults < role profiles < `--config` file <
+//! `MSGD_*` environment variables (`__` separates nested keys).
+//!
+//! Every table denies unknown keys so a typo is an error that names the key,
+//! never a silently ignored setting. A running session takes one
+//! `Arc<Config>` snapshot and keeps it for its whole life.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::roles::Role;
+
+/// The quickstart default: loopback, usual ports plus 10000, data under the
+/// current directory. Production profiles in `roles/` override the binds.
+pub const QUICKSTART: &str = include_str!("../etc/quickstart.toml");
+
+/// Role profiles, merged over the defaults when the role runs.
+pub fn role_profile(role: Role) -> &'static str {
+    match role {
+        Role::MtaIn => include_str!("../roles/mta-in.toml"),
+        Role::MtaOut => include_str!("../roles/mta-out.toml"),
+        Role::Store => include_str!("../roles/store.toml"),
+        Role::Mmp => include_str!("../roles/mmp.toml"),
+        Role::Mem => include_str!("../roles/mem.toml"),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub tls: TlsConfig,
+    pub directory: DirectoryConfig,
+    pub store: StoreConfig,
+    pub smtp: SmtpConfig,
+    pub imap: ImapConfig,
+    pub pop3: Pop3Config,
+    pub limits: LimitsConfig,
+    /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
+    /// pop3, pop3s, http. Which ones run depends on the roles.
+    pub listener: BTreeMap<String, ListenerConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+            tls: TlsConfig::default(),
+            directory: DirectoryConfig::default(),
+            store: StoreConfig::default(),
+            smtp: SmtpConfig::default(),
+            imap: ImapConfig::default(),
+            pop3: Pop3Config::default(),
+            limits: LimitsConfig::default(),
+            listener: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Name used in greetings, Received headers and the generated certificate.
+    pub hostname: String,
+    /// Root of everything msgd writes unless a path is given explicitly.
+    pub data_dir: PathBuf,
+    /// Default mail domain: the quickstart account lives here and bare login
+    /// names are qualified with it.
+    pub domain: String,
+    /// Seconds given to sessions to finish after SIGTERM before they are cut.
+    pub shutdown_grace: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: "localhost".into(),
+            data_dir: PathBuf::from("msgd-data"),
+            domain: "localhost".into(),
+            shutdown_grace: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A level (`info`) or a tracing EnvFilter (`msgd=debug,info`).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+    /// Empty: log to stderr. Otherwise a folder for `msgd.log`.
+    pub dir: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+            dir: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Empty: a self-signed one is generated into
+    /// `<data_dir>/tls/` at first start.
+    pub cert: String,
+    /// PEM private key matching `cert`.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// `embedded` (a file under data_dir managed by `msgd user`) or `ldap`.
+    pub backend: String,
+    /// Embedded directory file; empty means `<data_dir>/directory.json`.
+    pub path: String,
+    /// Seconds a lookup result is cached (positive and negative).
+    pub cache_ttl: u64,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            backend: "embedded".into(),
+            path: String::new(),
+            cache_ttl: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Page cache of the mboxlist database, in bytes (seed: store.dbcachesize).
+    pub dbcachesize: u64,
+    /// Folder of the mboxlist database; empty means `<data_dir>/mboxlist`.
+    pub dbdir: String,
+    /// Partitions by name; users live in `default_partition` unless the
+    /// directory says otherwise.
+    pub partition: BTreeMap<String, PartitionConfig>,
+    pub default_partition: String,
+    /// Host name of this store as it appears in the directory's mailHost.
+    pub host: String,
+    /// Deliveries are refused with a temporary failure below this many free
+    /// bytes on a partition.
+    pub min_free_disk: u64,
+    /// Default quota in bytes for users whose directory entry has none (0: none).
+    pub default_quota: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            dbcachesize: 64 << 20,
+            dbdir: String::new(),
+            partition: BTreeMap::new(),
+            default_partition: "primary".into(),
+            host: String::new(),
+            min_free_disk: 64 << 20,
+            default_quota: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartitionConfig {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Largest message accepted, in bytes (advertised in SIZE).
+    pub max_message_size: u64,
+    /// Most recipients per transaction.
+    pub max_recipients: usize,
+    /// Seconds a command may take to arrive.
+    pub command_timeout: u64,
+    /// Seconds the DATA phase may idle.
+    pub data_timeout: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            max_message_size: 50 << 20,
+            max_recipients: 1000,
+            command_timeout: 300,
+            data_timeout: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapConfig {
+    /// Allow LOGIN / AUTHENTICATE PLAIN without TLS from non-loopback peers.
+    pub allow_plaintext_auth: bool,
+    /// Largest literal (APPEND) accepted, in bytes.
+    pub max_literal: u64,
+    /// Seconds an unauthenticated connection may idle.
+    pub preauth_timeout: u64,
+    /// Seconds an authenticated connection may idle (RFC 9051: at least 30 min).
+    pub idle_timeout: u64,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            allow_plaintext_auth: false,
+            max_literal: 50 << 20,
+            preauth_timeout: 60,
+            idle_timeout: 1800,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3Config {
+    /// Allow USER/PASS and AUTH PLAIN without TLS from non-loopback peers.
+    pub allow_plaintext_auth: bool,
+    /// Seconds a connection may idle (RFC 1939: at least 10 minutes).
+    pub idle_timeout: u64,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Pop3Config {
+            allow_plaintext_auth: false,
+            idle_timeout: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest command line accepted by any protocol, in bytes.
+    pub max_line: usize,
+    /// Bad commands tolerated before the connection is closed.
+    pub max_bad_commands: u32,
+    /// Failed authentications tolerated before the connection is closed.
+    pub max_auth_failures: u32,
+    /// Connections per listener process-wide.
+    pub max_connections: usize,
+    /// Connections from one client address.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_line: 8192,
+            max_bad_commands: 10,
+            max_auth_failures: 3,
+            max_connections: 10000,
+            max_connections_per_ip: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    pub enabled: bool,
+    /// Protocol; empty means the listener's name (smtp, submission, ...).
+    pub protocol: String,
+    pub bind: Vec<SocketAddr>,
+    /// `starttls`, `implicit` or `none`; empty means the protocol's usual.
+    pub tls: String,
+    /// Expect a HAProxy PROXY v1/v2 header first on each connection.
+    pub proxy_protocol: bool,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            enabled: true,
+            protocol: String::new(),
+            bind: Vec::new(),
+            tls: String::new(),
+            proxy_protocol: false,
+        }
+    }
+}
+
+/// Every protocol a listener can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Smtp,
+    Submission,
+    Submissions,
+    Lmtp,
+    Imap,
+    Imaps,
+    Pop3,
+    Pop3s,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    None,
+    StartTls,
+    Implicit,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Option<Protocol> {
+        Some(match s {
+            "smtp" => Protocol::Smtp,
+            "submission" => Protocol::Submission,
+            "submissions" => Protocol::Submissions,
+            "lmtp" => Protocol::Lmtp,
+            "imap" => Protocol::Imap,
+            "imaps" => Protocol::Imaps,
+            "pop3" => Protocol::Pop3,
+            "pop3s" => Protocol::Pop3s,
+            "http" => Protocol::Http,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Submission => "submission",
+            Protocol::Submissions => "submissions",
+            Protocol::Lmtp => "lmtp",
+            Protocol::Imap => "imap",
+            Protocol::Imaps => "imaps",
+            Protocol::Pop3 => "pop3",
+            Protocol::Pop3s => "pop3s",
+            Protocol::Http => "http",
+        }
+    }
+
+    pub fn default_tls(self) -> TlsMode {
+        match self {
+            Protocol::Submissions | Protocol::Imaps | Protocol::Pop3s => TlsMode::Implicit,
+            Protocol::Lmtp | Protocol::Http => TlsMode::None,
+            _ => TlsMode::StartTls,
+        }
+    }
+}
+
+impl ListenerConfig {
+    pub fn protocol(&self, name: &str) -> Option<Protocol> {
+        Protocol::parse(if self.protocol.is_empty() {
+            name
+        } else {
+            &self.protocol
+        })
+    }
+
+    pub fn tls_mode(&self, proto: Protocol) -> Option<TlsMode> {
+        match self.tls.as_str() {
+            "" => Some(proto.default_tls()),
+            "none" => Some(TlsMode::None),
+            "starttls" => Some(TlsMode::StartTls),
+            "implicit" => Some(TlsMode::Implicit),
+            _ => None,
+        }
+    }
+}
+
+/// Where the configuration came from, for error messages.
+pub struct Loaded {
+    pub config: Config,
+    /// True when no `--config` file was given (the quickstart default).
+    pub quickstart: bool,
+}
+
+/// Loads the configuration. Returns every problem found, each naming the
+/// key and the file it came from.
+pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> {
+    let mut fig = Figment::new().merge(Toml::string(QUICKSTART));
+    if file.is_some() {
+        for role in roles {
+            fig = fig.merge(Toml::string(role_profile(*role)));
+        }
+    }
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(vec![format!("{}: no such file", path.display())]);
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    fig = fig.merge(Env::prefixed("MSGD_").split("__"));
+    let config: Config = match fig.extract() {
+        Ok(c) => c,
+        Err(e) => return Err(e.into_iter().map(|e| e.to_string()).collect()),
+    };
+    let errors = validate(&config);
+    if errors.is_empty() {
+        Ok(Loaded {
+            config,
+            quickstart: file.is_none(),
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks that go beyond the shape of the file.
+fn validate(c: &Config) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (name, l) in &c.listener {
+        match l.protocol(name) {
+            None => errors.push(format!(
+                "listener.{name}: unknown protocol '{}'",
+                if l.protocol.is_empty() {
+                    name
+                } else {
+                    &l.protocol
+                }
+            )),
+            Some(p) => {
+                if l.tls_mode(p).is_none() {
+                    errors.push(format!(
+                        "listener.{name}.tls: '{}' is not one of none, starttls, implicit",
+                        l.tls
+                    ));
+                }
+            }
+        }
+        if l.enabled && l.bind.is_empty() {
+            errors.push(format!("listener.{name}.bind: no address to listen on"));
+        }
+    }
+    if c.tls.cert.is_empty() != c.tls.key.is_empty() {
+        errors.push("tls: cert and key must be given together".into());
+    }
+    if !matches!(c.log.format.as_str(), "text" | "json") {
+        errors.push(format!(
+            "log.format: '{}' is not one of text, json",
+            c.log.format
+        ));
+    }
+    if !matches!(c.directory.backend.as_str(), "embedded" | "ldap") {
+        errors.push(format!(
+            "directory.backend: '{}' is not one of embedded, ldap",
+            c.directory.backend
+        ));
+    }
+    if !c.store.partition.contains_key(&c.store.default_partition) {
+        errors.push(format!(
+            "store.default_partition: no partition named '{}'",
+            c.store.default_partition
+        ));
+    }
+    if c.limits.max_line < 512 {
+        errors.push("limits.max_line: must be at least 512 (RFC 5321 4.5.3.1.4)".into());
+    }
+    if c.server.hostname.is_empty() {
+        errors.push("server.hostname: must not be empty".into());
+    }
+    errors
+}
+
+impl Config {
+    /// Resolves a path relative to the data folder.
+    pub fn data_path(&self, p: &str, default: &str) -> PathBuf {
+        let p = if p.is_empty() { default } else { p };
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.server.data_dir.join(p)
+        }
+    }
+
+    pub fn directory_path(&self) -> PathBuf {
+        self.data_path(&self.directory.path, "directory.json")
+    }
+
+    pub fn partition_path(&self, name: &str) -> Option<PathBuf> {
+        self.store
+            .partition
+            .get(name)
+            .map(|p| self.data_path(&p.path, &format!("partition/{name}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quickstart_default_is_valid() {
+        let c: Config = Figment::new()
+            .merge(Toml::string(QUICKSTART))
+            .extract()
+            .unwrap();
+        assert!(validate(&c).is_empty(), "{:?}", validate(&c));
+        assert_eq!(
+            c.listener["imap"].bind,
+            vec!["127.0.0.1:10143".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn every_role_profile_parses() {
+        for role in Role::ALL {
+            let c: Result<Config, _> = Figment::new()
+                .merge(Toml::string(QUICKSTART))
+                .merge(Toml::string(role_profile(role)))
+                .extract();
+            assert!(c.is_ok(), "{role:?}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let e = Figment::new()
+            .merge(Toml::string("[server]\nhostnam = \"x\"\n"))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(e.to_string().contains("hostnam"), "{e}");
+    }
+}

@@ -1,0 +1,147 @@
+//! The directory: who the users are, which domains are local, where each
+//! user's mail lives, and whether a password is right.
+//!
+//! One client serves every role. Back ends: `embedded` (a file managed by
+//! `msgd user ...`) and, next, `ldap`. Every lookup is async and may fail
+//! temporarily; callers turn `DirError::Temporary` into 4xx / NO
+//! [UNAVAILABLE], never into "no such user".
+
+pub mod embedded;
+pub mod password;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// A mail user as the directory describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Canonical address (`mail`), lowercase. The store keys users by it.
+    pub address: String,
+    /// Other addresses delivering here (mailAlternateAddress, mailEquivalentAddress).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// inetUserStatus / mailUserStatus: false refuses delivery and login.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// mailQuota in bytes; None: the store's default.
+    #[serde(default)]
+    pub quota: Option<u64>,
+    /// mailHost: the store that holds the mailbox; None: this host.
+    #[serde(default)]
+    pub mail_host: Option<String>,
+    /// mailMessageStore: partition name; None: the default partition.
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// mailForwardingAddress.
+    #[serde(default)]
+    pub forward: Vec<String>,
+    /// mailDeliveryOption contains "mailbox" (keep a copy). Default true.
+    #[serde(default = "yes")]
+    pub keep_mailbox: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What an address resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A user's mailbox (and maybe forwards: see `Account`).
+    User(Account),
+    /// An alias or group: deliver to each of these addresses instead.
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DirError {
+    /// The directory could not answer (down, timeout): try again later.
+    #[error("directory temporarily unavailable: {0}")]
+    Temporary(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthResult {
+    Ok(Account),
+    /// Wrong password or unknown user (not distinguished to the client).
+    Failed,
+    /// Right password, but the account is inactive.
+    Inactive,
+}
+
+pub enum Directory {
+    Embedded(embedded::Embedded),
+}
+
+impl Directory {
+    pub fn open(config: &Config) -> anyhow::Result<Arc<Directory>> {
+        match config.directory.backend.as_str() {
+            "embedded" => Ok(Arc::new(Directory::Embedded(embedded::Embedded::open(
+                config.directory_path(),
+            )?))),
+            other => anyhow::bail!("directory back end '{other}' is not built yet"),
+        }
+    }
+
+    /// Is this domain one we receive mail for?
+    pub async fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {
+        let domain = domain.to_ascii_lowercase();
+        match self {
+            Directory::Embedded(e) => e.is_local_domain(&domain),
+        }
+    }
+
+    /// Resolves an address (already lowercase-able) to a user or a list.
+    /// `Ok(None)`: no such recipient.
+    pub async fn lookup(&self, address: &str) -> Result<Option<Recipient>, DirError> {
+        let address = canonical_address(address);
+        match self {
+            Directory::Embedded(e) => e.lookup(&address),
+        }
+    }
+
+    /// Checks a login name (address, or bare local part in `default_domain`)
+    /// and password.
+    pub async fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+        default_domain: &str,
+    ) -> Result<AuthResult, DirError> {
+        let login = qualify_login(login, default_domain);
+        match self {
+            Directory::Embedded(e) => {
+                let e = e.clone();
+                let password = password.to_string();
+                // Password hashing is deliberately slow: keep it off the
+                // reactor threads.
+                tokio::task::spawn_blocking(move || e.authenticate(&login, &password))
+                    .await
+                    .map_err(|e| DirError::Temporary(e.to_string()))?
+            }
+        }
+    }
+}
+
+/// Lowercase address; a missing domain is left as is.
+pub fn canonical_address(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
+/// `alice` -> `alice@default_domain`; addresses are lowercased.
+pub fn qualify_login(login: &str, default_domain: &str) -> String {
+    let login = canonical_address(login);
+    if login.contains('@') || default_domain.is_empty() {
+        login
+    } else {
+        format!("{login}@{}", default_domain.to_lowercase())
+    }
+}
+
+/// The domain part of an address, lowercase.
+pub fn domain_of(address: &str) -> Option<&str> {
+    address.rsplit_once('@').map(|(_, d)| d)
+}

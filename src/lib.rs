@@ -1,0 +1,19 @@
+//! msgd: one binary for every tier of a two-tier mail deployment.
+//!
+//! Layers: bytes -> codec (smtp-proto, imap-codec) -> synchronous session
+//! core (no sockets; tested by feeding bytes) -> async driver doing I/O and
+//! effects (directory lookups, store deliveries).
+
+pub mod cli;
+pub mod config;
+pub mod directory;
+pub mod fsutil;
+pub mod imap;
+pub mod logging;
+pub mod net;
+pub mod pop3;
+pub mod roles;
+pub mod services;
+pub mod smtp;
+pub mod store;
+pub mod tls;

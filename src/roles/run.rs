@@ -1,0 +1,1 @@
+//! Binding listeners and running roles.

@@ -1,0 +1,507 @@
+//! The message store: partitions of message files plus the mboxlist database.
+//!
+//! Invariants:
+//! - A message file is written and fsynced before its index entry is
+//!   committed; a call that returns `Ok` has both durable.
+//! - Every mutation goes through one writer thread (`writer.rs`) that takes
+//!   whatever requests are waiting and applies them in one redb transaction:
+//!   concurrent deliveries share the directory fsyncs and the commit (group
+//!   commit) instead of queueing one commit each.
+//! - UIDs are allocated inside that transaction, in arrival order, so they
+//!   become visible strictly ascending. A failed batch leaves a gap, never a
+//!   reuse.
+//! - Files live at `<partition>/<xx>/<user>/<mailbox id>/<uid>.msg`; the path
+//!   names owner, mailbox and UID, and a one-line prelude in the file keeps
+//!   the mailbox name and the flags at delivery, so the mboxlist can be
+//!   rebuilt from the partitions (reconstruct).
+//! - Readers use redb MVCC read transactions and never wait for the writer.
+
+mod db;
+mod files;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+pub use db::StoreStats;
+
+pub type MailboxId = u64;
+pub type Uid = u32;
+pub type ModSeq = u64;
+
+/// Hierarchy separator of mailbox names (IMAP LIST delimiter).
+pub const DELIMITER: char = '/';
+
+/// IMAP system flags as bits; keywords separately.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    pub bits: u8,
+    /// Keywords as given by clients (atoms), kept sorted and deduplicated.
+    pub keywords: Vec<String>,
+}
+
+impl Flags {
+    pub const SEEN: u8 = 1;
+    pub const ANSWERED: u8 = 2;
+    pub const FLAGGED: u8 = 4;
+    pub const DELETED: u8 = 8;
+    pub const DRAFT: u8 = 16;
+
+    pub fn has(&self, bit: u8) -> bool {
+        self.bits & bit != 0
+    }
+
+    /// Parses IMAP flag names (`\Seen`, `$Junk`, ...). `\Recent` is not a
+    /// stored flag and is ignored.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Flags {
+        let mut f = Flags::default();
+        for n in names {
+            f.add_name(n.as_ref());
+        }
+        f
+    }
+
+    pub fn add_name(&mut self, name: &str) {
+        match system_bit(name) {
+            Some(bit) => self.bits |= bit,
+            None if name.eq_ignore_ascii_case("\\Recent") || name.starts_with('\\') => {}
+            None => {
+                if let Err(i) = self
+                    .keywords
+                    .binary_search_by(|k| k.to_ascii_lowercase().cmp(&name.to_ascii_lowercase()))
+                {
+                    self.keywords.insert(i, name.to_string());
+                }
+            }
+        }
+    }
+
+    /// Flag names in IMAP form, system flags first.
+    pub fn names(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (bit, name) in SYSTEM_FLAGS {
+            if self.bits & bit != 0 {
+                v.push(name.to_string());
+            }
+        }
+        v.extend(self.keywords.iter().cloned());
+        v
+    }
+
+    pub fn union(&self, other: &Flags) -> Flags {
+        let mut f = self.clone();
+        f.bits |= other.bits;
+        for k in &other.keywords {
+            f.add_name(k);
+        }
+        f
+    }
+
+    pub fn minus(&self, other: &Flags) -> Flags {
+        Flags {
+            bits: self.bits & !other.bits,
+            keywords: self
+                .keywords
+                .iter()
+                .filter(|k| !other.keywords.iter().any(|o| o.eq_ignore_ascii_case(k)))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    pub fn has_keyword(&self, k: &str) -> bool {
+        self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k))
+    }
+}
+
+const SYSTEM_FLAGS: [(u8, &str); 5] = [
+    (Flags::ANSWERED, "\\Answered"),
+    (Flags::FLAGGED, "\\Flagged"),
+    (Flags::DELETED, "\\Deleted"),
+    (Flags::SEEN, "\\Seen"),
+    (Flags::DRAFT, "\\Draft"),
+];
+
+fn system_bit(name: &str) -> Option<u8> {
+    SYSTEM_FLAGS
+        .iter()
+        .find(|(_, n)| n.eq_ignore_ascii_case(name))
+        .map(|(b, _)| *b)
+}
+
+/// RFC 6154 special-use attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpecialUse {
+    All,
+    Archive,
+    Drafts,
+    Flagged,
+    Junk,
+    Sent,
+    Trash,
+}
+
+impl SpecialUse {
+    pub fn attribute(self) -> &'static str {
+        match self {
+            SpecialUse::All => "\\All",
+            SpecialUse::Archive => "\\Archive",
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Flagged => "\\Flagged",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Trash => "\\Trash",
+        }
+    }
+
+    pub fn from_attribute(s: &str) -> Option<SpecialUse> {
+        [
+            SpecialUse::All,
+            SpecialUse::Archive,
+            SpecialUse::Drafts,
+            SpecialUse::Flagged,
+            SpecialUse::Junk,
+            SpecialUse::Sent,
+            SpecialUse::Trash,
+        ]
+        .into_iter()
+        .find(|u| u.attribute().eq_ignore_ascii_case(s))
+    }
+}
+
+/// The mailboxes every new user gets.
+pub const DEFAULT_MAILBOXES: [(&str, Option<SpecialUse>); 5] = [
+    ("INBOX", None),
+    ("Sent", Some(SpecialUse::Sent)),
+    ("Drafts", Some(SpecialUse::Drafts)),
+    ("Trash", Some(SpecialUse::Trash)),
+    ("Junk", Some(SpecialUse::Junk)),
+];
+
+/// A mailbox and its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxInfo {
+    pub id: MailboxId,
+    pub user: String,
+    /// Full name, `/`-separated, UTF-8; `INBOX` always spelled so.
+    pub name: String,
+    pub uidvalidity: u32,
+    pub uidnext: Uid,
+    pub highestmodseq: ModSeq,
+    pub special_use: Option<SpecialUse>,
+    pub subscribed: bool,
+    /// Number of messages.
+    pub exists: u32,
+    /// Messages without \Seen.
+    pub unseen: u32,
+    /// Sum of message sizes in bytes.
+    pub size: u64,
+    /// UIDs at or above this are \Recent for the next session that claims them.
+    pub recent_uid: Uid,
+}
+
+/// One message in a mailbox, as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    pub uid: Uid,
+    pub flags: Flags,
+    /// INTERNALDATE, seconds since the epoch (UTC), plus the client's zone
+    /// offset in minutes for display.
+    pub internal_date: i64,
+    pub tz_offset_min: i16,
+    /// RFC822.SIZE: the message's own bytes (without the file prelude).
+    pub size: u64,
+    pub modseq: ModSeq,
+    /// Byte offset of the message in its file (after the prelude).
+    pub offset: u32,
+    /// When the message entered this mailbox (SAVEDATE), seconds since epoch.
+    pub save_date: i64,
+}
+
+/// A selected mailbox: its info and all its messages in UID order.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub info: MailboxInfo,
+    pub messages: Vec<MessageMeta>,
+}
+
+/// What changed in a mailbox since a modseq.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    pub info: MailboxInfo,
+    /// Messages added or whose flags changed after the modseq, UID order.
+    pub changed: Vec<MessageMeta>,
+    /// UIDs expunged after the modseq, ascending.
+    pub expunged: Vec<Uid>,
+}
+
+/// How STORE changes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// A message handed to the store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The raw message, CRLF line endings, exactly as it will be served.
+    pub data: Arc<Vec<u8>>,
+    pub flags: Flags,
+    /// None: now.
+    pub internal_date: Option<(i64, i16)>,
+}
+
+/// Where one delivered/appended message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub mailbox: MailboxId,
+    pub uidvalidity: u32,
+    pub uid: Uid,
+}
+
+/// Per-user limits the caller knows from the directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Bytes; None: unlimited.
+    pub storage: Option<u64>,
+    /// Messages; None: unlimited.
+    pub messages: Option<u64>,
+}
+
+/// Current usage of one user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub messages: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such mailbox")]
+    NoSuchMailbox,
+    #[error("mailbox already exists")]
+    MailboxExists,
+    #[error("mailbox name is not valid")]
+    BadName,
+    #[error("operation not allowed on this mailbox: {0}")]
+    NotAllowed(&'static str),
+    #[error("over quota")]
+    OverQuota,
+    #[error("not enough free disk space")]
+    DiskFull,
+    #[error("UIDVALIDITY changed")]
+    UidValidityChanged,
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn internal(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Internal(e.to_string())
+    }
+
+    /// A temporary condition worth retrying (SMTP 4xx).
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull | StoreError::Internal(_) | StoreError::OverQuota
+        )
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Cheap to clone; all clones share one database and one writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<db::Inner>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the mboxlist and partitions from config.
+    pub fn open(config: &Config) -> anyhow::Result<Store> {
+        Ok(Store {
+            inner: db::Inner::open(config)?,
+        })
+    }
+
+    /// Creates the user's default mailboxes if the user is new. `partition`
+    /// is the directory's mailMessageStore (None: the default partition).
+    pub async fn ensure_user(&self, user: &str, partition: Option<&str>) -> Result<()> {
+        self.inner.ensure_user(user, partition).await
+    }
+
+    /// Appends one message to a mailbox (delivery or IMAP APPEND). Returns
+    /// once file and index are durable. Creates the user (default mailboxes)
+    /// if needed. `quota` is checked against the user's usage.
+    pub async fn append(
+        &self,
+        user: &str,
+        mailbox: &str,
+        msg: NewMessage,
+        quota: Quota,
+    ) -> Result<Placed> {
+        self.inner.append(user, mailbox, msg, quota).await
+    }
+
+    /// All mailboxes of a user, sorted by name, with counters.
+    pub async fn list(&self, user: &str) -> Result<Vec<MailboxInfo>> {
+        self.inner.list(user).await
+    }
+
+    /// One mailbox's info and counters.
+    pub async fn status(&self, user: &str, mailbox: &str) -> Result<MailboxInfo> {
+        self.inner.status(user, mailbox).await
+    }
+
+    pub async fn create_mailbox(
+        &self,
+        user: &str,
+        mailbox: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<MailboxInfo> {
+        self.inner.create_mailbox(user, mailbox, special_use).await
+    }
+
+    /// Deletes a mailbox and its messages. INBOX cannot be deleted.
+    pub async fn delete_mailbox(&self, user: &str, mailbox: &str) -> Result<()> {
+        self.inner.delete_mailbox(user, mailbox).await
+    }
+
+    /// Renames a mailbox and its children. Renaming INBOX moves its messages
+    /// into the new mailbox and leaves INBOX empty (RFC 3501 6.3.5).
+    pub async fn rename_mailbox(&self, user: &str, from: &str, to: &str) -> Result<()> {
+        self.inner.rename_mailbox(user, from, to).await
+    }
+
+    pub async fn subscribe(&self, user: &str, mailbox: &str, on: bool) -> Result<()> {
+        self.inner.subscribe(user, mailbox, on).await
+    }
+
+    /// Subscribed names (may include names of mailboxes that no longer exist).
+    pub async fn subscriptions(&self, user: &str) -> Result<Vec<String>> {
+        self.inner.subscriptions(user).await
+    }
+
+    /// Opens a mailbox for SELECT/EXAMINE: info plus every message's meta.
+    pub async fn snapshot(&self, user: &str, mailbox: &str) -> Result<Snapshot> {
+        self.inner.snapshot(user, mailbox).await
+    }
+
+    /// Claims the \Recent messages of a mailbox for one session: returns the
+    /// first UID that is recent for the caller; every UID from there up to
+    /// the current UIDNEXT is the caller's alone.
+    pub async fn claim_recent(&self, mailbox: MailboxId) -> Result<Uid> {
+        self.inner.claim_recent(mailbox).await
+    }
+
+    /// What changed since `modseq` (new messages, flag changes, expunges).
+    pub async fn changes(&self, mailbox: MailboxId, since: ModSeq) -> Result<Changes> {
+        self.inner.changes(mailbox, since).await
+    }
+
+    /// Changes flags of the given UIDs (missing UIDs are ignored). With
+    /// `unchanged_since`, messages whose modseq is higher are left alone and
+    /// their UIDs returned in the second value (CONDSTORE). Returns the
+    /// updated metas.
+    pub async fn store_flags(
+        &self,
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+        op: FlagOp,
+        flags: Flags,
+        unchanged_since: Option<ModSeq>,
+    ) -> Result<(Vec<MessageMeta>, Vec<Uid>)> {
+        self.inner
+            .store_flags(mailbox, uids, op, flags, unchanged_since)
+            .await
+    }
+
+    /// Removes messages flagged \Deleted (only those in `uids` when given).
+    /// Returns the expunged UIDs, ascending.
+    pub async fn expunge(&self, mailbox: MailboxId, uids: Option<Vec<Uid>>) -> Result<Vec<Uid>> {
+        self.inner.expunge(mailbox, uids).await
+    }
+
+    /// Copies messages to another mailbox of `user` (hard links: no bytes
+    /// are copied). With `remove_source` it is a MOVE: the sources are
+    /// expunged in the same transaction. Returns the destination
+    /// UIDVALIDITY and (source uid, new uid) pairs.
+    pub async fn copy(
+        &self,
+        from: MailboxId,
+        uids: Vec<Uid>,
+        user: &str,
+        to: &str,
+        remove_source: bool,
+        quota: Quota,
+    ) -> Result<(u32, Vec<(Uid, Uid)>)> {
+        self.inner
+            .copy(from, uids, user, to, remove_source, quota)
+            .await
+    }
+
+    /// The message's bytes exactly as delivered.
+    pub async fn read(&self, mailbox: MailboxId, meta: &MessageMeta) -> Result<Vec<u8>> {
+        self.inner.read(mailbox, meta).await
+    }
+
+    /// Usage of a user (for QUOTA and delivery checks).
+    pub async fn usage(&self, user: &str) -> Result<Usage> {
+        self.inner.usage(user).await
+    }
+
+    /// A receiver that changes whenever the mailbox changes (its value is
+    /// the new HIGHESTMODSEQ). Sessions wait on it in IDLE and poll it
+    /// between commands.
+    pub fn watch(&self, mailbox: MailboxId) -> watch::Receiver<ModSeq> {
+        self.inner.watch(mailbox)
+    }
+
+    /// Database cache figures (the seed's db_stat hit rate).
+    pub fn stats(&self) -> StoreStats {
+        self.inner.stats()
+    }
+
+    /// Path of a message file (for tools and tests).
+    pub fn message_path(&self, mailbox: MailboxId, uid: Uid) -> Result<PathBuf> {
+        self.inner.message_path(mailbox, uid)
+    }
+}
+
+/// Canonical mailbox name: `INBOX` in any case is `INBOX`, also as the first
+/// level of a hierarchy (`inbox/x` -> `INBOX/x`); trailing and repeated
+/// delimiters are refused.
+pub fn normalize_name(name: &str) -> Result<String> {
+    if name.is_empty()
+        || name.starts_with(DELIMITER)
+        || name.ends_with(DELIMITER)
+        || name.contains("//")
+        || name.chars().any(|c| c.is_control())
+        || name.len() > 512
+    {
+        return Err(StoreError::BadName);
+    }
+    let mut parts = name.splitn(2, DELIMITER);
+    let first = parts.next().unwrap_or_default();
+    let rest = parts.next();
+    let first = if first.eq_ignore_ascii_case("INBOX") {
+        "INBOX"
+    } else {
+        first
+    };
+    Ok(match rest {
+        Some(r) => format!("{first}{DELIMITER}{r}"),
+        None => first.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

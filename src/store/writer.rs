@@ -1,0 +1,1 @@
+//! The single writer thread (group commit).

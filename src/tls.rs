@@ -1,0 +1,100 @@
+//! One TLS setup for every listener (rustls with the ring provider). With no
+//! certificate configured, a self-signed one is generated into
+//! `<data_dir>/tls/` at first start and reused afterwards.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::net::Conn;
+
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    /// Where the certificate came from, for the start-up log.
+    pub cert_path: PathBuf,
+}
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Installs ring as the process-wide crypto provider (once; later calls are
+/// harmless). Two providers compiled in would otherwise make rustls panic.
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Tls {
+    pub fn from_config(config: &Config) -> anyhow::Result<Tls> {
+        install_provider();
+        let (cert_path, key_path) = if config.tls.cert.is_empty() {
+            let dir = config.server.data_dir.join("tls");
+            let cert = dir.join("cert.pem");
+            let key = dir.join("key.pem");
+            if !cert.exists() || !key.exists() {
+                generate_self_signed(&dir, &config.server.hostname)?;
+            }
+            (cert, key)
+        } else {
+            (
+                config.data_path(&config.tls.cert, ""),
+                config.data_path(&config.tls.key, ""),
+            )
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+            .with_context(|| format!("reading certificate {}", cert_path.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parsing certificate {}", cert_path.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&key_path)
+            .with_context(|| format!("reading key {}", key_path.display()))?;
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .context("certificate and key do not match")?;
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            cert_path,
+        })
+    }
+
+    /// Runs the server side of a TLS handshake over any stream.
+    pub async fn accept(&self, stream: Conn) -> std::io::Result<Conn> {
+        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??;
+        Ok(Box::new(s))
+    }
+}
+
+fn generate_self_signed(dir: &Path, hostname: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut names = vec![hostname.to_string()];
+    for n in ["localhost", "127.0.0.1", "::1"] {
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_string());
+        }
+    }
+    let cert = rcgen::generate_simple_self_signed(names).context("generating certificate")?;
+    let key_path = dir.join("key.pem");
+    write_private(&key_path, cert.signing_key.serialize_pem().as_bytes())?;
+    crate::fsutil::write_durable(&dir.join("cert.pem"), cert.cert.pem().as_bytes())?;
+    tracing::info!(path = %dir.display(), "generated a self-signed certificate");
+    Ok(())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true).mode(0o600);
+    let mut f = opts.open(path)?;
+    std::io::Write::write_all(&mut f, data)?;
+    f.sync_all()?;
+    Ok(())
+}
