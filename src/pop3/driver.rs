@@ -10,16 +10,21 @@
 //!   nothing (RFC 1939 section 6).
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, error, info, warn};
 
-use crate::config::TlsMode;
+use crate::config::{Config, TlsMode};
 use crate::directory::{AuthResult, DirError};
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
-use crate::store::{FlagOp, Flags, Uid};
+use crate::store::{FlagOp, Flags, MailboxId, Store, Uid};
+use crate::tls::Tls;
+use tokio_util::sync::CancellationToken;
 
 use super::codec::{DotStuffer, LineReader};
 use super::session::{
@@ -32,10 +37,50 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Size of the pieces a message body is written in.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// Checks a login and password (the directory in production, a fake in
+/// tests that run without one).
+pub(crate) type Authenticator = Arc<
+    dyn Fn(String, String) -> Pin<Box<dyn Future<Output = Result<AuthResult, DirError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a session uses of the shared services.
+#[derive(Clone)]
+pub(crate) struct Env {
+    pub config: Arc<Config>,
+    pub store: Option<Store>,
+    pub tls: Arc<Tls>,
+    pub shutdown: CancellationToken,
+    pub authenticate: Authenticator,
+}
+
+impl Env {
+    fn from_services(services: Services) -> Env {
+        let directory = services.directory.clone();
+        let domain = services.config.server.domain.clone();
+        Env {
+            config: services.config,
+            store: services.store,
+            tls: services.tls,
+            shutdown: services.shutdown,
+            authenticate: Arc::new(move |login, password| {
+                let directory = directory.clone();
+                let domain = domain.clone();
+                Box::pin(async move { directory.authenticate(&login, &password, &domain).await })
+            }),
+        }
+    }
+}
+
 /// Serves one POP3 or POP3S connection until QUIT, error, timeout or
 /// shutdown.
 pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
-    let config = &services.config;
+    run_session(conn, info, Env::from_services(services)).await
+}
+
+pub(crate) async fn run_session(conn: Conn, info: ConnInfo, env: Env) {
+    let config = &env.config;
     let tls_active = info.tls_active;
     let session = Session::new(SessionConfig {
         stls_available: info.tls_mode == TlsMode::StartTls && !tls_active,
@@ -53,7 +98,7 @@ pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
         // the config default says so, but a zero would close at once.
         idle: Duration::from_secs(config.pop3.idle_timeout.max(1)),
         session,
-        services: services.clone(),
+        env: env.clone(),
         stats: Stats::default(),
     };
     let end = driver.run().await;
@@ -112,7 +157,7 @@ struct Driver {
     out: Vec<u8>,
     idle: Duration,
     session: Session,
-    services: Services,
+    env: Env,
     stats: Stats,
 }
 
@@ -124,7 +169,7 @@ impl Driver {
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
             while let Some(input) = self.reader.next() {
-                if self.services.shutdown.is_cancelled() {
+                if self.env.shutdown.is_cancelled() {
                     return self.goodbye(ERR_SHUTDOWN, End::Shutdown).await;
                 }
                 self.stats.commands += 1;
@@ -143,7 +188,7 @@ impl Driver {
             };
             let read = tokio::select! {
                 biased;
-                _ = self.services.shutdown.cancelled() => {
+                _ = self.env.shutdown.cancelled() => {
                     return self.goodbye(ERR_SHUTDOWN, End::Shutdown).await;
                 }
                 r = tokio::time::timeout(self.idle, conn.read(&mut buf)) => r,
@@ -171,7 +216,7 @@ impl Driver {
                     self.flush().await?;
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
-                        _ = self.services.shutdown.cancelled() => {}
+                        _ = self.env.shutdown.cancelled() => {}
                     }
                 }
                 Action::Authenticate { login, password } => {
@@ -191,7 +236,7 @@ impl Driver {
                     let Some(conn) = self.conn.take() else {
                         return Ok(Some(End::Io));
                     };
-                    match self.services.tls.accept(conn).await {
+                    match self.env.tls.accept(conn).await {
                         Ok(tls) => {
                             self.conn = Some(tls);
                             self.session.tls_started();
@@ -203,8 +248,8 @@ impl Driver {
                         }
                     }
                 }
-                Action::Update { deletions } => {
-                    let result = self.update(deletions).await;
+                Action::Update { mailbox, deletions } => {
+                    let result = self.update(mailbox, deletions).await;
                     prepend(&mut queue, self.session.update_done(result));
                 }
                 Action::Close => {
@@ -226,13 +271,8 @@ impl Driver {
 
     /// Checks credentials, then opens the maildrop (INBOX snapshot).
     async fn authenticate(&mut self, login: &str, password: &str) -> AuthOutcome {
-        let domain = &self.services.config.server.domain;
-        let account = match self
-            .services
-            .directory
-            .authenticate(login, password, domain)
-            .await
-        {
+        let check = (self.env.authenticate)(login.to_string(), password.to_string());
+        let account = match check.await {
             Ok(AuthResult::Ok(account)) => account,
             Ok(AuthResult::Failed) => {
                 info!(login, "authentication failed");
@@ -247,7 +287,7 @@ impl Driver {
                 return AuthOutcome::DirectoryUnavailable;
             }
         };
-        let Some(store) = self.services.store.as_ref() else {
+        let Some(store) = self.env.store.as_ref() else {
             error!("POP3 login but this process runs no store role");
             return AuthOutcome::StoreUnavailable;
         };
@@ -276,7 +316,7 @@ impl Driver {
         top_lines: Option<usize>,
         ok_line: &str,
     ) -> std::io::Result<()> {
-        let Some(store) = self.services.store.clone() else {
+        let Some(store) = self.env.store.clone() else {
             self.out.extend_from_slice(ERR_MESSAGE_GONE.as_bytes());
             return Ok(());
         };
@@ -314,14 +354,11 @@ impl Driver {
 
     /// UPDATE: mark our deletions \Deleted and expunge exactly those UIDs,
     /// so messages other sessions flagged stay.
-    async fn update(&mut self, deletions: Vec<Uid>) -> Result<usize, ()> {
+    async fn update(&mut self, mailbox: MailboxId, deletions: Vec<Uid>) -> Result<usize, ()> {
         if deletions.is_empty() {
             return Ok(0);
         }
-        let (Some(store), Some(mailbox)) = (
-            self.services.store.clone(),
-            self.session.maildrop().map(|m| m.mailbox),
-        ) else {
+        let Some(store) = self.env.store.clone() else {
             return Err(());
         };
         let flags = Flags {

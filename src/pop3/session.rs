@@ -65,9 +65,12 @@ pub enum Action {
     /// Flush replies, drop buffered input, run the TLS handshake, then call
     /// `Session::tls_started` (or close if it fails).
     StartTls,
-    /// QUIT in TRANSACTION: enter UPDATE, remove these UIDs, report with
-    /// `Session::update_done`.
-    Update { deletions: Vec<Uid> },
+    /// QUIT in TRANSACTION: enter UPDATE, remove these UIDs of `mailbox`,
+    /// report with `Session::update_done`.
+    Update {
+        mailbox: MailboxId,
+        deletions: Vec<Uid>,
+    },
     /// Flush and close the connection.
     Close,
 }
@@ -93,8 +96,9 @@ impl fmt::Debug for Action {
                 .field("ok_line", ok_line)
                 .finish(),
             Action::StartTls => f.write_str("StartTls"),
-            Action::Update { deletions } => f
+            Action::Update { mailbox, deletions } => f
                 .debug_struct("Update")
+                .field("mailbox", mailbox)
                 .field("deletions", deletions)
                 .finish(),
             Action::Close => f.write_str("Close"),
@@ -538,7 +542,10 @@ impl Session {
             ("QUIT", []) => {
                 let deletions = m.deletions();
                 self.state = State::Update;
-                return vec![Action::Update { deletions }];
+                return vec![Action::Update {
+                    mailbox: m.mailbox,
+                    deletions,
+                }];
             }
             (
                 "STAT" | "LIST" | "UIDL" | "RETR" | "TOP" | "DELE" | "NOOP" | "RSET" | "CAPA"
@@ -703,7 +710,7 @@ mod tests {
                             reader.clear();
                             session.tls_started();
                         }
-                        Action::Update { deletions } => {
+                        Action::Update { deletions, .. } => {
                             let more = session.update_done(Ok(deletions.len()));
                             queue.splice(0..0, more);
                         }
@@ -753,7 +760,10 @@ UIDL\r\nUIDL 3\r\nDELE 1\r\nLIST 1\r\nRETR 1\r\nTOP 2 5\r\nRSET\r\nDELE 3\r\nQUI
             text.ends_with("+OK msgd POP3 server signing off\r\n"),
             "{text}"
         );
-        assert!(whole.contains(&Action::Update { deletions: vec![9] }));
+        assert!(whole.contains(&Action::Update {
+            mailbox: 7,
+            deletions: vec![9]
+        }));
         assert!(whole.contains(&Action::SendMessage {
             index: 1,
             top_lines: Some(5),
@@ -862,6 +872,7 @@ UIDL\r\nUIDL 3\r\nDELE 1\r\nLIST 1\r\nRETR 1\r\nTOP 2 5\r\nRSET\r\nDELE 3\r\nQUI
         assert_eq!(
             a,
             vec![Action::Update {
+                mailbox: 7,
                 deletions: vec![3, 9]
             }]
         );
