@@ -475,3 +475,62 @@ async fn too_long_line_gets_error_and_session_continues() {
     assert_eq!(c.cmd("CAPA").await, "+OK Capability list follows\r\n");
     c.body().await;
 }
+
+/// The public entry point with real `Services`: embedded directory, store
+/// and TLS from one temp folder.
+#[tokio::test]
+async fn serve_with_embedded_directory_logs_in_and_retrieves() {
+    use crate::directory::{embedded, Directory};
+    let h = harness();
+    let config = Arc::new(h.config.clone());
+    let path = config.directory_path();
+    embedded::edit(&path, |d| {
+        embedded::add_user(d, "bob@localhost", "pw of bob", None, true)?;
+        embedded::add_user(d, "carol@localhost", "pw", None, false)
+    })
+    .unwrap();
+    let services = crate::services::Services {
+        config: config.clone(),
+        directory: Directory::open(&config).unwrap(),
+        store: Some(h.store.clone()),
+        tls: h.env.tls.clone(),
+        shutdown: CancellationToken::new(),
+    };
+    h.store
+        .append(
+            "bob@localhost",
+            "INBOX",
+            NewMessage {
+                data: Arc::new(b"Subject: hi bob\r\n\r\nhello\r\n".to_vec()),
+                flags: Flags::default(),
+                internal_date: None,
+            },
+            Quota::default(),
+        )
+        .await
+        .unwrap();
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let task = tokio::spawn(super::serve(
+        Box::new(server),
+        ConnInfo::for_test(Protocol::Pop3),
+        services,
+    ));
+    let mut c = Client::new(client);
+    assert_eq!(c.line().await, "+OK msgd POP3 server ready\r\n");
+    c.cmd("USER carol").await;
+    assert_eq!(c.cmd("PASS pw").await, "-ERR [AUTH] account disabled\r\n");
+    // Bare login name: qualified with server.domain.
+    c.cmd("USER bob").await;
+    assert_eq!(
+        c.cmd("PASS pw of bob").await,
+        "+OK maildrop has 1 message (26 octets)\r\n"
+    );
+    assert_eq!(c.cmd("RETR 1").await, "+OK 26 octets\r\n");
+    assert_eq!(c.body().await, b"Subject: hi bob\r\n\r\nhello\r\n.\r\n");
+    assert_eq!(c.cmd("DELE 1").await, "+OK message 1 deleted\r\n");
+    assert_eq!(c.cmd("QUIT").await, "+OK msgd POP3 server signing off\r\n");
+    assert!(c.at_eof().await);
+    task.await.unwrap();
+    let left = h.store.snapshot("bob@localhost", "INBOX").await.unwrap();
+    assert!(left.messages.is_empty());
+}
