@@ -16,5 +16,6 @@ pub mod queue;
 pub mod roles;
 pub mod services;
 pub mod smtp;
+pub mod smtpclient;
 pub mod store;
 pub mod tls;
