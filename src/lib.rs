@@ -14,6 +14,7 @@ pub mod net;
 pub mod pop3;
 pub mod queue;
 pub mod roles;
+pub mod route;
 pub mod services;
 pub mod smtp;
 pub mod smtpclient;
