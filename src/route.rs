@@ -23,6 +23,8 @@ pub enum Dest {
     Local,
     /// LMTP to `host:port`.
     Lmtp(String),
+    /// SMTP to the outbound relay (mail for other domains, e.g. forwards).
+    Relay,
 }
 
 pub struct StoreRouter {
@@ -118,6 +120,20 @@ impl StoreRouter {
     }
 }
 
+/// A placeholder account for a recipient in another domain.
+fn remote_account(address: &str) -> crate::directory::Account {
+    crate::directory::Account {
+        address: address.to_string(),
+        aliases: Vec::new(),
+        active: true,
+        quota: None,
+        mail_host: None,
+        partition: None,
+        forward: Vec::new(),
+        keep_mailbox: true,
+    }
+}
+
 /// SMTP-style outcome of a store error.
 pub fn store_outcome(e: StoreError) -> Outcome {
     match e {
@@ -144,6 +160,24 @@ impl Transport for StoreRouter {
                 BTreeMap::new();
             for i in rcpts {
                 let addr = &env.recipients[i].address;
+                let domain = crate::directory::domain_of(addr).unwrap_or("");
+                match self.services.directory.is_local_domain(domain).await {
+                    Ok(false) => {
+                        groups
+                            .entry(Dest::Relay)
+                            .or_default()
+                            .push((i, remote_account(addr)));
+                        continue;
+                    }
+                    Ok(true) => {}
+                    Err(DirError::Temporary(e)) => {
+                        out.push((
+                            i,
+                            Outcome::Temporary(format!("451 4.4.3 directory unavailable: {e}")),
+                        ));
+                        continue;
+                    }
+                }
                 match Self::resolve(&self.services.directory, addr).await {
                     Ok(a) => groups
                         .entry(self.dest_for(a.mail_host.as_deref()))
@@ -160,9 +194,25 @@ impl Transport for StoreRouter {
                             out.push((i, self.deliver_local(&a, data.clone()).await));
                         }
                     }
-                    Dest::Lmtp(addr) => {
+                    Dest::Relay if self.services.config.mta.relay.is_empty() => {
+                        tracing::warn!(
+                            recipients = list.len(),
+                            "mail for other domains waits in the queue: no outbound relay is configured (mta.relay)"
+                        );
+                        out.extend(list.iter().map(|(i, _)| {
+                            (
+                                *i,
+                                Outcome::Temporary("451 4.4.0 no outbound relay configured".into()),
+                            )
+                        }));
+                    }
+                    Dest::Relay | Dest::Lmtp(_) => {
+                        let (addr, dialect) = match &dest {
+                            Dest::Lmtp(a) => (a.clone(), Dialect::Lmtp),
+                            _ => (self.services.config.mta.relay.clone(), Dialect::Smtp),
+                        };
                         let helo = &self.services.config.server.hostname;
-                        match Client::connect(&addr, Dialect::Lmtp, helo, timeout).await {
+                        match Client::connect(&addr, dialect, helo, timeout).await {
                             Err(o) => {
                                 tracing::warn!(store = %addr, reason = ?o, "store unreachable; recipients stay queued");
                                 out.extend(list.iter().map(|(i, _)| (*i, o.clone())));
