@@ -700,3 +700,364 @@ fn rfc5321_4_1_4_ehlo_resets_transaction() {
     let c = h.codes();
     assert_eq!(c[c.len() - 2..], ["503 5.5.1", "250 2.1.0"]);
 }
+
+/// The whole server through `serve`, over `tokio::io::duplex`, with a
+/// real store, embedded directory and TLS in a temp folder.
+mod e2e {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::config::{Config, PartitionConfig, Protocol, TlsMode};
+    use crate::directory::{embedded, Directory};
+    use crate::net::ConnInfo;
+    use crate::services::Services;
+    use crate::store::Store;
+    use crate::tls::Tls;
+
+    /// Services as the role runner builds them, all under `dir`:
+    /// alice and bob (bob's quota is tiny), carol (inactive), aliases
+    /// `team` (alice, bob), `loop1`/`loop2` (a cycle reaching alice),
+    /// `ext` (an address elsewhere).
+    pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> Services {
+        let mut config = Config::default();
+        config.server.data_dir = dir.to_path_buf();
+        config.server.hostname = "mx.example.test".into();
+        config.server.domain = "example.test".into();
+        config.store.min_free_disk = 0;
+        config.store.partition.insert(
+            "primary".into(),
+            PartitionConfig {
+                path: "partition/primary".into(),
+            },
+        );
+        edit(&mut config);
+        embedded::edit(&config.directory_path(), |d| {
+            embedded::add_user(d, "alice@example.test", "pw", None, true)?;
+            embedded::add_user(d, "bob@example.test", "pw", Some(300), true)?;
+            embedded::add_user(d, "carol@example.test", "pw", None, false)?;
+            embedded::add_user(d, "postmaster@example.test", "pw", None, true)?;
+            let alias = |d: &mut embedded::Data, a: &str, t: &[&str]| {
+                d.aliases
+                    .insert(a.into(), t.iter().map(|s| s.to_string()).collect());
+            };
+            alias(
+                d,
+                "team@example.test",
+                &["alice@example.test", "Bob@example.test"],
+            );
+            alias(d, "loop1@example.test", &["loop2@example.test"]);
+            alias(
+                d,
+                "loop2@example.test",
+                &["loop1@example.test", "alice@example.test"],
+            );
+            alias(d, "ext@example.test", &["someone@elsewhere.example"]);
+            Ok(())
+        })
+        .unwrap();
+        Services {
+            directory: Directory::open(&config).unwrap(),
+            store: Some(Store::open(&config).unwrap()),
+            tls: Arc::new(Tls::from_config(&config).unwrap()),
+            shutdown: CancellationToken::new(),
+            config: Arc::new(config),
+        }
+    }
+
+    struct Client<S> {
+        io: BufReader<S>,
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+        /// One complete (possibly multi-line) reply.
+        async fn reply(&mut self) -> String {
+            let mut all = String::new();
+            loop {
+                let mut line = String::new();
+                let n = tokio::time::timeout(Duration::from_secs(10), self.io.read_line(&mut line))
+                    .await
+                    .expect("reply in time")
+                    .unwrap();
+                if n == 0 {
+                    return all;
+                }
+                all.push_str(&line);
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return all;
+                }
+            }
+        }
+
+        async fn send(&mut self, bytes: &[u8]) {
+            self.io.get_mut().write_all(bytes).await.unwrap();
+        }
+
+        async fn cmd(&mut self, line: &str) -> String {
+            self.send(format!("{line}\r\n").as_bytes()).await;
+            self.reply().await
+        }
+    }
+
+    fn connect(
+        services: &Services,
+        protocol: Protocol,
+    ) -> (Client<tokio::io::DuplexStream>, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut info = ConnInfo::for_test(protocol);
+        info.tls_mode = if protocol == Protocol::Smtp {
+            TlsMode::StartTls
+        } else {
+            TlsMode::None
+        };
+        let task = tokio::spawn(super::super::serve(
+            Box::new(server),
+            info,
+            services.clone(),
+        ));
+        (
+            Client {
+                io: BufReader::new(client),
+            },
+            task,
+        )
+    }
+
+    async fn inbox(services: &Services, user: &str) -> Vec<String> {
+        let store = services.store();
+        let snap = store.snapshot(user, "INBOX").await.unwrap();
+        let mut out = Vec::new();
+        for m in &snap.messages {
+            let bytes = store.read(snap.info.id, m).await.unwrap();
+            out.push(String::from_utf8(bytes).unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn rfc5321_smtp_delivers_into_the_store_with_trace_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |_| {});
+        let (mut c, task) = connect(&services, Protocol::Smtp);
+        assert_eq!(c.reply().await, "220 mx.example.test ESMTP msgd\r\n");
+        let ehlo = c.cmd("EHLO client.example").await;
+        assert!(ehlo.starts_with("250-mx.example.test\r\n"), "{ehlo}");
+        for cap in [
+            "PIPELINING",
+            "SIZE 52428800",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "SMTPUTF8",
+            "CHUNKING",
+            "STARTTLS",
+        ] {
+            assert!(
+                ehlo.contains(&format!("250-{cap}\r\n"))
+                    || ehlo.contains(&format!("250 {cap}\r\n")),
+                "{cap}: {ehlo}"
+            );
+        }
+        // Pipelined: all replies come back in order.
+        c.send(b"MAIL FROM:<sender@elsewhere.example>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<team@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<carol@example.test>\r\nRCPT TO:<x@elsewhere.example>\r\nRCPT TO:<ext@example.test>\r\nRCPT TO:<loop1@example.test>\r\nDATA\r\n").await;
+        let mut replies = Vec::new();
+        for _ in 0..9 {
+            replies.push(c.reply().await);
+        }
+        let codes: Vec<&str> = replies.iter().map(|r| &r[..9]).collect();
+        assert_eq!(
+            codes,
+            [
+                "250 2.1.0",
+                "250 2.1.5",
+                "250 2.1.5",
+                "550 5.1.1",
+                "550 5.2.1",
+                "550 5.7.1",
+                "550 5.7.1",
+                "250 2.1.5",
+                "354 End d"
+            ]
+        );
+        assert!(replies[6].contains("outside this site"), "{}", replies[6]);
+        c.send(b"Subject: hello\r\n\r\nline one\r\n..dotted\r\n.\r\n")
+            .await;
+        let queued = c.reply().await;
+        assert!(queued.starts_with("250 2.0.0 Ok: queued as "), "{queued}");
+        assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+        task.await.unwrap();
+
+        // alice got it once (direct, team and loop1 all reach her), bob once.
+        let alice = inbox(&services, "alice@example.test").await;
+        assert_eq!(alice.len(), 1, "{alice:?}");
+        let m = &alice[0];
+        assert!(m.starts_with("Return-Path: <sender@elsewhere.example>\r\nReceived: from client.example ([127.0.0.1])\r\n\tby mx.example.test (msgd) with ESMTP id "), "{m}");
+        assert!(
+            m.ends_with("\r\nSubject: hello\r\n\r\nline one\r\n.dotted\r\n"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("for <"),
+            "several recipients: no for clause: {m}"
+        );
+        assert_eq!(inbox(&services, "bob@example.test").await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn rfc3030_bdat_and_over_quota_in_smtp() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |_| {});
+        let (mut c, task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        c.cmd("EHLO c").await;
+        c.cmd("MAIL FROM:<>").await;
+        assert!(c
+            .cmd("RCPT TO:<alice@example.test>")
+            .await
+            .starts_with("250 "));
+        c.send(b"BDAT 9\r\nSubject: ").await;
+        assert_eq!(c.reply().await, "250 2.0.0 9 octets received\r\n");
+        c.send(b"BDAT 9 LAST\r\nx\r\n\r\nhi\r\n").await;
+        assert!(c.reply().await.starts_with("250 2.0.0 Ok: queued"));
+        let alice = inbox(&services, "alice@example.test").await;
+        assert!(
+            alice[0].contains("\tfor <alice@example.test>;"),
+            "{}",
+            alice[0]
+        );
+        assert!(
+            alice[0].ends_with("\r\nSubject: x\r\n\r\nhi\r\n"),
+            "{}",
+            alice[0]
+        );
+        // bob's quota is 300 bytes: a bigger message is refused temporarily.
+        c.cmd("MAIL FROM:<>").await;
+        c.cmd("RCPT TO:<bob@example.test>").await;
+        c.cmd("DATA").await;
+        let big = format!("Subject: big\r\n\r\n{}\r\n.\r\n", "y".repeat(400));
+        c.send(big.as_bytes()).await;
+        assert_eq!(c.reply().await, "452 4.2.2 Mailbox full\r\n");
+        assert!(c.cmd("QUIT").await.starts_with("221"));
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rfc2033_lmtp_one_reply_per_recipient_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |_| {});
+        let (mut c, task) = connect(&services, Protocol::Lmtp);
+        assert_eq!(c.reply().await, "220 mx.example.test LMTP msgd\r\n");
+        assert!(c.cmd("EHLO mta").await.starts_with("500 5.5.1"));
+        let lhlo = c.cmd("LHLO mta.example.test").await;
+        assert!(
+            lhlo.contains("CHUNKING") && !lhlo.contains("STARTTLS"),
+            "{lhlo}"
+        );
+        c.send(b"MAIL FROM:<s@elsewhere.example>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<team@example.test>\r\nRCPT TO:<carol@example.test>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\n").await;
+        let mut codes = Vec::new();
+        for _ in 0..7 {
+            codes.push(c.reply().await[..9].to_string());
+        }
+        assert_eq!(
+            codes,
+            [
+                "250 2.1.0",
+                "250 2.1.5",
+                "550 5.1.1",
+                "550 5.2.1",
+                "250 2.1.5",
+                "550 5.1.1",
+                "354 End d"
+            ]
+        );
+        let body = format!("Subject: lmtp\r\n\r\n{}\r\n.\r\n", "z".repeat(400));
+        c.send(body.as_bytes()).await;
+        assert_eq!(c.reply().await, "250 2.1.5 Delivered\r\n");
+        assert_eq!(c.reply().await, "452 4.2.2 Mailbox full\r\n");
+        assert!(c.cmd("QUIT").await.starts_with("221"));
+        task.await.unwrap();
+        let alice = inbox(&services, "alice@example.test").await;
+        assert!(alice[0].starts_with("Return-Path: <s@elsewhere.example>\r\nReceived: from mta.example.test ([127.0.0.1])\r\n\tby mx.example.test (msgd) with LMTP id "), "{}", alice[0]);
+        assert!(inbox(&services, "bob@example.test").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn rfc3207_starttls_then_deliver() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |_| {});
+        let (mut c, task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        c.cmd("EHLO c").await;
+        // Plaintext pipelined after STARTTLS is dropped, never executed.
+        c.send(b"STARTTLS\r\nMAIL FROM:<evil@x.example>\r\n").await;
+        assert_eq!(c.reply().await, "220 2.0.0 Ready to start TLS\r\n");
+        let plain = c.io.into_inner();
+        let mut roots = rustls::RootCertStore::empty();
+        let cert_path = services.config.server.data_dir.join("tls/cert.pem");
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(&cert_path).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client_config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, plain).await.unwrap();
+        let mut c = Client {
+            io: BufReader::new(tls),
+        };
+        assert!(c
+            .cmd("MAIL FROM:<a@x.example>")
+            .await
+            .starts_with("503 5.5.1"));
+        let ehlo = c.cmd("EHLO c").await;
+        assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+        assert!(c.cmd("MAIL FROM:<a@x.example>").await.starts_with("250"));
+        assert!(c
+            .cmd("RCPT TO:<alice@example.test>")
+            .await
+            .starts_with("250"));
+        assert!(c.cmd("DATA").await.starts_with("354"));
+        assert!(c
+            .cmd("Subject: tls\r\n\r\nx\r\n.")
+            .await
+            .starts_with("250 2.0.0"));
+        assert!(c.cmd("QUIT").await.starts_with("221"));
+        task.await.unwrap();
+        let alice = inbox(&services, "alice@example.test").await;
+        assert!(alice[0].contains(" with ESMTPS id "), "{}", alice[0]);
+    }
+
+    #[tokio::test]
+    async fn shutdown_between_transactions_says_421() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |_| {});
+        let (mut c, task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        c.cmd("EHLO c").await;
+        // In a transaction: the shutdown waits for its end.
+        c.cmd("MAIL FROM:<>").await;
+        c.cmd("RCPT TO:<alice@example.test>").await;
+        services.shutdown.cancel();
+        assert!(c.cmd("DATA").await.starts_with("354"));
+        assert!(c.cmd("x\r\n.").await.starts_with("250 2.0.0"));
+        assert_eq!(
+            c.reply().await,
+            "421 4.3.2 Service shutting down, closing connection\r\n"
+        );
+        task.await.unwrap();
+        assert_eq!(inbox(&services, "alice@example.test").await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn command_timeout_says_421() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |c| c.smtp.command_timeout = 1);
+        let (mut c, task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        assert_eq!(c.reply().await, "421 4.4.2 Timeout, closing connection\r\n");
+        task.await.unwrap();
+    }
+}
