@@ -701,6 +701,65 @@ fn rfc5321_4_1_4_ehlo_resets_transaction() {
     assert_eq!(c[c.len() - 2..], ["503 5.5.1", "250 2.1.0"]);
 }
 
+/// Random soups of command fragments, body bytes and garbage: never a
+/// panic, and the same replies and messages however the input is split.
+#[test]
+fn random_input_never_panics_and_is_split_invariant() {
+    const PIECES: [&[u8]; 22] = [
+        b"EHLO a\r\n",
+        b"LHLO a\r\n",
+        b"MAIL FROM:<a@b.example>\r\n",
+        b"MAIL FROM:<> BODY=BINARYMIME\r\n",
+        b"RCPT TO:<x@example.test>\r\n",
+        b"RCPT TO:<unknown@example.test>\r\n",
+        b"DATA\r\n",
+        b"BDAT 3\r\n",
+        b"BDAT 2 LAST\r\n",
+        b"BDAT 0 LAST\r\n",
+        b".\r\n",
+        b"\r\n.\r\n",
+        b"\n.\n",
+        b"..x\r\n",
+        b"\r",
+        b"\n",
+        b"\x00\xff\xfe",
+        b"RSET\r\n",
+        b"NOOP\r\n",
+        b"VRFY x\r\n",
+        b"MAIL FROM:<a@b.example> SIZE=99999999999999999999999\r\n",
+        b"RCPT TO:<Postmaster>\r\n",
+    ];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for flavor in [Flavor::Smtp, Flavor::Lmtp] {
+        let mut p = params(flavor);
+        p.max_bad_commands = 1000;
+        for _ in 0..12 {
+            let mut input = Vec::new();
+            while input.len() < 300 {
+                input.extend_from_slice(PIECES[(rnd() % PIECES.len() as u64) as usize]);
+            }
+            assert_split_invariant(&p, &input);
+        }
+        // Raw bytes biased towards the ones parsers care about.
+        const BYTES: &[u8] = b"\r\n.<>:@ =\"\\MAILFROMRCPTTODATABDATLAST0123456789\x00\x80\xff";
+        for _ in 0..50 {
+            let mut h = Harness::new(p.clone());
+            h.feed(b"EHLO a\r\nLHLO a\r\n");
+            for _ in 0..2000 {
+                let b = BYTES[(rnd() % BYTES.len() as u64) as usize];
+                h.feed(&[b]);
+            }
+            h.take();
+        }
+    }
+}
+
 /// The whole server through `serve`, over `tokio::io::duplex`, with a
 /// real store, embedded directory and TLS in a temp folder.
 mod e2e {
