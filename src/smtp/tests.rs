@@ -821,6 +821,7 @@ mod e2e {
             directory: Directory::open(&config).unwrap(),
             store: Some(Store::open(&config).unwrap()),
             tls: Arc::new(Tls::from_config(&config).unwrap()),
+            queue: None,
             shutdown: CancellationToken::new(),
             config: Arc::new(config),
         }
