@@ -47,25 +47,21 @@ const MISSING_MAILBOX: &[u8] = b"MISSING_MAILBOX";
 // ---------------------------------------------------------------------------
 
 /// ENVELOPE of a message (RFC 3501 7.4.2): raw header values, NIL for absent
-/// fields, Sender and Reply-To defaulting to From.
+/// fields, Sender and Reply-To defaulting to From. Reads only the header.
 pub fn envelope(msg: &[u8]) -> Envelope<'static> {
-    let parsed = parse(msg);
-    envelope_of(Level::top(&parsed).header())
+    envelope_of(clamp(msg, 0, header_end(msg)))
 }
 
 /// BODY (`extended == false`) or BODYSTRUCTURE (`extended == true`) of a
 /// message (RFC 3501 7.4.2).
 pub fn body_structure(msg: &[u8], extended: bool) -> BodyStructure<'static> {
-    let parsed = parse(msg);
-    structure(Level::top(&parsed).root(), extended, 0)
+    ParsedMessage::new(msg).body_structure(extended)
 }
 
 /// Envelope and BODYSTRUCTURE from one parse, for callers that cache both
 /// (BODY is `without_extensions` of the second).
 pub fn envelope_and_structure(msg: &[u8]) -> (Envelope<'static>, BodyStructure<'static>) {
-    let parsed = parse(msg);
-    let top = Level::top(&parsed);
-    (envelope_of(top.header()), structure(top.root(), true, 0))
+    (envelope(msg), body_structure(msg, true))
 }
 
 /// BODY form of a BODYSTRUCTURE: the same tree without extension data.
@@ -103,32 +99,21 @@ pub fn without_extensions(bs: BodyStructure<'static>) -> BodyStructure<'static> 
 }
 
 /// Content of BODY[section] (RFC 3501 6.4.5): `None` is the whole message.
-/// A part that does not exist yields an empty result.
+/// A part that does not exist yields an empty result. Sections of the top
+/// header (HEADER, HEADER.FIELDS, TEXT) do not need a MIME parse.
 pub fn section(msg: &[u8], section: Option<&Section<'_>>) -> Vec<u8> {
-    let Some(section) = section else {
-        return msg.to_vec();
-    };
-    let parsed = parse(msg);
-    let top = Level::top(&parsed);
-    // The message whose HEADER/TEXT is asked for: the top one, or the
-    // message/rfc822 part the numbers lead to.
-    let message_at = |part: &Option<imap_types::fetch::Part>| match part {
-        None => Some(top),
-        Some(p) => resolve(top, p.0.as_ref()).and_then(|n| n.inner()),
-    };
-    let out = match section {
-        Section::Part(p) => resolve(top, p.0.as_ref()).map(|n| n.body().to_vec()),
-        Section::Mime(p) => resolve(top, p.0.as_ref()).map(|n| n.header().to_vec()),
-        Section::Header(p) => message_at(p).map(|l| l.header().to_vec()),
-        Section::Text(p) => message_at(p).map(|l| l.text().to_vec()),
-        Section::HeaderFields(p, names) => {
-            message_at(p).map(|l| header_fields(l.header(), names.as_ref(), true))
+    match section {
+        None => msg.to_vec(),
+        Some(Section::Header(None)) => clamp(msg, 0, header_end(msg)).to_vec(),
+        Some(Section::Text(None)) => clamp(msg, header_end(msg), msg.len()).to_vec(),
+        Some(Section::HeaderFields(None, names)) => {
+            header_fields(clamp(msg, 0, header_end(msg)), names.as_ref(), true)
         }
-        Section::HeaderFieldsNot(p, names) => {
-            message_at(p).map(|l| header_fields(l.header(), names.as_ref(), false))
+        Some(Section::HeaderFieldsNot(None, names)) => {
+            header_fields(clamp(msg, 0, header_end(msg)), names.as_ref(), false)
         }
-    };
-    out.unwrap_or_default()
+        Some(s) => ParsedMessage::new(msg).section(Some(s)),
+    }
 }
 
 /// The `<origin.len>` partial of a fetched section (RFC 3501 6.4.5): empty
@@ -152,30 +137,90 @@ pub enum BinaryError {
 }
 
 /// Content of BINARY[part] (RFC 3516): the part body with its
-/// Content-Transfer-Encoding removed. An empty `part` is the whole message
-/// (nothing to decode at the top of a message/rfc822 stream); multipart and
-/// message/rfc822 parts are returned as they are (RFC 3516 only defines
-/// decoding for leaf parts). A nonexistent part yields an empty result.
+/// Content-Transfer-Encoding removed. An empty `part` is the whole message;
+/// multipart and message/rfc822 parts are returned as they are (RFC 3516
+/// only defines decoding for leaf parts). A nonexistent part yields an empty
+/// result.
 pub fn binary_section(msg: &[u8], part: &[NonZeroU32]) -> Result<Vec<u8>, BinaryError> {
     if part.is_empty() {
         return Ok(msg.to_vec());
     }
-    let parsed = parse(msg);
-    let Some(node) = resolve(Level::top(&parsed), part) else {
-        return Ok(Vec::new());
-    };
-    let body = node.body();
-    let is_leaf = node
-        .part()
-        .is_some_and(|p| !matches!(p.body, PartType::Multipart(_) | PartType::Message(_)));
-    if !is_leaf {
-        return Ok(body.to_vec());
+    ParsedMessage::new(msg).binary_section(part)
+}
+
+/// A message parsed once, for a FETCH that asks several things of it.
+pub struct ParsedMessage<'a> {
+    msg: Message<'a>,
+}
+
+impl<'a> ParsedMessage<'a> {
+    pub fn new(raw: &'a [u8]) -> Self {
+        ParsedMessage { msg: parse(raw) }
     }
-    let fields = fields(node.header());
-    let cte = first_field(&fields, b"Content-Transfer-Encoding")
-        .map(|v| cte_token(&unfold(v)))
-        .unwrap_or_default();
-    decode_cte(&cte, body)
+
+    fn top(&self) -> Level<'_, 'a> {
+        Level::top(&self.msg)
+    }
+
+    /// See [`envelope`].
+    pub fn envelope(&self) -> Envelope<'static> {
+        envelope(self.msg.raw_message.as_ref())
+    }
+
+    /// See [`body_structure`].
+    pub fn body_structure(&self, extended: bool) -> BodyStructure<'static> {
+        structure(self.top().root(), extended, 0)
+    }
+
+    /// See [`section`].
+    pub fn section(&self, section: Option<&Section<'_>>) -> Vec<u8> {
+        let raw = self.msg.raw_message.as_ref();
+        let Some(section) = section else {
+            return raw.to_vec();
+        };
+        let top = self.top();
+        // The message whose HEADER/TEXT is asked for: the top one, or the
+        // message/rfc822 part the numbers lead to.
+        let message_at = |part: &Option<imap_types::fetch::Part>| match part {
+            None => Some(top),
+            Some(p) => resolve(top, p.0.as_ref()).and_then(|n| n.inner()),
+        };
+        let out = match section {
+            Section::Part(p) => resolve(top, p.0.as_ref()).map(|n| n.body().to_vec()),
+            Section::Mime(p) => resolve(top, p.0.as_ref()).map(|n| n.header().to_vec()),
+            Section::Header(p) => message_at(p).map(|l| l.header().to_vec()),
+            Section::Text(p) => message_at(p).map(|l| l.text().to_vec()),
+            Section::HeaderFields(p, names) => {
+                message_at(p).map(|l| header_fields(l.header(), names.as_ref(), true))
+            }
+            Section::HeaderFieldsNot(p, names) => {
+                message_at(p).map(|l| header_fields(l.header(), names.as_ref(), false))
+            }
+        };
+        out.unwrap_or_default()
+    }
+
+    /// See [`binary_section`].
+    pub fn binary_section(&self, part: &[NonZeroU32]) -> Result<Vec<u8>, BinaryError> {
+        if part.is_empty() {
+            return Ok(self.msg.raw_message.to_vec());
+        }
+        let Some(node) = resolve(self.top(), part) else {
+            return Ok(Vec::new());
+        };
+        let body = node.body();
+        let is_leaf = node
+            .part()
+            .is_some_and(|p| !matches!(p.body, PartType::Multipart(_) | PartType::Message(_)));
+        if !is_leaf {
+            return Ok(body.to_vec());
+        }
+        let fields = fields(node.header());
+        let cte = first_field(&fields, b"Content-Transfer-Encoding")
+            .map(|v| cte_token(&unfold(v)))
+            .unwrap_or_default();
+        decode_cte(&cte, body)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -405,6 +450,25 @@ pub(crate) fn fields(block: &[u8]) -> Vec<Field<'_>> {
             }
         })
         .collect()
+}
+
+/// Where the header of a message ends: after the first empty line, or at
+/// the end if there is none (the same boundary `fields` stops at).
+pub(crate) fn header_end(msg: &[u8]) -> usize {
+    let mut pos = 0;
+    while pos < msg.len() {
+        let rest = msg.get(pos..).unwrap_or_default();
+        let line_len = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let line = rest.get(..line_len).unwrap_or_default();
+        pos += line_len;
+        if line.iter().all(|b| matches!(b, b'\r' | b'\n')) && line.ends_with(b"\n") {
+            return pos;
+        }
+    }
+    msg.len()
 }
 
 pub(crate) fn first_field<'a>(fields: &[Field<'a>], name: &[u8]) -> Option<&'a [u8]> {
@@ -1179,9 +1243,7 @@ pub(crate) fn decode_header_value(value: &[u8]) -> String {
 
 /// Everything SEARCH matches against; the body text only if `with_body`.
 pub(crate) fn decode_for_search(msg: &[u8], with_body: bool) -> Decoded {
-    let parsed = parse(msg);
-    let top = Level::top(&parsed);
-    let header_fields = fields(top.header());
+    let header_fields = fields(clamp(msg, 0, header_end(msg)));
     let headers = header_fields
         .iter()
         .map(|f| (f.name.to_vec(), decode_header_value(f.value)))
@@ -1192,7 +1254,7 @@ pub(crate) fn decode_for_search(msg: &[u8], with_body: bool) -> Decoded {
         .filter(|d| d.is_valid());
     let mut body = String::new();
     if with_body {
-        body_text(&parsed, &mut body, 0);
+        body_text(&parse(msg), &mut body, 0);
     }
     Decoded {
         headers,
@@ -1231,4 +1293,4 @@ fn push_line(out: &mut String, s: &str) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -288,3 +288,6 @@ fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
         }
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -640,6 +640,13 @@ fn exercise(m: &[u8]) {
         let _ = binary_section(m, &path);
     }
     let _ = decode_for_search(m, true);
+    // HEADER and TEXT split the message.
+    let mut whole = section(m, sec("HEADER").as_ref());
+    whole.extend(section(m, sec("TEXT").as_ref()));
+    assert_eq!(whole, m);
+    let p = ParsedMessage::new(m);
+    assert_eq!(p.envelope(), envelope(m));
+    assert_eq!(p.body_structure(true), body_structure(m, true));
 }
 
 #[test]
