@@ -42,6 +42,8 @@ pub struct Config {
     pub imap: ImapConfig,
     pub pop3: Pop3Config,
     pub limits: LimitsConfig,
+    pub queue: QueueConfig,
+    pub mta: MtaConfig,
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
@@ -59,6 +61,8 @@ impl Default for Config {
             imap: ImapConfig::default(),
             pop3: Pop3Config::default(),
             limits: LimitsConfig::default(),
+            queue: QueueConfig::default(),
+            mta: MtaConfig::default(),
             listener: BTreeMap::new(),
         }
     }
@@ -276,6 +280,62 @@ impl Default for LimitsConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct MtaConfig {
+    /// LMTP port of the stores, when `hosts` does not name one.
+    pub lmtp_port: u16,
+    /// Static map from a store's mailHost to its LMTP address
+    /// (`"store1.example.com" = "10.0.0.5:24"`); other names go through DNS.
+    pub hosts: BTreeMap<String, String>,
+    /// Seconds one delivery attempt (connect and transaction) may take.
+    pub delivery_timeout: u64,
+    /// Outbound relay (`host:port`) for forwarded mail to other domains;
+    /// empty: such mail stays queued until one is configured.
+    pub relay: String,
+}
+
+impl Default for MtaConfig {
+    fn default() -> Self {
+        MtaConfig {
+            lmtp_port: 24,
+            hosts: BTreeMap::new(),
+            delivery_timeout: 120,
+            relay: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Queue folder; empty means `<data_dir>/queue`.
+    pub dir: String,
+    /// Seconds before the first retry; doubles each attempt.
+    pub retry_base: u64,
+    /// Longest wait between attempts, in seconds.
+    pub retry_max: u64,
+    /// Seconds a message may stay queued before it bounces.
+    pub lifetime: u64,
+    /// Seconds after which the sender is told delivery is delayed.
+    pub delay_warning: u64,
+    /// Messages delivered at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            dir: String::new(),
+            retry_base: 60,
+            retry_max: 4 * 3600,
+            lifetime: 5 * 86400,
+            delay_warning: 4 * 3600,
+            concurrency: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
     pub enabled: bool,
     /// Protocol; empty means the listener's name (smtp, submission, ...).
@@ -401,7 +461,13 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
         }
         fig = fig.merge(Toml::file_exact(path));
     }
-    fig = fig.merge(Env::prefixed("MSGD_").split("__"));
+    // Only nested keys (SECTION__KEY): other MSGD_* variables in the
+    // environment are not configuration.
+    fig = fig.merge(
+        Env::prefixed("MSGD_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
     let config: Config = match fig.extract() {
         Ok(c) => c,
         Err(e) => return Err(e.into_iter().map(|e| e.to_string()).collect()),
