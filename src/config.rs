@@ -163,6 +163,9 @@ pub struct StoreConfig {
     pub min_free_disk: u64,
     /// Default quota in bytes for users whose directory entry has none (0: none).
     pub default_quota: u64,
+    /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
+    /// sender retries) or `permanent` (552 5.2.2, it bounces).
+    pub over_quota: String,
 }
 
 impl Default for StoreConfig {
@@ -175,6 +178,7 @@ impl Default for StoreConfig {
             host: String::new(),
             min_free_disk: 64 << 20,
             default_quota: 0,
+            over_quota: "temporary".into(),
         }
     }
 }
@@ -528,6 +532,12 @@ fn validate(c: &Config) -> Vec<String> {
         errors.push(format!(
             "store.default_partition: no partition named '{}'",
             c.store.default_partition
+        ));
+    }
+    if !matches!(c.store.over_quota.as_str(), "temporary" | "permanent") {
+        errors.push(format!(
+            "store.over_quota: '{}' is not one of temporary, permanent",
+            c.store.over_quota
         ));
     }
     if c.limits.max_line < 512 {

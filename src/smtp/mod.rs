@@ -53,7 +53,7 @@ pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
         }
     };
     let mut session = Session::new(session_params(&info, &services, flavor));
-    let policy = Policy::inbound(flavor, services.config.store.default_quota);
+    let policy = Policy::for_services(flavor, &services);
     let delivery = Delivery::from_services(&services);
     let end = run(conn, &services, &mut session, &policy, &delivery).await;
     info!(messages = session.messages, end, "session closed");
@@ -165,7 +165,14 @@ async fn run(
                 for t in &msg.targets {
                     tx.add_rcpt(t.clone());
                 }
-                let outcomes = tx.body(msg.data.clone()).await;
+                let mut outcomes = tx.body(msg.data.clone()).await;
+                if services.config.store.over_quota == "permanent" {
+                    for o in &mut outcomes {
+                        if *o == session::Outcome::OverQuota {
+                            *o = session::Outcome::OverQuotaPermanent;
+                        }
+                    }
+                }
                 let ok = outcomes
                     .iter()
                     .filter(|o| **o == session::Outcome::Delivered)

@@ -104,6 +104,10 @@ pub const NO_DELIVERY: Reply = Reply::new(
     "Delivery temporarily unavailable, try again later",
 );
 pub const OVER_QUOTA: Reply = Reply::new(452, "4.2.2", "Mailbox full");
+/// RFC 3463: mailbox full, as a permanent failure (store.over_quota = "permanent").
+pub const OVER_QUOTA_PERMANENT: Reply = Reply::new(552, "5.2.2", "Mailbox full");
+/// RFC 3463 5.1.6: the mailbox lives on another store.
+pub const WRONG_STORE: Reply = Reply::new(550, "5.1.6", "Mailbox is not on this store");
 pub const DISK_FULL: Reply = Reply::new(452, "4.3.1", "Insufficient system storage");
 /// RFC 5321 4.5.3.1.10: the client should retry the rest later.
 pub const TOO_MANY_RCPTS: Reply = Reply::new(452, "4.5.3", "Too many recipients");

@@ -27,6 +27,11 @@ pub struct Policy {
     pub relay_allowed: bool,
     /// Store default quota for accounts without one (0: none).
     pub default_quota: u64,
+    /// Forwards to other domains are accepted (a queue exists to carry
+    /// them); otherwise such a RCPT is refused.
+    pub forward_offsite: bool,
+    /// LMTP: accept only users whose mailHost is this store.
+    pub config: Option<std::sync::Arc<crate::config::Config>>,
 }
 
 impl Policy {
@@ -35,6 +40,17 @@ impl Policy {
             flavor,
             relay_allowed: false,
             default_quota,
+            forward_offsite: false,
+            config: None,
+        }
+    }
+
+    /// The policy of a listener of this process.
+    pub fn for_services(flavor: Flavor, services: &crate::services::Services) -> Policy {
+        Policy {
+            forward_offsite: services.queue.is_some(),
+            config: Some(services.config.clone()),
+            ..Policy::inbound(flavor, services.config.store.default_quota)
         }
     }
 
@@ -45,6 +61,8 @@ impl Policy {
             quota: a
                 .quota
                 .or((self.default_quota > 0).then_some(self.default_quota)),
+            mail_host: a.mail_host.clone(),
+            remote: false,
         }
     }
 }
@@ -69,6 +87,15 @@ async fn resolve_lmtp(
     Ok(match dir.lookup(address).await? {
         None | Some(Recipient::List(_)) => Verdict::NoSuchUser,
         Some(Recipient::User(a)) if !a.active => Verdict::Disabled,
+        Some(Recipient::User(a))
+            if policy
+                .config
+                .as_ref()
+                .is_some_and(|c| !crate::route::is_own_store(c, a.mail_host.as_deref())) =>
+        {
+            warn!(rcpt = %address, mail_host = ?a.mail_host, "LMTP recipient lives on another store");
+            Verdict::WrongStore
+        }
         Some(Recipient::User(a)) => Verdict::Accept(vec![policy.target(&a)]),
     })
 }
@@ -102,9 +129,20 @@ async fn resolve_smtp(
     };
     x.expand(&address, top, 0).await?;
     if !x.offsite.is_empty() {
-        warn!(rcpt = %address, offsite = ?x.offsite,
-            "recipient forwards outside our domains; no outbound queue yet, refused");
-        return Ok(Verdict::OffSite);
+        if !policy.forward_offsite {
+            warn!(rcpt = %address, offsite = ?x.offsite,
+                "recipient forwards outside our domains and this process has no queue; refused");
+            return Ok(Verdict::OffSite);
+        }
+        for a in std::mem::take(&mut x.offsite) {
+            x.targets.push(Target {
+                address: a,
+                partition: None,
+                quota: None,
+                mail_host: None,
+                remote: true,
+            });
+        }
     }
     if x.targets.is_empty() {
         return Ok(Verdict::NoSuchUser);

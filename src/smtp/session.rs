@@ -74,6 +74,12 @@ pub struct Target {
     pub partition: Option<String>,
     /// Storage quota in bytes; None: unlimited.
     pub quota: Option<u64>,
+    /// The directory's mailHost: the store that holds the mailbox (None:
+    /// this process's store).
+    pub mail_host: Option<String>,
+    /// An address in another domain (a forward): goes out through the
+    /// queue and the outbound relay.
+    pub remote: bool,
 }
 
 /// What the driver found out about a RCPT address.
@@ -92,6 +98,8 @@ pub enum Verdict {
     Temporary,
     /// No delivery back end in this process.
     Unavailable,
+    /// LMTP: the user's mailHost names another store (RFC 3463 5.1.6).
+    WrongStore,
 }
 
 /// The fate of one target after delivery.
@@ -99,6 +107,8 @@ pub enum Verdict {
 pub enum Outcome {
     Delivered,
     OverQuota,
+    /// Over quota, configured as a permanent failure (`store.over_quota`).
+    OverQuotaPermanent,
     /// Any other temporary failure (store error, server bug).
     Failed,
     DiskFull,
@@ -607,6 +617,7 @@ impl Session {
             Verdict::OffSite => reply::OFFSITE,
             Verdict::Temporary => reply::DIR_TEMPFAIL,
             Verdict::Unavailable => reply::NO_DELIVERY,
+            Verdict::WrongStore => reply::WRONG_STORE,
         };
         self.reply(&r);
     }
@@ -839,6 +850,7 @@ fn outcome_reply(o: Outcome) -> Reply {
     match o {
         Outcome::Delivered => reply::DELIVERED,
         Outcome::OverQuota => reply::OVER_QUOTA,
+        Outcome::OverQuotaPermanent => reply::OVER_QUOTA_PERMANENT,
         Outcome::DiskFull => reply::DISK_FULL,
         Outcome::Failed => reply::LOCAL_ERROR,
     }

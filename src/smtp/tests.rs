@@ -51,6 +51,8 @@ fn script_resolver(addr: &str) -> Verdict {
             address: addr,
             partition: None,
             quota: None,
+            mail_host: None,
+            remote: false,
         }])
     }
 }
@@ -1000,6 +1002,64 @@ mod e2e {
         assert_eq!(c.reply().await, "452 4.2.2 Mailbox full\r\n");
         assert!(c.cmd("QUIT").await.starts_with("221"));
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn forward_outside_the_site_is_queued_when_a_queue_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut services = test_services(dir.path(), |_| {});
+        let queue = crate::queue::Queue::open(
+            &dir.path().join("queue"),
+            services.config.queue.clone(),
+            "mx.example.test",
+        )
+        .unwrap();
+        services.queue = Some(queue.clone());
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        assert!(c.reply().await.starts_with("220"));
+        c.cmd("EHLO client.example").await;
+        c.cmd("MAIL FROM:<sender@else.example>").await;
+        let r = c.cmd("RCPT TO:<ext@example.test>").await;
+        assert!(r.starts_with("250"), "{r}");
+        let r = c.cmd("RCPT TO:<alice@example.test>").await;
+        assert!(r.starts_with("250"), "{r}");
+        c.cmd("DATA").await;
+        let r = c.cmd("Subject: fwd\r\n\r\nbody\r\n.").await;
+        assert!(r.starts_with("250"), "{r}");
+        // The local mailbox got it directly; the forward waits in the queue.
+        assert_eq!(inbox(&services, "alice@example.test").await.len(), 1);
+        let q = queue.list();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].recipients[0].0, "someone@elsewhere.example");
+        assert_eq!(q[0].sender, "sender@else.example");
+    }
+
+    #[tokio::test]
+    async fn lmtp_refuses_a_user_whose_mailhost_is_another_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |c| c.store.host = "store1.example.test".into());
+        embedded::edit(&services.config.directory_path(), |d| {
+            if let Some(u) = d.users.get_mut("bob@example.test") {
+                u.account.mail_host = Some("store2.example.test".into());
+            }
+            if let Some(u) = d.users.get_mut("alice@example.test") {
+                u.account.mail_host = Some("STORE1.example.test".into());
+            }
+            Ok(())
+        })
+        .unwrap();
+        let services = Services {
+            directory: Directory::open(&services.config).unwrap(),
+            ..services
+        };
+        let (mut c, _task) = connect(&services, Protocol::Lmtp);
+        assert!(c.reply().await.starts_with("220"));
+        c.cmd("LHLO mta.example.test").await;
+        c.cmd("MAIL FROM:<s@else.example>").await;
+        let r = c.cmd("RCPT TO:<bob@example.test>").await;
+        assert!(r.starts_with("550 5.1.6"), "{r}");
+        let r = c.cmd("RCPT TO:<alice@example.test>").await;
+        assert!(r.starts_with("250"), "{r}");
     }
 
     #[tokio::test]
