@@ -30,7 +30,7 @@ pub fn role_profile(role: Role) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -47,25 +47,6 @@ pub struct Config {
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            log: LogConfig::default(),
-            tls: TlsConfig::default(),
-            directory: DirectoryConfig::default(),
-            store: StoreConfig::default(),
-            smtp: SmtpConfig::default(),
-            imap: ImapConfig::default(),
-            pop3: Pop3Config::default(),
-            limits: LimitsConfig::default(),
-            queue: QueueConfig::default(),
-            mta: MtaConfig::default(),
-            listener: BTreeMap::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
