@@ -330,6 +330,9 @@ pub struct ListenerConfig {
     pub tls: String,
     /// Expect a HAProxy PROXY v1/v2 header first on each connection.
     pub proxy_protocol: bool,
+    /// Also listen on this unix socket (LMTP from local MTAs); relative
+    /// paths are under the data folder.
+    pub unix: String,
 }
 
 impl Default for ListenerConfig {
@@ -340,6 +343,7 @@ impl Default for ListenerConfig {
             bind: Vec::new(),
             tls: String::new(),
             proxy_protocol: false,
+            unix: String::new(),
         }
     }
 }
@@ -490,7 +494,7 @@ fn validate(c: &Config) -> Vec<String> {
                 }
             }
         }
-        if l.enabled && l.bind.is_empty() {
+        if l.enabled && l.bind.is_empty() && l.unix.is_empty() {
             errors.push(format!("listener.{name}.bind: no address to listen on"));
         }
     }
