@@ -30,7 +30,7 @@ pub fn role_profile(role: Role) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -42,26 +42,11 @@ pub struct Config {
     pub imap: ImapConfig,
     pub pop3: Pop3Config,
     pub limits: LimitsConfig,
+    pub queue: QueueConfig,
+    pub mta: MtaConfig,
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            log: LogConfig::default(),
-            tls: TlsConfig::default(),
-            directory: DirectoryConfig::default(),
-            store: StoreConfig::default(),
-            smtp: SmtpConfig::default(),
-            imap: ImapConfig::default(),
-            pop3: Pop3Config::default(),
-            limits: LimitsConfig::default(),
-            listener: BTreeMap::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,6 +281,9 @@ pub struct StoreConfig {
     pub min_free_disk: u64,
     /// Default quota in bytes for users whose directory entry has none (0: none).
     pub default_quota: u64,
+    /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
+    /// sender retries) or `permanent` (552 5.2.2, it bounces).
+    pub over_quota: String,
 }
 
 impl Default for StoreConfig {
@@ -308,6 +296,7 @@ impl Default for StoreConfig {
             host: String::new(),
             min_free_disk: 64 << 20,
             default_quota: 0,
+            over_quota: "temporary".into(),
         }
     }
 }
@@ -407,6 +396,62 @@ impl Default for LimitsConfig {
             max_auth_failures: 3,
             max_connections: 10000,
             max_connections_per_ip: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaConfig {
+    /// LMTP port of the stores, when `hosts` does not name one.
+    pub lmtp_port: u16,
+    /// Static map from a store's mailHost to its LMTP address
+    /// (`"store1.example.com" = "10.0.0.5:24"`); other names go through DNS.
+    pub hosts: BTreeMap<String, String>,
+    /// Seconds one delivery attempt (connect and transaction) may take.
+    pub delivery_timeout: u64,
+    /// Outbound relay (`host:port`) for forwarded mail to other domains;
+    /// empty: such mail stays queued until one is configured.
+    pub relay: String,
+}
+
+impl Default for MtaConfig {
+    fn default() -> Self {
+        MtaConfig {
+            lmtp_port: 24,
+            hosts: BTreeMap::new(),
+            delivery_timeout: 120,
+            relay: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Queue folder; empty means `<data_dir>/queue`.
+    pub dir: String,
+    /// Seconds before the first retry; doubles each attempt.
+    pub retry_base: u64,
+    /// Longest wait between attempts, in seconds.
+    pub retry_max: u64,
+    /// Seconds a message may stay queued before it bounces.
+    pub lifetime: u64,
+    /// Seconds after which the sender is told delivery is delayed.
+    pub delay_warning: u64,
+    /// Messages delivered at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            dir: String::new(),
+            retry_base: 60,
+            retry_max: 4 * 3600,
+            lifetime: 5 * 86400,
+            delay_warning: 4 * 3600,
+            concurrency: 20,
         }
     }
 }
@@ -608,6 +653,12 @@ fn validate(c: &Config) -> Vec<String> {
         errors.push(format!(
             "store.default_partition: no partition named '{}'",
             c.store.default_partition
+        ));
+    }
+    if !matches!(c.store.over_quota.as_str(), "temporary" | "permanent") {
+        errors.push(format!(
+            "store.over_quota: '{}' is not one of temporary, permanent",
+            c.store.over_quota
         ));
     }
     if c.limits.max_line < 512 {

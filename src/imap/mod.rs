@@ -1,5 +1,8 @@
 //! Placeholder: being written.
 
+pub mod mime;
+pub mod search;
+
 pub async fn serve(
     _conn: crate::net::Conn,
     _info: crate::net::ConnInfo,
