@@ -1,3 +1,314 @@
+//! The command line. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or
+//! configuration (systemd's `RestartPreventExitStatus=2` stops a restart
+//! loop on a broken config).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::directory::embedded;
+use crate::roles::Role;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "msgd",
+    version,
+    about = "msgd: one binary for every tier of a mail deployment"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it msgd runs the built-in
+    /// quickstart: loopback, ports + 10000, data in ./msgd-data.
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+
+    /// Roles to run: mta-in, mta-out, store, mmp, mem, or all-in-one;
+    /// several separated by commas.
+    #[arg(long, short = 'r', default_value = "all-in-one", global = true)]
+    role: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (the default).
+    Run,
+    /// Check the configuration; print every error; exit 2 if any.
+    CheckConfig,
+    /// Users of the embedded directory (works while the server runs).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Aliases and lists of the embedded directory.
+    #[command(subcommand)]
+    Alias(AliasCmd),
+    /// Local domains of the embedded directory.
+    #[command(subcommand)]
+    Domain(DomainCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    /// Add a user; the password is read from standard input.
+    Add {
+        address: String,
+        /// Quota in bytes.
+        #[arg(long)]
+        quota: Option<u64>,
+        /// Create the account disabled (no login, no delivery).
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Delete a user from the directory (the mailbox stays in the store).
+    Del { address: String },
+    /// Change a password (read from standard input).
+    Passwd { address: String },
+    /// List users.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum AliasCmd {
+    /// Add an alias or list delivering to the targets.
+    Add {
+        alias: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    Del {
+        alias: String,
+    },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum DomainCmd {
+    Add { domain: String },
+    Del { domain: String },
+    List,
+}
+
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    EXIT_OK
+                }
+                _ => EXIT_USAGE,
+            };
+        }
+    };
+    let roles = match Role::parse_list(&cli.role) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("msgd: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let loaded = match config::load(cli.config.as_deref(), &roles) {
+        Ok(l) => l,
+        Err(errors) => {
+            let origin = cli
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in defaults".into());
+            eprintln!("msgd: configuration errors ({origin}):");
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            return EXIT_USAGE;
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => crate::roles::run::main(loaded, roles),
+        Command::CheckConfig => {
+            println!("configuration ok");
+            EXIT_OK
+        }
+        Command::User(c) => report(user(&loaded.config, c)),
+        Command::Alias(c) => report(alias(&loaded.config, c)),
+        Command::Domain(c) => report(domain(&loaded.config, c)),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> i32 {
+    match r {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("msgd: {e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn need_embedded(c: &Config) -> anyhow::Result<PathBuf> {
+    if c.directory.backend != "embedded" {
+        anyhow::bail!(
+            "the directory back end is '{}': manage its users there",
+            c.directory.backend
+        );
+    }
+    Ok(c.directory_path())
+}
+
+/// Reads one line from standard input (a prompt on a terminal). The
+/// password never appears in argv, where `ps` would show it.
+fn read_password(prompt: &str) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("{prompt}: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    if pw.is_empty() {
+        anyhow::bail!("empty password (give it on standard input)");
+    }
+    Ok(pw)
+}
+
+fn user(c: &Config, cmd: UserCmd) -> anyhow::Result<()> {
+    let path = need_embedded(c)?;
+    match cmd {
+        UserCmd::Add {
+            address,
+            quota,
+            inactive,
+        } => {
+            let pw = read_password("password")?;
+            embedded::edit(&path, |d| {
+                embedded::add_user(d, &address, &pw, quota, !inactive)
+            })?;
+            println!("added {}", crate::directory::canonical_address(&address));
+        }
+        UserCmd::Del { address } => {
+            let a = crate::directory::canonical_address(&address);
+            embedded::edit(&path, |d| {
+                d.users
+                    .remove(&a)
+                    .map(|_| ())
+                    .ok_or_else(|| anyhow::anyhow!("no user {a}"))
+            })?;
+            println!("deleted {a}");
+        }
+        UserCmd::Passwd { address } => {
+            let a = crate::directory::canonical_address(&address);
+            let pw = read_password("new password")?;
+            let hash = crate::directory::password::hash(&pw)?;
+            embedded::edit(&path, |d| match d.users.get_mut(&a) {
+                Some(u) => {
+                    u.password = hash;
+                    Ok(())
+                }
+                None => anyhow::bail!("no user {a}"),
+            })?;
+            println!("password changed for {a}");
+        }
+        UserCmd::List => {
+            let d = embedded::load(&path)?;
+            for (addr, u) in &d.users {
+                let mut line = addr.clone();
+                if !u.account.active {
+                    line.push_str(" (inactive)");
+                }
+                if let Some(q) = u.account.quota {
+                    line.push_str(&format!(" quota={q}"));
+                }
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn alias(c: &Config, cmd: AliasCmd) -> anyhow::Result<()> {
+    let path = need_embedded(c)?;
+    match cmd {
+        AliasCmd::Add { alias, targets } => {
+            let a = crate::directory::canonical_address(&alias);
+            let Some(domain) = crate::directory::domain_of(&a).map(str::to_string) else {
+                anyhow::bail!("'{a}' is not an address");
+            };
+            embedded::edit(&path, |d| {
+                if d.users.contains_key(&a) {
+                    anyhow::bail!("{a} is a user");
+                }
+                if !d.domains.contains(&domain) {
+                    d.domains.push(domain.clone());
+                    d.domains.sort();
+                }
+                d.aliases.insert(
+                    a.clone(),
+                    targets
+                        .iter()
+                        .map(|t| crate::directory::canonical_address(t))
+                        .collect(),
+                );
+                Ok(())
+            })?;
+            println!("alias {a} added");
+        }
+        AliasCmd::Del { alias } => {
+            let a = crate::directory::canonical_address(&alias);
+            embedded::edit(&path, |d| {
+                d.aliases
+                    .remove(&a)
+                    .map(|_| ())
+                    .ok_or_else(|| anyhow::anyhow!("no alias {a}"))
+            })?;
+            println!("alias {a} deleted");
+        }
+        AliasCmd::List => {
+            for (a, t) in embedded::load(&path)?.aliases {
+                println!("{a} -> {}", t.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn domain(c: &Config, cmd: DomainCmd) -> anyhow::Result<()> {
+    let path = need_embedded(c)?;
+    match cmd {
+        DomainCmd::Add { domain } => {
+            let dom = domain.trim().to_lowercase();
+            embedded::edit(&path, |d| {
+                if !d.domains.contains(&dom) {
+                    d.domains.push(dom.clone());
+                    d.domains.sort();
+                }
+                Ok(())
+            })?;
+            println!("domain {dom} added");
+        }
+        DomainCmd::Del { domain } => {
+            let dom = domain.trim().to_lowercase();
+            embedded::edit(&path, |d| {
+                let before = d.domains.len();
+                d.domains.retain(|x| x != &dom);
+                if before == d.domains.len() {
+                    anyhow::bail!("no domain {dom}");
+                }
+                Ok(())
+            })?;
+            println!("domain {dom} deleted");
+        }
+        DomainCmd::List => {
+            for d in embedded::load(&path)?.domains {
+                println!("{d}");
+            }
+        }
+    }
+    Ok(())
 }

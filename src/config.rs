@@ -401,7 +401,13 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
         }
         fig = fig.merge(Toml::file_exact(path));
     }
-    fig = fig.merge(Env::prefixed("MSGD_").split("__"));
+    // Only nested keys (SECTION__KEY): other MSGD_* variables in the
+    // environment are not configuration.
+    fig = fig.merge(
+        Env::prefixed("MSGD_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
     let config: Config = match fig.extract() {
         Ok(c) => c,
         Err(e) => return Err(e.into_iter().map(|e| e.to_string()).collect()),

@@ -1,21 +1,293 @@
-//! The embedded directory: a JSON file under the data folder.
-use super::*;
-use std::path::PathBuf;
+//! The embedded directory: one JSON file under the data folder, managed by
+//! `msgd user|alias|domain ...`.
+//!
+//! The CLI edits it under an exclusive lock (`<file>.lock`) and replaces it
+//! atomically; the server re-reads it when its modification time or size
+//! changes (checked at most every `RECHECK`), so accounts can be added while
+//! msgd runs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+
+use super::{canonical_address, domain_of, password, Account, AuthResult, DirError, Recipient};
+
+/// How often the server looks at the file for changes.
+const RECHECK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    /// Local domains.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Users by canonical address.
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+    /// Aliases and lists: address -> targets.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    /// PHC / crypt string; never the password itself.
+    pub password: String,
+    #[serde(flatten)]
+    pub account: Account,
+}
+
+struct Cached {
+    data: Arc<Data>,
+    stamp: Option<(SystemTime, u64)>,
+    checked: Instant,
+}
 
 #[derive(Clone)]
-pub struct Embedded {}
+pub struct Embedded {
+    path: PathBuf,
+    cache: Arc<Mutex<Cached>>,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn read(path: &Path) -> anyhow::Result<Data> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Data::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
 
 impl Embedded {
-    pub fn open(_path: PathBuf) -> anyhow::Result<Embedded> {
-        todo!()
+    pub fn open(path: PathBuf) -> anyhow::Result<Embedded> {
+        let data = read(&path)?;
+        Ok(Embedded {
+            cache: Arc::new(Mutex::new(Cached {
+                data: Arc::new(data),
+                stamp: stamp(&path),
+                checked: Instant::now(),
+            })),
+            path,
+        })
     }
-    pub fn is_local_domain(&self, _domain: &str) -> Result<bool, DirError> {
-        todo!()
+
+    /// The current data, re-read if the file changed.
+    fn data(&self) -> Result<Arc<Data>, DirError> {
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.checked.elapsed() >= RECHECK {
+            c.checked = Instant::now();
+            let s = stamp(&self.path);
+            if s != c.stamp {
+                match read(&self.path) {
+                    Ok(d) => {
+                        c.data = Arc::new(d);
+                        c.stamp = s;
+                        tracing::info!(path = %self.path.display(), "embedded directory reloaded");
+                    }
+                    // A broken edit keeps the last good data, loudly.
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "embedded directory unreadable; keeping the previous version")
+                    }
+                }
+            }
+        }
+        Ok(c.data.clone())
     }
-    pub fn lookup(&self, _address: &str) -> Result<Option<Recipient>, DirError> {
-        todo!()
+
+    pub fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {
+        Ok(self.data()?.domains.iter().any(|d| d == domain))
     }
-    pub fn authenticate(&self, _login: &str, _password: &str) -> Result<AuthResult, DirError> {
-        todo!()
+
+    pub fn lookup(&self, address: &str) -> Result<Option<Recipient>, DirError> {
+        let d = self.data()?;
+        if let Some(u) = d.users.get(address) {
+            return Ok(Some(Recipient::User(u.account.clone())));
+        }
+        if let Some(u) = d
+            .users
+            .values()
+            .find(|u| u.account.aliases.iter().any(|a| a == address))
+        {
+            return Ok(Some(Recipient::User(u.account.clone())));
+        }
+        if let Some(t) = d.aliases.get(address) {
+            return Ok(Some(Recipient::List(t.clone())));
+        }
+        Ok(None)
+    }
+
+    pub fn authenticate(&self, login: &str, pass: &str) -> Result<AuthResult, DirError> {
+        let d = self.data()?;
+        match d.users.get(login) {
+            Some(u) => {
+                if !password::verify(pass, &u.password) {
+                    Ok(AuthResult::Failed)
+                } else if !u.account.active {
+                    Ok(AuthResult::Inactive)
+                } else {
+                    Ok(AuthResult::Ok(u.account.clone()))
+                }
+            }
+            None => {
+                // Spend the same time as a real check so timing does not
+                // tell which logins exist.
+                let _ = password::verify(pass, dummy_hash());
+                Ok(AuthResult::Failed)
+            }
+        }
+    }
+}
+
+/// A hash of a random string, verified for unknown logins.
+fn dummy_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| password::hash(&password::generate()).unwrap_or_default())
+}
+
+/// Edits the file under an exclusive lock and replaces it atomically.
+pub fn edit<T>(path: &Path, f: impl FnOnce(&mut Data) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let lock_path = path.with_extension("lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    lock.lock_exclusive()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let mut data = read(path)?;
+    let out = f(&mut data)?;
+    let mut bytes = serde_json::to_vec_pretty(&data)?;
+    bytes.push(b'\n');
+    crate::fsutil::write_durable(path, &bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // Keep the file private: it holds password hashes.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+    }
+    let _ = lock.unlock();
+    Ok(out)
+}
+
+/// Reads the file without locking (for listings).
+pub fn load(path: &Path) -> anyhow::Result<Data> {
+    read(path)
+}
+
+/// Adds a user (and its domain, if new).
+pub fn add_user(
+    data: &mut Data,
+    address: &str,
+    pass: &str,
+    quota: Option<u64>,
+    active: bool,
+) -> anyhow::Result<()> {
+    let address = canonical_address(address);
+    let Some(domain) = domain_of(&address).filter(|d| !d.is_empty()) else {
+        anyhow::bail!("'{address}' is not an address (user@domain)");
+    };
+    if address.starts_with('@') || address.contains(char::is_whitespace) {
+        anyhow::bail!("'{address}' is not an address (user@domain)");
+    }
+    if data.users.contains_key(&address) || data.aliases.contains_key(&address) {
+        anyhow::bail!("{address} exists already");
+    }
+    if !data.domains.iter().any(|d| d == domain) {
+        data.domains.push(domain.to_string());
+        data.domains.sort();
+    }
+    data.users.insert(
+        address.clone(),
+        User {
+            password: password::hash(pass)?,
+            account: Account {
+                address,
+                aliases: Vec::new(),
+                active,
+                quota,
+                mail_host: None,
+                partition: None,
+                forward: Vec::new(),
+                keep_mailbox: true,
+            },
+        },
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_edits_are_seen_by_a_running_server() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("directory.json");
+        let e = Embedded::open(path.clone()).unwrap();
+        assert_eq!(e.lookup("a@x.test").unwrap(), None);
+        edit(&path, |data| add_user(data, "A@X.test", "pw", None, true)).unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert!(matches!(
+            e.lookup("a@x.test").unwrap(),
+            Some(Recipient::User(_))
+        ));
+        assert!(e.is_local_domain("x.test").unwrap());
+        assert!(matches!(
+            e.authenticate("a@x.test", "pw").unwrap(),
+            AuthResult::Ok(_)
+        ));
+        assert_eq!(
+            e.authenticate("a@x.test", "pW").unwrap(),
+            AuthResult::Failed
+        );
+        assert_eq!(
+            e.authenticate("b@x.test", "pw").unwrap(),
+            AuthResult::Failed
+        );
+    }
+
+    #[test]
+    fn inactive_account_and_aliases() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("directory.json");
+        edit(&path, |data| {
+            add_user(data, "a@x.test", "pw", Some(100), false)?;
+            data.aliases
+                .insert("team@x.test".into(), vec!["a@x.test".into()]);
+            Ok(())
+        })
+        .unwrap();
+        let e = Embedded::open(path).unwrap();
+        assert_eq!(
+            e.authenticate("a@x.test", "pw").unwrap(),
+            AuthResult::Inactive
+        );
+        assert_eq!(
+            e.lookup("team@x.test").unwrap(),
+            Some(Recipient::List(vec!["a@x.test".into()]))
+        );
+    }
+
+    #[test]
+    fn add_user_refuses_non_addresses_and_duplicates() {
+        let mut data = Data::default();
+        assert!(add_user(&mut data, "nodomain", "pw", None, true).is_err());
+        assert!(add_user(&mut data, "@x", "pw", None, true).is_err());
+        add_user(&mut data, "a@x", "pw", None, true).unwrap();
+        assert!(add_user(&mut data, "A@x", "pw", None, true).is_err());
     }
 }

@@ -38,9 +38,11 @@ impl Role {
             }
             match Role::ALL.iter().find(|r| r.name() == part) {
                 Some(r) => roles.push(*r),
-                None => return Err(format!(
+                None => {
+                    return Err(format!(
                     "unknown role '{part}' (roles: mta-in, mta-out, store, mmp, mem, all-in-one)"
-                )),
+                ))
+                }
             }
         }
         if roles.is_empty() {

@@ -1,110 +1,1156 @@
-//! The mboxlist database (redb) and the read side of the store.
+//! The mboxlist database (redb): tables, read side, and the write jobs.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
-use tokio::sync::watch;
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
 
+use super::files::{self, Prelude};
+use super::writer::{self, Batch, Job};
 use super::*;
 use crate::config::Config;
+
+/// Mailbox records by id.
+const MAILBOXES: TableDefinition<u64, &[u8]> = TableDefinition::new("mailboxes");
+/// (user, mailbox name) -> mailbox id.
+const NAMES: TableDefinition<(&str, &str), u64> = TableDefinition::new("names");
+/// (mailbox id, uid) -> MessageMeta.
+const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
+/// (mailbox id, modseq, uid): which messages changed when (CONDSTORE).
+const MODSEQS: TableDefinition<(u64, u64, u32), u8> = TableDefinition::new("modseqs");
+/// (mailbox id, modseq, uid): expunged messages (QRESYNC, session sync).
+const EXPUNGED: TableDefinition<(u64, u64, u32), u8> = TableDefinition::new("expunged");
+/// user -> UserRec.
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// (user, mailbox name) subscribed.
+const SUBS: TableDefinition<(&str, &str), u8> = TableDefinition::new("subscriptions");
+/// Counters: next mailbox id, last UIDVALIDITY handed out.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MailboxRec {
+    user: String,
+    name: String,
+    uidvalidity: u32,
+    uidnext: u32,
+    highestmodseq: u64,
+    special_use: Option<SpecialUse>,
+    exists: u32,
+    unseen: u32,
+    size: u64,
+    recent_uid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UserRec {
+    partition: String,
+    usage: Usage,
+}
 
 /// Cache figures of the mboxlist (the seed's db_stat).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreStats {
     pub cache_hits: u64,
     pub cache_misses: u64,
+    pub cache_bytes: u64,
 }
 
-pub struct Inner {}
+impl StoreStats {
+    /// Hit rate in percent (the seed aims for 95-99 %).
+    pub fn hit_rate(&self) -> f64 {
+        let total = self.cache_hits + self.cache_misses;
+        if total == 0 {
+            100.0
+        } else {
+            self.cache_hits as f64 * 100.0 / total as f64
+        }
+    }
+}
+
+pub struct Inner {
+    db: Arc<Database>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    partitions: HashMap<String, PathBuf>,
+    default_partition: String,
+    min_free_disk: u64,
+    watchers: Arc<Mutex<HashMap<MailboxId, watch::Sender<ModSeq>>>>,
+}
+
+fn ie(e: impl std::fmt::Display) -> StoreError {
+    StoreError::internal(e)
+}
+
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(ie)
+}
+
+fn dec<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T> {
+    postcard::from_bytes(b).map_err(ie)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
 
 impl Inner {
-    pub fn open(_config: &Config) -> anyhow::Result<Arc<Inner>> {
-        todo!()
+    pub fn open(config: &Config) -> anyhow::Result<Arc<Inner>> {
+        let dbdir = config.data_path(&config.store.dbdir, "mboxlist");
+        std::fs::create_dir_all(&dbdir)?;
+        let mut partitions = HashMap::new();
+        for name in config.store.partition.keys() {
+            let path = config
+                .partition_path(name)
+                .ok_or_else(|| anyhow::anyhow!("partition {name}"))?;
+            std::fs::create_dir_all(path.join("tmp"))?;
+            // Leftovers of deliveries that never committed.
+            if let Ok(rd) = std::fs::read_dir(path.join("tmp")) {
+                for e in rd.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            partitions.insert(name.clone(), path);
+        }
+        let path = dbdir.join("mboxlist.redb");
+        let db = redb::Builder::new()
+            .set_cache_size(config.store.dbcachesize as usize)
+            .create(&path)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(MAILBOXES)?;
+            txn.open_table(NAMES)?;
+            txn.open_table(MESSAGES)?;
+            txn.open_table(MODSEQS)?;
+            txn.open_table(EXPUNGED)?;
+            txn.open_table(USERS)?;
+            txn.open_table(SUBS)?;
+            txn.open_table(META)?;
+            txn.commit()?;
+        }
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let watchers: Arc<Mutex<HashMap<MailboxId, watch::Sender<ModSeq>>>> = Arc::default();
+        let w = watchers.clone();
+        let wdb = db.clone();
+        std::thread::Builder::new()
+            .name("mboxlist-writer".into())
+            .spawn(move || {
+                writer::run(wdb, rx, |changed| {
+                    let map = w.lock().unwrap_or_else(|e| e.into_inner());
+                    for (id, modseq) in changed {
+                        if let Some(s) = map.get(id) {
+                            s.send_replace(*modseq);
+                        }
+                    }
+                })
+            })?;
+        Ok(Arc::new(Inner {
+            db,
+            jobs: Mutex::new(tx),
+            partitions,
+            default_partition: config.store.default_partition.clone(),
+            min_free_disk: config.store.min_free_disk,
+            watchers,
+        }))
     }
-    pub async fn ensure_user(&self, _user: &str, _partition: Option<&str>) -> Result<()> {
-        todo!()
-    }
-    pub async fn append(
+
+    /// Sends a job to the writer and waits for its answer after the commit.
+    async fn submit<T: Send + 'static>(
         &self,
-        _user: &str,
-        _mailbox: &str,
-        _msg: NewMessage,
-        _quota: Quota,
+        f: impl FnOnce(&WriteTransaction, &mut Batch) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(writer::job(f, tx))
+            .map_err(|_| StoreError::Internal("mboxlist writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Internal("mboxlist writer dropped a job".into()))?
+    }
+
+    /// Runs a read-only closure on a blocking thread.
+    async fn read_txn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(ie)?;
+            f(&txn)
+        })
+        .await
+        .map_err(ie)?
+    }
+
+    fn partition_path(&self, name: &str) -> Result<PathBuf> {
+        self.partitions
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::Internal(format!("unknown partition '{name}'")))
+    }
+
+    fn user_partition_sync(&self, txn: &ReadTransaction, user: &str) -> Result<Option<PathBuf>> {
+        let users = txn.open_table(USERS).map_err(ie)?;
+        match users.get(user).map_err(ie)? {
+            Some(v) => {
+                let rec: UserRec = dec(v.value())?;
+                Ok(Some(self.partition_path(&rec.partition)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn ensure_user(&self, user: &str, partition: Option<&str>) -> Result<()> {
+        let u = user.to_string();
+        let exists = self
+            .read_txn(move |txn| {
+                let users = txn.open_table(USERS).map_err(ie)?;
+                Ok(users.get(u.as_str()).map_err(ie)?.is_some())
+            })
+            .await?;
+        if exists {
+            return Ok(());
+        }
+        let part = partition.unwrap_or(&self.default_partition).to_string();
+        self.partition_path(&part)?;
+        let user = user.to_string();
+        self.submit(move |txn, _batch| create_user(txn, &user, &part).map(|_| ()))
+            .await
+    }
+
+    pub async fn append(
+        self: &Arc<Self>,
+        user: &str,
+        mailbox: &str,
+        msg: NewMessage,
+        quota: Quota,
     ) -> Result<Placed> {
-        todo!()
+        let name = normalize_name(mailbox)?;
+        self.ensure_user(user, None).await?;
+        let me = self.clone();
+        let u = user.to_string();
+        let (internal_date, tz) = msg.internal_date.unwrap_or((now(), 0));
+        let prelude = Prelude {
+            u: user.to_string(),
+            m: name.clone(),
+            f: msg.flags.names(),
+            d: internal_date,
+            z: tz,
+        };
+        let data = msg.data.clone();
+        // Write and fsync the file on a blocking thread, in parallel with
+        // other deliveries; only the rename and index entry go through the
+        // writer.
+        let (partition, tmp) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let txn = me.db.begin_read().map_err(ie)?;
+            let partition = me
+                .user_partition_sync(&txn, &u)?
+                .ok_or(StoreError::Internal("user vanished".into()))?;
+            drop(txn);
+            if crate::fsutil::free_space(&partition).map_err(ie)? < me.min_free_disk {
+                return Err(StoreError::DiskFull);
+            }
+            let tmp = files::write_tmp(&partition, &prelude, &data).map_err(ie)?;
+            Ok((partition, tmp))
+        })
+        .await
+        .map_err(ie)??;
+        let user = user.to_string();
+        let size = msg.data.len() as u64;
+        let flags = msg.flags;
+        self.submit(move |txn, batch| {
+            let mut tmp = tmp;
+            let (id, mut rec) = mailbox_by_name(txn, &user, &name)?;
+            check_quota(txn, &user, size, 1, quota)?;
+            let uid = rec.uidnext;
+            rec.uidnext = rec.uidnext.checked_add(1).ok_or(StoreError::Internal(
+                "UID space of mailbox exhausted".into(),
+            ))?;
+            rec.highestmodseq += 1;
+            let meta = MessageMeta {
+                uid,
+                flags,
+                internal_date,
+                tz_offset_min: tz,
+                size,
+                modseq: rec.highestmodseq,
+                offset: tmp.offset,
+                save_date: now(),
+            };
+            let dir = files::mailbox_dir(&partition, &user, id);
+            let mut touched = Vec::new();
+            files::create_dirs(&dir, &mut touched).map_err(ie)?;
+            let dest = files::message_file(&dir, uid);
+            let src = tmp
+                .path
+                .take()
+                .ok_or(StoreError::Internal("tmp gone".into()))?;
+            std::fs::rename(&src, &dest).map_err(ie)?;
+            batch.created.push(dest);
+            batch.sync_dirs.extend(touched);
+            batch.sync_dirs.insert(dir);
+            add_message(txn, id, &mut rec, &meta)?;
+            add_usage(txn, &user, size as i64, 1)?;
+            put_mailbox(txn, id, &rec)?;
+            batch.notify.insert(id, rec.highestmodseq);
+            Ok(Placed {
+                mailbox: id,
+                uidvalidity: rec.uidvalidity,
+                uid,
+            })
+        })
+        .await
     }
-    pub async fn list(&self, _user: &str) -> Result<Vec<MailboxInfo>> {
-        todo!()
+
+    pub async fn list(&self, user: &str) -> Result<Vec<MailboxInfo>> {
+        let user = user.to_string();
+        self.read_txn(move |txn| {
+            let names = txn.open_table(NAMES).map_err(ie)?;
+            let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+            let subs = txn.open_table(SUBS).map_err(ie)?;
+            let mut out = Vec::new();
+            for item in names.range((user.as_str(), "")..).map_err(ie)? {
+                let (k, v) = item.map_err(ie)?;
+                let (u, name) = k.value();
+                if u != user {
+                    break;
+                }
+                let id = v.value();
+                if let Some(r) = mboxes.get(id).map_err(ie)? {
+                    let rec: MailboxRec = dec(r.value())?;
+                    let subscribed = subs.get((u, name)).map_err(ie)?.is_some();
+                    out.push(info(id, &rec, subscribed));
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
-    pub async fn status(&self, _user: &str, _mailbox: &str) -> Result<MailboxInfo> {
-        todo!()
+
+    pub async fn status(&self, user: &str, mailbox: &str) -> Result<MailboxInfo> {
+        let name = normalize_name(mailbox)?;
+        let user = user.to_string();
+        self.read_txn(move |txn| {
+            let (id, rec) = mailbox_by_name_r(txn, &user, &name)?;
+            let subs = txn.open_table(SUBS).map_err(ie)?;
+            let subscribed = subs
+                .get((user.as_str(), name.as_str()))
+                .map_err(ie)?
+                .is_some();
+            Ok(info(id, &rec, subscribed))
+        })
+        .await
     }
+
     pub async fn create_mailbox(
         &self,
-        _user: &str,
-        _mailbox: &str,
-        _su: Option<SpecialUse>,
+        user: &str,
+        mailbox: &str,
+        special_use: Option<SpecialUse>,
     ) -> Result<MailboxInfo> {
-        todo!()
+        let name = normalize_name(mailbox)?;
+        self.ensure_user(user, None).await?;
+        let user = user.to_string();
+        self.submit(move |txn, _batch| {
+            if name_id(txn, &user, &name)?.is_some() {
+                return Err(StoreError::MailboxExists);
+            }
+            // Missing parents are created too, so the hierarchy has no holes.
+            let mut prefix = String::new();
+            for part in name.split(DELIMITER) {
+                if !prefix.is_empty() {
+                    prefix.push(DELIMITER);
+                }
+                prefix.push_str(part);
+                if prefix != name && name_id(txn, &user, &prefix)?.is_none() {
+                    create_mailbox_rec(txn, &user, &prefix, None)?;
+                }
+            }
+            let (id, rec) = create_mailbox_rec(txn, &user, &name, special_use)?;
+            Ok(info(id, &rec, false))
+        })
+        .await
     }
-    pub async fn delete_mailbox(&self, _user: &str, _mailbox: &str) -> Result<()> {
-        todo!()
+
+    pub async fn delete_mailbox(&self, user: &str, mailbox: &str) -> Result<()> {
+        let name = normalize_name(mailbox)?;
+        if name == "INBOX" {
+            return Err(StoreError::NotAllowed("INBOX cannot be deleted"));
+        }
+        let user = user.to_string();
+        let partition = self.user_partition(&user).await?;
+        self.submit(move |txn, batch| {
+            let (id, rec) = mailbox_by_name(txn, &user, &name)?;
+            let uids: Vec<(u32, u64, u64)> = {
+                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                let mut v = Vec::new();
+                for item in msgs.range((id, 0u32)..=(id, u32::MAX)).map_err(ie)? {
+                    let (k, val) = item.map_err(ie)?;
+                    let m: MessageMeta = dec(val.value())?;
+                    v.push((k.value().1, m.modseq, m.size));
+                }
+                v
+            };
+            {
+                let mut msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                let mut mods = txn.open_table(MODSEQS).map_err(ie)?;
+                for (uid, modseq, _) in &uids {
+                    msgs.remove((id, *uid)).map_err(ie)?;
+                    mods.remove((id, *modseq, *uid)).map_err(ie)?;
+                }
+                let mut exp = txn.open_table(EXPUNGED).map_err(ie)?;
+                let gone: Vec<(u64, u32)> = exp
+                    .range((id, 0u64, 0u32)..=(id, u64::MAX, u32::MAX))
+                    .map_err(ie)?
+                    .filter_map(|i| i.ok().map(|(k, _)| (k.value().1, k.value().2)))
+                    .collect();
+                for (m, u) in gone {
+                    exp.remove((id, m, u)).map_err(ie)?;
+                }
+                txn.open_table(MAILBOXES)
+                    .map_err(ie)?
+                    .remove(id)
+                    .map_err(ie)?;
+                txn.open_table(NAMES)
+                    .map_err(ie)?
+                    .remove((user.as_str(), name.as_str()))
+                    .map_err(ie)?;
+            }
+            let bytes: u64 = uids.iter().map(|x| x.2).sum();
+            add_usage(txn, &user, -(bytes as i64), -(uids.len() as i64))?;
+            batch
+                .rmdir_after
+                .push(files::mailbox_dir(&partition, &user, id));
+            // Sessions that had it selected learn it is gone.
+            batch.notify.insert(id, rec.highestmodseq + 1);
+            Ok(())
+        })
+        .await
     }
-    pub async fn rename_mailbox(&self, _user: &str, _from: &str, _to: &str) -> Result<()> {
-        todo!()
+
+    pub async fn rename_mailbox(&self, user: &str, from: &str, to: &str) -> Result<()> {
+        let from = normalize_name(from)?;
+        let to = normalize_name(to)?;
+        if from == "INBOX" {
+            // RFC 3501 6.3.5: messages move to the new mailbox, INBOX stays.
+            self.create_mailbox(user, &to, None).await?;
+            let snap = self.snapshot(user, "INBOX").await?;
+            let uids = snap.messages.iter().map(|m| m.uid).collect();
+            self.copy(snap.info.id, uids, user, &to, true, Quota::default())
+                .await?;
+            return Ok(());
+        }
+        if to == "INBOX" {
+            return Err(StoreError::MailboxExists);
+        }
+        if to.starts_with(&format!("{from}{DELIMITER}")) {
+            return Err(StoreError::NotAllowed("cannot move a mailbox into itself"));
+        }
+        let user = user.to_string();
+        self.submit(move |txn, batch| {
+            mailbox_by_name(txn, &user, &from)?;
+            if name_id(txn, &user, &to)?.is_some() {
+                return Err(StoreError::MailboxExists);
+            }
+            let child_prefix = format!("{from}{DELIMITER}");
+            let mut moves = Vec::new();
+            {
+                let names = txn.open_table(NAMES).map_err(ie)?;
+                for item in names.range((user.as_str(), "")..).map_err(ie)? {
+                    let (k, v) = item.map_err(ie)?;
+                    let (u, n) = k.value();
+                    if u != user {
+                        break;
+                    }
+                    if n == from || n.starts_with(&child_prefix) {
+                        moves.push((n.to_string(), v.value()));
+                    }
+                }
+            }
+            for (old, _) in &moves {
+                let new = format!("{to}{}", &old[from.len()..]);
+                if name_id(txn, &user, &new)?.is_some() {
+                    return Err(StoreError::MailboxExists);
+                }
+            }
+            // Parents of the new name.
+            let mut prefix = String::new();
+            let parts: Vec<&str> = to.split(DELIMITER).collect();
+            for part in &parts[..parts.len().saturating_sub(1)] {
+                if !prefix.is_empty() {
+                    prefix.push(DELIMITER);
+                }
+                prefix.push_str(part);
+                if name_id(txn, &user, &prefix)?.is_none() {
+                    create_mailbox_rec(txn, &user, &prefix, None)?;
+                }
+            }
+            let mut names = txn.open_table(NAMES).map_err(ie)?;
+            let mut subs = txn.open_table(SUBS).map_err(ie)?;
+            for (old, id) in moves {
+                let new = format!("{to}{}", &old[from.len()..]);
+                names.remove((user.as_str(), old.as_str())).map_err(ie)?;
+                names
+                    .insert((user.as_str(), new.as_str()), id)
+                    .map_err(ie)?;
+                if subs
+                    .remove((user.as_str(), old.as_str()))
+                    .map_err(ie)?
+                    .is_some()
+                {
+                    subs.insert((user.as_str(), new.as_str()), 1).map_err(ie)?;
+                }
+                drop_names_then_update(txn, id, &new)?;
+                batch.notify.entry(id).or_insert(0);
+            }
+            Ok(())
+        })
+        .await
     }
-    pub async fn subscribe(&self, _user: &str, _mailbox: &str, _on: bool) -> Result<()> {
-        todo!()
+
+    pub async fn subscribe(&self, user: &str, mailbox: &str, on: bool) -> Result<()> {
+        let name = normalize_name(mailbox)?;
+        let user = user.to_string();
+        self.submit(move |txn, _batch| {
+            let mut subs = txn.open_table(SUBS).map_err(ie)?;
+            if on {
+                subs.insert((user.as_str(), name.as_str()), 1).map_err(ie)?;
+            } else {
+                subs.remove((user.as_str(), name.as_str())).map_err(ie)?;
+            }
+            Ok(())
+        })
+        .await
     }
-    pub async fn subscriptions(&self, _user: &str) -> Result<Vec<String>> {
-        todo!()
+
+    pub async fn subscriptions(&self, user: &str) -> Result<Vec<String>> {
+        let user = user.to_string();
+        self.read_txn(move |txn| {
+            let subs = txn.open_table(SUBS).map_err(ie)?;
+            let mut out = Vec::new();
+            for item in subs.range((user.as_str(), "")..).map_err(ie)? {
+                let (k, _) = item.map_err(ie)?;
+                let (u, n) = k.value();
+                if u != user {
+                    break;
+                }
+                out.push(n.to_string());
+            }
+            Ok(out)
+        })
+        .await
     }
-    pub async fn snapshot(&self, _user: &str, _mailbox: &str) -> Result<Snapshot> {
-        todo!()
+
+    pub async fn snapshot(&self, user: &str, mailbox: &str) -> Result<Snapshot> {
+        let name = normalize_name(mailbox)?;
+        let user = user.to_string();
+        self.read_txn(move |txn| {
+            let (id, rec) = mailbox_by_name_r(txn, &user, &name)?;
+            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+            let mut messages = Vec::with_capacity(rec.exists as usize);
+            for item in msgs.range((id, 0u32)..=(id, u32::MAX)).map_err(ie)? {
+                let (_, v) = item.map_err(ie)?;
+                messages.push(dec::<MessageMeta>(v.value())?);
+            }
+            let subs = txn.open_table(SUBS).map_err(ie)?;
+            let subscribed = subs
+                .get((user.as_str(), name.as_str()))
+                .map_err(ie)?
+                .is_some();
+            Ok(Snapshot {
+                info: info(id, &rec, subscribed),
+                messages,
+            })
+        })
+        .await
     }
-    pub async fn claim_recent(&self, _mailbox: MailboxId) -> Result<Uid> {
-        todo!()
+
+    pub async fn claim_recent(&self, mailbox: MailboxId) -> Result<Uid> {
+        self.submit(move |txn, _batch| {
+            let mut rec = get_mailbox(txn, mailbox)?;
+            let first = rec.recent_uid;
+            if rec.recent_uid != rec.uidnext {
+                rec.recent_uid = rec.uidnext;
+                put_mailbox(txn, mailbox, &rec)?;
+            }
+            Ok(first)
+        })
+        .await
     }
-    pub async fn changes(&self, _mailbox: MailboxId, _since: ModSeq) -> Result<Changes> {
-        todo!()
+
+    pub async fn changes(&self, mailbox: MailboxId, since: ModSeq) -> Result<Changes> {
+        self.read_txn(move |txn| {
+            let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+            let rec: MailboxRec = match mboxes.get(mailbox).map_err(ie)? {
+                Some(v) => dec(v.value())?,
+                None => return Err(StoreError::NoSuchMailbox),
+            };
+            let mods = txn.open_table(MODSEQS).map_err(ie)?;
+            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+            let mut changed = Vec::new();
+            for item in mods
+                .range((mailbox, since.saturating_add(1), 0u32)..=(mailbox, u64::MAX, u32::MAX))
+                .map_err(ie)?
+            {
+                let (k, _) = item.map_err(ie)?;
+                let uid = k.value().2;
+                if let Some(v) = msgs.get((mailbox, uid)).map_err(ie)? {
+                    changed.push(dec::<MessageMeta>(v.value())?);
+                }
+            }
+            changed.sort_by_key(|m| m.uid);
+            let exp = txn.open_table(EXPUNGED).map_err(ie)?;
+            let mut expunged = Vec::new();
+            for item in exp
+                .range((mailbox, since.saturating_add(1), 0u32)..=(mailbox, u64::MAX, u32::MAX))
+                .map_err(ie)?
+            {
+                let (k, _) = item.map_err(ie)?;
+                expunged.push(k.value().2);
+            }
+            expunged.sort_unstable();
+            let subscribed = false;
+            Ok(Changes {
+                info: info(mailbox, &rec, subscribed),
+                changed,
+                expunged,
+            })
+        })
+        .await
     }
+
     pub async fn store_flags(
         &self,
-        _mailbox: MailboxId,
-        _uids: Vec<Uid>,
-        _op: FlagOp,
-        _flags: Flags,
-        _unchanged_since: Option<ModSeq>,
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+        op: FlagOp,
+        flags: Flags,
+        unchanged_since: Option<ModSeq>,
     ) -> Result<(Vec<MessageMeta>, Vec<Uid>)> {
-        todo!()
+        self.submit(move |txn, batch| {
+            let mut rec = get_mailbox(txn, mailbox)?;
+            let modseq = rec.highestmodseq + 1;
+            let mut out = Vec::new();
+            let mut failed = Vec::new();
+            let mut any = false;
+            let mut msgs = txn.open_table(MESSAGES).map_err(ie)?;
+            let mut mods = txn.open_table(MODSEQS).map_err(ie)?;
+            let mut uids = uids;
+            uids.sort_unstable();
+            uids.dedup();
+            for uid in uids {
+                let mut meta: MessageMeta = match msgs.get((mailbox, uid)).map_err(ie)? {
+                    Some(v) => dec(v.value())?,
+                    None => continue,
+                };
+                if let Some(u) = unchanged_since {
+                    if meta.modseq > u {
+                        failed.push(uid);
+                        continue;
+                    }
+                }
+                let new = match op {
+                    FlagOp::Add => meta.flags.union(&flags),
+                    FlagOp::Remove => meta.flags.minus(&flags),
+                    FlagOp::Replace => flags.clone(),
+                };
+                if new != meta.flags {
+                    let was_seen = meta.flags.has(Flags::SEEN);
+                    let seen = new.has(Flags::SEEN);
+                    if was_seen && !seen {
+                        rec.unseen += 1;
+                    } else if !was_seen && seen {
+                        rec.unseen = rec.unseen.saturating_sub(1);
+                    }
+                    mods.remove((mailbox, meta.modseq, uid)).map_err(ie)?;
+                    meta.flags = new;
+                    meta.modseq = modseq;
+                    mods.insert((mailbox, modseq, uid), 1).map_err(ie)?;
+                    msgs.insert((mailbox, uid), enc(&meta)?.as_slice())
+                        .map_err(ie)?;
+                    any = true;
+                }
+                out.push(meta);
+            }
+            drop(msgs);
+            drop(mods);
+            if any {
+                rec.highestmodseq = modseq;
+                put_mailbox(txn, mailbox, &rec)?;
+                batch.notify.insert(mailbox, modseq);
+            }
+            Ok((out, failed))
+        })
+        .await
     }
-    pub async fn expunge(&self, _mailbox: MailboxId, _uids: Option<Vec<Uid>>) -> Result<Vec<Uid>> {
-        todo!()
+
+    pub async fn expunge(&self, mailbox: MailboxId, uids: Option<Vec<Uid>>) -> Result<Vec<Uid>> {
+        let (user, partition) = self.mailbox_owner(mailbox).await?;
+        self.submit(move |txn, batch| {
+            let mut rec = get_mailbox(txn, mailbox)?;
+            let victims: Vec<MessageMeta> = {
+                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                let mut v = Vec::new();
+                match &uids {
+                    Some(list) => {
+                        for uid in list {
+                            if let Some(x) = msgs.get((mailbox, *uid)).map_err(ie)? {
+                                let m: MessageMeta = dec(x.value())?;
+                                if m.flags.has(Flags::DELETED) {
+                                    v.push(m);
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        for item in msgs
+                            .range((mailbox, 0u32)..=(mailbox, u32::MAX))
+                            .map_err(ie)?
+                        {
+                            let (_, x) = item.map_err(ie)?;
+                            let m: MessageMeta = dec(x.value())?;
+                            if m.flags.has(Flags::DELETED) {
+                                v.push(m);
+                            }
+                        }
+                    }
+                }
+                v
+            };
+            if victims.is_empty() {
+                return Ok(Vec::new());
+            }
+            rec.highestmodseq += 1;
+            let modseq = rec.highestmodseq;
+            let dir = files::mailbox_dir(&partition, &user, mailbox);
+            let mut out = remove_messages(txn, mailbox, &mut rec, &victims, modseq)?;
+            for m in &victims {
+                batch.unlink_after.push(files::message_file(&dir, m.uid));
+            }
+            let bytes: u64 = victims.iter().map(|m| m.size).sum();
+            add_usage(txn, &user, -(bytes as i64), -(victims.len() as i64))?;
+            put_mailbox(txn, mailbox, &rec)?;
+            batch.notify.insert(mailbox, modseq);
+            out.sort_unstable();
+            Ok(out)
+        })
+        .await
     }
+
     pub async fn copy(
         &self,
-        _from: MailboxId,
-        _uids: Vec<Uid>,
-        _user: &str,
-        _to: &str,
-        _remove_source: bool,
-        _quota: Quota,
+        from: MailboxId,
+        uids: Vec<Uid>,
+        user: &str,
+        to: &str,
+        remove_source: bool,
+        quota: Quota,
     ) -> Result<(u32, Vec<(Uid, Uid)>)> {
-        todo!()
+        let to = normalize_name(to)?;
+        let (src_user, src_partition) = self.mailbox_owner(from).await?;
+        let dst_partition = self.user_partition(user).await?;
+        let user = user.to_string();
+        self.submit(move |txn, batch| {
+            let mut src = get_mailbox(txn, from)?;
+            let (dst_id, mut dst) = mailbox_by_name(txn, &user, &to)?;
+            if dst_id == from && remove_source {
+                return Err(StoreError::NotAllowed(
+                    "source and destination are the same",
+                ));
+            }
+            let mut uids = uids;
+            uids.sort_unstable();
+            uids.dedup();
+            let sources: Vec<MessageMeta> = {
+                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                let mut v = Vec::new();
+                for uid in &uids {
+                    if let Some(x) = msgs.get((from, *uid)).map_err(ie)? {
+                        v.push(dec::<MessageMeta>(x.value())?);
+                    }
+                }
+                v
+            };
+            if sources.is_empty() {
+                return Ok((dst.uidvalidity, Vec::new()));
+            }
+            let bytes: u64 = sources.iter().map(|m| m.size).sum();
+            let moving_within_user = remove_source && src_user == user;
+            if !moving_within_user {
+                check_quota(txn, &user, bytes, sources.len() as u64, quota)?;
+            }
+            let src_dir = files::mailbox_dir(&src_partition, &src_user, from);
+            let dst_dir = files::mailbox_dir(&dst_partition, &user, dst_id);
+            let mut touched = Vec::new();
+            files::create_dirs(&dst_dir, &mut touched).map_err(ie)?;
+            batch.sync_dirs.extend(touched);
+            batch.sync_dirs.insert(dst_dir.clone());
+            dst.highestmodseq += 1;
+            let modseq = dst.highestmodseq;
+            let mut pairs = Vec::with_capacity(sources.len());
+            for m in &sources {
+                let uid = dst.uidnext;
+                dst.uidnext = dst
+                    .uidnext
+                    .checked_add(1)
+                    .ok_or(StoreError::Internal("UID space exhausted".into()))?;
+                let target = files::message_file(&dst_dir, uid);
+                std::fs::hard_link(files::message_file(&src_dir, m.uid), &target).map_err(ie)?;
+                batch.created.push(target);
+                let meta = MessageMeta {
+                    uid,
+                    modseq,
+                    save_date: now(),
+                    ..m.clone()
+                };
+                add_message(txn, dst_id, &mut dst, &meta)?;
+                pairs.push((m.uid, uid));
+            }
+            if !moving_within_user {
+                add_usage(txn, &user, bytes as i64, sources.len() as i64)?;
+            }
+            put_mailbox(txn, dst_id, &dst)?;
+            batch.notify.insert(dst_id, modseq);
+            if remove_source {
+                src = get_mailbox(txn, from)?;
+                src.highestmodseq += 1;
+                let smod = src.highestmodseq;
+                remove_messages(txn, from, &mut src, &sources, smod)?;
+                for m in &sources {
+                    batch
+                        .unlink_after
+                        .push(files::message_file(&src_dir, m.uid));
+                }
+                if !moving_within_user {
+                    add_usage(txn, &src_user, -(bytes as i64), -(sources.len() as i64))?;
+                }
+                put_mailbox(txn, from, &src)?;
+                batch.notify.insert(from, smod);
+            }
+            let _ = src;
+            Ok((dst.uidvalidity, pairs))
+        })
+        .await
     }
-    pub async fn read(&self, _mailbox: MailboxId, _meta: &MessageMeta) -> Result<Vec<u8>> {
-        todo!()
+
+    pub async fn read(&self, mailbox: MailboxId, meta: &MessageMeta) -> Result<Vec<u8>> {
+        let path = self.message_path_async(mailbox, meta.uid).await?;
+        let (offset, size) = (meta.offset, meta.size);
+        tokio::task::spawn_blocking(move || files::read_message(&path, offset, size))
+            .await
+            .map_err(ie)?
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    StoreError::NoSuchMailbox
+                } else {
+                    ie(e)
+                }
+            })
     }
-    pub async fn usage(&self, _user: &str) -> Result<Usage> {
-        todo!()
+
+    pub async fn usage(&self, user: &str) -> Result<Usage> {
+        let user = user.to_string();
+        self.read_txn(move |txn| {
+            let users = txn.open_table(USERS).map_err(ie)?;
+            Ok(match users.get(user.as_str()).map_err(ie)? {
+                Some(v) => dec::<UserRec>(v.value())?.usage,
+                None => Usage::default(),
+            })
+        })
+        .await
     }
-    pub fn watch(&self, _mailbox: MailboxId) -> watch::Receiver<ModSeq> {
-        todo!()
+
+    pub fn watch(&self, mailbox: MailboxId) -> watch::Receiver<ModSeq> {
+        let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, s| s.receiver_count() > 0);
+        map.entry(mailbox)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
+
     pub fn stats(&self) -> StoreStats {
-        todo!()
+        let s = self.db.cache_stats();
+        StoreStats {
+            cache_hits: s.read_hits() + s.write_hits(),
+            cache_misses: s.read_misses() + s.write_misses(),
+            cache_bytes: s.used_bytes() as u64,
+        }
     }
-    pub fn message_path(&self, _mailbox: MailboxId, _uid: Uid) -> Result<PathBuf> {
-        todo!()
+
+    pub fn message_path(&self, mailbox: MailboxId, uid: Uid) -> Result<PathBuf> {
+        let txn = self.db.begin_read().map_err(ie)?;
+        let (user, partition) = self.owner_sync(&txn, mailbox)?;
+        Ok(files::message_file(
+            &files::mailbox_dir(&partition, &user, mailbox),
+            uid,
+        ))
     }
+
+    async fn message_path_async(self: &Self, mailbox: MailboxId, uid: Uid) -> Result<PathBuf> {
+        let (user, partition) = self.mailbox_owner(mailbox).await?;
+        Ok(files::message_file(
+            &files::mailbox_dir(&partition, &user, mailbox),
+            uid,
+        ))
+    }
+
+    fn owner_sync(&self, txn: &ReadTransaction, mailbox: MailboxId) -> Result<(String, PathBuf)> {
+        let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+        let rec: MailboxRec = match mboxes.get(mailbox).map_err(ie)? {
+            Some(v) => dec(v.value())?,
+            None => return Err(StoreError::NoSuchMailbox),
+        };
+        let part = self
+            .user_partition_sync(txn, &rec.user)?
+            .ok_or(StoreError::NoSuchMailbox)?;
+        Ok((rec.user, part))
+    }
+
+    /// Owner and partition folder of a mailbox.
+    async fn mailbox_owner(&self, mailbox: MailboxId) -> Result<(String, PathBuf)> {
+        let db = self.db.clone();
+        // Reads are short; a blocking-pool hop costs more than the lookup.
+        let txn = db.begin_read().map_err(ie)?;
+        self.owner_sync(&txn, mailbox)
+    }
+
+    async fn user_partition(&self, user: &str) -> Result<PathBuf> {
+        let txn = self.db.begin_read().map_err(ie)?;
+        match self.user_partition_sync(&txn, user)? {
+            Some(p) => Ok(p),
+            None => self.partition_path(&self.default_partition),
+        }
+    }
+}
+
+fn info(id: MailboxId, rec: &MailboxRec, subscribed: bool) -> MailboxInfo {
+    MailboxInfo {
+        id,
+        user: rec.user.clone(),
+        name: rec.name.clone(),
+        uidvalidity: rec.uidvalidity,
+        uidnext: rec.uidnext,
+        highestmodseq: rec.highestmodseq,
+        special_use: rec.special_use,
+        subscribed,
+        exists: rec.exists,
+        unseen: rec.unseen,
+        size: rec.size,
+        recent_uid: rec.recent_uid,
+    }
+}
+
+fn name_id(txn: &WriteTransaction, user: &str, name: &str) -> Result<Option<u64>> {
+    let names = txn.open_table(NAMES).map_err(ie)?;
+    let id = names.get((user, name)).map_err(ie)?.map(|v| v.value());
+    Ok(id)
+}
+
+fn get_mailbox(txn: &WriteTransaction, id: MailboxId) -> Result<MailboxRec> {
+    let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+    let v = mboxes
+        .get(id)
+        .map_err(ie)?
+        .ok_or(StoreError::NoSuchMailbox)?;
+    dec(v.value())
+}
+
+fn put_mailbox(txn: &WriteTransaction, id: MailboxId, rec: &MailboxRec) -> Result<()> {
+    let mut mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+    mboxes.insert(id, enc(rec)?.as_slice()).map_err(ie)?;
+    Ok(())
+}
+
+fn drop_names_then_update(txn: &WriteTransaction, id: MailboxId, new_name: &str) -> Result<()> {
+    let mut rec = get_mailbox(txn, id)?;
+    rec.name = new_name.to_string();
+    put_mailbox(txn, id, &rec)
+}
+
+fn mailbox_by_name(txn: &WriteTransaction, user: &str, name: &str) -> Result<(u64, MailboxRec)> {
+    let id = name_id(txn, user, name)?.ok_or(StoreError::NoSuchMailbox)?;
+    Ok((id, get_mailbox(txn, id)?))
+}
+
+fn mailbox_by_name_r(txn: &ReadTransaction, user: &str, name: &str) -> Result<(u64, MailboxRec)> {
+    let names = txn.open_table(NAMES).map_err(ie)?;
+    let id = names
+        .get((user, name))
+        .map_err(ie)?
+        .ok_or(StoreError::NoSuchMailbox)?
+        .value();
+    let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+    let v = mboxes
+        .get(id)
+        .map_err(ie)?
+        .ok_or(StoreError::NoSuchMailbox)?;
+    Ok((id, dec(v.value())?))
+}
+
+fn create_user(txn: &WriteTransaction, user: &str, partition: &str) -> Result<bool> {
+    {
+        let users = txn.open_table(USERS).map_err(ie)?;
+        if users.get(user).map_err(ie)?.is_some() {
+            return Ok(false);
+        }
+    }
+    let rec = UserRec {
+        partition: partition.to_string(),
+        usage: Usage::default(),
+    };
+    txn.open_table(USERS)
+        .map_err(ie)?
+        .insert(user, enc(&rec)?.as_slice())
+        .map_err(ie)?;
+    for (name, su) in DEFAULT_MAILBOXES {
+        if name_id(txn, user, name)?.is_none() {
+            create_mailbox_rec(txn, user, name, su)?;
+        }
+        txn.open_table(SUBS)
+            .map_err(ie)?
+            .insert((user, name), 1)
+            .map_err(ie)?;
+    }
+    Ok(true)
+}
+
+fn create_mailbox_rec(
+    txn: &WriteTransaction,
+    user: &str,
+    name: &str,
+    special_use: Option<SpecialUse>,
+) -> Result<(u64, MailboxRec)> {
+    let mut meta = txn.open_table(META).map_err(ie)?;
+    let id = meta
+        .get("next_mailbox_id")
+        .map_err(ie)?
+        .map(|v| v.value())
+        .unwrap_or(1);
+    meta.insert("next_mailbox_id", id + 1).map_err(ie)?;
+    // UIDVALIDITY: time-based, and never twice the same value, so a
+    // recreated mailbox never reuses an old one.
+    let last = meta
+        .get("last_uidvalidity")
+        .map_err(ie)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    let uidvalidity = (now() as u64).max(last + 1).min(u32::MAX as u64);
+    meta.insert("last_uidvalidity", uidvalidity).map_err(ie)?;
+    let rec = MailboxRec {
+        user: user.to_string(),
+        name: name.to_string(),
+        uidvalidity: uidvalidity as u32,
+        uidnext: 1,
+        highestmodseq: 1,
+        special_use,
+        exists: 0,
+        unseen: 0,
+        size: 0,
+        recent_uid: 1,
+    };
+    drop(meta);
+    put_mailbox(txn, id, &rec)?;
+    txn.open_table(NAMES)
+        .map_err(ie)?
+        .insert((user, name), id)
+        .map_err(ie)?;
+    Ok((id, rec))
+}
+
+fn add_message(
+    txn: &WriteTransaction,
+    id: MailboxId,
+    rec: &mut MailboxRec,
+    meta: &MessageMeta,
+) -> Result<()> {
+    txn.open_table(MESSAGES)
+        .map_err(ie)?
+        .insert((id, meta.uid), enc(meta)?.as_slice())
+        .map_err(ie)?;
+    txn.open_table(MODSEQS)
+        .map_err(ie)?
+        .insert((id, meta.modseq, meta.uid), 1)
+        .map_err(ie)?;
+    rec.exists += 1;
+    rec.size += meta.size;
+    if !meta.flags.has(Flags::SEEN) {
+        rec.unseen += 1;
+    }
+    Ok(())
+}
+
+/// Removes messages from a mailbox's index, recording them as expunged at
+/// `modseq`. Returns their UIDs.
+fn remove_messages(
+    txn: &WriteTransaction,
+    id: MailboxId,
+    rec: &mut MailboxRec,
+    victims: &[MessageMeta],
+    modseq: ModSeq,
+) -> Result<Vec<Uid>> {
+    let mut msgs = txn.open_table(MESSAGES).map_err(ie)?;
+    let mut mods = txn.open_table(MODSEQS).map_err(ie)?;
+    let mut exp = txn.open_table(EXPUNGED).map_err(ie)?;
+    let mut out = Vec::with_capacity(victims.len());
+    for m in victims {
+        msgs.remove((id, m.uid)).map_err(ie)?;
+        mods.remove((id, m.modseq, m.uid)).map_err(ie)?;
+        exp.insert((id, modseq, m.uid), 1).map_err(ie)?;
+        rec.exists = rec.exists.saturating_sub(1);
+        rec.size = rec.size.saturating_sub(m.size);
+        if !m.flags.has(Flags::SEEN) {
+            rec.unseen = rec.unseen.saturating_sub(1);
+        }
+        out.push(m.uid);
+    }
+    Ok(out)
+}
+
+fn check_quota(
+    txn: &WriteTransaction,
+    user: &str,
+    bytes: u64,
+    count: u64,
+    quota: Quota,
+) -> Result<()> {
+    if quota.storage.is_none() && quota.messages.is_none() {
+        return Ok(());
+    }
+    let users = txn.open_table(USERS).map_err(ie)?;
+    let usage = match users.get(user).map_err(ie)? {
+        Some(v) => dec::<UserRec>(v.value())?.usage,
+        None => Usage::default(),
+    };
+    if let Some(limit) = quota.storage {
+        if usage.bytes.saturating_add(bytes) > limit {
+            return Err(StoreError::OverQuota);
+        }
+    }
+    if let Some(limit) = quota.messages {
+        if usage.messages.saturating_add(count) > limit {
+            return Err(StoreError::OverQuota);
+        }
+    }
+    Ok(())
+}
+
+fn add_usage(txn: &WriteTransaction, user: &str, bytes: i64, count: i64) -> Result<()> {
+    let mut users = txn.open_table(USERS).map_err(ie)?;
+    let mut rec: UserRec = match users.get(user).map_err(ie)? {
+        Some(v) => dec(v.value())?,
+        None => return Ok(()),
+    };
+    rec.usage.bytes = (rec.usage.bytes as i64).saturating_add(bytes).max(0) as u64;
+    rec.usage.messages = (rec.usage.messages as i64).saturating_add(count).max(0) as u64;
+    users.insert(user, enc(&rec)?.as_slice()).map_err(ie)?;
+    Ok(())
 }

@@ -1,1 +1,201 @@
 //! Message files in partitions.
+//!
+//! Layout: `<partition>/<xx>/<user>/<mailbox id>/<uid>.msg`, where `xx` is a
+//! hash of the user spreading users over 256 folders and `<user>` is the
+//! address with unsafe bytes %-escaped. New messages are first written and
+//! fsynced under `<partition>/tmp/`, then renamed into place by the writer
+//! in the same batch that commits their index entries.
+//!
+//! Each file starts with one prelude line, `MSGD1 {json}\r\n`, recording the
+//! owner, the mailbox name and the flags and date at delivery; the message
+//! bytes follow unchanged. The path gives mailbox id and UID.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::{MailboxId, Uid};
+
+pub const PRELUDE_MAGIC: &[u8] = b"MSGD1 ";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Prelude {
+    /// Owner (canonical address).
+    pub u: String,
+    /// Mailbox name at delivery.
+    pub m: String,
+    /// Flags at delivery.
+    pub f: Vec<String>,
+    /// Internal date (unix seconds) and zone offset in minutes.
+    pub d: i64,
+    pub z: i16,
+}
+
+/// FNV-1a: stable across releases (unlike std's hasher), for the user folder.
+fn fnv1a(s: &str) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in s.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h
+}
+
+/// The user's folder name: safe characters kept, everything else %XX.
+pub fn encode_user(user: &str) -> String {
+    let mut out = String::with_capacity(user.len());
+    for b in user.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.starts_with('.') {
+        out.replace_range(0..1, "%2E");
+    }
+    out
+}
+
+pub fn user_dir(partition: &Path, user: &str) -> PathBuf {
+    partition
+        .join(format!("{:02x}", fnv1a(user) & 0xff))
+        .join(encode_user(user))
+}
+
+pub fn mailbox_dir(partition: &Path, user: &str, mailbox: MailboxId) -> PathBuf {
+    user_dir(partition, user).join(mailbox.to_string())
+}
+
+pub fn message_file(dir: &Path, uid: Uid) -> PathBuf {
+    dir.join(format!("{uid}.msg"))
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A message written and fsynced under `<partition>/tmp/`, waiting to be
+/// renamed into its mailbox. Removed on drop unless taken.
+pub struct TmpFile {
+    pub path: Option<PathBuf>,
+    /// Length of the prelude: where the message starts.
+    pub offset: u32,
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes prelude + message to a new temporary file and fsyncs it.
+pub fn write_tmp(partition: &Path, prelude: &Prelude, data: &[u8]) -> io::Result<TmpFile> {
+    let tmp = partition.join("tmp");
+    let mut head = PRELUDE_MAGIC.to_vec();
+    head.extend_from_slice(&serde_json::to_vec(prelude).map_err(io::Error::other)?);
+    head.extend_from_slice(b"\r\n");
+    let offset = u32::try_from(head.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "prelude too long"))?;
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let name = format!(
+            "{:x}.{:x}.{:x}",
+            now.as_micros(),
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = tmp.join(name);
+        let mut f = match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&tmp)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let guard = TmpFile {
+            path: Some(path),
+            offset,
+        };
+        f.write_all(&head)?;
+        f.write_all(data)?;
+        f.sync_data()?;
+        return Ok(guard);
+    }
+}
+
+/// Reads `size` message bytes at `offset` from a message file.
+pub fn read_message(path: &Path, offset: u32, size: u64) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset as u64))?;
+    let mut buf = Vec::with_capacity(size as usize);
+    f.take(size).read_to_end(&mut buf)?;
+    if (buf.len() as u64) != size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{} is shorter than its index entry", path.display()),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Creates `dir` and its missing parents; returns the folders whose entries
+/// changed (to be fsynced before commit).
+pub fn create_dirs(dir: &Path, touched: &mut Vec<PathBuf>) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_dir() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    for m in missing {
+        if let Some(p) = m.parent() {
+            touched.push(p.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_folder_names_are_safe() {
+        assert_eq!(encode_user("alice@example.test"), "alice@example.test");
+        assert_eq!(encode_user("../x/y"), "%2E.%2Fx%2Fy");
+        assert_eq!(encode_user("a b"), "a%20b");
+    }
+
+    #[test]
+    fn tmp_file_round_trip_and_cleanup() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Prelude {
+            u: "a@b".into(),
+            m: "INBOX".into(),
+            f: vec![],
+            d: 0,
+            z: 0,
+        };
+        let t = write_tmp(d.path(), &p, b"hello\r\n").unwrap();
+        let path = t.path.clone().unwrap();
+        let got = read_message(&path, t.offset, 7).unwrap();
+        assert_eq!(got, b"hello\r\n");
+        drop(t);
+        assert!(!path.exists());
+    }
+}

@@ -282,7 +282,7 @@ pub struct Usage {
     pub messages: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("no such mailbox")]
     NoSuchMailbox,

@@ -1,1 +1,248 @@
+use super::*;
+use crate::config::{Config, PartitionConfig};
 
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.server.data_dir = dir.to_path_buf();
+    c.store.min_free_disk = 0;
+    c.store.partition.insert(
+        "primary".into(),
+        PartitionConfig {
+            path: "partition/primary".into(),
+        },
+    );
+    c
+}
+
+fn msg(body: &str) -> NewMessage {
+    NewMessage {
+        data: Arc::new(format!("Subject: t\r\n\r\n{body}\r\n").into_bytes()),
+        flags: Flags::default(),
+        internal_date: None,
+    }
+}
+
+#[tokio::test]
+async fn new_user_gets_inbox_and_special_use_mailboxes() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    s.ensure_user("a@x", None).await.unwrap();
+    let l = s.list("a@x").await.unwrap();
+    let names: Vec<_> = l.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, vec!["Drafts", "INBOX", "Junk", "Sent", "Trash"]);
+    assert_eq!(
+        l.iter().find(|m| m.name == "Sent").unwrap().special_use,
+        Some(SpecialUse::Sent)
+    );
+    assert_eq!(s.subscriptions("a@x").await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn append_is_readable_byte_identical_and_survives_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = test_config(d.path());
+    let placed;
+    let bytes = b"From: a\r\n\r\n\xff\xfe 8bit\r\n".to_vec();
+    {
+        let s = Store::open(&cfg).unwrap();
+        placed = s
+            .append(
+                "a@x",
+                "inbox",
+                NewMessage {
+                    data: Arc::new(bytes.clone()),
+                    flags: Flags::from_names(&["\\Seen", "$Label"]),
+                    internal_date: Some((1_700_000_000, 60)),
+                },
+                Quota::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(placed.uid, 1);
+    }
+    // Reopen: the writer thread of the first store has exited with its sender.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let s = Store::open(&cfg).unwrap();
+    let snap = s.snapshot("a@x", "INBOX").await.unwrap();
+    assert_eq!(snap.info.uidvalidity, placed.uidvalidity);
+    assert_eq!(snap.info.exists, 1);
+    assert_eq!(snap.info.unseen, 0);
+    let m = &snap.messages[0];
+    assert_eq!(m.internal_date, 1_700_000_000);
+    assert_eq!(m.tz_offset_min, 60);
+    assert_eq!(m.flags.names(), vec!["\\Seen", "$Label"]);
+    assert_eq!(s.read(snap.info.id, m).await.unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn concurrent_appends_get_distinct_ascending_uids() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    s.ensure_user("a@x", None).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.append("a@x", "INBOX", msg(&format!("m{i}")), Quota::default())
+                .await
+                .unwrap()
+                .uid
+        }));
+    }
+    let mut uids = Vec::new();
+    for t in tasks {
+        uids.push(t.await.unwrap());
+    }
+    uids.sort();
+    assert_eq!(uids, (1..=50).collect::<Vec<_>>());
+    let snap = s.snapshot("a@x", "INBOX").await.unwrap();
+    assert_eq!(snap.messages.len(), 50);
+    assert_eq!(snap.info.uidnext, 51);
+}
+
+#[tokio::test]
+async fn flags_expunge_and_changes_since_modseq() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    for i in 0..3 {
+        s.append("a@x", "INBOX", msg(&i.to_string()), Quota::default())
+            .await
+            .unwrap();
+    }
+    let snap = s.snapshot("a@x", "INBOX").await.unwrap();
+    let id = snap.info.id;
+    let base = snap.info.highestmodseq;
+    let mut w = s.watch(id);
+    let (metas, failed) = s
+        .store_flags(
+            id,
+            vec![1, 2],
+            FlagOp::Add,
+            Flags::from_names(&["\\Deleted"]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(failed.is_empty());
+    assert_eq!(metas.len(), 2);
+    assert!(w.has_changed().unwrap());
+    w.borrow_and_update();
+    // CONDSTORE: message 1 changed after `base`, so UNCHANGEDSINCE base fails.
+    let (_, failed) = s
+        .store_flags(
+            id,
+            vec![1, 3],
+            FlagOp::Add,
+            Flags::from_names(&["\\Seen"]),
+            Some(base),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed, vec![1]);
+    let gone = s.expunge(id, Some(vec![2, 3])).await.unwrap();
+    assert_eq!(gone, vec![2]);
+    let ch = s.changes(id, base).await.unwrap();
+    assert_eq!(ch.expunged, vec![2]);
+    assert_eq!(
+        ch.changed.iter().map(|m| m.uid).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    assert_eq!(ch.info.exists, 2);
+    let gone = s.expunge(id, None).await.unwrap();
+    assert_eq!(gone, vec![1]);
+    assert_eq!(s.usage("a@x").await.unwrap().messages, 1);
+}
+
+#[tokio::test]
+async fn copy_move_rename_delete() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    s.append("a@x", "INBOX", msg("one"), Quota::default())
+        .await
+        .unwrap();
+    let inbox = s.status("a@x", "INBOX").await.unwrap().id;
+    s.create_mailbox("a@x", "Work/2024", None).await.unwrap();
+    assert!(matches!(
+        s.create_mailbox("a@x", "work/2024", None).await,
+        Ok(_)
+    ));
+    assert!(matches!(
+        s.create_mailbox("a@x", "Work", None).await,
+        Err(StoreError::MailboxExists)
+    ));
+    let (uv, pairs) = s
+        .copy(inbox, vec![1], "a@x", "Work/2024", false, Quota::default())
+        .await
+        .unwrap();
+    assert_eq!(pairs, vec![(1, 1)]);
+    assert!(uv > 0);
+    let (_, pairs) = s
+        .copy(inbox, vec![1], "a@x", "Trash", true, Quota::default())
+        .await
+        .unwrap();
+    assert_eq!(pairs, vec![(1, 1)]);
+    assert_eq!(s.status("a@x", "INBOX").await.unwrap().exists, 0);
+    let trash = s.snapshot("a@x", "Trash").await.unwrap();
+    assert_eq!(
+        s.read(trash.info.id, &trash.messages[0]).await.unwrap(),
+        b"Subject: t\r\n\r\none\r\n"
+    );
+    s.rename_mailbox("a@x", "Work", "Archive/Old")
+        .await
+        .unwrap();
+    let names: Vec<_> = s
+        .list("a@x")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert!(names.contains(&"Archive/Old/2024".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("Work")));
+    s.delete_mailbox("a@x", "Archive/Old/2024").await.unwrap();
+    assert!(matches!(
+        s.status("a@x", "Archive/Old/2024").await,
+        Err(StoreError::NoSuchMailbox)
+    ));
+    assert!(matches!(
+        s.delete_mailbox("a@x", "INBOX").await,
+        Err(StoreError::NotAllowed(_))
+    ));
+}
+
+#[tokio::test]
+async fn quota_refuses_before_writing() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    let q = Quota {
+        storage: Some(30),
+        messages: None,
+    };
+    s.append("a@x", "INBOX", msg("x"), q).await.unwrap();
+    assert!(matches!(
+        s.append("a@x", "INBOX", msg("y"), q).await,
+        Err(StoreError::OverQuota)
+    ));
+    assert_eq!(s.status("a@x", "INBOX").await.unwrap().exists, 1);
+}
+
+#[tokio::test]
+async fn recent_is_claimed_by_one_session() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    s.append("a@x", "INBOX", msg("x"), Quota::default())
+        .await
+        .unwrap();
+    let id = s.status("a@x", "INBOX").await.unwrap().id;
+    assert_eq!(s.claim_recent(id).await.unwrap(), 1);
+    assert_eq!(s.claim_recent(id).await.unwrap(), 2);
+}
+
+#[test]
+fn mailbox_names_are_normalized() {
+    assert_eq!(normalize_name("inbox").unwrap(), "INBOX");
+    assert_eq!(normalize_name("Inbox/Sub").unwrap(), "INBOX/Sub");
+    assert!(normalize_name("a//b").is_err());
+    assert!(normalize_name("/a").is_err());
+    assert!(normalize_name("").is_err());
+}
