@@ -42,6 +42,7 @@ pub struct Config {
     pub imap: ImapConfig,
     pub pop3: Pop3Config,
     pub limits: LimitsConfig,
+    pub queue: QueueConfig,
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
@@ -59,6 +60,7 @@ impl Default for Config {
             imap: ImapConfig::default(),
             pop3: Pop3Config::default(),
             limits: LimitsConfig::default(),
+            queue: QueueConfig::default(),
             listener: BTreeMap::new(),
         }
     }
@@ -270,6 +272,36 @@ impl Default for LimitsConfig {
             max_auth_failures: 3,
             max_connections: 10000,
             max_connections_per_ip: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Queue folder; empty means `<data_dir>/queue`.
+    pub dir: String,
+    /// Seconds before the first retry; doubles each attempt.
+    pub retry_base: u64,
+    /// Longest wait between attempts, in seconds.
+    pub retry_max: u64,
+    /// Seconds a message may stay queued before it bounces.
+    pub lifetime: u64,
+    /// Seconds after which the sender is told delivery is delayed.
+    pub delay_warning: u64,
+    /// Messages delivered at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            dir: String::new(),
+            retry_base: 60,
+            retry_max: 4 * 3600,
+            lifetime: 5 * 86400,
+            delay_warning: 4 * 3600,
+            concurrency: 20,
         }
     }
 }

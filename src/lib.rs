@@ -12,6 +12,7 @@ pub mod imap;
 pub mod logging;
 pub mod net;
 pub mod pop3;
+pub mod queue;
 pub mod roles;
 pub mod services;
 pub mod smtp;

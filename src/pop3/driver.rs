@@ -1,0 +1,422 @@
+//! The async POP3 driver: reads lines, feeds the session core, performs its
+//! effects (directory, store, TLS) and writes replies.
+//!
+//! Invariants:
+//! - Pipelined commands (RFC 2449 PIPELINING) are executed strictly in
+//!   order; replies are buffered and flushed when no complete command is
+//!   left in the input buffer, before any wait, and before a message body.
+//! - Shutdown and the idle timer are only honoured between commands, and
+//!   never enter UPDATE: a connection that ends without QUIT deletes
+//!   nothing (RFC 1939 section 6).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, TlsMode};
+use crate::directory::{AuthResult, DirError};
+use crate::net::{Conn, ConnInfo};
+use crate::services::Services;
+use crate::store::{FlagOp, Flags, MailboxId, Store, Uid};
+use crate::tls::Tls;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{DotStuffer, LineReader};
+use super::session::{
+    Action, AuthOutcome, Maildrop, Session, SessionConfig, AUTH_DELAY_BASE, ERR_AUTOLOGOUT,
+    ERR_MESSAGE_GONE, ERR_SHUTDOWN,
+};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Size of the pieces a message body is written in.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Checks a login and password (the directory in production, a fake in
+/// tests that run without one).
+pub(crate) type Authenticator = Arc<
+    dyn Fn(String, String) -> Pin<Box<dyn Future<Output = Result<AuthResult, DirError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a session uses of the shared services.
+#[derive(Clone)]
+pub(crate) struct Env {
+    pub config: Arc<Config>,
+    pub store: Option<Store>,
+    pub tls: Arc<Tls>,
+    pub shutdown: CancellationToken,
+    pub authenticate: Authenticator,
+}
+
+impl Env {
+    fn from_services(services: Services) -> Env {
+        let directory = services.directory.clone();
+        let domain = services.config.server.domain.clone();
+        Env {
+            config: services.config,
+            store: services.store,
+            tls: services.tls,
+            shutdown: services.shutdown,
+            authenticate: Arc::new(move |login, password| {
+                let directory = directory.clone();
+                let domain = domain.clone();
+                Box::pin(async move { directory.authenticate(&login, &password, &domain).await })
+            }),
+        }
+    }
+}
+
+/// Serves one POP3 or POP3S connection until QUIT, error, timeout or
+/// shutdown.
+pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
+    run_session(conn, info, Env::from_services(services)).await
+}
+
+pub(crate) async fn run_session(conn: Conn, info: ConnInfo, env: Env) {
+    let config = &env.config;
+    let tls_active = info.tls_active;
+    let session = Session::new(SessionConfig {
+        stls_available: info.tls_mode == TlsMode::StartTls && !tls_active,
+        tls_active,
+        plaintext_without_tls: info.is_loopback() || config.pop3.allow_plaintext_auth,
+        max_bad_commands: config.limits.max_bad_commands.max(1),
+        max_auth_failures: config.limits.max_auth_failures.max(1),
+        auth_delay: AUTH_DELAY_BASE,
+    });
+    let mut driver = Driver {
+        conn: Some(conn),
+        reader: LineReader::new(config.limits.max_line.max(512)),
+        out: Vec::new(),
+        // RFC 1939 section 3: the autologout timer is at least 10 minutes;
+        // the config default says so, but a zero would close at once.
+        idle: Duration::from_secs(config.pop3.idle_timeout.max(1)),
+        session,
+        env: env.clone(),
+        stats: Stats::default(),
+    };
+    let end = driver.run().await;
+    let s = &driver.stats;
+    info!(
+        user = driver
+            .session
+            .account()
+            .map(|a| a.address.as_str())
+            .unwrap_or("-"),
+        tls = driver.session.tls_active(),
+        commands = s.commands,
+        retrieved = s.retrieved,
+        deleted = s.deleted,
+        end = end.as_str(),
+        "pop3 session closed"
+    );
+}
+
+#[derive(Default)]
+struct Stats {
+    commands: u64,
+    retrieved: u64,
+    deleted: usize,
+}
+
+/// Why a session ended, for the summary line.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Closed,
+    Eof,
+    Io,
+    Timeout,
+    Shutdown,
+    TlsFailed,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Eof => "eof",
+            End::Io => "io error",
+            End::Timeout => "idle timeout",
+            End::Shutdown => "shutdown",
+            End::TlsFailed => "tls handshake failed",
+        }
+    }
+}
+
+struct Driver {
+    /// None only while the TLS handshake owns the stream.
+    conn: Option<Conn>,
+    reader: LineReader,
+    /// Replies not yet written.
+    out: Vec<u8>,
+    idle: Duration,
+    session: Session,
+    env: Env,
+    stats: Stats,
+}
+
+impl Driver {
+    async fn run(&mut self) -> End {
+        if let Action::Reply(g) = self.session.greeting() {
+            self.out.extend_from_slice(g.as_bytes());
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            while let Some(input) = self.reader.next() {
+                if self.env.shutdown.is_cancelled() {
+                    return self.goodbye(ERR_SHUTDOWN, End::Shutdown).await;
+                }
+                self.stats.commands += 1;
+                let actions = self.session.input(input);
+                match self.perform(actions).await {
+                    Ok(None) => {}
+                    Ok(Some(end)) => return end,
+                    Err(_) => return End::Io,
+                }
+            }
+            if self.flush().await.is_err() {
+                return End::Io;
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return End::Io;
+            };
+            let read = tokio::select! {
+                biased;
+                _ = self.env.shutdown.cancelled() => {
+                    return self.goodbye(ERR_SHUTDOWN, End::Shutdown).await;
+                }
+                r = tokio::time::timeout(self.idle, conn.read(&mut buf)) => r,
+            };
+            match read {
+                Err(_) => return self.goodbye(ERR_AUTOLOGOUT, End::Timeout).await,
+                Ok(Ok(0)) => return End::Eof,
+                Ok(Ok(n)) => self.reader.push(buf.get(..n).unwrap_or_default()),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "read failed");
+                    return End::Io;
+                }
+            }
+        }
+    }
+
+    /// Performs the actions of one command in order. Ok(Some(end)): the
+    /// session is over.
+    async fn perform(&mut self, actions: Vec<Action>) -> std::io::Result<Option<End>> {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Reply(s) => self.out.extend_from_slice(s.as_bytes()),
+                Action::Delay(d) => {
+                    self.flush().await?;
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = self.env.shutdown.cancelled() => {}
+                    }
+                }
+                Action::Authenticate { login, password } => {
+                    let outcome = self.authenticate(&login, &password).await;
+                    prepend(&mut queue, self.session.auth_done(outcome));
+                }
+                Action::SendMessage {
+                    index,
+                    top_lines,
+                    ok_line,
+                } => self.send_message(index, top_lines, &ok_line).await?,
+                Action::StartTls => {
+                    self.flush().await?;
+                    // RFC 2595 section 4: plaintext pipelined after STLS
+                    // is not to be trusted; throw it away.
+                    self.reader.clear();
+                    let Some(conn) = self.conn.take() else {
+                        return Ok(Some(End::Io));
+                    };
+                    match self.env.tls.accept(conn).await {
+                        Ok(tls) => {
+                            self.conn = Some(tls);
+                            self.session.tls_started();
+                            debug!("STLS: TLS active");
+                        }
+                        Err(e) => {
+                            info!(error = %e, "STLS handshake failed");
+                            return Ok(Some(End::TlsFailed));
+                        }
+                    }
+                }
+                Action::Update { mailbox, deletions } => {
+                    let result = self.update(mailbox, deletions).await;
+                    prepend(&mut queue, self.session.update_done(result));
+                }
+                Action::Close => {
+                    self.flush().await?;
+                    if let Some(c) = self.conn.as_mut() {
+                        let _ = c.shutdown().await;
+                    }
+                    return Ok(Some(End::Closed));
+                }
+            }
+        }
+        // Flush when no further complete command is waiting (pipelining
+        // batches replies, an interactive client sees each at once).
+        if !self.reader.has_buffered() {
+            self.flush().await?;
+        }
+        Ok(None)
+    }
+
+    /// Checks credentials, then opens the maildrop (INBOX snapshot).
+    async fn authenticate(&mut self, login: &str, password: &str) -> AuthOutcome {
+        let check = (self.env.authenticate)(login.to_string(), password.to_string());
+        let account = match check.await {
+            Ok(AuthResult::Ok(account)) => account,
+            Ok(AuthResult::Failed) => {
+                info!(login, "authentication failed");
+                return AuthOutcome::Failed;
+            }
+            Ok(AuthResult::Inactive) => {
+                info!(login, "login to an inactive account refused");
+                return AuthOutcome::Inactive;
+            }
+            Err(DirError::Temporary(e)) => {
+                warn!(login, error = %e, "directory unavailable during authentication");
+                return AuthOutcome::DirectoryUnavailable;
+            }
+        };
+        let Some(store) = self.env.store.as_ref() else {
+            error!("POP3 login but this process runs no store role");
+            return AuthOutcome::StoreUnavailable;
+        };
+        let user = account.address.as_str();
+        if let Err(e) = store.ensure_user(user, account.partition.as_deref()).await {
+            error!(user, error = %e, "cannot create the user's mailboxes");
+            return AuthOutcome::StoreUnavailable;
+        }
+        match store.snapshot(user, "INBOX").await {
+            Ok(snapshot) => {
+                let maildrop = Box::new(Maildrop::from_snapshot(snapshot));
+                info!(user, messages = maildrop.messages.len(), "pop3 login");
+                AuthOutcome::Ok { account, maildrop }
+            }
+            Err(e) => {
+                error!(user, error = %e, "cannot open INBOX");
+                AuthOutcome::StoreUnavailable
+            }
+        }
+    }
+
+    /// RETR / TOP: status line, then the dot-stuffed message in chunks.
+    async fn send_message(
+        &mut self,
+        index: usize,
+        top_lines: Option<usize>,
+        ok_line: &str,
+    ) -> std::io::Result<()> {
+        let Some(store) = self.env.store.clone() else {
+            self.out.extend_from_slice(ERR_MESSAGE_GONE.as_bytes());
+            return Ok(());
+        };
+        let Some((mailbox, meta)) = self
+            .session
+            .maildrop()
+            .and_then(|m| m.messages.get(index).map(|meta| (m.mailbox, meta.clone())))
+        else {
+            self.out.extend_from_slice(ERR_MESSAGE_GONE.as_bytes());
+            return Ok(());
+        };
+        let data = match store.read(mailbox, &meta).await {
+            Ok(d) => d,
+            Err(e) => {
+                // Most likely expunged by another session since login.
+                debug!(uid = meta.uid, error = %e, "message unreadable");
+                self.out.extend_from_slice(ERR_MESSAGE_GONE.as_bytes());
+                return Ok(());
+            }
+        };
+        if top_lines.is_none() {
+            self.stats.retrieved += 1;
+        }
+        self.out.extend_from_slice(ok_line.as_bytes());
+        let mut stuffer = DotStuffer::new(&data, top_lines);
+        loop {
+            let done = stuffer.fill(&mut self.out, WRITE_CHUNK);
+            if done {
+                break;
+            }
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// UPDATE: mark our deletions \Deleted and expunge exactly those UIDs,
+    /// so messages other sessions flagged stay.
+    async fn update(&mut self, mailbox: MailboxId, deletions: Vec<Uid>) -> Result<usize, ()> {
+        if deletions.is_empty() {
+            return Ok(0);
+        }
+        let Some(store) = self.env.store.clone() else {
+            return Err(());
+        };
+        let flags = Flags {
+            bits: Flags::DELETED,
+            keywords: Vec::new(),
+        };
+        let result = async {
+            store
+                .store_flags(mailbox, deletions.clone(), FlagOp::Add, flags, None)
+                .await?;
+            store.expunge(mailbox, Some(deletions.clone())).await
+        }
+        .await;
+        match result {
+            Ok(expunged) => {
+                self.stats.deleted = expunged.len();
+                Ok(expunged.len())
+            }
+            Err(e) => {
+                error!(mailbox, error = %e, "POP3 UPDATE failed");
+                Err(())
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        // A client that stops reading must not hold the session forever.
+        let res = tokio::time::timeout(self.idle, async {
+            conn.write_all(&self.out).await?;
+            conn.flush().await
+        })
+        .await;
+        self.out.clear();
+        match res {
+            Ok(r) => r,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Says a last line and closes (no UPDATE).
+    async fn goodbye(&mut self, line: &str, end: End) -> End {
+        self.out.extend_from_slice(line.as_bytes());
+        let _ = self.flush().await;
+        if let Some(c) = self.conn.as_mut() {
+            let _ = c.shutdown().await;
+        }
+        end
+    }
+}
+
+fn prepend(queue: &mut VecDeque<Action>, actions: Vec<Action>) {
+    for a in actions.into_iter().rev() {
+        queue.push_front(a);
+    }
+}

@@ -1,0 +1,1098 @@
+//! The POP3 session core: a synchronous state machine (RFC 1939 states
+//! AUTHORIZATION, TRANSACTION, UPDATE) that turns input lines into
+//! [`Action`]s. It does no I/O: the driver performs the effects
+//! (directory, store, TLS) and reports their outcome back.
+//!
+//! Invariants:
+//! - One command at a time: after an effect-bearing action the driver calls
+//!   the matching `*_done` method before feeding the next line.
+//! - Deletions are only marks until QUIT; no other path leads to UPDATE.
+//! - Passwords never leave this module except inside
+//!   `Action::Authenticate`, whose Debug output hides them.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::directory::Account;
+use crate::store::{MailboxId, MessageMeta, Snapshot, Uid};
+
+use super::codec::Input;
+
+/// Replies shared with the driver. Response codes are RFC 2449 / RFC 3206.
+pub const GREETING: &str = "+OK msgd POP3 server ready\r\n";
+pub const ERR_SHUTDOWN: &str = "-ERR server shutting down\r\n";
+pub const ERR_AUTOLOGOUT: &str = "-ERR autologout\r\n";
+/// RETR/TOP of a message someone else expunged meanwhile.
+pub const ERR_MESSAGE_GONE: &str = "-ERR message was deleted\r\n";
+
+/// Growing delay after a failed authentication: 1s, 2s, 4s, ... capped.
+pub const AUTH_DELAY_BASE: Duration = Duration::from_secs(1);
+const AUTH_DELAY_MAX: Duration = Duration::from_secs(8);
+
+/// What the session needs to know about its connection and limits.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// STLS can be offered (a STARTTLS listener, TLS not active yet).
+    pub stls_available: bool,
+    /// TLS is active (implicit, or after STLS).
+    pub tls_active: bool,
+    /// USER/PASS and AUTH PLAIN allowed before TLS (loopback peer or
+    /// `pop3.allow_plaintext_auth`).
+    pub plaintext_without_tls: bool,
+    pub max_bad_commands: u32,
+    pub max_auth_failures: u32,
+    /// First delay after a failed authentication (doubles each time).
+    pub auth_delay: Duration,
+}
+
+/// An effect or output for the driver, in order.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Bytes to send, CRLF included (possibly several lines).
+    Reply(String),
+    /// Wait before going on (after a failed authentication).
+    Delay(Duration),
+    /// Check these credentials; report with `Session::auth_done`.
+    Authenticate { login: String, password: String },
+    /// Send message `index` (0-based) after `ok_line`, dot-stuffed; only the
+    /// header and `top_lines` body lines for TOP. If the message cannot be
+    /// read, send `ERR_MESSAGE_GONE` instead. Nothing to report back.
+    SendMessage {
+        index: usize,
+        top_lines: Option<usize>,
+        ok_line: String,
+    },
+    /// Flush replies, drop buffered input, run the TLS handshake, then call
+    /// `Session::tls_started` (or close if it fails).
+    StartTls,
+    /// QUIT in TRANSACTION: enter UPDATE, remove these UIDs of `mailbox`,
+    /// report with `Session::update_done`.
+    Update {
+        mailbox: MailboxId,
+        deletions: Vec<Uid>,
+    },
+    /// Flush and close the connection.
+    Close,
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Reply(s) => f.debug_tuple("Reply").field(s).finish(),
+            Action::Delay(d) => f.debug_tuple("Delay").field(d).finish(),
+            Action::Authenticate { login, .. } => f
+                .debug_struct("Authenticate")
+                .field("login", login)
+                .field("password", &"<hidden>")
+                .finish(),
+            Action::SendMessage {
+                index,
+                top_lines,
+                ok_line,
+            } => f
+                .debug_struct("SendMessage")
+                .field("index", index)
+                .field("top_lines", top_lines)
+                .field("ok_line", ok_line)
+                .finish(),
+            Action::StartTls => f.write_str("StartTls"),
+            Action::Update { mailbox, deletions } => f
+                .debug_struct("Update")
+                .field("mailbox", mailbox)
+                .field("deletions", deletions)
+                .finish(),
+            Action::Close => f.write_str("Close"),
+        }
+    }
+}
+
+/// The outcome of an `Authenticate` action, as the driver saw it.
+#[derive(Debug, Clone)]
+pub enum AuthOutcome {
+    /// Credentials right and the maildrop opened.
+    Ok {
+        account: Account,
+        maildrop: Box<Maildrop>,
+    },
+    /// Wrong login or password.
+    Failed,
+    /// Right password, disabled account.
+    Inactive,
+    /// The directory could not answer.
+    DirectoryUnavailable,
+    /// The store could not open the maildrop.
+    StoreUnavailable,
+}
+
+/// The maildrop of a TRANSACTION: the INBOX as it was at login.
+#[derive(Debug, Clone)]
+pub struct Maildrop {
+    pub mailbox: MailboxId,
+    pub uidvalidity: u32,
+    /// In UID order; message number n is `messages[n - 1]`.
+    pub messages: Vec<MessageMeta>,
+    /// Marked by DELE, cleared by RSET.
+    deleted: Vec<bool>,
+}
+
+impl Maildrop {
+    pub fn new(mailbox: MailboxId, uidvalidity: u32, mut messages: Vec<MessageMeta>) -> Maildrop {
+        messages.sort_by_key(|m| m.uid);
+        let deleted = vec![false; messages.len()];
+        Maildrop {
+            mailbox,
+            uidvalidity,
+            messages,
+            deleted,
+        }
+    }
+
+    pub fn from_snapshot(s: Snapshot) -> Maildrop {
+        Maildrop::new(s.info.id, s.info.uidvalidity, s.messages)
+    }
+
+    /// (count, octets) of the messages not marked deleted.
+    fn stat(&self) -> (usize, u64) {
+        self.live()
+            .fold((0, 0), |(n, b), (_, m)| (n + 1, b + m.size))
+    }
+
+    /// (message number, meta) of every message not marked deleted.
+    fn live(&self) -> impl Iterator<Item = (usize, &MessageMeta)> {
+        self.messages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.deleted.get(*i).copied().unwrap_or(false))
+            .map(|(i, m)| (i + 1, m))
+    }
+
+    /// UIDs marked deleted, ascending.
+    pub fn deletions(&self) -> Vec<Uid> {
+        self.messages
+            .iter()
+            .zip(&self.deleted)
+            .filter(|(_, d)| **d)
+            .map(|(m, _)| m.uid)
+            .collect()
+    }
+
+    /// RFC 1939 unique-id: printable, stable across sessions, never reused
+    /// (UIDVALIDITY plus UID).
+    fn unique_id(&self, m: &MessageMeta) -> String {
+        format!("{}.{}", self.uidvalidity, m.uid)
+    }
+
+    /// Resolves a message-number argument: Ok(index) of a message that
+    /// exists and is not marked deleted, or the error reply.
+    fn resolve(&self, arg: &str) -> Result<usize, Reject> {
+        let n = parse_number(arg).ok_or(Reject::Syntax("invalid message number"))?;
+        if n == 0 || n > self.messages.len() {
+            return Err(Reject::User("no such message".into()));
+        }
+        let i = n - 1;
+        if self.deleted.get(i).copied().unwrap_or(false) {
+            return Err(Reject::User(format!("message {n} already deleted")));
+        }
+        Ok(i)
+    }
+}
+
+/// A refused command: syntax errors count against `max_bad_commands`.
+enum Reject {
+    Syntax(&'static str),
+    User(String),
+}
+
+/// RFC 1939 states, the data each one owns inside.
+#[derive(Debug)]
+enum State {
+    Authorization {
+        /// Name given by USER, waiting for PASS.
+        user: Option<String>,
+    },
+    /// AUTH PLAIN sent "+ " and waits for the client's response line.
+    SaslPlain,
+    /// Waiting for the driver to report an `Authenticate` or `StartTls`.
+    Pending,
+    Transaction(Box<Maildrop>),
+    /// QUIT received; waiting for the driver's `update_done`.
+    Update,
+    /// The connection is to be closed; nothing more is accepted.
+    Closed,
+}
+
+pub struct Session {
+    state: State,
+    config: SessionConfig,
+    bad_commands: u32,
+    auth_failures: u32,
+    /// The account logged in, for the driver's summary line.
+    account: Option<Account>,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Session {
+        Session {
+            state: State::Authorization { user: None },
+            config,
+            bad_commands: 0,
+            auth_failures: 0,
+            account: None,
+        }
+    }
+
+    pub fn greeting(&self) -> Action {
+        Action::Reply(GREETING.into())
+    }
+
+    /// The maildrop, in TRANSACTION.
+    pub fn maildrop(&self) -> Option<&Maildrop> {
+        match &self.state {
+            State::Transaction(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn account(&self) -> Option<&Account> {
+        self.account.as_ref()
+    }
+
+    pub fn tls_active(&self) -> bool {
+        self.config.tls_active
+    }
+
+    /// One line (or over-long line) from the client.
+    pub fn input(&mut self, input: Input) -> Vec<Action> {
+        let line = match input {
+            Input::Line(l) => l,
+            Input::TooLong => {
+                if matches!(self.state, State::SaslPlain) {
+                    self.state = State::Authorization { user: None };
+                }
+                return self.bad("line too long");
+            }
+        };
+        // Passwords and SASL data may be any bytes; the directory compares
+        // strings, so a non-UTF-8 password simply does not match.
+        let line = String::from_utf8_lossy(&line).into_owned();
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Authorization { user } => self.authorization(user, &line),
+            State::SaslPlain => {
+                self.state = State::Authorization { user: None };
+                self.sasl_plain_response(line.trim())
+            }
+            State::Transaction(m) => self.transaction(m, &line),
+            s @ (State::Pending | State::Update | State::Closed) => {
+                // The driver never feeds lines while an effect is pending.
+                self.state = s;
+                Vec::new()
+            }
+        }
+    }
+
+    fn authorization(&mut self, user: Option<String>, line: &str) -> Vec<Action> {
+        let (cmd, args) = split_command(line);
+        // Most commands leave a pending USER name in place.
+        self.state = State::Authorization { user: user.clone() };
+        match cmd.as_str() {
+            "CAPA" => vec![Action::Reply(self.capabilities(true))],
+            "QUIT" => {
+                self.state = State::Closed;
+                vec![ok("msgd POP3 server signing off"), Action::Close]
+            }
+            "NOOP" => self.bad("command not valid in this state"),
+            "STLS" => {
+                if self.config.tls_active {
+                    self.bad("command not permitted when TLS active")
+                } else if !self.config.stls_available {
+                    self.bad("STLS not available")
+                } else {
+                    self.state = State::Pending;
+                    vec![ok("Begin TLS negotiation"), Action::StartTls]
+                }
+            }
+            "USER" => {
+                if !self.plaintext_allowed() {
+                    return self.bad("[AUTH] TLS required");
+                }
+                let name = args.trim();
+                if name.is_empty() {
+                    return self.bad("USER needs a name");
+                }
+                self.state = State::Authorization {
+                    user: Some(name.to_string()),
+                };
+                vec![ok("send PASS")]
+            }
+            "PASS" => {
+                if !self.plaintext_allowed() {
+                    return self.bad("[AUTH] TLS required");
+                }
+                let Some(login) = user else {
+                    return self.bad("USER first");
+                };
+                // RFC 1939: the password may contain spaces; take the rest
+                // of the line exactly.
+                self.state = State::Pending;
+                vec![Action::Authenticate {
+                    login,
+                    password: args.to_string(),
+                }]
+            }
+            "AUTH" => {
+                self.state = State::Authorization { user: None };
+                self.auth(args)
+            }
+            "STAT" | "LIST" | "RETR" | "DELE" | "RSET" | "TOP" | "UIDL" => {
+                self.bad("command not valid in this state")
+            }
+            _ => self.bad("unknown command"),
+        }
+    }
+
+    /// RFC 5034 AUTH (PLAIN only) and the old bare AUTH listing.
+    fn auth(&mut self, args: &str) -> Vec<Action> {
+        let mut parts = args.split_ascii_whitespace();
+        let Some(mech) = parts.next() else {
+            // Pre-RFC 5034 clients send a bare AUTH to list mechanisms.
+            return if self.plaintext_allowed() {
+                vec![Action::Reply("+OK\r\nPLAIN\r\n.\r\n".into())]
+            } else {
+                vec![Action::Reply("+OK\r\n.\r\n".into())]
+            };
+        };
+        if !mech.eq_ignore_ascii_case("PLAIN") {
+            return self.bad("unsupported authentication mechanism");
+        }
+        if !self.plaintext_allowed() {
+            return self.bad("[AUTH] TLS required");
+        }
+        match parts.next() {
+            None => {
+                self.state = State::SaslPlain;
+                vec![Action::Reply("+ \r\n".into())]
+            }
+            Some(initial) => self.sasl_plain_response(initial),
+        }
+    }
+
+    /// The client's PLAIN response (base64 of authzid NUL authcid NUL
+    /// password), from the AUTH line or the continuation line.
+    fn sasl_plain_response(&mut self, b64: &str) -> Vec<Action> {
+        use base64::Engine;
+        if b64 == "*" {
+            return vec![err("authentication cancelled")];
+        }
+        // RFC 5034 section 4: "=" is an empty initial response.
+        let raw = if b64 == "=" {
+            Vec::new()
+        } else {
+            match base64::engine::general_purpose::STANDARD.decode(b64) {
+                Ok(r) => r,
+                Err(_) => return self.bad("invalid base64"),
+            }
+        };
+        let mut fields = raw.split(|b| *b == 0);
+        let (Some(authz), Some(authc), Some(pass), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return self.bad("malformed PLAIN response");
+        };
+        let authz = String::from_utf8_lossy(authz);
+        let authc = String::from_utf8_lossy(authc).into_owned();
+        if authc.is_empty() {
+            return self.bad("malformed PLAIN response");
+        }
+        if !authz.is_empty() && !authz.eq_ignore_ascii_case(&authc) {
+            // Acting as someone else is not offered.
+            return self.auth_failed_reply("[AUTH] not authorized to act as that user", false);
+        }
+        self.state = State::Pending;
+        vec![Action::Authenticate {
+            login: authc,
+            password: String::from_utf8_lossy(pass).into_owned(),
+        }]
+    }
+
+    /// The driver's report on an `Authenticate` action.
+    pub fn auth_done(&mut self, outcome: AuthOutcome) -> Vec<Action> {
+        self.state = State::Authorization { user: None };
+        match outcome {
+            AuthOutcome::Ok { account, maildrop } => {
+                let (n, octets) = maildrop.stat();
+                self.account = Some(account);
+                self.state = State::Transaction(maildrop);
+                vec![ok(&format!(
+                    "maildrop has {n} message{} ({octets} octets)",
+                    if n == 1 { "" } else { "s" }
+                ))]
+            }
+            AuthOutcome::Failed => self.auth_failed_reply("[AUTH] Authentication failed", true),
+            AuthOutcome::Inactive => self.auth_failed_reply("[AUTH] account disabled", false),
+            AuthOutcome::DirectoryUnavailable => {
+                vec![err("[SYS/TEMP] directory unavailable")]
+            }
+            AuthOutcome::StoreUnavailable => vec![err("[SYS/TEMP] maildrop unavailable")],
+        }
+    }
+
+    fn auth_failed_reply(&mut self, text: &str, delay: bool) -> Vec<Action> {
+        self.auth_failures += 1;
+        let mut v = Vec::new();
+        if delay {
+            let exp = self.auth_failures.saturating_sub(1).min(16);
+            let d = self
+                .config
+                .auth_delay
+                .saturating_mul(1u32 << exp)
+                .min(AUTH_DELAY_MAX.max(self.config.auth_delay));
+            if !d.is_zero() {
+                v.push(Action::Delay(d));
+            }
+        }
+        v.push(err(text));
+        if self.auth_failures >= self.config.max_auth_failures {
+            self.state = State::Closed;
+            v.push(Action::Reply(
+                "-ERR [AUTH] too many authentication failures\r\n".into(),
+            ));
+            v.push(Action::Close);
+        }
+        v
+    }
+
+    /// The driver's report after a successful TLS handshake. RFC 2595
+    /// section 4: the session starts over in AUTHORIZATION.
+    pub fn tls_started(&mut self) {
+        self.config.tls_active = true;
+        self.config.stls_available = false;
+        self.state = State::Authorization { user: None };
+    }
+
+    fn transaction(&mut self, mut m: Box<Maildrop>, line: &str) -> Vec<Action> {
+        let (cmd, args) = split_command(line);
+        let args: Vec<&str> = args.split_ascii_whitespace().collect();
+        let result: Result<Vec<Action>, Reject> = match (cmd.as_str(), args.as_slice()) {
+            ("STAT", []) => {
+                let (n, octets) = m.stat();
+                Ok(vec![ok(&format!("{n} {octets}"))])
+            }
+            ("LIST", []) => {
+                let (n, octets) = m.stat();
+                let mut s = format!(
+                    "+OK {n} message{} ({octets} octets)\r\n",
+                    if n == 1 { "" } else { "s" }
+                );
+                for (num, meta) in m.live() {
+                    s.push_str(&format!("{num} {}\r\n", meta.size));
+                }
+                s.push_str(".\r\n");
+                Ok(vec![Action::Reply(s)])
+            }
+            ("LIST", [n]) => m.resolve(n).map(|i| {
+                let size = m.messages.get(i).map(|x| x.size).unwrap_or(0);
+                vec![ok(&format!("{} {size}", i + 1))]
+            }),
+            ("UIDL", []) => {
+                let mut s = String::from("+OK unique-id listing follows\r\n");
+                for (num, meta) in m.live() {
+                    s.push_str(&format!("{num} {}\r\n", m.unique_id(meta)));
+                }
+                s.push_str(".\r\n");
+                Ok(vec![Action::Reply(s)])
+            }
+            ("UIDL", [n]) => m.resolve(n).map(|i| match m.messages.get(i) {
+                Some(meta) => vec![ok(&format!("{} {}", i + 1, m.unique_id(meta)))],
+                None => vec![err("no such message")],
+            }),
+            ("RETR", [n]) => m.resolve(n).map(|i| {
+                let size = m.messages.get(i).map(|x| x.size).unwrap_or(0);
+                vec![Action::SendMessage {
+                    index: i,
+                    top_lines: None,
+                    ok_line: format!("+OK {size} octets\r\n"),
+                }]
+            }),
+            ("TOP", [n, lines]) => match parse_number(lines) {
+                None => Err(Reject::Syntax("invalid number of lines")),
+                Some(l) => m.resolve(n).map(|i| {
+                    vec![Action::SendMessage {
+                        index: i,
+                        top_lines: Some(l),
+                        ok_line: "+OK top of message follows\r\n".into(),
+                    }]
+                }),
+            },
+            ("DELE", [n]) => m.resolve(n).map(|i| {
+                if let Some(d) = m.deleted.get_mut(i) {
+                    *d = true;
+                }
+                vec![ok(&format!("message {} deleted", i + 1))]
+            }),
+            ("NOOP", []) => Ok(vec![ok("")]),
+            ("RSET", []) => {
+                m.deleted.iter_mut().for_each(|d| *d = false);
+                let (n, octets) = m.stat();
+                Ok(vec![ok(&format!(
+                    "maildrop has {n} message{} ({octets} octets)",
+                    if n == 1 { "" } else { "s" }
+                ))])
+            }
+            ("CAPA", []) => Ok(vec![Action::Reply(self.capabilities(false))]),
+            ("QUIT", []) => {
+                let deletions = m.deletions();
+                self.state = State::Update;
+                return vec![Action::Update {
+                    mailbox: m.mailbox,
+                    deletions,
+                }];
+            }
+            (
+                "STAT" | "LIST" | "UIDL" | "RETR" | "TOP" | "DELE" | "NOOP" | "RSET" | "CAPA"
+                | "QUIT",
+                _,
+            ) => Err(Reject::Syntax("wrong number of arguments")),
+            ("USER" | "PASS" | "AUTH" | "STLS", _) => {
+                Err(Reject::Syntax("command not valid in this state"))
+            }
+            _ => Err(Reject::Syntax("unknown command")),
+        };
+        self.state = State::Transaction(m);
+        match result {
+            Ok(actions) => actions,
+            Err(Reject::User(text)) => vec![err(&text)],
+            Err(Reject::Syntax(text)) => self.bad(text),
+        }
+    }
+
+    /// The driver's report on UPDATE (RFC 1939 section 6).
+    pub fn update_done(&mut self, result: Result<usize, ()>) -> Vec<Action> {
+        self.state = State::Closed;
+        match result {
+            Ok(_) => vec![ok("msgd POP3 server signing off"), Action::Close],
+            Err(()) => vec![
+                err("[SYS/TEMP] some deleted messages not removed"),
+                Action::Close,
+            ],
+        }
+    }
+
+    /// A syntax error or refused command; too many of them end the session.
+    fn bad(&mut self, text: &str) -> Vec<Action> {
+        self.bad_commands += 1;
+        let mut v = vec![err(text)];
+        if self.bad_commands >= self.config.max_bad_commands {
+            self.state = State::Closed;
+            v.push(Action::Reply("-ERR too many bad commands\r\n".into()));
+            v.push(Action::Close);
+        }
+        v
+    }
+
+    fn plaintext_allowed(&self) -> bool {
+        self.config.tls_active || self.config.plaintext_without_tls
+    }
+
+    /// RFC 2449 CAPA. USER and SASL only where a password may be sent;
+    /// STLS only before TLS and only in AUTHORIZATION.
+    fn capabilities(&self, authorization: bool) -> String {
+        let mut s = String::from("+OK Capability list follows\r\nTOP\r\nUIDL\r\n");
+        if authorization && self.plaintext_allowed() {
+            s.push_str("USER\r\nSASL PLAIN\r\n");
+        }
+        s.push_str("RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n");
+        if authorization && self.config.stls_available && !self.config.tls_active {
+            s.push_str("STLS\r\n");
+        }
+        s.push_str("IMPLEMENTATION msgd\r\n.\r\n");
+        s
+    }
+}
+
+fn ok(text: &str) -> Action {
+    if text.is_empty() {
+        Action::Reply("+OK\r\n".into())
+    } else {
+        Action::Reply(format!("+OK {text}\r\n"))
+    }
+}
+
+fn err(text: &str) -> Action {
+    Action::Reply(format!("-ERR {text}\r\n"))
+}
+
+/// Keyword (uppercased) and the rest of the line after one space.
+fn split_command(line: &str) -> (String, &str) {
+    let (cmd, args) = line.split_once(' ').unwrap_or((line, ""));
+    (cmd.to_ascii_uppercase(), args)
+}
+
+/// A decimal number of at most 9 digits, no sign.
+fn parse_number(s: &str) -> Option<usize> {
+    if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pop3::codec::LineReader;
+    use crate::store::Flags;
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            stls_available: true,
+            tls_active: false,
+            plaintext_without_tls: true,
+            max_bad_commands: 5,
+            max_auth_failures: 3,
+            auth_delay: Duration::from_secs(1),
+        }
+    }
+
+    fn meta(uid: Uid, size: u64) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: Flags::default(),
+            internal_date: 0,
+            tz_offset_min: 0,
+            size,
+            modseq: 1,
+            offset: 0,
+            save_date: 0,
+        }
+    }
+
+    fn account() -> Account {
+        Account {
+            address: "alice@example.test".into(),
+            aliases: vec![],
+            active: true,
+            quota: None,
+            mail_host: None,
+            partition: None,
+            forward: vec![],
+            keep_mailbox: true,
+        }
+    }
+
+    fn maildrop() -> Maildrop {
+        Maildrop::new(7, 1234, vec![meta(3, 100), meta(5, 200), meta(9, 50)])
+    }
+
+    /// A fake driver: answers Authenticate with `outcome` for password
+    /// "right", Failed otherwise; collects every reply.
+    fn run(session: &mut Session, input: &[&[u8]]) -> Vec<Action> {
+        let mut reader = LineReader::new(100);
+        let mut out = Vec::new();
+        for chunk in input {
+            reader.push(chunk);
+            while let Some(ev) = reader.next() {
+                let mut queue = session.input(ev);
+                while !queue.is_empty() {
+                    let a = queue.remove(0);
+                    match &a {
+                        Action::Authenticate { password, .. } => {
+                            let outcome = if password == "right pw" {
+                                AuthOutcome::Ok {
+                                    account: account(),
+                                    maildrop: Box::new(maildrop()),
+                                }
+                            } else {
+                                AuthOutcome::Failed
+                            };
+                            let more = session.auth_done(outcome);
+                            queue.splice(0..0, more);
+                        }
+                        Action::StartTls => {
+                            reader.clear();
+                            session.tls_started();
+                        }
+                        Action::Update { deletions, .. } => {
+                            let more = session.update_done(Ok(deletions.len()));
+                            queue.splice(0..0, more);
+                        }
+                        _ => {}
+                    }
+                    out.push(a);
+                }
+            }
+        }
+        out
+    }
+
+    fn replies(actions: &[Action]) -> String {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn login(s: &mut Session) {
+        let a = run(s, &[b"USER alice\r\nPASS right pw\r\n"]);
+        assert_eq!(
+            replies(&a),
+            "+OK send PASS\r\n+OK maildrop has 3 messages (350 octets)\r\n"
+        );
+    }
+
+    #[test]
+    fn rfc1939_full_session_is_the_same_split_at_every_byte() {
+        let script: &[u8] = b"CAPA\r\nUSER alice\r\nPASS right pw\r\nSTAT\r\nLIST\r\nLIST 2\r\n\
+UIDL\r\nUIDL 3\r\nDELE 1\r\nLIST 1\r\nRETR 1\r\nTOP 2 5\r\nRSET\r\nDELE 3\r\nQUIT\r\n";
+        let whole = run(&mut Session::new(config()), &[script]);
+        let text = replies(&whole);
+        assert!(text.contains("+OK 3 350\r\n"), "{text}");
+        assert!(
+            text.contains("+OK 3 messages (350 octets)\r\n1 100\r\n2 200\r\n3 50\r\n.\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("+OK 2 200\r\n"));
+        assert!(text.contains("1 1234.3\r\n2 1234.5\r\n3 1234.9\r\n.\r\n"));
+        assert!(text.contains("+OK 3 1234.9\r\n"));
+        assert!(text.contains("+OK message 1 deleted\r\n-ERR message 1 already deleted\r\n"));
+        assert!(
+            text.ends_with("+OK msgd POP3 server signing off\r\n"),
+            "{text}"
+        );
+        assert!(whole.contains(&Action::Update {
+            mailbox: 7,
+            deletions: vec![9]
+        }));
+        assert!(whole.contains(&Action::SendMessage {
+            index: 1,
+            top_lines: Some(5),
+            ok_line: "+OK top of message follows\r\n".into()
+        }));
+        assert_eq!(whole.last(), Some(&Action::Close));
+        for i in 0..=script.len() {
+            let (a, b) = script.split_at(i);
+            assert_eq!(
+                run(&mut Session::new(config()), &[a, b]),
+                whole,
+                "split {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc1939_greeting() {
+        let s = Session::new(config());
+        assert_eq!(
+            s.greeting(),
+            Action::Reply("+OK msgd POP3 server ready\r\n".into())
+        );
+    }
+
+    #[test]
+    fn rfc1939_transaction_commands_refused_in_authorization() {
+        let mut s = Session::new(config());
+        let a = run(&mut s, &[b"STAT\r\nRETR 1\r\nPASS x\r\nFOO\r\n"]);
+        assert_eq!(
+            replies(&a),
+            "-ERR command not valid in this state\r\n-ERR command not valid in this state\r\n\
+-ERR USER first\r\n-ERR unknown command\r\n"
+        );
+    }
+
+    #[test]
+    fn rfc1939_pass_keeps_spaces_and_is_hidden_in_debug() {
+        let mut s = Session::new(config());
+        s.input(Input::Line(b"USER bob".to_vec()));
+        let a = s.input(Input::Line(b"pass  two  words ".to_vec()));
+        assert_eq!(
+            a,
+            vec![Action::Authenticate {
+                login: "bob".into(),
+                password: " two  words ".into()
+            }]
+        );
+        let dbg = format!("{a:?}");
+        assert!(!dbg.contains("words"), "{dbg}");
+    }
+
+    #[test]
+    fn rfc1939_message_numbers_are_checked() {
+        let mut s = Session::new(SessionConfig {
+            max_bad_commands: 10,
+            ..config()
+        });
+        login(&mut s);
+        let a = run(
+            &mut s,
+            &[b"RETR 0\r\nRETR 4\r\nRETR x\r\nLIST -1\r\nTOP 1\r\nTOP 1 x\r\nDELE 99999999999999\r\n"],
+        );
+        assert_eq!(
+            replies(&a),
+            "-ERR no such message\r\n-ERR no such message\r\n-ERR invalid message number\r\n\
+-ERR invalid message number\r\n-ERR wrong number of arguments\r\n-ERR invalid number of lines\r\n\
+-ERR invalid message number\r\n"
+        );
+    }
+
+    #[test]
+    fn rfc1939_dele_hides_message_and_rset_restores() {
+        let mut s = Session::new(config());
+        login(&mut s);
+        let a = run(
+            &mut s,
+            &[b"DELE 2\r\nSTAT\r\nLIST\r\nUIDL\r\nRETR 2\r\nDELE 2\r\nRSET\r\nSTAT\r\n"],
+        );
+        assert_eq!(
+            replies(&a),
+            "+OK message 2 deleted\r\n+OK 2 150\r\n+OK 2 messages (150 octets)\r\n1 100\r\n3 50\r\n.\r\n\
++OK unique-id listing follows\r\n1 1234.3\r\n3 1234.9\r\n.\r\n\
+-ERR message 2 already deleted\r\n-ERR message 2 already deleted\r\n\
++OK maildrop has 3 messages (350 octets)\r\n+OK 3 350\r\n"
+        );
+        assert_eq!(s.maildrop().map(|m| m.deletions()), Some(vec![]));
+    }
+
+    #[test]
+    fn rfc1939_quit_in_authorization_does_not_update() {
+        let mut s = Session::new(config());
+        let a = run(&mut s, &[b"USER a\r\nQUIT\r\n"]);
+        assert_eq!(a.last(), Some(&Action::Close));
+        assert!(!a.iter().any(|x| matches!(x, Action::Update { .. })));
+    }
+
+    #[test]
+    fn rfc1939_quit_in_transaction_reports_deletions_in_uid_order() {
+        let mut s = Session::new(config());
+        login(&mut s);
+        let a = s.input(Input::Line(b"DELE 3".to_vec()));
+        assert_eq!(replies(&a), "+OK message 3 deleted\r\n");
+        s.input(Input::Line(b"DELE 1".to_vec()));
+        let a = s.input(Input::Line(b"QUIT".to_vec()));
+        assert_eq!(
+            a,
+            vec![Action::Update {
+                mailbox: 7,
+                deletions: vec![3, 9]
+            }]
+        );
+        // Nothing more is accepted until the driver reports.
+        assert!(s.input(Input::Line(b"NOOP".to_vec())).is_empty());
+        let a = s.update_done(Err(()));
+        assert_eq!(
+            a,
+            vec![
+                Action::Reply("-ERR [SYS/TEMP] some deleted messages not removed\r\n".into()),
+                Action::Close
+            ]
+        );
+    }
+
+    #[test]
+    fn rfc2449_capa_lists_capabilities_by_state() {
+        let mut s = Session::new(config());
+        let a = run(&mut s, &[b"CAPA\r\n"]);
+        assert_eq!(
+            replies(&a),
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nSASL PLAIN\r\nRESP-CODES\r\n\
+PIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\nIMPLEMENTATION msgd\r\n.\r\n"
+        );
+        login(&mut s);
+        let a = run(&mut s, &[b"CAPA\r\n"]);
+        assert_eq!(
+            replies(&a),
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n\
+PIPELINING\r\nAUTH-RESP-CODE\r\nIMPLEMENTATION msgd\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn rfc2595_no_plaintext_auth_without_tls_and_capa_hides_it() {
+        let mut s = Session::new(SessionConfig {
+            plaintext_without_tls: false,
+            ..config()
+        });
+        let a = run(
+            &mut s,
+            &[b"CAPA\r\nUSER alice\r\nPASS right pw\r\nAUTH PLAIN AGFsaWNlAHJpZ2h0IHB3\r\n"],
+        );
+        let text = replies(&a);
+        assert!(
+            !text.contains("USER\r\n") && !text.contains("SASL"),
+            "{text}"
+        );
+        assert!(text.contains("STLS\r\n"));
+        assert_eq!(
+            text.matches("-ERR [AUTH] TLS required\r\n").count(),
+            3,
+            "{text}"
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::Authenticate { .. })));
+        // After STLS the same session may log in.
+        let a = run(&mut s, &[b"STLS\r\n"]);
+        assert_eq!(replies(&a), "+OK Begin TLS negotiation\r\n");
+        let a = run(&mut s, &[b"USER alice\r\nPASS right pw\r\n"]);
+        let text = replies(&a);
+        assert!(text.starts_with("+OK send PASS\r\n+OK maildrop"), "{text}");
+        assert!(s.tls_active());
+    }
+
+    #[test]
+    fn rfc2595_stls_discards_pipelined_plaintext_and_resets_state() {
+        let mut s = Session::new(config());
+        let a = run(&mut s, &[b"USER alice\r\nSTLS\r\nPASS right pw\r\n"]);
+        // The PASS after STLS was plaintext pipelined behind it: dropped.
+        assert_eq!(
+            replies(&a),
+            "+OK send PASS\r\n+OK Begin TLS negotiation\r\n"
+        );
+        assert!(a.contains(&Action::StartTls));
+        // USER given before TLS is forgotten.
+        let a = run(&mut s, &[b"PASS right pw\r\nSTLS\r\nCAPA\r\n"]);
+        let text = replies(&a);
+        assert!(
+            text.starts_with("-ERR USER first\r\n-ERR command not permitted when TLS active\r\n")
+        );
+        assert!(!text.contains("STLS\r\n"), "{text}");
+    }
+
+    #[test]
+    fn rfc2595_stls_not_offered_on_implicit_tls_or_plain_listener() {
+        let mut s = Session::new(SessionConfig {
+            stls_available: false,
+            ..config()
+        });
+        let a = run(&mut s, &[b"CAPA\r\nSTLS\r\n"]);
+        let text = replies(&a);
+        assert!(!text.contains("STLS\r\n"));
+        assert!(text.ends_with("-ERR STLS not available\r\n"));
+    }
+
+    #[test]
+    fn rfc5034_auth_plain_with_initial_response() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(b"\0alice\0right pw");
+        let mut s = Session::new(config());
+        let a = s.input(Input::Line(format!("AUTH PLAIN {b64}").into_bytes()));
+        assert_eq!(
+            a,
+            vec![Action::Authenticate {
+                login: "alice".into(),
+                password: "right pw".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn rfc5034_auth_plain_after_continuation_and_cancel() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(b"alice\0alice\0right pw");
+        let mut s = Session::new(config());
+        let script = format!("AUTH PLAIN\r\n*\r\nauth plain\r\n{b64}\r\nSTAT\r\n");
+        let a = run(&mut s, &[script.as_bytes()]);
+        assert_eq!(
+            replies(&a),
+            "+ \r\n-ERR authentication cancelled\r\n+ \r\n+OK maildrop has 3 messages (350 octets)\r\n+OK 3 350\r\n"
+        );
+    }
+
+    #[test]
+    fn rfc5034_auth_plain_rejects_bad_data_and_other_mechanisms() {
+        use base64::Engine;
+        let e = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut s = Session::new(config());
+        let script = format!(
+            "AUTH CRAM-MD5\r\nAUTH PLAIN !!!\r\nAUTH PLAIN {}\r\nAUTH PLAIN =\r\nAUTH PLAIN {}\r\n",
+            e(b"only\0two"),
+            e(b"bob\0alice\0right pw"),
+        );
+        let a = run(&mut s, &[script.as_bytes()]);
+        assert_eq!(
+            replies(&a),
+            "-ERR unsupported authentication mechanism\r\n-ERR invalid base64\r\n\
+-ERR malformed PLAIN response\r\n-ERR malformed PLAIN response\r\n\
+-ERR [AUTH] not authorized to act as that user\r\n"
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::Authenticate { .. })));
+    }
+
+    #[test]
+    fn rfc3206_auth_failures_delay_grow_and_close() {
+        let mut s = Session::new(config());
+        let a = run(
+            &mut s,
+            &[b"USER a\r\nPASS no\r\nUSER a\r\nPASS no\r\nUSER a\r\nPASS no\r\nNOOP\r\n"],
+        );
+        let delays: Vec<Duration> = a
+            .iter()
+            .filter_map(|x| match x {
+                Action::Delay(d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            delays,
+            vec![
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(4)
+            ]
+        );
+        let text = replies(&a);
+        assert_eq!(
+            text.matches("-ERR [AUTH] Authentication failed\r\n")
+                .count(),
+            3
+        );
+        assert!(text.ends_with("-ERR [AUTH] too many authentication failures\r\n"));
+        assert_eq!(a.last(), Some(&Action::Close));
+    }
+
+    #[test]
+    fn rfc3206_inactive_and_temporary_failures_have_codes() {
+        let mut s = Session::new(config());
+        s.input(Input::Line(b"USER a".to_vec()));
+        s.input(Input::Line(b"PASS x".to_vec()));
+        assert_eq!(
+            s.auth_done(AuthOutcome::Inactive),
+            vec![Action::Reply("-ERR [AUTH] account disabled\r\n".into())]
+        );
+        s.input(Input::Line(b"USER a".to_vec()));
+        s.input(Input::Line(b"PASS x".to_vec()));
+        assert_eq!(
+            s.auth_done(AuthOutcome::DirectoryUnavailable),
+            vec![Action::Reply(
+                "-ERR [SYS/TEMP] directory unavailable\r\n".into()
+            )]
+        );
+        // Back in AUTHORIZATION: a new attempt is possible.
+        assert_eq!(
+            replies(&s.input(Input::Line(b"USER a".to_vec()))),
+            "+OK send PASS\r\n"
+        );
+    }
+
+    #[test]
+    fn too_long_lines_and_bad_commands_close_the_session() {
+        let mut s = Session::new(config());
+        let mut long = vec![b'X'; 300];
+        long.extend_from_slice(b"\r\n");
+        let a = run(&mut s, &[&long, b"NOOP\r\nBLAH\r\n\r\nLIST\r\nCAPA\r\n"]);
+        assert_eq!(
+            replies(&a),
+            "-ERR line too long\r\n-ERR command not valid in this state\r\n-ERR unknown command\r\n\
+-ERR unknown command\r\n-ERR command not valid in this state\r\n-ERR too many bad commands\r\n"
+        );
+        assert_eq!(a.last(), Some(&Action::Close));
+    }
+
+    #[test]
+    fn rfc1939_keywords_are_case_insensitive() {
+        let mut s = Session::new(config());
+        let a = run(
+            &mut s,
+            &[b"user alice\r\nPaSs right pw\r\nstat\r\nuidl 1\r\n"],
+        );
+        assert!(replies(&a).ends_with("+OK 3 350\r\n+OK 1 1234.3\r\n"));
+    }
+}

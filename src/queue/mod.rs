@@ -1,0 +1,540 @@
+//! The MTA queue: one durable, append-only file per message (see
+//! `record.rs`), an in-memory schedule, and a delivery loop.
+//!
+//! Invariants:
+//! - `enqueue` returns only after the file and its folder entry are fsynced:
+//!   only then may the SMTP server answer 250.
+//! - A recipient's state change is appended and fsynced right after the
+//!   attempt; a recipient recorded as delivered is never tried again, so a
+//!   crash can repeat at most the attempt in flight.
+//! - The file is deleted only when every recipient is delivered or failed
+//!   (and the failures bounced).
+
+pub mod dsn;
+pub mod record;
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::QueueConfig;
+pub use record::{Envelope, Recipient, StateChange, Status};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The result of trying one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Try again later; the text is the remote reply or our reason.
+    Temporary(String),
+    /// Give up and bounce.
+    Permanent(String),
+}
+
+/// Where messages go: LMTP to stores, SMTP to relays or MX hosts. Given a
+/// message and the indices of its pending recipients, returns one outcome
+/// per index (in any order).
+pub trait Transport: Send + Sync + 'static {
+    fn deliver<'a>(
+        &'a self,
+        env: &'a Envelope,
+        rcpts: Vec<usize>,
+        data: Arc<Vec<u8>>,
+    ) -> BoxFuture<'a, Vec<(usize, Outcome)>>;
+}
+
+#[derive(Debug, Clone)]
+struct RcptState {
+    status: Status,
+    attempts: u32,
+    next_attempt: i64,
+    last_error: Option<String>,
+    warned: bool,
+}
+
+struct Entry {
+    env: Envelope,
+    state: Vec<RcptState>,
+    size: u64,
+    held: bool,
+}
+
+/// A queued message, for listings.
+#[derive(Debug, Clone)]
+pub struct QueuedInfo {
+    pub id: String,
+    pub sender: String,
+    pub size: u64,
+    pub received: i64,
+    pub held: bool,
+    /// (address, status, attempts, next attempt, last error)
+    pub recipients: Vec<(String, Status, u32, i64, Option<String>)>,
+}
+
+pub struct Queue {
+    dir: PathBuf,
+    config: QueueConfig,
+    hostname: String,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    in_flight: Mutex<HashSet<String>>,
+    wake: Notify,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Queue {
+    /// Opens the queue folder and loads every message in it. Torn files
+    /// (never acknowledged) are moved aside into `corrupt/`.
+    pub fn open(dir: &Path, config: QueueConfig, hostname: &str) -> anyhow::Result<Arc<Queue>> {
+        std::fs::create_dir_all(dir)?;
+        let mut entries = BTreeMap::new();
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let path = e.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(id) = name.strip_suffix(".q") else {
+                continue;
+            };
+            match record::load(&path) {
+                Ok(Some(l)) => {
+                    if l.torn_tail {
+                        warn!(
+                            id,
+                            "queue file has a torn state record; using the state before it"
+                        );
+                    }
+                    let mut state: Vec<RcptState> = l
+                        .envelope
+                        .recipients
+                        .iter()
+                        .map(|_| RcptState {
+                            status: Status::Pending,
+                            attempts: 0,
+                            next_attempt: 0,
+                            last_error: None,
+                            warned: false,
+                        })
+                        .collect();
+                    for c in l.changes {
+                        state[c.rcpt] = RcptState {
+                            status: c.status,
+                            attempts: c.attempts,
+                            next_attempt: c.next_attempt,
+                            last_error: c.last_error,
+                            warned: c.warned,
+                        };
+                    }
+                    entries.insert(
+                        id.to_string(),
+                        Entry {
+                            size: l.data.len() as u64,
+                            env: l.envelope,
+                            state,
+                            held: dir.join(format!("{id}.hold")).exists(),
+                        },
+                    );
+                }
+                Ok(None) => {
+                    warn!(
+                        id,
+                        "queue file torn before it was acknowledged; moving it aside"
+                    );
+                    let bad = dir.join("corrupt");
+                    let _ = std::fs::create_dir_all(&bad);
+                    let _ = std::fs::rename(&path, bad.join(name));
+                }
+                Err(e) => warn!(id, error = %e, "cannot read queue file"),
+            }
+        }
+        info!(messages = entries.len(), dir = %dir.display(), "queue loaded");
+        Ok(Arc::new(Queue {
+            dir: dir.to_path_buf(),
+            config,
+            hostname: hostname.to_string(),
+            entries: Mutex::new(entries),
+            in_flight: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+        }))
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.q"))
+    }
+
+    fn new_id() -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{:012X}{:05X}{:04X}",
+            now.as_micros() & 0xFFFF_FFFF_FFFF,
+            std::process::id() & 0xFFFFF,
+            SEQ.fetch_add(1, Ordering::Relaxed) & 0xFFFF
+        )
+    }
+
+    /// Stores a message durably and schedules it for immediate delivery.
+    /// Returns the queue id once file and folder entry are on disk.
+    pub async fn enqueue(
+        self: &Arc<Self>,
+        env: Envelope,
+        data: Arc<Vec<u8>>,
+    ) -> std::io::Result<String> {
+        let id = Self::new_id();
+        let path = self.path(&id);
+        let dir = self.dir.clone();
+        let e2 = env.clone();
+        let d2 = data.clone();
+        tokio::task::spawn_blocking(move || {
+            record::create(&path, &e2, &d2)?;
+            crate::fsutil::sync_dir(&dir)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let state = env
+            .recipients
+            .iter()
+            .map(|_| RcptState {
+                status: Status::Pending,
+                attempts: 0,
+                next_attempt: 0,
+                last_error: None,
+                warned: false,
+            })
+            .collect();
+        self.lock().insert(
+            id.clone(),
+            Entry {
+                env,
+                state,
+                size: data.len() as u64,
+                held: false,
+            },
+        );
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Messages in the queue.
+    pub fn list(&self) -> Vec<QueuedInfo> {
+        self.lock()
+            .iter()
+            .map(|(id, e)| QueuedInfo {
+                id: id.clone(),
+                sender: e.env.sender.clone(),
+                size: e.size,
+                received: e.env.received,
+                held: e.held,
+                recipients: e
+                    .env
+                    .recipients
+                    .iter()
+                    .zip(&e.state)
+                    .map(|(r, s)| {
+                        (
+                            r.address.clone(),
+                            s.status.clone(),
+                            s.attempts,
+                            s.next_attempt,
+                            s.last_error.clone(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes every pending recipient due now.
+    pub fn flush(&self) {
+        for e in self.lock().values_mut() {
+            for s in &mut e.state {
+                if s.status == Status::Pending {
+                    s.next_attempt = 0;
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn backoff(&self, attempts: u32) -> i64 {
+        let base = self.config.retry_base.max(1) as i64;
+        let exp = attempts.saturating_sub(1).min(20);
+        (base.saturating_mul(1i64 << exp)).min(self.config.retry_max.max(1) as i64)
+    }
+
+    /// Ids with recipients due now, not held and not being tried.
+    fn due(&self, now: i64) -> (Vec<String>, Option<i64>) {
+        let flying = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut due = Vec::new();
+        let mut next: Option<i64> = None;
+        for (id, e) in self.lock().iter() {
+            if e.held || flying.contains(id) {
+                continue;
+            }
+            for s in &e.state {
+                if s.status != Status::Pending {
+                    continue;
+                }
+                if s.next_attempt <= now {
+                    due.push(id.clone());
+                    break;
+                }
+                next = Some(next.map_or(s.next_attempt, |n: i64| n.min(s.next_attempt)));
+            }
+        }
+        (due, next)
+    }
+
+    /// The delivery loop: runs until shutdown.
+    pub async fn run(self: Arc<Self>, transport: Arc<dyn Transport>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        loop {
+            let now = unix_now();
+            let (due, next) = self.due(now);
+            for id in due {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone());
+                let q = self.clone();
+                let t = transport.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    q.attempt(&id, t.as_ref()).await;
+                    q.in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    q.wake.notify_one();
+                });
+            }
+            let sleep = next
+                .map(|n| (n - unix_now()).clamp(1, 60) as u64)
+                .unwrap_or(60);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(sleep)) => {},
+            }
+        }
+    }
+
+    /// One delivery attempt for the due recipients of one message.
+    async fn attempt(self: &Arc<Self>, id: &str, transport: &dyn Transport) {
+        let now = unix_now();
+        let (env, rcpts) = {
+            let map = self.lock();
+            let Some(e) = map.get(id) else { return };
+            let rcpts: Vec<usize> = e
+                .state
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.status == Status::Pending && s.next_attempt <= now)
+                .map(|(i, _)| i)
+                .collect();
+            (e.env.clone(), rcpts)
+        };
+        if rcpts.is_empty() {
+            return;
+        }
+        let path = self.path(id);
+        let data = match tokio::task::spawn_blocking({
+            let p = path.clone();
+            move || record::load(&p)
+        })
+        .await
+        {
+            Ok(Ok(Some(l))) => Arc::new(l.data),
+            other => {
+                warn!(id, "queued message unreadable: {:?}", other.err());
+                return;
+            }
+        };
+        let outcomes = transport.deliver(&env, rcpts.clone(), data.clone()).await;
+        let expired = now - env.received > self.config.lifetime as i64;
+        let mut changes = Vec::new();
+        let mut failed = Vec::new();
+        let mut delayed = Vec::new();
+        {
+            let mut map = self.lock();
+            let Some(e) = map.get_mut(id) else { return };
+            for (i, outcome) in outcomes {
+                let Some(s) = e.state.get_mut(i) else {
+                    continue;
+                };
+                if s.status != Status::Pending {
+                    continue;
+                }
+                s.attempts += 1;
+                match outcome {
+                    Outcome::Delivered => {
+                        s.status = Status::Delivered;
+                        info!(queue_id = id, rcpt = %env.recipients[i].address, "delivered");
+                    }
+                    Outcome::Permanent(why) => {
+                        s.status = Status::Failed;
+                        info!(queue_id = id, rcpt = %env.recipients[i].address, reason = %why, "failed permanently");
+                        s.last_error = Some(why);
+                        failed.push(i);
+                    }
+                    Outcome::Temporary(why) => {
+                        if expired {
+                            s.status = Status::Failed;
+                            s.last_error = Some(format!(
+                                "{why} (gave up after {} hours in the queue)",
+                                self.config.lifetime / 3600
+                            ));
+                            failed.push(i);
+                        } else {
+                            s.next_attempt = now + self.backoff(s.attempts);
+                            info!(queue_id = id, rcpt = %env.recipients[i].address, reason = %why, retry_in = s.next_attempt - now, "deferred");
+                            s.last_error = Some(why);
+                            if !s.warned
+                                && now - env.received >= self.config.delay_warning as i64
+                                && env.recipients[i].notify.delay
+                            {
+                                s.warned = true;
+                                delayed.push(i);
+                            }
+                        }
+                    }
+                }
+                changes.push(StateChange {
+                    rcpt: i,
+                    status: s.status.clone(),
+                    attempts: s.attempts,
+                    next_attempt: s.next_attempt,
+                    last_error: s.last_error.clone(),
+                    warned: s.warned,
+                });
+            }
+        }
+        // Record the outcomes durably before anything else happens.
+        let p2 = path.clone();
+        let ch2 = changes.clone();
+        let wrote = tokio::task::spawn_blocking(move || {
+            for c in &ch2 {
+                record::append_state(&p2, c)?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        if !matches!(wrote, Ok(Ok(()))) {
+            warn!(queue_id = id, "cannot record delivery state: {:?}", wrote);
+        }
+        self.notify_sender(id, &env, &failed, "failed", &data).await;
+        self.notify_sender(id, &env, &delayed, "delayed", &data)
+            .await;
+        let done = {
+            let map = self.lock();
+            map.get(id)
+                .map(|e| e.state.iter().all(|s| s.status != Status::Pending))
+                .unwrap_or(false)
+        };
+        if done {
+            self.lock().remove(id);
+            if let Err(e) = std::fs::remove_file(&path) {
+                warn!(queue_id = id, error = %e, "cannot remove finished queue file");
+            }
+            info!(queue_id = id, "removed from queue");
+        }
+    }
+
+    /// Queues a DSN to the sender for these recipients (never to the null
+    /// sender: bounces do not bounce).
+    async fn notify_sender(
+        self: &Arc<Self>,
+        id: &str,
+        env: &Envelope,
+        rcpts: &[usize],
+        action: &'static str,
+        data: &[u8],
+    ) {
+        if env.sender.is_empty() {
+            return;
+        }
+        let errors: Vec<String> = {
+            let map = self.lock();
+            let Some(e) = map.get(id) else { return };
+            rcpts
+                .iter()
+                .map(|&i| e.state[i].last_error.clone().unwrap_or_default())
+                .collect()
+        };
+        let reports: Vec<dsn::Report<'_>> = rcpts
+            .iter()
+            .zip(&errors)
+            .filter(|(i, _)| action != "failed" || env.recipients[**i].notify.failure)
+            .map(|(&i, err)| dsn::Report {
+                address: &env.recipients[i].address,
+                orcpt: env.recipients[i].orcpt.as_deref(),
+                action,
+                status: dsn::status_of(err, action == "failed"),
+                diagnostic: err,
+            })
+            .collect();
+        if reports.is_empty() {
+            return;
+        }
+        let msg = dsn::build(&self.hostname, env, &reports, data, id);
+        let bounce = Envelope {
+            sender: String::new(),
+            recipients: vec![Recipient {
+                address: env.sender.clone(),
+                orcpt: None,
+                notify: record::Notify {
+                    success: false,
+                    failure: false,
+                    delay: false,
+                },
+                route: String::new(),
+            }],
+            received: unix_now(),
+            envid: None,
+            ret_full: false,
+        };
+        match self.enqueue(bounce, Arc::new(msg)).await {
+            Ok(bid) => {
+                info!(queue_id = id, dsn = %bid, action, "delivery status notification queued")
+            }
+            Err(e) => {
+                warn!(queue_id = id, error = %e, "cannot queue a delivery status notification")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
