@@ -11,7 +11,9 @@ use std::num::NonZeroU32;
 use imap_codec::encode::Encoder;
 use imap_codec::ResponseCodec;
 use imap_types::core::{IString, Literal, NString, Vec1};
-use imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section};
+use imap_types::fetch::{
+    Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+};
 use imap_types::response::{Data, Response};
 use imap_types::sequence::SequenceSet;
 use tracing::warn;
@@ -123,9 +125,10 @@ pub fn items(
             MessageDataItemName::Rfc822Header => MessageDataItem::Rfc822Header(nstring(
                 mime::section(bytes, Some(&Section::Header(None))),
             )),
-            MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(nstring(
-                mime::section(bytes, Some(&Section::Text(None))),
-            )),
+            MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(nstring(mime::section(
+                bytes,
+                Some(&Section::Text(None)),
+            ))),
             MessageDataItemName::BodyExt {
                 section,
                 partial: p,
@@ -321,8 +324,14 @@ mod tests {
     fn rfc3501_6_4_5_partial_fetch() {
         let d = b"0123456789".to_vec();
         assert_eq!(partial(d.clone(), None), d);
-        assert_eq!(partial(d.clone(), Some((2, NonZeroU32::new(3).unwrap()))), b"234");
-        assert_eq!(partial(d.clone(), Some((8, NonZeroU32::new(5).unwrap()))), b"89");
+        assert_eq!(
+            partial(d.clone(), Some((2, NonZeroU32::new(3).unwrap()))),
+            b"234"
+        );
+        assert_eq!(
+            partial(d.clone(), Some((8, NonZeroU32::new(5).unwrap()))),
+            b"89"
+        );
         assert_eq!(partial(d, Some((20, NonZeroU32::new(5).unwrap()))), b"");
     }
 

@@ -480,7 +480,10 @@ mod tests {
         f.set_line_mode(true);
         assert_eq!(
             run(&mut f, b"DONE {5}\r\nabc\n"),
-            vec![Event::Line(b"DONE {5}".to_vec()), Event::Line(b"abc".to_vec())]
+            vec![
+                Event::Line(b"DONE {5}".to_vec()),
+                Event::Line(b"abc".to_vec())
+            ]
         );
     }
 
@@ -498,7 +501,9 @@ mod tests {
         for _ in 0..300 {
             let mut f = Framer::new(64, 16);
             for _ in 0..50 {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let choices: &[&[u8]] = &[b"{", b"}", b"+", b"\r", b"\n", b"9", b"a ", b"x"];
                 let pick = choices[(seed >> 33) as usize % choices.len()];
                 f.push(pick);

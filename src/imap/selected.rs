@@ -101,11 +101,12 @@ impl Selected {
         let mut s = self.flags_line();
         s.push_str(&format!("* {} EXISTS\r\n", self.exists()));
         s.push_str(&format!("* {} RECENT\r\n", self.recent()));
-        if let Some(i) = self.msgs.iter().position(|m| !m.meta.flags.has(Flags::SEEN)) {
-            s.push_str(&format!(
-                "* OK [UNSEEN {}] First unseen message\r\n",
-                i + 1
-            ));
+        if let Some(i) = self
+            .msgs
+            .iter()
+            .position(|m| !m.meta.flags.has(Flags::SEEN))
+        {
+            s.push_str(&format!("* OK [UNSEEN {}] First unseen message\r\n", i + 1));
         }
         if self.read_only {
             s.push_str("* OK [PERMANENTFLAGS ()] No permanent flags permitted\r\n");
@@ -123,7 +124,10 @@ impl Selected {
             "* OK [UIDVALIDITY {}] UIDs valid\r\n",
             self.uidvalidity
         ));
-        s.push_str(&format!("* OK [UIDNEXT {}] Predicted next UID\r\n", self.uidnext));
+        s.push_str(&format!(
+            "* OK [UIDNEXT {}] Predicted next UID\r\n",
+            self.uidnext
+        ));
         s.push_str(&format!(
             "* OK [HIGHESTMODSEQ {}] Highest\r\n",
             self.modseq.max(1)
@@ -343,7 +347,9 @@ mod tests {
         assert!(r.contains("* 3 EXISTS\r\n"));
         assert!(r.contains("* 1 RECENT\r\n"));
         assert!(r.contains("* OK [UNSEEN 2]"));
-        assert!(r.contains("[PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)]"));
+        assert!(r.contains(
+            "[PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)]"
+        ));
         assert!(r.contains("* OK [UIDVALIDITY 7]"));
         assert!(r.contains("* OK [UIDNEXT 5]"));
     }
@@ -408,7 +414,10 @@ mod tests {
         assert_eq!(s.resolve(&set("100:*"), true).unwrap(), vec![3]);
         assert_eq!(s.resolve(&set("21:30"), true).unwrap(), Vec::<usize>::new());
         let empty = view(&[]);
-        assert_eq!(empty.resolve(&set("1:*"), false).unwrap(), Vec::<usize>::new());
+        assert_eq!(
+            empty.resolve(&set("1:*"), false).unwrap(),
+            Vec::<usize>::new()
+        );
         assert_eq!(empty.resolve(&set("1"), false), Err(BadSequence));
     }
 }

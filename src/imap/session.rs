@@ -39,6 +39,12 @@ use super::framer::{self, Event, Framer, Refusal};
 use super::selected::Selected;
 use super::{list, search, wire};
 
+/// Unit of the growing delay after a failed login (1, 2, 4 units).
+#[cfg(not(test))]
+const AUTH_DELAY: Duration = Duration::from_secs(1);
+#[cfg(test)]
+const AUTH_DELAY: Duration = Duration::from_millis(10);
+
 /// Output is flushed to the client when this much is buffered (FETCH).
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -308,7 +314,7 @@ impl Session {
     async fn command(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.commands += 1;
         let cmd = match CommandCodec::default().decode(bytes) {
-            Ok((rest, cmd)) if rest.is_empty() => cmd,
+            Ok((&[], cmd)) => cmd,
             _ => {
                 let tag = framer::parse_tag(bytes).unwrap_or_else(|| "*".into());
                 debug!(%tag, "unparsable command");
@@ -445,7 +451,10 @@ impl Session {
             StoreError::OverQuota => Reply::no(Some("OVERQUOTA"), "Quota exceeded"),
             StoreError::DiskFull => {
                 warn!("store refused: disk full");
-                Reply::no(Some("UNAVAILABLE"), "Temporarily unable to store, try again later")
+                Reply::no(
+                    Some("UNAVAILABLE"),
+                    "Temporarily unable to store, try again later",
+                )
             }
             StoreError::UidValidityChanged => {
                 Reply::no(Some("UNAVAILABLE"), "Mailbox changed, try again")
@@ -459,8 +468,10 @@ impl Session {
 
     /// A mailbox name from the wire, canonical for the store.
     fn mailbox_name(&self, m: &imap_types::mailbox::Mailbox<'_>) -> Result<String, Reply> {
-        let raw = wire::mailbox_from_wire(m).ok_or_else(|| Reply::bad("Mailbox name is not UTF-8"))?;
-        crate::store::normalize_name(&raw).map_err(|_| Reply::no(Some("CANNOT"), "Invalid mailbox name"))
+        let raw =
+            wire::mailbox_from_wire(m).ok_or_else(|| Reply::bad("Mailbox name is not UTF-8"))?;
+        crate::store::normalize_name(&raw)
+            .map_err(|_| Reply::no(Some("CANNOT"), "Invalid mailbox name"))
     }
 
     async fn execute(&mut self, tag: &str, body: CommandBody<'_>) -> io::Result<Reply> {
@@ -596,7 +607,7 @@ impl Session {
                 self.auth_failures += 1;
                 info!(login, failures = self.auth_failures, "imap login failed");
                 let shift = (self.auth_failures - 1).min(2);
-                tokio::time::sleep(Duration::from_secs(1 << shift)).await;
+                tokio::time::sleep(AUTH_DELAY * (1u32 << shift)).await;
                 if self.auth_failures >= self.config.limits.max_auth_failures.max(1) {
                     self.write("* BYE Too many authentication failures\r\n");
                     self.closing = true;
@@ -617,11 +628,15 @@ impl Session {
     }
 
     async fn authenticated(&mut self, _tag: &str, body: CommandBody<'_>) -> io::Result<Reply> {
-        let user = self.user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
+        let user = self
+            .user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
         match body {
-            CommandBody::StartTLS | CommandBody::Login { .. } | CommandBody::Authenticate { .. } => {
-                Ok(Reply::bad("Already authenticated"))
-            }
+            CommandBody::StartTLS
+            | CommandBody::Login { .. }
+            | CommandBody::Authenticate { .. } => Ok(Reply::bad("Already authenticated")),
             CommandBody::Namespace => {
                 self.write("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
                 Ok(Reply::ok("NAMESPACE completed"))
@@ -909,7 +924,11 @@ impl Session {
                 }
             }
         }
-        let line = format!("* STATUS {} ({})\r\n", wire::mailbox(&name), parts.join(" "));
+        let line = format!(
+            "* STATUS {} ({})\r\n",
+            wire::mailbox(&name),
+            parts.join(" ")
+        );
         self.write(&line);
         Ok(Reply::ok("STATUS completed"))
     }
@@ -1033,8 +1052,14 @@ impl Session {
                     StoreType::Replace => FlagOp::Replace,
                 };
                 let silent = response == StoreResponse::Silent;
-                self.store_cmd(&sequence_set, op, wire::flags_from_wire(&flags), silent, uid)
-                    .await
+                self.store_cmd(
+                    &sequence_set,
+                    op,
+                    wire::flags_from_wire(&flags),
+                    silent,
+                    uid,
+                )
+                .await
             }
             CommandBody::Copy {
                 sequence_set,
@@ -1114,7 +1139,10 @@ impl Session {
                     if let Some(m) = open.view.msgs.get(i) {
                         let flags = wire::flag_list(&m.meta.flags, m.recent);
                         if uid {
-                            out.push_str(&format!("* {} FETCH (FLAGS {flags} UID {uid_n})\r\n", i + 1));
+                            out.push_str(&format!(
+                                "* {} FETCH (FLAGS {flags} UID {uid_n})\r\n",
+                                i + 1
+                            ));
                         } else {
                             out.push_str(&format!("* {} FETCH (FLAGS {flags})\r\n", i + 1));
                         }
@@ -1162,11 +1190,13 @@ impl Session {
                 Err(e) => self.store_error(e, "TRYCREATE"),
             });
         }
-        let (uidvalidity, mut pairs) =
-            match store.copy(open.view.id, uids, user, &name, remove, quota).await {
-                Ok(r) => r,
-                Err(e) => return Ok(self.store_error(e, "TRYCREATE")),
-            };
+        let (uidvalidity, mut pairs) = match store
+            .copy(open.view.id, uids, user, &name, remove, quota)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(self.store_error(e, "TRYCREATE")),
+        };
         pairs.sort_unstable();
         let code = copyuid(uidvalidity, &pairs);
         if remove {
@@ -1249,7 +1279,12 @@ fn copyuid(uidvalidity: u32, pairs: &[(Uid, Uid)]) -> Option<String> {
     let (s, d) = if ascending {
         (wire::uid_set(&src), wire::uid_set(&dst))
     } else {
-        let join = |v: &[Uid]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(",");
+        let join = |v: &[Uid]| {
+            v.iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         (join(&src), join(&dst))
     };
     Some(format!("COPYUID {uidvalidity} {s} {d}"))

@@ -127,7 +127,13 @@ mod tests {
 
     #[test]
     fn rfc3501_5_1_3_round_trip() {
-        for s in ["Entwürfe", "Gelöschte Elemente", "😀 smile", "plain", "Ünïcödé/ß"] {
+        for s in [
+            "Entwürfe",
+            "Gelöschte Elemente",
+            "😀 smile",
+            "plain",
+            "Ünïcödé/ß",
+        ] {
             assert_eq!(decode(&encode(s)).unwrap(), s, "{s}");
             assert!(encode(s).is_ascii());
         }

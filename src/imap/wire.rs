@@ -15,10 +15,7 @@ use super::utf7;
 
 /// An IMAP string: quoted when possible, else a literal.
 pub fn string(s: &str) -> String {
-    let quotable = s.len() < 1024
-        && s
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) || b == b'\t');
+    let quotable = s.len() < 1024 && s.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t');
     if quotable {
         let mut out = String::with_capacity(s.len() + 2);
         out.push('"');
