@@ -43,6 +43,7 @@ pub struct Config {
     pub pop3: Pop3Config,
     pub limits: LimitsConfig,
     pub queue: QueueConfig,
+    pub mta: MtaConfig,
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
@@ -61,6 +62,7 @@ impl Default for Config {
             pop3: Pop3Config::default(),
             limits: LimitsConfig::default(),
             queue: QueueConfig::default(),
+            mta: MtaConfig::default(),
             listener: BTreeMap::new(),
         }
     }
@@ -272,6 +274,32 @@ impl Default for LimitsConfig {
             max_auth_failures: 3,
             max_connections: 10000,
             max_connections_per_ip: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaConfig {
+    /// LMTP port of the stores, when `hosts` does not name one.
+    pub lmtp_port: u16,
+    /// Static map from a store's mailHost to its LMTP address
+    /// (`"store1.example.com" = "10.0.0.5:24"`); other names go through DNS.
+    pub hosts: BTreeMap<String, String>,
+    /// Seconds one delivery attempt (connect and transaction) may take.
+    pub delivery_timeout: u64,
+    /// Outbound relay (`host:port`) for forwarded mail to other domains;
+    /// empty: such mail stays queued until one is configured.
+    pub relay: String,
+}
+
+impl Default for MtaConfig {
+    fn default() -> Self {
+        MtaConfig {
+            lmtp_port: 24,
+            hosts: BTreeMap::new(),
+            delivery_timeout: 120,
+            relay: String::new(),
         }
     }
 }

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::queue::Queue;
 use crate::store::Store;
 use crate::tls::Tls;
 
@@ -18,6 +19,8 @@ pub struct Services {
     /// Present when this process runs the store role (all-in-one included).
     pub store: Option<Store>,
     pub tls: Arc<Tls>,
+    /// Present when this process runs an MTA role (mta-in, mta-out).
+    pub queue: Option<Arc<Queue>>,
     /// Cancelled on SIGTERM/SIGINT: listeners stop accepting, sessions
     /// finish their current transaction and say goodbye.
     pub shutdown: CancellationToken,
@@ -29,5 +32,30 @@ impl Services {
         self.store
             .as_ref()
             .expect("store sessions run only where the store role is enabled")
+    }
+}
+
+/// Services over a temporary data folder, for tests: embedded directory,
+/// a store with one partition, a generated certificate, no queue.
+#[cfg(test)]
+pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> Services {
+    let mut c = Config::default();
+    c.server.data_dir = dir.to_path_buf();
+    c.store.min_free_disk = 0;
+    c.store.partition.insert(
+        "primary".into(),
+        crate::config::PartitionConfig {
+            path: "partition/primary".into(),
+        },
+    );
+    edit(&mut c);
+    let config = Arc::new(c);
+    Services {
+        directory: Directory::open(&config).expect("directory"),
+        store: Some(Store::open(&config).expect("store")),
+        tls: Arc::new(Tls::from_config(&config).expect("tls")),
+        queue: None,
+        shutdown: CancellationToken::new(),
+        config,
     }
 }

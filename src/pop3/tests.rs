@@ -494,6 +494,7 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
         directory: Directory::open(&config).unwrap(),
         store: Some(h.store.clone()),
         tls: h.env.tls.clone(),
+        queue: None,
         shutdown: CancellationToken::new(),
     };
     h.store

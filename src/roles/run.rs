@@ -15,6 +15,8 @@ use crate::cli::{EXIT_FAILURE, EXIT_OK};
 use crate::config::{Config, Loaded, Protocol};
 use crate::directory::{embedded, Directory};
 use crate::net::{self, Conn, ConnInfo};
+use crate::queue::Queue;
+use crate::route::StoreRouter;
 use crate::services::Services;
 use crate::store::Store;
 use crate::tls::Tls;
@@ -114,14 +116,27 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     } else {
         None
     };
+    let queue = if roles.contains(&Role::MtaIn) || roles.contains(&Role::MtaOut) {
+        let dir = config.data_path(&config.queue.dir, "queue");
+        Some(Queue::open(
+            &dir,
+            config.queue.clone(),
+            &config.server.hostname,
+        )?)
+    } else {
+        None
+    };
     let shutdown = CancellationToken::new();
     let services = Services {
         config: config.clone(),
         directory,
         store,
         tls,
+        queue: queue.clone(),
         shutdown: shutdown.clone(),
     };
+    let queue_runner =
+        queue.map(|q| tokio::spawn(q.run(StoreRouter::new(services.clone()), shutdown.clone())));
 
     // Bind everything first: a port in use is a start-up error, not a
     // half-running server.
@@ -178,6 +193,9 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     shutdown.cancel();
     for l in accept_loops {
         let _ = l.await;
+    }
+    if let Some(q) = queue_runner {
+        let _ = q.await;
     }
     tracker.close();
     let grace = Duration::from_secs(config.server.shutdown_grace);

@@ -1,0 +1,401 @@
+//! SMTP and LMTP client: used by the queue to deliver to stores (LMTP) and,
+//! later, to relays and MX hosts (SMTP with opportunistic STARTTLS).
+//!
+//! One transaction per call. Replies are classified per RFC 5321: 2xx ok,
+//! 4xx temporary, 5xx permanent; a dropped connection or timeout is
+//! temporary. LMTP returns one reply per accepted recipient after DATA
+//! (RFC 2033 4.2).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::net::Conn;
+use crate::queue::Outcome;
+
+/// A complete (possibly multi-line) reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// All text lines joined with spaces.
+    pub text: String,
+}
+
+impl Reply {
+    pub fn outcome(&self) -> Outcome {
+        match self.code {
+            200..=299 => Outcome::Delivered,
+            400..=499 => Outcome::Temporary(self.to_string()),
+            _ => Outcome::Permanent(self.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Smtp,
+    Lmtp,
+}
+
+pub struct Client {
+    stream: BufReader<Conn>,
+    timeout: Duration,
+    dialect: Dialect,
+    /// EHLO/LHLO keywords, uppercase.
+    pub extensions: Vec<String>,
+    /// Server name from the greeting, for log lines.
+    pub peer: String,
+}
+
+fn temp(what: &str) -> Outcome {
+    Outcome::Temporary(format!("451 4.4.1 {what}"))
+}
+
+impl Client {
+    /// Connects and reads the greeting, then says LHLO/EHLO.
+    pub async fn connect(
+        addr: &str,
+        dialect: Dialect,
+        helo: &str,
+        timeout: Duration,
+    ) -> Result<Client, Outcome> {
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| temp(&format!("connection to {addr} timed out")))?
+            .map_err(|e| temp(&format!("cannot connect to {addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let mut c = Client {
+            stream: BufReader::new(Box::new(tcp) as Conn),
+            timeout,
+            dialect,
+            extensions: Vec::new(),
+            peer: addr.to_string(),
+        };
+        let greet = c.read_reply().await?;
+        if greet.code != 220 {
+            return Err(greet.outcome_or_temp());
+        }
+        c.hello(helo).await?;
+        Ok(c)
+    }
+
+    async fn hello(&mut self, helo: &str) -> Result<(), Outcome> {
+        let verb = match self.dialect {
+            Dialect::Smtp => "EHLO",
+            Dialect::Lmtp => "LHLO",
+        };
+        let r = self.command(&format!("{verb} {helo}")).await?;
+        if r.code != 250 {
+            return Err(r.outcome_or_temp());
+        }
+        Ok(())
+    }
+
+    /// True when the server advertised this EHLO keyword.
+    pub fn has(&self, ext: &str) -> bool {
+        self.extensions.iter().any(|e| e == ext)
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<(), Outcome> {
+        let w = self.stream.get_mut();
+        tokio::time::timeout(self.timeout, async {
+            w.write_all(data).await?;
+            w.flush().await
+        })
+        .await
+        .map_err(|_| temp("timeout writing to the server"))?
+        .map_err(|e| temp(&format!("write failed: {e}")))
+    }
+
+    async fn command(&mut self, line: &str) -> Result<Reply, Outcome> {
+        self.write(format!("{line}\r\n").as_bytes()).await?;
+        self.read_reply().await
+    }
+
+    /// Reads one reply; records EHLO keywords when it is the hello reply.
+    async fn read_reply(&mut self) -> Result<Reply, Outcome> {
+        let mut text = Vec::new();
+        let mut lines = 0;
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(self.timeout, self.stream.read_line(&mut line))
+                .await
+                .map_err(|_| temp("timeout waiting for the server"))?
+                .map_err(|e| temp(&format!("read failed: {e}")))?;
+            if n == 0 {
+                return Err(temp("connection closed by the server"));
+            }
+            lines += 1;
+            if lines > 200 || line.len() > 4096 {
+                return Err(temp("malformed reply from the server"));
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            let code: u16 = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| temp("malformed reply from the server"))?;
+            let sep = line.as_bytes().get(3).copied();
+            let rest = line.get(4..).unwrap_or("");
+            text.push(rest.to_string());
+            if sep != Some(b'-') {
+                if code == 250 && text.len() > 1 {
+                    self.extensions = text[1..]
+                        .iter()
+                        .map(|t| t.split_whitespace().next().unwrap_or("").to_uppercase())
+                        .collect();
+                }
+                return Ok(Reply {
+                    code,
+                    text: text.join(" "),
+                });
+            }
+        }
+    }
+
+    /// Sends one message to several recipients. Returns one outcome per
+    /// recipient, in order. `Err` means the whole transaction failed (the
+    /// same outcome for every recipient).
+    pub async fn send(
+        &mut self,
+        sender: &str,
+        rcpts: &[&str],
+        data: &[u8],
+    ) -> Result<Vec<Outcome>, Outcome> {
+        let mut mail = format!("MAIL FROM:<{sender}>");
+        if self.has("SIZE") {
+            mail.push_str(&format!(" SIZE={}", data.len()));
+        }
+        if self.has("8BITMIME") && data.iter().any(|b| *b >= 0x80) {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if self.has("SMTPUTF8") && (!sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii())) {
+            mail.push_str(" SMTPUTF8");
+        }
+        let pipelining = self.has("PIPELINING");
+        let mut replies = Vec::with_capacity(rcpts.len() + 2);
+        if pipelining {
+            let mut batch = format!("{mail}\r\n");
+            for r in rcpts {
+                batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+            }
+            batch.push_str("DATA\r\n");
+            self.write(batch.as_bytes()).await?;
+            for _ in 0..rcpts.len() + 2 {
+                replies.push(self.read_reply().await?);
+            }
+        } else {
+            let r = self.command(&mail).await?;
+            replies.push(r.clone());
+            if r.code == 250 {
+                for rc in rcpts {
+                    replies.push(self.command(&format!("RCPT TO:<{rc}>")).await?);
+                }
+                let accepted = replies[1..].iter().any(|r| r.code / 100 == 2);
+                if accepted {
+                    replies.push(self.command("DATA").await?);
+                }
+            }
+        }
+        let mail_reply = &replies[0];
+        if mail_reply.code != 250 {
+            let _ = self.command("RSET").await;
+            return Err(mail_reply.outcome_or_temp());
+        }
+        let rcpt_replies = &replies[1..1 + rcpts.len()];
+        let mut out: Vec<Option<Outcome>> = rcpt_replies
+            .iter()
+            .map(|r| (r.code / 100 != 2).then(|| r.outcome()))
+            .collect();
+        let accepted: Vec<usize> = (0..rcpts.len()).filter(|i| out[*i].is_none()).collect();
+        let data_reply = replies.get(1 + rcpts.len());
+        match data_reply {
+            Some(r) if r.code == 354 => {}
+            Some(r) => {
+                // DATA refused (or no recipient accepted).
+                for i in &accepted {
+                    out[*i] = Some(if r.code / 100 == 5 && !accepted.is_empty() {
+                        r.outcome()
+                    } else {
+                        r.outcome_or_temp()
+                    });
+                }
+                let _ = self.command("RSET").await;
+                return Ok(out
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| temp("?")))
+                    .collect());
+            }
+            None => {
+                return Ok(out
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| temp("?")))
+                    .collect());
+            }
+        }
+        if accepted.is_empty() {
+            // Pipelined DATA went through with no recipient: send nothing.
+            self.write(b".\r\n").await?;
+            let _ = self.read_reply().await;
+            return Ok(out
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| temp("?")))
+                .collect());
+        }
+        let stuffed = dot_stuff(data);
+        self.write(&stuffed).await?;
+        match self.dialect {
+            Dialect::Smtp => {
+                let r = self.read_reply().await?;
+                for i in &accepted {
+                    out[*i] = Some(r.outcome());
+                }
+            }
+            Dialect::Lmtp => {
+                for i in &accepted {
+                    let r = self.read_reply().await?;
+                    out[*i] = Some(r.outcome());
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| temp("?")))
+            .collect())
+    }
+
+    pub async fn quit(mut self) {
+        let _ = self.command("QUIT").await;
+        let _ = self.stream.get_mut().shutdown().await;
+    }
+}
+
+impl Reply {
+    /// Like `outcome`, but a 2xx where a failure was expected is temporary.
+    fn outcome_or_temp(&self) -> Outcome {
+        match self.outcome() {
+            Outcome::Delivered => Outcome::Temporary(self.to_string()),
+            o => o,
+        }
+    }
+}
+
+/// Dot-stuffs a message for DATA and appends the terminating `.` line;
+/// bare LFs become CRLF so the terminator can never be forged.
+pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 50 + 5);
+    let mut at_line_start = true;
+    let mut prev = 0u8;
+    for &b in data {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+        prev = b;
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_and_terminator() {
+        assert_eq!(dot_stuff(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
+        assert_eq!(dot_stuff(b".\r\n"), b"..\r\n.\r\n");
+        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(dot_stuff(b"bare\n.\nlf"), b"bare\r\n..\r\nlf\r\n.\r\n");
+    }
+
+    /// A scripted LMTP server: per-recipient replies after DATA.
+    #[tokio::test]
+    async fn lmtp_gives_one_outcome_per_recipient() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 store LMTP\r\n").await.unwrap();
+            let mut line = String::new();
+            let mut got = Vec::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).await.unwrap() == 0 {
+                    break;
+                }
+                let l = line.trim_end().to_string();
+                got.push(l.clone());
+                let reply: &[u8] = if l.starts_with("LHLO") {
+                    b"250-store\r\n250-PIPELINING\r\n250 SIZE 1000\r\n"
+                } else if l.starts_with("MAIL") {
+                    b"250 2.1.0 ok\r\n"
+                } else if l == "RCPT TO:<nobody@x>" {
+                    b"550 5.1.1 no such user\r\n"
+                } else if l.starts_with("RCPT") {
+                    b"250 2.1.5 ok\r\n"
+                } else if l == "DATA" {
+                    b"354 go\r\n"
+                } else if l == "." {
+                    b"250 2.0.0 a ok\r\n452 4.2.2 b over quota\r\n"
+                } else if l == "QUIT" {
+                    w.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                } else {
+                    b""
+                };
+                w.write_all(reply).await.unwrap();
+            }
+            got
+        });
+        let mut c = Client::connect(&addr, Dialect::Lmtp, "mx", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(c.has("PIPELINING"));
+        let out = c
+            .send(
+                "s@x",
+                &["a@x", "nobody@x", "b@x"],
+                b"Subject: x\r\n\r\n.dot\r\n",
+            )
+            .await
+            .unwrap();
+        assert_eq!(out[0], Outcome::Delivered);
+        assert!(matches!(&out[1], Outcome::Permanent(t) if t.starts_with("550 5.1.1")));
+        assert!(matches!(&out[2], Outcome::Temporary(t) if t.starts_with("452 4.2.2")));
+        c.quit().await;
+        let got = server.await.unwrap();
+        assert!(got.contains(&"..dot".to_string()), "{got:?}");
+        assert!(
+            got.contains(&"MAIL FROM:<s@x> SIZE=20".to_string()),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_temporary() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let e = Client::connect(&addr, Dialect::Lmtp, "mx", Duration::from_secs(2))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, Outcome::Temporary(_)));
+    }
+}
