@@ -1242,15 +1242,22 @@ impl Session {
         let msgs = open.view.msgs.clone();
         let mut hits = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
-            let mut data: Option<Vec<u8>> = if needs_body {
-                store.read(id, &m.meta).await.ok()
+            // The loader is synchronous: read the file first when a key
+            // needs headers or body (one message at a time).
+            let mut data: Option<Arc<Vec<u8>>> = if needs_body {
+                store.read(id, &m.meta).await.ok().map(Arc::new)
             } else {
                 None
             };
             let view = search::MessageView {
                 seq: i as u32 + 1,
-                meta: &m.meta,
+                uid: m.meta.uid,
+                flags: &m.meta.flags,
                 recent: m.recent,
+                internal_date: m.meta.internal_date,
+                tz_offset_min: m.meta.tz_offset_min,
+                size: m.meta.size,
+                modseq: m.meta.modseq,
             };
             let mut loader = || data.take();
             if search::matches(key, &view, max_seq, max_uid, &mut loader) {

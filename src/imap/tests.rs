@@ -6,14 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, PartitionConfig, Protocol, TlsMode};
-use crate::directory::{embedded, Directory};
+use crate::config::{Config, Protocol, TlsMode};
+use crate::directory::embedded;
 use crate::net::ConnInfo;
 use crate::services::Services;
-use crate::store::Store;
-use crate::tls::Tls;
 use rustls::pki_types::pem::PemObject;
 
 pub const USER: &str = "alice@example.com";
@@ -30,30 +27,17 @@ pub fn harness() -> Harness {
 
 pub fn harness_with(tweak: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.server.data_dir = dir.path().to_path_buf();
-    config.server.domain = "example.com".into();
-    config.store.partition.insert(
-        "primary".into(),
-        PartitionConfig {
-            path: "partition/primary".into(),
-        },
-    );
-    config.store.dbcachesize = 4 << 20;
-    config.store.min_free_disk = 0;
-    tweak(&mut config);
-    embedded::edit(&config.directory_path(), |d| {
+    // Users first: the directory reads its file when it opens.
+    embedded::edit(&dir.path().join("directory.json"), |d| {
         embedded::add_user(d, USER, PASS, None, true)?;
         embedded::add_user(d, "bob@example.com", "bob-password", None, false)
     })
     .unwrap();
-    let services = Services {
-        directory: Directory::open(&config).unwrap(),
-        store: Some(Store::open(&config).unwrap()),
-        tls: Arc::new(Tls::from_config(&config).unwrap()),
-        config: Arc::new(config),
-        shutdown: CancellationToken::new(),
-    };
+    let services = crate::services::test_services(dir.path(), |c| {
+        c.server.domain = "example.com".into();
+        c.store.dbcachesize = 4 << 20;
+        tweak(c);
+    });
     Harness {
         _dir: dir,
         services,
