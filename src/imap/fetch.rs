@@ -5,6 +5,7 @@
 //! bytes, one message at a time, and each response is written as soon as
 //! it is built.
 
+use std::cell::OnceCell;
 use std::io;
 use std::num::NonZeroU32;
 
@@ -99,53 +100,66 @@ pub fn items(
 ) -> Vec<MessageDataItem<'static>> {
     let meta = &msg.meta;
     let bytes = data.unwrap_or_default();
+    // Parsed once, on first need, for all the items that need structure.
+    let parsed: OnceCell<mime::ParsedMessage<'_>> = OnceCell::new();
+    let pm = || parsed.get_or_init(|| mime::ParsedMessage::new(bytes));
     let mut out = Vec::with_capacity(names.len() + 1);
     for name in names {
-        let item = match name {
-            MessageDataItemName::Flags => {
-                MessageDataItem::Flags(wire::flag_fetch(&meta.flags, msg.recent))
-            }
-            MessageDataItemName::Uid => match NonZeroU32::new(meta.uid) {
-                Some(u) => MessageDataItem::Uid(u),
-                None => continue,
-            },
-            MessageDataItemName::InternalDate => MessageDataItem::InternalDate(wire::date_time(
-                meta.internal_date,
-                meta.tz_offset_min,
-            )),
-            MessageDataItemName::Rfc822Size => {
-                MessageDataItem::Rfc822Size(u32::try_from(meta.size).unwrap_or(u32::MAX))
-            }
-            MessageDataItemName::Envelope => MessageDataItem::Envelope(mime::envelope(bytes)),
-            MessageDataItemName::Body => MessageDataItem::Body(mime::body_structure(bytes, false)),
-            MessageDataItemName::BodyStructure => {
-                MessageDataItem::BodyStructure(mime::body_structure(bytes, true))
-            }
-            MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(bytes.to_vec())),
-            MessageDataItemName::Rfc822Header => MessageDataItem::Rfc822Header(nstring(
-                mime::section(bytes, Some(&Section::Header(None))),
-            )),
-            MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(nstring(mime::section(
-                bytes,
-                Some(&Section::Text(None)),
-            ))),
-            MessageDataItemName::BodyExt {
-                section,
-                partial: p,
-                ..
-            } => {
-                let body = partial(mime::section(bytes, section.as_ref()), *p);
-                MessageDataItem::BodyExt {
-                    section: section.clone().map(imap_types::IntoStatic::into_static),
-                    origin: p.map(|(o, _)| o),
-                    data: nstring(body),
+        let item =
+            match name {
+                MessageDataItemName::Flags => {
+                    MessageDataItem::Flags(wire::flag_fetch(&meta.flags, msg.recent))
                 }
-            }
-            // Not advertised (BINARY, CONDSTORE): refused before we get here.
-            MessageDataItemName::Binary { .. }
-            | MessageDataItemName::BinarySize { .. }
-            | MessageDataItemName::ModSeq => continue,
-        };
+                MessageDataItemName::Uid => match NonZeroU32::new(meta.uid) {
+                    Some(u) => MessageDataItem::Uid(u),
+                    None => continue,
+                },
+                MessageDataItemName::InternalDate => MessageDataItem::InternalDate(
+                    wire::date_time(meta.internal_date, meta.tz_offset_min),
+                ),
+                MessageDataItemName::Rfc822Size => {
+                    MessageDataItem::Rfc822Size(u32::try_from(meta.size).unwrap_or(u32::MAX))
+                }
+                MessageDataItemName::Envelope => MessageDataItem::Envelope(mime::envelope(bytes)),
+                MessageDataItemName::Body => MessageDataItem::Body(pm().body_structure(false)),
+                MessageDataItemName::BodyStructure => {
+                    MessageDataItem::BodyStructure(pm().body_structure(true))
+                }
+                MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(bytes.to_vec())),
+                MessageDataItemName::Rfc822Header => MessageDataItem::Rfc822Header(nstring(
+                    mime::section(bytes, Some(&Section::Header(None))),
+                )),
+                MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(nstring(
+                    mime::section(bytes, Some(&Section::Text(None))),
+                )),
+                MessageDataItemName::BodyExt {
+                    section,
+                    partial: p,
+                    ..
+                } => {
+                    // Top-level header/text sections need no MIME parse.
+                    let content = match section {
+                        None
+                        | Some(Section::Header(None))
+                        | Some(Section::Text(None))
+                        | Some(Section::HeaderFields(None, _))
+                        | Some(Section::HeaderFieldsNot(None, _)) => {
+                            mime::section(bytes, section.as_ref())
+                        }
+                        Some(s) => pm().section(Some(s)),
+                    };
+                    let body = partial(content, *p);
+                    MessageDataItem::BodyExt {
+                        section: section.clone().map(imap_types::IntoStatic::into_static),
+                        origin: p.map(|(o, _)| o),
+                        data: nstring(body),
+                    }
+                }
+                // Not advertised (BINARY, CONDSTORE): refused before we get here.
+                MessageDataItemName::Binary { .. }
+                | MessageDataItemName::BinarySize { .. }
+                | MessageDataItemName::ModSeq => continue,
+            };
         out.push(item);
     }
     if add_flags {

@@ -756,8 +756,22 @@ impl Session {
                 }
             }
             CommandBody::Idle => self.idle().await,
-            _ if self.sel.is_none() => Ok(Reply::bad("No mailbox selected")),
-            body => self.selected(&user, body).await,
+            body @ (CommandBody::Check
+            | CommandBody::Close
+            | CommandBody::Unselect
+            | CommandBody::Expunge
+            | CommandBody::ExpungeUid { .. }
+            | CommandBody::Search { .. }
+            | CommandBody::Fetch { .. }
+            | CommandBody::Store { .. }
+            | CommandBody::Copy { .. }
+            | CommandBody::Move { .. }) => {
+                if self.sel.is_none() {
+                    return Ok(Reply::bad("No mailbox selected"));
+                }
+                self.selected(&user, body).await
+            }
+            _ => Ok(Reply::bad("Command not supported")),
         }
     }
 

@@ -796,3 +796,42 @@ async fn literal_split_at_every_byte_boundary() {
     }
     assert!(first.unwrap().contains("c OK NOOP completed"));
 }
+
+const MULTI: &str = "From: Bob <bob@example.net>\r\nTo: alice@example.com\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nplain part\r\n--XX\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--XX--\r\n";
+
+#[tokio::test]
+async fn rfc3501_6_4_5_envelope_bodystructure_and_sections() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    append(&mut c, "INBOX", "", MULTI).await;
+    c.cmd("s EXAMINE INBOX").await;
+    let r = c.cmd("a FETCH 1 (ENVELOPE)").await;
+    assert!(
+        r.starts_with("* 1 FETCH (ENVELOPE (NIL \"parts\" ((\"Bob\" NIL \"bob\" \"example.net\"))"),
+        "{r}"
+    );
+    let r = c.cmd("b FETCH 1 BODYSTRUCTURE").await.to_ascii_lowercase();
+    assert!(
+        r.starts_with("* 1 fetch (bodystructure ((\"text\" \"plain\""),
+        "{r}"
+    );
+    assert!(r.contains("\"mixed\" (\"boundary\" \"xx\")"), "{r}");
+    let r = c.cmd("c FETCH 1 (BODY[1] BODY[2]<0.3>)").await;
+    assert!(
+        r.starts_with("* 1 FETCH (BODY[1] {10}\r\nplain part BODY[2]<0> {3}\r\n<p>)\r\n"),
+        "{r}"
+    );
+    // EXAMINE: read-only, so a non-peek fetch does not set \Seen.
+    assert!(!r.contains("\\Seen"), "{r}");
+    let r = c.cmd("d FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]").await;
+    assert!(
+        r.starts_with("* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: parts\r\n\r\n)"),
+        "{r}"
+    );
+    let r = c.cmd("e FETCH 1 FULL").await;
+    assert!(r.contains("ENVELOPE (") && r.contains(" BODY ((\""), "{r}");
+    assert!(r.ends_with("e OK FETCH completed\r\n"), "{r}");
+    let r = c.cmd("f FETCH 1 (RFC822.HEADER RFC822.TEXT)").await;
+    assert!(r.contains("RFC822.HEADER {"), "{r}");
+    assert!(r.contains("RFC822.TEXT {"), "{r}");
+}
