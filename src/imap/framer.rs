@@ -90,6 +90,12 @@ impl Framer {
         }
     }
 
+    /// Changes the literal cap (smaller before login).
+    pub fn set_max_literal(&mut self, max_literal: u64) {
+        self.max_literal = max_literal;
+        self.max_command = max_literal.saturating_add(self.max_line as u64 * 4);
+    }
+
     pub fn push(&mut self, data: &[u8]) {
         self.input.extend_from_slice(data);
     }

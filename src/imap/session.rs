@@ -45,6 +45,10 @@ const AUTH_DELAY: Duration = Duration::from_secs(1);
 #[cfg(test)]
 const AUTH_DELAY: Duration = Duration::from_millis(10);
 
+/// Largest literal accepted before login (a LOGIN password needs little;
+/// a stranger gets no 50 MiB buffers).
+const PREAUTH_MAX_LITERAL: u64 = 64 * 1024;
+
 /// Output is flushed to the client when this much is buffered (FETCH).
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -130,7 +134,10 @@ pub(crate) struct Session {
 impl Session {
     pub fn new(conn: Conn, info: ConnInfo, services: Services) -> Session {
         let config = services.config.clone();
-        let framer = Framer::new(config.limits.max_line, config.imap.max_literal);
+        let framer = Framer::new(
+            config.limits.max_line,
+            config.imap.max_literal.min(PREAUTH_MAX_LITERAL),
+        );
         Session {
             conn,
             info,
@@ -589,6 +596,7 @@ impl Session {
                     q => Some(q),
                 });
                 info!(user = %account.address, "imap login");
+                self.framer.set_max_literal(self.config.imap.max_literal);
                 self.user = Some(User {
                     name: account.address,
                     quota: Quota {

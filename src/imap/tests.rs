@@ -771,7 +771,7 @@ async fn literal_split_at_every_byte_boundary() {
     );
     let bytes = script.as_bytes();
     let mut first: Option<String> = None;
-    for split in (0..bytes.len()).step_by(7).chain([bytes.len() - 1]) {
+    for split in 0..=bytes.len() {
         let mut c = Client::connect(&h).await;
         c.send(&bytes[..split]).await;
         tokio::task::yield_now().await;
@@ -834,4 +834,41 @@ async fn rfc3501_6_4_5_envelope_bodystructure_and_sections() {
     let r = c.cmd("f FETCH 1 (RFC822.HEADER RFC822.TEXT)").await;
     assert!(r.contains("RFC822.HEADER {"), "{r}");
     assert!(r.contains("RFC822.TEXT {"), "{r}");
+}
+
+#[tokio::test]
+async fn rfc7888_literal_cap_is_small_before_login() {
+    let h = harness();
+    let mut c = Client::connect(&h).await;
+    let r = c.cmd("a LOGIN {100000}").await;
+    assert_eq!(r, "a NO [TOOBIG] Literal too big\r\n");
+}
+
+#[tokio::test]
+async fn rfc2177_idle_reports_flags_and_expunge_from_other_session() {
+    let h = harness();
+    let mut a = Client::logged_in(&h).await;
+    append(&mut a, "INBOX", "", MSG1).await;
+    append(&mut a, "INBOX", "", MSG2).await;
+    a.cmd("s SELECT INBOX").await;
+    let mut b = Client::logged_in(&h).await;
+    b.cmd("s SELECT INBOX").await;
+    a.send(b"i IDLE\r\n").await;
+    assert_eq!(a.line().await, "+ idling\r\n");
+    b.cmd("x STORE 2 +FLAGS (\\Flagged)").await;
+    assert_eq!(
+        a.line().await,
+        "* 2 FETCH (FLAGS (\\Flagged \\Recent) UID 2)\r\n"
+    );
+    b.cmd("y STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    assert_eq!(
+        a.line().await,
+        "* 1 FETCH (FLAGS (\\Deleted \\Recent) UID 1)\r\n"
+    );
+    b.cmd("z EXPUNGE").await;
+    assert_eq!(a.line().await, "* 1 EXPUNGE\r\n");
+    assert_eq!(a.line().await, "* 1 EXISTS\r\n");
+    assert_eq!(a.line().await, "* 1 RECENT\r\n");
+    a.send(b"DONE\r\n").await;
+    assert_eq!(a.line().await, "i OK IDLE terminated\r\n");
 }
