@@ -279,7 +279,17 @@ impl Session {
             self.flush().await?;
             match self.fill().await? {
                 Input::Data => {}
-                _ => {
+                Input::Eof => {
+                    self.closing = true;
+                    break None;
+                }
+                Input::Timeout => {
+                    self.write("* BYE Autologout; idle for too long\r\n");
+                    self.closing = true;
+                    break None;
+                }
+                Input::Shutdown => {
+                    self.write("* BYE Server shutting down\r\n");
                     self.closing = true;
                     break None;
                 }
@@ -302,7 +312,11 @@ impl Session {
                     Refusal::LiteralTooBig => format!("{tag} NO [TOOBIG] Literal too big\r\n"),
                 };
                 self.write(&line);
-                self.count_bad();
+                // An over-long line is garbage; a too-big literal is a
+                // client's honest attempt and does not count.
+                if reason == Refusal::LineTooLong {
+                    self.count_bad();
+                }
                 Ok(())
             }
             Event::Line(_) => Ok(()),
@@ -342,7 +356,7 @@ impl Session {
                 | CommandBody::Search { uid: false, .. }
         );
         let reply = self.execute(&tag, cmd.body).await?;
-        if may_sync && reply.status != "BAD" {
+        if may_sync && reply.status != "BAD" && !self.closing {
             self.sync(false).await;
         }
         let mut line = format!("{tag} {}", reply.status);

@@ -872,3 +872,34 @@ async fn rfc2177_idle_reports_flags_and_expunge_from_other_session() {
     a.send(b"DONE\r\n").await;
     assert_eq!(a.line().await, "i OK IDLE terminated\r\n");
 }
+
+#[tokio::test]
+async fn rfc3501_6_3_5_rename_inbox_moves_messages() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    append(&mut c, "INBOX", "", MSG1).await;
+    assert_eq!(
+        c.cmd("a RENAME INBOX Old").await,
+        "a OK RENAME completed\r\n"
+    );
+    let r = c.cmd("b STATUS INBOX (MESSAGES)").await;
+    assert!(r.starts_with("* STATUS \"INBOX\" (MESSAGES 0)"), "{r}");
+    let r = c.cmd("c STATUS Old (MESSAGES)").await;
+    assert!(r.starts_with("* STATUS \"Old\" (MESSAGES 1)"), "{r}");
+}
+
+#[tokio::test]
+async fn rfc3501_6_3_4_delete_parent_keeps_children() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    c.cmd("a CREATE p/q").await;
+    assert_eq!(c.cmd("b DELETE p").await, "b OK DELETE completed\r\n");
+    let r = c.cmd("c LIST \"\" p*").await;
+    assert!(r.contains("\"p/q\""), "{r}");
+    let r = c.cmd("d LIST \"\" %").await;
+    assert!(
+        r.contains("* LIST (\\HasChildren \\Noselect) \"/\" \"p\"\r\n"),
+        "{r}"
+    );
+    assert!(c.cmd("e DELETE p").await.starts_with("e NO"));
+}
