@@ -843,7 +843,10 @@ impl Session {
                 Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
             }
         };
-        let watch = store.watch(snap.info.id);
+        let mut watch = store.watch(snap.info.id);
+        // A change between the snapshot and this subscription would go
+        // unsignalled: look once at the next opportunity.
+        watch.mark_changed();
         let view = Selected::new(snap, recent_from, read_only);
         let text = view.select_responses();
         self.write(&text);
