@@ -17,9 +17,9 @@ use imap_types::fetch::{
 };
 use imap_types::response::{Data, Response};
 use imap_types::sequence::SequenceSet;
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::store::{FlagOp, Flags, Uid};
+use crate::store::{FlagOp, Flags, StoreError, Uid};
 
 use super::selected::Msg;
 use super::session::{Reply, Session};
@@ -248,9 +248,14 @@ impl Session {
             let data = if want_file {
                 match store.read(id, &msg.meta).await {
                     Ok(d) => Some(d),
+                    Err(StoreError::NoSuchMailbox) => {
+                        // Expunged by another session since our view was
+                        // last updated (RFC 2180 4.1.2).
+                        debug!(uid = msg.meta.uid, "message expunged meanwhile");
+                        expunged = true;
+                        continue;
+                    }
                     Err(e) => {
-                        // Most likely expunged by another session since
-                        // our view was last updated (RFC 2180 4.1.2).
                         warn!(uid = msg.meta.uid, error = %e, "message unreadable");
                         expunged = true;
                         continue;

@@ -689,6 +689,12 @@ async fn rfc3501_7_4_1_two_sessions_see_flags_and_expunges() {
     // expunge first.
     let r = b.cmd("d FETCH 1 UID").await;
     assert_eq!(r, "* 1 FETCH (UID 1)\r\nd OK FETCH completed\r\n");
+    // RFC 2180 4.1.2: the expunged message's data is gone.
+    let r = b.cmd("d2 FETCH 2 BODY.PEEK[]").await;
+    assert_eq!(
+        r,
+        "d2 NO [EXPUNGEISSUED] Some messages could not be read; they may have been expunged\r\n"
+    );
     let r = b.cmd("e NOOP").await;
     assert!(r.contains("* 2 EXPUNGE\r\n"), "{r}");
     assert!(
