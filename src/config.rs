@@ -30,7 +30,7 @@ pub fn role_profile(role: Role) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -47,25 +47,6 @@ pub struct Config {
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            log: LogConfig::default(),
-            tls: TlsConfig::default(),
-            directory: DirectoryConfig::default(),
-            store: StoreConfig::default(),
-            smtp: SmtpConfig::default(),
-            imap: ImapConfig::default(),
-            pop3: Pop3Config::default(),
-            limits: LimitsConfig::default(),
-            queue: QueueConfig::default(),
-            mta: MtaConfig::default(),
-            listener: BTreeMap::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +144,9 @@ pub struct StoreConfig {
     pub min_free_disk: u64,
     /// Default quota in bytes for users whose directory entry has none (0: none).
     pub default_quota: u64,
+    /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
+    /// sender retries) or `permanent` (552 5.2.2, it bounces).
+    pub over_quota: String,
 }
 
 impl Default for StoreConfig {
@@ -175,6 +159,7 @@ impl Default for StoreConfig {
             host: String::new(),
             min_free_disk: 64 << 20,
             default_quota: 0,
+            over_quota: "temporary".into(),
         }
     }
 }
@@ -528,6 +513,12 @@ fn validate(c: &Config) -> Vec<String> {
         errors.push(format!(
             "store.default_partition: no partition named '{}'",
             c.store.default_partition
+        ));
+    }
+    if !matches!(c.store.over_quota.as_str(), "temporary" | "permanent") {
+        errors.push(format!(
+            "store.over_quota: '{}' is not one of temporary, permanent",
+            c.store.over_quota
         ));
     }
     if c.limits.max_line < 512 {

@@ -48,21 +48,13 @@ impl StoreRouter {
 
     /// Which store holds this user's mailbox.
     pub fn dest_for(&self, mail_host: Option<&str>) -> Dest {
-        let own = &self.services.config.store.host;
-        let local_store = self.services.store.is_some();
-        match mail_host {
-            None | Some("") if local_store => Dest::Local,
-            Some(h)
-                if local_store
-                    && (h.eq_ignore_ascii_case(own)
-                        || own.is_empty()
-                            && h.eq_ignore_ascii_case(&self.services.config.server.hostname)) =>
-            {
-                Dest::Local
-            }
-            Some(h) => Dest::Lmtp(self.lmtp_address(h)),
-            None => Dest::Lmtp(self.lmtp_address(&self.services.config.server.hostname)),
+        if self.services.store.is_some() && is_own_store(&self.services.config, mail_host) {
+            return Dest::Local;
         }
+        let host = mail_host
+            .filter(|h| !h.is_empty())
+            .unwrap_or(&self.services.config.server.hostname);
+        Dest::Lmtp(self.lmtp_address(host))
     }
 
     async fn resolve(dir: &Directory, address: &str) -> Result<crate::directory::Account, Outcome> {
@@ -116,6 +108,23 @@ impl StoreRouter {
         {
             Ok(_) => Outcome::Delivered,
             Err(e) => store_outcome(e),
+        }
+    }
+}
+
+/// Does `mail_host` (the directory's mailHost of a user) name this store?
+/// No mailHost means "here". The store's name is `store.host`, or the
+/// server's hostname when that is empty.
+pub fn is_own_store(config: &crate::config::Config, mail_host: Option<&str>) -> bool {
+    match mail_host {
+        None | Some("") => true,
+        Some(h) => {
+            let own = if config.store.host.is_empty() {
+                &config.server.hostname
+            } else {
+                &config.store.host
+            };
+            h.eq_ignore_ascii_case(own)
         }
     }
 }

@@ -73,10 +73,9 @@ fn owner(protocol: Protocol, roles: &[Role]) -> Option<Role> {
 }
 
 /// The session handler for a protocol served by a role, or why there is none.
-fn handler(
-    protocol: Protocol,
-    role: Role,
-) -> Result<fn(Conn, ConnInfo, Services) -> futures_box::BoxFuture, &'static str> {
+type Handler = fn(Conn, ConnInfo, Services) -> futures_box::BoxFuture;
+
+fn handler(protocol: Protocol, role: Role) -> Result<Handler, &'static str> {
     match (role, protocol) {
         (Role::MtaIn, Protocol::Smtp) | (Role::Store, Protocol::Lmtp) => {
             Ok(|c, i, s| Box::pin(crate::smtp::serve(c, i, s)))

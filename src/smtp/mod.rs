@@ -1,8 +1,237 @@
-//! Placeholder: being written.
+//! SMTP (RFC 5321, inbound MX) and LMTP (RFC 2033, delivery into the
+//! store) servers.
+//!
+//! Layers:
+//! - `codec`: command lines, DATA bodies (dot-unstuffing, end only at
+//!   CRLF.CRLF — the SMTP smuggling defence), BDAT chunks.
+//! - `session`: the synchronous core; commands are parsed by smtp-proto,
+//!   replies (`reply`) and trace fields (`trace`) are ours.
+//! - this module: the async driver doing I/O, timeouts, shutdown, STARTTLS,
+//!   and the effects: recipient policy (`resolve`) and delivery
+//!   (`delivery`, one contract for every back end).
+//!
+//! Invariants: replies are written before the driver waits for input; no
+//! message is acknowledged before every copy is durable; the session never
+//! interprets input while an effect is outstanding.
+//!
+//! Later (submission): a `Policy` with `relay_allowed` after AUTH and a
+//! queue `Delivery` back end; the core gains AUTH.
 
-pub async fn serve(
-    _conn: crate::net::Conn,
-    _info: crate::net::ConnInfo,
-    _services: crate::services::Services,
-) {
+pub mod codec;
+pub mod delivery;
+pub mod reply;
+pub mod resolve;
+pub mod session;
+pub mod trace;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, info, warn};
+
+use crate::config::{Protocol, TlsMode};
+use crate::net::{Conn, ConnInfo};
+use crate::services::Services;
+use delivery::{Delivery, Envelope};
+use resolve::Policy;
+use session::{Event, Flavor, Params, ReturnPath, Session, Verdict};
+
+/// Serves one SMTP or LMTP connection until it ends.
+pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
+    let flavor = match info.protocol {
+        Protocol::Smtp => Flavor::Smtp,
+        Protocol::Lmtp => Flavor::Lmtp,
+        other => {
+            warn!(
+                protocol = other.name(),
+                "smtp::serve called for a protocol it does not serve"
+            );
+            return;
+        }
+    };
+    let mut session = Session::new(session_params(&info, &services, flavor));
+    let policy = Policy::for_services(flavor, &services);
+    let delivery = Delivery::from_services(&services);
+    let end = run(conn, &services, &mut session, &policy, &delivery).await;
+    info!(messages = session.messages, end, "session closed");
+}
+
+fn session_params(info: &ConnInfo, services: &Services, flavor: Flavor) -> Params {
+    let cfg = &services.config;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Params {
+        flavor,
+        hostname: cfg.server.hostname.clone(),
+        postmaster_domain: cfg.server.domain.clone(),
+        max_message_size: cfg.smtp.max_message_size,
+        max_recipients: cfg.smtp.max_recipients.max(1),
+        max_line: cfg.limits.max_line.max(512),
+        max_bad_commands: cfg.limits.max_bad_commands,
+        peer: info.peer.ip(),
+        tls_active: info.tls_active,
+        starttls: info.tls_mode == TlsMode::StartTls,
+        return_path: match flavor {
+            Flavor::Smtp => ReturnPath::Always,
+            Flavor::Lmtp => ReturnPath::IfMissing,
+        },
+        id_prefix: format!("{secs:x}.{}.", info.session_id),
+    }
+}
+
+/// What a read gave.
+enum Input {
+    Bytes(usize),
+    Eof,
+    Error(std::io::Error),
+    Timeout,
+    Shutdown,
+}
+
+/// The event loop; returns why the session ended (for the log).
+async fn run(
+    mut conn: Conn,
+    services: &Services,
+    session: &mut Session,
+    policy: &Policy,
+    delivery: &Delivery,
+) -> &'static str {
+    let cfg = &services.config;
+    let command_timeout = Duration::from_secs(cfg.smtp.command_timeout.max(1));
+    let data_timeout = Duration::from_secs(cfg.smtp.data_timeout.max(1));
+    let mut buf = vec![0u8; 16 * 1024];
+    session.greet();
+    loop {
+        match session.next_event() {
+            Event::NeedInput => {
+                if flush(&mut conn, session, command_timeout).await.is_err() {
+                    return "write failed";
+                }
+                let in_tx = session.in_transaction();
+                if services.shutdown.is_cancelled() && !in_tx {
+                    session.shutdown();
+                    continue;
+                }
+                let timeout = if session.receiving_body() {
+                    data_timeout
+                } else {
+                    command_timeout
+                };
+                let input = tokio::select! {
+                    r = tokio::time::timeout(timeout, conn.read(&mut buf)) => match r {
+                        Err(_) => Input::Timeout,
+                        Ok(Ok(0)) => Input::Eof,
+                        Ok(Ok(n)) => Input::Bytes(n),
+                        Ok(Err(e)) => Input::Error(e),
+                    },
+                    _ = services.shutdown.cancelled(), if !in_tx => Input::Shutdown,
+                };
+                match input {
+                    Input::Bytes(n) => session.feed(&buf[..n]),
+                    Input::Eof => return "client closed",
+                    Input::Error(e) => {
+                        debug!(error = %e, "read failed");
+                        return "read failed";
+                    }
+                    Input::Timeout => {
+                        info!("client timed out");
+                        session.timeout();
+                    }
+                    Input::Shutdown => session.shutdown(),
+                }
+            }
+            Event::Resolve(address) => {
+                let verdict = if delivery.available() {
+                    resolve::resolve(&services.directory, policy, &address).await
+                } else {
+                    Verdict::Unavailable
+                };
+                debug!(rcpt = %address, ?verdict, "recipient");
+                session.resolved(verdict);
+            }
+            Event::Deliver(msg) => {
+                // Replies so far (e.g. to BDAT chunks) go out before the wait.
+                if flush(&mut conn, session, command_timeout).await.is_err() {
+                    return "write failed";
+                }
+                let mut tx = delivery.start(Envelope {
+                    id: msg.id.clone(),
+                    sender: msg.sender.clone(),
+                });
+                for t in &msg.targets {
+                    tx.add_rcpt(t.clone());
+                }
+                let mut outcomes = tx.body(msg.data.clone()).await;
+                if services.config.store.over_quota == "permanent" {
+                    for o in &mut outcomes {
+                        if *o == session::Outcome::OverQuota {
+                            *o = session::Outcome::OverQuotaPermanent;
+                        }
+                    }
+                }
+                let ok = outcomes
+                    .iter()
+                    .filter(|o| **o == session::Outcome::Delivered)
+                    .count();
+                if ok == outcomes.len() {
+                    tx.commit();
+                } else {
+                    tx.abort();
+                }
+                info!(
+                    id = %msg.id,
+                    from = %msg.sender,
+                    rcpts = msg.targets.len(),
+                    delivered = ok,
+                    size = msg.data.len(),
+                    "message received"
+                );
+                session.delivered(&outcomes);
+            }
+            Event::StartTls => {
+                if flush(&mut conn, session, command_timeout).await.is_err() {
+                    return "write failed";
+                }
+                match services.tls.accept(conn).await {
+                    Ok(tls) => {
+                        conn = tls;
+                        session.tls_started();
+                        debug!("STARTTLS done");
+                    }
+                    Err(e) => {
+                        info!(error = %e, "STARTTLS handshake failed");
+                        return "TLS handshake failed";
+                    }
+                }
+            }
+            Event::Close => {
+                let _ = flush(&mut conn, session, command_timeout).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.shutdown()).await;
+                return "closed";
+            }
+        }
+    }
+}
+
+/// Writes the pending replies.
+async fn flush(conn: &mut Conn, session: &mut Session, timeout: Duration) -> std::io::Result<()> {
+    let out = session.take_output();
+    if out.is_empty() {
+        return Ok(());
+    }
+    let write = async {
+        conn.write_all(&out).await?;
+        conn.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "write timed out",
+        )),
+    }
 }

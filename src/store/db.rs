@@ -895,7 +895,7 @@ impl Inner {
         ))
     }
 
-    async fn message_path_async(self: &Self, mailbox: MailboxId, uid: Uid) -> Result<PathBuf> {
+    async fn message_path_async(&self, mailbox: MailboxId, uid: Uid) -> Result<PathBuf> {
         let (user, partition) = self.mailbox_owner(mailbox).await?;
         Ok(files::message_file(
             &files::mailbox_dir(&partition, &user, mailbox),

@@ -1,0 +1,219 @@
+//! Recipient policy: what a RCPT address means, asked of the directory.
+//!
+//! SMTP (inbound MX): only our domains (never an open relay); users,
+//! aliases and groups, forwards, expanded here. LMTP (store role): the MTA
+//! has already expanded; only a known, active user is accepted.
+//!
+//! A directory that cannot answer is a temporary failure, never "unknown".
+
+use std::collections::{HashMap, HashSet};
+
+use tracing::warn;
+
+use super::session::{Flavor, Target, Verdict};
+use crate::directory::{canonical_address, domain_of, Account, DirError, Directory, Recipient};
+
+/// Nesting depth of aliases/groups/forwards followed before giving up.
+pub const MAX_DEPTH: usize = 8;
+/// Directory lookups one RCPT may cost while expanding lists.
+pub const MAX_LOOKUPS: usize = 1000;
+
+/// Who may send where. Submission (later) adds authenticated relaying.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub flavor: Flavor,
+    /// Recipients outside our domains are accepted (authenticated
+    /// submission, later). Inbound SMTP: false.
+    pub relay_allowed: bool,
+    /// Store default quota for accounts without one (0: none).
+    pub default_quota: u64,
+    /// Forwards to other domains are accepted (a queue exists to carry
+    /// them); otherwise such a RCPT is refused.
+    pub forward_offsite: bool,
+    /// LMTP: accept only users whose mailHost is this store.
+    pub config: Option<std::sync::Arc<crate::config::Config>>,
+}
+
+impl Policy {
+    pub fn inbound(flavor: Flavor, default_quota: u64) -> Policy {
+        Policy {
+            flavor,
+            relay_allowed: false,
+            default_quota,
+            forward_offsite: false,
+            config: None,
+        }
+    }
+
+    /// The policy of a listener of this process.
+    pub fn for_services(flavor: Flavor, services: &crate::services::Services) -> Policy {
+        Policy {
+            forward_offsite: services.queue.is_some(),
+            config: Some(services.config.clone()),
+            ..Policy::inbound(flavor, services.config.store.default_quota)
+        }
+    }
+
+    fn target(&self, a: &Account) -> Target {
+        Target {
+            address: a.address.clone(),
+            partition: a.partition.clone(),
+            quota: a
+                .quota
+                .or((self.default_quota > 0).then_some(self.default_quota)),
+            mail_host: a.mail_host.clone(),
+            remote: false,
+        }
+    }
+}
+
+/// Resolves one RCPT address.
+pub async fn resolve(dir: &Directory, policy: &Policy, address: &str) -> Verdict {
+    let result = match policy.flavor {
+        Flavor::Lmtp => resolve_lmtp(dir, policy, address).await,
+        Flavor::Smtp => resolve_smtp(dir, policy, address).await,
+    };
+    result.unwrap_or_else(|DirError::Temporary(e)| {
+        warn!(error = %e, "directory lookup failed");
+        Verdict::Temporary
+    })
+}
+
+async fn resolve_lmtp(
+    dir: &Directory,
+    policy: &Policy,
+    address: &str,
+) -> Result<Verdict, DirError> {
+    Ok(match dir.lookup(address).await? {
+        None | Some(Recipient::List(_)) => Verdict::NoSuchUser,
+        Some(Recipient::User(a)) if !a.active => Verdict::Disabled,
+        Some(Recipient::User(a))
+            if policy
+                .config
+                .as_ref()
+                .is_some_and(|c| !crate::route::is_own_store(c, a.mail_host.as_deref())) =>
+        {
+            warn!(rcpt = %address, mail_host = ?a.mail_host, "LMTP recipient lives on another store");
+            Verdict::WrongStore
+        }
+        Some(Recipient::User(a)) => Verdict::Accept(vec![policy.target(&a)]),
+    })
+}
+
+async fn resolve_smtp(
+    dir: &Directory,
+    policy: &Policy,
+    address: &str,
+) -> Result<Verdict, DirError> {
+    let address = canonical_address(address);
+    let Some(domain) = domain_of(&address) else {
+        return Ok(Verdict::NoSuchUser);
+    };
+    if !dir.is_local_domain(domain).await? {
+        // Relaying is for authenticated submission (later); inbound never.
+        return Ok(Verdict::RelayDenied);
+    }
+    let top = match dir.lookup(&address).await? {
+        None => return Ok(Verdict::NoSuchUser),
+        Some(Recipient::User(a)) if !a.active => return Ok(Verdict::Disabled),
+        Some(r) => r,
+    };
+    let mut x = Expansion {
+        dir,
+        policy,
+        local_domains: HashMap::new(),
+        seen: HashSet::from([address.clone()]),
+        targets: Vec::new(),
+        offsite: Vec::new(),
+        lookups: 1,
+    };
+    x.expand(&address, top, 0).await?;
+    if !x.offsite.is_empty() {
+        if !policy.forward_offsite {
+            warn!(rcpt = %address, offsite = ?x.offsite,
+                "recipient forwards outside our domains and this process has no queue; refused");
+            return Ok(Verdict::OffSite);
+        }
+        for a in std::mem::take(&mut x.offsite) {
+            x.targets.push(Target {
+                address: a,
+                partition: None,
+                quota: None,
+                mail_host: None,
+                remote: true,
+            });
+        }
+    }
+    if x.targets.is_empty() {
+        return Ok(Verdict::NoSuchUser);
+    }
+    Ok(Verdict::Accept(x.targets))
+}
+
+/// Expansion of aliases, groups and forwards into local mailboxes:
+/// breadth by recursion with a depth limit, every address visited once.
+struct Expansion<'a> {
+    dir: &'a Directory,
+    policy: &'a Policy,
+    local_domains: HashMap<String, bool>,
+    seen: HashSet<String>,
+    targets: Vec<Target>,
+    /// Addresses outside our domains that the expansion reached.
+    offsite: Vec<String>,
+    lookups: usize,
+}
+
+impl Expansion<'_> {
+    /// Adds what `r` (the directory entry of `address`) delivers to.
+    async fn expand(&mut self, address: &str, r: Recipient, depth: usize) -> Result<(), DirError> {
+        let next: Vec<String> = match r {
+            Recipient::User(a) => {
+                if (a.keep_mailbox || a.forward.is_empty())
+                    && !self.targets.iter().any(|t| t.address == a.address)
+                {
+                    self.targets.push(self.policy.target(&a));
+                }
+                a.forward
+            }
+            Recipient::List(members) => members,
+        };
+        for member in next {
+            let member = canonical_address(&member);
+            if !self.seen.insert(member.clone()) {
+                continue;
+            }
+            if depth + 1 > MAX_DEPTH || self.lookups >= MAX_LOOKUPS {
+                warn!(rcpt = %address, member = %member, "alias expansion too deep or too wide; member skipped");
+                continue;
+            }
+            let Some(domain) = domain_of(&member).map(str::to_string) else {
+                warn!(rcpt = %address, member = %member, "alias member without a domain; skipped");
+                continue;
+            };
+            if !self.is_local(&domain).await? {
+                self.offsite.push(member);
+                continue;
+            }
+            self.lookups += 1;
+            match self.dir.lookup(&member).await? {
+                None => {
+                    warn!(rcpt = %address, member = %member, "alias member unknown; skipped");
+                }
+                Some(Recipient::User(a)) if !a.active => {
+                    warn!(rcpt = %address, member = %member, "alias member inactive; skipped");
+                }
+                Some(r) => Box::pin(self.expand(&member, r, depth + 1)).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn is_local(&mut self, domain: &str) -> Result<bool, DirError> {
+        if let Some(&l) = self.local_domains.get(domain) {
+            return Ok(l);
+        }
+        let l = self.dir.is_local_domain(domain).await?;
+        self.local_domains.insert(domain.to_string(), l);
+        Ok(l)
+    }
+}

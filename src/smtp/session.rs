@@ -1,0 +1,894 @@
+//! The synchronous SMTP/LMTP session core: no sockets, no clocks that
+//! matter, no lookups. Bytes go in with `feed`, `next_event` returns what the
+//! driver must do (read more, resolve a recipient, deliver a message, start
+//! TLS, close) and replies accumulate in an output buffer the driver writes
+//! out before it blocks on reading (RFC 2920: replies to a pipelined group
+//! may be batched until the server would wait for input).
+//!
+//! Invariants:
+//! - One command at a time: while an effect (recipient lookup, delivery,
+//!   TLS handshake) is outstanding, no further input is interpreted, so
+//!   replies stay in command order.
+//! - Every byte of a DATA body or BDAT chunk is consumed even when the
+//!   command is refused or the size limit is passed, so the command stream
+//!   never desynchronises; the error is answered at the end.
+//! - STARTTLS discards every buffered plaintext byte (RFC 3207 5, the
+//!   command-injection defence) and forgets EHLO and the transaction.
+//! - A message is acknowledged only from `delivered`, i.e. after the
+//!   delivery back end reported every recipient durable.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use smtp_proto::{Error as ProtoError, MailFrom, RcptTo, Request};
+
+use super::codec::{BdatDecoder, DataDecoder, Line, LineReader};
+use super::reply::{self, Reply};
+use super::trace;
+
+/// SMTP or LMTP flavour of the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Smtp,
+    Lmtp,
+}
+
+/// When the core adds a `Return-Path` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnPath {
+    /// Final delivery (RFC 5321 4.4): always.
+    Always,
+    /// LMTP: the MTA may already have added one; add it only if missing.
+    IfMissing,
+    /// Relaying onwards (later): never.
+    Never,
+}
+
+/// Everything the core needs to know, fixed for the session.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub flavor: Flavor,
+    pub hostname: String,
+    /// Domain that a bare `<Postmaster>` recipient belongs to (RFC 5321 4.5.1).
+    pub postmaster_domain: String,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_line: usize,
+    pub max_bad_commands: u32,
+    pub peer: IpAddr,
+    /// TLS already active (implicit TLS listener).
+    pub tls_active: bool,
+    /// The listener allows STARTTLS.
+    pub starttls: bool,
+    pub return_path: ReturnPath,
+    /// Prefix of message ids ("queued as"); unique per session.
+    pub id_prefix: String,
+}
+
+/// One mailbox a message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The account's canonical address (the store's user key).
+    pub address: String,
+    /// mailMessageStore partition; None: the store's default.
+    pub partition: Option<String>,
+    /// Storage quota in bytes; None: unlimited.
+    pub quota: Option<u64>,
+    /// The directory's mailHost: the store that holds the mailbox (None:
+    /// this process's store).
+    pub mail_host: Option<String>,
+    /// An address in another domain (a forward): goes out through the
+    /// queue and the outbound relay.
+    pub remote: bool,
+}
+
+/// What the driver found out about a RCPT address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Deliver to these mailboxes (a list may expand to several).
+    Accept(Vec<Target>),
+    /// The domain is not ours and relaying is not allowed.
+    RelayDenied,
+    NoSuchUser,
+    /// The account exists but is inactive.
+    Disabled,
+    /// An alias/forward reaches addresses outside our domains.
+    OffSite,
+    /// The directory could not answer.
+    Temporary,
+    /// No delivery back end in this process.
+    Unavailable,
+    /// LMTP: the user's mailHost names another store (RFC 3463 5.1.6).
+    WrongStore,
+}
+
+/// The fate of one target after delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Delivered,
+    OverQuota,
+    /// Over quota, configured as a permanent failure (`store.over_quota`).
+    OverQuotaPermanent,
+    /// Any other temporary failure (store error, server bug).
+    Failed,
+    DiskFull,
+}
+
+/// A complete message to deliver.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    /// Reverse path; empty for the null sender.
+    pub sender: String,
+    /// Unique mailboxes; `delivered` takes one outcome per target, same order.
+    pub targets: Vec<Target>,
+    /// Trace fields plus the body, CRLF line endings.
+    pub data: Arc<Vec<u8>>,
+}
+
+/// What the driver does next.
+#[derive(Debug)]
+pub enum Event {
+    /// Write the output, then read and `feed` more bytes.
+    NeedInput,
+    /// Resolve this RCPT address, then call `resolved`.
+    Resolve(String),
+    /// Deliver, then call `delivered` with one outcome per target.
+    Deliver(Message),
+    /// Write the output, run the TLS handshake, then call `tls_started`.
+    StartTls,
+    /// Write the output and close the connection.
+    Close,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Command,
+    Data(DataDecoder),
+    /// Reading a BDAT chunk into the transaction's decoder.
+    Bdat {
+        last: bool,
+    },
+    /// Reading (and dropping) a refused BDAT chunk; then this reply.
+    Discard {
+        left: u64,
+        reply: Reply,
+    },
+    AwaitResolve,
+    AwaitDelivery,
+    AwaitTls,
+    Closed,
+}
+
+#[derive(Debug)]
+struct Helo {
+    name: String,
+    /// EHLO or LHLO (extended) rather than HELO.
+    extended: bool,
+}
+
+#[derive(Debug)]
+struct AcceptedRcpt {
+    address: String,
+    /// Indexes into `Transaction::targets`.
+    targets: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    sender: String,
+    smtputf8: bool,
+    binary: bool,
+    rcpts: Vec<AcceptedRcpt>,
+    /// RCPT commands answered so far (accepted or not).
+    rcpt_attempts: usize,
+    /// Unique targets across recipients.
+    targets: Vec<Target>,
+    /// The address being resolved.
+    pending_rcpt: Option<String>,
+    /// Set by the first BDAT.
+    bdat: Option<BdatDecoder>,
+    /// Message id, set when the body is complete.
+    id: String,
+}
+
+pub struct Session {
+    p: Params,
+    /// Bytes received and not yet interpreted, from `pos`.
+    input: Vec<u8>,
+    pos: usize,
+    out: Vec<u8>,
+    lines: LineReader,
+    phase: Phase,
+    helo: Option<Helo>,
+    tls: bool,
+    txn: Option<Transaction>,
+    /// Bad commands so far (syntax, sequence, unknown, too long).
+    bad: u32,
+    /// A command line has been seen (HTTP detection on the first one).
+    seen_command: bool,
+    /// Messages handed to delivery (for ids and the session summary).
+    pub messages: u32,
+}
+
+impl Session {
+    pub fn new(p: Params) -> Session {
+        Session {
+            lines: LineReader::new(p.max_line),
+            tls: p.tls_active,
+            p,
+            input: Vec::new(),
+            pos: 0,
+            out: Vec::new(),
+            phase: Phase::Command,
+            helo: None,
+            txn: None,
+            bad: 0,
+            seen_command: false,
+            messages: 0,
+        }
+    }
+
+    /// Queues the greeting (RFC 5321 4.3.1 / RFC 2033 4.1).
+    pub fn greet(&mut self) {
+        let kind = match self.p.flavor {
+            Flavor::Smtp => "ESMTP",
+            Flavor::Lmtp => "LMTP",
+        };
+        let line = format!("220 {} {kind} msgd\r\n", self.p.hostname);
+        self.out.extend_from_slice(line.as_bytes());
+    }
+
+    /// Adds received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        if self.pos == self.input.len() {
+            self.input.clear();
+            self.pos = 0;
+        } else if self.pos > 64 * 1024 {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Replies written since the last call.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Inside a mail transaction (MAIL given, not yet finished or reset):
+    /// shutdown waits for its end.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some() || !matches!(self.phase, Phase::Command | Phase::Closed)
+    }
+
+    /// Receiving a message body (the driver uses the DATA timeout).
+    pub fn receiving_body(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Data(_) | Phase::Bdat { .. } | Phase::Discard { .. }
+        )
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// The client was silent too long.
+    pub fn timeout(&mut self) {
+        self.close_with(&reply::TIMEOUT);
+    }
+
+    /// The server is shutting down (called between transactions).
+    pub fn shutdown(&mut self) {
+        self.close_with(&reply::SHUTTING_DOWN);
+    }
+
+    fn close_with(&mut self, r: &Reply) {
+        if !self.is_closed() {
+            r.write(&mut self.out);
+            self.phase = Phase::Closed;
+        }
+    }
+
+    fn reply(&mut self, r: &Reply) {
+        r.write(&mut self.out);
+    }
+
+    /// Answers a bad command; too many close the session.
+    fn bad(&mut self, r: &Reply) {
+        self.reply(r);
+        self.bad += 1;
+        if self.bad > self.p.max_bad_commands {
+            self.close_with(&reply::TOO_MANY_ERRORS);
+        }
+    }
+
+    /// Interprets buffered input until the driver has something to do.
+    pub fn next_event(&mut self) -> Event {
+        loop {
+            match &mut self.phase {
+                Phase::Closed => return Event::Close,
+                Phase::AwaitResolve | Phase::AwaitDelivery | Phase::AwaitTls => {
+                    // The driver must answer the outstanding effect first.
+                    tracing::error!("smtp session polled while an effect is outstanding");
+                    self.close_with(&reply::LOCAL_ERROR);
+                    return Event::Close;
+                }
+                Phase::Command => {
+                    let avail = &self.input[self.pos..];
+                    if avail.is_empty() {
+                        return Event::NeedInput;
+                    }
+                    let (n, line) = self.lines.next_line(avail);
+                    self.pos += n;
+                    match line {
+                        None => return Event::NeedInput,
+                        Some(Line::TooLong) => {
+                            self.seen_command = true;
+                            self.bad(&reply::LINE_TOO_LONG);
+                        }
+                        Some(Line::Complete(line)) => {
+                            if let Some(ev) = self.command(&line) {
+                                return ev;
+                            }
+                        }
+                    }
+                }
+                Phase::Data(dec) => {
+                    let avail = &self.input[self.pos..];
+                    if avail.is_empty() {
+                        return Event::NeedInput;
+                    }
+                    let (n, done) = dec.feed(avail);
+                    self.pos += n;
+                    if done {
+                        let Phase::Data(dec) = std::mem::replace(&mut self.phase, Phase::Command)
+                        else {
+                            unreachable!("phase checked above")
+                        };
+                        if let Some(ev) = self.body_complete(dec.body) {
+                            return ev;
+                        }
+                    }
+                }
+                Phase::Discard { left, .. } => {
+                    if *left > 0 {
+                        let avail = &self.input[self.pos..];
+                        if avail.is_empty() {
+                            return Event::NeedInput;
+                        }
+                        let n = avail
+                            .len()
+                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        *left -= n as u64;
+                        self.pos += n;
+                    }
+                    if let Phase::Discard { left: 0, .. } = self.phase {
+                        let Phase::Discard { reply, .. } =
+                            std::mem::replace(&mut self.phase, Phase::Command)
+                        else {
+                            unreachable!("phase checked above")
+                        };
+                        self.bad(&reply);
+                    }
+                }
+                Phase::Bdat { last } => {
+                    let last = *last;
+                    let Some(dec) = self.txn.as_mut().and_then(|t| t.bdat.as_mut()) else {
+                        self.phase = Phase::Command;
+                        continue;
+                    };
+                    if !dec.chunk_done() {
+                        let avail = &self.input[self.pos..];
+                        if avail.is_empty() {
+                            return Event::NeedInput;
+                        }
+                        self.pos += dec.feed(avail);
+                        continue;
+                    }
+                    self.phase = Phase::Command;
+                    if let Some(ev) = self.chunk_complete(last) {
+                        return ev;
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, line: &[u8]) -> Option<Event> {
+        let first = !self.seen_command;
+        self.seen_command = true;
+        if first && looks_like_http(line) {
+            self.close_with(&reply::NOT_HTTP);
+            return Some(Event::Close);
+        }
+        let req = match Request::parse(&mut line.iter()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "bad command");
+                self.bad(&parse_error_reply(&e));
+                return None;
+            }
+        };
+        tracing::debug!(command = req.name(), "command");
+        let lmtp = self.p.flavor == Flavor::Lmtp;
+        match req {
+            Request::Ehlo { .. } | Request::Helo { .. } if lmtp => self.bad(&reply::HELO_IN_LMTP),
+            Request::Lhlo { .. } if !lmtp => self.bad(&reply::LHLO_IN_SMTP),
+            Request::Ehlo { host } | Request::Lhlo { host } => self.hello(&host, true),
+            Request::Helo { host } => self.hello(&host, false),
+            Request::Mail { from } => self.mail(from, line),
+            Request::Rcpt { to } => return self.rcpt(to, line),
+            Request::Data => self.data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size as u64, is_last),
+            Request::Rset => {
+                self.txn = None;
+                self.reply(&reply::RESET_OK);
+            }
+            Request::Noop { .. } => self.reply(&reply::OK),
+            Request::Quit => {
+                self.close_with(&reply::BYE);
+            }
+            Request::Help { .. } => self.reply(&reply::HELP),
+            Request::Vrfy { .. } => self.reply(&reply::CANNOT_VRFY),
+            Request::Expn { .. } => self.reply(&reply::NO_EXPN),
+            Request::StartTls => return self.starttls(),
+            Request::Auth { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => self.bad(&reply::NOT_IMPLEMENTED),
+        }
+        if self.is_closed() {
+            return Some(Event::Close);
+        }
+        None
+    }
+
+    fn hello(&mut self, host: &str, extended: bool) {
+        // RFC 5321 4.1.4: EHLO/HELO resets any transaction.
+        self.txn = None;
+        self.helo = Some(Helo {
+            name: host.to_string(),
+            extended,
+        });
+        if !extended {
+            let line = format!("250 {}\r\n", self.p.hostname);
+            self.out.extend_from_slice(line.as_bytes());
+            return;
+        }
+        let mut lines = vec![
+            self.p.hostname.clone(),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.p.max_message_size),
+            "8BITMIME".to_string(),
+            "BINARYMIME".to_string(),
+            "CHUNKING".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "SMTPUTF8".to_string(),
+        ];
+        if self.p.starttls && !self.tls {
+            lines.push("STARTTLS".to_string());
+        }
+        reply::write_multiline(&mut self.out, 250, &lines);
+    }
+
+    fn need_helo(&mut self) -> bool {
+        if self.helo.is_some() {
+            return false;
+        }
+        let r = match self.p.flavor {
+            Flavor::Smtp => reply::SEND_HELO_FIRST,
+            Flavor::Lmtp => reply::SEND_LHLO_FIRST,
+        };
+        self.bad(&r);
+        true
+    }
+
+    fn mail(&mut self, from: MailFrom<std::borrow::Cow<'_, str>>, line: &[u8]) {
+        if self.need_helo() {
+            return;
+        }
+        if self.txn.is_some() {
+            self.bad(&reply::NESTED_MAIL);
+            return;
+        }
+        // smtp-proto turns `<Postmaster>` into "" like `<>`; as a reverse
+        // path it is not valid (no domain).
+        if from.address.is_empty() && contains_ci(line, b"<postmaster>") {
+            self.bad(&reply::BAD_SENDER);
+            return;
+        }
+        const SUPPORTED: u64 = smtp_proto::MAIL_BODY_7BIT
+            | smtp_proto::MAIL_BODY_8BITMIME
+            | smtp_proto::MAIL_BODY_BINARYMIME
+            | smtp_proto::MAIL_SMTPUTF8;
+        let unsupported = from.flags & !SUPPORTED != 0
+            || from.trans_id.is_some()
+            || from.by != 0
+            || from.env_id.is_some()
+            || from.solicit.is_some()
+            || from.mtrk.is_some()
+            || from.auth.is_some()
+            || from.hold_for != 0
+            || from.hold_until != 0
+            || from.mt_priority != 0;
+        if unsupported {
+            // Parameters of extensions we do not announce (RFC 5321 4.1.1.11).
+            self.bad(&reply::UNSUPPORTED_PARAM);
+            return;
+        }
+        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        if !smtputf8 && !from.address.is_ascii() {
+            self.reply(&reply::NEEDS_UTF8);
+            return;
+        }
+        if from.size as u64 > self.p.max_message_size {
+            // RFC 1870 6.1.
+            self.reply(&reply::MESSAGE_TOO_BIG);
+            return;
+        }
+        self.txn = Some(Transaction {
+            sender: from.address.into_owned(),
+            smtputf8,
+            binary: from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0,
+            ..Transaction::default()
+        });
+        self.reply(&reply::SENDER_OK);
+    }
+
+    fn rcpt(&mut self, to: RcptTo<std::borrow::Cow<'_, str>>, line: &[u8]) -> Option<Event> {
+        if self.need_helo() {
+            return self.is_closed().then_some(Event::Close);
+        }
+        let Some(txn) = self.txn.as_ref() else {
+            self.bad(&reply::NEED_MAIL);
+            return self.is_closed().then_some(Event::Close);
+        };
+        if to.flags != 0 || to.orcpt.is_some() || to.rrvs != 0 {
+            // DSN / RRVS are not announced.
+            self.bad(&reply::UNSUPPORTED_PARAM);
+            return self.is_closed().then_some(Event::Close);
+        }
+        let address = if to.address.is_empty() {
+            if contains_ci(line, b"<postmaster>") {
+                // RFC 5321 4.5.1: <Postmaster> without a domain must work.
+                format!("postmaster@{}", self.p.postmaster_domain)
+            } else {
+                self.bad(&reply::BAD_RCPT);
+                return self.is_closed().then_some(Event::Close);
+            }
+        } else {
+            to.address.into_owned()
+        };
+        if !txn.smtputf8 && !address.is_ascii() {
+            self.reply(&reply::NEEDS_UTF8);
+            return None;
+        }
+        if txn.rcpts.len() >= self.p.max_recipients {
+            self.reply(&reply::TOO_MANY_RCPTS);
+            return None;
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            txn.pending_rcpt = Some(address.clone());
+        }
+        self.phase = Phase::AwaitResolve;
+        Some(Event::Resolve(address))
+    }
+
+    /// The driver's answer to `Event::Resolve`.
+    pub fn resolved(&mut self, verdict: Verdict) {
+        if !matches!(self.phase, Phase::AwaitResolve) {
+            return;
+        }
+        self.phase = Phase::Command;
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        txn.rcpt_attempts += 1;
+        let address = txn.pending_rcpt.take().unwrap_or_default();
+        let r = match verdict {
+            Verdict::Accept(targets) if !targets.is_empty() => {
+                let mut idx = Vec::with_capacity(targets.len());
+                for t in targets {
+                    match txn.targets.iter().position(|x| x.address == t.address) {
+                        Some(i) => idx.push(i),
+                        None => {
+                            idx.push(txn.targets.len());
+                            txn.targets.push(t);
+                        }
+                    }
+                }
+                txn.rcpts.push(AcceptedRcpt {
+                    address,
+                    targets: idx,
+                });
+                reply::RCPT_OK
+            }
+            Verdict::Accept(_) | Verdict::NoSuchUser => reply::NO_SUCH_USER,
+            Verdict::RelayDenied => reply::RELAY_DENIED,
+            Verdict::Disabled => reply::DISABLED,
+            Verdict::OffSite => reply::OFFSITE,
+            Verdict::Temporary => reply::DIR_TEMPFAIL,
+            Verdict::Unavailable => reply::NO_DELIVERY,
+            Verdict::WrongStore => reply::WRONG_STORE,
+        };
+        self.reply(&r);
+    }
+
+    /// Checks that a body may follow; the refusal if not.
+    fn body_refusal(&self) -> Option<Reply> {
+        if self.helo.is_none() {
+            return Some(match self.p.flavor {
+                Flavor::Smtp => reply::SEND_HELO_FIRST,
+                Flavor::Lmtp => reply::SEND_LHLO_FIRST,
+            });
+        }
+        let Some(txn) = self.txn.as_ref() else {
+            return Some(reply::NEED_MAIL);
+        };
+        if txn.rcpts.is_empty() {
+            return Some(if txn.rcpt_attempts > 0 {
+                reply::NO_VALID_RCPTS
+            } else {
+                reply::NEED_RCPT
+            });
+        }
+        None
+    }
+
+    fn data(&mut self) {
+        if let Some(r) = self.body_refusal() {
+            self.bad(&r);
+            return;
+        }
+        let Some(txn) = self.txn.as_ref() else {
+            return;
+        };
+        if txn.bdat.is_some() {
+            self.bad(&reply::DATA_AFTER_BDAT);
+            return;
+        }
+        if txn.binary {
+            // RFC 3030 3: BINARYMIME bodies travel only with BDAT.
+            self.bad(&reply::BINARY_NEEDS_BDAT);
+            return;
+        }
+        self.reply(&reply::START_DATA);
+        self.phase = Phase::Data(DataDecoder::new(self.p.max_message_size));
+    }
+
+    fn bdat(&mut self, size: u64, last: bool) {
+        if let Some(r) = self.body_refusal() {
+            // The chunk follows anyway: read it, then refuse (RFC 3030 2).
+            self.phase = Phase::Discard {
+                left: size,
+                reply: r,
+            };
+            return;
+        }
+        let max = self.p.max_message_size;
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let binary = txn.binary;
+        txn.bdat
+            .get_or_insert_with(|| BdatDecoder::new(max, binary))
+            .start_chunk(size);
+        self.phase = Phase::Bdat { last };
+    }
+
+    fn chunk_complete(&mut self, last: bool) -> Option<Event> {
+        let dec = self.txn.as_mut().and_then(|t| t.bdat.as_mut())?;
+        if !last {
+            if dec.body.over_limit() {
+                // Answered per chunk until LAST or RSET (RFC 3030 4.2).
+                self.reply(&reply::MESSAGE_TOO_BIG);
+            } else {
+                let r = Reply::owned(250, "2.0.0", format!("{} octets received", dec.body.size));
+                self.reply(&r);
+            }
+            return None;
+        }
+        dec.finish();
+        let body = std::mem::take(&mut dec.body);
+        self.body_complete(body)
+    }
+
+    /// The whole body is in: refuse it (size) or hand it to delivery.
+    fn body_complete(&mut self, body: super::codec::Body) -> Option<Event> {
+        if body.over_limit() {
+            let n = self.reply_count();
+            for _ in 0..n {
+                self.reply(&reply::MESSAGE_TOO_BIG);
+            }
+            self.txn = None;
+            return None;
+        }
+        let msg = self.build_message(body.data)?;
+        self.phase = Phase::AwaitDelivery;
+        Some(Event::Deliver(msg))
+    }
+
+    /// Replies owed at the end of DATA: one (SMTP) or one per accepted
+    /// recipient (LMTP, RFC 2033 4.2).
+    fn reply_count(&self) -> usize {
+        match self.p.flavor {
+            Flavor::Smtp => 1,
+            Flavor::Lmtp => self.txn.as_ref().map_or(1, |t| t.rcpts.len().max(1)),
+        }
+    }
+
+    fn build_message(&mut self, body: Vec<u8>) -> Option<Message> {
+        self.messages += 1;
+        let id = format!("{}{}", self.p.id_prefix, self.messages);
+        let txn = self.txn.as_mut()?;
+        txn.id = id.clone();
+        let txn = &*txn;
+        let helo = self.helo.as_ref();
+        let mut data = Vec::with_capacity(body.len() + 512);
+        let add_return_path = match self.p.return_path {
+            ReturnPath::Always => true,
+            ReturnPath::IfMissing => !trace::has_return_path(&body),
+            ReturnPath::Never => false,
+        };
+        if add_return_path {
+            data.extend_from_slice(trace::return_path(&txn.sender).as_bytes());
+        }
+        let with = trace::protocol_name(
+            self.p.flavor == Flavor::Lmtp,
+            helo.is_some_and(|h| h.extended),
+            self.tls,
+            false,
+            txn.smtputf8,
+        );
+        let date = trace::now_rfc5322();
+        let received = trace::Received {
+            helo: helo.map_or("unknown", |h| h.name.as_str()),
+            peer: self.p.peer,
+            hostname: &self.p.hostname,
+            with,
+            id: &id,
+            for_rcpt: match txn.rcpts.as_slice() {
+                [one] => Some(one.address.as_str()),
+                _ => None,
+            },
+            date: &date,
+        };
+        data.extend_from_slice(received.render().as_bytes());
+        data.extend_from_slice(&body);
+        Some(Message {
+            id,
+            sender: txn.sender.clone(),
+            targets: txn.targets.clone(),
+            data: Arc::new(data),
+        })
+    }
+
+    /// The driver's answer to `Event::Deliver`: one outcome per target.
+    pub fn delivered(&mut self, outcomes: &[Outcome]) {
+        if !matches!(self.phase, Phase::AwaitDelivery) {
+            return;
+        }
+        self.phase = Phase::Command;
+        let Some(txn) = self.txn.take() else {
+            return;
+        };
+        let outcome_of = |i: usize| outcomes.get(i).copied().unwrap_or(Outcome::Failed);
+        match self.p.flavor {
+            Flavor::Smtp => {
+                // All or nothing: one reply covers every recipient. A
+                // temporary failure makes the client retry all of them,
+                // so recipients already delivered may get a duplicate.
+                let worst = (0..txn.targets.len())
+                    .map(outcome_of)
+                    .max()
+                    .unwrap_or(Outcome::Failed);
+                let r = match worst {
+                    Outcome::Delivered => {
+                        Reply::owned(250, "2.0.0", format!("Ok: queued as {}", txn.id))
+                    }
+                    other => outcome_reply(other),
+                };
+                self.reply(&r);
+            }
+            Flavor::Lmtp => {
+                for rcpt in &txn.rcpts {
+                    let worst = rcpt
+                        .targets
+                        .iter()
+                        .map(|&i| outcome_of(i))
+                        .max()
+                        .unwrap_or(Outcome::Failed);
+                    let r = outcome_reply(worst);
+                    self.reply(&r);
+                }
+            }
+        }
+    }
+
+    fn starttls(&mut self) -> Option<Event> {
+        if self.tls {
+            self.bad(&reply::TLS_ACTIVE);
+            return self.is_closed().then_some(Event::Close);
+        }
+        if !self.p.starttls {
+            self.bad(&reply::NO_TLS);
+            return self.is_closed().then_some(Event::Close);
+        }
+        self.reply(&reply::READY_TLS);
+        // Anything pipelined after STARTTLS was sent in plaintext: drop it.
+        self.input.clear();
+        self.pos = 0;
+        self.lines.reset();
+        self.phase = Phase::AwaitTls;
+        Some(Event::StartTls)
+    }
+
+    /// The TLS handshake succeeded: start over (RFC 3207 4.2).
+    pub fn tls_started(&mut self) {
+        if !matches!(self.phase, Phase::AwaitTls) {
+            return;
+        }
+        self.tls = true;
+        self.helo = None;
+        self.txn = None;
+        self.input.clear();
+        self.pos = 0;
+        self.lines.reset();
+        self.phase = Phase::Command;
+    }
+}
+
+fn outcome_reply(o: Outcome) -> Reply {
+    match o {
+        Outcome::Delivered => reply::DELIVERED,
+        Outcome::OverQuota => reply::OVER_QUOTA,
+        Outcome::OverQuotaPermanent => reply::OVER_QUOTA_PERMANENT,
+        Outcome::DiskFull => reply::DISK_FULL,
+        Outcome::Failed => reply::LOCAL_ERROR,
+    }
+}
+
+fn parse_error_reply(e: &ProtoError) -> Reply {
+    match e {
+        ProtoError::UnknownCommand => reply::UNKNOWN_COMMAND,
+        ProtoError::InvalidSenderAddress => reply::BAD_SENDER,
+        ProtoError::InvalidRecipientAddress => reply::BAD_RCPT,
+        ProtoError::SyntaxError { syntax } => {
+            Reply::owned(501, "5.5.2", format!("Syntax: {syntax}"))
+        }
+        ProtoError::InvalidParameter { param } => {
+            Reply::owned(501, "5.5.4", format!("Invalid {param} parameter"))
+        }
+        ProtoError::UnsupportedParameter { .. } => reply::UNSUPPORTED_PARAM,
+        _ => Reply::new(500, "5.5.2", "Syntax error"),
+    }
+}
+
+/// The first line of an HTTP request: someone pointed a browser or a
+/// cross-protocol attack at us.
+fn looks_like_http(line: &[u8]) -> bool {
+    const METHODS: [&[u8]; 7] = [
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"CONNECT ",
+        b"OPTIONS ",
+        b"DELETE ",
+    ];
+    METHODS.iter().any(|m| line.starts_with(m))
+}
+
+fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}

@@ -1,0 +1,222 @@
+//! Trace header fields added at delivery (RFC 5321 4.4): `Return-Path`
+//! and `Received`, with the protocol names of RFC 3848 / RFC 6531.
+
+use std::net::IpAddr;
+
+/// The `with` protocol of a Received field.
+pub fn protocol_name(lmtp: bool, ehlo: bool, tls: bool, auth: bool, utf8: bool) -> &'static str {
+    match (lmtp, ehlo, utf8, tls, auth) {
+        (false, false, _, _, _) => "SMTP",
+        (false, true, false, false, false) => "ESMTP",
+        (false, true, false, true, false) => "ESMTPS",
+        (false, true, false, false, true) => "ESMTPA",
+        (false, true, false, true, true) => "ESMTPSA",
+        (false, true, true, false, false) => "UTF8SMTP",
+        (false, true, true, true, false) => "UTF8SMTPS",
+        (false, true, true, false, true) => "UTF8SMTPA",
+        (false, true, true, true, true) => "UTF8SMTPSA",
+        (true, _, false, false, false) => "LMTP",
+        (true, _, false, true, false) => "LMTPS",
+        (true, _, false, false, true) => "LMTPA",
+        (true, _, false, true, true) => "LMTPSA",
+        (true, _, true, false, false) => "UTF8LMTP",
+        (true, _, true, true, false) => "UTF8LMTPS",
+        (true, _, true, false, true) => "UTF8LMTPA",
+        (true, _, true, true, true) => "UTF8LMTPSA",
+    }
+}
+
+/// Client-supplied text made safe for a header field: printable ASCII and
+/// UTF-8 kept, controls and the characters that would break the comment
+/// or angle-bracket syntax replaced.
+pub fn sanitize(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| match c {
+            '(' | ')' | '<' | '>' | '\\' | ';' => '?',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+/// An address as it goes between angle brackets: a local part that is not
+/// a dot-atom is quoted again (smtp-proto strips the quotes).
+pub fn quote_address(address: &str) -> String {
+    let address: String = address.chars().filter(|c| !c.is_control()).collect();
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return address;
+    };
+    let dot_atom = !local.is_empty()
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext));
+    if dot_atom {
+        return address;
+    }
+    let mut q = String::with_capacity(local.len() + domain.len() + 4);
+    q.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push_str("\"@");
+    q.push_str(domain);
+    q
+}
+
+/// `Return-Path: <sender>` (RFC 5321 4.4), `<>` for the null sender.
+pub fn return_path(sender: &str) -> String {
+    format!("Return-Path: <{}>\r\n", quote_address(sender))
+}
+
+/// What goes into a Received field.
+pub struct Received<'a> {
+    /// The EHLO/HELO/LHLO argument.
+    pub helo: &'a str,
+    pub peer: IpAddr,
+    pub hostname: &'a str,
+    /// From `protocol_name`.
+    pub with: &'a str,
+    pub id: &'a str,
+    /// Only when the message has exactly one recipient (RFC 5321 7.2: do
+    /// not disclose the other recipients).
+    pub for_rcpt: Option<&'a str>,
+    /// RFC 5322 date-time.
+    pub date: &'a str,
+}
+
+impl Received<'_> {
+    /// The folded header field, CRLF-terminated (RFC 5321 4.4 syntax; no
+    /// reverse DNS is done, so the TCP-info is the address literal only).
+    pub fn render(&self) -> String {
+        let ip = match self.peer {
+            IpAddr::V4(v4) => format!("[{v4}]"),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => format!("[{v4}]"),
+                None => format!("[IPv6:{v6}]"),
+            },
+        };
+        let mut h = format!(
+            "Received: from {} ({ip})\r\n\tby {} (msgd) with {} id {}",
+            sanitize(self.helo, 255),
+            sanitize(self.hostname, 255),
+            self.with,
+            sanitize(self.id, 64),
+        );
+        if let Some(rcpt) = self.for_rcpt {
+            h.push_str(&format!(
+                "\r\n\tfor <{}>",
+                quote_address(&sanitize(rcpt, 320))
+            ));
+        }
+        h.push_str(&format!(";\r\n\t{}\r\n", self.date));
+        h
+    }
+}
+
+/// The current time as an RFC 5322 date-time.
+pub fn now_rfc5322() -> String {
+    chrono::Local::now()
+        .format("%a, %d %b %Y %H:%M:%S %z")
+        .to_string()
+}
+
+/// Does the header section of `message` contain a Return-Path field?
+pub fn has_return_path(message: &[u8]) -> bool {
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < message.len() {
+        if at_line_start {
+            let rest = &message[i..];
+            if rest.starts_with(b"\r\n") || rest.starts_with(b"\n") {
+                return false; // end of the header section
+            }
+            if rest.len() >= 12 && rest[..12].eq_ignore_ascii_case(b"return-path:") {
+                return true;
+            }
+        }
+        at_line_start = message[i] == b'\n';
+        i += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc5321_4_4_received_field() {
+        let r = Received {
+            helo: "client.example",
+            peer: "192.0.2.1".parse().unwrap(),
+            hostname: "mx.example.test",
+            with: protocol_name(false, true, true, false, false),
+            id: "abc.1.1",
+            for_rcpt: Some("bob@example.test"),
+            date: "Mon, 1 Jan 2024 00:00:00 +0000",
+        };
+        assert_eq!(
+            r.render(),
+            "Received: from client.example ([192.0.2.1])\r\n\tby mx.example.test (msgd) with ESMTPS id abc.1.1\r\n\tfor <bob@example.test>;\r\n\tMon, 1 Jan 2024 00:00:00 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn received_sanitizes_helo_and_ipv6_literal() {
+        let r = Received {
+            helo: "evil)\r\nX-Injected: 1",
+            peer: "2001:db8::1".parse().unwrap(),
+            hostname: "h",
+            with: "LMTP",
+            id: "1",
+            for_rcpt: None,
+            date: "d",
+        };
+        let h = r.render();
+        assert!(
+            h.contains("from evil???X-Injected: 1 ([IPv6:2001:db8::1])"),
+            "{h}"
+        );
+        assert!(!h.contains("for <"));
+    }
+
+    #[test]
+    fn rfc3848_rfc6531_protocol_names() {
+        assert_eq!(protocol_name(false, false, false, false, false), "SMTP");
+        assert_eq!(protocol_name(false, true, false, false, false), "ESMTP");
+        assert_eq!(protocol_name(false, true, true, true, true), "UTF8SMTPSA");
+        assert_eq!(protocol_name(true, true, false, false, false), "LMTP");
+        assert_eq!(protocol_name(true, true, false, false, true), "UTF8LMTP");
+        assert_eq!(protocol_name(true, true, true, false, false), "LMTPS");
+    }
+
+    #[test]
+    fn return_path_requotes_and_null_sender() {
+        assert_eq!(return_path(""), "Return-Path: <>\r\n");
+        assert_eq!(return_path("a.b@x"), "Return-Path: <a.b@x>\r\n");
+        assert_eq!(
+            return_path("john doe@x"),
+            "Return-Path: <\"john doe\"@x>\r\n"
+        );
+    }
+
+    #[test]
+    fn return_path_found_only_in_header_section() {
+        assert!(has_return_path(
+            b"Subject: x\r\nReturn-Path: <a@b>\r\n\r\nbody"
+        ));
+        assert!(has_return_path(b"return-path: <>\r\n\r\n"));
+        assert!(!has_return_path(
+            b"Subject: x\r\n\r\nReturn-Path: <a@b>\r\n"
+        ));
+        assert!(!has_return_path(b"X-Return-Path: <a@b>\r\n\r\n"));
+    }
+}
