@@ -51,6 +51,9 @@ enum Command {
     /// Local domains of the embedded directory.
     #[command(subcommand)]
     Domain(DomainCmd),
+    /// IMAP consistency stress test and benchmark against a server on
+    /// loopback (exit 1 on any violation). Needs no configuration.
+    Stress(crate::stress::StressArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,6 +110,9 @@ pub fn main() -> i32 {
             };
         }
     };
+    if let Some(Command::Stress(args)) = cli.command {
+        return crate::stress::main(args);
+    }
     let roles = match Role::parse_list(&cli.role) {
         Ok(r) => r,
         Err(e) => {
@@ -138,6 +144,7 @@ pub fn main() -> i32 {
         Command::User(c) => report(user(&loaded.config, c)),
         Command::Alias(c) => report(alias(&loaded.config, c)),
         Command::Domain(c) => report(domain(&loaded.config, c)),
+        Command::Stress(_) => EXIT_USAGE, // handled above
     }
 }
 

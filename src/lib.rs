@@ -20,4 +20,5 @@ pub mod services;
 pub mod smtp;
 pub mod smtpclient;
 pub mod store;
+pub mod stress;
 pub mod tls;
