@@ -121,6 +121,7 @@ pub struct Counters {
     pub idle_updates: AtomicU64,
     pub fetch_no: AtomicU64,
     pub store_no: AtomicU64,
+    pub store_unreported: AtomicU64,
     pub copy_no: AtomicU64,
     pub missing_answers: AtomicU64,
 }
@@ -164,12 +165,11 @@ impl Shared {
         let suspects =
             std::mem::take(&mut *self.suspects.lock().unwrap_or_else(|e| e.into_inner()));
         for (user, mailbox, uid, v) in suspects {
-            let explained = {
-                let l = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
-                l.get(user, &mailbox)
-                    .and_then(|b| b.msgs.get(&uid))
-                    .is_some_and(|e| e.delete_requested)
-            };
+            let explained = self
+                .ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .may_be_gone(user, &mailbox, uid);
             if !explained {
                 self.violation(v);
             }
@@ -450,6 +450,7 @@ async fn snapshot(
                 e.token = tok.clone();
                 if flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")) {
                     e.delete_requested = true;
+                    e.flag_deleted = true;
                     e.deleted_acked = Some(0);
                 }
             }
@@ -466,11 +467,13 @@ async fn snapshot(
                 ));
             }
         }
+        let entries: Vec<(u32, model::Entry)> =
+            b.msgs.iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut problems = Vec::new();
-        for (uid, e) in &b.msgs {
+        for (uid, e) in &entries {
             let here = present.get(uid);
             match here {
-                None if e.acked && !e.delete_requested => problems.push(format!(
+                None if e.acked && !l.may_be_gone(user, mb, *uid) => problems.push(format!(
                     "UID {uid} (message {}) was acknowledged and never deleted, but is gone",
                     e.token.as_deref().unwrap_or("?")
                 )),
@@ -491,8 +494,9 @@ async fn snapshot(
                 None => {}
             }
         }
+        let known: std::collections::BTreeSet<u32> = entries.iter().map(|(u, _)| *u).collect();
         for (uid, (tok, _)) in &present {
-            if !b.msgs.contains_key(uid) {
+            if !known.contains(uid) {
                 if let Some(t) = tok
                     .as_deref()
                     .filter(|t| message::run_of(t) == shared.run_id)
@@ -562,7 +566,7 @@ fn report(
         g(&c.ops)
     );
     println!(
-        "stress: appended {}, copied {}, moved {}, expunges seen {}, verifications {}, IDLE updates {}, FETCH NO {}, STORE NO {}, COPY/MOVE NO {}, unanswered {}; {} messages at the end",
+        "stress: appended {}, copied {}, moved {}, expunges seen {}, verifications {}, IDLE updates {}, FETCH NO {}, STORE NO {}, STORE unreported {}, COPY/MOVE NO {}, unanswered {}; {} messages at the end",
         g(&c.appended),
         g(&c.copied),
         g(&c.moved),
@@ -571,6 +575,7 @@ fn report(
         g(&c.idle_updates),
         g(&c.fetch_no),
         g(&c.store_no),
+        g(&c.store_unreported),
         g(&c.copy_no),
         g(&c.missing_answers),
         final_msgs

@@ -19,9 +19,14 @@ pub struct Entry {
     /// A tagged OK carried this UID (APPENDUID, COPYUID) or it was there
     /// when the run started: it must survive unless deletion was requested.
     pub acked: bool,
-    /// Some client asked for it to go (+FLAGS \Deleted, MOVE, UID EXPUNGE)
-    /// before sending the command.
+    /// Some client asked for it to go (+FLAGS \Deleted, MOVE) before
+    /// sending the command.
     pub delete_requested: bool,
+    /// Some client asked for \Deleted on it (a copy carries the flag of
+    /// its source as it was then, RFC 3501 6.4.7: see `copied_from`).
+    pub flag_deleted: bool,
+    /// The (mailbox, UID) this is a COPY/MOVE of.
+    pub copied_from: Option<(String, u32)>,
     /// A STORE that set \Deleted on it completed OK, at this tick of the
     /// run's clock (\Deleted is never cleared by the stress clients, so
     /// FLAGS reported after a later NOOP must include it, and an EXPUNGE
@@ -55,6 +60,32 @@ impl Ledger {
 
     pub fn get(&self, user: usize, mailbox: &str) -> Option<&BoxLedger> {
         self.boxes.get(&(user, mailbox.to_string()))
+    }
+
+    /// May this message be gone: its deletion was asked for, or it is a
+    /// copy (of a copy...) of a message that \Deleted was asked for.
+    pub fn may_be_gone(&self, user: usize, mailbox: &str, uid: u32) -> bool {
+        let Some(e) = self.get(user, mailbox).and_then(|b| b.msgs.get(&uid)) else {
+            return false;
+        };
+        if e.delete_requested || e.flag_deleted {
+            return true;
+        }
+        let mut from = e.copied_from.clone();
+        // Copy chains are short; the bound only guards against a cycle.
+        for _ in 0..10_000 {
+            let Some((mb, u)) = from else {
+                return false;
+            };
+            let Some(src) = self.get(user, &mb).and_then(|b| b.msgs.get(&u)) else {
+                return false;
+            };
+            if src.flag_deleted {
+                return true;
+            }
+            from = src.copied_from.clone();
+        }
+        false
     }
 
     pub fn keys(&self) -> Vec<(usize, String)> {
@@ -120,8 +151,16 @@ impl BoxLedger {
         }
     }
 
+    /// MOVE (the source goes) or UID EXPUNGE.
     pub fn request_delete(&mut self, uid: u32) {
         self.msgs.entry(uid).or_default().delete_requested = true;
+    }
+
+    /// STORE +FLAGS \Deleted (or FLAGS including it).
+    pub fn request_flag_deleted(&mut self, uid: u32) {
+        let e = self.msgs.entry(uid).or_default();
+        e.delete_requested = true;
+        e.flag_deleted = true;
     }
 
     pub fn ack_deleted(&mut self, uid: u32, tick: u64) {
@@ -132,10 +171,12 @@ impl BoxLedger {
     }
 
     /// An EXPUNGE response for `uid`: somebody must have asked for it.
+    /// Err for "not as far as this mailbox knows": a copy of a \Deleted
+    /// message is judged later with `Ledger::may_be_gone`.
     pub fn expunged(&mut self, uid: u32) -> Check {
         let e = self.msgs.entry(uid).or_default();
         e.expunged = true;
-        if !e.delete_requested {
+        if !e.delete_requested && !e.flag_deleted {
             return Err(format!(
                 "UID {uid} (message {}) was expunged, but no client set \\Deleted on it, moved it or UID EXPUNGEd it",
                 e.token.as_deref().unwrap_or("?")
@@ -423,17 +464,41 @@ mod tests {
         );
         assert!(b.expunged(3).is_err(), "nobody asked");
         b.ack_new(4, Some("t4"), 3, "APPEND").unwrap();
-        b.request_delete(4);
+        b.request_flag_deleted(4);
         assert!(b.expunged(4).is_ok());
         assert!(b.observe(4, Some("t5")).is_err());
         assert!(b.observe(4, Some("t4")).is_ok());
     }
 
     #[test]
+    fn rfc3501_6_4_7_copies_of_deleted_messages_may_go() {
+        let mut l = Ledger::default();
+        l.mailbox(0, "A")
+            .ack_new(1, Some("a"), 0, "APPEND")
+            .unwrap();
+        l.mailbox(0, "B")
+            .ack_new(1, Some("a"), 0, "COPYUID")
+            .unwrap();
+        l.mailbox(0, "B").msgs.get_mut(&1).unwrap().copied_from = Some(("A".into(), 1));
+        l.mailbox(0, "C")
+            .ack_new(5, Some("a"), 0, "COPYUID")
+            .unwrap();
+        l.mailbox(0, "C").msgs.get_mut(&5).unwrap().copied_from = Some(("B".into(), 1));
+        assert!(!l.may_be_gone(0, "C", 5));
+        // A move of the source does not make the copy deletable...
+        l.mailbox(0, "A").request_delete(1);
+        assert!(!l.may_be_gone(0, "C", 5));
+        // ...\Deleted on it does, down the chain.
+        l.mailbox(0, "A").request_flag_deleted(1);
+        assert!(l.may_be_gone(0, "C", 5));
+        assert!(l.may_be_gone(0, "B", 1));
+    }
+
+    #[test]
     fn rfc3501_6_4_6_deleted_flag_sticks() {
         let mut b = BoxLedger::default();
         b.ack_new(1, Some("a"), 0, "APPEND").unwrap();
-        b.request_delete(1);
+        b.request_flag_deleted(1);
         b.ack_deleted(1, 5);
         assert!(b.check_flags(1, &["\\Seen".into()], 6).is_err());
         assert!(

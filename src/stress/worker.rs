@@ -59,7 +59,9 @@ pub struct Worker {
     appended: u64,
     /// UIDs a command asked about that got no answer (concurrently
     /// expunged, RFC 2180 4): after the next NOOP they must be gone.
-    should_be_gone: BTreeSet<u32>,
+    /// Groups of UIDs of which at least one must be gone (a NO only says
+    /// that some of the messages were expunged).
+    should_be_gone: Vec<Vec<u32>>,
     /// A keyword only this client sets or clears: STORE must report it.
     keyword: String,
     /// The run clock's tick when this session's last NOOP or SELECT was
@@ -82,7 +84,7 @@ impl Worker {
             sel: None,
             lat: Latencies::new(),
             appended: 0,
-            should_be_gone: BTreeSet::new(),
+            should_be_gone: Vec::new(),
             keyword: format!("$StressK{id}"),
             synced: 0,
         }
@@ -406,10 +408,10 @@ impl Worker {
 
     /// Up to `n` distinct random sequence numbers of known messages.
     fn pick_seqs(&mut self, n: usize) -> Vec<u32> {
-        let len = self.model().map(|m| m.len()).unwrap_or(0);
-        if len == 0 {
+        if self.model().is_none_or(|m| m.is_empty()) {
             return vec![];
         }
+        let len = self.model().map(|m| m.len()).unwrap_or(0);
         let k = self.rng.gen_range(1..=n.max(1)).min(len as usize);
         let mut all: Vec<u32> = (1..=len).collect();
         all.shuffle(&mut self.rng);
@@ -733,7 +735,8 @@ impl Worker {
             ));
         }
         self.fill_uids().await?;
-        if self.model().is_some_and(|m| !m.is_empty()) {
+        let before = self.model().map(|m| m.len()).unwrap_or(0);
+        if before > 0 {
             let mut ctx = Ctx {
                 no_expunge: true,
                 ..Ctx::default()
@@ -744,21 +747,21 @@ impl Worker {
             if st.kind != Kind::Ok {
                 return Err(format!("FETCH 1:* (UID) failed: {}", st.text));
             }
+            // "1:*" means the messages there when the command started; an
+            // EXISTS during it may add more (answered or not).
             let seen: BTreeSet<u32> = ctx.fetched.iter().map(|(_, f)| f.seq).collect();
-            let len = self.model().map(|m| m.len()).unwrap_or(0);
-            if seen.len() as u32 != len {
+            if let Some(missing) = (1..=before).find(|n| !seen.contains(n)) {
                 return Err(format!(
-                    "FETCH 1:* (UID) answered for {} messages, but the mailbox has {len}",
-                    seen.len()
+                    "FETCH 1:* (UID) gave nothing for message {missing} of {before}"
                 ));
             }
         }
         let gone = std::mem::take(&mut self.should_be_gone);
         if let Some(m) = self.model() {
-            for uid in gone {
-                if let Some(seq) = m.seq_of(uid) {
+            for group in gone {
+                if !group.is_empty() && group.iter().all(|&u| m.seq_of(u).is_some()) {
                     return Err(format!(
-                        "an earlier command got no data for UID {uid} (as if expunged), yet after NOOP it is still message {seq}"
+                        "an earlier command got no data or NO for UID(s) {group:?} (as if expunged), yet after NOOP all are still in the mailbox"
                     ));
                 }
             }
@@ -877,7 +880,8 @@ impl Worker {
                 .fetch_no
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.should_be_gone.extend(missing);
+        self.should_be_gone
+            .extend(missing.into_iter().map(|u| vec![u]));
         Ok(())
     }
 
@@ -897,7 +901,7 @@ impl Worker {
             let mut l = self.shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
             let b = l.mailbox(self.user, self.mailbox());
             for &u in &uids {
-                b.request_delete(u);
+                b.request_flag_deleted(u);
             }
         }
         let (name, text) = if by_uid {
@@ -915,7 +919,7 @@ impl Worker {
         let st = self.cmd(name, text.clone(), &mut ctx).await?;
         if st.kind != Kind::Ok {
             // RFC 2180 4.2.1 allows NO when some of the messages were expunged.
-            self.should_be_gone.extend(uids.iter().copied());
+            self.should_be_gone.push(uids.clone());
             self.shared
                 .counters
                 .store_no
@@ -929,11 +933,63 @@ impl Worker {
             }
         }
         let mailbox = self.mailbox().to_string();
+        let silent = matches!(expect, Expect::Silent | Expect::DeletedSilent);
+        let unreported: Vec<u32> = uids
+            .iter()
+            .copied()
+            .filter(|u| !reported.contains_key(u))
+            .collect();
+        let mut late: BTreeSet<u32> = BTreeSet::new();
+        if !silent && !unreported.is_empty() {
+            // Some servers (Dovecot) report only flags that changed: ask.
+            self.shared
+                .counters
+                .store_unreported
+                .fetch_add(1, Ordering::Relaxed);
+            let mut ctx = Ctx::default();
+            self.cmd(
+                "UID FETCH",
+                format!("UID FETCH {} (FLAGS)", seq_set(&unreported)),
+                &mut ctx,
+            )
+            .await?;
+            for (u, f) in ctx.fetched {
+                if let (Some(u), Some(fl)) = (u, f.flags) {
+                    if unreported.contains(&u) && !ctx.expunged.contains(&u) {
+                        late.insert(u);
+                        reported.insert(u, fl);
+                    }
+                }
+            }
+        }
+        // A STORE that reported nothing for a message, which still shows
+        // the old flags afterwards, found it expunged: it must go (its
+        // EXPUNGE may only come with a later command).
+        // (A keyword we added may have been replaced away by another
+        // client's FLAGS since: only removals and \Deleted are sure.)
+        let applied = |fl: &Vec<String>| match &expect {
+            Expect::Report(Some((kw, false))) => !fl.iter().any(|f| f.eq_ignore_ascii_case(kw)),
+            Expect::Deleted => fl.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted")),
+            _ => true,
+        };
+        let mut unapplied = Vec::new();
+        for &u in &late {
+            if reported.get(&u).is_some_and(|fl| !applied(fl)) {
+                unapplied.push(u);
+            }
+        }
+        for u in unapplied {
+            reported.remove(&u);
+            late.remove(&u);
+        }
         for &u in &uids {
             match (&expect, reported.get(&u)) {
                 (Expect::Silent | Expect::DeletedSilent, _) => {}
+                // Asked for after the STORE: another client's FLAGS
+                // replacement may have removed our keyword meanwhile.
+                (Expect::Report(Some((_, true))), Some(_)) if late.contains(&u) => {}
                 (_, None) => {
-                    self.should_be_gone.insert(u);
+                    self.should_be_gone.push(vec![u]);
                 }
                 (Expect::Report(Some((kw, set))), Some(fl)) => {
                     let has = fl.iter().any(|f| f.eq_ignore_ascii_case(kw));
@@ -981,6 +1037,9 @@ impl Worker {
         if seqs.is_some() && scope.is_empty() {
             return Ok(());
         }
+        // Only \Deleted stored before this session's last NOOP/SELECT: a
+        // session may act on its own view of the flags (Dovecot does).
+        let synced = self.synced;
         let must_go: Vec<u32> = {
             let l = self.shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
             let b = l.get(self.user, &mailbox);
@@ -989,7 +1048,7 @@ impl Worker {
                 .copied()
                 .filter(|u| {
                     b.and_then(|b| b.msgs.get(u))
-                        .is_some_and(|e| e.deleted_acked.is_some())
+                        .is_some_and(|e| e.deleted_acked.is_some_and(|t| t < synced))
                 })
                 .collect()
         };
@@ -1058,7 +1117,7 @@ impl Worker {
         let st = self.cmd(name, text.clone(), &mut ctx).await?;
         if st.kind != Kind::Ok {
             // RFC 2180 4.4.1: NO when a source message was expunged.
-            self.should_be_gone.extend(uids.iter().copied());
+            self.should_be_gone.push(uids.clone());
             self.shared.counters.copy_no.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -1069,7 +1128,7 @@ impl Worker {
         let Some((validity, src, dst)) = code else {
             if self.has_cap("UIDPLUS") && (!is_move || !ctx.expunged.is_empty()) {
                 // Nothing copied is possible only if all sources vanished.
-                self.should_be_gone.extend(uids.iter().copied());
+                self.should_be_gone.extend(uids.iter().map(|&u| vec![u]));
                 self.shared
                     .counters
                     .missing_answers
@@ -1084,37 +1143,32 @@ impl Worker {
         }
         {
             let mut l = self.shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
-            // Flags travel with the copy (RFC 3501 6.4.7), \Deleted too.
-            let tokens: Vec<(Option<String>, bool)> = {
+            // Flags travel with the copy (RFC 3501 6.4.7), \Deleted too:
+            // the copy records its source (`Ledger::may_be_gone`).
+            let tokens: Vec<Option<String>> = {
                 let b = l.mailbox(self.user, &src_box);
                 src.iter()
-                    .map(|&u| {
-                        let e = b.msgs.get(&u);
-                        (
-                            e.and_then(|e| e.token.clone()),
-                            e.is_some_and(|e| e.delete_requested),
-                        )
-                    })
+                    .map(|&u| b.msgs.get(&u).and_then(|e| e.token.clone()))
                     .collect()
             };
             let b = l.mailbox(self.user, &dest);
             b.check_uidvalidity(validity, "COPYUID")?;
-            for ((s, d), (tok, deleted)) in src.iter().zip(&dst).zip(&tokens) {
+            for ((s, d), tok) in src.iter().zip(&dst).zip(&tokens) {
                 if !uids.contains(s) {
                     return Err(format!(
                         "{text}: COPYUID names source UID {s}, which was not asked for"
                     ));
                 }
                 b.ack_new(*d, tok.as_deref(), floor, "COPYUID")?;
-                if *deleted {
-                    b.request_delete(*d);
+                if let Some(e) = b.msgs.get_mut(d) {
+                    e.copied_from = Some((src_box.clone(), *s));
                 }
             }
         }
         let copied: BTreeSet<u32> = src.iter().copied().collect();
         for &u in &uids {
             if !copied.contains(&u) {
-                self.should_be_gone.insert(u);
+                self.should_be_gone.push(vec![u]);
             }
         }
         if is_move {
@@ -1257,6 +1311,9 @@ impl Worker {
     /// SELECT the same mailbox: acknowledged-\Deleted messages must be gone.
     async fn close_reselect(&mut self) -> Step {
         let mailbox = self.mailbox().to_string();
+        // Only \Deleted stored before this session's last NOOP/SELECT: a
+        // session may act on its own view of the flags (Dovecot does).
+        let synced = self.synced;
         let must_go: Vec<u32> = {
             let l = self.shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
             let b = l.get(self.user, &mailbox);
@@ -1266,7 +1323,7 @@ impl Worker {
                 .into_iter()
                 .filter(|u| {
                     b.and_then(|b| b.msgs.get(u))
-                        .is_some_and(|e| e.deleted_acked.is_some())
+                        .is_some_and(|e| e.deleted_acked.is_some_and(|t| t < synced))
                 })
                 .collect()
         };
