@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need: swaks, openssl, slapd and ldap-utils (apt), pytest (pip).
+# Installs what the tests need: swaks, openssl, slapd and ldap-utils, isync
+# (mbsync) and fetchmail (apt), pytest (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -23,6 +24,9 @@ dpkg -s ca-certificates >/dev/null 2>&1 || missing_apt+=(ca-certificates)
 # the tests never use the system instance.
 dpkg -s slapd >/dev/null 2>&1 || missing_apt+=(slapd)
 dpkg -s ldap-utils >/dev/null 2>&1 || missing_apt+=(ldap-utils)
+# Real clients for tests/integration/test_clients.py.
+command -v mbsync >/dev/null 2>&1 || missing_apt+=(isync)
+command -v fetchmail >/dev/null 2>&1 || missing_apt+=(fetchmail)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
@@ -37,5 +41,7 @@ fi
 
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
+command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) still missing" >&2; exit 1; }
+command -v fetchmail >/dev/null 2>&1 || { echo "install-test-deps: fetchmail still missing" >&2; exit 1; }
 [ -x /usr/sbin/slapd ] || command -v slapd >/dev/null 2>&1 || { echo "install-test-deps: slapd still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }
