@@ -157,7 +157,7 @@ impl Session {
 
     fn command(&mut self, bytes: &[u8]) -> Vec<Action> {
         let cmd = match CommandCodec::new().decode(bytes) {
-            Ok((rest, cmd)) if rest.is_empty() => cmd,
+            Ok((b"", cmd)) => cmd,
             _ => {
                 let tag = tag_of(bytes);
                 return self.bad(tag.as_deref(), "Syntax error");

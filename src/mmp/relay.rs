@@ -294,10 +294,8 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
             _ = &mut idle => End::IdleTimeout,
         }
     };
-    if end == End::IdleTimeout {
-        if opts.goodbye.is_some() && boundary.between_responses() {
-            let _ = client_w.write_all(IDLE_BYE).await;
-        }
+    if end == End::IdleTimeout && opts.goodbye.is_some() && boundary.between_responses() {
+        let _ = client_w.write_all(IDLE_BYE).await;
     }
     let _ = client_w.shutdown().await;
     let _ = store_w.shutdown().await;
