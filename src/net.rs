@@ -162,9 +162,11 @@ pub async fn serve<F, Fut>(
             let mut peer = tcp_peer;
             let mut via = None;
             if proxy_protocol {
+                // Boxed, like the TLS handshake below: the task keeps its
+                // largest state for the whole connection.
                 let read = tokio::time::timeout(
                     crate::proxyproto::HEADER_TIMEOUT,
-                    crate::proxyproto::read_header(&mut conn),
+                    Box::pin(crate::proxyproto::read_header(&mut conn)),
                 )
                 .await;
                 match read {
@@ -210,7 +212,7 @@ pub async fn serve<F, Fut>(
             async move {
                 let mut info = info;
                 let conn: Conn = if tls_mode == TlsMode::Implicit {
-                    match services.tls.accept(conn).await {
+                    match Box::pin(services.tls.accept(conn)).await {
                         Ok(s) => {
                             info.tls_active = true;
                             s

@@ -154,7 +154,9 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         user: None,
         store: None,
     };
-    let (end, tls) = d.preauth(core).await;
+    // Boxed: the pre-login state (login at the store, TLS handshakes) is
+    // large and must not stay allocated for the whole proxied session.
+    let (end, tls) = Box::pin(d.preauth(core)).await;
     let (backend, pipelined) = match end {
         PreEnd::Done(why) => {
             info!(

@@ -99,12 +99,12 @@ impl Harness {
     }
 }
 
-struct Client {
-    io: BufReader<DuplexStream>,
+struct Client<S = DuplexStream> {
+    io: BufReader<S>,
 }
 
-impl Client {
-    fn new(s: DuplexStream) -> Client {
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
+    fn new(s: S) -> Client<S> {
         Client {
             io: BufReader::new(s),
         }
@@ -613,6 +613,55 @@ async fn imap_shutdown_before_login_says_bye() {
     c.line().await;
     h.env.shutdown.cancel();
     assert_eq!(c.line().await, "* BYE Server shutting down\r\n");
+    assert!(c.at_eof().await);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn rfc9051_starttls_then_login_from_a_remote_client() {
+    let (_s1, _s2, h) = two_stores(FakeOpts::default()).await;
+    let mut info = ConnInfo::for_test(Protocol::Imap);
+    info.peer = "192.0.2.7:4444".parse().unwrap();
+    let (mut c, _task) = h.connect_as(info, Proto::Imap);
+    let g = c.line().await;
+    assert!(g.contains("STARTTLS LOGINDISABLED"), "{g}");
+    assert_eq!(
+        c.cmd("a LOGIN alice secret", "a ").await,
+        "a NO [PRIVACYREQUIRED] Use STARTTLS or the IMAPS port first\r\n"
+    );
+    assert_eq!(
+        c.cmd("b STARTTLS", "b ").await,
+        "b OK Begin TLS negotiation now\r\n"
+    );
+    let mut insecure = Config::default();
+    insecure.mmp.backend_tls_insecure = true;
+    let connector =
+        tokio_rustls::TlsConnector::from(super::backend::client_config(&insecure).unwrap());
+    let tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            c.io.into_inner(),
+        )
+        .await
+        .unwrap();
+    let mut c = Client::new(tls);
+    assert_eq!(
+        c.cmd("c CAPABILITY", "c ").await,
+        "* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR ID LITERAL+\r\nc OK CAPABILITY completed\r\n"
+    );
+    assert_eq!(
+        c.cmd("d LOGIN alice secret", "d ").await,
+        "d OK [CAPABILITY IMAP4rev1 IDLE X-STORE1] Logged in\r\n"
+    );
+    assert_eq!(c.cmd("e NOOP", "e ").await, "e OK NOOP done at STORE1\r\n");
+}
+
+#[tokio::test]
+async fn imap_preauth_timeout_says_autologout() {
+    let h = harness(|c| c.mmp.preauth_timeout = 1);
+    let (mut c, task) = h.imap();
+    c.line().await;
+    assert_eq!(c.line().await, "* BYE Autologout; idle for too long\r\n");
     assert!(c.at_eof().await);
     task.await.unwrap();
 }
