@@ -12,6 +12,7 @@ pub mod imap;
 pub mod logging;
 pub mod mmp;
 pub mod net;
+pub mod net_unix;
 pub mod pop3;
 pub mod proxyproto;
 pub mod queue;
