@@ -668,7 +668,7 @@ async fn imap_preauth_timeout_says_autologout() {
 
 // ---- POP3 against the real POP3 store server ----
 
-struct Pop3Store {
+struct RealStore {
     _dir: tempfile::TempDir,
     addr: SocketAddr,
     cert: std::path::PathBuf,
@@ -676,7 +676,13 @@ struct Pop3Store {
 
 /// Runs `crate::pop3::serve` on loopback with an embedded directory that
 /// knows alice@localhost/secret and the proxy user mmp@localhost.
-async fn pop3_store(edit: impl FnOnce(&mut Config)) -> Pop3Store {
+async fn pop3_store(edit: impl FnOnce(&mut Config)) -> RealStore {
+    real_store(Protocol::Pop3, edit).await
+}
+
+/// The real store server of this crate for `protocol` (POP3 or IMAP), with
+/// one message in alice's INBOX.
+async fn real_store(protocol: Protocol, edit: impl FnOnce(&mut Config)) -> RealStore {
     use crate::directory::embedded;
     let dir = tempfile::tempdir().unwrap();
     let services = crate::services::test_services(dir.path(), edit);
@@ -707,16 +713,21 @@ async fn pop3_store(edit: impl FnOnce(&mut Config)) -> Pop3Store {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cert = dir.path().join("tls/cert.pem");
+    let handler: fn(_, _, _) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        match protocol {
+            Protocol::Pop3 => |c, i, s| Box::pin(crate::pop3::serve(c, i, s)),
+            _ => |c, i, s| Box::pin(crate::imap::serve(c, i, s)),
+        };
     tokio::spawn(crate::net::serve(
         listener,
-        Protocol::Pop3,
+        protocol,
         crate::config::TlsMode::StartTls,
         false,
         services.clone(),
         tokio_util::task::TaskTracker::new(),
-        crate::pop3::serve,
+        handler,
     ));
-    Pop3Store {
+    RealStore {
         _dir: dir,
         addr,
         cert,
@@ -844,6 +855,36 @@ async fn pop3_store_tls_with_an_unknown_certificate_is_unavailable() {
         c.cmd("PASS secret", "-ERR").await,
         "-ERR [SYS/TEMP] mail store unavailable\r\n"
     );
+}
+
+#[tokio::test]
+async fn imap_through_the_proxy_to_the_real_imap_store_with_starttls() {
+    let store = real_store(Protocol::Imap, |_| {}).await;
+    let h = harness(|c| {
+        c.mmp
+            .imap_backends
+            .insert("store1.example".into(), store.addr.to_string());
+        c.mmp.backend_tls = "starttls".into();
+        c.mmp.backend_ca_file = store.cert.display().to_string();
+    });
+    let (mut c, task) = h.imap();
+    c.line().await;
+    let r = c.cmd("a LOGIN alice secret", "a ").await;
+    // The store's own post-login capabilities reach the client.
+    assert!(
+        r.starts_with("a OK [CAPABILITY IMAP4rev1 ")
+            && r.contains(" IDLE ")
+            && !r.contains("AUTH="),
+        "{r}"
+    );
+    let r = c.cmd("b SELECT INBOX", "b ").await;
+    assert!(r.contains("* 1 EXISTS\r\n") && r.contains("b OK"), "{r}");
+    let r = c.cmd("c FETCH 1 BODY.PEEK[]", "c ").await;
+    assert!(r.contains("Subject: hi\r\n\r\nhello\r\n"), "{r}");
+    let r = c.cmd("d LOGOUT", "d ").await;
+    assert!(r.starts_with("* BYE") && r.contains("d OK"), "{r}");
+    assert!(c.at_eof().await);
+    task.await.unwrap();
 }
 
 // ---- PROXY protocol on a listener ----
