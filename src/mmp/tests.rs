@@ -677,12 +677,16 @@ struct RealStore {
 /// Runs `crate::pop3::serve` on loopback with an embedded directory that
 /// knows alice@localhost/secret and the proxy user mmp@localhost.
 async fn pop3_store(edit: impl FnOnce(&mut Config)) -> RealStore {
-    real_store(Protocol::Pop3, edit).await
+    real_store(Protocol::Pop3, crate::config::TlsMode::StartTls, edit).await
 }
 
 /// The real store server of this crate for `protocol` (POP3 or IMAP), with
 /// one message in alice's INBOX.
-async fn real_store(protocol: Protocol, edit: impl FnOnce(&mut Config)) -> RealStore {
+async fn real_store(
+    protocol: Protocol,
+    tls_mode: crate::config::TlsMode,
+    edit: impl FnOnce(&mut Config),
+) -> RealStore {
     use crate::directory::embedded;
     let dir = tempfile::tempdir().unwrap();
     let services = crate::services::test_services(dir.path(), edit);
@@ -715,13 +719,13 @@ async fn real_store(protocol: Protocol, edit: impl FnOnce(&mut Config)) -> RealS
     let cert = dir.path().join("tls/cert.pem");
     let handler: fn(_, _, _) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
         match protocol {
-            Protocol::Pop3 => |c, i, s| Box::pin(crate::pop3::serve(c, i, s)),
+            Protocol::Pop3 | Protocol::Pop3s => |c, i, s| Box::pin(crate::pop3::serve(c, i, s)),
             _ => |c, i, s| Box::pin(crate::imap::serve(c, i, s)),
         };
     tokio::spawn(crate::net::serve(
         listener,
         protocol,
-        crate::config::TlsMode::StartTls,
+        tls_mode,
         false,
         services.clone(),
         tokio_util::task::TaskTracker::new(),
@@ -834,6 +838,26 @@ async fn pop3_proxyauth_and_starttls_to_the_real_store() {
 }
 
 #[tokio::test]
+async fn pop3_implicit_tls_to_the_real_store() {
+    let store = real_store(Protocol::Pop3s, crate::config::TlsMode::Implicit, |_| {}).await;
+    let h = harness(|c| {
+        c.mmp
+            .pop3_backends
+            .insert("store1.example".into(), store.addr.to_string());
+        c.mmp.backend_tls = "implicit".into();
+        c.mmp.backend_ca_file = store.cert.display().to_string();
+    });
+    let (mut c, _task) = h.pop3();
+    c.line().await;
+    c.cmd("USER alice", "+OK").await;
+    assert_eq!(
+        c.cmd("PASS secret", "+OK").await,
+        "+OK maildrop has 1 message (22 octets)\r\n"
+    );
+    assert_eq!(c.cmd("STAT", "+OK").await, "+OK 1 22\r\n");
+}
+
+#[tokio::test]
 async fn pop3_store_tls_with_an_unknown_certificate_is_unavailable() {
     let store = pop3_store(|_| {}).await;
     let other = tempfile::tempdir().unwrap();
@@ -859,7 +883,7 @@ async fn pop3_store_tls_with_an_unknown_certificate_is_unavailable() {
 
 #[tokio::test]
 async fn imap_through_the_proxy_to_the_real_imap_store_with_starttls() {
-    let store = real_store(Protocol::Imap, |_| {}).await;
+    let store = real_store(Protocol::Imap, crate::config::TlsMode::StartTls, |_| {}).await;
     let h = harness(|c| {
         c.mmp
             .imap_backends
