@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# IMAP benchmark of msgd (release build) on loopback, optionally side by side
+# with Dovecot from Debian on the same machine:
+#   1. `msgd stress` random workload (APPEND/FETCH/STORE/COPY/MOVE/EXPUNGE/
+#      IDLE/SEARCH/NOOP on shared mailboxes, every response checked),
+#   2. `msgd stress --workload sessions` (login, select, fetch headers,
+#      fetch bodies, store flags, append, expunge, logout),
+#   3. memory per idle logged-in connection: N connections, LOGIN + SELECT
+#      each, server RSS (and PSS, summed over all server processes) before
+#      and while they are open.
+# Commands per second and p50/p99 per command come from `msgd stress`.
+#
+#   scripts/bench-imap.sh [--duration SECS] [--clients N] [--idle N]
+#                         [--no-dovecot] [--no-build] [--out FILE]
+#
+# MSGD_BIN overrides the binary (default target/release/msgd, built here).
+# Everything listens on 127.0.0.1 on free ports in a temporary directory;
+# every step is bounded in time; the script stops what it started.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+
+DURATION=20
+CLIENTS=8
+IDLE=1000
+DOVECOT=1
+BUILD=1
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION="$2"; shift 2 ;;
+        --clients) CLIENTS="$2"; shift 2 ;;
+        --idle) IDLE="$2"; shift 2 ;;
+        --no-dovecot) DOVECOT=0; shift ;;
+        --no-build) BUILD=0; shift ;;
+        --out) OUT="$2"; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "bench-imap: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+# Many connections need many descriptors, in this shell and its children.
+hard="$(ulimit -Hn)"
+if [ "$hard" = unlimited ] || [ "$hard" -gt 65536 ]; then hard=65536; fi
+ulimit -n "$hard"
+if [ "$(ulimit -n)" -lt $((IDLE * 2 + 100)) ]; then
+    echo "bench-imap: ulimit -n is $(ulimit -n), too low for $IDLE idle connections" >&2
+    exit 1
+fi
+
+if [ -n "${MSGD_BIN:-}" ]; then
+    MSGD="$MSGD_BIN"
+else
+    MSGD="$root/target/release/msgd"
+    if [ "$BUILD" = 1 ]; then
+        cargo build --release
+    fi
+fi
+[ -x "$MSGD" ] || { echo "bench-imap: $MSGD is not an executable" >&2; exit 1; }
+
+WORK="$(mktemp -d /tmp/bench-imap.XXXXXX)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    if [ -f "$WORK/dovecot/run/master.pid" ]; then
+        kill "$(cat "$WORK/dovecot/run/master.pid")" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port, seconds
+    local i
+    for i in $(seq 1 $(($2 * 10))); do
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.5)" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench-imap: nothing listens on port $1 after $2 s" >&2
+    return 1
+}
+
+# Sum of VmRSS and of Pss (kB) over the given PIDs.
+mem_of() {
+    local rss=0 pss=0 p v
+    for p in "$@"; do
+        v="$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)"
+        rss=$((rss + ${v:-0}))
+        v="$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)"
+        pss=$((pss + ${v:-0}))
+    done
+    echo "$rss $pss"
+}
+
+# A process and all its descendants.
+tree_of() {
+    local p="$1" c
+    echo "$p"
+    for c in $(pgrep -P "$p" 2>/dev/null || true); do
+        tree_of "$c"
+    done
+}
+
+report() { echo "$@" | tee -a "$WORK/summary"; }
+
+USERS_ARG="bench1@example.test:bench-pw-1,bench2@example.test:bench-pw-2"
+
+# run_server NAME PORT PIDFN: the three measurements against one server.
+run_server() {
+    local name="$1" port="$2" pidfn="$3" out
+    out="$WORK/$name"
+    mkdir -p "$out"
+    report ""
+    report "=== $name: stress workload, $CLIENTS clients, $DURATION s"
+    timeout $((DURATION + 120)) "$MSGD" stress --port "$port" --users "$USERS_ARG" \
+        --clients "$CLIENTS" --duration "$DURATION" --seed 1 >"$out/stress.txt" 2>"$out/stress.err" || true
+    grep -v '^    [CS]: ' "$out/stress.txt" | tee -a "$WORK/summary"
+
+    report ""
+    report "=== $name: session workload (login, select, fetch headers, fetch bodies, store, append, expunge, logout), $CLIENTS clients, $DURATION s"
+    timeout $((DURATION + 120)) "$MSGD" stress --port "$port" --users "$USERS_ARG" --workload sessions \
+        --clients "$CLIENTS" --duration "$DURATION" --seed 2 >"$out/sessions.txt" 2>"$out/sessions.err" || true
+    grep -v '^    [CS]: ' "$out/sessions.txt" | tee -a "$WORK/summary"
+
+    report ""
+    report "=== $name: $IDLE idle connections (LOGIN + SELECT INBOX each)"
+    local before after first hold=$((IDLE / 20 + 30))
+    sleep 1
+    # shellcheck disable=SC2046
+    first="$(mem_of $($pidfn))"
+    # A first round brings the allocator to its steady state (password
+    # hashing's buffers, thread pools); the second round is measured.
+    timeout $((hold + 120)) "$MSGD" stress --port "$port" --users "$USERS_ARG" --idle-conns "$IDLE" \
+        --duration 1 >"$out/idle-warmup.txt" 2>"$out/idle-warmup.err" || true
+    sed 's/^/warm-up /' "$out/idle-warmup.txt" | tee -a "$WORK/summary"
+    sleep 2
+    # shellcheck disable=SC2046
+    before="$(mem_of $($pidfn))"
+    read -r rssw pssw <<<"$first"
+    read -r rssb pssb <<<"$before"
+    report "$name memory: before the warm-up RSS ${rssw} kB PSS ${pssw} kB; after it (all closed) RSS ${rssb} kB PSS ${pssb} kB"
+    timeout $((hold + 120)) "$MSGD" stress --port "$port" --users "$USERS_ARG" --idle-conns "$IDLE" \
+        --duration "$hold" >"$out/idle.txt" 2>"$out/idle.err" &
+    local sp=$!
+    PIDS+=("$sp")
+    local i
+    for i in $(seq 1 $((hold * 10))); do
+        grep -q '^idle: .* logged in' "$out/idle.txt" 2>/dev/null && break
+        sleep 0.1
+    done
+    sleep 2
+    # shellcheck disable=SC2046
+    after="$(mem_of $($pidfn))"
+    local nproc
+    nproc="$($pidfn | wc -l)"
+    kill "$sp" 2>/dev/null || true
+    wait "$sp" 2>/dev/null || true
+    cat "$out/idle.txt" | tee -a "$WORK/summary"
+    local opened
+    opened="$(sed -n 's/^idle: \([0-9]*\) connections logged in.*/\1/p' "$out/idle.txt")"
+    opened="${opened:-0}"
+    read -r rss0 pss0 <<<"$before"
+    read -r rss1 pss1 <<<"$after"
+    report "$name memory: with $opened idle connections RSS ${rss1} kB PSS ${pss1} kB ($nproc processes)"
+    if [ "$opened" -gt 0 ]; then
+        report "$name per idle connection (steady state): RSS $(( (rss1 - rss0) / opened )) kB, PSS $(( (pss1 - pss0) / opened )) kB"
+    fi
+}
+
+# ---------------------------------------------------------------- msgd
+cfg="$WORK/msgd.toml"
+{
+    echo "[server]"
+    echo "hostname = \"mail.example.test\""
+    echo "data_dir = \"$WORK/msgd-data\""
+    echo "domain = \"example.test\""
+    echo
+    echo "[log]"
+    echo "level = \"warn\""
+    echo
+    echo "[limits]"
+    echo "max_connections = 20000"
+    echo "max_connections_per_ip = 20000"
+    for l in lmtp imap imaps pop3 pop3s http; do
+        echo
+        echo "[listener.$l]"
+        echo "bind = [\"127.0.0.1:$(free_port)\"]"
+    done
+} >"$cfg"
+MSGD_PORT="$(sed -n '/^\[listener.imap\]/{n;s/.*:\([0-9]*\)".*/\1/p}' "$cfg")"
+for u in bench1 bench2; do
+    n="${u#bench}"
+    echo "bench-pw-$n" | "$MSGD" --config "$cfg" --role store user add "$u@example.test" >/dev/null
+done
+"$MSGD" --config "$cfg" --role store >"$WORK/msgd.out" 2>"$WORK/msgd.err" &
+MSGD_PID=$!
+PIDS+=("$MSGD_PID")
+wait_port "$MSGD_PORT" 30
+msgd_pids() { echo "$MSGD_PID"; }
+
+{
+    echo "bench-imap: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr)"
+    echo "bench-imap: msgd $("$MSGD" --version | awk '{print $2}') ($MSGD), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "bench-imap: $0 --duration $DURATION --clients $CLIENTS --idle $IDLE$([ "$DOVECOT" = 1 ] || echo ' --no-dovecot')"
+} | tee "$WORK/summary"
+
+run_server msgd "$MSGD_PORT" msgd_pids
+kill "$MSGD_PID" 2>/dev/null || true
+wait "$MSGD_PID" 2>/dev/null || true
+
+# ---------------------------------------------------------------- Dovecot
+if [ "$DOVECOT" = 1 ]; then
+    if ! command -v dovecot >/dev/null 2>&1 || ! dpkg -s dovecot-imapd >/dev/null 2>&1; then
+        echo "bench-imap: installing dovecot-imapd" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends dovecot-imapd >/dev/null
+        # The package's own instance is not needed: ours is private.
+        systemctl stop dovecot 2>/dev/null || service dovecot stop 2>/dev/null || true
+    fi
+    d="$WORK/dovecot"
+    mkdir -p "$d/run" "$d/state" "$d/home"
+    chmod 755 "$WORK" "$d"
+    DV_PORT="$(free_port)"
+    mail_user="$(id -u nobody):$(id -g nobody)"
+    # The same Argon2id hashes msgd verifies (same cost per LOGIN).
+    for u in bench1 bench2; do
+        hash="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["users"][sys.argv[2]]["password"])' \
+            "$WORK/msgd-data/directory.json" "$u@example.test" 2>/dev/null || true)"
+        case "$hash" in
+            '$argon2id$'*) hash="{ARGON2ID}$hash" ;;
+            *) n="${u#bench}"; hash="{PLAIN}bench-pw-$n"; echo "bench-imap: Dovecot uses a PLAIN password for $u" >&2 ;;
+        esac
+        echo "$u@example.test:$hash:${mail_user}::$d/home/$u" >>"$d/passwd"
+    done
+    chown -R "$mail_user" "$d/home"
+    cat >"$d/dovecot.conf" <<EOF
+base_dir = $d/run
+state_dir = $d/state
+log_path = $d/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+first_valid_uid = 100
+# no login cache: every LOGIN verifies the hash, as msgd does
+auth_cache_size = 0
+default_login_user = dovenull
+default_internal_user = dovecot
+mail_location = maildir:~/Maildir
+# the same durability msgd gives: fsync before OK
+mail_fsync = always
+default_process_limit = $((IDLE + 200))
+default_client_limit = $((IDLE * 2 + 400))
+service anvil {
+  client_limit = $((IDLE * 4 + 1000))
+}
+passdb {
+  driver = passwd-file
+  args = username_format=%u $d/passwd
+}
+protocol imap {
+  mail_max_userip_connections = $((IDLE + 100))
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u $d/passwd
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $DV_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+namespace inbox {
+  inbox = yes
+}
+EOF
+    dovecot -c "$d/dovecot.conf"
+    wait_port "$DV_PORT" 30
+    dv_pids() { tree_of "$(cat "$d/run/master.pid")"; }
+    report ""
+    report "bench-imap: Dovecot $(dovecot --version), maildir, mail_fsync=always, one imap process per connection, same Argon2id password hashes"
+    run_server dovecot "$DV_PORT" dv_pids
+    kill "$(cat "$d/run/master.pid")" 2>/dev/null || true
+fi
+
+if [ -n "$OUT" ]; then
+    cp "$WORK/summary" "$OUT"
+    echo "bench-imap: summary written to $OUT"
+fi
