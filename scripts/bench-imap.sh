@@ -93,23 +93,26 @@ wait_port() { # port, seconds
 
 # Sum of VmRSS and of Pss (kB) over the given PIDs.
 mem_of() {
-    local rss=0 pss=0 p v
-    for p in "$@"; do
-        v="$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)"
-        rss=$((rss + ${v:-0}))
-        v="$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)"
-        pss=$((pss + ${v:-0}))
-    done
+    local p rss pss
+    rss="$(for p in "$@"; do cat "/proc/$p/status" 2>/dev/null; done | awk '/^VmRSS:/ {s += $2} END {print s + 0}')"
+    pss="$(for p in "$@"; do cat "/proc/$p/smaps_rollup" 2>/dev/null; done | awk '/^Pss:/ {s += $2} END {print s + 0}')"
     echo "$rss $pss"
 }
 
-# A process and all its descendants.
+# A process and all its descendants (one ps listing: with a thousand
+# processes, a pgrep per process would take longer than the measurement).
 tree_of() {
-    local p="$1" c
-    echo "$p"
-    for c in $(pgrep -P "$p" 2>/dev/null || true); do
-        tree_of "$c"
-    done
+    ps -e -o pid= -o ppid= | awk -v root="$1" '
+        { parent[$1] = $2; pids[NR] = $1 }
+        END {
+            for (i = 1; i <= NR; i++) {
+                p = pids[i]
+                for (n = 0; p != "" && p != 0 && n < 64; n++) {
+                    if (p == root) { print pids[i]; break }
+                    p = parent[p]
+                }
+            }
+        }'
 }
 
 report() { echo "$@" | tee -a "$WORK/summary"; }
@@ -160,10 +163,11 @@ run_server() {
         sleep 0.1
     done
     sleep 2
-    # shellcheck disable=SC2046
-    after="$(mem_of $($pidfn))"
-    local nproc
-    nproc="$($pidfn | wc -l)"
+    local pids nproc
+    pids="$($pidfn)"
+    # shellcheck disable=SC2086
+    after="$(mem_of $pids)"
+    nproc="$(echo "$pids" | wc -l)"
     kill "$sp" 2>/dev/null || true
     wait "$sp" 2>/dev/null || true
     cat "$out/idle.txt" | tee -a "$WORK/summary"
