@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need: swaks, openssl, slapd and ldap-utils (apt), pytest (pip).
+# Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix (apt), pytest (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -23,10 +23,18 @@ dpkg -s ca-certificates >/dev/null 2>&1 || missing_apt+=(ca-certificates)
 # the tests never use the system instance.
 dpkg -s slapd >/dev/null 2>&1 || missing_apt+=(slapd)
 dpkg -s ldap-utils >/dev/null 2>&1 || missing_apt+=(ldap-utils)
+# Postfix: the two-tier test runs a private instance as an LMTP client of the
+# store, and scripts/bench-mta-in.sh sends with its smtp-source. Preseeded to
+# "No configuration": the package then sets up no system mail service.
+postfix_missing=0
+dpkg -s postfix >/dev/null 2>&1 || { missing_apt+=(postfix); postfix_missing=1; }
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
     $SUDO apt-get update -qq
+    if [ "$postfix_missing" -eq 1 ]; then
+        echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+    fi
     $SUDO apt-get install -y -qq --no-install-recommends "${missing_apt[@]}" >/dev/null
 fi
 
@@ -38,4 +46,5 @@ fi
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
 [ -x /usr/sbin/slapd ] || command -v slapd >/dev/null 2>&1 || { echo "install-test-deps: slapd still missing" >&2; exit 1; }
+[ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] || { echo "install-test-deps: postfix (smtp-source) still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }
