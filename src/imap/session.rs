@@ -598,6 +598,18 @@ impl Session {
         let domain = self.config.server.domain.clone();
         match dir.authenticate(login, password, &domain).await {
             Ok(AuthResult::Ok(account)) => {
+                // Only this store's own users (as POP3): a user whose
+                // mailHost names another store would otherwise get an empty
+                // INBOX created here (clients reach the right store through
+                // the mmp).
+                if !crate::route::is_own_store(&self.config, account.mail_host.as_deref()) {
+                    warn!(user = %account.address, mail_host = ?account.mail_host,
+                        "IMAP login for a user of another store refused");
+                    return Ok(Reply::no(
+                        Some("UNAVAILABLE"),
+                        "Mailbox is on another server",
+                    ));
+                }
                 if let Err(e) = self
                     .store()
                     .ensure_user(&account.address, account.partition.as_deref())

@@ -909,3 +909,40 @@ async fn rfc3501_6_3_4_delete_parent_keeps_children() {
     );
     assert!(c.cmd("e DELETE p").await.starts_with("e NO"));
 }
+
+/// RFC 5530 3 (UNAVAILABLE): a store serves only its own users; a user
+/// whose mailHost names another store is refused, and no mailbox is created.
+#[tokio::test]
+async fn rfc5530_unavailable_for_a_user_of_another_store() {
+    let dir = tempfile::tempdir().unwrap();
+    embedded::edit(&dir.path().join("directory.json"), |d| {
+        embedded::add_user(d, "dave@example.com", "dave-password", None, true)?;
+        if let Some(u) = d.users.get_mut("dave@example.com") {
+            u.account.mail_host = Some("store2.example".into());
+        }
+        embedded::add_user(d, USER, PASS, None, true)
+    })
+    .unwrap();
+    let services = crate::services::test_services(dir.path(), |c| {
+        c.server.domain = "example.com".into();
+        c.store.dbcachesize = 4 << 20;
+        c.store.host = "store1.example".into();
+    });
+    let h = Harness {
+        _dir: dir,
+        services,
+    };
+    let mut c = Client::connect(&h).await;
+    let r = c.cmd("a LOGIN dave@example.com dave-password").await;
+    assert!(r.starts_with("a NO [UNAVAILABLE]"), "{r}");
+    // the store's own user (no mailHost: here) still logs in
+    let r = c.cmd(&format!("b LOGIN {USER} {PASS}")).await;
+    assert!(r.starts_with("b OK"), "{r}");
+    assert!(h
+        .services
+        .store()
+        .list("dave@example.com")
+        .await
+        .unwrap()
+        .is_empty());
+}

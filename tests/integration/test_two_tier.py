@@ -147,6 +147,11 @@ def assert_absent(node: Node, address: str, mid: str) -> None:
     assert mid not in ids, f"{mid} for {address} wrongly landed on {node.name}"
 
 
+def assert_not_stored(node: Node, mid: str) -> None:
+    files = node.stored_files_with(mid)
+    assert not files, f"{mid} wrongly stored on {node.name}: {files}"
+
+
 # --------------------------------------------------------------------------
 # routing
 
@@ -156,9 +161,9 @@ def test_each_user_lands_on_own_store(cluster):
     send(cluster.mta, REMOTE, [ALICE, BOB], data)
     assert_once(cluster.s1, ALICE, mid)
     assert_once(cluster.s2, BOB, mid)
-    # and not on the other store (a login there sees an empty mailbox)
-    assert_absent(cluster.s2, ALICE, mid)
-    assert_absent(cluster.s1, BOB, mid)
+    # one copy on each store's disk, none on the other
+    assert len(cluster.s1.stored_files_with(mid)) == 1
+    assert len(cluster.s2.stored_files_with(mid)) == 1
     # bob's mailbox is in his mailMessageStore partition on store2
     assert list((cluster.s2.data_dir / "partition" / "secondary").rglob("*")), "nothing in store2's secondary partition"
     wait_until(lambda: not cluster.queued(mid), 10)
@@ -232,7 +237,26 @@ def test_inactive_user_refused(cluster):
         c.smtp_cmd("QUIT")
 
 
-def test_store_refuses_users_of_another_store(cluster):
+def test_store_serves_only_its_own_users(cluster):
+    """IMAP and POP3 on store2 refuse store1's alice (temporarily: the mmp
+    is what routes clients) rather than show her an empty mailbox."""
+    import imaplib
+    import poplib
+
+    with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
+        cluster.s2.imap(ALICE)
+    p = poplib.POP3("127.0.0.1", cluster.s2.ports["pop3"], timeout=20)
+    try:
+        p.user(ALICE)
+        with pytest.raises(poplib.error_proto, match="SYS/TEMP"):
+            p.pass_("alice-secret")
+    finally:
+        p.close()
+    # her own store lets her in
+    cluster.s1.imap(ALICE).logout()
+
+
+def test_store_refuses_lmtp_for_users_of_another_store(cluster):
     """LMTP straight to store2 for store1's alice: 550 5.1.6, per recipient."""
     with LineClient(cluster.s2.ports["lmtp"]) as c:
         assert c.smtp_reply()[0] == 220

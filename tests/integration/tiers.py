@@ -179,7 +179,7 @@ class Node:
     free loopback ports for the listeners its role serves."""
 
     def __init__(self, root: Path, role: str, name: str, ldap: Ldap | None, extra: str = "",
-                 log_level: str | None = None):
+                 log_level: str | None = None, cache_ttl: int = 1):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.role = role
@@ -194,6 +194,7 @@ class Node:
         self.sock_dir = short_tmpdir(f"msgd-{name}-") if "lmtp" in wanted else None
         self.lmtp_socket = self.sock_dir / "lmtp.sock" if self.sock_dir else None
         self.extra = extra
+        self.cache_ttl = cache_ttl
         self.log_level = log_level or os.environ.get("MSGD_TEST_LOG_LEVEL", "info")
         self.proc: subprocess.Popen | None = None
         self.config_path.write_text(self.config_text())
@@ -222,7 +223,7 @@ class Node:
             lines.append("")
         text = "\n".join(lines) + "\n"
         if self.ldap is not None:
-            text += self.ldap.toml() + "\n"
+            text += self.ldap.toml(self.cache_ttl) + "\n"
         return text + textwrap.dedent(self.extra)
 
     # -- process
@@ -289,6 +290,19 @@ class Node:
         m = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=timeout)
         m.login(address, password or PASSWORDS[address])
         return m
+
+    def stored_files_with(self, needle: str) -> list[Path]:
+        """Message files (`*.msg` in any partition) containing `needle`:
+        whatever a client could or could not see, the store's disk says
+        whether a message reached it."""
+        out = []
+        for f in self.data_dir.glob("partition/**/*.msg"):
+            try:
+                if needle.encode() in f.read_bytes():
+                    out.append(f)
+            except FileNotFoundError:
+                pass
+        return out
 
     def queue_files(self) -> list[Path]:
         q = self.data_dir / "queue"
