@@ -59,6 +59,7 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
             let login = crate::directory::qualify_login(&login, "localhost");
             match (login.as_str(), password.as_str()) {
                 (USER, "secret") => Ok(AuthResult::Ok(account(USER))),
+                ("mmp@localhost", "proxy pw") => Ok(AuthResult::Ok(account("mmp@localhost"))),
                 (_, "inactive") => Ok(AuthResult::Inactive),
                 (_, "down") => Err(DirError::Temporary("test".into())),
                 _ => Ok(AuthResult::Failed),
@@ -71,6 +72,19 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
         tls,
         shutdown: CancellationToken::new(),
         authenticate,
+        lookup: Arc::new(|address: String| {
+            Box::pin(async move {
+                match address.as_str() {
+                    USER => Ok(Some(account(USER))),
+                    "off@localhost" => Ok(Some(Account {
+                        active: false,
+                        ..account("off@localhost")
+                    })),
+                    "down@localhost" => Err(DirError::Temporary("test".into())),
+                    _ => Ok(None),
+                }
+            })
+        }),
     };
     Harness {
         _dir: dir,
@@ -474,6 +488,69 @@ async fn too_long_line_gets_error_and_session_continues() {
     assert_eq!(c.cmd(&long).await, "-ERR line too long\r\n");
     assert_eq!(c.cmd("CAPA").await, "+OK Capability list follows\r\n");
     c.body().await;
+}
+
+/// The store side of the mmp's `proxyauth` login mode: a user listed in
+/// `pop3.proxy_users` logs in as another user with AUTH PLAIN and an
+/// authorization identity; nobody else may.
+#[tokio::test]
+async fn rfc4616_proxy_user_logs_in_as_the_authorization_identity() {
+    use base64::Engine;
+    let e = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let h = harness_with(|c| c.pop3.proxy_users = vec!["mmp@localhost".into()]);
+    h.deliver(b"Subject: for alice\r\n\r\nhi\r\n").await;
+    let (mut c, _task) = h.connect();
+    c.line().await;
+    let ok = c
+        .cmd(&format!(
+            "AUTH PLAIN {}",
+            e(b"alice@localhost\0mmp@localhost\0proxy pw")
+        ))
+        .await;
+    assert!(ok.starts_with("+OK maildrop has 1 message"), "{ok}");
+    assert_eq!(c.cmd("QUIT").await, "+OK msgd POP3 server signing off\r\n");
+    for (authz, pw, expect) in [
+        (
+            "alice@localhost",
+            "wrong",
+            "-ERR [AUTH] Authentication failed\r\n",
+        ),
+        (
+            "nobody@localhost",
+            "proxy pw",
+            "-ERR [AUTH] Authentication failed\r\n",
+        ),
+        (
+            "off@localhost",
+            "proxy pw",
+            "-ERR [AUTH] account disabled\r\n",
+        ),
+        (
+            "down@localhost",
+            "proxy pw",
+            "-ERR [SYS/TEMP] directory unavailable\r\n",
+        ),
+    ] {
+        let (mut c, _task) = h.connect();
+        c.line().await;
+        let raw = format!("{authz}\0mmp@localhost\0{pw}");
+        assert_eq!(
+            c.cmd(&format!("AUTH PLAIN {}", e(raw.as_bytes()))).await,
+            expect,
+            "{authz}"
+        );
+    }
+    // alice is no proxy user: she may not act as mmp.
+    let (mut c, _task) = h.connect();
+    c.line().await;
+    assert_eq!(
+        c.cmd(&format!(
+            "AUTH PLAIN {}",
+            e(b"mmp@localhost\0alice@localhost\0secret")
+        ))
+        .await,
+        "-ERR [AUTH] not authorized to act as that user\r\n"
+    );
 }
 
 /// The public entry point with real `Services`: embedded directory, store
