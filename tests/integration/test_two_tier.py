@@ -15,6 +15,8 @@ restart it before they end, so they can share one set of processes.
 
 from __future__ import annotations
 
+import imaplib
+import poplib
 import re
 import shutil
 import subprocess
@@ -240,9 +242,6 @@ def test_inactive_user_refused(cluster):
 def test_store_serves_only_its_own_users(cluster):
     """IMAP and POP3 on store2 refuse store1's alice (temporarily: the mmp
     is what routes clients) rather than show her an empty mailbox."""
-    import imaplib
-    import poplib
-
     with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
         cluster.s2.imap(ALICE)
     p = poplib.POP3("127.0.0.1", cluster.s2.ports["pop3"], timeout=20)
@@ -496,7 +495,6 @@ def test_all_in_one_with_ldap(cluster, tmp_path):
         assert r["nobody@example.test"][0] == 550 and r["nobody@example.test"][1].startswith("5.1.1"), r
         assert r["x@elsewhere.test"][0] == 550 and r["x@elsewhere.test"][1].startswith("5.7.1"), r
         # a wrong password is refused by the LDAP bind
-        import imaplib
         with pytest.raises(imaplib.IMAP4.error):
             aio.imap(ALICE, "wrong-password")
         aio.stop()

@@ -14,7 +14,6 @@ import pwd
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
