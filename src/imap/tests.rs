@@ -70,7 +70,7 @@ impl Client {
     pub async fn logged_in(h: &Harness) -> Client {
         let mut c = Self::connect(h).await;
         let r = c.cmd(&format!("L LOGIN {USER} {PASS}")).await;
-        assert!(r.ends_with("L OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID IDLE NAMESPACE UIDPLUS UNSELECT CHILDREN SPECIAL-USE MOVE] Logged in\r\n"), "{r}");
+        assert!(tagged(&r).starts_with("L OK [CAPABILITY IMAP4rev1 IMAP4rev2 "), "{r}");
         c
     }
 
@@ -373,7 +373,7 @@ async fn rfc3501_6_3_8_list_special_use_and_children() {
         "* LIST (\\Noselect) \"/\" \"\"\r\nb OK LIST completed\r\n"
     );
     let r = c.cmd("c CREATE Work/Projects/2024").await;
-    assert_eq!(r, "c OK CREATE completed\r\n");
+    assert!(r.starts_with("c OK [MAILBOXID (") && r.ends_with("CREATE completed\r\n"), "{r}");
     let r = c.cmd("d LIST \"\" %").await;
     assert!(
         r.contains("* LIST (\\HasChildren) \"/\" \"Work\"\r\n"),
@@ -394,7 +394,7 @@ async fn rfc3501_5_1_3_mailbox_names_in_modified_utf7() {
     let h = harness();
     let mut c = Client::logged_in(&h).await;
     let r = c.cmd("a CREATE \"Entw&APw-rfe\"").await;
-    assert_eq!(r, "a OK CREATE completed\r\n");
+    assert!(r.starts_with("a OK [MAILBOXID (") && r.ends_with("CREATE completed\r\n"), "{r}");
     let r = c.cmd("b LIST \"\" Entw*").await;
     assert!(r.contains("\"Entw&APw-rfe\"\r\n"), "{r}");
     let list = h.services.store().list(USER).await.unwrap();
@@ -410,10 +410,10 @@ async fn rfc3501_5_1_3_mailbox_names_in_modified_utf7() {
 async fn rfc3501_6_3_create_rename_delete() {
     let h = harness();
     let mut c = Client::logged_in(&h).await;
-    assert_eq!(
-        c.cmd("a CREATE Projects").await,
-        "a OK CREATE completed\r\n"
-    );
+    assert!(c
+        .cmd("a CREATE Projects")
+        .await
+        .starts_with("a OK [MAILBOXID ("));
     assert!(c
         .cmd("b CREATE Projects")
         .await
@@ -573,7 +573,7 @@ async fn rfc3501_6_4_5_fetch_metadata_and_bodies() {
         "* 1 FETCH (FLAGS (\\Seen \\Recent) UID 1)\r\ne OK FETCH completed\r\n"
     );
     assert!(c.cmd("f FETCH 2 FLAGS").await.starts_with("f BAD"));
-    assert!(c.cmd("g FETCH 1 (BINARY[1])").await.starts_with("g BAD"));
+    assert!(c.cmd("g FETCH 1 (BOGUS[1])").await.starts_with("g BAD"));
 }
 
 #[tokio::test]
@@ -759,7 +759,7 @@ async fn rfc2342_namespace_and_rfc2971_id() {
     let mut c = Client::logged_in(&h).await;
     assert_eq!(
         c.cmd("a NAMESPACE").await,
-        "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\na OK NAMESPACE completed\r\n"
+        "* NAMESPACE ((\"\" \"/\")) ((\"Other Users/\" \"/\")) NIL\r\na OK NAMESPACE completed\r\n"
     );
     let r = c.cmd("b ID NIL").await;
     assert!(r.starts_with("* ID (\"name\" \"msgd\""), "{r}");
