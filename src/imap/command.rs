@@ -236,6 +236,13 @@ pub enum Cmd {
     MyRights {
         mailbox: Vec<u8>,
     },
+    Append {
+        mailbox: Vec<u8>,
+        flags: Vec<String>,
+        /// INTERNALDATE: Unix seconds and zone offset in minutes.
+        date: Option<(i64, i16)>,
+        data: Vec<u8>,
+    },
 }
 
 impl Cmd {
@@ -258,6 +265,7 @@ impl Cmd {
             Cmd::DeleteAcl { .. } => "DELETEACL",
             Cmd::ListRights { .. } => "LISTRIGHTS",
             Cmd::MyRights { .. } => "MYRIGHTS",
+            Cmd::Append { .. } => "APPEND",
         }
     }
 
@@ -310,6 +318,7 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
             && matches!(
                 name.as_str(),
                 "LIST"
+                    | "APPEND"
                     | "CREATE"
                     | "STATUS"
                     | "ENABLE"
@@ -526,7 +535,10 @@ impl<'a> P<'a> {
         self.expect(b'\n', "bad literal")?;
         let n = usize::try_from(n).map_err(|_| "literal too big")?;
         let end = self.i.checked_add(n).ok_or("literal too big")?;
-        let data = self.b.get(self.i..end).ok_or("literal shorter than announced")?;
+        let data = self
+            .b
+            .get(self.i..end)
+            .ok_or("literal shorter than announced")?;
         self.i = end;
         Ok(Cow::Borrowed(data))
     }
@@ -779,6 +791,10 @@ impl<'a> P<'a> {
                     Cmd::ListRights { mailbox, id }
                 })
             }
+            "APPEND" => {
+                self.sp()?;
+                self.append()
+            }
             "SETACL" => {
                 self.sp()?;
                 let mailbox = self.mailbox()?;
@@ -794,6 +810,93 @@ impl<'a> P<'a> {
             }
             _ => Err("unknown command"),
         }
+    }
+
+    /// APPEND mailbox [flags] [date-time] (literal / literal8 /
+    /// "UTF8" SP "(" literal8 ")") (RFC 9051 6.3.12, RFC 3516, RFC 6855 4).
+    fn append(&mut self) -> R<Cmd> {
+        let mailbox = self.mailbox()?;
+        self.sp()?;
+        let mut flags = Vec::new();
+        if self.peek() == Some(b'(') {
+            flags = self.paren_list(|p| p.flag())?;
+            self.sp()?;
+        }
+        let mut date = None;
+        if self.peek() == Some(b'"') {
+            date = Some(self.date_time()?);
+            self.sp()?;
+        }
+        let data = if self.keyword("UTF8") {
+            self.sp()?;
+            self.expect(b'(', "expected '('")?;
+            self.expect(b'~', "expected literal8")?;
+            let d = self.literal()?.into_owned();
+            self.expect(b')', "expected ')'")?;
+            d
+        } else {
+            match self.peek() {
+                Some(b'{') => self.literal()?.into_owned(),
+                Some(b'~') => {
+                    self.i += 1;
+                    self.literal()?.into_owned()
+                }
+                _ => return Err("expected the message literal"),
+            }
+        };
+        Ok(Cmd::Append {
+            mailbox,
+            flags,
+            date,
+            data,
+        })
+    }
+
+    /// date-time = DQUOTE date-day-fixed "-" date-month "-" date-year SP
+    /// time SP zone DQUOTE.
+    fn date_time(&mut self) -> R<(i64, i16)> {
+        self.expect(b'"', "expected a date-time")?;
+        self.eat(b' ');
+        let day = self.number()?;
+        self.expect(b'-', "bad date-time")?;
+        let mon = self.take_while(|c| c.is_ascii_alphabetic());
+        let month = MONTHS
+            .iter()
+            .position(|m| m.as_bytes().eq_ignore_ascii_case(mon))
+            .ok_or("bad month")?;
+        self.expect(b'-', "bad date-time")?;
+        let year = i32::try_from(self.number()?).map_err(|_| "bad year")?;
+        self.sp()?;
+        let h = self.number()?;
+        self.expect(b':', "bad time")?;
+        let m = self.number()?;
+        self.expect(b':', "bad time")?;
+        let sec = self.number()?;
+        self.sp()?;
+        let sign: i32 = if self.eat(b'+') {
+            1
+        } else if self.eat(b'-') {
+            -1
+        } else {
+            return Err("bad zone");
+        };
+        let z = self.take_while(|c| c.is_ascii_digit());
+        if z.len() != 4 {
+            return Err("bad zone");
+        }
+        let z: i32 = std::str::from_utf8(z)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("bad zone")?;
+        self.expect(b'"', "bad date-time")?;
+        let offset_min = sign * ((z / 100) * 60 + z % 100);
+        if offset_min.abs() >= 24 * 60 {
+            return Err("bad zone");
+        }
+        let date = NaiveDate::from_ymd_opt(year, month as u32 + 1, day).ok_or("no such date")?;
+        let local = date.and_hms_opt(h, m, sec).ok_or("no such time")?;
+        let ts = local.and_utc().timestamp() - i64::from(offset_min) * 60;
+        Ok((ts, offset_min as i16))
     }
 
     fn status_items(&mut self) -> R<Vec<StatusItem>> {
@@ -1373,9 +1476,13 @@ mod tests {
             }
             c => panic!("{c:?}"),
         }
-        assert!(matches!(cmd("a FETCH 1 BODY[1.2.MIME]"), Cmd::Fetch { items, .. } if matches!(&items[0], MessageDataItemName::BodyExt { section: Some(Section::Mime(_)), .. })));
+        assert!(
+            matches!(cmd("a FETCH 1 BODY[1.2.MIME]"), Cmd::Fetch { items, .. } if matches!(&items[0], MessageDataItemName::BodyExt { section: Some(Section::Mime(_)), .. }))
+        );
         assert!(matches!(cmd("a FETCH 1 ALL"), Cmd::Fetch { items, .. } if items.len() == 4));
-        assert!(matches!(cmd("a FETCH 1 body[]"), Cmd::Fetch { items, .. } if matches!(&items[0], MessageDataItemName::BodyExt { section: None, .. })));
+        assert!(
+            matches!(cmd("a FETCH 1 body[]"), Cmd::Fetch { items, .. } if matches!(&items[0], MessageDataItemName::BodyExt { section: None, .. }))
+        );
         assert!(bad("a FETCH 1 (FLAGS"));
         assert!(bad("a FETCH 1 BODY[MIME]"));
         assert!(bad("a FETCH 0 FLAGS"));
@@ -1384,7 +1491,8 @@ mod tests {
 
     #[test]
     fn rfc7162_fetch_modifiers_and_rfc8474_items() {
-        match cmd("a UID FETCH 1:* (FLAGS EMAILID THREADID SAVEDATE) (CHANGEDSINCE 12345 VANISHED)") {
+        match cmd("a UID FETCH 1:* (FLAGS EMAILID THREADID SAVEDATE) (CHANGEDSINCE 12345 VANISHED)")
+        {
             Cmd::Fetch {
                 uid,
                 extra,
@@ -1418,12 +1526,21 @@ mod tests {
                 unchanged_since: Some(7),
             }
         );
-        assert!(matches!(cmd("a STORE $ FLAGS \\Deleted"), Cmd::Store { set: SeqSet::Saved, op: FlagOp::Replace, .. }));
+        assert!(matches!(
+            cmd("a STORE $ FLAGS \\Deleted"),
+            Cmd::Store {
+                set: SeqSet::Saved,
+                op: FlagOp::Replace,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn rfc4731_search_return_and_rfc5182_saved() {
-        match cmd("a UID SEARCH RETURN (MIN MAX SAVE) CHARSET UTF-8 OR SEEN (FROM \"bob\" UID 1:*) NOT $") {
+        match cmd(
+            "a UID SEARCH RETURN (MIN MAX SAVE) CHARSET UTF-8 OR SEEN (FROM \"bob\" UID 1:*) NOT $",
+        ) {
             Cmd::Search {
                 uid,
                 ret,
@@ -1431,13 +1548,18 @@ mod tests {
                 key,
             } => {
                 assert!(uid);
-                assert_eq!(ret, Some(vec![ReturnOpt::Min, ReturnOpt::Max, ReturnOpt::Save]));
+                assert_eq!(
+                    ret,
+                    Some(vec![ReturnOpt::Min, ReturnOpt::Max, ReturnOpt::Save])
+                );
                 assert_eq!(charset.as_deref(), Some("UTF-8"));
                 assert!(key.uses_saved());
             }
             c => panic!("{c:?}"),
         }
-        assert!(matches!(cmd("a SEARCH RETURN () ALL"), Cmd::Search { ret: Some(r), .. } if r.is_empty()));
+        assert!(
+            matches!(cmd("a SEARCH RETURN () ALL"), Cmd::Search { ret: Some(r), .. } if r.is_empty())
+        );
         assert!(bad("a SEARCH RETURN (BOGUS) ALL"));
         assert!(bad("a SEARCH"));
     }
@@ -1448,7 +1570,10 @@ mod tests {
         match k {
             Key::And(v) => {
                 assert_eq!(v.len(), 6);
-                assert_eq!(v[0], Key::SavedBefore(NaiveDate::from_ymd_opt(2024, 2, 1).unwrap()));
+                assert_eq!(
+                    v[0],
+                    Key::SavedBefore(NaiveDate::from_ymd_opt(2024, 2, 1).unwrap())
+                );
                 assert_eq!(v[5], Key::ModSeq(620162338));
             }
             k => panic!("{k:?}"),
@@ -1493,7 +1618,9 @@ mod tests {
                 uses: vec!["\\Archive".into()]
             }
         );
-        assert!(matches!(cmd("a STATUS INBOX (SIZE APPENDLIMIT MAILBOXID HIGHESTMODSEQ)"), Cmd::Status { items, .. } if items.len() == 4));
+        assert!(
+            matches!(cmd("a STATUS INBOX (SIZE APPENDLIMIT MAILBOXID HIGHESTMODSEQ)"), Cmd::Status { items, .. } if items.len() == 4)
+        );
         assert!(bad("a STATUS INBOX ()"));
     }
 
@@ -1512,19 +1639,77 @@ mod tests {
     }
 
     #[test]
+    fn rfc9051_6_3_12_append_forms() {
+        let c = parse(b"a APPEND INBOX (\\Seen) \" 1-Jan-2001 02:00:00 +0200\" {5+}\r\nhello\r\n")
+            .unwrap()
+            .unwrap()
+            .1;
+        assert_eq!(
+            c,
+            Cmd::Append {
+                mailbox: b"INBOX".to_vec(),
+                flags: vec!["\\Seen".into()],
+                date: Some((978_307_200, 120)),
+                data: b"hello".to_vec(),
+            }
+        );
+        // RFC 6855 4: UTF8 (literal8); RFC 3516: literal8.
+        assert!(matches!(
+            parse(b"a APPEND INBOX UTF8 (~{2}\r\nhi)\r\n"),
+            Some(Ok((_, Cmd::Append { data, .. }))) if data == b"hi"
+        ));
+        assert!(matches!(
+            parse(b"a APPEND INBOX ~{2}\r\n\0x\r\n"),
+            Some(Ok((_, Cmd::Append { data, .. }))) if data == b"\0x"
+        ));
+        assert!(bad(
+            "a APPEND INBOX \"31-Feb-2001 00:00:00 +0000\" {1}\r\nx"
+        ));
+        assert!(bad("a APPEND INBOX"));
+    }
+
+    #[test]
     fn literals_inside_commands() {
-        let c = parse(b"a UID SEARCH SUBJECT {5}\r\nh\"l o\r\n").unwrap().unwrap().1;
+        let c = parse(b"a UID SEARCH SUBJECT {5}\r\nh\"l o\r\n")
+            .unwrap()
+            .unwrap()
+            .1;
         assert!(matches!(c, Cmd::Search { key: Key::Header(_, v), .. } if v == b"h\"l o"));
         // A literal shorter than announced is a syntax error, not a panic.
-        assert!(matches!(parse(b"a SEARCH SUBJECT {50}\r\nxx\r\n"), Some(Err(_))));
+        assert!(matches!(
+            parse(b"a SEARCH SUBJECT {50}\r\nxx\r\n"),
+            Some(Err(_))
+        ));
     }
 
     #[test]
     fn garbage_never_panics() {
         let mut seed = 7u64;
         let pieces: &[&str] = &[
-            "a ", "UID ", "FETCH ", "SEARCH ", "LIST ", "(", ")", "[", "]", "<", ">", "1", ":", "*",
-            "$", " ", "\"", "{3}\r\n", "BODY", ".PEEK", "HEADER.FIELDS", "OR ", "NOT ", "\\",
+            "a ",
+            "UID ",
+            "FETCH ",
+            "SEARCH ",
+            "LIST ",
+            "(",
+            ")",
+            "[",
+            "]",
+            "<",
+            ">",
+            "1",
+            ":",
+            "*",
+            "$",
+            " ",
+            "\"",
+            "{3}\r\n",
+            "BODY",
+            ".PEEK",
+            "HEADER.FIELDS",
+            "OR ",
+            "NOT ",
+            "\\",
         ];
         for _ in 0..3000 {
             let mut s = String::from("a ");

@@ -209,7 +209,9 @@ fn part_spec(section: &[NonZeroU32]) -> String {
 fn from_summary(item: &MessageDataItemName<'_>) -> bool {
     matches!(
         item,
-        MessageDataItemName::Envelope | MessageDataItemName::Body | MessageDataItemName::BodyStructure
+        MessageDataItemName::Envelope
+            | MessageDataItemName::Body
+            | MessageDataItemName::BodyStructure
     )
 }
 
@@ -400,9 +402,9 @@ impl Session {
                         MessageDataItemName::BodyStructure => {
                             raw.extend(summary.as_ref().map(|s| s.bodystructure.clone()))
                         }
-                        MessageDataItemName::ModSeq => raw.push(
-                            format!("MODSEQ ({})", msg.meta.modseq.max(1)).into_bytes(),
-                        ),
+                        MessageDataItemName::ModSeq => {
+                            raw.push(format!("MODSEQ ({})", msg.meta.modseq.max(1)).into_bytes())
+                        }
                         MessageDataItemName::Binary {
                             section, partial, ..
                         } => {
@@ -455,7 +457,9 @@ impl Session {
                     raw.push(b"THREADID NIL".to_vec());
                 }
                 if extra.save_date {
-                    raw.push(format!("SAVEDATE {}", wire::save_date(msg.meta.save_date)).into_bytes());
+                    raw.push(
+                        format!("SAVEDATE {}", wire::save_date(msg.meta.save_date)).into_bytes(),
+                    );
                 }
                 drop(data);
                 self.out

@@ -218,8 +218,7 @@ impl Framer {
                     }
                     Some((len, sync)) => {
                         let total = self.buf.len() as u64 + len;
-                        let nonsync_too_big =
-                            !sync && self.max_nonsync.is_some_and(|m| len > m);
+                        let nonsync_too_big = !sync && self.max_nonsync.is_some_and(|m| len > m);
                         if nonsync_too_big {
                             let tag = self.tag();
                             self.buf.clear();
@@ -528,7 +527,10 @@ mod tests {
         // A synchronizing literal of the same size is fine.
         let mut f = Framer::new(100, 100_000);
         f.set_max_nonsync(Some(LITERAL_MINUS_MAX));
-        assert_eq!(run(&mut f, b"a1 APPEND INBOX {5000}\r\n"), vec![Event::Continue]);
+        assert_eq!(
+            run(&mut f, b"a1 APPEND INBOX {5000}\r\n"),
+            vec![Event::Continue]
+        );
     }
 
     #[test]

@@ -8,9 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 
-use imap_types::datetime::DateTime;
-use imap_types::flag::Flag;
-
 use crate::directory::{DirError, Recipient};
 use crate::store::{Flags, MailboxId, MailboxInfo, NewMessage, Quota, SpecialUse, StoreError};
 
@@ -577,8 +574,8 @@ impl Session {
     pub(crate) async fn append(
         &mut self,
         raw: &[u8],
-        flags: &[Flag<'_>],
-        date: Option<&DateTime>,
+        flags: &[String],
+        date: Option<(i64, i16)>,
         data: Vec<u8>,
     ) -> io::Result<Reply> {
         let target = match self.target(raw).await {
@@ -605,8 +602,8 @@ impl Session {
         };
         let msg = NewMessage {
             data: Arc::new(data),
-            flags: Self::permitted_flags(wire::flags_from_wire(flags), target.rights),
-            internal_date: date.map(wire::date_from_wire),
+            flags: Self::permitted_flags(Flags::from_names(flags), target.rights),
+            internal_date: date,
         };
         match self
             .store()
@@ -730,7 +727,11 @@ impl Session {
             acl::OWNER_RIGHTS
         );
         for (ident, rights) in acl {
-            line.push_str(&format!(" {} {}", wire::string(&ident), wire::string(&rights)));
+            line.push_str(&format!(
+                " {} {}",
+                wire::string(&ident),
+                wire::string(&rights)
+            ));
         }
         line.push_str("\r\n");
         self.write(&line);
@@ -752,7 +753,10 @@ impl Session {
             return Ok(Reply::no_perm());
         }
         if identifier.starts_with('-') {
-            return Ok(Reply::no(Some("CANNOT"), "Negative rights are not supported"));
+            return Ok(Reply::no(
+                Some("CANNOT"),
+                "Negative rights are not supported",
+            ));
         }
         let ident = if identifier.eq_ignore_ascii_case("anyone") {
             "anyone".to_string()

@@ -89,10 +89,7 @@ impl Session {
         };
         let mut out = String::new();
         for meta in metas {
-            let old = before
-                .iter()
-                .find(|(u, _)| *u == meta.uid)
-                .map(|(_, m)| *m);
+            let old = before.iter().find(|(u, _)| *u == meta.uid).map(|(_, m)| *m);
             let changed = old != Some(meta.modseq);
             if let Some(i) = open.view.update_meta(meta) {
                 if !silent {
@@ -200,7 +197,9 @@ impl Session {
 
     fn check_charset(charset: Option<&str>) -> Result<(), Reply> {
         match charset {
-            Some(cs) if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") => {
+            Some(cs)
+                if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") =>
+            {
                 Err(Reply::no(
                     Some("BADCHARSET (UTF-8 US-ASCII)"),
                     "Charset not supported",

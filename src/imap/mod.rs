@@ -32,6 +32,8 @@ mod wire;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ext;
 
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 
-
 use crate::store::{Changes, Flags, MailboxId, MessageMeta, ModSeq, Snapshot, Uid};
 
 use super::command::SeqSet;
@@ -301,8 +300,8 @@ impl Selected {
                         // RFC 9051 9: a sequence number beyond the mailbox
                         // is an error; "*" in an empty mailbox names
                         // nothing.
-                        let star = x == super::command::SeqNum::Star
-                            || y == super::command::SeqNum::Star;
+                        let star =
+                            x == super::command::SeqNum::Star || y == super::command::SeqNum::Star;
                         if star && n == 0 {
                             continue;
                         }
@@ -435,14 +434,23 @@ mod tests {
     #[test]
     fn rfc3501_9_sequence_sets() {
         let s = view(&[3, 5, 9, 20]);
-        assert_eq!(s.resolve(&set("1:*"), false, &[]).unwrap(), vec![0, 1, 2, 3]);
-        assert_eq!(s.resolve(&set("4,2,2:3"), false, &[]).unwrap(), vec![1, 2, 3]);
+        assert_eq!(
+            s.resolve(&set("1:*"), false, &[]).unwrap(),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            s.resolve(&set("4,2,2:3"), false, &[]).unwrap(),
+            vec![1, 2, 3]
+        );
         assert_eq!(s.resolve(&set("5"), false, &[]), Err(BadSequence));
         // UIDs: ranges may cover gaps; "*" is the highest UID; n:* with n
         // above it still names the last message (RFC 3501 6.4.8).
         assert_eq!(s.resolve(&set("4:9"), true, &[]).unwrap(), vec![1, 2]);
         assert_eq!(s.resolve(&set("100:*"), true, &[]).unwrap(), vec![3]);
-        assert_eq!(s.resolve(&set("21:30"), true, &[]).unwrap(), Vec::<usize>::new());
+        assert_eq!(
+            s.resolve(&set("21:30"), true, &[]).unwrap(),
+            Vec::<usize>::new()
+        );
         let empty = view(&[]);
         assert_eq!(
             empty.resolve(&set("1:*"), false, &[]).unwrap(),

@@ -404,7 +404,11 @@ impl Session {
                 debug!(tag = %e.tag, reason = e.reason, "syntax error");
                 // RFC 5182 2.1: a failed SEARCH ... SAVE empties `$`.
                 self.saved.clear();
-                (e.tag, Reply::bad(&format!("Syntax error: {}", e.reason)), false)
+                (
+                    e.tag,
+                    Reply::bad(&format!("Syntax error: {}", e.reason)),
+                    false,
+                )
             }
             None => {
                 let cmd = match CommandCodec::default().decode(bytes) {
@@ -707,6 +711,12 @@ impl Session {
             Cmd::DeleteAcl { mailbox, id } => self.setacl(&mailbox, &id, None).await,
             Cmd::ListRights { mailbox, id } => self.listrights(&mailbox, &id).await,
             Cmd::MyRights { mailbox } => self.myrights(&mailbox).await,
+            Cmd::Append {
+                mailbox,
+                flags,
+                date,
+                data,
+            } => self.append(&mailbox, &flags, date, data).await,
         }
     }
 
@@ -731,7 +741,11 @@ impl Session {
                 _ => false,
             };
             if newly {
-                now.push(if c == "IMAP4REV2" { "IMAP4rev2" } else { c.as_str() });
+                now.push(if c == "IMAP4REV2" {
+                    "IMAP4rev2"
+                } else {
+                    c.as_str()
+                });
             }
         }
         let mut line = String::from("* ENABLED");
@@ -878,7 +892,10 @@ impl Session {
         authz: Option<&str>,
     ) -> io::Result<Reply> {
         if authz.is_some() && !self.is_proxy_user(login) {
-            info!(login, "imap login refused: not allowed to act as another user");
+            info!(
+                login,
+                "imap login refused: not allowed to act as another user"
+            );
             return Ok(Reply::no(
                 Some("AUTHORIZATIONFAILED"),
                 "Not allowed to act as another user",
@@ -1024,23 +1041,6 @@ impl Session {
                 };
                 self.lsub(&mailbox_bytes(&reference), &pattern).await
             }
-            CommandBody::Append {
-                mailbox,
-                flags,
-                date,
-                message,
-            } => {
-                let data = match message {
-                    imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => {
-                        l.into_inner().into_owned()
-                    }
-                    imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => {
-                        l.data.into_owned()
-                    }
-                };
-                self.append(&mailbox_bytes(&mailbox), &flags, date.as_ref(), data)
-                    .await
-            }
             CommandBody::Idle => self.idle().await,
             CommandBody::Compress { .. } => {
                 if self.compressed {
@@ -1056,10 +1056,9 @@ impl Session {
                 self.getquotaroot(&mailbox_bytes(&mailbox)).await
             }
             CommandBody::GetQuota { root } => self.getquota(root.as_ref()).await,
-            CommandBody::SetQuota { .. } => Ok(Reply::no(
-                Some("NOPERM"),
-                "Quotas are set in the directory",
-            )),
+            CommandBody::SetQuota { .. } => {
+                Ok(Reply::no(Some("NOPERM"), "Quotas are set in the directory"))
+            }
             CommandBody::Check => {
                 if self.sel.is_none() {
                     return Ok(Reply::bad("No mailbox selected"));

@@ -149,7 +149,9 @@ fn display(addrs: &[Address<'_>]) -> String {
         return String::new();
     };
     if let Some(name) = nstr(&a.name).filter(|n| !n.trim().is_empty()) {
-        return mime::decode_header_value(name.as_bytes()).trim().to_lowercase();
+        return mime::decode_header_value(name.as_bytes())
+            .trim()
+            .to_lowercase();
     }
     let mailbox = nstr(&a.mailbox).unwrap_or_default();
     let host = nstr(&a.host).unwrap_or_default();
@@ -287,7 +289,10 @@ mod tests {
     fn rfc5256_2_1_base_subject() {
         assert_eq!(base_subject("Re: hello").0, "hello");
         assert_eq!(base_subject("RE: Re: re: hello").0, "hello");
-        assert_eq!(base_subject("Fwd: [list] Re: Hello  World (fwd)").0, "hello world");
+        assert_eq!(
+            base_subject("Fwd: [list] Re: Hello  World (fwd)").0,
+            "hello world"
+        );
         assert_eq!(base_subject("[fwd: Re: x]").0, "x");
         assert_eq!(base_subject("Re [2]: y").0, "y");
         assert_eq!(base_subject("[list] only").0, "only");
@@ -302,7 +307,11 @@ mod tests {
     fn summary_has_items_and_keys() {
         let m = b"From: \"Bob B\" <Bob@Example.net>\r\nTo: alice@example.com\r\nSubject: Re: Lunch\r\nDate: Tue, 14 Nov 2023 10:00:00 +0100\r\nMessage-ID: <a@b>\r\nReferences: <x@y> <z@w>\r\n\r\nhi\r\n";
         let s = Summary::compute(m);
-        assert!(s.envelope.starts_with(b"ENVELOPE ("), "{:?}", String::from_utf8_lossy(&s.envelope));
+        assert!(
+            s.envelope.starts_with(b"ENVELOPE ("),
+            "{:?}",
+            String::from_utf8_lossy(&s.envelope)
+        );
         assert!(s.body.starts_with(b"BODY ("));
         assert!(s.bodystructure.starts_with(b"BODYSTRUCTURE ("));
         assert_eq!(s.sent, Some(1_699_952_400));

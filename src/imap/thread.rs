@@ -217,7 +217,11 @@ fn references(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
     for (i, item) in items.iter().enumerate() {
         let s = item.summary;
         let mut id = s.message_id.clone();
-        let mut c = if id.is_empty() { None } else { Some(get(&mut nodes, &id)) };
+        let mut c = if id.is_empty() {
+            None
+        } else {
+            Some(get(&mut nodes, &id))
+        };
         if c.is_some_and(|c| nodes[c].msg.is_some()) {
             c = None; // a duplicate Message-ID: a container of its own
         }
@@ -440,11 +444,23 @@ mod tests {
             summary("a", "2", &[], 10),
             summary("Re: a", "3", &[], 20),
         ];
-        assert_eq!(sort(&mut items(&s), &[(false, SortKey::Subject)]), vec![2, 3, 1]);
-        assert_eq!(sort(&mut items(&s), &[(false, SortKey::Date)]), vec![2, 3, 1]);
-        assert_eq!(sort(&mut items(&s), &[(true, SortKey::Arrival)]), vec![1, 2, 3]);
         assert_eq!(
-            sort(&mut items(&s), &[(false, SortKey::Subject), (true, SortKey::Date)]),
+            sort(&mut items(&s), &[(false, SortKey::Subject)]),
+            vec![2, 3, 1]
+        );
+        assert_eq!(
+            sort(&mut items(&s), &[(false, SortKey::Date)]),
+            vec![2, 3, 1]
+        );
+        assert_eq!(
+            sort(&mut items(&s), &[(true, SortKey::Arrival)]),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            sort(
+                &mut items(&s),
+                &[(false, SortKey::Subject), (true, SortKey::Date)]
+            ),
             vec![3, 2, 1]
         );
     }

@@ -108,16 +108,6 @@ pub fn flag_list(flags: &Flags, recent: bool) -> String {
     out
 }
 
-/// A client's flag as the store names it.
-pub fn flag_name(f: &Flag<'_>) -> String {
-    f.to_string()
-}
-
-pub fn flags_from_wire(flags: &[Flag<'_>]) -> Flags {
-    let names: Vec<String> = flags.iter().map(flag_name).collect();
-    Flags::from_names(&names)
-}
-
 /// Store flags as imap-types flags for a FETCH response.
 pub fn flag_fetch(flags: &Flags, recent: bool) -> Vec<FlagFetch<'static>> {
     let mut out = Vec::new();
@@ -149,13 +139,6 @@ pub fn date_time(ts: i64, tz_offset_min: i16) -> DateTime {
         .single()
         .unwrap_or_else(|| tz.timestamp_opt(0, 0).single().expect("epoch is valid"));
     DateTime::try_from(dt).unwrap_or_else(|_| DateTime::unvalidated(dt))
-}
-
-/// An APPEND date as (seconds since epoch, offset in minutes).
-pub fn date_from_wire(d: &DateTime) -> (i64, i16) {
-    let dt = d.as_ref();
-    let off = dt.offset().local_minus_utc() / 60;
-    (dt.timestamp(), off as i16)
 }
 
 /// UIDs as a compact set: `1:3,7,9:10`.
@@ -217,8 +200,9 @@ mod tests {
     }
 
     #[test]
-    fn internal_date_round_trip() {
+    fn internal_date_keeps_its_zone() {
         let d = date_time(1_700_000_000, 120);
-        assert_eq!(date_from_wire(&d), (1_700_000_000, 120));
+        assert_eq!(d.as_ref().timestamp(), 1_700_000_000);
+        assert_eq!(d.as_ref().offset().local_minus_utc(), 7200);
     }
 }

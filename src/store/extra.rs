@@ -153,7 +153,10 @@ fn email_ids_sync(txn: &ReadTransaction, mailbox: MailboxId, uids: &[Uid]) -> Re
 /// Rights of one identifier on one mailbox, as stored.
 fn rights_sync(txn: &ReadTransaction, mailbox: MailboxId, id: &str) -> Result<Option<String>> {
     let t = txn.open_table(ACL).map_err(ie)?;
-    let r = t.get((mailbox, id)).map_err(ie)?.map(|v| v.value().to_string());
+    let r = t
+        .get((mailbox, id))
+        .map_err(ie)?
+        .map(|v| v.value().to_string());
     Ok(r)
 }
 
@@ -174,7 +177,11 @@ impl Inner {
             let t = txn.open_table(SUMMARIES).map_err(ie)?;
             let mut out = Vec::with_capacity(uids.len());
             for uid in uids {
-                out.push(t.get((mailbox, uid)).map_err(ie)?.map(|v| v.value().to_vec()));
+                out.push(
+                    t.get((mailbox, uid))
+                        .map_err(ie)?
+                        .map(|v| v.value().to_vec()),
+                );
             }
             Ok(out)
         })

@@ -488,7 +488,11 @@ impl Store {
 
     /// Caches summaries (ignored for messages that no longer exist). Not
     /// an acknowledgement of anything: the cache can always be rebuilt.
-    pub async fn put_summaries(&self, mailbox: MailboxId, items: Vec<(Uid, Vec<u8>)>) -> Result<()> {
+    pub async fn put_summaries(
+        &self,
+        mailbox: MailboxId,
+        items: Vec<(Uid, Vec<u8>)>,
+    ) -> Result<()> {
         self.inner.put_summaries(mailbox, items).await
     }
 
