@@ -44,6 +44,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub queue: QueueConfig,
     pub mta: MtaConfig,
+    pub mmp: MmpConfig,
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
@@ -373,6 +374,10 @@ pub struct Pop3Config {
     pub allow_plaintext_auth: bool,
     /// Seconds a connection may idle (RFC 1939: at least 10 minutes).
     pub idle_timeout: u64,
+    /// Logins (canonical addresses, e.g. the mmp's `proxy_user`) allowed to
+    /// log in as another user with AUTH PLAIN and an authorization
+    /// identity. Empty: nobody may.
+    pub proxy_users: Vec<String>,
 }
 
 impl Default for Pop3Config {
@@ -380,6 +385,7 @@ impl Default for Pop3Config {
         Pop3Config {
             allow_plaintext_auth: false,
             idle_timeout: 600,
+            proxy_users: Vec::new(),
         }
     }
 }
@@ -433,6 +439,96 @@ impl Default for MtaConfig {
             hosts: BTreeMap::new(),
             delivery_timeout: 120,
             relay: String::new(),
+        }
+    }
+}
+
+/// The mmp role: IMAP/POP3 proxy that logs users in against the directory
+/// and relays them to the store named by their mailHost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MmpConfig {
+    /// Store (mailHost) for users whose directory entry has none; empty:
+    /// such logins fail with NO [UNAVAILABLE].
+    pub default_backend: String,
+    /// mailHost -> host (name or IP, no port) to connect to for both
+    /// protocols; unmapped mailHosts are connected to by name.
+    pub backends: BTreeMap<String, String>,
+    /// mailHost -> `host:port` for IMAP only (wins over `backends`).
+    pub imap_backends: BTreeMap<String, String>,
+    /// mailHost -> `host:port` for POP3 only (wins over `backends`).
+    pub pop3_backends: BTreeMap<String, String>,
+    /// Store ports when a map gives none; 0: 143/110, or 993/995 with
+    /// `backend_tls = "implicit"`.
+    pub imap_port: u16,
+    pub pop3_port: u16,
+    /// Seconds to connect to one store address before trying the next.
+    pub connect_timeout: u64,
+    /// Seconds the login dialogue with the store may take in all.
+    pub backend_timeout: u64,
+    /// TLS to the stores: `none`, `starttls` or `implicit`.
+    pub backend_tls: String,
+    /// PEM file of the CA (or the self-signed certificates) the stores'
+    /// certificates are checked against; needed unless `backend_tls` is
+    /// `none` or `backend_tls_insecure` is set.
+    pub backend_ca_file: String,
+    /// Accept any store certificate (tests and labs only).
+    pub backend_tls_insecure: bool,
+    /// Name the stores' certificates are checked for; empty: the host
+    /// connected to (from the maps or the mailHost).
+    pub backend_server_name: String,
+    /// Send a PROXY v2 header naming the client to the store first.
+    pub backend_proxy_protocol: bool,
+    /// IMAP: send ID with x-originating-ip/port and x-connected-ip/port
+    /// (the Dovecot convention) to the store before logging in.
+    pub backend_id: bool,
+    /// How the mmp logs in at the store: `credentials` (the user's own
+    /// login and password) or `proxyauth` (SASL PLAIN with the user as
+    /// authorization identity and `proxy_user` / `proxy_password_file` as
+    /// credentials).
+    pub login_mode: String,
+    pub proxy_user: String,
+    /// File holding the proxy password (first line); relative paths are
+    /// under the data folder.
+    pub proxy_password_file: String,
+    /// Failed logins from one client address, and for one user, within
+    /// `login_failure_window` seconds before further logins are refused
+    /// for a while (0: no limit).
+    pub max_login_failures_per_ip: u32,
+    pub max_login_failures_per_user: u32,
+    pub login_failure_window: u64,
+    /// Seconds an unauthenticated client may idle.
+    pub preauth_timeout: u64,
+    /// Seconds a proxied session may idle in both directions (RFC 9051:
+    /// at least 30 minutes).
+    pub idle_timeout: u64,
+}
+
+impl Default for MmpConfig {
+    fn default() -> Self {
+        MmpConfig {
+            default_backend: String::new(),
+            backends: BTreeMap::new(),
+            imap_backends: BTreeMap::new(),
+            pop3_backends: BTreeMap::new(),
+            imap_port: 0,
+            pop3_port: 0,
+            connect_timeout: 10,
+            backend_timeout: 30,
+            backend_tls: "starttls".into(),
+            backend_ca_file: String::new(),
+            backend_tls_insecure: false,
+            backend_server_name: String::new(),
+            backend_proxy_protocol: false,
+            backend_id: true,
+            login_mode: "credentials".into(),
+            proxy_user: String::new(),
+            proxy_password_file: String::new(),
+            max_login_failures_per_ip: 20,
+            max_login_failures_per_user: 10,
+            login_failure_window: 300,
+            preauth_timeout: 60,
+            idle_timeout: 1800,
         }
     }
 }
@@ -682,7 +778,57 @@ fn validate(c: &Config) -> Vec<String> {
     if c.server.hostname.is_empty() {
         errors.push("server.hostname: must not be empty".into());
     }
+    validate_mmp(&c.mmp, &mut errors);
     errors
+}
+
+fn validate_mmp(m: &MmpConfig, errors: &mut Vec<String>) {
+    if !matches!(m.backend_tls.as_str(), "none" | "starttls" | "implicit") {
+        errors.push(format!(
+            "mmp.backend_tls: '{}' is not one of none, starttls, implicit",
+            m.backend_tls
+        ));
+    }
+    match m.login_mode.as_str() {
+        "credentials" => {}
+        "proxyauth" => {
+            if m.proxy_user.is_empty() || m.proxy_password_file.is_empty() {
+                errors.push(
+                    "mmp.login_mode: proxyauth needs proxy_user and proxy_password_file".into(),
+                );
+            }
+        }
+        other => errors.push(format!(
+            "mmp.login_mode: '{other}' is not one of credentials, proxyauth"
+        )),
+    }
+    for (name, v) in &m.backends {
+        if crate::mmp::split_host_port(v).map(|(_, p)| p.is_some()) != Some(false) {
+            errors.push(format!(
+                "mmp.backends.\"{name}\": '{v}' must be a host without port (ports go in imap_backends / pop3_backends or imap_port / pop3_port)"
+            ));
+        }
+    }
+    for (section, map) in [
+        ("imap_backends", &m.imap_backends),
+        ("pop3_backends", &m.pop3_backends),
+    ] {
+        for (name, v) in map {
+            if crate::mmp::split_host_port(v).is_none() {
+                errors.push(format!(
+                    "mmp.{section}.\"{name}\": '{v}' is not host or host:port"
+                ));
+            }
+        }
+    }
+    if m.idle_timeout < 1800 {
+        errors.push("mmp.idle_timeout: must be at least 1800 (RFC 9051 section 5.4)".into());
+    }
+    if m.preauth_timeout == 0 || m.connect_timeout == 0 || m.backend_timeout == 0 {
+        errors.push(
+            "mmp: preauth_timeout, connect_timeout and backend_timeout must be positive".into(),
+        );
+    }
 }
 
 fn validate_ldap(l: &LdapConfig) -> Vec<String> {

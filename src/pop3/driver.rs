@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, TlsMode};
-use crate::directory::{AuthResult, DirError};
+use crate::directory::{Account, AuthResult, DirError};
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
 use crate::store::{FlagOp, Flags, MailboxId, Store, Uid};
@@ -45,6 +45,14 @@ pub(crate) type Authenticator = Arc<
         + Sync,
 >;
 
+/// Resolves an address to a user account (the directory in production).
+/// `Ok(None)`: no such user.
+pub(crate) type Lookup = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Option<Account>, DirError>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// What a session uses of the shared services.
 #[derive(Clone)]
 pub(crate) struct Env {
@@ -53,13 +61,27 @@ pub(crate) struct Env {
     pub tls: Arc<Tls>,
     pub shutdown: CancellationToken,
     pub authenticate: Authenticator,
+    /// For AUTH PLAIN with an authorization identity (proxy users).
+    pub lookup: Lookup,
 }
 
 impl Env {
     fn from_services(services: Services) -> Env {
         let directory = services.directory.clone();
         let domain = services.config.server.domain.clone();
+        let lookup_dir = services.directory.clone();
+        let lookup_domain = domain.clone();
         Env {
+            lookup: Arc::new(move |address| {
+                let directory = lookup_dir.clone();
+                let address = crate::directory::qualify_login(&address, &lookup_domain);
+                Box::pin(async move {
+                    Ok(match directory.lookup(&address).await? {
+                        Some(crate::directory::Recipient::User(a)) => Some(a),
+                        _ => None,
+                    })
+                })
+            }),
             config: services.config,
             store: services.store,
             tls: services.tls,
@@ -89,6 +111,7 @@ pub(crate) async fn run_session(conn: Conn, info: ConnInfo, env: Env) {
         max_bad_commands: config.limits.max_bad_commands.max(1),
         max_auth_failures: config.limits.max_auth_failures.max(1),
         auth_delay: AUTH_DELAY_BASE,
+        proxy_users: config.pop3.proxy_users.clone(),
     });
     let mut driver = Driver {
         conn: Some(conn),
@@ -220,7 +243,15 @@ impl Driver {
                     }
                 }
                 Action::Authenticate { login, password } => {
-                    let outcome = self.authenticate(&login, &password).await;
+                    let outcome = self.authenticate(&login, &password, None).await;
+                    prepend(&mut queue, self.session.auth_done(outcome));
+                }
+                Action::AuthenticateAs {
+                    login,
+                    password,
+                    authzid,
+                } => {
+                    let outcome = self.authenticate(&login, &password, Some(&authzid)).await;
                     prepend(&mut queue, self.session.auth_done(outcome));
                 }
                 Action::SendMessage {
@@ -269,10 +300,16 @@ impl Driver {
         Ok(None)
     }
 
-    /// Checks credentials, then opens the maildrop (INBOX snapshot).
-    async fn authenticate(&mut self, login: &str, password: &str) -> AuthOutcome {
+    /// Checks credentials, then opens the maildrop (INBOX snapshot): the
+    /// login's own, or `authzid`'s when a proxy user logs in for it.
+    async fn authenticate(
+        &mut self,
+        login: &str,
+        password: &str,
+        authzid: Option<&str>,
+    ) -> AuthOutcome {
         let check = (self.env.authenticate)(login.to_string(), password.to_string());
-        let account = match check.await {
+        let mut account = match check.await {
             Ok(AuthResult::Ok(account)) => account,
             Ok(AuthResult::Failed) => {
                 info!(login, "authentication failed");
@@ -287,10 +324,41 @@ impl Driver {
                 return AuthOutcome::DirectoryUnavailable;
             }
         };
+        if let Some(authzid) = authzid {
+            match (self.env.lookup)(authzid.to_string()).await {
+                Ok(Some(target)) if target.active => {
+                    info!(proxy = login, user = %target.address, "proxy login");
+                    account = target;
+                }
+                Ok(Some(_)) => {
+                    info!(
+                        proxy = login,
+                        authzid, "proxy login to an inactive account refused"
+                    );
+                    return AuthOutcome::Inactive;
+                }
+                Ok(None) => {
+                    info!(proxy = login, authzid, "proxy login for an unknown user");
+                    return AuthOutcome::Failed;
+                }
+                Err(DirError::Temporary(e)) => {
+                    warn!(authzid, error = %e, "directory unavailable during proxy login");
+                    return AuthOutcome::DirectoryUnavailable;
+                }
+            }
+        }
         let Some(store) = self.env.store.as_ref() else {
             error!("POP3 login but this process runs no store role");
             return AuthOutcome::StoreUnavailable;
         };
+        // Only this store's own users: a user of another store would
+        // otherwise get an empty maildrop here (clients reach the right
+        // store through the mmp).
+        if !crate::route::is_own_store(&self.env.config, account.mail_host.as_deref()) {
+            warn!(user = %account.address, mail_host = ?account.mail_host,
+                "POP3 login for a user of another store refused");
+            return AuthOutcome::StoreUnavailable;
+        }
         let user = account.address.as_str();
         if let Err(e) = store.ensure_user(user, account.partition.as_deref()).await {
             error!(user, error = %e, "cannot create the user's mailboxes");

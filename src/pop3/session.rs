@@ -43,6 +43,10 @@ pub struct SessionConfig {
     pub max_auth_failures: u32,
     /// First delay after a failed authentication (doubles each time).
     pub auth_delay: Duration,
+    /// Authentication identities allowed to log in as another user with
+    /// AUTH PLAIN and an authorization identity (`pop3.proxy_users`: the
+    /// mmp's proxy login). Compared case-insensitively with the authcid.
+    pub proxy_users: Vec<String>,
 }
 
 /// An effect or output for the driver, in order.
@@ -54,6 +58,14 @@ pub enum Action {
     Delay(Duration),
     /// Check these credentials; report with `Session::auth_done`.
     Authenticate { login: String, password: String },
+    /// A proxy user (in `proxy_users`) logs in as `authzid`: check the
+    /// proxy's credentials, then open `authzid`'s maildrop; report with
+    /// `Session::auth_done`.
+    AuthenticateAs {
+        login: String,
+        password: String,
+        authzid: String,
+    },
     /// Send message `index` (0-based) after `ok_line`, dot-stuffed; only the
     /// header and `top_lines` body lines for TOP. If the message cannot be
     /// read, send `ERR_MESSAGE_GONE` instead. Nothing to report back.
@@ -84,6 +96,12 @@ impl fmt::Debug for Action {
                 .debug_struct("Authenticate")
                 .field("login", login)
                 .field("password", &"<hidden>")
+                .finish(),
+            Action::AuthenticateAs { login, authzid, .. } => f
+                .debug_struct("AuthenticateAs")
+                .field("login", login)
+                .field("password", &"<hidden>")
+                .field("authzid", authzid)
                 .finish(),
             Action::SendMessage {
                 index,
@@ -404,7 +422,21 @@ impl Session {
             return self.bad("malformed PLAIN response");
         }
         if !authz.is_empty() && !authz.eq_ignore_ascii_case(&authc) {
-            // Acting as someone else is not offered.
+            // Acting as someone else: only for the configured proxy users
+            // (an mmp logging its users in with its own credentials).
+            if self
+                .config
+                .proxy_users
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&authc))
+            {
+                self.state = State::Pending;
+                return vec![Action::AuthenticateAs {
+                    login: authc,
+                    password: String::from_utf8_lossy(pass).into_owned(),
+                    authzid: authz.into_owned(),
+                }];
+            }
             return self.auth_failed_reply("[AUTH] not authorized to act as that user", false);
         }
         self.state = State::Pending;
@@ -649,6 +681,7 @@ mod tests {
             max_bad_commands: 5,
             max_auth_failures: 3,
             auth_delay: Duration::from_secs(1),
+            proxy_users: vec!["mmp@localhost".into()],
         }
     }
 
@@ -1014,6 +1047,37 @@ PIPELINING\r\nAUTH-RESP-CODE\r\nIMPLEMENTATION msgd\r\n.\r\n"
 -ERR [AUTH] not authorized to act as that user\r\n"
         );
         assert!(!a.iter().any(|x| matches!(x, Action::Authenticate { .. })));
+    }
+
+    #[test]
+    fn rfc4616_authzid_is_honoured_only_for_proxy_users() {
+        use base64::Engine;
+        let e = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut s = Session::new(config());
+        let a = s.input(Input::Line(
+            format!(
+                "AUTH PLAIN {}",
+                e(b"alice@localhost\0MMP@localhost\0proxy pw")
+            )
+            .into_bytes(),
+        ));
+        assert_eq!(
+            a,
+            vec![Action::AuthenticateAs {
+                login: "MMP@localhost".into(),
+                password: "proxy pw".into(),
+                authzid: "alice@localhost".into(),
+            }]
+        );
+        assert!(!format!("{a:?}").contains("proxy pw"));
+        let mut s = Session::new(config());
+        let a = s.input(Input::Line(
+            format!("AUTH PLAIN {}", e(b"alice@localhost\0bob@localhost\0pw")).into_bytes(),
+        ));
+        assert_eq!(
+            replies(&a),
+            "-ERR [AUTH] not authorized to act as that user\r\n"
+        );
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
             let login = crate::directory::qualify_login(&login, "localhost");
             match (login.as_str(), password.as_str()) {
                 (USER, "secret") => Ok(AuthResult::Ok(account(USER))),
+                ("mmp@localhost", "proxy pw") => Ok(AuthResult::Ok(account("mmp@localhost"))),
                 (_, "inactive") => Ok(AuthResult::Inactive),
                 (_, "down") => Err(DirError::Temporary("test".into())),
                 _ => Ok(AuthResult::Failed),
@@ -71,6 +72,19 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
         tls,
         shutdown: CancellationToken::new(),
         authenticate,
+        lookup: Arc::new(|address: String| {
+            Box::pin(async move {
+                match address.as_str() {
+                    USER => Ok(Some(account(USER))),
+                    "off@localhost" => Ok(Some(Account {
+                        active: false,
+                        ..account("off@localhost")
+                    })),
+                    "down@localhost" => Err(DirError::Temporary("test".into())),
+                    _ => Ok(None),
+                }
+            })
+        }),
     };
     Harness {
         _dir: dir,
@@ -476,6 +490,69 @@ async fn too_long_line_gets_error_and_session_continues() {
     c.body().await;
 }
 
+/// The store side of the mmp's `proxyauth` login mode: a user listed in
+/// `pop3.proxy_users` logs in as another user with AUTH PLAIN and an
+/// authorization identity; nobody else may.
+#[tokio::test]
+async fn rfc4616_proxy_user_logs_in_as_the_authorization_identity() {
+    use base64::Engine;
+    let e = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let h = harness_with(|c| c.pop3.proxy_users = vec!["mmp@localhost".into()]);
+    h.deliver(b"Subject: for alice\r\n\r\nhi\r\n").await;
+    let (mut c, _task) = h.connect();
+    c.line().await;
+    let ok = c
+        .cmd(&format!(
+            "AUTH PLAIN {}",
+            e(b"alice@localhost\0mmp@localhost\0proxy pw")
+        ))
+        .await;
+    assert!(ok.starts_with("+OK maildrop has 1 message"), "{ok}");
+    assert_eq!(c.cmd("QUIT").await, "+OK msgd POP3 server signing off\r\n");
+    for (authz, pw, expect) in [
+        (
+            "alice@localhost",
+            "wrong",
+            "-ERR [AUTH] Authentication failed\r\n",
+        ),
+        (
+            "nobody@localhost",
+            "proxy pw",
+            "-ERR [AUTH] Authentication failed\r\n",
+        ),
+        (
+            "off@localhost",
+            "proxy pw",
+            "-ERR [AUTH] account disabled\r\n",
+        ),
+        (
+            "down@localhost",
+            "proxy pw",
+            "-ERR [SYS/TEMP] directory unavailable\r\n",
+        ),
+    ] {
+        let (mut c, _task) = h.connect();
+        c.line().await;
+        let raw = format!("{authz}\0mmp@localhost\0{pw}");
+        assert_eq!(
+            c.cmd(&format!("AUTH PLAIN {}", e(raw.as_bytes()))).await,
+            expect,
+            "{authz}"
+        );
+    }
+    // alice is no proxy user: she may not act as mmp.
+    let (mut c, _task) = h.connect();
+    c.line().await;
+    assert_eq!(
+        c.cmd(&format!(
+            "AUTH PLAIN {}",
+            e(b"mmp@localhost\0alice@localhost\0secret")
+        ))
+        .await,
+        "-ERR [AUTH] not authorized to act as that user\r\n"
+    );
+}
+
 /// The public entry point with real `Services`: embedded directory, store
 /// and TLS from one temp folder.
 #[tokio::test]
@@ -534,4 +611,42 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
     task.await.unwrap();
     let left = h.store.snapshot("bob@localhost", "INBOX").await.unwrap();
     assert!(left.messages.is_empty());
+}
+
+/// A store serves only its own users: a user whose mailHost names another
+/// store gets a temporary error, not an empty maildrop here.
+#[tokio::test]
+async fn login_of_a_user_of_another_store_is_refused() {
+    use crate::directory::embedded;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("directory.json");
+    embedded::edit(&path, |d| {
+        embedded::add_user(d, "dave@localhost", "pw", None, true)?;
+        if let Some(u) = d.users.get_mut("dave@localhost") {
+            u.account.mail_host = Some("store2.example".into());
+        }
+        Ok(())
+    })
+    .unwrap();
+    let services =
+        crate::services::test_services(dir.path(), |c| c.store.host = "store1.example".into());
+    let (client, server) = tokio::io::duplex(4096);
+    let task = tokio::spawn(crate::pop3::serve(
+        Box::new(server),
+        ConnInfo::for_test(Protocol::Pop3),
+        services.clone(),
+    ));
+    let mut c = Client::new(client);
+    c.line().await;
+    c.cmd("USER dave@localhost").await;
+    let r = c.cmd("PASS pw").await;
+    assert!(r.starts_with("-ERR [SYS/TEMP]"), "{r}");
+    c.cmd("QUIT").await;
+    task.await.unwrap();
+    assert!(services
+        .store()
+        .list("dave@localhost")
+        .await
+        .unwrap()
+        .is_empty());
 }

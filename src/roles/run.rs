@@ -87,7 +87,12 @@ fn handler(protocol: Protocol, role: Role) -> Result<Handler, &'static str> {
             Ok(|c, i, s| Box::pin(crate::pop3::serve(c, i, s)))
         }
         (Role::MtaOut, _) => Err("submission (the mta-out role) is not built yet"),
-        (Role::Mmp, _) => Err("the mmp role is not built yet"),
+        (Role::Mmp, Protocol::Imap | Protocol::Imaps) => {
+            Ok(|c, i, s| Box::pin(crate::mmp::serve_imap(c, i, s)))
+        }
+        (Role::Mmp, Protocol::Pop3 | Protocol::Pop3s) => {
+            Ok(|c, i, s| Box::pin(crate::mmp::serve_pop3(c, i, s)))
+        }
         (Role::Mem, _) | (Role::Store, Protocol::Http) => {
             Err("the HTTP API and webmail are not built yet")
         }
@@ -171,7 +176,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("listener.{name}: cannot listen on {addr}"))?;
             info!(listener = %name, %addr, role = %role, "listening");
-            bound.push((sock, protocol, tls_mode, h));
+            bound.push((sock, protocol, tls_mode, l.proxy_protocol, h));
         }
     }
     if bound.is_empty() && bound_unix.is_empty() {
@@ -179,11 +184,12 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     }
     let tracker = TaskTracker::new();
     let mut accept_loops = Vec::new();
-    for (sock, protocol, tls_mode, h) in bound {
+    for (sock, protocol, tls_mode, proxy_protocol, h) in bound {
         accept_loops.push(tokio::spawn(net::serve(
             sock,
             protocol,
             tls_mode,
+            proxy_protocol,
             services.clone(),
             tracker.clone(),
             h,

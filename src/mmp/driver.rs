@@ -1,0 +1,423 @@
+//! The async mmp driver, shared by IMAP and POP3: reads client input into
+//! the pre-login session core, performs its actions (TLS, delays, the
+//! directory check, the login at the store), then hands both connections
+//! to the relay.
+//!
+//! Invariants:
+//! - Actions of one command are performed in order; replies are flushed
+//!   before any wait and before the relay starts.
+//! - The pre-login read buffer (1 KiB) and the session core are dropped
+//!   before relaying, so an idle proxied session holds only the relay's
+//!   small buffers (and the TLS state, if any).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, error, info, warn};
+
+use super::backend::{self, Backend, BackendError, LoginRequest};
+use super::relay::{self, Options};
+use super::{imap, pop3, Action, Env, LoginOutcome, Proto};
+use crate::config::TlsMode;
+use crate::directory::{qualify_login, AuthResult, DirError};
+use crate::net::{Conn, ConnInfo};
+
+const READ_CHUNK: usize = 1024;
+
+/// The two pre-login cores behind one face.
+enum Core {
+    Imap(imap::Session),
+    Pop3(pop3::Session),
+}
+
+impl Core {
+    fn greeting(&self) -> Action {
+        match self {
+            Core::Imap(s) => s.greeting(),
+            Core::Pop3(s) => s.greeting(),
+        }
+    }
+    fn push(&mut self, b: &[u8]) {
+        match self {
+            Core::Imap(s) => s.push(b),
+            Core::Pop3(s) => s.push(b),
+        }
+    }
+    fn next(&mut self) -> Option<Vec<Action>> {
+        match self {
+            Core::Imap(s) => s.next(),
+            Core::Pop3(s) => s.next(),
+        }
+    }
+    fn login_done(&mut self, o: LoginOutcome) -> Vec<Action> {
+        match self {
+            Core::Imap(s) => s.login_done(o),
+            Core::Pop3(s) => s.login_done(o),
+        }
+    }
+    fn tls_started(&mut self) {
+        match self {
+            Core::Imap(s) => s.tls_started(),
+            Core::Pop3(s) => s.tls_started(),
+        }
+    }
+    fn take_rest(&mut self) -> Vec<u8> {
+        match self {
+            Core::Imap(s) => s.take_rest(),
+            Core::Pop3(s) => s.take_rest(),
+        }
+    }
+    fn has_buffered(&self) -> bool {
+        match self {
+            Core::Imap(s) => s.has_buffered(),
+            Core::Pop3(s) => s.has_buffered(),
+        }
+    }
+    fn tls_active(&self) -> bool {
+        match self {
+            Core::Imap(s) => s.tls_active(),
+            Core::Pop3(s) => s.tls_active(),
+        }
+    }
+}
+
+fn shutdown_line(proto: Proto) -> &'static [u8] {
+    match proto {
+        Proto::Imap => b"* BYE Server shutting down\r\n",
+        Proto::Pop3 => b"-ERR server shutting down\r\n",
+    }
+}
+
+fn timeout_line(proto: Proto) -> &'static [u8] {
+    match proto {
+        Proto::Imap => b"* BYE Autologout; idle for too long\r\n",
+        Proto::Pop3 => b"-ERR autologout\r\n",
+    }
+}
+
+/// How the pre-login part ended.
+enum PreEnd {
+    Proxy(Box<Backend>, Vec<u8>),
+    Done(&'static str),
+}
+
+struct Driver {
+    /// None only while a TLS handshake owns the stream.
+    conn: Option<Conn>,
+    out: Vec<u8>,
+    info: ConnInfo,
+    env: Env,
+    proto: Proto,
+    /// The logged-in user and store, for the summary line.
+    user: Option<String>,
+    store: Option<String>,
+}
+
+pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
+    let c = &env.config;
+    let plaintext = info.is_loopback()
+        || match proto {
+            Proto::Imap => c.imap.allow_plaintext_auth,
+            Proto::Pop3 => c.pop3.allow_plaintext_auth,
+        };
+    let starttls = info.tls_mode == TlsMode::StartTls && !info.tls_active;
+    let max_bad = c.limits.max_bad_commands.max(1);
+    let max_auth = c.limits.max_auth_failures.max(1);
+    let max_line = c.limits.max_line.max(512);
+    let core = match proto {
+        Proto::Imap => Core::Imap(imap::Session::new(imap::SessionConfig {
+            starttls_available: starttls,
+            tls_active: info.tls_active,
+            plaintext_without_tls: plaintext,
+            max_bad_commands: max_bad,
+            max_auth_failures: max_auth,
+            auth_delay: env.auth_delay,
+            max_command: max_line,
+        })),
+        Proto::Pop3 => Core::Pop3(pop3::Session::new(pop3::SessionConfig {
+            stls_available: starttls,
+            tls_active: info.tls_active,
+            plaintext_without_tls: plaintext,
+            max_bad_commands: max_bad,
+            max_auth_failures: max_auth,
+            auth_delay: env.auth_delay,
+            max_line,
+        })),
+    };
+    let mut d = Driver {
+        conn: Some(conn),
+        out: Vec::new(),
+        info,
+        env,
+        proto,
+        user: None,
+        store: None,
+    };
+    // Boxed: the pre-login state (login at the store, TLS handshakes) is
+    // large and must not stay allocated for the whole proxied session.
+    let (end, tls) = Box::pin(d.preauth(core)).await;
+    let (backend, pipelined) = match end {
+        PreEnd::Done(why) => {
+            info!(
+                user = d.user.as_deref().unwrap_or("-"),
+                end = why,
+                "mmp session closed before login"
+            );
+            return;
+        }
+        PreEnd::Proxy(b, pipelined) => (b, pipelined),
+    };
+    let Some(mut client) = d.conn.take() else {
+        return;
+    };
+    let Backend {
+        conn: mut store,
+        rest,
+        addr,
+        ..
+    } = *backend;
+    // What the store said after its login answer goes to the client, what
+    // the client pipelined after its login command goes to the store.
+    if !rest.is_empty() && client.write_all(&rest).await.is_err() {
+        return;
+    }
+    if !pipelined.is_empty() && store.write_all(&pipelined).await.is_err() {
+        return;
+    }
+    let Driver {
+        env,
+        user,
+        store: store_name,
+        ..
+    } = d;
+    let opts = Options {
+        idle: Duration::from_secs(env.config.mmp.idle_timeout.max(1)),
+        shutdown: env.shutdown.clone(),
+        goodbye: (proto == Proto::Imap).then_some(shutdown_line(Proto::Imap)),
+        imap: proto == Proto::Imap,
+    };
+    drop(env);
+    let (end, counts) = Box::pin(relay::relay(client, store, opts)).await;
+    info!(
+        user = user.as_deref().unwrap_or("-"),
+        store = store_name.as_deref().unwrap_or("-"),
+        %addr,
+        tls,
+        end = end.as_str(),
+        to_store = counts.to_store,
+        to_client = counts.to_client,
+        "mmp session closed"
+    );
+}
+
+impl Driver {
+    /// Runs the pre-login dialogue. Returns how it ended and whether the
+    /// client's connection is TLS.
+    async fn preauth(&mut self, mut core: Core) -> (PreEnd, bool) {
+        if let Action::Reply(g) = core.greeting() {
+            self.out.extend_from_slice(&g);
+        }
+        let preauth = Duration::from_secs(self.env.config.mmp.preauth_timeout.max(1));
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            while let Some(actions) = core.next() {
+                if self.env.shutdown.is_cancelled() {
+                    let end = self.goodbye(shutdown_line(self.proto), "shutdown").await;
+                    return (end, core.tls_active());
+                }
+                match self.perform(&mut core, actions).await {
+                    Ok(None) => {}
+                    Ok(Some(end)) => return (end, core.tls_active()),
+                    Err(_) => return (PreEnd::Done("io error"), core.tls_active()),
+                }
+            }
+            if self.flush().await.is_err() {
+                return (PreEnd::Done("io error"), core.tls_active());
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return (PreEnd::Done("io error"), core.tls_active());
+            };
+            let read = tokio::select! {
+                biased;
+                _ = self.env.shutdown.cancelled() => {
+                    let end = self.goodbye(shutdown_line(self.proto), "shutdown").await;
+                    return (end, core.tls_active());
+                }
+                r = tokio::time::timeout(preauth, conn.read(&mut buf)) => r,
+            };
+            match read {
+                Err(_) => {
+                    let end = self.goodbye(timeout_line(self.proto), "idle timeout").await;
+                    return (end, core.tls_active());
+                }
+                Ok(Ok(0)) => return (PreEnd::Done("eof"), core.tls_active()),
+                Ok(Ok(n)) => core.push(buf.get(..n).unwrap_or_default()),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "read failed");
+                    return (PreEnd::Done("io error"), core.tls_active());
+                }
+            }
+        }
+    }
+
+    /// Performs one command's actions. Ok(Some(end)): pre-login is over.
+    async fn perform(
+        &mut self,
+        core: &mut Core,
+        actions: Vec<Action>,
+    ) -> std::io::Result<Option<PreEnd>> {
+        let mut queue: VecDeque<Action> = actions.into();
+        let mut backend: Option<Backend> = None;
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Reply(r) => self.out.extend_from_slice(&r),
+                Action::Delay(d) => {
+                    self.flush().await?;
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = self.env.shutdown.cancelled() => {}
+                    }
+                }
+                Action::StartTls => {
+                    self.flush().await?;
+                    let Some(conn) = self.conn.take() else {
+                        return Ok(Some(PreEnd::Done("io error")));
+                    };
+                    match self.env.tls.accept(conn).await {
+                        Ok(tls) => {
+                            self.conn = Some(tls);
+                            core.tls_started();
+                            debug!("STARTTLS: TLS active");
+                        }
+                        Err(e) => {
+                            info!(error = %e, "STARTTLS handshake failed");
+                            return Ok(Some(PreEnd::Done("tls handshake failed")));
+                        }
+                    }
+                }
+                Action::Login {
+                    login,
+                    password,
+                    client_id,
+                } => {
+                    let (outcome, b) = self.login(login, password, &client_id).await;
+                    backend = b;
+                    for a in core.login_done(outcome).into_iter().rev() {
+                        queue.push_front(a);
+                    }
+                }
+                Action::Proxy => {
+                    self.flush().await?;
+                    let Some(b) = backend.take() else {
+                        error!("relay without a store connection");
+                        return Ok(Some(PreEnd::Done("internal error")));
+                    };
+                    return Ok(Some(PreEnd::Proxy(Box::new(b), core.take_rest())));
+                }
+                Action::Close => {
+                    self.flush().await?;
+                    if let Some(c) = self.conn.as_mut() {
+                        let _ = c.shutdown().await;
+                    }
+                    return Ok(Some(PreEnd::Done("closed")));
+                }
+            }
+        }
+        if !core.has_buffered() {
+            self.flush().await?;
+        }
+        Ok(None)
+    }
+
+    /// Directory check, then the login at the user's store.
+    async fn login(
+        &mut self,
+        login: String,
+        password: String,
+        client_id: &[(String, Option<String>)],
+    ) -> (LoginOutcome, Option<Backend>) {
+        let env = self.env.clone();
+        let key = qualify_login(&login, &env.config.server.domain);
+        let ip = self.info.peer.ip();
+        if env.shared.limiter.blocked(ip, &key) {
+            warn!(login = %key, "login refused: too many recent failures from this address or for this user");
+            return (LoginOutcome::RateLimited, None);
+        }
+        let account = match (env.authenticate)(login, password.clone()).await {
+            Ok(AuthResult::Ok(account)) => account,
+            Ok(AuthResult::Failed) => {
+                env.shared.limiter.failure(ip, &key);
+                info!(login = %key, "authentication failed");
+                return (LoginOutcome::Failed, None);
+            }
+            Ok(AuthResult::Inactive) => {
+                info!(login = %key, "login to an inactive account refused");
+                return (LoginOutcome::Inactive, None);
+            }
+            Err(DirError::Temporary(e)) => {
+                warn!(login = %key, error = %e, "directory unavailable during login");
+                return (LoginOutcome::DirectoryUnavailable, None);
+            }
+        };
+        env.shared.limiter.success(&key);
+        let user = account.address.clone();
+        self.user = Some(user.clone());
+        let m = &env.config.mmp;
+        let Some(host) = account
+            .mail_host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .or_else(|| (!m.default_backend.is_empty()).then(|| m.default_backend.clone()))
+        else {
+            error!(%user, "user has no mailHost and mmp.default_backend is empty");
+            return (LoginOutcome::BackendUnavailable, None);
+        };
+        self.store = Some(host.clone());
+        let req = LoginRequest {
+            user: &user,
+            password: &password,
+            client: self.info.peer,
+            local: self.info.local,
+            session_id: self.info.session_id,
+            client_id,
+        };
+        match backend::open(&env, self.proto, &host, &req).await {
+            Ok(b) => {
+                info!(%user, store = %host, addr = %b.addr, "logged in; relaying");
+                let reply = b.reply.clone();
+                (LoginOutcome::Ok(reply), Some(b))
+            }
+            Err(BackendError::Unavailable) => (LoginOutcome::BackendUnavailable, None),
+            Err(BackendError::Refused(code)) => (LoginOutcome::BackendRefused(code), None),
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        let res = tokio::time::timeout(Duration::from_secs(60), async {
+            conn.write_all(&self.out).await?;
+            conn.flush().await
+        })
+        .await;
+        self.out = Vec::new();
+        match res {
+            Ok(r) => r,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    async fn goodbye(&mut self, line: &[u8], why: &'static str) -> PreEnd {
+        self.out.extend_from_slice(line);
+        let _ = self.flush().await;
+        if let Some(c) = self.conn.as_mut() {
+            let _ = c.shutdown().await;
+        }
+        PreEnd::Done(why)
+    }
+}

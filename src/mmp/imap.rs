@@ -1,0 +1,683 @@
+//! The IMAP side of the mmp before login: a synchronous state machine over
+//! framed client input (no I/O). It answers the not-authenticated state
+//! itself (RFC 9051 sections 6.1-6.2: CAPABILITY, NOOP, LOGOUT, STARTTLS,
+//! LOGIN, AUTHENTICATE PLAIN with SASL-IR (RFC 4959), ID (RFC 2971)) and
+//! asks the driver to log in at the user's store; once that succeeded the
+//! session is done and the driver relays bytes.
+//!
+//! Invariants:
+//! - One command at a time: after `Action::Login` or `Action::StartTls`
+//!   no input is framed until the driver reports back.
+//! - Passwords leave this module only inside `Action::Login`, whose Debug
+//!   output hides them.
+
+use std::time::Duration;
+
+use imap_codec::decode::Decoder;
+use imap_codec::CommandCodec;
+use imap_types::auth::AuthMechanism;
+use imap_types::command::CommandBody;
+
+use super::framer::{Frame, Framer};
+use super::{auth_delay, sasl_plain, Action, LoginOutcome, SaslError};
+
+/// Most ID parameters kept from a client, and their longest value.
+const MAX_ID_PARAMS: usize = 30;
+const MAX_ID_VALUE: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// STARTTLS can be offered (a STARTTLS listener, TLS not active yet).
+    pub starttls_available: bool,
+    pub tls_active: bool,
+    /// LOGIN / AUTHENTICATE PLAIN allowed without TLS (loopback client or
+    /// `imap.allow_plaintext_auth`).
+    pub plaintext_without_tls: bool,
+    pub max_bad_commands: u32,
+    pub max_auth_failures: u32,
+    /// First delay after a failed login (doubles each time, capped).
+    pub auth_delay: Duration,
+    /// Largest command accepted before login, literals included.
+    pub max_command: usize,
+}
+
+#[derive(Debug)]
+enum State {
+    NotAuthenticated,
+    /// AUTHENTICATE PLAIN sent "+ " and waits for the response line.
+    SaslPlain {
+        tag: String,
+    },
+    /// Waiting for the driver (`login_done` / `tls_started`).
+    Pending {
+        tag: String,
+    },
+    Proxying,
+    Closed,
+}
+
+pub struct Session {
+    config: SessionConfig,
+    state: State,
+    framer: Framer,
+    bad_commands: u32,
+    auth_failures: u32,
+    client_id: Vec<(String, Option<String>)>,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Session {
+        Session {
+            framer: Framer::new(config.max_command, true),
+            config,
+            state: State::NotAuthenticated,
+            bad_commands: 0,
+            auth_failures: 0,
+            client_id: Vec::new(),
+        }
+    }
+
+    pub fn greeting(&self) -> Action {
+        Action::Reply(
+            format!(
+                "* OK [CAPABILITY {}] msgd IMAP proxy ready\r\n",
+                self.capabilities()
+            )
+            .into_bytes(),
+        )
+    }
+
+    /// Pre-login capabilities (RFC 9051 section 7.2.2).
+    pub fn capabilities(&self) -> String {
+        let mut c = String::from("IMAP4rev1");
+        if self.config.starttls_available && !self.config.tls_active {
+            c.push_str(" STARTTLS");
+        }
+        if self.plaintext_allowed() {
+            c.push_str(" AUTH=PLAIN SASL-IR");
+        } else {
+            c.push_str(" LOGINDISABLED");
+        }
+        c.push_str(" ID LITERAL+");
+        c
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.framer.push(bytes);
+    }
+
+    pub fn has_buffered(&self) -> bool {
+        self.framer.has_buffered()
+    }
+
+    pub fn tls_active(&self) -> bool {
+        self.config.tls_active
+    }
+
+    /// Input received after the login command (pipelined by the client):
+    /// it belongs to the store.
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        self.framer.take_rest()
+    }
+
+    /// Processes the next complete input, if any. None: more bytes needed
+    /// (or the session waits for the driver).
+    pub fn next(&mut self) -> Option<Vec<Action>> {
+        match &self.state {
+            State::NotAuthenticated => {}
+            State::SaslPlain { tag } => {
+                let tag = tag.clone();
+                let line = self.framer.next_line()?;
+                return Some(match line {
+                    Ok(line) => self.sasl_response(&tag, &line),
+                    Err(()) => {
+                        self.state = State::NotAuthenticated;
+                        self.bad(Some(&tag), "response too long")
+                    }
+                });
+            }
+            State::Pending { .. } | State::Proxying | State::Closed => return None,
+        }
+        Some(match self.framer.next()? {
+            Frame::Continue => vec![Action::Reply(b"+ Ready for literal data\r\n".to_vec())],
+            Frame::TooLong { tag, fatal } => {
+                if fatal {
+                    self.state = State::Closed;
+                    vec![
+                        Action::Reply(b"* BYE Command too long\r\n".to_vec()),
+                        Action::Close,
+                    ]
+                } else {
+                    self.bad(tag.as_deref(), "Command too long")
+                }
+            }
+            Frame::Message(bytes) => self.command(&bytes),
+        })
+    }
+
+    fn command(&mut self, bytes: &[u8]) -> Vec<Action> {
+        let cmd = match CommandCodec::new().decode(bytes) {
+            Ok((b"", cmd)) => cmd,
+            _ => {
+                let tag = tag_of(bytes);
+                return self.bad(tag.as_deref(), "Syntax error");
+            }
+        };
+        let tag = cmd.tag.inner().to_string();
+        match cmd.body {
+            CommandBody::Capability => vec![reply(format!(
+                "* CAPABILITY {}\r\n{tag} OK CAPABILITY completed\r\n",
+                self.capabilities()
+            ))],
+            CommandBody::Noop => vec![reply(format!("{tag} OK NOOP completed\r\n"))],
+            CommandBody::Logout => {
+                self.state = State::Closed;
+                vec![
+                    reply(format!(
+                        "* BYE msgd IMAP proxy logging out\r\n{tag} OK LOGOUT completed\r\n"
+                    )),
+                    Action::Close,
+                ]
+            }
+            CommandBody::StartTLS => {
+                if self.config.tls_active {
+                    self.bad(Some(&tag), "TLS is already active")
+                } else if !self.config.starttls_available {
+                    self.bad(Some(&tag), "STARTTLS is not available here")
+                } else {
+                    self.state = State::Pending { tag: tag.clone() };
+                    // RFC 9051 section 6.2.1: input after STARTTLS and
+                    // before the handshake must not be trusted.
+                    self.framer.clear();
+                    vec![
+                        reply(format!("{tag} OK Begin TLS negotiation now\r\n")),
+                        Action::StartTls,
+                    ]
+                }
+            }
+            CommandBody::Id { parameters } => {
+                self.client_id = parameters
+                    .unwrap_or_default()
+                    .into_iter()
+                    .take(MAX_ID_PARAMS)
+                    .filter_map(|(k, v)| {
+                        let k = String::from_utf8(k.as_ref().to_vec()).ok()?;
+                        let v = match v.0 {
+                            Some(v) => Some(String::from_utf8(v.as_ref().to_vec()).ok()?),
+                            None => None,
+                        };
+                        // Our own x-* keys are set by us, not the client.
+                        if k.len() > 30
+                            || k.to_ascii_lowercase().starts_with("x-")
+                            || v.as_ref().is_some_and(|v| v.len() > MAX_ID_VALUE)
+                        {
+                            return None;
+                        }
+                        Some((k, v))
+                    })
+                    .collect();
+                tracing::debug!(id = ?self.client_id, "client ID");
+                vec![reply(format!(
+                    "* ID (\"name\" \"msgd\")\r\n{tag} OK ID completed\r\n"
+                ))]
+            }
+            CommandBody::Login { username, password } => {
+                if !self.plaintext_allowed() {
+                    return self.no_privacy(&tag);
+                }
+                let (Ok(login), Ok(password)) = (
+                    String::from_utf8(username.as_ref().to_vec()),
+                    String::from_utf8(password.declassify().as_ref().to_vec()),
+                ) else {
+                    return self.login_done_for(&tag, LoginOutcome::Failed);
+                };
+                self.start_login(tag, login, password)
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                if mechanism != AuthMechanism::Plain {
+                    return vec![reply(format!(
+                        "{tag} NO [CANNOT] Unsupported authentication mechanism\r\n"
+                    ))];
+                }
+                if !self.plaintext_allowed() {
+                    return self.no_privacy(&tag);
+                }
+                match initial_response {
+                    Some(ir) => self.sasl_plain(&tag, ir.declassify()),
+                    None => {
+                        self.state = State::SaslPlain { tag };
+                        vec![Action::Reply(b"+ \r\n".to_vec())]
+                    }
+                }
+            }
+            CommandBody::Enable { .. }
+            | CommandBody::Select { .. }
+            | CommandBody::Examine { .. }
+            | CommandBody::Create { .. }
+            | CommandBody::Delete { .. }
+            | CommandBody::Rename { .. }
+            | CommandBody::Subscribe { .. }
+            | CommandBody::Unsubscribe { .. }
+            | CommandBody::List { .. }
+            | CommandBody::Lsub { .. }
+            | CommandBody::Status { .. }
+            | CommandBody::Append { .. }
+            | CommandBody::Idle
+            | CommandBody::Namespace => self.bad(Some(&tag), "Log in first"),
+            _ => self.bad(Some(&tag), "Command not valid before login"),
+        }
+    }
+
+    /// The line answering "+ " after AUTHENTICATE PLAIN (RFC 9051 6.2.2).
+    fn sasl_response(&mut self, tag: &str, line: &[u8]) -> Vec<Action> {
+        use base64::Engine;
+        self.state = State::NotAuthenticated;
+        if line == b"*" {
+            return self.bad(Some(tag), "AUTHENTICATE cancelled");
+        }
+        match base64::engine::general_purpose::STANDARD.decode(line) {
+            Ok(raw) => self.sasl_plain(tag, &raw),
+            Err(_) => self.bad(Some(tag), "Invalid base64"),
+        }
+    }
+
+    fn sasl_plain(&mut self, tag: &str, raw: &[u8]) -> Vec<Action> {
+        match sasl_plain(raw) {
+            Ok((login, password)) => self.start_login(tag.to_string(), login, password),
+            Err(SaslError::Malformed) => self.bad(Some(tag), "Malformed PLAIN response"),
+            Err(SaslError::OtherAuthzid) => vec![reply(format!(
+                "{tag} NO [AUTHORIZATIONFAILED] Not authorized to act as that user\r\n"
+            ))],
+        }
+    }
+
+    fn start_login(&mut self, tag: String, login: String, password: String) -> Vec<Action> {
+        self.state = State::Pending { tag };
+        vec![Action::Login {
+            login,
+            password,
+            client_id: self.client_id.clone(),
+        }]
+    }
+
+    /// The driver's report on `Action::Login`.
+    pub fn login_done(&mut self, outcome: LoginOutcome) -> Vec<Action> {
+        let tag = match std::mem::replace(&mut self.state, State::NotAuthenticated) {
+            State::Pending { tag } => tag,
+            other => {
+                self.state = other;
+                return Vec::new();
+            }
+        };
+        self.login_done_for(&tag, outcome)
+    }
+
+    fn login_done_for(&mut self, tag: &str, outcome: LoginOutcome) -> Vec<Action> {
+        match outcome {
+            LoginOutcome::Ok(capabilities) => {
+                self.state = State::Proxying;
+                let code = if capabilities.is_empty() {
+                    String::new()
+                } else {
+                    format!("[CAPABILITY {capabilities}] ")
+                };
+                vec![
+                    reply(format!("{tag} OK {code}Logged in\r\n")),
+                    Action::Proxy,
+                ]
+            }
+            LoginOutcome::Failed => {
+                self.auth_failed(tag, "[AUTHENTICATIONFAILED] Authentication failed", true)
+            }
+            LoginOutcome::Inactive => {
+                self.auth_failed(tag, "[CONTACTADMIN] Account disabled", false)
+            }
+            LoginOutcome::RateLimited => self.auth_failed(
+                tag,
+                "[UNAVAILABLE] Too many failed logins; try again later",
+                false,
+            ),
+            LoginOutcome::DirectoryUnavailable => vec![reply(format!(
+                "{tag} NO [UNAVAILABLE] User directory unavailable; try again later\r\n"
+            ))],
+            LoginOutcome::BackendUnavailable => vec![reply(format!(
+                "{tag} NO [UNAVAILABLE] Mail store unavailable; try again later\r\n"
+            ))],
+            LoginOutcome::BackendRefused(code) => {
+                let code = code.map(|c| format!("[{c}] ")).unwrap_or_default();
+                vec![reply(format!(
+                    "{tag} NO {code}Login refused by the mail store\r\n"
+                ))]
+            }
+        }
+    }
+
+    /// The driver's report after a successful TLS handshake: the session
+    /// starts over, capabilities change (RFC 9051 section 6.2.1).
+    pub fn tls_started(&mut self) {
+        self.config.tls_active = true;
+        self.config.starttls_available = false;
+        self.state = State::NotAuthenticated;
+    }
+
+    fn plaintext_allowed(&self) -> bool {
+        self.config.tls_active || self.config.plaintext_without_tls
+    }
+
+    fn no_privacy(&mut self, tag: &str) -> Vec<Action> {
+        self.bad_commands += 1;
+        let mut v = vec![reply(format!(
+            "{tag} NO [PRIVACYREQUIRED] Use STARTTLS or the IMAPS port first\r\n"
+        ))];
+        self.too_many_bad(&mut v);
+        v
+    }
+
+    fn auth_failed(&mut self, tag: &str, text: &str, delay: bool) -> Vec<Action> {
+        self.auth_failures += 1;
+        let mut v = Vec::new();
+        if delay {
+            let d = auth_delay(self.config.auth_delay, self.auth_failures);
+            if !d.is_zero() {
+                v.push(Action::Delay(d));
+            }
+        }
+        v.push(reply(format!("{tag} NO {text}\r\n")));
+        if self.auth_failures >= self.config.max_auth_failures.max(1) {
+            self.state = State::Closed;
+            v.push(reply("* BYE Too many authentication failures\r\n".into()));
+            v.push(Action::Close);
+        }
+        v
+    }
+
+    fn bad(&mut self, tag: Option<&str>, text: &str) -> Vec<Action> {
+        self.bad_commands += 1;
+        let mut v = vec![reply(format!("{} BAD {text}\r\n", tag.unwrap_or("*")))];
+        self.too_many_bad(&mut v);
+        v
+    }
+
+    fn too_many_bad(&mut self, v: &mut Vec<Action>) {
+        if self.bad_commands >= self.config.max_bad_commands.max(1) {
+            self.state = State::Closed;
+            v.push(reply("* BYE Too many bad commands\r\n".into()));
+            v.push(Action::Close);
+        }
+    }
+}
+
+fn reply(s: String) -> Action {
+    Action::Reply(s.into_bytes())
+}
+
+/// The tag of a command that did not parse, if it has a plausible one.
+fn tag_of(bytes: &[u8]) -> Option<String> {
+    let end = bytes
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\r' | b'\n'))?;
+    let t = bytes.get(..end)?;
+    if t.is_empty() || t.len() > 64 || !t.iter().all(|b| super::framer::is_tag_char(*b)) {
+        return None;
+    }
+    String::from_utf8(t.to_vec()).ok()
+}
+
+/// Writes `s` as an IMAP astring: an atom when it can be, a quoted string
+/// when it has no CR/LF/NUL and is ASCII, else None (use a literal).
+pub fn quoted(s: &str) -> Option<String> {
+    if s.bytes()
+        .any(|b| !b.is_ascii() || matches!(b, b'\r' | b'\n' | 0))
+    {
+        return None;
+    }
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    Some(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            starttls_available: true,
+            tls_active: false,
+            plaintext_without_tls: false,
+            max_bad_commands: 5,
+            max_auth_failures: 3,
+            auth_delay: Duration::from_secs(1),
+            max_command: 8192,
+        }
+    }
+
+    fn run(s: &mut Session, input: &[u8]) -> Vec<Action> {
+        s.push(input);
+        let mut out = Vec::new();
+        while let Some(a) = s.next() {
+            out.extend(a);
+        }
+        out
+    }
+
+    fn text(actions: &[Action]) -> String {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply(r) => Some(String::from_utf8_lossy(r).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rfc9051_logindisabled_before_tls_on_remote_connections() {
+        let mut s = Session::new(config());
+        let greeting = text(&[s.greeting()]);
+        assert!(greeting.contains("STARTTLS LOGINDISABLED"), "{greeting}");
+        assert!(!greeting.contains("AUTH=PLAIN"));
+        let out = run(
+            &mut s,
+            b"a LOGIN alice secret\r\nb AUTHENTICATE PLAIN AGEAYg==\r\n",
+        );
+        assert_eq!(
+            text(&out),
+            "a NO [PRIVACYREQUIRED] Use STARTTLS or the IMAPS port first\r\n\
+             b NO [PRIVACYREQUIRED] Use STARTTLS or the IMAPS port first\r\n"
+        );
+        assert!(!out.iter().any(|a| matches!(a, Action::Login { .. })));
+    }
+
+    #[test]
+    fn rfc9051_starttls_discards_pipelined_input_and_changes_capabilities() {
+        let mut s = Session::new(config());
+        let out = run(&mut s, b"t STARTTLS\r\nx LOGIN injected pw\r\n");
+        assert_eq!(
+            out,
+            vec![
+                Action::Reply(b"t OK Begin TLS negotiation now\r\n".to_vec()),
+                Action::StartTls
+            ]
+        );
+        assert!(!s.has_buffered());
+        s.tls_started();
+        let out = run(&mut s, b"c CAPABILITY\r\n");
+        assert_eq!(
+            text(&out),
+            "* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR ID LITERAL+\r\nc OK CAPABILITY completed\r\n"
+        );
+        let out = run(&mut s, b"d STARTTLS\r\n");
+        assert_eq!(text(&out), "d BAD TLS is already active\r\n");
+    }
+
+    #[test]
+    fn rfc9051_login_with_quoted_strings_and_literals_split_at_every_byte() {
+        let input: &[u8] = b"a1 ID (\"name\" \"test\" \"x-originating-ip\" \"1.2.3.4\")\r\na2 LOGIN {5}\r\nalice \"p w\\\"x\"\r\nb SELECT INBOX\r\n";
+        for i in 0..=input.len() {
+            let mut c = config();
+            c.tls_active = true;
+            let mut s = Session::new(c);
+            let mut out = run(&mut s, &input[..i]);
+            out.extend(run(&mut s, &input[i..]));
+            let login = out
+                .iter()
+                .find(|a| matches!(a, Action::Login { .. }))
+                .cloned();
+            assert_eq!(
+                login,
+                Some(Action::Login {
+                    login: "alice".into(),
+                    password: "p w\"x".into(),
+                    // The client may not set our x- keys.
+                    client_id: vec![("name".into(), Some("test".into()))],
+                }),
+                "split at {i}"
+            );
+            assert!(text(&out).starts_with("* ID (\"name\" \"msgd\")\r\na1 OK ID completed\r\n"));
+            // After LOGIN the session waits; the SELECT is for the store.
+            let out = s.login_done(LoginOutcome::Ok("IMAP4rev2 IDLE".into()));
+            assert_eq!(
+                out,
+                vec![
+                    Action::Reply(b"a2 OK [CAPABILITY IMAP4rev2 IDLE] Logged in\r\n".to_vec()),
+                    Action::Proxy
+                ]
+            );
+            assert_eq!(s.take_rest(), b"b SELECT INBOX\r\n", "split at {i}");
+        }
+    }
+
+    #[test]
+    fn rfc4959_authenticate_plain_with_and_without_initial_response() {
+        let mut c = config();
+        c.plaintext_without_tls = true;
+        let mut s = Session::new(c.clone());
+        // "\0alice\0secret"
+        let out = run(&mut s, b"a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+        assert!(
+            matches!(&out[..], [Action::Login { login, password, .. }] if login == "alice" && password == "secret")
+        );
+        let mut s = Session::new(c.clone());
+        let out = run(&mut s, b"a AUTHENTICATE PLAIN\r\n");
+        assert_eq!(text(&out), "+ \r\n");
+        let out = run(&mut s, b"AGFsaWNlAHNlY3JldA==\r\n");
+        assert!(matches!(&out[..], [Action::Login { login, .. }] if login == "alice"));
+        // Cancel, and acting as someone else.
+        let mut s = Session::new(c.clone());
+        run(&mut s, b"a AUTHENTICATE PLAIN\r\n");
+        assert_eq!(
+            text(&run(&mut s, b"*\r\n")),
+            "a BAD AUTHENTICATE cancelled\r\n"
+        );
+        // "bob\0alice\0secret"
+        let out = run(&mut s, b"b AUTHENTICATE PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\n");
+        assert_eq!(
+            text(&out),
+            "b NO [AUTHORIZATIONFAILED] Not authorized to act as that user\r\n"
+        );
+        let out = run(&mut s, b"c AUTHENTICATE CRAM-MD5\r\n");
+        assert_eq!(
+            text(&out),
+            "c NO [CANNOT] Unsupported authentication mechanism\r\n"
+        );
+    }
+
+    #[test]
+    fn rfc5530_login_failures_have_response_codes_and_growing_delays() {
+        let mut c = config();
+        c.tls_active = true;
+        let mut s = Session::new(c);
+        let mut delays = Vec::new();
+        for (i, (outcome, expect)) in [
+            (
+                LoginOutcome::DirectoryUnavailable,
+                "NO [UNAVAILABLE] User directory unavailable; try again later",
+            ),
+            (
+                LoginOutcome::BackendUnavailable,
+                "NO [UNAVAILABLE] Mail store unavailable; try again later",
+            ),
+            (
+                LoginOutcome::BackendRefused(Some("AUTHENTICATIONFAILED".into())),
+                "NO [AUTHENTICATIONFAILED] Login refused by the mail store",
+            ),
+            (
+                LoginOutcome::Failed,
+                "NO [AUTHENTICATIONFAILED] Authentication failed",
+            ),
+            (
+                LoginOutcome::Failed,
+                "NO [AUTHENTICATIONFAILED] Authentication failed",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let out = run(&mut s, format!("t{i} LOGIN u p\r\n").as_bytes());
+            assert!(matches!(out[..], [Action::Login { .. }]));
+            let out = s.login_done(outcome);
+            delays.extend(out.iter().filter_map(|a| match a {
+                Action::Delay(d) => Some(*d),
+                _ => None,
+            }));
+            assert_eq!(text(&out), format!("t{i} {expect}\r\n"));
+        }
+        assert_eq!(delays, vec![Duration::from_secs(1), Duration::from_secs(2)]);
+        run(&mut s, b"t9 LOGIN u p\r\n");
+        let out = s.login_done(LoginOutcome::Failed);
+        assert!(text(&out).ends_with("* BYE Too many authentication failures\r\n"));
+        assert_eq!(out.last(), Some(&Action::Close));
+        assert_eq!(s.next(), None);
+    }
+
+    #[test]
+    fn rfc9051_bad_commands_and_state() {
+        let mut s = Session::new(config());
+        let out = run(
+            &mut s,
+            b"a SELECT INBOX\r\nb FROB\r\n\r\nc NOOP\r\nd LOGOUT\r\ne NOOP\r\n",
+        );
+        assert_eq!(
+            text(&out),
+            "a BAD Log in first\r\nb BAD Syntax error\r\n* BAD Syntax error\r\nc OK NOOP completed\r\n\
+             * BYE msgd IMAP proxy logging out\r\nd OK LOGOUT completed\r\n"
+        );
+        assert_eq!(out.last(), Some(&Action::Close));
+        let mut c = config();
+        c.max_bad_commands = 2;
+        let mut s = Session::new(c);
+        let out = run(&mut s, b"a FROB\r\nb FROB\r\nc NOOP\r\n");
+        assert_eq!(
+            text(&out),
+            "a BAD Syntax error\r\nb BAD Syntax error\r\n* BYE Too many bad commands\r\n"
+        );
+    }
+
+    #[test]
+    fn login_password_is_hidden_in_debug() {
+        let a = Action::Login {
+            login: "u".into(),
+            password: "hunter2".into(),
+            client_id: vec![],
+        };
+        assert!(!format!("{a:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn quoting_for_the_backend() {
+        assert_eq!(quoted("a\"b\\c").as_deref(), Some("\"a\\\"b\\\\c\""));
+        assert_eq!(quoted("é"), None);
+        assert_eq!(quoted("a\r\nb"), None);
+    }
+}

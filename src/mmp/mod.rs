@@ -1,0 +1,427 @@
+//! The mmp role: an IMAP and POP3 proxy in front of the stores. It answers
+//! the part of each protocol before login itself, checks the password
+//! against the directory, finds the user's store from `mailHost`, logs in
+//! there on the user's behalf, and from then on relays bytes both ways
+//! without parsing them.
+//!
+//! Layers: `framer` (IMAP lines + literals) -> `imap` / `pop3` (synchronous
+//! pre-login session cores, no I/O) -> `driver` (async: reads, writes,
+//! directory, TLS, `backend` login) -> `relay` (byte pump).
+//!
+//! Invariants:
+//! - No state survives a connection except the failed-login counters
+//!   (`limiter`), which only slow guessing down: any number of mmps can run
+//!   behind a load balancer.
+//! - The client's address (from the PROXY header if the listener has one)
+//!   reaches the store: IMAP `ID` with x-originating-ip (Dovecot's
+//!   convention) and/or a PROXY v2 header to the store.
+//! - Passwords are never logged; they travel only inside `Action::Login`
+//!   and the login at the store.
+
+mod backend;
+mod driver;
+mod framer;
+mod imap;
+mod limiter;
+mod pop3;
+mod relay;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::directory::{AuthResult, DirError};
+use crate::net::{Conn, ConnInfo};
+use crate::services::Services;
+use crate::tls::Tls;
+
+pub use limiter::LoginLimiter;
+
+/// Serves one IMAP/IMAPS client connection of the mmp role.
+pub async fn serve_imap(conn: Conn, info: ConnInfo, services: Services) {
+    driver::run(conn, info, Env::from_services(&services), Proto::Imap).await
+}
+
+/// Serves one POP3/POP3S client connection of the mmp role.
+pub async fn serve_pop3(conn: Conn, info: ConnInfo, services: Services) {
+    driver::run(conn, info, Env::from_services(&services), Proto::Pop3).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    Imap,
+    Pop3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoginMode {
+    /// The user's own login and password at the store.
+    Credentials,
+    /// SASL PLAIN: authzid = user, authcid/password = the mmp's.
+    ProxyAuth,
+}
+
+/// An effect or output of a pre-login session core, in order.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Bytes for the client.
+    Reply(Vec<u8>),
+    /// Wait (after a failed login) before going on.
+    Delay(Duration),
+    /// Flush, TLS handshake with the client, then `tls_started` (or close).
+    StartTls,
+    /// Check the password with the directory and log in at the user's
+    /// store; report with `login_done`. `client_id`: IMAP ID parameters of
+    /// the client, passed on to the store.
+    Login {
+        login: String,
+        password: String,
+        client_id: Vec<(String, Option<String>)>,
+    },
+    /// The login answer went out: relay from now on (pipelined input is in
+    /// `take_rest`).
+    Proxy,
+    /// Flush and close.
+    Close,
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Reply(r) => f
+                .debug_tuple("Reply")
+                .field(&String::from_utf8_lossy(r))
+                .finish(),
+            Action::Delay(d) => f.debug_tuple("Delay").field(d).finish(),
+            Action::StartTls => f.write_str("StartTls"),
+            Action::Login {
+                login, client_id, ..
+            } => f
+                .debug_struct("Login")
+                .field("login", login)
+                .field("password", &"<hidden>")
+                .field("client_id", client_id)
+                .finish(),
+            Action::Proxy => f.write_str("Proxy"),
+            Action::Close => f.write_str("Close"),
+        }
+    }
+}
+
+/// What came of an `Action::Login`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LoginOutcome {
+    /// Logged in at the store. IMAP: the store's capabilities (may be
+    /// empty); POP3: the store's "+OK" line with CRLF.
+    Ok(String),
+    /// Wrong login or password.
+    Failed,
+    /// Right password, disabled account.
+    Inactive,
+    /// Too many failures from this address or for this user lately.
+    RateLimited,
+    DirectoryUnavailable,
+    /// The store is unknown, down, or misbehaved.
+    BackendUnavailable,
+    /// The store refused the login, with this response code.
+    BackendRefused(Option<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SaslError {
+    Malformed,
+    /// An authorization identity other than the login: not offered.
+    OtherAuthzid,
+}
+
+/// Decodes a SASL PLAIN message (RFC 4616: authzid NUL authcid NUL passwd)
+/// into login and password.
+pub(crate) fn sasl_plain(raw: &[u8]) -> Result<(String, String), SaslError> {
+    let mut fields = raw.split(|b| *b == 0);
+    let (Some(authz), Some(authc), Some(pass), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(SaslError::Malformed);
+    };
+    let (Ok(authz), Ok(authc), Ok(pass)) = (
+        std::str::from_utf8(authz),
+        std::str::from_utf8(authc),
+        std::str::from_utf8(pass),
+    ) else {
+        return Err(SaslError::Malformed);
+    };
+    if authc.is_empty() {
+        return Err(SaslError::Malformed);
+    }
+    if !authz.is_empty() && !authz.eq_ignore_ascii_case(authc) {
+        return Err(SaslError::OtherAuthzid);
+    }
+    Ok((authc.to_string(), pass.to_string()))
+}
+
+/// Delay before answering the `failures`-th failed login: base, 2x, 4x,
+/// capped at 8 s (or at base, if base is larger).
+pub(crate) fn auth_delay(base: Duration, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    base.saturating_mul(1u32 << exp)
+        .min(Duration::from_secs(8).max(base))
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address into
+/// host and port. None: not one of those.
+pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        host.parse::<std::net::Ipv6Addr>().ok()?;
+        return match after {
+            "" => Some((host.to_string(), None)),
+            p => Some((host.to_string(), Some(p.strip_prefix(':')?.parse().ok()?))),
+        };
+    }
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return Some((s.to_string(), None));
+    }
+    let valid_host = |h: &str| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    match s.rsplit_once(':') {
+        Some((h, p)) if valid_host(h) => Some((h.to_string(), Some(p.parse().ok()?))),
+        Some(_) => None,
+        None if valid_host(s) => Some((s.to_string(), None)),
+        None => None,
+    }
+}
+
+/// Checks a login and password: the directory in production, a fake in
+/// tests (which can make it fail temporarily).
+pub(crate) type Authenticator = Arc<
+    dyn Fn(String, String) -> Pin<Box<dyn Future<Output = Result<AuthResult, DirError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What lives as long as the process: failed-login counters and the TLS
+/// client setup for the stores.
+pub(crate) struct Shared {
+    limiter: LoginLimiter,
+    client_tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: &Config) -> Shared {
+        let m = &config.mmp;
+        Shared {
+            limiter: LoginLimiter::new(
+                m.max_login_failures_per_ip,
+                m.max_login_failures_per_user,
+                Duration::from_secs(m.login_failure_window),
+            ),
+            client_tls: OnceLock::new(),
+        }
+    }
+
+    fn client_tls(&self, config: &Config) -> Result<Arc<rustls::ClientConfig>, String> {
+        self.client_tls
+            .get_or_init(|| backend::client_config(config).map_err(|e| format!("{e:#}")))
+            .clone()
+    }
+}
+
+/// The one process-wide `Shared`. `Services` has no slot for role state,
+/// and the handler table in roles/run.rs takes plain fns; so this is the
+/// single static of the mmp, created from the first connection's config
+/// (the config does not change while msgd runs).
+static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+
+/// What a session uses of the shared services.
+#[derive(Clone)]
+pub(crate) struct Env {
+    pub config: Arc<Config>,
+    pub tls: Arc<Tls>,
+    pub shutdown: CancellationToken,
+    pub authenticate: Authenticator,
+    pub shared: Arc<Shared>,
+    /// First delay after a failed login (doubles each time).
+    pub auth_delay: Duration,
+}
+
+impl Env {
+    fn from_services(services: &Services) -> Env {
+        let directory = services.directory.clone();
+        let domain = services.config.server.domain.clone();
+        Env {
+            shared: SHARED
+                .get_or_init(|| Arc::new(Shared::new(&services.config)))
+                .clone(),
+            config: services.config.clone(),
+            tls: services.tls.clone(),
+            shutdown: services.shutdown.clone(),
+            authenticate: Arc::new(move |login, password| {
+                let directory = directory.clone();
+                let domain = domain.clone();
+                Box::pin(async move { directory.authenticate(&login, &password, &domain).await })
+            }),
+            auth_delay: Duration::from_secs(1),
+        }
+    }
+
+    pub(crate) fn login_mode(&self) -> LoginMode {
+        if self.config.mmp.login_mode == "proxyauth" {
+            LoginMode::ProxyAuth
+        } else {
+            LoginMode::Credentials
+        }
+    }
+
+    /// The base64 SASL PLAIN response logging in as `user` with the mmp's
+    /// proxy credentials.
+    pub(crate) fn proxyauth_plain(&self, user: &str) -> std::io::Result<String> {
+        use base64::Engine;
+        let m = &self.config.mmp;
+        let path = self.config.data_path(&m.proxy_password_file, "");
+        let text = std::fs::read_to_string(path)?;
+        let password = text.lines().next().unwrap_or("").trim_end();
+        let raw = format!("{user}\0{}\0{password}", m.proxy_user);
+        Ok(base64::engine::general_purpose::STANDARD.encode(raw))
+    }
+
+    /// The host and port of `mail_host`'s store for `proto`.
+    pub(crate) fn backend_address(&self, proto: Proto, mail_host: &str) -> (String, u16) {
+        let m = &self.config.mmp;
+        let implicit = m.backend_tls == "implicit";
+        let (map, port) = match proto {
+            Proto::Imap => (
+                &m.imap_backends,
+                match m.imap_port {
+                    0 if implicit => 993,
+                    0 => 143,
+                    p => p,
+                },
+            ),
+            Proto::Pop3 => (
+                &m.pop3_backends,
+                match m.pop3_port {
+                    0 if implicit => 995,
+                    0 => 110,
+                    p => p,
+                },
+            ),
+        };
+        let find = |map: &std::collections::BTreeMap<String, String>| {
+            map.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(mail_host))
+                .and_then(|(_, v)| split_host_port(v))
+        };
+        if let Some((host, p)) = find(map) {
+            return (host, p.unwrap_or(port));
+        }
+        if let Some((host, _)) = find(&m.backends) {
+            return (host, port);
+        }
+        (mail_host.to_string(), port)
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("store1"), Some(("store1".into(), None)));
+        assert_eq!(
+            split_host_port("10.0.0.5:1143"),
+            Some(("10.0.0.5".into(), Some(1143)))
+        );
+        assert_eq!(split_host_port("::1"), Some(("::1".into(), None)));
+        assert_eq!(
+            split_host_port("[::1]:143"),
+            Some(("::1".into(), Some(143)))
+        );
+        assert_eq!(split_host_port("[::1]"), Some(("::1".into(), None)));
+        assert_eq!(split_host_port("a:b:c"), None);
+        assert_eq!(split_host_port("host:99999"), None);
+        assert_eq!(split_host_port("bad host"), None);
+        assert_eq!(split_host_port(""), None);
+    }
+
+    #[test]
+    fn rfc4616_plain_fields() {
+        assert_eq!(
+            sasl_plain(b"\0alice\0pw"),
+            Ok(("alice".into(), "pw".into()))
+        );
+        assert_eq!(
+            sasl_plain(b"Alice\0alice\0pw"),
+            Ok(("alice".into(), "pw".into()))
+        );
+        assert_eq!(sasl_plain(b"bob\0alice\0pw"), Err(SaslError::OtherAuthzid));
+        assert_eq!(sasl_plain(b"\0\0pw"), Err(SaslError::Malformed));
+        assert_eq!(sasl_plain(b"alice\0pw"), Err(SaslError::Malformed));
+        assert_eq!(sasl_plain(b"\0a\0b\0c"), Err(SaslError::Malformed));
+    }
+
+    #[test]
+    fn auth_delay_grows_and_caps() {
+        let s = Duration::from_secs(1);
+        let d: Vec<u64> = (1..=6).map(|n| auth_delay(s, n).as_secs()).collect();
+        assert_eq!(d, vec![1, 2, 4, 8, 8, 8]);
+        assert_eq!(auth_delay(Duration::ZERO, 3), Duration::ZERO);
+    }
+
+    #[test]
+    fn backend_address_from_maps_ports_and_names() {
+        let mut c = Config::default();
+        c.mmp
+            .backends
+            .insert("Store1.example.com".into(), "10.0.0.5".into());
+        c.mmp
+            .imap_backends
+            .insert("store2.example.com".into(), "10.0.0.6:1143".into());
+        let env = Env {
+            shared: Arc::new(Shared::new(&c)),
+            config: Arc::new(c.clone()),
+            tls: Arc::new(
+                Tls::from_config(&{
+                    let mut t = c.clone();
+                    t.server.data_dir = tempfile::tempdir().unwrap().keep();
+                    t
+                })
+                .unwrap(),
+            ),
+            shutdown: CancellationToken::new(),
+            authenticate: Arc::new(|_, _| Box::pin(async { Ok(AuthResult::Failed) })),
+            auth_delay: Duration::ZERO,
+        };
+        assert_eq!(
+            env.backend_address(Proto::Imap, "store1.example.com"),
+            ("10.0.0.5".into(), 143)
+        );
+        assert_eq!(
+            env.backend_address(Proto::Pop3, "store1.example.com"),
+            ("10.0.0.5".into(), 110)
+        );
+        assert_eq!(
+            env.backend_address(Proto::Imap, "store2.example.com"),
+            ("10.0.0.6".into(), 1143)
+        );
+        assert_eq!(
+            env.backend_address(Proto::Pop3, "store2.example.com"),
+            ("store2.example.com".into(), 110)
+        );
+    }
+}

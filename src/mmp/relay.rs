@@ -1,0 +1,454 @@
+//! Relays bytes between a client and its store after login, without
+//! parsing them, until either side closes, the session idles out, or the
+//! server shuts down.
+//!
+//! Memory per idle session stays small: each direction reads into a
+//! 512-byte buffer inside the task and only switches to a 16 KiB heap
+//! buffer while data keeps filling the small one (a FETCH of a large
+//! message), dropping it again once reads come back short.
+//!
+//! Endings:
+//! - the store closes: what it sent is flushed, the client's side is shut
+//!   down (TLS close_notify, FIN) and the session ends;
+//! - the client closes: the store's write side is shut down (so a LOGOUT
+//!   still gets its answer), its remaining output relayed for a few
+//!   seconds at most;
+//! - shutdown: at the next point where the store's output is between
+//!   responses (not inside a line or a literal), `goodbye` (IMAP
+//!   `* BYE ...`) goes to the client and both sides are closed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::net::Conn;
+
+const SMALL: usize = 512;
+const BIG: usize = 16 * 1024;
+/// How long the store may keep talking after the client closed.
+const DRAIN_AFTER_CLIENT_EOF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    ClientClosed,
+    StoreClosed,
+    IdleTimeout,
+    Shutdown,
+    ClientError,
+    StoreError,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::ClientClosed => "client closed",
+            End::StoreClosed => "store closed",
+            End::IdleTimeout => "idle timeout",
+            End::Shutdown => "shutdown",
+            End::ClientError => "client i/o error",
+            End::StoreError => "store i/o error",
+        }
+    }
+}
+
+pub struct Options {
+    pub idle: Duration,
+    pub shutdown: CancellationToken,
+    /// Sent to the client on shutdown, between two store responses.
+    pub goodbye: Option<&'static [u8]>,
+    /// Track IMAP literals in the store's output (for `goodbye`).
+    pub imap: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub to_store: u64,
+    pub to_client: u64,
+}
+
+/// Time of the last byte in either direction, in ms since `start`.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Where the store's output stands: between responses or not.
+#[derive(Debug, Default)]
+pub struct Boundary {
+    /// Literal bytes still to come.
+    literal_left: u64,
+    /// Parsing a `{123}` (or `{123+}`) at the end of a line.
+    brace: Option<u64>,
+    /// The brace closed: a literal follows if CRLF comes next.
+    closed: Option<u64>,
+    /// The last byte seen outside literals ended a line.
+    at_line_start: bool,
+    /// Track literals (IMAP) or only lines (POP3).
+    imap: bool,
+}
+
+impl Boundary {
+    pub fn new(imap: bool) -> Boundary {
+        Boundary {
+            at_line_start: true,
+            imap,
+            ..Boundary::default()
+        }
+    }
+
+    pub fn between_responses(&self) -> bool {
+        self.literal_left == 0 && self.at_line_start
+    }
+
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.literal_left > 0 {
+                let n = (self.literal_left.min(data.len() as u64)) as usize;
+                self.literal_left -= n as u64;
+                data = data.get(n..).unwrap_or_default();
+                continue;
+            }
+            let b = data[0];
+            data = &data[1..];
+            self.at_line_start = b == b'\n';
+            if !self.imap {
+                continue;
+            }
+            match b {
+                b'{' => {
+                    self.brace = Some(0);
+                    self.closed = None;
+                }
+                b'0'..=b'9' if self.brace.is_some() => {
+                    self.brace = self
+                        .brace
+                        .and_then(|n| n.checked_mul(10)?.checked_add(u64::from(b - b'0')));
+                }
+                b'+' if self.brace.is_some() => {}
+                b'}' if self.brace.is_some() => {
+                    self.closed = self.brace.take();
+                }
+                b'\r' if self.closed.is_some() => {}
+                b'\n' => {
+                    if let Some(n) = self.closed.take() {
+                        self.literal_left = n;
+                        // Inside the literal now, not between responses.
+                        self.at_line_start = n == 0;
+                    }
+                    self.brace = None;
+                }
+                _ => {
+                    self.brace = None;
+                    self.closed = None;
+                }
+            }
+        }
+    }
+}
+
+/// One direction. Returns Ok at EOF (after shutting the writer down).
+async fn pump<R, W>(
+    r: &mut R,
+    w: &mut W,
+    activity: &Activity,
+    count: &AtomicU64,
+    mut boundary: Option<&mut Boundary>,
+    stop: Option<(&CancellationToken, Option<&'static [u8]>)>,
+) -> Result<PumpEnd, Side>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut small = [0u8; SMALL];
+    let mut big: Vec<u8> = Vec::new();
+    let mut stopping = false;
+    loop {
+        if stopping && boundary.as_deref().is_none_or(Boundary::between_responses) {
+            if let Some(bye) = stop.and_then(|(_, g)| g) {
+                let _ = w.write_all(bye).await;
+            }
+            let _ = w.shutdown().await;
+            return Ok(PumpEnd::Stopped);
+        }
+        let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
+        let read = match stop {
+            Some((token, _)) if !stopping => {
+                tokio::select! {
+                    biased;
+                    res = r.read(buf) => Some(res),
+                    _ = token.cancelled() => None,
+                }
+            }
+            _ => Some(r.read(buf).await),
+        };
+        let n = match read {
+            None => {
+                stopping = true;
+                continue;
+            }
+            Some(Ok(0)) => {
+                let _ = w.flush().await;
+                let _ = w.shutdown().await;
+                return Ok(PumpEnd::Eof);
+            }
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return Err(Side::Reader),
+        };
+        let capacity = buf.len();
+        let data = buf.get(..n).unwrap_or_default();
+        activity.touch();
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(b) = boundary.as_deref_mut() {
+            b.feed(data);
+        }
+        if w.write_all(data).await.is_err() || w.flush().await.is_err() {
+            return Err(Side::Writer);
+        }
+        activity.touch();
+        if big.is_empty() && n == capacity {
+            big = vec![0u8; BIG];
+        } else if !big.is_empty() && n < BIG / 8 {
+            big = Vec::new();
+        }
+    }
+}
+
+enum PumpEnd {
+    Eof,
+    Stopped,
+}
+
+enum Side {
+    Reader,
+    Writer,
+}
+
+/// Relays until the session ends; returns why, and the byte counts.
+pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
+    let activity = Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    };
+    let up_count = AtomicU64::new(0);
+    let down_count = AtomicU64::new(0);
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut store_r, mut store_w) = tokio::io::split(store);
+    let mut boundary = Boundary::new(opts.imap);
+    let end = {
+        let up = pump(
+            &mut client_r,
+            &mut store_w,
+            &activity,
+            &up_count,
+            None,
+            None,
+        );
+        let down = pump(
+            &mut store_r,
+            &mut client_w,
+            &activity,
+            &down_count,
+            Some(&mut boundary),
+            Some((&opts.shutdown, opts.goodbye)),
+        );
+        tokio::pin!(up, down);
+        let idle = async {
+            loop {
+                let quiet = activity.idle_for();
+                if quiet >= opts.idle {
+                    return;
+                }
+                tokio::time::sleep(opts.idle - quiet).await;
+            }
+        };
+        tokio::pin!(idle);
+        tokio::select! {
+            r = &mut down => match r {
+                Ok(PumpEnd::Eof) => End::StoreClosed,
+                Ok(PumpEnd::Stopped) => End::Shutdown,
+                Err(Side::Reader) => End::StoreError,
+                Err(Side::Writer) => End::ClientError,
+            },
+            r = &mut up => match r {
+                Ok(_) => {
+                    // Let the store answer what it was asked last.
+                    let _ = tokio::time::timeout(DRAIN_AFTER_CLIENT_EOF, &mut down).await;
+                    End::ClientClosed
+                }
+                Err(Side::Reader) => End::ClientError,
+                Err(Side::Writer) => End::StoreError,
+            },
+            _ = &mut idle => End::IdleTimeout,
+        }
+    };
+    if end == End::IdleTimeout && opts.goodbye.is_some() && boundary.between_responses() {
+        let _ = client_w.write_all(IDLE_BYE).await;
+    }
+    let _ = client_w.shutdown().await;
+    let _ = store_w.shutdown().await;
+    (
+        end,
+        Counts {
+            to_store: up_count.load(Ordering::Relaxed),
+            to_client: down_count.load(Ordering::Relaxed),
+        },
+    )
+}
+
+/// The idle-timeout farewell, for protocols that have a goodbye (IMAP).
+const IDLE_BYE: &[u8] = b"* BYE Autologout; idle for too long\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundary_tracks_lines_and_imap_literals_split_at_every_byte() {
+        let input: &[u8] =
+            b"* 1 FETCH (BODY[] {12}\r\nab}\r\n{3}\r\nxyz)\r\na OK done {x}\r\n* 2 FETCH (X {0}\r\n)\r\n";
+        // After each byte: are we between responses?
+        let mut whole = Boundary::new(true);
+        let mut marks = Vec::new();
+        for b in input {
+            whole.feed(std::slice::from_ref(b));
+            marks.push(whole.between_responses());
+        }
+        // Between responses exactly after each of the three final CRLFs.
+        let ends: Vec<usize> = marks
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| **m)
+            .map(|(i, _)| i + 1)
+            .collect();
+        let expect: Vec<usize> = [
+            &b"* 1 FETCH (BODY[] {12}\r\nab}\r\n{3}\r\nxyz)\r\n"[..],
+            b"a OK done {x}\r\n",
+            b"* 2 FETCH (X {0}\r\n",
+            b")\r\n",
+        ]
+        .iter()
+        .scan(0, |acc, p| {
+            *acc += p.len();
+            Some(*acc)
+        })
+        .collect();
+        // "{0}\r\n" opens an empty literal: the line goes on after it, but
+        // the tracker cannot tell that from a new response; that is the one
+        // (harmless) false positive.
+        assert_eq!(ends, expect);
+        for i in 0..=input.len() {
+            let mut b = Boundary::new(true);
+            b.feed(&input[..i]);
+            b.feed(&input[i..]);
+            assert!(b.between_responses(), "split at {i}");
+            let mut b = Boundary::new(true);
+            b.feed(&input[..i]);
+            assert_eq!(b.between_responses(), i == 0 || marks[i - 1], "prefix {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn relay_passes_bytes_and_ends_when_the_store_closes() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (store, mut store_peer) = tokio::io::duplex(64);
+        let task = tokio::spawn(relay(
+            Box::new(client),
+            Box::new(store),
+            Options {
+                idle: Duration::from_secs(60),
+                shutdown: CancellationToken::new(),
+                goodbye: Some(b"* BYE shutting down\r\n"),
+                imap: true,
+            },
+        ));
+        // Larger than the small buffer, to go through the big one.
+        let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = async {
+            client_peer.write_all(&big).await.unwrap();
+        };
+        let mut got = vec![0u8; big.len()];
+        let reader = async {
+            store_peer.read_exact(&mut got).await.unwrap();
+        };
+        tokio::join!(writer, reader);
+        assert_eq!(got, big);
+        store_peer.write_all(b"* OK bye\r\n").await.unwrap();
+        drop(store_peer);
+        let mut rest = Vec::new();
+        client_peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"* OK bye\r\n");
+        let (end, counts) = task.await.unwrap();
+        assert_eq!(end, End::StoreClosed);
+        assert_eq!(counts.to_store, 20_000);
+        assert_eq!(counts.to_client, 10);
+    }
+
+    #[tokio::test]
+    async fn relay_on_shutdown_says_bye_between_responses() {
+        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let (store, mut store_peer) = tokio::io::duplex(1024);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(relay(
+            Box::new(client),
+            Box::new(store),
+            Options {
+                idle: Duration::from_secs(60),
+                shutdown: shutdown.clone(),
+                goodbye: Some(b"* BYE shutting down\r\n"),
+                imap: true,
+            },
+        ));
+        // The store is in the middle of a literal when shutdown comes.
+        store_peer
+            .write_all(b"* 1 FETCH (BODY[] {5}\r\nab")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store_peer.write_all(b"cde)\r\n").await.unwrap();
+        let mut got = Vec::new();
+        client_peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            got,
+            b"* 1 FETCH (BODY[] {5}\r\nabcde)\r\n* BYE shutting down\r\n"
+        );
+        assert_eq!(task.await.unwrap().0, End::Shutdown);
+    }
+
+    #[tokio::test]
+    async fn relay_idle_timeout_closes_both_sides() {
+        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let (store, mut store_peer) = tokio::io::duplex(1024);
+        let task = tokio::spawn(relay(
+            Box::new(client),
+            Box::new(store),
+            Options {
+                idle: Duration::from_millis(100),
+                shutdown: CancellationToken::new(),
+                goodbye: Some(b"* BYE shutting down\r\n"),
+                imap: true,
+            },
+        ));
+        let mut got = Vec::new();
+        client_peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"* BYE Autologout; idle for too long\r\n");
+        let mut got = Vec::new();
+        store_peer.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty());
+        assert_eq!(task.await.unwrap().0, End::IdleTimeout);
+    }
+}
