@@ -288,6 +288,8 @@ impl Cmd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
     pub tag: String,
+    /// The command name (uppercase, without UID).
+    pub command: String,
     pub reason: &'static str,
 }
 
@@ -337,7 +339,11 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
     });
     Some(match r {
         Ok(c) => Ok((tag, c)),
-        Err(reason) => Err(SyntaxError { tag, reason }),
+        Err(reason) => Err(SyntaxError {
+            tag,
+            command: name,
+            reason,
+        }),
     })
 }
 

@@ -403,7 +403,9 @@ impl Session {
             Some(Err(e)) => {
                 debug!(tag = %e.tag, reason = e.reason, "syntax error");
                 // RFC 5182 2.1: a failed SEARCH ... SAVE empties `$`.
-                self.saved.clear();
+                if e.command == "SEARCH" {
+                    self.saved.clear();
+                }
                 (
                     e.tag,
                     Reply::bad(&format!("Syntax error: {}", e.reason)),

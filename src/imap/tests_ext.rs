@@ -966,3 +966,24 @@ async fn rfc9051_7_5_1_no_expunge_during_fetch_store_search_by_sequence_number()
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn rfc3501_2_3_2_recent_belongs_to_one_session() {
+    let h = harness();
+    let mut a = Client::logged_in(&h).await;
+    append(&mut a, "INBOX", "", MSG1).await;
+    let r = a.cmd("a SELECT INBOX").await;
+    assert!(r.contains("* 1 RECENT"), "{r}");
+    let mut b = Client::logged_in(&h).await;
+    let r = b.cmd("a SELECT INBOX").await;
+    assert!(r.contains("* 0 RECENT"), "{r}");
+    // A new message is \Recent for the first session that sees it only.
+    append(&mut b, "INBOX", "", MSG2).await;
+    let r = a.cmd("b NOOP").await;
+    let rb = b.cmd("b FETCH 2 FLAGS").await;
+    assert_eq!(
+        r.contains("* 2 RECENT") as u8 + rb.contains("\\Recent") as u8,
+        1,
+        "{r} / {rb}"
+    );
+}
