@@ -138,10 +138,12 @@ impl Selected {
         if !self.rev2 {
             s.push_str(&format!("* {} RECENT\r\n", self.recent()));
         }
+        // The UNSEEN code is gone from IMAP4rev2 (RFC 9051 E.3).
         if let Some(i) = self
             .msgs
             .iter()
             .position(|m| !m.meta.flags.has(Flags::SEEN))
+            .filter(|_| !self.rev2)
         {
             s.push_str(&format!("* OK [UNSEEN {}] First unseen message\r\n", i + 1));
         }

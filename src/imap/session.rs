@@ -1161,6 +1161,12 @@ impl Session {
         view.rev2 = self.enabled.rev2;
         let text = view.select_responses();
         self.write(&text);
+        // RFC 9051 6.3.2: IMAP4rev2 SELECT also answers with the mailbox's
+        // LIST response (its canonical name).
+        if self.enabled.rev2 {
+            let line = format!("* LIST () \"/\" {}\r\n", self.mbox_wire(&target.display));
+            self.write(&line);
+        }
         if let Some((uidvalidity, modseq, known)) = qresync {
             if uidvalidity == view.uidvalidity {
                 match store.changes(view.id, modseq).await {

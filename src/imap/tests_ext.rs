@@ -210,8 +210,9 @@ async fn rfc9051_enable_imap4rev2_no_recent_esearch_utf8_names() {
     c.cmd("a CREATE Entw&APw-rfe").await;
     let r = c.cmd("b ENABLE IMAP4rev2").await;
     assert!(r.starts_with("* ENABLED IMAP4rev2\r\n"), "{r}");
-    let r = c.cmd("c SELECT INBOX").await;
-    assert!(!r.contains("RECENT"), "{r}");
+    let r = c.cmd("c SELECT inbox").await;
+    assert!(!r.contains("RECENT") && !r.contains("UNSEEN"), "{r}");
+    assert!(r.contains("* LIST () \"/\" \"INBOX\"\r\n"), "{r}");
     assert!(r.contains("* 1 EXISTS"), "{r}");
     let r = c.cmd("d FETCH 1 FLAGS").await;
     assert!(r.starts_with("* 1 FETCH (FLAGS ())"), "{r}");
@@ -985,5 +986,49 @@ async fn rfc3501_2_3_2_recent_belongs_to_one_session() {
         r.contains("* 2 RECENT") as u8 + rb.contains("\\Recent") as u8,
         1,
         "{r} / {rb}"
+    );
+}
+
+#[tokio::test]
+async fn extreme_but_valid_arguments_get_answers_not_panics() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    append(&mut c, "INBOX", "", MIME).await;
+    c.cmd("a SELECT INBOX").await;
+    for (i, cmd) in [
+        "UID FETCH 4294967295:* (FLAGS MODSEQ EMAILID THREADID SAVEDATE)",
+        "FETCH 1 (BODY.PEEK[1.2.3.4.5.6]<4294967295.4294967295> BINARY.PEEK[9.9]<0.1>)",
+        "FETCH 1 (BODY.PEEK[1.MIME] BODY.PEEK[2.HEADER] BINARY.SIZE[])",
+        "SEARCH UID 1:4294967295 LARGER 1844674407370955161 SMALLER 0",
+        "SORT (SIZE REVERSE ARRIVAL) UTF-8 $",
+        "THREAD REFERENCES UTF-8 NOT $",
+        "STORE 1 (UNCHANGEDSINCE 0) FLAGS ()",
+        "UID STORE 1:* (UNCHANGEDSINCE 18446744073709551) -FLAGS ($x)",
+        "UID EXPUNGE $",
+        "UID FETCH 1 (FLAGS) (CHANGEDSINCE 1)",
+        "SEARCH RETURN (MIN MAX COUNT ALL SAVE) OR OR SEEN UNSEEN NOT ALL",
+        "LIST (SPECIAL-USE) \"\" (\"*\" \"%\" \"Other Users/*\") RETURN (STATUS (MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE HIGHESTMODSEQ APPENDLIMIT MAILBOXID DELETED-STORAGE))",
+        "STATUS \"Other Users/nobody@example.com/INBOX\" (MESSAGES)",
+        "GETACL \"Other Users\"",
+        "MYRIGHTS \"Other Users/alice@example.com/INBOX\"",
+        "SETACL INBOX anyone \"\"",
+        "GETQUOTAROOT \"Other Users/x/y\"",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let tag = format!("t{i}");
+        let r = c.cmd(&format!("{tag} {cmd}")).await;
+        let last = tagged(&r);
+        assert!(
+            last.starts_with(&format!("{tag} OK"))
+                || last.starts_with(&format!("{tag} NO"))
+                || last.starts_with(&format!("{tag} BAD")),
+            "{cmd}: {r}"
+        );
+    }
+    assert_eq!(
+        c.cmd("z NOOP").await.lines().last(),
+        Some("z OK NOOP completed")
     );
 }
