@@ -957,6 +957,16 @@ impl Session {
                 }
             }
         };
+        // A store serves its own users only; clients reach the right one
+        // through the mmp. RFC 5530 UNAVAILABLE: try again (elsewhere).
+        if !crate::route::is_own_store(&self.config, account.mail_host.as_deref()) {
+            warn!(user = %account.address, mail_host = ?account.mail_host,
+                "imap login for a user of another store refused");
+            return Ok(Reply::no(
+                Some("UNAVAILABLE"),
+                "Mailbox is on another server",
+            ));
+        }
         if let Err(e) = self
             .store()
             .ensure_user(&account.address, account.partition.as_deref())

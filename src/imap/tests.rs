@@ -921,3 +921,31 @@ async fn rfc3501_6_3_4_delete_parent_keeps_children() {
     );
     assert!(c.cmd("e DELETE p").await.starts_with("e NO"));
 }
+
+/// A store serves only its own users: one whose mailHost names another
+/// store is refused with UNAVAILABLE and gets no mailboxes here.
+#[tokio::test]
+async fn login_of_a_user_of_another_store_is_refused() {
+    let h = harness_with(|c| c.store.host = "store1.example.com".into());
+    embedded::edit(&h.services.config.directory_path(), |d| {
+        if let Some(u) = d.users.get_mut("carol@example.com") {
+            u.account.mail_host = Some("store2.example.com".into());
+        }
+        Ok(())
+    })
+    .unwrap();
+    // The embedded directory notices the edit within its recheck interval.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut c = Client::connect(&h).await;
+    let r = c.cmd("L LOGIN carol@example.com carol-password").await;
+    assert!(tagged(&r).starts_with("L NO [UNAVAILABLE]"), "{r}");
+    assert!(h
+        .services
+        .store()
+        .list("carol@example.com")
+        .await
+        .unwrap()
+        .is_empty());
+    let r = c.cmd(&format!("M LOGIN {USER} {PASS}")).await;
+    assert!(tagged(&r).starts_with("M OK"), "{r}");
+}
