@@ -282,6 +282,8 @@ pub struct StoreConfig {
     pub min_free_disk: u64,
     /// Default quota in bytes for users whose directory entry has none (0: none).
     pub default_quota: u64,
+    /// Most messages a user may keep (IMAP QUOTA MESSAGE resource; 0: no limit).
+    pub default_message_quota: u64,
     /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
     /// sender retries) or `permanent` (552 5.2.2, it bounces).
     pub over_quota: String,
@@ -297,6 +299,7 @@ impl Default for StoreConfig {
             host: String::new(),
             min_free_disk: 64 << 20,
             default_quota: 0,
+            default_message_quota: 0,
             over_quota: "temporary".into(),
         }
     }
@@ -343,6 +346,12 @@ pub struct ImapConfig {
     pub preauth_timeout: u64,
     /// Seconds an authenticated connection may idle (RFC 9051: at least 30 min).
     pub idle_timeout: u64,
+    /// Accounts allowed to log in on behalf of other users (AUTHENTICATE
+    /// PLAIN with an authorization identity): the mmp's service account.
+    pub proxy_users: Vec<String>,
+    /// Advertise LITERAL+ (RFC 7888: non-synchronizing literals of any
+    /// size); false advertises LITERAL- (at most 4096 bytes each).
+    pub literal_plus: bool,
 }
 
 impl Default for ImapConfig {
@@ -352,6 +361,8 @@ impl Default for ImapConfig {
             max_literal: 50 << 20,
             preauth_timeout: 60,
             idle_timeout: 1800,
+            proxy_users: Vec::new(),
+            literal_plus: true,
         }
     }
 }
