@@ -245,3 +245,11 @@ impl Transport for StoreRouter {
         })
     }
 }
+
+/// `smtp:host:port` of `mta.local_via`: the mta-in that local mail goes
+/// through; None for anything else.
+pub fn local_via_smtp(v: &str) -> Option<&str> {
+    let rest = v.strip_prefix("smtp:")?;
+    let (host, port) = rest.rsplit_once(':')?;
+    (!host.is_empty() && port.parse::<u16>().is_ok()).then_some(rest)
+}

@@ -86,7 +86,9 @@ fn handler(protocol: Protocol, role: Role) -> Result<Handler, &'static str> {
         (Role::Store, Protocol::Pop3 | Protocol::Pop3s) => {
             Ok(|c, i, s| Box::pin(crate::pop3::serve(c, i, s)))
         }
-        (Role::MtaOut, _) => Err("submission (the mta-out role) is not built yet"),
+        (Role::MtaOut, Protocol::Submission | Protocol::Submissions) => {
+            Ok(|c, i, s| Box::pin(crate::smtp::serve(c, i, s)))
+        }
         (Role::Mmp, _) => Err("the mmp role is not built yet"),
         (Role::Mem, _) | (Role::Store, Protocol::Http) => {
             Err("the HTTP API and webmail are not built yet")

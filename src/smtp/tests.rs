@@ -31,7 +31,22 @@ fn params(flavor: Flavor) -> Params {
             Flavor::Lmtp => ReturnPath::IfMissing,
         },
         id_prefix: "T.".into(),
+        submission: None,
     }
+}
+
+fn submission_params(tls: bool) -> Params {
+    let mut p = params(Flavor::Smtp);
+    p.tls_active = tls;
+    p.return_path = ReturnPath::Never;
+    p.submission = Some(SubmissionParams {
+        trusted: false,
+        plaintext_auth: false,
+        check_from_header: true,
+        received_shows_client: false,
+        max_auth_failures: 3,
+    });
+    p
 }
 
 /// The scripted directory: `unknown*` does not exist, `off*` is
@@ -53,6 +68,8 @@ fn script_resolver(addr: &str) -> Verdict {
             quota: None,
             mail_host: None,
             remote: false,
+            notify: None,
+            orcpt: None,
         }])
     }
 }
@@ -86,6 +103,11 @@ impl Harness {
         Harness::new(params(Flavor::Lmtp))
     }
 
+    /// A submission session; `tls`: already on TLS (465).
+    fn submission(tls: bool) -> Harness {
+        Harness::new(submission_params(tls))
+    }
+
     fn feed(&mut self, bytes: &[u8]) -> &mut Self {
         self.s.feed(bytes);
         self.pump();
@@ -106,6 +128,19 @@ impl Harness {
                     self.out.extend(self.s.take_output());
                     self.tls_handshakes += 1;
                     self.s.tls_started();
+                }
+                Event::Authenticate { login, password } => {
+                    let v = if password == "secret" {
+                        AuthVerdict::Ok {
+                            addresses: vec![login.clone(), "alias@example.test".into()],
+                            login,
+                        }
+                    } else if password == "down" {
+                        AuthVerdict::Temporary
+                    } else {
+                        AuthVerdict::Failed
+                    };
+                    self.s.auth_done(v);
                 }
                 Event::Close => {
                     self.closed = true;
@@ -1180,4 +1215,240 @@ mod e2e {
         assert_eq!(c.reply().await, "421 4.4.2 Timeout, closing connection\r\n");
         task.await.unwrap();
     }
+}
+
+// ---------------------------------------------------------------------
+// Submission (RFC 6409, RFC 4954, RFC 3461)
+
+/// base64 of "\0user\0password".
+fn plain(user: &str, pw: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn rfc4954_auth_plain_with_initial_response_then_send() {
+    let mut h = Harness::submission(true);
+    h.feed(b"EHLO laptop\r\n");
+    let ehlo = h.take();
+    assert!(
+        ehlo.iter().any(|l| l[4..] == *"AUTH PLAIN LOGIN"),
+        "{ehlo:?}"
+    );
+    assert!(ehlo.iter().any(|l| l.ends_with("DSN")), "{ehlo:?}");
+    let cmd = format!("AUTH PLAIN {}\r\n", plain("alice@example.test", "secret"));
+    h.feed(cmd.as_bytes());
+    assert_eq!(h.codes(), vec!["235 2.7.0"]);
+    h.feed(b"MAIL FROM:<Alice@Example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nFrom: alice@example.test\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+    assert_eq!(
+        h.codes(),
+        vec!["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]
+    );
+    let m = &h.msgs[0];
+    let text = String::from_utf8_lossy(&m.data);
+    assert!(
+        !text.contains("Return-Path"),
+        "submission is not final delivery"
+    );
+    assert!(
+        text.starts_with("Received: from laptop\r\n"),
+        "no client address: {text}"
+    );
+    assert!(text.contains("with ESMTPSA"), "{text}");
+    assert!(text.contains("\r\nDate: "), "Date added: {text}");
+    assert!(
+        text.contains("\r\nMessage-ID: <T.1@mx.example.test>\r\n"),
+        "{text}"
+    );
+    assert_eq!(m.auth.as_deref(), Some("alice@example.test"));
+}
+
+#[test]
+fn rfc4954_auth_plain_and_login_with_challenges_split_at_every_byte() {
+    let input = format!(
+        "EHLO x\r\nAUTH PLAIN\r\n{}\r\nQUIT\r\n",
+        plain("alice@example.test", "secret")
+    );
+    let (replies, _) = assert_split_invariant(&submission_params(true), input.as_bytes());
+    assert!(replies.contains(&"334 ".to_string()), "{replies:?}");
+    assert!(
+        replies.iter().any(|r| r.starts_with("235 2.7.0")),
+        "{replies:?}"
+    );
+    let input = format!(
+        "EHLO x\r\nAUTH LOGIN\r\n{}\r\n{}\r\nMAIL FROM:<alias@example.test>\r\n",
+        b64("alice@example.test"),
+        b64("secret")
+    );
+    let (replies, _) = assert_split_invariant(&submission_params(true), input.as_bytes());
+    assert!(
+        replies.contains(&"334 VXNlcm5hbWU6".to_string()),
+        "{replies:?}"
+    );
+    assert!(
+        replies.contains(&"334 UGFzc3dvcmQ6".to_string()),
+        "{replies:?}"
+    );
+    assert!(
+        replies.iter().any(|r| r.starts_with("235 2.7.0")),
+        "{replies:?}"
+    );
+    assert!(
+        replies.iter().any(|r| r.starts_with("250 2.1.0")),
+        "alias is owned: {replies:?}"
+    );
+}
+
+#[test]
+fn rfc6409_unauthenticated_mail_is_refused_530() {
+    let mut h = Harness::submission(true);
+    h.feed(b"EHLO x\r\n");
+    h.take();
+    h.feed(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<x@remote.example>\r\n");
+    assert_eq!(
+        h.take(),
+        vec![
+            "530 5.7.0 Authentication required",
+            "503 5.5.1 Need MAIL command first"
+        ]
+    );
+}
+
+#[test]
+fn rfc3207_auth_before_starttls_from_a_remote_client_is_refused() {
+    let mut h = Harness::submission(false);
+    h.feed(b"EHLO x\r\n");
+    let ehlo = h.take();
+    assert!(
+        !ehlo.iter().any(|l| l.contains("AUTH")),
+        "no AUTH before TLS: {ehlo:?}"
+    );
+    let cmd = format!("AUTH PLAIN {}\r\n", plain("alice@example.test", "secret"));
+    h.feed(cmd.as_bytes());
+    let r = h.take();
+    assert_eq!(r, vec!["530 5.7.0 Must issue a STARTTLS command first"]);
+    h.feed(b"STARTTLS\r\n");
+    assert_eq!(h.tls_handshakes, 1);
+    h.take();
+    h.feed(b"EHLO x\r\n");
+    assert!(h.take().iter().any(|l| l[4..] == *"AUTH PLAIN LOGIN"));
+    h.feed(cmd.as_bytes());
+    assert_eq!(h.codes(), vec!["235 2.7.0"]);
+}
+
+#[test]
+fn rfc4954_failures_535_then_disconnect() {
+    let mut h = Harness::submission(true);
+    h.feed(b"EHLO x\r\n");
+    h.take();
+    for i in 0..3 {
+        let cmd = format!("AUTH PLAIN {}\r\n", plain("alice@example.test", "wrong"));
+        h.feed(cmd.as_bytes());
+        let c = h.codes();
+        assert_eq!(c[0], "535 5.7.8", "attempt {i}");
+        if i == 2 {
+            assert_eq!(c[1], "421 4.7.0");
+            assert!(h.closed);
+        }
+    }
+    let mut h = Harness::submission(true);
+    h.feed(b"EHLO x\r\n");
+    h.take();
+    let cmd = format!("AUTH PLAIN {}\r\n", plain("alice@example.test", "down"));
+    h.feed(cmd.as_bytes());
+    assert_eq!(h.codes(), vec!["454 4.7.0"]);
+    h.feed(b"AUTH PLAIN\r\n*\r\nAUTH CRAM-MD5\r\nAUTH PLAIN !!!\r\n");
+    assert_eq!(
+        h.codes(),
+        vec!["334", "501 5.0.0", "504 5.5.4", "501 5.5.2"]
+    );
+}
+
+#[test]
+fn rfc6409_sender_and_from_header_must_belong_to_the_user() {
+    let mut h = Harness::submission(true);
+    let cmd = format!(
+        "EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<mallory@example.test>\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nFrom: Boss <boss@example.test>\r\n\r\nx\r\n.\r\n",
+        plain("alice@example.test", "secret")
+    );
+    h.feed(cmd.as_bytes());
+    let c = h.codes();
+    assert_eq!(
+        c[c.len() - 6..].to_vec(),
+        vec![
+            "235 2.7.0",
+            "553 5.7.1",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "553 5.7.1"
+        ]
+    );
+    assert!(h.msgs.is_empty());
+    // The null sender is allowed (MDNs, vacation notices).
+    h.feed(b"MAIL FROM:<>\r\n");
+    assert_eq!(h.codes(), vec!["250 2.1.0"]);
+}
+
+#[test]
+fn rfc3461_dsn_parameters_reach_the_message_targets() {
+    let mut h = Harness::submission(true);
+    let cmd = format!(
+        "EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<alice@example.test> RET=HDRS ENVID=QQ314159 AUTH=<>\r\nRCPT TO:<bob@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@Example.test\r\nRCPT TO:<carol@example.test> NOTIFY=NEVER,SUCCESS\r\nRCPT TO:<dave@example.test> NOTIFY=NEVER\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\n",
+        plain("alice@example.test", "secret")
+    );
+    h.feed(cmd.as_bytes());
+    let c = h.codes();
+    assert_eq!(
+        c[c.len() - 6..].to_vec(),
+        vec![
+            "250 2.1.0",
+            "250 2.1.5",
+            "501 5.5.4",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0"
+        ]
+    );
+    let m = &h.msgs[0];
+    assert_eq!(m.envid.as_deref(), Some("QQ314159"));
+    assert!(!m.ret_full);
+    let bob = &m.targets[0];
+    let n = bob.notify.unwrap();
+    assert!(n.success && n.failure && !n.delay);
+    assert_eq!(bob.orcpt.as_deref(), Some("rfc822;Bob@Example.test"));
+    let dave = &m.targets[1];
+    let n = dave.notify.unwrap();
+    assert!(!n.success && !n.failure && !n.delay);
+}
+
+#[test]
+fn rfc3461_dsn_parameters_are_refused_on_inbound_smtp() {
+    let mut h = Harness::smtp();
+    h.feed(b"EHLO x\r\nMAIL FROM:<a@remote.example> RET=FULL\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<bob@example.test> NOTIFY=NEVER\r\n");
+    let c = h.codes();
+    assert_eq!(
+        c[c.len() - 3..].to_vec(),
+        vec!["555 5.5.4", "250 2.1.0", "555 5.5.4"]
+    );
+}
+
+#[test]
+fn rfc6409_trusted_network_submits_without_auth() {
+    let mut p = submission_params(false);
+    if let Some(s) = p.submission.as_mut() {
+        s.trusted = true;
+    }
+    let mut h = Harness::new(p);
+    h.feed(b"EHLO webmail\r\nMAIL FROM:<anyone@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nFrom: x@y\r\n\r\nx\r\n.\r\n");
+    let c = h.codes();
+    assert_eq!(
+        c[c.len() - 4..].to_vec(),
+        vec!["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]
+    );
 }
