@@ -136,8 +136,21 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         queue: queue.clone(),
         shutdown: shutdown.clone(),
     };
-    let queue_runner =
-        queue.map(|q| tokio::spawn(q.run(StoreRouter::new(services.clone()), shutdown.clone())));
+    let queue_runner = match queue {
+        Some(q) => {
+            // The server lock first: a second server on the same queue
+            // folder is refused before anything could be delivered twice.
+            let lock = crate::queue::control::lock(q.dir())?;
+            tokio::spawn(crate::queue::control::serve(
+                q.clone(),
+                lock,
+                shutdown.clone(),
+            ));
+            let router = StoreRouter::new(services.clone());
+            Some(tokio::spawn(q.run(router, shutdown.clone())))
+        }
+        None => None,
+    };
 
     // Bind everything first: a port in use is a start-up error, not a
     // half-running server.
