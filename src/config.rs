@@ -283,9 +283,12 @@ pub struct MtaConfig {
     /// File holding the smarthost password (first line).
     pub relay_password_file: String,
     /// TLS to the smarthost: `opportunistic` (STARTTLS when offered),
-    /// `require` (STARTTLS must succeed; certificate verified),
+    /// `require` (STARTTLS must succeed),
     /// `implicit` (TLS from the first byte, port 465 style), `none`.
     pub relay_tls: String,
+    /// Verify the smarthost's certificate (against `tls_ca_file`) when
+    /// `relay_tls` is `require` or `implicit`.
+    pub relay_tls_verify: bool,
     /// How mail for local domains leaves the queue: `lmtp` (straight to
     /// the store named by mailHost, in-process when it is this one) or
     /// `smtp:host:port` (to an mta-in).
@@ -317,6 +320,7 @@ impl Default for MtaConfig {
             relay_user: String::new(),
             relay_password_file: String::new(),
             relay_tls: "opportunistic".into(),
+            relay_tls_verify: true,
             local_via: "lmtp".into(),
             smtp_port: 25,
             tls_policy: BTreeMap::new(),

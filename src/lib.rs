@@ -10,6 +10,7 @@ pub mod directory;
 pub mod fsutil;
 pub mod imap;
 pub mod logging;
+pub mod mx;
 pub mod net;
 pub mod pop3;
 pub mod queue;
