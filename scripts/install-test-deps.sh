@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the integration tests need: swaks and openssl (apt), pytest (pip).
+# Installs what the tests need: swaks, openssl, slapd and ldap-utils (apt), pytest (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -18,6 +18,11 @@ command -v openssl >/dev/null 2>&1 || missing_apt+=(openssl)
 dpkg -s libnet-ssleay-perl >/dev/null 2>&1 || missing_apt+=(libnet-ssleay-perl)
 dpkg -s libio-socket-ssl-perl >/dev/null 2>&1 || missing_apt+=(libio-socket-ssl-perl)
 dpkg -s ca-certificates >/dev/null 2>&1 || missing_apt+=(ca-certificates)
+# The LDAP directory tests start their own slapd (tests/ldap); slapadd comes
+# with slapd, ldapsearch & co. with ldap-utils. Noninteractive install is fine:
+# the tests never use the system instance.
+dpkg -s slapd >/dev/null 2>&1 || missing_apt+=(slapd)
+dpkg -s ldap-utils >/dev/null 2>&1 || missing_apt+=(ldap-utils)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
@@ -32,4 +37,5 @@ fi
 
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
+[ -x /usr/sbin/slapd ] || command -v slapd >/dev/null 2>&1 || { echo "install-test-deps: slapd still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }

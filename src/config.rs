@@ -116,6 +116,8 @@ pub struct DirectoryConfig {
     pub path: String,
     /// Seconds a lookup result is cached (positive and negative).
     pub cache_ttl: u64,
+    /// The LDAP back end (`backend = "ldap"`).
+    pub ldap: LdapConfig,
 }
 
 impl Default for DirectoryConfig {
@@ -124,6 +126,141 @@ impl Default for DirectoryConfig {
             backend: "embedded".into(),
             path: String::new(),
             cache_ttl: 30,
+            ldap: LdapConfig::default(),
+        }
+    }
+}
+
+/// `[directory.ldap]`: where the LDAP servers are and how entries map onto
+/// accounts. Defaults follow the seed's schema (mail, mailHost, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapConfig {
+    /// Servers in order of preference (a master, then replicas):
+    /// `ldap://host:389/` or `ldaps://host:636/`. On a connection failure
+    /// the next one is tried.
+    pub urls: Vec<String>,
+    /// Seconds before the first URL is tried again after a failover.
+    pub failback_after: u64,
+    /// Where users, groups and domains are searched (subtree).
+    pub base_dn: String,
+    /// Service account for lookups; empty: anonymous.
+    pub bind_dn: String,
+    /// Its password (prefer `bind_password_file`).
+    pub bind_password: String,
+    /// File holding the service password (trailing newline ignored);
+    /// relative to data_dir.
+    pub bind_password_file: String,
+    /// Upgrade `ldap://` connections with StartTLS (`ldaps://` is always TLS).
+    pub starttls: bool,
+    /// PEM CA certificates that sign the servers' certificates; empty: the
+    /// system's roots. Relative to data_dir.
+    pub ca_file: String,
+    /// Seconds to connect (TCP, TLS and the service bind).
+    pub connect_timeout: u64,
+    /// Seconds one LDAP operation may take before the lookup fails temporarily.
+    pub operation_timeout: u64,
+    /// Bound service connections kept for lookups, shared by all roles.
+    pub pool_size: usize,
+    /// Connections used only for user-password binds (authentication).
+    pub auth_pool_size: usize,
+    /// A pooled connection idle this many seconds is checked (WhoAmI) before reuse.
+    pub health_check_idle: u64,
+    /// Domains that are always local, without asking the directory.
+    pub local_domains: Vec<String>,
+    /// Where domain entries are searched; empty: base_dn.
+    pub domain_base_dn: String,
+    /// A domain is local if this filter finds an entry; `{domain}` is replaced
+    /// by the (escaped) domain. Empty: only `local_domains` are local.
+    pub domain_filter: String,
+    /// Attributes an address is looked up in (user and group entries).
+    pub address_attributes: Vec<String>,
+    /// Attributes a login name is looked up in (the bare name and the name
+    /// qualified with server.domain are both tried).
+    pub login_attributes: Vec<String>,
+    /// Object classes that make an entry a group (a list of addresses).
+    pub group_classes: Vec<String>,
+    /// How deep groups inside groups are expanded.
+    pub group_max_depth: u32,
+    /// Most addresses one group expands to (the rest is dropped, loudly).
+    pub group_max_members: usize,
+    /// Status values (inetUserStatus / mailUserStatus) meaning "inactive",
+    /// compared case-insensitively.
+    pub inactive_values: Vec<String>,
+    /// Attribute names, for sites whose schema differs.
+    pub attributes: LdapAttributes,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        LdapConfig {
+            urls: v(&["ldap://127.0.0.1:389/"]),
+            failback_after: 300,
+            base_dn: String::new(),
+            bind_dn: String::new(),
+            bind_password: String::new(),
+            bind_password_file: String::new(),
+            starttls: false,
+            ca_file: String::new(),
+            connect_timeout: 5,
+            operation_timeout: 10,
+            pool_size: 8,
+            auth_pool_size: 4,
+            health_check_idle: 5,
+            local_domains: Vec::new(),
+            domain_base_dn: String::new(),
+            domain_filter: "(&(objectClass=mailDomain)(associatedDomain={domain}))".into(),
+            address_attributes: v(&["mail", "mailAlternateAddress", "mailEquivalentAddress"]),
+            login_attributes: v(&["uid", "mail"]),
+            group_classes: v(&["groupOfUniqueNames", "groupOfNames", "mailGroup"]),
+            group_max_depth: 5,
+            group_max_members: 10000,
+            inactive_values: v(&["inactive", "disabled", "deleted"]),
+            attributes: LdapAttributes::default(),
+        }
+    }
+}
+
+/// `[directory.ldap.attributes]`: which LDAP attribute holds each account field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapAttributes {
+    /// The canonical address.
+    pub mail: String,
+    pub alternate_address: String,
+    pub equivalent_address: String,
+    pub forwarding_address: String,
+    /// Values `mailbox` / `forward`; absent means mailbox.
+    pub delivery_option: String,
+    /// The store holding the mailbox.
+    pub mail_host: String,
+    /// The store partition.
+    pub message_store: String,
+    /// Bytes; -1 or absent: no quota of the user's own (store.default_quota).
+    pub quota: String,
+    /// Status attributes; any one saying inactive makes the account inactive.
+    pub status: Vec<String>,
+    /// Addresses that are members of a group.
+    pub group_address_member: String,
+    /// DNs that are members of a group (users or groups).
+    pub group_dn_member: Vec<String>,
+}
+
+impl Default for LdapAttributes {
+    fn default() -> Self {
+        LdapAttributes {
+            mail: "mail".into(),
+            alternate_address: "mailAlternateAddress".into(),
+            equivalent_address: "mailEquivalentAddress".into(),
+            forwarding_address: "mailForwardingAddress".into(),
+            delivery_option: "mailDeliveryOption".into(),
+            mail_host: "mailHost".into(),
+            message_store: "mailMessageStore".into(),
+            quota: "mailQuota".into(),
+            status: vec!["inetUserStatus".into(), "mailUserStatus".into()],
+            group_address_member: "mgrpRFC822MailMember".into(),
+            group_dn_member: vec!["uniqueMember".into(), "member".into()],
         }
     }
 }
@@ -417,6 +554,9 @@ pub struct ListenerConfig {
     pub tls: String,
     /// Expect a HAProxy PROXY v1/v2 header first on each connection.
     pub proxy_protocol: bool,
+    /// Also listen on this unix socket (LMTP from local MTAs); relative
+    /// paths are under the data folder.
+    pub unix: String,
 }
 
 impl Default for ListenerConfig {
@@ -427,6 +567,7 @@ impl Default for ListenerConfig {
             bind: Vec::new(),
             tls: String::new(),
             proxy_protocol: false,
+            unix: String::new(),
         }
     }
 }
@@ -577,7 +718,7 @@ fn validate(c: &Config) -> Vec<String> {
                 }
             }
         }
-        if l.enabled && l.bind.is_empty() {
+        if l.enabled && l.bind.is_empty() && l.unix.is_empty() {
             errors.push(format!("listener.{name}.bind: no address to listen on"));
         }
     }
@@ -595,6 +736,9 @@ fn validate(c: &Config) -> Vec<String> {
             "directory.backend: '{}' is not one of embedded, ldap",
             c.directory.backend
         ));
+    }
+    if c.directory.backend == "ldap" {
+        errors.extend(validate_ldap(&c.directory.ldap));
     }
     if !c.store.partition.contains_key(&c.store.default_partition) {
         errors.push(format!(
@@ -647,6 +791,43 @@ fn validate(c: &Config) -> Vec<String> {
     }
     if c.server.hostname.is_empty() {
         errors.push("server.hostname: must not be empty".into());
+    }
+    errors
+}
+
+fn validate_ldap(l: &LdapConfig) -> Vec<String> {
+    let mut errors = Vec::new();
+    if l.urls.is_empty() {
+        errors.push("directory.ldap.urls: no LDAP server given".into());
+    }
+    for u in &l.urls {
+        if !(u.starts_with("ldap://") || u.starts_with("ldaps://")) {
+            errors.push(format!(
+                "directory.ldap.urls: '{u}' is not an ldap:// or ldaps:// URL"
+            ));
+        }
+    }
+    if l.base_dn.is_empty() {
+        errors.push("directory.ldap.base_dn: must not be empty".into());
+    }
+    if !l.bind_password.is_empty() && !l.bind_password_file.is_empty() {
+        errors.push("directory.ldap: give bind_password or bind_password_file, not both".into());
+    }
+    if l.pool_size == 0 || l.auth_pool_size == 0 {
+        errors.push("directory.ldap: pool_size and auth_pool_size must be at least 1".into());
+    }
+    if l.connect_timeout == 0 || l.operation_timeout == 0 {
+        errors.push(
+            "directory.ldap: connect_timeout and operation_timeout must be at least 1".into(),
+        );
+    }
+    if l.address_attributes.is_empty() || l.login_attributes.is_empty() {
+        errors.push(
+            "directory.ldap: address_attributes and login_attributes must not be empty".into(),
+        );
+    }
+    if !l.domain_filter.is_empty() && !l.domain_filter.contains("{domain}") {
+        errors.push("directory.ldap.domain_filter: must contain {domain}".into());
     }
     errors
 }

@@ -12,6 +12,7 @@ pub mod imap;
 pub mod logging;
 pub mod mx;
 pub mod net;
+pub mod net_unix;
 pub mod pop3;
 pub mod queue;
 pub mod roles;

@@ -57,7 +57,7 @@ impl ConnInfo {
     }
 }
 
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+pub(crate) static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Connections per client address, for the per-IP limit.
 #[derive(Default)]

@@ -2,11 +2,12 @@
 //! user's mail lives, and whether a password is right.
 //!
 //! One client serves every role. Back ends: `embedded` (a file managed by
-//! `msgd user ...`) and, next, `ldap`. Every lookup is async and may fail
+//! `msgd user ...`) and `ldap` (`[directory.ldap]`). Every lookup is async and may fail
 //! temporarily; callers turn `DirError::Temporary` into 4xx / NO
 //! [UNAVAILABLE], never into "no such user".
 
 pub mod embedded;
+pub mod ldap;
 pub mod password;
 
 use std::sync::Arc;
@@ -74,6 +75,7 @@ pub enum AuthResult {
 
 pub enum Directory {
     Embedded(embedded::Embedded),
+    Ldap(ldap::Ldap),
 }
 
 impl Directory {
@@ -82,6 +84,7 @@ impl Directory {
             "embedded" => Ok(Arc::new(Directory::Embedded(embedded::Embedded::open(
                 config.directory_path(),
             )?))),
+            "ldap" => Ok(Arc::new(Directory::Ldap(ldap::Ldap::open(config)?))),
             other => anyhow::bail!("directory back end '{other}' is not built yet"),
         }
     }
@@ -91,6 +94,7 @@ impl Directory {
         let domain = domain.to_ascii_lowercase();
         match self {
             Directory::Embedded(e) => e.is_local_domain(&domain),
+            Directory::Ldap(l) => l.is_local_domain(&domain).await,
         }
     }
 
@@ -100,6 +104,7 @@ impl Directory {
         let address = canonical_address(address);
         match self {
             Directory::Embedded(e) => e.lookup(&address),
+            Directory::Ldap(l) => l.lookup(&address).await,
         }
     }
 
@@ -111,9 +116,10 @@ impl Directory {
         password: &str,
         default_domain: &str,
     ) -> Result<AuthResult, DirError> {
-        let login = qualify_login(login, default_domain);
+        let qualified = qualify_login(login, default_domain);
         match self {
             Directory::Embedded(e) => {
+                let login = qualified;
                 let e = e.clone();
                 let password = password.to_string();
                 // Password hashing is deliberately slow: keep it off the
@@ -122,6 +128,17 @@ impl Directory {
                     .await
                     .map_err(|e| DirError::Temporary(e.to_string()))?
             }
+            // LDAP tries the login as typed (`uid=alice`) and qualified
+            // (`mail=alice@domain`).
+            Directory::Ldap(l) => l.authenticate(login, &qualified, password).await,
+        }
+    }
+
+    /// Lookup cache (hits, misses) of back ends that have one.
+    pub fn cache_stats(&self) -> Option<(u64, u64)> {
+        match self {
+            Directory::Embedded(_) => None,
+            Directory::Ldap(l) => Some(l.cache_stats()),
         }
     }
 }

@@ -155,6 +155,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     // Bind everything first: a port in use is a start-up error, not a
     // half-running server.
     let mut bound = Vec::new();
+    let mut bound_unix = Vec::new();
     for (name, l) in &config.listener {
         if !l.enabled {
             continue;
@@ -173,6 +174,13 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
             }
         };
         let tls_mode = l.tls_mode(protocol).unwrap_or(protocol.default_tls());
+        if !l.unix.is_empty() {
+            let path = config.data_path(&l.unix, "");
+            let sock = crate::net_unix::bind(&path)
+                .with_context(|| format!("listener.{name}: cannot listen on {}", path.display()))?;
+            info!(listener = %name, path = %path.display(), role = %role, "listening");
+            bound_unix.push((sock, protocol, h));
+        }
         for addr in &l.bind {
             let sock = TcpListener::bind(addr)
                 .await
@@ -181,7 +189,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
             bound.push((sock, protocol, tls_mode, h));
         }
     }
-    if bound.is_empty() {
+    if bound.is_empty() && bound_unix.is_empty() {
         anyhow::bail!("no listener to run for roles {roles:?}");
     }
     let tracker = TaskTracker::new();
@@ -191,6 +199,15 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
             sock,
             protocol,
             tls_mode,
+            services.clone(),
+            tracker.clone(),
+            h,
+        )));
+    }
+    for (sock, protocol, h) in bound_unix {
+        accept_loops.push(tokio::spawn(crate::net_unix::serve(
+            sock,
+            protocol,
             services.clone(),
             tracker.clone(),
             h,

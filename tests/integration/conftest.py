@@ -321,6 +321,23 @@ class Msgd:
             _imap_logout(m)
 
 
+    def wait_count_pop3(self, address: str, count: int, timeout: float = DELIVERY_TIMEOUT) -> int:
+        """Like wait_count, but polls the POP3 maildrop (STAT) of `address`."""
+        seen = -1
+        deadline = time.monotonic() + timeout
+        while True:
+            p = self.pop3(address)
+            try:
+                seen = p.stat()[0]
+            finally:
+                p.quit()
+            if seen >= count or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        assert seen >= count, f"{address}: POP3 maildrop holds {seen} messages after {timeout:.0f}s, expected {count}"
+        return seen
+
+
 def _imap_logout(m: imaplib.IMAP4) -> None:
     try:
         m.logout()

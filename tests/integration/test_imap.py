@@ -9,9 +9,7 @@ import time
 
 from conftest import (
     DOMAIN,
-    REMOTE_SENDER,
     LineClient,
-    assert_delivered_copy,
     build_message,
     imap_list_names,
     imap_literals,
@@ -260,10 +258,11 @@ def test_imap_envelope_and_bodystructure_of_multipart_message(server):
     assert env[9] and env[9].startswith(b"<") and env[9].endswith(b"@remote.example>"), f"message-id {env[9]!r}"
 
     bs = items["BODYSTRUCTURE"]
-    parts = [p for p in bs if isinstance(p, list)]
-    first_non_part = next(x for x in bs if not isinstance(x, list))
-    assert len(parts) == 3 and bs[:3] == parts, f"BODYSTRUCTURE parts: {bs}"
-    assert first_non_part.lower() == b"mixed", f"multipart subtype {first_non_part!r}"
+    # body-type-mpart: the parts (lists), then the subtype, then extension data
+    n_parts = next(i for i, x in enumerate(bs) if not isinstance(x, list))
+    parts, subtype = bs[:n_parts], bs[n_parts]
+    assert len(parts) == 3, f"BODYSTRUCTURE has {len(parts)} parts: {bs}"
+    assert subtype.lower() == b"mixed", f"multipart subtype {subtype!r}"
     kinds = [(p[0].lower(), p[1].lower()) for p in parts]
     assert kinds == [(b"text", b"plain"), (b"text", b"html"), (b"application", b"octet-stream")], kinds
     assert parts[2][5].lower() == b"base64", f"attachment encoding {parts[2][5]!r}"

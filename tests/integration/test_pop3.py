@@ -14,7 +14,6 @@ from conftest import (
     build_message,
     imap_literals,
     imap_ok,
-    rich_body,
     unique,
 )
 
@@ -33,7 +32,7 @@ def deliver(server, address, n) -> list[bytes]:
         data = build_message(address, f"pop {i} {unique()}", f"pop message {i}\r\n" + "line\r\n" * (i * 10))
         server.send(address, data)
         msgs.append(data)
-    server.wait_count(address, n)
+    server.wait_count_pop3(address, n)
     return msgs
 
 
@@ -112,7 +111,7 @@ def test_pop3_user_pass_stat_list_uidl_retr(server):
 
 def test_pop3_top_returns_headers_and_first_body_lines(server):
     server.send(TOP, build_message(TOP, "top", "".join(f"body line {i}\r\n" for i in range(10))))
-    server.wait_count(TOP, 1)
+    server.wait_count_pop3(TOP, 1)
     p = server.pop3(TOP)
     try:
         full = retr_bytes(p, 1)

@@ -137,7 +137,10 @@ def test_quickstart_without_config_creates_postmaster_and_accepts_mail(quickstar
     # print the password again
     quickstart.stop()
     quickstart.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while quickstart.log(10**6).count("msgd ready") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert quickstart.log(10**6).count("msgd ready") >= 2, "second start never logged 'msgd ready'"
     assert password not in quickstart.stdout(), "the password was printed again on the second start"
     m = imaplib.IMAP4("127.0.0.1", QUICKSTART_PORTS["imap"], timeout=20)
     try:

@@ -1,0 +1,77 @@
+//! A short-lived cache of directory answers (positive and negative), so a
+//! burst of mail to one address costs one search. Temporary failures are
+//! never cached, nor are authentication results.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Entries kept at most; beyond it expired ones are swept, and if that is
+/// not enough the cache starts over (simple, and bounded).
+const MAX_ENTRIES: usize = 100_000;
+
+pub(super) struct TtlCache<V> {
+    ttl: Duration,
+    map: Mutex<HashMap<String, (Instant, V)>>,
+}
+
+impl<V: Clone> TtlCache<V> {
+    /// A zero TTL disables the cache.
+    pub fn new(ttl: Duration) -> TtlCache<V> {
+        TtlCache {
+            ttl,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<V> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(key) {
+            Some((at, v)) if at.elapsed() < self.ttl => Some(v.clone()),
+            Some(_) => {
+                map.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn insert(&self, key: &str, value: V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            let ttl = self.ttl;
+            map.retain(|_, (at, _)| at.elapsed() < ttl);
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+        }
+        map.insert(key.to_string(), (Instant::now(), value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_after_the_ttl() {
+        let c = TtlCache::new(Duration::from_millis(50));
+        c.insert("a", 1);
+        assert_eq!(c.get("a"), Some(1));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.get("a"), None);
+    }
+
+    #[test]
+    fn zero_ttl_caches_nothing() {
+        let c = TtlCache::new(Duration::ZERO);
+        c.insert("a", 1);
+        assert_eq!(c.get("a"), None);
+    }
+}

@@ -1,0 +1,236 @@
+//! LIST and LSUB (RFC 3501 6.3.8, 6.3.9; RFC 3348 CHILDREN; RFC 6154
+//! SPECIAL-USE): pattern matching and attributes. Pure functions over the
+//! store's mailbox list; names are UTF-8 here, the caller encodes them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::store::{MailboxInfo, DELIMITER};
+
+/// One LIST/LSUB answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub attributes: Vec<&'static str>,
+}
+
+/// Does `name` match `pattern` (`*` anything, `%` anything but the
+/// hierarchy delimiter)?
+pub fn matches(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // Iterative matcher with memo of (pattern index, name index) failures.
+    let mut memo = std::collections::HashSet::new();
+    fn go(
+        p: &[char],
+        n: &[char],
+        pi: usize,
+        ni: usize,
+        memo: &mut std::collections::HashSet<(usize, usize)>,
+    ) -> bool {
+        if memo.contains(&(pi, ni)) {
+            return false;
+        }
+        let r = match p.get(pi) {
+            None => ni == n.len(),
+            Some('*') => (ni..=n.len()).any(|k| go(p, n, pi + 1, k, memo)),
+            Some('%') => {
+                let mut k = ni;
+                loop {
+                    if go(p, n, pi + 1, k, memo) {
+                        break true;
+                    }
+                    match n.get(k) {
+                        Some(&c) if c != DELIMITER => k += 1,
+                        _ => break false,
+                    }
+                }
+            }
+            Some(&c) => n.get(ni) == Some(&c) && go(p, n, pi + 1, ni + 1, memo),
+        };
+        if !r {
+            memo.insert((pi, ni));
+        }
+        r
+    }
+    go(&p, &n, 0, 0, &mut memo)
+}
+
+/// The reference and the pattern joined, with `INBOX` in any case as the
+/// first level spelled `INBOX`.
+pub fn full_pattern(reference: &str, pattern: &str) -> String {
+    let joined = format!("{reference}{pattern}");
+    let first_end = joined.find(DELIMITER).unwrap_or(joined.len());
+    match joined.get(..first_end) {
+        Some(first) if first.eq_ignore_ascii_case("INBOX") => {
+            format!("INBOX{}", joined.get(first_end..).unwrap_or_default())
+        }
+        _ => joined,
+    }
+}
+
+fn ancestors(name: &str) -> impl Iterator<Item = &str> {
+    name.char_indices()
+        .filter(|(_, c)| *c == DELIMITER)
+        .filter_map(move |(i, _)| name.get(..i))
+}
+
+/// LIST: every existing mailbox matching, plus hierarchy levels that do not
+/// exist themselves but have mailboxes under them (`\Noselect`).
+pub fn list(mailboxes: &[MailboxInfo], pattern: &str) -> Vec<Entry> {
+    let existing: BTreeMap<&str, &MailboxInfo> =
+        mailboxes.iter().map(|m| (m.name.as_str(), m)).collect();
+    let mut names: BTreeSet<&str> = existing.keys().copied().collect();
+    for m in mailboxes {
+        // A missing level is listed when `%` stops at it (RFC 3501 6.3.8).
+        if !matches(pattern, &m.name) {
+            names.extend(ancestors(&m.name));
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        if !matches(pattern, name) {
+            continue;
+        }
+        let prefix = format!("{name}{DELIMITER}");
+        let children = existing.keys().any(|n| n.starts_with(&prefix));
+        let mut attributes = Vec::new();
+        match existing.get(name) {
+            None => attributes.push("\\Noselect"),
+            Some(m) => {
+                if let Some(u) = m.special_use {
+                    attributes.push(u.attribute());
+                }
+            }
+        }
+        attributes.insert(
+            0,
+            if children {
+                "\\HasChildren"
+            } else {
+                "\\HasNoChildren"
+            },
+        );
+        out.push(Entry {
+            name: name.to_string(),
+            attributes,
+        });
+    }
+    out
+}
+
+/// LSUB: subscribed names matching; a level that is not subscribed itself
+/// but has subscribed names under it matches `%` as `\Noselect` (RFC 3501
+/// 6.3.9).
+pub fn lsub(subscribed: &[String], pattern: &str) -> Vec<Entry> {
+    let subs: BTreeSet<&str> = subscribed.iter().map(String::as_str).collect();
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for name in &subs {
+        if matches(pattern, name) && seen.insert(name.to_string()) {
+            out.push(Entry {
+                name: name.to_string(),
+                attributes: vec![],
+            });
+        }
+        if matches(pattern, name) {
+            continue;
+        }
+        for a in ancestors(name) {
+            if !subs.contains(a) && matches(pattern, a) && seen.insert(a.to_string()) {
+                out.push(Entry {
+                    name: a.to_string(),
+                    attributes: vec!["\\Noselect"],
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SpecialUse;
+
+    fn mb(name: &str, su: Option<SpecialUse>) -> MailboxInfo {
+        MailboxInfo {
+            id: 1,
+            user: "u".into(),
+            name: name.into(),
+            uidvalidity: 1,
+            uidnext: 1,
+            highestmodseq: 1,
+            special_use: su,
+            subscribed: false,
+            exists: 0,
+            unseen: 0,
+            size: 0,
+            recent_uid: 1,
+        }
+    }
+
+    #[test]
+    fn rfc3501_6_3_8_wildcards() {
+        assert!(matches("*", "a/b/c"));
+        assert!(matches("%", "a"));
+        assert!(!matches("%", "a/b"));
+        assert!(matches("a/%", "a/b"));
+        assert!(!matches("a/%", "a/b/c"));
+        assert!(matches("a/*", "a/b/c"));
+        assert!(matches("*b*", "a/b/c"));
+        assert!(matches("%/%", "a/b"));
+        assert!(!matches("INBOX", "INBOX/x"));
+        assert!(matches("Ü%", "Über"));
+        assert!(matches("", ""));
+        assert!(!matches("a", ""));
+    }
+
+    #[test]
+    fn rfc3501_6_3_8_inbox_case_insensitive() {
+        assert_eq!(full_pattern("", "inbox"), "INBOX");
+        assert_eq!(full_pattern("Inbox/", "%"), "INBOX/%");
+        assert_eq!(full_pattern("", "Inboxes"), "Inboxes");
+        assert_eq!(full_pattern("foo/", "bar"), "foo/bar");
+    }
+
+    #[test]
+    fn rfc3348_children_and_rfc6154_special_use() {
+        let boxes = vec![
+            mb("INBOX", None),
+            mb("Sent", Some(SpecialUse::Sent)),
+            mb("a/b/c", None),
+            mb("a/b", None),
+        ];
+        let all = list(&boxes, "*");
+        let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, vec!["INBOX", "Sent", "a/b", "a/b/c"]);
+        assert_eq!(all[0].attributes, vec!["\\HasNoChildren"]);
+        assert_eq!(all[1].attributes, vec!["\\HasNoChildren", "\\Sent"]);
+        assert_eq!(all[2].attributes, vec!["\\HasChildren"]);
+        let top = list(&boxes, "%");
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[2].name, "a");
+        assert_eq!(top[2].attributes, vec!["\\HasChildren", "\\Noselect"]);
+    }
+
+    #[test]
+    fn rfc3501_6_3_9_lsub_noselect_parent() {
+        let subs = vec!["news/comp".to_string(), "INBOX".to_string()];
+        let r = lsub(&subs, "%");
+        assert_eq!(
+            r,
+            vec![
+                Entry {
+                    name: "INBOX".into(),
+                    attributes: vec![]
+                },
+                Entry {
+                    name: "news".into(),
+                    attributes: vec!["\\Noselect"]
+                }
+            ]
+        );
+        assert_eq!(lsub(&subs, "*").len(), 2);
+    }
+}

@@ -1,0 +1,423 @@
+//! The selected mailbox as this session sees it (RFC 3501 2.3.1, 5.2, 7.4.1).
+//!
+//! Invariants:
+//! - `msgs` is in UID order; message sequence number n is `msgs[n-1]`.
+//! - The view changes only when the session applies a batch of store
+//!   changes at a moment the RFC allows, and every change is announced in
+//!   the same breath (EXPUNGE, EXISTS, RECENT, FETCH FLAGS), so the client's
+//!   idea of the sequence numbers is always ours.
+//! - Pure data: no I/O. The session fetches `Changes` and hands them here.
+
+use std::collections::BTreeSet;
+
+use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use crate::store::{Changes, Flags, MailboxId, MessageMeta, ModSeq, Snapshot, Uid};
+
+use super::wire;
+
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub meta: MessageMeta,
+    /// \Recent for this session.
+    pub recent: bool,
+}
+
+#[derive(Debug)]
+pub struct Selected {
+    pub id: MailboxId,
+    /// Store name (UTF-8).
+    pub name: String,
+    pub read_only: bool,
+    pub uidvalidity: u32,
+    pub uidnext: Uid,
+    /// The highest modseq whose changes this view includes.
+    pub modseq: ModSeq,
+    pub msgs: Vec<Msg>,
+    /// Keywords announced in the last FLAGS response.
+    keywords: BTreeSet<String>,
+}
+
+/// Why a sequence set could not be resolved.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadSequence;
+
+impl Selected {
+    /// A fresh view. Messages with UID >= `recent_from` are \Recent here.
+    pub fn new(snap: Snapshot, recent_from: Uid, read_only: bool) -> Selected {
+        let msgs: Vec<Msg> = snap
+            .messages
+            .into_iter()
+            .map(|meta| Msg {
+                recent: meta.uid >= recent_from,
+                meta,
+            })
+            .collect();
+        let mut keywords = BTreeSet::new();
+        for m in &msgs {
+            keywords.extend(m.meta.flags.keywords.iter().cloned());
+        }
+        Selected {
+            id: snap.info.id,
+            name: snap.info.name,
+            read_only,
+            uidvalidity: snap.info.uidvalidity,
+            uidnext: snap.info.uidnext,
+            modseq: snap.info.highestmodseq,
+            msgs,
+            keywords,
+        }
+    }
+
+    pub fn exists(&self) -> u32 {
+        self.msgs.len() as u32
+    }
+
+    pub fn recent(&self) -> u32 {
+        self.msgs.iter().filter(|m| m.recent).count() as u32
+    }
+
+    pub fn max_uid(&self) -> Uid {
+        self.msgs.last().map(|m| m.meta.uid).unwrap_or(0)
+    }
+
+    /// Index of a UID in `msgs`.
+    pub fn index_of(&self, uid: Uid) -> Option<usize> {
+        self.msgs.binary_search_by_key(&uid, |m| m.meta.uid).ok()
+    }
+
+    fn flags_line(&self) -> String {
+        let mut s = String::from("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+        for k in &self.keywords {
+            s.push(' ');
+            s.push_str(k);
+        }
+        s.push_str(")\r\n");
+        s
+    }
+
+    /// The untagged responses of SELECT/EXAMINE (RFC 3501 6.3.1).
+    pub fn select_responses(&self) -> String {
+        let mut s = self.flags_line();
+        s.push_str(&format!("* {} EXISTS\r\n", self.exists()));
+        s.push_str(&format!("* {} RECENT\r\n", self.recent()));
+        if let Some(i) = self
+            .msgs
+            .iter()
+            .position(|m| !m.meta.flags.has(Flags::SEEN))
+        {
+            s.push_str(&format!("* OK [UNSEEN {}] First unseen message\r\n", i + 1));
+        }
+        if self.read_only {
+            s.push_str("* OK [PERMANENTFLAGS ()] No permanent flags permitted\r\n");
+        } else {
+            let mut p = String::from("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+            for k in &self.keywords {
+                p.push(' ');
+                p.push_str(k);
+            }
+            s.push_str(&format!(
+                "* OK [PERMANENTFLAGS ({p} \\*)] Flags permitted\r\n"
+            ));
+        }
+        s.push_str(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid\r\n",
+            self.uidvalidity
+        ));
+        s.push_str(&format!(
+            "* OK [UIDNEXT {}] Predicted next UID\r\n",
+            self.uidnext
+        ));
+        s.push_str(&format!(
+            "* OK [HIGHESTMODSEQ {}] Highest\r\n",
+            self.modseq.max(1)
+        ));
+        s
+    }
+
+    /// UIDs of messages that are new in `changes` (not yet in the view).
+    pub fn has_new(&self, changes: &Changes) -> bool {
+        let max = self.max_uid();
+        changes.changed.iter().any(|m| m.uid > max)
+    }
+
+    /// Applies a batch of changes and returns the untagged responses that
+    /// announce them. New messages with UID >= `recent_from` become \Recent.
+    /// With `with_uid`, unsolicited FETCH responses carry the UID too.
+    pub fn apply(&mut self, changes: Changes, recent_from: Uid) -> String {
+        let mut out = String::new();
+        // Expunges, highest sequence number first so each number is right
+        // at the moment it is sent (RFC 3501 7.4.1).
+        let mut gone: Vec<usize> = changes
+            .expunged
+            .iter()
+            .filter_map(|u| self.index_of(*u))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        for &i in gone.iter().rev() {
+            out.push_str(&format!("* {} EXPUNGE\r\n", i + 1));
+            self.msgs.remove(i);
+        }
+        // New messages, then flag changes of known ones.
+        let max = self.max_uid();
+        let before = self.msgs.len();
+        let mut flag_updates = Vec::new();
+        let mut new_keywords = false;
+        for meta in changes.changed {
+            for k in &meta.flags.keywords {
+                if self.keywords.insert(k.clone()) {
+                    new_keywords = true;
+                }
+            }
+            if meta.uid > max {
+                if changes.expunged.binary_search(&meta.uid).is_ok() {
+                    continue;
+                }
+                let recent = meta.uid >= recent_from;
+                // Keep UID order even if the batch is not sorted.
+                let pos = self.msgs.partition_point(|m| m.meta.uid < meta.uid);
+                if self.msgs.get(pos).map(|m| m.meta.uid) == Some(meta.uid) {
+                    continue;
+                }
+                self.msgs.insert(pos, Msg { meta, recent });
+            } else if let Some(i) = self.index_of(meta.uid) {
+                if let Some(m) = self.msgs.get_mut(i) {
+                    if m.meta.flags != meta.flags {
+                        flag_updates.push(i);
+                    }
+                    m.meta = meta;
+                }
+            }
+        }
+        if new_keywords {
+            out.push_str(&self.flags_line());
+        }
+        if self.msgs.len() != before || !gone.is_empty() {
+            out.push_str(&format!("* {} EXISTS\r\n", self.exists()));
+            out.push_str(&format!("* {} RECENT\r\n", self.recent()));
+        }
+        flag_updates.sort_unstable();
+        flag_updates.dedup();
+        for i in flag_updates {
+            if let Some(m) = self.msgs.get(i) {
+                out.push_str(&format!(
+                    "* {} FETCH (FLAGS {} UID {})\r\n",
+                    i + 1,
+                    wire::flag_list(&m.meta.flags, m.recent),
+                    m.meta.uid
+                ));
+            }
+        }
+        self.uidnext = self.uidnext.max(changes.info.uidnext);
+        self.modseq = self.modseq.max(changes.info.highestmodseq);
+        out
+    }
+
+    /// Records flags this session stored itself (the FETCH responses are
+    /// written by the caller).
+    pub fn update_meta(&mut self, meta: MessageMeta) -> Option<usize> {
+        let i = self.index_of(meta.uid)?;
+        for k in &meta.flags.keywords {
+            self.keywords.insert(k.clone());
+        }
+        if let Some(m) = self.msgs.get_mut(i) {
+            m.meta = meta;
+        }
+        Some(i)
+    }
+
+    /// Message indexes (0-based, ascending, unique) named by a sequence set
+    /// of sequence numbers (`uid == false`) or UIDs.
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, BadSequence> {
+        let mut out = Vec::new();
+        if uid {
+            let max = self.max_uid();
+            for seq in set.0.as_ref() {
+                let (a, b) = bounds(seq, max);
+                let lo = self.msgs.partition_point(|m| m.meta.uid < a);
+                let hi = self.msgs.partition_point(|m| m.meta.uid <= b);
+                out.extend(lo..hi);
+            }
+        } else {
+            let n = self.exists();
+            for seq in set.0.as_ref() {
+                let (a, b) = bounds(seq, n);
+                if n == 0 || b > n || a == 0 {
+                    // RFC 3501 9: a sequence number beyond the mailbox is
+                    // an error; "*" in an empty mailbox names nothing.
+                    if is_star_only(seq) && n == 0 {
+                        continue;
+                    }
+                    return Err(BadSequence);
+                }
+                out.extend((a as usize - 1)..(b as usize));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+fn value(v: &SeqOrUid, star: u32) -> u32 {
+    match v {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => star,
+    }
+}
+
+fn bounds(seq: &Sequence, star: u32) -> (u32, u32) {
+    match seq {
+        Sequence::Single(v) => {
+            let x = value(v, star);
+            (x, x)
+        }
+        Sequence::Range(a, b) => {
+            let (x, y) = (value(a, star), value(b, star));
+            (x.min(y), x.max(y))
+        }
+    }
+}
+
+fn is_star_only(seq: &Sequence) -> bool {
+    match seq {
+        Sequence::Single(SeqOrUid::Asterisk) => true,
+        Sequence::Range(a, b) => *a == SeqOrUid::Asterisk || *b == SeqOrUid::Asterisk,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MailboxInfo;
+
+    fn meta(uid: Uid, flags: &[&str]) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: Flags::from_names(flags),
+            internal_date: 0,
+            tz_offset_min: 0,
+            size: 10,
+            modseq: 1,
+            offset: 0,
+            save_date: 0,
+        }
+    }
+
+    fn info(uidnext: Uid, modseq: ModSeq) -> MailboxInfo {
+        MailboxInfo {
+            id: 1,
+            user: "u".into(),
+            name: "INBOX".into(),
+            uidvalidity: 7,
+            uidnext,
+            highestmodseq: modseq,
+            special_use: None,
+            subscribed: true,
+            exists: 0,
+            unseen: 0,
+            size: 0,
+            recent_uid: 0,
+        }
+    }
+
+    fn view(uids: &[Uid]) -> Selected {
+        let snap = Snapshot {
+            info: info(uids.last().map(|u| u + 1).unwrap_or(1), 5),
+            messages: uids.iter().map(|&u| meta(u, &[])).collect(),
+        };
+        Selected::new(snap, Uid::MAX, false)
+    }
+
+    fn set(s: &str) -> SequenceSet {
+        SequenceSet::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn rfc3501_6_3_1_select_responses() {
+        let snap = Snapshot {
+            info: info(5, 9),
+            messages: vec![meta(1, &["\\Seen"]), meta(3, &["$Work"]), meta(4, &[])],
+        };
+        let s = Selected::new(snap, 4, false);
+        let r = s.select_responses();
+        assert!(r.starts_with("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n"));
+        assert!(r.contains("* 3 EXISTS\r\n"));
+        assert!(r.contains("* 1 RECENT\r\n"));
+        assert!(r.contains("* OK [UNSEEN 2]"));
+        assert!(r.contains(
+            "[PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)]"
+        ));
+        assert!(r.contains("* OK [UIDVALIDITY 7]"));
+        assert!(r.contains("* OK [UIDNEXT 5]"));
+    }
+
+    #[test]
+    fn rfc3501_7_4_1_expunge_numbers_stay_right() {
+        let mut s = view(&[10, 11, 12, 13, 14]);
+        let out = s.apply(
+            Changes {
+                info: info(15, 6),
+                changed: vec![],
+                expunged: vec![11, 13],
+            },
+            Uid::MAX,
+        );
+        // 13 is message 4, then 11 is message 2.
+        assert!(out.starts_with("* 4 EXPUNGE\r\n* 2 EXPUNGE\r\n"), "{out}");
+        assert_eq!(
+            s.msgs.iter().map(|m| m.meta.uid).collect::<Vec<_>>(),
+            vec![10, 12, 14]
+        );
+        assert_eq!(s.modseq, 6);
+    }
+
+    #[test]
+    fn rfc3501_7_3_1_exists_recent_and_flag_updates() {
+        let mut s = view(&[1, 2]);
+        let out = s.apply(
+            Changes {
+                info: info(5, 8),
+                changed: vec![meta(2, &["\\Seen"]), meta(3, &[]), meta(4, &["$New"])],
+                expunged: vec![],
+            },
+            4,
+        );
+        assert!(out.contains("* 4 EXISTS\r\n"));
+        assert!(out.contains("* 1 RECENT\r\n"));
+        assert!(out.contains("* 2 FETCH (FLAGS (\\Seen) UID 2)\r\n"));
+        assert!(out.contains("* FLAGS ("));
+        assert!(s.msgs.get(3).unwrap().recent);
+        // Same flags again: nothing to say.
+        let again = s.apply(
+            Changes {
+                info: info(5, 8),
+                changed: vec![meta(2, &["\\Seen"])],
+                expunged: vec![],
+            },
+            Uid::MAX,
+        );
+        assert_eq!(again, "");
+    }
+
+    #[test]
+    fn rfc3501_9_sequence_sets() {
+        let s = view(&[3, 5, 9, 20]);
+        assert_eq!(s.resolve(&set("1:*"), false).unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(s.resolve(&set("4,2,2:3"), false).unwrap(), vec![1, 2, 3]);
+        assert_eq!(s.resolve(&set("5"), false), Err(BadSequence));
+        // UIDs: ranges may cover gaps; "*" is the highest UID; n:* with n
+        // above it still names the last message (RFC 3501 6.4.8).
+        assert_eq!(s.resolve(&set("4:9"), true).unwrap(), vec![1, 2]);
+        assert_eq!(s.resolve(&set("100:*"), true).unwrap(), vec![3]);
+        assert_eq!(s.resolve(&set("21:30"), true).unwrap(), Vec::<usize>::new());
+        let empty = view(&[]);
+        assert_eq!(
+            empty.resolve(&set("1:*"), false).unwrap(),
+            Vec::<usize>::new()
+        );
+        assert_eq!(empty.resolve(&set("1"), false), Err(BadSequence));
+    }
+}

@@ -1,0 +1,125 @@
+//! Unix-domain socket listeners (LMTP from MTAs on the same machine, the
+//! way Postfix's `lmtp:unix:` transport delivers). The peer is local, so it
+//! is treated like loopback: no TLS, no per-address limit.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{warn, Instrument};
+
+use crate::config::{Protocol, TlsMode};
+use crate::net::{Conn, ConnInfo, NEXT_SESSION};
+use crate::services::Services;
+
+/// Binds a unix socket, replacing a stale one left by a previous run, and
+/// makes it reachable by local MTAs (mode 0666: access is controlled by the
+/// folder it lives in).
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+/// Accepts on a unix socket until shutdown; see `net::serve`.
+pub async fn serve<F, Fut>(
+    listener: UnixListener,
+    protocol: Protocol,
+    services: Services,
+    tracker: TaskTracker,
+    handler: F,
+) where
+    F: Fn(Conn, ConnInfo, Services) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let slots = Arc::new(Semaphore::new(services.config.limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = services.shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!(error = %e, "accept failed on unix socket");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(
+                protocol = protocol.name(),
+                "connection limit reached; refusing"
+            );
+            continue;
+        };
+        let session_id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let mut info = ConnInfo::for_test(protocol);
+        info.session_id = session_id;
+        info.tls_mode = TlsMode::None;
+        let services = services.clone();
+        let handler = handler.clone();
+        let span = tracing::info_span!(
+            "session",
+            id = session_id,
+            proto = protocol.name(),
+            peer = "unix"
+        );
+        tracker.spawn(
+            async move {
+                let _permit = permit;
+                handler(Box::new(stream), info, services).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn lmtp_over_a_unix_socket_reaches_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = crate::services::test_services(dir.path(), |_| {});
+        let path = dir.path().join("run/lmtp.sock");
+        let l = super::bind(&path).unwrap();
+        // A stale socket file from a previous run is replaced.
+        drop(l);
+        let l = super::bind(&path).unwrap();
+        let tracker = tokio_util::task::TaskTracker::new();
+        tokio::spawn(super::serve(
+            l,
+            crate::config::Protocol::Lmtp,
+            services.clone(),
+            tracker,
+            |c, i, s| crate::smtp::serve(c, i, s),
+        ));
+        let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let mut buf = vec![0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"220 "),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("LMTP"));
+        s.write_all(b"QUIT\r\n").await.unwrap();
+        services.shutdown.cancel();
+    }
+}
