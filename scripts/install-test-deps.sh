@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need: swaks, openssl, slapd and ldap-utils (apt), pytest (pip).
+# Installs what the tests need: swaks, openssl, slapd, ldap-utils and dnsmasq (apt), pytest (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -23,6 +23,8 @@ dpkg -s ca-certificates >/dev/null 2>&1 || missing_apt+=(ca-certificates)
 # the tests never use the system instance.
 dpkg -s slapd >/dev/null 2>&1 || missing_apt+=(slapd)
 dpkg -s ldap-utils >/dev/null 2>&1 || missing_apt+=(ldap-utils)
+# The mta-out tests run dnsmasq as the DNS server of a pretend Internet.
+[ -x /usr/sbin/dnsmasq ] || missing_apt+=(dnsmasq-base)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
@@ -37,5 +39,6 @@ fi
 
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
+[ -x /usr/sbin/dnsmasq ] || { echo "install-test-deps: dnsmasq still missing" >&2; exit 1; }
 [ -x /usr/sbin/slapd ] || command -v slapd >/dev/null 2>&1 || { echo "install-test-deps: slapd still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }

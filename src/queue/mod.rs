@@ -665,10 +665,18 @@ impl Queue {
                 address: &env.recipients[i].address,
                 orcpt: env.recipients[i].orcpt.as_deref(),
                 action,
-                status: if matches!(action, "delivered" | "relayed") {
-                    "2.0.0".to_string()
-                } else {
-                    dsn::status_of(err, action == "failed")
+                status: match action {
+                    "delivered" | "relayed" => "2.0.0".to_string(),
+                    // A final failure after temporary errors (expiry):
+                    // the class is permanent now (RFC 3464 2.3.4).
+                    "failed" => {
+                        let st = dsn::status_of(err, true);
+                        match st.strip_prefix("4.") {
+                            Some(rest) => format!("5.{rest}"),
+                            None => st,
+                        }
+                    }
+                    _ => dsn::status_of(err, false),
                 },
                 diagnostic: err,
             })
