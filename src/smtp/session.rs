@@ -673,7 +673,7 @@ impl Session {
             // An authenticated user sends only as one of their addresses
             // (the null sender stays possible: MDNs, vacation replies).
             let sender = from.address.to_lowercase();
-            if !sender.is_empty() && !a.addresses.iter().any(|x| *x == sender) {
+            if !sender.is_empty() && !a.addresses.contains(&sender) {
                 tracing::info!(login = %a.login, sender = %trace::sanitize(&sender, 320), "sender address not owned by the user");
                 self.reply(&reply::SENDER_NOT_OWNED);
                 return;
@@ -682,7 +682,7 @@ impl Session {
         let envid = from
             .env_id
             .as_deref()
-            .filter(|e| e.len() <= 100 && e.chars().all(|c| c.is_ascii_graphic()))
+            .filter(|e| e.len() <= 100 && e.chars().all(|c| c == ' ' || c.is_ascii_graphic()))
             .map(str::to_string);
         self.txn = Some(Transaction {
             sender: from.address.into_owned(),
@@ -724,7 +724,7 @@ impl Session {
             self.bad(&reply::SYNTAX_PARAMS);
             return self.is_closed().then_some(Event::Close);
         }
-        let notify = (to.flags != 0).then(|| Notify {
+        let notify = (to.flags != 0).then_some(Notify {
             success: to.flags & smtp_proto::RCPT_NOTIFY_SUCCESS != 0,
             failure: to.flags & smtp_proto::RCPT_NOTIFY_FAILURE != 0,
             delay: to.flags & smtp_proto::RCPT_NOTIFY_DELAY != 0,

@@ -1452,3 +1452,169 @@ fn rfc6409_trusted_network_submits_without_auth() {
         vec!["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]
     );
 }
+
+/// Submission and the outbound client together over real loopback TCP:
+/// STARTTLS, AUTH PLAIN, DSN parameters, and MX delivery to an address
+/// literal (no DNS needed).
+mod submission_e2e {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::config::{Protocol, TlsMode};
+    use crate::net::ConnInfo;
+    use crate::queue::{
+        Envelope as QEnvelope, Outcome as QOutcome, Queue, Recipient as QRecipient,
+    };
+    use crate::services::Services;
+    use crate::smtpclient::{Client, Dialect, MailParams, RcptParams, TlsVerify};
+
+    /// Serves `protocol` on a loopback port with a queue; returns the port.
+    async fn listen(services: &Services, protocol: Protocol) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let services = services.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = l.accept().await else {
+                    return;
+                };
+                let mut info = ConnInfo::for_test(protocol);
+                info.peer = peer;
+                info.tls_mode = TlsMode::StartTls;
+                tokio::spawn(super::super::serve(Box::new(tcp), info, services.clone()));
+            }
+        });
+        port
+    }
+
+    fn with_queue(
+        dir: &std::path::Path,
+        edit: impl FnOnce(&mut crate::config::Config),
+    ) -> (Services, Arc<Queue>) {
+        let mut services = super::e2e::test_services(dir, edit);
+        let queue = Queue::open(
+            &dir.join("queue"),
+            services.config.queue.clone(),
+            "mx.example.test",
+        )
+        .unwrap();
+        services.queue = Some(queue.clone());
+        (services, queue)
+    }
+
+    #[tokio::test]
+    async fn rfc3207_rfc4954_client_starttls_auth_and_dsn_parameters_reach_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (services, queue) = with_queue(dir.path(), |_| {});
+        let port = listen(&services, Protocol::Submission).await;
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let t = Duration::from_secs(10);
+        let c = Client::connect_addr(addr, "localhost", None, Dialect::Smtp, "laptop", t)
+            .await
+            .unwrap();
+        assert!(c.has("STARTTLS") && c.has("DSN"));
+        let mut c = c.starttls("localhost", &TlsVerify::None).await.unwrap();
+        assert!(c.tls && c.has("AUTH"));
+        assert!(c.auth_plain("alice@example.test", "wrong").await.is_err());
+        c.auth_plain("alice@example.test", "pw").await.unwrap();
+        let mail = MailParams {
+            sender: "alice@example.test".into(),
+            envid: Some("ENV 1".into()),
+            ret_full: Some(true),
+        };
+        let rcpts = vec![
+            RcptParams {
+                address: "bob@example.test".into(),
+                notify: Some(crate::queue::record::Notify {
+                    success: true,
+                    failure: true,
+                    delay: false,
+                }),
+                orcpt: Some("rfc822;Bob+x@example.test".into()),
+            },
+            RcptParams::plain("someone@far.example"),
+        ];
+        let out = c
+            .send_with(
+                &mail,
+                &rcpts,
+                b"From: alice@example.test\r\nSubject: x\r\n\r\nhi\r\n",
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, vec![QOutcome::Delivered, QOutcome::Delivered]);
+        c.quit().await;
+        let q = crate::queue::scan(&dir.path().join("queue"));
+        assert_eq!(q.len(), 1, "one queue record for both recipients");
+        let l = crate::queue::record::load(&dir.path().join(format!("queue/{}.q", q[0].id)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            l.envelope.envid.as_deref(),
+            Some("ENV 1"),
+            "xtext round trip"
+        );
+        assert!(l.envelope.ret_full);
+        let bob = &l.envelope.recipients[0];
+        assert!(bob.notify.success && !bob.notify.delay);
+        assert_eq!(bob.orcpt.as_deref(), Some("rfc822;Bob+x@example.test"));
+        assert_eq!(l.envelope.recipients[1].address, "someone@far.example");
+        let text = String::from_utf8_lossy(&l.data);
+        assert!(text.contains("with ESMTPSA"), "{text}");
+        assert!(!text.contains("127.0.0.1"), "{text}");
+        drop(queue);
+    }
+
+    /// The "remote MTA" is msgd's own submission server, trusting loopback.
+    #[tokio::test]
+    async fn rfc5321_mx_delivery_to_an_address_literal_with_starttls() {
+        let remote_dir = tempfile::tempdir().unwrap();
+        let (remote, remote_queue) = with_queue(remote_dir.path(), |c| {
+            c.submission.trusted_networks = vec!["127.0.0.0/8".into()];
+        });
+        let port = listen(&remote, Protocol::Submission).await;
+        let mut cfg = crate::config::Config::default();
+        cfg.mta.smtp_port = port;
+        cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
+        let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
+        let env = QEnvelope {
+            sender: "a@here.example".into(),
+            recipients: vec![QRecipient {
+                address: "x@far.example".into(),
+                orcpt: None,
+                notify: Default::default(),
+                route: String::new(),
+            }],
+            received: crate::queue::unix_now(),
+            envid: None,
+            ret_full: false,
+        };
+        let rcpts = vec![(0, crate::mx::rcpt_params(&env, 0))];
+        let out = mx
+            .deliver("[127.0.0.1]", &env, &rcpts, b"Subject: m\r\n\r\nx\r\n")
+            .await;
+        assert_eq!(out, vec![(0, QOutcome::Relayed { dsn_passed: true })]);
+        // A second message reuses the idle connection (RSET first).
+        let out = mx
+            .deliver("[127.0.0.1]", &env, &rcpts, b"Subject: m2\r\n\r\nx\r\n")
+            .await;
+        assert_eq!(out, vec![(0, QOutcome::Relayed { dsn_passed: true })]);
+        let listed = remote_queue.list();
+        assert_eq!(listed.len(), 2);
+        let q = crate::queue::scan(&remote_dir.path().join("queue"));
+        let l = crate::queue::record::load(&remote_dir.path().join(format!("queue/{}.q", q[0].id)))
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&l.data);
+        assert!(text.contains("with ESMTPS"), "STARTTLS was used: {text}");
+        // A closed port: temporary, the next attempt will try again.
+        let mut cfg = crate::config::Config::default();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        cfg.mta.smtp_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
+        let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
+        let out = mx.deliver("[127.0.0.1]", &env, &rcpts, b"x\r\n").await;
+        assert!(matches!(&out[0].1, QOutcome::Temporary(_)), "{out:?}");
+    }
+}
