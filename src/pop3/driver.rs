@@ -291,6 +291,14 @@ impl Driver {
             error!("POP3 login but this process runs no store role");
             return AuthOutcome::StoreUnavailable;
         };
+        // Only this store's own users: a user of another store would
+        // otherwise get an empty maildrop here (clients reach the right
+        // store through the mmp).
+        if !crate::route::is_own_store(&self.env.config, account.mail_host.as_deref()) {
+            warn!(user = %account.address, mail_host = ?account.mail_host,
+                "POP3 login for a user of another store refused");
+            return AuthOutcome::StoreUnavailable;
+        }
         let user = account.address.as_str();
         if let Err(e) = store.ensure_user(user, account.partition.as_deref()).await {
             error!(user, error = %e, "cannot create the user's mailboxes");

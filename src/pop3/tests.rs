@@ -535,3 +535,41 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
     let left = h.store.snapshot("bob@localhost", "INBOX").await.unwrap();
     assert!(left.messages.is_empty());
 }
+
+/// A store serves only its own users: a user whose mailHost names another
+/// store gets a temporary error, not an empty maildrop here.
+#[tokio::test]
+async fn login_of_a_user_of_another_store_is_refused() {
+    use crate::directory::embedded;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("directory.json");
+    embedded::edit(&path, |d| {
+        embedded::add_user(d, "dave@localhost", "pw", None, true)?;
+        if let Some(u) = d.users.get_mut("dave@localhost") {
+            u.account.mail_host = Some("store2.example".into());
+        }
+        Ok(())
+    })
+    .unwrap();
+    let services =
+        crate::services::test_services(dir.path(), |c| c.store.host = "store1.example".into());
+    let (client, server) = tokio::io::duplex(4096);
+    let task = tokio::spawn(crate::pop3::serve(
+        Box::new(server),
+        ConnInfo::for_test(Protocol::Pop3),
+        services.clone(),
+    ));
+    let mut c = Client::new(client);
+    c.line().await;
+    c.cmd("USER dave@localhost").await;
+    let r = c.cmd("PASS pw").await;
+    assert!(r.starts_with("-ERR [SYS/TEMP]"), "{r}");
+    c.cmd("QUIT").await;
+    task.await.unwrap();
+    assert!(services
+        .store()
+        .list("dave@localhost")
+        .await
+        .unwrap()
+        .is_empty());
+}
