@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix (apt), pytest (pip).
+# Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix,
+# dnsmasq (apt), pytest (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -28,6 +29,8 @@ dpkg -s ldap-utils >/dev/null 2>&1 || missing_apt+=(ldap-utils)
 # "No configuration": the package then sets up no system mail service.
 postfix_missing=0
 dpkg -s postfix >/dev/null 2>&1 || { missing_apt+=(postfix); postfix_missing=1; }
+# The mta-out tests run dnsmasq as the DNS server of a pretend Internet.
+[ -x /usr/sbin/dnsmasq ] || missing_apt+=(dnsmasq-base)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
@@ -45,6 +48,7 @@ fi
 
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
+[ -x /usr/sbin/dnsmasq ] || { echo "install-test-deps: dnsmasq still missing" >&2; exit 1; }
 [ -x /usr/sbin/slapd ] || command -v slapd >/dev/null 2>&1 || { echo "install-test-deps: slapd still missing" >&2; exit 1; }
 [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] || { echo "install-test-deps: postfix (smtp-source) still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }
