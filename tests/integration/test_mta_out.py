@@ -231,7 +231,6 @@ class FakeMta:
 
 def mta_out_config(dns: Dns, smtp_port: int, extra: str = "") -> str:
     return (
-        f"\n[dns]\nnameservers = [\"127.0.0.1:{dns.port}\"]\ntimeout = 3\n"
         f"\n[mta]\nsmtp_port = {smtp_port}\ndelivery_timeout = 20\n"
         "\n[queue]\nretry_base = 1\nretry_max = 2\n"
         + extra
@@ -240,6 +239,7 @@ def mta_out_config(dns: Dns, smtp_port: int, extra: str = "") -> str:
 
 def start_msgd(factory: MsgdFactory, dns: Dns, smtp_port: int, extra: str = "", queue_extra: str = ""):
     inst = factory(users=USERS, start=False)
+    inst.dns_nameserver = f"127.0.0.1:{dns.port}"
     text = inst.config_text() + mta_out_config(dns, smtp_port, queue_extra) + extra
     inst.config_path.write_text(text)
     inst.start()

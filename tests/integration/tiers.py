@@ -44,6 +44,9 @@ POSTFIX_INSTALL = (
     'echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; '
     "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix (or scripts/install-test-deps.sh)"
 )
+# A loopback UDP port with no DNS server behind it (see Node.config_text).
+DEAD_DNS_PORT = 9
+
 # Listener names each role serves; the others are disabled in the config.
 ROLE_LISTENERS = {
     "store": ("lmtp", "imap", "pop3"),
@@ -220,6 +223,10 @@ class Node:
             else:
                 lines += ["enabled = false", 'unix = ""']
             lines.append("")
+        # Never ask a name server off this machine: MX lookups (forwards to
+        # other domains) go to a loopback port where nothing answers, so such
+        # mail is deferred and waits in the queue.
+        lines += ["[dns]", f'nameservers = ["127.0.0.1:{DEAD_DNS_PORT}"]', "timeout = 1", ""]
         text = "\n".join(lines) + "\n"
         if self.ldap is not None:
             text += self.ldap.toml(self.cache_ttl) + "\n"
