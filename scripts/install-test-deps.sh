@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need: swaks, openssl, slapd and ldap-utils, isync
-# (mbsync) and fetchmail (apt), pytest (pip).
+# Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix,
+# dnsmasq, isync (mbsync) and fetchmail (apt), pytest (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -27,10 +27,20 @@ dpkg -s ldap-utils >/dev/null 2>&1 || missing_apt+=(ldap-utils)
 # Real clients for tests/integration/test_clients.py.
 command -v mbsync >/dev/null 2>&1 || missing_apt+=(isync)
 command -v fetchmail >/dev/null 2>&1 || missing_apt+=(fetchmail)
+# Postfix: the two-tier test runs a private instance as an LMTP client of the
+# store, and scripts/bench-mta-in.sh sends with its smtp-source. Preseeded to
+# "No configuration": the package then sets up no system mail service.
+postfix_missing=0
+dpkg -s postfix >/dev/null 2>&1 || { missing_apt+=(postfix); postfix_missing=1; }
+# The mta-out tests run dnsmasq as the DNS server of a pretend Internet.
+[ -x /usr/sbin/dnsmasq ] || missing_apt+=(dnsmasq-base)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
     $SUDO apt-get update -qq
+    if [ "$postfix_missing" -eq 1 ]; then
+        echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+    fi
     $SUDO apt-get install -y -qq --no-install-recommends "${missing_apt[@]}" >/dev/null
 fi
 
@@ -43,5 +53,7 @@ fi
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
 command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) still missing" >&2; exit 1; }
 command -v fetchmail >/dev/null 2>&1 || { echo "install-test-deps: fetchmail still missing" >&2; exit 1; }
+[ -x /usr/sbin/dnsmasq ] || { echo "install-test-deps: dnsmasq still missing" >&2; exit 1; }
 [ -x /usr/sbin/slapd ] || command -v slapd >/dev/null 2>&1 || { echo "install-test-deps: slapd still missing" >&2; exit 1; }
+[ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] || { echo "install-test-deps: postfix (smtp-source) still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }

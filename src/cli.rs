@@ -54,6 +54,27 @@ enum Command {
     /// IMAP consistency stress test and benchmark against a server on
     /// loopback (exit 1 on any violation). Needs no configuration.
     Stress(crate::stress::StressArgs),
+    /// The MTA queue (works while the server runs).
+    #[command(subcommand)]
+    Queue(QueueCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCmd {
+    /// List queued messages and their recipients.
+    List,
+    /// Show one message: envelope, recipient states, header.
+    Show { id: String },
+    /// Make every pending recipient due now.
+    Flush,
+    /// Make one message's pending recipients due now.
+    Retry { id: String },
+    /// Delete a message without notifying anyone.
+    Delete { id: String },
+    /// Stop delivery attempts for a message until released.
+    Hold { id: String },
+    /// Resume delivery of a held message (due now).
+    Release { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +166,7 @@ pub fn main() -> i32 {
         Command::Alias(c) => report(alias(&loaded.config, c)),
         Command::Domain(c) => report(domain(&loaded.config, c)),
         Command::Stress(_) => EXIT_USAGE, // handled above
+        Command::Queue(c) => report(queue(&loaded.config, c)),
     }
 }
 
@@ -316,6 +338,97 @@ fn domain(c: &Config, cmd: DomainCmd) -> anyhow::Result<()> {
                 println!("{d}");
             }
         }
+    }
+    Ok(())
+}
+
+fn queue(c: &Config, cmd: QueueCmd) -> anyhow::Result<()> {
+    use crate::queue::control::{self, Command as Ctl};
+    let dir = c.data_path(&c.queue.dir, "queue");
+    let check = |id: &str| -> anyhow::Result<()> {
+        if crate::queue::valid_id(id) {
+            Ok(())
+        } else {
+            anyhow::bail!("'{id}' is not a queue id")
+        }
+    };
+    let fmt_time = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let ctl = match cmd {
+        QueueCmd::List => {
+            let list = crate::queue::scan(&dir);
+            for m in &list {
+                println!(
+                    "{}{} {:>9} {} <{}>",
+                    m.id,
+                    if m.held { " (held)" } else { "" },
+                    m.size,
+                    fmt_time(m.received),
+                    m.sender
+                );
+                for (addr, status, attempts, _, err) in &m.recipients {
+                    let err = err
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default();
+                    println!("    {addr} {status:?} attempts={attempts}{err}");
+                }
+            }
+            println!("{} message(s) in {}", list.len(), dir.display());
+            return Ok(());
+        }
+        QueueCmd::Show { id } => {
+            check(&id)?;
+            let path = dir.join(format!("{id}.q"));
+            let Some(l) = crate::queue::record::load(&path)? else {
+                anyhow::bail!("{id}: the queue file is torn");
+            };
+            let info = crate::queue::scan(&dir)
+                .into_iter()
+                .find(|m| m.id == id)
+                .ok_or_else(|| anyhow::anyhow!("{id}: no such message"))?;
+            println!("id: {id}{}", if info.held { " (held)" } else { "" });
+            println!("sender: <{}>", l.envelope.sender);
+            println!("received: {}", fmt_time(l.envelope.received));
+            println!("size: {}", l.data.len());
+            if let Some(e) = &l.envelope.envid {
+                println!("envid: {e}");
+            }
+            println!("ret: {}", if l.envelope.ret_full { "FULL" } else { "HDRS" });
+            for (addr, status, attempts, next, err) in &info.recipients {
+                println!(
+                    "recipient: {addr} {status:?} attempts={attempts} next={}",
+                    fmt_time(*next)
+                );
+                if let Some(e) = err {
+                    println!("    last error: {e}");
+                }
+            }
+            println!();
+            let end = l
+                .data
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(l.data.len(), |p| p + 2);
+            print!("{}", String::from_utf8_lossy(&l.data[..end]));
+            return Ok(());
+        }
+        QueueCmd::Flush => Ctl::Flush,
+        QueueCmd::Retry { id } => Ctl::Retry(id),
+        QueueCmd::Delete { id } => Ctl::Delete(id),
+        QueueCmd::Hold { id } => Ctl::Hold(id),
+        QueueCmd::Release { id } => Ctl::Release(id),
+    };
+    if let Ctl::Retry(id) | Ctl::Delete(id) | Ctl::Hold(id) | Ctl::Release(id) = &ctl {
+        check(id)?;
+    }
+    let answer = control::send(&dir, &ctl)?;
+    println!("{answer}");
+    if answer.contains("no such message") || answer.contains("failed") {
+        anyhow::bail!("{answer}");
     }
     Ok(())
 }

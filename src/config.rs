@@ -45,6 +45,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub mta: MtaConfig,
     pub mmp: MmpConfig,
+    pub submission: SubmissionConfig,
+    pub dns: DnsConfig,
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
@@ -282,6 +284,8 @@ pub struct StoreConfig {
     pub min_free_disk: u64,
     /// Default quota in bytes for users whose directory entry has none (0: none).
     pub default_quota: u64,
+    /// Most messages a user may keep (IMAP QUOTA MESSAGE resource; 0: no limit).
+    pub default_message_quota: u64,
     /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
     /// sender retries) or `permanent` (552 5.2.2, it bounces).
     pub over_quota: String,
@@ -297,6 +301,7 @@ impl Default for StoreConfig {
             host: String::new(),
             min_free_disk: 64 << 20,
             default_quota: 0,
+            default_message_quota: 0,
             over_quota: "temporary".into(),
         }
     }
@@ -343,6 +348,12 @@ pub struct ImapConfig {
     pub preauth_timeout: u64,
     /// Seconds an authenticated connection may idle (RFC 9051: at least 30 min).
     pub idle_timeout: u64,
+    /// Accounts allowed to log in on behalf of other users (AUTHENTICATE
+    /// PLAIN with an authorization identity): the mmp's service account.
+    pub proxy_users: Vec<String>,
+    /// Advertise LITERAL+ (RFC 7888: non-synchronizing literals of any
+    /// size); false advertises LITERAL- (at most 4096 bytes each).
+    pub literal_plus: bool,
 }
 
 impl Default for ImapConfig {
@@ -352,6 +363,8 @@ impl Default for ImapConfig {
             max_literal: 50 << 20,
             preauth_timeout: 60,
             idle_timeout: 1800,
+            proxy_users: Vec::new(),
+            literal_plus: true,
         }
     }
 }
@@ -416,9 +429,39 @@ pub struct MtaConfig {
     pub hosts: BTreeMap<String, String>,
     /// Seconds one delivery attempt (connect and transaction) may take.
     pub delivery_timeout: u64,
-    /// Outbound relay (`host:port`) for forwarded mail to other domains;
-    /// empty: such mail stays queued until one is configured.
+    /// Smarthost (`host:port`) for all mail to other domains; empty:
+    /// deliver directly to the domain's MX hosts.
     pub relay: String,
+    /// Login for AUTH PLAIN at the smarthost; empty: no AUTH.
+    pub relay_user: String,
+    /// File holding the smarthost password (first line).
+    pub relay_password_file: String,
+    /// TLS to the smarthost: `opportunistic` (STARTTLS when offered),
+    /// `require` (STARTTLS must succeed),
+    /// `implicit` (TLS from the first byte, port 465 style), `none`.
+    pub relay_tls: String,
+    /// Verify the smarthost's certificate (against `tls_ca_file`) when
+    /// `relay_tls` is `require` or `implicit`.
+    pub relay_tls_verify: bool,
+    /// How mail for local domains leaves the queue: `lmtp` (straight to
+    /// the store named by mailHost, in-process when it is this one) or
+    /// `smtp:host:port` (to an mta-in).
+    pub local_via: String,
+    /// Port of MX hosts (25; tests point it at a free loopback port).
+    pub smtp_port: u16,
+    /// Per-domain TLS policy for MX delivery: `opportunistic` (default:
+    /// STARTTLS when offered, certificate not checked), `require`
+    /// (STARTTLS must succeed, certificate not checked; otherwise a
+    /// temporary failure), `verify` (as require, and the certificate must
+    /// be valid for the MX host name), `none` (never STARTTLS).
+    pub tls_policy: BTreeMap<String, String>,
+    /// PEM file of trust anchors for `verify` and `relay_tls = "require"`;
+    /// empty: /etc/ssl/certs/ca-certificates.crt.
+    pub tls_ca_file: String,
+    /// Connections open at the same time to one destination domain.
+    pub max_per_domain: usize,
+    /// Seconds an idle connection to an MX host is kept for the next message.
+    pub connection_idle: u64,
 }
 
 impl Default for MtaConfig {
@@ -428,6 +471,16 @@ impl Default for MtaConfig {
             hosts: BTreeMap::new(),
             delivery_timeout: 120,
             relay: String::new(),
+            relay_user: String::new(),
+            relay_password_file: String::new(),
+            relay_tls: "opportunistic".into(),
+            relay_tls_verify: true,
+            local_via: "lmtp".into(),
+            smtp_port: 25,
+            tls_policy: BTreeMap::new(),
+            tls_ca_file: String::new(),
+            max_per_domain: 10,
+            connection_idle: 30,
         }
     }
 }
@@ -520,6 +573,51 @@ impl Default for MmpConfig {
             idle_timeout: 1800,
         }
     }
+}
+
+/// Authenticated submission (the mta-out role: 587 and 465).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmissionConfig {
+    /// Client networks (CIDR) that may submit without AUTH, e.g. a
+    /// webmail host: `["10.0.0.0/8", "::1/128"]`.
+    pub trusted_networks: Vec<String>,
+    /// The From: header addresses must belong to the authenticated user
+    /// too (not only the envelope sender).
+    pub check_from_header: bool,
+    /// The Received field names the client's address (default: no, the
+    /// user's location stays private).
+    pub received_shows_client: bool,
+    /// Allow AUTH without TLS from non-loopback clients.
+    pub allow_plaintext_auth: bool,
+    /// Failed AUTH attempts from one address, or for one login, within
+    /// `auth_fail_window` seconds before further attempts are refused.
+    pub auth_fail_limit: u32,
+    pub auth_fail_window: u64,
+}
+
+impl Default for SubmissionConfig {
+    fn default() -> Self {
+        SubmissionConfig {
+            trusted_networks: Vec::new(),
+            check_from_header: true,
+            received_shows_client: false,
+            allow_plaintext_auth: false,
+            auth_fail_limit: 10,
+            auth_fail_window: 900,
+        }
+    }
+}
+
+/// The DNS resolver used for MX lookups.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers as `ip:port` (`["127.0.0.1:5353"]`); empty: the
+    /// system's /etc/resolv.conf.
+    pub nameservers: Vec<String>,
+    /// Seconds one query may take (0: 5).
+    pub timeout: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -763,6 +861,40 @@ fn validate(c: &Config) -> Vec<String> {
     }
     if c.limits.max_line < 512 {
         errors.push("limits.max_line: must be at least 512 (RFC 5321 4.5.3.1.4)".into());
+    }
+    for n in &c.submission.trusted_networks {
+        if crate::smtp::auth::parse_cidr(n).is_none() {
+            errors.push(format!(
+                "submission.trusted_networks: '{n}' is not a network (e.g. 10.0.0.0/8)"
+            ));
+        }
+    }
+    for n in &c.dns.nameservers {
+        if n.parse::<SocketAddr>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
+            errors.push(format!("dns.nameservers: '{n}' is not ip:port"));
+        }
+    }
+    if !matches!(
+        c.mta.relay_tls.as_str(),
+        "opportunistic" | "require" | "implicit" | "none"
+    ) {
+        errors.push(format!(
+            "mta.relay_tls: '{}' is not one of opportunistic, require, implicit, none",
+            c.mta.relay_tls
+        ));
+    }
+    for (d, p) in &c.mta.tls_policy {
+        if !matches!(p.as_str(), "opportunistic" | "require" | "verify" | "none") {
+            errors.push(format!(
+                "mta.tls_policy.\"{d}\": '{p}' is not one of opportunistic, require, verify, none"
+            ));
+        }
+    }
+    if c.mta.local_via != "lmtp" && crate::route::local_via_smtp(&c.mta.local_via).is_none() {
+        errors.push(format!(
+            "mta.local_via: '{}' is not \"lmtp\" or \"smtp:host:port\"",
+            c.mta.local_via
+        ));
     }
     if c.server.hostname.is_empty() {
         errors.push("server.hostname: must not be empty".into());

@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod imap;
 pub mod logging;
 pub mod mmp;
+pub mod mx;
 pub mod net;
 pub mod net_unix;
 pub mod pop3;

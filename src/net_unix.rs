@@ -108,7 +108,7 @@ mod tests {
             crate::config::Protocol::Lmtp,
             services.clone(),
             tracker,
-            |c, i, s| crate::smtp::serve(c, i, s),
+            crate::smtp::serve,
         ));
         let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
         let mut buf = vec![0u8; 256];

@@ -1,19 +1,22 @@
-//! Routing queued mail to stores: the queue's `Transport` for the MTAs.
+//! Routing queued mail: the queue's `Transport` for the MTAs.
 //!
 //! Each pending recipient is looked up again in the directory at delivery
 //! time (a user moved to another store while the message waited goes to the
-//! new one). Recipients are grouped by the store their `mailHost` names;
-//! each store gets one LMTP transaction. A mailHost that is this process's
-//! own store (or none, in all-in-one) is delivered in-process.
+//! new one). Recipients are grouped by destination, one transaction each:
+//! - local domains: the store named by `mailHost` by LMTP, in-process when
+//!   it is this process's store; or SMTP to an mta-in (`mta.local_via`);
+//! - other domains: the smarthost (`mta.relay`) when one is set, else the
+//!   domain's MX hosts (`mx.rs`), one transaction per domain.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::directory::{DirError, Directory, Recipient as DirRecipient};
+use crate::mx::{mail_params, rcpt_params, relayed, MxDelivery};
 use crate::queue::{BoxFuture, Envelope, Outcome, Transport};
 use crate::services::Services;
-use crate::smtpclient::{Client, Dialect};
+use crate::smtpclient::{Client, Dialect, RcptParams, TlsVerify};
 use crate::store::{Flags, NewMessage, Quota, StoreError};
 
 /// Where one recipient's mail goes.
@@ -23,17 +26,31 @@ pub enum Dest {
     Local,
     /// LMTP to `host:port`.
     Lmtp(String),
-    /// SMTP to the outbound relay (mail for other domains, e.g. forwards).
+    /// SMTP to an mta-in (`mta.local_via = "smtp:host:port"`).
+    Smtp(String),
+    /// SMTP to the smarthost (`mta.relay`).
     Relay,
+    /// SMTP to the MX hosts of this domain.
+    Mx(String),
 }
 
 pub struct StoreRouter {
     services: Services,
+    /// None when the resolver could not be set up (logged): MX delivery
+    /// then fails temporarily.
+    mx: Option<Arc<MxDelivery>>,
 }
 
 impl StoreRouter {
     pub fn new(services: Services) -> Arc<StoreRouter> {
-        Arc::new(StoreRouter { services })
+        let mx = match MxDelivery::new(services.config.clone()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot set up the DNS resolver; mail to other domains waits");
+                None
+            }
+        };
+        Arc::new(StoreRouter { services, mx })
     }
 
     /// The LMTP address of a store named by mailHost.
@@ -75,6 +92,7 @@ impl StoreRouter {
     async fn deliver_local(
         &self,
         account: &crate::directory::Account,
+        sender: &str,
         data: Arc<Vec<u8>>,
     ) -> Outcome {
         let Some(store) = &self.services.store else {
@@ -93,6 +111,15 @@ impl StoreRouter {
         {
             return store_outcome(e);
         }
+        // Final delivery adds Return-Path (RFC 5321 4.4) unless an earlier
+        // hop did (mail from submission arrives here without one).
+        let data = if crate::smtp::trace::has_return_path(&data) {
+            data
+        } else {
+            let mut d = crate::smtp::trace::return_path(sender).into_bytes();
+            d.extend_from_slice(&data);
+            Arc::new(d)
+        };
         match store
             .append(
                 &account.address,
@@ -156,6 +183,166 @@ pub fn store_outcome(e: StoreError) -> Outcome {
     }
 }
 
+impl StoreRouter {
+    /// One SMTP/LMTP transaction to a store or an mta-in.
+    async fn deliver_hop(
+        &self,
+        addr: &str,
+        dialect: Dialect,
+        env: &Envelope,
+        list: &[(usize, RcptParams)],
+        data: &[u8],
+    ) -> Vec<(usize, Outcome)> {
+        let timeout = Duration::from_secs(self.services.config.mta.delivery_timeout.max(1));
+        let helo = &self.services.config.server.hostname;
+        let all = |o: &Outcome| list.iter().map(|(i, _)| (*i, o.clone())).collect();
+        let mut c = match Client::connect(addr, dialect, helo, timeout).await {
+            Ok(c) => c,
+            Err(o) => {
+                tracing::warn!(to = %addr, reason = ?o, "next hop unreachable; recipients stay queued");
+                return all(&o);
+            }
+        };
+        let rcpts: Vec<RcptParams> = list.iter().map(|(_, r)| r.clone()).collect();
+        let dsn = c.has("DSN");
+        match c.send_with(&mail_params(env), &rcpts, data).await {
+            Ok(res) => {
+                c.quit().await;
+                list.iter()
+                    .map(|(i, _)| *i)
+                    .zip(res)
+                    .map(|(i, o)| match dialect {
+                        // A store's LMTP 250 is final delivery.
+                        Dialect::Lmtp => (i, o),
+                        Dialect::Smtp => (i, relayed(o, dsn)),
+                    })
+                    .collect()
+            }
+            Err(o) => all(&o),
+        }
+    }
+
+    /// One transaction to the smarthost: TLS as `mta.relay_tls` says,
+    /// AUTH PLAIN when `mta.relay_user` is set.
+    async fn deliver_relay(
+        &self,
+        env: &Envelope,
+        list: &[(usize, RcptParams)],
+        data: &[u8],
+    ) -> Vec<(usize, Outcome)> {
+        let cfg = &self.services.config.mta;
+        let all = |o: Outcome| {
+            list.iter()
+                .map(|(i, _)| (*i, o.clone()))
+                .collect::<Vec<_>>()
+        };
+        let timeout = Duration::from_secs(cfg.delivery_timeout.max(1));
+        let helo = &self.services.config.server.hostname;
+        let host = cfg
+            .relay
+            .rsplit_once(':')
+            .map_or(cfg.relay.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&cfg.relay).await {
+            Ok(a) => a.collect(),
+            Err(e) => {
+                return all(Outcome::Temporary(format!(
+                    "451 4.4.3 cannot resolve the smarthost {}: {e}",
+                    cfg.relay
+                )))
+            }
+        };
+        let verify = if cfg.relay_tls_verify {
+            match crate::smtpclient::load_roots(&cfg.tls_ca_file) {
+                Ok(r) => TlsVerify::Roots(r),
+                Err(e) => {
+                    return all(Outcome::Temporary(format!(
+                        "451 4.7.5 no trust anchors for the smarthost: {e}"
+                    )))
+                }
+            }
+        } else {
+            TlsVerify::None
+        };
+        let mut last = Outcome::Temporary(format!("451 4.4.1 smarthost {} unreachable", cfg.relay));
+        for addr in addrs {
+            let implicit = (cfg.relay_tls == "implicit").then_some(&verify);
+            let c = match Client::connect_addr(addr, &host, implicit, Dialect::Smtp, helo, timeout)
+                .await
+            {
+                Ok(c) => c,
+                Err(o) => {
+                    last = o;
+                    continue;
+                }
+            };
+            let mut c = match cfg.relay_tls.as_str() {
+                "require" if !c.has("STARTTLS") => {
+                    c.quit().await;
+                    return all(Outcome::Temporary(
+                        "451 4.7.4 the smarthost does not offer STARTTLS (mta.relay_tls = require)"
+                            .into(),
+                    ));
+                }
+                "require" => match c.starttls(&host, &verify).await {
+                    Ok(c) => c,
+                    Err(o) => return all(o),
+                },
+                "opportunistic" if c.has("STARTTLS") => {
+                    match c.starttls(&host, &TlsVerify::None).await {
+                        Ok(c) => c,
+                        Err(o) => return all(o),
+                    }
+                }
+                _ => c,
+            };
+            if !cfg.relay_user.is_empty() {
+                if !c.tls && !addr.ip().is_loopback() {
+                    c.quit().await;
+                    return all(Outcome::Temporary(
+                        "451 4.7.0 refusing to send the smarthost password without TLS".into(),
+                    ));
+                }
+                let path = self.services.config.data_path(&cfg.relay_password_file, "");
+                let password = match std::fs::read_to_string(&path) {
+                    Ok(p) => p.lines().next().unwrap_or("").to_string(),
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "cannot read mta.relay_password_file");
+                        return all(Outcome::Temporary(
+                            "451 4.3.0 smarthost password unavailable".into(),
+                        ));
+                    }
+                };
+                if let Err(o) = c.auth_plain(&cfg.relay_user, &password).await {
+                    tracing::warn!(relay = %cfg.relay, reason = ?o, "smarthost refused our credentials");
+                    // A refused login is our configuration, not the
+                    // recipients' fault: keep the mail.
+                    return all(match o {
+                        Outcome::Permanent(t) => Outcome::Temporary(t),
+                        o => o,
+                    });
+                }
+            }
+            let rcpts: Vec<RcptParams> = list.iter().map(|(_, r)| r.clone()).collect();
+            let dsn = c.has("DSN");
+            return match c.send_with(&mail_params(env), &rcpts, data).await {
+                Ok(res) => {
+                    c.quit().await;
+                    list.iter()
+                        .map(|(i, _)| *i)
+                        .zip(res)
+                        .map(|(i, o)| (i, relayed(o, dsn)))
+                        .collect()
+                }
+                Err(o) => all(o),
+            };
+        }
+        all(last)
+    }
+}
+
 impl Transport for StoreRouter {
     fn deliver<'a>(
         &'a self,
@@ -164,16 +351,24 @@ impl Transport for StoreRouter {
         data: Arc<Vec<u8>>,
     ) -> BoxFuture<'a, Vec<(usize, Outcome)>> {
         Box::pin(async move {
+            let cfg = &self.services.config.mta;
             let mut out = Vec::new();
             let mut groups: BTreeMap<Dest, Vec<(usize, crate::directory::Account)>> =
                 BTreeMap::new();
             for i in rcpts {
                 let addr = &env.recipients[i].address;
-                let domain = crate::directory::domain_of(addr).unwrap_or("");
-                match self.services.directory.is_local_domain(domain).await {
+                let domain = crate::directory::domain_of(addr)
+                    .unwrap_or("")
+                    .to_lowercase();
+                match self.services.directory.is_local_domain(&domain).await {
                     Ok(false) => {
+                        let dest = if cfg.relay.is_empty() {
+                            Dest::Mx(domain)
+                        } else {
+                            Dest::Relay
+                        };
                         groups
-                            .entry(Dest::Relay)
+                            .entry(dest)
                             .or_default()
                             .push((i, remote_account(addr)));
                         continue;
@@ -187,6 +382,14 @@ impl Transport for StoreRouter {
                         continue;
                     }
                 }
+                if let Some(hop) = local_via_smtp(&cfg.local_via) {
+                    // The mta-in resolves aliases and users itself.
+                    groups
+                        .entry(Dest::Smtp(hop.to_string()))
+                        .or_default()
+                        .push((i, remote_account(addr)));
+                    continue;
+                }
                 match Self::resolve(&self.services.directory, addr).await {
                     Ok(a) => groups
                         .entry(self.dest_for(a.mail_host.as_deref()))
@@ -195,53 +398,47 @@ impl Transport for StoreRouter {
                     Err(o) => out.push((i, o)),
                 }
             }
-            let timeout = Duration::from_secs(self.services.config.mta.delivery_timeout);
             for (dest, list) in groups {
+                let params: Vec<(usize, RcptParams)> = list
+                    .iter()
+                    .map(|(i, a)| {
+                        let mut p = rcpt_params(env, *i);
+                        p.address = a.address.clone();
+                        (*i, p)
+                    })
+                    .collect();
                 match dest {
                     Dest::Local => {
                         for (i, a) in list {
-                            out.push((i, self.deliver_local(&a, data.clone()).await));
+                            out.push((i, self.deliver_local(&a, &env.sender, data.clone()).await));
                         }
                     }
-                    Dest::Relay if self.services.config.mta.relay.is_empty() => {
-                        tracing::warn!(
-                            recipients = list.len(),
-                            "mail for other domains waits in the queue: no outbound relay is configured (mta.relay)"
-                        );
-                        out.extend(list.iter().map(|(i, _)| {
-                            (
-                                *i,
-                                Outcome::Temporary("451 4.4.0 no outbound relay configured".into()),
-                            )
-                        }));
-                    }
-                    Dest::Relay | Dest::Lmtp(_) => {
-                        let (addr, dialect) = match &dest {
-                            Dest::Lmtp(a) => (a.clone(), Dialect::Lmtp),
-                            _ => (self.services.config.mta.relay.clone(), Dialect::Smtp),
-                        };
-                        let helo = &self.services.config.server.hostname;
-                        match Client::connect(&addr, dialect, helo, timeout).await {
-                            Err(o) => {
-                                tracing::warn!(store = %addr, reason = ?o, "store unreachable; recipients stay queued");
-                                out.extend(list.iter().map(|(i, _)| (*i, o.clone())));
-                            }
-                            Ok(mut c) => {
-                                let addrs: Vec<&str> =
-                                    list.iter().map(|(_, a)| a.address.as_str()).collect();
-                                match c.send(&env.sender, &addrs, &data).await {
-                                    Ok(res) => {
-                                        out.extend(list.iter().map(|(i, _)| *i).zip(res));
-                                        c.quit().await;
-                                    }
-                                    Err(o) => out.extend(list.iter().map(|(i, _)| (*i, o.clone()))),
-                                }
-                            }
-                        }
-                    }
+                    Dest::Lmtp(addr) => out.extend(
+                        self.deliver_hop(&addr, Dialect::Lmtp, env, &params, &data)
+                            .await,
+                    ),
+                    Dest::Smtp(addr) => out.extend(
+                        self.deliver_hop(&addr, Dialect::Smtp, env, &params, &data)
+                            .await,
+                    ),
+                    Dest::Relay => out.extend(self.deliver_relay(env, &params, &data).await),
+                    Dest::Mx(domain) => match &self.mx {
+                        Some(mx) => out.extend(mx.deliver(&domain, env, &params, &data).await),
+                        None => out.extend(params.iter().map(|(i, _)| {
+                            (*i, Outcome::Temporary("451 4.4.3 no DNS resolver".into()))
+                        })),
+                    },
                 }
             }
             out
         })
     }
+}
+
+/// `smtp:host:port` of `mta.local_via`: the mta-in that local mail goes
+/// through; None for anything else.
+pub fn local_via_smtp(v: &str) -> Option<&str> {
+    let rest = v.strip_prefix("smtp:")?;
+    let (host, port) = rest.rsplit_once(':')?;
+    (!host.is_empty() && port.parse::<u16>().is_ok()).then_some(rest)
 }

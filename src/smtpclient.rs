@@ -1,18 +1,26 @@
-//! SMTP and LMTP client: used by the queue to deliver to stores (LMTP) and,
-//! later, to relays and MX hosts (SMTP with opportunistic STARTTLS).
+//! SMTP and LMTP client: used by the queue to deliver to stores (LMTP),
+//! to a smarthost or an mta-in, and to MX hosts (SMTP with STARTTLS,
+//! AUTH PLAIN for the smarthost, and the DSN parameters of RFC 3461 when
+//! the server announces DSN).
 //!
-//! One transaction per call. Replies are classified per RFC 5321: 2xx ok,
+//! One transaction per `send`; a client may be kept for the next message
+//! (the caller pools it). Replies are classified per RFC 5321: 2xx ok,
 //! 4xx temporary, 5xx permanent; a dropped connection or timeout is
 //! temporary. LMTP returns one reply per accepted recipient after DATA
 //! (RFC 2033 4.2).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::net::Conn;
+use crate::queue::record::Notify;
 use crate::queue::Outcome;
+use crate::smtp::trace::quote_address;
 
 /// A complete (possibly multi-line) reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +52,56 @@ pub enum Dialect {
     Lmtp,
 }
 
+/// How a client checks the server's certificate.
+#[derive(Clone)]
+pub enum TlsVerify {
+    /// Opportunistic encryption: any certificate (RFC 7435).
+    None,
+    /// Against these trust anchors, for the server name.
+    Roots(Arc<rustls::RootCertStore>),
+}
+
+/// The envelope parameters of MAIL FROM.
+#[derive(Debug, Clone, Default)]
+pub struct MailParams {
+    pub sender: String,
+    /// RFC 3461 ENVID.
+    pub envid: Option<String>,
+    /// RFC 3461 RET: Some(true) FULL, Some(false) HDRS.
+    pub ret_full: Option<bool>,
+}
+
+/// One RCPT TO with its DSN parameters.
+#[derive(Debug, Clone, Default)]
+pub struct RcptParams {
+    pub address: String,
+    pub notify: Option<Notify>,
+    /// `rfc822;addr`.
+    pub orcpt: Option<String>,
+}
+
+impl RcptParams {
+    pub fn plain(address: &str) -> RcptParams {
+        RcptParams {
+            address: address.to_string(),
+            ..RcptParams::default()
+        }
+    }
+}
+
+/// RFC 3461 4: xtext encoding of ENVID and ORCPT values.
+pub fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
 pub struct Client {
     stream: BufReader<Conn>,
     timeout: Duration,
@@ -52,6 +110,9 @@ pub struct Client {
     pub extensions: Vec<String>,
     /// Server name from the greeting, for log lines.
     pub peer: String,
+    /// TLS is active on this connection.
+    pub tls: bool,
+    helo: String,
 }
 
 fn temp(what: &str) -> Outcome {
@@ -70,13 +131,48 @@ impl Client {
             .await
             .map_err(|_| temp(&format!("connection to {addr} timed out")))?
             .map_err(|e| temp(&format!("cannot connect to {addr}: {e}")))?;
+        Self::start(Box::new(tcp), addr, dialect, helo, timeout).await
+    }
+
+    /// Connects to one address; `implicit_tls`: TLS from the first byte
+    /// (port 465 style) with this verification and server name.
+    pub async fn connect_addr(
+        addr: SocketAddr,
+        server_name: &str,
+        implicit_tls: Option<&TlsVerify>,
+        dialect: Dialect,
+        helo: &str,
+        timeout: Duration,
+    ) -> Result<Client, Outcome> {
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| temp(&format!("connection to {addr} timed out")))?
+            .map_err(|e| temp(&format!("cannot connect to {addr}: {e}")))?;
         let _ = tcp.set_nodelay(true);
+        let conn: Conn = match implicit_tls {
+            Some(v) => tls_connect(Box::new(tcp), server_name, v, timeout).await?,
+            None => Box::new(tcp),
+        };
+        let mut c = Self::start(conn, &addr.to_string(), dialect, helo, timeout).await?;
+        c.tls = implicit_tls.is_some();
+        Ok(c)
+    }
+
+    async fn start(
+        conn: Conn,
+        peer: &str,
+        dialect: Dialect,
+        helo: &str,
+        timeout: Duration,
+    ) -> Result<Client, Outcome> {
         let mut c = Client {
-            stream: BufReader::new(Box::new(tcp) as Conn),
+            stream: BufReader::new(conn),
             timeout,
             dialect,
             extensions: Vec::new(),
-            peer: addr.to_string(),
+            peer: peer.to_string(),
+            tls: false,
+            helo: helo.to_string(),
         };
         let greet = c.read_reply().await?;
         if greet.code != 220 {
@@ -84,6 +180,54 @@ impl Client {
         }
         c.hello(helo).await?;
         Ok(c)
+    }
+
+    /// STARTTLS (RFC 3207), then EHLO again. Consumes the client: after a
+    /// failed handshake the connection is unusable.
+    pub async fn starttls(
+        mut self,
+        server_name: &str,
+        verify: &TlsVerify,
+    ) -> Result<Client, Outcome> {
+        let r = self.command("STARTTLS").await?;
+        if r.code != 220 {
+            return Err(r.outcome_or_temp());
+        }
+        if !self.stream.buffer().is_empty() {
+            // Bytes after the 220 before the handshake: an injection attempt.
+            return Err(temp("unexpected data after STARTTLS"));
+        }
+        let conn = self.stream.into_inner();
+        let tls = tls_connect(conn, server_name, verify, self.timeout).await?;
+        let mut c = Client {
+            stream: BufReader::new(tls),
+            timeout: self.timeout,
+            dialect: self.dialect,
+            extensions: Vec::new(),
+            peer: self.peer,
+            tls: true,
+            helo: self.helo,
+        };
+        let helo = c.helo.clone();
+        c.hello(&helo).await?;
+        Ok(c)
+    }
+
+    /// AUTH PLAIN (RFC 4954, RFC 4616) with an initial response. The
+    /// password is never logged; a 5xx is a permanent failure.
+    pub async fn auth_plain(&mut self, user: &str, password: &str) -> Result<(), Outcome> {
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let r = self.command(&format!("AUTH PLAIN {token}")).await?;
+        if r.code != 235 {
+            return Err(r.outcome_or_temp());
+        }
+        Ok(())
+    }
+
+    /// Is the session still usable for another transaction (RSET answered)?
+    pub async fn reset(&mut self) -> bool {
+        matches!(self.command("RSET").await, Ok(r) if r.code == 250)
     }
 
     async fn hello(&mut self, helo: &str) -> Result<(), Outcome> {
@@ -159,16 +303,35 @@ impl Client {
         }
     }
 
-    /// Sends one message to several recipients. Returns one outcome per
-    /// recipient, in order. `Err` means the whole transaction failed (the
-    /// same outcome for every recipient).
+    /// Sends one message to several recipients, without DSN parameters.
     pub async fn send(
         &mut self,
         sender: &str,
         rcpts: &[&str],
         data: &[u8],
     ) -> Result<Vec<Outcome>, Outcome> {
-        let mut mail = format!("MAIL FROM:<{sender}>");
+        let mail = MailParams {
+            sender: sender.to_string(),
+            ..MailParams::default()
+        };
+        let rcpts: Vec<RcptParams> = rcpts.iter().map(|r| RcptParams::plain(r)).collect();
+        self.send_with(&mail, &rcpts, data).await
+    }
+
+    /// Sends one message to several recipients. Returns one outcome per
+    /// recipient, in order. `Err` means the whole transaction failed (the
+    /// same outcome for every recipient). DSN parameters go along when the
+    /// server announced DSN.
+    pub async fn send_with(
+        &mut self,
+        params: &MailParams,
+        rcpt_params: &[RcptParams],
+        data: &[u8],
+    ) -> Result<Vec<Outcome>, Outcome> {
+        let sender = params.sender.as_str();
+        let rcpts: Vec<&str> = rcpt_params.iter().map(|r| r.address.as_str()).collect();
+        let rcpts = &rcpts[..];
+        let mut mail = format!("MAIL FROM:<{}>", quote_address(sender));
         if self.has("SIZE") {
             mail.push_str(&format!(" SIZE={}", data.len()));
         }
@@ -178,12 +341,50 @@ impl Client {
         if self.has("SMTPUTF8") && (!sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii())) {
             mail.push_str(" SMTPUTF8");
         }
+        let dsn = self.has("DSN");
+        if dsn {
+            match params.ret_full {
+                Some(true) => mail.push_str(" RET=FULL"),
+                Some(false) => mail.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(e) = &params.envid {
+                mail.push_str(&format!(" ENVID={}", xtext(e)));
+            }
+        }
+        let rcpt_line = |r: &RcptParams| {
+            let mut l = format!("RCPT TO:<{}>", quote_address(&r.address));
+            if dsn {
+                if let Some(n) = r.notify {
+                    let mut v = Vec::new();
+                    if n.success {
+                        v.push("SUCCESS");
+                    }
+                    if n.failure {
+                        v.push("FAILURE");
+                    }
+                    if n.delay {
+                        v.push("DELAY");
+                    }
+                    if v.is_empty() {
+                        v.push("NEVER");
+                    }
+                    l.push_str(&format!(" NOTIFY={}", v.join(",")));
+                }
+                if let Some(o) = &r.orcpt {
+                    let (kind, addr) = o.split_once(';').unwrap_or(("rfc822", o));
+                    l.push_str(&format!(" ORCPT={kind};{}", xtext(addr)));
+                }
+            }
+            l
+        };
         let pipelining = self.has("PIPELINING");
         let mut replies = Vec::with_capacity(rcpts.len() + 2);
         if pipelining {
             let mut batch = format!("{mail}\r\n");
-            for r in rcpts {
-                batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+            for r in rcpt_params {
+                batch.push_str(&rcpt_line(r));
+                batch.push_str("\r\n");
             }
             batch.push_str("DATA\r\n");
             self.write(batch.as_bytes()).await?;
@@ -194,8 +395,8 @@ impl Client {
             let r = self.command(&mail).await?;
             replies.push(r.clone());
             if r.code == 250 {
-                for rc in rcpts {
-                    replies.push(self.command(&format!("RCPT TO:<{rc}>")).await?);
+                for rc in rcpt_params {
+                    replies.push(self.command(&rcpt_line(rc)).await?);
                 }
                 let accepted = replies[1..].iter().any(|r| r.code / 100 == 2);
                 if accepted {
@@ -274,6 +475,105 @@ impl Client {
         let _ = self.command("QUIT").await;
         let _ = self.stream.get_mut().shutdown().await;
     }
+}
+
+/// A TLS client handshake over any stream.
+async fn tls_connect(
+    conn: Conn,
+    server_name: &str,
+    verify: &TlsVerify,
+    timeout: Duration,
+) -> Result<Conn, Outcome> {
+    crate::tls::install_provider();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| temp(&format!("TLS setup failed: {e}")))?;
+    let config = match verify {
+        TlsVerify::None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
+        TlsVerify::Roots(roots) => builder
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth(),
+    };
+    let name =
+        rustls::pki_types::ServerName::try_from(server_name.trim_end_matches('.').to_string())
+            .map_err(|_| temp(&format!("bad TLS server name {server_name}")))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let s = tokio::time::timeout(timeout, connector.connect(name, conn))
+        .await
+        .map_err(|_| temp("TLS handshake timed out"))?
+        .map_err(|e| temp(&format!("TLS handshake failed: {e}")))?;
+    Ok(Box::new(s))
+}
+
+/// Opportunistic TLS (RFC 7435): encryption without authentication. The
+/// handshake signatures are still checked, so the session key is bound
+/// to whatever certificate the server showed.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Trust anchors from a PEM file (`mta.tls_ca_file`, default the system
+/// bundle).
+pub fn load_roots(path: &str) -> anyhow::Result<Arc<rustls::RootCertStore>> {
+    use rustls::pki_types::pem::PemObject;
+    let path = if path.is_empty() {
+        "/etc/ssl/certs/ca-certificates.crt"
+    } else {
+        path
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(path)? {
+        let _ = roots.add(c?);
+    }
+    Ok(Arc::new(roots))
 }
 
 impl Reply {

@@ -1,9 +1,12 @@
-//! FETCH (RFC 3501 6.4.5, 7.4.2).
+//! FETCH (RFC 9051 6.4.5, 7.5.2) with BINARY (RFC 3516), MODSEQ and
+//! CHANGEDSINCE/VANISHED (RFC 7162), EMAILID/THREADID (RFC 8474) and
+//! SAVEDATE (RFC 8514).
 //!
-//! Metadata items (FLAGS, UID, INTERNALDATE, RFC822.SIZE) come from the
-//! session's view; a message file is read only when an item needs its
-//! bytes, one message at a time, and each response is written as soon as
-//! it is built.
+//! Metadata items (FLAGS, UID, INTERNALDATE, RFC822.SIZE, MODSEQ) come from
+//! the session's view; ENVELOPE, BODY and BODYSTRUCTURE from the store's
+//! summary cache (computed on first need); a message file is read only when
+//! an item needs its bytes, one message at a time, and each response is
+//! written as soon as it is built.
 
 use std::cell::OnceCell;
 use std::io;
@@ -12,54 +15,29 @@ use std::num::NonZeroU32;
 use imap_codec::encode::Encoder;
 use imap_codec::ResponseCodec;
 use imap_types::core::{IString, Literal, NString, Vec1};
-use imap_types::fetch::{
-    Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
-};
+use imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_types::response::{Data, Response};
-use imap_types::sequence::SequenceSet;
 use tracing::{debug, warn};
 
 use crate::store::{FlagOp, Flags, StoreError, Uid};
 
+use super::command::{FetchExtra, SeqSet};
 use super::selected::Msg;
 use super::session::{Reply, Session};
+use super::summary::Summary;
 use super::{mime, wire};
 
-/// The item names a macro stands for (RFC 3501 6.4.5).
-pub fn expand(items: MacroOrMessageDataItemNames<'_>) -> Vec<MessageDataItemName<'_>> {
-    match items {
-        MacroOrMessageDataItemNames::Macro(m) => {
-            let mut v = vec![
-                MessageDataItemName::Flags,
-                MessageDataItemName::InternalDate,
-                MessageDataItemName::Rfc822Size,
-            ];
-            match m {
-                Macro::Fast => {}
-                Macro::All => v.push(MessageDataItemName::Envelope),
-                Macro::Full => {
-                    v.push(MessageDataItemName::Envelope);
-                    v.push(MessageDataItemName::Body);
-                }
-                _ => {}
-            }
-            v
-        }
-        MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
-    }
-}
-
 /// Does this item need the message's bytes?
+/// (ENVELOPE, BODY and BODYSTRUCTURE come from the summary cache.)
 pub fn needs_file(item: &MessageDataItemName<'_>) -> bool {
     matches!(
         item,
-        MessageDataItemName::Body
-            | MessageDataItemName::BodyExt { .. }
-            | MessageDataItemName::BodyStructure
-            | MessageDataItemName::Envelope
+        MessageDataItemName::BodyExt { .. }
             | MessageDataItemName::Rfc822
             | MessageDataItemName::Rfc822Header
             | MessageDataItemName::Rfc822Text
+            | MessageDataItemName::Binary { .. }
+            | MessageDataItemName::BinarySize { .. }
     )
 }
 
@@ -68,6 +46,7 @@ pub fn sets_seen(item: &MessageDataItemName<'_>) -> bool {
     matches!(
         item,
         MessageDataItemName::BodyExt { peek: false, .. }
+            | MessageDataItemName::Binary { peek: false, .. }
             | MessageDataItemName::Rfc822
             | MessageDataItemName::Rfc822Text
     )
@@ -155,7 +134,7 @@ pub fn items(
                         data: nstring(body),
                     }
                 }
-                // Not advertised (BINARY, CONDSTORE): refused before we get here.
+                // Written as raw items by the session.
                 MessageDataItemName::Binary { .. }
                 | MessageDataItemName::BinarySize { .. }
                 | MessageDataItemName::ModSeq => continue,
@@ -179,44 +158,149 @@ pub fn encode(seq: u32, items: Vec<MessageDataItem<'static>>) -> Option<Vec<u8>>
     Some(ResponseCodec::default().encode(&resp).dump())
 }
 
+/// A FETCH response from imap-types items plus items written as raw text
+/// (cached ENVELOPE/BODY/BODYSTRUCTURE, BINARY, MODSEQ, EMAILID, ...).
+pub fn encode_with(seq: u32, std: Vec<MessageDataItem<'static>>, raw: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = if std.is_empty() {
+        format!("* {seq} FETCH (").into_bytes()
+    } else {
+        match encode(seq, std) {
+            Some(mut b) => {
+                // Drop ")\r\n" to append the raw items.
+                b.truncate(b.len().saturating_sub(3));
+                if !raw.is_empty() {
+                    b.push(b' ');
+                }
+                b
+            }
+            None => format!("* {seq} FETCH (").into_bytes(),
+        }
+    };
+    for (i, r) in raw.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(r);
+    }
+    out.extend_from_slice(b")\r\n");
+    out
+}
+
+/// `{n}` or, for data with NUL bytes, `~{n}` (RFC 3516 4.2) and the data.
+fn literal8(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    if data.contains(&0) {
+        out.push(b'~');
+    }
+    out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn part_spec(section: &[NonZeroU32]) -> String {
+    section
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Items served from the cached summary.
+fn from_summary(item: &MessageDataItemName<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItemName::Envelope
+            | MessageDataItemName::Body
+            | MessageDataItemName::BodyStructure
+    )
+}
+
 impl Session {
     pub(crate) async fn fetch(
         &mut self,
-        set: &SequenceSet,
-        requested: MacroOrMessageDataItemNames<'_>,
+        set: &SeqSet,
+        mut names: Vec<MessageDataItemName<'static>>,
+        extra: FetchExtra,
         uid: bool,
+        changed_since: Option<u64>,
+        vanished: bool,
     ) -> io::Result<Reply> {
+        if vanished && !self.enabled.qresync {
+            return Ok(Reply::bad("QRESYNC is not enabled"));
+        }
+        if changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq) {
+            self.enable_condstore();
+        }
         let store = self.store().clone();
+        let saved = self.saved.clone();
         let Some(open) = self.sel.as_mut() else {
             return Ok(Reply::bad("No mailbox selected"));
         };
-        let idx = match open.view.resolve(set, uid) {
+        let mut idx = match open.view.resolve(set, uid, &saved) {
             Ok(i) => i,
             Err(_) => return Ok(Reply::bad("Invalid message sequence number")),
         };
-        let mut names = expand(requested);
-        if names.iter().any(|n| {
-            matches!(
-                n,
-                MessageDataItemName::Binary { .. }
-                    | MessageDataItemName::BinarySize { .. }
-                    | MessageDataItemName::ModSeq
-            )
-        }) {
-            return Ok(Reply::bad("FETCH item not supported"));
+        let id = open.view.id;
+        // RFC 7162 3.2.6: messages expunged since CHANGEDSINCE, first.
+        if vanished {
+            if let Some(since) = changed_since {
+                match store.changes(id, since).await {
+                    Ok(c) => {
+                        let max = open.view.max_uid().max(open.view.uidnext.saturating_sub(1));
+                        let gone: Vec<Uid> = c
+                            .expunged
+                            .into_iter()
+                            .filter(|&u| match set {
+                                SeqSet::Saved => saved.contains(&u),
+                                s => s.contains(u, max),
+                            })
+                            .collect();
+                        if !gone.is_empty() {
+                            self.out.extend_from_slice(
+                                format!("* VANISHED (EARLIER) {}\r\n", wire::uid_set(&gone))
+                                    .as_bytes(),
+                            );
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "reading expunged messages failed"),
+                }
+            }
         }
-        // RFC 3501 6.4.8: UID FETCH always reports the UID.
+        let Some(open) = self.sel.as_mut() else {
+            return Ok(Reply::bad("No mailbox selected"));
+        };
+        if let Some(since) = changed_since {
+            idx.retain(|&i| open.view.msgs.get(i).is_some_and(|m| m.meta.modseq > since));
+            if !names.contains(&MessageDataItemName::ModSeq) {
+                names.push(MessageDataItemName::ModSeq);
+            }
+        }
+        // RFC 9051 6.4.8: UID FETCH always reports the UID.
         if uid && !names.contains(&MessageDataItemName::Uid) {
             names.push(MessageDataItemName::Uid);
         }
         let want_file = names.iter().any(needs_file);
+        let want_summary = names.iter().any(from_summary);
         let wants_flags = names.contains(&MessageDataItemName::Flags);
-        let id = open.view.id;
+        let condstore = open.view.condstore;
+        let std_names: Vec<MessageDataItemName<'static>> = names
+            .iter()
+            .filter(|n| {
+                !from_summary(n)
+                    && !matches!(
+                        n,
+                        MessageDataItemName::Binary { .. }
+                            | MessageDataItemName::BinarySize { .. }
+                            | MessageDataItemName::ModSeq
+                    )
+            })
+            .cloned()
+            .collect();
 
         // Implicit \Seen first, in one store call, so the responses carry
         // the new flags.
         let mut flagged_now: Vec<Uid> = Vec::new();
-        if !open.view.read_only && names.iter().any(sets_seen) {
+        if !open.view.read_only && open.rights.has('s') && names.iter().any(sets_seen) {
             let unseen: Vec<Uid> = idx
                 .iter()
                 .filter_map(|&i| open.view.msgs.get(i))
@@ -239,38 +323,160 @@ impl Session {
                 }
             }
         }
+        let email_ids: Vec<u64> = if extra.email_id {
+            let uids = idx
+                .iter()
+                .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
+                .collect();
+            store.email_ids(id, uids).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
 
         let mut expunged = false;
-        for i in idx {
-            let Some(msg) = self.sel.as_ref().and_then(|o| o.view.msgs.get(i).cloned()) else {
-                continue;
+        let mut unknown_cte = false;
+        for (chunk_no, chunk) in idx.chunks(256).enumerate() {
+            let msgs: Vec<(usize, Msg)> = chunk
+                .iter()
+                .filter_map(|&i| {
+                    let o = self.sel.as_ref()?;
+                    let m = o.view.msgs.get(i)?;
+                    let mut m = m.clone();
+                    m.recent = o.view.shows_recent(&m);
+                    Some((i, m))
+                })
+                .collect();
+            let mut cached: Vec<Option<Summary>> = if want_summary {
+                let uids = msgs.iter().map(|(_, m)| m.meta.uid).collect();
+                store
+                    .summaries(id, uids)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| c.as_deref().and_then(Summary::from_bytes))
+                    .collect()
+            } else {
+                Vec::new()
             };
-            let data = if want_file {
-                match store.read(id, &msg.meta).await {
-                    Ok(d) => Some(d),
-                    Err(StoreError::NoSuchMailbox) => {
-                        // Expunged by another session since our view was
-                        // last updated (RFC 2180 4.1.2).
-                        debug!(uid = msg.meta.uid, "message expunged meanwhile");
-                        expunged = true;
-                        continue;
+            cached.resize(msgs.len(), None);
+            let mut fresh: Vec<(Uid, Vec<u8>)> = Vec::new();
+            for (k, (i, msg)) in msgs.iter().enumerate() {
+                let mut summary = cached.get_mut(k).and_then(Option::take);
+                let need_bytes = want_file || (want_summary && summary.is_none());
+                let data = if need_bytes {
+                    match store.read(id, &msg.meta).await {
+                        Ok(d) => Some(d),
+                        Err(StoreError::NoSuchMailbox) => {
+                            // Expunged by another session since our view
+                            // was last updated (RFC 2180 4.1.2).
+                            debug!(uid = msg.meta.uid, "message expunged meanwhile");
+                            expunged = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            warn!(uid = msg.meta.uid, error = %e, "message unreadable");
+                            expunged = true;
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        warn!(uid = msg.meta.uid, error = %e, "message unreadable");
-                        expunged = true;
-                        continue;
+                } else {
+                    None
+                };
+                if want_summary && summary.is_none() {
+                    let s = Summary::compute(data.as_deref().unwrap_or_default());
+                    fresh.push((msg.meta.uid, s.to_bytes()));
+                    summary = Some(s);
+                }
+                let implicit = flagged_now.binary_search(&msg.meta.uid).is_ok();
+                let add_flags = !wants_flags && implicit;
+                let list = items(&std_names, msg, data.as_deref(), add_flags);
+                let mut raw: Vec<Vec<u8>> = Vec::new();
+                for n in &names {
+                    match n {
+                        MessageDataItemName::Envelope => {
+                            raw.extend(summary.as_ref().map(|s| s.envelope.clone()))
+                        }
+                        MessageDataItemName::Body => {
+                            raw.extend(summary.as_ref().map(|s| s.body.clone()))
+                        }
+                        MessageDataItemName::BodyStructure => {
+                            raw.extend(summary.as_ref().map(|s| s.bodystructure.clone()))
+                        }
+                        MessageDataItemName::ModSeq => {
+                            raw.push(format!("MODSEQ ({})", msg.meta.modseq.max(1)).into_bytes())
+                        }
+                        MessageDataItemName::Binary {
+                            section, partial, ..
+                        } => {
+                            let bytes = data.as_deref().unwrap_or_default();
+                            match mime::binary_section(bytes, section) {
+                                Ok(content) => {
+                                    let mut r = format!("BINARY[{}]", part_spec(section));
+                                    let body = match partial {
+                                        Some((o, l)) => {
+                                            r.push_str(&format!("<{o}>"));
+                                            mime::partial(&content, *o, l.get()).to_vec()
+                                        }
+                                        None => content,
+                                    };
+                                    r.push(' ');
+                                    let mut r = r.into_bytes();
+                                    r.extend(literal8(&body));
+                                    raw.push(r);
+                                }
+                                Err(mime::BinaryError::UnknownCte) => unknown_cte = true,
+                            }
+                        }
+                        MessageDataItemName::BinarySize { section } => {
+                            let bytes = data.as_deref().unwrap_or_default();
+                            match mime::binary_section(bytes, section) {
+                                Ok(content) => raw.push(
+                                    format!(
+                                        "BINARY.SIZE[{}] {}",
+                                        part_spec(section),
+                                        content.len()
+                                    )
+                                    .into_bytes(),
+                                ),
+                                Err(mime::BinaryError::UnknownCte) => unknown_cte = true,
+                            }
+                        }
+                        _ => {}
                     }
                 }
-            } else {
-                None
-            };
-            let add_flags = !wants_flags && flagged_now.binary_search(&msg.meta.uid).is_ok();
-            let list = items(&names, &msg, data.as_deref(), add_flags);
-            drop(data);
-            if let Some(bytes) = encode(i as u32 + 1, list) {
-                self.out.extend_from_slice(&bytes);
+                if implicit && condstore && !names.contains(&MessageDataItemName::ModSeq) {
+                    raw.push(format!("MODSEQ ({})", msg.meta.modseq.max(1)).into_bytes());
+                }
+                if extra.email_id {
+                    let pos = chunk_no * 256 + k;
+                    if let Some(e) = email_ids.get(pos) {
+                        raw.push(format!("EMAILID ({})", wire::email_id(*e)).into_bytes());
+                    }
+                }
+                if extra.thread_id {
+                    raw.push(b"THREADID NIL".to_vec());
+                }
+                if extra.save_date {
+                    raw.push(
+                        format!("SAVEDATE {}", wire::save_date(msg.meta.save_date)).into_bytes(),
+                    );
+                }
+                drop(data);
+                self.out
+                    .extend_from_slice(&encode_with(*i as u32 + 1, list, &raw));
+                self.maybe_flush().await?;
             }
-            self.maybe_flush().await?;
+            if !fresh.is_empty() {
+                if let Err(e) = store.put_summaries(id, fresh).await {
+                    debug!(error = %e, "caching summaries failed");
+                }
+            }
+        }
+        if unknown_cte {
+            return Ok(Reply::no(
+                Some("UNKNOWN-CTE"),
+                "Cannot decode a part's content transfer encoding",
+            ));
         }
         if expunged {
             return Ok(Reply::no(
@@ -309,7 +515,11 @@ mod tests {
 
     #[test]
     fn rfc3501_6_4_5_fast_macro_from_metadata_only() {
-        let names = expand(MacroOrMessageDataItemNames::Macro(Macro::Fast));
+        let names = vec![
+            MessageDataItemName::Flags,
+            MessageDataItemName::InternalDate,
+            MessageDataItemName::Rfc822Size,
+        ];
         assert!(!names.iter().any(needs_file));
         let m = msg(7, &["\\Seen", "$Work"], true);
         let t = text(2, items(&names, &m, None, false));
@@ -352,6 +562,18 @@ mod tests {
             b"89"
         );
         assert_eq!(partial(d, Some((20, NonZeroU32::new(5).unwrap()))), b"");
+    }
+
+    #[test]
+    fn rfc7162_rfc8474_raw_items_join_the_response() {
+        let m = msg(42, &[], false);
+        let list = items(&[MessageDataItemName::Uid], &m, None, false);
+        let out = encode_with(3, list, &[b"MODSEQ (9)".to_vec(), b"EMAILID (M1)".to_vec()]);
+        assert_eq!(out, b"* 3 FETCH (UID 42 MODSEQ (9) EMAILID (M1))\r\n");
+        let out = encode_with(3, vec![], &[b"SAVEDATE NIL".to_vec()]);
+        assert_eq!(out, b"* 3 FETCH (SAVEDATE NIL)\r\n");
+        assert_eq!(literal8(b"a\0b"), b"~{3}\r\na\0b");
+        assert_eq!(literal8(b"ab"), b"{2}\r\nab");
     }
 
     #[test]

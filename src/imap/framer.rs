@@ -33,7 +33,12 @@ pub enum Refusal {
     LineTooLong,
     /// A literal (or the whole command) exceeded `max_literal`.
     LiteralTooBig,
+    /// A non-synchronizing literal exceeded the LITERAL- limit (RFC 7888 5).
+    NonSyncTooBig,
 }
+
+/// The largest non-synchronizing literal under LITERAL- (RFC 7888 5).
+pub const LITERAL_MINUS_MAX: u64 = 4096;
 
 enum Step {
     Emit(Event),
@@ -72,6 +77,8 @@ pub struct Framer {
     discard_tail: Vec<u8>,
     /// Line mode: frames plain lines, no literals.
     line_mode: bool,
+    /// LITERAL-: the cap on non-synchronizing literals (None: LITERAL+).
+    max_nonsync: Option<u64>,
 }
 
 impl Framer {
@@ -87,7 +94,14 @@ impl Framer {
             discard_tag: None,
             discard_tail: Vec::new(),
             line_mode: false,
+            max_nonsync: None,
         }
+    }
+
+    /// LITERAL- (RFC 7888 5): non-synchronizing literals above `max` are
+    /// refused. None: LITERAL+, no such limit.
+    pub fn set_max_nonsync(&mut self, max: Option<u64>) {
+        self.max_nonsync = max;
     }
 
     /// Changes the literal cap (smaller before login).
@@ -204,6 +218,18 @@ impl Framer {
                     }
                     Some((len, sync)) => {
                         let total = self.buf.len() as u64 + len;
+                        let nonsync_too_big = !sync && self.max_nonsync.is_some_and(|m| len > m);
+                        if nonsync_too_big {
+                            let tag = self.tag();
+                            self.buf.clear();
+                            self.line_start = 0;
+                            self.discard_tag = tag;
+                            self.state = State::DiscardLiteral {
+                                remaining: len,
+                                reason: Refusal::NonSyncTooBig,
+                            };
+                            return Step::Again;
+                        }
                         if len > self.max_literal || total > self.max_command {
                             let tag = self.tag();
                             self.buf.clear();
@@ -477,6 +503,33 @@ mod tests {
                 },
                 Event::Command(b"a2 NOOP\r\n".to_vec())
             ]
+        );
+    }
+
+    #[test]
+    fn rfc7888_5_literal_minus_refuses_big_non_synchronizing_literals() {
+        let mut input = b"a1 APPEND INBOX {4097+}\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 4097));
+        input.extend_from_slice(b"\r\na2 LOGIN {3+}\r\nabc x\r\n");
+        let mut f = Framer::new(100, 100_000);
+        f.set_max_nonsync(Some(LITERAL_MINUS_MAX));
+        let ev = run(&mut f, &input);
+        assert_eq!(
+            ev,
+            vec![
+                Event::Refused {
+                    tag: Some("a1".into()),
+                    reason: Refusal::NonSyncTooBig
+                },
+                Event::Command(b"a2 LOGIN {3+}\r\nabc x\r\n".to_vec())
+            ]
+        );
+        // A synchronizing literal of the same size is fine.
+        let mut f = Framer::new(100, 100_000);
+        f.set_max_nonsync(Some(LITERAL_MINUS_MAX));
+        assert_eq!(
+            run(&mut f, b"a1 APPEND INBOX {5000}\r\n"),
+            vec![Event::Continue]
         );
     }
 

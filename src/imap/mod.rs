@@ -1,28 +1,39 @@
-//! IMAP4rev1 server (RFC 3501) of the store role, on imap-codec.
+//! IMAP4rev2 (RFC 9051) and IMAP4rev1 (RFC 3501) server of the store role.
 //!
 //! Layers: `framer` (bytes -> command frames: lines and literals, with
-//! limits) -> imap-codec's `CommandCodec` (frames -> commands) -> `session`
-//! (the async driver: directory, store, I/O). The pure pieces
-//! (`selected`: the selected mailbox view and its change announcements,
-//! `list`: LIST/LSUB matching, `utf7`: mailbox name encoding, `fetch`'s
-//! item builder, `wire`: response text) are unit-tested without sockets.
+//! limits) -> `command` (msgd's parser for the extended commands) or
+//! imap-codec's `CommandCodec` (the rest) -> `session` (the async driver:
+//! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`).
+//! The pure pieces (`selected`: the selected mailbox view and its change
+//! announcements, `list`: LIST matching, `search`: SEARCH keys, `thread`:
+//! SORT/THREAD, `summary`: cached ENVELOPE/BODYSTRUCTURE and sort keys,
+//! `acl`: rights, `utf7`: mailbox name encoding, `wire`: response text,
+//! `compress`: DEFLATE streams) are unit-tested without sockets.
 //!
-//! Extensions: LITERAL+ (RFC 7888), SASL-IR (RFC 4959), IDLE (RFC 2177),
-//! UIDPLUS (RFC 4315), UNSELECT (RFC 3691), MOVE (RFC 6851), ID (RFC 2971),
-//! NAMESPACE (RFC 2342), CHILDREN (RFC 3348), SPECIAL-USE (RFC 6154).
+//! Extensions: see docs/imap.md for the table of capabilities, RFCs and
+//! the tests that check them.
 
+mod acl;
+mod command;
+mod compress;
 mod fetch;
 mod framer;
 mod list;
+mod mailboxes;
+mod messages;
 pub mod mime;
 pub mod search;
 mod selected;
 mod session;
+mod summary;
+mod thread;
 mod utf7;
 mod wire;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ext;
 
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;

@@ -13,12 +13,118 @@
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use imap_types::core::AString;
-use imap_types::search::SearchKey;
-use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use crate::imap::mime::{decode_for_search, Decoded};
 use crate::store::Flags;
+
+use super::command::SeqSet;
+
+/// A search key (RFC 3501 6.4.4, RFC 9051 6.4.4) with the extensions
+/// msgd supports: MODSEQ (RFC 7162), YOUNGER/OLDER (RFC 5032),
+/// SAVEDBEFORE/SAVEDON/SAVEDSINCE/SAVEDATESUPPORTED (RFC 8514),
+/// EMAILID/THREADID (RFC 8474) and `$` (RFC 5182, resolved by the session
+/// into `UidIn` before evaluation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    All,
+    And(Vec<Key>),
+    Or(Box<Key>, Box<Key>),
+    Not(Box<Key>),
+    SequenceSet(SeqSet),
+    Uid(SeqSet),
+    /// Messages whose UID is in this sorted list (a resolved `$`).
+    UidIn(Vec<u32>),
+    Answered,
+    Deleted,
+    Draft,
+    Flagged,
+    Seen,
+    Unanswered,
+    Undeleted,
+    Undraft,
+    Unflagged,
+    Unseen,
+    Keyword(String),
+    Unkeyword(String),
+    Recent,
+    New,
+    Old,
+    Larger(u64),
+    Smaller(u64),
+    Before(NaiveDate),
+    On(NaiveDate),
+    Since(NaiveDate),
+    SentBefore(NaiveDate),
+    SentOn(NaiveDate),
+    SentSince(NaiveDate),
+    SavedBefore(NaiveDate),
+    SavedOn(NaiveDate),
+    SavedSince(NaiveDate),
+    SaveDateSupported,
+    Younger(u32),
+    Older(u32),
+    ModSeq(u64),
+    /// Header field (name as given) contains the value.
+    Header(Vec<u8>, Vec<u8>),
+    Body(Vec<u8>),
+    Text(Vec<u8>),
+    EmailId(String),
+    ThreadId(String),
+}
+
+impl Key {
+    /// Does the key use MODSEQ (its result then reports the highest
+    /// mod-sequence, RFC 7162 3.1.5)?
+    pub fn uses_modseq(&self) -> bool {
+        match self {
+            Key::ModSeq(_) => true,
+            Key::And(v) => v.iter().any(Key::uses_modseq),
+            Key::Or(a, b) => a.uses_modseq() || b.uses_modseq(),
+            Key::Not(k) => k.uses_modseq(),
+            _ => false,
+        }
+    }
+
+    /// Does any key in the tree satisfy `f`?
+    pub fn any(&self, f: &dyn Fn(&Key) -> bool) -> bool {
+        if f(self) {
+            return true;
+        }
+        match self {
+            Key::And(v) => v.iter().any(|k| k.any(f)),
+            Key::Or(a, b) => a.any(f) || b.any(f),
+            Key::Not(k) => k.any(f),
+            _ => false,
+        }
+    }
+
+    /// Does the key use `$` (RFC 5182)?
+    pub fn uses_saved(&self) -> bool {
+        match self {
+            Key::SequenceSet(SeqSet::Saved) | Key::Uid(SeqSet::Saved) => true,
+            Key::And(v) => v.iter().any(Key::uses_saved),
+            Key::Or(a, b) => a.uses_saved() || b.uses_saved(),
+            Key::Not(k) => k.uses_saved(),
+            _ => false,
+        }
+    }
+
+    /// Replaces every `$` by the saved UIDs (sorted).
+    pub fn resolve_saved(&mut self, saved: &[u32]) {
+        match self {
+            Key::SequenceSet(SeqSet::Saved) | Key::Uid(SeqSet::Saved) => {
+                *self = Key::UidIn(saved.to_vec())
+            }
+            Key::And(v) => v.iter_mut().for_each(|k| k.resolve_saved(saved)),
+            Key::Or(a, b) => {
+                a.resolve_saved(saved);
+                b.resolve_saved(saved);
+            }
+            Key::Not(k) => k.resolve_saved(saved),
+            _ => {}
+        }
+    }
+}
 
 /// What the session knows about a message without reading it.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +142,11 @@ pub struct MessageView<'a> {
     /// RFC822.SIZE.
     pub size: u64,
     pub modseq: u64,
+    /// SAVEDATE, seconds since the Unix epoch (RFC 8514).
+    pub save_date: i64,
+    /// EMAILID and THREADID (RFC 8474), as the client sees them.
+    pub email_id: &'a str,
+    pub thread_id: Option<&'a str>,
 }
 
 /// Loads the message bytes (None if they cannot be read: header and body
@@ -43,33 +154,28 @@ pub struct MessageView<'a> {
 pub type Loader<'l> = dyn FnMut() -> Option<Arc<Vec<u8>>> + 'l;
 
 /// Whether evaluating `key` may need the message bytes (headers or body).
-pub fn needs_body(key: &SearchKey<'_>) -> bool {
+pub fn needs_body(key: &Key) -> bool {
     match key {
-        SearchKey::And(keys) => keys.as_ref().iter().any(needs_body),
-        SearchKey::Not(k) => needs_body(k),
-        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
-        SearchKey::Bcc(_)
-        | SearchKey::Body(_)
-        | SearchKey::Cc(_)
-        | SearchKey::From(_)
-        | SearchKey::Header(..)
-        | SearchKey::SentBefore(_)
-        | SearchKey::SentOn(_)
-        | SearchKey::SentSince(_)
-        | SearchKey::Subject(_)
-        | SearchKey::Text(_)
-        | SearchKey::To(_) => true,
+        Key::And(keys) => keys.iter().any(needs_body),
+        Key::Not(k) => needs_body(k),
+        Key::Or(a, b) => needs_body(a) || needs_body(b),
+        Key::Body(_)
+        | Key::Header(..)
+        | Key::SentBefore(_)
+        | Key::SentOn(_)
+        | Key::SentSince(_)
+        | Key::Text(_) => true,
         _ => false,
     }
 }
 
 /// Whether `key` needs the body text (not only the header).
-fn needs_text(key: &SearchKey<'_>) -> bool {
+fn needs_text(key: &Key) -> bool {
     match key {
-        SearchKey::And(keys) => keys.as_ref().iter().any(needs_text),
-        SearchKey::Not(k) => needs_text(k),
-        SearchKey::Or(a, b) => needs_text(a) || needs_text(b),
-        SearchKey::Body(_) | SearchKey::Text(_) => true,
+        Key::And(keys) => keys.iter().any(needs_text),
+        Key::Not(k) => needs_text(k),
+        Key::Or(a, b) => needs_text(a) || needs_text(b),
+        Key::Body(_) | Key::Text(_) => true,
         _ => false,
     }
 }
@@ -78,7 +184,7 @@ fn needs_text(key: &SearchKey<'_>) -> bool {
 /// stands for in sequence sets (the mailbox's message count and highest
 /// UID). YOUNGER/OLDER are relative to the current time.
 pub fn matches(
-    key: &SearchKey<'_>,
+    key: &Key,
     view: &MessageView<'_>,
     max_seq: u32,
     max_uid: u32,
@@ -91,7 +197,7 @@ pub fn matches(
 /// `matches` with an explicit current time (Unix seconds), so one SEARCH
 /// uses one instant for every message.
 pub fn matches_at(
-    key: &SearchKey<'_>,
+    key: &Key,
     view: &MessageView<'_>,
     max_seq: u32,
     max_uid: u32,
@@ -190,7 +296,7 @@ impl Eval<'_, '_> {
         chrono::DateTime::from_timestamp(local, 0).map(|d| d.date_naive())
     }
 
-    fn header_contains(&mut self, name: &[u8], needle: &AString<'_>) -> bool {
+    fn header_contains(&mut self, name: &[u8], needle: &[u8]) -> bool {
         let needle = lower(needle);
         self.doc().is_some_and(|d| {
             d.headers
@@ -199,61 +305,64 @@ impl Eval<'_, '_> {
         })
     }
 
-    fn eval(&mut self, key: &SearchKey<'_>) -> bool {
+    /// SAVEDATE's calendar date (UTC).
+    fn save_day(&self) -> Option<NaiveDate> {
+        chrono::DateTime::from_timestamp(self.view.save_date, 0).map(|d| d.date_naive())
+    }
+
+    fn eval(&mut self, key: &Key) -> bool {
         let v = self.view;
         match key {
-            SearchKey::And(keys) => keys.as_ref().iter().all(|k| self.eval(k)),
-            SearchKey::Not(k) => !self.eval(k),
-            SearchKey::Or(a, b) => self.eval(a) || self.eval(b),
-            SearchKey::SequenceSet(set) => in_set(set, v.seq, self.max_seq),
-            SearchKey::Uid(set) => in_set(set, v.uid, self.max_uid),
-            SearchKey::All => true,
+            Key::And(keys) => keys.iter().all(|k| self.eval(k)),
+            Key::Not(k) => !self.eval(k),
+            Key::Or(a, b) => self.eval(a) || self.eval(b),
+            Key::SequenceSet(set) => set.contains(v.seq, self.max_seq),
+            Key::Uid(set) => set.contains(v.uid, self.max_uid),
+            Key::UidIn(uids) => uids.binary_search(&v.uid).is_ok(),
+            Key::All => true,
 
-            SearchKey::Answered => self.flag(Flags::ANSWERED),
-            SearchKey::Deleted => self.flag(Flags::DELETED),
-            SearchKey::Draft => self.flag(Flags::DRAFT),
-            SearchKey::Flagged => self.flag(Flags::FLAGGED),
-            SearchKey::Seen => self.flag(Flags::SEEN),
-            SearchKey::Unanswered => !self.flag(Flags::ANSWERED),
-            SearchKey::Undeleted => !self.flag(Flags::DELETED),
-            SearchKey::Undraft => !self.flag(Flags::DRAFT),
-            SearchKey::Unflagged => !self.flag(Flags::FLAGGED),
-            SearchKey::Unseen => !self.flag(Flags::SEEN),
-            SearchKey::Keyword(k) => self.keyword(k.inner()),
-            SearchKey::Unkeyword(k) => !self.keyword(k.inner()),
-            SearchKey::Recent => v.recent,
-            SearchKey::New => v.recent && !self.flag(Flags::SEEN),
-            SearchKey::Old => !v.recent,
+            Key::Answered => self.flag(Flags::ANSWERED),
+            Key::Deleted => self.flag(Flags::DELETED),
+            Key::Draft => self.flag(Flags::DRAFT),
+            Key::Flagged => self.flag(Flags::FLAGGED),
+            Key::Seen => self.flag(Flags::SEEN),
+            Key::Unanswered => !self.flag(Flags::ANSWERED),
+            Key::Undeleted => !self.flag(Flags::DELETED),
+            Key::Undraft => !self.flag(Flags::DRAFT),
+            Key::Unflagged => !self.flag(Flags::FLAGGED),
+            Key::Unseen => !self.flag(Flags::SEEN),
+            Key::Keyword(k) => self.keyword(k),
+            Key::Unkeyword(k) => !self.keyword(k),
+            Key::Recent => v.recent,
+            Key::New => v.recent && !self.flag(Flags::SEEN),
+            Key::Old => !v.recent,
 
-            SearchKey::Larger(n) => v.size > u64::from(*n),
-            SearchKey::Smaller(n) => v.size < u64::from(*n),
+            Key::Larger(n) => v.size > *n,
+            Key::Smaller(n) => v.size < *n,
 
-            SearchKey::Before(d) => self.internal_day().is_some_and(|x| x < *d.as_ref()),
-            SearchKey::On(d) => self.internal_day().is_some_and(|x| x == *d.as_ref()),
-            SearchKey::Since(d) => self.internal_day().is_some_and(|x| x >= *d.as_ref()),
-            SearchKey::Younger(secs) => {
-                self.now.saturating_sub(v.internal_date) <= i64::from(secs.get())
-            }
-            SearchKey::Older(secs) => {
-                self.now.saturating_sub(v.internal_date) > i64::from(secs.get())
-            }
-            SearchKey::ModSequence { modseq, .. } => v.modseq >= *modseq,
+            Key::Before(d) => self.internal_day().is_some_and(|x| x < *d),
+            Key::On(d) => self.internal_day().is_some_and(|x| x == *d),
+            Key::Since(d) => self.internal_day().is_some_and(|x| x >= *d),
+            Key::SavedBefore(d) => self.save_day().is_some_and(|x| x < *d),
+            Key::SavedOn(d) => self.save_day().is_some_and(|x| x == *d),
+            Key::SavedSince(d) => self.save_day().is_some_and(|x| x >= *d),
+            Key::SaveDateSupported => true,
+            Key::Younger(secs) => self.now.saturating_sub(v.internal_date) <= i64::from(*secs),
+            Key::Older(secs) => self.now.saturating_sub(v.internal_date) > i64::from(*secs),
+            Key::ModSeq(modseq) => v.modseq >= *modseq,
+            Key::EmailId(id) => v.email_id == id,
+            Key::ThreadId(id) => v.thread_id == Some(id.as_str()),
 
-            SearchKey::SentBefore(d) => self.sent_day().is_some_and(|x| x < *d.as_ref()),
-            SearchKey::SentOn(d) => self.sent_day().is_some_and(|x| x == *d.as_ref()),
-            SearchKey::SentSince(d) => self.sent_day().is_some_and(|x| x >= *d.as_ref()),
+            Key::SentBefore(d) => self.sent_day().is_some_and(|x| x < *d),
+            Key::SentOn(d) => self.sent_day().is_some_and(|x| x == *d),
+            Key::SentSince(d) => self.sent_day().is_some_and(|x| x >= *d),
 
-            SearchKey::Bcc(s) => self.header_contains(b"Bcc", s),
-            SearchKey::Cc(s) => self.header_contains(b"Cc", s),
-            SearchKey::From(s) => self.header_contains(b"From", s),
-            SearchKey::To(s) => self.header_contains(b"To", s),
-            SearchKey::Subject(s) => self.header_contains(b"Subject", s),
-            SearchKey::Header(name, s) => self.header_contains(name.as_ref(), s),
-            SearchKey::Body(s) => {
+            Key::Header(name, s) => self.header_contains(name, s),
+            Key::Body(s) => {
                 let needle = lower(s);
                 self.doc().is_some_and(|d| d.body.contains(&needle))
             }
-            SearchKey::Text(s) => {
+            Key::Text(s) => {
                 let needle = lower(s);
                 self.doc().is_some_and(|d| {
                     d.body.contains(&needle)
@@ -271,22 +380,8 @@ impl Eval<'_, '_> {
     }
 }
 
-fn lower(s: &AString<'_>) -> String {
-    String::from_utf8_lossy(s.as_ref()).to_lowercase()
-}
-
-fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
-    let value = |v: &SeqOrUid| match v {
-        SeqOrUid::Value(x) => x.get(),
-        SeqOrUid::Asterisk => max,
-    };
-    set.0.as_ref().iter().any(|s| match s {
-        Sequence::Single(x) => value(x) == n,
-        Sequence::Range(a, b) => {
-            let (a, b) = (value(a), value(b));
-            a.min(b) <= n && n <= a.max(b)
-        }
-    })
+fn lower(s: &[u8]) -> String {
+    String::from_utf8_lossy(s).to_lowercase()
 }
 
 #[cfg(test)]

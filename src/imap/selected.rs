@@ -10,10 +10,9 @@
 
 use std::collections::BTreeSet;
 
-use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
-
 use crate::store::{Changes, Flags, MailboxId, MessageMeta, ModSeq, Snapshot, Uid};
 
+use super::command::SeqSet;
 use super::wire;
 
 #[derive(Debug, Clone)]
@@ -36,6 +35,13 @@ pub struct Selected {
     pub msgs: Vec<Msg>,
     /// Keywords announced in the last FLAGS response.
     keywords: BTreeSet<String>,
+    /// CONDSTORE is enabled: flag changes carry MODSEQ (RFC 7162 3.2).
+    pub condstore: bool,
+    /// QRESYNC is enabled: expunges are announced as VANISHED (RFC 7162
+    /// 3.2.10).
+    pub qresync: bool,
+    /// IMAP4rev2 is enabled: no \Recent, no RECENT (RFC 9051).
+    pub rev2: bool,
 }
 
 /// Why a sequence set could not be resolved.
@@ -66,7 +72,36 @@ impl Selected {
             modseq: snap.info.highestmodseq,
             msgs,
             keywords,
+            condstore: false,
+            qresync: false,
+            rev2: false,
         }
+    }
+
+    /// \Recent as this session shows it (never under IMAP4rev2).
+    pub fn shows_recent(&self, m: &Msg) -> bool {
+        m.recent && !self.rev2
+    }
+
+    /// An unsolicited or STORE-caused FETCH of flags (RFC 9051 7.5.2, with
+    /// UID and MODSEQ once CONDSTORE is on, RFC 7162 3.2).
+    pub fn flags_fetch(&self, i: usize, with_uid: bool) -> String {
+        let Some(m) = self.msgs.get(i) else {
+            return String::new();
+        };
+        let mut s = format!(
+            "* {} FETCH (FLAGS {}",
+            i + 1,
+            wire::flag_list(&m.meta.flags, self.shows_recent(m))
+        );
+        if with_uid || self.condstore {
+            s.push_str(&format!(" UID {}", m.meta.uid));
+        }
+        if self.condstore {
+            s.push_str(&format!(" MODSEQ ({})", m.meta.modseq.max(1)));
+        }
+        s.push_str(")\r\n");
+        s
     }
 
     pub fn exists(&self) -> u32 {
@@ -100,11 +135,15 @@ impl Selected {
     pub fn select_responses(&self) -> String {
         let mut s = self.flags_line();
         s.push_str(&format!("* {} EXISTS\r\n", self.exists()));
-        s.push_str(&format!("* {} RECENT\r\n", self.recent()));
+        if !self.rev2 {
+            s.push_str(&format!("* {} RECENT\r\n", self.recent()));
+        }
+        // The UNSEEN code is gone from IMAP4rev2 (RFC 9051 E.3).
         if let Some(i) = self
             .msgs
             .iter()
             .position(|m| !m.meta.flags.has(Flags::SEEN))
+            .filter(|_| !self.rev2)
         {
             s.push_str(&format!("* OK [UNSEEN {}] First unseen message\r\n", i + 1));
         }
@@ -132,6 +171,10 @@ impl Selected {
             "* OK [HIGHESTMODSEQ {}] Highest\r\n",
             self.modseq.max(1)
         ));
+        s.push_str(&format!(
+            "* OK [MAILBOXID ({})] Ok\r\n",
+            wire::mailbox_id(self.id)
+        ));
         s
     }
 
@@ -155,8 +198,17 @@ impl Selected {
             .collect();
         gone.sort_unstable();
         gone.dedup();
+        if self.qresync && !gone.is_empty() {
+            let uids: Vec<Uid> = gone
+                .iter()
+                .filter_map(|&i| self.msgs.get(i).map(|m| m.meta.uid))
+                .collect();
+            out.push_str(&format!("* VANISHED {}\r\n", wire::uid_set(&uids)));
+        }
         for &i in gone.iter().rev() {
-            out.push_str(&format!("* {} EXPUNGE\r\n", i + 1));
+            if !self.qresync {
+                out.push_str(&format!("* {} EXPUNGE\r\n", i + 1));
+            }
             self.msgs.remove(i);
         }
         // New messages, then flag changes of known ones.
@@ -195,19 +247,14 @@ impl Selected {
         }
         if self.msgs.len() != before || !gone.is_empty() {
             out.push_str(&format!("* {} EXISTS\r\n", self.exists()));
-            out.push_str(&format!("* {} RECENT\r\n", self.recent()));
+            if !self.rev2 {
+                out.push_str(&format!("* {} RECENT\r\n", self.recent()));
+            }
         }
         flag_updates.sort_unstable();
         flag_updates.dedup();
         for i in flag_updates {
-            if let Some(m) = self.msgs.get(i) {
-                out.push_str(&format!(
-                    "* {} FETCH (FLAGS {} UID {})\r\n",
-                    i + 1,
-                    wire::flag_list(&m.meta.flags, m.recent),
-                    m.meta.uid
-                ));
-            }
+            out.push_str(&self.flags_fetch(i, true));
         }
         self.uidnext = self.uidnext.max(changes.info.uidnext);
         self.modseq = self.modseq.max(changes.info.highestmodseq);
@@ -228,63 +275,47 @@ impl Selected {
     }
 
     /// Message indexes (0-based, ascending, unique) named by a sequence set
-    /// of sequence numbers (`uid == false`) or UIDs.
-    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, BadSequence> {
+    /// of sequence numbers (`uid == false`) or UIDs. `$` names the saved
+    /// search result (`saved`, UIDs) either way (RFC 5182).
+    pub fn resolve(
+        &self,
+        set: &SeqSet,
+        uid: bool,
+        saved: &[Uid],
+    ) -> Result<Vec<usize>, BadSequence> {
         let mut out = Vec::new();
-        if uid {
-            let max = self.max_uid();
-            for seq in set.0.as_ref() {
-                let (a, b) = bounds(seq, max);
-                let lo = self.msgs.partition_point(|m| m.meta.uid < a);
-                let hi = self.msgs.partition_point(|m| m.meta.uid <= b);
-                out.extend(lo..hi);
+        match set {
+            SeqSet::Saved => {
+                out.extend(saved.iter().filter_map(|&u| self.index_of(u)));
             }
-        } else {
-            let n = self.exists();
-            for seq in set.0.as_ref() {
-                let (a, b) = bounds(seq, n);
-                if n == 0 || b > n || a == 0 {
-                    // RFC 3501 9: a sequence number beyond the mailbox is
-                    // an error; "*" in an empty mailbox names nothing.
-                    if is_star_only(seq) && n == 0 {
-                        continue;
-                    }
-                    return Err(BadSequence);
+            SeqSet::Ranges(_) if uid => {
+                for (a, b) in set.bounds(self.max_uid()) {
+                    let lo = self.msgs.partition_point(|m| m.meta.uid < a);
+                    let hi = self.msgs.partition_point(|m| m.meta.uid <= b);
+                    out.extend(lo..hi);
                 }
-                out.extend((a as usize - 1)..(b as usize));
+            }
+            SeqSet::Ranges(ranges) => {
+                let n = self.exists();
+                for (&(x, y), (a, b)) in ranges.iter().zip(set.bounds(n)) {
+                    if n == 0 || b > n || a == 0 {
+                        // RFC 9051 9: a sequence number beyond the mailbox
+                        // is an error; "*" in an empty mailbox names
+                        // nothing.
+                        let star =
+                            x == super::command::SeqNum::Star || y == super::command::SeqNum::Star;
+                        if star && n == 0 {
+                            continue;
+                        }
+                        return Err(BadSequence);
+                    }
+                    out.extend((a as usize - 1)..(b as usize));
+                }
             }
         }
         out.sort_unstable();
         out.dedup();
         Ok(out)
-    }
-}
-
-fn value(v: &SeqOrUid, star: u32) -> u32 {
-    match v {
-        SeqOrUid::Value(n) => n.get(),
-        SeqOrUid::Asterisk => star,
-    }
-}
-
-fn bounds(seq: &Sequence, star: u32) -> (u32, u32) {
-    match seq {
-        Sequence::Single(v) => {
-            let x = value(v, star);
-            (x, x)
-        }
-        Sequence::Range(a, b) => {
-            let (x, y) = (value(a, star), value(b, star));
-            (x.min(y), x.max(y))
-        }
-    }
-}
-
-fn is_star_only(seq: &Sequence) -> bool {
-    match seq {
-        Sequence::Single(SeqOrUid::Asterisk) => true,
-        Sequence::Range(a, b) => *a == SeqOrUid::Asterisk || *b == SeqOrUid::Asterisk,
-        _ => false,
     }
 }
 
@@ -331,8 +362,8 @@ mod tests {
         Selected::new(snap, Uid::MAX, false)
     }
 
-    fn set(s: &str) -> SequenceSet {
-        SequenceSet::try_from(s).unwrap()
+    fn set(s: &str) -> SeqSet {
+        super::super::command::parse_seq_set(s).unwrap()
     }
 
     #[test]
@@ -405,19 +436,28 @@ mod tests {
     #[test]
     fn rfc3501_9_sequence_sets() {
         let s = view(&[3, 5, 9, 20]);
-        assert_eq!(s.resolve(&set("1:*"), false).unwrap(), vec![0, 1, 2, 3]);
-        assert_eq!(s.resolve(&set("4,2,2:3"), false).unwrap(), vec![1, 2, 3]);
-        assert_eq!(s.resolve(&set("5"), false), Err(BadSequence));
+        assert_eq!(
+            s.resolve(&set("1:*"), false, &[]).unwrap(),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            s.resolve(&set("4,2,2:3"), false, &[]).unwrap(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(s.resolve(&set("5"), false, &[]), Err(BadSequence));
         // UIDs: ranges may cover gaps; "*" is the highest UID; n:* with n
         // above it still names the last message (RFC 3501 6.4.8).
-        assert_eq!(s.resolve(&set("4:9"), true).unwrap(), vec![1, 2]);
-        assert_eq!(s.resolve(&set("100:*"), true).unwrap(), vec![3]);
-        assert_eq!(s.resolve(&set("21:30"), true).unwrap(), Vec::<usize>::new());
-        let empty = view(&[]);
+        assert_eq!(s.resolve(&set("4:9"), true, &[]).unwrap(), vec![1, 2]);
+        assert_eq!(s.resolve(&set("100:*"), true, &[]).unwrap(), vec![3]);
         assert_eq!(
-            empty.resolve(&set("1:*"), false).unwrap(),
+            s.resolve(&set("21:30"), true, &[]).unwrap(),
             Vec::<usize>::new()
         );
-        assert_eq!(empty.resolve(&set("1"), false), Err(BadSequence));
+        let empty = view(&[]);
+        assert_eq!(
+            empty.resolve(&set("1:*"), false, &[]).unwrap(),
+            Vec::<usize>::new()
+        );
+        assert_eq!(empty.resolve(&set("1"), false, &[]), Err(BadSequence));
     }
 }

@@ -1,15 +1,21 @@
-//! The IMAP session driver: reads commands through the framer, decodes them
-//! with imap-codec, runs them against the directory and the store, and
-//! writes responses.
+//! The IMAP session driver: reads commands through the framer, parses them
+//! (`command` for the extended syntax, imap-codec for the rest), runs them
+//! against the directory and the store, and writes responses.
 //!
 //! Invariants:
 //! - One command at a time; a command's untagged responses, then the
-//!   selected mailbox's pending changes (where RFC 3501 7.4.1 allows them),
+//!   selected mailbox's pending changes (where RFC 9051 7.5.1 allows them),
 //!   then its tagged status line.
 //! - The selected mailbox view (`Selected`) changes only in `sync` and in
 //!   the commands that change it on purpose; every change is announced.
 //! - Client data never panics the session: every length is capped by the
 //!   framer, every decode failure is a BAD.
+//! - What a client enabled (CONDSTORE, QRESYNC, IMAP4rev2, UTF8=ACCEPT)
+//!   only grows during a session; the view mirrors it.
+//!
+//! The commands live by topic: `mailboxes` (names, LIST, STATUS, ACL,
+//! QUOTA), `messages` (STORE, COPY/MOVE, EXPUNGE, SEARCH, SORT, THREAD),
+//! `fetch` (FETCH).
 
 use std::io;
 use std::sync::Arc;
@@ -18,26 +24,23 @@ use std::time::Duration;
 use imap_codec::decode::Decoder;
 use imap_codec::CommandCodec;
 use imap_types::auth::AuthMechanism;
-use imap_types::command::CommandBody;
-use imap_types::core::Charset;
-use imap_types::flag::{StoreResponse, StoreType};
-use imap_types::mailbox::ListMailbox;
-use imap_types::search::SearchKey;
-use imap_types::sequence::SequenceSet;
-use imap_types::status::StatusDataItemName;
+use imap_types::command::{CommandBody, SelectParameter};
+use imap_types::core::{IString, NString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, TlsMode};
-use crate::directory::{AuthResult, DirError};
+use crate::directory::{AuthResult, DirError, Recipient};
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
-use crate::store::{FlagOp, Flags, ModSeq, NewMessage, Quota, Store, StoreError, Uid};
+use crate::store::{ModSeq, Quota, Store, StoreError, Uid};
 
+use super::acl::Rights;
+use super::command::{self, Cmd, SeqSet};
 use super::framer::{self, Event, Framer, Refusal};
 use super::selected::Selected;
-use super::{list, search, wire};
+use super::wire;
 
 /// Unit of the growing delay after a failed login (1, 2, 4 units).
 #[cfg(not(test))]
@@ -89,6 +92,9 @@ impl Reply {
             text: text.into(),
         }
     }
+    pub fn no_perm() -> Reply {
+        Reply::no(Some("NOPERM"), "Permission denied")
+    }
 }
 
 /// The logged-in user.
@@ -98,10 +104,27 @@ pub(crate) struct User {
     pub quota: Quota,
 }
 
+/// What the client turned on (ENABLE, RFC 5161, and implicitly).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Enabled {
+    /// RFC 7162 3.1.
+    pub condstore: bool,
+    /// RFC 7162 3.2.
+    pub qresync: bool,
+    /// RFC 9051.
+    pub rev2: bool,
+    /// RFC 6855.
+    pub utf8: bool,
+}
+
 /// The selected mailbox: the view plus the store's change signal.
 pub(crate) struct Open {
     pub view: Selected,
     pub watch: watch::Receiver<ModSeq>,
+    /// Store user owning the mailbox (another user's for shared ones).
+    pub owner: String,
+    /// This user's rights on it (RFC 4314).
+    pub rights: Rights,
 }
 
 /// What ended a wait for client input.
@@ -122,22 +145,34 @@ pub(crate) struct Session {
     pub out: Vec<u8>,
     pub user: Option<User>,
     pub sel: Option<Open>,
+    pub enabled: Enabled,
+    /// The last SEARCH ... RETURN (SAVE) result, as UIDs (RFC 5182).
+    pub saved: Vec<Uid>,
     bad_commands: u32,
     auth_failures: u32,
     /// Close after writing what is buffered.
     closing: bool,
     /// STARTTLS was accepted: upgrade after the tagged OK is written.
     starttls_pending: bool,
+    /// COMPRESS was accepted: compress after the tagged OK is written.
+    compress_pending: bool,
+    compressed: bool,
+    /// The real client address an ID "x-originating-ip" named (a proxy in
+    /// front of us says who it serves).
+    originating_ip: Option<String>,
     commands: u64,
 }
 
 impl Session {
     pub fn new(conn: Conn, info: ConnInfo, services: Services) -> Session {
         let config = services.config.clone();
-        let framer = Framer::new(
+        let mut framer = Framer::new(
             config.limits.max_line,
             config.imap.max_literal.min(PREAUTH_MAX_LITERAL),
         );
+        if !config.imap.literal_plus {
+            framer.set_max_nonsync(Some(framer::LITERAL_MINUS_MAX));
+        }
         Session {
             conn,
             info,
@@ -147,16 +182,28 @@ impl Session {
             out: Vec::new(),
             user: None,
             sel: None,
+            enabled: Enabled::default(),
+            saved: Vec::new(),
             bad_commands: 0,
             auth_failures: 0,
             closing: false,
             starttls_pending: false,
+            compress_pending: false,
+            compressed: false,
+            originating_ip: None,
             commands: 0,
         }
     }
 
     pub fn store(&self) -> &Store {
         self.services.store()
+    }
+
+    pub fn user_name(&self) -> String {
+        self.user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default()
     }
 
     pub fn write(&mut self, s: &str) {
@@ -187,6 +234,7 @@ impl Session {
         }
         info!(
             user = self.user.as_ref().map(|u| u.name.as_str()).unwrap_or("-"),
+            client = self.originating_ip.as_deref().unwrap_or("-"),
             commands = self.commands,
             "imap session closed"
         );
@@ -198,7 +246,7 @@ impl Session {
             return self.flush().await;
         }
         let greeting = format!(
-            "* OK [CAPABILITY {}] {} IMAP4rev1 msgd ready\r\n",
+            "* OK [CAPABILITY {}] {} IMAP4rev2 msgd ready\r\n",
             self.capabilities(),
             self.config.server.hostname
         );
@@ -214,6 +262,12 @@ impl Session {
                     self.starttls_pending = false;
                     self.flush().await?;
                     self.upgrade_tls().await?;
+                    continue;
+                }
+                if self.compress_pending {
+                    self.compress_pending = false;
+                    self.flush().await?;
+                    self.start_compression();
                     continue;
                 }
                 if self.services.shutdown.is_cancelled() {
@@ -310,6 +364,9 @@ impl Session {
                 let line = match reason {
                     Refusal::LineTooLong => format!("{tag} BAD Command line too long\r\n"),
                     Refusal::LiteralTooBig => format!("{tag} NO [TOOBIG] Literal too big\r\n"),
+                    Refusal::NonSyncTooBig => format!(
+                        "{tag} BAD [TOOBIG] Non-synchronizing literals are limited to 4096 bytes\r\n"
+                    ),
                 };
                 self.write(&line);
                 // An over-long line is garbage; a too-big literal is a
@@ -334,28 +391,44 @@ impl Session {
 
     async fn command(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.commands += 1;
-        let cmd = match CommandCodec::default().decode(bytes) {
-            Ok((&[], cmd)) => cmd,
-            _ => {
-                let tag = framer::parse_tag(bytes).unwrap_or_else(|| "*".into());
-                debug!(%tag, "unparsable command");
-                self.write(&format!("{tag} BAD Syntax error in command\r\n"));
-                self.count_bad();
-                return Ok(());
+        let (tag, reply, may_sync) = match command::parse(bytes) {
+            Some(Ok((tag, cmd))) => {
+                debug!(%tag, command = cmd.name(), "command");
+                // RFC 9051 7.5.1: no EXPUNGE during or right after FETCH,
+                // STORE, SEARCH by sequence number.
+                let may_sync = !cmd.by_sequence_number();
+                let reply = self.execute_ext(&tag, cmd).await?;
+                (tag, reply, may_sync)
+            }
+            Some(Err(e)) => {
+                debug!(tag = %e.tag, reason = e.reason, "syntax error");
+                // RFC 5182 2.1: a failed SEARCH ... SAVE empties `$`.
+                if e.command == "SEARCH" {
+                    self.saved.clear();
+                }
+                (
+                    e.tag,
+                    Reply::bad(&format!("Syntax error: {}", e.reason)),
+                    false,
+                )
+            }
+            None => {
+                let cmd = match CommandCodec::default().decode(bytes) {
+                    Ok((&[], cmd)) => cmd,
+                    _ => {
+                        let tag = framer::parse_tag(bytes).unwrap_or_else(|| "*".into());
+                        debug!(%tag, "unparsable command");
+                        self.write(&format!("{tag} BAD Syntax error in command\r\n"));
+                        self.count_bad();
+                        return Ok(());
+                    }
+                };
+                let tag = cmd.tag.inner().to_string();
+                debug!(%tag, command = cmd.body.name(), "command");
+                let reply = self.execute(&tag, cmd.body).await?;
+                (tag, reply, true)
             }
         };
-        let tag = cmd.tag.inner().to_string();
-        let name = cmd.body.name();
-        debug!(%tag, command = name, "command");
-        // RFC 3501 7.4.1: no EXPUNGE during or right after FETCH, STORE,
-        // SEARCH by sequence number.
-        let may_sync = !matches!(
-            cmd.body,
-            CommandBody::Fetch { uid: false, .. }
-                | CommandBody::Store { uid: false, .. }
-                | CommandBody::Search { uid: false, .. }
-        );
-        let reply = self.execute(&tag, cmd.body).await?;
         if may_sync && reply.status != "BAD" && !self.closing {
             self.sync(false).await;
         }
@@ -374,30 +447,77 @@ impl Session {
     }
 
     pub fn capabilities(&self) -> String {
-        let mut caps = vec![
+        let mut caps: Vec<String> = [
             "IMAP4rev1",
-            "LITERAL+",
+            "IMAP4rev2",
+            if self.config.imap.literal_plus {
+                "LITERAL+"
+            } else {
+                "LITERAL-"
+            },
             "SASL-IR",
             "ID",
+            "ENABLE",
             "IDLE",
-            "NAMESPACE",
-            "UIDPLUS",
-            "UNSELECT",
-            "CHILDREN",
-            "SPECIAL-USE",
-            "MOVE",
-        ];
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         if self.user.is_none() {
             if self.starttls_available() {
-                caps.push("STARTTLS");
+                caps.push("STARTTLS".into());
             }
             if self.plaintext_ok() {
-                caps.push("AUTH=PLAIN");
+                caps.push("AUTH=PLAIN".into());
             } else {
-                caps.push("LOGINDISABLED");
+                caps.push("LOGINDISABLED".into());
             }
+            return caps.join(" ");
+        }
+        caps.extend(
+            [
+                "NAMESPACE",
+                "UIDPLUS",
+                "UNSELECT",
+                "CHILDREN",
+                "SPECIAL-USE",
+                "CREATE-SPECIAL-USE",
+                "MOVE",
+                "CONDSTORE",
+                "QRESYNC",
+                "ESEARCH",
+                "SEARCHRES",
+                "LIST-EXTENDED",
+                "LIST-STATUS",
+                "STATUS=SIZE",
+                "QUOTA",
+                "QUOTA=RES-STORAGE",
+                "QUOTA=RES-MESSAGE",
+                "BINARY",
+                "UTF8=ACCEPT",
+                "SORT",
+                "SORT=DISPLAY",
+                "THREAD=ORDEREDSUBJECT",
+                "THREAD=REFERENCES",
+                "OBJECTID",
+                "SAVEDATE",
+                "WITHIN",
+                "ACL",
+                "RIGHTS=kxte",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        caps.push(format!("APPENDLIMIT={}", self.append_limit()));
+        if !self.compressed {
+            caps.push("COMPRESS=DEFLATE".into());
         }
         caps.join(" ")
+    }
+
+    /// The largest message APPEND accepts (RFC 7889).
+    pub fn append_limit(&self) -> u64 {
+        self.config.imap.max_literal
     }
 
     fn starttls_available(&self) -> bool {
@@ -429,6 +549,16 @@ impl Session {
         }
     }
 
+    /// COMPRESS=DEFLATE (RFC 4978): from now on both directions are
+    /// compressed.
+    fn start_compression(&mut self) {
+        let (placeholder, _) = tokio::io::duplex(1);
+        let plain = std::mem::replace(&mut self.conn, Box::new(placeholder));
+        self.conn = Box::new(super::compress::Deflated::new(plain));
+        self.compressed = true;
+        debug!("COMPRESS=DEFLATE active");
+    }
+
     /// Applies the selected mailbox's changes and queues their responses.
     /// Without `force`, only when the store signalled a change.
     pub async fn sync(&mut self, force: bool) {
@@ -458,8 +588,21 @@ impl Session {
         } else {
             store.claim_recent(open.view.id).await.unwrap_or(Uid::MAX)
         };
+        let gone = changes.expunged.clone();
         let text = open.view.apply(changes, recent_from);
         self.out.extend_from_slice(text.as_bytes());
+        // RFC 5182 2.1: expunged messages leave `$`.
+        if !gone.is_empty() {
+            self.saved.retain(|u| gone.binary_search(u).is_err());
+        }
+    }
+
+    /// Turns CONDSTORE on (an enabling command was used, RFC 7162 3.1).
+    pub fn enable_condstore(&mut self) {
+        self.enabled.condstore = true;
+        if let Some(o) = self.sel.as_mut() {
+            o.view.condstore = true;
+        }
     }
 
     /// Maps a store error to a NO, logging server-side detail.
@@ -487,12 +630,134 @@ impl Session {
         }
     }
 
-    /// A mailbox name from the wire, canonical for the store.
-    fn mailbox_name(&self, m: &imap_types::mailbox::Mailbox<'_>) -> Result<String, Reply> {
-        let raw =
-            wire::mailbox_from_wire(m).ok_or_else(|| Reply::bad("Mailbox name is not UTF-8"))?;
-        crate::store::normalize_name(&raw)
-            .map_err(|_| Reply::no(Some("CANNOT"), "Invalid mailbox name"))
+    /// Commands of msgd's own parser.
+    async fn execute_ext(&mut self, tag: &str, cmd: Cmd) -> io::Result<Reply> {
+        if self.user.is_none() {
+            return Ok(Reply::bad("Command not valid before login"));
+        }
+        let needs_selected = matches!(
+            cmd,
+            Cmd::Fetch { .. }
+                | Cmd::Store { .. }
+                | Cmd::Copy { .. }
+                | Cmd::UidExpunge { .. }
+                | Cmd::Search { .. }
+                | Cmd::Sort { .. }
+                | Cmd::Thread { .. }
+        );
+        if needs_selected && self.sel.is_none() {
+            return Ok(Reply::bad("No mailbox selected"));
+        }
+        match cmd {
+            Cmd::Fetch {
+                uid,
+                set,
+                items,
+                extra,
+                changed_since,
+                vanished,
+            } => {
+                self.fetch(&set, items, extra, uid, changed_since, vanished)
+                    .await
+            }
+            Cmd::Store {
+                uid,
+                set,
+                op,
+                silent,
+                flags,
+                unchanged_since,
+            } => {
+                self.store_cmd(&set, op, &flags, silent, uid, unchanged_since)
+                    .await
+            }
+            Cmd::Copy {
+                uid,
+                set,
+                mailbox,
+                moving,
+            } => self.copy(&set, &mailbox, uid, moving).await,
+            Cmd::UidExpunge { set } => self.expunge(Some(&set)).await,
+            Cmd::Search {
+                uid,
+                ret,
+                charset,
+                key,
+            } => self.search(tag, charset.as_deref(), key, uid, ret).await,
+            Cmd::Sort {
+                uid,
+                criteria,
+                charset,
+                key,
+            } => self.sort(&charset, key, &criteria, uid).await,
+            Cmd::Thread {
+                uid,
+                algo,
+                charset,
+                key,
+            } => self.thread(&charset, key, algo, uid).await,
+            Cmd::List {
+                reference,
+                patterns,
+                opts,
+            } => self.list(&reference, &patterns, &opts).await,
+            Cmd::Create { mailbox, uses } => self.create(&mailbox, &uses).await,
+            Cmd::Status { mailbox, items } => self.status(&mailbox, &items).await,
+            Cmd::Enable { caps } => Ok(self.enable(&caps)),
+            Cmd::GetAcl { mailbox } => self.getacl(&mailbox).await,
+            Cmd::SetAcl {
+                mailbox,
+                id,
+                rights,
+            } => self.setacl(&mailbox, &id, Some(&rights)).await,
+            Cmd::DeleteAcl { mailbox, id } => self.setacl(&mailbox, &id, None).await,
+            Cmd::ListRights { mailbox, id } => self.listrights(&mailbox, &id).await,
+            Cmd::MyRights { mailbox } => self.myrights(&mailbox).await,
+            Cmd::Append {
+                mailbox,
+                flags,
+                date,
+                data,
+            } => self.append(&mailbox, &flags, date, data).await,
+        }
+    }
+
+    /// ENABLE (RFC 5161; CONDSTORE and QRESYNC RFC 7162, IMAP4rev2 RFC
+    /// 9051, UTF8=ACCEPT RFC 6855).
+    fn enable(&mut self, caps: &[String]) -> Reply {
+        if self.sel.is_some() {
+            // RFC 5161 3.1: only valid in the authenticated state.
+            return Reply::bad("ENABLE is not allowed with a mailbox selected");
+        }
+        let mut now = Vec::new();
+        for c in caps {
+            let e = &mut self.enabled;
+            let newly = match c.as_str() {
+                "CONDSTORE" => !std::mem::replace(&mut e.condstore, true),
+                "QRESYNC" => {
+                    e.condstore = true;
+                    !std::mem::replace(&mut e.qresync, true)
+                }
+                "IMAP4REV2" => !std::mem::replace(&mut e.rev2, true),
+                "UTF8=ACCEPT" => !std::mem::replace(&mut e.utf8, true),
+                _ => false,
+            };
+            if newly {
+                now.push(if c == "IMAP4REV2" {
+                    "IMAP4rev2"
+                } else {
+                    c.as_str()
+                });
+            }
+        }
+        let mut line = String::from("* ENABLED");
+        for c in now {
+            line.push(' ');
+            line.push_str(c);
+        }
+        line.push_str("\r\n");
+        self.write(&line);
+        Reply::ok("ENABLE completed")
     }
 
     async fn execute(&mut self, tag: &str, body: CommandBody<'_>) -> io::Result<Reply> {
@@ -512,10 +777,8 @@ impl Session {
                 self.closing = true;
                 return Ok(Reply::ok("LOGOUT completed"));
             }
-            CommandBody::Id { .. } => {
-                self.write("* ID (\"name\" \"msgd\" \"version\" \"");
-                self.write(env!("CARGO_PKG_VERSION"));
-                self.write("\")\r\n");
+            CommandBody::Id { parameters } => {
+                self.id(parameters.as_deref());
                 return Ok(Reply::ok("ID completed"));
             }
             _ => {}
@@ -524,6 +787,30 @@ impl Session {
             return self.not_authenticated(tag, body).await;
         }
         self.authenticated(tag, body).await
+    }
+
+    /// ID (RFC 2971). Before login, a proxy's "x-originating-ip" is kept
+    /// for the log.
+    fn id(&mut self, params: Option<&[(IString<'_>, NString<'_>)]>) {
+        if self.user.is_none() {
+            for (k, v) in params.unwrap_or_default() {
+                if k.as_ref().eq_ignore_ascii_case(b"x-originating-ip") {
+                    if let Some(v) = v.0.as_ref() {
+                        let ip = String::from_utf8_lossy(v.as_ref());
+                        // Keep it short and printable: it goes to the log.
+                        let ip: String = ip
+                            .chars()
+                            .filter(|c| c.is_ascii_graphic())
+                            .take(64)
+                            .collect();
+                        self.originating_ip = Some(ip);
+                    }
+                }
+            }
+        }
+        self.write("* ID (\"name\" \"msgd\" \"version\" \"");
+        self.write(env!("CARGO_PKG_VERSION"));
+        self.write("\")\r\n");
     }
 
     async fn not_authenticated(&mut self, _tag: &str, body: CommandBody<'_>) -> io::Result<Reply> {
@@ -545,7 +832,7 @@ impl Session {
                 let user = String::from_utf8_lossy(wire::astring_bytes(&username)).into_owned();
                 let pass = String::from_utf8_lossy(wire::astring_bytes(password.declassify()))
                     .into_owned();
-                self.login(&user, &pass).await
+                self.login(&user, &pass, None).await
             }
             CommandBody::Authenticate {
                 mechanism,
@@ -581,49 +868,48 @@ impl Session {
                 let Some((authz, authc, pass)) = parse_plain(&data) else {
                     return Ok(Reply::bad("Invalid PLAIN data"));
                 };
-                if !authz.is_empty() && authz != authc {
-                    return Ok(Reply::no(
-                        Some("AUTHORIZATIONFAILED"),
-                        "Not allowed to act as another user",
-                    ));
-                }
-                self.login(&authc, &pass).await
+                let authz = (!authz.is_empty() && authz != authc).then_some(authz);
+                self.login(&authc, &pass, authz.as_deref()).await
             }
             _ => Ok(Reply::bad("Command not valid before login")),
         }
     }
 
-    async fn login(&mut self, login: &str, password: &str) -> io::Result<Reply> {
+    /// Is `login` one of the proxy accounts (`[imap] proxy_users`)?
+    fn is_proxy_user(&self, login: &str) -> bool {
+        let q = crate::directory::qualify_login(login, &self.config.server.domain);
+        self.config
+            .imap
+            .proxy_users
+            .iter()
+            .any(|p| crate::directory::qualify_login(p, &self.config.server.domain) == q)
+    }
+
+    /// Checks `login`/`password`; with `authz`, a proxy account logs in on
+    /// behalf of that user.
+    async fn login(
+        &mut self,
+        login: &str,
+        password: &str,
+        authz: Option<&str>,
+    ) -> io::Result<Reply> {
+        if authz.is_some() && !self.is_proxy_user(login) {
+            info!(
+                login,
+                "imap login refused: not allowed to act as another user"
+            );
+            return Ok(Reply::no(
+                Some("AUTHORIZATIONFAILED"),
+                "Not allowed to act as another user",
+            ));
+        }
         let dir = self.services.directory.clone();
         let domain = self.config.server.domain.clone();
-        match dir.authenticate(login, password, &domain).await {
-            Ok(AuthResult::Ok(account)) => {
-                if let Err(e) = self
-                    .store()
-                    .ensure_user(&account.address, account.partition.as_deref())
-                    .await
-                {
-                    return Ok(self.store_error(e, "UNAVAILABLE"));
-                }
-                let storage = account.quota.or(match self.config.store.default_quota {
-                    0 => None,
-                    q => Some(q),
-                });
-                info!(user = %account.address, "imap login");
-                self.framer.set_max_literal(self.config.imap.max_literal);
-                self.user = Some(User {
-                    name: account.address,
-                    quota: Quota {
-                        storage,
-                        messages: None,
-                    },
-                });
-                let caps = self.capabilities();
-                Ok(Reply::ok_code(format!("CAPABILITY {caps}"), "Logged in"))
-            }
+        let account = match dir.authenticate(login, password, &domain).await {
+            Ok(AuthResult::Ok(account)) => account,
             Ok(AuthResult::Inactive) => {
                 info!(login, "imap login refused: account inactive");
-                Ok(Reply::no(Some("CONTACTADMIN"), "Account disabled"))
+                return Ok(Reply::no(Some("CONTACTADMIN"), "Account disabled"));
             }
             Ok(AuthResult::Failed) => {
                 self.auth_failures += 1;
@@ -634,204 +920,236 @@ impl Session {
                     self.write("* BYE Too many authentication failures\r\n");
                     self.closing = true;
                 }
-                Ok(Reply::no(
+                return Ok(Reply::no(
                     Some("AUTHENTICATIONFAILED"),
                     "Authentication failed",
-                ))
+                ));
             }
             Err(DirError::Temporary(e)) => {
                 warn!(error = %e, "directory unavailable for login");
-                Ok(Reply::no(
+                return Ok(Reply::no(
                     Some("UNAVAILABLE"),
                     "Authentication temporarily unavailable",
-                ))
+                ));
             }
+        };
+        let proxy = self.is_proxy_user(&account.address);
+        let account = match authz {
+            None => account,
+            Some(target) => {
+                let address = crate::directory::qualify_login(target, &domain);
+                match dir.lookup(&address).await {
+                    Ok(Some(Recipient::User(a))) if a.active => a,
+                    Ok(_) => {
+                        info!(proxy = %account.address, target, "imap proxy login: no such active user");
+                        return Ok(Reply::no(
+                            Some("AUTHORIZATIONFAILED"),
+                            "No such user to act as",
+                        ));
+                    }
+                    Err(DirError::Temporary(e)) => {
+                        warn!(error = %e, "directory unavailable for proxy login");
+                        return Ok(Reply::no(
+                            Some("UNAVAILABLE"),
+                            "Authentication temporarily unavailable",
+                        ));
+                    }
+                }
+            }
+        };
+        // A store serves its own users only; clients reach the right one
+        // through the mmp. RFC 5530 UNAVAILABLE: try again (elsewhere).
+        if !crate::route::is_own_store(&self.config, account.mail_host.as_deref()) {
+            warn!(user = %account.address, mail_host = ?account.mail_host,
+                "imap login for a user of another store refused");
+            return Ok(Reply::no(
+                Some("UNAVAILABLE"),
+                "Mailbox is on another server",
+            ));
+        }
+        if let Err(e) = self
+            .store()
+            .ensure_user(&account.address, account.partition.as_deref())
+            .await
+        {
+            return Ok(self.store_error(e, "UNAVAILABLE"));
+        }
+        // The real client behind a proxy (or a trusted local front end).
+        if !(proxy || self.info.is_loopback()) {
+            self.originating_ip = None;
+        }
+        info!(
+            user = %account.address,
+            via = if authz.is_some() { login } else { "-" },
+            client = self.originating_ip.as_deref().unwrap_or("-"),
+            "imap login"
+        );
+        self.framer.set_max_literal(self.config.imap.max_literal);
+        let quota = self.quota_of(account.quota);
+        self.user = Some(User {
+            name: account.address,
+            quota,
+        });
+        let caps = self.capabilities();
+        Ok(Reply::ok_code(format!("CAPABILITY {caps}"), "Logged in"))
+    }
+
+    /// Limits of an account: its directory quota or the store default.
+    pub fn quota_of(&self, directory_quota: Option<u64>) -> Quota {
+        let nonzero = |q: u64| (q > 0).then_some(q);
+        Quota {
+            storage: directory_quota.or(nonzero(self.config.store.default_quota)),
+            messages: nonzero(self.config.store.default_message_quota),
         }
     }
 
     async fn authenticated(&mut self, _tag: &str, body: CommandBody<'_>) -> io::Result<Reply> {
-        let user = self
-            .user
-            .as_ref()
-            .map(|u| u.name.clone())
-            .unwrap_or_default();
         match body {
             CommandBody::StartTLS
             | CommandBody::Login { .. }
             | CommandBody::Authenticate { .. } => Ok(Reply::bad("Already authenticated")),
             CommandBody::Namespace => {
-                self.write("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+                let other = format!("{}/", super::acl::OTHER_USERS);
+                let line = format!(
+                    "* NAMESPACE ((\"\" \"/\")) (({} \"/\")) NIL\r\n",
+                    wire::string(&other)
+                );
+                self.write(&line);
                 Ok(Reply::ok("NAMESPACE completed"))
             }
-            CommandBody::Select { mailbox, .. } => self.select(&user, &mailbox, false).await,
-            CommandBody::Examine { mailbox, .. } => self.select(&user, &mailbox, true).await,
-            CommandBody::Create { mailbox } => {
-                let name = match self.mailbox_name(&mailbox) {
-                    Ok(n) => n,
-                    Err(r) => {
-                        // "foo/" asks for a parent level: create "foo".
-                        let raw = wire::mailbox_from_wire(&mailbox).unwrap_or_default();
-                        match crate::store::normalize_name(raw.trim_end_matches('/')) {
-                            Ok(n) if raw.ends_with('/') => n,
-                            _ => return Ok(r),
-                        }
-                    }
-                };
-                if name == "INBOX" {
-                    return Ok(Reply::no(Some("ALREADYEXISTS"), "INBOX always exists"));
-                }
-                // Superior levels are created as needed (RFC 3501 6.3.3).
-                for (i, c) in name.char_indices() {
-                    if c == crate::store::DELIMITER {
-                        let parent = name.get(..i).unwrap_or_default();
-                        match self.store().create_mailbox(&user, parent, None).await {
-                            Ok(_) | Err(StoreError::MailboxExists) => {}
-                            Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
-                        }
-                    }
-                }
-                match self.store().create_mailbox(&user, &name, None).await {
-                    Ok(_) => Ok(Reply::ok("CREATE completed")),
-                    Err(e) => Ok(self.store_error(e, "NONEXISTENT")),
-                }
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => {
+                self.select(&mailbox_bytes(&mailbox), false, &parameters)
+                    .await
             }
-            CommandBody::Delete { mailbox } => {
-                let name = match self.mailbox_name(&mailbox) {
-                    Ok(n) => n,
-                    Err(r) => return Ok(r),
-                };
-                if name == "INBOX" {
-                    return Ok(Reply::no(Some("CANNOT"), "INBOX cannot be deleted"));
-                }
-                match self.store().delete_mailbox(&user, &name).await {
-                    Ok(()) => {
-                        if self.sel.as_ref().is_some_and(|o| o.view.name == name) {
-                            self.sel = None;
-                        }
-                        Ok(Reply::ok("DELETE completed"))
-                    }
-                    Err(e) => Ok(self.store_error(e, "NONEXISTENT")),
-                }
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => {
+                self.select(&mailbox_bytes(&mailbox), true, &parameters)
+                    .await
             }
+            CommandBody::Create { mailbox } => self.create(&mailbox_bytes(&mailbox), &[]).await,
+            CommandBody::Delete { mailbox } => self.delete(&mailbox_bytes(&mailbox)).await,
             CommandBody::Rename { from, to } => {
-                let (from, to) = match (self.mailbox_name(&from), self.mailbox_name(&to)) {
-                    (Ok(f), Ok(t)) => (f, t),
-                    (Err(r), _) | (_, Err(r)) => return Ok(r),
-                };
-                match self.store().rename_mailbox(&user, &from, &to).await {
-                    Ok(()) => Ok(Reply::ok("RENAME completed")),
-                    Err(e) => Ok(self.store_error(e, "NONEXISTENT")),
-                }
+                self.rename(&mailbox_bytes(&from), &mailbox_bytes(&to))
+                    .await
             }
-            CommandBody::Subscribe { mailbox } => self.subscribe(&user, &mailbox, true).await,
-            CommandBody::Unsubscribe { mailbox } => self.subscribe(&user, &mailbox, false).await,
-            CommandBody::List {
-                reference,
-                mailbox_wildcard,
-            } => self.list(&user, &reference, &mailbox_wildcard, false).await,
+            CommandBody::Subscribe { mailbox } => {
+                self.subscribe(&mailbox_bytes(&mailbox), true).await
+            }
+            CommandBody::Unsubscribe { mailbox } => {
+                self.subscribe(&mailbox_bytes(&mailbox), false).await
+            }
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => self.list(&user, &reference, &mailbox_wildcard, true).await,
-            CommandBody::Status {
-                mailbox,
-                item_names,
-            } => self.status(&user, &mailbox, &item_names).await,
-            CommandBody::Append {
-                mailbox,
-                flags,
-                date,
-                message,
             } => {
-                let name = match self.mailbox_name(&mailbox) {
-                    Ok(n) => n,
-                    Err(r) => return Ok(r),
+                let pattern = match &mailbox_wildcard {
+                    imap_types::mailbox::ListMailbox::Token(t) => t.as_ref().to_vec(),
+                    imap_types::mailbox::ListMailbox::String(s) => s.as_ref().to_vec(),
                 };
-                let data = match message {
-                    imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => {
-                        l.into_inner().into_owned()
-                    }
-                    imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => {
-                        l.data.into_owned()
-                    }
-                };
-                if data.is_empty() {
-                    return Ok(Reply::no(None, "Cannot append an empty message"));
-                }
-                let msg = NewMessage {
-                    data: Arc::new(data),
-                    flags: wire::flags_from_wire(&flags),
-                    internal_date: date.as_ref().map(wire::date_from_wire),
-                };
-                let quota = self.user.as_ref().map(|u| u.quota).unwrap_or_default();
-                match self.store().append(&user, &name, msg, quota).await {
-                    Ok(placed) => {
-                        if self.sel.as_ref().is_some_and(|o| o.view.name == name) {
-                            self.sync(true).await;
-                        }
-                        Ok(Reply::ok_code(
-                            format!("APPENDUID {} {}", placed.uidvalidity, placed.uid),
-                            "APPEND completed",
-                        ))
-                    }
-                    Err(e) => Ok(self.store_error(e, "TRYCREATE")),
-                }
+                self.lsub(&mailbox_bytes(&reference), &pattern).await
             }
             CommandBody::Idle => self.idle().await,
-            body @ (CommandBody::Check
-            | CommandBody::Close
-            | CommandBody::Unselect
-            | CommandBody::Expunge
-            | CommandBody::ExpungeUid { .. }
-            | CommandBody::Search { .. }
-            | CommandBody::Fetch { .. }
-            | CommandBody::Store { .. }
-            | CommandBody::Copy { .. }
-            | CommandBody::Move { .. }) => {
+            CommandBody::Compress { .. } => {
+                if self.compressed {
+                    return Ok(Reply::no(
+                        Some("COMPRESSIONACTIVE"),
+                        "Compression is already active",
+                    ));
+                }
+                self.compress_pending = true;
+                Ok(Reply::ok("DEFLATE active"))
+            }
+            CommandBody::GetQuotaRoot { mailbox } => {
+                self.getquotaroot(&mailbox_bytes(&mailbox)).await
+            }
+            CommandBody::GetQuota { root } => self.getquota(root.as_ref()).await,
+            CommandBody::SetQuota { .. } => {
+                Ok(Reply::no(Some("NOPERM"), "Quotas are set in the directory"))
+            }
+            CommandBody::Check => {
                 if self.sel.is_none() {
                     return Ok(Reply::bad("No mailbox selected"));
                 }
-                self.selected(&user, body).await
+                self.sync(true).await;
+                Ok(Reply::ok("CHECK completed"))
+            }
+            CommandBody::Close => {
+                let Some(open) = self.sel.take() else {
+                    return Ok(Reply::bad("No mailbox selected"));
+                };
+                self.saved.clear();
+                if !open.view.read_only && open.rights.has('e') {
+                    if let Err(e) = self.store().expunge(open.view.id, None).await {
+                        return Ok(self.store_error(e, "NONEXISTENT"));
+                    }
+                }
+                Ok(Reply::ok("CLOSE completed"))
+            }
+            CommandBody::Unselect => {
+                if self.sel.take().is_none() {
+                    return Ok(Reply::bad("No mailbox selected"));
+                }
+                self.saved.clear();
+                Ok(Reply::ok("UNSELECT completed"))
+            }
+            CommandBody::Expunge => {
+                if self.sel.is_none() {
+                    return Ok(Reply::bad("No mailbox selected"));
+                }
+                self.expunge(None).await
             }
             _ => Ok(Reply::bad("Command not supported")),
         }
     }
 
-    async fn subscribe(
-        &mut self,
-        user: &str,
-        mailbox: &imap_types::mailbox::Mailbox<'_>,
-        on: bool,
-    ) -> io::Result<Reply> {
-        let name = match self.mailbox_name(mailbox) {
-            Ok(n) => n,
-            Err(r) => return Ok(r),
-        };
-        match self.store().subscribe(user, &name, on).await {
-            Ok(()) => Ok(Reply::ok(if on {
-                "SUBSCRIBE completed"
-            } else {
-                "UNSUBSCRIBE completed"
-            })),
-            Err(e) => Ok(self.store_error(e, "NONEXISTENT")),
-        }
-    }
-
+    /// SELECT / EXAMINE (RFC 9051 6.3.2, 6.3.3), with CONDSTORE and QRESYNC
+    /// parameters (RFC 7162 3.1.8, 3.2.5).
     async fn select(
         &mut self,
-        user: &str,
-        mailbox: &imap_types::mailbox::Mailbox<'_>,
+        raw: &[u8],
         read_only: bool,
+        params: &[SelectParameter],
     ) -> io::Result<Reply> {
+        let mut qresync = None;
+        for p in params {
+            match p {
+                SelectParameter::CondStore => self.enable_condstore(),
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    ..
+                } => {
+                    if !self.enabled.qresync {
+                        return Ok(Reply::bad("QRESYNC is not enabled"));
+                    }
+                    qresync = Some((uid_validity.get(), mod_sequence_value.get(), known_uids));
+                }
+            }
+        }
         // The previous mailbox is deselected whatever happens next
-        // (RFC 3501 6.3.1), without expunge.
-        self.sel = None;
-        let name = match self.mailbox_name(mailbox) {
-            Ok(n) => n,
+        // (RFC 9051 6.3.2), without expunge; QRESYNC and IMAP4rev2 clients
+        // are told (RFC 7162 3.2.11).
+        if self.sel.take().is_some() && (self.enabled.qresync || self.enabled.rev2) {
+            self.write("* OK [CLOSED] Previous mailbox closed\r\n");
+        }
+        self.saved.clear();
+        let target = match self.target(raw).await {
+            Ok(t) => t,
             Err(r) => return Ok(r),
         };
+        if !target.rights.has('r') {
+            return Ok(Reply::no_perm());
+        }
+        let examine = read_only;
+        let read_only = read_only || !target.rights.writable();
         let store = self.store().clone();
-        let snap = match store.snapshot(user, &name).await {
+        let snap = match store.snapshot(&target.owner, &target.name).await {
             Ok(s) => s,
             Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
         };
@@ -847,129 +1165,79 @@ impl Session {
         // A change between the snapshot and this subscription would go
         // unsignalled: look once at the next opportunity.
         watch.mark_changed();
-        let view = Selected::new(snap, recent_from, read_only);
+        let mut view = Selected::new(snap, recent_from, read_only);
+        view.condstore = self.enabled.condstore;
+        view.qresync = self.enabled.qresync;
+        view.rev2 = self.enabled.rev2;
         let text = view.select_responses();
         self.write(&text);
-        self.sel = Some(Open { view, watch });
-        Ok(if read_only {
-            Reply::ok_code("READ-ONLY", "EXAMINE completed")
-        } else {
-            Reply::ok_code("READ-WRITE", "SELECT completed")
-        })
-    }
-
-    async fn list(
-        &mut self,
-        user: &str,
-        reference: &imap_types::mailbox::Mailbox<'_>,
-        pattern: &ListMailbox<'_>,
-        lsub: bool,
-    ) -> io::Result<Reply> {
-        let reference = match reference {
-            imap_types::mailbox::Mailbox::Inbox => "INBOX".to_string(),
-            other => wire::mailbox_from_wire(other).unwrap_or_default(),
-        };
-        let pattern_raw = match pattern {
-            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
-            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
-        };
-        let pattern = super::utf7::from_wire(&pattern_raw);
-        let verb = if lsub { "LSUB" } else { "LIST" };
-        if pattern.is_empty() && !lsub {
-            // RFC 3501 6.3.8: the delimiter and the root of the reference.
-            self.write("* LIST (\\Noselect) \"/\" \"\"\r\n");
-            return Ok(Reply::ok("LIST completed"));
-        }
-        let full = list::full_pattern(&reference, &pattern);
-        let entries = if lsub {
-            match self.store().subscriptions(user).await {
-                Ok(s) => list::lsub(&s, &full),
-                Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
-            }
-        } else {
-            match self.store().list(user).await {
-                Ok(m) => list::list(&m, &full),
-                Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
-            }
-        };
-        for e in entries {
-            let line = format!(
-                "* {verb} ({}) \"/\" {}\r\n",
-                e.attributes.join(" "),
-                wire::mailbox(&e.name)
-            );
+        // RFC 9051 6.3.2: IMAP4rev2 SELECT also answers with the mailbox's
+        // LIST response (its canonical name).
+        if self.enabled.rev2 {
+            let line = format!("* LIST () \"/\" {}\r\n", self.mbox_wire(&target.display));
             self.write(&line);
         }
-        Ok(Reply::ok(if lsub {
-            "LSUB completed"
-        } else {
-            "LIST completed"
-        }))
-    }
-
-    async fn status(
-        &mut self,
-        user: &str,
-        mailbox: &imap_types::mailbox::Mailbox<'_>,
-        items: &[StatusDataItemName],
-    ) -> io::Result<Reply> {
-        let name = match self.mailbox_name(mailbox) {
-            Ok(n) => n,
-            Err(r) => return Ok(r),
-        };
-        let store = self.store().clone();
-        let info = match store.status(user, &name).await {
-            Ok(i) => i,
-            Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
-        };
-        // RECENT and DELETED need the messages themselves (metas only).
-        let needs_msgs = items
-            .iter()
-            .any(|i| matches!(i, StatusDataItemName::Recent | StatusDataItemName::Deleted));
-        let (recent, deleted) = if needs_msgs {
-            match store.snapshot(user, &name).await {
-                Ok(s) => (
-                    s.messages
-                        .iter()
-                        .filter(|m| m.uid >= s.info.recent_uid)
-                        .count(),
-                    s.messages
-                        .iter()
-                        .filter(|m| m.flags.has(Flags::DELETED))
-                        .count(),
-                ),
-                Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
-            }
-        } else {
-            (0, 0)
-        };
-        let mut parts = Vec::new();
-        for item in items {
-            match item {
-                StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", info.exists)),
-                StatusDataItemName::Recent => parts.push(format!("RECENT {recent}")),
-                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", info.uidnext)),
-                StatusDataItemName::UidValidity => {
-                    parts.push(format!("UIDVALIDITY {}", info.uidvalidity))
-                }
-                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", info.unseen)),
-                StatusDataItemName::Deleted => parts.push(format!("DELETED {deleted}")),
-                StatusDataItemName::Size => parts.push(format!("SIZE {}", info.size)),
-                StatusDataItemName::HighestModSeq => {
-                    parts.push(format!("HIGHESTMODSEQ {}", info.highestmodseq.max(1)))
-                }
-                StatusDataItemName::DeletedStorage => {
-                    return Ok(Reply::bad("STATUS item not supported"))
+        if let Some((uidvalidity, modseq, known)) = qresync {
+            if uidvalidity == view.uidvalidity {
+                match store.changes(view.id, modseq).await {
+                    Ok(changes) => {
+                        let known_set = known.clone();
+                        let in_known = |u: Uid| match &known_set {
+                            Some(k) => {
+                                let max = view.uidnext.saturating_sub(1);
+                                k.0.as_ref().iter().any(|s| {
+                                    let (a, b) = match s {
+                                        imap_types::sequence::Sequence::Single(v) => {
+                                            (seq_value(v, max), seq_value(v, max))
+                                        }
+                                        imap_types::sequence::Sequence::Range(a, b) => {
+                                            (seq_value(a, max), seq_value(b, max))
+                                        }
+                                    };
+                                    a.min(b) <= u && u <= a.max(b)
+                                })
+                            }
+                            None => u < view.uidnext,
+                        };
+                        let vanished: Vec<Uid> = changes
+                            .expunged
+                            .iter()
+                            .copied()
+                            .filter(|&u| in_known(u))
+                            .collect();
+                        if !vanished.is_empty() {
+                            let line =
+                                format!("* VANISHED (EARLIER) {}\r\n", wire::uid_set(&vanished));
+                            self.write(&line);
+                        }
+                        let mut lines = String::new();
+                        for m in &changes.changed {
+                            if let Some(i) = view.index_of(m.uid) {
+                                lines.push_str(&view.flags_fetch(i, true));
+                            }
+                        }
+                        self.write(&lines);
+                    }
+                    Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
                 }
             }
         }
-        let line = format!(
-            "* STATUS {} ({})\r\n",
-            wire::mailbox(&name),
-            parts.join(" ")
-        );
-        self.write(&line);
-        Ok(Reply::ok("STATUS completed"))
+        self.sel = Some(Open {
+            view,
+            watch,
+            owner: target.owner,
+            rights: target.rights,
+        });
+        let verb = if examine {
+            "EXAMINE completed"
+        } else {
+            "SELECT completed"
+        };
+        Ok(if read_only {
+            Reply::ok_code("READ-ONLY", verb)
+        } else {
+            Reply::ok_code("READ-WRITE", verb)
+        })
     }
 
     /// IDLE (RFC 2177): push changes until DONE, the idle timeout or
@@ -1033,289 +1301,43 @@ impl Session {
         self.framer.set_line_mode(false);
         Ok(reply)
     }
+}
 
-    async fn selected(&mut self, user: &str, body: CommandBody<'_>) -> io::Result<Reply> {
-        match body {
-            CommandBody::Check => {
-                self.sync(true).await;
-                Ok(Reply::ok("CHECK completed"))
-            }
-            CommandBody::Close => {
-                if let Some(open) = self.sel.take() {
-                    if !open.view.read_only {
-                        if let Err(e) = self.store().expunge(open.view.id, None).await {
-                            return Ok(self.store_error(e, "NONEXISTENT"));
-                        }
-                    }
-                }
-                Ok(Reply::ok("CLOSE completed"))
-            }
-            CommandBody::Unselect => {
-                self.sel = None;
-                Ok(Reply::ok("UNSELECT completed"))
-            }
-            CommandBody::Expunge => self.expunge(None).await,
-            CommandBody::ExpungeUid { sequence_set } => self.expunge(Some(&sequence_set)).await,
-            CommandBody::Search {
-                charset,
-                criteria,
-                uid,
-            } => {
-                let key = if criteria.as_ref().len() == 1 {
-                    criteria.into_inner().into_iter().next()
-                } else {
-                    Some(SearchKey::And(criteria))
-                };
-                match key {
-                    Some(k) => self.search(charset.as_ref(), &k, uid).await,
-                    None => Ok(Reply::bad("Empty search")),
-                }
-            }
-            CommandBody::Fetch {
-                sequence_set,
-                macro_or_item_names,
-                uid,
-                ..
-            } => self.fetch(&sequence_set, macro_or_item_names, uid).await,
-            CommandBody::Store {
-                sequence_set,
-                kind,
-                response,
-                flags,
-                uid,
-                ..
-            } => {
-                let op = match kind {
-                    StoreType::Add => FlagOp::Add,
-                    StoreType::Remove => FlagOp::Remove,
-                    StoreType::Replace => FlagOp::Replace,
-                };
-                let silent = response == StoreResponse::Silent;
-                self.store_cmd(
-                    &sequence_set,
-                    op,
-                    wire::flags_from_wire(&flags),
-                    silent,
-                    uid,
-                )
-                .await
-            }
-            CommandBody::Copy {
-                sequence_set,
-                mailbox,
-                uid,
-            } => self.copy(user, &sequence_set, &mailbox, uid, false).await,
-            CommandBody::Move {
-                sequence_set,
-                mailbox,
-                uid,
-            } => self.copy(user, &sequence_set, &mailbox, uid, true).await,
-            _ => Ok(Reply::bad("Command not supported")),
-        }
+fn seq_value(v: &imap_types::sequence::SeqOrUid, star: u32) -> u32 {
+    match v {
+        imap_types::sequence::SeqOrUid::Value(n) => n.get(),
+        imap_types::sequence::SeqOrUid::Asterisk => star,
     }
+}
 
-    async fn expunge(&mut self, set: Option<&SequenceSet>) -> io::Result<Reply> {
-        let Some(open) = self.sel.as_ref() else {
-            return Ok(Reply::bad("No mailbox selected"));
-        };
-        if open.view.read_only {
-            return Ok(Reply::no(Some("READ-ONLY"), "Mailbox is read-only"));
-        }
-        let uids = match set {
-            None => None,
-            Some(s) => match open.view.resolve(s, true) {
-                Ok(idx) => Some(
-                    idx.iter()
-                        .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
-                        .collect(),
-                ),
-                Err(_) => return Ok(Reply::bad("Invalid UID set")),
-            },
-        };
-        let id = open.view.id;
-        if let Err(e) = self.store().expunge(id, uids).await {
-            return Ok(self.store_error(e, "NONEXISTENT"));
-        }
-        self.sync(true).await;
-        Ok(Reply::ok("EXPUNGE completed"))
+/// The raw bytes of a mailbox argument parsed by imap-codec.
+fn mailbox_bytes(m: &imap_types::mailbox::Mailbox<'_>) -> Vec<u8> {
+    match m {
+        imap_types::mailbox::Mailbox::Inbox => b"INBOX".to_vec(),
+        imap_types::mailbox::Mailbox::Other(o) => o.as_ref().to_vec(),
     }
+}
 
-    async fn store_cmd(
-        &mut self,
-        set: &SequenceSet,
-        op: FlagOp,
-        flags: Flags,
-        silent: bool,
-        uid: bool,
-    ) -> io::Result<Reply> {
-        let store = self.store().clone();
-        let Some(open) = self.sel.as_mut() else {
-            return Ok(Reply::bad("No mailbox selected"));
-        };
-        if open.view.read_only {
-            return Ok(Reply::no(Some("READ-ONLY"), "Mailbox is read-only"));
-        }
-        let idx = match open.view.resolve(set, uid) {
-            Ok(i) => i,
-            Err(_) => return Ok(Reply::bad("Invalid message sequence number")),
-        };
-        let uids: Vec<Uid> = idx
-            .iter()
-            .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
-            .collect();
-        if uids.is_empty() {
-            return Ok(Reply::ok("STORE completed"));
-        }
-        let (metas, _) = match store.store_flags(open.view.id, uids, op, flags, None).await {
-            Ok(r) => r,
-            Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
-        };
-        let mut out = String::new();
-        for meta in metas {
-            let uid_n = meta.uid;
-            if let Some(i) = open.view.update_meta(meta) {
-                if !silent {
-                    if let Some(m) = open.view.msgs.get(i) {
-                        let flags = wire::flag_list(&m.meta.flags, m.recent);
-                        if uid {
-                            out.push_str(&format!(
-                                "* {} FETCH (FLAGS {flags} UID {uid_n})\r\n",
-                                i + 1
-                            ));
-                        } else {
-                            out.push_str(&format!("* {} FETCH (FLAGS {flags})\r\n", i + 1));
-                        }
-                    }
-                }
-            }
-        }
-        self.write(&out);
-        Ok(Reply::ok("STORE completed"))
-    }
-
-    async fn copy(
-        &mut self,
-        user: &str,
-        set: &SequenceSet,
-        mailbox: &imap_types::mailbox::Mailbox<'_>,
-        uid: bool,
-        remove: bool,
-    ) -> io::Result<Reply> {
-        let name = match self.mailbox_name(mailbox) {
-            Ok(n) => n,
-            Err(r) => return Ok(r),
-        };
-        let store = self.store().clone();
-        let quota = self.user.as_ref().map(|u| u.quota).unwrap_or_default();
-        let Some(open) = self.sel.as_ref() else {
-            return Ok(Reply::bad("No mailbox selected"));
-        };
-        if remove && open.view.read_only {
-            return Ok(Reply::no(Some("READ-ONLY"), "Mailbox is read-only"));
-        }
-        let idx = match open.view.resolve(set, uid) {
-            Ok(i) => i,
-            Err(_) => return Ok(Reply::bad("Invalid message sequence number")),
-        };
-        let uids: Vec<Uid> = idx
-            .iter()
-            .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
-            .collect();
-        let verb = if remove { "MOVE" } else { "COPY" };
-        if uids.is_empty() {
-            // Still check the destination exists.
-            return Ok(match store.status(user, &name).await {
-                Ok(_) => Reply::ok(&format!("{verb} completed")),
-                Err(e) => self.store_error(e, "TRYCREATE"),
-            });
-        }
-        let (uidvalidity, mut pairs) = match store
-            .copy(open.view.id, uids, user, &name, remove, quota)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return Ok(self.store_error(e, "TRYCREATE")),
-        };
-        pairs.sort_unstable();
-        let code = copyuid(uidvalidity, &pairs);
-        if remove {
-            // RFC 6851 4.3: COPYUID in an untagged OK before the expunges.
-            if let Some(code) = &code {
-                self.write(&format!("* OK [{code}] Moved\r\n"));
-            }
-            self.sync(true).await;
-            return Ok(Reply::ok("MOVE completed"));
-        }
-        Ok(match code {
-            Some(c) => Reply::ok_code(c, "COPY completed"),
-            None => Reply::ok("COPY completed"),
-        })
-    }
-
-    async fn search(
-        &mut self,
-        charset: Option<&Charset<'_>>,
-        key: &SearchKey<'_>,
-        uid: bool,
-    ) -> io::Result<Reply> {
-        if let Some(cs) = charset {
-            let name = match cs {
-                Charset::Atom(a) => a.inner().to_string(),
-                Charset::Quoted(q) => q.inner().to_string(),
-            };
-            if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
-                return Ok(Reply::no(
-                    Some("BADCHARSET (UTF-8 US-ASCII)"),
-                    "Charset not supported",
-                ));
-            }
-        }
-        let store = self.store().clone();
-        let Some(open) = self.sel.as_ref() else {
-            return Ok(Reply::bad("No mailbox selected"));
-        };
-        let needs_body = search::needs_body(key);
-        let max_seq = open.view.exists();
-        let max_uid = open.view.max_uid();
-        let id = open.view.id;
-        let msgs = open.view.msgs.clone();
-        let mut hits = Vec::new();
-        for (i, m) in msgs.iter().enumerate() {
-            // The loader is synchronous: read the file first when a key
-            // needs headers or body (one message at a time).
-            let mut data: Option<Arc<Vec<u8>>> = if needs_body {
-                store.read(id, &m.meta).await.ok().map(Arc::new)
-            } else {
-                None
-            };
-            let view = search::MessageView {
-                seq: i as u32 + 1,
-                uid: m.meta.uid,
-                flags: &m.meta.flags,
-                recent: m.recent,
-                internal_date: m.meta.internal_date,
-                tz_offset_min: m.meta.tz_offset_min,
-                size: m.meta.size,
-                modseq: m.meta.modseq,
-            };
-            let mut loader = || data.take();
-            if search::matches(key, &view, max_seq, max_uid, &mut loader) {
-                hits.push(if uid { m.meta.uid } else { i as u32 + 1 });
-            }
-        }
-        let mut line = String::from("* SEARCH");
-        for h in hits {
-            line.push_str(&format!(" {h}"));
-        }
-        line.push_str("\r\n");
-        self.write(&line);
-        Ok(Reply::ok("SEARCH completed"))
-    }
+/// Resolves a sequence set against the view, as UIDs in ascending order.
+pub(crate) fn resolve_uids(
+    open: &Open,
+    set: &SeqSet,
+    uid: bool,
+    saved: &[Uid],
+) -> Result<Vec<Uid>, Reply> {
+    let idx = open
+        .view
+        .resolve(set, uid, saved)
+        .map_err(|_| Reply::bad("Invalid message sequence number"))?;
+    Ok(idx
+        .iter()
+        .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
+        .collect())
 }
 
 /// The COPYUID response code (RFC 4315 3) for (source, destination) pairs
 /// sorted by source.
-fn copyuid(uidvalidity: u32, pairs: &[(Uid, Uid)]) -> Option<String> {
+pub(crate) fn copyuid(uidvalidity: u32, pairs: &[(Uid, Uid)]) -> Option<String> {
     if pairs.is_empty() {
         return None;
     }

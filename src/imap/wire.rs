@@ -37,16 +37,58 @@ pub fn mailbox(name: &str) -> String {
     string(&utf7::encode(name))
 }
 
-/// A mailbox name from the wire (modified UTF-7 or UTF-8) as the store
-/// spells it.
-pub fn mailbox_from_wire(m: &imap_types::mailbox::Mailbox<'_>) -> Option<String> {
-    match m {
-        imap_types::mailbox::Mailbox::Inbox => Some("INBOX".to_string()),
-        imap_types::mailbox::Mailbox::Other(o) => {
-            let raw = std::str::from_utf8(o.as_ref()).ok()?;
-            Some(utf7::from_wire(raw))
+/// A mailbox name for a client that enabled UTF8=ACCEPT or IMAP4rev2
+/// (RFC 6855 3, RFC 9051 5.1): UTF-8 in a quoted string when possible.
+pub fn mailbox_utf8(name: &str) -> String {
+    let quotable = name.len() < 1024 && !name.chars().any(|c| c.is_control());
+    if quotable {
+        let mut out = String::with_capacity(name.len() + 2);
+        out.push('"');
+        for c in name.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
         }
+        out.push('"');
+        out
+    } else {
+        format!("{{{}}}\r\n{}", name.len(), name)
     }
+}
+
+/// A mailbox name from raw command bytes (modified UTF-7 or UTF-8).
+pub fn mailbox_from_bytes(raw: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(raw).ok()?;
+    if s.eq_ignore_ascii_case("INBOX") {
+        return Some("INBOX".into());
+    }
+    Some(utf7::from_wire(s))
+}
+
+/// MAILBOXID (RFC 8474 4): an objectid naming the mailbox.
+pub fn mailbox_id(id: u64) -> String {
+    format!("F{id:016x}")
+}
+
+/// EMAILID (RFC 8474 5.1).
+pub fn email_id(id: u64) -> String {
+    format!("M{id:016x}")
+}
+
+/// SAVEDATE (RFC 8514) as a date-time string.
+pub fn save_date(ts: i64) -> String {
+    let d = date_time(ts, 0);
+    let mut out = String::from("\"");
+    out.push_str(&d.as_ref().format("%d-%b-%Y %H:%M:%S %z").to_string());
+    out.push('"');
+    out
+}
+
+/// A set of sorted numbers as a compact sequence set; the same as
+/// `uid_set`, for sequence numbers.
+pub fn num_set(nums: &[u32]) -> String {
+    uid_set(nums)
 }
 
 /// The bytes of an astring (LOGIN arguments).
@@ -64,16 +106,6 @@ pub fn flag_list(flags: &Flags, recent: bool) -> String {
     out.push_str(&names.join(" "));
     out.push(')');
     out
-}
-
-/// A client's flag as the store names it.
-pub fn flag_name(f: &Flag<'_>) -> String {
-    f.to_string()
-}
-
-pub fn flags_from_wire(flags: &[Flag<'_>]) -> Flags {
-    let names: Vec<String> = flags.iter().map(flag_name).collect();
-    Flags::from_names(&names)
 }
 
 /// Store flags as imap-types flags for a FETCH response.
@@ -107,13 +139,6 @@ pub fn date_time(ts: i64, tz_offset_min: i16) -> DateTime {
         .single()
         .unwrap_or_else(|| tz.timestamp_opt(0, 0).single().expect("epoch is valid"));
     DateTime::try_from(dt).unwrap_or_else(|_| DateTime::unvalidated(dt))
-}
-
-/// An APPEND date as (seconds since epoch, offset in minutes).
-pub fn date_from_wire(d: &DateTime) -> (i64, i16) {
-    let dt = d.as_ref();
-    let off = dt.offset().local_minus_utc() / 60;
-    (dt.timestamp(), off as i16)
 }
 
 /// UIDs as a compact set: `1:3,7,9:10`.
@@ -165,8 +190,19 @@ mod tests {
     }
 
     #[test]
-    fn internal_date_round_trip() {
+    fn rfc8474_rfc8514_ids_and_savedate() {
+        assert_eq!(mailbox_id(255), "F00000000000000ff");
+        assert_eq!(email_id(1), "M0000000000000001");
+        assert_eq!(save_date(0), "\"01-Jan-1970 00:00:00 +0000\"");
+        assert_eq!(mailbox_utf8("Entwürfe"), "\"Entwürfe\"");
+        assert_eq!(mailbox_from_bytes(b"inbox"), Some("INBOX".into()));
+        assert_eq!(mailbox_from_bytes(b"Entw&APw-rfe"), Some("Entwürfe".into()));
+    }
+
+    #[test]
+    fn internal_date_keeps_its_zone() {
         let d = date_time(1_700_000_000, 120);
-        assert_eq!(date_from_wire(&d), (1_700_000_000, 120));
+        assert_eq!(d.as_ref().timestamp(), 1_700_000_000);
+        assert_eq!(d.as_ref().offset().local_minus_utc(), 7200);
     }
 }

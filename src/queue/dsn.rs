@@ -50,7 +50,12 @@ pub fn build(
     let now = chrono::Utc::now();
     let boundary = format!("{queue_id}.{}/{hostname}", now.timestamp());
     let delayed = reports.iter().all(|r| r.action == "delayed");
-    let subject = if delayed {
+    let success = reports
+        .iter()
+        .all(|r| r.action == "delivered" || r.action == "relayed");
+    let subject = if success {
+        "Successful Mail Delivery Report"
+    } else if delayed {
         "Delayed Mail (still being retried)"
     } else {
         "Undelivered Mail Returned to Sender"
@@ -75,13 +80,19 @@ pub fn build(
     m.push_str(&format!("--{boundary}\r\n"));
     m.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\n");
     m.push_str(&format!("This is the mail system at {hostname}.\r\n\r\n"));
-    if delayed {
+    if success {
+        m.push_str("Your message was delivered to the recipients below\r\n(or handed to a mail system that does not report further).\r\n\r\n");
+    } else if delayed {
         m.push_str("Your message could not be delivered yet to the recipients below.\r\nIt is still being retried; you do not need to send it again.\r\n\r\n");
     } else {
         m.push_str("Your message could not be delivered to the recipients below.\r\n\r\n");
     }
     for r in reports {
-        m.push_str(&format!("<{}>: {}\r\n", r.address, r.diagnostic));
+        if success {
+            m.push_str(&format!("<{}>: {}\r\n", r.address, r.action));
+        } else {
+            m.push_str(&format!("<{}>: {}\r\n", r.address, r.diagnostic));
+        }
     }
     m.push_str(&format!("\r\n--{boundary}\r\n"));
     m.push_str("Content-Type: message/delivery-status\r\n\r\n");
@@ -100,10 +111,12 @@ pub fn build(
         }
         m.push_str(&format!("Action: {}\r\n", r.action));
         m.push_str(&format!("Status: {}\r\n", r.status));
-        m.push_str(&format!(
-            "Diagnostic-Code: smtp; {}\r\n",
-            r.diagnostic.replace(['\r', '\n'], " ")
-        ));
+        if !r.diagnostic.is_empty() {
+            m.push_str(&format!(
+                "Diagnostic-Code: smtp; {}\r\n",
+                r.diagnostic.replace(['\r', '\n'], " ")
+            ));
+        }
         m.push_str(&format!("Last-Attempt-Date: {}\r\n", now.to_rfc2822()));
     }
     m.push_str(&format!("\r\n--{boundary}\r\n"));

@@ -10,6 +10,7 @@
 //! - The file is deleted only when every recipient is delivered or failed
 //!   (and the failures bounced).
 
+pub mod control;
 pub mod dsn;
 pub mod record;
 
@@ -33,7 +34,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The result of trying one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// Final delivery into a mailbox (DSN action `delivered`).
     Delivered,
+    /// Accepted by another SMTP server. `dsn_passed`: that server took
+    /// the DSN request on (RFC 3461 5.2.1), so a SUCCESS notice is its
+    /// job; otherwise we send a `relayed` notice (RFC 3461 5.2.2).
+    Relayed { dsn_passed: bool },
     /// Try again later; the text is the remote reply or our reason.
     Temporary(String),
     /// Give up and bounce.
@@ -87,6 +93,73 @@ pub struct Queue {
     entries: Mutex<BTreeMap<String, Entry>>,
     in_flight: Mutex<HashSet<String>>,
     wake: Notify,
+}
+
+/// Removes a message's queue file and hold marker.
+pub fn remove_files(dir: &Path, id: &str) -> std::io::Result<()> {
+    for name in [format!("{id}.q"), format!("{id}.hold")] {
+        match std::fs::remove_file(dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A queue id as the CLI may name it: our own alphabet only, so a
+/// command can never point outside the queue folder.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Reads every message of a queue folder directly (for `msgd queue list`
+/// and `show`, which work whether or not the server runs).
+pub fn scan(dir: &Path) -> Vec<QueuedInfo> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".q"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if let Ok(Some(l)) = record::load(&path) {
+            let mut state: Vec<(Status, u32, i64, Option<String>)> = l
+                .envelope
+                .recipients
+                .iter()
+                .map(|_| (Status::Pending, 0, 0, None))
+                .collect();
+            for c in l.changes {
+                if let Some(s) = state.get_mut(c.rcpt) {
+                    *s = (c.status, c.attempts, c.next_attempt, c.last_error);
+                }
+            }
+            out.push(QueuedInfo {
+                held: dir.join(format!("{id}.hold")).exists(),
+                id,
+                sender: l.envelope.sender.clone(),
+                size: l.data.len() as u64,
+                received: l.envelope.received,
+                recipients: l
+                    .envelope
+                    .recipients
+                    .iter()
+                    .zip(state)
+                    .map(|(r, (st, a, n, e))| (r.address.clone(), st, a, n, e))
+                    .collect(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -273,6 +346,81 @@ impl Queue {
         self.len() == 0
     }
 
+    /// The queue folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Holds a message: no delivery attempt until `release`. The marker
+    /// file keeps it held across restarts. False: no such message.
+    pub fn hold(&self, id: &str) -> std::io::Result<bool> {
+        let mut map = self.lock();
+        let Some(e) = map.get_mut(id) else {
+            return Ok(false);
+        };
+        std::fs::write(self.dir.join(format!("{id}.hold")), b"")?;
+        e.held = true;
+        Ok(true)
+    }
+
+    /// Releases a held message and makes it due now.
+    pub fn release(&self, id: &str) -> std::io::Result<bool> {
+        let found = {
+            let mut map = self.lock();
+            match map.get_mut(id) {
+                Some(e) => {
+                    e.held = false;
+                    for s in &mut e.state {
+                        if s.status == Status::Pending {
+                            s.next_attempt = 0;
+                        }
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if found {
+            match std::fs::remove_file(self.dir.join(format!("{id}.hold"))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            self.wake.notify_one();
+        }
+        Ok(found)
+    }
+
+    /// Makes the pending recipients of one message due now.
+    pub fn retry(&self, id: &str) -> bool {
+        let found = match self.lock().get_mut(id) {
+            Some(e) => {
+                for s in &mut e.state {
+                    if s.status == Status::Pending {
+                        s.next_attempt = 0;
+                    }
+                }
+                true
+            }
+            None => false,
+        };
+        if found {
+            self.wake.notify_one();
+        }
+        found
+    }
+
+    /// Deletes a message without notifying anyone (the operator's
+    /// decision). An attempt in flight finishes but records nothing.
+    pub fn delete(&self, id: &str) -> std::io::Result<bool> {
+        if self.lock().remove(id).is_none() {
+            return Ok(false);
+        }
+        remove_files(&self.dir, id)?;
+        info!(queue_id = id, "deleted by the operator");
+        Ok(true)
+    }
+
     /// Makes every pending recipient due now.
     pub fn flush(&self) {
         for e in self.lock().values_mut() {
@@ -387,6 +535,8 @@ impl Queue {
         let mut changes = Vec::new();
         let mut failed = Vec::new();
         let mut delayed = Vec::new();
+        let mut delivered = Vec::new();
+        let mut relayed = Vec::new();
         {
             let mut map = self.lock();
             let Some(e) = map.get_mut(id) else { return };
@@ -402,6 +552,16 @@ impl Queue {
                     Outcome::Delivered => {
                         s.status = Status::Delivered;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, "delivered");
+                        if env.recipients[i].notify.success {
+                            delivered.push(i);
+                        }
+                    }
+                    Outcome::Relayed { dsn_passed } => {
+                        s.status = Status::Delivered;
+                        info!(queue_id = id, rcpt = %env.recipients[i].address, dsn_passed, "relayed");
+                        if env.recipients[i].notify.success && !dsn_passed {
+                            relayed.push(i);
+                        }
                     }
                     Outcome::Permanent(why) => {
                         s.status = Status::Failed;
@@ -457,6 +617,10 @@ impl Queue {
         self.notify_sender(id, &env, &failed, "failed", &data).await;
         self.notify_sender(id, &env, &delayed, "delayed", &data)
             .await;
+        self.notify_sender(id, &env, &delivered, "delivered", &data)
+            .await;
+        self.notify_sender(id, &env, &relayed, "relayed", &data)
+            .await;
         let done = {
             let map = self.lock();
             map.get(id)
@@ -501,7 +665,19 @@ impl Queue {
                 address: &env.recipients[i].address,
                 orcpt: env.recipients[i].orcpt.as_deref(),
                 action,
-                status: dsn::status_of(err, action == "failed"),
+                status: match action {
+                    "delivered" | "relayed" => "2.0.0".to_string(),
+                    // A final failure after temporary errors (expiry):
+                    // the class is permanent now (RFC 3464 2.3.4).
+                    "failed" => {
+                        let st = dsn::status_of(err, true);
+                        match st.strip_prefix("4.") {
+                            Some(rest) => format!("5.{rest}"),
+                            None => st,
+                        }
+                    }
+                    _ => dsn::status_of(err, false),
+                },
                 diagnostic: err,
             })
             .collect();

@@ -188,3 +188,120 @@ async fn restart_resumes_without_repeating_delivered_recipients() {
         "b@y was delivered before the restart and must not be sent again"
     );
 }
+
+#[tokio::test]
+async fn rfc3461_notify_success_sends_delivered_and_relayed_reports() {
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    let t = Arc::new(Scripted {
+        script: Mutex::new(
+            [
+                (
+                    "far@z".to_string(),
+                    vec![Outcome::Relayed { dsn_passed: false }],
+                ),
+                (
+                    "dsn@z".to_string(),
+                    vec![Outcome::Relayed { dsn_passed: true }],
+                ),
+            ]
+            .into(),
+        ),
+        delivered: Mutex::default(),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    let mut e = env("a@x", &["b@y", "far@z", "dsn@z", "quiet@y"]);
+    for r in &mut e.recipients[..3] {
+        r.notify = Notify {
+            success: true,
+            failure: true,
+            delay: false,
+        };
+    }
+    e.envid = Some("E1".into());
+    q.enqueue(e, Arc::new(b"Subject: s\r\n\r\nx\r\n".to_vec()))
+        .await
+        .unwrap();
+    wait_until(&q, |q| q.is_empty()).await;
+    stop.cancel();
+    let got = t.delivered.lock().unwrap().clone();
+    let reports: Vec<String> = got
+        .iter()
+        .filter(|(a, _)| a == "a@x")
+        .map(|(_, m)| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert_eq!(reports.len(), 2, "delivered + relayed: {reports:?}");
+    let all = reports.join("\n");
+    assert!(all.contains("Action: delivered\r\nStatus: 2.0.0"), "{all}");
+    assert!(all.contains("Action: relayed\r\nStatus: 2.0.0"), "{all}");
+    assert!(all.contains("Final-Recipient: rfc822; b@y"), "{all}");
+    assert!(!all.contains("dsn@z"), "the next hop reports for dsn@z");
+    assert!(!all.contains("quiet@y"), "no NOTIFY=SUCCESS for quiet@y");
+    assert!(all.contains("Original-Envelope-Id: E1"), "{all}");
+}
+
+#[tokio::test]
+async fn hold_release_delete_at_runtime_and_over_the_control_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    let t = Arc::new(Scripted {
+        script: Mutex::new(
+            [(
+                "b@y".to_string(),
+                vec![Outcome::Temporary("451 4.4.1 later".into())],
+            )]
+            .into(),
+        ),
+        delivered: Mutex::default(),
+    });
+    let stop = CancellationToken::new();
+    // Hold before the runner starts: the message is not tried.
+    let id = q
+        .enqueue(env("a@x", &["b@y"]), Arc::new(b"m\r\n".to_vec()))
+        .await
+        .unwrap();
+    assert!(q.hold(&id).unwrap());
+    assert!(d.path().join(format!("{id}.hold")).exists());
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    let lock = control::lock(d.path()).unwrap();
+    assert!(
+        control::lock(d.path()).is_err(),
+        "one server per queue folder"
+    );
+    tokio::spawn(control::serve(q.clone(), lock, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(q.list()[0].recipients[0].2, 0, "held: no attempt");
+    // The CLI path: the server is running, so commands go through files.
+    let dir = d.path().to_path_buf();
+    assert!(control::server_running(&dir));
+    let send = |c: control::Command| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || control::send(&dir, &c).unwrap())
+    };
+    let r = send(control::Command::Release(id.clone())).await.unwrap();
+    assert!(r.ends_with("released"), "{r}");
+    wait_until(&q, |q| q.list()[0].recipients[0].2 >= 1).await;
+    assert!(!d.path().join(format!("{id}.hold")).exists());
+    let listed = scan(d.path());
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].recipients[0].0, "b@y");
+    let r = send(control::Command::Retry("NOPE".into())).await.unwrap();
+    assert!(r.contains("no such message"), "{r}");
+    let r = send(control::Command::Delete(id.clone())).await.unwrap();
+    assert!(r.ends_with("deleted"), "{r}");
+    assert!(q.is_empty());
+    assert!(!d.path().join(format!("{id}.q")).exists());
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!control::server_running(&dir), "lock released at shutdown");
+    // Offline: the CLI edits the folder itself.
+    let id2 = q
+        .enqueue(env("a@x", &["b@y"]), Arc::new(b"m\r\n".to_vec()))
+        .await
+        .unwrap();
+    let r = control::send(&dir, &control::Command::Hold(id2.clone())).unwrap();
+    assert!(r.ends_with("held"), "{r}");
+    let q2 = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    assert!(q2.list()[0].held, "hold marker survives a restart");
+}

@@ -86,7 +86,9 @@ fn handler(protocol: Protocol, role: Role) -> Result<Handler, &'static str> {
         (Role::Store, Protocol::Pop3 | Protocol::Pop3s) => {
             Ok(|c, i, s| Box::pin(crate::pop3::serve(c, i, s)))
         }
-        (Role::MtaOut, _) => Err("submission (the mta-out role) is not built yet"),
+        (Role::MtaOut, Protocol::Submission | Protocol::Submissions) => {
+            Ok(|c, i, s| Box::pin(crate::smtp::serve(c, i, s)))
+        }
         (Role::Mmp, Protocol::Imap | Protocol::Imaps) => {
             Ok(|c, i, s| Box::pin(crate::mmp::serve_imap(c, i, s)))
         }
@@ -139,8 +141,21 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         queue: queue.clone(),
         shutdown: shutdown.clone(),
     };
-    let queue_runner =
-        queue.map(|q| tokio::spawn(q.run(StoreRouter::new(services.clone()), shutdown.clone())));
+    let queue_runner = match queue {
+        Some(q) => {
+            // The server lock first: a second server on the same queue
+            // folder is refused before anything could be delivered twice.
+            let lock = crate::queue::control::lock(q.dir())?;
+            tokio::spawn(crate::queue::control::serve(
+                q.clone(),
+                lock,
+                shutdown.clone(),
+            ));
+            let router = StoreRouter::new(services.clone());
+            Some(tokio::spawn(q.run(router, shutdown.clone())))
+        }
+        None => None,
+    };
 
     // Bind everything first: a port in use is a start-up error, not a
     // half-running server.

@@ -38,6 +38,10 @@ pub enum Delivery {
         store: Option<Store>,
         queue: Arc<Queue>,
         config: Arc<Config>,
+        /// Submission: every recipient goes through the queue, even
+        /// mailboxes of this process's store (one path for DSNs,
+        /// NOTIFY=SUCCESS and the queue tools).
+        queue_all: bool,
     },
     /// No back end in this process (mta-in without a store, until LMTP
     /// delivery exists): recipients are refused temporarily.
@@ -51,6 +55,9 @@ pub struct Envelope {
     pub id: String,
     /// Reverse path; empty for the null sender.
     pub sender: String,
+    /// RFC 3461 ENVID and RET=FULL, carried into the queue.
+    pub envid: Option<String>,
+    pub ret_full: bool,
 }
 
 /// One delivery in progress.
@@ -67,9 +74,23 @@ impl Delivery {
                 store: store.clone(),
                 queue: queue.clone(),
                 config: services.config.clone(),
+                queue_all: false,
             },
             (None, Some(store)) => Delivery::LocalStore(store.clone()),
             (None, None) => Delivery::Unavailable,
+        }
+    }
+
+    /// Submission: everything is queued (see `Routed::queue_all`).
+    pub fn for_submission(services: &Services) -> Delivery {
+        match &services.queue {
+            Some(queue) => Delivery::Routed {
+                store: None,
+                queue: queue.clone(),
+                config: services.config.clone(),
+                queue_all: true,
+            },
+            None => Delivery::Unavailable,
         }
     }
 
@@ -100,11 +121,13 @@ impl DeliveryTx {
                 store,
                 queue,
                 config,
+                queue_all,
             } => {
                 let (local, queued): (Vec<usize>, Vec<usize>) =
                     (0..self.targets.len()).partition(|&i| {
                         let t = &self.targets[i];
-                        store.is_some()
+                        !queue_all
+                            && store.is_some()
                             && !t.remote
                             && crate::route::is_own_store(config, t.mail_host.as_deref())
                     });
@@ -125,14 +148,14 @@ impl DeliveryTx {
                             .iter()
                             .map(|&i| QueueRecipient {
                                 address: self.targets[i].address.clone(),
-                                orcpt: None,
-                                notify: Default::default(),
+                                orcpt: self.targets[i].orcpt.clone(),
+                                notify: self.targets[i].notify.unwrap_or_default(),
                                 route: self.targets[i].mail_host.clone().unwrap_or_default(),
                             })
                             .collect(),
                         received: crate::queue::unix_now(),
-                        envid: None,
-                        ret_full: false,
+                        envid: self.envelope.envid.clone(),
+                        ret_full: self.envelope.ret_full,
                     };
                     let o = match queue.enqueue(env, data).await {
                         Ok(qid) => {

@@ -14,9 +14,12 @@
 //! message is acknowledged before every copy is durable; the session never
 //! interprets input while an effect is outstanding.
 //!
-//! Later (submission): a `Policy` with `relay_allowed` after AUTH and a
-//! queue `Delivery` back end; the core gains AUTH.
+//! Submission (RFC 6409, the mta-out role on 587/465) is the SMTP core
+//! with `Params::submission`: AUTH PLAIN/LOGIN against the directory
+//! (`auth`), DSN parameters, sender ownership, Message-ID/Date completion,
+//! and a `Delivery` that puts every recipient into the durable queue.
 
+pub mod auth;
 pub mod codec;
 pub mod delivery;
 pub mod reply;
@@ -42,7 +45,7 @@ use session::{Event, Flavor, Params, ReturnPath, Session, Verdict};
 /// Serves one SMTP or LMTP connection until it ends.
 pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
     let flavor = match info.protocol {
-        Protocol::Smtp => Flavor::Smtp,
+        Protocol::Smtp | Protocol::Submission | Protocol::Submissions => Flavor::Smtp,
         Protocol::Lmtp => Flavor::Lmtp,
         other => {
             warn!(
@@ -52,11 +55,26 @@ pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
             return;
         }
     };
+    let submission = matches!(info.protocol, Protocol::Submission | Protocol::Submissions);
     let mut session = Session::new(session_params(&info, &services, flavor));
-    let policy = Policy::for_services(flavor, &services);
-    let delivery = Delivery::from_services(&services);
-    let end = run(conn, &services, &mut session, &policy, &delivery).await;
-    info!(messages = session.messages, end, "session closed");
+    let (policy, delivery) = if submission {
+        (
+            Policy::submission(&services),
+            Delivery::for_submission(&services),
+        )
+    } else {
+        (
+            Policy::for_services(flavor, &services),
+            Delivery::from_services(&services),
+        )
+    };
+    let end = run(conn, &info, &services, &mut session, &policy, &delivery).await;
+    info!(
+        messages = session.messages,
+        login = session.login().unwrap_or("-"),
+        end,
+        "session closed"
+    );
 }
 
 fn session_params(info: &ConnInfo, services: &Services, flavor: Flavor) -> Params {
@@ -75,11 +93,23 @@ fn session_params(info: &ConnInfo, services: &Services, flavor: Flavor) -> Param
         peer: info.peer.ip(),
         tls_active: info.tls_active,
         starttls: info.tls_mode == TlsMode::StartTls,
-        return_path: match flavor {
-            Flavor::Smtp => ReturnPath::Always,
-            Flavor::Lmtp => ReturnPath::IfMissing,
+        return_path: match (flavor, info.protocol) {
+            // Submission is not final delivery: the queue (or the next
+            // hop) adds Return-Path when the message lands.
+            (_, Protocol::Submission | Protocol::Submissions) => ReturnPath::Never,
+            (Flavor::Smtp, _) => ReturnPath::Always,
+            (Flavor::Lmtp, _) => ReturnPath::IfMissing,
         },
         id_prefix: format!("{secs:x}.{}.", info.session_id),
+        submission: matches!(info.protocol, Protocol::Submission | Protocol::Submissions).then(
+            || session::SubmissionParams {
+                trusted: auth::is_trusted(&cfg.submission.trusted_networks, info.peer.ip()),
+                plaintext_auth: info.is_loopback() || cfg.submission.allow_plaintext_auth,
+                check_from_header: cfg.submission.check_from_header,
+                received_shows_client: cfg.submission.received_shows_client,
+                max_auth_failures: cfg.limits.max_auth_failures.max(1),
+            },
+        ),
     }
 }
 
@@ -95,6 +125,7 @@ enum Input {
 /// The event loop; returns why the session ended (for the log).
 async fn run(
     mut conn: Conn,
+    info: &ConnInfo,
     services: &Services,
     session: &mut Session,
     policy: &Policy,
@@ -161,6 +192,8 @@ async fn run(
                 let mut tx = delivery.start(Envelope {
                     id: msg.id.clone(),
                     sender: msg.sender.clone(),
+                    envid: msg.envid.clone(),
+                    ret_full: msg.ret_full,
                 });
                 for t in &msg.targets {
                     tx.add_rcpt(t.clone());
@@ -192,6 +225,13 @@ async fn run(
                 );
                 session.delivered(&outcomes);
             }
+            Event::Authenticate { login, password } => {
+                if flush(&mut conn, session, command_timeout).await.is_err() {
+                    return "write failed";
+                }
+                let verdict = authenticate(services, info, session, &login, &password).await;
+                session.auth_done(verdict);
+            }
             Event::StartTls => {
                 if flush(&mut conn, session, command_timeout).await.is_err() {
                     return "write failed";
@@ -213,6 +253,57 @@ async fn run(
                 let _ = tokio::time::timeout(Duration::from_secs(5), conn.shutdown()).await;
                 return "closed";
             }
+        }
+    }
+}
+
+/// Checks credentials against the directory, with the limiter and the
+/// growing delay after a failure. The password is never logged.
+async fn authenticate(
+    services: &Services,
+    info: &ConnInfo,
+    session: &Session,
+    login: &str,
+    password: &str,
+) -> session::AuthVerdict {
+    use crate::directory::AuthResult;
+    use session::AuthVerdict;
+    let cfg = &services.config.submission;
+    let window = Duration::from_secs(cfg.auth_fail_window.max(1));
+    let ip = info.peer.ip();
+    let limiter = auth::limiter();
+    let failed = |why: &str| {
+        info!(login = %trace::sanitize(login, 320), why, "authentication failed");
+        limiter.failed(ip, login);
+        auth::failure_delay(session.auth_failures + 1)
+    };
+    if limiter.blocked(ip, login, cfg.auth_fail_limit, window) {
+        let delay = failed("too many recent failures");
+        tokio::time::sleep(delay).await;
+        return AuthVerdict::Blocked;
+    }
+    let result = services
+        .directory
+        .authenticate(login, password, &services.config.server.domain)
+        .await;
+    match result {
+        Ok(AuthResult::Ok(account)) => {
+            let mut addresses = vec![account.address.to_lowercase()];
+            addresses.extend(account.aliases.iter().map(|a| a.to_lowercase()));
+            info!(login = %account.address, "authenticated");
+            AuthVerdict::Ok {
+                login: account.address,
+                addresses,
+            }
+        }
+        Ok(AuthResult::Failed) | Ok(AuthResult::Inactive) => {
+            let delay = failed("bad credentials or inactive account");
+            tokio::time::sleep(delay).await;
+            AuthVerdict::Failed
+        }
+        Err(e) => {
+            warn!(error = %e, "directory unavailable during authentication");
+            AuthVerdict::Temporary
         }
     }
 }

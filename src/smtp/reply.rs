@@ -82,6 +82,13 @@ pub const CANNOT_VRFY: Reply = Reply::new(
     "2.5.2",
     "Cannot VRFY user, but will accept message and attempt delivery",
 );
+/// RFC 4954 6.
+pub const AUTH_OK: Reply = Reply::new(235, "2.7.0", "Authentication successful");
+/// RFC 4954 4: an empty challenge, and the LOGIN prompts (base64 of
+/// "Username:" and "Password:"). No enhanced code inside a 334.
+pub const AUTH_CONTINUE_EMPTY: Reply = Reply::new(334, "", "");
+pub const AUTH_USERNAME: Reply = Reply::new(334, "", "VXNlcm5hbWU6");
+pub const AUTH_PASSWORD: Reply = Reply::new(334, "", "UGFzc3dvcmQ6");
 pub const READY_TLS: Reply = Reply::new(220, "2.0.0", "Ready to start TLS");
 pub const START_DATA: Reply = Reply::new(354, "", "End data with <CR><LF>.<CR><LF>");
 
@@ -109,6 +116,18 @@ pub const OVER_QUOTA_PERMANENT: Reply = Reply::new(552, "5.2.2", "Mailbox full")
 /// RFC 3463 5.1.6: the mailbox lives on another store.
 pub const WRONG_STORE: Reply = Reply::new(550, "5.1.6", "Mailbox is not on this store");
 pub const DISK_FULL: Reply = Reply::new(452, "4.3.1", "Insufficient system storage");
+/// RFC 4954 6.
+pub const AUTH_TEMPFAIL: Reply = Reply::new(454, "4.7.0", "Temporary authentication failure");
+pub const AUTH_BLOCKED: Reply = Reply::new(
+    454,
+    "4.7.0",
+    "Too many authentication failures, try again later",
+);
+pub const TOO_MANY_AUTH_FAILURES: Reply = Reply::new(
+    421,
+    "4.7.0",
+    "Too many authentication failures, closing connection",
+);
 /// RFC 5321 4.5.3.1.10: the client should retry the rest later.
 pub const TOO_MANY_RCPTS: Reply = Reply::new(452, "4.5.3", "Too many recipients");
 
@@ -140,6 +159,29 @@ pub const MESSAGE_TOO_BIG: Reply = Reply::new(
     552,
     "5.3.4",
     "Message size exceeds fixed maximum message size",
+);
+/// RFC 4954 6 / RFC 6409 4.3.
+pub const AUTH_REQUIRED: Reply = Reply::new(530, "5.7.0", "Authentication required");
+/// RFC 3207 4 / RFC 4954 4: plaintext AUTH needs TLS first.
+pub const MUST_STARTTLS: Reply = Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
+pub const AUTH_FAILED: Reply = Reply::new(535, "5.7.8", "Authentication credentials invalid");
+pub const AUTH_MECHANISM: Reply = Reply::new(504, "5.5.4", "Unrecognized authentication type");
+pub const AUTH_CANCELLED: Reply = Reply::new(501, "5.0.0", "Authentication cancelled");
+pub const AUTH_BAD_RESPONSE: Reply =
+    Reply::new(501, "5.5.2", "Cannot decode the authentication response");
+pub const ALREADY_AUTHENTICATED: Reply = Reply::new(503, "5.5.1", "Already authenticated");
+pub const AUTH_IN_TRANSACTION: Reply =
+    Reply::new(503, "5.5.1", "AUTH not allowed during a mail transaction");
+/// RFC 6409 6.1: the sender must be one of the user's addresses.
+pub const SENDER_NOT_OWNED: Reply = Reply::new(
+    553,
+    "5.7.1",
+    "Sender address rejected: not owned by the authenticated user",
+);
+pub const FROM_NOT_OWNED: Reply = Reply::new(
+    553,
+    "5.7.1",
+    "From: header address rejected: not owned by the authenticated user",
 );
 pub const RELAY_DENIED: Reply = Reply::new(550, "5.7.1", "Relaying denied");
 pub const NO_SUCH_USER: Reply = Reply::new(550, "5.1.1", "No such user here");

@@ -54,6 +54,16 @@ impl Policy {
         }
     }
 
+    /// Authenticated submission: any domain (the session lets only an
+    /// authenticated or trusted client get as far as RCPT); our own
+    /// domains resolve like inbound mail.
+    pub fn submission(services: &crate::services::Services) -> Policy {
+        Policy {
+            relay_allowed: services.queue.is_some(),
+            ..Policy::for_services(Flavor::Smtp, services)
+        }
+    }
+
     fn target(&self, a: &Account) -> Target {
         Target {
             address: a.address.clone(),
@@ -63,6 +73,8 @@ impl Policy {
                 .or((self.default_quota > 0).then_some(self.default_quota)),
             mail_host: a.mail_host.clone(),
             remote: false,
+            notify: None,
+            orcpt: None,
         }
     }
 }
@@ -110,7 +122,10 @@ async fn resolve_smtp(
         return Ok(Verdict::NoSuchUser);
     };
     if !dir.is_local_domain(domain).await? {
-        // Relaying is for authenticated submission (later); inbound never.
+        // Relaying is for authenticated submission; inbound never.
+        if policy.relay_allowed && valid_remote_address(&address) {
+            return Ok(Verdict::Accept(vec![Target::remote(address)]));
+        }
         return Ok(Verdict::RelayDenied);
     }
     let top = match dir.lookup(&address).await? {
@@ -135,19 +150,28 @@ async fn resolve_smtp(
             return Ok(Verdict::OffSite);
         }
         for a in std::mem::take(&mut x.offsite) {
-            x.targets.push(Target {
-                address: a,
-                partition: None,
-                quota: None,
-                mail_host: None,
-                remote: true,
-            });
+            x.targets.push(Target::remote(a));
         }
     }
     if x.targets.is_empty() {
         return Ok(Verdict::NoSuchUser);
     }
     Ok(Verdict::Accept(x.targets))
+}
+
+/// A relayable address: a local part and a domain that can be looked up
+/// (a dotted name or an address literal).
+fn valid_remote_address(address: &str) -> bool {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && domain.len() <= 255
+                && (domain.starts_with('[')
+                    || domain.split('.').all(|l| !l.is_empty() && l.len() <= 63))
+        }
+        None => false,
+    }
 }
 
 /// Expansion of aliases, groups and forwards into local mailboxes:

@@ -22,9 +22,11 @@ use std::sync::Arc;
 
 use smtp_proto::{Error as ProtoError, MailFrom, RcptTo, Request};
 
+use super::auth;
 use super::codec::{BdatDecoder, DataDecoder, Line, LineReader};
 use super::reply::{self, Reply};
 use super::trace;
+use crate::queue::record::Notify;
 
 /// SMTP or LMTP flavour of the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,23 @@ pub struct Params {
     pub return_path: ReturnPath,
     /// Prefix of message ids ("queued as"); unique per session.
     pub id_prefix: String,
+    /// Message submission (RFC 6409) rather than relay or delivery.
+    pub submission: Option<SubmissionParams>,
+}
+
+/// What the core needs to know on a submission listener.
+#[derive(Debug, Clone, Default)]
+pub struct SubmissionParams {
+    /// The client is in a trusted network: it may submit without AUTH.
+    pub trusted: bool,
+    /// AUTH is allowed before TLS (loopback client or configured).
+    pub plaintext_auth: bool,
+    /// From: header addresses must belong to the authenticated user.
+    pub check_from_header: bool,
+    /// The Received field shows the client's address.
+    pub received_shows_client: bool,
+    /// Failed AUTH attempts before the connection is closed.
+    pub max_auth_failures: u32,
 }
 
 /// One mailbox a message goes to.
@@ -80,6 +99,41 @@ pub struct Target {
     /// An address in another domain (a forward): goes out through the
     /// queue and the outbound relay.
     pub remote: bool,
+    /// RFC 3461 NOTIFY of the RCPT that reached this mailbox (None: not given).
+    pub notify: Option<Notify>,
+    /// RFC 3461 ORCPT (`rfc822;addr`) of that RCPT.
+    pub orcpt: Option<String>,
+}
+
+impl Target {
+    /// A mailbox in another domain (relayed after AUTH, or a forward).
+    pub fn remote(address: String) -> Target {
+        Target {
+            address,
+            partition: None,
+            quota: None,
+            mail_host: None,
+            remote: true,
+            notify: None,
+            orcpt: None,
+        }
+    }
+}
+
+/// The driver's answer to `Event::Authenticate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthVerdict {
+    /// Logged in; the addresses the user may send as (lowercase).
+    Ok {
+        login: String,
+        addresses: Vec<String>,
+    },
+    /// Wrong login or password (the driver has already waited).
+    Failed,
+    /// Too many failures from this address or for this login lately.
+    Blocked,
+    /// The directory could not answer.
+    Temporary,
 }
 
 /// What the driver found out about a RCPT address.
@@ -124,6 +178,12 @@ pub struct Message {
     pub targets: Vec<Target>,
     /// Trace fields plus the body, CRLF line endings.
     pub data: Arc<Vec<u8>>,
+    /// RFC 3461 ENVID.
+    pub envid: Option<String>,
+    /// RFC 3461 RET=FULL.
+    pub ret_full: bool,
+    /// The authenticated login, if any.
+    pub auth: Option<String>,
 }
 
 /// What the driver does next.
@@ -137,6 +197,8 @@ pub enum Event {
     Deliver(Message),
     /// Write the output, run the TLS handshake, then call `tls_started`.
     StartTls,
+    /// Check these credentials, then call `auth_done`. Never log them.
+    Authenticate { login: String, password: String },
     /// Write the output and close the connection.
     Close,
 }
@@ -154,10 +216,28 @@ enum Phase {
         left: u64,
         reply: Reply,
     },
+    /// Waiting for a SASL response line (after a 334).
+    AuthResponse(AuthStep),
     AwaitResolve,
     AwaitDelivery,
     AwaitTls,
+    AwaitAuth,
     Closed,
+}
+
+#[derive(Debug, Clone)]
+enum AuthStep {
+    Plain,
+    LoginUser,
+    LoginPass { user: String },
+}
+
+/// An authenticated user.
+#[derive(Debug, Clone)]
+struct Authenticated {
+    login: String,
+    /// Addresses this user may send as, lowercase.
+    addresses: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -190,6 +270,11 @@ struct Transaction {
     bdat: Option<BdatDecoder>,
     /// Message id, set when the body is complete.
     id: String,
+    /// RFC 3461 ENVID and RET=FULL.
+    envid: Option<String>,
+    ret_full: bool,
+    /// The pending RCPT's DSN parameters.
+    pending_dsn: (Option<Notify>, Option<String>),
 }
 
 pub struct Session {
@@ -209,6 +294,9 @@ pub struct Session {
     seen_command: bool,
     /// Messages handed to delivery (for ids and the session summary).
     pub messages: u32,
+    auth: Option<Authenticated>,
+    /// Failed AUTH attempts on this connection.
+    pub auth_failures: u32,
 }
 
 impl Session {
@@ -226,6 +314,8 @@ impl Session {
             bad: 0,
             seen_command: false,
             messages: 0,
+            auth: None,
+            auth_failures: 0,
         }
     }
 
@@ -312,7 +402,7 @@ impl Session {
         loop {
             match &mut self.phase {
                 Phase::Closed => return Event::Close,
-                Phase::AwaitResolve | Phase::AwaitDelivery | Phase::AwaitTls => {
+                Phase::AwaitResolve | Phase::AwaitDelivery | Phase::AwaitTls | Phase::AwaitAuth => {
                     // The driver must answer the outstanding effect first.
                     tracing::error!("smtp session polled while an effect is outstanding");
                     self.close_with(&reply::LOCAL_ERROR);
@@ -333,6 +423,26 @@ impl Session {
                         }
                         Some(Line::Complete(line)) => {
                             if let Some(ev) = self.command(&line) {
+                                return ev;
+                            }
+                        }
+                    }
+                }
+                Phase::AuthResponse(_) => {
+                    let avail = &self.input[self.pos..];
+                    if avail.is_empty() {
+                        return Event::NeedInput;
+                    }
+                    let (n, line) = self.lines.next_line(avail);
+                    self.pos += n;
+                    match line {
+                        None => return Event::NeedInput,
+                        Some(Line::TooLong) => {
+                            self.phase = Phase::Command;
+                            self.bad(&reply::LINE_TOO_LONG);
+                        }
+                        Some(Line::Complete(line)) => {
+                            if let Some(ev) = self.auth_response(&line) {
                                 return ev;
                             }
                         }
@@ -440,6 +550,10 @@ impl Session {
             Request::Vrfy { .. } => self.reply(&reply::CANNOT_VRFY),
             Request::Expn { .. } => self.reply(&reply::NO_EXPN),
             Request::StartTls => return self.starttls(),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } if self.p.submission.is_some() => return self.auth(mechanism, &initial_response),
             Request::Auth { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
@@ -476,6 +590,13 @@ impl Session {
         if self.p.starttls && !self.tls {
             lines.push("STARTTLS".to_string());
         }
+        if let Some(sub) = &self.p.submission {
+            lines.push("DSN".to_string());
+            // RFC 4954 4: plaintext mechanisms only where they are safe.
+            if self.auth.is_none() && (self.tls || sub.plaintext_auth) {
+                lines.push("AUTH PLAIN LOGIN".to_string());
+            }
+        }
         reply::write_multiline(&mut self.out, 250, &lines);
     }
 
@@ -505,17 +626,31 @@ impl Session {
             self.bad(&reply::BAD_SENDER);
             return;
         }
+        let submission = self.p.submission.is_some();
+        if let Some(sub) = &self.p.submission {
+            if self.auth.is_none() && !sub.trusted {
+                // RFC 6409 4.3 / RFC 4954 6.
+                self.reply(&reply::AUTH_REQUIRED);
+                return;
+            }
+        }
         const SUPPORTED: u64 = smtp_proto::MAIL_BODY_7BIT
             | smtp_proto::MAIL_BODY_8BITMIME
             | smtp_proto::MAIL_BODY_BINARYMIME
             | smtp_proto::MAIL_SMTPUTF8;
-        let unsupported = from.flags & !SUPPORTED != 0
+        // Submission announces DSN (RFC 3461) and AUTH (RFC 4954 5).
+        let dsn_flags = if submission {
+            smtp_proto::MAIL_RET_FULL | smtp_proto::MAIL_RET_HDRS
+        } else {
+            0
+        };
+        let unsupported = from.flags & !(SUPPORTED | dsn_flags) != 0
             || from.trans_id.is_some()
             || from.by != 0
-            || from.env_id.is_some()
+            || (from.env_id.is_some() && !submission)
             || from.solicit.is_some()
             || from.mtrk.is_some()
-            || from.auth.is_some()
+            || (from.auth.is_some() && !submission)
             || from.hold_for != 0
             || from.hold_until != 0
             || from.mt_priority != 0;
@@ -534,10 +669,27 @@ impl Session {
             self.reply(&reply::MESSAGE_TOO_BIG);
             return;
         }
+        if let Some(a) = &self.auth {
+            // An authenticated user sends only as one of their addresses
+            // (the null sender stays possible: MDNs, vacation replies).
+            let sender = from.address.to_lowercase();
+            if !sender.is_empty() && !a.addresses.contains(&sender) {
+                tracing::info!(login = %a.login, sender = %trace::sanitize(&sender, 320), "sender address not owned by the user");
+                self.reply(&reply::SENDER_NOT_OWNED);
+                return;
+            }
+        }
+        let envid = from
+            .env_id
+            .as_deref()
+            .filter(|e| e.len() <= 100 && e.chars().all(|c| c == ' ' || c.is_ascii_graphic()))
+            .map(str::to_string);
         self.txn = Some(Transaction {
             sender: from.address.into_owned(),
             smtputf8,
             binary: from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0,
+            envid,
+            ret_full: from.flags & smtp_proto::MAIL_RET_FULL != 0,
             ..Transaction::default()
         });
         self.reply(&reply::SENDER_OK);
@@ -551,11 +703,37 @@ impl Session {
             self.bad(&reply::NEED_MAIL);
             return self.is_closed().then_some(Event::Close);
         };
-        if to.flags != 0 || to.orcpt.is_some() || to.rrvs != 0 {
-            // DSN / RRVS are not announced.
+        const NOTIFY: u64 = smtp_proto::RCPT_NOTIFY_SUCCESS
+            | smtp_proto::RCPT_NOTIFY_FAILURE
+            | smtp_proto::RCPT_NOTIFY_DELAY
+            | smtp_proto::RCPT_NOTIFY_NEVER;
+        let dsn_ok = self.p.submission.is_some();
+        if (to.flags & !NOTIFY != 0)
+            || (to.flags != 0 && !dsn_ok)
+            || (to.orcpt.is_some() && !dsn_ok)
+            || to.rrvs != 0
+        {
+            // DSN only where announced; RRVS never.
             self.bad(&reply::UNSUPPORTED_PARAM);
             return self.is_closed().then_some(Event::Close);
         }
+        if to.flags & smtp_proto::RCPT_NOTIFY_NEVER != 0
+            && to.flags & !smtp_proto::RCPT_NOTIFY_NEVER != 0
+        {
+            // RFC 3461 4.1: NEVER stands alone.
+            self.bad(&reply::SYNTAX_PARAMS);
+            return self.is_closed().then_some(Event::Close);
+        }
+        let notify = (to.flags != 0).then_some(Notify {
+            success: to.flags & smtp_proto::RCPT_NOTIFY_SUCCESS != 0,
+            failure: to.flags & smtp_proto::RCPT_NOTIFY_FAILURE != 0,
+            delay: to.flags & smtp_proto::RCPT_NOTIFY_DELAY != 0,
+        });
+        let orcpt = to
+            .orcpt
+            .as_deref()
+            .filter(|o| o.len() <= 500)
+            .map(|o| format!("rfc822;{}", trace::sanitize(o, 500)));
         let address = if to.address.is_empty() {
             if contains_ci(line, b"<postmaster>") {
                 // RFC 5321 4.5.1: <Postmaster> without a domain must work.
@@ -577,6 +755,7 @@ impl Session {
         }
         if let Some(txn) = self.txn.as_mut() {
             txn.pending_rcpt = Some(address.clone());
+            txn.pending_dsn = (notify, orcpt);
         }
         self.phase = Phase::AwaitResolve;
         Some(Event::Resolve(address))
@@ -593,14 +772,17 @@ impl Session {
         };
         txn.rcpt_attempts += 1;
         let address = txn.pending_rcpt.take().unwrap_or_default();
+        let (notify, orcpt) = std::mem::take(&mut txn.pending_dsn);
         let r = match verdict {
             Verdict::Accept(targets) if !targets.is_empty() => {
                 let mut idx = Vec::with_capacity(targets.len());
-                for t in targets {
+                for mut t in targets {
                     match txn.targets.iter().position(|x| x.address == t.address) {
                         Some(i) => idx.push(i),
                         None => {
                             idx.push(txn.targets.len());
+                            t.notify = notify;
+                            t.orcpt = orcpt.clone();
                             txn.targets.push(t);
                         }
                     }
@@ -711,6 +893,19 @@ impl Session {
             self.txn = None;
             return None;
         }
+        if let (Some(sub), Some(a)) = (&self.p.submission, &self.auth) {
+            if sub.check_from_header {
+                let foreign = trace::from_addresses(&body.data)
+                    .into_iter()
+                    .find(|f| !a.addresses.iter().any(|x| x == f));
+                if let Some(f) = foreign {
+                    tracing::info!(login = %a.login, from = %trace::sanitize(&f, 320), "From: address not owned by the user");
+                    self.reply(&reply::FROM_NOT_OWNED);
+                    self.txn = None;
+                    return None;
+                }
+            }
+        }
         let msg = self.build_message(body.data)?;
         self.phase = Phase::AwaitDelivery;
         Some(Event::Deliver(msg))
@@ -745,13 +940,18 @@ impl Session {
             self.p.flavor == Flavor::Lmtp,
             helo.is_some_and(|h| h.extended),
             self.tls,
-            false,
+            self.auth.is_some(),
             txn.smtputf8,
         );
         let date = trace::now_rfc5322();
+        let show_peer = self
+            .p
+            .submission
+            .as_ref()
+            .is_none_or(|s| s.received_shows_client);
         let received = trace::Received {
             helo: helo.map_or("unknown", |h| h.name.as_str()),
-            peer: self.p.peer,
+            peer: show_peer.then_some(self.p.peer),
             hostname: &self.p.hostname,
             with,
             id: &id,
@@ -762,12 +962,30 @@ impl Session {
             date: &date,
         };
         data.extend_from_slice(received.render().as_bytes());
+        if self.p.submission.is_some() {
+            // RFC 6409 8.2, 8.3: complete what the client left out.
+            if !trace::has_field(&body, "date") {
+                data.extend_from_slice(format!("Date: {date}\r\n").as_bytes());
+            }
+            if !trace::has_field(&body, "message-id") {
+                data.extend_from_slice(
+                    format!(
+                        "Message-ID: <{id}@{}>\r\n",
+                        trace::sanitize(&self.p.hostname, 255)
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
         data.extend_from_slice(&body);
         Some(Message {
             id,
             sender: txn.sender.clone(),
             targets: txn.targets.clone(),
             data: Arc::new(data),
+            envid: txn.envid.clone(),
+            ret_full: txn.ret_full,
+            auth: self.auth.as_ref().map(|a| a.login.clone()),
         })
     }
 
@@ -813,6 +1031,155 @@ impl Session {
         }
     }
 
+    /// `AUTH mechanism [initial-response]` (RFC 4954 4).
+    fn auth(&mut self, mechanism: u64, initial: &str) -> Option<Event> {
+        let Some(sub) = self.p.submission.clone() else {
+            self.bad(&reply::NOT_IMPLEMENTED);
+            return self.is_closed().then_some(Event::Close);
+        };
+        if self.need_helo() {
+            return self.is_closed().then_some(Event::Close);
+        }
+        if self.auth.is_some() {
+            self.bad(&reply::ALREADY_AUTHENTICATED);
+            return self.is_closed().then_some(Event::Close);
+        }
+        if self.txn.is_some() {
+            self.bad(&reply::AUTH_IN_TRANSACTION);
+            return self.is_closed().then_some(Event::Close);
+        }
+        if !self.tls && !sub.plaintext_auth {
+            self.reply(&reply::MUST_STARTTLS);
+            return None;
+        }
+        let initial = (!initial.is_empty()).then_some(initial);
+        match mechanism {
+            smtp_proto::AUTH_PLAIN => match initial {
+                Some(ir) => return self.auth_response_plain(ir),
+                None => {
+                    self.reply(&reply::AUTH_CONTINUE_EMPTY);
+                    self.phase = Phase::AuthResponse(AuthStep::Plain);
+                }
+            },
+            smtp_proto::AUTH_LOGIN => match initial {
+                Some(ir) => {
+                    self.phase = Phase::AuthResponse(AuthStep::LoginUser);
+                    return self.auth_response(ir.as_bytes());
+                }
+                None => {
+                    self.reply(&reply::AUTH_USERNAME);
+                    self.phase = Phase::AuthResponse(AuthStep::LoginUser);
+                }
+            },
+            _ => self.bad(&reply::AUTH_MECHANISM),
+        }
+        self.is_closed().then_some(Event::Close)
+    }
+
+    fn auth_response_plain(&mut self, line: &str) -> Option<Event> {
+        self.phase = Phase::Command;
+        if line.trim() == "*" {
+            self.bad(&reply::AUTH_CANCELLED);
+            return self.is_closed().then_some(Event::Close);
+        }
+        let creds = auth::decode_b64(line).and_then(|raw| auth::parse_plain(&raw));
+        match creds {
+            Some((login, password)) => {
+                self.phase = Phase::AwaitAuth;
+                Some(Event::Authenticate { login, password })
+            }
+            None => {
+                self.bad(&reply::AUTH_BAD_RESPONSE);
+                self.is_closed().then_some(Event::Close)
+            }
+        }
+    }
+
+    /// A line answering a 334 challenge.
+    fn auth_response(&mut self, line: &[u8]) -> Option<Event> {
+        let Phase::AuthResponse(step) = std::mem::replace(&mut self.phase, Phase::Command) else {
+            return None;
+        };
+        let Ok(text) = std::str::from_utf8(line) else {
+            self.bad(&reply::AUTH_BAD_RESPONSE);
+            return self.is_closed().then_some(Event::Close);
+        };
+        if text.trim() == "*" {
+            self.bad(&reply::AUTH_CANCELLED);
+            return self.is_closed().then_some(Event::Close);
+        }
+        match step {
+            AuthStep::Plain => self.auth_response_plain(text),
+            AuthStep::LoginUser => {
+                match auth::decode_b64(text).and_then(|u| String::from_utf8(u).ok()) {
+                    Some(user) if !user.is_empty() => {
+                        self.reply(&reply::AUTH_PASSWORD);
+                        self.phase = Phase::AuthResponse(AuthStep::LoginPass { user });
+                        None
+                    }
+                    _ => {
+                        self.bad(&reply::AUTH_BAD_RESPONSE);
+                        self.is_closed().then_some(Event::Close)
+                    }
+                }
+            }
+            AuthStep::LoginPass { user } => {
+                match auth::decode_b64(text).and_then(|p| String::from_utf8(p).ok()) {
+                    Some(password) => {
+                        self.phase = Phase::AwaitAuth;
+                        Some(Event::Authenticate {
+                            login: user,
+                            password,
+                        })
+                    }
+                    None => {
+                        self.bad(&reply::AUTH_BAD_RESPONSE);
+                        self.is_closed().then_some(Event::Close)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The driver's answer to `Event::Authenticate`.
+    pub fn auth_done(&mut self, verdict: AuthVerdict) {
+        if !matches!(self.phase, Phase::AwaitAuth) {
+            return;
+        }
+        self.phase = Phase::Command;
+        let max = self
+            .p
+            .submission
+            .as_ref()
+            .map_or(3, |s| s.max_auth_failures.max(1));
+        match verdict {
+            AuthVerdict::Ok { login, addresses } => {
+                self.auth = Some(Authenticated { login, addresses });
+                self.reply(&reply::AUTH_OK);
+            }
+            AuthVerdict::Temporary => self.reply(&reply::AUTH_TEMPFAIL),
+            AuthVerdict::Failed | AuthVerdict::Blocked => {
+                self.auth_failures += 1;
+                let r = if verdict == AuthVerdict::Blocked {
+                    reply::AUTH_BLOCKED
+                } else {
+                    reply::AUTH_FAILED
+                };
+                if self.auth_failures >= max {
+                    self.reply(&r);
+                    self.close_with(&reply::TOO_MANY_AUTH_FAILURES);
+                } else {
+                    self.reply(&r);
+                }
+            }
+        }
+    }
+
+    /// The authenticated login, for logs.
+    pub fn login(&self) -> Option<&str> {
+        self.auth.as_ref().map(|a| a.login.as_str())
+    }
+
     fn starttls(&mut self) -> Option<Event> {
         if self.tls {
             self.bad(&reply::TLS_ACTIVE);
@@ -838,6 +1205,7 @@ impl Session {
         }
         self.tls = true;
         self.helo = None;
+        self.auth = None;
         self.txn = None;
         self.input.clear();
         self.pos = 0;

@@ -31,7 +31,22 @@ fn params(flavor: Flavor) -> Params {
             Flavor::Lmtp => ReturnPath::IfMissing,
         },
         id_prefix: "T.".into(),
+        submission: None,
     }
+}
+
+fn submission_params(tls: bool) -> Params {
+    let mut p = params(Flavor::Smtp);
+    p.tls_active = tls;
+    p.return_path = ReturnPath::Never;
+    p.submission = Some(SubmissionParams {
+        trusted: false,
+        plaintext_auth: false,
+        check_from_header: true,
+        received_shows_client: false,
+        max_auth_failures: 3,
+    });
+    p
 }
 
 /// The scripted directory: `unknown*` does not exist, `off*` is
@@ -53,6 +68,8 @@ fn script_resolver(addr: &str) -> Verdict {
             quota: None,
             mail_host: None,
             remote: false,
+            notify: None,
+            orcpt: None,
         }])
     }
 }
@@ -86,6 +103,11 @@ impl Harness {
         Harness::new(params(Flavor::Lmtp))
     }
 
+    /// A submission session; `tls`: already on TLS (465).
+    fn submission(tls: bool) -> Harness {
+        Harness::new(submission_params(tls))
+    }
+
     fn feed(&mut self, bytes: &[u8]) -> &mut Self {
         self.s.feed(bytes);
         self.pump();
@@ -106,6 +128,19 @@ impl Harness {
                     self.out.extend(self.s.take_output());
                     self.tls_handshakes += 1;
                     self.s.tls_started();
+                }
+                Event::Authenticate { login, password } => {
+                    let v = if password == "secret" {
+                        AuthVerdict::Ok {
+                            addresses: vec![login.clone(), "alias@example.test".into()],
+                            login,
+                        }
+                    } else if password == "down" {
+                        AuthVerdict::Temporary
+                    } else {
+                        AuthVerdict::Failed
+                    };
+                    self.s.auth_done(v);
                 }
                 Event::Close => {
                     self.closed = true;
@@ -1179,5 +1214,407 @@ mod e2e {
         c.reply().await;
         assert_eq!(c.reply().await, "421 4.4.2 Timeout, closing connection\r\n");
         task.await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------
+// Submission (RFC 6409, RFC 4954, RFC 3461)
+
+/// base64 of "\0user\0password".
+fn plain(user: &str, pw: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn rfc4954_auth_plain_with_initial_response_then_send() {
+    let mut h = Harness::submission(true);
+    h.feed(b"EHLO laptop\r\n");
+    let ehlo = h.take();
+    assert!(
+        ehlo.iter().any(|l| l[4..] == *"AUTH PLAIN LOGIN"),
+        "{ehlo:?}"
+    );
+    assert!(ehlo.iter().any(|l| l.ends_with("DSN")), "{ehlo:?}");
+    let cmd = format!("AUTH PLAIN {}\r\n", plain("alice@example.test", "secret"));
+    h.feed(cmd.as_bytes());
+    assert_eq!(h.codes(), vec!["235 2.7.0"]);
+    h.feed(b"MAIL FROM:<Alice@Example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nFrom: alice@example.test\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+    assert_eq!(
+        h.codes(),
+        vec!["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]
+    );
+    let m = &h.msgs[0];
+    let text = String::from_utf8_lossy(&m.data);
+    assert!(
+        !text.contains("Return-Path"),
+        "submission is not final delivery"
+    );
+    assert!(
+        text.starts_with("Received: from laptop\r\n"),
+        "no client address: {text}"
+    );
+    assert!(text.contains("with ESMTPSA"), "{text}");
+    assert!(text.contains("\r\nDate: "), "Date added: {text}");
+    assert!(
+        text.contains("\r\nMessage-ID: <T.1@mx.example.test>\r\n"),
+        "{text}"
+    );
+    assert_eq!(m.auth.as_deref(), Some("alice@example.test"));
+}
+
+#[test]
+fn rfc4954_auth_plain_and_login_with_challenges_split_at_every_byte() {
+    let input = format!(
+        "EHLO x\r\nAUTH PLAIN\r\n{}\r\nQUIT\r\n",
+        plain("alice@example.test", "secret")
+    );
+    let (replies, _) = assert_split_invariant(&submission_params(true), input.as_bytes());
+    assert!(replies.contains(&"334 ".to_string()), "{replies:?}");
+    assert!(
+        replies.iter().any(|r| r.starts_with("235 2.7.0")),
+        "{replies:?}"
+    );
+    let input = format!(
+        "EHLO x\r\nAUTH LOGIN\r\n{}\r\n{}\r\nMAIL FROM:<alias@example.test>\r\n",
+        b64("alice@example.test"),
+        b64("secret")
+    );
+    let (replies, _) = assert_split_invariant(&submission_params(true), input.as_bytes());
+    assert!(
+        replies.contains(&"334 VXNlcm5hbWU6".to_string()),
+        "{replies:?}"
+    );
+    assert!(
+        replies.contains(&"334 UGFzc3dvcmQ6".to_string()),
+        "{replies:?}"
+    );
+    assert!(
+        replies.iter().any(|r| r.starts_with("235 2.7.0")),
+        "{replies:?}"
+    );
+    assert!(
+        replies.iter().any(|r| r.starts_with("250 2.1.0")),
+        "alias is owned: {replies:?}"
+    );
+}
+
+#[test]
+fn rfc6409_unauthenticated_mail_is_refused_530() {
+    let mut h = Harness::submission(true);
+    h.feed(b"EHLO x\r\n");
+    h.take();
+    h.feed(b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<x@remote.example>\r\n");
+    assert_eq!(
+        h.take(),
+        vec![
+            "530 5.7.0 Authentication required",
+            "503 5.5.1 Need MAIL command first"
+        ]
+    );
+}
+
+#[test]
+fn rfc3207_auth_before_starttls_from_a_remote_client_is_refused() {
+    let mut h = Harness::submission(false);
+    h.feed(b"EHLO x\r\n");
+    let ehlo = h.take();
+    assert!(
+        !ehlo.iter().any(|l| l.contains("AUTH")),
+        "no AUTH before TLS: {ehlo:?}"
+    );
+    let cmd = format!("AUTH PLAIN {}\r\n", plain("alice@example.test", "secret"));
+    h.feed(cmd.as_bytes());
+    let r = h.take();
+    assert_eq!(r, vec!["530 5.7.0 Must issue a STARTTLS command first"]);
+    h.feed(b"STARTTLS\r\n");
+    assert_eq!(h.tls_handshakes, 1);
+    h.take();
+    h.feed(b"EHLO x\r\n");
+    assert!(h.take().iter().any(|l| l[4..] == *"AUTH PLAIN LOGIN"));
+    h.feed(cmd.as_bytes());
+    assert_eq!(h.codes(), vec!["235 2.7.0"]);
+}
+
+#[test]
+fn rfc4954_failures_535_then_disconnect() {
+    let mut h = Harness::submission(true);
+    h.feed(b"EHLO x\r\n");
+    h.take();
+    for i in 0..3 {
+        let cmd = format!("AUTH PLAIN {}\r\n", plain("alice@example.test", "wrong"));
+        h.feed(cmd.as_bytes());
+        let c = h.codes();
+        assert_eq!(c[0], "535 5.7.8", "attempt {i}");
+        if i == 2 {
+            assert_eq!(c[1], "421 4.7.0");
+            assert!(h.closed);
+        }
+    }
+    let mut h = Harness::submission(true);
+    h.feed(b"EHLO x\r\n");
+    h.take();
+    let cmd = format!("AUTH PLAIN {}\r\n", plain("alice@example.test", "down"));
+    h.feed(cmd.as_bytes());
+    assert_eq!(h.codes(), vec!["454 4.7.0"]);
+    h.feed(b"AUTH PLAIN\r\n*\r\nAUTH CRAM-MD5\r\nAUTH PLAIN !!!\r\n");
+    assert_eq!(
+        h.codes(),
+        vec!["334", "501 5.0.0", "504 5.5.4", "501 5.5.2"]
+    );
+}
+
+#[test]
+fn rfc6409_sender_and_from_header_must_belong_to_the_user() {
+    let mut h = Harness::submission(true);
+    let cmd = format!(
+        "EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<mallory@example.test>\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nFrom: Boss <boss@example.test>\r\n\r\nx\r\n.\r\n",
+        plain("alice@example.test", "secret")
+    );
+    h.feed(cmd.as_bytes());
+    let c = h.codes();
+    assert_eq!(
+        c[c.len() - 6..].to_vec(),
+        vec![
+            "235 2.7.0",
+            "553 5.7.1",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "553 5.7.1"
+        ]
+    );
+    assert!(h.msgs.is_empty());
+    // The null sender is allowed (MDNs, vacation notices).
+    h.feed(b"MAIL FROM:<>\r\n");
+    assert_eq!(h.codes(), vec!["250 2.1.0"]);
+}
+
+#[test]
+fn rfc3461_dsn_parameters_reach_the_message_targets() {
+    let mut h = Harness::submission(true);
+    let cmd = format!(
+        "EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<alice@example.test> RET=HDRS ENVID=QQ314159 AUTH=<>\r\nRCPT TO:<bob@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@Example.test\r\nRCPT TO:<carol@example.test> NOTIFY=NEVER,SUCCESS\r\nRCPT TO:<dave@example.test> NOTIFY=NEVER\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\n",
+        plain("alice@example.test", "secret")
+    );
+    h.feed(cmd.as_bytes());
+    let c = h.codes();
+    assert_eq!(
+        c[c.len() - 6..].to_vec(),
+        vec![
+            "250 2.1.0",
+            "250 2.1.5",
+            "501 5.5.4",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0"
+        ]
+    );
+    let m = &h.msgs[0];
+    assert_eq!(m.envid.as_deref(), Some("QQ314159"));
+    assert!(!m.ret_full);
+    let bob = &m.targets[0];
+    let n = bob.notify.unwrap();
+    assert!(n.success && n.failure && !n.delay);
+    assert_eq!(bob.orcpt.as_deref(), Some("rfc822;Bob@Example.test"));
+    let dave = &m.targets[1];
+    let n = dave.notify.unwrap();
+    assert!(!n.success && !n.failure && !n.delay);
+}
+
+#[test]
+fn rfc3461_dsn_parameters_are_refused_on_inbound_smtp() {
+    let mut h = Harness::smtp();
+    h.feed(b"EHLO x\r\nMAIL FROM:<a@remote.example> RET=FULL\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<bob@example.test> NOTIFY=NEVER\r\n");
+    let c = h.codes();
+    assert_eq!(
+        c[c.len() - 3..].to_vec(),
+        vec!["555 5.5.4", "250 2.1.0", "555 5.5.4"]
+    );
+}
+
+#[test]
+fn rfc6409_trusted_network_submits_without_auth() {
+    let mut p = submission_params(false);
+    if let Some(s) = p.submission.as_mut() {
+        s.trusted = true;
+    }
+    let mut h = Harness::new(p);
+    h.feed(b"EHLO webmail\r\nMAIL FROM:<anyone@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nFrom: x@y\r\n\r\nx\r\n.\r\n");
+    let c = h.codes();
+    assert_eq!(
+        c[c.len() - 4..].to_vec(),
+        vec!["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]
+    );
+}
+
+/// Submission and the outbound client together over real loopback TCP:
+/// STARTTLS, AUTH PLAIN, DSN parameters, and MX delivery to an address
+/// literal (no DNS needed).
+mod submission_e2e {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::config::{Protocol, TlsMode};
+    use crate::net::ConnInfo;
+    use crate::queue::{
+        Envelope as QEnvelope, Outcome as QOutcome, Queue, Recipient as QRecipient,
+    };
+    use crate::services::Services;
+    use crate::smtpclient::{Client, Dialect, MailParams, RcptParams, TlsVerify};
+
+    /// Serves `protocol` on a loopback port with a queue; returns the port.
+    async fn listen(services: &Services, protocol: Protocol) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let services = services.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = l.accept().await else {
+                    return;
+                };
+                let mut info = ConnInfo::for_test(protocol);
+                info.peer = peer;
+                info.tls_mode = TlsMode::StartTls;
+                tokio::spawn(super::super::serve(Box::new(tcp), info, services.clone()));
+            }
+        });
+        port
+    }
+
+    fn with_queue(
+        dir: &std::path::Path,
+        edit: impl FnOnce(&mut crate::config::Config),
+    ) -> (Services, Arc<Queue>) {
+        let mut services = super::e2e::test_services(dir, edit);
+        let queue = Queue::open(
+            &dir.join("queue"),
+            services.config.queue.clone(),
+            "mx.example.test",
+        )
+        .unwrap();
+        services.queue = Some(queue.clone());
+        (services, queue)
+    }
+
+    #[tokio::test]
+    async fn rfc3207_rfc4954_client_starttls_auth_and_dsn_parameters_reach_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (services, queue) = with_queue(dir.path(), |_| {});
+        let port = listen(&services, Protocol::Submission).await;
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let t = Duration::from_secs(10);
+        let c = Client::connect_addr(addr, "localhost", None, Dialect::Smtp, "laptop", t)
+            .await
+            .unwrap();
+        assert!(c.has("STARTTLS") && c.has("DSN"));
+        let mut c = c.starttls("localhost", &TlsVerify::None).await.unwrap();
+        assert!(c.tls && c.has("AUTH"));
+        assert!(c.auth_plain("alice@example.test", "wrong").await.is_err());
+        c.auth_plain("alice@example.test", "pw").await.unwrap();
+        let mail = MailParams {
+            sender: "alice@example.test".into(),
+            envid: Some("ENV 1".into()),
+            ret_full: Some(true),
+        };
+        let rcpts = vec![
+            RcptParams {
+                address: "bob@example.test".into(),
+                notify: Some(crate::queue::record::Notify {
+                    success: true,
+                    failure: true,
+                    delay: false,
+                }),
+                orcpt: Some("rfc822;Bob+x@example.test".into()),
+            },
+            RcptParams::plain("someone@far.example"),
+        ];
+        let out = c
+            .send_with(
+                &mail,
+                &rcpts,
+                b"From: alice@example.test\r\nSubject: x\r\n\r\nhi\r\n",
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, vec![QOutcome::Delivered, QOutcome::Delivered]);
+        c.quit().await;
+        let q = crate::queue::scan(&dir.path().join("queue"));
+        assert_eq!(q.len(), 1, "one queue record for both recipients");
+        let l = crate::queue::record::load(&dir.path().join(format!("queue/{}.q", q[0].id)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            l.envelope.envid.as_deref(),
+            Some("ENV 1"),
+            "xtext round trip"
+        );
+        assert!(l.envelope.ret_full);
+        let bob = &l.envelope.recipients[0];
+        assert!(bob.notify.success && !bob.notify.delay);
+        assert_eq!(bob.orcpt.as_deref(), Some("rfc822;Bob+x@example.test"));
+        assert_eq!(l.envelope.recipients[1].address, "someone@far.example");
+        let text = String::from_utf8_lossy(&l.data);
+        assert!(text.contains("with ESMTPSA"), "{text}");
+        assert!(!text.contains("127.0.0.1"), "{text}");
+        drop(queue);
+    }
+
+    /// The "remote MTA" is msgd's own submission server, trusting loopback.
+    #[tokio::test]
+    async fn rfc5321_mx_delivery_to_an_address_literal_with_starttls() {
+        let remote_dir = tempfile::tempdir().unwrap();
+        let (remote, remote_queue) = with_queue(remote_dir.path(), |c| {
+            c.submission.trusted_networks = vec!["127.0.0.0/8".into()];
+        });
+        let port = listen(&remote, Protocol::Submission).await;
+        let mut cfg = crate::config::Config::default();
+        cfg.mta.smtp_port = port;
+        cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
+        let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
+        let env = QEnvelope {
+            sender: "a@here.example".into(),
+            recipients: vec![QRecipient {
+                address: "x@far.example".into(),
+                orcpt: None,
+                notify: Default::default(),
+                route: String::new(),
+            }],
+            received: crate::queue::unix_now(),
+            envid: None,
+            ret_full: false,
+        };
+        let rcpts = vec![(0, crate::mx::rcpt_params(&env, 0))];
+        let out = mx
+            .deliver("[127.0.0.1]", &env, &rcpts, b"Subject: m\r\n\r\nx\r\n")
+            .await;
+        assert_eq!(out, vec![(0, QOutcome::Relayed { dsn_passed: true })]);
+        // A second message reuses the idle connection (RSET first).
+        let out = mx
+            .deliver("[127.0.0.1]", &env, &rcpts, b"Subject: m2\r\n\r\nx\r\n")
+            .await;
+        assert_eq!(out, vec![(0, QOutcome::Relayed { dsn_passed: true })]);
+        let listed = remote_queue.list();
+        assert_eq!(listed.len(), 2);
+        let q = crate::queue::scan(&remote_dir.path().join("queue"));
+        let l = crate::queue::record::load(&remote_dir.path().join(format!("queue/{}.q", q[0].id)))
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&l.data);
+        assert!(text.contains("with ESMTPS"), "STARTTLS was used: {text}");
+        // A closed port: temporary, the next attempt will try again.
+        let mut cfg = crate::config::Config::default();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        cfg.mta.smtp_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
+        let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
+        let out = mx.deliver("[127.0.0.1]", &env, &rcpts, b"x\r\n").await;
+        assert!(matches!(&out[0].1, QOutcome::Temporary(_)), "{out:?}");
     }
 }

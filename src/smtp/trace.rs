@@ -80,7 +80,9 @@ pub fn return_path(sender: &str) -> String {
 pub struct Received<'a> {
     /// The EHLO/HELO/LHLO argument.
     pub helo: &'a str,
-    pub peer: IpAddr,
+    /// The client's address; None keeps it out of the field (submission:
+    /// the user's location stays private).
+    pub peer: Option<IpAddr>,
     pub hostname: &'a str,
     /// From `protocol_name`.
     pub with: &'a str,
@@ -97,14 +99,15 @@ impl Received<'_> {
     /// reverse DNS is done, so the TCP-info is the address literal only).
     pub fn render(&self) -> String {
         let ip = match self.peer {
-            IpAddr::V4(v4) => format!("[{v4}]"),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => format!("[{v4}]"),
-                None => format!("[IPv6:{v6}]"),
+            Some(IpAddr::V4(v4)) => format!(" ([{v4}])"),
+            Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => format!(" ([{v4}])"),
+                None => format!(" ([IPv6:{v6}])"),
             },
+            None => String::new(),
         };
         let mut h = format!(
-            "Received: from {} ({ip})\r\n\tby {} (msgd) with {} id {}",
+            "Received: from {}{ip}\r\n\tby {} (msgd) with {} id {}",
             sanitize(self.helo, 255),
             sanitize(self.hostname, 255),
             self.with,
@@ -130,6 +133,34 @@ pub fn now_rfc5322() -> String {
 
 /// Does the header section of `message` contain a Return-Path field?
 pub fn has_return_path(message: &[u8]) -> bool {
+    has_field(message, "return-path")
+}
+
+/// The addresses of the From: field(s) of the header section, lowercase.
+pub fn from_addresses(message: &[u8]) -> Vec<String> {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |p| p + 4);
+    let Some(parsed) = mail_parser::MessageParser::default().parse_headers(&message[..end]) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(from) = parsed.from() {
+        for a in from.iter() {
+            if let Some(addr) = a.address() {
+                out.push(addr.to_lowercase());
+            }
+        }
+    }
+    out
+}
+
+/// Does the header section of `message` contain a field of this name
+/// (lowercase, without the colon)?
+pub fn has_field(message: &[u8], name: &str) -> bool {
+    let want = format!("{name}:");
+    let want = want.as_bytes();
     let mut at_line_start = true;
     let mut i = 0;
     while i < message.len() {
@@ -138,7 +169,7 @@ pub fn has_return_path(message: &[u8]) -> bool {
             if rest.starts_with(b"\r\n") || rest.starts_with(b"\n") {
                 return false; // end of the header section
             }
-            if rest.len() >= 12 && rest[..12].eq_ignore_ascii_case(b"return-path:") {
+            if rest.len() >= want.len() && rest[..want.len()].eq_ignore_ascii_case(want) {
                 return true;
             }
         }
@@ -156,7 +187,7 @@ mod tests {
     fn rfc5321_4_4_received_field() {
         let r = Received {
             helo: "client.example",
-            peer: "192.0.2.1".parse().unwrap(),
+            peer: Some("192.0.2.1".parse().unwrap()),
             hostname: "mx.example.test",
             with: protocol_name(false, true, true, false, false),
             id: "abc.1.1",
@@ -173,7 +204,7 @@ mod tests {
     fn received_sanitizes_helo_and_ipv6_literal() {
         let r = Received {
             helo: "evil)\r\nX-Injected: 1",
-            peer: "2001:db8::1".parse().unwrap(),
+            peer: Some("2001:db8::1".parse().unwrap()),
             hostname: "h",
             with: "LMTP",
             id: "1",
@@ -206,6 +237,36 @@ mod tests {
             return_path("john doe@x"),
             "Return-Path: <\"john doe\"@x>\r\n"
         );
+    }
+
+    #[test]
+    fn rfc6409_received_without_client_address() {
+        let r = Received {
+            helo: "laptop",
+            peer: None,
+            hostname: "smtp.example.test",
+            with: protocol_name(false, true, true, true, false),
+            id: "1",
+            for_rcpt: None,
+            date: "d",
+        };
+        assert_eq!(
+            r.render(),
+            "Received: from laptop\r\n\tby smtp.example.test (msgd) with ESMTPSA id 1;\r\n\td\r\n"
+        );
+    }
+
+    #[test]
+    fn from_field_addresses() {
+        assert_eq!(
+            from_addresses(
+                b"Subject: x\r\nFrom: Alice <Alice@Example.TEST>, b@x\r\n\r\nFrom: c@d\r\n"
+            ),
+            vec!["alice@example.test".to_string(), "b@x".to_string()]
+        );
+        assert!(from_addresses(b"Subject: x\r\n\r\n").is_empty());
+        assert!(has_field(b"Message-Id: <a@b>\r\n\r\n", "message-id"));
+        assert!(!has_field(b"X-Message-Id: <a@b>\r\n\r\n", "message-id"));
     }
 
     #[test]

@@ -10,6 +10,9 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+#[path = "extra.rs"]
+mod extra;
+
 use super::files::{self, Prelude};
 use super::writer::{self, Batch, Job};
 use super::*;
@@ -133,6 +136,7 @@ impl Inner {
             txn.open_table(USERS)?;
             txn.open_table(SUBS)?;
             txn.open_table(META)?;
+            extra::create_tables(&txn)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -299,6 +303,7 @@ impl Inner {
             batch.sync_dirs.extend(touched);
             batch.sync_dirs.insert(dir);
             add_message(txn, id, &mut rec, &meta)?;
+            extra::on_append(txn, id, uid)?;
             add_usage(txn, &user, size as i64, 1)?;
             put_mailbox(txn, id, &rec)?;
             batch.notify.insert(id, rec.highestmodseq);
@@ -425,6 +430,7 @@ impl Inner {
                     .remove((user.as_str(), name.as_str()))
                     .map_err(ie)?;
             }
+            extra::on_delete_mailbox(txn, id)?;
             let bytes: u64 = uids.iter().map(|x| x.2).sum();
             add_usage(txn, &user, -(bytes as i64), -(uids.len() as i64))?;
             batch
@@ -813,6 +819,7 @@ impl Inner {
                     ..m.clone()
                 };
                 add_message(txn, dst_id, &mut dst, &meta)?;
+                extra::on_copy(txn, (from, m.uid), (dst_id, uid))?;
                 pairs.push((m.uid, uid));
             }
             if !moving_within_user {
@@ -1105,6 +1112,7 @@ fn remove_messages(
         msgs.remove((id, m.uid)).map_err(ie)?;
         mods.remove((id, m.modseq, m.uid)).map_err(ie)?;
         exp.insert((id, modseq, m.uid), 1).map_err(ie)?;
+        extra::on_remove(txn, id, m.uid)?;
         rec.exists = rec.exists.saturating_sub(1);
         rec.size = rec.size.saturating_sub(m.size);
         if !m.flags.has(Flags::SEEN) {

@@ -470,6 +470,67 @@ impl Store {
         self.inner.stats()
     }
 
+    /// EMAILIDs (RFC 8474) of messages, in the order of `uids`: assigned at
+    /// append, kept by COPY and MOVE.
+    pub async fn email_ids(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<u64>> {
+        self.inner.email_ids(mailbox, uids).await
+    }
+
+    /// Cached per-message summaries (opaque bytes the IMAP layer computes:
+    /// ENVELOPE, BODYSTRUCTURE, sort keys), in the order of `uids`.
+    pub async fn summaries(
+        &self,
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.summaries(mailbox, uids).await
+    }
+
+    /// Caches summaries (ignored for messages that no longer exist). Not
+    /// an acknowledgement of anything: the cache can always be rebuilt.
+    pub async fn put_summaries(
+        &self,
+        mailbox: MailboxId,
+        items: Vec<(Uid, Vec<u8>)>,
+    ) -> Result<()> {
+        self.inner.put_summaries(mailbox, items).await
+    }
+
+    /// A mailbox's info by id (counters; `subscribed` is false).
+    pub async fn mailbox_info(&self, mailbox: MailboxId) -> Result<MailboxInfo> {
+        self.inner.mailbox_info(mailbox).await
+    }
+
+    /// The access control list of a mailbox (RFC 4314): (identifier,
+    /// rights letters). The owner's implicit rights are not stored.
+    pub async fn acl(&self, mailbox: MailboxId) -> Result<Vec<(String, String)>> {
+        self.inner.acl(mailbox).await
+    }
+
+    /// Stored rights of one identifier on a mailbox.
+    pub async fn rights(&self, mailbox: MailboxId, identifier: &str) -> Result<Option<String>> {
+        self.inner.rights(mailbox, identifier).await
+    }
+
+    /// Sets (`Some`, non-empty) or removes the rights of an identifier.
+    pub async fn set_acl(
+        &self,
+        mailbox: MailboxId,
+        identifier: &str,
+        rights: Option<String>,
+    ) -> Result<()> {
+        self.inner.set_acl(mailbox, identifier, rights).await
+    }
+
+    /// Mailboxes on which any of `identifiers` (a user, `anyone`) has
+    /// rights: (mailbox, identifier, rights).
+    pub async fn shared_with(
+        &self,
+        identifiers: Vec<String>,
+    ) -> Result<Vec<(MailboxInfo, String, String)>> {
+        self.inner.shared_with(identifiers).await
+    }
+
     /// Path of a message file (for tools and tests).
     pub fn message_path(&self, mailbox: MailboxId, uid: Uid) -> Result<PathBuf> {
         self.inner.message_path(mailbox, uid)

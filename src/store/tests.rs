@@ -60,9 +60,20 @@ async fn append_is_readable_byte_identical_and_survives_reopen() {
             .unwrap();
         assert_eq!(placed.uid, 1);
     }
-    // Reopen: the writer thread of the first store has exited with its sender.
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    let s = Store::open(&cfg).unwrap();
+    // Reopen once the writer thread of the first store has exited (it
+    // holds the database until its job channel closes).
+    let mut tries = 0;
+    let s = loop {
+        match Store::open(&cfg) {
+            Ok(s) => break s,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     let snap = s.snapshot("a@x", "INBOX").await.unwrap();
     assert_eq!(snap.info.uidvalidity, placed.uidvalidity);
     assert_eq!(snap.info.exists, 1);

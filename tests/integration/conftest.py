@@ -141,6 +141,7 @@ class Msgd:
         self.stdout_path = root / "msgd.stdout.log"
         self.ports = dict(zip(LISTENERS, free_ports(len(LISTENERS))))
         self.passwords: dict[str, str] = {}
+        self.dns_nameserver = "127.0.0.1:9"
         self.proc: subprocess.Popen | None = None
         self.config_path.write_text(self.config_text())
 
@@ -160,6 +161,10 @@ class Msgd:
         ]
         for name in LISTENERS:
             lines += [f"[listener.{name}]", f'bind = ["127.0.0.1:{self.ports[name]}"]', "enabled = true", ""]
+        # MX lookups (bounces to remote senders, forwards) never leave this
+        # machine: by default they go to a loopback port where nothing
+        # answers; tests with a DNS server of their own set dns_nameserver.
+        lines += ["[dns]", f'nameservers = ["{self.dns_nameserver}"]', "timeout = 2", ""]
         return "\n".join(lines)
 
     def cli(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

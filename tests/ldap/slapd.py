@@ -60,8 +60,11 @@ def free_port():
 
 
 class Slapd:
-    def __init__(self, ldif=None, port=None):
+    def __init__(self, ldif=None, port=None, debug="0"):
         self.ldif = ldif or os.path.join(HERE, "base.ldif")
+        # slapd -d level: "0" is quiet; "stats" (256) logs every operation
+        # (SRCH, BIND, ...) to slapd.log, e.g. to count lookups.
+        self.debug = str(debug)
         self.port = port or free_port()
         self.url = f"ldap://127.0.0.1:{self.port}/"
         self.base_dn = BASE_DN
@@ -95,7 +98,7 @@ class Slapd:
         )
         self.log = open(os.path.join(self.dir, "slapd.log"), "wb")
         self.proc = subprocess.Popen(
-            [slapd, "-f", conf_path, "-h", self.url, "-d", "0"],
+            [slapd, "-f", conf_path, "-h", self.url, "-d", self.debug],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -1,33 +1,16 @@
 //! SEARCH evaluation tests, named after the RFC behaviour they check. Keys
-//! are parsed by imap-codec from real SEARCH commands.
+//! are parsed by msgd's command parser from real SEARCH criteria.
 
 use std::cell::Cell;
 use std::sync::Arc;
-
-use imap_codec::decode::Decoder;
-use imap_codec::CommandCodec;
-use imap_types::command::CommandBody;
 
 use super::*;
 use crate::imap::mime::tests::{crlf, MIXED};
 
 /// The criteria of `A SEARCH <criteria>` as one key.
-fn key(criteria: &str) -> SearchKey<'static> {
-    let line = format!("A SEARCH {criteria}\r\n");
-    let (_, cmd) = CommandCodec::default()
-        .decode_static(line.as_bytes())
-        .unwrap_or_else(|e| panic!("bad criteria {criteria}: {e:?}"));
-    match cmd.body {
-        CommandBody::Search { criteria, .. } => {
-            let mut keys = criteria.into_inner();
-            if keys.len() == 1 {
-                keys.remove(0)
-            } else {
-                SearchKey::And(keys.try_into().expect("non-empty"))
-            }
-        }
-        other => panic!("unexpected command {other:?}"),
-    }
+fn key(criteria: &str) -> Key {
+    crate::imap::command::parse_search_keys(criteria)
+        .unwrap_or_else(|e| panic!("bad criteria {criteria}: {e}"))
 }
 
 /// 2024-10-01 08:00:00 UTC.
@@ -43,6 +26,9 @@ fn view(flags: &Flags) -> MessageView<'_> {
         tz_offset_min: 0,
         size: 1000,
         modseq: 7,
+        save_date: T0,
+        email_id: "M1",
+        thread_id: None,
     }
 }
 

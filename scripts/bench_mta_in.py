@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Throughput of mta-in -> LMTP -> store with the LDAP directory.
+
+Driven by scripts/bench-mta-in.sh (which builds --release first). Starts a
+private slapd (tests/ldap/slapd.py, operations logged at `stats` level), one
+`msgd --role store` (store.host = store2.test, where frank lives: no quota)
+and one `msgd --role mta-in` on free loopback ports, then for each scenario
+runs Postfix's smtp-source with 10 concurrent sessions against mta-in and
+waits until every message is in frank's INBOX (IMAP STATUS).
+
+Per scenario it prints: messages/s end to end (first SMTP connection to last
+message in the store), messages/s accepted by mta-in (smtp-source's own run
+time), and LDAP operations per message counted from slapd's log (SRCH lines;
+msgd keeps cache counters but does not expose them).
+
+Bounded: every scenario has a deadline (BENCH_TIMEOUT seconds, default 300)
+and fails rather than hanging. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+from tiers import Ldap, Node  # noqa: E402  (reuses the two-tier test helpers)
+
+RCPT = "frank@example.test"
+PASSWORD = "frank-secret"
+SENDER = "bench@remote.example"
+SMTP_SOURCE_INSTALL = (
+    'echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; '
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix"
+)
+
+
+def die(msg: str) -> None:
+    print(f"bench-mta-in: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def find_smtp_source() -> str:
+    for p in ("/usr/sbin/smtp-source", "/usr/bin/smtp-source"):
+        if os.access(p, os.X_OK):
+            return p
+    p = shutil.which("smtp-source")
+    if p is None:
+        die(f"smtp-source (package postfix) is missing: {SMTP_SOURCE_INSTALL}")
+    return p
+
+
+class Counter:
+    """One IMAP session to the store (one login: its LDAP searches do not
+    blur the per-message count), polled with STATUS."""
+
+    def __init__(self, store: Node):
+        self.m = imaplib.IMAP4("127.0.0.1", store.ports["imap"], timeout=30)
+        self.m.login(RCPT, PASSWORD)
+
+    def count(self) -> int:
+        typ, data = self.m.status("INBOX", "(MESSAGES)")
+        if typ != "OK":
+            raise RuntimeError(f"STATUS failed: {data}")
+        return int(re.search(rb"MESSAGES (\d+)", data[0]).group(1))
+
+    def close(self) -> None:
+        try:
+            self.m.logout()
+        except Exception:
+            pass
+
+
+def ldap_ops(ldap: Ldap) -> dict[str, int]:
+    """Operations slapd has logged so far (stats level)."""
+    log = Path(ldap.inst.dir) / "slapd.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return {
+        "search": len(re.findall(r" SRCH base=", text)),
+        "bind": len(re.findall(r" BIND dn=", text)),
+        "whoami": len(re.findall(r" EXT oid=1\.3\.6\.1\.4\.1\.4203\.1\.11\.3", text)),
+        "connections": len(re.findall(r" ACCEPT from ", text)),
+    }
+
+
+def start_cluster(work: Path, cache_ttl: int, log_level: str):
+    ldap = Ldap(work / "ldap", debug="stats")
+    ldap.start()
+    store_toml = (
+        '[store]\nhost = "store2.test"\nmin_free_disk = 1048576\n'
+        '[store.partition.secondary]\npath = "partition/secondary"\n'
+    )
+    store = Node(work / "store", "store", "store2.test", ldap, store_toml, log_level=log_level,
+                 cache_ttl=cache_ttl)
+    mta_toml = (
+        f'[mta]\nhosts = {{ "store2.test" = "127.0.0.1:{store.ports["lmtp"]}" }}\n'
+        "[queue]\nretry_base = 1\nretry_max = 2\nlifetime = 3600\ndelay_warning = 3600\n"
+    )
+    mta = Node(work / "mta-in", "mta-in", "mx.example.test", ldap, mta_toml, log_level=log_level,
+               cache_ttl=cache_ttl)
+    for n in (store, mta):
+        n.start()
+    return ldap, store, mta
+
+
+def run_scenario(smtp_source: str, size: int, count: int, sessions: int, cache_ttl: int,
+                 timeout: float, log_level: str, keep: bool) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="msgd-bench-"))
+    ldap = store = mta = counter = None
+    try:
+        ldap, store, mta = start_cluster(work, cache_ttl, log_level)
+        counter = Counter(store)
+        before_count = counter.count()
+        ops_before = ldap_ops(ldap)
+        cmd = [smtp_source, "-c", "-l", str(size), "-m", str(count), "-s", str(sessions),
+               "-f", SENDER, "-t", RCPT, f"127.0.0.1:{mta.ports['smtp']}"]
+        t0 = time.monotonic()
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        t_accepted = time.monotonic() - t0
+        if res.returncode != 0:
+            raise RuntimeError(f"smtp-source exited {res.returncode}: {res.stderr[-2000:]}")
+        deadline = t0 + timeout
+        seen = before_count
+        while True:
+            seen = counter.count() - before_count
+            if seen >= count:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {seen}/{count} messages in the store after {timeout:.0f}s")
+            time.sleep(0.1)
+        t_stored = time.monotonic() - t0
+        ops_after = ldap_ops(ldap)
+        ops = {k: ops_after[k] - ops_before[k] for k in ops_after}
+        queue_left = len(mta.queue_files())
+        return {
+            "size": size,
+            "count": count,
+            "sessions": sessions,
+            "cache_ttl": cache_ttl,
+            "accepted_s": t_accepted,
+            "stored_s": t_stored,
+            "accepted_rate": count / t_accepted,
+            "rate": count / t_stored,
+            "stored": seen,
+            "queue_left": queue_left,
+            "ldap": ops,
+            "cmd": " ".join(cmd),
+        }
+    finally:
+        if counter is not None:
+            counter.close()
+        for n in (mta, store):
+            if n is not None:
+                try:
+                    n.stop()
+                except BaseException as e:  # tiers uses pytest.fail
+                    print(f"bench-mta-in: stopping {n.name}: {e}", file=sys.stderr)
+                n.cleanup()
+        if ldap is not None and ldap.running:
+            ldap.stop()
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = f"{kb / 1048576:.1f} GiB RAM"
+    except (OSError, AttributeError):
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {mem}, Linux {platform.release()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="mta-in -> LMTP -> store throughput with LDAP")
+    ap.add_argument("--count-4k", type=int, default=int(os.environ.get("BENCH_COUNT_4K", 2000)))
+    ap.add_argument("--count-64k", type=int, default=int(os.environ.get("BENCH_COUNT_64K", 1000)))
+    ap.add_argument("--sessions", type=int, default=10)
+    ap.add_argument("--timeout", type=float, default=float(os.environ.get("BENCH_TIMEOUT", 300)))
+    ap.add_argument("--cache-ttl", type=int, default=30, help="directory.cache_ttl (msgd's default: 30)")
+    ap.add_argument("--no-uncached", action="store_true", help="skip the extra 4 KiB run with cache_ttl = 0")
+    ap.add_argument("--log-level", default="warn")
+    ap.add_argument("--keep", action="store_true", help="keep the work folders")
+    args = ap.parse_args()
+    if not os.environ.get("MSGD_BIN"):
+        die("set MSGD_BIN (scripts/bench-mta-in.sh does)")
+    smtp_source = find_smtp_source()
+
+    scenarios = [(4096, args.count_4k, args.cache_ttl), (65536, args.count_64k, args.cache_ttl)]
+    if not args.no_uncached:
+        scenarios.append((4096, args.count_4k, 0))
+    print(f"machine: {machine()}")
+    print(f"msgd:    {os.environ['MSGD_BIN']}")
+    print(f"date:    {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print("load:    %.2f %.2f %.2f (1/5/15 min, before the runs; other work on the machine skews the figures)"
+          % os.getloadavg())
+    print()
+    header = (f"{'size':>7} {'msgs':>6} {'sess':>4} {'ttl':>4} {'accepted/s':>11} {'stored/s':>9} "
+              f"{'total s':>8} {'SRCH':>6} {'SRCH/msg':>9} {'BIND':>5} {'left':>5}")
+    results = []
+    for size, count, ttl in scenarios:
+        r = run_scenario(smtp_source, size, count, args.sessions, ttl, args.timeout, args.log_level, args.keep)
+        results.append(r)
+    print("load after: %.2f %.2f %.2f" % os.getloadavg())
+    print(header)
+    for r in results:
+        print(f"{r['size'] // 1024:>5}Ki {r['count']:>6} {r['sessions']:>4} {r['cache_ttl']:>4} "
+              f"{r['accepted_rate']:>11.1f} {r['rate']:>9.1f} {r['stored_s']:>8.2f} "
+              f"{r['ldap']['search']:>6} {r['ldap']['search'] / r['count']:>9.3f} "
+              f"{r['ldap']['bind']:>5} {r['queue_left']:>5}")
+    print()
+    print("accepted/s: messages / smtp-source run time (mta-in answered 250 after its queue fsync)")
+    print("stored/s:   messages / time until the last one was in the store's INBOX (end to end)")
+    print("SRCH/msg:   LDAP searches slapd logged during the run, per message (mta-in and store")
+    print("            together; the IMAP session polling the count logged in before the run)")
+    for r in results:
+        print(f"command: {r['cmd']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,521 @@
+//! Commands on the messages of the selected mailbox (except FETCH):
+//! EXPUNGE / UID EXPUNGE (RFC 4315), STORE with UNCHANGEDSINCE (RFC 7162),
+//! COPY / MOVE (RFC 6851), SEARCH with ESEARCH and SEARCHRES (RFC 4731,
+//! RFC 5182), SORT and THREAD (RFC 5256).
+
+use std::io;
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use crate::store::{FlagOp, Flags, MailboxId, MessageMeta, ModSeq, Uid};
+
+use super::command::{ReturnOpt, SeqSet, SortKey, ThreadAlgo};
+use super::search::{self, Key};
+use super::session::{copyuid, resolve_uids, Reply, Session};
+use super::summary::Summary;
+use super::thread;
+use super::wire;
+
+/// Summaries are read and written in batches of this many messages.
+const SUMMARY_BATCH: usize = 512;
+
+impl Session {
+    pub(crate) async fn expunge(&mut self, set: Option<&SeqSet>) -> io::Result<Reply> {
+        let Some(open) = self.sel.as_ref() else {
+            return Ok(Reply::bad("No mailbox selected"));
+        };
+        if open.view.read_only {
+            return Ok(Reply::no(Some("READ-ONLY"), "Mailbox is read-only"));
+        }
+        if !open.rights.has('e') {
+            return Ok(Reply::no_perm());
+        }
+        let uids = match set {
+            None => None,
+            Some(s) => match resolve_uids(open, s, true, &self.saved) {
+                Ok(u) => Some(u),
+                Err(r) => return Ok(r),
+            },
+        };
+        let id = open.view.id;
+        if let Err(e) = self.store().expunge(id, uids).await {
+            return Ok(self.store_error(e, "NONEXISTENT"));
+        }
+        self.sync(true).await;
+        Ok(Reply::ok("EXPUNGE completed"))
+    }
+
+    /// STORE (RFC 9051 6.4.6) with UNCHANGEDSINCE (RFC 7162 3.1.3).
+    pub(crate) async fn store_cmd(
+        &mut self,
+        set: &SeqSet,
+        op: FlagOp,
+        flags: &[String],
+        silent: bool,
+        uid: bool,
+        unchanged_since: Option<ModSeq>,
+    ) -> io::Result<Reply> {
+        if unchanged_since.is_some() {
+            self.enable_condstore();
+        }
+        let store = self.store().clone();
+        let saved = self.saved.clone();
+        let Some(open) = self.sel.as_mut() else {
+            return Ok(Reply::bad("No mailbox selected"));
+        };
+        if open.view.read_only {
+            return Ok(Reply::no(Some("READ-ONLY"), "Mailbox is read-only"));
+        }
+        let uids = match resolve_uids(open, set, uid, &saved) {
+            Ok(u) => u,
+            Err(r) => return Ok(r),
+        };
+        if uids.is_empty() {
+            return Ok(Reply::ok("STORE completed"));
+        }
+        let flags = Self::permitted_flags(Flags::from_names(flags), open.rights);
+        let before: Vec<(Uid, ModSeq)> = uids
+            .iter()
+            .filter_map(|&u| open.view.index_of(u))
+            .filter_map(|i| open.view.msgs.get(i).map(|m| (m.meta.uid, m.meta.modseq)))
+            .collect();
+        let (metas, failed) = match store
+            .store_flags(open.view.id, uids, op, flags, unchanged_since)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(self.store_error(e, "NONEXISTENT")),
+        };
+        let mut out = String::new();
+        for meta in metas {
+            let old = before.iter().find(|(u, _)| *u == meta.uid).map(|(_, m)| *m);
+            let changed = old != Some(meta.modseq);
+            if let Some(i) = open.view.update_meta(meta) {
+                if !silent {
+                    out.push_str(&open.view.flags_fetch(i, uid));
+                } else if open.view.condstore && changed {
+                    // RFC 7162 3.1.3: .SILENT still reports the new MODSEQ.
+                    if let Some(m) = open.view.msgs.get(i) {
+                        out.push_str(&format!(
+                            "* {} FETCH (UID {} MODSEQ ({}))\r\n",
+                            i + 1,
+                            m.meta.uid,
+                            m.meta.modseq
+                        ));
+                    }
+                }
+            }
+        }
+        let modified = if failed.is_empty() {
+            None
+        } else if uid {
+            Some(wire::uid_set(&failed))
+        } else {
+            let mut seqs: Vec<u32> = failed
+                .iter()
+                .filter_map(|&u| open.view.index_of(u).map(|i| i as u32 + 1))
+                .collect();
+            seqs.sort_unstable();
+            Some(wire::num_set(&seqs))
+        };
+        self.write(&out);
+        Ok(match modified {
+            Some(m) => Reply::ok_code(format!("MODIFIED {m}"), "Conditional STORE failed"),
+            None => Reply::ok("STORE completed"),
+        })
+    }
+
+    /// COPY and MOVE (RFC 9051 6.4.7, RFC 6851), with COPYUID (RFC 4315).
+    pub(crate) async fn copy(
+        &mut self,
+        set: &SeqSet,
+        mailbox: &[u8],
+        uid: bool,
+        moving: bool,
+    ) -> io::Result<Reply> {
+        let dest = match self.target(mailbox).await {
+            Ok(t) => t,
+            Err(mut r) => {
+                if r.code.as_deref() == Some("NONEXISTENT") {
+                    r.code = Some("TRYCREATE".into());
+                }
+                return Ok(r);
+            }
+        };
+        if !dest.rights.has('i') {
+            return Ok(Reply::no_perm());
+        }
+        let quota = match self.quota_for(&dest.owner).await {
+            Ok(q) => q,
+            Err(r) => return Ok(r),
+        };
+        let store = self.store().clone();
+        let Some(open) = self.sel.as_ref() else {
+            return Ok(Reply::bad("No mailbox selected"));
+        };
+        if moving && open.view.read_only {
+            return Ok(Reply::no(Some("READ-ONLY"), "Mailbox is read-only"));
+        }
+        if moving && !(open.rights.has('t') && open.rights.has('e')) {
+            return Ok(Reply::no_perm());
+        }
+        let uids = match resolve_uids(open, set, uid, &self.saved) {
+            Ok(u) => u,
+            Err(r) => return Ok(r),
+        };
+        let verb = if moving { "MOVE" } else { "COPY" };
+        if uids.is_empty() {
+            // Still check the destination exists.
+            return Ok(match store.status(&dest.owner, &dest.name).await {
+                Ok(_) => Reply::ok(&format!("{verb} completed")),
+                Err(e) => self.store_error(e, "TRYCREATE"),
+            });
+        }
+        let (uidvalidity, mut pairs) = match store
+            .copy(open.view.id, uids, &dest.owner, &dest.name, moving, quota)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(self.store_error(e, "TRYCREATE")),
+        };
+        pairs.sort_unstable();
+        let code = copyuid(uidvalidity, &pairs);
+        if moving {
+            // RFC 6851 4.3: COPYUID in an untagged OK before the expunges.
+            if let Some(code) = &code {
+                self.write(&format!("* OK [{code}] Moved\r\n"));
+            }
+            self.sync(true).await;
+            return Ok(Reply::ok("MOVE completed"));
+        }
+        Ok(match code {
+            Some(c) => Reply::ok_code(c, "COPY completed"),
+            None => Reply::ok("COPY completed"),
+        })
+    }
+
+    fn check_charset(charset: Option<&str>) -> Result<(), Reply> {
+        match charset {
+            Some(cs)
+                if !cs.eq_ignore_ascii_case("UTF-8") && !cs.eq_ignore_ascii_case("US-ASCII") =>
+            {
+                Err(Reply::no(
+                    Some("BADCHARSET (UTF-8 US-ASCII)"),
+                    "Charset not supported",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The view indexes of the messages matching `key`.
+    async fn evaluate(&mut self, key: &mut Key) -> Vec<usize> {
+        if key.uses_saved() {
+            let mut saved = self.saved.clone();
+            saved.sort_unstable();
+            key.resolve_saved(&saved);
+        }
+        if key.uses_modseq() {
+            self.enable_condstore();
+        }
+        let store = self.store().clone();
+        let Some(open) = self.sel.as_ref() else {
+            return Vec::new();
+        };
+        let needs_body = search::needs_body(key);
+        let max_seq = open.view.exists();
+        let max_uid = open.view.max_uid();
+        let id = open.view.id;
+        let msgs = open.view.msgs.clone();
+        let rev2 = open.view.rev2;
+        let email_ids: Vec<String> = if key.any(&|k| matches!(k, Key::EmailId(_))) {
+            let uids = msgs.iter().map(|m| m.meta.uid).collect();
+            match store.email_ids(id, uids).await {
+                Ok(v) => v.into_iter().map(wire::email_id).collect(),
+                Err(e) => {
+                    warn!(error = %e, "reading email ids failed");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let now = chrono::Utc::now().timestamp();
+        let mut hits = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            // The loader is synchronous: read the file first when a key
+            // needs headers or body (one message at a time).
+            let mut data: Option<Arc<Vec<u8>>> = if needs_body {
+                store.read(id, &m.meta).await.ok().map(Arc::new)
+            } else {
+                None
+            };
+            let view = search::MessageView {
+                seq: i as u32 + 1,
+                uid: m.meta.uid,
+                flags: &m.meta.flags,
+                recent: m.recent && !rev2,
+                internal_date: m.meta.internal_date,
+                tz_offset_min: m.meta.tz_offset_min,
+                size: m.meta.size,
+                modseq: m.meta.modseq,
+                save_date: m.meta.save_date,
+                email_id: email_ids.get(i).map(String::as_str).unwrap_or_default(),
+                thread_id: None,
+            };
+            let mut loader = || data.take();
+            if search::matches_at(key, &view, max_seq, max_uid, now, &mut loader) {
+                hits.push(i);
+            }
+        }
+        hits
+    }
+
+    /// SEARCH (RFC 9051 6.4.4) with ESEARCH (RFC 4731), SEARCHRES (RFC
+    /// 5182) and CONDSTORE's MODSEQ (RFC 7162 3.1.5).
+    pub(crate) async fn search(
+        &mut self,
+        tag: &str,
+        charset: Option<&str>,
+        mut key: Key,
+        uid: bool,
+        ret: Option<Vec<ReturnOpt>>,
+    ) -> io::Result<Reply> {
+        let saving = ret.as_ref().is_some_and(|r| r.contains(&ReturnOpt::Save));
+        if let Err(r) = Self::check_charset(charset) {
+            if saving {
+                self.saved.clear();
+            }
+            return Ok(r);
+        }
+        let hits = self.evaluate(&mut key).await;
+        let Some(open) = self.sel.as_ref() else {
+            return Ok(Reply::bad("No mailbox selected"));
+        };
+        let number = |i: usize| -> u32 {
+            if uid {
+                open.view.msgs.get(i).map(|m| m.meta.uid).unwrap_or(0)
+            } else {
+                i as u32 + 1
+            }
+        };
+        let modseq_of = |idx: &[usize]| -> Option<ModSeq> {
+            idx.iter()
+                .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.modseq))
+                .max()
+        };
+        let with_modseq = key.uses_modseq();
+        let ret = match ret {
+            None if !self.enabled.rev2 => {
+                let mut line = String::from("* SEARCH");
+                for &h in &hits {
+                    line.push_str(&format!(" {}", number(h)));
+                }
+                if with_modseq {
+                    if let Some(m) = modseq_of(&hits) {
+                        line.push_str(&format!(" (MODSEQ {m})"));
+                    }
+                }
+                line.push_str("\r\n");
+                self.write(&line);
+                return Ok(Reply::ok("SEARCH completed"));
+            }
+            None => vec![ReturnOpt::All],
+            Some(r) if r.is_empty() => vec![ReturnOpt::All],
+            Some(r) => r,
+        };
+        let has = |o: ReturnOpt| ret.contains(&o);
+        let (min, max) = (hits.first().copied(), hits.last().copied());
+        // RFC 5182 2.1: SAVE with only MIN and/or MAX saves those.
+        let mut save_idx: Vec<usize> = Vec::new();
+        if has(ReturnOpt::Save) {
+            if !has(ReturnOpt::All)
+                && !has(ReturnOpt::Count)
+                && (has(ReturnOpt::Min) || has(ReturnOpt::Max))
+            {
+                if has(ReturnOpt::Min) {
+                    save_idx.extend(min);
+                }
+                if has(ReturnOpt::Max) {
+                    save_idx.extend(max);
+                }
+                save_idx.sort_unstable();
+                save_idx.dedup();
+            } else {
+                save_idx = hits.clone();
+            }
+        }
+        let saved: Vec<Uid> = save_idx
+            .iter()
+            .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
+            .collect();
+        let only_save = ret.iter().all(|o| *o == ReturnOpt::Save);
+        let mut line = String::new();
+        if !only_save {
+            line = format!("* ESEARCH (TAG {})", wire::string(tag));
+            if uid {
+                line.push_str(" UID");
+            }
+            if has(ReturnOpt::Min) {
+                if let Some(i) = min {
+                    line.push_str(&format!(" MIN {}", number(i)));
+                }
+            }
+            if has(ReturnOpt::Max) {
+                if let Some(i) = max {
+                    line.push_str(&format!(" MAX {}", number(i)));
+                }
+            }
+            if has(ReturnOpt::Count) {
+                line.push_str(&format!(" COUNT {}", hits.len()));
+            }
+            if has(ReturnOpt::All) && !hits.is_empty() {
+                let nums: Vec<u32> = hits.iter().map(|&i| number(i)).collect();
+                line.push_str(&format!(" ALL {}", wire::num_set(&nums)));
+            }
+            if with_modseq {
+                let returned: Vec<usize> = if has(ReturnOpt::All) || has(ReturnOpt::Count) {
+                    hits.clone()
+                } else {
+                    min.into_iter().chain(max).collect()
+                };
+                if let Some(m) = modseq_of(&returned) {
+                    line.push_str(&format!(" MODSEQ {m}"));
+                }
+            }
+            line.push_str("\r\n");
+        }
+        if has(ReturnOpt::Save) {
+            self.saved = saved;
+        }
+        self.write(&line);
+        Ok(Reply::ok("SEARCH completed"))
+    }
+
+    /// Summaries of messages: from the store's cache, computed (and
+    /// cached) for the rest. `None` for a message that cannot be read.
+    pub(crate) async fn summaries(
+        &mut self,
+        mailbox: MailboxId,
+        metas: &[MessageMeta],
+    ) -> Vec<Option<Summary>> {
+        let store = self.store().clone();
+        let mut out = Vec::with_capacity(metas.len());
+        for chunk in metas.chunks(SUMMARY_BATCH) {
+            let uids = chunk.iter().map(|m| m.uid).collect();
+            let cached = store
+                .summaries(mailbox, uids)
+                .await
+                .unwrap_or_else(|_| vec![None; chunk.len()]);
+            let mut fresh = Vec::new();
+            for (meta, c) in chunk.iter().zip(cached) {
+                if let Some(s) = c.as_deref().and_then(Summary::from_bytes) {
+                    out.push(Some(s));
+                    continue;
+                }
+                match store.read(mailbox, meta).await {
+                    Ok(bytes) => {
+                        let s = Summary::compute(&bytes);
+                        fresh.push((meta.uid, s.to_bytes()));
+                        out.push(Some(s));
+                    }
+                    Err(e) => {
+                        debug!(uid = meta.uid, error = %e, "message unreadable for summary");
+                        out.push(None);
+                    }
+                }
+            }
+            if !fresh.is_empty() {
+                if let Err(e) = store.put_summaries(mailbox, fresh).await {
+                    debug!(error = %e, "caching summaries failed");
+                }
+            }
+        }
+        out
+    }
+
+    /// The matching messages with their summaries (SORT, THREAD).
+    async fn sortable(&mut self, key: &mut Key) -> Vec<(usize, MessageMeta, Summary)> {
+        let hits = self.evaluate(key).await;
+        let Some(open) = self.sel.as_ref() else {
+            return Vec::new();
+        };
+        let id = open.view.id;
+        let metas: Vec<(usize, MessageMeta)> = hits
+            .iter()
+            .filter_map(|&i| open.view.msgs.get(i).map(|m| (i, m.meta.clone())))
+            .collect();
+        let only: Vec<MessageMeta> = metas.iter().map(|(_, m)| m.clone()).collect();
+        let sums = self.summaries(id, &only).await;
+        metas
+            .into_iter()
+            .zip(sums)
+            .filter_map(|((i, m), s)| s.map(|s| (i, m, s)))
+            .collect()
+    }
+
+    /// SORT (RFC 5256 3).
+    pub(crate) async fn sort(
+        &mut self,
+        charset: &str,
+        mut key: Key,
+        criteria: &[(bool, SortKey)],
+        uid: bool,
+    ) -> io::Result<Reply> {
+        if let Err(r) = Self::check_charset(Some(charset)) {
+            return Ok(r);
+        }
+        let rows = self.sortable(&mut key).await;
+        let mut items: Vec<thread::Item<'_>> = rows
+            .iter()
+            .map(|(i, m, s)| thread::Item {
+                seq: *i as u32 + 1,
+                out: if uid { m.uid } else { *i as u32 + 1 },
+                internal_date: m.internal_date,
+                size: m.size,
+                summary: s,
+            })
+            .collect();
+        let order = thread::sort(&mut items, criteria);
+        let mut line = String::from("* SORT");
+        for n in order {
+            line.push_str(&format!(" {n}"));
+        }
+        line.push_str("\r\n");
+        self.write(&line);
+        Ok(Reply::ok("SORT completed"))
+    }
+
+    /// THREAD (RFC 5256 4).
+    pub(crate) async fn thread(
+        &mut self,
+        charset: &str,
+        mut key: Key,
+        algo: ThreadAlgo,
+        uid: bool,
+    ) -> io::Result<Reply> {
+        if let Err(r) = Self::check_charset(Some(charset)) {
+            return Ok(r);
+        }
+        let rows = self.sortable(&mut key).await;
+        let items: Vec<thread::Item<'_>> = rows
+            .iter()
+            .map(|(i, m, s)| thread::Item {
+                seq: *i as u32 + 1,
+                out: if uid { m.uid } else { *i as u32 + 1 },
+                internal_date: m.internal_date,
+                size: m.size,
+                summary: s,
+            })
+            .collect();
+        let text = thread::thread(&items, algo);
+        let line = if text.is_empty() {
+            "* THREAD\r\n".to_string()
+        } else {
+            format!("* THREAD {text}\r\n")
+        };
+        self.write(&line);
+        Ok(Reply::ok("THREAD completed"))
+    }
+}

@@ -1,0 +1,327 @@
+//! What FETCH, SORT and THREAD need from a message, computed once from its
+//! bytes and cached in the store (`Store::summaries`): the encoded ENVELOPE,
+//! BODY and BODYSTRUCTURE items, and the sort and thread keys of RFC 5256.
+//! A FETCH ENVELOPE over a large mailbox then reads the index, not every
+//! message file, from the second time on.
+//!
+//! Pure: bytes in, bytes out. The cached form starts with a version byte;
+//! a record of another version is recomputed.
+
+use std::num::NonZeroU32;
+
+use imap_codec::encode::Encoder;
+use imap_codec::ResponseCodec;
+use imap_types::core::{NString, Vec1};
+use imap_types::envelope::Address;
+use imap_types::fetch::MessageDataItem;
+use imap_types::response::{Data, Response};
+use serde::{Deserialize, Serialize};
+
+use super::mime;
+
+const VERSION: u8 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// `ENVELOPE (...)` as it goes on the wire.
+    pub envelope: Vec<u8>,
+    /// `BODY (...)`.
+    pub body: Vec<u8>,
+    /// `BODYSTRUCTURE (...)`.
+    pub bodystructure: Vec<u8>,
+    /// Date: header in Unix seconds (UTC), if it parses.
+    pub sent: Option<i64>,
+    /// Base subject (RFC 5256 2.1).
+    pub subject: String,
+    /// addr-mailbox of the first From/To/Cc address, lowercase (RFC 5256 3).
+    pub from: String,
+    pub to: String,
+    pub cc: String,
+    /// Display names (RFC 5957): the decoded name, else the address.
+    pub display_from: String,
+    pub display_to: String,
+    /// Message-ID, without angle brackets; empty when missing.
+    pub message_id: String,
+    /// References (or In-Reply-To), oldest first, without brackets.
+    pub references: Vec<String>,
+    /// Did the Subject look like a reply or forward (RFC 5256 2.1)?
+    pub is_reply: bool,
+}
+
+impl Summary {
+    pub fn compute(msg: &[u8]) -> Summary {
+        let (env, bs) = mime::envelope_and_structure(msg);
+        let body = mime::without_extensions(bs.clone());
+        let header = msg.get(..mime::header_end(msg)).unwrap_or_default();
+        let fields = mime::fields(header);
+        let field = |name: &[u8]| mime::first_field(&fields, name);
+        let sent = field(b"Date")
+            .map(|d| String::from_utf8_lossy(d).trim().to_string())
+            .and_then(|d| mail_parser::DateTime::parse_rfc822(&d))
+            .filter(|d| d.is_valid())
+            .map(|d| d.to_timestamp());
+        let raw_subject = field(b"Subject")
+            .map(mime::decode_header_value)
+            .unwrap_or_default();
+        let (subject, is_reply) = base_subject(&raw_subject);
+        let message_id = field(b"Message-ID")
+            .map(|v| msg_ids(v).into_iter().next().unwrap_or_default())
+            .unwrap_or_default();
+        let mut references = field(b"References").map(msg_ids).unwrap_or_default();
+        if references.is_empty() {
+            references = field(b"In-Reply-To")
+                .map(msg_ids)
+                .unwrap_or_default()
+                .into_iter()
+                .take(1)
+                .collect();
+        }
+        Summary {
+            from: first_mailbox(&env.from),
+            to: first_mailbox(&env.to),
+            cc: first_mailbox(&env.cc),
+            display_from: display(&env.from),
+            display_to: display(&env.to),
+            envelope: item_text(MessageDataItem::Envelope(env)),
+            body: item_text(MessageDataItem::Body(body)),
+            bodystructure: item_text(MessageDataItem::BodyStructure(bs)),
+            sent,
+            subject,
+            message_id,
+            references,
+            is_reply,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        if let Ok(b) = postcard::to_allocvec(self) {
+            out.extend(b);
+        }
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Summary> {
+        match b.split_first() {
+            Some((&VERSION, rest)) => postcard::from_bytes(rest).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// One FETCH data item as its wire text (`NAME value`).
+fn item_text(item: MessageDataItem<'static>) -> Vec<u8> {
+    let Some(one) = NonZeroU32::new(1) else {
+        return Vec::new();
+    };
+    let resp = Response::Data(Data::Fetch {
+        seq: one,
+        items: Vec1::from(item),
+    });
+    let bytes = ResponseCodec::default().encode(&resp).dump();
+    let prefix = b"* 1 FETCH (";
+    let suffix = b")\r\n";
+    match bytes
+        .strip_prefix(prefix)
+        .and_then(|b| b.strip_suffix(suffix))
+    {
+        Some(b) => b.to_vec(),
+        None => Vec::new(),
+    }
+}
+
+fn nstr(n: &NString<'_>) -> Option<String> {
+    n.0.as_ref()
+        .map(|s| String::from_utf8_lossy(s.as_ref()).into_owned())
+}
+
+fn first_mailbox(addrs: &[Address<'_>]) -> String {
+    addrs
+        .first()
+        .and_then(|a| nstr(&a.mailbox))
+        .map(|m| m.to_lowercase())
+        .unwrap_or_default()
+}
+
+/// RFC 5957 2: the display name (decoded), else the addr-spec.
+fn display(addrs: &[Address<'_>]) -> String {
+    let Some(a) = addrs.first() else {
+        return String::new();
+    };
+    if let Some(name) = nstr(&a.name).filter(|n| !n.trim().is_empty()) {
+        return mime::decode_header_value(name.as_bytes())
+            .trim()
+            .to_lowercase();
+    }
+    let mailbox = nstr(&a.mailbox).unwrap_or_default();
+    let host = nstr(&a.host).unwrap_or_default();
+    format!("{mailbox}@{host}").to_lowercase()
+}
+
+/// The `<id>` tokens of a Message-ID/References/In-Reply-To value.
+fn msg_ids(v: &[u8]) -> Vec<String> {
+    let s = String::from_utf8_lossy(v);
+    let mut out = Vec::new();
+    let mut rest = s.as_ref();
+    while let Some(open) = rest.find('<') {
+        let after = rest.get(open + 1..).unwrap_or_default();
+        let Some(close) = after.find('>') else {
+            break;
+        };
+        let id: String = after
+            .get(..close)
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if !id.is_empty() {
+            out.push(id);
+        }
+        rest = after.get(close + 1..).unwrap_or_default();
+    }
+    out
+}
+
+/// Base subject extraction (RFC 5256 2.1). Returns the base subject
+/// (lowercased for the i;ascii-casemap comparison) and whether reply or
+/// forward markers were removed.
+pub fn base_subject(subject: &str) -> (String, bool) {
+    // (1) whitespace runs become one space.
+    let mut s: String = {
+        let mut out = String::with_capacity(subject.len());
+        let mut space = false;
+        for c in subject.chars() {
+            if c.is_whitespace() {
+                space = true;
+            } else {
+                if space && !out.is_empty() {
+                    out.push(' ');
+                }
+                space = false;
+                out.push(c);
+            }
+        }
+        out
+    };
+    let mut is_reply = false;
+    loop {
+        // (2) trailing "(fwd)" and whitespace.
+        loop {
+            let t = s.trim_end();
+            let lower = t.to_ascii_lowercase();
+            if lower.ends_with("(fwd)") {
+                s = t.get(..t.len() - 5).unwrap_or_default().to_string();
+                is_reply = true;
+            } else {
+                s = t.to_string();
+                break;
+            }
+        }
+        // (3)-(5) leading subj-leader and subj-blob, repeatedly.
+        loop {
+            let before = s.clone();
+            s = s.trim_start().to_string();
+            if let Some(rest) = strip_leader(&s) {
+                s = rest.to_string();
+                is_reply = true;
+            }
+            // (4) a leading blob, unless it is all that is left.
+            if let Some(rest) = strip_blob(&s) {
+                if !rest.trim().is_empty() {
+                    s = rest.to_string();
+                }
+            }
+            if s == before {
+                break;
+            }
+        }
+        // (6) [fwd: ...]
+        let lower = s.to_ascii_lowercase();
+        if lower.starts_with("[fwd:") && s.ends_with(']') {
+            s = s.get(5..s.len() - 1).unwrap_or_default().to_string();
+            is_reply = true;
+            continue;
+        }
+        break;
+    }
+    (s.trim().to_lowercase(), is_reply)
+}
+
+/// subj-blob = "[" *BLOBCHAR "]" *WSP
+fn strip_blob(s: &str) -> Option<&str> {
+    let rest = s.strip_prefix('[')?;
+    let close = rest.find(']')?;
+    if rest.get(..close)?.contains('[') {
+        return None;
+    }
+    Some(rest.get(close + 1..)?.trim_start())
+}
+
+/// subj-leader = (*subj-blob subj-refwd) / WSP;
+/// subj-refwd = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"
+fn strip_leader(s: &str) -> Option<&str> {
+    let mut rest = s;
+    while let Some(r) = strip_blob(rest) {
+        rest = r;
+    }
+    let lower = rest.to_ascii_lowercase();
+    let n = if lower.starts_with("re") {
+        2
+    } else if lower.starts_with("fwd") {
+        3
+    } else if lower.starts_with("fw") {
+        2
+    } else {
+        return None;
+    };
+    let mut r = rest.get(n..)?.trim_start_matches([' ', '\t']);
+    if let Some(x) = strip_blob(r) {
+        r = x;
+    }
+    r.strip_prefix(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc5256_2_1_base_subject() {
+        assert_eq!(base_subject("Re: hello").0, "hello");
+        assert_eq!(base_subject("RE: Re: re: hello").0, "hello");
+        assert_eq!(
+            base_subject("Fwd: [list] Re: Hello  World (fwd)").0,
+            "hello world"
+        );
+        assert_eq!(base_subject("[fwd: Re: x]").0, "x");
+        assert_eq!(base_subject("Re [2]: y").0, "y");
+        assert_eq!(base_subject("[list] only").0, "only");
+        assert_eq!(base_subject("[blob]").0, "[blob]");
+        assert_eq!(base_subject("Reply to all").0, "reply to all");
+        assert_eq!(base_subject("").0, "");
+        assert!(base_subject("Re: a").1);
+        assert!(!base_subject("a").1);
+    }
+
+    #[test]
+    fn summary_has_items_and_keys() {
+        let m = b"From: \"Bob B\" <Bob@Example.net>\r\nTo: alice@example.com\r\nSubject: Re: Lunch\r\nDate: Tue, 14 Nov 2023 10:00:00 +0100\r\nMessage-ID: <a@b>\r\nReferences: <x@y> <z@w>\r\n\r\nhi\r\n";
+        let s = Summary::compute(m);
+        assert!(
+            s.envelope.starts_with(b"ENVELOPE ("),
+            "{:?}",
+            String::from_utf8_lossy(&s.envelope)
+        );
+        assert!(s.body.starts_with(b"BODY ("));
+        assert!(s.bodystructure.starts_with(b"BODYSTRUCTURE ("));
+        assert_eq!(s.sent, Some(1_699_952_400));
+        assert_eq!(s.subject, "lunch");
+        assert_eq!(s.from, "bob");
+        assert_eq!(s.to, "alice");
+        assert_eq!(s.display_from, "bob b");
+        assert_eq!(s.message_id, "a@b");
+        assert_eq!(s.references, vec!["x@y", "z@w"]);
+        assert_eq!(Summary::from_bytes(&s.to_bytes()), Some(s));
+        assert_eq!(Summary::from_bytes(b"\x09junk"), None);
+    }
+}

@@ -1,0 +1,539 @@
+//! Delivery to the Internet: MX lookup (RFC 5321 5.1), null MX (RFC 7505),
+//! opportunistic or required STARTTLS per domain, a concurrency limit and
+//! a small pool of idle connections per destination.
+//!
+//! Order of hosts: MX records by preference, random among equal
+//! preferences; no MX record (NODATA) means the domain itself (the
+//! implicit MX, its A/AAAA records). Each host's addresses are tried in
+//! order; a connection error or a 4xx/5xx at the greeting or EHLO moves
+//! to the next address/host. Once a transaction has started its replies
+//! decide: 4xx retry later, 5xx bounce for that recipient.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::TokioResolver;
+use rand::seq::SliceRandom;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::queue::{Envelope, Outcome};
+use crate::smtpclient::{Client, Dialect, MailParams, RcptParams, TlsVerify};
+
+/// One mail exchanger of a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxHost {
+    /// Host name, or an address literal's address.
+    pub name: String,
+    pub preference: u16,
+}
+
+/// Why a domain has no host to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// RFC 7505: the domain accepts no mail.
+    NullMx,
+    /// NXDOMAIN: the domain does not exist.
+    NoSuchDomain,
+    /// DNS failed (timeout, SERVFAIL): try later.
+    Temporary(String),
+}
+
+/// The DNS side.
+pub struct MxResolver {
+    resolver: TokioResolver,
+}
+
+impl MxResolver {
+    /// `[dns] nameservers` (ip:port) or the system's resolv.conf.
+    pub fn from_config(config: &Config) -> anyhow::Result<MxResolver> {
+        let mut opts = ResolverOpts::default();
+        opts.timeout = Duration::from_secs(if config.dns.timeout == 0 {
+            5
+        } else {
+            config.dns.timeout
+        });
+        opts.attempts = 2;
+        let provider = TokioRuntimeProvider::default();
+        let builder = if config.dns.nameservers.is_empty() {
+            let mut b = TokioResolver::builder(provider)?;
+            b.options_mut().timeout = opts.timeout;
+            b
+        } else {
+            let mut servers = Vec::new();
+            for n in &config.dns.nameservers {
+                let sa: SocketAddr = match n.parse::<SocketAddr>() {
+                    Ok(sa) => sa,
+                    Err(_) => SocketAddr::new(n.parse::<IpAddr>()?, 53),
+                };
+                let mut udp = ConnectionConfig::udp();
+                udp.port = sa.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = sa.port();
+                servers.push(NameServerConfig::new(sa.ip(), true, vec![udp, tcp]));
+            }
+            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+                .with_options(opts)
+        };
+        Ok(MxResolver {
+            resolver: builder.build()?,
+        })
+    }
+
+    /// The hosts to try for a domain, in order.
+    pub async fn route(&self, domain: &str) -> Result<Vec<MxHost>, RouteError> {
+        if let Some(lit) = address_literal(domain) {
+            return Ok(vec![MxHost {
+                name: lit.to_string(),
+                preference: 0,
+            }]);
+        }
+        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        match self.resolver.mx_lookup(fqdn.as_str()).await {
+            Ok(lookup) => {
+                let mut hosts: Vec<(u16, String, bool)> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(mx) => Some((
+                            mx.preference,
+                            mx.exchange.to_ascii().trim_end_matches('.').to_lowercase(),
+                            mx.exchange.is_root(),
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                if hosts.is_empty() {
+                    return Ok(implicit(domain));
+                }
+                Ok(order(&mut hosts)?)
+            }
+            Err(e) if e.is_nx_domain() => Err(RouteError::NoSuchDomain),
+            Err(e) if e.is_no_records_found() => Ok(implicit(domain)),
+            Err(e) => Err(RouteError::Temporary(e.to_string())),
+        }
+    }
+
+    /// Addresses of one host. `Err(true)`: the host does not exist.
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, (bool, String)> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let fqdn = format!("{}.", host.trim_end_matches('.'));
+        match self.resolver.lookup_ip(fqdn.as_str()).await {
+            Ok(l) => Ok(l.iter().collect()),
+            Err(e) => Err((e.is_nx_domain() || e.is_no_records_found(), e.to_string())),
+        }
+    }
+}
+
+/// `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+fn address_literal(domain: &str) -> Option<IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let inner = inner.strip_prefix("IPv6:").unwrap_or(inner);
+    inner.parse().ok()
+}
+
+fn implicit(domain: &str) -> Vec<MxHost> {
+    vec![MxHost {
+        name: domain.trim_end_matches('.').to_lowercase(),
+        preference: 0,
+    }]
+}
+
+/// Sorts MX records by preference, shuffling equal ones; a lone "." is a
+/// null MX (RFC 7505 3); a "." among real hosts is ignored.
+fn order(hosts: &mut [(u16, String, bool)]) -> Result<Vec<MxHost>, RouteError> {
+    if hosts.iter().all(|h| h.2) {
+        return Err(RouteError::NullMx);
+    }
+    hosts.shuffle(&mut rand::thread_rng());
+    hosts.sort_by_key(|h| h.0);
+    Ok(hosts
+        .iter()
+        .filter(|h| !h.2)
+        .map(|h| MxHost {
+            name: h.1.clone(),
+            preference: h.0,
+        })
+        .collect())
+}
+
+/// The TLS policy of a destination domain (`mta.tls_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsPolicy {
+    None,
+    Opportunistic,
+    Require,
+    Verify,
+}
+
+impl TlsPolicy {
+    pub fn for_domain(config: &Config, domain: &str) -> TlsPolicy {
+        let p = config
+            .mta
+            .tls_policy
+            .iter()
+            .find(|(d, _)| d.eq_ignore_ascii_case(domain))
+            .map(|(_, p)| p.as_str());
+        match p {
+            Some("none") => TlsPolicy::None,
+            Some("require") => TlsPolicy::Require,
+            Some("verify") => TlsPolicy::Verify,
+            _ => TlsPolicy::Opportunistic,
+        }
+    }
+}
+
+/// An idle connection kept for the next message to the same host.
+struct Idle {
+    client: Client,
+    since: Instant,
+}
+
+/// Delivery to MX hosts: the resolver, per-domain limits, the pool.
+pub struct MxDelivery {
+    config: Arc<Config>,
+    resolver: MxResolver,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Idle connections by (address, MX name, TLS policy).
+    pool: Mutex<HashMap<(SocketAddr, String, TlsPolicy), Vec<Idle>>>,
+    roots: Option<Arc<rustls::RootCertStore>>,
+}
+
+impl MxDelivery {
+    pub fn new(config: Arc<Config>) -> anyhow::Result<Arc<MxDelivery>> {
+        let roots = crate::smtpclient::load_roots(&config.mta.tls_ca_file).ok();
+        let d = Arc::new(MxDelivery {
+            resolver: MxResolver::from_config(&config)?,
+            config,
+            limits: Mutex::new(HashMap::new()),
+            pool: Mutex::new(HashMap::new()),
+            roots,
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(reap(Arc::downgrade(&d)));
+        }
+        Ok(d)
+    }
+
+    fn limit(&self, domain: &str) -> Arc<Semaphore> {
+        let mut m = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(domain.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.mta.max_per_domain.max(1))))
+            .clone()
+    }
+
+    fn take_idle(&self, key: &(SocketAddr, String, TlsPolicy)) -> Option<Client> {
+        let idle = Duration::from_secs(self.config.mta.connection_idle);
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let list = pool.get_mut(key)?;
+        while let Some(i) = list.pop() {
+            if i.since.elapsed() < idle {
+                return Some(i.client);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, key: (SocketAddr, String, TlsPolicy), client: Client) {
+        if self.config.mta.connection_idle == 0 {
+            tokio::spawn(client.quit());
+            return;
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let list = pool.entry(key).or_default();
+        if list.len() < 4 {
+            list.push(Idle {
+                client,
+                since: Instant::now(),
+            });
+        } else {
+            tokio::spawn(client.quit());
+        }
+    }
+
+    /// Delivers one message to the recipients `rcpts` (index, parameters)
+    /// of one domain, in one transaction.
+    pub async fn deliver(
+        &self,
+        domain: &str,
+        env: &Envelope,
+        rcpts: &[(usize, RcptParams)],
+        data: &[u8],
+    ) -> Vec<(usize, Outcome)> {
+        let all = |o: Outcome| rcpts.iter().map(|(i, _)| (*i, o.clone())).collect();
+        let _permit = match self.limit(domain).acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return all(Outcome::Temporary("451 4.3.0 shutting down".into())),
+        };
+        let hosts = match self.resolver.route(domain).await {
+            Ok(h) => h,
+            Err(RouteError::NullMx) => {
+                info!(domain, "null MX: the domain accepts no mail");
+                return all(Outcome::Permanent(format!(
+                    "556 5.1.10 Recipient address rejected: {domain} accepts no mail (null MX)"
+                )));
+            }
+            Err(RouteError::NoSuchDomain) => {
+                info!(domain, "domain does not exist");
+                return all(Outcome::Permanent(format!(
+                    "550 5.1.2 Recipient address rejected: domain {domain} does not exist"
+                )));
+            }
+            Err(RouteError::Temporary(e)) => {
+                warn!(domain, error = %e, "MX lookup failed");
+                return all(Outcome::Temporary(format!(
+                    "451 4.4.3 DNS lookup for {domain} failed: {e}"
+                )));
+            }
+        };
+        let policy = TlsPolicy::for_domain(&self.config, domain);
+        let timeout = Duration::from_secs(self.config.mta.delivery_timeout.max(1));
+        let helo = self.config.server.hostname.clone();
+        let port = self.config.mta.smtp_port;
+        let mut last_error = format!("451 4.4.4 no MX host of {domain} could be reached");
+        let mut hosts_missing = 0;
+        for host in &hosts {
+            let ips = match self.resolver.addresses(&host.name).await {
+                Ok(ips) if !ips.is_empty() => ips,
+                Ok(_) | Err((true, _)) => {
+                    hosts_missing += 1;
+                    last_error = format!("451 4.4.4 MX host {} has no address", host.name);
+                    continue;
+                }
+                Err((false, e)) => {
+                    last_error = format!("451 4.4.3 lookup of {} failed: {e}", host.name);
+                    continue;
+                }
+            };
+            for ip in ips {
+                let addr = SocketAddr::new(ip, port);
+                let key = (addr, host.name.clone(), policy);
+                let reused = match self.take_idle(&key) {
+                    Some(mut c) => c.reset().await.then_some(c),
+                    None => None,
+                };
+                let client = match reused {
+                    Some(c) => c,
+                    None => match self.open(addr, &host.name, policy, &helo, timeout).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            info!(domain, mx = %host.name, %addr, error = %e, "MX host unusable; trying the next");
+                            last_error = e;
+                            continue;
+                        }
+                    },
+                };
+                return self.transact(key, client, env, rcpts, data).await;
+            }
+        }
+        if hosts_missing == hosts.len() {
+            // Every exchanger name is missing from the DNS: the domain's
+            // mail cannot be routed (RFC 3463 5.4.4).
+            return all(Outcome::Permanent(format!(
+                "550 5.4.4 no usable mail exchanger for {domain}"
+            )));
+        }
+        all(Outcome::Temporary(last_error))
+    }
+
+    /// Connects, says EHLO and applies the TLS policy.
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        mx: &str,
+        policy: TlsPolicy,
+        helo: &str,
+        timeout: Duration,
+    ) -> Result<Client, String> {
+        let c = Client::connect_addr(addr, mx, None, Dialect::Smtp, helo, timeout)
+            .await
+            .map_err(outcome_text)?;
+        let offered = c.has("STARTTLS");
+        match policy {
+            TlsPolicy::None => Ok(c),
+            TlsPolicy::Opportunistic if !offered => Ok(c),
+            TlsPolicy::Require | TlsPolicy::Verify if !offered => {
+                c.quit().await;
+                Err(format!(
+                    "451 4.7.4 TLS is required for this domain but {mx} does not offer STARTTLS"
+                ))
+            }
+            _ => {
+                let verify = match policy {
+                    TlsPolicy::Verify => match &self.roots {
+                        Some(r) => TlsVerify::Roots(r.clone()),
+                        None => return Err("451 4.7.5 no trust anchors to verify TLS".into()),
+                    },
+                    _ => TlsVerify::None,
+                };
+                match c.starttls(mx, &verify).await {
+                    Ok(c) => Ok(c),
+                    Err(e) if policy == TlsPolicy::Opportunistic => {
+                        // A broken TLS stack at the far end: plaintext is
+                        // better than no delivery (RFC 7435).
+                        debug!(%addr, error = %outcome_text(e), "STARTTLS failed; retrying without TLS");
+                        Client::connect_addr(addr, mx, None, Dialect::Smtp, helo, timeout)
+                            .await
+                            .map_err(outcome_text)
+                    }
+                    Err(e) => Err(format!(
+                        "451 4.7.5 TLS with {mx} failed: {}",
+                        outcome_text(e)
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn transact(
+        &self,
+        key: (SocketAddr, String, TlsPolicy),
+        mut client: Client,
+        env: &Envelope,
+        rcpts: &[(usize, RcptParams)],
+        data: &[u8],
+    ) -> Vec<(usize, Outcome)> {
+        let params = mail_params(env);
+        let list: Vec<RcptParams> = rcpts.iter().map(|(_, r)| r.clone()).collect();
+        let dsn_passed = client.has("DSN");
+        let tls = client.tls;
+        match client.send_with(&params, &list, data).await {
+            Ok(res) => {
+                info!(mx = %key.1, addr = %key.0, tls, rcpts = rcpts.len(), "MX transaction done");
+                self.put_idle(key, client);
+                rcpts
+                    .iter()
+                    .zip(res)
+                    .map(|((i, _), o)| (*i, relayed(o, dsn_passed)))
+                    .collect()
+            }
+            Err(o) => rcpts.iter().map(|(i, _)| (*i, o.clone())).collect(),
+        }
+    }
+}
+
+/// Closes idle connections past `connection_idle`.
+async fn reap(d: Weak<MxDelivery>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let Some(d) = d.upgrade() else { return };
+        let idle = Duration::from_secs(d.config.mta.connection_idle);
+        let expired: Vec<Client> = {
+            let mut pool = d.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            for list in pool.values_mut() {
+                let (old, keep): (Vec<Idle>, Vec<Idle>) =
+                    list.drain(..).partition(|i| i.since.elapsed() >= idle);
+                *list = keep;
+                out.extend(old.into_iter().map(|i| i.client));
+            }
+            pool.retain(|_, l| !l.is_empty());
+            out
+        };
+        drop(d);
+        for c in expired {
+            c.quit().await;
+        }
+    }
+}
+
+/// The MAIL FROM parameters of a queued message.
+pub fn mail_params(env: &Envelope) -> MailParams {
+    MailParams {
+        sender: env.sender.clone(),
+        envid: env.envid.clone(),
+        ret_full: env.ret_full.then_some(true),
+    }
+}
+
+/// The RCPT parameters of a queued recipient.
+pub fn rcpt_params(env: &Envelope, i: usize) -> RcptParams {
+    let r = &env.recipients[i];
+    RcptParams {
+        address: r.address.clone(),
+        notify: Some(r.notify),
+        orcpt: r.orcpt.clone(),
+    }
+}
+
+/// A 2xx from another SMTP server is relaying, not final delivery.
+pub fn relayed(o: Outcome, dsn_passed: bool) -> Outcome {
+    match o {
+        Outcome::Delivered => Outcome::Relayed { dsn_passed },
+        o => o,
+    }
+}
+
+fn outcome_text(o: Outcome) -> String {
+    match o {
+        Outcome::Temporary(t) | Outcome::Permanent(t) => t,
+        Outcome::Delivered | Outcome::Relayed { .. } => "unexpected success".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc5321_5_1_mx_order_by_preference() {
+        let mut h = vec![
+            (20, "b".to_string(), false),
+            (10, "a".to_string(), false),
+            (20, "c".to_string(), false),
+        ];
+        let mut seen_c_first = false;
+        for _ in 0..50 {
+            let o = order(&mut h).unwrap();
+            assert_eq!(o[0].name, "a");
+            assert_eq!(o.len(), 3);
+            seen_c_first |= o[1].name == "c";
+        }
+        assert!(seen_c_first, "equal preferences are shuffled");
+    }
+
+    #[test]
+    fn rfc7505_null_mx() {
+        assert_eq!(
+            order(&mut [(0, String::new(), true)]),
+            Err(RouteError::NullMx)
+        );
+        // A "." among real exchangers is ignored.
+        let o = order(&mut [(0, String::new(), true), (10, "mx".into(), false)]).unwrap();
+        assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn address_literals() {
+        assert_eq!(
+            address_literal("[192.0.2.1]"),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(address_literal("[IPv6:::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(address_literal("example.com"), None);
+    }
+
+    #[test]
+    fn tls_policy_per_domain() {
+        let mut c = Config::default();
+        c.mta
+            .tls_policy
+            .insert("Secure.example".into(), "require".into());
+        assert_eq!(
+            TlsPolicy::for_domain(&c, "secure.example"),
+            TlsPolicy::Require
+        );
+        assert_eq!(
+            TlsPolicy::for_domain(&c, "other.example"),
+            TlsPolicy::Opportunistic
+        );
+    }
+}

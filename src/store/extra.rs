@@ -1,0 +1,307 @@
+//! Index tables the IMAP extensions need, beside the core mboxlist:
+//!
+//! - object ids (RFC 8474 OBJECTID): (mailbox id, uid) -> (EMAILID,
+//!   THREADID) numbers. An EMAILID is assigned once at append and carried
+//!   along by COPY/MOVE, so it names the message content, not its place.
+//!   Messages stored before this table existed get an id derived from
+//!   their place, written down for good when they are first copied.
+//! - message summaries: (mailbox id, uid) -> opaque bytes the IMAP layer
+//!   computes once (ENVELOPE, BODYSTRUCTURE, sort keys) instead of parsing
+//!   the file on every FETCH. A cache: losing it loses nothing.
+//! - access control lists (RFC 4314): (mailbox id, identifier) -> rights,
+//!   and the reverse index (identifier, mailbox id) to find the mailboxes
+//!   shared with a user.
+//!
+//! The hooks (`on_*`) run inside the writer's transaction of the job that
+//! adds or removes messages, so these tables never disagree with MESSAGES.
+
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::*;
+
+/// (mailbox id, uid) -> (email id, thread id; 0: none).
+const OBJECTS: TableDefinition<(u64, u32), (u64, u64)> = TableDefinition::new("object_ids");
+/// (mailbox id, uid) -> summary bytes (the IMAP layer's format).
+const SUMMARIES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("summaries");
+/// (mailbox id, identifier) -> rights letters.
+const ACL: TableDefinition<(u64, &str), &str> = TableDefinition::new("acl");
+/// (identifier, mailbox id): the reverse of ACL.
+const ACL_BY_ID: TableDefinition<(&str, u64), u8> = TableDefinition::new("acl_by_identifier");
+
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(OBJECTS).map_err(ie)?;
+    txn.open_table(SUMMARIES).map_err(ie)?;
+    txn.open_table(ACL).map_err(ie)?;
+    txn.open_table(ACL_BY_ID).map_err(ie)?;
+    Ok(())
+}
+
+/// The email id of a message stored before ids were assigned: derived from
+/// its place (stable until it is copied; the copy records it).
+fn legacy_email_id(mailbox: MailboxId, uid: Uid) -> u64 {
+    (1 << 63) | (mailbox << 32) | u64::from(uid)
+}
+
+fn next_email_id(txn: &WriteTransaction) -> Result<u64> {
+    let mut meta = txn.open_table(META).map_err(ie)?;
+    let id = meta
+        .get("next_email_id")
+        .map_err(ie)?
+        .map(|v| v.value())
+        .unwrap_or(1);
+    meta.insert("next_email_id", id + 1).map_err(ie)?;
+    Ok(id)
+}
+
+/// A new message: it gets a fresh email id.
+pub(super) fn on_append(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) -> Result<()> {
+    let id = next_email_id(txn)?;
+    txn.open_table(OBJECTS)
+        .map_err(ie)?
+        .insert((mailbox, uid), (id, 0))
+        .map_err(ie)?;
+    Ok(())
+}
+
+/// A copy keeps the source's ids.
+pub(super) fn on_copy(
+    txn: &WriteTransaction,
+    from: (MailboxId, Uid),
+    to: (MailboxId, Uid),
+) -> Result<()> {
+    let mut t = txn.open_table(OBJECTS).map_err(ie)?;
+    let ids = t
+        .get(from)
+        .map_err(ie)?
+        .map(|v| v.value())
+        .unwrap_or((legacy_email_id(from.0, from.1), 0));
+    t.insert(to, ids).map_err(ie)?;
+    Ok(())
+}
+
+/// A message leaves its mailbox (expunge, move).
+pub(super) fn on_remove(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) -> Result<()> {
+    txn.open_table(OBJECTS)
+        .map_err(ie)?
+        .remove((mailbox, uid))
+        .map_err(ie)?;
+    txn.open_table(SUMMARIES)
+        .map_err(ie)?
+        .remove((mailbox, uid))
+        .map_err(ie)?;
+    Ok(())
+}
+
+/// A mailbox is deleted: its rows go.
+pub(super) fn on_delete_mailbox(txn: &WriteTransaction, mailbox: MailboxId) -> Result<()> {
+    for def in [OBJECTS] {
+        let mut t = txn.open_table(def).map_err(ie)?;
+        let keys: Vec<(u64, u32)> = t
+            .range((mailbox, 0u32)..=(mailbox, u32::MAX))
+            .map_err(ie)?
+            .filter_map(|i| i.ok().map(|(k, _)| k.value()))
+            .collect();
+        for k in keys {
+            t.remove(k).map_err(ie)?;
+        }
+    }
+    {
+        let mut t = txn.open_table(SUMMARIES).map_err(ie)?;
+        let keys: Vec<(u64, u32)> = t
+            .range((mailbox, 0u32)..=(mailbox, u32::MAX))
+            .map_err(ie)?
+            .filter_map(|i| i.ok().map(|(k, _)| k.value()))
+            .collect();
+        for k in keys {
+            t.remove(k).map_err(ie)?;
+        }
+    }
+    let ids: Vec<String> = {
+        let t = txn.open_table(ACL).map_err(ie)?;
+        let mut r = Vec::new();
+        for item in t.range((mailbox, "")..).map_err(ie)? {
+            let (k, _) = item.map_err(ie)?;
+            let (m, id) = k.value();
+            if m != mailbox {
+                break;
+            }
+            r.push(id.to_string());
+        }
+        r
+    };
+    let mut acl = txn.open_table(ACL).map_err(ie)?;
+    let mut rev = txn.open_table(ACL_BY_ID).map_err(ie)?;
+    for id in ids {
+        acl.remove((mailbox, id.as_str())).map_err(ie)?;
+        rev.remove((id.as_str(), mailbox)).map_err(ie)?;
+    }
+    Ok(())
+}
+
+fn email_ids_sync(txn: &ReadTransaction, mailbox: MailboxId, uids: &[Uid]) -> Result<Vec<u64>> {
+    let t = txn.open_table(OBJECTS).map_err(ie)?;
+    let mut out = Vec::with_capacity(uids.len());
+    for &uid in uids {
+        out.push(match t.get((mailbox, uid)).map_err(ie)? {
+            Some(v) => v.value().0,
+            None => legacy_email_id(mailbox, uid),
+        });
+    }
+    Ok(out)
+}
+
+/// Rights of one identifier on one mailbox, as stored.
+fn rights_sync(txn: &ReadTransaction, mailbox: MailboxId, id: &str) -> Result<Option<String>> {
+    let t = txn.open_table(ACL).map_err(ie)?;
+    let r = t
+        .get((mailbox, id))
+        .map_err(ie)?
+        .map(|v| v.value().to_string());
+    Ok(r)
+}
+
+impl Inner {
+    /// EMAILIDs (RFC 8474) of messages, in the order of `uids`.
+    pub async fn email_ids(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<u64>> {
+        self.read_txn(move |txn| email_ids_sync(txn, mailbox, &uids))
+            .await
+    }
+
+    /// Cached summaries, in the order of `uids` (None: not cached yet).
+    pub async fn summaries(
+        &self,
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        self.read_txn(move |txn| {
+            let t = txn.open_table(SUMMARIES).map_err(ie)?;
+            let mut out = Vec::with_capacity(uids.len());
+            for uid in uids {
+                out.push(
+                    t.get((mailbox, uid))
+                        .map_err(ie)?
+                        .map(|v| v.value().to_vec()),
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Stores summaries of messages that still exist.
+    pub async fn put_summaries(
+        &self,
+        mailbox: MailboxId,
+        items: Vec<(Uid, Vec<u8>)>,
+    ) -> Result<()> {
+        self.submit(move |txn, _batch| {
+            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+            let mut t = txn.open_table(SUMMARIES).map_err(ie)?;
+            for (uid, bytes) in items {
+                if msgs.get((mailbox, uid)).map_err(ie)?.is_some() {
+                    t.insert((mailbox, uid), bytes.as_slice()).map_err(ie)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A mailbox by id.
+    pub async fn mailbox_info(&self, mailbox: MailboxId) -> Result<MailboxInfo> {
+        self.read_txn(move |txn| {
+            let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+            let rec: MailboxRec = match mboxes.get(mailbox).map_err(ie)? {
+                Some(v) => dec(v.value())?,
+                None => return Err(StoreError::NoSuchMailbox),
+            };
+            Ok(info(mailbox, &rec, false))
+        })
+        .await
+    }
+
+    /// The access control list of a mailbox: (identifier, rights).
+    pub async fn acl(&self, mailbox: MailboxId) -> Result<Vec<(String, String)>> {
+        self.read_txn(move |txn| {
+            let t = txn.open_table(ACL).map_err(ie)?;
+            let mut out = Vec::new();
+            for item in t.range((mailbox, "")..).map_err(ie)? {
+                let (k, v) = item.map_err(ie)?;
+                let (m, id) = k.value();
+                if m != mailbox {
+                    break;
+                }
+                out.push((id.to_string(), v.value().to_string()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Stored rights of `identifier` on a mailbox.
+    pub async fn rights(&self, mailbox: MailboxId, identifier: &str) -> Result<Option<String>> {
+        let id = identifier.to_string();
+        self.read_txn(move |txn| rights_sync(txn, mailbox, &id))
+            .await
+    }
+
+    /// Sets (`Some`) or removes (`None`) the rights of an identifier.
+    pub async fn set_acl(
+        &self,
+        mailbox: MailboxId,
+        identifier: &str,
+        rights: Option<String>,
+    ) -> Result<()> {
+        let id = identifier.to_string();
+        self.submit(move |txn, batch| {
+            get_mailbox(txn, mailbox)?;
+            let mut acl = txn.open_table(ACL).map_err(ie)?;
+            let mut rev = txn.open_table(ACL_BY_ID).map_err(ie)?;
+            match rights.filter(|r| !r.is_empty()) {
+                Some(r) => {
+                    acl.insert((mailbox, id.as_str()), r.as_str()).map_err(ie)?;
+                    rev.insert((id.as_str(), mailbox), 1).map_err(ie)?;
+                }
+                None => {
+                    acl.remove((mailbox, id.as_str())).map_err(ie)?;
+                    rev.remove((id.as_str(), mailbox)).map_err(ie)?;
+                }
+            }
+            // Sessions with the mailbox selected look again.
+            batch.notify.entry(mailbox).or_insert(0);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Mailboxes of other users on which any of `identifiers` has rights:
+    /// (mailbox, identifier, rights).
+    pub async fn shared_with(
+        &self,
+        identifiers: Vec<String>,
+    ) -> Result<Vec<(MailboxInfo, String, String)>> {
+        self.read_txn(move |txn| {
+            let rev = txn.open_table(ACL_BY_ID).map_err(ie)?;
+            let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+            let mut out = Vec::new();
+            for ident in &identifiers {
+                for item in rev.range((ident.as_str(), 0u64)..).map_err(ie)? {
+                    let (k, _) = item.map_err(ie)?;
+                    let (i, mailbox) = k.value();
+                    if i != ident {
+                        break;
+                    }
+                    let Some(v) = mboxes.get(mailbox).map_err(ie)? else {
+                        continue;
+                    };
+                    let rec: MailboxRec = dec(v.value())?;
+                    if let Some(r) = rights_sync(txn, mailbox, ident)? {
+                        out.push((info(mailbox, &rec, false), ident.clone(), r));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
