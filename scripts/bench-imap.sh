@@ -13,7 +13,8 @@
 #   scripts/bench-imap.sh [--duration SECS] [--clients N] [--idle N]
 #                         [--no-dovecot] [--no-build] [--out FILE]
 #
-# MSGD_BIN overrides the binary (default target/release/msgd, built here).
+# MSGD_BIN overrides the binary (default target/release/msgd, built here);
+# MSGD_ENV adds environment variables for the msgd server process only.
 # Everything listens on 127.0.0.1 on free ports in a temporary directory;
 # every step is bounded in time; the script stops what it started.
 set -euo pipefail
@@ -207,7 +208,10 @@ for u in bench1 bench2; do
     n="${u#bench}"
     echo "bench-pw-$n" | "$MSGD" --config "$cfg" --role store user add "$u@example.test" >/dev/null
 done
-"$MSGD" --config "$cfg" --role store >"$WORK/msgd.out" 2>"$WORK/msgd.err" &
+# MSGD_ENV: extra environment for the server only (e.g.
+# MALLOC_MMAP_THRESHOLD_=131072 to see memory without glibc's retention).
+# shellcheck disable=SC2086
+env ${MSGD_ENV:-} "$MSGD" --config "$cfg" --role store >"$WORK/msgd.out" 2>"$WORK/msgd.err" &
 MSGD_PID=$!
 PIDS+=("$MSGD_PID")
 wait_port "$MSGD_PORT" 30
@@ -216,7 +220,7 @@ msgd_pids() { echo "$MSGD_PID"; }
 {
     echo "bench-imap: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr)"
     echo "bench-imap: msgd $("$MSGD" --version | awk '{print $2}') ($MSGD), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "bench-imap: $0 --duration $DURATION --clients $CLIENTS --idle $IDLE$([ "$DOVECOT" = 1 ] || echo ' --no-dovecot')"
+    echo "bench-imap: ${MSGD_ENV:+MSGD_ENV=\"$MSGD_ENV\" }$0 --duration $DURATION --clients $CLIENTS --idle $IDLE$([ "$DOVECOT" = 1 ] || echo ' --no-dovecot')"
 } | tee "$WORK/summary"
 
 run_server msgd "$MSGD_PORT" msgd_pids
