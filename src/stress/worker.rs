@@ -1000,7 +1000,9 @@ impl Worker {
                     let replaced = fl
                         .iter()
                         .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
-                        .all(|f| f.eq_ignore_ascii_case("\\Deleted") || f.eq_ignore_ascii_case("\\Seen"));
+                        .all(|f| {
+                            f.eq_ignore_ascii_case("\\Deleted") || f.eq_ignore_ascii_case("\\Seen")
+                        });
                     if has != *set && !(*set && replaced) {
                         return Err(format!(
                             "{text}: UID {u} reported FLAGS {fl:?}, {} {kw} (RFC 3501 6.4.6)",
