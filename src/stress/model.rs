@@ -44,6 +44,9 @@ pub struct BoxLedger {
     /// Highest UID acknowledged so far: a UID assigned by a command sent
     /// later must be higher (RFC 3501 2.3.1.1, strictly ascending).
     pub max_acked: u32,
+    /// Highest HIGHESTMODSEQ a completed SELECT reported (RFC 7162 3.1.2.1:
+    /// it never goes down while UIDVALIDITY stays).
+    pub max_modseq: u64,
 }
 
 #[derive(Debug, Default)]

@@ -103,6 +103,7 @@ fn literal_len(line: &[u8]) -> Option<usize> {
 pub enum RespCode {
     UidValidity(u32),
     UidNext(u32),
+    HighestModSeq(u64),
     AppendUid {
         validity: u32,
         uid: u32,
@@ -281,6 +282,7 @@ fn resp_code(c: Code<'_>) -> RespCode {
     match c {
         Code::UidValidity(v) => RespCode::UidValidity(v.get()),
         Code::UidNext(v) => RespCode::UidNext(v.get()),
+        Code::HighestModSeq(v) => RespCode::HighestModSeq(v.get()),
         Code::AppendUid { uid_validity, uid } => RespCode::AppendUid {
             validity: uid_validity.get(),
             uid: uid.get(),
@@ -450,6 +452,15 @@ mod tests {
                 dst: vec![3956, 3957, 3958]
             })
         );
+    }
+
+    #[test]
+    fn rfc7162_highestmodseq_code() {
+        let Resp::Untagged(s) = decode(b"* OK [HIGHESTMODSEQ 715194045007] Highest\r\n").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(s.code, Some(RespCode::HighestModSeq(715194045007)));
     }
 
     #[test]

@@ -587,9 +587,10 @@ impl Worker {
     // operations
 
     async fn select(&mut self, mailbox: &str) -> Step {
-        let floor = {
+        let (floor, modseq_floor) = {
             let mut l = self.shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
-            l.mailbox(self.user, mailbox).max_acked
+            let b = l.mailbox(self.user, mailbox);
+            (b.max_acked, b.max_modseq)
         };
         self.should_be_gone.clear();
         // Until the new selection is known, responses must not touch a model.
@@ -611,7 +612,7 @@ impl Worker {
         // The first EXISTS is the mailbox as selected (UIDNEXT bounds its
         // UIDs); what follows it in the same reply (EXISTS, EXPUNGE, FETCH
         // of changes made meanwhile) applies to that model in order.
-        let (mut validity, mut uidnext) = (None, None);
+        let (mut validity, mut uidnext, mut modseq) = (None, None, None);
         let mut pristine = false;
         let mut ctx = Ctx::default();
         for r in done.untagged {
@@ -626,10 +627,13 @@ impl Worker {
                 Resp::Untagged(ref st)
                     if matches!(
                         st.code,
-                        Some(RespCode::UidValidity(_)) | Some(RespCode::UidNext(_))
+                        Some(RespCode::UidValidity(_))
+                            | Some(RespCode::UidNext(_))
+                            | Some(RespCode::HighestModSeq(_))
                     ) =>
                 {
                     match st.code {
+                        Some(RespCode::HighestModSeq(v)) => modseq = Some(v),
                         Some(RespCode::UidValidity(v)) => validity = Some(v),
                         Some(RespCode::UidNext(v)) => {
                             uidnext = Some(v);
@@ -666,6 +670,16 @@ impl Worker {
                     "SELECT {mailbox}: UIDNEXT {next}, but UID {floor} was acknowledged before SELECT was sent"
                 ));
             }
+        }
+        if let Some(m) = modseq {
+            if m < modseq_floor {
+                return Err(format!(
+                    "SELECT {mailbox}: HIGHESTMODSEQ {m}, but a SELECT completed before this one was sent reported {modseq_floor} (RFC 7162 3.1.2.1)"
+                ));
+            }
+            let mut l = self.shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
+            let b = l.mailbox(self.user, mailbox);
+            b.max_modseq = b.max_modseq.max(m);
         }
         self.synced = tick;
         self.fill_uids().await
