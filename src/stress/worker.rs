@@ -866,14 +866,23 @@ impl Worker {
         let st = self.cmd(name, text, &mut ctx).await?;
         let wants_body = items.contains("BODY[]") || items.contains("BODY.PEEK[]");
         let wants_header = items.contains("HEADER");
-        let answered: BTreeSet<u32> = ctx
-            .fetched
-            .iter()
-            .filter(|(_, f)| {
-                (!wants_body || f.body.is_some()) && (!wants_header || f.header.is_some())
-            })
-            .filter_map(|(u, _)| *u)
-            .collect();
+        let answered: BTreeSet<u32> = {
+            let l = self.shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
+            let b = l.get(self.user, self.mailbox());
+            ctx.fetched
+                .iter()
+                .filter_map(|(u, f)| u.map(|u| (u, f)))
+                .filter(|(u, f)| {
+                    let ours = b.is_some_and(|b| b.token(*u).is_some());
+                    (!wants_body || f.body.as_ref().is_some_and(|b| !b.is_empty()))
+                        && (!wants_header
+                            || f.header
+                                .as_ref()
+                                .is_some_and(|h| !ours || !h.iter().all(u8::is_ascii_whitespace)))
+                })
+                .map(|(u, _)| u)
+                .collect()
+        };
         let missing: Vec<u32> = uids
             .iter()
             .copied()
@@ -1416,6 +1425,28 @@ fn check_fetch(
     f: &FetchData,
     synced: u64,
 ) -> Step {
+    // RFC 2180 4.1.3 lets a server answer NIL or empty data for a message
+    // another session expunged: that is no answer (judged after NOOP).
+    // (A blank header of a message that is not ours is just that.)
+    let ours = shared
+        .ledger
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(user, mailbox)
+        .is_some_and(|b| b.token(uid).is_some());
+    let mut f = f.clone();
+    if ours
+        && f.header
+            .as_ref()
+            .is_some_and(|h| h.iter().all(u8::is_ascii_whitespace))
+    {
+        f.header = None;
+    }
+    if f.body.as_ref().is_some_and(|b| b.is_empty()) {
+        f.body = None;
+        f.size = None;
+    }
+    let f = &f;
     let mut token = None;
     if let Some(h) = &f.header {
         token = message::token_of(h);
