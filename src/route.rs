@@ -103,7 +103,10 @@ impl StoreRouter {
                 let q = self.services.config.store.default_quota;
                 (q > 0).then_some(q)
             }),
-            messages: None,
+            messages: {
+                let q = self.services.config.store.default_message_quota;
+                (q > 0).then_some(q)
+            },
         };
         if let Err(e) = store
             .ensure_user(&account.address, account.partition.as_deref())

@@ -239,7 +239,7 @@ async fn append_local(store: &Store, t: &Target, data: Arc<Vec<u8>>) -> Result<(
             },
             Quota {
                 storage: t.quota,
-                messages: None,
+                messages: t.message_quota,
             },
         )
         .await?;

@@ -27,6 +27,8 @@ pub struct Policy {
     pub relay_allowed: bool,
     /// Store default quota for accounts without one (0: none).
     pub default_quota: u64,
+    /// Store default message-count quota (0: none).
+    pub default_message_quota: u64,
     /// Forwards to other domains are accepted (a queue exists to carry
     /// them); otherwise such a RCPT is refused.
     pub forward_offsite: bool,
@@ -40,6 +42,7 @@ impl Policy {
             flavor,
             relay_allowed: false,
             default_quota,
+            default_message_quota: 0,
             forward_offsite: false,
             config: None,
         }
@@ -50,6 +53,7 @@ impl Policy {
         Policy {
             forward_offsite: services.queue.is_some(),
             config: Some(services.config.clone()),
+            default_message_quota: services.config.store.default_message_quota,
             ..Policy::inbound(flavor, services.config.store.default_quota)
         }
     }
@@ -71,6 +75,7 @@ impl Policy {
             quota: a
                 .quota
                 .or((self.default_quota > 0).then_some(self.default_quota)),
+            message_quota: (self.default_message_quota > 0).then_some(self.default_message_quota),
             mail_host: a.mail_host.clone(),
             remote: false,
             notify: None,

@@ -93,6 +93,8 @@ pub struct Target {
     pub partition: Option<String>,
     /// Storage quota in bytes; None: unlimited.
     pub quota: Option<u64>,
+    /// Message-count quota; None: unlimited.
+    pub message_quota: Option<u64>,
     /// The directory's mailHost: the store that holds the mailbox (None:
     /// this process's store).
     pub mail_host: Option<String>,
@@ -112,6 +114,7 @@ impl Target {
             address,
             partition: None,
             quota: None,
+            message_quota: None,
             mail_host: None,
             remote: true,
             notify: None,

@@ -66,6 +66,7 @@ fn script_resolver(addr: &str) -> Verdict {
             address: addr,
             partition: None,
             quota: None,
+            message_quota: None,
             mail_host: None,
             remote: false,
             notify: None,
@@ -1067,6 +1068,24 @@ mod e2e {
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].recipients[0].0, "someone@elsewhere.example");
         assert_eq!(q[0].sender, "sender@else.example");
+    }
+
+    #[tokio::test]
+    async fn rfc9208_message_count_quota_is_enforced_at_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |c| c.store.default_message_quota = 1);
+        let (mut c, _task) = connect(&services, Protocol::Lmtp);
+        assert!(c.reply().await.starts_with("220"));
+        c.cmd("LHLO mta.example.test").await;
+        for expect in ["250", "452 4.2.2"] {
+            c.cmd("MAIL FROM:<s@else.example>").await;
+            let r = c.cmd("RCPT TO:<alice@example.test>").await;
+            assert!(r.starts_with("250"), "{r}");
+            c.cmd("DATA").await;
+            let r = c.cmd("Subject: q\r\n\r\nbody\r\n.").await;
+            assert!(r.starts_with(expect), "{expect}: {r}");
+        }
+        assert_eq!(inbox(&services, "alice@example.test").await.len(), 1);
     }
 
     #[tokio::test]
