@@ -11,13 +11,22 @@
 //! - EXISTS/EXPUNGE bookkeeping: after NOOP, the model equals a fresh
 //!   `UID SEARCH ALL` and `FETCH 1:* (UID)`;
 //! - no EXPUNGE response during FETCH/STORE/SEARCH by sequence number;
-//! - STORE reports the flags it set; \Deleted, once stored, stays;
+//! - STORE reports the flags it set (asked with UID FETCH when a server
+//!   reports only changed flags); \Deleted, once stored, stays;
 //! - EXPUNGE/CLOSE remove every message whose \Deleted was stored before;
 //!   MOVE expunges what COPYUID says it moved;
-//! - nothing is expunged that no client asked to delete;
+//! - nothing is expunged that no client asked to delete (directly, or on
+//!   the source of a copy: flags travel with COPY);
+//! - a command that got no data or NO for a message (RFC 2180: expunged
+//!   by another session) is followed, after the next NOOP, by its EXPUNGE;
 //! - fetched bodies equal what was appended, RFC822.SIZE matches;
+//!   UIDNEXT and HIGHESTMODSEQ never go back;
 //! - at the end, every acknowledged message (APPENDUID, COPYUID) is present
 //!   unless some client asked for its deletion, and no expunged one is back.
+//!
+//! A session may act on its own view of the mailbox until it syncs: checks
+//! about other sessions' changes apply to what was acknowledged before this
+//! session's last NOOP or SELECT was sent (a run clock orders the two).
 //!
 //! It prints commands per second and p50/p99 latency per command, and with
 //! `--idle-conns N` holds N logged-in idle connections (for memory
