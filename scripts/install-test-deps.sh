@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix,
-# dnsmasq (apt), pytest (pip).
+# dnsmasq, haproxy, isync (apt), pytest (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -31,6 +31,10 @@ postfix_missing=0
 dpkg -s postfix >/dev/null 2>&1 || { missing_apt+=(postfix); postfix_missing=1; }
 # The mta-out tests run dnsmasq as the DNS server of a pretend Internet.
 [ -x /usr/sbin/dnsmasq ] || missing_apt+=(dnsmasq-base)
+# The mmp tests put HAProxy (send-proxy-v2) in front of two mmps and sync
+# with mbsync (isync). Both run privately; no system service is used.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing_apt+=(haproxy)
+command -v mbsync >/dev/null 2>&1 || missing_apt+=(isync)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
@@ -51,4 +55,6 @@ command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missi
 [ -x /usr/sbin/dnsmasq ] || { echo "install-test-deps: dnsmasq still missing" >&2; exit 1; }
 [ -x /usr/sbin/slapd ] || command -v slapd >/dev/null 2>&1 || { echo "install-test-deps: slapd still missing" >&2; exit 1; }
 [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] || { echo "install-test-deps: postfix (smtp-source) still missing" >&2; exit 1; }
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || { echo "install-test-deps: haproxy still missing" >&2; exit 1; }
+command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }

@@ -232,6 +232,9 @@ impl Session {
         if let Err(e) = r {
             debug!(error = %e, "connection ended");
         }
+        // TLS: send close_notify (RFC 8446 6.1) so the peer (an mmp, a
+        // client) sees a clean end rather than a truncated stream.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.conn.shutdown()).await;
         info!(
             user = self.user.as_ref().map(|u| u.name.as_str()).unwrap_or("-"),
             client = self.originating_ip.as_deref().unwrap_or("-"),

@@ -52,6 +52,7 @@ ROLE_LISTENERS = {
     "store": ("lmtp", "imap", "pop3"),
     "mta-in": ("smtp",),
     "all-in-one": ("smtp", "lmtp", "imap", "pop3"),
+    "mmp": ("imap", "imaps", "pop3", "pop3s"),
 }
 
 # Extra directory entries, loaded after tests/ldap/base.ldif.
@@ -181,7 +182,12 @@ class Node:
     free loopback ports for the listeners its role serves."""
 
     def __init__(self, root: Path, role: str, name: str, ldap: Ldap | None, extra: str = "",
-                 log_level: str | None = None, cache_ttl: int = 1):
+                 log_level: str | None = None, cache_ttl: int = 1,
+                 listeners: tuple[str, ...] | None = None,
+                 listener_options: dict[str, str] | None = None):
+        """`listeners`: the listeners to enable (default: ROLE_LISTENERS of
+        the role); `listener_options`: extra TOML lines per listener name,
+        e.g. {"imap": "proxy_protocol = true"}."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.role = role
@@ -190,7 +196,8 @@ class Node:
         self.data_dir = root / "data"
         self.config_path = root / "msgd.toml"
         self.stderr_path = root / "msgd.stderr.log"
-        wanted = ROLE_LISTENERS[role]
+        wanted = tuple(listeners) if listeners is not None else ROLE_LISTENERS[role]
+        self.listener_options = dict(listener_options or {})
         self.ports = dict(zip(wanted, free_ports(len(wanted))))
         # unix sockets need a short path
         self.sock_dir = short_tmpdir(f"msgd-{name}-") if "lmtp" in wanted else None
@@ -220,6 +227,8 @@ class Node:
                 lines += [f'bind = ["127.0.0.1:{self.ports[listener]}"]', "enabled = true"]
                 if listener == "lmtp":
                     lines.append(f'unix = "{self.lmtp_socket}"')
+                if listener in self.listener_options:
+                    lines.append(self.listener_options[listener])
             else:
                 lines += ["enabled = false", 'unix = ""']
             lines.append("")
