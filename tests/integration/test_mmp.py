@@ -30,7 +30,6 @@ import hashlib
 import imaplib
 import os
 import poplib
-import re
 import shutil
 import smtplib
 import socket
@@ -51,7 +50,6 @@ from conftest import (
     wait_until,
 )
 from tiers import EXTRA_LDIF, PASSWORDS, Ldap, Node, short_tmpdir
-import slapd as slapd_mod  # tests/ldap/slapd.py (tiers puts it on sys.path)
 
 ALICE = "alice@example.test"  # store1
 BOB = "bob@example.test"  # store2
