@@ -154,7 +154,7 @@ class Ldap:
     def running(self) -> bool:
         return self.inst is not None
 
-    def toml(self, cache_ttl: int = 1) -> str:
+    def toml(self, cache_ttl: int = 1, pool_size: int = 4, auth_pool_size: int = 2) -> str:
         return textwrap.dedent(f"""\
             [directory]
             backend = "ldap"
@@ -168,8 +168,8 @@ class Ldap:
             connect_timeout = 2
             operation_timeout = 5
             health_check_idle = 1
-            pool_size = 4
-            auth_pool_size = 2
+            pool_size = {pool_size}
+            auth_pool_size = {auth_pool_size}
             """)
 
 
@@ -184,10 +184,12 @@ class Node:
     def __init__(self, root: Path, role: str, name: str, ldap: Ldap | None, extra: str = "",
                  log_level: str | None = None, cache_ttl: int = 1,
                  listeners: tuple[str, ...] | None = None,
-                 listener_options: dict[str, str] | None = None):
+                 listener_options: dict[str, str] | None = None,
+                 ldap_pools: tuple[int, int] | None = None):
         """`listeners`: the listeners to enable (default: ROLE_LISTENERS of
         the role); `listener_options`: extra TOML lines per listener name,
-        e.g. {"imap": "proxy_protocol = true"}."""
+        e.g. {"imap": "proxy_protocol = true"}; `ldap_pools`: LDAP
+        (pool_size, auth_pool_size), default (4, 2)."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.role = role
@@ -204,6 +206,7 @@ class Node:
         self.lmtp_socket = self.sock_dir / "lmtp.sock" if self.sock_dir else None
         self.extra = extra
         self.cache_ttl = cache_ttl
+        self.ldap_pools = ldap_pools or (4, 2)
         self.log_level = log_level or os.environ.get("MSGD_TEST_LOG_LEVEL", "info")
         self.proc: subprocess.Popen | None = None
         self.config_path.write_text(self.config_text())
@@ -238,7 +241,7 @@ class Node:
         lines += ["[dns]", f'nameservers = ["127.0.0.1:{DEAD_DNS_PORT}"]', "timeout = 1", ""]
         text = "\n".join(lines) + "\n"
         if self.ldap is not None:
-            text += self.ldap.toml(self.cache_ttl) + "\n"
+            text += self.ldap.toml(self.cache_ttl, *self.ldap_pools) + "\n"
         return text + textwrap.dedent(self.extra)
 
     # -- process
