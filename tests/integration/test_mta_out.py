@@ -15,6 +15,7 @@ Pretend domains served by dnsmasq:
   nomx.test      no MX, A 127.0.0.1 (the implicit MX)
   nullmx.test    MX 0 "." (RFC 7505)
   down.test      MX 10 mx.down.test -> 127.0.0.3 (nothing listens)
+  sink.test      MX 10 mx.sink.test -> 127.0.0.5 (Postfix's smtp-sink)
   anything else under .test: NXDOMAIN
 """
 
@@ -76,6 +77,7 @@ class Dns:
             "--host-record=nomx.test,127.0.0.1",
             "--mx-host=nullmx.test,.,0",
             "--mx-host=down.test,mx.down.test,10", "--host-record=mx.down.test,127.0.0.3",
+            "--mx-host=sink.test,mx.sink.test,10", "--host-record=mx.sink.test,127.0.0.5",
         ]
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -523,3 +525,45 @@ def test_restart_mid_queue_delivers_once(world, msgd_factory, tmp_path):
         assert wait_until(lambda: queue_ids(inst) == [], 10, 0.3), inst.cli("queue", "list").stdout
     finally:
         mta.stop()
+
+
+def test_remote_mail_reaches_postfix_smtp_sink_by_mx(world, tmp_path):
+    """A peer we did not write: Postfix's smtp-sink as the Internet MTA of
+    sink.test (MX -> 127.0.0.5 on the MX port), dumping each message."""
+    sink_bin = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not Path(sink_bin).exists():
+        pytest.fail("smtp-sink not found: install postfix with scripts/install-test-deps.sh", pytrace=False)
+    inst, mta = world["server"], world["mta"]
+    dump = tmp_path / "sink"
+    dump.mkdir()
+    port = mta.port
+    sink = subprocess.Popen(
+        [sink_bin, "-u", "root", "-d", f"{dump}/msg.", "-h", "mx.sink.test", f"127.0.0.5:{port}", "16"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.5", port), 1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and sink.poll() is None, "smtp-sink did not start"
+                time.sleep(0.1)
+        rcpt = f"{unique('far')}@sink.test"
+        subject = unique("sink")
+        assert submit(inst, [rcpt], message(rcpt, subject)) == {}
+        got = wait_until(lambda: [p for p in dump.iterdir() if subject.encode() in p.read_bytes()], 30, 0.3)
+        assert got, f"nothing arrived at smtp-sink\n{inst.log(6000)}"
+        time.sleep(1)
+        files = [p for p in dump.iterdir() if subject.encode() in p.read_bytes()]
+        assert len(files) == 1, files
+        data = files[0].read_bytes()
+        assert f"<{ALICE}>".encode() in data or ALICE.encode() in data
+        assert b"\r\n.leading dot line\r\n" in data or b"\n.leading dot line\n" in data
+    finally:
+        sink.terminate()
+        try:
+            sink.wait(5)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+            sink.wait()
