@@ -403,16 +403,24 @@ def main() -> None:
             for c in conns:
                 c.w.close()
             await asyncio.sleep(3)
-            return opened, mmp_after, store_after, fds, len(conns)
+            released = rss_kib(mmp.proc.pid), fd_count(mmp.proc.pid) - fds_before
+            # a second batch: does the memory of the first get reused (freed
+            # to the allocator, which keeps it) or does it grow (a leak)?
+            conns = await open_idle(ports["mmp"], users, idle)
+            await asyncio.sleep(3)
+            again = rss_kib(mmp.proc.pid)
+            for c in conns:
+                c.w.close()
+            await asyncio.sleep(2)
+            return opened, mmp_after, store_after, fds, len(conns), released, again
 
-        opened, mmp_after, store_after, fds, n = asyncio.run(idle_phase())
-        mmp_released = rss_kib(mmp.proc.pid)
+        opened, mmp_after, store_after, fds, n, released, again = asyncio.run(idle_phase())
         per_mmp = (mmp_after - mmp_before) * 1024 / n
         per_store = (store_after - store_before) * 1024 / n
         print(f"idle: {n} logged-in connections through the mmp opened in {opened:.1f}s "
               f"({n / opened:.0f}/s); mmp fds +{fds}")
-        print(f"idle: mmp VmRSS {mmp_before} KiB -> {mmp_after} KiB = {per_mmp / 1024:.1f} KiB per connection "
-              f"(after closing them all: {mmp_released} KiB)")
+        print(f"idle: mmp VmRSS {mmp_before} KiB -> {mmp_after} KiB = {per_mmp / 1024:.1f} KiB per connection; "
+              f"all closed: {released[0]} KiB (fds +{released[1]}); a second batch of {n}: {again} KiB")
         print(f"idle: store VmRSS {store_before} KiB -> {store_after} KiB = {per_store / 1024:.1f} KiB per "
               f"connection (logged in, nothing selected)")
         print("summary: | {:.0f} | {:.0f} | {:.2f} | {:.0f} | {:.0f} | {} | {:.1f} | {:.1f} |".format(
