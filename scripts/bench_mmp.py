@@ -17,9 +17,11 @@ Phases (each bounded by its duration or count; loopback only):
    seconds: LOGIN, SELECT INBOX, FETCH 1:* (UID FLAGS RFC822.SIZE
    BODY.PEEK[HEADER]), FETCH 1:* BODY.PEEK[], STORE 1:* +/-FLAGS.SILENT
    (\\Seen), APPEND (4 KiB), UID STORE <new> +FLAGS.SILENT (\\Deleted),
-   UID EXPUNGE <new>, LOGOUT: 9 commands per session. Direct first, then
-   through the mmp, then both again; commands/s of the better round of each.
-   CPU seconds of store, mmp, slapd and this client per phase, from /proc.
+   UID EXPUNGE <new>, LOGOUT: 9 commands per session. `--rounds` rounds,
+   each direct then through the mmp; the ratio is the median of the
+   per-round ratios (neighbours in time: other load on the machine drifts).
+   CPU seconds of store, mmp, slapd and this client per phase, from /proc,
+   give the CPU cost per session, which other load disturbs less.
 2. logins: `--login-clients` concurrent connect/LOGIN/LOGOUT loops for
    `--login-duration` seconds, direct and through the mmp.
 3. idle: `--idle` connections through the mmp, each logged in (LOGIN) and
@@ -39,6 +41,7 @@ import platform
 import re
 import resource
 import shutil
+import statistics
 import smtplib
 import sys
 import textwrap
@@ -295,7 +298,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=8, help="concurrent workload sessions (default 8)")
     ap.add_argument("--messages", type=int, default=20, help="messages of 4 KiB per INBOX (default 20)")
-    ap.add_argument("--duration", type=float, default=10, help="seconds per workload round (default 10)")
+    ap.add_argument("--duration", type=float, default=6, help="seconds per workload round and mode (default 6)")
+    ap.add_argument("--rounds", type=int, default=4, help="workload rounds, direct then mmp (default 4)")
     ap.add_argument("--login-clients", type=int, default=20, help="concurrent login loops (default 20)")
     ap.add_argument("--login-duration", type=float, default=10, help="seconds per login phase (default 10)")
     ap.add_argument("--idle", type=int, default=10000, help="idle proxied connections (default 10000)")
@@ -356,25 +360,36 @@ def main() -> None:
 
         # 1. workload
         ports = {"direct": store.ports["imap"], "mmp": mmp.ports["imap"]}
-        best: dict[str, tuple] = {}
+        rates: dict[str, list[float]] = {"direct": [], "mmp": []}
+        totals = {m: {"sessions": 0, "store": 0.0, "mmp": 0.0, "slapd": 0.0, "client": 0.0} for m in rates}
         asyncio.run(run_workload(ports["mmp"], users[:args.clients], 2))  # warm-up
-        for rnd in (1, 2):
+        for rnd in range(1, args.rounds + 1):
             for mode in ("direct", "mmp"):
                 before = meter.snap()
                 sessions, cmds, secs = asyncio.run(run_workload(ports[mode], users[:args.clients], args.duration))
                 after = meter.snap()
                 cpu = {k: after[k] - before[k] for k in after}
-                rate = cmds / secs
+                rates[mode].append(cmds / secs)
+                totals[mode]["sessions"] += sessions
+                for k, v in cpu.items():
+                    totals[mode][k] += v
                 print(f"workload {mode:6} round {rnd}: {sessions} sessions, {cmds} commands in {secs:.1f}s = "
-                      f"{rate:.0f} commands/s, {sessions / secs:.1f} sessions/s; CPU s: "
+                      f"{cmds / secs:.0f} commands/s, {sessions / secs:.1f} sessions/s; CPU s: "
                       + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
-                if mode not in best or rate > best[mode][0]:
-                    best[mode] = (rate, sessions / secs, cpu, sessions)
-        ratio = best["mmp"][0] / best["direct"][0]
-        mmp_cpu_ms = best["mmp"][2]["mmp"] * 1000 / max(1, best["mmp"][3])
-        print(f"workload through the mmp / direct: {ratio:.2f} (best rounds: "
-              f"{best['mmp'][0]:.0f} vs {best['direct'][0]:.0f} commands/s); "
-              f"mmp CPU {mmp_cpu_ms:.2f} ms per session")
+        # rounds alternate, so each ratio compares neighbours in time (the
+        # machine's other load drifts)
+        ratio = statistics.median(m / d for m, d in zip(rates["mmp"], rates["direct"]))
+        direct_rate, mmp_rate = statistics.median(rates["direct"]), statistics.median(rates["mmp"])
+
+        def ms_per_session(mode: str, proc: str) -> float:
+            return totals[mode][proc] * 1000 / max(1, totals[mode]["sessions"])
+
+        print(f"workload median commands/s: direct {direct_rate:.0f}, through the mmp {mmp_rate:.0f}; "
+              f"median per-round ratio mmp/direct {ratio:.2f}")
+        print(f"workload CPU ms per session: direct: store {ms_per_session('direct', 'store'):.2f}, "
+              f"slapd {ms_per_session('direct', 'slapd'):.2f}; through the mmp: store "
+              f"{ms_per_session('mmp', 'store'):.2f}, mmp {ms_per_session('mmp', 'mmp'):.2f}, "
+              f"slapd {ms_per_session('mmp', 'slapd'):.2f}")
 
         # 2. logins
         login_rates = {}
@@ -386,7 +401,8 @@ def main() -> None:
             login_rates[mode] = n / secs
             print(f"logins {mode:6}: {n} in {secs:.1f}s = {n / secs:.0f} logins/s "
                   f"({args.login_clients} clients; latency p50 {pct(lat, 50) * 1000:.1f} ms, "
-                  f"p99 {pct(lat, 99) * 1000:.1f} ms); CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+                  f"p99 {pct(lat, 99) * 1000:.1f} ms); CPU ms per login: "
+                  + ", ".join(f"{k} {v * 1000 / max(1, n):.2f}" for k, v in cpu.items()))
 
         # 3. idle connections
         time.sleep(2)
@@ -423,8 +439,8 @@ def main() -> None:
               f"all closed: {released[0]} KiB (fds +{released[1]}); a second batch of {n}: {again} KiB")
         print(f"idle: store VmRSS {store_before} KiB -> {store_after} KiB = {per_store / 1024:.1f} KiB per "
               f"connection (logged in, nothing selected)")
-        print("summary: | {:.0f} | {:.0f} | {:.2f} | {:.0f} | {:.0f} | {} | {:.1f} | {:.1f} |".format(
-            best["direct"][0], best["mmp"][0], ratio, login_rates["direct"], login_rates["mmp"], n,
+        print("summary: | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {:.0f} | {:.0f} | {} | {:.1f} | {:.1f} |".format(
+            direct_rate, mmp_rate, ratio, ms_per_session("mmp", "mmp"), login_rates["direct"], login_rates["mmp"], n,
             per_mmp / 1024, per_store / 1024))
         for node in nodes:
             node.stop(timeout=60)
