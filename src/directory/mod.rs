@@ -122,8 +122,14 @@ impl Directory {
                 let login = qualified;
                 let e = e.clone();
                 let password = password.to_string();
-                // Password hashing is deliberately slow: keep it off the
-                // reactor threads.
+                // Password hashing is deliberately slow and memory-hard
+                // (Argon2id: 19 MiB each): keep it off the reactor threads
+                // and run only a few at once, so a burst of logins queues
+                // instead of multiplying the memory.
+                let _permit = password::hashing_slots()
+                    .acquire()
+                    .await
+                    .map_err(|e| DirError::Temporary(e.to_string()))?;
                 tokio::task::spawn_blocking(move || e.authenticate(&login, &password))
                     .await
                     .map_err(|e| DirError::Temporary(e.to_string()))?

@@ -34,6 +34,16 @@ pub fn verify(password: &str, stored: &str) -> bool {
     }
 }
 
+/// Limits concurrent hash verifications to twice the number of cores: each
+/// Argon2id verification holds 19 MiB for its duration.
+pub fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores * 2)
+    })
+}
+
 /// A password that nobody can guess, for generated accounts.
 pub fn generate() -> String {
     use rand::Rng;
