@@ -20,7 +20,8 @@ clients verify the mmp.
 Clients connect from 127.0.0.2 (or 127.0.0.3 behind HAProxy) so the test can
 tell the real client address apart from the mmp's (127.0.0.1) in the stores'
 logs. Tests that stop a component (slapd, a store) start it again before
-they end; they run last.
+they end; they run last. MSGD_TEST_KEEP=1 keeps the cluster's folder (logs,
+configs, certificates) under /tmp/msgd-mmp-*.
 """
 
 from __future__ import annotations
@@ -368,7 +369,7 @@ key = "{key}"
 
 
 @pytest.fixture(scope="module")
-def cl(tmp_path_factory):
+def cl():
     c = Cluster(short_tmpdir("msgd-mmp-"))
     try:
         c.ldap.start()
