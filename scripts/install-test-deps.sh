@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix,
-# dnsmasq, isync (mbsync) and fetchmail (apt), pytest (pip).
+# dnsmasq, haproxy, isync (mbsync) and fetchmail (apt), pytest (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -24,8 +24,7 @@ dpkg -s ca-certificates >/dev/null 2>&1 || missing_apt+=(ca-certificates)
 # the tests never use the system instance.
 dpkg -s slapd >/dev/null 2>&1 || missing_apt+=(slapd)
 dpkg -s ldap-utils >/dev/null 2>&1 || missing_apt+=(ldap-utils)
-# Real clients for tests/integration/test_clients.py.
-command -v mbsync >/dev/null 2>&1 || missing_apt+=(isync)
+# Real clients for tests/integration/test_clients.py (mbsync: see below).
 command -v fetchmail >/dev/null 2>&1 || missing_apt+=(fetchmail)
 # Postfix: the two-tier test runs a private instance as an LMTP client of the
 # store, and scripts/bench-mta-in.sh sends with its smtp-source. Preseeded to
@@ -34,6 +33,11 @@ postfix_missing=0
 dpkg -s postfix >/dev/null 2>&1 || { missing_apt+=(postfix); postfix_missing=1; }
 # The mta-out tests run dnsmasq as the DNS server of a pretend Internet.
 [ -x /usr/sbin/dnsmasq ] || missing_apt+=(dnsmasq-base)
+# The mmp tests put HAProxy (send-proxy-v2) in front of two mmps and sync
+# with mbsync (isync), as test_clients.py does. Both run privately; no
+# system service is used.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing_apt+=(haproxy)
+command -v mbsync >/dev/null 2>&1 || missing_apt+=(isync)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
@@ -51,9 +55,10 @@ fi
 
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
-command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) still missing" >&2; exit 1; }
 command -v fetchmail >/dev/null 2>&1 || { echo "install-test-deps: fetchmail still missing" >&2; exit 1; }
 [ -x /usr/sbin/dnsmasq ] || { echo "install-test-deps: dnsmasq still missing" >&2; exit 1; }
 [ -x /usr/sbin/slapd ] || command -v slapd >/dev/null 2>&1 || { echo "install-test-deps: slapd still missing" >&2; exit 1; }
 [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] || { echo "install-test-deps: postfix (smtp-source) still missing" >&2; exit 1; }
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || { echo "install-test-deps: haproxy still missing" >&2; exit 1; }
+command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }

@@ -161,7 +161,14 @@ pub(crate) struct Session {
     /// front of us says who it serves).
     originating_ip: Option<String>,
     commands: u64,
+    /// Size of the next read: small while the client is quiet (an idle
+    /// connection then holds 4 KiB, not 64), doubled while reads fill it
+    /// (APPEND literals).
+    read_size: usize,
 }
+
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
 
 impl Session {
     pub fn new(conn: Conn, info: ConnInfo, services: Services) -> Session {
@@ -192,6 +199,7 @@ impl Session {
             compressed: false,
             originating_ip: None,
             commands: 0,
+            read_size: READ_MIN,
         }
     }
 
@@ -232,6 +240,9 @@ impl Session {
         if let Err(e) = r {
             debug!(error = %e, "connection ended");
         }
+        // TLS: send close_notify (RFC 8446 6.1) so the peer (an mmp, a
+        // client) sees a clean end rather than a truncated stream.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.conn.shutdown()).await;
         info!(
             user = self.user.as_ref().map(|u| u.name.as_str()).unwrap_or("-"),
             client = self.originating_ip.as_deref().unwrap_or("-"),
@@ -302,7 +313,7 @@ impl Session {
 
     /// Reads more client bytes into the framer.
     async fn fill(&mut self) -> io::Result<Input> {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; self.read_size];
         let timeout = self.timeout();
         let shutdown = self.services.shutdown.clone();
         tokio::select! {
@@ -311,6 +322,11 @@ impl Session {
                 Ok(Ok(0)) => Ok(Input::Eof),
                 Ok(Ok(n)) => {
                     self.framer.push(buf.get(..n).unwrap_or_default());
+                    self.read_size = if n == buf.len() {
+                        (self.read_size * 2).min(READ_MAX)
+                    } else {
+                        READ_MIN
+                    };
                     Ok(Input::Data)
                 }
                 Ok(Err(e)) => Err(e),

@@ -52,6 +52,7 @@ ROLE_LISTENERS = {
     "store": ("lmtp", "imap", "pop3"),
     "mta-in": ("smtp",),
     "all-in-one": ("smtp", "lmtp", "imap", "pop3"),
+    "mmp": ("imap", "imaps", "pop3", "pop3s"),
 }
 
 # Extra directory entries, loaded after tests/ldap/base.ldif.
@@ -153,7 +154,7 @@ class Ldap:
     def running(self) -> bool:
         return self.inst is not None
 
-    def toml(self, cache_ttl: int = 1) -> str:
+    def toml(self, cache_ttl: int = 1, pool_size: int = 4, auth_pool_size: int = 2) -> str:
         return textwrap.dedent(f"""\
             [directory]
             backend = "ldap"
@@ -167,8 +168,8 @@ class Ldap:
             connect_timeout = 2
             operation_timeout = 5
             health_check_idle = 1
-            pool_size = 4
-            auth_pool_size = 2
+            pool_size = {pool_size}
+            auth_pool_size = {auth_pool_size}
             """)
 
 
@@ -181,7 +182,14 @@ class Node:
     free loopback ports for the listeners its role serves."""
 
     def __init__(self, root: Path, role: str, name: str, ldap: Ldap | None, extra: str = "",
-                 log_level: str | None = None, cache_ttl: int = 1):
+                 log_level: str | None = None, cache_ttl: int = 1,
+                 listeners: tuple[str, ...] | None = None,
+                 listener_options: dict[str, str] | None = None,
+                 ldap_pools: tuple[int, int] | None = None):
+        """`listeners`: the listeners to enable (default: ROLE_LISTENERS of
+        the role); `listener_options`: extra TOML lines per listener name,
+        e.g. {"imap": "proxy_protocol = true"}; `ldap_pools`: LDAP
+        (pool_size, auth_pool_size), default (4, 2)."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.role = role
@@ -190,13 +198,15 @@ class Node:
         self.data_dir = root / "data"
         self.config_path = root / "msgd.toml"
         self.stderr_path = root / "msgd.stderr.log"
-        wanted = ROLE_LISTENERS[role]
+        wanted = tuple(listeners) if listeners is not None else ROLE_LISTENERS[role]
+        self.listener_options = dict(listener_options or {})
         self.ports = dict(zip(wanted, free_ports(len(wanted))))
         # unix sockets need a short path
         self.sock_dir = short_tmpdir(f"msgd-{name}-") if "lmtp" in wanted else None
         self.lmtp_socket = self.sock_dir / "lmtp.sock" if self.sock_dir else None
         self.extra = extra
         self.cache_ttl = cache_ttl
+        self.ldap_pools = ldap_pools or (4, 2)
         self.log_level = log_level or os.environ.get("MSGD_TEST_LOG_LEVEL", "info")
         self.proc: subprocess.Popen | None = None
         self.config_path.write_text(self.config_text())
@@ -220,6 +230,8 @@ class Node:
                 lines += [f'bind = ["127.0.0.1:{self.ports[listener]}"]', "enabled = true"]
                 if listener == "lmtp":
                     lines.append(f'unix = "{self.lmtp_socket}"')
+                if listener in self.listener_options:
+                    lines.append(self.listener_options[listener])
             else:
                 lines += ["enabled = false", 'unix = ""']
             lines.append("")
@@ -229,7 +241,7 @@ class Node:
         lines += ["[dns]", f'nameservers = ["127.0.0.1:{DEAD_DNS_PORT}"]', "timeout = 1", ""]
         text = "\n".join(lines) + "\n"
         if self.ldap is not None:
-            text += self.ldap.toml(self.cache_ttl) + "\n"
+            text += self.ldap.toml(self.cache_ttl, *self.ldap_pools) + "\n"
         return text + textwrap.dedent(self.extra)
 
     # -- process
