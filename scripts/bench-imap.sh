@@ -179,7 +179,9 @@ run_server() {
     read -r rss1 pss1 <<<"$after"
     report "$name memory: with $opened idle connections RSS ${rss1} kB PSS ${pss1} kB ($nproc processes)"
     if [ "$opened" -gt 0 ]; then
-        report "$name per idle connection (steady state): RSS $(( (rss1 - rss0) / opened )) kB, PSS $(( (pss1 - pss0) / opened )) kB"
+        # Steady state: what the measured round added. From the fresh
+        # server: an upper bound that includes the allocator's growth.
+        report "$name per idle connection: steady state RSS $(( (rss1 - rss0) / opened )) kB, PSS $(( (pss1 - pss0) / opened )) kB; from the fresh server RSS $(( (rss1 - rssw) / opened )) kB, PSS $(( (pss1 - pssw) / opened )) kB"
     fi
 }
 
