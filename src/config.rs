@@ -351,6 +351,9 @@ pub struct ImapConfig {
     /// Accounts allowed to log in on behalf of other users (AUTHENTICATE
     /// PLAIN with an authorization identity): the mmp's service account.
     pub proxy_users: Vec<String>,
+    /// Networks (CIDR) whose connections may log in; empty: any. A store
+    /// behind mmps lists them here so users cannot bypass the proxies.
+    pub login_networks: Vec<String>,
     /// Advertise LITERAL+ (RFC 7888: non-synchronizing literals of any
     /// size); false advertises LITERAL- (at most 4096 bytes each).
     pub literal_plus: bool,
@@ -364,6 +367,7 @@ impl Default for ImapConfig {
             preauth_timeout: 60,
             idle_timeout: 1800,
             proxy_users: Vec::new(),
+            login_networks: Vec::new(),
             literal_plus: true,
         }
     }
@@ -380,6 +384,8 @@ pub struct Pop3Config {
     /// log in as another user with AUTH PLAIN and an authorization
     /// identity. Empty: nobody may.
     pub proxy_users: Vec<String>,
+    /// Networks (CIDR) whose connections may log in; empty: any.
+    pub login_networks: Vec<String>,
 }
 
 impl Default for Pop3Config {
@@ -388,6 +394,7 @@ impl Default for Pop3Config {
             allow_plaintext_auth: false,
             idle_timeout: 600,
             proxy_users: Vec::new(),
+            login_networks: Vec::new(),
         }
     }
 }
@@ -858,6 +865,16 @@ fn validate(c: &Config) -> Vec<String> {
             "store.over_quota: '{}' is not one of temporary, permanent",
             c.store.over_quota
         ));
+    }
+    for (key, nets) in [
+        ("imap.login_networks", &c.imap.login_networks),
+        ("pop3.login_networks", &c.pop3.login_networks),
+    ] {
+        for n in nets {
+            if crate::smtp::auth::parse_cidr(n).is_none() {
+                errors.push(format!("{key}: '{n}' is not a network (CIDR)"));
+            }
+        }
     }
     if c.limits.max_line < 512 {
         errors.push("limits.max_line: must be at least 512 (RFC 5321 4.5.3.1.4)".into());

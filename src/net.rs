@@ -53,6 +53,17 @@ impl ConnInfo {
         self.peer.ip().is_loopback()
     }
 
+    /// The address of the host that opened the TCP connection (a proxy
+    /// or load balancer when one sent a PROXY header; else the client).
+    pub fn connected_ip(&self) -> std::net::IpAddr {
+        self.via.map_or(self.peer.ip(), |v| v.ip())
+    }
+
+    /// May this connection log in, given `login_networks` (empty: yes)?
+    pub fn login_allowed(&self, networks: &[String]) -> bool {
+        networks.is_empty() || crate::smtp::auth::is_trusted(networks, self.connected_ip())
+    }
+
     /// A ConnInfo for tests driving a session over an in-memory stream.
     pub fn for_test(protocol: Protocol) -> ConnInfo {
         ConnInfo {

@@ -909,6 +909,13 @@ impl Session {
         password: &str,
         authz: Option<&str>,
     ) -> io::Result<Reply> {
+        if !self.info.login_allowed(&self.config.imap.login_networks) {
+            info!(login, from = %self.info.connected_ip(), "imap login refused: not from imap.login_networks");
+            return Ok(Reply::no(
+                Some("UNAVAILABLE"),
+                "Log in through the mail proxy",
+            ));
+        }
         if authz.is_some() && !self.is_proxy_user(login) {
             info!(
                 login,

@@ -949,3 +949,17 @@ async fn login_of_a_user_of_another_store_is_refused() {
     let r = c.cmd(&format!("M LOGIN {USER} {PASS}")).await;
     assert!(tagged(&r).starts_with("M OK"), "{r}");
 }
+
+/// A store behind mmps accepts logins only from `imap.login_networks`.
+#[tokio::test]
+async fn login_only_from_login_networks() {
+    let h = harness_with(|c| c.imap.login_networks = vec!["10.1.0.0/16".into()]);
+    let mut c = Client::connect(&h).await;
+    let r = c.cmd(&format!("L LOGIN {USER} {PASS}")).await;
+    assert!(tagged(&r).starts_with("L NO [UNAVAILABLE]"), "{r}");
+    let mut info = ConnInfo::for_test(Protocol::Imap);
+    info.via = Some("10.1.2.3:40000".parse().unwrap());
+    let mut c = Client::connect_info(&h, info).await;
+    let r = c.cmd(&format!("L LOGIN {USER} {PASS}")).await;
+    assert!(tagged(&r).starts_with("L OK"), "{r}");
+}

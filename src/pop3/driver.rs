@@ -123,6 +123,7 @@ pub(crate) async fn run_session(conn: Conn, info: ConnInfo, env: Env) {
         session,
         env: env.clone(),
         stats: Stats::default(),
+        login_allowed: info.login_allowed(&config.pop3.login_networks),
     };
     let end = driver.run().await;
     let s = &driver.stats;
@@ -182,6 +183,8 @@ struct Driver {
     session: Session,
     env: Env,
     stats: Stats,
+    /// The connection comes from `pop3.login_networks` (or none are set).
+    login_allowed: bool,
 }
 
 impl Driver {
@@ -308,6 +311,10 @@ impl Driver {
         password: &str,
         authzid: Option<&str>,
     ) -> AuthOutcome {
+        if !self.login_allowed {
+            info!(login, "POP3 login refused: not from pop3.login_networks");
+            return AuthOutcome::StoreUnavailable;
+        }
         let check = (self.env.authenticate)(login.to_string(), password.to_string());
         let mut account = match check.await {
             Ok(AuthResult::Ok(account)) => account,

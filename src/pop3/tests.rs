@@ -650,3 +650,30 @@ async fn login_of_a_user_of_another_store_is_refused() {
         .unwrap()
         .is_empty());
 }
+
+/// A store behind mmps accepts logins only from `pop3.login_networks`.
+#[tokio::test]
+async fn login_only_from_login_networks() {
+    use crate::directory::embedded;
+    let dir = tempfile::tempdir().unwrap();
+    embedded::edit(&dir.path().join("directory.json"), |d| {
+        embedded::add_user(d, "erin@localhost", "pw", None, true)
+    })
+    .unwrap();
+    let services = crate::services::test_services(dir.path(), |c| {
+        c.pop3.login_networks = vec!["192.0.2.0/24".into()]
+    });
+    for (via, ok) in [(None, false), (Some("192.0.2.7:5000"), true)] {
+        let (client, server) = tokio::io::duplex(4096);
+        let mut info = ConnInfo::for_test(Protocol::Pop3);
+        info.via = via.map(|v| v.parse().unwrap());
+        let task = tokio::spawn(crate::pop3::serve(Box::new(server), info, services.clone()));
+        let mut c = Client::new(client);
+        c.line().await;
+        c.cmd("USER erin@localhost").await;
+        let r = c.cmd("PASS pw").await;
+        assert_eq!(r.starts_with("+OK"), ok, "{via:?}: {r}");
+        c.cmd("QUIT").await;
+        task.await.unwrap();
+    }
+}
