@@ -214,6 +214,11 @@ def test_rfc2177_idle_wakes_on_smtp_delivery_and_on_flag_change_by_other_session
     ok(other, "F1", f"STORE {exists + 1} +FLAGS (\\Flagged)")
     got = read_until(c, lambda g: any(b"FETCH" in l and b"\\Flagged" in l for l in g), 10)
     assert any(re.match(rf"\* {exists + 1} FETCH .*\\Flagged".encode(), l) for l in got), got
+    ok(other, "F2", f"STORE {exists + 1} +FLAGS.SILENT (\\Deleted)")
+    ok(other, "X1", "EXPUNGE")
+    want = f"* {exists + 1} EXPUNGE".encode()
+    got = read_until(c, lambda g: any(l.startswith(want) for l in g), 10)
+    assert any(l.startswith(want) for l in got), f"no {want!r} during IDLE: {got}"
     c.send(b"DONE\r\n")
     tagged, _ = c.imap_until_tagged("I1")
     assert tagged.startswith(b"I1 OK"), tagged
@@ -246,6 +251,13 @@ def test_rfc5161_enable_lists_only_enabled_and_rfc9051_search_answers_esearch(se
     assert not untagged(res, "SEARCH"), f"IMAP4rev2 SEARCH must not answer * SEARCH: {res}"
     es = untagged(res, "ESEARCH")
     assert es and b'(TAG "Q1")' in es[0] and b"ALL 1:2" in es[0], res
+    assert any(l.startswith(b"* LIST ") and b"INBOX" in l for l in sel), f"rev2 SELECT sends LIST: {sel}"
+    assert not any(b"[UNSEEN " in l for l in sel), f"rev2 SELECT sends no UNSEEN code: {sel}"
+    out = ok(c, "S2", "EXAMINE INBOX")
+    assert out and b"[CLOSED]" in out[0], f"reselect starts with OK [CLOSED]: {out}"
+    tagged, _ = c.imap_cmd("E3", "ENABLE QRESYNC")
+    # ENABLE is valid only in the authenticated state (docs/imap.md)
+    assert tagged.startswith(b"E3 BAD") or tagged.startswith(b"E3 NO"), tagged
     c.close()
 
 
@@ -412,6 +424,25 @@ def test_rfc3516_binary_peek_decodes_base64_and_binary_size(server):
     assert int(got[1]["BINARY.SIZE[1]"]) == len(payload), got
     flags = fetches(ok(c, "F2", "FETCH 1 (FLAGS)"))
     assert b"\\Seen" not in flags[1]["FLAGS"], f"BINARY.PEEK must not set \\Seen: {flags}"
+    # partial
+    got = fetches(ok(c, "F3", "FETCH 1 (BINARY.PEEK[1]<3.10>)"))
+    assert got[1]["BINARY[1]<3>"] == payload[3:13], got
+    # data with NUL comes as literal8 ~{n}
+    nul = b"a\x00b\x00c" * 10
+    append(c, "INBOX", msg(BI, "nul", base64.encodebytes(nul).decode().replace("\n", "\r\n"),
+                           content_type="application/octet-stream", cte="base64"))
+    ok(c, "NO", "NOOP")
+    c.send(b"F4 FETCH 2 (BINARY.PEEK[1])\r\n")
+    line = c.readline()
+    assert re.search(rb"BINARY\[1\] ~\{%d\}\r\n$" % len(nul), line), f"literal8 for NUL data: {line!r}"
+    assert c.read_exact(len(nul)) == nul
+    tagged, _ = c.imap_until_tagged("F4")
+    assert tagged.startswith(b"F4 OK"), tagged
+    # unknown Content-Transfer-Encoding -> NO [UNKNOWN-CTE]
+    append(c, "INBOX", msg(BI, "cte", "gibberish\r\n", content_type="application/octet-stream", cte="x-weird"))
+    ok(c, "N2", "NOOP")
+    tagged, _ = c.imap_cmd("F5", "FETCH 3 (BINARY.PEEK[1])")
+    assert tagged.startswith(b"F5 NO") and b"[UNKNOWN-CTE]" in tagged, tagged
     c.close()
 
 
@@ -467,6 +498,15 @@ def test_rfc6855_utf8_accept_create_and_list_utf8_mailbox_name(server):
     assert name.encode() in raw, f"LIST must show the UTF-8 name after UTF8=ACCEPT: {out}"
     assert b"&" not in raw.replace(b"&-", b""), f"no modified UTF-7 after UTF8=ACCEPT: {out}"
     ok(c, "S1", f'SELECT "{name}"'.encode())
+    # APPEND UTF8 (~{n}) with a UTF-8 header
+    body = msg(U8, "Grüße ✓").replace(b"remote.example>", "rémote.example>".encode())
+    c.send(b"A1 APPEND INBOX UTF8 (~{%d+}\r\n" % len(body) + body + b")\r\n")
+    tagged, _ = c.imap_until_tagged("A1")
+    assert tagged.startswith(b"A1 OK"), tagged
+    # the modified UTF-7 form of the name is still accepted as input
+    mutf7 = "Gr&APwA3w-e &ZeVnLA-"
+    st = untagged(ok(c, "S2", f'STATUS "{mutf7}" (MESSAGES)'), "STATUS")
+    assert st and name.encode() in st[0], f"STATUS by modified UTF-7 name answers with the UTF-8 name: {st}"
     c.close()
 
 
@@ -494,13 +534,31 @@ def test_rfc4314_acl_setacl_shares_mailbox_under_other_users(server):
     out = ok(b, "M1", f'MYRIGHTS "{shared}"')
     my = [l for l in out if l.upper().startswith(b"* MYRIGHTS")]
     assert my and my[0].rstrip().split()[-1].strip(b'"') == b"lr", out
-    sel = ok(b, "S1", f'SELECT "{shared}"')
+    tagged, sel = b.imap_cmd("S1", f'SELECT "{shared}"')
+    assert tagged.startswith(b"S1 OK"), (tagged, sel)
     assert untagged(sel, "EXISTS")[0].split()[1] == b"1", sel
     got = fetches(ok(b, "F1", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
     assert b"shared msg" in got[1]["BODY[HEADER.FIELDS (SUBJECT)]"], got
+    assert b"[READ-ONLY]" in tagged, f"SELECT without s/w/t/e is read-only: {tagged!r}"
     # without i, B cannot APPEND
     tagged, _ = b.imap_cmd("AP", f'APPEND "{shared}" {{5+}}\r\nhello')
     assert tagged.startswith(b"AP NO"), tagged
+    # B cannot change the ACL (no a)
+    tagged, _ = b.imap_cmd("SA", f'SETACL "{shared}" "{ACL_B}" lrswi')
+    assert tagged.startswith(b"SA NO"), tagged
+
+    out = ok(a, "LR", f'LISTRIGHTS {box} "{ACL_B}"')
+    assert any(l.upper().startswith(b"* LISTRIGHTS") for l in out), out
+    tagged, _ = a.imap_cmd("NG", f'SETACL {box} "-{ACL_B}" r')
+    assert tagged.startswith(b"NG NO") or tagged.startswith(b"NG BAD"), f"negative rights refused: {tagged!r}"
+    ok(a, "A2", f'SETACL {box} "{ACL_B}" +w')
+    out = ok(a, "G2", f"GETACL {box}")
+    assert re.search(re.escape(ACL_B.encode()) + rb'"? "?lrw"?', b"".join(out)), f"+w adds: {out}"
+    ok(a, "DA", f'DELETEACL {box} "{ACL_B}"')
+    out = ok(a, "G3", f"GETACL {box}")
+    assert ACL_B.encode() not in b"".join(out), out
+    out = ok(b, "L2", 'LIST "" "*"')
+    assert not any(shared.encode() in l for l in untagged(out, "LIST")), f"still shared after DELETEACL: {out}"
     a.close()
     b.close()
 
@@ -531,6 +589,8 @@ def test_rfc8474_objectid_rfc8514_savedate_rfc5032_within_rfc4315_uidplus_rfc685
     # CREATE-SPECIAL-USE
     arch = "Arch" + unique("")
     out = ok(c, "CR", f"CREATE {arch} (USE (\\Archive))")
+    tagged, _ = c.imap_cmd("C2", f"CREATE X{arch} (USE (\\Archive \\Junk))")
+    assert tagged.startswith(b"C2 NO") and b"[USEATTR]" in tagged, f"two attributes: {tagged!r}"
     lst = untagged(ok(c, "LI", f'LIST "" "{arch}"'), "LIST")
     assert lst and b"\\Archive" in lst[0], lst
     st2 = untagged(ok(c, "S2", f"STATUS {arch} (MAILBOXID)"), "STATUS")[0]
