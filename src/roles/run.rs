@@ -296,6 +296,11 @@ fn print_quickstart(config: &Config, address: &str, password: &str) {
     println!("  address:  {address}");
     println!("  password: {password}");
     println!(
+        "  submission {} (STARTTLS)  submissions {} (TLS)",
+        port("submission"),
+        port("submissions")
+    );
+    println!(
         "  SMTP {}  IMAP {}  IMAPS {}  POP3 {}  POP3S {}  LMTP {}",
         port("smtp"),
         port("imap"),
