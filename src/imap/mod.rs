@@ -28,7 +28,7 @@ mod session;
 mod summary;
 mod thread;
 mod utf7;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;

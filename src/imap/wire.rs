@@ -13,23 +13,36 @@ use crate::store::{Flags, Uid};
 
 use super::utf7;
 
-/// An IMAP string: quoted when possible, else a literal.
-pub fn string(s: &str) -> String {
-    let quotable = s.len() < 1024 && s.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t');
-    if quotable {
-        let mut out = String::with_capacity(s.len() + 2);
-        out.push('"');
-        for c in s.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
+/// An IMAP quoted string: `"` and `\` escaped. The caller makes sure the
+/// text may be quoted (no CR, LF or NUL).
+pub fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
         }
-        out.push('"');
-        out
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Quoted when `quotable`, else a literal.
+fn quoted_or_literal(s: &str, quotable: bool) -> String {
+    if quotable && s.len() < 1024 {
+        quoted(s)
     } else {
         format!("{{{}}}\r\n{}", s.len(), s)
     }
+}
+
+/// An IMAP string: quoted when possible, else a literal.
+pub fn string(s: &str) -> String {
+    quoted_or_literal(
+        s,
+        s.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t'),
+    )
 }
 
 /// A mailbox name (UTF-8 in the store) as it goes on the wire.
@@ -40,21 +53,7 @@ pub fn mailbox(name: &str) -> String {
 /// A mailbox name for a client that enabled UTF8=ACCEPT or IMAP4rev2
 /// (RFC 6855 3, RFC 9051 5.1): UTF-8 in a quoted string when possible.
 pub fn mailbox_utf8(name: &str) -> String {
-    let quotable = name.len() < 1024 && !name.chars().any(|c| c.is_control());
-    if quotable {
-        let mut out = String::with_capacity(name.len() + 2);
-        out.push('"');
-        for c in name.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
-        out
-    } else {
-        format!("{{{}}}\r\n{}", name.len(), name)
-    }
+    quoted_or_literal(name, !name.chars().any(|c| c.is_control()))
 }
 
 /// A mailbox name from raw command bytes (modified UTF-7 or UTF-8).

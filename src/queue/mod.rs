@@ -74,6 +74,30 @@ struct Entry {
     held: bool,
 }
 
+impl RcptState {
+    /// A recipient not tried yet.
+    fn pending() -> RcptState {
+        RcptState {
+            status: Status::Pending,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            warned: false,
+        }
+    }
+}
+
+impl Entry {
+    /// Makes every pending recipient due now.
+    fn make_due(&mut self) {
+        for s in &mut self.state {
+            if s.status == Status::Pending {
+                s.next_attempt = 0;
+            }
+        }
+    }
+}
+
 /// A queued message, for listings.
 #[derive(Debug, Clone)]
 pub struct QueuedInfo {
@@ -197,13 +221,7 @@ impl Queue {
                         .envelope
                         .recipients
                         .iter()
-                        .map(|_| RcptState {
-                            status: Status::Pending,
-                            attempts: 0,
-                            next_attempt: 0,
-                            last_error: None,
-                            warned: false,
-                        })
+                        .map(|_| RcptState::pending())
                         .collect();
                     for c in l.changes {
                         state[c.rcpt] = RcptState {
@@ -284,13 +302,7 @@ impl Queue {
         let state = env
             .recipients
             .iter()
-            .map(|_| RcptState {
-                status: Status::Pending,
-                attempts: 0,
-                next_attempt: 0,
-                last_error: None,
-                warned: false,
-            })
+            .map(|_| RcptState::pending())
             .collect();
         self.lock().insert(
             id.clone(),
@@ -370,11 +382,7 @@ impl Queue {
             match map.get_mut(id) {
                 Some(e) => {
                     e.held = false;
-                    for s in &mut e.state {
-                        if s.status == Status::Pending {
-                            s.next_attempt = 0;
-                        }
-                    }
+                    e.make_due();
                     true
                 }
                 None => false,
@@ -395,11 +403,7 @@ impl Queue {
     pub fn retry(&self, id: &str) -> bool {
         let found = match self.lock().get_mut(id) {
             Some(e) => {
-                for s in &mut e.state {
-                    if s.status == Status::Pending {
-                        s.next_attempt = 0;
-                    }
-                }
+                e.make_due();
                 true
             }
             None => false,
@@ -424,11 +428,7 @@ impl Queue {
     /// Makes every pending recipient due now.
     pub fn flush(&self) {
         for e in self.lock().values_mut() {
-            for s in &mut e.state {
-                if s.status == Status::Pending {
-                    s.next_attempt = 0;
-                }
-            }
+            e.make_due();
         }
         self.wake.notify_one();
     }

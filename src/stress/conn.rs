@@ -289,18 +289,7 @@ impl Conn {
 }
 
 /// An IMAP quoted string (the stress mailbox names are plain ASCII).
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
+pub use crate::imap::wire::quoted as quote;
 
 async fn tls_wrap<S>(t: &Target, s: S) -> anyhow::Result<tokio_rustls::client::TlsStream<S>>
 where
