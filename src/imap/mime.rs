@@ -11,6 +11,36 @@
 //! encoded-words, BODYSTRUCTURE keeps the case of types and parameters and
 //! does not decode RFC 2231 parameters (mail-parser lowercases and decodes).
 //!
+//! # Nesting cap (issue 9)
+//!
+//! `MAX_DEPTH` = 64 levels of multipart and message/rfc822 nesting
+//! (encoded message/rfc822 parts included). Before mail-parser sees a
+//! stored message, [`nesting::exceeds`] measures the nesting mail-parser
+//! would build, with an iterative replay of its parse loop. A message
+//! nested deeper than `MAX_DEPTH` is never given to mail-parser: it is
+//! shown as one opaque part (BODYSTRUCTURE `APPLICATION/OCTET-STREAM`
+//! with the top header's encoding and size; `BODY[1]` / `BINARY[1]` is its
+//! whole body, deeper section numbers are empty; SEARCH BODY/TEXT matches
+//! its raw body). Within the cap, our own walks over the part tree stop at
+//! `MAX_DEPTH` as well (deeper parts become opaque leaves).
+//!
+//! # Why this cannot crash the process
+//!
+//! A stack overflow cannot be caught in Rust: it aborts the whole process,
+//! every user's session with it. The guarantee is therefore structural:
+//! nothing on the path from stored bytes to the wire recurses more than
+//! `MAX_DEPTH` levels. mail-parser's parser is iterative except for
+//! encoded nested messages (3 levels); the values it builds (and their
+//! `Drop`), our `structure` / `without_extensions` / `body_text` walks,
+//! imap-types' encoding of a BODYSTRUCTURE and its `Drop` all recurse once
+//! per nesting level, and the nesting is capped before any of them runs.
+//! Section paths are resolved iteratively; header, address and comment
+//! parsing are loops. The tests `issue9_*` in `mime/tests.rs` run 50,000
+//! levels of each kind through every FETCH item, SEARCH and the summary
+//! cache on a thread with a tokio worker's 2 MiB stack. A *panic* (a bug,
+//! not an overflow) is contained: mail-parser runs under `catch_unwind`,
+//! and a panic elsewhere ends only the session task that hit it.
+//!
 //! Invariants:
 //! - No function panics on any input: every slice is clamped, recursion over
 //!   the part tree stops at `MAX_DEPTH`, and mail-parser itself runs under
@@ -32,10 +62,13 @@ use imap_types::envelope::{Address, Envelope};
 use imap_types::fetch::Section;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, PartType};
 
-/// Deepest MIME nesting we describe; deeper parts are shown as opaque
-/// APPLICATION/OCTET-STREAM leaves (keeps our recursion and the client's
-/// BODYSTRUCTURE parser bounded).
-const MAX_DEPTH: usize = 64;
+mod nesting;
+
+/// Deepest MIME nesting we describe (see the module doc): deeper parts are
+/// shown as opaque APPLICATION/OCTET-STREAM leaves, and a message that
+/// mail-parser would nest deeper is not given to it at all. Keeps every
+/// recursion on stored data, and the client's BODYSTRUCTURE parser, bounded.
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// Host and mailbox placeholders for addresses that lack them (as Dovecot
 /// does): a NIL host would mean RFC 2822 group syntax to the client.
@@ -151,11 +184,14 @@ pub fn binary_section(msg: &[u8], part: &[NonZeroU32]) -> Result<Vec<u8>, Binary
 /// A message parsed once, for a FETCH that asks several things of it.
 pub struct ParsedMessage<'a> {
     msg: Message<'a>,
+    /// Nested deeper than `MAX_DEPTH`: one opaque part (see `parse`).
+    opaque: bool,
 }
 
 impl<'a> ParsedMessage<'a> {
     pub fn new(raw: &'a [u8]) -> Self {
-        ParsedMessage { msg: parse(raw) }
+        let (msg, opaque) = parse(raw);
+        ParsedMessage { msg, opaque }
     }
 
     fn top(&self) -> Level<'_, 'a> {
@@ -169,7 +205,10 @@ impl<'a> ParsedMessage<'a> {
 
     /// See [`body_structure`].
     pub fn body_structure(&self, extended: bool) -> BodyStructure<'static> {
-        structure(self.top().root(), extended, 0)
+        // An opaque message starts at the depth where containers are no
+        // longer opened.
+        let depth = if self.opaque { MAX_DEPTH } else { 0 };
+        structure(self.top().root(), extended, depth)
     }
 
     /// See [`section`].
@@ -228,26 +267,33 @@ impl<'a> ParsedMessage<'a> {
 // ---------------------------------------------------------------------------
 
 /// Parses with mail-parser; always returns a message with at least a root
-/// part (a message without any header is all body).
-fn parse(raw: &[u8]) -> Message<'_> {
+/// part (a message without any header is all body). A message nested
+/// deeper than `MAX_DEPTH` is not parsed: it becomes one opaque part
+/// (`true`), its header the top header, its body the rest.
+fn parse(raw: &[u8]) -> (Message<'_>, bool) {
+    let single = |body: PartType<'static>, offset_body: usize| Message {
+        parts: vec![MessagePart {
+            headers: Vec::new(),
+            is_encoding_problem: true,
+            body,
+            encoding: Encoding::None,
+            offset_header: 0,
+            offset_body: u32::try_from(offset_body).unwrap_or(u32::MAX),
+            offset_end: u32::try_from(raw.len()).unwrap_or(u32::MAX),
+        }],
+        raw_message: Cow::Borrowed(raw),
+        ..Default::default()
+    };
+    if nesting::exceeds(raw, MAX_DEPTH) {
+        let body = PartType::Binary(Cow::Owned(Vec::new()));
+        return (single(body, header_end(raw)), true);
+    }
     let parsed = catch_unwind(AssertUnwindSafe(|| MessageParser::default().parse(raw)))
         .ok()
         .flatten();
     match parsed {
-        Some(m) if !m.parts.is_empty() => m,
-        _ => Message {
-            parts: vec![MessagePart {
-                headers: Vec::new(),
-                is_encoding_problem: true,
-                body: PartType::Text(Cow::Borrowed("")),
-                encoding: Encoding::None,
-                offset_header: 0,
-                offset_body: 0,
-                offset_end: u32::try_from(raw.len()).unwrap_or(u32::MAX),
-            }],
-            raw_message: Cow::Borrowed(raw),
-            ..Default::default()
-        },
+        Some(m) if !m.parts.is_empty() => (m, false),
+        _ => (single(PartType::Text(Cow::Borrowed("")), 0), false),
     }
 }
 
@@ -1254,7 +1300,13 @@ pub(crate) fn decode_for_search(msg: &[u8], with_body: bool) -> Decoded {
         .filter(|d| d.is_valid());
     let mut body = String::new();
     if with_body {
-        body_text(&parse(msg), &mut body, 0);
+        match parse(msg) {
+            (m, false) => body_text(&m, &mut body, 0),
+            // Too deep to take apart: the raw body, as it is.
+            (_, true) => {
+                body = String::from_utf8_lossy(clamp(msg, header_end(msg), msg.len())).into_owned()
+            }
+        }
     }
     Decoded {
         headers,

@@ -711,3 +711,150 @@ fn robustness_deep_nesting_is_bounded() {
     nested.push_str("Subject: core\n\nx\n");
     exercise(&crlf(&nested));
 }
+
+// ---------------------------------------------------------------------------
+// Hostile nesting (issue 9): tens of thousands of levels must neither
+// overflow the stack nor take unbounded time. Run on a thread with the
+// stack of a tokio worker (2 MiB), where the session does this work.
+// ---------------------------------------------------------------------------
+
+/// Runs `f` on a thread with a tokio worker's stack size.
+fn on_worker_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(f)
+        .expect("spawn")
+        .join()
+        .expect("no panic");
+}
+
+/// `depth` message/rfc822 parts, each the whole body of the one above.
+pub(crate) fn nested_rfc822(depth: usize) -> Vec<u8> {
+    let mut m = String::from("From: a@example.com\nSubject: deep\n");
+    for _ in 0..depth {
+        m.push_str("Content-Type: message/rfc822\n\nSubject: inner\n");
+    }
+    m.push_str("\nx\n");
+    crlf(&m)
+}
+
+/// `depth` multiparts, each with one part: the next multipart.
+pub(crate) fn nested_multipart(depth: usize) -> Vec<u8> {
+    let mut m = String::from("From: a@example.com\nSubject: deep\n");
+    for i in 0..depth {
+        m.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n"
+        ));
+    }
+    m.push_str("Content-Type: text/plain\n\ndeep\n");
+    for i in (0..depth).rev() {
+        m.push_str(&format!("--b{i}--\n"));
+    }
+    crlf(&m)
+}
+
+/// Multiparts alternating with message/rfc822 parts, `depth` levels.
+pub(crate) fn nested_mixed(depth: usize) -> Vec<u8> {
+    let mut m = String::from("From: a@example.com\nSubject: deep\n");
+    for i in 0..depth {
+        if i % 2 == 0 {
+            m.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n"
+            ));
+        } else {
+            m.push_str("Content-Type: message/rfc822\n\nSubject: inner\n");
+        }
+    }
+    m.push_str("Content-Type: text/plain\n\ndeep\n");
+    for i in (0..depth).rev().filter(|i| i % 2 == 0) {
+        m.push_str(&format!("--b{i}--\n"));
+    }
+    crlf(&m)
+}
+
+/// A message/rfc822 part in base64 whose content is `inner` (mail-parser
+/// decodes and parses such parts itself).
+pub(crate) fn encoded_rfc822(inner: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(inner);
+    let mut m = String::from(
+        "From: a@example.com\nSubject: wrapped\nContent-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n",
+    );
+    for chunk in b64.as_bytes().chunks(76) {
+        m.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        m.push('\n');
+    }
+    m.push_str("--zz--\n");
+    crlf(&m)
+}
+
+/// Everything FETCH, SEARCH and the summary cache do with a message,
+/// including encoding the results as the session does.
+fn exercise_all(m: &[u8]) {
+    let _ = env_wire(m);
+    let bs = bs_wire(m);
+    assert!(bs.contains("BODYSTRUCTURE ("), "{bs}");
+    let _ = body_wire(m);
+    let deep: Vec<NonZeroU32> = std::iter::repeat(NonZeroU32::MIN).take(50_000).collect();
+    for len in [1, 2, 3, 40, 70, 1000, 50_000] {
+        let path = deep.get(..len).unwrap_or_default();
+        let _ = binary_section(m, path);
+        let p = imap_types::fetch::Part(Vec1::try_from(path.to_vec()).expect("non-empty"));
+        let _ = section(m, Some(&Section::Part(p.clone())));
+        let _ = section(m, Some(&Section::Header(Some(p.clone()))));
+        let _ = section(m, Some(&Section::Mime(p)));
+    }
+    let d = decode_for_search(m, true);
+    assert!(!d.headers.is_empty());
+    let s = crate::imap::summary::Summary::compute(m);
+    assert!(s.bodystructure.starts_with(b"BODYSTRUCTURE ("));
+}
+
+#[test]
+fn issue9_nested_rfc822_50000_levels_is_bounded() {
+    on_worker_stack(|| exercise_all(&nested_rfc822(50_000)));
+}
+
+#[test]
+fn issue9_nested_multipart_50000_levels_is_bounded() {
+    on_worker_stack(|| exercise_all(&nested_multipart(50_000)));
+}
+
+#[test]
+fn issue9_nested_mixed_and_encoded_levels_are_bounded() {
+    on_worker_stack(|| {
+        exercise_all(&nested_mixed(40_000));
+        exercise_all(&encoded_rfc822(&nested_rfc822(20_000)));
+        exercise_all(&encoded_rfc822(&encoded_rfc822(&encoded_rfc822(
+            &nested_multipart(20_000),
+        ))));
+    });
+}
+
+#[test]
+fn issue9_nesting_at_the_cap_is_described_and_deeper_is_opaque() {
+    on_worker_stack(|| {
+        // Exactly MAX_DEPTH levels: described (the innermost text is there).
+        for m in [nested_mixed(MAX_DEPTH), nested_rfc822(MAX_DEPTH)] {
+            let bs = bs_wire(&m);
+            assert!(!bs.contains("OCTET-STREAM"), "{bs}");
+            assert!(bs.contains("(\"TEXT\" "), "{bs}");
+            exercise_all(&m);
+        }
+        // One more: the whole message is one opaque part.
+        let m = nested_mixed(MAX_DEPTH + 1);
+        let bs = bs_wire(&m);
+        assert!(
+            bs.starts_with("* 1 FETCH (BODYSTRUCTURE (\"APPLICATION\" \"OCTET-STREAM\""),
+            "{bs}"
+        );
+        let body = section(&m, None).split_off(header_end(&m));
+        let one = imap_types::fetch::Part(Vec1::from(NonZeroU32::MIN));
+        assert_eq!(section(&m, Some(&Section::Part(one))), body);
+        assert_eq!(binary_section(&m, &[NonZeroU32::MIN]), Ok(body));
+        let two = imap_types::fetch::Part(Vec1::try_from(vec![NonZeroU32::MIN; 2]).unwrap());
+        assert!(section(&m, Some(&Section::Part(two))).is_empty());
+        assert!(decode_for_search(&m, true).body.contains("deep"));
+        assert!(env_wire(&m).contains("\"deep\""));
+    });
+}
