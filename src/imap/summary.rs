@@ -21,6 +21,12 @@ use super::mime;
 
 const VERSION: u8 = 1;
 
+/// Most message ids taken from one message's References (RFC 5256 3,
+/// REFERENCES step 1): the last ones, which name the nearest ancestors.
+/// Bounds the summary record and THREAD's work per message, whatever a
+/// sender puts in the header.
+pub const MAX_REFERENCES: usize = 64;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// `ENVELOPE (...)` as it goes on the wire.
@@ -68,6 +74,7 @@ impl Summary {
             .map(|v| msg_ids(v).into_iter().next().unwrap_or_default())
             .unwrap_or_default();
         let mut references = field(b"References").map(msg_ids).unwrap_or_default();
+        references.drain(..references.len().saturating_sub(MAX_REFERENCES));
         if references.is_empty() {
             references = field(b"In-Reply-To")
                 .map(msg_ids)
@@ -184,10 +191,12 @@ fn msg_ids(v: &[u8]) -> Vec<String> {
 
 /// Base subject extraction (RFC 5256 2.1). Returns the base subject
 /// (lowercased for the i;ascii-casemap comparison) and whether reply or
-/// forward markers were removed.
+/// forward markers were removed. Works on slices of one normalised copy,
+/// so a subject of thousands of `Re:` or `[fwd: ...]` layers costs time in
+/// proportion to its length, not its square.
 pub fn base_subject(subject: &str) -> (String, bool) {
     // (1) whitespace runs become one space.
-    let mut s: String = {
+    let norm: String = {
         let mut out = String::with_capacity(subject.len());
         let mut space = false;
         for c in subject.chars() {
@@ -203,42 +212,45 @@ pub fn base_subject(subject: &str) -> (String, bool) {
         }
         out
     };
+    let mut s: &str = &norm;
     let mut is_reply = false;
     loop {
         // (2) trailing "(fwd)" and whitespace.
         loop {
             let t = s.trim_end();
-            let lower = t.to_ascii_lowercase();
-            if lower.ends_with("(fwd)") {
-                s = t.get(..t.len() - 5).unwrap_or_default().to_string();
-                is_reply = true;
-            } else {
-                s = t.to_string();
-                break;
+            let cut = t.len().saturating_sub(5);
+            match t.get(cut..) {
+                Some(tail) if t.len() >= 5 && tail.eq_ignore_ascii_case("(fwd)") => {
+                    s = t.get(..cut).unwrap_or_default();
+                    is_reply = true;
+                }
+                _ => {
+                    s = t;
+                    break;
+                }
             }
         }
         // (3)-(5) leading subj-leader and subj-blob, repeatedly.
         loop {
-            let before = s.clone();
-            s = s.trim_start().to_string();
-            if let Some(rest) = strip_leader(&s) {
-                s = rest.to_string();
+            let before = s.len();
+            s = s.trim_start();
+            if let Some(rest) = strip_leader(s) {
+                s = rest;
                 is_reply = true;
             }
             // (4) a leading blob, unless it is all that is left.
-            if let Some(rest) = strip_blob(&s) {
+            if let Some(rest) = strip_blob(s) {
                 if !rest.trim().is_empty() {
-                    s = rest.to_string();
+                    s = rest;
                 }
             }
-            if s == before {
+            if s.len() == before {
                 break;
             }
         }
         // (6) [fwd: ...]
-        let lower = s.to_ascii_lowercase();
-        if lower.starts_with("[fwd:") && s.ends_with(']') {
-            s = s.get(5..s.len() - 1).unwrap_or_default().to_string();
+        if starts_ci(s, "[fwd:") && s.ends_with(']') {
+            s = s.get(5..s.len() - 1).unwrap_or_default();
             is_reply = true;
             continue;
         }
@@ -247,11 +259,19 @@ pub fn base_subject(subject: &str) -> (String, bool) {
     (s.trim().to_lowercase(), is_reply)
 }
 
+/// Does `s` start with the ASCII `prefix`, in any case?
+fn starts_ci(s: &str, prefix: &str) -> bool {
+    s.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
 /// subj-blob = "[" *BLOBCHAR "]" *WSP
 fn strip_blob(s: &str) -> Option<&str> {
     let rest = s.strip_prefix('[')?;
-    let close = rest.find(']')?;
-    if rest.get(..close)?.contains('[') {
+    // BLOBCHAR excludes "[": the first bracket must close the blob.
+    let close = rest.find(['[', ']'])?;
+    if rest.as_bytes().get(close) != Some(&b']') {
         return None;
     }
     Some(rest.get(close + 1..)?.trim_start())
@@ -264,12 +284,11 @@ fn strip_leader(s: &str) -> Option<&str> {
     while let Some(r) = strip_blob(rest) {
         rest = r;
     }
-    let lower = rest.to_ascii_lowercase();
-    let n = if lower.starts_with("re") {
+    let n = if starts_ci(rest, "re") {
         2
-    } else if lower.starts_with("fwd") {
+    } else if starts_ci(rest, "fwd") {
         3
-    } else if lower.starts_with("fw") {
+    } else if starts_ci(rest, "fw") {
         2
     } else {
         return None;
@@ -323,5 +342,27 @@ mod tests {
         assert_eq!(s.references, vec!["x@y", "z@w"]);
         assert_eq!(Summary::from_bytes(&s.to_bytes()), Some(s));
         assert_eq!(Summary::from_bytes(b"\x09junk"), None);
+    }
+
+    #[test]
+    fn rfc5256_3_references_keeps_the_last_max_references_ids() {
+        let refs: String = (0..50_000).map(|i| format!(" <r{i}@x>")).collect();
+        let m = format!("Subject: s\r\nMessage-ID: <me@x>\r\nReferences:{refs}\r\n\r\nx\r\n");
+        let s = Summary::compute(m.as_bytes());
+        assert_eq!(s.references.len(), MAX_REFERENCES);
+        assert_eq!(s.references.last().map(String::as_str), Some("r49999@x"));
+        assert_eq!(s.references.first().map(String::as_str), Some("r49936@x"));
+    }
+
+    #[test]
+    fn rfc5256_2_1_base_subject_of_hostile_subjects_is_linear() {
+        // Each of these is quadratic if every step copies the rest.
+        let n = 100_000;
+        assert_eq!(base_subject(&"Re: ".repeat(n)).0, "");
+        assert_eq!(base_subject(&format!("{}x", "[a] Re: ".repeat(n))).0, "x");
+        assert_eq!(base_subject(&format!("x{}", " (fwd)".repeat(n))).0, "x");
+        let nested = format!("{}x{}", "[fwd: ".repeat(n), "]".repeat(n));
+        assert_eq!(base_subject(&nested).0, "x");
+        assert_eq!(base_subject(&"[".repeat(n)).0, "[".repeat(n));
     }
 }

@@ -1,11 +1,18 @@
 //! SORT and THREAD (RFC 5256): ordering and threading of messages from
 //! their summaries. Pure functions; the session gathers the messages.
+//!
+//! Bounded whatever the messages say (issue 9): at most
+//! `summary::MAX_REFERENCES` (64) ids are taken from one message's
+//! References, the last ones; links that would close a loop are refused;
+//! and every walk over the thread tree (rendering, pruning, sorting) is an
+//! iterative loop that visits each node once, so a thread as deep as the
+//! mailbox is long costs no stack.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use super::command::{SortKey, ThreadAlgo};
-use super::summary::Summary;
+use super::summary::{Summary, MAX_REFERENCES};
 
 /// One message as SORT and THREAD see it.
 pub struct Item<'a> {
@@ -73,59 +80,107 @@ pub fn thread(items: &[Item<'_>], algo: ThreadAlgo) -> String {
         ThreadAlgo::References => references(items),
     };
     let (nodes, roots) = roots;
+    render(&nodes, items, &roots)
+}
+
+/// What is left to write while rendering a thread.
+enum Step {
+    Node(usize),
+    Text(&'static str),
+}
+
+/// The thread list: each root in parentheses; each node written as its
+/// number, then a lone child inline, or each of several children in
+/// parentheses. Iterative (explicit stack).
+fn render(nodes: &[Node], items: &[Item<'_>], roots: &[usize]) -> String {
     let mut out = String::new();
-    for r in roots {
-        out.push('(');
-        render(&nodes, items, r, &mut out);
-        out.push(')');
+    let mut todo = Vec::new();
+    for &r in roots.iter().rev() {
+        todo.push(Step::Text(")"));
+        todo.push(Step::Node(r));
+        todo.push(Step::Text("("));
+    }
+    let mut seen = vec![false; nodes.len()];
+    while let Some(step) = todo.pop() {
+        let n = match step {
+            Step::Text(t) => {
+                out.push_str(t);
+                continue;
+            }
+            Step::Node(n) => n,
+        };
+        let Some(node) = nodes.get(n) else {
+            continue;
+        };
+        match seen.get_mut(n) {
+            Some(s) if !*s => *s = true,
+            _ => continue, // a corrupt tree with a loop: write each node once
+        }
+        if let Some(m) = node.msg.and_then(|m| items.get(m)) {
+            out.push_str(&m.out.to_string());
+        }
+        match node.children.as_slice() {
+            [] => {}
+            [only] => {
+                if node.msg.is_some() {
+                    out.push(' ');
+                }
+                todo.push(Step::Node(*only));
+            }
+            many => {
+                if node.msg.is_some() {
+                    out.push(' ');
+                }
+                for c in many.iter().rev() {
+                    todo.push(Step::Text(")"));
+                    todo.push(Step::Node(*c));
+                    todo.push(Step::Text("("));
+                }
+            }
+        }
     }
     out
 }
 
-fn render(nodes: &[Node], items: &[Item<'_>], n: usize, out: &mut String) {
-    let Some(node) = nodes.get(n) else {
-        return;
-    };
-    if let Some(m) = node.msg.and_then(|m| items.get(m)) {
-        out.push_str(&m.out.to_string());
-    }
-    match node.children.as_slice() {
-        [] => {}
-        [only] => {
-            if node.msg.is_some() {
-                out.push(' ');
-            }
-            render(nodes, items, *only, out);
+/// The nodes under `roots` (included), parents before children, each once.
+fn preorder(nodes: &[Node], roots: &[usize]) -> Vec<usize> {
+    let mut seen = vec![false; nodes.len()];
+    let mut order = Vec::new();
+    let mut stack: Vec<usize> = roots.iter().rev().copied().collect();
+    while let Some(n) = stack.pop() {
+        match seen.get_mut(n) {
+            Some(s) if !*s => *s = true,
+            _ => continue,
         }
-        many => {
-            if node.msg.is_some() {
-                out.push(' ');
-            }
-            for c in many {
-                out.push('(');
-                render(nodes, items, *c, out);
-                out.push(')');
-            }
+        order.push(n);
+        if let Some(node) = nodes.get(n) {
+            stack.extend(node.children.iter().rev());
         }
     }
+    order
 }
 
-/// The sent date of a node: its message's, or its first child's.
-fn node_date(nodes: &[Node], items: &[Item<'_>], n: usize, depth: usize) -> (i64, u32) {
-    let Some(node) = nodes.get(n) else {
-        return (0, 0);
-    };
-    if let Some(m) = node.msg.and_then(|m| items.get(m)) {
-        return (m.sent(), m.seq);
+/// The sent date of a node: its message's, or its first child's (a dummy's
+/// date is that of its first child, RFC 5256 3 step 4).
+fn node_date(nodes: &[Node], items: &[Item<'_>], n: usize) -> (i64, u32) {
+    let mut cur = n;
+    for _ in 0..=nodes.len() {
+        let Some(node) = nodes.get(cur) else {
+            break;
+        };
+        if let Some(m) = node.msg.and_then(|m| items.get(m)) {
+            return (m.sent(), m.seq);
+        }
+        match node.children.first() {
+            Some(&c) => cur = c,
+            None => break,
+        }
     }
-    match node.children.first() {
-        Some(&c) if depth < 1000 => node_date(nodes, items, c, depth + 1),
-        _ => (0, 0),
-    }
+    (0, 0)
 }
 
 fn sort_nodes(nodes: &[Node], items: &[Item<'_>], list: &mut [usize]) {
-    list.sort_by_key(|&n| node_date(nodes, items, n, 0));
+    list.sort_by_cached_key(|&n| node_date(nodes, items, n));
 }
 
 /// ORDEREDSUBJECT (RFC 5256 3): threads by base subject; the first message
@@ -167,6 +222,11 @@ fn ordered_subject(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
 
 /// Is `a` an ancestor of (or the same as) `b`?
 fn is_ancestor(nodes: &[Node], a: usize, b: usize) -> bool {
+    // A node without children is nobody's ancestor: no walk needed (the
+    // usual case, which keeps a long reply chain from costing its square).
+    if a != b && nodes.get(a).is_some_and(|n| n.children.is_empty()) {
+        return false;
+    }
     let mut cur = Some(b);
     let mut steps = 0;
     while let Some(c) = cur {
@@ -234,7 +294,8 @@ fn references(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
         };
         nodes[c].msg = Some(i);
         let mut prev: Option<usize> = None;
-        for r in &s.references {
+        let skip = s.references.len().saturating_sub(MAX_REFERENCES);
+        for r in s.references.iter().skip(skip) {
             let rc = get(&mut nodes, r);
             if let Some(p) = prev {
                 if nodes[rc].parent.is_none() && !is_ancestor(&nodes, rc, p) {
@@ -253,9 +314,9 @@ fn references(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
         .filter(|&n| nodes[n].parent.is_none())
         .collect();
     // (3) prune dummies.
-    roots = prune(&mut nodes, roots, true, 0);
+    roots = prune(&mut nodes, roots);
     // (4) sort the root set (children first, for dummies' dates).
-    sort_tree(&mut nodes, items, &roots, 0);
+    sort_tree(&mut nodes, items, &roots);
     sort_nodes(&nodes, items, &mut roots);
     // (5) merge by subject.
     let subject_of = |nodes: &[Node], n: usize| -> Option<(String, bool)> {
@@ -349,59 +410,73 @@ fn references(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
         .filter(|&r| nodes[r].parent.is_none())
         .collect();
     // (6) sort every level.
-    sort_tree(&mut nodes, items, &roots, 0);
+    sort_tree(&mut nodes, items, &roots);
     sort_nodes(&nodes, items, &mut roots);
     (nodes, roots)
 }
 
 /// Removes empty dummies and promotes the children of dummies (RFC 5256
-/// 3, step 3). Returns the new list of `list`'s replacement.
-fn prune(nodes: &mut Vec<Node>, list: Vec<usize>, at_root: bool, depth: usize) -> Vec<usize> {
-    let mut out = Vec::new();
-    for n in list {
+/// 3, step 3). Returns the new root list. Children are pruned before their
+/// parents (reverse preorder), without recursion.
+fn prune(nodes: &mut [Node], roots: Vec<usize>) -> Vec<usize> {
+    let order = preorder(nodes, &roots);
+    let mut is_root = vec![false; nodes.len()];
+    for &r in &roots {
+        if let Some(x) = is_root.get_mut(r) {
+            *x = true;
+        }
+    }
+    // What each non-root node is replaced by in its parent's child list.
+    let mut replacement: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for &n in order.iter().rev() {
         let kids = std::mem::take(&mut nodes[n].children);
-        let kids = if depth < 1000 {
-            prune(nodes, kids, false, depth + 1)
-        } else {
-            kids
-        };
+        let kids: Vec<usize> = kids
+            .into_iter()
+            .flat_map(|k| std::mem::take(&mut replacement[k]))
+            .collect();
         for &k in &kids {
             nodes[k].parent = Some(n);
         }
         nodes[n].children = kids;
+        if is_root[n] {
+            continue;
+        }
+        replacement[n] = if nodes[n].msg.is_some() {
+            vec![n]
+        } else {
+            // A dummy below the root level: its children take its place.
+            let kids = std::mem::take(&mut nodes[n].children);
+            for &k in &kids {
+                nodes[k].parent = nodes[n].parent;
+            }
+            kids
+        };
+    }
+    let mut out = Vec::new();
+    for n in roots {
         if nodes[n].msg.is_some() {
             out.push(n);
             continue;
         }
         match nodes[n].children.len() {
             0 => {}
-            1 if at_root => {
+            1 => {
                 let k = nodes[n].children[0];
                 nodes[k].parent = None;
                 nodes[n].children.clear();
                 out.push(k);
             }
-            _ if at_root => out.push(n),
-            _ => {
-                // Promote the children to this level.
-                let kids = std::mem::take(&mut nodes[n].children);
-                for k in kids {
-                    nodes[k].parent = nodes[n].parent;
-                    out.push(k);
-                }
-            }
+            _ => out.push(n),
         }
     }
     out
 }
 
-fn sort_tree(nodes: &mut Vec<Node>, items: &[Item<'_>], list: &[usize], depth: usize) {
-    if depth > 1000 {
-        return;
-    }
-    for &n in list {
+/// Sorts the children of every node under `list` by date, children's
+/// children first (a dummy's date is its first child's).
+fn sort_tree(nodes: &mut [Node], items: &[Item<'_>], list: &[usize]) {
+    for &n in preorder(nodes, list).iter().rev() {
         let mut kids = std::mem::take(&mut nodes[n].children);
-        sort_tree(nodes, items, &kids, depth + 1);
         sort_nodes(nodes, items, &mut kids);
         nodes[n].children = kids;
     }
@@ -512,5 +587,64 @@ mod tests {
         let t = thread(&items(&s), ThreadAlgo::References);
         assert!(t.starts_with("(1 2)"), "{t}");
         assert!(t.contains('3') && t.contains('4') && t.contains('5'), "{t}");
+    }
+
+    /// Runs `f` on a thread with a tokio worker's stack size.
+    fn on_worker_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("no panic");
+    }
+
+    #[test]
+    fn rfc5256_3_references_with_50000_ids_and_loops_is_bounded() {
+        on_worker_stack(|| {
+            let ids: Vec<String> = (0..50_000).map(|i| format!("r{i}@x")).collect();
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            // One message naming 50,000 ancestors (summaries cached before
+            // the cap), one naming itself in a loop, one a long cycle.
+            let mut looped: Vec<&str> = refs.iter().take(1000).copied().collect();
+            looped.extend(refs.iter().take(1000).copied());
+            let s = vec![
+                summary("a", "me@x", &refs, 10),
+                summary("b", "loop@x", &["loop@x", "r49999@x", "loop@x"], 20),
+                summary("c", "cyc@x", &looped, 30),
+            ];
+            let t = thread(&items(&s), ThreadAlgo::References);
+            assert!(t.contains('1') && t.contains('2') && t.contains('3'), "{t}");
+            let t = thread(&items(&s), ThreadAlgo::OrderedSubject);
+            assert_eq!(t, "(1)(2)(3)");
+        });
+    }
+
+    #[test]
+    fn rfc5256_3_a_thread_30000_messages_deep_renders_without_recursion() {
+        on_worker_stack(|| {
+            let n = 30_000;
+            let s: Vec<Summary> = (0..n)
+                .map(|i| {
+                    let parent = format!("m{}@x", i.max(1) - 1);
+                    let refs: Vec<&str> = if i == 0 { vec![] } else { vec![&parent] };
+                    summary("Re: deep", &format!("m{i}@x"), &refs, i as i64)
+                })
+                .collect();
+            let t = thread(&items(&s), ThreadAlgo::References);
+            let expected: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+            assert_eq!(t, format!("({})", expected.join(" ")));
+            // The same chain with every message's parent missing: dummies
+            // all the way down.
+            let s: Vec<Summary> = (0..n)
+                .map(|i| {
+                    let r = [format!("gone{i}@x"), format!("m{i}@x")];
+                    let refs: Vec<&str> = r.iter().map(String::as_str).collect();
+                    summary("x", &format!("z{i}@x"), &refs, i as i64)
+                })
+                .collect();
+            let t = thread(&items(&s), ThreadAlgo::References);
+            assert!(t.starts_with('(') && t.ends_with(')'), "{}", &t[..50]);
+        });
     }
 }
