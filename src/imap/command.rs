@@ -22,8 +22,15 @@ use imap_types::fetch::{MessageDataItemName, Part, Section};
 use super::search::Key;
 use crate::store::FlagOp;
 
-/// Deepest nesting of search keys (parentheses, NOT, OR).
+/// Deepest nesting of search keys (parentheses, NOT, OR). Deeper input
+/// is a syntax error (BAD) before any recursion past it.
 const MAX_DEPTH: usize = 64;
+
+/// Most distinct content items (BODY[...], BINARY[...], BINARY.SIZE[...],
+/// RFC822, RFC822.HEADER, RFC822.TEXT) in one FETCH. Each holds a copy of
+/// (part of) the message while its response is built, so this bounds that
+/// response at this many times the message. Repeated items are sent once.
+pub const MAX_FETCH_SECTIONS: usize = 64;
 
 /// One end of a sequence range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +60,29 @@ impl SeqSet {
         }
     }
 
+    /// The ranges with `*` replaced, sorted and merged: disjoint,
+    /// non-adjacent (low, high) pairs in ascending order. However many
+    /// overlapping ranges a client sends (`1:*,1:*,...`), expanding these
+    /// costs no more than the mailbox (issue 9).
+    pub fn merged(&self, star: u32) -> Vec<(u32, u32)> {
+        let mut ranges = self.bounds(star);
+        ranges.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len().min(1024));
+        for (a, b) in ranges {
+            match out.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        out
+    }
+
+    /// Is `n` in `merged` (the result of [`SeqSet::merged`])? Binary search.
+    pub fn merged_contains(merged: &[(u32, u32)], n: u32) -> bool {
+        let i = merged.partition_point(|&(_, b)| b < n);
+        merged.get(i).is_some_and(|&(a, _)| a <= n)
+    }
+
     /// The ranges with `*` replaced, each as (low, high).
     pub fn bounds(&self, star: u32) -> Vec<(u32, u32)> {
         match self {
@@ -66,6 +96,37 @@ impl SeqSet {
                 .collect(),
         }
     }
+}
+
+/// FETCH items without repeats, in order; refuses more than
+/// `MAX_FETCH_SECTIONS` distinct content items. Quadratic only in the
+/// number of distinct items kept, which is bounded.
+fn dedup_fetch_items(
+    items: Vec<MessageDataItemName<'static>>,
+) -> R<Vec<MessageDataItemName<'static>>> {
+    let mut kept: Vec<MessageDataItemName<'static>> = Vec::new();
+    let mut sections = 0;
+    for item in items {
+        if kept.contains(&item) {
+            continue;
+        }
+        if matches!(
+            item,
+            MessageDataItemName::BodyExt { .. }
+                | MessageDataItemName::Binary { .. }
+                | MessageDataItemName::BinarySize { .. }
+                | MessageDataItemName::Rfc822
+                | MessageDataItemName::Rfc822Header
+                | MessageDataItemName::Rfc822Text
+        ) {
+            sections += 1;
+            if sections > MAX_FETCH_SECTIONS {
+                return Err("too many body sections in one FETCH");
+            }
+        }
+        kept.push(item);
+    }
+    Ok(kept)
 }
 
 fn value(v: SeqNum, star: u32) -> u32 {
@@ -1092,6 +1153,7 @@ impl<'a> P<'a> {
         if items.is_empty() && extra == FetchExtra::default() {
             return Err("empty FETCH item list");
         }
+        let items = dedup_fetch_items(items)?;
         // RFC 7162 3.2.6: VANISHED only with UID FETCH and CHANGEDSINCE.
         if vanished && (!uid || changed_since.is_none()) {
             return Err("VANISHED needs UID FETCH and CHANGEDSINCE");

@@ -247,12 +247,13 @@ impl Session {
                 match store.changes(id, since).await {
                     Ok(c) => {
                         let max = open.view.max_uid().max(open.view.uidnext.saturating_sub(1));
+                        let ranges = set.merged(max);
                         let gone: Vec<Uid> = c
                             .expunged
                             .into_iter()
                             .filter(|&u| match set {
                                 SeqSet::Saved => saved.contains(&u),
-                                s => s.contains(u, max),
+                                _ => SeqSet::merged_contains(&ranges, u),
                             })
                             .collect();
                         if !gone.is_empty() {

@@ -226,6 +226,7 @@ impl Session {
         let needs_body = search::needs_body(key);
         let max_seq = open.view.exists();
         let max_uid = open.view.max_uid();
+        key.resolve_sets(max_seq, max_uid);
         let id = open.view.id;
         let msgs = open.view.msgs.clone();
         let rev2 = open.view.rev2;

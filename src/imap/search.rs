@@ -34,6 +34,11 @@ pub enum Key {
     Uid(SeqSet),
     /// Messages whose UID is in this sorted list (a resolved `$`).
     UidIn(Vec<u32>),
+    /// A sequence set resolved for evaluation (`resolve_sets`): merged,
+    /// ascending ranges, searched by bisection.
+    SeqRanges(Vec<(u32, u32)>),
+    /// The same for a UID set.
+    UidRanges(Vec<(u32, u32)>),
     Answered,
     Deleted,
     Draft,
@@ -106,6 +111,26 @@ impl Key {
             Key::Or(a, b) => a.uses_saved() || b.uses_saved(),
             Key::Not(k) => k.uses_saved(),
             _ => false,
+        }
+    }
+
+    /// Replaces every sequence and UID set by its merged ranges, so that a
+    /// set of thousands of ranges costs a bisection per message, not a scan
+    /// (call after `resolve_saved`). The tree is at most
+    /// `command::MAX_DEPTH` deep, as parsed.
+    pub fn resolve_sets(&mut self, max_seq: u32, max_uid: u32) {
+        match self {
+            Key::SequenceSet(set @ SeqSet::Ranges(_)) => {
+                *self = Key::SeqRanges(set.merged(max_seq))
+            }
+            Key::Uid(set @ SeqSet::Ranges(_)) => *self = Key::UidRanges(set.merged(max_uid)),
+            Key::And(v) => v.iter_mut().for_each(|k| k.resolve_sets(max_seq, max_uid)),
+            Key::Or(a, b) => {
+                a.resolve_sets(max_seq, max_uid);
+                b.resolve_sets(max_seq, max_uid);
+            }
+            Key::Not(k) => k.resolve_sets(max_seq, max_uid),
+            _ => {}
         }
     }
 
@@ -319,6 +344,8 @@ impl Eval<'_, '_> {
             Key::SequenceSet(set) => set.contains(v.seq, self.max_seq),
             Key::Uid(set) => set.contains(v.uid, self.max_uid),
             Key::UidIn(uids) => uids.binary_search(&v.uid).is_ok(),
+            Key::SeqRanges(r) => SeqSet::merged_contains(r, v.seq),
+            Key::UidRanges(r) => SeqSet::merged_contains(r, v.uid),
             Key::All => true,
 
             Key::Answered => self.flag(Flags::ANSWERED),

@@ -287,9 +287,14 @@ impl Selected {
         match set {
             SeqSet::Saved => {
                 out.extend(saved.iter().filter_map(|&u| self.index_of(u)));
+                out.sort_unstable();
+                out.dedup();
             }
+            // Ranges are merged before they are expanded: `1:*,1:*,...`
+            // costs the mailbox once, not once per range, and the result
+            // is ascending and unique by construction.
             SeqSet::Ranges(_) if uid => {
-                for (a, b) in set.bounds(self.max_uid()) {
+                for (a, b) in set.merged(self.max_uid()) {
                     let lo = self.msgs.partition_point(|m| m.meta.uid < a);
                     let hi = self.msgs.partition_point(|m| m.meta.uid <= b);
                     out.extend(lo..hi);
@@ -309,12 +314,14 @@ impl Selected {
                         }
                         return Err(BadSequence);
                     }
-                    out.extend((a as usize - 1)..(b as usize));
+                }
+                if n > 0 {
+                    for (a, b) in set.merged(n) {
+                        out.extend((a as usize - 1)..(b as usize));
+                    }
                 }
             }
         }
-        out.sort_unstable();
-        out.dedup();
         Ok(out)
     }
 }
@@ -459,5 +466,38 @@ mod tests {
             Vec::<usize>::new()
         );
         assert_eq!(empty.resolve(&set("1"), false, &[]), Err(BadSequence));
+    }
+
+    #[test]
+    fn rfc9051_9_overlapping_ranges_are_merged_before_expanding() {
+        let uids: Vec<Uid> = (1..=3000).map(|u| u * 2).collect();
+        let s = view(&uids);
+        let all: Vec<usize> = (0..3000).collect();
+        let many = |item: &str, n: usize| set(&vec![item; n].join(","));
+        // 20,000 copies of 1:* name every message once, in order.
+        let big = many("1:*", 20_000);
+        assert_eq!(big.merged(3000), vec![(1, 3000)]);
+        assert_eq!(s.resolve(&big, false, &[]).unwrap(), all);
+        assert_eq!(s.resolve(&big, true, &[]).unwrap(), all);
+        assert_eq!(s.resolve(&many("1", 20_000), false, &[]).unwrap(), vec![0]);
+        assert_eq!(
+            s.resolve(&set("4294967295:1"), true, &[]).unwrap(),
+            all,
+            "reversed range with the largest UID"
+        );
+        assert_eq!(
+            s.resolve(&set("3000:1,2:2999,1500"), false, &[]).unwrap(),
+            all
+        );
+        // Adjacent and overlapping ranges merge; disjoint ones stay apart.
+        assert_eq!(
+            set("5:7,1:2,3:4,10:12,11:20,30").merged(100),
+            vec![(1, 7), (10, 20), (30, 30)]
+        );
+        assert!(SeqSet::merged_contains(&[(1, 7), (10, 20)], 10));
+        assert!(!SeqSet::merged_contains(&[(1, 7), (10, 20)], 8));
+        assert!(!SeqSet::merged_contains(&[], 1));
+        // One number beyond the mailbox still makes the whole set invalid.
+        assert_eq!(s.resolve(&set("1:*,3001"), false, &[]), Err(BadSequence));
     }
 }
