@@ -15,44 +15,60 @@ pub struct Entry {
 
 /// Does `name` match `pattern` (`*` anything, `%` anything but the
 /// hierarchy delimiter)?
+///
+/// No recursion and no backtracking: runs of wildcards collapse to one
+/// (`*` wins), a pattern with more literal characters than the name fails
+/// at once, and the rest is one pass per pattern character over the set of
+/// name positions reached, O(len(name)^2) at worst whatever the pattern.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    // Iterative matcher with memo of (pattern index, name index) failures.
-    let mut memo = std::collections::HashSet::new();
-    fn go(
-        p: &[char],
-        n: &[char],
-        pi: usize,
-        ni: usize,
-        memo: &mut std::collections::HashSet<(usize, usize)>,
-    ) -> bool {
-        if memo.contains(&(pi, ni)) {
-            return false;
-        }
-        let r = match p.get(pi) {
-            None => ni == n.len(),
-            Some('*') => (ni..=n.len()).any(|k| go(p, n, pi + 1, k, memo)),
-            Some('%') => {
-                let mut k = ni;
-                loop {
-                    if go(p, n, pi + 1, k, memo) {
-                        break true;
-                    }
-                    match n.get(k) {
-                        Some(&c) if c != DELIMITER => k += 1,
-                        _ => break false,
-                    }
+    let mut p: Vec<char> = Vec::new();
+    let mut literals = 0usize;
+    for c in pattern.chars() {
+        match (c, p.last_mut()) {
+            ('*' | '%', Some(last @ ('*' | '%'))) => {
+                if c == '*' {
+                    *last = '*';
                 }
             }
-            Some(&c) => n.get(ni) == Some(&c) && go(p, n, pi + 1, ni + 1, memo),
-        };
-        if !r {
-            memo.insert((pi, ni));
+            ('*' | '%', _) => p.push(c),
+            _ => {
+                literals += 1;
+                if literals > n.len() {
+                    return false;
+                }
+                p.push(c);
+            }
         }
-        r
     }
-    go(&p, &n, 0, 0, &mut memo)
+    // reach[j]: the pattern so far matches the first j characters.
+    let mut reach = vec![false; n.len() + 1];
+    reach[0] = true;
+    for &pc in &p {
+        let mut next = vec![false; n.len() + 1];
+        match pc {
+            '*' | '%' => {
+                let mut on = false;
+                for j in 0..=n.len() {
+                    if pc == '%' && j > 0 && n.get(j - 1) == Some(&DELIMITER) {
+                        on = false;
+                    }
+                    on |= reach[j];
+                    next[j] = on;
+                }
+            }
+            c => {
+                for j in 1..=n.len() {
+                    next[j] = reach[j - 1] && n.get(j - 1) == Some(&c);
+                }
+            }
+        }
+        reach = next;
+        if !reach.contains(&true) {
+            return false;
+        }
+    }
+    reach[n.len()]
 }
 
 /// The reference and the pattern joined, with `INBOX` in any case as the
@@ -173,6 +189,13 @@ mod tests {
     #[test]
     fn rfc3501_6_3_8_wildcards() {
         assert!(matches("*", "a/b/c"));
+        assert!(matches("%/%", "a/b"));
+        assert!(!matches("%/%", "a/b/c"));
+        assert!(matches("a*%c", "a/b/c"));
+        assert!(matches("%*", "a/b"));
+        assert!(!matches("*%/", "a"));
+        assert!(matches("", ""));
+        assert!(!matches("", "a"));
         assert!(matches("%", "a"));
         assert!(!matches("%", "a/b"));
         assert!(matches("a/%", "a/b"));
@@ -232,5 +255,18 @@ mod tests {
             ]
         );
         assert_eq!(lsub(&subs, "*").len(), 2);
+    }
+
+    #[test]
+    fn rfc3501_6_3_8_hostile_patterns_cost_no_stack_and_no_backtracking() {
+        let name = format!("{}b", "a/".repeat(500));
+        let long = "a".repeat(1000);
+        assert!(matches(&"*a%".repeat(300), &long));
+        assert!(!matches(&"*a%".repeat(20_000), &long));
+        assert!(matches(&"*".repeat(100_000), ""));
+        assert!(matches(&format!("{}b", "*".repeat(100_000)), &name));
+        assert!(!matches(&format!("{}c", "%*%".repeat(30_000)), &name));
+        assert!(!matches(&"a".repeat(100_000), &name));
+        assert!(matches(&"%/".repeat(500), &format!("{}", "a/".repeat(500))));
     }
 }
