@@ -1032,3 +1032,186 @@ async fn extreme_but_valid_arguments_get_answers_not_panics() {
         Some("z OK NOOP completed")
     );
 }
+
+// ------------------------------------------------------------ issue 9: hostile input
+
+/// FETCH, SEARCH, SORT and THREAD over messages nested 50,000 levels deep
+/// (message/rfc822, multipart, and an encoded message/rfc822 holding a
+/// deep message): sensible answers, and the server still serves another
+/// client. Before the nesting cap, the first FETCH overflowed the stack and
+/// aborted the process.
+#[tokio::test]
+async fn issue9_deeply_nested_messages_are_served_opaque() {
+    use crate::imap::mime::tests::{encoded_rfc822, nested_multipart, nested_rfc822};
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    for m in [
+        nested_rfc822(50_000),
+        nested_multipart(50_000),
+        encoded_rfc822(&nested_rfc822(20_000)),
+    ] {
+        append(&mut c, "INBOX", "", &String::from_utf8(m).unwrap()).await;
+    }
+    c.cmd("s SELECT INBOX").await;
+    let r = c
+        .cmd("f FETCH 1:* (ENVELOPE BODY BODYSTRUCTURE BODY.PEEK[1.1.1.1] BINARY.PEEK[1] BINARY.SIZE[1])")
+        .await;
+    assert!(
+        tagged(&r).starts_with("f OK"),
+        "{}",
+        &r[r.len().saturating_sub(300)..]
+    );
+    assert_eq!(r.matches("FETCH (").count(), 3);
+    // All three are nested beyond the cap: each is one opaque part.
+    assert_eq!(
+        r.matches("BODYSTRUCTURE (\"APPLICATION\" \"OCTET-STREAM\"")
+            .count(),
+        3
+    );
+    let deep_path = vec!["1"; 3000].join(".");
+    let r = c.cmd(&format!("p FETCH 1 (BODY.PEEK[{deep_path}])")).await;
+    assert!(tagged(&r).starts_with("p OK"), "{}", tagged(&r));
+    for (tag, cmd) in [
+        ("a", "SEARCH TEXT inner"),
+        ("b", "SEARCH BODY deep"),
+        ("c", "SORT (SUBJECT DATE) UTF-8 ALL"),
+        ("d", "THREAD REFERENCES UTF-8 ALL"),
+        ("e", "THREAD ORDEREDSUBJECT UTF-8 ALL"),
+    ] {
+        let r = c.cmd(&format!("{tag} {cmd}")).await;
+        assert!(tagged(&r).starts_with(&format!("{tag} OK")), "{cmd}: {r}");
+    }
+    let mut other = Client::logged_in(&h).await;
+    let r = other.cmd("o SELECT INBOX").await;
+    assert!(r.contains("* 3 EXISTS"), "{r}");
+}
+
+/// RFC 5256 3: a References header of 50,000 ids and a reference loop.
+#[tokio::test]
+async fn issue9_thread_with_huge_references_and_loops() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    let refs: String = (0..50_000).map(|i| format!(" <r{i}@x>")).collect();
+    let big = format!("Subject: big\r\nMessage-ID: <big@x>\r\nReferences:{refs}\r\n\r\nx\r\n");
+    append(&mut c, "INBOX", "", &big).await;
+    let looped =
+        "Subject: Re: big\r\nMessage-ID: <l@x>\r\nReferences: <l@x> <big@x> <l@x>\r\n\r\ny\r\n";
+    append(&mut c, "INBOX", "", looped).await;
+    c.cmd("s SELECT INBOX").await;
+    let r = c.cmd("t THREAD REFERENCES UTF-8 ALL").await;
+    assert!(r.contains("* THREAD ("), "{r}");
+    assert!(tagged(&r).starts_with("t OK"), "{r}");
+    let r = c.cmd("u UID THREAD ORDEREDSUBJECT UTF-8 ALL").await;
+    assert!(tagged(&r).starts_with("u OK"), "{r}");
+}
+
+/// Over-deep search keys are a syntax error (BAD), and the session goes on.
+#[tokio::test]
+async fn issue9_deeply_nested_search_keys_are_bad_and_the_session_continues() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    append(&mut c, "INBOX", "", MSG1).await;
+    c.cmd("s SELECT INBOX").await;
+    let n = 1500;
+    for (tag, keys) in [
+        ("a", format!("{}ALL", "NOT ".repeat(n))),
+        ("b", format!("{}ALL{}", "(".repeat(n), ")".repeat(n))),
+        (
+            "c",
+            format!("{}{}", "OR ".repeat(n), "ALL ".repeat(n + 1).trim_end()),
+        ),
+        ("d", format!("{}ALL", "NOT (".repeat(n / 2))),
+    ] {
+        let r = c.cmd(&format!("{tag} UID SEARCH {keys}")).await;
+        assert!(tagged(&r).starts_with(&format!("{tag} BAD")), "{r}");
+        let r = c.cmd(&format!("{tag}2 SORT (DATE) UTF-8 {keys}")).await;
+        assert!(tagged(&r).starts_with(&format!("{tag}2 BAD")), "{r}");
+    }
+    // 64 levels are still fine.
+    let r = c
+        .cmd(&format!("e SEARCH {}ALL", "NOT NOT ".repeat(32)))
+        .await;
+    assert_eq!(r, "* SEARCH 1\r\ne OK SEARCH completed\r\n");
+    assert_eq!(c.cmd("z NOOP").await, "z OK NOOP completed\r\n");
+}
+
+/// Thousands of overlapping ranges cost the mailbox once; each message is
+/// answered once, in order (RFC 9051 6.4.5, 9).
+#[tokio::test]
+async fn issue9_overlapping_sequence_sets_answer_each_message_once() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    for _ in 0..30 {
+        append(&mut c, "INBOX", "", MSG1).await;
+    }
+    c.cmd("s SELECT INBOX").await;
+    let many = vec!["1:*"; 1500].join(",");
+    let r = c.cmd(&format!("f FETCH {many} (FLAGS)")).await;
+    assert!(tagged(&r).starts_with("f OK"), "{r}");
+    let seqs: Vec<u32> = r
+        .lines()
+        .filter_map(|l| l.strip_prefix("* ")?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    let r = c
+        .cmd(&format!("u UID FETCH 4294967295:1,{many} (UID)"))
+        .await;
+    assert_eq!(r.matches(" FETCH (").count(), 30, "{r}");
+    let ones = vec!["1"; 2000].join(",");
+    let r = c.cmd(&format!("t STORE {ones} +FLAGS (\\Seen)")).await;
+    assert_eq!(r.matches(" FETCH (").count(), 1, "{r}");
+    let r = c.cmd(&format!("k SEARCH {many}")).await;
+    assert!(
+        r.starts_with(&format!(
+            "* SEARCH {}",
+            (1..=30)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+        "{r}"
+    );
+    let r = c.cmd(&format!("m COPY {many} INBOX")).await;
+    assert!(tagged(&r).starts_with("m OK"), "{r}");
+    assert!(r.contains("1:30 31:60]"), "{r}");
+}
+
+/// Repeated FETCH items are answered once; more than MAX_FETCH_SECTIONS
+/// distinct content items is BAD.
+#[tokio::test]
+async fn issue9_fetch_items_are_deduplicated_and_sections_capped() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    append(&mut c, "INBOX", "", MSG1).await;
+    c.cmd("s SELECT INBOX").await;
+    let same = vec!["BODY.PEEK[]"; 600].join(" ");
+    let r = c.cmd(&format!("a FETCH 1 ({same})")).await;
+    assert!(tagged(&r).starts_with("a OK"), "{r}");
+    assert_eq!(r.matches("BODY[]").count(), 1, "{r}");
+    let distinct: Vec<String> = (0..=crate::imap::command::MAX_FETCH_SECTIONS)
+        .map(|i| format!("BODY.PEEK[]<{i}.100000>"))
+        .collect();
+    let r = c.cmd(&format!("b FETCH 1 ({})", distinct.join(" "))).await;
+    assert!(tagged(&r).starts_with("b BAD"), "{r}");
+    let r = c
+        .cmd(&format!("c FETCH 1 ({})", distinct[1..].join(" ")))
+        .await;
+    assert!(tagged(&r).starts_with("c OK"), "{}", tagged(&r));
+}
+
+/// LIST with thousands of wildcards answers at once (no backtracking).
+#[tokio::test]
+async fn issue9_list_patterns_with_many_wildcards() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    c.cmd("c CREATE a/b/c/d").await;
+    let r = c
+        .cmd(&format!("l LIST \"\" \"{}d\"", "*%".repeat(1500)))
+        .await;
+    assert!(r.contains("a/b/c/d"), "{r}");
+    assert!(tagged(&r).starts_with("l OK"), "{r}");
+    let r = c
+        .cmd(&format!("m LIST \"\" \"{}x\"", "%".repeat(3000)))
+        .await;
+    assert!(tagged(&r).starts_with("m OK"), "{r}");
+}
