@@ -336,6 +336,8 @@ impl Session {
 
         let mut expunged = false;
         let mut unknown_cte = false;
+        // A message whose parsing panicked (a bug): left out, NO [SERVERBUG].
+        let mut server_bug = false;
         for (chunk_no, chunk) in idx.chunks(256).enumerate() {
             let msgs: Vec<(usize, Msg)> = chunk
                 .iter()
@@ -383,14 +385,25 @@ impl Session {
                 } else {
                     None
                 };
+                let uid_now = msg.meta.uid;
                 if want_summary && summary.is_none() {
-                    let s = Summary::compute(data.as_deref().unwrap_or_default());
+                    let bytes = data.as_deref().unwrap_or_default();
+                    let Some(s) = mime::contained("summary", uid_now, || Summary::compute(bytes))
+                    else {
+                        server_bug = true;
+                        continue;
+                    };
                     fresh.push((msg.meta.uid, s.to_bytes()));
                     summary = Some(s);
                 }
                 let implicit = flagged_now.binary_search(&msg.meta.uid).is_ok();
                 let add_flags = !wants_flags && implicit;
-                let list = items(&std_names, msg, data.as_deref(), add_flags);
+                let Some(list) = mime::contained("fetch", uid_now, || {
+                    items(&std_names, msg, data.as_deref(), add_flags)
+                }) else {
+                    server_bug = true;
+                    continue;
+                };
                 let mut raw: Vec<Vec<u8>> = Vec::new();
                 for n in &names {
                     match n {
@@ -410,7 +423,13 @@ impl Session {
                             section, partial, ..
                         } => {
                             let bytes = data.as_deref().unwrap_or_default();
-                            match mime::binary_section(bytes, section) {
+                            let Some(decoded) = mime::contained("binary", uid_now, || {
+                                mime::binary_section(bytes, section)
+                            }) else {
+                                server_bug = true;
+                                continue;
+                            };
+                            match decoded {
                                 Ok(content) => {
                                     let mut r = format!("BINARY[{}]", part_spec(section));
                                     let body = match partial {
@@ -430,7 +449,13 @@ impl Session {
                         }
                         MessageDataItemName::BinarySize { section } => {
                             let bytes = data.as_deref().unwrap_or_default();
-                            match mime::binary_section(bytes, section) {
+                            let Some(decoded) = mime::contained("binary", uid_now, || {
+                                mime::binary_section(bytes, section)
+                            }) else {
+                                server_bug = true;
+                                continue;
+                            };
+                            match decoded {
                                 Ok(content) => raw.push(
                                     format!(
                                         "BINARY.SIZE[{}] {}",
@@ -472,6 +497,12 @@ impl Session {
                     debug!(error = %e, "caching summaries failed");
                 }
             }
+        }
+        if server_bug {
+            return Ok(Reply::no(
+                Some("SERVERBUG"),
+                "Some messages could not be parsed; the error is logged",
+            ));
         }
         if unknown_cte {
             return Ok(Reply::no(

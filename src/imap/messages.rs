@@ -15,7 +15,7 @@ use super::search::{self, Key};
 use super::session::{copyuid, resolve_uids, Reply, Session};
 use super::summary::Summary;
 use super::thread;
-use super::wire;
+use super::{mime, wire};
 
 /// Summaries are read and written in batches of this many messages.
 const SUMMARY_BATCH: usize = 512;
@@ -266,7 +266,12 @@ impl Session {
                 thread_id: None,
             };
             let mut loader = || data.take();
-            if search::matches_at(key, &view, max_seq, max_uid, now, &mut loader) {
+            // A panic while decoding the message (a bug) is logged and the
+            // message does not match.
+            let hit = mime::contained("search", m.meta.uid, || {
+                search::matches_at(key, &view, max_seq, max_uid, now, &mut loader)
+            });
+            if hit == Some(true) {
                 hits.push(i);
             }
         }
@@ -417,9 +422,13 @@ impl Session {
                 }
                 match store.read(mailbox, meta).await {
                     Ok(bytes) => {
-                        let s = Summary::compute(&bytes);
-                        fresh.push((meta.uid, s.to_bytes()));
-                        out.push(Some(s));
+                        // A panic (a bug) leaves the message out, as if
+                        // unreadable; it is logged.
+                        let s = mime::contained("summary", meta.uid, || Summary::compute(&bytes));
+                        if let Some(s) = &s {
+                            fresh.push((meta.uid, s.to_bytes()));
+                        }
+                        out.push(s);
                     }
                     Err(e) => {
                         debug!(uid = meta.uid, error = %e, "message unreadable for summary");

@@ -38,8 +38,12 @@
 //! parsing are loops. The tests `issue9_*` in `mime/tests.rs` run 50,000
 //! levels of each kind through every FETCH item, SEARCH and the summary
 //! cache on a thread with a tokio worker's 2 MiB stack. A *panic* (a bug,
-//! not an overflow) is contained: mail-parser runs under `catch_unwind`,
-//! and a panic elsewhere ends only the session task that hit it.
+//! not an overflow) is contained: mail-parser runs under `catch_unwind`;
+//! FETCH, SEARCH, SORT and THREAD run the work on each stored message
+//! under [`contained`] and answer `NO [SERVERBUG]` (or leave the message
+//! out) while the session goes on; and a panic anywhere else in a session
+//! ends only that session's task (tokio catches it, the connection
+//! closes, the per-client counters are released by guards).
 //!
 //! Invariants:
 //! - No function panics on any input: every slice is clamped, recursion over
@@ -69,6 +73,26 @@ mod nesting;
 /// mail-parser would nest deeper is not given to it at all. Keeps every
 /// recursion on stored data, and the client's BODYSTRUCTURE parser, bounded.
 pub(crate) const MAX_DEPTH: usize = 64;
+
+/// A message starting with this makes the parser panic, in test builds
+/// only: the tests of panic containment use it.
+#[cfg(test)]
+pub(crate) const TEST_PANIC: &[u8] = b"X-Msgd-Test: panic\r\n";
+
+/// Runs `f`, work on one stored message (`uid`); a panic in it (a bug:
+/// nothing on this path should panic) is logged and becomes `None`, so
+/// that the command answers `NO [SERVERBUG]` for that message while the
+/// session, and every other session, goes on. Only sound for work that
+/// leaves no shared state half-changed: the parsers here are pure.
+pub(crate) fn contained<T>(what: &str, uid: u32, f: impl FnOnce() -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::error!(uid, what, "parsing a stored message panicked");
+            None
+        }
+    }
+}
 
 /// Host and mailbox placeholders for addresses that lack them (as Dovecot
 /// does): a NIL host would mean RFC 2822 group syntax to the client.
@@ -271,6 +295,11 @@ impl<'a> ParsedMessage<'a> {
 /// deeper than `MAX_DEPTH` is not parsed: it becomes one opaque part
 /// (`true`), its header the top header, its body the rest.
 fn parse(raw: &[u8]) -> (Message<'_>, bool) {
+    // Tests prove that a panic here ends no more than the command.
+    #[cfg(test)]
+    if raw.starts_with(TEST_PANIC) {
+        panic!("test: a stored message that panics the parser");
+    }
     let single = |body: PartType<'static>, offset_body: usize| Message {
         parts: vec![MessagePart {
             headers: Vec::new(),

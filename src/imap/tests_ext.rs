@@ -1215,3 +1215,32 @@ async fn issue9_list_patterns_with_many_wildcards() {
         .await;
     assert!(tagged(&r).starts_with("m OK"), "{r}");
 }
+
+/// A panic while parsing a stored message (a bug, simulated in test builds)
+/// ends no more than the command: FETCH answers NO [SERVERBUG], SEARCH and
+/// SORT leave the message out, the session and other sessions go on.
+#[tokio::test]
+async fn issue9_a_parser_panic_ends_only_the_command() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    append(&mut c, "INBOX", "", MSG1).await;
+    let bad = format!(
+        "{}Subject: boom\r\n\r\nbody\r\n",
+        std::str::from_utf8(crate::imap::mime::TEST_PANIC).unwrap()
+    );
+    append(&mut c, "INBOX", "", &bad).await;
+    c.cmd("s SELECT INBOX").await;
+    let r = c.cmd("f FETCH 1:* (BODYSTRUCTURE)").await;
+    assert!(tagged(&r).starts_with("f NO [SERVERBUG]"), "{r}");
+    assert!(r.starts_with("* 1 FETCH (BODYSTRUCTURE"), "{r}");
+    let r = c.cmd("b FETCH 2 (BODY.PEEK[1])").await;
+    assert!(tagged(&r).starts_with("b NO [SERVERBUG]"), "{r}");
+    let r = c.cmd("t SEARCH BODY body").await;
+    assert!(tagged(&r).starts_with("t OK"), "{r}");
+    let r = c.cmd("o SORT (SUBJECT) UTF-8 ALL").await;
+    assert!(tagged(&r).starts_with("o OK"), "{r}");
+    assert_eq!(c.cmd("z NOOP").await, "z OK NOOP completed\r\n");
+    let mut other = Client::logged_in(&h).await;
+    let r = other.cmd("x SELECT INBOX").await;
+    assert!(r.contains("* 2 EXISTS"), "{r}");
+}
