@@ -858,3 +858,31 @@ fn issue9_nesting_at_the_cap_is_described_and_deeper_is_opaque() {
         assert!(env_wire(&m).contains("\"deep\""));
     });
 }
+
+/// Headers built to make a parser recurse or go quadratic: comments nested
+/// 50,000 deep in address and MIME fields, 50,000 groups, encoded-words,
+/// Content-Type parameters and RFC 2231 continuations.
+#[test]
+fn issue9_hostile_headers_are_bounded() {
+    on_worker_stack(|| {
+        let n = 50_000;
+        let deep_comment = format!("{}x{}", "(".repeat(n), ")".repeat(n));
+        let unclosed = "(".repeat(n);
+        let groups = "g:a@b;".repeat(n / 10);
+        let words = "=?utf-8?q?a?= ".repeat(n / 5);
+        let params: String = (0..n / 10).map(|i| format!("; p*{i}*=x")).collect();
+        for h in [
+            format!("From: {deep_comment} <a@b>\nTo: {unclosed}\n"),
+            format!("To: {groups}\nCc: {}\n", "<".repeat(n)),
+            format!("Subject: {words}\nFrom: {words} <a@b>\n"),
+            format!("Content-Type: text/plain{params}\nContent-Disposition: attachment{params}\n"),
+            format!("Content-Type: multipart/mixed; boundary=\"{deep_comment}\"\n"),
+            format!("Content-Type: {deep_comment}multipart/mixed{deep_comment}; boundary=a\n"),
+            format!("Content-Language: {}\n", "en, ".repeat(n)),
+            format!("References: {}\nIn-Reply-To: {}\n", "<a@b> ".repeat(n), "<".repeat(n)),
+        ] {
+            let m = crlf(&format!("{h}\n--a\n\nbody\n--a--\n"));
+            exercise_all(&m);
+        }
+    });
+}
