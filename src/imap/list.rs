@@ -267,6 +267,6 @@ mod tests {
         assert!(matches(&format!("{}b", "*".repeat(100_000)), &name));
         assert!(!matches(&format!("{}c", "%*%".repeat(30_000)), &name));
         assert!(!matches(&"a".repeat(100_000), &name));
-        assert!(matches(&"%/".repeat(500), &format!("{}", "a/".repeat(500))));
+        assert!(matches(&"%/".repeat(500), &"a/".repeat(500)));
     }
 }

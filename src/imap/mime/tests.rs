@@ -795,7 +795,7 @@ fn exercise_all(m: &[u8]) {
     let bs = bs_wire(m);
     assert!(bs.contains("BODYSTRUCTURE ("), "{bs}");
     let _ = body_wire(m);
-    let deep: Vec<NonZeroU32> = std::iter::repeat(NonZeroU32::MIN).take(50_000).collect();
+    let deep: Vec<NonZeroU32> = std::iter::repeat_n(NonZeroU32::MIN, 50_000).collect();
     for len in [1, 2, 3, 40, 70, 1000, 50_000] {
         let path = deep.get(..len).unwrap_or_default();
         let _ = binary_section(m, path);
@@ -879,7 +879,11 @@ fn issue9_hostile_headers_are_bounded() {
             format!("Content-Type: multipart/mixed; boundary=\"{deep_comment}\"\n"),
             format!("Content-Type: {deep_comment}multipart/mixed{deep_comment}; boundary=a\n"),
             format!("Content-Language: {}\n", "en, ".repeat(n)),
-            format!("References: {}\nIn-Reply-To: {}\n", "<a@b> ".repeat(n), "<".repeat(n)),
+            format!(
+                "References: {}\nIn-Reply-To: {}\n",
+                "<a@b> ".repeat(n),
+                "<".repeat(n)
+            ),
         ] {
             let m = crlf(&format!("{h}\n--a\n\nbody\n--a--\n"));
             exercise_all(&m);
