@@ -89,7 +89,13 @@ impl Session {
         };
         let mut out = String::new();
         for meta in metas {
-            let old = before.iter().find(|(u, _)| *u == meta.uid).map(|(_, m)| *m);
+            // `before` is in ascending UID order (as resolved): bisect, so
+            // a STORE over the whole mailbox is not quadratic in it.
+            let old = before
+                .binary_search_by_key(&meta.uid, |(u, _)| *u)
+                .ok()
+                .and_then(|k| before.get(k))
+                .map(|(_, m)| *m);
             let changed = old != Some(meta.modseq);
             if let Some(i) = open.view.update_meta(meta) {
                 if !silent {
