@@ -10,7 +10,13 @@
 //! returns `None` and goes to imap-codec. A command it owns either parses
 //! completely (to the final CRLF) or is a syntax error (BAD).
 //!
-//! Pure and total: no input panics, every recursion is bounded.
+//! Pure and total: no input panics, every recursion is bounded: search
+//! keys nest at most `MAX_DEPTH` (64) levels (deeper is BAD, found before
+//! recursing further); section paths, FETCH item lists and sequence sets
+//! are loops. A FETCH repeats no item and asks for at most
+//! `MAX_FETCH_SECTIONS` (64) distinct message contents. Commands left to
+//! imap-codec have no nested grammar of their own except SEARCH keys,
+//! which imap-codec caps itself (9 levels) and which msgd parses here.
 
 use std::borrow::Cow;
 use std::num::NonZeroU32;

@@ -9,6 +9,13 @@
 //! String keys match case-insensitively as substrings of the *decoded*
 //! values: RFC 2047 decoded header values and transfer-decoded, UTF-8
 //! converted body text (mail-parser does the decoding).
+//!
+//! Bounded (issue 9): the key tree is at most `command::MAX_DEPTH` (64)
+//! levels deep, as the parser refuses deeper input with BAD, so every
+//! recursive walk here is too; sequence and UID sets are merged into
+//! sorted ranges once per command (`Key::resolve_sets`) and tested by
+//! bisection; message decoding goes through `mime`, whose nesting cap
+//! bounds the work on each stored message.
 
 use std::sync::Arc;
 
