@@ -724,9 +724,7 @@ async fn real_store(
         };
     tokio::spawn(crate::net::serve(
         listener,
-        protocol,
-        tls_mode,
-        false,
+        crate::net::Listen::new(protocol, tls_mode),
         services.clone(),
         tokio_util::task::TaskTracker::new(),
         handler,
@@ -925,9 +923,10 @@ async fn proxy_protocol_listener_gives_the_real_client_and_limits_by_it() {
     let shutdown = services.shutdown.clone();
     tokio::spawn(crate::net::serve(
         listener,
-        Protocol::Imap,
-        crate::config::TlsMode::StartTls,
-        true,
+        crate::net::Listen {
+            proxy_networks: Some(vec![crate::smtp::auth::parse_cidr("127.0.0.0/8").unwrap()]),
+            ..crate::net::Listen::new(Protocol::Imap, crate::config::TlsMode::StartTls)
+        },
         services,
         tokio_util::task::TaskTracker::new(),
         |mut conn, info, _s| async move {
