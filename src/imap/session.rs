@@ -248,8 +248,12 @@ impl Session {
     /// Runs the session to its end.
     pub async fn run(mut self) {
         let r = self.run_inner().await;
-        if let Err(e) = r {
-            debug!(error = %e, "connection ended");
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                info!(error = %e, "closing: limits.write_timeout passed");
+            }
+            Err(e) => debug!(error = %e, "connection ended"),
+            Ok(()) => {}
         }
         // TLS: send close_notify (RFC 8446 6.1) so the peer (an mmp, a
         // client) sees a clean end rather than a truncated stream.
