@@ -1113,4 +1113,28 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("hostnam"), "{e}");
     }
+
+    #[test]
+    fn network_trust_keys_are_checked() {
+        let c: Config = Figment::new()
+            .merge(Toml::string(QUICKSTART))
+            .merge(Toml::string(
+                "[listener.imap]\nproxy_protocol = true\nproxy_networks = [\"10.0.0.0/33\"]\n\
+                 [store]\nlmtp_networks = [\"mta.example\"]\n[limits]\nwrite_timeout = 0\n",
+            ))
+            .extract()
+            .unwrap();
+        let e = validate(&c).join("\n");
+        assert!(
+            e.contains("listener.imap.proxy_networks: '10.0.0.0/33'"),
+            "{e}"
+        );
+        assert!(e.contains("store.lmtp_networks: 'mta.example'"), "{e}");
+        assert!(e.contains("limits: write_timeout"), "{e}");
+        // Defaults: no balancer trusted, LMTP from loopback and private ranges.
+        let d = Config::default();
+        assert!(d.listener.values().all(|l| l.proxy_networks.is_empty()));
+        assert!(d.store.lmtp_networks.contains(&"10.0.0.0/8".to_string()));
+        assert!(d.store.lmtp_networks.contains(&"::1/128".to_string()));
+    }
 }

@@ -612,6 +612,22 @@ mod tests {
     }
 
     #[test]
+    fn plaintext_loopback_needs_both_hops_on_loopback() {
+        let mut i = ConnInfo::for_test(Protocol::Imap);
+        assert!(i.is_loopback());
+        // A balancer elsewhere naming a loopback client: the password
+        // would cross the network between it and us.
+        i.via = Some("192.0.2.1:4000".parse().unwrap());
+        assert!(!i.is_loopback());
+        // A balancer on this host naming a remote client.
+        i.via = Some("127.0.0.1:4000".parse().unwrap());
+        i.peer = "192.0.2.7:1".parse().unwrap();
+        assert!(!i.is_loopback());
+        i.peer = "127.0.0.1:1".parse().unwrap();
+        assert!(i.is_loopback());
+    }
+
+    #[test]
     fn connection_table_counts_per_process_and_per_64() {
         let t = Arc::new(ConnTable::default());
         let mut a = t.enter(3).unwrap();
