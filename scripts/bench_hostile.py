@@ -305,7 +305,7 @@ def main():
           f"DATA{' (aborted)' if args.abort else ''}, {took:.0f}s")
     print(f"slowloris: peak held {stats.slow_peak}, refused {stats.slow_refused}, "
           f"dropped by server {stats.slow_dropped}")
-    print(f"bodies: {stats.bodies_ok} accepted, {stats.bodies_failed} failed or unfinished")
+    print(f"bodies: {stats.bodies_ok} {'sent' if args.abort else 'accepted'}, {stats.bodies_failed} failed or unfinished")
     for name, v in (("imap", stats.imap_ms), ("smtp", stats.smtp_ms)):
         print(f"normal client {name}: {len(v)} commands, p50 {pct(v, 50):.1f} ms, p99 {pct(v, 99):.1f} ms")
     print(f"msgd RSS: idle {rss_idle / mb:.0f} MB, max {stats.rss_max / mb:.0f} MB, "
