@@ -315,6 +315,7 @@ def test_trickling_client_is_disconnected_by_the_command_deadline(msgd_factory):
             (name, said)
         # Each byte arrived far inside the idle timers (60 s or more).
         assert took < 20, (name, took)
+    assert rss(inst) < RSS_BOUND
     served(inst)
     served(inst, "pop3")
 
