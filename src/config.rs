@@ -289,7 +289,21 @@ pub struct StoreConfig {
     /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
     /// sender retries) or `permanent` (552 5.2.2, it bounces).
     pub over_quota: String,
+    /// Networks (CIDR) whose hosts may deliver over the LMTP listener's
+    /// TCP addresses (the MTAs); others are closed at once. Default:
+    /// loopback and the private ranges. The unix socket is not affected.
+    pub lmtp_networks: Vec<String>,
 }
+
+/// The MTAs of a two-tier site sit on loopback or a private network.
+pub const DEFAULT_LMTP_NETWORKS: [&str; 6] = [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+];
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -303,6 +317,7 @@ impl Default for StoreConfig {
             default_quota: 0,
             default_message_quota: 0,
             over_quota: "temporary".into(),
+            lmtp_networks: DEFAULT_LMTP_NETWORKS.map(String::from).to_vec(),
         }
     }
 }
@@ -380,6 +395,9 @@ pub struct Pop3Config {
     pub allow_plaintext_auth: bool,
     /// Seconds a connection may idle (RFC 1939: at least 10 minutes).
     pub idle_timeout: u64,
+    /// Seconds a connection may idle before login (Dovecot-like short
+    /// pre-authentication timer); also the deadline of a command then.
+    pub preauth_timeout: u64,
     /// Logins (canonical addresses, e.g. the mmp's `proxy_user`) allowed to
     /// log in as another user with AUTH PLAIN and an authorization
     /// identity. Empty: nobody may.
@@ -393,6 +411,7 @@ impl Default for Pop3Config {
         Pop3Config {
             allow_plaintext_auth: false,
             idle_timeout: 600,
+            preauth_timeout: 60,
             proxy_users: Vec::new(),
             login_networks: Vec::new(),
         }
@@ -408,10 +427,20 @@ pub struct LimitsConfig {
     pub max_bad_commands: u32,
     /// Failed authentications tolerated before the connection is closed.
     pub max_auth_failures: u32,
-    /// Connections per listener process-wide.
+    /// Connections per process, counted across every TCP listener.
     pub max_connections: usize,
-    /// Connections from one client address.
+    /// Connections from one client, across listeners; IPv6 clients are
+    /// grouped by /64 (one subscriber's prefix).
     pub max_connections_per_ip: usize,
+    /// Seconds a write may make no progress (a client that does not read
+    /// its responses) before the connection is closed.
+    pub write_timeout: u64,
+    /// Seconds a command (line and literals, IMAP/POP3/mmp) may take from
+    /// its first byte, plus `1 / min_data_rate` s per byte received.
+    pub command_deadline: u64,
+    /// Bytes per second that extend a command's deadline (Postfix's
+    /// smtpd_min_data_rate): a slow link still uploads, a trickle does not.
+    pub min_data_rate: u64,
 }
 
 impl Default for LimitsConfig {
@@ -422,6 +451,9 @@ impl Default for LimitsConfig {
             max_auth_failures: 3,
             max_connections: 10000,
             max_connections_per_ip: 200,
+            write_timeout: 300,
+            command_deadline: 300,
+            min_data_rate: 500,
         }
     }
 }
@@ -668,6 +700,9 @@ pub struct ListenerConfig {
     pub tls: String,
     /// Expect a HAProxy PROXY v1/v2 header first on each connection.
     pub proxy_protocol: bool,
+    /// Networks (CIDR) of the load balancers allowed to send that header;
+    /// a connection from anywhere else is closed. Empty: nobody.
+    pub proxy_networks: Vec<String>,
     /// Also listen on this unix socket (LMTP from local MTAs); relative
     /// paths are under the data folder.
     pub unix: String,
@@ -681,6 +716,7 @@ impl Default for ListenerConfig {
             bind: Vec::new(),
             tls: String::new(),
             proxy_protocol: false,
+            proxy_networks: Vec::new(),
             unix: String::new(),
         }
     }
@@ -835,6 +871,13 @@ fn validate(c: &Config) -> Vec<String> {
         if l.enabled && l.bind.is_empty() && l.unix.is_empty() {
             errors.push(format!("listener.{name}.bind: no address to listen on"));
         }
+        for n in &l.proxy_networks {
+            if crate::smtp::auth::parse_cidr(n).is_none() {
+                errors.push(format!(
+                    "listener.{name}.proxy_networks: '{n}' is not a network (CIDR)"
+                ));
+            }
+        }
     }
     if c.tls.cert.is_empty() != c.tls.key.is_empty() {
         errors.push("tls: cert and key must be given together".into());
@@ -869,12 +912,16 @@ fn validate(c: &Config) -> Vec<String> {
     for (key, nets) in [
         ("imap.login_networks", &c.imap.login_networks),
         ("pop3.login_networks", &c.pop3.login_networks),
+        ("store.lmtp_networks", &c.store.lmtp_networks),
     ] {
         for n in nets {
             if crate::smtp::auth::parse_cidr(n).is_none() {
                 errors.push(format!("{key}: '{n}' is not a network (CIDR)"));
             }
         }
+    }
+    if c.limits.write_timeout == 0 || c.limits.command_deadline == 0 {
+        errors.push("limits: write_timeout and command_deadline must be positive".into());
     }
     if c.limits.max_line < 512 {
         errors.push("limits.max_line: must be at least 512 (RFC 5321 4.5.3.1.4)".into());
@@ -1065,5 +1112,29 @@ mod tests {
             .extract::<Config>()
             .unwrap_err();
         assert!(e.to_string().contains("hostnam"), "{e}");
+    }
+
+    #[test]
+    fn network_trust_keys_are_checked() {
+        let c: Config = Figment::new()
+            .merge(Toml::string(QUICKSTART))
+            .merge(Toml::string(
+                "[listener.imap]\nproxy_protocol = true\nproxy_networks = [\"10.0.0.0/33\"]\n\
+                 [store]\nlmtp_networks = [\"mta.example\"]\n[limits]\nwrite_timeout = 0\n",
+            ))
+            .extract()
+            .unwrap();
+        let e = validate(&c).join("\n");
+        assert!(
+            e.contains("listener.imap.proxy_networks: '10.0.0.0/33'"),
+            "{e}"
+        );
+        assert!(e.contains("store.lmtp_networks: 'mta.example'"), "{e}");
+        assert!(e.contains("limits: write_timeout"), "{e}");
+        // Defaults: no balancer trusted, LMTP from loopback and private ranges.
+        let d = Config::default();
+        assert!(d.listener.values().all(|l| l.proxy_networks.is_empty()));
+        assert!(d.store.lmtp_networks.contains(&"10.0.0.0/8".to_string()));
+        assert!(d.store.lmtp_networks.contains(&"::1/128".to_string()));
     }
 }

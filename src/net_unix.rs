@@ -1,6 +1,7 @@
 //! Unix-domain socket listeners (LMTP from MTAs on the same machine, the
 //! way Postfix's `lmtp:unix:` transport delivers). The peer is local, so it
-//! is treated like loopback: no TLS, no per-address limit.
+//! is treated like loopback: no TLS, no per-address limit; its connections
+//! count in the process's total and its writes have the same deadline.
 
 use std::future::Future;
 use std::path::Path;
@@ -8,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
@@ -46,7 +46,9 @@ pub async fn serve<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let slots = Arc::new(Semaphore::new(services.config.limits.max_connections));
+    let conns = services.conns.clone();
+    let limits = services.config.limits.clone();
+    let write_timeout = std::time::Duration::from_secs(limits.write_timeout.max(1));
     loop {
         let accepted = tokio::select! {
             _ = services.shutdown.cancelled() => break,
@@ -60,10 +62,12 @@ pub async fn serve<F, Fut>(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(
-                protocol = protocol.name(),
-                "connection limit reached; refusing"
+        let Some(permit) = conns.enter(limits.max_connections) else {
+            let local: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+            conns.refusals.refused(
+                "process connection limit (limits.max_connections)",
+                local,
+                protocol,
             );
             continue;
         };
@@ -82,7 +86,8 @@ pub async fn serve<F, Fut>(
         tracker.spawn(
             async move {
                 let _permit = permit;
-                handler(Box::new(stream), info, services).await;
+                let conn = crate::net::WriteDeadline::new(stream, write_timeout);
+                handler(Box::new(conn), info, services).await;
             }
             .instrument(span),
         );

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::net::ConnTable;
 use crate::queue::Queue;
 use crate::store::Store;
 use crate::tls::Tls;
@@ -24,6 +25,9 @@ pub struct Services {
     /// Cancelled on SIGTERM/SIGINT: listeners stop accepting, sessions
     /// finish their current transaction and say goodbye.
     pub shutdown: CancellationToken,
+    /// Open connections of the whole process, for the connection limits
+    /// (`limits.max_connections`, `limits.max_connections_per_ip`).
+    pub conns: Arc<ConnTable>,
 }
 
 impl Services {
@@ -56,6 +60,7 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
         tls: Arc::new(Tls::from_config(&config).expect("tls")),
         queue: None,
         shutdown: CancellationToken::new(),
+        conns: Arc::default(),
         config,
     }
 }

@@ -132,8 +132,13 @@ enum Input {
     Data,
     Eof,
     Timeout,
+    /// The command under way missed its deadline (a trickling client).
+    TooSlow,
     Shutdown,
 }
+
+const BYE_IDLE: &str = "* BYE Autologout; idle for too long\r\n";
+const BYE_TOO_SLOW: &str = "* BYE Command not completed in time\r\n";
 
 pub(crate) struct Session {
     pub conn: Conn,
@@ -165,6 +170,11 @@ pub(crate) struct Session {
     /// connection then holds 4 KiB, not 64), doubled while reads fill it
     /// (APPEND literals).
     read_size: usize,
+    /// When the command under way must be complete: set by its first
+    /// byte, pushed back by `1 / limits.min_data_rate` s per byte, cleared
+    /// when a command has been framed (`limits.command_deadline`; before
+    /// login `imap.preauth_timeout`).
+    command_deadline: Option<tokio::time::Instant>,
 }
 
 const READ_MIN: usize = 4 * 1024;
@@ -200,6 +210,7 @@ impl Session {
             originating_ip: None,
             commands: 0,
             read_size: READ_MIN,
+            command_deadline: None,
         }
     }
 
@@ -237,8 +248,12 @@ impl Session {
     /// Runs the session to its end.
     pub async fn run(mut self) {
         let r = self.run_inner().await;
-        if let Err(e) = r {
-            debug!(error = %e, "connection ended");
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                info!(error = %e, "closing: limits.write_timeout passed");
+            }
+            Err(e) => debug!(error = %e, "connection ended"),
+            Ok(()) => {}
         }
         // TLS: send close_notify (RFC 8446 6.1) so the peer (an mmp, a
         // client) sees a clean end rather than a truncated stream.
@@ -265,7 +280,12 @@ impl Session {
         self.flush().await?;
         loop {
             while let Some(ev) = self.framer.next() {
+                let framed = matches!(ev, Event::Command(_) | Event::Refused { .. });
                 self.event(ev).await?;
+                if framed {
+                    // The next command's clock starts with its first byte.
+                    self.command_deadline = None;
+                }
                 if self.closing {
                     return self.flush().await;
                 }
@@ -291,7 +311,11 @@ impl Session {
                 Input::Data => {}
                 Input::Eof => return Ok(()),
                 Input::Timeout => {
-                    self.write("* BYE Autologout; idle for too long\r\n");
+                    self.write(BYE_IDLE);
+                    return self.flush().await;
+                }
+                Input::TooSlow => {
+                    self.write(BYE_TOO_SLOW);
                     return self.flush().await;
                 }
                 Input::Shutdown => {
@@ -311,16 +335,46 @@ impl Session {
         Duration::from_secs(secs.max(1))
     }
 
+    /// How long a whole command may take: short before login.
+    fn command_limit(&self) -> Duration {
+        let secs = if self.user.is_some() {
+            self.config.limits.command_deadline
+        } else {
+            self.config
+                .imap
+                .preauth_timeout
+                .min(self.config.limits.command_deadline)
+        };
+        Duration::from_secs(secs.max(1))
+    }
+
+    /// Moves the command deadline for `n` bytes just received.
+    fn note_input(&mut self, n: usize) {
+        let now = tokio::time::Instant::now();
+        let limit = self.command_limit();
+        let deadline = self.command_deadline.get_or_insert(now + limit);
+        let rate = self.config.limits.min_data_rate;
+        if rate > 0 {
+            *deadline += Duration::from_secs_f64(n as f64 / rate as f64);
+        }
+    }
+
     /// Reads more client bytes into the framer.
     async fn fill(&mut self) -> io::Result<Input> {
         let mut buf = vec![0u8; self.read_size];
-        let timeout = self.timeout();
+        let idle = tokio::time::Instant::now() + self.timeout();
+        let (until, slow) = match self.command_deadline {
+            Some(d) if d < idle => (d, true),
+            _ => (idle, false),
+        };
         let shutdown = self.services.shutdown.clone();
         tokio::select! {
-            r = tokio::time::timeout(timeout, self.conn.read(&mut buf)) => match r {
+            r = tokio::time::timeout_at(until, self.conn.read(&mut buf)) => match r {
+                Err(_) if slow => Ok(Input::TooSlow),
                 Err(_) => Ok(Input::Timeout),
                 Ok(Ok(0)) => Ok(Input::Eof),
                 Ok(Ok(n)) => {
+                    self.note_input(n);
                     self.framer.push(buf.get(..n).unwrap_or_default());
                     self.read_size = if n == buf.len() {
                         (self.read_size * 2).min(READ_MAX)
@@ -354,7 +408,12 @@ impl Session {
                     break None;
                 }
                 Input::Timeout => {
-                    self.write("* BYE Autologout; idle for too long\r\n");
+                    self.write(BYE_IDLE);
+                    self.closing = true;
+                    break None;
+                }
+                Input::TooSlow => {
+                    self.write(BYE_TOO_SLOW);
                     self.closing = true;
                     break None;
                 }
@@ -1422,5 +1481,55 @@ mod tests {
             Some("COPYUID 9 1:3,7 10:13".into())
         );
         assert_eq!(copyuid(9, &[]), None);
+    }
+
+    /// A command must be complete within `limits.command_deadline` of its
+    /// first byte (plus 1/min_data_rate s per byte): a client trickling a
+    /// byte at a time is disconnected, though each read is well inside the
+    /// idle timer; a slow but whole-command client is not.
+    #[tokio::test]
+    async fn command_deadline_disconnects_a_trickling_client() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let services = crate::services::test_services(dir.path(), |c| {
+            c.limits.command_deadline = 1;
+            c.imap.preauth_timeout = 30;
+        });
+        let (client, server) = tokio::io::duplex(4096);
+        let info = ConnInfo::for_test(crate::config::Protocol::Imap);
+        let task = tokio::spawn(crate::imap::serve(Box::new(server), info, services));
+        let mut c = BufReader::new(client);
+        let mut l = String::new();
+        c.read_line(&mut l).await.unwrap();
+        // Whole commands, slowly: each one is on time.
+        for i in 0..3 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            c.get_mut()
+                .write_all(format!("a{i} NOOP\r\n").as_bytes())
+                .await
+                .unwrap();
+            l.clear();
+            c.read_line(&mut l).await.unwrap();
+            assert!(l.starts_with(&format!("a{i} OK")), "{l}");
+        }
+        // One byte every 200 ms: the command misses its deadline.
+        let started = std::time::Instant::now();
+        let mut bye = String::new();
+        for b in b"b1 CAPABILITY".iter().cycle().take(100) {
+            if c.get_mut().write_all(&[*b]).await.is_err() {
+                break;
+            }
+            let mut line = String::new();
+            if let Ok(r) =
+                tokio::time::timeout(Duration::from_millis(200), c.read_line(&mut line)).await
+            {
+                r.unwrap();
+                bye = line;
+                break;
+            }
+        }
+        assert_eq!(bye, "* BYE Command not completed in time\r\n");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        task.await.unwrap();
     }
 }

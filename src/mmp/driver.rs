@@ -89,6 +89,14 @@ fn shutdown_line(proto: Proto) -> &'static [u8] {
     }
 }
 
+/// The command under way missed its deadline (a trickling client).
+fn too_slow_line(proto: Proto) -> &'static [u8] {
+    match proto {
+        Proto::Imap => b"* BYE Command not completed in time\r\n",
+        Proto::Pop3 => b"-ERR Command not completed in time\r\n",
+    }
+}
+
 fn timeout_line(proto: Proto) -> &'static [u8] {
     match proto {
         Proto::Imap => b"* BYE Autologout; idle for too long\r\n",
@@ -219,9 +227,18 @@ impl Driver {
             self.out.extend_from_slice(&g);
         }
         let preauth = Duration::from_secs(self.env.config.mmp.preauth_timeout.max(1));
+        // Before login a whole command (line, literal, SASL exchange) must
+        // arrive within the pre-auth time from its first byte, extended by
+        // `1 / limits.min_data_rate` s per byte: a trickle cannot hold it.
+        let limits = &self.env.config.limits;
+        let command_limit = preauth.min(Duration::from_secs(limits.command_deadline.max(1)));
+        let rate = limits.min_data_rate;
+        let mut command_deadline: Option<tokio::time::Instant> = None;
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
             while let Some(actions) = core.next() {
+                // The next command's clock starts with its first byte.
+                command_deadline = None;
                 if self.env.shutdown.is_cancelled() {
                     let end = self.goodbye(shutdown_line(self.proto), "shutdown").await;
                     return (end, core.tls_active());
@@ -238,21 +255,39 @@ impl Driver {
             let Some(conn) = self.conn.as_mut() else {
                 return (PreEnd::Done("io error"), core.tls_active());
             };
+            let idle = tokio::time::Instant::now() + preauth;
+            let (until, slow) = match command_deadline {
+                Some(d) if d < idle => (d, true),
+                _ => (idle, false),
+            };
             let read = tokio::select! {
                 biased;
                 _ = self.env.shutdown.cancelled() => {
                     let end = self.goodbye(shutdown_line(self.proto), "shutdown").await;
                     return (end, core.tls_active());
                 }
-                r = tokio::time::timeout(preauth, conn.read(&mut buf)) => r,
+                r = tokio::time::timeout_at(until, conn.read(&mut buf)) => r,
             };
             match read {
+                Err(_) if slow => {
+                    let end = self
+                        .goodbye(too_slow_line(self.proto), "command deadline")
+                        .await;
+                    return (end, core.tls_active());
+                }
                 Err(_) => {
                     let end = self.goodbye(timeout_line(self.proto), "idle timeout").await;
                     return (end, core.tls_active());
                 }
                 Ok(Ok(0)) => return (PreEnd::Done("eof"), core.tls_active()),
-                Ok(Ok(n)) => core.push(buf.get(..n).unwrap_or_default()),
+                Ok(Ok(n)) => {
+                    let now = tokio::time::Instant::now();
+                    let d = command_deadline.get_or_insert(now + command_limit);
+                    if rate > 0 {
+                        *d += Duration::from_secs_f64(n as f64 / rate as f64);
+                    }
+                    core.push(buf.get(..n).unwrap_or_default())
+                }
                 Ok(Err(e)) => {
                     debug!(error = %e, "read failed");
                     return (PreEnd::Done("io error"), core.tls_active());

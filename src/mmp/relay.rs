@@ -16,6 +16,12 @@
 //! - shutdown: at the next point where the store's output is between
 //!   responses (not inside a line or a literal), `goodbye` (IMAP
 //!   `* BYE ...`) goes to the client and both sides are closed.
+//!
+//! Time: writes to the client carry `net`'s write deadline (the client's
+//! stream comes from `net::serve`), so a client that stops reading ends
+//! the relay as a client error after `limits.write_timeout`; commands after
+//! login are timed by the store (`limits.command_deadline`), which sees
+//! every byte a trickling client sends.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -394,6 +400,33 @@ mod tests {
         assert_eq!(end, End::StoreClosed);
         assert_eq!(counts.to_store, 20_000);
         assert_eq!(counts.to_client, 10);
+    }
+
+    #[tokio::test]
+    async fn relay_ends_when_the_client_stops_reading() {
+        let (client, _client_peer) = tokio::io::duplex(1024);
+        let client = crate::net::WriteDeadline::new(client, Duration::from_millis(200));
+        let (store, mut store_peer) = tokio::io::duplex(1024);
+        let task = tokio::spawn(relay(
+            Box::new(client),
+            Box::new(store),
+            Options {
+                idle: Duration::from_secs(60),
+                shutdown: CancellationToken::new(),
+                goodbye: None,
+                imap: true,
+            },
+        ));
+        // The store answers a big FETCH; the client never reads it.
+        let feed = async {
+            let chunk = vec![b'x'; 4096];
+            while store_peer.write_all(&chunk).await.is_ok() {}
+        };
+        let (end, _) = tokio::select! {
+            r = task => r.unwrap(),
+            _ = feed => panic!("the store side closed first"),
+        };
+        assert_eq!(end, End::ClientError);
     }
 
     #[tokio::test]

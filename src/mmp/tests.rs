@@ -724,9 +724,7 @@ async fn real_store(
         };
     tokio::spawn(crate::net::serve(
         listener,
-        protocol,
-        tls_mode,
-        false,
+        crate::net::Listen::new(protocol, tls_mode),
         services.clone(),
         tokio_util::task::TaskTracker::new(),
         handler,
@@ -925,9 +923,10 @@ async fn proxy_protocol_listener_gives_the_real_client_and_limits_by_it() {
     let shutdown = services.shutdown.clone();
     tokio::spawn(crate::net::serve(
         listener,
-        Protocol::Imap,
-        crate::config::TlsMode::StartTls,
-        true,
+        crate::net::Listen {
+            proxy_networks: Some(vec![crate::smtp::auth::parse_cidr("127.0.0.0/8").unwrap()]),
+            ..crate::net::Listen::new(Protocol::Imap, crate::config::TlsMode::StartTls)
+        },
         services,
         tokio_util::task::TaskTracker::new(),
         |mut conn, info, _s| async move {
@@ -954,9 +953,9 @@ async fn proxy_protocol_listener_gives_the_real_client_and_limits_by_it() {
         "{l}"
     );
     // A second connection of the same client (through the same balancer)
-    // is over the per-address limit of 1 ...
+    // is over the per-address limit of 1, and told so ...
     let (l, _keep2) = connect(v1).await;
-    assert_eq!(l, "");
+    assert_eq!(l, "* BYE Too many connections\r\n");
     // ... but another client is not.
     let v2 = crate::proxyproto::encode_v2(
         "[2001:db8::9]:1000".parse().unwrap(),
@@ -968,4 +967,37 @@ async fn proxy_protocol_listener_gives_the_real_client_and_limits_by_it() {
     let (l, _keep4) = connect(b"a1 CAPABILITY\r\n".to_vec()).await;
     assert_eq!(l, "");
     shutdown.cancel();
+}
+
+/// Before login a command must arrive within `mmp.preauth_timeout` of its
+/// first byte: a client trickling a LOGIN is disconnected, for IMAP and POP3.
+#[tokio::test]
+async fn preauth_command_deadline_disconnects_a_trickling_client() {
+    let h = harness(|c| c.mmp.preauth_timeout = 1);
+    for (proto, bye) in [
+        (Proto::Imap, "* BYE Command not completed in time\r\n"),
+        (Proto::Pop3, "-ERR Command not completed in time\r\n"),
+    ] {
+        let (mut c, task) = match proto {
+            Proto::Imap => h.imap(),
+            Proto::Pop3 => h.pop3(),
+        };
+        c.line().await;
+        let started = std::time::Instant::now();
+        let mut got = String::new();
+        for b in b"a LOGIN alice secret".iter().cycle().take(100) {
+            c.send(std::str::from_utf8(&[*b]).unwrap()).await;
+            let mut l = String::new();
+            if let Ok(r) =
+                tokio::time::timeout(Duration::from_millis(200), c.io.read_line(&mut l)).await
+            {
+                r.unwrap();
+                got = l;
+                break;
+            }
+        }
+        assert_eq!(got, bye);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        task.await.unwrap();
+    }
 }

@@ -120,6 +120,15 @@ pub(crate) async fn run_session(conn: Conn, info: ConnInfo, env: Env) {
         // RFC 1939 section 3: the autologout timer is at least 10 minutes;
         // the config default says so, but a zero would close at once.
         idle: Duration::from_secs(config.pop3.idle_timeout.max(1)),
+        // Never longer than the idle timer.
+        preauth: Duration::from_secs(
+            config
+                .pop3
+                .preauth_timeout
+                .min(config.pop3.idle_timeout)
+                .max(1),
+        ),
+        command_deadline: None,
         session,
         env: env.clone(),
         stats: Stats::default(),
@@ -156,9 +165,13 @@ enum End {
     Eof,
     Io,
     Timeout,
+    TooSlow,
     Shutdown,
     TlsFailed,
 }
+
+/// The command under way missed its deadline (a trickling client).
+const ERR_TOO_SLOW: &str = "-ERR Command not completed in time\r\n";
 
 impl End {
     fn as_str(self) -> &'static str {
@@ -167,6 +180,7 @@ impl End {
             End::Eof => "eof",
             End::Io => "io error",
             End::Timeout => "idle timeout",
+            End::TooSlow => "command deadline",
             End::Shutdown => "shutdown",
             End::TlsFailed => "tls handshake failed",
         }
@@ -180,6 +194,12 @@ struct Driver {
     /// Replies not yet written.
     out: Vec<u8>,
     idle: Duration,
+    /// Idle timer and command deadline before login (`pop3.preauth_timeout`).
+    preauth: Duration,
+    /// When the command under way must be complete: set by its first byte,
+    /// pushed back by `1 / limits.min_data_rate` s per byte, cleared when a
+    /// line has been read (`limits.command_deadline`).
+    command_deadline: Option<tokio::time::Instant>,
     session: Session,
     env: Env,
     stats: Stats,
@@ -199,6 +219,8 @@ impl Driver {
                     return self.goodbye(ERR_SHUTDOWN, End::Shutdown).await;
                 }
                 self.stats.commands += 1;
+                // The next command's clock starts with its first byte.
+                self.command_deadline = None;
                 let actions = self.session.input(input);
                 match self.perform(actions).await {
                     Ok(None) => {}
@@ -212,22 +234,48 @@ impl Driver {
             let Some(conn) = self.conn.as_mut() else {
                 return End::Io;
             };
+            let logged_in = self.session.account().is_some();
+            let now = tokio::time::Instant::now();
+            let idle = now + if logged_in { self.idle } else { self.preauth };
+            let (until, slow) = match self.command_deadline {
+                Some(d) if d < idle => (d, true),
+                _ => (idle, false),
+            };
             let read = tokio::select! {
                 biased;
                 _ = self.env.shutdown.cancelled() => {
                     return self.goodbye(ERR_SHUTDOWN, End::Shutdown).await;
                 }
-                r = tokio::time::timeout(self.idle, conn.read(&mut buf)) => r,
+                r = tokio::time::timeout_at(until, conn.read(&mut buf)) => r,
             };
             match read {
+                Err(_) if slow => return self.goodbye(ERR_TOO_SLOW, End::TooSlow).await,
                 Err(_) => return self.goodbye(ERR_AUTOLOGOUT, End::Timeout).await,
                 Ok(Ok(0)) => return End::Eof,
-                Ok(Ok(n)) => self.reader.push(buf.get(..n).unwrap_or_default()),
+                Ok(Ok(n)) => {
+                    self.note_input(n, logged_in);
+                    self.reader.push(buf.get(..n).unwrap_or_default())
+                }
                 Ok(Err(e)) => {
                     debug!(error = %e, "read failed");
                     return End::Io;
                 }
             }
+        }
+    }
+
+    /// Moves the command deadline for `n` bytes just received.
+    fn note_input(&mut self, n: usize, logged_in: bool) {
+        let limits = &self.env.config.limits;
+        let mut limit = Duration::from_secs(limits.command_deadline.max(1));
+        if !logged_in {
+            limit = limit.min(self.preauth);
+        }
+        let deadline = self
+            .command_deadline
+            .get_or_insert(tokio::time::Instant::now() + limit);
+        if limits.min_data_rate > 0 {
+            *deadline += Duration::from_secs_f64(n as f64 / limits.min_data_rate as f64);
         }
     }
 
@@ -493,5 +541,50 @@ impl Driver {
 fn prepend(queue: &mut VecDeque<Action>, actions: Vec<Action>) {
     for a in actions.into_iter().rev() {
         queue.push_front(a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use crate::config::Protocol;
+    use crate::net::ConnInfo;
+
+    /// Before login the POP3 idle timer is `pop3.preauth_timeout`, and a
+    /// command must be complete within its deadline: a trickling client is
+    /// disconnected though each byte arrives well inside the idle timer.
+    #[tokio::test]
+    async fn preauth_command_deadline_disconnects_a_trickling_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = crate::services::test_services(dir.path(), |c| {
+            c.pop3.preauth_timeout = 1;
+        });
+        let (client, server) = tokio::io::duplex(4096);
+        let info = ConnInfo::for_test(Protocol::Pop3);
+        let task = tokio::spawn(super::serve(Box::new(server), info, services));
+        let mut c = BufReader::new(client);
+        let mut l = String::new();
+        c.read_line(&mut l).await.unwrap();
+        assert!(l.starts_with("+OK"), "{l}");
+        let started = std::time::Instant::now();
+        let mut bye = String::new();
+        for b in b"CAPA".iter().cycle().take(100) {
+            if c.get_mut().write_all(&[*b]).await.is_err() {
+                break;
+            }
+            let mut line = String::new();
+            if let Ok(r) =
+                tokio::time::timeout(Duration::from_millis(200), c.read_line(&mut line)).await
+            {
+                r.unwrap();
+                bye = line;
+                break;
+            }
+        }
+        assert_eq!(bye, "-ERR Command not completed in time\r\n");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        task.await.unwrap();
     }
 }

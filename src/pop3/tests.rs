@@ -573,6 +573,7 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
         tls: h.env.tls.clone(),
         queue: None,
         shutdown: CancellationToken::new(),
+        conns: Default::default(),
     };
     h.store
         .append(
@@ -667,6 +668,8 @@ async fn login_only_from_login_networks() {
         let (client, server) = tokio::io::duplex(4096);
         let mut info = ConnInfo::for_test(Protocol::Pop3);
         info.via = via.map(|v| v.parse().unwrap());
+        // Through a balancer, plaintext needs TLS (not a claimed loopback).
+        info.tls_active = true;
         let task = tokio::spawn(crate::pop3::serve(Box::new(server), info, services.clone()));
         let mut c = Client::new(client);
         c.line().await;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -140,6 +139,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         tls,
         queue: queue.clone(),
         shutdown: shutdown.clone(),
+        conns: Default::default(),
     };
     let queue_runner = match queue {
         Some(q) => {
@@ -178,7 +178,12 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let tls_mode = l.tls_mode(protocol).unwrap_or(protocol.default_tls());
+        let Some(listen) = net::Listen::from_config(name, l, &config) else {
+            continue;
+        };
+        if l.proxy_protocol && l.proxy_networks.is_empty() {
+            warn!(listener = %name, "proxy_protocol is on but proxy_networks is empty: every TCP connection will be refused");
+        }
         if !l.unix.is_empty() {
             let path = config.data_path(&l.unix, "");
             let sock = crate::net_unix::bind(&path)
@@ -187,11 +192,10 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
             bound_unix.push((sock, protocol, h));
         }
         for addr in &l.bind {
-            let sock = TcpListener::bind(addr)
-                .await
+            let sock = net::bind(*addr)
                 .with_context(|| format!("listener.{name}: cannot listen on {addr}"))?;
             info!(listener = %name, %addr, role = %role, "listening");
-            bound.push((sock, protocol, tls_mode, l.proxy_protocol, h));
+            bound.push((sock, listen.clone(), h));
         }
     }
     if bound.is_empty() && bound_unix.is_empty() {
@@ -199,12 +203,10 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     }
     let tracker = TaskTracker::new();
     let mut accept_loops = Vec::new();
-    for (sock, protocol, tls_mode, proxy_protocol, h) in bound {
+    for (sock, listen, h) in bound {
         accept_loops.push(tokio::spawn(net::serve(
             sock,
-            protocol,
-            tls_mode,
-            proxy_protocol,
+            listen,
             services.clone(),
             tracker.clone(),
             h,

@@ -861,6 +861,7 @@ mod e2e {
             tls: Arc::new(Tls::from_config(&config).unwrap()),
             queue: None,
             shutdown: CancellationToken::new(),
+            conns: Default::default(),
             config: Arc::new(config),
         }
     }

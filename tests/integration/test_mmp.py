@@ -325,7 +325,9 @@ class Cluster:
         self.ldap = Ldap(root / "ldap", extra_ldif=EXTRA_LDIF + MMP_LDIF)
         store_listeners = ("lmtp", "imap", "pop3", "imaps", "pop3s")
         # imaps/pop3s take PROXY v2 from the HAProxy pair of mmps
-        pp = {"imaps": "proxy_protocol = true", "pop3s": "proxy_protocol = true"}
+        # (from loopback only: a PROXY header is trusted from proxy_networks)
+        trust = 'proxy_protocol = true\nproxy_networks = ["127.0.0.0/8"]'
+        pp = {"imaps": trust, "pop3s": trust}
         self.s1 = Node(root / "store1", "store", "store1.test", self.ldap, store_toml("store1.test", self.pki),
                        listeners=store_listeners, listener_options=pp)
         self.s2 = Node(root / "store2", "store", "store2.test", self.ldap, store_toml("store2.test", self.pki),
@@ -797,7 +799,8 @@ def test_haproxy_send_proxy_v2_to_two_mmps(cl, tmp_path):
     implicit TLS and a PROXY v2 header of their own. The client address and
     source port survive both hops into the store's log."""
     haproxy = need_tool("haproxy", HAPROXY_INSTALL)
-    pp = {"imap": "proxy_protocol = true", "pop3": "proxy_protocol = true"}
+    trust = 'proxy_protocol = true\nproxy_networks = ["127.0.0.0/8"]'
+    pp = {"imap": trust, "pop3": trust}
     mmp_toml = textwrap.dedent(f"""\
         backend_tls = "implicit"
         backend_ca_file = "{cl.pki.ca}"
