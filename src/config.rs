@@ -322,8 +322,18 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     /// Seconds a command may take to arrive.
     pub command_timeout: u64,
-    /// Seconds the DATA phase may idle.
+    /// Seconds a whole DATA/BDAT transfer may take (a deadline for the
+    /// transfer, not per read: a trickling client is dropped with 421).
     pub data_timeout: u64,
+    /// Seconds a command may take to arrive before the client has said
+    /// EHLO/HELO, and on submission listeners before AUTH (Postfix-style
+    /// short pre-authentication deadline).
+    pub preauth_timeout: u64,
+    /// Rejected recipients (5xx to RCPT) an SMTP session may collect
+    /// without delivering a message before it is closed with
+    /// `421 4.7.0 Too many errors` (Postfix's smtpd_hard_error_limit).
+    /// 0: no limit. Not applied to LMTP (its clients are our own MTAs).
+    pub hard_error_limit: u32,
 }
 
 impl Default for SmtpConfig {
@@ -333,6 +343,8 @@ impl Default for SmtpConfig {
             max_recipients: 1000,
             command_timeout: 300,
             data_timeout: 600,
+            preauth_timeout: 60,
+            hard_error_limit: 20,
         }
     }
 }
@@ -412,6 +424,14 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Connections from one client address.
     pub max_connections_per_ip: usize,
+    /// Bytes of an SMTP/LMTP message body kept in memory while it is
+    /// received; the rest goes to an unlinked 0600 file under
+    /// `<data_dir>/spool`.
+    pub spool_threshold: u64,
+    /// Bytes of message data the whole process may hold in memory at once
+    /// (SMTP/LMTP bodies being received or delivered, IMAP APPEND
+    /// literals). When spent: SMTP `452 4.3.1`, IMAP `NO [LIMIT]`.
+    pub max_bytes_in_flight: u64,
 }
 
 impl Default for LimitsConfig {
@@ -422,6 +442,8 @@ impl Default for LimitsConfig {
             max_auth_failures: 3,
             max_connections: 10000,
             max_connections_per_ip: 200,
+            spool_threshold: 1 << 20,
+            max_bytes_in_flight: 256 << 20,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::queue::Queue;
@@ -24,6 +25,8 @@ pub struct Services {
     /// Cancelled on SIGTERM/SIGINT: listeners stop accepting, sessions
     /// finish their current transaction and say goodbye.
     pub shutdown: CancellationToken,
+    /// Message bytes held in memory, process-wide (`limits.max_bytes_in_flight`).
+    pub budget: Arc<Budget>,
 }
 
 impl Services {
@@ -56,6 +59,7 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
         tls: Arc::new(Tls::from_config(&config).expect("tls")),
         queue: None,
         shutdown: CancellationToken::new(),
+        budget: Arc::new(Budget::new(config.limits.max_bytes_in_flight)),
         config,
     }
 }

@@ -573,6 +573,7 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
         tls: h.env.tls.clone(),
         queue: None,
         shutdown: CancellationToken::new(),
+        budget: Arc::new(crate::budget::Budget::new(1 << 30)),
     };
     h.store
         .append(

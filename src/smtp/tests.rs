@@ -32,6 +32,12 @@ fn params(flavor: Flavor) -> Params {
         },
         id_prefix: "T.".into(),
         submission: None,
+        hard_error_limit: match flavor {
+            Flavor::Smtp => 20,
+            Flavor::Lmtp => 0,
+        },
+        spool: None,
+        budget: None,
     }
 }
 
@@ -120,7 +126,8 @@ impl Harness {
             match self.s.next_event() {
                 Event::NeedInput => break,
                 Event::Resolve(a) => self.s.resolved((self.resolver)(&a)),
-                Event::Deliver(m) => {
+                Event::Deliver(mut m) => {
+                    m.load().expect("body reads back");
                     let o = (self.outcomes)(&m);
                     self.msgs.push(m);
                     self.s.delivered(&o);
@@ -861,6 +868,9 @@ mod e2e {
             tls: Arc::new(Tls::from_config(&config).unwrap()),
             queue: None,
             shutdown: CancellationToken::new(),
+            budget: Arc::new(crate::budget::Budget::new(
+                config.limits.max_bytes_in_flight,
+            )),
             config: Arc::new(config),
         }
     }

@@ -156,6 +156,87 @@ pub fn from_addresses(message: &[u8]) -> Vec<String> {
     out
 }
 
+/// The originator fields of a submitted message (RFC 5322 3.6.2).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Originators {
+    /// Every address in every From: and Sender: field, lowercase (empty
+    /// when the message has neither).
+    Addresses(Vec<String>),
+    /// More than one From: or more than one Sender: field (RFC 5322 3.6
+    /// allows one each): which one a reader shows is anybody's guess.
+    Duplicate,
+    /// A From:/Sender: field whose addresses cannot all be read (or that
+    /// names no mailbox at all).
+    Unreadable,
+}
+
+/// Length of the header section including the empty line that ends it;
+/// None when `message` does not contain its end.
+pub fn header_section_len(message: &[u8]) -> Option<usize> {
+    if message.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+}
+
+/// Counts the fields named `name` (lowercase) in a header section, the
+/// obsolete `Name WSP* :` form included (RFC 5322 4.5.3).
+fn count_fields(header: &[u8], name: &str) -> usize {
+    header
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let field = line[..colon].trim_ascii_end();
+            Some(field.eq_ignore_ascii_case(name.as_bytes()))
+        })
+        .filter(|m| *m)
+        .count()
+}
+
+/// Reads the From: and Sender: fields of `message` (its header section
+/// must be complete in `message`).
+pub fn originators(message: &[u8]) -> Originators {
+    let end = header_section_len(message).unwrap_or(message.len());
+    let header = &message[..end];
+    if count_fields(header, "from") > 1 || count_fields(header, "sender") > 1 {
+        return Originators::Duplicate;
+    }
+    let Some(parsed) = mail_parser::MessageParser::default().parse_headers(header) else {
+        return Originators::Addresses(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut seen = [0usize; 2];
+    for h in parsed.headers() {
+        let slot = match h.name {
+            mail_parser::HeaderName::From => 0,
+            mail_parser::HeaderName::Sender => 1,
+            _ => continue,
+        };
+        seen[slot] += 1;
+        if seen[slot] > 1 {
+            return Originators::Duplicate;
+        }
+        let Some(list) = h.value.as_address() else {
+            return Originators::Unreadable;
+        };
+        let before = out.len();
+        for a in list.iter() {
+            match a.address() {
+                Some(addr) if addr.contains('@') => out.push(addr.to_lowercase()),
+                _ => return Originators::Unreadable,
+            }
+        }
+        if out.len() == before {
+            return Originators::Unreadable;
+        }
+    }
+    Originators::Addresses(out)
+}
+
 /// Does the header section of `message` contain a field of this name
 /// (lowercase, without the colon)?
 pub fn has_field(message: &[u8], name: &str) -> bool {
