@@ -929,6 +929,21 @@ fn validate(c: &Config) -> Vec<String> {
             ));
         }
     }
+    if let Some(e) = crate::route::relay_credentials_error(&c.mta) {
+        errors.push(e);
+    }
+    if c.limits.max_bytes_in_flight != 0 && c.limits.max_bytes_in_flight < c.smtp.max_message_size {
+        errors.push(format!(
+            "limits.max_bytes_in_flight: {} is less than smtp.max_message_size ({}): no message of the largest size could be delivered",
+            c.limits.max_bytes_in_flight, c.smtp.max_message_size
+        ));
+    }
+    if c.limits.max_bytes_in_flight != 0 && c.limits.max_bytes_in_flight < c.imap.max_literal {
+        errors.push(format!(
+            "limits.max_bytes_in_flight: {} is less than imap.max_literal ({}): no APPEND of the largest size could succeed",
+            c.limits.max_bytes_in_flight, c.imap.max_literal
+        ));
+    }
     if c.mta.local_via != "lmtp" && crate::route::local_via_smtp(&c.mta.local_via).is_none() {
         errors.push(format!(
             "mta.local_via: '{}' is not \"lmtp\" or \"smtp:host:port\"",
