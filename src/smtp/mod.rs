@@ -3,7 +3,8 @@
 //!
 //! Layers:
 //! - `codec`: command lines, DATA bodies (dot-unstuffing, end only at
-//!   CRLF.CRLF — the SMTP smuggling defence), BDAT chunks.
+//!   CRLF.CRLF — the SMTP smuggling defence), BDAT chunks; bodies past
+//!   `limits.spool_threshold` go to an anonymous file (`spool`).
 //! - `session`: the synchronous core; commands are parsed by smtp-proto,
 //!   replies (`reply`) and trace fields (`trace`) are ours.
 //! - this module: the async driver doing I/O, timeouts, shutdown, STARTTLS,
@@ -13,6 +14,19 @@
 //! Invariants: replies are written before the driver waits for input; no
 //! message is acknowledged before every copy is durable; the session never
 //! interprets input while an effect is outstanding.
+//!
+//! Limits a stranger meets here (docs: etc/msgd.toml):
+//! - time: a deadline for each whole command line (`smtp.command_timeout`,
+//!   `smtp.preauth_timeout` before EHLO and, on submission, before AUTH)
+//!   and for each whole DATA/BDAT transfer (`smtp.data_timeout`), not per
+//!   read; every write has `command_timeout`. Then `421 4.4.2`.
+//! - memory: at most `limits.spool_threshold` bytes of a body in RAM while
+//!   it arrives, taken from the process-wide `Services::budget`
+//!   (`limits.max_bytes_in_flight`, `452 4.3.1` when spent); delivery
+//!   takes the whole message's size from the same budget while it holds
+//!   the message in memory (the store and the queue take whole buffers).
+//! - errors: `limits.max_bad_commands` bad commands, and on SMTP (not
+//!   LMTP) `smtp.hard_error_limit` rejected recipients, then `421 4.7.0`.
 //!
 //! Submission (RFC 6409, the mta-out role on 587/465) is the SMTP core
 //! with `Params::submission`: AUTH PLAIN/LOGIN against the directory
@@ -252,8 +266,7 @@ async fn run(
                 if flush(&mut conn, session, command_timeout).await.is_err() {
                     return "write failed";
                 }
-                let (msg, outcomes) = deliver(services, delivery, msg).await;
-                let mut outcomes = outcomes;
+                let (msg, mut outcomes) = deliver(services, delivery, *msg).await;
                 if services.config.store.over_quota == "permanent" {
                     for o in &mut outcomes {
                         if *o == session::Outcome::OverQuota {

@@ -238,7 +238,7 @@ pub enum Event {
     /// Resolve this RCPT address, then call `resolved`.
     Resolve(String),
     /// Deliver, then call `delivered` with one outcome per target.
-    Deliver(Message),
+    Deliver(Box<Message>),
     /// Write the output, run the TLS handshake, then call `tls_started`.
     StartTls,
     /// Check these credentials, then call `auth_done`. Never log them.
@@ -1037,7 +1037,7 @@ impl Session {
         }
         let msg = self.build_message(body)?;
         self.phase = Phase::AwaitDelivery;
-        Some(Event::Deliver(msg))
+        Some(Event::Deliver(Box::new(msg)))
     }
 
     /// Submission's checks of the header section (RFC 6409 8, RFC 5322

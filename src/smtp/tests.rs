@@ -129,7 +129,7 @@ impl Harness {
                 Event::Deliver(mut m) => {
                     m.load().expect("body reads back");
                     let o = (self.outcomes)(&m);
-                    self.msgs.push(m);
+                    self.msgs.push(*m);
                     self.s.delivered(&o);
                 }
                 Event::StartTls => {
