@@ -1214,6 +1214,72 @@ mod e2e {
         assert!(alice[0].contains(" with ESMTPS id "), "{}", alice[0]);
     }
 
+    /// Sends `bytes` one at a time, `every` apart, until the server says
+    /// something; returns it (empty if it never did).
+    async fn trickle(
+        c: &mut Client<tokio::io::DuplexStream>,
+        bytes: &[u8],
+        every: Duration,
+    ) -> String {
+        for b in bytes.iter().cycle().take(200) {
+            c.send(std::slice::from_ref(b)).await;
+            let mut line = String::new();
+            if let Ok(r) = tokio::time::timeout(every, c.io.read_line(&mut line)).await {
+                r.unwrap();
+                return line;
+            }
+        }
+        String::new()
+    }
+
+    #[tokio::test]
+    async fn rfc5321_4_5_3_2_deadline_is_for_the_whole_command_not_each_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // Before EHLO: the short pre-authentication deadline (1 s, where
+        // a command may otherwise take 60 s).
+        let services = test_services(&dir.path().join("pre"), |c| {
+            c.smtp.command_timeout = 60;
+            c.smtp.preauth_timeout = 1;
+        });
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        let start = tokio::time::Instant::now();
+        let r = trickle(&mut c, b"EHLO slow.example", Duration::from_millis(200)).await;
+        assert!(r.starts_with("421 4.4.2"), "{r}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the preauth deadline applied"
+        );
+        let services = test_services(dir.path(), |c| {
+            c.smtp.command_timeout = 2;
+            c.smtp.data_timeout = 2;
+            c.smtp.preauth_timeout = 1;
+        });
+        // A command line trickled after EHLO.
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        c.cmd("EHLO x").await;
+        let r = trickle(&mut c, b"NOOP NOOP NOOP", Duration::from_millis(200)).await;
+        assert!(r.starts_with("421 4.4.2"), "{r}");
+        // A body trickled after 354.
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        c.cmd("EHLO x").await;
+        c.cmd("MAIL FROM:<a@b.example>").await;
+        c.cmd("RCPT TO:<alice@example.test>").await;
+        assert!(c.cmd("DATA").await.starts_with("354"));
+        let r = trickle(&mut c, b"body ", Duration::from_millis(200)).await;
+        assert!(r.starts_with("421 4.4.2"), "{r}");
+        // Steady commands are never cut: each complete line restarts it.
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        c.cmd("EHLO x").await;
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            assert!(c.cmd("NOOP").await.starts_with("250"));
+        }
+    }
+
     #[tokio::test]
     async fn shutdown_between_transactions_says_421() {
         let dir = tempfile::tempdir().unwrap();
