@@ -136,26 +136,6 @@ pub fn has_return_path(message: &[u8]) -> bool {
     has_field(message, "return-path")
 }
 
-/// The addresses of the From: field(s) of the header section, lowercase.
-pub fn from_addresses(message: &[u8]) -> Vec<String> {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |p| p + 4);
-    let Some(parsed) = mail_parser::MessageParser::default().parse_headers(&message[..end]) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    if let Some(from) = parsed.from() {
-        for a in from.iter() {
-            if let Some(addr) = a.address() {
-                out.push(addr.to_lowercase());
-            }
-        }
-    }
-    out
-}
-
 /// The originator fields of a submitted message (RFC 5322 3.6.2).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Originators {
@@ -338,14 +318,35 @@ mod tests {
     }
 
     #[test]
-    fn from_field_addresses() {
+    fn rfc5322_3_6_2_originator_addresses() {
+        // A From: in the body is not a field.
         assert_eq!(
-            from_addresses(
+            originators(
                 b"Subject: x\r\nFrom: Alice <Alice@Example.TEST>, b@x\r\n\r\nFrom: c@d\r\n"
             ),
-            vec!["alice@example.test".to_string(), "b@x".to_string()]
+            Originators::Addresses(vec!["alice@example.test".to_string(), "b@x".to_string()])
         );
-        assert!(from_addresses(b"Subject: x\r\n\r\n").is_empty());
+        assert_eq!(
+            originators(b"Subject: x\r\n\r\n"),
+            Originators::Addresses(Vec::new())
+        );
+        assert_eq!(
+            originators(b"From: g: a@x, b@y;\r\nSender: s@z\r\n\r\n"),
+            Originators::Addresses(vec!["a@x".into(), "b@y".into(), "s@z".into()])
+        );
+        assert_eq!(
+            originators(b"From: a@x\r\nfrom\t: b@y\r\n\r\n"),
+            Originators::Duplicate
+        );
+        // A folded line starting with "From:" is a continuation, not a field.
+        assert_eq!(
+            originators(b"Subject: x\r\n From: y\r\nFrom: a@x\r\n\r\n"),
+            Originators::Addresses(vec!["a@x".into()])
+        );
+        assert_eq!(
+            originators(b"From: nobody\r\n\r\n"),
+            Originators::Unreadable
+        );
         assert!(has_field(b"Message-Id: <a@b>\r\n\r\n", "message-id"));
         assert!(!has_field(b"X-Message-Id: <a@b>\r\n\r\n", "message-id"));
     }
