@@ -337,8 +337,18 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     /// Seconds a command may take to arrive.
     pub command_timeout: u64,
-    /// Seconds the DATA phase may idle.
+    /// Seconds a whole DATA/BDAT transfer may take (a deadline for the
+    /// transfer, not per read: a trickling client is dropped with 421).
     pub data_timeout: u64,
+    /// Seconds a command may take to arrive before the client has said
+    /// EHLO/HELO, and on submission listeners before AUTH (Postfix-style
+    /// short pre-authentication deadline).
+    pub preauth_timeout: u64,
+    /// Rejected recipients (5xx to RCPT) an SMTP session may collect
+    /// without delivering a message before it is closed with
+    /// `421 4.7.0 Too many errors` (Postfix's smtpd_hard_error_limit).
+    /// 0: no limit. Not applied to LMTP (its clients are our own MTAs).
+    pub hard_error_limit: u32,
 }
 
 impl Default for SmtpConfig {
@@ -348,6 +358,8 @@ impl Default for SmtpConfig {
             max_recipients: 1000,
             command_timeout: 300,
             data_timeout: 600,
+            preauth_timeout: 60,
+            hard_error_limit: 20,
         }
     }
 }
@@ -441,6 +453,14 @@ pub struct LimitsConfig {
     /// Bytes per second that extend a command's deadline (Postfix's
     /// smtpd_min_data_rate): a slow link still uploads, a trickle does not.
     pub min_data_rate: u64,
+    /// Bytes of an SMTP/LMTP message body kept in memory while it is
+    /// received; the rest goes to an unlinked 0600 file under
+    /// `<data_dir>/spool`.
+    pub spool_threshold: u64,
+    /// Bytes of message data the whole process may hold in memory at once
+    /// (SMTP/LMTP bodies being received or delivered, IMAP APPEND
+    /// literals). When spent: SMTP `452 4.3.1`, IMAP `NO [LIMIT]`.
+    pub max_bytes_in_flight: u64,
 }
 
 impl Default for LimitsConfig {
@@ -454,6 +474,8 @@ impl Default for LimitsConfig {
             write_timeout: 300,
             command_deadline: 300,
             min_data_rate: 500,
+            spool_threshold: 1 << 20,
+            max_bytes_in_flight: 256 << 20,
         }
     }
 }
@@ -953,6 +975,21 @@ fn validate(c: &Config) -> Vec<String> {
                 "mta.tls_policy.\"{d}\": '{p}' is not one of opportunistic, require, verify, none"
             ));
         }
+    }
+    if let Some(e) = crate::route::relay_credentials_error(&c.mta) {
+        errors.push(e);
+    }
+    if c.limits.max_bytes_in_flight != 0 && c.limits.max_bytes_in_flight < c.smtp.max_message_size {
+        errors.push(format!(
+            "limits.max_bytes_in_flight: {} is less than smtp.max_message_size ({}): no message of the largest size could be delivered",
+            c.limits.max_bytes_in_flight, c.smtp.max_message_size
+        ));
+    }
+    if c.limits.max_bytes_in_flight != 0 && c.limits.max_bytes_in_flight < c.imap.max_literal {
+        errors.push(format!(
+            "limits.max_bytes_in_flight: {} is less than imap.max_literal ({}): no APPEND of the largest size could succeed",
+            c.limits.max_bytes_in_flight, c.imap.max_literal
+        ));
     }
     if c.mta.local_via != "lmtp" && crate::route::local_via_smtp(&c.mta.local_via).is_none() {
         errors.push(format!(

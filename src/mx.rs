@@ -290,7 +290,7 @@ impl MxDelivery {
             Err(RouteError::Temporary(e)) => {
                 warn!(domain, error = %e, "MX lookup failed");
                 return all(Outcome::Temporary(format!(
-                    "451 4.4.3 DNS lookup for {domain} failed: {e}"
+                    "451 4.4.3 DNS lookup for {domain} failed"
                 )));
             }
         };
@@ -309,7 +309,8 @@ impl MxDelivery {
                     continue;
                 }
                 Err((false, e)) => {
-                    last_error = format!("451 4.4.3 lookup of {} failed: {e}", host.name);
+                    info!(domain, mx = %host.name, error = %e, "MX host address lookup failed");
+                    last_error = format!("451 4.4.3 lookup of {} failed", host.name);
                     continue;
                 }
             };

@@ -83,9 +83,10 @@ impl StoreRouter {
             Ok(Some(DirRecipient::List(_))) | Ok(None) => {
                 Err(Outcome::Permanent("550 5.1.1 no such user here".into()))
             }
-            Err(DirError::Temporary(e)) => Err(Outcome::Temporary(format!(
-                "451 4.4.3 directory unavailable: {e}"
-            ))),
+            Err(DirError::Temporary(e)) => {
+                tracing::warn!(error = %e, "directory unavailable during queue delivery");
+                Err(Outcome::Temporary(DIRECTORY_DOWN.into()))
+            }
         }
     }
 
@@ -251,25 +252,26 @@ impl StoreRouter {
         let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&cfg.relay).await {
             Ok(a) => a.collect(),
             Err(e) => {
-                return all(Outcome::Temporary(format!(
-                    "451 4.4.3 cannot resolve the smarthost {}: {e}",
-                    cfg.relay
-                )))
+                tracing::warn!(relay = %cfg.relay, error = %e, "cannot resolve the smarthost");
+                return all(Outcome::Temporary(
+                    "451 4.4.3 smarthost address lookup failed".into(),
+                ));
             }
         };
         let verify = if cfg.relay_tls_verify {
             match crate::smtpclient::load_roots(&cfg.tls_ca_file) {
                 Ok(r) => TlsVerify::Roots(r),
                 Err(e) => {
-                    return all(Outcome::Temporary(format!(
-                        "451 4.7.5 no trust anchors for the smarthost: {e}"
-                    )))
+                    tracing::error!(file = %cfg.tls_ca_file, error = %e, "cannot load the trust anchors for the smarthost (mta.tls_ca_file)");
+                    return all(Outcome::Temporary(
+                        "451 4.7.5 cannot verify the smarthost's certificate".into(),
+                    ));
                 }
             }
         } else {
             TlsVerify::None
         };
-        let mut last = Outcome::Temporary(format!("451 4.4.1 smarthost {} unreachable", cfg.relay));
+        let mut last = Outcome::Temporary("451 4.4.1 smarthost unreachable".into());
         for addr in addrs {
             let implicit = (cfg.relay_tls == "implicit").then_some(&verify);
             let c = match Client::connect_addr(addr, &host, implicit, Dialect::Smtp, helo, timeout)
@@ -284,9 +286,9 @@ impl StoreRouter {
             let mut c = match cfg.relay_tls.as_str() {
                 "require" if !c.has("STARTTLS") => {
                     c.quit().await;
+                    tracing::warn!(relay = %cfg.relay, "the smarthost does not offer STARTTLS (mta.relay_tls = require)");
                     return all(Outcome::Temporary(
-                        "451 4.7.4 the smarthost does not offer STARTTLS (mta.relay_tls = require)"
-                            .into(),
+                        "451 4.7.4 the smarthost does not offer STARTTLS".into(),
                     ));
                 }
                 "require" => match c.starttls(&host, &verify).await {
@@ -302,10 +304,19 @@ impl StoreRouter {
                 _ => c,
             };
             if !cfg.relay_user.is_empty() {
-                if !c.tls && !addr.ip().is_loopback() {
+                // Credentials go only to a relay that proved its name with
+                // a verified certificate, or over loopback. Opportunistic
+                // TLS (any certificate) would hand them to whoever sits in
+                // the path; check-config refuses that setting, and this is
+                // the last line.
+                let verified = c.tls
+                    && cfg.relay_tls_verify
+                    && matches!(cfg.relay_tls.as_str(), "require" | "implicit");
+                if !verified && !addr.ip().is_loopback() {
                     c.quit().await;
+                    tracing::error!(relay = %cfg.relay, tls = %cfg.relay_tls, "not sending the smarthost password: the relay's certificate was not verified");
                     return all(Outcome::Temporary(
-                        "451 4.7.0 refusing to send the smarthost password without TLS".into(),
+                        "451 4.7.0 smarthost not authenticated; credentials withheld".into(),
                     ));
                 }
                 let path = self.services.config.data_path(&cfg.relay_password_file, "");
@@ -378,10 +389,8 @@ impl Transport for StoreRouter {
                     }
                     Ok(true) => {}
                     Err(DirError::Temporary(e)) => {
-                        out.push((
-                            i,
-                            Outcome::Temporary(format!("451 4.4.3 directory unavailable: {e}")),
-                        ));
+                        tracing::warn!(error = %e, "directory unavailable during queue delivery");
+                        out.push((i, Outcome::Temporary(DIRECTORY_DOWN.into())));
                         continue;
                     }
                 }
@@ -438,10 +447,88 @@ impl Transport for StoreRouter {
     }
 }
 
+/// Temporary failure text when the directory cannot answer (the cause is
+/// logged; it never goes into a DSN).
+const DIRECTORY_DOWN: &str = "451 4.4.3 directory temporarily unavailable";
+
+/// True when the smarthost (`host:port`, `[v6]:port`) is a loopback
+/// address or `localhost`: credentials may go there without TLS.
+pub fn relay_is_loopback(relay: &str) -> bool {
+    let host = match relay.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => relay,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `mta.relay_user` is set: the relay settings must make sure the
+/// password goes only to a relay that proved its name (a certificate
+/// verified for it), or over loopback. An error message otherwise.
+pub fn relay_credentials_error(cfg: &crate::config::MtaConfig) -> Option<String> {
+    if cfg.relay_user.is_empty() || relay_is_loopback(&cfg.relay) {
+        return None;
+    }
+    let verified = cfg.relay_tls_verify && matches!(cfg.relay_tls.as_str(), "require" | "implicit");
+    (!verified).then(|| {
+        format!(
+            "mta.relay_user: the smarthost password would be sent without a verified TLS certificate \
+             (mta.relay_tls = \"{}\", mta.relay_tls_verify = {}); set relay_tls = \"require\" or \"implicit\" \
+             with relay_tls_verify = true, or use a loopback relay",
+            cfg.relay_tls, cfg.relay_tls_verify
+        )
+    })
+}
+
 /// `smtp:host:port` of `mta.local_via`: the mta-in that local mail goes
 /// through; None for anything else.
 pub fn local_via_smtp(v: &str) -> Option<&str> {
     let rest = v.strip_prefix("smtp:")?;
     let (host, port) = rest.rsplit_once(':')?;
     (!host.is_empty() && port.parse::<u16>().is_ok()).then_some(rest)
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+    use crate::config::MtaConfig;
+
+    fn mta(relay: &str, tls: &str, verify: bool) -> MtaConfig {
+        MtaConfig {
+            relay: relay.into(),
+            relay_user: "me".into(),
+            relay_tls: tls.into(),
+            relay_tls_verify: verify,
+            ..MtaConfig::default()
+        }
+    }
+
+    #[test]
+    fn relay_credentials_need_a_verified_certificate_or_loopback() {
+        for (relay, tls, verify, ok) in [
+            ("smtp.example.net:587", "opportunistic", true, false),
+            ("smtp.example.net:587", "none", true, false),
+            ("smtp.example.net:587", "require", false, false),
+            ("smtp.example.net:465", "implicit", false, false),
+            ("smtp.example.net:587", "require", true, true),
+            ("smtp.example.net:465", "implicit", true, true),
+            ("127.0.0.1:2525", "opportunistic", true, true),
+            ("[::1]:25", "none", false, true),
+            ("localhost:25", "none", false, true),
+        ] {
+            let e = relay_credentials_error(&mta(relay, tls, verify));
+            assert_eq!(e.is_none(), ok, "{relay} {tls} {verify}: {e:?}");
+            if let Some(e) = e {
+                assert!(e.starts_with("mta.relay_user:"), "{e}");
+            }
+        }
+        // No user: nothing to protect.
+        let mut c = mta("smtp.example.net:587", "opportunistic", false);
+        c.relay_user.clear();
+        assert!(relay_credentials_error(&c).is_none());
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::net::ConnTable;
@@ -28,6 +29,8 @@ pub struct Services {
     /// Open connections of the whole process, for the connection limits
     /// (`limits.max_connections`, `limits.max_connections_per_ip`).
     pub conns: Arc<ConnTable>,
+    /// Message bytes held in memory, process-wide (`limits.max_bytes_in_flight`).
+    pub budget: Arc<Budget>,
 }
 
 impl Services {
@@ -61,6 +64,7 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
         queue: None,
         shutdown: CancellationToken::new(),
         conns: Arc::default(),
+        budget: Arc::new(Budget::new(config.limits.max_bytes_in_flight)),
         config,
     }
 }

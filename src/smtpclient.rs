@@ -119,6 +119,14 @@ fn temp(what: &str) -> Outcome {
     Outcome::Temporary(format!("451 4.4.1 {what}"))
 }
 
+/// A temporary failure whose cause is ours (an io or TLS error, an
+/// internal address): the outcome, which may end up in a DSN to a
+/// stranger, carries only `what`; the cause goes to the log.
+fn temp_logged(what: &str, peer: &dyn std::fmt::Display, cause: &dyn std::fmt::Display) -> Outcome {
+    tracing::info!(%peer, error = %cause, "{what}");
+    temp(what)
+}
+
 impl Client {
     /// Connects and reads the greeting, then says LHLO/EHLO.
     pub async fn connect(
@@ -129,8 +137,8 @@ impl Client {
     ) -> Result<Client, Outcome> {
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| temp(&format!("connection to {addr} timed out")))?
-            .map_err(|e| temp(&format!("cannot connect to {addr}: {e}")))?;
+            .map_err(|_| temp_logged("connection timed out", &addr, &"timeout"))?
+            .map_err(|e| temp_logged("cannot connect", &addr, &e))?;
         Self::start(Box::new(tcp), addr, dialect, helo, timeout).await
     }
 
@@ -146,8 +154,8 @@ impl Client {
     ) -> Result<Client, Outcome> {
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| temp(&format!("connection to {addr} timed out")))?
-            .map_err(|e| temp(&format!("cannot connect to {addr}: {e}")))?;
+            .map_err(|_| temp_logged("connection timed out", &addr, &"timeout"))?
+            .map_err(|e| temp_logged("cannot connect", &addr, &e))?;
         let _ = tcp.set_nodelay(true);
         let conn: Conn = match implicit_tls {
             Some(v) => tls_connect(Box::new(tcp), server_name, v, timeout).await?,
@@ -255,7 +263,7 @@ impl Client {
         })
         .await
         .map_err(|_| temp("timeout writing to the server"))?
-        .map_err(|e| temp(&format!("write failed: {e}")))
+        .map_err(|e| temp_logged("connection lost while writing", &self.peer, &e))
     }
 
     async fn command(&mut self, line: &str) -> Result<Reply, Outcome> {
@@ -272,7 +280,7 @@ impl Client {
             let n = tokio::time::timeout(self.timeout, self.stream.read_line(&mut line))
                 .await
                 .map_err(|_| temp("timeout waiting for the server"))?
-                .map_err(|e| temp(&format!("read failed: {e}")))?;
+                .map_err(|e| temp_logged("connection lost while reading", &self.peer, &e))?;
             if n == 0 {
                 return Err(temp("connection closed by the server"));
             }
@@ -430,13 +438,13 @@ impl Client {
                 let _ = self.command("RSET").await;
                 return Ok(out
                     .into_iter()
-                    .map(|o| o.unwrap_or_else(|| temp("?")))
+                    .map(|o| o.unwrap_or_else(|| temp("no reply for this recipient")))
                     .collect());
             }
             None => {
                 return Ok(out
                     .into_iter()
-                    .map(|o| o.unwrap_or_else(|| temp("?")))
+                    .map(|o| o.unwrap_or_else(|| temp("no reply for this recipient")))
                     .collect());
             }
         }
@@ -446,7 +454,7 @@ impl Client {
             let _ = self.read_reply().await;
             return Ok(out
                 .into_iter()
-                .map(|o| o.unwrap_or_else(|| temp("?")))
+                .map(|o| o.unwrap_or_else(|| temp("no reply for this recipient")))
                 .collect());
         }
         let stuffed = dot_stuff(data);
@@ -467,7 +475,7 @@ impl Client {
         }
         Ok(out
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| temp("?")))
+            .map(|o| o.unwrap_or_else(|| temp("no reply for this recipient")))
             .collect())
     }
 
@@ -488,7 +496,7 @@ async fn tls_connect(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| temp(&format!("TLS setup failed: {e}")))?;
+        .map_err(|e| temp_logged("TLS setup failed", &server_name, &e))?;
     let config = match verify {
         TlsVerify::None => builder
             .dangerous()
@@ -505,7 +513,7 @@ async fn tls_connect(
     let s = tokio::time::timeout(timeout, connector.connect(name, conn))
         .await
         .map_err(|_| temp("TLS handshake timed out"))?
-        .map_err(|e| temp(&format!("TLS handshake failed: {e}")))?;
+        .map_err(|e| temp_logged("TLS handshake failed", &server_name, &e))?;
     Ok(Box::new(s))
 }
 
@@ -562,6 +570,23 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connection_failure_text_is_generic() {
+        // The outcome may be quoted in a DSN to a stranger: no io error
+        // text, no internal address.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let e = match Client::connect(&addr, Dialect::Lmtp, "h", Duration::from_secs(5)).await {
+            Err(e) => e,
+            Ok(_) => panic!("nothing listens there"),
+        };
+        let Outcome::Temporary(t) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(t, "451 4.4.1 cannot connect");
+    }
 
     #[test]
     fn dot_stuffing_and_terminator() {

@@ -35,7 +35,15 @@ pub enum Refusal {
     LiteralTooBig,
     /// A non-synchronizing literal exceeded the LITERAL- limit (RFC 7888 5).
     NonSyncTooBig,
+    /// The process-wide budget of bytes in flight
+    /// (`limits.max_bytes_in_flight`) cannot hold the literal now:
+    /// `NO [LIMIT]` (RFC 9051 7.1), the client may retry later.
+    Limit,
 }
+
+use std::sync::Arc;
+
+use crate::budget::{Budget, Lease};
 
 /// The largest non-synchronizing literal under LITERAL- (RFC 7888 5).
 pub const LITERAL_MINUS_MAX: u64 = 4096;
@@ -79,6 +87,14 @@ pub struct Framer {
     line_mode: bool,
     /// LITERAL-: the cap on non-synchronizing literals (None: LITERAL+).
     max_nonsync: Option<u64>,
+    /// Process-wide budget that literals larger than `LITERAL_MINUS_MAX`
+    /// (APPEND, in practice) take from; None: no budget.
+    budget: Option<Arc<Budget>>,
+    /// Budget taken by the literals of the command being assembled.
+    lease: Option<Lease>,
+    /// Budget of the last command emitted: held while the driver works on
+    /// it (it asks for the next event only after), given back then.
+    held: Option<Lease>,
 }
 
 impl Framer {
@@ -95,7 +111,17 @@ impl Framer {
             discard_tail: Vec::new(),
             line_mode: false,
             max_nonsync: None,
+            budget: None,
+            lease: None,
+            held: None,
         }
+    }
+
+    /// Literals larger than `LITERAL_MINUS_MAX` take their size from
+    /// `budget` while they are held; refused with `Refusal::Limit` when
+    /// it is spent.
+    pub fn set_budget(&mut self, budget: Option<Arc<Budget>>) {
+        self.budget = budget;
     }
 
     /// LITERAL- (RFC 7888 5): non-synchronizing literals above `max` are
@@ -128,10 +154,15 @@ impl Framer {
         self.state = State::Line;
         self.discard_tag = None;
         self.discard_tail.clear();
+        self.lease = None;
+        self.held = None;
     }
 
     /// The next event, or `None` when more bytes are needed.
     pub fn next(&mut self) -> Option<Event> {
+        // The previous command has been handled: its literals' budget
+        // goes back.
+        self.held = None;
         loop {
             if self.input.is_empty() {
                 return None;
@@ -214,6 +245,7 @@ impl Framer {
                 match literal_announcement(line) {
                     None => {
                         self.line_start = 0;
+                        self.held = self.lease.take();
                         Step::Emit(Event::Command(std::mem::take(&mut self.buf)))
                     }
                     Some((len, sync)) => {
@@ -230,22 +262,37 @@ impl Framer {
                             };
                             return Step::Again;
                         }
-                        if len > self.max_literal || total > self.max_command {
+                        let refusal = if len > self.max_literal || total > self.max_command {
+                            Some(Refusal::LiteralTooBig)
+                        } else if len > LITERAL_MINUS_MAX {
+                            match self.budget.as_ref().map(|b| b.try_take(len)) {
+                                None => None,
+                                Some(Some(l)) => {
+                                    match self.lease.as_mut() {
+                                        Some(mine) => mine.merge(l),
+                                        None => self.lease = Some(l),
+                                    }
+                                    None
+                                }
+                                Some(None) => Some(Refusal::Limit),
+                            }
+                        } else {
+                            None
+                        };
+                        if let Some(reason) = refusal {
                             let tag = self.tag();
                             self.buf.clear();
                             self.line_start = 0;
+                            self.lease = None;
                             if sync {
                                 // The client waits for "+" that never comes:
                                 // refuse now, it will not send the bytes.
-                                return Step::Emit(Event::Refused {
-                                    tag,
-                                    reason: Refusal::LiteralTooBig,
-                                });
+                                return Step::Emit(Event::Refused { tag, reason });
                             }
                             self.discard_tag = tag;
                             self.state = State::DiscardLiteral {
                                 remaining: len,
-                                reason: Refusal::LiteralTooBig,
+                                reason,
                             };
                             return Step::Again;
                         }
@@ -267,6 +314,7 @@ impl Framer {
     }
 
     fn start_discard(&mut self, reason: Refusal) {
+        self.lease = None;
         self.discard_tag = self.tag();
         self.discard_tail = self.buf.split_off(self.buf.len().saturating_sub(32));
         self.buf.clear();
@@ -411,6 +459,49 @@ mod tests {
                 Event::Command(b"a2 CAPABILITY\n".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn rfc9051_limit_when_the_byte_budget_is_spent() {
+        let budget = Arc::new(Budget::new(64 * 1024));
+        let mut f = Framer::new(1000, 1 << 20);
+        f.set_budget(Some(budget.clone()));
+        let hog = budget.try_take(40 * 1024).unwrap();
+        // Synchronizing: refused at once, no "+".
+        assert_eq!(
+            run(&mut f, b"a1 APPEND INBOX {30000}\r\n"),
+            vec![Event::Refused {
+                tag: Some("a1".into()),
+                reason: Refusal::Limit
+            }]
+        );
+        // Non-synchronizing: its bytes are read and dropped, then refused.
+        let mut input = b"a2 APPEND INBOX {30000+}\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 30000));
+        input.extend_from_slice(b"\r\na3 NOOP\r\n");
+        assert_eq!(
+            run(&mut f, &input),
+            vec![
+                Event::Refused {
+                    tag: Some("a2".into()),
+                    reason: Refusal::Limit
+                },
+                Event::Command(b"a3 NOOP\r\n".to_vec())
+            ]
+        );
+        // Small literals (logins) never take from the budget.
+        assert_eq!(run(&mut f, b"a4 LOGIN {5}\r\n").len(), 1);
+        drop(hog);
+        let mut input = b"a5 APPEND INBOX {30000+}\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 30000));
+        input.extend_from_slice(b"\r\n");
+        f.clear();
+        f.push(&input);
+        assert!(matches!(f.next(), Some(Event::Command(_))));
+        // Held while the command is handled, given back on the next call.
+        assert!(budget.available() < 64 * 1024 - 29 * 1024);
+        assert_eq!(f.next(), None);
+        assert_eq!(budget.available(), 64 * 1024);
     }
 
     #[test]

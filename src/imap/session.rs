@@ -190,6 +190,7 @@ impl Session {
         if !config.imap.literal_plus {
             framer.set_max_nonsync(Some(framer::LITERAL_MINUS_MAX));
         }
+        framer.set_budget(Some(services.budget.clone()));
         Session {
             conn,
             info,
@@ -441,6 +442,9 @@ impl Session {
                     Refusal::LiteralTooBig => format!("{tag} NO [TOOBIG] Literal too big\r\n"),
                     Refusal::NonSyncTooBig => format!(
                         "{tag} BAD [TOOBIG] Non-synchronizing literals are limited to 4096 bytes\r\n"
+                    ),
+                    Refusal::Limit => format!(
+                        "{tag} NO [LIMIT] Too much data in flight, try again later\r\n"
                     ),
                 };
                 self.write(&line);

@@ -574,6 +574,7 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
         queue: None,
         shutdown: CancellationToken::new(),
         conns: Default::default(),
+        budget: Arc::new(crate::budget::Budget::new(1 << 30)),
     };
     h.store
         .append(

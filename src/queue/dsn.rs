@@ -1,5 +1,12 @@
 //! Delivery status notifications (RFC 3464) for failed and delayed
 //! recipients.
+//!
+//! A DSN goes to whoever the envelope sender claims to be: a stranger.
+//! Its diagnostic is either the remote server's own reply (standard, and
+//! quoted) or one of our outcome texts, which are generic by contract
+//! (`smtpclient`, `route`, `mx`: causes such as io errors, internal
+//! addresses and file paths go to the log only). Here the diagnostic is
+//! also made one printable line of bounded length, whatever its source.
 
 use super::record::Envelope;
 
@@ -91,7 +98,11 @@ pub fn build(
         if success {
             m.push_str(&format!("<{}>: {}\r\n", r.address, r.action));
         } else {
-            m.push_str(&format!("<{}>: {}\r\n", r.address, r.diagnostic));
+            m.push_str(&format!(
+                "<{}>: {}\r\n",
+                r.address,
+                diagnostic_line(r.diagnostic)
+            ));
         }
     }
     m.push_str(&format!("\r\n--{boundary}\r\n"));
@@ -114,7 +125,7 @@ pub fn build(
         if !r.diagnostic.is_empty() {
             m.push_str(&format!(
                 "Diagnostic-Code: smtp; {}\r\n",
-                r.diagnostic.replace(['\r', '\n'], " ")
+                diagnostic_line(r.diagnostic)
             ));
         }
         m.push_str(&format!("Last-Attempt-Date: {}\r\n", now.to_rfc2822()));
@@ -136,6 +147,23 @@ pub fn build(
         }
     }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// Longest diagnostic quoted in a DSN (a remote reply may have up to 200
+/// lines; the point is its code and first words).
+const MAX_DIAGNOSTIC: usize = 1000;
+
+/// A diagnostic as one printable line of at most `MAX_DIAGNOSTIC` chars.
+fn diagnostic_line(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_DIAGNOSTIC)
+        .collect();
+    if text.chars().count() > MAX_DIAGNOSTIC {
+        out.push_str(" ...");
+    }
     out
 }
 
@@ -186,6 +214,14 @@ mod tests {
         assert!(!text.contains("body text"), "RET=HDRS returns headers only");
         let parsed = mail_parser::MessageParser::default().parse(&dsn).unwrap();
         assert_eq!(parsed.parts.len(), 4, "multipart + three parts");
+    }
+
+    #[test]
+    fn diagnostic_is_one_bounded_printable_line() {
+        assert_eq!(diagnostic_line("550 5.1.1 a\r\nb\tc"), "550 5.1.1 a  b c");
+        let long = "4".repeat(5000);
+        let d = diagnostic_line(&long);
+        assert!(d.len() <= MAX_DIAGNOSTIC + 4 && d.ends_with(" ..."));
     }
 
     #[test]

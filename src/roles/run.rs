@@ -140,6 +140,9 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         queue: queue.clone(),
         shutdown: shutdown.clone(),
         conns: Default::default(),
+        budget: Arc::new(crate::budget::Budget::new(
+            config.limits.max_bytes_in_flight,
+        )),
     };
     let queue_runner = match queue {
         Some(q) => {

@@ -96,12 +96,21 @@ impl LineReader {
 
 /// Collects message bytes with a size cap: over the cap, bytes are counted
 /// but no longer kept, so the sender can be read to the end and answered.
+/// With a spool, only the first `threshold` bytes stay in memory and the
+/// rest goes to an anonymous file (see `spool`).
 #[derive(Debug, Default)]
 pub struct Body {
+    /// The content, or its first `threshold` bytes when spooled.
     pub data: Vec<u8>,
     /// Bytes of content seen (kept or not).
     pub size: u64,
     pub max: u64,
+    /// Where bytes past the threshold go; None: all in memory.
+    spool: Option<SpoolConfig>,
+    file: Option<SpoolFile>,
+    /// Spooling failed (disk full, permissions): the message must be
+    /// refused temporarily; the cause is for the log only.
+    pub spool_error: Option<std::io::Error>,
 }
 
 impl Body {
@@ -110,23 +119,87 @@ impl Body {
             data: Vec::new(),
             size: 0,
             max,
+            ..Body::default()
         }
+    }
+
+    /// Spools bytes past `cfg.threshold` to disk.
+    pub fn set_spool(&mut self, cfg: Option<SpoolConfig>) {
+        self.spool = cfg;
     }
 
     pub fn over_limit(&self) -> bool {
         self.size > self.max
     }
 
+    /// Part of the content is on disk.
+    pub fn is_spooled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The whole content after `head`, read back from disk if spooled.
+    pub fn into_bytes(mut self, head: &[u8]) -> std::io::Result<Vec<u8>> {
+        if let Some(e) = self.spool_error.take() {
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(head.len() + usize::try_from(self.size).unwrap_or(0));
+        out.extend_from_slice(head);
+        out.extend_from_slice(&self.data);
+        self.data = Vec::new();
+        if let Some(f) = self.file.take() {
+            f.read_into(&mut out)?;
+        }
+        Ok(out)
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         self.size = self.size.saturating_add(bytes.len() as u64);
-        if self.size <= self.max {
+        if self.size > self.max {
+            if !self.data.is_empty() || self.file.is_some() {
+                // Over the limit: free the memory now, the message is refused.
+                self.data = Vec::new();
+                self.file = None;
+            }
+            return;
+        }
+        if self.spool_error.is_some() {
+            return;
+        }
+        let Some(cfg) = &self.spool else {
             self.data.extend_from_slice(bytes);
-        } else if !self.data.is_empty() {
-            // Over the limit: free the memory now, the message is refused.
-            self.data = Vec::new();
+            return;
+        };
+        let mut rest = bytes;
+        if self.file.is_none() {
+            let room = cfg
+                .threshold
+                .saturating_sub(self.data.len())
+                .min(rest.len());
+            self.data.extend_from_slice(&rest[..room]);
+            rest = &rest[room..];
+            if rest.is_empty() {
+                return;
+            }
+            match SpoolFile::create(&cfg.dir) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    self.spool_error = Some(e);
+                    self.data = Vec::new();
+                    return;
+                }
+            }
+        }
+        if let Some(f) = self.file.as_mut() {
+            if let Err(e) = f.write(rest) {
+                self.spool_error = Some(e);
+                self.file = None;
+                self.data = Vec::new();
+            }
         }
     }
 }
+
+use super::spool::{SpoolConfig, SpoolFile};
 
 /// Where the DATA decoder stands relative to lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 //!
 //! Layers:
 //! - `codec`: command lines, DATA bodies (dot-unstuffing, end only at
-//!   CRLF.CRLF — the SMTP smuggling defence), BDAT chunks.
+//!   CRLF.CRLF — the SMTP smuggling defence), BDAT chunks; bodies past
+//!   `limits.spool_threshold` go to an anonymous file (`spool`).
 //! - `session`: the synchronous core; commands are parsed by smtp-proto,
 //!   replies (`reply`) and trace fields (`trace`) are ours.
 //! - this module: the async driver doing I/O, timeouts, shutdown, STARTTLS,
@@ -13,6 +14,19 @@
 //! Invariants: replies are written before the driver waits for input; no
 //! message is acknowledged before every copy is durable; the session never
 //! interprets input while an effect is outstanding.
+//!
+//! Limits a stranger meets here (docs: etc/msgd.toml):
+//! - time: a deadline for each whole command line (`smtp.command_timeout`,
+//!   `smtp.preauth_timeout` before EHLO and, on submission, before AUTH)
+//!   and for each whole DATA/BDAT transfer (`smtp.data_timeout`), not per
+//!   read; every write has `command_timeout`. Then `421 4.4.2`.
+//! - memory: at most `limits.spool_threshold` bytes of a body in RAM while
+//!   it arrives, taken from the process-wide `Services::budget`
+//!   (`limits.max_bytes_in_flight`, `452 4.3.1` when spent); delivery
+//!   takes the whole message's size from the same budget while it holds
+//!   the message in memory (the store and the queue take whole buffers).
+//! - errors: `limits.max_bad_commands` bad commands, and on SMTP (not
+//!   LMTP) `smtp.hard_error_limit` rejected recipients, then `421 4.7.0`.
 //!
 //! Submission (RFC 6409, the mta-out role on 587/465) is the SMTP core
 //! with `Params::submission`: AUTH PLAIN/LOGIN against the directory
@@ -25,6 +39,7 @@ pub mod delivery;
 pub mod reply;
 pub mod resolve;
 pub mod session;
+pub mod spool;
 pub mod trace;
 
 #[cfg(test)]
@@ -110,6 +125,18 @@ fn session_params(info: &ConnInfo, services: &Services, flavor: Flavor) -> Param
                 max_auth_failures: cfg.limits.max_auth_failures.max(1),
             },
         ),
+        // LMTP clients are our own MTAs (the store's LMTP listener takes
+        // only configured networks): a message to many unknown users must
+        // not cut their session, so the limit is SMTP's only.
+        hard_error_limit: match flavor {
+            Flavor::Smtp => cfg.smtp.hard_error_limit,
+            Flavor::Lmtp => 0,
+        },
+        spool: Some(spool::SpoolConfig {
+            threshold: usize::try_from(cfg.limits.spool_threshold).unwrap_or(usize::MAX),
+            dir: cfg.data_path("", "spool"),
+        }),
+        budget: Some(services.budget.clone()),
     }
 }
 
@@ -120,6 +147,55 @@ enum Input {
     Error(std::io::Error),
     Timeout,
     Shutdown,
+}
+
+/// When the client must have finished what it is sending now: a whole
+/// command line, or a whole DATA/BDAT transfer. Restarted only when the
+/// session makes progress (a complete line or body), so a client
+/// trickling a byte every few seconds still runs out of time.
+struct Deadline {
+    at: tokio::time::Instant,
+    /// `Session::progress` and `receiving_body` when `at` was set.
+    progress: u64,
+    body: bool,
+    preauth: bool,
+}
+
+impl Deadline {
+    fn new() -> Deadline {
+        Deadline {
+            at: tokio::time::Instant::now(),
+            progress: u64::MAX,
+            body: false,
+            preauth: false,
+        }
+    }
+
+    /// The deadline for the input the session is waiting for now.
+    fn update(&mut self, session: &Session, timeouts: &Timeouts) -> tokio::time::Instant {
+        let body = session.receiving_body();
+        let preauth = !session.past_preauth();
+        if session.progress != self.progress || body != self.body || preauth != self.preauth {
+            self.progress = session.progress;
+            self.body = body;
+            self.preauth = preauth;
+            let d = if body {
+                timeouts.data
+            } else if preauth {
+                timeouts.preauth.min(timeouts.command)
+            } else {
+                timeouts.command
+            };
+            self.at = tokio::time::Instant::now() + d;
+        }
+        self.at
+    }
+}
+
+struct Timeouts {
+    command: Duration,
+    data: Duration,
+    preauth: Duration,
 }
 
 /// The event loop; returns why the session ended (for the log).
@@ -133,7 +209,12 @@ async fn run(
 ) -> &'static str {
     let cfg = &services.config;
     let command_timeout = Duration::from_secs(cfg.smtp.command_timeout.max(1));
-    let data_timeout = Duration::from_secs(cfg.smtp.data_timeout.max(1));
+    let timeouts = Timeouts {
+        command: command_timeout,
+        data: Duration::from_secs(cfg.smtp.data_timeout.max(1)),
+        preauth: Duration::from_secs(cfg.smtp.preauth_timeout.max(1)),
+    };
+    let mut deadline = Deadline::new();
     let mut buf = vec![0u8; 16 * 1024];
     session.greet();
     loop {
@@ -147,13 +228,9 @@ async fn run(
                     session.shutdown();
                     continue;
                 }
-                let timeout = if session.receiving_body() {
-                    data_timeout
-                } else {
-                    command_timeout
-                };
+                let at = deadline.update(session, &timeouts);
                 let input = tokio::select! {
-                    r = tokio::time::timeout(timeout, conn.read(&mut buf)) => match r {
+                    r = tokio::time::timeout_at(at, conn.read(&mut buf)) => match r {
                         Err(_) => Input::Timeout,
                         Ok(Ok(0)) => Input::Eof,
                         Ok(Ok(n)) => Input::Bytes(n),
@@ -189,16 +266,7 @@ async fn run(
                 if flush(&mut conn, session, command_timeout).await.is_err() {
                     return "write failed";
                 }
-                let mut tx = delivery.start(Envelope {
-                    id: msg.id.clone(),
-                    sender: msg.sender.clone(),
-                    envid: msg.envid.clone(),
-                    ret_full: msg.ret_full,
-                });
-                for t in &msg.targets {
-                    tx.add_rcpt(t.clone());
-                }
-                let mut outcomes = tx.body(msg.data.clone()).await;
+                let (msg, mut outcomes) = deliver(services, delivery, *msg).await;
                 if services.config.store.over_quota == "permanent" {
                     for o in &mut outcomes {
                         if *o == session::Outcome::OverQuota {
@@ -210,17 +278,12 @@ async fn run(
                     .iter()
                     .filter(|o| **o == session::Outcome::Delivered)
                     .count();
-                if ok == outcomes.len() {
-                    tx.commit();
-                } else {
-                    tx.abort();
-                }
                 info!(
                     id = %msg.id,
                     from = %msg.sender,
                     rcpts = msg.targets.len(),
                     delivered = ok,
-                    size = msg.data.len(),
+                    size = msg.size(),
                     "message received"
                 );
                 session.delivered(&outcomes);
@@ -255,6 +318,53 @@ async fn run(
             }
         }
     }
+}
+
+/// Delivers one message: takes its size from the process-wide budget
+/// (waiting a while for other deliveries to finish), reads a spooled body
+/// back into memory, hands it to the back end. One outcome per target.
+async fn deliver(
+    services: &Services,
+    delivery: &Delivery,
+    mut msg: session::Message,
+) -> (session::Message, Vec<session::Outcome>) {
+    use session::Outcome;
+    let n = msg.targets.len();
+    let wait = Duration::from_secs(services.config.smtp.data_timeout.clamp(1, 60));
+    let Some(_lease) = services.budget.take(msg.size(), wait).await else {
+        warn!(id = %msg.id, size = msg.size(), "memory budget spent (limits.max_bytes_in_flight); message deferred");
+        return (msg, vec![Outcome::NoResources; n]);
+    };
+    if let Some((head, body)) = msg.take_parts() {
+        let loaded = tokio::task::spawn_blocking(move || body.into_bytes(&head))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        match loaded {
+            Ok(data) => msg.data = std::sync::Arc::new(data),
+            Err(e) => {
+                tracing::error!(id = %msg.id, error = %e, "cannot read the spooled message back");
+                return (msg, vec![Outcome::Failed; n]);
+            }
+        }
+    }
+    let mut tx = delivery.start(Envelope {
+        id: msg.id.clone(),
+        sender: msg.sender.clone(),
+        envid: msg.envid.clone(),
+        ret_full: msg.ret_full,
+    });
+    for t in &msg.targets {
+        tx.add_rcpt(t.clone());
+    }
+    let data = std::mem::take(&mut msg.data);
+    let outcomes = tx.body(data).await;
+    if outcomes.iter().all(|o| *o == Outcome::Delivered) {
+        tx.commit();
+    } else {
+        tx.abort();
+    }
+    (msg, outcomes)
 }
 
 /// Checks credentials against the directory, with the limiter and the

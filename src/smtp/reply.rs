@@ -116,6 +116,13 @@ pub const OVER_QUOTA_PERMANENT: Reply = Reply::new(552, "5.2.2", "Mailbox full")
 /// RFC 3463 5.1.6: the mailbox lives on another store.
 pub const WRONG_STORE: Reply = Reply::new(550, "5.1.6", "Mailbox is not on this store");
 pub const DISK_FULL: Reply = Reply::new(452, "4.3.1", "Insufficient system storage");
+/// The process-wide budget of message bytes in memory is spent
+/// (`limits.max_bytes_in_flight`): try again later.
+pub const INSUFFICIENT_RESOURCES: Reply = Reply::new(
+    452,
+    "4.3.1",
+    "Insufficient system resources, try again later",
+);
 /// RFC 4954 6.
 pub const AUTH_TEMPFAIL: Reply = Reply::new(454, "4.7.0", "Temporary authentication failure");
 pub const AUTH_BLOCKED: Reply = Reply::new(
@@ -183,6 +190,15 @@ pub const FROM_NOT_OWNED: Reply = Reply::new(
     "5.7.1",
     "From: header address rejected: not owned by the authenticated user",
 );
+/// RFC 5322 3.6: at most one From: and one Sender: field. Several would
+/// let the user show one address to our check and another to the reader.
+pub const DUPLICATE_ORIGINATOR: Reply = Reply::new(
+    550,
+    "5.6.0",
+    "Message must not have more than one From: or Sender: field (RFC 5322 3.6)",
+);
+/// Submission: the header section must fit in `limits.spool_threshold`.
+pub const HEADER_TOO_LARGE: Reply = Reply::new(552, "5.3.4", "Message header section too large");
 pub const RELAY_DENIED: Reply = Reply::new(550, "5.7.1", "Relaying denied");
 pub const NO_SUCH_USER: Reply = Reply::new(550, "5.1.1", "No such user here");
 pub const DISABLED: Reply = Reply::new(550, "5.2.1", "Mailbox disabled");

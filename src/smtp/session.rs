@@ -23,9 +23,11 @@ use std::sync::Arc;
 use smtp_proto::{Error as ProtoError, MailFrom, RcptTo, Request};
 
 use super::auth;
-use super::codec::{BdatDecoder, DataDecoder, Line, LineReader};
+use super::codec::{BdatDecoder, Body, DataDecoder, Line, LineReader};
 use super::reply::{self, Reply};
+use super::spool::SpoolConfig;
 use super::trace;
+use crate::budget::{Budget, Lease};
 use crate::queue::record::Notify;
 
 /// SMTP or LMTP flavour of the core.
@@ -67,6 +69,13 @@ pub struct Params {
     pub id_prefix: String,
     /// Message submission (RFC 6409) rather than relay or delivery.
     pub submission: Option<SubmissionParams>,
+    /// Rejected recipients tolerated before the session is closed
+    /// (`smtp.hard_error_limit`); 0: no limit (LMTP).
+    pub hard_error_limit: u32,
+    /// Bodies past this size go to disk; None: kept in memory.
+    pub spool: Option<SpoolConfig>,
+    /// The process-wide budget of message bytes in memory; None: no limit.
+    pub budget: Option<Arc<Budget>>,
 }
 
 /// What the core needs to know on a submission listener.
@@ -169,24 +178,56 @@ pub enum Outcome {
     /// Any other temporary failure (store error, server bug).
     Failed,
     DiskFull,
+    /// The process-wide memory budget could not hold the message.
+    NoResources,
 }
 
 /// A complete message to deliver.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Message {
     pub id: String,
     /// Reverse path; empty for the null sender.
     pub sender: String,
     /// Unique mailboxes; `delivered` takes one outcome per target, same order.
     pub targets: Vec<Target>,
-    /// Trace fields plus the body, CRLF line endings.
+    /// Trace fields plus the body, CRLF line endings: empty until `load`
+    /// has read the body (which may be spooled on disk) into memory.
     pub data: Arc<Vec<u8>>,
+    /// Trace and completion fields we add in front of the body.
+    head: Vec<u8>,
+    /// The body as received; taken by `load`.
+    body: Option<Body>,
+    /// Bytes of the whole message.
+    size: u64,
     /// RFC 3461 ENVID.
     pub envid: Option<String>,
     /// RFC 3461 RET=FULL.
     pub ret_full: bool,
     /// The authenticated login, if any.
     pub auth: Option<String>,
+}
+
+impl Message {
+    /// Size of the whole message (trace fields included).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// What `data` is made of, for a reader that runs off the async
+    /// threads (reading a spooled body back is blocking file I/O): the
+    /// head, then `Body::into_bytes`. None once taken.
+    pub fn take_parts(&mut self) -> Option<(Vec<u8>, Body)> {
+        let body = self.body.take()?;
+        Some((std::mem::take(&mut self.head), body))
+    }
+
+    /// Reads the whole message into `data`, blocking (tests).
+    pub fn load(&mut self) -> std::io::Result<()> {
+        if let Some((head, body)) = self.take_parts() {
+            self.data = Arc::new(body.into_bytes(&head)?);
+        }
+        Ok(())
+    }
 }
 
 /// What the driver does next.
@@ -197,7 +238,7 @@ pub enum Event {
     /// Resolve this RCPT address, then call `resolved`.
     Resolve(String),
     /// Deliver, then call `delivered` with one outcome per target.
-    Deliver(Message),
+    Deliver(Box<Message>),
     /// Write the output, run the TLS handshake, then call `tls_started`.
     StartTls,
     /// Check these credentials, then call `auth_done`. Never log them.
@@ -273,6 +314,8 @@ struct Transaction {
     bdat: Option<BdatDecoder>,
     /// Message id, set when the body is complete.
     id: String,
+    /// Budget taken for the body while it is received.
+    body_lease: Option<Lease>,
     /// RFC 3461 ENVID and RET=FULL.
     envid: Option<String>,
     ret_full: bool,
@@ -300,6 +343,12 @@ pub struct Session {
     auth: Option<Authenticated>,
     /// Failed AUTH attempts on this connection.
     pub auth_failures: u32,
+    /// Recipients refused with 5xx since the last delivered message
+    /// (`Params::hard_error_limit`).
+    rcpt_errors: u32,
+    /// Complete commands and bodies so far: the driver restarts its
+    /// per-command deadline when this changes.
+    pub progress: u64,
 }
 
 impl Session {
@@ -319,7 +368,33 @@ impl Session {
             messages: 0,
             auth: None,
             auth_failures: 0,
+            rcpt_errors: 0,
+            progress: 0,
         }
+    }
+
+    /// The client has said EHLO/HELO/LHLO and, on a submission listener,
+    /// authenticated (or is trusted): the short pre-authentication
+    /// deadline no longer applies.
+    pub fn past_preauth(&self) -> bool {
+        self.helo.is_some()
+            && self
+                .p
+                .submission
+                .as_ref()
+                .is_none_or(|s| s.trusted || self.auth.is_some())
+    }
+
+    /// Budget for receiving one body: what it may hold in memory.
+    fn take_body_lease(&self) -> Result<Option<Lease>, ()> {
+        let Some(budget) = &self.p.budget else {
+            return Ok(None);
+        };
+        let in_memory = match &self.p.spool {
+            Some(s) => (s.threshold as u64).min(self.p.max_message_size),
+            None => self.p.max_message_size,
+        };
+        budget.try_take(in_memory).map(Some).ok_or(())
     }
 
     /// Queues the greeting (RFC 5321 4.3.1 / RFC 2033 4.1).
@@ -425,6 +500,7 @@ impl Session {
                             self.bad(&reply::LINE_TOO_LONG);
                         }
                         Some(Line::Complete(line)) => {
+                            self.progress += 1;
                             if let Some(ev) = self.command(&line) {
                                 return ev;
                             }
@@ -445,6 +521,7 @@ impl Session {
                             self.bad(&reply::LINE_TOO_LONG);
                         }
                         Some(Line::Complete(line)) => {
+                            self.progress += 1;
                             if let Some(ev) = self.auth_response(&line) {
                                 return ev;
                             }
@@ -459,6 +536,7 @@ impl Session {
                     let (n, done) = dec.feed(avail);
                     self.pos += n;
                     if done {
+                        self.progress += 1;
                         let Phase::Data(dec) = std::mem::replace(&mut self.phase, Phase::Command)
                         else {
                             unreachable!("phase checked above")
@@ -481,6 +559,7 @@ impl Session {
                         self.pos += n;
                     }
                     if let Phase::Discard { left: 0, .. } = self.phase {
+                        self.progress += 1;
                         let Phase::Discard { reply, .. } =
                             std::mem::replace(&mut self.phase, Phase::Command)
                         else {
@@ -504,6 +583,7 @@ impl Session {
                         continue;
                     }
                     self.phase = Phase::Command;
+                    self.progress += 1;
                     if let Some(ev) = self.chunk_complete(last) {
                         return ev;
                     }
@@ -672,6 +752,12 @@ impl Session {
             self.reply(&reply::MESSAGE_TOO_BIG);
             return;
         }
+        if self.take_body_lease().is_err() {
+            // The process holds as much message data as it may: come back
+            // later (checked again at DATA/BDAT).
+            self.reply(&reply::INSUFFICIENT_RESOURCES);
+            return;
+        }
         if let Some(a) = &self.auth {
             // An authenticated user sends only as one of their addresses
             // (the null sender stays possible: MDNs, vacation replies).
@@ -805,6 +891,14 @@ impl Session {
             Verdict::WrongStore => reply::WRONG_STORE,
         };
         self.reply(&r);
+        if r.code >= 500 && self.p.hard_error_limit > 0 {
+            // A client guessing addresses (Postfix's smtpd_hard_error_limit).
+            self.rcpt_errors += 1;
+            if self.rcpt_errors >= self.p.hard_error_limit {
+                tracing::info!(errors = self.rcpt_errors, "too many rejected recipients");
+                self.close_with(&reply::TOO_MANY_ERRORS);
+            }
+        }
     }
 
     /// Checks that a body may follow; the refusal if not.
@@ -845,8 +939,17 @@ impl Session {
             self.bad(&reply::BINARY_NEEDS_BDAT);
             return;
         }
+        let Ok(lease) = self.take_body_lease() else {
+            self.reply(&reply::INSUFFICIENT_RESOURCES);
+            return;
+        };
+        if let Some(txn) = self.txn.as_mut() {
+            txn.body_lease = lease;
+        }
         self.reply(&reply::START_DATA);
-        self.phase = Phase::Data(DataDecoder::new(self.p.max_message_size));
+        let mut dec = DataDecoder::new(self.p.max_message_size);
+        dec.body.set_spool(self.p.spool.clone());
+        self.phase = Phase::Data(dec);
     }
 
     fn bdat(&mut self, size: u64, last: bool) {
@@ -859,12 +962,35 @@ impl Session {
             return;
         }
         let max = self.p.max_message_size;
+        let first = self.txn.as_ref().is_some_and(|t| t.bdat.is_none());
+        let lease = if first {
+            match self.take_body_lease() {
+                Ok(l) => l,
+                Err(()) => {
+                    self.phase = Phase::Discard {
+                        left: size,
+                        reply: reply::INSUFFICIENT_RESOURCES,
+                    };
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let spool = self.p.spool.clone();
         let Some(txn) = self.txn.as_mut() else {
             return;
         };
+        if first {
+            txn.body_lease = lease;
+        }
         let binary = txn.binary;
         txn.bdat
-            .get_or_insert_with(|| BdatDecoder::new(max, binary))
+            .get_or_insert_with(|| {
+                let mut d = BdatDecoder::new(max, binary);
+                d.body.set_spool(spool);
+                d
+            })
             .start_chunk(size);
         self.phase = Phase::Bdat { last };
     }
@@ -887,31 +1013,67 @@ impl Session {
     }
 
     /// The whole body is in: refuse it (size) or hand it to delivery.
-    fn body_complete(&mut self, body: super::codec::Body) -> Option<Event> {
-        if body.over_limit() {
+    fn body_complete(&mut self, mut body: Body) -> Option<Event> {
+        // The in-memory budget of reception is given back; delivery takes
+        // its own for the whole message.
+        if let Some(t) = self.txn.as_mut() {
+            t.body_lease = None;
+        }
+        let refusal = if body.over_limit() {
+            Some(reply::MESSAGE_TOO_BIG)
+        } else if let Some(e) = body.spool_error.take() {
+            tracing::error!(error = %e, "cannot spool the message body");
+            Some(reply::LOCAL_ERROR)
+        } else {
+            self.submission_refusal(&body)
+        };
+        if let Some(r) = refusal {
             let n = self.reply_count();
             for _ in 0..n {
-                self.reply(&reply::MESSAGE_TOO_BIG);
+                self.reply(&r);
             }
             self.txn = None;
             return None;
         }
-        if let (Some(sub), Some(a)) = (&self.p.submission, &self.auth) {
-            if sub.check_from_header {
-                let foreign = trace::from_addresses(&body.data)
-                    .into_iter()
-                    .find(|f| !a.addresses.iter().any(|x| x == f));
-                if let Some(f) = foreign {
-                    tracing::info!(login = %a.login, from = %trace::sanitize(&f, 320), "From: address not owned by the user");
-                    self.reply(&reply::FROM_NOT_OWNED);
-                    self.txn = None;
+        let msg = self.build_message(body)?;
+        self.phase = Phase::AwaitDelivery;
+        Some(Event::Deliver(Box::new(msg)))
+    }
+
+    /// Submission's checks of the header section (RFC 6409 8, RFC 5322
+    /// 3.6): one From: and at most one Sender:, and with
+    /// `check_from_header` every address in them owned by the user.
+    fn submission_refusal(&self, body: &Body) -> Option<Reply> {
+        let sub = self.p.submission.as_ref()?;
+        // The header section must be in memory whole, or a field past the
+        // spool threshold would escape the checks.
+        if body.is_spooled() && trace::header_section_len(&body.data).is_none() {
+            tracing::info!("submitted header section larger than the spool threshold");
+            return Some(reply::HEADER_TOO_LARGE);
+        }
+        let addresses = match trace::originators(&body.data) {
+            trace::Originators::Addresses(a) => a,
+            trace::Originators::Duplicate => {
+                tracing::info!(login = ?self.login(), "more than one From: or Sender: field");
+                return Some(reply::DUPLICATE_ORIGINATOR);
+            }
+            trace::Originators::Unreadable => {
+                if !sub.check_from_header || self.auth.is_none() {
                     return None;
                 }
+                tracing::info!(login = ?self.login(), "unreadable From: or Sender: field");
+                return Some(reply::FROM_NOT_OWNED);
             }
+        };
+        let a = self.auth.as_ref()?;
+        if !sub.check_from_header {
+            return None;
         }
-        let msg = self.build_message(body.data)?;
-        self.phase = Phase::AwaitDelivery;
-        Some(Event::Deliver(msg))
+        let foreign = addresses
+            .into_iter()
+            .find(|f| !a.addresses.iter().any(|x| x == f))?;
+        tracing::info!(login = %a.login, from = %trace::sanitize(&foreign, 320), "From:/Sender: address not owned by the user");
+        Some(reply::FROM_NOT_OWNED)
     }
 
     /// Replies owed at the end of DATA: one (SMTP) or one per accepted
@@ -923,17 +1085,17 @@ impl Session {
         }
     }
 
-    fn build_message(&mut self, body: Vec<u8>) -> Option<Message> {
+    fn build_message(&mut self, body: Body) -> Option<Message> {
         self.messages += 1;
         let id = format!("{}{}", self.p.id_prefix, self.messages);
         let txn = self.txn.as_mut()?;
         txn.id = id.clone();
         let txn = &*txn;
         let helo = self.helo.as_ref();
-        let mut data = Vec::with_capacity(body.len() + 512);
+        let mut data = Vec::with_capacity(512);
         let add_return_path = match self.p.return_path {
             ReturnPath::Always => true,
-            ReturnPath::IfMissing => !trace::has_return_path(&body),
+            ReturnPath::IfMissing => !trace::has_return_path(&body.data),
             ReturnPath::Never => false,
         };
         if add_return_path {
@@ -967,10 +1129,10 @@ impl Session {
         data.extend_from_slice(received.render().as_bytes());
         if self.p.submission.is_some() {
             // RFC 6409 8.2, 8.3: complete what the client left out.
-            if !trace::has_field(&body, "date") {
+            if !trace::has_field(&body.data, "date") {
                 data.extend_from_slice(format!("Date: {date}\r\n").as_bytes());
             }
-            if !trace::has_field(&body, "message-id") {
+            if !trace::has_field(&body.data, "message-id") {
                 data.extend_from_slice(
                     format!(
                         "Message-ID: <{id}@{}>\r\n",
@@ -980,12 +1142,14 @@ impl Session {
                 );
             }
         }
-        data.extend_from_slice(&body);
         Some(Message {
             id,
             sender: txn.sender.clone(),
             targets: txn.targets.clone(),
-            data: Arc::new(data),
+            data: Arc::new(Vec::new()),
+            size: data.len() as u64 + body.size,
+            head: data,
+            body: Some(body),
             envid: txn.envid.clone(),
             ret_full: txn.ret_full,
             auth: self.auth.as_ref().map(|a| a.login.clone()),
@@ -1013,6 +1177,7 @@ impl Session {
                     .unwrap_or(Outcome::Failed);
                 let r = match worst {
                     Outcome::Delivered => {
+                        self.rcpt_errors = 0;
                         Reply::owned(250, "2.0.0", format!("Ok: queued as {}", txn.id))
                     }
                     other => outcome_reply(other),
@@ -1224,6 +1389,7 @@ fn outcome_reply(o: Outcome) -> Reply {
         Outcome::OverQuotaPermanent => reply::OVER_QUOTA_PERMANENT,
         Outcome::DiskFull => reply::DISK_FULL,
         Outcome::Failed => reply::LOCAL_ERROR,
+        Outcome::NoResources => reply::INSUFFICIENT_RESOURCES,
     }
 }
 

@@ -32,6 +32,12 @@ fn params(flavor: Flavor) -> Params {
         },
         id_prefix: "T.".into(),
         submission: None,
+        hard_error_limit: match flavor {
+            Flavor::Smtp => 20,
+            Flavor::Lmtp => 0,
+        },
+        spool: None,
+        budget: None,
     }
 }
 
@@ -120,9 +126,10 @@ impl Harness {
             match self.s.next_event() {
                 Event::NeedInput => break,
                 Event::Resolve(a) => self.s.resolved((self.resolver)(&a)),
-                Event::Deliver(m) => {
+                Event::Deliver(mut m) => {
+                    m.load().expect("body reads back");
                     let o = (self.outcomes)(&m);
-                    self.msgs.push(m);
+                    self.msgs.push(*m);
                     self.s.delivered(&o);
                 }
                 Event::StartTls => {
@@ -862,6 +869,9 @@ mod e2e {
             queue: None,
             shutdown: CancellationToken::new(),
             conns: Default::default(),
+            budget: Arc::new(crate::budget::Budget::new(
+                config.limits.max_bytes_in_flight,
+            )),
             config: Arc::new(config),
         }
     }
@@ -1203,6 +1213,72 @@ mod e2e {
         task.await.unwrap();
         let alice = inbox(&services, "alice@example.test").await;
         assert!(alice[0].contains(" with ESMTPS id "), "{}", alice[0]);
+    }
+
+    /// Sends `bytes` one at a time, `every` apart, until the server says
+    /// something; returns it (empty if it never did).
+    async fn trickle(
+        c: &mut Client<tokio::io::DuplexStream>,
+        bytes: &[u8],
+        every: Duration,
+    ) -> String {
+        for b in bytes.iter().cycle().take(200) {
+            c.send(std::slice::from_ref(b)).await;
+            let mut line = String::new();
+            if let Ok(r) = tokio::time::timeout(every, c.io.read_line(&mut line)).await {
+                r.unwrap();
+                return line;
+            }
+        }
+        String::new()
+    }
+
+    #[tokio::test]
+    async fn rfc5321_4_5_3_2_deadline_is_for_the_whole_command_not_each_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // Before EHLO: the short pre-authentication deadline (1 s, where
+        // a command may otherwise take 60 s).
+        let services = test_services(&dir.path().join("pre"), |c| {
+            c.smtp.command_timeout = 60;
+            c.smtp.preauth_timeout = 1;
+        });
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        let start = tokio::time::Instant::now();
+        let r = trickle(&mut c, b"EHLO slow.example", Duration::from_millis(200)).await;
+        assert!(r.starts_with("421 4.4.2"), "{r}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the preauth deadline applied"
+        );
+        let services = test_services(dir.path(), |c| {
+            c.smtp.command_timeout = 2;
+            c.smtp.data_timeout = 2;
+            c.smtp.preauth_timeout = 1;
+        });
+        // A command line trickled after EHLO.
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        c.cmd("EHLO x").await;
+        let r = trickle(&mut c, b"NOOP NOOP NOOP", Duration::from_millis(200)).await;
+        assert!(r.starts_with("421 4.4.2"), "{r}");
+        // A body trickled after 354.
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        c.cmd("EHLO x").await;
+        c.cmd("MAIL FROM:<a@b.example>").await;
+        c.cmd("RCPT TO:<alice@example.test>").await;
+        assert!(c.cmd("DATA").await.starts_with("354"));
+        let r = trickle(&mut c, b"body ", Duration::from_millis(200)).await;
+        assert!(r.starts_with("421 4.4.2"), "{r}");
+        // Steady commands are never cut: each complete line restarts it.
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        c.reply().await;
+        c.cmd("EHLO x").await;
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            assert!(c.cmd("NOOP").await.starts_with("250"));
+        }
     }
 
     #[tokio::test]
@@ -1637,4 +1713,200 @@ mod submission_e2e {
         let out = mx.deliver("[127.0.0.1]", &env, &rcpts, b"x\r\n").await;
         assert!(matches!(&out[0].1, QOutcome::Temporary(_)), "{out:?}");
     }
+}
+
+#[test]
+fn hard_error_limit_closes_a_session_guessing_recipients() {
+    // Postfix's smtpd_hard_error_limit: the 20th rejected RCPT ends it.
+    let mut h = Harness::smtp();
+    h.codes();
+    h.feed(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\n");
+    h.codes();
+    for i in 0..19 {
+        h.feed(format!("RCPT TO:<unknown{i}@example.test>\r\n").as_bytes());
+        assert_eq!(h.codes(), ["550 5.1.1"]);
+    }
+    assert!(!h.closed);
+    h.feed(b"RCPT TO:<unknown19@example.test>\r\nNOOP\r\n");
+    assert_eq!(h.codes(), ["550 5.1.1", "421 4.7.0"]);
+    assert!(h.closed);
+}
+
+#[test]
+fn hard_error_limit_is_reset_by_a_delivered_message_and_off_for_lmtp() {
+    let mut p = params(Flavor::Smtp);
+    p.hard_error_limit = 2;
+    let mut h = Harness::new(p);
+    h.codes();
+    h.feed(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<unknown1@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nx\r\n.\r\n");
+    h.feed(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<unknown2@example.test>\r\nNOOP\r\n");
+    assert!(!h.closed, "one error since the last delivery");
+    h.feed(b"RCPT TO:<unknown3@example.test>\r\n");
+    assert!(h.closed);
+    // LMTP: the client is our own queue; many unknown users are normal.
+    let mut h = Harness::lmtp();
+    h.codes();
+    h.feed(b"LHLO x\r\nMAIL FROM:<a@b.example>\r\n");
+    for i in 0..30 {
+        h.feed(format!("RCPT TO:<unknown{i}@example.test>\r\n").as_bytes());
+    }
+    assert!(!h.closed);
+}
+
+fn submit(h: &mut Harness, message: &str) -> Vec<String> {
+    let cmd = format!(
+        "EHLO x\r\nAUTH PLAIN {}\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n{message}.\r\n",
+        plain("alice@example.test", "secret")
+    );
+    h.feed(cmd.as_bytes());
+    h.codes()
+}
+
+#[test]
+fn rfc5322_3_6_more_than_one_from_or_sender_is_refused() {
+    for msg in [
+        "From: alice@example.test\r\nFrom: boss@example.test\r\n\r\nx\r\n",
+        "From: alice@example.test\r\nSubject: s\r\nfrom : boss@example.test\r\n\r\nx\r\n",
+        "From: alice@example.test\r\nSender: alice@example.test\r\nSENDER: boss@example.test\r\n\r\nx\r\n",
+    ] {
+        let mut h = Harness::submission(true);
+        let c = submit(&mut h, msg);
+        assert_eq!(c.last().unwrap(), "550 5.6.0", "{msg:?}");
+        assert!(h.msgs.is_empty());
+    }
+    // Even from a trusted network without AUTH.
+    let mut p = submission_params(true);
+    p.submission.as_mut().unwrap().trusted = true;
+    let mut h = Harness::new(p);
+    h.feed(b"EHLO x\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nFrom: a@b.example\r\nFrom: c@d.example\r\n\r\nx\r\n.\r\n");
+    assert_eq!(h.codes().last().unwrap(), "550 5.6.0");
+}
+
+#[test]
+fn rfc6409_every_from_and_sender_address_is_checked_groups_included() {
+    for (msg, ok) in [
+        (
+            "From: alice@example.test, boss@example.test\r\n\r\nx\r\n",
+            false,
+        ),
+        (
+            "From: team: alice@example.test, boss@example.test;\r\n\r\nx\r\n",
+            false,
+        ),
+        (
+            "From: alice@example.test\r\nSender: boss@example.test\r\n\r\nx\r\n",
+            false,
+        ),
+        ("From: undisclosed:;\r\n\r\nx\r\n", false),
+        (
+            "From: Alice <ALICE@example.test>, alias@example.test\r\n\r\nx\r\n",
+            true,
+        ),
+        (
+            "From: team: alice@example.test;\r\nSender: alias@example.test\r\n\r\nx\r\n",
+            true,
+        ),
+        ("Subject: no From at all\r\n\r\nx\r\n", true),
+    ] {
+        let mut h = Harness::submission(true);
+        let c = submit(&mut h, msg);
+        let want = if ok { "250 2.0.0" } else { "553 5.7.1" };
+        assert_eq!(c.last().unwrap(), want, "{msg:?}");
+        assert_eq!(h.msgs.len(), usize::from(ok));
+    }
+}
+
+fn spool_params(p: &mut Params, dir: &std::path::Path, threshold: usize) {
+    p.spool = Some(crate::smtp::spool::SpoolConfig {
+        threshold,
+        dir: dir.join("spool"),
+    });
+    p.max_message_size = 1 << 20;
+}
+
+#[test]
+fn spooled_body_is_delivered_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut body = String::from("Subject: big\r\n\r\n");
+    for i in 0..2000 {
+        body.push_str(&format!("line {i} .. with a dot\r\n..stuffed\r\n"));
+    }
+    let mut stuffed_input = body.clone();
+    stuffed_input.push_str(".\r\n");
+    let mut results = Vec::new();
+    for spool in [None, Some(64)] {
+        let mut p = params(Flavor::Smtp);
+        if let Some(t) = spool {
+            spool_params(&mut p, tmp.path(), t);
+        } else {
+            p.max_message_size = 1 << 20;
+        }
+        let mut h = Harness::new(p);
+        h.feed(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n");
+        for chunk in stuffed_input.as_bytes().chunks(777) {
+            h.feed(chunk);
+        }
+        assert_eq!(h.codes().last().unwrap(), "250 2.0.0");
+        results.push(body_of(&h.msgs[0]));
+    }
+    assert_eq!(results[0], results[1]);
+    assert!(results[0].len() > 60_000);
+    // Nothing is left in the spool folder.
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("spool")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn spooled_bdat_body_is_delivered_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = params(Flavor::Smtp);
+    spool_params(&mut p, tmp.path(), 10);
+    let mut h = Harness::new(p);
+    h.feed(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nBDAT 20\r\nSubject: s\r\n\r\n012345BDAT 6 LAST\r\n6789\r\n");
+    assert_eq!(h.codes().last().unwrap(), "250 2.0.0");
+    assert_eq!(body_of(&h.msgs[0]), b"Subject: s\r\n\r\n0123456789\r\n");
+}
+
+#[test]
+fn submission_header_section_must_fit_before_the_spool_threshold() {
+    // A From: beyond the in-memory part would escape the checks.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = submission_params(true);
+    spool_params(&mut p, tmp.path(), 100);
+    let mut h = Harness::new(p);
+    let msg = format!(
+        "From: alice@example.test\r\nX-Pad: {}\r\nFrom: boss@example.test\r\n\r\nx\r\n",
+        "p".repeat(200)
+    );
+    assert_eq!(submit(&mut h, &msg).last().unwrap(), "552 5.3.4");
+    assert!(h.msgs.is_empty());
+}
+
+#[test]
+fn spent_budget_answers_452_4_3_1_at_mail_data_and_bdat() {
+    let budget = std::sync::Arc::new(crate::budget::Budget::new(8 << 10));
+    let mut p = params(Flavor::Smtp);
+    p.budget = Some(budget.clone());
+    p.max_message_size = 4 << 10;
+    let mut h = Harness::new(p.clone());
+    h.codes();
+    let hog = budget.try_take(6 << 10).unwrap();
+    h.feed(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\n");
+    assert_eq!(h.codes().last().unwrap(), "452 4.3.1");
+    drop(hog);
+    h.feed(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\n");
+    h.codes();
+    let hog = budget.try_take(6 << 10).unwrap();
+    h.feed(b"DATA\r\n");
+    assert_eq!(h.codes(), ["452 4.3.1"]);
+    h.feed(b"BDAT 3 LAST\r\nabc");
+    assert_eq!(h.codes(), ["452 4.3.1"]);
+    assert!(!h.closed);
+    drop(hog);
+    h.feed(b"BDAT 3 LAST\r\nabc");
+    assert_eq!(h.codes(), ["250 2.0.0"]);
+    // The reception lease is given back once the body is in.
+    assert_eq!(budget.available(), 8 << 10);
 }

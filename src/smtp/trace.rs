@@ -136,24 +136,85 @@ pub fn has_return_path(message: &[u8]) -> bool {
     has_field(message, "return-path")
 }
 
-/// The addresses of the From: field(s) of the header section, lowercase.
-pub fn from_addresses(message: &[u8]) -> Vec<String> {
-    let end = message
+/// The originator fields of a submitted message (RFC 5322 3.6.2).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Originators {
+    /// Every address in every From: and Sender: field, lowercase (empty
+    /// when the message has neither).
+    Addresses(Vec<String>),
+    /// More than one From: or more than one Sender: field (RFC 5322 3.6
+    /// allows one each): which one a reader shows is anybody's guess.
+    Duplicate,
+    /// A From:/Sender: field whose addresses cannot all be read (or that
+    /// names no mailbox at all).
+    Unreadable,
+}
+
+/// Length of the header section including the empty line that ends it;
+/// None when `message` does not contain its end.
+pub fn header_section_len(message: &[u8]) -> Option<usize> {
+    if message.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    message
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |p| p + 4);
-    let Some(parsed) = mail_parser::MessageParser::default().parse_headers(&message[..end]) else {
-        return Vec::new();
+        .map(|p| p + 4)
+}
+
+/// Counts the fields named `name` (lowercase) in a header section, the
+/// obsolete `Name WSP* :` form included (RFC 5322 4.5.3).
+fn count_fields(header: &[u8], name: &str) -> usize {
+    header
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let field = line[..colon].trim_ascii_end();
+            Some(field.eq_ignore_ascii_case(name.as_bytes()))
+        })
+        .filter(|m| *m)
+        .count()
+}
+
+/// Reads the From: and Sender: fields of `message` (its header section
+/// must be complete in `message`).
+pub fn originators(message: &[u8]) -> Originators {
+    let end = header_section_len(message).unwrap_or(message.len());
+    let header = &message[..end];
+    if count_fields(header, "from") > 1 || count_fields(header, "sender") > 1 {
+        return Originators::Duplicate;
+    }
+    let Some(parsed) = mail_parser::MessageParser::default().parse_headers(header) else {
+        return Originators::Addresses(Vec::new());
     };
     let mut out = Vec::new();
-    if let Some(from) = parsed.from() {
-        for a in from.iter() {
-            if let Some(addr) = a.address() {
-                out.push(addr.to_lowercase());
+    let mut seen = [0usize; 2];
+    for h in parsed.headers() {
+        let slot = match h.name {
+            mail_parser::HeaderName::From => 0,
+            mail_parser::HeaderName::Sender => 1,
+            _ => continue,
+        };
+        seen[slot] += 1;
+        if seen[slot] > 1 {
+            return Originators::Duplicate;
+        }
+        let Some(list) = h.value.as_address() else {
+            return Originators::Unreadable;
+        };
+        let before = out.len();
+        for a in list.iter() {
+            match a.address() {
+                Some(addr) if addr.contains('@') => out.push(addr.to_lowercase()),
+                _ => return Originators::Unreadable,
             }
         }
+        if out.len() == before {
+            return Originators::Unreadable;
+        }
     }
-    out
+    Originators::Addresses(out)
 }
 
 /// Does the header section of `message` contain a field of this name
@@ -257,14 +318,35 @@ mod tests {
     }
 
     #[test]
-    fn from_field_addresses() {
+    fn rfc5322_3_6_2_originator_addresses() {
+        // A From: in the body is not a field.
         assert_eq!(
-            from_addresses(
+            originators(
                 b"Subject: x\r\nFrom: Alice <Alice@Example.TEST>, b@x\r\n\r\nFrom: c@d\r\n"
             ),
-            vec!["alice@example.test".to_string(), "b@x".to_string()]
+            Originators::Addresses(vec!["alice@example.test".to_string(), "b@x".to_string()])
         );
-        assert!(from_addresses(b"Subject: x\r\n\r\n").is_empty());
+        assert_eq!(
+            originators(b"Subject: x\r\n\r\n"),
+            Originators::Addresses(Vec::new())
+        );
+        assert_eq!(
+            originators(b"From: g: a@x, b@y;\r\nSender: s@z\r\n\r\n"),
+            Originators::Addresses(vec!["a@x".into(), "b@y".into(), "s@z".into()])
+        );
+        assert_eq!(
+            originators(b"From: a@x\r\nfrom\t: b@y\r\n\r\n"),
+            Originators::Duplicate
+        );
+        // A folded line starting with "From:" is a continuation, not a field.
+        assert_eq!(
+            originators(b"Subject: x\r\n From: y\r\nFrom: a@x\r\n\r\n"),
+            Originators::Addresses(vec!["a@x".into()])
+        );
+        assert_eq!(
+            originators(b"From: nobody\r\n\r\n"),
+            Originators::Unreadable
+        );
         assert!(has_field(b"Message-Id: <a@b>\r\n\r\n", "message-id"));
         assert!(!has_field(b"X-Message-Id: <a@b>\r\n\r\n", "message-id"));
     }
