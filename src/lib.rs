@@ -10,6 +10,7 @@ pub mod directory;
 pub mod fsutil;
 pub mod imap;
 pub mod logging;
+pub mod loginlimit;
 pub mod mmp;
 pub mod mx;
 pub mod net;

@@ -131,7 +131,7 @@ impl Embedded {
         match d.users.get(login) {
             Some(u) => {
                 if !password::verify(pass, &u.password) {
-                    Ok(AuthResult::Failed)
+                    Ok(AuthResult::Failed(Some(u.account.address.clone())))
                 } else if !u.account.active {
                     Ok(AuthResult::Inactive)
                 } else {
@@ -142,7 +142,17 @@ impl Embedded {
                 // Spend the same time as a real check so timing does not
                 // tell which logins exist.
                 let _ = password::verify(pass, dummy_hash());
-                Ok(AuthResult::Failed)
+                // Logins are by canonical address only; a failure through
+                // an alias still counts against its user.
+                let owner = match self.lookup(login)? {
+                    Some(Recipient::User(a)) => Some(a.address),
+                    Some(Recipient::List(t)) if t.len() == 1 => {
+                        let t = canonical_address(&t[0]);
+                        d.users.contains_key(&t).then_some(t)
+                    }
+                    _ => None,
+                };
+                Ok(AuthResult::Failed(owner))
             }
         }
     }
@@ -252,11 +262,11 @@ mod tests {
         ));
         assert_eq!(
             e.authenticate("a@x.test", "pW").unwrap(),
-            AuthResult::Failed
+            AuthResult::Failed(Some("a@x.test".into()))
         );
         assert_eq!(
             e.authenticate("b@x.test", "pw").unwrap(),
-            AuthResult::Failed
+            AuthResult::Failed(None)
         );
     }
 
@@ -279,6 +289,11 @@ mod tests {
         assert_eq!(
             e.lookup("team@x.test").unwrap(),
             Some(Recipient::List(vec!["a@x.test".into()]))
+        );
+        // A login through an alias fails, counted against its user.
+        assert_eq!(
+            e.authenticate("team@x.test", "pw").unwrap(),
+            AuthResult::Failed(Some("a@x.test".into()))
         );
     }
 

@@ -49,10 +49,10 @@ fn authenticator() -> super::Authenticator {
                 "bob@localhost" => Some("store2.example"),
                 "erin@localhost" => Some("down.example"),
                 "frank@localhost" => None,
-                _ => return Ok(AuthResult::Failed),
+                _ => return Ok(AuthResult::Failed(None)),
             };
             if password != "secret" {
-                return Ok(AuthResult::Failed);
+                return Ok(AuthResult::Failed(None));
             }
             Ok(AuthResult::Ok(account(&login, host)))
         })
@@ -71,6 +71,7 @@ fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
     c.mmp.backend_tls = "none".into();
     c.mmp.connect_timeout = 2;
     c.mmp.backend_timeout = 5;
+    c.limits.login_failure_delay_ms = 0;
     edit(&mut c);
     let env = Env {
         shared: Arc::new(Shared::new(&c)),
@@ -570,7 +571,7 @@ async fn imap_login_failures_are_rate_limited_per_user() {
             c.mmp
                 .imap_backends
                 .insert("store1.example".into(), s1.addr.to_string());
-            c.mmp.max_login_failures_per_user = 2;
+            c.limits.max_login_failures_per_account = 2;
             c.limits.max_auth_failures = 10;
         });
         (s1, s2, h)
@@ -589,6 +590,14 @@ async fn imap_login_failures_are_rate_limited_per_user() {
     c.line().await;
     let r = c.cmd("d LOGIN dave secret", "d ").await;
     assert!(r.contains("Login refused by the mail store"), "{r}");
+    // The owner, from an address that never failed, still logs in: a
+    // stranger's guessing does not lock the account.
+    let mut info = ConnInfo::for_test(Protocol::Imap);
+    info.peer = "127.0.0.2:4000".parse().unwrap();
+    let (mut c, _task) = h.connect_as(info, Proto::Imap);
+    c.line().await;
+    let r = c.cmd("e LOGIN alice secret", "e ").await;
+    assert!(r.starts_with("e OK"), "{r}");
 }
 
 #[tokio::test]

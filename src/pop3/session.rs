@@ -138,6 +138,9 @@ pub enum AuthOutcome {
     Inactive,
     /// The directory could not answer.
     DirectoryUnavailable,
+    /// Too many failed logins from this client (or of it for this
+    /// account) lately: refused unchecked (RFC 3206 SYS/TEMP).
+    RateLimited,
     /// The store could not open the maildrop.
     StoreUnavailable,
 }
@@ -465,6 +468,9 @@ impl Session {
                 vec![err("[SYS/TEMP] directory unavailable")]
             }
             AuthOutcome::StoreUnavailable => vec![err("[SYS/TEMP] maildrop unavailable")],
+            AuthOutcome::RateLimited => {
+                self.auth_failed_reply("[SYS/TEMP] too many failed logins; try again later", false)
+            }
         }
     }
 

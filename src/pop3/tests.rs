@@ -43,6 +43,7 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
     let mut config = Config::default();
     config.server.data_dir = dir.path().to_path_buf();
     config.store.min_free_disk = 0;
+    config.limits.login_failure_delay_ms = 0;
     config.store.partition.insert(
         "primary".into(),
         PartitionConfig {
@@ -62,11 +63,12 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
                 ("mmp@localhost", "proxy pw") => Ok(AuthResult::Ok(account("mmp@localhost"))),
                 (_, "inactive") => Ok(AuthResult::Inactive),
                 (_, "down") => Err(DirError::Temporary("test".into())),
-                _ => Ok(AuthResult::Failed),
+                _ => Ok(AuthResult::Failed(None)),
             }
         })
     });
     let env = Env {
+        logins: Arc::new(crate::loginlimit::LoginLimiter::from_config(&config.limits)),
         config: Arc::new(config.clone()),
         store: Some(store.clone()),
         tls,
@@ -566,7 +568,10 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
         embedded::add_user(d, "carol@localhost", "pw", None, false)
     })
     .unwrap();
+    let (logins, mmp) = crate::services::Services::shared_parts(&config);
     let services = crate::services::Services {
+        logins,
+        mmp,
         config: config.clone(),
         directory: Directory::open(&config).unwrap(),
         store: Some(h.store.clone()),

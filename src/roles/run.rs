@@ -133,7 +133,10 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         None
     };
     let shutdown = CancellationToken::new();
+    let (logins, mmp) = Services::shared_parts(&config);
     let services = Services {
+        logins,
+        mmp,
         config: config.clone(),
         directory,
         store,

@@ -246,27 +246,32 @@ async fn authenticate_failures() {
     let f = |r: Result<AuthResult, DirError>| r.unwrap();
     assert_eq!(
         f(d.authenticate("alice", "wrong", "example.test").await),
-        AuthResult::Failed
+        AuthResult::Failed(Some("alice@example.test".into()))
+    );
+    // The same account however it is named: uid or mail.
+    assert_eq!(
+        f(d.authenticate("Alice@Example.test", "wrong", "").await),
+        AuthResult::Failed(Some("alice@example.test".into()))
     );
     assert_eq!(
         f(d.authenticate("nobody", "alice-secret", "example.test")
             .await),
-        AuthResult::Failed
+        AuthResult::Failed(None)
     );
     // An empty password would be an unauthenticated bind (RFC 4513 5.1.2).
     assert_eq!(
         f(d.authenticate("alice", "", "example.test").await),
-        AuthResult::Failed
+        AuthResult::Failed(None)
     );
     assert_eq!(
         f(d.authenticate("", "x", "example.test").await),
-        AuthResult::Failed
+        AuthResult::Failed(None)
     );
     // Right password, no mail attribute: not a mail user.
     assert_eq!(
         f(d.authenticate("nomail", "frank-secret", "example.test")
             .await),
-        AuthResult::Failed
+        AuthResult::Failed(None)
     );
 }
 
@@ -284,7 +289,7 @@ async fn inactive_only_after_the_right_password() {
         d.authenticate("dave", "wrong", "example.test")
             .await
             .unwrap(),
-        AuthResult::Failed
+        AuthResult::Failed(Some("dave@example.test".into()))
     );
 }
 
@@ -315,7 +320,7 @@ async fn filter_injection_in_login_and_address_matches_nobody() {
     ] {
         assert_eq!(
             d.authenticate(login, "alice-secret", "").await.unwrap(),
-            AuthResult::Failed,
+            AuthResult::Failed(None),
             "{login}"
         );
     }
