@@ -147,8 +147,8 @@ pub struct LdapConfig {
     pub base_dn: String,
     /// Service account for lookups; empty: anonymous.
     pub bind_dn: String,
-    /// Its password (prefer `bind_password_file`).
-    pub bind_password: String,
+    /// Its password (prefer `bind_password_file`); `Debug` hides it.
+    pub bind_password: crate::redact::Secret,
     /// File holding the service password (trailing newline ignored);
     /// relative to data_dir.
     pub bind_password_file: String,
@@ -204,7 +204,7 @@ impl Default for LdapConfig {
             failback_after: 300,
             base_dn: String::new(),
             bind_dn: String::new(),
-            bind_password: String::new(),
+            bind_password: Default::default(),
             bind_password_file: String::new(),
             starttls: false,
             allow_cleartext: false,

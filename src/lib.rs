@@ -18,6 +18,7 @@ pub mod net_unix;
 pub mod pop3;
 pub mod proxyproto;
 pub mod queue;
+pub mod redact;
 pub mod roles;
 pub mod route;
 pub mod services;

@@ -166,7 +166,7 @@ impl Ldap {
             bail!(e);
         }
         let password = if cfg.bind_password_file.is_empty() {
-            cfg.bind_password.clone()
+            cfg.bind_password.expose().to_string()
         } else {
             let path = config.data_path(&cfg.bind_password_file, "");
             let s = std::fs::read_to_string(&path).with_context(|| {

@@ -978,3 +978,26 @@ async fn proxy_protocol_listener_gives_the_real_client_and_limits_by_it() {
     assert_eq!(l, "");
     shutdown.cancel();
 }
+
+/// The mmp's framed client messages (LOGIN, AUTHENTICATE data, PASS) and
+/// its Login action do not show the password in `Debug`.
+#[test]
+fn debug_output_hides_mmp_passwords() {
+    use super::framer::Framer;
+    let mut f = Framer::new(65536, true);
+    f.push(b"a LOGIN alice hunter2\r\nAGFsaWNlAGh1bnRlcjI=\r\nPASS hunter2\r\nPASS hun");
+    assert!(!format!("{f:?}").contains("hun"));
+    let mut n = 0;
+    while let Some(m) = f.next() {
+        let d = format!("{m:?}");
+        assert!(!d.contains("hunter2") && !d.contains("AGFsaWNl"), "{d}");
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    let a = super::Action::Login {
+        login: "alice".into(),
+        password: "hunter2".into(),
+        client_id: vec![],
+    };
+    assert!(!format!("{a:?}").contains("hunter2"));
+}

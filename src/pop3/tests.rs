@@ -682,3 +682,37 @@ async fn login_only_from_login_networks() {
         task.await.unwrap();
     }
 }
+
+/// Nothing `Debug` prints on the POP3 side shows a password: PASS, AUTH
+/// PLAIN (initial response and continuation), APOP, the buffered line and
+/// the session's Authenticate actions.
+#[test]
+fn debug_output_hides_pop3_passwords() {
+    use super::codec::LineReader;
+    use super::session::Action;
+    let mut r = LineReader::new(1000);
+    r.push(b"USER alice\r\nPASS hunter2\r\nAUTH PLAIN AGFsaWNlAGh1bnRlcjI=\r\nAGFsaWNlAGh1bnRlcjI=\r\nAPOP alice hunter2\r\nPASS hunt");
+    assert!(!format!("{r:?}").contains("hunter2"));
+    let mut seen = Vec::new();
+    while let Some(i) = r.next() {
+        seen.push(format!("{i:?}"));
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen[0].contains("USER alice"));
+    for d in &seen {
+        assert!(!d.contains("hunter2") && !d.contains("AGFsaWNl"), "{d}");
+    }
+    for a in [
+        Action::Authenticate {
+            login: "alice".into(),
+            password: "hunter2".into(),
+        },
+        Action::AuthenticateAs {
+            login: "mmp".into(),
+            password: "hunter2".into(),
+            authzid: "alice".into(),
+        },
+    ] {
+        assert!(!format!("{a:?}").contains("hunter2"));
+    }
+}

@@ -597,7 +597,7 @@ fn bind_password_file_is_read_without_its_newline() {
     let p = dir.path().join("pw");
     std::fs::write(&p, "service-secret\n").unwrap();
     let mut c = config(&["ldap://127.0.0.1/"]);
-    c.directory.ldap.bind_password = String::new();
+    c.directory.ldap.bind_password = Default::default();
     c.directory.ldap.bind_password_file = p.display().to_string();
     let l = ldap(&c);
     assert_eq!(l.inner.lookups.bind_password(), Some("service-secret"));
