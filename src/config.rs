@@ -1121,6 +1121,40 @@ mod tests {
         );
     }
 
+    /// The old per-path login failure keys still load, mapped onto the one
+    /// `[limits]` set every path uses; without them the `[limits]` values hold.
+    #[test]
+    fn deprecated_login_failure_keys_are_mapped_to_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.toml");
+        std::fs::write(
+            &path,
+            "[mmp]\nmax_login_failures_per_ip = 7\nmax_login_failures_per_user = 4\n\
+             login_failure_window = 60\n[limits]\nlogin_failure_delay_ms = 5\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), &[Role::Mmp]).unwrap().config;
+        assert_eq!(c.limits.max_login_failures_per_client, 7);
+        assert_eq!(c.limits.max_login_failures_per_account, 4);
+        assert_eq!(c.limits.login_failure_window, 60);
+        assert_eq!(c.limits.login_failure_delay_ms, 5);
+        assert_eq!(deprecated_keys(&c).len(), 3);
+        std::fs::write(
+            &path,
+            "[submission]\nauth_fail_limit = 3\nauth_fail_window = 30\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), &[Role::MtaOut]).unwrap().config;
+        assert_eq!(c.limits.max_login_failures_per_client, 3);
+        assert_eq!(c.limits.max_login_failures_per_account, 3);
+        assert_eq!(c.limits.login_failure_window, 30);
+        std::fs::write(&path, "[limits]\nmax_login_failures_per_client = 2\n").unwrap();
+        let c = load(Some(&path), &[Role::MtaOut]).unwrap().config;
+        assert_eq!(c.limits.max_login_failures_per_client, 2);
+        assert_eq!(c.limits.max_login_failures_per_account, 10);
+        assert!(deprecated_keys(&c).is_empty());
+    }
+
     #[test]
     fn every_role_profile_parses() {
         for role in Role::ALL {

@@ -631,3 +631,43 @@ fn ldap_config_in_the_sample_file_parses_and_unknown_keys_fail() {
         .unwrap_err();
     assert!(e.to_string().contains("mial"), "{e}");
 }
+
+/// Passwords never cross the network in clear: a non-loopback ldap:// URL
+/// without StartTLS is refused unless allow_cleartext is set.
+#[test]
+fn cleartext_ldap_to_a_remote_host_is_refused() {
+    use crate::config::LdapConfig;
+    let cfg = |urls: &[&str], starttls: bool, allow: bool| LdapConfig {
+        urls: urls.iter().map(|u| u.to_string()).collect(),
+        starttls,
+        allow_cleartext: allow,
+        base_dn: "dc=example,dc=test".into(),
+        ..LdapConfig::default()
+    };
+    let remote = cfg(&["ldap://ldap.example.com:389/"], false, false);
+    let e = super::cleartext_errors(&remote);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("allow_cleartext"), "{e:?}");
+    assert!(!super::cleartext_errors(&cfg(&["LDAP://10.0.0.5/"], false, false)).is_empty());
+    for ok in [
+        cfg(
+            &[
+                "ldap://127.0.0.1:389/",
+                "ldap://localhost/",
+                "ldap://[::1]:389/",
+            ],
+            false,
+            false,
+        ),
+        cfg(&["ldaps://ldap.example.com/"], false, false),
+        cfg(&["ldap://ldap.example.com/"], true, false),
+        cfg(&["ldap://ldap.example.com/"], false, true),
+    ] {
+        assert!(super::cleartext_errors(&ok).is_empty(), "{:?}", ok.urls);
+    }
+    // At start too, not only in check-config.
+    let mut c = Config::default();
+    c.directory.ldap = remote;
+    let err = Ldap::open(&c).err().expect("refused at start");
+    assert!(format!("{err:#}").contains("in clear"), "{err:#}");
+}
