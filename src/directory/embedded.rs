@@ -167,10 +167,11 @@ fn dummy_hash() -> &'static str {
 /// Edits the file under an exclusive lock and replaces it atomically.
 pub fn edit<T>(path: &Path, f: impl FnOnce(&mut Data) -> anyhow::Result<T>) -> anyhow::Result<T> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::fsutil::create_private_dir_all(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let lock_path = path.with_extension("lock");
-    let lock = fs::OpenOptions::new()
+    let lock = crate::fsutil::private_file()
         .create(true)
         .truncate(false)
         .write(true)
@@ -184,11 +185,7 @@ pub fn edit<T>(path: &Path, f: impl FnOnce(&mut Data) -> anyhow::Result<T>) -> a
     bytes.push(b'\n');
     crate::fsutil::write_durable(path, &bytes)
         .with_context(|| format!("writing {}", path.display()))?;
-    // Keep the file private: it holds password hashes.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
-    }
+    // Private (0600) from creation: it holds password hashes.
     let _ = lock.unlock();
     Ok(out)
 }
@@ -207,12 +204,10 @@ pub fn add_user(
     active: bool,
 ) -> anyhow::Result<()> {
     let address = canonical_address(address);
-    let Some(domain) = domain_of(&address).filter(|d| !d.is_empty()) else {
+    super::names::check_address(&address)?;
+    let Some(domain) = domain_of(&address) else {
         anyhow::bail!("'{address}' is not an address (user@domain)");
     };
-    if address.starts_with('@') || address.contains(char::is_whitespace) {
-        anyhow::bail!("'{address}' is not an address (user@domain)");
-    }
     if data.users.contains_key(&address) || data.aliases.contains_key(&address) {
         anyhow::bail!("{address} exists already");
     }
@@ -290,6 +285,21 @@ mod tests {
             e.lookup("team@x.test").unwrap(),
             Some(Recipient::List(vec!["a@x.test".into()]))
         );
+        // Names are validated when a user is created.
+        let d2 = tempfile::tempdir().unwrap();
+        for bad in [
+            "../../x@x.test",
+            "a/b@x.test",
+            "a\nb@x.test",
+            "a@x..test",
+            "nodomain",
+        ] {
+            let e = edit(&d2.path().join("directory.json"), |data| {
+                add_user(data, bad, "pw", None, true)
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("not a valid name"), "{bad}: {e}");
+        }
         // A login through an alias fails, counted against its user.
         assert_eq!(
             e.authenticate("team@x.test", "pw").unwrap(),

@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod ldap;
+pub mod names;
 pub mod password;
 
 use std::sync::Arc;
