@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{DotStuffer, LineReader};
 use super::session::{
-    Action, AuthOutcome, Maildrop, Session, SessionConfig, AUTH_DELAY_BASE, ERR_AUTOLOGOUT,
+    Action, AuthOutcome, Maildrop, Session, SessionConfig, ERR_AUTOLOGOUT,
     ERR_MESSAGE_GONE, ERR_SHUTDOWN,
 };
 
@@ -114,7 +114,9 @@ pub(crate) async fn run_session(conn: Conn, info: ConnInfo, env: Env) {
         plaintext_without_tls: info.is_loopback() || config.pop3.allow_plaintext_auth,
         max_bad_commands: config.limits.max_bad_commands.max(1),
         max_auth_failures: config.limits.max_auth_failures.max(1),
-        auth_delay: AUTH_DELAY_BASE,
+        // The growing delay after a failure comes from the process-wide
+        // login limiter (`authenticate`), not from a per-connection count.
+        auth_delay: Duration::ZERO,
         proxy_users: config.pop3.proxy_users.clone(),
     });
     let mut driver = Driver {

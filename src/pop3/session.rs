@@ -25,8 +25,9 @@ pub const ERR_AUTOLOGOUT: &str = "-ERR autologout\r\n";
 /// RETR/TOP of a message someone else expunged meanwhile.
 pub const ERR_MESSAGE_GONE: &str = "-ERR message was deleted\r\n";
 
-/// Growing delay after a failed authentication: 1s, 2s, 4s, ... capped.
-pub const AUTH_DELAY_BASE: Duration = Duration::from_secs(1);
+/// Cap of the per-connection delay after a failed authentication
+/// (`SessionConfig::auth_delay`, doubling; the server passes zero and lets
+/// the process-wide `crate::loginlimit` delay instead).
 const AUTH_DELAY_MAX: Duration = Duration::from_secs(8);
 
 /// What the session needs to know about its connection and limits.
