@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{DotStuffer, LineReader};
 use super::session::{
-    Action, AuthOutcome, Maildrop, Session, SessionConfig, ERR_AUTOLOGOUT,
-    ERR_MESSAGE_GONE, ERR_SHUTDOWN,
+    Action, AuthOutcome, Maildrop, Session, SessionConfig, ERR_AUTOLOGOUT, ERR_MESSAGE_GONE,
+    ERR_SHUTDOWN,
 };
 
 /// Bytes read from the socket at a time.
