@@ -425,7 +425,8 @@ pub struct LimitsConfig {
     /// Seconds over which login failures are counted.
     pub login_failure_window: u64,
     /// Milliseconds before the answer to a failed login; doubles with each
-    /// failure of the client, up to 16 times this.
+    /// failure of the client, up to 8 times this (a refused attempt waits
+    /// the longest).
     pub login_failure_delay_ms: u64,
     /// Connections per listener process-wide.
     pub max_connections: usize,
@@ -442,7 +443,7 @@ impl Default for LimitsConfig {
             max_login_failures_per_client: 10,
             max_login_failures_per_account: 10,
             login_failure_window: 900,
-            login_failure_delay_ms: 500,
+            login_failure_delay_ms: 1000,
             max_connections: 10000,
             max_connections_per_ip: 200,
         }

@@ -11,7 +11,7 @@
 //!   `login_failure_window` seconds (two fixed buckets).
 //! - A failure is answered after a growing delay: `login_failure_delay_ms`
 //!   doubling with each failure of this client (or of this account, once
-//!   the account is over its limit), capped at 16 times the base.
+//!   the account is over its limit), capped at 8 times the base.
 //! - A client with `max_login_failures_per_client` failures is refused
 //!   outright, without a password check, after the longest delay (a
 //!   refused attempt is never cheaper for the client than a real check).
@@ -39,7 +39,7 @@ const SWEEP_AT: usize = 10_000;
 /// table still refuses the clients it holds).
 const MAX_ENTRIES: usize = 100_000;
 /// The longest delay is this many times the base delay.
-const MAX_DELAY_FACTOR: u32 = 16;
+const MAX_DELAY_FACTOR: u32 = 8;
 /// Longest account key kept (a login name typed by a stranger).
 const MAX_KEY: usize = 320;
 
@@ -223,8 +223,7 @@ impl LoginLimiter {
         self.limits
     }
 
-    /// The delay before answering the `n`-th failure: base, 2x, 4x ...
-    /// capped at 16x.
+    /// The delay before answering the `n`-th failure: base, 2x, 4x, 8x.
     pub fn delay_for(&self, n: u32) -> Duration {
         let exp = n.saturating_sub(1).min(MAX_DELAY_FACTOR.trailing_zeros());
         self.limits.delay.saturating_mul(1 << exp)
@@ -423,7 +422,7 @@ mod tests {
         // Refused for any account, after the longest delay.
         assert_eq!(
             l.before(a, "other@y"),
-            Verdict::Refuse(Duration::from_millis(1600))
+            Verdict::Refuse(Duration::from_millis(800))
         );
         // Another address of the same /64 group is the same client; another is not.
         assert_eq!(l.before(ip("192.0.2.2"), "x@y"), Verdict::Check);
@@ -455,7 +454,7 @@ mod tests {
         // A failure for an account under attack is slowed to the longest delay.
         assert_eq!(
             l.failure(ip("203.0.113.5"), "alice@example.com"),
-            Duration::from_millis(1600)
+            Duration::from_millis(800)
         );
         // A success forgets only that client's failures for the account.
         l.failure(owner, "alice@example.com");
@@ -559,7 +558,7 @@ mod tests {
             .check(a, "x@y", async { Ok(AuthResult::Failed(None)) })
             .await;
         assert!(matches!(r, Checked::Refused));
-        assert!(t.elapsed() >= Duration::from_millis(80));
+        assert!(t.elapsed() >= Duration::from_millis(40));
     }
 
     #[test]
