@@ -43,7 +43,6 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
     let mut config = Config::default();
     config.server.data_dir = dir.path().to_path_buf();
     config.store.min_free_disk = 0;
-    config.limits.login_failure_delay_ms = 0;
     config.store.partition.insert(
         "primary".into(),
         PartitionConfig {
