@@ -35,12 +35,22 @@ pub struct Data {
     pub aliases: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` hides the password hash.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct User {
     /// PHC / crypt string; never the password itself.
     pub password: String,
     #[serde(flatten)]
     pub account: Account,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("password", &"<hidden>")
+            .field("account", &self.account)
+            .finish()
+    }
 }
 
 struct Cached {
@@ -276,7 +286,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let e = Embedded::open(path).unwrap();
+        let e = Embedded::open(path.clone()).unwrap();
         assert_eq!(
             e.authenticate("a@x.test", "pw").unwrap(),
             AuthResult::Inactive
@@ -285,6 +295,9 @@ mod tests {
             e.lookup("team@x.test").unwrap(),
             Some(Recipient::List(vec!["a@x.test".into()]))
         );
+        // Debug of the data never shows a password hash.
+        let data = load(&path).unwrap();
+        assert!(!format!("{data:?}").contains("$argon2"), "{data:?}");
         // Names are validated when a user is created.
         let d2 = tempfile::tempdir().unwrap();
         for bad in [
