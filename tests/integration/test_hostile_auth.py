@@ -270,8 +270,9 @@ def test_smtp_auth_guessing_client_is_slowed_then_refused_owner_still_logs_in(sr
 
 def test_mmp_guessing_client_is_slowed_then_refused_owner_still_logs_in(srv, tmp_path):
     """An mmp using the store's embedded directory file, relaying to the
-    store's IMAP listener; its own process-wide limiter refuses the guesser."""
-    (imap_port,) = free_ports(1)
+    store's IMAP and POP3 listeners; its own process-wide limiter refuses
+    the guessers (IMAP and POP3) while the owners log in from elsewhere."""
+    imap_port, pop3_port = free_ports(2)
     data = tmp_path / "mmpdata"
     cfg = tmp_path / "mmp.toml"
     cfg.write_text(f"""
@@ -286,7 +287,7 @@ bind = ["127.0.0.1:{imap_port}"]
 [listener.imaps]
 enabled = false
 [listener.pop3]
-enabled = false
+bind = ["127.0.0.1:{pop3_port}"]
 [listener.pop3s]
 enabled = false
 [mmp]
@@ -294,12 +295,14 @@ default_backend = "store"
 backend_tls = "none"
 [mmp.imap_backends]
 store = "127.0.0.1:{srv.ports['imap']}"
+[mmp.pop3_backends]
+store = "127.0.0.1:{srv.ports['pop3']}"
 """ + LIMITS)
     err = open(tmp_path / "mmp.stderr", "wb")
     proc = subprocess.Popen([msgd_bin(), "--role", "mmp", "--config", str(cfg)], stdin=subprocess.DEVNULL,
                             stdout=err, stderr=err, cwd=tmp_path, env=msgd_env())
     try:
-        wait_for_ports(proc, [imap_port], 20, lambda: (tmp_path / "mmp.stderr").read_text(), "mmp")
+        wait_for_ports(proc, [imap_port, pop3_port], 20, lambda: (tmp_path / "mmp.stderr").read_text(), "mmp")
         guesser = "127.0.0.13"
         answers = imap_guess(imap_port, guesser, ERIN, PER_CLIENT)
         for tagged, _ in answers:
@@ -308,6 +311,25 @@ store = "127.0.0.1:{srv.ports['imap']}"
         assert tagged.startswith(b"a NO [UNAVAILABLE]"), tagged
         tagged, _, _ = imap_login(imap_port, OWNER_IP, ERIN, srv.passwords[ERIN])
         assert tagged.startswith(b"a OK"), tagged
+        # POP3 through the same mmp: its own guesser, another account.
+        guesser = "127.0.0.15"
+        failures = 0
+        while failures < PER_CLIENT:
+            with Src(pop3_port, guesser) as c:
+                assert c.readline().startswith(b"+OK")
+                for _ in range(min(3, PER_CLIENT - failures)):
+                    r = pop3_pass(c, CAROL, f"wrong-{failures}")
+                    assert r.startswith(b"-ERR [AUTH]"), r
+                    failures += 1
+        with Src(pop3_port, guesser) as c:
+            assert c.readline().startswith(b"+OK")
+            r = pop3_pass(c, CAROL, srv.passwords[CAROL])
+            assert r.startswith(b"-ERR [SYS/TEMP]"), r
+        with Src(pop3_port, OWNER_IP) as c:
+            assert c.readline().startswith(b"+OK")
+            r = pop3_pass(c, CAROL, srv.passwords[CAROL])
+            assert r.startswith(b"+OK"), r
+            c.send("QUIT\r\n")
         assert proc.poll() is None
         rss = int([l for l in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
                    if l.startswith("VmRSS:")][0].split()[1])
