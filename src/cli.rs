@@ -266,9 +266,16 @@ fn alias(c: &Config, cmd: AliasCmd) -> anyhow::Result<()> {
     match cmd {
         AliasCmd::Add { alias, targets } => {
             let a = crate::directory::canonical_address(&alias);
+            crate::directory::names::check_address(&a)?;
             let Some(domain) = crate::directory::domain_of(&a).map(str::to_string) else {
                 anyhow::bail!("'{a}' is not an address");
             };
+            if targets.is_empty() {
+                anyhow::bail!("alias {a}: give at least one target address");
+            }
+            for t in &targets {
+                crate::directory::names::check_address(&crate::directory::canonical_address(t))?;
+            }
             embedded::edit(&path, |d| {
                 if d.users.contains_key(&a) {
                     anyhow::bail!("{a} is a user");
@@ -312,6 +319,7 @@ fn domain(c: &Config, cmd: DomainCmd) -> anyhow::Result<()> {
     match cmd {
         DomainCmd::Add { domain } => {
             let dom = domain.trim().to_lowercase();
+            crate::directory::names::check_domain(&dom)?;
             embedded::edit(&path, |d| {
                 if !d.domains.contains(&dom) {
                     d.domains.push(dom.clone());

@@ -147,13 +147,17 @@ pub struct LdapConfig {
     pub base_dn: String,
     /// Service account for lookups; empty: anonymous.
     pub bind_dn: String,
-    /// Its password (prefer `bind_password_file`).
-    pub bind_password: String,
+    /// Its password (prefer `bind_password_file`); `Debug` hides it.
+    pub bind_password: crate::redact::Secret,
     /// File holding the service password (trailing newline ignored);
     /// relative to data_dir.
     pub bind_password_file: String,
     /// Upgrade `ldap://` connections with StartTLS (`ldaps://` is always TLS).
     pub starttls: bool,
+    /// Allow a non-loopback `ldap://` URL without `starttls`: passwords
+    /// (users' binds, the service password) then cross the network in
+    /// clear. Refused at start and by check-config unless set.
+    pub allow_cleartext: bool,
     /// PEM CA certificates that sign the servers' certificates; empty: the
     /// system's roots. Relative to data_dir.
     pub ca_file: String,
@@ -200,9 +204,10 @@ impl Default for LdapConfig {
             failback_after: 300,
             base_dn: String::new(),
             bind_dn: String::new(),
-            bind_password: String::new(),
+            bind_password: Default::default(),
             bind_password_file: String::new(),
             starttls: false,
+            allow_cleartext: false,
             ca_file: String::new(),
             connect_timeout: 5,
             operation_timeout: 10,
@@ -440,6 +445,22 @@ pub struct LimitsConfig {
     /// Failed authentications tolerated before the connection is closed.
     pub max_auth_failures: u32,
     /// Connections per process, counted across every TCP listener.
+    /// Failed logins from one client (an IPv4 address or an IPv6 /64)
+    /// within `login_failure_window` seconds before that client's logins
+    /// are refused unchecked, on every path (IMAP, POP3, SMTP AUTH, mmp).
+    /// 0: no limit. See src/loginlimit.rs.
+    pub max_login_failures_per_client: u32,
+    /// Failed logins for one account (the canonical address the directory
+    /// resolved) within the window before the clients that failed for it
+    /// are refused; others still get a real (slowed) check. 0: no limit.
+    pub max_login_failures_per_account: u32,
+    /// Seconds over which login failures are counted.
+    pub login_failure_window: u64,
+    /// Milliseconds before the answer to a failed login; doubles with each
+    /// failure of the client, up to 8 times this (a refused attempt waits
+    /// the longest).
+    pub login_failure_delay_ms: u64,
+    /// Connections per listener process-wide.
     pub max_connections: usize,
     /// Connections from one client, across listeners; IPv6 clients are
     /// grouped by /64 (one subscriber's prefix).
@@ -469,6 +490,10 @@ impl Default for LimitsConfig {
             max_line: 8192,
             max_bad_commands: 10,
             max_auth_failures: 3,
+            max_login_failures_per_client: 10,
+            max_login_failures_per_account: 10,
+            login_failure_window: 900,
+            login_failure_delay_ms: 1000,
             max_connections: 10000,
             max_connections_per_ip: 200,
             write_timeout: 300,
@@ -594,12 +619,13 @@ pub struct MmpConfig {
     /// File holding the proxy password (first line); relative paths are
     /// under the data folder.
     pub proxy_password_file: String,
-    /// Failed logins from one client address, and for one user, within
-    /// `login_failure_window` seconds before further logins are refused
-    /// for a while (0: no limit).
-    pub max_login_failures_per_ip: u32,
-    pub max_login_failures_per_user: u32,
-    pub login_failure_window: u64,
+    /// Deprecated: `limits.max_login_failures_per_client`,
+    /// `limits.max_login_failures_per_account` and
+    /// `limits.login_failure_window` (one set for every path). Still
+    /// accepted: a value given here replaces the `[limits]` one.
+    pub max_login_failures_per_ip: Option<u32>,
+    pub max_login_failures_per_user: Option<u32>,
+    pub login_failure_window: Option<u64>,
     /// Seconds an unauthenticated client may idle.
     pub preauth_timeout: u64,
     /// Seconds a proxied session may idle in both directions (RFC 9051:
@@ -627,9 +653,9 @@ impl Default for MmpConfig {
             login_mode: "credentials".into(),
             proxy_user: String::new(),
             proxy_password_file: String::new(),
-            max_login_failures_per_ip: 20,
-            max_login_failures_per_user: 10,
-            login_failure_window: 300,
+            max_login_failures_per_ip: None,
+            max_login_failures_per_user: None,
+            login_failure_window: None,
             preauth_timeout: 60,
             idle_timeout: 1800,
         }
@@ -651,10 +677,11 @@ pub struct SubmissionConfig {
     pub received_shows_client: bool,
     /// Allow AUTH without TLS from non-loopback clients.
     pub allow_plaintext_auth: bool,
-    /// Failed AUTH attempts from one address, or for one login, within
-    /// `auth_fail_window` seconds before further attempts are refused.
-    pub auth_fail_limit: u32,
-    pub auth_fail_window: u64,
+    /// Deprecated: `limits.max_login_failures_per_client` / `_per_account`
+    /// and `limits.login_failure_window`. Still accepted: a value given
+    /// here replaces the `[limits]` one (both counts for the limit).
+    pub auth_fail_limit: Option<u32>,
+    pub auth_fail_window: Option<u64>,
 }
 
 impl Default for SubmissionConfig {
@@ -664,8 +691,8 @@ impl Default for SubmissionConfig {
             check_from_header: true,
             received_shows_client: false,
             allow_plaintext_auth: false,
-            auth_fail_limit: 10,
-            auth_fail_window: 900,
+            auth_fail_limit: None,
+            auth_fail_window: None,
         }
     }
 }
@@ -853,10 +880,11 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
             .filter(|k| k.as_str().contains("__"))
             .split("__"),
     );
-    let config: Config = match fig.extract() {
+    let mut config: Config = match fig.extract() {
         Ok(c) => c,
         Err(e) => return Err(e.into_iter().map(|e| e.to_string()).collect()),
     };
+    map_deprecated(&mut config);
     let errors = validate(&config);
     if errors.is_empty() {
         Ok(Loaded {
@@ -866,6 +894,53 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
     } else {
         Err(errors)
     }
+}
+
+/// Old per-path login-failure keys, mapped onto the one `[limits]` set
+/// (a warning is logged at start for each one set).
+pub fn map_deprecated(c: &mut Config) {
+    let l = &mut c.limits;
+    if let Some(n) = c.submission.auth_fail_limit {
+        l.max_login_failures_per_client = n;
+        l.max_login_failures_per_account = n;
+    }
+    if let Some(w) = c.submission.auth_fail_window {
+        l.login_failure_window = w;
+    }
+    if let Some(n) = c.mmp.max_login_failures_per_ip {
+        l.max_login_failures_per_client = n;
+    }
+    if let Some(n) = c.mmp.max_login_failures_per_user {
+        l.max_login_failures_per_account = n;
+    }
+    if let Some(w) = c.mmp.login_failure_window {
+        l.login_failure_window = w;
+    }
+}
+
+/// Deprecated keys present in this configuration, for a warning at start.
+pub fn deprecated_keys(c: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let s = &c.submission;
+    let m = &c.mmp;
+    for (set, key) in [
+        (s.auth_fail_limit.is_some(), "submission.auth_fail_limit"),
+        (s.auth_fail_window.is_some(), "submission.auth_fail_window"),
+        (
+            m.max_login_failures_per_ip.is_some(),
+            "mmp.max_login_failures_per_ip",
+        ),
+        (
+            m.max_login_failures_per_user.is_some(),
+            "mmp.max_login_failures_per_user",
+        ),
+        (m.login_failure_window.is_some(), "mmp.login_failure_window"),
+    ] {
+        if set {
+            v.push(key);
+        }
+    }
+    v
 }
 
 /// Checks that go beyond the shape of the file.
@@ -918,6 +993,7 @@ fn validate(c: &Config) -> Vec<String> {
     }
     if c.directory.backend == "ldap" {
         errors.extend(validate_ldap(&c.directory.ldap));
+        errors.extend(crate::directory::ldap::cleartext_errors(&c.directory.ldap));
     }
     if !c.store.partition.contains_key(&c.store.default_partition) {
         errors.push(format!(
@@ -1129,6 +1205,40 @@ mod tests {
             c.listener["imap"].bind,
             vec!["127.0.0.1:10143".parse().unwrap()]
         );
+    }
+
+    /// The old per-path login failure keys still load, mapped onto the one
+    /// `[limits]` set every path uses; without them the `[limits]` values hold.
+    #[test]
+    fn deprecated_login_failure_keys_are_mapped_to_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.toml");
+        std::fs::write(
+            &path,
+            "[mmp]\nmax_login_failures_per_ip = 7\nmax_login_failures_per_user = 4\n\
+             login_failure_window = 60\n[limits]\nlogin_failure_delay_ms = 5\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), &[Role::Mmp]).unwrap().config;
+        assert_eq!(c.limits.max_login_failures_per_client, 7);
+        assert_eq!(c.limits.max_login_failures_per_account, 4);
+        assert_eq!(c.limits.login_failure_window, 60);
+        assert_eq!(c.limits.login_failure_delay_ms, 5);
+        assert_eq!(deprecated_keys(&c).len(), 3);
+        std::fs::write(
+            &path,
+            "[submission]\nauth_fail_limit = 3\nauth_fail_window = 30\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), &[Role::MtaOut]).unwrap().config;
+        assert_eq!(c.limits.max_login_failures_per_client, 3);
+        assert_eq!(c.limits.max_login_failures_per_account, 3);
+        assert_eq!(c.limits.login_failure_window, 30);
+        std::fs::write(&path, "[limits]\nmax_login_failures_per_client = 2\n").unwrap();
+        let c = load(Some(&path), &[Role::MtaOut]).unwrap().config;
+        assert_eq!(c.limits.max_login_failures_per_client, 2);
+        assert_eq!(c.limits.max_login_failures_per_account, 10);
+        assert!(deprecated_keys(&c).is_empty());
     }
 
     #[test]

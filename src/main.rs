@@ -1,5 +1,8 @@
 fn main() {
     tune_allocator();
+    // Data, queue and directory files readable by msgd's user only,
+    // whatever umask it was started with (src/fsutil.rs).
+    msgd::fsutil::restrict_umask();
     std::process::exit(msgd::cli::main());
 }
 

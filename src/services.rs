@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::loginlimit::LoginLimiter;
 use crate::net::ConnTable;
 use crate::queue::Queue;
 use crate::store::Store;
@@ -31,9 +32,22 @@ pub struct Services {
     pub conns: Arc<ConnTable>,
     /// Message bytes held in memory, process-wide (`limits.max_bytes_in_flight`).
     pub budget: Arc<Budget>,
+    /// Failed logins per client and per account, shared by every login
+    /// path of the process (IMAP, POP3, SMTP AUTH, mmp).
+    pub logins: Arc<LoginLimiter>,
+    /// The mmp's process-wide state (TLS client setup for the stores).
+    pub mmp: Arc<crate::mmp::Shared>,
 }
 
 impl Services {
+    /// The process-wide parts built from the config: the login limiter
+    /// and the mmp's shared state.
+    pub fn shared_parts(config: &Config) -> (Arc<LoginLimiter>, Arc<crate::mmp::Shared>) {
+        let logins = Arc::new(LoginLimiter::from_config(&config.limits));
+        let mmp = Arc::new(crate::mmp::Shared::with_limiter(logins.clone()));
+        (logins, mmp)
+    }
+
     /// The store, for sessions that only run in the store role.
     pub fn store(&self) -> &Store {
         self.store
@@ -49,6 +63,9 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
     let mut c = Config::default();
     c.server.data_dir = dir.to_path_buf();
     c.store.min_free_disk = 0;
+    // Failed logins answer at once in unit tests (the growing delay is
+    // tested in loginlimit).
+    c.limits.login_failure_delay_ms = 0;
     c.store.partition.insert(
         "primary".into(),
         crate::config::PartitionConfig {
@@ -57,7 +74,10 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
     );
     edit(&mut c);
     let config = Arc::new(c);
+    let (logins, mmp) = Services::shared_parts(&config);
     Services {
+        logins,
+        mmp,
         directory: Directory::open(&config).expect("directory"),
         store: Some(Store::open(&config).expect("store")),
         tls: Arc::new(Tls::from_config(&config).expect("tls")),

@@ -35,12 +35,22 @@ pub struct Data {
     pub aliases: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` hides the password hash.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct User {
     /// PHC / crypt string; never the password itself.
     pub password: String,
     #[serde(flatten)]
     pub account: Account,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("password", &"<hidden>")
+            .field("account", &self.account)
+            .finish()
+    }
 }
 
 struct Cached {
@@ -131,7 +141,7 @@ impl Embedded {
         match d.users.get(login) {
             Some(u) => {
                 if !password::verify(pass, &u.password) {
-                    Ok(AuthResult::Failed)
+                    Ok(AuthResult::Failed(Some(u.account.address.clone())))
                 } else if !u.account.active {
                     Ok(AuthResult::Inactive)
                 } else {
@@ -142,7 +152,17 @@ impl Embedded {
                 // Spend the same time as a real check so timing does not
                 // tell which logins exist.
                 let _ = password::verify(pass, dummy_hash());
-                Ok(AuthResult::Failed)
+                // Logins are by canonical address only; a failure through
+                // an alias still counts against its user.
+                let owner = match self.lookup(login)? {
+                    Some(Recipient::User(a)) => Some(a.address),
+                    Some(Recipient::List(t)) if t.len() == 1 => {
+                        let t = canonical_address(&t[0]);
+                        d.users.contains_key(&t).then_some(t)
+                    }
+                    _ => None,
+                };
+                Ok(AuthResult::Failed(owner))
             }
         }
     }
@@ -157,10 +177,11 @@ fn dummy_hash() -> &'static str {
 /// Edits the file under an exclusive lock and replaces it atomically.
 pub fn edit<T>(path: &Path, f: impl FnOnce(&mut Data) -> anyhow::Result<T>) -> anyhow::Result<T> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::fsutil::create_private_dir_all(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let lock_path = path.with_extension("lock");
-    let lock = fs::OpenOptions::new()
+    let lock = crate::fsutil::private_file()
         .create(true)
         .truncate(false)
         .write(true)
@@ -174,11 +195,7 @@ pub fn edit<T>(path: &Path, f: impl FnOnce(&mut Data) -> anyhow::Result<T>) -> a
     bytes.push(b'\n');
     crate::fsutil::write_durable(path, &bytes)
         .with_context(|| format!("writing {}", path.display()))?;
-    // Keep the file private: it holds password hashes.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
-    }
+    // Private (0600) from creation: it holds password hashes.
     let _ = lock.unlock();
     Ok(out)
 }
@@ -197,12 +214,10 @@ pub fn add_user(
     active: bool,
 ) -> anyhow::Result<()> {
     let address = canonical_address(address);
-    let Some(domain) = domain_of(&address).filter(|d| !d.is_empty()) else {
+    super::names::check_address(&address)?;
+    let Some(domain) = domain_of(&address) else {
         anyhow::bail!("'{address}' is not an address (user@domain)");
     };
-    if address.starts_with('@') || address.contains(char::is_whitespace) {
-        anyhow::bail!("'{address}' is not an address (user@domain)");
-    }
     if data.users.contains_key(&address) || data.aliases.contains_key(&address) {
         anyhow::bail!("{address} exists already");
     }
@@ -252,11 +267,11 @@ mod tests {
         ));
         assert_eq!(
             e.authenticate("a@x.test", "pW").unwrap(),
-            AuthResult::Failed
+            AuthResult::Failed(Some("a@x.test".into()))
         );
         assert_eq!(
             e.authenticate("b@x.test", "pw").unwrap(),
-            AuthResult::Failed
+            AuthResult::Failed(None)
         );
     }
 
@@ -271,7 +286,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let e = Embedded::open(path).unwrap();
+        let e = Embedded::open(path.clone()).unwrap();
         assert_eq!(
             e.authenticate("a@x.test", "pw").unwrap(),
             AuthResult::Inactive
@@ -279,6 +294,29 @@ mod tests {
         assert_eq!(
             e.lookup("team@x.test").unwrap(),
             Some(Recipient::List(vec!["a@x.test".into()]))
+        );
+        // Debug of the data never shows a password hash.
+        let data = load(&path).unwrap();
+        assert!(!format!("{data:?}").contains("$argon2"), "{data:?}");
+        // Names are validated when a user is created.
+        let d2 = tempfile::tempdir().unwrap();
+        for bad in [
+            "../../x@x.test",
+            "a/b@x.test",
+            "a\nb@x.test",
+            "a@x..test",
+            "nodomain",
+        ] {
+            let e = edit(&d2.path().join("directory.json"), |data| {
+                add_user(data, bad, "pw", None, true)
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("not a valid name"), "{bad}: {e}");
+        }
+        // A login through an alias fails, counted against its user.
+        assert_eq!(
+            e.authenticate("team@x.test", "pw").unwrap(),
+            AuthResult::Failed(Some("a@x.test".into()))
         );
     }
 

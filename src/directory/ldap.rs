@@ -113,6 +113,45 @@ struct Inner {
     misses: AtomicU64,
 }
 
+/// Is the host of an `ldap://` URL loopback (`localhost`, 127/8, ::1)?
+fn url_is_loopback(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("ldap://")
+        .or_else(|| url.strip_prefix("ldapi://"))
+        .unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or("");
+    let host = match hostport.strip_prefix('[') {
+        Some(r) => r.split(']').next().unwrap_or(""),
+        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
+}
+
+/// Passwords must not cross the network in clear: every non-loopback
+/// `ldap://` URL needs `starttls` (or `ldaps://`), unless the operator set
+/// `allow_cleartext`. Used by check-config and at start.
+pub fn cleartext_errors(cfg: &LdapConfig) -> Vec<String> {
+    if cfg.starttls || cfg.allow_cleartext {
+        return Vec::new();
+    }
+    cfg.urls
+        .iter()
+        .filter(|u| {
+            u.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("ldap://")) && !url_is_loopback(u)
+        })
+        .map(|u| {
+            format!(
+                "directory.ldap.urls: '{u}' sends passwords in clear; use ldaps://, set directory.ldap.starttls = true, or set directory.ldap.allow_cleartext = true"
+            )
+        })
+        .collect()
+}
+
 impl Ldap {
     /// Reads the settings; connects lazily, so msgd starts (and answers
     /// "try again later") while the directory is down.
@@ -123,8 +162,11 @@ impl Ldap {
         if cfg.urls.is_empty() {
             bail!("directory.ldap.urls: no LDAP server given");
         }
+        if let Some(e) = cleartext_errors(&cfg).into_iter().next() {
+            bail!(e);
+        }
         let password = if cfg.bind_password_file.is_empty() {
-            cfg.bind_password.clone()
+            cfg.bind_password.expose().to_string()
         } else {
             let path = config.data_path(&cfg.bind_password_file, "");
             let s = std::fs::read_to_string(&path).with_context(|| {
@@ -290,7 +332,7 @@ impl Ldap {
         // RFC 4513 5.1.2: a simple bind with an empty password is an
         // unauthenticated bind that servers "accept". Never send one.
         if login.is_empty() || password.is_empty() {
-            return Ok(AuthResult::Failed);
+            return Ok(AuthResult::Failed(None));
         }
         let mut names = vec![login];
         if !qualified.is_empty() && !qualified.eq_ignore_ascii_case(login) {
@@ -305,22 +347,24 @@ impl Ldap {
             [] => {
                 let dn = format!("{NO_SUCH_USER_RDN},{}", me.cfg.base_dn);
                 let _ = self.bind(&dn, password).await;
-                return Ok(AuthResult::Failed);
+                return Ok(AuthResult::Failed(None));
             }
             _ => {
                 tracing::warn!(login, "login name matches several LDAP entries; refusing");
                 let dn = format!("{NO_SUCH_USER_RDN},{}", me.cfg.base_dn);
                 let _ = self.bind(&dn, password).await;
-                return Ok(AuthResult::Failed);
+                return Ok(AuthResult::Failed(None));
             }
         };
         let ok = self.bind(&entry.dn, password).await?;
+        let account = self.account(entry);
         if !ok {
-            return Ok(AuthResult::Failed);
+            // Counted against the account whatever name was typed.
+            return Ok(AuthResult::Failed(account.map(|a| a.address)));
         }
-        match self.account(entry) {
+        match account {
             // A person with no mailbox is no mail user.
-            None => Ok(AuthResult::Failed),
+            None => Ok(AuthResult::Failed(None)),
             Some(a) if !a.active => Ok(AuthResult::Inactive),
             Some(a) => Ok(AuthResult::Ok(a)),
         }

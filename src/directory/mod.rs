@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod ldap;
+pub mod names;
 pub mod password;
 
 use std::sync::Arc;
@@ -66,9 +67,13 @@ pub enum DirError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthResult {
+    /// Right password, active account.
     Ok(Account),
     /// Wrong password or unknown user (not distinguished to the client).
-    Failed,
+    /// Carries the canonical address when the login named an existing
+    /// user (by address, alias or LDAP uid), so failures count against one
+    /// account whatever spelling was typed.
+    Failed(Option<String>),
     /// Right password, but the account is inactive.
     Inactive,
 }
@@ -145,6 +150,18 @@ impl Directory {
         match self {
             Directory::Embedded(_) => None,
             Directory::Ldap(l) => Some(l.cache_stats()),
+        }
+    }
+}
+
+impl AuthResult {
+    /// The account failures are counted against: the canonical address,
+    /// or `typed` (the qualified login) when no user was found.
+    pub fn failure_key<'a>(&'a self, typed: &'a str) -> &'a str {
+        match self {
+            AuthResult::Failed(Some(a)) => a,
+            AuthResult::Ok(a) => &a.address,
+            _ => typed,
         }
     }
 }

@@ -8,8 +8,9 @@
 //! (no `+`), a too-big non-synchronizing one is read and dropped together
 //! with the rest of its command.
 
-/// What the framer found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the framer found. `Debug` redacts LOGIN / AUTHENTICATE commands
+/// and line-mode lines (SASL responses): see `crate::redact`.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Event {
     /// A complete command: every line and literal as received, ready for
     /// the command decoder.
@@ -25,6 +26,22 @@ pub enum Event {
     /// In line mode (AUTHENTICATE data, IDLE's DONE): one line without its
     /// line ending.
     Line(Vec<u8>),
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::Line;
+        match self {
+            Event::Command(c) => f.debug_tuple("Command").field(&Line(c)).finish(),
+            Event::Continue => f.write_str("Continue"),
+            Event::Refused { tag, reason } => f
+                .debug_struct("Refused")
+                .field("tag", tag)
+                .field("reason", reason)
+                .finish(),
+            Event::Line(l) => f.debug_tuple("Line").field(&Line(l)).finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,7 +31,8 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, TlsMode};
-use crate::directory::{AuthResult, DirError, Recipient};
+use crate::directory::{DirError, Recipient};
+use crate::loginlimit::Checked;
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
 use crate::store::{ModSeq, Quota, Store, StoreError, Uid};
@@ -41,12 +42,6 @@ use super::command::{self, Cmd, SeqSet};
 use super::framer::{self, Event, Framer, Refusal};
 use super::selected::Selected;
 use super::wire;
-
-/// Unit of the growing delay after a failed login (1, 2, 4 units).
-#[cfg(not(test))]
-const AUTH_DELAY: Duration = Duration::from_secs(1);
-#[cfg(test)]
-const AUTH_DELAY: Duration = Duration::from_millis(10);
 
 /// Largest literal accepted before login (a LOGIN password needs little;
 /// a stranger gets no 50 MiB buffers).
@@ -991,27 +986,47 @@ impl Session {
         }
         let dir = self.services.directory.clone();
         let domain = self.config.server.domain.clone();
-        let account = match dir.authenticate(login, password, &domain).await {
-            Ok(AuthResult::Ok(account)) => account,
-            Ok(AuthResult::Inactive) => {
+        let typed = crate::directory::qualify_login(login, &domain);
+        let checked = self
+            .services
+            .logins
+            .check(
+                self.info.peer.ip(),
+                &typed,
+                dir.authenticate(login, password, &domain),
+            )
+            .await;
+        let account = match checked {
+            Checked::Ok(account) => account,
+            Checked::Inactive => {
                 info!(login, "imap login refused: account inactive");
                 return Ok(Reply::no(Some("CONTACTADMIN"), "Account disabled"));
             }
-            Ok(AuthResult::Failed) => {
+            Checked::Failed | Checked::Refused => {
                 self.auth_failures += 1;
-                info!(login, failures = self.auth_failures, "imap login failed");
-                let shift = (self.auth_failures - 1).min(2);
-                tokio::time::sleep(AUTH_DELAY * (1u32 << shift)).await;
+                let refused = matches!(checked, Checked::Refused);
+                info!(
+                    login,
+                    failures = self.auth_failures,
+                    refused,
+                    "imap login failed"
+                );
                 if self.auth_failures >= self.config.limits.max_auth_failures.max(1) {
                     self.write("* BYE Too many authentication failures\r\n");
                     self.closing = true;
                 }
-                return Ok(Reply::no(
-                    Some("AUTHENTICATIONFAILED"),
-                    "Authentication failed",
-                ));
+                // RFC 5530: UNAVAILABLE is temporary; the client may
+                // try again later.
+                return Ok(if refused {
+                    Reply::no(
+                        Some("UNAVAILABLE"),
+                        "Too many failed logins; try again later",
+                    )
+                } else {
+                    Reply::no(Some("AUTHENTICATIONFAILED"), "Authentication failed")
+                });
             }
-            Err(DirError::Temporary(e)) => {
+            Checked::Unavailable(DirError::Temporary(e)) => {
                 warn!(error = %e, "directory unavailable for login");
                 return Ok(Reply::no(
                     Some("UNAVAILABLE"),

@@ -966,3 +966,20 @@ async fn login_only_from_login_networks() {
     let r = c.cmd(&format!("L LOGIN {USER} {PASS}")).await;
     assert!(tagged(&r).starts_with("L OK"), "{r}");
 }
+
+/// The IMAP framer's events for LOGIN (with a literal password) and
+/// AUTHENTICATE data lines do not show the password in `Debug`.
+#[test]
+fn debug_output_hides_imap_passwords() {
+    use super::framer::Framer;
+    let mut f = Framer::new(8192, 1 << 20);
+    f.push(b"a LOGIN alice {7+}\r\nhunter2\r\nb SELECT INBOX\r\n");
+    let e = f.next().unwrap();
+    let d = format!("{e:?}");
+    assert!(d.contains("LOGIN") && !d.contains("hunter2"), "{d}");
+    assert!(format!("{:?}", f.next().unwrap()).contains("SELECT INBOX"));
+    f.set_line_mode(true);
+    f.push(b"AGFsaWNlAGh1bnRlcjI=\r\n");
+    let d = format!("{:?}", f.next().unwrap());
+    assert!(!d.contains("AGFsaWNl"), "{d}");
+}

@@ -20,7 +20,8 @@ use super::backend::{self, Backend, BackendError, LoginRequest};
 use super::relay::{self, Options};
 use super::{imap, pop3, Action, Env, LoginOutcome, Proto};
 use crate::config::TlsMode;
-use crate::directory::{qualify_login, AuthResult, DirError};
+use crate::directory::{qualify_login, DirError};
+use crate::loginlimit::Checked;
 use crate::net::{Conn, ConnInfo};
 
 const READ_CHUNK: usize = 1024;
@@ -375,27 +376,30 @@ impl Driver {
         let env = self.env.clone();
         let key = qualify_login(&login, &env.config.server.domain);
         let ip = self.info.peer.ip();
-        if env.shared.limiter.blocked(ip, &key) {
-            warn!(login = %key, "login refused: too many recent failures from this address or for this user");
-            return (LoginOutcome::RateLimited, None);
-        }
-        let account = match (env.authenticate)(login, password.clone()).await {
-            Ok(AuthResult::Ok(account)) => account,
-            Ok(AuthResult::Failed) => {
-                env.shared.limiter.failure(ip, &key);
+        let checked = env
+            .shared
+            .limiter
+            .check(ip, &key, (env.authenticate)(login, password.clone()))
+            .await;
+        let account = match checked {
+            Checked::Ok(account) => account,
+            Checked::Refused => {
+                warn!(login = %key, "login refused: too many recent failures from this address or for this user");
+                return (LoginOutcome::RateLimited, None);
+            }
+            Checked::Failed => {
                 info!(login = %key, "authentication failed");
                 return (LoginOutcome::Failed, None);
             }
-            Ok(AuthResult::Inactive) => {
+            Checked::Inactive => {
                 info!(login = %key, "login to an inactive account refused");
                 return (LoginOutcome::Inactive, None);
             }
-            Err(DirError::Temporary(e)) => {
+            Checked::Unavailable(DirError::Temporary(e)) => {
                 warn!(login = %key, error = %e, "directory unavailable during login");
                 return (LoginOutcome::DirectoryUnavailable, None);
             }
         };
-        env.shared.limiter.success(&key);
         let user = account.address.clone();
         self.user = Some(user.clone());
         let m = &env.config.mmp;

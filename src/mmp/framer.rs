@@ -7,8 +7,9 @@
 //! message reachable (`take_rest`): commands a client pipelines behind its
 //! LOGIN belong to the store and are handed over untouched.
 
-/// What the framer found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the framer found. `Debug` redacts LOGIN / AUTHENTICATE / PASS /
+/// AUTH and SASL response lines (`crate::redact`).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A complete message: line(s) and literals, final line ending included.
     Message(Vec<u8>),
@@ -23,7 +24,24 @@ pub enum Frame {
     TooLong { tag: Option<String>, fatal: bool },
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Frame::Message(m) => f
+                .debug_tuple("Message")
+                .field(&crate::redact::Line(m))
+                .finish(),
+            Frame::Continue => f.write_str("Continue"),
+            Frame::TooLong { tag, fatal } => f
+                .debug_struct("TooLong")
+                .field("tag", tag)
+                .field("fatal", fatal)
+                .finish(),
+        }
+    }
+}
+
+/// `Debug` shows buffer sizes, not the bytes (they may hold a password).
 pub struct Framer {
     buf: Vec<u8>,
     /// Bytes of `buf` that belong to the current message and were checked.
@@ -37,6 +55,17 @@ pub struct Framer {
     max: usize,
     /// Report announced literals as `Continue` (server side) or not.
     continuations: bool,
+}
+
+impl std::fmt::Debug for Framer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Framer")
+            .field("buffered", &self.buf.len())
+            .field("scanned", &self.scanned)
+            .field("literal_left", &self.literal_left)
+            .field("discarding", &self.discarding)
+            .finish()
+    }
 }
 
 impl Framer {

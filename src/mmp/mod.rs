@@ -10,7 +10,8 @@
 //!
 //! Invariants:
 //! - No state survives a connection except the failed-login counters
-//!   (`limiter`), which only slow guessing down: any number of mmps can run
+//!   (`crate::loginlimit`, shared with the process's other login paths),
+//!   which only slow guessing down: any number of mmps can run
 //!   behind a load balancer.
 //! - The client's address (from the PROXY header if the listener has one)
 //!   reaches the store: IMAP `ID` with x-originating-ip (Dovecot's
@@ -22,7 +23,6 @@ mod backend;
 mod driver;
 mod framer;
 mod imap;
-mod limiter;
 mod pop3;
 mod relay;
 
@@ -43,7 +43,7 @@ use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
 use crate::tls::Tls;
 
-pub use limiter::LoginLimiter;
+use crate::loginlimit::LoginLimiter;
 
 /// Serves one IMAP/IMAPS client connection of the mmp role.
 pub async fn serve_imap(conn: Conn, info: ConnInfo, services: Services) {
@@ -214,22 +214,24 @@ pub(crate) type Authenticator = Arc<
         + Sync,
 >;
 
-/// What lives as long as the process: failed-login counters and the TLS
-/// client setup for the stores.
-pub(crate) struct Shared {
-    limiter: LoginLimiter,
+/// What lives as long as the process: the failed-login limiter (the
+/// process's one, from `Services`) and the TLS client setup for the
+/// stores.
+pub struct Shared {
+    pub(crate) limiter: Arc<LoginLimiter>,
     client_tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 impl Shared {
+    /// With a limiter of its own (tests).
+    #[cfg(test)]
     pub(crate) fn new(config: &Config) -> Shared {
-        let m = &config.mmp;
+        Shared::with_limiter(Arc::new(LoginLimiter::from_config(&config.limits)))
+    }
+
+    pub fn with_limiter(limiter: Arc<LoginLimiter>) -> Shared {
         Shared {
-            limiter: LoginLimiter::new(
-                m.max_login_failures_per_ip,
-                m.max_login_failures_per_user,
-                Duration::from_secs(m.login_failure_window),
-            ),
+            limiter,
             client_tls: OnceLock::new(),
         }
     }
@@ -240,12 +242,6 @@ impl Shared {
             .clone()
     }
 }
-
-/// The one process-wide `Shared`. `Services` has no slot for role state,
-/// and the handler table in roles/run.rs takes plain fns; so this is the
-/// single static of the mmp, created from the first connection's config
-/// (the config does not change while msgd runs).
-static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
 
 /// What a session uses of the shared services.
 #[derive(Clone)]
@@ -264,9 +260,7 @@ impl Env {
         let directory = services.directory.clone();
         let domain = services.config.server.domain.clone();
         Env {
-            shared: SHARED
-                .get_or_init(|| Arc::new(Shared::new(&services.config)))
-                .clone(),
+            shared: services.mmp.clone(),
             config: services.config.clone(),
             tls: services.tls.clone(),
             shutdown: services.shutdown.clone(),
@@ -275,7 +269,9 @@ impl Env {
                 let domain = domain.clone();
                 Box::pin(async move { directory.authenticate(&login, &password, &domain).await })
             }),
-            auth_delay: Duration::from_secs(1),
+            // The growing delay comes from the process-wide limiter
+            // (driver::login), not from a per-connection count.
+            auth_delay: Duration::ZERO,
         }
     }
 
@@ -404,7 +400,7 @@ mod unit {
                 .unwrap(),
             ),
             shutdown: CancellationToken::new(),
-            authenticate: Arc::new(|_, _| Box::pin(async { Ok(AuthResult::Failed) })),
+            authenticate: Arc::new(|_, _| Box::pin(async { Ok(AuthResult::Failed(None)) })),
             auth_delay: Duration::ZERO,
         };
         assert_eq!(

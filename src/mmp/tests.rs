@@ -49,10 +49,10 @@ fn authenticator() -> super::Authenticator {
                 "bob@localhost" => Some("store2.example"),
                 "erin@localhost" => Some("down.example"),
                 "frank@localhost" => None,
-                _ => return Ok(AuthResult::Failed),
+                _ => return Ok(AuthResult::Failed(None)),
             };
             if password != "secret" {
-                return Ok(AuthResult::Failed);
+                return Ok(AuthResult::Failed(None));
             }
             Ok(AuthResult::Ok(account(&login, host)))
         })
@@ -71,6 +71,7 @@ fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
     c.mmp.backend_tls = "none".into();
     c.mmp.connect_timeout = 2;
     c.mmp.backend_timeout = 5;
+    c.limits.login_failure_delay_ms = 0;
     edit(&mut c);
     let env = Env {
         shared: Arc::new(Shared::new(&c)),
@@ -570,7 +571,7 @@ async fn imap_login_failures_are_rate_limited_per_user() {
             c.mmp
                 .imap_backends
                 .insert("store1.example".into(), s1.addr.to_string());
-            c.mmp.max_login_failures_per_user = 2;
+            c.limits.max_login_failures_per_account = 2;
             c.limits.max_auth_failures = 10;
         });
         (s1, s2, h)
@@ -589,6 +590,14 @@ async fn imap_login_failures_are_rate_limited_per_user() {
     c.line().await;
     let r = c.cmd("d LOGIN dave secret", "d ").await;
     assert!(r.contains("Login refused by the mail store"), "{r}");
+    // The owner, from an address that never failed, still logs in: a
+    // stranger's guessing does not lock the account.
+    let mut info = ConnInfo::for_test(Protocol::Imap);
+    info.peer = "127.0.0.2:4000".parse().unwrap();
+    let (mut c, _task) = h.connect_as(info, Proto::Imap);
+    c.line().await;
+    let r = c.cmd("e LOGIN alice secret", "e ").await;
+    assert!(r.starts_with("e OK"), "{r}");
 }
 
 #[tokio::test]
@@ -1000,4 +1009,27 @@ async fn preauth_command_deadline_disconnects_a_trickling_client() {
         assert!(started.elapsed() < Duration::from_secs(10));
         task.await.unwrap();
     }
+}
+
+/// The mmp's framed client messages (LOGIN, AUTHENTICATE data, PASS) and
+/// its Login action do not show the password in `Debug`.
+#[test]
+fn debug_output_hides_mmp_passwords() {
+    use super::framer::Framer;
+    let mut f = Framer::new(65536, true);
+    f.push(b"a LOGIN alice hunter2\r\nAGFsaWNlAGh1bnRlcjI=\r\nPASS hunter2\r\nPASS hun");
+    assert!(!format!("{f:?}").contains("hun"));
+    let mut n = 0;
+    while let Some(m) = f.next() {
+        let d = format!("{m:?}");
+        assert!(!d.contains("hunter2") && !d.contains("AGFsaWNl"), "{d}");
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    let a = super::Action::Login {
+        login: "alice".into(),
+        password: "hunter2".into(),
+        client_id: vec![],
+    };
+    assert!(!format!("{a:?}").contains("hunter2"));
 }

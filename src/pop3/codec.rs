@@ -3,8 +3,9 @@
 //! Both halves are pure (no I/O) so they can be fed arbitrary splits of the
 //! same bytes in tests.
 
-/// One event from the line reader.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One event from the line reader. `Debug` redacts PASS / AUTH / APOP
+/// and SASL response lines (`crate::redact`).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Input {
     /// A complete line, without its CRLF (a bare LF is accepted too).
     Line(Vec<u8>),
@@ -18,7 +19,19 @@ pub enum Input {
 /// Invariant: the buffer never holds more than one incomplete line of at
 /// most `max_line + 1` bytes plus whatever complete lines the last read
 /// brought in (the driver drains every complete line before reading again).
-#[derive(Debug)]
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Line(l) => f
+                .debug_tuple("Line")
+                .field(&crate::redact::Line(l))
+                .finish(),
+            Input::TooLong => f.write_str("TooLong"),
+        }
+    }
+}
+
+/// `Debug` shows sizes, not the buffered bytes (a pipelined PASS).
 pub struct LineReader {
     buf: Vec<u8>,
     /// Longest line content accepted, in bytes (CRLF not counted).
@@ -27,6 +40,16 @@ pub struct LineReader {
     discarding: bool,
     /// Bytes of `buf` already scanned for a LF (so scanning stays linear).
     scanned: usize,
+}
+
+impl std::fmt::Debug for LineReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineReader")
+            .field("buffered", &self.buf.len())
+            .field("max_line", &self.max_line)
+            .field("discarding", &self.discarding)
+            .finish()
+    }
 }
 
 impl LineReader {

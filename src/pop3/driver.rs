@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, TlsMode};
 use crate::directory::{Account, AuthResult, DirError};
+use crate::loginlimit::{Checked, LoginLimiter};
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
 use crate::store::{FlagOp, Flags, MailboxId, Store, Uid};
@@ -28,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{DotStuffer, LineReader};
 use super::session::{
-    Action, AuthOutcome, Maildrop, Session, SessionConfig, AUTH_DELAY_BASE, ERR_AUTOLOGOUT,
-    ERR_MESSAGE_GONE, ERR_SHUTDOWN,
+    Action, AuthOutcome, Maildrop, Session, SessionConfig, ERR_AUTOLOGOUT, ERR_MESSAGE_GONE,
+    ERR_SHUTDOWN,
 };
 
 /// Bytes read from the socket at a time.
@@ -63,6 +64,8 @@ pub(crate) struct Env {
     pub authenticate: Authenticator,
     /// For AUTH PLAIN with an authorization identity (proxy users).
     pub lookup: Lookup,
+    /// The process's failed-login limits.
+    pub logins: Arc<LoginLimiter>,
 }
 
 impl Env {
@@ -86,6 +89,7 @@ impl Env {
             store: services.store,
             tls: services.tls,
             shutdown: services.shutdown,
+            logins: services.logins,
             authenticate: Arc::new(move |login, password| {
                 let directory = directory.clone();
                 let domain = domain.clone();
@@ -110,7 +114,9 @@ pub(crate) async fn run_session(conn: Conn, info: ConnInfo, env: Env) {
         plaintext_without_tls: info.is_loopback() || config.pop3.allow_plaintext_auth,
         max_bad_commands: config.limits.max_bad_commands.max(1),
         max_auth_failures: config.limits.max_auth_failures.max(1),
-        auth_delay: AUTH_DELAY_BASE,
+        // The growing delay after a failure comes from the process-wide
+        // login limiter (`authenticate`), not from a per-connection count.
+        auth_delay: Duration::ZERO,
         proxy_users: config.pop3.proxy_users.clone(),
     });
     let mut driver = Driver {
@@ -133,6 +139,7 @@ pub(crate) async fn run_session(conn: Conn, info: ConnInfo, env: Env) {
         env: env.clone(),
         stats: Stats::default(),
         login_allowed: info.login_allowed(&config.pop3.login_networks),
+        peer: info.peer.ip(),
     };
     let end = driver.run().await;
     let s = &driver.stats;
@@ -205,6 +212,8 @@ struct Driver {
     stats: Stats,
     /// The connection comes from `pop3.login_networks` (or none are set).
     login_allowed: bool,
+    /// The client, for the failed-login limits.
+    peer: std::net::IpAddr,
 }
 
 impl Driver {
@@ -363,18 +372,23 @@ impl Driver {
             info!(login, "POP3 login refused: not from pop3.login_networks");
             return AuthOutcome::StoreUnavailable;
         }
+        let typed = crate::directory::qualify_login(login, &self.env.config.server.domain);
         let check = (self.env.authenticate)(login.to_string(), password.to_string());
-        let mut account = match check.await {
-            Ok(AuthResult::Ok(account)) => account,
-            Ok(AuthResult::Failed) => {
+        let mut account = match self.env.logins.check(self.peer, &typed, check).await {
+            Checked::Ok(account) => account,
+            Checked::Failed => {
                 info!(login, "authentication failed");
                 return AuthOutcome::Failed;
             }
-            Ok(AuthResult::Inactive) => {
+            Checked::Refused => {
+                info!(login, "login refused: too many recent failures");
+                return AuthOutcome::RateLimited;
+            }
+            Checked::Inactive => {
                 info!(login, "login to an inactive account refused");
                 return AuthOutcome::Inactive;
             }
-            Err(DirError::Temporary(e)) => {
+            Checked::Unavailable(DirError::Temporary(e)) => {
                 warn!(login, error = %e, "directory unavailable during authentication");
                 return AuthOutcome::DirectoryUnavailable;
             }

@@ -25,8 +25,9 @@ pub const ERR_AUTOLOGOUT: &str = "-ERR autologout\r\n";
 /// RETR/TOP of a message someone else expunged meanwhile.
 pub const ERR_MESSAGE_GONE: &str = "-ERR message was deleted\r\n";
 
-/// Growing delay after a failed authentication: 1s, 2s, 4s, ... capped.
-pub const AUTH_DELAY_BASE: Duration = Duration::from_secs(1);
+/// Cap of the per-connection delay after a failed authentication
+/// (`SessionConfig::auth_delay`, doubling; the server passes zero and lets
+/// the process-wide `crate::loginlimit` delay instead).
 const AUTH_DELAY_MAX: Duration = Duration::from_secs(8);
 
 /// What the session needs to know about its connection and limits.
@@ -138,6 +139,9 @@ pub enum AuthOutcome {
     Inactive,
     /// The directory could not answer.
     DirectoryUnavailable,
+    /// Too many failed logins from this client (or of it for this
+    /// account) lately: refused unchecked (RFC 3206 SYS/TEMP).
+    RateLimited,
     /// The store could not open the maildrop.
     StoreUnavailable,
 }
@@ -465,6 +469,9 @@ impl Session {
                 vec![err("[SYS/TEMP] directory unavailable")]
             }
             AuthOutcome::StoreUnavailable => vec![err("[SYS/TEMP] maildrop unavailable")],
+            AuthOutcome::RateLimited => {
+                self.auth_failed_reply("[SYS/TEMP] too many failed logins; try again later", false)
+            }
         }
     }
 

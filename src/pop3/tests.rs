@@ -62,11 +62,12 @@ fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
                 ("mmp@localhost", "proxy pw") => Ok(AuthResult::Ok(account("mmp@localhost"))),
                 (_, "inactive") => Ok(AuthResult::Inactive),
                 (_, "down") => Err(DirError::Temporary("test".into())),
-                _ => Ok(AuthResult::Failed),
+                _ => Ok(AuthResult::Failed(None)),
             }
         })
     });
     let env = Env {
+        logins: Arc::new(crate::loginlimit::LoginLimiter::from_config(&config.limits)),
         config: Arc::new(config.clone()),
         store: Some(store.clone()),
         tls,
@@ -566,7 +567,10 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
         embedded::add_user(d, "carol@localhost", "pw", None, false)
     })
     .unwrap();
+    let (logins, mmp) = crate::services::Services::shared_parts(&config);
     let services = crate::services::Services {
+        logins,
+        mmp,
         config: config.clone(),
         directory: Directory::open(&config).unwrap(),
         store: Some(h.store.clone()),
@@ -679,5 +683,39 @@ async fn login_only_from_login_networks() {
         assert_eq!(r.starts_with("+OK"), ok, "{via:?}: {r}");
         c.cmd("QUIT").await;
         task.await.unwrap();
+    }
+}
+
+/// Nothing `Debug` prints on the POP3 side shows a password: PASS, AUTH
+/// PLAIN (initial response and continuation), APOP, the buffered line and
+/// the session's Authenticate actions.
+#[test]
+fn debug_output_hides_pop3_passwords() {
+    use super::codec::LineReader;
+    use super::session::Action;
+    let mut r = LineReader::new(1000);
+    r.push(b"USER alice\r\nPASS hunter2\r\nAUTH PLAIN AGFsaWNlAGh1bnRlcjI=\r\nAGFsaWNlAGh1bnRlcjI=\r\nAPOP alice hunter2\r\nPASS hunt");
+    assert!(!format!("{r:?}").contains("hunter2"));
+    let mut seen = Vec::new();
+    while let Some(i) = r.next() {
+        seen.push(format!("{i:?}"));
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen[0].contains("USER alice"));
+    for d in &seen {
+        assert!(!d.contains("hunter2") && !d.contains("AGFsaWNl"), "{d}");
+    }
+    for a in [
+        Action::Authenticate {
+            login: "alice".into(),
+            password: "hunter2".into(),
+        },
+        Action::AuthenticateAs {
+            login: "mmp".into(),
+            password: "hunter2".into(),
+            authzid: "alice".into(),
+        },
+    ] {
+        assert!(!format!("{a:?}").contains("hunter2"));
     }
 }

@@ -111,7 +111,10 @@ fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
 /// Writes a new queue file (envelope + message) and fsyncs it. The caller
 /// fsyncs the folder.
 pub fn create(path: &Path, env: &Envelope, data: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut f = crate::fsutil::private_file()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
     let mut buf = MAGIC.to_vec();
     buf.extend(frame(&serde_json::to_vec(env).map_err(io::Error::other)?)?);
     f.write_all(&buf)?;

@@ -107,6 +107,12 @@ mod futures_box {
 
 async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     let config = Arc::new(loaded.config);
+    for key in crate::config::deprecated_keys(&config) {
+        warn!(
+            key,
+            "deprecated configuration key: use the [limits] login failure keys (see etc/msgd.toml)"
+        );
+    }
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating data folder {}", config.server.data_dir.display()))?;
     let tls = Arc::new(Tls::from_config(&config)?);
@@ -132,7 +138,10 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         None
     };
     let shutdown = CancellationToken::new();
+    let (logins, mmp) = Services::shared_parts(&config);
     let services = Services {
+        logins,
+        mmp,
         config: config.clone(),
         directory,
         store,

@@ -1,14 +1,11 @@
 //! SMTP AUTH for submission (RFC 4954): the SASL PLAIN (RFC 4616) and
-//! LOGIN decoders, trusted client networks, and the in-memory limiter of
-//! failed attempts per client address and per login.
+//! LOGIN decoders and trusted client networks. Failed attempts are limited
+//! by the process's `crate::loginlimit::LoginLimiter` (in `Services`).
 //!
 //! Passwords and AUTH data are never logged: the decoders return them to
 //! the driver, which hands them to the directory and drops them.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 
@@ -98,77 +95,6 @@ pub fn is_trusted(networks: &[String], ip: IpAddr) -> bool {
         .any(|c| c.contains(ip))
 }
 
-/// Failed authentications per client address and per login, over a
-/// sliding window. In memory: a restart forgets, which is fine for a
-/// brake on password guessing.
-pub struct Limiter {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
-}
-
-/// The process-wide limiter shared by every submission listener (like the
-/// listener's connection table, it is state of the process, not of a
-/// session).
-pub fn limiter() -> &'static Limiter {
-    static L: OnceLock<Limiter> = OnceLock::new();
-    L.get_or_init(|| Limiter {
-        failures: Mutex::new(HashMap::new()),
-    })
-}
-
-impl Limiter {
-    fn key_ip(ip: IpAddr) -> String {
-        format!("ip:{ip}")
-    }
-
-    fn key_login(login: &str) -> String {
-        format!("login:{}", login.to_lowercase())
-    }
-
-    fn count(&self, key: &str, window: Duration) -> usize {
-        let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match m.get_mut(key) {
-            Some(v) => {
-                v.retain(|t| now.duration_since(*t) < window);
-                let n = v.len();
-                if n == 0 {
-                    m.remove(key);
-                }
-                n
-            }
-            None => 0,
-        }
-    }
-
-    /// True when this address or this login has failed too often lately.
-    pub fn blocked(&self, ip: IpAddr, login: &str, limit: u32, window: Duration) -> bool {
-        let limit = limit.max(1) as usize;
-        self.count(&Self::key_ip(ip), window) >= limit
-            || self.count(&Self::key_login(login), window) >= limit
-    }
-
-    pub fn failed(&self, ip: IpAddr, login: &str) {
-        let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() > 100_000 {
-            // Bounded memory under a spray of logins: forget the oldest state.
-            m.clear();
-        }
-        let now = Instant::now();
-        for k in [Self::key_ip(ip), Self::key_login(login)] {
-            let v = m.entry(k).or_default();
-            if v.len() < 1000 {
-                v.push(now);
-            }
-        }
-    }
-}
-
-/// The delay before answering the n-th failure of a connection: 1 s,
-/// 2 s, 4 s, capped at 8 s.
-pub fn failure_delay(n: u32) -> Duration {
-    Duration::from_secs(1u64 << n.saturating_sub(1).min(3))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,31 +143,5 @@ mod tests {
             &["bad".into(), "192.0.2.0/24".into()],
             "192.0.2.9".parse().unwrap()
         ));
-    }
-
-    #[test]
-    fn limiter_blocks_per_address_and_per_login() {
-        let l = Limiter {
-            failures: Mutex::new(HashMap::new()),
-        };
-        let w = Duration::from_secs(60);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        for _ in 0..3 {
-            assert!(!l.blocked(a, "x@y", 3, w));
-            l.failed(a, "x@y");
-        }
-        assert!(l.blocked(a, "other@y", 3, w), "address blocked");
-        assert!(l.blocked(b, "X@Y", 3, w), "login blocked from anywhere");
-        assert!(!l.blocked(b, "z@y", 3, w));
-        assert!(!l.blocked(a, "x@y", 3, Duration::ZERO), "window passed");
-    }
-
-    #[test]
-    fn failure_delay_grows_and_caps() {
-        assert_eq!(failure_delay(1), Duration::from_secs(1));
-        assert_eq!(failure_delay(2), Duration::from_secs(2));
-        assert_eq!(failure_delay(3), Duration::from_secs(4));
-        assert_eq!(failure_delay(9), Duration::from_secs(8));
     }
 }

@@ -17,8 +17,9 @@
 //! looked like a line break to one parser is hidden from another. BDAT
 //! chunks of a `BODY=BINARYMIME` message are stored byte for byte.
 
-/// What `LineReader::next_line` found.
-#[derive(Debug, PartialEq, Eq)]
+/// What `LineReader::next_line` found. `Debug` redacts AUTH and SASL
+/// response lines (`crate::redact`).
+#[derive(PartialEq, Eq)]
 pub enum Line {
     /// A complete line, terminator (LF or CRLF) included.
     Complete(Vec<u8>),
@@ -29,7 +30,19 @@ pub enum Line {
 /// Frames command lines out of a byte buffer, with a hard length cap. An
 /// over-long line is discarded as it arrives (never buffered whole) and
 /// reported once, when its end is seen, so the next line starts clean.
-#[derive(Debug)]
+impl std::fmt::Debug for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Line::Complete(l) => f
+                .debug_tuple("Complete")
+                .field(&crate::redact::Line(l))
+                .finish(),
+            Line::TooLong => f.write_str("TooLong"),
+        }
+    }
+}
+
+/// `Debug` shows sizes, not the partial line (it may be AUTH data).
 pub struct LineReader {
     /// Longest accepted line, terminator excluded.
     max_line: usize,
@@ -37,6 +50,16 @@ pub struct LineReader {
     partial: Vec<u8>,
     /// The current line already exceeded the limit; skip to its LF.
     discarding: bool,
+}
+
+impl std::fmt::Debug for LineReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineReader")
+            .field("max_line", &self.max_line)
+            .field("partial", &self.partial.len())
+            .field("discarding", &self.discarding)
+            .finish()
+    }
 }
 
 impl LineReader {

@@ -372,32 +372,21 @@ async fn deliver(
 async fn authenticate(
     services: &Services,
     info: &ConnInfo,
-    session: &Session,
+    _session: &Session,
     login: &str,
     password: &str,
 ) -> session::AuthVerdict {
-    use crate::directory::AuthResult;
+    use crate::loginlimit::Checked;
     use session::AuthVerdict;
-    let cfg = &services.config.submission;
-    let window = Duration::from_secs(cfg.auth_fail_window.max(1));
-    let ip = info.peer.ip();
-    let limiter = auth::limiter();
+    let typed = crate::directory::qualify_login(login, &services.config.server.domain);
+    let check = services
+        .directory
+        .authenticate(login, password, &services.config.server.domain);
     let failed = |why: &str| {
         info!(login = %trace::sanitize(login, 320), why, "authentication failed");
-        limiter.failed(ip, login);
-        auth::failure_delay(session.auth_failures + 1)
     };
-    if limiter.blocked(ip, login, cfg.auth_fail_limit, window) {
-        let delay = failed("too many recent failures");
-        tokio::time::sleep(delay).await;
-        return AuthVerdict::Blocked;
-    }
-    let result = services
-        .directory
-        .authenticate(login, password, &services.config.server.domain)
-        .await;
-    match result {
-        Ok(AuthResult::Ok(account)) => {
+    match services.logins.check(info.peer.ip(), &typed, check).await {
+        Checked::Ok(account) => {
             let mut addresses = vec![account.address.to_lowercase()];
             addresses.extend(account.aliases.iter().map(|a| a.to_lowercase()));
             info!(login = %account.address, "authenticated");
@@ -406,12 +395,15 @@ async fn authenticate(
                 addresses,
             }
         }
-        Ok(AuthResult::Failed) | Ok(AuthResult::Inactive) => {
-            let delay = failed("bad credentials or inactive account");
-            tokio::time::sleep(delay).await;
+        Checked::Refused => {
+            failed("too many recent failures");
+            AuthVerdict::Blocked
+        }
+        Checked::Failed | Checked::Inactive => {
+            failed("bad credentials or inactive account");
             AuthVerdict::Failed
         }
-        Err(e) => {
+        Checked::Unavailable(e) => {
             warn!(error = %e, "directory unavailable during authentication");
             AuthVerdict::Temporary
         }

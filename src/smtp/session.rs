@@ -230,8 +230,7 @@ impl Message {
     }
 }
 
-/// What the driver does next.
-#[derive(Debug)]
+/// What the driver does next. `Debug` hides the password.
 pub enum Event {
     /// Write the output, then read and `feed` more bytes.
     NeedInput,
@@ -245,6 +244,23 @@ pub enum Event {
     Authenticate { login: String, password: String },
     /// Write the output and close the connection.
     Close,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::NeedInput => f.write_str("NeedInput"),
+            Event::Resolve(a) => f.debug_tuple("Resolve").field(a).finish(),
+            Event::Deliver(m) => f.debug_tuple("Deliver").field(m).finish(),
+            Event::StartTls => f.write_str("StartTls"),
+            Event::Authenticate { login, .. } => f
+                .debug_struct("Authenticate")
+                .field("login", login)
+                .field("password", &"<hidden>")
+                .finish(),
+            Event::Close => f.write_str("Close"),
+        }
+    }
 }
 
 #[derive(Debug)]

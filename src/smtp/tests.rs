@@ -862,7 +862,10 @@ mod e2e {
             Ok(())
         })
         .unwrap();
+        let (logins, mmp) = Services::shared_parts(&config);
         Services {
+            logins,
+            mmp,
             directory: Directory::open(&config).unwrap(),
             store: Some(Store::open(&config).unwrap()),
             tls: Arc::new(Tls::from_config(&config).unwrap()),

@@ -10,7 +10,7 @@
 //! owner, the mailbox name and the flags and date at delivery; the message
 //! bytes follow unchanged. The path gives mailbox id and UID.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +56,11 @@ pub fn encode_user(user: &str) -> String {
     }
     if out.starts_with('.') {
         out.replace_range(0..1, "%2E");
+    }
+    // An empty name would be the hash folder itself; a lone `%` is no
+    // encoding of anything else.
+    if out.is_empty() {
+        out.push('%');
     }
     out
 }
@@ -111,11 +116,16 @@ pub fn write_tmp(partition: &Path, prelude: &Prelude, data: &[u8]) -> io::Result
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let path = tmp.join(name);
-        let mut f = match OpenOptions::new().write(true).create_new(true).open(&path) {
+        // 0600 at creation; the rename into the mailbox keeps the mode.
+        let mut f = match crate::fsutil::private_file()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&tmp)?;
+                crate::fsutil::create_private_dir_all(&tmp)?;
                 continue;
             }
             Err(e) => return Err(e),
@@ -161,7 +171,7 @@ pub fn create_dirs(dir: &Path, touched: &mut Vec<PathBuf>) -> io::Result<()> {
             None => break,
         }
     }
-    fs::create_dir_all(dir)?;
+    crate::fsutil::create_private_dir_all(dir)?;
     for m in missing {
         if let Some(p) = m.parent() {
             touched.push(p.to_path_buf());
@@ -179,6 +189,19 @@ mod tests {
         assert_eq!(encode_user("alice@example.test"), "alice@example.test");
         assert_eq!(encode_user("../x/y"), "%2E.%2Fx%2Fy");
         assert_eq!(encode_user("a b"), "a%20b");
+        assert_eq!(encode_user("."), "%2E");
+        assert_eq!(encode_user(".."), "%2E.");
+        assert_eq!(encode_user(""), "%");
+        assert_eq!(encode_user("a\\b\0c"), "a%5Cb%00c");
+        // Whatever the directory returns, the folder stays one level
+        // below its hash folder inside the partition.
+        let p = Path::new("/part");
+        for u in ["", ".", "..", "../..", "a/../../b", "/etc/passwd", "x\0y"] {
+            let d = user_dir(p, u);
+            assert_eq!(d.parent().and_then(|h| h.parent()), Some(p), "{u:?}");
+            let name = d.file_name().unwrap().to_str().unwrap();
+            assert!(!name.contains('/') && name != "." && name != "..", "{u:?}");
+        }
     }
 
     #[test]

@@ -246,27 +246,32 @@ async fn authenticate_failures() {
     let f = |r: Result<AuthResult, DirError>| r.unwrap();
     assert_eq!(
         f(d.authenticate("alice", "wrong", "example.test").await),
-        AuthResult::Failed
+        AuthResult::Failed(Some("alice@example.test".into()))
+    );
+    // The same account however it is named: uid or mail.
+    assert_eq!(
+        f(d.authenticate("Alice@Example.test", "wrong", "").await),
+        AuthResult::Failed(Some("alice@example.test".into()))
     );
     assert_eq!(
         f(d.authenticate("nobody", "alice-secret", "example.test")
             .await),
-        AuthResult::Failed
+        AuthResult::Failed(None)
     );
     // An empty password would be an unauthenticated bind (RFC 4513 5.1.2).
     assert_eq!(
         f(d.authenticate("alice", "", "example.test").await),
-        AuthResult::Failed
+        AuthResult::Failed(None)
     );
     assert_eq!(
         f(d.authenticate("", "x", "example.test").await),
-        AuthResult::Failed
+        AuthResult::Failed(None)
     );
     // Right password, no mail attribute: not a mail user.
     assert_eq!(
         f(d.authenticate("nomail", "frank-secret", "example.test")
             .await),
-        AuthResult::Failed
+        AuthResult::Failed(None)
     );
 }
 
@@ -284,7 +289,7 @@ async fn inactive_only_after_the_right_password() {
         d.authenticate("dave", "wrong", "example.test")
             .await
             .unwrap(),
-        AuthResult::Failed
+        AuthResult::Failed(Some("dave@example.test".into()))
     );
 }
 
@@ -315,7 +320,7 @@ async fn filter_injection_in_login_and_address_matches_nobody() {
     ] {
         assert_eq!(
             d.authenticate(login, "alice-secret", "").await.unwrap(),
-            AuthResult::Failed,
+            AuthResult::Failed(None),
             "{login}"
         );
     }
@@ -592,7 +597,7 @@ fn bind_password_file_is_read_without_its_newline() {
     let p = dir.path().join("pw");
     std::fs::write(&p, "service-secret\n").unwrap();
     let mut c = config(&["ldap://127.0.0.1/"]);
-    c.directory.ldap.bind_password = String::new();
+    c.directory.ldap.bind_password = Default::default();
     c.directory.ldap.bind_password_file = p.display().to_string();
     let l = ldap(&c);
     assert_eq!(l.inner.lookups.bind_password(), Some("service-secret"));
@@ -625,4 +630,44 @@ fn ldap_config_in_the_sample_file_parses_and_unknown_keys_fail() {
         .extract::<Config>()
         .unwrap_err();
     assert!(e.to_string().contains("mial"), "{e}");
+}
+
+/// Passwords never cross the network in clear: a non-loopback ldap:// URL
+/// without StartTLS is refused unless allow_cleartext is set.
+#[test]
+fn cleartext_ldap_to_a_remote_host_is_refused() {
+    use crate::config::LdapConfig;
+    let cfg = |urls: &[&str], starttls: bool, allow: bool| LdapConfig {
+        urls: urls.iter().map(|u| u.to_string()).collect(),
+        starttls,
+        allow_cleartext: allow,
+        base_dn: "dc=example,dc=test".into(),
+        ..LdapConfig::default()
+    };
+    let remote = cfg(&["ldap://ldap.example.com:389/"], false, false);
+    let e = super::cleartext_errors(&remote);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("allow_cleartext"), "{e:?}");
+    assert!(!super::cleartext_errors(&cfg(&["LDAP://10.0.0.5/"], false, false)).is_empty());
+    for ok in [
+        cfg(
+            &[
+                "ldap://127.0.0.1:389/",
+                "ldap://localhost/",
+                "ldap://[::1]:389/",
+            ],
+            false,
+            false,
+        ),
+        cfg(&["ldaps://ldap.example.com/"], false, false),
+        cfg(&["ldap://ldap.example.com/"], true, false),
+        cfg(&["ldap://ldap.example.com/"], false, true),
+    ] {
+        assert!(super::cleartext_errors(&ok).is_empty(), "{:?}", ok.urls);
+    }
+    // At start too, not only in check-config.
+    let mut c = Config::default();
+    c.directory.ldap = remote;
+    let err = Ldap::open(&c).err().expect("refused at start");
+    assert!(format!("{err:#}").contains("in clear"), "{err:#}");
 }
