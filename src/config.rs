@@ -786,7 +786,17 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
         if !path.exists() {
             return Err(vec![format!("{}: no such file", path.display())]);
         }
+        if let Ok(text) = std::fs::read_to_string(path) {
+            check_nesting(&path.display().to_string(), &text).map_err(|e| vec![e])?;
+        }
         fig = fig.merge(Toml::file_exact(path));
+    }
+    let env_errors = check_env(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    );
+    if !env_errors.is_empty() {
+        return Err(env_errors);
     }
     // Only nested keys (SECTION__KEY): other MSGD_* variables in the
     // environment are not configuration.
@@ -810,8 +820,84 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
     }
 }
 
+/// Deepest nesting of arrays and tables accepted in a configuration file
+/// or an environment value, and most `__`-separated parts in a variable
+/// name. Checked before any parser sees the text: toml stops at 80 levels
+/// by itself, but figment's parser of environment values and its nesting
+/// of `A__B__C` keys recurse without limit (100,000 `[` overflow the stack).
+/// Real configurations nest 3 levels.
+pub(crate) const MAX_CONFIG_NESTING: usize = 32;
+
+/// Refuses text whose arrays/tables (`[`, `{`) nest deeper than
+/// [`MAX_CONFIG_NESTING`]. Brackets inside strings and comments do not
+/// count. `what` names the source in the error.
+pub(crate) fn check_nesting(what: &str, text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_CONFIG_NESTING {
+                    return Err(format!(
+                        "{what}: arrays or tables nested more than {MAX_CONFIG_NESTING} deep"
+                    ));
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            '#' => {
+                // A comment runs to the end of the line.
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '"' | '\'' => {
+                // A string (TOML's triple-quoted ones are two empty strings
+                // around a plain one, which counts the same).
+                let mut escaped = false;
+                for s in chars.by_ref() {
+                    if c == '"' && s == '\\' && !escaped {
+                        escaped = true;
+                        continue;
+                    }
+                    if s == c && !escaped {
+                        break;
+                    }
+                    escaped = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks the `MSGD_*` configuration variables among `vars` before figment
+/// reads them: values nest at most [`MAX_CONFIG_NESTING`] deep and names
+/// have at most that many `__`-separated parts.
+pub(crate) fn check_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (k, v) in vars {
+        let is_config =
+            k.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("MSGD_")) && k.contains("__");
+        if !is_config {
+            continue;
+        }
+        if k.matches("__").count() >= MAX_CONFIG_NESTING {
+            errors.push(format!(
+                "{k}: more than {MAX_CONFIG_NESTING} nested key parts"
+            ));
+        } else if let Err(e) = check_nesting(&k, &v) {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
 /// Checks that go beyond the shape of the file.
-fn validate(c: &Config) -> Vec<String> {
+pub(crate) fn validate(c: &Config) -> Vec<String> {
     let mut errors = Vec::new();
     for (name, l) in &c.listener {
         match l.protocol(name) {

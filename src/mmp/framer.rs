@@ -34,6 +34,12 @@ pub struct Framer {
     continued: bool,
     /// Dropping an overlong line until its LF.
     discarding: bool,
+    /// `next` found an overlong line before its LF: report it (with this
+    /// tag) once the LF shows whether the line announced a literal, so the
+    /// report is the same however the bytes arrived.
+    overlong: Option<Option<String>>,
+    /// The last bytes of the line being dropped (a literal announcement).
+    discard_tail: Vec<u8>,
     max: usize,
     /// Report announced literals as `Continue` (server side) or not.
     continuations: bool,
@@ -48,6 +54,8 @@ impl Framer {
             literal_left: 0,
             continued: false,
             discarding: false,
+            overlong: None,
+            discard_tail: Vec::new(),
             max,
             continuations,
         }
@@ -62,15 +70,20 @@ impl Framer {
         loop {
             if self.discarding {
                 let lf = self.buf.iter().position(|b| *b == b'\n');
-                match lf {
-                    Some(i) => {
-                        self.buf.drain(..=i);
-                        self.discarding = false;
-                    }
-                    None => {
-                        self.buf.clear();
-                        return None;
-                    }
+                let end = lf.map_or(self.buf.len(), |i| i + 1);
+                self.discard_tail.extend(self.buf.drain(..end));
+                let keep = self.discard_tail.len().saturating_sub(32);
+                self.discard_tail.drain(..keep);
+                if lf.is_none() {
+                    return None;
+                }
+                self.discarding = false;
+                let tail = std::mem::take(&mut self.discard_tail);
+                if let Some(tag) = self.overlong.take() {
+                    // A LITERAL+ literal follows the dropped line: its bytes
+                    // are on their way and must not be read as commands.
+                    let fatal = matches!(literal_announcement(&tail), Some((_, false)));
+                    return Some(Frame::TooLong { tag, fatal });
                 }
             }
             if self.literal_left > 0 {
@@ -88,11 +101,14 @@ impl Framer {
             let rest = self.buf.get(self.scanned..).unwrap_or_default();
             let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
                 if self.buf.len() > self.max {
-                    let tag = self.tag();
+                    self.overlong = Some(self.tag());
+                    // Earlier lines and literals of the message go; the
+                    // current line is dropped up to its LF below.
+                    self.buf.drain(..self.scanned);
                     self.reset_message();
-                    self.buf.clear();
+                    self.discard_tail.clear();
                     self.discarding = true;
-                    return Some(Frame::TooLong { tag, fatal: false });
+                    continue;
                 }
                 return None;
             };
@@ -146,6 +162,7 @@ impl Framer {
             }
             None if self.buf.len() > self.max => {
                 self.buf.clear();
+                self.discard_tail.clear();
                 self.discarding = true;
                 Some(Err(()))
             }
@@ -164,6 +181,8 @@ impl Framer {
         self.reset_message();
         self.buf.clear();
         self.discarding = false;
+        self.overlong = None;
+        self.discard_tail.clear();
     }
 
     pub fn has_buffered(&self) -> bool {

@@ -20,7 +20,7 @@
 
 mod backend;
 mod driver;
-mod framer;
+pub(crate) mod framer;
 mod imap;
 mod limiter;
 mod pop3;

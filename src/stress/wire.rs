@@ -71,8 +71,10 @@ impl Framer {
                     self.scanned = need;
                 }
                 None => {
-                    let rest = self.buf.split_off(eol + 1);
-                    let resp = std::mem::replace(&mut self.buf, rest);
+                    // Not `split_off`: the response would keep the capacity
+                    // of the whole buffer (many pipelined responses then
+                    // hold buffer size x count bytes).
+                    let resp: Vec<u8> = self.buf.drain(..=eol).collect();
                     self.scanned = 0;
                     return Ok(Some(resp));
                 }
