@@ -885,11 +885,13 @@ pub(crate) fn check_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec
         if !is_config {
             continue;
         }
+        // A hostile name may be 100 KB long: name it by its start.
+        let name: String = k.chars().take(64).collect();
         if k.matches("__").count() >= MAX_CONFIG_NESTING {
             errors.push(format!(
-                "{k}: more than {MAX_CONFIG_NESTING} nested key parts"
+                "{name}...: more than {MAX_CONFIG_NESTING} nested key parts"
             ));
-        } else if let Err(e) = check_nesting(&k, &v) {
+        } else if let Err(e) = check_nesting(&name, &v) {
             errors.push(e);
         }
     }
@@ -1142,6 +1144,37 @@ mod tests {
                 .extract();
             assert!(c.is_ok(), "{role:?}: {c:?}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_any_parser_sees_it() {
+        let deep = "[".repeat(100_000);
+        assert!(check_nesting("f", &format!("x = {deep}")).is_err());
+        assert!(check_nesting("f", &"{a=".repeat(100_000)).is_err());
+        // Brackets in strings and comments do not count; real files pass.
+        assert!(check_nesting("f", &format!("x = \"{deep}\" # {deep}\ny = '{deep}'")).is_ok());
+        assert!(check_nesting("f", "x = \"\\\"[\"\n[a.b]\ny = [[1], {z = [2]}]\n").is_ok());
+        assert!(check_nesting("q", QUICKSTART).is_ok());
+        for role in Role::ALL {
+            assert!(check_nesting("r", role_profile(role)).is_ok());
+        }
+        let at = |n: usize| format!("x = {}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_nesting("f", &at(MAX_CONFIG_NESTING)).is_ok());
+        assert!(check_nesting("f", &at(MAX_CONFIG_NESTING + 1)).is_err());
+    }
+
+    #[test]
+    fn environment_nesting_is_refused_before_figment_parses_it() {
+        let var = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert!(check_env(var("MSGD_SERVER__HOSTNAME", &"[".repeat(100_000))).len() == 1);
+        let long = format!("MSGD_{}", vec!["A"; 30_000].join("__"));
+        let e = check_env(var(&long, "1"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].len() < 200, "the error quotes 100 KB: {}", e[0].len());
+        // Not configuration: left alone.
+        assert!(check_env(var("PATH", &"[".repeat(100))).is_empty());
+        assert!(check_env(var("MSGD_X", &"[".repeat(100))).is_empty());
+        assert!(check_env(var("MSGD_SERVER__HOSTNAME", "[\"a\", [1]]")).is_empty());
     }
 
     #[test]

@@ -341,6 +341,51 @@ mod tests {
     }
 
     #[test]
+    fn rfc7888_overlong_line_announcing_literal_plus_is_fatal_however_split() {
+        // The LITERAL+ bytes are on their way whatever we answer: reading
+        // them as commands would let a literal smuggle commands.
+        let input = [
+            b"t1 LOGIN ".as_slice(),
+            &[b'x'; 100],
+            b" {9+}\r\nt2 NOOP\r\n",
+        ]
+        .concat();
+        let whole = frames(&mut Framer::new(64, true), &[&input]);
+        assert_eq!(
+            whole[0],
+            Frame::TooLong {
+                tag: Some("t1".into()),
+                fatal: true
+            }
+        );
+        for cut in 0..=input.len() {
+            let got = frames(&mut Framer::new(64, true), &[&input[..cut], &input[cut..]]);
+            assert_eq!(got, whole, "split at {cut}");
+        }
+        // A synchronizing literal is never sent: not fatal.
+        let sync = [
+            b"t1 LOGIN ".as_slice(),
+            &[b'x'; 100],
+            b" {9}\r\nt2 NOOP\r\n",
+        ]
+        .concat();
+        for cut in 0..=sync.len() {
+            let got = frames(&mut Framer::new(64, true), &[&sync[..cut], &sync[cut..]]);
+            assert_eq!(
+                got,
+                vec![
+                    Frame::TooLong {
+                        tag: Some("t1".into()),
+                        fatal: false
+                    },
+                    Frame::Message(b"t2 NOOP\r\n".to_vec())
+                ],
+                "split at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn not_a_literal_announcement() {
         assert_eq!(literal_announcement(b"a {}\r\n"), None);
         assert_eq!(literal_announcement(b"a {1x}\r\n"), None);

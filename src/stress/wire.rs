@@ -499,6 +499,21 @@ mod tests {
     }
 
     #[test]
+    fn framed_responses_do_not_keep_the_buffer_capacity() {
+        let mut f = Framer::default();
+        f.push(&b"* 1 EXISTS\r\n".repeat(10_000));
+        let first = f.next().unwrap().unwrap();
+        assert_eq!(first, b"* 1 EXISTS\r\n");
+        assert!(first.capacity() < 1024, "{}", first.capacity());
+        let mut n = 1;
+        while let Some(r) = f.next().unwrap() {
+            assert!(r.capacity() < 1024);
+            n += 1;
+        }
+        assert_eq!(n, 10_000);
+    }
+
+    #[test]
     fn framer_rejects_oversized_literal() {
         let mut f = Framer::default();
         f.push(format!("* 1 FETCH (BODY[] {{{}}}\r\n", MAX_RESPONSE + 1).as_bytes());
