@@ -85,9 +85,11 @@ fn frame(parts: &[&[u8]], line_mode_at: Option<usize>, minus: bool) -> Vec<Event
                 Event::Line(l) => assert!(l.len() <= MAX_LINE, "line of {}", l.len()),
                 _ => {}
             }
+            // The driver switches to line mode (AUTHENTICATE, IDLE) after a
+            // whole command; driven by events, so split-independent.
+            let whole_command = matches!(ev, Event::Command(_));
             out.push(ev);
-            // Switching modes is driven by events, so it is split-independent.
-            if line_mode_at == Some(out.len()) {
+            if whole_command && line_mode_at == Some(out.len()) {
                 f.set_line_mode(true);
             }
         }
@@ -97,7 +99,7 @@ fn frame(parts: &[&[u8]], line_mode_at: Option<usize>, minus: bool) -> Vec<Event
 
 fn check_framer(input: &[u8]) {
     let h = super::fnv(input);
-    let line_mode_at = (h % 4 == 0).then_some((h >> 8) as usize % 4);
+    let line_mode_at = h.is_multiple_of(4).then_some((h >> 8) as usize % 4);
     let minus = h & 0x100 != 0;
     let whole = frame(&[input], line_mode_at, minus);
     let cuts = splits(input);

@@ -77,7 +77,7 @@ fn check_mime(input: &[u8]) {
     let h = super::fnv(input);
     let p = ParsedMessage::new(input);
     let _ = p.envelope();
-    let _ = p.body_structure(h % 2 == 0);
+    let _ = p.body_structure(h.is_multiple_of(2));
     // A few BODY[section]s and BINARY[part]s: slices of the message.
     let mut rng = <Rng as rand::SeedableRng>::seed_from_u64(h);
     for _ in 0..4 {
@@ -166,7 +166,7 @@ fn address(rng: &mut Rng) -> String {
         ),
         4 => "<>".into(),
         5 => "undisclosed-recipients:;".into(),
-        6 => format!("{}", word(rng)),
+        6 => word(rng).to_string(),
         _ => format!("{}@{}", word(rng), word(rng)),
     }
 }

@@ -226,7 +226,7 @@ fn run_on_this_thread(t: &'static Target) {
             }
         }
         i += 1;
-        if verbose && i % 10_000 == 0 {
+        if verbose && i.is_multiple_of(10_000) {
             eprintln!("fuzz {}: {i} cases, {:?}", t.name, started.elapsed());
         }
     }

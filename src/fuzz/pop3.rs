@@ -39,8 +39,8 @@ pub(crate) static POP3: Target = Target {
 fn config(h: u64) -> SessionConfig {
     SessionConfig {
         stls_available: false,
-        tls_active: h % 2 == 0,
-        plaintext_without_tls: h % 3 != 0,
+        tls_active: h.is_multiple_of(2),
+        plaintext_without_tls: !h.is_multiple_of(3),
         max_bad_commands: 30,
         max_auth_failures: 5,
         auth_delay: Duration::from_millis(1),
@@ -162,7 +162,7 @@ fn check_pop3(input: &[u8]) {
     );
     // The dot-stuffer: any message, any chunk size, ends in exactly one
     // terminator and never grows more than 2x + 5.
-    let top = (h % 5 == 0).then_some((h >> 8) as usize % 4);
+    let top = h.is_multiple_of(5).then_some((h >> 8) as usize % 4);
     let out = stuff(input, top, 1 + (h >> 16) as usize % 64);
     assert!(out.ends_with(b".\r\n"));
     assert!(out.len() <= 2 * input.len() + 5);

@@ -193,7 +193,7 @@ fn params(kind: u64) -> Params {
         max_line: MAX_LINE,
         max_bad_commands: 20,
         peer: "192.0.2.7".parse().unwrap(),
-        tls_active: kind % 2 == 0,
+        tls_active: kind.is_multiple_of(2),
         // STARTTLS throws away pipelined input, which depends on how the
         // bytes arrived; without it replies must not depend on the split.
         starttls: false,
@@ -204,7 +204,7 @@ fn params(kind: u64) -> Params {
         },
         id_prefix: "F.".into(),
         submission: (kind % 3 == 2).then(|| SubmissionParams {
-            trusted: kind % 4 == 0,
+            trusted: kind.is_multiple_of(4),
             plaintext_auth: true,
             check_from_header: true,
             received_shows_client: false,

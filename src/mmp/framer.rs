@@ -74,9 +74,8 @@ impl Framer {
                 self.discard_tail.extend(self.buf.drain(..end));
                 let keep = self.discard_tail.len().saturating_sub(32);
                 self.discard_tail.drain(..keep);
-                if lf.is_none() {
-                    return None;
-                }
+                // No LF yet: still inside the dropped line.
+                lf?;
                 self.discarding = false;
                 let tail = std::mem::take(&mut self.discard_tail);
                 if let Some(tag) = self.overlong.take() {
