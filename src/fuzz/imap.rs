@@ -114,6 +114,40 @@ fn check_framer(input: &[u8]) {
             parse_command(c);
         }
     }
+    check_framers_agree(input);
+}
+
+/// The mmp relays what its framer cuts out to a store that frames with
+/// `imap::framer`: within both limits they must cut the same commands, or
+/// a literal the mmp passed as data would be a command at the store.
+fn check_framers_agree(input: &[u8]) {
+    let big = 1 << 20;
+    let mut store = Framer::new(big, big as u64);
+    store.push(input);
+    let mut commands = Vec::new();
+    while let Some(ev) = store.next() {
+        match ev {
+            Event::Command(c) => commands.push(c),
+            Event::Continue => {}
+            // A refusal: the two may legitimately differ from here on.
+            _ => return,
+        }
+    }
+    let mut mmp = MmpFramer::new(4 * big, false);
+    mmp.push(input);
+    let mut messages = Vec::new();
+    while let Some(fr) = mmp.next() {
+        match fr {
+            Frame::Message(m) => messages.push(m),
+            _ => return,
+        }
+    }
+    let n = commands.len().min(messages.len());
+    assert_eq!(
+        commands[..n],
+        messages[..n],
+        "the mmp and the store frame commands differently"
+    );
 }
 
 pub(crate) static MMP_FRAMER: Target = Target {
