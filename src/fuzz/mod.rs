@@ -1,8 +1,11 @@
 //! Fuzzing of every parser, on stable Rust, as ordinary `cargo test` tests.
 //!
 //! Design: a small in-crate harness rather than cargo-fuzz (nightly only,
-//! libFuzzer) or a new dependency. `rand 0.8` is already a dependency and
-//! gives a seeded, reproducible stream; a target is three plain functions:
+//! libFuzzer) or a new dependency (`arbitrary` would only turn random bytes
+//! into values; the structure that matters here, IMAP commands or MIME
+//! trees, still needs hand-written generators). `rand 0.8` is already a
+//! dependency and gives a seeded, reproducible stream. Being a `#[cfg(test)]`
+//! module, it costs default builds nothing. A target is three functions:
 //!
 //! - `check(&[u8])`: runs one input through the parser and panics if a
 //!   property fails (no panic is the first property; most targets check a
@@ -12,10 +15,15 @@
 //!   trees, sequence sets, PROXY headers, TOML ...), because random bytes
 //!   almost never get past a parser's first token;
 //! - `deep()`: the hostile extremes, run once per test before any random
-//!   case: 10,000-deep MIME nesting, 50,000 References, 100,000 nested
-//!   `NOT`/parentheses, 100,000 sequence ranges, 1 MB lines, literals
-//!   claiming 2^63 bytes, PROXY v2 lengths at the limits, 100,000-deep TOML,
-//!   truncated queue records.
+//!   case: 10,000-deep MIME nesting and 50,000-long References chains (see
+//!   the switch below), 100,000 nested `NOT`/parentheses, 100,000 sequence
+//!   ranges, 1 MB lines, literals claiming 2^63 bytes, PROXY v2 lengths at
+//!   the limits, 100,000-deep TOML and environment values, truncated queue
+//!   records.
+//!
+//! Streams reach the framers in reads of at most 16 KiB, as from a socket:
+//! the framers drain line by line, so one multi-megabyte push would measure
+//! a quadratic cost no connection can cause.
 //!
 //! Random cases are a mix of fresh generator output and mutations of the
 //! target's corpus (`tests/fuzz-corpus/<target>/`) and of earlier cases:
@@ -58,8 +66,8 @@ mod smtp;
 /// longer overflow the stack: enables the 10,000- and 50,000-deep multipart
 /// and message/rfc822 cases of `mime_summary` (40,000 levels of
 /// message/rfc822 abort today) and the 50,000-message chain and 50,000-id
-/// References cases of `thread_sort`. While `false` those targets still run, with
-/// nesting and chains kept shallow.
+/// References cases of `thread_sort`. While `false` those targets still
+/// run, with nesting and chains kept shallow (300 and 200).
 pub(crate) const DEEP_MIME_AND_THREAD_FIXED: bool = false;
 
 /// Flip to `true` once RFC 5256 base-subject extraction
