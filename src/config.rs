@@ -871,7 +871,17 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
         if !path.exists() {
             return Err(vec![format!("{}: no such file", path.display())]);
         }
+        if let Ok(text) = std::fs::read_to_string(path) {
+            check_nesting(&path.display().to_string(), &text).map_err(|e| vec![e])?;
+        }
         fig = fig.merge(Toml::file_exact(path));
+    }
+    let env_errors = check_env(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    );
+    if !env_errors.is_empty() {
+        return Err(env_errors);
     }
     // Only nested keys (SECTION__KEY): other MSGD_* variables in the
     // environment are not configuration.
@@ -943,8 +953,86 @@ pub fn deprecated_keys(c: &Config) -> Vec<&'static str> {
     v
 }
 
+/// Deepest nesting of arrays and tables accepted in a configuration file
+/// or an environment value, and most `__`-separated parts in a variable
+/// name. Checked before any parser sees the text: toml stops at 80 levels
+/// by itself, but figment's parser of environment values and its nesting
+/// of `A__B__C` keys recurse without limit (100,000 `[` overflow the stack).
+/// Real configurations nest 3 levels.
+pub(crate) const MAX_CONFIG_NESTING: usize = 32;
+
+/// Refuses text whose arrays/tables (`[`, `{`) nest deeper than
+/// [`MAX_CONFIG_NESTING`]. Brackets inside strings and comments do not
+/// count. `what` names the source in the error.
+pub(crate) fn check_nesting(what: &str, text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_CONFIG_NESTING {
+                    return Err(format!(
+                        "{what}: arrays or tables nested more than {MAX_CONFIG_NESTING} deep"
+                    ));
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            '#' => {
+                // A comment runs to the end of the line.
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '"' | '\'' => {
+                // A string (TOML's triple-quoted ones are two empty strings
+                // around a plain one, which counts the same).
+                let mut escaped = false;
+                for s in chars.by_ref() {
+                    if c == '"' && s == '\\' && !escaped {
+                        escaped = true;
+                        continue;
+                    }
+                    if s == c && !escaped {
+                        break;
+                    }
+                    escaped = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks the `MSGD_*` configuration variables among `vars` before figment
+/// reads them: values nest at most [`MAX_CONFIG_NESTING`] deep and names
+/// have at most that many `__`-separated parts.
+pub(crate) fn check_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (k, v) in vars {
+        let is_config =
+            k.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("MSGD_")) && k.contains("__");
+        if !is_config {
+            continue;
+        }
+        // A hostile name may be 100 KB long: name it by its start.
+        let name: String = k.chars().take(64).collect();
+        if k.matches("__").count() >= MAX_CONFIG_NESTING {
+            errors.push(format!(
+                "{name}...: more than {MAX_CONFIG_NESTING} nested key parts"
+            ));
+        } else if let Err(e) = check_nesting(&name, &v) {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
 /// Checks that go beyond the shape of the file.
-fn validate(c: &Config) -> Vec<String> {
+pub(crate) fn validate(c: &Config) -> Vec<String> {
     let mut errors = Vec::new();
     for (name, l) in &c.listener {
         match l.protocol(name) {
@@ -1250,6 +1338,37 @@ mod tests {
                 .extract();
             assert!(c.is_ok(), "{role:?}: {c:?}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_any_parser_sees_it() {
+        let deep = "[".repeat(100_000);
+        assert!(check_nesting("f", &format!("x = {deep}")).is_err());
+        assert!(check_nesting("f", &"{a=".repeat(100_000)).is_err());
+        // Brackets in strings and comments do not count; real files pass.
+        assert!(check_nesting("f", &format!("x = \"{deep}\" # {deep}\ny = '{deep}'")).is_ok());
+        assert!(check_nesting("f", "x = \"\\\"[\"\n[a.b]\ny = [[1], {z = [2]}]\n").is_ok());
+        assert!(check_nesting("q", QUICKSTART).is_ok());
+        for role in Role::ALL {
+            assert!(check_nesting("r", role_profile(role)).is_ok());
+        }
+        let at = |n: usize| format!("x = {}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_nesting("f", &at(MAX_CONFIG_NESTING)).is_ok());
+        assert!(check_nesting("f", &at(MAX_CONFIG_NESTING + 1)).is_err());
+    }
+
+    #[test]
+    fn environment_nesting_is_refused_before_figment_parses_it() {
+        let var = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert!(check_env(var("MSGD_SERVER__HOSTNAME", &"[".repeat(100_000))).len() == 1);
+        let long = format!("MSGD_{}", vec!["A"; 30_000].join("__"));
+        let e = check_env(var(&long, "1"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].len() < 200, "the error quotes 100 KB: {}", e[0].len());
+        // Not configuration: left alone.
+        assert!(check_env(var("PATH", &"[".repeat(100))).is_empty());
+        assert!(check_env(var("MSGD_X", &"[".repeat(100))).is_empty());
+        assert!(check_env(var("MSGD_SERVER__HOSTNAME", "[\"a\", [1]]")).is_empty());
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod fsutil;
+#[cfg(test)]
+mod fuzz;
 pub mod imap;
 pub mod logging;
 pub mod loginlimit;

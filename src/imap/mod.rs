@@ -14,10 +14,10 @@
 //! the tests that check them.
 
 mod acl;
-mod command;
+pub(crate) mod command;
 mod compress;
 mod fetch;
-mod framer;
+pub(crate) mod framer;
 mod list;
 mod mailboxes;
 mod messages;
@@ -25,9 +25,9 @@ pub mod mime;
 pub mod search;
 mod selected;
 mod session;
-mod summary;
-mod thread;
-mod utf7;
+pub(crate) mod summary;
+pub(crate) mod thread;
+pub(crate) mod utf7;
 pub(crate) mod wire;
 
 #[cfg(test)]

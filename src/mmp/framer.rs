@@ -52,6 +52,12 @@ pub struct Framer {
     continued: bool,
     /// Dropping an overlong line until its LF.
     discarding: bool,
+    /// `next` found an overlong line before its LF: report it (with this
+    /// tag) once the LF shows whether the line announced a literal, so the
+    /// report is the same however the bytes arrived.
+    overlong: Option<Option<String>>,
+    /// The last bytes of the line being dropped (a literal announcement).
+    discard_tail: Vec<u8>,
     max: usize,
     /// Report announced literals as `Continue` (server side) or not.
     continuations: bool,
@@ -77,6 +83,8 @@ impl Framer {
             literal_left: 0,
             continued: false,
             discarding: false,
+            overlong: None,
+            discard_tail: Vec::new(),
             max,
             continuations,
         }
@@ -91,15 +99,19 @@ impl Framer {
         loop {
             if self.discarding {
                 let lf = self.buf.iter().position(|b| *b == b'\n');
-                match lf {
-                    Some(i) => {
-                        self.buf.drain(..=i);
-                        self.discarding = false;
-                    }
-                    None => {
-                        self.buf.clear();
-                        return None;
-                    }
+                let end = lf.map_or(self.buf.len(), |i| i + 1);
+                self.discard_tail.extend(self.buf.drain(..end));
+                let keep = self.discard_tail.len().saturating_sub(32);
+                self.discard_tail.drain(..keep);
+                // No LF yet: still inside the dropped line.
+                lf?;
+                self.discarding = false;
+                let tail = std::mem::take(&mut self.discard_tail);
+                if let Some(tag) = self.overlong.take() {
+                    // A LITERAL+ literal follows the dropped line: its bytes
+                    // are on their way and must not be read as commands.
+                    let fatal = matches!(literal_announcement(&tail), Some((_, false)));
+                    return Some(Frame::TooLong { tag, fatal });
                 }
             }
             if self.literal_left > 0 {
@@ -117,11 +129,14 @@ impl Framer {
             let rest = self.buf.get(self.scanned..).unwrap_or_default();
             let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
                 if self.buf.len() > self.max {
-                    let tag = self.tag();
+                    self.overlong = Some(self.tag());
+                    // Earlier lines and literals of the message go; the
+                    // current line is dropped up to its LF below.
+                    self.buf.drain(..self.scanned);
                     self.reset_message();
-                    self.buf.clear();
+                    self.discard_tail.clear();
                     self.discarding = true;
-                    return Some(Frame::TooLong { tag, fatal: false });
+                    continue;
                 }
                 return None;
             };
@@ -175,6 +190,7 @@ impl Framer {
             }
             None if self.buf.len() > self.max => {
                 self.buf.clear();
+                self.discard_tail.clear();
                 self.discarding = true;
                 Some(Err(()))
             }
@@ -193,6 +209,8 @@ impl Framer {
         self.reset_message();
         self.buf.clear();
         self.discarding = false;
+        self.overlong = None;
+        self.discard_tail.clear();
     }
 
     pub fn has_buffered(&self) -> bool {
@@ -348,6 +366,51 @@ mod tests {
                 Frame::Message(b"t6 NOOP\r\n".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn rfc7888_overlong_line_announcing_literal_plus_is_fatal_however_split() {
+        // The LITERAL+ bytes are on their way whatever we answer: reading
+        // them as commands would let a literal smuggle commands.
+        let input = [
+            b"t1 LOGIN ".as_slice(),
+            &[b'x'; 100],
+            b" {9+}\r\nt2 NOOP\r\n",
+        ]
+        .concat();
+        let whole = frames(&mut Framer::new(64, true), &[&input]);
+        assert_eq!(
+            whole[0],
+            Frame::TooLong {
+                tag: Some("t1".into()),
+                fatal: true
+            }
+        );
+        for cut in 0..=input.len() {
+            let got = frames(&mut Framer::new(64, true), &[&input[..cut], &input[cut..]]);
+            assert_eq!(got, whole, "split at {cut}");
+        }
+        // A synchronizing literal is never sent: not fatal.
+        let sync = [
+            b"t1 LOGIN ".as_slice(),
+            &[b'x'; 100],
+            b" {9}\r\nt2 NOOP\r\n",
+        ]
+        .concat();
+        for cut in 0..=sync.len() {
+            let got = frames(&mut Framer::new(64, true), &[&sync[..cut], &sync[cut..]]);
+            assert_eq!(
+                got,
+                vec![
+                    Frame::TooLong {
+                        tag: Some("t1".into()),
+                        fatal: false
+                    },
+                    Frame::Message(b"t2 NOOP\r\n".to_vec())
+                ],
+                "split at {cut}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@
 
 mod backend;
 mod driver;
-mod framer;
+pub(crate) mod framer;
 mod imap;
 mod pop3;
 mod relay;

@@ -17,9 +17,9 @@
 //!   `-ERR message was deleted`.
 //! - Passwords and SASL data are never logged.
 
-mod codec;
+pub(crate) mod codec;
 mod driver;
-mod session;
+pub(crate) mod session;
 
 #[cfg(test)]
 mod tests;

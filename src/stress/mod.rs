@@ -35,7 +35,7 @@
 mod conn;
 mod message;
 mod model;
-mod wire;
+pub(crate) mod wire;
 mod worker;
 
 #[cfg(test)]

@@ -71,8 +71,10 @@ impl Framer {
                     self.scanned = need;
                 }
                 None => {
-                    let rest = self.buf.split_off(eol + 1);
-                    let resp = std::mem::replace(&mut self.buf, rest);
+                    // Not `split_off`: the response would keep the capacity
+                    // of the whole buffer (many pipelined responses then
+                    // hold buffer size x count bytes).
+                    let resp: Vec<u8> = self.buf.drain(..=eol).collect();
                     self.scanned = 0;
                     return Ok(Some(resp));
                 }
@@ -494,6 +496,21 @@ mod tests {
         assert_eq!(seq_set(&[5, 1, 2, 3, 9, 10, 12]), "1:3,5,9:10,12");
         assert_eq!(seq_set(&[4]), "4");
         assert_eq!(seq_set(&[]), "");
+    }
+
+    #[test]
+    fn framed_responses_do_not_keep_the_buffer_capacity() {
+        let mut f = Framer::default();
+        f.push(&b"* 1 EXISTS\r\n".repeat(10_000));
+        let first = f.next().unwrap().unwrap();
+        assert_eq!(first, b"* 1 EXISTS\r\n");
+        assert!(first.capacity() < 1024, "{}", first.capacity());
+        let mut n = 1;
+        while let Some(r) = f.next().unwrap() {
+            assert!(r.capacity() < 1024);
+            n += 1;
+        }
+        assert_eq!(n, 10_000);
     }
 
     #[test]
