@@ -17,7 +17,7 @@ mod acl;
 mod command;
 mod compress;
 mod fetch;
-mod framer;
+pub(crate) mod framer;
 mod list;
 mod mailboxes;
 mod messages;

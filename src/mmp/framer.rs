@@ -1,11 +1,17 @@
-//! Frames IMAP input into whole messages: a line, or a line announcing a
-//! literal (`{n}` or `{n+}`), the literal's bytes, and the line after, up
-//! to the final CRLF (RFC 9051 section 4.3, RFC 7888 LITERAL+). The same
-//! framer reads the store's responses during the backend login.
+//! The mmp's view of the one IMAP framer (`crate::imap::framer`): whole
+//! client messages before login (a line, or lines with their literals up to
+//! the final CRLF), the store's responses during the backend login, and
+//! plain lines (SASL responses, POP3). The rules (literals, LITERAL+,
+//! limits, skipping refused input) are the shared framer's; this adapter
+//! keeps the mmp's names and its single size limit.
 //!
-//! Unlike imap-codec's `Fragmentizer` it keeps the bytes after the current
-//! message reachable (`take_rest`): commands a client pipelines behind its
-//! LOGIN belong to the store and are handed over untouched.
+//! Unlike imap-codec's `Fragmentizer` the framer keeps the bytes after the
+//! current message reachable (`take_rest`): commands a client pipelines
+//! behind its LOGIN belong to the store and are handed over untouched.
+
+use crate::imap::framer::{Event, Framer as Imap};
+
+pub use crate::imap::framer::is_tag_char;
 
 /// What the framer found. `Debug` redacts LOGIN / AUTHENTICATE / PASS /
 /// AUTH and SASL response lines (`crate::redact`).
@@ -17,10 +23,10 @@ pub enum Frame {
     /// continuation request ("+ ...") before sending it. Reported once per
     /// literal.
     Continue,
-    /// The message exceeded the size limit and was dropped. `tag` is the
-    /// first word, if one was seen. If `fatal`, the peer is sending a
-    /// literal we did not ask for and the stream cannot be resynchronised
-    /// cheaply: close the connection.
+    /// The message exceeded the size limit and was dropped (a literal on
+    /// its way skipped). `tag` is the first word, if one was seen. If
+    /// `fatal`, the peer is sending a literal that cannot be skipped (its
+    /// length is not a number64): close the connection.
     TooLong { tag: Option<String>, fatal: bool },
 }
 
@@ -42,203 +48,72 @@ impl std::fmt::Debug for Frame {
 }
 
 /// `Debug` shows buffer sizes, not the bytes (they may hold a password).
+#[derive(Debug)]
 pub struct Framer {
-    buf: Vec<u8>,
-    /// Bytes of `buf` that belong to the current message and were checked.
-    scanned: usize,
-    /// Literal bytes of the current message still to arrive.
-    literal_left: usize,
-    /// The current literal's continuation was reported.
-    continued: bool,
-    /// Dropping an overlong line until its LF.
-    discarding: bool,
-    max: usize,
-    /// Report announced literals as `Continue` (server side) or not.
-    continuations: bool,
-}
-
-impl std::fmt::Debug for Framer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Framer")
-            .field("buffered", &self.buf.len())
-            .field("scanned", &self.scanned)
-            .field("literal_left", &self.literal_left)
-            .field("discarding", &self.discarding)
-            .finish()
-    }
+    inner: Imap,
 }
 
 impl Framer {
-    /// `max`: the largest message accepted, literals included.
+    /// Frames client commands. `max`: the largest message accepted,
+    /// literals included (and the longest line); `continuations`: report
+    /// synchronizing literals as `Continue`.
     pub fn new(max: usize, continuations: bool) -> Framer {
-        Framer {
-            buf: Vec::new(),
-            scanned: 0,
-            literal_left: 0,
-            continued: false,
-            discarding: false,
-            max,
-            continuations,
-        }
+        let mut inner = Imap::new(max, max as u64);
+        inner.set_continuations(continuations);
+        // A line of `max` octets plus its CRLF is a message of max + 2.
+        inner.set_max_command(max as u64 + 2);
+        Framer { inner }
+    }
+
+    /// Frames the store's responses (every literal follows its line).
+    pub fn responses(max: usize) -> Framer {
+        let mut inner = Imap::responses(max, max as u64);
+        inner.set_max_command(max as u64 + 2);
+        Framer { inner }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.inner.push(bytes);
     }
 
     /// The next frame, or None until more bytes arrive.
     pub fn next(&mut self) -> Option<Frame> {
-        loop {
-            if self.discarding {
-                let lf = self.buf.iter().position(|b| *b == b'\n');
-                match lf {
-                    Some(i) => {
-                        self.buf.drain(..=i);
-                        self.discarding = false;
-                    }
-                    None => {
-                        self.buf.clear();
-                        return None;
-                    }
-                }
-            }
-            if self.literal_left > 0 {
-                let have = self.buf.len() - self.scanned;
-                if have < self.literal_left {
-                    if self.continuations && !self.continued {
-                        self.continued = true;
-                        return Some(Frame::Continue);
-                    }
-                    return None;
-                }
-                self.scanned += self.literal_left;
-                self.literal_left = 0;
-            }
-            let rest = self.buf.get(self.scanned..).unwrap_or_default();
-            let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
-                if self.buf.len() > self.max {
-                    let tag = self.tag();
-                    self.reset_message();
-                    self.buf.clear();
-                    self.discarding = true;
-                    return Some(Frame::TooLong { tag, fatal: false });
-                }
-                return None;
-            };
-            let line_end = self.scanned + lf + 1;
-            let line = self.buf.get(self.scanned..line_end).unwrap_or_default();
-            match literal_announcement(line) {
-                Some((len, sync)) => {
-                    if line_end.saturating_add(len) > self.max {
-                        let tag = self.tag();
-                        self.buf.drain(..line_end);
-                        self.reset_message();
-                        // A synchronizing literal is never sent if we do
-                        // not ask for it; a LITERAL+ one is on its way.
-                        return Some(Frame::TooLong { tag, fatal: !sync });
-                    }
-                    self.scanned = line_end;
-                    self.literal_left = len;
-                    self.continued = !sync;
-                }
-                None => {
-                    if line_end > self.max {
-                        let tag = self.tag();
-                        self.buf.drain(..line_end);
-                        self.reset_message();
-                        return Some(Frame::TooLong { tag, fatal: false });
-                    }
-                    let msg: Vec<u8> = self.buf.drain(..line_end).collect();
-                    self.reset_message();
-                    return Some(Frame::Message(msg));
-                }
-            }
-        }
+        Some(match self.inner.next()? {
+            Event::Command(m) | Event::Response(m) | Event::Line(m) => Frame::Message(m),
+            Event::Continue => Frame::Continue,
+            Event::Refused { tag, reason } => Frame::TooLong {
+                tag,
+                fatal: reason.is_fatal(),
+            },
+        })
     }
 
-    /// Reads one plain line (no literals), for AUTHENTICATE responses.
-    /// Returns it without its line ending.
+    /// Reads one plain line (no literals), for AUTHENTICATE responses and
+    /// POP3. Returns it without its line ending; Err: it was too long (and
+    /// has been dropped).
     pub fn next_line(&mut self) -> Option<Result<Vec<u8>, ()>> {
-        let lf = self.buf.iter().position(|b| *b == b'\n');
-        match lf {
-            Some(i) if i < self.max => {
-                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                Some(Ok(line))
-            }
-            Some(i) => {
-                self.buf.drain(..=i);
-                Some(Err(()))
-            }
-            None if self.buf.len() > self.max => {
-                self.buf.clear();
-                self.discarding = true;
-                Some(Err(()))
-            }
-            None => None,
+        self.inner.set_line_mode(true);
+        let ev = self.inner.next();
+        self.inner.set_line_mode(false);
+        match ev? {
+            Event::Line(l) => Some(Ok(l)),
+            _ => Some(Err(())),
         }
     }
 
     /// Everything received and not yet framed (pipelined input).
     pub fn take_rest(&mut self) -> Vec<u8> {
-        self.reset_message();
-        std::mem::take(&mut self.buf)
+        self.inner.take_rest()
     }
 
     /// Drops buffered input (after STARTTLS, RFC 9051 section 6.2.1).
     pub fn clear(&mut self) {
-        self.reset_message();
-        self.buf.clear();
-        self.discarding = false;
+        self.inner.clear();
     }
 
     pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty()
+        self.inner.buffered() > 0
     }
-
-    fn reset_message(&mut self) {
-        self.scanned = 0;
-        self.literal_left = 0;
-        self.continued = false;
-    }
-
-    fn tag(&self) -> Option<String> {
-        let end = self
-            .buf
-            .iter()
-            .position(|b| matches!(b, b' ' | b'\r' | b'\n'))?;
-        let t = self.buf.get(..end)?;
-        if t.is_empty() || t.len() > 64 || !t.iter().all(|b| is_tag_char(*b)) {
-            return None;
-        }
-        String::from_utf8(t.to_vec()).ok()
-    }
-}
-
-/// RFC 9051 tag: ASTRING-CHAR except "+".
-pub fn is_tag_char(b: u8) -> bool {
-    b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
-}
-
-/// `{123}` or `{123+}` at the end of a line (before CRLF or LF).
-fn literal_announcement(line: &[u8]) -> Option<(usize, bool)> {
-    let line = line.strip_suffix(b"\n")?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let line = line.strip_suffix(b"}")?;
-    let (line, sync) = match line.strip_suffix(b"+") {
-        Some(l) => (l, false),
-        None => (line, true),
-    };
-    let open = line.iter().rposition(|b| *b == b'{')?;
-    let digits = line.get(open + 1..)?;
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some((usize::try_from(n).ok()?, sync))
 }
 
 #[cfg(test)]
@@ -260,7 +135,7 @@ mod tests {
     fn rfc9051_literals_frame_the_same_split_at_every_byte() {
         let input: &[u8] =
             b"a1 CAPABILITY\r\na2 LOGIN {5}\r\nalice {3+}\r\npw\n\r\na3 NOOP\r\npartial";
-        let whole = frames(&mut Framer::new(1000, true), &[input]);
+        let whole = frames(&mut Framer::new(1000, false), &[input]);
         assert_eq!(
             whole,
             vec![
@@ -278,10 +153,9 @@ mod tests {
                 .cloned()
                 .collect();
             assert_eq!(without_continue, whole, "split at {i}");
-            // Only the synchronizing {5} asks for a continuation, and only
-            // when it was not already all there.
+            // Only the synchronizing {5} asks for a continuation.
             let conts = got.iter().filter(|f| **f == Frame::Continue).count();
-            assert!(conts <= 1, "split at {i}");
+            assert_eq!(conts, 1, "split at {i}");
             assert_eq!(f.take_rest(), b"partial");
         }
     }
@@ -295,8 +169,12 @@ mod tests {
             vec![Frame::Message(b"a LOGIN {5}\r\nalice x\r\n".to_vec())]
         );
         // The response side asks for nothing.
-        let mut f = Framer::new(1000, false);
+        let mut f = Framer::responses(1000);
         assert_eq!(frames(&mut f, &[b"* ID (\"a\" {2}\r\n"]), vec![]);
+        assert_eq!(
+            frames(&mut f, &[b"ab)\r\n"]),
+            vec![Frame::Message(b"* ID (\"a\" {2}\r\nab)\r\n".to_vec())]
+        );
     }
 
     #[test]
@@ -324,11 +202,31 @@ mod tests {
                 Frame::Message(b"t4 NOOP\r\n".to_vec())
             ]
         );
+        // A LITERAL+ literal is on its way: skipped, then the stream goes
+        // on (its bytes are never read as commands).
+        let mut f = Framer::new(64, true);
+        let plus = [
+            b"t5 LOGIN {100+}\r\n".as_slice(),
+            &[b'y'; 100],
+            b"\r\nt6 NOOP\r\n",
+        ]
+        .concat();
+        assert_eq!(
+            frames(&mut f, &[&plus]),
+            vec![
+                Frame::TooLong {
+                    tag: Some("t5".into()),
+                    fatal: false
+                },
+                Frame::Message(b"t6 NOOP\r\n".to_vec())
+            ]
+        );
+        // One that cannot be skipped is fatal.
         let mut f = Framer::new(64, true);
         assert_eq!(
-            frames(&mut f, &[b"t5 LOGIN {1000+}\r\n"]),
+            frames(&mut f, &[b"t7 LOGIN {99999999999999999999+}\r\n"]),
             vec![Frame::TooLong {
-                tag: Some("t5".into()),
+                tag: Some("t7".into()),
                 fatal: true
             }]
         );
@@ -336,7 +234,7 @@ mod tests {
         let mut f = Framer::new(64, true);
         let got = frames(
             &mut f,
-            &[&[b'y'; 50], &[b'y'; 50], &[b'y'; 50], b"\r\nt6 NOOP\r\n"],
+            &[&[b'y'; 50], &[b'y'; 50], &[b'y'; 50], b"\r\nt8 NOOP\r\n"],
         );
         assert_eq!(
             got,
@@ -345,19 +243,16 @@ mod tests {
                     tag: None,
                     fatal: false
                 },
-                Frame::Message(b"t6 NOOP\r\n".to_vec())
+                Frame::Message(b"t8 NOOP\r\n".to_vec())
             ]
         );
     }
 
     #[test]
-    fn not_a_literal_announcement() {
-        assert_eq!(literal_announcement(b"a {}\r\n"), None);
-        assert_eq!(literal_announcement(b"a {1x}\r\n"), None);
-        assert_eq!(literal_announcement(b"a {12} \r\n"), None);
-        assert_eq!(literal_announcement(b"a {99999999999}\r\n"), None);
-        assert_eq!(literal_announcement(b"a {7}\n"), Some((7, true)));
-        assert_eq!(literal_announcement(b"a {0+}\r\n"), Some((0, false)));
+    fn a_message_of_exactly_max_octets_plus_crlf_passes() {
+        let mut f = Framer::new(64, true);
+        let line = [b"t1 ID ".as_slice(), &[b'x'; 58], b"\r\n"].concat();
+        assert_eq!(frames(&mut f, &[&line]), vec![Frame::Message(line.clone())]);
     }
 
     #[test]
@@ -367,7 +262,10 @@ mod tests {
         assert_eq!(f.next_line(), Some(Ok(b"AGEAYg==".to_vec())));
         assert_eq!(f.next_line(), Some(Ok(b"*".to_vec())));
         assert_eq!(f.next_line(), None);
-        f.push(&[b'z'; 40]);
+        f.push(&[b'z'; 80]);
+        assert_eq!(f.next_line(), None);
+        f.push(b"\r\nok\r\n");
         assert_eq!(f.next_line(), Some(Err(())));
+        assert_eq!(f.next_line(), Some(Ok(b"ok".to_vec())));
     }
 }
