@@ -333,13 +333,17 @@ mod tests {
             },
         ));
         // The store answers a big FETCH; the client never reads it.
+        // Once the relay ends it shuts the store side down and writes fail:
+        // the feed then waits, so the relay's own end is what is checked
+        // (not a race between the two).
         let feed = async {
             let chunk = vec![b'x'; 4096];
             while store_peer.write_all(&chunk).await.is_ok() {}
+            std::future::pending::<()>().await
         };
         let (end, _) = tokio::select! {
             r = task => r.unwrap(),
-            _ = feed => panic!("the store side closed first"),
+            _ = feed => unreachable!(),
         };
         assert_eq!(end, End::ClientError);
     }
