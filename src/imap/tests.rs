@@ -342,7 +342,8 @@ async fn rfc7888_unskippable_literal_closes_skippable_one_does_not() {
     c.send(&input).await;
     assert!(c.line().await.starts_with("A1 NO [TOOBIG]"));
     assert_eq!(c.line().await, "A2 OK NOOP completed\r\n");
-    c.send(b"A3 APPEND INBOX {99999999999999999999+}\r\nxyz\r\n").await;
+    c.send(b"A3 APPEND INBOX {99999999999999999999+}\r\nxyz\r\n")
+        .await;
     assert!(c.line().await.starts_with("* BYE"));
     assert_eq!(c.line().await, "");
 }
