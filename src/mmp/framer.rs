@@ -54,21 +54,20 @@ pub struct Framer {
 }
 
 impl Framer {
-    /// Frames client commands. `max`: the largest message accepted,
-    /// literals included (and the longest line); `continuations`: report
+    /// Frames client commands. `max`: the largest message accepted, line
+    /// endings and literals included; `continuations`: report
     /// synchronizing literals as `Continue`.
     pub fn new(max: usize, continuations: bool) -> Framer {
-        let mut inner = Imap::new(max, max as u64);
+        let mut inner = Imap::new(line_max(max), max as u64);
         inner.set_continuations(continuations);
-        // A line of `max` octets plus its CRLF is a message of max + 2.
-        inner.set_max_command(max as u64 + 2);
+        inner.set_max_command(max as u64);
         Framer { inner }
     }
 
     /// Frames the store's responses (every literal follows its line).
     pub fn responses(max: usize) -> Framer {
-        let mut inner = Imap::responses(max, max as u64);
-        inner.set_max_command(max as u64 + 2);
+        let mut inner = Imap::responses(line_max(max), max as u64);
+        inner.set_max_command(max as u64);
         Framer { inner }
     }
 
@@ -114,6 +113,12 @@ impl Framer {
     pub fn has_buffered(&self) -> bool {
         self.inner.buffered() > 0
     }
+}
+
+/// The longest line content within a message of `max` octets: its CRLF
+/// counts.
+fn line_max(max: usize) -> usize {
+    max.saturating_sub(2)
 }
 
 #[cfg(test)]
@@ -249,10 +254,16 @@ mod tests {
     }
 
     #[test]
-    fn a_message_of_exactly_max_octets_plus_crlf_passes() {
+    fn a_message_of_exactly_max_octets_passes_one_more_does_not() {
+        let line = [b"t1 ID ".as_slice(), &[b'x'; 56], b"\r\n"].concat();
+        assert_eq!(line.len(), 64);
         let mut f = Framer::new(64, true);
-        let line = [b"t1 ID ".as_slice(), &[b'x'; 58], b"\r\n"].concat();
         assert_eq!(frames(&mut f, &[&line]), vec![Frame::Message(line.clone())]);
+        let longer = [b"t1 ID ".as_slice(), &[b'x'; 57], b"\r\n"].concat();
+        assert!(matches!(
+            frames(&mut f, &[&longer])[..],
+            [Frame::TooLong { fatal: false, .. }]
+        ));
     }
 
     #[test]
