@@ -50,7 +50,8 @@ impl std::fmt::Debug for Frame {
 /// `Debug` shows buffer sizes, not the bytes (they may hold a password).
 #[derive(Debug)]
 pub struct Framer {
-    inner: Imap,
+    /// Boxed: the pre-login session that holds it stays small.
+    inner: Box<Imap>,
 }
 
 impl Framer {
@@ -61,14 +62,18 @@ impl Framer {
         let mut inner = Imap::new(line_max(max), max as u64);
         inner.set_continuations(continuations);
         inner.set_max_command(max as u64);
-        Framer { inner }
+        Framer {
+            inner: Box::new(inner),
+        }
     }
 
     /// Frames the store's responses (every literal follows its line).
     pub fn responses(max: usize) -> Framer {
         let mut inner = Imap::responses(line_max(max), max as u64);
         inner.set_max_command(max as u64);
-        Framer { inner }
+        Framer {
+            inner: Box::new(inner),
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
