@@ -1,7 +1,8 @@
 //! IMAP4rev2 (RFC 9051) and IMAP4rev1 (RFC 3501) server of the store role.
 //!
 //! Layers: `framer` (bytes -> command frames: lines and literals, with
-//! limits) -> `command` (msgd's parser for the extended commands) or
+//! limits; the one IMAP framer, also used by the mmp and the stress client
+//! to frame responses) -> `command` (msgd's parser for the extended commands) or
 //! imap-codec's `CommandCodec` (the rest) -> `session` (the async driver:
 //! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`).
 //! The pure pieces (`selected`: the selected mailbox view and its change

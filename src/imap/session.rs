@@ -179,7 +179,7 @@ impl Session {
     pub fn new(conn: Conn, info: ConnInfo, services: Services) -> Session {
         let config = services.config.clone();
         let mut framer = Framer::new(
-            config.limits.max_line,
+            config.limits.max_line.max(framer::MIN_LINE),
             config.imap.max_literal.min(PREAUTH_MAX_LITERAL),
         );
         if !config.imap.literal_plus {
@@ -441,8 +441,15 @@ impl Session {
                     Refusal::Limit => format!(
                         "{tag} NO [LIMIT] Too much data in flight, try again later\r\n"
                     ),
+                    Refusal::Unskippable => {
+                        "* BYE Literal length is not a number64, cannot resynchronise\r\n".into()
+                    }
                 };
                 self.write(&line);
+                if reason.is_fatal() {
+                    self.closing = true;
+                    return Ok(());
+                }
                 // An over-long line is garbage; a too-big literal is a
                 // client's honest attempt and does not count.
                 if reason == Refusal::LineTooLong {
@@ -450,7 +457,7 @@ impl Session {
                 }
                 Ok(())
             }
-            Event::Line(_) => Ok(()),
+            Event::Line(_) | Event::Response(_) => Ok(()),
             Event::Command(bytes) => self.command(&bytes).await,
         }
     }

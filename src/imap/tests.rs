@@ -300,6 +300,54 @@ async fn overlong_line_gets_bad_and_stream_resyncs() {
     assert_eq!(c.line().await, "A2 OK NOOP completed\r\n");
 }
 
+/// RFC 7162 4 and RFC 2971 3.3: an ID of 30 fields with 1,024-octet values
+/// (a 32 KiB line) is accepted before and after login, whatever
+/// `limits.max_line` says below the IMAP minimum; a line past that minimum
+/// gets BAD and the next command works.
+#[tokio::test]
+async fn rfc7162_4_long_command_lines_are_accepted_rfc2971_id_30_fields() {
+    let h = harness();
+    let mut id = String::from("I1 ID (");
+    for i in 0..30 {
+        id.push_str(&format!("\"field-{i:02}\" \"{}\" ", "v".repeat(1024)));
+    }
+    id.pop();
+    id.push(')');
+    assert!(id.len() > 8192 * 3);
+    let mut c = Client::connect(&h).await;
+    let r = c.cmd(&id).await;
+    assert!(tagged(&r).starts_with("I1 OK"), "{r}");
+    let r = c.cmd(&format!("L LOGIN {USER} {PASS}")).await;
+    assert!(tagged(&r).starts_with("L OK"), "{r}");
+    let r = c.cmd(&id.replace("I1 ", "I2 ")).await;
+    assert!(tagged(&r).starts_with("I2 OK"), "{r}");
+    let mut big = b"A1 NOOP ".to_vec();
+    big.extend(std::iter::repeat_n(b'x', super::framer::MIN_LINE + 1));
+    big.extend_from_slice(b"\r\nA2 NOOP\r\n");
+    c.send(&big).await;
+    assert_eq!(c.line().await, "A1 BAD Command line too long\r\n");
+    assert_eq!(c.line().await, "A2 OK NOOP completed\r\n");
+}
+
+/// RFC 9051 4.3 / RFC 7888: a LITERAL+ literal that cannot be skipped (its
+/// length is not a number64) is the one refusal that ends the connection;
+/// a too-big one that can be skipped is refused and the session goes on.
+#[tokio::test]
+async fn rfc7888_unskippable_literal_closes_skippable_one_does_not() {
+    let h = harness_with(|c| c.imap.max_literal = 100);
+    let mut c = Client::logged_in(&h).await;
+    let mut input = b"A1 APPEND INBOX {200+}\r\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 200));
+    input.extend_from_slice(b"\r\nA2 NOOP\r\n");
+    c.send(&input).await;
+    assert!(c.line().await.starts_with("A1 NO [TOOBIG]"));
+    assert_eq!(c.line().await, "A2 OK NOOP completed\r\n");
+    c.send(b"A3 APPEND INBOX {99999999999999999999+}\r\nxyz\r\n")
+        .await;
+    assert!(c.line().await.starts_with("* BYE"));
+    assert_eq!(c.line().await, "");
+}
+
 #[tokio::test]
 async fn preauth_timeout_autologout() {
     let h = harness_with(|c| c.imap.preauth_timeout = 1);

@@ -195,7 +195,7 @@ impl Io {
     fn new(conn: Conn, _proto: Proto) -> Io {
         Io {
             conn,
-            framer: Framer::new(MAX_RESPONSE, false),
+            framer: Framer::responses(MAX_RESPONSE),
         }
     }
 

@@ -142,7 +142,8 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
             max_bad_commands: max_bad,
             max_auth_failures: max_auth,
             auth_delay: env.auth_delay,
-            max_command: max_line,
+            // IMAP lines of 64 KiB plus CRLF (RFC 7162 4, RFC 2971 ID).
+            max_command: max_line.max(crate::imap::framer::MIN_LINE) + 2,
         })),
         Proto::Pop3 => Core::Pop3(pop3::Session::new(pop3::SessionConfig {
             stls_available: starttls,

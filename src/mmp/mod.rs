@@ -4,7 +4,8 @@
 //! there on the user's behalf, and from then on relays bytes both ways
 //! without parsing them.
 //!
-//! Layers: `framer` (IMAP lines + literals) -> `imap` / `pop3` (synchronous
+//! Layers: `framer` (IMAP lines + literals: an adapter over the one IMAP
+//! framer, `crate::imap::framer`) -> `imap` / `pop3` (synchronous
 //! pre-login session cores, no I/O) -> `driver` (async: reads, writes,
 //! directory, TLS, `backend` login) -> `relay` (byte pump).
 //!

@@ -615,6 +615,27 @@ async fn imap_too_many_failures_disconnect() {
     task.await.unwrap();
 }
 
+/// RFC 7162 4 / RFC 2971: the mmp accepts a 30-field ID with 1,024-octet
+/// values (one 32 KiB line) before login; a line past the IMAP minimum
+/// gets BAD and the session goes on.
+#[tokio::test]
+async fn rfc7162_4_mmp_accepts_long_id_lines_and_refuses_overlong_ones() {
+    let (_s1, _s2, h) = two_stores(FakeOpts::default()).await;
+    let (mut c, _task) = h.imap();
+    c.line().await;
+    let mut id = String::from("i ID (");
+    for i in 0..30 {
+        id.push_str(&format!("\"field-{i:02}\" \"{}\" ", "v".repeat(1024)));
+    }
+    id.pop();
+    id.push(')');
+    let r = c.cmd(&id, "i ").await;
+    assert!(r.ends_with("i OK ID completed\r\n"), "{r}");
+    let long = format!("t NOOP {}", "x".repeat(crate::imap::framer::MIN_LINE + 1));
+    assert_eq!(c.cmd(&long, "t ").await, "t BAD Command too long\r\n");
+    assert_eq!(c.cmd("n NOOP", "n ").await, "n OK NOOP completed\r\n");
+}
+
 #[tokio::test]
 async fn imap_shutdown_before_login_says_bye() {
     let (_s1, _s2, h) = two_stores(FakeOpts::default()).await;

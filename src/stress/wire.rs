@@ -1,6 +1,7 @@
-//! The stress client's side of the IMAP wire: a framer that cuts the
-//! server's byte stream into whole responses (a line, plus any literals it
-//! announces and the rest of the line after each), and a decoder that runs
+//! The stress client's side of the IMAP wire: the shared IMAP framer
+//! (`crate::imap::framer`) cutting the server's byte stream into whole
+//! responses (a line, plus any literals it announces and the rest of the
+//! line after each), and a decoder that runs
 //! each response through imap-codec's strict parser and keeps only what the
 //! checks need, as owned values.
 //!
@@ -20,84 +21,50 @@ use imap_types::response::{Code, Data, GreetingKind, Response, Status, StatusKin
 /// the stress client allocate without bound.
 pub const MAX_RESPONSE: usize = 64 << 20;
 
-/// Cuts a byte stream into complete responses.
-#[derive(Default)]
+/// Cuts a byte stream into complete responses: the one IMAP framer
+/// (`crate::imap::framer`) framing responses, with the stress client's cap.
 pub struct Framer {
-    buf: Vec<u8>,
-    /// How far `buf` has been scanned for the end of the current response.
-    scanned: usize,
+    inner: crate::imap::framer::Framer,
+}
+
+impl Default for Framer {
+    fn default() -> Framer {
+        let mut inner = crate::imap::framer::Framer::responses(MAX_RESPONSE, MAX_RESPONSE as u64);
+        inner.set_max_command(MAX_RESPONSE as u64);
+        Framer { inner }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameError {
+    /// A response (or a literal in it) beyond `MAX_RESPONSE`, or a literal
+    /// length that is not a number64.
     TooLong(usize),
 }
 
 impl Framer {
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.inner.push(data);
     }
 
     /// Bytes received but not yet returned as a response.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.inner.buffered()
     }
 
     /// The next complete response (with its CRLF), if the buffer holds one.
     pub fn next(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        use crate::imap::framer::Event;
         loop {
-            let Some(rel) = self.buf.get(self.scanned..).and_then(find_lf) else {
-                if self.buf.len() > MAX_RESPONSE {
-                    return Err(FrameError::TooLong(self.buf.len()));
-                }
-                return Ok(None);
-            };
-            let eol = self.scanned + rel; // index of '\n'
-            let line_end = if eol > 0 && self.buf.get(eol - 1) == Some(&b'\r') {
-                eol - 1
-            } else {
-                eol
-            };
-            match literal_len(self.buf.get(..line_end).unwrap_or_default()) {
-                Some(n) => {
-                    let need = eol + 1 + n;
-                    if need > MAX_RESPONSE {
-                        return Err(FrameError::TooLong(need));
-                    }
-                    if self.buf.len() < need {
-                        return Ok(None);
-                    }
-                    // The literal is opaque: keep scanning after it.
-                    self.scanned = need;
-                }
-                None => {
-                    // Not `split_off`: the response would keep the capacity
-                    // of the whole buffer (many pipelined responses then
-                    // hold buffer size x count bytes).
-                    let resp: Vec<u8> = self.buf.drain(..=eol).collect();
-                    self.scanned = 0;
-                    return Ok(Some(resp));
-                }
+            match self.inner.next() {
+                None => return Ok(None),
+                Some(Event::Response(r)) => return Ok(Some(r)),
+                Some(Event::Refused { .. }) => return Err(FrameError::TooLong(MAX_RESPONSE)),
+                // Not produced when framing responses.
+                Some(Event::Command(_) | Event::Continue | Event::Line(_)) => {}
             }
         }
     }
-}
-
-fn find_lf(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
-}
-
-/// `{N}` (or `{N+}`) at the end of a line: the length of the literal that
-/// follows the line end.
-fn literal_len(line: &[u8]) -> Option<usize> {
-    let inner = line.strip_suffix(b"}")?;
-    let open = inner.iter().rposition(|&c| c == b'{')?;
-    let digits = inner.get(open + 1..)?;
-    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// A response code, reduced to what the checks use.
