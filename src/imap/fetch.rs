@@ -315,10 +315,13 @@ impl Session {
                 };
                 match store.store_flags(id, unseen, FlagOp::Add, seen, None).await {
                     Ok((metas, _)) => {
+                        let mut announce = String::new();
                         for meta in metas {
                             flagged_now.push(meta.uid);
-                            open.view.update_meta(meta);
+                            open.view.update_meta(meta, &mut announce);
                         }
+                        // Before any FETCH below shows a new keyword.
+                        self.out.extend_from_slice(announce.as_bytes());
                     }
                     Err(e) => warn!(error = %e, "setting \\Seen failed"),
                 }

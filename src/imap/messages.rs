@@ -97,7 +97,7 @@ impl Session {
                 .and_then(|k| before.get(k))
                 .map(|(_, m)| *m);
             let changed = old != Some(meta.modseq);
-            if let Some(i) = open.view.update_meta(meta) {
+            if let Some(i) = open.view.update_meta(meta, &mut out) {
                 if !silent {
                     out.push_str(&open.view.flags_fetch(i, uid));
                 } else if open.view.condstore && changed {
