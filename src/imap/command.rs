@@ -1717,10 +1717,20 @@ mod tests {
         }
         // SELECT, EXAMINE, SUBSCRIBE ... go to imap-codec, which agrees.
         use imap_codec::decode::Decoder;
-        for line in [&b"a SELECT ~foo\r\n"[..], b"a EXAMINE ~foo\r\n", b"a SUBSCRIBE ~foo\r\n", b"a DELETE ~foo\r\n", b"a RENAME ~foo ~bar\r\n"] {
+        for line in [
+            &b"a SELECT ~foo\r\n"[..],
+            b"a EXAMINE ~foo\r\n",
+            b"a SUBSCRIBE ~foo\r\n",
+            b"a DELETE ~foo\r\n",
+            b"a RENAME ~foo ~bar\r\n",
+        ] {
             assert!(parse(line).is_none());
             let r = imap_codec::CommandCodec::default().decode(line);
-            assert!(matches!(r, Ok((&[], _))), "{:?}: {r:?}", String::from_utf8_lossy(line));
+            assert!(
+                matches!(r, Ok((&[], _))),
+                "{:?}: {r:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
