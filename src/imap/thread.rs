@@ -541,6 +541,40 @@ mod tests {
     }
 
     #[test]
+    fn rfc5256_2_1_sort_subject_uses_base_subject_then_arrival_order() {
+        let subjects = [
+            "Re: [list] Fwd: Zebra (fwd)",
+            "[fwd: Re: apple]",
+            "Fw: Re:  mango",
+            "RE [2]:\tapple",
+            "Apple",
+            "[blob] Re: [x] Mango (FWD) (fwd)",
+            "\u{e9}clair",
+            "zebra",
+            "Banana\u{a0}split",
+        ];
+        let s: Vec<Summary> = subjects
+            .iter()
+            .enumerate()
+            .map(|(i, sub)| summary(sub, &i.to_string(), &[], 100 - i as i64))
+            .collect();
+        // Equal base subjects keep the mailbox (arrival) order.
+        assert_eq!(
+            sort(&mut items(&s), &[(false, SortKey::Subject)]),
+            vec![2, 4, 5, 9, 3, 6, 1, 8, 7]
+        );
+        assert_eq!(
+            sort(&mut items(&s), &[(true, SortKey::Subject)]),
+            vec![7, 1, 8, 3, 6, 9, 2, 4, 5]
+        );
+        assert_eq!(s.first().map(|x| x.subject.as_str()), Some("zebra"));
+        assert_eq!(
+            s.get(8).map(|x| x.subject.as_str()),
+            Some("banana\u{a0}split")
+        );
+    }
+
+    #[test]
     fn rfc5256_4_orderedsubject() {
         let s = vec![
             summary("x", "1", &[], 10),
