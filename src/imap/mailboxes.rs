@@ -340,12 +340,14 @@ impl Session {
             }
             let full = list::full_pattern(&reference, p);
             if opts.sel_subscribed {
-                // A name's attributes as LIST gives them, or \NonExistent.
-                let attrs_of = |name: &str| match list::list(&infos, &full)
+                // A name's attributes as LIST gives them, or \NonExistent
+                // (LIST's answer computed once per pattern).
+                let listed: BTreeMap<String, Vec<&'static str>> = list::list(&infos, &full)
                     .into_iter()
-                    .find(|e| e.name == name)
-                {
-                    Some(e) => e.attributes,
+                    .map(|e| (e.name, e.attributes))
+                    .collect();
+                let attrs_of = |name: &str| match listed.get(name) {
+                    Some(a) => a.clone(),
                     None if exists.contains(name) => vec![],
                     None => vec!["\\NonExistent"],
                 };
