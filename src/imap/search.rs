@@ -8,7 +8,10 @@
 //!
 //! String keys match case-insensitively as substrings of the *decoded*
 //! values: RFC 2047 decoded header values and transfer-decoded, UTF-8
-//! converted body text (mail-parser does the decoding).
+//! converted body text (mail-parser does the decoding). Address fields
+//! (FROM, TO, CC, BCC) match the field as written or as a person reads it
+//! (`address_text`: quotes dropped, quoted-pairs unescaped), so display
+//! names, comments and groups match in any valid form.
 //!
 //! Bounded (issue 9): the key tree is at most `command::MAX_DEPTH` (64)
 //! levels deep, as the parser refuses deeper input with BAD, so every

@@ -6,6 +6,10 @@
 //!   changes at a moment the RFC allows, and every change is announced in
 //!   the same breath (EXPUNGE, EXISTS, RECENT, FETCH FLAGS), so the client's
 //!   idea of the sequence numbers is always ours.
+//! - A keyword reaches a FETCH only after the untagged FLAGS and
+//!   `OK [PERMANENTFLAGS]` that announce it (RFC 3501 7.2.6, RFC 9051
+//!   7.3.5): `apply` puts them before its FETCH responses, `update_meta`
+//!   hands them to the caller to write first.
 //! - Pure data: no I/O. The session fetches `Changes` and hands them here.
 
 use std::collections::BTreeSet;
