@@ -7,6 +7,10 @@
 //! summary cache (computed on first need); a message file is read only when
 //! an item needs its bytes, one message at a time, and each response is
 //! written as soon as it is built.
+//!
+//! Content goes out as a literal, `{0}` for an empty part; content with NUL
+//! bytes (BINARY, or BODY of a part appended with a literal8) as a literal8
+//! `~{n}` (RFC 3516 4.2, 4.3), as Dovecot and Cyrus send it.
 
 use std::cell::OnceCell;
 use std::io;

@@ -6,8 +6,9 @@
 //! \Deleted acknowledged, expunge observed). `MailboxModel` is one client's
 //! sequence-number -> UID map of its selected mailbox, kept only from the
 //! server's untagged responses (RFC 3501 7.3.1, 7.4.1) and compared against
-//! fresh listings. Every method returns `Err(text)` for a violation; the
-//! caller adds the transcript.
+//! fresh listings; its `Keywords` hold the keywords announced by FLAGS, the
+//! only ones a FETCH may show (RFC 3501 7.2.6). Every method returns
+//! `Err(text)` for a violation; the caller adds the transcript.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
