@@ -616,10 +616,21 @@ impl<'a> P<'a> {
         Ok(Cow::Borrowed(data))
     }
 
+    /// Does a string (quoted, literal or literal8 `~{`) start here? A `~`
+    /// alone is an ATOM-CHAR: `~foo` is an atom (RFC 9051 9), not a
+    /// literal8.
+    fn at_string(&self) -> bool {
+        match self.peek() {
+            Some(b'"' | b'{') => true,
+            Some(b'~') => self.b.get(self.i + 1) == Some(&b'{'),
+            _ => false,
+        }
+    }
+
     /// astring = 1*ASTRING-CHAR / string (ASTRING-CHAR includes "]").
     fn astring(&mut self) -> R<Cow<'a, [u8]>> {
         match self.peek() {
-            Some(b'"' | b'{' | b'~') => self.string(),
+            _ if self.at_string() => self.string(),
             _ => {
                 let a = self.take_while(|c| is_atom_char(c) || c == b']');
                 if a.is_empty() {
@@ -642,7 +653,7 @@ impl<'a> P<'a> {
     /// list-mailbox = 1*list-char / string.
     fn list_mailbox(&mut self) -> R<Vec<u8>> {
         match self.peek() {
-            Some(b'"' | b'{' | b'~') => Ok(self.string()?.into_owned()),
+            _ if self.at_string() => Ok(self.string()?.into_owned()),
             _ => {
                 let a = self.take_while(|c| is_atom_char(c) || matches!(c, b'%' | b'*' | b']'));
                 if a.is_empty() {
@@ -1681,6 +1692,46 @@ mod tests {
         }
         assert!(matches!(cmd("a LIST \"\" *"), Cmd::List { opts, .. } if !opts.extended));
         assert!(bad("a LIST (RECURSIVEMATCH) \"\" *"));
+    }
+
+    #[test]
+    fn rfc9051_9_mailbox_names_as_atoms_with_any_atom_char() {
+        // `~` is an ATOM-CHAR; only `~{` starts a literal8.
+        match cmd("a LIST \"\" ~foo") {
+            Cmd::List { patterns, .. } => assert_eq!(patterns, vec![b"~foo".to_vec()]),
+            c => panic!("{c:?}"),
+        }
+        for name in ["~foo", "a~b", "x!#$&'+,-.:;<=>?@^_`|}~", "[x]y"] {
+            match cmd(&format!("a STATUS {name} (MESSAGES)")) {
+                Cmd::Status { mailbox, .. } => assert_eq!(mailbox, name.as_bytes()),
+                c => panic!("{c:?}"),
+            }
+            match cmd(&format!("a COPY 1 {name}")) {
+                Cmd::Copy { mailbox, .. } => assert_eq!(mailbox, name.as_bytes()),
+                c => panic!("{c:?}"),
+            }
+        }
+        match cmd("a CREATE ~{4}\r\n~bar") {
+            Cmd::Create { mailbox, .. } => assert_eq!(mailbox, b"~bar"),
+            c => panic!("{c:?}"),
+        }
+        // SELECT, EXAMINE, SUBSCRIBE ... go to imap-codec, which agrees.
+        use imap_codec::decode::Decoder;
+        for line in [
+            &b"a SELECT ~foo\r\n"[..],
+            b"a EXAMINE ~foo\r\n",
+            b"a SUBSCRIBE ~foo\r\n",
+            b"a DELETE ~foo\r\n",
+            b"a RENAME ~foo ~bar\r\n",
+        ] {
+            assert!(parse(line).is_none());
+            let r = imap_codec::CommandCodec::default().decode(line);
+            assert!(
+                matches!(r, Ok((&[], _))),
+                "{:?}: {r:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

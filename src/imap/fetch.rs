@@ -7,6 +7,10 @@
 //! summary cache (computed on first need); a message file is read only when
 //! an item needs its bytes, one message at a time, and each response is
 //! written as soon as it is built.
+//!
+//! Content goes out as a literal, `{0}` for an empty part; content with NUL
+//! bytes (BINARY, or BODY of a part appended with a literal8) as a literal8
+//! `~{n}` (RFC 3516 4.2, 4.3), as Dovecot and Cyrus send it.
 
 use std::cell::OnceCell;
 use std::io;
@@ -68,15 +72,41 @@ fn partial(data: Vec<u8>, p: Option<(u32, NonZeroU32)>) -> Vec<u8> {
     }
 }
 
+/// A content item (BODY[...], RFC822...) holding `data`. A literal cannot
+/// carry NUL (RFC 9051 4.3): such content, e.g. a part appended with a
+/// literal8 (RFC 3516 4.3), goes to `raw` as the item's name and a literal8
+/// `~{n}`, the form Dovecot and Cyrus send; `None` then.
+fn content_item(
+    make: impl Fn(NString<'static>) -> MessageDataItem<'static>,
+    data: Vec<u8>,
+    raw: &mut Vec<Vec<u8>>,
+) -> Option<MessageDataItem<'static>> {
+    if !data.contains(&0) {
+        return Some(make(nstring(data)));
+    }
+    // The item's name as imap-codec writes it (section, origin).
+    let named = encode(1, vec![make(NString(None))])?;
+    let name = named
+        .strip_prefix(b"* 1 FETCH (")?
+        .strip_suffix(b" NIL)\r\n")?;
+    let mut r = name.to_vec();
+    r.push(b' ');
+    r.extend(literal8(&data));
+    raw.push(r);
+    None
+}
+
 /// Builds the data items of one message. `data` holds the message's bytes
 /// when any item needs them; `add_flags` appends FLAGS (after an implicit
-/// \Seen) when they were not asked for.
+/// \Seen) when they were not asked for. Content with NUL bytes comes back
+/// in the second list, as raw items (`content_item`).
 pub fn items(
     names: &[MessageDataItemName<'_>],
     msg: &Msg,
     data: Option<&[u8]>,
     add_flags: bool,
-) -> Vec<MessageDataItem<'static>> {
+) -> (Vec<MessageDataItem<'static>>, Vec<Vec<u8>>) {
+    let mut raw = Vec::new();
     let meta = &msg.meta;
     let bytes = data.unwrap_or_default();
     // Parsed once, on first need, for all the items that need structure.
@@ -84,61 +114,82 @@ pub fn items(
     let pm = || parsed.get_or_init(|| mime::ParsedMessage::new(bytes));
     let mut out = Vec::with_capacity(names.len() + 1);
     for name in names {
-        let item =
-            match name {
-                MessageDataItemName::Flags => {
-                    MessageDataItem::Flags(wire::flag_fetch(&meta.flags, msg.recent))
-                }
-                MessageDataItemName::Uid => match NonZeroU32::new(meta.uid) {
-                    Some(u) => MessageDataItem::Uid(u),
+        let item = match name {
+            MessageDataItemName::Flags => {
+                MessageDataItem::Flags(wire::flag_fetch(&meta.flags, msg.recent))
+            }
+            MessageDataItemName::Uid => match NonZeroU32::new(meta.uid) {
+                Some(u) => MessageDataItem::Uid(u),
+                None => continue,
+            },
+            MessageDataItemName::InternalDate => MessageDataItem::InternalDate(wire::date_time(
+                meta.internal_date,
+                meta.tz_offset_min,
+            )),
+            MessageDataItemName::Rfc822Size => {
+                MessageDataItem::Rfc822Size(u32::try_from(meta.size).unwrap_or(u32::MAX))
+            }
+            MessageDataItemName::Envelope => MessageDataItem::Envelope(mime::envelope(bytes)),
+            MessageDataItemName::Body => MessageDataItem::Body(pm().body_structure(false)),
+            MessageDataItemName::BodyStructure => {
+                MessageDataItem::BodyStructure(pm().body_structure(true))
+            }
+            MessageDataItemName::Rfc822 => {
+                match content_item(MessageDataItem::Rfc822, bytes.to_vec(), &mut raw) {
+                    Some(i) => i,
                     None => continue,
-                },
-                MessageDataItemName::InternalDate => MessageDataItem::InternalDate(
-                    wire::date_time(meta.internal_date, meta.tz_offset_min),
-                ),
-                MessageDataItemName::Rfc822Size => {
-                    MessageDataItem::Rfc822Size(u32::try_from(meta.size).unwrap_or(u32::MAX))
                 }
-                MessageDataItemName::Envelope => MessageDataItem::Envelope(mime::envelope(bytes)),
-                MessageDataItemName::Body => MessageDataItem::Body(pm().body_structure(false)),
-                MessageDataItemName::BodyStructure => {
-                    MessageDataItem::BodyStructure(pm().body_structure(true))
-                }
-                MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(bytes.to_vec())),
-                MessageDataItemName::Rfc822Header => MessageDataItem::Rfc822Header(nstring(
-                    mime::section(bytes, Some(&Section::Header(None))),
-                )),
-                MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(nstring(
-                    mime::section(bytes, Some(&Section::Text(None))),
-                )),
-                MessageDataItemName::BodyExt {
-                    section,
-                    partial: p,
-                    ..
-                } => {
-                    // Top-level header/text sections need no MIME parse.
-                    let content = match section {
-                        None
-                        | Some(Section::Header(None))
-                        | Some(Section::Text(None))
-                        | Some(Section::HeaderFields(None, _))
-                        | Some(Section::HeaderFieldsNot(None, _)) => {
-                            mime::section(bytes, section.as_ref())
-                        }
-                        Some(s) => pm().section(Some(s)),
-                    };
-                    let body = partial(content, *p);
-                    MessageDataItem::BodyExt {
-                        section: section.clone().map(imap_types::IntoStatic::into_static),
-                        origin: p.map(|(o, _)| o),
-                        data: nstring(body),
+            }
+            MessageDataItemName::Rfc822Header => match content_item(
+                MessageDataItem::Rfc822Header,
+                mime::section(bytes, Some(&Section::Header(None))),
+                &mut raw,
+            ) {
+                Some(i) => i,
+                None => continue,
+            },
+            MessageDataItemName::Rfc822Text => match content_item(
+                MessageDataItem::Rfc822Text,
+                mime::section(bytes, Some(&Section::Text(None))),
+                &mut raw,
+            ) {
+                Some(i) => i,
+                None => continue,
+            },
+            MessageDataItemName::BodyExt {
+                section,
+                partial: p,
+                ..
+            } => {
+                // Top-level header/text sections need no MIME parse.
+                let content = match section {
+                    None
+                    | Some(Section::Header(None))
+                    | Some(Section::Text(None))
+                    | Some(Section::HeaderFields(None, _))
+                    | Some(Section::HeaderFieldsNot(None, _)) => {
+                        mime::section(bytes, section.as_ref())
                     }
+                    Some(s) => pm().section(Some(s)),
+                };
+                let body = partial(content, *p);
+                let section = section.clone().map(imap_types::IntoStatic::into_static);
+                let origin = p.map(|(o, _)| o);
+                let make = |data| MessageDataItem::BodyExt {
+                    section: section.clone(),
+                    origin,
+                    data,
+                };
+                match content_item(make, body, &mut raw) {
+                    Some(i) => i,
+                    None => continue,
                 }
-                // Written as raw items by the session.
-                MessageDataItemName::Binary { .. }
-                | MessageDataItemName::BinarySize { .. }
-                | MessageDataItemName::ModSeq => continue,
-            };
+            }
+            // Written as raw items by the session.
+            MessageDataItemName::Binary { .. }
+            | MessageDataItemName::BinarySize { .. }
+            | MessageDataItemName::ModSeq => continue,
+        };
         out.push(item);
     }
     if add_flags {
@@ -147,7 +198,7 @@ pub fn items(
             msg.recent,
         )));
     }
-    out
+    (out, raw)
 }
 
 /// One `* n FETCH (...)` response, encoded.
@@ -315,10 +366,13 @@ impl Session {
                 };
                 match store.store_flags(id, unseen, FlagOp::Add, seen, None).await {
                     Ok((metas, _)) => {
+                        let mut announce = String::new();
                         for meta in metas {
                             flagged_now.push(meta.uid);
-                            open.view.update_meta(meta);
+                            open.view.update_meta(meta, &mut announce);
                         }
+                        // Before any FETCH below shows a new keyword.
+                        self.out.extend_from_slice(announce.as_bytes());
                     }
                     Err(e) => warn!(error = %e, "setting \\Seen failed"),
                 }
@@ -398,13 +452,12 @@ impl Session {
                 }
                 let implicit = flagged_now.binary_search(&msg.meta.uid).is_ok();
                 let add_flags = !wants_flags && implicit;
-                let Some(list) = mime::contained("fetch", uid_now, || {
+                let Some((list, mut raw)) = mime::contained("fetch", uid_now, || {
                     items(&std_names, msg, data.as_deref(), add_flags)
                 }) else {
                     server_bug = true;
                     continue;
                 };
-                let mut raw: Vec<Vec<u8>> = Vec::new();
                 for n in &names {
                     match n {
                         MessageDataItemName::Envelope => {
@@ -554,7 +607,7 @@ mod tests {
         ];
         assert!(!names.iter().any(needs_file));
         let m = msg(7, &["\\Seen", "$Work"], true);
-        let t = text(2, items(&names, &m, None, false));
+        let t = text(2, items(&names, &m, None, false).0);
         assert_eq!(
             t,
             "* 2 FETCH (FLAGS (\\Seen $Work \\Recent) INTERNALDATE \"14-Nov-2023 17:13:20 -0500\" RFC822.SIZE 1234)\r\n"
@@ -599,7 +652,7 @@ mod tests {
     #[test]
     fn rfc7162_rfc8474_raw_items_join_the_response() {
         let m = msg(42, &[], false);
-        let list = items(&[MessageDataItemName::Uid], &m, None, false);
+        let list = items(&[MessageDataItemName::Uid], &m, None, false).0;
         let out = encode_with(3, list, &[b"MODSEQ (9)".to_vec(), b"EMAILID (M1)".to_vec()]);
         assert_eq!(out, b"* 3 FETCH (UID 42 MODSEQ (9) EMAILID (M1))\r\n");
         let out = encode_with(3, vec![], &[b"SAVEDATE NIL".to_vec()]);
@@ -611,7 +664,7 @@ mod tests {
     #[test]
     fn rfc3501_7_4_2_uid_and_flags_added() {
         let m = msg(42, &[], false);
-        let t = text(1, items(&[MessageDataItemName::Uid], &m, None, true));
+        let t = text(1, items(&[MessageDataItemName::Uid], &m, None, true).0);
         assert_eq!(t, "* 1 FETCH (UID 42 FLAGS ())\r\n");
     }
 }

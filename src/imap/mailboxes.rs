@@ -340,39 +340,45 @@ impl Session {
             }
             let full = list::full_pattern(&reference, p);
             if opts.sel_subscribed {
+                // A name's attributes as LIST gives them, or \NonExistent
+                // (LIST's answer computed once per pattern).
+                let listed: BTreeMap<String, Vec<&'static str>> = list::list(&infos, &full)
+                    .into_iter()
+                    .map(|e| (e.name, e.attributes))
+                    .collect();
+                let attrs_of = |name: &str| match listed.get(name) {
+                    Some(a) => a.clone(),
+                    None if exists.contains(name) => vec![],
+                    None => vec!["\\NonExistent"],
+                };
                 for name in &subs {
                     if list::matches(&full, name) {
-                        let mut attrs = match list::list(&infos, &full)
-                            .into_iter()
-                            .find(|e| &e.name == name)
-                        {
-                            Some(e) => e.attributes,
-                            None if exists.contains(name.as_str()) => vec![],
-                            None => vec!["\\NonExistent"],
-                        };
+                        let mut attrs = attrs_of(name);
                         attrs.push("\\Subscribed");
-                        entries.insert(name.clone(), (attrs, None));
+                        entries.entry(name.clone()).or_insert((attrs, None));
                     }
                 }
                 if opts.recursive_match {
-                    // Parents matching the pattern with subscribed children
-                    // (RFC 5258 3.5: CHILDINFO).
+                    // RFC 5258 3.5 and section 5 example 9: a name matching
+                    // the pattern whose subscribed descendant does not match
+                    // it carries CHILDINFO, subscribed itself or not,
+                    // existing or not.
                     for name in &subs {
+                        if list::matches(&full, name) {
+                            continue;
+                        }
                         for (i, c) in name.char_indices() {
                             if c != crate::store::DELIMITER {
                                 continue;
                             }
                             let parent = name.get(..i).unwrap_or_default();
-                            if list::matches(&full, parent) && !subs.contains(parent) {
-                                let attrs = if exists.contains(parent) {
-                                    vec![]
-                                } else {
-                                    vec!["\\NonExistent"]
-                                };
-                                entries
-                                    .entry(parent.to_string())
-                                    .or_insert((attrs, Some("(\"CHILDINFO\" (\"SUBSCRIBED\"))")));
+                            if !list::matches(&full, parent) {
+                                continue;
                             }
+                            let e = entries
+                                .entry(parent.to_string())
+                                .or_insert_with(|| (attrs_of(parent), None));
+                            e.1 = Some("(\"CHILDINFO\" (\"SUBSCRIBED\"))");
                         }
                     }
                 }
@@ -386,6 +392,27 @@ impl Session {
                         attrs.push("\\Subscribed");
                     }
                     entries.insert(e.name, (attrs, None));
+                }
+            }
+        }
+        if opts.ret_children {
+            // RFC 5258 4: every entry says whether it has children (existing
+            // mailboxes below it), \NonExistent ones included.
+            // An entry with CHILDINFO has a subscribed child, existing or
+            // not: never \HasNoChildren next to it.
+            for (name, (attrs, ext)) in entries.iter_mut() {
+                if !attrs
+                    .iter()
+                    .any(|a| *a == "\\HasChildren" || *a == "\\HasNoChildren")
+                {
+                    let prefix = format!("{name}{}", crate::store::DELIMITER);
+                    let children =
+                        ext.is_some() || infos.iter().any(|m| m.name.starts_with(&prefix));
+                    attrs.push(if children {
+                        "\\HasChildren"
+                    } else {
+                        "\\HasNoChildren"
+                    });
                 }
             }
         }

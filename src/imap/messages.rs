@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use crate::store::{FlagOp, Flags, MailboxId, MessageMeta, ModSeq, Uid};
+use crate::store::{FlagOp, Flags, MailboxId, MessageMeta, ModSeq, Quota, Uid};
 
 use super::command::{ReturnOpt, SeqSet, SortKey, ThreadAlgo};
 use super::search::{self, Key};
@@ -97,7 +97,7 @@ impl Session {
                 .and_then(|k| before.get(k))
                 .map(|(_, m)| *m);
             let changed = old != Some(meta.modseq);
-            if let Some(i) = open.view.update_meta(meta) {
+            if let Some(i) = open.view.update_meta(meta, &mut out) {
                 if !silent {
                     out.push_str(&open.view.flags_fetch(i, uid));
                 } else if open.view.condstore && changed {
@@ -178,13 +178,41 @@ impl Session {
                 Err(e) => self.store_error(e, "TRYCREATE"),
             });
         }
+        // RFC 6851 3.1 allows MOVE to the selected mailbox itself: COPY,
+        // then flag the sources \Deleted and expunge just them (the store
+        // moves only between two mailboxes). Usage ends where it started,
+        // so the copy is not held to the quota.
+        let to_self = moving && open.owner == dest.owner && open.view.name == dest.name;
+        let id = open.view.id;
+        let (quota, remove_source) = if to_self {
+            (Quota::default(), false)
+        } else {
+            (quota, moving)
+        };
         let (uidvalidity, mut pairs) = match store
-            .copy(open.view.id, uids, &dest.owner, &dest.name, moving, quota)
+            .copy(id, uids, &dest.owner, &dest.name, remove_source, quota)
             .await
         {
             Ok(r) => r,
             Err(e) => return Ok(self.store_error(e, "TRYCREATE")),
         };
+        if to_self && !pairs.is_empty() {
+            let sources: Vec<Uid> = pairs.iter().map(|(from, _)| *from).collect();
+            let deleted = Flags {
+                bits: Flags::DELETED,
+                keywords: vec![],
+            };
+            let expunged = match store
+                .store_flags(id, sources.clone(), FlagOp::Add, deleted, None)
+                .await
+            {
+                Ok(_) => store.expunge(id, Some(sources)).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = expunged {
+                return Ok(self.store_error(e, "NONEXISTENT"));
+            }
+        }
         pairs.sort_unstable();
         let code = copyuid(uidvalidity, &pairs);
         if moving {
@@ -387,12 +415,7 @@ impl Session {
                 line.push_str(&format!(" ALL {}", wire::num_set(&nums)));
             }
             if with_modseq {
-                let returned: Vec<usize> = if has(ReturnOpt::All) || has(ReturnOpt::Count) {
-                    hits.clone()
-                } else {
-                    min.into_iter().chain(max).collect()
-                };
-                if let Some(m) = modseq_of(&returned) {
+                if let Some(m) = modseq_of(&modseq_reported_for(&ret, &hits)) {
                     line.push_str(&format!(" MODSEQ {m}"));
                 }
             }
@@ -533,5 +556,44 @@ impl Session {
         };
         self.write(&line);
         Ok(Reply::ok("THREAD completed"))
+    }
+}
+
+/// The matches whose highest mod-sequence the ESEARCH MODSEQ item reports
+/// (RFC 7162 3.1.5 with RFC 4731): with ALL or COUNT every match; else only
+/// the messages returned, MIN and/or MAX.
+fn modseq_reported_for(ret: &[ReturnOpt], hits: &[usize]) -> Vec<usize> {
+    if ret.contains(&ReturnOpt::All) || ret.contains(&ReturnOpt::Count) {
+        return hits.to_vec();
+    }
+    let mut out = Vec::new();
+    if ret.contains(&ReturnOpt::Min) {
+        out.extend(hits.first().copied());
+    }
+    if ret.contains(&ReturnOpt::Max) {
+        out.extend(hits.last().copied());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7162_3_1_5_search_return_min_modseq_is_the_min_message() {
+        let hits = [2, 5, 9];
+        assert_eq!(modseq_reported_for(&[ReturnOpt::Min], &hits), vec![2]);
+        assert_eq!(modseq_reported_for(&[ReturnOpt::Max], &hits), vec![9]);
+        assert_eq!(
+            modseq_reported_for(&[ReturnOpt::Min, ReturnOpt::Max], &hits),
+            vec![2, 9]
+        );
+        assert_eq!(
+            modseq_reported_for(&[ReturnOpt::Min, ReturnOpt::Count], &hits),
+            vec![2, 5, 9]
+        );
+        assert_eq!(modseq_reported_for(&[ReturnOpt::All], &hits), vec![2, 5, 9]);
+        assert!(modseq_reported_for(&[ReturnOpt::Min], &[]).is_empty());
     }
 }

@@ -35,6 +35,8 @@ pub(crate) mod wire;
 mod tests;
 #[cfg(test)]
 mod tests_ext;
+#[cfg(test)]
+mod tests_fix;
 
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;

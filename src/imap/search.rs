@@ -8,7 +8,10 @@
 //!
 //! String keys match case-insensitively as substrings of the *decoded*
 //! values: RFC 2047 decoded header values and transfer-decoded, UTF-8
-//! converted body text (mail-parser does the decoding).
+//! converted body text (mail-parser does the decoding). Address fields
+//! (FROM, TO, CC, BCC) match the field as written or as a person reads it
+//! (`address_text`: quotes dropped, quoted-pairs unescaped), so display
+//! names, comments and groups match in any valid form.
 //!
 //! Bounded (issue 9): the key tree is at most `command::MAX_DEPTH` (64)
 //! levels deep, as the parser refuses deeper input with BAD, so every
@@ -270,7 +273,17 @@ impl SearchDoc {
             headers: d
                 .headers
                 .into_iter()
-                .map(|(n, v)| (n, v.to_lowercase()))
+                .map(|(n, v)| {
+                    let mut v = v.to_lowercase();
+                    if is_address_field(&n) {
+                        let plain = address_text(&v);
+                        if plain != v {
+                            v.push('\n');
+                            v.push_str(&plain);
+                        }
+                    }
+                    (n, v)
+                })
                 .collect(),
             body: d.body.to_lowercase(),
             sent: d.date.and_then(|d| {
@@ -412,6 +425,59 @@ impl Eval<'_, '_> {
     fn sent_day(&mut self) -> Option<NaiveDate> {
         self.doc().and_then(|d| d.sent)
     }
+}
+
+/// Fields whose value is an address list (RFC 5322 3.6.2, 3.6.3).
+fn is_address_field(name: &[u8]) -> bool {
+    [&b"from"[..], b"to", b"cc", b"bcc", b"sender", b"reply-to"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f))
+}
+
+/// An address list as a person reads it: quoted strings without their
+/// quotes and quoted-pairs unescaped (`"Smith, J. \"JJ\"" <j@x>` reads
+/// `Smith, J. "JJ" <j@x>`), whitespace runs as one space. FROM/TO/CC/BCC
+/// match a substring of the field (RFC 9051 6.4.4) in this form or as
+/// written, so display names, comments and groups match however the
+/// sender quoted them. Linear in the value, no recursion.
+fn address_text(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    let mut in_quote = false;
+    let mut space = false;
+    let push = |out: &mut String, c: char, space: &mut bool| {
+        if c.is_whitespace() {
+            *space = true;
+        } else {
+            if *space && !out.is_empty() {
+                out.push(' ');
+            }
+            *space = false;
+            out.push(c);
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if in_quote => {
+                if let Some(n) = chars.next() {
+                    push(&mut out, n, &mut space);
+                }
+            }
+            '"' => {
+                in_quote = !in_quote;
+                // Decoded encoded-words leave spaces inside the quotes.
+                if in_quote {
+                    while chars.clone().next().is_some_and(char::is_whitespace) {
+                        chars.next();
+                    }
+                } else {
+                    space = false;
+                }
+            }
+            c => push(&mut out, c, &mut space),
+        }
+    }
+    out
 }
 
 fn lower(s: &[u8]) -> String {

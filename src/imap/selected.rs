@@ -6,6 +6,10 @@
 //!   changes at a moment the RFC allows, and every change is announced in
 //!   the same breath (EXPUNGE, EXISTS, RECENT, FETCH FLAGS), so the client's
 //!   idea of the sequence numbers is always ours.
+//! - A keyword reaches a FETCH only after the untagged FLAGS and
+//!   `OK [PERMANENTFLAGS]` that announce it (RFC 3501 7.2.6, RFC 9051
+//!   7.3.5): `apply` puts them before its FETCH responses, `update_meta`
+//!   hands them to the caller to write first.
 //! - Pure data: no I/O. The session fetches `Changes` and hands them here.
 
 use std::collections::BTreeSet;
@@ -131,6 +135,36 @@ impl Selected {
         s
     }
 
+    fn permanent_flags_line(&self) -> String {
+        if self.read_only {
+            return "* OK [PERMANENTFLAGS ()] No permanent flags permitted\r\n".into();
+        }
+        let mut p = String::from("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+        for k in &self.keywords {
+            p.push(' ');
+            p.push_str(k);
+        }
+        format!("* OK [PERMANENTFLAGS ({p} \\*)] Flags permitted\r\n")
+    }
+
+    /// Learns the keywords of `flags`. When one is new to this view, returns
+    /// the untagged FLAGS and OK [PERMANENTFLAGS] that must reach the client
+    /// before any FETCH shows it (RFC 3501 7.2.6, RFC 9051 7.3.5);
+    /// otherwise an empty string.
+    pub fn announce_keywords(&mut self, flags: &Flags) -> String {
+        let mut new = false;
+        for k in &flags.keywords {
+            new |= self.keywords.insert(k.clone());
+        }
+        if new {
+            let mut s = self.flags_line();
+            s.push_str(&self.permanent_flags_line());
+            s
+        } else {
+            String::new()
+        }
+    }
+
     /// The untagged responses of SELECT/EXAMINE (RFC 3501 6.3.1).
     pub fn select_responses(&self) -> String {
         let mut s = self.flags_line();
@@ -147,18 +181,7 @@ impl Selected {
         {
             s.push_str(&format!("* OK [UNSEEN {}] First unseen message\r\n", i + 1));
         }
-        if self.read_only {
-            s.push_str("* OK [PERMANENTFLAGS ()] No permanent flags permitted\r\n");
-        } else {
-            let mut p = String::from("\\Answered \\Flagged \\Deleted \\Seen \\Draft");
-            for k in &self.keywords {
-                p.push(' ');
-                p.push_str(k);
-            }
-            s.push_str(&format!(
-                "* OK [PERMANENTFLAGS ({p} \\*)] Flags permitted\r\n"
-            ));
-        }
+        s.push_str(&self.permanent_flags_line());
         s.push_str(&format!(
             "* OK [UIDVALIDITY {}] UIDs valid\r\n",
             self.uidvalidity
@@ -215,12 +238,12 @@ impl Selected {
         let max = self.max_uid();
         let before = self.msgs.len();
         let mut flag_updates = Vec::new();
-        let mut new_keywords = false;
+        // Every new keyword is announced before the FETCH responses below.
+        let mut announce = String::new();
         for meta in changes.changed {
-            for k in &meta.flags.keywords {
-                if self.keywords.insert(k.clone()) {
-                    new_keywords = true;
-                }
+            let a = self.announce_keywords(&meta.flags);
+            if !a.is_empty() {
+                announce = a;
             }
             if meta.uid > max {
                 if changes.expunged.binary_search(&meta.uid).is_ok() {
@@ -242,9 +265,7 @@ impl Selected {
                 }
             }
         }
-        if new_keywords {
-            out.push_str(&self.flags_line());
-        }
+        out.push_str(&announce);
         if self.msgs.len() != before || !gone.is_empty() {
             out.push_str(&format!("* {} EXISTS\r\n", self.exists()));
             if !self.rev2 {
@@ -262,12 +283,13 @@ impl Selected {
     }
 
     /// Records flags this session stored itself (the FETCH responses are
-    /// written by the caller).
-    pub fn update_meta(&mut self, meta: MessageMeta) -> Option<usize> {
+    /// written by the caller). The store hands back the message's whole
+    /// flag set, which may hold a keyword another session just added: the
+    /// FLAGS / PERMANENTFLAGS announcing it go to `out` first, so they
+    /// precede the caller's FETCH (RFC 3501 7.2.6, RFC 9051 7.3.5).
+    pub fn update_meta(&mut self, meta: MessageMeta, out: &mut String) -> Option<usize> {
         let i = self.index_of(meta.uid)?;
-        for k in &meta.flags.keywords {
-            self.keywords.insert(k.clone());
-        }
+        out.push_str(&self.announce_keywords(&meta.flags));
         if let Some(m) = self.msgs.get_mut(i) {
             m.meta = meta;
         }
@@ -438,6 +460,43 @@ mod tests {
             Uid::MAX,
         );
         assert_eq!(again, "");
+    }
+
+    #[test]
+    fn rfc3501_7_2_6_rfc9051_7_3_5_new_keyword_announced_before_fetch() {
+        // Another session added $Label1: FLAGS and PERMANENTFLAGS come
+        // before the FETCH that shows it.
+        let mut s = view(&[1, 2]);
+        let out = s.apply(
+            Changes {
+                info: info(3, 8),
+                changed: vec![meta(2, &["$Label1"])],
+                expunged: vec![],
+            },
+            Uid::MAX,
+        );
+        let flags = out.find("* FLAGS (").expect("FLAGS announced");
+        let perm = out.find("$Label1 \\*)]").expect("PERMANENTFLAGS announced");
+        let fetch = out.find("* 2 FETCH (FLAGS ($Label1)").expect("FETCH");
+        assert!(flags < fetch && perm < fetch, "{out}");
+        // The store hands back a keyword this view has not seen (added by
+        // another session just before our STORE): announced first too.
+        let mut ann = String::new();
+        let i = s.update_meta(meta(1, &["\\Seen", "$Label2"]), &mut ann);
+        assert_eq!(i, Some(0));
+        assert!(ann.starts_with("* FLAGS ("), "{ann}");
+        assert!(ann.contains("$Label1 $Label2)"), "{ann}");
+        assert!(ann.contains("[PERMANENTFLAGS ("), "{ann}");
+        // A known keyword is not announced again.
+        let mut again = String::new();
+        s.update_meta(meta(2, &["$Label2"]), &mut again);
+        assert_eq!(again, "");
+        // Read-only: PERMANENTFLAGS () still follows the FLAGS.
+        let mut ro = view(&[1]);
+        ro.read_only = true;
+        let mut a = String::new();
+        ro.update_meta(meta(1, &["$X"]), &mut a);
+        assert!(a.contains("* OK [PERMANENTFLAGS ()]"), "{a}");
     }
 
     #[test]

@@ -729,6 +729,31 @@ impl Session {
         if needs_selected && self.sel.is_none() {
             return Ok(Reply::bad("No mailbox selected"));
         }
+        let condstore_before = self.sel.as_ref().map(|o| o.view.condstore);
+        let reply = self.execute_ext_cmd(tag, cmd).await?;
+        Ok(self.condstore_enabled_reply(condstore_before, reply))
+    }
+
+    /// RFC 7162 3.1: the first CONDSTORE enabling command on an already
+    /// selected mailbox reports its HIGHESTMODSEQ in the tagged OK (in an
+    /// untagged OK when the tagged one carries another code).
+    fn condstore_enabled_reply(&mut self, before: Option<bool>, mut reply: Reply) -> Reply {
+        let Some(open) = self.sel.as_ref() else {
+            return reply;
+        };
+        if before != Some(false) || !open.view.condstore || reply.status != "OK" {
+            return reply;
+        }
+        let code = format!("HIGHESTMODSEQ {}", open.view.modseq.max(1));
+        if reply.code.is_none() {
+            reply.code = Some(code);
+        } else {
+            self.write(&format!("* OK [{code}] Highest\r\n"));
+        }
+        reply
+    }
+
+    async fn execute_ext_cmd(&mut self, tag: &str, cmd: Cmd) -> io::Result<Reply> {
         match cmd {
             Cmd::Fetch {
                 uid,

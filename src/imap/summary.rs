@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mime;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Most message ids taken from one message's References (RFC 5256 3,
 /// REFERENCES step 1): the last ones, which name the nearest ancestors.
@@ -199,8 +199,9 @@ pub fn base_subject(subject: &str) -> (String, bool) {
     let norm: String = {
         let mut out = String::with_capacity(subject.len());
         let mut space = false;
+        // WSP and line breaks only: a no-break space is text.
         for c in subject.chars() {
-            if c.is_whitespace() {
+            if matches!(c, ' ' | '\t' | '\r' | '\n') {
                 space = true;
             } else {
                 if space && !out.is_empty() {
@@ -256,7 +257,9 @@ pub fn base_subject(subject: &str) -> (String, bool) {
         }
         break;
     }
-    (s.trim().to_lowercase(), is_reply)
+    // SORT's default collation is i;ascii-casemap (RFC 5256 3): only
+    // ASCII letters fold.
+    (s.trim().to_ascii_lowercase(), is_reply)
 }
 
 /// Does `s` start with the ASCII `prefix`, in any case?

@@ -646,8 +646,8 @@ async fn rfc3501_6_4_6_store_flags() {
     let r = c.cmd("a STORE 1:2 +FLAGS (\\Flagged $Work)").await;
     assert_eq!(
         r,
-        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n* 1 FETCH (FLAGS (\\Flagged $Work \\Recent))\r\n* 2 FETCH (FLAGS (\\Flagged $Work \\Recent))\r\na OK STORE completed\r\n"
-            .replace("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n", "")
+        // A new keyword is announced first (RFC 3501 7.2.6).
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted\r\n* 1 FETCH (FLAGS (\\Flagged $Work \\Recent))\r\n* 2 FETCH (FLAGS (\\Flagged $Work \\Recent))\r\na OK STORE completed\r\n"
     );
     let r = c.cmd("b STORE 1 -FLAGS.SILENT (\\Flagged)").await;
     assert_eq!(r, "b OK STORE completed\r\n");

@@ -39,13 +39,22 @@ fn compare(a: &Item<'_>, b: &Item<'_>, key: SortKey) -> Ordering {
         SortKey::Arrival => a.internal_date.cmp(&b.internal_date),
         SortKey::Date => a.sent().cmp(&b.sent()),
         SortKey::Size => a.size.cmp(&b.size),
-        SortKey::Subject => x.subject.cmp(&y.subject),
-        SortKey::From => x.from.cmp(&y.from),
-        SortKey::To => x.to.cmp(&y.to),
-        SortKey::Cc => x.cc.cmp(&y.cc),
-        SortKey::DisplayFrom => x.display_from.cmp(&y.display_from),
-        SortKey::DisplayTo => x.display_to.cmp(&y.display_to),
+        SortKey::Subject => casemap(&x.subject, &y.subject),
+        SortKey::From => casemap(&x.from, &y.from),
+        SortKey::To => casemap(&x.to, &y.to),
+        SortKey::Cc => casemap(&x.cc, &y.cc),
+        SortKey::DisplayFrom => casemap(&x.display_from, &y.display_from),
+        SortKey::DisplayTo => casemap(&x.display_to, &y.display_to),
     }
+}
+
+/// The i;ascii-casemap collation, SORT's default (RFC 5256 3, RFC 4790
+/// 9.2): a-z become A-Z, then octets compare. Not the same as comparing
+/// lowercased text: `_` (0x5F) sorts after `A` but before `a`.
+fn casemap(a: &str, b: &str) -> Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_uppercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_uppercase()))
 }
 
 /// SORT (RFC 5256 3): the `out` numbers in order. Equal keys fall back to
@@ -537,6 +546,50 @@ mod tests {
                 &[(false, SortKey::Subject), (true, SortKey::Date)]
             ),
             vec![3, 2, 1]
+        );
+    }
+
+    #[test]
+    fn rfc5256_2_1_sort_subject_uses_base_subject_then_arrival_order() {
+        let subjects = [
+            "Re: [list] Fwd: Zebra (fwd)",
+            "[fwd: Re: apple]",
+            "Fw: Re:  mango",
+            "RE [2]:\tapple",
+            "Apple",
+            "[blob] Re: [x] Mango (FWD) (fwd)",
+            "\u{e9}clair",
+            "zebra",
+            "Banana\u{a0}split",
+        ];
+        let s: Vec<Summary> = subjects
+            .iter()
+            .enumerate()
+            .map(|(i, sub)| summary(sub, &i.to_string(), &[], 100 - i as i64))
+            .collect();
+        // Equal base subjects keep the mailbox (arrival) order.
+        assert_eq!(
+            sort(&mut items(&s), &[(false, SortKey::Subject)]),
+            vec![2, 4, 5, 9, 3, 6, 1, 8, 7]
+        );
+        assert_eq!(
+            sort(&mut items(&s), &[(true, SortKey::Subject)]),
+            vec![7, 1, 8, 3, 6, 9, 2, 4, 5]
+        );
+        assert_eq!(s.first().map(|x| x.subject.as_str()), Some("zebra"));
+        // i;ascii-casemap: "_" (0x5F) after "A" (0x41), "[" after "Z".
+        let t: Vec<Summary> = ["_under", "Apple", "zoo", "Re: [x] [y]"]
+            .iter()
+            .enumerate()
+            .map(|(i, sub)| summary(sub, &i.to_string(), &[], 1))
+            .collect();
+        assert_eq!(
+            sort(&mut items(&t), &[(false, SortKey::Subject)]),
+            vec![2, 3, 4, 1]
+        );
+        assert_eq!(
+            s.get(8).map(|x| x.subject.as_str()),
+            Some("banana\u{a0}split")
         );
     }
 

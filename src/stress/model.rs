@@ -6,10 +6,11 @@
 //! \Deleted acknowledged, expunge observed). `MailboxModel` is one client's
 //! sequence-number -> UID map of its selected mailbox, kept only from the
 //! server's untagged responses (RFC 3501 7.3.1, 7.4.1) and compared against
-//! fresh listings. Every method returns `Err(text)` for a violation; the
-//! caller adds the transcript.
+//! fresh listings; its `Keywords` hold the keywords announced by FLAGS, the
+//! only ones a FETCH may show (RFC 3501 7.2.6). Every method returns
+//! `Err(text)` for a violation; the caller adds the transcript.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One message as the ledger knows it.
 #[derive(Debug, Clone, Default)]
@@ -227,6 +228,84 @@ pub struct MailboxModel {
     slots: Vec<Slot>,
     /// Highest UID this client saw in this mailbox (this selection).
     max_seen: u32,
+    /// The keywords announced to this client (RFC 3501 7.2.6).
+    pub keywords: Keywords,
+}
+
+/// The keywords the server announced to one client in this selection, as
+/// a strict client tracks them: a FETCH may show a keyword only after an
+/// untagged FLAGS listed it (RFC 3501 7.2.6, RFC 9051 7.3.5).
+///
+/// `wire` keeps a FLAGS response's name, not its list; the list is read
+/// from the `[PERMANENTFLAGS (...)]` that msgd (like Dovecot) sends right
+/// after every FLAGS, and only counts when a FLAGS came before it. A
+/// read-only selection (`PERMANENTFLAGS ()`) lists no keywords: the check
+/// is off then.
+#[derive(Debug, Default, Clone)]
+pub struct Keywords {
+    /// Lowercased (keywords compare case-insensitively).
+    announced: BTreeSet<String>,
+    /// A FLAGS response arrived since the last PERMANENTFLAGS.
+    flags_pending: bool,
+    /// A usable PERMANENTFLAGS list was seen: the check is on.
+    known: bool,
+}
+
+impl Keywords {
+    /// An untagged `* FLAGS (...)`.
+    pub fn flags_response(&mut self) {
+        self.flags_pending = true;
+    }
+
+    /// An untagged OK whose code wire rendered as `code` (its Debug form,
+    /// `PermanentFlags([Flag(Seen), Flag(Keyword(Atom("$x"))), Asterisk])`).
+    /// Other codes are ignored.
+    pub fn response_code(&mut self, code: &str) -> Check {
+        let Some(list) = code.strip_prefix("PermanentFlags(") else {
+            return Ok(());
+        };
+        // Keywords are atoms: the quoted strings of the Debug form.
+        let keywords: Vec<String> = list
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if list == "[])" {
+            // Read-only: no list to hold FETCH responses against.
+            self.known = false;
+            self.flags_pending = false;
+            return Ok(());
+        }
+        let new: Vec<&String> = keywords
+            .iter()
+            .filter(|k| !self.announced.contains(*k))
+            .collect();
+        if !new.is_empty() && !self.flags_pending {
+            return Err(format!(
+                "[PERMANENTFLAGS] lists new keywords {new:?} with no untagged FLAGS before it (RFC 3501 7.2.6)"
+            ));
+        }
+        self.announced.extend(keywords);
+        self.flags_pending = false;
+        self.known = true;
+        Ok(())
+    }
+
+    /// The FLAGS of a FETCH response: every keyword was announced first.
+    pub fn check_fetch(&self, flags: &[String]) -> Check {
+        if !self.known {
+            return Ok(());
+        }
+        for f in flags.iter().filter(|f| !f.starts_with('\\')) {
+            if !self.announced.contains(&f.to_ascii_lowercase()) {
+                return Err(format!(
+                    "FETCH FLAGS {flags:?} uses keyword {f} before an untagged FLAGS announced it (RFC 3501 7.2.6, RFC 9051 7.3.5)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl MailboxModel {
@@ -241,6 +320,7 @@ impl MailboxModel {
                 })
                 .collect(),
             max_seen: 0,
+            keywords: Keywords::default(),
         }
     }
 
@@ -410,6 +490,34 @@ fn short_list(v: &[Option<u32>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3501_7_2_6_keywords_announced_before_fetch_uses_them() {
+        let perm = |list: &str| format!("PermanentFlags([Flag(Seen), {list}Asterisk])");
+        let mut k = Keywords::default();
+        // Before any list: nothing to hold against.
+        assert!(k.check_fetch(&["$x".into()]).is_ok());
+        k.flags_response();
+        k.response_code(&perm("Flag(Keyword(Atom(\"$Work\"))), "))
+            .unwrap();
+        assert!(k.check_fetch(&["\\Seen".into(), "$work".into()]).is_ok());
+        // A keyword nobody announced: the bug the stress run missed.
+        let e = k.check_fetch(&["$Label1".into()]).unwrap_err();
+        assert!(e.contains("$Label1") && e.contains("7.2.6"), "{e}");
+        // PERMANENTFLAGS alone does not announce a new keyword.
+        assert!(k
+            .response_code(&perm("Flag(Keyword(Atom(\"$Label1\"))), "))
+            .is_err());
+        k.flags_response();
+        k.response_code(&perm("Flag(Keyword(Atom(\"$Label1\"))), "))
+            .unwrap();
+        assert!(k.check_fetch(&["$Label1".into()]).is_ok());
+        // Other codes are not keyword lists.
+        assert!(k.response_code("Alert").is_ok());
+        // Read-only: PERMANENTFLAGS () turns the check off.
+        k.response_code("PermanentFlags([])").unwrap();
+        assert!(k.check_fetch(&["$Other".into()]).is_ok());
+    }
 
     #[test]
     fn rfc3501_7_4_1_expunge_renumbers() {

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use super::conn::{quote, Conn, Target};
 use super::message;
-use super::model::MailboxModel;
+use super::model::{Keywords, MailboxModel};
 use super::wire::{seq_set, FetchData, Kind, Resp, RespCode, StatusLine};
 use super::{Shared, Violation, Workload};
 
@@ -284,6 +284,9 @@ impl Worker {
                         s.model.uid(f.seq)
                     }
                 };
+                if let Some(flags) = &f.flags {
+                    s.model.keywords.check_fetch(flags)?;
+                }
                 if let Some(uid) = uid {
                     check_fetch(&shared, user, &s.mailbox, uid, &f, self.synced)?;
                 }
@@ -327,6 +330,11 @@ impl Worker {
                     Some(RespCode::CopyUid { validity, src, dst }) => {
                         ctx.copyuid = Some((validity, src, dst))
                     }
+                    Some(RespCode::Other(code)) => {
+                        if let Some(s) = self.sel.as_mut() {
+                            s.model.keywords.response_code(&code)?;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -337,6 +345,11 @@ impl Worker {
             }
             Resp::Continue => return Err("unexpected continuation request".into()),
             Resp::Tagged { tag, .. } => return Err(format!("stray completion for tag {tag}")),
+            Resp::Other("FLAGS") => {
+                if let Some(s) = self.sel.as_mut() {
+                    s.model.keywords.flags_response();
+                }
+            }
             Resp::Recent(_) | Resp::Capability(_) | Resp::Other(_) => {}
         }
         Ok(())
@@ -615,15 +628,25 @@ impl Worker {
         let (mut validity, mut uidnext, mut modseq) = (None, None, None);
         let mut pristine = false;
         let mut ctx = Ctx::default();
+        // FLAGS (and maybe PERMANENTFLAGS) come before the first EXISTS
+        // creates the model: what they announce is kept here till then.
+        let mut keywords = Keywords::default();
         for r in done.untagged {
             match r {
                 Resp::Exists(n) if self.sel.is_none() => {
+                    let mut model = MailboxModel::selected(n, None);
+                    model.keywords = keywords.clone();
                     self.sel = Some(Selected {
                         mailbox: mailbox.to_string(),
-                        model: MailboxModel::selected(n, None),
+                        model,
                     });
                     pristine = true;
                 }
+                Resp::Other("FLAGS") if self.sel.is_none() => keywords.flags_response(),
+                Resp::Untagged(StatusLine {
+                    code: Some(RespCode::Other(ref code)),
+                    ..
+                }) if self.sel.is_none() => keywords.response_code(code)?,
                 Resp::Untagged(ref st)
                     if matches!(
                         st.code,

@@ -336,3 +336,39 @@ fn robustness_search_on_garbage_never_panics() {
     assert!(!check("SENTON 1-Jan-2020", &v, garbage));
     assert!(check("TEXT subject", &v, garbage));
 }
+
+#[test]
+fn rfc9051_6_4_4_from_to_cc_bcc_match_the_whole_field_in_any_valid_form() {
+    let f = Flags::default();
+    let v = view(&f);
+    let m = crlf(concat!(
+        "From: \"Smith, John \\\"JJ\\\" (Sales)\" <john@example.com>\n",
+        "To: Team: a@x.test, \"=?utf-8?q?J=C3=B6rg?=\"   <j@x.test>;, undisclosed:;\n",
+        "Cc: zed@example.com\n (Zed  Example)\n",
+        "Bcc: =?iso-8859-1?q?J=F8rn?= <jorn@example.net>\n",
+        "Subject: x\n\nbody\n"
+    ));
+    for (c, want) in [
+        // Display name as written and as read, quoted-pair unescaped.
+        ("FROM \"Smith, John\"", true),
+        ("FROM \"John \\\"JJ\\\" (Sales)\"", true),
+        ("FROM \"(sales)\"", true),
+        ("FROM \"sales)\\\" <john@\"", true),
+        ("FROM \"sales) <john@example.com>\"", true),
+        ("FROM john@example.com", true),
+        ("FROM <john@example.com>", true),
+        // Groups and an encoded-word inside a quoted string.
+        ("TO \"team:\"", true),
+        ("TO \"Jörg <j@x.test>\"", true),
+        ("TO undisclosed", true),
+        ("TO a@x.test", true),
+        // Comments, folded.
+        ("CC \"zed example\"", true),
+        ("CC \"zed@example.com (zed example)\"", true),
+        ("BCC \"jørn <jorn@\"", true),
+        ("FROM zed", false),
+        ("TO john", false),
+    ] {
+        assert_eq!(check(c, &v, &m), want, "{c}");
+    }
+}
