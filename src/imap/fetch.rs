@@ -205,6 +205,36 @@ fn part_spec(section: &[NonZeroU32]) -> String {
         .join(".")
 }
 
+/// THREADIDs (RFC 8474 5.2) of `uids` from the store's thread index
+/// (0 where unknown: reported as NIL).
+pub(crate) async fn thread_ids(
+    store: &crate::store::Store,
+    id: crate::store::MailboxId,
+    uids: Vec<Uid>,
+) -> Vec<u64> {
+    match store.thread_ids(id, uids).await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "reading thread ids failed");
+            Vec::new()
+        }
+    }
+}
+
+/// A THREADID as the client sees it (`T` and 16 hex digits, RFC 8474
+/// objectid), None for no thread.
+pub(crate) fn thread_id_text(id: u64) -> Option<String> {
+    (id != 0).then(|| format!("T{id:016x}"))
+}
+
+/// The `THREADID (...)` FETCH item, `THREADID NIL` without a thread.
+fn thread_id_item(id: Option<u64>) -> Vec<u8> {
+    match id.and_then(thread_id_text) {
+        Some(t) => format!("THREADID ({t})").into_bytes(),
+        None => b"THREADID NIL".to_vec(),
+    }
+}
+
 /// Items served from the cached summary.
 fn from_summary(item: &MessageDataItemName<'_>) -> bool {
     matches!(
@@ -330,6 +360,15 @@ impl Session {
                 .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
                 .collect();
             store.email_ids(id, uids).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let thread_ids: Vec<u64> = if extra.thread_id {
+            let uids = idx
+                .iter()
+                .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
+                .collect();
+            thread_ids(&store, id, uids).await
         } else {
             Vec::new()
         };
@@ -480,7 +519,8 @@ impl Session {
                     }
                 }
                 if extra.thread_id {
-                    raw.push(b"THREADID NIL".to_vec());
+                    let pos = chunk_no * 256 + k;
+                    raw.push(thread_id_item(thread_ids.get(pos).copied()));
                 }
                 if extra.save_date {
                     raw.push(

@@ -25,7 +25,7 @@ pub mod mime;
 pub mod search;
 mod selected;
 mod session;
-mod summary;
+pub(crate) mod summary;
 mod thread;
 mod utf7;
 pub(crate) mod wire;
@@ -34,6 +34,8 @@ pub(crate) mod wire;
 mod tests;
 #[cfg(test)]
 mod tests_ext;
+#[cfg(test)]
+mod tests_meta;
 
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;

@@ -17,6 +17,7 @@
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::files;
 use super::*;
 
 /// (mailbox id, uid) -> (email id, thread id; 0: none).
@@ -53,12 +54,20 @@ fn next_email_id(txn: &WriteTransaction) -> Result<u64> {
     Ok(id)
 }
 
-/// A new message: it gets a fresh email id.
-pub(super) fn on_append(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) -> Result<()> {
+/// A new message of `user`: it gets a fresh email id and its thread
+/// (`threads.rs`).
+pub(super) fn on_append(
+    txn: &WriteTransaction,
+    mailbox: MailboxId,
+    uid: Uid,
+    user: &str,
+    keys: &super::threads::ThreadKeys,
+) -> Result<()> {
     let id = next_email_id(txn)?;
+    let thread = super::threads::assign(txn, user, keys, id)?;
     txn.open_table(OBJECTS)
         .map_err(ie)?
-        .insert((mailbox, uid), (id, 0))
+        .insert((mailbox, uid), (id, thread))
         .map_err(ie)?;
     Ok(())
 }
@@ -165,6 +174,90 @@ impl Inner {
     pub async fn email_ids(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<u64>> {
         self.read_txn(move |txn| email_ids_sync(txn, mailbox, &uids))
             .await
+    }
+
+    /// THREADIDs (RFC 8474 5.2) of messages, in the order of `uids` (0: the
+    /// message is gone). Messages stored before the thread index get their
+    /// thread now, from their header, and keep it (`threads.rs`).
+    pub async fn thread_ids(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<u64>> {
+        // (position, uid, file offset, size) of messages without a thread.
+        let (mut out, missing) = self
+            .read_txn(move |txn| {
+                let t = txn.open_table(OBJECTS).map_err(ie)?;
+                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                let mut out = Vec::with_capacity(uids.len());
+                let mut missing = Vec::new();
+                for (pos, &uid) in uids.iter().enumerate() {
+                    let thread = t
+                        .get((mailbox, uid))
+                        .map_err(ie)?
+                        .map_or(0, |v| v.value().1);
+                    if thread == 0 {
+                        if let Some(m) = msgs.get((mailbox, uid)).map_err(ie)? {
+                            let m: MessageMeta = dec(m.value())?;
+                            missing.push((pos, uid, m.offset, m.size));
+                        }
+                    }
+                    out.push(thread);
+                }
+                Ok((out, missing))
+            })
+            .await?;
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let (user, partition) = self.mailbox_owner(mailbox).await?;
+        for chunk in missing.chunks(256) {
+            let chunk = chunk.to_vec();
+            let dir = files::mailbox_dir(&partition, &user, mailbox);
+            let keyed = tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .map(|(pos, uid, offset, size)| {
+                        let path = files::message_file(&dir, uid);
+                        (pos, uid, super::threads::keys_of_file(&path, offset, size))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(ie)?;
+            let owner = user.clone();
+            let got = self
+                .submit(move |txn, _batch| {
+                    let mut got = Vec::with_capacity(keyed.len());
+                    for (pos, uid, keys) in keyed {
+                        let known = {
+                            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                            if msgs.get((mailbox, uid)).map_err(ie)?.is_none() {
+                                continue;
+                            }
+                            let t = txn.open_table(OBJECTS).map_err(ie)?;
+                            let v = t.get((mailbox, uid)).map_err(ie)?.map(|v| v.value());
+                            v
+                        };
+                        let (email, thread) = known.unwrap_or((legacy_email_id(mailbox, uid), 0));
+                        let thread = if thread != 0 {
+                            thread
+                        } else {
+                            let thread = super::threads::assign(txn, &owner, &keys, email)?;
+                            txn.open_table(OBJECTS)
+                                .map_err(ie)?
+                                .insert((mailbox, uid), (email, thread))
+                                .map_err(ie)?;
+                            thread
+                        };
+                        got.push((pos, thread));
+                    }
+                    Ok(got)
+                })
+                .await?;
+            for (pos, thread) in got {
+                if let Some(slot) = out.get_mut(pos) {
+                    *slot = thread;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Cached summaries, in the order of `uids` (None: not cached yet).

@@ -476,6 +476,13 @@ impl Store {
         self.inner.email_ids(mailbox, uids).await
     }
 
+    /// THREADIDs (RFC 8474) of messages, in the order of `uids` (0: gone):
+    /// assigned at append from the thread index, computed on first need for
+    /// messages stored before it, kept by COPY and MOVE.
+    pub async fn thread_ids(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<u64>> {
+        self.inner.thread_ids(mailbox, uids).await
+    }
+
     /// Cached per-message summaries (opaque bytes the IMAP layer computes:
     /// ENVELOPE, BODYSTRUCTURE, sort keys), in the order of `uids`.
     pub async fn summaries(
