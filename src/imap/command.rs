@@ -202,6 +202,9 @@ pub struct FetchExtra {
     pub thread_id: bool,
     /// RFC 8514.
     pub save_date: bool,
+    /// RFC 8970: PREVIEW, and whether with the LAZY modifier.
+    pub preview: bool,
+    pub preview_lazy: bool,
 }
 
 /// LIST selection and return options (RFC 5258, 5819, 6154).
@@ -1204,6 +1207,22 @@ impl<'a> P<'a> {
             }
             "SAVEDATE" => {
                 extra.save_date = true;
+                return Ok(());
+            }
+            "PREVIEW" => {
+                extra.preview = true;
+                // RFC 8970 5: PREVIEW [SP "(" preview-mod *(SP preview-mod) ")"]
+                let rest = self.b.get(self.i..).unwrap_or_default();
+                if rest.len() > 6 && rest[..6].eq_ignore_ascii_case(b" (LAZY") {
+                    self.sp()?;
+                    self.paren_list(|p| match p.atom_upper()?.as_str() {
+                        "LAZY" => {
+                            extra.preview_lazy = true;
+                            Ok(())
+                        }
+                        _ => Err("unknown PREVIEW modifier"),
+                    })?;
+                }
                 return Ok(());
             }
             "BODY" | "BODY.PEEK" => {

@@ -19,13 +19,13 @@ use imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_types::response::{Data, Response};
 use tracing::{debug, warn};
 
-use crate::store::{FlagOp, Flags, StoreError, Uid};
+use crate::store::{FlagOp, Flags, MessageMeta, StoreError, Uid};
 
 use super::command::{FetchExtra, SeqSet};
 use super::selected::Msg;
 use super::session::{Reply, Session};
 use super::summary::Summary;
-use super::{mime, wire};
+use super::{mime, preview, wire};
 
 /// Does this item need the message's bytes?
 /// (ENVELOPE, BODY and BODYSTRUCTURE come from the summary cache.)
@@ -221,6 +221,46 @@ pub(crate) async fn thread_ids(
     }
 }
 
+/// Most previews one `PREVIEW (LAZY)` FETCH computes (RFC 8970 3.2): the
+/// others answer NIL until a later FETCH finds them cached.
+const LAZY_PREVIEWS: usize = 32;
+
+/// PREVIEW texts (RFC 8970) of `metas`, in order: from the store's cache,
+/// else computed from the message file and cached. With `lazy` at most
+/// `LAZY_PREVIEWS` are computed per call, the rest are None (NIL).
+async fn previews(
+    store: &crate::store::Store,
+    id: crate::store::MailboxId,
+    metas: &[&MessageMeta],
+    lazy: bool,
+) -> Vec<Option<String>> {
+    let uids = metas.iter().map(|m| m.uid).collect();
+    let mut out = store.previews(id, uids).await.unwrap_or_default();
+    out.resize(metas.len(), None);
+    let mut fresh = Vec::new();
+    for (slot, meta) in out.iter_mut().zip(metas) {
+        if slot.is_some() {
+            continue;
+        }
+        if lazy && fresh.len() >= LAZY_PREVIEWS {
+            continue;
+        }
+        let Ok(data) = store.read(id, meta).await else {
+            continue;
+        };
+        if let Some(p) = mime::contained("preview", meta.uid, || preview::compute(&data)) {
+            fresh.push((meta.uid, p.clone()));
+            *slot = Some(p);
+        }
+    }
+    if !fresh.is_empty() {
+        if let Err(e) = store.put_previews(id, fresh).await {
+            debug!(error = %e, "caching previews failed");
+        }
+    }
+    out
+}
+
 /// A THREADID as the client sees it (`T` and 16 hex digits, RFC 8474
 /// objectid), None for no thread.
 pub(crate) fn thread_id_text(id: u64) -> Option<String> {
@@ -401,6 +441,12 @@ impl Session {
                 Vec::new()
             };
             cached.resize(msgs.len(), None);
+            let previews: Vec<Option<String>> = if extra.preview {
+                let metas: Vec<&MessageMeta> = msgs.iter().map(|(_, m)| &m.meta).collect();
+                previews(&store, id, &metas, extra.preview_lazy).await
+            } else {
+                Vec::new()
+            };
             let mut fresh: Vec<(Uid, Vec<u8>)> = Vec::new();
             for (k, (i, msg)) in msgs.iter().enumerate() {
                 let mut summary = cached.get_mut(k).and_then(Option::take);
@@ -521,6 +567,9 @@ impl Session {
                 if extra.thread_id {
                     let pos = chunk_no * 256 + k;
                     raw.push(thread_id_item(thread_ids.get(pos).copied()));
+                }
+                if extra.preview {
+                    raw.push(preview::item(previews.get(k).and_then(Option::as_deref)));
                 }
                 if extra.save_date {
                     raw.push(

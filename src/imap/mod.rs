@@ -22,6 +22,7 @@ mod list;
 mod mailboxes;
 mod messages;
 pub mod mime;
+mod preview;
 pub mod search;
 mod selected;
 mod session;

@@ -574,6 +574,7 @@ impl Session {
                 "THREAD=ORDEREDSUBJECT",
                 "THREAD=REFERENCES",
                 "OBJECTID",
+                "PREVIEW",
                 "SAVEDATE",
                 "WITHIN",
                 "ACL",

@@ -124,3 +124,58 @@ async fn rfc8474_5_2_threadid_no_message_id_is_its_own_thread() {
     assert_ne!(t[0], t[1], "{r}");
     assert!(tagged(&r).starts_with("f OK"), "{r}");
 }
+
+// ------------------------------------------------------------ PREVIEW
+
+#[tokio::test]
+async fn rfc8970_3_fetch_preview_and_lazy() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    let r = c.cmd("a CAPABILITY").await;
+    assert!(r.split_whitespace().any(|w| w == "PREVIEW"), "{r}");
+    append(
+        &mut c,
+        "INBOX",
+        "",
+        "Subject: one\r\n\r\nHello  \"there\"\r\n  Alice\r\n",
+    )
+    .await;
+    append(
+        &mut c,
+        "INBOX",
+        "",
+        "Subject: two\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Gr\u{fc}\u{df}e</p>\r\n",
+    )
+    .await;
+    append(
+        &mut c,
+        "INBOX",
+        "",
+        "Subject: three\r\nContent-Type: image/gif\r\n\r\nGIF89a",
+    )
+    .await;
+    c.cmd("s SELECT INBOX").await;
+    // LAZY before anything is cached: computed (within the per-command
+    // budget) or NIL, never an error.
+    let r = c.cmd("b FETCH 1 (PREVIEW (LAZY))").await;
+    assert!(r.contains("* 1 FETCH (PREVIEW "), "{r}");
+    assert!(tagged(&r).starts_with("b OK"), "{r}");
+    let r = c.cmd("c FETCH 1:3 (FLAGS PREVIEW)").await;
+    assert!(r.contains("PREVIEW \"Hello \\\"there\\\" Alice\")"), "{r}");
+    assert!(r.contains("PREVIEW {7}\r\nGrüße)"), "{r}");
+    assert!(
+        r.contains("* 3 FETCH (FLAGS (\\Recent) PREVIEW \"\")"),
+        "{r}"
+    );
+    // PREVIEW does not set \Seen.
+    assert!(!r.contains("\\Seen"), "{r}");
+    // Now cached: LAZY answers every message.
+    let r = c.cmd("d UID FETCH 1:3 PREVIEW (LAZY)").await;
+    assert_eq!(r.matches("PREVIEW NIL").count(), 0, "{r}");
+    assert!(r.contains("PREVIEW \"Hello \\\"there\\\" Alice\""), "{r}");
+    // A bare PREVIEW followed by FETCH modifiers still parses.
+    let r = c.cmd("e FETCH 1 PREVIEW (CHANGEDSINCE 1)").await;
+    assert!(tagged(&r).starts_with("e OK"), "{r}");
+    let r = c.cmd("f FETCH 1 (PREVIEW (FAST))").await;
+    assert!(tagged(&r).starts_with("f BAD"), "{r}");
+}

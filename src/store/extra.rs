@@ -8,6 +8,8 @@
 //! - message summaries: (mailbox id, uid) -> opaque bytes the IMAP layer
 //!   computes once (ENVELOPE, BODYSTRUCTURE, sort keys) instead of parsing
 //!   the file on every FETCH. A cache: losing it loses nothing.
+//! - previews (RFC 8970): (mailbox id, uid) -> the PREVIEW text, a cache
+//!   with the same life as the summaries.
 //! - access control lists (RFC 4314): (mailbox id, identifier) -> rights,
 //!   and the reverse index (identifier, mailbox id) to find the mailboxes
 //!   shared with a user.
@@ -24,6 +26,8 @@ use super::*;
 const OBJECTS: TableDefinition<(u64, u32), (u64, u64)> = TableDefinition::new("object_ids");
 /// (mailbox id, uid) -> summary bytes (the IMAP layer's format).
 const SUMMARIES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("summaries");
+/// (mailbox id, uid) -> PREVIEW text (RFC 8970; the IMAP layer's).
+const PREVIEWS: TableDefinition<(u64, u32), &str> = TableDefinition::new("previews");
 /// (mailbox id, identifier) -> rights letters.
 const ACL: TableDefinition<(u64, &str), &str> = TableDefinition::new("acl");
 /// (identifier, mailbox id): the reverse of ACL.
@@ -32,6 +36,7 @@ const ACL_BY_ID: TableDefinition<(&str, u64), u8> = TableDefinition::new("acl_by
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(OBJECTS).map_err(ie)?;
     txn.open_table(SUMMARIES).map_err(ie)?;
+    txn.open_table(PREVIEWS).map_err(ie)?;
     txn.open_table(ACL).map_err(ie)?;
     txn.open_table(ACL_BY_ID).map_err(ie)?;
     Ok(())
@@ -98,6 +103,10 @@ pub(super) fn on_remove(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) ->
         .map_err(ie)?
         .remove((mailbox, uid))
         .map_err(ie)?;
+    txn.open_table(PREVIEWS)
+        .map_err(ie)?
+        .remove((mailbox, uid))
+        .map_err(ie)?;
     Ok(())
 }
 
@@ -105,6 +114,17 @@ pub(super) fn on_remove(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) ->
 pub(super) fn on_delete_mailbox(txn: &WriteTransaction, mailbox: MailboxId) -> Result<()> {
     for def in [OBJECTS] {
         let mut t = txn.open_table(def).map_err(ie)?;
+        let keys: Vec<(u64, u32)> = t
+            .range((mailbox, 0u32)..=(mailbox, u32::MAX))
+            .map_err(ie)?
+            .filter_map(|i| i.ok().map(|(k, _)| k.value()))
+            .collect();
+        for k in keys {
+            t.remove(k).map_err(ie)?;
+        }
+    }
+    {
+        let mut t = txn.open_table(PREVIEWS).map_err(ie)?;
         let keys: Vec<(u64, u32)> = t
             .range((mailbox, 0u32)..=(mailbox, u32::MAX))
             .map_err(ie)?
@@ -293,6 +313,42 @@ impl Inner {
             for (uid, bytes) in items {
                 if msgs.get((mailbox, uid)).map_err(ie)?.is_some() {
                     t.insert((mailbox, uid), bytes.as_slice()).map_err(ie)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Cached PREVIEW texts, in the order of `uids` (None: not cached).
+    pub async fn previews(
+        &self,
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+    ) -> Result<Vec<Option<String>>> {
+        self.read_txn(move |txn| {
+            let t = txn.open_table(PREVIEWS).map_err(ie)?;
+            let mut out = Vec::with_capacity(uids.len());
+            for uid in uids {
+                out.push(
+                    t.get((mailbox, uid))
+                        .map_err(ie)?
+                        .map(|v| v.value().to_string()),
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Stores PREVIEW texts of messages that still exist.
+    pub async fn put_previews(&self, mailbox: MailboxId, items: Vec<(Uid, String)>) -> Result<()> {
+        self.submit(move |txn, _batch| {
+            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+            let mut t = txn.open_table(PREVIEWS).map_err(ie)?;
+            for (uid, text) in items {
+                if msgs.get((mailbox, uid)).map_err(ie)?.is_some() {
+                    t.insert((mailbox, uid), text.as_str()).map_err(ie)?;
                 }
             }
             Ok(())

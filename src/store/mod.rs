@@ -476,6 +476,20 @@ impl Store {
         self.inner.email_ids(mailbox, uids).await
     }
 
+    /// Cached PREVIEW texts (RFC 8970), in the order of `uids`.
+    pub async fn previews(
+        &self,
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+    ) -> Result<Vec<Option<String>>> {
+        self.inner.previews(mailbox, uids).await
+    }
+
+    /// Caches PREVIEW texts; dropped with the message like its summary.
+    pub async fn put_previews(&self, mailbox: MailboxId, items: Vec<(Uid, String)>) -> Result<()> {
+        self.inner.put_previews(mailbox, items).await
+    }
+
     /// THREADIDs (RFC 8474) of messages, in the order of `uids` (0: gone):
     /// assigned at append from the thread index, computed on first need for
     /// messages stored before it, kept by COPY and MOVE.
