@@ -26,7 +26,7 @@ use imap_types::core::{AString, Vec1};
 use imap_types::fetch::{MessageDataItemName, Part, Section};
 
 use super::search::Key;
-use crate::store::FlagOp;
+use crate::store::{FlagOp, MetaDepth};
 
 /// Deepest nesting of search keys (parentheses, NOT, OR). Deeper input
 /// is a syntax error (BAD) before any recursion past it.
@@ -306,6 +306,18 @@ pub enum Cmd {
     MyRights {
         mailbox: Vec<u8>,
     },
+    /// RFC 5464 4.2. Entries checked and lowercased (`metadata::entry`).
+    GetMetadata {
+        mailbox: Vec<u8>,
+        entries: Vec<String>,
+        maxsize: Option<u32>,
+        depth: MetaDepth,
+    },
+    /// RFC 5464 4.3: (entry, value; None: remove).
+    SetMetadata {
+        mailbox: Vec<u8>,
+        items: Vec<(String, Option<Vec<u8>>)>,
+    },
     Append {
         mailbox: Vec<u8>,
         flags: Vec<String>,
@@ -336,6 +348,8 @@ impl Cmd {
             Cmd::ListRights { .. } => "LISTRIGHTS",
             Cmd::MyRights { .. } => "MYRIGHTS",
             Cmd::Append { .. } => "APPEND",
+            Cmd::GetMetadata { .. } => "GETMETADATA",
+            Cmd::SetMetadata { .. } => "SETMETADATA",
         }
     }
 
@@ -399,6 +413,8 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
                     | "DELETEACL"
                     | "LISTRIGHTS"
                     | "MYRIGHTS"
+                    | "GETMETADATA"
+                    | "SETMETADATA"
             ));
     if !known {
         return None;
@@ -871,6 +887,14 @@ impl<'a> P<'a> {
                 self.sp()?;
                 self.append()
             }
+            "GETMETADATA" => {
+                self.sp()?;
+                self.getmetadata()
+            }
+            "SETMETADATA" => {
+                self.sp()?;
+                self.setmetadata()
+            }
             "SETACL" => {
                 self.sp()?;
                 let mailbox = self.mailbox()?;
@@ -930,6 +954,77 @@ impl<'a> P<'a> {
 
     /// date-time = DQUOTE date-day-fixed "-" date-month "-" date-year SP
     /// time SP zone DQUOTE.
+    /// GETMETADATA [SP options] SP mailbox SP entries (RFC 5464 5).
+    fn getmetadata(&mut self) -> R<Cmd> {
+        let mut maxsize = None;
+        let mut depth = MetaDepth::Zero;
+        if self.peek() == Some(b'(') {
+            self.paren_list(|p| {
+                match p.atom_upper()?.as_str() {
+                    "MAXSIZE" => {
+                        p.sp()?;
+                        maxsize = Some(p.number()?);
+                    }
+                    "DEPTH" => {
+                        p.sp()?;
+                        depth = match p.atom_upper()?.as_str() {
+                            "0" => MetaDepth::Zero,
+                            "1" => MetaDepth::One,
+                            "INFINITY" => MetaDepth::Infinity,
+                            _ => return Err("DEPTH is 0, 1 or infinity"),
+                        };
+                    }
+                    _ => return Err("unknown GETMETADATA option"),
+                }
+                Ok(())
+            })?;
+            self.sp()?;
+        }
+        let mailbox = self.mailbox()?;
+        self.sp()?;
+        let entries = if self.peek() == Some(b'(') {
+            self.paren_list(|p| p.meta_entry())?
+        } else {
+            vec![self.meta_entry()?]
+        };
+        if entries.len() > super::metadata::MAX_ENTRIES_PER_COMMAND {
+            return Err("too many entries in one command");
+        }
+        Ok(Cmd::GetMetadata {
+            mailbox,
+            entries,
+            maxsize,
+            depth,
+        })
+    }
+
+    /// SETMETADATA SP mailbox SP "(" entry SP value *(...) ")" (RFC 5464 5).
+    fn setmetadata(&mut self) -> R<Cmd> {
+        let mailbox = self.mailbox()?;
+        self.sp()?;
+        let items = self.paren_list(|p| {
+            let entry = p.meta_entry()?;
+            if !super::metadata::settable(&entry) {
+                return Err("entry names /shared/... or /private/...");
+            }
+            p.sp()?;
+            let value = if p.keyword("NIL") {
+                None
+            } else {
+                Some(p.string()?.into_owned())
+            };
+            Ok((entry, value))
+        })?;
+        if items.is_empty() || items.len() > super::metadata::MAX_ENTRIES_PER_COMMAND {
+            return Err("SETMETADATA needs 1 to 256 entries");
+        }
+        Ok(Cmd::SetMetadata { mailbox, items })
+    }
+
+    fn meta_entry(&mut self) -> R<String> {
+        super::metadata::entry(&self.astring()?)
+    }
+
     fn date_time(&mut self) -> R<(i64, i16)> {
         self.expect(b'"', "expected a date-time")?;
         self.eat(b' ');

@@ -21,6 +21,7 @@ mod framer;
 mod list;
 mod mailboxes;
 mod messages;
+mod metadata;
 pub mod mime;
 mod preview;
 pub mod search;

@@ -579,6 +579,7 @@ impl Session {
                 "WITHIN",
                 "ACL",
                 "RIGHTS=kxte",
+                "METADATA",
             ]
             .iter()
             .map(|s| s.to_string()),
@@ -788,6 +789,13 @@ impl Session {
             Cmd::DeleteAcl { mailbox, id } => self.setacl(&mailbox, &id, None).await,
             Cmd::ListRights { mailbox, id } => self.listrights(&mailbox, &id).await,
             Cmd::MyRights { mailbox } => self.myrights(&mailbox).await,
+            Cmd::GetMetadata {
+                mailbox,
+                entries,
+                maxsize,
+                depth,
+            } => self.getmetadata(&mailbox, entries, maxsize, depth).await,
+            Cmd::SetMetadata { mailbox, items } => self.setmetadata(&mailbox, items).await,
             Cmd::Append {
                 mailbox,
                 flags,

@@ -12,6 +12,8 @@ use tokio::sync::{oneshot, watch};
 
 #[path = "extra.rs"]
 mod extra;
+#[path = "metadata.rs"]
+pub(super) mod metadata;
 #[path = "threads.rs"]
 pub(super) mod threads;
 
@@ -140,6 +142,7 @@ impl Inner {
             txn.open_table(META)?;
             extra::create_tables(&txn)?;
             threads::create_tables(&txn)?;
+            metadata::create_tables(&txn)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -434,6 +437,7 @@ impl Inner {
                     .map_err(ie)?;
             }
             extra::on_delete_mailbox(txn, id)?;
+            metadata::on_delete_mailbox(txn, id, &user)?;
             let bytes: u64 = uids.iter().map(|x| x.2).sum();
             add_usage(txn, &user, -(bytes as i64), -(uids.len() as i64))?;
             batch

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
+pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
 pub use db::StoreStats;
 
 pub type MailboxId = u64;
@@ -474,6 +475,33 @@ impl Store {
     /// append, kept by COPY and MOVE.
     pub async fn email_ids(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<u64>> {
         self.inner.email_ids(mailbox, uids).await
+    }
+
+    /// METADATA entries (RFC 5464) of a mailbox (0: the server) as `user`
+    /// sees them: each of `entries` (None: absent) and those below it.
+    pub async fn get_metadata(
+        &self,
+        mailbox: MailboxId,
+        user: &str,
+        entries: Vec<String>,
+        depth: MetaDepth,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        self.inner.get_metadata(mailbox, user, entries, depth).await
+    }
+
+    /// Sets or removes METADATA entries, all or none; shared entries are
+    /// charged to the mailbox `owner`, private ones to `user`.
+    pub async fn set_metadata(
+        &self,
+        mailbox: MailboxId,
+        user: &str,
+        owner: &str,
+        items: Vec<(String, Option<Vec<u8>>)>,
+        limits: MetaLimits,
+    ) -> Result<std::result::Result<(), MetaRefusal>> {
+        self.inner
+            .set_metadata(mailbox, user, owner, items, limits)
+            .await
     }
 
     /// Cached PREVIEW texts (RFC 8970), in the order of `uids`.
