@@ -266,7 +266,7 @@ async fn rfc5464_4_getmetadata_setmetadata_mailbox_and_server() {
     assert!(r.starts_with("p NO [NONEXISTENT]"), "{r}");
     // No mailbox or server: other users' private entries are not seen.
     let mut carol = login_as(&h, "carol@example.com", "carol-password").await;
-    let r = bob
+    let r = carol
         .cmd("a GETMETADATA \"\" /private/vendor/client/theme")
         .await;
     assert!(r.contains("/private/vendor/client/theme NIL"), "{r}");
@@ -335,18 +335,18 @@ async fn rfc5464_3_3_rights_with_acl() {
     alice.cmd("c SETACL Team carol@example.com lr").await;
     let mut carol = login_as(&h, "carol@example.com", "carol-password").await;
     let team = "\"Other Users/alice@example.com/Team\"";
-    let r = bob
+    let r = carol
         .cmd(&format!("a GETMETADATA {team} /shared/comment"))
         .await;
     assert!(r.contains("/shared/comment \"team box\""), "{r}");
     // lr: private entries yes (his own), shared no.
-    let r = bob
+    let r = carol
         .cmd(&format!(
             "b SETMETADATA {team} (/private/comment \"carol's\")"
         ))
         .await;
     assert!(r.starts_with("b OK"), "{r}");
-    let r = bob
+    let r = carol
         .cmd(&format!("c SETMETADATA {team} (/shared/comment \"x\")"))
         .await;
     assert!(r.starts_with("c NO [NOPERM]"), "{r}");
@@ -355,13 +355,13 @@ async fn rfc5464_3_3_rights_with_acl() {
     assert!(r.contains("/private/comment NIL"), "{r}");
     // lrw: shared too.
     alice.cmd("e SETACL Team carol@example.com lrw").await;
-    let r = bob
+    let r = carol
         .cmd(&format!("d SETMETADATA {team} (/shared/comment \"x\")"))
         .await;
     assert!(r.starts_with("d OK"), "{r}");
     // l only: nothing.
     alice.cmd("f SETACL Team carol@example.com l").await;
-    let r = bob
+    let r = carol
         .cmd(&format!("e GETMETADATA {team} /shared/comment"))
         .await;
     assert!(r.starts_with("e NO [NOPERM]"), "{r}");
