@@ -280,6 +280,25 @@ impl Inner {
         Ok(out)
     }
 
+    /// Test aid: makes messages look stored before the thread index
+    /// (thread id 0), as an old database has them.
+    #[cfg(test)]
+    pub async fn forget_thread_ids(&self, mailbox: MailboxId) -> Result<()> {
+        self.submit(move |txn, _batch| {
+            let mut t = txn.open_table(OBJECTS).map_err(ie)?;
+            let rows: Vec<((u64, u32), u64)> = t
+                .range((mailbox, 0u32)..=(mailbox, u32::MAX))
+                .map_err(ie)?
+                .filter_map(|i| i.ok().map(|(k, v)| (k.value(), v.value().0)))
+                .collect();
+            for (k, email) in rows {
+                t.insert(k, (email, 0)).map_err(ie)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Cached summaries, in the order of `uids` (None: not cached yet).
     pub async fn summaries(
         &self,

@@ -504,6 +504,11 @@ impl Store {
             .await
     }
 
+    #[cfg(test)]
+    pub async fn forget_thread_ids(&self, mailbox: MailboxId) -> Result<()> {
+        self.inner.forget_thread_ids(mailbox).await
+    }
+
     /// Cached PREVIEW texts (RFC 8970), in the order of `uids`.
     pub async fn previews(
         &self,
