@@ -3,11 +3,13 @@
 //! Layers: `framer` (bytes -> command frames: lines and literals, with
 //! limits) -> `command` (msgd's parser for the extended commands) or
 //! imap-codec's `CommandCodec` (the rest) -> `session` (the async driver:
-//! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`).
+//! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`,
+//! `metadata`).
 //! The pure pieces (`selected`: the selected mailbox view and its change
 //! announcements, `list`: LIST matching, `search`: SEARCH keys, `thread`:
 //! SORT/THREAD, `summary`: cached ENVELOPE/BODYSTRUCTURE and sort keys,
-//! `acl`: rights, `utf7`: mailbox name encoding, `wire`: response text,
+//! `acl`: rights, `preview`: PREVIEW text, `utf7`: mailbox name encoding,
+//! `wire`: response text,
 //! `compress`: DEFLATE streams) are unit-tested without sockets.
 //!
 //! Extensions: see docs/imap.md for the table of capabilities, RFCs and
