@@ -1909,4 +1909,67 @@ mod tests {
             let _ = parse(s.as_bytes());
         }
     }
+
+    #[test]
+    fn rfc5464_5_getmetadata_setmetadata_syntax() {
+        match cmd("a GETMETADATA (MAXSIZE 1024 DEPTH infinity) \"\" (/Shared/Comment /private)") {
+            Cmd::GetMetadata {
+                mailbox,
+                entries,
+                maxsize,
+                depth,
+            } => {
+                assert!(mailbox.is_empty());
+                assert_eq!(entries, vec!["/shared/comment", "/private"]);
+                assert_eq!(maxsize, Some(1024));
+                assert_eq!(depth, MetaDepth::Infinity);
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(
+            cmd("a GETMETADATA INBOX /shared/comment"),
+            Cmd::GetMetadata {
+                depth: MetaDepth::Zero,
+                maxsize: None,
+                ..
+            }
+        ));
+        match cmd("a SETMETADATA INBOX (/shared/a NIL /private/b ~{2}\r\n\0x /private/c \"q\")") {
+            Cmd::SetMetadata { items, .. } => assert_eq!(
+                items,
+                vec![
+                    ("/shared/a".to_string(), None),
+                    ("/private/b".to_string(), Some(b"\0x".to_vec())),
+                    ("/private/c".to_string(), Some(b"q".to_vec())),
+                ]
+            ),
+            c => panic!("{c:?}"),
+        }
+        assert!(bad("a GETMETADATA (DEPTH 2) INBOX /shared/a"));
+        assert!(bad("a GETMETADATA (FOO 1) INBOX /shared/a"));
+        assert!(bad("a GETMETADATA INBOX /vendor/a"));
+        assert!(bad("a SETMETADATA INBOX ()"));
+        assert!(bad("a SETMETADATA INBOX (/shared \"root\")"));
+        assert!(bad("a SETMETADATA INBOX (/shared/a)"));
+    }
+
+    #[test]
+    fn rfc8970_5_fetch_preview_syntax() {
+        for (line, lazy) in [
+            ("a FETCH 1 (PREVIEW)", false),
+            ("a FETCH 1 (FLAGS PREVIEW (LAZY) UID)", true),
+            ("a FETCH 1 PREVIEW (lazy)", true),
+            ("a UID FETCH 1 PREVIEW (CHANGEDSINCE 5)", false),
+        ] {
+            match cmd(line) {
+                Cmd::Fetch { extra, .. } => {
+                    assert!(extra.preview, "{line}");
+                    assert_eq!(extra.preview_lazy, lazy, "{line}");
+                }
+                c => panic!("{c:?}"),
+            }
+        }
+        assert!(bad("a FETCH 1 (PREVIEW (LAZY FOO))"));
+        assert!(bad("a FETCH 1 (PREVIEW ())"));
+    }
 }

@@ -322,6 +322,21 @@ async fn rfc5464_4_1_annotations_follow_rename_and_go_with_delete() {
     c.cmd("f CREATE Crate").await;
     let r = c.cmd("g GETMETADATA Crate /shared/comment").await;
     assert!(r.contains("/shared/comment NIL"), "{r}");
+    // Deleting gives the user's allowance back: fill it on a mailbox,
+    // delete that mailbox, and there is room again.
+    c.cmd("h CREATE Full").await;
+    for k in 0..(MAX_ENTRIES / 64) {
+        let items: Vec<String> = (0..64).map(|i| format!("/shared/n{k}-{i} \"v\"")).collect();
+        let r = c
+            .cmd(&format!("i{k} SETMETADATA Full ({})", items.join(" ")))
+            .await;
+        assert!(r.starts_with(&format!("i{k} OK")), "{r}");
+    }
+    let r = c.cmd("j SETMETADATA INBOX (/private/x \"v\")").await;
+    assert!(r.starts_with("j NO [METADATA TOOMANY]"), "{r}");
+    c.cmd("k DELETE Full").await;
+    let r = c.cmd("l SETMETADATA INBOX (/private/x \"v\")").await;
+    assert!(r.starts_with("l OK"), "{r}");
 }
 
 #[tokio::test]
