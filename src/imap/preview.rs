@@ -9,8 +9,9 @@
 //!
 //! Bounded work on hostile messages: the part tree is the one `mime` builds
 //! under its nesting cap (`mime::MAX_DEPTH`, issue 9), walked with an
-//! explicit stack; at most `MAX_INPUT` decoded bytes of the part are looked
-//! at, so a megabyte of HTML costs no more than 64 KiB of it.
+//! explicit stack; the chosen part is transfer-decoded once (linear in its
+//! size) and only its first `MAX_INPUT` bytes are charset-decoded and
+//! stripped of HTML, so a megabyte of HTML costs no more than 64 KiB of it.
 //!
 //! Pure: bytes in, text out. FETCH caches the result in the store
 //! (`Store::previews`), beside the summaries and dropped with them.
