@@ -4,7 +4,10 @@
 //! 4731) and the newer keys, SORT/THREAD (RFC 5256), LIST-EXTENDED (RFC
 //! 5258, 5819, 6154), CREATE with USE (RFC 6154), STATUS with SIZE,
 //! APPENDLIMIT, MAILBOXID, DELETED, HIGHESTMODSEQ, ENABLE (RFC 5161,
-//! QRESYNC and IMAP4rev2 included) and the ACL commands (RFC 4314).
+//! QRESYNC and IMAP4rev2 included), the ACL commands (RFC 4314),
+//! GETMETADATA/SETMETADATA (RFC 5464; imap-codec's `ext_metadata` is left
+//! off so both commands stay on this one dispatcher) and FETCH PREVIEW
+//! (LAZY) (RFC 8970).
 //!
 //! `parse` decides by the command name alone: a command it does not own
 //! returns `None` and goes to imap-codec. A command it owns either parses

@@ -1,6 +1,7 @@
 //! FETCH (RFC 9051 6.4.5, 7.5.2) with BINARY (RFC 3516), MODSEQ and
-//! CHANGEDSINCE/VANISHED (RFC 7162), EMAILID/THREADID (RFC 8474) and
-//! SAVEDATE (RFC 8514).
+//! CHANGEDSINCE/VANISHED (RFC 7162), EMAILID/THREADID (RFC 8474; THREADID
+//! from the store's thread index), SAVEDATE (RFC 8514) and PREVIEW (RFC
+//! 8970; text from `preview`, cached in the store like the summaries).
 //!
 //! Metadata items (FLAGS, UID, INTERNALDATE, RFC822.SIZE, MODSEQ) come from
 //! the session's view; ENVELOPE, BODY and BODYSTRUCTURE from the store's
