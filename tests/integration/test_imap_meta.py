@@ -127,3 +127,21 @@ def test_rfc8970_preview_and_lazy(server):
     # PREVIEW does not set \Seen.
     got = ok(c, "F3", "FETCH 1:2 (FLAGS)")
     assert b"\\Seen" not in b"".join(got), got
+
+
+def test_rfc8970_preview_of_hostile_messages_is_bounded(server):
+    """Deep MIME nesting (issue 9's cap applies) and a huge HTML part: the
+    FETCH answers, and the session goes on."""
+    c = imap_raw_login(server, PV)
+    box = "Hostile" + unique("")
+    ok(c, "CR", f"CREATE {box}")
+    deep = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(20000))
+    append(c, box, b"Subject: deep\r\n" + deep + b"Content-Type: text/plain\r\n\r\ndeep text\r\n")
+    huge = b"<p>" + b"<b>x</b> " * 200000 + b"</p>"
+    append(c, box, b"Subject: big\r\nContent-Type: text/html\r\n\r\n" + huge + b"\r\n")
+    ok(c, "SE", f"SELECT {box}")
+    got = ok(c, "F1", "FETCH 1:2 (PREVIEW)")
+    previews = [re.search(rb'PREVIEW "([^"]*)"', l) for l in got]
+    assert len(got) == 2 and all(previews), got
+    assert len(previews[1].group(1)) <= 256 and previews[1].group(1).startswith(b"x x x"), got
+    ok(c, "NO", "NOOP")
