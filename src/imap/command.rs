@@ -4,7 +4,10 @@
 //! 4731) and the newer keys, SORT/THREAD (RFC 5256), LIST-EXTENDED (RFC
 //! 5258, 5819, 6154), CREATE with USE (RFC 6154), STATUS with SIZE,
 //! APPENDLIMIT, MAILBOXID, DELETED, HIGHESTMODSEQ, ENABLE (RFC 5161,
-//! QRESYNC and IMAP4rev2 included) and the ACL commands (RFC 4314).
+//! QRESYNC and IMAP4rev2 included), the ACL commands (RFC 4314),
+//! GETMETADATA/SETMETADATA (RFC 5464; imap-codec's `ext_metadata` is left
+//! off so both commands stay on this one dispatcher) and FETCH PREVIEW
+//! (LAZY) (RFC 8970).
 //!
 //! `parse` decides by the command name alone: a command it does not own
 //! returns `None` and goes to imap-codec. A command it owns either parses
@@ -26,7 +29,7 @@ use imap_types::core::{AString, Vec1};
 use imap_types::fetch::{MessageDataItemName, Part, Section};
 
 use super::search::Key;
-use crate::store::FlagOp;
+use crate::store::{FlagOp, MetaDepth};
 
 /// Deepest nesting of search keys (parentheses, NOT, OR). Deeper input
 /// is a syntax error (BAD) before any recursion past it.
@@ -202,6 +205,9 @@ pub struct FetchExtra {
     pub thread_id: bool,
     /// RFC 8514.
     pub save_date: bool,
+    /// RFC 8970: PREVIEW, and whether with the LAZY modifier.
+    pub preview: bool,
+    pub preview_lazy: bool,
 }
 
 /// LIST selection and return options (RFC 5258, 5819, 6154).
@@ -303,6 +309,18 @@ pub enum Cmd {
     MyRights {
         mailbox: Vec<u8>,
     },
+    /// RFC 5464 4.2. Entries checked and lowercased (`metadata::entry`).
+    GetMetadata {
+        mailbox: Vec<u8>,
+        entries: Vec<String>,
+        maxsize: Option<u32>,
+        depth: MetaDepth,
+    },
+    /// RFC 5464 4.3: (entry, value; None: remove).
+    SetMetadata {
+        mailbox: Vec<u8>,
+        items: Vec<(String, Option<Vec<u8>>)>,
+    },
     Append {
         mailbox: Vec<u8>,
         flags: Vec<String>,
@@ -333,6 +351,8 @@ impl Cmd {
             Cmd::ListRights { .. } => "LISTRIGHTS",
             Cmd::MyRights { .. } => "MYRIGHTS",
             Cmd::Append { .. } => "APPEND",
+            Cmd::GetMetadata { .. } => "GETMETADATA",
+            Cmd::SetMetadata { .. } => "SETMETADATA",
         }
     }
 
@@ -396,6 +416,8 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
                     | "DELETEACL"
                     | "LISTRIGHTS"
                     | "MYRIGHTS"
+                    | "GETMETADATA"
+                    | "SETMETADATA"
             ));
     if !known {
         return None;
@@ -879,6 +901,14 @@ impl<'a> P<'a> {
                 self.sp()?;
                 self.append()
             }
+            "GETMETADATA" => {
+                self.sp()?;
+                self.getmetadata()
+            }
+            "SETMETADATA" => {
+                self.sp()?;
+                self.setmetadata()
+            }
             "SETACL" => {
                 self.sp()?;
                 let mailbox = self.mailbox()?;
@@ -938,6 +968,77 @@ impl<'a> P<'a> {
 
     /// date-time = DQUOTE date-day-fixed "-" date-month "-" date-year SP
     /// time SP zone DQUOTE.
+    /// GETMETADATA [SP options] SP mailbox SP entries (RFC 5464 5).
+    fn getmetadata(&mut self) -> R<Cmd> {
+        let mut maxsize = None;
+        let mut depth = MetaDepth::Zero;
+        if self.peek() == Some(b'(') {
+            self.paren_list(|p| {
+                match p.atom_upper()?.as_str() {
+                    "MAXSIZE" => {
+                        p.sp()?;
+                        maxsize = Some(p.number()?);
+                    }
+                    "DEPTH" => {
+                        p.sp()?;
+                        depth = match p.atom_upper()?.as_str() {
+                            "0" => MetaDepth::Zero,
+                            "1" => MetaDepth::One,
+                            "INFINITY" => MetaDepth::Infinity,
+                            _ => return Err("DEPTH is 0, 1 or infinity"),
+                        };
+                    }
+                    _ => return Err("unknown GETMETADATA option"),
+                }
+                Ok(())
+            })?;
+            self.sp()?;
+        }
+        let mailbox = self.mailbox()?;
+        self.sp()?;
+        let entries = if self.peek() == Some(b'(') {
+            self.paren_list(|p| p.meta_entry())?
+        } else {
+            vec![self.meta_entry()?]
+        };
+        if entries.len() > super::metadata::MAX_ENTRIES_PER_COMMAND {
+            return Err("too many entries in one command");
+        }
+        Ok(Cmd::GetMetadata {
+            mailbox,
+            entries,
+            maxsize,
+            depth,
+        })
+    }
+
+    /// SETMETADATA SP mailbox SP "(" entry SP value *(...) ")" (RFC 5464 5).
+    fn setmetadata(&mut self) -> R<Cmd> {
+        let mailbox = self.mailbox()?;
+        self.sp()?;
+        let items = self.paren_list(|p| {
+            let entry = p.meta_entry()?;
+            if !super::metadata::settable(&entry) {
+                return Err("entry names /shared/... or /private/...");
+            }
+            p.sp()?;
+            let value = if p.keyword("NIL") {
+                None
+            } else {
+                Some(p.string()?.into_owned())
+            };
+            Ok((entry, value))
+        })?;
+        if items.is_empty() || items.len() > super::metadata::MAX_ENTRIES_PER_COMMAND {
+            return Err("SETMETADATA needs 1 to 256 entries");
+        }
+        Ok(Cmd::SetMetadata { mailbox, items })
+    }
+
+    fn meta_entry(&mut self) -> R<String> {
+        super::metadata::entry(&self.astring()?)
+    }
+
     fn date_time(&mut self) -> R<(i64, i16)> {
         self.expect(b'"', "expected a date-time")?;
         self.eat(b' ');
@@ -1215,6 +1316,22 @@ impl<'a> P<'a> {
             }
             "SAVEDATE" => {
                 extra.save_date = true;
+                return Ok(());
+            }
+            "PREVIEW" => {
+                extra.preview = true;
+                // RFC 8970 5: PREVIEW [SP "(" preview-mod *(SP preview-mod) ")"]
+                let rest = self.b.get(self.i..).unwrap_or_default();
+                if rest.len() > 6 && rest[..6].eq_ignore_ascii_case(b" (LAZY") {
+                    self.sp()?;
+                    self.paren_list(|p| match p.atom_upper()?.as_str() {
+                        "LAZY" => {
+                            extra.preview_lazy = true;
+                            Ok(())
+                        }
+                        _ => Err("unknown PREVIEW modifier"),
+                    })?;
+                }
                 return Ok(());
             }
             "BODY" | "BODY.PEEK" => {
@@ -1845,5 +1962,68 @@ mod tests {
             s.push_str("\r\n");
             let _ = parse(s.as_bytes());
         }
+    }
+
+    #[test]
+    fn rfc5464_5_getmetadata_setmetadata_syntax() {
+        match cmd("a GETMETADATA (MAXSIZE 1024 DEPTH infinity) \"\" (/Shared/Comment /private)") {
+            Cmd::GetMetadata {
+                mailbox,
+                entries,
+                maxsize,
+                depth,
+            } => {
+                assert!(mailbox.is_empty());
+                assert_eq!(entries, vec!["/shared/comment", "/private"]);
+                assert_eq!(maxsize, Some(1024));
+                assert_eq!(depth, MetaDepth::Infinity);
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(
+            cmd("a GETMETADATA INBOX /shared/comment"),
+            Cmd::GetMetadata {
+                depth: MetaDepth::Zero,
+                maxsize: None,
+                ..
+            }
+        ));
+        match cmd("a SETMETADATA INBOX (/shared/a NIL /private/b ~{2}\r\n\0x /private/c \"q\")") {
+            Cmd::SetMetadata { items, .. } => assert_eq!(
+                items,
+                vec![
+                    ("/shared/a".to_string(), None),
+                    ("/private/b".to_string(), Some(b"\0x".to_vec())),
+                    ("/private/c".to_string(), Some(b"q".to_vec())),
+                ]
+            ),
+            c => panic!("{c:?}"),
+        }
+        assert!(bad("a GETMETADATA (DEPTH 2) INBOX /shared/a"));
+        assert!(bad("a GETMETADATA (FOO 1) INBOX /shared/a"));
+        assert!(bad("a GETMETADATA INBOX /vendor/a"));
+        assert!(bad("a SETMETADATA INBOX ()"));
+        assert!(bad("a SETMETADATA INBOX (/shared \"root\")"));
+        assert!(bad("a SETMETADATA INBOX (/shared/a)"));
+    }
+
+    #[test]
+    fn rfc8970_5_fetch_preview_syntax() {
+        for (line, lazy) in [
+            ("a FETCH 1 (PREVIEW)", false),
+            ("a FETCH 1 (FLAGS PREVIEW (LAZY) UID)", true),
+            ("a FETCH 1 PREVIEW (lazy)", true),
+            ("a UID FETCH 1 PREVIEW (CHANGEDSINCE 5)", false),
+        ] {
+            match cmd(line) {
+                Cmd::Fetch { extra, .. } => {
+                    assert!(extra.preview, "{line}");
+                    assert_eq!(extra.preview_lazy, lazy, "{line}");
+                }
+                c => panic!("{c:?}"),
+            }
+        }
+        assert!(bad("a FETCH 1 (PREVIEW (LAZY FOO))"));
+        assert!(bad("a FETCH 1 (PREVIEW ())"));
     }
 }

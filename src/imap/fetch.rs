@@ -1,6 +1,7 @@
 //! FETCH (RFC 9051 6.4.5, 7.5.2) with BINARY (RFC 3516), MODSEQ and
-//! CHANGEDSINCE/VANISHED (RFC 7162), EMAILID/THREADID (RFC 8474) and
-//! SAVEDATE (RFC 8514).
+//! CHANGEDSINCE/VANISHED (RFC 7162), EMAILID/THREADID (RFC 8474; THREADID
+//! from the store's thread index), SAVEDATE (RFC 8514) and PREVIEW (RFC
+//! 8970; text from `preview`, cached in the store like the summaries).
 //!
 //! Metadata items (FLAGS, UID, INTERNALDATE, RFC822.SIZE, MODSEQ) come from
 //! the session's view; ENVELOPE, BODY and BODYSTRUCTURE from the store's
@@ -23,13 +24,13 @@ use imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_types::response::{Data, Response};
 use tracing::{debug, warn};
 
-use crate::store::{FlagOp, Flags, StoreError, Uid};
+use crate::store::{FlagOp, Flags, MessageMeta, StoreError, Uid};
 
 use super::command::{FetchExtra, SeqSet};
 use super::selected::Msg;
 use super::session::{Reply, Session};
 use super::summary::Summary;
-use super::{mime, wire};
+use super::{mime, preview, wire};
 
 /// Does this item need the message's bytes?
 /// (ENVELOPE, BODY and BODYSTRUCTURE come from the summary cache.)
@@ -256,6 +257,76 @@ fn part_spec(section: &[NonZeroU32]) -> String {
         .join(".")
 }
 
+/// THREADIDs (RFC 8474 5.2) of `uids` from the store's thread index
+/// (0 where unknown: reported as NIL).
+pub(crate) async fn thread_ids(
+    store: &crate::store::Store,
+    id: crate::store::MailboxId,
+    uids: Vec<Uid>,
+) -> Vec<u64> {
+    match store.thread_ids(id, uids).await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "reading thread ids failed");
+            Vec::new()
+        }
+    }
+}
+
+/// Most previews one `PREVIEW (LAZY)` FETCH computes (RFC 8970 3.2): the
+/// others answer NIL until a later FETCH finds them cached.
+const LAZY_PREVIEWS: usize = 32;
+
+/// PREVIEW texts (RFC 8970) of `metas`, in order: from the store's cache,
+/// else computed from the message file and cached. With `lazy` at most
+/// `LAZY_PREVIEWS` are computed per call, the rest are None (NIL).
+async fn previews(
+    store: &crate::store::Store,
+    id: crate::store::MailboxId,
+    metas: &[&MessageMeta],
+    lazy: bool,
+) -> Vec<Option<String>> {
+    let uids = metas.iter().map(|m| m.uid).collect();
+    let mut out = store.previews(id, uids).await.unwrap_or_default();
+    out.resize(metas.len(), None);
+    let mut fresh = Vec::new();
+    for (slot, meta) in out.iter_mut().zip(metas) {
+        if slot.is_some() {
+            continue;
+        }
+        if lazy && fresh.len() >= LAZY_PREVIEWS {
+            continue;
+        }
+        let Ok(data) = store.read(id, meta).await else {
+            continue;
+        };
+        if let Some(p) = mime::contained("preview", meta.uid, || preview::compute(&data)) {
+            fresh.push((meta.uid, p.clone()));
+            *slot = Some(p);
+        }
+    }
+    if !fresh.is_empty() {
+        if let Err(e) = store.put_previews(id, fresh).await {
+            debug!(error = %e, "caching previews failed");
+        }
+    }
+    out
+}
+
+/// A THREADID as the client sees it (`T` and 16 hex digits, RFC 8474
+/// objectid), None for no thread.
+pub(crate) fn thread_id_text(id: u64) -> Option<String> {
+    (id != 0).then(|| format!("T{id:016x}"))
+}
+
+/// The `THREADID (...)` FETCH item, `THREADID NIL` without a thread.
+fn thread_id_item(id: Option<u64>) -> Vec<u8> {
+    match id.and_then(thread_id_text) {
+        Some(t) => format!("THREADID ({t})").into_bytes(),
+        None => b"THREADID NIL".to_vec(),
+    }
+}
+
 /// Items served from the cached summary.
 fn from_summary(item: &MessageDataItemName<'_>) -> bool {
     matches!(
@@ -387,6 +458,15 @@ impl Session {
         } else {
             Vec::new()
         };
+        let thread_ids: Vec<u64> = if extra.thread_id {
+            let uids = idx
+                .iter()
+                .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
+                .collect();
+            thread_ids(&store, id, uids).await
+        } else {
+            Vec::new()
+        };
 
         let mut expunged = false;
         let mut unknown_cte = false;
@@ -416,6 +496,12 @@ impl Session {
                 Vec::new()
             };
             cached.resize(msgs.len(), None);
+            let previews: Vec<Option<String>> = if extra.preview {
+                let metas: Vec<&MessageMeta> = msgs.iter().map(|(_, m)| &m.meta).collect();
+                previews(&store, id, &metas, extra.preview_lazy).await
+            } else {
+                Vec::new()
+            };
             let mut fresh: Vec<(Uid, Vec<u8>)> = Vec::new();
             for (k, (i, msg)) in msgs.iter().enumerate() {
                 let mut summary = cached.get_mut(k).and_then(Option::take);
@@ -533,7 +619,11 @@ impl Session {
                     }
                 }
                 if extra.thread_id {
-                    raw.push(b"THREADID NIL".to_vec());
+                    let pos = chunk_no * 256 + k;
+                    raw.push(thread_id_item(thread_ids.get(pos).copied()));
+                }
+                if extra.preview {
+                    raw.push(preview::item(previews.get(k).and_then(Option::as_deref)));
                 }
                 if extra.save_date {
                     raw.push(

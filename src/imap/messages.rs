@@ -276,6 +276,16 @@ impl Session {
         } else {
             Vec::new()
         };
+        let thread_ids: Vec<Option<String>> = if key.any(&|k| matches!(k, Key::ThreadId(_))) {
+            let uids = msgs.iter().map(|m| m.meta.uid).collect();
+            super::fetch::thread_ids(&store, id, uids)
+                .await
+                .into_iter()
+                .map(super::fetch::thread_id_text)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let now = chrono::Utc::now().timestamp();
         let mut hits = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
@@ -297,7 +307,7 @@ impl Session {
                 modseq: m.meta.modseq,
                 save_date: m.meta.save_date,
                 email_id: email_ids.get(i).map(String::as_str).unwrap_or_default(),
-                thread_id: None,
+                thread_id: thread_ids.get(i).and_then(Option::as_deref),
             };
             let mut loader = || data.take();
             // A panic while decoding the message (a bug) is logged and the

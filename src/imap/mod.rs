@@ -4,11 +4,13 @@
 //! limits; the one IMAP framer, also used by the mmp and the stress client
 //! to frame responses) -> `command` (msgd's parser for the extended commands) or
 //! imap-codec's `CommandCodec` (the rest) -> `session` (the async driver:
-//! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`).
+//! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`,
+//! `metadata`).
 //! The pure pieces (`selected`: the selected mailbox view and its change
 //! announcements, `list`: LIST matching, `search`: SEARCH keys, `thread`:
 //! SORT/THREAD, `summary`: cached ENVELOPE/BODYSTRUCTURE and sort keys,
-//! `acl`: rights, `utf7`: mailbox name encoding, `wire`: response text,
+//! `acl`: rights, `preview`: PREVIEW text, `utf7`: mailbox name encoding,
+//! `wire`: response text,
 //! `compress`: DEFLATE streams) are unit-tested without sockets.
 //!
 //! Extensions: see docs/imap.md for the table of capabilities, RFCs and
@@ -22,7 +24,9 @@ pub(crate) mod framer;
 mod list;
 mod mailboxes;
 mod messages;
+mod metadata;
 pub mod mime;
+mod preview;
 pub mod search;
 mod selected;
 mod session;
@@ -37,6 +41,8 @@ mod tests;
 mod tests_ext;
 #[cfg(test)]
 mod tests_fix;
+#[cfg(test)]
+mod tests_meta;
 
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;

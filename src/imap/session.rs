@@ -581,10 +581,12 @@ impl Session {
                 "THREAD=ORDEREDSUBJECT",
                 "THREAD=REFERENCES",
                 "OBJECTID",
+                "PREVIEW",
                 "SAVEDATE",
                 "WITHIN",
                 "ACL",
                 "RIGHTS=kxte",
+                "METADATA",
             ]
             .iter()
             .map(|s| s.to_string()),
@@ -819,6 +821,13 @@ impl Session {
             Cmd::DeleteAcl { mailbox, id } => self.setacl(&mailbox, &id, None).await,
             Cmd::ListRights { mailbox, id } => self.listrights(&mailbox, &id).await,
             Cmd::MyRights { mailbox } => self.myrights(&mailbox).await,
+            Cmd::GetMetadata {
+                mailbox,
+                entries,
+                maxsize,
+                depth,
+            } => self.getmetadata(&mailbox, entries, maxsize, depth).await,
+            Cmd::SetMetadata { mailbox, items } => self.setmetadata(&mailbox, items).await,
             Cmd::Append {
                 mailbox,
                 flags,

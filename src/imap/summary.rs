@@ -166,7 +166,7 @@ fn display(addrs: &[Address<'_>]) -> String {
 }
 
 /// The `<id>` tokens of a Message-ID/References/In-Reply-To value.
-fn msg_ids(v: &[u8]) -> Vec<String> {
+pub(crate) fn msg_ids(v: &[u8]) -> Vec<String> {
     let s = String::from_utf8_lossy(v);
     let mut out = Vec::new();
     let mut rest = s.as_ref();

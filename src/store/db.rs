@@ -12,6 +12,10 @@ use tokio::sync::{oneshot, watch};
 
 #[path = "extra.rs"]
 mod extra;
+#[path = "metadata.rs"]
+pub(super) mod metadata;
+#[path = "threads.rs"]
+pub(super) mod threads;
 
 use super::files::{self, Prelude};
 use super::writer::{self, Batch, Job};
@@ -137,6 +141,8 @@ impl Inner {
             txn.open_table(SUBS)?;
             txn.open_table(META)?;
             extra::create_tables(&txn)?;
+            threads::create_tables(&txn)?;
+            metadata::create_tables(&txn)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -254,7 +260,7 @@ impl Inner {
         // Write and fsync the file on a blocking thread, in parallel with
         // other deliveries; only the rename and index entry go through the
         // writer.
-        let (partition, tmp) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (partition, tmp, thread_keys) = tokio::task::spawn_blocking(move || -> Result<_> {
             let txn = me.db.begin_read().map_err(ie)?;
             let partition = me
                 .user_partition_sync(&txn, &u)?
@@ -264,7 +270,7 @@ impl Inner {
                 return Err(StoreError::DiskFull);
             }
             let tmp = files::write_tmp(&partition, &prelude, &data).map_err(ie)?;
-            Ok((partition, tmp))
+            Ok((partition, tmp, threads::keys(&data)))
         })
         .await
         .map_err(ie)??;
@@ -303,7 +309,7 @@ impl Inner {
             batch.sync_dirs.extend(touched);
             batch.sync_dirs.insert(dir);
             add_message(txn, id, &mut rec, &meta)?;
-            extra::on_append(txn, id, uid)?;
+            extra::on_append(txn, id, uid, &user, &thread_keys)?;
             add_usage(txn, &user, size as i64, 1)?;
             put_mailbox(txn, id, &rec)?;
             batch.notify.insert(id, rec.highestmodseq);
@@ -431,6 +437,7 @@ impl Inner {
                     .map_err(ie)?;
             }
             extra::on_delete_mailbox(txn, id)?;
+            metadata::on_delete_mailbox(txn, id, &user)?;
             let bytes: u64 = uids.iter().map(|x| x.2).sum();
             add_usage(txn, &user, -(bytes as i64), -(uids.len() as i64))?;
             batch

@@ -8,6 +8,8 @@
 //! - message summaries: (mailbox id, uid) -> opaque bytes the IMAP layer
 //!   computes once (ENVELOPE, BODYSTRUCTURE, sort keys) instead of parsing
 //!   the file on every FETCH. A cache: losing it loses nothing.
+//! - previews (RFC 8970): (mailbox id, uid) -> the PREVIEW text, a cache
+//!   with the same life as the summaries.
 //! - access control lists (RFC 4314): (mailbox id, identifier) -> rights,
 //!   and the reverse index (identifier, mailbox id) to find the mailboxes
 //!   shared with a user.
@@ -17,12 +19,15 @@
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::files;
 use super::*;
 
 /// (mailbox id, uid) -> (email id, thread id; 0: none).
 const OBJECTS: TableDefinition<(u64, u32), (u64, u64)> = TableDefinition::new("object_ids");
 /// (mailbox id, uid) -> summary bytes (the IMAP layer's format).
 const SUMMARIES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("summaries");
+/// (mailbox id, uid) -> PREVIEW text (RFC 8970; the IMAP layer's).
+const PREVIEWS: TableDefinition<(u64, u32), &str> = TableDefinition::new("previews");
 /// (mailbox id, identifier) -> rights letters.
 const ACL: TableDefinition<(u64, &str), &str> = TableDefinition::new("acl");
 /// (identifier, mailbox id): the reverse of ACL.
@@ -31,6 +36,7 @@ const ACL_BY_ID: TableDefinition<(&str, u64), u8> = TableDefinition::new("acl_by
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(OBJECTS).map_err(ie)?;
     txn.open_table(SUMMARIES).map_err(ie)?;
+    txn.open_table(PREVIEWS).map_err(ie)?;
     txn.open_table(ACL).map_err(ie)?;
     txn.open_table(ACL_BY_ID).map_err(ie)?;
     Ok(())
@@ -53,12 +59,20 @@ fn next_email_id(txn: &WriteTransaction) -> Result<u64> {
     Ok(id)
 }
 
-/// A new message: it gets a fresh email id.
-pub(super) fn on_append(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) -> Result<()> {
+/// A new message of `user`: it gets a fresh email id and its thread
+/// (`threads.rs`).
+pub(super) fn on_append(
+    txn: &WriteTransaction,
+    mailbox: MailboxId,
+    uid: Uid,
+    user: &str,
+    keys: &super::threads::ThreadKeys,
+) -> Result<()> {
     let id = next_email_id(txn)?;
+    let thread = super::threads::assign(txn, user, keys, id)?;
     txn.open_table(OBJECTS)
         .map_err(ie)?
-        .insert((mailbox, uid), (id, 0))
+        .insert((mailbox, uid), (id, thread))
         .map_err(ie)?;
     Ok(())
 }
@@ -89,6 +103,10 @@ pub(super) fn on_remove(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) ->
         .map_err(ie)?
         .remove((mailbox, uid))
         .map_err(ie)?;
+    txn.open_table(PREVIEWS)
+        .map_err(ie)?
+        .remove((mailbox, uid))
+        .map_err(ie)?;
     Ok(())
 }
 
@@ -96,6 +114,17 @@ pub(super) fn on_remove(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) ->
 pub(super) fn on_delete_mailbox(txn: &WriteTransaction, mailbox: MailboxId) -> Result<()> {
     for def in [OBJECTS] {
         let mut t = txn.open_table(def).map_err(ie)?;
+        let keys: Vec<(u64, u32)> = t
+            .range((mailbox, 0u32)..=(mailbox, u32::MAX))
+            .map_err(ie)?
+            .filter_map(|i| i.ok().map(|(k, _)| k.value()))
+            .collect();
+        for k in keys {
+            t.remove(k).map_err(ie)?;
+        }
+    }
+    {
+        let mut t = txn.open_table(PREVIEWS).map_err(ie)?;
         let keys: Vec<(u64, u32)> = t
             .range((mailbox, 0u32)..=(mailbox, u32::MAX))
             .map_err(ie)?
@@ -167,6 +196,109 @@ impl Inner {
             .await
     }
 
+    /// THREADIDs (RFC 8474 5.2) of messages, in the order of `uids` (0: the
+    /// message is gone). Messages stored before the thread index get their
+    /// thread now, from their header, and keep it (`threads.rs`).
+    pub async fn thread_ids(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<u64>> {
+        // (position, uid, file offset, size) of messages without a thread.
+        let (mut out, missing) = self
+            .read_txn(move |txn| {
+                let t = txn.open_table(OBJECTS).map_err(ie)?;
+                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                let mut out = Vec::with_capacity(uids.len());
+                let mut missing = Vec::new();
+                for (pos, &uid) in uids.iter().enumerate() {
+                    let thread = t
+                        .get((mailbox, uid))
+                        .map_err(ie)?
+                        .map_or(0, |v| v.value().1);
+                    if thread == 0 {
+                        if let Some(m) = msgs.get((mailbox, uid)).map_err(ie)? {
+                            let m: MessageMeta = dec(m.value())?;
+                            missing.push((pos, uid, m.offset, m.size));
+                        }
+                    }
+                    out.push(thread);
+                }
+                Ok((out, missing))
+            })
+            .await?;
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let (user, partition) = self.mailbox_owner(mailbox).await?;
+        for chunk in missing.chunks(256) {
+            let chunk = chunk.to_vec();
+            let dir = files::mailbox_dir(&partition, &user, mailbox);
+            let keyed = tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .map(|(pos, uid, offset, size)| {
+                        let path = files::message_file(&dir, uid);
+                        (pos, uid, super::threads::keys_of_file(&path, offset, size))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(ie)?;
+            let owner = user.clone();
+            let got = self
+                .submit(move |txn, _batch| {
+                    let mut got = Vec::with_capacity(keyed.len());
+                    for (pos, uid, keys) in keyed {
+                        let known = {
+                            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                            if msgs.get((mailbox, uid)).map_err(ie)?.is_none() {
+                                continue;
+                            }
+                            let t = txn.open_table(OBJECTS).map_err(ie)?;
+                            let v = t.get((mailbox, uid)).map_err(ie)?.map(|v| v.value());
+                            v
+                        };
+                        let (email, thread) = known.unwrap_or((legacy_email_id(mailbox, uid), 0));
+                        let thread = if thread != 0 {
+                            thread
+                        } else {
+                            let thread = super::threads::assign(txn, &owner, &keys, email)?;
+                            txn.open_table(OBJECTS)
+                                .map_err(ie)?
+                                .insert((mailbox, uid), (email, thread))
+                                .map_err(ie)?;
+                            thread
+                        };
+                        got.push((pos, thread));
+                    }
+                    Ok(got)
+                })
+                .await?;
+            for (pos, thread) in got {
+                if let Some(slot) = out.get_mut(pos) {
+                    *slot = thread;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Test aid: makes messages look stored before the thread index
+    /// (thread id 0), as an old database has them.
+    #[cfg(test)]
+    pub async fn forget_thread_ids(&self, mailbox: MailboxId) -> Result<()> {
+        self.submit(move |txn, _batch| {
+            let mut t = txn.open_table(OBJECTS).map_err(ie)?;
+            let rows: Vec<((u64, u32), u64)> = t
+                .range((mailbox, 0u32)..=(mailbox, u32::MAX))
+                .map_err(ie)?
+                .filter_map(|i| i.ok().map(|(k, v)| (k.value(), v.value().0)))
+                .collect();
+            for (k, email) in rows {
+                t.insert(k, (email, 0)).map_err(ie)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Cached summaries, in the order of `uids` (None: not cached yet).
     pub async fn summaries(
         &self,
@@ -200,6 +332,42 @@ impl Inner {
             for (uid, bytes) in items {
                 if msgs.get((mailbox, uid)).map_err(ie)?.is_some() {
                     t.insert((mailbox, uid), bytes.as_slice()).map_err(ie)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Cached PREVIEW texts, in the order of `uids` (None: not cached).
+    pub async fn previews(
+        &self,
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+    ) -> Result<Vec<Option<String>>> {
+        self.read_txn(move |txn| {
+            let t = txn.open_table(PREVIEWS).map_err(ie)?;
+            let mut out = Vec::with_capacity(uids.len());
+            for uid in uids {
+                out.push(
+                    t.get((mailbox, uid))
+                        .map_err(ie)?
+                        .map(|v| v.value().to_string()),
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Stores PREVIEW texts of messages that still exist.
+    pub async fn put_previews(&self, mailbox: MailboxId, items: Vec<(Uid, String)>) -> Result<()> {
+        self.submit(move |txn, _batch| {
+            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+            let mut t = txn.open_table(PREVIEWS).map_err(ie)?;
+            for (uid, text) in items {
+                if msgs.get((mailbox, uid)).map_err(ie)?.is_some() {
+                    t.insert((mailbox, uid), text.as_str()).map_err(ie)?;
                 }
             }
             Ok(())

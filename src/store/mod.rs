@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
+pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
 pub use db::StoreStats;
 
 pub type MailboxId = u64;
@@ -474,6 +475,59 @@ impl Store {
     /// append, kept by COPY and MOVE.
     pub async fn email_ids(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<u64>> {
         self.inner.email_ids(mailbox, uids).await
+    }
+
+    /// METADATA entries (RFC 5464) of a mailbox (0: the server) as `user`
+    /// sees them: each of `entries` (None: absent) and those below it.
+    pub async fn get_metadata(
+        &self,
+        mailbox: MailboxId,
+        user: &str,
+        entries: Vec<String>,
+        depth: MetaDepth,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        self.inner.get_metadata(mailbox, user, entries, depth).await
+    }
+
+    /// Sets or removes METADATA entries, all or none; shared entries are
+    /// charged to the mailbox `owner`, private ones to `user`.
+    pub async fn set_metadata(
+        &self,
+        mailbox: MailboxId,
+        user: &str,
+        owner: &str,
+        items: Vec<(String, Option<Vec<u8>>)>,
+        limits: MetaLimits,
+    ) -> Result<std::result::Result<(), MetaRefusal>> {
+        self.inner
+            .set_metadata(mailbox, user, owner, items, limits)
+            .await
+    }
+
+    #[cfg(test)]
+    pub async fn forget_thread_ids(&self, mailbox: MailboxId) -> Result<()> {
+        self.inner.forget_thread_ids(mailbox).await
+    }
+
+    /// Cached PREVIEW texts (RFC 8970), in the order of `uids`.
+    pub async fn previews(
+        &self,
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+    ) -> Result<Vec<Option<String>>> {
+        self.inner.previews(mailbox, uids).await
+    }
+
+    /// Caches PREVIEW texts; dropped with the message like its summary.
+    pub async fn put_previews(&self, mailbox: MailboxId, items: Vec<(Uid, String)>) -> Result<()> {
+        self.inner.put_previews(mailbox, items).await
+    }
+
+    /// THREADIDs (RFC 8474) of messages, in the order of `uids` (0: gone):
+    /// assigned at append from the thread index, computed on first need for
+    /// messages stored before it, kept by COPY and MOVE.
+    pub async fn thread_ids(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<Vec<u64>> {
+        self.inner.thread_ids(mailbox, uids).await
     }
 
     /// Cached per-message summaries (opaque bytes the IMAP layer computes:

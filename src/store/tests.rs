@@ -255,3 +255,81 @@ fn mailbox_names_are_normalized() {
     assert!(normalize_name("/a").is_err());
     assert!(normalize_name("").is_err());
 }
+
+fn threaded(id: &str, extra: &str) -> NewMessage {
+    NewMessage {
+        data: Arc::new(
+            format!("Message-ID: <{id}>\r\n{extra}Subject: t\r\n\r\nx\r\n").into_bytes(),
+        ),
+        flags: Flags::default(),
+        internal_date: None,
+    }
+}
+
+#[tokio::test]
+async fn rfc8474_5_2_thread_ids_per_user_durable_and_lazy_for_old_messages() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = test_config(d.path());
+    let inbox;
+    {
+        let s = Store::open(&cfg).unwrap();
+        s.append("a@x", "INBOX", threaded("p@x", ""), Quota::default())
+            .await
+            .unwrap();
+        s.append(
+            "a@x",
+            "INBOX",
+            threaded("r@x", "In-Reply-To: <p@x>\r\n"),
+            Quota::default(),
+        )
+        .await
+        .unwrap();
+        // Another user's reply to the same id starts its own thread.
+        let b = s
+            .append(
+                "b@x",
+                "INBOX",
+                threaded("r2@x", "In-Reply-To: <p@x>\r\n"),
+                Quota::default(),
+            )
+            .await
+            .unwrap();
+        inbox = s.status("a@x", "INBOX").await.unwrap().id;
+        let t = s.thread_ids(inbox, vec![1, 2, 99]).await.unwrap();
+        assert_ne!(t[0], 0);
+        assert_eq!(t[0], t[1]);
+        assert_eq!(t[2], 0, "no such message");
+        let tb = s.thread_ids(b.mailbox, vec![1]).await.unwrap();
+        assert_ne!(tb[0], t[0]);
+    }
+    // Durable: the same ids after reopening (once the first writer thread
+    // has let go of the database, as above).
+    let mut tries = 0;
+    let s = loop {
+        match Store::open(&cfg) {
+            Ok(s) => break s,
+            Err(_) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let before = s.thread_ids(inbox, vec![1, 2]).await.unwrap();
+    // Messages of an old database (no thread id yet) get one on first
+    // need, from their header, and keep it.
+    s.forget_thread_ids(inbox).await.unwrap();
+    s.append(
+        "a@x",
+        "INBOX",
+        threaded("r3@x", "References: <p@x>\r\n"),
+        Quota::default(),
+    )
+    .await
+    .unwrap();
+    let after = s.thread_ids(inbox, vec![1, 2, 3]).await.unwrap();
+    assert_eq!(after[0], before[0]);
+    assert_eq!(after[1], before[1]);
+    assert_eq!(after[2], before[0]);
+    assert_eq!(s.thread_ids(inbox, vec![1, 2, 3]).await.unwrap(), after);
+}
