@@ -205,6 +205,18 @@ async def sample_rss(pid: int, stats: Stats, stop: asyncio.Event):
         await asyncio.sleep(0.5)
 
 
+async def quiet(args, ports) -> Stats:
+    """The normal client alone, for the figures the attack is compared with."""
+    stats = Stats()
+    stop = asyncio.Event()
+    task = asyncio.create_task(normal_client(ports, stats, stop))
+    await asyncio.sleep(args.baseline)
+    stop.set()
+    await asyncio.wait([task], timeout=30)
+    task.cancel()
+    return stats
+
+
 async def attack(args, ports, pid) -> Stats:
     stats = Stats()
     stop = asyncio.Event()
@@ -235,8 +247,11 @@ def main():
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--trickle", type=float, default=5, help="seconds between slowloris bytes")
     ap.add_argument("--abort", action="store_true", help="drop each body before the final dot")
+    ap.add_argument("--baseline", type=float, default=15,
+                    help="seconds of the normal client alone before the attack")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    args.baseline = min(args.baseline, 120)
     args.slowloris = min(args.slowloris, 20000)
     args.senders = min(args.senders, 1000)
     args.duration = min(args.duration, 600)
@@ -286,6 +301,7 @@ def main():
                     break
         s.close()
         rss_idle = rss_of(proc.pid)
+        base = asyncio.run(quiet(args, ports))
         started = time.monotonic()
         stats = asyncio.run(attack(args, ports, proc.pid))
         took = time.monotonic() - started
@@ -306,8 +322,9 @@ def main():
     print(f"slowloris: peak held {stats.slow_peak}, refused {stats.slow_refused}, "
           f"dropped by server {stats.slow_dropped}")
     print(f"bodies: {stats.bodies_ok} {'sent' if args.abort else 'accepted'}, {stats.bodies_failed} failed or unfinished")
-    for name, v in (("imap", stats.imap_ms), ("smtp", stats.smtp_ms)):
-        print(f"normal client {name}: {len(v)} commands, p50 {pct(v, 50):.1f} ms, p99 {pct(v, 99):.1f} ms")
+    for name, v, b in (("imap", stats.imap_ms, base.imap_ms), ("smtp", stats.smtp_ms, base.smtp_ms)):
+        print(f"normal client {name}: quiet p50 {pct(b, 50):.1f} ms, p99 {pct(b, 99):.1f} ms ({len(b)} commands); "
+              f"under attack p50 {pct(v, 50):.1f} ms, p99 {pct(v, 99):.1f} ms ({len(v)} commands)")
     print(f"msgd RSS: idle {rss_idle / mb:.0f} MB, max {stats.rss_max / mb:.0f} MB, "
           f"last {(stats.rss_samples or [0])[-1] / mb:.0f} MB; still running at the end: {alive}")
     if args.keep:
