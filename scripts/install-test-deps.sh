@@ -38,6 +38,10 @@ dpkg -s postfix >/dev/null 2>&1 || { missing_apt+=(postfix); postfix_missing=1; 
 # system service is used.
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing_apt+=(haproxy)
 command -v mbsync >/dev/null 2>&1 || missing_apt+=(isync)
+# test_roles.py starts each role in a private network namespace
+# (unshare from util-linux, `ip link set lo up` from iproute2).
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing_apt+=(iproute2)
+command -v unshare >/dev/null 2>&1 || missing_apt+=(util-linux)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
