@@ -156,7 +156,7 @@ pub(crate) struct Session {
     starttls_pending: bool,
     /// COMPRESS was accepted: compress after the tagged OK is written.
     compress_pending: bool,
-    compressed: bool,
+    pub compressed: bool,
     /// The real client address an ID "x-originating-ip" named (a proxy in
     /// front of us says who it serves).
     originating_ip: Option<String>,
@@ -591,6 +591,11 @@ impl Session {
             .iter()
             .map(|s| s.to_string()),
         );
+        caps.push("MULTIAPPEND".into());
+        caps.push("REPLACE".into());
+        if self.unauthenticate_allowed() {
+            caps.push("UNAUTHENTICATE".into());
+        }
         caps.push(format!("APPENDLIMIT={}", self.append_limit()));
         if !self.compressed {
             caps.push("COMPRESS=DEFLATE".into());
@@ -607,7 +612,7 @@ impl Session {
         self.info.tls_mode == TlsMode::StartTls && !self.info.tls_active
     }
 
-    fn plaintext_ok(&self) -> bool {
+    pub(crate) fn plaintext_ok(&self) -> bool {
         self.info.tls_active || self.info.is_loopback() || self.config.imap.allow_plaintext_auth
     }
 
@@ -727,6 +732,7 @@ impl Session {
                 | Cmd::Search { .. }
                 | Cmd::Sort { .. }
                 | Cmd::Thread { .. }
+                | Cmd::Replace { .. }
         );
         if needs_selected && self.sel.is_none() {
             return Ok(Reply::bad("No mailbox selected"));
@@ -828,12 +834,14 @@ impl Session {
                 depth,
             } => self.getmetadata(&mailbox, entries, maxsize, depth).await,
             Cmd::SetMetadata { mailbox, items } => self.setmetadata(&mailbox, items).await,
-            Cmd::Append {
+            Cmd::Append { mailbox, messages } => self.append_messages(&mailbox, messages).await,
+            Cmd::Replace {
+                uid,
+                num,
                 mailbox,
-                flags,
-                date,
-                data,
-            } => self.append(&mailbox, &flags, date, data).await,
+                message,
+            } => self.replace(uid, num, &mailbox, message).await,
+            Cmd::Unauthenticate => Ok(self.unauthenticate()),
         }
     }
 
@@ -1134,6 +1142,12 @@ impl Session {
         });
         let caps = self.capabilities();
         Ok(Reply::ok_code(format!("CAPABILITY {caps}"), "Logged in"))
+    }
+
+    /// Literal limits as before login (UNAUTHENTICATE, RFC 8437).
+    pub(crate) fn reset_preauth_limits(&mut self) {
+        self.framer
+            .set_max_literal(self.config.imap.max_literal.min(PREAUTH_MAX_LITERAL));
     }
 
     /// Limits of an account: its directory quota or the store default.
