@@ -298,3 +298,58 @@ async fn rfc8437_3_no_unauthenticate_under_compress() {
     assert!(!caps.contains("UNAUTHENTICATE"), "{text}");
     assert!(text.contains("d BAD "), "{text}");
 }
+
+#[tokio::test]
+async fn rfc8508_3_4_store_append_batch_with_a_gone_message_stores_nothing() {
+    use crate::store::{Flags, NewMessage, Quota};
+    use std::sync::Arc;
+    let h = harness();
+    let store = h.services.store();
+    let new = |s: &str| NewMessage {
+        data: Arc::new(s.as_bytes().to_vec()),
+        flags: Flags::default(),
+        internal_date: None,
+    };
+    let first = store
+        .append_batch(
+            USER,
+            "INBOX",
+            vec![new(MSG1), new(MSG2)],
+            Quota::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.uids, [1, 2]);
+    // The message to replace is gone: neither is the new one stored.
+    let r = store
+        .append_batch(
+            USER,
+            "INBOX",
+            vec![new(MSG1)],
+            Quota::default(),
+            Some((first.mailbox, 99)),
+        )
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(store.status(USER, "INBOX").await.unwrap().exists, 2);
+    // Usage follows a replace: one message in, one out.
+    let before = store.usage(USER).await.unwrap();
+    let done = store
+        .append_batch(
+            USER,
+            "INBOX",
+            vec![new(MSG1)],
+            Quota::default(),
+            Some((first.mailbox, 2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.uids, [3]);
+    let after = store.usage(USER).await.unwrap();
+    assert_eq!(after.messages, before.messages);
+    assert_eq!(
+        after.bytes,
+        before.bytes - MSG2.len() as u64 + MSG1.len() as u64
+    );
+}
