@@ -27,7 +27,13 @@
 //!   `imap.allow_plaintext_auth`) and not once COMPRESS is active: like a
 //!   SASL security layer (RFC 8437 3), it was negotiated by the
 //!   authenticated user and cannot be taken off the stream, so the next
-//!   user would inherit it (msgd offers no SASL security layer). The next
+//!   user would inherit it (msgd offers no SASL security layer). Nor
+//!   behind a front end: a session a proxy account (the mmp) opened on a
+//!   user's behalf, one whose ID named the real client (x-originating-ip,
+//!   kept for proxies and loopback front ends), or any session of a store
+//!   that takes logins only from `imap.login_networks` (its mmps): the
+//!   client behind it would log in again from the front end's address,
+//!   past the per-client login limiter and the mmp's routing. The next
 //!   LOGIN/AUTHENTICATE goes through the same login limiter as the first.
 
 use std::io;
@@ -187,9 +193,13 @@ impl Session {
     }
 
     /// May this session go back to the not-authenticated state? Only where
-    /// a new LOGIN would be allowed (RFC 8437 3).
+    /// a new LOGIN would be allowed (RFC 8437 3), not under COMPRESS, and
+    /// not behind a front end (see the module doc).
     pub(crate) fn unauthenticate_allowed(&self) -> bool {
-        self.user.is_some() && self.plaintext_ok() && !self.compressed
+        let direct = self.user.as_ref().is_some_and(|u| !u.proxied)
+            && self.originating_ip.is_none()
+            && self.config.imap.login_networks.is_empty();
+        direct && self.plaintext_ok() && !self.compressed
     }
 
     /// UNAUTHENTICATE (RFC 8437 3).

@@ -97,6 +97,10 @@ pub(crate) struct User {
     /// Store user: the account's canonical address.
     pub name: String,
     pub quota: Quota,
+    /// Logged in by a proxy account on the user's behalf (the mmp): the
+    /// client behind it never authenticated here, so no UNAUTHENTICATE
+    /// (its next login would count against the proxy's address).
+    pub proxied: bool,
 }
 
 /// What the client turned on (ENABLE, RFC 5161, and implicitly).
@@ -159,7 +163,7 @@ pub(crate) struct Session {
     pub compressed: bool,
     /// The real client address an ID "x-originating-ip" named (a proxy in
     /// front of us says who it serves).
-    originating_ip: Option<String>,
+    pub originating_ip: Option<String>,
     commands: u64,
     /// Size of the next read: small while the client is quiet (an idle
     /// connection then holds 4 KiB, not 64), doubled while reads fill it
@@ -1139,6 +1143,7 @@ impl Session {
         self.user = Some(User {
             name: account.address,
             quota,
+            proxied: authz.is_some(),
         });
         let caps = self.capabilities();
         Ok(Reply::ok_code(format!("CAPABILITY {caps}"), "Logged in"))

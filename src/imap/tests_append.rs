@@ -353,3 +353,31 @@ async fn rfc8508_3_4_store_append_batch_with_a_gone_message_stores_nothing() {
         before.bytes - MSG2.len() as u64 + MSG1.len() as u64
     );
 }
+
+#[tokio::test]
+async fn rfc8437_3_no_unauthenticate_behind_a_front_end() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let h = harness_with(|c| c.imap.proxy_users = vec!["mmp@example.com".into()]);
+    // A proxy account logged in on the user's behalf.
+    let mut c = Client::connect(&h).await;
+    let ir = b64(&format!("{USER}\0mmp@example.com\0mmp-password"));
+    let r = c.cmd(&format!("a AUTHENTICATE PLAIN {ir}")).await;
+    assert!(tagged(&r).starts_with("a OK"), "{r}");
+    assert!(!r.contains("UNAUTHENTICATE"), "{r}");
+    let r = c.cmd("u UNAUTHENTICATE").await;
+    assert!(tagged(&r).starts_with("u BAD "), "{r}");
+    // A local front end that named the real client.
+    let mut c = Client::connect(&h).await;
+    c.cmd("i ID (\"x-originating-ip\" \"198.51.100.7\")").await;
+    let r = c.cmd(&format!("L LOGIN {USER} {PASS}")).await;
+    assert!(tagged(&r).starts_with("L OK"), "{r}");
+    assert!(!r.contains("UNAUTHENTICATE"), "{r}");
+    // A store that takes logins only from its mmps.
+    let h = harness_with(|c| c.imap.login_networks = vec!["127.0.0.0/8".into()]);
+    let mut c = Client::logged_in(&h).await;
+    let r = c.cmd("c CAPABILITY").await;
+    assert!(!r.contains("UNAUTHENTICATE"), "{r}");
+    let r = c.cmd("u UNAUTHENTICATE").await;
+    assert!(tagged(&r).starts_with("u BAD "), "{r}");
+}
