@@ -321,13 +321,30 @@ pub enum Cmd {
         mailbox: Vec<u8>,
         items: Vec<(String, Option<Vec<u8>>)>,
     },
+    /// APPEND, one message or several (MULTIAPPEND, RFC 3502).
     Append {
         mailbox: Vec<u8>,
-        flags: Vec<String>,
-        /// INTERNALDATE: Unix seconds and zone offset in minutes.
-        date: Option<(i64, i16)>,
-        data: Vec<u8>,
+        messages: Vec<AppendMsg>,
     },
+    /// REPLACE / UID REPLACE (RFC 8508 6): `num` is a sequence number or
+    /// a UID.
+    Replace {
+        uid: bool,
+        num: SeqNum,
+        mailbox: Vec<u8>,
+        message: AppendMsg,
+    },
+    /// UNAUTHENTICATE (RFC 8437 3).
+    Unauthenticate,
+}
+
+/// One message of an APPEND or REPLACE (RFC 3502 6.3.11 append-message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendMsg {
+    pub flags: Vec<String>,
+    /// INTERNALDATE: Unix seconds and zone offset in minutes.
+    pub date: Option<(i64, i16)>,
+    pub data: Vec<u8>,
 }
 
 impl Cmd {
@@ -351,6 +368,8 @@ impl Cmd {
             Cmd::ListRights { .. } => "LISTRIGHTS",
             Cmd::MyRights { .. } => "MYRIGHTS",
             Cmd::Append { .. } => "APPEND",
+            Cmd::Replace { .. } => "REPLACE",
+            Cmd::Unauthenticate => "UNAUTHENTICATE",
             Cmd::GetMetadata { .. } => "GETMETADATA",
             Cmd::SetMetadata { .. } => "SETMETADATA",
         }
@@ -401,7 +420,7 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
     };
     let known = matches!(
         name.as_str(),
-        "FETCH" | "STORE" | "COPY" | "MOVE" | "SEARCH" | "SORT" | "THREAD"
+        "FETCH" | "STORE" | "COPY" | "MOVE" | "SEARCH" | "SORT" | "THREAD" | "REPLACE"
     ) || (uid && name == "EXPUNGE")
         || (!uid
             && matches!(
@@ -418,6 +437,7 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
                     | "MYRIGHTS"
                     | "GETMETADATA"
                     | "SETMETADATA"
+                    | "UNAUTHENTICATE"
             ));
     if !known {
         return None;
@@ -901,6 +921,21 @@ impl<'a> P<'a> {
                 self.sp()?;
                 self.append()
             }
+            "REPLACE" => {
+                self.sp()?;
+                let num = self.seq_num()?;
+                self.sp()?;
+                let mailbox = self.mailbox()?;
+                self.sp()?;
+                let message = self.append_message()?;
+                Ok(Cmd::Replace {
+                    uid,
+                    num,
+                    mailbox,
+                    message,
+                })
+            }
+            "UNAUTHENTICATE" => Ok(Cmd::Unauthenticate),
             "GETMETADATA" => {
                 self.sp()?;
                 self.getmetadata()
@@ -926,11 +961,24 @@ impl<'a> P<'a> {
         }
     }
 
-    /// APPEND mailbox [flags] [date-time] (literal / literal8 /
-    /// "UTF8" SP "(" literal8 ")") (RFC 9051 6.3.12, RFC 3516, RFC 6855 4).
+    /// APPEND mailbox 1*(SP append-message) (RFC 9051 6.3.12, MULTIAPPEND
+    /// RFC 3502 6.3.11). A loop: the count is bounded by the framed
+    /// command's size (and checked against `append::MAX_MESSAGES` later).
     fn append(&mut self) -> R<Cmd> {
         let mailbox = self.mailbox()?;
-        self.sp()?;
+        let mut messages = Vec::new();
+        while self.eat(b' ') {
+            messages.push(self.append_message()?);
+        }
+        if messages.is_empty() {
+            return Err("expected the message literal");
+        }
+        Ok(Cmd::Append { mailbox, messages })
+    }
+
+    /// append-message = [flag-list SP] [date-time SP] (literal / literal8
+    /// / "UTF8" SP "(" literal8 ")") (RFC 3502, RFC 3516, RFC 6855 4).
+    fn append_message(&mut self) -> R<AppendMsg> {
         let mut flags = Vec::new();
         if self.peek() == Some(b'(') {
             flags = self.paren_list(|p| p.flag())?;
@@ -958,12 +1006,7 @@ impl<'a> P<'a> {
                 _ => return Err("expected the message literal"),
             }
         };
-        Ok(Cmd::Append {
-            mailbox,
-            flags,
-            date,
-            data,
-        })
+        Ok(AppendMsg { flags, date, data })
     }
 
     /// date-time = DQUOTE date-day-fixed "-" date-month "-" date-year SP
@@ -1890,24 +1933,78 @@ mod tests {
             c,
             Cmd::Append {
                 mailbox: b"INBOX".to_vec(),
-                flags: vec!["\\Seen".into()],
-                date: Some((978_307_200, 120)),
-                data: b"hello".to_vec(),
+                messages: vec![AppendMsg {
+                    flags: vec!["\\Seen".into()],
+                    date: Some((978_307_200, 120)),
+                    data: b"hello".to_vec(),
+                }],
             }
         );
+        let data = |c: Option<Result<(String, Cmd), SyntaxError>>| match c {
+            Some(Ok((_, Cmd::Append { messages, .. }))) => {
+                messages.into_iter().map(|m| m.data).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
         // RFC 6855 4: UTF8 (literal8); RFC 3516: literal8.
-        assert!(matches!(
-            parse(b"a APPEND INBOX UTF8 (~{2}\r\nhi)\r\n"),
-            Some(Ok((_, Cmd::Append { data, .. }))) if data == b"hi"
-        ));
-        assert!(matches!(
-            parse(b"a APPEND INBOX ~{2}\r\n\0x\r\n"),
-            Some(Ok((_, Cmd::Append { data, .. }))) if data == b"\0x"
-        ));
+        assert_eq!(
+            data(parse(b"a APPEND INBOX UTF8 (~{2}\r\nhi)\r\n")),
+            [b"hi"]
+        );
+        assert_eq!(data(parse(b"a APPEND INBOX ~{2}\r\n\0x\r\n")), [b"\0x"]);
         assert!(bad(
             "a APPEND INBOX \"31-Feb-2001 00:00:00 +0000\" {1}\r\nx"
         ));
         assert!(bad("a APPEND INBOX"));
+    }
+
+    #[test]
+    fn rfc3502_6_3_11_multiappend_and_rfc8508_6_replace_grammar() {
+        let c = parse(
+            b"a APPEND INBOX (\\Seen) {1+}\r\nx \" 1-Jan-2001 02:00:00 +0200\" ~{2+}\r\n\0y {1+}\r\nz\r\n",
+        )
+        .unwrap()
+        .unwrap()
+        .1;
+        let Cmd::Append { messages, .. } = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0].flags, ["\\Seen"]);
+        assert_eq!(messages[1].date, Some((978_307_200, 120)));
+        assert_eq!(messages[1].data, b"\0y");
+        assert_eq!(messages[2].data, b"z");
+        // A trailing space promises another message.
+        assert!(bad("a APPEND INBOX {1+}\r\nx \r\n"));
+        let c = parse(b"r UID REPLACE 7 Drafts (\\Draft) {1+}\r\nx\r\n")
+            .unwrap()
+            .unwrap()
+            .1;
+        assert!(matches!(
+            c,
+            Cmd::Replace { uid: true, num: SeqNum::Num(7), ref mailbox, ref message }
+                if mailbox == b"Drafts" && message.flags == ["\\Draft"] && message.data == b"x"
+        ));
+        assert!(matches!(
+            parse(b"r REPLACE * INBOX {1+}\r\nx\r\n"),
+            Some(Ok((
+                _,
+                Cmd::Replace {
+                    uid: false,
+                    num: SeqNum::Star,
+                    ..
+                }
+            )))
+        ));
+        // One message only; the number is required.
+        assert!(bad("r REPLACE 1 INBOX {1+}\r\nx {1+}\r\ny"));
+        assert!(bad("r REPLACE INBOX {1+}\r\nx"));
+        assert!(bad("r REPLACE 0 INBOX {1+}\r\nx"));
+        assert!(matches!(
+            parse(b"u UNAUTHENTICATE\r\n"),
+            Some(Ok((_, Cmd::Unauthenticate)))
+        ));
+        assert!(bad("u UNAUTHENTICATE now"));
     }
 
     #[test]

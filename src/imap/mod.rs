@@ -5,7 +5,7 @@
 //! to frame responses) -> `command` (msgd's parser for the extended commands) or
 //! imap-codec's `CommandCodec` (the rest) -> `session` (the async driver:
 //! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`,
-//! `metadata`).
+//! `metadata`, `append`: MULTIAPPEND, REPLACE, UNAUTHENTICATE).
 //! The pure pieces (`selected`: the selected mailbox view and its change
 //! announcements, `list`: LIST matching, `search`: SEARCH keys, `thread`:
 //! SORT/THREAD, `summary`: cached ENVELOPE/BODYSTRUCTURE and sort keys,
@@ -17,6 +17,7 @@
 //! the tests that check them.
 
 mod acl;
+mod append;
 pub(crate) mod command;
 mod compress;
 mod fetch;
@@ -37,6 +38,8 @@ pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_append;
 #[cfg(test)]
 mod tests_ext;
 #[cfg(test)]

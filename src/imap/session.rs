@@ -97,6 +97,10 @@ pub(crate) struct User {
     /// Store user: the account's canonical address.
     pub name: String,
     pub quota: Quota,
+    /// Logged in by a proxy account on the user's behalf (the mmp): the
+    /// client behind it never authenticated here, so no UNAUTHENTICATE
+    /// (its next login would count against the proxy's address).
+    pub proxied: bool,
 }
 
 /// What the client turned on (ENABLE, RFC 5161, and implicitly).
@@ -156,10 +160,10 @@ pub(crate) struct Session {
     starttls_pending: bool,
     /// COMPRESS was accepted: compress after the tagged OK is written.
     compress_pending: bool,
-    compressed: bool,
+    pub compressed: bool,
     /// The real client address an ID "x-originating-ip" named (a proxy in
     /// front of us says who it serves).
-    originating_ip: Option<String>,
+    pub originating_ip: Option<String>,
     commands: u64,
     /// Size of the next read: small while the client is quiet (an idle
     /// connection then holds 4 KiB, not 64), doubled while reads fill it
@@ -591,6 +595,11 @@ impl Session {
             .iter()
             .map(|s| s.to_string()),
         );
+        caps.push("MULTIAPPEND".into());
+        caps.push("REPLACE".into());
+        if self.unauthenticate_allowed() {
+            caps.push("UNAUTHENTICATE".into());
+        }
         caps.push(format!("APPENDLIMIT={}", self.append_limit()));
         if !self.compressed {
             caps.push("COMPRESS=DEFLATE".into());
@@ -607,7 +616,7 @@ impl Session {
         self.info.tls_mode == TlsMode::StartTls && !self.info.tls_active
     }
 
-    fn plaintext_ok(&self) -> bool {
+    pub(crate) fn plaintext_ok(&self) -> bool {
         self.info.tls_active || self.info.is_loopback() || self.config.imap.allow_plaintext_auth
     }
 
@@ -727,6 +736,7 @@ impl Session {
                 | Cmd::Search { .. }
                 | Cmd::Sort { .. }
                 | Cmd::Thread { .. }
+                | Cmd::Replace { .. }
         );
         if needs_selected && self.sel.is_none() {
             return Ok(Reply::bad("No mailbox selected"));
@@ -828,12 +838,14 @@ impl Session {
                 depth,
             } => self.getmetadata(&mailbox, entries, maxsize, depth).await,
             Cmd::SetMetadata { mailbox, items } => self.setmetadata(&mailbox, items).await,
-            Cmd::Append {
+            Cmd::Append { mailbox, messages } => self.append_messages(&mailbox, messages).await,
+            Cmd::Replace {
+                uid,
+                num,
                 mailbox,
-                flags,
-                date,
-                data,
-            } => self.append(&mailbox, &flags, date, data).await,
+                message,
+            } => self.replace(uid, num, &mailbox, message).await,
+            Cmd::Unauthenticate => Ok(self.unauthenticate()),
         }
     }
 
@@ -1131,9 +1143,16 @@ impl Session {
         self.user = Some(User {
             name: account.address,
             quota,
+            proxied: authz.is_some(),
         });
         let caps = self.capabilities();
         Ok(Reply::ok_code(format!("CAPABILITY {caps}"), "Logged in"))
+    }
+
+    /// Literal limits as before login (UNAUTHENTICATE, RFC 8437).
+    pub(crate) fn reset_preauth_limits(&mut self) {
+        self.framer
+            .set_max_literal(self.config.imap.max_literal.min(PREAUTH_MAX_LITERAL));
     }
 
     /// Limits of an account: its directory quota or the store default.

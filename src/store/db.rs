@@ -244,23 +244,45 @@ impl Inner {
         msg: NewMessage,
         quota: Quota,
     ) -> Result<Placed> {
+        let done = self
+            .append_batch(user, mailbox, vec![msg], quota, None)
+            .await?;
+        Ok(Placed {
+            mailbox: done.mailbox,
+            uidvalidity: done.uidvalidity,
+            uid: done.uids.first().copied().unwrap_or_default(),
+        })
+    }
+
+    /// Appends `msgs` in one write job: all of them or none (MULTIAPPEND,
+    /// RFC 3502). With `replace`, that message is expunged in the same
+    /// job (REPLACE, RFC 8508); it must still exist, else nothing changes.
+    /// Quota is checked for the whole batch, less what `replace` frees
+    /// for the same user.
+    pub async fn append_batch(
+        self: &Arc<Self>,
+        user: &str,
+        mailbox: &str,
+        msgs: Vec<NewMessage>,
+        quota: Quota,
+        replace: Option<(MailboxId, Uid)>,
+    ) -> Result<Appended> {
         let name = normalize_name(mailbox)?;
+        if msgs.is_empty() {
+            return Err(StoreError::NotAllowed("no message to append"));
+        }
         self.ensure_user(user, None).await?;
+        let old_owner = match replace {
+            Some((id, _)) => Some(self.mailbox_owner(id).await?),
+            None => None,
+        };
         let me = self.clone();
         let u = user.to_string();
-        let (internal_date, tz) = msg.internal_date.unwrap_or((now(), 0));
-        let prelude = Prelude {
-            u: user.to_string(),
-            m: name.clone(),
-            f: msg.flags.names(),
-            d: internal_date,
-            z: tz,
-        };
-        let data = msg.data.clone();
-        // Write and fsync the file on a blocking thread, in parallel with
-        // other deliveries; only the rename and index entry go through the
-        // writer.
-        let (partition, tmp, thread_keys) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let m = name.clone();
+        // Write and fsync the files on a blocking thread, in parallel with
+        // other deliveries; only the renames and index entries go through
+        // the writer. A file not renamed into place is removed on drop.
+        let (partition, staged) = tokio::task::spawn_blocking(move || -> Result<_> {
             let txn = me.db.begin_read().map_err(ie)?;
             let partition = me
                 .user_partition_sync(&txn, &u)?
@@ -269,54 +291,121 @@ impl Inner {
             if crate::fsutil::free_space(&partition).map_err(ie)? < me.min_free_disk {
                 return Err(StoreError::DiskFull);
             }
-            let tmp = files::write_tmp(&partition, &prelude, &data).map_err(ie)?;
-            Ok((partition, tmp, threads::keys(&data)))
+            let mut staged = Vec::with_capacity(msgs.len());
+            for msg in msgs {
+                let (internal_date, tz) = msg.internal_date.unwrap_or((now(), 0));
+                let prelude = Prelude {
+                    u: u.clone(),
+                    m: m.clone(),
+                    f: msg.flags.names(),
+                    d: internal_date,
+                    z: tz,
+                };
+                let tmp = files::write_tmp(&partition, &prelude, &msg.data).map_err(ie)?;
+                let keys = threads::keys(&msg.data);
+                staged.push((
+                    tmp,
+                    keys,
+                    msg.data.len() as u64,
+                    msg.flags,
+                    internal_date,
+                    tz,
+                ));
+            }
+            Ok((partition, staged))
         })
         .await
         .map_err(ie)??;
         let user = user.to_string();
-        let size = msg.data.len() as u64;
-        let flags = msg.flags;
         self.submit(move |txn, batch| {
-            let mut tmp = tmp;
             let (id, mut rec) = mailbox_by_name(txn, &user, &name)?;
-            check_quota(txn, &user, size, 1, quota)?;
-            let uid = rec.uidnext;
-            rec.uidnext = rec.uidnext.checked_add(1).ok_or(StoreError::Internal(
-                "UID space of mailbox exhausted".into(),
-            ))?;
-            rec.highestmodseq += 1;
-            let meta = MessageMeta {
-                uid,
-                flags,
-                internal_date,
-                tz_offset_min: tz,
-                size,
-                modseq: rec.highestmodseq,
-                offset: tmp.offset,
-                save_date: now(),
+            // Validate everything before the first write.
+            let old = match replace {
+                Some((old_box, old_uid)) => {
+                    let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                    let m = msgs
+                        .get((old_box, old_uid))
+                        .map_err(ie)?
+                        .ok_or(StoreError::NotAllowed("the message to replace is gone"))?;
+                    Some(dec::<MessageMeta>(m.value())?)
+                }
+                None => None,
             };
+            let bytes: u64 = staged.iter().map(|s| s.2).sum();
+            let count = staged.len() as u64;
+            let same_owner = old_owner.as_ref().is_some_and(|(o, _)| *o == user);
+            let (freed_bytes, freed_count) = match (&old, same_owner) {
+                (Some(m), true) => (m.size, 1),
+                _ => (0, 0),
+            };
+            check_quota(
+                txn,
+                &user,
+                bytes.saturating_sub(freed_bytes),
+                count.saturating_sub(freed_count),
+                quota,
+            )?;
+            let first = rec.uidnext;
+            rec.uidnext = u32::try_from(count)
+                .ok()
+                .and_then(|n| rec.uidnext.checked_add(n))
+                .ok_or(StoreError::Internal(
+                    "UID space of mailbox exhausted".into(),
+                ))?;
+            rec.highestmodseq += 1;
             let dir = files::mailbox_dir(&partition, &user, id);
             let mut touched = Vec::new();
             files::create_dirs(&dir, &mut touched).map_err(ie)?;
-            let dest = files::message_file(&dir, uid);
-            let src = tmp
-                .path
-                .take()
-                .ok_or(StoreError::Internal("tmp gone".into()))?;
-            std::fs::rename(&src, &dest).map_err(ie)?;
-            batch.created.push(dest);
             batch.sync_dirs.extend(touched);
-            batch.sync_dirs.insert(dir);
-            add_message(txn, id, &mut rec, &meta)?;
-            extra::on_append(txn, id, uid, &user, &thread_keys)?;
-            add_usage(txn, &user, size as i64, 1)?;
+            batch.sync_dirs.insert(dir.clone());
+            let mut uids = Vec::with_capacity(staged.len());
+            for (i, (mut tmp, keys, size, flags, internal_date, tz)) in
+                staged.into_iter().enumerate()
+            {
+                let uid = first + i as u32;
+                let meta = MessageMeta {
+                    uid,
+                    flags,
+                    internal_date,
+                    tz_offset_min: tz,
+                    size,
+                    modseq: rec.highestmodseq,
+                    offset: tmp.offset,
+                    save_date: now(),
+                };
+                let dest = files::message_file(&dir, uid);
+                let src = tmp
+                    .path
+                    .take()
+                    .ok_or(StoreError::Internal("tmp gone".into()))?;
+                std::fs::rename(&src, &dest).map_err(ie)?;
+                batch.created.push(dest);
+                add_message(txn, id, &mut rec, &meta)?;
+                extra::on_append(txn, id, uid, &user, &keys)?;
+                uids.push(uid);
+            }
+            add_usage(txn, &user, bytes as i64, count as i64)?;
             put_mailbox(txn, id, &rec)?;
             batch.notify.insert(id, rec.highestmodseq);
-            Ok(Placed {
+            if let (Some(m), Some((old_box, _)), Some((old_user, old_part))) =
+                (old, replace, old_owner)
+            {
+                let mut src = get_mailbox(txn, old_box)?;
+                src.highestmodseq += 1;
+                let smod = src.highestmodseq;
+                remove_messages(txn, old_box, &mut src, std::slice::from_ref(&m), smod)?;
+                let src_dir = files::mailbox_dir(&old_part, &old_user, old_box);
+                batch
+                    .unlink_after
+                    .push(files::message_file(&src_dir, m.uid));
+                add_usage(txn, &old_user, -(m.size as i64), -1)?;
+                put_mailbox(txn, old_box, &src)?;
+                batch.notify.insert(old_box, smod);
+            }
+            Ok(Appended {
                 mailbox: id,
                 uidvalidity: rec.uidvalidity,
-                uid,
+                uids,
             })
         })
         .await

@@ -267,6 +267,15 @@ pub struct Placed {
     pub uid: Uid,
 }
 
+/// Where a batch of appended messages landed (MULTIAPPEND, REPLACE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub mailbox: MailboxId,
+    pub uidvalidity: u32,
+    /// Consecutive, in the order the messages were given.
+    pub uids: Vec<Uid>,
+}
+
 /// Per-user limits the caller knows from the directory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quota {
@@ -350,6 +359,24 @@ impl Store {
         quota: Quota,
     ) -> Result<Placed> {
         self.inner.append(user, mailbox, msg, quota).await
+    }
+
+    /// Appends several messages in one transaction: all or none (IMAP
+    /// MULTIAPPEND, RFC 3502). With `replace` that message is expunged in
+    /// the same transaction, and only if the append succeeds (REPLACE,
+    /// RFC 8508); it must still exist. `quota` is checked for the whole
+    /// batch, less what the replaced message frees for the same user.
+    pub async fn append_batch(
+        &self,
+        user: &str,
+        mailbox: &str,
+        msgs: Vec<NewMessage>,
+        quota: Quota,
+        replace: Option<(MailboxId, Uid)>,
+    ) -> Result<Appended> {
+        self.inner
+            .append_batch(user, mailbox, msgs, quota, replace)
+            .await
     }
 
     /// All mailboxes of a user, sorted by name, with counters.
