@@ -166,6 +166,27 @@ impl<'a> Credentials<'a> {
     }
 }
 
+/// Decodes a SASL PLAIN message (RFC 4616 section 2: authzid NUL authcid
+/// NUL passwd, UTF-8) into (authzid, authcid, password). None: not three
+/// fields, not UTF-8, or an empty authcid. The IMAP store and the mmp
+/// decode with this (the store's POP3 core keeps its lossy decoding).
+pub(crate) fn parse_plain(raw: &[u8]) -> Option<(String, String, String)> {
+    let mut fields = raw.split(|b| *b == 0);
+    let (Some(authz), Some(authc), Some(pass), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return None;
+    };
+    if authc.is_empty() {
+        return None;
+    }
+    Some((
+        String::from_utf8(authz.to_vec()).ok()?,
+        String::from_utf8(authc.to_vec()).ok()?,
+        String::from_utf8(pass.to_vec()).ok()?,
+    ))
+}
+
 /// A successful login.
 #[derive(Debug, Clone)]
 pub(crate) struct LoggedIn {
@@ -524,6 +545,20 @@ mod tests {
             Credentials::plain("bob", "alice", "pw").authzid,
             Some("bob")
         );
+    }
+
+    #[test]
+    fn rfc4616_plain_parsing() {
+        let owned = |a: &str, b: &str, c: &str| Some((a.into(), b.into(), c.into()));
+        assert_eq!(
+            parse_plain(b"\0alice\0secret"),
+            owned("", "alice", "secret")
+        );
+        assert_eq!(parse_plain(b"bob\0alice\0pw"), owned("bob", "alice", "pw"));
+        assert_eq!(parse_plain(b"alice\0secret"), None);
+        assert_eq!(parse_plain(b"\0\0pw"), None);
+        assert_eq!(parse_plain(b"\0a\0b\0c"), None);
+        assert_eq!(parse_plain(b"\0a\xff\0pw"), None);
     }
 
     #[tokio::test]

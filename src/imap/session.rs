@@ -979,7 +979,7 @@ impl Session {
                         }
                     }
                 };
-                let Some((authz, authc, pass)) = parse_plain(&data) else {
+                let Some((authz, authc, pass)) = crate::login::parse_plain(&data) else {
                     return Ok(Reply::bad("Invalid PLAIN data"));
                 };
                 self.login(crate::login::Credentials::plain(&authz, &authc, &pass))
@@ -1463,39 +1463,9 @@ pub(crate) fn copyuid(uidvalidity: u32, pairs: &[(Uid, Uid)]) -> Option<String> 
     Some(format!("COPYUID {uidvalidity} {s} {d}"))
 }
 
-/// SASL PLAIN (RFC 4616): authzid NUL authcid NUL passwd.
-fn parse_plain(data: &[u8]) -> Option<(String, String, String)> {
-    let mut parts = data.split(|&b| b == 0);
-    let authz = parts.next()?;
-    let authc = parts.next()?;
-    let pass = parts.next()?;
-    if parts.next().is_some() || authc.is_empty() {
-        return None;
-    }
-    Some((
-        String::from_utf8(authz.to_vec()).ok()?,
-        String::from_utf8(authc.to_vec()).ok()?,
-        String::from_utf8(pass.to_vec()).ok()?,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc4616_plain_parsing() {
-        assert_eq!(
-            parse_plain(b"\0alice\0secret"),
-            Some(("".into(), "alice".into(), "secret".into()))
-        );
-        assert_eq!(
-            parse_plain(b"bob\0alice\0pw"),
-            Some(("bob".into(), "alice".into(), "pw".into()))
-        );
-        assert_eq!(parse_plain(b"alice\0secret"), None);
-        assert_eq!(parse_plain(b"\0\0pw"), None);
-    }
 
     #[test]
     fn rfc4315_copyuid_code() {
