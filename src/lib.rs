@@ -13,6 +13,7 @@ pub mod fsutil;
 mod fuzz;
 pub mod imap;
 pub mod logging;
+pub mod login;
 pub mod loginlimit;
 pub mod mmp;
 pub mod mx;

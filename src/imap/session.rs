@@ -31,8 +31,6 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, TlsMode};
-use crate::directory::{DirError, Recipient};
-use crate::loginlimit::Checked;
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
 use crate::store::{ModSeq, Quota, Store, StoreError, Uid};
@@ -959,7 +957,8 @@ impl Session {
                 let user = String::from_utf8_lossy(wire::astring_bytes(&username)).into_owned();
                 let pass = String::from_utf8_lossy(wire::astring_bytes(password.declassify()))
                     .into_owned();
-                self.login(&user, &pass, None).await
+                self.login(crate::login::Credentials::password(&user, &pass))
+                    .await
             }
             CommandBody::Authenticate {
                 mechanism,
@@ -992,74 +991,60 @@ impl Session {
                         }
                     }
                 };
-                let Some((authz, authc, pass)) = parse_plain(&data) else {
+                let Some((authz, authc, pass)) = crate::login::parse_plain(&data) else {
                     return Ok(Reply::bad("Invalid PLAIN data"));
                 };
-                let authz = (!authz.is_empty() && authz != authc).then_some(authz);
-                self.login(&authc, &pass, authz.as_deref()).await
+                self.login(crate::login::Credentials::plain(&authz, &authc, &pass))
+                    .await
             }
             _ => Ok(Reply::bad("Command not valid before login")),
         }
     }
 
-    /// Is `login` one of the proxy accounts (`[imap] proxy_users`)?
-    fn is_proxy_user(&self, login: &str) -> bool {
-        let q = crate::directory::qualify_login(login, &self.config.server.domain);
-        self.config
-            .imap
-            .proxy_users
-            .iter()
-            .any(|p| crate::directory::qualify_login(p, &self.config.server.domain) == q)
-    }
-
     /// Checks `login`/`password`; with `authz`, a proxy account logs in on
-    /// behalf of that user.
-    async fn login(
-        &mut self,
-        login: &str,
-        password: &str,
-        authz: Option<&str>,
-    ) -> io::Result<Reply> {
-        if !self.info.login_allowed(&self.config.imap.login_networks) {
-            info!(login, from = %self.info.connected_ip(), "imap login refused: not from imap.login_networks");
-            return Ok(Reply::no(
-                Some("UNAVAILABLE"),
-                "Log in through the mail proxy",
-            ));
-        }
-        if authz.is_some() && !self.is_proxy_user(login) {
-            info!(
-                login,
-                "imap login refused: not allowed to act as another user"
-            );
-            return Ok(Reply::no(
-                Some("AUTHORIZATIONFAILED"),
-                "Not allowed to act as another user",
-            ));
-        }
-        let dir = self.services.directory.clone();
-        let domain = self.config.server.domain.clone();
-        let typed = crate::directory::qualify_login(login, &domain);
-        let checked = self
-            .services
-            .logins
-            .check(
-                self.info.peer.ip(),
-                &typed,
-                dir.authenticate(login, password, &domain),
-            )
-            .await;
-        let account = match checked {
-            Checked::Ok(account) => account,
-            Checked::Inactive => {
-                info!(login, "imap login refused: account inactive");
+    /// behalf of that user. The sequence is `crate::login`'s; this turns
+    /// its outcome into IMAP replies (RFC 5530 codes).
+    async fn login(&mut self, creds: crate::login::Credentials<'_>) -> io::Result<Reply> {
+        use crate::login::{AuthzFailure, Outcome, Unavailable};
+        let accounts =
+            crate::login::Accounts::of(self.services.directory.clone(), &self.config.server.domain);
+        let rules = crate::login::Rules {
+            protocol: crate::login::Protocol::Imap,
+            config: &self.config,
+            login_networks: &self.config.imap.login_networks,
+            proxy_users: &self.config.imap.proxy_users,
+            limiter: &self.services.logins,
+            accounts: &accounts,
+            serves: crate::login::Serves::Store(Some(self.store())),
+        };
+        let logged_in = match crate::login::login(&rules, &self.info, creds).await {
+            Outcome::Ok(l) => l,
+            Outcome::Unavailable(Unavailable::LoginNetworks) => {
+                return Ok(Reply::no(
+                    Some("UNAVAILABLE"),
+                    "Log in through the mail proxy",
+                ));
+            }
+            Outcome::NotAuthorized(AuthzFailure::NotProxy) => {
+                return Ok(Reply::no(
+                    Some("AUTHORIZATIONFAILED"),
+                    "Not allowed to act as another user",
+                ));
+            }
+            Outcome::NotAuthorized(AuthzFailure::UnknownUser | AuthzFailure::InactiveUser) => {
+                return Ok(Reply::no(
+                    Some("AUTHORIZATIONFAILED"),
+                    "No such user to act as",
+                ));
+            }
+            Outcome::Inactive => {
                 return Ok(Reply::no(Some("CONTACTADMIN"), "Account disabled"));
             }
-            Checked::Failed | Checked::Refused => {
+            outcome @ (Outcome::Failed | Outcome::RateLimited) => {
                 self.auth_failures += 1;
-                let refused = matches!(checked, Checked::Refused);
+                let refused = matches!(outcome, Outcome::RateLimited);
                 info!(
-                    login,
+                    login = creds.login,
                     failures = self.auth_failures,
                     refused,
                     "imap login failed"
@@ -1079,62 +1064,40 @@ impl Session {
                     Reply::no(Some("AUTHENTICATIONFAILED"), "Authentication failed")
                 });
             }
-            Checked::Unavailable(DirError::Temporary(e)) => {
-                warn!(error = %e, "directory unavailable for login");
+            Outcome::Unavailable(Unavailable::Directory) => {
+                return Ok(Reply::no(
+                    Some("UNAVAILABLE"),
+                    "Authentication temporarily unavailable",
+                ));
+            }
+            // A store serves its own users only; clients reach the right
+            // one through the mmp. RFC 5530 UNAVAILABLE: try again
+            // (elsewhere).
+            Outcome::WrongStore { .. } => {
+                return Ok(Reply::no(
+                    Some("UNAVAILABLE"),
+                    "Mailbox is on another server",
+                ));
+            }
+            Outcome::Unavailable(Unavailable::Store(e)) => {
+                return Ok(self.store_error(e, "UNAVAILABLE"));
+            }
+            Outcome::Unavailable(Unavailable::NoStore) => {
                 return Ok(Reply::no(
                     Some("UNAVAILABLE"),
                     "Authentication temporarily unavailable",
                 ));
             }
         };
-        let proxy = self.is_proxy_user(&account.address);
-        let account = match authz {
-            None => account,
-            Some(target) => {
-                let address = crate::directory::qualify_login(target, &domain);
-                match dir.lookup(&address).await {
-                    Ok(Some(Recipient::User(a))) if a.active => a,
-                    Ok(_) => {
-                        info!(proxy = %account.address, target, "imap proxy login: no such active user");
-                        return Ok(Reply::no(
-                            Some("AUTHORIZATIONFAILED"),
-                            "No such user to act as",
-                        ));
-                    }
-                    Err(DirError::Temporary(e)) => {
-                        warn!(error = %e, "directory unavailable for proxy login");
-                        return Ok(Reply::no(
-                            Some("UNAVAILABLE"),
-                            "Authentication temporarily unavailable",
-                        ));
-                    }
-                }
-            }
-        };
-        // A store serves its own users only; clients reach the right one
-        // through the mmp. RFC 5530 UNAVAILABLE: try again (elsewhere).
-        if !crate::route::is_own_store(&self.config, account.mail_host.as_deref()) {
-            warn!(user = %account.address, mail_host = ?account.mail_host,
-                "imap login for a user of another store refused");
-            return Ok(Reply::no(
-                Some("UNAVAILABLE"),
-                "Mailbox is on another server",
-            ));
-        }
-        if let Err(e) = self
-            .store()
-            .ensure_user(&account.address, account.partition.as_deref())
-            .await
-        {
-            return Ok(self.store_error(e, "UNAVAILABLE"));
-        }
+        let (account, proxy) = (logged_in.account, logged_in.proxy);
+        let via = logged_in.authz.unwrap_or_else(|| "-".into());
         // The real client behind a proxy (or a trusted local front end).
         if !(proxy || self.info.is_loopback()) {
             self.originating_ip = None;
         }
         info!(
             user = %account.address,
-            via = if authz.is_some() { login } else { "-" },
+            via = %via,
             client = self.originating_ip.as_deref().unwrap_or("-"),
             "imap login"
         );
@@ -1519,39 +1482,9 @@ pub(crate) fn copyuid(uidvalidity: u32, pairs: &[(Uid, Uid)]) -> Option<String> 
     Some(format!("COPYUID {uidvalidity} {s} {d}"))
 }
 
-/// SASL PLAIN (RFC 4616): authzid NUL authcid NUL passwd.
-fn parse_plain(data: &[u8]) -> Option<(String, String, String)> {
-    let mut parts = data.split(|&b| b == 0);
-    let authz = parts.next()?;
-    let authc = parts.next()?;
-    let pass = parts.next()?;
-    if parts.next().is_some() || authc.is_empty() {
-        return None;
-    }
-    Some((
-        String::from_utf8(authz.to_vec()).ok()?,
-        String::from_utf8(authc.to_vec()).ok()?,
-        String::from_utf8(pass.to_vec()).ok()?,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc4616_plain_parsing() {
-        assert_eq!(
-            parse_plain(b"\0alice\0secret"),
-            Some(("".into(), "alice".into(), "secret".into()))
-        );
-        assert_eq!(
-            parse_plain(b"bob\0alice\0pw"),
-            Some(("bob".into(), "alice".into(), "pw".into()))
-        );
-        assert_eq!(parse_plain(b"alice\0secret"), None);
-        assert_eq!(parse_plain(b"\0\0pw"), None);
-    }
 
     #[test]
     fn rfc4315_copyuid_code() {

@@ -14,14 +14,12 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use super::backend::{self, Backend, BackendError, LoginRequest};
 use super::relay::{self, Options};
 use super::{imap, pop3, Action, Env, LoginOutcome, Proto};
 use crate::config::TlsMode;
-use crate::directory::{qualify_login, DirError};
-use crate::loginlimit::Checked;
 use crate::net::{Conn, ConnInfo};
 
 const READ_CHUNK: usize = 1024;
@@ -374,31 +372,36 @@ impl Driver {
         password: String,
         client_id: &[(String, Option<String>)],
     ) -> (LoginOutcome, Option<Backend>) {
+        use crate::login::{Outcome, Unavailable};
         let env = self.env.clone();
-        let key = qualify_login(&login, &env.config.server.domain);
-        let ip = self.info.peer.ip();
-        let checked = env
-            .shared
-            .limiter
-            .check(ip, &key, (env.authenticate)(login, password.clone()))
-            .await;
-        let account = match checked {
-            Checked::Ok(account) => account,
-            Checked::Refused => {
-                warn!(login = %key, "login refused: too many recent failures from this address or for this user");
-                return (LoginOutcome::RateLimited, None);
+        let accounts = crate::login::Accounts {
+            authenticate: env.authenticate.clone(),
+            // The mmp offers no authorization identity (`sasl_plain`).
+            lookup: std::sync::Arc::new(|_| Box::pin(async { Ok(None) })),
+        };
+        let rules = crate::login::Rules {
+            protocol: match self.proto {
+                Proto::Imap => crate::login::Protocol::MmpImap,
+                Proto::Pop3 => crate::login::Protocol::MmpPop3,
+            },
+            config: &env.config,
+            login_networks: &[],
+            proxy_users: &[],
+            limiter: &env.shared.limiter,
+            accounts: &accounts,
+            serves: crate::login::Serves::Nothing,
+        };
+        let creds = crate::login::Credentials::password(&login, &password);
+        let account = match crate::login::login(&rules, &self.info, creds).await {
+            Outcome::Ok(l) => l.account,
+            Outcome::RateLimited => return (LoginOutcome::RateLimited, None),
+            Outcome::Failed | Outcome::NotAuthorized(_) => return (LoginOutcome::Failed, None),
+            Outcome::Inactive => return (LoginOutcome::Inactive, None),
+            Outcome::Unavailable(Unavailable::Directory) => {
+                return (LoginOutcome::DirectoryUnavailable, None)
             }
-            Checked::Failed => {
-                info!(login = %key, "authentication failed");
-                return (LoginOutcome::Failed, None);
-            }
-            Checked::Inactive => {
-                info!(login = %key, "login to an inactive account refused");
-                return (LoginOutcome::Inactive, None);
-            }
-            Checked::Unavailable(DirError::Temporary(e)) => {
-                warn!(login = %key, error = %e, "directory unavailable during login");
-                return (LoginOutcome::DirectoryUnavailable, None);
+            Outcome::WrongStore { .. } | Outcome::Unavailable(_) => {
+                return (LoginOutcome::BackendUnavailable, None)
             }
         };
         let user = account.address.clone();

@@ -146,26 +146,14 @@ pub(crate) enum SaslError {
 /// Decodes a SASL PLAIN message (RFC 4616: authzid NUL authcid NUL passwd)
 /// into login and password.
 pub(crate) fn sasl_plain(raw: &[u8]) -> Result<(String, String), SaslError> {
-    let mut fields = raw.split(|b| *b == 0);
-    let (Some(authz), Some(authc), Some(pass), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return Err(SaslError::Malformed);
-    };
-    let (Ok(authz), Ok(authc), Ok(pass)) = (
-        std::str::from_utf8(authz),
-        std::str::from_utf8(authc),
-        std::str::from_utf8(pass),
-    ) else {
-        return Err(SaslError::Malformed);
-    };
-    if authc.is_empty() {
-        return Err(SaslError::Malformed);
-    }
-    if !authz.is_empty() && !authz.eq_ignore_ascii_case(authc) {
+    let (authz, authc, pass) = crate::login::parse_plain(raw).ok_or(SaslError::Malformed)?;
+    if crate::login::Credentials::plain(&authz, &authc, &pass)
+        .authzid
+        .is_some()
+    {
         return Err(SaslError::OtherAuthzid);
     }
-    Ok((authc.to_string(), pass.to_string()))
+    Ok((authc, pass))
 }
 
 /// Delay before answering the `failures`-th failed login: base, 2x, 4x,

@@ -10,17 +10,14 @@
 //!   nothing (RFC 1939 section 6).
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::config::{Config, TlsMode};
-use crate::directory::{Account, AuthResult, DirError};
-use crate::loginlimit::{Checked, LoginLimiter};
+use crate::loginlimit::LoginLimiter;
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
 use crate::store::{FlagOp, Flags, MailboxId, Store, Uid};
@@ -38,21 +35,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Size of the pieces a message body is written in.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// Checks a login and password (the directory in production, a fake in
-/// tests that run without one).
-pub(crate) type Authenticator = Arc<
-    dyn Fn(String, String) -> Pin<Box<dyn Future<Output = Result<AuthResult, DirError>> + Send>>
-        + Send
-        + Sync,
->;
-
-/// Resolves an address to a user account (the directory in production).
-/// `Ok(None)`: no such user.
-pub(crate) type Lookup = Arc<
-    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Option<Account>, DirError>> + Send>>
-        + Send
-        + Sync,
->;
+pub(crate) use crate::login::{Authenticator, Lookup};
 
 /// What a session uses of the shared services.
 #[derive(Clone)]
@@ -70,31 +53,16 @@ pub(crate) struct Env {
 
 impl Env {
     fn from_services(services: Services) -> Env {
-        let directory = services.directory.clone();
-        let domain = services.config.server.domain.clone();
-        let lookup_dir = services.directory.clone();
-        let lookup_domain = domain.clone();
+        let accounts =
+            crate::login::Accounts::of(services.directory.clone(), &services.config.server.domain);
         Env {
-            lookup: Arc::new(move |address| {
-                let directory = lookup_dir.clone();
-                let address = crate::directory::qualify_login(&address, &lookup_domain);
-                Box::pin(async move {
-                    Ok(match directory.lookup(&address).await? {
-                        Some(crate::directory::Recipient::User(a)) => Some(a),
-                        _ => None,
-                    })
-                })
-            }),
+            lookup: accounts.lookup,
+            authenticate: accounts.authenticate,
             config: services.config,
             store: services.store,
             tls: services.tls,
             shutdown: services.shutdown,
             logins: services.logins,
-            authenticate: Arc::new(move |login, password| {
-                let directory = directory.clone();
-                let domain = domain.clone();
-                Box::pin(async move { directory.authenticate(&login, &password, &domain).await })
-            }),
         }
     }
 }
@@ -138,8 +106,7 @@ pub(crate) async fn run_session(conn: Conn, info: ConnInfo, env: Env) {
         session,
         env: env.clone(),
         stats: Stats::default(),
-        login_allowed: info.login_allowed(&config.pop3.login_networks),
-        peer: info.peer.ip(),
+        info: info.clone(),
     };
     let end = driver.run().await;
     let s = &driver.stats;
@@ -210,10 +177,9 @@ struct Driver {
     session: Session,
     env: Env,
     stats: Stats,
-    /// The connection comes from `pop3.login_networks` (or none are set).
-    login_allowed: bool,
-    /// The client, for the failed-login limits.
-    peer: std::net::IpAddr,
+    /// The client and the TCP peer, for the login sequence
+    /// (`pop3.login_networks`, failed-login limits).
+    info: ConnInfo,
 }
 
 impl Driver {
@@ -368,71 +334,48 @@ impl Driver {
         password: &str,
         authzid: Option<&str>,
     ) -> AuthOutcome {
-        if !self.login_allowed {
-            info!(login, "POP3 login refused: not from pop3.login_networks");
-            return AuthOutcome::StoreUnavailable;
-        }
-        let typed = crate::directory::qualify_login(login, &self.env.config.server.domain);
-        let check = (self.env.authenticate)(login.to_string(), password.to_string());
-        let mut account = match self.env.logins.check(self.peer, &typed, check).await {
-            Checked::Ok(account) => account,
-            Checked::Failed => {
-                info!(login, "authentication failed");
-                return AuthOutcome::Failed;
-            }
-            Checked::Refused => {
-                info!(login, "login refused: too many recent failures");
-                return AuthOutcome::RateLimited;
-            }
-            Checked::Inactive => {
-                info!(login, "login to an inactive account refused");
-                return AuthOutcome::Inactive;
-            }
-            Checked::Unavailable(DirError::Temporary(e)) => {
-                warn!(login, error = %e, "directory unavailable during authentication");
-                return AuthOutcome::DirectoryUnavailable;
-            }
+        use crate::login::{AuthzFailure, Outcome, Unavailable};
+        let config = &self.env.config;
+        let accounts = crate::login::Accounts {
+            authenticate: self.env.authenticate.clone(),
+            lookup: self.env.lookup.clone(),
         };
-        if let Some(authzid) = authzid {
-            match (self.env.lookup)(authzid.to_string()).await {
-                Ok(Some(target)) if target.active => {
-                    info!(proxy = login, user = %target.address, "proxy login");
-                    account = target;
-                }
-                Ok(Some(_)) => {
-                    info!(
-                        proxy = login,
-                        authzid, "proxy login to an inactive account refused"
-                    );
-                    return AuthOutcome::Inactive;
-                }
-                Ok(None) => {
-                    info!(proxy = login, authzid, "proxy login for an unknown user");
-                    return AuthOutcome::Failed;
-                }
-                Err(DirError::Temporary(e)) => {
-                    warn!(authzid, error = %e, "directory unavailable during proxy login");
-                    return AuthOutcome::DirectoryUnavailable;
-                }
+        let rules = crate::login::Rules {
+            protocol: crate::login::Protocol::Pop3,
+            config,
+            login_networks: &config.pop3.login_networks,
+            proxy_users: &config.pop3.proxy_users,
+            limiter: &self.env.logins,
+            accounts: &accounts,
+            serves: crate::login::Serves::Store(self.env.store.as_ref()),
+        };
+        let creds = match authzid {
+            Some(authzid) => crate::login::Credentials::plain(authzid, login, password),
+            None => crate::login::Credentials::password(login, password),
+        };
+        let account = match crate::login::login(&rules, &self.info, creds).await {
+            Outcome::Ok(l) => l.account,
+            Outcome::Failed | Outcome::NotAuthorized(AuthzFailure::UnknownUser) => {
+                return AuthOutcome::Failed
             }
-        }
+            // The session core lets only proxy users ask (`proxy_users`).
+            Outcome::NotAuthorized(AuthzFailure::NotProxy) => return AuthOutcome::Failed,
+            Outcome::RateLimited => return AuthOutcome::RateLimited,
+            Outcome::Inactive | Outcome::NotAuthorized(AuthzFailure::InactiveUser) => {
+                return AuthOutcome::Inactive
+            }
+            Outcome::Unavailable(Unavailable::Directory) => {
+                return AuthOutcome::DirectoryUnavailable
+            }
+            Outcome::WrongStore { .. }
+            | Outcome::Unavailable(
+                Unavailable::LoginNetworks | Unavailable::NoStore | Unavailable::Store(_),
+            ) => return AuthOutcome::StoreUnavailable,
+        };
         let Some(store) = self.env.store.as_ref() else {
-            error!("POP3 login but this process runs no store role");
             return AuthOutcome::StoreUnavailable;
         };
-        // Only this store's own users: a user of another store would
-        // otherwise get an empty maildrop here (clients reach the right
-        // store through the mmp).
-        if !crate::route::is_own_store(&self.env.config, account.mail_host.as_deref()) {
-            warn!(user = %account.address, mail_host = ?account.mail_host,
-                "POP3 login for a user of another store refused");
-            return AuthOutcome::StoreUnavailable;
-        }
         let user = account.address.as_str();
-        if let Err(e) = store.ensure_user(user, account.partition.as_deref()).await {
-            error!(user, error = %e, "cannot create the user's mailboxes");
-            return AuthOutcome::StoreUnavailable;
-        }
         match store.snapshot(user, "INBOX").await {
             Ok(snapshot) => {
                 let maildrop = Box::new(Maildrop::from_snapshot(snapshot));

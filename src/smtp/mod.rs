@@ -376,17 +376,23 @@ async fn authenticate(
     login: &str,
     password: &str,
 ) -> session::AuthVerdict {
-    use crate::loginlimit::Checked;
+    use crate::login::{Outcome, Unavailable};
     use session::AuthVerdict;
-    let typed = crate::directory::qualify_login(login, &services.config.server.domain);
-    let check = services
-        .directory
-        .authenticate(login, password, &services.config.server.domain);
-    let failed = |why: &str| {
-        info!(login = %trace::sanitize(login, 320), why, "authentication failed");
+    let accounts =
+        crate::login::Accounts::of(services.directory.clone(), &services.config.server.domain);
+    let rules = crate::login::Rules {
+        protocol: crate::login::Protocol::Smtp,
+        config: &services.config,
+        login_networks: &[],
+        proxy_users: &[],
+        limiter: &services.logins,
+        accounts: &accounts,
+        serves: crate::login::Serves::Nothing,
     };
-    match services.logins.check(info.peer.ip(), &typed, check).await {
-        Checked::Ok(account) => {
+    let creds = crate::login::Credentials::password(login, password);
+    match crate::login::login(&rules, info, creds).await {
+        Outcome::Ok(l) => {
+            let account = l.account;
             let mut addresses = vec![account.address.to_lowercase()];
             addresses.extend(account.aliases.iter().map(|a| a.to_lowercase()));
             info!(login = %account.address, "authenticated");
@@ -395,18 +401,10 @@ async fn authenticate(
                 addresses,
             }
         }
-        Checked::Refused => {
-            failed("too many recent failures");
-            AuthVerdict::Blocked
-        }
-        Checked::Failed | Checked::Inactive => {
-            failed("bad credentials or inactive account");
-            AuthVerdict::Failed
-        }
-        Checked::Unavailable(e) => {
-            warn!(error = %e, "directory unavailable during authentication");
-            AuthVerdict::Temporary
-        }
+        Outcome::RateLimited => AuthVerdict::Blocked,
+        Outcome::Failed | Outcome::Inactive | Outcome::NotAuthorized(_) => AuthVerdict::Failed,
+        Outcome::Unavailable(Unavailable::Directory) => AuthVerdict::Temporary,
+        Outcome::WrongStore { .. } | Outcome::Unavailable(_) => AuthVerdict::Temporary,
     }
 }
 
