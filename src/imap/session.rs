@@ -1106,7 +1106,7 @@ impl Session {
         self.user = Some(User {
             name: account.address,
             quota,
-            proxied: authz.is_some(),
+            proxied: proxy,
         });
         let caps = self.capabilities();
         Ok(Reply::ok_code(format!("CAPABILITY {caps}"), "Logged in"))
