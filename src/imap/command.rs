@@ -328,6 +328,33 @@ pub enum Cmd {
         date: Option<(i64, i16)>,
         data: Vec<u8>,
     },
+    /// APPEND with CATENATE (RFC 4469 5).
+    Catenate {
+        mailbox: Vec<u8>,
+        flags: Vec<String>,
+        date: Option<(i64, i16)>,
+        parts: Vec<CatPart>,
+    },
+    /// GENURLAUTH (RFC 4467 7.1): (URL rump, mechanism uppercased).
+    GenUrlAuth {
+        items: Vec<(String, String)>,
+    },
+    /// RESETKEY [mailbox [mechanism ...]] (RFC 4467 7.2).
+    ResetKey {
+        mailbox: Option<Vec<u8>>,
+        mechs: Vec<String>,
+    },
+    /// URLFETCH url ... (RFC 4467 7.3).
+    UrlFetch {
+        urls: Vec<String>,
+    },
+}
+
+/// One part of a CATENATE list (RFC 4469 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatPart {
+    Text(Vec<u8>),
+    Url(String),
 }
 
 impl Cmd {
@@ -353,6 +380,10 @@ impl Cmd {
             Cmd::Append { .. } => "APPEND",
             Cmd::GetMetadata { .. } => "GETMETADATA",
             Cmd::SetMetadata { .. } => "SETMETADATA",
+            Cmd::Catenate { .. } => "APPEND",
+            Cmd::GenUrlAuth { .. } => "GENURLAUTH",
+            Cmd::ResetKey { .. } => "RESETKEY",
+            Cmd::UrlFetch { .. } => "URLFETCH",
         }
     }
 
@@ -418,6 +449,9 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
                     | "MYRIGHTS"
                     | "GETMETADATA"
                     | "SETMETADATA"
+                    | "GENURLAUTH"
+                    | "RESETKEY"
+                    | "URLFETCH"
             ));
     if !known {
         return None;
@@ -434,6 +468,18 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
             reason,
         }),
     })
+}
+
+/// Parses the text of a section (`1.2.MIME`, `HEADER.FIELDS (TO)`, as in
+/// an IMAP URL's `;SECTION=`): `None` when it is not one.
+pub fn parse_section(text: &str) -> Option<Section<'static>> {
+    let s = format!("[{text}]");
+    let mut p = P {
+        b: s.as_bytes(),
+        i: 0,
+    };
+    let sec = p.section().ok()??;
+    (p.i == s.len()).then_some(sec)
 }
 
 /// Parses a search program on its own (tests, and SEARCH in other
@@ -909,6 +955,48 @@ impl<'a> P<'a> {
                 self.sp()?;
                 self.setmetadata()
             }
+            "GENURLAUTH" => {
+                let mut items = Vec::new();
+                while self.eat(b' ') {
+                    let url = self.astring_utf8()?;
+                    self.sp()?;
+                    items.push((url, self.atom_upper()?));
+                    if items.len() > super::url::MAX_URLS {
+                        return Err("too many URLs");
+                    }
+                }
+                if items.is_empty() {
+                    return Err("GENURLAUTH needs a URL");
+                }
+                Ok(Cmd::GenUrlAuth { items })
+            }
+            "RESETKEY" => {
+                let mut mailbox = None;
+                let mut mechs = Vec::new();
+                if self.eat(b' ') {
+                    mailbox = Some(self.mailbox()?);
+                    while self.eat(b' ') {
+                        mechs.push(self.atom_upper()?);
+                        if mechs.len() > super::url::MAX_URLS {
+                            return Err("too many mechanisms");
+                        }
+                    }
+                }
+                Ok(Cmd::ResetKey { mailbox, mechs })
+            }
+            "URLFETCH" => {
+                let mut urls = Vec::new();
+                while self.eat(b' ') {
+                    urls.push(self.astring_utf8()?);
+                    if urls.len() > super::url::MAX_URLS {
+                        return Err("too many URLs");
+                    }
+                }
+                if urls.is_empty() {
+                    return Err("URLFETCH needs a URL");
+                }
+                Ok(Cmd::UrlFetch { urls })
+            }
             "SETACL" => {
                 self.sp()?;
                 let mailbox = self.mailbox()?;
@@ -940,6 +1028,37 @@ impl<'a> P<'a> {
         if self.peek() == Some(b'"') {
             date = Some(self.date_time()?);
             self.sp()?;
+        }
+        if self.keyword("CATENATE") {
+            self.sp()?;
+            let parts = self.paren_list(|p| {
+                let kind = p.atom_upper()?;
+                p.sp()?;
+                match kind.as_str() {
+                    "TEXT" => match p.peek() {
+                        Some(b'{') => Ok(CatPart::Text(p.literal()?.into_owned())),
+                        Some(b'~') => {
+                            p.i += 1;
+                            Ok(CatPart::Text(p.literal()?.into_owned()))
+                        }
+                        _ => Err("TEXT needs a literal"),
+                    },
+                    "URL" => Ok(CatPart::Url(p.astring_utf8()?)),
+                    _ => Err("expected TEXT or URL"),
+                }
+            })?;
+            if parts.is_empty() {
+                return Err("empty CATENATE list");
+            }
+            if parts.len() > super::url::MAX_URLS {
+                return Err("too many CATENATE parts");
+            }
+            return Ok(Cmd::Catenate {
+                mailbox,
+                flags,
+                date,
+                parts,
+            });
         }
         let data = if self.keyword("UTF8") {
             self.sp()?;

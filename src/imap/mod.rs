@@ -17,6 +17,7 @@
 //! the tests that check them.
 
 mod acl;
+mod catenate;
 pub(crate) mod command;
 mod compress;
 mod fetch;
@@ -32,6 +33,8 @@ mod selected;
 mod session;
 pub(crate) mod summary;
 pub(crate) mod thread;
+pub(crate) mod url;
+mod urlauth;
 pub(crate) mod utf7;
 pub(crate) mod wire;
 
@@ -43,6 +46,8 @@ mod tests_ext;
 mod tests_fix;
 #[cfg(test)]
 mod tests_meta;
+#[cfg(test)]
+mod tests_url;
 
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;

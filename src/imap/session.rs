@@ -587,6 +587,9 @@ impl Session {
                 "ACL",
                 "RIGHTS=kxte",
                 "METADATA",
+                "CATENATE",
+                "URLAUTH",
+                "URL-PARTIAL",
             ]
             .iter()
             .map(|s| s.to_string()),
@@ -834,6 +837,15 @@ impl Session {
                 date,
                 data,
             } => self.append(&mailbox, &flags, date, data).await,
+            Cmd::Catenate {
+                mailbox,
+                flags,
+                date,
+                parts,
+            } => self.catenate(&mailbox, &flags, date, parts).await,
+            Cmd::GenUrlAuth { items } => self.genurlauth(&items).await,
+            Cmd::ResetKey { mailbox, mechs } => self.resetkey(mailbox.as_deref(), &mechs).await,
+            Cmd::UrlFetch { urls } => self.urlfetch(&urls).await,
         }
     }
 
