@@ -239,7 +239,7 @@ async fn rfc4467_7_1_genurlauth_then_7_3_urlfetch() {
         .cmd(&format!("v URLFETCH \"{forged}\" /INBOX/;UID=1"))
         .await;
     assert!(
-        r.contains(" NIL\r\n* URLFETCH /INBOX/;UID=1 NIL\r\n"),
+        r.contains(" NIL\r\n* URLFETCH \"/INBOX/;UID=1\" NIL\r\n"),
         "{r}"
     );
     assert!(tagged(&r).starts_with("v OK"), "{r}");
