@@ -275,7 +275,13 @@ impl Session {
         for raw in urls {
             match self.url_data(raw, true).await {
                 Ok((data, _lease)) => {
-                    let head = format!("* URLFETCH {} {{{}}}\r\n", wire::string(raw), data.len());
+                    // A literal8 when the data has NUL (RFC 3516 4.2).
+                    let eight = if data.contains(&0) { "~" } else { "" };
+                    let head = format!(
+                        "* URLFETCH {} {eight}{{{}}}\r\n",
+                        wire::string(raw),
+                        data.len()
+                    );
                     self.out.extend_from_slice(head.as_bytes());
                     self.out.extend_from_slice(&data);
                     self.out.extend_from_slice(b"\r\n");
