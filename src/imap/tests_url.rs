@@ -328,3 +328,43 @@ async fn rfc4467_3_expire_and_anonymous_access() {
     let r = carol.cmd(&format!("f URLFETCH \"{full}\"")).await;
     assert!(r.contains("first message."), "{r}");
 }
+
+#[tokio::test]
+async fn rfc4469_5_catenate_respects_the_byte_budget() {
+    let h = harness();
+    let mut c = Client::logged_in(&h).await;
+    append(&mut c, "INBOX", "", MSG1).await;
+    // Another holder has taken the whole budget.
+    let all = h.services.budget.available();
+    let hog = h.services.budget.try_take(all).unwrap();
+    let r = c.cmd("a APPEND Drafts CATENATE (URL /INBOX/;UID=1)").await;
+    assert_eq!(
+        tagged(&r),
+        "a NO [LIMIT] Too much data in flight, try later",
+        "{r}"
+    );
+    drop(hog);
+    let r = c.cmd("b APPEND Drafts CATENATE (URL /INBOX/;UID=1)").await;
+    assert!(tagged(&r).starts_with("b OK [APPENDUID "), "{r}");
+}
+
+#[tokio::test]
+async fn rfc4467_3_url_stops_working_when_its_user_loses_the_read_right() {
+    let h = harness();
+    let mut alice = Client::logged_in(&h).await;
+    alice.cmd("a CREATE Team").await;
+    append(&mut alice, "Team", "", MSG2).await;
+    alice.cmd("b SETACL Team carol lr").await;
+    let mut carol = login_as(&h, "carol@example.com", "carol-password").await;
+    let rump = "imap://carol%40example.com@example.com/Other%20Users/alice%40example.com/Team/;UID=1;URLAUTH=submit+carol%40example.com";
+    let r = carol
+        .cmd(&format!("g GENURLAUTH \"{rump}\" INTERNAL"))
+        .await;
+    let full = signed(&r);
+    let fetch = format!("f URLFETCH \"{full}\"");
+    assert!(carol.cmd(&fetch).await.contains("zanzibar"));
+    // submit+carol: alice's session may not use it.
+    assert!(alice.cmd(&fetch).await.contains(" NIL\r\n"));
+    alice.cmd("c DELETEACL Team carol").await;
+    assert!(carol.cmd(&fetch).await.contains(" NIL\r\n"));
+}
