@@ -6,8 +6,10 @@
 //! APPENDLIMIT, MAILBOXID, DELETED, HIGHESTMODSEQ, ENABLE (RFC 5161,
 //! QRESYNC and IMAP4rev2 included), the ACL commands (RFC 4314),
 //! GETMETADATA/SETMETADATA (RFC 5464; imap-codec's `ext_metadata` is left
-//! off so both commands stay on this one dispatcher) and FETCH PREVIEW
-//! (LAZY) (RFC 8970).
+//! off so both commands stay on this one dispatcher), FETCH PREVIEW
+//! (LAZY) (RFC 8970), APPEND CATENATE (RFC 4469) and GENURLAUTH, RESETKEY,
+//! URLFETCH (RFC 4467; URLs are astrings here, parsed by `url`). URL
+//! lists and CATENATE parts hold at most `url::MAX_URLS` items.
 //!
 //! `parse` decides by the command name alone: a command it does not own
 //! returns `None` and goes to imap-codec. A command it owns either parses

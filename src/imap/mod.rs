@@ -5,11 +5,12 @@
 //! to frame responses) -> `command` (msgd's parser for the extended commands) or
 //! imap-codec's `CommandCodec` (the rest) -> `session` (the async driver:
 //! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`,
-//! `metadata`).
+//! `metadata`, `catenate` (APPEND CATENATE), `urlauth` (GENURLAUTH,
+//! RESETKEY, URLFETCH, and the data an IMAP URL names)).
 //! The pure pieces (`selected`: the selected mailbox view and its change
 //! announcements, `list`: LIST matching, `search`: SEARCH keys, `thread`:
 //! SORT/THREAD, `summary`: cached ENVELOPE/BODYSTRUCTURE and sort keys,
-//! `acl`: rights, `preview`: PREVIEW text, `utf7`: mailbox name encoding,
+//! `acl`: rights, `preview`: PREVIEW text, `url`: IMAP URLs (RFC 5092), `utf7`: mailbox name encoding,
 //! `wire`: response text,
 //! `compress`: DEFLATE streams) are unit-tested without sockets.
 //!

@@ -368,3 +368,51 @@ async fn rfc4467_3_url_stops_working_when_its_user_loses_the_read_right() {
     alice.cmd("c DELETEACL Team carol").await;
     assert!(carol.cmd(&fetch).await.contains(" NIL\r\n"));
 }
+
+#[test]
+fn rfc4469_5_catenate_and_rfc4467_7_command_syntax() {
+    use super::command::{parse, CatPart, Cmd};
+    let r =
+        parse(b"a APPEND Drafts (\\Seen) CATENATE (TEXT ~{3}\r\na\0b URL \"/INBOX/;UID=1\")\r\n");
+    let Some(Ok((_, Cmd::Catenate { flags, parts, .. }))) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(flags, ["\\Seen"]);
+    assert_eq!(
+        parts,
+        [
+            CatPart::Text(b"a\0b".to_vec()),
+            CatPart::Url("/INBOX/;UID=1".into())
+        ]
+    );
+    let many = " URL /INBOX/;UID=1".repeat(url::MAX_URLS + 1);
+    let cmd = format!("a APPEND Drafts CATENATE ({})\r\n", many.trim_start());
+    assert!(matches!(parse(cmd.as_bytes()), Some(Err(_))));
+    for bad in [
+        "a APPEND Drafts CATENATE ()\r\n",
+        "a APPEND Drafts CATENATE (TEXT \"quoted\")\r\n",
+        "a APPEND Drafts CATENATE (FILE x)\r\n",
+        "a URLFETCH\r\n",
+        "a GENURLAUTH \"imap://a@b/INBOX/;UID=1;URLAUTH=anonymous\"\r\n",
+    ] {
+        assert!(matches!(parse(bad.as_bytes()), Some(Err(_))), "{bad:?}");
+    }
+    assert!(matches!(
+        parse(b"a RESETKEY\r\n"),
+        Some(Ok((_, Cmd::ResetKey { mailbox: None, .. })))
+    ));
+    assert!(matches!(
+        parse(b"a RESETKEY INBOX INTERNAL\r\n"),
+        Some(Ok((
+            _,
+            Cmd::ResetKey {
+                mailbox: Some(_),
+                ..
+            }
+        )))
+    ));
+    assert!(matches!(
+        parse(b"a URLFETCH /a/;UID=1 \"/b/;UID=2\"\r\n"),
+        Some(Ok((_, Cmd::UrlFetch { urls }))) if urls.len() == 2
+    ));
+}
