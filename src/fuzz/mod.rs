@@ -62,6 +62,7 @@ mod pop3;
 mod proxy;
 mod queue;
 mod smtp;
+mod url;
 
 /// Stack of the thread each target runs on (tokio's worker default).
 const STACK: usize = 2 << 20;
@@ -99,6 +100,7 @@ pub(crate) fn targets() -> Vec<&'static Target> {
         &imap::SEQUENCE_SET,
         &imap::SEARCH,
         &imap::UTF7,
+        &url::IMAP_URL,
         &pop3::POP3,
         &proxy::PROXY,
         &mime::MIME_SUMMARY,
@@ -513,6 +515,7 @@ fuzz_tests! {
     sequence_set => imap::SEQUENCE_SET,
     search_keys => imap::SEARCH,
     utf7 => imap::UTF7,
+    imap_url => url::IMAP_URL,
     pop3 => pop3::POP3,
     proxy_protocol => proxy::PROXY,
     mime_summary => mime::MIME_SUMMARY,

@@ -6,8 +6,10 @@
 //! APPENDLIMIT, MAILBOXID, DELETED, HIGHESTMODSEQ, ENABLE (RFC 5161,
 //! QRESYNC and IMAP4rev2 included), the ACL commands (RFC 4314),
 //! GETMETADATA/SETMETADATA (RFC 5464; imap-codec's `ext_metadata` is left
-//! off so both commands stay on this one dispatcher) and FETCH PREVIEW
-//! (LAZY) (RFC 8970).
+//! off so both commands stay on this one dispatcher), FETCH PREVIEW
+//! (LAZY) (RFC 8970), APPEND CATENATE (RFC 4469) and GENURLAUTH, RESETKEY,
+//! URLFETCH (RFC 4467; URLs are astrings here, parsed by `url`). URL
+//! lists and CATENATE parts hold at most `url::MAX_URLS` items.
 //!
 //! `parse` decides by the command name alone: a command it does not own
 //! returns `None` and goes to imap-codec. A command it owns either parses
@@ -336,6 +338,26 @@ pub enum Cmd {
     },
     /// UNAUTHENTICATE (RFC 8437 3).
     Unauthenticate,
+    /// APPEND with CATENATE (RFC 4469 5).
+    Catenate {
+        mailbox: Vec<u8>,
+        flags: Vec<String>,
+        date: Option<(i64, i16)>,
+        parts: Vec<CatPart>,
+    },
+    /// GENURLAUTH (RFC 4467 7.1): (URL rump, mechanism uppercased).
+    GenUrlAuth {
+        items: Vec<(String, String)>,
+    },
+    /// RESETKEY [mailbox [mechanism ...]] (RFC 4467 7.2).
+    ResetKey {
+        mailbox: Option<Vec<u8>>,
+        mechs: Vec<String>,
+    },
+    /// URLFETCH url ... (RFC 4467 7.3).
+    UrlFetch {
+        urls: Vec<String>,
+    },
 }
 
 /// One message of an APPEND or REPLACE (RFC 3502 6.3.11 append-message).
@@ -345,6 +367,23 @@ pub struct AppendMsg {
     /// INTERNALDATE: Unix seconds and zone offset in minutes.
     pub date: Option<(i64, i16)>,
     pub data: Vec<u8>,
+}
+
+/// One append-message as parsed: a plain message or a CATENATE list.
+enum AppendItem {
+    Msg(AppendMsg),
+    Cat {
+        flags: Vec<String>,
+        date: Option<(i64, i16)>,
+        parts: Vec<CatPart>,
+    },
+}
+
+/// One part of a CATENATE list (RFC 4469 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatPart {
+    Text(Vec<u8>),
+    Url(String),
 }
 
 impl Cmd {
@@ -372,6 +411,10 @@ impl Cmd {
             Cmd::Unauthenticate => "UNAUTHENTICATE",
             Cmd::GetMetadata { .. } => "GETMETADATA",
             Cmd::SetMetadata { .. } => "SETMETADATA",
+            Cmd::Catenate { .. } => "APPEND",
+            Cmd::GenUrlAuth { .. } => "GENURLAUTH",
+            Cmd::ResetKey { .. } => "RESETKEY",
+            Cmd::UrlFetch { .. } => "URLFETCH",
         }
     }
 
@@ -438,6 +481,9 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
                     | "GETMETADATA"
                     | "SETMETADATA"
                     | "UNAUTHENTICATE"
+                    | "GENURLAUTH"
+                    | "RESETKEY"
+                    | "URLFETCH"
             ));
     if !known {
         return None;
@@ -454,6 +500,18 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
             reason,
         }),
     })
+}
+
+/// Parses the text of a section (`1.2.MIME`, `HEADER.FIELDS (TO)`, as in
+/// an IMAP URL's `;SECTION=`): `None` when it is not one.
+pub fn parse_section(text: &str) -> Option<Section<'static>> {
+    let s = format!("[{text}]");
+    let mut p = P {
+        b: s.as_bytes(),
+        i: 0,
+    };
+    let sec = p.section().ok()??;
+    (p.i == s.len()).then_some(sec)
 }
 
 /// Parses a search program on its own (tests, and SEARCH in other
@@ -944,6 +1002,48 @@ impl<'a> P<'a> {
                 self.sp()?;
                 self.setmetadata()
             }
+            "GENURLAUTH" => {
+                let mut items = Vec::new();
+                while self.eat(b' ') {
+                    let url = self.astring_utf8()?;
+                    self.sp()?;
+                    items.push((url, self.atom_upper()?));
+                    if items.len() > super::url::MAX_URLS {
+                        return Err("too many URLs");
+                    }
+                }
+                if items.is_empty() {
+                    return Err("GENURLAUTH needs a URL");
+                }
+                Ok(Cmd::GenUrlAuth { items })
+            }
+            "RESETKEY" => {
+                let mut mailbox = None;
+                let mut mechs = Vec::new();
+                if self.eat(b' ') {
+                    mailbox = Some(self.mailbox()?);
+                    while self.eat(b' ') {
+                        mechs.push(self.atom_upper()?);
+                        if mechs.len() > super::url::MAX_URLS {
+                            return Err("too many mechanisms");
+                        }
+                    }
+                }
+                Ok(Cmd::ResetKey { mailbox, mechs })
+            }
+            "URLFETCH" => {
+                let mut urls = Vec::new();
+                while self.eat(b' ') {
+                    urls.push(self.astring_utf8()?);
+                    if urls.len() > super::url::MAX_URLS {
+                        return Err("too many URLs");
+                    }
+                }
+                if urls.is_empty() {
+                    return Err("URLFETCH needs a URL");
+                }
+                Ok(Cmd::UrlFetch { urls })
+            }
             "SETACL" => {
                 self.sp()?;
                 let mailbox = self.mailbox()?;
@@ -964,21 +1064,48 @@ impl<'a> P<'a> {
     /// APPEND mailbox 1*(SP append-message) (RFC 9051 6.3.12, MULTIAPPEND
     /// RFC 3502 6.3.11). A loop: the count is bounded by the framed
     /// command's size (and checked against `append::MAX_MESSAGES` later).
+    /// A CATENATE message (RFC 4469 5) is accepted as the only message of
+    /// an APPEND; CATENATE inside a MULTIAPPEND is refused with BAD.
     fn append(&mut self) -> R<Cmd> {
         let mailbox = self.mailbox()?;
         let mut messages = Vec::new();
+        let mut catenate = None;
         while self.eat(b' ') {
-            messages.push(self.append_message()?);
+            match self.append_item()? {
+                AppendItem::Msg(m) => messages.push(m),
+                AppendItem::Cat { flags, date, parts } => {
+                    if catenate.is_some() {
+                        return Err("CATENATE within MULTIAPPEND is not supported");
+                    }
+                    catenate = Some((flags, date, parts));
+                }
+            }
         }
-        if messages.is_empty() {
-            return Err("expected the message literal");
+        match catenate {
+            Some(_) if !messages.is_empty() => Err("CATENATE within MULTIAPPEND is not supported"),
+            Some((flags, date, parts)) => Ok(Cmd::Catenate {
+                mailbox,
+                flags,
+                date,
+                parts,
+            }),
+            None if messages.is_empty() => Err("expected the message literal"),
+            None => Ok(Cmd::Append { mailbox, messages }),
         }
-        Ok(Cmd::Append { mailbox, messages })
+    }
+
+    /// One append-message without CATENATE (REPLACE, RFC 8508 6).
+    fn append_message(&mut self) -> R<AppendMsg> {
+        match self.append_item()? {
+            AppendItem::Msg(m) => Ok(m),
+            AppendItem::Cat { .. } => Err("CATENATE is not allowed here"),
+        }
     }
 
     /// append-message = [flag-list SP] [date-time SP] (literal / literal8
-    /// / "UTF8" SP "(" literal8 ")") (RFC 3502, RFC 3516, RFC 6855 4).
-    fn append_message(&mut self) -> R<AppendMsg> {
+    /// / "UTF8" SP "(" literal8 ")" / "CATENATE" SP "(" cat-part ... ")")
+    /// (RFC 3502, RFC 3516, RFC 6855 4, RFC 4469 5).
+    fn append_item(&mut self) -> R<AppendItem> {
         let mut flags = Vec::new();
         if self.peek() == Some(b'(') {
             flags = self.paren_list(|p| p.flag())?;
@@ -988,6 +1115,32 @@ impl<'a> P<'a> {
         if self.peek() == Some(b'"') {
             date = Some(self.date_time()?);
             self.sp()?;
+        }
+        if self.keyword("CATENATE") {
+            self.sp()?;
+            let parts = self.paren_list(|p| {
+                let kind = p.atom_upper()?;
+                p.sp()?;
+                match kind.as_str() {
+                    "TEXT" => match p.peek() {
+                        Some(b'{') => Ok(CatPart::Text(p.literal()?.into_owned())),
+                        Some(b'~') => {
+                            p.i += 1;
+                            Ok(CatPart::Text(p.literal()?.into_owned()))
+                        }
+                        _ => Err("TEXT needs a literal"),
+                    },
+                    "URL" => Ok(CatPart::Url(p.astring_utf8()?)),
+                    _ => Err("expected TEXT or URL"),
+                }
+            })?;
+            if parts.is_empty() {
+                return Err("empty CATENATE list");
+            }
+            if parts.len() > super::url::MAX_URLS {
+                return Err("too many CATENATE parts");
+            }
+            return Ok(AppendItem::Cat { flags, date, parts });
         }
         let data = if self.keyword("UTF8") {
             self.sp()?;
@@ -1006,11 +1159,9 @@ impl<'a> P<'a> {
                 _ => return Err("expected the message literal"),
             }
         };
-        Ok(AppendMsg { flags, date, data })
+        Ok(AppendItem::Msg(AppendMsg { flags, date, data }))
     }
 
-    /// date-time = DQUOTE date-day-fixed "-" date-month "-" date-year SP
-    /// time SP zone DQUOTE.
     /// GETMETADATA [SP options] SP mailbox SP entries (RFC 5464 5).
     fn getmetadata(&mut self) -> R<Cmd> {
         let mut maxsize = None;
@@ -1082,6 +1233,8 @@ impl<'a> P<'a> {
         super::metadata::entry(&self.astring()?)
     }
 
+    /// date-time = DQUOTE date-day-fixed "-" date-month "-" date-year SP
+    /// time SP zone DQUOTE.
     fn date_time(&mut self) -> R<(i64, i16)> {
         self.expect(b'"', "expected a date-time")?;
         self.eat(b' ');

@@ -5,11 +5,13 @@
 //! to frame responses) -> `command` (msgd's parser for the extended commands) or
 //! imap-codec's `CommandCodec` (the rest) -> `session` (the async driver:
 //! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`,
-//! `metadata`, `append`: MULTIAPPEND, REPLACE, UNAUTHENTICATE).
+//! `metadata`, `append` (MULTIAPPEND, REPLACE, UNAUTHENTICATE), `catenate`
+//! (APPEND CATENATE), `urlauth` (GENURLAUTH, RESETKEY, URLFETCH, and the
+//! data an IMAP URL names)).
 //! The pure pieces (`selected`: the selected mailbox view and its change
 //! announcements, `list`: LIST matching, `search`: SEARCH keys, `thread`:
 //! SORT/THREAD, `summary`: cached ENVELOPE/BODYSTRUCTURE and sort keys,
-//! `acl`: rights, `preview`: PREVIEW text, `utf7`: mailbox name encoding,
+//! `acl`: rights, `preview`: PREVIEW text, `url`: IMAP URLs (RFC 5092), `utf7`: mailbox name encoding,
 //! `wire`: response text,
 //! `compress`: DEFLATE streams) are unit-tested without sockets.
 //!
@@ -18,6 +20,7 @@
 
 mod acl;
 mod append;
+mod catenate;
 pub(crate) mod command;
 mod compress;
 mod fetch;
@@ -33,6 +36,8 @@ mod selected;
 mod session;
 pub(crate) mod summary;
 pub(crate) mod thread;
+pub(crate) mod url;
+mod urlauth;
 pub(crate) mod utf7;
 pub(crate) mod wire;
 
@@ -46,6 +51,8 @@ mod tests_ext;
 mod tests_fix;
 #[cfg(test)]
 mod tests_meta;
+#[cfg(test)]
+mod tests_url;
 
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;

@@ -589,6 +589,9 @@ impl Session {
                 "ACL",
                 "RIGHTS=kxte",
                 "METADATA",
+                "CATENATE",
+                "URLAUTH",
+                "URL-PARTIAL",
             ]
             .iter()
             .map(|s| s.to_string()),
@@ -844,6 +847,15 @@ impl Session {
                 message,
             } => self.replace(uid, num, &mailbox, message).await,
             Cmd::Unauthenticate => Ok(self.unauthenticate()),
+            Cmd::Catenate {
+                mailbox,
+                flags,
+                date,
+                parts,
+            } => self.catenate(&mailbox, &flags, date, parts).await,
+            Cmd::GenUrlAuth { items } => self.genurlauth(&items).await,
+            Cmd::ResetKey { mailbox, mechs } => self.resetkey(mailbox.as_deref(), &mechs).await,
+            Cmd::UrlFetch { urls } => self.urlfetch(&urls).await,
         }
     }
 

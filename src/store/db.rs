@@ -16,6 +16,8 @@ mod extra;
 pub(super) mod metadata;
 #[path = "threads.rs"]
 pub(super) mod threads;
+#[path = "urlauth.rs"]
+pub(super) mod urlauth;
 
 use super::files::{self, Prelude};
 use super::writer::{self, Batch, Job};
@@ -143,6 +145,7 @@ impl Inner {
             extra::create_tables(&txn)?;
             threads::create_tables(&txn)?;
             metadata::create_tables(&txn)?;
+            urlauth::create_tables(&txn)?;
             txn.commit()?;
         }
         let db = Arc::new(db);

@@ -531,6 +531,17 @@ impl Store {
             .await
     }
 
+    /// The URLAUTH key (RFC 4467) of `user` for a mailbox, made on first
+    /// need.
+    pub async fn urlauth_key(&self, user: &str, mailbox: MailboxId) -> Result<Vec<u8>> {
+        self.inner.urlauth_key(user, mailbox).await
+    }
+
+    /// RESETKEY (RFC 4467 6): a new key for one mailbox, or for all.
+    pub async fn reset_urlauth_keys(&self, user: &str, mailbox: Option<MailboxId>) -> Result<()> {
+        self.inner.reset_urlauth_keys(user, mailbox).await
+    }
+
     #[cfg(test)]
     pub async fn forget_thread_ids(&self, mailbox: MailboxId) -> Result<()> {
         self.inner.forget_thread_ids(mailbox).await
