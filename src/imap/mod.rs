@@ -19,6 +19,7 @@
 mod acl;
 pub(crate) mod command;
 mod compress;
+mod esearch;
 mod fetch;
 pub(crate) mod framer;
 mod list;
@@ -43,6 +44,8 @@ mod tests_ext;
 mod tests_fix;
 #[cfg(test)]
 mod tests_meta;
+#[cfg(test)]
+mod tests_search;
 
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;

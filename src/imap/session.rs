@@ -120,6 +120,8 @@ pub(crate) struct Open {
     pub owner: String,
     /// This user's rights on it (RFC 4314).
     pub rights: Rights,
+    /// SEARCH/SORT RETURN (UPDATE) results kept up to date (RFC 5267 4).
+    pub contexts: super::esearch::Contexts,
 }
 
 /// What ended a wait for client input.
@@ -578,6 +580,10 @@ impl Session {
                 "UTF8=ACCEPT",
                 "SORT",
                 "SORT=DISPLAY",
+                "ESORT",
+                "CONTEXT=SEARCH",
+                "CONTEXT=SORT",
+                "PARTIAL",
                 "THREAD=ORDEREDSUBJECT",
                 "THREAD=REFERENCES",
                 "OBJECTID",
@@ -678,6 +684,7 @@ impl Session {
         if !gone.is_empty() {
             self.saved.retain(|u| gone.binary_search(u).is_err());
         }
+        self.update_contexts().await;
     }
 
     /// Turns CONDSTORE on (an enabling command was used, RFC 7162 3.1).
@@ -727,6 +734,7 @@ impl Session {
                 | Cmd::Search { .. }
                 | Cmd::Sort { .. }
                 | Cmd::Thread { .. }
+                | Cmd::CancelUpdate { .. }
         );
         if needs_selected && self.sel.is_none() {
             return Ok(Reply::bad("No mailbox selected"));
@@ -794,10 +802,12 @@ impl Session {
             } => self.search(tag, charset.as_deref(), key, uid, ret).await,
             Cmd::Sort {
                 uid,
+                ret,
                 criteria,
                 charset,
                 key,
-            } => self.sort(&charset, key, &criteria, uid).await,
+            } => self.sort(tag, &charset, key, &criteria, uid, ret).await,
+            Cmd::CancelUpdate { tags } => Ok(self.cancel_update(&tags)),
             Cmd::Thread {
                 uid,
                 algo,
@@ -1369,6 +1379,7 @@ impl Session {
             watch,
             owner: target.owner,
             rights: target.rights,
+            contexts: Default::default(),
         });
         let verb = if examine {
             "EXAMINE completed"
