@@ -334,9 +334,6 @@ impl Session {
             return;
         };
         let view = &open.view;
-        if view.modseq == ctx.modseq && view.max_uid() == ctx.max_uid {
-            return;
-        }
         let changed: Vec<usize> = view
             .msgs
             .iter()
