@@ -24,8 +24,8 @@
 //!   a SORT context's members (their sort keys come from the summary
 //!   cache). Keys whose answer can change without the message changing
 //!   (sequence numbers, `$`, OLDER/YOUNGER) are refused, as is any context
-//!   beyond the bounds: the tagged OK carries `[NOUPDATE "tag"]` (RFC 5267
-//!   4.1) and the result is still returned. Contexts end with CANCELUPDATE
+//!   beyond the bounds: `* NO [NOUPDATE "tag"]` (RFC 5267 4.1) before the
+//!   tagged OK, and the result is still returned. Contexts end with CANCELUPDATE
 //!   or when the mailbox is closed or another one selected (they live in
 //!   the `Open` mailbox).
 //! - PARTIAL (RFC 9394 3.1): `n:m` counts results from the first, `-n:-m`
@@ -282,7 +282,13 @@ impl Session {
         contexts.retain(|c| c.tag != tag);
         let too_big = query.criteria.is_some() && members.len() > MAX_SORT_CONTEXT;
         if contexts.len() >= MAX_CONTEXTS || too_big || !updatable(&query.key) {
-            return Reply::ok_code(format!("NOUPDATE {}", wire::string(tag)), &done);
+            // As Dovecot: an untagged NO names the refused context, the
+            // command itself succeeded.
+            self.write(&format!(
+                "* NO [NOUPDATE {}] Result not kept up to date\r\n",
+                wire::string(tag)
+            ));
+            return Reply::ok(&done);
         }
         contexts.push(Context {
             tag: tag.to_string(),

@@ -122,7 +122,9 @@ def test_rfc5267_4_1_noupdate_when_refused(server):
     for i in range(4):
         ok(c, f"K{i}", "SEARCH RETURN (COUNT UPDATE) ALL")
     tagged, others = c.imap_cmd("K9", "SEARCH RETURN (COUNT UPDATE) ALL")
-    assert tagged.startswith(b'K9 OK [NOUPDATE "K9"]'), tagged
+    assert tagged.startswith(b"K9 OK"), tagged
+    assert any(l.startswith(b'* NO [NOUPDATE "K9"]') for l in others), others
     assert any(l.startswith(b'* ESEARCH (TAG "K9") COUNT') for l in others), others
-    tagged, _ = c.imap_cmd("Q1", "SEARCH RETURN (UPDATE) 1:2")
-    assert tagged.startswith(b'Q1 OK [NOUPDATE "Q1"]'), tagged
+    tagged, others = c.imap_cmd("Q1", "SEARCH RETURN (UPDATE) 1:2")
+    assert tagged.startswith(b"Q1 OK"), tagged
+    assert any(l.startswith(b'* NO [NOUPDATE "Q1"]') for l in others), others
