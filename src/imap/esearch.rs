@@ -13,9 +13,10 @@
 //!   (RFC 5267 4.3). For SEARCH the position is 0; for SORT it is the
 //!   1-based place in the sorted result: REMOVEFROM runs are given highest
 //!   first (each position is valid when applied in order), ADDTO runs
-//!   lowest first. In a context by sequence number an expunged message is
-//!   dropped silently (its EXPUNGE says it); in a UID context it is in
-//!   REMOVEFROM.
+//!   lowest first. Members about to be expunged get their REMOVEFROM before
+//!   the EXPUNGE/VANISHED responses (RFC 5267 4.3.4, numbered as before the
+//!   expunge); ADDTO comes after EXISTS (4.3.3). A tag that names a live
+//!   context cannot start another one: BAD (4.3).
 //! - Bounds: at most `MAX_CONTEXTS` live contexts per selected mailbox;
 //!   a SORT context at most `MAX_SORT_CONTEXT` messages. The update is
 //!   incremental: only messages that are new or whose mod-sequence moved
@@ -43,6 +44,7 @@ use crate::store::{ModSeq, Uid};
 use super::command::{PartialRange, ReturnOpt, SortKey};
 use super::messages::modseq_reported_for;
 use super::search::Key;
+use super::selected::Selected;
 use super::session::{Reply, Session};
 use super::{thread, wire};
 
@@ -83,6 +85,64 @@ pub struct Contexts {
 impl Contexts {
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// Is `tag` a live context (RFC 5267 4.3: reusing it is a BAD)?
+    pub fn has(&self, tag: &str) -> bool {
+        self.list.iter().any(|c| c.tag == tag)
+    }
+
+    /// The REMOVEFROM responses for context members about to be expunged,
+    /// numbered as in `view` before the expunge: RFC 5267 4.3.4 wants them
+    /// before the EXPUNGE (or VANISHED) responses. The members leave.
+    pub fn before_expunge(&mut self, view: &Selected, expunged: &[Uid]) -> String {
+        let mut out = String::new();
+        if expunged.is_empty() {
+            return out;
+        }
+        let gone: HashSet<Uid> = expunged.iter().copied().collect();
+        for ctx in &mut self.list {
+            if !ctx.members.iter().any(|u| gone.contains(u)) {
+                continue;
+            }
+            let keep: HashSet<Uid> = ctx
+                .members
+                .iter()
+                .copied()
+                .filter(|u| !gone.contains(u))
+                .collect();
+            let sorted = ctx.query.criteria.is_some();
+            let uid = ctx.uid;
+            let number = |u: Uid| {
+                if uid {
+                    u
+                } else {
+                    view.index_of(u).map(|i| i as u32 + 1).unwrap_or(0)
+                }
+            };
+            let mut runs = removals(&ctx.members, &keep);
+            if !sorted {
+                runs = vec![(0, runs.into_iter().flat_map(|(_, u)| u).collect())];
+            }
+            out.push_str(&format!(
+                "{} REMOVEFROM {}\r\n",
+                ctx.head(),
+                runs_text(&runs, sorted, &number)
+            ));
+            ctx.members.retain(|u| keep.contains(u));
+        }
+        out
+    }
+}
+
+impl Context {
+    /// `* ESEARCH (TAG "t")` and ` UID` for a UID context.
+    fn head(&self) -> String {
+        format!(
+            "* ESEARCH (TAG {}){}",
+            wire::string(&self.tag),
+            if self.uid { " UID" } else { "" }
+        )
     }
 }
 
@@ -278,8 +338,6 @@ impl Session {
             return Reply::ok(&done);
         };
         let contexts = &mut open.contexts.list;
-        // A tag used again replaces its context.
-        contexts.retain(|c| c.tag != tag);
         let too_big = query.criteria.is_some() && members.len() > MAX_SORT_CONTEXT;
         if contexts.len() >= MAX_CONTEXTS || too_big || !updatable(&query.key) {
             // As Dovecot: an untagged NO names the refused context, the
@@ -299,6 +357,13 @@ impl Session {
             max_uid,
         });
         Reply::ok(&done)
+    }
+
+    /// RFC 5267 4.3: UPDATE with the tag of a live context is a BAD.
+    pub(crate) fn context_tag_in_use(&self, tag: &str, ret: Option<&[ReturnOpt]>) -> Option<Reply> {
+        let updating = ret.is_some_and(|r| r.contains(&ReturnOpt::Update));
+        let open = self.sel.as_ref()?;
+        (updating && open.contexts.has(tag)).then(|| Reply::bad("Search context tag in use"))
     }
 
     /// CANCELUPDATE (RFC 5267 4.2).
@@ -367,16 +432,13 @@ impl Session {
             .iter()
             .filter_map(|&i| view.msgs.get(i).map(|m| m.meta.uid))
             .collect();
-        // Expunged members leave silently from a sequence-number context.
-        let old: Vec<Uid> = if ctx.uid {
-            ctx.members.clone()
-        } else {
-            ctx.members
-                .iter()
-                .copied()
-                .filter(|u| present.contains(u))
-                .collect()
-        };
+        // Expunged members already left (`before_expunge`).
+        let old: Vec<Uid> = ctx
+            .members
+            .iter()
+            .copied()
+            .filter(|u| present.contains(u))
+            .collect();
         let old_set: HashSet<Uid> = old.iter().copied().collect();
         let mut new_idx: Vec<usize> = old
             .iter()
@@ -410,11 +472,7 @@ impl Session {
                 view.index_of(u).map(|i| i as u32 + 1).unwrap_or(0)
             }
         };
-        let head = format!(
-            "* ESEARCH (TAG {}){}",
-            wire::string(&ctx.tag),
-            if uid { " UID" } else { "" }
-        );
+        let head = ctx.head();
         let gone = removals(&old, &new_set);
         if !gone.is_empty() {
             let runs = if sorted {

@@ -350,6 +350,9 @@ impl Session {
         ret: Option<Vec<ReturnOpt>>,
     ) -> io::Result<Reply> {
         let saving = ret.as_ref().is_some_and(|r| r.contains(&ReturnOpt::Save));
+        if let Some(r) = self.context_tag_in_use(tag, ret.as_deref()) {
+            return Ok(r);
+        }
         if let Err(r) = Self::check_charset(charset) {
             if saving {
                 self.saved.clear();
@@ -483,6 +486,9 @@ impl Session {
         uid: bool,
         ret: Option<Vec<ReturnOpt>>,
     ) -> io::Result<Reply> {
+        if let Some(r) = self.context_tag_in_use(tag, ret.as_deref()) {
+            return Ok(r);
+        }
         if let Err(r) = Self::check_charset(Some(charset)) {
             if ret.as_ref().is_some_and(|r| r.contains(&ReturnOpt::Save)) {
                 self.saved.clear();

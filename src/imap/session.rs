@@ -678,6 +678,9 @@ impl Session {
             store.claim_recent(open.view.id).await.unwrap_or(Uid::MAX)
         };
         let gone = changes.expunged.clone();
+        // RFC 5267 4.3.4: REMOVEFROM before the EXPUNGE responses.
+        let removed = open.contexts.before_expunge(&open.view, &gone);
+        self.out.extend_from_slice(removed.as_bytes());
         let text = open.view.apply(changes, recent_from);
         self.out.extend_from_slice(text.as_bytes());
         // RFC 5182 2.1: expunged messages leave `$`.

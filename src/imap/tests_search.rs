@@ -150,17 +150,20 @@ async fn rfc5267_4_3_search_context_addto_removefrom() {
     );
     let add = r.find("* ESEARCH (TAG \"c\") ADDTO (0 6)\r\n").expect(&r);
     assert!(exists < add, "{r}");
-    // An expunge: REMOVEFROM in the UID context, the EXPUNGE alone for the
-    // sequence-number one.
+    // An expunge: REMOVEFROM in both contexts before the EXPUNGE (RFC 5267
+    // 4.3.4), numbered as before it.
     other.cmd("f STORE 4 +FLAGS (\\Deleted)").await;
     other.cmd("g EXPUNGE").await;
     let r = c.cmd("h NOOP").await;
-    assert!(r.contains("* 4 EXPUNGE\r\n"), "{r}");
-    assert!(
-        r.contains("* ESEARCH (TAG \"b\") UID REMOVEFROM (0 4)\r\n"),
-        "{r}"
-    );
-    assert!(!r.contains("TAG \"c\""), "{r}");
+    let exp = r.find("* 4 EXPUNGE\r\n").expect(&r);
+    let rb = r
+        .find("* ESEARCH (TAG \"b\") UID REMOVEFROM (0 4)\r\n")
+        .expect(&r);
+    let rc = r
+        .find("* ESEARCH (TAG \"c\") REMOVEFROM (0 4)\r\n")
+        .expect(&r);
+    assert!(rb < exp && rc < exp, "{r}");
+    assert_eq!(r.matches("ESEARCH").count(), 2, "{r}");
     // A change that does not alter the result says nothing.
     other.cmd("i STORE 1 +FLAGS (\\Flagged)").await;
     let r = c.cmd("j NOOP").await;
@@ -210,13 +213,18 @@ async fn rfc5267_4_3_sort_context_positions() {
     assert!(r.contains("UID ADDTO (5 3)\r\n"), "{r}");
     other.cmd("c4 STORE 3,5 +FLAGS (\\Seen)").await;
     c.cmd("d3 NOOP").await;
+    // [2 4 6 1]: expunging 4 removes position 2, before the EXPUNGE.
+    other.cmd("c5 STORE 4 +FLAGS (\\Deleted)").await;
+    other.cmd("c6 EXPUNGE").await;
+    let r = c.cmd("d4 NOOP").await;
+    let rm = r
+        .find("* ESEARCH (TAG \"b\") UID REMOVEFROM (2 4)\r\n")
+        .expect(&r);
+    assert!(rm < r.find("* 4 EXPUNGE").expect(&r), "{r}");
     // A sort by sequence number: the positions are in the sorted result.
     let r = c.cmd("e SORT RETURN (UPDATE) (SUBJECT) UTF-8 UNSEEN").await;
-    // hello: 1; second: 2 4 6.
-    assert!(
-        r.starts_with("* ESEARCH (TAG \"e\") ALL 1:2,4,6\r\n"),
-        "{r}"
-    );
+    // Unseen UIDs 1 2 6 are messages 1 2 5; hello: 1; second: 2 5.
+    assert!(r.starts_with("* ESEARCH (TAG \"e\") ALL 1:2,5\r\n"), "{r}");
     other.cmd("f STORE 3 -FLAGS (\\Seen)").await;
     let r = c.cmd("g NOOP").await;
     assert!(r.contains("* ESEARCH (TAG \"e\") ADDTO (2 3)\r\n"), "{r}");
@@ -237,9 +245,14 @@ async fn rfc5267_4_1_noupdate_beyond_the_limits() {
     assert!(r.contains("* NO [NOUPDATE \"b5\"]"), "{r}");
     assert!(tagged(&r).starts_with("b5 OK SEARCH"), "{r}");
     assert!(r.contains("COUNT 5"), "{r}");
-    // The same tag again replaces its context.
+    // The tag of a live context cannot start another (RFC 5267 4.3).
     let r = c.cmd("b4 SEARCH RETURN (COUNT UPDATE) ALL").await;
-    assert!(tagged(&r).starts_with("b4 OK SEARCH"), "{r}");
+    assert_eq!(r, "b4 BAD Search context tag in use\r\n");
+    let r = c.cmd("b4 SORT RETURN (UPDATE) (SUBJECT) UTF-8 ALL").await;
+    assert!(tagged(&r).starts_with("b4 BAD"), "{r}");
+    // Without UPDATE the tag is free to use.
+    let r = c.cmd("b4 SEARCH RETURN (COUNT) ALL").await;
+    assert!(tagged(&r).starts_with("b4 OK"), "{r}");
     c.cmd("x CANCELUPDATE b1").await;
     // Keys that change without the message changing are refused.
     let r = c.cmd("d SEARCH RETURN (UPDATE) 1:3").await;

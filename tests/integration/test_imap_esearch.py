@@ -108,8 +108,18 @@ def test_rfc5267_4_context_updates_and_cancelupdate(server):
     c.send(b"DONE\r\n")
     tagged, _ = c.imap_until_tagged("I")
     assert tagged.startswith(b"I OK"), tagged
+    # An expunge: REMOVEFROM comes before the EXPUNGE (RFC 5267 4.3.4).
+    ok(other, "F4", "STORE 3 +FLAGS (\\Deleted)")
+    ok(other, "X", "EXPUNGE")
+    got = ok(c, "N3", "NOOP")
+    exp = got.index(b"* 3 EXPUNGE")
+    assert got.index(b'* ESEARCH (TAG "U1") UID REMOVEFROM (0 3)') < exp, got
+    assert got.index(b'* ESEARCH (TAG "U2") UID REMOVEFROM (2 3)') < exp, got
+    # A live context's tag cannot start another one (RFC 5267 4.3).
+    tagged, _ = c.imap_cmd("U1", "SEARCH RETURN (UPDATE) ALL")
+    assert tagged.startswith(b"U1 BAD"), tagged
     ok(c, "C1", 'CANCELUPDATE "U1" "U2"')
-    ok(other, "F3", "STORE 3 +FLAGS (\\Seen)")
+    ok(other, "F3", "UID STORE 4 +FLAGS (\\Seen)")
     got = ok(c, "N2", "NOOP")
     assert not any(b"ESEARCH" in l for l in got), got
     tagged, _ = c.imap_cmd("C2", 'CANCELUPDATE "U1"')
