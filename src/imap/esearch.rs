@@ -23,9 +23,10 @@
 //!   are evaluated again (message contents never change), so the cost of a
 //!   change is the changed messages times the contexts, plus a re-sort of
 //!   a SORT context's members (their sort keys come from the summary
-//!   cache). Keys whose answer can change without the message changing
-//!   (sequence numbers, `$`, OLDER/YOUNGER) are refused, as is any context
-//!   beyond the bounds: `* NO [NOUPDATE "tag"]` (RFC 5267 4.1) before the
+//!   cache). Sequence sets, `$` and `*` are resolved to UIDs when the
+//!   command runs (`freeze`, RFC 5267 4.3). Keys whose answer changes with
+//!   time alone (OLDER/YOUNGER) are refused, as is any context beyond the
+//!   bounds: `* NO [NOUPDATE "tag"]` (RFC 5267 4.1) before the
 //!   tagged OK, and the result is still returned. Contexts end with CANCELUPDATE
 //!   or when the mailbox is closed or another one selected (they live in
 //!   the `Open` mailbox).
@@ -41,7 +42,7 @@ use std::ops::Range;
 
 use crate::store::{ModSeq, Uid};
 
-use super::command::{PartialRange, ReturnOpt, SortKey};
+use super::command::{PartialRange, ReturnOpt, SeqSet, SortKey};
 use super::messages::modseq_reported_for;
 use super::search::Key;
 use super::selected::Selected;
@@ -160,19 +161,45 @@ pub fn window(len: usize, r: PartialRange) -> Range<usize> {
     }
 }
 
-/// Can a context for `key` be updated from the changed messages alone?
+/// Can a context for `key` (frozen) be updated from the changed messages
+/// alone? Not when time alone changes the answer.
 fn updatable(key: &Key) -> bool {
-    !key.any(&|k| {
-        matches!(
-            k,
-            Key::SequenceSet(_)
-                | Key::SeqRanges(_)
-                | Key::Uid(super::command::SeqSet::Saved)
-                | Key::UidIn(_)
-                | Key::Younger(_)
-                | Key::Older(_)
-        )
-    })
+    !key.any(&|k| matches!(k, Key::Younger(_) | Key::Older(_)))
+}
+
+/// `key` with what names messages by position resolved as the command
+/// ran (RFC 5267 4.3): sequence sets and `$` become the UIDs they named,
+/// `*` in a UID set the highest UID then. Later renumbering, new
+/// messages or a new `$` do not change the context's key. The tree is at
+/// most the parser's 64 levels deep.
+fn freeze(key: &Key, view: &Selected, saved: &[Uid]) -> Key {
+    match key {
+        Key::SequenceSet(SeqSet::Saved) | Key::Uid(SeqSet::Saved) => {
+            let mut s = saved.to_vec();
+            s.sort_unstable();
+            s.dedup();
+            Key::UidIn(s)
+        }
+        Key::SequenceSet(set) => {
+            let merged = set.merged(view.exists());
+            Key::UidIn(
+                view.msgs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| SeqSet::merged_contains(&merged, *i as u32 + 1))
+                    .map(|(_, m)| m.meta.uid)
+                    .collect(),
+            )
+        }
+        Key::Uid(set) => Key::UidRanges(set.merged(view.max_uid())),
+        Key::And(v) => Key::And(v.iter().map(|k| freeze(k, view, saved)).collect()),
+        Key::Or(a, b) => Key::Or(
+            Box::new(freeze(a, view, saved)),
+            Box::new(freeze(b, view, saved)),
+        ),
+        Key::Not(k) => Key::Not(Box::new(freeze(k, view, saved))),
+        other => other.clone(),
+    }
 }
 
 /// The REMOVEFROM runs that turn `old` into a subsequence of `new`: (1-based
@@ -325,6 +352,10 @@ impl Session {
             s
         });
         let members: Vec<Uid> = hits.iter().map(|&i| uid_of(i)).collect();
+        let query = Query {
+            key: freeze(&query.key, &open.view, &self.saved),
+            criteria: query.criteria,
+        };
         let (modseq, max_uid) = (open.view.modseq, open.view.max_uid());
         self.write(&line);
         if let Some(s) = saved {
@@ -591,8 +622,6 @@ mod tests {
     fn rfc5267_4_1_keys_that_change_without_the_message_are_not_updatable() {
         assert!(updatable(&Key::And(vec![Key::Unseen, Key::Larger(5)])));
         assert!(!updatable(&Key::Not(Box::new(Key::Younger(60)))));
-        assert!(!updatable(&Key::SequenceSet(
-            super::super::command::SeqSet::Saved
-        )));
+        assert!(updatable(&Key::SequenceSet(SeqSet::Saved)));
     }
 }

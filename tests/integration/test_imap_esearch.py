@@ -135,6 +135,6 @@ def test_rfc5267_4_1_noupdate_when_refused(server):
     assert tagged.startswith(b"K9 OK"), tagged
     assert any(l.startswith(b'* NO [NOUPDATE "K9"]') for l in others), others
     assert any(l.startswith(b'* ESEARCH (TAG "K9") COUNT') for l in others), others
-    tagged, others = c.imap_cmd("Q1", "SEARCH RETURN (UPDATE) 1:2")
+    tagged, others = c.imap_cmd("Q1", "SEARCH RETURN (UPDATE) OLDER 60")
     assert tagged.startswith(b"Q1 OK"), tagged
     assert any(l.startswith(b'* NO [NOUPDATE "Q1"]') for l in others), others
