@@ -147,7 +147,7 @@ fn value(v: SeqNum, star: u32) -> u32 {
     }
 }
 
-/// SEARCH RETURN options (RFC 4731, RFC 5182).
+/// SEARCH / SORT RETURN options (RFC 4731, RFC 5182, RFC 5267, RFC 9394).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReturnOpt {
     Min,
@@ -155,6 +155,18 @@ pub enum ReturnOpt {
     All,
     Count,
     Save,
+    /// RFC 5267 4: keep the result up to date (ADDTO / REMOVEFROM).
+    Update,
+    /// RFC 9394: a window of the result, as the client wrote it.
+    Partial(PartialRange),
+}
+
+/// `PARTIAL n:m` (positions from 1) or `-n:-m` (from the end, -1 the
+/// last) (RFC 9394 3.1). Both ends have the same sign; neither is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialRange {
+    pub first: i64,
+    pub last: i64,
 }
 
 /// SORT criteria (RFC 5256 3).
@@ -266,9 +278,15 @@ pub enum Cmd {
     },
     Sort {
         uid: bool,
+        /// None: plain SORT; Some: ESORT (RFC 5267 3).
+        ret: Option<Vec<ReturnOpt>>,
         criteria: Vec<(bool, SortKey)>,
         charset: String,
         key: Key,
+    },
+    /// CANCELUPDATE (RFC 5267 4.2): end these search contexts.
+    CancelUpdate {
+        tags: Vec<String>,
     },
     Thread {
         uid: bool,
@@ -396,6 +414,7 @@ impl Cmd {
             Cmd::UidExpunge { .. } => "UID EXPUNGE",
             Cmd::Search { .. } => "SEARCH",
             Cmd::Sort { .. } => "SORT",
+            Cmd::CancelUpdate { .. } => "CANCELUPDATE",
             Cmd::Thread { .. } => "THREAD",
             Cmd::List { .. } => "LIST",
             Cmd::Create { .. } => "CREATE",
@@ -484,6 +503,7 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
                     | "GENURLAUTH"
                     | "RESETKEY"
                     | "URLFETCH"
+                    | "CANCELUPDATE"
             ));
     if !known {
         return None;
@@ -864,6 +884,12 @@ impl<'a> P<'a> {
             }
             "SORT" => {
                 self.sp()?;
+                let mut ret = None;
+                if self.keyword("RETURN") {
+                    self.sp()?;
+                    ret = Some(self.return_opts()?);
+                    self.sp()?;
+                }
                 let criteria = self.paren_list(|p| {
                     let rev = p.keyword("REVERSE");
                     if rev {
@@ -892,6 +918,7 @@ impl<'a> P<'a> {
                 let key = self.search_program()?;
                 Ok(Cmd::Sort {
                     uid,
+                    ret,
                     criteria,
                     charset,
                     key,
@@ -997,6 +1024,20 @@ impl<'a> P<'a> {
             "GETMETADATA" => {
                 self.sp()?;
                 self.getmetadata()
+            }
+            "CANCELUPDATE" => {
+                let mut tags = Vec::new();
+                while self.peek() == Some(b' ') {
+                    self.sp()?;
+                    tags.push(self.astring_utf8()?);
+                    if tags.len() > 1000 {
+                        return Err("too many tags");
+                    }
+                }
+                if tags.is_empty() {
+                    return Err("expected a tag");
+                }
+                Ok(Cmd::CancelUpdate { tags })
             }
             "SETMETADATA" => {
                 self.sp()?;
@@ -1632,17 +1673,7 @@ impl<'a> P<'a> {
         let mut ret = None;
         if self.keyword("RETURN") {
             self.sp()?;
-            let opts = self.paren_list(|p| {
-                Ok(match p.atom_upper()?.as_str() {
-                    "MIN" => ReturnOpt::Min,
-                    "MAX" => ReturnOpt::Max,
-                    "ALL" => ReturnOpt::All,
-                    "COUNT" => ReturnOpt::Count,
-                    "SAVE" => ReturnOpt::Save,
-                    _ => return Err("unknown RETURN option"),
-                })
-            })?;
-            ret = Some(opts);
+            ret = Some(self.return_opts()?);
             self.sp()?;
         }
         let mut charset = None;
@@ -1657,6 +1688,51 @@ impl<'a> P<'a> {
             ret,
             charset,
             key,
+        })
+    }
+
+    /// `(opt ...)` after RETURN in SEARCH and SORT (RFC 4731, RFC 5182,
+    /// RFC 5267, RFC 9394).
+    fn return_opts(&mut self) -> R<Vec<ReturnOpt>> {
+        let opts = self.paren_list(|p| {
+            Ok(match p.atom_upper()?.as_str() {
+                "MIN" => ReturnOpt::Min,
+                "MAX" => ReturnOpt::Max,
+                "ALL" => ReturnOpt::All,
+                "COUNT" => ReturnOpt::Count,
+                "SAVE" => ReturnOpt::Save,
+                "UPDATE" => ReturnOpt::Update,
+                "PARTIAL" => {
+                    p.sp()?;
+                    ReturnOpt::Partial(p.partial_range()?)
+                }
+                _ => return Err("unknown RETURN option"),
+            })
+        })?;
+        // RFC 9394 3.1: one PARTIAL or one ALL, not both.
+        let windows = opts
+            .iter()
+            .filter(|o| matches!(o, ReturnOpt::All | ReturnOpt::Partial(_)))
+            .count();
+        if windows > 1 {
+            return Err("PARTIAL and ALL are mutually exclusive");
+        }
+        Ok(opts)
+    }
+
+    /// `n:m` or `-n:-m` (RFC 9394 3.1).
+    fn partial_range(&mut self) -> R<PartialRange> {
+        let neg = self.eat(b'-');
+        let first = i64::from(self.nz_number()?);
+        self.expect(b':', "expected ':' in PARTIAL range")?;
+        if self.eat(b'-') != neg {
+            return Err("PARTIAL range ends differ in sign");
+        }
+        let last = i64::from(self.nz_number()?);
+        let sign = if neg { -1 } else { 1 };
+        Ok(PartialRange {
+            first: sign * first,
+            last: sign * last,
         })
     }
 

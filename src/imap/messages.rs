@@ -245,6 +245,16 @@ impl Session {
 
     /// The view indexes of the messages matching `key`.
     async fn evaluate(&mut self, key: &mut Key) -> Vec<usize> {
+        self.evaluate_in(key, None).await
+    }
+
+    /// The view indexes of the messages matching `key`, among `only` (view
+    /// indexes, ascending) or all of them.
+    pub(crate) async fn evaluate_in(
+        &mut self,
+        key: &mut Key,
+        only: Option<&[usize]>,
+    ) -> Vec<usize> {
         if key.uses_saved() {
             let mut saved = self.saved.clone();
             saved.sort_unstable();
@@ -262,7 +272,14 @@ impl Session {
         let max_uid = open.view.max_uid();
         key.resolve_sets(max_seq, max_uid);
         let id = open.view.id;
-        let msgs = open.view.msgs.clone();
+        let idxs: Vec<usize> = match only {
+            Some(o) => o.to_vec(),
+            None => (0..open.view.msgs.len()).collect(),
+        };
+        let msgs: Vec<_> = idxs
+            .iter()
+            .filter_map(|&i| open.view.msgs.get(i).cloned())
+            .collect();
         let rev2 = open.view.rev2;
         let email_ids: Vec<String> = if key.any(&|k| matches!(k, Key::EmailId(_))) {
             let uids = msgs.iter().map(|m| m.meta.uid).collect();
@@ -288,7 +305,7 @@ impl Session {
         };
         let now = chrono::Utc::now().timestamp();
         let mut hits = Vec::new();
-        for (i, m) in msgs.iter().enumerate() {
+        for (k, (&i, m)) in idxs.iter().zip(msgs.iter()).enumerate() {
             // The loader is synchronous: read the file first when a key
             // needs headers or body (one message at a time).
             let mut data: Option<Arc<Vec<u8>>> = if needs_body {
@@ -306,8 +323,8 @@ impl Session {
                 size: m.meta.size,
                 modseq: m.meta.modseq,
                 save_date: m.meta.save_date,
-                email_id: email_ids.get(i).map(String::as_str).unwrap_or_default(),
-                thread_id: thread_ids.get(i).and_then(Option::as_deref),
+                email_id: email_ids.get(k).map(String::as_str).unwrap_or_default(),
+                thread_id: thread_ids.get(k).and_then(Option::as_deref),
             };
             let mut loader = || data.take();
             // A panic while decoding the message (a bug) is logged and the
@@ -333,12 +350,16 @@ impl Session {
         ret: Option<Vec<ReturnOpt>>,
     ) -> io::Result<Reply> {
         let saving = ret.as_ref().is_some_and(|r| r.contains(&ReturnOpt::Save));
+        if let Some(r) = self.context_tag_in_use(tag, ret.as_deref()) {
+            return Ok(r);
+        }
         if let Err(r) = Self::check_charset(charset) {
             if saving {
                 self.saved.clear();
             }
             return Ok(r);
         }
+        let context = key.clone();
         let hits = self.evaluate(&mut key).await;
         let Some(open) = self.sel.as_ref() else {
             return Ok(Reply::bad("No mailbox selected"));
@@ -375,67 +396,18 @@ impl Session {
             Some(r) if r.is_empty() => vec![ReturnOpt::All],
             Some(r) => r,
         };
-        let has = |o: ReturnOpt| ret.contains(&o);
-        let (min, max) = (hits.first().copied(), hits.last().copied());
-        // RFC 5182 2.1: SAVE with only MIN and/or MAX saves those.
-        let mut save_idx: Vec<usize> = Vec::new();
-        if has(ReturnOpt::Save) {
-            if !has(ReturnOpt::All)
-                && !has(ReturnOpt::Count)
-                && (has(ReturnOpt::Min) || has(ReturnOpt::Max))
-            {
-                if has(ReturnOpt::Min) {
-                    save_idx.extend(min);
-                }
-                if has(ReturnOpt::Max) {
-                    save_idx.extend(max);
-                }
-                save_idx.sort_unstable();
-                save_idx.dedup();
-            } else {
-                save_idx = hits.clone();
-            }
-        }
-        let saved: Vec<Uid> = save_idx
-            .iter()
-            .filter_map(|&i| open.view.msgs.get(i).map(|m| m.meta.uid))
-            .collect();
-        let only_save = ret.iter().all(|o| *o == ReturnOpt::Save);
-        let mut line = String::new();
-        if !only_save {
-            line = format!("* ESEARCH (TAG {})", wire::string(tag));
-            if uid {
-                line.push_str(" UID");
-            }
-            if has(ReturnOpt::Min) {
-                if let Some(i) = min {
-                    line.push_str(&format!(" MIN {}", number(i)));
-                }
-            }
-            if has(ReturnOpt::Max) {
-                if let Some(i) = max {
-                    line.push_str(&format!(" MAX {}", number(i)));
-                }
-            }
-            if has(ReturnOpt::Count) {
-                line.push_str(&format!(" COUNT {}", hits.len()));
-            }
-            if has(ReturnOpt::All) && !hits.is_empty() {
-                let nums: Vec<u32> = hits.iter().map(|&i| number(i)).collect();
-                line.push_str(&format!(" ALL {}", wire::num_set(&nums)));
-            }
-            if with_modseq {
-                if let Some(m) = modseq_of(&modseq_reported_for(&ret, &hits)) {
-                    line.push_str(&format!(" MODSEQ {m}"));
-                }
-            }
-            line.push_str("\r\n");
-        }
-        if has(ReturnOpt::Save) {
-            self.saved = saved;
-        }
-        self.write(&line);
-        Ok(Reply::ok("SEARCH completed"))
+        Ok(self.esearch_respond(
+            tag,
+            "SEARCH",
+            uid,
+            ret,
+            hits,
+            with_modseq,
+            super::esearch::Query {
+                key: context,
+                criteria: None,
+            },
+        ))
     }
 
     /// Summaries of messages: from the store's cache, computed (and
@@ -504,18 +476,61 @@ impl Session {
             .collect()
     }
 
-    /// SORT (RFC 5256 3).
+    /// SORT (RFC 5256 3), with RETURN (ESORT, RFC 5267 3).
     pub(crate) async fn sort(
         &mut self,
+        tag: &str,
         charset: &str,
         mut key: Key,
         criteria: &[(bool, SortKey)],
         uid: bool,
+        ret: Option<Vec<ReturnOpt>>,
     ) -> io::Result<Reply> {
-        if let Err(r) = Self::check_charset(Some(charset)) {
+        if let Some(r) = self.context_tag_in_use(tag, ret.as_deref()) {
             return Ok(r);
         }
+        if let Err(r) = Self::check_charset(Some(charset)) {
+            if ret.as_ref().is_some_and(|r| r.contains(&ReturnOpt::Save)) {
+                self.saved.clear();
+            }
+            return Ok(r);
+        }
+        let context = key.clone();
         let rows = self.sortable(&mut key).await;
+        if let Some(ret) = ret {
+            let mut items: Vec<thread::Item<'_>> = rows
+                .iter()
+                .map(|(i, m, s)| thread::Item {
+                    seq: *i as u32 + 1,
+                    out: *i as u32,
+                    internal_date: m.internal_date,
+                    size: m.size,
+                    summary: s,
+                })
+                .collect();
+            let order: Vec<usize> = thread::sort(&mut items, criteria)
+                .into_iter()
+                .map(|i| i as usize)
+                .collect();
+            let with_modseq = context.uses_modseq();
+            let ret = if ret.is_empty() {
+                vec![ReturnOpt::All]
+            } else {
+                ret
+            };
+            return Ok(self.esearch_respond(
+                tag,
+                "SORT",
+                uid,
+                ret,
+                order,
+                with_modseq,
+                super::esearch::Query {
+                    key: context,
+                    criteria: Some(criteria.to_vec()),
+                },
+            ));
+        }
         let mut items: Vec<thread::Item<'_>> = rows
             .iter()
             .map(|(i, m, s)| thread::Item {
@@ -571,12 +586,24 @@ impl Session {
 
 /// The matches whose highest mod-sequence the ESEARCH MODSEQ item reports
 /// (RFC 7162 3.1.5 with RFC 4731): with ALL or COUNT every match; else only
-/// the messages returned, MIN and/or MAX.
-fn modseq_reported_for(ret: &[ReturnOpt], hits: &[usize]) -> Vec<usize> {
-    if ret.contains(&ReturnOpt::All) || ret.contains(&ReturnOpt::Count) {
+/// the messages returned, MIN and/or MAX and/or those of PARTIAL (RFC 9394
+/// 3.1). The same choice makes what SAVE saves (RFC 5182 2.1).
+pub(super) fn modseq_reported_for(ret: &[ReturnOpt], hits: &[usize]) -> Vec<usize> {
+    let returned =
+        |o: &ReturnOpt| matches!(o, ReturnOpt::Min | ReturnOpt::Max | ReturnOpt::Partial(_));
+    if ret.contains(&ReturnOpt::All) || ret.contains(&ReturnOpt::Count) || !ret.iter().any(returned)
+    {
         return hits.to_vec();
     }
     let mut out = Vec::new();
+    for o in ret {
+        if let ReturnOpt::Partial(r) = o {
+            out.extend(
+                hits.get(super::esearch::window(hits.len(), *r))
+                    .unwrap_or_default(),
+            );
+        }
+    }
     if ret.contains(&ReturnOpt::Min) {
         out.extend(hits.first().copied());
     }

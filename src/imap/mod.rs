@@ -7,7 +7,8 @@
 //! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`,
 //! `metadata`, `append` (MULTIAPPEND, REPLACE, UNAUTHENTICATE), `catenate`
 //! (APPEND CATENATE), `urlauth` (GENURLAUTH, RESETKEY, URLFETCH, and the
-//! data an IMAP URL names)).
+//! data an IMAP URL names), `esearch` (ESEARCH results, ESORT, search
+//! contexts and PARTIAL)).
 //! The pure pieces (`selected`: the selected mailbox view and its change
 //! announcements, `list`: LIST matching, `search`: SEARCH keys, `thread`:
 //! SORT/THREAD, `summary`: cached ENVELOPE/BODYSTRUCTURE and sort keys,
@@ -23,6 +24,7 @@ mod append;
 mod catenate;
 pub(crate) mod command;
 mod compress;
+mod esearch;
 mod fetch;
 pub(crate) mod framer;
 mod list;
@@ -51,6 +53,8 @@ mod tests_ext;
 mod tests_fix;
 #[cfg(test)]
 mod tests_meta;
+#[cfg(test)]
+mod tests_search;
 #[cfg(test)]
 mod tests_url;
 

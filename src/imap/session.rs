@@ -122,6 +122,8 @@ pub(crate) struct Open {
     pub owner: String,
     /// This user's rights on it (RFC 4314).
     pub rights: Rights,
+    /// SEARCH/SORT RETURN (UPDATE) results kept up to date (RFC 5267 4).
+    pub contexts: super::esearch::Contexts,
 }
 
 /// What ended a wait for client input.
@@ -580,6 +582,10 @@ impl Session {
                 "UTF8=ACCEPT",
                 "SORT",
                 "SORT=DISPLAY",
+                "ESORT",
+                "CONTEXT=SEARCH",
+                "CONTEXT=SORT",
+                "PARTIAL",
                 "THREAD=ORDEREDSUBJECT",
                 "THREAD=REFERENCES",
                 "OBJECTID",
@@ -682,12 +688,16 @@ impl Session {
             store.claim_recent(open.view.id).await.unwrap_or(Uid::MAX)
         };
         let gone = changes.expunged.clone();
+        // RFC 5267 4.3.4: REMOVEFROM before the EXPUNGE responses.
+        let removed = open.contexts.before_expunge(&open.view, &gone);
+        self.out.extend_from_slice(removed.as_bytes());
         let text = open.view.apply(changes, recent_from);
         self.out.extend_from_slice(text.as_bytes());
         // RFC 5182 2.1: expunged messages leave `$`.
         if !gone.is_empty() {
             self.saved.retain(|u| gone.binary_search(u).is_err());
         }
+        self.update_contexts().await;
     }
 
     /// Turns CONDSTORE on (an enabling command was used, RFC 7162 3.1).
@@ -738,6 +748,7 @@ impl Session {
                 | Cmd::Sort { .. }
                 | Cmd::Thread { .. }
                 | Cmd::Replace { .. }
+                | Cmd::CancelUpdate { .. }
         );
         if needs_selected && self.sel.is_none() {
             return Ok(Reply::bad("No mailbox selected"));
@@ -805,10 +816,12 @@ impl Session {
             } => self.search(tag, charset.as_deref(), key, uid, ret).await,
             Cmd::Sort {
                 uid,
+                ret,
                 criteria,
                 charset,
                 key,
-            } => self.sort(&charset, key, &criteria, uid).await,
+            } => self.sort(tag, &charset, key, &criteria, uid, ret).await,
+            Cmd::CancelUpdate { tags } => Ok(self.cancel_update(&tags)),
             Cmd::Thread {
                 uid,
                 algo,
@@ -1363,6 +1376,7 @@ impl Session {
             watch,
             owner: target.owner,
             rights: target.rights,
+            contexts: Default::default(),
         });
         let verb = if examine {
             "EXAMINE completed"
