@@ -328,6 +328,8 @@ pub enum Cmd {
         date: Option<(i64, i16)>,
         data: Vec<u8>,
     },
+    /// RFC 5465 (parsed in `notify`).
+    Notify(super::notify::Parsed),
 }
 
 impl Cmd {
@@ -353,6 +355,7 @@ impl Cmd {
             Cmd::Append { .. } => "APPEND",
             Cmd::GetMetadata { .. } => "GETMETADATA",
             Cmd::SetMetadata { .. } => "SETMETADATA",
+            Cmd::Notify(_) => "NOTIFY",
         }
     }
 
@@ -418,6 +421,7 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
                     | "MYRIGHTS"
                     | "GETMETADATA"
                     | "SETMETADATA"
+                    | "NOTIFY"
             ));
     if !known {
         return None;
@@ -908,6 +912,18 @@ impl<'a> P<'a> {
             "SETMETADATA" => {
                 self.sp()?;
                 self.setmetadata()
+            }
+            "NOTIFY" => {
+                self.sp()?;
+                let rest = self.b.get(self.i..).unwrap_or_default();
+                let parsed = super::notify::parse(rest)?;
+                self.i = self.b.len()
+                    - rest
+                        .iter()
+                        .rev()
+                        .take_while(|c| b"\r\n".contains(c))
+                        .count();
+                Ok(Cmd::Notify(parsed))
             }
             "SETACL" => {
                 self.sp()?;

@@ -26,6 +26,7 @@ mod mailboxes;
 mod messages;
 mod metadata;
 pub mod mime;
+mod notify;
 mod preview;
 pub mod search;
 mod selected;
@@ -43,6 +44,8 @@ mod tests_ext;
 mod tests_fix;
 #[cfg(test)]
 mod tests_meta;
+#[cfg(test)]
+mod tests_notify;
 
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;

@@ -127,6 +127,9 @@ enum Input {
     Data,
     Eof,
     Timeout,
+    /// NOTIFY: a watched change happened while the client was between
+    /// commands.
+    Notify,
     /// The command under way missed its deadline (a trickling client).
     TooSlow,
     Shutdown,
@@ -148,6 +151,11 @@ pub(crate) struct Session {
     pub enabled: Enabled,
     /// The last SEARCH ... RETURN (SAVE) result, as UIDs (RFC 5182).
     pub saved: Vec<Uid>,
+    /// NOTIFY (RFC 5465) is on.
+    pub notify: Option<super::notify::Notify>,
+    /// NOTIFY MessageNew fetch attributes: the selected mailbox and the
+    /// UIDNEXT up to which new messages were fetched.
+    pub notify_seen: Option<(crate::store::MailboxId, Uid)>,
     bad_commands: u32,
     auth_failures: u32,
     /// Close after writing what is buffered.
@@ -197,6 +205,8 @@ impl Session {
             sel: None,
             enabled: Enabled::default(),
             saved: Vec::new(),
+            notify: None,
+            notify_seen: None,
             bad_commands: 0,
             auth_failures: 0,
             closing: false,
@@ -305,6 +315,7 @@ impl Session {
             self.flush().await?;
             match self.fill().await? {
                 Input::Data => {}
+                Input::Notify => self.notify_between_commands().await?,
                 Input::Eof => return Ok(()),
                 Input::Timeout => {
                     self.write(BYE_IDLE);
@@ -364,7 +375,10 @@ impl Session {
             _ => (idle, false),
         };
         let shutdown = self.services.shutdown.clone();
+        // NOTIFY: only between commands, not inside one.
+        let wake = self.notify_wake(self.command_deadline.is_none());
         tokio::select! {
+            _ = wake => Ok(Input::Notify),
             r = tokio::time::timeout_at(until, self.conn.read(&mut buf)) => match r {
                 Err(_) if slow => Ok(Input::TooSlow),
                 Err(_) => Ok(Input::Timeout),
@@ -398,7 +412,7 @@ impl Session {
             }
             self.flush().await?;
             match self.fill().await? {
-                Input::Data => {}
+                Input::Data | Input::Notify => {}
                 Input::Eof => {
                     self.closing = true;
                     break None;
@@ -513,6 +527,7 @@ impl Session {
         if may_sync && reply.status != "BAD" && !self.closing {
             self.sync(false).await;
         }
+        self.notify_after_command(may_sync).await;
         let mut line = format!("{tag} {}", reply.status);
         if let Some(code) = &reply.code {
             line.push_str(&format!(" [{code}]"));
@@ -587,6 +602,7 @@ impl Session {
                 "ACL",
                 "RIGHTS=kxte",
                 "METADATA",
+                "NOTIFY",
             ]
             .iter()
             .map(|s| s.to_string()),
@@ -834,6 +850,7 @@ impl Session {
                 date,
                 data,
             } => self.append(&mailbox, &flags, date, data).await,
+            Cmd::Notify(parsed) => self.notify_command(parsed).await,
         }
     }
 
@@ -1412,7 +1429,12 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            let notified = self.notify_wake_user();
             tokio::select! {
+                _ = notified => {
+                    self.notify_poll().await;
+                    self.flush().await?;
+                }
                 r = self.conn.read(&mut buf) => match r {
                     Ok(0) | Err(_) => {
                         self.closing = true;
@@ -1426,6 +1448,7 @@ impl Session {
                         watch = None;
                     }
                     self.sync(true).await;
+                    self.notify_fetch_new().await;
                     self.flush().await?;
                 }
                 _ = &mut timeout => {
