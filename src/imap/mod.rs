@@ -5,7 +5,7 @@
 //! to frame responses) -> `command` (msgd's parser for the extended commands) or
 //! imap-codec's `CommandCodec` (the rest) -> `session` (the async driver:
 //! directory, store, I/O; commands in `mailboxes`, `messages`, `fetch`,
-//! `metadata`).
+//! `metadata`, `notify`).
 //! The pure pieces (`selected`: the selected mailbox view and its change
 //! announcements, `list`: LIST matching, `search`: SEARCH keys, `thread`:
 //! SORT/THREAD, `summary`: cached ENVELOPE/BODYSTRUCTURE and sort keys,
