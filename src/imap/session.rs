@@ -178,6 +178,9 @@ pub(crate) struct Session {
     /// when a command has been framed (`limits.command_deadline`; before
     /// login `imap.preauth_timeout`).
     command_deadline: Option<tokio::time::Instant>,
+    /// When the client last sent bytes or a command ended: the autologout
+    /// counts from here, not from a NOTIFY wake-up.
+    last_input: tokio::time::Instant,
 }
 
 const READ_MIN: usize = 4 * 1024;
@@ -217,6 +220,7 @@ impl Session {
             commands: 0,
             read_size: READ_MIN,
             command_deadline: None,
+            last_input: tokio::time::Instant::now(),
         }
     }
 
@@ -291,6 +295,7 @@ impl Session {
                 if framed {
                     // The next command's clock starts with its first byte.
                     self.command_deadline = None;
+                    self.last_input = tokio::time::Instant::now();
                 }
                 if self.closing {
                     return self.flush().await;
@@ -369,7 +374,7 @@ impl Session {
     /// Reads more client bytes into the framer.
     async fn fill(&mut self) -> io::Result<Input> {
         let mut buf = vec![0u8; self.read_size];
-        let idle = tokio::time::Instant::now() + self.timeout();
+        let idle = self.last_input + self.timeout();
         let (until, slow) = match self.command_deadline {
             Some(d) if d < idle => (d, true),
             _ => (idle, false),
@@ -384,6 +389,7 @@ impl Session {
                 Err(_) => Ok(Input::Timeout),
                 Ok(Ok(0)) => Ok(Input::Eof),
                 Ok(Ok(n)) => {
+                    self.last_input = tokio::time::Instant::now();
                     self.note_input(n);
                     self.framer.push(buf.get(..n).unwrap_or_default());
                     self.read_size = if n == buf.len() {
