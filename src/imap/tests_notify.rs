@@ -258,3 +258,23 @@ async fn rfc5465_5_8_too_many_events_overflow_and_turn_notify_off() {
     let r = a.cmd("x NOOP").await;
     assert_eq!(r, "x OK NOOP completed\r\n");
 }
+
+#[tokio::test]
+async fn rfc9051_5_4_notify_events_do_not_hold_off_the_autologout() {
+    let h = super::tests::harness_with(|c| c.imap.idle_timeout = 1);
+    let mut a = Client::logged_in(&h).await;
+    a.cmd("n NOTIFY SET (personal (MailboxName))").await;
+    let mut b = Client::logged_in(&h).await;
+    // Events keep coming while `a` says nothing: it is still logged out
+    // (the bound only stops a broken server from looping forever).
+    for i in 0..10_000 {
+        let r = b.cmd(&format!("c CREATE M{i}")).await;
+        assert!(tagged(&r).starts_with("c OK"), "{r}");
+        let l = a.line().await;
+        if l.starts_with("* BYE Autologout") {
+            return;
+        }
+        assert_eq!(l, format!("* LIST () \"/\" \"M{i}\"\r\n"));
+    }
+    panic!("no autologout while NOTIFY events kept coming");
+}
