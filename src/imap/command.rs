@@ -376,6 +376,8 @@ pub enum Cmd {
     UrlFetch {
         urls: Vec<String>,
     },
+    /// RFC 5465 (parsed in `notify`).
+    Notify(super::notify::Parsed),
 }
 
 /// One message of an APPEND or REPLACE (RFC 3502 6.3.11 append-message).
@@ -434,6 +436,7 @@ impl Cmd {
             Cmd::GenUrlAuth { .. } => "GENURLAUTH",
             Cmd::ResetKey { .. } => "RESETKEY",
             Cmd::UrlFetch { .. } => "URLFETCH",
+            Cmd::Notify(_) => "NOTIFY",
         }
     }
 
@@ -504,6 +507,7 @@ pub fn parse(input: &[u8]) -> Option<Result<(String, Cmd), SyntaxError>> {
                     | "RESETKEY"
                     | "URLFETCH"
                     | "CANCELUPDATE"
+                    | "NOTIFY"
             ));
     if !known {
         return None;
@@ -1084,6 +1088,18 @@ impl<'a> P<'a> {
                     return Err("URLFETCH needs a URL");
                 }
                 Ok(Cmd::UrlFetch { urls })
+            }
+            "NOTIFY" => {
+                self.sp()?;
+                let rest = self.b.get(self.i..).unwrap_or_default();
+                let parsed = super::notify::parse(rest)?;
+                self.i = self.b.len()
+                    - rest
+                        .iter()
+                        .rev()
+                        .take_while(|c| b"\r\n".contains(c))
+                        .count();
+                Ok(Cmd::Notify(parsed))
             }
             "SETACL" => {
                 self.sp()?;

@@ -8,7 +8,7 @@
 //! `metadata`, `append` (MULTIAPPEND, REPLACE, UNAUTHENTICATE), `catenate`
 //! (APPEND CATENATE), `urlauth` (GENURLAUTH, RESETKEY, URLFETCH, and the
 //! data an IMAP URL names), `esearch` (ESEARCH results, ESORT, search
-//! contexts and PARTIAL)).
+//! contexts and PARTIAL), `notify` (NOTIFY)).
 //! The pure pieces (`selected`: the selected mailbox view and its change
 //! announcements, `list`: LIST matching, `search`: SEARCH keys, `thread`:
 //! SORT/THREAD, `summary`: cached ENVELOPE/BODYSTRUCTURE and sort keys,
@@ -32,6 +32,7 @@ mod mailboxes;
 mod messages;
 mod metadata;
 pub mod mime;
+mod notify;
 mod preview;
 pub mod search;
 mod selected;
@@ -53,6 +54,8 @@ mod tests_ext;
 mod tests_fix;
 #[cfg(test)]
 mod tests_meta;
+#[cfg(test)]
+mod tests_notify;
 #[cfg(test)]
 mod tests_search;
 #[cfg(test)]

@@ -131,6 +131,9 @@ enum Input {
     Data,
     Eof,
     Timeout,
+    /// NOTIFY: a watched change happened while the client was between
+    /// commands.
+    Notify,
     /// The command under way missed its deadline (a trickling client).
     TooSlow,
     Shutdown,
@@ -152,6 +155,11 @@ pub(crate) struct Session {
     pub enabled: Enabled,
     /// The last SEARCH ... RETURN (SAVE) result, as UIDs (RFC 5182).
     pub saved: Vec<Uid>,
+    /// NOTIFY (RFC 5465) is on.
+    pub notify: Option<super::notify::Notify>,
+    /// NOTIFY MessageNew fetch attributes: the selected mailbox and the
+    /// UIDNEXT up to which new messages were fetched.
+    pub notify_seen: Option<(crate::store::MailboxId, Uid)>,
     bad_commands: u32,
     auth_failures: u32,
     /// Close after writing what is buffered.
@@ -174,6 +182,9 @@ pub(crate) struct Session {
     /// when a command has been framed (`limits.command_deadline`; before
     /// login `imap.preauth_timeout`).
     command_deadline: Option<tokio::time::Instant>,
+    /// When the client last sent bytes or a command ended: the autologout
+    /// counts from here, not from a NOTIFY wake-up.
+    last_input: tokio::time::Instant,
 }
 
 const READ_MIN: usize = 4 * 1024;
@@ -201,6 +212,8 @@ impl Session {
             sel: None,
             enabled: Enabled::default(),
             saved: Vec::new(),
+            notify: None,
+            notify_seen: None,
             bad_commands: 0,
             auth_failures: 0,
             closing: false,
@@ -211,6 +224,7 @@ impl Session {
             commands: 0,
             read_size: READ_MIN,
             command_deadline: None,
+            last_input: tokio::time::Instant::now(),
         }
     }
 
@@ -285,6 +299,7 @@ impl Session {
                 if framed {
                     // The next command's clock starts with its first byte.
                     self.command_deadline = None;
+                    self.last_input = tokio::time::Instant::now();
                 }
                 if self.closing {
                     return self.flush().await;
@@ -309,6 +324,7 @@ impl Session {
             self.flush().await?;
             match self.fill().await? {
                 Input::Data => {}
+                Input::Notify => self.notify_between_commands().await?,
                 Input::Eof => return Ok(()),
                 Input::Timeout => {
                     self.write(BYE_IDLE);
@@ -362,18 +378,22 @@ impl Session {
     /// Reads more client bytes into the framer.
     async fn fill(&mut self) -> io::Result<Input> {
         let mut buf = vec![0u8; self.read_size];
-        let idle = tokio::time::Instant::now() + self.timeout();
+        let idle = self.last_input + self.timeout();
         let (until, slow) = match self.command_deadline {
             Some(d) if d < idle => (d, true),
             _ => (idle, false),
         };
         let shutdown = self.services.shutdown.clone();
+        // NOTIFY: only between commands, not inside one.
+        let wake = self.notify_wake(self.command_deadline.is_none());
         tokio::select! {
+            _ = wake => Ok(Input::Notify),
             r = tokio::time::timeout_at(until, self.conn.read(&mut buf)) => match r {
                 Err(_) if slow => Ok(Input::TooSlow),
                 Err(_) => Ok(Input::Timeout),
                 Ok(Ok(0)) => Ok(Input::Eof),
                 Ok(Ok(n)) => {
+                    self.last_input = tokio::time::Instant::now();
                     self.note_input(n);
                     self.framer.push(buf.get(..n).unwrap_or_default());
                     self.read_size = if n == buf.len() {
@@ -402,7 +422,7 @@ impl Session {
             }
             self.flush().await?;
             match self.fill().await? {
-                Input::Data => {}
+                Input::Data | Input::Notify => {}
                 Input::Eof => {
                     self.closing = true;
                     break None;
@@ -517,6 +537,7 @@ impl Session {
         if may_sync && reply.status != "BAD" && !self.closing {
             self.sync(false).await;
         }
+        self.notify_after_command(may_sync).await;
         let mut line = format!("{tag} {}", reply.status);
         if let Some(code) = &reply.code {
             line.push_str(&format!(" [{code}]"));
@@ -598,6 +619,7 @@ impl Session {
                 "CATENATE",
                 "URLAUTH",
                 "URL-PARTIAL",
+                "NOTIFY",
             ]
             .iter()
             .map(|s| s.to_string()),
@@ -869,6 +891,7 @@ impl Session {
             Cmd::GenUrlAuth { items } => self.genurlauth(&items).await,
             Cmd::ResetKey { mailbox, mechs } => self.resetkey(mailbox.as_deref(), &mechs).await,
             Cmd::UrlFetch { urls } => self.urlfetch(&urls).await,
+            Cmd::Notify(parsed) => self.notify_command(parsed).await,
         }
     }
 
@@ -1420,7 +1443,12 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            let notified = self.notify_wake_user();
             tokio::select! {
+                _ = notified => {
+                    self.notify_poll().await;
+                    self.flush().await?;
+                }
                 r = self.conn.read(&mut buf) => match r {
                     Ok(0) | Err(_) => {
                         self.closing = true;
@@ -1434,6 +1462,7 @@ impl Session {
                         watch = None;
                     }
                     self.sync(true).await;
+                    self.notify_fetch_new().await;
                     self.flush().await?;
                 }
                 _ = &mut timeout => {

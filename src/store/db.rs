@@ -88,6 +88,9 @@ pub struct Inner {
     default_partition: String,
     min_free_disk: u64,
     watchers: Arc<Mutex<HashMap<MailboxId, watch::Sender<ModSeq>>>>,
+    /// Per-user change counters (NOTIFY, RFC 5465): bumped after a commit
+    /// that changed one of the user's mailboxes, names or subscriptions.
+    user_watchers: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
 }
 
 fn ie(e: impl std::fmt::Display) -> StoreError {
@@ -152,15 +155,24 @@ impl Inner {
         let (tx, rx) = mpsc::channel();
         let watchers: Arc<Mutex<HashMap<MailboxId, watch::Sender<ModSeq>>>> = Arc::default();
         let w = watchers.clone();
+        let user_watchers: Arc<Mutex<HashMap<String, watch::Sender<u64>>>> = Arc::default();
+        let uw = user_watchers.clone();
         let wdb = db.clone();
         std::thread::Builder::new()
             .name("mboxlist-writer".into())
             .spawn(move || {
-                writer::run(wdb, rx, |changed| {
+                writer::run(wdb, rx, |changed, users| {
                     let map = w.lock().unwrap_or_else(|e| e.into_inner());
                     for (id, modseq) in changed {
                         if let Some(s) = map.get(id) {
                             s.send_replace(*modseq);
+                        }
+                    }
+                    drop(map);
+                    let map = uw.lock().unwrap_or_else(|e| e.into_inner());
+                    for user in users {
+                        if let Some(s) = map.get(user) {
+                            s.send_modify(|n| *n = n.wrapping_add(1));
                         }
                     }
                 })
@@ -172,6 +184,7 @@ impl Inner {
             default_partition: config.store.default_partition.clone(),
             min_free_disk: config.store.min_free_disk,
             watchers,
+            user_watchers,
         }))
     }
 
@@ -404,7 +417,9 @@ impl Inner {
                 add_usage(txn, &old_user, -(m.size as i64), -1)?;
                 put_mailbox(txn, old_box, &src)?;
                 batch.notify.insert(old_box, smod);
+                batch.users.insert(old_user.clone());
             }
+            batch.users.insert(user.clone());
             Ok(Appended {
                 mailbox: id,
                 uidvalidity: rec.uidvalidity,
@@ -463,10 +478,11 @@ impl Inner {
         let name = normalize_name(mailbox)?;
         self.ensure_user(user, None).await?;
         let user = user.to_string();
-        self.submit(move |txn, _batch| {
+        self.submit(move |txn, batch| {
             if name_id(txn, &user, &name)?.is_some() {
                 return Err(StoreError::MailboxExists);
             }
+            batch.users.insert(user.clone());
             // Missing parents are created too, so the hierarchy has no holes.
             let mut prefix = String::new();
             for part in name.split(DELIMITER) {
@@ -537,6 +553,7 @@ impl Inner {
                 .push(files::mailbox_dir(&partition, &user, id));
             // Sessions that had it selected learn it is gone.
             batch.notify.insert(id, rec.highestmodseq + 1);
+            batch.users.insert(user.clone());
             Ok(())
         })
         .await
@@ -617,6 +634,7 @@ impl Inner {
                 drop_names_then_update(txn, id, &new)?;
                 batch.notify.entry(id).or_insert(0);
             }
+            batch.users.insert(user.clone());
             Ok(())
         })
         .await
@@ -625,7 +643,8 @@ impl Inner {
     pub async fn subscribe(&self, user: &str, mailbox: &str, on: bool) -> Result<()> {
         let name = normalize_name(mailbox)?;
         let user = user.to_string();
-        self.submit(move |txn, _batch| {
+        self.submit(move |txn, batch| {
+            batch.users.insert(user.clone());
             let mut subs = txn.open_table(SUBS).map_err(ie)?;
             if on {
                 subs.insert((user.as_str(), name.as_str()), 1).map_err(ie)?;
@@ -792,6 +811,7 @@ impl Inner {
                 rec.highestmodseq = modseq;
                 put_mailbox(txn, mailbox, &rec)?;
                 batch.notify.insert(mailbox, modseq);
+                batch.users.insert(rec.user.clone());
             }
             Ok((out, failed))
         })
@@ -845,6 +865,7 @@ impl Inner {
             add_usage(txn, &user, -(bytes as i64), -(victims.len() as i64))?;
             put_mailbox(txn, mailbox, &rec)?;
             batch.notify.insert(mailbox, modseq);
+            batch.users.insert(user.clone());
             out.sort_unstable();
             Ok(out)
         })
@@ -926,6 +947,7 @@ impl Inner {
             }
             put_mailbox(txn, dst_id, &dst)?;
             batch.notify.insert(dst_id, modseq);
+            batch.users.insert(user.clone());
             if remove_source {
                 src = get_mailbox(txn, from)?;
                 src.highestmodseq += 1;
@@ -941,6 +963,7 @@ impl Inner {
                 }
                 put_mailbox(txn, from, &src)?;
                 batch.notify.insert(from, smod);
+                batch.users.insert(src_user.clone());
             }
             let _ = src;
             Ok((dst.uidvalidity, pairs))
@@ -979,6 +1002,16 @@ impl Inner {
         let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, s| s.receiver_count() > 0);
         map.entry(mailbox)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// A receiver that changes after every commit touching `user`'s
+    /// mailboxes (counters, names, subscriptions). NOTIFY, RFC 5465.
+    pub fn watch_user(&self, user: &str) -> watch::Receiver<u64> {
+        let mut map = self.user_watchers.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, s| s.receiver_count() > 0);
+        map.entry(user.to_string())
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
     }

@@ -494,6 +494,12 @@ impl Store {
     }
 
     /// Database cache figures (the seed's db_stat hit rate).
+    /// Changes after every commit touching `user`'s mailboxes, names or
+    /// subscriptions (NOTIFY, RFC 5465).
+    pub fn watch_user(&self, user: &str) -> watch::Receiver<u64> {
+        self.inner.watch_user(user)
+    }
+
     pub fn stats(&self) -> StoreStats {
         self.inner.stats()
     }

@@ -37,6 +37,9 @@ pub struct Batch {
     pub rmdir_after: Vec<PathBuf>,
     /// Mailboxes changed, with their new HIGHESTMODSEQ, for the watchers.
     pub notify: HashMap<MailboxId, ModSeq>,
+    /// Users whose mailboxes changed (counters, names, subscriptions), for
+    /// the per-user watchers (NOTIFY, RFC 5465).
+    pub users: BTreeSet<String>,
     /// Set when a job hit a storage error after it may have written.
     pub poisoned: Option<String>,
 }
@@ -65,11 +68,11 @@ pub fn job<T: Send + 'static>(
 }
 
 /// Runs until every sender is dropped. `notify` is called after each
-/// successful commit with the changed mailboxes.
+/// successful commit with the changed mailboxes and their users.
 pub fn run(
     db: std::sync::Arc<Database>,
     rx: mpsc::Receiver<Job>,
-    notify: impl Fn(&HashMap<MailboxId, ModSeq>),
+    notify: impl Fn(&HashMap<MailboxId, ModSeq>, &BTreeSet<String>),
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -107,7 +110,7 @@ pub fn run(
                 for d in &batch.rmdir_after {
                     let _ = fs::remove_dir_all(d);
                 }
-                notify(&batch.notify);
+                notify(&batch.notify, &batch.users);
             }
             Err(e) => {
                 tracing::error!(error = %e, "mboxlist: batch failed; nothing in it was acknowledged");
