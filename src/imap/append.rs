@@ -198,6 +198,7 @@ impl Session {
     pub(crate) fn unauthenticate_allowed(&self) -> bool {
         let direct = self.user.as_ref().is_some_and(|u| !u.proxied)
             && self.originating_ip.is_none()
+            && !self.via_front_end
             && self.config.imap.login_networks.is_empty();
         direct && self.plaintext_ok() && !self.compressed
     }
@@ -212,6 +213,10 @@ impl Session {
         self.sel = None;
         self.enabled = Default::default();
         self.saved.clear();
+        // The user's NOTIFY registration must not outlive the login: the
+        // next user of this connection would see its events.
+        self.notify = None;
+        self.notify_seen = None;
         self.reset_preauth_limits();
         tracing::info!(%user, "imap unauthenticate");
         Reply::ok_code(

@@ -172,6 +172,11 @@ pub(crate) struct Session {
     /// The real client address an ID "x-originating-ip" named (a proxy in
     /// front of us says who it serves).
     pub originating_ip: Option<String>,
+    /// An ID "x-originating-ip" came before login, trusted or not: a front
+    /// end (the mmp) speaks for a client. UNAUTHENTICATE is refused then,
+    /// so a client behind it cannot retry logins from the front end's
+    /// address (RFC 8437 3).
+    pub via_front_end: bool,
     commands: u64,
     /// Size of the next read: small while the client is quiet (an idle
     /// connection then holds 4 KiB, not 64), doubled while reads fill it
@@ -221,6 +226,7 @@ impl Session {
             compress_pending: false,
             compressed: false,
             originating_ip: None,
+            via_front_end: false,
             commands: 0,
             read_size: READ_MIN,
             command_deadline: None,
@@ -977,6 +983,7 @@ impl Session {
                             .take(64)
                             .collect();
                         self.originating_ip = Some(ip);
+                        self.via_front_end = true;
                     }
                 }
             }

@@ -234,12 +234,27 @@ async fn rfc8437_3_unauthenticate_then_log_in_again() {
     assert!(r.contains("* ENABLED CONDSTORE"), "{r}");
     let r = c.cmd("s SELECT INBOX").await;
     assert!(r.contains("* 1 EXISTS"), "{r}");
-    // Another user on the same connection.
+    // Another user on the same connection: nothing of the first user's
+    // session survives; no NOTIFY (RFC 5465) events reach the new user.
+    c.cmd("c CLOSE").await;
+    let r = c
+        .cmd("n NOTIFY SET (personal (MessageNew MessageExpunge))")
+        .await;
+    assert!(tagged(&r).starts_with("n OK"), "{r}");
     c.cmd("u3 UNAUTHENTICATE").await;
     let r = c.cmd("m LOGIN carol@example.com carol-password").await;
     assert!(tagged(&r).starts_with("m OK"), "{r}");
+    // Mail for either user: carol never asked for NOTIFY.
+    let mut first = Client::logged_in(&h).await;
+    append(&mut first, "INBOX", "", MSG1).await;
+    let mut carol = Client::connect(&h).await;
+    carol.cmd("m LOGIN carol@example.com carol-password").await;
+    append(&mut carol, "INBOX", "", MSG1).await;
+    let r = c.cmd("p NOOP").await;
+    assert!(!r.contains("STATUS"), "{r}");
+    // carol's INBOX: only the message just delivered to her.
     let r = c.cmd("s SELECT INBOX").await;
-    assert!(r.contains("* 0 EXISTS"), "{r}");
+    assert!(r.contains("* 1 EXISTS"), "{r}");
 }
 
 #[tokio::test]
@@ -380,4 +395,38 @@ async fn rfc8437_3_no_unauthenticate_behind_a_front_end() {
     assert!(!r.contains("UNAUTHENTICATE"), "{r}");
     let r = c.cmd("u UNAUTHENTICATE").await;
     assert!(tagged(&r).starts_with("u BAD "), "{r}");
+}
+
+/// A front end on another host that logs in with the user's own
+/// credentials (the mmp's "credentials" mode) is not trusted with the
+/// client's address, yet its ID "x-originating-ip" still marks the
+/// connection as proxied: UNAUTHENTICATE stays refused, so a client cannot
+/// retry logins at the store from the front end's address (RFC 8437 3).
+#[tokio::test]
+async fn rfc8437_3_no_unauthenticate_behind_a_remote_front_end() {
+    let h = harness_with(|c| c.imap.allow_plaintext_auth = true);
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let mut info = ConnInfo::for_test(Protocol::Imap);
+    info.peer = "192.0.2.10:40000".parse().unwrap();
+    tokio::spawn(super::serve(Box::new(b), info, h.services.clone()));
+    let mut io = a;
+    let mut buf = vec![0u8; 8192];
+    let _ = io.read(&mut buf).await.unwrap();
+    io.write_all(
+        format!(
+            "i ID (\"x-originating-ip\" \"198.51.100.7\")\r\na LOGIN {USER} {PASS}\r\nu UNAUTHENTICATE\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("\r\nu ") {
+        let n = io.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains("a OK"), "{got}");
+    assert!(got.contains("\r\nu BAD "), "{got}");
 }
