@@ -381,16 +381,7 @@ mod tests {
     const ALICE: &str = "alice@localhost";
 
     fn account(address: &str) -> Account {
-        Account {
-            address: address.into(),
-            aliases: vec![],
-            active: true,
-            quota: None,
-            mail_host: None,
-            partition: None,
-            forward: vec![],
-            keep_mailbox: true,
-        }
+        Account::new(address)
     }
 
     fn directory_account(address: &str) -> Option<Account> {

@@ -486,16 +486,7 @@ mod tests {
     }
 
     fn alice() -> Account {
-        Account {
-            address: "alice@example.com".into(),
-            aliases: vec![],
-            active: true,
-            quota: None,
-            mail_host: None,
-            partition: None,
-            forward: vec![],
-            keep_mailbox: true,
-        }
+        Account::new("alice@example.com")
     }
 
     #[tokio::test]

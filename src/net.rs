@@ -725,3 +725,33 @@ mod tests {
         assert_eq!(reader.await.unwrap(), 4096);
     }
 }
+
+/// Helpers for session tests over in-memory streams.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+    /// A slowloris client: sends `text` (repeated) one byte every 200 ms
+    /// until the server answers with a line, and returns that line; empty
+    /// if the server closed first or 100 bytes went unanswered.
+    pub(crate) async fn trickle<S: AsyncRead + AsyncWrite + Unpin>(
+        c: &mut BufReader<S>,
+        text: &[u8],
+    ) -> String {
+        for b in text.iter().cycle().take(100) {
+            if c.get_mut().write_all(&[*b]).await.is_err() {
+                break;
+            }
+            let mut line = String::new();
+            if let Ok(r) =
+                tokio::time::timeout(Duration::from_millis(200), c.read_line(&mut line)).await
+            {
+                r.unwrap();
+                return line;
+            }
+        }
+        String::new()
+    }
+}

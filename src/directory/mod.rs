@@ -49,6 +49,24 @@ fn yes() -> bool {
     true
 }
 
+impl Account {
+    /// An active account with the defaults a directory entry without
+    /// further attributes gets: no aliases or forwards, the store's default
+    /// quota, partition and host, a copy kept in the mailbox.
+    pub fn new(address: impl Into<String>) -> Account {
+        Account {
+            address: address.into(),
+            aliases: vec![],
+            active: true,
+            quota: None,
+            mail_host: None,
+            partition: None,
+            forward: vec![],
+            keep_mailbox: true,
+        }
+    }
+}
+
 /// What an address resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipient {

@@ -49,16 +49,7 @@ fn config(h: u64) -> SessionConfig {
 }
 
 fn account(name: &str) -> Account {
-    Account {
-        address: name.into(),
-        aliases: vec![],
-        active: true,
-        quota: None,
-        mail_host: None,
-        partition: None,
-        forward: vec![],
-        keep_mailbox: true,
-    }
+    Account::new(name)
 }
 
 fn maildrop() -> Maildrop {

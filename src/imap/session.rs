@@ -1588,20 +1588,7 @@ mod tests {
         }
         // One byte every 200 ms: the command misses its deadline.
         let started = std::time::Instant::now();
-        let mut bye = String::new();
-        for b in b"b1 CAPABILITY".iter().cycle().take(100) {
-            if c.get_mut().write_all(&[*b]).await.is_err() {
-                break;
-            }
-            let mut line = String::new();
-            if let Ok(r) =
-                tokio::time::timeout(Duration::from_millis(200), c.read_line(&mut line)).await
-            {
-                r.unwrap();
-                bye = line;
-                break;
-            }
-        }
+        let bye = crate::net::testing::trickle(&mut c, b"b1 CAPABILITY").await;
         assert_eq!(bye, "* BYE Command not completed in time\r\n");
         assert!(started.elapsed() < Duration::from_secs(10));
         task.await.unwrap();

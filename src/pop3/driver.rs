@@ -504,7 +504,7 @@ fn prepend(queue: &mut VecDeque<Action>, actions: Vec<Action>) {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, BufReader};
 
     use crate::config::Protocol;
     use crate::net::ConnInfo;
@@ -526,20 +526,7 @@ mod tests {
         c.read_line(&mut l).await.unwrap();
         assert!(l.starts_with("+OK"), "{l}");
         let started = std::time::Instant::now();
-        let mut bye = String::new();
-        for b in b"CAPA".iter().cycle().take(100) {
-            if c.get_mut().write_all(&[*b]).await.is_err() {
-                break;
-            }
-            let mut line = String::new();
-            if let Ok(r) =
-                tokio::time::timeout(Duration::from_millis(200), c.read_line(&mut line)).await
-            {
-                r.unwrap();
-                bye = line;
-                break;
-            }
-        }
+        let bye = crate::net::testing::trickle(&mut c, b"CAPA").await;
         assert_eq!(bye, "-ERR Command not completed in time\r\n");
         assert!(started.elapsed() < Duration::from_secs(10));
         task.await.unwrap();

@@ -706,16 +706,7 @@ mod tests {
     }
 
     fn account() -> Account {
-        Account {
-            address: "alice@example.test".into(),
-            aliases: vec![],
-            active: true,
-            quota: None,
-            mail_host: None,
-            partition: None,
-            forward: vec![],
-            keep_mailbox: true,
-        }
+        Account::new("alice@example.test")
     }
 
     fn maildrop() -> Maildrop {

@@ -26,16 +26,7 @@ struct Harness {
 }
 
 fn account(address: &str) -> Account {
-    Account {
-        address: address.into(),
-        aliases: vec![],
-        active: true,
-        quota: None,
-        mail_host: None,
-        partition: None,
-        forward: vec![],
-        keep_mailbox: true,
-    }
+    Account::new(address)
 }
 
 fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
