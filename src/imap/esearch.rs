@@ -206,19 +206,7 @@ fn freeze(key: &Key, view: &Selected, saved: &[Uid]) -> Key {
 /// position in the list as it is when the run is applied, members), the
 /// highest position first.
 fn removals(old: &[Uid], new: &HashSet<Uid>) -> Vec<(usize, Vec<Uid>)> {
-    let mut runs: Vec<(usize, Vec<Uid>)> = Vec::new();
-    let mut i = 0;
-    while i < old.len() {
-        if new.contains(&old[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < old.len() && !new.contains(&old[i]) {
-            i += 1;
-        }
-        runs.push((start + 1, old[start..i].to_vec()));
-    }
+    let mut runs = runs_outside(old, new);
     runs.reverse();
     runs
 }
@@ -226,18 +214,24 @@ fn removals(old: &[Uid], new: &HashSet<Uid>) -> Vec<(usize, Vec<Uid>)> {
 /// The ADDTO runs that turn `kept` (a subsequence of `new`) into `new`:
 /// (1-based position in `new`, members), the lowest position first.
 fn additions(kept: &HashSet<Uid>, new: &[Uid]) -> Vec<(usize, Vec<Uid>)> {
-    let mut runs: Vec<(usize, Vec<Uid>)> = Vec::new();
+    runs_outside(new, kept)
+}
+
+/// The runs of `list` whose members are not in `set`: (1-based position of
+/// the run's first member in `list`, members), in list order.
+fn runs_outside(list: &[Uid], set: &HashSet<Uid>) -> Vec<(usize, Vec<Uid>)> {
+    let mut runs = Vec::new();
     let mut i = 0;
-    while i < new.len() {
-        if kept.contains(&new[i]) {
+    while i < list.len() {
+        if set.contains(&list[i]) {
             i += 1;
             continue;
         }
         let start = i;
-        while i < new.len() && !kept.contains(&new[i]) {
+        while i < list.len() && !set.contains(&list[i]) {
             i += 1;
         }
-        runs.push((start + 1, new[start..i].to_vec()));
+        runs.push((start + 1, list[start..i].to_vec()));
     }
     runs
 }
