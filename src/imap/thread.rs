@@ -272,6 +272,9 @@ fn link(nodes: &mut [Node], parent: usize, child: usize) {
     }
 }
 
+/// A root replaced in the list being built (step 5), left out at the end.
+const GONE: usize = usize::MAX;
+
 /// REFERENCES (RFC 5256 3): the JWZ algorithm.
 fn references(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
     let mut nodes: Vec<Node> = Vec::new();
@@ -358,22 +361,30 @@ fn references(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
             }
         }
     }
-    let mut kept = Vec::new();
+    // `kept` is the new root list; `at` finds a node's place in it, so a
+    // replacement costs a lookup rather than a scan of the list (the scan
+    // made a mailbox with thousands of same-subject threads quadratic).
+    let mut kept: Vec<usize> = Vec::new();
+    let mut at: HashMap<usize, usize> = HashMap::new();
     let mut gone = std::collections::HashSet::new();
+    let keep = |kept: &mut Vec<usize>, at: &mut HashMap<usize, usize>, n: usize| {
+        at.insert(n, kept.len());
+        kept.push(n);
+    };
     for &r in &roots {
         if gone.contains(&r) {
             continue;
         }
         let Some((subj, reply)) = subject_of(&nodes, r) else {
-            kept.push(r);
+            keep(&mut kept, &mut at, r);
             continue;
         };
         let Some(&t) = table.get(&subj) else {
-            kept.push(r);
+            keep(&mut kept, &mut at, r);
             continue;
         };
         if subj.is_empty() || t == r {
-            kept.push(r);
+            keep(&mut kept, &mut at, r);
             continue;
         }
         let t_dummy = nodes[t].msg.is_none();
@@ -393,8 +404,10 @@ fn references(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
             link(&mut nodes, r, t);
             table.insert(subj, r);
             gone.insert(t);
-            kept.retain(|&x| x != t);
-            kept.push(r);
+            if let Some(p) = at.remove(&t) {
+                kept[p] = GONE;
+            }
+            keep(&mut kept, &mut at, r);
             continue;
         } else if !t_reply && reply {
             link(&mut nodes, t, r);
@@ -404,19 +417,20 @@ fn references(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
             link(&mut nodes, d, t);
             link(&mut nodes, d, r);
             table.insert(subj, d);
-            if let Some(pos) = kept.iter().position(|&x| x == t) {
-                kept[pos] = d;
+            if let Some(p) = at.remove(&t) {
+                kept[p] = d;
+                at.insert(d, p);
             } else {
                 // `t` comes later in the root list: it is replaced there.
                 gone.insert(t);
-                kept.push(d);
+                keep(&mut kept, &mut at, d);
             }
             continue;
         }
     }
     let mut roots: Vec<usize> = kept
         .into_iter()
-        .filter(|&r| nodes[r].parent.is_none())
+        .filter(|&r| r != GONE && nodes[r].parent.is_none())
         .collect();
     // (6) sort every level.
     sort_tree(&mut nodes, items, &roots);
@@ -699,5 +713,34 @@ mod tests {
             let t = thread(&items(&s), ThreadAlgo::References);
             assert!(t.starts_with('(') && t.ends_with(')'), "{}", &t[..50]);
         });
+    }
+
+    /// Step 5 with thousands of subjects each shared by two unrelated
+    /// messages: every pair gets a dummy parent that takes the first
+    /// one's place in the root list, found without scanning the list.
+    #[test]
+    fn rfc5256_3_references_merges_thousands_of_same_subject_pairs() {
+        let n = 10_000;
+        let s: Vec<Summary> = (0..2 * n)
+            .map(|i| {
+                summary(
+                    &format!("topic {}", i % n),
+                    &format!("m{i}@x"),
+                    &[],
+                    i as i64,
+                )
+            })
+            .collect();
+        let t = thread(&items(&s), ThreadAlgo::References);
+        let expected: String = (1..=n).map(|i| format!("(({i})({}))", i + n)).collect();
+        assert_eq!(t, expected);
+        // A dummy (a missing parent) meeting a message of the same
+        // subject later in the root list: the message goes under it.
+        let s = vec![
+            summary("Re: t", "a@x", &["gone@x"], 10),
+            summary("Re: t", "b@x", &["gone@x"], 15),
+            summary("t", "c@x", &[], 20),
+        ];
+        assert_eq!(thread(&items(&s), ThreadAlgo::References), "((1)(2)(3))");
     }
 }
