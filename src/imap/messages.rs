@@ -20,6 +20,11 @@ use super::{mime, wire};
 /// Summaries are read and written in batches of this many messages.
 const SUMMARY_BATCH: usize = 512;
 
+/// Most messages SEARCH reads in one blocking task when a key needs their
+/// bytes, and most bytes (a larger message is read alone).
+const READ_BATCH: usize = 128;
+const READ_BATCH_BYTES: u64 = 4 << 20;
+
 impl Session {
     pub(crate) async fn expunge(&mut self, set: Option<&SeqSet>) -> io::Result<Reply> {
         let Some(open) = self.sel.as_ref() else {
@@ -305,14 +310,35 @@ impl Session {
         };
         let now = chrono::Utc::now().timestamp();
         let mut hits = Vec::new();
+        // When a key needs headers or body, the messages are read a run at
+        // a time (`READ_BATCH` messages, `READ_BATCH_BYTES` bytes, at least
+        // one message) in one blocking task, and dropped once evaluated.
+        let mut batch: std::collections::VecDeque<Option<Vec<u8>>> = Default::default();
+        let mut batch_end = 0;
         for (k, (&i, m)) in idxs.iter().zip(msgs.iter()).enumerate() {
-            // The loader is synchronous: read the file first when a key
-            // needs headers or body (one message at a time).
-            let mut data: Option<Arc<Vec<u8>>> = if needs_body {
-                store.read(id, &m.meta).await.ok().map(Arc::new)
-            } else {
-                None
-            };
+            if needs_body && k == batch_end {
+                let mut bytes = 0u64;
+                batch_end = k;
+                while let Some(next) = msgs.get(batch_end) {
+                    if batch_end > k
+                        && (batch_end - k >= READ_BATCH
+                            || bytes + next.meta.size > READ_BATCH_BYTES)
+                    {
+                        break;
+                    }
+                    bytes += next.meta.size;
+                    batch_end += 1;
+                }
+                let run = msgs.get(k..batch_end).unwrap_or_default();
+                batch = match store.read_many(id, run.iter().map(|m| &m.meta)).await {
+                    Ok(v) => v.into(),
+                    Err(e) => {
+                        debug!(error = %e, "reading messages for search failed");
+                        vec![None; run.len()].into()
+                    }
+                };
+            }
+            let mut data: Option<Arc<Vec<u8>>> = batch.pop_front().flatten().map(Arc::new);
             let view = search::MessageView {
                 seq: i as u32 + 1,
                 uid: m.meta.uid,

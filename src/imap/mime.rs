@@ -1327,21 +1327,117 @@ pub(crate) fn decode_for_search(msg: &[u8], with_body: bool) -> Decoded {
         .map(unfold)
         .and_then(|d| mail_parser::DateTime::parse_rfc822(&String::from_utf8_lossy(&d)))
         .filter(|d| d.is_valid());
-    let mut body = String::new();
-    if with_body {
-        match parse(msg) {
-            (m, false) => body_text(&m, &mut body, 0),
-            // Too deep to take apart: the raw body, as it is.
-            (_, true) => {
-                body = String::from_utf8_lossy(clamp(msg, header_end(msg), msg.len())).into_owned()
-            }
-        }
-    }
+    let body = if with_body {
+        plain_ascii_body(msg, &header_fields).unwrap_or_else(|| decoded_body(msg))
+    } else {
+        String::new()
+    };
     Decoded {
         headers,
         body,
         date,
     }
+}
+
+/// The body text of any message, through mail-parser.
+fn decoded_body(msg: &[u8]) -> String {
+    let mut body = String::new();
+    match parse(msg) {
+        (m, false) => body_text(&m, &mut body, 0),
+        // Too deep to take apart: the raw body, as it is.
+        (_, true) => {
+            body = String::from_utf8_lossy(clamp(msg, header_end(msg), msg.len())).into_owned()
+        }
+    }
+    body
+}
+
+/// The body text of a message that MIME decoding would leave as it is:
+/// one `text/plain` part (no Content-Type, or `text/plain` with at most an
+/// ASCII-compatible charset parameter), no transfer encoding but 7bit,
+/// 8bit or binary, no Content-Disposition, every header field well formed
+/// and every byte of the message ASCII. Its decoded text is the stored
+/// body byte for byte, so SEARCH BODY/TEXT reads it without taking the
+/// message apart (most of SEARCH TEXT's time over a large mailbox went to
+/// mail-parser building part trees). Any other message, or any doubt:
+/// None, and the full decoding runs.
+fn plain_ascii_body(msg: &[u8], fields: &[Field<'_>]) -> Option<String> {
+    #[cfg(test)]
+    if msg.starts_with(TEST_PANIC) {
+        return None;
+    }
+    if !msg.is_ascii() || msg.contains(&0) {
+        return None;
+    }
+    let (mut content_type, mut encoding) = (None, None);
+    for f in fields {
+        let colon = f.raw.iter().position(|&b| b == b':')?;
+        let name = f.raw.get(..colon)?;
+        if name.is_empty() || !name.iter().all(|b| (0x21..=0x7e).contains(b)) {
+            return None;
+        }
+        let slot = if name.eq_ignore_ascii_case(b"Content-Type") {
+            &mut content_type
+        } else if name.eq_ignore_ascii_case(b"Content-Transfer-Encoding") {
+            &mut encoding
+        } else if name.eq_ignore_ascii_case(b"Content-Disposition") {
+            return None;
+        } else {
+            continue;
+        };
+        if slot.replace(f.value).is_some() {
+            return None; // the same field twice
+        }
+    }
+    if let Some(v) = encoding {
+        let v = unfold(v).to_ascii_lowercase();
+        if !matches!(v.as_slice(), b"7bit" | b"8bit" | b"binary") {
+            return None;
+        }
+    }
+    if let Some(v) = content_type {
+        if !plain_text_type(&unfold(v).to_ascii_lowercase()) {
+            return None;
+        }
+    }
+    let body = clamp(msg, header_end(msg), msg.len());
+    String::from_utf8(body.to_vec()).ok()
+}
+
+/// `text/plain`, optionally `; charset=X` (X quoted or not, one of a few
+/// charsets that map ASCII to itself), nothing else. Lowercase input.
+fn plain_text_type(v: &[u8]) -> bool {
+    let Some(rest) = v.strip_prefix(b"text/plain") else {
+        return false;
+    };
+    let rest = trim(rest);
+    if rest.is_empty() {
+        return true;
+    }
+    let Some(rest) = rest.strip_prefix(b";") else {
+        return false;
+    };
+    let rest = trim(rest);
+    let Some(rest) = rest.strip_prefix(b"charset") else {
+        return false;
+    };
+    let Some(rest) = trim(rest).strip_prefix(b"=") else {
+        return false;
+    };
+    let mut value = trim(rest);
+    if let Some(v) = value.strip_suffix(b";") {
+        value = trim(v);
+    }
+    if let Some(v) = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+    {
+        value = v;
+    }
+    matches!(
+        value,
+        b"us-ascii" | b"utf-8" | b"iso-8859-1" | b"iso-8859-15" | b"windows-1252"
+    )
 }
 
 fn body_text(msg: &Message<'_>, out: &mut String, depth: usize) {

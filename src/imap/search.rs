@@ -285,7 +285,7 @@ impl SearchDoc {
                     (n, v)
                 })
                 .collect(),
-            body: d.body.to_lowercase(),
+            body: lowercase(d.body),
             sent: d.date.and_then(|d| {
                 NaiveDate::from_ymd_opt(i32::from(d.year), u32::from(d.month), u32::from(d.day))
             }),
@@ -478,6 +478,17 @@ fn address_text(v: &str) -> String {
         }
     }
     out
+}
+
+/// Lowercases in place when the text is ASCII (the usual body: no second
+/// copy), else as Unicode does.
+fn lowercase(mut s: String) -> String {
+    if s.is_ascii() {
+        s.make_ascii_lowercase();
+        s
+    } else {
+        s.to_lowercase()
+    }
 }
 
 fn lower(s: &[u8]) -> String {

@@ -986,6 +986,28 @@ impl Inner {
             })
     }
 
+    /// Several messages of one mailbox in one blocking-pool task: one
+    /// owner lookup and one thread hop for the lot. `None` for a message
+    /// that cannot be read (gone, or shorter than its entry).
+    pub async fn read_many(
+        &self,
+        mailbox: MailboxId,
+        metas: Vec<(Uid, u32, u64)>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let (user, partition) = self.mailbox_owner(mailbox).await?;
+        let dir = files::mailbox_dir(&partition, &user, mailbox);
+        tokio::task::spawn_blocking(move || {
+            metas
+                .into_iter()
+                .map(|(uid, offset, size)| {
+                    files::read_message(&files::message_file(&dir, uid), offset, size).ok()
+                })
+                .collect()
+        })
+        .await
+        .map_err(ie)
+    }
+
     pub async fn usage(&self, user: &str) -> Result<Usage> {
         let user = user.to_string();
         self.read_txn(move |txn| {

@@ -481,6 +481,21 @@ impl Store {
         self.inner.read(mailbox, meta).await
     }
 
+    /// Several messages' bytes, in the order of `metas`, read in one
+    /// blocking task (SEARCH over bodies); `None` for a message that
+    /// cannot be read. The caller bounds the total size.
+    pub async fn read_many<'m>(
+        &self,
+        mailbox: MailboxId,
+        metas: impl IntoIterator<Item = &'m MessageMeta>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let list = metas
+            .into_iter()
+            .map(|m| (m.uid, m.offset, m.size))
+            .collect();
+        self.inner.read_many(mailbox, list).await
+    }
+
     /// Usage of a user (for QUOTA and delivery checks).
     pub async fn usage(&self, user: &str) -> Result<Usage> {
         self.inner.usage(user).await

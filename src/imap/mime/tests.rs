@@ -890,3 +890,66 @@ fn issue9_hostile_headers_are_bounded() {
         }
     });
 }
+
+/// SEARCH BODY/TEXT (RFC 9051 6.4.4) reads a plain ASCII text/plain body
+/// as stored; that must be exactly the text mail-parser decodes, for every
+/// header and line-end shape such a message can have. Anything that would
+/// decode differently takes the full path.
+#[test]
+fn rfc9051_6_4_4_plain_ascii_body_is_the_decoded_text() {
+    let headers = [
+        "",
+        "Content-Type: text/plain\r\n",
+        "Content-Type: TEXT/Plain; charset=us-ascii\r\n",
+        "Content-Type: text/plain; charset=\"UTF-8\"\r\n",
+        "Content-Type: text/plain;\r\n charset=iso-8859-1\r\n",
+        "Content-Transfer-Encoding: 7bit\r\n",
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8BIT\r\n",
+        "MIME-Version: 1.0\r\nContent-Transfer-Encoding:  binary \r\n",
+    ];
+    let bodies = [
+        "",
+        "x",
+        "hello world\r\n",
+        "one\r\ntwo\r\n\r\nthree",
+        "trailing blank lines\r\n\r\n\r\n",
+        "lf only\nlines\n",
+        "\r\nstarts with a blank line\r\n",
+        "=3D not decoded =?utf-8?q?x?= as is\r\n",
+        "<b>not html</b> --boundary\r\n-- \r\nsig\r\n",
+        "  leading spaces\ttabs\r\n.\r\n",
+    ];
+    for h in headers {
+        for b in bodies {
+            for sep in ["\r\n", "\n"] {
+                let m = format!("From: a@b\r\nSubject: s\r\n{h}{sep}{b}");
+                let m = m.as_bytes();
+                let fields = fields(clamp(m, 0, header_end(m)));
+                let fast = plain_ascii_body(m, &fields);
+                assert_eq!(fast.as_deref(), Some(decoded_body(m).as_str()), "{m:?}");
+            }
+        }
+    }
+    let not_plain = [
+        "Content-Type: text/html\r\n\r\n<p>x</p>\r\n",
+        "Content-Type: text/plain; charset=utf-16\r\n\r\nx\r\n",
+        "Content-Type: text/plain; format=flowed\r\n\r\nx \r\ny\r\n",
+        "Content-Type: text/plain; charset*=us-ascii''x\r\n\r\nx\r\n",
+        "Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n",
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\na=3Db\r\n",
+        "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+        "Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\ny\r\n",
+        "Content-Disposition: attachment\r\n\r\nx\r\n",
+        "Content-Type: text/plain\r\nContent-Type: text/html\r\n\r\nx\r\n",
+        "Subject: caf\u{e9}\r\n\r\nx\r\n",
+        "\r\nbody caf\u{e9}\r\n",
+        "Bad Header Line\r\n\r\nx\r\n",
+        "X: nul\0\r\n\r\nx\r\n",
+    ];
+    for m in not_plain {
+        let m = format!("From: a@b\r\n{m}");
+        let m = m.as_bytes();
+        let fields = fields(clamp(m, 0, header_end(m)));
+        assert_eq!(plain_ascii_body(m, &fields), None, "{m:?}");
+    }
+}
