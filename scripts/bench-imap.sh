@@ -7,11 +7,20 @@
 #      fetch bodies, store flags, append, expunge, logout),
 #   3. memory per idle logged-in connection: N connections, LOGIN + SELECT
 #      each, server RSS (and PSS, summed over all server processes) before
-#      and while they are open.
+#      and while they are open,
+#   4. with --large N: a mailbox of N messages, filled by MULTIAPPEND with
+#      the same generated messages on both servers, then SELECT, UID FETCH
+#      1:* (FLAGS), SEARCH UNSEEN, SEARCH TEXT, SORT (DATE) and THREAD
+#      REFERENCES, each timed three times (scripts/bench_imap_large.py);
+#      the msgd/Dovecot ratio of the best times is printed per operation.
 # Commands per second and p50/p99 per command come from `msgd stress`.
 #
 #   scripts/bench-imap.sh [--duration SECS] [--clients N] [--idle N]
 #                         [--no-dovecot] [--no-build] [--out FILE]
+#                         [--large N] [--large-only]
+#
+# --large N (default 0: skipped) runs phase 4 with N messages (the issue
+# asks for 100000) after the other phases; --large-only skips phases 1-3.
 #
 # MSGD_BIN overrides the binary (default target/release/msgd, built here);
 # MSGD_ENV adds environment variables for the msgd server process only.
@@ -28,6 +37,8 @@ IDLE=1000
 DOVECOT=1
 BUILD=1
 OUT=""
+LARGE=0
+LARGE_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -36,10 +47,17 @@ while [ $# -gt 0 ]; do
         --no-dovecot) DOVECOT=0; shift ;;
         --no-build) BUILD=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --large) LARGE="$2"; shift 2 ;;
+        --large-only) LARGE_ONLY=1; shift ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "bench-imap: unknown argument $1" >&2; exit 2 ;;
     esac
 done
+
+if [ "$LARGE_ONLY" = 1 ] && [ "$LARGE" -le 0 ]; then
+    echo "bench-imap: --large-only needs --large N" >&2
+    exit 2
+fi
 
 # Many connections need many descriptors, in this shell and its children.
 hard="$(ulimit -Hn)"
@@ -120,11 +138,46 @@ report() { echo "$@" | tee -a "$WORK/summary"; }
 
 USERS_ARG="bench1@example.test:bench-pw-1,bench2@example.test:bench-pw-2"
 
-# run_server NAME PORT PIDFN: the three measurements against one server.
+# run_large NAME PORT: phase 4, the large mailbox (bench1's "large").
+run_large() {
+    local name="$1" port="$2" out="$WORK/$1"
+    mkdir -p "$out"
+    report ""
+    report "=== $name: large mailbox, $LARGE messages"
+    # Bounded: filling is the slow part (Dovecot fsyncs every message).
+    timeout $((LARGE / 10 + 600)) python3 "$root/scripts/bench_imap_large.py" --name "$name" \
+        --port "$port" --user bench1@example.test --password bench-pw-1 \
+        --messages "$LARGE" >"$out/large.txt" 2>"$out/large.err" || \
+        report "$name large: the script failed (exit $?): $(tail -3 "$out/large.err" | tr '\n' ' ')"
+    grep '^#' "$out/large.err" | tee -a "$WORK/summary" || true
+    grep -v '^#' "$out/large.err" | grep 'CHECK FAILED' | tee -a "$WORK/summary" || true
+    tee -a "$WORK/summary" <"$out/large.txt"
+}
+
+# large_ratios: msgd/Dovecot per operation, from the best times (above 1:
+# msgd is slower), with both results so that they can be compared.
+large_ratios() {
+    [ -s "$WORK/msgd/large.txt" ] && [ -s "$WORK/dovecot/large.txt" ] || return 0
+    report ""
+    report "=== large mailbox ($LARGE messages): msgd/Dovecot, best of 3 (below 1: msgd faster)"
+    awk '
+        FNR == NR { best[$3] = $5; res[$3] = $9; next }
+        ($3 in best) {
+            r = ($5 > 0) ? sprintf("%.2f", best[$3] / $5) : "n/a"
+            printf "large ratio %s msgd %s s dovecot %s s ratio %s results %s %s%s\n", $3, best[$3], $5, r, res[$3], $9, (res[$3] == $9) ? "" : " DIFFER"
+        }' "$WORK/msgd/large.txt" "$WORK/dovecot/large.txt" | tee -a "$WORK/summary"
+}
+
+# run_server NAME PORT PIDFN: the three measurements against one server,
+# then the large mailbox (--large).
 run_server() {
     local name="$1" port="$2" pidfn="$3" out
     out="$WORK/$name"
     mkdir -p "$out"
+    if [ "$LARGE_ONLY" = 1 ]; then
+        run_large "$name" "$port"
+        return 0
+    fi
     report ""
     report "=== $name: stress workload, $CLIENTS clients, $DURATION s"
     timeout $((DURATION + 120)) "$MSGD" stress --port "$port" --users "$USERS_ARG" \
@@ -183,6 +236,9 @@ run_server() {
         # server: an upper bound that includes the allocator's growth.
         report "$name per idle connection: steady state RSS $(( (rss1 - rss0) / opened )) kB, PSS $(( (pss1 - pss0) / opened )) kB; from the fresh server RSS $(( (rss1 - rssw) / opened )) kB, PSS $(( (pss1 - pssw) / opened )) kB"
     fi
+    if [ "$LARGE" -gt 0 ]; then
+        run_large "$name" "$port"
+    fi
 }
 
 # ---------------------------------------------------------------- msgd
@@ -222,7 +278,7 @@ msgd_pids() { echo "$MSGD_PID"; }
 {
     echo "bench-imap: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr)"
     echo "bench-imap: msgd $("$MSGD" --version | awk '{print $2}') ($MSGD), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "bench-imap: ${MSGD_ENV:+MSGD_ENV=\"$MSGD_ENV\" }$0 --duration $DURATION --clients $CLIENTS --idle $IDLE$([ "$DOVECOT" = 1 ] || echo ' --no-dovecot')"
+    echo "bench-imap: ${MSGD_ENV:+MSGD_ENV=\"$MSGD_ENV\" }$0 --duration $DURATION --clients $CLIENTS --idle $IDLE$([ "$DOVECOT" = 1 ] || echo ' --no-dovecot')$([ "$LARGE" = 0 ] || echo " --large $LARGE")$([ "$LARGE_ONLY" = 0 ] || echo ' --large-only')"
 } | tee "$WORK/summary"
 
 run_server msgd "$MSGD_PORT" msgd_pids
@@ -307,6 +363,10 @@ EOF
     report "bench-imap: Dovecot $(dovecot --version), maildir, mail_fsync=always, one imap process per connection, same Argon2id password hashes"
     run_server dovecot "$DV_PORT" dv_pids
     kill "$(cat "$d/run/master.pid")" 2>/dev/null || true
+fi
+
+if [ "$LARGE" -gt 0 ]; then
+    large_ratios
 fi
 
 if [ -n "$OUT" ]; then

@@ -293,7 +293,7 @@ def main() -> int:
             failures.append(f"{op}: got {got}, expected {want}")
 
     def report(op: str, best: float, median: float, result) -> None:
-        print(f"large {a.name} {op} best {best:.3f} median {median:.3f} result {result}", flush=True)
+        print(f"large {a.name} {op} best {best:.4f} median {median:.4f} result {result}", flush=True)
 
     # SELECT: a fresh connection each round, only the SELECT is timed.
     sel_times, sel_exists = [], -1
