@@ -986,6 +986,43 @@ impl Inner {
             })
     }
 
+    /// Cached summaries of `uids` (ascending, dense: the span from first
+    /// to last is at most four times their number) by one range scan of
+    /// the summaries table instead of a B-tree descent per message (which
+    /// was half of SORT's time on a large mailbox). In the order of `uids`.
+    pub async fn summaries_scan(
+        &self,
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let (Some(&first), Some(&last)) = (uids.first(), uids.last()) else {
+            return Ok(Vec::new());
+        };
+        self.read_txn(move |txn| {
+            let t = txn.open_table(extra::SUMMARIES).map_err(ie)?;
+            let mut out: Vec<Option<Vec<u8>>> = vec![None; uids.len()];
+            let mut next = 0;
+            for item in t.range((mailbox, first)..=(mailbox, last)).map_err(ie)? {
+                let (k, v) = item.map_err(ie)?;
+                let uid = k.value().1;
+                while uids.get(next).is_some_and(|&u| u < uid) {
+                    next += 1;
+                }
+                if uids.get(next) == Some(&uid) {
+                    if let Some(slot) = out.get_mut(next) {
+                        *slot = Some(v.value().to_vec());
+                    }
+                    next += 1;
+                }
+                if next >= uids.len() {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Several messages of one mailbox in one blocking-pool task: one
     /// owner lookup and one thread hop for the lot. `None` for a message
     /// that cannot be read (gone, or shorter than its entry).

@@ -25,7 +25,7 @@ use super::*;
 /// (mailbox id, uid) -> (email id, thread id; 0: none).
 const OBJECTS: TableDefinition<(u64, u32), (u64, u64)> = TableDefinition::new("object_ids");
 /// (mailbox id, uid) -> summary bytes (the IMAP layer's format).
-const SUMMARIES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("summaries");
+pub(super) const SUMMARIES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("summaries");
 /// (mailbox id, uid) -> PREVIEW text (RFC 8970; the IMAP layer's).
 const PREVIEWS: TableDefinition<(u64, u32), &str> = TableDefinition::new("previews");
 /// (mailbox id, identifier) -> rights letters.

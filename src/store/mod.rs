@@ -596,6 +596,15 @@ impl Store {
         mailbox: MailboxId,
         uids: Vec<Uid>,
     ) -> Result<Vec<Option<Vec<u8>>>> {
+        // Ascending and dense (SORT, THREAD, FETCH of a range): one scan.
+        let ascending = uids.windows(2).all(|w| w[0] < w[1]);
+        let span = match (uids.first(), uids.last()) {
+            (Some(&a), Some(&b)) => u64::from(b - a.min(b)) + 1,
+            _ => 0,
+        };
+        if ascending && span > 0 && span <= 4 * uids.len() as u64 {
+            return self.inner.summaries_scan(mailbox, uids).await;
+        }
         self.inner.summaries(mailbox, uids).await
     }
 
