@@ -489,14 +489,13 @@ impl Session {
             return Vec::new();
         };
         let id = open.view.id;
-        let metas: Vec<(usize, MessageMeta)> = hits
+        let (idx, metas): (Vec<usize>, Vec<MessageMeta>) = hits
             .iter()
             .filter_map(|&i| open.view.msgs.get(i).map(|m| (i, m.meta.clone())))
-            .collect();
-        let only: Vec<MessageMeta> = metas.iter().map(|(_, m)| m.clone()).collect();
-        let sums = self.summaries(id, &only).await;
-        metas
-            .into_iter()
+            .unzip();
+        let sums = self.summaries(id, &metas).await;
+        idx.into_iter()
+            .zip(metas)
             .zip(sums)
             .filter_map(|((i, m), s)| s.map(|s| (i, m, s)))
             .collect()

@@ -64,8 +64,11 @@ impl Selected {
             })
             .collect();
         let mut keywords = BTreeSet::new();
-        for m in &msgs {
-            keywords.extend(m.meta.flags.keywords.iter().cloned());
+        // One copy per distinct keyword, not one per message carrying it.
+        for k in msgs.iter().flat_map(|m| &m.meta.flags.keywords) {
+            if !keywords.contains(k) {
+                keywords.insert(k.clone());
+            }
         }
         Selected {
             id: snap.info.id,

@@ -276,39 +276,40 @@ fn link(nodes: &mut [Node], parent: usize, child: usize) {
 const GONE: usize = usize::MAX;
 
 /// REFERENCES (RFC 5256 3): the JWZ algorithm.
-fn references(items: &[Item<'_>]) -> (Vec<Node>, Vec<usize>) {
+fn references<'a>(items: &[Item<'a>]) -> (Vec<Node>, Vec<usize>) {
     let mut nodes: Vec<Node> = Vec::new();
-    let mut by_id: HashMap<String, usize> = HashMap::new();
-    let mut get = |nodes: &mut Vec<Node>, id: &str| -> usize {
-        *by_id.entry(id.to_string()).or_insert_with(|| {
-            nodes.push(Node::default());
-            nodes.len() - 1
-        })
+    // Ids borrow from the summaries: a lookup allocates nothing, and an
+    // id is copied only for a message without a usable Message-ID.
+    let mut by_id: HashMap<std::borrow::Cow<'a, str>, usize> = HashMap::new();
+    let mut get = |nodes: &mut Vec<Node>, id: std::borrow::Cow<'a, str>| -> usize {
+        if let Some(&n) = by_id.get(id.as_ref()) {
+            return n;
+        }
+        nodes.push(Node::default());
+        by_id.insert(id, nodes.len() - 1);
+        nodes.len() - 1
     };
     // (1) containers and links.
     for (i, item) in items.iter().enumerate() {
         let s = item.summary;
-        let mut id = s.message_id.clone();
+        let id = s.message_id.as_str();
         let mut c = if id.is_empty() {
             None
         } else {
-            Some(get(&mut nodes, &id))
+            Some(get(&mut nodes, id.into()))
         };
         if c.is_some_and(|c| nodes[c].msg.is_some()) {
             c = None; // a duplicate Message-ID: a container of its own
         }
         let c = match c {
             Some(c) => c,
-            None => {
-                id = format!("\0{i}");
-                get(&mut nodes, &id)
-            }
+            None => get(&mut nodes, format!("\0{i}").into()),
         };
         nodes[c].msg = Some(i);
         let mut prev: Option<usize> = None;
         let skip = s.references.len().saturating_sub(MAX_REFERENCES);
         for r in s.references.iter().skip(skip) {
-            let rc = get(&mut nodes, r);
+            let rc = get(&mut nodes, r.as_str().into());
             if let Some(p) = prev {
                 if nodes[rc].parent.is_none() && !is_ancestor(&nodes, rc, p) {
                     link(&mut nodes, p, rc);
