@@ -13,6 +13,11 @@
 //! (`address_text`: quotes dropped, quoted-pairs unescaped), so display
 //! names, comments and groups match in any valid form.
 //!
+//! Cost (issue 12): the session reads the messages a key needs in runs
+//! (`messages::READ_BATCH`); a plain ASCII `text/plain` body is searched as
+//! stored (`mime::decode_for_search` skips mail-parser for it: the decoded
+//! text is the same bytes), any other body is decoded first.
+//!
 //! Bounded (issue 9): the key tree is at most `command::MAX_DEPTH` (64)
 //! levels deep, as the parser refuses deeper input with BAD, so every
 //! recursive walk here is too; sequence and UID sets are merged into
