@@ -1302,6 +1302,56 @@ pub(crate) struct Decoded {
 
 /// Decodes a header value: unfolds and decodes RFC 2047 encoded-words.
 pub(crate) fn decode_header_value(value: &[u8]) -> String {
+    if let Some(plain) = plain_header_value(value) {
+        return plain;
+    }
+    mail_parser_header_value(value)
+}
+
+/// What mail-parser's unstructured parser makes of an ASCII value without
+/// encoded-words (`=?`), without running it: each line trimmed of spaces,
+/// tabs and CRs, empty lines dropped, the rest joined by one space. SEARCH
+/// decodes every header of every message it reads, so this is on the path
+/// of SEARCH TEXT over a large mailbox; a unit test holds it to
+/// mail-parser's answer.
+fn plain_header_value(value: &[u8]) -> Option<String> {
+    if !value.is_ascii() || value.windows(2).any(|w| w == b"=?") {
+        return None;
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while !rest.is_empty() {
+        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (clamp(rest, 0, i), clamp(rest, i + 1, rest.len())),
+            None => (rest, &b""[..]),
+        };
+        // A line end not followed by folding whitespace ends the value.
+        rest = if matches!(next.first(), Some(b' ' | b'\t')) {
+            next
+        } else {
+            b""
+        };
+        let start = line.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\r'));
+        let end = line
+            .iter()
+            .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r'));
+        let (Some(start), Some(end)) = (start, end) else {
+            continue;
+        };
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(std::str::from_utf8(clamp(line, start, end + 1)).ok()?);
+    }
+    if out.is_empty() {
+        // mail-parser found no text: the caller's fallback, as there.
+        return Some(String::from_utf8_lossy(&unfold(value)).into_owned());
+    }
+    Some(out)
+}
+
+/// Header value decoding by mail-parser (encoded-words, any bytes).
+fn mail_parser_header_value(value: &[u8]) -> String {
     let mut v = value.to_vec();
     v.push(b'\n');
     let mut stream = mail_parser::parsers::MessageStream::new(&v);
