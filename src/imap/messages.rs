@@ -436,8 +436,9 @@ impl Session {
         ))
     }
 
-    /// Summaries of messages: from the store's cache, computed (and
-    /// cached) for the rest. `None` for a message that cannot be read.
+    /// Summaries of messages for SORT and THREAD: from the store's cache
+    /// (keys only, `Summary::keys_from_bytes`: no FETCH items), computed
+    /// (and cached) for the rest. `None` for a message that cannot be read.
     pub(crate) async fn summaries(
         &mut self,
         mailbox: MailboxId,
@@ -453,7 +454,7 @@ impl Session {
                 .unwrap_or_else(|_| vec![None; chunk.len()]);
             let mut fresh = Vec::new();
             for (meta, c) in chunk.iter().zip(cached) {
-                if let Some(s) = c.as_deref().and_then(Summary::from_bytes) {
+                if let Some(s) = c.as_deref().and_then(Summary::keys_from_bytes) {
                     out.push(Some(s));
                     continue;
                 }

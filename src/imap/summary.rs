@@ -117,6 +117,51 @@ impl Summary {
             _ => None,
         }
     }
+
+    /// A cached record's sort and thread keys (RFC 5256) only: the FETCH
+    /// items (`envelope`, `body`, `bodystructure`) are left empty, skipped
+    /// in place rather than copied. SORT and THREAD over a large mailbox
+    /// decode one record per message and never send those items.
+    pub fn keys_from_bytes(b: &[u8]) -> Option<Summary> {
+        #[derive(Deserialize)]
+        struct Keys<'a> {
+            #[serde(borrow)]
+            _envelope: &'a [u8],
+            #[serde(borrow)]
+            _body: &'a [u8],
+            #[serde(borrow)]
+            _bodystructure: &'a [u8],
+            sent: Option<i64>,
+            subject: String,
+            from: String,
+            to: String,
+            cc: String,
+            display_from: String,
+            display_to: String,
+            message_id: String,
+            references: Vec<String>,
+            is_reply: bool,
+        }
+        let (&VERSION, rest) = b.split_first()? else {
+            return None;
+        };
+        let k: Keys<'_> = postcard::from_bytes(rest).ok()?;
+        Some(Summary {
+            envelope: Vec::new(),
+            body: Vec::new(),
+            bodystructure: Vec::new(),
+            sent: k.sent,
+            subject: k.subject,
+            from: k.from,
+            to: k.to,
+            cc: k.cc,
+            display_from: k.display_from,
+            display_to: k.display_to,
+            message_id: k.message_id,
+            references: k.references,
+            is_reply: k.is_reply,
+        })
+    }
 }
 
 /// The byte fields as one byte string rather than a sequence of `u8`.
@@ -385,8 +430,17 @@ mod tests {
         assert_eq!(s.display_from, "bob b");
         assert_eq!(s.message_id, "a@b");
         assert_eq!(s.references, vec!["x@y", "z@w"]);
-        assert_eq!(Summary::from_bytes(&s.to_bytes()), Some(s));
+        assert_eq!(Summary::from_bytes(&s.to_bytes()), Some(s.clone()));
         assert_eq!(Summary::from_bytes(b"\x09junk"), None);
+        let keys = Summary {
+            envelope: Vec::new(),
+            body: Vec::new(),
+            bodystructure: Vec::new(),
+            ..s.clone()
+        };
+        assert_eq!(Summary::keys_from_bytes(&s.to_bytes()), Some(keys));
+        assert_eq!(Summary::keys_from_bytes(b"\x09junk"), None);
+        assert_eq!(Summary::keys_from_bytes(&s.to_bytes()[..20]), None);
     }
 
     /// The byte fields are written as byte strings; a record written when
