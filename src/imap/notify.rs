@@ -571,7 +571,7 @@ impl Session {
         };
         let n = Notify::new(spec, user_watch, &list);
         if n.spec.status {
-            let selected = self.sel.as_ref().map(|o| o.view.id);
+            let selected = self.state.open().map(|o| o.view.id);
             for info in n.initial_status(&list, selected) {
                 let line = self.notify_status_line(info);
                 self.write(&line);
@@ -604,7 +604,7 @@ impl Session {
         let mut selected = None;
         if let (Some(n), true) = (self.notify.as_ref(), between_commands) {
             user = Some(n.user_watch.clone());
-            if let Some(open) = self.sel.as_ref() {
+            if let Some(open) = self.state.open() {
                 let events = self.notify_selected_events();
                 if events.is_some_and(|(e, _)| e.message()) && !n.hold_selected {
                     selected = Some(open.watch.clone());
@@ -659,7 +659,7 @@ impl Session {
     /// of the first group covering it; and whether expunges wait.
     fn notify_selected_events(&self) -> Option<(Events, bool)> {
         let n = self.notify.as_ref()?;
-        let open = self.sel.as_ref()?;
+        let open = self.state.open()?;
         if let Some(e) = n.spec.selected() {
             return Some(e);
         }
@@ -674,8 +674,8 @@ impl Session {
             return Ok(());
         }
         let selected_changed = self
-            .sel
-            .as_ref()
+            .state
+            .open()
             .is_some_and(|o| o.watch.has_changed().unwrap_or(false));
         if let (true, Some((events, delayed))) = (selected_changed, self.notify_selected_events()) {
             let held = self.notify.as_ref().is_some_and(|n| n.hold_selected);
@@ -684,7 +684,7 @@ impl Session {
                 if delayed {
                     // SELECTED-DELAYED (5.1): no EXPUNGE between commands;
                     // everything waits for the next command.
-                    if let Some(open) = self.sel.as_ref() {
+                    if let Some(open) = self.state.open() {
                         let (id, modseq) = (open.view.id, open.view.modseq);
                         hold = match self.store().changes(id, modseq).await {
                             Ok(c) => !c.expunged.is_empty(),
@@ -723,7 +723,7 @@ impl Session {
     /// MessageNew with fetch attributes (5.2): a FETCH of the messages the
     /// view gained since the last call.
     pub(crate) async fn notify_fetch_new(&mut self) {
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             self.notify_seen = None;
             return;
         };
@@ -782,7 +782,7 @@ impl Session {
                 return;
             }
         };
-        let selected = self.sel.as_ref().map(|o| o.view.id);
+        let selected = self.state.open().map(|o| o.view.id);
         let Some(n) = self.notify.as_mut() else {
             return;
         };
