@@ -51,6 +51,8 @@ mod tests;
 #[cfg(test)]
 mod tests_append;
 #[cfg(test)]
+mod tests_core;
+#[cfg(test)]
 mod tests_ext;
 #[cfg(test)]
 mod tests_fix;
