@@ -73,10 +73,28 @@ const FLUSH_AT: usize = 256 * 1024;
 /// `FLUSH_AT`, at most ~512 KiB per session beside `out`.
 pub(crate) const OUTPUT_CHUNKS: usize = 1;
 
-/// The tagged status line of a command.
+/// The result of a command (RFC 9051 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Ok,
+    No,
+    Bad,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::No => "NO",
+            Status::Bad => "BAD",
+        }
+    }
+}
+
+/// The tagged status line of a command: status, response code, text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reply {
-    pub status: &'static str,
+    pub status: Status,
     pub code: Option<String>,
     pub text: String,
 }
@@ -84,28 +102,28 @@ pub(crate) struct Reply {
 impl Reply {
     pub fn ok(text: &str) -> Reply {
         Reply {
-            status: "OK",
+            status: Status::Ok,
             code: None,
             text: text.into(),
         }
     }
     pub fn ok_code(code: impl Into<String>, text: &str) -> Reply {
         Reply {
-            status: "OK",
+            status: Status::Ok,
             code: Some(code.into()),
             text: text.into(),
         }
     }
     pub fn no(code: Option<&str>, text: &str) -> Reply {
         Reply {
-            status: "NO",
+            status: Status::No,
             code: code.map(String::from),
             text: text.into(),
         }
     }
     pub fn bad(text: &str) -> Reply {
         Reply {
-            status: "BAD",
+            status: Status::Bad,
             code: None,
             text: text.into(),
         }
@@ -117,8 +135,8 @@ impl Reply {
     /// The status line, CRLF included.
     fn line(&self, tag: &str) -> String {
         match &self.code {
-            Some(code) => format!("{tag} {} [{code}] {}\r\n", self.status, self.text),
-            None => format!("{tag} {} {}\r\n", self.status, self.text),
+            Some(code) => format!("{tag} {} [{code}] {}\r\n", self.status.as_str(), self.text),
+            None => format!("{tag} {} {}\r\n", self.status.as_str(), self.text),
         }
     }
 }
@@ -749,12 +767,12 @@ impl Session {
     /// Ends a command: the selected mailbox's changes where allowed, NOTIFY
     /// events, the tagged status line.
     async fn finish(&mut self, tag: &str, reply: Reply, may_sync: bool) {
-        if may_sync && reply.status != "BAD" && !self.closing() {
+        if may_sync && reply.status != Status::Bad && !self.closing() {
             self.sync(false).await;
         }
         self.notify_after_command(may_sync).await;
         self.write(&reply.line(tag));
-        if reply.status == "BAD" {
+        if reply.status == Status::Bad {
             self.count_bad();
         }
     }
@@ -1152,7 +1170,7 @@ impl Session {
         let Some(open) = self.state.open() else {
             return reply;
         };
-        if before != Some(false) || !open.view.condstore || reply.status != "OK" {
+        if before != Some(false) || !open.view.condstore || reply.status != Status::Ok {
             return reply;
         }
         let code = format!("HIGHESTMODSEQ {}", open.view.modseq.max(1));
