@@ -330,3 +330,113 @@ async fn rfc9051_6_2_1_starttls_is_an_effect_and_drops_pipelined_input() {
     let (_, out) = c.feed(b"c CAPABILITY\r\n").await;
     assert!(!out.contains("STARTTLS"), "{out}");
 }
+
+/// Output with every word that holds a digit replaced: UIDs, modseqs,
+/// ids and dates move between runs of the same script; the responses'
+/// shape must not.
+fn shape(out: &str) -> String {
+    let mut s = String::with_capacity(out.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, s: &mut String| {
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            s.push('N');
+        } else {
+            s.push_str(word);
+        }
+        word.clear();
+    };
+    for ch in out.chars() {
+        if ch.is_ascii_alphanumeric() {
+            word.push(ch);
+        } else {
+            flush(&mut word, &mut s);
+            s.push(ch);
+        }
+    }
+    flush(&mut word, &mut s);
+    s
+}
+
+/// Every command of the selected and authenticated states, each in a
+/// script that leaves the mailbox as it found it, split at every byte:
+/// the same responses (up to numbers) as when the script comes whole.
+#[tokio::test]
+async fn rfc9051_every_command_split_at_every_byte() {
+    let h = harness();
+    let mut c = Core::logged_in(&h).await;
+    let msg = "From: a@example.com\r\nSubject: core\r\nMessage-ID: <1@x>\r\n\r\nbody word\r\n";
+    let n = msg.len();
+    let (_, out) = c
+        .feed(format!("a APPEND INBOX {{{n}+}}\r\n{msg} {{{n}+}}\r\n{msg}\r\n").as_bytes())
+        .await;
+    assert!(out.contains("a OK [APPENDUID"), "{out}");
+    let (_, out) = c.feed(b"s SELECT INBOX\r\n").await;
+    assert!(out.contains("* 2 EXISTS"), "{out}");
+    let scripts: Vec<String> = vec![
+        "x1 EXAMINE INBOX\r\nx2 SELECT INBOX\r\n".into(),
+        "c1 CREATE Tmp\r\nc2 RENAME Tmp Tmp2\r\nc3 DELETE Tmp2\r\n".into(),
+        "b1 SUBSCRIBE INBOX\r\nb2 LSUB \"\" *\r\nb3 UNSUBSCRIBE INBOX\r\n".into(),
+        "l1 LIST (SUBSCRIBED) \"\" * RETURN (CHILDREN STATUS (MESSAGES))\r\n".into(),
+        "q1 GETQUOTAROOT INBOX\r\nq2 GETQUOTA \"\"\r\nq3 SETQUOTA \"\" (STORAGE 1)\r\n".into(),
+        "r1 GETACL INBOX\r\nr2 MYRIGHTS INBOX\r\nr3 LISTRIGHTS INBOX carol@example.com\r\n".into(),
+        "r4 SETACL INBOX carol@example.com lr\r\nr5 DELETEACL INBOX carol@example.com\r\n".into(),
+        "m1 SETMETADATA INBOX (/private/comment \"hi\")\r\nm2 GETMETADATA INBOX (/private/comment)\r\nm3 SETMETADATA INBOX (/private/comment NIL)\r\n".into(),
+        "i1 ID (\"name\" \"test\")\r\ni2 NAMESPACE\r\ni3 CAPABILITY\r\ni4 NOOP\r\ni5 CHECK\r\n".into(),
+        "f1 FETCH 1:* (UID FLAGS ENVELOPE BODYSTRUCTURE INTERNALDATE)\r\nf2 UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BINARY.PEEK[1] PREVIEW)\r\n".into(),
+        "f3 FETCH 1 (MODSEQ EMAILID THREADID)\r\n".into(),
+        "t1 STORE 1:2 +FLAGS ($Label1)\r\nt2 UID STORE 1:* -FLAGS.SILENT ($Label1)\r\n".into(),
+        "e1 SEARCH RETURN (MIN MAX COUNT) TEXT word\r\ne2 UID SEARCH OR FROM a@example.com SUBJECT core\r\n".into(),
+        "o1 SORT (SUBJECT DATE) UTF-8 ALL\r\no2 UID SORT RETURN (COUNT) (REVERSE ARRIVAL) UTF-8 ALL\r\no3 THREAD REFERENCES UTF-8 ALL\r\n".into(),
+        "u1 SEARCH RETURN (UPDATE) SUBJECT core\r\nu2 CANCELUPDATE \"u1\"\r\n".into(),
+        "p1 COPY 1 INBOX\r\np2 UID EXPUNGE 1000000\r\np3 STORE 3 +FLAGS.SILENT (\\Deleted)\r\np4 EXPUNGE\r\n".into(),
+        "v1 UID MOVE 1:* Junk\r\nv2 SELECT Junk\r\nv3 MOVE 1:* INBOX\r\nv4 SELECT INBOX\r\n".into(),
+        "n1 NOTIFY SET (selected (MessageNew MessageExpunge)) (personal (MailboxName))\r\nn2 NOTIFY NONE\r\n".into(),
+        "g1 GENURLAUTH \"imap://alice%40example.com@localhost/INBOX/;UIDVALIDITY=1/;UID=1;URLAUTH=user+alice%40example.com\" INTERNAL\r\ng2 RESETKEY INBOX\r\ng3 URLFETCH \"imap://localhost/INBOX/;UID=1\"\r\n".into(),
+        format!("h1 APPEND Drafts (\\Draft) {{{n}+}}\r\n{msg}\r\nh2 SELECT Drafts\r\nh3 REPLACE 1 Drafts {{{n}+}}\r\n{msg}\r\nh4 STORE 1 +FLAGS.SILENT (\\Deleted)\r\nh5 CLOSE\r\nh6 SELECT INBOX\r\n"),
+        "k1 APPEND Drafts CATENATE (TEXT {4+}\r\nab\r\n)\r\nk2 SELECT Drafts\r\nk3 STORE 1:* +FLAGS.SILENT (\\Deleted)\r\nk4 UNSELECT\r\nk5 SELECT Drafts\r\nk6 EXPUNGE\r\nk7 SELECT INBOX\r\n".into(),
+    ];
+    for script in &scripts {
+        let bytes = script.as_bytes();
+        // Twice whole: the second run is the steady state.
+        c.feed(bytes).await;
+        let (next, reference) = c.feed(bytes).await;
+        assert_eq!(next, Next::Read, "{script}");
+        assert!(!reference.contains(" BAD "), "{script}\n{reference}");
+        for at in 1..bytes.len() {
+            let (n, out) = c.feed_split(bytes, at).await;
+            assert_eq!(n, Next::Read, "{script} split at {at}");
+            assert_eq!(shape(&out), shape(&reference), "{script} split at {at}");
+        }
+    }
+}
+
+/// RFC 4978 (COMPRESS is an effect after the tagged OK) and RFC 8437
+/// (UNAUTHENTICATE takes the session back to not authenticated: selected
+/// commands are refused as before login, LOGIN works again).
+#[tokio::test]
+async fn rfc4978_compress_effect_and_rfc8437_unauthenticate_state() {
+    let h = harness();
+    let mut c = Core::logged_in(&h).await;
+    let (next, out) = c
+        .feed(b"s SELECT INBOX\r\nu UNAUTHENTICATE\r\nf FETCH 1 FLAGS\r\n")
+        .await;
+    assert_eq!(next, Next::Read);
+    assert!(out.contains("u OK [CAPABILITY"), "{out}");
+    assert!(
+        out.ends_with("f BAD Command not valid before login\r\n"),
+        "{out}"
+    );
+    let (_, out) = c
+        .feed(format!("l LOGIN {USER} {PASS}\r\n").as_bytes())
+        .await;
+    assert!(out.contains("l OK"), "{out}");
+    let (next, out) = c.feed(b"z COMPRESS DEFLATE\r\n").await;
+    assert_eq!(next, Next::Compress);
+    assert_eq!(out, "z OK DEFLATE active\r\n");
+    c.s.compression_started();
+    let (_, out) = c.feed(b"y COMPRESS DEFLATE\r\n").await;
+    assert_eq!(
+        out,
+        "y NO [COMPRESSIONACTIVE] Compression is already active\r\n"
+    );
+}
