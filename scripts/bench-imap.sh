@@ -5,7 +5,7 @@
 #      IDLE/SEARCH/NOOP on shared mailboxes, every response checked),
 #   2. `msgd stress --workload sessions` (login, select, fetch headers,
 #      fetch bodies, store flags, append, expunge, logout),
-#   3. memory per idle logged-in connection: N connections, LOGIN + SELECT
+#   3. memory per idle logged-in connection: N connections, LOGIN + SELECT + IDLE
 #      each, server RSS (and PSS, summed over all server processes) before
 #      and while they are open.
 # Commands per second and p50/p99 per command come from `msgd stress`.
@@ -138,7 +138,7 @@ run_server() {
     grep -v '^    [CS]: ' "$out/sessions.txt" | tee -a "$WORK/summary"
 
     report ""
-    report "=== $name: $IDLE idle connections (LOGIN + SELECT INBOX each)"
+    report "=== $name: $IDLE idle connections (LOGIN + SELECT INBOX + IDLE each)"
     local before after first hold=$((IDLE / 20 + 30))
     sleep 1
     # shellcheck disable=SC2046

@@ -12,7 +12,7 @@
 //!   nothing waits on a dead peer beyond `limits.write_timeout` (the
 //!   connection's write deadline).
 //! - Reads are small while the client is quiet (an idle connection holds
-//!   4 KiB, not 64) and grow while they come back full (APPEND literals).
+//!   1 KiB, not 64) and grow while they come back full (APPEND literals).
 
 use std::future::Future;
 use std::io;
@@ -27,7 +27,7 @@ use crate::services::Services;
 
 use super::session::{Input, Next, Session};
 
-const READ_MIN: usize = 4 * 1024;
+const READ_MIN: usize = 1024;
 const READ_MAX: usize = 64 * 1024;
 
 /// Serves one IMAP connection to its end.

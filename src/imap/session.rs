@@ -552,6 +552,8 @@ impl Session {
                 return self.close();
             }
         }
+        // Waiting costs no input buffers.
+        self.framer.release();
         Next::Read
     }
 
