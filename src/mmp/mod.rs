@@ -159,9 +159,7 @@ pub(crate) fn sasl_plain(raw: &[u8]) -> Result<(String, String), SaslError> {
 /// Delay before answering the `failures`-th failed login: base, 2x, 4x,
 /// capped at 8 s (or at base, if base is larger).
 pub(crate) fn auth_delay(base: Duration, failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    base.saturating_mul(1u32 << exp)
-        .min(Duration::from_secs(8).max(base))
+    crate::pop3::auth::delay_after(base, failures)
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address into
