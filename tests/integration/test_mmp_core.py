@@ -1,6 +1,10 @@
-"""UNAUTHENTICATE (RFC 8437) through a real mmp: the client's login lives on
-the mmp, so the mmp never relays UNAUTHENTICATE to the store and never
-advertises it, even when the store behind it would offer it.
+"""The mmp and the store behind it, issue 10's leftovers:
+
+- UNAUTHENTICATE (RFC 8437) through a real mmp: the client's login lives on
+  the mmp, so the mmp never relays UNAUTHENTICATE to the store and never
+  advertises it, even when the store behind it would offer it.
+- POP3 AUTHORIZATION: the store and the mmp run one core
+  (`src/pop3/auth.rs`), so the same dialogue gets the same answers.
 
 Layout (loopback, free ports): a private slapd, one `msgd --role store`
 (store1.test) and one `msgd --role mmp` in `credentials` mode with
@@ -11,6 +15,7 @@ mmp has to hide.
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import os
 import shutil
@@ -29,7 +34,7 @@ def nodes():
     pki = Pki(root / "pki")
     ldap = Ldap(root / "ldap", extra_ldif=EXTRA_LDIF)
     store = Node(root / "store1", "store", "store1.test", ldap, store_toml("store1.test", pki),
-                 listeners=("lmtp", "imap"))
+                 listeners=("lmtp", "imap", "pop3"))
     cert, key = pki.server("mmp.test")
     mmp_toml = textwrap.dedent(f"""
         [tls]
@@ -40,8 +45,8 @@ def nodes():
         login_mode = "credentials"
         backend_tls = "none"
         backend_id = false
-        """) + backends_toml("", [store], "imap", "imap")
-    mmp = Node(root / "mmp", "mmp", "mmp.test", ldap, mmp_toml, cache_ttl=0, listeners=("imap",))
+        """) + backends_toml("", [store], "imap", "pop3")
+    mmp = Node(root / "mmp", "mmp", "mmp.test", ldap, mmp_toml, cache_ttl=0, listeners=("imap", "pop3"))
     started = []
     try:
         ldap.start()
@@ -140,3 +145,61 @@ def test_rfc7888_synchronizing_literal_append_through_mmp(nodes):
         pytest.fail(f"through the mmp: {e}\n{mmp.log(200)}", pytrace=False)
     finally:
         logout(m)
+
+
+def pop3_dialogue(port: int, source: str) -> list[str]:
+    """The same AUTHORIZATION dialogue, answers as text (multi-line ones
+    joined)."""
+    plain = lambda authz, authc, pw: base64.b64encode(f"{authz}\0{authc}\0{pw}".encode()).decode()
+    steps = [
+        ("CAPA", True),
+        ("NOOP", False),
+        ("PASS x", False),
+        ("AUTH", True),
+        ("AUTH CRAM-MD5", False),
+        (f"AUTH PLAIN {plain('bob@example.test', ALICE, 'pw')}", False),
+        (f"USER {ALICE}", False),
+        ("PASS wrong", False),
+        (f"USER {ALICE}", False),
+        (f"PASS {PASSWORDS[ALICE]}", False),
+        ("STAT", False),
+        ("QUIT", False),
+    ]
+    out = []
+    with Raw(port, source=source) as c:
+        assert c.readline().startswith(b"+OK"), "greeting"
+        for line, multi in steps:
+            c.send(line.encode() + b"\r\n")
+            first = c.readline().decode()
+            lines = [first]
+            if multi and first.startswith("+OK"):
+                while lines[-1] != ".\r\n":
+                    lines.append(c.readline().decode())
+            out.append("".join(lines))
+    return out
+
+
+def test_rfc2449_rfc3206_pop3_authorization_same_on_store_and_mmp(nodes):
+    store, mmp = nodes
+    direct = pop3_dialogue(store.ports["pop3"], "127.0.0.1")
+    proxied = pop3_dialogue(mmp.ports["pop3"], CLIENT_IP)
+    # CAPA: the store adds its TRANSACTION commands and names itself.
+    assert direct[0] == (
+        "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nSASL PLAIN\r\n"
+        "RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\nIMPLEMENTATION msgd\r\n.\r\n"
+    ), direct[0]
+    assert proxied[0] == direct[0].replace("TOP\r\nUIDL\r\n", "").replace("msgd\r\n", "msgd-mmp\r\n")
+    # Everything else, word for word (the mmp passes the store's +OK on).
+    assert proxied[1:-1] == direct[1:-1], (proxied, direct)
+    assert direct[1:8] == [
+        "-ERR command not valid in this state\r\n",
+        "-ERR USER first\r\n",
+        "+OK\r\nPLAIN\r\n.\r\n",
+        "-ERR unsupported authentication mechanism\r\n",
+        "-ERR [AUTH] not authorized to act as that user\r\n",
+        "+OK send PASS\r\n",
+        "-ERR [AUTH] Authentication failed\r\n",
+    ], direct
+    assert direct[9].startswith("+OK maildrop has "), direct
+    assert direct[10].startswith("+OK "), direct
+    assert direct[11] == "+OK msgd POP3 server signing off\r\n"
