@@ -2,12 +2,15 @@
 //! the part of each protocol before login itself, checks the password
 //! against the directory, finds the user's store from `mailHost`, logs in
 //! there on the user's behalf, and from then on relays bytes both ways
-//! without parsing them.
+//! (IMAP through a small filter: UNAUTHENTICATE stays with the mmp,
+//! RFC 8437).
 //!
 //! Layers: `framer` (IMAP lines + literals: an adapter over the one IMAP
 //! framer, `crate::imap::framer`) -> `imap` / `pop3` (synchronous
-//! pre-login session cores, no I/O) -> `driver` (async: reads, writes,
-//! directory, TLS, `backend` login) -> `relay` (byte pump).
+//! pre-login session cores, no I/O; POP3's AUTHORIZATION is the store's
+//! own core, `crate::pop3::auth`) -> `driver` (async: reads, writes,
+//! directory, TLS, `backend` login) -> `relay` (byte pump; IMAP through
+//! `imap::RelayFilter`).
 //!
 //! Invariants:
 //! - No state survives a connection except the failed-login counters

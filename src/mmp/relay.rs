@@ -1,6 +1,10 @@
-//! Relays bytes between a client and its store after login, without
-//! parsing them, until either side closes, the session idles out, or the
-//! server shuts down.
+//! Relays bytes between a client and its store after login until either
+//! side closes, the session idles out, or the server shuts down. POP3
+//! bytes pass unread; IMAP goes through [`RelayFilter`] both ways (the
+//! mmp answers UNAUTHENTICATE itself and hides it from capabilities,
+//! RFC 8437; see `imap.rs`), which holds at most a line's first 256 bytes
+//! and never a literal. The mmp's own replies go to the client between two
+//! store responses.
 //!
 //! Memory per idle session stays small: each direction reads into a
 //! 512-byte buffer inside the task and only switches to a 16 KiB heap
