@@ -507,7 +507,7 @@ impl RelayFilter {
     }
 
     /// Client input: appends what goes on to the store to `to_store`.
-    pub fn from_client(&mut self, mut data: &[u8], to_store: &mut Vec<u8>) {
+    pub fn client_input(&mut self, mut data: &[u8], to_store: &mut Vec<u8>) {
         while !data.is_empty() {
             match self.up {
                 Up::Raw => {
@@ -608,7 +608,7 @@ impl RelayFilter {
 
     /// Store output: appends what goes on to the client to `to_client`
     /// (with the mmp's own replies, between responses).
-    pub fn from_store(&mut self, mut data: &[u8], to_client: &mut Vec<u8>) {
+    pub fn store_output(&mut self, mut data: &[u8], to_client: &mut Vec<u8>) {
         self.flush_replies(to_client);
         while !data.is_empty() {
             match self.down {
@@ -1067,10 +1067,10 @@ mod tests {
     fn filtered(client: &[u8], store: &[u8], i: usize, j: usize) -> (Vec<u8>, Vec<u8>) {
         let mut f = RelayFilter::new();
         let (mut up, mut down) = (Vec::new(), Vec::new());
-        f.from_client(&client[..i], &mut up);
-        f.from_client(&client[i..], &mut up);
-        f.from_store(&store[..j], &mut down);
-        f.from_store(&store[j..], &mut down);
+        f.client_input(&client[..i], &mut up);
+        f.client_input(&client[i..], &mut up);
+        f.store_output(&store[..j], &mut down);
+        f.store_output(&store[j..], &mut down);
         f.flush_replies(&mut down);
         (up, down)
     }
@@ -1163,12 +1163,12 @@ mod tests {
     fn rfc4978_after_compress_both_directions_pass_unread() {
         let mut f = RelayFilter::new();
         let (mut up, mut down) = (Vec::new(), Vec::new());
-        f.from_client(b"z COMPRESS DEFLATE\r\n", &mut up);
-        f.from_store(
+        f.client_input(b"z COMPRESS DEFLATE\r\n", &mut up);
+        f.store_output(
             b"z OK DEFLATE active\r\n\x01* CAPABILITY UNAUTHENTICATE\r\n",
             &mut down,
         );
-        f.from_client(b"q UNAUTHENTICATE\r\n{5}\r\n", &mut up);
+        f.client_input(b"q UNAUTHENTICATE\r\n{5}\r\n", &mut up);
         assert_eq!(up, b"z COMPRESS DEFLATE\r\nq UNAUTHENTICATE\r\n{5}\r\n");
         assert_eq!(
             down,
@@ -1177,9 +1177,9 @@ mod tests {
         // A refused COMPRESS changes nothing.
         let mut f = RelayFilter::new();
         let (mut up, mut down) = (Vec::new(), Vec::new());
-        f.from_client(b"z COMPRESS DEFLATE\r\n", &mut up);
-        f.from_store(b"z NO [COMPRESSIONACTIVE] no\r\n", &mut down);
-        f.from_client(b"q UNAUTHENTICATE\r\n", &mut up);
+        f.client_input(b"z COMPRESS DEFLATE\r\n", &mut up);
+        f.store_output(b"z NO [COMPRESSIONACTIVE] no\r\n", &mut down);
+        f.client_input(b"q UNAUTHENTICATE\r\n", &mut up);
         f.flush_replies(&mut down);
         assert_eq!(up, b"z COMPRESS DEFLATE\r\n");
         assert!(down.ends_with(b"q BAD UNAUTHENTICATE is not available here\r\n"));
@@ -1190,19 +1190,19 @@ mod tests {
         let mut f = RelayFilter::new();
         let mut up = Vec::new();
         let long = vec![b'x'; 100_000];
-        f.from_client(b"a SEARCH TEXT ", &mut up);
-        f.from_client(&long, &mut up);
+        f.client_input(b"a SEARCH TEXT ", &mut up);
+        f.client_input(&long, &mut up);
         assert!(up.len() >= 100_000 + 14 - TAIL, "{}", up.len());
         let mut down = Vec::new();
-        f.from_store(b"* 1 FETCH (X ", &mut down);
-        f.from_store(&long, &mut down);
+        f.store_output(b"* 1 FETCH (X ", &mut down);
+        f.store_output(&long, &mut down);
         assert!(down.len() >= 100_000 + 13 - TAIL);
         // A capability line beyond the limit passes as it is.
         let mut f = RelayFilter::new();
         let mut down = Vec::new();
-        f.from_store(b"* CAPABILITY UNAUTHENTICATE ", &mut down);
-        f.from_store(&long, &mut down);
-        f.from_store(b"\r\n", &mut down);
+        f.store_output(b"* CAPABILITY UNAUTHENTICATE ", &mut down);
+        f.store_output(&long, &mut down);
+        f.store_output(b"\r\n", &mut down);
         assert_eq!(down.len(), 28 + 100_000 + 2);
     }
 

@@ -217,8 +217,8 @@ where
             let wake = {
                 let mut f = shared.filter();
                 match dir {
-                    Dir::ToStore => f.from_client(data, &mut out),
-                    Dir::ToClient => f.from_store(data, &mut out),
+                    Dir::ToStore => f.client_input(data, &mut out),
+                    Dir::ToClient => f.store_output(data, &mut out),
                 }
                 dir == Dir::ToStore && f.has_replies()
             };
@@ -282,8 +282,8 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
     match &shared {
         Some(s) => {
             let mut f = s.filter();
-            f.from_client(&opts.pipelined, &mut to_store);
-            f.from_store(&opts.store_rest, &mut to_client);
+            f.client_input(&opts.pipelined, &mut to_store);
+            f.store_output(&opts.store_rest, &mut to_client);
             f.flush_replies(&mut to_client);
         }
         None => {
