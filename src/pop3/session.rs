@@ -1,7 +1,9 @@
 //! The POP3 session core: a synchronous state machine (RFC 1939 states
 //! AUTHORIZATION, TRANSACTION, UPDATE) that turns input lines into
 //! [`Action`]s. It does no I/O: the driver performs the effects
-//! (directory, store, TLS) and reports their outcome back.
+//! (directory, store, TLS) and reports their outcome back. AUTHORIZATION
+//! is the core shared with the mmp (`super::auth`); here a login opens the
+//! maildrop, and the bad-command count runs on into TRANSACTION.
 //!
 //! Invariants:
 //! - One command at a time: after an effect-bearing action the driver calls
