@@ -56,7 +56,7 @@ pub const MIN_LINE: usize = 64 * 1024;
 
 /// How many trailing bytes of a line can hold a literal announcement:
 /// `~{` 19 digits `+}` CRLF is 25.
-const TAIL: usize = 32;
+pub(crate) const TAIL: usize = 32;
 
 /// Which way the framed bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -721,17 +721,17 @@ fn tail_of(line: &[u8]) -> &[u8] {
 
 /// A literal announced at the end of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Announce {
+pub(crate) struct Announce {
     /// None: not a number64 (more than 19 digits, or above 2^63 - 1).
-    len: Option<u64>,
+    pub len: Option<u64>,
     /// `{n}` rather than `{n+}`.
-    sync: bool,
+    pub sync: bool,
 }
 
 /// `{n}`, `{n+}`, `~{n}` or `~{n+}` at the end of a line (before CRLF or
 /// LF). Only the last `TAIL` bytes count, so the answer is the same for a
 /// line kept whole and one being dropped.
-fn literal_announcement(line: &[u8]) -> Option<Announce> {
+pub(crate) fn literal_announcement(line: &[u8]) -> Option<Announce> {
     let l = tail_of(line);
     let l = l.strip_suffix(b"\n")?;
     let l = l.strip_suffix(b"\r").unwrap_or(l);

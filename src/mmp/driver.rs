@@ -176,23 +176,15 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         }
         PreEnd::Proxy(b, pipelined) => (b, pipelined),
     };
-    let Some(mut client) = d.conn.take() else {
+    let Some(client) = d.conn.take() else {
         return;
     };
     let Backend {
-        conn: mut store,
+        conn: store,
         rest,
         addr,
         ..
     } = *backend;
-    // What the store said after its login answer goes to the client, what
-    // the client pipelined after its login command goes to the store.
-    if !rest.is_empty() && client.write_all(&rest).await.is_err() {
-        return;
-    }
-    if !pipelined.is_empty() && store.write_all(&pipelined).await.is_err() {
-        return;
-    }
     let Driver {
         env,
         user,
@@ -204,6 +196,10 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         shutdown: env.shutdown.clone(),
         goodbye: (proto == Proto::Imap).then_some(shutdown_line(Proto::Imap)),
         imap: proto == Proto::Imap,
+        // What the store said after its login answer goes to the client,
+        // what the client pipelined after its login command to the store.
+        pipelined,
+        store_rest: rest,
     };
     drop(env);
     let (end, counts) = Box::pin(relay::relay(client, store, opts)).await;

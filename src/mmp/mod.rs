@@ -2,12 +2,15 @@
 //! the part of each protocol before login itself, checks the password
 //! against the directory, finds the user's store from `mailHost`, logs in
 //! there on the user's behalf, and from then on relays bytes both ways
-//! without parsing them.
+//! (IMAP through a small filter: UNAUTHENTICATE stays with the mmp,
+//! RFC 8437).
 //!
 //! Layers: `framer` (IMAP lines + literals: an adapter over the one IMAP
 //! framer, `crate::imap::framer`) -> `imap` / `pop3` (synchronous
-//! pre-login session cores, no I/O) -> `driver` (async: reads, writes,
-//! directory, TLS, `backend` login) -> `relay` (byte pump).
+//! pre-login session cores, no I/O; POP3's AUTHORIZATION is the store's
+//! own core, `crate::pop3::auth`) -> `driver` (async: reads, writes,
+//! directory, TLS, `backend` login) -> `relay` (byte pump; IMAP through
+//! `imap::RelayFilter`).
 //!
 //! Invariants:
 //! - No state survives a connection except the failed-login counters
@@ -159,9 +162,7 @@ pub(crate) fn sasl_plain(raw: &[u8]) -> Result<(String, String), SaslError> {
 /// Delay before answering the `failures`-th failed login: base, 2x, 4x,
 /// capped at 8 s (or at base, if base is larger).
 pub(crate) fn auth_delay(base: Duration, failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    base.saturating_mul(1u32 << exp)
-        .min(Duration::from_secs(8).max(base))
+    crate::pop3::auth::delay_after(base, failures)
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address into

@@ -84,6 +84,13 @@ impl LineReader {
         self.discarding = false;
     }
 
+    /// Everything buffered, for whoever reads the stream next (the mmp
+    /// hands what a client pipelined behind its login to the store).
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        std::mem::take(&mut self.buf)
+    }
+
     /// True when bytes are waiting (a complete line may be among them).
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()

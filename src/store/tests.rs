@@ -333,3 +333,65 @@ async fn rfc8474_5_2_thread_ids_per_user_durable_and_lazy_for_old_messages() {
     assert_eq!(after[2], before[0]);
     assert_eq!(s.thread_ids(inbox, vec![1, 2, 3]).await.unwrap(), after);
 }
+
+#[tokio::test]
+async fn message_caches_hold_rows_of_live_messages_only() {
+    // Summaries and previews share one reader/writer (extra.rs): a row is
+    // written only for a message that exists, and goes with it.
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    for i in 0..2 {
+        s.append("a@x", "INBOX", msg(&i.to_string()), Quota::default())
+            .await
+            .unwrap();
+    }
+    s.create_mailbox("a@x", "Work", None).await.unwrap();
+    s.append("a@x", "Work", msg("w"), Quota::default())
+        .await
+        .unwrap();
+    let inbox = s.status("a@x", "INBOX").await.unwrap().id;
+    let work = s.status("a@x", "Work").await.unwrap().id;
+    let rows = |n: &str| {
+        vec![
+            (1, n.as_bytes().to_vec()),
+            (2, b"two".to_vec()),
+            (99, b"x".to_vec()),
+        ]
+    };
+    s.put_summaries(inbox, rows("one")).await.unwrap();
+    s.put_summaries(work, rows("work")).await.unwrap();
+    s.put_previews(inbox, vec![(2, "preview".into()), (99, "gone".into())])
+        .await
+        .unwrap();
+    s.put_previews(work, vec![(1, "w".into())]).await.unwrap();
+    assert_eq!(
+        s.summaries(inbox, vec![2, 1, 99, 3]).await.unwrap(),
+        vec![Some(b"two".to_vec()), Some(b"one".to_vec()), None, None]
+    );
+    assert_eq!(
+        s.previews(inbox, vec![1, 2, 99]).await.unwrap(),
+        vec![None, Some("preview".to_string()), None]
+    );
+    s.store_flags(
+        inbox,
+        vec![2],
+        FlagOp::Add,
+        Flags::from_names(&["\\Deleted"]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.expunge(inbox, None).await.unwrap(), vec![2]);
+    assert_eq!(
+        s.summaries(inbox, vec![1, 2]).await.unwrap(),
+        vec![Some(b"one".to_vec()), None]
+    );
+    assert_eq!(s.previews(inbox, vec![2]).await.unwrap(), vec![None]);
+    s.delete_mailbox("a@x", "Work").await.unwrap();
+    assert_eq!(s.summaries(work, vec![1]).await.unwrap(), vec![None]);
+    assert_eq!(s.previews(work, vec![1]).await.unwrap(), vec![None]);
+    assert_eq!(
+        s.summaries(inbox, vec![1]).await.unwrap(),
+        vec![Some(b"one".to_vec())]
+    );
+}
