@@ -38,8 +38,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::config::{Protocol, TlsMode};
+use crate::netaddr::{in_any, Network};
 use crate::services::Services;
-use crate::smtp::auth::{parse_cidr, Cidr};
 
 /// Any byte stream a session can run on: TCP, TLS over TCP, an in-memory
 /// duplex in tests.
@@ -80,8 +80,8 @@ impl ConnInfo {
     }
 
     /// May this connection log in, given `login_networks` (empty: yes)?
-    pub fn login_allowed(&self, networks: &[String]) -> bool {
-        networks.is_empty() || crate::smtp::auth::is_trusted(networks, self.connected_ip())
+    pub fn login_allowed(&self, networks: &[Network]) -> bool {
+        networks.is_empty() || in_any(networks, self.connected_ip())
     }
 
     /// A ConnInfo for tests driving a session over an in-memory stream.
@@ -97,8 +97,6 @@ impl ConnInfo {
         }
     }
 }
-
-pub(crate) static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Binds a TCP listener. An IPv6 socket is `IPV6_V6ONLY`: on Linux it would
 /// otherwise take the IPv4 port too, and the usual pair of binds
@@ -129,9 +127,9 @@ pub struct Listen {
     pub tls_mode: TlsMode,
     /// Some: every connection starts with a PROXY header, read only from
     /// these networks (the load balancers); others are closed.
-    pub proxy_networks: Option<Vec<Cidr>>,
+    pub proxy_networks: Option<Vec<Network>>,
     /// Some: only clients in these networks are served (LMTP: the MTAs).
-    pub allow_networks: Option<Vec<Cidr>>,
+    pub allow_networks: Option<Vec<Network>>,
 }
 
 impl Listen {
@@ -152,18 +150,14 @@ impl Listen {
         config: &crate::config::Config,
     ) -> Option<Listen> {
         let protocol = l.protocol(name)?;
-        let nets = |v: &[String]| v.iter().filter_map(|n| parse_cidr(n)).collect::<Vec<_>>();
         Some(Listen {
             protocol,
-            tls_mode: l.tls_mode(protocol).unwrap_or(protocol.default_tls()),
-            proxy_networks: l.proxy_protocol.then(|| nets(&l.proxy_networks)),
-            allow_networks: (protocol == Protocol::Lmtp).then(|| nets(&config.store.lmtp_networks)),
+            tls_mode: l.tls_mode(protocol),
+            proxy_networks: l.proxy_protocol.then(|| l.proxy_networks.clone()),
+            allow_networks: (protocol == Protocol::Lmtp)
+                .then(|| config.store.lmtp_networks.clone()),
         })
     }
-}
-
-fn in_networks(nets: &[Cidr], ip: IpAddr) -> bool {
-    nets.iter().any(|c| c.contains(ip))
 }
 
 /// The key a client is counted under: its IPv4 address, or the /64 of its
@@ -186,6 +180,9 @@ pub struct ConnTable {
     counts: Mutex<Counts>,
     /// Rate-bounded log of refused connections.
     pub refusals: RefusalLog,
+    /// Session ids handed out so far (log lines and message ids name the
+    /// session by its id, unique within the process).
+    sessions: AtomicU64,
 }
 
 #[derive(Default)]
@@ -203,6 +200,11 @@ pub struct ConnGuard {
 }
 
 impl ConnTable {
+    /// A new session id: 1, 2, 3, ... for this process.
+    pub fn next_session_id(&self) -> u64 {
+        self.sessions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -476,14 +478,14 @@ pub async fn serve<F, Fut>(
         };
         match &listen.proxy_networks {
             Some(nets) => {
-                if !in_networks(nets, tcp_peer.ip()) {
+                if !in_any(nets, tcp_peer.ip()) {
                     refuse_now("PROXY listener, peer not in proxy_networks", None);
                     continue;
                 }
             }
             None => {
                 if let Some(allow) = &listen.allow_networks {
-                    if !in_networks(allow, tcp_peer.ip()) {
+                    if !in_any(allow, tcp_peer.ip()) {
                         refuse_now("client not in store.lmtp_networks", None);
                         continue;
                     }
@@ -534,7 +536,7 @@ pub async fn serve<F, Fut>(
                 }
                 // The client the balancer names is the one limited.
                 if let Some(allow) = &listen.allow_networks {
-                    if !in_networks(allow, peer.ip()) {
+                    if !in_any(allow, peer.ip()) {
                         refusals.refused("client not in store.lmtp_networks", peer, protocol);
                         return;
                     }
@@ -548,7 +550,7 @@ pub async fn serve<F, Fut>(
                 }
             }
             let _guard = guard;
-            let session_id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+            let session_id = services.conns.next_session_id();
             let info = ConnInfo {
                 session_id,
                 peer,
