@@ -6,6 +6,11 @@
 //! a session can upgrade to TLS in place and tests can drive it in memory).
 //!
 //! Invariants:
+//! - Session ids come from the process's `ConnTable` (in `Services`), not
+//!   from a static: 1, 2, 3, ... per process.
+//! - Networks (`proxy_networks`, `store.lmtp_networks`) are the config's
+//!   typed `Network` values, parsed when it loaded; nothing is parsed per
+//!   connection.
 //! - Connection limits are per process: one `ConnTable` (in `Services`)
 //!   counts every TCP listener; the per-client limit groups IPv6 clients by
 //!   /64. A refused connection gets the protocol's short refusal where that
@@ -650,6 +655,55 @@ mod tests {
         drop((b, c, d));
         assert_eq!(t.open(ip("2001:db8::9")), (0, 0));
         assert!(t.counts().per_client.is_empty());
+    }
+
+    /// The session counter lives in the process's `ConnTable` (in
+    /// `Services`), not in a static: each table counts from 1.
+    #[test]
+    fn session_ids_come_from_the_connection_table() {
+        let a = ConnTable::default();
+        let b = ConnTable::default();
+        assert_eq!((a.next_session_id(), a.next_session_id()), (1, 2));
+        assert_eq!(b.next_session_id(), 1);
+        assert_eq!(a.next_session_id(), 3);
+    }
+
+    /// A listener's trusted networks are the configuration's typed values,
+    /// parsed once when it loaded; nothing is parsed per connection.
+    #[test]
+    fn listen_takes_the_typed_networks_of_the_config() {
+        let mut c = crate::config::Config::default();
+        let mut l = crate::config::ListenerConfig {
+            proxy_protocol: true,
+            proxy_networks: vec!["192.0.2.0/24".parse().unwrap()],
+            protocol: Some(Protocol::Lmtp),
+            ..Default::default()
+        };
+        c.store.lmtp_networks = vec!["10.9.0.0/16".parse().unwrap()];
+        let listen = Listen::from_config("lmtp-mtas", &l, &c).unwrap();
+        assert_eq!(listen.protocol, Protocol::Lmtp);
+        assert_eq!(listen.tls_mode, TlsMode::None);
+        assert_eq!(
+            listen.proxy_networks.as_deref(),
+            Some(&l.proxy_networks[..])
+        );
+        assert_eq!(
+            listen.allow_networks.as_deref(),
+            Some(&c.store.lmtp_networks[..])
+        );
+        assert!(in_any(
+            listen.allow_networks.as_ref().unwrap(),
+            ip("10.9.1.1")
+        ));
+        // Without proxy_protocol no PROXY header is trusted from anyone;
+        // an IMAP listener serves every network.
+        l.proxy_protocol = false;
+        l.protocol = None;
+        let listen = Listen::from_config("imap", &l, &c).unwrap();
+        assert_eq!(listen.proxy_networks, None);
+        assert_eq!(listen.allow_networks, None);
+        assert_eq!(listen.tls_mode, TlsMode::StartTls);
+        assert!(Listen::from_config("second", &l, &c).is_none());
     }
 
     #[test]
