@@ -783,7 +783,11 @@ pub struct MmpConfig {
     pub backend_tls_insecure: bool,
     /// Name the stores' certificates are checked for; empty: the host
     /// connected to (from the maps or the mailHost).
-    pub backend_server_name: String,
+    #[serde(
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backend_server_name: Option<Host>,
     /// Send a PROXY v2 header naming the client to the store first.
     pub backend_proxy_protocol: bool,
     /// IMAP: send ID with x-originating-ip/port and x-connected-ip/port
@@ -826,7 +830,7 @@ impl Default for MmpConfig {
             backend_tls: TlsMode::StartTls,
             backend_ca_file: String::new(),
             backend_tls_insecure: false,
-            backend_server_name: String::new(),
+            backend_server_name: None,
             backend_proxy_protocol: false,
             backend_id: true,
             login_mode: LoginMode::Credentials,
@@ -1644,6 +1648,12 @@ mod tests {
                 "[mmp.pop3_backends]\nstore1 = \"a:b:c\"\n",
                 "mmp.pop3_backends.store1",
                 "'a:b:c' is not host or host:port",
+            ),
+            (
+                "[mmp]\nbackend_server_name = \"stores.example\"\n",
+                "[mmp]\nbackend_server_name = \"stores example\"\n",
+                "mmp.backend_server_name",
+                "'stores example' is not a host name or address",
             ),
             (
                 "[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\n",

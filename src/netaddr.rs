@@ -176,10 +176,7 @@ impl FromStr for Host {
     fn from_str(s: &str) -> Result<Host, String> {
         match s.parse::<HostPort>() {
             Ok(HostPort { host, port: None }) => Ok(host),
-            Ok(_) => Err(format!(
-                "'{}' must be a host without port (ports go in imap_backends / pop3_backends or imap_port / pop3_port)",
-                quote(s)
-            )),
+            Ok(_) => Err(format!("'{}' must be a host without port", quote(s))),
             Err(_) => Err(format!("'{}' is not a host name or address", quote(s))),
         }
     }

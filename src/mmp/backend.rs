@@ -163,11 +163,12 @@ async fn tls_connect(
         warn!(store, error = %e, "no TLS configuration for the mail stores");
         BackendError::Unavailable
     })?;
-    let name = if env.config.mmp.backend_server_name.is_empty() {
-        host
-    } else {
-        env.config.mmp.backend_server_name.as_str()
-    };
+    let name = env
+        .config
+        .mmp
+        .backend_server_name
+        .as_ref()
+        .map_or(host, |n| n.as_str());
     let Ok(name) = ServerName::try_from(name.to_string()) else {
         warn!(
             store,
