@@ -181,7 +181,7 @@ fn report(r: anyhow::Result<()>) -> i32 {
 }
 
 fn need_embedded(c: &Config) -> anyhow::Result<PathBuf> {
-    if c.directory.backend != "embedded" {
+    if c.directory.backend != config::DirectoryBackend::Embedded {
         anyhow::bail!(
             "the directory back end is '{}': manage its users there",
             c.directory.backend

@@ -19,6 +19,7 @@ pub mod mmp;
 pub mod mx;
 pub mod net;
 pub mod net_unix;
+pub mod netaddr;
 pub mod pop3;
 pub mod proxyproto;
 pub mod queue;

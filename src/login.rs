@@ -125,7 +125,7 @@ pub(crate) struct Rules<'a> {
     pub protocol: Protocol,
     pub config: &'a Config,
     /// Where logins may come from (empty: anywhere), against the TCP peer.
-    pub login_networks: &'a [String],
+    pub login_networks: &'a [crate::netaddr::Network],
     /// Logins that may act as another user (SASL PLAIN authzid).
     pub proxy_users: &'a [String],
     pub limiter: &'a LoginLimiter,
@@ -435,7 +435,7 @@ mod tests {
         limiter: LoginLimiter,
         accounts: Accounts,
         proxy_users: Vec<String>,
-        login_networks: Vec<String>,
+        login_networks: Vec<crate::netaddr::Network>,
     }
 
     fn fixture() -> Fixture {
@@ -630,7 +630,7 @@ mod tests {
     #[tokio::test]
     async fn unavailable_outside_login_networks_without_a_password_check() {
         let mut f = fixture();
-        f.login_networks = vec!["10.0.0.0/8".into()];
+        f.login_networks = vec!["10.0.0.0/8".parse().unwrap()];
         for _ in 0..5 {
             assert!(matches!(
                 f.at_store(pw("alice", "secret")).await,

@@ -68,10 +68,7 @@ impl MxResolver {
         } else {
             let mut servers = Vec::new();
             for n in &config.dns.nameservers {
-                let sa: SocketAddr = match n.parse::<SocketAddr>() {
-                    Ok(sa) => sa,
-                    Err(_) => SocketAddr::new(n.parse::<IpAddr>()?, 53),
-                };
+                let sa = n.0;
                 let mut udp = ConnectionConfig::udp();
                 udp.port = sa.port();
                 let mut tcp = ConnectionConfig::tcp();
@@ -165,29 +162,17 @@ fn order(hosts: &mut [(u16, String, bool)]) -> Result<Vec<MxHost>, RouteError> {
         .collect())
 }
 
-/// The TLS policy of a destination domain (`mta.tls_policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TlsPolicy {
-    None,
-    Opportunistic,
-    Require,
-    Verify,
-}
+/// The TLS policy of a destination domain (`mta.tls_policy`, typed at load).
+pub use crate::config::TlsPolicy;
 
 impl TlsPolicy {
     pub fn for_domain(config: &Config, domain: &str) -> TlsPolicy {
-        let p = config
+        config
             .mta
             .tls_policy
             .iter()
             .find(|(d, _)| d.eq_ignore_ascii_case(domain))
-            .map(|(_, p)| p.as_str());
-        match p {
-            Some("none") => TlsPolicy::None,
-            Some("require") => TlsPolicy::Require,
-            Some("verify") => TlsPolicy::Verify,
-            _ => TlsPolicy::Opportunistic,
-        }
+            .map_or(TlsPolicy::Opportunistic, |(_, p)| *p)
     }
 }
 
@@ -527,7 +512,7 @@ mod tests {
         let mut c = Config::default();
         c.mta
             .tls_policy
-            .insert("Secure.example".into(), "require".into());
+            .insert("Secure.example".into(), TlsPolicy::Require);
         assert_eq!(
             TlsPolicy::for_domain(&c, "secure.example"),
             TlsPolicy::Require

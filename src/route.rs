@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::LocalVia;
 use crate::directory::{DirError, Directory, Recipient as DirRecipient};
 use crate::mx::{mail_params, rcpt_params, relayed, MxDelivery};
 use crate::queue::{BoxFuture, Envelope, Outcome, Transport};
@@ -57,7 +58,7 @@ impl StoreRouter {
     pub fn lmtp_address(&self, mail_host: &str) -> String {
         let mta = &self.services.config.mta;
         match mta.hosts.get(mail_host) {
-            Some(a) => a.clone(),
+            Some(a) => a.with_default_port(mta.lmtp_port).to_string(),
             None if mail_host.contains(':') && !mail_host.starts_with('[') => mail_host.to_string(),
             None => format!("{mail_host}:{}", mta.lmtp_port),
         }
@@ -242,17 +243,14 @@ impl StoreRouter {
         };
         let timeout = Duration::from_secs(cfg.delivery_timeout.max(1));
         let helo = &self.services.config.server.hostname;
-        let host = cfg
-            .relay
-            .rsplit_once(':')
-            .map_or(cfg.relay.as_str(), |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&cfg.relay).await {
+        let Some(relay) = &cfg.relay else {
+            return all(Outcome::Temporary("451 4.3.5 no smarthost".into()));
+        };
+        let host = relay.host.to_string();
+        let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(relay.pair()).await {
             Ok(a) => a.collect(),
             Err(e) => {
-                tracing::warn!(relay = %cfg.relay, error = %e, "cannot resolve the smarthost");
+                tracing::warn!(relay = %relay, error = %e, "cannot resolve the smarthost");
                 return all(Outcome::Temporary(
                     "451 4.4.3 smarthost address lookup failed".into(),
                 ));
@@ -286,7 +284,7 @@ impl StoreRouter {
             let mut c = match cfg.relay_tls.as_str() {
                 "require" if !c.has("STARTTLS") => {
                     c.quit().await;
-                    tracing::warn!(relay = %cfg.relay, "the smarthost does not offer STARTTLS (mta.relay_tls = require)");
+                    tracing::warn!(relay = %relay, "the smarthost does not offer STARTTLS (mta.relay_tls = require)");
                     return all(Outcome::Temporary(
                         "451 4.7.4 the smarthost does not offer STARTTLS".into(),
                     ));
@@ -314,7 +312,7 @@ impl StoreRouter {
                     && matches!(cfg.relay_tls.as_str(), "require" | "implicit");
                 if !verified && !addr.ip().is_loopback() {
                     c.quit().await;
-                    tracing::error!(relay = %cfg.relay, tls = %cfg.relay_tls, "not sending the smarthost password: the relay's certificate was not verified");
+                    tracing::error!(relay = %relay, tls = %cfg.relay_tls, "not sending the smarthost password: the relay's certificate was not verified");
                     return all(Outcome::Temporary(
                         "451 4.7.0 smarthost not authenticated; credentials withheld".into(),
                     ));
@@ -330,7 +328,7 @@ impl StoreRouter {
                     }
                 };
                 if let Err(o) = c.auth_plain(&cfg.relay_user, &password).await {
-                    tracing::warn!(relay = %cfg.relay, reason = ?o, "smarthost refused our credentials");
+                    tracing::warn!(relay = %relay, reason = ?o, "smarthost refused our credentials");
                     // A refused login is our configuration, not the
                     // recipients' fault: keep the mail.
                     return all(match o {
@@ -376,7 +374,7 @@ impl Transport for StoreRouter {
                     .to_lowercase();
                 match self.services.directory.is_local_domain(&domain).await {
                     Ok(false) => {
-                        let dest = if cfg.relay.is_empty() {
+                        let dest = if cfg.relay.is_none() {
                             Dest::Mx(domain)
                         } else {
                             Dest::Relay
@@ -394,7 +392,7 @@ impl Transport for StoreRouter {
                         continue;
                     }
                 }
-                if let Some(hop) = local_via_smtp(&cfg.local_via) {
+                if let LocalVia::Smtp(hop) = &cfg.local_via {
                     // The mta-in resolves aliases and users itself.
                     groups
                         .entry(Dest::Smtp(hop.to_string()))
@@ -450,85 +448,3 @@ impl Transport for StoreRouter {
 /// Temporary failure text when the directory cannot answer (the cause is
 /// logged; it never goes into a DSN).
 const DIRECTORY_DOWN: &str = "451 4.4.3 directory temporarily unavailable";
-
-/// True when the smarthost (`host:port`, `[v6]:port`) is a loopback
-/// address or `localhost`: credentials may go there without TLS.
-pub fn relay_is_loopback(relay: &str) -> bool {
-    let host = match relay.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => h,
-        _ => relay,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    host.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// `mta.relay_user` is set: the relay settings must make sure the
-/// password goes only to a relay that proved its name (a certificate
-/// verified for it), or over loopback. An error message otherwise.
-pub fn relay_credentials_error(cfg: &crate::config::MtaConfig) -> Option<String> {
-    if cfg.relay_user.is_empty() || relay_is_loopback(&cfg.relay) {
-        return None;
-    }
-    let verified = cfg.relay_tls_verify && matches!(cfg.relay_tls.as_str(), "require" | "implicit");
-    (!verified).then(|| {
-        format!(
-            "mta.relay_user: the smarthost password would be sent without a verified TLS certificate \
-             (mta.relay_tls = \"{}\", mta.relay_tls_verify = {}); set relay_tls = \"require\" or \"implicit\" \
-             with relay_tls_verify = true, or use a loopback relay",
-            cfg.relay_tls, cfg.relay_tls_verify
-        )
-    })
-}
-
-/// `smtp:host:port` of `mta.local_via`: the mta-in that local mail goes
-/// through; None for anything else.
-pub fn local_via_smtp(v: &str) -> Option<&str> {
-    let rest = v.strip_prefix("smtp:")?;
-    let (host, port) = rest.rsplit_once(':')?;
-    (!host.is_empty() && port.parse::<u16>().is_ok()).then_some(rest)
-}
-
-#[cfg(test)]
-mod relay_tests {
-    use super::*;
-    use crate::config::MtaConfig;
-
-    fn mta(relay: &str, tls: &str, verify: bool) -> MtaConfig {
-        MtaConfig {
-            relay: relay.into(),
-            relay_user: "me".into(),
-            relay_tls: tls.into(),
-            relay_tls_verify: verify,
-            ..MtaConfig::default()
-        }
-    }
-
-    #[test]
-    fn relay_credentials_need_a_verified_certificate_or_loopback() {
-        for (relay, tls, verify, ok) in [
-            ("smtp.example.net:587", "opportunistic", true, false),
-            ("smtp.example.net:587", "none", true, false),
-            ("smtp.example.net:587", "require", false, false),
-            ("smtp.example.net:465", "implicit", false, false),
-            ("smtp.example.net:587", "require", true, true),
-            ("smtp.example.net:465", "implicit", true, true),
-            ("127.0.0.1:2525", "opportunistic", true, true),
-            ("[::1]:25", "none", false, true),
-            ("localhost:25", "none", false, true),
-        ] {
-            let e = relay_credentials_error(&mta(relay, tls, verify));
-            assert_eq!(e.is_none(), ok, "{relay} {tls} {verify}: {e:?}");
-            if let Some(e) = e {
-                assert!(e.starts_with("mta.relay_user:"), "{e}");
-            }
-        }
-        // No user: nothing to protect.
-        let mut c = mta("smtp.example.net:587", "opportunistic", false);
-        c.relay_user.clear();
-        assert!(relay_credentials_error(&c).is_none());
-    }
-}

@@ -1,5 +1,16 @@
 //! The one value every role and session receives: configuration snapshot,
 //! directory, store, TLS and the shutdown signal. Cheap to clone; no globals.
+//!
+//! Invariant: every piece of state shared by the sessions of a process
+//! lives here, built once at start (`roles::run`) or per test: the
+//! connection table and session counter (`conns`), the byte budget, the
+//! failed-login limiter of every login path, the mmp's shared state. Two
+//! processes (or two tests) never share any of it. The only statics left
+//! are uniqueness counters for file names (`store::files` TMP_COUNTER,
+//! the spool's and the queue's SEQ, which only make names unique within
+//! the process), the embedded directory's lazily hashed dummy password
+//! and the password-hashing slots (`directory::password`; both with the
+//! hashing work of issue 12).
 
 use std::sync::Arc;
 
@@ -28,7 +39,8 @@ pub struct Services {
     /// finish their current transaction and say goodbye.
     pub shutdown: CancellationToken,
     /// Open connections of the whole process, for the connection limits
-    /// (`limits.max_connections`, `limits.max_connections_per_ip`).
+    /// (`limits.max_connections`, `limits.max_connections_per_ip`), and the
+    /// counter that numbers its sessions.
     pub conns: Arc<ConnTable>,
     /// Message bytes held in memory, process-wide (`limits.max_bytes_in_flight`).
     pub budget: Arc<Budget>,

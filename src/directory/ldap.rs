@@ -113,43 +113,10 @@ struct Inner {
     misses: AtomicU64,
 }
 
-/// Is the host of an `ldap://` URL loopback (`localhost`, 127/8, ::1)?
-fn url_is_loopback(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("ldap://")
-        .or_else(|| url.strip_prefix("ldapi://"))
-        .unwrap_or(url);
-    let hostport = rest.split('/').next().unwrap_or("");
-    let host = match hostport.strip_prefix('[') {
-        Some(r) => r.split(']').next().unwrap_or(""),
-        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
-    };
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    host.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(false)
-}
-
-/// Passwords must not cross the network in clear: every non-loopback
-/// `ldap://` URL needs `starttls` (or `ldaps://`), unless the operator set
-/// `allow_cleartext`. Used by check-config and at start.
+/// Passwords must not cross the network in clear (the rule lives with the
+/// configuration: `LdapConfig::cleartext_errors`).
 pub fn cleartext_errors(cfg: &LdapConfig) -> Vec<String> {
-    if cfg.starttls || cfg.allow_cleartext {
-        return Vec::new();
-    }
-    cfg.urls
-        .iter()
-        .filter(|u| {
-            u.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("ldap://")) && !url_is_loopback(u)
-        })
-        .map(|u| {
-            format!(
-                "directory.ldap.urls: '{u}' sends passwords in clear; use ldaps://, set directory.ldap.starttls = true, or set directory.ldap.allow_cleartext = true"
-            )
-        })
-        .collect()
+    cfg.cleartext_errors()
 }
 
 impl Ldap {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, DirectoryBackend};
 
 /// A mail user as the directory describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,12 +103,11 @@ pub enum Directory {
 
 impl Directory {
     pub fn open(config: &Config) -> anyhow::Result<Arc<Directory>> {
-        match config.directory.backend.as_str() {
-            "embedded" => Ok(Arc::new(Directory::Embedded(embedded::Embedded::open(
-                config.directory_path(),
-            )?))),
-            "ldap" => Ok(Arc::new(Directory::Ldap(ldap::Ldap::open(config)?))),
-            other => anyhow::bail!("directory back end '{other}' is not built yet"),
+        match config.directory.backend {
+            DirectoryBackend::Embedded => Ok(Arc::new(Directory::Embedded(
+                embedded::Embedded::open(config.directory_path())?,
+            ))),
+            DirectoryBackend::Ldap => Ok(Arc::new(Directory::Ldap(ldap::Ldap::open(config)?))),
         }
     }
 

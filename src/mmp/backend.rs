@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::framer::{Frame, Framer};
 use super::{Env, LoginMode, Proto};
+use crate::config::TlsMode;
 use crate::net::Conn;
 
 /// Longest response line the store may send during login (capabilities
@@ -118,7 +119,7 @@ pub async fn open(
                 .await
                 .map_err(|e| io_failed(mail_host, addr, "sending the PROXY header", &e))?;
         }
-        if m.backend_tls == "implicit" {
+        if m.backend_tls == TlsMode::Implicit {
             conn = tls_connect(env, conn, &host, mail_host, addr).await?;
         }
         let mut io = Io::new(conn, proto);
@@ -162,11 +163,12 @@ async fn tls_connect(
         warn!(store, error = %e, "no TLS configuration for the mail stores");
         BackendError::Unavailable
     })?;
-    let name = if env.config.mmp.backend_server_name.is_empty() {
-        host
-    } else {
-        env.config.mmp.backend_server_name.as_str()
-    };
+    let name = env
+        .config
+        .mmp
+        .backend_server_name
+        .as_ref()
+        .map_or(host, |n| n.as_str());
     let Ok(name) = ServerName::try_from(name.to_string()) else {
         warn!(
             store,
@@ -372,7 +374,7 @@ async fn imap_login(
         return Err(BackendError::Unavailable);
     }
     let mut caps = capability_code(g.rest);
-    if m.backend_tls == "starttls" {
+    if m.backend_tls == TlsMode::StartTls {
         let (kind, rest) = imap_command(io, "M1", b"M1 STARTTLS\r\n", || None, &mut caps)
             .await
             .map_err(|e| failed("asking for STARTTLS", e))?;
@@ -529,7 +531,7 @@ async fn pop3_login(
         warn!(store, %addr, %greeting, "unexpected POP3 greeting from the mail store");
         return Err(BackendError::Unavailable);
     }
-    if m.backend_tls == "starttls" {
+    if m.backend_tls == TlsMode::StartTls {
         let answer = pop3_ask(io, b"STLS\r\n", "asking for STLS", store, addr).await?;
         if !answer.starts_with("+OK") {
             warn!(store, %addr, %answer, "the mail store refused STLS");

@@ -658,7 +658,7 @@ async fn login_only_from_login_networks() {
     })
     .unwrap();
     let services = crate::services::test_services(dir.path(), |c| {
-        c.pop3.login_networks = vec!["192.0.2.0/24".into()]
+        c.pop3.login_networks = vec!["192.0.2.0/24".parse().unwrap()]
     });
     for (via, ok) in [(None, false), (Some("192.0.2.7:5000"), true)] {
         let (client, server) = tokio::io::duplex(4096);

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use super::Role;
 use crate::cli::{EXIT_FAILURE, EXIT_OK};
-use crate::config::{Config, Loaded, Protocol};
+use crate::config::{Config, DirectoryBackend, Loaded, Protocol};
 use crate::directory::{embedded, Directory};
 use crate::net::{self, Conn, ConnInfo};
 use crate::queue::Queue;
@@ -116,7 +116,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating data folder {}", config.server.data_dir.display()))?;
     let tls = Arc::new(Tls::from_config(&config)?);
-    let quickstart_account = if config.directory.backend == "embedded" {
+    let quickstart_account = if config.directory.backend == DirectoryBackend::Embedded {
         first_start(&config)?
     } else {
         None

@@ -118,7 +118,7 @@ fn session_params(info: &ConnInfo, services: &Services, flavor: Flavor) -> Param
         id_prefix: format!("{secs:x}.{}.", info.session_id),
         submission: matches!(info.protocol, Protocol::Submission | Protocol::Submissions).then(
             || session::SubmissionParams {
-                trusted: auth::is_trusted(&cfg.submission.trusted_networks, info.peer.ip()),
+                trusted: crate::netaddr::in_any(&cfg.submission.trusted_networks, info.peer.ip()),
                 plaintext_auth: info.is_loopback() || cfg.submission.allow_plaintext_auth,
                 check_from_header: cfg.submission.check_from_header,
                 received_shows_client: cfg.submission.received_shows_client,

@@ -1669,12 +1669,12 @@ mod submission_e2e {
     async fn rfc5321_mx_delivery_to_an_address_literal_with_starttls() {
         let remote_dir = tempfile::tempdir().unwrap();
         let (remote, remote_queue) = with_queue(remote_dir.path(), |c| {
-            c.submission.trusted_networks = vec!["127.0.0.0/8".into()];
+            c.submission.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
         });
         let port = listen(&remote, Protocol::Submission).await;
         let mut cfg = crate::config::Config::default();
         cfg.mta.smtp_port = port;
-        cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
+        cfg.dns.nameservers = vec!["127.0.0.1:9".parse().unwrap()];
         let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
         let env = QEnvelope {
             sender: "a@here.example".into(),
@@ -1711,7 +1711,7 @@ mod submission_e2e {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         cfg.mta.smtp_port = closed.local_addr().unwrap().port();
         drop(closed);
-        cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
+        cfg.dns.nameservers = vec!["127.0.0.1:9".parse().unwrap()];
         let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
         let out = mx.deliver("[127.0.0.1]", &env, &rcpts, b"x\r\n").await;
         assert!(matches!(&out[0].1, QOutcome::Temporary(_)), "{out:?}");

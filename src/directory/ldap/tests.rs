@@ -9,7 +9,7 @@ use crate::directory::Directory;
 
 fn config(urls: &[&str]) -> Config {
     let mut c = Config::default();
-    c.directory.backend = "ldap".into();
+    c.directory.backend = "ldap".parse().unwrap();
     let l = &mut c.directory.ldap;
     l.urls = urls.iter().map(|u| u.to_string()).collect();
     l.base_dn = BASE_DN.into();
