@@ -293,7 +293,7 @@ pub struct StoreConfig {
     pub default_message_quota: u64,
     /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
     /// sender retries) or `permanent` (552 5.2.2, it bounces).
-    pub over_quota: String,
+    pub over_quota: OverQuota,
     /// Networks (CIDR) whose hosts may deliver over the LMTP listener's
     /// TCP addresses (the MTAs); others are closed at once. Default:
     /// loopback and the private ranges. The unix socket is not affected.
@@ -310,6 +310,18 @@ pub const DEFAULT_LMTP_NETWORKS: [&str; 6] = [
     "fc00::/7",
 ];
 
+/// `store.over_quota`: how a delivery to a full mailbox is answered
+/// (applied in one place, `deliver::local`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverQuota {
+    /// 452 4.2.2: the sender keeps the message and retries.
+    #[default]
+    Temporary,
+    /// 552 5.2.2: the message bounces.
+    Permanent,
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -321,7 +333,7 @@ impl Default for StoreConfig {
             min_free_disk: 64 << 20,
             default_quota: 0,
             default_message_quota: 0,
-            over_quota: "temporary".into(),
+            over_quota: OverQuota::Temporary,
             lmtp_networks: DEFAULT_LMTP_NETWORKS.map(String::from).to_vec(),
         }
     }
@@ -525,7 +537,7 @@ pub struct MtaConfig {
     /// TLS to the smarthost: `opportunistic` (STARTTLS when offered),
     /// `require` (STARTTLS must succeed),
     /// `implicit` (TLS from the first byte, port 465 style), `none`.
-    pub relay_tls: String,
+    pub relay_tls: RelayTls,
     /// Verify the smarthost's certificate (against `tls_ca_file`) when
     /// `relay_tls` is `require` or `implicit`.
     pub relay_tls_verify: bool,
@@ -550,6 +562,33 @@ pub struct MtaConfig {
     pub connection_idle: u64,
 }
 
+/// `mta.relay_tls`: TLS to the smarthost (`deliver::relay`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    /// STARTTLS when offered, any certificate.
+    #[default]
+    Opportunistic,
+    /// STARTTLS must succeed (certificate checked with `relay_tls_verify`).
+    Require,
+    /// TLS from the first byte (port 465 style).
+    Implicit,
+    /// Never TLS.
+    None,
+}
+
+impl RelayTls {
+    /// The value as written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayTls::Opportunistic => "opportunistic",
+            RelayTls::Require => "require",
+            RelayTls::Implicit => "implicit",
+            RelayTls::None => "none",
+        }
+    }
+}
+
 impl Default for MtaConfig {
     fn default() -> Self {
         MtaConfig {
@@ -559,7 +598,7 @@ impl Default for MtaConfig {
             relay: String::new(),
             relay_user: String::new(),
             relay_password_file: String::new(),
-            relay_tls: "opportunistic".into(),
+            relay_tls: RelayTls::Opportunistic,
             relay_tls_verify: true,
             local_via: "lmtp".into(),
             smtp_port: 25,
@@ -1089,12 +1128,6 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
             c.store.default_partition
         ));
     }
-    if !matches!(c.store.over_quota.as_str(), "temporary" | "permanent") {
-        errors.push(format!(
-            "store.over_quota: '{}' is not one of temporary, permanent",
-            c.store.over_quota
-        ));
-    }
     for (key, nets) in [
         ("imap.login_networks", &c.imap.login_networks),
         ("pop3.login_networks", &c.pop3.login_networks),
@@ -1124,15 +1157,6 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
             errors.push(format!("dns.nameservers: '{n}' is not ip:port"));
         }
     }
-    if !matches!(
-        c.mta.relay_tls.as_str(),
-        "opportunistic" | "require" | "implicit" | "none"
-    ) {
-        errors.push(format!(
-            "mta.relay_tls: '{}' is not one of opportunistic, require, implicit, none",
-            c.mta.relay_tls
-        ));
-    }
     for (d, p) in &c.mta.tls_policy {
         if !matches!(p.as_str(), "opportunistic" | "require" | "verify" | "none") {
             errors.push(format!(
@@ -1140,7 +1164,7 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
             ));
         }
     }
-    if let Some(e) = crate::route::relay_credentials_error(&c.mta) {
+    if let Some(e) = crate::deliver::relay::relay_credentials_error(&c.mta) {
         errors.push(e);
     }
     if c.limits.max_bytes_in_flight != 0 && c.limits.max_bytes_in_flight < c.smtp.max_message_size {
@@ -1155,7 +1179,7 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
             c.limits.max_bytes_in_flight, c.imap.max_literal
         ));
     }
-    if c.mta.local_via != "lmtp" && crate::route::local_via_smtp(&c.mta.local_via).is_none() {
+    if c.mta.local_via != "lmtp" && crate::deliver::local_via_smtp(&c.mta.local_via).is_none() {
         errors.push(format!(
             "mta.local_via: '{}' is not \"lmtp\" or \"smtp:host:port\"",
             c.mta.local_via

@@ -26,10 +26,6 @@ fn params(flavor: Flavor) -> Params {
         peer: "192.0.2.7".parse().unwrap(),
         tls_active: false,
         starttls: true,
-        return_path: match flavor {
-            Flavor::Smtp => ReturnPath::Always,
-            Flavor::Lmtp => ReturnPath::IfMissing,
-        },
         id_prefix: "T.".into(),
         submission: None,
         hard_error_limit: match flavor {
@@ -44,7 +40,6 @@ fn params(flavor: Flavor) -> Params {
 fn submission_params(tls: bool) -> Params {
     let mut p = params(Flavor::Smtp);
     p.tls_active = tls;
-    p.return_path = ReturnPath::Never;
     p.submission = Some(SubmissionParams {
         trusted: false,
         plaintext_auth: false,
@@ -68,16 +63,7 @@ fn script_resolver(addr: &str) -> Verdict {
     } else if addr.starts_with("temp") {
         Verdict::Temporary
     } else {
-        Verdict::Accept(vec![Target {
-            address: addr,
-            partition: None,
-            quota: None,
-            message_quota: None,
-            mail_host: None,
-            remote: false,
-            notify: None,
-            orcpt: None,
-        }])
+        Verdict::Accept(vec![Target::mailbox(addr)])
     }
 }
 
@@ -298,9 +284,9 @@ fn rfc2033_4_2_lmtp_replies_reflect_each_recipient_in_rcpt_order() {
         m.targets
             .iter()
             .map(|t| match t.address.as_str() {
-                "full@example.test" => Outcome::OverQuota,
+                "full@example.test" => Outcome::OverQuota { permanent: false },
                 "disk@example.test" => Outcome::DiskFull,
-                "err@example.test" => Outcome::Failed,
+                "err@example.test" => Outcome::Temporary(String::new()),
                 _ => Outcome::Delivered,
             })
             .collect()
@@ -619,7 +605,7 @@ fn smtp_is_all_or_nothing_per_message() {
             .iter()
             .map(|t| {
                 if t.address.starts_with("full") {
-                    Outcome::OverQuota
+                    Outcome::OverQuota { permanent: false }
                 } else {
                     Outcome::Delivered
                 }
@@ -634,9 +620,9 @@ fn smtp_is_all_or_nothing_per_message() {
             .iter()
             .map(|t| {
                 if t.address.starts_with("full") {
-                    Outcome::OverQuota
+                    Outcome::OverQuota { permanent: false }
                 } else {
-                    Outcome::Failed
+                    Outcome::Temporary(String::new())
                 }
             })
             .collect()
@@ -655,12 +641,16 @@ fn duplicate_recipients_are_delivered_once() {
     assert!(!data.contains("for <"), "{data}");
 }
 
+/// The receiving server adds Received; Return-Path is final delivery's
+/// (`deliver::local`), so the core adds none and passes what the message
+/// carries on unchanged (an mta-in that relays must not add one).
 #[test]
-fn rfc5321_4_4_trace_fields_smtp() {
+fn rfc5321_4_4_receiving_server_adds_received_not_return_path() {
     let mut h = Harness::smtp();
     h.feed(b"EHLO client.example\r\nMAIL FROM:<a@s.example>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nReturn-Path: <forged@x>\r\n\r\nx\r\n.\r\n");
     let data = String::from_utf8_lossy(&h.msgs[0].data).to_string();
-    assert!(data.starts_with("Return-Path: <a@s.example>\r\nReceived: from client.example ([192.0.2.7])\r\n\tby mx.example.test (msgd) with ESMTP id T.1\r\n\tfor <b@example.test>;\r\n\t"), "{data}");
+    assert!(data.starts_with("Received: from client.example ([192.0.2.7])\r\n\tby mx.example.test (msgd) with ESMTP id T.1\r\n\tfor <b@example.test>;\r\n\t"), "{data}");
+    assert_eq!(data.matches("Return-Path:").count(), 1, "{data}");
     assert!(
         data.ends_with("\r\nReturn-Path: <forged@x>\r\n\r\nx\r\n"),
         "{data}"
@@ -668,9 +658,9 @@ fn rfc5321_4_4_trace_fields_smtp() {
 }
 
 #[test]
-fn rfc2033_lmtp_adds_return_path_only_if_missing() {
+fn rfc2033_lmtp_core_adds_received_only() {
     let mut h = Harness::lmtp();
-    h.feed(b"LHLO mta\r\nMAIL FROM:<a@s.example>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nReturn-Path: <a@s.example>\r\nReceived: by mta\r\n\r\nx\r\n.\r\n");
+    h.feed(b"LHLO mta\r\nMAIL FROM:<a@s.example>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nReceived: by mta\r\n\r\nx\r\n.\r\n");
     h.feed(b"MAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nSubject: y\r\n\r\nx\r\n.\r\n");
     let first = String::from_utf8_lossy(&h.msgs[0].data).to_string();
     assert!(
@@ -679,12 +669,9 @@ fn rfc2033_lmtp_adds_return_path_only_if_missing() {
         ),
         "{first}"
     );
-    assert_eq!(first.matches("Return-Path:").count(), 1);
     let second = String::from_utf8_lossy(&h.msgs[1].data).to_string();
-    assert!(
-        second.starts_with("Return-Path: <>\r\nReceived: from mta"),
-        "{second}"
-    );
+    assert!(second.starts_with("Received: from mta"), "{second}");
+    assert!(!second.contains("Return-Path"), "{second}");
 }
 
 #[test]
@@ -701,7 +688,7 @@ fn rfc6531_smtputf8_addresses_need_the_parameter() {
     assert_eq!(h.codes(), ["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]);
     let data = String::from_utf8_lossy(&h.msgs[0].data).to_string();
     assert!(data.contains("with UTF8SMTP id"), "{data}");
-    assert!(data.starts_with("Return-Path: <jöran@s.example>"), "{data}");
+    assert!(data.starts_with("Received: "), "{data}");
 }
 
 #[test]
@@ -1560,12 +1547,11 @@ mod submission_e2e {
     use std::time::Duration;
 
     use crate::config::{Protocol, TlsMode};
+    use crate::deliver::client::{Client, Dialect, MailParams, RcptParams, TlsVerify};
+    use crate::deliver::{Envelope as QEnvelope, Outcome as QOutcome, Recipient as QRecipient};
     use crate::net::ConnInfo;
-    use crate::queue::{
-        Envelope as QEnvelope, Outcome as QOutcome, Queue, Recipient as QRecipient,
-    };
+    use crate::queue::Queue;
     use crate::services::Services;
-    use crate::smtpclient::{Client, Dialect, MailParams, RcptParams, TlsVerify};
 
     /// Serves `protocol` on a loopback port with a queue; returns the port.
     async fn listen(services: &Services, protocol: Protocol) -> u16 {
@@ -1624,7 +1610,7 @@ mod submission_e2e {
         let rcpts = vec![
             RcptParams {
                 address: "bob@example.test".into(),
-                notify: Some(crate::queue::record::Notify {
+                notify: Some(crate::deliver::Notify {
                     success: true,
                     failure: true,
                     delay: false,
@@ -1675,7 +1661,7 @@ mod submission_e2e {
         let mut cfg = crate::config::Config::default();
         cfg.mta.smtp_port = port;
         cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
-        let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
+        let mx = crate::deliver::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
         let env = QEnvelope {
             sender: "a@here.example".into(),
             recipients: vec![QRecipient {
@@ -1688,7 +1674,7 @@ mod submission_e2e {
             envid: None,
             ret_full: false,
         };
-        let rcpts = vec![(0, crate::mx::rcpt_params(&env, 0))];
+        let rcpts = vec![(0, crate::deliver::mx::rcpt_params(&env, 0))];
         let out = mx
             .deliver("[127.0.0.1]", &env, &rcpts, b"Subject: m\r\n\r\nx\r\n")
             .await;
@@ -1712,7 +1698,7 @@ mod submission_e2e {
         cfg.mta.smtp_port = closed.local_addr().unwrap().port();
         drop(closed);
         cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
-        let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
+        let mx = crate::deliver::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
         let out = mx.deliver("[127.0.0.1]", &env, &rcpts, b"x\r\n").await;
         assert!(matches!(&out[0].1, QOutcome::Temporary(_)), "{out:?}");
     }

@@ -17,9 +17,8 @@ use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::{Envelope, Notify, Outcome};
 use crate::net::Conn;
-use crate::queue::record::Notify;
-use crate::queue::Outcome;
 use crate::smtp::trace::quote_address;
 
 /// A complete (possibly multi-line) reply.
@@ -86,6 +85,23 @@ impl RcptParams {
             address: address.to_string(),
             ..RcptParams::default()
         }
+    }
+}
+
+/// The MAIL FROM parameters of a queued message.
+pub fn mail_params(env: &Envelope) -> MailParams {
+    MailParams {
+        sender: env.sender.clone(),
+        envid: env.envid.clone(),
+        ret_full: env.ret_full.then_some(true),
+    }
+}
+
+/// A 2xx from another SMTP server is relaying, not final delivery.
+pub fn relayed(o: Outcome, dsn_passed: bool) -> Outcome {
+    match o {
+        Outcome::Delivered => Outcome::Relayed { dsn_passed },
+        o => o,
     }
 }
 

@@ -1,0 +1,149 @@
+//! The store of this process: final delivery into INBOX.
+//!
+//! The only place that writes Return-Path (RFC 5321 4.4: "When the
+//! delivery SMTP server makes the final delivery of a message, it inserts
+//! a return-path line at the beginning of the mail data"): the field is
+//! built from the envelope sender, and Return-Path fields already in the
+//! header section are removed first (4.4 allows it; a relay that should
+//! not have added one, or a forged one, never shows). The effective quota
+//! (`deliver::quota`) and the over-quota policy (`store.over_quota`) are
+//! applied here too.
+//!
+//! Each copy is durable when `deliver` returns it (the store's append
+//! returns after fsync and index commit); `take_back` expunges one when
+//! the transaction is aborted.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tracing::{error, warn};
+
+use super::{Outcome, Target};
+use crate::config::{Config, OverQuota};
+use crate::smtp::trace::quote_address;
+use crate::store::{Flags, NewMessage, Placed, Store, StoreError};
+
+/// Appends the message to every target's INBOX concurrently (the store
+/// group-commits). One result per target, in order.
+pub async fn deliver(
+    store: &Store,
+    config: &Config,
+    id: &str,
+    sender: &str,
+    targets: &[&Target],
+    data: &Arc<Vec<u8>>,
+) -> Vec<Result<Placed, Outcome>> {
+    let data = Arc::new(with_return_path(sender, data));
+    let mut set = JoinSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        let store = store.clone();
+        let t = (*t).clone();
+        let data = data.clone();
+        let quota = super::quota(t.quota, &config.store);
+        set.spawn(async move {
+            let r = async {
+                store
+                    .ensure_user(&t.address, t.partition.as_deref())
+                    .await?;
+                let msg = NewMessage {
+                    data,
+                    flags: Flags::default(),
+                    internal_date: None,
+                };
+                store.append(&t.address, "INBOX", msg, quota).await
+            };
+            (i, r.await)
+        });
+    }
+    let mut out: Vec<Result<Placed, Outcome>> = targets
+        .iter()
+        .map(|_| Err(Outcome::Temporary(LOCAL_ERROR.into())))
+        .collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((i, r)) => {
+                let rcpt = targets.get(i).map_or("?", |t| t.address.as_str());
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = r.map_err(|e| outcome_of(config.store.over_quota, id, rcpt, e));
+                }
+            }
+            Err(e) => error!(id, error = %e, "delivery task failed"),
+        }
+    }
+    out
+}
+
+/// Removes a copy `deliver` made (the transaction was aborted). A
+/// failure is logged: the copy stays, a duplicate at worst.
+pub async fn take_back(store: &Store, id: &str, user: &str, placed: Placed) {
+    match store.expunge(placed.mailbox, Some(vec![placed.uid])).await {
+        Ok(_) => tracing::info!(id, rcpt = user, "delivery aborted; copy removed"),
+        Err(e) => warn!(id, rcpt = user, error = %e, "cannot remove an aborted copy"),
+    }
+}
+
+/// The Return-Path field of final delivery (RFC 5321 4.4).
+pub fn return_path(sender: &str) -> String {
+    format!("Return-Path: <{}>\r\n", quote_address(sender))
+}
+
+/// `data` with exactly one Return-Path, first: ours, from `sender`.
+pub fn with_return_path(sender: &str, data: &[u8]) -> Vec<u8> {
+    let field = return_path(sender);
+    let mut out = Vec::with_capacity(field.len() + data.len());
+    out.extend_from_slice(field.as_bytes());
+    strip_return_path(data, &mut out);
+    out
+}
+
+/// Copies `data` into `out` without the Return-Path fields (and their
+/// continuation lines) of its header section.
+fn strip_return_path(data: &[u8], out: &mut Vec<u8>) {
+    const NAME: &[u8] = b"return-path:";
+    let mut i = 0;
+    let mut skipping = false;
+    while i < data.len() {
+        let end = data[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(data.len(), |p| i + p + 1);
+        let line = &data[i..end];
+        if line == b"\r\n" || line == b"\n" {
+            // End of the header section: the body is copied as it is.
+            out.extend_from_slice(&data[i..]);
+            return;
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            skipping = line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME);
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+        i = end;
+    }
+}
+
+/// The outcome of a store error; `policy` decides whether a full mailbox
+/// is temporary or permanent.
+pub fn outcome_of(policy: OverQuota, id: &str, rcpt: &str, e: StoreError) -> Outcome {
+    match e {
+        StoreError::OverQuota => {
+            warn!(id, rcpt, "delivery refused: over quota");
+            Outcome::OverQuota {
+                permanent: policy == OverQuota::Permanent,
+            }
+        }
+        StoreError::DiskFull => {
+            warn!(id, rcpt, "delivery refused: disk full");
+            Outcome::DiskFull
+        }
+        StoreError::NoSuchMailbox => Outcome::Permanent("550 5.1.1 no such mailbox".into()),
+        other => {
+            error!(id, rcpt, error = %other, "delivery failed");
+            Outcome::Temporary(LOCAL_ERROR.into())
+        }
+    }
+}
+
+const LOCAL_ERROR: &str = "451 4.3.0 local error in processing";
