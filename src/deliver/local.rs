@@ -21,7 +21,7 @@ use tracing::{error, warn};
 use super::{Outcome, Target};
 use crate::config::{Config, OverQuota};
 use crate::smtp::trace::quote_address;
-use crate::store::{Flags, NewMessage, Placed, Store, StoreError};
+use crate::store::{FlagOp, Flags, NewMessage, Placed, Store, StoreError};
 
 /// Appends the message to every target's INBOX concurrently (the store
 /// group-commits). One result per target, in order.
@@ -76,7 +76,18 @@ pub async fn deliver(
 /// Removes a copy `deliver` made (the transaction was aborted). A
 /// failure is logged: the copy stays, a duplicate at worst.
 pub async fn take_back(store: &Store, id: &str, user: &str, placed: Placed) {
-    match store.expunge(placed.mailbox, Some(vec![placed.uid])).await {
+    let deleted = Flags {
+        bits: Flags::DELETED,
+        keywords: Vec::new(),
+    };
+    let uids = vec![placed.uid];
+    let r = async {
+        store
+            .store_flags(placed.mailbox, uids.clone(), FlagOp::Add, deleted, None)
+            .await?;
+        store.expunge(placed.mailbox, Some(uids)).await
+    };
+    match r.await {
         Ok(_) => tracing::info!(id, rcpt = user, "delivery aborted; copy removed"),
         Err(e) => warn!(id, rcpt = user, error = %e, "cannot remove an aborted copy"),
     }

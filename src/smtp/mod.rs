@@ -42,7 +42,7 @@ pub mod spool;
 pub mod trace;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -794,7 +794,7 @@ fn random_input_never_panics_and_is_split_invariant() {
 
 /// The whole server through `serve`, over `tokio::io::duplex`, with a
 /// real store, embedded directory and TLS in a temp folder.
-mod e2e {
+pub(crate) mod e2e {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -924,7 +924,7 @@ mod e2e {
         )
     }
 
-    async fn inbox(services: &Services, user: &str) -> Vec<String> {
+    pub async fn inbox(services: &Services, user: &str) -> Vec<String> {
         let store = services.store();
         let snap = store.snapshot(user, "INBOX").await.unwrap();
         let mut out = Vec::new();
@@ -1069,6 +1069,71 @@ mod e2e {
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].recipients[0].0, "someone@elsewhere.example");
         assert_eq!(q[0].sender, "sender@else.example");
+    }
+
+    /// SMTP into the store and LMTP into the store meet the same quota
+    /// (directory value, else `store.default_quota`) and the same
+    /// `store.over_quota` policy: both go through `deliver::local`.
+    #[tokio::test]
+    async fn quota_and_over_quota_policy_identical_for_smtp_and_lmtp() {
+        for (policy, want) in [
+            (crate::config::OverQuota::Temporary, "452 4.2.2"),
+            (crate::config::OverQuota::Permanent, "552 5.2.2"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let services = test_services(dir.path(), |c| {
+                c.store.default_quota = 600;
+                c.store.over_quota = policy;
+            });
+            for (protocol, hello) in [(Protocol::Smtp, "EHLO c"), (Protocol::Lmtp, "LHLO c")] {
+                let (mut c, _task) = connect(&services, protocol);
+                assert!(c.reply().await.starts_with("220"));
+                c.cmd(hello).await;
+                c.cmd("MAIL FROM:<s@else.example>").await;
+                let r = c.cmd("RCPT TO:<alice@example.test>").await;
+                assert!(r.starts_with("250"), "{r}");
+                c.cmd("DATA").await;
+                let big = format!("Subject: big\r\n\r\n{}\r\n.", "y".repeat(700));
+                let r = c.cmd(&big).await;
+                assert!(r.starts_with(want), "{protocol:?} {policy:?}: {r}");
+                // Small enough: delivered, with the store's Return-Path.
+                c.cmd("MAIL FROM:<s@else.example>").await;
+                c.cmd("RCPT TO:<alice@example.test>").await;
+                c.cmd("DATA").await;
+                let r = c.cmd("Subject: s\r\n\r\nok\r\n.").await;
+                assert!(r.starts_with("250"), "{protocol:?}: {r}");
+            }
+            let got = inbox(&services, "alice@example.test").await;
+            assert_eq!(got.len(), 2);
+            for m in got {
+                assert!(
+                    m.starts_with("Return-Path: <s@else.example>\r\nReceived: "),
+                    "{m}"
+                );
+                assert_eq!(m.matches("Return-Path:").count(), 1);
+            }
+        }
+    }
+
+    /// SMTP answers once for all copies: when one fails, the copies that
+    /// were made are taken back (the client retries them all), so the
+    /// retry does not double them.
+    #[tokio::test]
+    async fn smtp_partial_failure_aborts_the_copies_already_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |_| {});
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        assert!(c.reply().await.starts_with("220"));
+        c.cmd("EHLO c").await;
+        c.cmd("MAIL FROM:<s@else.example>").await;
+        c.cmd("RCPT TO:<alice@example.test>").await;
+        c.cmd("RCPT TO:<bob@example.test>").await;
+        c.cmd("DATA").await;
+        let big = format!("Subject: big\r\n\r\n{}\r\n.", "y".repeat(400));
+        let r = c.cmd(&big).await;
+        assert!(r.starts_with("452 4.2.2"), "{r}");
+        assert!(inbox(&services, "alice@example.test").await.is_empty());
+        assert!(inbox(&services, "bob@example.test").await.is_empty());
     }
 
     #[tokio::test]
