@@ -18,9 +18,9 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tracing::{error, warn};
 
+use super::client::quote_address;
 use super::{Outcome, Target};
 use crate::config::{Config, OverQuota};
-use crate::smtp::trace::quote_address;
 use crate::store::{FlagOp, Flags, NewMessage, Placed, Store, StoreError};
 
 /// Appends the message to every target's INBOX concurrently (the store

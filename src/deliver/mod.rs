@@ -409,8 +409,11 @@ impl Delivery {
     }
 
     /// Starts a transaction. `id` names it in logs (the session's message
-    /// id, or the queue id).
-    pub fn start(&self, id: &str, envelope: Envelope) -> Transaction {
+    /// id, or the queue id). `envelope.received` 0 means now.
+    pub fn start(&self, id: &str, mut envelope: Envelope) -> Transaction {
+        if envelope.received == 0 {
+            envelope.received = crate::queue::unix_now();
+        }
         Transaction {
             delivery: self.clone(),
             id: id.to_string(),

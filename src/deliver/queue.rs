@@ -47,7 +47,7 @@ pub async fn write(
                 route: t.mail_host.clone().unwrap_or_default(),
             })
             .collect(),
-        received: crate::queue::unix_now(),
+        received: envelope.received,
         envid: envelope.envid.clone(),
         ret_full: envelope.ret_full,
     };

@@ -281,3 +281,13 @@ fn dest_per_mode() {
     assert!(!none.available());
     assert_eq!(none.dest(&here), Dest::Nowhere);
 }
+
+#[test]
+fn rfc5321_4_1_2_return_path_requotes_and_null_sender() {
+    assert_eq!(local::return_path(""), "Return-Path: <>\r\n");
+    assert_eq!(local::return_path("a.b@x"), "Return-Path: <a.b@x>\r\n");
+    assert_eq!(
+        local::return_path("john doe@x"),
+        "Return-Path: <\"john doe\"@x>\r\n"
+    );
+}

@@ -342,7 +342,6 @@ async fn deliver(
         &msg.id,
         Envelope {
             sender: msg.sender.clone(),
-            received: crate::queue::unix_now(),
             envid: msg.envid.clone(),
             ret_full: msg.ret_full,
             ..Envelope::default()
