@@ -1,5 +1,10 @@
 //! The MTA queue: one durable, append-only file per message (see
-//! `record.rs`), an in-memory schedule, and a delivery loop.
+//! `record.rs`), an in-memory schedule, and a delivery loop. The loop
+//! hands each attempt to a `Transport`; the servers' is
+//! `deliver::queue::Router`, one delivery transaction per attempt
+//! (docs/delivery.md). As a delivery target the queue is written by
+//! `write` and made visible to the loop by `schedule` (the transaction's
+//! commit) or removed by `discard` (its abort).
 //!
 //! Invariants:
 //! - `enqueue` returns only after the file and its folder entry are fsynced:
