@@ -31,7 +31,7 @@ pub async fn deliver(
     id: &str,
     sender: &str,
     targets: &[&Target],
-    data: &Arc<Vec<u8>>,
+    data: Arc<Vec<u8>>,
 ) -> Vec<Result<Placed, Outcome>> {
     let data = Arc::new(with_return_path(sender, data));
     let mut set = JoinSet::new();
@@ -98,19 +98,52 @@ pub fn return_path(sender: &str) -> String {
     format!("Return-Path: <{}>\r\n", quote_address(sender))
 }
 
-/// `data` with exactly one Return-Path, first: ours, from `sender`.
-pub fn with_return_path(sender: &str, data: &[u8]) -> Vec<u8> {
+/// `data` with exactly one Return-Path, first: ours, from `sender`. A
+/// buffer nobody else holds is changed in place (the SMTP server reserves
+/// room in front for the field, so this is a move, not a second copy of
+/// the message); otherwise the message is copied.
+pub fn with_return_path(sender: &str, data: Arc<Vec<u8>>) -> Vec<u8> {
     let field = return_path(sender);
+    match Arc::try_unwrap(data) {
+        Ok(mut v) if !header_has_return_path(&v) => {
+            v.splice(0..0, field.bytes());
+            v
+        }
+        Ok(v) => copied(&field, &v),
+        Err(shared) => copied(&field, &shared),
+    }
+}
+
+/// Room the SMTP server leaves in front of a message for the Return-Path
+/// field (an address within the command line limit fits).
+pub const RETURN_PATH_ROOM: usize = 1100;
+
+fn copied(field: &str, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len() + data.len());
     out.extend_from_slice(field.as_bytes());
     strip_return_path(data, &mut out);
     out
 }
 
+/// The header section of `data` has a Return-Path field.
+fn header_has_return_path(data: &[u8]) -> bool {
+    header_lines(data).any(|line| starts_return_path(line))
+}
+
+/// The lines of the header section (up to the empty line).
+fn header_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    data.split_inclusive(|&b| b == b'\n')
+        .take_while(|line| *line != b"\r\n" && *line != b"\n")
+}
+
+fn starts_return_path(line: &[u8]) -> bool {
+    const NAME: &[u8] = b"return-path:";
+    line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME)
+}
+
 /// Copies `data` into `out` without the Return-Path fields (and their
 /// continuation lines) of its header section.
 fn strip_return_path(data: &[u8], out: &mut Vec<u8>) {
-    const NAME: &[u8] = b"return-path:";
     let mut i = 0;
     let mut skipping = false;
     while i < data.len() {
@@ -126,7 +159,7 @@ fn strip_return_path(data: &[u8], out: &mut Vec<u8>) {
         }
         let continuation = matches!(line.first(), Some(b' ' | b'\t'));
         if !continuation {
-            skipping = line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME);
+            skipping = starts_return_path(line);
         }
         if !skipping {
             out.extend_from_slice(line);

@@ -265,8 +265,6 @@ pub fn local_via_smtp(v: &str) -> Option<&str> {
 /// Where one recipient's copy goes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Dest {
-    /// This process's store.
-    Local,
     /// This process's queue.
     Queue,
     /// LMTP to a store at `host:port`.
@@ -279,6 +277,10 @@ pub enum Dest {
     Mx(String),
     /// No target in this process can take it (temporary failure).
     Nowhere,
+    /// This process's store. Last in the order `body` goes through the
+    /// groups: final delivery may then take the message buffer over and
+    /// write Return-Path into it without a second copy.
+    Local,
 }
 
 /// Which targets a `Delivery` chooses from.
@@ -467,20 +469,21 @@ impl Transaction {
         let mut outcomes = vec![Outcome::Temporary(NOWHERE.into()); self.targets.len()];
         let d = self.delivery.clone();
         let cfg = &d.config;
-        for (dest, idx) in groups {
+        let mut data = data;
+        let last = groups.len().saturating_sub(1);
+        for (g, (dest, idx)) in groups.into_iter().enumerate() {
             let targets: Vec<&Target> = idx.iter().map(|&i| &self.targets[i]).collect();
             let got: Vec<Outcome> = match dest {
                 Dest::Local => match &d.store {
                     Some(store) => {
-                        let res = local::deliver(
-                            store,
-                            cfg,
-                            &self.id,
-                            &self.envelope.sender,
-                            &targets,
-                            &data,
-                        )
-                        .await;
+                        // The last group: the buffer is ours to change.
+                        let buf = if g == last {
+                            std::mem::take(&mut data)
+                        } else {
+                            data.clone()
+                        };
+                        let sender = &self.envelope.sender;
+                        let res = local::deliver(store, cfg, &self.id, sender, &targets, buf).await;
                         res.into_iter()
                             .zip(&targets)
                             .map(|(r, t)| match r {

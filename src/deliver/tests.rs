@@ -134,14 +134,14 @@ async fn rfc5321_4_4_return_path_added_once_at_final_delivery() {
 fn rfc5321_4_4_return_path_removed_only_from_the_header_section() {
     let got = local::with_return_path(
         "a@b",
-        b"Return-path: <x>\r\n\tmore\r\nX: 1\r\n\r\nReturn-Path: <y>\r\n",
+        data("Return-path: <x>\r\n\tmore\r\nX: 1\r\n\r\nReturn-Path: <y>\r\n"),
     );
     assert_eq!(
         got,
         b"Return-Path: <a@b>\r\nX: 1\r\n\r\nReturn-Path: <y>\r\n".to_vec()
     );
     // Header only, no body: still one.
-    let got = local::with_return_path("a@b", b"Return-Path: <x>\r\n");
+    let got = local::with_return_path("a@b", data("Return-Path: <x>\r\n"));
     assert_eq!(got, b"Return-Path: <a@b>\r\n".to_vec());
 }
 
@@ -290,4 +290,22 @@ fn rfc5321_4_1_2_return_path_requotes_and_null_sender() {
         local::return_path("john doe@x"),
         "Return-Path: <\"john doe\"@x>\r\n"
     );
+}
+
+#[test]
+fn return_path_goes_into_an_unshared_buffer_without_a_second_allocation() {
+    let mut v = Vec::with_capacity(local::RETURN_PATH_ROOM + 64);
+    v.extend_from_slice(b"Subject: a\r\n\r\nbody\r\n");
+    let cap = v.capacity();
+    let got = local::with_return_path("s@x.example", Arc::new(v));
+    assert_eq!(
+        got,
+        b"Return-Path: <s@x.example>\r\nSubject: a\r\n\r\nbody\r\n".to_vec()
+    );
+    assert_eq!(got.capacity(), cap, "changed in place");
+    // Shared: copied, the other holder's bytes unchanged.
+    let shared = data("Subject: b\r\n\r\nx\r\n");
+    let got = local::with_return_path("", shared.clone());
+    assert_eq!(got, b"Return-Path: <>\r\nSubject: b\r\n\r\nx\r\n".to_vec());
+    assert_eq!(&shared[..], b"Subject: b\r\n\r\nx\r\n");
 }
