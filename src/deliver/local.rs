@@ -127,7 +127,7 @@ fn copied(field: &str, data: &[u8]) -> Vec<u8> {
 
 /// The header section of `data` has a Return-Path field.
 fn header_has_return_path(data: &[u8]) -> bool {
-    header_lines(data).any(|line| starts_return_path(line))
+    header_lines(data).any(starts_return_path)
 }
 
 /// The lines of the header section (up to the empty line).
