@@ -464,7 +464,7 @@ pub struct StoreConfig {
     pub default_message_quota: u64,
     /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
     /// sender retries) or `permanent` (552 5.2.2, it bounces).
-    pub over_quota: String,
+    pub over_quota: OverQuota,
     /// Networks (CIDR) whose hosts may deliver over the LMTP listener's
     /// TCP addresses (the MTAs); others are closed at once. Default:
     /// loopback and the private ranges. The unix socket is not affected.
@@ -481,6 +481,18 @@ pub const DEFAULT_LMTP_NETWORKS: [&str; 6] = [
     "fc00::/7",
 ];
 
+/// `store.over_quota`: how a delivery to a full mailbox is answered
+/// (applied in one place, `deliver::local`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverQuota {
+    /// 452 4.2.2: the sender keeps the message and retries.
+    #[default]
+    Temporary,
+    /// 552 5.2.2: the message bounces.
+    Permanent,
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -492,7 +504,7 @@ impl Default for StoreConfig {
             min_free_disk: 64 << 20,
             default_quota: 0,
             default_message_quota: 0,
-            over_quota: "temporary".into(),
+            over_quota: OverQuota::Temporary,
             lmtp_networks: DEFAULT_LMTP_NETWORKS
                 .iter()
                 .map(|n| n.parse().expect("the default networks parse"))
@@ -704,7 +716,7 @@ pub struct MtaConfig {
     /// TLS to the smarthost: `opportunistic` (STARTTLS when offered),
     /// `require` (STARTTLS must succeed),
     /// `implicit` (TLS from the first byte, port 465 style), `none`.
-    pub relay_tls: String,
+    pub relay_tls: RelayTls,
     /// Verify the smarthost's certificate (against `tls_ca_file`) when
     /// `relay_tls` is `require` or `implicit`.
     pub relay_tls_verify: bool,
@@ -729,6 +741,33 @@ pub struct MtaConfig {
     pub connection_idle: u64,
 }
 
+/// `mta.relay_tls`: TLS to the smarthost (`deliver::relay`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    /// STARTTLS when offered, any certificate.
+    #[default]
+    Opportunistic,
+    /// STARTTLS must succeed (certificate checked with `relay_tls_verify`).
+    Require,
+    /// TLS from the first byte (port 465 style).
+    Implicit,
+    /// Never TLS.
+    None,
+}
+
+impl RelayTls {
+    /// The value as written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayTls::Opportunistic => "opportunistic",
+            RelayTls::Require => "require",
+            RelayTls::Implicit => "implicit",
+            RelayTls::None => "none",
+        }
+    }
+}
+
 impl Default for MtaConfig {
     fn default() -> Self {
         MtaConfig {
@@ -738,7 +777,7 @@ impl Default for MtaConfig {
             relay: None,
             relay_user: String::new(),
             relay_password_file: String::new(),
-            relay_tls: "opportunistic".into(),
+            relay_tls: RelayTls::Opportunistic,
             relay_tls_verify: true,
             local_via: LocalVia::Lmtp,
             smtp_port: 25,
@@ -1227,26 +1266,11 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
             c.store.default_partition
         ));
     }
-    if !matches!(c.store.over_quota.as_str(), "temporary" | "permanent") {
-        errors.push(format!(
-            "store.over_quota: '{}' is not one of temporary, permanent",
-            c.store.over_quota
-        ));
-    }
     if c.limits.write_timeout == 0 || c.limits.command_deadline == 0 {
         errors.push("limits: write_timeout and command_deadline must be positive".into());
     }
     if c.limits.max_line < 512 {
         errors.push("limits.max_line: must be at least 512 (RFC 5321 4.5.3.1.4)".into());
-    }
-    if !matches!(
-        c.mta.relay_tls.as_str(),
-        "opportunistic" | "require" | "implicit" | "none"
-    ) {
-        errors.push(format!(
-            "mta.relay_tls: '{}' is not one of opportunistic, require, implicit, none",
-            c.mta.relay_tls
-        ));
     }
     if let Some(e) = relay_credentials_error(&c.mta) {
         errors.push(e);
@@ -1294,13 +1318,15 @@ pub fn relay_credentials_error(cfg: &MtaConfig) -> Option<String> {
     if cfg.relay_user.is_empty() || loopback {
         return None;
     }
-    let verified = cfg.relay_tls_verify && matches!(cfg.relay_tls.as_str(), "require" | "implicit");
+    let verified =
+        cfg.relay_tls_verify && matches!(cfg.relay_tls, RelayTls::Require | RelayTls::Implicit);
     (!verified).then(|| {
         format!(
             "mta.relay_user: the smarthost password would be sent without a verified TLS certificate \
              (mta.relay_tls = \"{}\", mta.relay_tls_verify = {}); set relay_tls = \"require\" or \"implicit\" \
              with relay_tls_verify = true, or use a loopback relay",
-            cfg.relay_tls, cfg.relay_tls_verify
+            cfg.relay_tls.name(),
+            cfg.relay_tls_verify
         )
     })
 }
@@ -1732,7 +1758,12 @@ mod tests {
         let mta = |relay: &str, tls: &str, verify: bool| MtaConfig {
             relay: Some(relay.parse().unwrap()),
             relay_user: "me".into(),
-            relay_tls: tls.into(),
+            relay_tls: match tls {
+                "opportunistic" => RelayTls::Opportunistic,
+                "none" => RelayTls::None,
+                "require" => RelayTls::Require,
+                _ => RelayTls::Implicit,
+            },
             relay_tls_verify: verify,
             ..MtaConfig::default()
         };

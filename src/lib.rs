@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod directory;
 pub mod fsutil;
 #[cfg(test)]
@@ -16,7 +17,6 @@ pub mod logging;
 pub mod login;
 pub mod loginlimit;
 pub mod mmp;
-pub mod mx;
 pub mod net;
 pub mod net_unix;
 pub mod netaddr;
@@ -25,10 +25,8 @@ pub mod proxyproto;
 pub mod queue;
 pub mod redact;
 pub mod roles;
-pub mod route;
 pub mod services;
 pub mod smtp;
-pub mod smtpclient;
 pub mod store;
 pub mod stress;
 pub mod tls;

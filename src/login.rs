@@ -344,7 +344,7 @@ pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials
         // A store serves its own users only (another store's would get
         // empty mailboxes here); clients reach the right one through the
         // mmp.
-        if !crate::route::is_own_store(rules.config, account.mail_host.as_deref()) {
+        if !crate::deliver::is_own_store(rules.config, account.mail_host.as_deref()) {
             let host = account.mail_host.clone().unwrap_or_default();
             warn!(protocol, user = %account.address, mail_host = %host,
                 "login for a user of another store refused");

@@ -1,5 +1,10 @@
 //! The MTA queue: one durable, append-only file per message (see
-//! `record.rs`), an in-memory schedule, and a delivery loop.
+//! `record.rs`), an in-memory schedule, and a delivery loop. The loop
+//! hands each attempt to a `Transport`; the servers' is
+//! `deliver::queue::Router`, one delivery transaction per attempt
+//! (docs/delivery.md). As a delivery target the queue is written by
+//! `write` and made visible to the loop by `schedule` (the transaction's
+//! commit) or removed by `discard` (its abort).
 //!
 //! Invariants:
 //! - `enqueue` returns only after the file and its folder entry are fsynced:
@@ -31,20 +36,8 @@ pub use record::{Envelope, Recipient, StateChange, Status};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The result of trying one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Final delivery into a mailbox (DSN action `delivered`).
-    Delivered,
-    /// Accepted by another SMTP server. `dsn_passed`: that server took
-    /// the DSN request on (RFC 3461 5.2.1), so a SUCCESS notice is its
-    /// job; otherwise we send a `relayed` notice (RFC 3461 5.2.2).
-    Relayed { dsn_passed: bool },
-    /// Try again later; the text is the remote reply or our reason.
-    Temporary(String),
-    /// Give up and bounce.
-    Permanent(String),
-}
+/// The result of trying one recipient: delivery's one outcome type.
+pub use crate::deliver::Outcome;
 
 /// Where messages go: LMTP to stores, SMTP to relays or MX hosts. Given a
 /// message and the indices of its pending recipients, returns one outcome
@@ -288,33 +281,57 @@ impl Queue {
         env: Envelope,
         data: Arc<Vec<u8>>,
     ) -> std::io::Result<String> {
+        let size = data.len() as u64;
+        let id = self.write(&env, data).await?;
+        self.schedule(&id, env, size);
+        Ok(id)
+    }
+
+    /// Stores a message durably without scheduling it (a delivery
+    /// transaction's `body`): the runner does not see it until
+    /// `schedule`; after a crash it is loaded like any other file.
+    pub async fn write(&self, env: &Envelope, data: Arc<Vec<u8>>) -> std::io::Result<String> {
         let id = Self::new_id();
         let path = self.path(&id);
         let dir = self.dir.clone();
         let e2 = env.clone();
-        let d2 = data.clone();
         tokio::task::spawn_blocking(move || {
-            record::create(&path, &e2, &d2)?;
+            record::create(&path, &e2, &data)?;
             crate::fsutil::sync_dir(&dir)
         })
         .await
         .map_err(std::io::Error::other)??;
+        Ok(id)
+    }
+
+    /// Hands a message stored by `write` to the runner (the transaction
+    /// committed).
+    pub fn schedule(&self, id: &str, env: Envelope, size: u64) {
         let state = env
             .recipients
             .iter()
             .map(|_| RcptState::pending())
             .collect();
         self.lock().insert(
-            id.clone(),
+            id.to_string(),
             Entry {
                 env,
                 state,
-                size: data.len() as u64,
+                size,
                 held: false,
             },
         );
         self.wake.notify_one();
-        Ok(id)
+    }
+
+    /// Removes a message stored by `write` and never scheduled (the
+    /// transaction was aborted).
+    pub async fn discard(&self, id: &str) -> std::io::Result<()> {
+        let dir = self.dir.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || remove_files(&dir, &id))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -563,13 +580,20 @@ impl Queue {
                             relayed.push(i);
                         }
                     }
-                    Outcome::Permanent(why) => {
+                    // Into another queue: the notice request went with it.
+                    Outcome::Queued => {
+                        s.status = Status::Delivered;
+                        info!(queue_id = id, rcpt = %env.recipients[i].address, "queued again");
+                    }
+                    o if o.is_permanent() => {
+                        let why = o.text();
                         s.status = Status::Failed;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, reason = %why, "failed permanently");
                         s.last_error = Some(why);
                         failed.push(i);
                     }
-                    Outcome::Temporary(why) => {
+                    o => {
+                        let why = o.text();
                         if expired {
                             s.status = Status::Failed;
                             s.last_error = Some(format!(

@@ -15,7 +15,6 @@ use crate::config::{Config, DirectoryBackend, Loaded, Protocol};
 use crate::directory::{embedded, Directory};
 use crate::net::{self, Conn, ConnInfo};
 use crate::queue::Queue;
-use crate::route::StoreRouter;
 use crate::services::Services;
 use crate::store::Store;
 use crate::tls::Tls;
@@ -163,7 +162,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
                 lock,
                 shutdown.clone(),
             ));
-            let router = StoreRouter::new(services.clone());
+            let router = crate::deliver::queue::Router::new(&services);
             Some(tokio::spawn(q.run(router, shutdown.clone())))
         }
         None => None,

@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::warn;
 
-use super::session::{Flavor, Target, Verdict};
+use super::session::{Flavor, Verdict};
+use crate::deliver::Target;
 use crate::directory::{canonical_address, domain_of, Account, DirError, Directory, Recipient};
 
 /// Nesting depth of aliases/groups/forwards followed before giving up.
@@ -25,10 +26,6 @@ pub struct Policy {
     /// Recipients outside our domains are accepted (authenticated
     /// submission, later). Inbound SMTP: false.
     pub relay_allowed: bool,
-    /// Store default quota for accounts without one (0: none).
-    pub default_quota: u64,
-    /// Store default message-count quota (0: none).
-    pub default_message_quota: u64,
     /// Forwards to other domains are accepted (a queue exists to carry
     /// them); otherwise such a RCPT is refused.
     pub forward_offsite: bool,
@@ -37,12 +34,10 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn inbound(flavor: Flavor, default_quota: u64) -> Policy {
+    pub fn inbound(flavor: Flavor) -> Policy {
         Policy {
             flavor,
             relay_allowed: false,
-            default_quota,
-            default_message_quota: 0,
             forward_offsite: false,
             config: None,
         }
@@ -53,8 +48,7 @@ impl Policy {
         Policy {
             forward_offsite: services.queue.is_some(),
             config: Some(services.config.clone()),
-            default_message_quota: services.config.store.default_message_quota,
-            ..Policy::inbound(flavor, services.config.store.default_quota)
+            ..Policy::inbound(flavor)
         }
     }
 
@@ -68,18 +62,14 @@ impl Policy {
         }
     }
 
+    /// The target of a mailbox: the directory's values; the effective
+    /// quota is applied at delivery (`deliver::quota`).
     fn target(&self, a: &Account) -> Target {
         Target {
-            address: a.address.clone(),
             partition: a.partition.clone(),
-            quota: a
-                .quota
-                .or((self.default_quota > 0).then_some(self.default_quota)),
-            message_quota: (self.default_message_quota > 0).then_some(self.default_message_quota),
+            quota: a.quota,
             mail_host: a.mail_host.clone(),
-            remote: false,
-            notify: None,
-            orcpt: None,
+            ..Target::mailbox(a.address.clone())
         }
     }
 }
@@ -108,7 +98,7 @@ async fn resolve_lmtp(
             if policy
                 .config
                 .as_ref()
-                .is_some_and(|c| !crate::route::is_own_store(c, a.mail_host.as_deref())) =>
+                .is_some_and(|c| !crate::deliver::is_own_store(c, a.mail_host.as_deref())) =>
         {
             warn!(rcpt = %address, mail_host = ?a.mail_host, "LMTP recipient lives on another store");
             Verdict::WrongStore

@@ -28,24 +28,14 @@ use super::reply::{self, Reply};
 use super::spool::SpoolConfig;
 use super::trace;
 use crate::budget::{Budget, Lease};
-use crate::queue::record::Notify;
+use crate::deliver::Notify;
+pub use crate::deliver::{Outcome, Target};
 
 /// SMTP or LMTP flavour of the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Smtp,
     Lmtp,
-}
-
-/// When the core adds a `Return-Path` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReturnPath {
-    /// Final delivery (RFC 5321 4.4): always.
-    Always,
-    /// LMTP: the MTA may already have added one; add it only if missing.
-    IfMissing,
-    /// Relaying onwards (later): never.
-    Never,
 }
 
 /// Everything the core needs to know, fixed for the session.
@@ -64,7 +54,6 @@ pub struct Params {
     pub tls_active: bool,
     /// The listener allows STARTTLS.
     pub starttls: bool,
-    pub return_path: ReturnPath,
     /// Prefix of message ids ("queued as"); unique per session.
     pub id_prefix: String,
     /// Message submission (RFC 6409) rather than relay or delivery.
@@ -91,45 +80,6 @@ pub struct SubmissionParams {
     pub received_shows_client: bool,
     /// Failed AUTH attempts before the connection is closed.
     pub max_auth_failures: u32,
-}
-
-/// One mailbox a message goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The account's canonical address (the store's user key).
-    pub address: String,
-    /// mailMessageStore partition; None: the store's default.
-    pub partition: Option<String>,
-    /// Storage quota in bytes; None: unlimited.
-    pub quota: Option<u64>,
-    /// Message-count quota; None: unlimited.
-    pub message_quota: Option<u64>,
-    /// The directory's mailHost: the store that holds the mailbox (None:
-    /// this process's store).
-    pub mail_host: Option<String>,
-    /// An address in another domain (a forward): goes out through the
-    /// queue and the outbound relay.
-    pub remote: bool,
-    /// RFC 3461 NOTIFY of the RCPT that reached this mailbox (None: not given).
-    pub notify: Option<Notify>,
-    /// RFC 3461 ORCPT (`rfc822;addr`) of that RCPT.
-    pub orcpt: Option<String>,
-}
-
-impl Target {
-    /// A mailbox in another domain (relayed after AUTH, or a forward).
-    pub fn remote(address: String) -> Target {
-        Target {
-            address,
-            partition: None,
-            quota: None,
-            message_quota: None,
-            mail_host: None,
-            remote: true,
-            notify: None,
-            orcpt: None,
-        }
-    }
 }
 
 /// The driver's answer to `Event::Authenticate`.
@@ -166,20 +116,6 @@ pub enum Verdict {
     Unavailable,
     /// LMTP: the user's mailHost names another store (RFC 3463 5.1.6).
     WrongStore,
-}
-
-/// The fate of one target after delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
-    Delivered,
-    OverQuota,
-    /// Over quota, configured as a permanent failure (`store.over_quota`).
-    OverQuotaPermanent,
-    /// Any other temporary failure (store error, server bug).
-    Failed,
-    DiskFull,
-    /// The process-wide memory budget could not hold the message.
-    NoResources,
 }
 
 /// A complete message to deliver.
@@ -392,6 +328,11 @@ impl Session {
     /// The client has said EHLO/HELO/LHLO and, on a submission listener,
     /// authenticated (or is trusted): the short pre-authentication
     /// deadline no longer applies.
+    /// SMTP or LMTP.
+    pub fn flavor(&self) -> Flavor {
+        self.p.flavor
+    }
+
     pub fn past_preauth(&self) -> bool {
         self.helo.is_some()
             && self
@@ -1109,14 +1050,8 @@ impl Session {
         let txn = &*txn;
         let helo = self.helo.as_ref();
         let mut data = Vec::with_capacity(512);
-        let add_return_path = match self.p.return_path {
-            ReturnPath::Always => true,
-            ReturnPath::IfMissing => !trace::has_return_path(&body.data),
-            ReturnPath::Never => false,
-        };
-        if add_return_path {
-            data.extend_from_slice(trace::return_path(&txn.sender).as_bytes());
-        }
+        // Return-Path is final delivery's business (deliver::local), not
+        // the receiving server's: a relaying mta-in must not add one.
         let with = trace::protocol_name(
             self.p.flavor == Flavor::Lmtp,
             helo.is_some_and(|h| h.extended),
@@ -1181,7 +1116,12 @@ impl Session {
         let Some(txn) = self.txn.take() else {
             return;
         };
-        let outcome_of = |i: usize| outcomes.get(i).copied().unwrap_or(Outcome::Failed);
+        let outcome_of = |i: usize| {
+            outcomes
+                .get(i)
+                .cloned()
+                .unwrap_or(Outcome::Temporary(String::new()))
+        };
         match self.p.flavor {
             Flavor::Smtp => {
                 // All or nothing: one reply covers every recipient. A
@@ -1189,10 +1129,10 @@ impl Session {
                 // so recipients already delivered may get a duplicate.
                 let worst = (0..txn.targets.len())
                     .map(outcome_of)
-                    .max()
-                    .unwrap_or(Outcome::Failed);
+                    .max_by_key(severity)
+                    .unwrap_or(Outcome::Temporary(String::new()));
                 let r = match worst {
-                    Outcome::Delivered => {
+                    o if o.accepted() => {
                         self.rcpt_errors = 0;
                         Reply::owned(250, "2.0.0", format!("Ok: queued as {}", txn.id))
                     }
@@ -1206,8 +1146,8 @@ impl Session {
                         .targets
                         .iter()
                         .map(|&i| outcome_of(i))
-                        .max()
-                        .unwrap_or(Outcome::Failed);
+                        .max_by_key(severity)
+                        .unwrap_or(Outcome::Temporary(String::new()));
                     let r = outcome_reply(worst);
                     self.reply(&r);
                 }
@@ -1398,14 +1338,32 @@ impl Session {
     }
 }
 
+/// The reply for one outcome. Texts of the target (a remote server's
+/// reply) never reach the client: only the class does.
 fn outcome_reply(o: Outcome) -> Reply {
     match o {
-        Outcome::Delivered => reply::DELIVERED,
-        Outcome::OverQuota => reply::OVER_QUOTA,
-        Outcome::OverQuotaPermanent => reply::OVER_QUOTA_PERMANENT,
+        Outcome::Delivered | Outcome::Queued | Outcome::Relayed { .. } => reply::DELIVERED,
+        Outcome::OverQuota { permanent: false } => reply::OVER_QUOTA,
+        Outcome::OverQuota { permanent: true } => reply::OVER_QUOTA_PERMANENT,
         Outcome::DiskFull => reply::DISK_FULL,
-        Outcome::Failed => reply::LOCAL_ERROR,
+        Outcome::Temporary(_) => reply::LOCAL_ERROR,
+        Outcome::Permanent(_) => reply::TRANSACTION_FAILED,
         Outcome::NoResources => reply::INSUFFICIENT_RESOURCES,
+    }
+}
+
+/// Which outcome speaks for a message when one reply covers several
+/// copies: accepted < over quota < permanent failures < other temporary
+/// failures < disk full < no resources (a temporary failure wins over a
+/// permanent one: the retry may still reach the others).
+fn severity(o: &Outcome) -> u8 {
+    match o {
+        Outcome::Delivered | Outcome::Queued | Outcome::Relayed { .. } => 0,
+        Outcome::OverQuota { permanent: false } => 1,
+        Outcome::OverQuota { permanent: true } | Outcome::Permanent(_) => 2,
+        Outcome::Temporary(_) => 3,
+        Outcome::DiskFull => 4,
+        Outcome::NoResources => 5,
     }
 }
 

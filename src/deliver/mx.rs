@@ -22,9 +22,9 @@ use rand::seq::SliceRandom;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use super::client::{mail_params, relayed, Client, Dialect, RcptParams, TlsVerify};
+use super::{Envelope, Outcome};
 use crate::config::Config;
-use crate::queue::{Envelope, Outcome};
-use crate::smtpclient::{Client, Dialect, MailParams, RcptParams, TlsVerify};
 
 /// One mail exchanger of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +194,7 @@ pub struct MxDelivery {
 
 impl MxDelivery {
     pub fn new(config: Arc<Config>) -> anyhow::Result<Arc<MxDelivery>> {
-        let roots = crate::smtpclient::load_roots(&config.mta.tls_ca_file).ok();
+        let roots = super::client::load_roots(&config.mta.tls_ca_file).ok();
         let d = Arc::new(MxDelivery {
             resolver: MxResolver::from_config(&config)?,
             config,
@@ -431,15 +431,6 @@ async fn reap(d: Weak<MxDelivery>) {
     }
 }
 
-/// The MAIL FROM parameters of a queued message.
-pub fn mail_params(env: &Envelope) -> MailParams {
-    MailParams {
-        sender: env.sender.clone(),
-        envid: env.envid.clone(),
-        ret_full: env.ret_full.then_some(true),
-    }
-}
-
 /// The RCPT parameters of a queued recipient.
 pub fn rcpt_params(env: &Envelope, i: usize) -> RcptParams {
     let r = &env.recipients[i];
@@ -450,19 +441,8 @@ pub fn rcpt_params(env: &Envelope, i: usize) -> RcptParams {
     }
 }
 
-/// A 2xx from another SMTP server is relaying, not final delivery.
-pub fn relayed(o: Outcome, dsn_passed: bool) -> Outcome {
-    match o {
-        Outcome::Delivered => Outcome::Relayed { dsn_passed },
-        o => o,
-    }
-}
-
 fn outcome_text(o: Outcome) -> String {
-    match o {
-        Outcome::Temporary(t) | Outcome::Permanent(t) => t,
-        Outcome::Delivered | Outcome::Relayed { .. } => "unexpected success".into(),
-    }
+    o.text()
 }
 
 #[cfg(test)]

@@ -17,10 +17,8 @@ use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::{Envelope, Notify, Outcome};
 use crate::net::Conn;
-use crate::queue::record::Notify;
-use crate::queue::Outcome;
-use crate::smtp::trace::quote_address;
 
 /// A complete (possibly multi-line) reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +85,54 @@ impl RcptParams {
             ..RcptParams::default()
         }
     }
+}
+
+/// The MAIL FROM parameters of a queued message.
+pub fn mail_params(env: &Envelope) -> MailParams {
+    MailParams {
+        sender: env.sender.clone(),
+        envid: env.envid.clone(),
+        ret_full: env.ret_full.then_some(true),
+    }
+}
+
+/// A 2xx from another SMTP server is relaying, not final delivery.
+pub fn relayed(o: Outcome, dsn_passed: bool) -> Outcome {
+    match o {
+        Outcome::Delivered => Outcome::Relayed { dsn_passed },
+        o => o,
+    }
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+/// An address as it goes between angle brackets: a local part that is not
+/// a dot-atom is quoted again (smtp-proto strips the quotes).
+pub fn quote_address(address: &str) -> String {
+    let address: String = address.chars().filter(|c| !c.is_control()).collect();
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return address;
+    };
+    let dot_atom = !local.is_empty()
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext));
+    if dot_atom {
+        return address;
+    }
+    let mut q = String::with_capacity(local.len() + domain.len() + 4);
+    q.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push_str("\"@");
+    q.push_str(domain);
+    q
 }
 
 /// RFC 3461 4: xtext encoding of ENVID and ORCPT values.
