@@ -400,4 +400,182 @@ mod tests {
         assert!(r.is_err());
         assert!(a.cache.hit("a@x", "h", "pw"));
     }
+
+    /// Through the real directory (embedded file) and the login sequence.
+    mod directory {
+        use super::*;
+        use crate::config::Config;
+        use crate::directory::{embedded, AuthResult, Directory};
+        use crate::login::{login, Accounts, Credentials, Outcome, Protocol, Rules, Serves};
+        use crate::loginlimit::{Limits, LoginLimiter};
+
+        const A: &str = "a@x.test";
+
+        struct Fixture {
+            _dir: tempfile::TempDir,
+            path: std::path::PathBuf,
+            config: Config,
+            directory: Arc<Directory>,
+        }
+
+        fn fixture(edit: impl FnOnce(&mut Config)) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("directory.json");
+            embedded::edit(&path, |d| {
+                embedded::add_user(d, A, "pw", None, true)?;
+                embedded::add_user(d, "off@x.test", "pw", None, false)
+            })
+            .unwrap();
+            let mut config = Config::default();
+            config.server.data_dir = dir.path().to_path_buf();
+            config.server.domain = "x.test".into();
+            config.directory.path = path.display().to_string();
+            edit(&mut config);
+            Fixture {
+                directory: Directory::open(&config).unwrap(),
+                _dir: dir,
+                path,
+                config,
+            }
+        }
+
+        impl Fixture {
+            async fn auth(&self, login: &str, pw: &str) -> AuthResult {
+                self.directory
+                    .authenticate(login, pw, "x.test")
+                    .await
+                    .unwrap()
+            }
+
+            /// Full hashes run so far.
+            fn hashes(&self) -> u64 {
+                self.directory.auth().pool.verifications()
+            }
+
+            /// Replaces a's password hash, and waits until the running
+            /// directory has re-read the file (embedded.rs RECHECK).
+            fn set_password(&self, pw: &str) {
+                let hash = crate::directory::password::hash(pw).unwrap();
+                embedded::edit(&self.path, |d| {
+                    d.users.get_mut(A).unwrap().password = hash;
+                    Ok(())
+                })
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(600));
+            }
+        }
+
+        fn ok(r: AuthResult) -> bool {
+            matches!(r, AuthResult::Ok(ref a) if a.address == A)
+        }
+
+        #[tokio::test]
+        async fn cache_hit_skips_the_hash() {
+            let f = fixture(|_| {});
+            assert!(ok(f.auth("a", "pw").await));
+            assert_eq!(f.hashes(), 1);
+            for login in ["a", "A@X.test", A] {
+                assert!(ok(f.auth(login, "pw").await), "{login}");
+            }
+            assert_eq!(f.hashes(), 1, "every later login was a cache hit");
+            assert_eq!(f.directory.auth().cache.stats().0, 3);
+        }
+
+        #[tokio::test]
+        async fn cache_off_with_ttl_zero_hashes_every_time() {
+            let f = fixture(|c| c.auth.cache_ttl = 0);
+            for _ in 0..3 {
+                assert!(ok(f.auth("a", "pw").await));
+            }
+            assert_eq!(f.hashes(), 3);
+        }
+
+        #[tokio::test]
+        async fn miss_after_a_password_change_refuses_the_old_password_at_once() {
+            let f = fixture(|_| {});
+            assert!(ok(f.auth("a", "pw").await));
+            assert!(ok(f.auth("a", "pw").await));
+            assert_eq!(f.hashes(), 1);
+            f.set_password("new-pw");
+            // The new hash is part of the HMAC input: the old password
+            // misses, gets a full check, and fails.
+            assert_eq!(f.auth("a", "pw").await, AuthResult::Failed(Some(A.into())));
+            assert_eq!(f.hashes(), 2);
+            assert!(ok(f.auth("a", "new-pw").await));
+            assert!(ok(f.auth("a", "new-pw").await));
+            assert_eq!(f.hashes(), 3);
+        }
+
+        #[tokio::test]
+        async fn miss_after_a_failure() {
+            let f = fixture(|_| {});
+            assert!(ok(f.auth("a", "pw").await));
+            assert_eq!(
+                f.auth("a", "wrong").await,
+                AuthResult::Failed(Some(A.into()))
+            );
+            assert_eq!(f.hashes(), 2, "a failure always costs the full hash");
+            assert!(ok(f.auth("a", "pw").await));
+            assert_eq!(f.hashes(), 3, "the failure dropped the entry");
+            // A failed login naming a through an alias forgets it too.
+            embedded::edit(&f.path, |d| {
+                d.aliases.insert("al@x.test".into(), vec![A.into()]);
+                Ok(())
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(600));
+            assert!(ok(f.auth("a", "pw").await));
+            assert_eq!(f.hashes(), 3);
+            assert_eq!(f.auth("al", "pw").await, AuthResult::Failed(Some(A.into())));
+            assert_eq!(f.hashes(), 4, "an unknown login costs a hash too");
+            assert!(ok(f.auth("a", "pw").await));
+            assert_eq!(f.hashes(), 5);
+        }
+
+        #[tokio::test]
+        async fn account_state_is_read_fresh_on_a_hit() {
+            let f = fixture(|_| {});
+            assert!(ok(f.auth("a", "pw").await));
+            embedded::edit(&f.path, |d| {
+                d.users.get_mut(A).unwrap().account.active = false;
+                Ok(())
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(600));
+            assert_eq!(f.auth("a", "pw").await, AuthResult::Inactive);
+            assert_eq!(f.hashes(), 1, "same hash: a hit, but the account is off");
+            assert_eq!(f.auth("off", "pw").await, AuthResult::Inactive);
+        }
+
+        #[tokio::test]
+        async fn failures_keep_the_login_limits_even_with_a_cached_password() {
+            let f = fixture(|_| {});
+            let limiter = LoginLimiter::new(Limits {
+                per_client: 3,
+                per_account: 0,
+                window: Duration::from_secs(60),
+                delay: Duration::ZERO,
+            });
+            let accounts = Accounts::of(f.directory.clone(), "x.test");
+            let rules = Rules {
+                protocol: Protocol::Imap,
+                config: &f.config,
+                login_networks: &[],
+                proxy_users: &[],
+                limiter: &limiter,
+                accounts: &accounts,
+                serves: Serves::Nothing,
+            };
+            let conn = crate::net::ConnInfo::for_test(crate::config::Protocol::Imap);
+            let go = |pw: &'static str| login(&rules, &conn, Credentials::password("a", pw));
+            assert!(matches!(go("pw").await, Outcome::Ok(_)));
+            assert!(matches!(go("pw").await, Outcome::Ok(_)));
+            assert_eq!(f.hashes(), 1);
+            for _ in 0..3 {
+                assert!(matches!(go("wrong").await, Outcome::Failed));
+            }
+            assert!(matches!(go("pw").await, Outcome::RateLimited));
+            assert_eq!(f.hashes(), 4, "refused without a check");
+        }
+    }
 }
