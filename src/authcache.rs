@@ -92,7 +92,8 @@ impl Auth {
 
 /// One remembered verification.
 struct Entry {
-    tag: hmac::Tag,
+    /// HMAC-SHA256 of (key, version, password).
+    tag: [u8; 32],
     /// When the full check succeeded.
     at: Instant,
     /// Position in `Inner::order`.
@@ -172,7 +173,7 @@ impl CredentialCache {
         let verdict = match inner.entries.get(key) {
             None => None,
             Some(e) if now.saturating_duration_since(e.at) >= self.ttl => Some(false),
-            Some(e) => Some(hmac::verify(&self.key, &message, e.tag.as_ref()).is_ok()),
+            Some(e) => Some(hmac::verify(&self.key, &message, &e.tag).is_ok()),
         };
         match verdict {
             Some(true) => {
@@ -204,7 +205,8 @@ impl CredentialCache {
         if !self.enabled() {
             return;
         }
-        let tag = hmac::sign(&self.key, &Self::message(key, version, password));
+        let mut tag = [0u8; 32];
+        tag.copy_from_slice(hmac::sign(&self.key, &Self::message(key, version, password)).as_ref());
         let at = (self.clock)();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.remove(key);
@@ -226,6 +228,11 @@ impl CredentialCache {
     pub fn forget(&self, key: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.remove(key);
+    }
+
+    /// No entry held now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Entries held now.
