@@ -19,6 +19,8 @@
 //! - Unknown schemes and malformed strings never match.
 //! - Every comparison of a computed digest with a stored one is
 //!   constant-time (`subtle`; bcrypt and sha-crypt compare the same way).
+//! - Passwords longer than [`MAX_PASSWORD_LEN`] bytes never match and
+//!   are not hashed.
 //! - Argon2 memory is bounded: a stored hash asking for more than
 //!   [`MAX_ARGON2_M_COST`] KiB is refused, and the pool reuses one buffer
 //!   per hashing thread instead of allocating per check.
@@ -40,6 +42,11 @@ use super::DirError;
 /// The largest Argon2 memory a stored hash may ask for (1 GiB, in KiB):
 /// a directory entry must not be able to make one check take the machine.
 pub const MAX_ARGON2_M_COST: u32 = 1024 * 1024;
+
+/// Longest password checked, in bytes. SHA-crypt's cost grows with the
+/// password's length times its rounds: a client must not be able to buy
+/// seconds of CPU with one long LOGIN literal. Longer ones never match.
+pub const MAX_PASSWORD_LEN: usize = 4096;
 
 /// Argon2id parameters for new hashes (`[auth]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +163,9 @@ fn crypt_kind(s: &str) -> Option<Crypt> {
 
 /// [`verify`] reusing `scratch`'s memory.
 pub fn verify_with(password: &str, stored: &str, scratch: &mut Scratch) -> bool {
+    if password.len() > MAX_PASSWORD_LEN {
+        return false;
+    }
     let Some((scheme, value)) = split_scheme(stored) else {
         return false;
     };
@@ -272,7 +282,8 @@ fn dummy_hash(params: &Argon2Params) -> String {
 /// One verification waiting for a hashing thread.
 struct Job {
     password: String,
-    stored: Arc<str>,
+    /// None: the pool's dummy hash (made on a hashing thread, once).
+    stored: Option<Arc<str>>,
     reply: tokio::sync::oneshot::Sender<bool>,
 }
 
@@ -288,7 +299,8 @@ pub struct HashPool {
     /// Verifications run since start (cache hits run none): a metric, and
     /// how tests see that a login skipped the hash.
     verifications: AtomicU64,
-    dummy: OnceLock<Arc<str>>,
+    /// A hash of a random string, for unknown logins.
+    dummy: Arc<OnceLock<Arc<str>>>,
 }
 
 /// Jobs waiting beyond this many per thread make the caller wait to queue
@@ -309,7 +321,7 @@ impl HashPool {
             params,
             queue: OnceLock::new(),
             verifications: AtomicU64::new(0),
-            dummy: OnceLock::new(),
+            dummy: Arc::default(),
         }
     }
 
@@ -332,9 +344,10 @@ impl HashPool {
             let keep = self.params.params().map_or(0, |p| p.block_count());
             for i in 0..self.threads {
                 let rx = rx.clone();
+                let (dummy, params) = (self.dummy.clone(), self.params);
                 let spawned = std::thread::Builder::new()
                     .name(format!("msgd-hash-{i}"))
-                    .spawn(move || worker(rx, keep));
+                    .spawn(move || worker(rx, keep, dummy, params));
                 if let Err(e) = spawned {
                     tracing::error!(error = %e, "cannot start a password hashing thread");
                 }
@@ -345,6 +358,10 @@ impl HashPool {
 
     /// Checks `password` against `stored` on a hashing thread.
     pub async fn verify(&self, password: &str, stored: Arc<str>) -> Result<bool, DirError> {
+        self.run(password, Some(stored)).await
+    }
+
+    async fn run(&self, password: &str, stored: Option<Arc<str>>) -> Result<bool, DirError> {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Job {
@@ -364,16 +381,17 @@ impl HashPool {
     /// Spends one verification on a hash nobody knows the password of
     /// (an unknown login costs what a known one does).
     pub async fn verify_dummy(&self, password: &str) -> Result<bool, DirError> {
-        let stored = self
-            .dummy
-            .get_or_init(|| dummy_hash(&self.params).into())
-            .clone();
-        self.verify(password, stored).await.map(|_| false)
+        self.run(password, None).await.map(|_| false)
     }
 }
 
 /// A hashing thread: lower priority than protocol work, one buffer reused.
-fn worker(rx: Arc<Mutex<tokio::sync::mpsc::Receiver<Job>>>, keep_blocks: usize) {
+fn worker(
+    rx: Arc<Mutex<tokio::sync::mpsc::Receiver<Job>>>,
+    keep_blocks: usize,
+    dummy: Arc<OnceLock<Arc<str>>>,
+    params: Argon2Params,
+) {
     lower_priority();
     let mut scratch = Scratch::default();
     loop {
@@ -382,7 +400,11 @@ fn worker(rx: Arc<Mutex<tokio::sync::mpsc::Receiver<Job>>>, keep_blocks: usize) 
             rx.blocking_recv()
         };
         let Some(job) = job else { return };
-        let ok = verify_with(&job.password, &job.stored, &mut scratch);
+        let stored = match job.stored {
+            Some(s) => s,
+            None => dummy.get_or_init(|| dummy_hash(&params).into()).clone(),
+        };
+        let ok = verify_with(&job.password, &stored, &mut scratch);
         scratch.trim(keep_blocks);
         let _ = job.reply.send(ok);
     }
@@ -555,6 +577,23 @@ mod tests {
             assert!(!verify("", &v), "{v}");
             assert!(!verify(PW, &v), "{v}");
         }
+    }
+
+    #[test]
+    fn overlong_password_is_refused_unhashed() {
+        let long = "x".repeat(MAX_PASSWORD_LEN + 1);
+        let fits = "x".repeat(MAX_PASSWORD_LEN);
+        let h = sha_crypt_of(&fits);
+        assert!(verify(&fits, &h));
+        assert!(!verify(&long, &sha_crypt_of(&long)));
+    }
+
+    fn sha_crypt_of(pw: &str) -> String {
+        use argon2::password_hash::PasswordHasher;
+        sha_crypt::ShaCrypt::default()
+            .hash_password(pw.as_bytes())
+            .unwrap()
+            .to_string()
     }
 
     #[test]
