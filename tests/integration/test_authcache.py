@@ -147,3 +147,22 @@ def test_auth_keys_are_checked_and_new_hashes_use_the_argon2_parameters(tmp_path
     for _ in range(2):
         assert ok(imap_login(inst, ALICE, "pw-one"))
     assert imap_login(inst, ALICE, "pw-two") == FAILED
+
+
+def test_overlong_password_literal_is_refused_without_a_hash(srv):
+    """A password over password::MAX_PASSWORD_LEN (4,096 bytes) never
+    matches, even the right one: it is not hashed at all. The session goes
+    on, and a normal password still works on it afterwards."""
+    user = f"long@{DOMAIN}"
+    long = "x" * 5000
+    srv.add_user(user, long)
+    time.sleep(RELOAD)
+    with LineClient(srv.ports["imap"]) as c:
+        assert c.imap_response().startswith(b"* OK")
+        c.send(f'a LOGIN "{user}" {{{len(long)}}}\r\n'.encode())
+        assert c.readline().startswith(b"+")
+        c.send(long.encode() + b"\r\n")
+        tagged = c.imap_response()
+        assert tagged == FAILED, tagged
+        tagged, _ = c.imap_cmd("b", f'LOGIN "{BOB}" "{srv.passwords[BOB]}"')
+        assert tagged.startswith(b"b OK"), tagged
