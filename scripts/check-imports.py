@@ -12,9 +12,9 @@ Protocols and the top may use anything (a protocol session receives
   base      netaddr, redact, fsutil, budget, proxyproto, roles (the Role
             enum in roles/mod.rs only)
   config    config
-  below     everything a protocol builds on: logging, tls, loginlimit,
+  below     everything a protocol builds on: logging, tls, loginlimit, authcache,
             directory, store, login, net, net_unix
-  protocol  smtp, imap, pop3, mmp, queue, route, mx, smtpclient, deliver
+  protocol  smtp, imap, pop3, mmp, queue, deliver
   top       services (holds every role's shared state), roles/run, cli,
             main, stress, fuzz
 
@@ -33,8 +33,8 @@ import sys
 
 BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles"}
 CONFIG = {"config"}
-BELOW = {"logging", "tls", "loginlimit", "directory", "store", "login", "net", "net_unix"}
-PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "route", "mx", "smtpclient", "deliver"}
+BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "store", "login", "net", "net_unix"}
+PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver"}
 TOP = {"services", "cli", "main", "stress", "fuzz", "lib"}
 
 RANK = {}
@@ -48,7 +48,7 @@ KNOWN = {
     ("src/store/threads.rs", "imap"),
     # The login sequence checks the own-store rule and sanitises logins
     # for the log with SMTP's trace helper.
-    ("src/login.rs", "route"),
+    ("src/login.rs", "deliver"),
     ("src/login.rs", "smtp"),
     # The accept loops take Services (role state) to hand to sessions.
     ("src/net.rs", "services"),

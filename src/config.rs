@@ -165,6 +165,7 @@ pub struct Config {
     pub log: LogConfig,
     pub tls: TlsConfig,
     pub directory: DirectoryConfig,
+    pub auth: AuthConfig,
     pub store: StoreConfig,
     pub smtp: SmtpConfig,
     pub imap: ImapConfig,
@@ -256,6 +257,38 @@ impl Default for DirectoryConfig {
             path: String::new(),
             cache_ttl: 30,
             ldap: LdapConfig::default(),
+        }
+    }
+}
+
+/// `[auth]`: password checks (docs/security.md, "Credential cache").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Seconds a successful password check is remembered (as an HMAC
+    /// under a per-process key, never the password); 0: no cache.
+    pub cache_ttl: u64,
+    /// Most remembered checks; the oldest goes first.
+    pub cache_size: usize,
+    /// Threads verifying password hashes; 0: max(1, cores / 2).
+    pub hash_threads: usize,
+    /// Argon2id memory in KiB for new hashes (existing hashes keep theirs).
+    pub argon2_m_cost: u32,
+    /// Argon2id passes for new hashes.
+    pub argon2_t_cost: u32,
+    /// Argon2id lanes for new hashes.
+    pub argon2_p_cost: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            cache_ttl: 300,
+            cache_size: 100_000,
+            hash_threads: 0,
+            argon2_m_cost: 19_456,
+            argon2_t_cost: 2,
+            argon2_p_cost: 1,
         }
     }
 }
@@ -1271,6 +1304,12 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
     }
     if c.limits.max_line < 512 {
         errors.push("limits.max_line: must be at least 512 (RFC 5321 4.5.3.1.4)".into());
+    }
+    if let Err(e) = c.auth.argon2().check() {
+        errors.push(format!("auth.argon2_m_cost/t_cost/p_cost: {e}"));
+    }
+    if c.auth.hash_threads > 256 {
+        errors.push("auth.hash_threads: at most 256".into());
     }
     if let Some(e) = relay_credentials_error(&c.mta) {
         errors.push(e);

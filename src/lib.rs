@@ -4,6 +4,7 @@
 //! core (no sockets; tested by feeding bytes) -> async driver doing I/O and
 //! effects (directory lookups, store deliveries).
 
+pub mod authcache;
 pub mod budget;
 pub mod cli;
 pub mod config;

@@ -12,7 +12,9 @@
 //!    (`NotAuthorized(NotProxy)`, no password check either).
 //! 3. The password check under the process's failed-login limits
 //!    (`crate::loginlimit`: refusal without a check, counting against
-//!    the canonical account, the failure delay, all served here).
+//!    the canonical account, the failure delay, all served here). The
+//!    directory answers a recently verified password from its credential
+//!    cache (`crate::authcache`); the limits wrap the check either way.
 //! 4. Proxy authorization, part two: the authorization identity must be
 //!    an active user of the directory; the session is then that user's.
 //! 5. Where the caller is a store: the account's `mailHost` must be this

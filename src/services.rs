@@ -29,6 +29,8 @@ use crate::tls::Tls;
 pub struct Services {
     /// Snapshot taken at start; a session keeps the one it started with.
     pub config: Arc<Config>,
+    /// Also the password side of every login: the credential cache and
+    /// the hashing pool (`Directory::auth`, `crate::authcache`).
     pub directory: Arc<Directory>,
     /// Present when this process runs the store role (all-in-one included).
     pub store: Option<Store>,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::authcache::Auth;
 use crate::config::{Config, DirectoryBackend};
 
 /// A mail user as the directory describes it.
@@ -96,27 +97,43 @@ pub enum AuthResult {
     Inactive,
 }
 
-pub enum Directory {
+/// The directory client: a back end, and the password side shared by
+/// every login of the process (credential cache, hashing pool).
+pub struct Directory {
+    backend: Backend,
+    auth: Auth,
+}
+
+enum Backend {
     Embedded(embedded::Embedded),
     Ldap(ldap::Ldap),
 }
 
 impl Directory {
     pub fn open(config: &Config) -> anyhow::Result<Arc<Directory>> {
-        match config.directory.backend {
-            DirectoryBackend::Embedded => Ok(Arc::new(Directory::Embedded(
-                embedded::Embedded::open(config.directory_path())?,
-            ))),
-            DirectoryBackend::Ldap => Ok(Arc::new(Directory::Ldap(ldap::Ldap::open(config)?))),
-        }
+        let backend = match config.directory.backend {
+            DirectoryBackend::Embedded => {
+                Backend::Embedded(embedded::Embedded::open(config.directory_path())?)
+            }
+            DirectoryBackend::Ldap => Backend::Ldap(ldap::Ldap::open(config)?),
+        };
+        Ok(Arc::new(Directory {
+            backend,
+            auth: Auth::from_config(&config.auth),
+        }))
+    }
+
+    /// The credential cache and the hashing pool.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// Is this domain one we receive mail for?
     pub async fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {
         let domain = domain.to_ascii_lowercase();
-        match self {
-            Directory::Embedded(e) => e.is_local_domain(&domain),
-            Directory::Ldap(l) => l.is_local_domain(&domain).await,
+        match &self.backend {
+            Backend::Embedded(e) => e.is_local_domain(&domain),
+            Backend::Ldap(l) => l.is_local_domain(&domain).await,
         }
     }
 
@@ -124,9 +141,9 @@ impl Directory {
     /// `Ok(None)`: no such recipient.
     pub async fn lookup(&self, address: &str) -> Result<Option<Recipient>, DirError> {
         let address = canonical_address(address);
-        match self {
-            Directory::Embedded(e) => e.lookup(&address),
-            Directory::Ldap(l) => l.lookup(&address).await,
+        match &self.backend {
+            Backend::Embedded(e) => e.lookup(&address),
+            Backend::Ldap(l) => l.lookup(&address).await,
         }
     }
 
@@ -139,34 +156,44 @@ impl Directory {
         default_domain: &str,
     ) -> Result<AuthResult, DirError> {
         let qualified = qualify_login(login, default_domain);
-        match self {
-            Directory::Embedded(e) => {
-                let login = qualified;
-                let e = e.clone();
-                let password = password.to_string();
-                // Password hashing is deliberately slow and memory-hard
-                // (Argon2id: 19 MiB each): keep it off the reactor threads
-                // and run only a few at once, so a burst of logins queues
-                // instead of multiplying the memory.
-                let _permit = password::hashing_slots()
-                    .acquire()
-                    .await
-                    .map_err(|e| DirError::Temporary(e.to_string()))?;
-                tokio::task::spawn_blocking(move || e.authenticate(&login, &password))
-                    .await
-                    .map_err(|e| DirError::Temporary(e.to_string()))?
-            }
+        let auth = &self.auth;
+        match &self.backend {
+            // Hashing runs on the pool's own threads (password.rs), and a
+            // password verified recently for the same stored hash is
+            // answered by the credential cache (crate::authcache).
+            Backend::Embedded(e) => match e.login_entry(&qualified)? {
+                embedded::LoginEntry::User { account, stored } => {
+                    let ok = auth
+                        .check(&account.address, &stored, password, || {
+                            auth.pool.verify(password, stored.clone())
+                        })
+                        .await?;
+                    Ok(embedded::LoginEntry::verdict(account, ok))
+                }
+                embedded::LoginEntry::Unknown { owner } => {
+                    // Spend the same time as a real check so timing does
+                    // not tell which logins exist.
+                    auth.pool.verify_dummy(password).await?;
+                    if let Some(owner) = &owner {
+                        auth.cache.forget(owner);
+                    }
+                    Ok(AuthResult::Failed(owner))
+                }
+            },
             // LDAP tries the login as typed (`uid=alice`) and qualified
-            // (`mail=alice@domain`).
-            Directory::Ldap(l) => l.authenticate(login, &qualified, password).await,
+            // (`mail=alice@domain`); the bind is skipped on a cache hit.
+            Backend::Ldap(l) => {
+                l.authenticate_cached(login, &qualified, password, auth)
+                    .await
+            }
         }
     }
 
     /// Lookup cache (hits, misses) of back ends that have one.
     pub fn cache_stats(&self) -> Option<(u64, u64)> {
-        match self {
-            Directory::Embedded(_) => None,
-            Directory::Ldap(l) => Some(l.cache_stats()),
+        match &self.backend {
+            Backend::Embedded(_) => None,
+            Backend::Ldap(l) => Some(l.cache_stats()),
         }
     }
 }

@@ -1465,11 +1465,7 @@ impl Session {
 
     /// Limits of an account: its directory quota or the store default.
     pub fn quota_of(&self, directory_quota: Option<u64>) -> Quota {
-        let nonzero = |q: u64| (q > 0).then_some(q);
-        Quota {
-            storage: directory_quota.or(nonzero(self.config.store.default_quota)),
-            messages: nonzero(self.config.store.default_message_quota),
-        }
+        crate::deliver::quota(directory_quota, &self.config.store)
     }
 
     /// SELECT / EXAMINE (RFC 9051 6.3.2, 6.3.3), with CONDSTORE and QRESYNC

@@ -671,3 +671,50 @@ fn cleartext_ldap_to_a_remote_host_is_refused() {
     let err = Ldap::open(&c).err().expect("refused at start");
     assert!(format!("{err:#}").contains("in clear"), "{err:#}");
 }
+
+/// The credential cache (crate::authcache) over LDAP: the second login is
+/// answered without a bind, and a password changed on the server (a new
+/// entryCSN / modifyTimestamp) misses at once.
+#[tokio::test]
+async fn credential_cache_skips_the_bind_until_the_entry_changes() {
+    let s = Slapd::start();
+    let d = Directory::open(&config(&[&s.url])).unwrap();
+    let ok = |r: AuthResult| matches!(r, AuthResult::Ok(a) if a.address == "alice@example.test");
+    assert!(ok(d
+        .authenticate("alice", "alice-secret", "example.test")
+        .await
+        .unwrap()));
+    assert_eq!(d.auth().cache.len(), 1, "slapd returns entryCSN");
+    assert!(ok(d
+        .authenticate("alice@example.test", "alice-secret", "")
+        .await
+        .unwrap()));
+    assert_eq!(d.auth().cache.stats().0, 1, "the second login was a hit");
+    // The administrator sets a new password (ldappasswd, RFC 3062).
+    let out = std::process::Command::new("ldappasswd")
+        .args(["-x", "-H", &s.url, "-D", "cn=admin,dc=example,dc=test"])
+        .args(["-w", "admin-secret", "-s", "alice-new"])
+        .arg("uid=alice,ou=people,dc=example,dc=test")
+        .output()
+        .expect("ldappasswd (apt-get install -y ldap-utils)");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        d.authenticate("alice", "alice-secret", "example.test")
+            .await
+            .unwrap(),
+        AuthResult::Failed(Some("alice@example.test".into()))
+    );
+    assert_eq!(d.auth().cache.len(), 0, "the failure forgot the entry");
+    assert!(ok(d
+        .authenticate("alice", "alice-new", "example.test")
+        .await
+        .unwrap()));
+    // A wrong password after a hit binds (and fails) every time.
+    assert!(matches!(
+        d.authenticate("alice", "wrong", "example.test")
+            .await
+            .unwrap(),
+        AuthResult::Failed(_)
+    ));
+    assert_eq!(d.auth().cache.len(), 0);
+}
