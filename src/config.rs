@@ -453,6 +453,9 @@ pub struct LdapAttributes {
     pub status: Vec<String>,
     /// Addresses that are members of a group.
     pub group_address_member: String,
+    /// A group's errors-to address: the envelope sender of the copies
+    /// made for the group (bounces go to the list owner). Empty: not read.
+    pub group_errors_to: String,
     /// DNs that are members of a group (users or groups).
     pub group_dn_member: Vec<String>,
 }
@@ -470,6 +473,7 @@ impl Default for LdapAttributes {
             quota: "mailQuota".into(),
             status: vec!["inetUserStatus".into(), "mailUserStatus".into()],
             group_address_member: "mgrpRFC822MailMember".into(),
+            group_errors_to: "mgrpErrorsTo".into(),
             group_dn_member: vec!["uniqueMember".into(), "member".into()],
         }
     }

@@ -145,6 +145,10 @@ pub struct Target {
     pub notify: Option<Notify>,
     /// RFC 3461 ORCPT (`rfc822;addr`) of that RCPT.
     pub orcpt: Option<String>,
+    /// The envelope sender of this copy when it is not the message's: a
+    /// list's errors-to address (`mgrpErrorsTo`) for the copies made for
+    /// the list, so their bounces go to the list's owner.
+    pub sender: Option<String>,
 }
 
 impl Target {
@@ -158,6 +162,7 @@ impl Target {
             remote: false,
             notify: None,
             orcpt: None,
+            sender: None,
         }
     }
 
@@ -453,18 +458,30 @@ impl Transaction {
     /// kind go together (one queue file, one LMTP transaction per store,
     /// one SMTP transaction per domain; local copies concurrently so the
     /// store group-commits).
+    ///
+    /// Copies whose envelope sender differs (a list's errors-to address,
+    /// `Target::sender`) go in transactions of their own, with that sender
+    /// (and Return-Path, at final delivery).
     pub async fn body(&mut self, data: Arc<Vec<u8>>) -> Vec<Outcome> {
-        let mut groups: BTreeMap<Dest, Vec<usize>> = BTreeMap::new();
+        let mut groups: BTreeMap<(Dest, Option<String>), Vec<usize>> = BTreeMap::new();
         for (i, t) in self.targets.iter().enumerate() {
-            groups.entry(self.delivery.dest(t)).or_default().push(i);
+            let key = (self.delivery.dest(t), t.sender.clone());
+            groups.entry(key).or_default().push(i);
         }
         let mut outcomes = vec![Outcome::Temporary(NOWHERE.into()); self.targets.len()];
         let d = self.delivery.clone();
         let cfg = &d.config;
         let mut data = data;
         let last = groups.len().saturating_sub(1);
-        for (g, (dest, idx)) in groups.into_iter().enumerate() {
+        for (g, ((dest, sender), idx)) in groups.into_iter().enumerate() {
             let targets: Vec<&Target> = idx.iter().map(|&i| &self.targets[i]).collect();
+            let envelope = match sender {
+                Some(sender) => Envelope {
+                    sender,
+                    ..self.envelope.clone()
+                },
+                None => self.envelope.clone(),
+            };
             let got: Vec<Outcome> = match dest {
                 Dest::Local => match &d.store {
                     Some(store) => {
@@ -474,7 +491,7 @@ impl Transaction {
                         } else {
                             data.clone()
                         };
-                        let sender = &self.envelope.sender;
+                        let sender = &envelope.sender;
                         let res = local::deliver(store, cfg, &self.id, sender, &targets, buf).await;
                         res.into_iter()
                             .zip(&targets)
@@ -494,9 +511,7 @@ impl Transaction {
                 },
                 Dest::Queue => match &d.queue {
                     Some(q) => {
-                        match queue::write(q, &self.id, &self.envelope, &targets, data.clone())
-                            .await
-                        {
+                        match queue::write(q, &self.id, &envelope, &targets, data.clone()).await {
                             Ok(p) => {
                                 self.done.push(Done::Queued(p));
                                 vec![Outcome::Queued; idx.len()]
@@ -508,30 +523,22 @@ impl Transaction {
                 },
                 Dest::Lmtp(addr) => {
                     let p = rcpt_params(&targets);
-                    let r =
-                        lmtp::deliver(cfg, &addr, client::Dialect::Lmtp, &self.envelope, &p, &data);
+                    let r = lmtp::deliver(cfg, &addr, client::Dialect::Lmtp, &envelope, &p, &data);
                     by_index(r.await, idx.len())
                 }
                 Dest::Smtp(addr) => {
                     let p = rcpt_params(&targets);
-                    let r =
-                        lmtp::deliver(cfg, &addr, client::Dialect::Smtp, &self.envelope, &p, &data);
+                    let r = lmtp::deliver(cfg, &addr, client::Dialect::Smtp, &envelope, &p, &data);
                     by_index(r.await, idx.len())
                 }
                 Dest::Relay => {
                     let p = rcpt_params(&targets);
-                    by_index(
-                        relay::deliver(cfg, &self.envelope, &p, &data).await,
-                        idx.len(),
-                    )
+                    by_index(relay::deliver(cfg, &envelope, &p, &data).await, idx.len())
                 }
                 Dest::Mx(domain) => match &d.mx {
                     Some(mx) => {
                         let p = rcpt_params(&targets);
-                        by_index(
-                            mx.deliver(&domain, &self.envelope, &p, &data).await,
-                            idx.len(),
-                        )
+                        by_index(mx.deliver(&domain, &envelope, &p, &data).await, idx.len())
                     }
                     None => vec![Outcome::Temporary("451 4.4.3 no DNS resolver".into()); idx.len()],
                 },

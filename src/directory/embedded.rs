@@ -33,6 +33,10 @@ pub struct Data {
     /// Aliases and lists: address -> targets.
     #[serde(default)]
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// An alias's errors-to address (as LDAP's `mgrpErrorsTo`): the
+    /// envelope sender of the copies made for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_to: BTreeMap<String, String>,
 }
 
 /// `Debug` hides the password hash.
@@ -131,7 +135,10 @@ impl Embedded {
             return Ok(Some(Recipient::User(u.account.clone())));
         }
         if let Some(t) = d.aliases.get(address) {
-            return Ok(Some(Recipient::List(t.clone())));
+            return Ok(Some(Recipient::List(super::List {
+                members: t.clone(),
+                errors_to: d.errors_to.get(address).cloned(),
+            })));
         }
         Ok(None)
     }
@@ -150,8 +157,8 @@ impl Embedded {
         // alias still counts against its user.
         let owner = match self.lookup(login)? {
             Some(Recipient::User(a)) => Some(a.address),
-            Some(Recipient::List(t)) if t.len() == 1 => {
-                let t = canonical_address(&t[0]);
+            Some(Recipient::List(t)) if t.members.len() == 1 => {
+                let t = canonical_address(&t.members[0]);
                 d.users.contains_key(&t).then_some(t)
             }
             _ => None,
@@ -336,7 +343,9 @@ mod tests {
         );
         assert_eq!(
             e.lookup("team@x.test").unwrap(),
-            Some(Recipient::List(vec!["a@x.test".into()]))
+            Some(Recipient::List(crate::directory::List::of(vec![
+                "a@x.test".into()
+            ])))
         );
         // Debug of the data never shows a password hash.
         let data = load(&path).unwrap();

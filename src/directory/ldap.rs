@@ -28,6 +28,28 @@
 
 mod cache;
 mod pool;
+
+/// A group's errors-to address (`mgrpErrorsTo`, as an address or a
+/// `mailto:` URL); None when absent or not an address.
+fn errors_to(entry: &Entry, attr: &str) -> Option<String> {
+    if attr.is_empty() {
+        return None;
+    }
+    let v = entry.first(attr)?.trim();
+    let v = v
+        .strip_prefix("mailto:")
+        .or_else(|| v.strip_prefix("MAILTO:"))
+        .unwrap_or(v)
+        .trim();
+    let valid = v.len() <= 254
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        && v.rsplit_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
+    valid.then(|| v.to_string())
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -177,6 +199,7 @@ impl Ldap {
             a.message_store.clone(),
             a.quota.clone(),
             a.group_address_member.clone(),
+            a.group_errors_to.clone(),
         ];
         read_attrs.extend(a.status.iter().cloned());
         read_attrs.extend(a.group_dn_member.iter().cloned());
@@ -289,7 +312,11 @@ impl Ldap {
             }
         };
         if self.is_group(&entry) {
-            return Ok(Some(Recipient::List(self.expand_group(entry).await?)));
+            let errors_to = errors_to(&entry, &me.cfg.attributes.group_errors_to);
+            return Ok(Some(Recipient::List(crate::directory::List {
+                members: self.expand_group(entry).await?,
+                errors_to,
+            })));
         }
         match self.account(&entry) {
             Some(a) => Ok(Some(Recipient::User(a))),

@@ -74,7 +74,29 @@ pub enum Recipient {
     /// A user's mailbox (and maybe forwards: see `Account`).
     User(Account),
     /// An alias or group: deliver to each of these addresses instead.
-    List(Vec<String>),
+    List(List),
+}
+
+/// The members of an alias or group, and where bounces of the copies
+/// sent to them go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct List {
+    pub members: Vec<String>,
+    /// The list's errors-to address (the Sun schema's `mgrpErrorsTo`):
+    /// the envelope sender of every copy made for the list, so bounces
+    /// reach its owner rather than the original sender. None: the copies
+    /// keep the original envelope sender.
+    pub errors_to: Option<String>,
+}
+
+impl List {
+    /// A list whose copies keep the original sender.
+    pub fn of(members: Vec<String>) -> List {
+        List {
+            members,
+            errors_to: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

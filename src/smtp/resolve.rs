@@ -137,15 +137,18 @@ async fn resolve_smtp(
         offsite: Vec::new(),
         lookups: 1,
     };
-    x.expand(&address, top, 0).await?;
+    x.expand(&address, top, 0, None).await?;
     if !x.offsite.is_empty() {
         if !policy.forward_offsite {
             warn!(rcpt = %address, offsite = ?x.offsite,
                 "recipient forwards outside our domains and this process has no queue; refused");
             return Ok(Verdict::OffSite);
         }
-        for a in std::mem::take(&mut x.offsite) {
-            x.targets.push(Target::remote(a));
+        for (a, sender) in std::mem::take(&mut x.offsite) {
+            x.targets.push(Target {
+                sender,
+                ..Target::remote(a)
+            });
         }
     }
     if x.targets.is_empty() {
@@ -177,24 +180,37 @@ struct Expansion<'a> {
     local_domains: HashMap<String, bool>,
     seen: HashSet<String>,
     targets: Vec<Target>,
-    /// Addresses outside our domains that the expansion reached.
-    offsite: Vec<String>,
+    /// Addresses outside our domains that the expansion reached, with the
+    /// errors-to address of the nearest list they came through.
+    offsite: Vec<(String, Option<String>)>,
     lookups: usize,
 }
 
 impl Expansion<'_> {
     /// Adds what `r` (the directory entry of `address`) delivers to.
-    async fn expand(&mut self, address: &str, r: Recipient, depth: usize) -> Result<(), DirError> {
-        let next: Vec<String> = match r {
+    /// `errors_to`: the errors-to address of the nearest list above (the
+    /// envelope sender of the copies it makes; a nested list with its own
+    /// replaces it).
+    async fn expand(
+        &mut self,
+        address: &str,
+        r: Recipient,
+        depth: usize,
+        errors_to: Option<String>,
+    ) -> Result<(), DirError> {
+        let (next, errors_to): (Vec<String>, Option<String>) = match r {
             Recipient::User(a) => {
                 if (a.keep_mailbox || a.forward.is_empty())
                     && !self.targets.iter().any(|t| t.address == a.address)
                 {
-                    self.targets.push(self.policy.target(&a));
+                    self.targets.push(Target {
+                        sender: errors_to.clone(),
+                        ..self.policy.target(&a)
+                    });
                 }
-                a.forward
+                (a.forward, errors_to)
             }
-            Recipient::List(members) => members,
+            Recipient::List(l) => (l.members, l.errors_to.or(errors_to)),
         };
         for member in next {
             let member = canonical_address(&member);
@@ -210,7 +226,7 @@ impl Expansion<'_> {
                 continue;
             };
             if !self.is_local(&domain).await? {
-                self.offsite.push(member);
+                self.offsite.push((member, errors_to.clone()));
                 continue;
             }
             self.lookups += 1;
@@ -221,7 +237,7 @@ impl Expansion<'_> {
                 Some(Recipient::User(a)) if !a.active => {
                     warn!(rcpt = %address, member = %member, "alias member inactive; skipped");
                 }
-                Some(r) => Box::pin(self.expand(&member, r, depth + 1)).await?,
+                Some(r) => Box::pin(self.expand(&member, r, depth + 1, errors_to.clone())).await?,
             }
         }
         Ok(())

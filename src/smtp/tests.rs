@@ -846,6 +846,14 @@ pub(crate) mod e2e {
                 &["loop1@example.test", "alice@example.test"],
             );
             alias(d, "ext@example.test", &["someone@elsewhere.example"]);
+            // A list whose bounces go to its owner (mgrpErrorsTo).
+            alias(
+                d,
+                "list@example.test",
+                &["alice@example.test", "member@elsewhere.example"],
+            );
+            d.errors_to
+                .insert("list@example.test".into(), "list-owner@example.test".into());
             Ok(())
         })
         .unwrap();
@@ -1069,6 +1077,53 @@ pub(crate) mod e2e {
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].recipients[0].0, "someone@elsewhere.example");
         assert_eq!(q[0].sender, "sender@else.example");
+    }
+
+    /// A list's copies carry its errors-to address (the Sun schema's
+    /// mgrpErrorsTo) as envelope sender, inside (Return-Path at final
+    /// delivery) and outside the site (the queued copy's MAIL FROM), so
+    /// bounces reach the list owner (RFC 5321 3.9.2: a list is a new
+    /// originator); a direct recipient of the same message keeps the
+    /// original sender.
+    #[tokio::test]
+    async fn rfc5321_3_9_2_list_copies_carry_the_lists_errors_to_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut services = test_services(dir.path(), |_| {});
+        let queue = crate::queue::Queue::open(
+            &dir.path().join("queue"),
+            services.config.queue.clone(),
+            "mx.example.test",
+        )
+        .unwrap();
+        services.queue = Some(queue.clone());
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        assert!(c.reply().await.starts_with("220"));
+        c.cmd("EHLO client.example").await;
+        c.cmd("MAIL FROM:<sender@else.example>").await;
+        let r = c.cmd("RCPT TO:<list@example.test>").await;
+        assert!(r.starts_with("250"), "{r}");
+        let r = c.cmd("RCPT TO:<bob@example.test>").await;
+        assert!(r.starts_with("250"), "{r}");
+        c.cmd("DATA").await;
+        let r = c.cmd("Subject: to the list\r\n\r\nbody\r\n.").await;
+        assert!(r.starts_with("250"), "{r}");
+        let alice = inbox(&services, "alice@example.test").await;
+        assert_eq!(alice.len(), 1);
+        let text = &alice[0];
+        assert!(
+            text.starts_with("Return-Path: <list-owner@example.test>\r\n"),
+            "{text}"
+        );
+        let bob = inbox(&services, "bob@example.test").await;
+        let text = &bob[0];
+        assert!(
+            text.starts_with("Return-Path: <sender@else.example>\r\n"),
+            "{text}"
+        );
+        let q = queue.list();
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert_eq!(q[0].recipients[0].0, "member@elsewhere.example");
+        assert_eq!(q[0].sender, "list-owner@example.test");
     }
 
     /// SMTP into the store and LMTP into the store meet the same quota

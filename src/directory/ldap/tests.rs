@@ -38,9 +38,10 @@ fn user(r: Option<Recipient>) -> Account {
 
 fn list(r: Option<Recipient>) -> Vec<String> {
     match r {
-        Some(Recipient::List(mut l)) => {
-            l.sort();
-            l
+        Some(Recipient::List(l)) => {
+            let mut m = l.members;
+            m.sort();
+            m
         }
         other => panic!("expected a list, got {other:?}"),
     }
@@ -155,6 +156,24 @@ async fn group_expands_address_and_dn_members_and_nested_groups() {
     );
     // team: erin, and staff's members through the cycle.
     assert_eq!(list(l.lookup("team@example.test").await.unwrap()), expected);
+}
+
+/// The Sun schema's mgrpErrorsTo (a `mailto:` URL or an address) is the
+/// list's errors-to address; a group without one has none.
+#[tokio::test]
+async fn group_errors_to_is_read_from_mgrp_errors_to() {
+    let s = Slapd::start();
+    let l = ldap(&config(&[&s.url]));
+    match l.lookup("staff@example.test").await.unwrap() {
+        Some(Recipient::List(g)) => {
+            assert_eq!(g.errors_to.as_deref(), Some("staff-owner@example.test"))
+        }
+        other => panic!("{other:?}"),
+    }
+    match l.lookup("team@example.test").await.unwrap() {
+        Some(Recipient::List(g)) => assert_eq!(g.errors_to, None),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
