@@ -148,7 +148,8 @@ run_server() {
     timeout $((hold + 120)) "$MSGD" stress --port "$port" --users "$USERS_ARG" --idle-conns "$IDLE" \
         --duration 1 >"$out/idle-warmup.txt" 2>"$out/idle-warmup.err" || true
     sed 's/^/warm-up /' "$out/idle-warmup.txt" | tee -a "$WORK/summary"
-    sleep 2
+    # msgd gives freed memory back at most every 10 s (src/memory.rs).
+    sleep 12
     # shellcheck disable=SC2046
     before="$(mem_of $($pidfn))"
     read -r rssw pssw <<<"$first"
@@ -171,6 +172,10 @@ run_server() {
     nproc="$(echo "$pids" | wc -l)"
     kill "$sp" 2>/dev/null || true
     wait "$sp" 2>/dev/null || true
+    sleep 12
+    local closed
+    # shellcheck disable=SC2046
+    closed="$(mem_of $($pidfn))"
     cat "$out/idle.txt" | tee -a "$WORK/summary"
     local opened
     opened="$(sed -n 's/^idle: \([0-9]*\) connections logged in.*/\1/p' "$out/idle.txt")"
@@ -178,6 +183,8 @@ run_server() {
     read -r rss0 pss0 <<<"$before"
     read -r rss1 pss1 <<<"$after"
     report "$name memory: with $opened idle connections RSS ${rss1} kB PSS ${pss1} kB ($nproc processes)"
+    read -r rss2 pss2 <<<"$closed"
+    report "$name memory: 12 s after they closed RSS ${rss2} kB PSS ${pss2} kB"
     if [ "$opened" -gt 0 ]; then
         # Steady state: what the measured round added. From the fresh
         # server: an upper bound that includes the allocator's growth.

@@ -31,7 +31,7 @@ import pathlib
 import re
 import sys
 
-BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles"}
+BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles", "memory"}
 CONFIG = {"config"}
 BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "store", "login", "net", "net_unix"}
 PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver"}

@@ -17,6 +17,7 @@ pub mod imap;
 pub mod logging;
 pub mod login;
 pub mod loginlimit;
+pub mod memory;
 pub mod mmp;
 pub mod net;
 pub mod net_unix;

@@ -193,6 +193,10 @@ pub struct ConnTable {
 #[derive(Default)]
 struct Counts {
     total: usize,
+    /// The most connections open at once since the last memory trim.
+    peak: usize,
+    /// When memory was last given back (`crate::memory`).
+    trimmed: Option<std::time::Instant>,
     /// Open connections per `client_key`.
     per_client: HashMap<IpAddr, usize>,
 }
@@ -221,6 +225,7 @@ impl ConnTable {
             return None;
         }
         c.total += 1;
+        c.peak = c.peak.max(c.total);
         Some(ConnGuard {
             table: self.clone(),
             client: None,
@@ -256,6 +261,17 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         let mut c = self.table.counts();
         c.total = c.total.saturating_sub(1);
+        // Many connections closed: give their memory back, at once or
+        // (one trim per TRIM_EVERY) when the last trim is old enough.
+        if c.peak >= crate::memory::TRIM_MIN_PEAK && c.total <= c.peak / 2 {
+            let now = std::time::Instant::now();
+            let at = c
+                .trimmed
+                .map_or(now, |t| (t + crate::memory::TRIM_EVERY).max(now));
+            c.peak = c.total;
+            c.trimmed = Some(at);
+            crate::memory::trim_at(at);
+        }
         if let Some(key) = self.client {
             if let Some(n) = c.per_client.get_mut(&key) {
                 *n -= 1;
@@ -632,6 +648,34 @@ mod tests {
         assert!(!i.is_loopback());
         i.peer = "127.0.0.1:1".parse().unwrap();
         assert!(i.is_loopback());
+    }
+
+    /// When half of the connections of a peak have closed, the table
+    /// gives freed memory back (`crate::memory`); the next trim waits for
+    /// `TRIM_EVERY` after it; small peaks are not worth it.
+    #[test]
+    fn memory_is_trimmed_when_connections_fall_to_half_their_peak() {
+        let t = Arc::new(ConnTable::default());
+        let mut open: Vec<ConnGuard> = (0..10).map(|_| t.enter(1000).unwrap()).collect();
+        open.clear();
+        assert!(t.counts().trimmed.is_none(), "a peak of 10 is not trimmed");
+        open = (0..100).map(|_| t.enter(1000).unwrap()).collect();
+        assert_eq!(t.counts().peak, 100);
+        open.truncate(51);
+        assert!(t.counts().trimmed.is_none());
+        open.truncate(50);
+        let first = t.counts().trimmed;
+        assert!(first.is_some(), "trimmed at half the peak");
+        assert_eq!(t.counts().peak, 50);
+        let more: Vec<ConnGuard> = (0..100).map(|_| t.enter(1000).unwrap()).collect();
+        drop(more);
+        let next = t.counts().trimmed.unwrap();
+        assert_eq!(
+            next,
+            first.unwrap() + crate::memory::TRIM_EVERY,
+            "the next trim waits for TRIM_EVERY"
+        );
+        drop(open);
     }
 
     #[test]
