@@ -11,6 +11,8 @@
 //!   channel is closed) and the command stops at its next flush point;
 //!   nothing waits on a dead peer beyond `limits.write_timeout` (the
 //!   connection's write deadline).
+//! - A waiting connection costs its task (this loop, not the command
+//!   handlers: `step` boxes them), the core and a 1 KiB read buffer.
 //! - Reads are small while the client is quiet (an idle connection holds
 //!   1 KiB, not 64) and grow while they come back full (APPEND literals).
 
@@ -78,14 +80,14 @@ impl Driver {
                         }
                     }
                     core.tls_started();
-                    self.step(core.input(Input::Data(&[]))).await?
+                    self.step(Box::pin(core.input(Input::Data(&[])))).await?
                 }
                 Next::Compress => {
                     let (placeholder, _) = tokio::io::duplex(1);
                     let plain = std::mem::replace(&mut self.conn, Box::new(placeholder));
                     self.conn = Box::new(super::compress::Deflated::new(plain));
                     core.compression_started();
-                    self.step(core.input(Input::Data(&[]))).await?
+                    self.step(Box::pin(core.input(Input::Data(&[])))).await?
                 }
                 Next::Read => {
                     let wait = core.wait();
@@ -113,13 +115,16 @@ impl Driver {
                         Ok(None) => Input::Wake,
                         Err(input) => input,
                     };
-                    self.step(core.input(input)).await?
+                    self.step(Box::pin(core.input(input))).await?
                 }
             };
         }
     }
 
     /// Runs one step of the core, writing what it hands over meanwhile.
+    /// The step comes boxed: a command's future (every handler's state)
+    /// is large and exists only while it runs, so a waiting connection's
+    /// task holds just this loop.
     async fn step(&mut self, step: impl Future<Output = Next>) -> io::Result<Next> {
         tokio::pin!(step);
         let mut failed = None;

@@ -440,3 +440,19 @@ async fn rfc4978_compress_effect_and_rfc8437_unauthenticate_state() {
         "y NO [COMPRESSIONACTIVE] Compression is already active\r\n"
     );
 }
+
+/// An idle connection's task holds the driver loop, the core and its
+/// buffers, not the futures of every command handler (the driver boxes
+/// each step): issue 12 wants a waiting IMAP connection to cost little.
+#[test]
+fn a_waiting_connection_task_is_small() {
+    let h = harness();
+    let (a, _b) = tokio::io::duplex(16);
+    let serve = super::driver::serve(
+        Box::new(a),
+        ConnInfo::for_test(Protocol::Imap),
+        h.services.clone(),
+    );
+    let size = std::mem::size_of_val(&serve);
+    assert!(size < 8 * 1024, "the connection task is {size} bytes");
+}
