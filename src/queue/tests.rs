@@ -11,6 +11,7 @@ struct Scripted {
 impl Transport for Scripted {
     fn deliver<'a>(
         &'a self,
+        _id: &'a str,
         env: &'a Envelope,
         rcpts: Vec<usize>,
         data: Arc<Vec<u8>>,

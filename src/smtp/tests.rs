@@ -1681,6 +1681,7 @@ mod submission_e2e {
                     delay: false,
                 }),
                 orcpt: Some("rfc822;Bob+x@example.test".into()),
+                delivery_id: None,
             },
             RcptParams::plain("someone@far.example"),
         ];
