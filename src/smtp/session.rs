@@ -565,7 +565,7 @@ impl Session {
         let (stripped, delivery_id) = match self.p.flavor {
             Flavor::Lmtp => match take_delivery_id(line) {
                 Ok(v) => v,
-                Err(()) => {
+                Err(BadDeliveryId) => {
                     self.bad(&reply::SYNTAX_PARAMS);
                     return self.is_closed().then_some(Event::Close);
                 }
@@ -1415,13 +1415,17 @@ fn parse_error_reply(e: &ProtoError) -> Reply {
 
 /// The first line of an HTTP request: someone pointed a browser or a
 /// cross-protocol attack at us.
+/// An `XMSGD-DELIVERY-ID` parameter that is malformed or repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadDeliveryId;
+
 /// A `RCPT` line without its `XMSGD-DELIVERY-ID=` parameter, and the id
 /// (`(None, None)`: not a RCPT or no such parameter, the line stands).
 /// The id is 1 to `store::MAX_DELIVERY_ID_LEN` characters of
 /// `[A-Za-z0-9.@_-]` (what msgd's queue sends; xtext needs no decoding
 /// then); anything else, or the parameter twice, is a syntax error.
 #[allow(clippy::type_complexity)]
-pub fn take_delivery_id(line: &[u8]) -> Result<(Option<Vec<u8>>, Option<String>), ()> {
+pub fn take_delivery_id(line: &[u8]) -> Result<(Option<Vec<u8>>, Option<String>), BadDeliveryId> {
     if line.len() < 5 || !line[..5].eq_ignore_ascii_case(b"RCPT ") {
         return Ok((None, None));
     }
@@ -1449,7 +1453,7 @@ pub fn take_delivery_id(line: &[u8]) -> Result<(Option<Vec<u8>>, Option<String>)
             && v.iter()
                 .all(|&b| b.is_ascii_alphanumeric() || b".@_-".contains(&b));
         if !ok || id.is_some() {
-            return Err(());
+            return Err(BadDeliveryId);
         }
         id = Some(String::from_utf8_lossy(v).into_owned());
     }
