@@ -13,7 +13,17 @@
 //!   attempt; a recipient recorded as delivered is never tried again, so a
 //!   crash can repeat at most the attempt in flight.
 //! - The file is deleted only when every recipient is delivered or failed
-//!   (and the failures bounced).
+//!   and every DSN a final status owes is queued (`settle`).
+//! - A final status is recorded together with the DSN it owes; `notified`
+//!   is recorded once that DSN is queued under a name derived from the
+//!   entry, so a crash anywhere in between sends it once, never twice
+//!   and never not at all.
+//! - When the runner starts, every loaded entry settles: an entry killed
+//!   between its last record and the removal of its file sends what it
+//!   still owes and is removed (it is never left in the queue forever).
+//! - Each attempt hands the transport the queue id: with the recipient
+//!   index it is the delivery id a store uses to refuse a second copy
+//!   (duplicate delivery suppression, docs/delivery.md).
 
 pub mod control;
 pub mod dsn;
