@@ -502,6 +502,13 @@ pub struct StoreConfig {
     /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
     /// sender retries) or `permanent` (552 5.2.2, it bounces).
     pub over_quota: OverQuota,
+    /// Duplicate delivery suppression: seconds a delivery id (queue id and
+    /// recipient of an mta-in, or this process's queue) is remembered per
+    /// mailbox; a repeat within it is answered 250 without a second copy.
+    pub duplicate_window: u64,
+    /// Most delivery ids remembered per user (oldest dropped first; 0:
+    /// no suppression).
+    pub duplicate_max: u64,
     /// Networks (CIDR) whose hosts may deliver over the LMTP listener's
     /// TCP addresses (the MTAs); others are closed at once. Default:
     /// loopback and the private ranges. The unix socket is not affected.
@@ -542,6 +549,8 @@ impl Default for StoreConfig {
             default_quota: 0,
             default_message_quota: 0,
             over_quota: OverQuota::Temporary,
+            duplicate_window: 3 * 86400,
+            duplicate_max: 10_000,
             lmtp_networks: DEFAULT_LMTP_NETWORKS
                 .iter()
                 .map(|n| n.parse().expect("the default networks parse"))

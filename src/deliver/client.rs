@@ -76,6 +76,9 @@ pub struct RcptParams {
     pub notify: Option<Notify>,
     /// `rfc822;addr`.
     pub orcpt: Option<String>,
+    /// Duplicate delivery suppression: sent as `XMSGD-DELIVERY-ID=` when
+    /// the server (an msgd store over LMTP) announces the extension.
+    pub delivery_id: Option<String>,
 }
 
 impl RcptParams {
@@ -86,6 +89,10 @@ impl RcptParams {
         }
     }
 }
+
+/// The LHLO keyword of an msgd store that takes a delivery id per RCPT
+/// (`RCPT TO:<a> XMSGD-DELIVERY-ID=<xtext>`), and the parameter's name.
+pub const DELIVERY_ID_EXT: &str = "XMSGD-DELIVERY-ID";
 
 /// The MAIL FROM parameters of a queued message.
 pub fn mail_params(env: &Envelope) -> MailParams {
@@ -406,8 +413,12 @@ impl Client {
                 mail.push_str(&format!(" ENVID={}", xtext(e)));
             }
         }
+        let ids = self.has(DELIVERY_ID_EXT);
         let rcpt_line = |r: &RcptParams| {
             let mut l = format!("RCPT TO:<{}>", quote_address(&r.address));
+            if let (true, Some(id)) = (ids, &r.delivery_id) {
+                l.push_str(&format!(" {DELIVERY_ID_EXT}={}", xtext(id)));
+            }
             if dsn {
                 if let Some(n) = r.notify {
                     let mut v = Vec::new();

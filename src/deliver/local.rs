@@ -12,6 +12,11 @@
 //! Each copy is durable when `deliver` returns it (the store's append
 //! returns after fsync and index commit); `take_back` expunges one when
 //! the transaction is aborted.
+//!
+//! A target with a `delivery_id` (the queue runner's, or an mta-in's over
+//! LMTP) is appended with `Store::append_once`: a mailbox that already
+//! took that id gets no second copy and the delivery counts as done
+//! (duplicate delivery suppression, docs/delivery.md).
 
 use std::sync::Arc;
 
@@ -21,10 +26,13 @@ use tracing::{error, warn};
 use super::client::quote_address;
 use super::{Outcome, Target};
 use crate::config::{Config, OverQuota};
-use crate::store::{FlagOp, Flags, NewMessage, Placed, Store, StoreError};
+use crate::store::{FlagOp, Flags, NewMessage, Once, Placed, Store, StoreError};
 
 /// Appends the message to every target's INBOX concurrently (the store
-/// group-commits). One result per target, in order.
+/// group-commits). One result per target, in order: `Ok(Some)` a new
+/// copy, `Ok(None)` a repeat of a delivery the mailbox already took
+/// (the target's `delivery_id`, duplicate delivery suppression: nothing
+/// stored, and the caller answers it as delivered).
 pub async fn deliver(
     store: &Store,
     config: &Config,
@@ -32,7 +40,7 @@ pub async fn deliver(
     sender: &str,
     targets: &[&Target],
     data: Arc<Vec<u8>>,
-) -> Vec<Result<Placed, Outcome>> {
+) -> Vec<Result<Option<Placed>, Outcome>> {
     let data = Arc::new(with_return_path(sender, data));
     let mut set = JoinSet::new();
     for (i, t) in targets.iter().enumerate() {
@@ -40,6 +48,7 @@ pub async fn deliver(
         let t = (*t).clone();
         let data = data.clone();
         let quota = super::quota(t.quota, &config.store);
+        let store_cfg = config.store.clone();
         set.spawn(async move {
             let r = async {
                 store
@@ -50,12 +59,23 @@ pub async fn deliver(
                     flags: Flags::default(),
                     internal_date: None,
                 };
-                store.append(&t.address, "INBOX", msg, quota).await
+                match &t.delivery_id {
+                    Some(did) => {
+                        let once = Once::new(did, &store_cfg);
+                        store
+                            .append_once(&t.address, "INBOX", msg, quota, once)
+                            .await
+                    }
+                    None => store
+                        .append(&t.address, "INBOX", msg, quota)
+                        .await
+                        .map(Some),
+                }
             };
             (i, r.await)
         });
     }
-    let mut out: Vec<Result<Placed, Outcome>> = targets
+    let mut out: Vec<Result<Option<Placed>, Outcome>> = targets
         .iter()
         .map(|_| Err(Outcome::Temporary(LOCAL_ERROR.into())))
         .collect();
@@ -63,6 +83,13 @@ pub async fn deliver(
         match joined {
             Ok((i, r)) => {
                 let rcpt = targets.get(i).map_or("?", |t| t.address.as_str());
+                if let Ok(None) = r {
+                    tracing::info!(
+                        id,
+                        rcpt,
+                        "repeated delivery id; already in the mailbox, not stored again"
+                    );
+                }
                 if let Some(slot) = out.get_mut(i) {
                     *slot = r.map_err(|e| outcome_of(config.store.over_quota, id, rcpt, e));
                 }

@@ -149,6 +149,11 @@ pub struct Target {
     /// list's errors-to address (`mgrpErrorsTo`) for the copies made for
     /// the list, so their bounces go to the list's owner.
     pub sender: Option<String>,
+    /// Stable id of this delivery, the same on every retry (a queue id,
+    /// recipient index and the queue's host; see `queue::Router`): the
+    /// store keeps one copy per id and mailbox (duplicate delivery
+    /// suppression). Sent to a store over LMTP as `XMSGD-DELIVERY-ID`.
+    pub delivery_id: Option<String>,
 }
 
 impl Target {
@@ -163,6 +168,7 @@ impl Target {
             notify: None,
             orcpt: None,
             sender: None,
+            delivery_id: None,
         }
     }
 
@@ -496,13 +502,17 @@ impl Transaction {
                         res.into_iter()
                             .zip(&targets)
                             .map(|(r, t)| match r {
-                                Ok(placed) => {
+                                Ok(Some(placed)) => {
                                     self.done.push(Done::Local {
                                         user: t.address.clone(),
                                         placed,
                                     });
                                     Outcome::Delivered
                                 }
+                                // A repeat: the copy the mailbox took
+                                // before stands (and is not ours to take
+                                // back on abort).
+                                Ok(None) => Outcome::Delivered,
                                 Err(o) => o,
                             })
                             .collect()
@@ -595,6 +605,7 @@ fn rcpt_params(targets: &[&Target]) -> Vec<(usize, client::RcptParams)> {
                     address: t.address.clone(),
                     notify: t.notify,
                     orcpt: t.orcpt.clone(),
+                    delivery_id: t.delivery_id.clone(),
                 },
             )
         })

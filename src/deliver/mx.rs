@@ -438,6 +438,7 @@ pub fn rcpt_params(env: &Envelope, i: usize) -> RcptParams {
         address: r.address.clone(),
         notify: Some(r.notify),
         orcpt: r.orcpt.clone(),
+        delivery_id: None,
     }
 }
 

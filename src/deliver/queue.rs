@@ -7,7 +7,11 @@
 //! two leaves the file on disk: it is loaded and delivered after the
 //! restart (never lost; a duplicate at worst if the client retries).
 //!
-//! As the runner's transport: each pending recipient is looked up again
+//! As the runner's transport: every recipient goes with its delivery id
+//! (`delivery_id`: queue id, recipient index, this host), the same on
+//! every retry, so a store that already took it (we crashed before
+//! recording its 250) answers 250 without a second copy. Each pending
+//! recipient is looked up again
 //! in the directory at delivery time (a user moved to another store while
 //! the message waited goes to the new one), becomes a `Target`, and the
 //! whole attempt is one `Delivery` transaction in `Mode::Now`, which
@@ -90,6 +94,9 @@ pub async fn discard(queue: &Queue, p: Pending) {
 pub struct Router {
     directory: Arc<Directory>,
     delivery: Delivery,
+    /// This host's name, in every delivery id (queue ids of two mta-ins
+    /// feeding one store must not meet).
+    hostname: String,
 }
 
 impl Router {
@@ -97,6 +104,7 @@ impl Router {
         Arc::new(Router {
             directory: services.directory.clone(),
             delivery: Delivery::for_queue(services),
+            hostname: services.config.server.hostname.clone(),
         })
     }
 
@@ -149,6 +157,7 @@ impl Router {
 impl Transport for Router {
     fn deliver<'a>(
         &'a self,
+        id: &'a str,
         env: &'a Envelope,
         rcpts: Vec<usize>,
         data: Arc<Vec<u8>>,
@@ -156,7 +165,7 @@ impl Transport for Router {
         Box::pin(async move {
             let mut out = Vec::new();
             let mut tx = self.delivery.start(
-                "queue",
+                id,
                 Envelope {
                     recipients: Vec::new(),
                     ..env.clone()
@@ -169,7 +178,10 @@ impl Transport for Router {
                 };
                 match self.target(r).await {
                     Ok(t) => {
-                        tx.add_rcpt(t);
+                        tx.add_rcpt(Target {
+                            delivery_id: Some(delivery_id(id, i, &self.hostname)),
+                            ..t
+                        });
                         sent.push(i);
                     }
                     Err(o) => out.push((i, o)),
@@ -185,6 +197,22 @@ impl Transport for Router {
             out
         })
     }
+}
+
+/// The delivery id of recipient `rcpt` of queue entry `queue_id` queued
+/// on `host`: `<queue id>.<index>@<host>`, the same on every retry of the
+/// entry (duplicate delivery suppression; docs/delivery.md). Only
+/// `[A-Za-z0-9.@_-]`, as the LMTP server accepts it, and at most
+/// `store::MAX_DELIVERY_ID_LEN` characters.
+pub fn delivery_id(queue_id: &str, rcpt: usize, host: &str) -> String {
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(100)
+        .collect();
+    let mut id = format!("{queue_id}.{rcpt}@{host}");
+    id.truncate(crate::store::MAX_DELIVERY_ID_LEN);
+    id
 }
 
 /// Temporary failure text when the directory cannot answer (the cause is

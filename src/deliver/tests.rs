@@ -309,3 +309,36 @@ fn return_path_goes_into_an_unshared_buffer_without_a_second_allocation() {
     assert_eq!(got, b"Return-Path: <>\r\nSubject: b\r\n\r\nx\r\n".to_vec());
     assert_eq!(&shared[..], b"Subject: b\r\n\r\nx\r\n");
 }
+
+/// The queue runner's local target (all-in-one) uses the same delivery
+/// id as LMTP: a repeat is `Delivered` without a second copy, and an
+/// abort does not take back the copy an earlier delivery made.
+#[tokio::test]
+async fn local_target_with_a_repeated_delivery_id_stores_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = test_services(dir.path(), |_| {});
+    let d = Delivery::for_queue(&services);
+    let t = Target {
+        delivery_id: Some(queue::delivery_id("0A1B", 0, "mx.example.test")),
+        ..Target::mailbox("alice@example.test".into())
+    };
+    for _ in 0..2 {
+        let mut tx = d.start("0A1B", env("s@else.example"));
+        tx.add_rcpt(t.clone());
+        let out = tx.body(data("Subject: once\r\n\r\nx\r\n")).await;
+        assert_eq!(out, vec![Outcome::Delivered]);
+        tx.commit().await;
+    }
+    let mut tx = d.start("0A1B", env("s@else.example"));
+    tx.add_rcpt(t.clone());
+    assert_eq!(
+        tx.body(data("Subject: once\r\n\r\nx\r\n")).await,
+        vec![Outcome::Delivered]
+    );
+    tx.abort().await;
+    assert_eq!(inbox(&services, "alice@example.test").await.len(), 1);
+    assert_eq!(
+        queue::delivery_id("0A1B", 3, "mx.exa mple/test"),
+        "0A1B.3@mx.exampletest"
+    );
+}

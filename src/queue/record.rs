@@ -50,6 +50,14 @@ pub struct StateChange {
     /// A delay warning was sent.
     #[serde(default)]
     pub warned: bool,
+    /// The DSN this final status owes the sender (`delivered`, `relayed`,
+    /// `failed`); None: none (not asked for, or a null sender).
+    #[serde(default)]
+    pub dsn: Option<String>,
+    /// That DSN is in the queue: it is never sent twice, and a restart
+    /// sends it if this is still false.
+    #[serde(default)]
+    pub notified: bool,
 }
 
 fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
@@ -186,6 +194,8 @@ mod tests {
             next_attempt: 0,
             last_error: None,
             warned: false,
+            dsn: None,
+            notified: false,
         };
         append_state(&p, &ch).unwrap();
         let l = load(&p).unwrap().unwrap();
@@ -210,6 +220,8 @@ mod tests {
                 next_attempt: 0,
                 last_error: None,
                 warned: false,
+                dsn: None,
+                notified: false,
             },
         )
         .unwrap();

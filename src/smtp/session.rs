@@ -28,6 +28,7 @@ use super::reply::{self, Reply};
 use super::spool::SpoolConfig;
 use super::trace;
 use crate::budget::{Budget, Lease};
+use crate::deliver::client::DELIVERY_ID_EXT;
 use crate::deliver::Notify;
 pub use crate::deliver::{Outcome, Target};
 
@@ -273,6 +274,8 @@ struct Transaction {
     ret_full: bool,
     /// The pending RCPT's DSN parameters.
     pending_dsn: (Option<Notify>, Option<String>),
+    /// The pending RCPT's delivery id (LMTP `XMSGD-DELIVERY-ID`).
+    pending_id: Option<String>,
 }
 
 pub struct Session {
@@ -556,6 +559,20 @@ impl Session {
             self.close_with(&reply::NOT_HTTP);
             return Some(Event::Close);
         }
+        // LMTP: an msgd mta-in's delivery id (duplicate delivery
+        // suppression) is taken out of RCPT before smtp-proto, which
+        // refuses parameters it does not know.
+        let (stripped, delivery_id) = match self.p.flavor {
+            Flavor::Lmtp => match take_delivery_id(line) {
+                Ok(v) => v,
+                Err(BadDeliveryId) => {
+                    self.bad(&reply::SYNTAX_PARAMS);
+                    return self.is_closed().then_some(Event::Close);
+                }
+            },
+            Flavor::Smtp => (None, None),
+        };
+        let line = stripped.as_deref().unwrap_or(line);
         let req = match Request::parse(&mut line.iter()) {
             Ok(r) => r,
             Err(e) => {
@@ -572,7 +589,7 @@ impl Session {
             Request::Ehlo { host } | Request::Lhlo { host } => self.hello(&host, true),
             Request::Helo { host } => self.hello(&host, false),
             Request::Mail { from } => self.mail(from, line),
-            Request::Rcpt { to } => return self.rcpt(to, line),
+            Request::Rcpt { to } => return self.rcpt(to, line, delivery_id),
             Request::Data => self.data(),
             Request::Bdat {
                 chunk_size,
@@ -627,6 +644,11 @@ impl Session {
             "ENHANCEDSTATUSCODES".to_string(),
             "SMTPUTF8".to_string(),
         ];
+        if self.p.flavor == Flavor::Lmtp {
+            // The LMTP listener serves only `store.lmtp_networks` (and the
+            // unix socket): the MTAs of this site.
+            lines.push(DELIVERY_ID_EXT.to_string());
+        }
         if self.p.starttls && !self.tls {
             lines.push("STARTTLS".to_string());
         }
@@ -741,7 +763,12 @@ impl Session {
         self.reply(&reply::SENDER_OK);
     }
 
-    fn rcpt(&mut self, to: RcptTo<std::borrow::Cow<'_, str>>, line: &[u8]) -> Option<Event> {
+    fn rcpt(
+        &mut self,
+        to: RcptTo<std::borrow::Cow<'_, str>>,
+        line: &[u8],
+        delivery_id: Option<String>,
+    ) -> Option<Event> {
         if self.need_helo() {
             return self.is_closed().then_some(Event::Close);
         }
@@ -802,6 +829,7 @@ impl Session {
         if let Some(txn) = self.txn.as_mut() {
             txn.pending_rcpt = Some(address.clone());
             txn.pending_dsn = (notify, orcpt);
+            txn.pending_id = delivery_id;
         }
         self.phase = Phase::AwaitResolve;
         Some(Event::Resolve(address))
@@ -819,6 +847,7 @@ impl Session {
         txn.rcpt_attempts += 1;
         let address = txn.pending_rcpt.take().unwrap_or_default();
         let (notify, orcpt) = std::mem::take(&mut txn.pending_dsn);
+        let delivery_id = txn.pending_id.take();
         let r = match verdict {
             Verdict::Accept(targets) if !targets.is_empty() => {
                 let mut idx = Vec::with_capacity(targets.len());
@@ -829,6 +858,7 @@ impl Session {
                             idx.push(txn.targets.len());
                             t.notify = notify;
                             t.orcpt = orcpt.clone();
+                            t.delivery_id = delivery_id.clone();
                             txn.targets.push(t);
                         }
                     }
@@ -1385,6 +1415,53 @@ fn parse_error_reply(e: &ProtoError) -> Reply {
 
 /// The first line of an HTTP request: someone pointed a browser or a
 /// cross-protocol attack at us.
+/// An `XMSGD-DELIVERY-ID` parameter that is malformed or repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadDeliveryId;
+
+/// A `RCPT` line without its `XMSGD-DELIVERY-ID=` parameter, and the id
+/// (`(None, None)`: not a RCPT or no such parameter, the line stands).
+/// The id is 1 to `store::MAX_DELIVERY_ID_LEN` characters of
+/// `[A-Za-z0-9.@_-]` (what msgd's queue sends; xtext needs no decoding
+/// then); anything else, or the parameter twice, is a syntax error.
+#[allow(clippy::type_complexity)]
+pub fn take_delivery_id(line: &[u8]) -> Result<(Option<Vec<u8>>, Option<String>), BadDeliveryId> {
+    if line.len() < 5 || !line[..5].eq_ignore_ascii_case(b"RCPT ") {
+        return Ok((None, None));
+    }
+    let prefix = format!("{DELIVERY_ID_EXT}=");
+    let is_param = |w: &[u8]| {
+        w.len() >= prefix.len() && w[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    let end = line
+        .iter()
+        .rposition(|&b| b != b'\r' && b != b'\n')
+        .map_or(0, |p| p + 1);
+    let body = &line[..end];
+    if !body.split(|&b| b == b' ').any(is_param) {
+        return Ok((None, None));
+    }
+    let mut id = None;
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for w in body.split(|&b| b == b' ') {
+        if !is_param(w) {
+            kept.push(w);
+            continue;
+        }
+        let v = &w[prefix.len()..];
+        let ok = (1..=crate::store::MAX_DELIVERY_ID_LEN).contains(&v.len())
+            && v.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b".@_-".contains(&b));
+        if !ok || id.is_some() {
+            return Err(BadDeliveryId);
+        }
+        id = Some(String::from_utf8_lossy(v).into_owned());
+    }
+    let mut out = kept.join(&b' ');
+    out.extend_from_slice(&line[body.len()..]);
+    Ok((Some(out), id))
+}
+
 fn looks_like_http(line: &[u8]) -> bool {
     const METHODS: [&[u8]; 7] = [
         b"GET ",

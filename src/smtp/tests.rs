@@ -1170,6 +1170,64 @@ pub(crate) mod e2e {
         }
     }
 
+    /// Duplicate delivery suppression: the store announces
+    /// XMSGD-DELIVERY-ID in LHLO; a repeated id (the mta-in crashed before
+    /// it recorded our 250) is answered 250 and not stored again. SMTP
+    /// does not know the parameter.
+    #[tokio::test]
+    async fn lmtp_repeated_delivery_id_is_answered_250_and_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |_| {});
+        let (mut c, _task) = connect(&services, Protocol::Lmtp);
+        assert!(c.reply().await.starts_with("220"));
+        let lhlo = c.cmd("LHLO mta.example.test").await;
+        assert!(lhlo.contains("250 XMSGD-DELIVERY-ID\r\n"), "{lhlo}");
+        let send = |id: &'static str, rcpt: &'static str| {
+            (
+                "MAIL FROM:<s@else.example>".to_string(),
+                format!("RCPT TO:<{rcpt}> XMSGD-DELIVERY-ID={id}"),
+            )
+        };
+        for (id, rcpt) in [
+            ("0123ABC.0@mta1.example.test", "alice@example.test"),
+            ("0123ABC.0@mta1.example.test", "alice@example.test"),
+            ("0123ABC.1@mta1.example.test", "alice@example.test"),
+            ("0123ABC.0@mta1.example.test", "bob@example.test"),
+        ] {
+            let (mail, rcpt) = send(id, rcpt);
+            assert!(c.cmd(&mail).await.starts_with("250"));
+            let r = c.cmd(&rcpt).await;
+            assert!(r.starts_with("250"), "{r}");
+            c.cmd("DATA").await;
+            let r = c.cmd("Subject: once\r\n\r\nbody\r\n.").await;
+            assert!(r.starts_with("250"), "{r}");
+        }
+        assert_eq!(inbox(&services, "alice@example.test").await.len(), 2);
+        assert_eq!(inbox(&services, "bob@example.test").await.len(), 1);
+        // Not our alphabet, twice, or too long: a syntax error.
+        c.cmd("MAIL FROM:<s@else.example>").await;
+        let long = "x".repeat(crate::store::MAX_DELIVERY_ID_LEN + 1);
+        for bad in [
+            "RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID=a+2Bb".to_string(),
+            "RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID=a XMSGD-DELIVERY-ID=b".to_string(),
+            format!("RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID={long}"),
+            "RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID=".to_string(),
+        ] {
+            let r = c.cmd(&bad).await;
+            assert!(r.starts_with("501 5.5.4"), "{bad}: {r}");
+        }
+        // SMTP never takes it (the extension is not announced there).
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        assert!(c.reply().await.starts_with("220"));
+        let ehlo = c.cmd("EHLO c").await;
+        assert!(!ehlo.contains("XMSGD"), "{ehlo}");
+        c.cmd("MAIL FROM:<s@else.example>").await;
+        let r = c
+            .cmd("RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID=0123ABC.0@mta1")
+            .await;
+        assert!(r.starts_with("555"), "{r}");
+    }
+
     /// SMTP answers once for all copies: when one fails, the copies that
     /// were made are taken back (the client retries them all), so the
     /// retry does not double them.
@@ -1736,6 +1794,7 @@ mod submission_e2e {
                     delay: false,
                 }),
                 orcpt: Some("rfc822;Bob+x@example.test".into()),
+                delivery_id: None,
             },
             RcptParams::plain("someone@far.example"),
         ];
@@ -2018,4 +2077,24 @@ fn spent_budget_answers_452_4_3_1_at_mail_data_and_bdat() {
     assert_eq!(h.codes(), ["250 2.0.0"]);
     // The reception lease is given back once the body is in.
     assert_eq!(budget.available(), 8 << 10);
+}
+
+/// The delivery id is cut out of an LMTP RCPT line before smtp-proto
+/// parses it; the rest of the line is left as it was.
+#[test]
+fn lmtp_delivery_id_parameter_is_taken_out_of_rcpt() {
+    use super::session::take_delivery_id;
+    let (line, id) =
+        take_delivery_id(b"RCPT TO:<a@b> NOTIFY=NEVER xmsgd-delivery-id=Q1.0@h-1_x\r\n").unwrap();
+    assert_eq!(line.unwrap(), b"RCPT TO:<a@b> NOTIFY=NEVER\r\n");
+    assert_eq!(id.unwrap(), "Q1.0@h-1_x");
+    assert_eq!(
+        take_delivery_id(b"RCPT TO:<a@b>\r\n").unwrap(),
+        (None, None)
+    );
+    assert_eq!(
+        take_delivery_id(b"MAIL FROM:<a@b> XMSGD-DELIVERY-ID=x\r\n").unwrap(),
+        (None, None)
+    );
+    assert!(take_delivery_id(b"RCPT TO:<a@b> XMSGD-DELIVERY-ID=a;b\r\n").is_err());
 }
