@@ -30,6 +30,7 @@ use crate::config::Config;
 
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
 pub use db::StoreStats;
+pub use files::MessageBody;
 
 pub type MailboxId = u64;
 pub type Uid = u32;
