@@ -157,6 +157,11 @@ fn check_pop3(input: &[u8]) {
     let out = stuff(input, top, 1 + (h >> 16) as usize % 64);
     assert!(out.ends_with(b".\r\n"));
     assert!(out.len() <= 2 * input.len() + 5);
+    assert_eq!(
+        out,
+        stuff(input, top, input.len().max(1)),
+        "the stuffed message depends on the pieces it was read in"
+    );
 }
 
 /// The whole dot-stuffed output, the message fed `max` bytes at a time as

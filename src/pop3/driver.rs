@@ -452,8 +452,11 @@ impl Driver {
         if self.out.len() >= WRITE_CHUNK {
             self.flush().await?;
         }
-        // A piece of n bytes stuffs into at most 2n + 3 (see DotStuffer).
-        self.out.reserve(ok_line.len() + 2 * n + 8);
+        // Stuffing adds a little (a dot per "." line, a CR per bare LF);
+        // the worst case, 2n + 3, grows the buffer once. Under glibc's
+        // fixed mmap threshold (128 KiB, main.rs) a message below ~120 KiB
+        // stays out of mmap.
+        self.out.reserve(ok_line.len() + n + n / 16 + 16);
         self.out.extend_from_slice(ok_line.as_bytes());
         let mut stuffer = DotStuffer::new(top_lines);
         loop {
