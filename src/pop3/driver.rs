@@ -8,6 +8,11 @@
 //! - Shutdown and the idle timer are only honoured between commands, and
 //!   never enter UPDATE: a connection that ends without QUIT deletes
 //!   nothing (RFC 1939 section 6).
+//! - A message body (RETR / TOP) is streamed from its file a piece at a
+//!   time and never held whole: per session one read piece
+//!   (`BODY_PIECE`) and about that much stuffed output, whatever the
+//!   message size; a session waiting for its client keeps at most
+//!   `OUT_KEEP` of reply buffer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
