@@ -31,6 +31,7 @@ use crate::config::Config;
 pub use db::duplicates::{Once, MAX_ID_LEN as MAX_DELIVERY_ID_LEN};
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
 pub use db::StoreStats;
+pub use files::MessageBody;
 
 pub type MailboxId = u64;
 pub type Uid = u32;
