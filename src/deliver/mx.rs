@@ -14,10 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
 use rand::seq::SliceRandom;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
@@ -25,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::client::{mail_params, relayed, Client, Dialect, RcptParams, TlsVerify};
 use super::{Envelope, Outcome};
 use crate::config::Config;
+use crate::dns::{LookupError, Resolver};
 
 /// One mail exchanger of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,42 +43,14 @@ pub enum RouteError {
     Temporary(String),
 }
 
-/// The DNS side.
+/// The MX side of the process's resolver (`crate::dns`).
 pub struct MxResolver {
-    resolver: TokioResolver,
+    resolver: Arc<Resolver>,
 }
 
 impl MxResolver {
-    /// `[dns] nameservers` (ip:port) or the system's resolv.conf.
-    pub fn from_config(config: &Config) -> anyhow::Result<MxResolver> {
-        let mut opts = ResolverOpts::default();
-        opts.timeout = Duration::from_secs(if config.dns.timeout == 0 {
-            5
-        } else {
-            config.dns.timeout
-        });
-        opts.attempts = 2;
-        let provider = TokioRuntimeProvider::default();
-        let builder = if config.dns.nameservers.is_empty() {
-            let mut b = TokioResolver::builder(provider)?;
-            b.options_mut().timeout = opts.timeout;
-            b
-        } else {
-            let mut servers = Vec::new();
-            for n in &config.dns.nameservers {
-                let sa = n.0;
-                let mut udp = ConnectionConfig::udp();
-                udp.port = sa.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = sa.port();
-                servers.push(NameServerConfig::new(sa.ip(), true, vec![udp, tcp]));
-            }
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
-                .with_options(opts)
-        };
-        Ok(MxResolver {
-            resolver: builder.build()?,
-        })
+    pub fn new(resolver: Arc<Resolver>) -> MxResolver {
+        MxResolver { resolver }
     }
 
     /// The hosts to try for a domain, in order.
@@ -92,7 +62,7 @@ impl MxResolver {
             }]);
         }
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
-        match self.resolver.mx_lookup(fqdn.as_str()).await {
+        match self.resolver.hickory().mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
                 let mut hosts: Vec<(u16, String, bool)> = lookup
                     .answers()
@@ -119,14 +89,10 @@ impl MxResolver {
 
     /// Addresses of one host. `Err(true)`: the host does not exist.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, (bool, String)> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![ip]);
-        }
-        let fqdn = format!("{}.", host.trim_end_matches('.'));
-        match self.resolver.lookup_ip(fqdn.as_str()).await {
-            Ok(l) => Ok(l.iter().collect()),
-            Err(e) => Err((e.is_nx_domain() || e.is_no_records_found(), e.to_string())),
-        }
+        self.resolver.addresses(host).await.map_err(|e| match e {
+            LookupError::NoSuchName(e) => (true, e),
+            LookupError::Temporary(e) => (false, e),
+        })
     }
 }
 
@@ -193,10 +159,17 @@ pub struct MxDelivery {
 }
 
 impl MxDelivery {
+    /// With a resolver of its own built from `[dns]` (tests, tools).
     pub fn new(config: Arc<Config>) -> anyhow::Result<Arc<MxDelivery>> {
+        let resolver = Arc::new(Resolver::from_config(&config)?);
+        Ok(MxDelivery::with_resolver(config, resolver))
+    }
+
+    /// With the process's resolver (`Services::resolver`).
+    pub fn with_resolver(config: Arc<Config>, resolver: Arc<Resolver>) -> Arc<MxDelivery> {
         let roots = super::client::load_roots(&config.mta.tls_ca_file).ok();
         let d = Arc::new(MxDelivery {
-            resolver: MxResolver::from_config(&config)?,
+            resolver: MxResolver::new(resolver),
             config,
             limits: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),
@@ -205,7 +178,7 @@ impl MxDelivery {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(reap(Arc::downgrade(&d)));
         }
-        Ok(d)
+        d
     }
 
     fn limit(&self, domain: &str) -> Arc<Semaphore> {
