@@ -201,6 +201,9 @@ impl MxDelivery {
     }
 
     fn put_idle(&self, key: (SocketAddr, String, TlsPolicy), client: Client) {
+        if !client.reusable() {
+            return; // an io error or a 421: dropped, the socket closes
+        }
         if self.config.mta.connection_idle == 0 {
             tokio::spawn(client.quit());
             return;

@@ -254,7 +254,7 @@ mod tests {
                             return;
                         }
                         let l = line.trim_end();
-                        let reply: &[u8] = if l.starts_with("LHLO") {
+                        let reply: &[u8] = if l.starts_with("LHLO") || l.starts_with("EHLO") {
                             b"250-store\r\n250 PIPELINING\r\n"
                         } else if l.starts_with("MAIL") && peer == Peer::Close421AtMail {
                             let _ = w.write_all(b"421 4.3.2 shutting down\r\n").await;
@@ -343,5 +343,83 @@ mod tests {
         let mut c = connect(addr).await;
         assert!(c.send("s@x", &["a@x"], b"x\r\n").await.is_ok());
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    fn hops_config(edit: impl FnOnce(&mut Config)) -> (Arc<Config>, Hops) {
+        let mut c = Config::default();
+        c.dns.nameservers = vec!["127.0.0.1:9".parse().unwrap()];
+        c.dns.timeout = 1;
+        edit(&mut c);
+        let r = Arc::new(Resolver::from_config(&c).unwrap());
+        let hops = Hops::new(&c, r);
+        (Arc::new(c), hops)
+    }
+
+    fn envelope() -> super::super::Envelope {
+        super::super::Envelope {
+            sender: "s@x".into(),
+            ..Default::default()
+        }
+    }
+
+    fn rcpt() -> Vec<(usize, super::super::client::RcptParams)> {
+        vec![(0, super::super::client::RcptParams::plain("a@x"))]
+    }
+
+    #[tokio::test]
+    async fn lmtp_store_connection_is_reused_between_deliveries() {
+        let (addr, conns) = server(Peer::Normal).await;
+        let (config, hops) = hops_config(|_| {});
+        for _ in 0..3 {
+            let out = super::super::lmtp::deliver(
+                &config,
+                &hops,
+                &addr.to_string(),
+                Dialect::Lmtp,
+                &envelope(),
+                &rcpt(),
+                b"x\r\n",
+            )
+            .await;
+            assert_eq!(out, vec![(0, super::super::Outcome::Delivered)]);
+        }
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn lmtp_pool_zero_opens_a_connection_per_delivery() {
+        let (addr, conns) = server(Peer::Normal).await;
+        let (config, hops) = hops_config(|c| c.mta.lmtp_pool = 0);
+        for _ in 0..3 {
+            let out = super::super::lmtp::deliver(
+                &config,
+                &hops,
+                &addr.to_string(),
+                Dialect::Lmtp,
+                &envelope(),
+                &rcpt(),
+                b"x\r\n",
+            )
+            .await;
+            assert_eq!(out, vec![(0, super::super::Outcome::Delivered)]);
+        }
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn smarthost_connection_is_reused_between_deliveries() {
+        let (addr, conns) = server(Peer::Normal).await;
+        let (config, hops) = hops_config(|c| {
+            c.mta.relay = Some(addr.to_string().parse().unwrap());
+            c.mta.relay_tls = crate::config::RelayTls::None;
+        });
+        for _ in 0..3 {
+            let out =
+                super::super::relay::deliver(&config, &hops, &envelope(), &rcpt(), b"x\r\n").await;
+            assert_eq!(out.len(), 1);
+            assert!(out[0].1.accepted(), "{out:?}");
+        }
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(hops.relay.idle_count(&addr), 1);
     }
 }
