@@ -112,9 +112,10 @@ impl Resolver {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        // Fully qualified: no search-domain guessing for configured names.
-        let fqdn = format!("{}.", host.trim_end_matches('.'));
-        match self.inner.lookup_ip(fqdn.as_str()).await {
+        // As written: a short store name ("store1") gets the search
+        // domains of resolv.conf, as the system resolver gave it; a name
+        // with a trailing dot is absolute.
+        match self.inner.lookup_ip(host).await {
             Ok(l) => {
                 let ips: Vec<IpAddr> = l.iter().collect();
                 if ips.is_empty() {

@@ -89,7 +89,13 @@ impl MxResolver {
 
     /// Addresses of one host. `Err(true)`: the host does not exist.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, (bool, String)> {
-        self.resolver.addresses(host).await.map_err(|e| match e {
+        // Exchanger names are absolute (RFC 5321 5.1): no search domains.
+        let fqdn = if host.parse::<IpAddr>().is_ok() {
+            host.to_string()
+        } else {
+            format!("{}.", host.trim_end_matches('.'))
+        };
+        self.resolver.addresses(&fqdn).await.map_err(|e| match e {
             LookupError::NoSuchName(e) => (true, e),
             LookupError::Temporary(e) => (false, e),
         })
