@@ -1,6 +1,7 @@
 //! Idle connections to next hops, kept for the next transaction: the
 //! stores over LMTP (`mta.lmtp_pool` per address), the smarthost
-//! (`mta.relay_pool`), each for `mta.connection_idle` seconds.
+//! (`mta.relay_pool`), MX hosts (`deliver::mx`, 4 per address), each for
+//! `mta.connection_idle` seconds.
 //!
 //! Rules:
 //! - bounded: at most `max_idle` idle connections per key; one more is
