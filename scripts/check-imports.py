@@ -12,7 +12,7 @@ Protocols and the top may use anything (a protocol session receives
   base      netaddr, redact, fsutil, budget, proxyproto, roles (the Role
             enum in roles/mod.rs only)
   config    config
-  below     everything a protocol builds on: logging, tls, loginlimit, authcache,
+  below     everything a protocol builds on: logging, tls, loginlimit, authcache, dns,
             directory, store, login, net, net_unix
   protocol  smtp, imap, pop3, mmp, queue, deliver
   top       services (holds every role's shared state), roles/run, cli,
@@ -33,7 +33,7 @@ import sys
 
 BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles", "memory"}
 CONFIG = {"config"}
-BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "store", "login", "net", "net_unix"}
+BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "dns", "store", "login", "net", "net_unix"}
 PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver"}
 TOP = {"services", "cli", "main", "stress", "fuzz", "lib"}
 

@@ -783,8 +783,15 @@ pub struct MtaConfig {
     pub tls_ca_file: String,
     /// Connections open at the same time to one destination domain.
     pub max_per_domain: usize,
-    /// Seconds an idle connection to an MX host is kept for the next message.
+    /// Seconds an idle connection to a next hop (store over LMTP,
+    /// smarthost, MX host) is kept for the next message; 0: closed after
+    /// each transaction.
     pub connection_idle: u64,
+    /// Idle LMTP connections kept per store address (`deliver::pool`);
+    /// 0: a new connection per delivery.
+    pub lmtp_pool: usize,
+    /// Idle connections kept to the smarthost, per address.
+    pub relay_pool: usize,
 }
 
 /// `mta.relay_tls`: TLS to the smarthost (`deliver::relay`).
@@ -831,6 +838,8 @@ impl Default for MtaConfig {
             tls_ca_file: String::new(),
             max_per_domain: 10,
             connection_idle: 30,
+            lmtp_pool: 4,
+            relay_pool: 4,
         }
     }
 }
@@ -965,7 +974,8 @@ impl Default for SubmissionConfig {
     }
 }
 
-/// The DNS resolver used for MX lookups.
+/// The one DNS resolver of the process (src/dns.rs): MX lookups, stores
+/// by mailHost, the smarthost, the mmp's backends.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {

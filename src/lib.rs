@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod directory;
+pub mod dns;
 pub mod fsutil;
 #[cfg(test)]
 mod fuzz;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::dns::Resolver;
 use crate::loginlimit::LoginLimiter;
 use crate::net::ConnTable;
 use crate::queue::Queue;
@@ -51,6 +52,9 @@ pub struct Services {
     pub logins: Arc<LoginLimiter>,
     /// The mmp's process-wide state (TLS client setup for the stores).
     pub mmp: Arc<crate::mmp::Shared>,
+    /// The one DNS resolver of the process (`[dns]`): MX hosts, stores by
+    /// mailHost, the smarthost, the mmp's backends.
+    pub resolver: Arc<Resolver>,
 }
 
 impl Services {
@@ -92,6 +96,7 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
     Services {
         logins,
         mmp,
+        resolver: Arc::new(Resolver::from_config(&config).expect("resolver")),
         directory: Directory::open(&config).expect("directory"),
         store: Some(Store::open(&config).expect("store")),
         tls: Arc::new(Tls::from_config(&config).expect("tls")),

@@ -44,7 +44,7 @@ impl std::fmt::Display for Reply {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
     Smtp,
     Lmtp,
@@ -166,6 +166,9 @@ pub struct Client {
     /// TLS is active on this connection.
     pub tls: bool,
     helo: String,
+    /// The connection failed (io error, timeout, malformed reply) or the
+    /// server said 421 (closing): never reused from a pool.
+    broken: bool,
 }
 
 fn temp(what: &str) -> Outcome {
@@ -181,18 +184,23 @@ fn temp_logged(what: &str, peer: &dyn std::fmt::Display, cause: &dyn std::fmt::D
 }
 
 impl Client {
-    /// Connects and reads the greeting, then says LHLO/EHLO.
+    /// Connects to `addr` (an `ip:port`; names are resolved by the
+    /// caller through `crate::dns`) and reads the greeting, then says
+    /// LHLO/EHLO.
     pub async fn connect(
         addr: &str,
         dialect: Dialect,
         helo: &str,
         timeout: Duration,
     ) -> Result<Client, Outcome> {
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| temp_logged("cannot connect", &addr, &e))?;
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| temp_logged("connection timed out", &addr, &"timeout"))?
             .map_err(|e| temp_logged("cannot connect", &addr, &e))?;
-        Self::start(Box::new(tcp), addr, dialect, helo, timeout).await
+        Self::start(Box::new(tcp), &addr.to_string(), dialect, helo, timeout).await
     }
 
     /// Connects to one address; `implicit_tls`: TLS from the first byte
@@ -234,6 +242,7 @@ impl Client {
             peer: peer.to_string(),
             tls: false,
             helo: helo.to_string(),
+            broken: false,
         };
         let greet = c.read_reply().await?;
         if greet.code != 220 {
@@ -268,6 +277,7 @@ impl Client {
             peer: self.peer,
             tls: true,
             helo: self.helo,
+            broken: false,
         };
         let helo = c.helo.clone();
         c.hello(&helo).await?;
@@ -288,7 +298,13 @@ impl Client {
 
     /// Is the session still usable for another transaction (RSET answered)?
     pub async fn reset(&mut self) -> bool {
-        matches!(self.command("RSET").await, Ok(r) if r.code == 250)
+        !self.broken && matches!(self.command("RSET").await, Ok(r) if r.code == 250)
+    }
+
+    /// May this connection go back to a pool: no io error, timeout or
+    /// malformed reply happened and the server never said 421.
+    pub fn reusable(&self) -> bool {
+        !self.broken
     }
 
     async fn hello(&mut self, helo: &str) -> Result<(), Outcome> {
@@ -309,6 +325,12 @@ impl Client {
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<(), Outcome> {
+        let r = self.write_inner(data).await;
+        self.broken |= r.is_err();
+        r
+    }
+
+    async fn write_inner(&mut self, data: &[u8]) -> Result<(), Outcome> {
         let w = self.stream.get_mut();
         tokio::time::timeout(self.timeout, async {
             w.write_all(data).await?;
@@ -325,7 +347,19 @@ impl Client {
     }
 
     /// Reads one reply; records EHLO keywords when it is the hello reply.
+    /// An error or a 421 (RFC 5321 3.8: the server closes) marks the
+    /// connection broken.
     async fn read_reply(&mut self) -> Result<Reply, Outcome> {
+        let r = self.read_reply_inner().await;
+        match &r {
+            Ok(reply) if reply.code == 421 => self.broken = true,
+            Ok(_) => {}
+            Err(_) => self.broken = true,
+        }
+        r
+    }
+
+    async fn read_reply_inner(&mut self) -> Result<Reply, Outcome> {
         let mut text = Vec::new();
         let mut lines = 0;
         loop {

@@ -56,6 +56,7 @@ pub mod client;
 pub mod lmtp;
 pub mod local;
 pub mod mx;
+pub mod pool;
 pub mod queue;
 pub mod relay;
 
@@ -310,6 +311,9 @@ pub struct Delivery {
     /// the resolver could not be set up (logged): mail to other domains
     /// then waits.
     mx: Option<Arc<mx::MxDelivery>>,
+    /// The process's resolver and the idle connections to stores and the
+    /// smarthost (`pool`).
+    hops: Arc<pool::Hops>,
 }
 
 impl Delivery {
@@ -321,6 +325,7 @@ impl Delivery {
             store: services.store.clone(),
             queue: services.queue.clone(),
             mx: None,
+            hops: Arc::new(pool::Hops::new(&services.config, services.resolver.clone())),
         }
     }
 
@@ -336,19 +341,15 @@ impl Delivery {
     /// The queue runner: local store, stores over LMTP, the smarthost and
     /// MX hosts.
     pub fn for_queue(services: &Services) -> Delivery {
-        let mx = match mx::MxDelivery::new(services.config.clone()) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot set up the DNS resolver; mail to other domains waits");
-                None
-            }
-        };
-        Delivery {
+        let mx = mx::MxDelivery::with_resolver(services.config.clone(), services.resolver.clone());
+        let d = Delivery {
             mode: Mode::Now,
             queue: None,
-            mx,
+            mx: Some(mx),
             ..Delivery::from_services(services)
-        }
+        };
+        d.hops.start_reaping();
+        d
     }
 
     /// A delivery with exactly these targets (tests, tools).
@@ -358,8 +359,10 @@ impl Delivery {
         store: Option<Store>,
         queue: Option<Arc<Queue>>,
     ) -> Delivery {
+        let resolver = crate::dns::Resolver::from_config(&config).expect("DNS resolver");
         Delivery {
             mode,
+            hops: Arc::new(pool::Hops::new(&config, Arc::new(resolver))),
             config,
             store,
             queue,
@@ -533,17 +536,22 @@ impl Transaction {
                 },
                 Dest::Lmtp(addr) => {
                     let p = rcpt_params(&targets);
-                    let r = lmtp::deliver(cfg, &addr, client::Dialect::Lmtp, &envelope, &p, &data);
+                    let (env, hops) = (&envelope, &d.hops);
+                    let r = lmtp::deliver(cfg, hops, &addr, client::Dialect::Lmtp, env, &p, &data);
                     by_index(r.await, idx.len())
                 }
                 Dest::Smtp(addr) => {
                     let p = rcpt_params(&targets);
-                    let r = lmtp::deliver(cfg, &addr, client::Dialect::Smtp, &envelope, &p, &data);
+                    let (env, hops) = (&envelope, &d.hops);
+                    let r = lmtp::deliver(cfg, hops, &addr, client::Dialect::Smtp, env, &p, &data);
                     by_index(r.await, idx.len())
                 }
                 Dest::Relay => {
                     let p = rcpt_params(&targets);
-                    by_index(relay::deliver(cfg, &envelope, &p, &data).await, idx.len())
+                    by_index(
+                        relay::deliver(cfg, &d.hops, &envelope, &p, &data).await,
+                        idx.len(),
+                    )
                 }
                 Dest::Mx(domain) => match &d.mx {
                     Some(mx) => {

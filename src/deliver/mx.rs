@@ -1,6 +1,6 @@
 //! Delivery to the Internet: MX lookup (RFC 5321 5.1), null MX (RFC 7505),
 //! opportunistic or required STARTTLS per domain, a concurrency limit and
-//! a small pool of idle connections per destination.
+//! a small pool of idle connections per destination (`deliver::pool`).
 //!
 //! Order of hosts: MX records by preference, random among equal
 //! preferences; no MX record (NODATA) means the domain itself (the
@@ -11,20 +11,19 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
 use rand::seq::SliceRandom;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::client::{mail_params, relayed, Client, Dialect, RcptParams, TlsVerify};
+use super::pool::{reap, Pool};
 use super::{Envelope, Outcome};
 use crate::config::Config;
+use crate::dns::{LookupError, Resolver};
 
 /// One mail exchanger of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,42 +44,14 @@ pub enum RouteError {
     Temporary(String),
 }
 
-/// The DNS side.
+/// The MX side of the process's resolver (`crate::dns`).
 pub struct MxResolver {
-    resolver: TokioResolver,
+    resolver: Arc<Resolver>,
 }
 
 impl MxResolver {
-    /// `[dns] nameservers` (ip:port) or the system's resolv.conf.
-    pub fn from_config(config: &Config) -> anyhow::Result<MxResolver> {
-        let mut opts = ResolverOpts::default();
-        opts.timeout = Duration::from_secs(if config.dns.timeout == 0 {
-            5
-        } else {
-            config.dns.timeout
-        });
-        opts.attempts = 2;
-        let provider = TokioRuntimeProvider::default();
-        let builder = if config.dns.nameservers.is_empty() {
-            let mut b = TokioResolver::builder(provider)?;
-            b.options_mut().timeout = opts.timeout;
-            b
-        } else {
-            let mut servers = Vec::new();
-            for n in &config.dns.nameservers {
-                let sa = n.0;
-                let mut udp = ConnectionConfig::udp();
-                udp.port = sa.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = sa.port();
-                servers.push(NameServerConfig::new(sa.ip(), true, vec![udp, tcp]));
-            }
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
-                .with_options(opts)
-        };
-        Ok(MxResolver {
-            resolver: builder.build()?,
-        })
+    pub fn new(resolver: Arc<Resolver>) -> MxResolver {
+        MxResolver { resolver }
     }
 
     /// The hosts to try for a domain, in order.
@@ -92,7 +63,7 @@ impl MxResolver {
             }]);
         }
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
-        match self.resolver.mx_lookup(fqdn.as_str()).await {
+        match self.resolver.hickory().mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
                 let mut hosts: Vec<(u16, String, bool)> = lookup
                     .answers()
@@ -119,14 +90,16 @@ impl MxResolver {
 
     /// Addresses of one host. `Err(true)`: the host does not exist.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, (bool, String)> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![ip]);
-        }
-        let fqdn = format!("{}.", host.trim_end_matches('.'));
-        match self.resolver.lookup_ip(fqdn.as_str()).await {
-            Ok(l) => Ok(l.iter().collect()),
-            Err(e) => Err((e.is_nx_domain() || e.is_no_records_found(), e.to_string())),
-        }
+        // Exchanger names are absolute (RFC 5321 5.1): no search domains.
+        let fqdn = if host.parse::<IpAddr>().is_ok() {
+            host.to_string()
+        } else {
+            format!("{}.", host.trim_end_matches('.'))
+        };
+        self.resolver.addresses(&fqdn).await.map_err(|e| match e {
+            LookupError::NoSuchName(e) => (true, e),
+            LookupError::Temporary(e) => (false, e),
+        })
     }
 }
 
@@ -176,36 +149,48 @@ impl TlsPolicy {
     }
 }
 
-/// An idle connection kept for the next message to the same host.
-struct Idle {
-    client: Client,
-    since: Instant,
-}
+/// Idle connections to MX hosts by (address, MX name, TLS policy).
+type MxKey = (SocketAddr, String, TlsPolicy);
+
+/// Idle connections kept per MX host address.
+const MX_POOL: usize = 4;
 
 /// Delivery to MX hosts: the resolver, per-domain limits, the pool.
 pub struct MxDelivery {
     config: Arc<Config>,
     resolver: MxResolver,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Idle connections by (address, MX name, TLS policy).
-    pool: Mutex<HashMap<(SocketAddr, String, TlsPolicy), Vec<Idle>>>,
+    /// Idle connections (`deliver::pool`), at most `MX_POOL` per key,
+    /// for `mta.connection_idle` seconds.
+    pool: Arc<Pool<MxKey, Client>>,
     roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl MxDelivery {
+    /// With a resolver of its own built from `[dns]` (tests, tools).
     pub fn new(config: Arc<Config>) -> anyhow::Result<Arc<MxDelivery>> {
+        let resolver = Arc::new(Resolver::from_config(&config)?);
+        Ok(MxDelivery::with_resolver(config, resolver))
+    }
+
+    /// With the process's resolver (`Services::resolver`).
+    pub fn with_resolver(config: Arc<Config>, resolver: Arc<Resolver>) -> Arc<MxDelivery> {
         let roots = super::client::load_roots(&config.mta.tls_ca_file).ok();
+        let pool = Arc::new(Pool::new(
+            MX_POOL,
+            Duration::from_secs(config.mta.connection_idle),
+        ));
         let d = Arc::new(MxDelivery {
-            resolver: MxResolver::from_config(&config)?,
+            resolver: MxResolver::new(resolver),
             config,
             limits: Mutex::new(HashMap::new()),
-            pool: Mutex::new(HashMap::new()),
+            pool,
             roots,
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(reap(Arc::downgrade(&d)));
+            rt.spawn(reap(Arc::downgrade(&d.pool)));
         }
-        Ok(d)
+        d
     }
 
     fn limit(&self, domain: &str) -> Arc<Semaphore> {
@@ -213,35 +198,6 @@ impl MxDelivery {
         m.entry(domain.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.config.mta.max_per_domain.max(1))))
             .clone()
-    }
-
-    fn take_idle(&self, key: &(SocketAddr, String, TlsPolicy)) -> Option<Client> {
-        let idle = Duration::from_secs(self.config.mta.connection_idle);
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let list = pool.get_mut(key)?;
-        while let Some(i) = list.pop() {
-            if i.since.elapsed() < idle {
-                return Some(i.client);
-            }
-        }
-        None
-    }
-
-    fn put_idle(&self, key: (SocketAddr, String, TlsPolicy), client: Client) {
-        if self.config.mta.connection_idle == 0 {
-            tokio::spawn(client.quit());
-            return;
-        }
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let list = pool.entry(key).or_default();
-        if list.len() < 4 {
-            list.push(Idle {
-                client,
-                since: Instant::now(),
-            });
-        } else {
-            tokio::spawn(client.quit());
-        }
     }
 
     /// Delivers one message to the recipients `rcpts` (index, parameters)
@@ -302,7 +258,7 @@ impl MxDelivery {
             for ip in ips {
                 let addr = SocketAddr::new(ip, port);
                 let key = (addr, host.name.clone(), policy);
-                let reused = match self.take_idle(&key) {
+                let reused = match self.pool.take(&key) {
                     Some(mut c) => c.reset().await.then_some(c),
                     None => None,
                 };
@@ -381,7 +337,7 @@ impl MxDelivery {
 
     async fn transact(
         &self,
-        key: (SocketAddr, String, TlsPolicy),
+        key: MxKey,
         mut client: Client,
         env: &Envelope,
         rcpts: &[(usize, RcptParams)],
@@ -394,7 +350,7 @@ impl MxDelivery {
         match client.send_with(&params, &list, data).await {
             Ok(res) => {
                 info!(mx = %key.1, addr = %key.0, tls, rcpts = rcpts.len(), "MX transaction done");
-                self.put_idle(key, client);
+                self.pool.release(key, client).await;
                 rcpts
                     .iter()
                     .zip(res)
@@ -402,31 +358,6 @@ impl MxDelivery {
                     .collect()
             }
             Err(o) => rcpts.iter().map(|(i, _)| (*i, o.clone())).collect(),
-        }
-    }
-}
-
-/// Closes idle connections past `connection_idle`.
-async fn reap(d: Weak<MxDelivery>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let Some(d) = d.upgrade() else { return };
-        let idle = Duration::from_secs(d.config.mta.connection_idle);
-        let expired: Vec<Client> = {
-            let mut pool = d.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let mut out = Vec::new();
-            for list in pool.values_mut() {
-                let (old, keep): (Vec<Idle>, Vec<Idle>) =
-                    list.drain(..).partition(|i| i.since.elapsed() >= idle);
-                *list = keep;
-                out.extend(old.into_iter().map(|i| i.client));
-            }
-            pool.retain(|_, l| !l.is_empty());
-            out
-        };
-        drop(d);
-        for c in expired {
-            c.quit().await;
         }
     }
 }

@@ -6,6 +6,7 @@
 //! temporarily; callers turn `DirError::Temporary` into 4xx / NO
 //! [UNAVAILABLE], never into "no such user".
 
+pub mod coalesce;
 pub mod embedded;
 pub mod ldap;
 pub mod names;
@@ -124,6 +125,11 @@ pub enum AuthResult {
 pub struct Directory {
     backend: Backend,
     auth: Auth,
+    /// Address lookups in flight, by canonical address: concurrent
+    /// lookups of one address make one search (`coalesce`).
+    lookups: coalesce::SingleFlight<String, Result<Option<Recipient>, DirError>>,
+    /// Local-domain questions in flight, by lowercase domain.
+    domains: coalesce::SingleFlight<String, Result<bool, DirError>>,
 }
 
 enum Backend {
@@ -142,6 +148,8 @@ impl Directory {
         Ok(Arc::new(Directory {
             backend,
             auth: Auth::from_config(&config.auth),
+            lookups: Default::default(),
+            domains: Default::default(),
         }))
     }
 
@@ -155,7 +163,12 @@ impl Directory {
         let domain = domain.to_ascii_lowercase();
         match &self.backend {
             Backend::Embedded(e) => e.is_local_domain(&domain),
-            Backend::Ldap(l) => l.is_local_domain(&domain).await,
+            Backend::Ldap(l) => {
+                let key = domain.clone();
+                self.domains
+                    .run(key, || async { l.is_local_domain(&domain).await })
+                    .await
+            }
         }
     }
 
@@ -165,7 +178,13 @@ impl Directory {
         let address = canonical_address(address);
         match &self.backend {
             Backend::Embedded(e) => e.lookup(&address),
-            Backend::Ldap(l) => l.lookup(&address).await,
+            // Concurrent misses for one address: one search.
+            Backend::Ldap(l) => {
+                let key = address.clone();
+                self.lookups
+                    .run(key, || async { l.lookup(&address).await })
+                    .await
+            }
         }
     }
 

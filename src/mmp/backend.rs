@@ -1,4 +1,5 @@
-//! The store side of the mmp: find the store's address, connect (with a
+//! The store side of the mmp: find the store's address (a name goes
+//! through the process's resolver, `crate::dns`), connect (with a
 //! timeout per address, in order), optionally send a PROXY v2 header, TLS
 //! (implicit or STARTTLS/STLS), then log in on the user's behalf and learn
 //! what to tell the client (IMAP: the store's capabilities; POP3: its +OK
@@ -71,11 +72,11 @@ pub async fn open(
     let (host, port) = env.backend_address(proto, mail_host);
     let addrs: Vec<SocketAddr> = match tokio::time::timeout(
         Duration::from_secs(m.connect_timeout),
-        tokio::net::lookup_host((host.as_str(), port)),
+        env.resolver.socket_addrs(&host, port),
     )
     .await
     {
-        Ok(Ok(a)) => a.collect(),
+        Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             warn!(store = mail_host, host = %host, error = %e, "cannot resolve the mail store's address");
             return Err(BackendError::Unavailable);

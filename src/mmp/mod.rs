@@ -208,6 +208,8 @@ pub(crate) struct Env {
     pub shared: Arc<Shared>,
     /// First delay after a failed login (doubles each time).
     pub auth_delay: Duration,
+    /// The process's resolver: backends given by name (`crate::dns`).
+    pub resolver: Arc<crate::dns::Resolver>,
 }
 
 impl Env {
@@ -227,6 +229,7 @@ impl Env {
             // The growing delay comes from the process-wide limiter
             // (driver::login), not from a per-connection count.
             auth_delay: Duration::ZERO,
+            resolver: services.resolver.clone(),
         }
     }
 
@@ -335,6 +338,7 @@ mod unit {
             shutdown: CancellationToken::new(),
             authenticate: Arc::new(|_, _| Box::pin(async { Ok(AuthResult::Failed(None)) })),
             auth_delay: Duration::ZERO,
+            resolver: Arc::new(crate::dns::Resolver::from_config(&c).unwrap()),
         };
         assert_eq!(
             env.backend_address(Proto::Imap, "store1.example.com"),

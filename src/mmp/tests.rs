@@ -74,6 +74,7 @@ fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
     c.limits.login_failure_delay_ms = 0;
     edit(&mut c);
     let env = Env {
+        resolver: Arc::new(crate::dns::Resolver::from_config(&c).unwrap()),
         shared: Arc::new(Shared::new(&c)),
         tls: Arc::new(Tls::from_config(&c).unwrap()),
         config: Arc::new(c),

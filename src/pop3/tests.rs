@@ -640,6 +640,7 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
     let services = crate::services::Services {
         logins,
         mmp,
+        resolver: Arc::new(crate::dns::Resolver::from_config(&config).unwrap()),
         config: config.clone(),
         directory: Directory::open(&config).unwrap(),
         store: Some(h.store.clone()),

@@ -138,9 +138,11 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let (logins, mmp) = Services::shared_parts(&config);
+    let resolver = Arc::new(crate::dns::Resolver::from_config(&config)?);
     let services = Services {
         logins,
         mmp,
+        resolver,
         config: config.clone(),
         directory,
         store,

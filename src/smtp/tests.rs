@@ -861,6 +861,7 @@ pub(crate) mod e2e {
         Services {
             logins,
             mmp,
+            resolver: Arc::new(crate::dns::Resolver::from_config(&config).unwrap()),
             directory: Directory::open(&config).unwrap(),
             store: Some(Store::open(&config).unwrap()),
             tls: Arc::new(Tls::from_config(&config).unwrap()),
