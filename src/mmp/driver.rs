@@ -144,12 +144,15 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
             max_command: max_line.max(crate::imap::framer::MIN_LINE) + 2,
         })),
         Proto::Pop3 => Core::Pop3(pop3::Session::new(pop3::SessionConfig {
-            stls_available: starttls,
-            tls_active: info.tls_active,
-            plaintext_without_tls: plaintext,
-            max_bad_commands: max_bad,
-            max_auth_failures: max_auth,
-            auth_delay: env.auth_delay,
+            connection: crate::pop3::auth::Connection {
+                stls_available: starttls,
+                tls_active: info.tls_active,
+                plaintext_without_tls: plaintext,
+                max_bad_commands: max_bad,
+                max_auth_failures: max_auth,
+                auth_delay: env.auth_delay,
+                proxy_users: Vec::new(),
+            },
             max_line,
         })),
     };

@@ -8,21 +8,15 @@
 //! Invariants: one command at a time; passwords leave this module only
 //! inside `Action::Login`, whose Debug output hides them.
 
-use std::time::Duration;
-
 use super::{Action, LoginOutcome};
-use crate::pop3::auth::{AuthConfig, Authorization, Refusal, Step};
+use crate::pop3::auth::{AuthConfig, Authorization, Connection, Refusal, Step};
 use crate::pop3::codec::LineReader;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    pub stls_available: bool,
-    pub tls_active: bool,
-    /// USER/PASS and AUTH PLAIN allowed without TLS.
-    pub plaintext_without_tls: bool,
-    pub max_bad_commands: u32,
-    pub max_auth_failures: u32,
-    pub auth_delay: Duration,
+    /// The AUTHORIZATION core's (no `proxy_users`: the mmp offers no
+    /// authorization identity).
+    pub connection: Connection,
     pub max_line: usize,
 }
 
@@ -45,14 +39,11 @@ impl Session {
     pub fn new(config: SessionConfig) -> Session {
         Session {
             auth: Authorization::new(AuthConfig {
-                stls_available: config.stls_available,
-                tls_active: config.tls_active,
-                plaintext_without_tls: config.plaintext_without_tls,
-                max_bad_commands: config.max_bad_commands,
-                max_auth_failures: config.max_auth_failures,
-                auth_delay: config.auth_delay,
-                // The mmp offers no authorization identity.
-                proxy_users: Vec::new(),
+                connection: Connection {
+                    // The mmp offers no authorization identity.
+                    proxy_users: Vec::new(),
+                    ..config.connection
+                },
                 role: "proxy",
                 capa_extra: &[],
                 implementation: "msgd-mmp",
@@ -162,15 +153,19 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn config() -> SessionConfig {
         SessionConfig {
-            stls_available: true,
-            tls_active: false,
-            plaintext_without_tls: true,
-            max_bad_commands: 5,
-            max_auth_failures: 3,
-            auth_delay: Duration::from_secs(1),
+            connection: Connection {
+                stls_available: true,
+                tls_active: false,
+                plaintext_without_tls: true,
+                max_bad_commands: 5,
+                max_auth_failures: 3,
+                auth_delay: Duration::from_secs(1),
+                proxy_users: Vec::new(),
+            },
             max_line: 512,
         }
     }
@@ -230,7 +225,7 @@ mod tests {
     #[test]
     fn rfc2595_plaintext_refused_without_tls_and_stls_drops_pipelined_input() {
         let mut c = config();
-        c.plaintext_without_tls = false;
+        c.connection.plaintext_without_tls = false;
         let mut s = Session::new(c);
         let out = run(&mut s, b"CAPA\r\nUSER alice\r\nAUTH PLAIN AGEAYg==\r\n");
         let t = text(&out);

@@ -38,9 +38,11 @@ use super::codec::Input;
 /// Cap of the per-connection delay after a failed authentication.
 const AUTH_DELAY_MAX: Duration = Duration::from_secs(8);
 
-/// What the AUTHORIZATION state needs to know about its connection.
+/// What the AUTHORIZATION state needs to know about its connection and
+/// its limits: the store's POP3 session takes exactly this
+/// (`pop3::SessionConfig`), the mmp's adds its line limit.
 #[derive(Debug, Clone)]
-pub struct AuthConfig {
+pub struct Connection {
     /// STLS can be offered (a STARTTLS listener, TLS not active yet).
     pub stls_available: bool,
     /// TLS is active (implicit, or after STLS).
@@ -54,6 +56,13 @@ pub struct AuthConfig {
     /// Authentication identities that may log in as another user with AUTH
     /// PLAIN's authorization identity (compared case-insensitively).
     pub proxy_users: Vec<String>,
+}
+
+/// The AUTHORIZATION state's configuration: the connection, and who is
+/// answering.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub connection: Connection,
     /// Who answers, for QUIT's reply: "server" (the store), "proxy" (mmp).
     pub role: &'static str,
     /// CAPA lines before the login ones (the store's `TOP`, `UIDL`).
@@ -148,7 +157,7 @@ impl Authorization {
     }
 
     pub fn tls_active(&self) -> bool {
-        self.config.tls_active
+        self.config.connection.tls_active
     }
 
     /// The session is to be closed (QUIT, too many bad commands or
@@ -199,9 +208,9 @@ impl Authorization {
                 ]
             }
             "STLS" => {
-                if self.config.tls_active {
+                if self.config.connection.tls_active {
                     self.bad("command not permitted when TLS active")
-                } else if !self.config.stls_available {
+                } else if !self.config.connection.stls_available {
                     self.bad("STLS not available")
                 } else {
                     self.state = State::Pending;
@@ -307,6 +316,7 @@ impl Authorization {
         if authzid.is_some()
             && !self
                 .config
+                .connection
                 .proxy_users
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(&authc))
@@ -348,8 +358,8 @@ impl Authorization {
     /// The caller's report after a successful TLS handshake. RFC 2595
     /// section 4: the session starts over in AUTHORIZATION.
     pub fn tls_started(&mut self) {
-        self.config.tls_active = true;
-        self.config.stls_available = false;
+        self.config.connection.tls_active = true;
+        self.config.connection.stls_available = false;
         self.state = State::Ready { user: None };
     }
 
@@ -357,13 +367,13 @@ impl Authorization {
         self.auth_failures += 1;
         let mut v = Vec::new();
         if delay {
-            let d = delay_after(self.config.auth_delay, self.auth_failures);
+            let d = delay_after(self.config.connection.auth_delay, self.auth_failures);
             if !d.is_zero() {
                 v.push(Step::Delay(d));
             }
         }
         v.push(err(text));
-        if self.auth_failures >= self.config.max_auth_failures.max(1) {
+        if self.auth_failures >= self.config.connection.max_auth_failures.max(1) {
             self.state = State::Closed;
             v.push(err("[AUTH] too many authentication failures"));
             v.push(Step::Close);
@@ -376,7 +386,7 @@ impl Authorization {
     pub fn bad(&mut self, text: &str) -> Vec<Step> {
         self.bad_commands += 1;
         let mut v = vec![err(text)];
-        if self.bad_commands >= self.config.max_bad_commands.max(1) {
+        if self.bad_commands >= self.config.connection.max_bad_commands.max(1) {
             self.state = State::Closed;
             v.push(err("too many bad commands"));
             v.push(Step::Close);
@@ -385,7 +395,7 @@ impl Authorization {
     }
 
     fn plaintext_allowed(&self) -> bool {
-        self.config.tls_active || self.config.plaintext_without_tls
+        self.config.connection.tls_active || self.config.connection.plaintext_without_tls
     }
 
     /// RFC 2449 CAPA. USER and SASL only where a password may be sent;
@@ -400,7 +410,10 @@ impl Authorization {
             s.push_str("USER\r\nSASL PLAIN\r\n");
         }
         s.push_str("RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n");
-        if authorization && self.config.stls_available && !self.config.tls_active {
+        if authorization
+            && self.config.connection.stls_available
+            && !self.config.connection.tls_active
+        {
             s.push_str("STLS\r\n");
         }
         s.push_str(&format!(
@@ -444,13 +457,15 @@ mod tests {
 
     fn config() -> AuthConfig {
         AuthConfig {
-            stls_available: true,
-            tls_active: false,
-            plaintext_without_tls: true,
-            max_bad_commands: 5,
-            max_auth_failures: 3,
-            auth_delay: Duration::from_secs(1),
-            proxy_users: vec!["mmp@x".into()],
+            connection: Connection {
+                stls_available: true,
+                tls_active: false,
+                plaintext_without_tls: true,
+                max_bad_commands: 5,
+                max_auth_failures: 3,
+                auth_delay: Duration::from_secs(1),
+                proxy_users: vec!["mmp@x".into()],
+            },
             role: "server",
             capa_extra: &["TOP", "UIDL"],
             implementation: "msgd",
@@ -571,7 +586,7 @@ mod tests {
     #[test]
     fn rfc2595_4_plaintext_needs_tls_and_stls_starts_over() {
         let mut c = config();
-        c.plaintext_without_tls = false;
+        c.connection.plaintext_without_tls = false;
         let mut a = Authorization::new(c);
         let out = run_split(&mut a, b"CAPA\r\nUSER a\r\nPASS b\r\nAUTH PLAIN\r\n", 0);
         let t = text(&out);

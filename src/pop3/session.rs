@@ -28,25 +28,10 @@ pub const ERR_AUTOLOGOUT: &str = "-ERR autologout\r\n";
 /// RETR/TOP of a message someone else expunged meanwhile.
 pub const ERR_MESSAGE_GONE: &str = "-ERR message was deleted\r\n";
 
-/// What the session needs to know about its connection and limits.
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// STLS can be offered (a STARTTLS listener, TLS not active yet).
-    pub stls_available: bool,
-    /// TLS is active (implicit, or after STLS).
-    pub tls_active: bool,
-    /// USER/PASS and AUTH PLAIN allowed before TLS (loopback peer or
-    /// `pop3.allow_plaintext_auth`).
-    pub plaintext_without_tls: bool,
-    pub max_bad_commands: u32,
-    pub max_auth_failures: u32,
-    /// First delay after a failed authentication (doubles each time).
-    pub auth_delay: Duration,
-    /// Authentication identities allowed to log in as another user with
-    /// AUTH PLAIN and an authorization identity (`pop3.proxy_users`: the
-    /// mmp's proxy login). Compared case-insensitively with the authcid.
-    pub proxy_users: Vec<String>,
-}
+/// What the session needs to know about its connection and limits: the
+/// AUTHORIZATION core's (`pop3.proxy_users` there are the mmp's proxy
+/// logins).
+pub type SessionConfig = auth::Connection;
 
 /// An effect or output for the driver, in order.
 #[derive(Clone, PartialEq, Eq)]
@@ -249,13 +234,7 @@ impl Session {
         Session {
             state: State::Authorization,
             auth: Authorization::new(AuthConfig {
-                stls_available: config.stls_available,
-                tls_active: config.tls_active,
-                plaintext_without_tls: config.plaintext_without_tls,
-                max_bad_commands: config.max_bad_commands,
-                max_auth_failures: config.max_auth_failures,
-                auth_delay: config.auth_delay,
-                proxy_users: config.proxy_users,
+                connection: config,
                 role: "server",
                 capa_extra: &["TOP", "UIDL"],
                 implementation: "msgd",
