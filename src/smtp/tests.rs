@@ -1050,17 +1050,23 @@ pub(crate) mod e2e {
         task.await.unwrap();
     }
 
-    #[tokio::test]
-    async fn forward_outside_the_site_is_queued_when_a_queue_exists() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut services = test_services(dir.path(), |_| {});
+    /// `test_services` with a queue, as an mta-in with a store has.
+    fn with_queue(dir: &std::path::Path) -> (Services, Arc<crate::queue::Queue>) {
+        let mut services = test_services(dir, |_| {});
         let queue = crate::queue::Queue::open(
-            &dir.path().join("queue"),
+            &dir.join("queue"),
             services.config.queue.clone(),
             "mx.example.test",
         )
         .unwrap();
         services.queue = Some(queue.clone());
+        (services, queue)
+    }
+
+    #[tokio::test]
+    async fn forward_outside_the_site_is_queued_when_a_queue_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (services, queue) = with_queue(dir.path());
         let (mut c, _task) = connect(&services, Protocol::Smtp);
         assert!(c.reply().await.starts_with("220"));
         c.cmd("EHLO client.example").await;
@@ -1089,14 +1095,7 @@ pub(crate) mod e2e {
     #[tokio::test]
     async fn rfc5321_3_9_2_list_copies_carry_the_lists_errors_to_sender() {
         let dir = tempfile::tempdir().unwrap();
-        let mut services = test_services(dir.path(), |_| {});
-        let queue = crate::queue::Queue::open(
-            &dir.path().join("queue"),
-            services.config.queue.clone(),
-            "mx.example.test",
-        )
-        .unwrap();
-        services.queue = Some(queue.clone());
+        let (services, queue) = with_queue(dir.path());
         let (mut c, _task) = connect(&services, Protocol::Smtp);
         assert!(c.reply().await.starts_with("220"));
         c.cmd("EHLO client.example").await;
