@@ -550,7 +550,7 @@ impl Default for StoreConfig {
             default_message_quota: 0,
             over_quota: OverQuota::Temporary,
             duplicate_window: 3 * 86400,
-            duplicate_max: 10_000,
+            duplicate_max: 100_000,
             lmtp_networks: DEFAULT_LMTP_NETWORKS
                 .iter()
                 .map(|n| n.parse().expect("the default networks parse"))
