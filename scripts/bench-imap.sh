@@ -5,10 +5,16 @@
 #      IDLE/SEARCH/NOOP on shared mailboxes, every response checked),
 #   2. `msgd stress --workload sessions` (login, select, fetch headers,
 #      fetch bodies, store flags, append, expunge, logout),
-#   3. memory per idle logged-in connection: N connections, LOGIN + SELECT
+#   3. memory per idle logged-in connection: N connections, LOGIN + SELECT + IDLE
 #      each, server RSS (and PSS, summed over all server processes) before
-#      and while they are open,
-#   4. with --large N: a mailbox of N messages, filled by MULTIAPPEND with
+#      and while they are open; the time to open the N logged-in
+#      connections (as `msgd stress --idle-conns` reports it) per server and
+#      msgd/Dovecot ratio at the end,
+#   4. POP3 RETR (--pop3 SECONDS, 0 = skip): scripts/bench_pop3.py fills the
+#      INBOX of one user per client with the same 100 messages (IMAP APPEND),
+#      then each client loops USER/PASS, RETR all 100, QUIT; messages/s,
+#      MB/s and messages per server CPU-second, and the ratios at the end,
+#   5. with --large N: a mailbox of N messages, filled by MULTIAPPEND with
 #      the same generated messages on both servers, then SELECT, UID FETCH
 #      1:* (FLAGS), SEARCH UNSEEN, SEARCH TEXT, SORT (DATE) and THREAD
 #      REFERENCES, each timed three times (scripts/bench_imap_large.py);
@@ -16,11 +22,11 @@
 # Commands per second and p50/p99 per command come from `msgd stress`.
 #
 #   scripts/bench-imap.sh [--duration SECS] [--clients N] [--idle N]
-#                         [--no-dovecot] [--no-build] [--out FILE]
+#                         [--pop3 SECS] [--no-dovecot] [--no-build] [--out FILE]
 #                         [--large N] [--large-only]
 #
-# --large N (default 0: skipped) runs phase 4 with N messages (the issue
-# asks for 100000) after the other phases; --large-only skips phases 1-3.
+# --large N (default 0: skipped) runs phase 5 with N messages (the issue
+# asks for 100000) after the other phases; --large-only skips phases 1-4.
 #
 # MSGD_BIN overrides the binary (default target/release/msgd, built here);
 # MSGD_ENV adds environment variables for the msgd server process only.
@@ -33,7 +39,9 @@ root="$(pwd)"
 
 DURATION=20
 CLIENTS=8
-IDLE=1000
+IDLE=10000
+POP3=20
+POP3_MESSAGES=100
 DOVECOT=1
 BUILD=1
 OUT=""
@@ -44,12 +52,13 @@ while [ $# -gt 0 ]; do
         --duration) DURATION="$2"; shift 2 ;;
         --clients) CLIENTS="$2"; shift 2 ;;
         --idle) IDLE="$2"; shift 2 ;;
+        --pop3) POP3="$2"; shift 2 ;;
         --no-dovecot) DOVECOT=0; shift ;;
         --no-build) BUILD=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
         --large) LARGE="$2"; shift 2 ;;
         --large-only) LARGE_ONLY=1; shift ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "bench-imap: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -137,6 +146,33 @@ tree_of() {
 report() { echo "$@" | tee -a "$WORK/summary"; }
 
 USERS_ARG="bench1@example.test:bench-pw-1,bench2@example.test:bench-pw-2"
+# POP3: one user per client (a POP3 server may lock a maildrop per user).
+POP3_USERS=()
+for n in $(seq 1 "$CLIENTS"); do POP3_USERS+=("pop$n"); done
+POP3_USERS_ARG="$(for u in "${POP3_USERS[@]}"; do printf '%s@example.test:%s-pw,' "$u" "$u"; done)"
+POP3_USERS_ARG="${POP3_USERS_ARG%,}"
+
+# Seconds `msgd stress --idle-conns` took to open its connections (0 if it
+# printed nothing).
+open_time() {
+    local t
+    t="$(sed -n 's/^idle: [0-9]* connections logged in.* in \([0-9.]*\) s .*/\1/p' "$1" 2>/dev/null | head -1)"
+    echo "${t:-0}"
+}
+
+# run_pop3 NAME IMAP_PORT POP3_PORT SERVER_PID: the POP3 RETR phase.
+run_pop3() {
+    local name="$1" out="$WORK/$1"
+    [ "$POP3" != 0 ] || return 0
+    mkdir -p "$out"
+    report ""
+    report "=== $name: POP3 RETR, ${#POP3_USERS[@]} clients (one user each), $POP3_MESSAGES messages per session, $POP3 s"
+    timeout $((POP3 + 600)) python3 "$root/scripts/bench_pop3.py" --name "$name" --imap-port "$2" --pop3-port "$3" \
+        --users "$POP3_USERS_ARG" --messages "$POP3_MESSAGES" --duration "$POP3" --server-pid "$4" \
+        --json "$out/pop3.json" >"$out/pop3.txt" 2>"$out/pop3.err" || true
+    tee -a "$WORK/summary" <"$out/pop3.txt"
+    tail -3 "$out/pop3.err" | tee -a "$WORK/summary"
+}
 
 # run_large NAME PORT: phase 4, the large mailbox (bench1's "large").
 run_large() {
@@ -191,7 +227,7 @@ run_server() {
     grep -v '^    [CS]: ' "$out/sessions.txt" | tee -a "$WORK/summary"
 
     report ""
-    report "=== $name: $IDLE idle connections (LOGIN + SELECT INBOX each)"
+    report "=== $name: $IDLE idle connections (LOGIN + SELECT INBOX + IDLE each)"
     local before after first hold=$((IDLE / 20 + 30))
     sleep 1
     # shellcheck disable=SC2046
@@ -201,7 +237,8 @@ run_server() {
     timeout $((hold + 120)) "$MSGD" stress --port "$port" --users "$USERS_ARG" --idle-conns "$IDLE" \
         --duration 1 >"$out/idle-warmup.txt" 2>"$out/idle-warmup.err" || true
     sed 's/^/warm-up /' "$out/idle-warmup.txt" | tee -a "$WORK/summary"
-    sleep 2
+    # msgd gives freed memory back at most every 10 s (src/memory.rs).
+    sleep 12
     # shellcheck disable=SC2046
     before="$(mem_of $($pidfn))"
     read -r rssw pssw <<<"$first"
@@ -224,6 +261,10 @@ run_server() {
     nproc="$(echo "$pids" | wc -l)"
     kill "$sp" 2>/dev/null || true
     wait "$sp" 2>/dev/null || true
+    sleep 12
+    local closed
+    # shellcheck disable=SC2046
+    closed="$(mem_of $($pidfn))"
     cat "$out/idle.txt" | tee -a "$WORK/summary"
     local opened
     opened="$(sed -n 's/^idle: \([0-9]*\) connections logged in.*/\1/p' "$out/idle.txt")"
@@ -231,6 +272,9 @@ run_server() {
     read -r rss0 pss0 <<<"$before"
     read -r rss1 pss1 <<<"$after"
     report "$name memory: with $opened idle connections RSS ${rss1} kB PSS ${pss1} kB ($nproc processes)"
+    read -r rss2 pss2 <<<"$closed"
+    report "$name memory: 12 s after they closed RSS ${rss2} kB PSS ${pss2} kB"
+    report "$name open $IDLE logged-in connections (LOGIN + SELECT + IDLE): $(open_time "$out/idle-warmup.txt") s first round, $(open_time "$out/idle.txt") s second round"
     if [ "$opened" -gt 0 ]; then
         # Steady state: what the measured round added. From the fresh
         # server: an upper bound that includes the allocator's growth.
@@ -262,10 +306,16 @@ cfg="$WORK/msgd.toml"
     done
 } >"$cfg"
 MSGD_PORT="$(sed -n '/^\[listener.imap\]/{n;s/.*:\([0-9]*\)".*/\1/p}' "$cfg")"
+MSGD_POP3_PORT="$(sed -n '/^\[listener.pop3\]/{n;s/.*:\([0-9]*\)".*/\1/p}' "$cfg")"
 for u in bench1 bench2; do
     n="${u#bench}"
     echo "bench-pw-$n" | "$MSGD" --config "$cfg" --role store user add "$u@example.test" >/dev/null
 done
+if [ "$POP3" != 0 ]; then
+    for u in "${POP3_USERS[@]}"; do
+        echo "$u-pw" | "$MSGD" --config "$cfg" --role store user add "$u@example.test" >/dev/null
+    done
+fi
 # MSGD_ENV: extra environment for the server only (e.g.
 # MALLOC_MMAP_THRESHOLD_=131072 to see memory without glibc's retention).
 # shellcheck disable=SC2086
@@ -278,19 +328,24 @@ msgd_pids() { echo "$MSGD_PID"; }
 {
     echo "bench-imap: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr)"
     echo "bench-imap: msgd $("$MSGD" --version | awk '{print $2}') ($MSGD), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "bench-imap: ${MSGD_ENV:+MSGD_ENV=\"$MSGD_ENV\" }$0 --duration $DURATION --clients $CLIENTS --idle $IDLE$([ "$DOVECOT" = 1 ] || echo ' --no-dovecot')$([ "$LARGE" = 0 ] || echo " --large $LARGE")$([ "$LARGE_ONLY" = 0 ] || echo ' --large-only')"
+    echo "bench-imap: ${MSGD_ENV:+MSGD_ENV=\"$MSGD_ENV\" }$0 --duration $DURATION --clients $CLIENTS --idle $IDLE --pop3 $POP3$([ "$DOVECOT" = 1 ] || echo ' --no-dovecot')$([ "$LARGE" = 0 ] || echo " --large $LARGE")$([ "$LARGE_ONLY" = 0 ] || echo ' --large-only')"
 } | tee "$WORK/summary"
 
 run_server msgd "$MSGD_PORT" msgd_pids
+run_pop3 msgd "$MSGD_PORT" "$MSGD_POP3_PORT" "$MSGD_PID"
 kill "$MSGD_PID" 2>/dev/null || true
 wait "$MSGD_PID" 2>/dev/null || true
 
 # ---------------------------------------------------------------- Dovecot
 if [ "$DOVECOT" = 1 ]; then
-    if ! command -v dovecot >/dev/null 2>&1 || ! dpkg -s dovecot-imapd >/dev/null 2>&1; then
-        echo "bench-imap: installing dovecot-imapd" >&2
+    pkgs=dovecot-imapd
+    [ "$POP3" = 0 ] || pkgs="$pkgs dovecot-pop3d"
+    # shellcheck disable=SC2086
+    if ! command -v dovecot >/dev/null 2>&1 || ! dpkg -s $pkgs >/dev/null 2>&1; then
+        echo "bench-imap: installing $pkgs" >&2
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq && apt-get install -y -qq --no-install-recommends dovecot-imapd >/dev/null
+        # shellcheck disable=SC2086
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
         # The package's own instance is not needed: ours is private.
         systemctl stop dovecot 2>/dev/null || service dovecot stop 2>/dev/null || true
     fi
@@ -298,14 +353,20 @@ if [ "$DOVECOT" = 1 ]; then
     mkdir -p "$d/run" "$d/state" "$d/home"
     chmod 755 "$WORK" "$d"
     DV_PORT="$(free_port)"
+    DV_POP3_PORT="$(free_port)"
     mail_user="$(id -u nobody):$(id -g nobody)"
     # The same Argon2id hashes msgd verifies (same cost per LOGIN).
-    for u in bench1 bench2; do
+    for u in bench1 bench2 $([ "$POP3" = 0 ] || echo "${POP3_USERS[@]}"); do
         hash="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["users"][sys.argv[2]]["password"])' \
             "$WORK/msgd-data/directory.json" "$u@example.test" 2>/dev/null || true)"
         case "$hash" in
             '$argon2id$'*) hash="{ARGON2ID}$hash" ;;
-            *) n="${u#bench}"; hash="{PLAIN}bench-pw-$n"; echo "bench-imap: Dovecot uses a PLAIN password for $u" >&2 ;;
+            *)
+                case "$u" in
+                    bench*) hash="{PLAIN}bench-pw-${u#bench}" ;;
+                    *) hash="{PLAIN}$u-pw" ;;
+                esac
+                echo "bench-imap: Dovecot uses a PLAIN password for $u" >&2 ;;
         esac
         echo "$u@example.test:$hash:${mail_user}::$d/home/$u" >>"$d/passwd"
     done
@@ -314,7 +375,7 @@ if [ "$DOVECOT" = 1 ]; then
 base_dir = $d/run
 state_dir = $d/state
 log_path = $d/dovecot.log
-protocols = imap
+protocols = imap$([ "$POP3" = 0 ] || echo ' pop3')
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -332,6 +393,11 @@ default_client_limit = $((IDLE * 2 + 400))
 service anvil {
   client_limit = $((IDLE * 4 + 1000))
 }
+# every login service (imap, imap-urlauth, pop3) may hold its process limit
+# of auth connections
+service auth {
+  client_limit = $((IDLE * 3 + 1000))
+}
 passdb {
   driver = passwd-file
   args = username_format=%u $d/passwd
@@ -342,6 +408,18 @@ protocol imap {
 userdb {
   driver = passwd-file
   args = username_format=%u $d/passwd
+}
+protocol pop3 {
+  mail_max_userip_connections = $((CLIENTS + 10))
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = $([ "$POP3" = 0 ] && echo 0 || echo "$DV_POP3_PORT")
+  }
+  inet_listener pop3s {
+    port = 0
+  }
 }
 service imap-login {
   inet_listener imap {
@@ -362,7 +440,25 @@ EOF
     report ""
     report "bench-imap: Dovecot $(dovecot --version), maildir, mail_fsync=always, one imap process per connection, same Argon2id password hashes"
     run_server dovecot "$DV_PORT" dv_pids
+    run_pop3 dovecot "$DV_PORT" "$DV_POP3_PORT" "$(cat "$d/run/master.pid")"
     kill "$(cat "$d/run/master.pid")" 2>/dev/null || true
+fi
+
+# ---------------------------------------------------------------- side by side
+ratio() { # a b: a/b with two decimals, "n/a" when either is 0
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", a / b; else print "n/a" }'
+}
+if [ "$DOVECOT" = 1 ]; then
+    report ""
+    report "=== msgd / Dovecot"
+    for round in idle-warmup idle; do
+        m="$(open_time "$WORK/msgd/$round.txt")"
+        v="$(open_time "$WORK/dovecot/$round.txt")"
+        report "open $IDLE logged-in IMAP connections ($([ "$round" = idle ] && echo second || echo first) round): msgd $m s, Dovecot $v s; Dovecot's time / msgd's $(ratio "$v" "$m") (above 1: msgd faster)"
+    done
+    if [ "$POP3" != 0 ] && [ -f "$WORK/msgd/pop3.json" ] && [ -f "$WORK/dovecot/pop3.json" ]; then
+        python3 "$root/scripts/bench_pop3.py" --compare "$WORK/msgd/pop3.json" "$WORK/dovecot/pop3.json" | tee -a "$WORK/summary"
+    fi
 fi
 
 if [ "$LARGE" -gt 0 ]; then

@@ -1,20 +1,35 @@
 #!/usr/bin/env python3
-"""Throughput of mta-in -> LMTP -> store with the LDAP directory.
+"""Throughput of mta-in -> LMTP -> store with the LDAP directory, side by
+side with Postfix on the same path.
 
-Driven by scripts/bench-mta-in.sh (which builds --release first). Starts a
-private slapd (tests/ldap/slapd.py, operations logged at `stats` level), one
-`msgd --role store` (store.host = store2.test, where frank lives: no quota)
-and one `msgd --role mta-in` on free loopback ports, then for each scenario
-runs Postfix's smtp-source with 10 concurrent sessions against mta-in and
-waits until every message is in frank's INBOX (IMAP STATUS).
+Driven by scripts/bench-mta-in.sh (which builds --release first unless
+MSGD_BIN is set). Starts a private slapd (tests/ldap/slapd.py, operations
+logged at `stats` level), one `msgd --role store` (store.host = store2.test,
+where frank lives: no quota) and one `msgd --role mta-in` on free loopback
+ports, then for each scenario runs Postfix's smtp-source with 10 concurrent
+sessions against mta-in and waits until every message is in frank's INBOX
+(IMAP STATUS).
 
-Per scenario it prints: messages/s end to end (first SMTP connection to last
-message in the store), messages/s accepted by mta-in (smtp-source's own run
-time), and LDAP operations per message counted from slapd's log (SRCH lines;
-msgd keeps cache counters but does not expose them).
+Postfix side (unless --no-postfix; needs root): for the same scenario, fresh
+slapd and store again, and instead of mta-in a private Postfix instance
+(tests/integration/tiers.py `Postfix`: its own config, queue and data
+folders in a temp dir, smtpd on a free 127.0.0.1 port, example.test relayed
+with `relay_transport = lmtp:inet:127.0.0.1:<store's LMTP port>`). Both paths
+end in the same kind of store with the same durability: Postfix's cleanup
+fsyncs the queue file before smtpd's 250, msgd's mta-in fsyncs its queue file
+and folder; the store fsyncs before its LMTP 250 either way. The same
+smtp-source command (sizes, counts, sessions) runs against each.
+
+Per scenario and side it prints: messages/s end to end (first SMTP
+connection to last message in the store), messages/s accepted (smtp-source's
+own run time), LDAP operations per message counted from slapd's log (SRCH
+lines; msgd keeps cache counters but does not expose them), messages left in
+the queue, and the ratios msgd/Postfix.
 
 Bounded: every scenario has a deadline (BENCH_TIMEOUT seconds, default 300)
-and fails rather than hanging. Loopback only.
+and fails rather than hanging; everything started is stopped on exit
+(`postfix -c DIR stop`, then `abort` and SIGKILL if the master is still
+there after 15 s), also on SIGTERM/SIGHUP. Loopback only.
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from tiers import Ldap, Node  # noqa: E402  (reuses the two-tier test helpers)
+from tiers import Ldap, Node, Postfix  # noqa: E402  (reuses the two-tier test helpers)
 
 RCPT = "frank@example.test"
 PASSWORD = "frank-secret"
@@ -93,7 +109,9 @@ def ldap_ops(ldap: Ldap) -> dict[str, int]:
     }
 
 
-def start_cluster(work: Path, cache_ttl: int, log_level: str):
+def start_cluster(work: Path, cache_ttl: int, log_level: str, with_mta: bool = True):
+    """slapd + store, and mta-in unless `with_mta` is false (the Postfix
+    side: Postfix takes mta-in's place). Returns (ldap, store, mta or None)."""
     ldap = Ldap(work / "ldap", debug="stats")
     ldap.start()
     store_toml = (
@@ -108,27 +126,101 @@ def start_cluster(work: Path, cache_ttl: int, log_level: str):
     )
     mta = Node(work / "mta-in", "mta-in", "mx.example.test", ldap, mta_toml, log_level=log_level,
                cache_ttl=cache_ttl)
-    for n in (store, mta):
-        n.start()
+    store.start()
+    if not with_mta:
+        return ldap, store, None
+    mta.start()
     return ldap, store, mta
 
 
-def run_scenario(smtp_source: str, size: int, count: int, sessions: int, cache_ttl: int,
-                 timeout: float, log_level: str, keep: bool) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="msgd-bench-"))
-    ldap = store = mta = counter = None
+# Postfix's queue folders that hold messages not yet delivered
+POSTFIX_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+
+
+def start_postfix(store: Node) -> Postfix:
+    """A private Postfix relaying example.test to the store by LMTP. The
+    tiers helper turns LMTP connection caching off for its test; the
+    benchmark gives Postfix its default (cache on demand) so both sides may
+    reuse connections."""
+    pf = Postfix(f"lmtp:inet:127.0.0.1:{store.ports['lmtp']}")
+    with open(pf.config_dir / "main.cf", "a") as f:
+        f.write("lmtp_connection_cache_on_demand = yes\n")
+    return pf
+
+
+def postfix_queue_left(pf: Postfix) -> int:
+    n = 0
+    for q in POSTFIX_QUEUES:
+        for _dirpath, _dirs, files in os.walk(pf.queue_dir / q):
+            n += len(files)
+    return n
+
+
+def stop_postfix(pf: Postfix, keep: bool) -> None:
+    """`postfix stop` (bounded inside Postfix.stop), then `postfix abort`
+    and SIGKILL to the master if it is still there; removes its folders
+    unless `keep`."""
+    pid_file = pf.queue_dir / "pid" / "master.pid"
+    pid = None
     try:
-        ldap, store, mta = start_cluster(work, cache_ttl, log_level)
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    try:
+        pf.stop()
+    except BaseException as e:  # tiers uses pytest.fail; TimeoutExpired
+        print(f"bench-mta-in: postfix stop: {e}", file=sys.stderr)
+    if pid is not None and pid_alive(pid):
+        print(f"bench-mta-in: postfix master {pid} still running after stop; aborting", file=sys.stderr)
+        try:
+            pf.run("abort", check=False)
+        except BaseException as e:
+            print(f"bench-mta-in: postfix abort: {e}", file=sys.stderr)
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if keep:
+        print(f"bench-mta-in: kept the Postfix folders in {pf.root}", file=sys.stderr)
+    else:
+        shutil.rmtree(pf.root, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_scenario(side: str, smtp_source: str, size: int, count: int, sessions: int, cache_ttl: int,
+                 timeout: float, log_level: str, keep: bool) -> dict:
+    """One scenario with fresh processes. side "msgd": smtp-source -> mta-in
+    -> LMTP -> store; side "postfix": smtp-source -> Postfix -> LMTP -> store."""
+    work = Path(tempfile.mkdtemp(prefix="msgd-bench-"))
+    ldap = store = mta = pf = counter = None
+    try:
+        ldap, store, mta = start_cluster(work, cache_ttl, log_level, with_mta=(side == "msgd"))
+        if side == "postfix":
+            pf = start_postfix(store)
+            pf.start()
+            port = pf.port
+        else:
+            port = mta.ports["smtp"]
         counter = Counter(store)
         before_count = counter.count()
         ops_before = ldap_ops(ldap)
         cmd = [smtp_source, "-c", "-l", str(size), "-m", str(count), "-s", str(sessions),
-               "-f", SENDER, "-t", RCPT, f"127.0.0.1:{mta.ports['smtp']}"]
+               "-f", SENDER, "-t", RCPT, f"127.0.0.1:{port}"]
         t0 = time.monotonic()
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         t_accepted = time.monotonic() - t0
         if res.returncode != 0:
-            raise RuntimeError(f"smtp-source exited {res.returncode}: {res.stderr[-2000:]}")
+            raise RuntimeError(f"{side}: smtp-source exited {res.returncode}: {res.stderr[-2000:]}")
         deadline = t0 + timeout
         seen = before_count
         while True:
@@ -136,13 +228,14 @@ def run_scenario(smtp_source: str, size: int, count: int, sessions: int, cache_t
             if seen >= count:
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {seen}/{count} messages in the store after {timeout:.0f}s")
+                raise RuntimeError(f"{side}: only {seen}/{count} messages in the store after {timeout:.0f}s")
             time.sleep(0.1)
         t_stored = time.monotonic() - t0
         ops_after = ldap_ops(ldap)
         ops = {k: ops_after[k] - ops_before[k] for k in ops_after}
-        queue_left = len(mta.queue_files())
+        queue_left = postfix_queue_left(pf) if pf is not None else len(mta.queue_files())
         return {
+            "side": side,
             "size": size,
             "count": count,
             "sessions": sessions,
@@ -159,6 +252,8 @@ def run_scenario(smtp_source: str, size: int, count: int, sessions: int, cache_t
     finally:
         if counter is not None:
             counter.close()
+        if pf is not None:
+            stop_postfix(pf, keep)
         for n in (mta, store):
             if n is not None:
                 try:
@@ -190,50 +285,91 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem}, Linux {platform.release()}"
 
 
+def on_signal(signum, _frame) -> None:
+    """SIGTERM/SIGHUP: unwind through the finally blocks that stop
+    everything this script started."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="mta-in -> LMTP -> store throughput with LDAP")
+    ap = argparse.ArgumentParser(description="mta-in -> LMTP -> store throughput with LDAP, beside Postfix")
     ap.add_argument("--count-4k", type=int, default=int(os.environ.get("BENCH_COUNT_4K", 2000)))
     ap.add_argument("--count-64k", type=int, default=int(os.environ.get("BENCH_COUNT_64K", 1000)))
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--timeout", type=float, default=float(os.environ.get("BENCH_TIMEOUT", 300)))
     ap.add_argument("--cache-ttl", type=int, default=30, help="directory.cache_ttl (msgd's default: 30)")
     ap.add_argument("--no-uncached", action="store_true", help="skip the extra 4 KiB run with cache_ttl = 0")
+    ap.add_argument("--no-postfix", action="store_true",
+                    help="skip the Postfix side (smtp-source -> Postfix -> LMTP -> store)")
     ap.add_argument("--log-level", default="warn")
     ap.add_argument("--keep", action="store_true", help="keep the work folders")
     args = ap.parse_args()
     if not os.environ.get("MSGD_BIN"):
         die("set MSGD_BIN (scripts/bench-mta-in.sh does)")
     smtp_source = find_smtp_source()
+    sides = ["msgd"]
+    if not args.no_postfix:
+        if os.geteuid() != 0:
+            die("the Postfix side runs a private Postfix instance and needs root (or pass --no-postfix)")
+        for tool in ("postfix", "postconf"):
+            if not any(os.access(os.path.join(d, tool), os.X_OK) for d in ("/usr/sbin", "/usr/bin")) \
+                    and shutil.which(tool) is None:
+                die(f"{tool} (package postfix) is missing: {SMTP_SOURCE_INSTALL}")
+        sides.append("postfix")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
 
     scenarios = [(4096, args.count_4k, args.cache_ttl), (65536, args.count_64k, args.cache_ttl)]
     if not args.no_uncached:
         scenarios.append((4096, args.count_4k, 0))
     print(f"machine: {machine()}")
     print(f"msgd:    {os.environ['MSGD_BIN']}")
+    if "postfix" in sides:
+        print(f"postfix: {postfix_version()}")
     print(f"date:    {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print("load:    %.2f %.2f %.2f (1/5/15 min, before the runs; other work on the machine skews the figures)"
           % os.getloadavg())
     print()
-    header = (f"{'size':>7} {'msgs':>6} {'sess':>4} {'ttl':>4} {'accepted/s':>11} {'stored/s':>9} "
+    header = (f"{'side':<8} {'size':>7} {'msgs':>6} {'sess':>4} {'ttl':>4} {'accepted/s':>11} {'stored/s':>9} "
               f"{'total s':>8} {'SRCH':>6} {'SRCH/msg':>9} {'BIND':>5} {'left':>5}")
     results = []
     for size, count, ttl in scenarios:
-        r = run_scenario(smtp_source, size, count, args.sessions, ttl, args.timeout, args.log_level, args.keep)
-        results.append(r)
+        for side in sides:
+            r = run_scenario(side, smtp_source, size, count, args.sessions, ttl, args.timeout, args.log_level,
+                             args.keep)
+            results.append(r)
     print("load after: %.2f %.2f %.2f" % os.getloadavg())
     print(header)
     for r in results:
-        print(f"{r['size'] // 1024:>5}Ki {r['count']:>6} {r['sessions']:>4} {r['cache_ttl']:>4} "
+        print(f"{r['side']:<8} {r['size'] // 1024:>5}Ki {r['count']:>6} {r['sessions']:>4} {r['cache_ttl']:>4} "
               f"{r['accepted_rate']:>11.1f} {r['rate']:>9.1f} {r['stored_s']:>8.2f} "
               f"{r['ldap']['search']:>6} {r['ldap']['search'] / r['count']:>9.3f} "
               f"{r['ldap']['bind']:>5} {r['queue_left']:>5}")
+    if "postfix" in sides:
+        print()
+        print("msgd/Postfix (same scenario, same smtp-source command, same store):")
+        print(f"{'size':>7} {'msgs':>6} {'ttl':>4} {'accepted':>9} {'stored':>7}")
+        for m, p in zip(results[0::2], results[1::2]):
+            print(f"{m['size'] // 1024:>5}Ki {m['count']:>6} {m['cache_ttl']:>4} "
+                  f"{m['accepted_rate'] / p['accepted_rate']:>8.2f}x {m['rate'] / p['rate']:>6.2f}x")
     print()
-    print("accepted/s: messages / smtp-source run time (mta-in answered 250 after its queue fsync)")
+    print("accepted/s: messages / smtp-source run time (mta-in or Postfix answered 250 after its queue fsync)")
     print("stored/s:   messages / time until the last one was in the store's INBOX (end to end)")
     print("SRCH/msg:   LDAP searches slapd logged during the run, per message (mta-in and store")
-    print("            together; the IMAP session polling the count logged in before the run)")
+    print("            together; Postfix itself asks no directory: only the store's LMTP RCPT")
+    print("            checks; the IMAP session polling the count logged in before the run)")
+    print("left:       messages still in mta-in's or Postfix's queue when the last one was stored")
     for r in results:
-        print(f"command: {r['cmd']}")
+        print(f"command ({r['side']}): {r['cmd']}")
+
+
+def postfix_version() -> str:
+    try:
+        res = subprocess.run(["postconf", "-h", "-d", "mail_version"], capture_output=True, text=True, timeout=10,
+                             env={**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin"})
+        return f"Postfix {res.stdout.strip()}" if res.returncode == 0 else "Postfix (version unknown)"
+    except (OSError, subprocess.TimeoutExpired):
+        return "Postfix (version unknown)"
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ command -v fetchmail >/dev/null 2>&1 || missing_apt+=(fetchmail)
 # "No configuration": the package then sets up no system mail service.
 postfix_missing=0
 dpkg -s postfix >/dev/null 2>&1 || { missing_apt+=(postfix); postfix_missing=1; }
-# The mta-out tests run dnsmasq as the DNS server of a pretend Internet.
+# The mta-out tests run dnsmasq as the DNS server of a pretend Internet;
+# test_resolver.py as the site's DNS server naming a store.
 [ -x /usr/sbin/dnsmasq ] || missing_apt+=(dnsmasq-base)
 # The mmp tests put HAProxy (send-proxy-v2) in front of two mmps and sync
 # with mbsync (isync), as test_clients.py does. Both run privately; no

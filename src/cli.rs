@@ -181,7 +181,7 @@ fn report(r: anyhow::Result<()>) -> i32 {
 }
 
 fn need_embedded(c: &Config) -> anyhow::Result<PathBuf> {
-    if c.directory.backend != "embedded" {
+    if c.directory.backend != config::DirectoryBackend::Embedded {
         anyhow::bail!(
             "the directory back end is '{}': manage its users there",
             c.directory.backend
@@ -216,8 +216,9 @@ fn user(c: &Config, cmd: UserCmd) -> anyhow::Result<()> {
             inactive,
         } => {
             let pw = read_password("password")?;
+            let hash = crate::directory::password::hash_with(&pw, &c.auth.argon2())?;
             embedded::edit(&path, |d| {
-                embedded::add_user(d, &address, &pw, quota, !inactive)
+                embedded::add_user_hashed(d, &address, hash, quota, !inactive)
             })?;
             println!("added {}", crate::directory::canonical_address(&address));
         }
@@ -234,7 +235,7 @@ fn user(c: &Config, cmd: UserCmd) -> anyhow::Result<()> {
         UserCmd::Passwd { address } => {
             let a = crate::directory::canonical_address(&address);
             let pw = read_password("new password")?;
-            let hash = crate::directory::password::hash(&pw)?;
+            let hash = crate::directory::password::hash_with(&pw, &c.auth.argon2())?;
             embedded::edit(&path, |d| match d.users.get_mut(&a) {
                 Some(u) => {
                     u.password = hash;

@@ -4,16 +4,144 @@
 //! Every table denies unknown keys so a typo is an error that names the key,
 //! never a silently ignored setting. A running session takes one
 //! `Arc<Config>` snapshot and keeps it for its whole life.
+//!
+//! Invariants:
+//! - Values are typed when the file loads: a choice is an enum (an unknown
+//!   value is an error listing the accepted ones), a network is a
+//!   [`Network`], an address a [`HostPort`] / [`Endpoint`], a route a
+//!   [`LocalVia`]. No protocol module parses a configuration string again.
+//! - `config` depends on nothing above it: only `netaddr` (typed values),
+//!   `redact` (secrets) and `roles::Role` (which profiles to merge). The
+//!   import rule is checked by `scripts/check-imports.sh`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::netaddr::{empty_is_none, quote, serde_via_str};
+pub use crate::netaddr::{Endpoint, Host, HostPort, NameServer, Network};
 use crate::roles::Role;
+
+/// An enum whose values are written as lowercase words in the
+/// configuration. `FromStr` errors list the accepted values; serde reads
+/// and writes the words (figment adds the key and file to the error).
+macro_rules! choice {
+    ($(#[$m:meta])* pub enum $name:ident {
+        $($(#[$vm:meta])* $var:ident = $text:literal),+ $(,)?
+    }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $var),+ }
+
+        impl $name {
+            /// The accepted words, in the order the documentation lists them.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$var => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<$name, String> {
+                match s {
+                    $($text => Ok($name::$var),)+
+                    _ => Err(format!("'{}' is not one of {}", quote(s), Self::NAMES.join(", "))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        serde_via_str!($name, "one of the listed words");
+    };
+}
+
+choice! {
+    /// `log.format`.
+    pub enum LogFormat {
+        Text = "text",
+        Json = "json",
+    }
+}
+
+choice! {
+    /// `directory.backend`.
+    pub enum DirectoryBackend {
+        /// A file under data_dir managed by `msgd user`.
+        Embedded = "embedded",
+        Ldap = "ldap",
+    }
+}
+
+choice! {
+    /// `mmp.login_mode`: how the mmp logs in at the store.
+    pub enum LoginMode {
+        /// The user's own login and password.
+        Credentials = "credentials",
+        /// SASL PLAIN with the user as authorization identity and the
+        /// mmp's `proxy_user` / `proxy_password_file` as credentials.
+        ProxyAuth = "proxyauth",
+    }
+}
+
+choice! {
+    /// `mta.tls_policy` values: TLS for MX delivery to one domain.
+    pub enum TlsPolicy {
+        /// Never STARTTLS.
+        None = "none",
+        /// STARTTLS when offered, certificate not checked.
+        Opportunistic = "opportunistic",
+        /// STARTTLS must succeed (certificate not checked).
+        Require = "require",
+        /// As require, and the certificate must be valid for the MX name.
+        Verify = "verify",
+    }
+}
+
+/// `mta.local_via`: how mail for local domains leaves the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalVia {
+    /// Straight to the store named by mailHost (in-process when it is this one).
+    Lmtp,
+    /// SMTP to an mta-in (`smtp:host:port`).
+    Smtp(Endpoint),
+}
+
+impl FromStr for LocalVia {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LocalVia, String> {
+        if s == "lmtp" {
+            return Ok(LocalVia::Lmtp);
+        }
+        s.strip_prefix("smtp:")
+            .and_then(|hop| hop.parse().ok())
+            .map(LocalVia::Smtp)
+            .ok_or_else(|| format!("'{}' is not \"lmtp\" or \"smtp:host:port\"", quote(s)))
+    }
+}
+
+impl fmt::Display for LocalVia {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            LocalVia::Lmtp => f.write_str("lmtp"),
+            LocalVia::Smtp(hop) => write!(f, "smtp:{hop}"),
+        }
+    }
+}
+
+serde_via_str!(LocalVia, "\"lmtp\" or \"smtp:host:port\"");
 
 /// The quickstart default: loopback, usual ports plus 10000, data under the
 /// current directory. Production profiles in `roles/` override the binds.
@@ -37,6 +165,7 @@ pub struct Config {
     pub log: LogConfig,
     pub tls: TlsConfig,
     pub directory: DirectoryConfig,
+    pub auth: AuthConfig,
     pub store: StoreConfig,
     pub smtp: SmtpConfig,
     pub imap: ImapConfig,
@@ -83,7 +212,7 @@ pub struct LogConfig {
     /// A level (`info`) or a tracing EnvFilter (`msgd=debug,info`).
     pub level: String,
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// Empty: log to stderr. Otherwise a folder for `msgd.log`.
     pub dir: String,
 }
@@ -92,7 +221,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
-            format: "text".into(),
+            format: LogFormat::Text,
             dir: String::new(),
         }
     }
@@ -112,7 +241,7 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DirectoryConfig {
     /// `embedded` (a file under data_dir managed by `msgd user`) or `ldap`.
-    pub backend: String,
+    pub backend: DirectoryBackend,
     /// Embedded directory file; empty means `<data_dir>/directory.json`.
     pub path: String,
     /// Seconds a lookup result is cached (positive and negative).
@@ -124,10 +253,42 @@ pub struct DirectoryConfig {
 impl Default for DirectoryConfig {
     fn default() -> Self {
         DirectoryConfig {
-            backend: "embedded".into(),
+            backend: DirectoryBackend::Embedded,
             path: String::new(),
             cache_ttl: 30,
             ldap: LdapConfig::default(),
+        }
+    }
+}
+
+/// `[auth]`: password checks (docs/security.md, "Credential cache").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Seconds a successful password check is remembered (as an HMAC
+    /// under a per-process key, never the password); 0: no cache.
+    pub cache_ttl: u64,
+    /// Most remembered checks; the oldest goes first.
+    pub cache_size: usize,
+    /// Threads verifying password hashes; 0: max(1, cores / 2).
+    pub hash_threads: usize,
+    /// Argon2id memory in KiB for new hashes (existing hashes keep theirs).
+    pub argon2_m_cost: u32,
+    /// Argon2id passes for new hashes.
+    pub argon2_t_cost: u32,
+    /// Argon2id lanes for new hashes.
+    pub argon2_p_cost: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            cache_ttl: 300,
+            cache_size: 100_000,
+            hash_threads: 0,
+            argon2_m_cost: 19_456,
+            argon2_t_cost: 2,
+            argon2_p_cost: 1,
         }
     }
 }
@@ -228,6 +389,49 @@ impl Default for LdapConfig {
     }
 }
 
+impl LdapConfig {
+    /// Passwords must not cross the network in clear: every non-loopback
+    /// `ldap://` URL needs `starttls` (or `ldaps://`), unless the operator
+    /// set `allow_cleartext`. Used by check-config and at start.
+    pub fn cleartext_errors(&self) -> Vec<String> {
+        if self.starttls || self.allow_cleartext {
+            return Vec::new();
+        }
+        self.urls
+            .iter()
+            .filter(|u| {
+                u.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("ldap://"))
+                    && !ldap_url_is_loopback(u)
+            })
+            .map(|u| {
+                format!(
+                    "directory.ldap.urls: '{}' sends passwords in clear; use ldaps://, set directory.ldap.starttls = true, or set directory.ldap.allow_cleartext = true",
+                    quote(u)
+                )
+            })
+            .collect()
+    }
+}
+
+/// Is the host of an `ldap://` URL loopback (`localhost`, 127/8, ::1)?
+fn ldap_url_is_loopback(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("ldap://")
+        .or_else(|| url.strip_prefix("ldapi://"))
+        .unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or("");
+    let host = match hostport.strip_prefix('[') {
+        Some(r) => r.split(']').next().unwrap_or(""),
+        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
+}
+
 /// `[directory.ldap.attributes]`: which LDAP attribute holds each account field.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,6 +453,9 @@ pub struct LdapAttributes {
     pub status: Vec<String>,
     /// Addresses that are members of a group.
     pub group_address_member: String,
+    /// A group's errors-to address: the envelope sender of the copies
+    /// made for the group (bounces go to the list owner). Empty: not read.
+    pub group_errors_to: String,
     /// DNs that are members of a group (users or groups).
     pub group_dn_member: Vec<String>,
 }
@@ -266,6 +473,7 @@ impl Default for LdapAttributes {
             quota: "mailQuota".into(),
             status: vec!["inetUserStatus".into(), "mailUserStatus".into()],
             group_address_member: "mgrpRFC822MailMember".into(),
+            group_errors_to: "mgrpErrorsTo".into(),
             group_dn_member: vec!["uniqueMember".into(), "member".into()],
         }
     }
@@ -293,11 +501,18 @@ pub struct StoreConfig {
     pub default_message_quota: u64,
     /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
     /// sender retries) or `permanent` (552 5.2.2, it bounces).
-    pub over_quota: String,
+    pub over_quota: OverQuota,
+    /// Duplicate delivery suppression: seconds a delivery id (queue id and
+    /// recipient of an mta-in, or this process's queue) is remembered per
+    /// mailbox; a repeat within it is answered 250 without a second copy.
+    pub duplicate_window: u64,
+    /// Most delivery ids remembered per user (oldest dropped first; 0:
+    /// no suppression).
+    pub duplicate_max: u64,
     /// Networks (CIDR) whose hosts may deliver over the LMTP listener's
     /// TCP addresses (the MTAs); others are closed at once. Default:
     /// loopback and the private ranges. The unix socket is not affected.
-    pub lmtp_networks: Vec<String>,
+    pub lmtp_networks: Vec<Network>,
 }
 
 /// The MTAs of a two-tier site sit on loopback or a private network.
@@ -310,6 +525,18 @@ pub const DEFAULT_LMTP_NETWORKS: [&str; 6] = [
     "fc00::/7",
 ];
 
+/// `store.over_quota`: how a delivery to a full mailbox is answered
+/// (applied in one place, `deliver::local`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverQuota {
+    /// 452 4.2.2: the sender keeps the message and retries.
+    #[default]
+    Temporary,
+    /// 552 5.2.2: the message bounces.
+    Permanent,
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -321,8 +548,13 @@ impl Default for StoreConfig {
             min_free_disk: 64 << 20,
             default_quota: 0,
             default_message_quota: 0,
-            over_quota: "temporary".into(),
-            lmtp_networks: DEFAULT_LMTP_NETWORKS.map(String::from).to_vec(),
+            over_quota: OverQuota::Temporary,
+            duplicate_window: 3 * 86400,
+            duplicate_max: 100_000,
+            lmtp_networks: DEFAULT_LMTP_NETWORKS
+                .iter()
+                .map(|n| n.parse().expect("the default networks parse"))
+                .collect(),
         }
     }
 }
@@ -385,7 +617,7 @@ pub struct ImapConfig {
     pub proxy_users: Vec<String>,
     /// Networks (CIDR) whose connections may log in; empty: any. A store
     /// behind mmps lists them here so users cannot bypass the proxies.
-    pub login_networks: Vec<String>,
+    pub login_networks: Vec<Network>,
     /// Advertise LITERAL+ (RFC 7888: non-synchronizing literals of any
     /// size); false advertises LITERAL- (at most 4096 bytes each).
     pub literal_plus: bool,
@@ -420,7 +652,7 @@ pub struct Pop3Config {
     /// identity. Empty: nobody may.
     pub proxy_users: Vec<String>,
     /// Networks (CIDR) whose connections may log in; empty: any.
-    pub login_networks: Vec<String>,
+    pub login_networks: Vec<Network>,
 }
 
 impl Default for Pop3Config {
@@ -511,13 +743,18 @@ pub struct MtaConfig {
     /// LMTP port of the stores, when `hosts` does not name one.
     pub lmtp_port: u16,
     /// Static map from a store's mailHost to its LMTP address
-    /// (`"store1.example.com" = "10.0.0.5:24"`); other names go through DNS.
-    pub hosts: BTreeMap<String, String>,
+    /// (`"store1.example.com" = "10.0.0.5:24"`; without a port,
+    /// `lmtp_port`); other names go through DNS.
+    pub hosts: BTreeMap<String, HostPort>,
     /// Seconds one delivery attempt (connect and transaction) may take.
     pub delivery_timeout: u64,
     /// Smarthost (`host:port`) for all mail to other domains; empty:
     /// deliver directly to the domain's MX hosts.
-    pub relay: String,
+    #[serde(
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub relay: Option<Endpoint>,
     /// Login for AUTH PLAIN at the smarthost; empty: no AUTH.
     pub relay_user: String,
     /// File holding the smarthost password (first line).
@@ -525,14 +762,14 @@ pub struct MtaConfig {
     /// TLS to the smarthost: `opportunistic` (STARTTLS when offered),
     /// `require` (STARTTLS must succeed),
     /// `implicit` (TLS from the first byte, port 465 style), `none`.
-    pub relay_tls: String,
+    pub relay_tls: RelayTls,
     /// Verify the smarthost's certificate (against `tls_ca_file`) when
     /// `relay_tls` is `require` or `implicit`.
     pub relay_tls_verify: bool,
     /// How mail for local domains leaves the queue: `lmtp` (straight to
     /// the store named by mailHost, in-process when it is this one) or
     /// `smtp:host:port` (to an mta-in).
-    pub local_via: String,
+    pub local_via: LocalVia,
     /// Port of MX hosts (25; tests point it at a free loopback port).
     pub smtp_port: u16,
     /// Per-domain TLS policy for MX delivery: `opportunistic` (default:
@@ -540,14 +777,48 @@ pub struct MtaConfig {
     /// (STARTTLS must succeed, certificate not checked; otherwise a
     /// temporary failure), `verify` (as require, and the certificate must
     /// be valid for the MX host name), `none` (never STARTTLS).
-    pub tls_policy: BTreeMap<String, String>,
+    pub tls_policy: BTreeMap<String, TlsPolicy>,
     /// PEM file of trust anchors for `verify` and `relay_tls = "require"`;
     /// empty: /etc/ssl/certs/ca-certificates.crt.
     pub tls_ca_file: String,
     /// Connections open at the same time to one destination domain.
     pub max_per_domain: usize,
-    /// Seconds an idle connection to an MX host is kept for the next message.
+    /// Seconds an idle connection to a next hop (store over LMTP,
+    /// smarthost, MX host) is kept for the next message; 0: closed after
+    /// each transaction.
     pub connection_idle: u64,
+    /// Idle LMTP connections kept per store address (`deliver::pool`);
+    /// 0: a new connection per delivery.
+    pub lmtp_pool: usize,
+    /// Idle connections kept to the smarthost, per address.
+    pub relay_pool: usize,
+}
+
+/// `mta.relay_tls`: TLS to the smarthost (`deliver::relay`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    /// STARTTLS when offered, any certificate.
+    #[default]
+    Opportunistic,
+    /// STARTTLS must succeed (certificate checked with `relay_tls_verify`).
+    Require,
+    /// TLS from the first byte (port 465 style).
+    Implicit,
+    /// Never TLS.
+    None,
+}
+
+impl RelayTls {
+    /// The value as written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayTls::Opportunistic => "opportunistic",
+            RelayTls::Require => "require",
+            RelayTls::Implicit => "implicit",
+            RelayTls::None => "none",
+        }
+    }
 }
 
 impl Default for MtaConfig {
@@ -556,17 +827,19 @@ impl Default for MtaConfig {
             lmtp_port: 24,
             hosts: BTreeMap::new(),
             delivery_timeout: 120,
-            relay: String::new(),
+            relay: None,
             relay_user: String::new(),
             relay_password_file: String::new(),
-            relay_tls: "opportunistic".into(),
+            relay_tls: RelayTls::Opportunistic,
             relay_tls_verify: true,
-            local_via: "lmtp".into(),
+            local_via: LocalVia::Lmtp,
             smtp_port: 25,
             tls_policy: BTreeMap::new(),
             tls_ca_file: String::new(),
             max_per_domain: 10,
             connection_idle: 30,
+            lmtp_pool: 4,
+            relay_pool: 4,
         }
     }
 }
@@ -581,11 +854,11 @@ pub struct MmpConfig {
     pub default_backend: String,
     /// mailHost -> host (name or IP, no port) to connect to for both
     /// protocols; unmapped mailHosts are connected to by name.
-    pub backends: BTreeMap<String, String>,
-    /// mailHost -> `host:port` for IMAP only (wins over `backends`).
-    pub imap_backends: BTreeMap<String, String>,
-    /// mailHost -> `host:port` for POP3 only (wins over `backends`).
-    pub pop3_backends: BTreeMap<String, String>,
+    pub backends: BTreeMap<String, Host>,
+    /// mailHost -> `host:port` (or host) for IMAP only (wins over `backends`).
+    pub imap_backends: BTreeMap<String, HostPort>,
+    /// mailHost -> `host:port` (or host) for POP3 only (wins over `backends`).
+    pub pop3_backends: BTreeMap<String, HostPort>,
     /// Store ports when a map gives none; 0: 143/110, or 993/995 with
     /// `backend_tls = "implicit"`.
     pub imap_port: u16,
@@ -595,7 +868,7 @@ pub struct MmpConfig {
     /// Seconds the login dialogue with the store may take in all.
     pub backend_timeout: u64,
     /// TLS to the stores: `none`, `starttls` or `implicit`.
-    pub backend_tls: String,
+    pub backend_tls: TlsMode,
     /// PEM file of the CA (or the self-signed certificates) the stores'
     /// certificates are checked against; needed unless `backend_tls` is
     /// `none` or `backend_tls_insecure` is set.
@@ -604,7 +877,11 @@ pub struct MmpConfig {
     pub backend_tls_insecure: bool,
     /// Name the stores' certificates are checked for; empty: the host
     /// connected to (from the maps or the mailHost).
-    pub backend_server_name: String,
+    #[serde(
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backend_server_name: Option<Host>,
     /// Send a PROXY v2 header naming the client to the store first.
     pub backend_proxy_protocol: bool,
     /// IMAP: send ID with x-originating-ip/port and x-connected-ip/port
@@ -614,7 +891,7 @@ pub struct MmpConfig {
     /// login and password) or `proxyauth` (SASL PLAIN with the user as
     /// authorization identity and `proxy_user` / `proxy_password_file` as
     /// credentials).
-    pub login_mode: String,
+    pub login_mode: LoginMode,
     pub proxy_user: String,
     /// File holding the proxy password (first line); relative paths are
     /// under the data folder.
@@ -644,13 +921,13 @@ impl Default for MmpConfig {
             pop3_port: 0,
             connect_timeout: 10,
             backend_timeout: 30,
-            backend_tls: "starttls".into(),
+            backend_tls: TlsMode::StartTls,
             backend_ca_file: String::new(),
             backend_tls_insecure: false,
-            backend_server_name: String::new(),
+            backend_server_name: None,
             backend_proxy_protocol: false,
             backend_id: true,
-            login_mode: "credentials".into(),
+            login_mode: LoginMode::Credentials,
             proxy_user: String::new(),
             proxy_password_file: String::new(),
             max_login_failures_per_ip: None,
@@ -668,7 +945,7 @@ impl Default for MmpConfig {
 pub struct SubmissionConfig {
     /// Client networks (CIDR) that may submit without AUTH, e.g. a
     /// webmail host: `["10.0.0.0/8", "::1/128"]`.
-    pub trusted_networks: Vec<String>,
+    pub trusted_networks: Vec<Network>,
     /// The From: header addresses must belong to the authenticated user
     /// too (not only the envelope sender).
     pub check_from_header: bool,
@@ -697,13 +974,14 @@ impl Default for SubmissionConfig {
     }
 }
 
-/// The DNS resolver used for MX lookups.
+/// The one DNS resolver of the process (src/dns.rs): MX lookups, stores
+/// by mailHost, the smarthost, the mmp's backends.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
-    /// Name servers as `ip:port` (`["127.0.0.1:5353"]`); empty: the
-    /// system's /etc/resolv.conf.
-    pub nameservers: Vec<String>,
+    /// Name servers as `ip:port` (`["127.0.0.1:5353"]`; an address
+    /// alone is port 53); empty: the system's /etc/resolv.conf.
+    pub nameservers: Vec<NameServer>,
     /// Seconds one query may take (0: 5).
     pub timeout: u64,
 }
@@ -743,15 +1021,23 @@ impl Default for QueueConfig {
 pub struct ListenerConfig {
     pub enabled: bool,
     /// Protocol; empty means the listener's name (smtp, submission, ...).
-    pub protocol: String,
+    #[serde(
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub protocol: Option<Protocol>,
     pub bind: Vec<SocketAddr>,
     /// `starttls`, `implicit` or `none`; empty means the protocol's usual.
-    pub tls: String,
+    #[serde(
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls: Option<TlsMode>,
     /// Expect a HAProxy PROXY v1/v2 header first on each connection.
     pub proxy_protocol: bool,
     /// Networks (CIDR) of the load balancers allowed to send that header;
     /// a connection from anywhere else is closed. Empty: nobody.
-    pub proxy_networks: Vec<String>,
+    pub proxy_networks: Vec<Network>,
     /// Also listen on this unix socket (LMTP from local MTAs); relative
     /// paths are under the data folder.
     pub unix: String,
@@ -761,9 +1047,9 @@ impl Default for ListenerConfig {
     fn default() -> Self {
         ListenerConfig {
             enabled: true,
-            protocol: String::new(),
+            protocol: None,
             bind: Vec::new(),
-            tls: String::new(),
+            tls: None,
             proxy_protocol: false,
             proxy_networks: Vec::new(),
             unix: String::new(),
@@ -771,55 +1057,34 @@ impl Default for ListenerConfig {
     }
 }
 
-/// Every protocol a listener can speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Smtp,
-    Submission,
-    Submissions,
-    Lmtp,
-    Imap,
-    Imaps,
-    Pop3,
-    Pop3s,
-    Http,
+choice! {
+    /// Every protocol a listener can speak (`listener.NAME.protocol`).
+    pub enum Protocol {
+        Smtp = "smtp",
+        Submission = "submission",
+        Submissions = "submissions",
+        Lmtp = "lmtp",
+        Imap = "imap",
+        Imaps = "imaps",
+        Pop3 = "pop3",
+        Pop3s = "pop3s",
+        Http = "http",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    None,
-    StartTls,
-    Implicit,
+choice! {
+    /// TLS of a listener (`listener.NAME.tls`) or towards the stores
+    /// (`mmp.backend_tls`).
+    pub enum TlsMode {
+        None = "none",
+        StartTls = "starttls",
+        Implicit = "implicit",
+    }
 }
 
 impl Protocol {
-    pub fn parse(s: &str) -> Option<Protocol> {
-        Some(match s {
-            "smtp" => Protocol::Smtp,
-            "submission" => Protocol::Submission,
-            "submissions" => Protocol::Submissions,
-            "lmtp" => Protocol::Lmtp,
-            "imap" => Protocol::Imap,
-            "imaps" => Protocol::Imaps,
-            "pop3" => Protocol::Pop3,
-            "pop3s" => Protocol::Pop3s,
-            "http" => Protocol::Http,
-            _ => return None,
-        })
-    }
-
     pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Smtp => "smtp",
-            Protocol::Submission => "submission",
-            Protocol::Submissions => "submissions",
-            Protocol::Lmtp => "lmtp",
-            Protocol::Imap => "imap",
-            Protocol::Imaps => "imaps",
-            Protocol::Pop3 => "pop3",
-            Protocol::Pop3s => "pop3s",
-            Protocol::Http => "http",
-        }
+        self.as_str()
     }
 
     pub fn default_tls(self) -> TlsMode {
@@ -832,22 +1097,15 @@ impl Protocol {
 }
 
 impl ListenerConfig {
+    /// The protocol given, else the one the listener is named after
+    /// (None: neither; `validate` reports it).
     pub fn protocol(&self, name: &str) -> Option<Protocol> {
-        Protocol::parse(if self.protocol.is_empty() {
-            name
-        } else {
-            &self.protocol
-        })
+        self.protocol.or_else(|| name.parse().ok())
     }
 
-    pub fn tls_mode(&self, proto: Protocol) -> Option<TlsMode> {
-        match self.tls.as_str() {
-            "" => Some(proto.default_tls()),
-            "none" => Some(TlsMode::None),
-            "starttls" => Some(TlsMode::StartTls),
-            "implicit" => Some(TlsMode::Implicit),
-            _ => None,
-        }
+    /// The TLS given, else the protocol's usual.
+    pub fn tls_mode(&self, proto: Protocol) -> TlsMode {
+        self.tls.unwrap_or(proto.default_tls())
     }
 }
 
@@ -1034,54 +1292,29 @@ pub(crate) fn check_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec
 /// Checks that go beyond the shape of the file.
 pub(crate) fn validate(c: &Config) -> Vec<String> {
     let mut errors = Vec::new();
+    // Values (networks, addresses, choices) were checked by their types
+    // when the file loaded; what is left are rules across keys.
     for (name, l) in &c.listener {
-        match l.protocol(name) {
-            None => errors.push(format!(
-                "listener.{name}: unknown protocol '{}'",
-                if l.protocol.is_empty() {
-                    name
-                } else {
-                    &l.protocol
-                }
-            )),
-            Some(p) => {
-                if l.tls_mode(p).is_none() {
-                    errors.push(format!(
-                        "listener.{name}.tls: '{}' is not one of none, starttls, implicit",
-                        l.tls
-                    ));
-                }
-            }
+        if l.protocol(name).is_none() {
+            errors.push(format!(
+                "listener.{}: no protocol: the name is not one of {}, so give protocol = \"...\"",
+                quote(name),
+                Protocol::NAMES.join(", ")
+            ));
         }
         if l.enabled && l.bind.is_empty() && l.unix.is_empty() {
-            errors.push(format!("listener.{name}.bind: no address to listen on"));
-        }
-        for n in &l.proxy_networks {
-            if crate::smtp::auth::parse_cidr(n).is_none() {
-                errors.push(format!(
-                    "listener.{name}.proxy_networks: '{n}' is not a network (CIDR)"
-                ));
-            }
+            errors.push(format!(
+                "listener.{}.bind: no address to listen on",
+                quote(name)
+            ));
         }
     }
     if c.tls.cert.is_empty() != c.tls.key.is_empty() {
         errors.push("tls: cert and key must be given together".into());
     }
-    if !matches!(c.log.format.as_str(), "text" | "json") {
-        errors.push(format!(
-            "log.format: '{}' is not one of text, json",
-            c.log.format
-        ));
-    }
-    if !matches!(c.directory.backend.as_str(), "embedded" | "ldap") {
-        errors.push(format!(
-            "directory.backend: '{}' is not one of embedded, ldap",
-            c.directory.backend
-        ));
-    }
-    if c.directory.backend == "ldap" {
+    if c.directory.backend == DirectoryBackend::Ldap {
         errors.extend(validate_ldap(&c.directory.ldap));
-        errors.extend(crate::directory::ldap::cleartext_errors(&c.directory.ldap));
+        errors.extend(c.directory.ldap.cleartext_errors());
     }
     if !c.store.partition.contains_key(&c.store.default_partition) {
         errors.push(format!(
@@ -1089,58 +1322,19 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
             c.store.default_partition
         ));
     }
-    if !matches!(c.store.over_quota.as_str(), "temporary" | "permanent") {
-        errors.push(format!(
-            "store.over_quota: '{}' is not one of temporary, permanent",
-            c.store.over_quota
-        ));
-    }
-    for (key, nets) in [
-        ("imap.login_networks", &c.imap.login_networks),
-        ("pop3.login_networks", &c.pop3.login_networks),
-        ("store.lmtp_networks", &c.store.lmtp_networks),
-    ] {
-        for n in nets {
-            if crate::smtp::auth::parse_cidr(n).is_none() {
-                errors.push(format!("{key}: '{n}' is not a network (CIDR)"));
-            }
-        }
-    }
     if c.limits.write_timeout == 0 || c.limits.command_deadline == 0 {
         errors.push("limits: write_timeout and command_deadline must be positive".into());
     }
     if c.limits.max_line < 512 {
         errors.push("limits.max_line: must be at least 512 (RFC 5321 4.5.3.1.4)".into());
     }
-    for n in &c.submission.trusted_networks {
-        if crate::smtp::auth::parse_cidr(n).is_none() {
-            errors.push(format!(
-                "submission.trusted_networks: '{n}' is not a network (e.g. 10.0.0.0/8)"
-            ));
-        }
+    if let Err(e) = c.auth.argon2().check() {
+        errors.push(format!("auth.argon2_m_cost/t_cost/p_cost: {e}"));
     }
-    for n in &c.dns.nameservers {
-        if n.parse::<SocketAddr>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
-            errors.push(format!("dns.nameservers: '{n}' is not ip:port"));
-        }
+    if c.auth.hash_threads > 256 {
+        errors.push("auth.hash_threads: at most 256".into());
     }
-    if !matches!(
-        c.mta.relay_tls.as_str(),
-        "opportunistic" | "require" | "implicit" | "none"
-    ) {
-        errors.push(format!(
-            "mta.relay_tls: '{}' is not one of opportunistic, require, implicit, none",
-            c.mta.relay_tls
-        ));
-    }
-    for (d, p) in &c.mta.tls_policy {
-        if !matches!(p.as_str(), "opportunistic" | "require" | "verify" | "none") {
-            errors.push(format!(
-                "mta.tls_policy.\"{d}\": '{p}' is not one of opportunistic, require, verify, none"
-            ));
-        }
-    }
-    if let Some(e) = crate::route::relay_credentials_error(&c.mta) {
+    if let Some(e) = relay_credentials_error(&c.mta) {
         errors.push(e);
     }
     if c.limits.max_bytes_in_flight != 0 && c.limits.max_bytes_in_flight < c.smtp.max_message_size {
@@ -1155,12 +1349,6 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
             c.limits.max_bytes_in_flight, c.imap.max_literal
         ));
     }
-    if c.mta.local_via != "lmtp" && crate::route::local_via_smtp(&c.mta.local_via).is_none() {
-        errors.push(format!(
-            "mta.local_via: '{}' is not \"lmtp\" or \"smtp:host:port\"",
-            c.mta.local_via
-        ));
-    }
     if c.server.hostname.is_empty() {
         errors.push("server.hostname: must not be empty".into());
     }
@@ -1169,43 +1357,10 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
 }
 
 fn validate_mmp(m: &MmpConfig, errors: &mut Vec<String>) {
-    if !matches!(m.backend_tls.as_str(), "none" | "starttls" | "implicit") {
-        errors.push(format!(
-            "mmp.backend_tls: '{}' is not one of none, starttls, implicit",
-            m.backend_tls
-        ));
-    }
-    match m.login_mode.as_str() {
-        "credentials" => {}
-        "proxyauth" => {
-            if m.proxy_user.is_empty() || m.proxy_password_file.is_empty() {
-                errors.push(
-                    "mmp.login_mode: proxyauth needs proxy_user and proxy_password_file".into(),
-                );
-            }
-        }
-        other => errors.push(format!(
-            "mmp.login_mode: '{other}' is not one of credentials, proxyauth"
-        )),
-    }
-    for (name, v) in &m.backends {
-        if crate::mmp::split_host_port(v).map(|(_, p)| p.is_some()) != Some(false) {
-            errors.push(format!(
-                "mmp.backends.\"{name}\": '{v}' must be a host without port (ports go in imap_backends / pop3_backends or imap_port / pop3_port)"
-            ));
-        }
-    }
-    for (section, map) in [
-        ("imap_backends", &m.imap_backends),
-        ("pop3_backends", &m.pop3_backends),
-    ] {
-        for (name, v) in map {
-            if crate::mmp::split_host_port(v).is_none() {
-                errors.push(format!(
-                    "mmp.{section}.\"{name}\": '{v}' is not host or host:port"
-                ));
-            }
-        }
+    if m.login_mode == LoginMode::ProxyAuth
+        && (m.proxy_user.is_empty() || m.proxy_password_file.is_empty())
+    {
+        errors.push("mmp.login_mode: proxyauth needs proxy_user and proxy_password_file".into());
     }
     if m.idle_timeout < 1800 {
         errors.push("mmp.idle_timeout: must be at least 1800 (RFC 9051 section 5.4)".into());
@@ -1215,6 +1370,27 @@ fn validate_mmp(m: &MmpConfig, errors: &mut Vec<String>) {
             "mmp: preauth_timeout, connect_timeout and backend_timeout must be positive".into(),
         );
     }
+}
+
+/// `mta.relay_user` is set: the relay settings must make sure the
+/// password goes only to a relay that proved its name (a certificate
+/// verified for it), or over loopback. An error message otherwise.
+pub fn relay_credentials_error(cfg: &MtaConfig) -> Option<String> {
+    let loopback = cfg.relay.as_ref().is_some_and(|r| r.host.is_loopback());
+    if cfg.relay_user.is_empty() || loopback {
+        return None;
+    }
+    let verified =
+        cfg.relay_tls_verify && matches!(cfg.relay_tls, RelayTls::Require | RelayTls::Implicit);
+    (!verified).then(|| {
+        format!(
+            "mta.relay_user: the smarthost password would be sent without a verified TLS certificate \
+             (mta.relay_tls = \"{}\", mta.relay_tls_verify = {}); set relay_tls = \"require\" or \"implicit\" \
+             with relay_tls_verify = true, or use a loopback relay",
+            cfg.relay_tls.name(),
+            cfg.relay_tls_verify
+        )
+    })
 }
 
 fn validate_ldap(l: &LdapConfig) -> Vec<String> {
@@ -1380,27 +1556,299 @@ mod tests {
         assert!(e.to_string().contains("hostnam"), "{e}");
     }
 
-    #[test]
-    fn network_trust_keys_are_checked() {
-        let c: Config = Figment::new()
+    /// The quickstart defaults with `toml` merged over them, as `load`
+    /// reads a file: the typed values are checked here, the rules across
+    /// keys by `validate`.
+    fn extract(toml: &str) -> Result<Config, String> {
+        Figment::new()
             .merge(Toml::string(QUICKSTART))
-            .merge(Toml::string(
-                "[listener.imap]\nproxy_protocol = true\nproxy_networks = [\"10.0.0.0/33\"]\n\
-                 [store]\nlmtp_networks = [\"mta.example\"]\n[limits]\nwrite_timeout = 0\n",
-            ))
-            .extract()
-            .unwrap();
-        let e = validate(&c).join("\n");
+            .merge(Toml::string(toml))
+            .extract::<Config>()
+            .map_err(|e| e.to_string())
+    }
+
+    /// A bad value is refused when the file loads, by an error that names
+    /// the key and quotes the value; a good one loads and validates.
+    fn check_typed_key(good: &str, bad: &str, key: &str, says: &str) {
+        let c = extract(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert!(validate(&c).is_empty(), "{good}: {:?}", validate(&c));
+        let e = extract(bad).expect_err(bad);
+        assert!(e.contains(key), "{bad}: the error does not name {key}: {e}");
         assert!(
-            e.contains("listener.imap.proxy_networks: '10.0.0.0/33'"),
-            "{e}"
+            e.contains(says),
+            "{bad}: the error does not say {says:?}: {e}"
         );
-        assert!(e.contains("store.lmtp_networks: 'mta.example'"), "{e}");
-        assert!(e.contains("limits: write_timeout"), "{e}");
-        // Defaults: no balancer trusted, LMTP from loopback and private ranges.
+    }
+
+    #[test]
+    fn every_networks_key_is_a_typed_list_checked_at_load() {
+        for key in [
+            "store.lmtp_networks",
+            "imap.login_networks",
+            "pop3.login_networks",
+            "submission.trusted_networks",
+            "listener.imap.proxy_networks",
+        ] {
+            let (table, name) = key.rsplit_once('.').unwrap();
+            check_typed_key(
+                &format!("[{table}]\n{name} = [\"10.0.0.0/8\", \"fd00::/8\", \"::1\"]\n"),
+                &format!("[{table}]\n{name} = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n"),
+                &format!("{key}.1"),
+                "'10.0.0.0/33' is not a network (CIDR",
+            );
+            check_typed_key(
+                &format!("[{table}]\n{name} = []\n"),
+                &format!("[{table}]\n{name} = [\"mta.example\"]\n"),
+                key,
+                "'mta.example' is not a network",
+            );
+        }
+        // Parsed once, at load: the values are networks, ready to match.
+        let c = extract("[imap]\nlogin_networks = [\"10.1.0.0/16\"]\n").unwrap();
+        assert!(c.imap.login_networks[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.imap.login_networks[0].contains("10.2.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn network_defaults_trust_no_balancer_and_lmtp_from_private_ranges() {
         let d = Config::default();
         assert!(d.listener.values().all(|l| l.proxy_networks.is_empty()));
-        assert!(d.store.lmtp_networks.contains(&"10.0.0.0/8".to_string()));
-        assert!(d.store.lmtp_networks.contains(&"::1/128".to_string()));
+        let lmtp = &d.store.lmtp_networks;
+        assert_eq!(lmtp.len(), DEFAULT_LMTP_NETWORKS.len());
+        for ip in ["10.1.2.3", "::1", "127.0.0.1", "192.168.1.1", "fd00::1"] {
+            assert!(crate::netaddr::in_any(lmtp, ip.parse().unwrap()), "{ip}");
+        }
+        assert!(!crate::netaddr::in_any(lmtp, "192.0.2.1".parse().unwrap()));
+        let e = validate(&extract("[limits]\nwrite_timeout = 0\n").unwrap()).join("\n");
+        assert!(e.contains("limits: write_timeout"), "{e}");
+    }
+
+    #[test]
+    fn choices_are_enums_listing_the_accepted_values() {
+        for (good, bad, key, says) in [
+            (
+                "[log]\nformat = \"json\"\n",
+                "[log]\nformat = \"xml\"\n",
+                "log.format",
+                "'xml' is not one of text, json",
+            ),
+            (
+                "[directory]\nbackend = \"embedded\"\n",
+                "[directory]\nbackend = \"sql\"\n",
+                "directory.backend",
+                "'sql' is not one of embedded, ldap",
+            ),
+            (
+                "[mmp]\nbackend_tls = \"implicit\"\n",
+                "[mmp]\nbackend_tls = \"tls\"\n",
+                "mmp.backend_tls",
+                "'tls' is not one of none, starttls, implicit",
+            ),
+            (
+                "[mmp]\nlogin_mode = \"proxyauth\"\nproxy_user = \"mmp\"\nproxy_password_file = \"p\"\n",
+                "[mmp]\nlogin_mode = \"proxy\"\n",
+                "mmp.login_mode",
+                "'proxy' is not one of credentials, proxyauth",
+            ),
+            (
+                "[mta.tls_policy]\n\"bank.example\" = \"verify\"\n",
+                "[mta.tls_policy]\n\"bank.example\" = \"strict\"\n",
+                "mta.tls_policy.bank.example",
+                "'strict' is not one of none, opportunistic, require, verify",
+            ),
+            (
+                "[listener.imap]\ntls = \"implicit\"\n",
+                "[listener.imap]\ntls = \"ssl\"\n",
+                "listener.imap.tls",
+                "'ssl' is not one of none, starttls, implicit",
+            ),
+            (
+                "[listener.imap2]\nprotocol = \"imaps\"\nbind = [\"127.0.0.1:1\"]\n",
+                "[listener.imap2]\nprotocol = \"imap4\"\nbind = [\"127.0.0.1:1\"]\n",
+                "listener.imap2.protocol",
+                "'imap4' is not one of smtp, submission, submissions, lmtp",
+            ),
+        ] {
+            check_typed_key(good, bad, key, says);
+        }
+        let c = extract("[listener.imap]\ntls = \"implicit\"\n").unwrap();
+        assert_eq!(
+            c.listener["imap"].tls_mode(Protocol::Imap),
+            TlsMode::Implicit
+        );
+        assert_eq!(c.log.format, LogFormat::Text);
+        // The empty string still means "the protocol's usual".
+        let c = extract("[listener.imap]\ntls = \"\"\nprotocol = \"\"\n").unwrap();
+        assert_eq!(c.listener["imap"].protocol("imap"), Some(Protocol::Imap));
+        assert_eq!(
+            c.listener["imap"].tls_mode(Protocol::Imap),
+            TlsMode::StartTls
+        );
+        // A listener whose name is no protocol needs `protocol`.
+        let c = extract("[listener.second]\nbind = [\"127.0.0.1:1\"]\n").unwrap();
+        let e = validate(&c).join("\n");
+        assert!(e.contains("listener.second: no protocol"), "{e}");
+        assert!(e.contains("imaps, pop3, pop3s, http"), "{e}");
+        // proxyauth without its credentials is a rule across keys.
+        let c = extract("[mmp]\nlogin_mode = \"proxyauth\"\n").unwrap();
+        let e = validate(&c).join("\n");
+        assert!(
+            e.contains("mmp.login_mode: proxyauth needs proxy_user"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn addresses_and_routes_are_typed_at_load() {
+        for (good, bad, key, says) in [
+            (
+                "[mta]\nrelay = \"[::1]:2525\"\n",
+                "[mta]\nrelay = \"smtp.example.net\"\n",
+                "mta.relay",
+                "'smtp.example.net' is not host:port",
+            ),
+            (
+                "[mta]\nlocal_via = \"smtp:mta-in.example:25\"\n",
+                "[mta]\nlocal_via = \"smtp:mta-in.example\"\n",
+                "mta.local_via",
+                "is not \"lmtp\" or \"smtp:host:port\"",
+            ),
+            (
+                "[mta.hosts]\n\"store1.example\" = \"10.0.0.5:24\"\n",
+                "[mta.hosts]\n\"store1.example\" = \"10.0.0.5:x\"\n",
+                "mta.hosts.store1.example",
+                "'10.0.0.5:x' is not host or host:port",
+            ),
+            (
+                "[mmp.backends]\nstore1 = \"10.0.0.5\"\n",
+                "[mmp.backends]\nstore1 = \"10.0.0.5:143\"\n",
+                "mmp.backends.store1",
+                "must be a host without port",
+            ),
+            (
+                "[mmp.imap_backends]\nstore1 = \"[::1]:1143\"\n",
+                "[mmp.imap_backends]\nstore1 = \"bad host\"\n",
+                "mmp.imap_backends.store1",
+                "'bad host' is not host or host:port",
+            ),
+            (
+                "[mmp.pop3_backends]\nstore1 = \"store1.example\"\n",
+                "[mmp.pop3_backends]\nstore1 = \"a:b:c\"\n",
+                "mmp.pop3_backends.store1",
+                "'a:b:c' is not host or host:port",
+            ),
+            (
+                "[mmp]\nbackend_server_name = \"stores.example\"\n",
+                "[mmp]\nbackend_server_name = \"stores example\"\n",
+                "mmp.backend_server_name",
+                "'stores example' is not a host name or address",
+            ),
+            (
+                "[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\n",
+                "[dns]\nnameservers = [\"ns.example\"]\n",
+                "dns.nameservers",
+                "'ns.example' is not ip:port",
+            ),
+        ] {
+            check_typed_key(good, bad, key, says);
+        }
+        let c = extract(
+            "[mta]\nrelay = \"\"\nlocal_via = \"smtp:[::1]:2525\"\n\
+             [mta.hosts]\ns1 = \"10.0.0.5\"\n[dns]\nnameservers = [\"::1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.mta.relay, None);
+        assert_eq!(
+            c.mta.local_via,
+            LocalVia::Smtp("[::1]:2525".parse().unwrap())
+        );
+        assert_eq!(c.mta.local_via.to_string(), "smtp:[::1]:2525");
+        // A mailHost mapped without a port gets the LMTP port.
+        assert_eq!(
+            c.mta.hosts["s1"]
+                .with_default_port(c.mta.lmtp_port)
+                .to_string(),
+            "10.0.0.5:24"
+        );
+        assert_eq!(c.dns.nameservers[0].0, "[::1]:53".parse().unwrap());
+        assert_eq!(Config::default().mta.local_via, LocalVia::Lmtp);
+    }
+
+    /// A bad value in an `MSGD_*` variable is refused the same way, naming
+    /// the variable's key.
+    #[test]
+    fn typed_values_from_the_environment_are_checked() {
+        use figment::providers::Serialized;
+        let value: figment::value::Value = "[\"10.0.0.0/8\", \"x\"]".parse().unwrap();
+        let e = Figment::new()
+            .merge(Toml::string(QUICKSTART))
+            .merge(Serialized::defaults(figment::util::nest(
+                "store.lmtp_networks",
+                value,
+            )))
+            .extract::<Config>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.lmtp_networks.1"), "{e}");
+        assert!(e.contains("'x' is not a network"), "{e}");
+    }
+
+    #[test]
+    fn a_typed_config_round_trips() {
+        let text = "[mta]\nrelay = \"[::1]:2525\"\nlocal_via = \"smtp:mx.example:25\"\n\
+                    [mta.tls_policy]\n\"a.example\" = \"require\"\n\
+                    [listener.imaps2]\nprotocol = \"imaps\"\nbind = [\"127.0.0.1:1\"]\n\
+                    proxy_networks = [\"10.0.0.0/8\"]\n";
+        let c = extract(text).unwrap();
+        let again: Config = Figment::new()
+            .merge(figment::providers::Serialized::defaults(&c))
+            .extract()
+            .unwrap();
+        assert_eq!(again.mta.relay, c.mta.relay);
+        assert_eq!(again.mta.local_via, c.mta.local_via);
+        assert_eq!(again.mta.tls_policy, c.mta.tls_policy);
+        assert_eq!(again.listener["imaps2"].protocol, Some(Protocol::Imaps));
+        assert_eq!(
+            again.listener["imaps2"].proxy_networks,
+            c.listener["imaps2"].proxy_networks
+        );
+        assert_eq!(again.listener["imap"].tls, None);
+    }
+
+    #[test]
+    fn relay_credentials_need_a_verified_certificate_or_loopback() {
+        let mta = |relay: &str, tls: &str, verify: bool| MtaConfig {
+            relay: Some(relay.parse().unwrap()),
+            relay_user: "me".into(),
+            relay_tls: match tls {
+                "opportunistic" => RelayTls::Opportunistic,
+                "none" => RelayTls::None,
+                "require" => RelayTls::Require,
+                _ => RelayTls::Implicit,
+            },
+            relay_tls_verify: verify,
+            ..MtaConfig::default()
+        };
+        for (relay, tls, verify, ok) in [
+            ("smtp.example.net:587", "opportunistic", true, false),
+            ("smtp.example.net:587", "none", true, false),
+            ("smtp.example.net:587", "require", false, false),
+            ("smtp.example.net:465", "implicit", false, false),
+            ("smtp.example.net:587", "require", true, true),
+            ("smtp.example.net:465", "implicit", true, true),
+            ("127.0.0.1:2525", "opportunistic", true, true),
+            ("[::1]:25", "none", false, true),
+            ("localhost:25", "none", false, true),
+        ] {
+            let e = relay_credentials_error(&mta(relay, tls, verify));
+            assert_eq!(e.is_none(), ok, "{relay} {tls} {verify}: {e:?}");
+            if let Some(e) = e {
+                assert!(e.starts_with("mta.relay_user:"), "{e}");
+            }
+        }
+        // No user: nothing to protect.
+        let mut c = mta("smtp.example.net:587", "opportunistic", false);
+        c.relay_user.clear();
+        assert!(relay_credentials_error(&c).is_none());
     }
 }

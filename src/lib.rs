@@ -4,10 +4,13 @@
 //! core (no sockets; tested by feeding bytes) -> async driver doing I/O and
 //! effects (directory lookups, store deliveries).
 
+pub mod authcache;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod directory;
+pub mod dns;
 pub mod fsutil;
 #[cfg(test)]
 mod fuzz;
@@ -15,19 +18,18 @@ pub mod imap;
 pub mod logging;
 pub mod login;
 pub mod loginlimit;
+pub mod memory;
 pub mod mmp;
-pub mod mx;
 pub mod net;
 pub mod net_unix;
+pub mod netaddr;
 pub mod pop3;
 pub mod proxyproto;
 pub mod queue;
 pub mod redact;
 pub mod roles;
-pub mod route;
 pub mod services;
 pub mod smtp;
-pub mod smtpclient;
 pub mod store;
 pub mod stress;
 pub mod tls;

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, LogFormat};
 
 pub fn init(c: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&c.level)
@@ -16,7 +16,7 @@ pub fn init(c: &LogConfig) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_target(false);
     let result = if c.dir.is_empty() {
-        if c.format == "json" {
+        if c.format == LogFormat::Json {
             builder.json().with_writer(std::io::stderr).try_init()
         } else {
             use std::io::IsTerminal;
@@ -32,7 +32,7 @@ pub fn init(c: &LogConfig) -> anyhow::Result<()> {
             .append(true)
             .open(std::path::Path::new(&c.dir).join("msgd.log"))?;
         let w = Mutex::new(file);
-        if c.format == "json" {
+        if c.format == LogFormat::Json {
             builder.json().with_ansi(false).with_writer(w).try_init()
         } else {
             builder.with_ansi(false).with_writer(w).try_init()

@@ -12,7 +12,9 @@
 //!    (`NotAuthorized(NotProxy)`, no password check either).
 //! 3. The password check under the process's failed-login limits
 //!    (`crate::loginlimit`: refusal without a check, counting against
-//!    the canonical account, the failure delay, all served here).
+//!    the canonical account, the failure delay, all served here). The
+//!    directory answers a recently verified password from its credential
+//!    cache (`crate::authcache`); the limits wrap the check either way.
 //! 4. Proxy authorization, part two: the authorization identity must be
 //!    an active user of the directory; the session is then that user's.
 //! 5. Where the caller is a store: the account's `mailHost` must be this
@@ -125,7 +127,7 @@ pub(crate) struct Rules<'a> {
     pub protocol: Protocol,
     pub config: &'a Config,
     /// Where logins may come from (empty: anywhere), against the TCP peer.
-    pub login_networks: &'a [String],
+    pub login_networks: &'a [crate::netaddr::Network],
     /// Logins that may act as another user (SASL PLAIN authzid).
     pub proxy_users: &'a [String],
     pub limiter: &'a LoginLimiter,
@@ -344,7 +346,7 @@ pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials
         // A store serves its own users only (another store's would get
         // empty mailboxes here); clients reach the right one through the
         // mmp.
-        if !crate::route::is_own_store(rules.config, account.mail_host.as_deref()) {
+        if !crate::deliver::is_own_store(rules.config, account.mail_host.as_deref()) {
             let host = account.mail_host.clone().unwrap_or_default();
             warn!(protocol, user = %account.address, mail_host = %host,
                 "login for a user of another store refused");
@@ -435,7 +437,7 @@ mod tests {
         limiter: LoginLimiter,
         accounts: Accounts,
         proxy_users: Vec<String>,
-        login_networks: Vec<String>,
+        login_networks: Vec<crate::netaddr::Network>,
     }
 
     fn fixture() -> Fixture {
@@ -630,7 +632,7 @@ mod tests {
     #[tokio::test]
     async fn unavailable_outside_login_networks_without_a_password_check() {
         let mut f = fixture();
-        f.login_networks = vec!["10.0.0.0/8".into()];
+        f.login_networks = vec!["10.0.0.0/8".parse().unwrap()];
         for _ in 0..5 {
             assert!(matches!(
                 f.at_store(pw("alice", "secret")).await,

@@ -6,6 +6,11 @@
 //! a session can upgrade to TLS in place and tests can drive it in memory).
 //!
 //! Invariants:
+//! - Session ids come from the process's `ConnTable` (in `Services`), not
+//!   from a static: 1, 2, 3, ... per process.
+//! - Networks (`proxy_networks`, `store.lmtp_networks`) are the config's
+//!   typed `Network` values, parsed when it loaded; nothing is parsed per
+//!   connection.
 //! - Connection limits are per process: one `ConnTable` (in `Services`)
 //!   counts every TCP listener; the per-client limit groups IPv6 clients by
 //!   /64. A refused connection gets the protocol's short refusal where that
@@ -38,8 +43,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::config::{Protocol, TlsMode};
+use crate::netaddr::{in_any, Network};
 use crate::services::Services;
-use crate::smtp::auth::{parse_cidr, Cidr};
 
 /// Any byte stream a session can run on: TCP, TLS over TCP, an in-memory
 /// duplex in tests.
@@ -80,8 +85,8 @@ impl ConnInfo {
     }
 
     /// May this connection log in, given `login_networks` (empty: yes)?
-    pub fn login_allowed(&self, networks: &[String]) -> bool {
-        networks.is_empty() || crate::smtp::auth::is_trusted(networks, self.connected_ip())
+    pub fn login_allowed(&self, networks: &[Network]) -> bool {
+        networks.is_empty() || in_any(networks, self.connected_ip())
     }
 
     /// A ConnInfo for tests driving a session over an in-memory stream.
@@ -97,8 +102,6 @@ impl ConnInfo {
         }
     }
 }
-
-pub(crate) static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Binds a TCP listener. An IPv6 socket is `IPV6_V6ONLY`: on Linux it would
 /// otherwise take the IPv4 port too, and the usual pair of binds
@@ -129,9 +132,9 @@ pub struct Listen {
     pub tls_mode: TlsMode,
     /// Some: every connection starts with a PROXY header, read only from
     /// these networks (the load balancers); others are closed.
-    pub proxy_networks: Option<Vec<Cidr>>,
+    pub proxy_networks: Option<Vec<Network>>,
     /// Some: only clients in these networks are served (LMTP: the MTAs).
-    pub allow_networks: Option<Vec<Cidr>>,
+    pub allow_networks: Option<Vec<Network>>,
 }
 
 impl Listen {
@@ -152,18 +155,14 @@ impl Listen {
         config: &crate::config::Config,
     ) -> Option<Listen> {
         let protocol = l.protocol(name)?;
-        let nets = |v: &[String]| v.iter().filter_map(|n| parse_cidr(n)).collect::<Vec<_>>();
         Some(Listen {
             protocol,
-            tls_mode: l.tls_mode(protocol).unwrap_or(protocol.default_tls()),
-            proxy_networks: l.proxy_protocol.then(|| nets(&l.proxy_networks)),
-            allow_networks: (protocol == Protocol::Lmtp).then(|| nets(&config.store.lmtp_networks)),
+            tls_mode: l.tls_mode(protocol),
+            proxy_networks: l.proxy_protocol.then(|| l.proxy_networks.clone()),
+            allow_networks: (protocol == Protocol::Lmtp)
+                .then(|| config.store.lmtp_networks.clone()),
         })
     }
-}
-
-fn in_networks(nets: &[Cidr], ip: IpAddr) -> bool {
-    nets.iter().any(|c| c.contains(ip))
 }
 
 /// The key a client is counted under: its IPv4 address, or the /64 of its
@@ -186,11 +185,18 @@ pub struct ConnTable {
     counts: Mutex<Counts>,
     /// Rate-bounded log of refused connections.
     pub refusals: RefusalLog,
+    /// Session ids handed out so far (log lines and message ids name the
+    /// session by its id, unique within the process).
+    sessions: AtomicU64,
 }
 
 #[derive(Default)]
 struct Counts {
     total: usize,
+    /// The most connections open at once since the last memory trim.
+    peak: usize,
+    /// When memory was last given back (`crate::memory`).
+    trimmed: Option<std::time::Instant>,
     /// Open connections per `client_key`.
     per_client: HashMap<IpAddr, usize>,
 }
@@ -203,6 +209,11 @@ pub struct ConnGuard {
 }
 
 impl ConnTable {
+    /// A new session id: 1, 2, 3, ... for this process.
+    pub fn next_session_id(&self) -> u64 {
+        self.sessions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -214,6 +225,7 @@ impl ConnTable {
             return None;
         }
         c.total += 1;
+        c.peak = c.peak.max(c.total);
         Some(ConnGuard {
             table: self.clone(),
             client: None,
@@ -249,6 +261,17 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         let mut c = self.table.counts();
         c.total = c.total.saturating_sub(1);
+        // Many connections closed: give their memory back, at once or
+        // (one trim per TRIM_EVERY) when the last trim is old enough.
+        if c.peak >= crate::memory::TRIM_MIN_PEAK && c.total <= c.peak / 2 {
+            let now = std::time::Instant::now();
+            let at = c
+                .trimmed
+                .map_or(now, |t| (t + crate::memory::TRIM_EVERY).max(now));
+            c.peak = c.total;
+            c.trimmed = Some(at);
+            crate::memory::trim_at(at);
+        }
         if let Some(key) = self.client {
             if let Some(n) = c.per_client.get_mut(&key) {
                 *n -= 1;
@@ -476,14 +499,14 @@ pub async fn serve<F, Fut>(
         };
         match &listen.proxy_networks {
             Some(nets) => {
-                if !in_networks(nets, tcp_peer.ip()) {
+                if !in_any(nets, tcp_peer.ip()) {
                     refuse_now("PROXY listener, peer not in proxy_networks", None);
                     continue;
                 }
             }
             None => {
                 if let Some(allow) = &listen.allow_networks {
-                    if !in_networks(allow, tcp_peer.ip()) {
+                    if !in_any(allow, tcp_peer.ip()) {
                         refuse_now("client not in store.lmtp_networks", None);
                         continue;
                     }
@@ -534,7 +557,7 @@ pub async fn serve<F, Fut>(
                 }
                 // The client the balancer names is the one limited.
                 if let Some(allow) = &listen.allow_networks {
-                    if !in_networks(allow, peer.ip()) {
+                    if !in_any(allow, peer.ip()) {
                         refusals.refused("client not in store.lmtp_networks", peer, protocol);
                         return;
                     }
@@ -548,7 +571,7 @@ pub async fn serve<F, Fut>(
                 }
             }
             let _guard = guard;
-            let session_id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+            let session_id = services.conns.next_session_id();
             let info = ConnInfo {
                 session_id,
                 peer,
@@ -627,6 +650,34 @@ mod tests {
         assert!(i.is_loopback());
     }
 
+    /// When half of the connections of a peak have closed, the table
+    /// gives freed memory back (`crate::memory`); the next trim waits for
+    /// `TRIM_EVERY` after it; small peaks are not worth it.
+    #[test]
+    fn memory_is_trimmed_when_connections_fall_to_half_their_peak() {
+        let t = Arc::new(ConnTable::default());
+        let mut open: Vec<ConnGuard> = (0..10).map(|_| t.enter(1000).unwrap()).collect();
+        open.clear();
+        assert!(t.counts().trimmed.is_none(), "a peak of 10 is not trimmed");
+        open = (0..100).map(|_| t.enter(1000).unwrap()).collect();
+        assert_eq!(t.counts().peak, 100);
+        open.truncate(51);
+        assert!(t.counts().trimmed.is_none());
+        open.truncate(50);
+        let first = t.counts().trimmed;
+        assert!(first.is_some(), "trimmed at half the peak");
+        assert_eq!(t.counts().peak, 50);
+        let more: Vec<ConnGuard> = (0..100).map(|_| t.enter(1000).unwrap()).collect();
+        drop(more);
+        let next = t.counts().trimmed.unwrap();
+        assert_eq!(
+            next,
+            first.unwrap() + crate::memory::TRIM_EVERY,
+            "the next trim waits for TRIM_EVERY"
+        );
+        drop(open);
+    }
+
     #[test]
     fn connection_table_counts_per_process_and_per_64() {
         let t = Arc::new(ConnTable::default());
@@ -648,6 +699,55 @@ mod tests {
         drop((b, c, d));
         assert_eq!(t.open(ip("2001:db8::9")), (0, 0));
         assert!(t.counts().per_client.is_empty());
+    }
+
+    /// The session counter lives in the process's `ConnTable` (in
+    /// `Services`), not in a static: each table counts from 1.
+    #[test]
+    fn session_ids_come_from_the_connection_table() {
+        let a = ConnTable::default();
+        let b = ConnTable::default();
+        assert_eq!((a.next_session_id(), a.next_session_id()), (1, 2));
+        assert_eq!(b.next_session_id(), 1);
+        assert_eq!(a.next_session_id(), 3);
+    }
+
+    /// A listener's trusted networks are the configuration's typed values,
+    /// parsed once when it loaded; nothing is parsed per connection.
+    #[test]
+    fn listen_takes_the_typed_networks_of_the_config() {
+        let mut c = crate::config::Config::default();
+        let mut l = crate::config::ListenerConfig {
+            proxy_protocol: true,
+            proxy_networks: vec!["192.0.2.0/24".parse().unwrap()],
+            protocol: Some(Protocol::Lmtp),
+            ..Default::default()
+        };
+        c.store.lmtp_networks = vec!["10.9.0.0/16".parse().unwrap()];
+        let listen = Listen::from_config("lmtp-mtas", &l, &c).unwrap();
+        assert_eq!(listen.protocol, Protocol::Lmtp);
+        assert_eq!(listen.tls_mode, TlsMode::None);
+        assert_eq!(
+            listen.proxy_networks.as_deref(),
+            Some(&l.proxy_networks[..])
+        );
+        assert_eq!(
+            listen.allow_networks.as_deref(),
+            Some(&c.store.lmtp_networks[..])
+        );
+        assert!(in_any(
+            listen.allow_networks.as_ref().unwrap(),
+            ip("10.9.1.1")
+        ));
+        // Without proxy_protocol no PROXY header is trusted from anyone;
+        // an IMAP listener serves every network.
+        l.proxy_protocol = false;
+        l.protocol = None;
+        let listen = Listen::from_config("imap", &l, &c).unwrap();
+        assert_eq!(listen.proxy_networks, None);
+        assert_eq!(listen.allow_networks, None);
+        assert_eq!(listen.tls_mode, TlsMode::StartTls);
+        assert!(Listen::from_config("second", &l, &c).is_none());
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
@@ -13,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
 use crate::config::{Protocol, TlsMode};
-use crate::net::{Conn, ConnInfo, NEXT_SESSION};
+use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
 
 /// Binds a unix socket, replacing a stale one left by a previous run, and
@@ -71,7 +70,7 @@ pub async fn serve<F, Fut>(
             );
             continue;
         };
-        let session_id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let session_id = conns.next_session_id();
         let mut info = ConnInfo::for_test(protocol);
         info.session_id = session_id;
         info.tls_mode = TlsMode::None;

@@ -1,5 +1,16 @@
 //! The one value every role and session receives: configuration snapshot,
 //! directory, store, TLS and the shutdown signal. Cheap to clone; no globals.
+//!
+//! Invariant: every piece of state shared by the sessions of a process
+//! lives here, built once at start (`roles::run`) or per test: the
+//! connection table and session counter (`conns`), the byte budget, the
+//! failed-login limiter of every login path, the mmp's shared state. Two
+//! processes (or two tests) never share any of it. The only statics left
+//! are uniqueness counters for file names (`store::files` TMP_COUNTER,
+//! the spool's and the queue's SEQ, which only make names unique within
+//! the process), the embedded directory's lazily hashed dummy password
+//! and the password-hashing slots (`directory::password`; both with the
+//! hashing work of issue 12).
 
 use std::sync::Arc;
 
@@ -8,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::dns::Resolver;
 use crate::loginlimit::LoginLimiter;
 use crate::net::ConnTable;
 use crate::queue::Queue;
@@ -18,6 +30,8 @@ use crate::tls::Tls;
 pub struct Services {
     /// Snapshot taken at start; a session keeps the one it started with.
     pub config: Arc<Config>,
+    /// Also the password side of every login: the credential cache and
+    /// the hashing pool (`Directory::auth`, `crate::authcache`).
     pub directory: Arc<Directory>,
     /// Present when this process runs the store role (all-in-one included).
     pub store: Option<Store>,
@@ -28,7 +42,8 @@ pub struct Services {
     /// finish their current transaction and say goodbye.
     pub shutdown: CancellationToken,
     /// Open connections of the whole process, for the connection limits
-    /// (`limits.max_connections`, `limits.max_connections_per_ip`).
+    /// (`limits.max_connections`, `limits.max_connections_per_ip`), and the
+    /// counter that numbers its sessions.
     pub conns: Arc<ConnTable>,
     /// Message bytes held in memory, process-wide (`limits.max_bytes_in_flight`).
     pub budget: Arc<Budget>,
@@ -37,6 +52,9 @@ pub struct Services {
     pub logins: Arc<LoginLimiter>,
     /// The mmp's process-wide state (TLS client setup for the stores).
     pub mmp: Arc<crate::mmp::Shared>,
+    /// The one DNS resolver of the process (`[dns]`): MX hosts, stores by
+    /// mailHost, the smarthost, the mmp's backends.
+    pub resolver: Arc<Resolver>,
 }
 
 impl Services {
@@ -78,6 +96,7 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
     Services {
         logins,
         mmp,
+        resolver: Arc::new(Resolver::from_config(&config).expect("resolver")),
         directory: Directory::open(&config).expect("directory"),
         store: Some(Store::open(&config).expect("store")),
         tls: Arc::new(Tls::from_config(&config).expect("tls")),

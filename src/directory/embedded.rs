@@ -33,6 +33,10 @@ pub struct Data {
     /// Aliases and lists: address -> targets.
     #[serde(default)]
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// An alias's errors-to address (as LDAP's `mgrpErrorsTo`): the
+    /// envelope sender of the copies made for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_to: BTreeMap<String, String>,
 }
 
 /// `Debug` hides the password hash.
@@ -131,47 +135,80 @@ impl Embedded {
             return Ok(Some(Recipient::User(u.account.clone())));
         }
         if let Some(t) = d.aliases.get(address) {
-            return Ok(Some(Recipient::List(t.clone())));
+            return Ok(Some(Recipient::List(super::List {
+                members: t.clone(),
+                errors_to: d.errors_to.get(address).cloned(),
+            })));
         }
         Ok(None)
     }
 
-    pub fn authenticate(&self, login: &str, pass: &str) -> Result<AuthResult, DirError> {
+    /// What a login names, for a password check: a user with its stored
+    /// hash, or no user (with the account a failure counts against).
+    pub fn login_entry(&self, login: &str) -> Result<LoginEntry, DirError> {
         let d = self.data()?;
-        match d.users.get(login) {
-            Some(u) => {
-                if !password::verify(pass, &u.password) {
-                    Ok(AuthResult::Failed(Some(u.account.address.clone())))
-                } else if !u.account.active {
-                    Ok(AuthResult::Inactive)
-                } else {
-                    Ok(AuthResult::Ok(u.account.clone()))
-                }
+        if let Some(u) = d.users.get(login) {
+            return Ok(LoginEntry::User {
+                account: u.account.clone(),
+                stored: u.password.as_str().into(),
+            });
+        }
+        // Logins are by canonical address only; a failure through an
+        // alias still counts against its user.
+        let owner = match self.lookup(login)? {
+            Some(Recipient::User(a)) => Some(a.address),
+            Some(Recipient::List(t)) if t.members.len() == 1 => {
+                let t = canonical_address(&t.members[0]);
+                d.users.contains_key(&t).then_some(t)
             }
-            None => {
+            _ => None,
+        };
+        Ok(LoginEntry::Unknown { owner })
+    }
+
+    /// Checks a password here and now, without cache or pool (tests, CLI).
+    pub fn authenticate(&self, login: &str, pass: &str) -> Result<AuthResult, DirError> {
+        Ok(match self.login_entry(login)? {
+            LoginEntry::User { account, stored } => {
+                LoginEntry::verdict(account, password::verify(pass, &stored))
+            }
+            LoginEntry::Unknown { owner } => {
                 // Spend the same time as a real check so timing does not
                 // tell which logins exist.
-                let _ = password::verify(pass, dummy_hash());
-                // Logins are by canonical address only; a failure through
-                // an alias still counts against its user.
-                let owner = match self.lookup(login)? {
-                    Some(Recipient::User(a)) => Some(a.address),
-                    Some(Recipient::List(t)) if t.len() == 1 => {
-                        let t = canonical_address(&t[0]);
-                        d.users.contains_key(&t).then_some(t)
-                    }
-                    _ => None,
-                };
-                Ok(AuthResult::Failed(owner))
+                let _ = password::verify(
+                    pass,
+                    &password::hash(&password::generate()).unwrap_or_default(),
+                );
+                AuthResult::Failed(owner)
             }
-        }
+        })
     }
 }
 
-/// A hash of a random string, verified for unknown logins.
-fn dummy_hash() -> &'static str {
-    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    H.get_or_init(|| password::hash(&password::generate()).unwrap_or_default())
+/// A login as the embedded directory sees it.
+pub enum LoginEntry {
+    User {
+        account: Account,
+        /// The stored hash (also the entry's password state for the
+        /// credential cache: a new hash misses at once).
+        stored: Arc<str>,
+    },
+    Unknown {
+        owner: Option<String>,
+    },
+}
+
+impl LoginEntry {
+    /// The result for a user whose password was (not) right.
+    pub fn verdict(account: Account, password_ok: bool) -> AuthResult {
+        if !password_ok {
+            AuthResult::Failed(Some(account.address))
+        } else if !account.active {
+            AuthResult::Inactive
+        } else {
+            AuthResult::Ok(account)
+        }
+    }
 }
 
 /// Edits the file under an exclusive lock and replaces it atomically.
@@ -205,11 +242,24 @@ pub fn load(path: &Path) -> anyhow::Result<Data> {
     read(path)
 }
 
-/// Adds a user (and its domain, if new).
+/// Adds a user (and its domain, if new), hashing `pass` with the default
+/// Argon2id parameters.
 pub fn add_user(
     data: &mut Data,
     address: &str,
     pass: &str,
+    quota: Option<u64>,
+    active: bool,
+) -> anyhow::Result<()> {
+    add_user_hashed(data, address, password::hash(pass)?, quota, active)
+}
+
+/// Adds a user with an already made password hash (`msgd user add`
+/// hashes with the `[auth]` parameters).
+pub fn add_user_hashed(
+    data: &mut Data,
+    address: &str,
+    hash: String,
     quota: Option<u64>,
     active: bool,
 ) -> anyhow::Result<()> {
@@ -228,7 +278,7 @@ pub fn add_user(
     data.users.insert(
         address.clone(),
         User {
-            password: password::hash(pass)?,
+            password: hash,
             account: Account {
                 address,
                 aliases: Vec::new(),
@@ -293,7 +343,9 @@ mod tests {
         );
         assert_eq!(
             e.lookup("team@x.test").unwrap(),
-            Some(Recipient::List(vec!["a@x.test".into()]))
+            Some(Recipient::List(crate::directory::List::of(vec![
+                "a@x.test".into()
+            ])))
         );
         // Debug of the data never shows a password hash.
         let data = load(&path).unwrap();

@@ -17,11 +17,39 @@
 //!   checked at start.
 //! - A directory that does not answer (down, timeout, busy, unexpected result
 //!   code) is `DirError::Temporary`, never "no such user"; temporary failures
-//!   are not cached. Authentication results are never cached.
+//!   are not cached.
+//! - Authentication: the entry is searched at every login (its status and
+//!   attributes are always current); only the bind is skipped when the
+//!   credential cache (`crate::authcache`) verified the same password for
+//!   the same DN with the same `entryCSN`/`modifyTimestamp`/`pwdChangedTime`/
+//!   `pwdAccountLockedTime`, so any change to the entry misses at once.
+//!   A failed bind forgets the entry.
 //! - Passwords are never logged.
 
 mod cache;
 mod pool;
+
+/// A group's errors-to address (`mgrpErrorsTo`, as an address or a
+/// `mailto:` URL); None when absent or not an address.
+fn errors_to(entry: &Entry, attr: &str) -> Option<String> {
+    if attr.is_empty() {
+        return None;
+    }
+    let v = entry.first(attr)?.trim();
+    let v = v
+        .strip_prefix("mailto:")
+        .or_else(|| v.strip_prefix("MAILTO:"))
+        .unwrap_or(v)
+        .trim();
+    let valid = v.len() <= 254
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        && v.rsplit_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
+    valid.then(|| v.to_string())
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -38,6 +66,7 @@ use ldap3::{ldap_escape, Scope, SearchEntry, SearchOptions};
 use self::cache::TtlCache;
 use self::pool::{is_connection_error, Pool, ServerSettings, Servers};
 use super::{Account, AuthResult, DirError, Recipient};
+use crate::authcache::Auth;
 use crate::config::{Config, LdapConfig};
 
 /// LDAP result codes (RFC 4511 appendix A) that matter here.
@@ -105,6 +134,8 @@ struct Inner {
     binds: Pool,
     /// Attributes read from user and group entries.
     read_attrs: Vec<String>,
+    /// `read_attrs` and the `CHANGE_STAMPS`, for a login's entry.
+    auth_attrs: Vec<String>,
     /// `local_domains`, lowercase.
     local_domains: HashSet<String>,
     recipients: TtlCache<Option<Recipient>>,
@@ -113,43 +144,10 @@ struct Inner {
     misses: AtomicU64,
 }
 
-/// Is the host of an `ldap://` URL loopback (`localhost`, 127/8, ::1)?
-fn url_is_loopback(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("ldap://")
-        .or_else(|| url.strip_prefix("ldapi://"))
-        .unwrap_or(url);
-    let hostport = rest.split('/').next().unwrap_or("");
-    let host = match hostport.strip_prefix('[') {
-        Some(r) => r.split(']').next().unwrap_or(""),
-        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
-    };
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    host.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(false)
-}
-
-/// Passwords must not cross the network in clear: every non-loopback
-/// `ldap://` URL needs `starttls` (or `ldaps://`), unless the operator set
-/// `allow_cleartext`. Used by check-config and at start.
+/// Passwords must not cross the network in clear (the rule lives with the
+/// configuration: `LdapConfig::cleartext_errors`).
 pub fn cleartext_errors(cfg: &LdapConfig) -> Vec<String> {
-    if cfg.starttls || cfg.allow_cleartext {
-        return Vec::new();
-    }
-    cfg.urls
-        .iter()
-        .filter(|u| {
-            u.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("ldap://")) && !url_is_loopback(u)
-        })
-        .map(|u| {
-            format!(
-                "directory.ldap.urls: '{u}' sends passwords in clear; use ldaps://, set directory.ldap.starttls = true, or set directory.ldap.allow_cleartext = true"
-            )
-        })
-        .collect()
+    cfg.cleartext_errors()
 }
 
 impl Ldap {
@@ -201,6 +199,7 @@ impl Ldap {
             a.message_store.clone(),
             a.quota.clone(),
             a.group_address_member.clone(),
+            a.group_errors_to.clone(),
         ];
         read_attrs.extend(a.status.iter().cloned());
         read_attrs.extend(a.group_dn_member.iter().cloned());
@@ -211,6 +210,11 @@ impl Ldap {
                 lookups: Pool::new("lookup", servers.clone(), bind, cfg.pool_size, check),
                 binds: Pool::new("auth", servers.clone(), None, cfg.auth_pool_size, check),
                 servers,
+                auth_attrs: read_attrs
+                    .iter()
+                    .cloned()
+                    .chain(CHANGE_STAMPS.iter().map(|a| a.to_string()))
+                    .collect(),
                 read_attrs,
                 local_domains: cfg
                     .local_domains
@@ -308,7 +312,11 @@ impl Ldap {
             }
         };
         if self.is_group(&entry) {
-            return Ok(Some(Recipient::List(self.expand_group(entry).await?)));
+            let errors_to = errors_to(&entry, &me.cfg.attributes.group_errors_to);
+            return Ok(Some(Recipient::List(crate::directory::List {
+                members: self.expand_group(entry).await?,
+                errors_to,
+            })));
         }
         match self.account(&entry) {
             Some(a) => Ok(Some(Recipient::User(a))),
@@ -327,6 +335,31 @@ impl Ldap {
         qualified: &str,
         password: &str,
     ) -> Result<AuthResult, DirError> {
+        self.authenticate_with(login, qualified, password, None)
+            .await
+    }
+
+    /// [`Ldap::authenticate`], the bind skipped when `auth`'s credential
+    /// cache verified this password for the entry in its current state
+    /// (same DN, same change stamps).
+    pub async fn authenticate_cached(
+        &self,
+        login: &str,
+        qualified: &str,
+        password: &str,
+        auth: &Auth,
+    ) -> Result<AuthResult, DirError> {
+        self.authenticate_with(login, qualified, password, Some(auth))
+            .await
+    }
+
+    async fn authenticate_with(
+        &self,
+        login: &str,
+        qualified: &str,
+        password: &str,
+        auth: Option<&Auth>,
+    ) -> Result<AuthResult, DirError> {
         let me = &self.inner;
         let login = login.trim();
         // RFC 4513 5.1.2: a simple bind with an empty password is an
@@ -340,7 +373,7 @@ impl Ldap {
         }
         let filter = or_filter(&me.cfg.login_attributes, &names);
         let entries = self
-            .search(&me.cfg.base_dn, Scope::Subtree, &filter, &me.read_attrs, 2)
+            .search(&me.cfg.base_dn, Scope::Subtree, &filter, &me.auth_attrs, 2)
             .await?;
         let entry = match entries.as_slice() {
             [e] => e,
@@ -356,7 +389,20 @@ impl Ldap {
                 return Ok(AuthResult::Failed(None));
             }
         };
-        let ok = self.bind(&entry.dn, password).await?;
+        let key = entry.dn.to_ascii_lowercase();
+        let ok = match (auth, change_stamp(entry)) {
+            (Some(auth), Some(stamp)) => {
+                auth.check(&key, &stamp, password, || self.bind(&entry.dn, password))
+                    .await?
+            }
+            (auth, _) => {
+                let ok = self.bind(&entry.dn, password).await?;
+                if let (false, Some(auth)) = (ok, auth) {
+                    auth.cache.forget(&key);
+                }
+                ok
+            }
+        };
         let account = self.account(entry);
         if !ok {
             // Counted against the account whatever name was typed.
@@ -607,6 +653,36 @@ impl Ldap {
     fn preferred_server(&self) -> usize {
         self.inner.servers.preferred()
     }
+}
+
+/// Operational attributes that change whenever an entry (and so its
+/// password) changes, read with a login's entry for the credential cache.
+/// Servers ignore the ones they do not know (RFC 4511 4.5.1.8).
+const CHANGE_STAMPS: [&str; 4] = [
+    "entryCSN",
+    "modifyTimestamp",
+    "pwdChangedTime",
+    "pwdAccountLockedTime",
+];
+
+/// The entry's password state for the credential cache: its DN and change
+/// stamps. None when the server returned neither `entryCSN` nor
+/// `modifyTimestamp`: such an entry is never cached (a password change
+/// could not be seen).
+fn change_stamp(e: &Entry) -> Option<String> {
+    if e.first("entryCSN").is_none() && e.first("modifyTimestamp").is_none() {
+        return None;
+    }
+    let mut stamp = e.dn.to_ascii_lowercase();
+    for attr in CHANGE_STAMPS {
+        for v in e.values(attr) {
+            stamp.push('\n');
+            stamp.push_str(attr);
+            stamp.push('=');
+            stamp.push_str(v);
+        }
+    }
+    Some(stamp)
 }
 
 /// `(attr=value)` with the value escaped (RFC 4515 3).

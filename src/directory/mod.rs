@@ -6,6 +6,7 @@
 //! temporarily; callers turn `DirError::Temporary` into 4xx / NO
 //! [UNAVAILABLE], never into "no such user".
 
+pub mod coalesce;
 pub mod embedded;
 pub mod ldap;
 pub mod names;
@@ -15,7 +16,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::authcache::Auth;
+use crate::config::{Config, DirectoryBackend};
 
 /// A mail user as the directory describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +75,29 @@ pub enum Recipient {
     /// A user's mailbox (and maybe forwards: see `Account`).
     User(Account),
     /// An alias or group: deliver to each of these addresses instead.
-    List(Vec<String>),
+    List(List),
+}
+
+/// The members of an alias or group, and where bounces of the copies
+/// sent to them go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct List {
+    pub members: Vec<String>,
+    /// The list's errors-to address (the Sun schema's `mgrpErrorsTo`):
+    /// the envelope sender of every copy made for the list, so bounces
+    /// reach its owner rather than the original sender. None: the copies
+    /// keep the original envelope sender.
+    pub errors_to: Option<String>,
+}
+
+impl List {
+    /// A list whose copies keep the original sender.
+    pub fn of(members: Vec<String>) -> List {
+        List {
+            members,
+            errors_to: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -96,28 +120,55 @@ pub enum AuthResult {
     Inactive,
 }
 
-pub enum Directory {
+/// The directory client: a back end, and the password side shared by
+/// every login of the process (credential cache, hashing pool).
+pub struct Directory {
+    backend: Backend,
+    auth: Auth,
+    /// Address lookups in flight, by canonical address: concurrent
+    /// lookups of one address make one search (`coalesce`).
+    lookups: coalesce::SingleFlight<String, Result<Option<Recipient>, DirError>>,
+    /// Local-domain questions in flight, by lowercase domain.
+    domains: coalesce::SingleFlight<String, Result<bool, DirError>>,
+}
+
+enum Backend {
     Embedded(embedded::Embedded),
     Ldap(ldap::Ldap),
 }
 
 impl Directory {
     pub fn open(config: &Config) -> anyhow::Result<Arc<Directory>> {
-        match config.directory.backend.as_str() {
-            "embedded" => Ok(Arc::new(Directory::Embedded(embedded::Embedded::open(
-                config.directory_path(),
-            )?))),
-            "ldap" => Ok(Arc::new(Directory::Ldap(ldap::Ldap::open(config)?))),
-            other => anyhow::bail!("directory back end '{other}' is not built yet"),
-        }
+        let backend = match config.directory.backend {
+            DirectoryBackend::Embedded => {
+                Backend::Embedded(embedded::Embedded::open(config.directory_path())?)
+            }
+            DirectoryBackend::Ldap => Backend::Ldap(ldap::Ldap::open(config)?),
+        };
+        Ok(Arc::new(Directory {
+            backend,
+            auth: Auth::from_config(&config.auth),
+            lookups: Default::default(),
+            domains: Default::default(),
+        }))
+    }
+
+    /// The credential cache and the hashing pool.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     /// Is this domain one we receive mail for?
     pub async fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {
         let domain = domain.to_ascii_lowercase();
-        match self {
-            Directory::Embedded(e) => e.is_local_domain(&domain),
-            Directory::Ldap(l) => l.is_local_domain(&domain).await,
+        match &self.backend {
+            Backend::Embedded(e) => e.is_local_domain(&domain),
+            Backend::Ldap(l) => {
+                let key = domain.clone();
+                self.domains
+                    .run(key, || async { l.is_local_domain(&domain).await })
+                    .await
+            }
         }
     }
 
@@ -125,9 +176,15 @@ impl Directory {
     /// `Ok(None)`: no such recipient.
     pub async fn lookup(&self, address: &str) -> Result<Option<Recipient>, DirError> {
         let address = canonical_address(address);
-        match self {
-            Directory::Embedded(e) => e.lookup(&address),
-            Directory::Ldap(l) => l.lookup(&address).await,
+        match &self.backend {
+            Backend::Embedded(e) => e.lookup(&address),
+            // Concurrent misses for one address: one search.
+            Backend::Ldap(l) => {
+                let key = address.clone();
+                self.lookups
+                    .run(key, || async { l.lookup(&address).await })
+                    .await
+            }
         }
     }
 
@@ -140,34 +197,44 @@ impl Directory {
         default_domain: &str,
     ) -> Result<AuthResult, DirError> {
         let qualified = qualify_login(login, default_domain);
-        match self {
-            Directory::Embedded(e) => {
-                let login = qualified;
-                let e = e.clone();
-                let password = password.to_string();
-                // Password hashing is deliberately slow and memory-hard
-                // (Argon2id: 19 MiB each): keep it off the reactor threads
-                // and run only a few at once, so a burst of logins queues
-                // instead of multiplying the memory.
-                let _permit = password::hashing_slots()
-                    .acquire()
-                    .await
-                    .map_err(|e| DirError::Temporary(e.to_string()))?;
-                tokio::task::spawn_blocking(move || e.authenticate(&login, &password))
-                    .await
-                    .map_err(|e| DirError::Temporary(e.to_string()))?
-            }
+        let auth = &self.auth;
+        match &self.backend {
+            // Hashing runs on the pool's own threads (password.rs), and a
+            // password verified recently for the same stored hash is
+            // answered by the credential cache (crate::authcache).
+            Backend::Embedded(e) => match e.login_entry(&qualified)? {
+                embedded::LoginEntry::User { account, stored } => {
+                    let ok = auth
+                        .check(&account.address, &stored, password, || {
+                            auth.pool.verify(password, stored.clone())
+                        })
+                        .await?;
+                    Ok(embedded::LoginEntry::verdict(account, ok))
+                }
+                embedded::LoginEntry::Unknown { owner } => {
+                    // Spend the same time as a real check so timing does
+                    // not tell which logins exist.
+                    auth.pool.verify_dummy(password).await?;
+                    if let Some(owner) = &owner {
+                        auth.cache.forget(owner);
+                    }
+                    Ok(AuthResult::Failed(owner))
+                }
+            },
             // LDAP tries the login as typed (`uid=alice`) and qualified
-            // (`mail=alice@domain`).
-            Directory::Ldap(l) => l.authenticate(login, &qualified, password).await,
+            // (`mail=alice@domain`); the bind is skipped on a cache hit.
+            Backend::Ldap(l) => {
+                l.authenticate_cached(login, &qualified, password, auth)
+                    .await
+            }
         }
     }
 
     /// Lookup cache (hits, misses) of back ends that have one.
     pub fn cache_stats(&self) -> Option<(u64, u64)> {
-        match self {
-            Directory::Embedded(_) => None,
-            Directory::Ldap(l) => Some(l.cache_stats()),
+        match &self.backend {
+            Backend::Embedded(_) => None,
+            Backend::Ldap(l) => Some(l.cache_stats()),
         }
     }
 }

@@ -7,8 +7,7 @@ use super::gen::{bytes, number, pick, word};
 use super::{pieces, splits, Rng, Target};
 use crate::smtp::codec::{BdatDecoder, DataDecoder, Line, LineReader};
 use crate::smtp::session::{
-    AuthVerdict, Event, Flavor, Outcome, Params, ReturnPath, Session, SubmissionParams,
-    Target as Rcpt, Verdict,
+    AuthVerdict, Event, Flavor, Outcome, Params, Session, SubmissionParams, Target as Rcpt, Verdict,
 };
 
 const MAX_LINE: usize = 512;
@@ -197,11 +196,6 @@ fn params(kind: u64) -> Params {
         // STARTTLS throws away pipelined input, which depends on how the
         // bytes arrived; without it replies must not depend on the split.
         starttls: false,
-        return_path: if flavor == Flavor::Lmtp {
-            ReturnPath::IfMissing
-        } else {
-            ReturnPath::Always
-        },
         id_prefix: "F.".into(),
         submission: (kind % 3 == 2).then(|| SubmissionParams {
             trusted: kind.is_multiple_of(4),
@@ -263,7 +257,7 @@ fn session_run(p: &Params, parts: &[&[u8]]) -> (Vec<u8>, Vec<Vec<u8>>) {
                         m.data.len()
                     );
                     let o = if m.sender.starts_with('t') {
-                        vec![Outcome::Failed; m.targets.len()]
+                        vec![Outcome::Temporary(String::new()); m.targets.len()]
                     } else {
                         vec![Outcome::Delivered; m.targets.len()]
                     };

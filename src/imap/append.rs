@@ -93,7 +93,7 @@ impl Session {
             .await
         {
             Ok(done) => {
-                if self.sel.as_ref().is_some_and(|o| o.view.id == done.mailbox) {
+                if self.state.open().is_some_and(|o| o.view.id == done.mailbox) {
                     self.sync(true).await;
                 }
                 Ok(Reply::ok_code(
@@ -113,7 +113,7 @@ impl Session {
         raw: &[u8],
         message: AppendMsg,
     ) -> io::Result<Reply> {
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return Ok(Reply::bad("No mailbox selected"));
         };
         if open.view.read_only {
@@ -196,7 +196,7 @@ impl Session {
     /// a new LOGIN would be allowed (RFC 8437 3), not under COMPRESS, and
     /// not behind a front end (see the module doc).
     pub(crate) fn unauthenticate_allowed(&self) -> bool {
-        let direct = self.user.as_ref().is_some_and(|u| !u.proxied)
+        let direct = self.state.user().is_some_and(|u| !u.proxied)
             && self.originating_ip.is_none()
             && !self.via_front_end
             && self.config.imap.login_networks.is_empty();
@@ -208,9 +208,12 @@ impl Session {
         if !self.unauthenticate_allowed() {
             return Reply::bad("UNAUTHENTICATE not available");
         }
-        let user = self.user.take().map(|u| u.name).unwrap_or_default();
         // Closing the view: no expunge, nothing announced (RFC 8437 3).
-        self.sel = None;
+        let user = self
+            .state
+            .unauthenticate()
+            .map(|u| u.name)
+            .unwrap_or_default();
         self.enabled = Default::default();
         self.saved.clear();
         // The user's NOTIFY registration must not outlive the login: the

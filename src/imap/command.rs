@@ -8,8 +8,11 @@
 //! GETMETADATA/SETMETADATA (RFC 5464; imap-codec's `ext_metadata` is left
 //! off so both commands stay on this one dispatcher), FETCH PREVIEW
 //! (LAZY) (RFC 8970), APPEND CATENATE (RFC 4469) and GENURLAUTH, RESETKEY,
-//! URLFETCH (RFC 4467; URLs are astrings here, parsed by `url`). URL
-//! lists and CATENATE parts hold at most `url::MAX_URLS` items.
+//! URLFETCH (RFC 4467; URLs are astrings here, parsed by `url`), NOTIFY
+//! (RFC 5465 6, into `notify::Parsed`; at most `notify::MAX_NAMES`
+//! mailbox names and `notify::MAX_FETCH_ATTS` octets of MessageNew fetch
+//! attributes, which must parse as FETCH's). URL lists and CATENATE parts
+//! hold at most `url::MAX_URLS` items.
 //!
 //! `parse` decides by the command name alone: a command it does not own
 //! returns `None` and goes to imap-codec. A command it owns either parses
@@ -30,6 +33,7 @@ use chrono::NaiveDate;
 use imap_types::core::{AString, Vec1};
 use imap_types::fetch::{MessageDataItemName, Part, Section};
 
+use super::notify::{Events, Filter, Parsed, Spec};
 use super::search::Key;
 use crate::store::{FlagOp, MetaDepth};
 
@@ -1091,15 +1095,7 @@ impl<'a> P<'a> {
             }
             "NOTIFY" => {
                 self.sp()?;
-                let rest = self.b.get(self.i..).unwrap_or_default();
-                let parsed = super::notify::parse(rest)?;
-                self.i = self.b.len()
-                    - rest
-                        .iter()
-                        .rev()
-                        .take_while(|c| b"\r\n".contains(c))
-                        .count();
-                Ok(Cmd::Notify(parsed))
+                Ok(Cmd::Notify(self.notify()?))
             }
             "SETACL" => {
                 self.sp()?;
@@ -1123,6 +1119,162 @@ impl<'a> P<'a> {
     /// command's size (and checked against `append::MAX_MESSAGES` later).
     /// A CATENATE message (RFC 4469 5) is accepted as the only message of
     /// an APPEND; CATENATE inside a MULTIAPPEND is refused with BAD.
+    /// NOTIFY's arguments (RFC 5465 6), up to the CRLF:
+    /// `NONE` / `SET [STATUS] 1*(SP event-group)`.
+    fn notify(&mut self) -> R<Parsed> {
+        let at_end = |p: &Self| matches!(p.peek(), None | Some(b'\r' | b'\n'));
+        let verb = self.atom_upper()?;
+        if verb == "NONE" {
+            return if at_end(self) {
+                Ok(Parsed::None)
+            } else {
+                Err("junk after NONE")
+            };
+        }
+        if verb != "SET" {
+            return Err("expected SET or NONE");
+        }
+        self.sp()?;
+        let mut spec = Spec {
+            status: false,
+            groups: Vec::new(),
+            fetch: None,
+        };
+        if self.peek() != Some(b'(') {
+            if !self.atom()?.eq_ignore_ascii_case("STATUS") {
+                return Err("expected STATUS or an event group");
+            }
+            spec.status = true;
+            self.sp()?;
+        }
+        let mut names = 0;
+        let mut bad_event = false;
+        loop {
+            self.expect(b'(', "expected an event group")?;
+            let filter = match self.atom_upper()?.as_str() {
+                "SELECTED" => Filter::Selected { delayed: false },
+                "SELECTED-DELAYED" => Filter::Selected { delayed: true },
+                "INBOXES" => Filter::Inboxes,
+                "PERSONAL" => Filter::Personal,
+                "SUBSCRIBED" => Filter::Subscribed,
+                "SUBTREE" => {
+                    self.sp()?;
+                    Filter::Subtree(self.notify_mailboxes(&mut names)?)
+                }
+                "MAILBOXES" => {
+                    self.sp()?;
+                    Filter::Mailboxes(self.notify_mailboxes(&mut names)?)
+                }
+                _ => return Err("unknown filter"),
+            };
+            let selected = matches!(filter, Filter::Selected { .. });
+            if selected && spec.selected().is_some() {
+                return Err("SELECTED given twice");
+            }
+            self.sp()?;
+            let mut ev = Events::default();
+            if self.eat(b'(') {
+                loop {
+                    match self.atom_upper()?.as_str() {
+                        "MESSAGENEW" => {
+                            ev.new = true;
+                            if self.peek() == Some(b' ') && self.b.get(self.i + 1) == Some(&b'(') {
+                                self.sp()?;
+                                let atts = self.notify_fetch_atts()?;
+                                // 5.2: fetch attributes only for the
+                                // selected mailbox.
+                                if !selected {
+                                    return Err(
+                                        "MessageNew fetch attributes are only for SELECTED",
+                                    );
+                                }
+                                spec.fetch = Some(atts);
+                            }
+                        }
+                        "MESSAGEEXPUNGE" => ev.expunge = true,
+                        "FLAGCHANGE" => ev.flags = true,
+                        "MAILBOXNAME" => ev.name = true,
+                        "SUBSCRIPTIONCHANGE" => ev.subscription = true,
+                        "ANNOTATIONCHANGE" | "MAILBOXMETADATACHANGE" | "SERVERMETADATACHANGE" => {
+                            bad_event = true
+                        }
+                        _ => return Err("unknown event"),
+                    }
+                    if self.eat(b')') {
+                        break;
+                    }
+                    self.sp()?;
+                }
+                // 5.2, 5.3, 5.4: MessageNew and MessageExpunge go together;
+                // FlagChange needs both.
+                if ev.new != ev.expunge || (ev.flags && !ev.new) {
+                    return Err("MessageNew and MessageExpunge go together; FlagChange needs both");
+                }
+            } else if !self.atom()?.eq_ignore_ascii_case("NONE") {
+                return Err("expected events or NONE");
+            }
+            self.expect(b')', "expected ) after the events")?;
+            spec.groups.push((filter, ev));
+            if at_end(self) {
+                break;
+            }
+            self.sp()?;
+        }
+        if bad_event {
+            return Ok(Parsed::BadEvent);
+        }
+        Ok(Parsed::Set(spec))
+    }
+
+    /// one-or-more-mailbox (RFC 5465 6) as store names; at most
+    /// `notify::MAX_NAMES` in one command (`count`).
+    fn notify_mailboxes(&mut self, count: &mut usize) -> R<Vec<String>> {
+        let mut one = |p: &mut Self| -> R<String> {
+            *count += 1;
+            if *count > super::notify::MAX_NAMES {
+                return Err("too many mailbox names");
+            }
+            let raw = p.mailbox()?;
+            let name = super::wire::mailbox_from_bytes(&raw).ok_or("mailbox name is not UTF-8")?;
+            // A name the store would refuse names no mailbox; keep it as is.
+            Ok(crate::store::normalize_name(&name).unwrap_or(name))
+        };
+        if self.peek() == Some(b'(') {
+            let out = self.paren_list(&mut one)?;
+            if out.is_empty() {
+                return Err("expected a mailbox");
+            }
+            Ok(out)
+        } else {
+            Ok(vec![one(self)?])
+        }
+    }
+
+    /// MessageNew's fetch attributes: a parenthesised list that parses as
+    /// FETCH's, kept as the client wrote it (without the parentheses; no
+    /// strings or literals, at most `notify::MAX_FETCH_ATTS` octets).
+    fn notify_fetch_atts(&mut self) -> R<String> {
+        let start = self.i;
+        let mut items = Vec::new();
+        let mut extra = FetchExtra::default();
+        self.paren_list(|p| p.fetch_att(&mut items, &mut extra))?;
+        let text = self.b.get(start + 1..self.i - 1).unwrap_or_default();
+        if text.len() > super::notify::MAX_FETCH_ATTS {
+            return Err("fetch attributes too long");
+        }
+        if text
+            .iter()
+            .any(|c| matches!(c, b'\r' | b'\n' | b'{' | b'"'))
+        {
+            return Err("unexpected character in fetch attributes");
+        }
+        if items.is_empty() && extra == FetchExtra::default() {
+            return Err("empty FETCH item list");
+        }
+        dedup_fetch_items(items)?;
+        Ok(String::from_utf8_lossy(text).into_owned())
+    }
+
     fn append(&mut self) -> R<Cmd> {
         let mailbox = self.mailbox()?;
         let mut messages = Vec::new();
@@ -2250,6 +2402,45 @@ mod tests {
             Some(Ok((_, Cmd::Unauthenticate)))
         ));
         assert!(bad("u UNAUTHENTICATE now"));
+    }
+
+    #[test]
+    fn rfc5465_6_notify_is_one_of_the_parsers_commands() {
+        use super::super::notify::{Events, Filter, Parsed};
+        assert_eq!(cmd("n NOTIFY NONE"), Cmd::Notify(Parsed::None));
+        assert!(matches!(
+            parse(b"n notify none\n"),
+            Some(Ok((_, Cmd::Notify(Parsed::None))))
+        ));
+        // Mailbox names are astrings: atoms with "]", quoted, literals.
+        let input = "n NOTIFY SET (mailboxes (a]b \"Q q\" {3}\r\nx y) (MailboxName))";
+        let full = format!("{input}\r\n");
+        for i in 0..full.len() - 1 {
+            // Whatever part the framer has given, only the whole parses.
+            let r = parse(&full.as_bytes()[..i]);
+            assert!(!r.as_ref().is_some_and(|r| r.is_ok()), "{i}");
+        }
+        let Cmd::Notify(Parsed::Set(spec)) = cmd(input) else {
+            panic!("{input}");
+        };
+        assert_eq!(
+            spec.groups,
+            vec![(
+                Filter::Mailboxes(vec!["a]b".into(), "Q q".into(), "x y".into()]),
+                Events {
+                    name: true,
+                    ..Events::default()
+                }
+            )]
+        );
+        for b in [
+            "n NOTIFY SET (mailboxes () (MailboxName))",
+            "n NOTIFY SET (selected (MessageNew (\"x\") MessageExpunge))",
+            "n NOTIFY SET (selected (MessageNew () MessageExpunge))",
+            "n NOTIFY SET (personal NONE) ",
+        ] {
+            assert!(bad(b), "{b}");
+        }
     }
 
     #[test]

@@ -266,7 +266,7 @@ impl Session {
         with_modseq: bool,
         query: Query,
     ) -> Reply {
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return Reply::bad("No mailbox selected");
         };
         let result_opt = |o: &ReturnOpt| {
@@ -359,7 +359,7 @@ impl Session {
         if !has(ReturnOpt::Update) {
             return Reply::ok(&done);
         }
-        let Some(open) = self.sel.as_mut() else {
+        let Some(open) = self.state.open_mut() else {
             return Reply::ok(&done);
         };
         let contexts = &mut open.contexts.list;
@@ -387,13 +387,13 @@ impl Session {
     /// RFC 5267 4.3: UPDATE with the tag of a live context is a BAD.
     pub(crate) fn context_tag_in_use(&self, tag: &str, ret: Option<&[ReturnOpt]>) -> Option<Reply> {
         let updating = ret.is_some_and(|r| r.contains(&ReturnOpt::Update));
-        let open = self.sel.as_ref()?;
+        let open = self.state.open()?;
         (updating && open.contexts.has(tag)).then(|| Reply::bad("Search context tag in use"))
     }
 
     /// CANCELUPDATE (RFC 5267 4.2).
     pub(crate) fn cancel_update(&mut self, tags: &[String]) -> Reply {
-        let Some(open) = self.sel.as_mut() else {
+        let Some(open) = self.state.open_mut() else {
             return Reply::bad("No mailbox selected");
         };
         let contexts = &mut open.contexts.list;
@@ -407,7 +407,7 @@ impl Session {
     /// Brings every search context up to date with the view (just synced)
     /// and queues the ADDTO / REMOVEFROM responses (RFC 5267 4.3).
     pub(crate) async fn update_contexts(&mut self) {
-        let Some(open) = self.sel.as_mut() else {
+        let Some(open) = self.state.open_mut() else {
             return;
         };
         if open.contexts.is_empty() {
@@ -418,7 +418,7 @@ impl Session {
         for ctx in &mut list {
             self.update_context(ctx, &mut out).await;
         }
-        if let Some(open) = self.sel.as_mut() {
+        if let Some(open) = self.state.open_mut() {
             // The driver is one command at a time: nothing was added meanwhile.
             open.contexts.list = list;
         }
@@ -426,7 +426,7 @@ impl Session {
     }
 
     async fn update_context(&mut self, ctx: &mut Context, out: &mut String) {
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return;
         };
         let view = &open.view;
@@ -449,7 +449,7 @@ impl Session {
         } else {
             self.evaluate_in(&mut key, Some(&changed)).await
         };
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return;
         };
         let view = &open.view;
@@ -483,7 +483,7 @@ impl Session {
                 self.sorted_uids(&new_idx, &criteria).await
             }
         };
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return;
         };
         let view = &open.view;
@@ -530,7 +530,7 @@ impl Session {
 
     /// The UIDs of the view messages `idxs` in the order of `criteria`.
     async fn sorted_uids(&mut self, idxs: &[usize], criteria: &[(bool, SortKey)]) -> Vec<Uid> {
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return Vec::new();
         };
         let id = open.view.id;

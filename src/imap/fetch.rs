@@ -355,7 +355,7 @@ impl Session {
         }
         let store = self.store().clone();
         let saved = self.saved.clone();
-        let Some(open) = self.sel.as_mut() else {
+        let Some(open) = self.state.open_mut() else {
             return Ok(Reply::bad("No mailbox selected"));
         };
         let mut idx = match open.view.resolve(set, uid, &saved) {
@@ -389,7 +389,7 @@ impl Session {
                 }
             }
         }
-        let Some(open) = self.sel.as_mut() else {
+        let Some(open) = self.state.open_mut() else {
             return Ok(Reply::bad("No mailbox selected"));
         };
         if let Some(since) = changed_since {
@@ -476,7 +476,7 @@ impl Session {
             let msgs: Vec<(usize, Msg)> = chunk
                 .iter()
                 .filter_map(|&i| {
-                    let o = self.sel.as_ref()?;
+                    let o = self.state.open()?;
                     let m = o.view.msgs.get(i)?;
                     let mut m = m.clone();
                     m.recent = o.view.shows_recent(&m);

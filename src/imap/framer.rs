@@ -56,7 +56,7 @@ pub const MIN_LINE: usize = 64 * 1024;
 
 /// How many trailing bytes of a line can hold a literal announcement:
 /// `~{` 19 digits `+}` CRLF is 25.
-const TAIL: usize = 32;
+pub(crate) const TAIL: usize = 32;
 
 /// Which way the framed bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +282,22 @@ impl Framer {
             self.pos = 0;
         }
         self.input.extend_from_slice(data);
+    }
+
+    /// Frees the buffers when nothing is buffered (a connection that waits
+    /// holds no memory for input it no longer has). The next `push`
+    /// allocates again.
+    pub fn release(&mut self) {
+        if self.pos >= self.input.len() {
+            self.input = Vec::new();
+            self.pos = 0;
+        }
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+        }
+        if self.discard_tail.is_empty() && self.discard_tail.capacity() > 0 {
+            self.discard_tail = Vec::new();
+        }
     }
 
     /// Switches between message framing and plain line framing.
@@ -705,17 +721,17 @@ fn tail_of(line: &[u8]) -> &[u8] {
 
 /// A literal announced at the end of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Announce {
+pub(crate) struct Announce {
     /// None: not a number64 (more than 19 digits, or above 2^63 - 1).
-    len: Option<u64>,
+    pub len: Option<u64>,
     /// `{n}` rather than `{n+}`.
-    sync: bool,
+    pub sync: bool,
 }
 
 /// `{n}`, `{n+}`, `~{n}` or `~{n+}` at the end of a line (before CRLF or
 /// LF). Only the last `TAIL` bytes count, so the answer is the same for a
 /// line kept whole and one being dropped.
-fn literal_announcement(line: &[u8]) -> Option<Announce> {
+pub(crate) fn literal_announcement(line: &[u8]) -> Option<Announce> {
     let l = tail_of(line);
     let l = l.strip_suffix(b"\n")?;
     let l = l.strip_suffix(b"\r").unwrap_or(l);
@@ -734,6 +750,28 @@ fn literal_announcement(line: &[u8]) -> Option<Announce> {
         .and_then(|d| d.parse::<u64>().ok())
         .filter(|n| *n <= i64::MAX as u64);
     Some(Announce { len, sync })
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+
+    /// A waiting connection keeps no input buffer; framing goes on after.
+    #[test]
+    fn release_frees_consumed_input_and_keeps_a_partial_command() {
+        let mut f = Framer::new(MIN_LINE, 1 << 20);
+        f.push(b"a NOOP\r\nb NO");
+        assert!(matches!(f.next(), Some(Event::Command(_))));
+        assert!(f.next().is_none());
+        f.release();
+        assert_eq!(f.buffered(), 4, "the partial command is kept");
+        f.push(b"OP\r\n");
+        assert!(matches!(f.next(), Some(Event::Command(c)) if c == b"b NOOP\r\n"));
+        assert!(f.next().is_none());
+        f.release();
+        assert_eq!(f.buffered(), 0);
+        assert_eq!(f.input.capacity() + f.buf.capacity(), 0);
+    }
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ impl Session {
     /// Limits of a mailbox owner (the user's own, or another user's from
     /// the directory).
     pub(crate) async fn quota_for(&mut self, owner: &str) -> Result<Quota, Reply> {
-        if let Some(u) = self.user.as_ref().filter(|u| u.name == owner) {
+        if let Some(u) = self.state.user().filter(|u| u.name == owner) {
             return Ok(u.quota);
         }
         match self.services.directory.lookup(owner).await {
@@ -205,11 +205,11 @@ impl Session {
         {
             Ok(()) => {
                 if self
-                    .sel
-                    .as_ref()
+                    .state
+                    .open()
                     .is_some_and(|o| o.view.name == target.name && o.owner == target.owner)
                 {
-                    self.sel = None;
+                    self.state.deselect();
                 }
                 Ok(Reply::ok("DELETE completed"))
             }
@@ -639,8 +639,8 @@ impl Session {
         {
             Ok(placed) => {
                 if self
-                    .sel
-                    .as_ref()
+                    .state
+                    .open()
                     .is_some_and(|o| o.view.id == placed.mailbox)
                 {
                     self.sync(true).await;

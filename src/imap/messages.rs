@@ -27,7 +27,7 @@ const READ_BATCH_BYTES: u64 = 4 << 20;
 
 impl Session {
     pub(crate) async fn expunge(&mut self, set: Option<&SeqSet>) -> io::Result<Reply> {
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return Ok(Reply::bad("No mailbox selected"));
         };
         if open.view.read_only {
@@ -66,7 +66,7 @@ impl Session {
         }
         let store = self.store().clone();
         let saved = self.saved.clone();
-        let Some(open) = self.sel.as_mut() else {
+        let Some(open) = self.state.open_mut() else {
             return Ok(Reply::bad("No mailbox selected"));
         };
         if open.view.read_only {
@@ -162,7 +162,7 @@ impl Session {
             Err(r) => return Ok(r),
         };
         let store = self.store().clone();
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return Ok(Reply::bad("No mailbox selected"));
         };
         if moving && open.view.read_only {
@@ -269,7 +269,7 @@ impl Session {
             self.enable_condstore();
         }
         let store = self.store().clone();
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return Vec::new();
         };
         let needs_body = search::needs_body(key);
@@ -387,7 +387,7 @@ impl Session {
         }
         let context = key.clone();
         let hits = self.evaluate(&mut key).await;
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return Ok(Reply::bad("No mailbox selected"));
         };
         let number = |i: usize| -> u32 {
@@ -486,7 +486,7 @@ impl Session {
     /// The matching messages with their summaries (SORT, THREAD).
     async fn sortable(&mut self, key: &mut Key) -> Vec<(usize, MessageMeta, Summary)> {
         let hits = self.evaluate(key).await;
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return Vec::new();
         };
         let id = open.view.id;

@@ -24,6 +24,7 @@ mod append;
 mod catenate;
 pub(crate) mod command;
 mod compress;
+mod driver;
 mod esearch;
 mod fetch;
 pub(crate) mod framer;
@@ -34,6 +35,7 @@ mod metadata;
 pub mod mime;
 mod notify;
 mod preview;
+mod request;
 pub mod search;
 mod selected;
 mod session;
@@ -48,6 +50,8 @@ pub(crate) mod wire;
 mod tests;
 #[cfg(test)]
 mod tests_append;
+#[cfg(test)]
+mod tests_core;
 #[cfg(test)]
 mod tests_ext;
 #[cfg(test)]
@@ -67,5 +71,5 @@ use crate::services::Services;
 /// Serves one IMAP connection (`Protocol::Imap` with STARTTLS when the
 /// listener says so, or `Protocol::Imaps` already under TLS) to its end.
 pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
-    session::Session::new(conn, info, services).run().await
+    driver::serve(conn, info, services).await
 }

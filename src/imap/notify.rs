@@ -1,6 +1,9 @@
 //! NOTIFY (RFC 5465): which changes of which of the user's mailboxes this
 //! session is told about unasked, and when.
 //!
+//! The command's grammar (RFC 5465 6) is parsed by `command.rs`, the one
+//! command parser, into [`Parsed`]; this module holds what it means.
+//!
 //! How changes reach a session: the store bumps a per-user counter
 //! (`Store::watch_user`) after every commit that changed one of the user's
 //! mailboxes (counters, names, subscriptions); the selected mailbox keeps
@@ -51,9 +54,9 @@ use super::session::{Reply, Session};
 /// Events per wake-up before NOTIFICATIONOVERFLOW (RFC 5465 5.8).
 pub(crate) const MAX_EVENTS: usize = 256;
 /// Mailbox names one NOTIFY command may name.
-const MAX_NAMES: usize = 1000;
+pub(crate) const MAX_NAMES: usize = 1000;
 /// Length of a MessageNew fetch-attribute list.
-const MAX_FETCH_ATTS: usize = 4096;
+pub(crate) const MAX_FETCH_ATTS: usize = 4096;
 
 /// The events asked for in one event group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -145,272 +148,6 @@ pub(crate) enum Parsed {
 /// The events this server reports, for `[BADEVENT (...)]`.
 pub(crate) const SUPPORTED: &str =
     "MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange";
-
-type R<T> = Result<T, &'static str>;
-
-struct P<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl<'a> P<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-    fn eat(&mut self, c: u8) -> bool {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-    fn sp(&mut self) -> R<()> {
-        if self.eat(b' ') {
-            Ok(())
-        } else {
-            Err("expected a space")
-        }
-    }
-    fn expect(&mut self, c: u8, what: &'static str) -> R<()> {
-        if self.eat(c) {
-            Ok(())
-        } else {
-            Err(what)
-        }
-    }
-    fn atom(&mut self) -> R<String> {
-        let start = self.i;
-        while let Some(c) = self.peek() {
-            if c <= b' ' || c >= 0x7f || b"(){%*\"\\]".contains(&c) {
-                break;
-            }
-            self.i += 1;
-        }
-        if self.i == start {
-            return Err("expected an atom");
-        }
-        Ok(String::from_utf8_lossy(&self.b[start..self.i]).into_owned())
-    }
-    /// An astring: atom, quoted string or literal (the framer has put the
-    /// literal's data right after its `{n}\r\n`).
-    fn astring(&mut self) -> R<Vec<u8>> {
-        match self.peek() {
-            Some(b'"') => {
-                self.i += 1;
-                let mut out = Vec::new();
-                loop {
-                    match self.peek() {
-                        Some(b'"') => {
-                            self.i += 1;
-                            return Ok(out);
-                        }
-                        Some(b'\\') => {
-                            self.i += 1;
-                            let c = self.peek().ok_or("bad quoted string")?;
-                            out.push(c);
-                            self.i += 1;
-                        }
-                        Some(b'\r') | Some(b'\n') | None => return Err("bad quoted string"),
-                        Some(c) => {
-                            out.push(c);
-                            self.i += 1;
-                        }
-                    }
-                }
-            }
-            Some(b'{') => {
-                self.i += 1;
-                let start = self.i;
-                while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                    self.i += 1;
-                }
-                let n: usize = std::str::from_utf8(&self.b[start..self.i])
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or("bad literal")?;
-                self.eat(b'+');
-                self.expect(b'}', "bad literal")?;
-                self.expect(b'\r', "bad literal")?;
-                self.expect(b'\n', "bad literal")?;
-                let data = self
-                    .b
-                    .get(self.i..self.i.saturating_add(n))
-                    .ok_or("bad literal")?;
-                self.i += n;
-                Ok(data.to_vec())
-            }
-            _ => Ok(self.atom()?.into_bytes()),
-        }
-    }
-    fn mailbox(&mut self) -> R<String> {
-        let raw = self.astring()?;
-        let name = super::wire::mailbox_from_bytes(&raw).ok_or("mailbox name is not UTF-8")?;
-        // A name the store would refuse names no mailbox; keep it as is.
-        Ok(crate::store::normalize_name(&name).unwrap_or(name))
-    }
-    /// one-or-more-mailbox.
-    fn mailboxes(&mut self, count: &mut usize) -> R<Vec<String>> {
-        let mut out = Vec::new();
-        if self.eat(b'(') {
-            loop {
-                out.push(self.mailbox()?);
-                *count += 1;
-                if *count > MAX_NAMES {
-                    return Err("too many mailbox names");
-                }
-                if self.eat(b')') {
-                    break;
-                }
-                self.sp()?;
-            }
-        } else {
-            out.push(self.mailbox()?);
-            *count += 1;
-        }
-        Ok(out)
-    }
-    /// A parenthesised list, returned without its outer parentheses.
-    fn paren_text(&mut self) -> R<String> {
-        self.expect(b'(', "expected (")?;
-        let start = self.i;
-        let mut depth = 1usize;
-        while let Some(c) = self.peek() {
-            self.i += 1;
-            match c {
-                b'(' => depth += 1,
-                b')' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        let text = &self.b[start..self.i - 1];
-                        if text.len() > MAX_FETCH_ATTS {
-                            return Err("fetch attributes too long");
-                        }
-                        return Ok(String::from_utf8_lossy(text).into_owned());
-                    }
-                }
-                b'\r' | b'\n' | b'{' | b'"' => {
-                    return Err("unexpected character in fetch attributes")
-                }
-                _ => {}
-            }
-        }
-        Err("unbalanced parentheses")
-    }
-}
-
-/// Parses NOTIFY's arguments: `args` is what follows `NOTIFY ` (the CRLF
-/// may be there).
-pub(crate) fn parse(args: &[u8]) -> R<Parsed> {
-    let args = args.strip_suffix(b"\r\n").unwrap_or(args);
-    let mut p = P { b: args, i: 0 };
-    let verb = p.atom()?.to_ascii_uppercase();
-    if verb == "NONE" {
-        return if p.i == args.len() {
-            Ok(Parsed::None)
-        } else {
-            Err("junk after NONE")
-        };
-    }
-    if verb != "SET" {
-        return Err("expected SET or NONE");
-    }
-    p.sp()?;
-    let mut spec = Spec {
-        status: false,
-        groups: Vec::new(),
-        fetch: None,
-    };
-    if p.peek() != Some(b'(') {
-        if !p.atom()?.eq_ignore_ascii_case("STATUS") {
-            return Err("expected STATUS or an event group");
-        }
-        spec.status = true;
-        p.sp()?;
-    }
-    let mut names = 0;
-    let mut bad_event = false;
-    loop {
-        p.expect(b'(', "expected an event group")?;
-        let filter = match p.atom()?.to_ascii_uppercase().as_str() {
-            "SELECTED" => Filter::Selected { delayed: false },
-            "SELECTED-DELAYED" => Filter::Selected { delayed: true },
-            "INBOXES" => Filter::Inboxes,
-            "PERSONAL" => Filter::Personal,
-            "SUBSCRIBED" => Filter::Subscribed,
-            "SUBTREE" => {
-                p.sp()?;
-                Filter::Subtree(p.mailboxes(&mut names)?)
-            }
-            "MAILBOXES" => {
-                p.sp()?;
-                Filter::Mailboxes(p.mailboxes(&mut names)?)
-            }
-            _ => return Err("unknown filter"),
-        };
-        let selected = matches!(filter, Filter::Selected { .. });
-        if selected && spec.selected().is_some() {
-            return Err("SELECTED given twice");
-        }
-        p.sp()?;
-        let mut ev = Events::default();
-        if p.eat(b'(') {
-            loop {
-                match p.atom()?.to_ascii_uppercase().as_str() {
-                    "MESSAGENEW" => {
-                        ev.new = true;
-                        if p.peek() == Some(b' ') && p.b.get(p.i + 1) == Some(&b'(') {
-                            p.sp()?;
-                            let atts = p.paren_text()?;
-                            // 5.2: fetch attributes only for the selected
-                            // mailbox.
-                            if !selected {
-                                return Err("MessageNew fetch attributes are only for SELECTED");
-                            }
-                            let probe = format!("x FETCH 1 ({atts})\r\n");
-                            if !matches!(
-                                command::parse(probe.as_bytes()),
-                                Some(Ok((_, Cmd::Fetch { .. })))
-                            ) {
-                                return Err("bad fetch attributes");
-                            }
-                            spec.fetch = Some(atts);
-                        }
-                    }
-                    "MESSAGEEXPUNGE" => ev.expunge = true,
-                    "FLAGCHANGE" => ev.flags = true,
-                    "MAILBOXNAME" => ev.name = true,
-                    "SUBSCRIPTIONCHANGE" => ev.subscription = true,
-                    "ANNOTATIONCHANGE" | "MAILBOXMETADATACHANGE" | "SERVERMETADATACHANGE" => {
-                        bad_event = true
-                    }
-                    _ => return Err("unknown event"),
-                }
-                if p.eat(b')') {
-                    break;
-                }
-                p.sp()?;
-            }
-            // 5.2, 5.3, 5.4: MessageNew and MessageExpunge go together;
-            // FlagChange needs both.
-            if ev.new != ev.expunge || (ev.flags && !ev.new) {
-                return Err("MessageNew and MessageExpunge go together; FlagChange needs both");
-            }
-        } else if !p.atom()?.eq_ignore_ascii_case("NONE") {
-            return Err("expected events or NONE");
-        }
-        p.expect(b')', "expected ) after the events")?;
-        spec.groups.push((filter, ev));
-        if p.i == args.len() {
-            break;
-        }
-        p.sp()?;
-    }
-    if bad_event {
-        return Ok(Parsed::BadEvent);
-    }
-    Ok(Parsed::Set(spec))
-}
 
 /// What the session remembers of one of the user's mailboxes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -571,7 +308,7 @@ impl Session {
         };
         let n = Notify::new(spec, user_watch, &list);
         if n.spec.status {
-            let selected = self.sel.as_ref().map(|o| o.view.id);
+            let selected = self.state.open().map(|o| o.view.id);
             for info in n.initial_status(&list, selected) {
                 let line = self.notify_status_line(info);
                 self.write(&line);
@@ -604,7 +341,7 @@ impl Session {
         let mut selected = None;
         if let (Some(n), true) = (self.notify.as_ref(), between_commands) {
             user = Some(n.user_watch.clone());
-            if let Some(open) = self.sel.as_ref() {
+            if let Some(open) = self.state.open() {
                 let events = self.notify_selected_events();
                 if events.is_some_and(|(e, _)| e.message()) && !n.hold_selected {
                     selected = Some(open.watch.clone());
@@ -659,7 +396,7 @@ impl Session {
     /// of the first group covering it; and whether expunges wait.
     fn notify_selected_events(&self) -> Option<(Events, bool)> {
         let n = self.notify.as_ref()?;
-        let open = self.sel.as_ref()?;
+        let open = self.state.open()?;
         if let Some(e) = n.spec.selected() {
             return Some(e);
         }
@@ -674,8 +411,8 @@ impl Session {
             return Ok(());
         }
         let selected_changed = self
-            .sel
-            .as_ref()
+            .state
+            .open()
             .is_some_and(|o| o.watch.has_changed().unwrap_or(false));
         if let (true, Some((events, delayed))) = (selected_changed, self.notify_selected_events()) {
             let held = self.notify.as_ref().is_some_and(|n| n.hold_selected);
@@ -684,7 +421,7 @@ impl Session {
                 if delayed {
                     // SELECTED-DELAYED (5.1): no EXPUNGE between commands;
                     // everything waits for the next command.
-                    if let Some(open) = self.sel.as_ref() {
+                    if let Some(open) = self.state.open() {
                         let (id, modseq) = (open.view.id, open.view.modseq);
                         hold = match self.store().changes(id, modseq).await {
                             Ok(c) => !c.expunged.is_empty(),
@@ -723,7 +460,7 @@ impl Session {
     /// MessageNew with fetch attributes (5.2): a FETCH of the messages the
     /// view gained since the last call.
     pub(crate) async fn notify_fetch_new(&mut self) {
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             self.notify_seen = None;
             return;
         };
@@ -782,7 +519,7 @@ impl Session {
                 return;
             }
         };
-        let selected = self.sel.as_ref().map(|o| o.view.id);
+        let selected = self.state.open().map(|o| o.view.id);
         let Some(n) = self.notify.as_mut() else {
             return;
         };
@@ -822,6 +559,19 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NOTIFY's arguments through the one command parser.
+    fn parse(args: &[u8]) -> Result<Parsed, &'static str> {
+        let mut line = b"t NOTIFY ".to_vec();
+        line.extend_from_slice(args.strip_suffix(b"\r\n").unwrap_or(args));
+        line.extend_from_slice(b"\r\n");
+        match command::parse(&line) {
+            Some(Ok((_, Cmd::Notify(p)))) => Ok(p),
+            Some(Ok((_, other))) => panic!("{other:?}"),
+            Some(Err(e)) => Err(e.reason),
+            None => Err("not parsed"),
+        }
+    }
 
     fn set(s: &str) -> Spec {
         match parse(s.as_bytes()) {

@@ -1,6 +1,26 @@
-//! The IMAP session driver: reads commands through the framer, parses them
-//! (`command` for the extended syntax, imap-codec for the rest), runs them
-//! against the directory and the store, and writes responses.
+//! The IMAP session core: a state machine that does no I/O. The driver
+//! (`driver`) owns the connection: it feeds the bytes it reads
+//! ([`Input`]), writes what the core produced, and performs the effect the
+//! core asks for next ([`Next`]: read more, upgrade to TLS, start
+//! COMPRESS, close). Waiting is the driver's too: the core says until when
+//! and on which store signals ([`Session::wait`]).
+//!
+//! What the core does itself: framing (`framer`), parsing into the one
+//! command type (`request`), running commands against the directory and
+//! the store (in-process services: their calls are awaited here, the way
+//! a handler awaits a database), and producing responses. A long response
+//! (FETCH of many messages, URLFETCH) leaves through a bounded channel
+//! while the command runs, so memory stays bounded and the driver applies
+//! backpressure; everything else is collected in `out` and written when
+//! the core returns.
+//!
+//! State is one enum, [`State`] (RFC 9051 3: not authenticated,
+//! authenticated, selected, logout). Commands arrive grouped by the state
+//! they are valid in (`request::Command`), and `execute` only hands a
+//! group to its handlers in a state that allows it: a selected-state
+//! handler is unreachable without a selected mailbox. IDLE and
+//! AUTHENTICATE's continuation are `Pending` sub-states: the next line
+//! the client sends completes them.
 //!
 //! Invariants:
 //! - One command at a time; a command's untagged responses, then the
@@ -11,33 +31,33 @@
 //! - Client data never panics the session: every length is capped by the
 //!   framer, every decode failure is a BAD.
 //! - What a client enabled (CONDSTORE, QRESYNC, IMAP4rev2, UTF8=ACCEPT)
-//!   only grows during a session; the view mirrors it.
+//!   only grows while it is logged in (UNAUTHENTICATE resets it); the
+//!   view mirrors it.
 //!
 //! The commands live by topic: `mailboxes` (names, LIST, STATUS, ACL,
 //! QUOTA), `messages` (STORE, COPY/MOVE, EXPUNGE, SEARCH, SORT, THREAD),
-//! `fetch` (FETCH).
+//! `fetch` (FETCH), and one module per extension (see `mod.rs`).
 
+use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::time::Duration;
 
-use imap_codec::decode::Decoder;
-use imap_codec::CommandCodec;
-use imap_types::auth::AuthMechanism;
-use imap_types::command::{CommandBody, SelectParameter};
-use imap_types::core::{IString, NString};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use imap_types::command::SelectParameter;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, TlsMode};
-use crate::net::{Conn, ConnInfo};
+use crate::net::ConnInfo;
 use crate::services::Services;
 use crate::store::{ModSeq, Quota, Store, StoreError, Uid};
+use std::sync::Arc;
 
 use super::acl::Rights;
-use super::command::{self, Cmd, SeqSet};
+use super::command::{Cmd, SeqSet};
 use super::framer::{self, Event, Framer, Refusal};
+use super::request::{self, AnyState, Authenticated, Command, NotAuthenticated, Parsed};
 use super::selected::Selected;
 use super::wire;
 
@@ -45,13 +65,36 @@ use super::wire;
 /// a stranger gets no 50 MiB buffers).
 const PREAUTH_MAX_LITERAL: u64 = 64 * 1024;
 
-/// Output is flushed to the client when this much is buffered (FETCH).
+/// Output is handed to the driver while a command runs when this much is
+/// buffered (FETCH).
 const FLUSH_AT: usize = 256 * 1024;
 
-/// The tagged status line of a command.
+/// Chunks of output in flight between the core and the driver: with
+/// `FLUSH_AT`, at most ~512 KiB per session beside `out`.
+pub(crate) const OUTPUT_CHUNKS: usize = 1;
+
+/// The result of a command (RFC 9051 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Ok,
+    No,
+    Bad,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::No => "NO",
+            Status::Bad => "BAD",
+        }
+    }
+}
+
+/// The tagged status line of a command: status, response code, text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reply {
-    pub status: &'static str,
+    pub status: Status,
     pub code: Option<String>,
     pub text: String,
 }
@@ -59,34 +102,42 @@ pub(crate) struct Reply {
 impl Reply {
     pub fn ok(text: &str) -> Reply {
         Reply {
-            status: "OK",
+            status: Status::Ok,
             code: None,
             text: text.into(),
         }
     }
     pub fn ok_code(code: impl Into<String>, text: &str) -> Reply {
         Reply {
-            status: "OK",
+            status: Status::Ok,
             code: Some(code.into()),
             text: text.into(),
         }
     }
     pub fn no(code: Option<&str>, text: &str) -> Reply {
         Reply {
-            status: "NO",
+            status: Status::No,
             code: code.map(String::from),
             text: text.into(),
         }
     }
     pub fn bad(text: &str) -> Reply {
         Reply {
-            status: "BAD",
+            status: Status::Bad,
             code: None,
             text: text.into(),
         }
     }
     pub fn no_perm() -> Reply {
         Reply::no(Some("NOPERM"), "Permission denied")
+    }
+
+    /// The status line, CRLF included.
+    fn line(&self, tag: &str) -> String {
+        match &self.code {
+            Some(code) => format!("{tag} {} [{code}] {}\r\n", self.status.as_str(), self.text),
+            None => format!("{tag} {} {}\r\n", self.status.as_str(), self.text),
+        }
     }
 }
 
@@ -126,32 +177,142 @@ pub(crate) struct Open {
     pub contexts: super::esearch::Contexts,
 }
 
-/// What ended a wait for client input.
-enum Input {
-    Data,
+/// The session's state (RFC 9051 3).
+pub(crate) enum State {
+    NotAuthenticated,
+    Authenticated {
+        user: User,
+    },
+    Selected {
+        user: User,
+        open: Box<Open>,
+    },
+    /// The connection is ending: nothing more is read.
+    Logout,
+}
+
+impl State {
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            State::Authenticated { user } | State::Selected { user, .. } => Some(user),
+            State::NotAuthenticated | State::Logout => None,
+        }
+    }
+
+    pub fn open(&self) -> Option<&Open> {
+        match self {
+            State::Selected { open, .. } => Some(open),
+            _ => None,
+        }
+    }
+
+    pub fn open_mut(&mut self) -> Option<&mut Open> {
+        match self {
+            State::Selected { open, .. } => Some(open),
+            _ => None,
+        }
+    }
+
+    /// Selected -> authenticated; the view that was closed.
+    pub fn deselect(&mut self) -> Option<Open> {
+        match std::mem::replace(self, State::Logout) {
+            State::Selected { user, open } => {
+                *self = State::Authenticated { user };
+                Some(*open)
+            }
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Authenticated or selected -> selected with `open`.
+    fn select(&mut self, open: Open) {
+        *self = match std::mem::replace(self, State::Logout) {
+            State::Authenticated { user } | State::Selected { user, .. } => State::Selected {
+                user,
+                open: Box::new(open),
+            },
+            other => other,
+        };
+    }
+
+    /// Back to not authenticated (UNAUTHENTICATE); the user that was.
+    pub fn unauthenticate(&mut self) -> Option<User> {
+        match std::mem::replace(self, State::NotAuthenticated) {
+            State::Authenticated { user } | State::Selected { user, .. } => Some(user),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    fn logged_in(&self) -> bool {
+        self.user().is_some()
+    }
+}
+
+/// A command waiting for a line of the client's (RFC 9051 7.5).
+enum Pending {
+    /// AUTHENTICATE PLAIN sent `+ `: the next line is the response.
+    Authenticate { tag: String },
+    /// IDLE (RFC 2177) until DONE, or the idle timer at `until`.
+    Idle { tag: String, until: Instant },
+}
+
+/// What the driver tells the core.
+pub(crate) enum Input<'a> {
+    /// Bytes from the client (empty: go on after an effect).
+    Data(&'a [u8]),
+    /// The client closed the connection.
     Eof,
+    /// `wait().until` passed.
     Timeout,
-    /// NOTIFY: a watched change happened while the client was between
-    /// commands.
-    Notify,
-    /// The command under way missed its deadline (a trickling client).
-    TooSlow,
+    /// `wait().wake` ended: a store change the core watches.
+    Wake,
+    /// The server is shutting down.
     Shutdown,
+}
+
+/// What the core asks the driver to do next, once the output is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Wait for input (as `wait` says).
+    Read,
+    /// Run the TLS handshake, then call `tls_started` (or close).
+    StartTls,
+    /// Compress both directions from now on, then call
+    /// `compression_started`.
+    Compress,
+    /// Close the connection.
+    Close,
+}
+
+/// How the driver waits for the next input.
+pub(crate) struct Wait {
+    /// Report `Input::Timeout` at this instant.
+    pub until: Instant,
+    /// Report `Input::Wake` when this ends.
+    pub wake: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 const BYE_IDLE: &str = "* BYE Autologout; idle for too long\r\n";
 const BYE_TOO_SLOW: &str = "* BYE Command not completed in time\r\n";
+const BYE_SHUTDOWN: &str = "* BYE Server shutting down\r\n";
 
 pub(crate) struct Session {
-    pub conn: Conn,
     pub info: ConnInfo,
     pub services: Services,
     pub config: Arc<Config>,
     pub framer: Framer,
-    /// Responses not yet written.
+    /// Responses not yet handed to the driver.
     pub out: Vec<u8>,
-    pub user: Option<User>,
-    pub sel: Option<Open>,
+    /// Output handed to the driver while a command runs (`flush`).
+    sink: mpsc::Sender<Vec<u8>>,
+    pub state: State,
+    pending: Option<Pending>,
     pub enabled: Enabled,
     /// The last SEARCH ... RETURN (SAVE) result, as UIDs (RFC 5182).
     pub saved: Vec<Uid>,
@@ -162,8 +323,6 @@ pub(crate) struct Session {
     pub notify_seen: Option<(crate::store::MailboxId, Uid)>,
     bad_commands: u32,
     auth_failures: u32,
-    /// Close after writing what is buffered.
-    closing: bool,
     /// STARTTLS was accepted: upgrade after the tagged OK is written.
     starttls_pending: bool,
     /// COMPRESS was accepted: compress after the tagged OK is written.
@@ -177,26 +336,23 @@ pub(crate) struct Session {
     /// so a client behind it cannot retry logins from the front end's
     /// address (RFC 8437 3).
     pub via_front_end: bool,
+    /// The last user logged in, for the closing log line.
+    last_user: Option<String>,
     commands: u64,
-    /// Size of the next read: small while the client is quiet (an idle
-    /// connection then holds 4 KiB, not 64), doubled while reads fill it
-    /// (APPEND literals).
-    read_size: usize,
     /// When the command under way must be complete: set by its first
     /// byte, pushed back by `1 / limits.min_data_rate` s per byte, cleared
     /// when a command has been framed (`limits.command_deadline`; before
     /// login `imap.preauth_timeout`).
-    command_deadline: Option<tokio::time::Instant>,
+    command_deadline: Option<Instant>,
     /// When the client last sent bytes or a command ended: the autologout
     /// counts from here, not from a NOTIFY wake-up.
-    last_input: tokio::time::Instant,
+    last_input: Instant,
 }
 
-const READ_MIN: usize = 4 * 1024;
-const READ_MAX: usize = 64 * 1024;
-
 impl Session {
-    pub fn new(conn: Conn, info: ConnInfo, services: Services) -> Session {
+    /// A session for a connection described by `info`, and the receiving
+    /// end of its output channel (see `flush`).
+    pub fn new(info: ConnInfo, services: Services) -> (Session, mpsc::Receiver<Vec<u8>>) {
         let config = services.config.clone();
         let mut framer = Framer::new(
             config.limits.max_line.max(framer::MIN_LINE),
@@ -206,32 +362,33 @@ impl Session {
             framer.set_max_nonsync(Some(framer::LITERAL_MINUS_MAX));
         }
         framer.set_budget(Some(services.budget.clone()));
-        Session {
-            conn,
+        let (sink, rx) = mpsc::channel(OUTPUT_CHUNKS);
+        let session = Session {
             info,
             services,
             config,
             framer,
             out: Vec::new(),
-            user: None,
-            sel: None,
+            sink,
+            state: State::NotAuthenticated,
+            pending: None,
             enabled: Enabled::default(),
             saved: Vec::new(),
             notify: None,
             notify_seen: None,
             bad_commands: 0,
             auth_failures: 0,
-            closing: false,
             starttls_pending: false,
             compress_pending: false,
             compressed: false,
             originating_ip: None,
             via_front_end: false,
+            last_user: None,
             commands: 0,
-            read_size: READ_MIN,
             command_deadline: None,
-            last_input: tokio::time::Instant::now(),
-        }
+            last_input: Instant::now(),
+        };
+        (session, rx)
     }
 
     pub fn store(&self) -> &Store {
@@ -239,8 +396,8 @@ impl Session {
     }
 
     pub fn user_name(&self) -> String {
-        self.user
-            .as_ref()
+        self.state
+            .user()
             .map(|u| u.name.clone())
             .unwrap_or_default()
     }
@@ -249,12 +406,22 @@ impl Session {
         self.out.extend_from_slice(s.as_bytes());
     }
 
+    /// What is ready to be written.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Hands the buffered output to the driver now (a long response); an
+    /// error when the driver is gone (the client stopped reading).
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.conn.write_all(&self.out).await?;
-            self.out.clear();
+        if self.out.is_empty() {
+            return Ok(());
         }
-        self.conn.flush().await
+        let chunk = std::mem::take(&mut self.out);
+        self.sink
+            .send(chunk)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "connection gone"))
     }
 
     /// Flushes when a lot is buffered (long FETCH responses).
@@ -265,31 +432,20 @@ impl Session {
         Ok(())
     }
 
-    /// Runs the session to its end.
-    pub async fn run(mut self) {
-        let r = self.run_inner().await;
-        match r {
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                info!(error = %e, "closing: limits.write_timeout passed");
-            }
-            Err(e) => debug!(error = %e, "connection ended"),
-            Ok(()) => {}
-        }
-        // TLS: send close_notify (RFC 8446 6.1) so the peer (an mmp, a
-        // client) sees a clean end rather than a truncated stream.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.conn.shutdown()).await;
-        info!(
-            user = self.user.as_ref().map(|u| u.name.as_str()).unwrap_or("-"),
-            client = self.originating_ip.as_deref().unwrap_or("-"),
-            commands = self.commands,
-            "imap session closed"
-        );
+    fn close(&mut self) -> Next {
+        self.state = State::Logout;
+        Next::Close
     }
 
-    async fn run_inner(&mut self) -> io::Result<()> {
+    fn closing(&self) -> bool {
+        matches!(self.state, State::Logout)
+    }
+
+    /// The greeting (RFC 9051 7.1.1), or BYE when the server is stopping.
+    pub fn start(&mut self) -> Next {
         if self.services.shutdown.is_cancelled() {
-            self.write("* BYE Server shutting down\r\n");
-            return self.flush().await;
+            self.write(BYE_SHUTDOWN);
+            return self.close();
         }
         let greeting = format!(
             "* OK [CAPABILITY {}] {} IMAP4rev2 msgd ready\r\n",
@@ -297,59 +453,173 @@ impl Session {
             self.config.server.hostname
         );
         self.write(&greeting);
-        self.flush().await?;
-        loop {
-            while let Some(ev) = self.framer.next() {
-                let framed = matches!(ev, Event::Command(_) | Event::Refused { .. });
-                self.event(ev).await?;
-                if framed {
-                    // The next command's clock starts with its first byte.
-                    self.command_deadline = None;
-                    self.last_input = tokio::time::Instant::now();
+        Next::Read
+    }
+
+    /// The closing log line.
+    pub fn log_closed(&self) {
+        info!(
+            user = self.last_user.as_deref().unwrap_or("-"),
+            client = self.originating_ip.as_deref().unwrap_or("-"),
+            commands = self.commands,
+            "imap session closed"
+        );
+    }
+
+    /// Takes one input and runs every command it completes.
+    pub async fn input(&mut self, input: Input<'_>) -> Next {
+        match input {
+            Input::Data(bytes) => {
+                if !bytes.is_empty() {
+                    self.last_input = Instant::now();
+                    if !matches!(self.pending, Some(Pending::Idle { .. })) {
+                        self.note_input(bytes.len());
+                    }
+                    self.framer.push(bytes);
                 }
-                if self.closing {
-                    return self.flush().await;
-                }
-                if self.starttls_pending {
-                    self.starttls_pending = false;
-                    self.flush().await?;
-                    self.upgrade_tls().await?;
-                    continue;
-                }
-                if self.compress_pending {
-                    self.compress_pending = false;
-                    self.flush().await?;
-                    self.start_compression();
-                    continue;
+                self.process().await
+            }
+            Input::Eof => self.close(),
+            Input::Timeout => {
+                let bye = match &self.pending {
+                    Some(Pending::Idle { .. }) => BYE_IDLE,
+                    _ if self.too_slow() => BYE_TOO_SLOW,
+                    _ => BYE_IDLE,
+                };
+                self.end_with(bye)
+            }
+            Input::Shutdown => self.end_with(BYE_SHUTDOWN),
+            Input::Wake => {
+                if matches!(self.pending, Some(Pending::Idle { .. })) {
+                    self.idle_wake().await;
+                } else if let Err(e) = self.notify_between_commands().await {
+                    debug!(error = %e, "NOTIFY output failed");
+                    return self.close();
                 }
                 if self.services.shutdown.is_cancelled() {
-                    self.write("* BYE Server shutting down\r\n");
-                    return self.flush().await;
+                    return self.end_with(BYE_SHUTDOWN);
                 }
-            }
-            self.flush().await?;
-            match self.fill().await? {
-                Input::Data => {}
-                Input::Notify => self.notify_between_commands().await?,
-                Input::Eof => return Ok(()),
-                Input::Timeout => {
-                    self.write(BYE_IDLE);
-                    return self.flush().await;
-                }
-                Input::TooSlow => {
-                    self.write(BYE_TOO_SLOW);
-                    return self.flush().await;
-                }
-                Input::Shutdown => {
-                    self.write("* BYE Server shutting down\r\n");
-                    return self.flush().await;
-                }
+                Next::Read
             }
         }
     }
 
+    /// Says BYE (and ends a pending command the way RFC 2177 and RFC 9051
+    /// 6.2.2 expect) and closes.
+    fn end_with(&mut self, bye: &str) -> Next {
+        self.write(bye);
+        match self.pending.take() {
+            Some(Pending::Idle { tag, .. }) => {
+                let line = Reply::ok("IDLE terminated").line(&tag);
+                self.write(&line);
+            }
+            Some(Pending::Authenticate { tag }) => {
+                let line = Reply::bad("Authentication aborted").line(&tag);
+                self.write(&line);
+            }
+            None => {}
+        }
+        self.close()
+    }
+
+    /// Runs the framed commands, up to the first that needs the driver.
+    async fn process(&mut self) -> Next {
+        while let Some(ev) = self.framer.next() {
+            let framed = matches!(
+                ev,
+                Event::Command(_) | Event::Refused { .. } | Event::Line(_)
+            );
+            if let Err(e) = self.event(ev).await {
+                debug!(error = %e, "output failed");
+                return self.close();
+            }
+            if framed {
+                // The next command's clock starts with its first byte.
+                self.command_deadline = None;
+                self.last_input = Instant::now();
+            }
+            if self.closing() {
+                return Next::Close;
+            }
+            if std::mem::take(&mut self.starttls_pending) {
+                return Next::StartTls;
+            }
+            if std::mem::take(&mut self.compress_pending) {
+                return Next::Compress;
+            }
+            if self.services.shutdown.is_cancelled() && self.pending.is_none() {
+                self.write(BYE_SHUTDOWN);
+                return self.close();
+            }
+        }
+        // Waiting costs no input buffers.
+        self.framer.release();
+        Next::Read
+    }
+
+    /// How to wait for the next input.
+    pub fn wait(&self) -> Wait {
+        if let Some(Pending::Idle { until, .. }) = &self.pending {
+            let selected = self.state.open().map(|o| o.watch.clone());
+            let user = self.notify_wake_user();
+            let wake = async move {
+                let changed = async {
+                    match selected {
+                        Some(mut w) => {
+                            if w.changed().await.is_err() {
+                                // The store dropped the sender.
+                                std::future::pending::<()>().await
+                            }
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = changed => {}
+                    _ = user => {}
+                }
+            };
+            return Wait {
+                until: *until,
+                wake: Box::pin(wake),
+            };
+        }
+        let idle = self.last_input + self.timeout();
+        let until = match self.command_deadline {
+            Some(d) if d < idle => d,
+            _ => idle,
+        };
+        // NOTIFY: only between commands, not inside one.
+        let wake = self.notify_wake(self.command_deadline.is_none() && self.pending.is_none());
+        Wait {
+            until,
+            wake: Box::pin(wake),
+        }
+    }
+
+    /// The command under way missed its deadline (a trickling client),
+    /// rather than the connection being idle.
+    fn too_slow(&self) -> bool {
+        let idle = self.last_input + self.timeout();
+        self.command_deadline.is_some_and(|d| d < idle)
+    }
+
+    /// STARTTLS is done (RFC 9051 6.2.1): anything the client sent before
+    /// the handshake is discarded.
+    pub fn tls_started(&mut self) {
+        self.framer.clear();
+        self.info.tls_active = true;
+        debug!("STARTTLS done");
+    }
+
+    /// COMPRESS=DEFLATE (RFC 4978) is on in both directions.
+    pub fn compression_started(&mut self) {
+        self.compressed = true;
+        debug!("COMPRESS=DEFLATE active");
+    }
+
     fn timeout(&self) -> Duration {
-        let secs = if self.user.is_some() {
+        let secs = if self.state.logged_in() {
             self.config.imap.idle_timeout
         } else {
             self.config.imap.preauth_timeout
@@ -359,7 +629,7 @@ impl Session {
 
     /// How long a whole command may take: short before login.
     fn command_limit(&self) -> Duration {
-        let secs = if self.user.is_some() {
+        let secs = if self.state.logged_in() {
             self.config.limits.command_deadline
         } else {
             self.config
@@ -372,7 +642,7 @@ impl Session {
 
     /// Moves the command deadline for `n` bytes just received.
     fn note_input(&mut self, n: usize) {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         let limit = self.command_limit();
         let deadline = self.command_deadline.get_or_insert(now + limit);
         let rate = self.config.limits.min_data_rate;
@@ -381,84 +651,15 @@ impl Session {
         }
     }
 
-    /// Reads more client bytes into the framer.
-    async fn fill(&mut self) -> io::Result<Input> {
-        let mut buf = vec![0u8; self.read_size];
-        let idle = self.last_input + self.timeout();
-        let (until, slow) = match self.command_deadline {
-            Some(d) if d < idle => (d, true),
-            _ => (idle, false),
-        };
-        let shutdown = self.services.shutdown.clone();
-        // NOTIFY: only between commands, not inside one.
-        let wake = self.notify_wake(self.command_deadline.is_none());
-        tokio::select! {
-            _ = wake => Ok(Input::Notify),
-            r = tokio::time::timeout_at(until, self.conn.read(&mut buf)) => match r {
-                Err(_) if slow => Ok(Input::TooSlow),
-                Err(_) => Ok(Input::Timeout),
-                Ok(Ok(0)) => Ok(Input::Eof),
-                Ok(Ok(n)) => {
-                    self.last_input = tokio::time::Instant::now();
-                    self.note_input(n);
-                    self.framer.push(buf.get(..n).unwrap_or_default());
-                    self.read_size = if n == buf.len() {
-                        (self.read_size * 2).min(READ_MAX)
-                    } else {
-                        READ_MIN
-                    };
-                    Ok(Input::Data)
-                }
-                Ok(Err(e)) => Err(e),
-            },
-            _ = shutdown.cancelled() => Ok(Input::Shutdown),
-        }
-    }
-
-    /// Reads one line in line mode (AUTHENTICATE data). `None`: the
-    /// connection ended, timed out or the line was too long (a BAD/BYE has
-    /// been queued as needed).
-    async fn read_line(&mut self) -> io::Result<Option<Vec<u8>>> {
-        self.framer.set_line_mode(true);
-        let r = loop {
-            match self.framer.next() {
-                Some(Event::Line(l)) => break Some(l),
-                Some(_) => break None,
-                None => {}
-            }
-            self.flush().await?;
-            match self.fill().await? {
-                Input::Data | Input::Notify => {}
-                Input::Eof => {
-                    self.closing = true;
-                    break None;
-                }
-                Input::Timeout => {
-                    self.write(BYE_IDLE);
-                    self.closing = true;
-                    break None;
-                }
-                Input::TooSlow => {
-                    self.write(BYE_TOO_SLOW);
-                    self.closing = true;
-                    break None;
-                }
-                Input::Shutdown => {
-                    self.write("* BYE Server shutting down\r\n");
-                    self.closing = true;
-                    break None;
-                }
-            }
-        };
-        self.framer.set_line_mode(false);
-        Ok(r)
-    }
-
     async fn event(&mut self, ev: Event) -> io::Result<()> {
+        if let Some(pending) = self.pending.take() {
+            self.framer.set_line_mode(false);
+            return self.pending_line(pending, ev).await;
+        }
         match ev {
             Event::Continue => {
                 self.write("+ Ready for literal data\r\n");
-                self.flush().await
+                Ok(())
             }
             Event::Refused { tag, reason } => {
                 let tag = tag.unwrap_or_else(|| "*".into());
@@ -477,7 +678,7 @@ impl Session {
                 };
                 self.write(&line);
                 if reason.is_fatal() {
-                    self.closing = true;
+                    self.close();
                     return Ok(());
                 }
                 // An over-long line is garbage; a too-big literal is a
@@ -492,70 +693,304 @@ impl Session {
         }
     }
 
+    /// The line that completes IDLE or AUTHENTICATE.
+    async fn pending_line(&mut self, pending: Pending, ev: Event) -> io::Result<()> {
+        match pending {
+            Pending::Idle { tag, .. } => {
+                let reply = match ev {
+                    Event::Line(l) if l.eq_ignore_ascii_case(b"DONE") => {
+                        Reply::ok("IDLE terminated")
+                    }
+                    _ => Reply::bad("Expected DONE"),
+                };
+                self.finish(&tag, reply, true).await;
+            }
+            Pending::Authenticate { tag } => {
+                let reply = match ev {
+                    Event::Line(l) if l == b"*" => Reply::bad("Authentication cancelled"),
+                    Event::Line(l) => {
+                        use base64::Engine;
+                        match base64::engine::general_purpose::STANDARD.decode(&l) {
+                            Ok(d) => self.authenticate_plain(&d).await,
+                            Err(_) => Reply::bad("Invalid base64 data"),
+                        }
+                    }
+                    _ => Reply::bad("Authentication aborted"),
+                };
+                self.finish(&tag, reply, true).await;
+            }
+        }
+        Ok(())
+    }
+
     fn count_bad(&mut self) {
         self.bad_commands += 1;
         if self.bad_commands >= self.config.limits.max_bad_commands.max(1) {
             self.write("* BYE Too many invalid commands\r\n");
-            self.closing = true;
+            self.close();
         }
     }
 
     async fn command(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.commands += 1;
-        let (tag, reply, may_sync) = match command::parse(bytes) {
-            Some(Ok((tag, cmd))) => {
-                debug!(%tag, command = cmd.name(), "command");
+        match request::parse(bytes) {
+            Parsed::Command { tag, command } => {
+                debug!(%tag, command = command.name(), "command");
                 // RFC 9051 7.5.1: no EXPUNGE during or right after FETCH,
                 // STORE, SEARCH by sequence number.
-                let may_sync = !cmd.by_sequence_number();
-                let reply = self.execute_ext(&tag, cmd).await?;
-                (tag, reply, may_sync)
+                let may_sync = !command.by_sequence_number();
+                let reply = self.execute(&tag, command).await?;
+                if self.pending.is_none() {
+                    self.finish(&tag, reply, may_sync).await;
+                }
             }
-            Some(Err(e)) => {
-                debug!(tag = %e.tag, reason = e.reason, "syntax error");
+            Parsed::Syntax {
+                tag,
+                command,
+                reason,
+            } => {
+                debug!(%tag, %reason, "syntax error");
                 // RFC 5182 2.1: a failed SEARCH ... SAVE empties `$`.
-                if e.command == "SEARCH" {
+                if command == "SEARCH" {
                     self.saved.clear();
                 }
-                (
-                    e.tag,
-                    Reply::bad(&format!("Syntax error: {}", e.reason)),
-                    false,
-                )
+                let reply = Reply::bad(&format!("Syntax error: {reason}"));
+                self.finish(&tag, reply, false).await;
             }
-            None => {
-                let cmd = match CommandCodec::default().decode(bytes) {
-                    Ok((&[], cmd)) => cmd,
-                    _ => {
-                        let tag = framer::parse_tag(bytes).unwrap_or_else(|| "*".into());
-                        debug!(%tag, "unparsable command");
-                        self.write(&format!("{tag} BAD Syntax error in command\r\n"));
-                        self.count_bad();
-                        return Ok(());
-                    }
-                };
-                let tag = cmd.tag.inner().to_string();
-                debug!(%tag, command = cmd.body.name(), "command");
-                let reply = self.execute(&tag, cmd.body).await?;
-                (tag, reply, true)
+            Parsed::Unparsable { tag } => {
+                debug!(%tag, "unparsable command");
+                self.write(&format!("{tag} BAD Syntax error in command\r\n"));
+                self.count_bad();
             }
-        };
-        if may_sync && reply.status != "BAD" && !self.closing {
+        }
+        Ok(())
+    }
+
+    /// Ends a command: the selected mailbox's changes where allowed, NOTIFY
+    /// events, the tagged status line.
+    async fn finish(&mut self, tag: &str, reply: Reply, may_sync: bool) {
+        if may_sync && reply.status != Status::Bad && !self.closing() {
             self.sync(false).await;
         }
         self.notify_after_command(may_sync).await;
-        let mut line = format!("{tag} {}", reply.status);
-        if let Some(code) = &reply.code {
-            line.push_str(&format!(" [{code}]"));
-        }
-        line.push(' ');
-        line.push_str(&reply.text);
-        line.push_str("\r\n");
-        self.write(&line);
-        if reply.status == "BAD" {
+        self.write(&reply.line(tag));
+        if reply.status == Status::Bad {
             self.count_bad();
         }
-        Ok(())
+    }
+
+    /// Runs a command in the state its group allows.
+    async fn execute(&mut self, tag: &str, command: Command) -> io::Result<Reply> {
+        const BEFORE_LOGIN: &str = "Command not valid before login";
+        match command {
+            Command::Any(c) => self.any_state(c).await,
+            Command::NotAuthenticated(c) => match self.state {
+                State::NotAuthenticated => self.not_authenticated(tag, c).await,
+                _ => Ok(Reply::bad("Already authenticated")),
+            },
+            Command::Authenticated(c) => match self.state {
+                State::Authenticated { .. } | State::Selected { .. } => {
+                    self.authenticated(tag, c).await
+                }
+                State::NotAuthenticated | State::Logout => Ok(Reply::bad(BEFORE_LOGIN)),
+            },
+            Command::Selected(c) => match self.state {
+                State::Selected { .. } => self.selected(tag, c).await,
+                State::Authenticated { .. } => Ok(Reply::bad("No mailbox selected")),
+                State::NotAuthenticated | State::Logout => Ok(Reply::bad(BEFORE_LOGIN)),
+            },
+        }
+    }
+
+    /// Any state (RFC 9051 6.1).
+    async fn any_state(&mut self, c: AnyState) -> io::Result<Reply> {
+        Ok(match c {
+            AnyState::Capability => {
+                let line = format!("* CAPABILITY {}\r\n", self.capabilities());
+                self.write(&line);
+                Reply::ok("CAPABILITY completed")
+            }
+            AnyState::Noop => {
+                self.sync(true).await;
+                Reply::ok("NOOP completed")
+            }
+            AnyState::Logout => {
+                self.write("* BYE Logging out\r\n");
+                self.close();
+                Reply::ok("LOGOUT completed")
+            }
+            AnyState::Id(params) => {
+                self.id(&params);
+                Reply::ok("ID completed")
+            }
+        })
+    }
+
+    /// Not authenticated (RFC 9051 6.2).
+    async fn not_authenticated(&mut self, tag: &str, c: NotAuthenticated) -> io::Result<Reply> {
+        Ok(match c {
+            NotAuthenticated::StartTls => {
+                if !self.starttls_available() {
+                    return Ok(Reply::bad("STARTTLS not available"));
+                }
+                self.starttls_pending = true;
+                Reply::ok("Begin TLS negotiation now")
+            }
+            NotAuthenticated::Login { user, pass } => {
+                if !self.plaintext_ok() {
+                    return Ok(Reply::no(
+                        Some("PRIVACYREQUIRED"),
+                        "LOGIN disabled without TLS; use STARTTLS",
+                    ));
+                }
+                return self
+                    .login(crate::login::Credentials::password(&user, &pass.0))
+                    .await;
+            }
+            NotAuthenticated::Authenticate { plain, initial } => {
+                if !plain {
+                    return Ok(Reply::no(None, "Unsupported authentication mechanism"));
+                }
+                if !self.plaintext_ok() {
+                    return Ok(Reply::no(
+                        Some("PRIVACYREQUIRED"),
+                        "Plaintext authentication disabled without TLS; use STARTTLS",
+                    ));
+                }
+                match initial {
+                    Some(data) => self.authenticate_plain(data.0.as_bytes()).await,
+                    None => {
+                        // RFC 9051 6.2.2: the response comes as a line.
+                        self.write("+ \r\n");
+                        self.framer.set_line_mode(true);
+                        self.pending = Some(Pending::Authenticate { tag: tag.into() });
+                        Reply::ok("")
+                    }
+                }
+            }
+        })
+    }
+
+    /// SASL PLAIN (RFC 4616) data, decoded.
+    async fn authenticate_plain(&mut self, data: &[u8]) -> Reply {
+        let Some((authz, authc, pass)) = crate::login::parse_plain(data) else {
+            return Reply::bad("Invalid PLAIN data");
+        };
+        match self
+            .login(crate::login::Credentials::plain(&authz, &authc, &pass))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Reply::bad("Authentication aborted"),
+        }
+    }
+
+    /// Authenticated and selected states (RFC 9051 6.3).
+    async fn authenticated(&mut self, tag: &str, c: Authenticated) -> io::Result<Reply> {
+        match c {
+            Authenticated::Namespace => {
+                let other = format!("{}/", super::acl::OTHER_USERS);
+                let line = format!(
+                    "* NAMESPACE ((\"\" \"/\")) (({} \"/\")) NIL\r\n",
+                    wire::string(&other)
+                );
+                self.write(&line);
+                Ok(Reply::ok("NAMESPACE completed"))
+            }
+            Authenticated::Select {
+                mailbox,
+                read_only,
+                params,
+            } => self.select(&mailbox, read_only, &params).await,
+            Authenticated::Delete(mailbox) => self.delete(&mailbox).await,
+            Authenticated::Rename { from, to } => self.rename(&from, &to).await,
+            Authenticated::Subscribe { mailbox, on } => self.subscribe(&mailbox, on).await,
+            Authenticated::Lsub { reference, pattern } => self.lsub(&reference, &pattern).await,
+            Authenticated::Idle => Ok(self.idle(tag).await),
+            Authenticated::Compress => {
+                if self.compressed {
+                    return Ok(Reply::no(
+                        Some("COMPRESSIONACTIVE"),
+                        "Compression is already active",
+                    ));
+                }
+                self.compress_pending = true;
+                Ok(Reply::ok("DEFLATE active"))
+            }
+            Authenticated::GetQuotaRoot(mailbox) => self.getquotaroot(&mailbox).await,
+            Authenticated::GetQuota(root) => self.getquota(&root).await,
+            Authenticated::SetQuota => {
+                Ok(Reply::no(Some("NOPERM"), "Quotas are set in the directory"))
+            }
+            Authenticated::Unsupported => Ok(Reply::bad("Command not supported")),
+            Authenticated::Ext(cmd) => {
+                let condstore_before = self.state.open().map(|o| o.view.condstore);
+                let reply = self.execute_ext_cmd(tag, cmd).await?;
+                Ok(self.condstore_enabled_reply(condstore_before, reply))
+            }
+        }
+    }
+
+    /// Selected state (RFC 9051 6.4).
+    async fn selected(&mut self, tag: &str, c: request::Selected) -> io::Result<Reply> {
+        use request::Selected as S;
+        match c {
+            S::Check => {
+                self.sync(true).await;
+                Ok(Reply::ok("CHECK completed"))
+            }
+            S::Close => {
+                let Some(open) = self.state.deselect() else {
+                    return Ok(Reply::bad("No mailbox selected"));
+                };
+                self.saved.clear();
+                if !open.view.read_only && open.rights.has('e') {
+                    if let Err(e) = self.store().expunge(open.view.id, None).await {
+                        return Ok(self.store_error(e, "NONEXISTENT"));
+                    }
+                }
+                Ok(Reply::ok("CLOSE completed"))
+            }
+            S::Unselect => {
+                self.state.deselect();
+                self.saved.clear();
+                Ok(Reply::ok("UNSELECT completed"))
+            }
+            S::Expunge => self.expunge(None).await,
+            S::Ext(cmd) => {
+                let condstore_before = self.state.open().map(|o| o.view.condstore);
+                let reply = self.execute_ext_cmd(tag, cmd).await?;
+                Ok(self.condstore_enabled_reply(condstore_before, reply))
+            }
+        }
+    }
+
+    /// IDLE (RFC 2177): changes are pushed (`idle_wake`) until DONE, the
+    /// idle timeout or shutdown.
+    async fn idle(&mut self, tag: &str) -> Reply {
+        self.sync(true).await;
+        self.write("+ idling\r\n");
+        self.framer.set_line_mode(true);
+        let until = Instant::now() + Duration::from_secs(self.config.imap.idle_timeout.max(1));
+        self.pending = Some(Pending::Idle {
+            tag: tag.into(),
+            until,
+        });
+        Reply::ok("")
+    }
+
+    /// Something IDLE watches changed: the selected mailbox, or (NOTIFY)
+    /// the user's other mailboxes.
+    async fn idle_wake(&mut self) {
+        let selected = self
+            .state
+            .open()
+            .is_some_and(|o| o.watch.has_changed().unwrap_or(false));
+        if selected {
+            self.sync(true).await;
+            self.notify_fetch_new().await;
+        }
+        self.notify_poll().await;
     }
 
     pub fn capabilities(&self) -> String {
@@ -575,7 +1010,7 @@ impl Session {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if self.user.is_none() {
+        if !self.state.logged_in() {
             if self.starttls_available() {
                 caps.push("STARTTLS".into());
             }
@@ -655,42 +1090,11 @@ impl Session {
         self.info.tls_active || self.info.is_loopback() || self.config.imap.allow_plaintext_auth
     }
 
-    async fn upgrade_tls(&mut self) -> io::Result<()> {
-        let (placeholder, _) = tokio::io::duplex(1);
-        let plain = std::mem::replace(&mut self.conn, Box::new(placeholder));
-        // RFC 3501 6.2.1: anything the client sent before the handshake is
-        // discarded.
-        self.framer.clear();
-        match self.services.tls.accept(plain).await {
-            Ok(tls) => {
-                self.conn = tls;
-                self.info.tls_active = true;
-                debug!("STARTTLS done");
-                Ok(())
-            }
-            Err(e) => {
-                info!(error = %e, "STARTTLS handshake failed");
-                self.closing = true;
-                Err(e)
-            }
-        }
-    }
-
-    /// COMPRESS=DEFLATE (RFC 4978): from now on both directions are
-    /// compressed.
-    fn start_compression(&mut self) {
-        let (placeholder, _) = tokio::io::duplex(1);
-        let plain = std::mem::replace(&mut self.conn, Box::new(placeholder));
-        self.conn = Box::new(super::compress::Deflated::new(plain));
-        self.compressed = true;
-        debug!("COMPRESS=DEFLATE active");
-    }
-
     /// Applies the selected mailbox's changes and queues their responses.
     /// Without `force`, only when the store signalled a change.
     pub async fn sync(&mut self, force: bool) {
         let store = self.services.store().clone();
-        let Some(open) = self.sel.as_mut() else {
+        let Some(open) = self.state.open_mut() else {
             return;
         };
         if !force && !open.watch.has_changed().unwrap_or(true) {
@@ -731,7 +1135,7 @@ impl Session {
     /// Turns CONDSTORE on (an enabling command was used, RFC 7162 3.1).
     pub fn enable_condstore(&mut self) {
         self.enabled.condstore = true;
-        if let Some(o) = self.sel.as_mut() {
+        if let Some(o) = self.state.open_mut() {
             o.view.condstore = true;
         }
     }
@@ -761,39 +1165,14 @@ impl Session {
         }
     }
 
-    /// Commands of msgd's own parser.
-    async fn execute_ext(&mut self, tag: &str, cmd: Cmd) -> io::Result<Reply> {
-        if self.user.is_none() {
-            return Ok(Reply::bad("Command not valid before login"));
-        }
-        let needs_selected = matches!(
-            cmd,
-            Cmd::Fetch { .. }
-                | Cmd::Store { .. }
-                | Cmd::Copy { .. }
-                | Cmd::UidExpunge { .. }
-                | Cmd::Search { .. }
-                | Cmd::Sort { .. }
-                | Cmd::Thread { .. }
-                | Cmd::Replace { .. }
-                | Cmd::CancelUpdate { .. }
-        );
-        if needs_selected && self.sel.is_none() {
-            return Ok(Reply::bad("No mailbox selected"));
-        }
-        let condstore_before = self.sel.as_ref().map(|o| o.view.condstore);
-        let reply = self.execute_ext_cmd(tag, cmd).await?;
-        Ok(self.condstore_enabled_reply(condstore_before, reply))
-    }
-
     /// RFC 7162 3.1: the first CONDSTORE enabling command on an already
     /// selected mailbox reports its HIGHESTMODSEQ in the tagged OK (in an
     /// untagged OK when the tagged one carries another code).
     fn condstore_enabled_reply(&mut self, before: Option<bool>, mut reply: Reply) -> Reply {
-        let Some(open) = self.sel.as_ref() else {
+        let Some(open) = self.state.open() else {
             return reply;
         };
-        if before != Some(false) || !open.view.condstore || reply.status != "OK" {
+        if before != Some(false) || !open.view.condstore || reply.status != Status::Ok {
             return reply;
         }
         let code = format!("HIGHESTMODSEQ {}", open.view.modseq.max(1));
@@ -904,7 +1283,7 @@ impl Session {
     /// ENABLE (RFC 5161; CONDSTORE and QRESYNC RFC 7162, IMAP4rev2 RFC
     /// 9051, UTF8=ACCEPT RFC 6855).
     fn enable(&mut self, caps: &[String]) -> Reply {
-        if self.sel.is_some() {
+        if self.state.open().is_some() {
             // RFC 5161 3.1: only valid in the authenticated state.
             return Reply::bad("ENABLE is not allowed with a mailbox selected");
         }
@@ -939,43 +1318,14 @@ impl Session {
         Reply::ok("ENABLE completed")
     }
 
-    async fn execute(&mut self, tag: &str, body: CommandBody<'_>) -> io::Result<Reply> {
-        // Any state.
-        match body {
-            CommandBody::Capability => {
-                let line = format!("* CAPABILITY {}\r\n", self.capabilities());
-                self.write(&line);
-                return Ok(Reply::ok("CAPABILITY completed"));
-            }
-            CommandBody::Noop => {
-                self.sync(true).await;
-                return Ok(Reply::ok("NOOP completed"));
-            }
-            CommandBody::Logout => {
-                self.write("* BYE Logging out\r\n");
-                self.closing = true;
-                return Ok(Reply::ok("LOGOUT completed"));
-            }
-            CommandBody::Id { parameters } => {
-                self.id(parameters.as_deref());
-                return Ok(Reply::ok("ID completed"));
-            }
-            _ => {}
-        }
-        if self.user.is_none() {
-            return self.not_authenticated(tag, body).await;
-        }
-        self.authenticated(tag, body).await
-    }
-
     /// ID (RFC 2971). Before login, a proxy's "x-originating-ip" is kept
     /// for the log.
-    fn id(&mut self, params: Option<&[(IString<'_>, NString<'_>)]>) {
-        if self.user.is_none() {
-            for (k, v) in params.unwrap_or_default() {
-                if k.as_ref().eq_ignore_ascii_case(b"x-originating-ip") {
-                    if let Some(v) = v.0.as_ref() {
-                        let ip = String::from_utf8_lossy(v.as_ref());
+    fn id(&mut self, params: &[(Vec<u8>, Option<Vec<u8>>)]) {
+        if !self.state.logged_in() {
+            for (k, v) in params {
+                if k.eq_ignore_ascii_case(b"x-originating-ip") {
+                    if let Some(v) = v {
+                        let ip = String::from_utf8_lossy(v);
                         // Keep it short and printable: it goes to the log.
                         let ip: String = ip
                             .chars()
@@ -991,69 +1341,6 @@ impl Session {
         self.write("* ID (\"name\" \"msgd\" \"version\" \"");
         self.write(env!("CARGO_PKG_VERSION"));
         self.write("\")\r\n");
-    }
-
-    async fn not_authenticated(&mut self, _tag: &str, body: CommandBody<'_>) -> io::Result<Reply> {
-        match body {
-            CommandBody::StartTLS => {
-                if !self.starttls_available() {
-                    return Ok(Reply::bad("STARTTLS not available"));
-                }
-                self.starttls_pending = true;
-                Ok(Reply::ok("Begin TLS negotiation now"))
-            }
-            CommandBody::Login { username, password } => {
-                if !self.plaintext_ok() {
-                    return Ok(Reply::no(
-                        Some("PRIVACYREQUIRED"),
-                        "LOGIN disabled without TLS; use STARTTLS",
-                    ));
-                }
-                let user = String::from_utf8_lossy(wire::astring_bytes(&username)).into_owned();
-                let pass = String::from_utf8_lossy(wire::astring_bytes(password.declassify()))
-                    .into_owned();
-                self.login(crate::login::Credentials::password(&user, &pass))
-                    .await
-            }
-            CommandBody::Authenticate {
-                mechanism,
-                initial_response,
-            } => {
-                if mechanism != AuthMechanism::Plain {
-                    return Ok(Reply::no(None, "Unsupported authentication mechanism"));
-                }
-                if !self.plaintext_ok() {
-                    return Ok(Reply::no(
-                        Some("PRIVACYREQUIRED"),
-                        "Plaintext authentication disabled without TLS; use STARTTLS",
-                    ));
-                }
-                let data = match initial_response {
-                    Some(d) => d.declassify().to_vec(),
-                    None => {
-                        self.write("+ \r\n");
-                        self.flush().await?;
-                        let Some(line) = self.read_line().await? else {
-                            return Ok(Reply::bad("Authentication aborted"));
-                        };
-                        if line == b"*" {
-                            return Ok(Reply::bad("Authentication cancelled"));
-                        }
-                        use base64::Engine;
-                        match base64::engine::general_purpose::STANDARD.decode(&line) {
-                            Ok(d) => d,
-                            Err(_) => return Ok(Reply::bad("Invalid base64 data")),
-                        }
-                    }
-                };
-                let Some((authz, authc, pass)) = crate::login::parse_plain(&data) else {
-                    return Ok(Reply::bad("Invalid PLAIN data"));
-                };
-                self.login(crate::login::Credentials::plain(&authz, &authc, &pass))
-                    .await
-            }
-            _ => Ok(Reply::bad("Command not valid before login")),
-        }
     }
 
     /// Checks `login`/`password`; with `authz`, a proxy account logs in on
@@ -1106,7 +1393,7 @@ impl Session {
                 );
                 if self.auth_failures >= self.config.limits.max_auth_failures.max(1) {
                     self.write("* BYE Too many authentication failures\r\n");
-                    self.closing = true;
+                    self.close();
                 }
                 // RFC 5530: UNAVAILABLE is temporary; the client may
                 // try again later.
@@ -1158,11 +1445,14 @@ impl Session {
         );
         self.framer.set_max_literal(self.config.imap.max_literal);
         let quota = self.quota_of(account.quota);
-        self.user = Some(User {
-            name: account.address,
-            quota,
-            proxied: proxy,
-        });
+        self.last_user = Some(account.address.clone());
+        self.state = State::Authenticated {
+            user: User {
+                name: account.address,
+                quota,
+                proxied: proxy,
+            },
+        };
         let caps = self.capabilities();
         Ok(Reply::ok_code(format!("CAPABILITY {caps}"), "Logged in"))
     }
@@ -1175,115 +1465,7 @@ impl Session {
 
     /// Limits of an account: its directory quota or the store default.
     pub fn quota_of(&self, directory_quota: Option<u64>) -> Quota {
-        let nonzero = |q: u64| (q > 0).then_some(q);
-        Quota {
-            storage: directory_quota.or(nonzero(self.config.store.default_quota)),
-            messages: nonzero(self.config.store.default_message_quota),
-        }
-    }
-
-    async fn authenticated(&mut self, _tag: &str, body: CommandBody<'_>) -> io::Result<Reply> {
-        match body {
-            CommandBody::StartTLS
-            | CommandBody::Login { .. }
-            | CommandBody::Authenticate { .. } => Ok(Reply::bad("Already authenticated")),
-            CommandBody::Namespace => {
-                let other = format!("{}/", super::acl::OTHER_USERS);
-                let line = format!(
-                    "* NAMESPACE ((\"\" \"/\")) (({} \"/\")) NIL\r\n",
-                    wire::string(&other)
-                );
-                self.write(&line);
-                Ok(Reply::ok("NAMESPACE completed"))
-            }
-            CommandBody::Select {
-                mailbox,
-                parameters,
-            } => {
-                self.select(&mailbox_bytes(&mailbox), false, &parameters)
-                    .await
-            }
-            CommandBody::Examine {
-                mailbox,
-                parameters,
-            } => {
-                self.select(&mailbox_bytes(&mailbox), true, &parameters)
-                    .await
-            }
-            CommandBody::Create { mailbox } => self.create(&mailbox_bytes(&mailbox), &[]).await,
-            CommandBody::Delete { mailbox } => self.delete(&mailbox_bytes(&mailbox)).await,
-            CommandBody::Rename { from, to } => {
-                self.rename(&mailbox_bytes(&from), &mailbox_bytes(&to))
-                    .await
-            }
-            CommandBody::Subscribe { mailbox } => {
-                self.subscribe(&mailbox_bytes(&mailbox), true).await
-            }
-            CommandBody::Unsubscribe { mailbox } => {
-                self.subscribe(&mailbox_bytes(&mailbox), false).await
-            }
-            CommandBody::Lsub {
-                reference,
-                mailbox_wildcard,
-            } => {
-                let pattern = match &mailbox_wildcard {
-                    imap_types::mailbox::ListMailbox::Token(t) => t.as_ref().to_vec(),
-                    imap_types::mailbox::ListMailbox::String(s) => s.as_ref().to_vec(),
-                };
-                self.lsub(&mailbox_bytes(&reference), &pattern).await
-            }
-            CommandBody::Idle => self.idle().await,
-            CommandBody::Compress { .. } => {
-                if self.compressed {
-                    return Ok(Reply::no(
-                        Some("COMPRESSIONACTIVE"),
-                        "Compression is already active",
-                    ));
-                }
-                self.compress_pending = true;
-                Ok(Reply::ok("DEFLATE active"))
-            }
-            CommandBody::GetQuotaRoot { mailbox } => {
-                self.getquotaroot(&mailbox_bytes(&mailbox)).await
-            }
-            CommandBody::GetQuota { root } => self.getquota(root.as_ref()).await,
-            CommandBody::SetQuota { .. } => {
-                Ok(Reply::no(Some("NOPERM"), "Quotas are set in the directory"))
-            }
-            CommandBody::Check => {
-                if self.sel.is_none() {
-                    return Ok(Reply::bad("No mailbox selected"));
-                }
-                self.sync(true).await;
-                Ok(Reply::ok("CHECK completed"))
-            }
-            CommandBody::Close => {
-                let Some(open) = self.sel.take() else {
-                    return Ok(Reply::bad("No mailbox selected"));
-                };
-                self.saved.clear();
-                if !open.view.read_only && open.rights.has('e') {
-                    if let Err(e) = self.store().expunge(open.view.id, None).await {
-                        return Ok(self.store_error(e, "NONEXISTENT"));
-                    }
-                }
-                Ok(Reply::ok("CLOSE completed"))
-            }
-            CommandBody::Unselect => {
-                if self.sel.take().is_none() {
-                    return Ok(Reply::bad("No mailbox selected"));
-                }
-                self.saved.clear();
-                Ok(Reply::ok("UNSELECT completed"))
-            }
-            CommandBody::Expunge => {
-                if self.sel.is_none() {
-                    return Ok(Reply::bad("No mailbox selected"));
-                }
-                self.expunge(None).await
-            }
-            _ => Ok(Reply::bad("Command not supported")),
-        }
+        crate::deliver::quota(directory_quota, &self.config.store)
     }
 
     /// SELECT / EXAMINE (RFC 9051 6.3.2, 6.3.3), with CONDSTORE and QRESYNC
@@ -1314,7 +1496,7 @@ impl Session {
         // The previous mailbox is deselected whatever happens next
         // (RFC 9051 6.3.2), without expunge; QRESYNC and IMAP4rev2 clients
         // are told (RFC 7162 3.2.11).
-        if self.sel.take().is_some() && (self.enabled.qresync || self.enabled.rev2) {
+        if self.state.deselect().is_some() && (self.enabled.qresync || self.enabled.rev2) {
             self.write("* OK [CLOSED] Previous mailbox closed\r\n");
         }
         self.saved.clear();
@@ -1401,7 +1583,7 @@ impl Session {
                 }
             }
         }
-        self.sel = Some(Open {
+        self.state.select(Open {
             view,
             watch,
             owner: target.owner,
@@ -1419,88 +1601,12 @@ impl Session {
             Reply::ok_code("READ-WRITE", verb)
         })
     }
-
-    /// IDLE (RFC 2177): push changes until DONE, the idle timeout or
-    /// shutdown.
-    async fn idle(&mut self) -> io::Result<Reply> {
-        self.sync(true).await;
-        self.write("+ idling\r\n");
-        self.flush().await?;
-        self.framer.set_line_mode(true);
-        let mut watch = self.sel.as_ref().map(|o| o.watch.clone());
-        let timeout = tokio::time::sleep(Duration::from_secs(self.config.imap.idle_timeout.max(1)));
-        tokio::pin!(timeout);
-        let shutdown = self.services.shutdown.clone();
-        let mut buf = vec![0u8; 4096];
-        let reply = loop {
-            match self.framer.next() {
-                Some(Event::Line(l)) => {
-                    break if l.eq_ignore_ascii_case(b"DONE") {
-                        Reply::ok("IDLE terminated")
-                    } else {
-                        Reply::bad("Expected DONE")
-                    };
-                }
-                Some(_) => break Reply::bad("Expected DONE"),
-                None => {}
-            }
-            let changed = async {
-                match watch.as_mut() {
-                    Some(w) => w.changed().await.is_ok(),
-                    None => std::future::pending().await,
-                }
-            };
-            let notified = self.notify_wake_user();
-            tokio::select! {
-                _ = notified => {
-                    self.notify_poll().await;
-                    self.flush().await?;
-                }
-                r = self.conn.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => {
-                        self.closing = true;
-                        break Reply::bad("Connection closed");
-                    }
-                    Ok(n) => self.framer.push(buf.get(..n).unwrap_or_default()),
-                },
-                ok = changed => {
-                    if !ok {
-                        // The store dropped the sender: stop watching.
-                        watch = None;
-                    }
-                    self.sync(true).await;
-                    self.notify_fetch_new().await;
-                    self.flush().await?;
-                }
-                _ = &mut timeout => {
-                    self.write("* BYE Autologout; idle for too long\r\n");
-                    self.closing = true;
-                    break Reply::ok("IDLE terminated");
-                }
-                _ = shutdown.cancelled() => {
-                    self.write("* BYE Server shutting down\r\n");
-                    self.closing = true;
-                    break Reply::ok("IDLE terminated");
-                }
-            }
-        };
-        self.framer.set_line_mode(false);
-        Ok(reply)
-    }
 }
 
 fn seq_value(v: &imap_types::sequence::SeqOrUid, star: u32) -> u32 {
     match v {
         imap_types::sequence::SeqOrUid::Value(n) => n.get(),
         imap_types::sequence::SeqOrUid::Asterisk => star,
-    }
-}
-
-/// The raw bytes of a mailbox argument parsed by imap-codec.
-fn mailbox_bytes(m: &imap_types::mailbox::Mailbox<'_>) -> Vec<u8> {
-    match m {
-        imap_types::mailbox::Mailbox::Inbox => b"INBOX".to_vec(),
-        imap_types::mailbox::Mailbox::Other(o) => o.as_ref().to_vec(),
     }
 }
 

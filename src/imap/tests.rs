@@ -1001,7 +1001,7 @@ async fn login_of_a_user_of_another_store_is_refused() {
 /// A store behind mmps accepts logins only from `imap.login_networks`.
 #[tokio::test]
 async fn login_only_from_login_networks() {
-    let h = harness_with(|c| c.imap.login_networks = vec!["10.1.0.0/16".into()]);
+    let h = harness_with(|c| c.imap.login_networks = vec!["10.1.0.0/16".parse().unwrap()]);
     let mut c = Client::connect(&h).await;
     let r = c.cmd(&format!("L LOGIN {USER} {PASS}")).await;
     assert!(tagged(&r).starts_with("L NO [UNAVAILABLE]"), "{r}");

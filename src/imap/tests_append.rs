@@ -389,7 +389,7 @@ async fn rfc8437_3_no_unauthenticate_behind_a_front_end() {
     assert!(tagged(&r).starts_with("L OK"), "{r}");
     assert!(!r.contains("UNAUTHENTICATE"), "{r}");
     // A store that takes logins only from its mmps.
-    let h = harness_with(|c| c.imap.login_networks = vec!["127.0.0.0/8".into()]);
+    let h = harness_with(|c| c.imap.login_networks = vec!["127.0.0.0/8".parse().unwrap()]);
     let mut c = Client::logged_in(&h).await;
     let r = c.cmd("c CAPABILITY").await;
     assert!(!r.contains("UNAUTHENTICATE"), "{r}");

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use chrono::{FixedOffset, TimeZone};
-use imap_types::core::{AString, Atom};
+use imap_types::core::Atom;
 use imap_types::datetime::DateTime;
 use imap_types::flag::{Flag, FlagFetch};
 
@@ -88,11 +88,6 @@ pub fn save_date(ts: i64) -> String {
 /// `uid_set`, for sequence numbers.
 pub fn num_set(nums: &[u32]) -> String {
     uid_set(nums)
-}
-
-/// The bytes of an astring (LOGIN arguments).
-pub fn astring_bytes<'a>(a: &'a AString<'_>) -> &'a [u8] {
-    a.as_ref()
 }
 
 /// `(\Seen \Recent kw)`.

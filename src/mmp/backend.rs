@@ -1,4 +1,5 @@
-//! The store side of the mmp: find the store's address, connect (with a
+//! The store side of the mmp: find the store's address (a name goes
+//! through the process's resolver, `crate::dns`), connect (with a
 //! timeout per address, in order), optionally send a PROXY v2 header, TLS
 //! (implicit or STARTTLS/STLS), then log in on the user's behalf and learn
 //! what to tell the client (IMAP: the store's capabilities; POP3: its +OK
@@ -19,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::framer::{Frame, Framer};
 use super::{Env, LoginMode, Proto};
+use crate::config::TlsMode;
 use crate::net::Conn;
 
 /// Longest response line the store may send during login (capabilities
@@ -70,11 +72,11 @@ pub async fn open(
     let (host, port) = env.backend_address(proto, mail_host);
     let addrs: Vec<SocketAddr> = match tokio::time::timeout(
         Duration::from_secs(m.connect_timeout),
-        tokio::net::lookup_host((host.as_str(), port)),
+        env.resolver.socket_addrs(&host, port),
     )
     .await
     {
-        Ok(Ok(a)) => a.collect(),
+        Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             warn!(store = mail_host, host = %host, error = %e, "cannot resolve the mail store's address");
             return Err(BackendError::Unavailable);
@@ -118,7 +120,7 @@ pub async fn open(
                 .await
                 .map_err(|e| io_failed(mail_host, addr, "sending the PROXY header", &e))?;
         }
-        if m.backend_tls == "implicit" {
+        if m.backend_tls == TlsMode::Implicit {
             conn = tls_connect(env, conn, &host, mail_host, addr).await?;
         }
         let mut io = Io::new(conn, proto);
@@ -162,11 +164,12 @@ async fn tls_connect(
         warn!(store, error = %e, "no TLS configuration for the mail stores");
         BackendError::Unavailable
     })?;
-    let name = if env.config.mmp.backend_server_name.is_empty() {
-        host
-    } else {
-        env.config.mmp.backend_server_name.as_str()
-    };
+    let name = env
+        .config
+        .mmp
+        .backend_server_name
+        .as_ref()
+        .map_or(host, |n| n.as_str());
     let Ok(name) = ServerName::try_from(name.to_string()) else {
         warn!(
             store,
@@ -372,7 +375,7 @@ async fn imap_login(
         return Err(BackendError::Unavailable);
     }
     let mut caps = capability_code(g.rest);
-    if m.backend_tls == "starttls" {
+    if m.backend_tls == TlsMode::StartTls {
         let (kind, rest) = imap_command(io, "M1", b"M1 STARTTLS\r\n", || None, &mut caps)
             .await
             .map_err(|e| failed("asking for STARTTLS", e))?;
@@ -529,7 +532,7 @@ async fn pop3_login(
         warn!(store, %addr, %greeting, "unexpected POP3 greeting from the mail store");
         return Err(BackendError::Unavailable);
     }
-    if m.backend_tls == "starttls" {
+    if m.backend_tls == TlsMode::StartTls {
         let answer = pop3_ask(io, b"STLS\r\n", "asking for STLS", store, addr).await?;
         if !answer.starts_with("+OK") {
             warn!(store, %addr, %answer, "the mail store refused STLS");

@@ -144,12 +144,15 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
             max_command: max_line.max(crate::imap::framer::MIN_LINE) + 2,
         })),
         Proto::Pop3 => Core::Pop3(pop3::Session::new(pop3::SessionConfig {
-            stls_available: starttls,
-            tls_active: info.tls_active,
-            plaintext_without_tls: plaintext,
-            max_bad_commands: max_bad,
-            max_auth_failures: max_auth,
-            auth_delay: env.auth_delay,
+            connection: crate::pop3::auth::Connection {
+                stls_available: starttls,
+                tls_active: info.tls_active,
+                plaintext_without_tls: plaintext,
+                max_bad_commands: max_bad,
+                max_auth_failures: max_auth,
+                auth_delay: env.auth_delay,
+                proxy_users: Vec::new(),
+            },
             max_line,
         })),
     };
@@ -176,23 +179,15 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         }
         PreEnd::Proxy(b, pipelined) => (b, pipelined),
     };
-    let Some(mut client) = d.conn.take() else {
+    let Some(client) = d.conn.take() else {
         return;
     };
     let Backend {
-        conn: mut store,
+        conn: store,
         rest,
         addr,
         ..
     } = *backend;
-    // What the store said after its login answer goes to the client, what
-    // the client pipelined after its login command goes to the store.
-    if !rest.is_empty() && client.write_all(&rest).await.is_err() {
-        return;
-    }
-    if !pipelined.is_empty() && store.write_all(&pipelined).await.is_err() {
-        return;
-    }
     let Driver {
         env,
         user,
@@ -204,6 +199,10 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         shutdown: env.shutdown.clone(),
         goodbye: (proto == Proto::Imap).then_some(shutdown_line(Proto::Imap)),
         imap: proto == Proto::Imap,
+        // What the store said after its login answer goes to the client,
+        // what the client pipelined after its login command to the store.
+        pipelined,
+        store_rest: rest,
     };
     drop(env);
     let (end, counts) = Box::pin(relay::relay(client, store, opts)).await;

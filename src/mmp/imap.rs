@@ -20,6 +20,7 @@ use imap_types::command::CommandBody;
 
 use super::framer::{Frame, Framer};
 use super::{auth_delay, sasl_plain, Action, LoginOutcome, SaslError};
+use crate::imap::framer::{literal_announcement, TAIL};
 
 /// Most ID parameters kept from a client, and their longest value.
 const MAX_ID_PARAMS: usize = 30;
@@ -322,7 +323,7 @@ impl Session {
                 let code = if capabilities.is_empty() {
                     String::new()
                 } else {
-                    format!("[CAPABILITY {capabilities}] ")
+                    format!("[CAPABILITY {}] ", strip_unauthenticate(&capabilities))
                 };
                 vec![
                     reply(format!("{tag} OK {code}Logged in\r\n")),
@@ -408,6 +409,393 @@ impl Session {
             v.push(Action::Close);
         }
     }
+}
+
+/// The mmp's own answer to UNAUTHENTICATE after login (RFC 8437): the
+/// client's login lives on the mmp, so the store never sees the command.
+const UNAUTH_REFUSED: &str = "BAD UNAUTHENTICATE is not available here";
+
+/// How much of a line's start is kept to recognise a command or a
+/// capability-bearing response: a tag, a command name and its arguments.
+const HEAD: usize = 256;
+
+/// Longest capability line rewritten; a longer one passes unchanged.
+const MAX_CAPABILITY_LINE: usize = 16 * 1024;
+
+/// The continuation request the mmp sends for a client's synchronizing
+/// literal (the store receives it as non-synchronizing).
+const CONTINUE: &[u8] = b"+ Ready for literal data\r\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Up {
+    /// At the start of a command.
+    Head,
+    /// Inside a line; `up_buf` holds its last bytes, not yet sent.
+    Line,
+    Literal(u64),
+    /// COMPRESS is active: nothing more can be read.
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Down {
+    /// At the start of a response.
+    Head,
+    /// Inside a line; `down_buf` keeps its last bytes (`continuation`:
+    /// a `+` line, which announces no literal).
+    Line {
+        continuation: bool,
+    },
+    /// A capability line kept whole in `down_buf` to be rewritten.
+    Capability,
+    Literal(u64),
+    Raw,
+}
+
+/// After login: what the mmp still reads of the IMAP stream it relays.
+/// A synchronous state machine over both directions (no I/O; the relay
+/// feeds it and writes what it returns).
+///
+/// Rules (RFC 8437: a client's UNAUTHENTICATE must not reach the store,
+/// whose login is the mmp's):
+/// - Client to store: the first line of every command is looked at; a
+///   `tag UNAUTHENTICATE` is dropped and answered `tag BAD` by the mmp.
+///   Synchronizing literals are sent on as non-synchronizing ones
+///   (RFC 7888) and the mmp itself sends `+`: the mmp then always knows
+///   which bytes are literal data, without waiting on the store's verdict
+///   (a refused literal is skipped by the store and the stream stays in
+///   step). A store with LITERAL- refuses such literals over 4096 octets.
+/// - Store to client: `UNAUTHENTICATE` is removed from `* CAPABILITY`
+///   lines and `[CAPABILITY ...]` codes. The mmp's own replies go out
+///   between two store responses.
+/// - After a successful COMPRESS (RFC 4978) both directions are deflated
+///   and pass unread (the store refuses UNAUTHENTICATE under COMPRESS).
+/// - Bounded: at most `HEAD` bytes of a client line and one capability line
+///   of `MAX_CAPABILITY_LINE` bytes are held; a literal is never held.
+pub struct RelayFilter {
+    up: Up,
+    up_buf: Vec<u8>,
+    down: Down,
+    down_buf: Vec<u8>,
+    /// Replies of the mmp for the client, sent between store responses.
+    replies: Vec<u8>,
+    /// The tag of a COMPRESS command not answered yet.
+    compress_tag: Option<Vec<u8>>,
+}
+
+impl Default for RelayFilter {
+    fn default() -> Self {
+        RelayFilter::new()
+    }
+}
+
+impl RelayFilter {
+    pub fn new() -> RelayFilter {
+        RelayFilter {
+            up: Up::Head,
+            up_buf: Vec::new(),
+            down: Down::Head,
+            down_buf: Vec::new(),
+            replies: Vec::new(),
+            compress_tag: None,
+        }
+    }
+
+    /// The mmp has replies waiting for the client.
+    pub fn has_replies(&self) -> bool {
+        !self.replies.is_empty()
+    }
+
+    /// Client input: appends what goes on to the store to `to_store`.
+    pub fn client_input(&mut self, mut data: &[u8], to_store: &mut Vec<u8>) {
+        while !data.is_empty() {
+            match self.up {
+                Up::Raw => {
+                    to_store.extend_from_slice(data);
+                    return;
+                }
+                Up::Literal(left) => {
+                    let n = left.min(data.len() as u64) as usize;
+                    to_store.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    self.up = match left - n as u64 {
+                        0 => Up::Line,
+                        left => Up::Literal(left),
+                    };
+                }
+                Up::Head => {
+                    let room = HEAD.saturating_sub(self.up_buf.len());
+                    let (end, lf) = match data.iter().take(room).position(|&b| b == b'\n') {
+                        Some(p) => (p + 1, true),
+                        None => (room.min(data.len()), false),
+                    };
+                    self.up_buf.extend_from_slice(&data[..end]);
+                    data = &data[end..];
+                    if lf {
+                        let line = std::mem::take(&mut self.up_buf);
+                        self.client_line(&line, true, to_store);
+                    } else if self.up_buf.len() >= HEAD {
+                        self.up = Up::Line;
+                        self.hold_tail(to_store);
+                    }
+                }
+                Up::Line => {
+                    let lf = data.iter().position(|&b| b == b'\n');
+                    let end = lf.map_or(data.len(), |p| p + 1);
+                    self.up_buf.extend_from_slice(&data[..end]);
+                    data = &data[end..];
+                    if lf.is_some() {
+                        let line = std::mem::take(&mut self.up_buf);
+                        self.client_line(&line, false, to_store);
+                    } else {
+                        self.hold_tail(to_store);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends all of a partial line but the bytes that may still become a
+    /// literal announcement.
+    fn hold_tail(&mut self, to_store: &mut Vec<u8>) {
+        let keep = self.up_buf.len().saturating_sub(TAIL);
+        to_store.extend(self.up_buf.drain(..keep));
+    }
+
+    /// A line (or the rest of one) up to its LF. `first`: the whole first
+    /// line of a command.
+    fn client_line(&mut self, line: &[u8], first: bool, to_store: &mut Vec<u8>) {
+        if first {
+            if let Some((tag, name, rest)) = command_words(line) {
+                if name.eq_ignore_ascii_case(b"UNAUTHENTICATE") && rest.is_empty() {
+                    self.replies.extend_from_slice(tag);
+                    self.replies.push(b' ');
+                    self.replies.extend_from_slice(UNAUTH_REFUSED.as_bytes());
+                    self.replies.extend_from_slice(b"\r\n");
+                    self.up = Up::Head;
+                    return;
+                }
+                if name.eq_ignore_ascii_case(b"COMPRESS") {
+                    self.compress_tag = Some(tag.to_vec());
+                }
+            }
+        }
+        match literal_announcement(line) {
+            Some(a) => {
+                if a.sync {
+                    // `{n}` + CRLF: send `{n+}`, and say "+" ourselves.
+                    let close = line.iter().rposition(|&b| b == b'}').unwrap_or(line.len());
+                    to_store.extend_from_slice(&line[..close]);
+                    to_store.push(b'+');
+                    to_store.extend_from_slice(&line[close..]);
+                    self.replies.extend_from_slice(CONTINUE);
+                } else {
+                    to_store.extend_from_slice(line);
+                }
+                self.up = match a.len {
+                    Some(0) => Up::Line,
+                    Some(n) => Up::Literal(n),
+                    // Not a number64: the store closes the connection.
+                    None => Up::Literal(u64::MAX),
+                };
+            }
+            None => {
+                to_store.extend_from_slice(line);
+                self.up = Up::Head;
+            }
+        }
+    }
+
+    /// Store output: appends what goes on to the client to `to_client`
+    /// (with the mmp's own replies, between responses).
+    pub fn store_output(&mut self, mut data: &[u8], to_client: &mut Vec<u8>) {
+        self.flush_replies(to_client);
+        while !data.is_empty() {
+            match self.down {
+                Down::Raw => {
+                    to_client.extend_from_slice(data);
+                    return;
+                }
+                Down::Literal(left) => {
+                    let n = left.min(data.len() as u64) as usize;
+                    to_client.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    self.down = match left - n as u64 {
+                        0 => Down::Line {
+                            continuation: false,
+                        },
+                        left => Down::Literal(left),
+                    };
+                }
+                Down::Head => {
+                    let room = HEAD.saturating_sub(self.down_buf.len());
+                    let (end, lf) = match data.iter().take(room).position(|&b| b == b'\n') {
+                        Some(p) => (p + 1, true),
+                        None => (room.min(data.len()), false),
+                    };
+                    self.down_buf.extend_from_slice(&data[..end]);
+                    data = &data[end..];
+                    if !lf && self.down_buf.len() < HEAD {
+                        continue;
+                    }
+                    let continuation = self.down_buf.first() == Some(&b'+');
+                    if !continuation && capability_line(&self.down_buf) {
+                        self.down = Down::Capability;
+                        if lf {
+                            self.store_line_end(to_client, true);
+                        }
+                        continue;
+                    }
+                    self.down = Down::Line { continuation };
+                    if lf {
+                        self.store_line_end(to_client, true);
+                    } else {
+                        let keep = self.down_buf.len().saturating_sub(TAIL);
+                        to_client.extend(self.down_buf.drain(..keep));
+                    }
+                }
+                Down::Capability | Down::Line { .. } => {
+                    let lf = data.iter().position(|&b| b == b'\n');
+                    let end = lf.map_or(data.len(), |p| p + 1);
+                    self.down_buf.extend_from_slice(&data[..end]);
+                    data = &data[end..];
+                    if lf.is_some() {
+                        let whole = self.down == Down::Capability;
+                        self.store_line_end(to_client, whole);
+                    } else if self.down == Down::Capability
+                        && self.down_buf.len() <= MAX_CAPABILITY_LINE
+                    {
+                        // Kept whole until its end.
+                    } else {
+                        if self.down == Down::Capability {
+                            self.down = Down::Line {
+                                continuation: false,
+                            };
+                        }
+                        let keep = self.down_buf.len().saturating_sub(TAIL);
+                        to_client.extend(self.down_buf.drain(..keep));
+                    }
+                }
+            }
+        }
+        self.flush_replies(to_client);
+    }
+
+    /// `down_buf` holds the end of a store line (`whole`: all of the first
+    /// line of a response): send it on.
+    fn store_line_end(&mut self, to_client: &mut Vec<u8>, whole: bool) {
+        let line = std::mem::take(&mut self.down_buf);
+        let announced = match self.down {
+            Down::Line { continuation: true } => None,
+            _ => literal_announcement(&line),
+        };
+        if self.down == Down::Capability {
+            to_client.extend_from_slice(&strip_unauthenticate_line(&line));
+        } else {
+            to_client.extend_from_slice(&line);
+        }
+        self.down = match announced {
+            Some(a) => match a.len {
+                Some(0) => Down::Line {
+                    continuation: false,
+                },
+                Some(n) => Down::Literal(n),
+                None => Down::Literal(u64::MAX),
+            },
+            None => Down::Head,
+        };
+        if let Some(tag) = self.compress_tag.as_ref().filter(|_| whole) {
+            // The answer to COMPRESS: deflate starts after its line.
+            if let Some((t, status, _)) = command_words(&line) {
+                if t == tag.as_slice() {
+                    if status.eq_ignore_ascii_case(b"OK") {
+                        self.down = Down::Raw;
+                        self.up = Up::Raw;
+                    }
+                    self.compress_tag = None;
+                }
+            }
+        }
+    }
+
+    /// Sends the mmp's replies if the store's output is between responses.
+    pub fn flush_replies(&mut self, to_client: &mut Vec<u8>) {
+        if self.down == Down::Head && self.down_buf.is_empty() {
+            to_client.append(&mut self.replies);
+        }
+    }
+}
+
+/// `tag SP name [SP rest]` of a line (CRLF or LF removed): tag chars as
+/// RFC 9051 defines them, name an atom.
+fn command_words(line: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let sp = line.iter().position(|&b| b == b' ')?;
+    let (tag, rest) = line.split_at(sp);
+    if tag.is_empty() || !tag.iter().all(|&b| super::framer::is_tag_char(b)) {
+        return None;
+    }
+    let rest = &rest[1..];
+    let (name, rest) = match rest.iter().position(|&b| b == b' ') {
+        Some(p) => (&rest[..p], &rest[p + 1..]),
+        None => (rest, &rest[rest.len()..]),
+    };
+    Some((tag, name, rest))
+}
+
+/// A response that carries capabilities: `* CAPABILITY ...` or a status
+/// response with a `[CAPABILITY ...]` code (judged from its start).
+fn capability_line(head: &[u8]) -> bool {
+    let mut words = head.splitn(3, |&b| b == b' ');
+    let (Some(tag), Some(second)) = (words.next(), words.next()) else {
+        return false;
+    };
+    let third = words.next().unwrap_or_default();
+    let starts = |s: &[u8], p: &[u8]| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p);
+    if tag == b"*" && second.eq_ignore_ascii_case(b"CAPABILITY") {
+        return true;
+    }
+    ["OK", "NO", "BAD", "PREAUTH", "BYE"]
+        .iter()
+        .any(|s| second.eq_ignore_ascii_case(s.as_bytes()))
+        && starts(third, b"[CAPABILITY ")
+}
+
+/// A capability line without `UNAUTHENTICATE`.
+fn strip_unauthenticate_line(line: &[u8]) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return line.to_vec();
+    };
+    let body = text.trim_end_matches(['\r', '\n']);
+    let eol = &text[body.len()..];
+    let upper = body.to_ascii_uppercase();
+    // The list: after the word CAPABILITY to the end of the code or line.
+    let (start, end) = if let Some(p) = upper.find("[CAPABILITY ") {
+        let from = p + "[CAPABILITY".len();
+        let to = upper[from..].find(']').map_or(body.len(), |e| from + e);
+        (from, to)
+    } else {
+        match upper.find(" CAPABILITY ") {
+            Some(p) => (p + " CAPABILITY".len(), body.len()),
+            None => return line.to_vec(),
+        }
+    };
+    let caps: String = body[start..end]
+        .split(' ')
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("UNAUTHENTICATE"))
+        .flat_map(|c| [" ", c])
+        .collect();
+    format!("{}{caps}{}{eol}", &body[..start], &body[end..]).into_bytes()
+}
+
+/// A capability list without `UNAUTHENTICATE` (RFC 8437): the mmp does
+/// not relay it.
+pub fn strip_unauthenticate(caps: &str) -> String {
+    caps.split(' ')
+        .filter(|c| !c.eq_ignore_ascii_case("UNAUTHENTICATE"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn reply(s: String) -> Action {
@@ -672,6 +1060,150 @@ mod tests {
             client_id: vec![],
         };
         assert!(!format!("{a:?}").contains("hunter2"));
+    }
+
+    /// Runs client input and store output through a filter, each split at
+    /// `i` and `j`: (bytes to the store, bytes to the client).
+    fn filtered(client: &[u8], store: &[u8], i: usize, j: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut f = RelayFilter::new();
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        f.client_input(&client[..i], &mut up);
+        f.client_input(&client[i..], &mut up);
+        f.store_output(&store[..j], &mut down);
+        f.store_output(&store[j..], &mut down);
+        f.flush_replies(&mut down);
+        (up, down)
+    }
+
+    #[test]
+    fn rfc8437_unauthenticate_is_answered_by_the_mmp_split_at_every_byte() {
+        let client: &[u8] =
+            b"a NOOP\r\nb unauthenticate\r\nc APPEND INBOX {28+}\r\nd UNAUTHENTICATE\r\nxxxxxxxxxx\r\ne UNAUTHENTICATE now\r\n";
+        let store: &[u8] =
+            b"a OK NOOP completed\r\n* 1 FETCH (BODY[] {19}\r\nb UNAUTHENTICATE\r\n)\r\n";
+        for i in 0..=client.len() {
+            for j in [0, 5, store.len() - 3, store.len()] {
+                let (up, down) = filtered(client, store, i, j);
+                assert_eq!(
+                    String::from_utf8_lossy(&up),
+                    // Inside a literal it is data; with arguments it is the
+                    // store's to refuse.
+                    "a NOOP\r\nc APPEND INBOX {28+}\r\nd UNAUTHENTICATE\r\nxxxxxxxxxx\r\ne UNAUTHENTICATE now\r\n",
+                    "split at {i}/{j}"
+                );
+                // The store's own bytes pass unchanged, literal included;
+                // the mmp's answer comes between two responses.
+                let down = String::from_utf8_lossy(&down).into_owned();
+                assert_eq!(
+                    down.replace("b BAD UNAUTHENTICATE is not available here\r\n", ""),
+                    String::from_utf8_lossy(store),
+                    "split at {i}/{j}"
+                );
+                assert_eq!(down.matches("b BAD UNAUTHENTICATE").count(), 1);
+                assert!(
+                    down.starts_with("b BAD")
+                        || down.contains("\r\nb BAD")
+                            && !down.contains("{19}\r\nb BAD")
+                            && !down.contains("b UNAUTHENTICATE\r\nb BAD"),
+                    "{down}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rfc8437_synchronizing_literals_become_non_synchronizing_split_at_every_byte() {
+        // The mmp says "+" itself, so it always knows where literal data is:
+        // a refused literal cannot smuggle a command past it.
+        let client: &[u8] =
+            b"a APPEND INBOX {20}\r\nb UNAUTHENTICATE\r\nxx\r\nc LOGIN ~{3}\r\nabc {0}\r\n\r\nd UNAUTHENTICATE\r\n";
+        for i in 0..=client.len() {
+            let (up, down) = filtered(client, b"", i, 0);
+            assert_eq!(
+                String::from_utf8_lossy(&up),
+                "a APPEND INBOX {20+}\r\nb UNAUTHENTICATE\r\nxx\r\nc LOGIN ~{3+}\r\nabc {0+}\r\n\r\n",
+                "split at {i}"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&down),
+                "+ Ready for literal data\r\n+ Ready for literal data\r\n+ Ready for literal data\r\n\
+                 d BAD UNAUTHENTICATE is not available here\r\n"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc8437_capabilities_relayed_without_unauthenticate_split_at_every_byte() {
+        let store: &[u8] = b"* CAPABILITY IMAP4rev2 UNAUTHENTICATE IDLE\r\n\
+            a OK [CAPABILITY IMAP4rev2 IDLE UNAUTHENTICATE] done\r\n\
+            * OK [CAPABILITY UNAUTHENTICATE] x\r\n\
+            * 1 FETCH (BODY[] {40}\r\n* CAPABILITY UNAUTHENTICATE IMAP4rev2\r\n)\r\n\
+            + UNAUTHENTICATE\r\n\
+            b ok [capability imap4rev2 unauthenticate]\r\n";
+        for j in 0..=store.len() {
+            let (_, down) = filtered(b"", store, 0, j);
+            assert_eq!(
+                String::from_utf8_lossy(&down),
+                "* CAPABILITY IMAP4rev2 IDLE\r\n\
+                 a OK [CAPABILITY IMAP4rev2 IDLE] done\r\n\
+                 * OK [CAPABILITY] x\r\n\
+                 * 1 FETCH (BODY[] {40}\r\n* CAPABILITY UNAUTHENTICATE IMAP4rev2\r\n)\r\n\
+                 + UNAUTHENTICATE\r\n\
+                 b ok [capability imap4rev2]\r\n",
+                "split at {j}"
+            );
+        }
+        assert_eq!(
+            strip_unauthenticate("IMAP4rev2 UNAUTHENTICATE ID"),
+            "IMAP4rev2 ID"
+        );
+    }
+
+    #[test]
+    fn rfc4978_after_compress_both_directions_pass_unread() {
+        let mut f = RelayFilter::new();
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        f.client_input(b"z COMPRESS DEFLATE\r\n", &mut up);
+        f.store_output(
+            b"z OK DEFLATE active\r\n\x01* CAPABILITY UNAUTHENTICATE\r\n",
+            &mut down,
+        );
+        f.client_input(b"q UNAUTHENTICATE\r\n{5}\r\n", &mut up);
+        assert_eq!(up, b"z COMPRESS DEFLATE\r\nq UNAUTHENTICATE\r\n{5}\r\n");
+        assert_eq!(
+            down,
+            b"z OK DEFLATE active\r\n\x01* CAPABILITY UNAUTHENTICATE\r\n"
+        );
+        // A refused COMPRESS changes nothing.
+        let mut f = RelayFilter::new();
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        f.client_input(b"z COMPRESS DEFLATE\r\n", &mut up);
+        f.store_output(b"z NO [COMPRESSIONACTIVE] no\r\n", &mut down);
+        f.client_input(b"q UNAUTHENTICATE\r\n", &mut up);
+        f.flush_replies(&mut down);
+        assert_eq!(up, b"z COMPRESS DEFLATE\r\n");
+        assert!(down.ends_with(b"q BAD UNAUTHENTICATE is not available here\r\n"));
+    }
+
+    #[test]
+    fn relay_filter_holds_little_of_long_lines() {
+        let mut f = RelayFilter::new();
+        let mut up = Vec::new();
+        let long = vec![b'x'; 100_000];
+        f.client_input(b"a SEARCH TEXT ", &mut up);
+        f.client_input(&long, &mut up);
+        assert!(up.len() >= 100_000 + 14 - TAIL, "{}", up.len());
+        let mut down = Vec::new();
+        f.store_output(b"* 1 FETCH (X ", &mut down);
+        f.store_output(&long, &mut down);
+        assert!(down.len() >= 100_000 + 13 - TAIL);
+        // A capability line beyond the limit passes as it is.
+        let mut f = RelayFilter::new();
+        let mut down = Vec::new();
+        f.store_output(b"* CAPABILITY UNAUTHENTICATE ", &mut down);
+        f.store_output(&long, &mut down);
+        f.store_output(b"\r\n", &mut down);
+        assert_eq!(down.len(), 28 + 100_000 + 2);
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! the part of each protocol before login itself, checks the password
 //! against the directory, finds the user's store from `mailHost`, logs in
 //! there on the user's behalf, and from then on relays bytes both ways
-//! without parsing them.
+//! (IMAP through a small filter: UNAUTHENTICATE stays with the mmp,
+//! RFC 8437).
 //!
 //! Layers: `framer` (IMAP lines + literals: an adapter over the one IMAP
 //! framer, `crate::imap::framer`) -> `imap` / `pop3` (synchronous
-//! pre-login session cores, no I/O) -> `driver` (async: reads, writes,
-//! directory, TLS, `backend` login) -> `relay` (byte pump).
+//! pre-login session cores, no I/O; POP3's AUTHORIZATION is the store's
+//! own core, `crate::pop3::auth`) -> `driver` (async: reads, writes,
+//! directory, TLS, `backend` login) -> `relay` (byte pump; IMAP through
+//! `imap::RelayFilter`).
 //!
 //! Invariants:
 //! - No state survives a connection except the failed-login counters
@@ -30,6 +33,7 @@ mod relay;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -38,7 +42,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, TlsMode};
 use crate::directory::{AuthResult, DirError};
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
@@ -62,13 +66,8 @@ pub(crate) enum Proto {
     Pop3,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LoginMode {
-    /// The user's own login and password at the store.
-    Credentials,
-    /// SASL PLAIN: authzid = user, authcid/password = the mmp's.
-    ProxyAuth,
-}
+/// How the mmp logs in at the store (`mmp.login_mode`, typed at load).
+pub(crate) use crate::config::LoginMode;
 
 /// An effect or output of a pre-login session core, in order.
 #[derive(Clone, PartialEq, Eq)]
@@ -159,40 +158,7 @@ pub(crate) fn sasl_plain(raw: &[u8]) -> Result<(String, String), SaslError> {
 /// Delay before answering the `failures`-th failed login: base, 2x, 4x,
 /// capped at 8 s (or at base, if base is larger).
 pub(crate) fn auth_delay(base: Duration, failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    base.saturating_mul(1u32 << exp)
-        .min(Duration::from_secs(8).max(base))
-}
-
-/// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address into
-/// host and port. None: not one of those.
-pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        host.parse::<std::net::Ipv6Addr>().ok()?;
-        return match after {
-            "" => Some((host.to_string(), None)),
-            p => Some((host.to_string(), Some(p.strip_prefix(':')?.parse().ok()?))),
-        };
-    }
-    if s.parse::<std::net::IpAddr>().is_ok() {
-        return Some((s.to_string(), None));
-    }
-    let valid_host = |h: &str| {
-        !h.is_empty()
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-    };
-    match s.rsplit_once(':') {
-        Some((h, p)) if valid_host(h) => Some((h.to_string(), Some(p.parse().ok()?))),
-        Some(_) => None,
-        None if valid_host(s) => Some((s.to_string(), None)),
-        None => None,
-    }
+    crate::pop3::auth::delay_after(base, failures)
 }
 
 /// Checks a login and password: the directory in production, a fake in
@@ -242,6 +208,8 @@ pub(crate) struct Env {
     pub shared: Arc<Shared>,
     /// First delay after a failed login (doubles each time).
     pub auth_delay: Duration,
+    /// The process's resolver: backends given by name (`crate::dns`).
+    pub resolver: Arc<crate::dns::Resolver>,
 }
 
 impl Env {
@@ -261,15 +229,12 @@ impl Env {
             // The growing delay comes from the process-wide limiter
             // (driver::login), not from a per-connection count.
             auth_delay: Duration::ZERO,
+            resolver: services.resolver.clone(),
         }
     }
 
     pub(crate) fn login_mode(&self) -> LoginMode {
-        if self.config.mmp.login_mode == "proxyauth" {
-            LoginMode::ProxyAuth
-        } else {
-            LoginMode::Credentials
-        }
+        self.config.mmp.login_mode
     }
 
     /// The base64 SASL PLAIN response logging in as `user` with the mmp's
@@ -287,7 +252,7 @@ impl Env {
     /// The host and port of `mail_host`'s store for `proto`.
     pub(crate) fn backend_address(&self, proto: Proto, mail_host: &str) -> (String, u16) {
         let m = &self.config.mmp;
-        let implicit = m.backend_tls == "implicit";
+        let implicit = m.backend_tls == TlsMode::Implicit;
         let (map, port) = match proto {
             Proto::Imap => (
                 &m.imap_backends,
@@ -306,16 +271,16 @@ impl Env {
                 },
             ),
         };
-        let find = |map: &std::collections::BTreeMap<String, String>| {
+        fn find<'a, V>(map: &'a BTreeMap<String, V>, mail_host: &str) -> Option<&'a V> {
             map.iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(mail_host))
-                .and_then(|(_, v)| split_host_port(v))
-        };
-        if let Some((host, p)) = find(map) {
-            return (host, p.unwrap_or(port));
+                .map(|(_, v)| v)
         }
-        if let Some((host, _)) = find(&m.backends) {
-            return (host, port);
+        if let Some(hp) = find(map, mail_host) {
+            return (hp.host.to_string(), hp.port.unwrap_or(port));
+        }
+        if let Some(host) = find(&m.backends, mail_host) {
+            return (host.to_string(), port);
         }
         (mail_host.to_string(), port)
     }
@@ -324,25 +289,6 @@ impl Env {
 #[cfg(test)]
 mod unit {
     use super::*;
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(split_host_port("store1"), Some(("store1".into(), None)));
-        assert_eq!(
-            split_host_port("10.0.0.5:1143"),
-            Some(("10.0.0.5".into(), Some(1143)))
-        );
-        assert_eq!(split_host_port("::1"), Some(("::1".into(), None)));
-        assert_eq!(
-            split_host_port("[::1]:143"),
-            Some(("::1".into(), Some(143)))
-        );
-        assert_eq!(split_host_port("[::1]"), Some(("::1".into(), None)));
-        assert_eq!(split_host_port("a:b:c"), None);
-        assert_eq!(split_host_port("host:99999"), None);
-        assert_eq!(split_host_port("bad host"), None);
-        assert_eq!(split_host_port(""), None);
-    }
 
     #[test]
     fn rfc4616_plain_fields() {
@@ -373,10 +319,11 @@ mod unit {
         let mut c = Config::default();
         c.mmp
             .backends
-            .insert("Store1.example.com".into(), "10.0.0.5".into());
-        c.mmp
-            .imap_backends
-            .insert("store2.example.com".into(), "10.0.0.6:1143".into());
+            .insert("Store1.example.com".into(), "10.0.0.5".parse().unwrap());
+        c.mmp.imap_backends.insert(
+            "store2.example.com".into(),
+            "10.0.0.6:1143".parse().unwrap(),
+        );
         let env = Env {
             shared: Arc::new(Shared::new(&c)),
             config: Arc::new(c.clone()),
@@ -391,6 +338,7 @@ mod unit {
             shutdown: CancellationToken::new(),
             authenticate: Arc::new(|_, _| Box::pin(async { Ok(AuthResult::Failed(None)) })),
             auth_delay: Duration::ZERO,
+            resolver: Arc::new(crate::dns::Resolver::from_config(&c).unwrap()),
         };
         assert_eq!(
             env.backend_address(Proto::Imap, "store1.example.com"),

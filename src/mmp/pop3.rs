@@ -1,59 +1,55 @@
-//! The POP3 side of the mmp before login: a synchronous state machine over
-//! client lines (no I/O). It answers the AUTHORIZATION state itself (RFC
-//! 1939 USER/PASS/QUIT, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH PLAIN)
-//! and asks the driver to log in at the user's store; once that succeeded
-//! the store's "+OK" goes to the client and the driver relays bytes.
+//! The POP3 side of the mmp before login: the shared POP3 AUTHORIZATION
+//! core (`crate::pop3::auth`: USER/PASS, AUTH PLAIN, CAPA, STLS, QUIT,
+//! RFC 2449 / RFC 3206 codes, the same limits as the store) over the
+//! store's line reader, no I/O. A successful login here means: log in at
+//! the user's store (`Action::Login`); once that succeeded the store's
+//! "+OK" goes to the client and the driver relays bytes.
 //!
 //! Invariants: one command at a time; passwords leave this module only
 //! inside `Action::Login`, whose Debug output hides them.
 
-use std::time::Duration;
-
-use super::{auth_delay, sasl_plain, Action, LoginOutcome, SaslError};
+use super::{Action, LoginOutcome};
+use crate::pop3::auth::{AuthConfig, Authorization, Connection, Refusal, Step};
+use crate::pop3::codec::LineReader;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    pub stls_available: bool,
-    pub tls_active: bool,
-    /// USER/PASS and AUTH PLAIN allowed without TLS.
-    pub plaintext_without_tls: bool,
-    pub max_bad_commands: u32,
-    pub max_auth_failures: u32,
-    pub auth_delay: Duration,
+    /// The AUTHORIZATION core's (no `proxy_users`: the mmp offers no
+    /// authorization identity).
+    pub connection: Connection,
     pub max_line: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Authorization {
-        user: Option<String>,
-    },
-    /// AUTH PLAIN sent "+ " and waits for the response line.
-    SaslPlain,
+    Authorization,
+    /// Waiting for the driver (`login_done` / `tls_started`).
     Pending,
     Proxying,
     Closed,
 }
 
 pub struct Session {
-    config: SessionConfig,
+    auth: Authorization,
     state: State,
-    buf: Vec<u8>,
-    /// Dropping an overlong line until its LF.
-    discarding: bool,
-    bad_commands: u32,
-    auth_failures: u32,
+    lines: LineReader,
 }
 
 impl Session {
     pub fn new(config: SessionConfig) -> Session {
         Session {
-            config,
-            state: State::Authorization { user: None },
-            buf: Vec::new(),
-            discarding: false,
-            bad_commands: 0,
-            auth_failures: 0,
+            auth: Authorization::new(AuthConfig {
+                connection: Connection {
+                    // The mmp offers no authorization identity.
+                    proxy_users: Vec::new(),
+                    ..config.connection
+                },
+                role: "proxy",
+                capa_extra: &[],
+                implementation: "msgd-mmp",
+            }),
+            state: State::Authorization,
+            lines: LineReader::new(config.max_line),
         }
     }
 
@@ -62,290 +58,114 @@ impl Session {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.lines.push(bytes);
     }
 
     pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty()
+        self.lines.has_buffered()
     }
 
     pub fn tls_active(&self) -> bool {
-        self.config.tls_active
+        self.auth.tls_active()
     }
 
     /// Input after the login command: it belongs to the store.
     pub fn take_rest(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
+        self.lines.take_rest()
     }
 
     pub fn next(&mut self) -> Option<Vec<Action>> {
-        if matches!(self.state, State::Pending | State::Proxying | State::Closed) {
+        if self.state != State::Authorization {
             return None;
         }
-        let line = loop {
-            let lf = self.buf.iter().position(|b| *b == b'\n');
-            match lf {
-                Some(i) if self.discarding => {
-                    self.buf.drain(..=i);
-                    self.discarding = false;
-                }
-                Some(i) if i < self.config.max_line => {
-                    let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                    line.pop();
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    break line;
-                }
-                Some(i) => {
-                    self.buf.drain(..=i);
-                    return Some(self.bad("line too long"));
-                }
-                None if self.buf.len() > self.config.max_line => {
-                    self.buf.clear();
-                    if self.discarding {
-                        return None;
-                    }
-                    self.discarding = true;
-                    return Some(self.bad("line too long"));
-                }
-                None => {
-                    if self.discarding {
-                        self.buf.clear();
-                    }
-                    return None;
-                }
-            }
-        };
-        let line = String::from_utf8_lossy(&line).into_owned();
-        let state = std::mem::replace(&mut self.state, State::Pending);
-        Some(match state {
-            State::SaslPlain => {
-                self.state = State::Authorization { user: None };
-                self.sasl_response(line.trim())
-            }
-            State::Authorization { user } => {
-                self.state = State::Authorization { user: user.clone() };
-                self.command(user, &line)
-            }
-            other => {
-                self.state = other;
-                return None;
-            }
-        })
+        let input = self.lines.next()?;
+        let steps = self.auth.input(input);
+        Some(self.steps(steps))
     }
 
-    fn command(&mut self, user: Option<String>, line: &str) -> Vec<Action> {
-        let (cmd, args) = match line.split_once(' ') {
-            Some((c, a)) => (c.to_ascii_uppercase(), a),
-            None => (line.to_ascii_uppercase(), ""),
-        };
-        match cmd.as_str() {
-            "CAPA" => vec![Action::Reply(self.capabilities().into_bytes())],
-            "QUIT" => {
-                self.state = State::Closed;
-                vec![ok("msgd POP3 proxy signing off"), Action::Close]
-            }
-            "STLS" => {
-                if self.config.tls_active {
-                    self.bad("command not permitted when TLS active")
-                } else if !self.config.stls_available {
-                    self.bad("STLS not available")
-                } else {
+    /// The core's steps as the driver's actions.
+    fn steps(&mut self, steps: Vec<Step>) -> Vec<Action> {
+        let mut out = Vec::with_capacity(steps.len());
+        for s in steps {
+            out.push(match s {
+                Step::Reply(r) => Action::Reply(r.into_bytes()),
+                Step::Delay(d) => Action::Delay(d),
+                Step::Authenticate {
+                    login, password, ..
+                } => {
+                    self.state = State::Pending;
+                    Action::Login {
+                        login,
+                        password,
+                        client_id: Vec::new(),
+                    }
+                }
+                Step::StartTls => {
                     self.state = State::Pending;
                     // RFC 2595 section 4: pipelined plaintext is dropped.
-                    self.buf.clear();
-                    vec![ok("Begin TLS negotiation"), Action::StartTls]
+                    self.lines.clear();
+                    Action::StartTls
                 }
-            }
-            "USER" => {
-                if !self.plaintext_allowed() {
-                    return self.bad("[AUTH] TLS required");
+                Step::Close => {
+                    self.state = State::Closed;
+                    Action::Close
                 }
-                let name = args.trim();
-                if name.is_empty() {
-                    return self.bad("USER needs a name");
-                }
-                self.state = State::Authorization {
-                    user: Some(name.to_string()),
-                };
-                vec![ok("send PASS")]
-            }
-            "PASS" => {
-                if !self.plaintext_allowed() {
-                    return self.bad("[AUTH] TLS required");
-                }
-                let Some(login) = user else {
-                    return self.bad("USER first");
-                };
-                self.state = State::Pending;
-                vec![Action::Login {
-                    login,
-                    password: args.to_string(),
-                    client_id: Vec::new(),
-                }]
-            }
-            "AUTH" => {
-                self.state = State::Authorization { user: None };
-                let mut parts = args.split_ascii_whitespace();
-                let Some(mech) = parts.next() else {
-                    return vec![Action::Reply(if self.plaintext_allowed() {
-                        b"+OK\r\nPLAIN\r\n.\r\n".to_vec()
-                    } else {
-                        b"+OK\r\n.\r\n".to_vec()
-                    })];
-                };
-                if !mech.eq_ignore_ascii_case("PLAIN") {
-                    return self.bad("unsupported authentication mechanism");
-                }
-                if !self.plaintext_allowed() {
-                    return self.bad("[AUTH] TLS required");
-                }
-                match parts.next() {
-                    None => {
-                        self.state = State::SaslPlain;
-                        vec![Action::Reply(b"+ \r\n".to_vec())]
-                    }
-                    Some(ir) => self.sasl_response(ir),
-                }
-            }
-            "STAT" | "LIST" | "RETR" | "DELE" | "RSET" | "TOP" | "UIDL" | "NOOP" => {
-                self.bad("command not valid in this state")
-            }
-            _ => self.bad("unknown command"),
+            });
         }
-    }
-
-    fn sasl_response(&mut self, b64: &str) -> Vec<Action> {
-        use base64::Engine;
-        if b64 == "*" {
-            return vec![err("authentication cancelled")];
-        }
-        let raw = if b64 == "=" {
-            Vec::new()
-        } else {
-            match base64::engine::general_purpose::STANDARD.decode(b64) {
-                Ok(r) => r,
-                Err(_) => return self.bad("invalid base64"),
-            }
-        };
-        match sasl_plain(&raw) {
-            Ok((login, password)) => {
-                self.state = State::Pending;
-                vec![Action::Login {
-                    login,
-                    password,
-                    client_id: Vec::new(),
-                }]
-            }
-            Err(SaslError::Malformed) => self.bad("malformed PLAIN response"),
-            Err(SaslError::OtherAuthzid) => {
-                self.auth_failed("[AUTH] not authorized to act as that user", false)
-            }
-        }
+        out
     }
 
     /// The driver's report on `Action::Login`. For `Ok`, the text is the
     /// store's "+OK" line, passed on as it is.
     pub fn login_done(&mut self, outcome: LoginOutcome) -> Vec<Action> {
-        if !matches!(self.state, State::Pending) {
+        if self.state != State::Pending {
             return Vec::new();
         }
-        self.state = State::Authorization { user: None };
-        match outcome {
+        self.state = State::Authorization;
+        let why = match outcome {
             LoginOutcome::Ok(line) => {
+                self.auth.logged_in();
                 self.state = State::Proxying;
-                vec![Action::Reply(line.into_bytes()), Action::Proxy]
+                return vec![Action::Reply(line.into_bytes()), Action::Proxy];
             }
-            LoginOutcome::Failed => self.auth_failed("[AUTH] Authentication failed", true),
-            LoginOutcome::Inactive => self.auth_failed("[AUTH] account disabled", false),
-            LoginOutcome::RateLimited => {
-                self.auth_failed("[SYS/TEMP] too many failed logins; try again later", false)
+            LoginOutcome::Failed => Refusal::Failed,
+            LoginOutcome::Inactive => Refusal::Inactive,
+            LoginOutcome::RateLimited => Refusal::RateLimited,
+            LoginOutcome::DirectoryUnavailable => Refusal::DirectoryUnavailable,
+            LoginOutcome::BackendUnavailable => {
+                Refusal::Unavailable("[SYS/TEMP] mail store unavailable".into())
             }
-            LoginOutcome::DirectoryUnavailable => vec![err("[SYS/TEMP] directory unavailable")],
-            LoginOutcome::BackendUnavailable => vec![err("[SYS/TEMP] mail store unavailable")],
             LoginOutcome::BackendRefused(code) => {
                 let code = code.map(|c| format!("[{c}] ")).unwrap_or_default();
-                vec![err(&format!("{code}login refused by the mail store"))]
+                Refusal::Unavailable(format!("{code}login refused by the mail store"))
             }
-        }
+        };
+        let steps = self.auth.refused(why);
+        self.steps(steps)
     }
 
     pub fn tls_started(&mut self) {
-        self.config.tls_active = true;
-        self.config.stls_available = false;
-        self.state = State::Authorization { user: None };
+        self.auth.tls_started();
+        self.state = State::Authorization;
     }
-
-    fn plaintext_allowed(&self) -> bool {
-        self.config.tls_active || self.config.plaintext_without_tls
-    }
-
-    /// RFC 2449 CAPA in the AUTHORIZATION state.
-    fn capabilities(&self) -> String {
-        let mut s = String::from("+OK Capability list follows\r\n");
-        if self.plaintext_allowed() {
-            s.push_str("USER\r\nSASL PLAIN\r\n");
-        }
-        if self.config.stls_available && !self.config.tls_active {
-            s.push_str("STLS\r\n");
-        }
-        s.push_str(
-            "RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION msgd-mmp\r\n.\r\n",
-        );
-        s
-    }
-
-    fn auth_failed(&mut self, text: &str, delay: bool) -> Vec<Action> {
-        self.auth_failures += 1;
-        let mut v = Vec::new();
-        if delay {
-            let d = auth_delay(self.config.auth_delay, self.auth_failures);
-            if !d.is_zero() {
-                v.push(Action::Delay(d));
-            }
-        }
-        v.push(err(text));
-        if self.auth_failures >= self.config.max_auth_failures.max(1) {
-            self.state = State::Closed;
-            v.push(err("[AUTH] too many authentication failures"));
-            v.push(Action::Close);
-        }
-        v
-    }
-
-    fn bad(&mut self, text: &str) -> Vec<Action> {
-        self.bad_commands += 1;
-        let mut v = vec![err(text)];
-        if self.bad_commands >= self.config.max_bad_commands.max(1) {
-            self.state = State::Closed;
-            v.push(err("too many bad commands"));
-            v.push(Action::Close);
-        }
-        v
-    }
-}
-
-fn ok(text: &str) -> Action {
-    Action::Reply(format!("+OK {text}\r\n").into_bytes())
-}
-
-fn err(text: &str) -> Action {
-    Action::Reply(format!("-ERR {text}\r\n").into_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn config() -> SessionConfig {
         SessionConfig {
-            stls_available: true,
-            tls_active: false,
-            plaintext_without_tls: true,
-            max_bad_commands: 5,
-            max_auth_failures: 3,
-            auth_delay: Duration::from_secs(1),
+            connection: Connection {
+                stls_available: true,
+                tls_active: false,
+                plaintext_without_tls: true,
+                max_bad_commands: 5,
+                max_auth_failures: 3,
+                auth_delay: Duration::from_secs(1),
+                proxy_users: Vec::new(),
+            },
             max_line: 512,
         }
     }
@@ -376,8 +196,11 @@ mod tests {
             let mut s = Session::new(config());
             let mut out = run(&mut s, &input[..i]);
             out.extend(run(&mut s, &input[i..]));
-            assert!(text(&out)
-                .starts_with("+OK Capability list follows\r\nUSER\r\nSASL PLAIN\r\nSTLS\r\n"));
+            // One CAPA list with the store's (the shared core's order).
+            assert!(text(&out).starts_with(
+                "+OK Capability list follows\r\nUSER\r\nSASL PLAIN\r\nRESP-CODES\r\n\
+                 PIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\nIMPLEMENTATION msgd-mmp\r\n.\r\n"
+            ));
             assert_eq!(
                 out.last(),
                 Some(&Action::Login {
@@ -402,7 +225,7 @@ mod tests {
     #[test]
     fn rfc2595_plaintext_refused_without_tls_and_stls_drops_pipelined_input() {
         let mut c = config();
-        c.plaintext_without_tls = false;
+        c.connection.plaintext_without_tls = false;
         let mut s = Session::new(c);
         let out = run(&mut s, b"CAPA\r\nUSER alice\r\nAUTH PLAIN AGEAYg==\r\n");
         let t = text(&out);

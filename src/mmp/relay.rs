@@ -1,6 +1,10 @@
-//! Relays bytes between a client and its store after login, without
-//! parsing them, until either side closes, the session idles out, or the
-//! server shuts down.
+//! Relays bytes between a client and its store after login until either
+//! side closes, the session idles out, or the server shuts down. POP3
+//! bytes pass unread; IMAP goes through [`RelayFilter`] both ways (the
+//! mmp answers UNAUTHENTICATE itself and hides it from capabilities,
+//! RFC 8437; see `imap.rs`), which holds at most a line's first 256 bytes
+//! and never a literal. The mmp's own replies go to the client between two
+//! store responses.
 //!
 //! Memory per idle session stays small: each direction reads into a
 //! 512-byte buffer inside the task and only switches to a 16 KiB heap
@@ -26,8 +30,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Mutex;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use super::imap::RelayFilter;
 
 use crate::net::Conn;
 
@@ -64,8 +73,32 @@ pub struct Options {
     pub shutdown: CancellationToken,
     /// Sent to the client on shutdown, between two store responses.
     pub goodbye: Option<&'static [u8]>,
-    /// Track IMAP literals in the store's output (for `goodbye`).
+    /// IMAP: track literals in the store's output (for `goodbye`) and run
+    /// both directions through [`RelayFilter`].
     pub imap: bool,
+    /// What the client sent after its login command, for the store.
+    pub pipelined: Vec<u8>,
+    /// What the store sent after its login answer, for the client.
+    pub store_rest: Vec<u8>,
+}
+
+/// The IMAP filter both directions share; the client side wakes the
+/// store side with `replies` when the mmp has an answer of its own.
+struct Shared {
+    filter: Mutex<RelayFilter>,
+    replies: Notify,
+}
+
+impl Shared {
+    fn filter(&self) -> std::sync::MutexGuard<'_, RelayFilter> {
+        self.filter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    ToStore,
+    ToClient,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -104,6 +137,7 @@ async fn pump<R, W>(
     count: &AtomicU64,
     mut boundary: Option<&mut Boundary>,
     stop: Option<(&CancellationToken, Option<&'static [u8]>)>,
+    filter: Option<(&Shared, Dir)>,
 ) -> Result<PumpEnd, Side>
 where
     R: AsyncRead + Unpin,
@@ -112,6 +146,9 @@ where
     let mut small = [0u8; SMALL];
     let mut big: Vec<u8> = Vec::new();
     let mut stopping = false;
+    let mut out: Vec<u8> = Vec::new();
+    // Only the store-to-client side writes the mmp's own replies.
+    let replies = filter.filter(|(_, d)| *d == Dir::ToClient).map(|(s, _)| s);
     loop {
         if stopping && boundary.as_deref().is_none_or(Boundary::between_messages) {
             if let Some(bye) = stop.and_then(|(_, g)| g) {
@@ -121,15 +158,43 @@ where
             return Ok(PumpEnd::Stopped);
         }
         let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
-        let read = match stop {
-            Some((token, _)) if !stopping => {
-                tokio::select! {
-                    biased;
-                    res = r.read(buf) => Some(res),
-                    _ = token.cancelled() => None,
-                }
+        let token = stop.map(|(t, _)| t).filter(|_| !stopping);
+        let cancelled = async {
+            match token {
+                Some(t) => t.cancelled().await,
+                None => std::future::pending().await,
             }
-            _ => Some(r.read(buf).await),
+        };
+        let replied = async {
+            match replies {
+                Some(s) => s.replies.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = tokio::select! {
+            biased;
+            res = r.read(buf) => Read::Data(res),
+            _ = cancelled => Read::Stop,
+            _ = replied => Read::Replies,
+        };
+        let read = match read {
+            Read::Data(res) => Some(res),
+            Read::Stop => None,
+            Read::Replies => {
+                if let Some(s) = replies {
+                    s.filter().flush_replies(&mut out);
+                }
+                if !out.is_empty() {
+                    if let Some(b) = boundary.as_deref_mut() {
+                        b.feed(&out);
+                    }
+                    if w.write_all(&out).await.is_err() || w.flush().await.is_err() {
+                        return Err(Side::Writer);
+                    }
+                    out.clear();
+                }
+                continue;
+            }
         };
         let n = match read {
             None => {
@@ -145,22 +210,46 @@ where
             Some(Err(_)) => return Err(Side::Reader),
         };
         let capacity = buf.len();
-        let data = buf.get(..n).unwrap_or_default();
+        let mut data = buf.get(..n).unwrap_or_default();
         activity.touch();
         count.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some((shared, dir)) = filter {
+            let wake = {
+                let mut f = shared.filter();
+                match dir {
+                    Dir::ToStore => f.client_input(data, &mut out),
+                    Dir::ToClient => f.store_output(data, &mut out),
+                }
+                dir == Dir::ToStore && f.has_replies()
+            };
+            if wake {
+                shared.replies.notify_one();
+            }
+            data = &out;
+        }
         if let Some(b) = boundary.as_deref_mut() {
             b.feed(data);
         }
-        if w.write_all(data).await.is_err() || w.flush().await.is_err() {
+        if !data.is_empty() && (w.write_all(data).await.is_err() || w.flush().await.is_err()) {
             return Err(Side::Writer);
         }
+        out.clear();
         activity.touch();
         if big.is_empty() && n == capacity {
             big = vec![0u8; BIG];
         } else if !big.is_empty() && n < BIG / 8 {
             big = Vec::new();
         }
+        if big.is_empty() && out.capacity() > 2 * SMALL {
+            out = Vec::new();
+        }
     }
+}
+
+enum Read {
+    Data(std::io::Result<usize>),
+    Stop,
+    Replies,
 }
 
 enum PumpEnd {
@@ -184,6 +273,32 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut store_r, mut store_w) = tokio::io::split(store);
     let mut boundary = Boundary::new(opts.imap);
+    let shared = opts.imap.then(|| Shared {
+        filter: Mutex::new(RelayFilter::new()),
+        replies: Notify::new(),
+    });
+    // What was said after the login, each way, goes through the filter too.
+    let (mut to_client, mut to_store) = (Vec::new(), Vec::new());
+    match &shared {
+        Some(s) => {
+            let mut f = s.filter();
+            f.client_input(&opts.pipelined, &mut to_store);
+            f.store_output(&opts.store_rest, &mut to_client);
+            f.flush_replies(&mut to_client);
+        }
+        None => {
+            to_client = opts.store_rest;
+            to_store = opts.pipelined;
+        }
+    }
+    boundary.feed(&to_client);
+    if !to_client.is_empty() && client_w.write_all(&to_client).await.is_err() {
+        return (End::ClientError, Counts::default());
+    }
+    if !to_store.is_empty() && store_w.write_all(&to_store).await.is_err() {
+        return (End::StoreError, Counts::default());
+    }
+    drop((to_client, to_store));
     let end = {
         let up = pump(
             &mut client_r,
@@ -192,6 +307,7 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
             &up_count,
             None,
             None,
+            shared.as_ref().map(|s| (s, Dir::ToStore)),
         );
         let down = pump(
             &mut store_r,
@@ -200,6 +316,7 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
             &down_count,
             Some(&mut boundary),
             Some((&opts.shutdown, opts.goodbye)),
+            shared.as_ref().map(|s| (s, Dir::ToClient)),
         );
         tokio::pin!(up, down);
         let idle = async {
@@ -293,10 +410,15 @@ mod tests {
                 shutdown: CancellationToken::new(),
                 goodbye: Some(b"* BYE shutting down\r\n"),
                 imap: true,
+                pipelined: Vec::new(),
+                store_rest: Vec::new(),
             },
         ));
         // Larger than the small buffer, to go through the big one.
-        let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        // IMAP input ends its lines: the filter holds back only the end of
+        // an unfinished line (a literal announcement may still come).
+        let mut big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        big.extend_from_slice(b"\r\n");
         let writer = async {
             client_peer.write_all(&big).await.unwrap();
         };
@@ -313,7 +435,7 @@ mod tests {
         assert_eq!(rest, b"* OK bye\r\n");
         let (end, counts) = task.await.unwrap();
         assert_eq!(end, End::StoreClosed);
-        assert_eq!(counts.to_store, 20_000);
+        assert_eq!(counts.to_store, 20_002);
         assert_eq!(counts.to_client, 10);
     }
 
@@ -330,6 +452,8 @@ mod tests {
                 shutdown: CancellationToken::new(),
                 goodbye: None,
                 imap: true,
+                pipelined: Vec::new(),
+                store_rest: Vec::new(),
             },
         ));
         // The store answers a big FETCH; the client never reads it.
@@ -361,6 +485,8 @@ mod tests {
                 shutdown: shutdown.clone(),
                 goodbye: Some(b"* BYE shutting down\r\n"),
                 imap: true,
+                pipelined: Vec::new(),
+                store_rest: Vec::new(),
             },
         ));
         // The store is in the middle of a literal when shutdown comes.
@@ -393,6 +519,8 @@ mod tests {
                 shutdown: CancellationToken::new(),
                 goodbye: Some(b"* BYE shutting down\r\n"),
                 imap: true,
+                pipelined: Vec::new(),
+                store_rest: Vec::new(),
             },
         ));
         let mut got = Vec::new();

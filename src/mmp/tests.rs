@@ -68,12 +68,13 @@ fn harness(edit: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Config::default();
     c.server.data_dir = dir.path().to_path_buf();
-    c.mmp.backend_tls = "none".into();
+    c.mmp.backend_tls = "none".parse().unwrap();
     c.mmp.connect_timeout = 2;
     c.mmp.backend_timeout = 5;
     c.limits.login_failure_delay_ms = 0;
     edit(&mut c);
     let env = Env {
+        resolver: Arc::new(crate::dns::Resolver::from_config(&c).unwrap()),
         shared: Arc::new(Shared::new(&c)),
         tls: Arc::new(Tls::from_config(&c).unwrap()),
         config: Arc::new(c),
@@ -329,15 +330,17 @@ async fn two_stores(opts2: FakeOpts) -> (FakeImap, FakeImap, Harness) {
     let s2 = FakeImap::start("STORE2", opts2).await;
     let dead = dead_addr().await;
     let h = harness(|c| {
+        c.mmp.imap_backends.insert(
+            "store1.example".into(),
+            s1.addr.to_string().parse().unwrap(),
+        );
+        c.mmp.imap_backends.insert(
+            "STORE2.example".into(),
+            s2.addr.to_string().parse().unwrap(),
+        );
         c.mmp
             .imap_backends
-            .insert("store1.example".into(), s1.addr.to_string());
-        c.mmp
-            .imap_backends
-            .insert("STORE2.example".into(), s2.addr.to_string());
-        c.mmp
-            .imap_backends
-            .insert("down.example".into(), dead.to_string());
+            .insert("down.example".into(), dead.to_string().parse().unwrap());
     });
     (s1, s2, h)
 }
@@ -511,10 +514,11 @@ async fn imap_proxyauth_logs_in_with_the_proxy_credentials() {
     let pwfile = dir.path().join("proxy.pw");
     std::fs::write(&pwfile, "proxy pw\n").unwrap();
     let h = harness(|c| {
-        c.mmp
-            .imap_backends
-            .insert("store1.example".into(), s1.addr.to_string());
-        c.mmp.login_mode = "proxyauth".into();
+        c.mmp.imap_backends.insert(
+            "store1.example".into(),
+            s1.addr.to_string().parse().unwrap(),
+        );
+        c.mmp.login_mode = "proxyauth".parse().unwrap();
         c.mmp.proxy_user = "mmp@localhost".into();
         c.mmp.proxy_password_file = pwfile.display().to_string();
     });
@@ -544,9 +548,10 @@ async fn imap_proxy_protocol_v2_to_the_store_names_the_client() {
     )
     .await;
     let h = harness(|c| {
-        c.mmp
-            .imap_backends
-            .insert("store1.example".into(), s1.addr.to_string());
+        c.mmp.imap_backends.insert(
+            "store1.example".into(),
+            s1.addr.to_string().parse().unwrap(),
+        );
         c.mmp.backend_proxy_protocol = true;
         c.mmp.backend_id = false;
     });
@@ -568,9 +573,10 @@ async fn imap_login_failures_are_rate_limited_per_user() {
         let s1 = FakeImap::start("STORE1", FakeOpts::default()).await;
         let s2 = FakeImap::start("STORE2", FakeOpts::default()).await;
         let h = harness(|c| {
-            c.mmp
-                .imap_backends
-                .insert("store1.example".into(), s1.addr.to_string());
+            c.mmp.imap_backends.insert(
+                "store1.example".into(),
+                s1.addr.to_string().parse().unwrap(),
+            );
             c.limits.max_login_failures_per_account = 2;
             c.limits.max_auth_failures = 10;
         });
@@ -770,9 +776,10 @@ async fn real_store(
 async fn pop3_login_through_the_proxy_reaches_the_real_store() {
     let store = pop3_store(|_| {}).await;
     let h = harness(|c| {
-        c.mmp
-            .pop3_backends
-            .insert("store1.example".into(), store.addr.to_string());
+        c.mmp.pop3_backends.insert(
+            "store1.example".into(),
+            store.addr.to_string().parse().unwrap(),
+        );
     });
     let (mut c, task) = h.pop3();
     assert_eq!(c.line().await, "+OK msgd POP3 proxy ready\r\n");
@@ -802,12 +809,13 @@ async fn pop3_failures_are_clear() {
     let store = pop3_store(|_| {}).await;
     let dead = dead_addr().await;
     let h = harness(|c| {
+        c.mmp.pop3_backends.insert(
+            "store1.example".into(),
+            store.addr.to_string().parse().unwrap(),
+        );
         c.mmp
             .pop3_backends
-            .insert("store1.example".into(), store.addr.to_string());
-        c.mmp
-            .pop3_backends
-            .insert("down.example".into(), dead.to_string());
+            .insert("down.example".into(), dead.to_string().parse().unwrap());
         c.limits.max_auth_failures = 10;
     });
     let (mut c, _task) = h.pop3();
@@ -845,14 +853,15 @@ async fn pop3_proxyauth_and_starttls_to_the_real_store() {
     let pwfile = dir.path().join("proxy.pw");
     std::fs::write(&pwfile, "proxy pw\n").unwrap();
     let h = harness(|c| {
-        c.mmp
-            .pop3_backends
-            .insert("store1.example".into(), store.addr.to_string());
-        c.mmp.login_mode = "proxyauth".into();
+        c.mmp.pop3_backends.insert(
+            "store1.example".into(),
+            store.addr.to_string().parse().unwrap(),
+        );
+        c.mmp.login_mode = "proxyauth".parse().unwrap();
         c.mmp.proxy_user = "mmp@localhost".into();
         c.mmp.proxy_password_file = pwfile.display().to_string();
         // STLS to the store, its self-signed certificate as the CA.
-        c.mmp.backend_tls = "starttls".into();
+        c.mmp.backend_tls = "starttls".parse().unwrap();
         c.mmp.backend_ca_file = store.cert.display().to_string();
     });
     let (mut c, _task) = h.pop3();
@@ -869,10 +878,11 @@ async fn pop3_proxyauth_and_starttls_to_the_real_store() {
 async fn pop3_implicit_tls_to_the_real_store() {
     let store = real_store(Protocol::Pop3s, crate::config::TlsMode::Implicit, |_| {}).await;
     let h = harness(|c| {
-        c.mmp
-            .pop3_backends
-            .insert("store1.example".into(), store.addr.to_string());
-        c.mmp.backend_tls = "implicit".into();
+        c.mmp.pop3_backends.insert(
+            "store1.example".into(),
+            store.addr.to_string().parse().unwrap(),
+        );
+        c.mmp.backend_tls = "implicit".parse().unwrap();
         c.mmp.backend_ca_file = store.cert.display().to_string();
     });
     let (mut c, _task) = h.pop3();
@@ -894,10 +904,11 @@ async fn pop3_store_tls_with_an_unknown_certificate_is_unavailable() {
     oc.server.data_dir = other.path().to_path_buf();
     Tls::from_config(&oc).unwrap();
     let h = harness(|c| {
-        c.mmp
-            .pop3_backends
-            .insert("store1.example".into(), store.addr.to_string());
-        c.mmp.backend_tls = "starttls".into();
+        c.mmp.pop3_backends.insert(
+            "store1.example".into(),
+            store.addr.to_string().parse().unwrap(),
+        );
+        c.mmp.backend_tls = "starttls".parse().unwrap();
         c.mmp.backend_ca_file = other.path().join("tls/cert.pem").display().to_string();
     });
     let (mut c, _task) = h.pop3();
@@ -913,10 +924,11 @@ async fn pop3_store_tls_with_an_unknown_certificate_is_unavailable() {
 async fn imap_through_the_proxy_to_the_real_imap_store_with_starttls() {
     let store = real_store(Protocol::Imap, crate::config::TlsMode::StartTls, |_| {}).await;
     let h = harness(|c| {
-        c.mmp
-            .imap_backends
-            .insert("store1.example".into(), store.addr.to_string());
-        c.mmp.backend_tls = "starttls".into();
+        c.mmp.imap_backends.insert(
+            "store1.example".into(),
+            store.addr.to_string().parse().unwrap(),
+        );
+        c.mmp.backend_tls = "starttls".parse().unwrap();
         c.mmp.backend_ca_file = store.cert.display().to_string();
     });
     let (mut c, task) = h.imap();
@@ -954,7 +966,7 @@ async fn proxy_protocol_listener_gives_the_real_client_and_limits_by_it() {
     tokio::spawn(crate::net::serve(
         listener,
         crate::net::Listen {
-            proxy_networks: Some(vec![crate::smtp::auth::parse_cidr("127.0.0.0/8").unwrap()]),
+            proxy_networks: Some(vec!["127.0.0.0/8".parse().unwrap()]),
             ..crate::net::Listen::new(Protocol::Imap, crate::config::TlsMode::StartTls)
         },
         services,

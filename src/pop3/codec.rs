@@ -84,6 +84,13 @@ impl LineReader {
         self.discarding = false;
     }
 
+    /// Everything buffered, for whoever reads the stream next (the mmp
+    /// hands what a client pipelined behind its login to the store).
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        self.scanned = 0;
+        std::mem::take(&mut self.buf)
+    }
+
     /// True when bytes are waiting (a complete line may be among them).
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()
@@ -125,95 +132,143 @@ impl LineReader {
 /// Turns a stored message into a POP3 multi-line response body (RFC 1939
 /// section 3): every line ends with CRLF, lines starting with "." get one
 /// more ".", and ".\r\n" ends it. For TOP only the header, the blank line
-/// and `n` body lines are sent. Produces output a chunk at a time so a big
-/// message is never copied whole.
+/// and `n` body lines are sent.
+///
+/// The message is fed in whatever pieces the file is read in (`push`), and
+/// each piece is stuffed in one pass straight into the caller's output
+/// buffer: runs between line ends are copied whole, nothing is allocated
+/// per line and the message is never held whole. A line may begin, and a
+/// CRLF may be split, anywhere across pieces: the state below carries what
+/// a piece boundary cuts.
+///
+/// Bounds: one `push` of n bytes appends at most 2n + 1 bytes (a "." line
+/// of a bare LF doubles, a CR held back from the previous piece adds one);
+/// `finish` appends at most 6.
 #[derive(Debug)]
-pub struct DotStuffer<'a> {
-    data: &'a [u8],
-    pos: usize,
+pub struct DotStuffer {
+    /// The next message byte begins a line.
     at_line_start: bool,
-    /// Still in the header (before the first empty line).
+    /// The last byte pushed was a CR not yet written: a LF next makes it
+    /// the line end, anything else makes it content.
+    pending_cr: bool,
+    /// The current line has no content so far (the blank line ending the
+    /// header is recognised by this at its line end).
+    line_empty: bool,
+    /// Still in the header (before the end of the first empty line).
     in_header: bool,
     /// TOP: body lines still to send; None: the whole message (RETR).
     body_left: Option<usize>,
+    /// The terminating ".\r\n" has been appended.
     done: bool,
 }
 
-impl<'a> DotStuffer<'a> {
-    pub fn new(data: &'a [u8], top_lines: Option<usize>) -> DotStuffer<'a> {
+impl DotStuffer {
+    pub fn new(top_lines: Option<usize>) -> DotStuffer {
         DotStuffer {
-            data,
-            pos: 0,
             at_line_start: true,
+            pending_cr: false,
+            line_empty: true,
             in_header: true,
             body_left: top_lines,
             done: false,
         }
     }
 
-    /// Appends output to `out` until it holds about `max` bytes (a little
-    /// more is possible). Returns true once the terminating ".\r\n" has been
-    /// appended.
-    pub fn fill(&mut self, out: &mut Vec<u8>, max: usize) -> bool {
-        while !self.done && out.len() < max {
-            if self.pos >= self.data.len() {
-                self.finish(out);
+    /// Stuffs the next bytes of the message onto `out`. Returns true once
+    /// the terminating ".\r\n" has been appended (TOP's last line): the
+    /// rest of the message need not be read.
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> bool {
+        while !self.done {
+            let Some(&first) = input.first() else {
                 break;
+            };
+            if self.pending_cr {
+                self.pending_cr = false;
+                if first == b'\n' {
+                    self.end_line(out);
+                    input = &input[1..];
+                    continue;
+                }
+                // A CR not followed by LF is content (kept as it is).
+                out.push(b'\r');
+                self.line_empty = false;
             }
             if self.at_line_start {
                 if !self.in_header {
                     match self.body_left {
                         Some(0) => {
-                            self.pos = self.data.len();
-                            self.finish(out);
+                            self.end(out);
                             break;
                         }
                         Some(n) => self.body_left = Some(n - 1),
                         None => {}
                     }
                 }
-                let rest = &self.data[self.pos..];
-                if rest.first() == Some(&b'.') {
+                if first == b'.' {
                     out.push(b'.');
                 }
-                if self.in_header && (rest.starts_with(b"\r\n") || rest.starts_with(b"\n")) {
-                    // The blank line ends the header; it is sent as part of it.
-                    self.in_header = false;
-                }
                 self.at_line_start = false;
+                self.line_empty = true;
             }
-            // At least 2 so a CR can always travel with its LF.
-            let room = max.saturating_sub(out.len()).max(2);
-            let end = self.data.len().min(self.pos.saturating_add(room));
-            let window = &self.data[self.pos..end];
-            match window.iter().position(|b| *b == b'\n') {
-                Some(i) => {
-                    let lf = self.pos + i;
-                    let content_end = if lf > self.pos && self.data[lf - 1] == b'\r' {
-                        lf - 1
-                    } else {
-                        lf
-                    };
-                    out.extend_from_slice(&self.data[self.pos..content_end]);
-                    out.extend_from_slice(b"\r\n");
-                    self.pos = lf + 1;
-                    self.at_line_start = true;
+            match memchr::memchr(b'\n', input) {
+                Some(lf) => {
+                    // CRLF and a bare LF both end the line; a CR before a
+                    // CR stays content ("x\r\r\n" is "x\r" then CRLF).
+                    let line = &input[..lf];
+                    let content = line.strip_suffix(b"\r").unwrap_or(line);
+                    self.content(content, out);
+                    self.end_line(out);
+                    input = &input[lf + 1..];
                 }
                 None => {
-                    // Do not split a CR from a LF that may follow it.
-                    let mut take = window.len();
-                    if end < self.data.len() && window.last() == Some(&b'\r') && take > 1 {
-                        take -= 1;
-                    }
-                    out.extend_from_slice(&window[..take]);
-                    self.pos += take;
+                    // A trailing CR waits for the next piece: its LF may
+                    // be there.
+                    let content = match input.strip_suffix(b"\r") {
+                        Some(c) => {
+                            self.pending_cr = true;
+                            c
+                        }
+                        None => input,
+                    };
+                    self.content(content, out);
+                    input = &[];
                 }
             }
         }
         self.done
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    /// Ends the response after the message's last byte (nothing if TOP
+    /// already ended it).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        if self.pending_cr {
+            // The message ended in a lone CR: it is content.
+            self.pending_cr = false;
+            out.push(b'\r');
+        }
+        self.end(out);
+    }
+
+    fn content(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if !bytes.is_empty() {
+            out.extend_from_slice(bytes);
+            self.line_empty = false;
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\r\n");
+        if self.in_header && self.line_empty {
+            // The blank line ends the header; it was sent as part of it.
+            self.in_header = false;
+        }
+        self.at_line_start = true;
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
         if !self.at_line_start {
             // The message's last line had no CRLF: end it before the dot.
             out.extend_from_slice(b"\r\n");
@@ -307,88 +362,183 @@ mod tests {
         assert!(!r.has_buffered());
     }
 
-    fn stuff(data: &[u8], top: Option<usize>, max: usize) -> Vec<u8> {
-        let mut s = DotStuffer::new(data, top);
-        let mut all = Vec::new();
-        let mut rounds = 0;
-        loop {
-            let mut out = Vec::new();
-            let done = s.fill(&mut out, max);
-            all.extend_from_slice(&out);
-            rounds += 1;
-            assert!(rounds < 100_000, "no progress");
+    /// The whole response with the message fed in the pieces `cuts`
+    /// (ascending offsets) make, as the driver feeds file reads.
+    fn stuff_cut(data: &[u8], top: Option<usize>, cuts: &[usize]) -> Vec<u8> {
+        let mut s = DotStuffer::new(top);
+        let mut out = Vec::new();
+        let mut from = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&data.len())) {
+            let piece = &data[from..cut];
+            let before = out.len();
+            let done = s.push(piece, &mut out);
+            assert!(
+                out.len() - before <= 2 * piece.len() + 3,
+                "push grew too much"
+            );
+            from = cut;
             if done {
-                return all;
+                return out;
             }
+        }
+        s.finish(&mut out);
+        assert!(s.done);
+        out
+    }
+
+    /// Fed `max` bytes at a time.
+    fn stuff(data: &[u8], top: Option<usize>, max: usize) -> Vec<u8> {
+        let cuts: Vec<usize> = (max..data.len()).step_by(max).collect();
+        stuff_cut(data, top, &cuts)
+    }
+
+    /// The same response from every split of the message into two and
+    /// three pieces and from every piece size.
+    fn assert_split_invariant(data: &[u8], top: Option<usize>, want: &[u8]) {
+        assert_eq!(stuff_cut(data, top, &[]), want, "whole");
+        for i in 0..=data.len() {
+            for j in i..=data.len() {
+                assert_eq!(stuff_cut(data, top, &[i, j]), want, "cut at {i},{j}");
+            }
+        }
+        for max in 1..=data.len().max(1) {
+            assert_eq!(stuff(data, top, max), want, "pieces of {max}");
         }
     }
 
+    /// RFC 1939 section 3 written out line by line, the slow obvious way.
+    fn reference(data: &[u8], top: Option<usize>) -> Vec<u8> {
+        let mut lines: Vec<&[u8]> = Vec::new();
+        let mut rest = data;
+        while let Some(lf) = rest.iter().position(|b| *b == b'\n') {
+            let line = &rest[..lf];
+            lines.push(line.strip_suffix(b"\r").unwrap_or(line));
+            rest = &rest[lf + 1..];
+        }
+        if !rest.is_empty() {
+            lines.push(rest);
+        }
+        let header_end = lines.iter().position(|l| l.is_empty());
+        let keep = match (top, header_end) {
+            (Some(n), Some(h)) => (h + 1 + n).min(lines.len()),
+            _ => lines.len(),
+        };
+        let mut out = Vec::new();
+        for l in &lines[..keep] {
+            if l.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(l);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
     #[test]
-    fn rfc1939_byte_stuffs_lines_starting_with_dot() {
+    fn rfc1939_byte_stuffs_lines_starting_with_dot_across_every_split() {
         let msg = b"Subject: x\r\n\r\n.hidden\r\n..two\r\nend.\r\n.\r\n";
         let want = b"Subject: x\r\n\r\n..hidden\r\n...two\r\nend.\r\n..\r\n.\r\n";
-        for max in 1..80 {
-            assert_eq!(stuff(msg, None, max), want.to_vec(), "max {max}");
-        }
+        assert_split_invariant(msg, None, want);
+        // A "." that begins a piece but not a line is not stuffed.
+        assert_split_invariant(b"a.b\r\nc.\r\n", None, b"a.b\r\nc.\r\n.\r\n");
     }
 
     #[test]
     fn last_line_without_crlf_is_terminated_before_the_dot() {
-        assert_eq!(
-            stuff(b"A: b\r\n\r\nbody", None, 1000),
-            b"A: b\r\n\r\nbody\r\n.\r\n"
-        );
-        assert_eq!(stuff(b"", None, 1000), b".\r\n");
+        assert_split_invariant(b"A: b\r\n\r\nbody", None, b"A: b\r\n\r\nbody\r\n.\r\n");
+        assert_split_invariant(b"", None, b".\r\n");
+        assert_split_invariant(b".", None, b"..\r\n.\r\n");
+        // A message ending in a lone CR keeps it as content.
+        assert_split_invariant(b"a\r\nz\r", None, b"a\r\nz\r\r\n.\r\n");
         // Bare LF becomes CRLF; a lone CR inside a line stays.
-        assert_eq!(stuff(b"a\nb\rc\n", None, 1000), b"a\r\nb\rc\r\n.\r\n");
+        assert_split_invariant(b"a\nb\rc\n", None, b"a\r\nb\rc\r\n.\r\n");
     }
 
     #[test]
-    fn crlf_is_never_split_into_cr_cr_lf_whatever_the_chunk_size() {
+    fn crlf_split_across_pieces_is_never_cr_cr_lf() {
         let msg = b"x\r\r\ny\r\n\r\r\r\nz";
-        let want = stuff(msg, None, 10_000);
-        assert_eq!(want, b"x\r\r\ny\r\n\r\r\r\nz\r\n.\r\n");
-        for max in 1..20 {
-            assert_eq!(stuff(msg, None, max), want, "max {max}");
-        }
+        assert_split_invariant(msg, None, b"x\r\r\ny\r\n\r\r\r\nz\r\n.\r\n");
+        // The CR of the blank line ending the header in one piece, its LF
+        // in the next: TOP still counts body lines from there.
+        let top = b"A: b\r\n\r\nl1\r\nl2\r\n";
+        assert_split_invariant(top, Some(1), b"A: b\r\n\r\nl1\r\n.\r\n");
     }
 
     #[test]
     fn rfc1939_top_sends_header_blank_line_and_n_body_lines() {
         let msg = b"From: a\r\nSubject: b\r\n\r\nl1\r\n.l2\r\nl3\r\n";
-        for max in 1..60 {
-            assert_eq!(
-                stuff(msg, Some(0), max),
-                b"From: a\r\nSubject: b\r\n\r\n.\r\n",
-                "max {max}"
-            );
-            assert_eq!(
-                stuff(msg, Some(2), max),
-                b"From: a\r\nSubject: b\r\n\r\nl1\r\n..l2\r\n.\r\n"
-            );
-            assert_eq!(stuff(msg, Some(99), max), stuff(msg, None, max));
-        }
-        // No blank line at all: the whole thing is header.
-        assert_eq!(
-            stuff(b"A: b\r\nC: d\r\n", Some(0), 100),
-            b"A: b\r\nC: d\r\n.\r\n"
+        assert_split_invariant(msg, Some(0), b"From: a\r\nSubject: b\r\n\r\n.\r\n");
+        assert_split_invariant(
+            msg,
+            Some(2),
+            b"From: a\r\nSubject: b\r\n\r\nl1\r\n..l2\r\n.\r\n",
         );
+        assert_split_invariant(msg, Some(99), &stuff(msg, None, 1000));
+        // No blank line at all: the whole thing is header.
+        assert_split_invariant(b"A: b\r\nC: d\r\n", Some(0), b"A: b\r\nC: d\r\n.\r\n");
+        // A header ended by a bare LF blank line.
+        assert_split_invariant(b"A: b\n\nl1\nl2", Some(1), b"A: b\r\n\r\nl1\r\n.\r\n");
     }
 
     #[test]
-    fn a_huge_single_line_is_streamed_in_bounded_chunks() {
-        let msg = vec![b'a'; 100_000];
-        let mut s = DotStuffer::new(&msg, None);
-        let mut total = 0;
-        loop {
-            let mut out = Vec::new();
-            let done = s.fill(&mut out, 4096);
-            assert!(out.len() <= 4096 + 5, "chunk of {}", out.len());
-            total += out.len();
-            if done {
-                break;
+    fn rfc1939_top_is_done_before_the_rest_of_the_message_is_read() {
+        let mut s = DotStuffer::new(Some(1));
+        let mut out = Vec::new();
+        assert!(!s.push(b"A: b\r\n\r\nl1\r\n", &mut out));
+        assert!(
+            s.push(b"l2\r\nl3\r\n", &mut out),
+            "the second body line ends TOP 1"
+        );
+        assert_eq!(out, b"A: b\r\n\r\nl1\r\n.\r\n");
+        // Further pieces and finish add nothing.
+        assert!(s.push(b"more\r\n", &mut out));
+        s.finish(&mut out);
+        assert_eq!(out, b"A: b\r\n\r\nl1\r\n.\r\n");
+    }
+
+    #[test]
+    fn every_short_message_matches_rfc1939_written_out_at_every_split() {
+        // Every message of up to 6 bytes over the bytes that matter.
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        for len in 0..=6u32 {
+            for n in 0..alphabet.len().pow(len) {
+                let mut k = n;
+                let msg: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = alphabet[k % alphabet.len()];
+                        k /= alphabet.len();
+                        b
+                    })
+                    .collect();
+                for top in [None, Some(0), Some(1)] {
+                    let want = reference(&msg, top);
+                    assert_eq!(stuff_cut(&msg, top, &[]), want, "{msg:?} top {top:?}");
+                    for i in 0..=msg.len() {
+                        for j in i..=msg.len() {
+                            assert_eq!(stuff_cut(&msg, top, &[i, j]), want, "{msg:?} {i},{j}");
+                        }
+                    }
+                }
             }
         }
+    }
+
+    #[test]
+    fn a_huge_single_line_is_streamed_piece_by_piece() {
+        let msg = vec![b'a'; 100_000];
+        let mut s = DotStuffer::new(None);
+        let mut total = 0;
+        let mut out = Vec::with_capacity(4096);
+        for piece in msg.chunks(4096) {
+            out.clear();
+            assert!(!s.push(piece, &mut out));
+            assert_eq!(out.len(), piece.len());
+            total += out.len();
+        }
+        out.clear();
+        s.finish(&mut out);
+        total += out.len();
         assert_eq!(total, 100_000 + 2 + 3);
     }
 }

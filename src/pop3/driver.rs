@@ -8,6 +8,11 @@
 //! - Shutdown and the idle timer are only honoured between commands, and
 //!   never enter UPDATE: a connection that ends without QUIT deletes
 //!   nothing (RFC 1939 section 6).
+//! - A message body (RETR / TOP) is streamed from its file a piece at a
+//!   time and never held whole: per session one read piece
+//!   (`BODY_PIECE`) and about that much stuffed output, whatever the
+//!   message size; a session waiting for its client keeps at most
+//!   `OUT_KEEP` of reply buffer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,7 +25,7 @@ use crate::config::{Config, TlsMode};
 use crate::loginlimit::LoginLimiter;
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
-use crate::store::{FlagOp, Flags, MailboxId, Store, Uid};
+use crate::store::{FlagOp, Flags, MailboxId, MessageBody, Store, Uid};
 use crate::tls::Tls;
 use tokio_util::sync::CancellationToken;
 
@@ -32,8 +37,14 @@ use super::session::{
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
-/// Size of the pieces a message body is written in.
+/// Bytes of a message read from its file at a time (RETR / TOP); each
+/// piece goes out in one write.
+pub(super) const BODY_PIECE: usize = 128 * 1024;
+/// Replies are written out before more is added once they reach this.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// Capacity of the reply buffer kept while waiting for the client (a RETR
+/// grows it to about 2 x `BODY_PIECE`; an idle session gives that back).
+const OUT_KEEP: usize = 16 * 1024;
 
 pub(crate) use crate::login::{Authenticator, Lookup};
 
@@ -205,6 +216,9 @@ impl Driver {
             }
             if self.flush().await.is_err() {
                 return End::Io;
+            }
+            if self.out.capacity() > OUT_KEEP {
+                self.out = Vec::new();
             }
             let Some(conn) = self.conn.as_mut() else {
                 return End::Io;
@@ -389,7 +403,13 @@ impl Driver {
         }
     }
 
-    /// RETR / TOP: status line, then the dot-stuffed message in chunks.
+    /// RETR / TOP: status line, then the message streamed from its file.
+    ///
+    /// The file is read `BODY_PIECE` bytes at a time into one buffer (on
+    /// the blocking pool); each piece is dot-stuffed in one pass straight
+    /// into `out` and written while the next piece is read. The message is
+    /// never held whole: a session holds at most one piece and about twice
+    /// that in `out`, whatever the message size.
     async fn send_message(
         &mut self,
         index: usize,
@@ -400,19 +420,32 @@ impl Driver {
             self.out.extend_from_slice(ERR_MESSAGE_GONE.as_bytes());
             return Ok(());
         };
-        let Some((mailbox, meta)) = self
-            .session
-            .maildrop()
-            .and_then(|m| m.messages.get(index).map(|meta| (m.mailbox, meta.clone())))
-        else {
+        let Some((mailbox, uid, offset, size)) = self.session.maildrop().and_then(|m| {
+            m.messages
+                .get(index)
+                .map(|meta| (m.mailbox, meta.uid, meta.offset, meta.size))
+        }) else {
             self.out.extend_from_slice(ERR_MESSAGE_GONE.as_bytes());
             return Ok(());
         };
-        let data = match store.read(mailbox, &meta).await {
-            Ok(d) => d,
+        // Open and read the first piece before answering, so a message
+        // expunged by another session since login is still an -ERR.
+        let first = usize::try_from(size).unwrap_or(usize::MAX).min(BODY_PIECE);
+        let opened = match store.message_path(mailbox, uid) {
+            Ok(path) => tokio::task::spawn_blocking(move || {
+                let mut body = MessageBody::open(&path, offset, size)?;
+                let mut buf = vec![0u8; first];
+                let n = body.read_piece(&mut buf)?;
+                Ok((body, buf, n))
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        let (mut body, mut buf, mut n) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
-                // Most likely expunged by another session since login.
-                debug!(uid = meta.uid, error = %e, "message unreadable");
+                debug!(uid, error = %e, "message unreadable");
                 self.out.extend_from_slice(ERR_MESSAGE_GONE.as_bytes());
                 return Ok(());
             }
@@ -420,15 +453,42 @@ impl Driver {
         if top_lines.is_none() {
             self.stats.retrieved += 1;
         }
-        self.out.extend_from_slice(ok_line.as_bytes());
-        let mut stuffer = DotStuffer::new(&data, top_lines);
-        loop {
-            let done = stuffer.fill(&mut self.out, WRITE_CHUNK);
-            if done {
-                break;
-            }
+        // Replies of pipelined commands are batched, but not without bound.
+        if self.out.len() >= WRITE_CHUNK {
             self.flush().await?;
         }
+        // Stuffing adds a little (a dot per "." line, a CR per bare LF);
+        // the worst case, 2n + 3, grows the buffer once. Under glibc's
+        // fixed mmap threshold (128 KiB, main.rs) a message below ~120 KiB
+        // stays out of mmap.
+        self.out.reserve(ok_line.len() + n + n / 16 + 16);
+        self.out.extend_from_slice(ok_line.as_bytes());
+        let mut stuffer = DotStuffer::new(top_lines);
+        loop {
+            let piece = buf.get(..n).unwrap_or_default();
+            if stuffer.push(piece, &mut self.out) || body.remaining() == 0 {
+                break;
+            }
+            // The piece is in `out`: read the next one into the same
+            // buffer while `out` is written.
+            let read = tokio::task::spawn_blocking(move || {
+                let r = body.read_piece(&mut buf);
+                (body, buf, r)
+            });
+            let (written, read) = tokio::join!(self.flush(), read);
+            written?;
+            let (b, bf, r) = read.map_err(std::io::Error::other)?;
+            (body, buf) = (b, bf);
+            n = match r {
+                Ok(n) => n,
+                Err(e) => {
+                    // Part of the message is sent: only closing is honest.
+                    error!(uid, error = %e, "message file unreadable during RETR");
+                    return Err(e);
+                }
+            };
+        }
+        stuffer.finish(&mut self.out);
         Ok(())
     }
 

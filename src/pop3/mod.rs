@@ -3,7 +3,8 @@
 //! store's INBOX.
 //!
 //! Layers: `codec` (lines in with a length cap, dot-stuffed bodies out) ->
-//! `session` (synchronous state machine, no I/O) -> `driver` (async: reads,
+//! `session` (synchronous state machine, no I/O; its AUTHORIZATION state is
+//! `auth`, shared with the mmp's POP3 front) -> `driver` (async: reads,
 //! writes, directory, store, TLS).
 //!
 //! Invariants:
@@ -17,6 +18,7 @@
 //!   `-ERR message was deleted`.
 //! - Passwords and SASL data are never logged.
 
+pub(crate) mod auth;
 pub(crate) mod codec;
 mod driver;
 pub(crate) mod session;

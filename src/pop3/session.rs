@@ -1,7 +1,9 @@
 //! The POP3 session core: a synchronous state machine (RFC 1939 states
 //! AUTHORIZATION, TRANSACTION, UPDATE) that turns input lines into
 //! [`Action`]s. It does no I/O: the driver performs the effects
-//! (directory, store, TLS) and reports their outcome back.
+//! (directory, store, TLS) and reports their outcome back. AUTHORIZATION
+//! is the core shared with the mmp (`super::auth`); here a login opens the
+//! maildrop, and the bad-command count runs on into TRANSACTION.
 //!
 //! Invariants:
 //! - One command at a time: after an effect-bearing action the driver calls
@@ -16,6 +18,7 @@ use std::time::Duration;
 use crate::directory::Account;
 use crate::store::{MailboxId, MessageMeta, Snapshot, Uid};
 
+use super::auth::{self, AuthConfig, Authorization, Refusal, Step};
 use super::codec::Input;
 
 /// Replies shared with the driver. Response codes are RFC 2449 / RFC 3206.
@@ -25,30 +28,10 @@ pub const ERR_AUTOLOGOUT: &str = "-ERR autologout\r\n";
 /// RETR/TOP of a message someone else expunged meanwhile.
 pub const ERR_MESSAGE_GONE: &str = "-ERR message was deleted\r\n";
 
-/// Cap of the per-connection delay after a failed authentication
-/// (`SessionConfig::auth_delay`, doubling; the server passes zero and lets
-/// the process-wide `crate::loginlimit` delay instead).
-const AUTH_DELAY_MAX: Duration = Duration::from_secs(8);
-
-/// What the session needs to know about its connection and limits.
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// STLS can be offered (a STARTTLS listener, TLS not active yet).
-    pub stls_available: bool,
-    /// TLS is active (implicit, or after STLS).
-    pub tls_active: bool,
-    /// USER/PASS and AUTH PLAIN allowed before TLS (loopback peer or
-    /// `pop3.allow_plaintext_auth`).
-    pub plaintext_without_tls: bool,
-    pub max_bad_commands: u32,
-    pub max_auth_failures: u32,
-    /// First delay after a failed authentication (doubles each time).
-    pub auth_delay: Duration,
-    /// Authentication identities allowed to log in as another user with
-    /// AUTH PLAIN and an authorization identity (`pop3.proxy_users`: the
-    /// mmp's proxy login). Compared case-insensitively with the authcid.
-    pub proxy_users: Vec<String>,
-}
+/// What the session needs to know about its connection and limits: the
+/// AUTHORIZATION core's (`pop3.proxy_users` there are the mmp's proxy
+/// logins).
+pub type SessionConfig = auth::Connection;
 
 /// An effect or output for the driver, in order.
 #[derive(Clone, PartialEq, Eq)]
@@ -228,14 +211,8 @@ enum Reject {
 /// RFC 1939 states, the data each one owns inside.
 #[derive(Debug)]
 enum State {
-    Authorization {
-        /// Name given by USER, waiting for PASS.
-        user: Option<String>,
-    },
-    /// AUTH PLAIN sent "+ " and waits for the client's response line.
-    SaslPlain,
-    /// Waiting for the driver to report an `Authenticate` or `StartTls`.
-    Pending,
+    /// The shared AUTHORIZATION core (`auth`) reads the commands.
+    Authorization,
     Transaction(Box<Maildrop>),
     /// QUIT received; waiting for the driver's `update_done`.
     Update,
@@ -245,9 +222,9 @@ enum State {
 
 pub struct Session {
     state: State,
-    config: SessionConfig,
-    bad_commands: u32,
-    auth_failures: u32,
+    /// AUTHORIZATION (shared with the mmp), and the bad-command count of
+    /// the whole session.
+    auth: Authorization,
     /// The account logged in, for the driver's summary line.
     account: Option<Account>,
 }
@@ -255,10 +232,13 @@ pub struct Session {
 impl Session {
     pub fn new(config: SessionConfig) -> Session {
         Session {
-            state: State::Authorization { user: None },
-            config,
-            bad_commands: 0,
-            auth_failures: 0,
+            state: State::Authorization,
+            auth: Authorization::new(AuthConfig {
+                connection: config,
+                role: "server",
+                capa_extra: &["TOP", "UIDL"],
+                implementation: "msgd",
+            }),
             account: None,
         }
     }
@@ -280,232 +260,96 @@ impl Session {
     }
 
     pub fn tls_active(&self) -> bool {
-        self.config.tls_active
+        self.auth.tls_active()
     }
 
     /// One line (or over-long line) from the client.
     pub fn input(&mut self, input: Input) -> Vec<Action> {
-        let line = match input {
-            Input::Line(l) => l,
-            Input::TooLong => {
-                if matches!(self.state, State::SaslPlain) {
-                    self.state = State::Authorization { user: None };
-                }
-                return self.bad("line too long");
-            }
-        };
-        // Passwords and SASL data may be any bytes; the directory compares
-        // strings, so a non-UTF-8 password simply does not match.
-        let line = String::from_utf8_lossy(&line).into_owned();
         match std::mem::replace(&mut self.state, State::Closed) {
-            State::Authorization { user } => self.authorization(user, &line),
-            State::SaslPlain => {
-                self.state = State::Authorization { user: None };
-                self.sasl_plain_response(line.trim())
+            State::Authorization => {
+                self.state = State::Authorization;
+                let steps = self.auth.input(input);
+                self.steps(steps)
             }
-            State::Transaction(m) => self.transaction(m, &line),
-            s @ (State::Pending | State::Update | State::Closed) => {
-                // The driver never feeds lines while an effect is pending.
+            s => {
                 self.state = s;
-                Vec::new()
+                let line = match input {
+                    Input::Line(l) => l,
+                    Input::TooLong => return self.bad("line too long"),
+                };
+                let line = String::from_utf8_lossy(&line).into_owned();
+                match std::mem::replace(&mut self.state, State::Closed) {
+                    State::Transaction(m) => self.transaction(m, &line),
+                    s => {
+                        // The driver never feeds lines during UPDATE.
+                        self.state = s;
+                        Vec::new()
+                    }
+                }
             }
         }
     }
 
-    fn authorization(&mut self, user: Option<String>, line: &str) -> Vec<Action> {
-        let (cmd, args) = split_command(line);
-        // Most commands leave a pending USER name in place.
-        self.state = State::Authorization { user: user.clone() };
-        match cmd.as_str() {
-            "CAPA" => vec![Action::Reply(self.capabilities(true))],
-            "QUIT" => {
-                self.state = State::Closed;
-                vec![ok("msgd POP3 server signing off"), Action::Close]
-            }
-            "NOOP" => self.bad("command not valid in this state"),
-            "STLS" => {
-                if self.config.tls_active {
-                    self.bad("command not permitted when TLS active")
-                } else if !self.config.stls_available {
-                    self.bad("STLS not available")
-                } else {
-                    self.state = State::Pending;
-                    vec![ok("Begin TLS negotiation"), Action::StartTls]
-                }
-            }
-            "USER" => {
-                if !self.plaintext_allowed() {
-                    return self.bad("[AUTH] TLS required");
-                }
-                let name = args.trim();
-                if name.is_empty() {
-                    return self.bad("USER needs a name");
-                }
-                self.state = State::Authorization {
-                    user: Some(name.to_string()),
-                };
-                vec![ok("send PASS")]
-            }
-            "PASS" => {
-                if !self.plaintext_allowed() {
-                    return self.bad("[AUTH] TLS required");
-                }
-                let Some(login) = user else {
-                    return self.bad("USER first");
-                };
-                // RFC 1939: the password may contain spaces; take the rest
-                // of the line exactly.
-                self.state = State::Pending;
-                vec![Action::Authenticate {
+    /// The AUTHORIZATION core's steps as the driver's actions.
+    fn steps(&mut self, steps: Vec<Step>) -> Vec<Action> {
+        if self.auth.closed() {
+            self.state = State::Closed;
+        }
+        steps
+            .into_iter()
+            .map(|s| match s {
+                Step::Reply(r) => Action::Reply(r),
+                Step::Delay(d) => Action::Delay(d),
+                Step::Authenticate {
                     login,
-                    password: args.to_string(),
-                }]
-            }
-            "AUTH" => {
-                self.state = State::Authorization { user: None };
-                self.auth(args)
-            }
-            "STAT" | "LIST" | "RETR" | "DELE" | "RSET" | "TOP" | "UIDL" => {
-                self.bad("command not valid in this state")
-            }
-            _ => self.bad("unknown command"),
-        }
-    }
-
-    /// RFC 5034 AUTH (PLAIN only) and the old bare AUTH listing.
-    fn auth(&mut self, args: &str) -> Vec<Action> {
-        let mut parts = args.split_ascii_whitespace();
-        let Some(mech) = parts.next() else {
-            // Pre-RFC 5034 clients send a bare AUTH to list mechanisms.
-            return if self.plaintext_allowed() {
-                vec![Action::Reply("+OK\r\nPLAIN\r\n.\r\n".into())]
-            } else {
-                vec![Action::Reply("+OK\r\n.\r\n".into())]
-            };
-        };
-        if !mech.eq_ignore_ascii_case("PLAIN") {
-            return self.bad("unsupported authentication mechanism");
-        }
-        if !self.plaintext_allowed() {
-            return self.bad("[AUTH] TLS required");
-        }
-        match parts.next() {
-            None => {
-                self.state = State::SaslPlain;
-                vec![Action::Reply("+ \r\n".into())]
-            }
-            Some(initial) => self.sasl_plain_response(initial),
-        }
-    }
-
-    /// The client's PLAIN response (base64 of authzid NUL authcid NUL
-    /// password), from the AUTH line or the continuation line.
-    fn sasl_plain_response(&mut self, b64: &str) -> Vec<Action> {
-        use base64::Engine;
-        if b64 == "*" {
-            return vec![err("authentication cancelled")];
-        }
-        // RFC 5034 section 4: "=" is an empty initial response.
-        let raw = if b64 == "=" {
-            Vec::new()
-        } else {
-            match base64::engine::general_purpose::STANDARD.decode(b64) {
-                Ok(r) => r,
-                Err(_) => return self.bad("invalid base64"),
-            }
-        };
-        let mut fields = raw.split(|b| *b == 0);
-        let (Some(authz), Some(authc), Some(pass), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return self.bad("malformed PLAIN response");
-        };
-        let authz = String::from_utf8_lossy(authz);
-        let authc = String::from_utf8_lossy(authc).into_owned();
-        if authc.is_empty() {
-            return self.bad("malformed PLAIN response");
-        }
-        if !authz.is_empty() && !authz.eq_ignore_ascii_case(&authc) {
-            // Acting as someone else: only for the configured proxy users
-            // (an mmp logging its users in with its own credentials).
-            if self
-                .config
-                .proxy_users
-                .iter()
-                .any(|p| p.eq_ignore_ascii_case(&authc))
-            {
-                self.state = State::Pending;
-                return vec![Action::AuthenticateAs {
-                    login: authc,
-                    password: String::from_utf8_lossy(pass).into_owned(),
-                    authzid: authz.into_owned(),
-                }];
-            }
-            return self.auth_failed_reply("[AUTH] not authorized to act as that user", false);
-        }
-        self.state = State::Pending;
-        vec![Action::Authenticate {
-            login: authc,
-            password: String::from_utf8_lossy(pass).into_owned(),
-        }]
+                    password,
+                    authzid: None,
+                } => Action::Authenticate { login, password },
+                Step::Authenticate {
+                    login,
+                    password,
+                    authzid: Some(authzid),
+                } => Action::AuthenticateAs {
+                    login,
+                    password,
+                    authzid,
+                },
+                Step::StartTls => Action::StartTls,
+                Step::Close => Action::Close,
+            })
+            .collect()
     }
 
     /// The driver's report on an `Authenticate` action.
     pub fn auth_done(&mut self, outcome: AuthOutcome) -> Vec<Action> {
-        self.state = State::Authorization { user: None };
-        match outcome {
+        let why = match outcome {
             AuthOutcome::Ok { account, maildrop } => {
                 let (n, octets) = maildrop.stat();
+                self.auth.logged_in();
                 self.account = Some(account);
                 self.state = State::Transaction(maildrop);
-                vec![ok(&format!(
+                return vec![ok(&format!(
                     "maildrop has {n} message{} ({octets} octets)",
                     if n == 1 { "" } else { "s" }
-                ))]
+                ))];
             }
-            AuthOutcome::Failed => self.auth_failed_reply("[AUTH] Authentication failed", true),
-            AuthOutcome::Inactive => self.auth_failed_reply("[AUTH] account disabled", false),
-            AuthOutcome::DirectoryUnavailable => {
-                vec![err("[SYS/TEMP] directory unavailable")]
+            AuthOutcome::Failed => Refusal::Failed,
+            AuthOutcome::Inactive => Refusal::Inactive,
+            AuthOutcome::DirectoryUnavailable => Refusal::DirectoryUnavailable,
+            AuthOutcome::StoreUnavailable => {
+                Refusal::Unavailable("[SYS/TEMP] maildrop unavailable".into())
             }
-            AuthOutcome::StoreUnavailable => vec![err("[SYS/TEMP] maildrop unavailable")],
-            AuthOutcome::RateLimited => {
-                self.auth_failed_reply("[SYS/TEMP] too many failed logins; try again later", false)
-            }
-        }
-    }
-
-    fn auth_failed_reply(&mut self, text: &str, delay: bool) -> Vec<Action> {
-        self.auth_failures += 1;
-        let mut v = Vec::new();
-        if delay {
-            let exp = self.auth_failures.saturating_sub(1).min(16);
-            let d = self
-                .config
-                .auth_delay
-                .saturating_mul(1u32 << exp)
-                .min(AUTH_DELAY_MAX.max(self.config.auth_delay));
-            if !d.is_zero() {
-                v.push(Action::Delay(d));
-            }
-        }
-        v.push(err(text));
-        if self.auth_failures >= self.config.max_auth_failures {
-            self.state = State::Closed;
-            v.push(Action::Reply(
-                "-ERR [AUTH] too many authentication failures\r\n".into(),
-            ));
-            v.push(Action::Close);
-        }
-        v
+            AuthOutcome::RateLimited => Refusal::RateLimited,
+        };
+        let steps = self.auth.refused(why);
+        self.steps(steps)
     }
 
     /// The driver's report after a successful TLS handshake. RFC 2595
     /// section 4: the session starts over in AUTHORIZATION.
     pub fn tls_started(&mut self) {
-        self.config.tls_active = true;
-        self.config.stls_available = false;
-        self.state = State::Authorization { user: None };
+        self.auth.tls_started();
+        self.state = State::Authorization;
     }
 
     fn transaction(&mut self, mut m: Box<Maildrop>, line: &str) -> Vec<Action> {
@@ -618,33 +462,13 @@ impl Session {
 
     /// A syntax error or refused command; too many of them end the session.
     fn bad(&mut self, text: &str) -> Vec<Action> {
-        self.bad_commands += 1;
-        let mut v = vec![err(text)];
-        if self.bad_commands >= self.config.max_bad_commands {
-            self.state = State::Closed;
-            v.push(Action::Reply("-ERR too many bad commands\r\n".into()));
-            v.push(Action::Close);
-        }
-        v
+        let steps = self.auth.bad(text);
+        self.steps(steps)
     }
 
-    fn plaintext_allowed(&self) -> bool {
-        self.config.tls_active || self.config.plaintext_without_tls
-    }
-
-    /// RFC 2449 CAPA. USER and SASL only where a password may be sent;
-    /// STLS only before TLS and only in AUTHORIZATION.
+    /// RFC 2449 CAPA (`authorization`: in that state).
     fn capabilities(&self, authorization: bool) -> String {
-        let mut s = String::from("+OK Capability list follows\r\nTOP\r\nUIDL\r\n");
-        if authorization && self.plaintext_allowed() {
-            s.push_str("USER\r\nSASL PLAIN\r\n");
-        }
-        s.push_str("RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n");
-        if authorization && self.config.stls_available && !self.config.tls_active {
-            s.push_str("STLS\r\n");
-        }
-        s.push_str("IMPLEMENTATION msgd\r\n.\r\n");
-        s
+        self.auth.capabilities(authorization)
     }
 }
 
@@ -660,11 +484,7 @@ fn err(text: &str) -> Action {
     Action::Reply(format!("-ERR {text}\r\n"))
 }
 
-/// Keyword (uppercased) and the rest of the line after one space.
-fn split_command(line: &str) -> (String, &str) {
-    let (cmd, args) = line.split_once(' ').unwrap_or((line, ""));
-    (cmd.to_ascii_uppercase(), args)
-}
+use auth::split_command;
 
 /// A decimal number of at most 9 digits, no sign.
 fn parse_number(s: &str) -> Option<usize> {

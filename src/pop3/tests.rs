@@ -342,6 +342,84 @@ async fn rfc1939_big_message_is_streamed_whole_with_crlf_before_dot() {
     assert!(body.ends_with(b"no final newline\r\n.\r\n"));
 }
 
+/// RFC 1939 section 3 for a message read from its file in several pieces:
+/// a CRLF split by the piece boundary, a "." line starting exactly at one,
+/// RETR and TOP pipelined, byte for byte.
+#[tokio::test]
+async fn rfc1939_retr_and_top_stream_across_file_pieces_byte_exact() {
+    use super::driver::BODY_PIECE;
+    let h = harness();
+    let mut msg = b"Subject: pieces\r\n\r\n".to_vec();
+    let filler = |msg: &mut Vec<u8>, upto: usize| {
+        while msg.len() + 40 < upto {
+            msg.extend_from_slice(b".dotted line of filler text, 38 bytes\r\n");
+        }
+        msg.resize(upto - 2, b'x');
+    };
+    // The CR of a line end is the last byte of the first piece.
+    filler(&mut msg, BODY_PIECE + 1);
+    msg.extend_from_slice(b"\r\n");
+    assert_eq!(&msg[BODY_PIECE - 1..BODY_PIECE + 1], b"\r\n");
+    // A "." line begins the third piece.
+    filler(&mut msg, 2 * BODY_PIECE);
+    msg.extend_from_slice(b"\r\n");
+    msg.extend_from_slice(b".starts the third piece\r\nlast line without CRLF");
+    assert_eq!(msg[2 * BODY_PIECE], b'.');
+    h.deliver(&msg).await;
+
+    let mut want = Vec::new();
+    let mut lines: Vec<&[u8]> = msg.split(|b| *b == b'\n').collect();
+    let last = lines.pop().unwrap();
+    for l in lines.iter().copied().chain([last]) {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        if l.starts_with(b".") {
+            want.push(b'.');
+        }
+        want.extend_from_slice(l);
+        want.extend_from_slice(b"\r\n");
+    }
+    want.extend_from_slice(b".\r\n");
+    let top2 = b"Subject: pieces\r\n\r\n..dotted line of filler text, 38 bytes\r\n..dotted line of filler text, 38 bytes\r\n.\r\n";
+
+    let (mut c, _task) = h.connect();
+    c.line().await;
+    c.login().await;
+    c.send("RETR 1\r\nTOP 1 2\r\nRETR 1\r\nQUIT\r\n").await;
+    assert_eq!(c.line().await, format!("+OK {} octets\r\n", msg.len()));
+    assert!(c.body().await == want, "first RETR differs");
+    assert!(c.line().await.starts_with("+OK"));
+    assert_eq!(c.body().await, top2);
+    assert!(c.line().await.starts_with("+OK"));
+    assert!(c.body().await == want, "second RETR differs");
+    assert_eq!(c.line().await, "+OK msgd POP3 server signing off\r\n");
+}
+
+/// A message file shorter than its index entry is refused before any of
+/// it is sent (nothing short or padded goes out), and the session goes on.
+#[tokio::test]
+async fn retr_of_a_truncated_message_file_says_deleted_and_sends_nothing() {
+    let h = harness();
+    let u1 = h.deliver(b"Subject: a\r\n\r\nsome body text\r\n").await;
+    h.deliver(b"Subject: b\r\n\r\ny\r\n").await;
+    let id = h.store.snapshot(USER, "INBOX").await.unwrap().info.id;
+    let path = h.store.message_path(id, u1).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let (mut c, _task) = h.connect();
+    c.line().await;
+    c.login().await;
+    assert_eq!(c.cmd("RETR 1").await, "-ERR message was deleted\r\n");
+    assert_eq!(c.cmd("TOP 1 0").await, "-ERR message was deleted\r\n");
+    assert!(c.cmd("RETR 2").await.starts_with("+OK"));
+    assert_eq!(c.body().await, b"Subject: b\r\n\r\ny\r\n.\r\n");
+    assert_eq!(c.cmd("QUIT").await, "+OK msgd POP3 server signing off\r\n");
+}
+
 #[tokio::test]
 async fn rfc3206_auth_failures_have_response_codes() {
     let h = harness();
@@ -562,6 +640,7 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
     let services = crate::services::Services {
         logins,
         mmp,
+        resolver: Arc::new(crate::dns::Resolver::from_config(&config).unwrap()),
         config: config.clone(),
         directory: Directory::open(&config).unwrap(),
         store: Some(h.store.clone()),
@@ -658,7 +737,7 @@ async fn login_only_from_login_networks() {
     })
     .unwrap();
     let services = crate::services::test_services(dir.path(), |c| {
-        c.pop3.login_networks = vec!["192.0.2.0/24".into()]
+        c.pop3.login_networks = vec!["192.0.2.0/24".parse().unwrap()]
     });
     for (via, ok) in [(None, false), (Some("192.0.2.7:5000"), true)] {
         let (client, server) = tokio::io::duplex(4096);

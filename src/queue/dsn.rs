@@ -4,7 +4,7 @@
 //! A DSN goes to whoever the envelope sender claims to be: a stranger.
 //! Its diagnostic is either the remote server's own reply (standard, and
 //! quoted) or one of our outcome texts, which are generic by contract
-//! (`smtpclient`, `route`, `mx`: causes such as io errors, internal
+//! (`deliver::client`, `deliver::queue`, `deliver::mx`: causes such as io errors, internal
 //! addresses and file paths go to the log only). Here the diagnostic is
 //! also made one printable line of bounded length, whatever its source.
 

@@ -1,5 +1,10 @@
 //! The MTA queue: one durable, append-only file per message (see
-//! `record.rs`), an in-memory schedule, and a delivery loop.
+//! `record.rs`), an in-memory schedule, and a delivery loop. The loop
+//! hands each attempt to a `Transport`; the servers' is
+//! `deliver::queue::Router`, one delivery transaction per attempt
+//! (docs/delivery.md). As a delivery target the queue is written by
+//! `write` and made visible to the loop by `schedule` (the transaction's
+//! commit) or removed by `discard` (its abort).
 //!
 //! Invariants:
 //! - `enqueue` returns only after the file and its folder entry are fsynced:
@@ -8,7 +13,17 @@
 //!   attempt; a recipient recorded as delivered is never tried again, so a
 //!   crash can repeat at most the attempt in flight.
 //! - The file is deleted only when every recipient is delivered or failed
-//!   (and the failures bounced).
+//!   and every DSN a final status owes is queued (`settle`).
+//! - A final status is recorded together with the DSN it owes; `notified`
+//!   is recorded once that DSN is queued under a name derived from the
+//!   entry, so a crash anywhere in between sends it once, never twice
+//!   and never not at all.
+//! - When the runner starts, every loaded entry settles: an entry killed
+//!   between its last record and the removal of its file sends what it
+//!   still owes and is removed (it is never left in the queue forever).
+//! - Each attempt hands the transport the queue id: with the recipient
+//!   index it is the delivery id a store uses to refuse a second copy
+//!   (duplicate delivery suppression, docs/delivery.md).
 
 pub mod control;
 pub mod dsn;
@@ -31,27 +46,18 @@ pub use record::{Envelope, Recipient, StateChange, Status};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The result of trying one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Final delivery into a mailbox (DSN action `delivered`).
-    Delivered,
-    /// Accepted by another SMTP server. `dsn_passed`: that server took
-    /// the DSN request on (RFC 3461 5.2.1), so a SUCCESS notice is its
-    /// job; otherwise we send a `relayed` notice (RFC 3461 5.2.2).
-    Relayed { dsn_passed: bool },
-    /// Try again later; the text is the remote reply or our reason.
-    Temporary(String),
-    /// Give up and bounce.
-    Permanent(String),
-}
+/// The result of trying one recipient: delivery's one outcome type.
+pub use crate::deliver::Outcome;
 
 /// Where messages go: LMTP to stores, SMTP to relays or MX hosts. Given a
 /// message and the indices of its pending recipients, returns one outcome
 /// per index (in any order).
 pub trait Transport: Send + Sync + 'static {
+    /// `id` is the queue id (with the recipient index it forms the stable
+    /// delivery id, the same on every retry).
     fn deliver<'a>(
         &'a self,
+        id: &'a str,
         env: &'a Envelope,
         rcpts: Vec<usize>,
         data: Arc<Vec<u8>>,
@@ -65,6 +71,10 @@ struct RcptState {
     next_attempt: i64,
     last_error: Option<String>,
     warned: bool,
+    /// The DSN the final status owes (`delivered`, `relayed`, `failed`).
+    dsn: Option<String>,
+    /// That DSN is queued.
+    notified: bool,
 }
 
 struct Entry {
@@ -83,6 +93,26 @@ impl RcptState {
             next_attempt: 0,
             last_error: None,
             warned: false,
+            dsn: None,
+            notified: false,
+        }
+    }
+
+    /// A final status whose DSN is not queued yet.
+    fn owes_dsn(&self) -> bool {
+        self.status != Status::Pending && self.dsn.is_some() && !self.notified
+    }
+
+    fn change(&self, rcpt: usize) -> StateChange {
+        StateChange {
+            rcpt,
+            status: self.status.clone(),
+            attempts: self.attempts,
+            next_attempt: self.next_attempt,
+            last_error: self.last_error.clone(),
+            warned: self.warned,
+            dsn: self.dsn.clone(),
+            notified: self.notified,
         }
     }
 }
@@ -230,6 +260,8 @@ impl Queue {
                             next_attempt: c.next_attempt,
                             last_error: c.last_error,
                             warned: c.warned,
+                            dsn: c.dsn,
+                            notified: c.notified,
                         };
                     }
                     entries.insert(
@@ -288,33 +320,93 @@ impl Queue {
         env: Envelope,
         data: Arc<Vec<u8>>,
     ) -> std::io::Result<String> {
+        let size = data.len() as u64;
+        let id = self.write(&env, data).await?;
+        self.schedule(&id, env, size);
+        Ok(id)
+    }
+
+    /// `enqueue` under a given queue id; if a file of that id exists the
+    /// message was queued before (and is loaded or delivered): nothing
+    /// happens.
+    async fn enqueue_named(
+        self: &Arc<Self>,
+        id: &str,
+        env: Envelope,
+        data: Arc<Vec<u8>>,
+    ) -> std::io::Result<String> {
+        let size = data.len() as u64;
+        let path = self.path(id);
+        let dir = self.dir.clone();
+        let e2 = env.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            match record::create(&path, &e2, &data) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => {
+                    // A torn file must not stand for a sent notice.
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+            crate::fsutil::sync_dir(&dir)?;
+            Ok(true)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        if created {
+            self.schedule(id, env, size);
+        } else {
+            info!(queue_id = id, "notification already queued");
+        }
+        Ok(id.to_string())
+    }
+
+    /// Stores a message durably without scheduling it (a delivery
+    /// transaction's `body`): the runner does not see it until
+    /// `schedule`; after a crash it is loaded like any other file.
+    pub async fn write(&self, env: &Envelope, data: Arc<Vec<u8>>) -> std::io::Result<String> {
         let id = Self::new_id();
         let path = self.path(&id);
         let dir = self.dir.clone();
         let e2 = env.clone();
-        let d2 = data.clone();
         tokio::task::spawn_blocking(move || {
-            record::create(&path, &e2, &d2)?;
+            record::create(&path, &e2, &data)?;
             crate::fsutil::sync_dir(&dir)
         })
         .await
         .map_err(std::io::Error::other)??;
+        Ok(id)
+    }
+
+    /// Hands a message stored by `write` to the runner (the transaction
+    /// committed).
+    pub fn schedule(&self, id: &str, env: Envelope, size: u64) {
         let state = env
             .recipients
             .iter()
             .map(|_| RcptState::pending())
             .collect();
         self.lock().insert(
-            id.clone(),
+            id.to_string(),
             Entry {
                 env,
                 state,
-                size: data.len() as u64,
+                size,
                 held: false,
             },
         );
         self.wake.notify_one();
-        Ok(id)
+    }
+
+    /// Removes a message stored by `write` and never scheduled (the
+    /// transaction was aborted).
+    pub async fn discard(&self, id: &str) -> std::io::Result<()> {
+        let dir = self.dir.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || remove_files(&dir, &id))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -464,6 +556,7 @@ impl Queue {
 
     /// The delivery loop: runs until shutdown.
     pub async fn run(self: Arc<Self>, transport: Arc<dyn Transport>, shutdown: CancellationToken) {
+        self.settle_loaded().await;
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         loop {
             let now = unix_now();
@@ -530,13 +623,17 @@ impl Queue {
                 return;
             }
         };
-        let outcomes = transport.deliver(&env, rcpts.clone(), data.clone()).await;
+        let outcomes = transport
+            .deliver(id, &env, rcpts.clone(), data.clone())
+            .await;
         let expired = now - env.received > self.config.lifetime as i64;
         let mut changes = Vec::new();
-        let mut failed = Vec::new();
         let mut delayed = Vec::new();
-        let mut delivered = Vec::new();
-        let mut relayed = Vec::new();
+        // The DSN a final status owes is recorded with the status (so a
+        // restart still sends it) and sent by `settle`.
+        let owed = |notify: bool, action: &str| {
+            (notify && !env.sender.is_empty()).then(|| action.to_string())
+        };
         {
             let mut map = self.lock();
             let Some(e) = map.get_mut(id) else { return };
@@ -552,31 +649,34 @@ impl Queue {
                     Outcome::Delivered => {
                         s.status = Status::Delivered;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, "delivered");
-                        if env.recipients[i].notify.success {
-                            delivered.push(i);
-                        }
+                        s.dsn = owed(env.recipients[i].notify.success, "delivered");
                     }
                     Outcome::Relayed { dsn_passed } => {
                         s.status = Status::Delivered;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, dsn_passed, "relayed");
-                        if env.recipients[i].notify.success && !dsn_passed {
-                            relayed.push(i);
-                        }
+                        s.dsn = owed(env.recipients[i].notify.success && !dsn_passed, "relayed");
                     }
-                    Outcome::Permanent(why) => {
+                    // Into another queue: the notice request went with it.
+                    Outcome::Queued => {
+                        s.status = Status::Delivered;
+                        info!(queue_id = id, rcpt = %env.recipients[i].address, "queued again");
+                    }
+                    o if o.is_permanent() => {
+                        let why = o.text();
                         s.status = Status::Failed;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, reason = %why, "failed permanently");
                         s.last_error = Some(why);
-                        failed.push(i);
+                        s.dsn = owed(env.recipients[i].notify.failure, "failed");
                     }
-                    Outcome::Temporary(why) => {
+                    o => {
+                        let why = o.text();
                         if expired {
                             s.status = Status::Failed;
                             s.last_error = Some(format!(
                                 "{why} (gave up after {} hours in the queue)",
                                 self.config.lifetime / 3600
                             ));
-                            failed.push(i);
+                            s.dsn = owed(env.recipients[i].notify.failure, "failed");
                         } else {
                             s.next_attempt = now + self.backoff(s.attempts);
                             info!(queue_id = id, rcpt = %env.recipients[i].address, reason = %why, retry_in = s.next_attempt - now, "deferred");
@@ -591,14 +691,7 @@ impl Queue {
                         }
                     }
                 }
-                changes.push(StateChange {
-                    rcpt: i,
-                    status: s.status.clone(),
-                    attempts: s.attempts,
-                    next_attempt: s.next_attempt,
-                    last_error: s.last_error.clone(),
-                    warned: s.warned,
-                });
+                changes.push(s.change(i));
             }
         }
         // Record the outcomes durably before anything else happens.
@@ -614,22 +707,109 @@ impl Queue {
         if !matches!(wrote, Ok(Ok(()))) {
             warn!(queue_id = id, "cannot record delivery state: {:?}", wrote);
         }
-        self.notify_sender(id, &env, &failed, "failed", &data).await;
-        self.notify_sender(id, &env, &delayed, "delayed", &data)
+        self.notify_sender(id, &env, &delayed, "delayed", &data, None)
             .await;
-        self.notify_sender(id, &env, &delivered, "delivered", &data)
+        self.settle(id, &env, &data).await;
+    }
+
+    /// After a restart: every loaded entry sends the DSNs it still owes,
+    /// and one with nothing left to do is removed (it was killed between
+    /// recording its last outcome and removing its file).
+    async fn settle_loaded(self: &Arc<Self>) {
+        let ids: Vec<(String, Envelope)> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| {
+                e.state.iter().any(RcptState::owes_dsn)
+                    || e.state.iter().all(|s| s.status != Status::Pending)
+            })
+            .map(|(id, e)| (id.clone(), e.env.clone()))
+            .collect();
+        for (id, env) in ids {
+            let path = self.path(&id);
+            let data = match tokio::task::spawn_blocking(move || record::load(&path)).await {
+                Ok(Ok(Some(l))) => l.data,
+                other => {
+                    warn!(queue_id = %id, "queued message unreadable: {:?}", other.err());
+                    continue;
+                }
+            };
+            info!(queue_id = %id, "finishing an entry loaded with work done");
+            self.settle(&id, &env, &data).await;
+        }
+    }
+
+    /// Sends the DSNs the final statuses of `id` owe (each once: the DSN
+    /// has a name derived from the entry, and `notified` is recorded after
+    /// it is queued), then removes the entry if nothing is pending.
+    async fn settle(self: &Arc<Self>, id: &str, env: &Envelope, data: &[u8]) {
+        let groups: Vec<(String, Vec<usize>)> = {
+            let map = self.lock();
+            let Some(e) = map.get(id) else { return };
+            let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for (i, s) in e.state.iter().enumerate() {
+                if let (true, Some(a)) = (s.owes_dsn(), &s.dsn) {
+                    groups.entry(a.clone()).or_default().push(i);
+                }
+            }
+            groups.into_iter().collect()
+        };
+        for (action, rcpts) in groups {
+            let Some(&first) = rcpts.first() else {
+                continue;
+            };
+            let action: &'static str = match action.as_str() {
+                "delivered" => "delivered",
+                "relayed" => "relayed",
+                _ => "failed",
+            };
+            // One name per (entry, action, first recipient): a repeat after
+            // a crash finds the file and does not queue it again.
+            let name = format!("{id}N{}{first}", &action[..1].to_uppercase());
+            if !self
+                .notify_sender(id, env, &rcpts, action, data, Some(&name))
+                .await
+            {
+                continue;
+            }
+            let changes: Vec<StateChange> = {
+                let mut map = self.lock();
+                let Some(e) = map.get_mut(id) else { return };
+                rcpts
+                    .iter()
+                    .filter_map(|&i| {
+                        let s = e.state.get_mut(i)?;
+                        s.notified = true;
+                        Some(s.change(i))
+                    })
+                    .collect()
+            };
+            let path = self.path(id);
+            let wrote = tokio::task::spawn_blocking(move || {
+                for c in &changes {
+                    record::append_state(&path, c)?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
             .await;
-        self.notify_sender(id, &env, &relayed, "relayed", &data)
-            .await;
+            if !matches!(wrote, Ok(Ok(()))) {
+                warn!(
+                    queue_id = id,
+                    "cannot record a sent notification: {:?}", wrote
+                );
+            }
+        }
         let done = {
             let map = self.lock();
-            map.get(id)
-                .map(|e| e.state.iter().all(|s| s.status != Status::Pending))
-                .unwrap_or(false)
+            map.get(id).is_some_and(|e| {
+                e.state
+                    .iter()
+                    .all(|s| s.status != Status::Pending && !s.owes_dsn())
+            })
         };
         if done {
             self.lock().remove(id);
-            if let Err(e) = std::fs::remove_file(&path) {
+            if let Err(e) = remove_files(&self.dir, id) {
                 warn!(queue_id = id, error = %e, "cannot remove finished queue file");
             }
             info!(queue_id = id, "removed from queue");
@@ -637,7 +817,9 @@ impl Queue {
     }
 
     /// Queues a DSN to the sender for these recipients (never to the null
-    /// sender: bounces do not bounce).
+    /// sender: bounces do not bounce). With `name` the DSN gets that queue
+    /// id, and one already queued under it counts as sent. True: queued
+    /// (or nothing to send).
     async fn notify_sender(
         self: &Arc<Self>,
         id: &str,
@@ -645,13 +827,14 @@ impl Queue {
         rcpts: &[usize],
         action: &'static str,
         data: &[u8],
-    ) {
+        name: Option<&str>,
+    ) -> bool {
         if env.sender.is_empty() {
-            return;
+            return true;
         }
         let errors: Vec<String> = {
             let map = self.lock();
-            let Some(e) = map.get(id) else { return };
+            let Some(e) = map.get(id) else { return false };
             rcpts
                 .iter()
                 .map(|&i| e.state[i].last_error.clone().unwrap_or_default())
@@ -682,7 +865,7 @@ impl Queue {
             })
             .collect();
         if reports.is_empty() {
-            return;
+            return true;
         }
         let msg = dsn::build(&self.hostname, env, &reports, data, id);
         let bounce = Envelope {
@@ -701,12 +884,18 @@ impl Queue {
             envid: None,
             ret_full: false,
         };
-        match self.enqueue(bounce, Arc::new(msg)).await {
+        let queued = match name {
+            Some(n) => self.enqueue_named(n, bounce, Arc::new(msg)).await,
+            None => self.enqueue(bounce, Arc::new(msg)).await,
+        };
+        match queued {
             Ok(bid) => {
-                info!(queue_id = id, dsn = %bid, action, "delivery status notification queued")
+                info!(queue_id = id, dsn = %bid, action, "delivery status notification queued");
+                true
             }
             Err(e) => {
-                warn!(queue_id = id, error = %e, "cannot queue a delivery status notification")
+                warn!(queue_id = id, error = %e, "cannot queue a delivery status notification");
+                false
             }
         }
     }

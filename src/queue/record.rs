@@ -23,53 +23,9 @@ pub const MAGIC: &[u8] = b"MSGDQ1\n";
 /// allocate gigabytes).
 const MAX_RECORD: u32 = 1 << 30;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
-    /// Envelope sender; empty for the null sender (bounces).
-    pub sender: String,
-    pub recipients: Vec<Recipient>,
-    /// Unix seconds when the message entered the queue.
-    pub received: i64,
-    /// DSN envelope id (RFC 3461 ENVID).
-    #[serde(default)]
-    pub envid: Option<String>,
-    /// DSN RET=FULL (return the whole message in a bounce) vs headers only.
-    #[serde(default)]
-    pub ret_full: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipient {
-    pub address: String,
-    /// RFC 3461 ORCPT, when given.
-    #[serde(default)]
-    pub orcpt: Option<String>,
-    /// RFC 3461 NOTIFY: "never", or a set of success/failure/delay.
-    #[serde(default)]
-    pub notify: Notify,
-    /// Where to deliver (a route key the router understands, e.g. the
-    /// recipient's mailHost). Empty: decided at delivery time.
-    #[serde(default)]
-    pub route: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notify {
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-}
-
-impl Default for Notify {
-    /// RFC 3461 4.1: without NOTIFY, failure (and maybe delay) are reported.
-    fn default() -> Self {
-        Notify {
-            success: false,
-            failure: true,
-            delay: true,
-        }
-    }
-}
+// The envelope is delivery's own type (one for the SMTP server, the
+// queue and the clients); its JSON form is record 0.
+pub use crate::deliver::{Envelope, Notify, Recipient};
 
 /// The outcome recorded for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +50,14 @@ pub struct StateChange {
     /// A delay warning was sent.
     #[serde(default)]
     pub warned: bool,
+    /// The DSN this final status owes the sender (`delivered`, `relayed`,
+    /// `failed`); None: none (not asked for, or a null sender).
+    #[serde(default)]
+    pub dsn: Option<String>,
+    /// That DSN is in the queue: it is never sent twice, and a restart
+    /// sends it if this is still false.
+    #[serde(default)]
+    pub notified: bool,
 }
 
 fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
@@ -230,6 +194,8 @@ mod tests {
             next_attempt: 0,
             last_error: None,
             warned: false,
+            dsn: None,
+            notified: false,
         };
         append_state(&p, &ch).unwrap();
         let l = load(&p).unwrap().unwrap();
@@ -254,6 +220,8 @@ mod tests {
                 next_attempt: 0,
                 last_error: None,
                 warned: false,
+                dsn: None,
+                notified: false,
             },
         )
         .unwrap();

@@ -11,6 +11,7 @@ struct Scripted {
 impl Transport for Scripted {
     fn deliver<'a>(
         &'a self,
+        _id: &'a str,
         env: &'a Envelope,
         rcpts: Vec<usize>,
         data: Arc<Vec<u8>>,
@@ -304,4 +305,150 @@ async fn hold_release_delete_at_runtime_and_over_the_control_folder() {
     assert!(r.ends_with("held"), "{r}");
     let q2 = Queue::open(d.path(), cfg(), "mx.test").unwrap();
     assert!(q2.list()[0].held, "hold marker survives a restart");
+}
+
+fn scripted() -> Arc<Scripted> {
+    Arc::new(Scripted {
+        script: Mutex::default(),
+        delivered: Mutex::default(),
+    })
+}
+
+/// A queue file whose only recipient is recorded delivered, as the
+/// runner leaves it when it is killed before removing the file (`dsn`:
+/// the notice that status owes; `notified`: it was queued).
+fn finished_file(dir: &Path, id: &str, notified: bool) {
+    let mut e = env("a@x", &["b@y"]);
+    e.recipients[0].notify = Notify {
+        success: true,
+        failure: true,
+        delay: false,
+    };
+    let p = dir.join(format!("{id}.q"));
+    record::create(&p, &e, b"Subject: s\r\n\r\nx\r\n").unwrap();
+    record::append_state(
+        &p,
+        &StateChange {
+            rcpt: 0,
+            status: Status::Delivered,
+            attempts: 1,
+            next_attempt: 0,
+            last_error: None,
+            warned: false,
+            dsn: Some("delivered".into()),
+            notified,
+        },
+    )
+    .unwrap();
+}
+
+/// The DSNs the transport delivered to the sender a@x.
+fn notices(t: &Scripted) -> Vec<String> {
+    t.delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(a, _)| a == "a@x")
+        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn finished_entry_on_load_sends_the_owed_success_dsn_and_is_removed() {
+    let d = tempfile::tempdir().unwrap();
+    finished_file(d.path(), "0000000000AA", false);
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    let t = scripted();
+    let stop = CancellationToken::new();
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    wait_until(&q, |q| q.is_empty()).await;
+    stop.cancel();
+    // The recipient was not tried again; the sender got its notice once.
+    let all = t.delivered.lock().unwrap().clone();
+    assert!(all.iter().all(|(a, _)| a == "a@x"), "{all:?}");
+    let n = notices(&t);
+    assert_eq!(n.len(), 1);
+    assert!(n[0].contains("Action: delivered"), "{}", n[0]);
+    assert!(scan(d.path()).is_empty(), "msgd queue list shows nothing");
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn finished_entry_on_load_with_its_dsn_sent_is_removed_without_another() {
+    let d = tempfile::tempdir().unwrap();
+    finished_file(d.path(), "0000000000AB", true);
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    let t = scripted();
+    let stop = CancellationToken::new();
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    wait_until(&q, |q| q.is_empty()).await;
+    stop.cancel();
+    assert!(t.delivered.lock().unwrap().is_empty());
+    assert!(scan(d.path()).is_empty());
+}
+
+/// Killed after the notice was queued and before that was recorded: the
+/// notice's name is derived from the entry, so the restart finds it and
+/// does not queue a second one.
+#[tokio::test]
+async fn finished_entry_on_load_does_not_queue_a_notice_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let id = "0000000000AC";
+    finished_file(d.path(), id, false);
+    let notice = env("", &["a@x"]);
+    record::create(
+        &d.path().join(format!("{id}ND0.q")),
+        &notice,
+        b"Subject: the notice\r\n\r\nx\r\n",
+    )
+    .unwrap();
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    assert_eq!(q.len(), 2);
+    let t = scripted();
+    let stop = CancellationToken::new();
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    wait_until(&q, |q| q.is_empty()).await;
+    stop.cancel();
+    let n = notices(&t);
+    assert_eq!(n, vec!["Subject: the notice\r\n\r\nx\r\n".to_string()]);
+    assert!(scan(d.path()).is_empty());
+}
+
+/// The queue runner gives the transport the queue id, from which the
+/// delivery id (stable over retries) is made.
+#[tokio::test]
+async fn transport_gets_the_same_queue_id_on_every_retry() {
+    struct Ids(Mutex<Vec<String>>);
+    impl Transport for Ids {
+        fn deliver<'a>(
+            &'a self,
+            id: &'a str,
+            _env: &'a Envelope,
+            rcpts: Vec<usize>,
+            _data: Arc<Vec<u8>>,
+        ) -> BoxFuture<'a, Vec<(usize, Outcome)>> {
+            Box::pin(async move {
+                let mut ids = self.0.lock().unwrap();
+                ids.push(id.to_string());
+                let o = if ids.len() < 3 {
+                    Outcome::Temporary("451 4.3.0 later".into())
+                } else {
+                    Outcome::Delivered
+                };
+                rcpts.into_iter().map(|i| (i, o.clone())).collect()
+            })
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    let t = Arc::new(Ids(Mutex::default()));
+    let stop = CancellationToken::new();
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    let qid = q
+        .enqueue(env("", &["b@y"]), Arc::new(b"x\r\n".to_vec()))
+        .await
+        .unwrap();
+    wait_until(&q, |q| q.is_empty()).await;
+    stop.cancel();
+    assert_eq!(*t.0.lock().unwrap(), vec![qid.clone(), qid.clone(), qid]);
 }

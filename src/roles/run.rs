@@ -11,11 +11,10 @@ use tracing::{error, info, warn};
 
 use super::Role;
 use crate::cli::{EXIT_FAILURE, EXIT_OK};
-use crate::config::{Config, Loaded, Protocol};
+use crate::config::{Config, DirectoryBackend, Loaded, Protocol};
 use crate::directory::{embedded, Directory};
 use crate::net::{self, Conn, ConnInfo};
 use crate::queue::Queue;
-use crate::route::StoreRouter;
 use crate::services::Services;
 use crate::store::Store;
 use crate::tls::Tls;
@@ -116,7 +115,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating data folder {}", config.server.data_dir.display()))?;
     let tls = Arc::new(Tls::from_config(&config)?);
-    let quickstart_account = if config.directory.backend == "embedded" {
+    let quickstart_account = if config.directory.backend == DirectoryBackend::Embedded {
         first_start(&config)?
     } else {
         None
@@ -139,9 +138,11 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let (logins, mmp) = Services::shared_parts(&config);
+    let resolver = Arc::new(crate::dns::Resolver::from_config(&config)?);
     let services = Services {
         logins,
         mmp,
+        resolver,
         config: config.clone(),
         directory,
         store,
@@ -163,7 +164,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
                 lock,
                 shutdown.clone(),
             ));
-            let router = StoreRouter::new(services.clone());
+            let router = crate::deliver::queue::Router::new(&services);
             Some(tokio::spawn(q.run(router, shutdown.clone())))
         }
         None => None,

@@ -165,7 +165,13 @@ impl Body {
         if let Some(e) = self.spool_error.take() {
             return Err(e);
         }
-        let mut out = Vec::with_capacity(head.len() + usize::try_from(self.size).unwrap_or(0));
+        // Room for the Return-Path final delivery puts in front, so it
+        // moves the message instead of copying it (deliver::local).
+        let mut out = Vec::with_capacity(
+            crate::deliver::local::RETURN_PATH_ROOM
+                + head.len()
+                + usize::try_from(self.size).unwrap_or(0),
+        );
         out.extend_from_slice(head);
         out.extend_from_slice(&self.data);
         self.data = Vec::new();

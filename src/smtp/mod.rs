@@ -9,7 +9,7 @@
 //!   replies (`reply`) and trace fields (`trace`) are ours.
 //! - this module: the async driver doing I/O, timeouts, shutdown, STARTTLS,
 //!   and the effects: recipient policy (`resolve`) and delivery
-//!   (`delivery`, one contract for every back end).
+//!   (`crate::deliver`, one contract for every target).
 //!
 //! Invariants: replies are written before the driver waits for input; no
 //! message is acknowledged before every copy is durable; the session never
@@ -35,7 +35,6 @@
 
 pub mod auth;
 pub mod codec;
-pub mod delivery;
 pub mod reply;
 pub mod resolve;
 pub mod session;
@@ -43,7 +42,7 @@ pub mod spool;
 pub mod trace;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,11 +50,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
 use crate::config::{Protocol, TlsMode};
+use crate::deliver::{Delivery, Envelope, Outcome};
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
-use delivery::{Delivery, Envelope};
 use resolve::Policy;
-use session::{Event, Flavor, Params, ReturnPath, Session, Verdict};
+use session::{Event, Flavor, Params, Session, Verdict};
 
 /// Serves one SMTP or LMTP connection until it ends.
 pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
@@ -108,17 +107,10 @@ fn session_params(info: &ConnInfo, services: &Services, flavor: Flavor) -> Param
         peer: info.peer.ip(),
         tls_active: info.tls_active,
         starttls: info.tls_mode == TlsMode::StartTls,
-        return_path: match (flavor, info.protocol) {
-            // Submission is not final delivery: the queue (or the next
-            // hop) adds Return-Path when the message lands.
-            (_, Protocol::Submission | Protocol::Submissions) => ReturnPath::Never,
-            (Flavor::Smtp, _) => ReturnPath::Always,
-            (Flavor::Lmtp, _) => ReturnPath::IfMissing,
-        },
         id_prefix: format!("{secs:x}.{}.", info.session_id),
         submission: matches!(info.protocol, Protocol::Submission | Protocol::Submissions).then(
             || session::SubmissionParams {
-                trusted: auth::is_trusted(&cfg.submission.trusted_networks, info.peer.ip()),
+                trusted: crate::netaddr::in_any(&cfg.submission.trusted_networks, info.peer.ip()),
                 plaintext_auth: info.is_loopback() || cfg.submission.allow_plaintext_auth,
                 check_from_header: cfg.submission.check_from_header,
                 received_shows_client: cfg.submission.received_shows_client,
@@ -266,18 +258,9 @@ async fn run(
                 if flush(&mut conn, session, command_timeout).await.is_err() {
                     return "write failed";
                 }
-                let (msg, mut outcomes) = deliver(services, delivery, *msg).await;
-                if services.config.store.over_quota == "permanent" {
-                    for o in &mut outcomes {
-                        if *o == session::Outcome::OverQuota {
-                            *o = session::Outcome::OverQuotaPermanent;
-                        }
-                    }
-                }
-                let ok = outcomes
-                    .iter()
-                    .filter(|o| **o == session::Outcome::Delivered)
-                    .count();
+                let flavor = session.flavor();
+                let (msg, outcomes) = deliver(services, delivery, flavor, *msg).await;
+                let ok = outcomes.iter().filter(|o| o.accepted()).count();
                 info!(
                     id = %msg.id,
                     from = %msg.sender,
@@ -322,13 +305,17 @@ async fn run(
 
 /// Delivers one message: takes its size from the process-wide budget
 /// (waiting a while for other deliveries to finish), reads a spooled body
-/// back into memory, hands it to the back end. One outcome per target.
+/// back into memory, runs the delivery transaction. One outcome per
+/// target. SMTP answers once for all copies: unless every copy was
+/// accepted the transaction is aborted (the client retries them all, so
+/// the copies that succeeded are taken back rather than doubled). LMTP
+/// answers per recipient: what was accepted is committed.
 async fn deliver(
     services: &Services,
     delivery: &Delivery,
+    flavor: Flavor,
     mut msg: session::Message,
-) -> (session::Message, Vec<session::Outcome>) {
-    use session::Outcome;
+) -> (session::Message, Vec<Outcome>) {
     let n = msg.targets.len();
     let wait = Duration::from_secs(services.config.smtp.data_timeout.clamp(1, 60));
     let Some(_lease) = services.budget.take(msg.size(), wait).await else {
@@ -344,25 +331,31 @@ async fn deliver(
             Ok(data) => msg.data = std::sync::Arc::new(data),
             Err(e) => {
                 tracing::error!(id = %msg.id, error = %e, "cannot read the spooled message back");
-                return (msg, vec![Outcome::Failed; n]);
+                return (
+                    msg,
+                    vec![Outcome::Temporary("451 4.3.0 local error in processing".into()); n],
+                );
             }
         }
     }
-    let mut tx = delivery.start(Envelope {
-        id: msg.id.clone(),
-        sender: msg.sender.clone(),
-        envid: msg.envid.clone(),
-        ret_full: msg.ret_full,
-    });
+    let mut tx = delivery.start(
+        &msg.id,
+        Envelope {
+            sender: msg.sender.clone(),
+            envid: msg.envid.clone(),
+            ret_full: msg.ret_full,
+            ..Envelope::default()
+        },
+    );
     for t in &msg.targets {
         tx.add_rcpt(t.clone());
     }
     let data = std::mem::take(&mut msg.data);
     let outcomes = tx.body(data).await;
-    if outcomes.iter().all(|o| *o == Outcome::Delivered) {
-        tx.commit();
+    if flavor == Flavor::Lmtp || outcomes.iter().all(Outcome::accepted) {
+        tx.commit().await;
     } else {
-        tx.abort();
+        tx.abort().await;
     }
     (msg, outcomes)
 }

@@ -115,6 +115,9 @@ pub const OVER_QUOTA: Reply = Reply::new(452, "4.2.2", "Mailbox full");
 pub const OVER_QUOTA_PERMANENT: Reply = Reply::new(552, "5.2.2", "Mailbox full");
 /// RFC 3463 5.1.6: the mailbox lives on another store.
 pub const WRONG_STORE: Reply = Reply::new(550, "5.1.6", "Mailbox is not on this store");
+/// RFC 5321 4.2.5: the message cannot be delivered (a permanent failure
+/// of the target other than quota).
+pub const TRANSACTION_FAILED: Reply = Reply::new(554, "5.3.0", "Delivery failed");
 pub const DISK_FULL: Reply = Reply::new(452, "4.3.1", "Insufficient system storage");
 /// The process-wide budget of message bytes in memory is spent
 /// (`limits.max_bytes_in_flight`): try again later.

@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::warn;
 
-use super::session::{Flavor, Target, Verdict};
+use super::session::{Flavor, Verdict};
+use crate::deliver::Target;
 use crate::directory::{canonical_address, domain_of, Account, DirError, Directory, Recipient};
 
 /// Nesting depth of aliases/groups/forwards followed before giving up.
@@ -25,10 +26,6 @@ pub struct Policy {
     /// Recipients outside our domains are accepted (authenticated
     /// submission, later). Inbound SMTP: false.
     pub relay_allowed: bool,
-    /// Store default quota for accounts without one (0: none).
-    pub default_quota: u64,
-    /// Store default message-count quota (0: none).
-    pub default_message_quota: u64,
     /// Forwards to other domains are accepted (a queue exists to carry
     /// them); otherwise such a RCPT is refused.
     pub forward_offsite: bool,
@@ -37,12 +34,10 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn inbound(flavor: Flavor, default_quota: u64) -> Policy {
+    pub fn inbound(flavor: Flavor) -> Policy {
         Policy {
             flavor,
             relay_allowed: false,
-            default_quota,
-            default_message_quota: 0,
             forward_offsite: false,
             config: None,
         }
@@ -53,8 +48,7 @@ impl Policy {
         Policy {
             forward_offsite: services.queue.is_some(),
             config: Some(services.config.clone()),
-            default_message_quota: services.config.store.default_message_quota,
-            ..Policy::inbound(flavor, services.config.store.default_quota)
+            ..Policy::inbound(flavor)
         }
     }
 
@@ -68,18 +62,14 @@ impl Policy {
         }
     }
 
+    /// The target of a mailbox: the directory's values; the effective
+    /// quota is applied at delivery (`deliver::quota`).
     fn target(&self, a: &Account) -> Target {
         Target {
-            address: a.address.clone(),
             partition: a.partition.clone(),
-            quota: a
-                .quota
-                .or((self.default_quota > 0).then_some(self.default_quota)),
-            message_quota: (self.default_message_quota > 0).then_some(self.default_message_quota),
+            quota: a.quota,
             mail_host: a.mail_host.clone(),
-            remote: false,
-            notify: None,
-            orcpt: None,
+            ..Target::mailbox(a.address.clone())
         }
     }
 }
@@ -108,7 +98,7 @@ async fn resolve_lmtp(
             if policy
                 .config
                 .as_ref()
-                .is_some_and(|c| !crate::route::is_own_store(c, a.mail_host.as_deref())) =>
+                .is_some_and(|c| !crate::deliver::is_own_store(c, a.mail_host.as_deref())) =>
         {
             warn!(rcpt = %address, mail_host = ?a.mail_host, "LMTP recipient lives on another store");
             Verdict::WrongStore
@@ -147,15 +137,18 @@ async fn resolve_smtp(
         offsite: Vec::new(),
         lookups: 1,
     };
-    x.expand(&address, top, 0).await?;
+    x.expand(&address, top, 0, None).await?;
     if !x.offsite.is_empty() {
         if !policy.forward_offsite {
             warn!(rcpt = %address, offsite = ?x.offsite,
                 "recipient forwards outside our domains and this process has no queue; refused");
             return Ok(Verdict::OffSite);
         }
-        for a in std::mem::take(&mut x.offsite) {
-            x.targets.push(Target::remote(a));
+        for (a, sender) in std::mem::take(&mut x.offsite) {
+            x.targets.push(Target {
+                sender,
+                ..Target::remote(a)
+            });
         }
     }
     if x.targets.is_empty() {
@@ -187,24 +180,37 @@ struct Expansion<'a> {
     local_domains: HashMap<String, bool>,
     seen: HashSet<String>,
     targets: Vec<Target>,
-    /// Addresses outside our domains that the expansion reached.
-    offsite: Vec<String>,
+    /// Addresses outside our domains that the expansion reached, with the
+    /// errors-to address of the nearest list they came through.
+    offsite: Vec<(String, Option<String>)>,
     lookups: usize,
 }
 
 impl Expansion<'_> {
     /// Adds what `r` (the directory entry of `address`) delivers to.
-    async fn expand(&mut self, address: &str, r: Recipient, depth: usize) -> Result<(), DirError> {
-        let next: Vec<String> = match r {
+    /// `errors_to`: the errors-to address of the nearest list above (the
+    /// envelope sender of the copies it makes; a nested list with its own
+    /// replaces it).
+    async fn expand(
+        &mut self,
+        address: &str,
+        r: Recipient,
+        depth: usize,
+        errors_to: Option<String>,
+    ) -> Result<(), DirError> {
+        let (next, errors_to): (Vec<String>, Option<String>) = match r {
             Recipient::User(a) => {
                 if (a.keep_mailbox || a.forward.is_empty())
                     && !self.targets.iter().any(|t| t.address == a.address)
                 {
-                    self.targets.push(self.policy.target(&a));
+                    self.targets.push(Target {
+                        sender: errors_to.clone(),
+                        ..self.policy.target(&a)
+                    });
                 }
-                a.forward
+                (a.forward, errors_to)
             }
-            Recipient::List(members) => members,
+            Recipient::List(l) => (l.members, l.errors_to.or(errors_to)),
         };
         for member in next {
             let member = canonical_address(&member);
@@ -220,7 +226,7 @@ impl Expansion<'_> {
                 continue;
             };
             if !self.is_local(&domain).await? {
-                self.offsite.push(member);
+                self.offsite.push((member, errors_to.clone()));
                 continue;
             }
             self.lookups += 1;
@@ -231,7 +237,7 @@ impl Expansion<'_> {
                 Some(Recipient::User(a)) if !a.active => {
                     warn!(rcpt = %address, member = %member, "alias member inactive; skipped");
                 }
-                Some(r) => Box::pin(self.expand(&member, r, depth + 1)).await?,
+                Some(r) => Box::pin(self.expand(&member, r, depth + 1, errors_to.clone())).await?,
             }
         }
         Ok(())

@@ -28,24 +28,15 @@ use super::reply::{self, Reply};
 use super::spool::SpoolConfig;
 use super::trace;
 use crate::budget::{Budget, Lease};
-use crate::queue::record::Notify;
+use crate::deliver::client::DELIVERY_ID_EXT;
+use crate::deliver::Notify;
+pub use crate::deliver::{Outcome, Target};
 
 /// SMTP or LMTP flavour of the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Smtp,
     Lmtp,
-}
-
-/// When the core adds a `Return-Path` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReturnPath {
-    /// Final delivery (RFC 5321 4.4): always.
-    Always,
-    /// LMTP: the MTA may already have added one; add it only if missing.
-    IfMissing,
-    /// Relaying onwards (later): never.
-    Never,
 }
 
 /// Everything the core needs to know, fixed for the session.
@@ -64,7 +55,6 @@ pub struct Params {
     pub tls_active: bool,
     /// The listener allows STARTTLS.
     pub starttls: bool,
-    pub return_path: ReturnPath,
     /// Prefix of message ids ("queued as"); unique per session.
     pub id_prefix: String,
     /// Message submission (RFC 6409) rather than relay or delivery.
@@ -91,45 +81,6 @@ pub struct SubmissionParams {
     pub received_shows_client: bool,
     /// Failed AUTH attempts before the connection is closed.
     pub max_auth_failures: u32,
-}
-
-/// One mailbox a message goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The account's canonical address (the store's user key).
-    pub address: String,
-    /// mailMessageStore partition; None: the store's default.
-    pub partition: Option<String>,
-    /// Storage quota in bytes; None: unlimited.
-    pub quota: Option<u64>,
-    /// Message-count quota; None: unlimited.
-    pub message_quota: Option<u64>,
-    /// The directory's mailHost: the store that holds the mailbox (None:
-    /// this process's store).
-    pub mail_host: Option<String>,
-    /// An address in another domain (a forward): goes out through the
-    /// queue and the outbound relay.
-    pub remote: bool,
-    /// RFC 3461 NOTIFY of the RCPT that reached this mailbox (None: not given).
-    pub notify: Option<Notify>,
-    /// RFC 3461 ORCPT (`rfc822;addr`) of that RCPT.
-    pub orcpt: Option<String>,
-}
-
-impl Target {
-    /// A mailbox in another domain (relayed after AUTH, or a forward).
-    pub fn remote(address: String) -> Target {
-        Target {
-            address,
-            partition: None,
-            quota: None,
-            message_quota: None,
-            mail_host: None,
-            remote: true,
-            notify: None,
-            orcpt: None,
-        }
-    }
 }
 
 /// The driver's answer to `Event::Authenticate`.
@@ -166,20 +117,6 @@ pub enum Verdict {
     Unavailable,
     /// LMTP: the user's mailHost names another store (RFC 3463 5.1.6).
     WrongStore,
-}
-
-/// The fate of one target after delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
-    Delivered,
-    OverQuota,
-    /// Over quota, configured as a permanent failure (`store.over_quota`).
-    OverQuotaPermanent,
-    /// Any other temporary failure (store error, server bug).
-    Failed,
-    DiskFull,
-    /// The process-wide memory budget could not hold the message.
-    NoResources,
 }
 
 /// A complete message to deliver.
@@ -337,6 +274,8 @@ struct Transaction {
     ret_full: bool,
     /// The pending RCPT's DSN parameters.
     pending_dsn: (Option<Notify>, Option<String>),
+    /// The pending RCPT's delivery id (LMTP `XMSGD-DELIVERY-ID`).
+    pending_id: Option<String>,
 }
 
 pub struct Session {
@@ -392,6 +331,11 @@ impl Session {
     /// The client has said EHLO/HELO/LHLO and, on a submission listener,
     /// authenticated (or is trusted): the short pre-authentication
     /// deadline no longer applies.
+    /// SMTP or LMTP.
+    pub fn flavor(&self) -> Flavor {
+        self.p.flavor
+    }
+
     pub fn past_preauth(&self) -> bool {
         self.helo.is_some()
             && self
@@ -615,6 +559,20 @@ impl Session {
             self.close_with(&reply::NOT_HTTP);
             return Some(Event::Close);
         }
+        // LMTP: an msgd mta-in's delivery id (duplicate delivery
+        // suppression) is taken out of RCPT before smtp-proto, which
+        // refuses parameters it does not know.
+        let (stripped, delivery_id) = match self.p.flavor {
+            Flavor::Lmtp => match take_delivery_id(line) {
+                Ok(v) => v,
+                Err(BadDeliveryId) => {
+                    self.bad(&reply::SYNTAX_PARAMS);
+                    return self.is_closed().then_some(Event::Close);
+                }
+            },
+            Flavor::Smtp => (None, None),
+        };
+        let line = stripped.as_deref().unwrap_or(line);
         let req = match Request::parse(&mut line.iter()) {
             Ok(r) => r,
             Err(e) => {
@@ -631,7 +589,7 @@ impl Session {
             Request::Ehlo { host } | Request::Lhlo { host } => self.hello(&host, true),
             Request::Helo { host } => self.hello(&host, false),
             Request::Mail { from } => self.mail(from, line),
-            Request::Rcpt { to } => return self.rcpt(to, line),
+            Request::Rcpt { to } => return self.rcpt(to, line, delivery_id),
             Request::Data => self.data(),
             Request::Bdat {
                 chunk_size,
@@ -686,6 +644,11 @@ impl Session {
             "ENHANCEDSTATUSCODES".to_string(),
             "SMTPUTF8".to_string(),
         ];
+        if self.p.flavor == Flavor::Lmtp {
+            // The LMTP listener serves only `store.lmtp_networks` (and the
+            // unix socket): the MTAs of this site.
+            lines.push(DELIVERY_ID_EXT.to_string());
+        }
         if self.p.starttls && !self.tls {
             lines.push("STARTTLS".to_string());
         }
@@ -800,7 +763,12 @@ impl Session {
         self.reply(&reply::SENDER_OK);
     }
 
-    fn rcpt(&mut self, to: RcptTo<std::borrow::Cow<'_, str>>, line: &[u8]) -> Option<Event> {
+    fn rcpt(
+        &mut self,
+        to: RcptTo<std::borrow::Cow<'_, str>>,
+        line: &[u8],
+        delivery_id: Option<String>,
+    ) -> Option<Event> {
         if self.need_helo() {
             return self.is_closed().then_some(Event::Close);
         }
@@ -861,6 +829,7 @@ impl Session {
         if let Some(txn) = self.txn.as_mut() {
             txn.pending_rcpt = Some(address.clone());
             txn.pending_dsn = (notify, orcpt);
+            txn.pending_id = delivery_id;
         }
         self.phase = Phase::AwaitResolve;
         Some(Event::Resolve(address))
@@ -878,6 +847,7 @@ impl Session {
         txn.rcpt_attempts += 1;
         let address = txn.pending_rcpt.take().unwrap_or_default();
         let (notify, orcpt) = std::mem::take(&mut txn.pending_dsn);
+        let delivery_id = txn.pending_id.take();
         let r = match verdict {
             Verdict::Accept(targets) if !targets.is_empty() => {
                 let mut idx = Vec::with_capacity(targets.len());
@@ -888,6 +858,7 @@ impl Session {
                             idx.push(txn.targets.len());
                             t.notify = notify;
                             t.orcpt = orcpt.clone();
+                            t.delivery_id = delivery_id.clone();
                             txn.targets.push(t);
                         }
                     }
@@ -1109,14 +1080,8 @@ impl Session {
         let txn = &*txn;
         let helo = self.helo.as_ref();
         let mut data = Vec::with_capacity(512);
-        let add_return_path = match self.p.return_path {
-            ReturnPath::Always => true,
-            ReturnPath::IfMissing => !trace::has_return_path(&body.data),
-            ReturnPath::Never => false,
-        };
-        if add_return_path {
-            data.extend_from_slice(trace::return_path(&txn.sender).as_bytes());
-        }
+        // Return-Path is final delivery's business (deliver::local), not
+        // the receiving server's: a relaying mta-in must not add one.
         let with = trace::protocol_name(
             self.p.flavor == Flavor::Lmtp,
             helo.is_some_and(|h| h.extended),
@@ -1181,7 +1146,12 @@ impl Session {
         let Some(txn) = self.txn.take() else {
             return;
         };
-        let outcome_of = |i: usize| outcomes.get(i).copied().unwrap_or(Outcome::Failed);
+        let outcome_of = |i: usize| {
+            outcomes
+                .get(i)
+                .cloned()
+                .unwrap_or(Outcome::Temporary(String::new()))
+        };
         match self.p.flavor {
             Flavor::Smtp => {
                 // All or nothing: one reply covers every recipient. A
@@ -1189,10 +1159,10 @@ impl Session {
                 // so recipients already delivered may get a duplicate.
                 let worst = (0..txn.targets.len())
                     .map(outcome_of)
-                    .max()
-                    .unwrap_or(Outcome::Failed);
+                    .max_by_key(severity)
+                    .unwrap_or(Outcome::Temporary(String::new()));
                 let r = match worst {
-                    Outcome::Delivered => {
+                    o if o.accepted() => {
                         self.rcpt_errors = 0;
                         Reply::owned(250, "2.0.0", format!("Ok: queued as {}", txn.id))
                     }
@@ -1206,8 +1176,8 @@ impl Session {
                         .targets
                         .iter()
                         .map(|&i| outcome_of(i))
-                        .max()
-                        .unwrap_or(Outcome::Failed);
+                        .max_by_key(severity)
+                        .unwrap_or(Outcome::Temporary(String::new()));
                     let r = outcome_reply(worst);
                     self.reply(&r);
                 }
@@ -1398,14 +1368,32 @@ impl Session {
     }
 }
 
+/// The reply for one outcome. Texts of the target (a remote server's
+/// reply) never reach the client: only the class does.
 fn outcome_reply(o: Outcome) -> Reply {
     match o {
-        Outcome::Delivered => reply::DELIVERED,
-        Outcome::OverQuota => reply::OVER_QUOTA,
-        Outcome::OverQuotaPermanent => reply::OVER_QUOTA_PERMANENT,
+        Outcome::Delivered | Outcome::Queued | Outcome::Relayed { .. } => reply::DELIVERED,
+        Outcome::OverQuota { permanent: false } => reply::OVER_QUOTA,
+        Outcome::OverQuota { permanent: true } => reply::OVER_QUOTA_PERMANENT,
         Outcome::DiskFull => reply::DISK_FULL,
-        Outcome::Failed => reply::LOCAL_ERROR,
+        Outcome::Temporary(_) => reply::LOCAL_ERROR,
+        Outcome::Permanent(_) => reply::TRANSACTION_FAILED,
         Outcome::NoResources => reply::INSUFFICIENT_RESOURCES,
+    }
+}
+
+/// Which outcome speaks for a message when one reply covers several
+/// copies: accepted < over quota < permanent failures < other temporary
+/// failures < disk full < no resources (a temporary failure wins over a
+/// permanent one: the retry may still reach the others).
+fn severity(o: &Outcome) -> u8 {
+    match o {
+        Outcome::Delivered | Outcome::Queued | Outcome::Relayed { .. } => 0,
+        Outcome::OverQuota { permanent: false } => 1,
+        Outcome::OverQuota { permanent: true } | Outcome::Permanent(_) => 2,
+        Outcome::Temporary(_) => 3,
+        Outcome::DiskFull => 4,
+        Outcome::NoResources => 5,
     }
 }
 
@@ -1427,6 +1415,53 @@ fn parse_error_reply(e: &ProtoError) -> Reply {
 
 /// The first line of an HTTP request: someone pointed a browser or a
 /// cross-protocol attack at us.
+/// An `XMSGD-DELIVERY-ID` parameter that is malformed or repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadDeliveryId;
+
+/// A `RCPT` line without its `XMSGD-DELIVERY-ID=` parameter, and the id
+/// (`(None, None)`: not a RCPT or no such parameter, the line stands).
+/// The id is 1 to `store::MAX_DELIVERY_ID_LEN` characters of
+/// `[A-Za-z0-9.@_-]` (what msgd's queue sends; xtext needs no decoding
+/// then); anything else, or the parameter twice, is a syntax error.
+#[allow(clippy::type_complexity)]
+pub fn take_delivery_id(line: &[u8]) -> Result<(Option<Vec<u8>>, Option<String>), BadDeliveryId> {
+    if line.len() < 5 || !line[..5].eq_ignore_ascii_case(b"RCPT ") {
+        return Ok((None, None));
+    }
+    let prefix = format!("{DELIVERY_ID_EXT}=");
+    let is_param = |w: &[u8]| {
+        w.len() >= prefix.len() && w[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    let end = line
+        .iter()
+        .rposition(|&b| b != b'\r' && b != b'\n')
+        .map_or(0, |p| p + 1);
+    let body = &line[..end];
+    if !body.split(|&b| b == b' ').any(is_param) {
+        return Ok((None, None));
+    }
+    let mut id = None;
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for w in body.split(|&b| b == b' ') {
+        if !is_param(w) {
+            kept.push(w);
+            continue;
+        }
+        let v = &w[prefix.len()..];
+        let ok = (1..=crate::store::MAX_DELIVERY_ID_LEN).contains(&v.len())
+            && v.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b".@_-".contains(&b));
+        if !ok || id.is_some() {
+            return Err(BadDeliveryId);
+        }
+        id = Some(String::from_utf8_lossy(v).into_owned());
+    }
+    let mut out = kept.join(&b' ');
+    out.extend_from_slice(&line[body.len()..]);
+    Ok((Some(out), id))
+}
+
 fn looks_like_http(line: &[u8]) -> bool {
     const METHODS: [&[u8]; 7] = [
         b"GET ",

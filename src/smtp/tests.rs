@@ -26,10 +26,6 @@ fn params(flavor: Flavor) -> Params {
         peer: "192.0.2.7".parse().unwrap(),
         tls_active: false,
         starttls: true,
-        return_path: match flavor {
-            Flavor::Smtp => ReturnPath::Always,
-            Flavor::Lmtp => ReturnPath::IfMissing,
-        },
         id_prefix: "T.".into(),
         submission: None,
         hard_error_limit: match flavor {
@@ -44,7 +40,6 @@ fn params(flavor: Flavor) -> Params {
 fn submission_params(tls: bool) -> Params {
     let mut p = params(Flavor::Smtp);
     p.tls_active = tls;
-    p.return_path = ReturnPath::Never;
     p.submission = Some(SubmissionParams {
         trusted: false,
         plaintext_auth: false,
@@ -68,16 +63,7 @@ fn script_resolver(addr: &str) -> Verdict {
     } else if addr.starts_with("temp") {
         Verdict::Temporary
     } else {
-        Verdict::Accept(vec![Target {
-            address: addr,
-            partition: None,
-            quota: None,
-            message_quota: None,
-            mail_host: None,
-            remote: false,
-            notify: None,
-            orcpt: None,
-        }])
+        Verdict::Accept(vec![Target::mailbox(addr)])
     }
 }
 
@@ -298,9 +284,9 @@ fn rfc2033_4_2_lmtp_replies_reflect_each_recipient_in_rcpt_order() {
         m.targets
             .iter()
             .map(|t| match t.address.as_str() {
-                "full@example.test" => Outcome::OverQuota,
+                "full@example.test" => Outcome::OverQuota { permanent: false },
                 "disk@example.test" => Outcome::DiskFull,
-                "err@example.test" => Outcome::Failed,
+                "err@example.test" => Outcome::Temporary(String::new()),
                 _ => Outcome::Delivered,
             })
             .collect()
@@ -619,7 +605,7 @@ fn smtp_is_all_or_nothing_per_message() {
             .iter()
             .map(|t| {
                 if t.address.starts_with("full") {
-                    Outcome::OverQuota
+                    Outcome::OverQuota { permanent: false }
                 } else {
                     Outcome::Delivered
                 }
@@ -634,9 +620,9 @@ fn smtp_is_all_or_nothing_per_message() {
             .iter()
             .map(|t| {
                 if t.address.starts_with("full") {
-                    Outcome::OverQuota
+                    Outcome::OverQuota { permanent: false }
                 } else {
-                    Outcome::Failed
+                    Outcome::Temporary(String::new())
                 }
             })
             .collect()
@@ -655,12 +641,16 @@ fn duplicate_recipients_are_delivered_once() {
     assert!(!data.contains("for <"), "{data}");
 }
 
+/// The receiving server adds Received; Return-Path is final delivery's
+/// (`deliver::local`), so the core adds none and passes what the message
+/// carries on unchanged (an mta-in that relays must not add one).
 #[test]
-fn rfc5321_4_4_trace_fields_smtp() {
+fn rfc5321_4_4_receiving_server_adds_received_not_return_path() {
     let mut h = Harness::smtp();
     h.feed(b"EHLO client.example\r\nMAIL FROM:<a@s.example>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nReturn-Path: <forged@x>\r\n\r\nx\r\n.\r\n");
     let data = String::from_utf8_lossy(&h.msgs[0].data).to_string();
-    assert!(data.starts_with("Return-Path: <a@s.example>\r\nReceived: from client.example ([192.0.2.7])\r\n\tby mx.example.test (msgd) with ESMTP id T.1\r\n\tfor <b@example.test>;\r\n\t"), "{data}");
+    assert!(data.starts_with("Received: from client.example ([192.0.2.7])\r\n\tby mx.example.test (msgd) with ESMTP id T.1\r\n\tfor <b@example.test>;\r\n\t"), "{data}");
+    assert_eq!(data.matches("Return-Path:").count(), 1, "{data}");
     assert!(
         data.ends_with("\r\nReturn-Path: <forged@x>\r\n\r\nx\r\n"),
         "{data}"
@@ -668,9 +658,9 @@ fn rfc5321_4_4_trace_fields_smtp() {
 }
 
 #[test]
-fn rfc2033_lmtp_adds_return_path_only_if_missing() {
+fn rfc2033_lmtp_core_adds_received_only() {
     let mut h = Harness::lmtp();
-    h.feed(b"LHLO mta\r\nMAIL FROM:<a@s.example>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nReturn-Path: <a@s.example>\r\nReceived: by mta\r\n\r\nx\r\n.\r\n");
+    h.feed(b"LHLO mta\r\nMAIL FROM:<a@s.example>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nReceived: by mta\r\n\r\nx\r\n.\r\n");
     h.feed(b"MAIL FROM:<>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nSubject: y\r\n\r\nx\r\n.\r\n");
     let first = String::from_utf8_lossy(&h.msgs[0].data).to_string();
     assert!(
@@ -679,12 +669,9 @@ fn rfc2033_lmtp_adds_return_path_only_if_missing() {
         ),
         "{first}"
     );
-    assert_eq!(first.matches("Return-Path:").count(), 1);
     let second = String::from_utf8_lossy(&h.msgs[1].data).to_string();
-    assert!(
-        second.starts_with("Return-Path: <>\r\nReceived: from mta"),
-        "{second}"
-    );
+    assert!(second.starts_with("Received: from mta"), "{second}");
+    assert!(!second.contains("Return-Path"), "{second}");
 }
 
 #[test]
@@ -701,7 +688,7 @@ fn rfc6531_smtputf8_addresses_need_the_parameter() {
     assert_eq!(h.codes(), ["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]);
     let data = String::from_utf8_lossy(&h.msgs[0].data).to_string();
     assert!(data.contains("with UTF8SMTP id"), "{data}");
-    assert!(data.starts_with("Return-Path: <jöran@s.example>"), "{data}");
+    assert!(data.starts_with("Received: "), "{data}");
 }
 
 #[test]
@@ -807,7 +794,7 @@ fn random_input_never_panics_and_is_split_invariant() {
 
 /// The whole server through `serve`, over `tokio::io::duplex`, with a
 /// real store, embedded directory and TLS in a temp folder.
-mod e2e {
+pub(crate) mod e2e {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -859,6 +846,14 @@ mod e2e {
                 &["loop1@example.test", "alice@example.test"],
             );
             alias(d, "ext@example.test", &["someone@elsewhere.example"]);
+            // A list whose bounces go to its owner (mgrpErrorsTo).
+            alias(
+                d,
+                "list@example.test",
+                &["alice@example.test", "member@elsewhere.example"],
+            );
+            d.errors_to
+                .insert("list@example.test".into(), "list-owner@example.test".into());
             Ok(())
         })
         .unwrap();
@@ -866,6 +861,7 @@ mod e2e {
         Services {
             logins,
             mmp,
+            resolver: Arc::new(crate::dns::Resolver::from_config(&config).unwrap()),
             directory: Directory::open(&config).unwrap(),
             store: Some(Store::open(&config).unwrap()),
             tls: Arc::new(Tls::from_config(&config).unwrap()),
@@ -937,7 +933,7 @@ mod e2e {
         )
     }
 
-    async fn inbox(services: &Services, user: &str) -> Vec<String> {
+    pub async fn inbox(services: &Services, user: &str) -> Vec<String> {
         let store = services.store();
         let snap = store.snapshot(user, "INBOX").await.unwrap();
         let mut out = Vec::new();
@@ -1054,17 +1050,23 @@ mod e2e {
         task.await.unwrap();
     }
 
-    #[tokio::test]
-    async fn forward_outside_the_site_is_queued_when_a_queue_exists() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut services = test_services(dir.path(), |_| {});
+    /// `test_services` with a queue, as an mta-in with a store has.
+    fn with_queue(dir: &std::path::Path) -> (Services, Arc<crate::queue::Queue>) {
+        let mut services = test_services(dir, |_| {});
         let queue = crate::queue::Queue::open(
-            &dir.path().join("queue"),
+            &dir.join("queue"),
             services.config.queue.clone(),
             "mx.example.test",
         )
         .unwrap();
         services.queue = Some(queue.clone());
+        (services, queue)
+    }
+
+    #[tokio::test]
+    async fn forward_outside_the_site_is_queued_when_a_queue_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (services, queue) = with_queue(dir.path());
         let (mut c, _task) = connect(&services, Protocol::Smtp);
         assert!(c.reply().await.starts_with("220"));
         c.cmd("EHLO client.example").await;
@@ -1082,6 +1084,169 @@ mod e2e {
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].recipients[0].0, "someone@elsewhere.example");
         assert_eq!(q[0].sender, "sender@else.example");
+    }
+
+    /// A list's copies carry its errors-to address (the Sun schema's
+    /// mgrpErrorsTo) as envelope sender, inside (Return-Path at final
+    /// delivery) and outside the site (the queued copy's MAIL FROM), so
+    /// bounces reach the list owner (RFC 5321 3.9.2: a list is a new
+    /// originator); a direct recipient of the same message keeps the
+    /// original sender.
+    #[tokio::test]
+    async fn rfc5321_3_9_2_list_copies_carry_the_lists_errors_to_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let (services, queue) = with_queue(dir.path());
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        assert!(c.reply().await.starts_with("220"));
+        c.cmd("EHLO client.example").await;
+        c.cmd("MAIL FROM:<sender@else.example>").await;
+        let r = c.cmd("RCPT TO:<list@example.test>").await;
+        assert!(r.starts_with("250"), "{r}");
+        let r = c.cmd("RCPT TO:<bob@example.test>").await;
+        assert!(r.starts_with("250"), "{r}");
+        c.cmd("DATA").await;
+        let r = c.cmd("Subject: to the list\r\n\r\nbody\r\n.").await;
+        assert!(r.starts_with("250"), "{r}");
+        let alice = inbox(&services, "alice@example.test").await;
+        assert_eq!(alice.len(), 1);
+        let text = &alice[0];
+        assert!(
+            text.starts_with("Return-Path: <list-owner@example.test>\r\n"),
+            "{text}"
+        );
+        let bob = inbox(&services, "bob@example.test").await;
+        let text = &bob[0];
+        assert!(
+            text.starts_with("Return-Path: <sender@else.example>\r\n"),
+            "{text}"
+        );
+        let q = queue.list();
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert_eq!(q[0].recipients[0].0, "member@elsewhere.example");
+        assert_eq!(q[0].sender, "list-owner@example.test");
+    }
+
+    /// SMTP into the store and LMTP into the store meet the same quota
+    /// (directory value, else `store.default_quota`) and the same
+    /// `store.over_quota` policy: both go through `deliver::local`.
+    #[tokio::test]
+    async fn quota_and_over_quota_policy_identical_for_smtp_and_lmtp() {
+        for (policy, want) in [
+            (crate::config::OverQuota::Temporary, "452 4.2.2"),
+            (crate::config::OverQuota::Permanent, "552 5.2.2"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let services = test_services(dir.path(), |c| {
+                c.store.default_quota = 600;
+                c.store.over_quota = policy;
+            });
+            for (protocol, hello) in [(Protocol::Smtp, "EHLO c"), (Protocol::Lmtp, "LHLO c")] {
+                let (mut c, _task) = connect(&services, protocol);
+                assert!(c.reply().await.starts_with("220"));
+                c.cmd(hello).await;
+                c.cmd("MAIL FROM:<s@else.example>").await;
+                let r = c.cmd("RCPT TO:<alice@example.test>").await;
+                assert!(r.starts_with("250"), "{r}");
+                c.cmd("DATA").await;
+                let big = format!("Subject: big\r\n\r\n{}\r\n.", "y".repeat(700));
+                let r = c.cmd(&big).await;
+                assert!(r.starts_with(want), "{protocol:?} {policy:?}: {r}");
+                // Small enough: delivered, with the store's Return-Path.
+                c.cmd("MAIL FROM:<s@else.example>").await;
+                c.cmd("RCPT TO:<alice@example.test>").await;
+                c.cmd("DATA").await;
+                let r = c.cmd("Subject: s\r\n\r\nok\r\n.").await;
+                assert!(r.starts_with("250"), "{protocol:?}: {r}");
+            }
+            let got = inbox(&services, "alice@example.test").await;
+            assert_eq!(got.len(), 2);
+            for m in got {
+                assert!(
+                    m.starts_with("Return-Path: <s@else.example>\r\nReceived: "),
+                    "{m}"
+                );
+                assert_eq!(m.matches("Return-Path:").count(), 1);
+            }
+        }
+    }
+
+    /// Duplicate delivery suppression: the store announces
+    /// XMSGD-DELIVERY-ID in LHLO; a repeated id (the mta-in crashed before
+    /// it recorded our 250) is answered 250 and not stored again. SMTP
+    /// does not know the parameter.
+    #[tokio::test]
+    async fn lmtp_repeated_delivery_id_is_answered_250_and_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |_| {});
+        let (mut c, _task) = connect(&services, Protocol::Lmtp);
+        assert!(c.reply().await.starts_with("220"));
+        let lhlo = c.cmd("LHLO mta.example.test").await;
+        assert!(lhlo.contains("250 XMSGD-DELIVERY-ID\r\n"), "{lhlo}");
+        let send = |id: &'static str, rcpt: &'static str| {
+            (
+                "MAIL FROM:<s@else.example>".to_string(),
+                format!("RCPT TO:<{rcpt}> XMSGD-DELIVERY-ID={id}"),
+            )
+        };
+        for (id, rcpt) in [
+            ("0123ABC.0@mta1.example.test", "alice@example.test"),
+            ("0123ABC.0@mta1.example.test", "alice@example.test"),
+            ("0123ABC.1@mta1.example.test", "alice@example.test"),
+            ("0123ABC.0@mta1.example.test", "bob@example.test"),
+        ] {
+            let (mail, rcpt) = send(id, rcpt);
+            assert!(c.cmd(&mail).await.starts_with("250"));
+            let r = c.cmd(&rcpt).await;
+            assert!(r.starts_with("250"), "{r}");
+            c.cmd("DATA").await;
+            let r = c.cmd("Subject: once\r\n\r\nbody\r\n.").await;
+            assert!(r.starts_with("250"), "{r}");
+        }
+        assert_eq!(inbox(&services, "alice@example.test").await.len(), 2);
+        assert_eq!(inbox(&services, "bob@example.test").await.len(), 1);
+        // Not our alphabet, twice, or too long: a syntax error.
+        c.cmd("MAIL FROM:<s@else.example>").await;
+        let long = "x".repeat(crate::store::MAX_DELIVERY_ID_LEN + 1);
+        for bad in [
+            "RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID=a+2Bb".to_string(),
+            "RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID=a XMSGD-DELIVERY-ID=b".to_string(),
+            format!("RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID={long}"),
+            "RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID=".to_string(),
+        ] {
+            let r = c.cmd(&bad).await;
+            assert!(r.starts_with("501 5.5.4"), "{bad}: {r}");
+        }
+        // SMTP never takes it (the extension is not announced there).
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        assert!(c.reply().await.starts_with("220"));
+        let ehlo = c.cmd("EHLO c").await;
+        assert!(!ehlo.contains("XMSGD"), "{ehlo}");
+        c.cmd("MAIL FROM:<s@else.example>").await;
+        let r = c
+            .cmd("RCPT TO:<alice@example.test> XMSGD-DELIVERY-ID=0123ABC.0@mta1")
+            .await;
+        assert!(r.starts_with("555"), "{r}");
+    }
+
+    /// SMTP answers once for all copies: when one fails, the copies that
+    /// were made are taken back (the client retries them all), so the
+    /// retry does not double them.
+    #[tokio::test]
+    async fn smtp_partial_failure_aborts_the_copies_already_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = test_services(dir.path(), |_| {});
+        let (mut c, _task) = connect(&services, Protocol::Smtp);
+        assert!(c.reply().await.starts_with("220"));
+        c.cmd("EHLO c").await;
+        c.cmd("MAIL FROM:<s@else.example>").await;
+        c.cmd("RCPT TO:<alice@example.test>").await;
+        c.cmd("RCPT TO:<bob@example.test>").await;
+        c.cmd("DATA").await;
+        let big = format!("Subject: big\r\n\r\n{}\r\n.", "y".repeat(400));
+        let r = c.cmd(&big).await;
+        assert!(r.starts_with("452 4.2.2"), "{r}");
+        assert!(inbox(&services, "alice@example.test").await.is_empty());
+        assert!(inbox(&services, "bob@example.test").await.is_empty());
     }
 
     #[tokio::test]
@@ -1560,12 +1725,11 @@ mod submission_e2e {
     use std::time::Duration;
 
     use crate::config::{Protocol, TlsMode};
+    use crate::deliver::client::{Client, Dialect, MailParams, RcptParams, TlsVerify};
+    use crate::deliver::{Envelope as QEnvelope, Outcome as QOutcome, Recipient as QRecipient};
     use crate::net::ConnInfo;
-    use crate::queue::{
-        Envelope as QEnvelope, Outcome as QOutcome, Queue, Recipient as QRecipient,
-    };
+    use crate::queue::Queue;
     use crate::services::Services;
-    use crate::smtpclient::{Client, Dialect, MailParams, RcptParams, TlsVerify};
 
     /// Serves `protocol` on a loopback port with a queue; returns the port.
     async fn listen(services: &Services, protocol: Protocol) -> u16 {
@@ -1624,12 +1788,13 @@ mod submission_e2e {
         let rcpts = vec![
             RcptParams {
                 address: "bob@example.test".into(),
-                notify: Some(crate::queue::record::Notify {
+                notify: Some(crate::deliver::Notify {
                     success: true,
                     failure: true,
                     delay: false,
                 }),
                 orcpt: Some("rfc822;Bob+x@example.test".into()),
+                delivery_id: None,
             },
             RcptParams::plain("someone@far.example"),
         ];
@@ -1669,13 +1834,13 @@ mod submission_e2e {
     async fn rfc5321_mx_delivery_to_an_address_literal_with_starttls() {
         let remote_dir = tempfile::tempdir().unwrap();
         let (remote, remote_queue) = with_queue(remote_dir.path(), |c| {
-            c.submission.trusted_networks = vec!["127.0.0.0/8".into()];
+            c.submission.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
         });
         let port = listen(&remote, Protocol::Submission).await;
         let mut cfg = crate::config::Config::default();
         cfg.mta.smtp_port = port;
-        cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
-        let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
+        cfg.dns.nameservers = vec!["127.0.0.1:9".parse().unwrap()];
+        let mx = crate::deliver::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
         let env = QEnvelope {
             sender: "a@here.example".into(),
             recipients: vec![QRecipient {
@@ -1688,7 +1853,7 @@ mod submission_e2e {
             envid: None,
             ret_full: false,
         };
-        let rcpts = vec![(0, crate::mx::rcpt_params(&env, 0))];
+        let rcpts = vec![(0, crate::deliver::mx::rcpt_params(&env, 0))];
         let out = mx
             .deliver("[127.0.0.1]", &env, &rcpts, b"Subject: m\r\n\r\nx\r\n")
             .await;
@@ -1711,8 +1876,8 @@ mod submission_e2e {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         cfg.mta.smtp_port = closed.local_addr().unwrap().port();
         drop(closed);
-        cfg.dns.nameservers = vec!["127.0.0.1:9".into()];
-        let mx = crate::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
+        cfg.dns.nameservers = vec!["127.0.0.1:9".parse().unwrap()];
+        let mx = crate::deliver::mx::MxDelivery::new(Arc::new(cfg)).unwrap();
         let out = mx.deliver("[127.0.0.1]", &env, &rcpts, b"x\r\n").await;
         assert!(matches!(&out[0].1, QOutcome::Temporary(_)), "{out:?}");
     }
@@ -1912,4 +2077,24 @@ fn spent_budget_answers_452_4_3_1_at_mail_data_and_bdat() {
     assert_eq!(h.codes(), ["250 2.0.0"]);
     // The reception lease is given back once the body is in.
     assert_eq!(budget.available(), 8 << 10);
+}
+
+/// The delivery id is cut out of an LMTP RCPT line before smtp-proto
+/// parses it; the rest of the line is left as it was.
+#[test]
+fn lmtp_delivery_id_parameter_is_taken_out_of_rcpt() {
+    use super::session::take_delivery_id;
+    let (line, id) =
+        take_delivery_id(b"RCPT TO:<a@b> NOTIFY=NEVER xmsgd-delivery-id=Q1.0@h-1_x\r\n").unwrap();
+    assert_eq!(line.unwrap(), b"RCPT TO:<a@b> NOTIFY=NEVER\r\n");
+    assert_eq!(id.unwrap(), "Q1.0@h-1_x");
+    assert_eq!(
+        take_delivery_id(b"RCPT TO:<a@b>\r\n").unwrap(),
+        (None, None)
+    );
+    assert_eq!(
+        take_delivery_id(b"MAIL FROM:<a@b> XMSGD-DELIVERY-ID=x\r\n").unwrap(),
+        (None, None)
+    );
+    assert!(take_delivery_id(b"RCPT TO:<a@b> XMSGD-DELIVERY-ID=a;b\r\n").is_err());
 }

@@ -1,6 +1,7 @@
 //! Trace header fields added at delivery (RFC 5321 4.4): `Return-Path`
 //! and `Received`, with the protocol names of RFC 3848 / RFC 6531.
 
+use crate::deliver::client::quote_address;
 use std::net::IpAddr;
 
 /// The `with` protocol of a Received field.
@@ -38,42 +39,6 @@ pub fn sanitize(s: &str, max: usize) -> String {
             c => c,
         })
         .collect()
-}
-
-fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
-}
-
-/// An address as it goes between angle brackets: a local part that is not
-/// a dot-atom is quoted again (smtp-proto strips the quotes).
-pub fn quote_address(address: &str) -> String {
-    let address: String = address.chars().filter(|c| !c.is_control()).collect();
-    let Some((local, domain)) = address.rsplit_once('@') else {
-        return address;
-    };
-    let dot_atom = !local.is_empty()
-        && local
-            .split('.')
-            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext));
-    if dot_atom {
-        return address;
-    }
-    let mut q = String::with_capacity(local.len() + domain.len() + 4);
-    q.push('"');
-    for c in local.chars() {
-        if c == '"' || c == '\\' {
-            q.push('\\');
-        }
-        q.push(c);
-    }
-    q.push_str("\"@");
-    q.push_str(domain);
-    q
-}
-
-/// `Return-Path: <sender>` (RFC 5321 4.4), `<>` for the null sender.
-pub fn return_path(sender: &str) -> String {
-    format!("Return-Path: <{}>\r\n", quote_address(sender))
 }
 
 /// What goes into a Received field.
@@ -129,11 +94,6 @@ pub fn now_rfc5322() -> String {
     chrono::Local::now()
         .format("%a, %d %b %Y %H:%M:%S %z")
         .to_string()
-}
-
-/// Does the header section of `message` contain a Return-Path field?
-pub fn has_return_path(message: &[u8]) -> bool {
-    has_field(message, "return-path")
 }
 
 /// The originator fields of a submitted message (RFC 5322 3.6.2).
@@ -291,16 +251,6 @@ mod tests {
     }
 
     #[test]
-    fn return_path_requotes_and_null_sender() {
-        assert_eq!(return_path(""), "Return-Path: <>\r\n");
-        assert_eq!(return_path("a.b@x"), "Return-Path: <a.b@x>\r\n");
-        assert_eq!(
-            return_path("john doe@x"),
-            "Return-Path: <\"john doe\"@x>\r\n"
-        );
-    }
-
-    #[test]
     fn rfc6409_received_without_client_address() {
         let r = Received {
             helo: "laptop",
@@ -349,17 +299,5 @@ mod tests {
         );
         assert!(has_field(b"Message-Id: <a@b>\r\n\r\n", "message-id"));
         assert!(!has_field(b"X-Message-Id: <a@b>\r\n\r\n", "message-id"));
-    }
-
-    #[test]
-    fn return_path_found_only_in_header_section() {
-        assert!(has_return_path(
-            b"Subject: x\r\nReturn-Path: <a@b>\r\n\r\nbody"
-        ));
-        assert!(has_return_path(b"return-path: <>\r\n\r\n"));
-        assert!(!has_return_path(
-            b"Subject: x\r\n\r\nReturn-Path: <a@b>\r\n"
-        ));
-        assert!(!has_return_path(b"X-Return-Path: <a@b>\r\n\r\n"));
     }
 }

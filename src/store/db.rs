@@ -10,6 +10,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+#[path = "duplicates.rs"]
+pub(super) mod duplicates;
 #[path = "extra.rs"]
 mod extra;
 #[path = "metadata.rs"]
@@ -149,6 +151,7 @@ impl Inner {
             threads::create_tables(&txn)?;
             metadata::create_tables(&txn)?;
             urlauth::create_tables(&txn)?;
+            duplicates::create_tables(&txn)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -283,11 +286,64 @@ impl Inner {
         quota: Quota,
         replace: Option<(MailboxId, Uid)>,
     ) -> Result<Appended> {
+        self.append_impl(user, mailbox, msgs, quota, replace, None)
+            .await?
+            .ok_or(StoreError::Internal("append without id suppressed".into()))
+    }
+
+    /// Appends one message unless `user` has taken delivery `once.id`
+    /// within the window: `Ok(None)` then, and nothing is written. The
+    /// id is looked up and recorded in the append's own transaction.
+    pub async fn append_once(
+        self: &Arc<Self>,
+        user: &str,
+        mailbox: &str,
+        msg: NewMessage,
+        quota: Quota,
+        once: duplicates::Once,
+    ) -> Result<Option<Placed>> {
+        let done = self
+            .append_impl(user, mailbox, vec![msg], quota, None, Some(once))
+            .await?;
+        Ok(done.map(|done| Placed {
+            mailbox: done.mailbox,
+            uidvalidity: done.uidvalidity,
+            uid: done.uids.first().copied().unwrap_or_default(),
+        }))
+    }
+
+    /// Delivery ids recorded for `user` (tests, tools).
+    pub async fn delivery_ids(&self, user: &str) -> Result<u64> {
+        let u = user.to_string();
+        self.read_txn(move |txn| duplicates::count(txn, &u)).await
+    }
+
+    /// `append_batch`, and with `once` the duplicate check and record
+    /// (`Ok(None)`: a duplicate, nothing stored).
+    async fn append_impl(
+        self: &Arc<Self>,
+        user: &str,
+        mailbox: &str,
+        msgs: Vec<NewMessage>,
+        quota: Quota,
+        replace: Option<(MailboxId, Uid)>,
+        once: Option<duplicates::Once>,
+    ) -> Result<Option<Appended>> {
         let name = normalize_name(mailbox)?;
         if msgs.is_empty() {
             return Err(StoreError::NotAllowed("no message to append"));
         }
         self.ensure_user(user, None).await?;
+        if let Some(o) = once.clone() {
+            // The cheap check first: a repeat writes no file.
+            let u = user.to_string();
+            if self
+                .read_txn(move |txn| duplicates::seen_read(txn, &u, &o))
+                .await?
+            {
+                return Ok(None);
+            }
+        }
         let old_owner = match replace {
             Some((id, _)) => Some(self.mailbox_owner(id).await?),
             None => None,
@@ -334,6 +390,13 @@ impl Inner {
         .map_err(ie)??;
         let user = user.to_string();
         self.submit(move |txn, batch| {
+            if let Some(o) = &once {
+                // Authoritative: the writer serialises two deliveries of
+                // the same id. The staged file is removed on drop.
+                if duplicates::seen_write(txn, &user, o)? {
+                    return Ok(None);
+                }
+            }
             let (id, mut rec) = mailbox_by_name(txn, &user, &name)?;
             // Validate everything before the first write.
             let old = match replace {
@@ -419,12 +482,17 @@ impl Inner {
                 batch.notify.insert(old_box, smod);
                 batch.users.insert(old_user.clone());
             }
+            if let Some(o) = &once {
+                // Same transaction as the append: one commit makes both
+                // durable.
+                duplicates::record(txn, &user, o)?;
+            }
             batch.users.insert(user.clone());
-            Ok(Appended {
+            Ok(Some(Appended {
                 mailbox: id,
                 uidvalidity: rec.uidvalidity,
                 uids,
-            })
+            }))
         })
         .await
     }

@@ -28,6 +28,93 @@ const OBJECTS: TableDefinition<(u64, u32), (u64, u64)> = TableDefinition::new("o
 pub(super) const SUMMARIES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("summaries");
 /// (mailbox id, uid) -> PREVIEW text (RFC 8970; the IMAP layer's).
 const PREVIEWS: TableDefinition<(u64, u32), &str> = TableDefinition::new("previews");
+/// A per-message cache table: (mailbox id, uid) -> a value the IMAP layer
+/// computes once (summaries, previews).
+type CacheTable<V> = TableDefinition<'static, (u64, u32), V>;
+
+/// The value of a cache table and its owned form (what callers hold).
+trait CacheValue: redb::Value + 'static {
+    type Owned: Send + 'static;
+    fn to_owned(v: Self::SelfType<'_>) -> Self::Owned;
+    fn borrow(o: &Self::Owned) -> Self::SelfType<'_>;
+}
+
+impl CacheValue for &'static [u8] {
+    type Owned = Vec<u8>;
+    fn to_owned(v: &[u8]) -> Vec<u8> {
+        v.to_vec()
+    }
+    fn borrow(o: &Vec<u8>) -> &[u8] {
+        o
+    }
+}
+
+impl CacheValue for &'static str {
+    type Owned = String;
+    fn to_owned(v: &str) -> String {
+        v.to_string()
+    }
+    fn borrow(o: &String) -> &str {
+        o
+    }
+}
+
+/// Rows of a per-message cache table, in the order of `uids` (None: not
+/// cached).
+fn cached<V: CacheValue>(
+    txn: &ReadTransaction,
+    table: CacheTable<V>,
+    mailbox: MailboxId,
+    uids: &[Uid],
+) -> Result<Vec<Option<V::Owned>>> {
+    let t = txn.open_table(table).map_err(ie)?;
+    let mut out = Vec::with_capacity(uids.len());
+    for &uid in uids {
+        out.push(
+            t.get((mailbox, uid))
+                .map_err(ie)?
+                .map(|v| V::to_owned(v.value())),
+        );
+    }
+    Ok(out)
+}
+
+/// Stores rows of a per-message cache table for messages that still exist
+/// (one expunged meanwhile gets none: the hooks removed its rows).
+fn put_cached<V: CacheValue>(
+    txn: &WriteTransaction,
+    table: CacheTable<V>,
+    mailbox: MailboxId,
+    items: Vec<(Uid, V::Owned)>,
+) -> Result<()> {
+    let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+    let mut t = txn.open_table(table).map_err(ie)?;
+    for (uid, value) in items {
+        if msgs.get((mailbox, uid)).map_err(ie)?.is_some() {
+            t.insert((mailbox, uid), V::borrow(&value)).map_err(ie)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a mailbox's rows from a (mailbox id, uid) table.
+fn remove_mailbox_rows<V: redb::Value + 'static>(
+    txn: &WriteTransaction,
+    table: TableDefinition<'static, (u64, u32), V>,
+    mailbox: MailboxId,
+) -> Result<()> {
+    let mut t = txn.open_table(table).map_err(ie)?;
+    let keys: Vec<(u64, u32)> = t
+        .range((mailbox, 0u32)..=(mailbox, u32::MAX))
+        .map_err(ie)?
+        .filter_map(|i| i.ok().map(|(k, _)| k.value()))
+        .collect();
+    for k in keys {
+        t.remove(k).map_err(ie)?;
+    }
+    Ok(())
+}
+
 /// (mailbox id, identifier) -> rights letters.
 const ACL: TableDefinition<(u64, &str), &str> = TableDefinition::new("acl");
 /// (identifier, mailbox id): the reverse of ACL.
@@ -112,39 +199,9 @@ pub(super) fn on_remove(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) ->
 
 /// A mailbox is deleted: its rows go.
 pub(super) fn on_delete_mailbox(txn: &WriteTransaction, mailbox: MailboxId) -> Result<()> {
-    for def in [OBJECTS] {
-        let mut t = txn.open_table(def).map_err(ie)?;
-        let keys: Vec<(u64, u32)> = t
-            .range((mailbox, 0u32)..=(mailbox, u32::MAX))
-            .map_err(ie)?
-            .filter_map(|i| i.ok().map(|(k, _)| k.value()))
-            .collect();
-        for k in keys {
-            t.remove(k).map_err(ie)?;
-        }
-    }
-    {
-        let mut t = txn.open_table(PREVIEWS).map_err(ie)?;
-        let keys: Vec<(u64, u32)> = t
-            .range((mailbox, 0u32)..=(mailbox, u32::MAX))
-            .map_err(ie)?
-            .filter_map(|i| i.ok().map(|(k, _)| k.value()))
-            .collect();
-        for k in keys {
-            t.remove(k).map_err(ie)?;
-        }
-    }
-    {
-        let mut t = txn.open_table(SUMMARIES).map_err(ie)?;
-        let keys: Vec<(u64, u32)> = t
-            .range((mailbox, 0u32)..=(mailbox, u32::MAX))
-            .map_err(ie)?
-            .filter_map(|i| i.ok().map(|(k, _)| k.value()))
-            .collect();
-        for k in keys {
-            t.remove(k).map_err(ie)?;
-        }
-    }
+    remove_mailbox_rows(txn, OBJECTS, mailbox)?;
+    remove_mailbox_rows(txn, PREVIEWS, mailbox)?;
+    remove_mailbox_rows(txn, SUMMARIES, mailbox)?;
     let ids: Vec<String> = {
         let t = txn.open_table(ACL).map_err(ie)?;
         let mut r = Vec::new();
@@ -305,19 +362,8 @@ impl Inner {
         mailbox: MailboxId,
         uids: Vec<Uid>,
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        self.read_txn(move |txn| {
-            let t = txn.open_table(SUMMARIES).map_err(ie)?;
-            let mut out = Vec::with_capacity(uids.len());
-            for uid in uids {
-                out.push(
-                    t.get((mailbox, uid))
-                        .map_err(ie)?
-                        .map(|v| v.value().to_vec()),
-                );
-            }
-            Ok(out)
-        })
-        .await
+        self.read_txn(move |txn| cached(txn, SUMMARIES, mailbox, &uids))
+            .await
     }
 
     /// Stores summaries of messages that still exist.
@@ -326,17 +372,8 @@ impl Inner {
         mailbox: MailboxId,
         items: Vec<(Uid, Vec<u8>)>,
     ) -> Result<()> {
-        self.submit(move |txn, _batch| {
-            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
-            let mut t = txn.open_table(SUMMARIES).map_err(ie)?;
-            for (uid, bytes) in items {
-                if msgs.get((mailbox, uid)).map_err(ie)?.is_some() {
-                    t.insert((mailbox, uid), bytes.as_slice()).map_err(ie)?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.submit(move |txn, _batch| put_cached(txn, SUMMARIES, mailbox, items))
+            .await
     }
 
     /// Cached PREVIEW texts, in the order of `uids` (None: not cached).
@@ -345,34 +382,14 @@ impl Inner {
         mailbox: MailboxId,
         uids: Vec<Uid>,
     ) -> Result<Vec<Option<String>>> {
-        self.read_txn(move |txn| {
-            let t = txn.open_table(PREVIEWS).map_err(ie)?;
-            let mut out = Vec::with_capacity(uids.len());
-            for uid in uids {
-                out.push(
-                    t.get((mailbox, uid))
-                        .map_err(ie)?
-                        .map(|v| v.value().to_string()),
-                );
-            }
-            Ok(out)
-        })
-        .await
+        self.read_txn(move |txn| cached(txn, PREVIEWS, mailbox, &uids))
+            .await
     }
 
     /// Stores PREVIEW texts of messages that still exist.
     pub async fn put_previews(&self, mailbox: MailboxId, items: Vec<(Uid, String)>) -> Result<()> {
-        self.submit(move |txn, _batch| {
-            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
-            let mut t = txn.open_table(PREVIEWS).map_err(ie)?;
-            for (uid, text) in items {
-                if msgs.get((mailbox, uid)).map_err(ie)?.is_some() {
-                    t.insert((mailbox, uid), text.as_str()).map_err(ie)?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.submit(move |txn, _batch| put_cached(txn, PREVIEWS, mailbox, items))
+            .await
     }
 
     /// A mailbox by id.

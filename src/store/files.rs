@@ -148,12 +148,63 @@ pub fn read_message(path: &Path, offset: u32, size: u64) -> io::Result<Vec<u8>> 
     let mut buf = Vec::with_capacity(size as usize);
     f.take(size).read_to_end(&mut buf)?;
     if (buf.len() as u64) != size {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("{} is shorter than its index entry", path.display()),
-        ));
+        return Err(shorter(path));
     }
     Ok(buf)
+}
+
+/// One message of an open message file, read a piece at a time (POP3 RETR
+/// streams it instead of loading it whole). The open handle keeps the bytes
+/// readable even if the file is unlinked (expunged) meanwhile.
+#[derive(Debug)]
+pub struct MessageBody {
+    file: File,
+    /// Message bytes not read yet.
+    left: u64,
+}
+
+impl MessageBody {
+    /// Opens `path` at the message (`offset`, `size` from its index entry).
+    /// A file shorter than its index entry is refused here, before anything
+    /// has been sent.
+    pub fn open(path: &Path, offset: u32, size: u64) -> io::Result<MessageBody> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len < u64::from(offset).saturating_add(size) {
+            return Err(shorter(path));
+        }
+        file.seek(SeekFrom::Start(offset as u64))?;
+        Ok(MessageBody { file, left: size })
+    }
+
+    /// Message bytes not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+
+    /// Reads the next min(`buf.len()`, remaining) message bytes into the
+    /// front of `buf` (one read call as a rule; the caller reuses one
+    /// buffer for every piece). Returns how many; 0 at the end.
+    pub fn read_piece(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let Some(piece) = buf.get_mut(..want) else {
+            return Ok(0);
+        };
+        // A file truncated after open fails here (UnexpectedEof): never
+        // pad, never send a short message.
+        self.file.read_exact(piece)?;
+        self.left -= want as u64;
+        Ok(want)
+    }
+}
+
+fn shorter(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("{} is shorter than its index entry", path.display()),
+    )
 }
 
 /// Creates `dir` and its missing parents; returns the folders whose entries
@@ -220,5 +271,50 @@ mod tests {
         assert_eq!(got, b"hello\r\n");
         drop(t);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn message_body_reads_pieces_of_exactly_the_indexed_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Prelude {
+            u: "a@b".into(),
+            m: "INBOX".into(),
+            f: vec![],
+            d: 0,
+            z: 0,
+        };
+        let msg: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let t = write_tmp(d.path(), &p, &msg).unwrap();
+        let path = t.path.clone().unwrap();
+        let mut body = MessageBody::open(&path, t.offset, msg.len() as u64).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = body.read_piece(&mut buf).unwrap();
+            assert!(n <= 4096);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, msg);
+        assert_eq!(body.remaining(), 0);
+        // Still readable through the open handle after an unlink.
+        let mut body = MessageBody::open(&path, t.offset, msg.len() as u64).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut all = vec![0u8; 20_000];
+        assert_eq!(body.read_piece(&mut all).unwrap(), msg.len());
+        assert_eq!(&all[..msg.len()], msg);
+    }
+
+    #[test]
+    fn message_body_refuses_a_file_shorter_than_its_index_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("1.msg");
+        std::fs::write(&path, b"MSGD1 {}\r\nshort").unwrap();
+        let e = MessageBody::open(&path, 10, 100).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        let e = MessageBody::open(&d.path().join("2.msg"), 10, 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 }

@@ -28,8 +28,10 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
+pub use db::duplicates::{Once, MAX_ID_LEN as MAX_DELIVERY_ID_LEN};
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
 pub use db::StoreStats;
+pub use files::MessageBody;
 
 pub type MailboxId = u64;
 pub type Uid = u32;
@@ -359,6 +361,29 @@ impl Store {
         quota: Quota,
     ) -> Result<Placed> {
         self.inner.append(user, mailbox, msg, quota).await
+    }
+
+    /// Final delivery of one message that must happen at most once per
+    /// mailbox: unless `user` has taken delivery `once.id` within
+    /// `store.duplicate_window`, appends it and records the id in the same
+    /// transaction (`Some`); a repeat stores nothing (`None`). Duplicate
+    /// delivery suppression, `db/duplicates.rs`.
+    pub async fn append_once(
+        &self,
+        user: &str,
+        mailbox: &str,
+        msg: NewMessage,
+        quota: Quota,
+        once: Once,
+    ) -> Result<Option<Placed>> {
+        self.inner
+            .append_once(user, mailbox, msg, quota, once)
+            .await
+    }
+
+    /// How many delivery ids are recorded for `user` (tests, tools).
+    pub async fn delivery_ids(&self, user: &str) -> Result<u64> {
+        self.inner.delivery_ids(user).await
     }
 
     /// Appends several messages in one transaction: all or none (IMAP

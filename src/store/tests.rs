@@ -393,3 +393,267 @@ async fn summaries_by_range_scan_or_lookup_agree() {
         assert_eq!(r, Some(s.read(id, m).await.unwrap()));
     }
 }
+
+#[tokio::test]
+async fn message_caches_hold_rows_of_live_messages_only() {
+    // Summaries and previews share one reader/writer (extra.rs): a row is
+    // written only for a message that exists, and goes with it.
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    for i in 0..2 {
+        s.append("a@x", "INBOX", msg(&i.to_string()), Quota::default())
+            .await
+            .unwrap();
+    }
+    s.create_mailbox("a@x", "Work", None).await.unwrap();
+    s.append("a@x", "Work", msg("w"), Quota::default())
+        .await
+        .unwrap();
+    let inbox = s.status("a@x", "INBOX").await.unwrap().id;
+    let work = s.status("a@x", "Work").await.unwrap().id;
+    let rows = |n: &str| {
+        vec![
+            (1, n.as_bytes().to_vec()),
+            (2, b"two".to_vec()),
+            (99, b"x".to_vec()),
+        ]
+    };
+    s.put_summaries(inbox, rows("one")).await.unwrap();
+    s.put_summaries(work, rows("work")).await.unwrap();
+    s.put_previews(inbox, vec![(2, "preview".into()), (99, "gone".into())])
+        .await
+        .unwrap();
+    s.put_previews(work, vec![(1, "w".into())]).await.unwrap();
+    assert_eq!(
+        s.summaries(inbox, vec![2, 1, 99, 3]).await.unwrap(),
+        vec![Some(b"two".to_vec()), Some(b"one".to_vec()), None, None]
+    );
+    assert_eq!(
+        s.previews(inbox, vec![1, 2, 99]).await.unwrap(),
+        vec![None, Some("preview".to_string()), None]
+    );
+    s.store_flags(
+        inbox,
+        vec![2],
+        FlagOp::Add,
+        Flags::from_names(&["\\Deleted"]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.expunge(inbox, None).await.unwrap(), vec![2]);
+    assert_eq!(
+        s.summaries(inbox, vec![1, 2]).await.unwrap(),
+        vec![Some(b"one".to_vec()), None]
+    );
+    assert_eq!(s.previews(inbox, vec![2]).await.unwrap(), vec![None]);
+    s.delete_mailbox("a@x", "Work").await.unwrap();
+    assert_eq!(s.summaries(work, vec![1]).await.unwrap(), vec![None]);
+    assert_eq!(s.previews(work, vec![1]).await.unwrap(), vec![None]);
+    assert_eq!(
+        s.summaries(inbox, vec![1]).await.unwrap(),
+        vec![Some(b"one".to_vec())]
+    );
+}
+
+// Duplicate delivery suppression (Cyrus's duplicate delivery database;
+// docs/delivery.md).
+
+fn once(id: &str, at: i64) -> Once {
+    Once {
+        id: id.into(),
+        window: 3600,
+        max: 100,
+        at,
+    }
+}
+
+async fn inbox_count(s: &Store, user: &str) -> u32 {
+    s.status(user, "INBOX").await.unwrap().exists
+}
+
+#[tokio::test]
+async fn duplicate_delivery_repeat_id_stores_one_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    let q = Quota::default();
+    let first = s
+        .append_once("a@x", "INBOX", msg("one"), q, once("Q1.0@mta", 1000))
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    let again = s
+        .append_once("a@x", "INBOX", msg("one"), q, once("Q1.0@mta", 1010))
+        .await
+        .unwrap();
+    assert_eq!(again, None, "a repeat is not stored");
+    assert_eq!(inbox_count(&s, "a@x").await, 1);
+    // Another mailbox, or another id, is a delivery of its own.
+    let other_user = s
+        .append_once("b@x", "INBOX", msg("one"), q, once("Q1.0@mta", 1010))
+        .await
+        .unwrap();
+    assert!(other_user.is_some());
+    let other_id = s
+        .append_once("a@x", "INBOX", msg("two"), q, once("Q1.1@mta", 1010))
+        .await
+        .unwrap();
+    assert!(other_id.is_some());
+    assert_eq!(inbox_count(&s, "a@x").await, 2);
+    assert_eq!(s.delivery_ids("a@x").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn duplicate_delivery_id_expires_after_the_window() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    let q = Quota::default();
+    let o = |at| Once {
+        window: 100,
+        ..once("Q2.0@mta", at)
+    };
+    assert!(s
+        .append_once("a@x", "INBOX", msg("m"), q, o(1000))
+        .await
+        .unwrap()
+        .is_some());
+    // Inside the window: suppressed.
+    assert!(s
+        .append_once("a@x", "INBOX", msg("m"), q, o(1099))
+        .await
+        .unwrap()
+        .is_none());
+    // Past it the record no longer counts: stored again, recorded anew.
+    assert!(s
+        .append_once("a@x", "INBOX", msg("m"), q, o(1101))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s
+        .append_once("a@x", "INBOX", msg("m"), q, o(1150))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(inbox_count(&s, "a@x").await, 2);
+    assert_eq!(s.delivery_ids("a@x").await.unwrap(), 1);
+    // Expired records of other ids are pruned by later deliveries.
+    for (i, at) in [(1, 2000), (2, 2001)] {
+        let o = Once {
+            window: 100,
+            ..once(&format!("Q3.{i}@mta"), at)
+        };
+        s.append_once("a@x", "INBOX", msg("n"), q, o).await.unwrap();
+    }
+    assert_eq!(s.delivery_ids("a@x").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn duplicate_delivery_record_is_bounded_by_count() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&test_config(d.path())).unwrap();
+    let q = Quota::default();
+    let o = |i: usize| Once {
+        max: 3,
+        ..once(&format!("Q4.{i}@mta"), 1000 + i as i64)
+    };
+    for i in 0..5 {
+        assert!(s
+            .append_once("a@x", "INBOX", msg("m"), q, o(i))
+            .await
+            .unwrap()
+            .is_some());
+    }
+    assert_eq!(s.delivery_ids("a@x").await.unwrap(), 3);
+    // The newest three are remembered...
+    for i in 2..5 {
+        assert!(s
+            .append_once("a@x", "INBOX", msg("m"), q, Once { at: 1010, ..o(i) })
+            .await
+            .unwrap()
+            .is_none());
+    }
+    // ... the oldest were dropped first.
+    assert!(s
+        .append_once("a@x", "INBOX", msg("m"), q, Once { at: 1010, ..o(0) })
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(s.delivery_ids("a@x").await.unwrap(), 3);
+    assert_eq!(inbox_count(&s, "a@x").await, 6);
+    // max 0 turns suppression off.
+    let off = |at| Once {
+        max: 0,
+        ..once("Q5.0@mta", at)
+    };
+    for at in [1, 2] {
+        assert!(s
+            .append_once("b@x", "INBOX", msg("m"), q, off(at))
+            .await
+            .unwrap()
+            .is_some());
+    }
+    assert_eq!(s.delivery_ids("b@x").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn duplicate_delivery_record_is_written_in_the_append_transaction() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = test_config(d.path());
+    {
+        let s = Store::open(&cfg).unwrap();
+        // An append that fails (over quota) records nothing: the retry
+        // with room is stored.
+        let tight = Quota {
+            storage: Some(5),
+            messages: None,
+        };
+        let r = s
+            .append_once("a@x", "INBOX", msg("big"), tight, once("Q6.0@mta", 1000))
+            .await;
+        assert!(matches!(r, Err(StoreError::OverQuota)), "{r:?}");
+        assert_eq!(s.delivery_ids("a@x").await.unwrap(), 0);
+        // Concurrent deliveries of one id (a slow store and a retry):
+        // the writer's in-transaction check lets exactly one through.
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.append_once(
+                    "a@x",
+                    "INBOX",
+                    msg("m"),
+                    Quota::default(),
+                    once("Q6.0@mta", 1001),
+                )
+                .await
+                .unwrap()
+            }));
+        }
+        let mut stored = 0;
+        for t in tasks {
+            stored += usize::from(t.await.unwrap().is_some());
+        }
+        assert_eq!(stored, 1);
+        assert_eq!(inbox_count(&s, "a@x").await, 1);
+    }
+    // The message and its record are durable together.
+    let s = loop {
+        match Store::open(&cfg) {
+            Ok(s) => break s,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
+    assert_eq!(inbox_count(&s, "a@x").await, 1);
+    assert_eq!(s.delivery_ids("a@x").await.unwrap(), 1);
+    let r = s
+        .append_once(
+            "a@x",
+            "INBOX",
+            msg("m"),
+            Quota::default(),
+            once("Q6.0@mta", 1002),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, None);
+}

@@ -647,7 +647,9 @@ async fn idle_connections(target: &Target, users: &[(String, String)], n: usize,
             if d.status.kind != Kind::Ok {
                 return Err(format!("SELECT: {}", d.status.text));
             }
-            Ok::<Conn, String>(c)
+            // Then IDLE (RFC 2177): the state a mail client waits in.
+            let (tag, _) = c.idle_start().await.map_err(|e| format!("IDLE: {e:#}"))?;
+            Ok::<(Conn, String), String>((c, tag))
         }));
     }
     let mut conns = Vec::new();
@@ -668,14 +670,19 @@ async fn idle_connections(target: &Target, users: &[(String, String)], n: usize,
         }
     }
     println!(
-        "idle: {} connections logged in and selected in {:.1} s ({failed} failed); holding {hold} s",
+        "idle: {} connections logged in, selected and in IDLE in {:.1} s ({failed} failed); holding {hold} s",
         conns.len(),
         started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(hold)).await;
     let mut closed = 0;
-    for mut c in conns {
-        if c.command("LOGOUT").await.is_ok() {
+    for (mut c, tag) in conns {
+        let done = async {
+            c.send(b"DONE\r\n", "DONE").await?;
+            c.finish(&tag, Vec::new()).await?;
+            c.command("LOGOUT").await
+        };
+        if done.await.is_ok() {
             closed += 1;
         }
     }

@@ -79,7 +79,7 @@ def test_idle_connections_mode(server):
     """--idle-conns opens, holds and logs out N logged-in connections."""
     res = run_stress(server, "--idle-conns", "20", duration=1)
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-    assert "idle: 20 connections logged in and selected" in res.stdout, res.stdout
+    assert "idle: 20 connections logged in, selected and in IDLE" in res.stdout, res.stdout
     assert "idle: 20 connections logged out" in res.stdout, res.stdout
 
 

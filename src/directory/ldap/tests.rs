@@ -9,7 +9,7 @@ use crate::directory::Directory;
 
 fn config(urls: &[&str]) -> Config {
     let mut c = Config::default();
-    c.directory.backend = "ldap".into();
+    c.directory.backend = "ldap".parse().unwrap();
     let l = &mut c.directory.ldap;
     l.urls = urls.iter().map(|u| u.to_string()).collect();
     l.base_dn = BASE_DN.into();
@@ -38,9 +38,10 @@ fn user(r: Option<Recipient>) -> Account {
 
 fn list(r: Option<Recipient>) -> Vec<String> {
     match r {
-        Some(Recipient::List(mut l)) => {
-            l.sort();
-            l
+        Some(Recipient::List(l)) => {
+            let mut m = l.members;
+            m.sort();
+            m
         }
         other => panic!("expected a list, got {other:?}"),
     }
@@ -155,6 +156,24 @@ async fn group_expands_address_and_dn_members_and_nested_groups() {
     );
     // team: erin, and staff's members through the cycle.
     assert_eq!(list(l.lookup("team@example.test").await.unwrap()), expected);
+}
+
+/// The Sun schema's mgrpErrorsTo (a `mailto:` URL or an address) is the
+/// list's errors-to address; a group without one has none.
+#[tokio::test]
+async fn group_errors_to_is_read_from_mgrp_errors_to() {
+    let s = Slapd::start();
+    let l = ldap(&config(&[&s.url]));
+    match l.lookup("staff@example.test").await.unwrap() {
+        Some(Recipient::List(g)) => {
+            assert_eq!(g.errors_to.as_deref(), Some("staff-owner@example.test"))
+        }
+        other => panic!("{other:?}"),
+    }
+    match l.lookup("team@example.test").await.unwrap() {
+        Some(Recipient::List(g)) => assert_eq!(g.errors_to, None),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -670,4 +689,51 @@ fn cleartext_ldap_to_a_remote_host_is_refused() {
     c.directory.ldap = remote;
     let err = Ldap::open(&c).err().expect("refused at start");
     assert!(format!("{err:#}").contains("in clear"), "{err:#}");
+}
+
+/// The credential cache (crate::authcache) over LDAP: the second login is
+/// answered without a bind, and a password changed on the server (a new
+/// entryCSN / modifyTimestamp) misses at once.
+#[tokio::test]
+async fn credential_cache_skips_the_bind_until_the_entry_changes() {
+    let s = Slapd::start();
+    let d = Directory::open(&config(&[&s.url])).unwrap();
+    let ok = |r: AuthResult| matches!(r, AuthResult::Ok(a) if a.address == "alice@example.test");
+    assert!(ok(d
+        .authenticate("alice", "alice-secret", "example.test")
+        .await
+        .unwrap()));
+    assert_eq!(d.auth().cache.len(), 1, "slapd returns entryCSN");
+    assert!(ok(d
+        .authenticate("alice@example.test", "alice-secret", "")
+        .await
+        .unwrap()));
+    assert_eq!(d.auth().cache.stats().0, 1, "the second login was a hit");
+    // The administrator sets a new password (ldappasswd, RFC 3062).
+    let out = std::process::Command::new("ldappasswd")
+        .args(["-x", "-H", &s.url, "-D", "cn=admin,dc=example,dc=test"])
+        .args(["-w", "admin-secret", "-s", "alice-new"])
+        .arg("uid=alice,ou=people,dc=example,dc=test")
+        .output()
+        .expect("ldappasswd (apt-get install -y ldap-utils)");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        d.authenticate("alice", "alice-secret", "example.test")
+            .await
+            .unwrap(),
+        AuthResult::Failed(Some("alice@example.test".into()))
+    );
+    assert_eq!(d.auth().cache.len(), 0, "the failure forgot the entry");
+    assert!(ok(d
+        .authenticate("alice", "alice-new", "example.test")
+        .await
+        .unwrap()));
+    // A wrong password after a hit binds (and fails) every time.
+    assert!(matches!(
+        d.authenticate("alice", "wrong", "example.test")
+            .await
+            .unwrap(),
+        AuthResult::Failed(_)
+    ));
+    assert_eq!(d.auth().cache.len(), 0);
 }

@@ -17,10 +17,8 @@ use base64::Engine;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::{Envelope, Notify, Outcome};
 use crate::net::Conn;
-use crate::queue::record::Notify;
-use crate::queue::Outcome;
-use crate::smtp::trace::quote_address;
 
 /// A complete (possibly multi-line) reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +44,7 @@ impl std::fmt::Display for Reply {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
     Smtp,
     Lmtp,
@@ -78,6 +76,9 @@ pub struct RcptParams {
     pub notify: Option<Notify>,
     /// `rfc822;addr`.
     pub orcpt: Option<String>,
+    /// Duplicate delivery suppression: sent as `XMSGD-DELIVERY-ID=` when
+    /// the server (an msgd store over LMTP) announces the extension.
+    pub delivery_id: Option<String>,
 }
 
 impl RcptParams {
@@ -87,6 +88,58 @@ impl RcptParams {
             ..RcptParams::default()
         }
     }
+}
+
+/// The LHLO keyword of an msgd store that takes a delivery id per RCPT
+/// (`RCPT TO:<a> XMSGD-DELIVERY-ID=<xtext>`), and the parameter's name.
+pub const DELIVERY_ID_EXT: &str = "XMSGD-DELIVERY-ID";
+
+/// The MAIL FROM parameters of a queued message.
+pub fn mail_params(env: &Envelope) -> MailParams {
+    MailParams {
+        sender: env.sender.clone(),
+        envid: env.envid.clone(),
+        ret_full: env.ret_full.then_some(true),
+    }
+}
+
+/// A 2xx from another SMTP server is relaying, not final delivery.
+pub fn relayed(o: Outcome, dsn_passed: bool) -> Outcome {
+    match o {
+        Outcome::Delivered => Outcome::Relayed { dsn_passed },
+        o => o,
+    }
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+}
+
+/// An address as it goes between angle brackets: a local part that is not
+/// a dot-atom is quoted again (smtp-proto strips the quotes).
+pub fn quote_address(address: &str) -> String {
+    let address: String = address.chars().filter(|c| !c.is_control()).collect();
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return address;
+    };
+    let dot_atom = !local.is_empty()
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext));
+    if dot_atom {
+        return address;
+    }
+    let mut q = String::with_capacity(local.len() + domain.len() + 4);
+    q.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push_str("\"@");
+    q.push_str(domain);
+    q
 }
 
 /// RFC 3461 4: xtext encoding of ENVID and ORCPT values.
@@ -113,6 +166,9 @@ pub struct Client {
     /// TLS is active on this connection.
     pub tls: bool,
     helo: String,
+    /// The connection failed (io error, timeout, malformed reply) or the
+    /// server said 421 (closing): never reused from a pool.
+    broken: bool,
 }
 
 fn temp(what: &str) -> Outcome {
@@ -128,18 +184,23 @@ fn temp_logged(what: &str, peer: &dyn std::fmt::Display, cause: &dyn std::fmt::D
 }
 
 impl Client {
-    /// Connects and reads the greeting, then says LHLO/EHLO.
+    /// Connects to `addr` (an `ip:port`; names are resolved by the
+    /// caller through `crate::dns`) and reads the greeting, then says
+    /// LHLO/EHLO.
     pub async fn connect(
         addr: &str,
         dialect: Dialect,
         helo: &str,
         timeout: Duration,
     ) -> Result<Client, Outcome> {
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| temp_logged("cannot connect", &addr, &e))?;
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| temp_logged("connection timed out", &addr, &"timeout"))?
             .map_err(|e| temp_logged("cannot connect", &addr, &e))?;
-        Self::start(Box::new(tcp), addr, dialect, helo, timeout).await
+        Self::start(Box::new(tcp), &addr.to_string(), dialect, helo, timeout).await
     }
 
     /// Connects to one address; `implicit_tls`: TLS from the first byte
@@ -181,6 +242,7 @@ impl Client {
             peer: peer.to_string(),
             tls: false,
             helo: helo.to_string(),
+            broken: false,
         };
         let greet = c.read_reply().await?;
         if greet.code != 220 {
@@ -215,6 +277,7 @@ impl Client {
             peer: self.peer,
             tls: true,
             helo: self.helo,
+            broken: false,
         };
         let helo = c.helo.clone();
         c.hello(&helo).await?;
@@ -235,7 +298,13 @@ impl Client {
 
     /// Is the session still usable for another transaction (RSET answered)?
     pub async fn reset(&mut self) -> bool {
-        matches!(self.command("RSET").await, Ok(r) if r.code == 250)
+        !self.broken && matches!(self.command("RSET").await, Ok(r) if r.code == 250)
+    }
+
+    /// May this connection go back to a pool: no io error, timeout or
+    /// malformed reply happened and the server never said 421.
+    pub fn reusable(&self) -> bool {
+        !self.broken
     }
 
     async fn hello(&mut self, helo: &str) -> Result<(), Outcome> {
@@ -256,6 +325,12 @@ impl Client {
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<(), Outcome> {
+        let r = self.write_inner(data).await;
+        self.broken |= r.is_err();
+        r
+    }
+
+    async fn write_inner(&mut self, data: &[u8]) -> Result<(), Outcome> {
         let w = self.stream.get_mut();
         tokio::time::timeout(self.timeout, async {
             w.write_all(data).await?;
@@ -272,7 +347,19 @@ impl Client {
     }
 
     /// Reads one reply; records EHLO keywords when it is the hello reply.
+    /// An error or a 421 (RFC 5321 3.8: the server closes) marks the
+    /// connection broken.
     async fn read_reply(&mut self) -> Result<Reply, Outcome> {
+        let r = self.read_reply_inner().await;
+        match &r {
+            Ok(reply) if reply.code == 421 => self.broken = true,
+            Ok(_) => {}
+            Err(_) => self.broken = true,
+        }
+        r
+    }
+
+    async fn read_reply_inner(&mut self) -> Result<Reply, Outcome> {
         let mut text = Vec::new();
         let mut lines = 0;
         loop {
@@ -360,8 +447,12 @@ impl Client {
                 mail.push_str(&format!(" ENVID={}", xtext(e)));
             }
         }
+        let ids = self.has(DELIVERY_ID_EXT);
         let rcpt_line = |r: &RcptParams| {
             let mut l = format!("RCPT TO:<{}>", quote_address(&r.address));
+            if let (true, Some(id)) = (ids, &r.delivery_id) {
+                l.push_str(&format!(" {DELIVERY_ID_EXT}={}", xtext(id)));
+            }
             if dsn {
                 if let Some(n) = r.notify {
                     let mut v = Vec::new();

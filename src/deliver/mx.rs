@@ -1,6 +1,6 @@
 //! Delivery to the Internet: MX lookup (RFC 5321 5.1), null MX (RFC 7505),
 //! opportunistic or required STARTTLS per domain, a concurrency limit and
-//! a small pool of idle connections per destination.
+//! a small pool of idle connections per destination (`deliver::pool`).
 //!
 //! Order of hosts: MX records by preference, random among equal
 //! preferences; no MX record (NODATA) means the domain itself (the
@@ -11,20 +11,19 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
 use rand::seq::SliceRandom;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use super::client::{mail_params, relayed, Client, Dialect, RcptParams, TlsVerify};
+use super::pool::{reap, Pool};
+use super::{Envelope, Outcome};
 use crate::config::Config;
-use crate::queue::{Envelope, Outcome};
-use crate::smtpclient::{Client, Dialect, MailParams, RcptParams, TlsVerify};
+use crate::dns::{LookupError, Resolver};
 
 /// One mail exchanger of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,45 +44,14 @@ pub enum RouteError {
     Temporary(String),
 }
 
-/// The DNS side.
+/// The MX side of the process's resolver (`crate::dns`).
 pub struct MxResolver {
-    resolver: TokioResolver,
+    resolver: Arc<Resolver>,
 }
 
 impl MxResolver {
-    /// `[dns] nameservers` (ip:port) or the system's resolv.conf.
-    pub fn from_config(config: &Config) -> anyhow::Result<MxResolver> {
-        let mut opts = ResolverOpts::default();
-        opts.timeout = Duration::from_secs(if config.dns.timeout == 0 {
-            5
-        } else {
-            config.dns.timeout
-        });
-        opts.attempts = 2;
-        let provider = TokioRuntimeProvider::default();
-        let builder = if config.dns.nameservers.is_empty() {
-            let mut b = TokioResolver::builder(provider)?;
-            b.options_mut().timeout = opts.timeout;
-            b
-        } else {
-            let mut servers = Vec::new();
-            for n in &config.dns.nameservers {
-                let sa: SocketAddr = match n.parse::<SocketAddr>() {
-                    Ok(sa) => sa,
-                    Err(_) => SocketAddr::new(n.parse::<IpAddr>()?, 53),
-                };
-                let mut udp = ConnectionConfig::udp();
-                udp.port = sa.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = sa.port();
-                servers.push(NameServerConfig::new(sa.ip(), true, vec![udp, tcp]));
-            }
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
-                .with_options(opts)
-        };
-        Ok(MxResolver {
-            resolver: builder.build()?,
-        })
+    pub fn new(resolver: Arc<Resolver>) -> MxResolver {
+        MxResolver { resolver }
     }
 
     /// The hosts to try for a domain, in order.
@@ -95,7 +63,7 @@ impl MxResolver {
             }]);
         }
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
-        match self.resolver.mx_lookup(fqdn.as_str()).await {
+        match self.resolver.hickory().mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
                 let mut hosts: Vec<(u16, String, bool)> = lookup
                     .answers()
@@ -122,14 +90,16 @@ impl MxResolver {
 
     /// Addresses of one host. `Err(true)`: the host does not exist.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, (bool, String)> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![ip]);
-        }
-        let fqdn = format!("{}.", host.trim_end_matches('.'));
-        match self.resolver.lookup_ip(fqdn.as_str()).await {
-            Ok(l) => Ok(l.iter().collect()),
-            Err(e) => Err((e.is_nx_domain() || e.is_no_records_found(), e.to_string())),
-        }
+        // Exchanger names are absolute (RFC 5321 5.1): no search domains.
+        let fqdn = if host.parse::<IpAddr>().is_ok() {
+            host.to_string()
+        } else {
+            format!("{}.", host.trim_end_matches('.'))
+        };
+        self.resolver.addresses(&fqdn).await.map_err(|e| match e {
+            LookupError::NoSuchName(e) => (true, e),
+            LookupError::Temporary(e) => (false, e),
+        })
     }
 }
 
@@ -165,62 +135,62 @@ fn order(hosts: &mut [(u16, String, bool)]) -> Result<Vec<MxHost>, RouteError> {
         .collect())
 }
 
-/// The TLS policy of a destination domain (`mta.tls_policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TlsPolicy {
-    None,
-    Opportunistic,
-    Require,
-    Verify,
-}
+/// The TLS policy of a destination domain (`mta.tls_policy`, typed at load).
+pub use crate::config::TlsPolicy;
 
 impl TlsPolicy {
     pub fn for_domain(config: &Config, domain: &str) -> TlsPolicy {
-        let p = config
+        config
             .mta
             .tls_policy
             .iter()
             .find(|(d, _)| d.eq_ignore_ascii_case(domain))
-            .map(|(_, p)| p.as_str());
-        match p {
-            Some("none") => TlsPolicy::None,
-            Some("require") => TlsPolicy::Require,
-            Some("verify") => TlsPolicy::Verify,
-            _ => TlsPolicy::Opportunistic,
-        }
+            .map_or(TlsPolicy::Opportunistic, |(_, p)| *p)
     }
 }
 
-/// An idle connection kept for the next message to the same host.
-struct Idle {
-    client: Client,
-    since: Instant,
-}
+/// Idle connections to MX hosts by (address, MX name, TLS policy).
+type MxKey = (SocketAddr, String, TlsPolicy);
+
+/// Idle connections kept per MX host address.
+const MX_POOL: usize = 4;
 
 /// Delivery to MX hosts: the resolver, per-domain limits, the pool.
 pub struct MxDelivery {
     config: Arc<Config>,
     resolver: MxResolver,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Idle connections by (address, MX name, TLS policy).
-    pool: Mutex<HashMap<(SocketAddr, String, TlsPolicy), Vec<Idle>>>,
+    /// Idle connections (`deliver::pool`), at most `MX_POOL` per key,
+    /// for `mta.connection_idle` seconds.
+    pool: Arc<Pool<MxKey, Client>>,
     roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl MxDelivery {
+    /// With a resolver of its own built from `[dns]` (tests, tools).
     pub fn new(config: Arc<Config>) -> anyhow::Result<Arc<MxDelivery>> {
-        let roots = crate::smtpclient::load_roots(&config.mta.tls_ca_file).ok();
+        let resolver = Arc::new(Resolver::from_config(&config)?);
+        Ok(MxDelivery::with_resolver(config, resolver))
+    }
+
+    /// With the process's resolver (`Services::resolver`).
+    pub fn with_resolver(config: Arc<Config>, resolver: Arc<Resolver>) -> Arc<MxDelivery> {
+        let roots = super::client::load_roots(&config.mta.tls_ca_file).ok();
+        let pool = Arc::new(Pool::new(
+            MX_POOL,
+            Duration::from_secs(config.mta.connection_idle),
+        ));
         let d = Arc::new(MxDelivery {
-            resolver: MxResolver::from_config(&config)?,
+            resolver: MxResolver::new(resolver),
             config,
             limits: Mutex::new(HashMap::new()),
-            pool: Mutex::new(HashMap::new()),
+            pool,
             roots,
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(reap(Arc::downgrade(&d)));
+            rt.spawn(reap(Arc::downgrade(&d.pool)));
         }
-        Ok(d)
+        d
     }
 
     fn limit(&self, domain: &str) -> Arc<Semaphore> {
@@ -228,35 +198,6 @@ impl MxDelivery {
         m.entry(domain.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.config.mta.max_per_domain.max(1))))
             .clone()
-    }
-
-    fn take_idle(&self, key: &(SocketAddr, String, TlsPolicy)) -> Option<Client> {
-        let idle = Duration::from_secs(self.config.mta.connection_idle);
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let list = pool.get_mut(key)?;
-        while let Some(i) = list.pop() {
-            if i.since.elapsed() < idle {
-                return Some(i.client);
-            }
-        }
-        None
-    }
-
-    fn put_idle(&self, key: (SocketAddr, String, TlsPolicy), client: Client) {
-        if self.config.mta.connection_idle == 0 {
-            tokio::spawn(client.quit());
-            return;
-        }
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let list = pool.entry(key).or_default();
-        if list.len() < 4 {
-            list.push(Idle {
-                client,
-                since: Instant::now(),
-            });
-        } else {
-            tokio::spawn(client.quit());
-        }
     }
 
     /// Delivers one message to the recipients `rcpts` (index, parameters)
@@ -317,7 +258,7 @@ impl MxDelivery {
             for ip in ips {
                 let addr = SocketAddr::new(ip, port);
                 let key = (addr, host.name.clone(), policy);
-                let reused = match self.take_idle(&key) {
+                let reused = match self.pool.take(&key) {
                     Some(mut c) => c.reset().await.then_some(c),
                     None => None,
                 };
@@ -396,7 +337,7 @@ impl MxDelivery {
 
     async fn transact(
         &self,
-        key: (SocketAddr, String, TlsPolicy),
+        key: MxKey,
         mut client: Client,
         env: &Envelope,
         rcpts: &[(usize, RcptParams)],
@@ -409,7 +350,7 @@ impl MxDelivery {
         match client.send_with(&params, &list, data).await {
             Ok(res) => {
                 info!(mx = %key.1, addr = %key.0, tls, rcpts = rcpts.len(), "MX transaction done");
-                self.put_idle(key, client);
+                self.pool.release(key, client).await;
                 rcpts
                     .iter()
                     .zip(res)
@@ -421,40 +362,6 @@ impl MxDelivery {
     }
 }
 
-/// Closes idle connections past `connection_idle`.
-async fn reap(d: Weak<MxDelivery>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let Some(d) = d.upgrade() else { return };
-        let idle = Duration::from_secs(d.config.mta.connection_idle);
-        let expired: Vec<Client> = {
-            let mut pool = d.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let mut out = Vec::new();
-            for list in pool.values_mut() {
-                let (old, keep): (Vec<Idle>, Vec<Idle>) =
-                    list.drain(..).partition(|i| i.since.elapsed() >= idle);
-                *list = keep;
-                out.extend(old.into_iter().map(|i| i.client));
-            }
-            pool.retain(|_, l| !l.is_empty());
-            out
-        };
-        drop(d);
-        for c in expired {
-            c.quit().await;
-        }
-    }
-}
-
-/// The MAIL FROM parameters of a queued message.
-pub fn mail_params(env: &Envelope) -> MailParams {
-    MailParams {
-        sender: env.sender.clone(),
-        envid: env.envid.clone(),
-        ret_full: env.ret_full.then_some(true),
-    }
-}
-
 /// The RCPT parameters of a queued recipient.
 pub fn rcpt_params(env: &Envelope, i: usize) -> RcptParams {
     let r = &env.recipients[i];
@@ -462,22 +369,12 @@ pub fn rcpt_params(env: &Envelope, i: usize) -> RcptParams {
         address: r.address.clone(),
         notify: Some(r.notify),
         orcpt: r.orcpt.clone(),
-    }
-}
-
-/// A 2xx from another SMTP server is relaying, not final delivery.
-pub fn relayed(o: Outcome, dsn_passed: bool) -> Outcome {
-    match o {
-        Outcome::Delivered => Outcome::Relayed { dsn_passed },
-        o => o,
+        delivery_id: None,
     }
 }
 
 fn outcome_text(o: Outcome) -> String {
-    match o {
-        Outcome::Temporary(t) | Outcome::Permanent(t) => t,
-        Outcome::Delivered | Outcome::Relayed { .. } => "unexpected success".into(),
-    }
+    o.text()
 }
 
 #[cfg(test)]
@@ -527,7 +424,7 @@ mod tests {
         let mut c = Config::default();
         c.mta
             .tls_policy
-            .insert("Secure.example".into(), "require".into());
+            .insert("Secure.example".into(), TlsPolicy::Require);
         assert_eq!(
             TlsPolicy::for_domain(&c, "secure.example"),
             TlsPolicy::Require

@@ -1,0 +1,220 @@
+//! The store of this process: final delivery into INBOX.
+//!
+//! The only place that writes Return-Path (RFC 5321 4.4: "When the
+//! delivery SMTP server makes the final delivery of a message, it inserts
+//! a return-path line at the beginning of the mail data"): the field is
+//! built from the envelope sender, and Return-Path fields already in the
+//! header section are removed first (4.4 allows it; a relay that should
+//! not have added one, or a forged one, never shows). The effective quota
+//! (`deliver::quota`) and the over-quota policy (`store.over_quota`) are
+//! applied here too.
+//!
+//! Each copy is durable when `deliver` returns it (the store's append
+//! returns after fsync and index commit); `take_back` expunges one when
+//! the transaction is aborted.
+//!
+//! A target with a `delivery_id` (the queue runner's, or an mta-in's over
+//! LMTP) is appended with `Store::append_once`: a mailbox that already
+//! took that id gets no second copy and the delivery counts as done
+//! (duplicate delivery suppression, docs/delivery.md).
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tracing::{error, warn};
+
+use super::client::quote_address;
+use super::{Outcome, Target};
+use crate::config::{Config, OverQuota};
+use crate::store::{FlagOp, Flags, NewMessage, Once, Placed, Store, StoreError};
+
+/// Appends the message to every target's INBOX concurrently (the store
+/// group-commits). One result per target, in order: `Ok(Some)` a new
+/// copy, `Ok(None)` a repeat of a delivery the mailbox already took
+/// (the target's `delivery_id`, duplicate delivery suppression: nothing
+/// stored, and the caller answers it as delivered).
+pub async fn deliver(
+    store: &Store,
+    config: &Config,
+    id: &str,
+    sender: &str,
+    targets: &[&Target],
+    data: Arc<Vec<u8>>,
+) -> Vec<Result<Option<Placed>, Outcome>> {
+    let data = Arc::new(with_return_path(sender, data));
+    let mut set = JoinSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        let store = store.clone();
+        let t = (*t).clone();
+        let data = data.clone();
+        let quota = super::quota(t.quota, &config.store);
+        let store_cfg = config.store.clone();
+        set.spawn(async move {
+            let r = async {
+                store
+                    .ensure_user(&t.address, t.partition.as_deref())
+                    .await?;
+                let msg = NewMessage {
+                    data,
+                    flags: Flags::default(),
+                    internal_date: None,
+                };
+                match &t.delivery_id {
+                    Some(did) => {
+                        let once = Once::new(did, &store_cfg);
+                        store
+                            .append_once(&t.address, "INBOX", msg, quota, once)
+                            .await
+                    }
+                    None => store
+                        .append(&t.address, "INBOX", msg, quota)
+                        .await
+                        .map(Some),
+                }
+            };
+            (i, r.await)
+        });
+    }
+    let mut out: Vec<Result<Option<Placed>, Outcome>> = targets
+        .iter()
+        .map(|_| Err(Outcome::Temporary(LOCAL_ERROR.into())))
+        .collect();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((i, r)) => {
+                let rcpt = targets.get(i).map_or("?", |t| t.address.as_str());
+                if let Ok(None) = r {
+                    tracing::info!(
+                        id,
+                        rcpt,
+                        "repeated delivery id; already in the mailbox, not stored again"
+                    );
+                }
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = r.map_err(|e| outcome_of(config.store.over_quota, id, rcpt, e));
+                }
+            }
+            Err(e) => error!(id, error = %e, "delivery task failed"),
+        }
+    }
+    out
+}
+
+/// Removes a copy `deliver` made (the transaction was aborted). A
+/// failure is logged: the copy stays, a duplicate at worst.
+pub async fn take_back(store: &Store, id: &str, user: &str, placed: Placed) {
+    let deleted = Flags {
+        bits: Flags::DELETED,
+        keywords: Vec::new(),
+    };
+    let uids = vec![placed.uid];
+    let r = async {
+        store
+            .store_flags(placed.mailbox, uids.clone(), FlagOp::Add, deleted, None)
+            .await?;
+        store.expunge(placed.mailbox, Some(uids)).await
+    };
+    match r.await {
+        Ok(_) => tracing::info!(id, rcpt = user, "delivery aborted; copy removed"),
+        Err(e) => warn!(id, rcpt = user, error = %e, "cannot remove an aborted copy"),
+    }
+}
+
+/// The Return-Path field of final delivery (RFC 5321 4.4).
+pub fn return_path(sender: &str) -> String {
+    format!("Return-Path: <{}>\r\n", quote_address(sender))
+}
+
+/// `data` with exactly one Return-Path, first: ours, from `sender`. A
+/// buffer nobody else holds is changed in place (the SMTP server reserves
+/// room in front for the field, so this is a move, not a second copy of
+/// the message); otherwise the message is copied.
+pub fn with_return_path(sender: &str, data: Arc<Vec<u8>>) -> Vec<u8> {
+    let field = return_path(sender);
+    match Arc::try_unwrap(data) {
+        Ok(mut v) if !header_has_return_path(&v) => {
+            v.splice(0..0, field.bytes());
+            v
+        }
+        Ok(v) => copied(&field, &v),
+        Err(shared) => copied(&field, &shared),
+    }
+}
+
+/// Room the SMTP server leaves in front of a message for the Return-Path
+/// field (an address within the command line limit fits).
+pub const RETURN_PATH_ROOM: usize = 1100;
+
+fn copied(field: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len() + data.len());
+    out.extend_from_slice(field.as_bytes());
+    strip_return_path(data, &mut out);
+    out
+}
+
+/// The header section of `data` has a Return-Path field.
+fn header_has_return_path(data: &[u8]) -> bool {
+    header_lines(data).any(starts_return_path)
+}
+
+/// The lines of the header section (up to the empty line).
+fn header_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    data.split_inclusive(|&b| b == b'\n')
+        .take_while(|line| *line != b"\r\n" && *line != b"\n")
+}
+
+fn starts_return_path(line: &[u8]) -> bool {
+    const NAME: &[u8] = b"return-path:";
+    line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME)
+}
+
+/// Copies `data` into `out` without the Return-Path fields (and their
+/// continuation lines) of its header section.
+fn strip_return_path(data: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    let mut skipping = false;
+    while i < data.len() {
+        let end = data[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(data.len(), |p| i + p + 1);
+        let line = &data[i..end];
+        if line == b"\r\n" || line == b"\n" {
+            // End of the header section: the body is copied as it is.
+            out.extend_from_slice(&data[i..]);
+            return;
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            skipping = starts_return_path(line);
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+        i = end;
+    }
+}
+
+/// The outcome of a store error; `policy` decides whether a full mailbox
+/// is temporary or permanent.
+pub fn outcome_of(policy: OverQuota, id: &str, rcpt: &str, e: StoreError) -> Outcome {
+    match e {
+        StoreError::OverQuota => {
+            warn!(id, rcpt, "delivery refused: over quota");
+            Outcome::OverQuota {
+                permanent: policy == OverQuota::Permanent,
+            }
+        }
+        StoreError::DiskFull => {
+            warn!(id, rcpt, "delivery refused: disk full");
+            Outcome::DiskFull
+        }
+        StoreError::NoSuchMailbox => Outcome::Permanent("550 5.1.1 no such mailbox".into()),
+        other => {
+            error!(id, rcpt, error = %other, "delivery failed");
+            Outcome::Temporary(LOCAL_ERROR.into())
+        }
+    }
+}
+
+const LOCAL_ERROR: &str = "451 4.3.0 local error in processing";
