@@ -126,6 +126,14 @@ def test_hashes_from_dovecot_and_openldap_log_in_over_imap_and_pop3(srv):
 
 def test_auth_keys_are_checked_and_new_hashes_use_the_argon2_parameters(tmp_path_factory):
     factory = MsgdFactory(tmp_path_factory, "authkeys")
+    try:
+        _auth_keys(factory)
+    finally:
+        # The server this test starts must not outlive it.
+        factory.cleanup()
+
+
+def _auth_keys(factory):
     inst = factory(start=False)
     base = inst.config_text()
     inst.config_path.write_text(base + "\n[auth]\ncache_tll = 5\n")
