@@ -23,7 +23,7 @@
 #
 #   scripts/bench-imap.sh [--duration SECS] [--clients N] [--idle N]
 #                         [--pop3 SECS] [--no-dovecot] [--no-build] [--out FILE]
-#                         [--large N] [--large-only]
+#                         [--large N] [--large-only] [--no-dovecot-cache]
 #
 # --large N (default 0: skipped) runs phase 5 with N messages (the issue
 # asks for 100000) after the other phases; --large-only skips phases 1-4.
@@ -43,6 +43,7 @@ IDLE=10000
 POP3=20
 POP3_MESSAGES=100
 DOVECOT=1
+DV_CACHE=1
 BUILD=1
 OUT=""
 LARGE=0
@@ -58,6 +59,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift 2 ;;
         --large) LARGE="$2"; shift 2 ;;
         --large-only) LARGE_ONLY=1; shift ;;
+        --no-dovecot-cache) DV_CACHE=0; shift ;;
         -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "bench-imap: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -381,8 +383,11 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
 first_valid_uid = 100
-# no login cache: every LOGIN verifies the hash, as msgd does
-auth_cache_size = 0
+# Dovecot's auth cache, as msgd's credential cache is on by default (after
+# a verified login it remembers a fast hash of the password); --no-dovecot-cache
+# turns it off.
+auth_cache_size = $([ "$DV_CACHE" = 1 ] && echo 10M || echo 0)
+auth_cache_ttl = 300 s
 default_login_user = dovenull
 default_internal_user = dovecot
 mail_location = maildir:~/Maildir
@@ -438,7 +443,7 @@ EOF
     wait_port "$DV_PORT" 30
     dv_pids() { tree_of "$(cat "$d/run/master.pid")"; }
     report ""
-    report "bench-imap: Dovecot $(dovecot --version), maildir, mail_fsync=always, one imap process per connection, same Argon2id password hashes"
+    report "bench-imap: Dovecot $(dovecot --version), maildir, mail_fsync=always, one imap process per connection, same Argon2id password hashes, auth cache $([ "$DV_CACHE" = 1 ] && echo on || echo off)"
     run_server dovecot "$DV_PORT" dv_pids
     run_pop3 dovecot "$DV_PORT" "$DV_POP3_PORT" "$(cat "$d/run/master.pid")"
     kill "$(cat "$d/run/master.pid")" 2>/dev/null || true
