@@ -18,8 +18,6 @@
 //!   buffer can be reused while the command runs.
 //! - A password never appears in Debug output (`Secret`).
 
-use std::fmt;
-
 use imap_codec::decode::Decoder;
 use imap_codec::CommandCodec;
 use imap_types::auth::AuthMechanism;
@@ -28,16 +26,7 @@ use imap_types::mailbox::{ListMailbox, Mailbox};
 
 use super::command::{self, Cmd};
 use super::framer;
-
-/// A value that must not reach a log.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+use crate::redact::Secret;
 
 /// Commands valid in every state (RFC 9051 6.1).
 #[derive(Debug)]
@@ -48,6 +37,10 @@ pub(crate) enum AnyState {
     /// ID (RFC 2971): the client's fields, raw.
     Id(Vec<(Vec<u8>, Option<Vec<u8>>)>),
 }
+
+/// SASL data that is not UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotUtf8;
 
 /// Commands valid only before login (RFC 9051 6.2).
 #[derive(Debug)]
@@ -60,8 +53,9 @@ pub(crate) enum NotAuthenticated {
     Authenticate {
         /// PLAIN is the one mechanism served.
         plain: bool,
-        /// SASL-IR (RFC 4959), already base64-decoded.
-        initial: Option<Secret>,
+        /// SASL-IR (RFC 4959), already base64-decoded; `Err` when it is
+        /// not UTF-8 (RFC 4616 PLAIN data must be).
+        initial: Option<Result<Secret, NotUtf8>>,
     },
 }
 
@@ -275,7 +269,9 @@ fn from_codec(body: CommandBody<'_>) -> Command {
         CommandBody::Login { username, password } => {
             Command::NotAuthenticated(NotAuthenticated::Login {
                 user: String::from_utf8_lossy(username.as_ref()).into_owned(),
-                pass: Secret(String::from_utf8_lossy(password.declassify().as_ref()).into_owned()),
+                pass: Secret::from(
+                    String::from_utf8_lossy(password.declassify().as_ref()).into_owned(),
+                ),
             })
         }
         CommandBody::Authenticate {
@@ -283,8 +279,11 @@ fn from_codec(body: CommandBody<'_>) -> Command {
             initial_response,
         } => Command::NotAuthenticated(NotAuthenticated::Authenticate {
             plain: mechanism == AuthMechanism::Plain,
-            initial: initial_response
-                .map(|d| Secret(String::from_utf8_lossy(d.declassify()).into_owned())),
+            initial: initial_response.map(|d| {
+                String::from_utf8(d.declassify().to_vec())
+                    .map(Secret::from)
+                    .map_err(|_| NotUtf8)
+            }),
         }),
         CommandBody::Namespace => Command::Authenticated(A::Namespace),
         CommandBody::Select {

@@ -844,7 +844,7 @@ impl Session {
                     ));
                 }
                 return self
-                    .login(crate::login::Credentials::password(&user, &pass.0))
+                    .login(crate::login::Credentials::password(&user, pass.expose()))
                     .await;
             }
             NotAuthenticated::Authenticate { plain, initial } => {
@@ -858,7 +858,8 @@ impl Session {
                     ));
                 }
                 match initial {
-                    Some(data) => self.authenticate_plain(data.0.as_bytes()).await,
+                    Some(Ok(data)) => self.authenticate_plain(data.expose().as_bytes()).await,
+                    Some(Err(_)) => Reply::bad("Invalid PLAIN data"),
                     None => {
                         // RFC 9051 6.2.2: the response comes as a line.
                         self.write("+ \r\n");
