@@ -176,6 +176,8 @@ pub struct Config {
     pub mmp: MmpConfig,
     pub submission: SubmissionConfig,
     pub dns: DnsConfig,
+    pub http: HttpConfig,
+    pub mem: MemConfig,
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
@@ -974,6 +976,68 @@ impl Default for SubmissionConfig {
     }
 }
 
+/// HTTP on the store: the JMAP API (src/jmap/) and its limits, and the
+/// bearer tokens a mem presents for the user it acts for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Base URL clients reach this server at (`https://mail.example.com`),
+    /// used in the JMAP session resource; empty: from the request's Host
+    /// header and the listener's scheme.
+    pub base_url: String,
+    /// Key shared by every mem and store to sign bearer tokens (32 random
+    /// bytes, hex); relative to `server.data_dir`. Created at first start
+    /// when missing; copy the same file to every mem and store.
+    pub token_key_file: String,
+    /// Seconds a bearer token issued by a mem stays valid.
+    pub token_ttl: u64,
+    /// Clients bearer tokens are accepted from (the mems); empty: loopback
+    /// only.
+    pub token_networks: Vec<Network>,
+    /// Seconds a request (headers and body) may take to arrive.
+    pub request_timeout: u64,
+    /// Seconds an idle keep-alive connection is kept.
+    pub idle_timeout: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            base_url: String::new(),
+            token_key_file: "http-token.key".into(),
+            token_ttl: 300,
+            token_networks: Vec::new(),
+            request_timeout: 60,
+            idle_timeout: 120,
+        }
+    }
+}
+
+/// The mem role: the webmail front end that logs users in against the
+/// directory and forwards their JMAP calls to the store named by mailHost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemConfig {
+    /// Key sealing the session cookies (32 random bytes, hex), shared by
+    /// every mem so that a session made on one works on the next; relative
+    /// to `server.data_dir`, created at first start when missing.
+    pub session_key_file: String,
+    /// Seconds of inactivity after which a session ends.
+    pub session_idle: u64,
+    /// Seconds after login at which a session ends however active.
+    pub session_max: u64,
+}
+
+impl Default for MemConfig {
+    fn default() -> Self {
+        MemConfig {
+            session_key_file: "mem-session.key".into(),
+            session_idle: 1800,
+            session_max: 43200,
+        }
+    }
+}
+
 /// The one DNS resolver of the process (src/dns.rs): MX lookups, stores
 /// by mailHost, the smarthost, the mmp's backends.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -1069,6 +1133,7 @@ choice! {
         Pop3 = "pop3",
         Pop3s = "pop3s",
         Http = "http",
+        Https = "https",
     }
 }
 
@@ -1089,7 +1154,9 @@ impl Protocol {
 
     pub fn default_tls(self) -> TlsMode {
         match self {
-            Protocol::Submissions | Protocol::Imaps | Protocol::Pop3s => TlsMode::Implicit,
+            Protocol::Submissions | Protocol::Imaps | Protocol::Pop3s | Protocol::Https => {
+                TlsMode::Implicit
+            }
             Protocol::Lmtp | Protocol::Http => TlsMode::None,
             _ => TlsMode::StartTls,
         }

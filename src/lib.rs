@@ -14,10 +14,13 @@ pub mod dns;
 pub mod fsutil;
 #[cfg(test)]
 mod fuzz;
+pub mod http;
 pub mod imap;
+pub mod jmap;
 pub mod logging;
 pub mod login;
 pub mod loginlimit;
+pub mod mem;
 pub mod memory;
 pub mod mmp;
 pub mod net;

@@ -55,6 +55,8 @@ pub struct Services {
     /// The one DNS resolver of the process (`[dns]`): MX hosts, stores by
     /// mailHost, the smarthost, the mmp's backends.
     pub resolver: Arc<Resolver>,
+    /// HTTP: which routes this process serves and their shared state.
+    pub web: Arc<crate::http::Web>,
 }
 
 impl Services {
@@ -101,6 +103,7 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
         store: Some(Store::open(&config).expect("store")),
         tls: Arc::new(Tls::from_config(&config).expect("tls")),
         queue: None,
+        web: Arc::default(),
         shutdown: CancellationToken::new(),
         conns: Arc::default(),
         budget: Arc::new(Budget::new(config.limits.max_bytes_in_flight)),

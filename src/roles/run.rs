@@ -59,7 +59,7 @@ fn owner(protocol: Protocol, roles: &[Role]) -> Option<Role> {
                 Role::Mmp
             }
         }
-        Protocol::Http => {
+        Protocol::Http | Protocol::Https => {
             if roles.contains(&Role::Store) {
                 Role::Store
             } else {
@@ -93,8 +93,8 @@ fn handler(protocol: Protocol, role: Role) -> Result<Handler, &'static str> {
         (Role::Mmp, Protocol::Pop3 | Protocol::Pop3s) => {
             Ok(|c, i, s| Box::pin(crate::mmp::serve_pop3(c, i, s)))
         }
-        (Role::Mem, _) | (Role::Store, Protocol::Http) => {
-            Err("the HTTP API and webmail are not built yet")
+        (Role::Store | Role::Mem, Protocol::Http | Protocol::Https) => {
+            Ok(|c, i, s| Box::pin(crate::http::serve(c, i, s)))
         }
         _ => Err("no handler"),
     }
@@ -143,6 +143,10 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         logins,
         mmp,
         resolver,
+        web: Arc::new(crate::http::Web {
+            mem: roles.contains(&Role::Mem),
+            ..Default::default()
+        }),
         config: config.clone(),
         directory,
         store,

@@ -1,0 +1,96 @@
+//! HTTP on msgd's own listeners: the JMAP API of the store (`crate::jmap`)
+//! and the webmail front end (`crate::mem`).
+//!
+//! Connections arrive through `crate::net` like every protocol's (PROXY
+//! headers from configured load balancers, TLS, connection limits, write
+//! deadlines); this module runs hyper's HTTP/1.1 server on them with an
+//! axum router built once per process. Each request carries the
+//! connection's `ConnInfo` as an extension (peer address, TLS active), so
+//! handlers decide on trust (plaintext Basic only on loopback, bearer tokens
+//! only from `http.token_networks`) from what the listener saw.
+//!
+//! Which routes a process serves:
+//! - store (and all-in-one): `crate::jmap::routes()` — the JMAP session
+//!   resource, API, upload, download and event source for its own users;
+//! - mem (and all-in-one): `crate::mem::routes()` — the webmail page, login
+//!   and the forwarding of a logged-in user's JMAP calls to their store.
+
+pub mod keys;
+pub mod token;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tower::ServiceExt;
+use tracing::debug;
+
+use crate::net::{Conn, ConnInfo};
+use crate::services::Services;
+
+/// The HTTP state of a process, in `Services::web`: which routes it
+/// serves and what they share. New shared HTTP state (keys, the mem's
+/// store connections, event-source registries) goes here, so that
+/// `Services` is built the same way everywhere.
+#[derive(Default)]
+pub struct Web {
+    /// The mem role runs in this process (mem or all-in-one): serve the
+    /// webmail page and login.
+    pub mem: bool,
+    /// The router, built at the first HTTP connection.
+    pub app: std::sync::OnceLock<Router>,
+}
+
+/// The router of this process: JMAP when the store role runs here, the
+/// webmail front end when the mem role does (all-in-one: both).
+pub fn app(services: &Services) -> Router {
+    let mut app = Router::new();
+    if services.store.is_some() {
+        app = app.merge(crate::jmap::routes());
+    }
+    if services.web.mem {
+        app = app.merge(crate::mem::routes());
+    }
+    app.with_state(services.clone())
+}
+
+/// Serves one HTTP connection until the client closes it, it stays idle
+/// past `http.idle_timeout`, or the process shuts down (the request in
+/// progress is finished first).
+pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
+    let app = services.web.app.get_or_init(|| app(&services)).clone();
+    let cfg = &services.config.http;
+    let peer = info.clone();
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        let app = app.clone();
+        async move {
+            let resp = app
+                .oneshot(req.map(axum::body::Body::new))
+                .await
+                .unwrap_or_else(|e: Infallible| match e {});
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(cfg.request_timeout.max(1)))
+        .max_buf_size(64 * 1024);
+    let connection = builder.serve_connection(TokioIo::new(conn), svc);
+    tokio::pin!(connection);
+    let idle = Duration::from_secs(cfg.idle_timeout.max(1));
+    tokio::select! {
+        r = connection.as_mut() => {
+            if let Err(e) = r {
+                debug!(session = info.session_id, error = %e, "http connection ended");
+            }
+        }
+        _ = services.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(idle, connection).await;
+        }
+    }
+}
