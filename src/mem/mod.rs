@@ -1,5 +1,7 @@
 //! The mem role: the webmail front end. See docs/webmail.md.
 
+pub mod session;
+
 use axum::routing::get;
 use axum::Router;
 
