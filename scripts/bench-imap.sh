@@ -4,7 +4,9 @@
 #   1. `msgd stress` random workload (APPEND/FETCH/STORE/COPY/MOVE/EXPUNGE/
 #      IDLE/SEARCH/NOOP on shared mailboxes, every response checked),
 #   2. `msgd stress --workload sessions` (login, select, fetch headers,
-#      fetch bodies, store flags, append, expunge, logout),
+#      fetch bodies, store flags, append, expunge, logout), the issue's
+#      "mixed stress load": --session-clients clients (20) over
+#      --session-users users (100), a login every cycle,
 #   3. memory per idle logged-in connection: N connections, LOGIN + SELECT + IDLE
 #      each, server RSS (and PSS, summed over all server processes) before
 #      and while they are open; the time to open the N logged-in
@@ -19,11 +21,21 @@
 #      1:* (FLAGS), SEARCH UNSEEN, SEARCH TEXT, SORT (DATE) and THREAD
 #      REFERENCES, each timed three times (scripts/bench_imap_large.py);
 #      the msgd/Dovecot ratio of the best times is printed per operation.
-# Commands per second and p50/p99 per command come from `msgd stress`.
+# Commands per second and p50/p99 per command come from `msgd stress`;
+# commands per server CPU-second from the server's CPU time over each phase
+# (every process of the server's tree, plus what its root reaped from
+# children that exited: Dovecot's imap processes end with their sessions).
+#
+# --scheme argon2id (default) gives both servers the same Argon2id hashes
+# (msgd's default, m=19456,t=2,p=1); --scheme ssha512 gives both the same
+# {SSHA512} hashes, which makes a login cheap on both sides and compares the
+# rest of the work.
 #
 #   scripts/bench-imap.sh [--duration SECS] [--clients N] [--idle N]
 #                         [--pop3 SECS] [--no-dovecot] [--no-build] [--out FILE]
 #                         [--large N] [--large-only] [--no-dovecot-cache]
+#                         [--session-clients N] [--session-users N]
+#                         [--scheme argon2id|ssha512]
 #
 # --large N (default 0: skipped) runs phase 5 with N messages (the issue
 # asks for 100000) after the other phases; --large-only skips phases 1-4.
@@ -48,6 +60,9 @@ BUILD=1
 OUT=""
 LARGE=0
 LARGE_ONLY=0
+SESSION_CLIENTS=20
+SESSION_USERS=100
+SCHEME=argon2id
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -60,7 +75,10 @@ while [ $# -gt 0 ]; do
         --large) LARGE="$2"; shift 2 ;;
         --large-only) LARGE_ONLY=1; shift ;;
         --no-dovecot-cache) DV_CACHE=0; shift ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+        --session-clients) SESSION_CLIENTS="$2"; shift 2 ;;
+        --session-users) SESSION_USERS="$2"; shift 2 ;;
+        --scheme) SCHEME="$2"; shift 2 ;;
+        -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "bench-imap: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -70,7 +88,14 @@ if [ "$LARGE_ONLY" = 1 ] && [ "$LARGE" -le 0 ]; then
     exit 2
 fi
 
-# Many connections need many descriptors, in this shell and its children.
+case "$SCHEME" in
+    argon2id|ssha512) ;;
+    *) echo "bench-imap: --scheme is argon2id or ssha512" >&2; exit 2 ;;
+esac
+
+# Many connections need many descriptors, in this shell and its children
+# (root may raise its hard limit).
+ulimit -Hn 65536 2>/dev/null || true
 hard="$(ulimit -Hn)"
 if [ "$hard" = unlimited ] || [ "$hard" -gt 65536 ]; then hard=65536; fi
 ulimit -n "$hard"
@@ -147,7 +172,39 @@ tree_of() {
 
 report() { echo "$@" | tee -a "$WORK/summary"; }
 
+# CPU seconds used so far by a server: user + system time of every live
+# process of its tree, plus the children its root process has reaped
+# (Dovecot's imap processes exit with their sessions; their time lands in
+# the master's cutime/cstime).
+cpu_of() { # root pid
+    local p t=0
+    for p in $(tree_of "$1"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    t=$((t + $(awk '{print $16 + $17}' "/proc/$1/stat" 2>/dev/null || echo 0)))
+    awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+
+# "commands per server CPU-second" of a stress output and a CPU interval.
+per_cpu() { # stress.txt cpu_before cpu_after
+    local n
+    n="$(sed -n 's/^stress: \([0-9]*\) commands in .*/\1/p' "$1" | head -1)"
+    awk -v n="${n:-0}" -v a="$2" -v b="$3" 'BEGIN { d = b - a; if (d > 0 && n > 0) printf "%.0f", n / d; else print 0 }'
+}
+
+# "commands/s" of a stress output.
+cmds_per_s() {
+    local v
+    v="$(sed -n 's/^stress: [0-9]* commands in .* = \([0-9.]*\) commands\/s.*/\1/p' "$1" | head -1)"
+    echo "${v:-0}"
+}
+
 USERS_ARG="bench1@example.test:bench-pw-1,bench2@example.test:bench-pw-2"
+# The session workload's users: sess1..sessN, a login every cycle.
+SESSION_NAMES=()
+for n in $(seq 1 "$SESSION_USERS"); do SESSION_NAMES+=("sess$n"); done
+SESSION_ARG="$(for u in "${SESSION_NAMES[@]}"; do printf '%s@example.test:%s-pw,' "$u" "$u"; done)"
+SESSION_ARG="${SESSION_ARG%,}"
 # POP3: one user per client (a POP3 server may lock a maildrop per user).
 POP3_USERS=()
 for n in $(seq 1 "$CLIENTS"); do POP3_USERS+=("pop$n"); done
@@ -206,10 +263,11 @@ large_ratios() {
         }' "$WORK/msgd/large.txt" "$WORK/dovecot/large.txt" | tee -a "$WORK/summary"
 }
 
-# run_server NAME PORT PIDFN: the three measurements against one server,
-# then the large mailbox (--large).
+# run_server NAME PORT PIDFN ROOTFN: the three measurements against one
+# server (PIDFN lists its processes, ROOTFN prints its root process), then
+# the large mailbox (--large).
 run_server() {
-    local name="$1" port="$2" pidfn="$3" out
+    local name="$1" port="$2" pidfn="$3" rootfn="$4" out
     out="$WORK/$name"
     mkdir -p "$out"
     if [ "$LARGE_ONLY" = 1 ]; then
@@ -218,15 +276,24 @@ run_server() {
     fi
     report ""
     report "=== $name: stress workload, $CLIENTS clients, $DURATION s"
+    local c0 c1
+    c0="$(cpu_of "$($rootfn)")"
     timeout $((DURATION + 120)) "$MSGD" stress --port "$port" --users "$USERS_ARG" \
         --clients "$CLIENTS" --duration "$DURATION" --seed 1 >"$out/stress.txt" 2>"$out/stress.err" || true
+    c1="$(cpu_of "$($rootfn)")"
     grep -v '^    [CS]: ' "$out/stress.txt" | tee -a "$WORK/summary"
+    echo "$(per_cpu "$out/stress.txt" "$c0" "$c1")" >"$out/stress.percpu"
+    report "$name stress: server CPU $(awk -v a="$c0" -v b="$c1" 'BEGIN{printf "%.2f", b - a}') s, $(cat "$out/stress.percpu") commands per server CPU-second"
 
     report ""
-    report "=== $name: session workload (login, select, fetch headers, fetch bodies, store, append, expunge, logout), $CLIENTS clients, $DURATION s"
-    timeout $((DURATION + 120)) "$MSGD" stress --port "$port" --users "$USERS_ARG" --workload sessions \
-        --clients "$CLIENTS" --duration "$DURATION" --seed 2 >"$out/sessions.txt" 2>"$out/sessions.err" || true
+    report "=== $name: session workload (login, select, fetch headers, fetch bodies, store, append, expunge, logout), $SESSION_CLIENTS clients over $SESSION_USERS users, $DURATION s"
+    c0="$(cpu_of "$($rootfn)")"
+    timeout $((DURATION + 120)) "$MSGD" stress --port "$port" --users "$SESSION_ARG" --workload sessions \
+        --clients "$SESSION_CLIENTS" --duration "$DURATION" --seed 2 >"$out/sessions.txt" 2>"$out/sessions.err" || true
+    c1="$(cpu_of "$($rootfn)")"
     grep -v '^    [CS]: ' "$out/sessions.txt" | tee -a "$WORK/summary"
+    echo "$(per_cpu "$out/sessions.txt" "$c0" "$c1")" >"$out/sessions.percpu"
+    report "$name sessions: server CPU $(awk -v a="$c0" -v b="$c1" 'BEGIN{printf "%.2f", b - a}') s, $(cat "$out/sessions.percpu") commands per server CPU-second"
 
     report ""
     report "=== $name: $IDLE idle connections (LOGIN + SELECT INBOX + IDLE each)"
@@ -318,6 +385,25 @@ if [ "$POP3" != 0 ]; then
         echo "$u-pw" | "$MSGD" --config "$cfg" --role store user add "$u@example.test" >/dev/null
     done
 fi
+for u in "${SESSION_NAMES[@]}"; do
+    echo "$u-pw" | "$MSGD" --config "$cfg" --role store user add "$u@example.test" >/dev/null
+done
+if [ "$SCHEME" = ssha512 ]; then
+    # The same {SSHA512} hashes for both servers (msgd verifies the
+    # schemes other directories hold, for migration).
+    python3 - "$WORK/msgd-data/directory.json" <<'PY'
+import base64, hashlib, json, os, sys
+path = sys.argv[1]
+d = json.load(open(path))
+for addr, u in d["users"].items():
+    local = addr.split("@")[0]
+    pw = ("bench-pw-" + local[5:]) if local.startswith("bench") else local + "-pw"
+    salt = os.urandom(8)
+    u["password"] = "{SSHA512}" + base64.b64encode(hashlib.sha512(pw.encode() + salt).digest() + salt).decode()
+json.dump(d, open(path + ".tmp", "w"))
+os.replace(path + ".tmp", path)
+PY
+fi
 # MSGD_ENV: extra environment for the server only (e.g.
 # MALLOC_MMAP_THRESHOLD_=131072 to see memory without glibc's retention).
 # shellcheck disable=SC2086
@@ -330,10 +416,10 @@ msgd_pids() { echo "$MSGD_PID"; }
 {
     echo "bench-imap: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -sr)"
     echo "bench-imap: msgd $("$MSGD" --version | awk '{print $2}') ($MSGD), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "bench-imap: ${MSGD_ENV:+MSGD_ENV=\"$MSGD_ENV\" }$0 --duration $DURATION --clients $CLIENTS --idle $IDLE --pop3 $POP3$([ "$DOVECOT" = 1 ] || echo ' --no-dovecot')$([ "$LARGE" = 0 ] || echo " --large $LARGE")$([ "$LARGE_ONLY" = 0 ] || echo ' --large-only')"
+    echo "bench-imap: ${MSGD_ENV:+MSGD_ENV=\"$MSGD_ENV\" }$0 --duration $DURATION --clients $CLIENTS --idle $IDLE --pop3 $POP3 --session-clients $SESSION_CLIENTS --session-users $SESSION_USERS --scheme $SCHEME$([ "$DV_CACHE" = 1 ] || echo ' --no-dovecot-cache')$([ "$DOVECOT" = 1 ] || echo ' --no-dovecot')$([ "$LARGE" = 0 ] || echo " --large $LARGE")$([ "$LARGE_ONLY" = 0 ] || echo ' --large-only')"
 } | tee "$WORK/summary"
 
-run_server msgd "$MSGD_PORT" msgd_pids
+run_server msgd "$MSGD_PORT" msgd_pids msgd_pids
 run_pop3 msgd "$MSGD_PORT" "$MSGD_POP3_PORT" "$MSGD_PID"
 kill "$MSGD_PID" 2>/dev/null || true
 wait "$MSGD_PID" 2>/dev/null || true
@@ -358,11 +444,12 @@ if [ "$DOVECOT" = 1 ]; then
     DV_POP3_PORT="$(free_port)"
     mail_user="$(id -u nobody):$(id -g nobody)"
     # The same Argon2id hashes msgd verifies (same cost per LOGIN).
-    for u in bench1 bench2 $([ "$POP3" = 0 ] || echo "${POP3_USERS[@]}"); do
+    for u in bench1 bench2 $([ "$POP3" = 0 ] || echo "${POP3_USERS[@]}") "${SESSION_NAMES[@]}"; do
         hash="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["users"][sys.argv[2]]["password"])' \
             "$WORK/msgd-data/directory.json" "$u@example.test" 2>/dev/null || true)"
         case "$hash" in
             '$argon2id$'*) hash="{ARGON2ID}$hash" ;;
+            '{SSHA512}'*) ;;
             *)
                 case "$u" in
                     bench*) hash="{PLAIN}bench-pw-${u#bench}" ;;
@@ -373,6 +460,21 @@ if [ "$DOVECOT" = 1 ]; then
         echo "$u@example.test:$hash:${mail_user}::$d/home/$u" >>"$d/passwd"
     done
     chown -R "$mail_user" "$d/home"
+    # passwd lines as a file dict for the cached passdb (keys under shared/).
+    python3 - "$d/passwd" "$d/auth.dict" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as out:
+    for line in open(sys.argv[1]):
+        f = line.rstrip("\n").split(":")
+        if len(f) < 6:
+            continue
+        out.write("shared/passdb/%s\n%s\n" % (f[0], json.dumps({"password": f[1]})))
+PY
+    cat >"$d/dict-auth.conf" <<EOF
+uri = file:$d/auth.dict
+password_key = passdb/%u
+value_format = json
+EOF
     cat >"$d/dovecot.conf" <<EOF
 base_dir = $d/run
 state_dir = $d/state
@@ -394,6 +496,14 @@ mail_location = maildir:~/Maildir
 # the same durability msgd gives: fsync before OK
 mail_fsync = always
 default_process_limit = $((IDLE + 200))
+# imap and pop3 have their own built-in process_limit (1024), which
+# default_process_limit does not raise
+service imap {
+  process_limit = $((IDLE + 200))
+}
+service pop3 {
+  process_limit = $((IDLE + 200))
+}
 default_client_limit = $((IDLE * 2 + 400))
 service anvil {
   client_limit = $((IDLE * 4 + 1000))
@@ -403,10 +513,21 @@ service anvil {
 service auth {
   client_limit = $((IDLE * 3 + 1000))
 }
+$(if [ "$DV_CACHE" = 1 ]; then cat <<DICT
+# The same users through a dict passdb: passwd-file lookups never enter
+# Dovecot's auth cache (that driver sets no cache key), dict lookups do.
+passdb {
+  driver = dict
+  args = $d/dict-auth.conf
+}
+DICT
+else cat <<PWF
 passdb {
   driver = passwd-file
   args = username_format=%u $d/passwd
 }
+PWF
+fi)
 protocol imap {
   mail_max_userip_connections = $((IDLE + 100))
 }
@@ -444,7 +565,8 @@ EOF
     dv_pids() { tree_of "$(cat "$d/run/master.pid")"; }
     report ""
     report "bench-imap: Dovecot $(dovecot --version), maildir, mail_fsync=always, one imap process per connection, same Argon2id password hashes, auth cache $([ "$DV_CACHE" = 1 ] && echo on || echo off)"
-    run_server dovecot "$DV_PORT" dv_pids
+    dv_root() { cat "$d/run/master.pid"; }
+    run_server dovecot "$DV_PORT" dv_pids dv_root
     run_pop3 dovecot "$DV_PORT" "$DV_POP3_PORT" "$(cat "$d/run/master.pid")"
     kill "$(cat "$d/run/master.pid")" 2>/dev/null || true
 fi
@@ -456,6 +578,11 @@ ratio() { # a b: a/b with two decimals, "n/a" when either is 0
 if [ "$DOVECOT" = 1 ]; then
     report ""
     report "=== msgd / Dovecot"
+    for ph in stress sessions; do
+        if [ -s "$WORK/msgd/$ph.txt" ] && [ -s "$WORK/dovecot/$ph.txt" ]; then
+            report "$ph workload: commands/s msgd $(cmds_per_s "$WORK/msgd/$ph.txt") Dovecot $(cmds_per_s "$WORK/dovecot/$ph.txt") ratio $(ratio "$(cmds_per_s "$WORK/msgd/$ph.txt")" "$(cmds_per_s "$WORK/dovecot/$ph.txt")"); per server CPU-second msgd $(cat "$WORK/msgd/$ph.percpu") Dovecot $(cat "$WORK/dovecot/$ph.percpu") ratio $(ratio "$(cat "$WORK/msgd/$ph.percpu")" "$(cat "$WORK/dovecot/$ph.percpu")")"
+        fi
+    done
     for round in idle-warmup idle; do
         m="$(open_time "$WORK/msgd/$round.txt")"
         v="$(open_time "$WORK/dovecot/$round.txt")"
