@@ -577,7 +577,7 @@ def read_events(resp, want: int, timeout: float = 20):
 def test_eventsource_sends_state_changes_from_imap(srv):
     acc = account(srv)
     c = conn(srv)
-    c.request("GET", "/jmap/eventsource?types=Mailbox,Email&closeafter=state&ping=1",
+    c.request("GET", "/jmap/eventsource?types=Mailbox,Email&closeafter=no&ping=1",
               headers={"Authorization": basic(ALICE, srv.passwords[ALICE]), "Accept": "text/event-stream"})
     r = c.getresponse()
     assert r.status == 200
@@ -587,6 +587,12 @@ def test_eventsource_sends_state_changes_from_imap(srv):
     initial = json.loads(first[0]["data"])
     assert initial["@type"] == "StateChange"
     assert set(initial["changed"][acc]) == {"Mailbox", "Email"}
+    # long polling: closeafter=state sends the first change and ends
+    lp = conn(srv)
+    lp.request("GET", "/jmap/eventsource?types=Email&closeafter=state&ping=0",
+               headers={"Authorization": basic(ALICE, srv.passwords[ALICE])})
+    lr = lp.getresponse()
+    assert lr.status == 200
     m = srv.imap(ALICE)
     try:
         imap_ok(m.append("INBOX", None, None, build_message(ALICE, unique("push"), "x\r\n")), "APPEND")
@@ -597,9 +603,13 @@ def test_eventsource_sends_state_changes_from_imap(srv):
     changed = json.loads(nxt[0]["data"])["changed"][acc]
     assert changed["Email"] != initial["changed"][acc]["Email"]
     assert changed["Mailbox"] != initial["changed"][acc]["Mailbox"]
-    # closeafter=state: the stream ends after that event
-    assert r.readline() == b""
+    # ping=1 is clamped to 30 s: no ping came between the two events
     c.close()
+    ev = read_events(lr, 1)
+    assert ev and ev[0]["event"] == "state"
+    assert json.loads(ev[0]["data"])["changed"][acc] == {"Email": changed["Email"]}
+    assert lr.readline() == b""
+    lp.close()
     r, data = request(srv, "GET", "/jmap/eventsource?closeafter=maybe")
     assert r.status == 400
 
