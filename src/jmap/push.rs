@@ -157,7 +157,8 @@ pub async fn eventsource(
                 .collect();
             // closeafter=state (long polling): no first event, the
             // response ends with the first change (RFC 8620 7.3).
-            if !changed.is_empty() && !(first && close_after_state) {
+            let silent = first && close_after_state;
+            if !changed.is_empty() && !silent {
                 let data = json!({"@type": "StateChange", "changed": {account.clone(): changed}});
                 if tx.send(event("state", &data)).await.is_err() {
                     break;
