@@ -676,3 +676,35 @@ def test_jmap_subscription_changes_show_in_imap_lsub(srv):
         m.logout()
     got = api(srv, [["Mailbox/get", {"accountId": acc, "ids": [junk["id"]]}, "g"]])
     assert got["methodResponses"][0][1]["list"][0]["isSubscribed"] is True
+
+
+def test_standard_method_limits_and_paging_errors(srv):
+    acc = account(srv)
+    state0 = "0"
+    res = api(srv, [
+        ["Mailbox/set", {"accountId": acc, "destroy": ["F" + "0" * 15 + "1"] * 501}, "s"],
+        ["Mailbox/query", {"accountId": acc, "anchor": "F" + "f" * 16}, "q"],
+        ["Mailbox/query", {"accountId": acc, "sort": [{"property": "totalEmails"}]}, "q2"],
+        ["Mailbox/changes", {"accountId": acc, "sinceState": state0, "maxChanges": 2}, "c"],
+        ["Mailbox/changes", {"accountId": acc}, "c2"],
+        ["Thread/get", {"accountId": acc}, "t"],
+    ])
+    s, q, q2, c, c2, t = (x[1] for x in res["methodResponses"])
+    assert s == {"type": "requestTooLarge"}
+    assert q == {"type": "anchorNotFound"}
+    assert q2["type"] == "unsupportedSort"
+    # Alice's journal starts at 0: the first page of her mailboxes' history
+    assert c["hasMoreChanges"] is True and len(c["created"] + c["updated"] + c["destroyed"]) <= 2
+    assert c["oldState"] == state0 and c["newState"] != state0
+    assert c2["type"] == "invalidArguments"
+    assert t["type"] == "requestTooLarge"
+    # paging on through the journal reaches the current state
+    since, pages = c["newState"], 0
+    while True:
+        page = api(srv, [["Mailbox/changes", {"accountId": acc, "sinceState": since, "maxChanges": 50}, "c"]])
+        page = page["methodResponses"][0][1]
+        since, pages = page["newState"], pages + 1
+        if not page["hasMoreChanges"]:
+            break
+        assert pages < 100
+    assert since == mailboxes(srv)["state"]
