@@ -41,6 +41,8 @@ pub struct Web {
     pub mem: bool,
     /// The router, built at the first HTTP connection.
     pub app: std::sync::OnceLock<Router>,
+    /// JMAP's shared state (token key, per-user request counters).
+    pub jmap: crate::jmap::Shared,
 }
 
 /// The router of this process: JMAP when the store role runs here, the
@@ -48,6 +50,12 @@ pub struct Web {
 pub fn app(services: &Services) -> Router {
     let mut app = Router::new();
     if services.store.is_some() {
+        // The bearer-token key file is created now if missing, so it can
+        // be copied to the mems.
+        let _ = services.web.jmap.token_key(&services.config);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(crate::jmap::blob::sweeper(services.clone()));
+        }
         app = app.merge(crate::jmap::routes());
     }
     if services.web.mem {
