@@ -32,8 +32,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
-import urllib3
+
+try:
+    import requests
+    import urllib3
+except ImportError:
+    pytest.fail("python3-requests is missing: apt-get install -y python3-requests "
+                "(or scripts/install-test-deps.sh)", pytrace=False)
 
 from conftest import free_ports, port_accepts, wait_until
 from tiers import EXTRA_LDIF, PASSWORDS, Ldap, Node
