@@ -361,6 +361,29 @@ def reached_store_stub_or_jmap(r: requests.Response) -> bool:
     return r.status_code == 501 and "JMAP" in r.text
 
 
+MAIL = "urn:ietf:params:jmap:mail"
+
+
+def mailbox_names(node: Node, s: requests.Session, headers: dict | None = None) -> set[str]:
+    """JMAP through `node`: the session resource (whose URLs name `node`,
+    from X-Forwarded-Host), then Mailbox/get on the primary mail account."""
+    headers = dict(headers or {})
+    r = s.get(base(node) + "/jmap/session", headers=headers, timeout=20)
+    assert r.status_code == 200, (r.status_code, r.text)
+    session = r.json()
+    assert session["apiUrl"].startswith(base(node)), session["apiUrl"]
+    account = session["primaryAccounts"][MAIL]
+    info = s.get(base(node) + "/session-info", headers=headers, timeout=20).json()
+    body = {"using": ["urn:ietf:params:jmap:core", MAIL],
+            "methodCalls": [["Mailbox/get", {"accountId": account, "ids": None}, "0"]]}
+    r = s.post(base(node) + "/jmap/api", json=body,
+               headers=dict(headers, **{"X-CSRF-Token": info["csrfToken"]}), timeout=20)
+    assert r.status_code == 200, (r.status_code, r.text)
+    name, args, tag = r.json()["methodResponses"][0]
+    assert name == "Mailbox/get" and tag == "0", r.json()
+    return {m["name"] for m in args["list"]}
+
+
 # --------------------------------------------------------------------------
 # login, sessions, cookies
 
@@ -431,6 +454,9 @@ def test_session_made_on_mem_a_works_on_mem_b(cl):
     assert r.status_code == 200 and r.json()["user"] == ALICE, r.text
     r = requests.get(base(cl.b) + "/jmap/session", headers=cookie_only(s), timeout=20)
     assert reached_store_stub_or_jmap(r), (r.status_code, r.text)
+    # JMAP Mailbox/get through mem A, then with the same cookie through mem B
+    assert "INBOX" in {n.upper() for n in mailbox_names(cl.a, s)}
+    assert "INBOX" in {n.upper() for n in mailbox_names(cl.b, requests.Session(), cookie_only(s))}
 
 
 def test_forged_and_modified_cookies_refused(cl):
@@ -559,6 +585,8 @@ def test_users_are_forwarded_to_their_own_store(cl):
         assert r.json()["status"] == 503
         r = b.get(base(cl.a) + "/jmap/session", timeout=30)
         assert reached_store_stub_or_jmap(r), (r.status_code, r.text)
+        assert r.json()["username"] == BOB, r.json()
+        assert "INBOX" in {n.upper() for n in mailbox_names(cl.a, b)}
         # a browser navigation gets a page
         r = a.get(base(cl.a) + "/jmap/download/a/b/c", headers={"Accept": "text/html"}, timeout=30)
         assert r.status_code == 503 and "text/html" in r.headers["Content-Type"]
@@ -812,6 +840,10 @@ def test_all_in_one_serves_page_login_and_api(cl, tmp_path):
         assert info["user"] == ALICE
         r = s.get(base(aio) + "/jmap/session", timeout=20)
         assert reached_store_stub_or_jmap(r), (r.status_code, r.text)
+        assert "INBOX" in {n.upper() for n in mailbox_names(aio, s)}
+        # the store's own API route wants the CSRF token with the cookie too
+        r = s.post(base(aio) + "/jmap/api", json={"using": [], "methodCalls": []}, timeout=20)
+        assert r.status_code == 403, (r.status_code, r.text)
         # bob's mailbox is on store2: this store does not serve him
         s2, r = login(aio, BOB)
         assert r.status_code == 503 and "another server" in r.text
