@@ -668,6 +668,31 @@ def test_eventsource_is_streamed(cl):
         r.close()
 
 
+def test_blob_upload_and_download_through_the_mem_to_a_real_store(cl):
+    """A 3 MB blob uploaded through mem A to alice's store and read back
+    through mem B; bob, on the other store, cannot read it."""
+    s = logged_in(cl.a, ALICE)
+    session = s.get(base(cl.a) + "/jmap/session", timeout=20).json()
+    account = session["primaryAccounts"][MAIL]
+    token = csrf_of(cl.a, s)
+    data = bytes(range(251)) * (3 * 1024 * 1024 // 251)
+    upload = session["uploadUrl"].replace("{accountId}", account)
+    assert upload.startswith(base(cl.a)), upload
+    r = s.post(upload, data=data, headers={"X-CSRF-Token": token, "Content-Type": "application/octet-stream"},
+               timeout=60)
+    assert r.status_code in (200, 201), (r.status_code, r.text)
+    blob = r.json()["blobId"]
+    assert r.json()["size"] == len(data)
+    url = (session["downloadUrl"].replace("{accountId}", account).replace("{blobId}", blob)
+           .replace("{name}", "x.bin").replace("{type}", "application/octet-stream"))
+    url = url.replace(base(cl.a), base(cl.b))
+    r = requests.get(url, headers=cookie_only(s), timeout=60)
+    assert r.status_code == 200 and r.content == data, (r.status_code, len(r.content))
+    b = logged_in(cl.a, BOB)
+    r = b.get(url.replace(base(cl.b), base(cl.a)), timeout=60)
+    assert r.status_code in (403, 404), (r.status_code, r.text[:200])
+
+
 def test_path_tricks_are_refused(cl):
     s = logged_in(cl.a, MISROUTED)
     for p in ("/jmap/../admin", "/jmap/%2e%2e/x", "/jmap/./session"):
