@@ -693,6 +693,30 @@ def test_blob_upload_and_download_through_the_mem_to_a_real_store(cl):
     assert r.status_code in (403, 404), (r.status_code, r.text[:200])
 
 
+def test_push_from_a_real_store_through_the_mem(cl):
+    """An event source opened through the mem gets the store's StateChange
+    when a message is appended over IMAP."""
+    s = logged_in(cl.b, ALICE)
+    r = s.get(base(cl.b) + "/jmap/eventsource?types=*&closeafter=no&ping=0", stream=True, timeout=30)
+    try:
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), r.text
+        m = cl.s1.imap(ALICE)
+        try:
+            msg = b"From: x@example.test\r\nTo: alice@example.test\r\nSubject: push\r\n\r\nhello\r\n"
+            typ, _ = m.append("INBOX", None, None, msg)
+            assert typ == "OK"
+        finally:
+            m.logout()
+        got = []
+        for line in r.iter_lines():
+            got.append(line)
+            if line.startswith(b"data:") and b"changed" in line:
+                break
+        assert got and b"changed" in got[-1], got
+    finally:
+        r.close()
+
+
 def test_path_tricks_are_refused(cl):
     s = logged_in(cl.a, MISROUTED)
     for p in ("/jmap/../admin", "/jmap/%2e%2e/x", "/jmap/./session"):
