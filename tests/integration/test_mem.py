@@ -866,6 +866,28 @@ def raw_proxied_login(port: int, client_ip: str) -> int:
     return int(data.split(b" ", 2)[1])
 
 
+def test_unreadable_session_key_stops_the_start(cl, tmp_path):
+    bad = tmp_path / "bad.key"
+    bad.write_text("not hex\n")
+    m = Node(tmp_path / "mem-bad", "mem", "mem-bad.test", cl.ldap,
+             NO_HTTPS + mem_toml(cl.keys, cl.stores, f'session_key_file = "{bad}"').replace(
+                 f'session_key_file = "{cl.keys}/session.key"\n', ""),
+             listeners=("http",))
+    try:
+        with open(m.stderr_path, "ab") as err:
+            proc = subprocess.Popen([m_bin(), "--role", "mem", "--config", str(m.config_path)],
+                                    stdout=err, stderr=err, stdin=subprocess.DEVNULL, cwd=m.root)
+        rc = proc.wait(30)
+        assert rc != 0 and "bad.key: expected 64 hex digits" in m.log(), (rc, m.log())
+    finally:
+        m.cleanup()
+
+
+def m_bin() -> str:
+    from conftest import msgd_bin
+    return msgd_bin()
+
+
 # --------------------------------------------------------------------------
 # all-in-one
 
