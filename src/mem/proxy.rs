@@ -325,6 +325,15 @@ fn dropped_response_header(name: &HeaderName) -> bool {
     )
 }
 
+/// Reads (and drops) what is left of a small refused request's body, so
+/// the client's keep-alive connection stays usable (hyper closes one whose
+/// body was not read); a large or slow body is left, and the connection
+/// with it.
+async fn drain_small(body: Body) {
+    const SMALL: usize = 64 * 1024;
+    let _ = tokio::time::timeout(Duration::from_secs(2), axum::body::to_bytes(body, SMALL)).await;
+}
+
 /// `GET /.well-known/jmap` (RFC 8620 section 2.2).
 pub async fn well_known() -> Response {
     (
@@ -341,14 +350,16 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
     let s = match session::from_headers(&services, &parts.headers, &parts.method) {
         Ok(Some(s)) => s,
         Ok(None) | Err(Refusal::NoSession) => {
-            return problem(StatusCode::UNAUTHORIZED, "about:blank", "Not logged in")
+            drain_small(body).await;
+            return problem(StatusCode::UNAUTHORIZED, "about:blank", "Not logged in");
         }
         Err(Refusal::Csrf) => {
+            drain_small(body).await;
             return problem(
                 StatusCode::FORBIDDEN,
                 "about:blank",
                 "Missing or wrong X-CSRF-Token",
-            )
+            );
         }
     };
     let Ok(state) = super::state(&services) else {

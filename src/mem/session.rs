@@ -314,7 +314,10 @@ pub async fn refresh(State(services): State<Services>, req: Request, next: Next)
             h.insert(name, HeaderValue::from_static(value));
         }
     }
-    if let Some(mut s) = live {
+    // A refused request (CSRF) is no activity of the user's.
+    let refused = matches!(resp.status().as_u16(), 401 | 403);
+    let h = resp.headers_mut();
+    if let Some(mut s) = live.filter(|_| !refused) {
         if !h.contains_key(header::SET_COOKIE) {
             s.last = now().max(s.last);
             if let Some(v) = set_cookie(&services, &s, tls) {

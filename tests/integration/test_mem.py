@@ -536,13 +536,42 @@ def test_jmap_calls_need_the_csrf_token_for_state_changes(cl):
         r = s.post(base(cl.a) + "/jmap/api", json=body, headers=headers, timeout=20)
         assert r.status_code == 403, (headers, r.status_code, r.text)
         assert r.headers["Content-Type"].startswith("application/problem+json")
+        # a refused request does not renew the session
+        assert "msgd_session" not in r.headers.get("Set-Cookie", "")
     for method in ("PUT", "PATCH", "DELETE"):
         r = s.request(method, base(cl.a) + "/jmap/api", timeout=20)
         assert r.status_code == 403, method
     r = s.post(base(cl.a) + "/jmap/api", json=body, headers={"X-CSRF-Token": token}, timeout=20)
     assert r.status_code == 200, r.text
+    assert "msgd_session=" in r.headers.get("Set-Cookie", "")
     echo = r.json()
     assert echo["method"] == "POST" and echo["path"] == "/jmap/api"
+
+
+def test_refused_post_keeps_the_connection_usable(cl):
+    """A POST refused for its CSRF token whose body arrives after the
+    headers: the mem reads the small body, so the browser's keep-alive
+    connection serves the next request."""
+    s = logged_in(cl.a, MISROUTED)
+    cookie = cookie_only(s)["Cookie"]
+    body = b'{"using":[],"methodCalls":[]}'
+    with socket.create_connection(("127.0.0.1", cl.a.ports["http"]), timeout=20) as c:
+        c.sendall(b"POST /jmap/api HTTP/1.1\r\nHost: x\r\nCookie: " + cookie.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+                  b"\r\n\r\n")
+        time.sleep(0.3)
+        c.sendall(body)
+        f = c.makefile("rb")
+        status = f.readline()
+        assert status.startswith(b"HTTP/1.1 403"), status
+        length = 0
+        while (line := f.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+            assert not line.lower().startswith(b"connection: close"), line
+        f.read(length)
+        c.sendall(b"GET /session-info HTTP/1.1\r\nHost: x\r\nCookie: " + cookie.encode() + b"\r\n\r\n")
+        assert f.readline().startswith(b"HTTP/1.1 200")
 
 
 def test_forwarded_request_carries_a_bearer_token_for_the_user_and_no_cookie(cl):
