@@ -122,6 +122,8 @@ def world(tmp_path_factory):
     inst = factory(users=(ALICE, BOB, CAROL), start=False)
     with open(inst.config_path, "a") as f:
         f.write(f'\n[mta]\nrelay = "127.0.0.1:{sink.port}"\nrelay_tls = "none"\n')
+        # Not needed here, and its fixed quickstart port may be taken.
+        f.write("\n[listener.https]\nenabled = false\n")
     inst.start()
     yield inst, sink
     factory.cleanup()
