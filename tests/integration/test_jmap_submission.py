@@ -120,10 +120,11 @@ def world(tmp_path_factory):
     sink = Sink()
     factory = MsgdFactory(tmp_path_factory, "jmap_submission")
     inst = factory(users=(ALICE, BOB, CAROL), start=False)
+    inst.ports["https"] = free_ports(1)[0]
     with open(inst.config_path, "a") as f:
         f.write(f'\n[mta]\nrelay = "127.0.0.1:{sink.port}"\nrelay_tls = "none"\n')
-        # Not needed here, and its fixed quickstart port may be taken.
-        f.write("\n[listener.https]\nenabled = false\n")
+        # HTTPS on a free port (jmapc speaks only https).
+        f.write(f'\n[listener.https]\nbind = ["127.0.0.1:{inst.ports["https"]}"]\nenabled = true\n')
     inst.start()
     yield inst, sink
     factory.cleanup()
@@ -328,3 +329,34 @@ def test_rfc8621_8_vacation_reply_once_and_not_to_lists_or_null_sender(world):
     for who in ("list@", "bulk@", "robot@", "daemon@", "bccd@"):
         assert not replies_to(f"{who}outside.example"), who
     assert not [m for m in sink.messages if m["rcpts"] == [""]]
+
+
+def test_submission_with_the_jmapc_client(world):
+    """A JMAP client we did not write (jmapc from PyPI, over HTTPS): Identity/get
+    and EmailSubmission/set, the message read by bob over IMAP."""
+    try:
+        import jmapc
+        import requests
+    except ImportError:
+        pytest.fail("jmapc is not installed: pip install jmapc (scripts/install-test-deps.sh)", pytrace=False)
+    from jmapc.methods import EmailSubmissionSet, IdentityGet
+    from jmapc.models import EmailSubmission
+
+    inst, _ = world
+    ctx = inst.ssl_context()
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *a, **kw):
+            kw["ssl_context"] = ctx
+            return super().init_poolmanager(*a, **kw)
+
+    client = jmapc.Client.create_with_password(
+        host=f"127.0.0.1:{inst.ports['https']}", user=ALICE, password=inst.passwords[ALICE])
+    client.requests_session.mount("https://", Adapter())
+    ident = client.request(IdentityGet(ids=None))
+    identity = [i for i in ident.data if i.email == ALICE][0]
+    tag = unique("jmapc")
+    eid = draft(inst, ALICE, (f"From: <{ALICE}>\r\nTo: <{BOB}>\r\nSubject: {tag}\r\n\r\nvia jmapc\r\n").encode())
+    res = client.request(EmailSubmissionSet(create={"s": EmailSubmission(identity_id=identity.id, email_id=eid)}))
+    assert res.created and "s" in res.created, res
+    assert wait_until(lambda: [m for m in fetch_inbox(inst, BOB) if tag.encode() in m], 20), inst.log(4000)
