@@ -360,3 +360,19 @@ def test_submission_with_the_jmapc_client(world):
     res = client.request(EmailSubmissionSet(create={"s": EmailSubmission(identity_id=identity.id, email_id=eid)}))
     assert res.created and "s" in res.created, res
     assert wait_until(lambda: [m for m in fetch_inbox(inst, BOB) if tag.encode() in m], 20), inst.log(4000)
+
+
+def test_rfc8621_7_5_on_success_update_email_follows_as_an_implicit_email_set(world):
+    inst, _ = world
+    tag = unique("onsuccess")
+    eid = draft(inst, ALICE, (f"From: <{ALICE}>\r\nTo: <{BOB}>\r\nSubject: {tag}\r\n\r\nx\r\n").encode())
+    r = jmap(inst, ALICE, [["EmailSubmission/set", {
+        "accountId": account(ALICE),
+        "create": {"k1": {"identityId": identity_of(inst, ALICE, ALICE), "emailId": eid}},
+        "onSuccessUpdateEmail": {"#k1": {"keywords/$draft": None}},
+        "onSuccessDestroyEmail": ["#nope"]}, "c1"]])
+    assert r[0][0] == "EmailSubmission/set" and "k1" in r[0][1]["created"], r
+    # The implicit Email/set answers right after, under the same call id
+    # (its outcome is the Email methods' business).
+    assert len(r) == 2 and r[1][0] in ("Email/set", "error") and r[1][2] == "c1", r
+    inst.wait_count(BOB, 1)
