@@ -276,6 +276,11 @@ def test_rfc8621_6_identities_are_the_users_addresses_only(world):
     r = jmap(inst, ALICE, [["Identity/get", {"accountId": acc}, "0"]])
     names = {i["id"]: i["name"] for i in one(r, "Identity/get")["list"]}
     assert names[iid] == "Alice Smith" and names[s["created"]["y"]["id"]] == "Alice (work)"
+    state = one(r, "Identity/get")["state"]
+    r = jmap(inst, ALICE, [["Identity/changes", {"accountId": acc, "sinceState": state}, "0"],
+                           ["Identity/changes", {"accountId": acc, "sinceState": "old"}, "1"]])
+    assert r[0][1]["newState"] == state and r[0][1]["created"] == []
+    assert r[1][0] == "error" and r[1][1]["type"] == "cannotCalculateChanges"
     # Bob sees none of alice's identities.
     r = jmap(inst, BOB, [["Identity/get", {"accountId": account(BOB), "ids": [s["created"]["y"]["id"]]}, "0"]])
     assert one(r, "Identity/get")["notFound"] == [s["created"]["y"]["id"]]
