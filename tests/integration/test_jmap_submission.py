@@ -381,3 +381,48 @@ def test_rfc8621_7_5_on_success_update_email_follows_as_an_implicit_email_set(wo
     # (its outcome is the Email methods' business).
     assert len(r) == 2 and r[1][0] in ("Email/set", "error") and r[1][2] == "c1", r
     inst.wait_count(BOB, 1)
+
+
+def test_store_role_without_queue_submits_through_the_relay(tmp_path_factory):
+    """A `store` alone has no queue: JMAP submission goes by SMTP to
+    `[mta] relay` (the mta-out), every recipient relayed, answered after
+    the relay's 250. Real slapd for the directory."""
+    from tiers import Ldap, Node
+
+    root = tmp_path_factory.mktemp("jmap_store_role")
+    sink = Sink()
+    ldap = Ldap(root / "ldap").start()
+    node = Node(root / "store1", "store", "store1.test", ldap,
+                listeners=("lmtp", "imap", "pop3", "http"),
+                extra=f'[mta]\nrelay = "127.0.0.1:{sink.port}"\nrelay_tls = "none"\n'
+                      '[listener.https]\nenabled = false\n')
+    try:
+        node.start()
+        alice, bob = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
+
+        class Inst:  # what draft() and jmap() need
+            ports = node.ports
+            passwords = {alice: "alice-secret"}
+
+            def imap(self, user):
+                return node.imap(user, "alice-secret")
+
+            def log(self, n=4000):
+                return node.log(n)
+
+        inst = Inst()
+        tag = unique("storerole")
+        eid = draft(inst, alice, (f"From: <{alice}>\r\nTo: <{bob}>, <{OUTSIDE}>\r\nSubject: {tag}\r\n\r\nx\r\n").encode())
+        res = submit(inst, alice, eid)
+        assert "k1" in (res.get("created") or {}), f"{res}\n{node.log()}"
+        got = [m for m in sink.messages if tag.encode() in m["data"]]
+        assert got, "answered only after the relay took it"
+        assert sorted(got[0]["rcpts"]) == sorted([bob, OUTSIDE]) and got[0]["sender"] == alice
+        # forbiddenFrom holds here too.
+        eid = draft(inst, alice, (f"From: <{bob}>\r\nTo: <{bob}>\r\nSubject: {tag}\r\n\r\nx\r\n").encode())
+        assert submit(inst, alice, eid)["notCreated"]["k1"]["type"] == "forbiddenFrom"
+    finally:
+        node.stop()
+        node.cleanup()
+        ldap.stop()
+        sink.stop()
