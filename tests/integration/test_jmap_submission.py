@@ -383,6 +383,29 @@ def test_rfc8621_7_5_on_success_update_email_follows_as_an_implicit_email_set(wo
     inst.wait_count(BOB, 1)
 
 
+def test_vacation_reply_for_mail_delivered_by_the_queue_reaches_a_local_sender(world):
+    """The queue runner's final delivery runs the vacation responder too;
+    the reply to a local sender lands in her INBOX."""
+    inst, _ = world
+    r = jmap(inst, BOB, [["VacationResponse/set", {"accountId": account(BOB), "update": {"singleton": {
+        "isEnabled": True, "subject": "Bob is away", "textBody": "Later."}}}, "0"]])
+    assert "singleton" in one(r, "VacationResponse/set")["updated"]
+    try:
+        tag = unique("viaqueue")
+        eid = draft(inst, ALICE, (f"From: <{ALICE}>\r\nTo: <{BOB}>\r\nSubject: {tag}\r\n\r\nx\r\n").encode())
+        assert "k1" in (submit(inst, ALICE, eid).get("created") or {})
+
+        def reply():
+            return [m for m in fetch_inbox(inst, ALICE) if b"Subject: Bob is away" in m]
+
+        assert wait_until(reply, 20), f"no vacation reply in alice's INBOX\n{inst.log(4000)}"
+        got = reply()[0]
+        assert re.search(rb"(?m)^Auto-Submitted: auto-replied\r$", got)
+        assert re.search(rb"(?m)^Return-Path: <>\r$", got), got[:300]
+    finally:
+        jmap(inst, BOB, [["VacationResponse/set", {"accountId": account(BOB), "update": {"singleton": {"isEnabled": False}}}, "0"]])
+
+
 def test_store_role_without_queue_submits_through_the_relay(tmp_path_factory):
     """A `store` alone has no queue: JMAP submission goes by SMTP to
     `[mta] relay` (the mta-out), every recipient relayed, answered after
