@@ -99,6 +99,7 @@ pub(crate) enum Protocol {
     Smtp,
     MmpImap,
     MmpPop3,
+    Jmap,
 }
 
 impl Protocol {
@@ -109,6 +110,7 @@ impl Protocol {
             Protocol::Smtp => "smtp",
             Protocol::MmpImap => "mmp imap",
             Protocol::MmpPop3 => "mmp pop3",
+            Protocol::Jmap => "jmap",
         }
     }
 }

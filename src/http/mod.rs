@@ -41,6 +41,8 @@ pub struct Web {
     pub mem: bool,
     /// The router, built at the first HTTP connection.
     pub app: std::sync::OnceLock<Router>,
+    /// JMAP's shared state (token key, per-user request counters).
+    pub jmap: crate::jmap::Shared,
 }
 
 /// The router of this process: JMAP when the store role runs here, the
