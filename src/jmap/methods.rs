@@ -37,6 +37,10 @@ pub async fn dispatch(
         "Mailbox/set" => super::mailbox::set(ctx, args).await,
         "Thread/get" => super::thread::get(ctx, args).await,
         "Thread/changes" => super::thread::changes(ctx, args).await,
+        "Email/get" => super::email::get::get(ctx, args).await,
+        "Email/changes" => super::email::get::changes(ctx, args).await,
+        "Email/query" => super::email::query::query(ctx, args).await,
+        "Email/queryChanges" => super::email::query::query_changes(ctx, args).await,
         _ => Err(MethodError::UnknownMethod),
     }
 }
