@@ -10,3 +10,4 @@ pub mod get;
 pub mod index;
 pub mod query;
 pub mod render;
+pub mod build;
