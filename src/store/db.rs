@@ -155,6 +155,7 @@ impl Inner {
             urlauth::create_tables(&txn)?;
             duplicates::create_tables(&txn)?;
             journal::create_tables(&txn)?;
+            journal::build_index(&txn)?;
             txn.commit()?;
         }
         let db = Arc::new(db);

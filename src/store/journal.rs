@@ -202,6 +202,59 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Builds EMAIL_PLACES and THREAD_EMAILS once for a database made before
+/// them (every message's place; a message without a thread is its own).
+pub(super) fn build_index(txn: &WriteTransaction) -> Result<()> {
+    let done = txn
+        .open_table(META)
+        .map_err(ie)?
+        .get("jmap_index")
+        .map_err(ie)?
+        .is_some();
+    if done {
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    {
+        let boxes = txn.open_table(MAILBOXES).map_err(ie)?;
+        let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+        let mut owner: Option<(u64, String)> = None;
+        for item in msgs.iter().map_err(ie)? {
+            let (k, _) = item.map_err(ie)?;
+            let (mailbox, uid) = k.value();
+            if owner.as_ref().map(|o| o.0) != Some(mailbox) {
+                let user = match boxes.get(mailbox).map_err(ie)? {
+                    Some(v) => dec::<MailboxRec>(v.value())?.user,
+                    None => continue,
+                };
+                owner = Some((mailbox, user));
+            }
+            if let Some((_, user)) = &owner {
+                rows.push((user.clone(), mailbox, uid));
+            }
+        }
+    }
+    let mut places = txn.open_table(EMAIL_PLACES).map_err(ie)?;
+    let mut threads = txn.open_table(THREAD_EMAILS).map_err(ie)?;
+    for (user, mailbox, uid) in rows {
+        let (email, thread) = extra::object_ids(txn, mailbox, uid)?;
+        let thread = if thread == 0 { email } else { thread };
+        places
+            .insert((user.as_str(), email, mailbox, uid), thread)
+            .map_err(ie)?;
+        threads
+            .insert((user.as_str(), thread, email), 1)
+            .map_err(ie)?;
+    }
+    drop(places);
+    drop(threads);
+    txn.open_table(META)
+        .map_err(ie)?
+        .insert("jmap_index", 1)
+        .map_err(ie)?;
+    Ok(())
+}
+
 /// Writes the pending entries of the batch, then trims every touched
 /// user's journal to `keep` entries. Called by the writer before commit.
 pub(in crate::store) fn flush(
@@ -558,6 +611,28 @@ impl Inner {
         self.read_txn(move |txn| all_places_sync(txn, &user)).await
     }
 
+    /// The bytes of an email of `user` (its first place); None when it is
+    /// not theirs or gone.
+    pub async fn read_email(&self, user: &str, email: u64) -> Result<Option<Vec<u8>>> {
+        let u = user.to_string();
+        let found = self
+            .read_txn(move |txn| {
+                let places = places_sync(txn, &u, email)?;
+                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                for (m, uid, _) in places {
+                    if let Some(v) = msgs.get((m, uid)).map_err(ie)? {
+                        return Ok(Some((m, dec::<MessageMeta>(v.value())?)));
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        match found {
+            Some((m, meta)) => Ok(Some(self.read(m, &meta).await?)),
+            None => Ok(None),
+        }
+    }
+
     pub async fn jmap_record(&self, user: &str, changes: Vec<(Kind, u64, Op)>) -> Result<()> {
         let user = user.to_string();
         self.submit(move |_txn, batch| {
@@ -574,6 +649,133 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{FlagOp, Flags, NewMessage, Quota, Store};
+    use std::sync::Arc;
+
+    fn msg(subject: &str) -> NewMessage {
+        NewMessage {
+            data: Arc::new(
+                format!(
+                    "From: a@b\r\nSubject: {subject}\r\nMessage-ID: <{subject}@x>\r\n\r\nhi\r\n"
+                )
+                .into_bytes(),
+            ),
+            flags: Flags::default(),
+            internal_date: None,
+        }
+    }
+
+    fn open(dir: &std::path::Path, keep: u64) -> Store {
+        let s = crate::services::test_services(dir, |c| c.http.changes_kept = keep);
+        s.store().clone()
+    }
+
+    #[tokio::test]
+    async fn rfc8620_5_2_changes_follow_store_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = open(dir.path(), 1000);
+        let u = "u@x";
+        st.ensure_user(u, None).await.unwrap();
+        let s0 = st.jmap_state(u, Kind::Email).await.unwrap();
+        let m0 = st.jmap_state(u, Kind::Mailbox).await.unwrap();
+        let p = st
+            .append(u, "INBOX", msg("one"), Quota::default())
+            .await
+            .unwrap();
+        st.append(u, "INBOX", msg("two"), Quota::default())
+            .await
+            .unwrap();
+        let c = st.jmap_changes(u, Kind::Email, s0, 100).await.unwrap();
+        assert_eq!(c.created.len(), 2);
+        assert!(!c.has_more);
+        assert_eq!(c.new_state, st.jmap_state(u, Kind::Email).await.unwrap());
+        let mc = st.jmap_changes(u, Kind::Mailbox, m0, 100).await.unwrap();
+        assert_eq!(mc.updated, vec![p.mailbox]);
+        assert!(mc.counts_only);
+        let e1 = st.email_ids(p.mailbox, vec![p.uid]).await.unwrap()[0];
+        assert_eq!(st.email_places(u, vec![e1]).await.unwrap()[0].len(), 1);
+        assert!(st.email_places("other@x", vec![e1]).await.unwrap()[0].is_empty());
+        // maxChanges: one at a time, then the rest.
+        let c = st.jmap_changes(u, Kind::Email, s0, 1).await.unwrap();
+        assert_eq!(c.created.len(), 1);
+        assert!(c.has_more);
+        let c2 = st
+            .jmap_changes(u, Kind::Email, c.new_state, 1)
+            .await
+            .unwrap();
+        assert_eq!(c2.created.len(), 1);
+        assert!(!c2.has_more);
+        // Flags (an IMAP STORE): updated. Copy: updated, same id.
+        let s1 = st.jmap_state(u, Kind::Email).await.unwrap();
+        st.store_flags(
+            p.mailbox,
+            vec![p.uid],
+            FlagOp::Add,
+            Flags::from_names(&["\\Seen"]),
+            None,
+        )
+        .await
+        .unwrap();
+        st.copy(p.mailbox, vec![p.uid], u, "Trash", false, Quota::default())
+            .await
+            .unwrap();
+        let c = st.jmap_changes(u, Kind::Email, s1, 100).await.unwrap();
+        assert_eq!(
+            (c.created.len(), c.updated.clone(), c.destroyed.len()),
+            (0, vec![e1], 0)
+        );
+        assert_eq!(st.email_places(u, vec![e1]).await.unwrap()[0].len(), 2);
+        // Expunge one copy: updated; the other: destroyed, with its thread.
+        let s2 = st.jmap_state(u, Kind::Email).await.unwrap();
+        let t2 = st.jmap_state(u, Kind::Thread).await.unwrap();
+        st.store_flags(
+            p.mailbox,
+            vec![p.uid],
+            FlagOp::Add,
+            Flags::from_names(&["\\Deleted"]),
+            None,
+        )
+        .await
+        .unwrap();
+        st.expunge(p.mailbox, None).await.unwrap();
+        st.delete_mailbox(u, "Trash").await.unwrap();
+        let c = st.jmap_changes(u, Kind::Email, s2, 100).await.unwrap();
+        assert_eq!(c.destroyed, vec![e1]);
+        let t = st.jmap_changes(u, Kind::Thread, t2, 100).await.unwrap();
+        assert_eq!(t.destroyed.len(), 1);
+        let mc = st.jmap_changes(u, Kind::Mailbox, m0, 100).await.unwrap();
+        assert_eq!(mc.destroyed.len(), 1);
+        assert!(st.email_places(u, vec![e1]).await.unwrap()[0].is_empty());
+    }
+
+    #[tokio::test]
+    async fn journal_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = open(dir.path(), 5);
+        let u = "u@x";
+        st.ensure_user(u, None).await.unwrap();
+        let s0 = st.jmap_state(u, Kind::Email).await.unwrap();
+        for i in 0..4 {
+            st.append(u, "INBOX", msg(&format!("m{i}")), Quota::default())
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            st.jmap_changes(u, Kind::Email, s0, 100).await,
+            Err(ChangesError::CannotCalculate)
+        ));
+        let now = st.jmap_state(u, Kind::Email).await.unwrap();
+        assert!(st
+            .jmap_changes(u, Kind::Email, now, 100)
+            .await
+            .unwrap()
+            .created
+            .is_empty());
+        assert!(matches!(
+            st.jmap_changes(u, Kind::Email, now + 100, 100).await,
+            Err(ChangesError::CannotCalculate)
+        ));
+    }
 
     #[test]
     fn pending_collapses_per_object() {
