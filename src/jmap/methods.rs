@@ -41,6 +41,7 @@ pub async fn dispatch(
         "Email/changes" => super::email::get::changes(ctx, args).await,
         "Email/query" => super::email::query::query(ctx, args).await,
         "Email/queryChanges" => super::email::query::query_changes(ctx, args).await,
+        "Email/set" => super::email::set::set(ctx, args).await,
         _ => Err(MethodError::UnknownMethod),
     }
 }

@@ -282,3 +282,122 @@ def test_email_query_changes(server):
     assert err(server, a, "Email/queryChanges", {**args, "sinceQueryState": "x"}) == "cannotCalculateChanges"
     assert err(server, a, "Email/queryChanges", {**args, "collapseThreads": True,
                                                  "sinceQueryState": old}) == "cannotCalculateChanges"
+
+
+# -- Email/set -------------------------------------------------------------
+
+
+def imap_flags(server, user, mailbox, subject):
+    """(uid, flags) of the message with `subject` in `mailbox`, or None."""
+    m = server.imap(user)
+    try:
+        m.select(mailbox, readonly=True)
+        typ, data = m.uid("SEARCH", None, "SUBJECT", f'"{subject}"')
+        uids = data[0].split()
+        if not uids:
+            return None
+        typ, data = m.uid("FETCH", uids[-1].decode(), "(FLAGS)")
+        return uids[-1].decode(), tuple(f.decode() for f in imaplib.ParseFlags(data[0]) if f != b"\\Recent")
+    finally:
+        m.logout()
+
+
+def test_email_set_create_draft_and_imap_sees_it(server):
+    a = "alice@example.test"
+    mb = mailboxes(server, a)
+    subj = unique("draft")
+    blob = upload(server, a, b"%PDF-1.4 fake", "application/pdf")["blobId"]
+    r = ok(server, a, "Email/set", {"create": {"d1": {
+        "mailboxIds": {mb["drafts"]: True},
+        "keywords": {"$draft": True, "$seen": True},
+        "from": [{"name": "Alice", "email": a}],
+        "to": [{"email": "bob@example.test"}],
+        "subject": subj,
+        "textBody": [{"partId": "t", "type": "text/plain"}],
+        "htmlBody": [{"partId": "h", "type": "text/html"}],
+        "attachments": [{"blobId": blob, "type": "application/pdf", "name": "doc.pdf"}],
+        "bodyValues": {"t": {"value": "Plain draft"}, "h": {"value": "<b>HTML draft</b>"}},
+    }}})
+    c = r["created"]["d1"]
+    assert c["id"].startswith("M") and c["size"] > 0 and r["oldState"] != r["newState"]
+    e = ok(server, a, "Email/get", {"ids": [c["id"]], "properties": [
+        "subject", "keywords", "mailboxIds", "attachments", "textBody", "bodyValues", "from"],
+        "fetchTextBodyValues": True})["list"][0]
+    assert e["subject"] == subj and e["keywords"] == {"$draft": True, "$seen": True}
+    assert e["mailboxIds"] == {mb["drafts"]: True}
+    assert e["attachments"][0]["name"] == "doc.pdf"
+    assert list(e["bodyValues"].values())[0]["value"].startswith("Plain draft")
+    uid, flags = imap_flags(server, a, "Drafts", subj)
+    assert "\\Draft" in flags and "\\Seen" in flags
+
+
+def test_email_set_update_keywords_move_copy_destroy(server):
+    a = "alice@example.test"
+    mb = mailboxes(server, a)
+    subj = unique("upd")
+    append(server, a, message(subj))
+    eid = find(server, a, subj)
+    # keywords by patch
+    r = ok(server, a, "Email/set", {"update": {eid: {"keywords/$seen": True, "keywords/$flagged": True}}})
+    assert r["updated"] == {eid: None}
+    _, flags = imap_flags(server, a, "INBOX", subj)
+    assert "\\Seen" in flags and "\\Flagged" in flags
+    ok(server, a, "Email/set", {"update": {eid: {"keywords/$flagged": None}}})
+    _, flags = imap_flags(server, a, "INBOX", subj)
+    assert "\\Flagged" not in flags and "\\Seen" in flags
+    # full keywords value
+    ok(server, a, "Email/set", {"update": {eid: {"keywords": {"$answered": True}}}})
+    _, flags = imap_flags(server, a, "INBOX", subj)
+    assert flags == ("\\Answered",)
+    # move: INBOX -> Trash keeps the id
+    ok(server, a, "Email/set", {"update": {eid: {f"mailboxIds/{mb['inbox']}": None,
+                                                  f"mailboxIds/{mb['trash']}": True}}})
+    assert imap_flags(server, a, "INBOX", subj) is None
+    assert imap_flags(server, a, "Trash", subj) is not None
+    e = ok(server, a, "Email/get", {"ids": [eid], "properties": ["mailboxIds", "keywords"]})["list"][0]
+    assert e["mailboxIds"] == {mb["trash"]: True} and e["keywords"] == {"$answered": True}
+    # a second mailbox (copy), same email
+    ok(server, a, "Email/set", {"update": {eid: {"mailboxIds": {mb["trash"]: True, mb["junk"]: True}}}})
+    e = ok(server, a, "Email/get", {"ids": [eid], "properties": ["mailboxIds"]})["list"][0]
+    assert e["mailboxIds"] == {mb["trash"]: True, mb["junk"]: True}
+    # destroy: gone from both
+    r = ok(server, a, "Email/set", {"destroy": [eid]})
+    assert r["destroyed"] == [eid]
+    assert imap_flags(server, a, "Trash", subj) is None and imap_flags(server, a, "Junk", subj) is None
+    assert ok(server, a, "Email/get", {"ids": [eid]})["notFound"] == [eid]
+
+
+def test_email_set_errors(server):
+    a, b = "alice@example.test", "bob@example.test"
+    mb = mailboxes(server, a)
+    subj = unique("err")
+    append(server, a, message(subj))
+    eid = find(server, a, subj)
+    state = ok(server, a, "Email/get", {"ids": []})["state"]
+    assert err(server, a, "Email/set", {"ifInState": "0", "destroy": [eid]}) == "stateMismatch"
+    r = ok(server, a, "Email/set", {"ifInState": state, "update": {
+        eid: {"mailboxIds": {}},
+        "Mffffffffffffff00": {"keywords/$seen": True},
+    }, "destroy": ["Mffffffffffffff01"], "create": {
+        "x": {"subject": "no mailbox"},
+        "y": {"mailboxIds": {mb["inbox"]: True}, "attachments": [{"blobId": "Uffffffffffffffffffffffffffffffff", "type": "a/b"}]},
+        "z": {"mailboxIds": {mb["inbox"]: True}, "id": "Mabc"},
+    }})
+    assert r["notUpdated"][eid]["type"] == "invalidProperties"
+    assert r["notUpdated"]["Mffffffffffffff00"]["type"] == "notFound"
+    assert r["notDestroyed"]["Mffffffffffffff01"]["type"] == "notFound"
+    assert r["notCreated"]["x"]["type"] == "invalidProperties"
+    assert r["notCreated"]["y"]["type"] == "blobNotFound"
+    assert r["notCreated"]["z"]["type"] == "invalidProperties"
+    r = ok(server, a, "Email/set", {"update": {eid: {"keywords": {"$seen": True}, "keywords/$flagged": True}}})
+    assert r["notUpdated"][eid]["type"] == "invalidPatch"
+    r = ok(server, a, "Email/set", {"update": {eid: {"keywords/a b": True}}})
+    assert r["notUpdated"][eid]["type"] == "invalidProperties"
+    # another user's email and mailbox
+    subj_b = unique("bobs")
+    append(server, b, message(subj_b, to=b))
+    bid = find(server, b, subj_b)
+    r = ok(server, a, "Email/set", {"destroy": [bid], "update": {eid: {"mailboxIds": {mailboxes(server, b)["inbox"]: True}}}})
+    assert r["notDestroyed"][bid]["type"] == "notFound"
+    assert r["notUpdated"][eid]["type"] == "invalidProperties"
+    assert imap_flags(server, b, "INBOX", subj_b) is not None
