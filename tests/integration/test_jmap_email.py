@@ -401,3 +401,112 @@ def test_email_set_errors(server):
     assert r["notDestroyed"][bid]["type"] == "notFound"
     assert r["notUpdated"][eid]["type"] == "invalidProperties"
     assert imap_flags(server, b, "INBOX", subj_b) is not None
+
+
+# -- Email/import, Email/copy, Email/parse, SearchSnippet/get --------------
+
+
+def test_email_import_from_upload(server):
+    a = "alice@example.test"
+    mb = mailboxes(server, a)
+    subj = unique("imp")
+    blob = upload(server, a, message(subj).replace(b"\r\n", b"\n"))["blobId"]
+    r = ok(server, a, "Email/import", {"emails": {"i1": {
+        "blobId": blob, "mailboxIds": {mb["archive"] if "archive" in mb else mb["junk"]: True},
+        "keywords": {"$seen": True}, "receivedAt": "2025-01-02T03:04:05Z"}}})
+    c = r["created"]["i1"]
+    e = ok(server, a, "Email/get", {"ids": [c["id"]], "properties": ["subject", "receivedAt", "keywords", "size"]})["list"][0]
+    assert e["subject"] == subj and e["receivedAt"] == "2025-01-02T03:04:05Z"
+    assert e["keywords"] == {"$seen": True} and e["size"] == c["size"]
+    # Stored with CRLF line ends, as IMAP serves it.
+    m = server.imap(a)
+    try:
+        m.select("Junk", readonly=True)
+        typ, data = m.uid("SEARCH", None, "SUBJECT", f'"{subj}"')
+        typ, data = m.uid("FETCH", data[0].split()[-1].decode(), "(BODY.PEEK[])")
+        assert b"\r\nSubject: " + subj.encode() + b"\r\n" in data[0][1]
+    finally:
+        m.logout()
+    # Errors: unknown blob, not a message, bad mailbox, state.
+    bad = upload(server, a, b"\x00\x01 not mail", "application/octet-stream")["blobId"]
+    r = ok(server, a, "Email/import", {"emails": {
+        "x": {"blobId": "Uffffffffffffffffffffffffffffffff", "mailboxIds": {mb["inbox"]: True}},
+        "y": {"blobId": bad, "mailboxIds": {mb["inbox"]: True}},
+        "z": {"blobId": blob, "mailboxIds": {"Fffffffffffffff00": True}},
+    }})
+    assert r["notCreated"]["x"]["type"] == "blobNotFound"
+    assert r["notCreated"]["y"]["type"] == "invalidEmail"
+    assert r["notCreated"]["z"]["type"] == "invalidProperties"
+    assert err(server, a, "Email/import", {"ifInState": "0", "emails": {}}) == "stateMismatch"
+    # Another user's upload is not found.
+    other = upload(server, "bob@example.test", message("bob's"))["blobId"]
+    r = ok(server, a, "Email/import", {"emails": {"o": {"blobId": other, "mailboxIds": {mb["inbox"]: True}}}})
+    assert r["notCreated"]["o"]["type"] == "blobNotFound"
+
+
+def test_email_copy_within_account(server):
+    a = "alice@example.test"
+    mb = mailboxes(server, a)
+    acc = account(server, a)
+    subj = unique("cp")
+    append(server, a, message(subj), flags="(\\Flagged)")
+    eid = find(server, a, subj)
+    r = api(server, a, [["Email/copy", {"fromAccountId": acc, "accountId": acc, "create": {
+        "k": {"id": eid, "mailboxIds": {mb["trash"]: True}}}, "onSuccessDestroyOriginal": True}, "c"]])
+    assert r[0][0] == "Email/copy"
+    new = r[0][1]["created"]["k"]["id"]
+    assert new != eid
+    assert r[1][0] == "Email/set" and r[1][1]["destroyed"] == [eid] and r[1][2] == "c"
+    e = ok(server, a, "Email/get", {"ids": [new], "properties": ["subject", "mailboxIds", "keywords"]})["list"][0]
+    assert e["subject"] == subj and e["mailboxIds"] == {mb["trash"]: True}
+    assert e["keywords"] == {"$flagged": True}
+    assert imap_flags(server, a, "INBOX", subj) is None
+    r = api(server, a, [["Email/copy", {"fromAccountId": account(server, "bob@example.test"), "accountId": acc,
+                                        "create": {}}, "c"]])
+    assert r[0][1]["type"] == "fromAccountNotFound"
+    r = api(server, a, [["Email/copy", {"fromAccountId": acc, "accountId": acc, "create": {
+        "k": {"id": "Mffffffffffffff00", "mailboxIds": {mb["trash"]: True}}}}, "c"]])
+    assert r[0][1]["notCreated"]["k"]["type"] == "notFound"
+
+
+def test_email_parse_upload_and_attached_message(server):
+    a = "alice@example.test"
+    inner = message("inner subject", body="inner body")
+    outer = (b"From: x@remote.example\r\nSubject: outer\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+             b"--b\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--b--\r\n")
+    up = upload(server, a, outer)["blobId"]
+    r = ok(server, a, "Email/parse", {"blobIds": [up, "Uffffffffffffffffffffffffffffffff"],
+                                      "fetchTextBodyValues": True})
+    p = r["parsed"][up]
+    assert p["subject"] == "outer" and r["notFound"] == ["Uffffffffffffffffffffffffffffffff"]
+    assert p["attachments"][0]["type"] == "message/rfc822" and p["attachments"][0]["blobId"] is None
+    # Stored: the attached message is a part blob that parses on its own.
+    append(server, a, outer)
+    eid = find(server, a, "outer")
+    att = ok(server, a, "Email/get", {"ids": [eid], "properties": ["attachments"]})["list"][0]["attachments"][0]
+    r = ok(server, a, "Email/parse", {"blobIds": [att["blobId"]], "properties": ["subject", "textBody", "bodyValues"],
+                                      "fetchTextBodyValues": True})
+    q = r["parsed"][att["blobId"]]
+    assert q["subject"] == "inner subject"
+    assert list(q["bodyValues"].values())[0]["value"].startswith("inner body")
+    bad = upload(server, a, b"\x00\x01binary", "application/octet-stream")["blobId"]
+    assert ok(server, a, "Email/parse", {"blobIds": [bad]})["notParsable"] == [bad]
+    assert err(server, a, "Email/parse", {}) == "invalidArguments"
+
+
+def test_search_snippet_get(server):
+    a = "alice@example.test"
+    tag = unique("snip")
+    append(server, a, message(f"{tag} quarterly <report>", body="The quarterly numbers are <in> & ready."))
+    eid = find(server, a, tag)
+    r = ok(server, a, "SearchSnippet/get", {"emailIds": [eid, "Mffffffffffffff00"],
+                                            "filter": {"text": "quarterly"}})
+    s = r["list"][0]
+    assert s["emailId"] == eid
+    assert s["subject"] == f"{tag} <mark>quarterly</mark> &lt;report&gt;"
+    assert "<mark>quarterly</mark> numbers are &lt;in&gt; &amp; ready." in s["preview"]
+    assert r["notFound"] == ["Mffffffffffffff00"]
+    r = ok(server, a, "SearchSnippet/get", {"emailIds": [eid], "filter": {"subject": "nomatch"}})
+    assert r["list"][0]["subject"] is None
+    assert err(server, a, "SearchSnippet/get", {"emailIds": [eid], "filter": {"bad": 1}}) == "unsupportedFilter"

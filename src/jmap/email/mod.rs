@@ -8,7 +8,9 @@
 
 pub mod build;
 pub mod get;
+pub mod import;
 pub mod index;
 pub mod query;
 pub mod render;
 pub mod set;
+pub mod snippet;
