@@ -58,6 +58,12 @@ if ! "$PYTHON" -c 'import pytest' >/dev/null 2>&1; then
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check pytest
 fi
 
+# test_jmapc.py: a JMAP client the project did not write.
+if ! "$PYTHON" -c 'import jmapc' >/dev/null 2>&1; then
+    echo "install-test-deps: installing jmapc with $PYTHON -m pip" >&2
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check jmapc
+fi
+
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
 command -v fetchmail >/dev/null 2>&1 || { echo "install-test-deps: fetchmail still missing" >&2; exit 1; }
@@ -67,3 +73,4 @@ command -v fetchmail >/dev/null 2>&1 || { echo "install-test-deps: fetchmail sti
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || { echo "install-test-deps: haproxy still missing" >&2; exit 1; }
 command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }
+"$PYTHON" -c 'import jmapc' || { echo "install-test-deps: jmapc still missing" >&2; exit 1; }
