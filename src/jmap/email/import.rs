@@ -36,10 +36,7 @@ async fn check_state(ctx: &Ctx, v: Option<&Value>) -> Result<u64, MethodError> {
 /// mailboxIds, keywords and receivedAt of an import or copy.
 type Placement = (BTreeSet<u64>, BTreeSet<String>, Option<i64>);
 
-fn placement(
-    index: &Index,
-    o: &Map<String, Value>,
-) -> Result<Placement, Value> {
+fn placement(index: &Index, o: &Map<String, Value>) -> Result<Placement, Value> {
     let mbs = mailbox_set(index, o.get("mailboxIds").unwrap_or(&Value::Null))?;
     let kws = match o.get("keywords") {
         None | Some(Value::Null) => BTreeSet::new(),
@@ -75,7 +72,7 @@ pub async fn import(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Me
         return Err(MethodError::RequestTooLarge);
     }
     let q = quota(ctx).await?;
-    let index = Index::load(ctx.store(), &ctx.user).await?;
+    let index = Index::load_ids(ctx.store(), &ctx.user, &[]).await?;
     let limit = ctx.services.config.smtp.max_message_size;
     let mut created = Map::new();
     let mut not_created = Map::new();
@@ -168,7 +165,11 @@ pub async fn copy(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Meth
         Some(Value::Bool(true))
     );
     let q = quota(ctx).await?;
-    let index = Index::load(ctx.store(), &ctx.user).await?;
+    let named: Vec<u64> = create
+        .values()
+        .filter_map(|o| o.get("id").and_then(Value::as_str).and_then(parse_email_id))
+        .collect();
+    let index = Index::load_ids(ctx.store(), &ctx.user, &named).await?;
     let mut created = Map::new();
     let mut not_created = Map::new();
     let mut originals = Vec::new();

@@ -410,7 +410,13 @@ pub async fn set(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
         return Err(MethodError::RequestTooLarge);
     }
     let q = quota(ctx).await?;
-    let mut index = Index::load(ctx.store(), &ctx.user).await?;
+    let named: Vec<u64> = update
+        .keys()
+        .map(|id| ctx.resolve_id(id).unwrap_or_else(|| id.clone()))
+        .chain(destroy.iter().cloned())
+        .filter_map(|s| parse_email_id(&s))
+        .collect();
+    let mut index = load(ctx, named.clone()).await?;
 
     let mut created = Map::new();
     let mut not_created = Map::new();
@@ -435,7 +441,7 @@ pub async fn set(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
     let mut updated = Map::new();
     let mut not_updated = Map::new();
     if !update.is_empty() && !created.is_empty() {
-        index = Index::load(ctx.store(), &ctx.user).await?;
+        index = load(ctx, named.clone()).await?;
     }
     for (id, patch) in &update {
         let real = ctx.resolve_id(id).unwrap_or_else(|| id.clone());
@@ -458,7 +464,7 @@ pub async fn set(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
             set_keywords(ctx, e, &kws).await?;
             let e2 = if kws.iter().cloned().collect::<Vec<_>>() != e.keywords() {
                 // Copies carry the new flags.
-                let fresh = Index::load(ctx.store(), &ctx.user).await?;
+                let fresh = Index::load_ids(ctx.store(), &ctx.user, &[e.id]).await?;
                 fresh
                     .emails
                     .get(&e.id)
@@ -483,7 +489,7 @@ pub async fn set(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
     let mut destroyed = Vec::new();
     let mut not_destroyed = Map::new();
     if !destroy.is_empty() && (!created.is_empty() || !updated.is_empty()) {
-        index = Index::load(ctx.store(), &ctx.user).await?;
+        index = load(ctx, named.clone()).await?;
     }
     for id in &destroy {
         let Some(e) = parse_email_id(id).and_then(|i| index.emails.get(&i)) else {
@@ -516,4 +522,11 @@ pub async fn set(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
         "notUpdated": opt(not_updated),
         "notDestroyed": opt(not_destroyed),
     }))
+}
+
+/// The emails `named`, and those created so far in this request (an
+/// update or destroy may name them as `#k`).
+async fn load(ctx: &Ctx, mut named: Vec<u64>) -> Result<Index, StoreError> {
+    named.extend(ctx.created_ids.values().filter_map(|s| parse_email_id(s)));
+    Index::load_ids(ctx.store(), &ctx.user, &named).await
 }

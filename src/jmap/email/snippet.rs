@@ -148,7 +148,8 @@ pub async fn get(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
         .filter(|(f, _)| f == "text" || f == "body")
         .flat_map(|(_, t)| words(t))
         .collect();
-    let index = Index::load(ctx.store(), &ctx.user).await?;
+    let nums: Vec<u64> = ids.iter().filter_map(|s| parse_email_id(s)).collect();
+    let index = Index::load_ids(ctx.store(), &ctx.user, &nums).await?;
     let mut list = Vec::new();
     let mut not_found = Vec::new();
     for id in ids {
