@@ -577,7 +577,7 @@ def read_events(resp, want: int, timeout: float = 20):
 def test_eventsource_sends_state_changes_from_imap(srv):
     acc = account(srv)
     c = conn(srv)
-    c.request("GET", "/jmap/eventsource?types=Mailbox,Email&closeafter=state&ping=1",
+    c.request("GET", "/jmap/eventsource?types=Mailbox,Email&closeafter=no&ping=1",
               headers={"Authorization": basic(ALICE, srv.passwords[ALICE]), "Accept": "text/event-stream"})
     r = c.getresponse()
     assert r.status == 200
@@ -587,6 +587,12 @@ def test_eventsource_sends_state_changes_from_imap(srv):
     initial = json.loads(first[0]["data"])
     assert initial["@type"] == "StateChange"
     assert set(initial["changed"][acc]) == {"Mailbox", "Email"}
+    # long polling: closeafter=state sends the first change and ends
+    lp = conn(srv)
+    lp.request("GET", "/jmap/eventsource?types=Email&closeafter=state&ping=0",
+               headers={"Authorization": basic(ALICE, srv.passwords[ALICE])})
+    lr = lp.getresponse()
+    assert lr.status == 200
     m = srv.imap(ALICE)
     try:
         imap_ok(m.append("INBOX", None, None, build_message(ALICE, unique("push"), "x\r\n")), "APPEND")
@@ -597,9 +603,13 @@ def test_eventsource_sends_state_changes_from_imap(srv):
     changed = json.loads(nxt[0]["data"])["changed"][acc]
     assert changed["Email"] != initial["changed"][acc]["Email"]
     assert changed["Mailbox"] != initial["changed"][acc]["Mailbox"]
-    # closeafter=state: the stream ends after that event
-    assert r.readline() == b""
+    # ping=1 is clamped to 30 s: no ping came between the two events
     c.close()
+    ev = read_events(lr, 1)
+    assert ev and ev[0]["event"] == "state"
+    assert json.loads(ev[0]["data"])["changed"][acc] == {"Email": changed["Email"]}
+    assert lr.readline() == b""
+    lp.close()
     r, data = request(srv, "GET", "/jmap/eventsource?closeafter=maybe")
     assert r.status == 400
 
@@ -666,3 +676,35 @@ def test_jmap_subscription_changes_show_in_imap_lsub(srv):
         m.logout()
     got = api(srv, [["Mailbox/get", {"accountId": acc, "ids": [junk["id"]]}, "g"]])
     assert got["methodResponses"][0][1]["list"][0]["isSubscribed"] is True
+
+
+def test_standard_method_limits_and_paging_errors(srv):
+    acc = account(srv)
+    state0 = "0"
+    res = api(srv, [
+        ["Mailbox/set", {"accountId": acc, "destroy": ["F" + "0" * 15 + "1"] * 501}, "s"],
+        ["Mailbox/query", {"accountId": acc, "anchor": "F" + "f" * 16}, "q"],
+        ["Mailbox/query", {"accountId": acc, "sort": [{"property": "totalEmails"}]}, "q2"],
+        ["Mailbox/changes", {"accountId": acc, "sinceState": state0, "maxChanges": 2}, "c"],
+        ["Mailbox/changes", {"accountId": acc}, "c2"],
+        ["Thread/get", {"accountId": acc}, "t"],
+    ])
+    s, q, q2, c, c2, t = (x[1] for x in res["methodResponses"])
+    assert s == {"type": "requestTooLarge"}
+    assert q == {"type": "anchorNotFound"}
+    assert q2["type"] == "unsupportedSort"
+    # Alice's journal starts at 0: the first page of her mailboxes' history
+    assert c["hasMoreChanges"] is True and len(c["created"] + c["updated"] + c["destroyed"]) <= 2
+    assert c["oldState"] == state0 and c["newState"] != state0
+    assert c2["type"] == "invalidArguments"
+    assert t["type"] == "requestTooLarge"
+    # paging on through the journal reaches the current state
+    since, pages = c["newState"], 0
+    while True:
+        page = api(srv, [["Mailbox/changes", {"accountId": acc, "sinceState": since, "maxChanges": 50}, "c"]])
+        page = page["methodResponses"][0][1]
+        since, pages = page["newState"], pages + 1
+        if not page["hasMoreChanges"]:
+            break
+        assert pages < 100
+    assert since == mailboxes(srv)["state"]
