@@ -510,3 +510,50 @@ def test_search_snippet_get(server):
     r = ok(server, a, "SearchSnippet/get", {"emailIds": [eid], "filter": {"subject": "nomatch"}})
     assert r["list"][0]["subject"] is None
     assert err(server, a, "SearchSnippet/get", {"emailIds": [eid], "filter": {"bad": 1}}) == "unsupportedFilter"
+
+
+# -- hostile input and references ------------------------------------------
+
+
+def test_email_get_of_deeply_nested_message_is_bounded(server):
+    a = "alice@example.test"
+    subj = unique("deep")
+    parts = [f"From: x@remote.example\r\nSubject: {subj}\r\nMIME-Version: 1.0\r\n"]
+    for i in range(5000):
+        parts.append(f"Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n")
+    parts.append("Content-Type: text/plain\r\n\r\nleaf\r\n")
+    append(server, a, "".join(parts).encode())
+    eid = find(server, a, subj)
+    e = ok(server, a, "Email/get", {"ids": [eid], "properties": ["bodyStructure", "textBody", "bodyValues",
+                                                                 "hasAttachment", "preview"],
+                                    "fetchAllBodyValues": True})["list"][0]
+    depth, node = 0, e["bodyStructure"]
+    while node.get("subParts"):
+        node, depth = node["subParts"][0], depth + 1
+    assert depth <= 64
+    # the server goes on serving
+    assert ok(server, a, "Email/get", {"ids": [eid], "properties": ["subject"]})["list"][0]["subject"] == subj
+
+
+def test_email_set_references_and_argument_errors(server):
+    a = "alice@example.test"
+    mb = mailboxes(server, a)
+    acc = account(server, a)
+    subj = unique("ref")
+    r = api(server, a, [
+        ["Email/set", {"accountId": acc, "create": {"n": {
+            "mailboxIds": {mb["drafts"]: True}, "subject": subj,
+            "bodyStructure": {"type": "text/plain", "partId": "b"}, "bodyValues": {"b": {"value": "body"}}}}}, "1"],
+        ["Email/set", {"accountId": acc, "update": {"#n": {"keywords/$seen": True}}}, "2"],
+        ["Email/get", {"accountId": acc, "ids": ["#n"], "properties": ["subject", "keywords"]}, "3"],
+    ])
+    assert r[0][0] == "Email/set" and "n" in r[0][1]["created"]
+    new = r[0][1]["created"]["n"]["id"]
+    assert r[1][1]["updated"] == {new: None}
+    assert r[2][0] == "Email/get", r[2]
+    assert r[2][1]["list"] == [{"id": new, "subject": subj, "keywords": {"$seen": True}}]
+    assert err(server, a, "Email/get", {"ids": [new], "maxBodyValueBytes": 0}) == "invalidArguments"
+    assert err(server, a, "Email/get", {"ids": [new], "fetchTextBodyValues": "yes"}) == "invalidArguments"
+    assert err(server, a, "Email/set", {"create": []}) == "invalidArguments"
+    everything = ok(server, a, "Email/get", {"ids": None, "properties": ["id"]})
+    assert new in [e["id"] for e in everything["list"]]

@@ -449,6 +449,8 @@ pub async fn set(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
             not_updated.insert(id.clone(), set_error("notFound", ""));
             continue;
         };
+        // Answered under the real id, also when named as `#k`.
+        let id = &real;
         let Some(patch) = patch.as_object() else {
             not_updated.insert(id.clone(), set_error("invalidPatch", "not an object"));
             continue;
