@@ -35,6 +35,7 @@ pub mod auth;
 pub mod blob;
 pub mod contacts;
 pub mod core;
+pub mod email;
 pub mod error;
 pub mod identity;
 pub mod ids;
