@@ -147,6 +147,9 @@ serde_via_str!(LocalVia, "\"lmtp\" or \"smtp:host:port\"");
 /// current directory. Production profiles in `roles/` override the binds.
 pub const QUICKSTART: &str = include_str!("../etc/quickstart.toml");
 
+/// The quickstart's HTTPS listener (only without a config file).
+const QUICKSTART_HTTPS: &str = "[listener.https]\nbind = [\"127.0.0.1:18443\"]\n";
+
 /// Role profiles, merged over the defaults when the role runs.
 pub fn role_profile(role: Role) -> &'static str {
     match role {
@@ -1256,6 +1259,13 @@ pub struct Loaded {
 /// key and the file it came from.
 pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> {
     let mut fig = Figment::new().merge(Toml::string(QUICKSTART));
+    if file.is_none() {
+        // The quickstart alone also serves HTTPS (webmail and JMAP with the
+        // generated certificate); with a config file HTTPS is the operator's
+        // choice (`[listener.https]`), so no fixed port appears in every
+        // configured server.
+        fig = fig.merge(Toml::string(QUICKSTART_HTTPS));
+    }
     if file.is_some() {
         for role in roles {
             fig = fig.merge(Toml::string(role_profile(*role)));
