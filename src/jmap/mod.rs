@@ -1,6 +1,8 @@
 //! JMAP (RFC 8620 core, RFC 8621 mail, RFC 9610 contacts) on the store.
 //! See docs/jmap.md.
 
+pub mod sanitize;
+
 use axum::routing::get;
 use axum::Router;
 
