@@ -86,6 +86,10 @@ function expand(template, vars) {
   return template.replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(vars[k] ?? ""));
 }
 
+export function sameOrigin(url) {
+  return url.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]*/i, "") || "/";
+}
+
 function downloadUrl(blobId, name, type) {
   return expand(S.session.downloadUrl, {
     accountId: S.accountId, blobId, name: name || "attachment", type: type || "application/octet-stream",
@@ -153,10 +157,15 @@ async function upload(file) {
 
 async function start() {
   const info = await (await http("/session-info")).json();
-  S.csrf = info.csrf;
+  S.csrf = info.csrfToken ?? info.csrf;
   S.user = info.user;
   $("user").textContent = info.user;
-  S.session = await (await http("/jmap/session")).json();
+  S.session = await (await http(info.sessionUrl || "/jmap/session")).json();
+  // The page talks to its own origin only (the CSP says so too): the store
+  // may name itself by another base URL than the one the browser used.
+  for (const k of ["apiUrl", "uploadUrl", "downloadUrl", "eventSourceUrl"]) {
+    if (typeof S.session[k] === "string") S.session[k] = sameOrigin(S.session[k]);
+  }
   S.accountId = S.session.primaryAccounts[MAIL];
   const caps = S.session.capabilities;
   for (const c of [SUBMISSION, CONTACTS, WEBMAIL]) if (c in caps) S.using.push(c);
@@ -202,8 +211,7 @@ function renderMailboxes() {
       class: `mailbox${m.id === S.current ? " current" : ""}${unread ? " has-unread" : ""}`,
       "aria-current": m.id === S.current ? "page" : null,
       onclick: (ev) => { ev.preventDefault(); selectMailbox(m.id); },
-    }, el("span", { class: `icon role-${m.role || "folder"}`, "aria-hidden": "true" }),
-    el("span", { class: "name", text: mailboxLabel(m) }),
+    }, el("span", { class: "name", text: mailboxLabel(m) }),
     unread ? el("span", { class: "count", text: String(unread), "aria-label": `${unread} unread` }) : null);
     ul.append(el("li", {}, a));
   }
@@ -282,8 +290,8 @@ function renderList() {
     n > 1 ? el("span", { class: "thread-count", text: String(n), title: `${n} messages in this conversation` }) : null,
     el("span", { class: "date", text: fmtDate(e.receivedAt) }),
     el("span", { class: "subject", text: e.subject || "(no subject)" }),
-    e.hasAttachment ? el("span", { class: "clip", title: "Has attachments", text: "📎" }) : null,
-    kw.$flagged ? el("span", { class: "flag", title: "Flagged", text: "⚑" }) : null,
+    e.hasAttachment ? el("span", { class: "clip", title: "Has attachments" }, el("span", { class: "sr", text: "Has attachments" })) : null,
+    kw.$flagged ? el("span", { class: "flag", title: "Flagged", text: "★" }) : null,
     el("span", { class: "preview", text: e.preview || "" }));
     ul.append(li);
   });
@@ -384,7 +392,7 @@ function renderThread(emails) {
       atts.length ? el("ul", { class: "attachments", "aria-label": "Attachments" },
         ...atts.map((a) => el("li", {}, el("a", {
           href: downloadUrl(a.blobId, a.name, a.type), download: a.name || "attachment", class: "attachment",
-        }, `📎 ${a.name || "attachment"} (${fmtSize(a.size || 0)})`)))) : null);
+        }, el("span", { class: "clip", "aria-hidden": "true" }), `${a.name || "attachment"} (${fmtSize(a.size || 0)})`)))) : null);
     box.append(art);
     if (isOpen) renderBody(e, body, false);
     else {
@@ -502,7 +510,7 @@ function renderComposeAttachments() {
   const ul = $("c-attachments");
   ul.replaceChildren();
   for (const [i, a] of S.compose.attachments.entries()) {
-    ul.append(el("li", {}, `📎 ${a.name} (${fmtSize(a.size || 0)}) `, el("button", {
+    ul.append(el("li", {}, el("span", { class: "clip", "aria-hidden": "true" }), `${a.name} (${fmtSize(a.size || 0)}) `, el("button", {
       type: "button", class: "link", "aria-label": `Remove ${a.name}`, text: "remove",
       onclick: () => { S.compose.attachments.splice(i, 1); renderComposeAttachments(); },
     })));

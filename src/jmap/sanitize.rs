@@ -45,7 +45,7 @@ pub const PROP_REMOTE_IMAGES: &str = "msgd:remoteImages";
 pub const PROPERTIES: [&str; 3] = [PROP_HTML, PROP_HTML_IMAGES, PROP_REMOTE_IMAGES];
 /// The placeholder shown instead of a remote image (a file of the
 /// webmail's static assets, served by the mem).
-pub const BLOCKED_IMAGE: &str = "/webmail/blocked-image.svg";
+pub const BLOCKED_IMAGE: &str = "/static/blocked-image.svg";
 
 /// Whether remote (`http`, `https`) images stay in the cleaned HTML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn relative_urls_are_removed_since_they_would_reach_this_server() {
         let out = clean(
-            r#"<a href="/logout">x</a><img src="/jmap/download/a/b/c"><a href="/webmail/blocked-image.svg">p</a>"#,
+            r#"<a href="/logout">x</a><img src="/jmap/download/a/b/c"><a href="/static/blocked-image.svg">p</a>"#,
         );
         assert!(!out.contains("href"), "{out}");
         assert!(!out.contains("/logout"), "{out}");
