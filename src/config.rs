@@ -1026,6 +1026,31 @@ pub struct MemConfig {
     pub session_idle: u64,
     /// Seconds after login at which a session ends however active.
     pub session_max: u64,
+    /// mailHost -> `host` or `host:port` of that store's HTTP(S) listener;
+    /// unmapped mailHosts are connected to by name on `store_port`.
+    pub stores: BTreeMap<String, HostPort>,
+    /// Store (mailHost) for users whose directory entry has none; empty:
+    /// such logins are refused (mem role alone; all-in-one serves them).
+    pub default_store: String,
+    /// Port of the stores' HTTP(S) listener when `stores` gives none.
+    pub store_port: u16,
+    /// Speak HTTPS to the stores (their certificates checked against
+    /// `store_ca_file`).
+    pub store_tls: bool,
+    /// PEM file of the CA (or self-signed certificates) of the stores;
+    /// relative to `server.data_dir`. Needed with `store_tls` unless
+    /// `store_tls_insecure`.
+    pub store_ca_file: String,
+    /// Accept any store certificate (tests and labs only).
+    pub store_tls_insecure: bool,
+    /// Seconds to connect to a store (address lookup included) before the
+    /// user gets a 503.
+    pub connect_timeout: u64,
+    /// Seconds a store may take to start its answer to a forwarded request
+    /// (the body then streams without a deadline of its own).
+    pub store_timeout: u64,
+    /// Idle connections to the stores kept per store for reuse.
+    pub pool_idle_per_store: usize,
 }
 
 impl Default for MemConfig {
@@ -1034,6 +1059,15 @@ impl Default for MemConfig {
             session_key_file: "mem-session.key".into(),
             session_idle: 1800,
             session_max: 43200,
+            stores: BTreeMap::new(),
+            default_store: String::new(),
+            store_port: 8080,
+            store_tls: false,
+            store_ca_file: String::new(),
+            store_tls_insecure: false,
+            connect_timeout: 5,
+            store_timeout: 60,
+            pool_idle_per_store: 32,
         }
     }
 }

@@ -99,6 +99,8 @@ pub(crate) enum Protocol {
     Smtp,
     MmpImap,
     MmpPop3,
+    /// The mem's login form.
+    Webmail,
 }
 
 impl Protocol {
@@ -109,6 +111,7 @@ impl Protocol {
             Protocol::Smtp => "smtp",
             Protocol::MmpImap => "mmp imap",
             Protocol::MmpPop3 => "mmp pop3",
+            Protocol::Webmail => "webmail",
         }
     }
 }

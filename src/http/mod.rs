@@ -41,6 +41,9 @@ pub struct Web {
     pub mem: bool,
     /// The router, built at the first HTTP connection.
     pub app: std::sync::OnceLock<Router>,
+    /// The mem's keys and store client, built at the first request
+    /// (`crate::mem::state`).
+    pub mem_state: std::sync::OnceLock<std::sync::Arc<crate::mem::State>>,
 }
 
 /// The router of this process: JMAP when the store role runs here, the
@@ -51,7 +54,13 @@ pub fn app(services: &Services) -> Router {
         app = app.merge(crate::jmap::routes());
     }
     if services.web.mem {
-        app = app.merge(crate::mem::routes());
+        // /jmap/... is forwarded only where no store serves it itself.
+        app = app.merge(crate::mem::routes(services.store.is_none()));
+        // Security headers and session renewal over every route.
+        app = app.layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            crate::mem::session::refresh,
+        ));
     }
     app.with_state(services.clone())
 }
