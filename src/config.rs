@@ -998,6 +998,24 @@ pub struct HttpConfig {
     pub request_timeout: u64,
     /// Seconds an idle keep-alive connection is kept.
     pub idle_timeout: u64,
+    /// JMAP change journal entries kept per user: `Foo/changes` from an
+    /// older state answers `cannotCalculateChanges` (the client resyncs).
+    pub changes_kept: u64,
+    /// JMAP limits (RFC 8620 2), advertised in the session and enforced.
+    pub max_size_upload: u64,
+    pub max_concurrent_upload: u32,
+    pub max_size_request: u64,
+    pub max_concurrent_requests: u32,
+    pub max_calls_in_request: u32,
+    pub max_objects_in_get: u32,
+    pub max_objects_in_set: u32,
+    /// Bytes of uploaded blobs one user may keep at once (they expire
+    /// after `upload_ttl` seconds).
+    pub upload_quota: u64,
+    pub upload_ttl: u64,
+    /// Seconds between event-source pings are clamped to this range.
+    pub push_ping_min: u64,
+    pub push_ping_max: u64,
 }
 
 impl Default for HttpConfig {
@@ -1009,6 +1027,18 @@ impl Default for HttpConfig {
             token_networks: Vec::new(),
             request_timeout: 60,
             idle_timeout: 120,
+            changes_kept: 10_000,
+            max_size_upload: 50_000_000,
+            max_concurrent_upload: 4,
+            max_size_request: 10_000_000,
+            max_concurrent_requests: 4,
+            max_calls_in_request: 16,
+            max_objects_in_get: 500,
+            max_objects_in_set: 500,
+            upload_quota: 200_000_000,
+            upload_ttl: 86_400,
+            push_ping_min: 30,
+            push_ping_max: 300,
         }
     }
 }

@@ -101,6 +101,7 @@ pub(crate) enum Protocol {
     MmpPop3,
     /// The mem's login form.
     Webmail,
+    Jmap,
 }
 
 impl Protocol {
@@ -112,6 +113,7 @@ impl Protocol {
             Protocol::MmpImap => "mmp imap",
             Protocol::MmpPop3 => "mmp pop3",
             Protocol::Webmail => "webmail",
+            Protocol::Jmap => "jmap",
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Web {
     /// The mem's keys and store client, built at the first request
     /// (`crate::mem::state`).
     pub mem_state: std::sync::OnceLock<std::sync::Arc<crate::mem::State>>,
+    /// JMAP's shared state (token key, per-user request counters).
+    pub jmap: crate::jmap::Shared,
 }
 
 /// The router of this process: JMAP when the store role runs here, the

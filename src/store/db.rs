@@ -14,6 +14,8 @@ use tokio::sync::{oneshot, watch};
 pub(super) mod duplicates;
 #[path = "extra.rs"]
 mod extra;
+#[path = "journal.rs"]
+pub(super) mod journal;
 #[path = "metadata.rs"]
 pub(super) mod metadata;
 #[path = "threads.rs"]
@@ -152,6 +154,8 @@ impl Inner {
             metadata::create_tables(&txn)?;
             urlauth::create_tables(&txn)?;
             duplicates::create_tables(&txn)?;
+            journal::create_tables(&txn)?;
+            journal::build_index(&txn)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -161,10 +165,11 @@ impl Inner {
         let user_watchers: Arc<Mutex<HashMap<String, watch::Sender<u64>>>> = Arc::default();
         let uw = user_watchers.clone();
         let wdb = db.clone();
+        let keep = config.http.changes_kept.max(1);
         std::thread::Builder::new()
             .name("mboxlist-writer".into())
             .spawn(move || {
-                writer::run(wdb, rx, |changed, users| {
+                writer::run(wdb, rx, keep, |changed, users| {
                     let map = w.lock().unwrap_or_else(|e| e.into_inner());
                     for (id, modseq) in changed {
                         if let Some(s) = map.get(id) {
@@ -252,7 +257,7 @@ impl Inner {
         let part = partition.unwrap_or(&self.default_partition).to_string();
         self.partition_path(&part)?;
         let user = user.to_string();
-        self.submit(move |txn, _batch| create_user(txn, &user, &part).map(|_| ()))
+        self.submit(move |txn, batch| create_user(txn, batch, &user, &part).map(|_| ()))
             .await
     }
 
@@ -461,6 +466,16 @@ impl Inner {
                 batch.created.push(dest);
                 add_message(txn, id, &mut rec, &meta)?;
                 extra::on_append(txn, id, uid, &user, &keys)?;
+                let (email, thread) = extra::object_ids(txn, id, uid)?;
+                journal::message_added(
+                    txn,
+                    &mut batch.journal,
+                    &user,
+                    (id, uid),
+                    email,
+                    thread,
+                    true,
+                )?;
                 uids.push(uid);
             }
             add_usage(txn, &user, bytes as i64, count as i64)?;
@@ -472,7 +487,14 @@ impl Inner {
                 let mut src = get_mailbox(txn, old_box)?;
                 src.highestmodseq += 1;
                 let smod = src.highestmodseq;
-                remove_messages(txn, old_box, &mut src, std::slice::from_ref(&m), smod)?;
+                remove_messages(
+                    txn,
+                    batch,
+                    old_box,
+                    &mut src,
+                    std::slice::from_ref(&m),
+                    smod,
+                )?;
                 let src_dir = files::mailbox_dir(&old_part, &old_user, old_box);
                 batch
                     .unlink_after
@@ -559,10 +581,10 @@ impl Inner {
                 }
                 prefix.push_str(part);
                 if prefix != name && name_id(txn, &user, &prefix)?.is_none() {
-                    create_mailbox_rec(txn, &user, &prefix, None)?;
+                    create_mailbox_rec(txn, batch, &user, &prefix, None)?;
                 }
             }
-            let (id, rec) = create_mailbox_rec(txn, &user, &name, special_use)?;
+            let (id, rec) = create_mailbox_rec(txn, batch, &user, &name, special_use)?;
             Ok(info(id, &rec, false))
         })
         .await
@@ -612,6 +634,13 @@ impl Inner {
                     .remove((user.as_str(), name.as_str()))
                     .map_err(ie)?;
             }
+            for (uid, _, _) in &uids {
+                let (email, _) = extra::object_ids(txn, id, *uid)?;
+                journal::message_removed(txn, &mut batch.journal, &user, (id, *uid), email)?;
+            }
+            batch
+                .journal
+                .record(&user, journal::Kind::Mailbox, id, journal::Op::Destroyed);
             extra::on_delete_mailbox(txn, id)?;
             metadata::on_delete_mailbox(txn, id, &user)?;
             let bytes: u64 = uids.iter().map(|x| x.2).sum();
@@ -681,7 +710,7 @@ impl Inner {
                 }
                 prefix.push_str(part);
                 if name_id(txn, &user, &prefix)?.is_none() {
-                    create_mailbox_rec(txn, &user, &prefix, None)?;
+                    create_mailbox_rec(txn, batch, &user, &prefix, None)?;
                 }
             }
             let mut names = txn.open_table(NAMES).map_err(ie)?;
@@ -700,6 +729,9 @@ impl Inner {
                     subs.insert((user.as_str(), new.as_str()), 1).map_err(ie)?;
                 }
                 drop_names_then_update(txn, id, &new)?;
+                batch
+                    .journal
+                    .record(&user, journal::Kind::Mailbox, id, journal::Op::Updated);
                 batch.notify.entry(id).or_insert(0);
             }
             batch.users.insert(user.clone());
@@ -713,6 +745,11 @@ impl Inner {
         let user = user.to_string();
         self.submit(move |txn, batch| {
             batch.users.insert(user.clone());
+            if let Some(id) = name_id(txn, &user, &name)? {
+                batch
+                    .journal
+                    .record(&user, journal::Kind::Mailbox, id, journal::Op::Updated);
+            }
             let mut subs = txn.open_table(SUBS).map_err(ie)?;
             if on {
                 subs.insert((user.as_str(), name.as_str()), 1).map_err(ie)?;
@@ -869,6 +906,8 @@ impl Inner {
                     mods.insert((mailbox, modseq, uid), 1).map_err(ie)?;
                     msgs.insert((mailbox, uid), enc(&meta)?.as_slice())
                         .map_err(ie)?;
+                    let (email, _) = extra::object_ids(txn, mailbox, uid)?;
+                    journal::flags_changed(&mut batch.journal, &rec.user, mailbox, email);
                     any = true;
                 }
                 out.push(meta);
@@ -925,7 +964,7 @@ impl Inner {
             rec.highestmodseq += 1;
             let modseq = rec.highestmodseq;
             let dir = files::mailbox_dir(&partition, &user, mailbox);
-            let mut out = remove_messages(txn, mailbox, &mut rec, &victims, modseq)?;
+            let mut out = remove_messages(txn, batch, mailbox, &mut rec, &victims, modseq)?;
             for m in &victims {
                 batch.unlink_after.push(files::message_file(&dir, m.uid));
             }
@@ -1008,6 +1047,16 @@ impl Inner {
                 };
                 add_message(txn, dst_id, &mut dst, &meta)?;
                 extra::on_copy(txn, (from, m.uid), (dst_id, uid))?;
+                let (email, thread) = extra::object_ids(txn, dst_id, uid)?;
+                journal::message_added(
+                    txn,
+                    &mut batch.journal,
+                    &user,
+                    (dst_id, uid),
+                    email,
+                    thread,
+                    false,
+                )?;
                 pairs.push((m.uid, uid));
             }
             if !moving_within_user {
@@ -1020,7 +1069,7 @@ impl Inner {
                 src = get_mailbox(txn, from)?;
                 src.highestmodseq += 1;
                 let smod = src.highestmodseq;
-                remove_messages(txn, from, &mut src, &sources, smod)?;
+                remove_messages(txn, batch, from, &mut src, &sources, smod)?;
                 for m in &sources {
                     batch
                         .unlink_after
@@ -1262,7 +1311,12 @@ fn mailbox_by_name_r(txn: &ReadTransaction, user: &str, name: &str) -> Result<(u
     Ok((id, dec(v.value())?))
 }
 
-fn create_user(txn: &WriteTransaction, user: &str, partition: &str) -> Result<bool> {
+fn create_user(
+    txn: &WriteTransaction,
+    batch: &mut Batch,
+    user: &str,
+    partition: &str,
+) -> Result<bool> {
     {
         let users = txn.open_table(USERS).map_err(ie)?;
         if users.get(user).map_err(ie)?.is_some() {
@@ -1279,7 +1333,7 @@ fn create_user(txn: &WriteTransaction, user: &str, partition: &str) -> Result<bo
         .map_err(ie)?;
     for (name, su) in DEFAULT_MAILBOXES {
         if name_id(txn, user, name)?.is_none() {
-            create_mailbox_rec(txn, user, name, su)?;
+            create_mailbox_rec(txn, batch, user, name, su)?;
         }
         txn.open_table(SUBS)
             .map_err(ie)?
@@ -1291,6 +1345,7 @@ fn create_user(txn: &WriteTransaction, user: &str, partition: &str) -> Result<bo
 
 fn create_mailbox_rec(
     txn: &WriteTransaction,
+    batch: &mut Batch,
     user: &str,
     name: &str,
     special_use: Option<SpecialUse>,
@@ -1329,6 +1384,9 @@ fn create_mailbox_rec(
         .map_err(ie)?
         .insert((user, name), id)
         .map_err(ie)?;
+    batch
+        .journal
+        .record(user, journal::Kind::Mailbox, id, journal::Op::Created);
     Ok((id, rec))
 }
 
@@ -1358,6 +1416,7 @@ fn add_message(
 /// `modseq`. Returns their UIDs.
 fn remove_messages(
     txn: &WriteTransaction,
+    batch: &mut Batch,
     id: MailboxId,
     rec: &mut MailboxRec,
     victims: &[MessageMeta],
@@ -1371,6 +1430,8 @@ fn remove_messages(
         msgs.remove((id, m.uid)).map_err(ie)?;
         mods.remove((id, m.modseq, m.uid)).map_err(ie)?;
         exp.insert((id, modseq, m.uid), 1).map_err(ie)?;
+        let (email, _) = extra::object_ids(txn, id, m.uid)?;
+        journal::message_removed(txn, &mut batch.journal, &rec.user, (id, m.uid), email)?;
         extra::on_remove(txn, id, m.uid)?;
         rec.exists = rec.exists.saturating_sub(1);
         rec.size = rec.size.saturating_sub(m.size);

@@ -164,6 +164,17 @@ pub(super) fn on_append(
     Ok(())
 }
 
+/// The (email id, thread id) of a message (thread 0: not assigned yet).
+pub(super) fn object_ids(
+    txn: &WriteTransaction,
+    mailbox: MailboxId,
+    uid: Uid,
+) -> Result<(u64, u64)> {
+    let t = txn.open_table(OBJECTS).map_err(ie)?;
+    let v = t.get((mailbox, uid)).map_err(ie)?.map(|v| v.value());
+    Ok(v.unwrap_or((legacy_email_id(mailbox, uid), 0)))
+}
+
 /// A copy keeps the source's ids.
 pub(super) fn on_copy(
     txn: &WriteTransaction,

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 
 pub use db::duplicates::{Once, MAX_ID_LEN as MAX_DELIVERY_ID_LEN};
+pub use db::journal::{ChangesError, JournalChanges, Kind as JmapKind, Op as JmapOp};
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
 pub use db::StoreStats;
 pub use files::MessageBody;
@@ -676,6 +677,58 @@ impl Store {
         identifiers: Vec<String>,
     ) -> Result<Vec<(MailboxInfo, String, String)>> {
         self.inner.shared_with(identifiers).await
+    }
+
+    /// JMAP state of one data type for `user`: the journal position of its
+    /// last change (0: none yet). See `db/journal.rs`.
+    pub async fn jmap_state(&self, user: &str, kind: JmapKind) -> Result<u64> {
+        self.inner.jmap_state(user, kind).await
+    }
+
+    /// Changes of one data type since a state (RFC 8620 5.2): created,
+    /// updated, destroyed ids, at most `max` of them (`has_more` then);
+    /// `CannotCalculate` for a state older than the journal keeps.
+    pub async fn jmap_changes(
+        &self,
+        user: &str,
+        kind: JmapKind,
+        since: u64,
+        max: usize,
+    ) -> std::result::Result<JournalChanges, ChangesError> {
+        self.inner.jmap_changes(user, kind, since, max).await
+    }
+
+    /// Where each email id of `user` lives: (mailbox, uid, thread id) per
+    /// copy; empty for an id that is not theirs or gone.
+    pub async fn email_places(
+        &self,
+        user: &str,
+        emails: Vec<u64>,
+    ) -> Result<Vec<Vec<(MailboxId, Uid, u64)>>> {
+        self.inner.email_places(user, emails).await
+    }
+
+    /// The email ids of each thread of `user`, oldest first; empty for a
+    /// thread that is not theirs.
+    pub async fn thread_emails(&self, user: &str, threads: Vec<u64>) -> Result<Vec<Vec<u64>>> {
+        self.inner.thread_emails(user, threads).await
+    }
+
+    /// Every (email id, mailbox, uid, thread id) of `user`.
+    pub async fn all_email_places(&self, user: &str) -> Result<Vec<(u64, MailboxId, Uid, u64)>> {
+        self.inner.all_email_places(user).await
+    }
+
+    /// Records changes of data kept outside the mailboxes (identities,
+    /// submissions, vacation response, contacts) in `user`'s journal, so
+    /// their states and `Foo/changes` work like the mail types'. Call it
+    /// after the data itself is durable.
+    pub async fn jmap_record(
+        &self,
+        user: &str,
+        changes: Vec<(JmapKind, u64, JmapOp)>,
+    ) -> Result<()> {
+        self.inner.jmap_record(user, changes).await
     }
 
     /// Path of a message file (for tools and tests).

@@ -40,6 +40,9 @@ pub struct Batch {
     /// Users whose mailboxes changed (counters, names, subscriptions), for
     /// the per-user watchers (NOTIFY, RFC 5465).
     pub users: BTreeSet<String>,
+    /// JMAP journal entries of the batch (`journal.rs`), written just
+    /// before the commit.
+    pub journal: super::db::journal::Pending,
     /// Set when a job hit a storage error after it may have written.
     pub poisoned: Option<String>,
 }
@@ -72,6 +75,7 @@ pub fn job<T: Send + 'static>(
 pub fn run(
     db: std::sync::Arc<Database>,
     rx: mpsc::Receiver<Job>,
+    keep: u64,
     notify: impl Fn(&HashMap<MailboxId, ModSeq>, &BTreeSet<String>),
 ) {
     while let Ok(first) = rx.recv() {
@@ -96,6 +100,11 @@ pub fn run(
         let mut finishes = Vec::with_capacity(jobs.len());
         for j in jobs {
             finishes.push(j(&txn, &mut batch));
+        }
+        if batch.poisoned.is_none() {
+            if let Err(e) = super::db::journal::flush(&txn, &mut batch.journal, keep) {
+                batch.poisoned = Some(e.to_string());
+            }
         }
         let outcome = commit(txn, &batch);
         match &outcome {

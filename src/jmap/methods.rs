@@ -1,0 +1,179 @@
+//! The dispatch table: method name -> the capability it needs in `using`
+//! and the function that runs it. Helpers add their methods here (one
+//! line in `capability`, one in `dispatch`), plus the argument helpers
+//! every standard method shares (RFC 8620 5).
+
+use serde_json::{json, Map, Value};
+
+use super::session::{CONTACTS, CORE, MAIL, SUBMISSION, VACATION};
+use super::{Ctx, MethodError};
+use crate::store::{ChangesError, JmapKind};
+
+/// The capability a method belongs to; None: no such method.
+pub fn capability(name: &str) -> Option<&'static str> {
+    let (object, _) = name.split_once('/')?;
+    Some(match object {
+        "Core" => CORE,
+        "Mailbox" | "Thread" | "Email" | "SearchSnippet" => MAIL,
+        "Identity" | "EmailSubmission" => SUBMISSION,
+        "VacationResponse" => VACATION,
+        "AddressBook" | "ContactCard" => CONTACTS,
+        _ => return None,
+    })
+}
+
+/// Runs one method call.
+pub async fn dispatch(
+    ctx: &mut Ctx,
+    name: &str,
+    args: Map<String, Value>,
+) -> Result<Value, MethodError> {
+    match name {
+        "Core/echo" => super::core::echo(ctx, args).await,
+        "Mailbox/get" => super::mailbox::get(ctx, args).await,
+        "Mailbox/changes" => super::mailbox::changes(ctx, args).await,
+        "Mailbox/query" => super::mailbox::query(ctx, args).await,
+        "Mailbox/queryChanges" => Err(MethodError::CannotCalculateChanges),
+        "Mailbox/set" => super::mailbox::set(ctx, args).await,
+        "Thread/get" => super::thread::get(ctx, args).await,
+        "Thread/changes" => super::thread::changes(ctx, args).await,
+        _ => Err(MethodError::UnknownMethod),
+    }
+}
+
+/// The `ids` argument of a `/get`: None for null/absent (all), else the
+/// ids, at most `maxObjectsInGet` (RFC 8620 5.1: `requestTooLarge`).
+pub fn ids_arg(ctx: &Ctx, args: &Map<String, Value>) -> Result<Option<Vec<String>>, MethodError> {
+    match args.get("ids") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => {
+            if a.len() > ctx.services.config.http.max_objects_in_get as usize {
+                return Err(MethodError::RequestTooLarge);
+            }
+            let mut out = Vec::with_capacity(a.len());
+            for v in a {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| MethodError::invalid("ids must be strings"))?;
+                out.push(ctx.resolve_id(s).unwrap_or_else(|| s.to_string()));
+            }
+            Ok(Some(out))
+        }
+        Some(_) => Err(MethodError::invalid("ids must be an array or null")),
+    }
+}
+
+/// The `properties` argument: None for all, else the names (each must be
+/// in `known`: RFC 8620 5.1 `invalidArguments`). `id` is always returned.
+pub fn properties_arg(
+    args: &Map<String, Value>,
+    known: &[&str],
+) -> Result<Option<Vec<String>>, MethodError> {
+    match args.get("properties") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => {
+            let mut out = Vec::with_capacity(a.len() + 1);
+            for v in a {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| MethodError::invalid("properties must be strings"))?;
+                if !known.contains(&s) {
+                    return Err(MethodError::invalid(format!("unknown property {s}")));
+                }
+                out.push(s.to_string());
+            }
+            if !out.iter().any(|p| p == "id") {
+                out.push("id".into());
+            }
+            Ok(Some(out))
+        }
+        Some(_) => Err(MethodError::invalid("properties must be an array or null")),
+    }
+}
+
+/// Keeps only the requested properties of an object.
+pub fn select(mut obj: Map<String, Value>, properties: &Option<Vec<String>>) -> Value {
+    if let Some(p) = properties {
+        obj.retain(|k, _| p.iter().any(|x| x == k));
+    }
+    Value::Object(obj)
+}
+
+/// A journal state as the state string clients see.
+pub fn state_string(state: u64) -> String {
+    state.to_string()
+}
+
+/// Parses a state string of ours; None for anything else.
+pub fn parse_state(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A standard `/changes` (RFC 8620 5.2) over the store's journal:
+/// `sinceState`, `maxChanges`; `fmt` turns journal ids into JMAP ids.
+/// The result has accountId, oldState, newState, hasMoreChanges,
+/// created, updated, destroyed; the caller may add fields.
+pub async fn changes(
+    ctx: &Ctx,
+    args: &Map<String, Value>,
+    kind: JmapKind,
+    fmt: fn(u64) -> String,
+) -> Result<(Map<String, Value>, crate::store::JournalChanges), MethodError> {
+    let since = args
+        .get("sinceState")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MethodError::invalid("sinceState is required"))?;
+    let max = match args.get("maxChanges") {
+        None | Some(Value::Null) => 10_000usize,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => n.min(100_000) as usize,
+            _ => {
+                return Err(MethodError::invalid(
+                    "maxChanges must be a positive integer",
+                ))
+            }
+        },
+    };
+    let since = parse_state(since).ok_or(MethodError::CannotCalculateChanges)?;
+    let c = match ctx.store().jmap_changes(&ctx.user, kind, since, max).await {
+        Ok(c) => c,
+        Err(ChangesError::CannotCalculate) => return Err(MethodError::CannotCalculateChanges),
+        Err(ChangesError::Store(e)) => return Err(e.into()),
+    };
+    let ids = |v: &[u64]| Value::Array(v.iter().map(|i| Value::String(fmt(*i))).collect());
+    let mut out = Map::new();
+    out.insert("accountId".into(), json!(ctx.account_id));
+    out.insert("oldState".into(), json!(state_string(c.old_state)));
+    out.insert("newState".into(), json!(state_string(c.new_state)));
+    out.insert("hasMoreChanges".into(), json!(c.has_more));
+    out.insert("created".into(), ids(&c.created));
+    out.insert("updated".into(), ids(&c.updated));
+    out.insert("destroyed".into(), ids(&c.destroyed));
+    Ok((out, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_has_its_capability() {
+        assert_eq!(capability("Core/echo"), Some(CORE));
+        assert_eq!(capability("Mailbox/get"), Some(MAIL));
+        assert_eq!(capability("EmailSubmission/set"), Some(SUBMISSION));
+        assert_eq!(capability("ContactCard/get"), Some(CONTACTS));
+        assert_eq!(capability("Nope/get"), None);
+        assert_eq!(capability("nonsense"), None);
+    }
+
+    #[test]
+    fn states_parse_only_when_ours() {
+        assert_eq!(parse_state(&state_string(42)), Some(42));
+        assert_eq!(parse_state("x1"), None);
+        assert_eq!(parse_state(""), None);
+        assert_eq!(parse_state("99999999999999999999999"), None);
+    }
+}
