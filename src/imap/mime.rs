@@ -294,7 +294,7 @@ impl<'a> ParsedMessage<'a> {
 /// part (a message without any header is all body). A message nested
 /// deeper than `MAX_DEPTH` is not parsed: it becomes one opaque part
 /// (`true`), its header the top header, its body the rest.
-fn parse(raw: &[u8]) -> (Message<'_>, bool) {
+pub(crate) fn parse(raw: &[u8]) -> (Message<'_>, bool) {
     // Tests prove that a panic here ends no more than the command.
     #[cfg(test)]
     if raw.starts_with(TEST_PANIC) {

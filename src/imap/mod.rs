@@ -34,7 +34,7 @@ mod messages;
 mod metadata;
 pub mod mime;
 mod notify;
-mod preview;
+pub(crate) mod preview;
 mod request;
 pub mod search;
 mod selected;

@@ -35,6 +35,7 @@ pub mod sanitize;
 pub mod auth;
 pub mod blob;
 pub mod core;
+pub mod email;
 pub mod error;
 pub mod ids;
 pub mod mailbox;

@@ -1,0 +1,10 @@
+//! JMAP Mail's Email methods (RFC 8621 4, 5): Email/get, changes, query,
+//! queryChanges, set, import, copy, parse, and SearchSnippet/get.
+//!
+//! - `index`: the account's emails (EMAILID -> copies) from the store.
+//! - `render`: an Email's properties from its bytes (pure).
+//! - `query`: filters and sorts (IMAP SEARCH keys for the text conditions).
+
+pub mod index;
+pub mod query;
+pub mod render;
