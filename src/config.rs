@@ -357,6 +357,10 @@ pub struct LdapConfig {
     pub inactive_values: Vec<String>,
     /// Attribute names, for sites whose schema differs.
     pub attributes: LdapAttributes,
+    /// Where the personal address books live (docs/pab.md), e.g.
+    /// `ou=pab,o=example`: per user `ou=<address>,<pab_base>`, one entry
+    /// per contact, written by the service account. Empty: no PAB.
+    pub pab_base: String,
 }
 
 impl Default for LdapConfig {
@@ -387,6 +391,7 @@ impl Default for LdapConfig {
             group_max_members: 10000,
             inactive_values: v(&["inactive", "disabled", "deleted"]),
             attributes: LdapAttributes::default(),
+            pab_base: String::new(),
         }
     }
 }

@@ -300,6 +300,17 @@ pub enum Mode {
     Now,
 }
 
+/// Told of every local copy once its transaction is committed: the
+/// vacation response (`jmap::vacation::Responder`, RFC 5230/3834) runs
+/// from here, for mail arriving by SMTP, LMTP and the queue alike.
+pub trait AfterLocal: Send + Sync {
+    /// `headers`: the message's header section (at most `AFTER_LOCAL_HEADERS` bytes).
+    fn delivered(&self, user: &str, sender: &str, headers: Arc<Vec<u8>>);
+}
+
+/// Header bytes kept for `AfterLocal`.
+pub const AFTER_LOCAL_HEADERS: usize = 64 * 1024;
+
 /// A configured delivery: the targets of this process and the mode.
 #[derive(Clone)]
 pub struct Delivery {
@@ -314,6 +325,8 @@ pub struct Delivery {
     /// The process's resolver and the idle connections to stores and the
     /// smarthost (`pool`).
     hops: Arc<pool::Hops>,
+    /// Runs after committed local copies (None: nothing to run).
+    after_local: Option<Arc<dyn AfterLocal>>,
 }
 
 impl Delivery {
@@ -326,6 +339,7 @@ impl Delivery {
             queue: services.queue.clone(),
             mx: None,
             hops: Arc::new(pool::Hops::new(&services.config, services.resolver.clone())),
+            after_local: crate::jmap::vacation::Responder::for_services(services),
         }
     }
 
@@ -367,6 +381,7 @@ impl Delivery {
             store,
             queue,
             mx: None,
+            after_local: None,
         }
     }
 
@@ -428,6 +443,7 @@ impl Delivery {
             envelope,
             targets: Vec::new(),
             done: Vec::new(),
+            headers: None,
         }
     }
 }
@@ -450,6 +466,8 @@ pub struct Transaction {
     envelope: Envelope,
     targets: Vec<Target>,
     done: Vec<Done>,
+    /// The header section, for `AfterLocal` (kept only when there is one).
+    headers: Option<Arc<Vec<u8>>>,
 }
 
 impl Transaction {
@@ -479,6 +497,12 @@ impl Transaction {
         }
         let mut outcomes = vec![Outcome::Temporary(NOWHERE.into()); self.targets.len()];
         let d = self.delivery.clone();
+        if d.after_local.is_some() && groups.keys().any(|(dest, _)| *dest == Dest::Local) {
+            let end = crate::smtp::trace::header_section_len(&data)
+                .unwrap_or(data.len())
+                .min(AFTER_LOCAL_HEADERS);
+            self.headers = Some(Arc::new(data[..end].to_vec()));
+        }
         let cfg = &d.config;
         let mut data = data;
         let last = groups.len().saturating_sub(1);
@@ -574,9 +598,17 @@ impl Transaction {
     /// Makes the accepted copies final: queued files go to the runner.
     pub async fn commit(self) {
         for d in self.done {
-            if let (Done::Queued(p), Some(q)) = (d, &self.delivery.queue) {
-                let qid = queue::commit(q, p);
-                tracing::info!(id = %self.id, queue_id = %qid, "queued");
+            match (d, &self.delivery.queue) {
+                (Done::Queued(p), Some(q)) => {
+                    let qid = queue::commit(q, p);
+                    tracing::info!(id = %self.id, queue_id = %qid, "queued");
+                }
+                (Done::Local { user, .. }, _) => {
+                    if let (Some(hook), Some(h)) = (&self.delivery.after_local, &self.headers) {
+                        hook.delivered(&user, &self.envelope.sender, h.clone());
+                    }
+                }
+                _ => {}
             }
         }
     }

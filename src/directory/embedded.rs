@@ -66,6 +66,8 @@ struct Cached {
 #[derive(Clone)]
 pub struct Embedded {
     path: PathBuf,
+    /// The users' address books, beside the file (`pab/`).
+    pab: super::pab::Files,
     cache: Arc<Mutex<Cached>>,
 }
 
@@ -86,6 +88,7 @@ impl Embedded {
     pub fn open(path: PathBuf) -> anyhow::Result<Embedded> {
         let data = read(&path)?;
         Ok(Embedded {
+            pab: super::pab::Files::beside(&path),
             cache: Arc::new(Mutex::new(Cached {
                 data: Arc::new(data),
                 stamp: stamp(&path),
@@ -116,6 +119,25 @@ impl Embedded {
             }
         }
         Ok(c.data.clone())
+    }
+
+    pub fn pab(&self) -> &super::pab::Files {
+        &self.pab
+    }
+
+    /// Active users whose address starts with `prefix` (lowercase), for
+    /// address completion: the embedded directory keeps no names.
+    pub fn complete_users(&self, prefix: &str) -> Result<Vec<super::pab::UserHit>, DirError> {
+        let d = self.data()?;
+        Ok(d.users
+            .values()
+            .filter(|u| u.account.active && u.account.address.starts_with(prefix))
+            .take(super::pab::MAX_COMPLETIONS)
+            .map(|u| super::pab::UserHit {
+                name: String::new(),
+                email: u.account.address.clone(),
+            })
+            .collect())
     }
 
     pub fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {

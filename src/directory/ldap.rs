@@ -27,6 +27,7 @@
 //! - Passwords are never logged.
 
 mod cache;
+mod pab;
 mod pool;
 
 /// A group's errors-to address (`mgrpErrorsTo`, as an address or a
@@ -294,7 +295,7 @@ impl Ldap {
         if address.is_empty() {
             return Ok(None);
         }
-        let filter = or_filter(&me.cfg.address_attributes, &[address]);
+        let filter = self.not_contact(or_filter(&me.cfg.address_attributes, &[address]));
         let entries = self
             .search(&me.cfg.base_dn, Scope::Subtree, &filter, &me.read_attrs, 2)
             .await?;
@@ -371,7 +372,7 @@ impl Ldap {
         if !qualified.is_empty() && !qualified.eq_ignore_ascii_case(login) {
             names.push(qualified);
         }
-        let filter = or_filter(&me.cfg.login_attributes, &names);
+        let filter = self.not_contact(or_filter(&me.cfg.login_attributes, &names));
         let entries = self
             .search(&me.cfg.base_dn, Scope::Subtree, &filter, &me.auth_attrs, 2)
             .await?;
@@ -481,7 +482,9 @@ impl Ldap {
                     lease.release();
                     match res.rc {
                         rc::SUCCESS | rc::SIZE_LIMIT_EXCEEDED => {}
-                        rc::NO_SUCH_OBJECT if scope == Scope::Base => return Ok(Vec::new()),
+                        // A missing entry (Base) or a user's address book
+                        // not made yet (OneLevel, `pab`): nothing there.
+                        rc::NO_SUCH_OBJECT if scope != Scope::Subtree => return Ok(Vec::new()),
                         c => {
                             if c == rc::NO_SUCH_OBJECT {
                                 tracing::error!(

@@ -10,6 +10,7 @@ pub mod coalesce;
 pub mod embedded;
 pub mod ldap;
 pub mod names;
+pub mod pab;
 pub mod password;
 
 use std::sync::Arc;
@@ -230,6 +231,72 @@ impl Directory {
         }
     }
 
+    /// A user's personal address book (`pab`); `user` is the logged-in
+    /// account's canonical address.
+    pub async fn pab_list(&self, user: &str) -> Result<pab::Snapshot, pab::PabError> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let (f, u) = (e.pab().clone(), user.to_string());
+                blocking(move || f.list(&u)).await
+            }
+            Backend::Ldap(l) => l.pab_list(user).await,
+        }
+    }
+
+    /// Creates (`create`) or replaces a contact in `user`'s book.
+    pub async fn pab_put(
+        &self,
+        user: &str,
+        contact: pab::Contact,
+        create: bool,
+    ) -> Result<(), pab::PabError> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let (f, u) = (e.pab().clone(), user.to_string());
+                blocking(move || f.put(&u, contact, create).map(|_| ())).await
+            }
+            Backend::Ldap(l) => l.pab_put(user, contact, create).await,
+        }
+    }
+
+    pub async fn pab_delete(&self, user: &str, id: &str) -> Result<(), pab::PabError> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let (f, u, id) = (e.pab().clone(), user.to_string(), id.to_string());
+                blocking(move || f.delete(&u, &id).map(|_| ())).await
+            }
+            Backend::Ldap(l) => l.pab_delete(user, id).await,
+        }
+    }
+
+    /// What changed in `user`'s book since `since`; None: cannot tell.
+    pub async fn pab_changes(
+        &self,
+        user: &str,
+        since: &str,
+    ) -> Result<Option<pab::Changes>, pab::PabError> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let (f, u, s) = (e.pab().clone(), user.to_string(), since.to_string());
+                blocking(move || f.changes(&u, &s)).await
+            }
+            Backend::Ldap(l) => l.pab_changes(user, since).await,
+        }
+    }
+
+    /// Active users whose address (or, in LDAP, name) starts with
+    /// `prefix`, for address completion (at most `pab::MAX_COMPLETIONS`).
+    pub async fn complete_users(&self, prefix: &str) -> Result<Vec<pab::UserHit>, DirError> {
+        let prefix = prefix.trim().to_lowercase();
+        if prefix.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.backend {
+            Backend::Embedded(e) => e.complete_users(&prefix),
+            Backend::Ldap(l) => l.complete_users(&prefix).await,
+        }
+    }
+
     /// Lookup cache (hits, misses) of back ends that have one.
     pub fn cache_stats(&self) -> Option<(u64, u64)> {
         match &self.backend {
@@ -249,6 +316,15 @@ impl AuthResult {
             _ => typed,
         }
     }
+}
+
+/// Runs a file operation of the embedded directory off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, pab::PabError> + Send + 'static,
+) -> Result<T, pab::PabError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(pab::PabError::Temporary(format!("task: {e}"))))
 }
 
 /// Lowercase address; a missing domain is left as is.

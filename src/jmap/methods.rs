@@ -18,6 +18,7 @@ pub fn capability(name: &str) -> Option<&'static str> {
         "Identity" | "EmailSubmission" => SUBMISSION,
         "VacationResponse" => VACATION,
         "AddressBook" | "ContactCard" => CONTACTS,
+        "msgd:Directory" => CONTACTS,
         _ => return None,
     })
 }
@@ -37,6 +38,20 @@ pub async fn dispatch(
         "Mailbox/set" => super::mailbox::set(ctx, args).await,
         "Thread/get" => super::thread::get(ctx, args).await,
         "Thread/changes" => super::thread::changes(ctx, args).await,
+        "Identity/get" => super::identity::get(ctx, args).await,
+        "Identity/set" => super::identity::set(ctx, args).await,
+        "EmailSubmission/get" => super::submission::get(ctx, args).await,
+        "EmailSubmission/set" => super::submission::set(ctx, args).await,
+        "EmailSubmission/query" => super::submission::query(ctx, args).await,
+        "EmailSubmission/changes" => super::submission::changes(ctx, args).await,
+        "VacationResponse/get" => super::vacation::get(ctx, args).await,
+        "VacationResponse/set" => super::vacation::set(ctx, args).await,
+        "AddressBook/get" => super::contacts::book_get(ctx, args).await,
+        "ContactCard/get" => super::contacts::get(ctx, args).await,
+        "ContactCard/changes" => super::contacts::changes(ctx, args).await,
+        "ContactCard/query" => super::contacts::query(ctx, args).await,
+        "ContactCard/set" => super::contacts::set(ctx, args).await,
+        "msgd:Directory/query" => super::contacts::directory_query(ctx, args).await,
         _ => Err(MethodError::UnknownMethod),
     }
 }

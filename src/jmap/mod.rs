@@ -34,16 +34,20 @@
 pub mod sanitize;
 pub mod auth;
 pub mod blob;
+pub mod contacts;
 pub mod core;
 pub mod email;
 pub mod error;
+pub mod identity;
 pub mod ids;
 pub mod mailbox;
 pub mod methods;
 pub mod push;
 pub mod request;
 pub mod session;
+pub mod submission;
 pub mod thread;
+pub mod vacation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
