@@ -317,9 +317,18 @@ const READ_PROPS = [
 async function fetchEmails(ids, withImages = false) {
   const props = [...READ_PROPS];
   if (S.using.includes(WEBMAIL)) props.push(withImages ? "msgd:sanitizedHtmlWithImages" : "msgd:sanitizedHtml", "msgd:remoteImages");
-  const r = await jmap([["Email/get", {
-    accountId: S.accountId, ids, properties: props, fetchTextBodyValues: true, maxBodyValueBytes: 1024 * 1024,
-  }, "g"]]);
+  let r;
+  try {
+    r = await jmap([["Email/get", {
+      accountId: S.accountId, ids, properties: props, fetchTextBodyValues: true, maxBodyValueBytes: 1024 * 1024,
+    }, "g"]]);
+  } catch (e) {
+    // A server that announces the capability but does not know the
+    // properties: fall back to text bodies rather than fail.
+    if (!S.using.includes(WEBMAIL) || !/invalidArguments/.test(e.message)) throw e;
+    S.using = S.using.filter((c) => c !== WEBMAIL);
+    return fetchEmails(ids, withImages);
+  }
   return r.g[1].list;
 }
 
