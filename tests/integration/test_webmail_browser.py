@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, unique
+from conftest import REPO_ROOT, Msgd, free_ports, unique
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -58,6 +58,20 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """conftest's all-in-one, with the https listener on a free port too
+    (its default is the quickstart's fixed 18443)."""
+    inst = Msgd(tmp_path_factory.mktemp("webmail"))
+    with open(inst.config_path, "a") as f:
+        f.write(f'\n[listener.https]\nbind = ["127.0.0.1:{free_ports(1)[0]}"]\nenabled = true\n')
+    for address in USERS:
+        inst.add_user(address)
+    inst.start()
+    yield inst
+    inst.stop()
 
 
 class Page:
@@ -104,7 +118,11 @@ def login(pg: Page, user: str, password: str) -> None:
     page.fill("input[name=user]", user)
     page.fill("input[name=password]", password)
     page.click("button[type=submit], input[type=submit]")
-    expect(page.locator("#user")).to_have_text(user, timeout=WAIT_MS)
+    try:
+        page.wait_for_url(re.compile(r"/$"), timeout=WAIT_MS)
+    except Exception:
+        pytest.fail(f"login refused: {page.url}\n{page.inner_text('body')}", pytrace=False)
+    expect(page.locator("header #user")).to_have_text(user, timeout=WAIT_MS)
     expect(page.locator("#mailbox-list a[data-role=inbox]")).to_be_visible(timeout=WAIT_MS)
 
 
