@@ -40,6 +40,8 @@ dpkg -s postfix >/dev/null 2>&1 || { missing_apt+=(postfix); postfix_missing=1; 
 # system service is used.
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing_apt+=(haproxy)
 command -v mbsync >/dev/null 2>&1 || missing_apt+=(isync)
+# test_mem.py speaks HTTP with requests.
+"$PYTHON" -c 'import requests' >/dev/null 2>&1 || missing_apt+=(python3-requests)
 # test_roles.py starts each role in a private network namespace
 # (unshare from util-linux, `ip link set lo up` from iproute2).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing_apt+=(iproute2)
@@ -78,3 +80,4 @@ command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) s
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }
 [ -x /usr/bin/chromium ] || { echo "install-test-deps: chromium still missing" >&2; exit 1; }
 "$PYTHON" -c 'import playwright.sync_api' || { echo "install-test-deps: playwright still missing" >&2; exit 1; }
+"$PYTHON" -c 'import requests' || { echo "install-test-deps: python3-requests still missing" >&2; exit 1; }

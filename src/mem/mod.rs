@@ -25,10 +25,14 @@ pub mod session;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use axum::Router;
 
 use crate::services::Services;
+
+/// Largest login or logout form body read.
+const MAX_FORM: usize = 16 * 1024;
 
 /// What the mem's routes share, built at the first request
 /// (`Web::mem_state`): the cookie key, the token key, the store client.
@@ -43,6 +47,14 @@ pub fn state(services: &Services) -> anyhow::Result<Arc<State>> {
     if let Some(s) = services.web.mem_state.get() {
         return Ok(s.clone());
     }
+    let built = build(services).map_err(|e| {
+        tracing::error!(error = %format!("{e:#}"), "webmail unavailable");
+        e
+    })?;
+    Ok(services.web.mem_state.get_or_init(|| built).clone())
+}
+
+fn build(services: &Services) -> anyhow::Result<Arc<State>> {
     let c = &services.config;
     let session_key = crate::http::keys::load_or_create(
         &c.data_path(&c.mem.session_key_file, "mem-session.key"),
@@ -50,24 +62,27 @@ pub fn state(services: &Services) -> anyhow::Result<Arc<State>> {
     let token_key =
         crate::http::keys::load_or_create(&c.data_path(&c.http.token_key_file, "http-token.key"))?;
     let stores = proxy::Stores::new(services).context("the mem's client for the stores")?;
-    let built = Arc::new(State {
+    Ok(Arc::new(State {
         sealer: session::Sealer::new(&session_key),
         tokens: crate::http::token::TokenKey::new(&token_key),
         stores,
-    });
-    Ok(services.web.mem_state.get_or_init(|| built).clone())
+    }))
 }
 
 /// The webmail page, login/logout and (mem role alone: `forward_jmap`)
 /// the forwarding of a logged-in user's JMAP calls to the store named by
 /// their mailHost.
 pub fn routes(forward_jmap: bool) -> Router<Services> {
+    // Login and logout forms are small: bound what is read of them.
+    let forms = Router::new()
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", post(login::logout))
+        .layer(DefaultBodyLimit::max(MAX_FORM));
     let mut r = Router::new()
         .route("/", get(login::page))
         .route("/static/{*path}", get(login::asset))
-        .route("/login", get(login::form).post(login::submit))
-        .route("/logout", post(login::logout))
-        .route("/session-info", get(login::session_info));
+        .route("/session-info", get(login::session_info))
+        .merge(forms);
     if forward_jmap {
         r = r
             .route("/.well-known/jmap", get(proxy::well_known))
