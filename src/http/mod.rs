@@ -53,6 +53,9 @@ pub struct Web {
 pub fn app(services: &Services) -> Router {
     let mut app = Router::new();
     if services.store.is_some() {
+        // The bearer-token key file is created now if missing, so it can
+        // be copied to the mems.
+        let _ = services.web.jmap.token_key(&services.config);
         app = app.merge(crate::jmap::routes());
     }
     if services.web.mem {

@@ -611,6 +611,28 @@ impl Inner {
         self.read_txn(move |txn| all_places_sync(txn, &user)).await
     }
 
+    /// The bytes of an email of `user` (its first place); None when it is
+    /// not theirs or gone.
+    pub async fn read_email(&self, user: &str, email: u64) -> Result<Option<Vec<u8>>> {
+        let u = user.to_string();
+        let found = self
+            .read_txn(move |txn| {
+                let places = places_sync(txn, &u, email)?;
+                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                for (m, uid, _) in places {
+                    if let Some(v) = msgs.get((m, uid)).map_err(ie)? {
+                        return Ok(Some((m, dec::<MessageMeta>(v.value())?)));
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        match found {
+            Some((m, meta)) => Ok(Some(self.read(m, &meta).await?)),
+            None => Ok(None),
+        }
+    }
+
     pub async fn jmap_record(&self, user: &str, changes: Vec<(Kind, u64, Op)>) -> Result<()> {
         let user = user.to_string();
         self.submit(move |_txn, batch| {

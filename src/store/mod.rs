@@ -714,6 +714,12 @@ impl Store {
         self.inner.thread_emails(user, threads).await
     }
 
+    /// The bytes of an email of `user` (JMAP blob of a message); None
+    /// when the id is not theirs or the message is gone.
+    pub async fn read_email(&self, user: &str, email: u64) -> Result<Option<Vec<u8>>> {
+        self.inner.read_email(user, email).await
+    }
+
     /// Every (email id, mailbox, uid, thread id) of `user`.
     pub async fn all_email_places(&self, user: &str) -> Result<Vec<(u64, MailboxId, Uid, u64)>> {
         self.inner.all_email_places(user).await
