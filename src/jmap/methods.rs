@@ -52,6 +52,10 @@ pub async fn dispatch(
         "ContactCard/query" => super::contacts::query(ctx, args).await,
         "ContactCard/set" => super::contacts::set(ctx, args).await,
         "msgd:Directory/query" => super::contacts::directory_query(ctx, args).await,
+        "Email/get" => super::email::get::get(ctx, args).await,
+        "Email/changes" => super::email::get::changes(ctx, args).await,
+        "Email/query" => super::email::query::query(ctx, args).await,
+        "Email/queryChanges" => super::email::query::query_changes(ctx, args).await,
         _ => Err(MethodError::UnknownMethod),
     }
 }

@@ -4,7 +4,10 @@
 //! - `index`: the account's emails (EMAILID -> copies) from the store.
 //! - `render`: an Email's properties from its bytes (pure).
 //! - `query`: filters and sorts (IMAP SEARCH keys for the text conditions).
+//! - `get`: Email/get, Email/changes.
 
+pub mod get;
 pub mod index;
 pub mod query;
 pub mod render;
+pub mod build;

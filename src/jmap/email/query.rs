@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::index::{has_keyword, Entry, Index};
 use super::render::Parsed;
@@ -618,3 +618,204 @@ pub fn window(
 
 #[cfg(test)]
 mod tests;
+
+// ---------------------------------------------------------------------------
+// The methods
+// ---------------------------------------------------------------------------
+
+use crate::jmap::ids::{email_id, parse_email_id, parse_mailbox_id};
+use crate::jmap::methods::{parse_state, state_string};
+use crate::jmap::{Ctx, MethodError};
+use crate::store::JmapKind;
+
+/// Most ids one Email/query answers (advertised as the `limit` it used
+/// when the client asked for more or for none).
+pub const MAX_QUERY_LIMIT: usize = 1000;
+
+impl From<QueryError> for MethodError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::UnsupportedFilter(d) => MethodError::UnsupportedFilter(d),
+            QueryError::UnsupportedSort(d) => MethodError::UnsupportedSort(d),
+            QueryError::InvalidArguments(d) => MethodError::InvalidArguments(d),
+        }
+    }
+}
+
+/// filter, sort and collapseThreads of Email/query and queryChanges.
+struct Spec {
+    filter: Option<Filter>,
+    sort: Vec<Comparator>,
+    collapse: bool,
+}
+
+impl Spec {
+    fn parse(args: &Map<String, Value>) -> Result<Spec, MethodError> {
+        let filter = match args.get("filter") {
+            None | Some(Value::Null) => None,
+            Some(f) => Some(parse_filter(f, &parse_mailbox_id)?),
+        };
+        let sort = match args.get("sort") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(s) => parse_sort(s)?,
+        };
+        let collapse = match args.get("collapseThreads") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            _ => return Err(MethodError::invalid("collapseThreads must be a boolean")),
+        };
+        Ok(Spec {
+            filter,
+            sort,
+            collapse,
+        })
+    }
+
+    /// Can a later queryChanges be computed from the journal? Not when an
+    /// email's place depends on other emails (threads).
+    fn can_calculate_changes(&self) -> bool {
+        !self.collapse
+            && !self.filter.as_ref().is_some_and(Filter::uses_threads)
+            && !self.sort.iter().any(|c| {
+                matches!(
+                    c.property,
+                    SortBy::AllInThreadHaveKeyword(_) | SortBy::SomeInThreadHaveKeyword(_)
+                )
+            })
+    }
+
+    /// The full result, in order.
+    async fn run(&self, ctx: &Ctx) -> Result<Vec<u64>, MethodError> {
+        let index = Index::load(ctx.store(), &ctx.user).await?;
+        let mut hits = filter_emails(ctx.store(), &index, self.filter.as_ref()).await;
+        sort_emails(ctx.store(), &index, &mut hits, &self.sort).await;
+        if self.collapse {
+            hits = collapse_threads(&index, hits);
+        }
+        Ok(hits.iter().map(|e| e.id).collect())
+    }
+}
+
+fn int_arg(args: &Map<String, Value>, k: &str) -> Result<Option<i64>, MethodError> {
+    match args.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| MethodError::invalid(format!("{k} must be an integer"))),
+    }
+}
+
+/// Email/query (RFC 8621 4.4, RFC 8620 5.5).
+pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
+    let spec = Spec::parse(&args)?;
+    let position = int_arg(&args, "position")?.unwrap_or(0);
+    let anchor_offset = int_arg(&args, "anchorOffset")?.unwrap_or(0);
+    let limit = match int_arg(&args, "limit")? {
+        Some(l) if l < 0 => return Err(MethodError::invalid("limit must not be negative")),
+        Some(l) => Some(l as u64),
+        None => None,
+    };
+    let anchor = match args.get("anchor") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(parse_email_id(s).ok_or(MethodError::AnchorNotFound)?),
+        Some(_) => return Err(MethodError::invalid("anchor must be an id")),
+    };
+    let total_wanted = matches!(args.get("calculateTotal"), Some(Value::Bool(true)));
+    let state = ctx.store().jmap_state(&ctx.user, JmapKind::Email).await?;
+    let ids = spec.run(ctx).await?;
+    let capped = limit.is_none_or(|l| l > MAX_QUERY_LIMIT as u64);
+    let effective = limit.map_or(MAX_QUERY_LIMIT, |l| (l as usize).min(MAX_QUERY_LIMIT));
+    let (start, end) = window(&ids, position, anchor, anchor_offset, Some(effective))
+        .map_err(|_| MethodError::AnchorNotFound)?;
+    let mut out = Map::new();
+    out.insert("accountId".into(), json!(ctx.account_id));
+    out.insert("queryState".into(), json!(state_string(state)));
+    out.insert(
+        "canCalculateChanges".into(),
+        json!(spec.can_calculate_changes()),
+    );
+    out.insert("position".into(), json!(start));
+    out.insert(
+        "ids".into(),
+        Value::Array(
+            ids[start..end]
+                .iter()
+                .map(|&i| json!(email_id(i)))
+                .collect(),
+        ),
+    );
+    if total_wanted {
+        out.insert("total".into(), json!(ids.len()));
+    }
+    if capped && ids.len() - start > MAX_QUERY_LIMIT {
+        out.insert("limit".into(), json!(MAX_QUERY_LIMIT));
+    }
+    Ok(Value::Object(out))
+}
+
+/// Email/queryChanges (RFC 8620 5.6): every email changed since the old
+/// state is reported removed, and added again at its index if it is in
+/// the results now; unchanged emails keep their relative order, so the
+/// client's splice gives the new results. Queries whose results depend
+/// on threads answer `cannotCalculateChanges`.
+pub async fn query_changes(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
+    let spec = Spec::parse(&args)?;
+    let since = args
+        .get("sinceQueryState")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MethodError::invalid("sinceQueryState is required"))?;
+    let max_changes = match int_arg(&args, "maxChanges")? {
+        Some(n) if n <= 0 => return Err(MethodError::invalid("maxChanges must be positive")),
+        n => n.map(|n| n as usize),
+    };
+    let total_wanted = matches!(args.get("calculateTotal"), Some(Value::Bool(true)));
+    if !spec.can_calculate_changes() {
+        return Err(MethodError::CannotCalculateChanges);
+    }
+    let since = parse_state(since).ok_or(MethodError::CannotCalculateChanges)?;
+    let c = match ctx
+        .store()
+        .jmap_changes(&ctx.user, JmapKind::Email, since, 100_000)
+        .await
+    {
+        Ok(c) if !c.has_more => c,
+        Ok(_) | Err(crate::store::ChangesError::CannotCalculate) => {
+            return Err(MethodError::CannotCalculateChanges)
+        }
+        Err(crate::store::ChangesError::Store(e)) => return Err(e.into()),
+    };
+    let ids = spec.run(ctx).await?;
+    let changed: std::collections::HashSet<u64> = c
+        .created
+        .iter()
+        .chain(&c.updated)
+        .chain(&c.destroyed)
+        .copied()
+        .collect();
+    let removed: Vec<Value> = c
+        .updated
+        .iter()
+        .chain(&c.destroyed)
+        .map(|&i| json!(email_id(i)))
+        .collect();
+    let added: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| changed.contains(id))
+        .map(|(i, &id)| json!({"id": email_id(id), "index": i}))
+        .collect();
+    if max_changes.is_some_and(|m| removed.len() + added.len() > m) {
+        return Err(MethodError::TooManyChanges);
+    }
+    let mut out = Map::new();
+    out.insert("accountId".into(), json!(ctx.account_id));
+    out.insert("oldQueryState".into(), json!(state_string(c.old_state)));
+    out.insert("newQueryState".into(), json!(state_string(c.new_state)));
+    out.insert("removed".into(), Value::Array(removed));
+    out.insert("added".into(), Value::Array(added));
+    if total_wanted {
+        out.insert("total".into(), json!(ids.len()));
+    }
+    Ok(Value::Object(out))
+}

@@ -137,7 +137,8 @@ pub fn raw_values<'a>(block: &'a [u8], name: &str) -> Vec<&'a [u8]> {
         .collect()
 }
 
-fn strip_line_end(v: &[u8]) -> &[u8] {
+/// A raw header value without its line end.
+pub fn strip_line_end(v: &[u8]) -> &[u8] {
     let v = v.strip_suffix(b"\n").unwrap_or(v);
     v.strip_suffix(b"\r").unwrap_or(v)
 }
