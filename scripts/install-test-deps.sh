@@ -68,6 +68,11 @@ if ! "$PYTHON" -c 'import playwright.sync_api' >/dev/null 2>&1; then
     echo "install-test-deps: installing playwright with $PYTHON -m pip (no browser download)" >&2
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check playwright
 fi
+# jmapc: a JMAP client the project did not write (test_jmap_submission.py).
+if ! "$PYTHON" -c 'import jmapc' >/dev/null 2>&1; then
+    echo "install-test-deps: installing jmapc with $PYTHON -m pip" >&2
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check 'jmapc==0.4.0'
+fi
 
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
@@ -81,3 +86,4 @@ command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) s
 [ -x /usr/bin/chromium ] || { echo "install-test-deps: chromium still missing" >&2; exit 1; }
 "$PYTHON" -c 'import playwright.sync_api' || { echo "install-test-deps: playwright still missing" >&2; exit 1; }
 "$PYTHON" -c 'import requests' || { echo "install-test-deps: python3-requests still missing" >&2; exit 1; }
+"$PYTHON" -c 'import jmapc' || { echo "install-test-deps: jmapc still missing" >&2; exit 1; }

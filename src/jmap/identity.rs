@@ -324,10 +324,13 @@ pub async fn get(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
 /// The `create`/`update`/`destroy` arguments of a `/set` (RFC 8620 5.3),
 /// with `ifInState` checked against `state`.
 pub(super) struct SetArgs {
-    pub create: Vec<(String, Map<String, Value>)>,
-    pub update: Vec<(String, Map<String, Value>)>,
+    pub create: Objects,
+    pub update: Objects,
     pub destroy: Vec<String>,
 }
+
+/// (id, object) pairs of a `/set` argument.
+pub(super) type Objects = Vec<(String, Map<String, Value>)>;
 
 pub(super) fn set_args(
     ctx: &Ctx,
@@ -339,7 +342,7 @@ pub(super) fn set_args(
             return Err(MethodError::StateMismatch);
         }
     }
-    let objects = |k: &str| -> Result<Vec<(String, Map<String, Value>)>, MethodError> {
+    let objects = |k: &str| -> Result<Objects, MethodError> {
         match args.get(k) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Object(m)) => m
@@ -353,7 +356,7 @@ pub(super) fn set_args(
         }
     };
     let create = objects("create")?;
-    let update: Vec<(String, Map<String, Value>)> = objects("update")?
+    let update: Objects = objects("update")?
         .into_iter()
         .map(|(id, o)| (ctx.resolve_id(&id).unwrap_or(id), o))
         .collect();

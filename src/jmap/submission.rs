@@ -643,25 +643,12 @@ async fn read_email(
         return Ok(None);
     };
     let places = ctx.store().email_places(&ctx.user, vec![id]).await?;
-    let Some(&(mailbox, uid, thread)) = places.first().and_then(|p| p.first()) else {
+    let Some(&(_, _, thread)) = places.first().and_then(|p| p.first()) else {
         return Ok(None);
     };
-    // The message's meta from its mailbox (until the blob layer offers a
-    // direct read by email id).
-    let store = ctx.store();
-    let Some(info) = store
-        .list(&ctx.user)
-        .await?
-        .into_iter()
-        .find(|m| m.id == mailbox)
-    else {
+    let Some(bytes) = ctx.store().read_email(&ctx.user, id).await? else {
         return Ok(None);
     };
-    let snap = store.snapshot(&ctx.user, &info.name).await?;
-    let Some(meta) = snap.messages.iter().find(|m| m.uid == uid) else {
-        return Ok(None);
-    };
-    let bytes = store.read(mailbox, meta).await?;
     Ok(Some((bytes, Some(super::ids::thread_id(thread)))))
 }
 
