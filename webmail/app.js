@@ -20,7 +20,7 @@ const S = {
   mailboxes: [], byId: new Map(), byRole: {}, current: null,
   search: "", position: 0, total: 0, list: [], threads: new Map(), selected: -1,
   open: null, identity: null,
-  compose: null, contacts: [], addressBookId: null, refreshTimer: null,
+  compose: null, contacts: [], addressBookId: null, refreshTimer: null, directory: null,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -662,16 +662,28 @@ async function searchContacts(prefix) {
   const r = await jmap(calls);
   const out = [];
   const seen = new Set();
+  const add = (name, address) => {
+    const key = (address || "").toLowerCase();
+    if (!key || seen.has(key)) return;
+    seen.add(key);
+    out.push({ name, email: address });
+  };
   accounts.forEach((_, i) => {
     for (const c of r[`g${i}`]?.[1].list || []) {
-      for (const em of Object.values(c.emails || {})) {
-        const key = (em.address || "").toLowerCase();
-        if (!key || seen.has(key)) continue;
-        seen.add(key);
-        out.push({ name: cardName(c), email: em.address });
-      }
+      for (const em of Object.values(c.emails || {})) add(cardName(c), em.address);
     }
   });
+  // The directory's users (msgd's method; a server without it just
+  // completes from the address book).
+  if (S.directory !== false) {
+    try {
+      const d = await jmap([["msgd:Directory/query", { accountId: S.accountId, text: prefix }, "d"]]);
+      for (const u of d.d[1].list || []) add(u.name || null, u.email);
+    } catch (e) {
+      if (/unknownMethod/.test(e.message)) S.directory = false;
+      else throw e;
+    }
+  }
   const p = prefix.toLowerCase();
   return out.filter((a) => a.email.toLowerCase().includes(p) || (a.name || "").toLowerCase().includes(p)).slice(0, 10);
 }
