@@ -284,7 +284,7 @@ function renderList() {
       role: "option", id: `msg-${e.id}`, "data-id": e.id, tabindex: "-1",
       class: `msg${kw.$seen ? "" : " unread"}${kw.$flagged ? " flagged" : ""}${i === S.selected ? " selected" : ""}`,
       "aria-selected": i === S.selected ? "true" : "false",
-      onclick: () => { S.selected = i; openSelected(); },
+      onclick: () => { S.selected = i; guard(openSelected)(); },
     },
     el("span", { class: "from", text: (isSentLike ? shortAddr(e.to) : shortAddr(e.from)) || "(no sender)" }),
     n > 1 ? el("span", { class: "thread-count", text: String(n), title: `${n} messages in this conversation` }) : null,
@@ -304,7 +304,7 @@ function moveSelection(delta) {
   S.selected = Math.min(S.list.length - 1, Math.max(0, S.selected + delta));
   renderList();
   $(`msg-${S.list[S.selected].id}`)?.scrollIntoView({ block: "nearest" });
-  if (!$("reader").hidden) openSelected();
+  if (!$("reader").hidden) guard(openSelected)();
 }
 
 // ---------------------------------------------------------------- reader
@@ -346,7 +346,8 @@ async function openSelected() {
   showView("read");
   const unseen = emails.filter((e) => !(e.keywords || {}).$seen).map((e) => e.id);
   if (unseen.length) {
-    await setKeyword(unseen, "$seen", true, false);
+    // Marking read is a side effect: a failure is shown, the message stays open.
+    await setKeyword(unseen, "$seen", true, false).catch((e) => status(e.message, true));
   }
 }
 
