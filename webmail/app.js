@@ -747,7 +747,9 @@ function wireCompletion(input) {
         suggestions = found;
         suggestActive = found.length ? 0 : -1;
         renderSuggest();
-      } catch (e) { status(e.message, true); }
+      } catch (e) {
+        console.warn("address completion:", e.message); // typing goes on undisturbed
+      }
     }, 150);
   });
   input.addEventListener("keydown", (ev) => {

@@ -604,3 +604,153 @@ def test_remote_images_load_only_when_asked(server, open_page):
         expect(img).to_have_attribute("src", f"http://{where}/pixel.gif", timeout=WAIT_MS)
     finally:
         host.stop()
+
+
+# --------------------------------------------------------------------------
+# the site: slapd, two stores, two mems sharing their keys
+
+
+SITE_STORE_TOML = """
+[listener.https]
+enabled = false
+
+[store]
+host = "{host}"
+min_free_disk = 1048576
+
+[http]
+token_key_file = "{keys}/token.key"
+
+[mta]
+delivery_timeout = 10
+
+[mta.hosts]
+{hosts}
+
+[queue]
+retry_base = 1
+"""
+
+SITE_MEM_TOML = """
+[listener.https]
+enabled = false
+
+[http]
+token_key_file = "{keys}/token.key"
+
+[mem]
+session_key_file = "{keys}/session.key"
+connect_timeout = 2
+store_timeout = 10
+
+[mem.stores]
+{stores}
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    from tiers import EXTRA_LDIF, PASSWORDS, Ldap, Node
+
+    root = tmp_path_factory.mktemp("webmail-site")
+    keys = root / "keys"
+    keys.mkdir()
+    ldap = Ldap(root / "ldap", EXTRA_LDIF)
+    listeners = ("lmtp", "imap", "http")
+    s1 = Node(root / "store1", "store", "store1.test", ldap, listeners=listeners)
+    s2 = Node(root / "store2", "store", "store2.test", ldap, listeners=listeners)
+    hosts = "\n".join(f'"{n.name}" = "127.0.0.1:{n.ports["lmtp"]}"' for n in (s1, s2))
+    for n in (s1, s2):
+        n.extra = SITE_STORE_TOML.format(host=n.name, keys=keys, hosts=hosts)
+        # The personal address books live in the directory (tests/ldap/base.ldif).
+        n.config_path.write_text(n.config_text().replace(
+            "[directory.ldap]\n", '[directory.ldap]\npab_base = "ou=pab,dc=example,dc=test"\n', 1))
+    stores = "\n".join(f'"{n.name}" = "127.0.0.1:{n.ports["http"]}"' for n in (s1, s2))
+    mems = [Node(root / name, "mem", f"{name}.test", ldap, SITE_MEM_TOML.format(keys=keys, stores=stores),
+                 listeners=("http",)) for name in ("mem-a", "mem-b")]
+    nodes = [s1, s2, *mems]
+    try:
+        ldap.start()
+        for n in nodes:
+            n.start()
+        yield {"s1": s1, "s2": s2, "a": mems[0], "b": mems[1], "passwords": PASSWORDS}
+    finally:
+        for n in nodes:
+            if n.running:
+                n.stop()
+            n.cleanup()
+        if ldap.running:
+            ldap.stop()
+
+
+def lmtp_deliver(node, rcpt: str, data: bytes) -> None:
+    import smtplib
+    with smtplib.LMTP("127.0.0.1", node.ports["lmtp"], timeout=20) as s:
+        s.ehlo("client.example")
+        refused = s.sendmail(BOB, [rcpt], data)
+    assert refused == {}, refused
+
+
+def test_site_login_on_a_mem_read_send_to_the_other_store_and_second_mem(browser, site):
+    """alice (store1) logs in on mem-a, reads a message delivered to store1,
+    writes to bob (store2), who gets it over IMAP on store2; alice's cookie
+    then works on mem-b too."""
+    a, b = site["a"], site["b"]
+    subject = unique("Site hello")
+    lmtp_deliver(site["s1"], ALICE, message(BOB, ALICE, subject, "delivered to store1"))
+    pg = Page(browser, f"http://127.0.0.1:{a.ports['http']}")
+    try:
+        login(pg, ALICE, site["passwords"][ALICE])
+        open_message(pg, subject)
+        expect(pg.page.locator("#thread .email.open .body")).to_contain_text("delivered to store1")
+        pg.shot("11-site-reader")
+
+        # A contact in the PAB (LDAP), completed in compose.
+        pg.page.click("#contacts-btn")
+        pg.page.fill("#ct-name", "Yolanda Site")
+        pg.page.fill("#ct-email", "yolanda@example.test")
+        pg.page.click("#ct-add")
+        expect(pg.page.locator("#contact-list .contact", has_text="Yolanda Site")).to_be_visible(timeout=WAIT_MS)
+        pg.page.click("#compose-btn")
+        pg.page.locator("#c-to").type("Yolan", delay=40)
+        expect(pg.page.locator("#suggest li", has_text="yolanda@example.test")).to_be_visible(timeout=WAIT_MS)
+        pg.page.keyboard.press("Enter")
+        expect(pg.page.locator("#c-to")).to_have_value("Yolanda Site <yolanda@example.test>, ")
+        pg.page.click("#discard-btn")
+
+        # The same browser session on the second mem.
+        cookies = pg.ctx.cookies(f"http://127.0.0.1:{a.ports['http']}")
+        other = Page(browser, f"http://127.0.0.1:{b.ports['http']}")
+        try:
+            other.ctx.add_cookies([
+                {"name": c["name"], "value": c["value"], "url": other.base + "/"}
+                for c in cookies if c["name"] == "msgd_session"
+            ])
+            other.page.goto(other.base + "/")
+            expect(other.page.locator("header #user")).to_have_text(ALICE, timeout=WAIT_MS)
+            expect(other.page.locator("#message-list li", has_text=subject)).to_be_visible(timeout=WAIT_MS)
+        finally:
+            other.close()
+
+        # To bob on the other store, checked there over IMAP.
+        sent = unique("Across stores")
+        pg.page.click("#compose-btn")
+        pg.page.fill("#c-to", BOB)
+        pg.page.fill("#c-subject", sent)
+        pg.page.fill("#c-body", "from store1 to store2")
+        pg.page.click("#send-btn")
+        expect(pg.page.locator("#status")).to_have_text("Message sent", timeout=WAIT_MS)
+        m = site["s2"].imap(BOB, site["passwords"][BOB])
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                m.select("INBOX", readonly=True)
+                typ, data = m.search(None, "SUBJECT", f'"{sent}"')
+                if data[0] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert data[0], f"{sent!r} did not reach bob on store2"
+        finally:
+            m.logout()
+    finally:
+        pg.close()
