@@ -56,6 +56,9 @@ pub fn app(services: &Services) -> Router {
         // The bearer-token key file is created now if missing, so it can
         // be copied to the mems.
         let _ = services.web.jmap.token_key(&services.config);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(crate::jmap::blob::sweeper(services.clone()));
+        }
         app = app.merge(crate::jmap::routes());
     }
     if services.web.mem {

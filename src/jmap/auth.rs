@@ -98,12 +98,15 @@ pub fn presented(
     Err(unauthorized("unsupported authentication scheme"))
 }
 
-/// The connection comes from `networks` (empty: loopback only): a mem,
-/// whose bearer tokens and X-Forwarded-* headers are trusted.
+/// The client comes from `networks` (empty: loopback only): a mem,
+/// whose bearer tokens and X-Forwarded-* headers are trusted. The client
+/// address is the one a trusted PROXY header gave, so a client behind a
+/// load balancer is judged by its own address, never the balancer's; for
+/// loopback both the client and the TCP peer must be loopback.
 pub fn from_trusted(info: &ConnInfo, networks: &[crate::netaddr::Network]) -> bool {
-    let ip = info.connected_ip();
+    let ip = info.peer.ip().to_canonical();
     if networks.is_empty() {
-        ip.is_loopback() || ip.to_canonical().is_loopback()
+        ip.is_loopback() && info.connected_ip().to_canonical().is_loopback()
     } else {
         networks.iter().any(|n| n.contains(ip))
     }
@@ -268,6 +271,13 @@ mod tests {
         let nets = vec!["192.0.2.0/24".parse().unwrap()];
         assert!(presented(&h, &conn("192.0.2.7:5000", false), &nets).is_ok());
         assert!(presented(&h, &conn("127.0.0.1:5000", false), &nets).is_err());
+        // A client behind a load balancer on loopback is not loopback.
+        let mut behind = conn("198.51.100.9:5000", false);
+        behind.via = Some("127.0.0.1:6000".parse().unwrap());
+        assert!(presented(&h, &behind, &[]).is_err());
+        let mut mem_behind_lb = conn("192.0.2.7:5000", false);
+        mem_behind_lb.via = Some("203.0.113.1:6000".parse().unwrap());
+        assert!(presented(&h, &mem_behind_lb, &nets).is_ok());
     }
 
     #[test]

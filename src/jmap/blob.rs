@@ -96,6 +96,32 @@ fn sweep(dir: &Path, ttl: u64) -> u64 {
     kept
 }
 
+/// Removes expired uploads of every user, hourly, until shutdown (a
+/// user's own are also swept at each of their uploads).
+pub async fn sweeper(services: Services) {
+    let root = services.config.data_path("", "jmap-uploads");
+    let ttl = services.config.http.upload_ttl;
+    loop {
+        let r = root.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(rd) = std::fs::read_dir(&r) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if sweep(&p, ttl) == 0 {
+                        // Empty folders of users who have no uploads left.
+                        let _ = std::fs::remove_dir(&p);
+                    }
+                }
+            }
+        })
+        .await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = services.shutdown.cancelled() => return,
+        }
+    }
+}
+
 fn upload_path(services: &Services, user: &str, r: &[u8; 16]) -> PathBuf {
     user_dir(services, user).join(ids::blob_id(&Blob::Upload(*r)))
 }
@@ -179,9 +205,16 @@ pub async fn upload(
     let r: [u8; 16] = rand::random();
     let tmp = dir.join(format!(".{}", ids::blob_id(&Blob::Upload(r))));
     let fin = upload_path(&services, &user, &r);
-    let mut file = match tokio::fs::File::create(&tmp).await {
-        Ok(f) => f,
-        Err(_) => return server_error("cannot create the upload file"),
+    // The sweeper may have removed the (empty) folder meanwhile: once more.
+    let created = match tokio::fs::File::create(&tmp).await {
+        Ok(f) => Ok(f),
+        Err(_) => {
+            let _ = tokio::fs::create_dir_all(&dir).await;
+            tokio::fs::File::create(&tmp).await
+        }
+    };
+    let Ok(mut file) = created else {
+        return server_error("cannot create the upload file");
     };
     let frame_timeout = Duration::from_secs(cfg.request_timeout.max(1));
     let mut body = body;
@@ -453,6 +486,21 @@ mod tests {
             "application/octet-stream"
         );
         assert_eq!(safe_type(None), "application/octet-stream");
+    }
+
+    #[test]
+    fn expired_uploads_are_swept_and_counted_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("Uold");
+        let new = dir.path().join("Unew");
+        std::fs::write(&old, b"12345").unwrap();
+        std::fs::write(&new, b"123").unwrap();
+        let f = std::fs::File::options().write(true).open(&old).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(90_000))
+            .unwrap();
+        drop(f);
+        assert_eq!(sweep(dir.path(), 86_400), 3);
+        assert!(!old.exists() && new.exists());
     }
 
     #[test]

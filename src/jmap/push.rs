@@ -4,7 +4,8 @@
 //! One small task per stream waits on the store's per-user watch
 //! (`Store::watch_user`, bumped after every commit touching the user) and
 //! sends a `state` event with the types whose journal state moved; the
-//! first event gives the current states. `ping` (seconds, 0: none) is
+//! first event gives the current states (except with `closeafter=state`,
+//! whose one event is the first change). `ping` (seconds, 0: none) is
 //! clamped to `http.push_ping_min..=push_ping_max`. `closeafter=state`
 //! ends the stream after the first change. Streams end when the client
 //! goes, at shutdown, and count against `maxConcurrentRequests` per user.
@@ -121,30 +122,47 @@ pub async fn eventsource(
         }
     };
     let (tx, rx) = mpsc::channel::<Bytes>(4);
+    // The watch first, then the states the stream starts from (read before
+    // the response goes out): a change after either is never missed.
     let mut watch = services.store().watch_user(&user);
+    let Some(initial) = states(&services, &user, &kinds).await else {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "about:blank",
+            "the store is not available",
+        )
+        .into_response();
+    };
     let account = ids::account_id(&user);
     let shutdown = services.shutdown.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let mut last: BTreeMap<&'static str, String> = BTreeMap::new();
         let mut first = true;
+        let mut initial = Some(initial);
         let ping_every = Duration::from_secs(if ping == 0 { 86_400 } else { ping });
         let mut next_ping = tokio::time::Instant::now() + ping_every;
         loop {
-            let Some(now) = states(&services, &user, &kinds).await else {
-                break;
+            let now = match initial.take() {
+                Some(i) => i,
+                None => match states(&services, &user, &kinds).await {
+                    Some(n) => n,
+                    None => break,
+                },
             };
             let changed: BTreeMap<&str, &String> = now
                 .iter()
                 .filter(|(k, v)| last.get(*k) != Some(*v))
                 .map(|(k, v)| (*k, v))
                 .collect();
-            if !changed.is_empty() {
+            // closeafter=state (long polling): no first event, the
+            // response ends with the first change (RFC 8620 7.3).
+            if !changed.is_empty() && !(first && close_after_state) {
                 let data = json!({"@type": "StateChange", "changed": {account.clone(): changed}});
                 if tx.send(event("state", &data)).await.is_err() {
                     break;
                 }
-                if close_after_state && !first {
+                if close_after_state {
                     break;
                 }
             }

@@ -12,10 +12,8 @@ use super::{Ctx, MethodError};
 use crate::store::JmapKind;
 
 pub async fn get(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
-    let ids = ids_arg(ctx, &args)?.ok_or_else(|| {
-        // RFC 8621 3.1: fetching all threads is not supported.
-        MethodError::RequestTooLarge
-    })?;
+    // Fetching all threads (ids null) is not supported.
+    let ids = ids_arg(ctx, &args)?.ok_or(MethodError::RequestTooLarge)?;
     let state = ctx.store().jmap_state(&ctx.user, JmapKind::Thread).await?;
     let mut seen = HashSet::new();
     let ids: Vec<String> = ids.into_iter().filter(|i| seen.insert(i.clone())).collect();

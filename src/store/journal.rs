@@ -611,6 +611,31 @@ impl Inner {
         self.read_txn(move |txn| all_places_sync(txn, &user)).await
     }
 
+    /// Every copy of each email of `user`: (mailbox, meta, thread id);
+    /// empty for an id that is not theirs or gone.
+    pub async fn email_entries(
+        &self,
+        user: &str,
+        emails: Vec<u64>,
+    ) -> Result<Vec<Vec<(MailboxId, MessageMeta, u64)>>> {
+        let u = user.to_string();
+        self.read_txn(move |txn| {
+            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+            let mut out = Vec::with_capacity(emails.len());
+            for e in emails {
+                let mut v = Vec::new();
+                for (m, uid, thread) in places_sync(txn, &u, e)? {
+                    if let Some(x) = msgs.get((m, uid)).map_err(ie)? {
+                        v.push((m, dec::<MessageMeta>(x.value())?, thread));
+                    }
+                }
+                out.push(v);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// The bytes of an email of `user` (its first place); None when it is
     /// not theirs or gone.
     pub async fn read_email(&self, user: &str, email: u64) -> Result<Option<Vec<u8>>> {
@@ -725,6 +750,9 @@ mod tests {
             (0, vec![e1], 0)
         );
         assert_eq!(st.email_places(u, vec![e1]).await.unwrap()[0].len(), 2);
+        let entries = st.email_entries(u, vec![e1]).await.unwrap();
+        assert_eq!(entries[0].len(), 2);
+        assert!(entries[0].iter().all(|(_, m, _)| m.flags.has(Flags::SEEN)));
         // Expunge one copy: updated; the other: destroyed, with its thread.
         let s2 = st.jmap_state(u, Kind::Email).await.unwrap();
         let t2 = st.jmap_state(u, Kind::Thread).await.unwrap();

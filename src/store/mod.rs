@@ -714,6 +714,17 @@ impl Store {
         self.inner.thread_emails(user, threads).await
     }
 
+    /// Every copy of each email of `user` with its index entry (flags,
+    /// dates, size) and thread id: what Email/get needs, one read
+    /// transaction. Empty for an id that is not theirs or gone.
+    pub async fn email_entries(
+        &self,
+        user: &str,
+        emails: Vec<u64>,
+    ) -> Result<Vec<Vec<(MailboxId, MessageMeta, u64)>>> {
+        self.inner.email_entries(user, emails).await
+    }
+
     /// The bytes of an email of `user` (JMAP blob of a message); None
     /// when the id is not theirs or the message is gone.
     pub async fn read_email(&self, user: &str, email: u64) -> Result<Option<Vec<u8>>> {

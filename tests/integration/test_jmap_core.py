@@ -59,6 +59,7 @@ def srv(tmp_path_factory):
         "[listener.https]", f'bind = ["127.0.0.1:{https_port}"]', "enabled = true", "",
         "[listener.http-ext]", 'protocol = "http"', f'bind = ["{ext}:{ext_port}"]', "enabled = true", "",
         "[listener.https-ext]", 'protocol = "https"', f'bind = ["{ext}:{exts_port}"]', "enabled = true", "",
+        "[http]", "upload_quota = 1000000", "",
     ])
     inst.config_path.write_text(text)
     inst.start()
@@ -576,7 +577,7 @@ def read_events(resp, want: int, timeout: float = 20):
 def test_eventsource_sends_state_changes_from_imap(srv):
     acc = account(srv)
     c = conn(srv)
-    c.request("GET", "/jmap/eventsource?types=Mailbox,Email&closeafter=state&ping=1",
+    c.request("GET", "/jmap/eventsource?types=Mailbox,Email&closeafter=no&ping=1",
               headers={"Authorization": basic(ALICE, srv.passwords[ALICE]), "Accept": "text/event-stream"})
     r = c.getresponse()
     assert r.status == 200
@@ -586,6 +587,12 @@ def test_eventsource_sends_state_changes_from_imap(srv):
     initial = json.loads(first[0]["data"])
     assert initial["@type"] == "StateChange"
     assert set(initial["changed"][acc]) == {"Mailbox", "Email"}
+    # long polling: closeafter=state sends the first change and ends
+    lp = conn(srv)
+    lp.request("GET", "/jmap/eventsource?types=Email&closeafter=state&ping=0",
+               headers={"Authorization": basic(ALICE, srv.passwords[ALICE])})
+    lr = lp.getresponse()
+    assert lr.status == 200
     m = srv.imap(ALICE)
     try:
         imap_ok(m.append("INBOX", None, None, build_message(ALICE, unique("push"), "x\r\n")), "APPEND")
@@ -596,8 +603,76 @@ def test_eventsource_sends_state_changes_from_imap(srv):
     changed = json.loads(nxt[0]["data"])["changed"][acc]
     assert changed["Email"] != initial["changed"][acc]["Email"]
     assert changed["Mailbox"] != initial["changed"][acc]["Mailbox"]
-    # closeafter=state: the stream ends after that event
-    assert r.readline() == b""
+    # ping=1 is clamped to 30 s: no ping came between the two events
     c.close()
+    ev = read_events(lr, 1)
+    assert ev and ev[0]["event"] == "state"
+    assert json.loads(ev[0]["data"])["changed"][acc] == {"Email": changed["Email"]}
+    assert lr.readline() == b""
+    lp.close()
     r, data = request(srv, "GET", "/jmap/eventsource?closeafter=maybe")
     assert r.status == 400
+
+
+def test_upload_space_per_user_is_bounded(srv):
+    acc = account(srv, BOB)
+    r, data = request(srv, "POST", f"/jmap/upload/{acc}", b"a" * 600_000, user=BOB)
+    assert r.status == 201, data
+    r, data = request(srv, "POST", f"/jmap/upload/{acc}", b"b" * 600_000, user=BOB)
+    problem(r, data, 413, "urn:ietf:params:jmap:error:limit")
+    # the refused upload left nothing behind: a small one still fits
+    r, data = request(srv, "POST", f"/jmap/upload/{acc}", b"c" * 1000, user=BOB)
+    assert r.status == 201, data
+
+
+def test_event_streams_per_user_are_limited(srv):
+    opened = []
+    try:
+        for _ in range(4):
+            c = conn(srv)
+            c.request("GET", "/jmap/eventsource?types=*&closeafter=no&ping=0",
+                      headers={"Authorization": basic(BOB, srv.passwords[BOB])})
+            r = c.getresponse()
+            assert r.status == 200
+            assert read_events(r, 1)
+            opened.append(c)
+        r, data = request(srv, "GET", "/jmap/eventsource?types=*&closeafter=no&ping=0", user=BOB)
+        p = problem(r, data, 429, "urn:ietf:params:jmap:error:limit")
+        assert p["limit"] == "maxConcurrentRequests"
+        # Alice is not affected
+        c = conn(srv)
+        c.request("GET", "/jmap/eventsource?types=Email&closeafter=no&ping=0",
+                  headers={"Authorization": basic(ALICE, srv.passwords[ALICE])})
+        r = c.getresponse()
+        assert r.status == 200
+        c.close()
+    finally:
+        for c in opened:
+            c.close()
+    # closed streams give their slots back
+    def reopened():
+        c = conn(srv)
+        c.request("GET", "/jmap/eventsource?types=*&closeafter=no&ping=0",
+                  headers={"Authorization": basic(BOB, srv.passwords[BOB])})
+        r = c.getresponse()
+        c.close()
+        return r.status == 200
+    from conftest import wait_until
+    assert wait_until(reopened, 10), "a closed stream kept its slot"
+
+
+def test_jmap_subscription_changes_show_in_imap_lsub(srv):
+    acc = account(srv)
+    junk = next(m for m in mailboxes(srv)["list"] if m["role"] == "junk")
+    res = api(srv, [["Mailbox/set", {"accountId": acc, "update": {junk["id"]: {"isSubscribed": False}}}, "u"]])
+    assert junk["id"] in res["methodResponses"][0][1]["updated"]
+    m = srv.imap(ALICE)
+    try:
+        typ, data = m.lsub()
+        assert typ == "OK"
+        assert not any(b'"Junk"' in d or d.endswith(b" Junk") for d in data if d), data
+        imap_ok(m.subscribe("Junk"), "SUBSCRIBE")
+    finally:
+        m.logout()
+    got = api(srv, [["Mailbox/get", {"accountId": acc, "ids": [junk["id"]]}, "g"]])
+    assert got["methodResponses"][0][1]["list"][0]["isSubscribed"] is True
