@@ -56,6 +56,11 @@ pub async fn dispatch(
         "Email/changes" => super::email::get::changes(ctx, args).await,
         "Email/query" => super::email::query::query(ctx, args).await,
         "Email/queryChanges" => super::email::query::query_changes(ctx, args).await,
+        "Email/set" => super::email::set::set(ctx, args).await,
+        "Email/import" => super::email::import::import(ctx, args).await,
+        "Email/copy" => super::email::import::copy(ctx, args).await,
+        "Email/parse" => super::email::import::parse(ctx, args).await,
+        "SearchSnippet/get" => super::email::snippet::get(ctx, args).await,
         _ => Err(MethodError::UnknownMethod),
     }
 }

@@ -282,3 +282,231 @@ def test_email_query_changes(server):
     assert err(server, a, "Email/queryChanges", {**args, "sinceQueryState": "x"}) == "cannotCalculateChanges"
     assert err(server, a, "Email/queryChanges", {**args, "collapseThreads": True,
                                                  "sinceQueryState": old}) == "cannotCalculateChanges"
+
+
+# -- Email/set -------------------------------------------------------------
+
+
+def imap_flags(server, user, mailbox, subject):
+    """(uid, flags) of the message with `subject` in `mailbox`, or None."""
+    m = server.imap(user)
+    try:
+        m.select(mailbox, readonly=True)
+        typ, data = m.uid("SEARCH", None, "SUBJECT", f'"{subject}"')
+        uids = data[0].split()
+        if not uids:
+            return None
+        typ, data = m.uid("FETCH", uids[-1].decode(), "(FLAGS)")
+        return uids[-1].decode(), tuple(f.decode() for f in imaplib.ParseFlags(data[0]) if f != b"\\Recent")
+    finally:
+        m.logout()
+
+
+def test_email_set_create_draft_and_imap_sees_it(server):
+    a = "alice@example.test"
+    mb = mailboxes(server, a)
+    subj = unique("draft")
+    blob = upload(server, a, b"%PDF-1.4 fake", "application/pdf")["blobId"]
+    r = ok(server, a, "Email/set", {"create": {"d1": {
+        "mailboxIds": {mb["drafts"]: True},
+        "keywords": {"$draft": True, "$seen": True},
+        "from": [{"name": "Alice", "email": a}],
+        "to": [{"email": "bob@example.test"}],
+        "subject": subj,
+        "textBody": [{"partId": "t", "type": "text/plain"}],
+        "htmlBody": [{"partId": "h", "type": "text/html"}],
+        "attachments": [{"blobId": blob, "type": "application/pdf", "name": "doc.pdf"}],
+        "bodyValues": {"t": {"value": "Plain draft"}, "h": {"value": "<b>HTML draft</b>"}},
+    }}})
+    c = r["created"]["d1"]
+    assert c["id"].startswith("M") and c["size"] > 0 and r["oldState"] != r["newState"]
+    e = ok(server, a, "Email/get", {"ids": [c["id"]], "properties": [
+        "subject", "keywords", "mailboxIds", "attachments", "textBody", "bodyValues", "from"],
+        "fetchTextBodyValues": True})["list"][0]
+    assert e["subject"] == subj and e["keywords"] == {"$draft": True, "$seen": True}
+    assert e["mailboxIds"] == {mb["drafts"]: True}
+    assert e["attachments"][0]["name"] == "doc.pdf"
+    assert list(e["bodyValues"].values())[0]["value"].startswith("Plain draft")
+    uid, flags = imap_flags(server, a, "Drafts", subj)
+    assert "\\Draft" in flags and "\\Seen" in flags
+
+
+def test_email_set_update_keywords_move_copy_destroy(server):
+    a = "alice@example.test"
+    mb = mailboxes(server, a)
+    subj = unique("upd")
+    append(server, a, message(subj))
+    eid = find(server, a, subj)
+    # keywords by patch
+    r = ok(server, a, "Email/set", {"update": {eid: {"keywords/$seen": True, "keywords/$flagged": True}}})
+    assert r["updated"] == {eid: None}
+    _, flags = imap_flags(server, a, "INBOX", subj)
+    assert "\\Seen" in flags and "\\Flagged" in flags
+    ok(server, a, "Email/set", {"update": {eid: {"keywords/$flagged": None}}})
+    _, flags = imap_flags(server, a, "INBOX", subj)
+    assert "\\Flagged" not in flags and "\\Seen" in flags
+    # full keywords value
+    ok(server, a, "Email/set", {"update": {eid: {"keywords": {"$answered": True}}}})
+    _, flags = imap_flags(server, a, "INBOX", subj)
+    assert flags == ("\\Answered",)
+    # move: INBOX -> Trash keeps the id
+    ok(server, a, "Email/set", {"update": {eid: {f"mailboxIds/{mb['inbox']}": None,
+                                                  f"mailboxIds/{mb['trash']}": True}}})
+    assert imap_flags(server, a, "INBOX", subj) is None
+    assert imap_flags(server, a, "Trash", subj) is not None
+    e = ok(server, a, "Email/get", {"ids": [eid], "properties": ["mailboxIds", "keywords"]})["list"][0]
+    assert e["mailboxIds"] == {mb["trash"]: True} and e["keywords"] == {"$answered": True}
+    # a second mailbox (copy), same email
+    ok(server, a, "Email/set", {"update": {eid: {"mailboxIds": {mb["trash"]: True, mb["junk"]: True}}}})
+    e = ok(server, a, "Email/get", {"ids": [eid], "properties": ["mailboxIds"]})["list"][0]
+    assert e["mailboxIds"] == {mb["trash"]: True, mb["junk"]: True}
+    # destroy: gone from both
+    r = ok(server, a, "Email/set", {"destroy": [eid]})
+    assert r["destroyed"] == [eid]
+    assert imap_flags(server, a, "Trash", subj) is None and imap_flags(server, a, "Junk", subj) is None
+    assert ok(server, a, "Email/get", {"ids": [eid]})["notFound"] == [eid]
+
+
+def test_email_set_errors(server):
+    a, b = "alice@example.test", "bob@example.test"
+    mb = mailboxes(server, a)
+    subj = unique("err")
+    append(server, a, message(subj))
+    eid = find(server, a, subj)
+    state = ok(server, a, "Email/get", {"ids": []})["state"]
+    assert err(server, a, "Email/set", {"ifInState": "0", "destroy": [eid]}) == "stateMismatch"
+    r = ok(server, a, "Email/set", {"ifInState": state, "update": {
+        eid: {"mailboxIds": {}},
+        "Mffffffffffffff00": {"keywords/$seen": True},
+    }, "destroy": ["Mffffffffffffff01"], "create": {
+        "x": {"subject": "no mailbox"},
+        "y": {"mailboxIds": {mb["inbox"]: True}, "attachments": [{"blobId": "Uffffffffffffffffffffffffffffffff", "type": "a/b"}]},
+        "z": {"mailboxIds": {mb["inbox"]: True}, "id": "Mabc"},
+    }})
+    assert r["notUpdated"][eid]["type"] == "invalidProperties"
+    assert r["notUpdated"]["Mffffffffffffff00"]["type"] == "notFound"
+    assert r["notDestroyed"]["Mffffffffffffff01"]["type"] == "notFound"
+    assert r["notCreated"]["x"]["type"] == "invalidProperties"
+    assert r["notCreated"]["y"]["type"] == "blobNotFound"
+    assert r["notCreated"]["z"]["type"] == "invalidProperties"
+    r = ok(server, a, "Email/set", {"update": {eid: {"keywords": {"$seen": True}, "keywords/$flagged": True}}})
+    assert r["notUpdated"][eid]["type"] == "invalidPatch"
+    r = ok(server, a, "Email/set", {"update": {eid: {"keywords/a b": True}}})
+    assert r["notUpdated"][eid]["type"] == "invalidProperties"
+    # another user's email and mailbox
+    subj_b = unique("bobs")
+    append(server, b, message(subj_b, to=b))
+    bid = find(server, b, subj_b)
+    r = ok(server, a, "Email/set", {"destroy": [bid], "update": {eid: {"mailboxIds": {mailboxes(server, b)["inbox"]: True}}}})
+    assert r["notDestroyed"][bid]["type"] == "notFound"
+    assert r["notUpdated"][eid]["type"] == "invalidProperties"
+    assert imap_flags(server, b, "INBOX", subj_b) is not None
+
+
+# -- Email/import, Email/copy, Email/parse, SearchSnippet/get --------------
+
+
+def test_email_import_from_upload(server):
+    a = "alice@example.test"
+    mb = mailboxes(server, a)
+    subj = unique("imp")
+    blob = upload(server, a, message(subj).replace(b"\r\n", b"\n"))["blobId"]
+    r = ok(server, a, "Email/import", {"emails": {"i1": {
+        "blobId": blob, "mailboxIds": {mb["archive"] if "archive" in mb else mb["junk"]: True},
+        "keywords": {"$seen": True}, "receivedAt": "2025-01-02T03:04:05Z"}}})
+    c = r["created"]["i1"]
+    e = ok(server, a, "Email/get", {"ids": [c["id"]], "properties": ["subject", "receivedAt", "keywords", "size"]})["list"][0]
+    assert e["subject"] == subj and e["receivedAt"] == "2025-01-02T03:04:05Z"
+    assert e["keywords"] == {"$seen": True} and e["size"] == c["size"]
+    # Stored with CRLF line ends, as IMAP serves it.
+    m = server.imap(a)
+    try:
+        m.select("Junk", readonly=True)
+        typ, data = m.uid("SEARCH", None, "SUBJECT", f'"{subj}"')
+        typ, data = m.uid("FETCH", data[0].split()[-1].decode(), "(BODY.PEEK[])")
+        assert b"\r\nSubject: " + subj.encode() + b"\r\n" in data[0][1]
+    finally:
+        m.logout()
+    # Errors: unknown blob, not a message, bad mailbox, state.
+    bad = upload(server, a, b"\x00\x01 not mail", "application/octet-stream")["blobId"]
+    r = ok(server, a, "Email/import", {"emails": {
+        "x": {"blobId": "Uffffffffffffffffffffffffffffffff", "mailboxIds": {mb["inbox"]: True}},
+        "y": {"blobId": bad, "mailboxIds": {mb["inbox"]: True}},
+        "z": {"blobId": blob, "mailboxIds": {"Fffffffffffffff00": True}},
+    }})
+    assert r["notCreated"]["x"]["type"] == "blobNotFound"
+    assert r["notCreated"]["y"]["type"] == "invalidEmail"
+    assert r["notCreated"]["z"]["type"] == "invalidProperties"
+    assert err(server, a, "Email/import", {"ifInState": "0", "emails": {}}) == "stateMismatch"
+    # Another user's upload is not found.
+    other = upload(server, "bob@example.test", message("bob's"))["blobId"]
+    r = ok(server, a, "Email/import", {"emails": {"o": {"blobId": other, "mailboxIds": {mb["inbox"]: True}}}})
+    assert r["notCreated"]["o"]["type"] == "blobNotFound"
+
+
+def test_email_copy_within_account(server):
+    a = "alice@example.test"
+    mb = mailboxes(server, a)
+    acc = account(server, a)
+    subj = unique("cp")
+    append(server, a, message(subj), flags="(\\Flagged)")
+    eid = find(server, a, subj)
+    r = api(server, a, [["Email/copy", {"fromAccountId": acc, "accountId": acc, "create": {
+        "k": {"id": eid, "mailboxIds": {mb["trash"]: True}}}, "onSuccessDestroyOriginal": True}, "c"]])
+    assert r[0][0] == "Email/copy"
+    new = r[0][1]["created"]["k"]["id"]
+    assert new != eid
+    assert r[1][0] == "Email/set" and r[1][1]["destroyed"] == [eid] and r[1][2] == "c"
+    e = ok(server, a, "Email/get", {"ids": [new], "properties": ["subject", "mailboxIds", "keywords"]})["list"][0]
+    assert e["subject"] == subj and e["mailboxIds"] == {mb["trash"]: True}
+    assert e["keywords"] == {"$flagged": True}
+    assert imap_flags(server, a, "INBOX", subj) is None
+    r = api(server, a, [["Email/copy", {"fromAccountId": account(server, "bob@example.test"), "accountId": acc,
+                                        "create": {}}, "c"]])
+    assert r[0][1]["type"] == "fromAccountNotFound"
+    r = api(server, a, [["Email/copy", {"fromAccountId": acc, "accountId": acc, "create": {
+        "k": {"id": "Mffffffffffffff00", "mailboxIds": {mb["trash"]: True}}}}, "c"]])
+    assert r[0][1]["notCreated"]["k"]["type"] == "notFound"
+
+
+def test_email_parse_upload_and_attached_message(server):
+    a = "alice@example.test"
+    inner = message("inner subject", body="inner body")
+    outer = (b"From: x@remote.example\r\nSubject: outer\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+             b"--b\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--b--\r\n")
+    up = upload(server, a, outer)["blobId"]
+    r = ok(server, a, "Email/parse", {"blobIds": [up, "Uffffffffffffffffffffffffffffffff"],
+                                      "fetchTextBodyValues": True})
+    p = r["parsed"][up]
+    assert p["subject"] == "outer" and r["notFound"] == ["Uffffffffffffffffffffffffffffffff"]
+    assert p["attachments"][0]["type"] == "message/rfc822" and p["attachments"][0]["blobId"] is None
+    # Stored: the attached message is a part blob that parses on its own.
+    append(server, a, outer)
+    eid = find(server, a, "outer")
+    att = ok(server, a, "Email/get", {"ids": [eid], "properties": ["attachments"]})["list"][0]["attachments"][0]
+    r = ok(server, a, "Email/parse", {"blobIds": [att["blobId"]], "properties": ["subject", "textBody", "bodyValues"],
+                                      "fetchTextBodyValues": True})
+    q = r["parsed"][att["blobId"]]
+    assert q["subject"] == "inner subject"
+    assert list(q["bodyValues"].values())[0]["value"].startswith("inner body")
+    bad = upload(server, a, b"\x00\x01binary", "application/octet-stream")["blobId"]
+    assert ok(server, a, "Email/parse", {"blobIds": [bad]})["notParsable"] == [bad]
+    assert err(server, a, "Email/parse", {}) == "invalidArguments"
+
+
+def test_search_snippet_get(server):
+    a = "alice@example.test"
+    tag = unique("snip")
+    append(server, a, message(f"{tag} quarterly <report>", body="The quarterly numbers are <in> & ready."))
+    eid = find(server, a, tag)
+    r = ok(server, a, "SearchSnippet/get", {"emailIds": [eid, "Mffffffffffffff00"],
+                                            "filter": {"text": "quarterly"}})
+    s = r["list"][0]
+    assert s["emailId"] == eid
+    assert s["subject"] == f"{tag} <mark>quarterly</mark> &lt;report&gt;"
+    assert "<mark>quarterly</mark> numbers are &lt;in&gt; &amp; ready." in s["preview"]
+    assert r["notFound"] == ["Mffffffffffffff00"]
+    r = ok(server, a, "SearchSnippet/get", {"emailIds": [eid], "filter": {"subject": "nomatch"}})
+    assert r["list"][0]["subject"] is None
+    assert err(server, a, "SearchSnippet/get", {"emailIds": [eid], "filter": {"bad": 1}}) == "unsupportedFilter"

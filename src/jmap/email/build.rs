@@ -41,7 +41,14 @@ fn invalid(prop: &str, why: &str) -> BuildError {
 }
 
 /// Properties a creation may not set (server-set).
-const SERVER_SET: &[&str] = &["id", "blobId", "threadId", "size", "hasAttachment", "preview"];
+const SERVER_SET: &[&str] = &[
+    "id",
+    "blobId",
+    "threadId",
+    "size",
+    "hasAttachment",
+    "preview",
+];
 
 /// The blobIds a creation object refers to (to be fetched first).
 pub fn blob_ids(obj: &Map<String, Value>) -> Vec<String> {
@@ -97,7 +104,9 @@ fn addresses(prop: &str, v: &Value) -> Result<Address<'static>, BuildError> {
 }
 
 fn string_list(prop: &str, v: &Value) -> Result<Vec<String>, BuildError> {
-    let list = v.as_array().ok_or_else(|| invalid(prop, "must be a list of strings"))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| invalid(prop, "must be a list of strings"))?;
     list.iter()
         .map(|s| {
             s.as_str()
@@ -182,7 +191,9 @@ pub fn build(
                         Form::Raw => b.header(name, Raw::new(sanitize_raw(&no_crlf(k, v)?))),
                         Form::Text => b.header(name, Text::new(no_crlf(k, v)?)),
                         Form::Addresses => b.header(name, addresses(k, v)?),
-                        Form::MessageIds => b.header(name, MessageId::new_list(string_list(k, v)?.into_iter())),
+                        Form::MessageIds => {
+                            b.header(name, MessageId::new_list(string_list(k, v)?.into_iter()))
+                        }
                         Form::Date => {
                             let d = v
                                 .as_str()
@@ -191,7 +202,9 @@ pub fn build(
                             b.header(name, Date::new(d.timestamp()))
                         }
                         Form::Urls => b.header(name, URL::new_list(string_list(k, v)?.into_iter())),
-                        Form::GroupedAddresses => return Err(invalid(k, "form not supported in create")),
+                        Form::GroupedAddresses => {
+                            return Err(invalid(k, "form not supported in create"))
+                        }
                     }
                 }
                 _ => return Err(invalid(k, "unknown or not settable property")),
@@ -242,7 +255,9 @@ pub fn build(
         let html = one("htmlBody", "text/html")?;
         let mut atts = Vec::new();
         if let Some(a) = obj.get("attachments").filter(|v| !v.is_null()) {
-            let list = a.as_array().ok_or_else(|| invalid("attachments", "must be a list"))?;
+            let list = a
+                .as_array()
+                .ok_or_else(|| invalid("attachments", "must be a list"))?;
             if list.len() > MAX_BODY_PARTS {
                 return Err(invalid("attachments", "too many parts"));
             }
@@ -298,7 +313,10 @@ fn part(
 ) -> Result<MimePart<'static>, BuildError> {
     *count += 1;
     if *count > MAX_BODY_PARTS || depth > MAX_BODY_DEPTH + 1 {
-        return Err(invalid("bodyStructure", "too many or too deeply nested parts"));
+        return Err(invalid(
+            "bodyStructure",
+            "too many or too deeply nested parts",
+        ));
     }
     let o = v
         .as_object()
@@ -313,7 +331,11 @@ fn part(
     }
     let mut ct = ContentType::new(ty.clone());
     if let Some(cs) = o.get("charset").and_then(Value::as_str) {
-        if ty.starts_with("text/") && cs.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if ty.starts_with("text/")
+            && cs
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             ct = ct.attribute("charset", cs.to_string());
         }
     }
@@ -358,9 +380,15 @@ fn part(
         })?;
         MimePart::new(ct, BodyPart::Binary(Cow::Owned(bytes.clone())))
     } else {
-        return Err(invalid("bodyStructure", "a leaf part needs partId or blobId"));
+        return Err(invalid(
+            "bodyStructure",
+            "a leaf part needs partId or blobId",
+        ));
     };
-    let name = o.get("name").and_then(Value::as_str).map(|n| n.replace(['\r', '\n', '"'], " "));
+    let name = o
+        .get("name")
+        .and_then(Value::as_str)
+        .map(|n| n.replace(['\r', '\n', '"'], " "));
     match o.get("disposition").and_then(Value::as_str) {
         Some(d) if d.eq_ignore_ascii_case("attachment") => {
             mp = mp.attachment(name.unwrap_or_else(|| "attachment".into()));
@@ -422,11 +450,23 @@ mod tests {
         // A CR LF in a value never makes a second header field.
         assert!(!s.contains("\nBcc:"), "{s}");
         assert!(s.contains("@mail.example.test>"));
-        let props: Vec<String> = ["partId", "type", "name"].iter().map(|s| s.to_string()).collect();
+        let props: Vec<String> = ["partId", "type", "name"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let blob = |p: &str| p.to_string();
         assert_eq!(p.attachments(&props, &blob)[0]["name"], json!("a.pdf"));
-        let bv = p.body_values(&BodyOptions { fetch_text: true, fetch_html: true, ..Default::default() });
-        let vals: Vec<&str> = bv.as_object().unwrap().values().map(|v| v["value"].as_str().unwrap()).collect();
+        let bv = p.body_values(&BodyOptions {
+            fetch_text: true,
+            fetch_html: true,
+            ..Default::default()
+        });
+        let vals: Vec<&str> = bv
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v["value"].as_str().unwrap())
+            .collect();
         assert!(vals.iter().any(|v| v.starts_with("plain text")));
         assert!(vals.iter().any(|v| v.contains("<p>html</p>")));
     }
@@ -436,8 +476,12 @@ mod tests {
         let blobs = HashMap::new();
         let e = build(&obj(json!({"id": "x"})), &blobs, "h").unwrap_err();
         assert_eq!(e.kind, "invalidProperties");
-        let e = build(&obj(json!({"attachments": [{"blobId": "nope", "type": "a/b"}]})), &blobs, "h")
-            .unwrap_err();
+        let e = build(
+            &obj(json!({"attachments": [{"blobId": "nope", "type": "a/b"}]})),
+            &blobs,
+            "h",
+        )
+        .unwrap_err();
         assert_eq!(e.kind, "blobNotFound");
         let e = build(&obj(json!({"textBody": [{"partId": "x"}]})), &blobs, "h").unwrap_err();
         assert_eq!(e.properties, vec!["bodyValues".to_string()]);
@@ -447,8 +491,12 @@ mod tests {
         for _ in 0..40 {
             deep = json!({"type": "multipart/mixed", "subParts": [deep]});
         }
-        let e = build(&obj(json!({"bodyStructure": deep, "bodyValues": {"a": {"value": "x"}}})), &blobs, "h")
-            .unwrap_err();
+        let e = build(
+            &obj(json!({"bodyStructure": deep, "bodyValues": {"a": {"value": "x"}}})),
+            &blobs,
+            "h",
+        )
+        .unwrap_err();
         assert_eq!(e.kind, "invalidProperties");
     }
 
@@ -465,7 +513,10 @@ mod tests {
         blobs.insert("img".to_string(), vec![0x89, b'P', b'N', b'G']);
         let raw = build(&o, &blobs, "h").unwrap();
         let p = Parsed::new(&raw);
-        let props: Vec<String> = ["partId", "type", "cid", "disposition"].iter().map(|s| s.to_string()).collect();
+        let props: Vec<String> = ["partId", "type", "cid", "disposition"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let bs = p.body_structure(&props, &|p: &str| p.to_string());
         assert_eq!(bs["subParts"][1]["type"], json!("image/png"));
         assert_eq!(bs["subParts"][1]["cid"], json!("c1"));

@@ -276,25 +276,33 @@ pub async fn get(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
     let props = properties(&args)?;
     let opts = body_options(&args)?;
     let state = ctx.store().jmap_state(&ctx.user, JmapKind::Email).await?;
-    let index = Index::load(ctx.store(), &ctx.user).await?;
     let max = ctx.services.config.http.max_objects_in_get as usize;
-    let wanted: Vec<(String, Option<u64>)> = match ids {
-        Some(ids) => ids
-            .into_iter()
-            .map(|s| {
-                let id = crate::jmap::ids::parse_email_id(&s);
-                (s, id)
-            })
-            .collect(),
+    let (index, wanted): (Index, Vec<(String, Option<u64>)>) = match ids {
+        Some(ids) => {
+            let wanted: Vec<(String, Option<u64>)> = ids
+                .into_iter()
+                .map(|s| {
+                    let id = crate::jmap::ids::parse_email_id(&s);
+                    (s, id)
+                })
+                .collect();
+            let nums: Vec<u64> = wanted.iter().filter_map(|w| w.1).collect();
+            (
+                Index::load_ids(ctx.store(), &ctx.user, &nums).await?,
+                wanted,
+            )
+        }
         None => {
+            let index = Index::load(ctx.store(), &ctx.user).await?;
             if index.emails.len() > max {
                 return Err(MethodError::RequestTooLarge);
             }
-            index
+            let all = index
                 .emails
                 .keys()
                 .map(|&id| (email_id(id), Some(id)))
-                .collect()
+                .collect();
+            (index, all)
         }
     };
     let mut list = Vec::new();

@@ -162,6 +162,29 @@ impl Index {
         Ok(Index { mailboxes, emails })
     }
 
+    /// The user's mailboxes and the emails `ids` only (those that are
+    /// the user's): one read of the store's email index, for methods that
+    /// name their emails (get, set, copy, snippets).
+    pub async fn load_ids(store: &Store, user: &str, ids: &[u64]) -> Result<Index, StoreError> {
+        let mailboxes = store.list(user).await?;
+        let mut want: Vec<u64> = ids.to_vec();
+        want.sort_unstable();
+        want.dedup();
+        let entries = store.email_entries(user, want.clone()).await?;
+        let mut emails = BTreeMap::new();
+        for (id, locs) in want.into_iter().zip(entries) {
+            let Some(thread) = locs.first().map(|l| l.2) else {
+                continue;
+            };
+            let locs = locs
+                .into_iter()
+                .map(|(mailbox, meta, _)| Loc { mailbox, meta })
+                .collect();
+            emails.insert(id, Entry { id, thread, locs });
+        }
+        Ok(Index { mailboxes, emails })
+    }
+
     /// Emails per thread, oldest first (receivedAt, then id).
     pub fn threads(&self) -> HashMap<u64, Vec<u64>> {
         let mut t: HashMap<u64, Vec<u64>> = HashMap::new();

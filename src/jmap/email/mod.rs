@@ -6,8 +6,11 @@
 //! - `query`: filters and sorts (IMAP SEARCH keys for the text conditions).
 //! - `get`: Email/get, Email/changes.
 
+pub mod build;
 pub mod get;
+pub mod import;
 pub mod index;
 pub mod query;
 pub mod render;
-pub mod build;
+pub mod set;
+pub mod snippet;
