@@ -296,6 +296,26 @@ const PROPERTIES: &[&str] = &[
     "mayDelete",
 ];
 
+/// `Identity/changes`: identities keep no history; an unchanged state is
+/// answered, any other is `cannotCalculateChanges` (clients reload).
+pub async fn changes(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
+    let since = args
+        .get("sinceState")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MethodError::invalid("sinceState is required"))?;
+    let (_, state) = list(ctx).await?;
+    if since != state {
+        return Err(MethodError::CannotCalculateChanges);
+    }
+    Ok(json!({
+        "accountId": ctx.account_id,
+        "oldState": state,
+        "newState": state,
+        "hasMoreChanges": false,
+        "created": [], "updated": [], "destroyed": [],
+    }))
+}
+
 pub async fn get(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
     let ids = ids_arg(ctx, &args)?;
     let props = properties_arg(&args, PROPERTIES)?;

@@ -40,6 +40,7 @@ pub async fn dispatch(
         "Thread/changes" => super::thread::changes(ctx, args).await,
         "Identity/get" => super::identity::get(ctx, args).await,
         "Identity/set" => super::identity::set(ctx, args).await,
+        "Identity/changes" => super::identity::changes(ctx, args).await,
         "EmailSubmission/get" => super::submission::get(ctx, args).await,
         "EmailSubmission/set" => super::submission::set(ctx, args).await,
         "EmailSubmission/query" => super::submission::query(ctx, args).await,

@@ -228,6 +228,8 @@ pub enum NoReply {
     NotAddressed,
     /// Replied to this sender within `REPLY_INTERVAL`.
     RecentlyReplied,
+    /// The sender is the user (RFC 5230 4.5: never reply to oneself).
+    FromSelf,
 }
 
 /// Should `sender` get the vacation reply for a message with `headers`
@@ -257,6 +259,9 @@ pub fn should_reply(
         || local == "no-reply"
     {
         return Err(NoReply::NullOrDaemonSender);
+    }
+    if owned.iter().any(|o| o.eq_ignore_ascii_case(&sender)) {
+        return Err(NoReply::FromSelf);
     }
     let Some(parsed) = mail_parser::MessageParser::default().parse_headers(headers) else {
         return Err(NoReply::NotAddressed);
@@ -578,6 +583,10 @@ mod tests {
         assert_eq!(
             check(&format!("{to}\r\n"), "owner-list@y.test"),
             Err(NoReply::NullOrDaemonSender)
+        );
+        assert_eq!(
+            check(&format!("{to}\r\n"), "Robert@x.test"),
+            Err(NoReply::FromSelf)
         );
         assert_eq!(
             check(

@@ -276,6 +276,11 @@ def test_rfc8621_6_identities_are_the_users_addresses_only(world):
     r = jmap(inst, ALICE, [["Identity/get", {"accountId": acc}, "0"]])
     names = {i["id"]: i["name"] for i in one(r, "Identity/get")["list"]}
     assert names[iid] == "Alice Smith" and names[s["created"]["y"]["id"]] == "Alice (work)"
+    state = one(r, "Identity/get")["state"]
+    r = jmap(inst, ALICE, [["Identity/changes", {"accountId": acc, "sinceState": state}, "0"],
+                           ["Identity/changes", {"accountId": acc, "sinceState": "old"}, "1"]])
+    assert r[0][1]["newState"] == state and r[0][1]["created"] == []
+    assert r[1][0] == "error" and r[1][1]["type"] == "cannotCalculateChanges"
     # Bob sees none of alice's identities.
     r = jmap(inst, BOB, [["Identity/get", {"accountId": account(BOB), "ids": [s["created"]["y"]["id"]]}, "0"]])
     assert one(r, "Identity/get")["notFound"] == [s["created"]["y"]["id"]]
@@ -360,3 +365,64 @@ def test_submission_with_the_jmapc_client(world):
     res = client.request(EmailSubmissionSet(create={"s": EmailSubmission(identity_id=identity.id, email_id=eid)}))
     assert res.created and "s" in res.created, res
     assert wait_until(lambda: [m for m in fetch_inbox(inst, BOB) if tag.encode() in m], 20), inst.log(4000)
+
+
+def test_rfc8621_7_5_on_success_update_email_follows_as_an_implicit_email_set(world):
+    inst, _ = world
+    tag = unique("onsuccess")
+    eid = draft(inst, ALICE, (f"From: <{ALICE}>\r\nTo: <{BOB}>\r\nSubject: {tag}\r\n\r\nx\r\n").encode())
+    r = jmap(inst, ALICE, [["EmailSubmission/set", {
+        "accountId": account(ALICE),
+        "create": {"k1": {"identityId": identity_of(inst, ALICE, ALICE), "emailId": eid}},
+        "onSuccessUpdateEmail": {"#k1": {"keywords/$draft": None}},
+        "onSuccessDestroyEmail": ["#nope"]}, "c1"]])
+    assert r[0][0] == "EmailSubmission/set" and "k1" in r[0][1]["created"], r
+    # The implicit Email/set answers right after, under the same call id
+    # (its outcome is the Email methods' business).
+    assert len(r) == 2 and r[1][0] in ("Email/set", "error") and r[1][2] == "c1", r
+    inst.wait_count(BOB, 1)
+
+
+def test_store_role_without_queue_submits_through_the_relay(tmp_path_factory):
+    """A `store` alone has no queue: JMAP submission goes by SMTP to
+    `[mta] relay` (the mta-out), every recipient relayed, answered after
+    the relay's 250. Real slapd for the directory."""
+    from tiers import Ldap, Node
+
+    root = tmp_path_factory.mktemp("jmap_store_role")
+    sink = Sink()
+    ldap = Ldap(root / "ldap").start()
+    node = Node(root / "store1", "store", "store1.test", ldap,
+                listeners=("lmtp", "imap", "pop3", "http"),
+                extra=f'[mta]\nrelay = "127.0.0.1:{sink.port}"\nrelay_tls = "none"\n'
+                      '[listener.https]\nenabled = false\n')
+    try:
+        node.start()
+        alice, bob = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
+
+        class Inst:  # what draft() and jmap() need
+            ports = node.ports
+            passwords = {alice: "alice-secret"}
+
+            def imap(self, user):
+                return node.imap(user, "alice-secret")
+
+            def log(self, n=4000):
+                return node.log(n)
+
+        inst = Inst()
+        tag = unique("storerole")
+        eid = draft(inst, alice, (f"From: <{alice}>\r\nTo: <{bob}>, <{OUTSIDE}>\r\nSubject: {tag}\r\n\r\nx\r\n").encode())
+        res = submit(inst, alice, eid)
+        assert "k1" in (res.get("created") or {}), f"{res}\n{node.log()}"
+        got = [m for m in sink.messages if tag.encode() in m["data"]]
+        assert got, "answered only after the relay took it"
+        assert sorted(got[0]["rcpts"]) == sorted([bob, OUTSIDE]) and got[0]["sender"] == alice
+        # forbiddenFrom holds here too.
+        eid = draft(inst, alice, (f"From: <{bob}>\r\nTo: <{bob}>\r\nSubject: {tag}\r\n\r\nx\r\n").encode())
+        assert submit(inst, alice, eid)["notCreated"]["k1"]["type"] == "forbiddenFrom"
+    finally:
+        node.stop()
+        node.cleanup()
+        ldap.stop()
+        sink.stop()
