@@ -158,6 +158,11 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
             config.limits.max_bytes_in_flight,
         )),
     };
+    if services.web.mem {
+        // The webmail's keys and store client: a bad key file stops the
+        // start rather than every login.
+        crate::mem::state(&services).context("webmail (mem role)")?;
+    }
     let queue_runner = match queue {
         Some(q) => {
             // The server lock first: a second server on the same queue

@@ -361,6 +361,29 @@ def reached_store_stub_or_jmap(r: requests.Response) -> bool:
     return r.status_code == 501 and "JMAP" in r.text
 
 
+MAIL = "urn:ietf:params:jmap:mail"
+
+
+def mailbox_names(node: Node, s: requests.Session, headers: dict | None = None) -> set[str]:
+    """JMAP through `node`: the session resource (whose URLs name `node`,
+    from X-Forwarded-Host), then Mailbox/get on the primary mail account."""
+    headers = dict(headers or {})
+    r = s.get(base(node) + "/jmap/session", headers=headers, timeout=20)
+    assert r.status_code == 200, (r.status_code, r.text)
+    session = r.json()
+    assert session["apiUrl"].startswith(base(node)), session["apiUrl"]
+    account = session["primaryAccounts"][MAIL]
+    info = s.get(base(node) + "/session-info", headers=headers, timeout=20).json()
+    body = {"using": ["urn:ietf:params:jmap:core", MAIL],
+            "methodCalls": [["Mailbox/get", {"accountId": account, "ids": None}, "0"]]}
+    r = s.post(base(node) + "/jmap/api", json=body,
+               headers=dict(headers, **{"X-CSRF-Token": info["csrfToken"]}), timeout=20)
+    assert r.status_code == 200, (r.status_code, r.text)
+    name, args, tag = r.json()["methodResponses"][0]
+    assert name == "Mailbox/get" and tag == "0", r.json()
+    return {m["name"] for m in args["list"]}
+
+
 # --------------------------------------------------------------------------
 # login, sessions, cookies
 
@@ -431,6 +454,9 @@ def test_session_made_on_mem_a_works_on_mem_b(cl):
     assert r.status_code == 200 and r.json()["user"] == ALICE, r.text
     r = requests.get(base(cl.b) + "/jmap/session", headers=cookie_only(s), timeout=20)
     assert reached_store_stub_or_jmap(r), (r.status_code, r.text)
+    # JMAP Mailbox/get through mem A, then with the same cookie through mem B
+    assert "INBOX" in {n.upper() for n in mailbox_names(cl.a, s)}
+    assert "INBOX" in {n.upper() for n in mailbox_names(cl.b, requests.Session(), cookie_only(s))}
 
 
 def test_forged_and_modified_cookies_refused(cl):
@@ -559,6 +585,8 @@ def test_users_are_forwarded_to_their_own_store(cl):
         assert r.json()["status"] == 503
         r = b.get(base(cl.a) + "/jmap/session", timeout=30)
         assert reached_store_stub_or_jmap(r), (r.status_code, r.text)
+        assert r.json()["username"] == BOB, r.json()
+        assert "INBOX" in {n.upper() for n in mailbox_names(cl.a, b)}
         # a browser navigation gets a page
         r = a.get(base(cl.a) + "/jmap/download/a/b/c", headers={"Accept": "text/html"}, timeout=30)
         assert r.status_code == 503 and "text/html" in r.headers["Content-Type"]
@@ -637,6 +665,55 @@ def test_eventsource_is_streamed(cl):
         assert b'data: {"second":2}' in rest
     finally:
         cl.echo.release.set()
+        r.close()
+
+
+def test_blob_upload_and_download_through_the_mem_to_a_real_store(cl):
+    """A 3 MB blob uploaded through mem A to alice's store and read back
+    through mem B; bob, on the other store, cannot read it."""
+    s = logged_in(cl.a, ALICE)
+    session = s.get(base(cl.a) + "/jmap/session", timeout=20).json()
+    account = session["primaryAccounts"][MAIL]
+    token = csrf_of(cl.a, s)
+    data = bytes(range(251)) * (3 * 1024 * 1024 // 251)
+    upload = session["uploadUrl"].replace("{accountId}", account)
+    assert upload.startswith(base(cl.a)), upload
+    r = s.post(upload, data=data, headers={"X-CSRF-Token": token, "Content-Type": "application/octet-stream"},
+               timeout=60)
+    assert r.status_code in (200, 201), (r.status_code, r.text)
+    blob = r.json()["blobId"]
+    assert r.json()["size"] == len(data)
+    url = (session["downloadUrl"].replace("{accountId}", account).replace("{blobId}", blob)
+           .replace("{name}", "x.bin").replace("{type}", "application/octet-stream"))
+    url = url.replace(base(cl.a), base(cl.b))
+    r = requests.get(url, headers=cookie_only(s), timeout=60)
+    assert r.status_code == 200 and r.content == data, (r.status_code, len(r.content))
+    b = logged_in(cl.a, BOB)
+    r = b.get(url.replace(base(cl.b), base(cl.a)), timeout=60)
+    assert r.status_code in (403, 404), (r.status_code, r.text[:200])
+
+
+def test_push_from_a_real_store_through_the_mem(cl):
+    """An event source opened through the mem gets the store's StateChange
+    when a message is appended over IMAP."""
+    s = logged_in(cl.b, ALICE)
+    r = s.get(base(cl.b) + "/jmap/eventsource?types=*&closeafter=no&ping=0", stream=True, timeout=30)
+    try:
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), r.text
+        m = cl.s1.imap(ALICE)
+        try:
+            msg = b"From: x@example.test\r\nTo: alice@example.test\r\nSubject: push\r\n\r\nhello\r\n"
+            typ, _ = m.append("INBOX", None, None, msg)
+            assert typ == "OK"
+        finally:
+            m.logout()
+        got = []
+        for line in r.iter_lines():
+            got.append(line)
+            if line.startswith(b"data:") and b"changed" in line:
+                break
+        assert got and b"changed" in got[-1], got
+    finally:
         r.close()
 
 
@@ -789,6 +866,28 @@ def raw_proxied_login(port: int, client_ip: str) -> int:
     return int(data.split(b" ", 2)[1])
 
 
+def test_unreadable_session_key_stops_the_start(cl, tmp_path):
+    bad = tmp_path / "bad.key"
+    bad.write_text("not hex\n")
+    m = Node(tmp_path / "mem-bad", "mem", "mem-bad.test", cl.ldap,
+             NO_HTTPS + mem_toml(cl.keys, cl.stores, f'session_key_file = "{bad}"').replace(
+                 f'session_key_file = "{cl.keys}/session.key"\n', ""),
+             listeners=("http",))
+    try:
+        with open(m.stderr_path, "ab") as err:
+            proc = subprocess.Popen([m_bin(), "--role", "mem", "--config", str(m.config_path)],
+                                    stdout=err, stderr=err, stdin=subprocess.DEVNULL, cwd=m.root)
+        rc = proc.wait(30)
+        assert rc != 0 and "bad.key: expected 64 hex digits" in m.log(), (rc, m.log())
+    finally:
+        m.cleanup()
+
+
+def m_bin() -> str:
+    from conftest import msgd_bin
+    return msgd_bin()
+
+
 # --------------------------------------------------------------------------
 # all-in-one
 
@@ -812,6 +911,10 @@ def test_all_in_one_serves_page_login_and_api(cl, tmp_path):
         assert info["user"] == ALICE
         r = s.get(base(aio) + "/jmap/session", timeout=20)
         assert reached_store_stub_or_jmap(r), (r.status_code, r.text)
+        assert "INBOX" in {n.upper() for n in mailbox_names(aio, s)}
+        # the store's own API route wants the CSRF token with the cookie too
+        r = s.post(base(aio) + "/jmap/api", json={"using": [], "methodCalls": []}, timeout=20)
+        assert r.status_code == 403, (r.status_code, r.text)
         # bob's mailbox is on store2: this store does not serve him
         s2, r = login(aio, BOB)
         assert r.status_code == 503 and "another server" in r.text
