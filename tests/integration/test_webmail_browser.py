@@ -607,7 +607,7 @@ def test_remote_images_load_only_when_asked(server, open_page):
 
 
 # --------------------------------------------------------------------------
-# the site: slapd, two stores, two mems sharing their keys
+# the site: slapd, an mta-in, two stores, two mems sharing their keys
 
 
 SITE_STORE_TOML = """
@@ -618,9 +618,21 @@ enabled = false
 host = "{host}"
 min_free_disk = 1048576
 
+# bob's directory entry names this partition (tests/ldap/base.ldif).
+[store.partition.secondary]
+path = "partition/secondary"
+
 [http]
 token_key_file = "{keys}/token.key"
 
+[mta]
+delivery_timeout = 10
+# A store has no queue: what the webmail sends goes to the site's mta-in.
+relay = "127.0.0.1:{relay}"
+relay_tls = "none"
+"""
+
+SITE_MTA_TOML = """
 [mta]
 delivery_timeout = 10
 
@@ -660,15 +672,16 @@ def site(tmp_path_factory):
     s1 = Node(root / "store1", "store", "store1.test", ldap, listeners=listeners)
     s2 = Node(root / "store2", "store", "store2.test", ldap, listeners=listeners)
     hosts = "\n".join(f'"{n.name}" = "127.0.0.1:{n.ports["lmtp"]}"' for n in (s1, s2))
+    mta = Node(root / "mta-in", "mta-in", "mx.example.test", ldap, SITE_MTA_TOML.format(hosts=hosts))
     for n in (s1, s2):
-        n.extra = SITE_STORE_TOML.format(host=n.name, keys=keys, hosts=hosts)
+        n.extra = SITE_STORE_TOML.format(host=n.name, keys=keys, relay=mta.ports["smtp"])
         # The personal address books live in the directory (tests/ldap/base.ldif).
         n.config_path.write_text(n.config_text().replace(
             "[directory.ldap]\n", '[directory.ldap]\npab_base = "ou=pab,dc=example,dc=test"\n', 1))
     stores = "\n".join(f'"{n.name}" = "127.0.0.1:{n.ports["http"]}"' for n in (s1, s2))
     mems = [Node(root / name, "mem", f"{name}.test", ldap, SITE_MEM_TOML.format(keys=keys, stores=stores),
                  listeners=("http",)) for name in ("mem-a", "mem-b")]
-    nodes = [s1, s2, *mems]
+    nodes = [mta, s1, s2, *mems]
     try:
         ldap.start()
         for n in nodes:
