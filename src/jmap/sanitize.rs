@@ -269,6 +269,58 @@ mod tests {
         assert_eq!(out, "<div>x</div>");
     }
 
+    /// The Email/get hook: the first text/html part of a real message,
+    /// through `email::get::message_properties` as Email/get calls it.
+    #[test]
+    fn email_get_renders_the_sanitized_properties_of_the_html_part() {
+        use crate::jmap::email::{get::message_properties, render};
+        let raw = b"From: a@x.test\r\nTo: b@x.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n\
+--b\r\nContent-Type: text/html\r\n\r\n<p onclick=x()>rich</p><script>bad()</script>\
+<img src=\"https://t.test/p.gif\">\r\n--b--\r\n";
+        let parsed = render::Parsed::new(raw);
+        let props: Vec<String> = ["subject", PROP_HTML, PROP_REMOTE_IMAGES]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let opts = render::BodyOptions {
+            properties: None,
+            fetch_text: false,
+            fetch_html: false,
+            fetch_all: false,
+            max_bytes: 0,
+        };
+        let mut out = Map::new();
+        message_properties(
+            &parsed,
+            &props,
+            &opts,
+            &String::new,
+            &|_| String::new(),
+            &mut out,
+        );
+        let html = out[PROP_HTML].as_str().unwrap();
+        assert!(html.contains("<p>rich</p>"), "{html}");
+        assert!(
+            !html.contains("script") && !html.contains("t.test"),
+            "{html}"
+        );
+        assert_eq!(out[PROP_REMOTE_IMAGES], 1);
+        assert!(!out.contains_key(PROP_HTML_IMAGES));
+
+        let text_only = b"From: a@x.test\r\nSubject: t\r\n\r\njust text\r\n";
+        let mut out = Map::new();
+        message_properties(
+            &render::Parsed::new(text_only),
+            &props,
+            &opts,
+            &String::new,
+            &|_| String::new(),
+            &mut out,
+        );
+        assert_eq!(out[PROP_HTML], Value::Null);
+    }
+
     #[test]
     fn email_properties_answers_only_what_was_asked() {
         let none = email_properties(Some("<p>x</p>"), &["subject"]);
