@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix,
-# dnsmasq, haproxy, isync (mbsync) and fetchmail (apt), pytest (pip).
+# dnsmasq, haproxy, isync (mbsync), fetchmail and chromium (apt), pytest and
+# playwright (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -45,6 +46,9 @@ command -v mbsync >/dev/null 2>&1 || missing_apt+=(isync)
 # (unshare from util-linux, `ip link set lo up` from iproute2).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing_apt+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing_apt+=(util-linux)
+# test_webmail_browser.py drives Debian's Chromium with Playwright (PyPI);
+# Playwright's own browser download is never used.
+[ -x /usr/bin/chromium ] || missing_apt+=(chromium)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
@@ -60,6 +64,10 @@ if ! "$PYTHON" -c 'import pytest' >/dev/null 2>&1; then
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check pytest
 fi
 
+if ! "$PYTHON" -c 'import playwright.sync_api' >/dev/null 2>&1; then
+    echo "install-test-deps: installing playwright with $PYTHON -m pip (no browser download)" >&2
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check playwright
+fi
 # jmapc: a JMAP client the project did not write (test_jmap_submission.py).
 if ! "$PYTHON" -c 'import jmapc' >/dev/null 2>&1; then
     echo "install-test-deps: installing jmapc with $PYTHON -m pip" >&2
@@ -75,5 +83,7 @@ command -v fetchmail >/dev/null 2>&1 || { echo "install-test-deps: fetchmail sti
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || { echo "install-test-deps: haproxy still missing" >&2; exit 1; }
 command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }
+[ -x /usr/bin/chromium ] || { echo "install-test-deps: chromium still missing" >&2; exit 1; }
+"$PYTHON" -c 'import playwright.sync_api' || { echo "install-test-deps: playwright still missing" >&2; exit 1; }
 "$PYTHON" -c 'import requests' || { echo "install-test-deps: python3-requests still missing" >&2; exit 1; }
 "$PYTHON" -c 'import jmapc' || { echo "install-test-deps: jmapc still missing" >&2; exit 1; }

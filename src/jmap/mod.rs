@@ -31,6 +31,7 @@
 //!   for a standard `/changes` over the journal (`store::JmapKind`).
 //! - Blobs: `blob::read(ctx, blob_id)` gives a blob's bytes.
 
+pub mod sanitize;
 pub mod auth;
 pub mod blob;
 pub mod contacts;

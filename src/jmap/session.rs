@@ -20,7 +20,14 @@ pub const VACATION: &str = "urn:ietf:params:jmap:vacationresponse";
 pub const CONTACTS: &str = "urn:ietf:params:jmap:contacts";
 
 /// The capabilities a request may name in `using`.
-pub const CAPABILITIES: &[&str] = &[CORE, MAIL, SUBMISSION, VACATION, CONTACTS];
+pub const CAPABILITIES: &[&str] = &[
+    CORE,
+    MAIL,
+    SUBMISSION,
+    VACATION,
+    CONTACTS,
+    super::sanitize::CAPABILITY,
+];
 
 /// The session's state string: changes when the session object would.
 pub const SESSION_STATE: &str = "s1";
@@ -93,6 +100,8 @@ pub fn session(cfg: &HttpConfig, user: &str, base: &str) -> Value {
             SUBMISSION: {},
             VACATION: {},
             CONTACTS: {},
+            // Email/get's msgd:sanitizedHtml & co. (src/jmap/sanitize.rs).
+            super::sanitize::CAPABILITY: {},
         },
         "accounts": {
             account.clone(): {

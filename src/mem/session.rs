@@ -307,7 +307,9 @@ pub async fn refresh(State(services): State<Services>, req: Request, next: Next)
     for (name, value) in [
         ("content-security-policy", CSP),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        // Not no-referrer: under it browsers send `Origin: null` with the
+        // login form's POST, which the same-origin check must refuse.
+        ("referrer-policy", "same-origin"),
         ("x-frame-options", "DENY"),
     ] {
         if !h.contains_key(name) {

@@ -773,7 +773,7 @@ def test_security_headers_on_every_response(cl):
             r = client.get(base(cl.a) + path, allow_redirects=False, timeout=30)
             assert r.headers.get("Content-Security-Policy") == CSP, (path, r.headers)
             assert r.headers.get("X-Content-Type-Options") == "nosniff", path
-            assert r.headers.get("Referrer-Policy") == "no-referrer", path
+            assert r.headers.get("Referrer-Policy") == "same-origin", path
     r = requests.get(base(cl.a) + "/login", timeout=20)
     assert "<script" not in r.text.lower() and " on" not in re.sub(r'"[^"]*"', "", r.text).lower()
     assert r.headers["Cache-Control"] == "no-store"

@@ -52,6 +52,7 @@ fn valid_property(p: &str) -> bool {
     DEFAULT_PROPERTIES.contains(&p)
         || matches!(p, "bodyStructure" | "headers")
         || HeaderProp::parse(p).is_some()
+        || crate::jmap::sanitize::PROPERTIES.contains(&p)
 }
 
 /// A UTCDate (RFC 8620 1.4) from Unix seconds.
@@ -170,6 +171,12 @@ pub fn message_properties(
         };
         out.insert(p.clone(), v);
     }
+    // The webmail's cleaned HTML (msgd:sanitizedHtml & co.).
+    let wanted: Vec<&str> = props.iter().map(String::as_str).collect();
+    out.extend(crate::jmap::sanitize::email_properties(
+        parsed.first_html(),
+        &wanted,
+    ));
 }
 
 /// Renders one email.

@@ -546,6 +546,18 @@ impl<'a> Parsed<'a> {
         }
     }
 
+    /// The first text/html body part's text, for the webmail's
+    /// `msgd:sanitizedHtml` (`crate::jmap::sanitize`); None without one.
+    pub fn first_html(&self) -> Option<&str> {
+        self.msg
+            .html_body
+            .iter()
+            .find_map(|&i| match &self.msg.parts.get(i as usize)?.body {
+                PartType::Html(h) => Some(h.as_ref()),
+                _ => None,
+            })
+    }
+
     /// bodyValues for the parts `opts` asks for (RFC 8621 4.2).
     pub fn body_values(&self, opts: &BodyOptions) -> Value {
         let mut ids: Vec<u32> = Vec::new();
