@@ -288,7 +288,7 @@ pub fn secure(headers_ext: &axum::http::Extensions) -> bool {
 
 /// The headers every response of a webmail process carries.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
+img-src 'self' data: https:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
 form-action 'self'";
 
 /// Middleware over every route of a process running the mem role: the

@@ -52,7 +52,7 @@ MISROUTED = "misrouted@example.test"  # store3.test: the echo server
 SLOW = "slowpoke@example.test"  # store4.test: never answers
 HAPROXY_INSTALL = "apt-get install -y haproxy (or scripts/install-test-deps.sh)"
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
        "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 MEM_LDIF = EXTRA_LDIF + textwrap.dedent("""\
