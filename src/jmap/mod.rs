@@ -31,7 +31,6 @@
 //!   for a standard `/changes` over the journal (`store::JmapKind`).
 //! - Blobs: `blob::read(ctx, blob_id)` gives a blob's bytes.
 
-pub mod sanitize;
 pub mod auth;
 pub mod blob;
 pub mod contacts;
@@ -44,6 +43,7 @@ pub mod mailbox;
 pub mod methods;
 pub mod push;
 pub mod request;
+pub mod sanitize;
 pub mod session;
 pub mod submission;
 pub mod thread;
