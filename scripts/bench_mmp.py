@@ -306,6 +306,9 @@ def main() -> None:
     ap.add_argument("--login-duration", type=float, default=10, help="seconds per login phase (default 10)")
     ap.add_argument("--idle", type=int, default=10000, help="idle proxied connections (default 10000)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--strace", action="store_true",
+                    help="strace -f -c the mmp during its workload rounds: syscalls per session (slows it: "
+                         "the rates of such a run mean nothing)")
     ap.add_argument("--perf-record", metavar="FILE",
                     help="perf record -g the mmp during its workload rounds into FILE (for perf report)")
     args = ap.parse_args()
@@ -376,12 +379,30 @@ def main() -> None:
                                              "-p", str(mmp.proc.pid)],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
+                trace = None
+                if args.strace and mode == "mmp":
+                    trace_out = root / f"strace-mmp-{rnd}.txt"
+                    trace = subprocess.Popen(["strace", "-f", "-c", "-o", str(trace_out), "-p", str(mmp.proc.pid)],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1.0)
                 before = meter.snap()
                 sessions, cmds, secs = asyncio.run(run_workload(ports[mode], users[:args.clients], args.duration))
                 after = meter.snap()
                 if perf is not None:
                     perf.send_signal(signal.SIGINT)
                     perf.wait(timeout=60)
+                if trace is not None:
+                    trace.send_signal(signal.SIGINT)
+                    trace.wait(timeout=60)
+                    calls = {}
+                    for line in trace_out.read_text().splitlines():
+                        f = line.split()
+                        if len(f) >= 5 and f[0][0].isdigit() and f[3].isdigit():
+                            calls[f[-1]] = int(f[3])
+                    print(f"mmp syscalls per session (round {rnd}, {sessions} sessions): "
+                          + ", ".join(f"{k} {calls.get(k, 0) / max(1, sessions):.1f}"
+                                      for k in ("total", "sendto", "recvfrom", "read", "write", "epoll_wait",
+                                                "futex", "connect", "clock_gettime")))
                 cpu = {k: after[k] - before[k] for k in after}
                 rates[mode].append(cmds / secs)
                 totals[mode]["commands"] += cmds
