@@ -12,7 +12,8 @@
 //! - A recipient's state change is appended and fsynced right after the
 //!   attempt; a recipient recorded as delivered is never tried again, so a
 //!   crash can repeat at most the attempt in flight. An attempt that
-//!   finishes the entry (all final, no DSN owed) is recorded by removing
+//!   finishes the entry (all final, no DSN owed, copies only to stores:
+//!   LMTP or local, never an SMTP relay or MX) is recorded by removing
 //!   the file instead (a crash before the unlink is durable repeats that
 //!   attempt: the stores' duplicate suppression answers it).
 //! - New files and state records are made durable by group commit
@@ -658,6 +659,9 @@ impl Queue {
         let expired = now - env.received > self.config.lifetime as i64;
         let mut changes = Vec::new();
         let mut delayed = Vec::new();
+        // Every copy of this attempt went to a store (which suppresses a
+        // repeat by its delivery id), none to an SMTP relay or MX.
+        let mut only_stores = true;
         // The DSN a final status owes is recorded with the status (so a
         // restart still sends it) and sent by `settle`.
         let owed = |notify: bool, action: &str| {
@@ -681,12 +685,14 @@ impl Queue {
                         s.dsn = owed(env.recipients[i].notify.success, "delivered");
                     }
                     Outcome::Relayed { dsn_passed } => {
+                        only_stores = false;
                         s.status = Status::Delivered;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, dsn_passed, "relayed");
                         s.dsn = owed(env.recipients[i].notify.success && !dsn_passed, "relayed");
                     }
                     // Into another queue: the notice request went with it.
                     Outcome::Queued => {
+                        only_stores = false;
                         s.status = Status::Delivered;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, "queued again");
                     }
@@ -725,11 +731,13 @@ impl Queue {
         }
         // Record the outcomes durably before anything else happens; an
         // entry that is finished by them (every recipient final, no DSN
-        // owed) records that by its removal in `settle` instead: a crash
+        // owed, every copy taken by a store) records that by its removal
+        // in `settle` instead: a crash
         // before the unlink is durable repeats the attempt, whose copies
         // the stores' duplicate suppression answers without storing them
         // again (docs/delivery.md). One fdatasync per message less.
-        let finished = delayed.is_empty()
+        let finished = only_stores
+            && delayed.is_empty()
             && self.lock().get(id).is_some_and(|e| {
                 e.state
                     .iter()
