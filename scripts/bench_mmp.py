@@ -41,6 +41,8 @@ import platform
 import re
 import resource
 import shutil
+import signal
+import subprocess
 import statistics
 import smtplib
 import sys
@@ -304,6 +306,11 @@ def main() -> None:
     ap.add_argument("--login-duration", type=float, default=10, help="seconds per login phase (default 10)")
     ap.add_argument("--idle", type=int, default=10000, help="idle proxied connections (default 10000)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--strace", action="store_true",
+                    help="strace -f -c the mmp during its workload rounds: syscalls per session (slows it: "
+                         "the rates of such a run mean nothing)")
+    ap.add_argument("--perf-record", metavar="FILE",
+                    help="perf record -g the mmp during its workload rounds into FILE (for perf report)")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -361,15 +368,44 @@ def main() -> None:
         # 1. workload
         ports = {"direct": store.ports["imap"], "mmp": mmp.ports["imap"]}
         rates: dict[str, list[float]] = {"direct": [], "mmp": []}
-        totals = {m: {"sessions": 0, "store": 0.0, "mmp": 0.0, "slapd": 0.0, "client": 0.0} for m in rates}
+        totals = {m: {"sessions": 0, "commands": 0, "store": 0.0, "mmp": 0.0, "slapd": 0.0, "client": 0.0}
+                  for m in rates}
         asyncio.run(run_workload(ports["mmp"], users[:args.clients], 2))  # warm-up
         for rnd in range(1, args.rounds + 1):
             for mode in ("direct", "mmp"):
+                perf = None
+                if args.perf_record and mode == "mmp":
+                    perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", f"{args.perf_record}.{rnd}",
+                                             "-p", str(mmp.proc.pid)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(0.5)
+                trace = None
+                if args.strace and mode == "mmp":
+                    trace_out = root / f"strace-mmp-{rnd}.txt"
+                    trace = subprocess.Popen(["strace", "-f", "-c", "-o", str(trace_out), "-p", str(mmp.proc.pid)],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1.0)
                 before = meter.snap()
                 sessions, cmds, secs = asyncio.run(run_workload(ports[mode], users[:args.clients], args.duration))
                 after = meter.snap()
+                if perf is not None:
+                    perf.send_signal(signal.SIGINT)
+                    perf.wait(timeout=60)
+                if trace is not None:
+                    trace.send_signal(signal.SIGINT)
+                    trace.wait(timeout=60)
+                    calls = {}
+                    for line in trace_out.read_text().splitlines():
+                        f = line.split()
+                        if len(f) >= 5 and f[0][0].isdigit() and f[3].isdigit():
+                            calls[f[-1]] = int(f[3])
+                    print(f"mmp syscalls per session (round {rnd}, {sessions} sessions): "
+                          + ", ".join(f"{k} {calls.get(k, 0) / max(1, sessions):.1f}"
+                                      for k in ("total", "sendto", "recvfrom", "read", "write", "epoll_wait",
+                                                "futex", "connect", "clock_gettime")))
                 cpu = {k: after[k] - before[k] for k in after}
                 rates[mode].append(cmds / secs)
+                totals[mode]["commands"] += cmds
                 totals[mode]["sessions"] += sessions
                 for k, v in cpu.items():
                     totals[mode][k] += v
@@ -390,6 +426,13 @@ def main() -> None:
               f"slapd {ms_per_session('direct', 'slapd'):.2f}; through the mmp: store "
               f"{ms_per_session('mmp', 'store'):.2f}, mmp {ms_per_session('mmp', 'mmp'):.2f}, "
               f"slapd {ms_per_session('mmp', 'slapd'):.2f}")
+
+        # Per command (load-independent, unlike the rates): CPU of each
+        # process per 1,000 commands of the workload (LOGIN included).
+        for mode in ("direct", "mmp"):
+            k = max(1, totals[mode]["commands"]) / 1000
+            print(f"workload CPU s per 1,000 commands, {mode}: "
+                  + ", ".join(f"{p} {totals[mode][p] / k:.3f}" for p in ("store", "mmp", "slapd")))
 
         # 2. logins
         login_rates = {}

@@ -26,6 +26,13 @@ own run time), LDAP operations per message counted from slapd's log (SRCH
 lines; msgd keeps cache counters but does not expose them), messages left in
 the queue, and the ratios msgd/Postfix.
 
+Per-operation figures (`--syscalls`, msgd side only; these do not depend
+on the machine's other load, unlike the rates): CPU seconds of mta-in and
+store per 1,000 messages (utime + stime from /proc/PID/stat around the run),
+and, with strace attached to both processes (`strace -f -c`: this slows
+them down, so the rates of such a run mean nothing), syscalls per message
+for each process: fsync, fdatasync, sync_file_range, and all syscalls.
+
 Bounded: every scenario has a deadline (BENCH_TIMEOUT seconds, default 300)
 and fails rather than hanging; everything started is stopped on exit
 (`postfix -c DIR stop`, then `abort` and SIGKILL if the master is still
@@ -197,8 +204,41 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+COUNTED = ("fsync", "fdatasync", "sync_file_range", "openat", "write", "writev", "read", "sendto", "recvfrom",
+           "futex", "epoll_wait")
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def start_strace(pid: int, out: Path) -> subprocess.Popen:
+    if shutil.which("strace") is None:
+        die("strace is missing: apt-get install -y strace")
+    p = subprocess.Popen(["strace", "-f", "-c", "-o", str(out), "-p", str(pid)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached to every thread before the run starts
+    return p
+
+
+def stop_strace(p: subprocess.Popen, out: Path) -> dict[str, int]:
+    """Calls per syscall name from `strace -c`'s table (and "total")."""
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    calls: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        f = line.split()
+        # % time, seconds, usecs/call, calls, [errors], syscall
+        if len(f) >= 5 and f[0][0].isdigit() and f[3].isdigit():
+            calls[f[-1]] = int(f[3])
+    return calls
+
+
 def run_scenario(side: str, smtp_source: str, size: int, count: int, sessions: int, cache_ttl: int,
-                 timeout: float, log_level: str, keep: bool) -> dict:
+                 timeout: float, log_level: str, keep: bool, syscalls: bool = False) -> dict:
     """One scenario with fresh processes. side "msgd": smtp-source -> mta-in
     -> LMTP -> store; side "postfix": smtp-source -> Postfix -> LMTP -> store."""
     work = Path(tempfile.mkdtemp(prefix="msgd-bench-"))
@@ -216,6 +256,14 @@ def run_scenario(side: str, smtp_source: str, size: int, count: int, sessions: i
         ops_before = ldap_ops(ldap)
         cmd = [smtp_source, "-c", "-l", str(size), "-m", str(count), "-s", str(sessions),
                "-f", SENDER, "-t", RCPT, f"127.0.0.1:{port}"]
+        procs = {"store": store.proc.pid}
+        if mta is not None:
+            procs["mta-in"] = mta.proc.pid
+        traces = {}
+        if syscalls:
+            traces = {name: (start_strace(pid, work / f"strace-{name}.txt"), work / f"strace-{name}.txt")
+                      for name, pid in procs.items()}
+        cpu_before = {name: cpu_s(pid) for name, pid in procs.items()}
         t0 = time.monotonic()
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         t_accepted = time.monotonic() - t0
@@ -231,6 +279,9 @@ def run_scenario(side: str, smtp_source: str, size: int, count: int, sessions: i
                 raise RuntimeError(f"{side}: only {seen}/{count} messages in the store after {timeout:.0f}s")
             time.sleep(0.1)
         t_stored = time.monotonic() - t0
+        time.sleep(1.0)  # the queue removes the last files after the store's 250
+        cpu = {name: cpu_s(pid) - cpu_before[name] for name, pid in procs.items()}
+        calls = {name: stop_strace(p, out) for name, (p, out) in traces.items()}
         ops_after = ldap_ops(ldap)
         ops = {k: ops_after[k] - ops_before[k] for k in ops_after}
         queue_left = postfix_queue_left(pf) if pf is not None else len(mta.queue_files())
@@ -248,6 +299,8 @@ def run_scenario(side: str, smtp_source: str, size: int, count: int, sessions: i
             "queue_left": queue_left,
             "ldap": ops,
             "cmd": " ".join(cmd),
+            "cpu": cpu,
+            "calls": calls,
         }
     finally:
         if counter is not None:
@@ -303,7 +356,12 @@ def main() -> None:
                     help="skip the Postfix side (smtp-source -> Postfix -> LMTP -> store)")
     ap.add_argument("--log-level", default="warn")
     ap.add_argument("--keep", action="store_true", help="keep the work folders")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="msgd only: strace -f -c on mta-in and store, syscalls per message (slows them: "
+                         "the rates of such a run mean nothing)")
     args = ap.parse_args()
+    if args.syscalls:
+        args.no_postfix = True
     if not os.environ.get("MSGD_BIN"):
         die("set MSGD_BIN (scripts/bench-mta-in.sh does)")
     smtp_source = find_smtp_source()
@@ -336,7 +394,7 @@ def main() -> None:
     for size, count, ttl in scenarios:
         for side in sides:
             r = run_scenario(side, smtp_source, size, count, args.sessions, ttl, args.timeout, args.log_level,
-                             args.keep)
+                             args.keep, syscalls=args.syscalls and side == "msgd")
             results.append(r)
     print("load after: %.2f %.2f %.2f" % os.getloadavg())
     print(header)
@@ -352,6 +410,18 @@ def main() -> None:
         for m, p in zip(results[0::2], results[1::2]):
             print(f"{m['size'] // 1024:>5}Ki {m['count']:>6} {m['cache_ttl']:>4} "
                   f"{m['accepted_rate'] / p['accepted_rate']:>8.2f}x {m['rate'] / p['rate']:>6.2f}x")
+    print()
+    print("per message (not load-dependent): CPU ms of each process; with --syscalls, calls per message")
+    for r in results:
+        if r["side"] != "msgd":
+            continue
+        n = r["count"]
+        line = f"{r['size'] // 1024:>5}Ki {n:>6}: CPU ms/msg " + ", ".join(
+            f"{k} {v * 1000 / n:.3f}" for k, v in r["cpu"].items())
+        print(line)
+        for name, calls in r["calls"].items():
+            print(f"        {name}: total {calls.get('total', 0) / n:.1f}; " + ", ".join(
+                f"{k} {calls.get(k, 0) / n:.2f}" for k in COUNTED))
     print()
     print("accepted/s: messages / smtp-source run time (mta-in or Postfix answered 250 after its queue fsync)")
     print("stored/s:   messages / time until the last one was in the store's INBOX (end to end)")

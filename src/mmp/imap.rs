@@ -477,6 +477,8 @@ pub struct RelayFilter {
     up_buf: Vec<u8>,
     down: Down,
     down_buf: Vec<u8>,
+    /// The last bytes of the store line being passed (at most `TAIL`).
+    down_tail: Vec<u8>,
     /// Replies of the mmp for the client, sent between store responses.
     replies: Vec<u8>,
     /// The tag of a COMPRESS command not answered yet.
@@ -496,6 +498,7 @@ impl RelayFilter {
             up_buf: Vec::new(),
             down: Down::Head,
             down_buf: Vec::new(),
+            down_tail: Vec::new(),
             replies: Vec::new(),
             compress_tag: None,
         }
@@ -525,28 +528,32 @@ impl RelayFilter {
                 }
                 Up::Head => {
                     let room = HEAD.saturating_sub(self.up_buf.len());
-                    let (end, lf) = match data.iter().take(room).position(|&b| b == b'\n') {
+                    let (end, lf) = match memchr::memchr(b'\n', &data[..data.len().min(room)]) {
                         Some(p) => (p + 1, true),
                         None => (room.min(data.len()), false),
                     };
                     self.up_buf.extend_from_slice(&data[..end]);
                     data = &data[end..];
                     if lf {
-                        let line = std::mem::take(&mut self.up_buf);
+                        let mut line = std::mem::take(&mut self.up_buf);
                         self.client_line(&line, true, to_store);
+                        line.clear();
+                        self.up_buf = line;
                     } else if self.up_buf.len() >= HEAD {
                         self.up = Up::Line;
                         self.hold_tail(to_store);
                     }
                 }
                 Up::Line => {
-                    let lf = data.iter().position(|&b| b == b'\n');
+                    let lf = memchr::memchr(b'\n', data);
                     let end = lf.map_or(data.len(), |p| p + 1);
                     self.up_buf.extend_from_slice(&data[..end]);
                     data = &data[end..];
                     if lf.is_some() {
-                        let line = std::mem::take(&mut self.up_buf);
+                        let mut line = std::mem::take(&mut self.up_buf);
                         self.client_line(&line, false, to_store);
+                        line.clear();
+                        self.up_buf = line;
                     } else {
                         self.hold_tail(to_store);
                     }
@@ -608,92 +615,192 @@ impl RelayFilter {
 
     /// Store output: appends what goes on to the client to `to_client`
     /// (with the mmp's own replies, between responses).
-    pub fn store_output(&mut self, mut data: &[u8], to_client: &mut Vec<u8>) {
+    pub fn store_output(&mut self, data: &[u8], to_client: &mut Vec<u8>) {
+        if let Some(n) = self.store_output_direct(data, to_client) {
+            to_client.extend_from_slice(&data[..n]);
+        }
+    }
+
+    /// Store output, copied only where it must be: `Some(n)` means "send
+    /// `data[..n]` as it is" (`to_client` untouched; the rest of `data`
+    /// is held, the start of a line not judged yet), `None` means "send
+    /// `to_client`". Lines and literals pass in place; only a capability
+    /// line being rewritten, a line start split between two reads, or
+    /// the mmp's own replies make it copy.
+    pub fn store_output_direct(&mut self, data: &[u8], to_client: &mut Vec<u8>) -> Option<usize> {
         self.flush_replies(to_client);
-        while !data.is_empty() {
+        let mut sink = Sink {
+            data,
+            direct: 0,
+            copying: !to_client.is_empty(),
+            out: to_client,
+        };
+        let mut i = 0;
+        while i < data.len() {
+            let rest = &data[i..];
             match self.down {
                 Down::Raw => {
-                    to_client.extend_from_slice(data);
-                    return;
+                    sink.pass(i, data.len());
+                    i = data.len();
                 }
                 Down::Literal(left) => {
-                    let n = left.min(data.len() as u64) as usize;
-                    to_client.extend_from_slice(&data[..n]);
-                    data = &data[n..];
+                    let n = left.min(rest.len() as u64) as usize;
+                    sink.pass(i, i + n);
+                    i += n;
                     self.down = match left - n as u64 {
-                        0 => Down::Line {
-                            continuation: false,
-                        },
+                        0 => {
+                            self.down_tail.clear();
+                            Down::Line {
+                                continuation: false,
+                            }
+                        }
                         left => Down::Literal(left),
                     };
                 }
+                Down::Head if self.down_buf.is_empty() => {
+                    // A response starts here: judge it in place.
+                    let head = &rest[..rest.len().min(HEAD)];
+                    match memchr::memchr(b'\n', head) {
+                        Some(p) => {
+                            let line = &rest[..=p];
+                            let continuation = line[0] == b'+';
+                            if !continuation && capability_line(line) {
+                                sink.push(&strip_unauthenticate_line(line));
+                                self.down = Down::Capability;
+                            } else {
+                                sink.pass(i, i + p + 1);
+                                self.down = Down::Line { continuation };
+                            }
+                            self.line_ended(line, true);
+                            i += p + 1;
+                        }
+                        None if head.len() == HEAD => {
+                            let continuation = head[0] == b'+';
+                            if !continuation && capability_line(head) {
+                                self.down_buf.extend_from_slice(head);
+                                self.down = Down::Capability;
+                            } else {
+                                sink.pass(i, i + HEAD);
+                                self.remember_tail(head);
+                                self.down = Down::Line { continuation };
+                            }
+                            i += HEAD;
+                        }
+                        None => {
+                            // Too little to judge: held until more comes.
+                            self.down_buf.extend_from_slice(rest);
+                            i = data.len();
+                        }
+                    }
+                }
                 Down::Head => {
+                    // The start of a response came in an earlier read.
                     let room = HEAD.saturating_sub(self.down_buf.len());
-                    let (end, lf) = match data.iter().take(room).position(|&b| b == b'\n') {
+                    let (end, lf) = match memchr::memchr(b'\n', &rest[..rest.len().min(room)]) {
                         Some(p) => (p + 1, true),
-                        None => (room.min(data.len()), false),
+                        None => (room.min(rest.len()), false),
                     };
-                    self.down_buf.extend_from_slice(&data[..end]);
-                    data = &data[end..];
+                    self.down_buf.extend_from_slice(&rest[..end]);
+                    i += end;
                     if !lf && self.down_buf.len() < HEAD {
                         continue;
                     }
-                    let continuation = self.down_buf.first() == Some(&b'+');
-                    if !continuation && capability_line(&self.down_buf) {
+                    let line = std::mem::take(&mut self.down_buf);
+                    let continuation = line.first() == Some(&b'+');
+                    if !continuation && capability_line(&line) {
                         self.down = Down::Capability;
                         if lf {
-                            self.store_line_end(to_client, true);
+                            sink.push(&strip_unauthenticate_line(&line));
+                            self.line_ended(&line, true);
+                        } else {
+                            self.down_buf = line;
+                            continue;
                         }
-                        continue;
-                    }
-                    self.down = Down::Line { continuation };
-                    if lf {
-                        self.store_line_end(to_client, true);
                     } else {
-                        let keep = self.down_buf.len().saturating_sub(TAIL);
-                        to_client.extend(self.down_buf.drain(..keep));
+                        sink.push(&line);
+                        self.down = Down::Line { continuation };
+                        if lf {
+                            self.line_ended(&line, true);
+                        } else {
+                            self.remember_tail(&line);
+                        }
                     }
+                    self.down_buf = line;
+                    self.down_buf.clear();
                 }
-                Down::Capability | Down::Line { .. } => {
-                    let lf = data.iter().position(|&b| b == b'\n');
-                    let end = lf.map_or(data.len(), |p| p + 1);
-                    self.down_buf.extend_from_slice(&data[..end]);
-                    data = &data[end..];
-                    if lf.is_some() {
-                        let whole = self.down == Down::Capability;
-                        self.store_line_end(to_client, whole);
-                    } else if self.down == Down::Capability
-                        && self.down_buf.len() <= MAX_CAPABILITY_LINE
-                    {
-                        // Kept whole until its end.
-                    } else {
-                        if self.down == Down::Capability {
-                            self.down = Down::Line {
-                                continuation: false,
-                            };
-                        }
-                        let keep = self.down_buf.len().saturating_sub(TAIL);
-                        to_client.extend(self.down_buf.drain(..keep));
+                Down::Line { .. } => match memchr::memchr(b'\n', rest) {
+                    Some(p) => {
+                        sink.pass(i, i + p + 1);
+                        self.remember_tail(&rest[..=p]);
+                        let tail = std::mem::take(&mut self.down_tail);
+                        self.line_ended(&tail, false);
+                        self.down_tail = tail;
+                        self.down_tail.clear();
+                        i += p + 1;
                     }
+                    None => {
+                        sink.pass(i, data.len());
+                        self.remember_tail(rest);
+                        i = data.len();
+                    }
+                },
+                Down::Capability => {
+                    let lf = memchr::memchr(b'\n', rest);
+                    let end = lf.map_or(rest.len(), |p| p + 1);
+                    self.down_buf.extend_from_slice(&rest[..end]);
+                    i += end;
+                    let line = std::mem::take(&mut self.down_buf);
+                    if lf.is_some() {
+                        sink.push(&strip_unauthenticate_line(&line));
+                        self.line_ended(&line, true);
+                    } else if line.len() <= MAX_CAPABILITY_LINE {
+                        // Kept whole until its end.
+                        self.down_buf = line;
+                        continue;
+                    } else {
+                        // Too long to rewrite: it passes as it is.
+                        sink.push(&line);
+                        self.remember_tail(&line);
+                        self.down = Down::Line {
+                            continuation: false,
+                        };
+                    }
+                    self.down_buf = line;
+                    self.down_buf.clear();
                 }
             }
         }
-        self.flush_replies(to_client);
+        let direct = (!sink.copying).then_some(sink.direct);
+        if self.has_replies() && self.between_responses() {
+            sink.spill();
+            self.flush_replies(sink.out);
+            return None;
+        }
+        direct
     }
 
-    /// `down_buf` holds the end of a store line (`whole`: all of the first
-    /// line of a response): send it on.
-    fn store_line_end(&mut self, to_client: &mut Vec<u8>, whole: bool) {
-        let line = std::mem::take(&mut self.down_buf);
+    /// Keeps the last `TAIL` bytes of the line being passed (a literal
+    /// announcement is judged from them at its end).
+    fn remember_tail(&mut self, bytes: &[u8]) {
+        if bytes.len() >= TAIL {
+            self.down_tail.clear();
+            self.down_tail
+                .extend_from_slice(&bytes[bytes.len() - TAIL..]);
+        } else {
+            let cut = (self.down_tail.len() + bytes.len()).saturating_sub(TAIL);
+            self.down_tail.drain(..cut);
+            self.down_tail.extend_from_slice(bytes);
+        }
+    }
+
+    /// A store line ended (`end`: its last bytes, at least the last
+    /// `TAIL` ones, or all of it when `whole`: the whole first line of a
+    /// response). Sets what comes next: a literal, or a new response.
+    fn line_ended(&mut self, end: &[u8], whole: bool) {
         let announced = match self.down {
             Down::Line { continuation: true } => None,
-            _ => literal_announcement(&line),
+            _ => literal_announcement(end),
         };
-        if self.down == Down::Capability {
-            to_client.extend_from_slice(&strip_unauthenticate_line(&line));
-        } else {
-            to_client.extend_from_slice(&line);
-        }
         self.down = match announced {
             Some(a) => match a.len {
                 Some(0) => Down::Line {
@@ -704,9 +811,10 @@ impl RelayFilter {
             },
             None => Down::Head,
         };
+        self.down_tail.clear();
         if let Some(tag) = self.compress_tag.as_ref().filter(|_| whole) {
             // The answer to COMPRESS: deflate starts after its line.
-            if let Some((t, status, _)) = command_words(&line) {
+            if let Some((t, status, _)) = command_words(end) {
                 if t == tag.as_slice() {
                     if status.eq_ignore_ascii_case(b"OK") {
                         self.down = Down::Raw;
@@ -718,10 +826,54 @@ impl RelayFilter {
         }
     }
 
+    /// The store's output is between two responses (the place for the
+    /// mmp's replies and its goodbye); always after COMPRESS, where the
+    /// mmp can no longer tell.
+    pub fn between_responses(&self) -> bool {
+        (self.down == Down::Head && self.down_buf.is_empty()) || self.down == Down::Raw
+    }
+
     /// Sends the mmp's replies if the store's output is between responses.
     pub fn flush_replies(&mut self, to_client: &mut Vec<u8>) {
-        if self.down == Down::Head && self.down_buf.is_empty() {
+        if self.down == Down::Head && self.down_buf.is_empty() && !self.replies.is_empty() {
             to_client.append(&mut self.replies);
+        }
+    }
+}
+
+/// Where the filter's output goes: bytes of the input passed in place
+/// for as long as they are one run from its start (`direct`), then, once
+/// anything else must go in between, all copied into `out`.
+struct Sink<'a> {
+    data: &'a [u8],
+    out: &'a mut Vec<u8>,
+    /// `data[..direct]` goes on as it is (while not `copying`).
+    direct: usize,
+    copying: bool,
+}
+
+impl Sink<'_> {
+    /// `data[from..to]` goes on unchanged.
+    fn pass(&mut self, from: usize, to: usize) {
+        if !self.copying && from == self.direct {
+            self.direct = to;
+        } else {
+            self.spill();
+            self.out.extend_from_slice(&self.data[from..to]);
+        }
+    }
+
+    /// Bytes other than the input's go on.
+    fn push(&mut self, bytes: &[u8]) {
+        self.spill();
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// From here on everything is copied into `out`.
+    fn spill(&mut self) {
+        if !self.copying {
+            self.copying = true;
+            self.out.extend_from_slice(&self.data[..self.direct]);
         }
     }
 }
@@ -1204,6 +1356,41 @@ mod tests {
         f.store_output(&long, &mut down);
         f.store_output(b"\r\n", &mut down);
         assert_eq!(down.len(), 28 + 100_000 + 2);
+    }
+
+    #[test]
+    fn relay_filter_passes_store_output_in_place_and_copies_only_what_it_must() {
+        let mut f = RelayFilter::new();
+        let mut out = Vec::new();
+        // Whole responses, literals included: sent as read, nothing copied.
+        let chunk: &[u8] =
+            b"* 1 FETCH (BODY[] {5}\r\nabcde)\r\n* 2 FETCH (FLAGS ())\r\na OK done\r\n";
+        assert_eq!(f.store_output_direct(chunk, &mut out), Some(chunk.len()));
+        assert!(out.is_empty());
+        // A literal split between reads: still in place.
+        assert_eq!(
+            f.store_output_direct(b"* 3 FETCH (BODY[] {6}\r\nabc", &mut out),
+            Some(26)
+        );
+        assert_eq!(f.store_output_direct(b"def)\r\n", &mut out), Some(6));
+        // A long line split between reads: in place, its literal found.
+        let long = [b"* 4 FETCH (X ".as_slice(), &[b'x'; 300], b" BODY[] {2}"].concat();
+        assert_eq!(f.store_output_direct(&long, &mut out), Some(long.len()));
+        assert_eq!(f.store_output_direct(b"\r\nyz)\r\n", &mut out), Some(7));
+        assert!(f.between_responses());
+        assert!(out.is_empty());
+        // The start of a response at the end of a read is held (it may be
+        // a capability line), then sent with the rest, copied.
+        let chunk: &[u8] = b"b OK x\r\n* 5 FE";
+        assert_eq!(f.store_output_direct(chunk, &mut out), Some(8));
+        assert!(!f.between_responses());
+        assert_eq!(f.store_output_direct(b"TCH (FLAGS ())\r\n", &mut out), None);
+        assert_eq!(out, b"* 5 FETCH (FLAGS ())\r\n");
+        out.clear();
+        // A capability line is rewritten: copied.
+        let caps: &[u8] = b"* OK x\r\n* CAPABILITY IMAP4rev2 UNAUTHENTICATE\r\n";
+        assert_eq!(f.store_output_direct(caps, &mut out), None);
+        assert_eq!(out, b"* OK x\r\n* CAPABILITY IMAP4rev2\r\n");
     }
 
     #[test]

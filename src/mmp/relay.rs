@@ -8,8 +8,16 @@
 //!
 //! Memory per idle session stays small: each direction reads into a
 //! 512-byte buffer inside the task and only switches to a 16 KiB heap
-//! buffer while data keeps filling the small one (a FETCH of a large
-//! message), dropping it again once reads come back short.
+//! buffer when a read fills the small one (a burst: a FETCH of messages);
+//! within a burst it takes what has arrived without waiting (no trip
+//! through the scheduler per chunk) and drops the big buffer as soon as a
+//! read would wait.
+//!
+//! Cost per relayed chunk (issue 11): the store's output passes to the
+//! client in place ([`RelayFilter::store_output_direct`]: no copy, no
+//! allocation, no second parse for the shutdown boundary: the filter
+//! knows where IMAP responses end); the client's input is copied once
+//! (its command heads are judged, synchronizing literals rewritten).
 //!
 //! Endings:
 //! - the store closes: what it sent is flushed, the client's side is shut
@@ -150,14 +158,50 @@ where
     // Only the store-to-client side writes the mmp's own replies.
     let replies = filter.filter(|(_, d)| *d == Dir::ToClient).map(|(s, _)| s);
     loop {
-        if stopping && boundary.as_deref().is_none_or(Boundary::between_messages) {
+        let between = match (boundary.as_deref(), replies) {
+            (Some(b), _) => b.between_messages(),
+            (None, Some(s)) => s.filter().between_responses(),
+            (None, None) => true,
+        };
+        if stopping && between {
             if let Some(bye) = stop.and_then(|(_, g)| g) {
                 let _ = w.write_all(bye).await;
             }
             let _ = w.shutdown().await;
             return Ok(PumpEnd::Stopped);
         }
-        let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
+        if let Some((t, _)) = stop.filter(|_| !stopping) {
+            // Noticed between two reads of a burst too.
+            if t.is_cancelled() {
+                stopping = true;
+                continue;
+            }
+        }
+        // In a burst (the big buffer is there) take what has arrived
+        // without a trip through the scheduler; once a read would wait the
+        // burst is over and the big buffer goes.
+        if !big.is_empty() {
+            match read_now(r, &mut big) {
+                Some(res) => {
+                    let n = match res {
+                        Ok(0) => {
+                            let _ = w.flush().await;
+                            let _ = w.shutdown().await;
+                            return Ok(PumpEnd::Eof);
+                        }
+                        Ok(n) => n,
+                        Err(_) => return Err(Side::Reader),
+                    };
+                    let (b, o) = (std::mem::take(&mut big), std::mem::take(&mut out));
+                    let r2 =
+                        relay_chunk(&b[..n], w, activity, count, &mut boundary, filter, o).await;
+                    (big, out) = (b, r2?);
+                    continue;
+                }
+                None => big = Vec::new(),
+            }
+        }
+        let buf: &mut [u8] = &mut small;
         let token = stop.map(|(t, _)| t).filter(|_| !stopping);
         let cancelled = async {
             match token {
@@ -209,41 +253,81 @@ where
             Some(Ok(n)) => n,
             Some(Err(_)) => return Err(Side::Reader),
         };
-        let capacity = buf.len();
-        let mut data = buf.get(..n).unwrap_or_default();
-        activity.touch();
-        count.fetch_add(n as u64, Ordering::Relaxed);
-        if let Some((shared, dir)) = filter {
-            let wake = {
-                let mut f = shared.filter();
-                match dir {
-                    Dir::ToStore => f.client_input(data, &mut out),
-                    Dir::ToClient => f.store_output(data, &mut out),
-                }
-                dir == Dir::ToStore && f.has_replies()
-            };
-            if wake {
-                shared.replies.notify_one();
-            }
-            data = &out;
-        }
-        if let Some(b) = boundary.as_deref_mut() {
-            b.feed(data);
-        }
-        if !data.is_empty() && (w.write_all(data).await.is_err() || w.flush().await.is_err()) {
-            return Err(Side::Writer);
-        }
-        out.clear();
-        activity.touch();
-        if big.is_empty() && n == capacity {
+        let mut n = n;
+        if n == SMALL {
+            // A burst starts (a big response): go on in the big buffer,
+            // with what has arrived behind the first bytes in one write.
             big = vec![0u8; BIG];
-        } else if !big.is_empty() && n < BIG / 8 {
-            big = Vec::new();
+            big[..n].copy_from_slice(&small[..n]);
+            if let Some(Ok(m)) = read_now(r, &mut big[n..]) {
+                n += m;
+            }
         }
+        let chunk: &[u8] = if big.is_empty() {
+            &small[..n]
+        } else {
+            &big[..n]
+        };
+        out = relay_chunk(chunk, w, activity, count, &mut boundary, filter, out).await?;
         if big.is_empty() && out.capacity() > 2 * SMALL {
             out = Vec::new();
         }
     }
+}
+
+/// Reads what has arrived, without waiting: None if the read would wait.
+fn read_now<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut rb = tokio::io::ReadBuf::new(buf);
+    match std::pin::Pin::new(r).poll_read(&mut cx, &mut rb) {
+        std::task::Poll::Ready(Ok(())) => Some(Ok(rb.filled().len())),
+        std::task::Poll::Ready(Err(e)) => Some(Err(e)),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// One chunk read: through the filter (IMAP) and on to the writer.
+/// Returns `out` (emptied) for the next chunk.
+async fn relay_chunk<W: AsyncWrite + Unpin>(
+    mut data: &[u8],
+    w: &mut W,
+    activity: &Activity,
+    count: &AtomicU64,
+    boundary: &mut Option<&mut Boundary>,
+    filter: Option<(&Shared, Dir)>,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, Side> {
+    activity.touch();
+    count.fetch_add(data.len() as u64, Ordering::Relaxed);
+    if let Some((shared, dir)) = filter {
+        let (wake, direct) = {
+            let mut f = shared.filter();
+            let direct = match dir {
+                Dir::ToStore => {
+                    f.client_input(data, &mut out);
+                    None
+                }
+                // The store's output mostly passes in place (no copy).
+                Dir::ToClient => f.store_output_direct(data, &mut out),
+            };
+            (dir == Dir::ToStore && f.has_replies(), direct)
+        };
+        if wake {
+            shared.replies.notify_one();
+        }
+        data = match direct {
+            Some(n) => data.get(..n).unwrap_or_default(),
+            None => &out,
+        };
+    }
+    if let Some(b) = boundary.as_deref_mut() {
+        b.feed(data);
+    }
+    if !data.is_empty() && (w.write_all(data).await.is_err() || w.flush().await.is_err()) {
+        return Err(Side::Writer);
+    }
+    out.clear();
+    Ok(out)
 }
 
 enum Read {
@@ -272,7 +356,8 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
     let down_count = AtomicU64::new(0);
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut store_r, mut store_w) = tokio::io::split(store);
-    let mut boundary = Boundary::new(opts.imap);
+    // IMAP: the filter knows where responses end; POP3: lines.
+    let mut boundary = (!opts.imap).then(|| Boundary::new(false));
     let shared = opts.imap.then(|| Shared {
         filter: Mutex::new(RelayFilter::new()),
         replies: Notify::new(),
@@ -291,7 +376,9 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
             to_store = opts.pipelined;
         }
     }
-    boundary.feed(&to_client);
+    if let Some(b) = boundary.as_mut() {
+        b.feed(&to_client);
+    }
     if !to_client.is_empty() && client_w.write_all(&to_client).await.is_err() {
         return (End::ClientError, Counts::default());
     }
@@ -314,7 +401,7 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
             &mut client_w,
             &activity,
             &down_count,
-            Some(&mut boundary),
+            boundary.as_mut(),
             Some((&opts.shutdown, opts.goodbye)),
             shared.as_ref().map(|s| (s, Dir::ToClient)),
         );
@@ -348,7 +435,12 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
             _ = &mut idle => End::IdleTimeout,
         }
     };
-    if end == End::IdleTimeout && opts.goodbye.is_some() && boundary.between_messages() {
+    let between = match (&boundary, &shared) {
+        (Some(b), _) => b.between_messages(),
+        (None, Some(s)) => s.filter().between_responses(),
+        (None, None) => true,
+    };
+    if end == End::IdleTimeout && opts.goodbye.is_some() && between {
         let _ = client_w.write_all(IDLE_BYE).await;
     }
     let _ = client_w.shutdown().await;
@@ -437,6 +529,49 @@ mod tests {
         assert_eq!(end, End::StoreClosed);
         assert_eq!(counts.to_store, 20_002);
         assert_eq!(counts.to_client, 10);
+    }
+
+    #[tokio::test]
+    async fn relay_passes_a_burst_through_the_big_buffer_unchanged() {
+        let (client, mut client_peer) = tokio::io::duplex(256 * 1024);
+        let (store, mut store_peer) = tokio::io::duplex(256 * 1024);
+        let task = tokio::spawn(relay(
+            Box::new(client),
+            Box::new(store),
+            Options {
+                idle: Duration::from_secs(60),
+                shutdown: CancellationToken::new(),
+                goodbye: Some(b"* BYE shutting down\r\n"),
+                imap: true,
+                pipelined: Vec::new(),
+                store_rest: Vec::new(),
+            },
+        ));
+        // Responses with literals, far beyond the small buffer, in one go.
+        let mut burst = Vec::new();
+        for i in 0..20u32 {
+            let body: Vec<u8> = (0..5000u32).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+            burst.extend_from_slice(format!("* {} FETCH (BODY[] {{5000}}\r\n", i + 1).as_bytes());
+            burst.extend_from_slice(&body);
+            burst.extend_from_slice(b")\r\n");
+        }
+        burst.extend_from_slice(b"a1 OK done\r\n");
+        store_peer.write_all(&burst).await.unwrap();
+        let mut got = vec![0u8; burst.len()];
+        client_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, burst);
+        // And small exchanges after it.
+        client_peer.write_all(b"a2 NOOP\r\n").await.unwrap();
+        let mut cmd = [0u8; 9];
+        store_peer.read_exact(&mut cmd).await.unwrap();
+        assert_eq!(&cmd, b"a2 NOOP\r\n");
+        drop(store_peer);
+        let mut rest = Vec::new();
+        client_peer.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        let (end, counts) = task.await.unwrap();
+        assert_eq!(end, End::StoreClosed);
+        assert_eq!(counts.to_client, burst.len() as u64);
     }
 
     #[tokio::test]

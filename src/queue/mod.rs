@@ -11,7 +11,13 @@
 //!   only then may the SMTP server answer 250.
 //! - A recipient's state change is appended and fsynced right after the
 //!   attempt; a recipient recorded as delivered is never tried again, so a
-//!   crash can repeat at most the attempt in flight.
+//!   crash can repeat at most the attempt in flight. An attempt that
+//!   finishes the entry (all final, no DSN owed, copies only to stores:
+//!   LMTP or local, never an SMTP relay or MX) is recorded by removing
+//!   the file instead (a crash before the unlink is durable repeats that
+//!   attempt: the stores' duplicate suppression answers it).
+//! - New files and state records are made durable by group commit
+//!   (`commit.rs`): one flush round for all sessions waiting at once.
 //! - The file is deleted only when every recipient is delivered or failed
 //!   and every DSN a final status owes is queued (`settle`).
 //! - A final status is recorded together with the DSN it owes; `notified`
@@ -25,6 +31,7 @@
 //!   index it is the delivery id a store uses to refuse a second copy
 //!   (duplicate delivery suppression, docs/delivery.md).
 
+pub mod commit;
 pub mod control;
 pub mod dsn;
 pub mod record;
@@ -147,6 +154,8 @@ pub struct Queue {
     entries: Mutex<BTreeMap<String, Entry>>,
     in_flight: Mutex<HashSet<String>>,
     wake: Notify,
+    /// Group commit of new files and state records (`commit.rs`).
+    sync: Arc<commit::GroupSync>,
 }
 
 /// Removes a message's queue file and hold marker.
@@ -294,6 +303,7 @@ impl Queue {
             entries: Mutex::new(entries),
             in_flight: Mutex::new(HashSet::new()),
             wake: Notify::new(),
+            sync: commit::GroupSync::new(dir.to_path_buf()),
         }))
     }
 
@@ -337,23 +347,27 @@ impl Queue {
     ) -> std::io::Result<String> {
         let size = data.len() as u64;
         let path = self.path(id);
-        let dir = self.dir.clone();
         let e2 = env.clone();
-        let created = tokio::task::spawn_blocking(move || {
-            match record::create(&path, &e2, &data) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        let file = tokio::task::spawn_blocking(move || {
+            match record::create_unsynced(&path, &e2, &data) {
+                Ok(f) => Ok(Some(f)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
                 Err(e) => {
                     // A torn file must not stand for a sent notice.
                     let _ = std::fs::remove_file(&path);
-                    return Err(e);
+                    Err(e)
                 }
             }
-            crate::fsutil::sync_dir(&dir)?;
-            Ok(true)
         })
         .await
         .map_err(std::io::Error::other)??;
+        let created = file.is_some();
+        if let Some(f) = file {
+            if let Err(e) = self.sync.durable(f, true).await {
+                let _ = std::fs::remove_file(self.path(id));
+                return Err(e);
+            }
+        }
         if created {
             self.schedule(id, env, size);
         } else {
@@ -368,15 +382,31 @@ impl Queue {
     pub async fn write(&self, env: &Envelope, data: Arc<Vec<u8>>) -> std::io::Result<String> {
         let id = Self::new_id();
         let path = self.path(&id);
-        let dir = self.dir.clone();
         let e2 = env.clone();
-        tokio::task::spawn_blocking(move || {
-            record::create(&path, &e2, &data)?;
-            crate::fsutil::sync_dir(&dir)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+        let file = tokio::task::spawn_blocking(move || record::create_unsynced(&path, &e2, &data))
+            .await
+            .map_err(std::io::Error::other)??;
+        // Durable together with the files of other sessions (group commit).
+        self.sync.durable(file, true).await?;
         Ok(id)
+    }
+
+    /// Appends state changes to `id`'s file; returns once they are durable.
+    async fn record_changes(&self, id: &str, changes: Vec<StateChange>) -> std::io::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path(id);
+        let file =
+            tokio::task::spawn_blocking(move || record::append_states_unsynced(&path, &changes))
+                .await
+                .map_err(std::io::Error::other)??;
+        self.sync.durable(file, false).await
+    }
+
+    /// Group-commit rounds and files flushed so far.
+    pub fn sync_stats(&self) -> commit::SyncStats {
+        self.sync.stats()
     }
 
     /// Hands a message stored by `write` to the runner (the transaction
@@ -629,6 +659,9 @@ impl Queue {
         let expired = now - env.received > self.config.lifetime as i64;
         let mut changes = Vec::new();
         let mut delayed = Vec::new();
+        // Every copy of this attempt went to a store (which suppresses a
+        // repeat by its delivery id), none to an SMTP relay or MX.
+        let mut only_stores = true;
         // The DSN a final status owes is recorded with the status (so a
         // restart still sends it) and sent by `settle`.
         let owed = |notify: bool, action: &str| {
@@ -652,12 +685,14 @@ impl Queue {
                         s.dsn = owed(env.recipients[i].notify.success, "delivered");
                     }
                     Outcome::Relayed { dsn_passed } => {
+                        only_stores = false;
                         s.status = Status::Delivered;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, dsn_passed, "relayed");
                         s.dsn = owed(env.recipients[i].notify.success && !dsn_passed, "relayed");
                     }
                     // Into another queue: the notice request went with it.
                     Outcome::Queued => {
+                        only_stores = false;
                         s.status = Status::Delivered;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, "queued again");
                     }
@@ -694,17 +729,25 @@ impl Queue {
                 changes.push(s.change(i));
             }
         }
-        // Record the outcomes durably before anything else happens.
-        let p2 = path.clone();
-        let ch2 = changes.clone();
-        let wrote = tokio::task::spawn_blocking(move || {
-            for c in &ch2 {
-                record::append_state(&p2, c)?;
-            }
-            Ok::<_, std::io::Error>(())
-        })
-        .await;
-        if !matches!(wrote, Ok(Ok(()))) {
+        // Record the outcomes durably before anything else happens; an
+        // entry that is finished by them (every recipient final, no DSN
+        // owed, every copy taken by a store) records that by its removal
+        // in `settle` instead: a crash
+        // before the unlink is durable repeats the attempt, whose copies
+        // the stores' duplicate suppression answers without storing them
+        // again (docs/delivery.md). One fdatasync per message less.
+        let finished = only_stores
+            && delayed.is_empty()
+            && self.lock().get(id).is_some_and(|e| {
+                e.state
+                    .iter()
+                    .all(|s| s.status != Status::Pending && !s.owes_dsn())
+            });
+        let wrote = match finished {
+            true => Ok(()),
+            false => self.record_changes(id, changes).await,
+        };
+        if let Err(wrote) = wrote {
             warn!(queue_id = id, "cannot record delivery state: {:?}", wrote);
         }
         self.notify_sender(id, &env, &delayed, "delayed", &data, None)
@@ -784,15 +827,7 @@ impl Queue {
                     })
                     .collect()
             };
-            let path = self.path(id);
-            let wrote = tokio::task::spawn_blocking(move || {
-                for c in &changes {
-                    record::append_state(&path, c)?;
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(wrote, Ok(Ok(()))) {
+            if let Err(wrote) = self.record_changes(id, changes).await {
                 warn!(
                     queue_id = id,
                     "cannot record a sent notification: {:?}", wrote

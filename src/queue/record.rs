@@ -61,38 +61,61 @@ pub struct StateChange {
 }
 
 fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&record_head(payload)?);
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+/// The 8-byte head of a record: length and checksum.
+fn record_head(payload: &[u8]) -> io::Result<[u8; 8]> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|l| *l <= MAX_RECORD)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-    Ok(out)
+    let mut head = [0u8; 8];
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    Ok(head)
 }
 
 /// Writes a new queue file (envelope + message) and fsyncs it. The caller
 /// fsyncs the folder.
 pub fn create(path: &Path, env: &Envelope, data: &[u8]) -> io::Result<()> {
+    create_unsynced(path, env, data)?.sync_data()
+}
+
+/// Writes a new queue file (envelope + message) without fsync and returns
+/// it open, for the group commit (`commit.rs`) to make durable. The
+/// message goes to the kernel as it is (no framed copy of it).
+pub fn create_unsynced(path: &Path, env: &Envelope, data: &[u8]) -> io::Result<File> {
     let mut f = crate::fsutil::private_file()
         .write(true)
         .create_new(true)
         .open(path)?;
     let mut buf = MAGIC.to_vec();
     buf.extend(frame(&serde_json::to_vec(env).map_err(io::Error::other)?)?);
+    buf.extend_from_slice(&record_head(data)?);
     f.write_all(&buf)?;
-    f.write_all(&frame(data)?)?;
-    f.sync_data()
+    f.write_all(data)?;
+    Ok(f)
 }
 
 /// Appends a state change and fsyncs it.
 pub fn append_state(path: &Path, change: &StateChange) -> io::Result<()> {
+    append_states_unsynced(path, std::slice::from_ref(change))?.sync_data()
+}
+
+/// Appends state changes in one write, without fsync; returns the file
+/// for the group commit.
+pub fn append_states_unsynced(path: &Path, changes: &[StateChange]) -> io::Result<File> {
     let mut f = OpenOptions::new().append(true).open(path)?;
-    f.write_all(&frame(
-        &serde_json::to_vec(change).map_err(io::Error::other)?,
-    )?)?;
-    f.sync_data()
+    let mut buf = Vec::new();
+    for c in changes {
+        buf.extend(frame(&serde_json::to_vec(c).map_err(io::Error::other)?)?);
+    }
+    f.write_all(&buf)?;
+    Ok(f)
 }
 
 /// A queue file as read back.
