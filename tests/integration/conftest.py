@@ -35,7 +35,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = "example.test"
 HOSTNAME = "mail.example.test"
-LISTENERS = ("smtp", "submission", "submissions", "lmtp", "imap", "imaps", "pop3", "pop3s", "http", "https")
+LISTENERS = ("smtp", "submission", "submissions", "lmtp", "imap", "imaps", "pop3", "pop3s", "http")
 LOG_LEVEL = os.environ.get("MSGD_TEST_LOG_LEVEL", "info")
 INSTALL_HINT = "install it with scripts/install-test-deps.sh (or: apt-get install -y swaks)"
 START_TIMEOUT = 20.0
