@@ -204,9 +204,11 @@ def test_email_query_filters_sorts_and_paging(server):
     assert len(three) == 3
     assert q({"operator": "AND", "conditions": [{"subject": tag}, {"hasKeyword": "$flagged"}]})["ids"] == [three[0]]
     assert q({"operator": "AND", "conditions": [{"subject": tag}, {"minSize": 1500}]})["ids"] == [three[1]]
-    assert q({"operator": "AND", "conditions": [{"subject": tag},
-                                                {"operator": "NOT", "conditions": [{"hasKeyword": "$seen"}]}]}
-             )["ids"] == three[:2]
+    # Default sort is receivedAt descending: the two appends may fall in the
+    # same second or not, so only the set is certain.
+    assert sorted(q({"operator": "AND", "conditions": [{"subject": tag},
+                                                       {"operator": "NOT", "conditions": [{"hasKeyword": "$seen"}]}]}
+                    )["ids"]) == sorted(three[:2])
     assert q({"operator": "AND", "conditions": [{"text": tag}, {"from": "p2@remote"}]})["ids"] == [three[2]]
     assert q({"subject": tag}, sort=[{"property": "size", "isAscending": False}])["ids"] == [three[1], three[2], three[0]]
     inbox = mailboxes(server, a)["inbox"]
