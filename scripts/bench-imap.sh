@@ -573,7 +573,7 @@ EOF
     wait_port "$DV_PORT" 30
     dv_pids() { tree_of "$(cat "$d/run/master.pid")"; }
     report ""
-    report "bench-imap: Dovecot $(dovecot --version), maildir, mail_fsync=always, one imap process per connection, same Argon2id password hashes, auth cache $([ "$DV_CACHE" = 1 ] && echo on || echo off)"
+    report "bench-imap: Dovecot $(dovecot --version), maildir, mail_fsync=always, one imap process per connection, the same $SCHEME password hashes as msgd, auth cache $([ "$DV_CACHE" = 1 ] && echo on || echo off)"
     dv_root() { cat "$d/run/master.pid"; }
     run_server dovecot "$DV_PORT" dv_pids dv_root
     run_pop3 dovecot "$DV_PORT" "$DV_POP3_PORT" "$(cat "$d/run/master.pid")"
