@@ -143,18 +143,14 @@ pub async fn upload(
             .into_response();
     }
     let cfg = &services.config.http;
-    let Some(_slot) = services
-        .web
-        .jmap
-        .uploads
-        .enter(&user, cfg.max_concurrent_upload)
-    else {
-        return Problem::limit(
-            StatusCode::TOO_MANY_REQUESTS,
-            "maxConcurrentUpload",
-            "too many uploads in progress for this account",
-        )
-        .into_response();
+    let _slot = match services.web.jmap.uploads.enter_or_refuse(
+        &user,
+        cfg.max_concurrent_upload,
+        "maxConcurrentUpload",
+        "too many uploads in progress for this account",
+    ) {
+        Ok(s) => s,
+        Err(p) => return p.into_response(),
     };
     let too_large = || {
         Problem::limit(

@@ -123,6 +123,19 @@ impl Counters {
             user: user.to_string(),
         })
     }
+
+    /// `enter`, or the RFC 8620 limit problem (429) naming `limit` when
+    /// every slot is taken.
+    pub(crate) fn enter_or_refuse(
+        &self,
+        user: &str,
+        max: u32,
+        limit: &'static str,
+        text: &'static str,
+    ) -> Result<Slot, Problem> {
+        self.enter(user, max)
+            .ok_or_else(|| Problem::limit(StatusCode::TOO_MANY_REQUESTS, limit, text))
+    }
 }
 
 impl Drop for Slot {
@@ -281,18 +294,14 @@ async fn api(
         Err(p) => return p.into_response(),
     };
     let cfg = &services.config.http;
-    let Some(_slot) = services
-        .web
-        .jmap
-        .requests
-        .enter(&user, cfg.max_concurrent_requests)
-    else {
-        return Problem::limit(
-            StatusCode::TOO_MANY_REQUESTS,
-            "maxConcurrentRequests",
-            "too many requests in progress for this account",
-        )
-        .into_response();
+    let _slot = match services.web.jmap.requests.enter_or_refuse(
+        &user,
+        cfg.max_concurrent_requests,
+        "maxConcurrentRequests",
+        "too many requests in progress for this account",
+    ) {
+        Ok(s) => s,
+        Err(p) => return p.into_response(),
     };
     let bytes = match read_body(
         &services,

@@ -83,18 +83,14 @@ pub async fn eventsource(
         Err(p) => return p.into_response(),
     };
     let cfg = &services.config.http;
-    let Some(slot) = services
-        .web
-        .jmap
-        .streams
-        .enter(&user, cfg.max_concurrent_requests)
-    else {
-        return Problem::limit(
-            StatusCode::TOO_MANY_REQUESTS,
-            "maxConcurrentRequests",
-            "too many event streams open for this account",
-        )
-        .into_response();
+    let slot = match services.web.jmap.streams.enter_or_refuse(
+        &user,
+        cfg.max_concurrent_requests,
+        "maxConcurrentRequests",
+        "too many event streams open for this account",
+    ) {
+        Ok(s) => s,
+        Err(p) => return p.into_response(),
     };
     let kinds = parse_types(q.get("types").map(String::as_str).unwrap_or("*"));
     let close_after_state = match q.get("closeafter").map(String::as_str) {
