@@ -362,7 +362,7 @@ def main() -> None:
         http_limits = f"""
 [http]
 token_key_file = "{keys}/token.key"
-max_concurrent_requests = {max(64, a.connections * 2)}
+max_concurrent_requests = {max(64, a.connections * 2, a.eventsource + 16)}
 """
         store = Server(msgd, work / "store", "store", common_toml(work / "store" / "data", STORE_HOST) + http_limits + f"""
 [store]
