@@ -99,6 +99,42 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TLS client configuration for msgd's own hops to its stores (the mmp,
+/// the mem): verified against the PEM CA file `ca_file` (relative to the
+/// data folder), or not verified at all when `insecure` (labs and tests).
+/// `missing` is the error when verification is wanted and no file given.
+pub fn store_client_config(
+    config: &Config,
+    insecure: bool,
+    ca_file: &str,
+    missing: &str,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?;
+    if insecure {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth());
+    }
+    if ca_file.is_empty() {
+        anyhow::bail!("{missing}");
+    }
+    let path = config.data_path(ca_file, "");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+    {
+        let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("adding a certificate of {}", path.display()))?;
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
 /// Client side: accepts any server certificate, for opportunistic TLS
 /// (RFC 7435: encryption without authentication) and explicit lab setups. The
 /// handshake signatures are still checked, so the session key is bound

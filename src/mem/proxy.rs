@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
@@ -80,36 +79,13 @@ impl Stores {
 /// Client TLS for the stores: `mem.store_ca_file`, or no verification
 /// with `mem.store_tls_insecure`.
 fn client_config(config: &crate::config::Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let m = &config.mem;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?;
-    let mut c = if m.store_tls_insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::tls::AnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        if m.store_ca_file.is_empty() {
-            anyhow::bail!(
-                "mem.store_ca_file is empty: give the stores' CA (or set store_tls = false)"
-            );
-        }
-        let path = config.data_path(&m.store_ca_file, "");
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&path)
-            .with_context(|| format!("reading {}", path.display()))?
-        {
-            let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
-            roots
-                .add(cert)
-                .with_context(|| format!("adding a certificate of {}", path.display()))?;
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
+    let mut c = crate::tls::store_client_config(
+        config,
+        m.store_tls_insecure,
+        &m.store_ca_file,
+        "mem.store_ca_file is empty: give the stores' CA (or set store_tls = false)",
+    )?;
     c.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(c))
 }

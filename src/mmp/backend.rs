@@ -578,37 +578,13 @@ async fn pop3_login(
 /// Client TLS for the stores: the CA file, or no verification at all when
 /// `backend_tls_insecure` is set.
 pub fn client_config(config: &crate::config::Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use anyhow::Context;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let m = &config.mmp;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?;
-    let c = if m.backend_tls_insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::tls::AnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        if m.backend_ca_file.is_empty() {
-            anyhow::bail!(
-                "mmp.backend_ca_file is empty: give the stores' CA (or set backend_tls = \"none\")"
-            );
-        }
-        let path = config.data_path(&m.backend_ca_file, "");
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&path)
-            .with_context(|| format!("reading {}", path.display()))?
-        {
-            let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
-            roots
-                .add(cert)
-                .with_context(|| format!("adding a certificate of {}", path.display()))?;
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
+    let c = crate::tls::store_client_config(
+        config,
+        m.backend_tls_insecure,
+        &m.backend_ca_file,
+        "mmp.backend_ca_file is empty: give the stores' CA (or set backend_tls = \"none\")",
+    )?;
     Ok(Arc::new(c))
 }
 

@@ -34,9 +34,9 @@ async fn check_state(ctx: &Ctx, v: Option<&Value>) -> Result<u64, MethodError> {
 }
 
 /// mailboxIds, keywords and receivedAt of an import or copy.
-type Placement = (BTreeSet<u64>, BTreeSet<String>, Option<i64>);
+pub(super) type Placement = (BTreeSet<u64>, BTreeSet<String>, Option<i64>);
 
-fn placement(index: &Index, o: &Map<String, Value>) -> Result<Placement, Value> {
+pub(super) fn placement(index: &Index, o: &Map<String, Value>) -> Result<Placement, Value> {
     let mbs = mailbox_set(index, o.get("mailboxIds").unwrap_or(&Value::Null))?;
     let kws = match o.get("keywords") {
         None | Some(Value::Null) => BTreeSet::new(),

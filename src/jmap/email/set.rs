@@ -329,21 +329,7 @@ async fn create_one(
     obj: &Map<String, Value>,
     quota: Quota,
 ) -> Result<Value, Value> {
-    let mbs = mailbox_set(index, obj.get("mailboxIds").unwrap_or(&Value::Null))?;
-    let kws = match obj.get("keywords") {
-        None | Some(Value::Null) => BTreeSet::new(),
-        Some(v) => keyword_set(v)?,
-    };
-    let received_at = match obj.get("receivedAt") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_str()
-                .and_then(super::query::parse_utc_date)
-                .ok_or_else(
-                    || json!({"type": "invalidProperties", "properties": ["receivedAt"]}),
-                )?,
-        ),
-    };
+    let (mbs, kws, received_at) = super::import::placement(index, obj)?;
     let mut blobs = HashMap::new();
     let mut missing = Vec::new();
     for id in build::blob_ids(obj) {
