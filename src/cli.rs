@@ -57,6 +57,33 @@ enum Command {
     /// The MTA queue (works while the server runs).
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// The message store (works while the server runs).
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// Read and change the configuration file (keeps its comments).
+    #[command(subcommand)]
+    Config(crate::ops::configcmd::ConfigCmd),
+    /// Back up users' mail to a folder (incremental; while mail flows).
+    Backup(crate::ops::backup::BackupArgs),
+    /// Restore users' mail from a backup folder.
+    Restore(crate::ops::backup::RestoreArgs),
+    /// Rebuild the mboxlist from the message files.
+    Reconstruct(crate::ops::reconstruct::ReconstructArgs),
+    /// Check that index entries and message files agree.
+    Verify(crate::ops::reconstruct::VerifyArgs),
+    /// Apply the retention rules, purge expunged files, trim the
+    /// expunged table.
+    Expire(crate::ops::expire::ExpireArgs),
+    /// Import a user's mail from a Maildir or an mbox.
+    Import(crate::ops::migrate::ImportArgs),
+    /// Export a user's mail to a Maildir.
+    Export(crate::ops::migrate::ExportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCmd {
+    /// The mboxlist and partitions: sizes, cache hit rate, free disk.
+    Stats(crate::ops::stats::StatsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +122,8 @@ enum UserCmd {
     Passwd { address: String },
     /// List users.
     List,
+    /// Move a user's mail to another store while both run.
+    Move(crate::ops::moveuser::MoveArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,6 +163,10 @@ pub fn main() -> i32 {
     if let Some(Command::Stress(args)) = cli.command {
         return crate::stress::main(args);
     }
+    if let Some(Command::Config(cmd)) = cli.command {
+        // Works on the file itself, including one that does not load.
+        return crate::ops::configcmd::cli(cli.config.as_deref(), cmd);
+    }
     let roles = match Role::parse_list(&cli.role) {
         Ok(r) => r,
         Err(e) => {
@@ -167,6 +200,17 @@ pub fn main() -> i32 {
         Command::Domain(c) => report(domain(&loaded.config, c)),
         Command::Stress(_) => EXIT_USAGE, // handled above
         Command::Queue(c) => report(queue(&loaded.config, c)),
+        Command::Config(_) => EXIT_USAGE, // handled above
+        Command::Store(StoreCmd::Stats(a)) => report(crate::ops::stats::cli(&loaded.config, a)),
+        Command::Backup(a) => report(crate::ops::backup::cli_backup(&loaded.config, a)),
+        Command::Restore(a) => report(crate::ops::backup::cli_restore(&loaded.config, a)),
+        Command::Reconstruct(a) => {
+            report(crate::ops::reconstruct::cli_reconstruct(&loaded.config, a))
+        }
+        Command::Verify(a) => report(crate::ops::reconstruct::cli_verify(&loaded.config, a)),
+        Command::Expire(a) => report(crate::ops::expire::cli(&loaded.config, a)),
+        Command::Import(a) => report(crate::ops::migrate::cli_import(&loaded.config, a)),
+        Command::Export(a) => report(crate::ops::migrate::cli_export(&loaded.config, a)),
     }
 }
 
@@ -208,6 +252,10 @@ fn read_password(prompt: &str) -> anyhow::Result<String> {
 }
 
 fn user(c: &Config, cmd: UserCmd) -> anyhow::Result<()> {
+    if let UserCmd::Move(a) = cmd {
+        // Any directory back end: the move switches mailHost in it.
+        return crate::ops::moveuser::cli(c, a);
+    }
     let path = need_embedded(c)?;
     match cmd {
         UserCmd::Add {
@@ -258,6 +306,7 @@ fn user(c: &Config, cmd: UserCmd) -> anyhow::Result<()> {
                 println!("{line}");
             }
         }
+        UserCmd::Move(_) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod mmp;
 pub mod net;
 pub mod net_unix;
 pub mod netaddr;
+pub mod ops;
 pub mod pop3;
 pub mod proxyproto;
 pub mod queue;

@@ -163,6 +163,21 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         // start rather than every login.
         crate::mem::state(&services).context("webmail (mem role)")?;
     }
+    if let Some(store) = &services.store {
+        // Operator commands (`msgd backup`, `msgd store stats`, ...) reach
+        // this process through its admin socket.
+        let sock = crate::ops::control::bind(&config)?;
+        tokio::spawn(crate::ops::control::serve(
+            sock,
+            crate::ops::Ctx {
+                config: config.clone(),
+                store: store.clone(),
+                directory: services.directory.clone(),
+                online: true,
+            },
+            shutdown.clone(),
+        ));
+    }
     let queue_runner = match queue {
         Some(q) => {
             // The server lock first: a second server on the same queue
