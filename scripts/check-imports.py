@@ -15,7 +15,8 @@ Protocols and the top may use anything (a protocol session receives
   below     everything a protocol builds on: logging, tls, loginlimit, authcache, dns,
             directory, store, login, net, net_unix
   protocol  smtp, imap, pop3, mmp, queue, deliver, http (the HTTP server),
-            jmap (the API on the store), mem (the webmail front end)
+            jmap (the API on the store), mem (the webmail front end), ops
+            (operator commands run on a store)
   top       services (holds every role's shared state), roles/run, cli,
             main, stress, fuzz
 
@@ -35,7 +36,7 @@ import sys
 BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles", "memory"}
 CONFIG = {"config"}
 BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "dns", "store", "login", "net", "net_unix"}
-PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver", "http", "jmap", "mem"}
+PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver", "http", "jmap", "mem", "ops"}
 TOP = {"services", "cli", "main", "stress", "fuzz", "lib"}
 
 RANK = {}
