@@ -165,7 +165,7 @@ pub fn main() -> i32 {
     }
     if let Some(Command::Config(cmd)) = cli.command {
         // Works on the file itself, including one that does not load.
-        return crate::ops::configcmd::cli(cli.config.as_deref(), cmd);
+        return crate::ops::configcmd::cli(cli.config.as_deref(), &cli.role, cmd);
     }
     let roles = match Role::parse_list(&cli.role) {
         Ok(r) => r,
@@ -190,7 +190,7 @@ pub fn main() -> i32 {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => crate::roles::run::main(loaded, roles),
+        Command::Run => crate::roles::run::main(loaded, roles, cli.config.clone()),
         Command::CheckConfig => {
             println!("configuration ok");
             EXIT_OK

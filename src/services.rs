@@ -28,7 +28,8 @@ use crate::tls::Tls;
 
 #[derive(Clone)]
 pub struct Services {
-    /// Snapshot taken at start; a session keeps the one it started with.
+    /// The snapshot a session started with (a SIGHUP reload gives new
+    /// sessions a new one: `roles::run`); a session keeps its own.
     pub config: Arc<Config>,
     /// Also the password side of every login: the credential cache and
     /// the hashing pool (`Directory::auth`, `crate::authcache`).

@@ -1,9 +1,14 @@
 //! One TLS setup for every listener (rustls with the ring provider). With no
 //! certificate configured, a self-signed one is generated into
 //! `<data_dir>/tls/` at first start and reused afterwards.
+//!
+//! Reload (SIGHUP, `roles::run`): [`Tls::reload`] reads the certificate and
+//! key again and swaps the server configuration; handshakes that start
+//! afterwards use the new certificate, established sessions keep theirs.
+//! A certificate that does not load leaves the old one in place.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,7 +20,9 @@ use crate::config::Config;
 use crate::net::Conn;
 
 pub struct Tls {
-    acceptor: TlsAcceptor,
+    /// The current server configuration; a reload replaces it. Each
+    /// handshake clones the acceptor (an `Arc`) and never holds the lock.
+    acceptor: RwLock<TlsAcceptor>,
     /// Where the certificate came from, for the start-up log.
     pub cert_path: PathBuf,
 }
@@ -31,6 +38,29 @@ pub fn install_provider() {
 
 impl Tls {
     pub fn from_config(config: &Config) -> anyhow::Result<Tls> {
+        let (acceptor, cert_path) = Self::build(config)?;
+        Ok(Tls {
+            acceptor: RwLock::new(acceptor),
+            cert_path,
+        })
+    }
+
+    /// Reads the certificate and key named by `config` again and uses them
+    /// for every later handshake. On error the current ones stay.
+    pub fn reload(&self, config: &Config) -> anyhow::Result<PathBuf> {
+        let (acceptor, path) = Self::build(config)?;
+        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        Ok(path)
+    }
+
+    fn current(&self) -> TlsAcceptor {
+        self.acceptor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn build(config: &Config) -> anyhow::Result<(TlsAcceptor, PathBuf)> {
         install_provider();
         let (cert_path, key_path) = if config.tls.cert.is_empty() {
             let dir = config.server.data_dir.join("tls");
@@ -56,15 +86,13 @@ impl Tls {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .context("certificate and key do not match")?;
-        Ok(Tls {
-            acceptor: TlsAcceptor::from(Arc::new(server)),
-            cert_path,
-        })
+        Ok((TlsAcceptor::from(Arc::new(server)), cert_path))
     }
 
     /// Runs the server side of a TLS handshake over any stream.
     pub async fn accept(&self, stream: Conn) -> std::io::Result<Conn> {
-        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream))
+        let acceptor = self.current();
+        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
@@ -184,5 +212,37 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_in(dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.server.data_dir = dir.to_path_buf();
+        c
+    }
+
+    #[test]
+    fn reload_swaps_the_certificate_and_keeps_the_old_one_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config_in(dir.path());
+        let tls = Tls::from_config(&c).unwrap();
+        let first = tls.current().config().clone();
+
+        // A second certificate elsewhere: the reload takes it.
+        generate_self_signed(&dir.path().join("other"), "mx2.example").unwrap();
+        c.tls.cert = "other/cert.pem".into();
+        c.tls.key = "other/key.pem".into();
+        assert_eq!(tls.reload(&c).unwrap(), dir.path().join("other/cert.pem"));
+        let second = tls.current().config().clone();
+        assert!(!Arc::ptr_eq(&first, &second));
+
+        // A missing key: an error, and the second certificate stays.
+        c.tls.key = "missing.pem".into();
+        assert!(tls.reload(&c).is_err());
+        assert!(Arc::ptr_eq(&second, tls.current().config()));
     }
 }

@@ -1,7 +1,26 @@
 //! Running the server: one runtime, one `Services`, the listeners of the
 //! chosen roles, and a graceful drain on SIGTERM/SIGINT.
+//!
+//! Under systemd (`systemd/msgd@.service`, `Type=notify`; every message
+//! goes to `NOTIFY_SOCKET` and is skipped without it):
+//! - `READY=1` is sent once the store (when the role has one), the
+//!   directory and the queue are open and every listener is bound and
+//!   accepting; `STATUS=` says what the process is doing at each step.
+//! - With `WatchdogSec=` (`WATCHDOG_USEC`), a task pings `WATCHDOG=1` every
+//!   half period, and only when the runtime answers: a spawned task and a
+//!   blocking-pool task both complete within the half period.
+//! - SIGHUP (`ExecReload`) reloads: the config file is loaded again, the
+//!   TLS certificate and key are read again, and new sessions get the new
+//!   snapshot (each accepted connection takes the current one; running
+//!   sessions keep theirs). Keys read once at start (listeners, data_dir,
+//!   the store, the directory, ...: `ops::configcmd::needs_restart`) keep
+//!   their running values and are logged as waiting for a restart. A
+//!   config or certificate that does not load is logged and the running
+//!   one stays.
+//! - `STOPPING=1` on SIGTERM/SIGINT, before sessions drain.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,8 +37,10 @@ use crate::queue::Queue;
 use crate::services::Services;
 use crate::store::Store;
 use crate::tls::Tls;
+use sd_notify::NotifyState;
 
-pub fn main(loaded: Loaded, roles: Vec<Role>) -> i32 {
+/// `file`: the `--config` file, loaded again on SIGHUP.
+pub fn main(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> i32 {
     if let Err(e) = crate::logging::init(&loaded.config.log) {
         eprintln!("msgd: {e:#}");
         return crate::cli::EXIT_USAGE;
@@ -35,9 +56,10 @@ pub fn main(loaded: Loaded, roles: Vec<Role>) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    match rt.block_on(serve(loaded, roles)) {
+    match rt.block_on(serve(loaded, roles, file)) {
         Ok(()) => EXIT_OK,
         Err(e) => {
+            notify(&[NotifyState::Status(&format!("failed: {e:#}"))]);
             error!(error = %format!("{e:#}"), "msgd stopped");
             eprintln!("msgd: {e:#}");
             EXIT_FAILURE
@@ -104,7 +126,10 @@ mod futures_box {
     pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }
 
-async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
+async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyhow::Result<()> {
+    notify(&[NotifyState::Status(
+        "starting: opening the store and the directory",
+    )]);
     let config = Arc::new(loaded.config);
     for key in crate::config::deprecated_keys(&config) {
         warn!(
@@ -196,6 +221,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
 
     // Bind everything first: a port in use is a start-up error, not a
     // half-running server.
+    notify(&[NotifyState::Status("starting: binding the listeners")]);
     let mut bound = Vec::new();
     let mut bound_unix = Vec::new();
     for (name, l) in &config.listener {
@@ -239,6 +265,9 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         anyhow::bail!("no listener to run for roles {roles:?}");
     }
     let tracker = TaskTracker::new();
+    // The configuration new sessions start with; SIGHUP replaces it.
+    let live = Arc::new(RwLock::new(config.clone()));
+    let listeners = bound.len() + bound_unix.len();
     let mut accept_loops = Vec::new();
     for (sock, listen, h) in bound {
         accept_loops.push(tokio::spawn(net::serve(
@@ -246,7 +275,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
             listen,
             services.clone(),
             tracker.clone(),
-            h,
+            with_current_config(live.clone(), h),
         )));
     }
     for (sock, protocol, h) in bound_unix {
@@ -255,17 +284,37 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
             protocol,
             services.clone(),
             tracker.clone(),
-            h,
+            with_current_config(live.clone(), h),
         )));
     }
     let role_names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     info!(roles = %role_names.join(","), "msgd ready");
+    let serving = format!(
+        "serving {} on {listeners} listener(s)",
+        role_names.join(",")
+    );
+    notify(&[NotifyState::Ready, NotifyState::Status(&serving)]);
+    spawn_watchdog();
+    tokio::spawn(reload_on_hangup(
+        Reloader {
+            file,
+            roles: roles.clone(),
+            live,
+            tls: services.tls.clone(),
+            serving,
+        },
+        shutdown.clone(),
+    ));
     if let Some((address, password)) = quickstart_account {
         print_quickstart(&config, &address, &password);
     }
 
     wait_for_signal().await;
     info!("shutting down: no new connections; letting sessions finish");
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: letting sessions finish"),
+    ]);
     shutdown.cancel();
     for l in accept_loops {
         let _ = l.await;
@@ -283,6 +332,150 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     }
     info!("msgd stopped");
     Ok(())
+}
+
+/// Wraps a session handler so that each new session gets the current
+/// configuration snapshot (the one SIGHUP last installed).
+fn with_current_config(
+    live: Arc<RwLock<Arc<Config>>>,
+    h: Handler,
+) -> impl Fn(Conn, ConnInfo, Services) -> futures_box::BoxFuture + Send + Sync + 'static {
+    move |c, i, mut s| {
+        s.config = live.read().unwrap_or_else(|e| e.into_inner()).clone();
+        h(c, i, s)
+    }
+}
+
+/// Sends state to systemd (nothing without `NOTIFY_SOCKET`).
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// With `WATCHDOG_USEC` set (systemd's `WatchdogSec=`): pings every half
+/// period while the runtime answers. A wedged runtime (every worker
+/// blocked, the blocking pool stuck) sends nothing and systemd restarts
+/// the service.
+fn spawn_watchdog() {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = (period / 2).max(Duration::from_millis(10));
+    info!(period_ms = period.as_millis() as u64, "systemd watchdog on");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let probe = async {
+                tokio::spawn(async {}).await.is_ok()
+                    && tokio::task::spawn_blocking(|| ()).await.is_ok()
+            };
+            match tokio::time::timeout(every, probe).await {
+                Ok(true) => notify(&[NotifyState::Watchdog]),
+                _ => warn!("the runtime did not answer the watchdog probe; no ping"),
+            }
+        }
+    });
+}
+
+/// What a reload needs.
+struct Reloader {
+    file: Option<PathBuf>,
+    roles: Vec<Role>,
+    /// The snapshot new sessions take.
+    live: Arc<RwLock<Arc<Config>>>,
+    tls: Arc<Tls>,
+    /// The STATUS line while serving.
+    serving: String,
+}
+
+async fn reload_on_hangup(r: Reloader, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGHUP: no reload");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            got = hup.recv() => if got.is_none() { return },
+            _ = shutdown.cancelled() => return,
+        }
+        let mut states = vec![NotifyState::Reloading];
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        states.push(NotifyState::Status("reloading the configuration"));
+        notify(&states);
+        let r2 = (
+            r.file.clone(),
+            r.roles.clone(),
+            r.live.clone(),
+            r.tls.clone(),
+        );
+        let outcome =
+            tokio::task::spawn_blocking(move || reload(r2.0.as_deref(), &r2.1, &r2.2, &r2.3))
+                .await
+                .unwrap_or(false);
+        let status = if outcome {
+            r.serving.clone()
+        } else {
+            format!("{} (last reload failed: see the log)", r.serving)
+        };
+        notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    }
+}
+
+/// Loads the configuration and the certificate again and installs them
+/// for new sessions. False (and the running ones kept) on any error.
+fn reload(
+    file: Option<&std::path::Path>,
+    roles: &[Role],
+    live: &RwLock<Arc<Config>>,
+    tls: &Tls,
+) -> bool {
+    let file_name = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "built-in defaults".into());
+    let loaded = match crate::config::load(file, roles) {
+        Ok(l) => l.config,
+        Err(errors) => {
+            for e in &errors {
+                error!(file = %file_name, error = %e, "reload: configuration error");
+            }
+            warn!("reload refused: the running configuration stays");
+            return false;
+        }
+    };
+    let old = live.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let changed = crate::ops::configcmd::changed_keys(&old, &loaded);
+    let new = match crate::ops::configcmd::keep_start_only(&old, &loaded) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "reload refused: the running configuration stays");
+            return false;
+        }
+    };
+    match tls.reload(&new) {
+        Ok(path) => info!(cert = %path.display(), "reload: TLS certificate read"),
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "reload refused: the certificate does not load; the running configuration and certificate stay");
+            return false;
+        }
+    }
+    let (later, now): (Vec<String>, Vec<String>) = changed
+        .into_iter()
+        .partition(|k| crate::ops::configcmd::needs_restart(k));
+    if !later.is_empty() {
+        warn!(keys = %later.join(", "), "reload: these keys are read at start only; they take effect at the next restart");
+    }
+    *live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+    info!(file = %file_name, applied = %now.join(", "), "configuration reloaded; new sessions use it");
+    true
 }
 
 async fn wait_for_signal() {
