@@ -50,7 +50,11 @@ pub enum ConfigCmd {
     Get { key: String },
     /// Change a key in the --config file, keeping its comments. Arrays:
     /// a TOML literal '["a", "b"]' or a comma list 'a, b'.
-    Set { key: String, value: String },
+    Set {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
     /// Print every key and its effective value.
     List {
         /// Only the keys set in the --config file.
@@ -237,8 +241,16 @@ fn set(file: Option<&Path>, roles: &[Role], key: &str, raw: &str) -> Result<Vec<
     }
     let candidates = typed_candidates(raw, hint);
     if candidates.is_empty() {
+        let kind = match hint {
+            Some(Json::Number(_)) => "a number",
+            Some(Json::Bool(_)) => "true or false",
+            Some(Json::Array(_)) => "an array",
+            _ => "a TOML value",
+        };
         return Err(Failed::usage(format!(
-            "{key}: '{raw}' is not a valid value"
+            "config set {key}: '{}' is not {kind}; {} left unchanged",
+            mask_value(raw, &path, raw),
+            file.display()
         )));
     }
     let mode = meta
