@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix,
-# dnsmasq, haproxy, isync (mbsync), fetchmail and chromium (apt), pytest and
+# dnsmasq, haproxy, isync (mbsync), fetchmail, systemd (systemd-analyze) and chromium (apt), pytest and
 # playwright (pip).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
@@ -46,6 +46,9 @@ command -v mbsync >/dev/null 2>&1 || missing_apt+=(isync)
 # (unshare from util-linux, `ip link set lo up` from iproute2).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing_apt+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing_apt+=(util-linux)
+# test_systemd.py checks the units with `systemd-analyze verify` (no
+# running systemd needed).
+command -v systemd-analyze >/dev/null 2>&1 || missing_apt+=(systemd)
 # test_webmail_browser.py drives Debian's Chromium with Playwright (PyPI);
 # Playwright's own browser download is never used.
 [ -x /usr/bin/chromium ] || missing_apt+=(chromium)

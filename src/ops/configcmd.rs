@@ -48,12 +48,13 @@ use crate::roles::Role;
 pub enum ConfigCmd {
     /// Print a key's effective value (a table: every key below it).
     Get { key: String },
-    /// Change a key in the --config file, keeping its comments. Arrays:
+    /// Change keys in the --config file, keeping its comments. Arrays:
     /// a TOML literal '["a", "b"]' or a comma list 'a, b'.
     Set {
-        key: String,
-        #[arg(allow_hyphen_values = true)]
-        value: String,
+        /// KEY VALUE [KEY VALUE]...: keys that must change together (e.g.
+        /// tls.cert and tls.key) in one checked write.
+        #[arg(required = true, num_args = 2.., allow_hyphen_values = true, value_names = ["KEY", "VALUE"])]
+        pairs: Vec<String>,
     },
     /// Print every key and its effective value.
     List {
@@ -101,7 +102,7 @@ pub fn cli(file: Option<&Path>, role: &str, cmd: ConfigCmd) -> i32 {
     };
     let r = match cmd {
         ConfigCmd::Get { key } => get(file, &roles, &key),
-        ConfigCmd::Set { key, value } => set(file, &roles, &key, &value),
+        ConfigCmd::Set { pairs } => set(file, &roles, &pairs),
         ConfigCmd::List { changed } => list(file, &roles, changed),
         ConfigCmd::Check => check(file, &roles),
     };
@@ -209,13 +210,25 @@ fn list(file: Option<&Path>, roles: &[Role], changed: bool) -> Result<Vec<String
     Ok(out)
 }
 
-fn set(file: Option<&Path>, roles: &[Role], key: &str, raw: &str) -> Result<Vec<String>, Failed> {
+/// One `KEY VALUE` of `set`, read and typed.
+struct Change {
+    key: String,
+    path: Vec<String>,
+    raw: String,
+    candidates: Vec<toml_edit::Value>,
+}
+
+fn set(file: Option<&Path>, roles: &[Role], pairs: &[String]) -> Result<Vec<String>, Failed> {
     let Some(file) = file else {
         return Err(Failed::usage(
             "config set: give the file to change with --config FILE",
         ));
     };
-    let path = parse_key(key).map_err(Failed::usage)?;
+    if pairs.len() < 2 || pairs.len() % 2 != 0 {
+        return Err(Failed::usage(
+            "config set: give KEY VALUE pairs (KEY VALUE [KEY VALUE]...)",
+        ));
+    }
     // A symlinked config: change the file it points to, keep the link.
     let file = fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let (text, meta) = match fs::read_to_string(&file) {
@@ -233,35 +246,55 @@ fn set(file: Option<&Path>, roles: &[Role], key: &str, raw: &str) -> Result<Vec<
         .or_else(|_| config::load(None, roles))
         .map(|l| to_json(&l.config))
         .unwrap_or(Json::Null);
-    let hint = lookup(&schema, &path);
-    if hint.is_some_and(Json::is_object) && !raw.trim_start().starts_with('{') {
-        return Err(Failed::usage(format!(
-            "{key} is a table: set the keys below it ({key}.NAME)"
-        )));
-    }
-    let candidates = typed_candidates(raw, hint);
-    if candidates.is_empty() {
-        let kind = match hint {
-            Some(Json::Number(_)) => "a number",
-            Some(Json::Bool(_)) => "true or false",
-            Some(Json::Array(_)) => "an array",
-            _ => "a TOML value",
-        };
-        return Err(Failed::usage(format!(
-            "config set {key}: '{}' is not {kind}; {} left unchanged",
-            mask_value(raw, &path, raw),
-            file.display()
-        )));
+    let mut changes = Vec::new();
+    for pair in pairs.chunks(2) {
+        let (key, raw) = (&pair[0], &pair[1]);
+        let path = parse_key(key).map_err(Failed::usage)?;
+        let hint = lookup(&schema, &path);
+        if hint.is_some_and(Json::is_object) && !raw.trim_start().starts_with('{') {
+            return Err(Failed::usage(format!(
+                "{key} is a table: set the keys below it ({key}.NAME)"
+            )));
+        }
+        let candidates = typed_candidates(raw, hint);
+        if candidates.is_empty() {
+            let kind = match hint {
+                Some(Json::Number(_)) => "a number",
+                Some(Json::Bool(_)) => "true or false",
+                Some(Json::Array(_)) => "an array",
+                _ => "a TOML value",
+            };
+            return Err(Failed::usage(format!(
+                "config set {key}: '{}' is not {kind}; {} left unchanged",
+                mask_value(raw, &path, raw),
+                file.display()
+            )));
+        }
+        changes.push(Change {
+            key: key.clone(),
+            path,
+            raw: raw.clone(),
+            candidates,
+        });
     }
     let mode = meta
         .as_ref()
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(crate::fsutil::FILE_MODE);
     let owner = meta.as_ref().map(|m| (m.uid(), m.gid()));
+    let attempts = changes
+        .iter()
+        .map(|c| c.candidates.len())
+        .max()
+        .unwrap_or(0);
     let mut first_error: Option<Vec<String>> = None;
-    for value in candidates {
+    // Attempt i uses each key's i-th reading (or its last one).
+    for i in 0..attempts {
         let mut edited = doc.clone();
-        set_in(&mut edited, &path, value.clone()).map_err(Failed::usage)?;
+        for c in &changes {
+            let v = c.candidates[i.min(c.candidates.len() - 1)].clone();
+            set_in(&mut edited, &c.path, v).map_err(Failed::usage)?;
+        }
         let new_text = edited.to_string();
         let tmp = Staged::write(&file, &new_text, mode, owner)
             .map_err(|e| Failed::io(format!("{}: {e}", file.display())))?;
@@ -269,13 +302,19 @@ fn set(file: Option<&Path>, roles: &[Role], key: &str, raw: &str) -> Result<Vec<
             Ok(_) => {
                 tmp.commit(&file)
                     .map_err(|e| Failed::io(format!("{}: {e}", file.display())))?;
-                let shown_value = if is_secret(&path) {
-                    MASK.to_string()
-                } else {
-                    value.to_string().trim().to_string()
-                };
-                let mut out = vec![format!("{} = {shown_value}", join_key(&path))];
-                out.push(if needs_restart(&join_key(&path)) {
+                let mut out = Vec::new();
+                let mut restart = false;
+                for c in &changes {
+                    let v = &c.candidates[i.min(c.candidates.len() - 1)];
+                    let shown_value = if is_secret(&c.path) {
+                        MASK.to_string()
+                    } else {
+                        v.to_string().trim().to_string()
+                    };
+                    out.push(format!("{} = {shown_value}", join_key(&c.path)));
+                    restart |= needs_restart(&join_key(&c.path));
+                }
+                out.push(if restart {
                     "written; takes effect when msgd restarts".into()
                 } else {
                     "written; a running msgd applies it to new sessions on reload (systemctl reload, or SIGHUP)".into()
@@ -295,15 +334,21 @@ fn set(file: Option<&Path>, roles: &[Role], key: &str, raw: &str) -> Result<Vec<
                     errors
                         .into_iter()
                         .map(|e| e.replace(&tmp_path, &real).replace(&tmp_name, &real))
-                        .map(|e| mask_value(&e, &path, raw))
+                        .map(|e| {
+                            changes
+                                .iter()
+                                .fold(e, |e, c| mask_value(&e, &c.path, &c.raw))
+                        })
                         .collect()
                 });
                 // `tmp` is removed on drop.
             }
         }
     }
+    let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
     let mut lines = vec![format!(
-        "config set {key}: refused, {} left unchanged:",
+        "config set {}: refused, {} left unchanged:",
+        keys.join(" "),
         file.display()
     )];
     lines.extend(first_error.unwrap_or_default());

@@ -240,3 +240,19 @@ def test_config_set_beside_a_running_server(msgd_factory):
     m = server.imap()
     assert m.noop()[0] == "OK"
     m.logout()
+
+
+def test_keys_that_change_together_are_set_in_one_write(tmp_path):
+    """tls.cert and tls.key must be given together (config::validate): one
+    alone is refused, both in one `set` are written."""
+    cfg = site(tmp_path)
+    refused(cfg, "tls.cert", "/etc/msgd/tls/fullchain.pem", ("cert and key",))
+    r = run("set", "tls.cert", "/etc/msgd/tls/fullchain.pem", "tls.key", "/etc/msgd/tls/privkey.pem", config=cfg)
+    assert r.returncode == 0, r.stderr
+    assert 'tls.cert = "/etc/msgd/tls/fullchain.pem"' in r.stdout
+    assert run("get", "tls.key", config=cfg).stdout == "/etc/msgd/tls/privkey.pem\n"
+    # A key without its value: usage error, file untouched.
+    before = cfg.read_bytes()
+    r = run("set", "store.dbcachesize", "1", "store.min_free_disk", config=cfg)
+    assert r.returncode == 2
+    assert cfg.read_bytes() == before
