@@ -224,7 +224,7 @@ fn set(file: Option<&Path>, roles: &[Role], pairs: &[String]) -> Result<Vec<Stri
             "config set: give the file to change with --config FILE",
         ));
     };
-    if pairs.len() < 2 || pairs.len() % 2 != 0 {
+    if pairs.len() < 2 || !pairs.len().is_multiple_of(2) {
         return Err(Failed::usage(
             "config set: give KEY VALUE pairs (KEY VALUE [KEY VALUE]...)",
         ));
@@ -715,6 +715,44 @@ fn set_in(
     Ok(())
 }
 
+/// A value as printed by `get`/`list`: TOML syntax, secrets masked, an
+/// unset option as `(unset)`.
+fn shown(path: &[String], v: &Json) -> String {
+    match v {
+        Json::String(s) if is_secret(path) && !s.is_empty() => format!("\"{MASK}\""),
+        Json::Null => "(unset)".into(),
+        other => json_to_toml(other)
+            .map(|t| t.to_string().trim().to_string())
+            .unwrap_or_else(|| other.to_string()),
+    }
+}
+
+fn json_to_toml(v: &Json) -> Option<toml_edit::Value> {
+    Some(match v {
+        Json::Null => return None,
+        Json::Bool(b) => (*b).into(),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64()?.into(),
+        },
+        Json::String(s) => s.as_str().into(),
+        Json::Array(a) => toml_edit::Value::Array(
+            a.iter()
+                .filter_map(json_to_toml)
+                .collect::<toml_edit::Array>(),
+        ),
+        Json::Object(m) => {
+            let mut t = toml_edit::InlineTable::new();
+            for (k, v) in m {
+                if let Some(v) = json_to_toml(v) {
+                    t.insert(k, v);
+                }
+            }
+            toml_edit::Value::InlineTable(t)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -882,42 +920,4 @@ mod tests {
         assert!(!needs_restart("tls.cert"));
         assert!(!needs_restart("storex"));
     }
-}
-
-/// A value as printed by `get`/`list`: TOML syntax, secrets masked, an
-/// unset option as `(unset)`.
-fn shown(path: &[String], v: &Json) -> String {
-    match v {
-        Json::String(s) if is_secret(path) && !s.is_empty() => format!("\"{MASK}\""),
-        Json::Null => "(unset)".into(),
-        other => json_to_toml(other)
-            .map(|t| t.to_string().trim().to_string())
-            .unwrap_or_else(|| other.to_string()),
-    }
-}
-
-fn json_to_toml(v: &Json) -> Option<toml_edit::Value> {
-    Some(match v {
-        Json::Null => return None,
-        Json::Bool(b) => (*b).into(),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => i.into(),
-            None => n.as_f64()?.into(),
-        },
-        Json::String(s) => s.as_str().into(),
-        Json::Array(a) => toml_edit::Value::Array(
-            a.iter()
-                .filter_map(json_to_toml)
-                .collect::<toml_edit::Array>(),
-        ),
-        Json::Object(m) => {
-            let mut t = toml_edit::InlineTable::new();
-            for (k, v) in m {
-                if let Some(v) = json_to_toml(v) {
-                    t.insert(k, v);
-                }
-            }
-            toml_edit::Value::InlineTable(t)
-        }
-    })
 }

@@ -130,6 +130,10 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
     notify(&[NotifyState::Status(
         "starting: opening the store and the directory",
     )]);
+    // SIGHUP is caught from here on: a reload asked for while starting is
+    // done once serving, never the default action (terminate).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
     let config = Arc::new(loaded.config);
     for key in crate::config::deprecated_keys(&config) {
         warn!(
@@ -296,6 +300,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
     notify(&[NotifyState::Ready, NotifyState::Status(&serving)]);
     spawn_watchdog();
     tokio::spawn(reload_on_hangup(
+        hangups,
         Reloader {
             file,
             roles: roles.clone(),
@@ -391,15 +396,11 @@ struct Reloader {
     serving: String,
 }
 
-async fn reload_on_hangup(r: Reloader, shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot listen for SIGHUP: no reload");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    mut hup: tokio::signal::unix::Signal,
+    r: Reloader,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             got = hup.recv() => if got.is_none() { return },
