@@ -19,7 +19,9 @@
 //!   beside the original, loaded with `config::load` (unknown keys, types,
 //!   cross-key rules), and only then renamed over the original (fsync of
 //!   the file and of the folder; same permission bits, and the same owner
-//!   where allowed). On refusal the file is untouched (exit 2).
+//!   where allowed). On refusal the file is untouched (exit 2). The file is
+//!   read and replaced under an exclusive lock on it, so concurrent `set`s
+//!   apply one after the other and none is lost.
 //! - A value's TOML type follows the schema: the type of the key's
 //!   effective value decides how the argument is read (a string as is, a
 //!   number, `true`/`false`, an array as a TOML literal `["a", "b"]` or a
@@ -231,11 +233,9 @@ fn set(file: Option<&Path>, roles: &[Role], pairs: &[String]) -> Result<Vec<Stri
     }
     // A symlinked config: change the file it points to, keep the link.
     let file = fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let (text, meta) = match fs::read_to_string(&file) {
-        Ok(t) => (t, fs::metadata(&file).ok()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), None),
-        Err(e) => return Err(Failed::io(format!("{}: {e}", file.display()))),
-    };
+    // Held until the new file is renamed in: two `set`s at once both land.
+    let (text, meta, _lock) =
+        read_locked(&file).map_err(|e| Failed::io(format!("{}: {e}", file.display())))?;
     config::check_nesting(&file.display().to_string(), &text).map_err(Failed::usage)?;
     let doc: DocumentMut = text
         .parse()
@@ -356,6 +356,35 @@ fn set(file: Option<&Path>, roles: &[Role], pairs: &[String]) -> Result<Vec<Stri
         code: EXIT_USAGE,
         lines,
     })
+}
+
+/// Reads the file under an exclusive lock (flock) on it, so that
+/// concurrent `set`s apply one after the other. The lock is taken on the
+/// open file; if a concurrent `set` renamed a new file in meanwhile, the
+/// new one is opened and locked instead. A missing file reads as empty.
+fn read_locked(file: &Path) -> std::io::Result<(String, Option<fs::Metadata>, Option<fs::File>)> {
+    use fs2::FileExt;
+    use std::io::Read;
+    loop {
+        let mut f = match fs::File::open(file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((String::new(), None, None))
+            }
+            Err(e) => return Err(e),
+        };
+        f.lock_exclusive()?;
+        let held = f.metadata()?;
+        match fs::metadata(file) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                let mut text = String::new();
+                f.read_to_string(&mut text)?;
+                return Ok((text, Some(held), Some(f)));
+            }
+            // Replaced (or removed) while waiting: start again.
+            _ => continue,
+        }
+    }
 }
 
 /// An error message never echoes a secret value given to `set`.

@@ -256,3 +256,20 @@ def test_keys_that_change_together_are_set_in_one_write(tmp_path):
     r = run("set", "store.dbcachesize", "1", "store.min_free_disk", config=cfg)
     assert r.returncode == 2
     assert cfg.read_bytes() == before
+
+
+def test_concurrent_sets_all_land(tmp_path):
+    """Twelve `set`s of different keys at once: the file lock makes them
+    take turns, so every change is in the final file."""
+    cfg = site(tmp_path)
+    keys = [f"store.partition.p{i}.path" for i in range(12)]
+    cmd = [msgd_bin(), "--role", "all-in-one", "--config", str(cfg), "config", "set"]
+    procs = [subprocess.Popen(cmd + [k, f"/srv/msgd/{k.split('.')[2]}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=msgd_env()) for k in keys]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    for k in keys:
+        r = run("get", k, config=cfg)
+        assert r.stdout == f"/srv/msgd/{k.split('.')[2]}\n", (k, r.stdout, r.stderr)
+    assert "# Cache of the mboxlist, in bytes." in cfg.read_text()
