@@ -549,3 +549,80 @@ fn print_quickstart(config: &Config, address: &str, password: &str) {
     );
     let _ = std::io::Write::flush(&mut std::io::stdout());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(path: &std::path::Path, data: &std::path::Path, hostname: &str, extra: &str) {
+        std::fs::write(
+            path,
+            format!(
+                "[server]\nhostname = \"{hostname}\"\ndata_dir = \"{}\"\n{extra}",
+                data.display()
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn sighup_reload_installs_the_new_snapshot_and_keeps_keys_read_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("msgd.toml");
+        let roles = vec![Role::Store];
+        write_config(&file, dir.path(), "before.example", "");
+        let start = crate::config::load(Some(&file), &roles).unwrap().config;
+        let tls = Tls::from_config(&start).unwrap();
+        let live = RwLock::new(Arc::new(start.clone()));
+
+        let data2 = dir.path().join("elsewhere");
+        write_config(
+            &file,
+            &data2,
+            "after.example",
+            "[imap]\nmax_literal = 12345678\n",
+        );
+        assert!(reload(Some(&file), &roles, &live, &tls));
+        let now = live.read().unwrap().clone();
+        assert_eq!(now.server.hostname, "after.example");
+        assert_eq!(now.imap.max_literal, 12345678);
+        // data_dir is read at start: the running value stays.
+        assert_eq!(now.server.data_dir, start.server.data_dir);
+
+        // A broken file: refused, the snapshot stays.
+        std::fs::write(&file, "[server]\nno_such_key = 1\n").unwrap();
+        assert!(!reload(Some(&file), &roles, &live, &tls));
+        assert!(Arc::ptr_eq(&now, &live.read().unwrap()));
+    }
+
+    #[test]
+    fn each_new_session_takes_the_current_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = crate::services::test_services(dir.path(), |_| {});
+        let mut next = (*services.config).clone();
+        next.server.hostname = "new.example".into();
+        let live = Arc::new(RwLock::new(Arc::new(next)));
+        // A handler that records the hostname of the snapshot it got.
+        static SEEN: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+        let h: Handler = |_, _, s| {
+            *SEEN.lock().unwrap() = s.config.server.hostname.clone();
+            Box::pin(async {})
+        };
+        let wrapped = with_current_config(live.clone(), h);
+        let (a, _b) = tokio::io::duplex(64);
+        let info = ConnInfo {
+            session_id: 1,
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            via: None,
+            local: "127.0.0.1:143".parse().unwrap(),
+            protocol: Protocol::Imap,
+            tls_mode: crate::config::TlsMode::StartTls,
+            tls_active: false,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(wrapped(Box::new(a), info, services.clone()));
+        assert_eq!(*SEEN.lock().unwrap(), "new.example");
+    }
+}
