@@ -46,6 +46,8 @@ pub struct Web {
     pub mem_state: std::sync::OnceLock<std::sync::Arc<crate::mem::State>>,
     /// JMAP's shared state (token key, per-user request counters).
     pub jmap: crate::jmap::Shared,
+    /// Renders the process's metrics (`crate::metrics`; the admin listener's /metrics).
+    pub metrics: Option<crate::metrics::Handle>,
 }
 
 /// The router of this process: JMAP when the store role runs here, the

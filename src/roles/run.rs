@@ -114,6 +114,11 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating data folder {}", config.server.data_dir.display()))?;
+    // Metrics and health first: /health answers 503 while the store opens.
+    let role_names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+    let metrics = crate::metrics::install(&role_names.join(","));
+    let admin = crate::admin::Admin::new(roles.contains(&Role::Store));
+    crate::admin::spawn(crate::admin::bind(&config)?, admin.clone());
     let tls = Arc::new(Tls::from_config(&config)?);
     let quickstart_account = if config.directory.backend == DirectoryBackend::Embedded {
         first_start(&config)?
@@ -122,7 +127,9 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     };
     let directory = Directory::open(&config)?;
     let store = if roles.contains(&Role::Store) {
-        Some(Store::open(&config)?)
+        let store = Store::open(&config)?;
+        admin.store_opened();
+        Some(store)
     } else {
         None
     };
@@ -145,6 +152,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         resolver,
         web: Arc::new(crate::http::Web {
             mem: roles.contains(&Role::Mem),
+            metrics,
             ..Default::default()
         }),
         config: config.clone(),
@@ -158,6 +166,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
             config.limits.max_bytes_in_flight,
         )),
     };
+    admin.attach(services.clone());
     if services.web.mem {
         // The webmail's keys and store client: a bad key file stops the
         // start rather than every login.
@@ -167,6 +176,12 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         // Operator commands (`msgd backup`, `msgd store stats`, ...) reach
         // this process through its admin socket.
         let sock = crate::ops::control::bind(&config)?;
+        let history = Arc::new(crate::ops::stats::History::default());
+        tokio::spawn(crate::ops::stats::sample(
+            store.clone(),
+            history.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(crate::ops::control::serve(
             sock,
             crate::ops::Ctx {
@@ -174,6 +189,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
                 store: store.clone(),
                 directory: services.directory.clone(),
                 online: true,
+                history: Some(history),
             },
             shutdown.clone(),
         ));
@@ -258,7 +274,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
             h,
         )));
     }
-    let role_names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+    admin.listeners_bound();
     info!(roles = %role_names.join(","), "msgd ready");
     if let Some((address, password)) = quickstart_account {
         print_quickstart(&config, &address, &password);
