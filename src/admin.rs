@@ -321,17 +321,25 @@ mod tests {
     #[test]
     fn admin_listens_on_loopback_9925_configured_and_19925_in_the_quickstart() {
         let quick = crate::config::load(None, &[]).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(quick.config.admin.bind, vec!["127.0.0.1:19925".parse().unwrap()]);
+        assert_eq!(
+            quick.config.admin.bind,
+            vec!["127.0.0.1:19925".parse().unwrap()]
+        );
         assert!(quick.config.admin.enabled);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("msgd.toml");
         std::fs::write(&file, "[server]\ndata_dir = \"d\"\n").unwrap();
         let configured = crate::config::load(Some(&file), &[crate::roles::Role::Store])
             .unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(configured.config.admin.bind, vec!["127.0.0.1:9925".parse().unwrap()]);
+        assert_eq!(
+            configured.config.admin.bind,
+            vec!["127.0.0.1:9925".parse().unwrap()]
+        );
         let mut c = configured.config;
         c.admin.bind.clear();
-        assert!(crate::config::validate(&c).iter().any(|e| e.starts_with("admin.bind")));
+        assert!(crate::config::validate(&c)
+            .iter()
+            .any(|e| e.starts_with("admin.bind")));
         c.admin.enabled = false;
         assert!(bind(&c).unwrap().is_empty(), "disabled: nothing bound");
     }
