@@ -317,3 +317,83 @@ def test_store_stats_exits_1_with_a_clear_message_when_the_store_cannot_open(msg
     assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
     assert "cannot be opened" in res.stderr, res.stderr
     assert res.stdout == "", res.stdout
+
+
+# --------------------------------------------------------------------------
+# two tiers with a real directory (slapd): mta-in -> LMTP -> store
+
+
+@pytest.fixture
+def site(tmp_path):
+    from tiers import Ldap, Node
+
+    ldap = Ldap(tmp_path / "ldap")
+    store = Node(tmp_path / "store1", "store", "store1.test", ldap,
+                 '\n[store]\nhost = "store1.test"\nmin_free_disk = 1048576\n')
+    mta = Node(tmp_path / "mta-in", "mta-in", "mx.example.test", ldap,
+               f'\n[mta]\nhosts = {{ "store1.test" = "127.0.0.1:{store.ports["lmtp"]}" }}\n'
+               "delivery_timeout = 10\n\n[queue]\nretry_base = 1\nretry_max = 2\n")
+    nodes = [store, mta]
+    try:
+        ldap.start()
+        for n in nodes:
+            n.start()
+        yield store, mta
+        for n in nodes:
+            n.stop()
+    finally:
+        for n in nodes:
+            n.cleanup()
+        ldap.stop()
+
+
+def test_two_tier_ldap_latency_caches_and_deliveries_per_process(site):
+    from tiers import PASSWORDS, send
+
+    store, mta = site
+    alice = "alice@example.test"  # mailHost store1.test in tests/ldap/base.ldif
+    send(mta, "sender@remote.example", alice, build_message(alice, "two tier metrics", "hi\r\n"))
+    # Delivered once the store has it; logging in asks slapd (a bind).
+    deadline = time.monotonic() + 20
+    while True:
+        m = store.imap(alice, PASSWORDS[alice])
+        try:
+            n = int(m.select("INBOX", readonly=True)[1][0])
+        finally:
+            m.logout()
+        if n >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert n == 1
+
+    def both():
+        return scrape(mta), scrape(store)
+
+    def delivered():
+        _, st = both()
+        return value(st, "msgd_messages_total", outcome="delivered", via="store") == 1
+
+    wait_until(delivered, 10)
+    at_mta, at_store = both()
+    # Each process labels its samples with its own role.
+    assert {l.get("role") for _, l, _ in at_mta} == {"mta-in"}
+    assert {l.get("role") for _, l, _ in at_store} == {"store"}
+    # mta-in: recipient lookups in slapd, accepted by SMTP, queued, then an
+    # LMTP connection to the store.
+    assert value(at_mta, "msgd_ldap_request_duration_seconds_count", result="ok") >= 1, at_mta
+    assert present(at_mta, "msgd_directory_cache_hits_total")
+    assert present(at_mta, "msgd_directory_cache_misses_total")
+    assert value(at_mta, "msgd_messages_total", outcome="accepted", via="smtp") == 1
+    assert value(at_mta, "msgd_delivery_pool_takes_total") >= 1
+    assert present(at_mta, "msgd_queue_messages")
+    assert not present(at_mta, "msgd_mboxlist_cache_hits_total"), "no store in mta-in"
+    # store: accepted over LMTP, written into the mailbox, the login a bind.
+    assert value(at_store, "msgd_messages_total", outcome="accepted", via="lmtp") == 1
+    assert value(at_store, "msgd_ldap_request_duration_seconds_count", result="ok") >= 1
+    assert value(at_store, "msgd_commands_total", protocol="imap", result="ok") >= 2
+    # /health: a process without the store role has no store component.
+    st, _, body = http_get(mta.admin_port, "/health")
+    assert st == 200, body
+    assert json.loads(body)["components"] == {"listeners": "bound", "shutdown": "no"}
+    st, _, body = http_get(store.admin_port, "/health")
+    assert st == 200 and json.loads(body)["components"]["store"] == "open", body
