@@ -159,6 +159,17 @@ fn smtp_class(line: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// An HTTP response (JMAP, webmail) by status class. The latency is to
+/// the response head; a streamed body goes on after it.
+pub fn http_response(protocol: &'static str, status: u16) {
+    let class = match status {
+        100..=399 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    command(protocol, class);
+}
+
 /// A POP3 reply's class from its status line (continuations and
 /// message content are not replies).
 pub fn pop3_reply(protocol: &'static str, reply: &str) {

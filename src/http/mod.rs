@@ -85,11 +85,14 @@ pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer.clone());
         let app = app.clone();
+        let protocol = peer.protocol.name();
         async move {
+            let _metrics = crate::metrics::latency(protocol);
             let resp = app
                 .oneshot(req.map(axum::body::Body::new))
                 .await
                 .unwrap_or_else(|e: Infallible| match e {});
+            crate::metrics::http_response(protocol, resp.status().as_u16());
             Ok::<_, Infallible>(resp)
         }
     });

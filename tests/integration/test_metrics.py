@@ -125,6 +125,10 @@ def test_metrics_parse_and_counters_move_with_traffic(server):
         except OSError:
             pass
 
+    # HTTP (JMAP): an unauthenticated request is a 4xx.
+    st, _, _ = http_get(server.ports["http"], "/jmap/session")
+    assert 400 <= st < 500, st
+
     def moved():
         after = scrape(server)
         d = lambda name, **l: value(after, name, **l) - value(before, name, **l)  # noqa: E731
@@ -137,6 +141,8 @@ def test_metrics_parse_and_counters_move_with_traffic(server):
             "imap bad": d("msgd_commands_total", protocol="imap", result="bad") >= 1,
             "smtp 2xx": d("msgd_commands_total", protocol="smtp", result="2xx") >= 4,
             "lmtp 2xx": d("msgd_commands_total", protocol="lmtp", result="2xx") >= 3,
+            "http 4xx": d("msgd_commands_total", protocol="http", result="4xx") >= 1,
+            "http latency": d("msgd_command_duration_seconds_count", protocol="http") >= 1,
             "imap latency": d("msgd_command_duration_seconds_count", protocol="imap") >= 3,
             "smtp latency": d("msgd_command_duration_seconds_count", protocol="smtp") >= 1,
             "accepted smtp": d("msgd_messages_total", outcome="accepted", via="smtp") == 1,
