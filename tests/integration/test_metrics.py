@@ -208,6 +208,33 @@ def test_login_limiter_and_connection_limit_count_as_limits_hit(msgd_factory):
     assert d("msgd_auth_failures_total", protocol="imap") >= 2
 
 
+def test_memory_budget_refusal_counts_as_a_limit_hit(msgd_factory):
+    inst = msgd_factory(users=(ALICE,), start=False)
+    inst.config_path.write_text(inst.config_text() + (
+        "\n[smtp]\nmax_message_size = 100000\n\n[imap]\nmax_literal = 100000\n"
+        "\n[limits]\nmax_bytes_in_flight = 150000\nspool_threshold = 100000\n"))
+    inst.start()
+    before = scrape(inst)
+    first = smtplib.SMTP("127.0.0.1", inst.ports["smtp"], timeout=20)
+    second = smtplib.SMTP("127.0.0.1", inst.ports["smtp"], timeout=20)
+    try:
+        first.ehlo("client.example")
+        assert first.mail("sender@remote.example")[0] == 250
+        assert first.rcpt(ALICE)[0] == 250
+        # DATA holds room for a whole message in memory: the rest of the
+        # budget is too small for another.
+        assert first.docmd("DATA")[0] == 354
+        second.ehlo("client.example")
+        code, text = second.mail("sender@remote.example")
+        assert code == 452, (code, text)
+    finally:
+        second.close()
+        first.close()
+    after = scrape(inst)
+    assert value(after, "msgd_limits_hit_total", limit="budget") - value(
+        before, "msgd_limits_hit_total", limit="budget") >= 1, after
+
+
 def test_health_ready_with_components_then_503_while_draining(msgd_factory):
     inst = msgd_factory(users=(ALICE,))
     wait_until(lambda: http_get(inst.admin_port, "/health")[0] == 200, 10)
