@@ -50,6 +50,20 @@ pub fn install(roles: &str) -> Option<Handle> {
     Some(handle)
 }
 
+/// How often histogram samples are folded into their buckets.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds histogram samples into buckets every [`UPKEEP_EVERY`] until the
+/// process ends. The recorder keeps every raw sample until then, so a
+/// process nobody scrapes would otherwise grow with its traffic.
+pub async fn upkeep(handle: Handle) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(

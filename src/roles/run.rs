@@ -117,6 +117,9 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
     // Metrics and health first: /health answers 503 while the store opens.
     let role_names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     let metrics = crate::metrics::install(&role_names.join(","));
+    if let Some(h) = &metrics {
+        tokio::spawn(crate::metrics::upkeep(h.clone()));
+    }
     let admin = crate::admin::Admin::new(roles.contains(&Role::Store));
     crate::admin::spawn(crate::admin::bind(&config)?, admin.clone());
     let tls = Arc::new(Tls::from_config(&config)?);
