@@ -202,6 +202,14 @@ pub fn messages(outcome: &'static str, via: &'static str, n: u64) {
     }
 }
 
+/// Recipients accepted in one transaction: all of them or none under
+/// SMTP (`all_or_nothing`: a partial success is aborted and retried by
+/// the client), each one under LMTP.
+pub fn accepted(protocol: &'static str, all_or_nothing: bool, ok: usize, of: usize) {
+    let n = if all_or_nothing && ok < of { 0 } else { ok };
+    messages("accepted", protocol, n as u64);
+}
+
 /// A TLS handshake as a server (implicit TLS or STARTTLS).
 pub fn tls_handshake(ok: bool) {
     let result = if ok { "ok" } else { "failed" };
@@ -330,6 +338,23 @@ mod tests {
         assert_eq!(
             refusal_limit("client not in store.lmtp_networks"),
             "networks"
+        );
+    }
+
+    #[test]
+    fn rfc5321_smtp_counts_a_transaction_all_or_nothing_rfc2033_lmtp_per_recipient() {
+        let text = rendered(|| {
+            accepted("smtp", true, 2, 3);
+            accepted("smtp", true, 3, 3);
+            accepted("lmtp", false, 2, 3);
+        });
+        assert!(
+            text.contains(r#"msgd_messages_total{role="store",outcome="accepted",via="smtp"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"msgd_messages_total{role="store",outcome="accepted",via="lmtp"} 2"#),
+            "{text}"
         );
     }
 

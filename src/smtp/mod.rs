@@ -269,14 +269,11 @@ async fn run(
                 let _metrics = crate::metrics::latency(info.protocol.name());
                 let (msg, outcomes) = deliver(services, delivery, flavor, *msg).await;
                 let ok = outcomes.iter().filter(|o| o.accepted()).count();
-                crate::metrics::messages(
-                    "accepted",
+                crate::metrics::accepted(
                     info.protocol.name(),
-                    if flavor == Flavor::Smtp && ok < outcomes.len() {
-                        0
-                    } else {
-                        ok as u64
-                    },
+                    flavor == Flavor::Smtp,
+                    ok,
+                    outcomes.len(),
                 );
                 info!(
                     id = %msg.id,
