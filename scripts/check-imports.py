@@ -9,8 +9,8 @@ use its own layer and the ones under it, never a protocol or the top.
 Protocols and the top may use anything (a protocol session receives
 `Services`, which holds every role's shared state).
 
-  base      netaddr, redact, fsutil, budget, proxyproto, roles (the Role
-            enum in roles/mod.rs only)
+  base      netaddr, redact, fsutil, budget, proxyproto, metrics, roles
+            (the Role enum in roles/mod.rs only)
   config    config
   below     everything a protocol builds on: logging, tls, loginlimit, authcache, dns,
             directory, store, login, net, net_unix
@@ -18,7 +18,7 @@ Protocols and the top may use anything (a protocol session receives
             jmap (the API on the store), mem (the webmail front end), ops
             (operator commands run on a store)
   top       services (holds every role's shared state), roles/run, cli,
-            main, stress, fuzz
+            main, stress, fuzz, admin (the admin listener reads every role)
 
 Test code (from a `#[cfg(test)]` line that opens a module to the end of the
 file, and files named tests*.rs or under tests/) is not checked: a test may
@@ -33,11 +33,11 @@ import pathlib
 import re
 import sys
 
-BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles", "memory"}
+BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles", "memory", "metrics"}
 CONFIG = {"config"}
 BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "dns", "store", "login", "net", "net_unix"}
 PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver", "http", "jmap", "mem", "ops"}
-TOP = {"services", "cli", "main", "stress", "fuzz", "lib"}
+TOP = {"services", "cli", "main", "stress", "fuzz", "lib", "admin"}
 
 RANK = {}
 for rank, names in enumerate([BASE, CONFIG, BELOW, PROTOCOL, TOP]):

@@ -76,6 +76,12 @@ if ! "$PYTHON" -c 'import jmapc' >/dev/null 2>&1; then
     echo "install-test-deps: installing jmapc with $PYTHON -m pip" >&2
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check 'jmapc==0.4.0'
 fi
+# prometheus-client: a Prometheus text parser the project did not write
+# (test_metrics.py parses /metrics with it).
+if ! "$PYTHON" -c 'import prometheus_client.parser' >/dev/null 2>&1; then
+    echo "install-test-deps: installing prometheus-client with $PYTHON -m pip" >&2
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check 'prometheus-client'
+fi
 
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
@@ -90,3 +96,4 @@ command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) s
 "$PYTHON" -c 'import playwright.sync_api' || { echo "install-test-deps: playwright still missing" >&2; exit 1; }
 "$PYTHON" -c 'import requests' || { echo "install-test-deps: python3-requests still missing" >&2; exit 1; }
 "$PYTHON" -c 'import jmapc' || { echo "install-test-deps: jmapc still missing" >&2; exit 1; }
+"$PYTHON" -c 'import prometheus_client.parser' || { echo "install-test-deps: prometheus-client still missing" >&2; exit 1; }

@@ -150,6 +150,10 @@ pub const QUICKSTART: &str = include_str!("../etc/quickstart.toml");
 /// The quickstart's HTTPS listener (only without a config file).
 const QUICKSTART_HTTPS: &str = "[listener.https]\nbind = [\"127.0.0.1:18443\"]\n";
 
+/// The quickstart's admin listener (only without a config file): the
+/// configured default 9925 plus 10000, like the other quickstart ports.
+const QUICKSTART_ADMIN: &str = "[admin]\nbind = [\"127.0.0.1:19925\"]\n";
+
 /// Role profiles, merged over the defaults when the role runs.
 pub fn role_profile(role: Role) -> &'static str {
     match role {
@@ -181,6 +185,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub http: HttpConfig,
     pub mem: MemConfig,
+    pub admin: AdminConfig,
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
@@ -1110,6 +1115,27 @@ impl Default for MemConfig {
     }
 }
 
+/// `[admin]`: the admin HTTP listener of every process (src/admin.rs):
+/// `/metrics` (Prometheus text) and `/health`, off the public ports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin listener (one per process, whatever its roles).
+    pub enabled: bool,
+    /// Addresses to listen on; loopback by default (the quickstart uses
+    /// 127.0.0.1:19925). Anyone who reaches it reads the metrics.
+    pub bind: Vec<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            bind: vec![SocketAddr::from(([127, 0, 0, 1], 9925))],
+        }
+    }
+}
+
 /// The one DNS resolver of the process (src/dns.rs): MX lookups, stores
 /// by mailHost, the smarthost, the mmp's backends.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -1265,6 +1291,7 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
         // choice (`[listener.https]`), so no fixed port appears in every
         // configured server.
         fig = fig.merge(Toml::string(QUICKSTART_HTTPS));
+        fig = fig.merge(Toml::string(QUICKSTART_ADMIN));
     }
     if file.is_some() {
         for role in roles {
@@ -1454,6 +1481,9 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
                 quote(name)
             ));
         }
+    }
+    if c.admin.enabled && c.admin.bind.is_empty() {
+        errors.push("admin.bind: no address to listen on (or set admin.enabled = false)".into());
     }
     if c.tls.cert.is_empty() != c.tls.key.is_empty() {
         errors.push("tls: cert and key must be given together".into());

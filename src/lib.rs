@@ -4,6 +4,7 @@
 //! core (no sockets; tested by feeding bytes) -> async driver doing I/O and
 //! effects (directory lookups, store deliveries).
 
+pub mod admin;
 pub mod authcache;
 pub mod budget;
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod login;
 pub mod loginlimit;
 pub mod mem;
 pub mod memory;
+pub mod metrics;
 pub mod mmp;
 pub mod net;
 pub mod net_unix;

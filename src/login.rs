@@ -289,10 +289,12 @@ pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials
         Checked::Ok(account) => account,
         Checked::Failed => {
             info!(protocol, login = %shown, "authentication failed");
+            crate::metrics::auth_failure(protocol);
             return Outcome::Failed;
         }
         Checked::Refused => {
             warn!(protocol, login = %shown, "login refused: too many recent failures from this address or for this user");
+            crate::metrics::limit_hit("login_limiter");
             return Outcome::RateLimited;
         }
         Checked::Inactive => {

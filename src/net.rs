@@ -322,6 +322,7 @@ impl RefusalLog {
 
     /// Logs (rate-bounded) that a connection from `peer` was refused.
     pub fn refused(&self, reason: &'static str, peer: SocketAddr, protocol: Protocol) {
+        crate::metrics::refused(reason);
         if let Some(n) = self.note(reason, Instant::now()) {
             warn!(
                 %peer,
@@ -601,6 +602,7 @@ pub async fn serve<F, Fut>(
                 } else {
                     conn
                 };
+                let _metrics = crate::metrics::session(protocol.name());
                 handler(conn, info, services).await;
             }
             .instrument(span)

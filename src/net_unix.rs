@@ -86,6 +86,7 @@ pub async fn serve<F, Fut>(
             async move {
                 let _permit = permit;
                 let conn = crate::net::WriteDeadline::new(stream, write_timeout);
+                let _metrics = crate::metrics::session(protocol.name());
                 handler(Box::new(conn), info, services).await;
             }
             .instrument(span),

@@ -10,7 +10,9 @@
 //! the spool's and the queue's SEQ, which only make names unique within
 //! the process), the embedded directory's lazily hashed dummy password
 //! and the password-hashing slots (`directory::password`; both with the
-//! hashing work of issue 12).
+//! hashing work of issue 12). One exception by design: the `metrics`
+//! facade's recorder is process-global (`crate::metrics::install`, once
+//! at start); its rendering handle lives here, in `web.metrics`.
 
 use std::sync::Arc;
 

@@ -96,8 +96,10 @@ impl Tls {
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })??;
-        Ok(Box::new(s))
+            })
+            .and_then(|r| r);
+        crate::metrics::tls_handshake(s.is_ok());
+        Ok(Box::new(s?))
     }
 }
 

@@ -59,10 +59,12 @@ pub async fn deliver(
         let key = (sa, dialect);
         if let Some(mut c) = hops.lmtp.take(&key) {
             if c.reset().await {
+                crate::metrics::pool_take(true);
                 client = Some((key, c));
                 break;
             }
         }
+        crate::metrics::pool_take(false);
         match Client::connect_addr(sa, host, None, dialect, helo, timeout).await {
             Ok(c) => {
                 client = Some((key, c));

@@ -83,6 +83,7 @@ pub async fn deliver(
         match joined {
             Ok((i, r)) => {
                 let rcpt = targets.get(i).map_or("?", |t| t.address.as_str());
+                crate::metrics::messages("delivered", "store", matches!(r, Ok(Some(_))) as u64);
                 if let Ok(None) = r {
                     tracing::info!(
                         id,

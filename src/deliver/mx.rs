@@ -262,6 +262,7 @@ impl MxDelivery {
                     Some(mut c) => c.reset().await.then_some(c),
                     None => None,
                 };
+                crate::metrics::pool_take(reused.is_some());
                 let client = match reused {
                     Some(c) => c,
                     None => match self.open(addr, &host.name, policy, &helo, timeout).await {

@@ -425,12 +425,14 @@ impl Ldap {
         let mut fresh = false;
         loop {
             let mut lease = pool.get(fresh).await?;
-            match lease
+            let started = std::time::Instant::now();
+            let r = lease
                 .ldap
                 .with_timeout(timeout)
                 .simple_bind(dn, password)
-                .await
-            {
+                .await;
+            crate::metrics::ldap(started, r.is_ok());
+            match r {
                 Ok(r) => {
                     let code = r.rc;
                     lease.release();
@@ -471,12 +473,14 @@ impl Ldap {
         let mut fresh = false;
         loop {
             let mut lease = pool.get(fresh).await?;
+            let started = std::time::Instant::now();
             let r = lease
                 .ldap
                 .with_search_options(SearchOptions::new().sizelimit(sizelimit))
                 .with_timeout(timeout)
                 .search(base, scope, filter, attrs)
                 .await;
+            crate::metrics::ldap(started, r.is_ok());
             match r {
                 Ok(ldap3::SearchResult(entries, res)) => {
                     lease.release();

@@ -46,6 +46,8 @@ pub struct Web {
     pub mem_state: std::sync::OnceLock<std::sync::Arc<crate::mem::State>>,
     /// JMAP's shared state (token key, per-user request counters).
     pub jmap: crate::jmap::Shared,
+    /// Renders the process's metrics (`crate::metrics`; the admin listener's /metrics).
+    pub metrics: Option<crate::metrics::Handle>,
 }
 
 /// The router of this process: JMAP when the store role runs here, the
@@ -83,11 +85,14 @@ pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer.clone());
         let app = app.clone();
+        let protocol = peer.protocol.name();
         async move {
+            let _metrics = crate::metrics::latency(protocol);
             let resp = app
                 .oneshot(req.map(axum::body::Body::new))
                 .await
                 .unwrap_or_else(|e: Infallible| match e {});
+            crate::metrics::http_response(protocol, resp.status().as_u16());
             Ok::<_, Infallible>(resp)
         }
     });

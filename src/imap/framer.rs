@@ -503,7 +503,10 @@ impl Framer {
                     }
                     None
                 }
-                Some(None) => Some(Refusal::Limit),
+                Some(None) => {
+                    crate::metrics::limit_hit("budget");
+                    Some(Refusal::Limit)
+                }
             }
         } else {
             None

@@ -82,6 +82,15 @@ pub(crate) enum Status {
 }
 
 impl Status {
+    /// The result class in the metrics.
+    fn class(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::No => "no",
+            Status::Bad => "bad",
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "OK",
@@ -733,6 +742,7 @@ impl Session {
 
     async fn command(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.commands += 1;
+        let _metrics = crate::metrics::latency(self.info.protocol.name());
         match request::parse(bytes) {
             Parsed::Command { tag, command } => {
                 debug!(%tag, command = command.name(), "command");
@@ -760,6 +770,7 @@ impl Session {
             Parsed::Unparsable { tag } => {
                 debug!(%tag, "unparsable command");
                 self.write(&format!("{tag} BAD Syntax error in command\r\n"));
+                crate::metrics::command(self.info.protocol.name(), "bad");
                 self.count_bad();
             }
         }
@@ -774,6 +785,7 @@ impl Session {
         }
         self.notify_after_command(may_sync).await;
         self.write(&reply.line(tag));
+        crate::metrics::command(self.info.protocol.name(), reply.status.class());
         if reply.status == Status::Bad {
             self.count_bad();
         }

@@ -223,6 +223,7 @@ async fn local(
         store,
         directory: crate::directory::Directory::open(config)?,
         online: false,
+        history: None,
     };
     let progress = Progress::new();
     let work = {

@@ -78,6 +78,8 @@ pub struct Ctx {
     /// True inside a running server (deliveries and sessions go on);
     /// false when the CLI opened the store itself.
     pub online: bool,
+    /// The store role's recent cache samples (`stats::History`); None offline.
+    pub history: Option<Arc<stats::History>>,
 }
 
 /// Runs one request to its end.

@@ -205,6 +205,7 @@ impl Driver {
                     return self.goodbye(ERR_SHUTDOWN, End::Shutdown).await;
                 }
                 self.stats.commands += 1;
+                let _metrics = crate::metrics::latency(self.info.protocol.name());
                 // The next command's clock starts with its first byte.
                 self.command_deadline = None;
                 let actions = self.session.input(input);
@@ -274,7 +275,10 @@ impl Driver {
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
             match action {
-                Action::Reply(s) => self.out.extend_from_slice(s.as_bytes()),
+                Action::Reply(s) => {
+                    crate::metrics::pop3_reply(self.info.protocol.name(), &s);
+                    self.out.extend_from_slice(s.as_bytes())
+                }
                 Action::Delay(d) => {
                     self.flush().await?;
                     tokio::select! {
@@ -462,6 +466,7 @@ impl Driver {
         // fixed mmap threshold (128 KiB, main.rs) a message below ~120 KiB
         // stays out of mmap.
         self.out.reserve(ok_line.len() + n + n / 16 + 16);
+        crate::metrics::pop3_reply(self.info.protocol.name(), ok_line);
         self.out.extend_from_slice(ok_line.as_bytes());
         let mut stuffer = DotStuffer::new(top_lines);
         loop {

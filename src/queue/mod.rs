@@ -476,6 +476,11 @@ impl Queue {
         self.lock().len()
     }
 
+    /// When the oldest queued message was received (unix seconds).
+    pub fn oldest_received(&self) -> Option<i64> {
+        self.lock().values().map(|e| e.env.received).min()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -688,6 +693,7 @@ impl Queue {
                         only_stores = false;
                         s.status = Status::Delivered;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, dsn_passed, "relayed");
+                        crate::metrics::messages("delivered", "queue", 1);
                         s.dsn = owed(env.recipients[i].notify.success && !dsn_passed, "relayed");
                     }
                     // Into another queue: the notice request went with it.
@@ -700,12 +706,14 @@ impl Queue {
                         let why = o.text();
                         s.status = Status::Failed;
                         info!(queue_id = id, rcpt = %env.recipients[i].address, reason = %why, "failed permanently");
+                        crate::metrics::messages("bounced", "queue", 1);
                         s.last_error = Some(why);
                         s.dsn = owed(env.recipients[i].notify.failure, "failed");
                     }
                     o => {
                         let why = o.text();
                         if expired {
+                            crate::metrics::messages("bounced", "queue", 1);
                             s.status = Status::Failed;
                             s.last_error = Some(format!(
                                 "{why} (gave up after {} hours in the queue)",
@@ -715,6 +723,7 @@ impl Queue {
                         } else {
                             s.next_attempt = now + self.backoff(s.attempts);
                             info!(queue_id = id, rcpt = %env.recipients[i].address, reason = %why, retry_in = s.next_attempt - now, "deferred");
+                            crate::metrics::messages("deferred", "queue", 1);
                             s.last_error = Some(why);
                             if !s.warned
                                 && now - env.received >= self.config.delay_warning as i64

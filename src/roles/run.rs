@@ -143,6 +143,14 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
     }
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating data folder {}", config.server.data_dir.display()))?;
+    // Metrics and health first: /health answers 503 while the store opens.
+    let role_names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+    let metrics = crate::metrics::install(&role_names.join(","));
+    if let Some(h) = &metrics {
+        tokio::spawn(crate::metrics::upkeep(h.clone()));
+    }
+    let admin = crate::admin::Admin::new(roles.contains(&Role::Store));
+    crate::admin::spawn(crate::admin::bind(&config)?, admin.clone());
     let tls = Arc::new(Tls::from_config(&config)?);
     let quickstart_account = if config.directory.backend == DirectoryBackend::Embedded {
         first_start(&config)?
@@ -151,7 +159,9 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
     };
     let directory = Directory::open(&config)?;
     let store = if roles.contains(&Role::Store) {
-        Some(Store::open(&config)?)
+        let store = Store::open(&config)?;
+        admin.store_opened();
+        Some(store)
     } else {
         None
     };
@@ -174,6 +184,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
         resolver,
         web: Arc::new(crate::http::Web {
             mem: roles.contains(&Role::Mem),
+            metrics,
             ..Default::default()
         }),
         config: config.clone(),
@@ -187,6 +198,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
             config.limits.max_bytes_in_flight,
         )),
     };
+    admin.attach(services.clone());
     if services.web.mem {
         // The webmail's keys and store client: a bad key file stops the
         // start rather than every login.
@@ -196,6 +208,12 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
         // Operator commands (`msgd backup`, `msgd store stats`, ...) reach
         // this process through its admin socket.
         let sock = crate::ops::control::bind(&config)?;
+        let history = Arc::new(crate::ops::stats::History::default());
+        tokio::spawn(crate::ops::stats::sample(
+            store.clone(),
+            history.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(crate::ops::control::serve(
             sock,
             crate::ops::Ctx {
@@ -203,6 +221,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
                 store: store.clone(),
                 directory: services.directory.clone(),
                 online: true,
+                history: Some(history),
             },
             shutdown.clone(),
         ));
@@ -291,7 +310,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
             with_current_config(live.clone(), h),
         )));
     }
-    let role_names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+    admin.listeners_bound();
     info!(roles = %role_names.join(","), "msgd ready");
     let serving = format!(
         "serving {} on {listeners} listener(s)",

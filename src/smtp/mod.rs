@@ -212,7 +212,10 @@ async fn run(
     loop {
         match session.next_event() {
             Event::NeedInput => {
-                if flush(&mut conn, session, command_timeout).await.is_err() {
+                if flush(&mut conn, session, command_timeout, info)
+                    .await
+                    .is_err()
+                {
                     return "write failed";
                 }
                 let in_tx = session.in_transaction();
@@ -245,6 +248,7 @@ async fn run(
                 }
             }
             Event::Resolve(address) => {
+                let _metrics = crate::metrics::latency(info.protocol.name());
                 let verdict = if delivery.available() {
                     resolve::resolve(&services.directory, policy, &address).await
                 } else {
@@ -255,12 +259,22 @@ async fn run(
             }
             Event::Deliver(msg) => {
                 // Replies so far (e.g. to BDAT chunks) go out before the wait.
-                if flush(&mut conn, session, command_timeout).await.is_err() {
+                if flush(&mut conn, session, command_timeout, info)
+                    .await
+                    .is_err()
+                {
                     return "write failed";
                 }
                 let flavor = session.flavor();
+                let _metrics = crate::metrics::latency(info.protocol.name());
                 let (msg, outcomes) = deliver(services, delivery, flavor, *msg).await;
                 let ok = outcomes.iter().filter(|o| o.accepted()).count();
+                crate::metrics::accepted(
+                    info.protocol.name(),
+                    flavor == Flavor::Smtp,
+                    ok,
+                    outcomes.len(),
+                );
                 info!(
                     id = %msg.id,
                     from = %msg.sender,
@@ -272,14 +286,21 @@ async fn run(
                 session.delivered(&outcomes);
             }
             Event::Authenticate { login, password } => {
-                if flush(&mut conn, session, command_timeout).await.is_err() {
+                if flush(&mut conn, session, command_timeout, info)
+                    .await
+                    .is_err()
+                {
                     return "write failed";
                 }
+                let _metrics = crate::metrics::latency(info.protocol.name());
                 let verdict = authenticate(services, info, session, &login, &password).await;
                 session.auth_done(verdict);
             }
             Event::StartTls => {
-                if flush(&mut conn, session, command_timeout).await.is_err() {
+                if flush(&mut conn, session, command_timeout, info)
+                    .await
+                    .is_err()
+                {
                     return "write failed";
                 }
                 match services.tls.accept(conn).await {
@@ -295,7 +316,7 @@ async fn run(
                 }
             }
             Event::Close => {
-                let _ = flush(&mut conn, session, command_timeout).await;
+                let _ = flush(&mut conn, session, command_timeout, info).await;
                 let _ = tokio::time::timeout(Duration::from_secs(5), conn.shutdown()).await;
                 return "closed";
             }
@@ -320,6 +341,7 @@ async fn deliver(
     let wait = Duration::from_secs(services.config.smtp.data_timeout.clamp(1, 60));
     let Some(_lease) = services.budget.take(msg.size(), wait).await else {
         warn!(id = %msg.id, size = msg.size(), "memory budget spent (limits.max_bytes_in_flight); message deferred");
+        crate::metrics::limit_hit("budget");
         return (msg, vec![Outcome::NoResources; n]);
     };
     if let Some((head, body)) = msg.take_parts() {
@@ -402,8 +424,14 @@ async fn authenticate(
 }
 
 /// Writes the pending replies.
-async fn flush(conn: &mut Conn, session: &mut Session, timeout: Duration) -> std::io::Result<()> {
+async fn flush(
+    conn: &mut Conn,
+    session: &mut Session,
+    timeout: Duration,
+    info: &ConnInfo,
+) -> std::io::Result<()> {
     let out = session.take_output();
+    crate::metrics::smtp_replies(info.protocol.name(), &out);
     if out.is_empty() {
         return Ok(());
     }

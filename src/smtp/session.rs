@@ -354,7 +354,10 @@ impl Session {
             Some(s) => (s.threshold as u64).min(self.p.max_message_size),
             None => self.p.max_message_size,
         };
-        budget.try_take(in_memory).map(Some).ok_or(())
+        budget
+            .try_take(in_memory)
+            .map(Some)
+            .ok_or_else(|| crate::metrics::limit_hit("budget"))
     }
 
     /// Queues the greeting (RFC 5321 4.3.1 / RFC 2033 4.1).

@@ -18,6 +18,8 @@ mod extra;
 pub(super) mod journal;
 #[path = "metadata.rs"]
 pub(super) mod metadata;
+#[path = "stats.rs"]
+pub(super) mod stats;
 #[path = "threads.rs"]
 pub(super) mod threads;
 #[path = "urlauth.rs"]

@@ -31,6 +31,7 @@ use crate::config::Config;
 pub use db::duplicates::{Once, MAX_ID_LEN as MAX_DELIVERY_ID_LEN};
 pub use db::journal::{ChangesError, JournalChanges, Kind as JmapKind, Op as JmapOp};
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
+pub use db::stats::PartitionTotals;
 pub use db::StoreStats;
 pub use files::MessageBody;
 
@@ -543,6 +544,11 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         self.inner.stats()
+    }
+
+    /// Users, messages and bytes per partition (`msgd store stats`).
+    pub fn partition_totals(&self) -> Result<std::collections::BTreeMap<String, PartitionTotals>> {
+        self.inner.partition_totals()
     }
 
     /// EMAILIDs (RFC 8474) of messages, in the order of `uids`: assigned at

@@ -139,7 +139,10 @@ class Msgd:
         self.config_path = root / "msgd.toml"
         self.stderr_path = root / "msgd.stderr.log"
         self.stdout_path = root / "msgd.stdout.log"
-        self.ports = dict(zip(LISTENERS, free_ports(len(LISTENERS))))
+        ports = free_ports(len(LISTENERS) + 1)
+        self.ports = dict(zip(LISTENERS, ports))
+        # The admin listener (/metrics, /health), one per process.
+        self.admin_port = ports[-1]
         self.passwords: dict[str, str] = {}
         self.dns_nameserver = "127.0.0.1:9"
         self.proc: subprocess.Popen | None = None
@@ -165,6 +168,7 @@ class Msgd:
         # machine: by default they go to a loopback port where nothing
         # answers; tests with a DNS server of their own set dns_nameserver.
         lines += ["[dns]", f'nameservers = ["{self.dns_nameserver}"]', "timeout = 2", ""]
+        lines += ["[admin]", f'bind = ["127.0.0.1:{self.admin_port}"]', ""]
         return "\n".join(lines)
 
     def cli(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

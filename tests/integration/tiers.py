@@ -200,7 +200,10 @@ class Node:
         self.stderr_path = root / "msgd.stderr.log"
         wanted = tuple(listeners) if listeners is not None else ROLE_LISTENERS[role]
         self.listener_options = dict(listener_options or {})
-        self.ports = dict(zip(wanted, free_ports(len(wanted))))
+        ports = free_ports(len(wanted) + 1)
+        self.ports = dict(zip(wanted, ports))
+        # The admin listener (/metrics, /health), one per process.
+        self.admin_port = ports[-1]
         # unix sockets need a short path
         self.sock_dir = short_tmpdir(f"msgd-{name}-") if "lmtp" in wanted else None
         self.lmtp_socket = self.sock_dir / "lmtp.sock" if self.sock_dir else None
@@ -239,6 +242,7 @@ class Node:
         # other domains) go to a loopback port where nothing answers, so such
         # mail is deferred and waits in the queue.
         lines += ["[dns]", f'nameservers = ["127.0.0.1:{DEAD_DNS_PORT}"]', "timeout = 1", ""]
+        lines += ["[admin]", f'bind = ["127.0.0.1:{self.admin_port}"]', ""]
         text = "\n".join(lines) + "\n"
         if self.ldap is not None:
             text += self.ldap.toml(self.cache_ttl, *self.ldap_pools) + "\n"
