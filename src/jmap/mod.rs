@@ -205,6 +205,7 @@ pub fn routes() -> Router<Services> {
             get(blob::download),
         )
         .route("/jmap/eventsource", get(push::eventsource))
+        .merge(auth::session_routes())
 }
 
 async fn well_known() -> Response {

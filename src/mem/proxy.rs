@@ -375,6 +375,7 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
     }
     let token = state.tokens.issue(
         &s.user,
+        &s.id,
         Duration::from_secs(services.config.http.token_ttl.max(30)),
     );
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
@@ -422,7 +423,153 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
     if rparts.status.is_server_error() {
         info!(user = %s.user, store = %base, status = %rparts.status, "store error on a webmail call");
     }
+    if ended(rparts.status, &rparts.headers) {
+        // A logout on another mem ended this session: forget it here too
+        // and drop the browser's cookie.
+        state.sealer.revoke(&s, m.session_max);
+        rparts.headers.append(
+            header::SET_COOKIE,
+            session::clear_cookie(session::COOKIE, "/", tls),
+        );
+    }
     Response::from_parts(rparts, Body::new(rbody))
+}
+
+/// The store's answer says the session was ended by a logout.
+fn ended(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        && headers
+            .get(header::WWW_AUTHENTICATE)
+            .is_some_and(|v| v.as_bytes() == crate::jmap::auth::SESSION_ENDED.as_bytes())
+}
+
+/// What the user's store says of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreSession {
+    /// Not ended by a logout.
+    Live,
+    /// Ended by a logout (on any mem).
+    Ended,
+    /// The store did not answer in time.
+    Unknown,
+}
+
+/// Asks the session's store whether a logout ended `s` (all-in-one: this
+/// process's store). An ended session is remembered here too.
+pub async fn session_state(services: &Services, s: &session::Session) -> StoreSession {
+    let Ok(state) = super::state(services) else {
+        return StoreSession::Unknown;
+    };
+    if state.sealer.is_revoked(s) {
+        return StoreSession::Ended;
+    }
+    let answer = if let Some(store) = services.store.as_ref() {
+        match store.session_revoked(&s.id).await {
+            Ok(true) => StoreSession::Ended,
+            Ok(false) => StoreSession::Live,
+            Err(e) => {
+                warn!(error = %e, "cannot read the revoked sessions");
+                StoreSession::Unknown
+            }
+        }
+    } else {
+        match store_call(
+            services,
+            &state,
+            s,
+            axum::http::Method::GET,
+            "/msgd/session/check",
+        )
+        .await
+        {
+            Some((st, h)) if ended(st, &h) => StoreSession::Ended,
+            // The store is the authority: any other answer (204, or an
+            // older store without the route) is no logout.
+            Some(_) => StoreSession::Live,
+            None => StoreSession::Unknown,
+        }
+    };
+    if answer == StoreSession::Ended {
+        state.sealer.revoke(s, services.config.mem.session_max);
+    }
+    answer
+}
+
+/// Records at the session's store (all-in-one: this process's) that a
+/// logout ended `s`, so every mem refuses its cookie; false when the
+/// store could not record it.
+pub async fn end_session(services: &Services, s: &session::Session) -> bool {
+    let until = s.login.saturating_add(services.config.mem.session_max);
+    let until = i64::try_from(until).unwrap_or(i64::MAX);
+    if let Some(store) = services.store.as_ref() {
+        return match store.revoke_session(&s.id, until).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(user = %s.user, error = %e, "cannot record a webmail logout");
+                false
+            }
+        };
+    }
+    let Ok(state) = super::state(services) else {
+        return false;
+    };
+    let path = format!("/msgd/session/revoke?until={until}");
+    match store_call(services, &state, s, axum::http::Method::POST, &path).await {
+        Some((st, _)) if st == StatusCode::NO_CONTENT => true,
+        other => {
+            warn!(user = %s.user, answer = ?other.map(|(st, _)| st), "the store did not record a webmail logout: other mems accept the cookie until it expires");
+            false
+        }
+    }
+}
+
+/// One small request to the session's store with the session's bearer
+/// token, within the mem's deadlines: its status and headers.
+async fn store_call(
+    services: &Services,
+    state: &super::State,
+    s: &session::Session,
+    method: axum::http::Method,
+    path: &str,
+) -> Option<(StatusCode, HeaderMap)> {
+    if s.mail_host.is_empty() {
+        return None;
+    }
+    let base = store_base(&services.config, &s.mail_host);
+    let token = state.tokens.issue(
+        &s.user,
+        &s.id,
+        Duration::from_secs(services.config.http.token_ttl.max(30)),
+    );
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_LENGTH, "0")
+        .body(Body::empty())
+        .ok()?;
+    let m = &services.config.mem;
+    let deadline = Duration::from_secs(m.connect_timeout.max(1) + m.store_timeout.max(1));
+    match tokio::time::timeout(deadline, state.stores.client.request(req)).await {
+        Ok(Ok(r)) => {
+            let (parts, body) = r.into_parts();
+            // Read the (small) body so the pooled connection can be reused.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                axum::body::to_bytes(Body::new(body), 64 * 1024),
+            )
+            .await;
+            Some((parts.status, parts.headers))
+        }
+        Ok(Err(e)) => {
+            warn!(user = %s.user, store = %base, error = %e, "store unavailable for a session check");
+            None
+        }
+        Err(_) => {
+            warn!(user = %s.user, store = %base, "store did not answer a session check in time");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -451,6 +598,23 @@ mod tests {
             store_base(&c, "other.example.com"),
             "https://other.example.com:8443"
         );
+    }
+
+    #[test]
+    fn only_the_stores_session_ended_challenge_drops_the_cookie() {
+        let mut h = HeaderMap::new();
+        assert!(!ended(StatusCode::UNAUTHORIZED, &h));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(crate::jmap::auth::SESSION_ENDED),
+        );
+        assert!(ended(StatusCode::UNAUTHORIZED, &h));
+        assert!(!ended(StatusCode::FORBIDDEN, &h));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(crate::jmap::auth::REALM),
+        );
+        assert!(!ended(StatusCode::UNAUTHORIZED, &h));
     }
 
     #[test]

@@ -18,6 +18,8 @@ mod extra;
 pub(super) mod journal;
 #[path = "metadata.rs"]
 pub(super) mod metadata;
+#[path = "sessions.rs"]
+pub(super) mod sessions;
 #[path = "threads.rs"]
 pub(super) mod threads;
 #[path = "urlauth.rs"]
@@ -153,6 +155,7 @@ impl Inner {
             threads::create_tables(&txn)?;
             metadata::create_tables(&txn)?;
             urlauth::create_tables(&txn)?;
+            sessions::create_tables(&txn)?;
             duplicates::create_tables(&txn)?;
             journal::create_tables(&txn)?;
             journal::build_index(&txn)?;

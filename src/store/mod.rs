@@ -589,6 +589,22 @@ impl Store {
         self.inner.reset_urlauth_keys(user, mailbox).await
     }
 
+    /// Ends a webmail session everywhere: tokens naming `session_id` are
+    /// refused until `until` (unix seconds; see store/sessions.rs).
+    pub async fn revoke_session(&self, session_id: &str, until: i64) -> Result<()> {
+        self.inner.revoke_session(session_id, until).await
+    }
+
+    /// Was this webmail session ended by a logout?
+    pub async fn session_revoked(&self, session_id: &str) -> Result<bool> {
+        self.inner.session_revoked(session_id).await
+    }
+
+    /// Revoked webmail sessions kept.
+    pub async fn revoked_sessions(&self) -> Result<u64> {
+        self.inner.revoked_sessions().await
+    }
+
     #[cfg(test)]
     pub async fn forget_thread_ids(&self, mailbox: MailboxId) -> Result<()> {
         self.inner.forget_thread_ids(mailbox).await
