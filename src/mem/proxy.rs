@@ -358,6 +358,12 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
     if s.mail_host.is_empty() {
         return unavailable(html);
     }
+    // A body larger than the limits is refused here, before any of it is
+    // read or a store connection taken (the mem's `[http]` limits: set
+    // them as the stores').
+    if let Some(p) = too_large(&services.config.http, path, &parts.headers) {
+        return p;
+    }
     let base = store_base(&services.config, &s.mail_host);
     let Ok(uri) = format!("{base}{path}").parse::<Uri>() else {
         return problem(StatusCode::BAD_REQUEST, "about:blank", "Bad path");
@@ -401,6 +407,14 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
     let deadline = Duration::from_secs(m.connect_timeout.max(1) + m.store_timeout.max(1));
     let resp = match tokio::time::timeout(deadline, state.stores.client.request(out)).await {
         Ok(Ok(r)) => r,
+        Ok(Err(e)) if crate::http::deadline::is_body_timeout(&e) => {
+            info!(user = %s.user, "webmail request body did not arrive in time");
+            return problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "about:blank",
+                "the request body did not arrive in time",
+            );
+        }
         Ok(Err(e)) => {
             warn!(user = %s.user, store = %base, error = %e, connect = e.is_connect(), "store unavailable for a webmail call");
             return unavailable(html);
@@ -433,6 +447,45 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
         );
     }
     Response::from_parts(rparts, Body::new(rbody))
+}
+
+/// 413 for a request whose Content-Length exceeds what the store would
+/// take: `maxSizeUpload` for uploads, `maxSizeRequest` for anything else.
+fn too_large(
+    http: &crate::config::HttpConfig,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let claimed = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    let (max, limit) = if path.starts_with("/jmap/upload/") {
+        (http.max_size_upload, "maxSizeUpload")
+    } else {
+        (http.max_size_request, "maxSizeRequest")
+    };
+    if claimed <= max {
+        return None;
+    }
+    let body = serde_json::json!({
+        "type": "urn:ietf:params:jmap:error:limit",
+        "limit": limit,
+        "status": 413,
+        "detail": format!("the body is larger than {max} bytes"),
+    });
+    Some(
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [
+                (header::CONTENT_TYPE, "application/problem+json"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::CONNECTION, "close"),
+            ],
+            body.to_string(),
+        )
+            .into_response(),
+    )
 }
 
 /// The store's answer says the session was ended by a logout.
@@ -598,6 +651,23 @@ mod tests {
             store_base(&c, "other.example.com"),
             "https://other.example.com:8443"
         );
+    }
+
+    #[test]
+    fn bodies_over_the_jmap_limits_are_refused_before_reading() {
+        let http = crate::config::HttpConfig {
+            max_size_upload: 1000,
+            max_size_request: 100,
+            ..Default::default()
+        };
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("500"));
+        assert!(too_large(&http, "/jmap/upload/a", &h).is_none());
+        let r = too_large(&http, "/jmap/api", &h).unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1001"));
+        assert!(too_large(&http, "/jmap/upload/a", &h).is_some());
+        assert!(too_large(&http, "/jmap/api", &HeaderMap::new()).is_none());
     }
 
     #[test]
