@@ -850,11 +850,23 @@ function listen() {
 
 // ---------------------------------------------------------------- wiring
 
+// Runs fn now (its synchronous part, such as ev.preventDefault(), inside
+// the event's dispatch: Firefox applies a form's default action before
+// later microtasks run when the event was not dispatched by the user) and
+// reports its errors.
 function guard(fn) {
-  return (...args) => Promise.resolve().then(() => fn(...args)).catch((e) => {
+  const report = (e) => {
     status(e.message || String(e), true);
     console.error(e);
-  });
+  };
+  return (...args) => {
+    try {
+      return Promise.resolve(fn(...args)).catch(report);
+    } catch (e) {
+      report(e);
+      return Promise.resolve();
+    }
+  };
 }
 
 function isTyping(t) {

@@ -21,7 +21,7 @@ from test_webmail_browser import imap_find, message
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.firefox.service import Service
@@ -93,16 +93,34 @@ def wait(d, cond, what: str):
 
 
 def text_is(selector: str, text: str):
-    return lambda d: any(e.text == text for e in d.find_elements(By.CSS_SELECTOR, selector))
+    def check(d):
+        try:
+            return any(e.text == text for e in d.find_elements(By.CSS_SELECTOR, selector))
+        except StaleElementReferenceException:  # re-rendered meanwhile
+            return False
+    return check
 
 
 def row_with(subject: str):
     def find(d):
-        for e in d.find_elements(By.CSS_SELECTOR, "#message-list li"):
-            if subject in e.text and e.is_displayed():
-                return e
+        try:
+            for e in d.find_elements(By.CSS_SELECTOR, "#message-list li"):
+                if subject in e.text and e.is_displayed():
+                    return e
+        except StaleElementReferenceException:  # the list was re-rendered
+            pass
         return False
     return find
+
+
+def only_rows_with(subject: str):
+    def check(d):
+        try:
+            rows = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#message-list li")]
+        except StaleElementReferenceException:
+            return False
+        return bool(rows) and all(subject in r for r in rows)
+    return check
 
 
 def no_page_errors(d) -> list:
@@ -129,6 +147,7 @@ def test_main_flow_in_firefox(server, driver):
     d.save_screenshot(str(ARTIFACTS / "01-inbox.png"))
 
     # read
+    wait(d, row_with(subject), "the delivered message in the list")
     wait(d, row_with(subject), "the delivered message in the list").click()
     wait(d, text_is("#subject", subject), "the reading pane")
     wait(d, lambda d: "Read in Firefox." in d.find_element(By.CSS_SELECTOR, "#thread .email.open .body").text,
@@ -154,9 +173,7 @@ def test_main_flow_in_firefox(server, driver):
     box.clear()
     box.send_keys(subject)
     box.send_keys(Keys.ENTER)
-    wait(d, row_with(subject), "the search result")
-    rows = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#message-list li")]
-    assert all(subject in r for r in rows), rows
+    wait(d, only_rows_with(subject), "the search result alone in the list")
     d.save_screenshot(str(ARTIFACTS / "04-search.png"))
     assert no_page_errors(d) == []
 
