@@ -20,6 +20,8 @@ pub(super) mod journal;
 pub(super) mod metadata;
 #[path = "sessions.rs"]
 pub(super) mod sessions;
+#[path = "sortorder.rs"]
+pub(super) mod sortorder;
 #[path = "threads.rs"]
 pub(super) mod threads;
 #[path = "urlauth.rs"]
@@ -156,6 +158,7 @@ impl Inner {
             metadata::create_tables(&txn)?;
             urlauth::create_tables(&txn)?;
             sessions::create_tables(&txn)?;
+            sortorder::create_tables(&txn)?;
             duplicates::create_tables(&txn)?;
             journal::create_tables(&txn)?;
             journal::build_index(&txn)?;
