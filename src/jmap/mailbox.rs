@@ -230,8 +230,8 @@ pub async fn changes(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, M
     Ok(Value::Object(out))
 }
 
-pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
-    let state = ctx.store().jmap_state(&ctx.user, JmapKind::Mailbox).await?;
+/// The ids a Mailbox/query's filter and sort give, in order.
+async fn results(ctx: &Ctx, args: &Map<String, Value>) -> Result<Vec<u64>, MethodError> {
     let all = mailboxes(ctx).await?;
     let by_name: HashMap<&str, u64> = all.iter().map(|m| (m.name.as_str(), m.id)).collect();
     let filter = match args.get("filter") {
@@ -305,7 +305,81 @@ pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Met
             std::cmp::Ordering::Equal
         });
     }
-    let ids: Vec<String> = rows.iter().map(|m| mailbox_id(m.id)).collect();
+    Ok(rows.iter().map(|m| m.id).collect())
+}
+
+/// Mailbox/queryChanges (RFC 8620 5.6): every mailbox the journal shows
+/// changed since the old state is reported removed, and added again at
+/// its index if it is in the results now; the others keep their relative
+/// order (the filters and sorts depend only on a mailbox's own
+/// properties), so the client's splice gives the new results.
+pub async fn query_changes(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
+    let since = args
+        .get("sinceQueryState")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MethodError::invalid("sinceQueryState is required"))?;
+    let max_changes = match args.get("maxChanges") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Some(n as usize),
+            _ => return Err(MethodError::invalid("maxChanges must be positive")),
+        },
+    };
+    let since = super::methods::parse_state(since).ok_or(MethodError::CannotCalculateChanges)?;
+    let c = match ctx
+        .store()
+        .jmap_changes(&ctx.user, JmapKind::Mailbox, since, 100_000)
+        .await
+    {
+        Ok(c) if !c.has_more => c,
+        Ok(_) | Err(crate::store::ChangesError::CannotCalculate) => {
+            return Err(MethodError::CannotCalculateChanges)
+        }
+        Err(crate::store::ChangesError::Store(e)) => return Err(e.into()),
+    };
+    let ids = results(ctx, &args).await?;
+    let changed: std::collections::HashSet<u64> = c
+        .created
+        .iter()
+        .chain(&c.updated)
+        .chain(&c.destroyed)
+        .copied()
+        .collect();
+    let removed: Vec<Value> = c
+        .updated
+        .iter()
+        .chain(&c.destroyed)
+        .map(|&i| json!(mailbox_id(i)))
+        .collect();
+    let added: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| changed.contains(id))
+        .map(|(i, &id)| json!({"id": mailbox_id(id), "index": i}))
+        .collect();
+    if max_changes.is_some_and(|m| removed.len() + added.len() > m) {
+        return Err(MethodError::TooManyChanges);
+    }
+    let mut out = json!({
+        "accountId": ctx.account_id,
+        "oldQueryState": state_string(c.old_state),
+        "newQueryState": state_string(c.new_state),
+        "removed": removed,
+        "added": added,
+    });
+    if args.get("calculateTotal").and_then(Value::as_bool) == Some(true) {
+        out["total"] = json!(ids.len());
+    }
+    Ok(out)
+}
+
+pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
+    let state = ctx.store().jmap_state(&ctx.user, JmapKind::Mailbox).await?;
+    let ids: Vec<String> = results(ctx, &args)
+        .await?
+        .into_iter()
+        .map(mailbox_id)
+        .collect();
     let total = ids.len();
     let mut position = args.get("position").and_then(Value::as_i64).unwrap_or(0);
     if let Some(anchor) = args.get("anchor").and_then(Value::as_str) {
@@ -332,7 +406,7 @@ pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Met
     let mut out = json!({
         "accountId": ctx.account_id,
         "queryState": state_string(state),
-        "canCalculateChanges": false,
+        "canCalculateChanges": true,
         "position": position.min(total as i64),
         "ids": page,
     });
@@ -765,6 +839,76 @@ mod tests {
         )
         .unwrap();
         crate::jmap::run(s.clone(), "u@localhost".into(), req).await
+    }
+
+    #[tokio::test]
+    async fn rfc8620_5_6_mailbox_query_changes_splice_to_the_new_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::services::test_services(dir.path(), |_| {});
+        s.store().ensure_user("u@localhost", None).await.unwrap();
+        let q = json!({"sort": [{"property": "name"}]});
+        let r = call(&s, json!([["Mailbox/query", q.clone(), "0"]])).await;
+        let before = &r["methodResponses"][0][1];
+        assert_eq!(before["canCalculateChanges"], true);
+        let old_ids: Vec<Value> = before["ids"].as_array().unwrap().clone();
+        let state = before["queryState"].as_str().unwrap().to_string();
+        let junk = r["methodResponses"][0][1]["ids"][2]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = call(
+            &s,
+            json!([["Mailbox/set", {
+                "create": {"a": {"name": "Aardvark"}},
+                "update": {junk.clone(): {"name": "Zebra"}},
+            }, "1"]]),
+        )
+        .await;
+        let created = r["methodResponses"][0][1]["created"]["a"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut args = q.as_object().unwrap().clone();
+        args.insert("sinceQueryState".into(), json!(state));
+        let r = call(
+            &s,
+            json!([
+                ["Mailbox/queryChanges", Value::Object(args), "2"],
+                ["Mailbox/query", q, "3"],
+            ]),
+        )
+        .await;
+        let ch = &r["methodResponses"][0][1];
+        let now: Vec<Value> = r["methodResponses"][1][1]["ids"]
+            .as_array()
+            .unwrap()
+            .clone();
+        // the client's splice: drop removed, insert added at their index
+        let removed: Vec<Value> = ch["removed"].as_array().unwrap().clone();
+        let mut spliced: Vec<Value> = old_ids
+            .into_iter()
+            .filter(|i| !removed.contains(i))
+            .collect();
+        let mut added: Vec<(usize, Value)> = ch["added"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["index"].as_u64().unwrap() as usize, a["id"].clone()))
+            .collect();
+        added.sort_by_key(|a| a.0);
+        for (i, id) in added {
+            spliced.insert(i, id);
+        }
+        assert_eq!(spliced, now, "{ch}");
+        assert_eq!(now.first(), Some(&json!(created)));
+        assert_eq!(now.last(), Some(&json!(junk)));
+        // an unknown state cannot be calculated
+        let r = call(
+            &s,
+            json!([["Mailbox/queryChanges", {"sinceQueryState": "bogus"}, "4"]]),
+        )
+        .await;
+        assert_eq!(r["methodResponses"][0][1]["type"], "cannotCalculateChanges");
     }
 
     #[tokio::test]
