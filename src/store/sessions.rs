@@ -1,8 +1,8 @@
 //! Webmail sessions ended by a logout, so that a copy of the session
 //! cookie replayed on any mem is refused: each mem puts the session id in
-//! the bearer tokens it issues (`crate::http::token`), a logout tells the
+//! the bearer tokens it issues (the http token module), a logout tells the
 //! user's store to revoke that id, and the store refuses tokens naming a
-//! revoked id (`crate::jmap::auth`).
+//! revoked id (JMAP authentication).
 //!
 //! Invariants:
 //! - Durable before acknowledged: `revoke_session` returns once the row is
