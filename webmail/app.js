@@ -604,6 +604,9 @@ async function saveDraft() {
 }
 
 async function send() {
+  // Identities load in the background after the first list: a send that
+  // comes first waits for them.
+  if (!S.identity) await loadIdentity();
   if (!S.identity) throw new JmapError("No identity to send as.");
   const email = draftEmail();
   if (!email.to.length && !email.cc && !email.bcc) throw new JmapError("Add a recipient.");
