@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix,
-# dnsmasq, haproxy, isync (mbsync), fetchmail, systemd (systemd-analyze) and chromium (apt), pytest and
-# playwright (pip).
+# dnsmasq, haproxy, isync (mbsync), fetchmail, systemd (systemd-analyze), chromium and firefox-esr (apt),
+# pytest, playwright and selenium (pip), geckodriver (cargo install).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -52,6 +52,9 @@ command -v systemd-analyze >/dev/null 2>&1 || missing_apt+=(systemd)
 # test_webmail_browser.py drives Debian's Chromium with Playwright (PyPI);
 # Playwright's own browser download is never used.
 [ -x /usr/bin/chromium ] || missing_apt+=(chromium)
+# test_webmail_firefox.py drives Debian's firefox-esr with Selenium (PyPI)
+# through geckodriver, built from crates.io below.
+[ -x /usr/bin/firefox-esr ] || missing_apt+=(firefox-esr)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
@@ -70,6 +73,16 @@ fi
 if ! "$PYTHON" -c 'import playwright.sync_api' >/dev/null 2>&1; then
     echo "install-test-deps: installing playwright with $PYTHON -m pip (no browser download)" >&2
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check playwright
+fi
+if ! "$PYTHON" -c 'import selenium.webdriver' >/dev/null 2>&1; then
+    echo "install-test-deps: installing selenium with $PYTHON -m pip" >&2
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check selenium
+fi
+# geckodriver from crates.io (no prebuilt download; about 30 minutes of
+# build on a busy 2-core machine, once: it stays in ~/.cargo/bin).
+if ! command -v geckodriver >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" ]; then
+    echo "install-test-deps: building geckodriver with cargo install (takes a while)" >&2
+    cargo install geckodriver --locked --quiet
 fi
 # jmapc: a JMAP client the project did not write (test_jmap_submission.py).
 if ! "$PYTHON" -c 'import jmapc' >/dev/null 2>&1; then

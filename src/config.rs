@@ -1007,7 +1007,8 @@ pub struct HttpConfig {
     /// Clients bearer tokens are accepted from (the mems); empty: loopback
     /// only.
     pub token_networks: Vec<Network>,
-    /// Seconds a request (headers and body) may take to arrive.
+    /// Seconds a request's headers may take to arrive; the body gets this
+    /// plus `1 / limits.min_data_rate` s per byte (`crate::http::deadline`).
     pub request_timeout: u64,
     /// Seconds an idle keep-alive connection is kept.
     pub idle_timeout: u64,

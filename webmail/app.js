@@ -604,6 +604,9 @@ async function saveDraft() {
 }
 
 async function send() {
+  // Identities load in the background after the first list: a send that
+  // comes first waits for them.
+  if (!S.identity) await loadIdentity();
   if (!S.identity) throw new JmapError("No identity to send as.");
   const email = draftEmail();
   if (!email.to.length && !email.cc && !email.bcc) throw new JmapError("Add a recipient.");
@@ -850,11 +853,23 @@ function listen() {
 
 // ---------------------------------------------------------------- wiring
 
+// Runs fn now (its synchronous part, such as ev.preventDefault(), inside
+// the event's dispatch: Firefox applies a form's default action before
+// later microtasks run when the event was not dispatched by the user) and
+// reports its errors.
 function guard(fn) {
-  return (...args) => Promise.resolve().then(() => fn(...args)).catch((e) => {
+  const report = (e) => {
     status(e.message || String(e), true);
     console.error(e);
-  });
+  };
+  return (...args) => {
+    try {
+      return Promise.resolve(fn(...args)).catch(report);
+    } catch (e) {
+      report(e);
+      return Promise.resolve();
+    }
+  };
 }
 
 function isTyping(t) {

@@ -15,6 +15,7 @@
 //! - mem (and all-in-one): `crate::mem::routes()` — the webmail page, login
 //!   and the forwarding of a logged-in user's JMAP calls to their store.
 
+pub mod deadline;
 pub mod keys;
 pub mod token;
 
@@ -82,14 +83,20 @@ pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
     let app = services.web.app.get_or_init(|| app(&services)).clone();
     let cfg = &services.config.http;
     let peer = info.clone();
+    // Headers: hyper's header_read_timeout; bodies: DeadlineBody.
+    let body_base = Duration::from_secs(cfg.request_timeout.max(1));
+    let body_rate = services.config.limits.min_data_rate;
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer.clone());
         let app = app.clone();
         let protocol = peer.protocol.name();
         async move {
             let _metrics = crate::metrics::latency(protocol);
+            let req = req.map(|b| {
+                axum::body::Body::new(deadline::DeadlineBody::new(b, body_base, body_rate))
+            });
             let resp = app
-                .oneshot(req.map(axum::body::Body::new))
+                .oneshot(req)
                 .await
                 .unwrap_or_else(|e: Infallible| match e {});
             crate::metrics::http_response(protocol, resp.status().as_u16());

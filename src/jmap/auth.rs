@@ -8,6 +8,15 @@
 //!    login sequence (`crate::login`, its failure limits included), only
 //!    over TLS or from loopback.
 //!
+//! A bearer token or cookie naming a webmail session that a logout ended
+//! (on any mem: the store keeps the ended ids, `Store::revoke_session`)
+//! is refused with 401 and `WWW-Authenticate: Bearer error="invalid_token",
+//! error_description="session ended"` ([`SESSION_ENDED`]), which tells the
+//! mem to drop the cookie. The mems reach the store's record through two
+//! routes of their own, bearer-authenticated like the API
+//! (`session_routes`): `POST /msgd/session/revoke?until=<unix seconds>`
+//! (logout) and `GET /msgd/session/check` (204 live, 401 ended).
+//!
 //! Whatever the scheme, the user must be an active account whose mailHost
 //! is this store (as for IMAP logins). Refusals are problem details: 401
 //! with `WWW-Authenticate: Basic realm="msgd"` when credentials are
@@ -25,6 +34,35 @@ use crate::net::ConnInfo;
 use crate::services::Services;
 
 pub const REALM: &str = "Basic realm=\"msgd\", charset=\"UTF-8\"";
+/// The challenge of a 401 for a session a logout ended (the mem looks for
+/// it to drop the cookie).
+pub const SESSION_ENDED: &str =
+    "Bearer realm=\"msgd\", error=\"invalid_token\", error_description=\"session ended\"";
+
+fn session_ended() -> Problem {
+    let mut p = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        AUTH_TYPE,
+        "the session has ended; log in again",
+    );
+    p.www_authenticate = Some(SESSION_ENDED.to_string());
+    p
+}
+
+/// Refuses a webmail session a logout ended (on any mem).
+async fn check_session(services: &Services, session: Option<&str>) -> Result<(), Problem> {
+    let (Some(id), Some(store)) = (session, services.store.as_ref()) else {
+        return Ok(());
+    };
+    match store.session_revoked(id).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(session_ended()),
+        Err(e) => {
+            warn!(error = %e, "jmap: cannot read the revoked sessions");
+            Err(unavailable("the store is not available"))
+        }
+    }
+}
 const AUTH_TYPE: &str = "about:blank";
 
 fn unauthorized(detail: &str) -> Problem {
@@ -121,8 +159,11 @@ pub async fn authenticate(
 ) -> Result<String, Problem> {
     let cfg = &services.config.http;
     if services.web.mem {
-        match crate::mem::session::user_from_cookie(services, headers, method) {
-            Ok(Some(user)) => return local_user(services, &user).await,
+        match crate::mem::session::from_headers(services, headers, method) {
+            Ok(Some(s)) => {
+                check_session(services, Some(&s.id)).await?;
+                return local_user(services, &s.user).await;
+            }
             Ok(None) => {}
             Err(crate::mem::session::Refusal::NoSession) => {
                 return Err(unauthorized("the session has ended; log in again"))
@@ -139,7 +180,10 @@ pub async fn authenticate(
                 return Err(unavailable("bearer tokens are not available"));
             };
             match key.verify(&token) {
-                Some(user) => local_user(services, &user).await,
+                Some(v) => {
+                    check_session(services, v.session.as_deref()).await?;
+                    local_user(services, &v.user).await
+                }
                 None => {
                     info!(from = %info.connected_ip(), "jmap: invalid or expired bearer token");
                     Err(unauthorized("invalid or expired token"))
@@ -147,6 +191,86 @@ pub async fn authenticate(
             }
         }
         Presented::Basic { login, password } => basic(services, info, &login, &password).await,
+    }
+}
+
+/// The routes a mem uses to end a session everywhere and to ask whether
+/// one was ended (see the module doc).
+pub fn session_routes() -> axum::Router<Services> {
+    axum::Router::new()
+        .route("/msgd/session/revoke", axum::routing::post(revoke))
+        .route("/msgd/session/check", axum::routing::get(check))
+}
+
+/// The webmail session of a mem's bearer token (not checked against the
+/// revoked ones).
+fn bearer_session(
+    services: &Services,
+    info: &ConnInfo,
+    headers: &HeaderMap,
+) -> Result<crate::http::token::Verified, Problem> {
+    let Presented::Bearer(token) = presented(headers, info, &services.config.http.token_networks)?
+    else {
+        return Err(unauthorized("a mem's bearer token is required"));
+    };
+    let Some(key) = services.web.jmap.token_key(&services.config) else {
+        return Err(unavailable("bearer tokens are not available"));
+    };
+    match key.verify(&token) {
+        Some(v) if v.session.is_some() => Ok(v),
+        _ => Err(unauthorized("invalid or expired token")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RevokeQuery {
+    until: i64,
+}
+
+/// `POST /msgd/session/revoke?until=<unix seconds>`: ends the token's
+/// session on every mem; answered once durable.
+async fn revoke(
+    axum::extract::State(services): axum::extract::State<Services>,
+    axum::Extension(info): axum::Extension<ConnInfo>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<RevokeQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let v = match bearer_session(&services, &info, &headers) {
+        Ok(v) => v,
+        Err(p) => return p.into_response(),
+    };
+    let Some(store) = services.store.as_ref() else {
+        return unavailable("no store here").into_response();
+    };
+    let id = v.session.as_deref().unwrap_or_default();
+    match store.revoke_session(id, q.until).await {
+        Ok(()) => {
+            info!(user = %v.user, "webmail session ended by logout");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot record a webmail logout");
+            unavailable("the store is not available").into_response()
+        }
+    }
+}
+
+/// `GET /msgd/session/check`: 204 while the token's session is live, 401
+/// ([`SESSION_ENDED`]) once a logout ended it.
+async fn check(
+    axum::extract::State(services): axum::extract::State<Services>,
+    axum::Extension(info): axum::Extension<ConnInfo>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let v = match bearer_session(&services, &info, &headers) {
+        Ok(v) => v,
+        Err(p) => return p.into_response(),
+    };
+    match check_session(&services, v.session.as_deref()).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(p) => p.into_response(),
     }
 }
 

@@ -228,13 +228,22 @@ pub async fn upload(
                     .into_response())
                 }
                 Ok(None) => return Ok(()),
-                Ok(Some(Err(_))) => {
+                Ok(Some(Err(e))) => {
+                    let timeout = crate::http::deadline::is_body_timeout(&e);
                     return Err(Problem::new(
-                        StatusCode::BAD_REQUEST,
+                        if timeout {
+                            StatusCode::REQUEST_TIMEOUT
+                        } else {
+                            StatusCode::BAD_REQUEST
+                        },
                         "about:blank",
-                        "upload interrupted",
+                        if timeout {
+                            "the upload did not arrive in time"
+                        } else {
+                            "upload interrupted"
+                        },
                     )
-                    .into_response())
+                    .into_response());
                 }
                 Ok(Some(Ok(f))) => f,
             };

@@ -114,6 +114,40 @@ fn rights(m: &MailboxInfo) -> Value {
     })
 }
 
+/// The default sortOrder (RFC 8621 2: lower first; the inbox first).
+fn default_sort_order(m: &MailboxInfo) -> u32 {
+    if m.name == "INBOX" {
+        1
+    } else {
+        10
+    }
+}
+
+/// The sortOrder of each mailbox: the one set, or the default.
+async fn sort_orders(ctx: &Ctx, all: &[&MailboxInfo]) -> Result<HashMap<u64, u32>, MethodError> {
+    let set = ctx
+        .store()
+        .sort_orders(all.iter().map(|m| m.id).collect())
+        .await?;
+    Ok(all
+        .iter()
+        .map(|m| {
+            (
+                m.id,
+                set.get(&m.id).copied().unwrap_or(default_sort_order(m)),
+            )
+        })
+        .collect())
+}
+
+/// A sortOrder value from a client: an UnsignedInt that fits in 32 bits
+/// (`Err` for anything else).
+fn sort_order_value(v: &Value) -> Result<u32, Value> {
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| set_error("invalidProperties", "sortOrder").with_props(&["sortOrder"]))
+}
+
 async fn to_json(
     ctx: &Ctx,
     m: &MailboxInfo,
@@ -129,9 +163,10 @@ async fn to_json(
         .unwrap_or(Value::Null);
     o.insert("parentId".into(), parent);
     o.insert("role".into(), json!(role(m)));
+    let order = sort_orders(ctx, &[m]).await?;
     o.insert(
         "sortOrder".into(),
-        json!(if m.name == "INBOX" { 1 } else { 10 }),
+        json!(order.get(&m.id).copied().unwrap_or(default_sort_order(m))),
     );
     o.insert("totalEmails".into(), json!(m.exists));
     o.insert("unreadEmails".into(), json!(m.unseen));
@@ -195,8 +230,8 @@ pub async fn changes(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, M
     Ok(Value::Object(out))
 }
 
-pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
-    let state = ctx.store().jmap_state(&ctx.user, JmapKind::Mailbox).await?;
+/// The ids a Mailbox/query's filter and sort give, in order.
+async fn results(ctx: &Ctx, args: &Map<String, Value>) -> Result<Vec<u64>, MethodError> {
     let all = mailboxes(ctx).await?;
     let by_name: HashMap<&str, u64> = all.iter().map(|m| (m.name.as_str(), m.id)).collect();
     let filter = match args.get("filter") {
@@ -238,6 +273,7 @@ pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Met
         })
         .collect();
     if let Some(sort) = args.get("sort").and_then(Value::as_array) {
+        let orders = sort_orders(ctx, &rows).await?;
         let mut keys = Vec::new();
         for s in sort {
             let prop = s.get("property").and_then(Value::as_str).unwrap_or("");
@@ -259,7 +295,7 @@ pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Met
                         .to_lowercase()
                         .cmp(&leaf(&b.name).to_lowercase())
                 } else {
-                    (a.name != "INBOX").cmp(&(b.name != "INBOX"))
+                    orders.get(&a.id).cmp(&orders.get(&b.id))
                 };
                 let o = if *asc { o } else { o.reverse() };
                 if o != std::cmp::Ordering::Equal {
@@ -269,7 +305,81 @@ pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Met
             std::cmp::Ordering::Equal
         });
     }
-    let ids: Vec<String> = rows.iter().map(|m| mailbox_id(m.id)).collect();
+    Ok(rows.iter().map(|m| m.id).collect())
+}
+
+/// Mailbox/queryChanges (RFC 8620 5.6): every mailbox the journal shows
+/// changed since the old state is reported removed, and added again at
+/// its index if it is in the results now; the others keep their relative
+/// order (the filters and sorts depend only on a mailbox's own
+/// properties), so the client's splice gives the new results.
+pub async fn query_changes(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
+    let since = args
+        .get("sinceQueryState")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MethodError::invalid("sinceQueryState is required"))?;
+    let max_changes = match args.get("maxChanges") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Some(n as usize),
+            _ => return Err(MethodError::invalid("maxChanges must be positive")),
+        },
+    };
+    let since = super::methods::parse_state(since).ok_or(MethodError::CannotCalculateChanges)?;
+    let c = match ctx
+        .store()
+        .jmap_changes(&ctx.user, JmapKind::Mailbox, since, 100_000)
+        .await
+    {
+        Ok(c) if !c.has_more => c,
+        Ok(_) | Err(crate::store::ChangesError::CannotCalculate) => {
+            return Err(MethodError::CannotCalculateChanges)
+        }
+        Err(crate::store::ChangesError::Store(e)) => return Err(e.into()),
+    };
+    let ids = results(ctx, &args).await?;
+    let changed: std::collections::HashSet<u64> = c
+        .created
+        .iter()
+        .chain(&c.updated)
+        .chain(&c.destroyed)
+        .copied()
+        .collect();
+    let removed: Vec<Value> = c
+        .updated
+        .iter()
+        .chain(&c.destroyed)
+        .map(|&i| json!(mailbox_id(i)))
+        .collect();
+    let added: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| changed.contains(id))
+        .map(|(i, &id)| json!({"id": mailbox_id(id), "index": i}))
+        .collect();
+    if max_changes.is_some_and(|m| removed.len() + added.len() > m) {
+        return Err(MethodError::TooManyChanges);
+    }
+    let mut out = json!({
+        "accountId": ctx.account_id,
+        "oldQueryState": state_string(c.old_state),
+        "newQueryState": state_string(c.new_state),
+        "removed": removed,
+        "added": added,
+    });
+    if args.get("calculateTotal").and_then(Value::as_bool) == Some(true) {
+        out["total"] = json!(ids.len());
+    }
+    Ok(out)
+}
+
+pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
+    let state = ctx.store().jmap_state(&ctx.user, JmapKind::Mailbox).await?;
+    let ids: Vec<String> = results(ctx, &args)
+        .await?
+        .into_iter()
+        .map(mailbox_id)
+        .collect();
     let total = ids.len();
     let mut position = args.get("position").and_then(Value::as_i64).unwrap_or(0);
     if let Some(anchor) = args.get("anchor").and_then(Value::as_str) {
@@ -296,7 +406,7 @@ pub async fn query(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Met
     let mut out = json!({
         "accountId": ctx.account_id,
         "queryState": state_string(state),
-        "canCalculateChanges": false,
+        "canCalculateChanges": true,
         "position": position.min(total as i64),
         "ids": page,
     });
@@ -611,12 +721,22 @@ async fn create_one(
             ))
         }
     };
+    let order = match o.get("sortOrder") {
+        None | Some(Value::Null) => None,
+        Some(v) => match sort_order_value(v) {
+            Ok(n) => Some(n),
+            Err(e) => return Ok(Err(e)),
+        },
+    };
     let m = match ctx.store().create_mailbox(&ctx.user, &full, special).await {
         Ok(m) => m,
         Err(e) => return Ok(Err(store_set_error(e)?)),
     };
     if o.get("isSubscribed").and_then(Value::as_bool) == Some(true) {
         ctx.store().subscribe(&ctx.user, &full, true).await?;
+    }
+    if let Some(n) = order {
+        ctx.store().set_sort_order(&ctx.user, m.id, Some(n)).await?;
     }
     Ok(Ok(m))
 }
@@ -639,6 +759,13 @@ async fn update_one(
         )
         .with_props(&refs)));
     }
+    let order = match o.get("sortOrder") {
+        None => None,
+        Some(v) => match sort_order_value(v) {
+            Ok(n) => Some(n),
+            Err(e) => return Ok(Err(e)),
+        },
+    };
     if let Some(r) = o.get("role") {
         if r.as_str() != role(m) && !(r.is_null() && role(m).is_none()) {
             return Ok(Err(set_error(
@@ -680,6 +807,9 @@ async fn update_one(
         if let Some(sub) = o.get("isSubscribed").and_then(Value::as_bool) {
             ctx.store().subscribe(&ctx.user, &full, sub).await?;
         }
+        if let Some(n) = order {
+            ctx.store().set_sort_order(&ctx.user, m.id, Some(n)).await?;
+        }
         return Ok(Ok(()));
     }
     if let Some(sub) = o.get("isSubscribed") {
@@ -689,6 +819,9 @@ async fn update_one(
             ));
         };
         ctx.store().subscribe(&ctx.user, &m.name, sub).await?;
+    }
+    if let Some(n) = order {
+        ctx.store().set_sort_order(&ctx.user, m.id, Some(n)).await?;
     }
     Ok(Ok(()))
 }
@@ -706,6 +839,138 @@ mod tests {
         )
         .unwrap();
         crate::jmap::run(s.clone(), "u@localhost".into(), req).await
+    }
+
+    #[tokio::test]
+    async fn rfc8620_5_6_mailbox_query_changes_splice_to_the_new_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::services::test_services(dir.path(), |_| {});
+        s.store().ensure_user("u@localhost", None).await.unwrap();
+        let q = json!({"sort": [{"property": "name"}]});
+        let r = call(&s, json!([["Mailbox/query", q.clone(), "0"]])).await;
+        let before = &r["methodResponses"][0][1];
+        assert_eq!(before["canCalculateChanges"], true);
+        let old_ids: Vec<Value> = before["ids"].as_array().unwrap().clone();
+        let state = before["queryState"].as_str().unwrap().to_string();
+        let junk = r["methodResponses"][0][1]["ids"][2]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = call(
+            &s,
+            json!([["Mailbox/set", {
+                "create": {"a": {"name": "Aardvark"}},
+                "update": {junk.clone(): {"name": "Zebra"}},
+            }, "1"]]),
+        )
+        .await;
+        let created = r["methodResponses"][0][1]["created"]["a"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut args = q.as_object().unwrap().clone();
+        args.insert("sinceQueryState".into(), json!(state));
+        let r = call(
+            &s,
+            json!([
+                ["Mailbox/queryChanges", Value::Object(args), "2"],
+                ["Mailbox/query", q, "3"],
+            ]),
+        )
+        .await;
+        let ch = &r["methodResponses"][0][1];
+        let now: Vec<Value> = r["methodResponses"][1][1]["ids"]
+            .as_array()
+            .unwrap()
+            .clone();
+        // the client's splice: drop removed, insert added at their index
+        let removed: Vec<Value> = ch["removed"].as_array().unwrap().clone();
+        let mut spliced: Vec<Value> = old_ids
+            .into_iter()
+            .filter(|i| !removed.contains(i))
+            .collect();
+        let mut added: Vec<(usize, Value)> = ch["added"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["index"].as_u64().unwrap() as usize, a["id"].clone()))
+            .collect();
+        added.sort_by_key(|a| a.0);
+        for (i, id) in added {
+            spliced.insert(i, id);
+        }
+        assert_eq!(spliced, now, "{ch}");
+        assert_eq!(now.first(), Some(&json!(created)));
+        assert_eq!(now.last(), Some(&json!(junk)));
+        // an unknown state cannot be calculated
+        let r = call(
+            &s,
+            json!([["Mailbox/queryChanges", {"sinceQueryState": "bogus"}, "4"]]),
+        )
+        .await;
+        assert_eq!(r["methodResponses"][0][1]["type"], "cannotCalculateChanges");
+    }
+
+    #[tokio::test]
+    async fn rfc8621_2_sort_order_is_stored_and_reported_as_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::services::test_services(dir.path(), |_| {});
+        s.store().ensure_user("u@localhost", None).await.unwrap();
+        let r = call(&s, json!([["Mailbox/get", {"ids": null}, "0"]])).await;
+        let got = &r["methodResponses"][0][1];
+        let state0 = got["state"].as_str().unwrap().to_string();
+        let list = got["list"].as_array().unwrap();
+        let inbox = list.iter().find(|m| m["role"] == "inbox").unwrap();
+        assert_eq!(inbox["sortOrder"], 1);
+        let trash = list.iter().find(|m| m["role"] == "trash").unwrap();
+        assert_eq!(trash["sortOrder"], 10);
+        let trash_id = trash["id"].as_str().unwrap().to_string();
+        let r = call(
+            &s,
+            json!([["Mailbox/set", {
+                "create": {"a": {"name": "Archive", "sortOrder": 0}},
+                "update": {trash_id.clone(): {"sortOrder": 99}},
+            }, "1"]]),
+        )
+        .await;
+        let set = &r["methodResponses"][0][1];
+        assert_eq!(set["notCreated"], Value::Null, "{set}");
+        assert_eq!(set["notUpdated"], Value::Null, "{set}");
+        let archive = set["created"]["a"]["id"].as_str().unwrap().to_string();
+        // bad values are refused, the old one kept
+        let r = call(
+            &s,
+            json!([["Mailbox/set", {"update": {trash_id.clone(): {"sortOrder": -1}}}, "2"]]),
+        )
+        .await;
+        assert_eq!(
+            r["methodResponses"][0][1]["notUpdated"][&trash_id]["type"],
+            "invalidProperties"
+        );
+        let r = call(
+            &s,
+            json!([
+                ["Mailbox/get", {"ids": [trash_id.clone(), archive.clone()], "properties": ["sortOrder"]}, "3"],
+                ["Mailbox/changes", {"sinceState": state0}, "4"],
+                ["Mailbox/query", {"sort": [{"property": "sortOrder"}, {"property": "name"}]}, "5"],
+            ]),
+        )
+        .await;
+        let list = r["methodResponses"][0][1]["list"].as_array().unwrap();
+        let order = |id: &str| list.iter().find(|m| m["id"] == id).unwrap()["sortOrder"].clone();
+        assert_eq!(order(&trash_id), 99);
+        assert_eq!(order(&archive), 0);
+        let ch = &r["methodResponses"][1][1];
+        assert!(
+            ch["updated"].as_array().unwrap().contains(&json!(trash_id)),
+            "{ch}"
+        );
+        let ids = r["methodResponses"][2][1]["ids"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(ids.first(), Some(&json!(archive)));
+        assert_eq!(ids.last(), Some(&json!(trash_id)));
     }
 
     #[tokio::test]

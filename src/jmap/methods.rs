@@ -34,7 +34,7 @@ pub async fn dispatch(
         "Mailbox/get" => super::mailbox::get(ctx, args).await,
         "Mailbox/changes" => super::mailbox::changes(ctx, args).await,
         "Mailbox/query" => super::mailbox::query(ctx, args).await,
-        "Mailbox/queryChanges" => Err(MethodError::CannotCalculateChanges),
+        "Mailbox/queryChanges" => super::mailbox::query_changes(ctx, args).await,
         "Mailbox/set" => super::mailbox::set(ctx, args).await,
         "Thread/get" => super::thread::get(ctx, args).await,
         "Thread/changes" => super::thread::changes(ctx, args).await,

@@ -205,6 +205,7 @@ pub fn routes() -> Router<Services> {
             get(blob::download),
         )
         .route("/jmap/eventsource", get(push::eventsource))
+        .merge(auth::session_routes())
 }
 
 async fn well_known() -> Response {
@@ -273,6 +274,11 @@ pub(crate) async fn read_body(
     let timeout = Duration::from_secs(services.config.http.request_timeout.max(1));
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, max as usize)).await {
         Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) if crate::http::deadline::is_body_timeout(&e) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "about:blank",
+            "the request body did not arrive in time",
+        )),
         Ok(Err(_)) => Err(too_large()),
         Err(_) => Err(Problem::new(
             StatusCode::REQUEST_TIMEOUT,

@@ -16,6 +16,7 @@ use axum::Form;
 use serde::Deserialize;
 use tracing::info;
 
+use super::proxy::StoreSession;
 use super::session::{self, Refusal, Session};
 use crate::login::{Accounts, Credentials, Outcome, Protocol, Rules, Serves};
 use crate::net::ConnInfo;
@@ -104,6 +105,16 @@ fn form_response(status: StatusCode, error: Option<&str>, user: &str, tls: bool)
         .into_response()
 }
 
+/// To the login form, dropping the cookie of a session that has ended.
+fn ended_redirect(tls: bool) -> Response {
+    let mut r = redirect("/login");
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        session::clear_cookie(session::COOKIE, "/", tls),
+    );
+    r
+}
+
 fn redirect(to: &'static str) -> Response {
     (
         StatusCode::SEE_OTHER,
@@ -115,12 +126,20 @@ fn redirect(to: &'static str) -> Response {
 /// `GET /`: the webmail page to a logged-in user, else the login form.
 pub async fn page(State(services): State<Services>, req: Request) -> Response {
     match session::from_headers(&services, req.headers(), req.method()) {
-        Ok(Some(_)) => {
+        Ok(Some(s)) => {
+            // A session a logout on another mem ended goes to the login
+            // form; a store that does not answer gets the page, whose API
+            // calls then show the 503 (the page holds no secret).
+            if super::proxy::session_state(&services, &s).await == StoreSession::Ended {
+                return ended_redirect(session::secure(req.extensions()));
+            }
             let mut r = super::assets::response("index.html");
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
+        // An expired, forged or ended session's cookie goes too.
+        Err(Refusal::NoSession) => ended_redirect(session::secure(req.extensions())),
         _ => redirect("/login"),
     }
 }
@@ -315,7 +334,9 @@ pub async fn logout(
             if let Ok(state) = super::state(&services) {
                 state.sealer.revoke(&s, services.config.mem.session_max);
             }
-            info!(user = %s.user, "webmail logout");
+            // Every other mem refuses the cookie once the store has it.
+            let everywhere = super::proxy::end_session(&services, &s).await;
+            info!(user = %s.user, everywhere, "webmail logout");
         }
         Ok(None) | Err(Refusal::NoSession) => {}
     }
@@ -330,8 +351,41 @@ pub async fn logout(
 /// `GET /session-info`: for the page's script, which cannot read the
 /// HttpOnly cookie: the user, the CSRF token and the JMAP URLs.
 pub async fn session_info(State(services): State<Services>, req: Request) -> Response {
-    match session::from_headers(&services, req.headers(), req.method()) {
-        Ok(Some(s)) => (
+    let found = match session::from_headers(&services, req.headers(), req.method()) {
+        Ok(Some(s)) => Some(s),
+        _ => None,
+    };
+    // The CSRF token goes out only for a session the store confirms no
+    // logout ended.
+    if let Some(s) = &found {
+        match super::proxy::session_state(&services, s).await {
+            StoreSession::Live => {}
+            StoreSession::Ended => {
+                let mut r = super::proxy::problem(
+                    StatusCode::UNAUTHORIZED,
+                    "about:blank",
+                    "The session has ended",
+                );
+                r.headers_mut().append(
+                    header::SET_COOKIE,
+                    session::clear_cookie(session::COOKIE, "/", session::secure(req.extensions())),
+                );
+                return r;
+            }
+            StoreSession::Unknown => {
+                let mut r = super::proxy::problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "about:blank",
+                    "The mail store is not answering; try again later.",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                return r;
+            }
+        }
+    }
+    match found {
+        Some(s) => (
             [(header::CACHE_CONTROL, "no-store")],
             axum::Json(serde_json::json!({
                 "user": s.user,
@@ -345,7 +399,7 @@ pub async fn session_info(State(services): State<Services>, req: Request) -> Res
             })),
         )
             .into_response(),
-        _ => super::proxy::problem(StatusCode::UNAUTHORIZED, "about:blank", "Not logged in"),
+        None => super::proxy::problem(StatusCode::UNAUTHORIZED, "about:blank", "Not logged in"),
     }
 }
 

@@ -358,6 +358,12 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
     if s.mail_host.is_empty() {
         return unavailable(html);
     }
+    // A body larger than the limits is refused here, before any of it is
+    // read or a store connection taken (the mem's `[http]` limits: set
+    // them as the stores').
+    if let Some(p) = too_large(&services.config.http, path, &parts.headers) {
+        return p;
+    }
     let base = store_base(&services.config, &s.mail_host);
     let Ok(uri) = format!("{base}{path}").parse::<Uri>() else {
         return problem(StatusCode::BAD_REQUEST, "about:blank", "Bad path");
@@ -375,6 +381,7 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
     }
     let token = state.tokens.issue(
         &s.user,
+        &s.id,
         Duration::from_secs(services.config.http.token_ttl.max(30)),
     );
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
@@ -400,6 +407,14 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
     let deadline = Duration::from_secs(m.connect_timeout.max(1) + m.store_timeout.max(1));
     let resp = match tokio::time::timeout(deadline, state.stores.client.request(out)).await {
         Ok(Ok(r)) => r,
+        Ok(Err(e)) if crate::http::deadline::is_body_timeout(&e) => {
+            info!(user = %s.user, "webmail request body did not arrive in time");
+            return problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "about:blank",
+                "the request body did not arrive in time",
+            );
+        }
         Ok(Err(e)) => {
             warn!(user = %s.user, store = %base, error = %e, connect = e.is_connect(), "store unavailable for a webmail call");
             return unavailable(html);
@@ -422,7 +437,192 @@ pub async fn forward(State(services): State<Services>, req: Request) -> Response
     if rparts.status.is_server_error() {
         info!(user = %s.user, store = %base, status = %rparts.status, "store error on a webmail call");
     }
+    if ended(rparts.status, &rparts.headers) {
+        // A logout on another mem ended this session: forget it here too
+        // and drop the browser's cookie.
+        state.sealer.revoke(&s, m.session_max);
+        rparts.headers.append(
+            header::SET_COOKIE,
+            session::clear_cookie(session::COOKIE, "/", tls),
+        );
+    }
     Response::from_parts(rparts, Body::new(rbody))
+}
+
+/// 413 for a request whose Content-Length exceeds what the store would
+/// take: `maxSizeUpload` for uploads, `maxSizeRequest` for anything else.
+fn too_large(
+    http: &crate::config::HttpConfig,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let claimed = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    let (max, limit) = if path.starts_with("/jmap/upload/") {
+        (http.max_size_upload, "maxSizeUpload")
+    } else {
+        (http.max_size_request, "maxSizeRequest")
+    };
+    if claimed <= max {
+        return None;
+    }
+    let body = serde_json::json!({
+        "type": "urn:ietf:params:jmap:error:limit",
+        "limit": limit,
+        "status": 413,
+        "detail": format!("the body is larger than {max} bytes"),
+    });
+    Some(
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [
+                (header::CONTENT_TYPE, "application/problem+json"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::CONNECTION, "close"),
+            ],
+            body.to_string(),
+        )
+            .into_response(),
+    )
+}
+
+/// The store's answer says the session was ended by a logout.
+fn ended(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        && headers
+            .get(header::WWW_AUTHENTICATE)
+            .is_some_and(|v| v.as_bytes() == crate::jmap::auth::SESSION_ENDED.as_bytes())
+}
+
+/// What the user's store says of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreSession {
+    /// Not ended by a logout.
+    Live,
+    /// Ended by a logout (on any mem).
+    Ended,
+    /// The store did not answer in time.
+    Unknown,
+}
+
+/// Asks the session's store whether a logout ended `s` (all-in-one: this
+/// process's store). An ended session is remembered here too.
+pub async fn session_state(services: &Services, s: &session::Session) -> StoreSession {
+    let Ok(state) = super::state(services) else {
+        return StoreSession::Unknown;
+    };
+    if state.sealer.is_revoked(s) {
+        return StoreSession::Ended;
+    }
+    let answer = if let Some(store) = services.store.as_ref() {
+        match store.session_revoked(&s.id).await {
+            Ok(true) => StoreSession::Ended,
+            Ok(false) => StoreSession::Live,
+            Err(e) => {
+                warn!(error = %e, "cannot read the revoked sessions");
+                StoreSession::Unknown
+            }
+        }
+    } else {
+        match store_call(
+            services,
+            &state,
+            s,
+            axum::http::Method::GET,
+            "/msgd/session/check",
+        )
+        .await
+        {
+            Some((st, h)) if ended(st, &h) => StoreSession::Ended,
+            // The store is the authority: any other answer (204, or an
+            // older store without the route) is no logout.
+            Some(_) => StoreSession::Live,
+            None => StoreSession::Unknown,
+        }
+    };
+    if answer == StoreSession::Ended {
+        state.sealer.revoke(s, services.config.mem.session_max);
+    }
+    answer
+}
+
+/// Records at the session's store (all-in-one: this process's) that a
+/// logout ended `s`, so every mem refuses its cookie; false when the
+/// store could not record it.
+pub async fn end_session(services: &Services, s: &session::Session) -> bool {
+    let until = s.login.saturating_add(services.config.mem.session_max);
+    let until = i64::try_from(until).unwrap_or(i64::MAX);
+    if let Some(store) = services.store.as_ref() {
+        return match store.revoke_session(&s.id, until).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(user = %s.user, error = %e, "cannot record a webmail logout");
+                false
+            }
+        };
+    }
+    let Ok(state) = super::state(services) else {
+        return false;
+    };
+    let path = format!("/msgd/session/revoke?until={until}");
+    match store_call(services, &state, s, axum::http::Method::POST, &path).await {
+        Some((st, _)) if st == StatusCode::NO_CONTENT => true,
+        other => {
+            warn!(user = %s.user, answer = ?other.map(|(st, _)| st), "the store did not record a webmail logout: other mems accept the cookie until it expires");
+            false
+        }
+    }
+}
+
+/// One small request to the session's store with the session's bearer
+/// token, within the mem's deadlines: its status and headers.
+async fn store_call(
+    services: &Services,
+    state: &super::State,
+    s: &session::Session,
+    method: axum::http::Method,
+    path: &str,
+) -> Option<(StatusCode, HeaderMap)> {
+    if s.mail_host.is_empty() {
+        return None;
+    }
+    let base = store_base(&services.config, &s.mail_host);
+    let token = state.tokens.issue(
+        &s.user,
+        &s.id,
+        Duration::from_secs(services.config.http.token_ttl.max(30)),
+    );
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_LENGTH, "0")
+        .body(Body::empty())
+        .ok()?;
+    let m = &services.config.mem;
+    let deadline = Duration::from_secs(m.connect_timeout.max(1) + m.store_timeout.max(1));
+    match tokio::time::timeout(deadline, state.stores.client.request(req)).await {
+        Ok(Ok(r)) => {
+            let (parts, body) = r.into_parts();
+            // Read the (small) body so the pooled connection can be reused.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                axum::body::to_bytes(Body::new(body), 64 * 1024),
+            )
+            .await;
+            Some((parts.status, parts.headers))
+        }
+        Ok(Err(e)) => {
+            warn!(user = %s.user, store = %base, error = %e, "store unavailable for a session check");
+            None
+        }
+        Err(_) => {
+            warn!(user = %s.user, store = %base, "store did not answer a session check in time");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -451,6 +651,40 @@ mod tests {
             store_base(&c, "other.example.com"),
             "https://other.example.com:8443"
         );
+    }
+
+    #[test]
+    fn bodies_over_the_jmap_limits_are_refused_before_reading() {
+        let http = crate::config::HttpConfig {
+            max_size_upload: 1000,
+            max_size_request: 100,
+            ..Default::default()
+        };
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("500"));
+        assert!(too_large(&http, "/jmap/upload/a", &h).is_none());
+        let r = too_large(&http, "/jmap/api", &h).unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1001"));
+        assert!(too_large(&http, "/jmap/upload/a", &h).is_some());
+        assert!(too_large(&http, "/jmap/api", &HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn only_the_stores_session_ended_challenge_drops_the_cookie() {
+        let mut h = HeaderMap::new();
+        assert!(!ended(StatusCode::UNAUTHORIZED, &h));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(crate::jmap::auth::SESSION_ENDED),
+        );
+        assert!(ended(StatusCode::UNAUTHORIZED, &h));
+        assert!(!ended(StatusCode::FORBIDDEN, &h));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(crate::jmap::auth::REALM),
+        );
+        assert!(!ended(StatusCode::UNAUTHORIZED, &h));
     }
 
     #[test]

@@ -17,11 +17,14 @@
 //!   session's CSRF token in `X-CSRF-Token` (compared in constant time);
 //!   the cookie is `SameSite=Strict` and `HttpOnly` besides, `Secure` when
 //!   the request came over TLS.
-//! - Logout clears the cookie and puts its session id on this process's
-//!   revocation list (in memory, until the session's absolute expiry). A
-//!   copy of the cookie taken before logout stays usable on *other* mems
-//!   (and on this one after a restart) until its idle or absolute expiry:
-//!   keep `session_idle` short where that matters (docs/webmail.md).
+//! - Logout clears the cookie, puts its session id on this process's
+//!   revocation list (in memory, until the session's absolute expiry) and
+//!   has the user's store record it (`proxy::end_session`); the store
+//!   refuses tokens naming an ended session, and the page and
+//!   `/session-info` ask it (`proxy::session_state`), so a copy of the
+//!   cookie is refused by every mem, also after restarts. Only when the
+//!   store cannot be reached at logout does a copy stay usable elsewhere
+//!   until its idle or absolute expiry (docs/webmail.md).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -20,6 +20,10 @@ pub(super) mod journal;
 pub(super) mod metadata;
 #[path = "stats.rs"]
 pub(super) mod stats;
+#[path = "sessions.rs"]
+pub(super) mod sessions;
+#[path = "sortorder.rs"]
+pub(super) mod sortorder;
 #[path = "threads.rs"]
 pub(super) mod threads;
 #[path = "urlauth.rs"]
@@ -155,6 +159,8 @@ impl Inner {
             threads::create_tables(&txn)?;
             metadata::create_tables(&txn)?;
             urlauth::create_tables(&txn)?;
+            sessions::create_tables(&txn)?;
+            sortorder::create_tables(&txn)?;
             duplicates::create_tables(&txn)?;
             journal::create_tables(&txn)?;
             journal::build_index(&txn)?;

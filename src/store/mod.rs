@@ -595,6 +595,41 @@ impl Store {
         self.inner.reset_urlauth_keys(user, mailbox).await
     }
 
+    /// Sets a mailbox's JMAP sortOrder (`None`: the default again); a
+    /// Mailbox change in the journal.
+    pub async fn set_sort_order(
+        &self,
+        user: &str,
+        mailbox: MailboxId,
+        order: Option<u32>,
+    ) -> Result<()> {
+        self.inner.set_sort_order(user, mailbox, order).await
+    }
+
+    /// The sortOrder set for each of these mailboxes that has one.
+    pub async fn sort_orders(
+        &self,
+        mailboxes: Vec<MailboxId>,
+    ) -> Result<std::collections::HashMap<MailboxId, u32>> {
+        self.inner.sort_orders(mailboxes).await
+    }
+
+    /// Ends a webmail session everywhere: tokens naming `session_id` are
+    /// refused until `until` (unix seconds; see store/sessions.rs).
+    pub async fn revoke_session(&self, session_id: &str, until: i64) -> Result<()> {
+        self.inner.revoke_session(session_id, until).await
+    }
+
+    /// Was this webmail session ended by a logout?
+    pub async fn session_revoked(&self, session_id: &str) -> Result<bool> {
+        self.inner.session_revoked(session_id).await
+    }
+
+    /// Revoked webmail sessions kept.
+    pub async fn revoked_sessions(&self) -> Result<u64> {
+        self.inner.revoked_sessions().await
+    }
+
     #[cfg(test)]
     pub async fn forget_thread_ids(&self, mailbox: MailboxId) -> Result<()> {
         self.inner.forget_thread_ids(mailbox).await

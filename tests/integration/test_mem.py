@@ -523,6 +523,70 @@ def test_logout_clears_the_cookie_and_revokes_the_session(cl):
     assert r.status_code == 303 and not s2.cookies.get("msgd_session")
 
 
+def replay_refused_everywhere(node: Node, copied: dict, csrf: str) -> None:
+    """The page, /session-info and the JMAP API on `node` all refuse a
+    cookie whose session a logout ended, and drop the cookie."""
+    r = requests.get(base(node) + "/", headers=copied, allow_redirects=False, timeout=20)
+    assert r.status_code == 303 and r.headers["Location"] == "/login", (r.status_code, r.text)
+    assert re.search(r"msgd_session=;.*Max-Age=0", r.headers.get("Set-Cookie", "")), r.headers
+    r = requests.get(base(node) + "/session-info", headers=copied, timeout=20)
+    assert r.status_code == 401, (r.status_code, r.text)
+    assert "csrfToken" not in r.text and csrf not in r.text
+    body = {"using": ["urn:ietf:params:jmap:core", MAIL], "methodCalls": []}
+    r = requests.post(base(node) + "/jmap/api", json=body,
+                      headers=dict(copied, **{"X-CSRF-Token": csrf}), timeout=20)
+    assert r.status_code == 401, (r.status_code, r.text)
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+    r = requests.get(base(node) + "/jmap/session", headers=copied, timeout=20)
+    assert r.status_code == 401, (r.status_code, r.text)
+
+
+def test_cookie_replayed_after_logout_is_refused_by_every_mem(cl):
+    """Logout on mem A tells alice's store (store1) to end the session;
+    mem B, which never saw the logout, refuses a copy of the cookie for
+    the page, /session-info and the JMAP API, also after store1 and mem B
+    restart (the store keeps ended sessions in its database)."""
+    s = logged_in(cl.a, ALICE)
+    copied = cookie_only(s)
+    csrf = csrf_of(cl.a, s)
+    # before logout the copy works on mem B (the control)
+    assert "INBOX" in {n.upper() for n in mailbox_names(cl.b, requests.Session(), copied)}
+    other = logged_in(cl.b, ALICE)  # another session of the same user
+    r = s.post(base(cl.a) + "/logout", headers={"X-CSRF-Token": csrf}, allow_redirects=False, timeout=20)
+    assert r.status_code == 303
+    # mem A refuses the copy (it served the logout), mem B too
+    r = requests.get(base(cl.a) + "/session-info", headers=copied, timeout=20)
+    assert r.status_code == 401
+    replay_refused_everywhere(cl.b, copied, csrf)
+    # the user's other session is untouched
+    assert "INBOX" in {n.upper() for n in mailbox_names(cl.b, other)}
+    # store1 and mem B restart: nothing in memory remembers the logout
+    cl.s1.stop()
+    cl.b.stop()
+    cl.s1.start()
+    cl.b.start()
+    replay_refused_everywhere(cl.b, copied, csrf)
+    assert "INBOX" in {n.upper() for n in mailbox_names(cl.b, other)}
+
+
+def test_logout_while_the_store_is_down_logs_the_browser_out_and_no_mem_hands_out_its_token(cl):
+    """store1 cannot record the logout: the browser is logged out all the
+    same, the mem logs it, and /session-info on another mem gives no CSRF
+    token while it cannot ask the store (503, not a guess)."""
+    s = logged_in(cl.a, ALICE)
+    copied = cookie_only(s)
+    csrf = csrf_of(cl.a, s)
+    cl.s1.stop()
+    try:
+        r = s.post(base(cl.a) + "/logout", headers={"X-CSRF-Token": csrf}, allow_redirects=False, timeout=30)
+        assert r.status_code == 303 and not s.cookies.get("msgd_session")
+        assert "did not record a webmail logout" in cl.a.log(5000)
+        r = requests.get(base(cl.b) + "/session-info", headers=copied, timeout=30)
+        assert r.status_code == 503 and csrf not in r.text, (r.status_code, r.text)
+    finally:
+        cl.s1.start()
+
+
 # --------------------------------------------------------------------------
 # forwarding
 
@@ -589,10 +653,11 @@ def test_forwarded_request_carries_a_bearer_token_for_the_user_and_no_cookie(cl)
     assert h["x-forwarded-proto"] == "http" and h["x-forwarded-for"] == "127.0.0.1", h
     assert h["content-type"] == "application/json"
     auth = h["authorization"]
-    assert auth.startswith("Bearer msgd1."), auth
+    assert auth.startswith("Bearer msgd2."), auth
     tok = auth.split(" ", 1)[1]
     body, mac = tok.rsplit(".", 1)
-    _, user, _expiry = body.split(".")
+    _, user, _expiry, sid = body.split(".")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", sid), "the session id rides in the token"
     assert base64.urlsafe_b64decode(user + "=" * (-len(user) % 4)).decode() == MISROUTED
     key = bytes.fromhex((cl.keys / "token.key").read_text().strip())
     want = base64.urlsafe_b64encode(hmac.new(key, body.encode(), hashlib.sha256).digest()).decode().rstrip("=")
@@ -947,6 +1012,16 @@ def test_all_in_one_serves_page_login_and_api(cl, tmp_path):
         # bob's mailbox is on store2: this store does not serve him
         s2, r = login(aio, BOB)
         assert r.status_code == 503 and "another server" in r.text
+        # logout ends the session in the store: a copy of the cookie is
+        # refused, also after a restart (nothing in memory then)
+        copied = cookie_only(s)
+        csrf = csrf_of(aio, s)
+        r = s.post(base(aio) + "/logout", headers={"X-CSRF-Token": csrf}, allow_redirects=False, timeout=20)
+        assert r.status_code == 303
+        replay_refused_everywhere(aio, copied, csrf)
+        aio.stop()
+        aio.start()
+        replay_refused_everywhere(aio, copied, csrf)
         aio.stop()
     finally:
         aio.cleanup()
