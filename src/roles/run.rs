@@ -167,16 +167,15 @@ async fn serve(loaded: Loaded, roles: Vec<Role>) -> anyhow::Result<()> {
         // Operator commands (`msgd backup`, `msgd store stats`, ...) reach
         // this process through its admin socket.
         let sock = crate::ops::control::bind(&config)?;
-        tokio::spawn(crate::ops::control::serve(
-            sock,
-            crate::ops::Ctx {
-                config: config.clone(),
-                store: store.clone(),
-                directory: services.directory.clone(),
-                online: true,
-            },
-            shutdown.clone(),
-        ));
+        let ctx = crate::ops::Ctx {
+            config: config.clone(),
+            store: store.clone(),
+            directory: services.directory.clone(),
+            online: true,
+        };
+        // Retention, purge of expunged files, expunged table trimming.
+        tokio::spawn(crate::ops::expire::schedule(ctx.clone(), shutdown.clone()));
+        tokio::spawn(crate::ops::control::serve(sock, ctx, shutdown.clone()));
     }
     let queue_runner = match queue {
         Some(q) => {

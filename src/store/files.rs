@@ -32,6 +32,162 @@ pub struct Prelude {
     /// Internal date (unix seconds) and zone offset in minutes.
     pub d: i64,
     pub z: i16,
+    /// CRC-32 of the message bytes (after the prelude), for `msgd
+    /// verify`; absent in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c: Option<u32>,
+}
+
+/// Name of the per-mailbox record file in a mailbox folder.
+pub const MAILBOX_FILE: &str = "mailbox";
+
+/// What a mailbox folder records about its mailbox (`<mailbox dir>/mailbox`,
+/// JSON), written and fsynced when the mailbox is created or renamed, so
+/// `msgd reconstruct` can restore its name, UIDVALIDITY and special use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxFile {
+    pub user: String,
+    pub name: String,
+    pub uidvalidity: u32,
+    #[serde(default)]
+    pub special_use: Option<super::SpecialUse>,
+    /// Unix seconds when the mailbox was created (bounds its modseqs).
+    #[serde(default)]
+    pub created: i64,
+}
+
+/// Writes `dir/mailbox` (through a temporary name, fsynced). The caller
+/// fsyncs `dir` (the writer does, with the rest of the batch).
+pub fn write_mailbox_file(dir: &Path, rec: &MailboxFile) -> io::Result<()> {
+    let tmp = dir.join(".mailbox.tmp");
+    let mut f = crate::fsutil::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec(rec).map_err(io::Error::other)?)?;
+    f.sync_data()?;
+    fs::rename(&tmp, dir.join(MAILBOX_FILE))
+}
+
+/// Longest `mailbox` record file read back (a hostile or damaged one is
+/// not read whole).
+pub const MAX_MAILBOX_FILE: u64 = 64 << 10;
+
+/// Reads `dir/mailbox`; None when absent or unreadable.
+pub fn read_mailbox_file(dir: &Path) -> Option<MailboxFile> {
+    let f = File::open(dir.join(MAILBOX_FILE)).ok()?;
+    let mut buf = Vec::new();
+    f.take(MAX_MAILBOX_FILE).read_to_end(&mut buf).ok()?;
+    serde_json::from_slice(&buf).ok()
+}
+
+/// Longest prelude line read back (the prelude of a real file is short).
+pub const MAX_PRELUDE: usize = 64 << 10;
+
+/// Reads the prelude of a message file: the record and the offset where
+/// the message starts. `InvalidData` when the file has none.
+pub fn read_prelude(path: &Path) -> io::Result<(Prelude, u32)> {
+    let f = File::open(path)?;
+    let mut head = Vec::with_capacity(512);
+    f.take(MAX_PRELUDE as u64).read_to_end(&mut head)?;
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    if !head.starts_with(PRELUDE_MAGIC) {
+        return Err(bad("no MSGD1 prelude"));
+    }
+    let end = head
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .ok_or_else(|| bad("prelude line not terminated"))?;
+    let json = head
+        .get(PRELUDE_MAGIC.len()..end)
+        .ok_or_else(|| bad("prelude"))?;
+    let p: Prelude = serde_json::from_slice(json).map_err(|e| bad(&format!("prelude: {e}")))?;
+    Ok((p, (end + 2) as u32))
+}
+
+/// The file name of an expunged message set aside under
+/// `<partition>/expunged/<day>/`: `<unix secs>.<counter>.<original name
+/// with its mailbox folder>`; `purge_expunged` reads the time back.
+static ASIDE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Folder of set-aside expunged messages in a partition.
+pub const EXPUNGED_DIR: &str = "expunged";
+
+/// Moves an expunged message file out of its mailbox into
+/// `<partition>/expunged/<unix day>/` (the partition is the path's fourth
+/// ancestor), to be purged after the grace period. A file not in the
+/// partition layout is removed instead.
+pub fn set_aside(path: &Path, now: i64) -> io::Result<()> {
+    let parts = (|| {
+        let mbox = path.parent()?;
+        let partition = mbox.parent()?.parent()?.parent()?;
+        Some((
+            partition.to_path_buf(),
+            mbox.file_name()?.to_str()?.to_string(),
+            path.file_name()?.to_str()?.to_string(),
+        ))
+    })();
+    let Some((partition, mbox, name)) = parts else {
+        return fs::remove_file(path);
+    };
+    let day = partition
+        .join(EXPUNGED_DIR)
+        .join(now.div_euclid(86400).to_string());
+    let dest = day.join(format!(
+        "{now}.{}.{mbox}.{name}",
+        ASIDE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    match fs::rename(path, &dest) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && path.exists() => {
+            crate::fsutil::create_private_dir_all(&day)?;
+            fs::rename(path, &dest)
+        }
+        r => r,
+    }
+}
+
+/// Removes set-aside expunged files older than `grace` seconds (by the
+/// time in their names), and day folders left empty. Returns (files,
+/// bytes) removed.
+pub fn purge_expunged(partition: &Path, now: i64, grace: u64) -> io::Result<(u64, u64)> {
+    let root = partition.join(EXPUNGED_DIR);
+    let mut files = 0;
+    let mut bytes = 0;
+    let days = match fs::read_dir(&root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let cutoff = now.saturating_sub(i64::try_from(grace).unwrap_or(i64::MAX));
+    for day in days.flatten() {
+        let dir = day.path();
+        if !day.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let mut left = 0;
+        for f in fs::read_dir(&dir)?.flatten() {
+            let name = f.file_name();
+            let when = name
+                .to_str()
+                .and_then(|n| n.split('.').next())
+                .and_then(|t| t.parse::<i64>().ok());
+            match when {
+                Some(t) if t <= cutoff => {
+                    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    if fs::remove_file(f.path()).is_ok() {
+                        files += 1;
+                        bytes += len;
+                    }
+                }
+                _ => left += 1,
+            }
+        }
+        if left == 0 {
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+    Ok((files, bytes))
 }
 
 /// FNV-1a: stable across releases (unlike std's hasher), for the user folder.
@@ -264,6 +420,7 @@ mod tests {
             f: vec![],
             d: 0,
             z: 0,
+            c: None,
         };
         let t = write_tmp(d.path(), &p, b"hello\r\n").unwrap();
         let path = t.path.clone().unwrap();
@@ -282,6 +439,7 @@ mod tests {
             f: vec![],
             d: 0,
             z: 0,
+            c: None,
         };
         let msg: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let t = write_tmp(d.path(), &p, &msg).unwrap();

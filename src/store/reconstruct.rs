@@ -1,0 +1,1159 @@
+//! Reconstruct and verify (issue 14): the mboxlist rebuilt from the
+//! message files, and the index checked against them.
+//!
+//! What the files record (see `files.rs`):
+//! - the path: partition, owner (hashed folder), mailbox id, UID;
+//! - the prelude of each message: owner, mailbox name, flags and date at
+//!   delivery, and (since issue 14) a CRC-32 of the message bytes;
+//! - `<mailbox dir>/mailbox` (since issue 14): owner, name, UIDVALIDITY,
+//!   special use and creation time, written and fsynced by the writer when
+//!   the mailbox is created or renamed (`record_mailbox`).
+//!
+//! Flag changes after delivery are not recorded in the files: that would
+//! cost a file write per STORE on the hot path (issue 12's benchmarks), so
+//! a reconstruct gives the flags at delivery. To keep CONDSTORE/QRESYNC
+//! clients honest, every reconstructed message gets a modseq above any the
+//! mailbox can have handed out before: the old HIGHESTMODSEQ + 1 when the
+//! index still knows the mailbox, else a bound from its age (one mailbox
+//! cannot commit more than 2^31 changes a second), and the mailbox's
+//! expunge floor (`expire.rs`) is set there, so a client with an older
+//! modseq gets flags of every message and VANISHED for every missing UID.
+//! A mailbox without a record file (made before issue 14) gets a new
+//! UIDVALIDITY: its clients resynchronise from scratch.
+//!
+//! Verify checks, per index entry: the file exists, its prelude parses and
+//! names the owner, its length is prelude + RFC822.SIZE, the message's CRC
+//! matches the prelude's (when recorded) and it starts with an RFC 5322
+//! header field; per file: an index entry exists (else an orphan).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::Serialize;
+
+use super::files::{self, MailboxFile, MAILBOX_FILE};
+use super::*;
+
+/// Progress of a long store operation, reported to whoever runs it.
+pub trait Tick: Send + Sync {
+    /// The number of items the current user has (files).
+    fn total(&self, n: u64);
+    fn inc(&self, n: u64);
+}
+
+/// A no-op `Tick`.
+pub struct NoTick;
+impl Tick for NoTick {
+    fn total(&self, _: u64) {}
+    fn inc(&self, _: u64) {}
+}
+
+/// Something found wrong (or repaired) by reconstruct or verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// `missing`, `size`, `checksum`, `prelude`, `header`, `orphan`,
+    /// `orphan_mailbox`, `unreadable`.
+    pub kind: String,
+    pub mailbox: Option<MailboxId>,
+    pub uid: Option<Uid>,
+    pub path: String,
+    pub detail: String,
+    /// What `--repair` did: `reindexed`, `expunged`, `lost+found`.
+    pub repaired: Option<String>,
+}
+
+impl Problem {
+    fn new(kind: &str, mailbox: Option<MailboxId>, uid: Option<Uid>, path: &Path) -> Problem {
+        Problem {
+            kind: kind.into(),
+            mailbox,
+            uid,
+            path: path.display().to_string(),
+            detail: String::new(),
+            repaired: None,
+        }
+    }
+
+    fn detail(mut self, d: impl std::fmt::Display) -> Problem {
+        self.detail = d.to_string();
+        self
+    }
+}
+
+/// What a reconstruct of one user did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconstructReport {
+    pub user: String,
+    pub partition: String,
+    pub mailboxes: Vec<ReconstructedMailbox>,
+    pub messages: u64,
+    pub bytes: u64,
+    /// Files that could not be indexed (left in place).
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconstructedMailbox {
+    pub id: MailboxId,
+    pub name: String,
+    pub uidvalidity: u32,
+    /// False: the folder had no record file and a new UIDVALIDITY was given.
+    pub uidvalidity_kept: bool,
+    pub messages: u64,
+    pub uidnext: Uid,
+}
+
+/// What a verify of one user found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub user: String,
+    pub entries: u64,
+    pub files: u64,
+    pub problems: Vec<Problem>,
+}
+
+struct ScannedMsg {
+    uid: Uid,
+    prelude: files::Prelude,
+    offset: u32,
+    size: u64,
+    mtime: i64,
+    keys: threads::ThreadKeys,
+}
+
+struct ScannedBox {
+    id: MailboxId,
+    file: Option<MailboxFile>,
+    msgs: Vec<ScannedMsg>,
+}
+
+/// Records a mailbox in its folder's `mailbox` file (created or renamed),
+/// fsynced with the batch. `new`: the file is removed if the batch fails.
+pub(super) fn record_mailbox(
+    txn: &WriteTransaction,
+    batch: &mut Batch,
+    id: MailboxId,
+    rec: &MailboxRec,
+    new: bool,
+) -> Result<()> {
+    let partition = {
+        let users = txn.open_table(USERS).map_err(ie)?;
+        let Some(v) = users.get(rec.user.as_str()).map_err(ie)? else {
+            return Ok(());
+        };
+        dec::<UserRec>(v.value())?.partition
+    };
+    let Some(part) = batch.partitions.get(&partition).cloned() else {
+        return Ok(());
+    };
+    let dir = files::mailbox_dir(&part, &rec.user, id);
+    let mut touched = Vec::new();
+    files::create_dirs(&dir, &mut touched).map_err(ie)?;
+    batch.sync_dirs.extend(touched);
+    let created = if new {
+        now()
+    } else {
+        files::read_mailbox_file(&dir).map_or(0, |f| f.created)
+    };
+    let file = MailboxFile {
+        user: rec.user.clone(),
+        name: rec.name.clone(),
+        uidvalidity: rec.uidvalidity,
+        special_use: rec.special_use,
+        created,
+    };
+    files::write_mailbox_file(&dir, &file).map_err(ie)?;
+    batch.sync_dirs.insert(dir.clone());
+    if new {
+        batch.created.push(dir.join(MAILBOX_FILE));
+    }
+    Ok(())
+}
+
+/// The first modseq above any a mailbox created at `created` can have
+/// handed out by `now`: at most 2^31 changes a second.
+pub(super) fn modseq_bound(created: i64, now: i64) -> ModSeq {
+    let secs = now.saturating_sub(created).max(0) as u64 + 1;
+    secs.saturating_mul(1 << 31).min(1 << 62)
+}
+
+/// Does a message start with an RFC 5322 header field (`name:`)?
+pub(super) fn has_header(msg: &[u8]) -> bool {
+    let name_len = msg
+        .iter()
+        .take_while(|&&b| (33..=126).contains(&b) && b != b':')
+        .count();
+    name_len > 0 && msg.get(name_len) == Some(&b':')
+}
+
+fn mtime(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `<uid>.msg` -> uid.
+fn uid_of(name: &str) -> Option<Uid> {
+    let n = name.strip_suffix(".msg")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok().filter(|&u| u > 0)
+}
+
+/// Mailbox folders of a user folder: (id, path), ascending.
+fn mailbox_dirs(user_dir: &Path) -> std::io::Result<Vec<(MailboxId, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(user_dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(id) = name
+            .to_str()
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push((id, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Message files of a mailbox folder: (uid, path), ascending.
+fn message_files(dir: &Path) -> std::io::Result<Vec<(Uid, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if let Some(uid) = e.file_name().to_str().and_then(uid_of) {
+            out.push((uid, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads every message file of a user folder (prelude, size, thread
+/// keys). Files that cannot be used are reported, not indexed.
+fn scan_user(
+    user_dir: &Path,
+    user: &str,
+    tick: &dyn Tick,
+) -> std::io::Result<(Vec<ScannedBox>, Vec<Problem>)> {
+    let dirs = mailbox_dirs(user_dir)?;
+    let mut listed = Vec::with_capacity(dirs.len());
+    let mut total = 0;
+    for (id, dir) in dirs {
+        let msgs = message_files(&dir)?;
+        total += msgs.len() as u64;
+        listed.push((id, dir, msgs));
+    }
+    tick.total(total);
+    let mut boxes = Vec::new();
+    let mut problems = Vec::new();
+    for (id, dir, msgs) in listed {
+        let file = files::read_mailbox_file(&dir).filter(|f| f.user == user);
+        let mut scanned = Vec::with_capacity(msgs.len());
+        for (uid, path) in msgs {
+            tick.inc(1);
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    problems.push(Problem::new("unreadable", Some(id), Some(uid), &path).detail(e));
+                    continue;
+                }
+            };
+            let (prelude, offset) = match files::read_prelude(&path) {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(Problem::new("prelude", Some(id), Some(uid), &path).detail(e));
+                    continue;
+                }
+            };
+            if prelude.u != user {
+                problems.push(
+                    Problem::new("prelude", Some(id), Some(uid), &path)
+                        .detail(format!("owner {:?} is not {user:?}", prelude.u)),
+                );
+                continue;
+            }
+            let size = meta.len().saturating_sub(u64::from(offset));
+            let keys = threads::keys_of_file(&path, offset, size);
+            scanned.push(ScannedMsg {
+                uid,
+                prelude,
+                offset,
+                size,
+                mtime: mtime(&meta),
+                keys,
+            });
+        }
+        if file.is_none() && scanned.is_empty() {
+            continue;
+        }
+        boxes.push(ScannedBox {
+            id,
+            file,
+            msgs: scanned,
+        });
+    }
+    Ok((boxes, problems))
+}
+
+/// The user's mailbox ids and records in the index.
+fn user_mailboxes_w(txn: &WriteTransaction, user: &str) -> Result<Vec<(String, MailboxId)>> {
+    let names = txn.open_table(NAMES).map_err(ie)?;
+    let mut out = Vec::new();
+    for item in names.range((user, "")..).map_err(ie)? {
+        let (k, v) = item.map_err(ie)?;
+        let (u, n) = k.value();
+        if u != user {
+            break;
+        }
+        out.push((n.to_string(), v.value()));
+    }
+    Ok(out)
+}
+
+fn user_mailboxes_r(txn: &ReadTransaction, user: &str) -> Result<Vec<(MailboxId, MailboxRec)>> {
+    let names = txn.open_table(NAMES).map_err(ie)?;
+    let boxes = txn.open_table(MAILBOXES).map_err(ie)?;
+    let mut out = Vec::new();
+    for item in names.range((user, "")..).map_err(ie)? {
+        let (k, v) = item.map_err(ie)?;
+        if k.value().0 != user {
+            break;
+        }
+        if let Some(r) = boxes.get(v.value()).map_err(ie)? {
+            out.push((v.value(), dec::<MailboxRec>(r.value())?));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes a mailbox's message rows (index, modseqs, expunged, caches).
+fn clear_mailbox_messages(txn: &WriteTransaction, id: MailboxId) -> Result<()> {
+    let rows: Vec<(u32, u64)> = {
+        let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+        let mut v = Vec::new();
+        for item in msgs.range((id, 0u32)..=(id, u32::MAX)).map_err(ie)? {
+            let (k, val) = item.map_err(ie)?;
+            v.push((k.value().1, dec::<MessageMeta>(val.value())?.modseq));
+        }
+        v
+    };
+    let mut msgs = txn.open_table(MESSAGES).map_err(ie)?;
+    let mut mods = txn.open_table(MODSEQS).map_err(ie)?;
+    for (uid, modseq) in rows {
+        msgs.remove((id, uid)).map_err(ie)?;
+        mods.remove((id, modseq, uid)).map_err(ie)?;
+    }
+    drop((msgs, mods));
+    let mut exp = txn.open_table(EXPUNGED).map_err(ie)?;
+    let gone: Vec<(u64, u32)> = exp
+        .range((id, 0u64, 0u32)..=(id, u64::MAX, u32::MAX))
+        .map_err(ie)?
+        .filter_map(|i| i.ok().map(|(k, _)| (k.value().1, k.value().2)))
+        .collect();
+    for (m, u) in gone {
+        exp.remove((id, m, u)).map_err(ie)?;
+    }
+    drop(exp);
+    extra::clear_messages(txn, id)
+}
+
+/// Replaces `user`'s index by what `boxes` hold (one writer job).
+fn rebuild_user(
+    txn: &WriteTransaction,
+    batch: &mut Batch,
+    user: &str,
+    partition: &str,
+    boxes: Vec<ScannedBox>,
+) -> Result<ReconstructReport> {
+    let t = now();
+    // Refuse folders whose id another user owns in the index.
+    let mut foreign = Vec::new();
+    {
+        let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+        for b in &boxes {
+            if let Some(v) = mboxes.get(b.id).map_err(ie)? {
+                let r: MailboxRec = dec(v.value())?;
+                if r.user != user {
+                    foreign.push(b.id);
+                }
+            }
+        }
+    }
+    let old: Vec<(String, MailboxId)> = user_mailboxes_w(txn, user)?;
+    let mut old_recs: BTreeMap<MailboxId, MailboxRec> = BTreeMap::new();
+    for (_, id) in &old {
+        if let Ok(r) = get_mailbox(txn, *id) {
+            old_recs.insert(*id, r);
+        }
+    }
+    let keep: HashSet<MailboxId> = boxes.iter().map(|b| b.id).collect();
+    // The old index of the user goes.
+    for (name, id) in &old {
+        clear_mailbox_messages(txn, *id)?;
+        txn.open_table(NAMES)
+            .map_err(ie)?
+            .remove((user, name.as_str()))
+            .map_err(ie)?;
+        if !keep.contains(id) {
+            txn.open_table(MAILBOXES)
+                .map_err(ie)?
+                .remove(*id)
+                .map_err(ie)?;
+            extra::on_delete_mailbox(txn, *id)?;
+            metadata::on_delete_mailbox(txn, *id, user)?;
+            let gone = old_recs.get(id).map_or(1, |r| r.highestmodseq + 1);
+            batch.notify.insert(*id, gone);
+        }
+    }
+    journal::reset_user(txn, user)?;
+    threads::reset_user(txn, user)?;
+    let had_subs = {
+        let subs = txn.open_table(SUBS).map_err(ie)?;
+        let mut r = subs.range((user, "")..).map_err(ie)?;
+        r.next()
+            .is_some_and(|i| i.is_ok_and(|(k, _)| k.value().0 == user))
+    };
+    let mut report = ReconstructReport {
+        user: user.to_string(),
+        partition: partition.to_string(),
+        ..Default::default()
+    };
+    let mut usage = Usage::default();
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut pending = journal::Pending::default();
+    for b in boxes {
+        if foreign.contains(&b.id) {
+            report.problems.push(
+                Problem::new("orphan_mailbox", Some(b.id), None, Path::new(""))
+                    .detail("mailbox id belongs to another user in the index; not indexed"),
+            );
+            continue;
+        }
+        let old = old_recs.get(&b.id);
+        let newest_prelude = b
+            .msgs
+            .iter()
+            .max_by_key(|m| (m.mtime, m.uid))
+            .map(|m| m.prelude.m.clone());
+        let wanted = b
+            .file
+            .as_ref()
+            .map(|f| f.name.clone())
+            .or_else(|| old.map(|o| o.name.clone()))
+            .or(newest_prelude)
+            .unwrap_or_else(|| format!("Recovered/{}", b.id));
+        let mut name = normalize_name(&wanted).unwrap_or_else(|_| format!("Recovered/{}", b.id));
+        if taken.contains(&name) {
+            name = format!("{name}-recovered-{}", b.id);
+        }
+        taken.insert(name.clone());
+        let mut meta = txn.open_table(META).map_err(ie)?;
+        let next_id = meta
+            .get("next_mailbox_id")
+            .map_err(ie)?
+            .map_or(1, |v| v.value());
+        if b.id >= next_id {
+            meta.insert("next_mailbox_id", b.id + 1).map_err(ie)?;
+        }
+        let last_uv = meta
+            .get("last_uidvalidity")
+            .map_err(ie)?
+            .map_or(0, |v| v.value());
+        let (uidvalidity, kept, floor) = match (&b.file, old) {
+            (Some(f), Some(o)) if f.uidvalidity == o.uidvalidity => {
+                (f.uidvalidity, true, o.highestmodseq + 1)
+            }
+            (Some(f), _) => (f.uidvalidity, true, modseq_bound(f.created, t)),
+            (None, Some(o)) => (o.uidvalidity, true, o.highestmodseq + 1),
+            (None, None) => {
+                let uv = (t as u64).max(last_uv + 1).min(u32::MAX as u64) as u32;
+                (uv, false, 1)
+            }
+        };
+        if u64::from(uidvalidity) > last_uv {
+            meta.insert("last_uidvalidity", u64::from(uidvalidity))
+                .map_err(ie)?;
+        }
+        drop(meta);
+        let special_use = match &b.file {
+            Some(f) => f.special_use,
+            None => old.and_then(|o| o.special_use).or_else(|| {
+                DEFAULT_MAILBOXES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, s)| *s)
+            }),
+        };
+        let max_uid = b.msgs.iter().map(|m| m.uid).max().unwrap_or(0);
+        let uidnext = (max_uid + 1).max(old.map_or(1, |o| o.uidnext));
+        let mut rec = MailboxRec {
+            user: user.to_string(),
+            name: name.clone(),
+            uidvalidity,
+            uidnext,
+            highestmodseq: floor,
+            special_use,
+            exists: 0,
+            unseen: 0,
+            size: 0,
+            recent_uid: uidnext,
+        };
+        let count = b.msgs.len() as u64;
+        for m in b.msgs {
+            let meta = MessageMeta {
+                uid: m.uid,
+                flags: Flags::from_names(&m.prelude.f),
+                internal_date: m.prelude.d,
+                tz_offset_min: m.prelude.z,
+                size: m.size,
+                modseq: floor,
+                offset: m.offset,
+                save_date: m.mtime,
+            };
+            add_message(txn, b.id, &mut rec, &meta)?;
+            extra::on_append(txn, b.id, m.uid, user, &m.keys)?;
+            let (email, thread) = extra::object_ids(txn, b.id, m.uid)?;
+            journal::message_added(txn, &mut pending, user, (b.id, m.uid), email, thread, false)?;
+            usage.bytes += m.size;
+            usage.messages += 1;
+            report.bytes += m.size;
+        }
+        report.messages += count;
+        put_mailbox(txn, b.id, &rec)?;
+        txn.open_table(NAMES)
+            .map_err(ie)?
+            .insert((user, name.as_str()), b.id)
+            .map_err(ie)?;
+        expire::set_floor(txn, b.id, floor)?;
+        if !had_subs {
+            txn.open_table(SUBS)
+                .map_err(ie)?
+                .insert((user, name.as_str()), 1)
+                .map_err(ie)?;
+        }
+        if b.file.as_ref().map(|f| (&f.name, f.uidvalidity)) != Some((&name, uidvalidity)) {
+            // The folder's record now says what the index says.
+            batch_record(txn, batch, user, partition, b.id, &rec)?;
+        }
+        batch.notify.insert(b.id, floor);
+        report.mailboxes.push(ReconstructedMailbox {
+            id: b.id,
+            name,
+            uidvalidity,
+            uidvalidity_kept: kept,
+            messages: count,
+            uidnext,
+        });
+    }
+    // The user record: partition and usage recomputed.
+    let rec = UserRec {
+        partition: partition.to_string(),
+        usage,
+    };
+    txn.open_table(USERS)
+        .map_err(ie)?
+        .insert(user, enc(&rec)?.as_slice())
+        .map_err(ie)?;
+    // Missing default mailboxes come back empty (new UIDVALIDITY).
+    for (n, su) in DEFAULT_MAILBOXES {
+        if !taken.contains(n) {
+            let (id, r) = create_mailbox_rec(txn, batch, user, n, su)?;
+            if !had_subs {
+                txn.open_table(SUBS)
+                    .map_err(ie)?
+                    .insert((user, n), 1)
+                    .map_err(ie)?;
+            }
+            report.mailboxes.push(ReconstructedMailbox {
+                id,
+                name: n.to_string(),
+                uidvalidity: r.uidvalidity,
+                uidvalidity_kept: false,
+                messages: 0,
+                uidnext: 1,
+            });
+        }
+    }
+    // Created entries of the rebuild are not changes clients must fetch
+    // one by one: the reset state above makes them resynchronise.
+    drop(pending);
+    batch.users.insert(user.to_string());
+    Ok(report)
+}
+
+/// Writes a mailbox record for a mailbox whose user record may not be in
+/// the table yet (reconstruct on an empty index).
+fn batch_record(
+    txn: &WriteTransaction,
+    batch: &mut Batch,
+    user: &str,
+    partition: &str,
+    id: MailboxId,
+    rec: &MailboxRec,
+) -> Result<()> {
+    let known = txn
+        .open_table(USERS)
+        .map_err(ie)?
+        .get(user)
+        .map_err(ie)?
+        .is_some();
+    if !known {
+        let u = UserRec {
+            partition: partition.to_string(),
+            usage: Usage::default(),
+        };
+        txn.open_table(USERS)
+            .map_err(ie)?
+            .insert(user, enc(&u)?.as_slice())
+            .map_err(ie)?;
+    }
+    record_mailbox(txn, batch, id, rec, false)
+}
+
+impl Inner {
+    /// Partition names in a stable order.
+    fn partition_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.partitions.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Every user with a folder in a partition: (user, partition name).
+    /// The owner is read from the folder's records and must hash to that
+    /// folder (anything else is not ours to index).
+    pub async fn users_on_disk(&self) -> Result<Vec<(String, String)>> {
+        let parts: Vec<(String, PathBuf)> = self
+            .partition_names()
+            .into_iter()
+            .filter_map(|n| self.partitions.get(&n).map(|p| (n, p.clone())))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut seen = HashSet::new();
+            for (pname, part) in parts {
+                let Ok(rd) = std::fs::read_dir(&part) else {
+                    continue;
+                };
+                let mut hashes: Vec<PathBuf> = rd
+                    .flatten()
+                    .filter(|e| {
+                        e.file_name().to_str().is_some_and(|n| {
+                            n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit())
+                        })
+                    })
+                    .map(|e| e.path())
+                    .collect();
+                hashes.sort();
+                for h in hashes {
+                    let Ok(rd) = std::fs::read_dir(&h) else {
+                        continue;
+                    };
+                    let mut udirs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+                    udirs.sort();
+                    for udir in udirs {
+                        if let Some(user) = owner_of(&udir) {
+                            if files::user_dir(&part, &user) == udir && seen.insert(user.clone()) {
+                                out.push((user, pname.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .await
+        .map_err(ie)
+    }
+
+    /// Where `user`'s folder is: the index's partition, else the first
+    /// partition holding a folder for them.
+    async fn find_user(&self, user: &str) -> Result<Option<(String, PathBuf)>> {
+        let u = user.to_string();
+        let indexed = self
+            .read_txn(move |txn| {
+                let users = txn.open_table(USERS).map_err(ie)?;
+                Ok(match users.get(u.as_str()).map_err(ie)? {
+                    Some(v) => Some(dec::<UserRec>(v.value())?.partition),
+                    None => None,
+                })
+            })
+            .await?;
+        if let Some(p) = indexed {
+            if let Some(path) = self.partitions.get(&p) {
+                if files::user_dir(path, user).is_dir() {
+                    return Ok(Some((p, path.clone())));
+                }
+            }
+        }
+        for n in self.partition_names() {
+            if let Some(path) = self.partitions.get(&n) {
+                if files::user_dir(path, user).is_dir() {
+                    return Ok(Some((n, path.clone())));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rebuilds `user`'s index from their files, replacing what the index
+    /// had (sessions see the new state; JMAP clients resynchronise).
+    pub async fn reconstruct_user(
+        &self,
+        user: &str,
+        tick: std::sync::Arc<dyn Tick>,
+    ) -> Result<ReconstructReport> {
+        let Some((pname, part)) = self.find_user(user).await? else {
+            return Err(StoreError::Internal(format!(
+                "no folder for {user} in any partition"
+            )));
+        };
+        let udir = files::user_dir(&part, user);
+        let u = user.to_string();
+        let (boxes, problems) =
+            tokio::task::spawn_blocking(move || scan_user(&udir, &u, tick.as_ref()))
+                .await
+                .map_err(ie)?
+                .map_err(ie)?;
+        let u = user.to_string();
+        let mut report = self
+            .submit(move |txn, batch| rebuild_user(txn, batch, &u, &pname, boxes))
+            .await?;
+        report.problems.extend(problems);
+        Ok(report)
+    }
+
+    /// Users in the index.
+    pub async fn indexed_users(&self) -> Result<Vec<String>> {
+        self.read_txn(|txn| {
+            let users = txn.open_table(USERS).map_err(ie)?;
+            let mut out = Vec::new();
+            for item in users.iter().map_err(ie)? {
+                out.push(item.map_err(ie)?.0.value().to_string());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Checks `user`'s index entries against their files (see the module
+    /// doc); with `repair`, entries without a usable file are expunged
+    /// (their file, if any, moved to `<partition>/lost+found/`), orphan
+    /// files above UIDNEXT are indexed and other orphans moved to
+    /// lost+found.
+    pub async fn verify_user(
+        &self,
+        user: &str,
+        repair: bool,
+        tick: std::sync::Arc<dyn Tick>,
+    ) -> Result<VerifyReport> {
+        let u = user.to_string();
+        let (boxes, partition) = {
+            let me_parts = self.partitions.clone();
+            self.read_txn(move |txn| {
+                let users = txn.open_table(USERS).map_err(ie)?;
+                let part = match users.get(u.as_str()).map_err(ie)? {
+                    Some(v) => dec::<UserRec>(v.value())?.partition,
+                    None => return Err(StoreError::Internal(format!("{u} is not in the index"))),
+                };
+                let path = me_parts
+                    .get(&part)
+                    .cloned()
+                    .ok_or_else(|| StoreError::Internal(format!("unknown partition {part}")))?;
+                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                let mut out = Vec::new();
+                for (id, rec) in user_mailboxes_r(txn, &u)? {
+                    let mut metas = Vec::new();
+                    for item in msgs.range((id, 0u32)..=(id, u32::MAX)).map_err(ie)? {
+                        metas.push(dec::<MessageMeta>(item.map_err(ie)?.1.value())?);
+                    }
+                    out.push((id, rec, metas));
+                }
+                Ok((out, path))
+            })
+            .await?
+        };
+        let u = user.to_string();
+        let part = partition.clone();
+        let (mut report, bad, orphans, orphan_boxes) =
+            tokio::task::spawn_blocking(move || check_files(&part, &u, &boxes, tick.as_ref()))
+                .await
+                .map_err(ie)?
+                .map_err(ie)?;
+        // An entry expunged since the snapshot is no problem.
+        let still: Vec<(MailboxId, Uid)> = bad.iter().map(|(id, m, _)| (*id, m.uid)).collect();
+        let present = self
+            .read_txn(move |txn| {
+                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                let mut v = Vec::with_capacity(still.len());
+                for k in still {
+                    v.push(msgs.get(k).map_err(ie)?.is_some());
+                }
+                Ok(v)
+            })
+            .await?;
+        let bad: Vec<(MailboxId, MessageMeta, Problem)> = bad
+            .into_iter()
+            .zip(present)
+            .filter_map(|(b, p)| p.then_some(b))
+            .collect();
+        if !repair {
+            report.problems.extend(bad.into_iter().map(|b| b.2));
+            report.problems.extend(orphans.into_iter().map(|o| o.3));
+            report
+                .problems
+                .extend(orphan_boxes.into_iter().map(|o| o.1));
+            return Ok(report);
+        }
+        let lost = partition.join("lost+found");
+        let u = user.to_string();
+        let fixed = self
+            .submit(move |txn, batch| {
+                repair_user(txn, batch, &u, &lost, bad, orphans, orphan_boxes)
+            })
+            .await?;
+        report.problems.extend(fixed);
+        Ok(report)
+    }
+}
+
+/// The owner named by a user folder's records (a mailbox file, else the
+/// prelude of a message).
+fn owner_of(udir: &Path) -> Option<String> {
+    for (_, dir) in mailbox_dirs(udir).ok()? {
+        if let Some(f) = files::read_mailbox_file(&dir) {
+            return Some(f.user);
+        }
+        if let Some((_, p)) = message_files(&dir).ok()?.into_iter().next() {
+            if let Ok((pre, _)) = files::read_prelude(&p) {
+                return Some(pre.u);
+            }
+        }
+    }
+    None
+}
+
+type Bad = (MailboxId, MessageMeta, Problem);
+type Orphan = (MailboxId, Uid, PathBuf, Problem);
+
+/// One message file against its entry: None when it is fine.
+pub(super) fn check_message(
+    path: &Path,
+    meta: &MessageMeta,
+    user: &str,
+) -> Option<(String, String)> {
+    let flen = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(("missing".into(), "no file".into()))
+        }
+        Err(e) => return Some(("unreadable".into(), e.to_string())),
+    };
+    let (pre, offset) = match files::read_prelude(path) {
+        Ok(p) => p,
+        Err(e) => return Some(("prelude".into(), e.to_string())),
+    };
+    if pre.u != user || offset != meta.offset {
+        return Some((
+            "prelude".into(),
+            format!(
+                "prelude of {:?} at {offset}, index says {user:?} at {}",
+                pre.u, meta.offset
+            ),
+        ));
+    }
+    let want = u64::from(offset) + meta.size;
+    if flen != want {
+        return Some((
+            "size".into(),
+            format!("file has {flen} bytes, index says {want}"),
+        ));
+    }
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(("unreadable".into(), e.to_string())),
+    };
+    use std::io::{Read, Seek};
+    if let Err(e) = f.seek(std::io::SeekFrom::Start(u64::from(offset))) {
+        return Some(("unreadable".into(), e.to_string()));
+    }
+    let mut h = crc32fast::Hasher::new();
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let piece = &buf[..n];
+                if head.len() < 1024 {
+                    head.extend_from_slice(&piece[..n.min(1024 - head.len())]);
+                }
+                h.update(piece);
+            }
+            Err(e) => return Some(("unreadable".into(), e.to_string())),
+        }
+    }
+    if let Some(c) = pre.c {
+        let got = h.finalize();
+        if got != c {
+            return Some((
+                "checksum".into(),
+                format!("CRC-32 {got:08x}, prelude says {c:08x}"),
+            ));
+        }
+    }
+    if !has_header(&head) {
+        return Some(("header".into(), "does not start with a header field".into()));
+    }
+    None
+}
+
+#[allow(clippy::type_complexity)]
+fn check_files(
+    partition: &Path,
+    user: &str,
+    boxes: &[(MailboxId, MailboxRec, Vec<MessageMeta>)],
+    tick: &dyn Tick,
+) -> std::io::Result<(VerifyReport, Vec<Bad>, Vec<Orphan>, Vec<(PathBuf, Problem)>)> {
+    let udir = files::user_dir(partition, user);
+    let mut report = VerifyReport {
+        user: user.to_string(),
+        ..Default::default()
+    };
+    tick.total(boxes.iter().map(|b| b.2.len() as u64).sum());
+    let mut bad = Vec::new();
+    let mut orphans = Vec::new();
+    let known: HashSet<MailboxId> = boxes.iter().map(|b| b.0).collect();
+    for (id, rec, metas) in boxes {
+        let dir = files::mailbox_dir(partition, user, *id);
+        let indexed: HashSet<Uid> = metas.iter().map(|m| m.uid).collect();
+        for m in metas {
+            tick.inc(1);
+            report.entries += 1;
+            let path = files::message_file(&dir, m.uid);
+            if let Some((kind, detail)) = check_message(&path, m, user) {
+                bad.push((
+                    *id,
+                    m.clone(),
+                    Problem::new(&kind, Some(*id), Some(m.uid), &path).detail(detail),
+                ));
+            }
+        }
+        let on_disk = match message_files(&dir) {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for (uid, path) in on_disk {
+            report.files += 1;
+            // At or above the snapshot's UIDNEXT: a delivery in flight.
+            if !indexed.contains(&uid) && uid < rec.uidnext {
+                orphans.push((
+                    *id,
+                    uid,
+                    path.clone(),
+                    Problem::new("orphan", Some(*id), Some(uid), &path)
+                        .detail("file without index entry"),
+                ));
+            }
+        }
+    }
+    let mut orphan_boxes = Vec::new();
+    for (id, dir) in mailbox_dirs(&udir)? {
+        if !known.contains(&id) {
+            let n = message_files(&dir).map(|v| v.len()).unwrap_or(0);
+            orphan_boxes.push((
+                dir.clone(),
+                Problem::new("orphan_mailbox", Some(id), None, &dir).detail(format!(
+                    "mailbox folder unknown to the index ({n} messages)"
+                )),
+            ));
+        }
+    }
+    Ok((report, bad, orphans, orphan_boxes))
+}
+
+/// Moves a file or folder into `lost` (created), under a name unique by
+/// its origin. Returns the new path.
+fn to_lost_found(lost: &Path, user: &str, path: &Path) -> std::io::Result<PathBuf> {
+    crate::fsutil::create_private_dir_all(lost)?;
+    let tail: Vec<String> = path
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let mut name = format!(
+        "{}.{}",
+        files::encode_user(user),
+        tail.into_iter().rev().collect::<Vec<_>>().join(".")
+    );
+    let mut n = 0;
+    while lost.join(&name).exists() {
+        n += 1;
+        name = format!("{name}.{n}");
+    }
+    let dest = lost.join(name);
+    std::fs::rename(path, &dest)?;
+    Ok(dest)
+}
+
+fn repair_user(
+    txn: &WriteTransaction,
+    batch: &mut Batch,
+    user: &str,
+    lost: &Path,
+    bad: Vec<Bad>,
+    orphans: Vec<Orphan>,
+    orphan_boxes: Vec<(PathBuf, Problem)>,
+) -> Result<Vec<Problem>> {
+    let mut out = Vec::new();
+    // Entries without a usable file: expunged, the file set aside.
+    let mut by_box: BTreeMap<MailboxId, Vec<(MessageMeta, Problem)>> = BTreeMap::new();
+    for (id, m, p) in bad {
+        by_box.entry(id).or_default().push((m, p));
+    }
+    for (id, items) in by_box {
+        let mut rec = match get_mailbox(txn, id) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let victims: Vec<MessageMeta> = {
+            let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+            let mut v = Vec::new();
+            for (m, _) in &items {
+                if let Some(x) = msgs.get((id, m.uid)).map_err(ie)? {
+                    v.push(dec::<MessageMeta>(x.value())?);
+                }
+            }
+            v
+        };
+        rec.highestmodseq += 1;
+        let modseq = rec.highestmodseq;
+        remove_messages(txn, batch, id, &mut rec, &victims, modseq)?;
+        let bytes: u64 = victims.iter().map(|m| m.size).sum();
+        add_usage(txn, user, -(bytes as i64), -(victims.len() as i64))?;
+        put_mailbox(txn, id, &rec)?;
+        batch.notify.insert(id, modseq);
+        for (_, mut p) in items {
+            let path = PathBuf::from(&p.path);
+            p.repaired = Some(if path.exists() {
+                match to_lost_found(lost, user, &path) {
+                    Ok(d) => format!("expunged; file moved to {}", d.display()),
+                    Err(e) => format!("expunged; file left in place: {e}"),
+                }
+            } else {
+                "expunged".into()
+            });
+            out.push(p);
+        }
+    }
+    // Orphan files: re-indexed when their UID was never announced, else
+    // set aside (a UID below UIDNEXT cannot come back).
+    for (id, uid, path, mut p) in orphans {
+        let mut rec = match get_mailbox(txn, id) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let reindex = uid >= rec.uidnext;
+        if reindex {
+            if let Ok((pre, offset)) = files::read_prelude(&path) {
+                let size = std::fs::metadata(&path)
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+                    .saturating_sub(u64::from(offset));
+                rec.highestmodseq += 1;
+                rec.uidnext = uid + 1;
+                let meta = MessageMeta {
+                    uid,
+                    flags: Flags::from_names(&pre.f),
+                    internal_date: pre.d,
+                    tz_offset_min: pre.z,
+                    size,
+                    modseq: rec.highestmodseq,
+                    offset,
+                    save_date: now(),
+                };
+                add_message(txn, id, &mut rec, &meta)?;
+                let keys = threads::keys_of_file(&path, offset, size);
+                extra::on_append(txn, id, uid, user, &keys)?;
+                let (email, thread) = extra::object_ids(txn, id, uid)?;
+                journal::message_added(
+                    txn,
+                    &mut batch.journal,
+                    user,
+                    (id, uid),
+                    email,
+                    thread,
+                    false,
+                )?;
+                add_usage(txn, user, size as i64, 1)?;
+                put_mailbox(txn, id, &rec)?;
+                batch.notify.insert(id, rec.highestmodseq);
+                p.repaired = Some("reindexed".into());
+                out.push(p);
+                continue;
+            }
+        }
+        p.repaired = Some(match to_lost_found(lost, user, &path) {
+            Ok(d) => format!("moved to {}", d.display()),
+            Err(e) => return Err(ie(format!("moving {} to lost+found: {e}", path.display()))),
+        });
+        out.push(p);
+    }
+    for (dir, mut p) in orphan_boxes {
+        p.repaired = Some(match to_lost_found(lost, user, &dir) {
+            Ok(d) => format!("moved to {}", d.display()),
+            Err(e) => return Err(ie(format!("moving {} to lost+found: {e}", dir.display()))),
+        });
+        out.push(p);
+    }
+    batch.users.insert(user.to_string());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modseq_bound_exceeds_any_rate_of_changes_and_stays_an_imap_modseq() {
+        // RFC 7162: a mod-sequence-value is below 2^63.
+        assert!(modseq_bound(0, 4_000_000_000) < 1 << 63);
+        assert_eq!(modseq_bound(100, 100), 1 << 31);
+        assert!(modseq_bound(100, 101) > modseq_bound(100, 100));
+        // A clock going backwards still gives a positive bound.
+        assert_eq!(modseq_bound(200, 100), 1 << 31);
+    }
+
+    #[test]
+    fn rfc5322_header_presence() {
+        assert!(has_header(b"From: a@b\r\n\r\nx"));
+        assert!(has_header(b"X-Y:z"));
+        assert!(!has_header(b""));
+        assert!(!has_header(b"\r\nbody"));
+        assert!(!has_header(b"not a header\r\n"));
+        assert!(!has_header(b": empty name"));
+    }
+
+    #[test]
+    fn message_file_names_give_uids() {
+        assert_eq!(uid_of("12.msg"), Some(12));
+        assert_eq!(uid_of("0.msg"), None);
+        assert_eq!(uid_of("+1.msg"), None);
+        assert_eq!(uid_of("1.msg.tmp"), None);
+        assert_eq!(uid_of("mailbox"), None);
+        assert_eq!(uid_of("99999999999.msg"), None);
+    }
+}
