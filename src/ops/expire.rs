@@ -73,7 +73,7 @@ pub async fn run(c: &Ctx, a: ExpireArgs, p: &Progress) -> anyhow::Result<serde_j
     );
     let t = now();
     let mut workers = Vec::new();
-    for (name, folder) in c.store.partition_folders() {
+    for (name, _folder) in c.store.partition_folders() {
         let users = by_part.get(&name).cloned().unwrap_or_default();
         let (store, cfg, p, dry) = (c.store.clone(), cfg.clone(), p.clone(), a.dry_run);
         workers.push(tokio::spawn(async move {
@@ -110,11 +110,7 @@ pub async fn run(c: &Ctx, a: ExpireArgs, p: &Progress) -> anyhow::Result<serde_j
                 }
             }
             if !dry {
-                let grace = cfg.purge_after;
-                let (f, b) = tokio::task::spawn_blocking(move || {
-                    crate::store::Store::purge_expunged(&folder, now(), grace)
-                })
-                .await??;
+                let (f, b) = store.purge_expunged(&name, now(), cfg.purge_after).await?;
                 r.purged_files = f;
                 r.purged_bytes = b;
                 if cfg.expunged_keep > 0 {

@@ -322,6 +322,44 @@ impl Inner {
         .await
     }
 
+    /// Purges a partition's set-aside expunged files older than `grace`
+    /// and records in each mailbox's record file the highest UID purged.
+    pub async fn purge_expunged(
+        &self,
+        partition: &str,
+        now: i64,
+        grace: u64,
+    ) -> Result<(u64, u64)> {
+        let folder = self.partition_path(partition)?;
+        let f = folder.clone();
+        let purged = tokio::task::spawn_blocking(move || files::purge_expunged(&f, now, grace))
+            .await
+            .map_err(ie)?
+            .map_err(ie)?;
+        let (n, bytes) = (purged.files, purged.bytes);
+        if purged.max_uids.is_empty() {
+            return Ok((n, bytes));
+        }
+        // Through the writer: the record files are also written there
+        // (create, rename), never by two hands at once.
+        self.submit(move |_txn, batch| {
+            for (rel, uid) in purged.max_uids {
+                let dir = folder.join(rel);
+                let Some(mut rec) = files::read_mailbox_file(&dir) else {
+                    continue;
+                };
+                if rec.uidnext <= uid {
+                    rec.uidnext = uid.saturating_add(1);
+                    files::write_mailbox_file(&dir, &rec).map_err(ie)?;
+                    batch.sync_dirs.insert(dir);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok((n, bytes))
+    }
+
     /// The expunge floor of a mailbox (tests, tools).
     pub async fn expunge_floor(&self, mailbox: MailboxId) -> Result<ModSeq> {
         self.read_txn(move |txn| {
@@ -333,5 +371,167 @@ impl Inner {
                 .map_or(0, |v| v.value()))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::test_config;
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    fn msg(n: u32, flags: &[&str]) -> NewMessage {
+        NewMessage {
+            data: Arc::new(
+                format!("Subject: {n}\r\n\r\n{}\r\n", "x".repeat(n as usize)).into_bytes(),
+            ),
+            flags: Flags::from_names(flags),
+            internal_date: None,
+        }
+    }
+
+    fn rule(mailbox: &str) -> ExpireRule {
+        ExpireRule {
+            mailbox: mailbox.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("*", "anything/at all"));
+        assert!(glob("Trash", "Trash"));
+        assert!(!glob("Trash", "Trash/x"));
+        assert!(glob("Archive/*", "Archive/2020"));
+        assert!(glob("*@example.com", "a@example.com"));
+        assert!(!glob("*@example.com", "a@example.org"));
+        assert!(glob("J?nk", "Junk"));
+        assert!(mailbox_matches("inbox", "INBOX"));
+    }
+
+    #[test]
+    fn a_rule_removes_only_what_meets_all_its_conditions() {
+        let now = 100 * 86400;
+        let m = |size, days_ago: i64, flags: &[&str]| MessageMeta {
+            uid: 1,
+            flags: Flags::from_names(flags),
+            internal_date: 0,
+            tz_offset_min: 0,
+            size,
+            modseq: 1,
+            offset: 0,
+            save_date: now - days_ago * 86400,
+        };
+        let mut r = rule("*");
+        assert!(
+            !rule_applies(&r, &m(1, 1000, &[]), now),
+            "no condition: nothing"
+        );
+        r.max_age_days = Some(30);
+        assert!(rule_applies(&r, &m(1, 31, &[]), now));
+        assert!(!rule_applies(&r, &m(1, 29, &[]), now));
+        r.flags = vec!["seen".into()];
+        assert!(!rule_applies(&r, &m(1, 31, &[]), now));
+        assert!(rule_applies(&r, &m(1, 31, &["\\Seen"]), now));
+        let mut big = rule("*");
+        big.max_size = Some(100);
+        assert!(rule_applies(&big, &m(101, 0, &[]), now));
+        assert!(!rule_applies(&big, &m(100, 0, &[]), now));
+        let mut kw = rule("*");
+        kw.flags = vec!["$Junk".into(), "deleted".into()];
+        assert!(rule_applies(&kw, &m(1, 0, &["$junk", "\\Deleted"]), now));
+        assert!(!rule_applies(&kw, &m(1, 0, &["$junk"]), now));
+    }
+
+    /// Expire removes by rule, per mailbox pattern, whatever \Deleted says;
+    /// other mailboxes and messages stay; usage follows.
+    #[tokio::test]
+    async fn expire_removes_by_rule_and_leaves_others() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&test_config(d.path())).unwrap();
+        let q = Quota::default();
+        let inbox = s.append("a@x", "INBOX", msg(500, &[]), q).await.unwrap();
+        s.append("a@x", "INBOX", msg(5, &[]), q).await.unwrap();
+        s.append("a@x", "Trash", msg(5, &["\\Seen"]), q)
+            .await
+            .unwrap();
+        s.append("a@x", "Trash", msg(5, &[]), q).await.unwrap();
+        let mut big = rule("INBOX");
+        big.max_size = Some(400);
+        let mut seen = rule("Trash");
+        seen.flags = vec!["seen".into()];
+        let c = s
+            .expire_candidates("a@x", vec![big, seen], now())
+            .await
+            .unwrap();
+        let got: Vec<(String, Vec<Uid>)> = c
+            .iter()
+            .map(|e| (e.name.clone(), e.messages.iter().map(|m| m.0).collect()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("INBOX".into(), vec![1]), ("Trash".into(), vec![1])]
+        );
+        for e in &c {
+            let uids = e.messages.iter().map(|m| m.0).collect();
+            assert_eq!(s.expire_remove(e.mailbox, uids).await.unwrap().0, 1);
+        }
+        assert_eq!(s.usage("a@x").await.unwrap().messages, 2);
+        // Sessions learn it as an expunge.
+        let ch = s.changes(inbox.mailbox, 1).await.unwrap();
+        assert_eq!(ch.expunged, vec![1]);
+    }
+
+    /// RFC 7162 3.2.5.2 after trimming: a client within the kept window
+    /// gets the exact VANISHED set, an older one every missing UID.
+    #[tokio::test]
+    async fn trimmed_expunge_records_keep_qresync_exact_within_the_window() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&test_config(d.path())).unwrap();
+        let q = Quota::default();
+        let mut id = 0;
+        for i in 0..6 {
+            id = s
+                .append("a@x", "INBOX", msg(i, &[]), q)
+                .await
+                .unwrap()
+                .mailbox;
+        }
+        let mut marks = Vec::new();
+        for uid in 1..=4 {
+            marks.push(s.mailbox_info(id).await.unwrap().highestmodseq);
+            s.store_flags(
+                id,
+                vec![uid],
+                FlagOp::Add,
+                Flags::from_names(&["\\Deleted"]),
+                None,
+            )
+            .await
+            .unwrap();
+            s.expunge(id, None).await.unwrap();
+        }
+        assert_eq!(
+            s.expunged_counts(vec!["a@x".into()], 2)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(s.trim_expunged(id, 2).await.unwrap(), 2);
+        assert_eq!(s.trim_expunged(id, 2).await.unwrap(), 0);
+        let floor = s.expunge_floor(id).await.unwrap();
+        assert!(floor > 0);
+        // Within the window (after the second expunge): exact.
+        let c = s.changes(id, marks[2]).await.unwrap();
+        assert_eq!(c.expunged, vec![3, 4]);
+        let c = s.changes(id, floor).await.unwrap();
+        assert_eq!(c.expunged, vec![3, 4]);
+        // Before the trimmed point: every UID not present.
+        let c = s.changes(id, marks[0]).await.unwrap();
+        assert_eq!(c.expunged, vec![1, 2, 3, 4]);
+        let c = s.changes(id, 1).await.unwrap();
+        assert_eq!(c.expunged, vec![1, 2, 3, 4]);
     }
 }

@@ -54,12 +54,20 @@ pub struct MailboxFile {
     /// Unix seconds when the mailbox was created (bounds its modseqs).
     #[serde(default)]
     pub created: i64,
+    /// UIDs below this were used by messages since purged (written when
+    /// `purge_expunged` removes them), so a reconstruct never reuses one.
+    #[serde(default)]
+    pub uidnext: u32,
 }
 
 /// Writes `dir/mailbox` (through a temporary name, fsynced). The caller
 /// fsyncs `dir` (the writer does, with the rest of the batch).
 pub fn write_mailbox_file(dir: &Path, rec: &MailboxFile) -> io::Result<()> {
-    let tmp = dir.join(".mailbox.tmp");
+    let tmp = dir.join(format!(
+        ".mailbox.{}.{}",
+        std::process::id(),
+        ASIDE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
     let mut f = crate::fsutil::private_file()
         .write(true)
         .create(true)
@@ -106,13 +114,43 @@ pub fn read_prelude(path: &Path) -> io::Result<(Prelude, u32)> {
     Ok((p, (end + 2) as u32))
 }
 
-/// The file name of an expunged message set aside under
-/// `<partition>/expunged/<day>/`: `<unix secs>.<counter>.<original name
-/// with its mailbox folder>`; `purge_expunged` reads the time back.
 static ASIDE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Folder of set-aside expunged messages in a partition.
 pub const EXPUNGED_DIR: &str = "expunged";
+
+/// Where a set-aside file came from, read back from its name
+/// `<unix secs>.<counter>.<xx>.<user folder>.<mailbox id>.<uid>.msg`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aside {
+    pub time: i64,
+    /// `<xx>/<user folder>/<mailbox id>` below the partition.
+    pub mailbox_dir: PathBuf,
+    pub mailbox: MailboxId,
+    pub uid: Uid,
+}
+
+pub fn parse_aside(name: &str) -> Option<Aside> {
+    let rest = name.strip_suffix(".msg")?;
+    let mut head = rest.splitn(4, '.');
+    let time = head.next()?.parse().ok()?;
+    head.next()?.parse::<u64>().ok()?;
+    let xx = head.next()?;
+    let tail = head.next()?;
+    let (tail, uid) = tail.rsplit_once('.')?;
+    let (user, mbox) = tail.rsplit_once('.')?;
+    let bad = |s: &str| s.is_empty() || s == "." || s == ".." || s.contains('/');
+    if bad(xx) || bad(user) {
+        return None;
+    }
+    let mailbox: MailboxId = mbox.parse().ok()?;
+    Some(Aside {
+        time,
+        mailbox_dir: Path::new(xx).join(user).join(mbox),
+        mailbox,
+        uid: uid.parse().ok()?,
+    })
+}
 
 /// Moves an expunged message file out of its mailbox into
 /// `<partition>/expunged/<unix day>/` (the partition is the path's fourth
@@ -121,21 +159,28 @@ pub const EXPUNGED_DIR: &str = "expunged";
 pub fn set_aside(path: &Path, now: i64) -> io::Result<()> {
     let parts = (|| {
         let mbox = path.parent()?;
-        let partition = mbox.parent()?.parent()?.parent()?;
+        let udir = mbox.parent()?;
+        let hash = udir.parent()?;
+        let partition = hash.parent()?;
         Some((
             partition.to_path_buf(),
-            mbox.file_name()?.to_str()?.to_string(),
-            path.file_name()?.to_str()?.to_string(),
+            format!(
+                "{}.{}.{}.{}",
+                hash.file_name()?.to_str()?,
+                udir.file_name()?.to_str()?,
+                mbox.file_name()?.to_str()?,
+                path.file_name()?.to_str()?
+            ),
         ))
     })();
-    let Some((partition, mbox, name)) = parts else {
+    let Some((partition, origin)) = parts else {
         return fs::remove_file(path);
     };
     let day = partition
         .join(EXPUNGED_DIR)
         .join(now.div_euclid(86400).to_string());
     let dest = day.join(format!(
-        "{now}.{}.{mbox}.{name}",
+        "{now}.{}.{origin}",
         ASIDE_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     match fs::rename(path, &dest) {
@@ -147,47 +192,62 @@ pub fn set_aside(path: &Path, now: i64) -> io::Result<()> {
     }
 }
 
-/// Removes set-aside expunged files older than `grace` seconds (by the
-/// time in their names), and day folders left empty. Returns (files,
-/// bytes) removed.
-pub fn purge_expunged(partition: &Path, now: i64, grace: u64) -> io::Result<(u64, u64)> {
+/// Set-aside files of a partition: (path, origin), unparseable names
+/// skipped.
+pub fn list_aside(partition: &Path) -> io::Result<Vec<(PathBuf, Aside)>> {
     let root = partition.join(EXPUNGED_DIR);
-    let mut files = 0;
-    let mut bytes = 0;
     let days = match fs::read_dir(&root) {
         Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let cutoff = now.saturating_sub(i64::try_from(grace).unwrap_or(i64::MAX));
+    let mut out = Vec::new();
     for day in days.flatten() {
-        let dir = day.path();
         if !day.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let mut left = 0;
-        for f in fs::read_dir(&dir)?.flatten() {
-            let name = f.file_name();
-            let when = name
-                .to_str()
-                .and_then(|n| n.split('.').next())
-                .and_then(|t| t.parse::<i64>().ok());
-            match when {
-                Some(t) if t <= cutoff => {
-                    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                    if fs::remove_file(f.path()).is_ok() {
-                        files += 1;
-                        bytes += len;
-                    }
-                }
-                _ => left += 1,
+        for f in fs::read_dir(day.path())?.flatten() {
+            if let Some(a) = f.file_name().to_str().and_then(parse_aside) {
+                out.push((f.path(), a));
             }
         }
-        if left == 0 {
-            let _ = fs::remove_dir(&dir);
+    }
+    Ok(out)
+}
+
+/// What a purge removed.
+#[derive(Debug, Default)]
+pub struct Purged {
+    pub files: u64,
+    pub bytes: u64,
+    /// Per mailbox folder (below the partition): the highest UID purged.
+    pub max_uids: std::collections::BTreeMap<PathBuf, Uid>,
+}
+
+/// Removes set-aside expunged files older than `grace` seconds (by the
+/// time in their names), and day folders left empty.
+pub fn purge_expunged(partition: &Path, now: i64, grace: u64) -> io::Result<Purged> {
+    let mut out = Purged::default();
+    let cutoff = now.saturating_sub(i64::try_from(grace).unwrap_or(i64::MAX));
+    for (path, a) in list_aside(partition)? {
+        if a.time > cutoff {
+            continue;
+        }
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if fs::remove_file(&path).is_ok() {
+            out.files += 1;
+            out.bytes += len;
+            let m = out.max_uids.entry(a.mailbox_dir).or_insert(0);
+            *m = (*m).max(a.uid);
         }
     }
-    Ok((files, bytes))
+    if let Ok(days) = fs::read_dir(partition.join(EXPUNGED_DIR)) {
+        for d in days.flatten() {
+            // Only empty ones go.
+            let _ = fs::remove_dir(d.path());
+        }
+    }
+    Ok(out)
 }
 
 /// FNV-1a: stable across releases (unlike std's hasher), for the user folder.
@@ -409,6 +469,36 @@ mod tests {
             let name = d.file_name().unwrap().to_str().unwrap();
             assert!(!name.contains('/') && name != "." && name != "..", "{u:?}");
         }
+    }
+
+    #[test]
+    fn expunged_files_are_set_aside_and_purged_after_the_grace() {
+        let d = tempfile::tempdir().unwrap();
+        let mbox = mailbox_dir(d.path(), "a.b@x.test", 7);
+        fs::create_dir_all(&mbox).unwrap();
+        let f = message_file(&mbox, 12);
+        fs::write(&f, b"x").unwrap();
+        set_aside(&f, 1_000_000).unwrap();
+        assert!(!f.exists());
+        let list = list_aside(d.path()).unwrap();
+        assert_eq!(list.len(), 1);
+        let a = &list[0].1;
+        assert_eq!((a.time, a.mailbox, a.uid), (1_000_000, 7, 12));
+        assert_eq!(d.path().join(&a.mailbox_dir), mbox);
+        // Within the grace: kept.
+        let p = purge_expunged(d.path(), 1_000_050, 100).unwrap();
+        assert_eq!(p.files, 0);
+        let p = purge_expunged(d.path(), 1_000_100, 100).unwrap();
+        assert_eq!((p.files, p.bytes), (1, 1));
+        assert_eq!(p.max_uids.get(&a.mailbox_dir), Some(&12));
+        assert_eq!(
+            fs::read_dir(d.path().join(EXPUNGED_DIR)).unwrap().count(),
+            0
+        );
+        // Hostile names are not parsed into paths outside the partition.
+        assert_eq!(parse_aside("1.2.../...7.3.msg"), None);
+        assert_eq!(parse_aside("1.2.ab.a/b.7.3.msg"), None);
+        assert_eq!(parse_aside("x.2.ab.u.7.3.msg"), None);
     }
 
     #[test]

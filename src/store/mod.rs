@@ -827,14 +827,16 @@ impl Store {
         self.inner.expunge_floor(mailbox).await
     }
 
-    /// Removes set-aside expunged files of a partition folder older than
-    /// `grace` seconds: (files, bytes).
-    pub fn purge_expunged(
-        partition: &std::path::Path,
+    /// Removes set-aside expunged files of a partition older than
+    /// `grace` seconds: (files, bytes). The mailboxes' record files learn
+    /// the highest UID purged (reconstruct never reuses it).
+    pub async fn purge_expunged(
+        &self,
+        partition: &str,
         now: i64,
         grace: u64,
-    ) -> std::io::Result<(u64, u64)> {
-        files::purge_expunged(partition, now, grace)
+    ) -> Result<(u64, u64)> {
+        self.inner.purge_expunged(partition, now, grace).await
     }
 
     /// Path of a message file (for tools and tests).

@@ -126,6 +126,8 @@ struct ScannedBox {
     id: MailboxId,
     file: Option<MailboxFile>,
     msgs: Vec<ScannedMsg>,
+    /// Highest UID among the mailbox's expunged files still set aside.
+    aside_uid: Uid,
 }
 
 /// Records a mailbox in its folder's `mailbox` file (created or renamed),
@@ -151,10 +153,10 @@ pub(super) fn record_mailbox(
     let mut touched = Vec::new();
     files::create_dirs(&dir, &mut touched).map_err(ie)?;
     batch.sync_dirs.extend(touched);
-    let created = if new {
-        now()
+    let (created, uidnext) = if new {
+        (now(), 0)
     } else {
-        files::read_mailbox_file(&dir).map_or(0, |f| f.created)
+        files::read_mailbox_file(&dir).map_or((0, 0), |f| (f.created, f.uidnext))
     };
     let file = MailboxFile {
         user: rec.user.clone(),
@@ -162,6 +164,7 @@ pub(super) fn record_mailbox(
         uidvalidity: rec.uidvalidity,
         special_use: rec.special_use,
         created,
+        uidnext,
     };
     files::write_mailbox_file(&dir, &file).map_err(ie)?;
     batch.sync_dirs.insert(dir.clone());
@@ -243,11 +246,19 @@ fn message_files(dir: &Path) -> std::io::Result<Vec<(Uid, PathBuf)>> {
 /// Reads every message file of a user folder (prelude, size, thread
 /// keys). Files that cannot be used are reported, not indexed.
 fn scan_user(
-    user_dir: &Path,
+    partition: &Path,
     user: &str,
     tick: &dyn Tick,
 ) -> std::io::Result<(Vec<ScannedBox>, Vec<Problem>)> {
-    let dirs = mailbox_dirs(user_dir)?;
+    let user_dir = files::user_dir(partition, user);
+    let mut aside: BTreeMap<MailboxId, Uid> = BTreeMap::new();
+    for (_, a) in files::list_aside(partition)? {
+        if partition.join(&a.mailbox_dir).parent() == Some(user_dir.as_path()) {
+            let m = aside.entry(a.mailbox).or_insert(0);
+            *m = (*m).max(a.uid);
+        }
+    }
+    let dirs = mailbox_dirs(&user_dir)?;
     let mut listed = Vec::with_capacity(dirs.len());
     let mut total = 0;
     for (id, dir) in dirs {
@@ -302,6 +313,7 @@ fn scan_user(
             id,
             file,
             msgs: scanned,
+            aside_uid: aside.get(&id).copied().unwrap_or(0),
         });
     }
     Ok((boxes, problems))
@@ -497,7 +509,10 @@ fn rebuild_user(
             }),
         };
         let max_uid = b.msgs.iter().map(|m| m.uid).max().unwrap_or(0);
-        let uidnext = (max_uid + 1).max(old.map_or(1, |o| o.uidnext));
+        // Above every UID found, set aside or purged (record file).
+        let uidnext = (max_uid.max(b.aside_uid) + 1)
+            .max(old.map_or(1, |o| o.uidnext))
+            .max(b.file.as_ref().map_or(1, |f| f.uidnext));
         let mut rec = MailboxRec {
             user: user.to_string(),
             name: name.clone(),
@@ -719,10 +734,9 @@ impl Inner {
                 "no folder for {user} in any partition"
             )));
         };
-        let udir = files::user_dir(&part, user);
         let u = user.to_string();
         let (boxes, problems) =
-            tokio::task::spawn_blocking(move || scan_user(&udir, &u, tick.as_ref()))
+            tokio::task::spawn_blocking(move || scan_user(&part, &u, tick.as_ref()))
                 .await
                 .map_err(ie)?
                 .map_err(ie)?;
@@ -1126,6 +1140,308 @@ fn repair_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::test_config;
+    use crate::store::{NoTick, Store};
+    use std::sync::Arc;
+
+    fn msg(subject: &str, flags: &[&str], date: i64) -> NewMessage {
+        NewMessage {
+            data: Arc::new(
+                format!(
+                    "Subject: {subject}\r\nMessage-ID: <{subject}@x>\r\n\r\nbody {subject}\r\n"
+                )
+                .into_bytes(),
+            ),
+            flags: Flags::from_names(flags),
+            internal_date: Some((date, 120)),
+        }
+    }
+
+    fn reopen(cfg: &crate::config::Config) -> Store {
+        for _ in 0..100 {
+            match Store::open(cfg) {
+                Ok(s) => return s,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        panic!("store did not reopen");
+    }
+
+    fn tick() -> Arc<dyn Tick> {
+        Arc::new(NoTick)
+    }
+
+    /// Issue 14: reconstruct after losing the mboxlist restores every
+    /// message with its UID, flags and date at delivery, the mailbox names
+    /// (after a rename), UIDVALIDITY and special use; UIDNEXT stays above
+    /// every UID; usage is recomputed.
+    #[tokio::test]
+    async fn reconstruct_after_losing_the_mboxlist_keeps_uids_names_flags_uidvalidity() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = test_config(d.path());
+        let (before, work_uid);
+        {
+            let s = Store::open(&cfg).unwrap();
+            let q = Quota::default();
+            s.append("a@x", "INBOX", msg("one", &["\\Seen"], 1_600_000_000), q)
+                .await
+                .unwrap();
+            let p2 = s
+                .append("a@x", "INBOX", msg("two", &["$Label"], 1_600_000_100), q)
+                .await
+                .unwrap();
+            s.append("a@x", "INBOX", msg("three", &[], 1_600_000_200), q)
+                .await
+                .unwrap();
+            // Expunge two: UIDNEXT must stay 4.
+            s.store_flags(
+                p2.mailbox,
+                vec![2, 3],
+                FlagOp::Add,
+                Flags::from_names(&["\\Deleted"]),
+                None,
+            )
+            .await
+            .unwrap();
+            s.expunge(p2.mailbox, Some(vec![3])).await.unwrap();
+            s.create_mailbox("a@x", "Work/Projects", None)
+                .await
+                .unwrap();
+            work_uid = s
+                .append(
+                    "a@x",
+                    "Work/Projects",
+                    msg("w", &["\\Flagged"], 1_600_000_300),
+                    q,
+                )
+                .await
+                .unwrap();
+            s.rename_mailbox("a@x", "Work", "Jobs").await.unwrap();
+            before = s.list("a@x").await.unwrap();
+        }
+        std::fs::remove_file(d.path().join("mboxlist/mboxlist.redb")).unwrap();
+        let s = reopen(&cfg);
+        assert!(s.list("a@x").await.unwrap().is_empty());
+        let on_disk = s.users_on_disk().await.unwrap();
+        assert_eq!(on_disk, vec![("a@x".to_string(), "primary".to_string())]);
+        let r = s.reconstruct_user("a@x", tick()).await.unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.messages, 3);
+        let after = s.list("a@x").await.unwrap();
+        let names = |l: &[MailboxInfo]| l.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&after), names(&before));
+        for (a, b) in after.iter().zip(&before) {
+            assert_eq!(
+                (a.id, a.uidvalidity, a.special_use),
+                (b.id, b.uidvalidity, b.special_use),
+                "{}",
+                a.name
+            );
+            assert!(a.uidnext >= b.uidnext, "{}", a.name);
+            assert!(a.highestmodseq > b.highestmodseq, "{}", a.name);
+        }
+        let inbox = s.snapshot("a@x", "INBOX").await.unwrap();
+        // Above the highest UID found, including the expunged file set
+        // aside (UID 3): an expunged UID is never reused.
+        assert_eq!(inbox.info.uidnext, 4);
+        let got: Vec<(Uid, Vec<String>, i64, i16)> = inbox
+            .messages
+            .iter()
+            .map(|m| (m.uid, m.flags.names(), m.internal_date, m.tz_offset_min))
+            .collect();
+        // Flags at delivery: \Deleted set later is not recorded.
+        assert_eq!(
+            got,
+            vec![
+                (1, vec!["\\Seen".to_string()], 1_600_000_000, 120),
+                (2, vec!["$Label".to_string()], 1_600_000_100, 120),
+            ]
+        );
+        let body = s.read(inbox.info.id, &inbox.messages[1]).await.unwrap();
+        assert!(body.starts_with(b"Subject: two\r\n"));
+        let jobs = s.snapshot("a@x", "Jobs/Projects").await.unwrap();
+        assert_eq!(jobs.messages[0].uid, work_uid.uid);
+        let usage = s.usage("a@x").await.unwrap();
+        assert_eq!(usage.messages, 3);
+        // New mail after the rebuild gets the next UID, and a new mailbox
+        // an id above the rebuilt ones.
+        let p = s
+            .append("a@x", "INBOX", msg("four", &[], 0), Quota::default())
+            .await
+            .unwrap();
+        assert_eq!(p.uid, 4);
+        let n = s.create_mailbox("a@x", "New", None).await.unwrap();
+        assert!(after.iter().all(|m| m.id < n.id));
+        assert!(after.iter().all(|m| m.uidvalidity != n.uidvalidity));
+    }
+
+    /// RFC 7162 3.2.5.2: after a reconstruct (or a trim) a client whose
+    /// modseq predates the floor is told every missing UID vanished, and
+    /// sees every message as changed; one after the floor sees exact
+    /// changes.
+    #[tokio::test]
+    async fn qresync_before_the_floor_gets_every_missing_uid() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&test_config(d.path())).unwrap();
+        let q = Quota::default();
+        let mut last = None;
+        for i in 0..5 {
+            last = Some(
+                s.append("a@x", "INBOX", msg(&format!("m{i}"), &[], 0), q)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let id = last.unwrap().mailbox;
+        s.store_flags(
+            id,
+            vec![2, 4],
+            FlagOp::Add,
+            Flags::from_names(&["\\Deleted"]),
+            None,
+        )
+        .await
+        .unwrap();
+        s.expunge(id, None).await.unwrap();
+        let old = s.mailbox_info(id).await.unwrap().highestmodseq;
+        let r = s.reconstruct_user("a@x", tick()).await.unwrap();
+        assert_eq!(r.messages, 3);
+        let info = s.mailbox_info(id).await.unwrap();
+        assert_eq!(info.highestmodseq, old + 1);
+        let c = s.changes(id, old).await.unwrap();
+        assert_eq!(c.expunged, vec![2, 4]);
+        assert_eq!(c.changed.len(), 3);
+        let c = s.changes(id, info.highestmodseq).await.unwrap();
+        assert!(c.expunged.is_empty() && c.changed.is_empty());
+        // An expunge after the floor is reported exactly.
+        s.store_flags(
+            id,
+            vec![5],
+            FlagOp::Add,
+            Flags::from_names(&["\\Deleted"]),
+            None,
+        )
+        .await
+        .unwrap();
+        s.expunge(id, None).await.unwrap();
+        let c = s.changes(id, info.highestmodseq).await.unwrap();
+        assert_eq!(c.expunged, vec![5]);
+    }
+
+    /// Verify finds a missing file, a corrupted one (same size, other
+    /// bytes: the prelude's CRC-32) and an orphan; `--repair` expunges the
+    /// entries, moves the bad files to lost+found, and a second verify is
+    /// clean.
+    #[tokio::test]
+    async fn verify_finds_missing_corrupted_and_orphan_files_and_repairs_them() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&test_config(d.path())).unwrap();
+        let q = Quota::default();
+        let mut ps = Vec::new();
+        for i in 0..4 {
+            ps.push(
+                s.append("a@x", "INBOX", msg(&format!("m{i}"), &[], 0), q)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let id = ps[0].mailbox;
+        let clean = s.verify_user("a@x", false, tick()).await.unwrap();
+        assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+        assert_eq!((clean.entries, clean.files), (4, 4));
+        std::fs::remove_file(s.message_path(id, 1).unwrap()).unwrap();
+        let p2 = s.message_path(id, 2).unwrap();
+        let mut bytes = std::fs::read(&p2).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0x20;
+        std::fs::write(&p2, &bytes).unwrap();
+        // An orphan below UIDNEXT: a copy of message 3 as UID 3's twin.
+        s.store_flags(
+            id,
+            vec![4],
+            FlagOp::Add,
+            Flags::from_names(&["\\Deleted"]),
+            None,
+        )
+        .await
+        .unwrap();
+        let p4 = s.message_path(id, 4).unwrap();
+        let keep = std::fs::read(&p4).unwrap();
+        s.expunge(id, None).await.unwrap();
+        std::fs::write(&p4, &keep).unwrap();
+        let r = s.verify_user("a@x", false, tick()).await.unwrap();
+        let kinds: Vec<(&str, Option<Uid>)> = r
+            .problems
+            .iter()
+            .map(|p| (p.kind.as_str(), p.uid))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("missing", Some(1)),
+                ("checksum", Some(2)),
+                ("orphan", Some(4))
+            ]
+        );
+        let r = s.verify_user("a@x", true, tick()).await.unwrap();
+        assert!(
+            r.problems.iter().all(|p| p.repaired.is_some()),
+            "{:?}",
+            r.problems
+        );
+        let r = s.verify_user("a@x", false, tick()).await.unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let snap = s.snapshot("a@x", "INBOX").await.unwrap();
+        assert_eq!(
+            snap.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![3]
+        );
+        let lost = d.path().join("partition/primary/lost+found");
+        assert_eq!(std::fs::read_dir(lost).unwrap().count(), 2);
+        assert_eq!(s.usage("a@x").await.unwrap().messages, 1);
+    }
+
+    /// A purged expunged file leaves its UID in the mailbox's record file:
+    /// a reconstruct after the purge does not reuse it either.
+    #[tokio::test]
+    async fn reconstruct_never_reuses_purged_uids() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&test_config(d.path())).unwrap();
+        let q = Quota::default();
+        s.append("a@x", "INBOX", msg("a", &[], 0), q).await.unwrap();
+        let p = s
+            .append("a@x", "INBOX", msg("b", &["\\Deleted"], 0), q)
+            .await
+            .unwrap();
+        s.expunge(p.mailbox, None).await.unwrap();
+        let t = now() + 10;
+        assert_eq!(s.purge_expunged("primary", t, 0).await.unwrap().0, 1);
+        let r = s.reconstruct_user("a@x", tick()).await.unwrap();
+        assert_eq!(r.messages, 1);
+        assert_eq!(s.status("a@x", "INBOX").await.unwrap().uidnext, 3);
+    }
+
+    /// An orphan above UIDNEXT (its commit was lost) is indexed again.
+    #[tokio::test]
+    async fn verify_repair_reindexes_an_orphan_above_uidnext() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&test_config(d.path())).unwrap();
+        let p = s
+            .append("a@x", "INBOX", msg("m", &["\\Seen"], 5), Quota::default())
+            .await
+            .unwrap();
+        let src = s.message_path(p.mailbox, 1).unwrap();
+        let dst = src.with_file_name("7.msg");
+        std::fs::copy(&src, &dst).unwrap();
+        // Not reported while it may be a delivery in flight (>= UIDNEXT)...
+        let r = s.verify_user("a@x", false, tick()).await.unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        // ...but reconstruct picks it up, UIDNEXT above it.
+        let r = s.reconstruct_user("a@x", tick()).await.unwrap();
+        assert_eq!(r.messages, 2);
+        let info = s.status("a@x", "INBOX").await.unwrap();
+        assert_eq!(info.uidnext, 8);
+    }
 
     #[test]
     fn modseq_bound_exceeds_any_rate_of_changes_and_stays_an_imap_modseq() {
