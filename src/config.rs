@@ -1806,6 +1806,22 @@ mod tests {
     }
 
     #[test]
+    fn expire_rules_are_typed_and_need_a_condition() {
+        let c = extract(
+            "[store.expire]\ninterval = 0\n[[store.expire.rule]]\nmailbox = \"Trash\"\nmax_age_days = 30\n",
+        )
+        .unwrap();
+        assert!(validate(&c).is_empty(), "{:?}", validate(&c));
+        assert_eq!(c.store.expire.rule[0].max_age_days, Some(30));
+        assert_eq!(c.store.expire.purge_after, 3600);
+        let c = extract("[[store.expire.rule]]\nmailbox = \"*\"\n").unwrap();
+        let e = validate(&c).join("\n");
+        assert!(e.contains("store.expire.rule[0]: no condition"), "{e}");
+        let e = extract("[[store.expire.rule]]\nmax_age_days = \"30\"\n").unwrap_err();
+        assert!(e.contains("max_age_days"), "{e}");
+    }
+
+    #[test]
     fn every_networks_key_is_a_typed_list_checked_at_load() {
         for key in [
             "store.lmtp_networks",

@@ -9,6 +9,11 @@
 //! Each file starts with one prelude line, `MSGD1 {json}\r\n`, recording the
 //! owner, the mailbox name and the flags and date at delivery; the message
 //! bytes follow unchanged. The path gives mailbox id and UID.
+//!
+//! Beside the messages, each mailbox folder holds a `mailbox` record file
+//! (name, UIDVALIDITY, special use; written at create and rename), and
+//! expunged messages are moved to `<partition>/expunged/<day>/` until
+//! `msgd expire` purges them (`db/reconstruct.rs`, `db/expire.rs`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -13,7 +13,10 @@
 //! - Files live at `<partition>/<xx>/<user>/<mailbox id>/<uid>.msg`; the path
 //!   names owner, mailbox and UID, and a one-line prelude in the file keeps
 //!   the mailbox name and the flags at delivery, so the mboxlist can be
-//!   rebuilt from the partitions (reconstruct).
+//!   rebuilt from the partitions (reconstruct); a `mailbox` file per
+//!   mailbox folder keeps its name and UIDVALIDITY (`db/reconstruct.rs`).
+//! - Expunged message files are moved aside after the commit and purged
+//!   after a grace period (`db/expire.rs`).
 //! - Readers use redb MVCC read transactions and never wait for the writer.
 
 mod db;
