@@ -11,8 +11,9 @@
 //!
 //! Flag changes after delivery are not recorded in the files: that would
 //! cost a file write per STORE on the hot path (issue 12's benchmarks), so
-//! a reconstruct gives the flags at delivery. To keep CONDSTORE/QRESYNC
-//! clients honest, every reconstructed message gets a modseq above any the
+//! a reconstruct gives the flags at delivery, unless the index it replaces
+//! still has the message (one user on a running server): then its flags.
+//! To keep CONDSTORE/QRESYNC clients honest, every reconstructed message gets a modseq above any the
 //! mailbox can have handed out before: the old HIGHESTMODSEQ + 1 when the
 //! index still knows the mailbox, else a bound from its age (one mailbox
 //! cannot commit more than 2^31 changes a second), and the mailbox's
@@ -270,53 +271,112 @@ fn scan_user(
     let mut boxes = Vec::new();
     let mut problems = Vec::new();
     for (id, dir, msgs) in listed {
-        let file = files::read_mailbox_file(&dir).filter(|f| f.user == user);
-        let mut scanned = Vec::with_capacity(msgs.len());
-        for (uid, path) in msgs {
-            tick.inc(1);
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) => {
-                    problems.push(Problem::new("unreadable", Some(id), Some(uid), &path).detail(e));
-                    continue;
-                }
-            };
-            let (prelude, offset) = match files::read_prelude(&path) {
-                Ok(p) => p,
-                Err(e) => {
-                    problems.push(Problem::new("prelude", Some(id), Some(uid), &path).detail(e));
-                    continue;
-                }
-            };
-            if prelude.u != user {
-                problems.push(
-                    Problem::new("prelude", Some(id), Some(uid), &path)
-                        .detail(format!("owner {:?} is not {user:?}", prelude.u)),
-                );
-                continue;
-            }
-            let size = meta.len().saturating_sub(u64::from(offset));
-            let keys = threads::keys_of_file(&path, offset, size);
-            scanned.push(ScannedMsg {
-                uid,
-                prelude,
-                offset,
-                size,
-                mtime: mtime(&meta),
-                keys,
-            });
+        let aside_uid = aside.get(&id).copied().unwrap_or(0);
+        if let Some(b) = scan_mailbox(id, &dir, msgs, user, aside_uid, tick, &mut problems) {
+            boxes.push(b);
         }
-        if file.is_none() && scanned.is_empty() {
-            continue;
-        }
-        boxes.push(ScannedBox {
-            id,
-            file,
-            msgs: scanned,
-            aside_uid: aside.get(&id).copied().unwrap_or(0),
-        });
     }
     Ok((boxes, problems))
+}
+
+/// Reads the given message files of one mailbox folder.
+fn scan_mailbox(
+    id: MailboxId,
+    dir: &Path,
+    msgs: Vec<(Uid, PathBuf)>,
+    user: &str,
+    aside_uid: Uid,
+    tick: &dyn Tick,
+    problems: &mut Vec<Problem>,
+) -> Option<ScannedBox> {
+    let file = files::read_mailbox_file(dir).filter(|f| f.user == user);
+    let mut scanned = Vec::with_capacity(msgs.len());
+    for (uid, path) in msgs {
+        tick.inc(1);
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(Problem::new("unreadable", Some(id), Some(uid), &path).detail(e));
+                continue;
+            }
+        };
+        let (prelude, offset) = match files::read_prelude(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(Problem::new("prelude", Some(id), Some(uid), &path).detail(e));
+                continue;
+            }
+        };
+        if prelude.u != user {
+            problems.push(
+                Problem::new("prelude", Some(id), Some(uid), &path)
+                    .detail(format!("owner {:?} is not {user:?}", prelude.u)),
+            );
+            continue;
+        }
+        let size = meta.len().saturating_sub(u64::from(offset));
+        let keys = threads::keys_of_file(&path, offset, size);
+        scanned.push(ScannedMsg {
+            uid,
+            prelude,
+            offset,
+            size,
+            mtime: mtime(&meta),
+            keys,
+        });
+    }
+    if file.is_none() && scanned.is_empty() {
+        return None;
+    }
+    Some(ScannedBox {
+        id,
+        file,
+        msgs: scanned,
+        aside_uid,
+    })
+}
+
+/// Inside the writer, just before the rebuild: what changed on disk since
+/// the scan (a delivery, a new mailbox on a running server) is read too,
+/// so the rebuild loses nothing that was committed meanwhile.
+fn catch_up(
+    partition: &Path,
+    user: &str,
+    boxes: &mut Vec<ScannedBox>,
+    problems: &mut Vec<Problem>,
+) -> std::io::Result<()> {
+    let user_dir = files::user_dir(partition, user);
+    let dirs = mailbox_dirs(&user_dir)?;
+    // Deleted since the scan.
+    boxes.retain(|b| dirs.iter().any(|(id, _)| *id == b.id));
+    for (id, dir) in dirs {
+        let files_now = message_files(&dir)?;
+        match boxes.iter_mut().find(|b| b.id == id) {
+            Some(b) => {
+                // Expunged since the scan (its file set aside).
+                let present: HashSet<Uid> = files_now.iter().map(|f| f.0).collect();
+                b.msgs.retain(|m| present.contains(&m.uid));
+                let known: HashSet<Uid> = b.msgs.iter().map(|m| m.uid).collect();
+                let new: Vec<(Uid, PathBuf)> = files_now
+                    .into_iter()
+                    .filter(|(u, _)| !known.contains(u))
+                    .collect();
+                if !new.is_empty() {
+                    if let Some(extra) = scan_mailbox(id, &dir, new, user, 0, &NoTick, problems) {
+                        b.msgs.extend(extra.msgs);
+                        b.msgs.sort_by_key(|m| m.uid);
+                    }
+                }
+            }
+            None => {
+                if let Some(b) = scan_mailbox(id, &dir, files_now, user, 0, &NoTick, problems) {
+                    boxes.push(b);
+                }
+            }
+        }
+    }
+    boxes.sort_by_key(|b| b.id);
+    Ok(())
 }
 
 /// The user's mailbox ids and records in the index.
@@ -411,6 +471,23 @@ fn rebuild_user(
         }
     }
     let keep: HashSet<MailboxId> = boxes.iter().map(|b| b.id).collect();
+    // Flags the index still has (a reconstruct of a readable index, on a
+    // running server) are newer than the files' flags at delivery.
+    let mut old_flags: std::collections::HashMap<(MailboxId, Uid), Flags> = Default::default();
+    {
+        let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+        for (_, id) in &old {
+            if !keep.contains(id) {
+                continue;
+            }
+            for item in msgs.range((*id, 0u32)..=(*id, u32::MAX)).map_err(ie)? {
+                let (k, v) = item.map_err(ie)?;
+                if let Ok(m) = dec::<MessageMeta>(v.value()) {
+                    old_flags.insert((*id, k.value().1), m.flags);
+                }
+            }
+        }
+    }
     // The old index of the user goes.
     for (name, id) in &old {
         clear_mailbox_messages(txn, *id)?;
@@ -529,7 +606,9 @@ fn rebuild_user(
         for m in b.msgs {
             let meta = MessageMeta {
                 uid: m.uid,
-                flags: Flags::from_names(&m.prelude.f),
+                flags: old_flags
+                    .remove(&(b.id, m.uid))
+                    .unwrap_or_else(|| Flags::from_names(&m.prelude.f)),
                 internal_date: m.prelude.d,
                 tz_offset_min: m.prelude.z,
                 size: m.size,
@@ -742,7 +821,16 @@ impl Inner {
                 .map_err(ie)?;
         let u = user.to_string();
         let mut report = self
-            .submit(move |txn, batch| rebuild_user(txn, batch, &u, &pname, boxes))
+            .submit(move |txn, batch| {
+                let mut boxes = boxes;
+                let mut late = Vec::new();
+                if let Some(part) = batch.partitions.get(&pname).cloned() {
+                    catch_up(&part, &u, &mut boxes, &mut late).map_err(ie)?;
+                }
+                let mut r = rebuild_user(txn, batch, &u, &pname, boxes)?;
+                r.problems.extend(late);
+                Ok(r)
+            })
             .await?;
         report.problems.extend(problems);
         Ok(report)
@@ -1419,6 +1507,52 @@ mod tests {
         let r = s.reconstruct_user("a@x", tick()).await.unwrap();
         assert_eq!(r.messages, 1);
         assert_eq!(s.status("a@x", "INBOX").await.unwrap().uidnext, 3);
+    }
+
+    /// Reconstruct on a running server: deliveries and expunges that
+    /// commit while it scans are neither lost nor brought back.
+    #[tokio::test]
+    async fn reconstruct_during_deliveries_loses_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&test_config(d.path())).unwrap();
+        let q = Quota::default();
+        for i in 0..20 {
+            s.append("a@x", "INBOX", msg(&format!("pre{i}"), &[], 0), q)
+                .await
+                .unwrap();
+        }
+        let writer = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    s.append("a@x", "INBOX", msg(&format!("m{i}"), &[], 0), q)
+                        .await
+                        .unwrap();
+                    if i % 10 == 0 {
+                        let id = s.status("a@x", "INBOX").await.unwrap().id;
+                        s.store_flags(
+                            id,
+                            vec![i + 1],
+                            FlagOp::Add,
+                            Flags::from_names(&["\\Deleted"]),
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                        s.expunge(id, None).await.unwrap();
+                    }
+                }
+            })
+        };
+        for _ in 0..3 {
+            s.reconstruct_user("a@x", tick()).await.unwrap();
+        }
+        writer.await.unwrap();
+        let snap = s.snapshot("a@x", "INBOX").await.unwrap();
+        assert_eq!(snap.messages.len(), 56);
+        assert_eq!(s.usage("a@x").await.unwrap().messages, 56);
+        let v = s.verify_user("a@x", false, tick()).await.unwrap();
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
     }
 
     /// An orphan above UIDNEXT (its commit was lost) is indexed again.
