@@ -9,9 +9,9 @@
 //!
 //! Verify checks every index entry against its file and every file
 //! against the index; `--repair` expunges entries without a usable file
-//! (moving the file, if any, to `<partition>/lost+found/`), indexes
-//! orphan files above UIDNEXT and moves other orphans to lost+found. It
-//! exits 1 while problems remain.
+//! (moving the file, if any, to `<partition>/lost+found/`) and moves
+//! orphan files and folders to lost+found. It exits 1 while problems
+//! remain.
 
 use std::sync::Arc;
 

@@ -131,6 +131,9 @@ struct ScannedBox {
     aside_uid: Uid,
 }
 
+/// Seconds after which a file above UIDNEXT is no delivery in flight.
+const IN_FLIGHT_GRACE: i64 = 600;
+
 /// Records a mailbox in its folder's `mailbox` file (created or renamed),
 /// fsynced with the batch. `new`: the file is removed if the batch fails.
 pub(super) fn record_mailbox(
@@ -851,9 +854,8 @@ impl Inner {
 
     /// Checks `user`'s index entries against their files (see the module
     /// doc); with `repair`, entries without a usable file are expunged
-    /// (their file, if any, moved to `<partition>/lost+found/`), orphan
-    /// files above UIDNEXT are indexed and other orphans moved to
-    /// lost+found.
+    /// (their file, if any, moved to `<partition>/lost+found/`) and
+    /// orphan files and folders are moved to lost+found.
     pub async fn verify_user(
         &self,
         user: &str,
@@ -1059,16 +1061,27 @@ fn check_files(
         };
         for (uid, path) in on_disk {
             report.files += 1;
-            // At or above the snapshot's UIDNEXT: a delivery in flight.
-            if !indexed.contains(&uid) && uid < rec.uidnext {
-                orphans.push((
-                    *id,
-                    uid,
-                    path.clone(),
-                    Problem::new("orphan", Some(*id), Some(uid), &path)
-                        .detail("file without index entry"),
-                ));
+            if indexed.contains(&uid) {
+                continue;
             }
+            // At or above the snapshot's UIDNEXT: a delivery in flight,
+            // unless old (a batch that never committed: not acknowledged).
+            let detail = if uid < rec.uidnext {
+                "file without index entry"
+            } else if std::fs::metadata(&path)
+                .map(|m| now().saturating_sub(mtime(&m)) > IN_FLIGHT_GRACE)
+                .unwrap_or(false)
+            {
+                "file above UIDNEXT that was never committed"
+            } else {
+                continue;
+            };
+            orphans.push((
+                *id,
+                uid,
+                path.clone(),
+                Problem::new("orphan", Some(*id), Some(uid), &path).detail(detail),
+            ));
         }
     }
     let mut orphan_boxes = Vec::new();
@@ -1161,52 +1174,18 @@ fn repair_user(
             out.push(p);
         }
     }
-    // Orphan files: re-indexed when their UID was never announced, else
-    // set aside (a UID below UIDNEXT cannot come back).
+    // Orphan files: set aside (a UID below UIDNEXT cannot come back; one
+    // above was never acknowledged, and its sender retried). Unless the
+    // index has it by now.
     for (id, uid, path, mut p) in orphans {
-        let mut rec = match get_mailbox(txn, id) {
-            Ok(r) => r,
-            Err(_) => continue,
-        };
-        let reindex = uid >= rec.uidnext;
-        if reindex {
-            if let Ok((pre, offset)) = files::read_prelude(&path) {
-                let size = std::fs::metadata(&path)
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-                    .saturating_sub(u64::from(offset));
-                rec.highestmodseq += 1;
-                rec.uidnext = uid + 1;
-                let meta = MessageMeta {
-                    uid,
-                    flags: Flags::from_names(&pre.f),
-                    internal_date: pre.d,
-                    tz_offset_min: pre.z,
-                    size,
-                    modseq: rec.highestmodseq,
-                    offset,
-                    save_date: now(),
-                };
-                add_message(txn, id, &mut rec, &meta)?;
-                let keys = threads::keys_of_file(&path, offset, size);
-                extra::on_append(txn, id, uid, user, &keys)?;
-                let (email, thread) = extra::object_ids(txn, id, uid)?;
-                journal::message_added(
-                    txn,
-                    &mut batch.journal,
-                    user,
-                    (id, uid),
-                    email,
-                    thread,
-                    false,
-                )?;
-                add_usage(txn, user, size as i64, 1)?;
-                put_mailbox(txn, id, &rec)?;
-                batch.notify.insert(id, rec.highestmodseq);
-                p.repaired = Some("reindexed".into());
-                out.push(p);
-                continue;
-            }
+        let indexed = txn
+            .open_table(MESSAGES)
+            .map_err(ie)?
+            .get((id, uid))
+            .map_err(ie)?
+            .is_some();
+        if indexed {
+            continue;
         }
         p.repaired = Some(match to_lost_found(lost, user, &path) {
             Ok(d) => format!("moved to {}", d.display()),
@@ -1555,9 +1534,10 @@ mod tests {
         assert!(v.problems.is_empty(), "{:?}", v.problems);
     }
 
-    /// An orphan above UIDNEXT (its commit was lost) is indexed again.
+    /// A file above UIDNEXT is a delivery in flight for verify until it
+    /// is old (then an orphan, never acknowledged); reconstruct indexes it.
     #[tokio::test]
-    async fn verify_repair_reindexes_an_orphan_above_uidnext() {
+    async fn an_orphan_above_uidnext_is_in_flight_then_reported_and_reconstruct_indexes_it() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&test_config(d.path())).unwrap();
         let p = s
@@ -1570,7 +1550,20 @@ mod tests {
         // Not reported while it may be a delivery in flight (>= UIDNEXT)...
         let r = s.verify_user("a@x", false, tick()).await.unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
-        // ...but reconstruct picks it up, UIDNEXT above it.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&dst)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let r = s.verify_user("a@x", false, tick()).await.unwrap();
+        assert_eq!(r.problems.len(), 1);
+        assert_eq!(
+            (r.problems[0].kind.as_str(), r.problems[0].uid),
+            ("orphan", Some(7))
+        );
+        // ...and reconstruct picks it up, UIDNEXT above it.
         let r = s.reconstruct_user("a@x", tick()).await.unwrap();
         assert_eq!(r.messages, 2);
         let info = s.status("a@x", "INBOX").await.unwrap();
