@@ -1371,7 +1371,23 @@ mod tests {
         .unwrap();
         s.expunge(id, None).await.unwrap();
         let old = s.mailbox_info(id).await.unwrap().highestmodseq;
+        let jmap_before = s
+            .jmap_state("a@x", crate::store::JmapKind::Email)
+            .await
+            .unwrap();
         let r = s.reconstruct_user("a@x", tick()).await.unwrap();
+        // The JMAP journal is reset: an older state cannot be caught up.
+        let jmap_after = s
+            .jmap_state("a@x", crate::store::JmapKind::Email)
+            .await
+            .unwrap();
+        assert!(jmap_after > jmap_before);
+        assert!(matches!(
+            s.jmap_changes("a@x", crate::store::JmapKind::Email, jmap_before, 100)
+                .await,
+            Err(crate::store::ChangesError::CannotCalculate)
+        ));
+        assert_eq!(s.all_email_places("a@x").await.unwrap().len(), 3);
         assert_eq!(r.messages, 3);
         let info = s.mailbox_info(id).await.unwrap();
         assert_eq!(info.highestmodseq, old + 1);
