@@ -22,8 +22,8 @@
 //! A mailbox without a record file (made before issue 14) gets a new
 //! UIDVALIDITY: its clients resynchronise from scratch.
 //!
-//! Verify checks, per index entry: the file exists, its prelude parses and
-//! names the owner, its length is prelude + RFC822.SIZE, the message's CRC
+//! Verify checks, per index entry: the file exists, its prelude parses
+//! (and ends at the entry's offset), its length is prelude + RFC822.SIZE, the message's CRC
 //! matches the prelude's (when recorded) and it starts with an RFC 5322
 //! header field; per file: an index entry exists (else an orphan).
 
@@ -239,6 +239,10 @@ fn mailbox_dirs(user_dir: &Path) -> std::io::Result<Vec<(MailboxId, PathBuf)>> {
 fn message_files(dir: &Path) -> std::io::Result<Vec<(Uid, PathBuf)>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir)?.flatten() {
+        // Regular files only: a symbolic link is not a message of ours.
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         if let Some(uid) = e.file_name().to_str().and_then(uid_of) {
             out.push((uid, e.path()));
         }
@@ -310,13 +314,8 @@ fn scan_mailbox(
                 continue;
             }
         };
-        if prelude.u != user {
-            problems.push(
-                Problem::new("prelude", Some(id), Some(uid), &path)
-                    .detail(format!("owner {:?} is not {user:?}", prelude.u)),
-            );
-            continue;
-        }
+        // The path names the owner; the prelude names whoever it was
+        // delivered to (a copy from a shared mailbox is a hard link).
         let size = meta.len().saturating_sub(u64::from(offset));
         let keys = threads::keys_of_file(&path, offset, size);
         scanned.push(ScannedMsg {
@@ -760,8 +759,8 @@ impl Inner {
                     let mut udirs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
                     udirs.sort();
                     for udir in udirs {
-                        if let Some(user) = owner_of(&udir) {
-                            if files::user_dir(&part, &user) == udir && seen.insert(user.clone()) {
+                        if let Some(user) = owner_of(&part, &udir) {
+                            if seen.insert(user.clone()) {
                                 out.push((user, pname.clone()));
                             }
                         }
@@ -934,14 +933,23 @@ impl Inner {
 
 /// The owner named by a user folder's records (a mailbox file, else the
 /// prelude of a message).
-fn owner_of(udir: &Path) -> Option<String> {
-    for (_, dir) in mailbox_dirs(udir).ok()? {
-        if let Some(f) = files::read_mailbox_file(&dir) {
+fn owner_of(partition: &Path, udir: &Path) -> Option<String> {
+    // A message copied from another user's (shared) mailbox is a hard
+    // link whose prelude names that user: only a name that hashes to
+    // this folder counts.
+    let fits = |u: &str| files::user_dir(partition, u) == udir;
+    let dirs = mailbox_dirs(udir).ok()?;
+    for (_, dir) in &dirs {
+        if let Some(f) = files::read_mailbox_file(dir).filter(|f| fits(&f.user)) {
             return Some(f.user);
         }
-        if let Some((_, p)) = message_files(&dir).ok()?.into_iter().next() {
+    }
+    for (_, dir) in &dirs {
+        for (_, p) in message_files(dir).ok()?.into_iter().take(16) {
             if let Ok((pre, _)) = files::read_prelude(&p) {
-                return Some(pre.u);
+                if fits(&pre.u) {
+                    return Some(pre.u);
+                }
             }
         }
     }
@@ -952,11 +960,7 @@ type Bad = (MailboxId, MessageMeta, Problem);
 type Orphan = (MailboxId, Uid, PathBuf, Problem);
 
 /// One message file against its entry: None when it is fine.
-pub(super) fn check_message(
-    path: &Path,
-    meta: &MessageMeta,
-    user: &str,
-) -> Option<(String, String)> {
+pub(super) fn check_message(path: &Path, meta: &MessageMeta) -> Option<(String, String)> {
     let flen = match std::fs::metadata(path) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -968,13 +972,12 @@ pub(super) fn check_message(
         Ok(p) => p,
         Err(e) => return Some(("prelude".into(), e.to_string())),
     };
-    if pre.u != user || offset != meta.offset {
+    // `pre.u` may name another user: a copy from a shared mailbox is a
+    // hard link of their file.
+    if offset != meta.offset {
         return Some((
             "prelude".into(),
-            format!(
-                "prelude of {:?} at {offset}, index says {user:?} at {}",
-                pre.u, meta.offset
-            ),
+            format!("prelude ends at {offset}, index says {}", meta.offset),
         ));
     }
     let want = u64::from(offset) + meta.size;
@@ -1046,7 +1049,7 @@ fn check_files(
             tick.inc(1);
             report.entries += 1;
             let path = files::message_file(&dir, m.uid);
-            if let Some((kind, detail)) = check_message(&path, m, user) {
+            if let Some((kind, detail)) = check_message(&path, m) {
                 bad.push((
                     *id,
                     m.clone(),
@@ -1502,6 +1505,39 @@ mod tests {
         let r = s.reconstruct_user("a@x", tick()).await.unwrap();
         assert_eq!(r.messages, 1);
         assert_eq!(s.status("a@x", "INBOX").await.unwrap().uidnext, 3);
+    }
+
+    /// A message copied from another user's mailbox is a hard link whose
+    /// prelude names that user: the path says whose it is.
+    #[tokio::test]
+    async fn copies_across_users_are_reconstructed_and_verified_by_their_path() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = test_config(d.path());
+        {
+            let s = Store::open(&cfg).unwrap();
+            let p = s
+                .append("a@x", "INBOX", msg("shared", &[], 0), Quota::default())
+                .await
+                .unwrap();
+            s.ensure_user("b@x", None).await.unwrap();
+            s.copy(p.mailbox, vec![1], "b@x", "INBOX", false, Quota::default())
+                .await
+                .unwrap();
+            let v = s.verify_user("b@x", false, tick()).await.unwrap();
+            assert!(v.problems.is_empty(), "{:?}", v.problems);
+        }
+        std::fs::remove_file(d.path().join("mboxlist/mboxlist.redb")).unwrap();
+        let s = reopen(&cfg);
+        let mut users = s.users_on_disk().await.unwrap();
+        users.sort();
+        assert_eq!(users.len(), 2, "{users:?}");
+        for (u, _) in users {
+            let r = s.reconstruct_user(&u, tick()).await.unwrap();
+            assert_eq!((r.messages, r.problems.len()), (1, 0), "{u}");
+        }
+        let snap = s.snapshot("b@x", "INBOX").await.unwrap();
+        let body = s.read(snap.info.id, &snap.messages[0]).await.unwrap();
+        assert!(body.starts_with(b"Subject: shared"));
     }
 
     /// Reconstruct on a running server: deliveries and expunges that
