@@ -528,6 +528,76 @@ pub struct StoreConfig {
     /// TCP addresses (the MTAs); others are closed at once. Default:
     /// loopback and the private ranges. The unix socket is not affected.
     pub lmtp_networks: Vec<Network>,
+    /// Retention and clean-up (`msgd expire`, issue 14).
+    pub expire: ExpireConfig,
+}
+
+/// `[store.expire]`: retention rules, the grace of expunged files and how
+/// much of the expunged table QRESYNC keeps (`ops/expire.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpireConfig {
+    /// Seconds between runs of expire by the store role (0: never; the
+    /// command still works).
+    pub interval: u64,
+    /// Seconds an expunged message file is kept under
+    /// `<partition>/expunged/` before it is purged.
+    pub purge_after: u64,
+    /// Expunge records kept per mailbox for QRESYNC (RFC 7162); older
+    /// clients get a full resync. 0: never trimmed.
+    pub expunged_keep: u64,
+    /// Retention rules (`[[store.expire.rule]]`); a message matching every
+    /// condition of one rule is removed.
+    pub rule: Vec<ExpireRule>,
+}
+
+impl Default for ExpireConfig {
+    fn default() -> Self {
+        ExpireConfig {
+            interval: 86400,
+            purge_after: 3600,
+            expunged_keep: 10_000,
+            rule: Vec::new(),
+        }
+    }
+}
+
+/// One retention rule: patterns say where it applies (`*` any run of
+/// characters, `?` one), conditions say what goes; a rule needs at least
+/// one condition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpireRule {
+    /// Mailbox name pattern ("Trash", "Junk", "Archive/*", "*").
+    pub mailbox: String,
+    /// User pattern ("*@example.com"); absent: every user.
+    pub user: Option<String>,
+    /// Messages that entered the mailbox more than this many days ago.
+    pub max_age_days: Option<u64>,
+    /// Messages larger than this many bytes.
+    pub max_size: Option<u64>,
+    /// Messages with all these flags: `seen`, `answered`, `flagged`,
+    /// `deleted`, `draft` or a keyword.
+    pub flags: Vec<String>,
+}
+
+impl Default for ExpireRule {
+    fn default() -> Self {
+        ExpireRule {
+            mailbox: "*".into(),
+            user: None,
+            max_age_days: None,
+            max_size: None,
+            flags: Vec::new(),
+        }
+    }
+}
+
+impl ExpireRule {
+    /// A rule without a condition would remove everything it matches.
+    pub fn has_condition(&self) -> bool {
+        self.max_age_days.is_some() || self.max_size.is_some() || !self.flags.is_empty()
+    }
 }
 
 /// The MTAs of a two-tier site sit on loopback or a private network.
@@ -570,6 +640,7 @@ impl Default for StoreConfig {
                 .iter()
                 .map(|n| n.parse().expect("the default networks parse"))
                 .collect(),
+            expire: ExpireConfig::default(),
         }
     }
 }
@@ -1499,6 +1570,14 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
             c.store.default_partition
         ));
     }
+    for (i, r) in c.store.expire.rule.iter().enumerate() {
+        if !r.has_condition() {
+            errors.push(format!(
+                "store.expire.rule[{i}]: no condition (max_age_days, max_size or flags): it would remove every message of '{}'",
+                r.mailbox
+            ));
+        }
+    }
     if c.limits.write_timeout == 0 || c.limits.command_deadline == 0 {
         errors.push("limits: write_timeout and command_deadline must be positive".into());
     }
@@ -1755,6 +1834,22 @@ mod tests {
             e.contains(says),
             "{bad}: the error does not say {says:?}: {e}"
         );
+    }
+
+    #[test]
+    fn expire_rules_are_typed_and_need_a_condition() {
+        let c = extract(
+            "[store.expire]\ninterval = 0\n[[store.expire.rule]]\nmailbox = \"Trash\"\nmax_age_days = 30\n",
+        )
+        .unwrap();
+        assert!(validate(&c).is_empty(), "{:?}", validate(&c));
+        assert_eq!(c.store.expire.rule[0].max_age_days, Some(30));
+        assert_eq!(c.store.expire.purge_after, 3600);
+        let c = extract("[[store.expire.rule]]\nmailbox = \"*\"\n").unwrap();
+        let e = validate(&c).join("\n");
+        assert!(e.contains("store.expire.rule[0]: no condition"), "{e}");
+        let e = extract("[[store.expire.rule]]\nmax_age_days = \"30\"\n").unwrap_err();
+        assert!(e.contains("max_age_days"), "{e}");
     }
 
     #[test]

@@ -214,17 +214,16 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
             history.clone(),
             shutdown.clone(),
         ));
-        tokio::spawn(crate::ops::control::serve(
-            sock,
-            crate::ops::Ctx {
-                config: config.clone(),
-                store: store.clone(),
-                directory: services.directory.clone(),
-                online: true,
-                history: Some(history),
-            },
-            shutdown.clone(),
-        ));
+        let ctx = crate::ops::Ctx {
+            config: config.clone(),
+            store: store.clone(),
+            directory: services.directory.clone(),
+            online: true,
+            history: Some(history),
+        };
+        // Retention, purge of expunged files, expunged table trimming.
+        tokio::spawn(crate::ops::expire::schedule(ctx.clone(), shutdown.clone()));
+        tokio::spawn(crate::ops::control::serve(sock, ctx, shutdown.clone()));
     }
     let queue_runner = match queue {
         Some(q) => {

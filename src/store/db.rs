@@ -12,6 +12,8 @@ use tokio::sync::{oneshot, watch};
 
 #[path = "duplicates.rs"]
 pub(super) mod duplicates;
+#[path = "expire.rs"]
+pub(super) mod expire;
 #[path = "extra.rs"]
 mod extra;
 #[path = "journal.rs"]
@@ -24,6 +26,8 @@ pub(super) mod stats;
 pub(super) mod sessions;
 #[path = "sortorder.rs"]
 pub(super) mod sortorder;
+#[path = "reconstruct.rs"]
+pub(super) mod reconstruct;
 #[path = "threads.rs"]
 pub(super) mod threads;
 #[path = "urlauth.rs"]
@@ -164,6 +168,7 @@ impl Inner {
             duplicates::create_tables(&txn)?;
             journal::create_tables(&txn)?;
             journal::build_index(&txn)?;
+            expire::create_tables(&txn)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -174,10 +179,11 @@ impl Inner {
         let uw = user_watchers.clone();
         let wdb = db.clone();
         let keep = config.http.changes_kept.max(1);
+        let wparts = Arc::new(partitions.clone());
         std::thread::Builder::new()
             .name("mboxlist-writer".into())
             .spawn(move || {
-                writer::run(wdb, rx, keep, |changed, users| {
+                writer::run(wdb, rx, keep, wparts, |changed, users| {
                     let map = w.lock().unwrap_or_else(|e| e.into_inner());
                     for (id, modseq) in changed {
                         if let Some(s) = map.get(id) {
@@ -385,6 +391,7 @@ impl Inner {
                     f: msg.flags.names(),
                     d: internal_date,
                     z: tz,
+                    c: Some(crc32fast::hash(&msg.data)),
                 };
                 let tmp = files::write_tmp(&partition, &prelude, &msg.data).map_err(ie)?;
                 let keys = threads::keys(&msg.data);
@@ -736,7 +743,7 @@ impl Inner {
                 {
                     subs.insert((user.as_str(), new.as_str()), 1).map_err(ie)?;
                 }
-                drop_names_then_update(txn, id, &new)?;
+                drop_names_then_update(txn, batch, id, &new)?;
                 batch
                     .journal
                     .record(&user, journal::Kind::Mailbox, id, journal::Op::Updated);
@@ -855,6 +862,11 @@ impl Inner {
                 expunged.push(k.value().2);
             }
             expunged.sort_unstable();
+            // RFC 7162 3.2.5.2: older than what the table still holds,
+            // every UID not present is reported.
+            if let Some(all) = expire::vanished_if_trimmed(txn, mailbox, since, &rec)? {
+                expunged = all;
+            }
             let subscribed = false;
             Ok(Changes {
                 info: info(mailbox, &rec, subscribed),
@@ -1293,10 +1305,16 @@ fn put_mailbox(txn: &WriteTransaction, id: MailboxId, rec: &MailboxRec) -> Resul
     Ok(())
 }
 
-fn drop_names_then_update(txn: &WriteTransaction, id: MailboxId, new_name: &str) -> Result<()> {
+fn drop_names_then_update(
+    txn: &WriteTransaction,
+    batch: &mut Batch,
+    id: MailboxId,
+    new_name: &str,
+) -> Result<()> {
     let mut rec = get_mailbox(txn, id)?;
     rec.name = new_name.to_string();
-    put_mailbox(txn, id, &rec)
+    put_mailbox(txn, id, &rec)?;
+    reconstruct::record_mailbox(txn, batch, id, &rec, false)
 }
 
 fn mailbox_by_name(txn: &WriteTransaction, user: &str, name: &str) -> Result<(u64, MailboxRec)> {
@@ -1388,6 +1406,7 @@ fn create_mailbox_rec(
     };
     drop(meta);
     put_mailbox(txn, id, &rec)?;
+    reconstruct::record_mailbox(txn, batch, id, &rec, true)?;
     txn.open_table(NAMES)
         .map_err(ie)?
         .insert((user, name), id)

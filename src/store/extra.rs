@@ -208,6 +208,14 @@ pub(super) fn on_remove(txn: &WriteTransaction, mailbox: MailboxId, uid: Uid) ->
     Ok(())
 }
 
+/// A mailbox's messages are re-indexed (reconstruct): their per-message
+/// rows go; its ACL stays.
+pub(super) fn clear_messages(txn: &WriteTransaction, mailbox: MailboxId) -> Result<()> {
+    remove_mailbox_rows(txn, OBJECTS, mailbox)?;
+    remove_mailbox_rows(txn, PREVIEWS, mailbox)?;
+    remove_mailbox_rows(txn, SUMMARIES, mailbox)
+}
+
 /// A mailbox is deleted: its rows go.
 pub(super) fn on_delete_mailbox(txn: &WriteTransaction, mailbox: MailboxId) -> Result<()> {
     remove_mailbox_rows(txn, OBJECTS, mailbox)?;

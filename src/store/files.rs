@@ -9,6 +9,11 @@
 //! Each file starts with one prelude line, `MSGD1 {json}\r\n`, recording the
 //! owner, the mailbox name and the flags and date at delivery; the message
 //! bytes follow unchanged. The path gives mailbox id and UID.
+//!
+//! Beside the messages, each mailbox folder holds a `mailbox` record file
+//! (name, UIDVALIDITY, special use; written at create and rename), and
+//! expunged messages are moved to `<partition>/expunged/<day>/` until
+//! `msgd expire` purges them (`db/reconstruct.rs`, `db/expire.rs`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -32,6 +37,222 @@ pub struct Prelude {
     /// Internal date (unix seconds) and zone offset in minutes.
     pub d: i64,
     pub z: i16,
+    /// CRC-32 of the message bytes (after the prelude), for `msgd
+    /// verify`; absent in files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c: Option<u32>,
+}
+
+/// Name of the per-mailbox record file in a mailbox folder.
+pub const MAILBOX_FILE: &str = "mailbox";
+
+/// What a mailbox folder records about its mailbox (`<mailbox dir>/mailbox`,
+/// JSON), written and fsynced when the mailbox is created or renamed, so
+/// `msgd reconstruct` can restore its name, UIDVALIDITY and special use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxFile {
+    pub user: String,
+    pub name: String,
+    pub uidvalidity: u32,
+    #[serde(default)]
+    pub special_use: Option<super::SpecialUse>,
+    /// Unix seconds when the mailbox was created (bounds its modseqs).
+    #[serde(default)]
+    pub created: i64,
+    /// UIDs below this were used by messages since purged (written when
+    /// `purge_expunged` removes them), so a reconstruct never reuses one.
+    #[serde(default)]
+    pub uidnext: u32,
+}
+
+/// Writes `dir/mailbox` (through a temporary name, fsynced). The caller
+/// fsyncs `dir` (the writer does, with the rest of the batch).
+pub fn write_mailbox_file(dir: &Path, rec: &MailboxFile) -> io::Result<()> {
+    let tmp = dir.join(format!(
+        ".mailbox.{}.{}",
+        std::process::id(),
+        ASIDE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut f = crate::fsutil::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec(rec).map_err(io::Error::other)?)?;
+    f.sync_data()?;
+    fs::rename(&tmp, dir.join(MAILBOX_FILE))
+}
+
+/// Longest `mailbox` record file read back (a hostile or damaged one is
+/// not read whole).
+pub const MAX_MAILBOX_FILE: u64 = 64 << 10;
+
+/// Reads `dir/mailbox`; None when absent or unreadable.
+pub fn read_mailbox_file(dir: &Path) -> Option<MailboxFile> {
+    let f = File::open(dir.join(MAILBOX_FILE)).ok()?;
+    let mut buf = Vec::new();
+    f.take(MAX_MAILBOX_FILE).read_to_end(&mut buf).ok()?;
+    serde_json::from_slice(&buf).ok()
+}
+
+/// Longest prelude line read back (the prelude of a real file is short).
+pub const MAX_PRELUDE: usize = 64 << 10;
+
+/// Reads the prelude of a message file: the record and the offset where
+/// the message starts. `InvalidData` when the file has none.
+pub fn read_prelude(path: &Path) -> io::Result<(Prelude, u32)> {
+    let f = File::open(path)?;
+    let mut head = Vec::with_capacity(512);
+    f.take(MAX_PRELUDE as u64).read_to_end(&mut head)?;
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    if !head.starts_with(PRELUDE_MAGIC) {
+        return Err(bad("no MSGD1 prelude"));
+    }
+    let end = head
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .ok_or_else(|| bad("prelude line not terminated"))?;
+    let json = head
+        .get(PRELUDE_MAGIC.len()..end)
+        .ok_or_else(|| bad("prelude"))?;
+    let p: Prelude = serde_json::from_slice(json).map_err(|e| bad(&format!("prelude: {e}")))?;
+    Ok((p, (end + 2) as u32))
+}
+
+static ASIDE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Folder of set-aside expunged messages in a partition.
+pub const EXPUNGED_DIR: &str = "expunged";
+
+/// Where a set-aside file came from, read back from its name
+/// `<unix secs>.<counter>.<xx>.<user folder>.<mailbox id>.<uid>.msg`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aside {
+    pub time: i64,
+    /// `<xx>/<user folder>/<mailbox id>` below the partition.
+    pub mailbox_dir: PathBuf,
+    pub mailbox: MailboxId,
+    pub uid: Uid,
+}
+
+pub fn parse_aside(name: &str) -> Option<Aside> {
+    let rest = name.strip_suffix(".msg")?;
+    let mut head = rest.splitn(4, '.');
+    let time = head.next()?.parse().ok()?;
+    head.next()?.parse::<u64>().ok()?;
+    let xx = head.next()?;
+    let tail = head.next()?;
+    let (tail, uid) = tail.rsplit_once('.')?;
+    let (user, mbox) = tail.rsplit_once('.')?;
+    let bad = |s: &str| s.is_empty() || s == "." || s == ".." || s.contains('/');
+    if bad(xx) || bad(user) {
+        return None;
+    }
+    let mailbox: MailboxId = mbox.parse().ok()?;
+    Some(Aside {
+        time,
+        mailbox_dir: Path::new(xx).join(user).join(mbox),
+        mailbox,
+        uid: uid.parse().ok()?,
+    })
+}
+
+/// Moves an expunged message file out of its mailbox into
+/// `<partition>/expunged/<unix day>/` (the partition is the path's fourth
+/// ancestor), to be purged after the grace period. A file not in the
+/// partition layout is removed instead.
+pub fn set_aside(path: &Path, now: i64) -> io::Result<()> {
+    let parts = (|| {
+        let mbox = path.parent()?;
+        let udir = mbox.parent()?;
+        let hash = udir.parent()?;
+        let partition = hash.parent()?;
+        Some((
+            partition.to_path_buf(),
+            format!(
+                "{}.{}.{}.{}",
+                hash.file_name()?.to_str()?,
+                udir.file_name()?.to_str()?,
+                mbox.file_name()?.to_str()?,
+                path.file_name()?.to_str()?
+            ),
+        ))
+    })();
+    let Some((partition, origin)) = parts else {
+        return fs::remove_file(path);
+    };
+    let day = partition
+        .join(EXPUNGED_DIR)
+        .join(now.div_euclid(86400).to_string());
+    let dest = day.join(format!(
+        "{now}.{}.{origin}",
+        ASIDE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    match fs::rename(path, &dest) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && path.exists() => {
+            crate::fsutil::create_private_dir_all(&day)?;
+            fs::rename(path, &dest)
+        }
+        r => r,
+    }
+}
+
+/// Set-aside files of a partition: (path, origin), unparseable names
+/// skipped.
+pub fn list_aside(partition: &Path) -> io::Result<Vec<(PathBuf, Aside)>> {
+    let root = partition.join(EXPUNGED_DIR);
+    let days = match fs::read_dir(&root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for day in days.flatten() {
+        if !day.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for f in fs::read_dir(day.path())?.flatten() {
+            if let Some(a) = f.file_name().to_str().and_then(parse_aside) {
+                out.push((f.path(), a));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a purge removed.
+#[derive(Debug, Default)]
+pub struct Purged {
+    pub files: u64,
+    pub bytes: u64,
+    /// Per mailbox folder (below the partition): the highest UID purged.
+    pub max_uids: std::collections::BTreeMap<PathBuf, Uid>,
+}
+
+/// Removes set-aside expunged files older than `grace` seconds (by the
+/// time in their names), and day folders left empty.
+pub fn purge_expunged(partition: &Path, now: i64, grace: u64) -> io::Result<Purged> {
+    let mut out = Purged::default();
+    let cutoff = now.saturating_sub(i64::try_from(grace).unwrap_or(i64::MAX));
+    for (path, a) in list_aside(partition)? {
+        if a.time > cutoff {
+            continue;
+        }
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if fs::remove_file(&path).is_ok() {
+            out.files += 1;
+            out.bytes += len;
+            let m = out.max_uids.entry(a.mailbox_dir).or_insert(0);
+            *m = (*m).max(a.uid);
+        }
+    }
+    if let Ok(days) = fs::read_dir(partition.join(EXPUNGED_DIR)) {
+        for d in days.flatten() {
+            // Only empty ones go.
+            let _ = fs::remove_dir(d.path());
+        }
+    }
+    Ok(out)
 }
 
 /// FNV-1a: stable across releases (unlike std's hasher), for the user folder.
@@ -256,6 +477,36 @@ mod tests {
     }
 
     #[test]
+    fn expunged_files_are_set_aside_and_purged_after_the_grace() {
+        let d = tempfile::tempdir().unwrap();
+        let mbox = mailbox_dir(d.path(), "a.b@x.test", 7);
+        fs::create_dir_all(&mbox).unwrap();
+        let f = message_file(&mbox, 12);
+        fs::write(&f, b"x").unwrap();
+        set_aside(&f, 1_000_000).unwrap();
+        assert!(!f.exists());
+        let list = list_aside(d.path()).unwrap();
+        assert_eq!(list.len(), 1);
+        let a = &list[0].1;
+        assert_eq!((a.time, a.mailbox, a.uid), (1_000_000, 7, 12));
+        assert_eq!(d.path().join(&a.mailbox_dir), mbox);
+        // Within the grace: kept.
+        let p = purge_expunged(d.path(), 1_000_050, 100).unwrap();
+        assert_eq!(p.files, 0);
+        let p = purge_expunged(d.path(), 1_000_100, 100).unwrap();
+        assert_eq!((p.files, p.bytes), (1, 1));
+        assert_eq!(p.max_uids.get(&a.mailbox_dir), Some(&12));
+        assert_eq!(
+            fs::read_dir(d.path().join(EXPUNGED_DIR)).unwrap().count(),
+            0
+        );
+        // Hostile names are not parsed into paths outside the partition.
+        assert_eq!(parse_aside("1.2.../...7.3.msg"), None);
+        assert_eq!(parse_aside("1.2.ab.a/b.7.3.msg"), None);
+        assert_eq!(parse_aside("x.2.ab.u.7.3.msg"), None);
+    }
+
+    #[test]
     fn tmp_file_round_trip_and_cleanup() {
         let d = tempfile::tempdir().unwrap();
         let p = Prelude {
@@ -264,6 +515,7 @@ mod tests {
             f: vec![],
             d: 0,
             z: 0,
+            c: None,
         };
         let t = write_tmp(d.path(), &p, b"hello\r\n").unwrap();
         let path = t.path.clone().unwrap();
@@ -282,6 +534,7 @@ mod tests {
             f: vec![],
             d: 0,
             z: 0,
+            c: None,
         };
         let msg: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let t = write_tmp(d.path(), &p, &msg).unwrap();

@@ -412,6 +412,67 @@ pub(super) fn flags_changed(pending: &mut Pending, user: &str, mailbox: MailboxI
     pending.record_raw(user, Kind::Mailbox, mailbox, Op::Updated as u8 | COUNTS);
 }
 
+/// Forgets `user`'s journal and email indexes (reconstruct rebuilds the
+/// indexes): every state moves one past the last, and states before it
+/// answer `cannotCalculateChanges`, so clients resynchronise.
+pub(super) fn reset_user(txn: &WriteTransaction, user: &str) -> Result<()> {
+    {
+        let mut t = txn.open_table(JOURNAL).map_err(ie)?;
+        let seqs: Vec<u64> = t
+            .range((user, 0u64)..=(user, u64::MAX))
+            .map_err(ie)?
+            .filter_map(|i| i.ok().map(|(k, _)| k.value().1))
+            .collect();
+        for s in seqs {
+            t.remove((user, s)).map_err(ie)?;
+        }
+    }
+    {
+        let mut t = txn.open_table(EMAIL_PLACES).map_err(ie)?;
+        let keys: Vec<(u64, u64, u32)> = t
+            .range((user, 0u64, 0u64, 0u32)..=(user, u64::MAX, u64::MAX, u32::MAX))
+            .map_err(ie)?
+            .filter_map(|i| {
+                i.ok().map(|(k, _)| {
+                    let (_, e, m, u) = k.value();
+                    (e, m, u)
+                })
+            })
+            .collect();
+        for (e, m, u) in keys {
+            t.remove((user, e, m, u)).map_err(ie)?;
+        }
+    }
+    {
+        let mut t = txn.open_table(THREAD_EMAILS).map_err(ie)?;
+        let keys: Vec<(u64, u64)> = t
+            .range((user, 0u64, 0u64)..=(user, u64::MAX, u64::MAX))
+            .map_err(ie)?
+            .filter_map(|i| {
+                i.ok().map(|(k, _)| {
+                    let (_, th, e) = k.value();
+                    (th, e)
+                })
+            })
+            .collect();
+        for (th, e) in keys {
+            t.remove((user, th, e)).map_err(ie)?;
+        }
+    }
+    let mut state = txn.open_table(JSTATE).map_err(ie)?;
+    let last = state
+        .get((user, LAST))
+        .map_err(ie)?
+        .map_or(0, |v| v.value())
+        + 1;
+    for k in Kind::ALL {
+        state.insert((user, k as u8), last).map_err(ie)?;
+    }
+    state.insert((user, FLOOR), last).map_err(ie)?;
+    state.insert((user, LAST), last).map_err(ie)?;
+    Ok(())
+}
+
 /// Position of the last change of `kind` for `user` (0: none yet).
 pub(super) fn state_sync(txn: &ReadTransaction, user: &str, kind: Kind) -> Result<u64> {
     let t = txn.open_table(JSTATE).map_err(ie)?;

@@ -13,7 +13,10 @@
 //! - Files live at `<partition>/<xx>/<user>/<mailbox id>/<uid>.msg`; the path
 //!   names owner, mailbox and UID, and a one-line prelude in the file keeps
 //!   the mailbox name and the flags at delivery, so the mboxlist can be
-//!   rebuilt from the partitions (reconstruct).
+//!   rebuilt from the partitions (reconstruct); a `mailbox` file per
+//!   mailbox folder keeps its name and UIDVALIDITY (`db/reconstruct.rs`).
+//! - Expunged message files are moved aside after the commit and purged
+//!   after a grace period (`db/expire.rs`).
 //! - Readers use redb MVCC read transactions and never wait for the writer.
 
 mod db;
@@ -29,9 +32,11 @@ use tokio::sync::watch;
 use crate::config::Config;
 
 pub use db::duplicates::{Once, MAX_ID_LEN as MAX_DELIVERY_ID_LEN};
+pub use db::expire::Expiring;
 pub use db::journal::{ChangesError, JournalChanges, Kind as JmapKind, Op as JmapOp};
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
 pub use db::stats::PartitionTotals;
+pub use db::reconstruct::{NoTick, Problem, ReconstructReport, Tick, VerifyReport};
 pub use db::StoreStats;
 pub use files::MessageBody;
 
@@ -787,6 +792,95 @@ impl Store {
         changes: Vec<(JmapKind, u64, JmapOp)>,
     ) -> Result<()> {
         self.inner.jmap_record(user, changes).await
+    }
+
+    /// Every user with a folder in a partition: (user, partition name).
+    /// Reconstruct and verify, `db/reconstruct.rs`.
+    pub async fn users_on_disk(&self) -> Result<Vec<(String, String)>> {
+        self.inner.users_on_disk().await
+    }
+
+    /// Users the index knows.
+    pub async fn indexed_users(&self) -> Result<Vec<String>> {
+        self.inner.indexed_users().await
+    }
+
+    /// Rebuilds `user`'s index from their message files, replacing it.
+    pub async fn reconstruct_user(
+        &self,
+        user: &str,
+        tick: Arc<dyn Tick>,
+    ) -> Result<ReconstructReport> {
+        self.inner.reconstruct_user(user, tick).await
+    }
+
+    /// Checks (and with `repair` fixes) `user`'s index against the files.
+    pub async fn verify_user(
+        &self,
+        user: &str,
+        repair: bool,
+        tick: Arc<dyn Tick>,
+    ) -> Result<VerifyReport> {
+        self.inner.verify_user(user, repair, tick).await
+    }
+
+    /// Partitions: (name, folder), by name.
+    pub fn partition_folders(&self) -> Vec<(String, PathBuf)> {
+        self.inner.partition_folders()
+    }
+
+    /// Users of the index by partition name.
+    pub async fn users_by_partition(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+        self.inner.users_by_partition().await
+    }
+
+    /// What retention `rules` remove from `user`'s mailboxes at `now`.
+    pub async fn expire_candidates(
+        &self,
+        user: &str,
+        rules: Vec<crate::config::ExpireRule>,
+        now: i64,
+    ) -> Result<Vec<Expiring>> {
+        self.inner.expire_candidates(user, rules, now).await
+    }
+
+    /// Removes messages whatever their flags (expire), as an EXPUNGE does.
+    pub async fn expire_remove(&self, mailbox: MailboxId, uids: Vec<Uid>) -> Result<(u64, u64)> {
+        self.inner.expire_remove(mailbox, uids).await
+    }
+
+    /// Mailboxes of `users` holding more than `keep` expunge records.
+    pub async fn expunged_counts(
+        &self,
+        users: Vec<String>,
+        keep: u64,
+    ) -> Result<Vec<(MailboxId, u64)>> {
+        self.inner.expunged_counts(users, keep).await
+    }
+
+    /// Trims a mailbox's expunge records to the newest `keep` (a chunk per
+    /// call; returns how many went) and raises its QRESYNC floor.
+    pub async fn trim_expunged(&self, mailbox: MailboxId, keep: u64) -> Result<u64> {
+        self.inner.trim_expunged(mailbox, keep).await
+    }
+
+    /// Highest modseq whose expunge records may be gone (0: none).
+    pub async fn expunge_floor(&self, mailbox: MailboxId) -> Result<ModSeq> {
+        self.inner.expunge_floor(mailbox).await
+    }
+
+    /// Removes set-aside expunged files of a partition older than
+    /// `grace` seconds: (files, bytes). The mailboxes' record files learn
+    /// the highest UID purged (reconstruct never reuses it).
+    pub async fn purge_expunged(
+        &self,
+        partition: &str,
+        now: i64,
+        grace: u64,
+    ) -> Result<(u64, u64)> {
+        self.inner.purge_expunged(partition, now, grace).await
     }
 
     /// Path of a message file (for tools and tests).

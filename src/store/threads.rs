@@ -61,6 +61,24 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Forgets `user`'s thread keys (reconstruct assigns threads anew).
+pub(super) fn reset_user(txn: &WriteTransaction, user: &str) -> Result<()> {
+    for table in [THREAD_IDS, THREAD_SUBJECTS] {
+        let mut t = txn.open_table(table).map_err(ie)?;
+        let keys: Vec<String> = t
+            .range((user, "")..)
+            .map_err(ie)?
+            .filter_map(|i| i.ok())
+            .take_while(|(k, _)| k.value().0 == user)
+            .map(|(k, _)| k.value().1.to_string())
+            .collect();
+        for k in keys {
+            t.remove((user, k.as_str())).map_err(ie)?;
+        }
+    }
+    Ok(())
+}
+
 /// What threading looks at in a message's header.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ThreadKeys {

@@ -31,7 +31,9 @@ pub struct Batch {
     pub created: Vec<PathBuf>,
     /// Folders whose entries changed: fsynced before the commit.
     pub sync_dirs: BTreeSet<PathBuf>,
-    /// Files to delete once the commit is durable (expunged messages).
+    /// Expunged message files: once the commit is durable they are moved
+    /// aside to `<partition>/expunged/<day>/` and purged after the grace
+    /// period (`store.expire.purge_after`, `expire.rs`).
     pub unlink_after: Vec<PathBuf>,
     /// Folders to delete once the commit is durable (deleted mailboxes).
     pub rmdir_after: Vec<PathBuf>,
@@ -45,6 +47,9 @@ pub struct Batch {
     pub journal: super::db::journal::Pending,
     /// Set when a job hit a storage error after it may have written.
     pub poisoned: Option<String>,
+    /// Partition folders by name (for jobs that write beside the index:
+    /// the mailbox record files of `reconstruct.rs`).
+    pub partitions: std::sync::Arc<HashMap<String, PathBuf>>,
 }
 
 /// Called with the outcome of the commit.
@@ -76,6 +81,7 @@ pub fn run(
     db: std::sync::Arc<Database>,
     rx: mpsc::Receiver<Job>,
     keep: u64,
+    partitions: std::sync::Arc<HashMap<String, PathBuf>>,
     notify: impl Fn(&HashMap<MailboxId, ModSeq>, &BTreeSet<String>),
 ) {
     while let Ok(first) = rx.recv() {
@@ -96,7 +102,10 @@ pub fn run(
                 continue;
             }
         };
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            partitions: partitions.clone(),
+            ..Batch::default()
+        };
         let mut finishes = Vec::with_capacity(jobs.len());
         for j in jobs {
             finishes.push(j(&txn, &mut batch));
@@ -109,10 +118,13 @@ pub fn run(
         let outcome = commit(txn, &batch);
         match &outcome {
             Ok(()) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
                 for p in &batch.unlink_after {
-                    if let Err(e) = fs::remove_file(p) {
+                    if let Err(e) = super::files::set_aside(p, now) {
                         if e.kind() != std::io::ErrorKind::NotFound {
-                            tracing::warn!(path = %p.display(), error = %e, "cannot remove expunged message file");
+                            tracing::warn!(path = %p.display(), error = %e, "cannot set aside expunged message file");
                         }
                     }
                 }
