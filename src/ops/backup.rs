@@ -652,7 +652,122 @@ pub struct Manifest {
     pub previous: Option<String>,
     pub subscriptions: Vec<String>,
     pub mailboxes: Vec<ManifestMailbox>,
+    /// METADATA entries (RFC 5464) of the user's mailboxes and the user's
+    /// private server entries.
+    #[serde(default)]
+    pub metadata: Vec<MetadataRecord>,
     pub totals: RunTotals,
+}
+
+/// One METADATA entry (RFC 5464).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataRecord {
+    /// The mailbox; None: a server entry.
+    pub mailbox: Option<String>,
+    /// `/private/...` or `/shared/...`.
+    pub entry: String,
+    /// The value, base64.
+    pub value: String,
+}
+
+/// Largest METADATA value restored.
+const MAX_META_VALUE: usize = 1 << 20;
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// The METADATA entries of a user's mailboxes and their private server
+/// entries.
+async fn read_metadata(store: &Store, idx: &UserIndex) -> anyhow::Result<Vec<MetadataRecord>> {
+    use base64::Engine;
+    let roots = || vec!["/private".to_string(), "/shared".to_string()];
+    let mut out = Vec::new();
+    let mut places: Vec<(Option<String>, u64, Vec<String>)> =
+        vec![(None, 0, vec!["/private".into()])];
+    places.extend(
+        idx.mailboxes
+            .iter()
+            .map(|m| (Some(m.info.name.clone()), m.info.id, roots())),
+    );
+    for (mailbox, id, entries) in places {
+        let got = match store
+            .get_metadata(id, &idx.user, entries, crate::store::MetaDepth::Infinity)
+            .await
+        {
+            Ok(g) => g,
+            // Deleted since the index was read.
+            Err(StoreError::NoSuchMailbox) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for (entry, value) in got {
+            if let Some(v) = value {
+                out.push(MetadataRecord {
+                    mailbox: mailbox.clone(),
+                    entry,
+                    value: b64().encode(v),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Restores METADATA entries the target does not have yet (never
+/// overwrites a value set since).
+async fn apply_metadata(
+    store: &Store,
+    user: &str,
+    target: &Target,
+    records: &[MetadataRecord],
+) -> anyhow::Result<()> {
+    use base64::Engine;
+    let limits = crate::store::MetaLimits {
+        max_value: MAX_META_VALUE,
+        // The store compares as i64: the largest that stays positive.
+        max_entries: i64::MAX as u64,
+        max_bytes: i64::MAX as u64,
+    };
+    for r in records {
+        anyhow::ensure!(
+            (r.entry.starts_with("/private/") || r.entry.starts_with("/shared/"))
+                && r.entry.len() <= 1024
+                && !r.entry.chars().any(|c| c.is_control()),
+            "bad METADATA entry name in the manifest: {:?}",
+            r.entry
+        );
+        anyhow::ensure!(
+            r.value.len() <= MAX_META_VALUE * 4 / 3 + 4,
+            "METADATA value of {} too large",
+            r.entry
+        );
+        let value = b64()
+            .decode(&r.value)
+            .with_context(|| format!("METADATA value of {}", r.entry))?;
+        let id = match &r.mailbox {
+            None => 0,
+            Some(name) => store.status(user, &target.mailbox(name)).await?.id,
+        };
+        let have = store
+            .get_metadata(
+                id,
+                user,
+                vec![r.entry.clone()],
+                crate::store::MetaDepth::Zero,
+            )
+            .await?;
+        if have.first().is_some_and(|(_, v)| v.is_some()) {
+            continue;
+        }
+        match store
+            .set_metadata(id, user, user, vec![(r.entry.clone(), Some(value))], limits)
+            .await?
+        {
+            Ok(()) => {}
+            Err(e) => anyhow::bail!("METADATA {}: refused ({e:?})", r.entry),
+        }
+    }
+    Ok(())
 }
 
 /// A user's folder name: safe characters kept, everything else %XX (so
@@ -793,6 +908,7 @@ fn check_marker(root: &Path) -> anyhow::Result<()> {
 /// Backs up one user into `dest` (blocking: runs on a blocking thread).
 fn backup_user_blocking(
     idx: UserIndex,
+    metadata: Vec<MetadataRecord>,
     dest: &Path,
     progress: &Progress,
 ) -> anyhow::Result<(PathBuf, RunTotals)> {
@@ -877,6 +993,7 @@ fn backup_user_blocking(
             .map(|n| n.to_string_lossy().into_owned()),
         subscriptions: idx.subscriptions.clone(),
         mailboxes,
+        metadata,
         totals: totals.clone(),
     };
     let path = udir.join(format!("manifest-{run}.json"));
@@ -985,8 +1102,10 @@ pub async fn run_backup(c: &Ctx, a: BackupArgs, p: &Progress) -> anyhow::Result<
                     .ok_or_else(|| anyhow::anyhow!("no such user in this store"))?;
                 let n: u64 = idx.mailboxes.iter().map(|m| m.messages.len() as u64).sum();
                 p.set_total(Some(total.fetch_add(n, Ordering::Relaxed) + n));
+                let meta = read_metadata(&store, &idx).await?;
                 let p = p.clone();
-                tokio::task::spawn_blocking(move || backup_user_blocking(idx, &dest, &p)).await?
+                tokio::task::spawn_blocking(move || backup_user_blocking(idx, meta, &dest, &p))
+                    .await?
             }
             .await;
             (user, r)
@@ -1148,6 +1267,7 @@ async fn restore_user_inner(
     let mut subs = found.manifest.subscriptions.clone();
     subs.sort();
     apply_subscriptions(store, &user, target, &subs).await?;
+    apply_metadata(store, &user, target, &found.manifest.metadata).await?;
     Ok(total)
 }
 
@@ -1440,6 +1560,7 @@ mod tests {
             created: "2026-12-02T08:00:00Z".into(),
             previous: None,
             subscriptions: vec!["INBOX".into()],
+            metadata: vec![],
             mailboxes: vec![ManifestMailbox {
                 mailbox: mbox("INBOX"),
                 messages: vec![ManifestMessage {
@@ -1514,6 +1635,21 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = ctx(d.path()).await;
         deliver(&c.store, 5, "a").await;
+        let inbox = c.store.status("a@x", "INBOX").await.unwrap().id;
+        let limits = crate::store::MetaLimits {
+            max_value: 1000,
+            max_entries: 10,
+            max_bytes: 10_000,
+        };
+        let items = vec![
+            ("/private/comment".to_string(), Some(b"mine \xff".to_vec())),
+            ("/shared/comment".to_string(), Some(b"ours".to_vec())),
+        ];
+        c.store
+            .set_metadata(inbox, "a@x", "a@x", items.clone(), limits)
+            .await
+            .unwrap()
+            .unwrap();
         let dest = d.path().join("bk");
         let args = |all: bool| BackupArgs {
             all,
@@ -1564,6 +1700,18 @@ mod tests {
             );
         }
         assert_eq!(b.messages.len(), 8);
+        let meta = c2
+            .store
+            .get_metadata(
+                b.info.id,
+                "a@x",
+                vec!["/private".into(), "/shared".into()],
+                crate::store::MetaDepth::Infinity,
+            )
+            .await
+            .unwrap();
+        let meta: Vec<_> = meta.into_iter().filter(|(_, v)| v.is_some()).collect();
+        assert_eq!(meta, items);
         // Twice: nothing new.
         let v = run_restore(&c2, ra.clone(), &p).await.unwrap();
         assert_eq!(v["totals"]["restored"], 0);
@@ -1656,5 +1804,106 @@ mod tests {
         let s = c2.store.snapshot("a@x", "INBOX").await.unwrap();
         let uids: Vec<_> = s.messages.iter().map(|m| m.uid).collect();
         assert_eq!(uids, vec![1, 3, 4]);
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_user_streamed_and_applied_keeps_uids_flags_and_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let mk = |sub: &str| {
+            let mut c = Config::default();
+            c.server.data_dir = d.path().join(sub);
+            c.store.min_free_disk = 0;
+            c.store.partition.insert(
+                "primary".into(),
+                crate::config::PartitionConfig {
+                    path: "partition/primary".into(),
+                },
+            );
+            Store::open(&c).unwrap()
+        };
+        let (src, dst) = (mk("a"), mk("b"));
+        for i in 0..7 {
+            src.append(
+                "u@x",
+                if i % 2 == 0 { "INBOX" } else { "Sent" },
+                NewMessage {
+                    data: Arc::new(format!("Subject: {i}\r\n\r\nbody {i}\r\n").into()),
+                    flags: Flags::from_names(&["\\Seen", "$K"]),
+                    internal_date: Some((1_500_000_000 + i, -60)),
+                },
+                Quota::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let idx = src.user_index("u@x").await.unwrap().unwrap();
+        let mut w = StreamWriter::new(Vec::new()).unwrap();
+        // Skip INBOX UID 1, as a receiver that already has it would ask.
+        let (sent, vanished) = write_index_stream(
+            &idx,
+            &mut w,
+            |mb, m| mb.name == "INBOX" && m.uid == 1,
+            &Progress::new(),
+        )
+        .unwrap();
+        assert_eq!((sent, vanished), (6, 0));
+        let bytes = w.finish().unwrap();
+        let mut r = StreamReader::new(std::io::Cursor::new(bytes), 1 << 20).unwrap();
+        let mut user = String::new();
+        let mut mailbox: Option<MailboxRecord> = None;
+        let mut batch = Vec::new();
+        let mut applied = Applied::default();
+        loop {
+            let item = r.next_item().unwrap();
+            if matches!(item, Some(Item::Mailbox(_)) | Some(Item::End { .. }) | None) {
+                if let Some(mb) = mailbox.take() {
+                    let a = apply_chunk(
+                        &dst,
+                        &user,
+                        &mb.name.clone(),
+                        &mb,
+                        std::mem::take(&mut batch),
+                    )
+                    .await
+                    .unwrap();
+                    applied.add(&a);
+                }
+            }
+            match item {
+                Some(Item::User { user: u, .. }) => user = u,
+                Some(Item::Mailbox(m)) => mailbox = Some(m),
+                Some(Item::Message(m, data)) => batch.push((m, data)),
+                Some(Item::End { messages, .. }) => assert_eq!(messages, 6),
+                None => break,
+            }
+        }
+        assert_eq!(applied.restored, 6);
+        for name in ["INBOX", "Sent"] {
+            let a = src.snapshot("u@x", name).await.unwrap();
+            let b = dst.snapshot("u@x", name).await.unwrap();
+            assert_eq!(a.info.uidvalidity, b.info.uidvalidity);
+            assert_eq!(a.info.uidnext, b.info.uidnext);
+            let want: Vec<_> = a
+                .messages
+                .iter()
+                .filter(|m| !(name == "INBOX" && m.uid == 1))
+                .collect();
+            assert_eq!(want.len(), b.messages.len());
+            for (x, y) in want.into_iter().zip(&b.messages) {
+                assert_eq!(
+                    (x.uid, &x.flags, x.internal_date, x.tz_offset_min),
+                    (y.uid, &y.flags, y.internal_date, y.tz_offset_min)
+                );
+                assert_eq!(
+                    src.read(a.info.id, x).await.unwrap(),
+                    dst.read(b.info.id, y).await.unwrap()
+                );
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ with a message, the rest restored).
 from __future__ import annotations
 
 import hashlib
+import imaplib
 import json
 import os
 import re
@@ -35,6 +36,10 @@ ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 CAROL = f"carol@{DOMAIN}"
 DAVE = f"dave@{DOMAIN}"
+
+# imaplib knows no METADATA commands (RFC 5464).
+imaplib.Commands.setdefault("SETMETADATA", ("AUTH", "SELECTED"))
+imaplib.Commands.setdefault("GETMETADATA", ("AUTH", "SELECTED"))
 
 
 # --------------------------------------------------------------------------
@@ -138,6 +143,19 @@ def seed_alice(srv):
         for i in range(3):
             append(m, "Projects/2026", build_message(ALICE, f"project {i}", f"plan {i}\r\n"), "\\Seen")
         append(m, "Sent", build_message(BOB, "sent", "hi bob\r\n", sender=ALICE), "\\Seen")
+        typ, data = m._simple_command("SETMETADATA", '"Projects/2026"', '(/private/comment "plans for 2026")')
+        assert typ == "OK", data
+    finally:
+        m.logout()
+
+
+def get_comment(srv, user, mailbox):
+    m = srv.imap(user)
+    try:
+        typ, data = m._simple_command("GETMETADATA", f'"{mailbox}"', "/private/comment")
+        assert typ == "OK", data
+        typ, data = m._untagged_response(typ, data, "METADATA")
+        return b" ".join(x if isinstance(x, bytes) else b" ".join(x) for x in data if x)
     finally:
         m.logout()
 
@@ -151,6 +169,7 @@ def test_backup_wipe_restore_gives_identical_messages_flags_uids(msgd_factory, t
     seed_alice(srv)
     before, subs_before = user_state(srv, ALICE)
     assert sorted(before["INBOX"][2]) == [1, 2, 4, 5, 6]
+    assert b"plans for 2026" in get_comment(srv, ALICE, "Projects/2026")
     dest = tmp_path / "bk"
     # Online (the server runs): through the admin socket.
     res = ok(cli(srv, "backup", ALICE, str(dest), "--json"), "backup")
@@ -169,6 +188,7 @@ def test_backup_wipe_restore_gives_identical_messages_flags_uids(msgd_factory, t
     srv.start()
     after, subs_after = user_state(srv, ALICE)
     assert subs_after == subs_before
+    assert b"plans for 2026" in get_comment(srv, ALICE, "Projects/2026")
     assert sorted(after) == sorted(before)
     for name, (uv, un, msgs) in before.items():
         uv2, un2, msgs2 = after[name]
