@@ -1752,6 +1752,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_message_expunged_after_the_index_read_is_skipped_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let c = ctx(d.path()).await;
+        deliver(&c.store, 3, "e").await;
+        let idx = c.store.user_index("a@x").await.unwrap().unwrap();
+        // Expunge UID 2 after the index was read, before the copy.
+        let inbox = c.store.status("a@x", "INBOX").await.unwrap().id;
+        c.store
+            .store_flags(
+                inbox,
+                vec![2],
+                crate::store::FlagOp::Add,
+                Flags::from_names(&["\\Deleted"]),
+                None,
+            )
+            .await
+            .unwrap();
+        c.store.expunge(inbox, None).await.unwrap();
+        let dest = d.path().join("bk");
+        open_dest(&dest).unwrap();
+        let (path, totals) =
+            backup_user_blocking(idx, Vec::new(), &dest, &Progress::new()).unwrap();
+        assert_eq!((totals.messages, totals.vanished), (2, 1));
+        let m: Manifest = read_json(&path, MAX_MANIFEST).unwrap();
+        let inbox = m
+            .mailboxes
+            .iter()
+            .find(|b| b.mailbox.name == "INBOX")
+            .unwrap();
+        let uids: Vec<_> = inbox.messages.iter().map(|x| x.message.uid).collect();
+        assert_eq!(uids, vec![1, 3]);
+    }
+
+    #[tokio::test]
     async fn restore_reports_a_corrupted_blob_and_restores_the_rest() {
         let d = tempfile::tempdir().unwrap();
         let c = ctx(d.path()).await;
