@@ -1196,7 +1196,7 @@ fn find_users(root: &Path, only: Option<&str>) -> anyhow::Result<Vec<Found>> {
 /// Restores one user's newest manifest. Errors of single messages are
 /// collected (the rest is restored); others end the user.
 async fn restore_user(
-    store: Store,
+    ctx: Ctx,
     root: PathBuf,
     found: Found,
     target: Target,
@@ -1204,12 +1204,48 @@ async fn restore_user(
 ) -> (String, anyhow::Result<Applied>, Vec<String>) {
     let recorded = found.manifest.user.clone();
     let mut errors = Vec::new();
-    let r = restore_user_inner(&store, &root, found, &target, &progress, &mut errors).await;
+    let r = async {
+        let partition = user_partition(&ctx, target.user(&recorded)).await?;
+        restore_user_inner(
+            &ctx.store,
+            partition.as_deref(),
+            &root,
+            found,
+            &target,
+            &progress,
+            &mut errors,
+        )
+        .await
+    }
+    .await;
     (recorded, r, errors)
+}
+
+/// The partition the directory gives a user (None: the default, also for
+/// a user the directory does not know); refuses a user whose mailHost is
+/// another store (their mail would be invisible here).
+async fn user_partition(ctx: &Ctx, user: &str) -> anyhow::Result<Option<String>> {
+    match ctx
+        .directory
+        .lookup(user)
+        .await
+        .map_err(|e| anyhow::anyhow!("directory lookup of {user}: {e}"))?
+    {
+        Some(crate::directory::Recipient::User(a)) => {
+            anyhow::ensure!(
+                crate::deliver::is_own_store(&ctx.config, a.mail_host.as_deref()),
+                "{user} lives on store {} (mailHost), not this one",
+                a.mail_host.as_deref().unwrap_or_default()
+            );
+            Ok(a.partition)
+        }
+        _ => Ok(None),
+    }
 }
 
 async fn restore_user_inner(
     store: &Store,
+    partition: Option<&str>,
     root: &Path,
     found: Found,
     target: &Target,
@@ -1217,7 +1253,7 @@ async fn restore_user_inner(
     errors: &mut Vec<String>,
 ) -> anyhow::Result<Applied> {
     let user = target.user(&found.manifest.user).to_string();
-    store.ensure_user(&user, None).await?;
+    store.ensure_user(&user, partition).await?;
     let mut total = Applied::default();
     for mb in found.manifest.mailboxes {
         let name = target.mailbox(&mb.mailbox.name);
@@ -1306,10 +1342,10 @@ pub async fn run_restore(
         Some(n),
         "messages",
     );
-    let store = c.store.clone();
+    let ctx = c.clone();
     let (p2, root2) = (p.clone(), root.clone());
     let results = bounded(found, a.jobs, move |f: Found| {
-        restore_user(store.clone(), root2.clone(), f, target.clone(), p2.clone())
+        restore_user(ctx.clone(), root2.clone(), f, target.clone(), p2.clone())
     })
     .await;
     let mut sum = Applied::default();

@@ -455,3 +455,37 @@ def test_failures_exit_1_with_a_message_and_restore_the_rest(msgd_factory, tmp_p
     srv.stop()
     res = cli(srv, "restore", str(src))
     assert res.returncode == 1 and "UID 3" in res.stderr, res.stderr
+
+
+def test_restore_follows_the_directory_partition_and_refuses_another_stores_user(tmp_path):
+    """With real slapd: bob (mailHost store2.test, mailMessageStore
+    secondary) is restored into store2's secondary partition; alice
+    (mailHost store1.test) is refused on store2 with exit 1."""
+    from tiers import Ldap, Node
+
+    ldap = Ldap(tmp_path / "ldap")
+    store_toml = ('\n[store]\nhost = "store2.test"\nmin_free_disk = 1048576\n\n'
+                  '[store.partition.secondary]\npath = "partition/secondary"\n')
+    node = Node(tmp_path / "store2", "store", "store2.test", ldap, store_toml)
+    ldap.start()
+    try:
+        node.start()
+        src = tmp_path / "bk"
+        bodies = make_backup(src, BOB, 4)
+        env = msgd_env()
+        res = subprocess.run([msgd_bin(), "--config", str(node.config_path), "restore", str(src)],
+                             capture_output=True, text=True, timeout=120, env=env, cwd=node.root)
+        assert res.returncode == 0, res.stderr
+        files = [p for p in (node.data_dir / "partition" / "secondary").rglob("*.msg")]
+        assert len(files) == 4, files
+        assert not list((node.data_dir / "partition" / "primary").rglob("*.msg"))
+        assert sorted(f.read_bytes().split(b"\r\n", 1)[1] for f in files) == sorted(bodies)
+        make_backup(src, ALICE, 2)
+        res = subprocess.run([msgd_bin(), "--config", str(node.config_path), "restore", str(src), ALICE],
+                             capture_output=True, text=True, timeout=120, env=env, cwd=node.root)
+        assert res.returncode == 1, (res.returncode, res.stderr)
+        assert "lives on store store1.test" in res.stderr, res.stderr
+        node.stop()
+    finally:
+        node.cleanup()
+        ldap.stop()
