@@ -66,13 +66,16 @@ const MAX_JOBS: usize = 16;
 // arguments
 
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
+#[command(allow_missing_positional = true)]
 pub struct BackupArgs {
     /// Back up every user of the store.
     #[arg(long)]
     pub all: bool,
-    /// USER DEST, or DEST with --all.
-    #[arg(required = true, num_args = 1..=2, value_names = ["USER", "DEST"])]
-    pub args: Vec<String>,
+    /// The user to back up (not with --all).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub user: Option<String>,
+    /// The backup folder.
+    pub dest: PathBuf,
     /// Users backed up in parallel (at most 16).
     #[arg(long, default_value_t = DEFAULT_JOBS)]
     #[serde(default = "default_jobs")]
@@ -1063,13 +1066,12 @@ where
     out
 }
 
-/// (users, DEST) from the arguments.
+/// (user or None for all, DEST) from the arguments.
 fn backup_target(a: &BackupArgs) -> anyhow::Result<(Option<String>, PathBuf)> {
-    match (a.all, a.args.as_slice()) {
-        (true, [dest]) => Ok((None, PathBuf::from(dest))),
-        (false, [user, dest]) => Ok((Some(user.clone()), PathBuf::from(dest))),
-        (true, _) => anyhow::bail!("usage: msgd backup --all DEST"),
-        (false, _) => anyhow::bail!("usage: msgd backup USER DEST (or --all DEST)"),
+    match (a.all, &a.user) {
+        (true, None) => Ok((None, a.dest.clone())),
+        (false, Some(u)) => Ok((Some(u.clone()), a.dest.clone())),
+        _ => anyhow::bail!("usage: msgd backup USER DEST, or msgd backup --all DEST"),
     }
 }
 
@@ -1392,11 +1394,7 @@ fn human_bytes(b: u64) -> String {
 pub fn cli_backup(config: &Config, mut args: BackupArgs) -> anyhow::Result<()> {
     let json = args.json;
     backup_target(&args)?;
-    if let Some(d) = args.args.last_mut() {
-        *d = super::absolute(Path::new(d.as_str()))?
-            .to_string_lossy()
-            .into_owned();
-    }
+    args.dest = super::absolute(&args.dest)?;
     let v = super::control::call(config, super::Request::Backup(args))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -1689,11 +1687,8 @@ mod tests {
         let dest = d.path().join("bk");
         let args = |all: bool| BackupArgs {
             all,
-            args: if all {
-                vec![dest.to_string_lossy().into()]
-            } else {
-                vec!["a@x".into(), dest.to_string_lossy().into()]
-            },
+            user: (!all).then(|| "a@x".to_string()),
+            dest: dest.clone(),
             jobs: 2,
             json: false,
         };
@@ -1832,7 +1827,8 @@ mod tests {
             &c,
             BackupArgs {
                 all: false,
-                args: vec!["a@x".into(), dest.to_string_lossy().into()],
+                user: Some("a@x".into()),
+                dest: dest.clone(),
                 jobs: 1,
                 json: false,
             },

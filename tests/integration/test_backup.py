@@ -449,8 +449,11 @@ def test_failures_exit_1_with_a_message_and_restore_the_rest(msgd_factory, tmp_p
     assert res.returncode == 1 and "no such user" in res.stderr, res.stderr
     res = cli(srv, "restore", str(tmp_path))
     assert res.returncode == 1 and "not a msgd backup folder" in res.stderr, res.stderr
+    # A malformed command line is a usage error (exit 2).
     res = cli(srv, "backup", str(tmp_path / "bk"))
-    assert res.returncode == 1 and "usage" in res.stderr, res.stderr
+    assert res.returncode == 2 and "<USER>" in res.stderr, res.stderr
+    res = cli(srv, "backup", "--all", ALICE, str(tmp_path / "bk"))
+    assert res.returncode == 2 and "cannot be used with" in res.stderr, res.stderr
     # A stopped server: the CLI's own store reports the same errors.
     srv.stop()
     res = cli(srv, "restore", str(src))
