@@ -79,7 +79,15 @@ impl Display {
         Display {
             bar,
             last_line: std::time::Instant::now(),
-            every: std::time::Duration::from_secs(5),
+            // MSGDCTL_PROGRESS_MS: the interval of progress lines when
+            // not on a terminal (tests shorten it; default 5 s).
+            every: std::env::var("MSGDCTL_PROGRESS_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(
+                    std::time::Duration::from_secs(5),
+                    std::time::Duration::from_millis,
+                ),
             last: Snapshot::default(),
         }
     }

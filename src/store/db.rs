@@ -28,6 +28,8 @@ pub(super) mod sessions;
 pub(super) mod sortorder;
 #[path = "reconstruct.rs"]
 pub(super) mod reconstruct;
+#[path = "restore.rs"]
+pub(super) mod restore;
 #[path = "threads.rs"]
 pub(super) mod threads;
 #[path = "urlauth.rs"]
