@@ -1624,6 +1624,7 @@ mod tests {
             directory: crate::directory::Directory::open(&config).unwrap(),
             config: Arc::new(config),
             online: false,
+            history: None,
         }
     }
 

@@ -882,6 +882,8 @@ impl Store {
         grace: u64,
     ) -> Result<(u64, u64)> {
         self.inner.purge_expunged(partition, now, grace).await
+    }
+
     /// Every user of the store, sorted (backup --all).
     pub async fn users(&self) -> Result<Vec<String>> {
         self.inner.users().await

@@ -246,6 +246,7 @@ impl Inner {
                     f: msg.flags.names(),
                     d: msg.internal_date,
                     z: msg.tz_offset_min,
+                    c: Some(crc32fast::hash(&msg.data)),
                 };
                 let tmp = files::write_tmp(&partition, &prelude, &msg.data).map_err(ie)?;
                 let keys = threads::keys(&msg.data);
@@ -318,6 +319,9 @@ fn restore_job(
         }
     };
     if created {
+        // The mailbox's record file (reconstruct) names the restored
+        // UIDVALIDITY, not the one the creation drew.
+        super::reconstruct::record_mailbox(txn, batch, id, &rec, false)?;
         // A UIDVALIDITY handed out later must still never repeat one.
         let mut meta = txn.open_table(META).map_err(ie)?;
         let last = meta
