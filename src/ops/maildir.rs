@@ -114,12 +114,7 @@ pub fn folder_mailbox(rest: &str) -> Result<String, String> {
             .map(|p| crate::imap::utf7::decode(p).unwrap_or_else(|| p.to_string()))
             .collect::<Vec<_>>()
             .join(".");
-        if dec.is_empty()
-            || dec == "."
-            || dec == ".."
-            || dec.contains('/')
-            || dec.chars().any(|c| c.is_control())
-        {
+        if dec.is_empty() || dec.contains('/') || dec.chars().any(|c| c.is_control()) {
             return Err(format!("folder level {part:?} cannot be a mailbox name"));
         }
         levels.push(dec);
@@ -551,10 +546,10 @@ mod tests {
             assert_eq!(folder_mailbox(&f[1..]).unwrap(), name, "{f}");
         }
         assert_eq!(mailbox_folder("INBOX").unwrap(), None);
-        // ".." is written safely but not taken back as a name
+        // ".." is written as a level that is no path step, and read back
         let f = mailbox_folder("x/../y").unwrap().unwrap();
         assert_eq!(f, ".x.&AC4-&AC4-.y");
-        assert!(folder_mailbox(&f[1..]).is_err());
+        assert_eq!(folder_mailbox(&f[1..]).unwrap(), "x/../y");
     }
 
     #[test]
