@@ -41,6 +41,9 @@ const DOT: &str = "&AC4-";
 /// Most bytes of a `dovecot-keywords` file read.
 const MAX_KEYWORDS_FILE: u64 = 64 * 1024;
 
+/// Entries not read, with the reason: (path or name, why).
+pub type Refusals = Vec<(String, String)>;
+
 /// One folder of a Maildir: where it is and the mailbox it maps to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Folder {
@@ -51,7 +54,7 @@ pub struct Folder {
 /// The folders of a Maildir++ tree: the root (INBOX) and every `.A.B`
 /// folder holding `cur` or `new`. A folder whose name cannot be a mailbox
 /// is returned in the second list with the reason.
-pub fn folders(root: &Path) -> anyhow::Result<(Vec<Folder>, Vec<(String, String)>)> {
+pub fn folders(root: &Path) -> anyhow::Result<(Vec<Folder>, Refusals)> {
     if !root.join("cur").is_dir() && !root.join("new").is_dir() {
         bail!(
             "{} is not a Maildir (no cur/ or new/ folder)",
@@ -249,7 +252,7 @@ pub struct SourceFile {
 
 /// The message files of a folder (`cur/` and `new/`), oldest first. Entries
 /// that are not regular files (symlinks, folders) come back as refusals.
-pub fn message_files(folder: &Path) -> (Vec<SourceFile>, Vec<(String, String)>) {
+pub fn message_files(folder: &Path) -> (Vec<SourceFile>, Refusals) {
     let mut files = Vec::new();
     let mut bad = Vec::new();
     for sub in ["cur", "new"] {
