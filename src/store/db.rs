@@ -18,6 +18,8 @@ mod extra;
 pub(super) mod journal;
 #[path = "metadata.rs"]
 pub(super) mod metadata;
+#[path = "restore.rs"]
+pub(super) mod restore;
 #[path = "threads.rs"]
 pub(super) mod threads;
 #[path = "urlauth.rs"]

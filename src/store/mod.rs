@@ -31,6 +31,7 @@ use crate::config::Config;
 pub use db::duplicates::{Once, MAX_ID_LEN as MAX_DELIVERY_ID_LEN};
 pub use db::journal::{ChangesError, JournalChanges, Kind as JmapKind, Op as JmapOp};
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
+pub use db::restore::{MailboxIndex, RestoreMailbox, RestoreMessage, Restored, UserIndex};
 pub use db::StoreStats;
 pub use files::MessageBody;
 
@@ -746,6 +747,30 @@ impl Store {
         changes: Vec<(JmapKind, u64, JmapOp)>,
     ) -> Result<()> {
         self.inner.jmap_record(user, changes).await
+    }
+
+    /// Every user of the store, sorted (backup --all).
+    pub async fn users(&self) -> Result<Vec<String>> {
+        self.inner.users().await
+    }
+
+    /// A user's mailboxes, messages and subscriptions from one read
+    /// transaction (backup; see `db/restore.rs`); None for an unknown user.
+    pub async fn user_index(&self, user: &str) -> Result<Option<UserIndex>> {
+        self.inner.user_index(user).await
+    }
+
+    /// Puts messages back at their UIDs into a mailbox with the given
+    /// UIDVALIDITY, created if absent; never overwrites a message, refuses
+    /// a used mailbox with another UIDVALIDITY (`UidValidityChanged`).
+    /// Restore and user move; see `db/restore.rs`.
+    pub async fn restore_mailbox(
+        &self,
+        user: &str,
+        mailbox: RestoreMailbox,
+        messages: Vec<RestoreMessage>,
+    ) -> Result<Restored> {
+        self.inner.restore_mailbox(user, mailbox, messages).await
     }
 
     /// Path of a message file (for tools and tests).
