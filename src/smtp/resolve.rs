@@ -94,6 +94,12 @@ async fn resolve_lmtp(
     Ok(match dir.lookup(address).await? {
         None | Some(Recipient::List(_)) => Verdict::NoSuchUser,
         Some(Recipient::User(a)) if !a.active => Verdict::Disabled,
+        // Being moved to another store, or just moved (msgd user move):
+        // the MTA retries, then reaching the new store.
+        Some(Recipient::User(a)) if crate::store::moving::deferred(&a.address).is_some() => {
+            warn!(rcpt = %address, "LMTP recipient is being moved between stores: deferred");
+            Verdict::Moving
+        }
         Some(Recipient::User(a))
             if policy
                 .config
