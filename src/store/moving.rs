@@ -153,14 +153,38 @@ mod tests {
         };
         let u = "mover@example.test";
         assert_eq!(r.deferred(u), None);
-        r.set(u, Some(State::Moving { to: "s2".into(), since: now() })).unwrap();
+        r.set(
+            u,
+            Some(State::Moving {
+                to: "s2".into(),
+                since: now(),
+            }),
+        )
+        .unwrap();
         assert!(matches!(r.deferred(u), Some(State::Moving { .. })));
-        r.set(u, Some(State::Moved { to: "s2".into(), at: now() })).unwrap();
+        r.set(
+            u,
+            Some(State::Moved {
+                to: "s2".into(),
+                at: now(),
+            }),
+        )
+        .unwrap();
         // survives a restart
-        let r2 = Registry { file: Some(file.clone()), users: read(&file).unwrap() };
+        let r2 = Registry {
+            file: Some(file.clone()),
+            users: read(&file).unwrap(),
+        };
         assert!(matches!(r2.deferred(u), Some(State::Moved { .. })));
         // a move older than HOLD no longer defers
-        r.set(u, Some(State::Moved { to: "s2".into(), at: now() - HOLD - 1 })).unwrap();
+        r.set(
+            u,
+            Some(State::Moved {
+                to: "s2".into(),
+                at: now() - HOLD - 1,
+            }),
+        )
+        .unwrap();
         assert_eq!(r.deferred(u), None);
         r.set(u, None).unwrap();
         assert!(read(&file).unwrap().is_empty());
