@@ -351,11 +351,15 @@ pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials
         // A user being moved to another store (or just moved, for
         // clients and proxies whose directory cache still says here):
         // try again later (msgd user move).
-        if crate::store::moving::deferred(&account.address).is_some() {
-            warn!(protocol, user = %account.address, "login for a user being moved between stores deferred");
-            return Outcome::Unavailable(Unavailable::Store(crate::store::StoreError::Internal(
-                "the mailbox is being moved to another store".into(),
-            )));
+        if let Some(state) = crate::store::moving::deferred(&account.address) {
+            let host = match state {
+                crate::store::moving::State::Moving { to, .. }
+                | crate::store::moving::State::Moved { to, .. } => to,
+            };
+            warn!(protocol, user = %account.address, to = %host,
+                "login for a user being moved between stores deferred");
+            // IMAP NO [UNAVAILABLE], POP -ERR [SYS/TEMP]: try again later.
+            return Outcome::WrongStore { host };
         }
         // A store serves its own users only (another store's would get
         // empty mailboxes here); clients reach the right one through the

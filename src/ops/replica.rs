@@ -192,24 +192,16 @@ async fn apply_stream(
         let item = r.next_item()?;
         let flush = matches!(item, None | Some(Item::Mailbox(_)) | Some(Item::End { .. }));
         if flush {
-            if let Some(mb) = &current {
-                if !pending.is_empty() {
-                    let a = backup::apply_chunk(
-                        store,
-                        user,
-                        &mb.name,
-                        mb,
-                        std::mem::take(&mut pending),
-                    )
-                    .await?;
-                    total.restored += a.restored;
-                    total.renumbered += a.renumbered;
-                    total.present += a.present;
-                    total.bytes += a.bytes;
-                } else if store.status(user, &mb.name).await.is_err() {
-                    // An empty mailbox is created with its UIDVALIDITY too.
-                    backup::apply_chunk(store, user, &mb.name, mb, Vec::new()).await?;
-                }
+            if let Some(mb) = current.take() {
+                // Also for no messages: an empty mailbox is created (or a
+                // never used one adopts) with the recorded UIDVALIDITY.
+                let a =
+                    backup::apply_chunk(store, user, &mb.name, &mb, std::mem::take(&mut pending))
+                        .await?;
+                total.restored += a.restored;
+                total.renumbered += a.renumbered;
+                total.present += a.present;
+                total.bytes += a.bytes;
             }
         }
         match item {
