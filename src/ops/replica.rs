@@ -131,6 +131,7 @@ fn authorize(services: &Services, req: &Request, user: &str) -> Result<Store, Re
     if key.verify(token).as_deref() != Some(&format!("replica/{user}")) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad or expired token"));
     }
+    crate::store::moving::incoming(user);
     Ok(store)
 }
 
@@ -182,8 +183,9 @@ async fn apply_stream(
         Ok(Some(crate::directory::Recipient::User(a))) => a.partition,
         _ => None,
     };
-    store.ensure_user(user, partition.as_deref()).await?;
+    // Checked before anything is created for the user.
     let mut r = backup::StreamReader::new(std::io::Cursor::new(data), max)?;
+    store.ensure_user(user, partition.as_deref()).await?;
     let mut current: Option<MailboxRecord> = None;
     let mut pending: Vec<(MessageRecord, Vec<u8>)> = Vec::new();
     let mut total = backup::Applied::default();

@@ -100,6 +100,18 @@ async fn resolve_lmtp(
             warn!(rcpt = %address, "LMTP recipient is being moved between stores: deferred");
             Verdict::Moving
         }
+        // Just moved here, and this store's directory cache still names
+        // the old one: retried, never bounced.
+        Some(Recipient::User(a))
+            if crate::store::moving::arriving(&a.address)
+                && policy
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| !crate::deliver::is_own_store(c, a.mail_host.as_deref())) =>
+        {
+            warn!(rcpt = %address, "LMTP recipient is being moved here: deferred");
+            Verdict::Moving
+        }
         Some(Recipient::User(a))
             if policy
                 .config

@@ -10,6 +10,10 @@
 //! or answering "wrong store" (a permanent 5.1.6) to an MTA or proxy whose
 //! directory cache still names this store.
 //!
+//! The target of a move records users pushed to it (`incoming`): while
+//! its own directory cache still names the old store, their deliveries
+//! get the same temporary failure instead of "wrong store" (5.1.6).
+//!
 //! The state is per process (one store per process) and kept in
 //! `<data_dir>/moving.json` (written durably on every change, read at
 //! `Store::open`), so a restart in the middle of a move keeps refusing.
@@ -139,9 +143,37 @@ pub fn deferred(user: &str) -> Option<State> {
         .deferred(user)
 }
 
+/// Users whose mail another store is pushing here (replica requests),
+/// by the time of the last push: the target side of a move.
+static INCOMING: Mutex<BTreeMap<String, i64>> = Mutex::new(BTreeMap::new());
+
+/// Another store is moving `user` here (called on every replica request).
+pub fn incoming(user: &str) {
+    let mut m = INCOMING.lock().unwrap_or_else(|e| e.into_inner());
+    let cutoff = now() - HOLD;
+    m.retain(|_, t| *t >= cutoff);
+    m.insert(user.to_string(), now());
+}
+
+/// Whether `user` was being moved here within `HOLD`: while this store's
+/// directory cache still names the old store, its deliveries get a
+/// temporary failure instead of "wrong store" (5.1.6, a bounce).
+pub fn arriving(user: &str) -> bool {
+    let m = INCOMING.lock().unwrap_or_else(|e| e.into_inner());
+    m.get(user).is_some_and(|t| *t >= now() - HOLD)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_moved_here_are_arriving_for_a_while() {
+        let u = "arriving-unit@example.test";
+        assert!(!arriving(u));
+        incoming(u);
+        assert!(arriving(u));
+    }
 
     #[test]
     fn moving_then_moved_users_are_deferred_and_persisted() {

@@ -16,7 +16,13 @@ routing logins by mailHost.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import http.client
 import imaplib
+import json
+import poplib
 import re
 import socket
 import subprocess
@@ -273,6 +279,11 @@ def test_move_under_concurrent_delivery_and_an_open_session(cl):
     # store1 defers the user for a while (stale caches elsewhere)
     with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
         cl.s1.imap(MOVER, PASSWORD)
+    pop = poplib.POP3("127.0.0.1", cl.s1.ports["pop3"], timeout=20)
+    pop.user(MOVER)
+    with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+        pop.pass_(PASSWORD)
+    pop.quit()
     with socket.create_connection(("127.0.0.1", cl.s1.ports["lmtp"]), timeout=10) as s:
         f = s.makefile("rwb")
         f.readline()
@@ -290,6 +301,9 @@ def test_move_under_concurrent_delivery_and_an_open_session(cl):
     typ, data = p.select("INBOX", readonly=True)
     assert typ == "OK" and int(data[0]) == len(seeded) + len(sent)
     p.logout()
+    # no delivery was answered "wrong store" (5.1.6, a bounce) on the way
+    for n in (cl.s1, cl.s2):
+        assert f"lives on another store rcpt={MOVER}" not in n.stderr_path.read_text(), n.log()
     # the other user of store1 is untouched
     mid, data = msg(STAYER, 1)
     send(cl.mta, "sender@remote.example", STAYER, data)
@@ -310,3 +324,41 @@ def test_move_to_a_store_that_does_not_answer_fails_and_the_user_stays(cl):
     assert res.returncode == 1 and "no such user" in res.stderr, res.stderr
     res = cl.move(cl.s1, STAYER, "store1.test")
     assert res.returncode == 1 and "is this store" in res.stderr, res.stderr
+
+
+def token(cl, subject: str, ttl: int = 300) -> str:
+    """A bearer token as src/http/token.rs makes them, with the shared key."""
+    key = bytes.fromhex((cl.root / "token.key").read_text().strip())
+    b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")  # noqa: E731
+    body = f"msgd1.{b64(subject.encode())}.{int(time.time()) + ttl}"
+    return body + "." + b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
+
+
+def replica_status(cl, method: str, path: str, auth: str | None, body: bytes = b"") -> tuple[int, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", cl.s2.ports["http"], timeout=20)
+    try:
+        headers = {"Authorization": f"Bearer {auth}"} if auth else {}
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def test_replica_routes_want_a_replica_token_for_that_user(cl):
+    path = f"/msgd/v1/replica/{STAYER}"
+    assert replica_status(cl, "GET", path, None)[0] == 401
+    # a webmail token (plain user name) is no replica token
+    assert replica_status(cl, "GET", path, token(cl, STAYER))[0] == 401
+    # a replica token for another user
+    assert replica_status(cl, "GET", path, token(cl, f"replica/{MOVER}"))[0] == 401
+    # expired
+    assert replica_status(cl, "GET", path, token(cl, f"replica/{STAYER}", ttl=-5))[0] == 401
+    # the right one answers; a body that is no backup stream is refused
+    code, body = replica_status(cl, "GET", path, token(cl, f"replica/{STAYER}"))
+    assert code == 200 and b'"mailboxes"' in body, body
+    code, body = replica_status(cl, "POST", path, token(cl, f"replica/{STAYER}"), b"\x00garbage" * 100)
+    assert code == 500 and b"not a backup stream" in body, body
+    # nothing was created for the user on store2
+    code, body = replica_status(cl, "GET", path, token(cl, f"replica/{STAYER}"))
+    assert code == 200 and json.loads(body)["mailboxes"] == {}, body
