@@ -106,6 +106,7 @@ fn refuse(status: StatusCode, msg: &str) -> Response {
 }
 
 /// Checks the caller and returns the store, or the refusal.
+#[allow(clippy::result_large_err)]
 fn authorize(services: &Services, req: &Request, user: &str) -> Result<Store, Response> {
     let Some(store) = services.store.clone() else {
         return Err(refuse(StatusCode::NOT_FOUND, "no store here"));
@@ -302,8 +303,10 @@ async fn apply_sync(
                 .await?;
         }
         if !gone.is_empty() {
-            let mut del = Flags::default();
-            del.bits = Flags::DELETED;
+            let del = Flags {
+                bits: Flags::DELETED,
+                keywords: vec![],
+            };
             store
                 .store_flags(id, gone.clone(), FlagOp::Add, del, None)
                 .await?;
