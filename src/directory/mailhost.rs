@@ -134,3 +134,49 @@ async fn modify(
     let _ = ldap.unbind().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn embedded_mail_host_is_switched_in_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.server.data_dir = d.path().to_path_buf();
+        let path = c.directory_path();
+        super::super::embedded::edit(&path, |data| {
+            super::super::embedded::add_user_hashed(
+                data,
+                "mover@example.test",
+                "x".into(),
+                None,
+                true,
+            )
+        })
+        .unwrap();
+        set_mail_host(&c, "mover@example.test", "store2.test")
+            .await
+            .unwrap();
+        let data = super::super::embedded::load(&path).unwrap();
+        assert_eq!(
+            data.users["mover@example.test"]
+                .account
+                .mail_host
+                .as_deref(),
+            Some("store2.test")
+        );
+        assert!(set_mail_host(&c, "nobody@example.test", "s").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn ldap_switch_needs_the_admin_account() {
+        let mut c = Config::default();
+        c.directory.backend = DirectoryBackend::Ldap;
+        let e = set_mail_host(&c, "a@b.c", "s")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin_dn"), "{e}");
+    }
+}
