@@ -55,6 +55,10 @@ pub struct Summary {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoxSummary {
     pub uidvalidity: u32,
+    /// UIDNEXT: UIDs from here on were never the source's (on the target
+    /// they are deliveries made there after the switch).
+    #[serde(default)]
+    pub uidnext: Uid,
     pub messages: BTreeMap<Uid, (u64, Vec<String>)>,
 }
 
@@ -82,6 +86,7 @@ pub async fn summary(store: &Store, user: &str) -> anyhow::Result<Summary> {
     for mb in &idx.mailboxes {
         let b = s.mailboxes.entry(mb.info.name.clone()).or_default();
         b.uidvalidity = mb.info.uidvalidity;
+        b.uidnext = mb.info.uidnext;
         for m in &mb.messages {
             b.messages.insert(m.uid, (m.size, sorted_names(&m.flags)));
         }
@@ -289,7 +294,11 @@ async fn apply_sync(
         let mut gone = Vec::new();
         for m in &snap.messages {
             match wb.messages.get(&m.uid) {
-                None => gone.push(m.uid),
+                // Only what the source once had: a message delivered here
+                // after the switch (UID at or above the source's UIDNEXT)
+                // is not the source's to expunge.
+                None if m.uid < wb.uidnext => gone.push(m.uid),
+                None => {}
                 Some((_, names)) if *names != sorted_names(&m.flags) => {
                     by_flags.entry(names.clone()).or_default().push(m.uid)
                 }
@@ -445,6 +454,48 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn store(dir: &std::path::Path) -> Store {
+        let mut c = Config::default();
+        c.server.data_dir = dir.to_path_buf();
+        c.store.min_free_disk = 0;
+        c.store.partition.insert(
+            "primary".into(),
+            crate::config::PartitionConfig {
+                path: "partition/primary".into(),
+            },
+        );
+        Store::open(&c).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sync_sets_flags_and_expunges_only_what_the_source_once_had() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(d.path());
+        let u = "target@example.test";
+        for i in 0..3 {
+            let m = crate::store::NewMessage {
+                data: std::sync::Arc::new(format!("Subject: {i}\r\n\r\nx\r\n").into_bytes()),
+                flags: Flags::default(),
+                internal_date: None,
+            };
+            s.append(u, "INBOX", m, Default::default()).await.unwrap();
+        }
+        let mut want = summary(&s, u).await.unwrap();
+        let inbox = want.mailboxes.get_mut("INBOX").unwrap();
+        // the source had UIDs 1 and 2 (2 expunged since), flagged 1 \Seen;
+        // UID 3 was delivered here after the switch
+        inbox.uidnext = 3;
+        inbox.messages.retain(|u, _| *u == 1);
+        inbox.messages.get_mut(&1).unwrap().1 = vec!["\\seen".into()];
+        let r = apply_sync(&s, u, &want).await.unwrap();
+        assert_eq!(r["expunged"], 1);
+        assert_eq!(r["reflagged"], 1);
+        let snap = s.snapshot(u, "INBOX").await.unwrap();
+        let uids: Vec<Uid> = snap.messages.iter().map(|m| m.uid).collect();
+        assert_eq!(uids, vec![1, 3]);
+        assert!(snap.messages[0].flags.has(Flags::SEEN));
+    }
 
     #[test]
     fn summaries_compare_flags_case_and_order_insensitively() {
