@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_message, imap_fetch_pairs, imap_ok, unique
+from conftest import imap_fetch_pairs, imap_ok, unique
 
 SRC_USER = "imp-src@example.test"
 USERS = (

@@ -24,6 +24,7 @@ import imaplib
 import json
 import poplib
 import re
+import shutil
 import socket
 import subprocess
 import textwrap
@@ -33,7 +34,7 @@ import time
 import pytest
 
 from conftest import msgd_bin, msgd_env, unique
-from tiers import DOMAIN, PASSWORDS, Ldap, Node, message_ids, send, wait_for_ids
+from tiers import LDAP_INSTALL, PASSWORDS, Ldap, Node, message_ids, send, wait_for_ids
 
 MOVER = "mover@example.test"
 STAYER = "stayer@example.test"
@@ -205,6 +206,8 @@ def mailbox_state(node_or_port, user: str, box: str) -> tuple[int, dict[str, tup
 
 
 def ldap_mail_host(cl, uid: str) -> str:
+    if shutil.which("ldapsearch") is None:
+        pytest.fail(f"ldapsearch is not installed: {LDAP_INSTALL}", pytrace=False)
     res = subprocess.run(["ldapsearch", "-x", "-H", cl.ldap.url, "-D", ADMIN_DN, "-w", ADMIN_PASSWORD,
                           "-b", "dc=example,dc=test", "-LLL", f"(uid={uid})", "mailHost"],
                          capture_output=True, text=True, timeout=20)
