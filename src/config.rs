@@ -323,6 +323,12 @@ pub struct LdapConfig {
     /// File holding the service password (trailing newline ignored);
     /// relative to data_dir.
     pub bind_password_file: String,
+    /// Account allowed to modify users' mailHost (`msgd user move`);
+    /// empty: the move cannot switch mailHost in LDAP.
+    pub admin_dn: String,
+    /// File holding that account's password (trailing newline ignored;
+    /// relative to data_dir). Never logged.
+    pub admin_password_file: String,
     /// Upgrade `ldap://` connections with StartTLS (`ldaps://` is always TLS).
     pub starttls: bool,
     /// Allow a non-loopback `ldap://` URL without `starttls`: passwords
@@ -381,6 +387,8 @@ impl Default for LdapConfig {
             bind_dn: String::new(),
             bind_password: Default::default(),
             bind_password_file: String::new(),
+            admin_dn: String::new(),
+            admin_password_file: String::new(),
             starttls: false,
             allow_cleartext: false,
             ca_file: String::new(),

@@ -350,6 +350,19 @@ pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials
             );
             return Outcome::Unavailable(Unavailable::NoStore);
         };
+        // A user being moved to another store (or just moved, for
+        // clients and proxies whose directory cache still says here):
+        // try again later (msgd user move).
+        if let Some(state) = crate::store::moving::deferred(&account.address) {
+            let host = match state {
+                crate::store::moving::State::Moving { to, .. }
+                | crate::store::moving::State::Moved { to, .. } => to,
+            };
+            warn!(protocol, user = %account.address, to = %host,
+                "login for a user being moved between stores deferred");
+            // IMAP NO [UNAVAILABLE], POP -ERR [SYS/TEMP]: try again later.
+            return Outcome::WrongStore { host };
+        }
         // A store serves its own users only (another store's would get
         // empty mailboxes here); clients reach the right one through the
         // mmp.

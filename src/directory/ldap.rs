@@ -767,7 +767,7 @@ fn check_attribute_names(cfg: &LdapConfig) -> anyhow::Result<()> {
 }
 
 /// TLS client settings trusting the CA certificates in `path` (PEM).
-fn client_tls(path: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+pub(crate) fn client_tls(path: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();

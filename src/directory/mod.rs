@@ -9,6 +9,7 @@
 pub mod coalesce;
 pub mod embedded;
 pub mod ldap;
+pub mod mailhost;
 pub mod names;
 pub mod pab;
 pub mod password;

@@ -63,6 +63,8 @@ pub fn app(services: &Services) -> Router {
             tokio::spawn(crate::jmap::blob::sweeper(services.clone()));
         }
         app = app.merge(crate::jmap::routes());
+        // The store-to-store transport of `msgd user move`.
+        app = app.merge(crate::ops::replica::routes());
     }
     if services.web.mem {
         // /jmap/... is forwarded only where no store serves it itself.

@@ -25,6 +25,7 @@ pub mod migrate;
 pub mod moveuser;
 pub mod progress;
 pub mod reconstruct;
+pub mod replica;
 pub mod stats;
 
 use std::sync::Arc;

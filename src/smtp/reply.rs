@@ -103,6 +103,12 @@ pub const DIR_TEMPFAIL: Reply = Reply::new(
     "4.4.3",
     "Directory temporarily unavailable, try again later",
 );
+/// LMTP: the mailbox is being moved to another store (msgd user move).
+pub const MAILBOX_MOVING: Reply = Reply::new(
+    451,
+    "4.2.1",
+    "Mailbox is being moved to another store, try again later",
+);
 pub const LOCAL_ERROR: Reply =
     Reply::new(451, "4.3.0", "Local error in processing, try again later");
 pub const NO_DELIVERY: Reply = Reply::new(

@@ -94,6 +94,24 @@ async fn resolve_lmtp(
     Ok(match dir.lookup(address).await? {
         None | Some(Recipient::List(_)) => Verdict::NoSuchUser,
         Some(Recipient::User(a)) if !a.active => Verdict::Disabled,
+        // Being moved to another store, or just moved (msgd user move):
+        // the MTA retries, then reaching the new store.
+        Some(Recipient::User(a)) if crate::store::moving::deferred(&a.address).is_some() => {
+            warn!(rcpt = %address, "LMTP recipient is being moved between stores: deferred");
+            Verdict::Moving
+        }
+        // Just moved here, and this store's directory cache still names
+        // the old one: retried, never bounced.
+        Some(Recipient::User(a))
+            if crate::store::moving::arriving(&a.address)
+                && policy
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| !crate::deliver::is_own_store(c, a.mail_host.as_deref())) =>
+        {
+            warn!(rcpt = %address, "LMTP recipient is being moved here: deferred");
+            Verdict::Moving
+        }
         Some(Recipient::User(a))
             if policy
                 .config

@@ -117,6 +117,8 @@ pub enum Verdict {
     Unavailable,
     /// LMTP: the user's mailHost names another store (RFC 3463 5.1.6).
     WrongStore,
+    /// LMTP: the user is being moved between stores (451 4.2.1, retried).
+    Moving,
 }
 
 /// A complete message to deliver.
@@ -879,6 +881,7 @@ impl Session {
             Verdict::Temporary => reply::DIR_TEMPFAIL,
             Verdict::Unavailable => reply::NO_DELIVERY,
             Verdict::WrongStore => reply::WRONG_STORE,
+            Verdict::Moving => reply::MAILBOX_MOVING,
         };
         self.reply(&r);
         if r.code >= 500 && self.p.hard_error_limit > 0 {

@@ -21,6 +21,7 @@
 
 mod db;
 mod files;
+pub mod moving;
 mod writer;
 
 use std::path::PathBuf;
@@ -347,6 +348,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the mboxlist and partitions from config.
     pub fn open(config: &Config) -> anyhow::Result<Store> {
+        moving::load(&config.server.data_dir)?;
         Ok(Store {
             inner: db::Inner::open(config)?,
         })
