@@ -1087,7 +1087,7 @@ pub struct HttpConfig {
     /// only.
     pub token_networks: Vec<Network>,
     /// Seconds a request's headers may take to arrive; the body gets this
-    /// plus `1 / limits.min_data_rate` s per byte (`crate::http::deadline`).
+    /// plus `1 / limits.min_data_rate` s per byte (src/http/deadline.rs).
     pub request_timeout: u64,
     /// Seconds an idle keep-alive connection is kept.
     pub idle_timeout: u64,

@@ -134,7 +134,7 @@ fn authorize(services: &Services, req: &Request, user: &str) -> Result<Store, Re
     let Some(key) = services.web.jmap.token_key(&services.config) else {
         return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "no token key"));
     };
-    if key.verify(token).as_deref() != Some(&format!("replica/{user}")) {
+    if key.verify(token).map(|v| v.user).as_deref() != Some(format!("replica/{user}").as_str()) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad or expired token"));
     }
     crate::store::moving::incoming(user);
@@ -347,7 +347,11 @@ impl Client {
             .with_context(|| format!("the token key {}", key_path.display()))?;
         let key = crate::http::token::TokenKey::new(&key);
         // Long enough for the whole move; a fresh one per client.
-        let token = key.issue(&format!("replica/{user}"), Duration::from_secs(3600));
+        let token = key.issue(
+            &format!("replica/{user}"),
+            "replica",
+            Duration::from_secs(3600),
+        );
         let m = &config.mem;
         let tls = if m.store_tls {
             let mut c = crate::tls::store_client_config(

@@ -36,9 +36,9 @@ pub use db::duplicates::{Once, MAX_ID_LEN as MAX_DELIVERY_ID_LEN};
 pub use db::expire::Expiring;
 pub use db::journal::{ChangesError, JournalChanges, Kind as JmapKind, Op as JmapOp};
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
-pub use db::stats::PartitionTotals;
 pub use db::reconstruct::{NoTick, Problem, ReconstructReport, Tick, VerifyReport};
 pub use db::restore::{MailboxIndex, RestoreMailbox, RestoreMessage, Restored, UserIndex};
+pub use db::stats::PartitionTotals;
 pub use db::StoreStats;
 pub use files::MessageBody;
 
