@@ -78,11 +78,12 @@ if ! "$PYTHON" -c 'import selenium.webdriver' >/dev/null 2>&1; then
     echo "install-test-deps: installing selenium with $PYTHON -m pip" >&2
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check selenium
 fi
-# geckodriver from crates.io (no prebuilt download; about 30 minutes of
-# build on a busy 2-core machine, once: it stays in ~/.cargo/bin).
+# geckodriver from crates.io (no prebuilt download), built without
+# optimisation (--debug: a few minutes instead of half an hour on 2 cores;
+# its speed does not matter to the tests); once: it stays in ~/.cargo/bin.
 if ! command -v geckodriver >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/geckodriver" ]; then
     echo "install-test-deps: building geckodriver with cargo install (takes a while)" >&2
-    cargo install geckodriver --locked --quiet
+    cargo install geckodriver --locked --debug --quiet
 fi
 # jmapc: a JMAP client the project did not write (test_jmap_submission.py).
 if ! "$PYTHON" -c 'import jmapc' >/dev/null 2>&1; then

@@ -117,14 +117,13 @@ async fn connection(stream: UnixStream, ctx: Ctx) -> anyhow::Result<()> {
         tokio::select! {
             r = &mut work => break r,
             _ = tick.tick() => {
-                let s = progress.snapshot();
-                if !client_gone && s != last {
-                    client_gone = send(&mut w, &Reply::Progress(s.clone())).await.is_err();
-                    last = s;
-                }
+                client_gone = client_gone
+                    || send_updates(&mut w, &progress, &mut last).await.is_err();
             }
         }
     };
+    // The final counts, also of a command shorter than one tick.
+    client_gone = client_gone || send_updates(&mut w, &progress, &mut last).await.is_err();
     let reply = match outcome {
         Ok(Ok(v)) => {
             info!(command = name, "admin command done");
@@ -138,6 +137,21 @@ async fn connection(stream: UnixStream, ctx: Ctx) -> anyhow::Result<()> {
     };
     if !client_gone {
         send(&mut w, &reply).await?;
+    }
+    Ok(())
+}
+
+/// Sends the snapshots that changed since `last`.
+async fn send_updates(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    progress: &Progress,
+    last: &mut Snapshot,
+) -> anyhow::Result<()> {
+    for s in progress.updates() {
+        if &s != last && !s.stage.is_empty() {
+            send(w, &Reply::Progress(s.clone())).await?;
+            *last = s;
+        }
     }
     Ok(())
 }
@@ -234,8 +248,17 @@ async fn local(
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     loop {
         tokio::select! {
-            r = &mut work => return r?,
-            _ = tick.tick() => display.show(&progress.snapshot()),
+            r = &mut work => {
+                for s in progress.updates() {
+                    display.show(&s);
+                }
+                return r?;
+            }
+            _ = tick.tick() => {
+                for s in progress.updates() {
+                    display.show(&s);
+                }
+            }
         }
     }
 }

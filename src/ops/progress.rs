@@ -21,8 +21,19 @@ pub struct Snapshot {
 
 #[derive(Clone, Default)]
 pub struct Progress {
-    state: Arc<Mutex<Snapshot>>,
+    state: Arc<Mutex<State>>,
 }
+
+#[derive(Default)]
+struct State {
+    now: Snapshot,
+    /// The last snapshot of each stage that ended since the last
+    /// `updates()`, so a stage shorter than the sampling interval is
+    /// still reported with its final count (at most `MAX_ENDED` kept).
+    ended: Vec<Snapshot>,
+}
+
+const MAX_ENDED: usize = 16;
 
 impl Progress {
     pub fn new() -> Progress {
@@ -31,8 +42,12 @@ impl Progress {
 
     /// Starts a stage: counter back to zero.
     pub fn stage(&self, stage: impl Into<String>, total: Option<u64>, unit: &str) {
-        let mut s = self.state.lock().unwrap();
-        *s = Snapshot {
+        let mut st = self.state.lock().unwrap();
+        if !st.now.stage.is_empty() && st.ended.len() < MAX_ENDED {
+            let last = st.now.clone();
+            st.ended.push(last);
+        }
+        st.now = Snapshot {
             stage: stage.into(),
             done: 0,
             total,
@@ -41,15 +56,24 @@ impl Progress {
     }
 
     pub fn inc(&self, n: u64) {
-        self.state.lock().unwrap().done += n;
+        self.state.lock().unwrap().now.done += n;
     }
 
     pub fn set_total(&self, total: Option<u64>) {
-        self.state.lock().unwrap().total = total;
+        self.state.lock().unwrap().now.total = total;
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        self.state.lock().unwrap().clone()
+        self.state.lock().unwrap().now.clone()
+    }
+
+    /// The final snapshots of the stages that ended since the last call,
+    /// then the current one: what a reporter shows at each tick.
+    pub fn updates(&self) -> Vec<Snapshot> {
+        let mut st = self.state.lock().unwrap();
+        let mut v = std::mem::take(&mut st.ended);
+        v.push(st.now.clone());
+        v
     }
 }
 
@@ -113,5 +137,24 @@ impl Display {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_shorter_than_a_tick_is_still_reported_with_its_final_count() {
+        let p = Progress::new();
+        p.stage("copying", Some(3), "messages");
+        p.inc(3);
+        p.stage("writing the manifest", None, "files");
+        let u = p.updates();
+        assert_eq!(u.len(), 2);
+        assert_eq!((u[0].stage.as_str(), u[0].done), ("copying", 3));
+        assert_eq!(u[1].stage, "writing the manifest");
+        // Reported once: the next tick sees only the current stage.
+        assert_eq!(p.updates().len(), 1);
     }
 }
