@@ -326,40 +326,9 @@ pub async fn query_changes(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Va
         },
     };
     let since = super::methods::parse_state(since).ok_or(MethodError::CannotCalculateChanges)?;
-    let c = match ctx
-        .store()
-        .jmap_changes(&ctx.user, JmapKind::Mailbox, since, 100_000)
-        .await
-    {
-        Ok(c) if !c.has_more => c,
-        Ok(_) | Err(crate::store::ChangesError::CannotCalculate) => {
-            return Err(MethodError::CannotCalculateChanges)
-        }
-        Err(crate::store::ChangesError::Store(e)) => return Err(e.into()),
-    };
+    let c = super::methods::query_changes_since(ctx, JmapKind::Mailbox, since).await?;
     let ids = results(ctx, &args).await?;
-    let changed: std::collections::HashSet<u64> = c
-        .created
-        .iter()
-        .chain(&c.updated)
-        .chain(&c.destroyed)
-        .copied()
-        .collect();
-    let removed: Vec<Value> = c
-        .updated
-        .iter()
-        .chain(&c.destroyed)
-        .map(|&i| json!(mailbox_id(i)))
-        .collect();
-    let added: Vec<Value> = ids
-        .iter()
-        .enumerate()
-        .filter(|(_, id)| changed.contains(id))
-        .map(|(i, &id)| json!({"id": mailbox_id(id), "index": i}))
-        .collect();
-    if max_changes.is_some_and(|m| removed.len() + added.len() > m) {
-        return Err(MethodError::TooManyChanges);
-    }
+    let (removed, added) = super::methods::splice(&c, &ids, mailbox_id, max_changes)?;
     let mut out = json!({
         "accountId": ctx.account_id,
         "oldQueryState": state_string(c.old_state),

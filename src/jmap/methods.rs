@@ -137,6 +137,60 @@ pub fn parse_state(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
+/// Every change of `kind` since `since`, for a `/queryChanges` (RFC 8620
+/// 5.6): all of them, or `cannotCalculateChanges`.
+pub async fn query_changes_since(
+    ctx: &Ctx,
+    kind: JmapKind,
+    since: u64,
+) -> Result<crate::store::JournalChanges, MethodError> {
+    match ctx
+        .store()
+        .jmap_changes(&ctx.user, kind, since, 100_000)
+        .await
+    {
+        Ok(c) if !c.has_more => Ok(c),
+        Ok(_) | Err(ChangesError::CannotCalculate) => Err(MethodError::CannotCalculateChanges),
+        Err(ChangesError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The splice of a `/queryChanges` (RFC 8620 5.6) from the journal's
+/// changes and the new results `ids`: every changed id is `removed` and,
+/// when still in the results, `added` at its new index. `fmt` turns
+/// journal ids into JMAP ids; more than `max_changes` in all is
+/// `tooManyChanges`.
+pub fn splice(
+    c: &crate::store::JournalChanges,
+    ids: &[u64],
+    fmt: fn(u64) -> String,
+    max_changes: Option<usize>,
+) -> Result<(Vec<Value>, Vec<Value>), MethodError> {
+    let changed: std::collections::HashSet<u64> = c
+        .created
+        .iter()
+        .chain(&c.updated)
+        .chain(&c.destroyed)
+        .copied()
+        .collect();
+    let removed: Vec<Value> = c
+        .updated
+        .iter()
+        .chain(&c.destroyed)
+        .map(|&i| json!(fmt(i)))
+        .collect();
+    let added: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| changed.contains(id))
+        .map(|(i, &id)| json!({"id": fmt(id), "index": i}))
+        .collect();
+    if max_changes.is_some_and(|m| removed.len() + added.len() > m) {
+        return Err(MethodError::TooManyChanges);
+    }
+    Ok((removed, added))
+}
+
 /// A standard `/changes` (RFC 8620 5.2) over the store's journal:
 /// `sinceState`, `maxChanges`; `fmt` turns journal ids into JMAP ids.
 /// The result has accountId, oldState, newState, hasMoreChanges,

@@ -774,40 +774,9 @@ pub async fn query_changes(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Va
         return Err(MethodError::CannotCalculateChanges);
     }
     let since = parse_state(since).ok_or(MethodError::CannotCalculateChanges)?;
-    let c = match ctx
-        .store()
-        .jmap_changes(&ctx.user, JmapKind::Email, since, 100_000)
-        .await
-    {
-        Ok(c) if !c.has_more => c,
-        Ok(_) | Err(crate::store::ChangesError::CannotCalculate) => {
-            return Err(MethodError::CannotCalculateChanges)
-        }
-        Err(crate::store::ChangesError::Store(e)) => return Err(e.into()),
-    };
+    let c = super::super::methods::query_changes_since(ctx, JmapKind::Email, since).await?;
     let ids = spec.run(ctx).await?;
-    let changed: std::collections::HashSet<u64> = c
-        .created
-        .iter()
-        .chain(&c.updated)
-        .chain(&c.destroyed)
-        .copied()
-        .collect();
-    let removed: Vec<Value> = c
-        .updated
-        .iter()
-        .chain(&c.destroyed)
-        .map(|&i| json!(email_id(i)))
-        .collect();
-    let added: Vec<Value> = ids
-        .iter()
-        .enumerate()
-        .filter(|(_, id)| changed.contains(id))
-        .map(|(i, &id)| json!({"id": email_id(id), "index": i}))
-        .collect();
-    if max_changes.is_some_and(|m| removed.len() + added.len() > m) {
-        return Err(MethodError::TooManyChanges);
-    }
+    let (removed, added) = super::super::methods::splice(&c, &ids, email_id, max_changes)?;
     let mut out = Map::new();
     out.insert("accountId".into(), json!(ctx.account_id));
     out.insert("oldQueryState".into(), json!(state_string(c.old_state)));
