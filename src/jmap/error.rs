@@ -85,6 +85,8 @@ impl From<crate::store::StoreError> for MethodError {
             crate::store::StoreError::DiskFull | crate::store::StoreError::OverQuota => {
                 MethodError::Other("overQuota", e.to_string())
             }
+            // The account is being moved to another store: try later.
+            crate::store::StoreError::Moving => MethodError::ServerUnavailable,
             e => MethodError::ServerFail(e.to_string()),
         }
     }

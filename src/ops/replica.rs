@@ -137,8 +137,10 @@ fn authorize(services: &Services, req: &Request, user: &str) -> Result<Store, Re
     if key.verify(token).map(|v| v.user).as_deref() != Some(format!("replica/{user}").as_str()) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad or expired token"));
     }
-    crate::store::moving::incoming(user);
-    Ok(store)
+    store.moving().incoming(user);
+    // Move traffic: passes a hold of this user here (moved back within
+    // `moving::HOLD`).
+    Ok(store.for_move())
 }
 
 async fn body(services: &Services, req: Request, limit: usize) -> Result<Vec<u8>, Response> {
