@@ -10,6 +10,10 @@ routing logins by mailHost.
   UIDVALIDITY and flags the same on store2, a login through the mmp
   lands on store2; store1 defers the user's LMTP (451 4.2.1) and logins
   (NO [UNAVAILABLE]) afterwards;
+- sessions open on store1 when the hold begins end (IMAP BYE
+  [UNAVAILABLE], IDLE too), and a flag change sent meanwhile is either on
+  store2 or refused, never silently lost with store1's copy;
+- a malformed replica request body is a 400;
 - a move to a store that does not answer fails with exit 1 and a clear
   message, and the user stays where it was.
 """
@@ -24,6 +28,7 @@ import imaplib
 import json
 import poplib
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -62,9 +67,21 @@ LDIF = textwrap.dedent("""\
     mail: stayer@example.test
     mailHost: store1.test
     userPassword: {SSHA}54E4mFiOifM43Tws1vSsusotyHD10jSa
+
+    dn: uid=holder,ou=people,dc=example,dc=test
+    objectClass: inetOrgPerson
+    objectClass: msgdMailUser
+    uid: holder
+    cn: Hol Der
+    sn: Der
+    mail: holder@example.test
+    mailHost: store1.test
+    userPassword: {SSHA}54E4mFiOifM43Tws1vSsusotyHD10jSa
     """)
 PASSWORDS.setdefault(MOVER, PASSWORD)
 PASSWORDS.setdefault(STAYER, PASSWORD)
+HOLDER = "holder@example.test"
+PASSWORDS.setdefault(HOLDER, PASSWORD)
 
 
 def store_extra(host: str, root, http_ports: dict[str, int]) -> str:
@@ -313,6 +330,91 @@ def test_move_under_concurrent_delivery_and_an_open_session(cl):
     wait_for_ids(cl.s1, STAYER, [mid])
 
 
+def read_until(f, pred, what: str) -> list[bytes]:
+    lines = []
+    while True:
+        line = f.readline()
+        assert line, f"connection closed before {what}: {lines}"
+        lines.append(line)
+        if pred(line):
+            return lines
+
+
+def test_sessions_open_at_the_hold_end_and_lose_no_change(cl):
+    mids = []
+    for i in range(3):
+        mid, data = msg(HOLDER, 300 + i)
+        send(cl.mta, "sender@remote.example", HOLDER, data)
+        mids.append(mid)
+    wait_for_ids(cl.s1, HOLDER, mids)
+    # one session changing flags all along, one in IDLE, both logged in
+    # on store1 before the move
+    def session():
+        sock = socket.create_connection(("127.0.0.1", cl.s1.ports["imap"]), timeout=60)
+        rw = sock.makefile("rwb")
+        rw.readline()
+        rw.write(f'a LOGIN {HOLDER} "{PASSWORD}"\r\n'.encode()); rw.flush()
+        assert read_until(rw, lambda l: l.startswith(b"a "), "LOGIN")[-1].startswith(b"a OK")
+        rw.write(b"b SELECT INBOX\r\n"); rw.flush()
+        read_until(rw, lambda l: l.startswith(b"b OK"), "SELECT")
+        return sock, rw
+
+    flagger, m = session()
+    idler, f = session()
+    f.write(b"c IDLE\r\n"); f.flush()
+    read_until(f, lambda l: l.startswith(b"+"), "IDLE")
+
+    result = {}
+    mover = threading.Thread(target=lambda: result.setdefault("res", cl.move(cl.s1, HOLDER, "store2.test")))
+    mover.start()
+    accepted, ended, last, last_lines = [], None, None, []
+    for i in range(600):
+        # the server may have said BYE between two commands
+        if select.select([flagger], [], [], 0)[0]:
+            ended = b"".join(read_until(m, lambda l: l.startswith(b"* BYE"), "BYE")).decode()
+            break
+        kw = f"$hold{i}"
+        try:
+            m.write(f"s{i} STORE 1 +FLAGS ({kw})\r\n".encode()); m.flush()
+            last_lines = read_until(m, lambda l: l.startswith(f"s{i} ".encode()) or l.startswith(b"* BYE"),
+                                    "the STORE's answer")
+        except (OSError, AssertionError):
+            # closed under the command: the BYE must have come first
+            ended = b"".join(last_lines).decode() + " (closed)"
+            break
+        last = kw
+        tagged = last_lines[-1]
+        if tagged.startswith(f"s{i} OK".encode()):
+            accepted.append(kw)
+            time.sleep(0.05)
+            continue
+        ended = b"".join(last_lines).decode()
+        break
+    mover.join()
+    res = result["res"]
+    assert res.returncode == 0, f"move failed: {res.stdout}\n{res.stderr}"
+    assert ended is not None, "the session on store1 was never ended nor refused"
+    assert "UNAVAILABLE" in ended, ended
+    # the idling session was told too, and its IDLE completed
+    lines = read_until(f, lambda l: l.startswith(b"c "), "the end of IDLE")
+    assert any(l.startswith(b"* BYE [UNAVAILABLE]") for l in lines), lines
+    assert lines[-1].startswith(b"c OK"), lines
+    for sock in (flagger, idler):
+        sock.close()
+    # every accepted change is on store2; the refused one is nowhere
+    time.sleep(1.2)  # the stores' directory cache (1 s)
+    wait_for_ids(cl.s2, HOLDER, mids, timeout=60)
+    _, msgs = mailbox_state(cl.s2, HOLDER, "INBOX")
+    first = min(msgs.values())[1]
+    assert accepted, "no change was made before the hold"
+    for kw in accepted:
+        assert kw in first, (kw, first)
+    # the command under way at the hold was refused (NO [UNAVAILABLE], or
+    # BYE before it ran): not applied anywhere
+    if last and last not in accepted:
+        assert last not in first, (last, ended, first)
+
+
 def test_move_to_a_store_that_does_not_answer_fails_and_the_user_stays(cl):
     mid, data = msg(STAYER, 2)
     send(cl.mta, "sender@remote.example", STAYER, data)
@@ -361,7 +463,13 @@ def test_replica_routes_want_a_replica_token_for_that_user(cl):
     code, body = replica_status(cl, "GET", path, token(cl, f"replica/{STAYER}"))
     assert code == 200 and b'"mailboxes"' in body, body
     code, body = replica_status(cl, "POST", path, token(cl, f"replica/{STAYER}"), b"\x00garbage" * 100)
-    assert code == 500 and b"not a backup stream" in body, body
+    assert code == 400 and b"not a backup stream" in body, body
+    # empty, and cut short after a valid start: the caller's fault too (400, not 500)
+    code, body = replica_status(cl, "POST", path, token(cl, f"replica/{STAYER}"), b"")
+    assert code == 400 and b"not a backup stream" in body, body
+    code, body = replica_status(cl, "POST", path, token(cl, f"replica/{STAYER}"),
+                                b"MSGD-BACKUP-STREAM 1\n" + b"\xff" * 64)
+    assert code == 400, (code, body)
     # nothing was created for the user on store2
     code, body = replica_status(cl, "GET", path, token(cl, f"replica/{STAYER}"))
     assert code == 200 and json.loads(body)["mailboxes"] == {}, body
