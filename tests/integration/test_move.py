@@ -363,6 +363,14 @@ def test_sessions_open_at_the_hold_end_and_lose_no_change(cl):
     idler, f = session()
     f.write(b"c IDLE\r\n"); f.flush()
     read_until(f, lambda l: l.startswith(b"+"), "IDLE")
+    # and a POP session with a deletion marked (applied only at QUIT)
+    pop = socket.create_connection(("127.0.0.1", cl.s1.ports["pop3"]), timeout=60)
+    pf = pop.makefile("rwb")
+    assert pf.readline().startswith(b"+OK")
+    for cmd in (f"USER {HOLDER}", f"PASS {PASSWORD}", "DELE 1"):
+        pf.write(cmd.encode() + b"\r\n"); pf.flush()
+        line = pf.readline()
+        assert line.startswith(b"+OK"), (cmd, line)
 
     result = {}
     mover = threading.Thread(target=lambda: result.setdefault("res", cl.move(cl.s1, HOLDER, "store2.test")))
@@ -399,12 +407,18 @@ def test_sessions_open_at_the_hold_end_and_lose_no_change(cl):
     lines = read_until(f, lambda l: l.startswith(b"c "), "the end of IDLE")
     assert any(l.startswith(b"* BYE [UNAVAILABLE]") for l in lines), lines
     assert lines[-1].startswith(b"c OK"), lines
-    for sock in (flagger, idler):
+    # the POP session was closed without UPDATE: its deletion is not lost
+    # with store1, it never happened (QUIT now finds the door shut)
+    line = pf.readline()
+    assert line.startswith(b"-ERR [SYS/TEMP]"), line
+    assert pf.readline() == b"", "the POP session stays open"
+    for sock in (flagger, idler, pop):
         sock.close()
     # every accepted change is on store2; the refused one is nowhere
     time.sleep(1.2)  # the stores' directory cache (1 s)
     wait_for_ids(cl.s2, HOLDER, mids, timeout=60)
     _, msgs = mailbox_state(cl.s2, HOLDER, "INBOX")
+    assert len(msgs) == len(mids), msgs
     first = min(msgs.values())[1]
     assert accepted, "no change was made before the hold"
     for kw in accepted:
