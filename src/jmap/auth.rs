@@ -150,7 +150,15 @@ pub fn from_trusted(info: &ConnInfo, networks: &[crate::netaddr::Network]) -> bo
     }
 }
 
-/// The user a request is for, or the problem to answer.
+/// How long a client waits before retrying a request of a user being
+/// moved to another store (the move's hold is short; the directory caches
+/// then name the new store).
+const MOVING_RETRY_AFTER: u32 = 30;
+
+/// The user a request is for, or the problem to answer. A user being
+/// moved away from this store (`store::moving`) gets 503 + Retry-After
+/// (`local_user`): API, blob and event source requests all come through
+/// here.
 pub async fn authenticate(
     services: &Services,
     info: &ConnInfo,
@@ -319,6 +327,19 @@ async fn local_user(services: &Services, user: &str) -> Result<String, Problem> 
     };
     if !account.active {
         return Err(forbidden("account disabled"));
+    }
+    // Being moved away, or just moved (directory caches may still name
+    // this store): try again later, before "another store" and before
+    // anything is created here for the user.
+    if services
+        .store
+        .as_ref()
+        .is_some_and(|s| s.moving().deferred(&account.address).is_some())
+    {
+        info!(user = %account.address, "jmap: request of a user being moved between stores deferred");
+        let mut p = unavailable("the account is being moved to another server; try again later");
+        p.retry_after = Some(MOVING_RETRY_AFTER);
+        return Err(p);
     }
     if !crate::deliver::is_own_store(&services.config, account.mail_host.as_deref()) {
         return Err(forbidden("this account lives on another store"));

@@ -487,3 +487,35 @@ def test_replica_routes_want_a_replica_token_for_that_user(cl):
     # nothing was created for the user on store2
     code, body = replica_status(cl, "GET", path, token(cl, f"replica/{STAYER}"))
     assert code == 200 and json.loads(body)["mailboxes"] == {}, body
+
+
+def http_request(node, method: str, path: str, auth: str, body: bytes = b"") -> tuple[int, dict, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", node.ports["http"], timeout=20)
+    try:
+        headers = {"Authorization": f"Bearer {auth}", "Content-Type": "application/json"}
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def test_jmap_requests_of_a_moved_user_get_503_with_retry_after(cl):
+    # HOLDER was moved to store2 above: store1 defers it for a while
+    if ldap_mail_host(cl, "holder") != "store2.test":
+        res = cl.move(cl.s1, HOLDER, "store2.test")
+        assert res.returncode == 0, res.stdout + res.stderr
+    api = json.dumps({"using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
+                      "methodCalls": [["Mailbox/get", {"accountId": HOLDER}, "0"]]}).encode()
+    for method, path, body in (("POST", "/jmap/api", api), ("GET", "/jmap/session", b""),
+                               ("GET", "/jmap/eventsource?types=*&closeafter=state&ping=0", b""),
+                               ("GET", f"/jmap/download/{HOLDER}/x/y", b"")):
+        code, headers, out = http_request(cl.s1, method, path, token(cl, HOLDER), body)
+        assert code == 503, (path, code, out)
+        assert headers.get("retry-after") == "30", (path, headers)
+        assert b"moved" in out, out
+    # the user is served on store2, and store1's other users as before
+    code, _, out = http_request(cl.s2, "GET", "/jmap/session", token(cl, HOLDER))
+    assert code == 200, out
+    code, _, out = http_request(cl.s1, "GET", "/jmap/session", token(cl, STAYER))
+    assert code == 200, out
