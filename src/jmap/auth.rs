@@ -307,11 +307,34 @@ async fn basic(
             Err(unauthorized("wrong user name or password"))
         }
         Outcome::NotAuthorized(_) => Err(forbidden("not authorized")),
+        // login() answers a user being moved away as WrongStore too.
+        Outcome::WrongStore { .. } if moving(services, login) => Err(moving_problem()),
         Outcome::WrongStore { .. } => Err(forbidden(
             "this account lives on another store; use the webmail front end",
         )),
         Outcome::Unavailable(_) => Err(unavailable("the directory is not available; try again")),
     }
+}
+
+/// Whether `user` is being moved away from this store (`store::moving`).
+fn moving(services: &Services, user: &str) -> bool {
+    let held = services
+        .store
+        .as_ref()
+        .is_some_and(|s| s.moving().deferred(user).is_some());
+    if held {
+        info!(
+            user,
+            "jmap: request of a user being moved between stores deferred"
+        );
+    }
+    held
+}
+
+fn moving_problem() -> Problem {
+    let mut p = unavailable("the account is being moved to another server; try again later");
+    p.retry_after = Some(MOVING_RETRY_AFTER);
+    p
 }
 
 /// A user named by a token or session: must exist, be active, and live
@@ -331,15 +354,8 @@ async fn local_user(services: &Services, user: &str) -> Result<String, Problem> 
     // Being moved away, or just moved (directory caches may still name
     // this store): try again later, before "another store" and before
     // anything is created here for the user.
-    if services
-        .store
-        .as_ref()
-        .is_some_and(|s| s.moving().deferred(&account.address).is_some())
-    {
-        info!(user = %account.address, "jmap: request of a user being moved between stores deferred");
-        let mut p = unavailable("the account is being moved to another server; try again later");
-        p.retry_after = Some(MOVING_RETRY_AFTER);
-        return Err(p);
+    if moving(services, &account.address) {
+        return Err(moving_problem());
     }
     if !crate::deliver::is_own_store(&services.config, account.mail_host.as_deref()) {
         return Err(forbidden("this account lives on another store"));

@@ -514,6 +514,13 @@ def test_jmap_requests_of_a_moved_user_get_503_with_retry_after(cl):
         assert code == 503, (path, code, out)
         assert headers.get("retry-after") == "30", (path, headers)
         assert b"moved" in out, out
+    # with a password too (loopback: Basic without TLS is allowed)
+    c = http.client.HTTPConnection("127.0.0.1", cl.s1.ports["http"], timeout=20)
+    basic = base64.b64encode(f"{HOLDER}:{PASSWORD}".encode()).decode()
+    c.request("GET", "/jmap/session", headers={"Authorization": f"Basic {basic}"})
+    r = c.getresponse()
+    assert r.status == 503 and r.getheader("Retry-After") == "30", (r.status, r.read())
+    c.close()
     # the user is served on store2, and store1's other users as before
     code, _, out = http_request(cl.s2, "GET", "/jmap/session", token(cl, HOLDER))
     assert code == 200, out
