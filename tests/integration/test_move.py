@@ -363,6 +363,13 @@ def test_sessions_open_at_the_hold_end_and_lose_no_change(cl):
     idler, f = session()
     f.write(b"c IDLE\r\n"); f.flush()
     read_until(f, lambda l: l.startswith(b"+"), "IDLE")
+    # and a JMAP event source
+    es = http.client.HTTPConnection("127.0.0.1", cl.s1.ports["http"], timeout=60)
+    es.request("GET", "/jmap/eventsource?types=*&closeafter=no&ping=0",
+               headers={"Authorization": f"Bearer {token(cl, HOLDER)}"})
+    es_resp = es.getresponse()
+    assert es_resp.status == 200, es_resp.read()
+    assert es_resp.readline().startswith(b"event: state"), "no first state event"
     # and a POP session with a deletion marked (applied only at QUIT)
     pop = socket.create_connection(("127.0.0.1", cl.s1.ports["pop3"]), timeout=60)
     pf = pop.makefile("rwb")
@@ -412,6 +419,9 @@ def test_sessions_open_at_the_hold_end_and_lose_no_change(cl):
     line = pf.readline()
     assert line.startswith(b"-ERR [SYS/TEMP]"), line
     assert pf.readline() == b"", "the POP session stays open"
+    # the event source stream was ended (its reconnect gets the 503)
+    es_resp.read()  # returns at the end of the stream, else times out
+    es.close()
     for sock in (flagger, idler, pop):
         sock.close()
     # every accepted change is on store2; the refused one is nowhere
