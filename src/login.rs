@@ -353,7 +353,7 @@ pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials
         // A user being moved to another store (or just moved, for
         // clients and proxies whose directory cache still says here):
         // try again later (msgd user move).
-        if let Some(state) = crate::store::moving::deferred(&account.address) {
+        if let Some(state) = store.moving().deferred(&account.address) {
             let host = match state {
                 crate::store::moving::State::Moving { to, .. }
                 | crate::store::moving::State::Moved { to, .. } => to,

@@ -211,6 +211,15 @@ pub fn outcome_of(policy: OverQuota, id: &str, rcpt: &str, e: StoreError) -> Out
             Outcome::DiskFull
         }
         StoreError::NoSuchMailbox => Outcome::Permanent("550 5.1.1 no such mailbox".into()),
+        // Past RCPT before the hold of `msgd user move`: the MTA retries
+        // and then reaches the new store (as LMTP's RCPT answers).
+        StoreError::Moving => {
+            warn!(
+                id,
+                rcpt, "delivery deferred: the user is being moved between stores"
+            );
+            Outcome::Temporary("451 4.2.1 mailbox is being moved, try again later".into())
+        }
         other => {
             error!(id, rcpt, error = %other, "delivery failed");
             Outcome::Temporary(LOCAL_ERROR.into())
@@ -219,3 +228,19 @@ pub fn outcome_of(policy: OverQuota, id: &str, rcpt: &str, e: StoreError) -> Out
 }
 
 const LOCAL_ERROR: &str = "451 4.3.0 local error in processing";
+
+#[cfg(test)]
+mod moving_tests {
+    use super::*;
+
+    /// Issue 14: a delivery reaching the store after the user's hold is
+    /// deferred like LMTP's RCPT answer (the MTA retries, then reaches
+    /// the new store), never lost nor bounced.
+    #[test]
+    fn deliveries_after_the_hold_are_deferred_451_4_2_1() {
+        match outcome_of(OverQuota::Temporary, "id", "u@x", StoreError::Moving) {
+            Outcome::Temporary(line) => assert!(line.starts_with("451 4.2.1"), "{line}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

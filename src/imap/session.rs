@@ -310,6 +310,11 @@ pub(crate) struct Wait {
 const BYE_IDLE: &str = "* BYE Autologout; idle for too long\r\n";
 const BYE_TOO_SLOW: &str = "* BYE Command not completed in time\r\n";
 const BYE_SHUTDOWN: &str = "* BYE Server shutting down\r\n";
+/// The user's mail is being moved to another store (`msgd user move`):
+/// nothing more may change here; the client logs in again later and
+/// reaches the new store.
+const BYE_MOVING: &str =
+    "* BYE [UNAVAILABLE] Mailbox is being moved to another server, log in again later\r\n";
 
 pub(crate) struct Session {
     pub info: ConnInfo,
@@ -498,6 +503,7 @@ impl Session {
                 self.end_with(bye)
             }
             Input::Shutdown => self.end_with(BYE_SHUTDOWN),
+            Input::Wake if self.moving_away() => self.end_with(BYE_MOVING),
             Input::Wake => {
                 if matches!(self.pending, Some(Pending::Idle { .. })) {
                     self.idle_wake().await;
@@ -531,6 +537,34 @@ impl Session {
         self.close()
     }
 
+    /// Whether the logged-in user's hold began (`msgd user move`): the
+    /// session ends before its next command, or at once when waiting.
+    fn moving_away(&self) -> bool {
+        match (self.state.user(), self.services.store.as_ref()) {
+            (Some(u), Some(store)) => store.moving().deferred(&u.name).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Ends when the logged-in user's hold begins (or has begun).
+    fn moving_wake(&self) -> impl std::future::Future<Output = ()> {
+        let user = self.state.user().map(|u| u.name.clone());
+        let store = self.services.store.clone();
+        async move {
+            let (Some(user), Some(store)) = (user, store) else {
+                return std::future::pending().await;
+            };
+            // Subscribe, then look: no hold falls between the two.
+            let mut w = store.moving().watch(&user);
+            if store.moving().deferred(&user).is_some() {
+                return;
+            }
+            if w.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+    }
+
     /// Runs the framed commands, up to the first that needs the driver.
     async fn process(&mut self) -> Next {
         while let Some(ev) = self.framer.next() {
@@ -549,6 +583,9 @@ impl Session {
             }
             if self.closing() {
                 return Next::Close;
+            }
+            if self.moving_away() {
+                return self.end_with(BYE_MOVING);
             }
             if std::mem::take(&mut self.starttls_pending) {
                 return Next::StartTls;
@@ -571,6 +608,7 @@ impl Session {
         if let Some(Pending::Idle { until, .. }) = &self.pending {
             let selected = self.state.open().map(|o| o.watch.clone());
             let user = self.notify_wake_user();
+            let moving = self.moving_wake();
             let wake = async move {
                 let changed = async {
                     match selected {
@@ -586,6 +624,7 @@ impl Session {
                 tokio::select! {
                     _ = changed => {}
                     _ = user => {}
+                    _ = moving => {}
                 }
             };
             return Wait {
@@ -599,7 +638,14 @@ impl Session {
             _ => idle,
         };
         // NOTIFY: only between commands, not inside one.
-        let wake = self.notify_wake(self.command_deadline.is_none() && self.pending.is_none());
+        let notify = self.notify_wake(self.command_deadline.is_none() && self.pending.is_none());
+        let moving = self.moving_wake();
+        let wake = async move {
+            tokio::select! {
+                _ = notify => {}
+                _ = moving => {}
+            }
+        };
         Wait {
             until,
             wake: Box::pin(wake),
@@ -1171,6 +1217,10 @@ impl Session {
             StoreError::UidValidityChanged => {
                 Reply::no(Some("UNAVAILABLE"), "Mailbox changed, try again")
             }
+            StoreError::Moving => Reply::no(
+                Some("UNAVAILABLE"),
+                "Mailbox is being moved to another server, try again later",
+            ),
             StoreError::Internal(detail) => {
                 error!(%detail, "store error");
                 Reply::no(Some("SERVERBUG"), "Internal error, try again later")

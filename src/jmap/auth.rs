@@ -150,7 +150,15 @@ pub fn from_trusted(info: &ConnInfo, networks: &[crate::netaddr::Network]) -> bo
     }
 }
 
-/// The user a request is for, or the problem to answer.
+/// How long a client waits before retrying a request of a user being
+/// moved to another store (the move's hold is short; the directory caches
+/// then name the new store).
+const MOVING_RETRY_AFTER: u32 = 30;
+
+/// The user a request is for, or the problem to answer. A user being
+/// moved away from this store (`store::moving`) gets 503 + Retry-After
+/// (`local_user`): API, blob and event source requests all come through
+/// here.
 pub async fn authenticate(
     services: &Services,
     info: &ConnInfo,
@@ -299,11 +307,34 @@ async fn basic(
             Err(unauthorized("wrong user name or password"))
         }
         Outcome::NotAuthorized(_) => Err(forbidden("not authorized")),
+        // login() answers a user being moved away as WrongStore too.
+        Outcome::WrongStore { .. } if moving(services, login) => Err(moving_problem()),
         Outcome::WrongStore { .. } => Err(forbidden(
             "this account lives on another store; use the webmail front end",
         )),
         Outcome::Unavailable(_) => Err(unavailable("the directory is not available; try again")),
     }
+}
+
+/// Whether `user` is being moved away from this store (`store::moving`).
+fn moving(services: &Services, user: &str) -> bool {
+    let held = services
+        .store
+        .as_ref()
+        .is_some_and(|s| s.moving().deferred(user).is_some());
+    if held {
+        info!(
+            user,
+            "jmap: request of a user being moved between stores deferred"
+        );
+    }
+    held
+}
+
+fn moving_problem() -> Problem {
+    let mut p = unavailable("the account is being moved to another server; try again later");
+    p.retry_after = Some(MOVING_RETRY_AFTER);
+    p
 }
 
 /// A user named by a token or session: must exist, be active, and live
@@ -319,6 +350,12 @@ async fn local_user(services: &Services, user: &str) -> Result<String, Problem> 
     };
     if !account.active {
         return Err(forbidden("account disabled"));
+    }
+    // Being moved away, or just moved (directory caches may still name
+    // this store): try again later, before "another store" and before
+    // anything is created here for the user.
+    if moving(services, &account.address) {
+        return Err(moving_problem());
     }
     if !crate::deliver::is_own_store(&services.config, account.mail_host.as_deref()) {
         return Err(forbidden("this account lives on another store"));

@@ -85,6 +85,8 @@ impl From<crate::store::StoreError> for MethodError {
             crate::store::StoreError::DiskFull | crate::store::StoreError::OverQuota => {
                 MethodError::Other("overQuota", e.to_string())
             }
+            // The account is being moved to another store: try later.
+            crate::store::StoreError::Moving => MethodError::ServerUnavailable,
             e => MethodError::ServerFail(e.to_string()),
         }
     }
@@ -116,6 +118,8 @@ pub struct Problem {
     pub limit: Option<&'static str>,
     /// Extra headers (WWW-Authenticate on 401).
     pub www_authenticate: Option<String>,
+    /// Retry-After seconds (a 503 the client should retry).
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -126,6 +130,7 @@ impl Problem {
             detail: detail.into(),
             limit: None,
             www_authenticate: None,
+            retry_after: None,
         }
     }
 
@@ -164,6 +169,10 @@ impl IntoResponse for Problem {
             .and_then(|w| HeaderValue::from_str(&w).ok())
         {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, w);
+        }
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         r
     }

@@ -131,7 +131,14 @@ pub async fn eventsource(
     };
     let account = ids::account_id(&user);
     let shutdown = services.shutdown.clone();
+    // The user's hold (`msgd user move`) ends the stream; the client's
+    // reconnect then gets 503 + Retry-After.
+    let mut moved = services.store().moving().watch(&user);
+    let held = services.store().moving().deferred(&user).is_some();
     tokio::spawn(async move {
+        if held {
+            return;
+        }
         let _slot = slot;
         let mut last: BTreeMap<&'static str, String> = BTreeMap::new();
         let mut first = true;
@@ -179,6 +186,7 @@ pub async fn eventsource(
                     }
                     _ = tx.closed() => return,
                     _ = shutdown.cancelled() => return,
+                    _ = moved.changed() => return,
                 }
             }
         }

@@ -258,6 +258,7 @@ pub async fn send_parts(parts: Parts<'_>, user: &str, id: &str, p: Plan) -> Resu
             relay_allowed: true,
             forward_offsite: true,
             config: Some(config.clone()),
+            store: None,
         };
         let mut targets: Vec<Target> = Vec::new();
         let mut refused = Vec::new();

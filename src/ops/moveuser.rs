@@ -34,7 +34,7 @@ use super::replica::{self, Client, Summary, CHUNK_BYTES};
 use super::{Ctx, Progress};
 use crate::config::Config;
 use crate::directory::Recipient;
-use crate::store::{moving, FlagOp, Flags, Uid};
+use crate::store::{FlagOp, Flags, Uid};
 
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
 pub struct MoveArgs {
@@ -74,7 +74,7 @@ pub async fn run(ctx: &Ctx, a: MoveArgs, p: &Progress) -> anyhow::Result<serde_j
     if crate::deliver::is_own_store(&ctx.config, Some(&a.to)) {
         bail!("{} is this store", a.to);
     }
-    if moving::deferred(&user).is_some() {
+    if ctx.store.moving().deferred(&user).is_some() {
         bail!("{user} is already being moved (or was just moved) from this store");
     }
     let client = Client::new(&ctx.config, &user, &a.to)?;
@@ -90,12 +90,15 @@ pub async fn run(ctx: &Ctx, a: MoveArgs, p: &Progress) -> anyhow::Result<serde_j
     copy_new(ctx, &client, &user, &mut sent, p).await?;
 
     // 2. hold, copy the rest, bring flags and expunges over
-    moving::begin(&user, &a.to)?;
+    // From here client sessions cannot change the user's mail (the store
+    // refuses, open sessions end); `begin` returns once every change that
+    // started before is committed, so the next copy round sees it.
+    ctx.store.moving().begin(&user, &a.to).await?;
     let held = hold_and_switch(ctx, &client, &user, &a.to, &mut sent, p).await;
     let verified = match held {
         Ok(s) => s,
         Err(e) => {
-            let _ = moving::abort(&user);
+            let _ = ctx.store.moving().abort(&user);
             return Err(e.context(format!("{user} stays on this store")));
         }
     };
@@ -136,7 +139,7 @@ async fn hold_and_switch(
     crate::directory::mailhost::set_mail_host(&ctx.config, user, to)
         .await
         .context("switching mailHost")?;
-    moving::moved(user, to)?;
+    ctx.store.moving().moved(user, to)?;
     tracing::info!(user, to, "user moved: mailHost switched");
     // Anything that still landed here (a delivery that was past RCPT).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -311,31 +314,33 @@ async fn copy_new(
 
 /// Deletes the user's mailboxes here (children first) and empties INBOX.
 async fn remove_local(ctx: &Ctx, user: &str, p: &Progress) -> anyhow::Result<()> {
-    let mut boxes: Vec<_> = ctx.store.list(user).await?;
+    // The move's own handle: the user is held, client mutations are not.
+    let store = ctx.store.for_move();
+    let mut boxes: Vec<_> = store.list(user).await?;
     boxes.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then(b.name.cmp(&a.name)));
     for b in boxes {
         if b.name == "INBOX" {
-            let snap = ctx.store.snapshot(user, "INBOX").await?;
+            let snap = store.snapshot(user, "INBOX").await?;
             let uids: Vec<Uid> = snap.messages.iter().map(|m| m.uid).collect();
             if !uids.is_empty() {
                 let del = Flags {
                     bits: Flags::DELETED,
                     keywords: vec![],
                 };
-                ctx.store
+                store
                     .store_flags(snap.info.id, uids.clone(), FlagOp::Add, del, None)
                     .await?;
-                ctx.store.expunge(snap.info.id, Some(uids)).await?;
+                store.expunge(snap.info.id, Some(uids)).await?;
             }
         } else {
-            match ctx.store.delete_mailbox(user, &b.name).await {
+            match store.delete_mailbox(user, &b.name).await {
                 Ok(()) | Err(crate::store::StoreError::NoSuchMailbox) => {}
                 Err(e) => return Err(e).with_context(|| format!("deleting {:?}", b.name)),
             }
         }
         p.inc(1);
     }
-    let left: u64 = ctx.store.usage(user).await?.messages;
+    let left: u64 = store.usage(user).await?.messages;
     if left != 0 {
         bail!("{left} messages still here after removal");
     }

@@ -137,8 +137,10 @@ fn authorize(services: &Services, req: &Request, user: &str) -> Result<Store, Re
     if key.verify(token).map(|v| v.user).as_deref() != Some(format!("replica/{user}").as_str()) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad or expired token"));
     }
-    crate::store::moving::incoming(user);
-    Ok(store)
+    store.moving().incoming(user);
+    // Move traffic: passes a hold of this user here (moved back within
+    // `moving::HOLD`).
+    Ok(store.for_move())
 }
 
 async fn body(services: &Services, req: Request, limit: usize) -> Result<Vec<u8>, Response> {
@@ -153,7 +155,26 @@ async fn body(services: &Services, req: Request, limit: usize) -> Result<Vec<u8>
     }
 }
 
+/// A request body that is no valid backup stream for the user: the
+/// caller's fault (400), not the store's (500).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct Malformed(anyhow::Error);
+
+fn malformed(e: anyhow::Error) -> anyhow::Error {
+    Malformed(e).into()
+}
+
 fn internal(e: anyhow::Error) -> Response {
+    let bad = e.downcast_ref::<Malformed>().is_some()
+        || matches!(
+            e.downcast_ref::<crate::store::StoreError>(),
+            Some(crate::store::StoreError::BadName)
+        );
+    if bad {
+        tracing::info!(error = %format!("{e:#}"), "malformed replica request refused");
+        return refuse(StatusCode::BAD_REQUEST, &format!("{e:#}"));
+    }
     tracing::warn!(error = %format!("{e:#}"), "replica request failed");
     refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"))
 }
@@ -190,14 +211,18 @@ async fn apply_stream(
         _ => None,
     };
     // Checked before anything is created for the user.
-    let mut r = backup::StreamReader::new(std::io::Cursor::new(data), max)?;
+    let mut r = backup::StreamReader::new(std::io::Cursor::new(data), max).map_err(malformed)?;
+    let mut first = Some(r.next_item().map_err(malformed)?);
     store.ensure_user(user, partition.as_deref()).await?;
     let mut current: Option<MailboxRecord> = None;
     let mut pending: Vec<(MessageRecord, Vec<u8>)> = Vec::new();
     let mut total = backup::Applied::default();
     let mut subscriptions = Vec::new();
     loop {
-        let item = r.next_item()?;
+        let item = match first.take() {
+            Some(item) => item,
+            None => r.next_item().map_err(malformed)?,
+        };
         let flush = matches!(item, None | Some(Item::Mailbox(_)) | Some(Item::End { .. }));
         if flush {
             if let Some(mb) = current.take() {
@@ -219,7 +244,7 @@ async fn apply_stream(
                 subscriptions: s,
             }) => {
                 if u != user {
-                    bail!("stream for {u} sent to {user}");
+                    return Err(malformed(anyhow::anyhow!("stream for {u} sent to {user}")));
                 }
                 subscriptions = s;
             }

@@ -147,6 +147,8 @@ struct Stats {
 #[derive(Debug, Clone, Copy)]
 enum End {
     Closed,
+    /// The user's hold began (`msgd user move`): closed without UPDATE.
+    Moving,
     Eof,
     Io,
     Timeout,
@@ -157,11 +159,16 @@ enum End {
 
 /// The command under way missed its deadline (a trickling client).
 const ERR_TOO_SLOW: &str = "-ERR Command not completed in time\r\n";
+/// The user's mail is being moved to another store: the session ends
+/// without UPDATE (no deletion is applied on the old store).
+const ERR_MOVING: &str =
+    "-ERR [SYS/TEMP] Mailbox is being moved to another server, log in again later\r\n";
 
 impl End {
     fn as_str(self) -> &'static str {
         match self {
             End::Closed => "closed",
+            End::Moving => "user being moved",
             End::Eof => "eof",
             End::Io => "io error",
             End::Timeout => "idle timeout",
@@ -204,6 +211,9 @@ impl Driver {
                 if self.env.shutdown.is_cancelled() {
                     return self.goodbye(ERR_SHUTDOWN, End::Shutdown).await;
                 }
+                if self.moving_away() {
+                    return self.goodbye(ERR_MOVING, End::Moving).await;
+                }
                 self.stats.commands += 1;
                 let _metrics = crate::metrics::latency(self.info.protocol.name());
                 // The next command's clock starts with its first byte.
@@ -221,6 +231,7 @@ impl Driver {
             if self.out.capacity() > OUT_KEEP {
                 self.out = Vec::new();
             }
+            let moving = self.moving_wake();
             let Some(conn) = self.conn.as_mut() else {
                 return End::Io;
             };
@@ -235,6 +246,9 @@ impl Driver {
                 biased;
                 _ = self.env.shutdown.cancelled() => {
                     return self.goodbye(ERR_SHUTDOWN, End::Shutdown).await;
+                }
+                _ = moving => {
+                    return self.goodbye(ERR_MOVING, End::Moving).await;
                 }
                 r = tokio::time::timeout_at(until, conn.read(&mut buf)) => r,
             };
@@ -550,6 +564,32 @@ impl Driver {
     }
 
     /// Says a last line and closes (no UPDATE).
+    /// Whether the logged-in user's hold began (`store::moving`).
+    fn moving_away(&self) -> bool {
+        match (self.session.account(), self.env.store.as_ref()) {
+            (Some(a), Some(store)) => store.moving().deferred(&a.address).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Ends when the logged-in user's hold begins (or has begun).
+    fn moving_wake(&self) -> impl std::future::Future<Output = ()> {
+        let user = self.session.account().map(|a| a.address.clone());
+        let store = self.env.store.clone();
+        async move {
+            let (Some(user), Some(store)) = (user, store) else {
+                return std::future::pending().await;
+            };
+            let mut w = store.moving().watch(&user);
+            if store.moving().deferred(&user).is_some() {
+                return;
+            }
+            if w.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+    }
+
     async fn goodbye(&mut self, line: &str, end: End) -> End {
         self.out.extend_from_slice(line.as_bytes());
         let _ = self.flush().await;

@@ -31,6 +31,9 @@ pub struct Policy {
     pub forward_offsite: bool,
     /// LMTP: accept only users whose mailHost is this store.
     pub config: Option<std::sync::Arc<crate::config::Config>>,
+    /// LMTP: this process's store, whose moves (`Store::moving`) defer
+    /// recipients.
+    pub store: Option<crate::store::Store>,
 }
 
 impl Policy {
@@ -40,6 +43,7 @@ impl Policy {
             relay_allowed: false,
             forward_offsite: false,
             config: None,
+            store: None,
         }
     }
 
@@ -48,6 +52,7 @@ impl Policy {
         Policy {
             forward_offsite: services.queue.is_some(),
             config: Some(services.config.clone()),
+            store: services.store.clone(),
             ..Policy::inbound(flavor)
         }
     }
@@ -96,14 +101,22 @@ async fn resolve_lmtp(
         Some(Recipient::User(a)) if !a.active => Verdict::Disabled,
         // Being moved to another store, or just moved (msgd user move):
         // the MTA retries, then reaching the new store.
-        Some(Recipient::User(a)) if crate::store::moving::deferred(&a.address).is_some() => {
+        Some(Recipient::User(a))
+            if policy
+                .store
+                .as_ref()
+                .is_some_and(|s| s.moving().deferred(&a.address).is_some()) =>
+        {
             warn!(rcpt = %address, "LMTP recipient is being moved between stores: deferred");
             Verdict::Moving
         }
         // Just moved here, and this store's directory cache still names
         // the old one: retried, never bounced.
         Some(Recipient::User(a))
-            if crate::store::moving::arriving(&a.address)
+            if policy
+                .store
+                .as_ref()
+                .is_some_and(|s| s.moving().arriving(&a.address))
                 && policy
                     .config
                     .as_ref()

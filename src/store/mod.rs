@@ -321,6 +321,10 @@ pub enum StoreError {
     UidValidityChanged,
     #[error("internal store error: {0}")]
     Internal(String),
+    /// The user is being moved to another store (`store::moving`): its
+    /// mail here only changes through the move itself.
+    #[error("the mailbox is being moved to another server; try again later")]
+    Moving,
 }
 
 impl StoreError {
@@ -332,7 +336,10 @@ impl StoreError {
     pub fn is_temporary(&self) -> bool {
         matches!(
             self,
-            StoreError::DiskFull | StoreError::Internal(_) | StoreError::OverQuota
+            StoreError::DiskFull
+                | StoreError::Internal(_)
+                | StoreError::OverQuota
+                | StoreError::Moving
         )
     }
 }
@@ -341,17 +348,87 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Cheap to clone; all clones share one database and one writer.
 #[derive(Clone)]
+///
+/// Client mutations of a user in the Moving/Moved state (`moving`) are
+/// refused here, at the one API every protocol (IMAP, POP, JMAP,
+/// deliveries, sieve) goes through, with `StoreError::Moving`; only the
+/// move's own handle (`for_move`) passes.
 pub struct Store {
     inner: Arc<db::Inner>,
+    moving: Arc<moving::Moving>,
+    /// `msgd user move` and replica requests: passes the hold.
+    mover: bool,
 }
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("mover", &self.mover).finish()
+    }
+}
+
+/// Held by a client mutation from its check to its commit (see
+/// `moving::Moving::begin`).
+type Pass<'a> = Option<tokio::sync::RwLockReadGuard<'a, ()>>;
 
 impl Store {
     /// Opens (creating if needed) the mboxlist and partitions from config.
     pub fn open(config: &Config) -> anyhow::Result<Store> {
-        moving::load(&config.server.data_dir)?;
+        let moving = Arc::new(moving::Moving::load(&config.server.data_dir)?);
         Ok(Store {
             inner: db::Inner::open(config)?,
+            moving,
+            mover: false,
         })
+    }
+
+    /// This store's moves (`msgd user move`): deferred users, arriving
+    /// users, the per-user signal that ends sessions at a hold.
+    pub fn moving(&self) -> &moving::Moving {
+        &self.moving
+    }
+
+    /// The handle the move itself uses (and replica requests on the
+    /// target): its mutations pass a user's hold.
+    pub fn for_move(&self) -> Store {
+        Store {
+            mover: true,
+            ..self.clone()
+        }
+    }
+
+    /// Refuses a client mutation of a held `user`; the guard keeps a hold
+    /// from beginning until the mutation is committed.
+    async fn pass(&self, user: &str) -> Result<Pass<'_>> {
+        if self.mover {
+            return Ok(None);
+        }
+        let g = self.moving.pass().await;
+        if self.moving.deferred(user).is_some() {
+            return Err(StoreError::Moving);
+        }
+        Ok(Some(g))
+    }
+
+    /// `pass` for the owner of a mailbox (looked up only while some user
+    /// is held).
+    async fn pass_mailbox(&self, mailbox: MailboxId) -> Result<Pass<'_>> {
+        if self.mover {
+            return Ok(None);
+        }
+        let g = self.moving.pass().await;
+        self.held_owner(mailbox).await?;
+        Ok(Some(g))
+    }
+
+    async fn held_owner(&self, mailbox: MailboxId) -> Result<()> {
+        if self.moving.any() {
+            if let Ok(info) = self.inner.mailbox_info(mailbox).await {
+                if self.moving.deferred(&info.user).is_some() {
+                    return Err(StoreError::Moving);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Creates the user's default mailboxes if the user is new. `partition`
@@ -370,6 +447,7 @@ impl Store {
         msg: NewMessage,
         quota: Quota,
     ) -> Result<Placed> {
+        let _pass = self.pass(user).await?;
         self.inner.append(user, mailbox, msg, quota).await
     }
 
@@ -386,6 +464,7 @@ impl Store {
         quota: Quota,
         once: Once,
     ) -> Result<Option<Placed>> {
+        let _pass = self.pass(user).await?;
         self.inner
             .append_once(user, mailbox, msg, quota, once)
             .await
@@ -409,6 +488,7 @@ impl Store {
         quota: Quota,
         replace: Option<(MailboxId, Uid)>,
     ) -> Result<Appended> {
+        let _pass = self.pass(user).await?;
         self.inner
             .append_batch(user, mailbox, msgs, quota, replace)
             .await
@@ -430,21 +510,25 @@ impl Store {
         mailbox: &str,
         special_use: Option<SpecialUse>,
     ) -> Result<MailboxInfo> {
+        let _pass = self.pass(user).await?;
         self.inner.create_mailbox(user, mailbox, special_use).await
     }
 
     /// Deletes a mailbox and its messages. INBOX cannot be deleted.
     pub async fn delete_mailbox(&self, user: &str, mailbox: &str) -> Result<()> {
+        let _pass = self.pass(user).await?;
         self.inner.delete_mailbox(user, mailbox).await
     }
 
     /// Renames a mailbox and its children. Renaming INBOX moves its messages
     /// into the new mailbox and leaves INBOX empty (RFC 3501 6.3.5).
     pub async fn rename_mailbox(&self, user: &str, from: &str, to: &str) -> Result<()> {
+        let _pass = self.pass(user).await?;
         self.inner.rename_mailbox(user, from, to).await
     }
 
     pub async fn subscribe(&self, user: &str, mailbox: &str, on: bool) -> Result<()> {
+        let _pass = self.pass(user).await?;
         self.inner.subscribe(user, mailbox, on).await
     }
 
@@ -482,6 +566,7 @@ impl Store {
         flags: Flags,
         unchanged_since: Option<ModSeq>,
     ) -> Result<(Vec<MessageMeta>, Vec<Uid>)> {
+        let _pass = self.pass_mailbox(mailbox).await?;
         self.inner
             .store_flags(mailbox, uids, op, flags, unchanged_since)
             .await
@@ -490,6 +575,7 @@ impl Store {
     /// Removes messages flagged \Deleted (only those in `uids` when given).
     /// Returns the expunged UIDs, ascending.
     pub async fn expunge(&self, mailbox: MailboxId, uids: Option<Vec<Uid>>) -> Result<Vec<Uid>> {
+        let _pass = self.pass_mailbox(mailbox).await?;
         self.inner.expunge(mailbox, uids).await
     }
 
@@ -506,6 +592,10 @@ impl Store {
         remove_source: bool,
         quota: Quota,
     ) -> Result<(u32, Vec<(Uid, Uid)>)> {
+        let _pass = self.pass(user).await?;
+        if _pass.is_some() {
+            self.held_owner(from).await?;
+        }
         self.inner
             .copy(from, uids, user, to, remove_source, quota)
             .await
@@ -587,6 +677,10 @@ impl Store {
         items: Vec<(String, Option<Vec<u8>>)>,
         limits: MetaLimits,
     ) -> Result<std::result::Result<(), MetaRefusal>> {
+        let _pass = self.pass(owner).await?;
+        if _pass.is_some() && self.moving.deferred(user).is_some() {
+            return Err(StoreError::Moving);
+        }
         self.inner
             .set_metadata(mailbox, user, owner, items, limits)
             .await
@@ -600,6 +694,7 @@ impl Store {
 
     /// RESETKEY (RFC 4467 6): a new key for one mailbox, or for all.
     pub async fn reset_urlauth_keys(&self, user: &str, mailbox: Option<MailboxId>) -> Result<()> {
+        let _pass = self.pass(user).await?;
         self.inner.reset_urlauth_keys(user, mailbox).await
     }
 
@@ -611,6 +706,7 @@ impl Store {
         mailbox: MailboxId,
         order: Option<u32>,
     ) -> Result<()> {
+        let _pass = self.pass(user).await?;
         self.inner.set_sort_order(user, mailbox, order).await
     }
 
@@ -716,6 +812,7 @@ impl Store {
         identifier: &str,
         rights: Option<String>,
     ) -> Result<()> {
+        let _pass = self.pass_mailbox(mailbox).await?;
         self.inner.set_acl(mailbox, identifier, rights).await
     }
 
@@ -794,6 +891,7 @@ impl Store {
         user: &str,
         changes: Vec<(JmapKind, u64, JmapOp)>,
     ) -> Result<()> {
+        let _pass = self.pass(user).await?;
         self.inner.jmap_record(user, changes).await
     }
 

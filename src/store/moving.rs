@@ -14,15 +14,17 @@
 //! its own directory cache still names the old store, their deliveries
 //! get the same temporary failure instead of "wrong store" (5.1.6).
 //!
-//! The state is per process (one store per process) and kept in
+//! The state belongs to the store (`Store::moving`) and is kept in
 //! `<data_dir>/moving.json` (written durably on every change, read at
 //! `Store::open`), so a restart in the middle of a move keeps refusing.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 /// How long a moved user's deliveries and logins are still deferred here
 /// (longer than any directory cache of the MTAs and proxies).
@@ -42,25 +44,8 @@ struct Registry {
     users: BTreeMap<String, State>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    file: None,
-    users: BTreeMap::new(),
-});
-
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-/// Reads `<data_dir>/moving.json` (Store::open). A missing file is no
-/// moves; an unreadable one is an error (refusing to open beats
-/// delivering into a store that gave the user away).
-pub fn load(data_dir: &Path) -> anyhow::Result<()> {
-    let file = data_dir.join("moving.json");
-    let users = read(&file)?;
-    let mut r = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    r.file = Some(file);
-    r.users = users;
-    Ok(())
 }
 
 fn read(file: &Path) -> anyhow::Result<BTreeMap<String, State>> {
@@ -100,67 +85,134 @@ impl Registry {
     }
 }
 
-fn set(user: &str, s: Option<State>) -> anyhow::Result<()> {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .set(user, s)
+/// The moves of one store: built by `Store::open` from
+/// `<data_dir>/moving.json` and reached as `store.moving()` (no
+/// process-wide state: two stores in one process, as in unit tests, never
+/// see each other's moves).
+pub struct Moving {
+    registry: Mutex<Registry>,
+    /// Users whose mail another store is pushing here (replica requests),
+    /// by the time of the last push: the target side of a move.
+    incoming: Mutex<BTreeMap<String, i64>>,
+    /// Client mutations hold it shared from their check to their commit;
+    /// `begin` takes it exclusively, so once `begin` returns no mutation
+    /// that passed the check before the hold is still under way.
+    gate: tokio::sync::RwLock<()>,
+    /// Bumped when a user's hold begins: open sessions of the user end.
+    signals: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
-/// The user's deliveries and logins are deferred from now on.
-pub fn begin(user: &str, to: &str) -> anyhow::Result<()> {
-    set(
-        user,
-        Some(State::Moving {
-            to: to.to_string(),
-            since: now(),
-        }),
-    )
-}
+impl Moving {
+    /// Reads `<data_dir>/moving.json` (Store::open). A missing file is no
+    /// moves; an unreadable one is an error (refusing to open beats
+    /// delivering into a store that gave the user away).
+    pub fn load(data_dir: &Path) -> anyhow::Result<Moving> {
+        let file = data_dir.join("moving.json");
+        let users = read(&file)?;
+        Ok(Moving::with(Some(file), users))
+    }
 
-/// The user now lives on `to`; still deferred here for `HOLD`.
-pub fn moved(user: &str, to: &str) -> anyhow::Result<()> {
-    set(
-        user,
-        Some(State::Moved {
-            to: to.to_string(),
-            at: now(),
-        }),
-    )
-}
+    fn with(file: Option<PathBuf>, users: BTreeMap<String, State>) -> Moving {
+        Moving {
+            registry: Mutex::new(Registry { file, users }),
+            incoming: Mutex::default(),
+            gate: tokio::sync::RwLock::new(()),
+            signals: Mutex::default(),
+        }
+    }
 
-/// A failed move: the user is served here again.
-pub fn abort(user: &str) -> anyhow::Result<()> {
-    set(user, None)
-}
+    fn set(&self, user: &str, s: Option<State>) -> anyhow::Result<()> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(user, s)
+    }
 
-/// Whether `user` (canonical address) is moving away or moved away within
-/// `HOLD`: deliveries and logins get temporary failures.
-pub fn deferred(user: &str) -> Option<State> {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .deferred(user)
-}
+    /// The user's deliveries, logins and client mutations are refused
+    /// from now on, and its open sessions are told to end. Returns once
+    /// every client mutation that passed its check before is committed.
+    pub async fn begin(&self, user: &str, to: &str) -> anyhow::Result<()> {
+        {
+            let _closed = self.gate.write().await;
+            self.set(
+                user,
+                Some(State::Moving {
+                    to: to.to_string(),
+                    since: now(),
+                }),
+            )?;
+        }
+        let signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = signals.get(user) {
+            s.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(())
+    }
 
-/// Users whose mail another store is pushing here (replica requests),
-/// by the time of the last push: the target side of a move.
-static INCOMING: Mutex<BTreeMap<String, i64>> = Mutex::new(BTreeMap::new());
+    /// The user now lives on `to`; still deferred here for `HOLD`.
+    pub fn moved(&self, user: &str, to: &str) -> anyhow::Result<()> {
+        self.set(
+            user,
+            Some(State::Moved {
+                to: to.to_string(),
+                at: now(),
+            }),
+        )
+    }
 
-/// Another store is moving `user` here (called on every replica request).
-pub fn incoming(user: &str) {
-    let mut m = INCOMING.lock().unwrap_or_else(|e| e.into_inner());
-    let cutoff = now() - HOLD;
-    m.retain(|_, t| *t >= cutoff);
-    m.insert(user.to_string(), now());
-}
+    /// A failed move: the user is served here again.
+    pub fn abort(&self, user: &str) -> anyhow::Result<()> {
+        self.set(user, None)
+    }
 
-/// Whether `user` was being moved here within `HOLD`: while this store's
-/// directory cache still names the old store, its deliveries get a
-/// temporary failure instead of "wrong store" (5.1.6, a bounce).
-pub fn arriving(user: &str) -> bool {
-    let m = INCOMING.lock().unwrap_or_else(|e| e.into_inner());
-    m.get(user).is_some_and(|t| *t >= now() - HOLD)
+    /// Whether `user` (canonical address) is moving away or moved away
+    /// within `HOLD`: deliveries, logins and client mutations get
+    /// temporary failures.
+    pub fn deferred(&self, user: &str) -> Option<State> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deferred(user)
+    }
+
+    /// Whether any user at all is deferred (the cheap test before a
+    /// mailbox's owner is looked up).
+    pub fn any(&self) -> bool {
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        r.users.keys().any(|u| r.deferred(u).is_some())
+    }
+
+    /// Held by a client mutation from its check to its commit.
+    pub(crate) async fn pass(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Changes when `user`'s hold begins: sessions open for the user wait
+    /// on it and end (IMAP `BYE [UNAVAILABLE]`, POP without deletions).
+    pub fn watch(&self, user: &str) -> watch::Receiver<u64> {
+        let mut map = self.signals.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, s| s.receiver_count() > 0);
+        map.entry(user.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Another store is moving `user` here (called on every replica
+    /// request).
+    pub fn incoming(&self, user: &str) {
+        let mut m = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        let cutoff = now() - HOLD;
+        m.retain(|_, t| *t >= cutoff);
+        m.insert(user.to_string(), now());
+    }
+
+    /// Whether `user` was being moved here within `HOLD`: while this
+    /// store's directory cache still names the old store, its deliveries
+    /// get a temporary failure instead of "wrong store" (5.1.6, a bounce).
+    pub fn arriving(&self, user: &str) -> bool {
+        let m = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(user).is_some_and(|t| *t >= now() - HOLD)
+    }
 }
 
 #[cfg(test)]
@@ -169,10 +221,48 @@ mod tests {
 
     #[test]
     fn users_moved_here_are_arriving_for_a_while() {
+        let m = Moving::with(None, BTreeMap::new());
         let u = "arriving-unit@example.test";
-        assert!(!arriving(u));
-        incoming(u);
-        assert!(arriving(u));
+        assert!(!m.arriving(u));
+        m.incoming(u);
+        assert!(m.arriving(u));
+    }
+
+    /// Issue 11's invariant (no process-wide role state): two stores in
+    /// one process keep their moves apart.
+    #[tokio::test]
+    async fn two_stores_in_one_process_do_not_share_moves() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (
+            Moving::load(d1.path()).unwrap(),
+            Moving::load(d2.path()).unwrap(),
+        );
+        let u = "shared@example.test";
+        a.begin(u, "s2").await.unwrap();
+        a.incoming("in@example.test");
+        assert!(a.deferred(u).is_some() && a.any());
+        assert!(b.deferred(u).is_none() && !b.any());
+        assert!(!b.arriving("in@example.test"));
+        // and a reopened store sees its own file only
+        assert!(Moving::load(d1.path()).unwrap().deferred(u).is_some());
+        assert!(Moving::load(d2.path()).unwrap().deferred(u).is_none());
+    }
+
+    #[tokio::test]
+    async fn begin_signals_the_users_sessions_and_waits_for_mutations() {
+        let m = std::sync::Arc::new(Moving::with(None, BTreeMap::new()));
+        let w = m.watch("u@example.test");
+        let pass = m.pass().await;
+        let m2 = m.clone();
+        let begun = tokio::spawn(async move { m2.begin("u@example.test", "s2").await });
+        tokio::task::yield_now().await;
+        // a mutation under way holds the hold back
+        assert!(!begun.is_finished());
+        assert!(m.deferred("u@example.test").is_none());
+        drop(pass);
+        begun.await.unwrap().unwrap();
+        assert!(m.deferred("u@example.test").is_some());
+        assert!(w.has_changed().unwrap());
     }
 
     #[test]
@@ -220,5 +310,60 @@ mod tests {
         assert_eq!(r.deferred(u), None);
         r.set(u, None).unwrap();
         assert!(read(&file).unwrap().is_empty());
+    }
+
+    /// Issue 14: nothing a client session changes for a held user is lost
+    /// with the old store: the store refuses it (temporary), the move's own
+    /// handle still removes the user.
+    #[tokio::test]
+    async fn held_users_mutations_are_refused_but_the_move_passes() {
+        use crate::store::{FlagOp, Flags, NewMessage, Quota, StoreError};
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::services::test_services(dir.path(), |_| {});
+        let st = s.store().clone();
+        let (u, other) = ("held@x", "other@x");
+        let msg = || NewMessage {
+            data: std::sync::Arc::new(b"From: a@b\r\nSubject: s\r\n\r\nhi\r\n".to_vec()),
+            flags: Flags::default(),
+            internal_date: None,
+        };
+        let p = st
+            .append(u, "INBOX", msg(), Quota::default())
+            .await
+            .unwrap();
+        st.append(other, "INBOX", msg(), Quota::default())
+            .await
+            .unwrap();
+        st.moving().begin(u, "s2").await.unwrap();
+        let seen = Flags {
+            bits: Flags::SEEN,
+            keywords: vec![],
+        };
+        let r = st
+            .store_flags(p.mailbox, vec![p.uid], FlagOp::Add, seen.clone(), None)
+            .await;
+        assert!(matches!(r, Err(StoreError::Moving)), "{r:?}");
+        assert!(StoreError::Moving.is_temporary());
+        let r = st.append(u, "INBOX", msg(), Quota::default()).await;
+        assert!(matches!(r, Err(StoreError::Moving)));
+        let r = st.create_mailbox(u, "New", None).await;
+        assert!(matches!(r, Err(StoreError::Moving)));
+        let r = st.expunge(p.mailbox, None).await;
+        assert!(matches!(r, Err(StoreError::Moving)));
+        let r = st.subscribe(u, "INBOX", false).await;
+        assert!(matches!(r, Err(StoreError::Moving)));
+        // nothing changed; reads still work
+        let snap = st.snapshot(u, "INBOX").await.unwrap();
+        assert_eq!(snap.messages.len(), 1);
+        assert!(!snap.messages[0].flags.has(Flags::SEEN));
+        // other users are served as before
+        st.create_mailbox(other, "New", None).await.unwrap();
+        // the move's own handle passes
+        st.for_move()
+            .store_flags(p.mailbox, vec![p.uid], FlagOp::Add, seen, None)
+            .await
+            .unwrap();
+        st.moving().abort(u).unwrap();
+        st.create_mailbox(u, "New", None).await.unwrap();
     }
 }

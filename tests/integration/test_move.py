@@ -10,6 +10,10 @@ routing logins by mailHost.
   UIDVALIDITY and flags the same on store2, a login through the mmp
   lands on store2; store1 defers the user's LMTP (451 4.2.1) and logins
   (NO [UNAVAILABLE]) afterwards;
+- sessions open on store1 when the hold begins end (IMAP BYE
+  [UNAVAILABLE], IDLE too), and a flag change sent meanwhile is either on
+  store2 or refused, never silently lost with store1's copy;
+- a malformed replica request body is a 400;
 - a move to a store that does not answer fails with exit 1 and a clear
   message, and the user stays where it was.
 """
@@ -24,6 +28,7 @@ import imaplib
 import json
 import poplib
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -62,9 +67,21 @@ LDIF = textwrap.dedent("""\
     mail: stayer@example.test
     mailHost: store1.test
     userPassword: {SSHA}54E4mFiOifM43Tws1vSsusotyHD10jSa
+
+    dn: uid=holder,ou=people,dc=example,dc=test
+    objectClass: inetOrgPerson
+    objectClass: msgdMailUser
+    uid: holder
+    cn: Hol Der
+    sn: Der
+    mail: holder@example.test
+    mailHost: store1.test
+    userPassword: {SSHA}54E4mFiOifM43Tws1vSsusotyHD10jSa
     """)
 PASSWORDS.setdefault(MOVER, PASSWORD)
 PASSWORDS.setdefault(STAYER, PASSWORD)
+HOLDER = "holder@example.test"
+PASSWORDS.setdefault(HOLDER, PASSWORD)
 
 
 def store_extra(host: str, root, http_ports: dict[str, int]) -> str:
@@ -313,6 +330,115 @@ def test_move_under_concurrent_delivery_and_an_open_session(cl):
     wait_for_ids(cl.s1, STAYER, [mid])
 
 
+def read_until(f, pred, what: str) -> list[bytes]:
+    lines = []
+    while True:
+        line = f.readline()
+        assert line, f"connection closed before {what}: {lines}"
+        lines.append(line)
+        if pred(line):
+            return lines
+
+
+def test_sessions_open_at_the_hold_end_and_lose_no_change(cl):
+    mids = []
+    for i in range(3):
+        mid, data = msg(HOLDER, 300 + i)
+        send(cl.mta, "sender@remote.example", HOLDER, data)
+        mids.append(mid)
+    wait_for_ids(cl.s1, HOLDER, mids)
+    # one session changing flags all along, one in IDLE, both logged in
+    # on store1 before the move
+    def session():
+        sock = socket.create_connection(("127.0.0.1", cl.s1.ports["imap"]), timeout=60)
+        rw = sock.makefile("rwb")
+        rw.readline()
+        rw.write(f'a LOGIN {HOLDER} "{PASSWORD}"\r\n'.encode()); rw.flush()
+        assert read_until(rw, lambda l: l.startswith(b"a "), "LOGIN")[-1].startswith(b"a OK")
+        rw.write(b"b SELECT INBOX\r\n"); rw.flush()
+        read_until(rw, lambda l: l.startswith(b"b OK"), "SELECT")
+        return sock, rw
+
+    flagger, m = session()
+    idler, f = session()
+    f.write(b"c IDLE\r\n"); f.flush()
+    read_until(f, lambda l: l.startswith(b"+"), "IDLE")
+    # and a JMAP event source
+    es = http.client.HTTPConnection("127.0.0.1", cl.s1.ports["http"], timeout=60)
+    es.request("GET", "/jmap/eventsource?types=*&closeafter=no&ping=0",
+               headers={"Authorization": f"Bearer {token(cl, HOLDER)}"})
+    es_resp = es.getresponse()
+    assert es_resp.status == 200, es_resp.read()
+    assert es_resp.readline().startswith(b"event: state"), "no first state event"
+    # and a POP session with a deletion marked (applied only at QUIT)
+    pop = socket.create_connection(("127.0.0.1", cl.s1.ports["pop3"]), timeout=60)
+    pf = pop.makefile("rwb")
+    assert pf.readline().startswith(b"+OK")
+    for cmd in (f"USER {HOLDER}", f"PASS {PASSWORD}", "DELE 1"):
+        pf.write(cmd.encode() + b"\r\n"); pf.flush()
+        line = pf.readline()
+        assert line.startswith(b"+OK"), (cmd, line)
+
+    result = {}
+    mover = threading.Thread(target=lambda: result.setdefault("res", cl.move(cl.s1, HOLDER, "store2.test")))
+    mover.start()
+    accepted, ended, last, last_lines = [], None, None, []
+    for i in range(600):
+        # the server may have said BYE between two commands
+        if select.select([flagger], [], [], 0)[0]:
+            ended = b"".join(read_until(m, lambda l: l.startswith(b"* BYE"), "BYE")).decode()
+            break
+        kw = f"$hold{i}"
+        try:
+            m.write(f"s{i} STORE 1 +FLAGS ({kw})\r\n".encode()); m.flush()
+            last_lines = read_until(m, lambda l: l.startswith(f"s{i} ".encode()) or l.startswith(b"* BYE"),
+                                    "the STORE's answer")
+        except (OSError, AssertionError):
+            # closed under the command: the BYE must have come first
+            ended = b"".join(last_lines).decode() + " (closed)"
+            break
+        last = kw
+        tagged = last_lines[-1]
+        if tagged.startswith(f"s{i} OK".encode()):
+            accepted.append(kw)
+            time.sleep(0.05)
+            continue
+        ended = b"".join(last_lines).decode()
+        break
+    mover.join()
+    res = result["res"]
+    assert res.returncode == 0, f"move failed: {res.stdout}\n{res.stderr}"
+    assert ended is not None, "the session on store1 was never ended nor refused"
+    assert "UNAVAILABLE" in ended, ended
+    # the idling session was told too, and its IDLE completed
+    lines = read_until(f, lambda l: l.startswith(b"c "), "the end of IDLE")
+    assert any(l.startswith(b"* BYE [UNAVAILABLE]") for l in lines), lines
+    assert lines[-1].startswith(b"c OK"), lines
+    # the POP session was closed without UPDATE: its deletion is not lost
+    # with store1, it never happened (QUIT now finds the door shut)
+    line = pf.readline()
+    assert line.startswith(b"-ERR [SYS/TEMP]"), line
+    assert pf.readline() == b"", "the POP session stays open"
+    # the event source stream was ended (its reconnect gets the 503)
+    es_resp.read()  # returns at the end of the stream, else times out
+    es.close()
+    for sock in (flagger, idler, pop):
+        sock.close()
+    # every accepted change is on store2; the refused one is nowhere
+    time.sleep(1.2)  # the stores' directory cache (1 s)
+    wait_for_ids(cl.s2, HOLDER, mids, timeout=60)
+    _, msgs = mailbox_state(cl.s2, HOLDER, "INBOX")
+    assert len(msgs) == len(mids), msgs
+    first = min(msgs.values())[1]
+    assert accepted, "no change was made before the hold"
+    for kw in accepted:
+        assert kw in first, (kw, first)
+    # the command under way at the hold was refused (NO [UNAVAILABLE], or
+    # BYE before it ran): not applied anywhere
+    if last and last not in accepted:
+        assert last not in first, (last, ended, first)
+
+
 def test_move_to_a_store_that_does_not_answer_fails_and_the_user_stays(cl):
     mid, data = msg(STAYER, 2)
     send(cl.mta, "sender@remote.example", STAYER, data)
@@ -361,7 +487,52 @@ def test_replica_routes_want_a_replica_token_for_that_user(cl):
     code, body = replica_status(cl, "GET", path, token(cl, f"replica/{STAYER}"))
     assert code == 200 and b'"mailboxes"' in body, body
     code, body = replica_status(cl, "POST", path, token(cl, f"replica/{STAYER}"), b"\x00garbage" * 100)
-    assert code == 500 and b"not a backup stream" in body, body
+    assert code == 400 and b"not a backup stream" in body, body
+    # empty, and cut short after a valid start: the caller's fault too (400, not 500)
+    code, body = replica_status(cl, "POST", path, token(cl, f"replica/{STAYER}"), b"")
+    assert code == 400 and b"not a backup stream" in body, body
+    code, body = replica_status(cl, "POST", path, token(cl, f"replica/{STAYER}"),
+                                b"MSGD-BACKUP-STREAM 1\n" + b"\xff" * 64)
+    assert code == 400, (code, body)
     # nothing was created for the user on store2
     code, body = replica_status(cl, "GET", path, token(cl, f"replica/{STAYER}"))
     assert code == 200 and json.loads(body)["mailboxes"] == {}, body
+
+
+def http_request(node, method: str, path: str, auth: str, body: bytes = b"") -> tuple[int, dict, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", node.ports["http"], timeout=20)
+    try:
+        headers = {"Authorization": f"Bearer {auth}", "Content-Type": "application/json"}
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def test_jmap_requests_of_a_moved_user_get_503_with_retry_after(cl):
+    # HOLDER was moved to store2 above: store1 defers it for a while
+    if ldap_mail_host(cl, "holder") != "store2.test":
+        res = cl.move(cl.s1, HOLDER, "store2.test")
+        assert res.returncode == 0, res.stdout + res.stderr
+    api = json.dumps({"using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
+                      "methodCalls": [["Mailbox/get", {"accountId": HOLDER}, "0"]]}).encode()
+    for method, path, body in (("POST", "/jmap/api", api), ("GET", "/jmap/session", b""),
+                               ("GET", "/jmap/eventsource?types=*&closeafter=state&ping=0", b""),
+                               ("GET", f"/jmap/download/{HOLDER}/x/y", b"")):
+        code, headers, out = http_request(cl.s1, method, path, token(cl, HOLDER), body)
+        assert code == 503, (path, code, out)
+        assert headers.get("retry-after") == "30", (path, headers)
+        assert b"moved" in out, out
+    # with a password too (loopback: Basic without TLS is allowed)
+    c = http.client.HTTPConnection("127.0.0.1", cl.s1.ports["http"], timeout=20)
+    basic = base64.b64encode(f"{HOLDER}:{PASSWORD}".encode()).decode()
+    c.request("GET", "/jmap/session", headers={"Authorization": f"Basic {basic}"})
+    r = c.getresponse()
+    assert r.status == 503 and r.getheader("Retry-After") == "30", (r.status, r.read())
+    c.close()
+    # the user is served on store2, and store1's other users as before
+    code, _, out = http_request(cl.s2, "GET", "/jmap/session", token(cl, HOLDER))
+    assert code == 200, out
+    code, _, out = http_request(cl.s1, "GET", "/jmap/session", token(cl, STAYER))
+    assert code == 200, out

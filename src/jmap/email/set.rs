@@ -33,6 +33,7 @@ pub fn store_set_error(e: &StoreError) -> Value {
     match e {
         StoreError::OverQuota | StoreError::DiskFull => set_error("overQuota", e.to_string()),
         StoreError::NoSuchMailbox => set_error("invalidProperties", "no such mailbox"),
+        StoreError::Moving => set_error("serverUnavailable", e.to_string()),
         _ => set_error("serverFail", ""),
     }
 }
