@@ -548,21 +548,10 @@ impl Session {
 
     /// Ends when the logged-in user's hold begins (or has begun).
     fn moving_wake(&self) -> impl std::future::Future<Output = ()> {
-        let user = self.state.user().map(|u| u.name.clone());
-        let store = self.services.store.clone();
-        async move {
-            let (Some(user), Some(store)) = (user, store) else {
-                return std::future::pending().await;
-            };
-            // Subscribe, then look: no hold falls between the two.
-            let mut w = store.moving().watch(&user);
-            if store.moving().deferred(&user).is_some() {
-                return;
-            }
-            if w.changed().await.is_err() {
-                std::future::pending::<()>().await
-            }
-        }
+        crate::store::Store::until_held(
+            self.services.store.clone(),
+            self.state.user().map(|u| u.name.clone()),
+        )
     }
 
     /// Runs the framed commands, up to the first that needs the driver.

@@ -563,7 +563,6 @@ impl Driver {
         }
     }
 
-    /// Says a last line and closes (no UPDATE).
     /// Whether the logged-in user's hold began (`store::moving`).
     fn moving_away(&self) -> bool {
         match (self.session.account(), self.env.store.as_ref()) {
@@ -574,22 +573,13 @@ impl Driver {
 
     /// Ends when the logged-in user's hold begins (or has begun).
     fn moving_wake(&self) -> impl std::future::Future<Output = ()> {
-        let user = self.session.account().map(|a| a.address.clone());
-        let store = self.env.store.clone();
-        async move {
-            let (Some(user), Some(store)) = (user, store) else {
-                return std::future::pending().await;
-            };
-            let mut w = store.moving().watch(&user);
-            if store.moving().deferred(&user).is_some() {
-                return;
-            }
-            if w.changed().await.is_err() {
-                std::future::pending::<()>().await
-            }
-        }
+        crate::store::Store::until_held(
+            self.env.store.clone(),
+            self.session.account().map(|a| a.address.clone()),
+        )
     }
 
+    /// Says a last line and closes (no UPDATE).
     async fn goodbye(&mut self, line: &str, end: End) -> End {
         self.out.extend_from_slice(line.as_bytes());
         let _ = self.flush().await;

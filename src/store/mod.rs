@@ -387,6 +387,23 @@ impl Store {
         &self.moving
     }
 
+    /// Ends when `user`'s hold begins or has begun (`msgd user move`);
+    /// never for no user. Sessions wait on it to end (IMAP BYE, POP
+    /// without deletions).
+    pub async fn until_held(store: Option<Store>, user: Option<String>) {
+        let (Some(user), Some(store)) = (user, store) else {
+            return std::future::pending().await;
+        };
+        // Subscribe, then look: no hold falls between the two.
+        let mut w = store.moving().watch(&user);
+        if store.moving().deferred(&user).is_some() {
+            return;
+        }
+        if w.changed().await.is_err() {
+            std::future::pending::<()>().await
+        }
+    }
+
     /// The handle the move itself uses (and replica requests on the
     /// target): its mutations pass a user's hold.
     pub fn for_move(&self) -> Store {
