@@ -16,7 +16,8 @@ Protocols and the top may use anything (a protocol session receives
             directory, store, login, net, net_unix
   protocol  smtp, imap, pop3, mmp, queue, deliver, http (the HTTP server),
             jmap (the API on the store), mem (the webmail front end), ops
-            (operator commands run on a store)
+            (operator commands run on a store), provision (users, groups and
+            domains: docs/admin.md)
   top       services (holds every role's shared state), roles/run, cli,
             main, stress, fuzz, admin (the admin listener reads every role)
 
@@ -36,7 +37,7 @@ import sys
 BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles", "memory", "metrics"}
 CONFIG = {"config"}
 BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "dns", "store", "login", "net", "net_unix"}
-PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver", "http", "jmap", "mem", "ops"}
+PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver", "http", "jmap", "mem", "ops", "provision"}
 TOP = {"services", "cli", "main", "stress", "fuzz", "lib", "admin"}
 
 RANK = {}

@@ -186,6 +186,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub mem: MemConfig,
     pub admin: AdminConfig,
+    /// Provisioning and delegated administration (docs/admin.md).
+    pub provision: ProvisionConfig,
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
@@ -481,6 +483,36 @@ pub struct LdapAttributes {
     pub group_errors_to: String,
     /// DNs that are members of a group (users or groups).
     pub group_dn_member: Vec<String>,
+    /// Message-count quota of a user (docs/directory.md).
+    pub msg_quota: String,
+    /// The address mail for a user is routed to instead of its mailbox.
+    pub routing_address: String,
+    /// The store a user without mailHost is meant to live on.
+    pub preferred_host: String,
+    /// A display name (users and groups), for the console and completion.
+    pub name: String,
+    /// A group's status (active / inactive / deleted).
+    pub group_status: String,
+    /// Who may post to a group (addresses, `mailto:` or LDAP URLs, DNs).
+    pub group_allowed_broadcaster: String,
+    /// Sender domains that may post to a group.
+    pub group_allowed_domain: String,
+    /// A domain entry's status attributes; any one saying inactive or
+    /// deleted counts.
+    pub domain_status: Vec<String>,
+    /// DNs of a domain's administrators (users or groups), on the domain
+    /// entry (docs/admin.md).
+    pub domain_admin: String,
+    /// Most users a domain may have, on the domain entry.
+    pub domain_max_users: String,
+    /// Most bytes of quota all users of a domain may be given together.
+    pub domain_disk_quota: String,
+    /// A domain's default user quota (bytes) and store, on the domain entry.
+    pub domain_default_quota: String,
+    pub domain_default_host: String,
+    /// When a user was marked deleted (GeneralizedTime), written by the
+    /// provisioning and read by the purge.
+    pub deleted_time: String,
 }
 
 impl Default for LdapAttributes {
@@ -498,6 +530,20 @@ impl Default for LdapAttributes {
             group_address_member: "mgrpRFC822MailMember".into(),
             group_errors_to: "mgrpErrorsTo".into(),
             group_dn_member: vec!["uniqueMember".into(), "member".into()],
+            msg_quota: "mailMsgQuota".into(),
+            routing_address: "mailRoutingAddress".into(),
+            preferred_host: "preferredMailHost".into(),
+            name: "cn".into(),
+            group_status: "inetMailGroupStatus".into(),
+            group_allowed_broadcaster: "mgrpAllowedBroadcaster".into(),
+            group_allowed_domain: "mgrpAllowedDomain".into(),
+            domain_status: vec!["inetDomainStatus".into(), "mailDomainStatus".into()],
+            domain_admin: "msgdDomainAdmin".into(),
+            domain_max_users: "sunMaxUsers".into(),
+            domain_disk_quota: "mailDomainDiskQuota".into(),
+            domain_default_quota: "mailQuota".into(),
+            domain_default_host: "mailHost".into(),
+            deleted_time: "msgdDeletedTime".into(),
         }
     }
 }
@@ -2131,4 +2177,99 @@ mod tests {
         c.relay_user.clear();
         assert!(relay_credentials_error(&c).is_none());
     }
+}
+
+/// `[provision]`: how users, groups and domains are created and who may
+/// manage them (docs/admin.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisionConfig {
+    /// Site administrators (addresses or LDAP DNs): they manage every
+    /// domain. The CLI run by the operator acts as the site.
+    pub site_admins: Vec<String>,
+    /// An LDAP group whose members are site administrators; empty: none.
+    pub site_admin_group: String,
+    /// Seconds between a user being marked deleted and its mail being
+    /// purged from its store (the store role runs the purge).
+    pub purge_after: u64,
+    /// What happens to mail for a deleted user: `refuse` (550 5.1.1) or
+    /// `keep` (delivered until the purge).
+    pub deleted_mail: DeletedMail,
+    /// The change log, one JSON line per change (who, what, when);
+    /// relative to data_dir.
+    pub audit_log: String,
+    /// Where new entries go and what they look like in LDAP.
+    pub ldap: ProvisionLdapConfig,
+    /// Service classes: named bundles of defaults for new users.
+    pub class: BTreeMap<String, ServiceClass>,
+}
+
+impl Default for ProvisionConfig {
+    fn default() -> Self {
+        ProvisionConfig {
+            site_admins: Vec::new(),
+            site_admin_group: String::new(),
+            purge_after: 7 * 86400,
+            deleted_mail: DeletedMail::Refuse,
+            audit_log: "provision-audit.log".into(),
+            ldap: ProvisionLdapConfig::default(),
+            class: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletedMail {
+    Refuse,
+    Keep,
+}
+
+/// `[provision.ldap]`: where the provisioning creates LDAP entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisionLdapConfig {
+    /// Where new users are created; empty: `ou=people,<base_dn>`.
+    pub user_base: String,
+    /// Where new groups are created; empty: `ou=groups,<base_dn>`.
+    pub group_base: String,
+    /// Where new domains are created; empty: directory.ldap.domain_base_dn,
+    /// else base_dn.
+    pub domain_base: String,
+    /// RDN attribute of new users (its value: the address's local part,
+    /// or the whole address when the local part is taken).
+    pub user_rdn: String,
+    pub user_classes: Vec<String>,
+    pub group_classes: Vec<String>,
+    pub domain_classes: Vec<String>,
+    /// How passwords are hashed for the directory: `ARGON2`, `SSHA512`
+    /// or `SSHA` (the server must verify the scheme chosen).
+    pub password_scheme: String,
+}
+
+impl Default for ProvisionLdapConfig {
+    fn default() -> Self {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        ProvisionLdapConfig {
+            user_base: String::new(),
+            group_base: String::new(),
+            domain_base: String::new(),
+            user_rdn: "uid".into(),
+            user_classes: v(&["inetOrgPerson", "msgdMailUser"]),
+            group_classes: v(&["groupOfNames", "mailGroup"]),
+            domain_classes: v(&["domain", "mailDomain"]),
+            password_scheme: "SSHA512".into(),
+        }
+    }
+}
+
+/// `[provision.class.NAME]`: defaults a user created with `--class NAME`
+/// gets (explicit values win).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceClass {
+    pub quota: Option<u64>,
+    pub msg_quota: Option<u64>,
+    pub mail_host: Option<String>,
+    pub partition: Option<String>,
 }

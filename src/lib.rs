@@ -30,6 +30,7 @@ pub mod net_unix;
 pub mod netaddr;
 pub mod ops;
 pub mod pop3;
+pub mod provision;
 pub mod proxyproto;
 pub mod queue;
 pub mod redact;

@@ -235,6 +235,8 @@ pub(crate) enum Unavailable {
 
 /// What came of a login.
 #[derive(Debug, Clone)]
+// One per login (or process): its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Outcome {
     Ok(LoggedIn),
     /// Wrong login or password (the failure delay was served).

@@ -37,6 +37,67 @@ pub struct Data {
     /// envelope sender of the copies made for it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub errors_to: BTreeMap<String, String>,
+    /// A group's settings beyond its members, by group address (an entry
+    /// of `aliases`); absent: active, anyone may post.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, GroupInfo>,
+    /// A domain's settings (status, defaults, administrators, limits), by
+    /// domain (an entry of `domains`); absent: active, no defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domain_info: BTreeMap<String, DomainInfo>,
+    /// Site administrators: addresses of users of this file who may
+    /// manage every domain (docs/admin.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub site_admins: Vec<String>,
+}
+
+/// What the embedded directory keeps about a group besides its members
+/// (the Sun schema's group attributes, docs/directory.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupInfo {
+    /// cn: a display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// inetMailGroupStatus.
+    pub status: super::EntryStatus,
+    /// mgrpAllowedBroadcaster (addresses, lowercase).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_broadcasters: Vec<String>,
+    /// mgrpAllowedDomain (domains, lowercase).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_domains: Vec<String>,
+    /// Other addresses of the group (mailAlternateAddress).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// What the embedded directory keeps about a domain (docs/directory.md,
+/// docs/admin.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainInfo {
+    /// inetDomainStatus / mailDomainStatus.
+    pub status: super::EntryStatus,
+    /// Quota in bytes given to new users of the domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_quota: Option<u64>,
+    /// Message-count quota given to new users of the domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_msg_quota: Option<u64>,
+    /// mailHost given to new users of the domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_mail_host: Option<String>,
+    /// Addresses of the domain's administrators (users of this file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admins: Vec<String>,
+    /// Most users the domain may have (sunMaxUsers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<u64>,
+    /// Most bytes of quota all its users together may be given
+    /// (mailDomainDiskQuota).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_quota: Option<u64>,
 }
 
 /// `Debug` hides the password hash.
@@ -46,6 +107,16 @@ pub struct User {
     pub password: String,
     #[serde(flatten)]
     pub account: Account,
+    /// cn: a display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The service class the user was created with (`[provision.class]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// When the user was marked deleted (unix seconds): the purge
+    /// removes its mail after `provision.purge_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
 }
 
 impl std::fmt::Debug for User {
@@ -160,6 +231,7 @@ impl Embedded {
             return Ok(Some(Recipient::List(super::List {
                 members: t.clone(),
                 errors_to: d.errors_to.get(address).cloned(),
+                ..Default::default()
             })));
         }
         Ok(None)
@@ -302,15 +374,13 @@ pub fn add_user_hashed(
         User {
             password: hash,
             account: Account {
-                address,
-                aliases: Vec::new(),
                 active,
                 quota,
-                mail_host: None,
-                partition: None,
-                forward: Vec::new(),
-                keep_mailbox: true,
+                ..Account::new(address)
             },
+            name: None,
+            class: None,
+            deleted_at: None,
         },
     );
     Ok(())

@@ -317,6 +317,7 @@ impl Ldap {
             return Ok(Some(Recipient::List(crate::directory::List {
                 members: self.expand_group(entry).await?,
                 errors_to,
+                ..Default::default()
             })));
         }
         match self.account(&entry) {
@@ -636,7 +637,6 @@ impl Ldap {
         };
         let options = e.values(&a.delivery_option);
         Some(Account {
-            address,
             aliases,
             active: !inactive,
             quota,
@@ -652,6 +652,7 @@ impl Ldap {
                 || options
                     .iter()
                     .any(|o| o.trim().eq_ignore_ascii_case("mailbox")),
+            ..Account::new(address)
         })
     }
 

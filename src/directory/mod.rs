@@ -47,6 +47,24 @@ pub struct Account {
     /// mailDeliveryOption contains "mailbox" (keep a copy). Default true.
     #[serde(default = "yes")]
     pub keep_mailbox: bool,
+    /// mailMsgQuota: most messages the user's mailboxes may hold; None:
+    /// the store's default (none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_quota: Option<u64>,
+    /// The status says deleted (inetUserStatus / mailUserStatus): the
+    /// account is marked for removal (docs/directory.md: mail refused
+    /// 5.1.1 or kept per policy, no login) and purged from its store
+    /// later. Always comes with `active == false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// mailRoutingAddress: where mail for this user is routed instead of
+    /// its mailbox (docs/directory.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_address: Option<String>,
+    /// preferredMailHost: the store a user without mailHost is meant to
+    /// live on (docs/directory.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_host: Option<String>,
 }
 
 fn yes() -> bool {
@@ -67,6 +85,42 @@ impl Account {
             partition: None,
             forward: vec![],
             keep_mailbox: true,
+            msg_quota: None,
+            deleted: false,
+            routing_address: None,
+            preferred_host: None,
+        }
+    }
+}
+
+/// The status of a group or a domain entry (inetMailGroupStatus,
+/// inetDomainStatus / mailDomainStatus): what the Sun schema's values
+/// `active`, `inactive` and `deleted` mean (docs/directory.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryStatus {
+    #[default]
+    Active,
+    Inactive,
+    Deleted,
+}
+
+impl EntryStatus {
+    /// Reads a status value case-insensitively; None: not a value we know.
+    pub fn parse(v: &str) -> Option<EntryStatus> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "active" => Some(EntryStatus::Active),
+            "inactive" | "disabled" | "hold" => Some(EntryStatus::Inactive),
+            "deleted" | "removed" => Some(EntryStatus::Deleted),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryStatus::Active => "active",
+            EntryStatus::Inactive => "inactive",
+            EntryStatus::Deleted => "deleted",
         }
     }
 }
@@ -90,6 +144,14 @@ pub struct List {
     /// reach its owner rather than the original sender. None: the copies
     /// keep the original envelope sender.
     pub errors_to: Option<String>,
+    /// inetMailGroupStatus.
+    pub status: EntryStatus,
+    /// mgrpAllowedBroadcaster, as lowercase addresses (DNs and LDAP URLs
+    /// resolved by the back end): only these senders may post. Empty (and
+    /// `allowed_domains` empty): anyone may.
+    pub allowed_broadcasters: Vec<String>,
+    /// mgrpAllowedDomain: senders in these domains (lowercase) may post.
+    pub allowed_domains: Vec<String>,
 }
 
 impl List {
@@ -97,7 +159,7 @@ impl List {
     pub fn of(members: Vec<String>) -> List {
         List {
             members,
-            errors_to: None,
+            ..List::default()
         }
     }
 }

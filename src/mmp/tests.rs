@@ -19,14 +19,8 @@ use crate::tls::Tls;
 
 fn account(address: &str, mail_host: Option<&str>) -> Account {
     Account {
-        address: address.into(),
-        aliases: vec![],
-        active: true,
-        quota: None,
         mail_host: mail_host.map(String::from),
-        partition: None,
-        forward: vec![],
-        keep_mailbox: true,
+        ..Account::new(address)
     }
 }
 

@@ -110,6 +110,8 @@ impl fmt::Debug for Action {
 
 /// The outcome of an `Authenticate` action, as the driver saw it.
 #[derive(Debug, Clone)]
+// One per login (or process): its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum AuthOutcome {
     /// Credentials right and the maildrop opened.
     Ok {

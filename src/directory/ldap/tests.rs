@@ -70,6 +70,7 @@ async fn lookup_by_mail_maps_every_account_attribute() {
             partition: Some("primary".into()),
             forward: vec![],
             keep_mailbox: true,
+            ..Account::new("alice@example.test")
         }
     );
 }
