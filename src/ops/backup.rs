@@ -1278,7 +1278,7 @@ async fn restore_user(
         .await?;
         // After the mailboxes: ACLs and sortOrders name them.
         if let Some(x) = extras {
-            super::backup_extra::apply(
+            let a = super::backup_extra::apply(
                 &ctx.store,
                 &ctx.directory,
                 &ctx.config,
@@ -1289,6 +1289,13 @@ async fn restore_user(
             )
             .await
             .context("ACLs, JMAP data and contacts")?;
+            tracing::info!(
+                user = target.user(&recorded),
+                acl = a.acl,
+                sort_order = a.sort_order,
+                contacts = a.contacts,
+                "restored ACLs, sortOrders and contacts"
+            );
         }
         Ok(applied)
     }

@@ -451,38 +451,12 @@ async fn apply_contacts(
     mode: Mode,
     out: &mut ExtrasApplied,
 ) -> anyhow::Result<()> {
-    let pab = |e: PabError| anyhow::anyhow!("address book of {user}: {e}");
-    let have: HashMap<String, Contact> = directory
-        .pab_list(user)
+    let (written, removed) = directory
+        .pab_merge(user, contacts.to_vec(), mode == Mode::Mirror)
         .await
-        .map_err(pab)?
-        .contacts
-        .into_iter()
-        .map(|c| (c.id.clone(), c))
-        .collect();
-    for c in contacts {
-        let put = match (mode, have.get(&c.id)) {
-            (_, None) => Some(true),
-            (Mode::Restore, Some(_)) => None,
-            (Mode::Mirror, Some(h)) => (h != c).then_some(false),
-        };
-        if let Some(create) = put {
-            directory
-                .pab_put(user, c.clone(), create)
-                .await
-                .map_err(pab)?;
-            out.contacts += 1;
-        }
-    }
-    if mode == Mode::Mirror {
-        let ids: BTreeSet<&str> = contacts.iter().map(|c| c.id.as_str()).collect();
-        for id in have.keys() {
-            if !ids.contains(id.as_str()) {
-                directory.pab_delete(user, id).await.map_err(pab)?;
-                out.removed += 1;
-            }
-        }
-    }
+        .map_err(|e| anyhow::anyhow!("address book of {user}: {e}"))?;
+    out.contacts += written;
+    out.removed += removed;
     Ok(())
 }
 
@@ -732,6 +706,49 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(x, y);
+    }
+
+    #[tokio::test]
+    async fn restored_as_the_grantee_the_owner_entry_is_dropped() {
+        let src = side();
+        let idx = seed(&src).await;
+        let x = read(&src.store, &src.directory, &src.config, &idx, false)
+            .await
+            .unwrap();
+        let dst = side();
+        mailbox(&dst.store, B, "Work").await;
+        let target = Target {
+            as_user: Some(B.into()),
+            mailbox_prefix: None,
+        };
+        apply(
+            &dst.store,
+            &dst.directory,
+            &dst.config,
+            B,
+            &target,
+            &x,
+            Mode::Restore,
+        )
+        .await
+        .unwrap();
+        // Alice granted bob "lrs" on Work; bob owns the copy: no entry.
+        assert_eq!(acl_of(&dst.store, B, "Work").await, vec![]);
+    }
+
+    #[test]
+    fn a_manifest_without_extras_still_reads() {
+        let old = serde_json::json!({
+            "format": "msgd-backup", "version": 1, "user": A,
+            "run": "000001700000-000000001", "created": "2026-12-02T08:00:00Z",
+            "previous": null, "subscriptions": [], "mailboxes": [],
+            "totals": {"messages": 0, "bytes": 0, "new_blobs": 0, "new_bytes": 0, "vanished": 0}
+        });
+        let m: crate::ops::backup::Manifest = serde_json::from_value(old).unwrap();
+        assert!(m.extras.is_none());
+        // An extras object with unknown future fields and missing ones.
+        let x: Extras = serde_json::from_str(r#"{"acl":[],"later":1}"#).unwrap();
+        assert_eq!(x, Extras::default());
     }
 
     #[test]
