@@ -347,6 +347,24 @@ impl Directory {
         }
     }
 
+    /// Puts many contacts back in one write (restore, user move; see
+    /// `pab::Files::merge`). Only the embedded directory's books: an LDAP
+    /// directory's are backed up with the directory (`NotConfigured`).
+    pub async fn pab_merge(
+        &self,
+        user: &str,
+        contacts: Vec<pab::Contact>,
+        mirror: bool,
+    ) -> Result<(u64, u64), pab::PabError> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let (f, u) = (e.pab().clone(), user.to_string());
+                blocking(move || f.merge(&u, contacts, mirror)).await
+            }
+            Backend::Ldap(_) => Err(pab::PabError::NotConfigured),
+        }
+    }
+
     /// Active users whose address (or, in LDAP, name) starts with
     /// `prefix`, for address completion (at most `pab::MAX_COMPLETIONS`).
     pub async fn complete_users(&self, prefix: &str) -> Result<Vec<pab::UserHit>, DirError> {

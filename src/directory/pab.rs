@@ -389,6 +389,82 @@ impl Files {
         }
         Ok(Some(c))
     }
+
+    /// Puts many contacts back in one edit of the book (restore, user
+    /// move: one rewrite instead of one per contact). Every contact is
+    /// checked first. `mirror`: a contact of the same id is replaced when
+    /// it differs and contacts not given are destroyed (the book becomes
+    /// `contacts`); else existing ids are kept as they are. Returns
+    /// (written, destroyed); `Full` beyond `MAX_CONTACTS`.
+    pub fn merge(
+        &self,
+        user: &str,
+        contacts: Vec<Contact>,
+        mirror: bool,
+    ) -> Result<(u64, u64), PabError> {
+        for c in &contacts {
+            c.check()?;
+        }
+        self.edit(user, |book| {
+            let (mut written, mut destroyed) = (0, 0);
+            if mirror {
+                let keep: std::collections::BTreeSet<&str> =
+                    contacts.iter().map(|c| c.id.as_str()).collect();
+                let gone: Vec<String> = book
+                    .contacts
+                    .keys()
+                    .filter(|id| !keep.contains(id.as_str()))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    if let Some(s) = book.contacts.remove(&id) {
+                        book.modseq += 1;
+                        book.tombstones.insert(
+                            id,
+                            Tomb {
+                                created: s.created,
+                                destroyed: book.modseq,
+                            },
+                        );
+                        destroyed += 1;
+                    }
+                }
+                while book.tombstones.len() > MAX_TOMBSTONES {
+                    let Some((old, t)) = book
+                        .tombstones
+                        .iter()
+                        .min_by_key(|(_, t)| t.destroyed)
+                        .map(|(k, t)| (k.clone(), t.destroyed))
+                    else {
+                        break;
+                    };
+                    book.tombstones.remove(&old);
+                    book.floor = book.floor.max(t);
+                }
+            }
+            for contact in contacts {
+                let old = book.contacts.get(&contact.id);
+                match old {
+                    Some(s) if !mirror || s.contact == contact => continue,
+                    None if book.contacts.len() >= MAX_CONTACTS => return Err(PabError::Full),
+                    _ => {}
+                }
+                book.modseq += 1;
+                let created = old.map_or(book.modseq, |s| s.created);
+                book.tombstones.remove(&contact.id);
+                book.contacts.insert(
+                    contact.id.clone(),
+                    Stored {
+                        created,
+                        modseq: book.modseq,
+                        contact,
+                    },
+                );
+                written += 1;
+            }
+            Ok((written, destroyed))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -536,5 +612,35 @@ mod tests {
         c.given_name.clear();
         c.surname.clear();
         assert_eq!(c.display_name(), "alice@example.test");
+    }
+
+    #[test]
+    fn merge_puts_many_in_one_edit_keeps_or_mirrors() {
+        let d = tempfile::tempdir().unwrap();
+        let f = Files::beside(&d.path().join("directory.json"));
+        let u = "bob@example.test";
+        let (a, b) = (alice(), alice());
+        f.put(u, a.clone(), true).unwrap();
+        let s0 = f.list(u).unwrap().state;
+        let mut a2 = a.clone();
+        a2.notes = "changed".into();
+        // Keep: a stays as it is, b is added.
+        assert_eq!(f.merge(u, vec![a2.clone(), b.clone()], false), Ok((1, 0)));
+        let got = f.list(u).unwrap().contacts;
+        assert!(got.contains(&a) && got.contains(&b) && got.len() == 2);
+        // Mirror: a replaced, b destroyed, changes tell it.
+        assert_eq!(f.merge(u, vec![a2.clone()], true), Ok((1, 1)));
+        assert_eq!(f.list(u).unwrap().contacts, vec![a2.clone()]);
+        let c = f.changes(u, &s0).unwrap().unwrap();
+        assert_eq!(c.updated, vec![a.id.clone()]);
+        assert!(c.destroyed.is_empty(), "b was created after s0: {c:?}");
+        // Twice: nothing to do. A bad contact: nothing written.
+        assert_eq!(f.merge(u, vec![a2.clone()], true), Ok((0, 0)));
+        let bad = Contact {
+            id: "BAD".into(),
+            ..alice()
+        };
+        assert!(f.merge(u, vec![bad], true).is_err());
+        assert_eq!(f.list(u).unwrap().contacts, vec![a2]);
     }
 }

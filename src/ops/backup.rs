@@ -213,6 +213,10 @@ pub enum Record {
     Message(MessageRecord),
     /// The end: totals of the whole stream (a stream without it was cut).
     End { messages: u64, bytes: u64 },
+    /// The current user's ACLs, JMAP data and METADATA
+    /// (`backup_extra::Extras`); exactly `size` bytes of JSON follow the
+    /// line.
+    Extras { size: u64, sha256: String },
 }
 
 /// Writes a stream: the magic line, then records.
@@ -267,6 +271,20 @@ impl<W: Write> StreamWriter<W> {
         Ok(())
     }
 
+    /// The current user's extras (`backup_extra.rs`): a record line and
+    /// the JSON bytes it announces.
+    pub fn extras(&mut self, x: &super::backup_extra::Extras) -> std::io::Result<()> {
+        let data = serde_json::to_vec(x).map_err(std::io::Error::other)?;
+        if data.len() as u64 > super::backup_extra::MAX_EXTRAS {
+            return Err(std::io::Error::other("extras record too large"));
+        }
+        self.line(&Record::Extras {
+            size: data.len() as u64,
+            sha256: sha256_hex(&data),
+        })?;
+        self.w.write_all(&data)
+    }
+
     /// Writes the end record and returns the writer.
     pub fn finish(mut self) -> std::io::Result<W> {
         let (messages, bytes) = (self.messages, self.bytes);
@@ -289,6 +307,7 @@ pub enum Item {
         messages: u64,
         bytes: u64,
     },
+    Extras(Box<super::backup_extra::Extras>),
 }
 
 /// Reads a stream, checking as it goes: bounded record lines, messages no
@@ -396,6 +415,29 @@ impl<R: BufRead> StreamReader<R> {
                 );
                 self.ended = true;
                 Item::End { messages, bytes }
+            }
+            Record::Extras { size, sha256 } => {
+                anyhow::ensure!(self.in_user, "backup stream: extras before any user");
+                anyhow::ensure!(
+                    size <= super::backup_extra::MAX_EXTRAS,
+                    "backup stream: extras record of {size} bytes (limit {})",
+                    super::backup_extra::MAX_EXTRAS
+                );
+                let mut data = Vec::new();
+                (&mut self.r).take(size).read_to_end(&mut data)?;
+                anyhow::ensure!(
+                    data.len() as u64 == size,
+                    "backup stream cut inside the extras record"
+                );
+                anyhow::ensure!(
+                    sha256_hex(&data) == sha256,
+                    "backup stream: checksum mismatch of the extras record"
+                );
+                // Messages after it need a mailbox record again.
+                self.in_mailbox = false;
+                Item::Extras(Box::new(
+                    serde_json::from_slice(&data).context("backup stream: bad extras record")?,
+                ))
             }
         }))
     }
@@ -660,6 +702,10 @@ pub struct Manifest {
     #[serde(default)]
     pub metadata: Vec<MetadataRecord>,
     pub totals: RunTotals,
+    /// ACLs, JMAP sortOrder, contacts (`backup_extra.rs`); absent in
+    /// manifests written before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extras: Option<super::backup_extra::Extras>,
 }
 
 /// One METADATA entry (RFC 5464).
@@ -682,7 +728,10 @@ fn b64() -> base64::engine::GeneralPurpose {
 
 /// The METADATA entries of a user's mailboxes and their private server
 /// entries.
-async fn read_metadata(store: &Store, idx: &UserIndex) -> anyhow::Result<Vec<MetadataRecord>> {
+pub(crate) async fn read_metadata(
+    store: &Store,
+    idx: &UserIndex,
+) -> anyhow::Result<Vec<MetadataRecord>> {
     use base64::Engine;
     let roots = || vec!["/private".to_string(), "/shared".to_string()];
     let mut out = Vec::new();
@@ -914,6 +963,7 @@ fn backup_user_blocking(
     metadata: Vec<MetadataRecord>,
     dest: &Path,
     progress: &Progress,
+    extras: Option<super::backup_extra::Extras>,
 ) -> anyhow::Result<(PathBuf, RunTotals)> {
     let udir = dest.join("users").join(user_folder(&idx.user));
     crate::fsutil::create_private_dir_all(&udir.join("blobs"))?;
@@ -998,6 +1048,7 @@ fn backup_user_blocking(
         mailboxes,
         metadata,
         totals: totals.clone(),
+        extras,
     };
     let path = udir.join(format!("manifest-{run}.json"));
     crate::fsutil::write_durable(&path, &serde_json::to_vec(&manifest)?)?;
@@ -1094,8 +1145,10 @@ pub async fn run_backup(c: &Ctx, a: BackupArgs, p: &Progress) -> anyhow::Result<
     let total = Arc::new(AtomicU64::new(0));
     let store = c.store.clone();
     let (p2, dest2) = (p.clone(), dest.clone());
+    let (directory, config) = (c.directory.clone(), c.config.clone());
     let results = bounded(users, a.jobs, move |user: String| {
         let (store, p, dest, total) = (store.clone(), p2.clone(), dest2.clone(), total.clone());
+        let (directory, config) = (directory.clone(), config.clone());
         async move {
             let r = async {
                 let idx = store
@@ -1105,9 +1158,13 @@ pub async fn run_backup(c: &Ctx, a: BackupArgs, p: &Progress) -> anyhow::Result<
                 let n: u64 = idx.mailboxes.iter().map(|m| m.messages.len() as u64).sum();
                 p.set_total(Some(total.fetch_add(n, Ordering::Relaxed) + n));
                 let meta = read_metadata(&store, &idx).await?;
+                let extras =
+                    super::backup_extra::read(&store, &directory, &config, &idx, false).await?;
                 let p = p.clone();
-                tokio::task::spawn_blocking(move || backup_user_blocking(idx, meta, &dest, &p))
-                    .await?
+                tokio::task::spawn_blocking(move || {
+                    backup_user_blocking(idx, meta, &dest, &p, Some(extras))
+                })
+                .await?
             }
             .await;
             (user, r)
@@ -1205,10 +1262,11 @@ async fn restore_user(
     progress: Progress,
 ) -> (String, anyhow::Result<Applied>, Vec<String>) {
     let recorded = found.manifest.user.clone();
+    let extras = found.manifest.extras.clone();
     let mut errors = Vec::new();
     let r = async {
         let partition = user_partition(&ctx, target.user(&recorded)).await?;
-        restore_user_inner(
+        let applied = restore_user_inner(
             &ctx.store,
             partition.as_deref(),
             &root,
@@ -1217,7 +1275,29 @@ async fn restore_user(
             &progress,
             &mut errors,
         )
-        .await
+        .await?;
+        // After the mailboxes: ACLs and sortOrders name them.
+        if let Some(x) = extras {
+            let a = super::backup_extra::apply(
+                &ctx.store,
+                &ctx.directory,
+                &ctx.config,
+                target.user(&recorded),
+                &target,
+                &x,
+                super::backup_extra::Mode::Restore,
+            )
+            .await
+            .context("ACLs, JMAP data and contacts")?;
+            tracing::info!(
+                user = target.user(&recorded),
+                acl = a.acl,
+                sort_order = a.sort_order,
+                contacts = a.contacts,
+                "restored ACLs, sortOrders and contacts"
+            );
+        }
+        Ok(applied)
     }
     .await;
     (recorded, r, errors)
@@ -1603,6 +1683,7 @@ mod tests {
                 }],
             }],
             totals: RunTotals::default(),
+            extras: None,
         };
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["version"], 1);
@@ -1805,7 +1886,7 @@ mod tests {
         let dest = d.path().join("bk");
         open_dest(&dest).unwrap();
         let (path, totals) =
-            backup_user_blocking(idx, Vec::new(), &dest, &Progress::new()).unwrap();
+            backup_user_blocking(idx, Vec::new(), &dest, &Progress::new(), None).unwrap();
         assert_eq!((totals.messages, totals.vanished), (2, 1));
         let m: Manifest = read_json(&path, MAX_MANIFEST).unwrap();
         let inbox = m
@@ -1946,6 +2027,7 @@ mod stream_tests {
                 Some(Item::Mailbox(m)) => mailbox = Some(m),
                 Some(Item::Message(m, data)) => batch.push((m, data)),
                 Some(Item::End { messages, .. }) => assert_eq!(messages, 6),
+                Some(Item::Extras(_)) => unreachable!("none written"),
                 None => break,
             }
         }

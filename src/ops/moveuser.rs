@@ -134,6 +134,8 @@ async fn hold_and_switch(
     // Deliveries that passed RCPT before the hold finish within this.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mine = settle(ctx, client, user, sent, p).await?;
+    // Held: ACLs, JMAP data and contacts no longer change here.
+    send_extras(ctx, client, user).await?;
     verify(client, user, &mine).await?;
     p.stage(format!("switching mailHost of {user} to {to}"), None, "");
     crate::directory::mailhost::set_mail_host(&ctx.config, user, to)
@@ -227,6 +229,29 @@ fn path_user(user: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Sends the user's ACLs, sortOrders, METADATA (the JMAP identities,
+/// vacation response, ...) and contacts (`backup_extra.rs`); the target
+/// makes its copy equal to them.
+async fn send_extras(ctx: &Ctx, client: &Client, user: &str) -> anyhow::Result<()> {
+    let Some(idx) = ctx.store.user_index(user).await? else {
+        return Ok(());
+    };
+    let x = super::backup_extra::read(&ctx.store, &ctx.directory, &ctx.config, &idx, true).await?;
+    let mut w = StreamWriter::new(Vec::new())?;
+    w.user(user, &idx.subscriptions)?;
+    w.extras(&x)?;
+    client
+        .request(
+            "POST",
+            &format!("/msgd/v1/replica/{}", path_user(user)),
+            w.finish()?,
+            "application/octet-stream",
+        )
+        .await
+        .context("copying ACLs, JMAP data and contacts")?;
+    Ok(())
 }
 
 /// Sends every message not sent yet, in chunks of about `CHUNK_BYTES`.

@@ -218,12 +218,16 @@ async fn apply_stream(
     let mut pending: Vec<(MessageRecord, Vec<u8>)> = Vec::new();
     let mut total = backup::Applied::default();
     let mut subscriptions = Vec::new();
+    let mut extras = None;
     loop {
         let item = match first.take() {
             Some(item) => item,
             None => r.next_item().map_err(malformed)?,
         };
-        let flush = matches!(item, None | Some(Item::Mailbox(_)) | Some(Item::End { .. }));
+        let flush = matches!(
+            item,
+            None | Some(Item::Mailbox(_)) | Some(Item::Extras(_)) | Some(Item::End { .. })
+        );
         if flush {
             if let Some(mb) = current.take() {
                 // Also for no messages: an empty mailbox is created (or a
@@ -250,6 +254,10 @@ async fn apply_stream(
             }
             Some(Item::Mailbox(m)) => current = Some(m),
             Some(Item::Message(m, d)) => pending.push((m, d)),
+            Some(Item::Extras(x)) => {
+                super::backup_extra::check(&x).map_err(malformed)?;
+                extras = Some(x);
+            }
         }
     }
     let have: std::collections::HashSet<String> =
@@ -258,6 +266,23 @@ async fn apply_stream(
         if !have.contains(&s) && crate::store::normalize_name(&s).is_ok() {
             store.subscribe(user, &s, true).await?;
         }
+    }
+    // ACLs, sortOrders, METADATA (JMAP settings), contacts: the source's
+    // state wins (a move sends them once, under the hold).
+    if let Some(x) = extras {
+        let a = super::backup_extra::apply(
+            store,
+            &services.directory,
+            &services.config,
+            user,
+            &backup::Target::default(),
+            &x,
+            super::backup_extra::Mode::Mirror,
+        )
+        .await?;
+        let mut v = serde_json::to_value(total)?;
+        v["extras"] = serde_json::to_value(a)?;
+        return Ok(v);
     }
     Ok(serde_json::to_value(total)?)
 }

@@ -497,3 +497,160 @@ def test_restore_follows_the_directory_partition_and_refuses_another_stores_user
     finally:
         node.cleanup()
         ldap.stop()
+
+
+# --------------------------------------------------------------------------
+# ACLs and JMAP-only data (issue 14, branch bkextra; docs/backup.md "What
+# else is carried")
+
+JMAP_USING = [
+    "urn:ietf:params:jmap:core",
+    "urn:ietf:params:jmap:mail",
+    "urn:ietf:params:jmap:submission",
+    "urn:ietf:params:jmap:vacationresponse",
+    "urn:ietf:params:jmap:contacts",
+]
+
+
+def jmap(srv, user, calls):
+    import base64
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"using": JMAP_USING, "methodCalls": calls}).encode()
+    auth = base64.b64encode(f"{user}:{srv.passwords[user]}".encode()).decode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{srv.ports['http']}/jmap/api", data=body, method="POST",
+        headers={"Content-Type": "application/json", "Authorization": "Basic " + auth})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return json.loads(r.read())["methodResponses"]
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"HTTP {e.code}: {e.read()[:500]!r}")
+
+
+def jmap_one(responses, name):
+    got = [r[1] for r in responses if r[0] == name]
+    assert got, f"no {name} in {responses}"
+    return got[0]
+
+
+def jmap_account(user):
+    import base64
+
+    return "a" + base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
+
+
+def acl_of(srv, user, mailbox):
+    """{identifier: rights} of a mailbox (IMAP GETACL, RFC 4314)."""
+    m = srv.imap(user)
+    try:
+        typ, data = m.getacl(f'"{mailbox}"')
+        assert typ == "OK", data
+        words = re.findall(rb'"[^"]*"|\S+', data[0])[1:]
+        words = [w.strip(b'"').decode() for w in words]
+        return dict(zip(words[0::2], words[1::2]))
+    finally:
+        m.logout()
+
+
+def extras_state(srv, user, shared="Shared"):
+    """What the test set beyond messages, as the user sees it."""
+    acc = jmap_account(user)
+    r = jmap(srv, user, [
+        ["Identity/get", {"accountId": acc}, "0"],
+        ["VacationResponse/get", {"accountId": acc}, "1"],
+        ["ContactCard/get", {"accountId": acc}, "2"],
+        ["Mailbox/get", {"accountId": acc, "properties": ["name", "sortOrder"]}, "3"],
+    ])
+    identities = {(i["email"], i["name"], i.get("textSignature", "")) for i in jmap_one(r, "Identity/get")["list"]}
+    v = jmap_one(r, "VacationResponse/get")["list"][0]
+    contacts = sorted(c["name"]["full"] for c in jmap_one(r, "ContactCard/get")["list"])
+    orders = {b["name"]: b["sortOrder"] for b in jmap_one(r, "Mailbox/get")["list"]}
+    return {
+        "identities": identities,
+        "vacation": (v["isEnabled"], v.get("subject"), v.get("textBody")),
+        "contacts": contacts,
+        "sort_order": orders.get(shared.rsplit("/", 1)[-1]),
+        "acl": acl_of(srv, user, shared),
+    }
+
+
+def test_acl_identity_vacation_contact_and_sort_order_survive_backup_wipe_restore(msgd_factory, tmp_path):
+    srv = msgd_factory(users=[ALICE, BOB], start=False)
+    with open(srv.config_path, "a") as f:
+        # Not needed here, and its fixed quickstart port may be taken.
+        f.write("\n[listener.https]\nenabled = false\n")
+    srv.start()
+    m = srv.imap(ALICE)
+    try:
+        imap_ok(m.create("Shared"), "CREATE")
+        append(m, "Shared", build_message(ALICE, "shared", "for bob\r\n"))
+        typ, data = m.setacl('"Shared"', BOB, "lrs")
+        assert typ == "OK", data
+    finally:
+        m.logout()
+    acc = jmap_account(ALICE)
+    r = jmap(srv, ALICE, [["Mailbox/query", {"accountId": acc, "filter": {"name": "Shared"}}, "q"]])
+    shared_id = jmap_one(r, "Mailbox/query")["ids"][0]
+    r = jmap(srv, ALICE, [
+        ["Identity/set", {"accountId": acc, "create": {
+            "w": {"email": ALICE, "name": "Alice (work)", "textSignature": "-- Alice, at work"}}}, "0"],
+        ["VacationResponse/set", {"accountId": acc, "update": {"singleton": {
+            "isEnabled": True, "subject": "Away", "textBody": "Back on Monday."}}}, "1"],
+        ["ContactCard/set", {"accountId": acc, "create": {"c": {
+            "@type": "Card", "addressBookIds": {"default": True}, "name": {"full": "Paul Jones"},
+            "emails": {"e1": {"address": "paul@outside.example"}}}}}, "2"],
+        ["Mailbox/set", {"accountId": acc, "update": {shared_id: {"sortOrder": 7}}}, "3"],
+    ])
+    assert "w" in jmap_one(r, "Identity/set")["created"], r
+    assert "singleton" in jmap_one(r, "VacationResponse/set")["updated"], r
+    assert "c" in jmap_one(r, "ContactCard/set")["created"], r
+    assert shared_id in jmap_one(r, "Mailbox/set")["updated"], r
+    before = extras_state(srv, ALICE)
+    assert before["acl"].get(BOB) == "lrs", before
+    assert ("alice@example.test", "Alice (work)", "-- Alice, at work") in before["identities"]
+    assert before["vacation"] == (True, "Away", "Back on Monday.")
+    assert before["contacts"] == ["Paul Jones"] and before["sort_order"] == 7
+
+    dest = tmp_path / "bk"
+    ok(cli(srv, "backup", ALICE, str(dest)), "backup")
+    man = json.loads(manifests(dest, ALICE)[-1].read_text())
+    assert {"mailbox": "Shared", "identifier": BOB, "rights": "lrs"} in man["extras"]["acl"], man["extras"]
+    assert [c["full_name"] for c in man["extras"]["contacts"]] == ["Paul Jones"]
+    assert {e["entry"] for e in man["metadata"] if e["mailbox"] is None} >= {
+        "/private/vendor/msgd/identities", "/private/vendor/msgd/vacation"}
+
+    # Wipe the store and the embedded directory's address books.
+    wipe(srv)
+    shutil.rmtree(srv.data_dir / "pab", ignore_errors=True)
+    ok(cli(srv, "restore", str(dest)), "restore")
+    srv.start()
+    after = extras_state(srv, ALICE)
+    assert after == before, f"after restore {after}, before {before}"
+    # Bob sees the shared mailbox again (the ACL works, not only shows).
+    b = srv.imap(BOB)
+    try:
+        names = b"\n".join(imap_ok(b.list('""', "*"), "LIST"))
+        assert b"Shared" in names and ALICE.encode() in names, names
+    finally:
+        b.logout()
+
+    # Online, below a prefix: the ACL and the sortOrder follow the renamed
+    # mailbox; JMAP data is not doubled.
+    ok(cli(srv, "restore", str(dest), "--mailbox-prefix", "Old"), "restore --mailbox-prefix")
+    again = extras_state(srv, ALICE, shared="Old/Shared")
+    assert again["acl"].get(BOB) == "lrs", again
+    assert again["sort_order"] == 7
+    assert again["identities"] == before["identities"] and again["contacts"] == ["Paul Jones"]
+
+    # Another user (--as): the ACL comes along; alice's identities stay
+    # stored but are not bob's addresses, so bob sees only his own.
+    ok(cli(srv, "restore", str(dest), ALICE, "--as", BOB), "restore --as")
+    bob = extras_state(srv, BOB)
+    # GETACL shows the owner's implicit rights; alice's entry for bob (now
+    # the owner) is dropped, not stored as a second, meaningless one.
+    assert bob["acl"] == {BOB: "lrswipkxtea"}, bob["acl"]
+    assert bob["vacation"] == (True, "Away", "Back on Monday.")
+    assert bob["contacts"] == ["Paul Jones"] and bob["sort_order"] == 7
+    assert {i[0] for i in bob["identities"]} == {BOB}, bob["identities"]

@@ -232,6 +232,39 @@ def ldap_mail_host(cl, uid: str) -> str:
     return re.search(r"mailHost: (\S+)", res.stdout).group(1)
 
 
+def jmap_basic(node, user: str, calls: list) -> list:
+    """JMAP over the node's HTTP listener with a password (loopback)."""
+    using = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail",
+             "urn:ietf:params:jmap:vacationresponse"]
+    basic = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
+    c = http.client.HTTPConnection("127.0.0.1", node.ports["http"], timeout=20)
+    try:
+        c.request("POST", "/jmap/api", body=json.dumps({"using": using, "methodCalls": calls}).encode(),
+                  headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"})
+        r = c.getresponse()
+        out = r.read()
+        assert r.status == 200, (r.status, out)
+        return json.loads(out)["methodResponses"]
+    finally:
+        c.close()
+
+
+def jmap_account(user: str) -> str:
+    return "a" + base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
+
+
+def getacl(node, user: str, box: str) -> dict[str, str]:
+    """{identifier: rights} (IMAP GETACL)."""
+    m = node.imap(user, PASSWORDS[user])
+    try:
+        typ, data = m.getacl(f'"{box}"')
+        assert typ == "OK", data
+        words = [w.strip('"') for w in re.findall(r'"[^"]*"|\S+', data[0].decode())[1:]]
+        return dict(zip(words[0::2], words[1::2]))
+    finally:
+        m.logout()
+
+
 def test_move_under_concurrent_delivery_and_an_open_session(cl):
     # mail and folders on store1
     seeded = []
@@ -250,6 +283,13 @@ def test_move_under_concurrent_delivery_and_an_open_session(cl):
     m.store("4", "+FLAGS", r"($Label1)")
     m.store("5", "+FLAGS", r"(\Deleted)")
     m.expunge()
+    # beyond mail: an ACL (RFC 4314) and a JMAP vacation response
+    typ, data = m.setacl('"Archive/2026"', STAYER, "lr")
+    assert typ == "OK", data
+    vacation = {"isEnabled": True, "subject": "Moving house", "textBody": "Back soon."}
+    r = jmap_basic(cl.s1, MOVER, [["VacationResponse/set", {"accountId": jmap_account(MOVER), "update": {
+        "singleton": vacation}}, "0"]])
+    assert r[0][0] == "VacationResponse/set" and "singleton" in r[0][1]["updated"], r
     before = {box: mailbox_state(cl.s1, MOVER, box) for box in ("INBOX", "Archive/2026")}
     seeded.remove(next(k for k in seeded if k not in before["INBOX"][1]))
 
@@ -291,6 +331,11 @@ def test_move_under_concurrent_delivery_and_an_open_session(cl):
         assert uv2 == uv, f"{box}: UIDVALIDITY {uv2} != {uv}"
         for mid, (uid, flags) in msgs.items():
             assert msgs2[mid] == (uid, flags), f"{box} {mid}: {msgs2[mid]} != {(uid, flags)}"
+    # the ACL and the vacation response came along
+    assert getacl(cl.s2, MOVER, "Archive/2026").get(STAYER) == "lr"
+    r = jmap_basic(cl.s2, MOVER, [["VacationResponse/get", {"accountId": jmap_account(MOVER)}, "0"]])
+    got = r[0][1]["list"][0]
+    assert {k: got[k] for k in vacation} == vacation, got
     # store1 holds nothing of the user any more
     exp = subprocess.run([msgd_bin(), "--config", str(cl.s1.config_path), "export", MOVER,
                           str(cl.root / "old-copy"), "--json"], capture_output=True, text=True, timeout=60,
