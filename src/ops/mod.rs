@@ -18,6 +18,7 @@
 //! serialized request), its `run` on a [`Ctx`] and its `cli` entry.
 
 pub mod backup;
+pub mod backup_target;
 pub mod configcmd;
 pub mod control;
 pub mod expire;
