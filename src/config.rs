@@ -1248,6 +1248,9 @@ pub struct BackupS3Config {
     pub virtual_hosted_style: bool,
     /// Seconds one request may take (0: 60).
     pub timeout: u64,
+    /// PEM file of extra CA certificates trusted for the endpoint (a
+    /// private CA), relative to server.data_dir; the system's are kept.
+    pub ca_file: String,
 }
 
 impl Default for BackupS3Config {
@@ -1260,6 +1263,7 @@ impl Default for BackupS3Config {
             allow_http: false,
             virtual_hosted_style: false,
             timeout: 60,
+            ca_file: String::new(),
         }
     }
 }

@@ -45,6 +45,8 @@ const PART_SIZE: usize = 8 << 20;
 const MAX_LISTING: usize = 10_000_000;
 /// Longest secret key file read.
 const MAX_SECRET_FILE: u64 = 4096;
+/// Largest CA bundle read.
+const MAX_CA_FILE: u64 = 1 << 20;
 
 /// True if `loc` names an object store (`s3://bucket/prefix`).
 pub fn is_remote(loc: &Path) -> bool {
@@ -186,7 +188,7 @@ impl Target {
                 Ok(m) if m.is_file() => Ok(Some(m.len())),
                 Ok(_) => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e).with_context(|| format!("{}", self.describe_key(key))),
+                Err(e) => Err(e).with_context(|| self.describe_key(key)),
             },
             Target::S3(s) => s.size(key),
         }
@@ -417,7 +419,7 @@ fn read_secret(config: &Config, file: &str) -> anyhow::Result<Secret> {
 impl S3 {
     fn open(url: &str, config: &Config) -> anyhow::Result<S3> {
         use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-        use object_store::ClientOptions;
+        use object_store::{BackoffConfig, ClientOptions, RetryConfig};
         // reqwest's rustls has no provider of its own: ring, as everywhere.
         crate::tls::install_provider();
         let (bucket, prefix) = parse_url(url)?;
@@ -430,13 +432,33 @@ impl S3 {
         let endpoint = env_get("AWS_ENDPOINT_URL")
             .or_else(|| env_get("AWS_ENDPOINT"))
             .unwrap_or_else(|| c.endpoint.clone());
+        let mut client = ClientOptions::new()
+            .with_timeout(timeout)
+            .with_connect_timeout(Duration::from_secs(10));
+        if !c.ca_file.is_empty() {
+            let path = config.server.data_dir.join(&c.ca_file);
+            let pem = read_file_bounded(&path, MAX_CA_FILE)
+                .with_context(|| format!("backup.s3.ca_file {}", path.display()))?;
+            for cert in object_store::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("backup.s3.ca_file {}", path.display()))?
+            {
+                client = client.with_root_certificate(cert);
+            }
+        }
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&bucket)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(timeout)
-                    .with_connect_timeout(Duration::from_secs(10)),
-            )
+            .with_client_options(client)
+            // A failed request is retried a few times, all within the
+            // operation's deadline.
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(5),
+                    base: 2.0,
+                },
+                max_retries: 3,
+                retry_timeout: timeout * 3,
+            })
             .with_region(&c.region)
             .with_virtual_hosted_style_request(c.virtual_hosted_style)
             .with_allow_http(c.allow_http || is_loopback_url(&endpoint));
@@ -462,8 +484,8 @@ impl S3 {
             bucket,
             prefix,
             rt: tokio::runtime::Handle::current(),
-            // A request's own timeout, times its retries, bounded.
-            deadline: timeout * 4 + Duration::from_secs(60),
+            // A request's own timeout, times its tries.
+            deadline: timeout * 4,
             known: Mutex::new(HashMap::new()),
             indexed: Mutex::new(BTreeSet::new()),
         })
