@@ -75,7 +75,7 @@ pub struct BackupArgs {
     /// The user to back up (not with --all).
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub user: Option<String>,
-    /// The backup folder.
+    /// The backup folder, or s3://bucket/prefix (`[backup.s3]`).
     pub dest: PathBuf,
     /// Users backed up in parallel (at most 16).
     #[arg(long, default_value_t = DEFAULT_JOBS)]
@@ -89,7 +89,7 @@ pub struct BackupArgs {
 
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreArgs {
-    /// The backup folder.
+    /// The backup folder, or s3://bucket/prefix (`[backup.s3]`).
     pub src: PathBuf,
     /// Restore only this user (as named in the backup).
     pub user: Option<String>,

@@ -362,3 +362,33 @@ def test_https_endpoint_verified_with_ring_and_a_private_ca(msgd_factory, tmp_pa
         same_state(before, after)
     finally:
         stop(proc)
+
+
+def test_a_large_message_goes_up_in_parts_and_comes_back_identical(msgd_factory, s3):
+    endpoint, client = s3
+    srv = s3_server(msgd_factory, endpoint, [ALICE])
+    srv.start()
+    # 20 MiB: above the 16 MiB single-PUT limit of backup_target.rs.
+    line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+/-_=!\r\n"
+    big = build_message(ALICE, "big", line * (20 * 1024 * 1024 // len(line)))
+    assert len(big) > 20 * 1024 * 1024
+    m = srv.imap(ALICE, timeout=120)
+    try:
+        append(m, "INBOX", big, "\\Seen")
+        append(m, "INBOX", build_message(ALICE, "small", "small\r\n"))
+    finally:
+        m.logout()
+    url = f"s3://{BUCKET}/big"
+    out = json.loads(ok(cli(srv, "backup", ALICE, url, "--json"), "backup").stdout)
+    assert out["totals"]["new_blobs"] == 2, out
+    sizes = {k: o["Size"] for k, o in blobs(client, "big", ALICE).items()}
+    big_key = next(k for k, n in sizes.items() if n > 20 * 1024 * 1024)
+    # A multipart upload's ETag ends in -<parts>: 8 MiB parts.
+    etag = client.head_object(Bucket=BUCKET, Key=big_key)["ETag"].strip('"')
+    assert etag.endswith("-3"), etag
+    before, _ = user_state(srv, ALICE)
+    wipe(srv)
+    ok(cli(srv, "restore", url, ALICE), "restore")
+    srv.start()
+    after, _ = user_state(srv, ALICE)
+    same_state(before, after)
