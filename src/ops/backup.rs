@@ -927,7 +927,7 @@ fn backup_user_blocking(
 ) -> anyhow::Result<(String, RunTotals)> {
     let udir = format!("users/{}", user_folder(&idx.user));
     // The sizes of the blobs there (one listing for an object store).
-    dest.index(&format!("{udir}/blobs"))?;
+    let _listed = dest.index(&format!("{udir}/blobs"))?;
     // What the previous run recorded: (mailbox, UIDVALIDITY, UID) ->
     // checksum, so unchanged messages are neither read nor written.
     let prev_path = latest_manifest(dest, &udir)?;

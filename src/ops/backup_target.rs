@@ -75,10 +75,27 @@ pub struct S3 {
     rt: tokio::runtime::Handle,
     /// Deadline of one whole operation (a request with its retries).
     deadline: Duration,
-    /// Sizes of the objects below the prefixes given to `index`, so an
-    /// incremental run asks once per user instead of once per message.
-    known: Mutex<HashMap<String, u64>>,
-    indexed: Mutex<BTreeSet<String>>,
+    /// Sizes of the objects below the folders given to `index` (folder
+    /// -> key -> size), so an incremental run asks once per user instead
+    /// of once per message; dropped with the `Indexed` guard.
+    known: Mutex<HashMap<String, HashMap<String, u64>>>,
+}
+
+/// Keeps a listing made by [`Target::index`] until dropped.
+pub struct Indexed<'a> {
+    target: &'a Target,
+    dir: String,
+}
+
+impl Drop for Indexed<'_> {
+    fn drop(&mut self) {
+        if let Target::S3(s) = self.target {
+            s.known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.dir);
+        }
+    }
 }
 
 impl std::fmt::Debug for S3 {
@@ -195,12 +212,16 @@ impl Target {
     }
 
     /// Learns the sizes of every object below `dir` in one listing (S3),
-    /// so `size` below it needs no request of its own.
-    pub fn index(&self, dir: &str) -> anyhow::Result<()> {
-        match self {
-            Target::Folder(_) => Ok(()),
-            Target::S3(s) => s.index(dir),
+    /// so `size` below it needs no request of its own while the returned
+    /// guard lives.
+    pub fn index(&self, dir: &str) -> anyhow::Result<Indexed<'_>> {
+        if let Target::S3(s) = self {
+            s.index(dir)?;
         }
+        Ok(Indexed {
+            target: self,
+            dir: dir.to_string(),
+        })
     }
 
     /// Writes a blob: durable once `sync` has returned (folder) or at once
@@ -487,7 +508,6 @@ impl S3 {
             // A request's own timeout, times its tries.
             deadline: timeout * 4,
             known: Mutex::new(HashMap::new()),
-            indexed: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -515,11 +535,21 @@ impl S3 {
         })
     }
 
+    /// The listing `key` is below, if any: Some(its size there or None).
+    fn known_size(&self, key: &str) -> Option<Option<u64>> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .iter()
+            .find(|(dir, _)| {
+                key.strip_prefix(dir.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            })
+            .map(|(_, sizes)| sizes.get(key).copied())
+    }
+
     fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {
-        let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
-        if self.is_indexed(dir) {
-            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-            return Ok(known.get(key).copied());
+        if let Some(known) = self.known_size(key) {
+            return Ok(known);
         }
         let k = self.key(key)?;
         self.run(&format!("HEAD {key}"), self.deadline, async {
@@ -531,26 +561,19 @@ impl S3 {
         })
     }
 
-    fn is_indexed(&self, dir: &str) -> bool {
-        let indexed = self.indexed.lock().unwrap_or_else(|e| e.into_inner());
-        indexed
-            .iter()
-            .any(|p| dir == p || dir.starts_with(&format!("{p}/")))
-    }
-
     fn index(&self, dir: &str) -> anyhow::Result<()> {
         ensure_key(dir)?;
         let k = self.key(dir)?;
         let strip = format!("{}/", k.as_ref());
-        let found: Vec<(String, u64)> =
+        let found: HashMap<String, u64> =
             self.run(&format!("listing {dir}"), self.deadline * 16, async {
-                let mut out = Vec::new();
+                let mut out = HashMap::new();
                 let mut s = self.store.list(Some(&k));
                 while let Some(m) = s.next().await {
                     let m = m?;
                     anyhow::ensure!(out.len() < MAX_LISTING, "too many objects below {dir}");
                     if let Some(rel) = m.location.as_ref().strip_prefix(&strip) {
-                        out.push((format!("{dir}/{rel}"), m.size));
+                        out.insert(format!("{dir}/{rel}"), m.size);
                     }
                 }
                 Ok(out)
@@ -558,11 +581,7 @@ impl S3 {
         self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(found);
-        self.indexed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(dir.to_string());
+            .insert(dir.to_string(), found);
         Ok(())
     }
 
@@ -576,10 +595,15 @@ impl S3 {
             } else {
                 // Parts of PART_SIZE, two in flight: memory stays bounded
                 // by the message itself.
+                // A failed upload is aborted (one cut by the deadline is
+                // left to the bucket's lifecycle rule for incomplete ones).
                 let upload = self.store.put_multipart(&k).await?;
                 let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
                 for chunk in data.chunks(PART_SIZE) {
-                    w.wait_for_capacity(2).await?;
+                    if let Err(e) = w.wait_for_capacity(2).await {
+                        let _ = w.abort().await;
+                        return Err(e.into());
+                    }
                     w.write(chunk);
                 }
                 w.finish().await?;
@@ -587,7 +611,12 @@ impl S3 {
             Ok(())
         })?;
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        known.insert(key.to_string(), data.len() as u64);
+        if let Some((_, sizes)) = known.iter_mut().find(|(dir, _)| {
+            key.strip_prefix(dir.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        }) {
+            sizes.insert(key.to_string(), data.len() as u64);
+        }
         Ok(())
     }
 

@@ -46,7 +46,8 @@ def boto3_client(endpoint, verify=None):
 
 def start_moto(tmp_path, tls=None):
     """A moto S3 server on a free loopback port with one empty bucket:
-    (endpoint, boto3 client, process). `tls`: (cert, key, ca) files."""
+    (endpoint, boto3 client, process, request log). `tls`: (cert, key, ca)
+    files."""
     try:
         import moto.server  # noqa: F401
     except ImportError:
@@ -55,7 +56,8 @@ def start_moto(tmp_path, tls=None):
     args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     if tls:
         args += ["-s", "-c", str(tls[0]), "-k", str(tls[1])]
-    log = open(tmp_path / f"moto-{port}.log", "wb")
+    log_path = tmp_path / f"moto-{port}.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     if not wait_until(lambda: port_accepts(port) or proc.poll() is not None, 30) or proc.poll() is not None:
@@ -64,7 +66,7 @@ def start_moto(tmp_path, tls=None):
     endpoint = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
     client = boto3_client(endpoint, verify=str(tls[2]) if tls else None)
     client.create_bucket(Bucket=BUCKET)
-    return endpoint, client, proc
+    return endpoint, client, proc, log_path
 
 
 def stop(proc):
@@ -78,9 +80,9 @@ def stop(proc):
 
 @pytest.fixture
 def s3(tmp_path):
-    endpoint, client, proc = start_moto(tmp_path)
+    endpoint, client, proc, log = start_moto(tmp_path)
     try:
-        yield endpoint, client
+        yield endpoint, client, log
     finally:
         stop(proc)
 
@@ -170,8 +172,14 @@ def same_state(before, after):
             assert d2 == date, f"{name} UID {uid}: INTERNALDATE {d2}, want {date}"
 
 
+def requests(log: Path, method: str, part: str) -> int:
+    """Requests `method` of a key containing `part` in moto's log so far."""
+    return sum(1 for line in log.read_text(errors="replace").splitlines()
+               if f'"{method} /' in line and part in line)
+
+
 def test_s3_backup_is_incremental_and_restores_identically_offline_and_online(msgd_factory, s3):
-    endpoint, client = s3
+    endpoint, client, log = s3
     srv = s3_server(msgd_factory, endpoint, [ALICE, BOB])
     srv.start()
     seed_alice(srv)
@@ -193,7 +201,11 @@ def test_s3_backup_is_incremental_and_restores_identically_offline_and_online(ms
             append(m, "INBOX", build_message(ALICE, f"new {i}", f"new body {i}\r\n"))
     finally:
         m.logout()
+    puts_before = requests(log, "PUT", "/blobs/")
     out = json.loads(ok(cli(srv, "backup", ALICE, url, "--json"), "backup 2").stdout)
+    # Exactly the 10 new blobs went up; no HEAD per message (one listing).
+    assert requests(log, "PUT", "/blobs/") - puts_before == 10
+    assert requests(log, "HEAD", "/blobs/") == 0
     assert out["totals"]["new_blobs"] == 10 and out["totals"]["messages"] == 19, out
     second_blobs = blobs(client, "nightly/msgd", ALICE)
     assert len(second_blobs) == 19
@@ -235,7 +247,7 @@ def test_s3_backup_is_incremental_and_restores_identically_offline_and_online(ms
 
 
 def test_aws_variables_override_the_config_and_http_elsewhere_needs_allow_http(msgd_factory, s3):
-    endpoint, client = s3
+    endpoint, client, _ = s3
     dead = free_ports(1)[0]
     srv = s3_server(msgd_factory, f"http://127.0.0.1:{dead}", [ALICE])
     srv.start()
@@ -263,7 +275,7 @@ def test_aws_variables_override_the_config_and_http_elsewhere_needs_allow_http(m
 
 
 def test_a_request_that_gets_no_answer_hits_the_deadline(msgd_factory, s3):
-    endpoint, client = s3
+    endpoint, client, _ = s3
     # A listener that accepts and never answers.
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -282,7 +294,7 @@ def test_a_request_that_gets_no_answer_hits_the_deadline(msgd_factory, s3):
 
 
 def test_hostile_objects_are_refused_and_the_rest_restored(msgd_factory, s3):
-    endpoint, client = s3
+    endpoint, client, _ = s3
     srv = s3_server(msgd_factory, endpoint, [ALICE, BOB])
     srv.start()
     m = srv.imap(ALICE)
@@ -333,7 +345,7 @@ def test_hostile_objects_are_refused_and_the_rest_restored(msgd_factory, s3):
 
 def test_https_endpoint_verified_with_ring_and_a_private_ca(msgd_factory, tmp_path):
     tls = make_tls(tmp_path)
-    endpoint, client, proc = start_moto(tmp_path, tls)
+    endpoint, client, proc, _ = start_moto(tmp_path, tls)
     try:
         srv = s3_server(msgd_factory, endpoint, [ALICE])
         srv.start()
@@ -365,7 +377,7 @@ def test_https_endpoint_verified_with_ring_and_a_private_ca(msgd_factory, tmp_pa
 
 
 def test_a_large_message_goes_up_in_parts_and_comes_back_identical(msgd_factory, s3):
-    endpoint, client = s3
+    endpoint, client, _ = s3
     srv = s3_server(msgd_factory, endpoint, [ALICE])
     srv.start()
     # 20 MiB: above the 16 MiB single-PUT limit of backup_target.rs.
