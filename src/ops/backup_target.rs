@@ -734,6 +734,72 @@ mod tests {
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(***)");
     }
 
+    /// An S3 target over object_store's in-memory store (same code path
+    /// as a real bucket above the HTTP client).
+    fn memory_target(rt: &tokio::runtime::Runtime, prefix: &str) -> Target {
+        Target::S3(S3 {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            bucket: "bkt".into(),
+            prefix: prefix.into(),
+            rt: rt.handle().clone(),
+            deadline: Duration::from_secs(10),
+            known: Mutex::new(HashMap::new()),
+        })
+    }
+
+    #[test]
+    fn object_store_target_round_trip_listing_and_bounds() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let t = memory_target(&rt, "p/q");
+        assert_eq!(t.describe(), "s3://bkt/p/q");
+        t.put_durable("msgd-backup.json", b"{}").unwrap();
+        t.put("users/a@x/blobs/ab/abc", b"hello").unwrap();
+        t.put("users/b@x/blobs/cd/cde", b"bob's").unwrap();
+        // Above the single-PUT limit: a multipart upload.
+        let big: Vec<u8> = (0..MULTIPART_ABOVE + PART_SIZE + 7)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        t.put("users/a@x/blobs/ff/big", &big).unwrap();
+        t.put_durable("users/a@x/manifest-1.json", b"[]").unwrap();
+        assert_eq!(
+            t.get("users/a@x/blobs/ff/big", big.len() as u64).unwrap(),
+            big
+        );
+        assert!(t
+            .get("users/a@x/blobs/ff/big", big.len() as u64 - 1)
+            .is_err());
+        assert_eq!(t.size("users/a@x/blobs/ab/abc").unwrap(), Some(5));
+        assert_eq!(t.size("users/a@x/blobs/ab/zzz").unwrap(), None);
+        assert_eq!(t.list_dirs("users").unwrap(), vec!["a@x", "b@x"]);
+        assert_eq!(t.list_files("users/a@x").unwrap(), vec!["manifest-1.json"]);
+        // Confinement: another user's blob is not reachable by a manifest.
+        assert_eq!(
+            t.get_blob("users/a@x", "blobs/ab/abc", 5).unwrap(),
+            b"hello"
+        );
+        assert!(t
+            .get_blob("users/a@x", "blobs/../../b@x/blobs/cd/cde", 5)
+            .is_err());
+        assert!(t.get_blob("users/a@x", "blobs/ab/abc", 4).is_err());
+        assert!(t.get("../x", 10).is_err());
+        // The listing answers while its guard lives, and learns new puts.
+        {
+            let _g = t.index("users/a@x/blobs").unwrap();
+            let Target::S3(s) = &t else { unreachable!() };
+            assert_eq!(s.known_size("users/a@x/blobs/ab/abc"), Some(Some(5)));
+            assert_eq!(s.known_size("users/a@x/blobs/ab/new"), Some(None));
+            assert_eq!(s.known_size("users/b@x/blobs/cd/cde"), None);
+            t.put("users/a@x/blobs/ab/new", b"n").unwrap();
+            assert_eq!(s.known_size("users/a@x/blobs/ab/new"), Some(Some(1)));
+        }
+        let Target::S3(s) = &t else { unreachable!() };
+        assert!(s.known.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn folder_target_round_trip_and_bounds() {
         let d = tempfile::tempdir().unwrap();
