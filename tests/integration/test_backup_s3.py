@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import build_message, free_ports, imap_ok, port_accepts, wait_until
-from test_backup import ALICE, BOB, append, cli, ok, seed_alice, user_dir, user_state, wipe
+from test_backup import ALICE, BOB, append, cli, ok, user_dir, user_state, wipe
 
 INSTALL = 'install it with scripts/install-test-deps.sh (or: python3 -m pip install "moto[server]")'
 BUCKET = "msgd-backups"
@@ -159,6 +159,28 @@ def s3_server(msgd_factory, endpoint, users, extra=""):
     return srv
 
 
+def seed(srv, user):
+    """9 messages: flags and keywords, 8-bit bytes, a hierarchy, a gap in
+    the UIDs (an expunged message), a subscription."""
+    m = srv.imap(user)
+    try:
+        imap_ok(m.create("Projects/2026"), "CREATE")
+        imap_ok(m.subscribe("Projects/2026"), "SUBSCRIBE")
+        for i in range(6):
+            body = f"line {i}\r\n8-bit: h\u00e9llo w\u00f6rld \u2603\r\n.dot line\r\n"
+            flags = ["\\Seen", "\\Flagged $Work", "", "\\Answered \\Draft", "$Label1 \\Seen", ""][i]
+            append(m, "INBOX", build_message(user, f"inbox {i}", body), flags,
+                   f'"0{i + 1}-Mar-2023 0{i}:15:30 +0{i}00"')
+        imap_ok(m.select("INBOX"), "SELECT")
+        imap_ok(m.uid("STORE", "3", "+FLAGS.SILENT", "(\\Deleted)"), "STORE")
+        imap_ok(m.expunge(), "EXPUNGE")
+        for i in range(3):
+            append(m, "Projects/2026", build_message(user, f"project {i}", f"plan {i}\r\n"), "\\Seen")
+        append(m, "Sent", build_message(BOB, "sent", "hi bob\r\n", sender=user), "\\Seen")
+    finally:
+        m.logout()
+
+
 def same_state(before, after):
     assert sorted(after) == sorted(before)
     for name, (uv, un, msgs) in before.items():
@@ -182,7 +204,7 @@ def test_s3_backup_is_incremental_and_restores_identically_offline_and_online(ms
     endpoint, client, log = s3
     srv = s3_server(msgd_factory, endpoint, [ALICE, BOB])
     srv.start()
-    seed_alice(srv)
+    seed(srv, ALICE)
     url = f"s3://{BUCKET}/nightly/msgd"
     # Online: the running server writes to the object store.
     out = json.loads(ok(cli(srv, "backup", ALICE, url, "--json"), "backup 1").stdout)
