@@ -96,6 +96,12 @@ if ! "$PYTHON" -c 'import prometheus_client.parser' >/dev/null 2>&1; then
     echo "install-test-deps: installing prometheus-client with $PYTHON -m pip" >&2
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check 'prometheus-client'
 fi
+# moto's server mode: a local S3-compatible object store (with boto3) for
+# test_backup_s3.py.
+if ! "$PYTHON" -c 'import moto.server, boto3' >/dev/null 2>&1; then
+    echo "install-test-deps: installing moto[server] with $PYTHON -m pip" >&2
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
 
 # Final check: fail loudly if anything is still missing.
 command -v swaks >/dev/null 2>&1 || { echo "install-test-deps: swaks still missing" >&2; exit 1; }
@@ -111,3 +117,4 @@ command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) s
 "$PYTHON" -c 'import requests' || { echo "install-test-deps: python3-requests still missing" >&2; exit 1; }
 "$PYTHON" -c 'import jmapc' || { echo "install-test-deps: jmapc still missing" >&2; exit 1; }
 "$PYTHON" -c 'import prometheus_client.parser' || { echo "install-test-deps: prometheus-client still missing" >&2; exit 1; }
+"$PYTHON" -c 'import moto.server, boto3' || { echo "install-test-deps: moto[server] still missing" >&2; exit 1; }

@@ -191,6 +191,8 @@ pub struct Config {
     /// Listeners by name: smtp, submission, submissions, lmtp, imap, imaps,
     /// pop3, pop3s, http. Which ones run depends on the roles.
     pub listener: BTreeMap<String, ListenerConfig>,
+    /// `[backup]`: targets of `msgd backup` / `msgd restore` other than a folder.
+    pub backup: BackupConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1258,6 +1260,56 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             bind: vec![SocketAddr::from(([127, 0, 0, 1], 9925))],
+        }
+    }
+}
+
+/// `[backup]`: where `msgd backup` may write besides a folder.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// `[backup.s3]`: the S3-compatible object store of `s3://bucket/prefix`.
+    pub s3: BackupS3Config,
+}
+
+/// `[backup.s3]` (src/ops/backup_target.rs). The standard AWS_* environment
+/// variables (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+/// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP, ...) override these.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupS3Config {
+    /// `https://s3.example.net` (empty: AWS's own endpoint for the region).
+    pub endpoint: String,
+    /// Signing region (`us-east-1` for most S3-compatible servers).
+    pub region: String,
+    /// Access key id (not secret; the key itself is read from a file).
+    pub access_key_id: String,
+    /// File holding the secret access key, relative to server.data_dir;
+    /// its content is never logged.
+    pub secret_access_key_file: String,
+    /// Plain-HTTP endpoints: always allowed on loopback, elsewhere only
+    /// with `allow_http = true`.
+    pub allow_http: bool,
+    /// `https://bucket.host/key` instead of `https://host/bucket/key`.
+    pub virtual_hosted_style: bool,
+    /// Seconds one request may take (0: 60).
+    pub timeout: u64,
+    /// PEM file of extra CA certificates trusted for the endpoint (a
+    /// private CA), relative to server.data_dir; the system's are kept.
+    pub ca_file: String,
+}
+
+impl Default for BackupS3Config {
+    fn default() -> Self {
+        BackupS3Config {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key_file: String::new(),
+            allow_http: false,
+            virtual_hosted_style: false,
+            timeout: 60,
+            ca_file: String::new(),
         }
     }
 }

@@ -26,7 +26,7 @@
 //! sha256, record lines are bounded; a bad blob is an error for that
 //! message, the rest is restored, and the command then fails.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::backup_target::Target as BackupTarget;
 use super::{Ctx, Progress};
 use crate::config::Config;
 use crate::store::{
@@ -74,7 +75,7 @@ pub struct BackupArgs {
     /// The user to back up (not with --all).
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub user: Option<String>,
-    /// The backup folder.
+    /// The backup folder, or s3://bucket/prefix (`[backup.s3]`).
     pub dest: PathBuf,
     /// Users backed up in parallel (at most 16).
     #[arg(long, default_value_t = DEFAULT_JOBS)]
@@ -88,7 +89,7 @@ pub struct BackupArgs {
 
 #[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreArgs {
-    /// The backup folder.
+    /// The backup folder, or s3://bucket/prefix (`[backup.s3]`).
     pub src: PathBuf,
     /// Restore only this user (as named in the backup).
     pub user: Option<String>,
@@ -863,28 +864,34 @@ pub fn safe_blob_path(root: &Path, user_dir: &Path, rel: &str) -> anyhow::Result
     Ok(full)
 }
 
-/// Reads a blob: exactly `m.size` bytes and the right sha256, or an error
+/// Reads a blob (confined to the user's `blobs/`, at most `m.size`
+/// bytes): exactly `m.size` bytes and the right sha256, or an error
 /// saying what is wrong.
-fn read_blob(path: &Path, m: &MessageRecord) -> anyhow::Result<Vec<u8>> {
+fn read_blob(
+    t: &BackupTarget,
+    udir: &str,
+    rel: &str,
+    m: &MessageRecord,
+) -> anyhow::Result<Vec<u8>> {
     anyhow::ensure!(m.size <= MAX_BLOB, "message of {} bytes: too large", m.size);
-    let f = std::fs::File::open(path).with_context(|| format!("blob {}", path.display()))?;
-    let mut data = Vec::with_capacity(f.metadata()?.len().min(m.size) as usize);
-    f.take(m.size + 1).read_to_end(&mut data)?;
+    let path = t.describe_key(&format!("{udir}/{rel}"));
+    let data = t
+        .get_blob(udir, rel, m.size)
+        .with_context(|| format!("blob {path} (truncated or corrupted?)"))?;
     anyhow::ensure!(
         data.len() as u64 == m.size,
-        "blob {} is {} bytes, the manifest says {} (truncated or corrupted)",
-        path.display(),
+        "blob {path} is {} bytes, the manifest says {} (truncated or corrupted)",
         data.len(),
         m.size
     );
     anyhow::ensure!(
         sha256_hex(&data) == m.sha256,
-        "blob {} does not match its checksum (corrupted)",
-        path.display()
+        "blob {path} does not match its checksum (corrupted)"
     );
     Ok(data)
 }
 
+#[cfg(test)]
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, max: u64) -> anyhow::Result<T> {
     let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     anyhow::ensure!(
@@ -897,21 +904,27 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, max: u64) -> anyhow::Res
     serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// The newest manifest file of a user's folder.
-fn latest_manifest(user_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let rd = match std::fs::read_dir(user_dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", user_dir.display())),
-    };
+/// `read_json` through a target.
+fn read_json_at<T: for<'de> Deserialize<'de>>(
+    t: &BackupTarget,
+    key: &str,
+    max: u64,
+) -> anyhow::Result<T> {
+    let b = t
+        .get(key, max)
+        .with_context(|| format!("reading {}", t.describe_key(key)))?;
+    serde_json::from_slice(&b).with_context(|| format!("parsing {}", t.describe_key(key)))
+}
+
+/// The key of the newest manifest of a user's folder (`users/<user>`).
+fn latest_manifest(t: &BackupTarget, user_dir: &str) -> anyhow::Result<Option<String>> {
     let mut best: Option<String> = None;
-    for e in rd {
-        let name = e?.file_name().to_string_lossy().into_owned();
+    for name in t.list_files(user_dir)? {
         if name.starts_with("manifest-") && name.ends_with(".json") && best.as_ref() < Some(&name) {
             best = Some(name);
         }
     }
-    Ok(best.map(|n| user_dir.join(n)))
+    Ok(best.map(|n| format!("{user_dir}/{n}")))
 }
 
 fn run_id() -> (String, String) {
@@ -927,30 +940,27 @@ fn run_id() -> (String, String) {
 }
 
 /// Makes sure `dest` is (or becomes) a backup folder.
-fn open_dest(dest: &Path) -> anyhow::Result<()> {
-    crate::fsutil::create_private_dir_all(&dest.join("users"))
-        .with_context(|| format!("creating {}", dest.display()))?;
-    let marker = dest.join("msgd-backup.json");
-    if marker.exists() {
+fn open_dest(dest: &BackupTarget) -> anyhow::Result<()> {
+    if dest.size("msgd-backup.json")?.is_some() {
         check_marker(dest)?;
     } else {
         let m = FolderMarker {
             format: FORMAT.into(),
             version: VERSION,
         };
-        crate::fsutil::write_durable(&marker, &serde_json::to_vec_pretty(&m)?)?;
-        crate::fsutil::sync_dir(dest)?;
+        dest.put_durable("msgd-backup.json", &serde_json::to_vec_pretty(&m)?)
+            .with_context(|| format!("creating {}", dest.describe()))?;
     }
     Ok(())
 }
 
-fn check_marker(root: &Path) -> anyhow::Result<()> {
-    let m: FolderMarker = read_json(&root.join("msgd-backup.json"), 4096)
-        .with_context(|| format!("{} is not a msgd backup folder", root.display()))?;
+fn check_marker(root: &BackupTarget) -> anyhow::Result<()> {
+    let m: FolderMarker = read_json_at(root, "msgd-backup.json", 4096)
+        .with_context(|| format!("{} is not a msgd backup folder", root.describe()))?;
     anyhow::ensure!(
         m.format == FORMAT && m.version == VERSION,
         "{}: backup format {} version {} (this msgd reads {FORMAT} {VERSION})",
-        root.display(),
+        root.describe(),
         m.format,
         m.version
     );
@@ -961,18 +971,19 @@ fn check_marker(root: &Path) -> anyhow::Result<()> {
 fn backup_user_blocking(
     idx: UserIndex,
     metadata: Vec<MetadataRecord>,
-    dest: &Path,
+    dest: &BackupTarget,
     progress: &Progress,
     extras: Option<super::backup_extra::Extras>,
-) -> anyhow::Result<(PathBuf, RunTotals)> {
-    let udir = dest.join("users").join(user_folder(&idx.user));
-    crate::fsutil::create_private_dir_all(&udir.join("blobs"))?;
+) -> anyhow::Result<(String, RunTotals)> {
+    let udir = format!("users/{}", user_folder(&idx.user));
+    // The sizes of the blobs there (one listing for an object store).
+    let _listed = dest.index(&format!("{udir}/blobs"))?;
     // What the previous run recorded: (mailbox, UIDVALIDITY, UID) ->
     // checksum, so unchanged messages are neither read nor written.
-    let prev_path = latest_manifest(&udir)?;
+    let prev_path = latest_manifest(dest, &udir)?;
     let mut known: HashMap<(String, u32, Uid), (String, u64)> = HashMap::new();
     if let Some(p) = &prev_path {
-        let prev: Manifest = read_json(p, MAX_MANIFEST)?;
+        let prev: Manifest = read_json_at(dest, p, MAX_MANIFEST)?;
         for mb in prev.mailboxes {
             for m in mb.messages {
                 if is_sha256_hex(&m.message.sha256) {
@@ -989,7 +1000,6 @@ fn backup_user_blocking(
         }
     }
     let mut totals = RunTotals::default();
-    let mut dirty: BTreeSet<PathBuf> = BTreeSet::new();
     let mut mailboxes = Vec::with_capacity(idx.mailboxes.len());
     for mb in &idx.mailboxes {
         let rec = MailboxRecord::of(&mb.info);
@@ -999,8 +1009,10 @@ fn backup_user_blocking(
             let key = (rec.name.clone(), rec.uidvalidity, m.uid);
             let reuse = known.get(&key).filter(|(sha, size)| {
                 *size == m.size
-                    && std::fs::metadata(udir.join(blob_rel(sha)))
-                        .is_ok_and(|md| md.len() == m.size)
+                    && is_sha256_hex(sha)
+                    && dest
+                        .size(&format!("{udir}/{}", blob_rel(sha)))
+                        .is_ok_and(|s| s == Some(m.size))
             });
             let sha = match reuse {
                 Some((sha, _)) => sha.clone(),
@@ -1010,7 +1022,7 @@ fn backup_user_blocking(
                         continue;
                     };
                     let sha = sha256_hex(&data);
-                    if write_blob(&udir, &sha, &data, &mut dirty)? {
+                    if write_blob(dest, &udir, &sha, &data)? {
                         totals.new_blobs += 1;
                         totals.new_bytes += m.size;
                     }
@@ -1030,9 +1042,7 @@ fn backup_user_blocking(
         });
     }
     // Blobs durable before the manifest that names them.
-    for d in &dirty {
-        crate::fsutil::sync_dir(d)?;
-    }
+    dest.sync()?;
     let (run, created) = run_id();
     let manifest = Manifest {
         format: FORMAT.into(),
@@ -1042,50 +1052,27 @@ fn backup_user_blocking(
         created,
         previous: prev_path
             .as_ref()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned()),
+            .and_then(|p| p.rsplit('/').next())
+            .map(str::to_string),
         subscriptions: idx.subscriptions.clone(),
         mailboxes,
         metadata,
         totals: totals.clone(),
         extras,
     };
-    let path = udir.join(format!("manifest-{run}.json"));
-    crate::fsutil::write_durable(&path, &serde_json::to_vec(&manifest)?)?;
-    crate::fsutil::sync_dir(&dest.join("users"))?;
-    Ok((path, totals))
+    let key = format!("{udir}/manifest-{run}.json");
+    dest.put_durable(&key, &serde_json::to_vec(&manifest)?)?;
+    Ok((dest.describe_key(&key), totals))
 }
 
 /// Writes a blob unless it is there with the right size; true if written.
-/// Its folder goes into `dirty` (fsynced before the manifest).
-fn write_blob(
-    udir: &Path,
-    sha: &str,
-    data: &[u8],
-    dirty: &mut BTreeSet<PathBuf>,
-) -> anyhow::Result<bool> {
-    let path = udir.join(blob_rel(sha));
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() == data.len() as u64) {
+/// Durable after `dest.sync()` (called before the manifest is written).
+fn write_blob(dest: &BackupTarget, udir: &str, sha: &str, data: &[u8]) -> anyhow::Result<bool> {
+    let key = format!("{udir}/{}", blob_rel(sha));
+    if dest.size(&key)? == Some(data.len() as u64) {
         return Ok(false);
     }
-    let dir = path.parent().unwrap_or(udir).to_path_buf();
-    if !dir.is_dir() {
-        crate::fsutil::create_private_dir_all(&dir)?;
-        dirty.insert(udir.join("blobs"));
-    }
-    let tmp = dir.join(format!("{sha}.tmp"));
-    {
-        let mut f = crate::fsutil::private_file()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(data)?;
-        f.sync_data()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    dirty.insert(dir);
+    dest.put(&key, data)?;
     Ok(true)
 }
 
@@ -1128,11 +1115,15 @@ fn backup_target(a: &BackupArgs) -> anyhow::Result<(Option<String>, PathBuf)> {
 
 pub async fn run_backup(c: &Ctx, a: BackupArgs, p: &Progress) -> anyhow::Result<serde_json::Value> {
     let (user, dest) = backup_target(&a)?;
-    anyhow::ensure!(dest.is_absolute(), "DEST must be an absolute path");
+    anyhow::ensure!(
+        dest.is_absolute() || super::backup_target::is_remote(&dest),
+        "DEST must be an absolute path or s3://bucket/prefix"
+    );
     let users = match user {
         Some(u) => vec![u],
         None => c.store.users().await?,
     };
+    let dest = Arc::new(BackupTarget::open(&dest, &c.config)?);
     {
         let dest = dest.clone();
         tokio::task::spawn_blocking(move || open_dest(&dest)).await??;
@@ -1197,54 +1188,47 @@ pub async fn run_backup(c: &Ctx, a: BackupArgs, p: &Progress) -> anyhow::Result<
             errors.join("; ")
         );
     }
-    Ok(serde_json::json!({ "dest": dest, "users": out, "totals": sum }))
+    Ok(serde_json::json!({ "dest": dest.describe(), "users": out, "totals": sum }))
 }
 
-/// A user found in a backup folder: their folder and newest manifest.
+/// A user found in a backup folder: their folder (`users/<user>`) and
+/// newest manifest.
 struct Found {
-    dir: PathBuf,
+    dir: String,
     manifest: Manifest,
 }
 
-fn find_users(root: &Path, only: Option<&str>) -> anyhow::Result<Vec<Found>> {
+fn find_users(root: &BackupTarget, only: Option<&str>) -> anyhow::Result<Vec<Found>> {
     check_marker(root)?;
-    let users = root.join("users");
-    let mut dirs: Vec<PathBuf> = match only {
-        Some(u) => vec![users.join(user_folder(u))],
-        None => {
-            let mut v = Vec::new();
-            for e in
-                std::fs::read_dir(&users).with_context(|| format!("listing {}", users.display()))?
-            {
-                let e = e?;
-                if e.file_type()?.is_dir() {
-                    v.push(e.path());
-                }
-            }
-            v.sort();
-            v
-        }
+    let mut dirs: Vec<String> = match only {
+        Some(u) => vec![format!("users/{}", user_folder(u))],
+        None => root
+            .list_dirs("users")
+            .with_context(|| format!("listing {}", root.describe_key("users")))?
+            .into_iter()
+            .map(|d| format!("users/{d}"))
+            .collect(),
     };
     let mut out = Vec::new();
     for dir in dirs.drain(..) {
-        let Some(path) = latest_manifest(&dir)? else {
+        let Some(path) = latest_manifest(root, &dir)? else {
             if let Some(u) = only {
                 anyhow::bail!("the backup holds no user {u}");
             }
             continue;
         };
-        let manifest: Manifest = read_json(&path, MAX_MANIFEST)?;
+        let manifest: Manifest = read_json_at(root, &path, MAX_MANIFEST)?;
         anyhow::ensure!(
             manifest.format == FORMAT && manifest.version == VERSION,
             "{}: format {} version {} not readable here",
-            path.display(),
+            root.describe_key(&path),
             manifest.format,
             manifest.version
         );
         anyhow::ensure!(
-            user_folder(&manifest.user) == dir.file_name().unwrap_or_default().to_string_lossy(),
+            format!("users/{}", user_folder(&manifest.user)) == dir,
             "{}: names user {:?}, which is not its folder's",
-            path.display(),
+            root.describe_key(&path),
             manifest.user
         );
         out.push(Found { dir, manifest });
@@ -1256,7 +1240,7 @@ fn find_users(root: &Path, only: Option<&str>) -> anyhow::Result<Vec<Found>> {
 /// collected (the rest is restored); others end the user.
 async fn restore_user(
     ctx: Ctx,
-    root: PathBuf,
+    root: Arc<BackupTarget>,
     found: Found,
     target: Target,
     progress: Progress,
@@ -1328,7 +1312,7 @@ async fn user_partition(ctx: &Ctx, user: &str) -> anyhow::Result<Option<String>>
 async fn restore_user_inner(
     store: &Store,
     partition: Option<&str>,
-    root: &Path,
+    root: &Arc<BackupTarget>,
     found: Found,
     target: &Target,
     progress: &Progress,
@@ -1354,7 +1338,7 @@ async fn restore_user_inner(
                 bytes += m.message.size;
                 chunk.push(m);
             }
-            let (dir, root2) = (found.dir.clone(), root.to_path_buf());
+            let (dir, root2) = (found.dir.clone(), root.clone());
             let n = chunk.len() as u64;
             let read: Vec<Result<(MessageRecord, Vec<u8>), String>> =
                 tokio::task::spawn_blocking(move || {
@@ -1362,8 +1346,7 @@ async fn restore_user_inner(
                         .into_iter()
                         .map(|m| {
                             let uid = m.message.uid;
-                            safe_blob_path(&root2, &dir, &m.blob)
-                                .and_then(|p| read_blob(&p, &m.message))
+                            read_blob(&root2, &dir, &m.blob, &m.message)
                                 .map(|d| (m.message, d))
                                 .map_err(|e| format!("UID {uid}: {e:#}"))
                         })
@@ -1394,11 +1377,11 @@ pub async fn run_restore(
     a: RestoreArgs,
     p: &Progress,
 ) -> anyhow::Result<serde_json::Value> {
-    anyhow::ensure!(a.src.is_absolute(), "SRC must be an absolute path");
-    let root = a
-        .src
-        .canonicalize()
-        .with_context(|| format!("backup folder {}", a.src.display()))?;
+    anyhow::ensure!(
+        a.src.is_absolute() || super::backup_target::is_remote(&a.src),
+        "SRC must be an absolute path or s3://bucket/prefix"
+    );
+    let root = Arc::new(BackupTarget::open(&a.src, &c.config)?.canonicalize()?);
     let target = Target {
         as_user: a.as_user.clone(),
         mailbox_prefix: a.mailbox_prefix.clone(),
@@ -1455,7 +1438,7 @@ pub async fn run_restore(
             if errors.len() > 10 { "; ..." } else { "" }
         );
     }
-    Ok(serde_json::json!({ "src": root, "users": users, "totals": sum }))
+    Ok(serde_json::json!({ "src": root.describe(), "users": users, "totals": sum }))
 }
 
 // ------------------------------------------------------------------------
@@ -1474,7 +1457,9 @@ fn human_bytes(b: u64) -> String {
 pub fn cli_backup(config: &Config, mut args: BackupArgs) -> anyhow::Result<()> {
     let json = args.json;
     backup_target(&args)?;
-    args.dest = super::absolute(&args.dest)?;
+    if !super::backup_target::is_remote(&args.dest) {
+        args.dest = super::absolute(&args.dest)?;
+    }
     let v = super::control::call(config, super::Request::Backup(args))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -1496,7 +1481,9 @@ pub fn cli_backup(config: &Config, mut args: BackupArgs) -> anyhow::Result<()> {
 
 pub fn cli_restore(config: &Config, mut args: RestoreArgs) -> anyhow::Result<()> {
     let json = args.json;
-    args.src = super::absolute(&args.src)?;
+    if !super::backup_target::is_remote(&args.src) {
+        args.src = super::absolute(&args.src)?;
+    }
     let v = super::control::call(config, super::Request::Restore(args))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -1883,12 +1870,12 @@ mod tests {
             .await
             .unwrap();
         c.store.expunge(inbox, None).await.unwrap();
-        let dest = d.path().join("bk");
+        let dest = BackupTarget::open(&d.path().join("bk"), &c.config).unwrap();
         open_dest(&dest).unwrap();
         let (path, totals) =
             backup_user_blocking(idx, Vec::new(), &dest, &Progress::new(), None).unwrap();
         assert_eq!((totals.messages, totals.vanished), (2, 1));
-        let m: Manifest = read_json(&path, MAX_MANIFEST).unwrap();
+        let m: Manifest = read_json(Path::new(&path), MAX_MANIFEST).unwrap();
         let inbox = m
             .mailboxes
             .iter()
@@ -1919,8 +1906,9 @@ mod tests {
         .await
         .unwrap();
         let udir = dest.join("users").join(user_folder("a@x"));
-        let manifest: Manifest =
-            read_json(&latest_manifest(&udir).unwrap().unwrap(), MAX_MANIFEST).unwrap();
+        let t = BackupTarget::open(&dest, &c.config).unwrap();
+        let key = latest_manifest(&t, "users/a@x").unwrap().unwrap();
+        let manifest: Manifest = read_json(&dest.join(key), MAX_MANIFEST).unwrap();
         let victim = &manifest
             .mailboxes
             .iter()

@@ -19,6 +19,7 @@
 
 pub mod backup;
 pub mod backup_extra;
+pub mod backup_target;
 pub mod configcmd;
 pub mod control;
 pub mod expire;
