@@ -345,6 +345,21 @@ mod tests {
     }
 
     #[test]
+    fn a_reloaded_ttl_judges_remembered_checks_from_now_on() {
+        let (c, now) = cache(300, 10);
+        c.remember("a@x", "h", "pw");
+        *now.lock().unwrap() += Duration::from_secs(100);
+        c.set_ttl(Duration::from_secs(60));
+        assert!(!c.hit("a@x", "h", "pw"), "older than the new TTL");
+        c.remember("a@x", "h", "pw");
+        c.set_ttl(Duration::ZERO);
+        assert!(!c.hit("a@x", "h", "pw"), "TTL 0: no cache");
+        c.set_ttl(Duration::from_secs(300));
+        c.remember("a@x", "h", "pw");
+        assert!(c.hit("a@x", "h", "pw"));
+    }
+
+    #[test]
     fn ttl_zero_or_size_zero_disables() {
         for (ttl, size) in [(0, 10), (300, 0)] {
             let (c, _) = cache(ttl, size);

@@ -86,6 +86,18 @@ mod tests {
     }
 
     #[test]
+    fn a_reloaded_ttl_applies_to_cached_entries() {
+        let c = TtlCache::new(Duration::from_secs(300));
+        c.insert("a", 1);
+        std::thread::sleep(Duration::from_millis(20));
+        c.set_ttl(Duration::from_millis(10));
+        assert_eq!(c.get("a"), None);
+        c.set_ttl(Duration::ZERO);
+        c.insert("b", 2);
+        assert_eq!(c.get("b"), None);
+    }
+
+    #[test]
     fn zero_ttl_caches_nothing() {
         let c = TtlCache::new(Duration::ZERO);
         c.insert("a", 1);
