@@ -397,9 +397,17 @@ def test_sighup_applies_limits_and_log_level_to_new_sessions(msgd_factory, notif
     # One slot free again: a new session, which gets the new
     # max_bad_commands (one bad command ends it), while the old session
     # keeps its own snapshot (several bad commands tolerated).
-    fresh = socket.create_connection(("127.0.0.1", port), timeout=20)
-    f = fresh.makefile("rb")
-    assert f.readline().startswith(b"* OK")
+    # (the slot is free once the server has closed the logged-out session)
+    def connected():
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+        r = c.makefile("rb")
+        if r.readline().startswith(b"* OK"):
+            return c, r
+        c.close()
+        return None
+    got_in = wait_until(connected, 10, 0.05)
+    assert got_in, "no slot after a logout"
+    fresh, f = got_in
     fresh.sendall(b"a1 FROBNICATE\r\n")
     lines = [f.readline() for _ in range(2)]
     assert any(b"BAD" in line for line in lines), lines
