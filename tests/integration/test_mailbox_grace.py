@@ -82,6 +82,9 @@ def test_deleted_mailbox_is_set_aside_recoverable_and_purged_by_expire_after_the
     assert aside[0].name.endswith(f".{mailbox_id}.mailbox")
     assert len(list(aside[0].glob("*.msg"))) == 2
     assert json.loads((aside[0] / "mailbox").read_text())["name"] == "Projects"
+    # The folder aside is no orphan of the user's.
+    res = srv.cli("verify", ALICE, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
 
     # Recovery within the grace (docs/operations.md): move the folder back
     # and reconstruct the user, on the running server.
