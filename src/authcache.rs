@@ -119,7 +119,8 @@ impl Inner {
 
 /// Bounded, time-limited map of entry -> HMAC of the verified password.
 pub struct CredentialCache {
-    ttl: Duration,
+    /// Milliseconds; changed by a reload (`set_ttl`, SIGHUP).
+    ttl_ms: AtomicU64,
     size: usize,
     key: hmac::Key,
     clock: Clock,
@@ -137,7 +138,7 @@ impl CredentialCache {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .expect("the OS random generator is available");
         CredentialCache {
-            ttl,
+            ttl_ms: AtomicU64::new(ttl.as_millis().try_into().unwrap_or(u64::MAX)),
             size,
             key,
             clock,
@@ -147,8 +148,22 @@ impl CredentialCache {
         }
     }
 
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    /// A new `auth.cache_ttl` from a reloaded configuration: remembered
+    /// checks are judged by it from now on (a shorter one ends them
+    /// sooner; zero forgets them all at their next use).
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_ms.store(
+            ttl.as_millis().try_into().unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
     fn enabled(&self) -> bool {
-        !self.ttl.is_zero() && self.size > 0
+        !self.ttl().is_zero() && self.size > 0
     }
 
     /// The HMAC input: each part length-prefixed, so no two different
@@ -172,7 +187,7 @@ impl CredentialCache {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let verdict = match inner.entries.get(key) {
             None => None,
-            Some(e) if now.saturating_duration_since(e.at) >= self.ttl => Some(false),
+            Some(e) if now.saturating_duration_since(e.at) >= self.ttl() => Some(false),
             Some(e) => Some(hmac::verify(&self.key, &message, &e.tag).is_ok()),
         };
         match verdict {
@@ -186,7 +201,7 @@ impl CredentialCache {
                 if inner
                     .entries
                     .get(key)
-                    .is_some_and(|e| now.saturating_duration_since(e.at) >= self.ttl)
+                    .is_some_and(|e| now.saturating_duration_since(e.at) >= self.ttl())
                 {
                     inner.remove(key);
                 }
@@ -327,6 +342,21 @@ mod tests {
         }
         assert_eq!(c.len(), 3);
         assert_eq!(c.inner.lock().unwrap().order.len(), 3);
+    }
+
+    #[test]
+    fn a_reloaded_ttl_judges_remembered_checks_from_now_on() {
+        let (c, now) = cache(300, 10);
+        c.remember("a@x", "h", "pw");
+        *now.lock().unwrap() += Duration::from_secs(100);
+        c.set_ttl(Duration::from_secs(60));
+        assert!(!c.hit("a@x", "h", "pw"), "older than the new TTL");
+        c.remember("a@x", "h", "pw");
+        c.set_ttl(Duration::ZERO);
+        assert!(!c.hit("a@x", "h", "pw"), "TTL 0: no cache");
+        c.set_ttl(Duration::from_secs(300));
+        c.remember("a@x", "h", "pw");
+        assert!(c.hit("a@x", "h", "pw"));
     }
 
     #[test]

@@ -23,8 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub struct Budget {
     sem: Arc<Semaphore>,
-    /// The limit, in KiB.
-    limit_kib: u64,
+    /// The limit, in KiB; changed by a reload (`set_limit`).
+    limit_kib: std::sync::atomic::AtomicU64,
 }
 
 /// Bytes taken from the budget; given back on drop.
@@ -37,17 +37,47 @@ fn kib(bytes: u64) -> u64 {
     bytes.div_ceil(1024)
 }
 
+/// The semaphore size for a limit in bytes (0: effectively unlimited).
+fn limit_in_kib(limit: u64) -> u64 {
+    if limit == 0 {
+        (Semaphore::MAX_PERMITS as u64).min(u64::from(u32::MAX))
+    } else {
+        kib(limit).min(Semaphore::MAX_PERMITS as u64)
+    }
+}
+
 impl Budget {
     /// A budget of `limit` bytes (0: effectively unlimited).
     pub fn new(limit: u64) -> Budget {
-        let limit_kib = if limit == 0 {
-            (Semaphore::MAX_PERMITS as u64).min(u64::from(u32::MAX))
-        } else {
-            kib(limit).min(Semaphore::MAX_PERMITS as u64)
-        };
+        let limit_kib = limit_in_kib(limit);
         Budget {
             sem: Arc::new(Semaphore::new(limit_kib as usize)),
-            limit_kib,
+            limit_kib: limit_kib.into(),
+        }
+    }
+
+    /// A new limit from a reloaded `limits.max_bytes_in_flight` (SIGHUP).
+    /// A higher one is available at once; a lower one takes what is free
+    /// now and the rest as leases held now are given back (a task waits
+    /// for them), so bytes in flight never exceed the new limit for long
+    /// and no lease is cut short. Call it within the runtime.
+    pub fn set_limit(&self, limit: u64) {
+        use std::sync::atomic::Ordering;
+        let new = limit_in_kib(limit);
+        let old = self.limit_kib.swap(new, Ordering::SeqCst);
+        if new > old {
+            self.sem.add_permits((new - old) as usize);
+        } else if new < old {
+            let owed = (old - new) as usize;
+            let rest = owed - self.sem.forget_permits(owed);
+            if rest > 0 {
+                let sem = self.sem.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = sem.acquire_many_owned(rest as u32).await {
+                        p.forget();
+                    }
+                });
+            }
         }
     }
 
@@ -86,13 +116,15 @@ impl Budget {
 
     /// The whole budget in bytes.
     pub fn limit(&self) -> u64 {
-        self.limit_kib.saturating_mul(1024)
+        self.limit_kib
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_mul(1024)
     }
 
     /// Permits for `bytes`; None when no wait could ever give them.
     fn permits(&self, bytes: u64) -> Option<u32> {
         let k = kib(bytes);
-        if k > self.limit_kib {
+        if k > self.limit_kib.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         u32::try_from(k).ok()
@@ -160,5 +192,27 @@ mod tests {
         drop(held);
         assert!(waiter.await.unwrap());
         assert!(b.take(8192, Duration::from_secs(30)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_limit_applies_and_a_lower_one_waits_for_leases_in_use() {
+        let b = Budget::new(8192);
+        let held = b.try_take(8192).unwrap();
+        b.set_limit(16384);
+        assert_eq!((b.limit(), b.available()), (16384, 8192));
+        // Lower than what is in use: new takes see the new limit at once,
+        // the bytes in use are taken back as they are given back.
+        b.set_limit(4096);
+        assert_eq!((b.limit(), b.available()), (4096, 0));
+        assert!(b.try_take(8192).is_none());
+        drop(held);
+        for _ in 0..100 {
+            if b.available() == 4096 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(b.available(), 4096);
+        assert!(b.try_take(4096).is_some());
     }
 }

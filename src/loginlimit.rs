@@ -184,7 +184,8 @@ pub enum Verdict {
 
 /// The process-wide failed-login table.
 pub struct LoginLimiter {
-    limits: Limits,
+    /// Replaced by a reload (SIGHUP, `set_limits`); the tables stay.
+    limits: Mutex<Limits>,
     by_client: Mutex<Table<Client>>,
     /// Accounts by a keyed hash of the lowercase name: a fixed 8 bytes
     /// per entry whatever a stranger types as login.
@@ -203,7 +204,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LoginLimiter {
     pub fn new(limits: Limits) -> LoginLimiter {
         LoginLimiter {
-            limits,
+            limits: Mutex::new(limits),
             by_client: Mutex::new(Table::new()),
             by_account: Mutex::new(Table::new()),
             by_pair: Mutex::new(Table::new()),
@@ -222,27 +223,33 @@ impl LoginLimiter {
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        *lock(&self.limits)
+    }
+
+    /// New limits from a reloaded `[limits]` (SIGHUP): the failures
+    /// already counted stay and are judged by the new numbers.
+    pub fn set_limits(&self, limits: Limits) {
+        *lock(&self.limits) = limits;
     }
 
     /// The delay before answering the `n`-th failure: base, 2x, 4x, 8x.
     pub fn delay_for(&self, n: u32) -> Duration {
         let exp = n.saturating_sub(1).min(MAX_DELAY_FACTOR.trailing_zeros());
-        self.limits.delay.saturating_mul(1 << exp)
+        self.limits().delay.saturating_mul(1 << exp)
     }
 
     /// The answer delay of a refused attempt: the longest one.
     pub fn refusal_delay(&self) -> Duration {
-        self.limits.delay.saturating_mul(MAX_DELAY_FACTOR)
+        self.limits().delay.saturating_mul(MAX_DELAY_FACTOR)
     }
 
     fn client_over(&self, c: Client, now: Instant) -> bool {
-        let l = &self.limits;
+        let l = self.limits();
         l.per_client > 0 && lock(&self.by_client).count(&c, l.window, now) >= l.per_client
     }
 
     fn account_over_for(&self, c: Client, account: &str, now: Instant) -> bool {
-        let l = &self.limits;
+        let l = self.limits();
         if l.per_account == 0 {
             return false;
         }
@@ -278,7 +285,8 @@ impl LoginLimiter {
         let c = Client::of(ip);
         let key = self.account_key(account);
         let now = Instant::now();
-        let w = self.limits.window;
+        let l = self.limits();
+        let w = l.window;
         let (n_client, n_account) = {
             let mut t = lock(&self.by_client);
             t.add(&c, w, now);
@@ -291,7 +299,7 @@ impl LoginLimiter {
         lock(&self.by_pair).add(&(c, key), w, now);
         // An account under attack slows every failure for it, wherever it
         // comes from.
-        let over = self.limits.per_account > 0 && n_account >= self.limits.per_account;
+        let over = l.per_account > 0 && n_account >= l.per_account;
         let n = if over {
             n_client.max(MAX_DELAY_FACTOR)
         } else {

@@ -188,6 +188,9 @@ pub struct ConnTable {
     /// Session ids handed out so far (log lines and message ids name the
     /// session by its id, unique within the process).
     sessions: AtomicU64,
+    /// The `[limits]` the accept loops apply, once a reload (SIGHUP) set
+    /// them (`set_limits`); before that, each loop's start configuration.
+    live_limits: Mutex<Option<Arc<crate::config::LimitsConfig>>>,
 }
 
 #[derive(Default)]
@@ -209,6 +212,26 @@ pub struct ConnGuard {
 }
 
 impl ConnTable {
+    /// The `[limits]` of a reloaded configuration: new connections are
+    /// admitted (`max_connections`, `max_connections_per_ip`) and get
+    /// their `write_timeout` by them; open ones keep their slots.
+    pub fn set_limits(&self, limits: &crate::config::LimitsConfig) {
+        *self.live_limits.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::new(limits.clone()));
+    }
+
+    /// The limits in force: the reloaded ones, else `start`.
+    pub fn limits_or(
+        &self,
+        start: &Arc<crate::config::LimitsConfig>,
+    ) -> Arc<crate::config::LimitsConfig> {
+        self.live_limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| start.clone())
+    }
+
     /// A new session id: 1, 2, 3, ... for this process.
     pub fn next_session_id(&self) -> u64 {
         self.sessions.fetch_add(1, Ordering::Relaxed) + 1
@@ -467,8 +490,7 @@ pub async fn serve<F, Fut>(
     let protocol = listen.protocol;
     let tls_mode = listen.tls_mode;
     let refusal = refusal_text(protocol, tls_mode);
-    let limits = services.config.limits.clone();
-    let write_timeout = Duration::from_secs(limits.write_timeout.max(1));
+    let start_limits = Arc::new(services.config.limits.clone());
     let conns = services.conns.clone();
     let local = listener.local_addr().ok();
     loop {
@@ -486,6 +508,9 @@ pub async fn serve<F, Fut>(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // The limits of the latest reload apply from the next connection.
+        let limits = conns.limits_or(&start_limits);
+        let write_timeout = Duration::from_secs(limits.write_timeout.max(1));
         // Cheap refusals happen here, before a task exists: a best-effort
         // non-blocking write of the refusal, then close.
         let refuse_now = |reason: &'static str, text: Option<&'static [u8]>| {

@@ -46,8 +46,7 @@ pub async fn serve<F, Fut>(
 {
     let handler = Arc::new(handler);
     let conns = services.conns.clone();
-    let limits = services.config.limits.clone();
-    let write_timeout = std::time::Duration::from_secs(limits.write_timeout.max(1));
+    let start_limits = std::sync::Arc::new(services.config.limits.clone());
     loop {
         let accepted = tokio::select! {
             _ = services.shutdown.cancelled() => break,
@@ -61,6 +60,9 @@ pub async fn serve<F, Fut>(
                 continue;
             }
         };
+        // The limits of the latest reload apply from the next connection.
+        let limits = conns.limits_or(&start_limits);
+        let write_timeout = std::time::Duration::from_secs(limits.write_timeout.max(1));
         let Some(permit) = conns.enter(limits.max_connections) else {
             let local: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
             conns.refusals.refused(

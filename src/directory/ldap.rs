@@ -152,6 +152,13 @@ pub fn cleartext_errors(cfg: &LdapConfig) -> Vec<String> {
 }
 
 impl Ldap {
+    /// A new `directory.cache_ttl` (reload, SIGHUP) for the lookup and
+    /// domain caches.
+    pub fn set_cache_ttl(&self, ttl: Duration) {
+        self.inner.recipients.set_ttl(ttl);
+        self.inner.domains.set_ttl(ttl);
+    }
+
     /// Reads the settings; connects lazily, so msgd starts (and answers
     /// "try again later") while the directory is down.
     pub fn open(config: &Config) -> anyhow::Result<Ldap> {

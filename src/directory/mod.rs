@@ -222,6 +222,14 @@ impl Directory {
         &self.auth
     }
 
+    /// A new `directory.cache_ttl` from a reloaded configuration (the
+    /// LDAP lookup caches; the embedded directory has none).
+    pub fn set_cache_ttl(&self, ttl: std::time::Duration) {
+        if let Backend::Ldap(l) = &self.backend {
+            l.set_cache_ttl(ttl);
+        }
+    }
+
     /// Is this domain one we receive mail for?
     pub async fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {
         let domain = domain.to_ascii_lowercase();

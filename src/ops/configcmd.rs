@@ -582,18 +582,27 @@ fn diff(a: &Json, b: &Json, path: &mut Vec<String>, out: &mut Vec<String>) {
     }
 }
 
-/// The keys (and tables) of [`needs_restart`].
+/// The keys (and tables) of [`needs_restart`]. Not here, so applied by a
+/// reload (`roles::run`): `[limits]` (sessions read theirs from the new
+/// snapshot; the connection, login and memory limiters are updated in
+/// place), `log.level`, `directory.cache_ttl`, `auth.cache_ttl`.
 const AT_START: &[&str] = &[
     "server.data_dir",
     "server.shutdown_grace",
-    "log",
+    "log.format",
+    "log.dir",
     "listener",
     "store",
-    "directory",
-    "auth",
+    "directory.backend",
+    "directory.path",
+    "directory.ldap",
+    "auth.cache_size",
+    "auth.hash_threads",
+    "auth.argon2_m_cost",
+    "auth.argon2_t_cost",
+    "auth.argon2_p_cost",
     "queue",
     "dns",
-    "limits",
     "mta",
     "mmp",
     "http",
@@ -948,5 +957,18 @@ mod tests {
         assert!(!needs_restart("imap.max_literal"));
         assert!(!needs_restart("tls.cert"));
         assert!(!needs_restart("storex"));
+        // Applied in place by a reload.
+        for live in [
+            "limits.max_connections_per_ip",
+            "limits.max_login_failures_per_client",
+            "log.level",
+            "directory.cache_ttl",
+            "auth.cache_ttl",
+        ] {
+            assert!(!needs_restart(live), "{live}");
+        }
+        for later in ["log.format", "directory.ldap.urls", "auth.hash_threads"] {
+            assert!(needs_restart(later), "{later}");
+        }
     }
 }

@@ -12,11 +12,14 @@
 //! - SIGHUP (`ExecReload`) reloads: the config file is loaded again, the
 //!   TLS certificate and key are read again, and new sessions get the new
 //!   snapshot (each accepted connection takes the current one; running
-//!   sessions keep theirs). Keys read once at start (listeners, data_dir,
-//!   the store, the directory, ...: `ops::configcmd::needs_restart`) keep
-//!   their running values and are logged as waiting for a restart. A
-//!   config or certificate that does not load is logged and the running
-//!   one stays.
+//!   sessions keep theirs). The process-wide parts that can change safely
+//!   are updated in place (`apply_live`): the connection limits, the
+//!   failed-login limiter, the memory budget (`[limits]`), `log.level`,
+//!   the directory's and the credential cache's TTLs. Keys read once at
+//!   start (listeners, data_dir, the store, the directory's back end, ...:
+//!   `ops::configcmd::needs_restart`) keep their running values and are
+//!   logged as waiting for a restart. A config or certificate that does
+//!   not load is logged and the running one stays.
 //! - `STOPPING=1` on SIGTERM/SIGINT, before sessions drain.
 
 use std::path::PathBuf;
@@ -324,6 +327,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
             roles: roles.clone(),
             live,
             tls: services.tls.clone(),
+            services: services.clone(),
             serving,
         },
         shutdown.clone(),
@@ -410,6 +414,8 @@ struct Reloader {
     /// The snapshot new sessions take.
     live: Arc<RwLock<Arc<Config>>>,
     tls: Arc<Tls>,
+    /// The process-wide parts a reload updates in place (`apply_live`).
+    services: Services,
     /// The STATUS line while serving.
     serving: String,
 }
@@ -440,6 +446,10 @@ async fn reload_on_hangup(
             tokio::task::spawn_blocking(move || reload(r2.0.as_deref(), &r2.1, &r2.2, &r2.3))
                 .await
                 .unwrap_or(false);
+        if outcome {
+            let now = r.live.read().unwrap_or_else(|e| e.into_inner()).clone();
+            apply_live(&r.services, &now);
+        }
         let status = if outcome {
             r.serving.clone()
         } else {
@@ -495,6 +505,33 @@ fn reload(
     *live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
     info!(file = %file_name, applied = %now.join(", "), "configuration reloaded; new sessions use it");
     true
+}
+
+/// Puts the reloaded values that live in process-wide objects (rather than
+/// in each session's snapshot) into force: connection limits and write
+/// timeout for new connections, the failed-login limiter's numbers (the
+/// failures counted so far stay), the memory budget, `log.level`, the
+/// directory's and the credential cache's TTLs. Within the runtime (the
+/// budget may spawn a task to take back bytes in use).
+fn apply_live(services: &Services, c: &Config) {
+    services.conns.set_limits(&c.limits);
+    services
+        .logins
+        .set_limits(crate::loginlimit::Limits::from_config(&c.limits));
+    services.budget.set_limit(c.limits.max_bytes_in_flight);
+    services
+        .directory
+        .set_cache_ttl(Duration::from_secs(c.directory.cache_ttl));
+    services
+        .directory
+        .auth()
+        .cache
+        .set_ttl(Duration::from_secs(c.auth.cache_ttl));
+    match crate::logging::set_level(&c.log.level) {
+        Ok(_) => {}
+        // Checked by the loader already; kept as it was if it fails here.
+        Err(e) => warn!(error = %format!("{e:#}"), "reload: log.level not changed"),
+    }
 }
 
 async fn wait_for_signal() {
@@ -642,5 +679,52 @@ mod tests {
             .unwrap();
         rt.block_on(wrapped(Box::new(a), info, services.clone()));
         assert_eq!(*SEEN.lock().unwrap(), "new.example");
+    }
+
+    #[tokio::test]
+    async fn sighup_reload_applies_limits_and_ttls_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("msgd.toml");
+        let roles = vec![Role::Store];
+        write_config(&file, dir.path(), "h.example", "");
+        let start = crate::config::load(Some(&file), &roles).unwrap().config;
+        let services = crate::services::test_services(dir.path(), |c| *c = start.clone());
+        let tls = Tls::from_config(&start).unwrap();
+        let live = RwLock::new(Arc::new(start.clone()));
+        let start_limits = Arc::new(start.limits.clone());
+        let lease = services.budget.try_take(4096).unwrap();
+
+        write_config(
+            &file,
+            dir.path(),
+            "h.example",
+            "[limits]\nmax_connections_per_ip = 1\nmax_connections = 7\nwrite_timeout = 9\n\
+             max_login_failures_per_client = 2\nlogin_failure_window = 60\n\
+             max_bytes_in_flight = 104857600\nmax_bad_commands = 3\n\
+             [directory]\ncache_ttl = 5\n[auth]\ncache_ttl = 0\n[log]\nlevel = \"debug\"\n",
+        );
+        assert!(reload(Some(&file), &roles, &live, &tls));
+        let now = live.read().unwrap().clone();
+        // Read by each new session from its snapshot.
+        assert_eq!(now.limits.max_bad_commands, 3);
+        assert_eq!(now.log.level, "debug");
+        apply_live(&services, &now);
+        // The accept loops' limits.
+        let l = services.conns.limits_or(&start_limits);
+        assert_eq!(
+            (l.max_connections, l.max_connections_per_ip, l.write_timeout),
+            (7, 1, 9)
+        );
+        // The failed-login limiter.
+        let ll = services.logins.limits();
+        assert_eq!(ll.per_client, 2);
+        assert_eq!(ll.window, Duration::from_secs(60));
+        // The memory budget: the new limit, the lease in use still counted.
+        let limit = 100 << 20;
+        assert_eq!(services.budget.limit(), limit);
+        assert_eq!(services.budget.available(), limit - 4096);
+        drop(lease);
+        assert_eq!(services.budget.available(), limit);
+        assert!(services.budget.try_take(limit + 1).is_none());
     }
 }

@@ -171,6 +171,8 @@ impl Inner {
             journal::create_tables(&txn)?;
             journal::build_index(&txn)?;
             expire::create_tables(&txn)?;
+            // Deleted mailboxes whose folders a crash left in place.
+            expire::finish_deleted(&txn, now())?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -662,9 +664,9 @@ impl Inner {
             metadata::on_delete_mailbox(txn, id, &user)?;
             let bytes: u64 = uids.iter().map(|x| x.2).sum();
             add_usage(txn, &user, -(bytes as i64), -(uids.len() as i64))?;
-            batch
-                .rmdir_after
-                .push(files::mailbox_dir(&partition, &user, id));
+            let dir = files::mailbox_dir(&partition, &user, id);
+            expire::note_deleted(txn, id, &dir)?;
+            batch.aside_dirs_after.push(dir);
             // Sessions that had it selected learn it is gone.
             batch.notify.insert(id, rec.highestmodseq + 1);
             batch.users.insert(user.clone());

@@ -29,9 +29,73 @@ const EXPUNGE_FLOOR: TableDefinition<u64, u64> = TableDefinition::new("expunged_
 /// Most records removed by one writer job (keeps the writer responsive).
 const TRIM_CHUNK: usize = 5000;
 
+/// Deleted mailboxes whose folder may still be in its place: mailbox id ->
+/// the folder's path (bytes). Written in the transaction that deletes the
+/// mailbox; the writer moves the folder aside after the commit; the row
+/// goes at the next `finish_deleted` (store open, expire), which first
+/// moves aside a folder a crash left in place. So a kill -9 at any step
+/// loses nothing (the folder is in place or aside) and leaks nothing for
+/// good (a folder left in place is set aside and later purged).
+const DELETED_PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("deleted_pending");
+
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(EXPUNGE_FLOOR).map_err(ie)?;
+    txn.open_table(DELETED_PENDING).map_err(ie)?;
     Ok(())
+}
+
+/// Records, in the deleting transaction, that `dir` is to be set aside.
+pub(super) fn note_deleted(
+    txn: &WriteTransaction,
+    mailbox: MailboxId,
+    dir: &std::path::Path,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    txn.open_table(DELETED_PENDING)
+        .map_err(ie)?
+        .insert(mailbox, dir.as_os_str().as_bytes())
+        .map_err(ie)?;
+    Ok(())
+}
+
+/// Finishes the pending deletions: a folder still in place (the process
+/// died between the commit and the move) is set aside now, unless the
+/// index knows the mailbox again (a reconstruct brought it back); then
+/// the record goes. Returns how many folders it set aside.
+pub(super) fn finish_deleted(txn: &WriteTransaction, now: i64) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let rows: Vec<(u64, Vec<u8>)> = txn
+        .open_table(DELETED_PENDING)
+        .map_err(ie)?
+        .iter()
+        .map_err(ie)?
+        .filter_map(|i| i.ok().map(|(k, v)| (k.value(), v.value().to_vec())))
+        .collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+    let mut pending = txn.open_table(DELETED_PENDING).map_err(ie)?;
+    let mut n = 0;
+    for (id, raw) in rows {
+        let dir = PathBuf::from(std::ffi::OsStr::from_bytes(&raw));
+        if mboxes.get(id).map_err(ie)?.is_none() {
+            match files::set_aside_mailbox(&dir, now) {
+                Ok(to) => {
+                    tracing::info!(from = %dir.display(), to = %to.display(), "deleted mailbox's folder set aside");
+                    n += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // Kept: tried again at the next expire.
+                    tracing::warn!(path = %dir.display(), error = %e, "cannot set aside a deleted mailbox's folder");
+                    continue;
+                }
+            }
+        }
+        pending.remove(id).map_err(ie)?;
+    }
+    Ok(n)
 }
 
 /// Raises a mailbox's floor to `floor`.
@@ -331,6 +395,9 @@ impl Inner {
         grace: u64,
     ) -> Result<(u64, u64)> {
         let folder = self.partition_path(partition)?;
+        // Deleted mailboxes' folders a crash left in place go aside first.
+        self.submit(move |txn, _batch| finish_deleted(txn, now))
+            .await?;
         let f = folder.clone();
         let purged = tokio::task::spawn_blocking(move || files::purge_expunged(&f, now, grace))
             .await
@@ -533,5 +600,106 @@ mod tests {
         assert_eq!(c.expunged, vec![1, 2, 3, 4]);
         let c = s.changes(id, 1).await.unwrap();
         assert_eq!(c.expunged, vec![1, 2, 3, 4]);
+    }
+
+    fn reopen(cfg: &crate::config::Config) -> Store {
+        // The old writer thread lets go of the database shortly after its
+        // Store is dropped.
+        for _ in 0..100 {
+            if let Ok(s) = Store::open(cfg) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Store::open(cfg).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_deleted_mailbox_is_set_aside_whole_and_purged_after_the_grace() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = test_config(d.path());
+        let s = Store::open(&cfg).unwrap();
+        let q = Quota::default();
+        s.create_mailbox("a@x", "Work", None).await.unwrap();
+        let mut work = 0;
+        for i in 0..3 {
+            work = s
+                .append("a@x", "Work", msg(i, &[]), q)
+                .await
+                .unwrap()
+                .mailbox;
+        }
+        let file = s.message_path(work, 1).unwrap();
+        let folder = file.parent().unwrap().to_path_buf();
+        let (_, partition) = s.partition_folders().into_iter().next().unwrap();
+        s.delete_mailbox("a@x", "Work").await.unwrap();
+        // Gone from the user's folder, kept whole aside: record file and
+        // every message, as they were (an operator can move it back and
+        // reconstruct).
+        assert!(!folder.exists());
+        let aside = files::list_deleted(&partition).unwrap();
+        assert_eq!(aside.len(), 1);
+        let (kept, _) = &aside[0];
+        assert!(kept.join("1.msg").is_file() && kept.join("3.msg").is_file());
+        let rec = files::read_mailbox_file(kept).unwrap();
+        assert_eq!((rec.user.as_str(), rec.name.as_str()), ("a@x", "Work"));
+
+        // A kill -9 between the commit and the move: the folder is still in
+        // its place. The pending record makes the next open set it aside.
+        std::fs::rename(kept, &folder).unwrap();
+        drop(s);
+        let s = reopen(&cfg);
+        assert!(!folder.exists(), "set aside at open");
+        assert_eq!(files::list_deleted(&partition).unwrap().len(), 1);
+        // Within the grace, expire leaves it.
+        let now = chrono::Utc::now().timestamp();
+        s.purge_expunged("primary", now, 3600).await.unwrap();
+        assert_eq!(
+            files::list_deleted(&partition).unwrap().len(),
+            1,
+            "within the grace"
+        );
+
+        // After the grace, expire's purge removes it.
+        let (n, bytes) = s.purge_expunged("primary", now + 3601, 3600).await.unwrap();
+        assert_eq!(n, 3);
+        assert!(bytes > 0);
+        assert!(files::list_deleted(&partition).unwrap().is_empty());
+        // The mailbox can be made again, with a new folder.
+        s.create_mailbox("a@x", "Work", None).await.unwrap();
+        s.append("a@x", "Work", msg(9, &[]), q).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_pending_deletion_never_moves_a_mailbox_the_index_knows_again() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = test_config(d.path());
+        let s = Store::open(&cfg).unwrap();
+        let q = Quota::default();
+        let inbox = s
+            .append("a@x", "INBOX", msg(1, &[]), q)
+            .await
+            .unwrap()
+            .mailbox;
+        let folder = s
+            .message_path(inbox, 1)
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        // A stale pending record naming a live mailbox (e.g. one a
+        // reconstruct brought back): dropped, the folder stays.
+        let dir = folder.clone();
+        s.inner
+            .submit(move |txn, _| note_deleted(txn, inbox, &dir))
+            .await
+            .unwrap();
+        s.purge_expunged("primary", chrono::Utc::now().timestamp(), 0)
+            .await
+            .unwrap();
+        assert!(folder.join("1.msg").is_file());
+        drop(s);
+        let s = reopen(&cfg);
+        assert_eq!(s.snapshot("a@x", "INBOX").await.unwrap().messages.len(), 1);
     }
 }

@@ -197,6 +197,74 @@ pub fn set_aside(path: &Path, now: i64) -> io::Result<()> {
     }
 }
 
+/// Suffix of a deleted mailbox's folder set aside whole in
+/// `<partition>/expunged/<day>/<unix secs>.<counter>.<xx>.<user folder>.<mailbox id>.mailbox`
+/// (its record file and message files inside, as they were).
+pub const DELETED_SUFFIX: &str = ".mailbox";
+
+/// Moves the folder of a deleted mailbox (`<partition>/<xx>/<user>/<id>`)
+/// whole into `<partition>/expunged/<unix day>/`, to be purged with the
+/// expunged files after the grace period. One rename, so a crash leaves
+/// the folder either in place or aside, never half moved. Both parent
+/// folders are fsynced before it returns. Returns where it went; `NotFound`
+/// when the folder is not there (already aside, or never had a message).
+pub fn set_aside_mailbox(dir: &Path, now: i64) -> io::Result<PathBuf> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidInput, "not a mailbox folder");
+    let udir = dir.parent().ok_or_else(bad)?;
+    let hash = udir.parent().ok_or_else(bad)?;
+    let partition = hash.parent().ok_or_else(bad)?;
+    fn name(p: &Path) -> io::Result<&str> {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a mailbox folder"))
+    }
+    fs::symlink_metadata(dir)?;
+    let day = partition
+        .join(EXPUNGED_DIR)
+        .join(now.div_euclid(86400).to_string());
+    crate::fsutil::create_private_dir_all(&day)?;
+    let dest = day.join(format!(
+        "{now}.{}.{}.{}.{}{DELETED_SUFFIX}",
+        ASIDE_COUNTER.fetch_add(1, Ordering::Relaxed),
+        name(hash)?,
+        name(udir)?,
+        name(dir)?
+    ));
+    fs::rename(dir, &dest)?;
+    crate::fsutil::sync_dir(&day)?;
+    crate::fsutil::sync_dir(udir)?;
+    Ok(dest)
+}
+
+/// Deleted mailboxes' folders set aside in a partition: (path, time set
+/// aside).
+pub fn list_deleted(partition: &Path) -> io::Result<Vec<(PathBuf, i64)>> {
+    let root = partition.join(EXPUNGED_DIR);
+    let days = match fs::read_dir(&root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for day in days.flatten() {
+        if !day.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for f in fs::read_dir(day.path())?.flatten() {
+            let Some(name) = f.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !name.ends_with(DELETED_SUFFIX) || !f.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if let Some(time) = name.split('.').next().and_then(|t| t.parse().ok()) {
+                out.push((f.path(), time));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Set-aside files of a partition: (path, origin), unparseable names
 /// skipped.
 pub fn list_aside(partition: &Path) -> io::Result<Vec<(PathBuf, Aside)>> {
@@ -225,12 +293,16 @@ pub fn list_aside(partition: &Path) -> io::Result<Vec<(PathBuf, Aside)>> {
 pub struct Purged {
     pub files: u64,
     pub bytes: u64,
+    /// Folders of deleted mailboxes removed (their files are counted in
+    /// `files` and `bytes`).
+    pub mailboxes: u64,
     /// Per mailbox folder (below the partition): the highest UID purged.
     pub max_uids: std::collections::BTreeMap<PathBuf, Uid>,
 }
 
-/// Removes set-aside expunged files older than `grace` seconds (by the
-/// time in their names), and day folders left empty.
+/// Removes set-aside expunged files and deleted mailboxes' folders older
+/// than `grace` seconds (by the time in their names), and day folders left
+/// empty.
 pub fn purge_expunged(partition: &Path, now: i64, grace: u64) -> io::Result<Purged> {
     let mut out = Purged::default();
     let cutoff = now.saturating_sub(i64::try_from(grace).unwrap_or(i64::MAX));
@@ -244,6 +316,23 @@ pub fn purge_expunged(partition: &Path, now: i64, grace: u64) -> io::Result<Purg
             out.bytes += len;
             let m = out.max_uids.entry(a.mailbox_dir).or_insert(0);
             *m = (*m).max(a.uid);
+        }
+    }
+    for (path, time) in list_deleted(partition)? {
+        if time > cutoff {
+            continue;
+        }
+        let (mut n, mut len) = (0, 0);
+        for f in fs::read_dir(&path)?.flatten() {
+            if f.file_name().to_str().is_some_and(|n| n.ends_with(".msg")) {
+                n += 1;
+                len += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        if fs::remove_dir_all(&path).is_ok() {
+            out.files += n;
+            out.bytes += len;
+            out.mailboxes += 1;
         }
     }
     if let Ok(days) = fs::read_dir(partition.join(EXPUNGED_DIR)) {

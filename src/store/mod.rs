@@ -450,8 +450,21 @@ impl Store {
 
     /// Creates the user's default mailboxes if the user is new. `partition`
     /// is the directory's mailMessageStore (None: the default partition).
+    /// Refused (`Moving`) for a held user, like every client mutation.
     pub async fn ensure_user(&self, user: &str, partition: Option<&str>) -> Result<()> {
+        let _pass = self.pass(user).await?;
         self.inner.ensure_user(user, partition).await
+    }
+
+    /// `pass_mailbox` for cache writes: None when the owner is held, and
+    /// the write is skipped (a cache is rebuilt on need; the client's read
+    /// that wanted to fill it is still answered).
+    async fn pass_cache(&self, mailbox: MailboxId) -> Result<Option<Pass<'_>>> {
+        match self.pass_mailbox(mailbox).await {
+            Ok(p) => Ok(Some(p)),
+            Err(StoreError::Moving) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Appends one message to a mailbox (delivery or IMAP APPEND). Returns
@@ -562,8 +575,14 @@ impl Store {
     /// Claims the \Recent messages of a mailbox for one session: returns the
     /// first UID that is recent for the caller; every UID from there up to
     /// the current UIDNEXT is the caller's alone.
+    ///
+    /// For a held owner nothing is claimed (nothing is written): the
+    /// caller sees no message as \Recent.
     pub async fn claim_recent(&self, mailbox: MailboxId) -> Result<Uid> {
-        self.inner.claim_recent(mailbox).await
+        match self.pass_cache(mailbox).await? {
+            Some(_pass) => self.inner.claim_recent(mailbox).await,
+            None => Ok(self.inner.mailbox_info(mailbox).await?.uidnext),
+        }
     }
 
     /// What changed since `modseq` (new messages, flag changes, expunges).
@@ -766,7 +785,11 @@ impl Store {
     }
 
     /// Caches PREVIEW texts; dropped with the message like its summary.
+    /// Skipped for a held owner.
     pub async fn put_previews(&self, mailbox: MailboxId, items: Vec<(Uid, String)>) -> Result<()> {
+        let Some(_pass) = self.pass_cache(mailbox).await? else {
+            return Ok(());
+        };
         self.inner.put_previews(mailbox, items).await
     }
 
@@ -803,6 +826,10 @@ impl Store {
         mailbox: MailboxId,
         items: Vec<(Uid, Vec<u8>)>,
     ) -> Result<()> {
+        // Skipped for a held owner.
+        let Some(_pass) = self.pass_cache(mailbox).await? else {
+            return Ok(());
+        };
         self.inner.put_summaries(mailbox, items).await
     }
 

@@ -366,4 +366,65 @@ mod tests {
         st.moving().abort(u).unwrap();
         st.create_mailbox(u, "New", None).await.unwrap();
     }
+
+    #[tokio::test]
+    async fn a_held_users_cache_writes_are_skipped_and_ensure_user_refused() {
+        use crate::store::{NewMessage, Quota, StoreError};
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::services::test_services(dir.path(), |_| {});
+        let st = s.store().clone();
+        let u = "held@x";
+        let p = st
+            .append(
+                u,
+                "INBOX",
+                NewMessage {
+                    data: std::sync::Arc::new(b"Subject: s\r\n\r\nhi\r\n".to_vec()),
+                    flags: Default::default(),
+                    internal_date: None,
+                },
+                Quota::default(),
+            )
+            .await
+            .unwrap();
+        let uidnext = st.mailbox_info(p.mailbox).await.unwrap().uidnext;
+        st.moving().begin(u, "s2").await.unwrap();
+        // Cache writes: answered Ok, nothing written.
+        st.put_previews(p.mailbox, vec![(p.uid, "pv".into())])
+            .await
+            .unwrap();
+        st.put_summaries(p.mailbox, vec![(p.uid, b"sum".to_vec())])
+            .await
+            .unwrap();
+        assert_eq!(
+            st.previews(p.mailbox, vec![p.uid]).await.unwrap(),
+            vec![None]
+        );
+        assert_eq!(
+            st.summaries(p.mailbox, vec![p.uid]).await.unwrap(),
+            vec![None]
+        );
+        // \Recent: nothing claimed, so a later session still gets the
+        // message as recent (on the target, after the move: its copy).
+        assert_eq!(st.claim_recent(p.mailbox).await.unwrap(), uidnext);
+        // ensure_user: refused like every mutation (a new held user is
+        // never created here).
+        let r = st.ensure_user("held@x", None).await;
+        assert!(matches!(r, Err(StoreError::Moving)), "{r:?}");
+        st.moving().begin("new@x", "s2").await.unwrap();
+        let r = st.ensure_user("new@x", None).await;
+        assert!(matches!(r, Err(StoreError::Moving)), "{r:?}");
+        assert!(st.users().await.unwrap().iter().all(|x| x != "new@x"));
+        // The move's own handle passes; after the hold, caches fill again.
+        st.for_move().ensure_user("new@x", None).await.unwrap();
+        st.moving().abort(u).unwrap();
+        st.put_previews(p.mailbox, vec![(p.uid, "pv".into())])
+            .await
+            .unwrap();
+        assert_eq!(
+            st.previews(p.mailbox, vec![p.uid]).await.unwrap(),
+            vec![Some("pv".to_string())]
+        );
+        assert_eq!(st.claim_recent(p.mailbox).await.unwrap(), p.uid);
+    }
 }

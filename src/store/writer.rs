@@ -35,8 +35,12 @@ pub struct Batch {
     /// aside to `<partition>/expunged/<day>/` and purged after the grace
     /// period (`store.expire.purge_after`, `expire.rs`).
     pub unlink_after: Vec<PathBuf>,
-    /// Folders to delete once the commit is durable (deleted mailboxes).
-    pub rmdir_after: Vec<PathBuf>,
+    /// Folders of deleted mailboxes: once the commit is durable they are
+    /// moved whole to `<partition>/expunged/<day>/` (`files::set_aside_mailbox`)
+    /// and purged with the expunged files after the grace period. The job
+    /// also recorded each one as pending in the index (`expire::note_deleted`),
+    /// so a crash before the move is finished at the next open or expire.
+    pub aside_dirs_after: Vec<PathBuf>,
     /// Mailboxes changed, with their new HIGHESTMODSEQ, for the watchers.
     pub notify: HashMap<MailboxId, ModSeq>,
     /// Users whose mailboxes changed (counters, names, subscriptions), for
@@ -128,8 +132,12 @@ pub fn run(
                         }
                     }
                 }
-                for d in &batch.rmdir_after {
-                    let _ = fs::remove_dir_all(d);
+                for d in &batch.aside_dirs_after {
+                    if let Err(e) = super::files::set_aside_mailbox(d, now) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(path = %d.display(), error = %e, "cannot set aside a deleted mailbox's folder; the next expire does");
+                        }
+                    }
                 }
                 notify(&batch.notify, &batch.users);
             }

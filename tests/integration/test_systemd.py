@@ -356,3 +356,70 @@ def test_sighup_reloads_config_and_certificate_without_dropping_sessions(msgd_fa
     secure.logout()
     inst.stop()
     assert wait_until(lambda: "STOPPING=1" in notify.seen + notify.drain(0.2), 5)
+
+
+def greeting(port: int) -> bytes:
+    """The first line a new IMAP connection gets (b"" if closed at once)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        f = s.makefile("rb")
+        return f.readline()
+
+
+def test_sighup_applies_limits_and_log_level_to_new_sessions(msgd_factory, notify):
+    inst = msgd_factory(users=USERS, start=False)
+    proc = start_notified(inst, notify)
+    notify.wait_for("READY=1", proc, 30, inst.log)
+    user = USERS[0]
+    port = inst.ports["imap"]
+    # Two sessions open before the reload, under the default limits.
+    first = inst.imap(user)
+    second = inst.imap(user)
+    assert greeting(port).startswith(b"* OK")
+
+    # Connection limiter, session limit and log level, changed on disk.
+    for key, value in (("limits.max_connections_per_ip", "2"), ("limits.max_bad_commands", "1"),
+                       ("log.level", "debug")):
+        r = inst.cli("config", "set", key, value)
+        assert r.returncode == 0, r.stderr
+    got = hup_and_wait(inst, notify, proc)
+    assert any(line.startswith("STATUS=serving") for line in got), got
+    log_mark = len(inst.stderr_path.read_text(errors="replace"))
+    log = inst.log()
+    assert "limits.max_connections_per_ip" in log and "log.level" in log
+    reload_lines = [line for line in log.splitlines() if "next restart" in line]
+    assert not any("limits" in line or "log.level" in line for line in reload_lines), reload_lines
+
+    # The two sessions from before stay; a third connection from the same
+    # client is refused by the new per-client limit.
+    assert first.noop()[0] == "OK" and second.noop()[0] == "OK"
+    assert greeting(port) == b"* BYE Too many connections\r\n"
+    second.logout()
+    # One slot free again: a new session, which gets the new
+    # max_bad_commands (one bad command ends it), while the old session
+    # keeps its own snapshot (several bad commands tolerated).
+    # (the slot is free once the server has closed the logged-out session)
+    def connected():
+        c = socket.create_connection(("127.0.0.1", port), timeout=20)
+        r = c.makefile("rb")
+        if r.readline().startswith(b"* OK"):
+            return c, r
+        c.close()
+        return None
+    got_in = wait_until(connected, 10, 0.05)
+    assert got_in, "no slot after a logout"
+    fresh, f = got_in
+    fresh.sendall(b"a1 FROBNICATE\r\n")
+    lines = [f.readline() for _ in range(2)]
+    assert any(b"BAD" in line for line in lines), lines
+    assert any(line.startswith(b"* BYE") for line in lines) or f.readline() == b"", lines
+    fresh.close()
+    raw = first.socket()
+    for i in range(3):
+        raw.sendall(f"x{i} FROBNICATE\r\n".encode())
+        assert b"BAD" in first.readline()
+    assert first.noop()[0] == "OK"
+    first.logout()
+    # log.level = debug is in force: the commands of sessions after the
+    # reload are logged at debug level.
+    after = inst.stderr_path.read_text(errors="replace")[log_mark:]
+    assert any("DEBUG" in line and "command" in line for line in after.splitlines()), after[-3000:]
