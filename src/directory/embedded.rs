@@ -16,7 +16,9 @@ use anyhow::Context;
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
-use super::{canonical_address, domain_of, password, Account, AuthResult, DirError, Recipient};
+use super::{
+    canonical_address, domain_of, password, Account, AuthResult, DirError, EntryStatus, Recipient,
+};
 
 /// How often the server looks at the file for changes.
 const RECHECK: Duration = Duration::from_millis(500);
@@ -211,27 +213,65 @@ impl Embedded {
             .collect())
     }
 
+    /// `domain` is lowercase. Deleted domains are not local.
     pub fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {
-        Ok(self.data()?.domains.iter().any(|d| d == domain))
+        Ok(matches!(
+            self.domain_status(domain)?,
+            Some(EntryStatus::Active | EntryStatus::Inactive)
+        ))
+    }
+
+    /// The status of a domain of the file (`domain_info`, default
+    /// active); None: not one of `domains`.
+    pub fn domain_status(&self, domain: &str) -> Result<Option<EntryStatus>, DirError> {
+        let d = self.data()?;
+        if !d.domains.iter().any(|x| x == domain) {
+            return Ok(None);
+        }
+        Ok(Some(
+            d.domain_info
+                .get(domain)
+                .map(|i| i.status)
+                .unwrap_or_default(),
+        ))
     }
 
     pub fn lookup(&self, address: &str) -> Result<Option<Recipient>, DirError> {
         let d = self.data()?;
         if let Some(u) = d.users.get(address) {
-            return Ok(Some(Recipient::User(u.account.clone())));
+            return Ok(Some(Recipient::User(account_of(u))));
         }
         if let Some(u) = d
             .users
             .values()
             .find(|u| u.account.aliases.iter().any(|a| a == address))
         {
-            return Ok(Some(Recipient::User(u.account.clone())));
+            return Ok(Some(Recipient::User(account_of(u))));
         }
-        if let Some(t) = d.aliases.get(address) {
+        // A group by its address or one of its other addresses.
+        let group = d.aliases.get_key_value(address).or_else(|| {
+            d.groups
+                .iter()
+                .find(|(_, g)| g.aliases.iter().any(|a| a == address))
+                .and_then(|(k, _)| d.aliases.get_key_value(k))
+        });
+        if let Some((name, t)) = group {
+            let info = d.groups.get(name).cloned().unwrap_or_default();
             return Ok(Some(Recipient::List(super::List {
                 members: t.clone(),
-                errors_to: d.errors_to.get(address).cloned(),
-                ..Default::default()
+                errors_to: d.errors_to.get(name).cloned(),
+                status: info.status,
+                allowed_broadcasters: info
+                    .allowed_broadcasters
+                    .iter()
+                    .filter_map(|b| super::broadcaster_address(b))
+                    .collect(),
+                allowed_domains: info
+                    .allowed_domains
+                    .iter()
+                    .map(|x| x.trim().to_ascii_lowercase())
+                    .filter(|x| !x.is_empty())
+                    .collect(),
             })));
         }
         Ok(None)
@@ -243,7 +283,7 @@ impl Embedded {
         let d = self.data()?;
         if let Some(u) = d.users.get(login) {
             return Ok(LoginEntry::User {
-                account: u.account.clone(),
+                account: account_of(u),
                 stored: u.password.as_str().into(),
             });
         }
@@ -277,6 +317,16 @@ impl Embedded {
             }
         })
     }
+}
+
+/// A user's account as msgd uses it: a user marked deleted is never
+/// active, whatever `active` says in the file.
+fn account_of(u: &User) -> Account {
+    let mut a = u.account.clone();
+    if a.deleted {
+        a.active = false;
+    }
+    a
 }
 
 /// A login as the embedded directory sees it.

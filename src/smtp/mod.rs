@@ -250,7 +250,8 @@ async fn run(
             Event::Resolve(address) => {
                 let _metrics = crate::metrics::latency(info.protocol.name());
                 let verdict = if delivery.available() {
-                    resolve::resolve(&services.directory, policy, &address).await
+                    resolve::resolve_from(&services.directory, policy, session.sender(), &address)
+                        .await
                 } else {
                     Verdict::Unavailable
                 };
