@@ -43,6 +43,8 @@ pub mod trace;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_schema;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -765,7 +765,10 @@ async fn sun_schema_user_attributes_msg_quota_preferred_host_routing_deleted() {
     assert!(!dave.deleted && !dave.active);
     // mailRoutingAddress, lowercase.
     let r = user(l.lookup("sch-routed@example.test").await.unwrap());
-    assert_eq!(r.routing_address.as_deref(), Some("sch-target@example.test"));
+    assert_eq!(
+        r.routing_address.as_deref(),
+        Some("sch-target@example.test")
+    );
     // Not read when its attribute name is configured empty.
     let mut c = config(&[&s.url]);
     c.directory.ldap.attributes.msg_quota = String::new();
@@ -815,7 +818,10 @@ async fn sun_schema_group_status_and_allowed_broadcasters() {
     assert_eq!(closed.status, EntryStatus::Inactive);
     let removed = the_list(l.lookup("sch-removed@example.test").await.unwrap());
     assert_eq!(removed.status, EntryStatus::Deleted);
-    assert!(removed.members.is_empty(), "a deleted group is not expanded");
+    assert!(
+        removed.members.is_empty(),
+        "a deleted group is not expanded"
+    );
     let staff = the_list(l.lookup("staff@example.test").await.unwrap());
     assert_eq!(staff.status, EntryStatus::Active);
     assert!(staff.allows_sender("anyone@anywhere.test") && staff.allows_sender(""));
