@@ -515,6 +515,80 @@ mod tests {
     }
 
     #[test]
+    fn sun_schema_fields_are_read_from_the_file() {
+        use crate::directory::List;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("directory.json");
+        edit(&path, |data| {
+            add_user(data, "a@x.test", "pw", None, true)?;
+            let a = &mut data.users.get_mut("a@x.test").unwrap().account;
+            a.msg_quota = Some(7);
+            a.deleted = true;
+            a.routing_address = Some("b@x.test".into());
+            a.preferred_host = Some("store9".into());
+            data.aliases
+                .insert("g@x.test".into(), vec!["a@x.test".into()]);
+            data.groups.insert(
+                "g@x.test".into(),
+                GroupInfo {
+                    status: EntryStatus::Inactive,
+                    allowed_broadcasters: vec![
+                        "MAILTO:Boss@X.test".into(),
+                        "not an address".into(),
+                    ],
+                    allowed_domains: vec![" Y.test ".into()],
+                    aliases: vec!["g2@x.test".into()],
+                    name: None,
+                },
+            );
+            data.domains.push("off.test".into());
+            data.domain_info.insert(
+                "off.test".into(),
+                DomainInfo {
+                    status: EntryStatus::Deleted,
+                    ..DomainInfo::default()
+                },
+            );
+            Ok(())
+        })
+        .unwrap();
+        let e = Embedded::open(path).unwrap();
+        let Some(Recipient::User(a)) = e.lookup("a@x.test").unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.msg_quota, Some(7));
+        assert_eq!(a.routing_address.as_deref(), Some("b@x.test"));
+        assert_eq!(a.preferred_host.as_deref(), Some("store9"));
+        assert!(a.deleted && !a.active, "deleted is never active");
+        assert_eq!(
+            e.authenticate("a@x.test", "pw").unwrap(),
+            AuthResult::Inactive
+        );
+        let want = List {
+            members: vec!["a@x.test".into()],
+            errors_to: None,
+            status: EntryStatus::Inactive,
+            allowed_broadcasters: vec!["boss@x.test".into()],
+            allowed_domains: vec!["y.test".into()],
+        };
+        assert_eq!(
+            e.lookup("g@x.test").unwrap(),
+            Some(Recipient::List(want.clone()))
+        );
+        assert_eq!(e.lookup("g2@x.test").unwrap(), Some(Recipient::List(want)));
+        assert_eq!(
+            e.domain_status("x.test").unwrap(),
+            Some(EntryStatus::Active)
+        );
+        assert_eq!(
+            e.domain_status("off.test").unwrap(),
+            Some(EntryStatus::Deleted)
+        );
+        assert_eq!(e.domain_status("none.test").unwrap(), None);
+        assert!(!e.is_local_domain("off.test").unwrap());
+    }
+
+    #[test]
     fn add_user_refuses_non_addresses_and_duplicates() {
         let mut data = Data::default();
         assert!(add_user(&mut data, "nodomain", "pw", None, true).is_err());

@@ -472,7 +472,7 @@ impl List {
         if sender.is_empty() {
             return false;
         }
-        self.allowed_broadcasters.iter().any(|b| *b == sender)
+        self.allowed_broadcasters.contains(&sender)
             || domain_of(&sender).is_some_and(|d| self.allowed_domains.iter().any(|x| x == d))
     }
 }
