@@ -5,6 +5,12 @@
 //! has already expanded; only a known, active user is accepted.
 //!
 //! A directory that cannot answer is a temporary failure, never "unknown".
+//!
+//! The Sun schema's statuses and routing are honoured here
+//! (docs/directory.md): deleted users per `provision.deleted_mail`,
+//! inactive groups and domains deferred (450 4.2.1), deleted ones unknown,
+//! lists restricted to some posters checked against the envelope sender
+//! (550 5.7.1), `mailRoutingAddress` followed like a forward.
 
 use std::collections::{HashMap, HashSet};
 
