@@ -258,6 +258,8 @@ impl Embedded {
         if let Some((name, t)) = group {
             let info = d.groups.get(name).cloned().unwrap_or_default();
             return Ok(Some(Recipient::List(super::List {
+                posting_restricted: !info.allowed_broadcasters.is_empty()
+                    || !info.allowed_domains.is_empty(),
                 members: t.clone(),
                 errors_to: d.errors_to.get(name).cloned(),
                 status: info.status,
@@ -570,6 +572,7 @@ mod tests {
             status: EntryStatus::Inactive,
             allowed_broadcasters: vec!["boss@x.test".into()],
             allowed_domains: vec!["y.test".into()],
+            posting_restricted: true,
         };
         assert_eq!(
             e.lookup("g@x.test").unwrap(),

@@ -345,6 +345,11 @@ impl Ldap {
             let a = &me.cfg.attributes;
             let errors_to = errors_to(&entry, &a.group_errors_to);
             let status = status_of(&entry, std::slice::from_ref(&a.group_status));
+            let posting_restricted = [&a.group_allowed_broadcaster, &a.group_allowed_domain]
+                .iter()
+                .any(|attr| {
+                    !attr.is_empty() && entry.values(attr).iter().any(|v| !v.trim().is_empty())
+                });
             let allowed_broadcasters = self.broadcasters(&entry).await?;
             let allowed_domains = if a.group_allowed_domain.is_empty() {
                 Vec::new()
@@ -368,6 +373,7 @@ impl Ldap {
                 status,
                 allowed_broadcasters,
                 allowed_domains,
+                posting_restricted,
             })));
         }
         match self.account(&entry) {
@@ -850,17 +856,20 @@ impl Ldap {
                 (v.to_string(), Scope::Base, "(objectClass=*)".to_string())
             };
             let limit = cfg.group_max_members.min(i32::MAX as usize) as i32;
+            // The URL's filter is the directory's own data and goes to the
+            // server as written. A missing entry names nobody; a failed
+            // search defers the list's mail (fail closed, retried) rather
+            // than letting a sender through or refusing one for good.
             let entries = match self
                 .search(&base, scope, &filter, &self.inner.read_attrs, limit)
                 .await
             {
                 Ok(e) => e,
-                // A bad URL filter or a missing base names nobody.
-                Err(e) if scope != Scope::Base => {
-                    tracing::warn!(group = %group.dn, value = v, error = %e, "broadcaster URL search failed; ignored");
-                    continue;
+                Err(e) => {
+                    tracing::error!(group = %group.dn, value = v, error = %e,
+                        "allowed broadcaster could not be resolved; the list's mail is deferred");
+                    return Err(e);
                 }
-                Err(e) => return Err(e),
             };
             for m in entries {
                 if self.is_group(&m) {

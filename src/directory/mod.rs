@@ -152,6 +152,10 @@ pub struct List {
     pub allowed_broadcasters: Vec<String>,
     /// mgrpAllowedDomain: senders in these domains (lowercase) may post.
     pub allowed_domains: Vec<String>,
+    /// The entry names allowed broadcasters or domains, whatever they
+    /// resolved to: a restriction whose DNs or URLs name nobody lets
+    /// nobody post (never everybody).
+    pub posting_restricted: bool,
 }
 
 impl List {
@@ -465,7 +469,10 @@ impl List {
     /// A list without allowed broadcasters or domains takes anyone; a
     /// restricted one refuses the null sender.
     pub fn allows_sender(&self, sender: &str) -> bool {
-        if self.allowed_broadcasters.is_empty() && self.allowed_domains.is_empty() {
+        if !self.posting_restricted
+            && self.allowed_broadcasters.is_empty()
+            && self.allowed_domains.is_empty()
+        {
             return true;
         }
         let sender = canonical_address(sender);

@@ -80,6 +80,17 @@ fn services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> Services {
                 },
             );
         }
+        d.aliases.insert(
+            "nobody@example.test".into(),
+            vec!["target@example.test".into()],
+        );
+        d.groups.insert(
+            "nobody@example.test".into(),
+            GroupInfo {
+                allowed_broadcasters: vec!["not an address".into()],
+                ..GroupInfo::default()
+            },
+        );
         let m = d.groups.get_mut("mod@example.test").unwrap();
         m.allowed_broadcasters = vec![
             "alice@example.test".into(),
@@ -217,6 +228,11 @@ async fn allowed_broadcasters_and_domains_decide_who_posts_550_5_7_1() {
     // The list's other address is the same list.
     assert_eq!(
         resolve_from(d, &p, Some("bob@example.test"), "moderated@example.test").await,
+        Verdict::NotAllowed
+    );
+    // A restriction that names no valid address lets nobody post.
+    assert_eq!(
+        resolve_from(d, &p, Some("alice@example.test"), "nobody@example.test").await,
         Verdict::NotAllowed
     );
     // Unrestricted lists take anyone, the null sender too.

@@ -142,6 +142,9 @@ def test_allowed_broadcasters_by_address_url_dn_ldap_url_and_domain(nodes):
         assert code == want, (sender, r)
         if want == 550:
             assert text.startswith("5.7.1"), (sender, text)
+    # A restriction whose only DN does not exist lets nobody post.
+    r = rcpt_replies(one, "alice@example.test", ["sch-nobody@example.test"])
+    assert r["sch-nobody@example.test"][0] == 550, r
     # An unrestricted list still takes the null sender.
     assert rcpt_replies(one, "", ["staff@example.test"])["staff@example.test"][0] == 250
 

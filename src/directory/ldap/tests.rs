@@ -856,6 +856,11 @@ async fn sun_schema_group_status_and_allowed_broadcasters() {
     for refused in ["bob@example.test", "x@sub.trusted.test", ""] {
         assert!(!m.allows_sender(refused), "{refused:?}");
     }
+    // A restriction naming nobody who exists lets nobody post.
+    let n = the_list(l.lookup("sch-nobody@example.test").await.unwrap());
+    assert!(n.posting_restricted && n.allowed_broadcasters.is_empty());
+    assert!(!n.allows_sender("alice@example.test"));
+    assert!(!staff.posting_restricted);
 }
 
 #[tokio::test]
