@@ -47,7 +47,7 @@ pub async fn deliver(
         let store = store.clone();
         let t = (*t).clone();
         let data = data.clone();
-        let quota = super::quota(t.quota, &config.store);
+        let quota = super::account_quota(t.quota, t.msg_quota, &config.store);
         let store_cfg = config.store.clone();
         set.spawn(async move {
             let r = async {

@@ -137,6 +137,9 @@ pub struct Target {
     /// The directory's storage quota in bytes (None: the store default,
     /// see `quota`).
     pub quota: Option<u64>,
+    /// The directory's message-count quota (mailMsgQuota; None: the store
+    /// default, see `account_quota`).
+    pub msg_quota: Option<u64>,
     /// The directory's mailHost: the store that holds the mailbox (None:
     /// this process's store).
     pub mail_host: Option<String>,
@@ -164,6 +167,7 @@ impl Target {
             address,
             partition: None,
             quota: None,
+            msg_quota: None,
             mail_host: None,
             remote: false,
             notify: None,
@@ -246,6 +250,18 @@ pub fn quota(directory_quota: Option<u64>, store: &StoreConfig) -> Quota {
     Quota {
         storage: directory_quota.or(nonzero(store.default_quota)),
         messages: nonzero(store.default_message_quota),
+    }
+}
+
+/// The effective quota of an account with both of the directory's
+/// limits: bytes (mailQuota) and messages (mailMsgQuota), each else the
+/// store's default. The one rule for deliveries, APPEND, COPY/MOVE and
+/// GETQUOTA.
+pub fn account_quota(storage: Option<u64>, messages: Option<u64>, store: &StoreConfig) -> Quota {
+    let q = quota(storage, store);
+    Quota {
+        messages: messages.or(q.messages),
+        ..q
     }
 }
 

@@ -119,9 +119,17 @@ impl Router {
         let domain = crate::directory::domain_of(addr)
             .unwrap_or("")
             .to_lowercase();
-        match self.directory.is_local_domain(&domain).await {
-            Ok(false) => return Ok(with_dsn(Target::remote(addr.clone()))),
-            Ok(true) => {}
+        match self.directory.domain_status(&domain).await {
+            Ok(None | Some(crate::directory::EntryStatus::Deleted)) => {
+                return Ok(with_dsn(Target::remote(addr.clone())))
+            }
+            // An inactive domain's mail waits in the queue.
+            Ok(Some(crate::directory::EntryStatus::Inactive)) => {
+                return Err(Outcome::Temporary(
+                    "450 4.2.1 mailbox temporarily unavailable".into(),
+                ))
+            }
+            Ok(Some(crate::directory::EntryStatus::Active)) => {}
             Err(DirError::Temporary(e)) => {
                 tracing::warn!(error = %e, "directory unavailable during queue delivery");
                 return Err(Outcome::Temporary(DIRECTORY_DOWN.into()));
@@ -133,13 +141,23 @@ impl Router {
             return Ok(with_dsn(Target::mailbox(addr.clone())));
         }
         match self.directory.lookup(addr).await {
-            Ok(Some(DirRecipient::User(a))) if a.active => Ok(with_dsn(Target {
-                address: a.address,
-                partition: a.partition,
-                quota: a.quota,
-                mail_host: a.mail_host,
-                ..Target::mailbox(String::new())
-            })),
+            Ok(Some(DirRecipient::User(a)))
+                if a.active
+                    || (a.deleted
+                        && config.provision.deleted_mail == crate::config::DeletedMail::Keep) =>
+            {
+                Ok(with_dsn(Target {
+                    address: a.address,
+                    partition: a.partition,
+                    quota: a.quota,
+                    msg_quota: a.msg_quota,
+                    mail_host: a.mail_host,
+                    ..Target::mailbox(String::new())
+                }))
+            }
+            Ok(Some(DirRecipient::User(a))) if a.deleted => {
+                Err(Outcome::Permanent("550 5.1.1 no such user here".into()))
+            }
             Ok(Some(DirRecipient::User(_))) => {
                 Err(Outcome::Permanent("550 5.2.1 mailbox disabled".into()))
             }

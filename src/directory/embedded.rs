@@ -16,7 +16,9 @@ use anyhow::Context;
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
-use super::{canonical_address, domain_of, password, Account, AuthResult, DirError, Recipient};
+use super::{
+    canonical_address, domain_of, password, Account, AuthResult, DirError, EntryStatus, Recipient,
+};
 
 /// How often the server looks at the file for changes.
 const RECHECK: Duration = Duration::from_millis(500);
@@ -211,27 +213,67 @@ impl Embedded {
             .collect())
     }
 
+    /// `domain` is lowercase. Deleted domains are not local.
     pub fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {
-        Ok(self.data()?.domains.iter().any(|d| d == domain))
+        Ok(matches!(
+            self.domain_status(domain)?,
+            Some(EntryStatus::Active | EntryStatus::Inactive)
+        ))
+    }
+
+    /// The status of a domain of the file (`domain_info`, default
+    /// active); None: not one of `domains`.
+    pub fn domain_status(&self, domain: &str) -> Result<Option<EntryStatus>, DirError> {
+        let d = self.data()?;
+        if !d.domains.iter().any(|x| x == domain) {
+            return Ok(None);
+        }
+        Ok(Some(
+            d.domain_info
+                .get(domain)
+                .map(|i| i.status)
+                .unwrap_or_default(),
+        ))
     }
 
     pub fn lookup(&self, address: &str) -> Result<Option<Recipient>, DirError> {
         let d = self.data()?;
         if let Some(u) = d.users.get(address) {
-            return Ok(Some(Recipient::User(u.account.clone())));
+            return Ok(Some(Recipient::User(account_of(u))));
         }
         if let Some(u) = d
             .users
             .values()
             .find(|u| u.account.aliases.iter().any(|a| a == address))
         {
-            return Ok(Some(Recipient::User(u.account.clone())));
+            return Ok(Some(Recipient::User(account_of(u))));
         }
-        if let Some(t) = d.aliases.get(address) {
+        // A group by its address or one of its other addresses.
+        let group = d.aliases.get_key_value(address).or_else(|| {
+            d.groups
+                .iter()
+                .find(|(_, g)| g.aliases.iter().any(|a| a == address))
+                .and_then(|(k, _)| d.aliases.get_key_value(k))
+        });
+        if let Some((name, t)) = group {
+            let info = d.groups.get(name).cloned().unwrap_or_default();
             return Ok(Some(Recipient::List(super::List {
+                posting_restricted: !info.allowed_broadcasters.is_empty()
+                    || !info.allowed_domains.is_empty(),
                 members: t.clone(),
-                errors_to: d.errors_to.get(address).cloned(),
-                ..Default::default()
+                errors_to: d.errors_to.get(name).cloned(),
+                status: info.status,
+                allowed_broadcasters: info
+                    .allowed_broadcasters
+                    .iter()
+                    .filter_map(|b| super::broadcaster_address(b))
+                    .collect(),
+                allowed_domains: info
+                    .allowed_domains
+                    .iter()
+                    .map(|x| x.trim().to_ascii_lowercase())
+                    .filter(|x| !x.is_empty())
+                    .collect(),
             })));
         }
         Ok(None)
@@ -243,7 +285,7 @@ impl Embedded {
         let d = self.data()?;
         if let Some(u) = d.users.get(login) {
             return Ok(LoginEntry::User {
-                account: u.account.clone(),
+                account: account_of(u),
                 stored: u.password.as_str().into(),
             });
         }
@@ -277,6 +319,16 @@ impl Embedded {
             }
         })
     }
+}
+
+/// A user's account as msgd uses it: a user marked deleted is never
+/// active, whatever `active` says in the file.
+fn account_of(u: &User) -> Account {
+    let mut a = u.account.clone();
+    if a.deleted {
+        a.active = false;
+    }
+    a
 }
 
 /// A login as the embedded directory sees it.
@@ -462,6 +514,81 @@ mod tests {
             e.authenticate("team@x.test", "pw").unwrap(),
             AuthResult::Failed(Some("a@x.test".into()))
         );
+    }
+
+    #[test]
+    fn sun_schema_fields_are_read_from_the_file() {
+        use crate::directory::List;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("directory.json");
+        edit(&path, |data| {
+            add_user(data, "a@x.test", "pw", None, true)?;
+            let a = &mut data.users.get_mut("a@x.test").unwrap().account;
+            a.msg_quota = Some(7);
+            a.deleted = true;
+            a.routing_address = Some("b@x.test".into());
+            a.preferred_host = Some("store9".into());
+            data.aliases
+                .insert("g@x.test".into(), vec!["a@x.test".into()]);
+            data.groups.insert(
+                "g@x.test".into(),
+                GroupInfo {
+                    status: EntryStatus::Inactive,
+                    allowed_broadcasters: vec![
+                        "MAILTO:Boss@X.test".into(),
+                        "not an address".into(),
+                    ],
+                    allowed_domains: vec![" Y.test ".into()],
+                    aliases: vec!["g2@x.test".into()],
+                    name: None,
+                },
+            );
+            data.domains.push("off.test".into());
+            data.domain_info.insert(
+                "off.test".into(),
+                DomainInfo {
+                    status: EntryStatus::Deleted,
+                    ..DomainInfo::default()
+                },
+            );
+            Ok(())
+        })
+        .unwrap();
+        let e = Embedded::open(path).unwrap();
+        let Some(Recipient::User(a)) = e.lookup("a@x.test").unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.msg_quota, Some(7));
+        assert_eq!(a.routing_address.as_deref(), Some("b@x.test"));
+        assert_eq!(a.preferred_host.as_deref(), Some("store9"));
+        assert!(a.deleted && !a.active, "deleted is never active");
+        assert_eq!(
+            e.authenticate("a@x.test", "pw").unwrap(),
+            AuthResult::Inactive
+        );
+        let want = List {
+            members: vec!["a@x.test".into()],
+            errors_to: None,
+            status: EntryStatus::Inactive,
+            allowed_broadcasters: vec!["boss@x.test".into()],
+            allowed_domains: vec!["y.test".into()],
+            posting_restricted: true,
+        };
+        assert_eq!(
+            e.lookup("g@x.test").unwrap(),
+            Some(Recipient::List(want.clone()))
+        );
+        assert_eq!(e.lookup("g2@x.test").unwrap(), Some(Recipient::List(want)));
+        assert_eq!(
+            e.domain_status("x.test").unwrap(),
+            Some(EntryStatus::Active)
+        );
+        assert_eq!(
+            e.domain_status("off.test").unwrap(),
+            Some(EntryStatus::Deleted)
+        );
+        assert_eq!(e.domain_status("none.test").unwrap(), None);
+        assert!(!e.is_local_domain("off.test").unwrap());
     }
 
     #[test]

@@ -66,7 +66,7 @@ use ldap3::{ldap_escape, Scope, SearchEntry, SearchOptions};
 
 use self::cache::TtlCache;
 use self::pool::{is_connection_error, Pool, ServerSettings, Servers};
-use super::{Account, AuthResult, DirError, Recipient};
+use super::{Account, AuthResult, DirError, EntryStatus, Recipient};
 use crate::authcache::Auth;
 use crate::config::{Config, LdapConfig};
 
@@ -140,7 +140,10 @@ struct Inner {
     /// `local_domains`, lowercase.
     local_domains: HashSet<String>,
     recipients: TtlCache<Option<Recipient>>,
-    domains: TtlCache<bool>,
+    /// Domain entry status by domain (None: not a local domain).
+    domains: TtlCache<Option<EntryStatus>>,
+    /// `attributes.domain_status` (non-empty), read from domain entries.
+    domain_attrs: Vec<String>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -208,11 +211,23 @@ impl Ldap {
             a.quota.clone(),
             a.group_address_member.clone(),
             a.group_errors_to.clone(),
+            a.msg_quota.clone(),
+            a.routing_address.clone(),
+            a.preferred_host.clone(),
+            a.group_status.clone(),
+            a.group_allowed_broadcaster.clone(),
+            a.group_allowed_domain.clone(),
         ];
         read_attrs.extend(a.status.iter().cloned());
         read_attrs.extend(a.group_dn_member.iter().cloned());
         read_attrs.retain(|s| !s.is_empty());
         let ttl = Duration::from_secs(config.directory.cache_ttl);
+        let mut domain_attrs: Vec<String> = a.domain_status.clone();
+        domain_attrs.retain(|s| !s.is_empty());
+        if domain_attrs.is_empty() {
+            // Nothing to read: ask for no attributes (RFC 4511 4.5.1.8).
+            domain_attrs.push("1.1".into());
+        }
         Ok(Ldap {
             inner: Arc::new(Inner {
                 lookups: Pool::new("lookup", servers.clone(), bind, cfg.pool_size, check),
@@ -231,6 +246,7 @@ impl Ldap {
                     .collect(),
                 recipients: TtlCache::new(ttl),
                 domains: TtlCache::new(ttl),
+                domain_attrs,
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 cfg,
@@ -254,14 +270,26 @@ impl Ldap {
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `domain` is lowercase.
+    /// `domain` is lowercase. A domain whose entry says deleted is not
+    /// local.
     pub async fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {
+        Ok(matches!(
+            self.domain_status(domain).await?,
+            Some(EntryStatus::Active | EntryStatus::Inactive)
+        ))
+    }
+
+    /// `domain` is lowercase. The status of its entry found by
+    /// `domain_filter` (any `attributes.domain_status` value saying
+    /// deleted wins over one saying inactive; none: active); a domain in
+    /// `local_domains` is active without asking. None: not ours.
+    pub async fn domain_status(&self, domain: &str) -> Result<Option<EntryStatus>, DirError> {
         let me = &self.inner;
         if me.local_domains.contains(domain) {
-            return Ok(true);
+            return Ok(Some(EntryStatus::Active));
         }
         if me.cfg.domain_filter.is_empty() || domain.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         if let Some(v) = me.domains.get(domain) {
             self.hit();
@@ -277,10 +305,11 @@ impl Ldap {
         } else {
             &me.cfg.domain_base_dn
         };
-        let found = !self
-            .search(base, Scope::Subtree, &filter, &["1.1".to_string()], 1)
+        let found = self
+            .search(base, Scope::Subtree, &filter, &me.domain_attrs, 1)
             .await?
-            .is_empty();
+            .first()
+            .map(|e| status_of(e, &me.cfg.attributes.domain_status));
         me.domains.insert(domain, found);
         Ok(found)
     }
@@ -320,11 +349,38 @@ impl Ldap {
             }
         };
         if self.is_group(&entry) {
-            let errors_to = errors_to(&entry, &me.cfg.attributes.group_errors_to);
+            let a = &me.cfg.attributes;
+            let errors_to = errors_to(&entry, &a.group_errors_to);
+            let status = status_of(&entry, std::slice::from_ref(&a.group_status));
+            let posting_restricted = [&a.group_allowed_broadcaster, &a.group_allowed_domain]
+                .iter()
+                .any(|attr| {
+                    !attr.is_empty() && entry.values(attr).iter().any(|v| !v.trim().is_empty())
+                });
+            let allowed_broadcasters = self.broadcasters(&entry).await?;
+            let allowed_domains = if a.group_allowed_domain.is_empty() {
+                Vec::new()
+            } else {
+                entry
+                    .values(&a.group_allowed_domain)
+                    .iter()
+                    .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+                    .filter(|d| !d.is_empty())
+                    .collect()
+            };
+            // A group that takes no mail is not expanded.
+            let members = if status == EntryStatus::Active {
+                self.expand_group(entry).await?
+            } else {
+                Vec::new()
+            };
             return Ok(Some(Recipient::List(crate::directory::List {
-                members: self.expand_group(entry).await?,
+                members,
                 errors_to,
-                ..Default::default()
+                status,
+                allowed_broadcasters,
+                allowed_domains,
+                posting_restricted,
             })));
         }
         match self.account(&entry) {
@@ -577,7 +633,11 @@ impl Ldap {
                         continue;
                     };
                     if self.is_group(&m) {
-                        if depth < cfg.group_max_depth {
+                        let st = status_of(&m, std::slice::from_ref(&a.group_status));
+                        if st != EntryStatus::Active {
+                            tracing::debug!(group = %g.dn, member = dn, status = st.as_str(),
+                                "nested group not active: not expanded");
+                        } else if depth < cfg.group_max_depth {
                             queue.push_back((m, depth + 1));
                         } else {
                             tracing::warn!(group = %g.dn, member = dn,
@@ -631,23 +691,44 @@ impl Ldap {
                     .any(|i| i.eq_ignore_ascii_case(s.trim()))
             })
         });
-        let quota = match e.first(&a.quota) {
-            None => None,
-            Some(q) => match q.parse::<i64>() {
+        let deleted = status_of(e, &a.status) == EntryStatus::Deleted;
+        let number = |attr: &str| -> Option<u64> {
+            if attr.is_empty() {
+                return None;
+            }
+            let q = e.first(attr)?;
+            match q.parse::<i64>() {
                 Ok(n) if n >= 0 => Some(n as u64),
                 Ok(_) => None,
                 Err(_) => {
-                    tracing::warn!(dn = %e.dn, value = q, "unreadable quota ignored");
+                    tracing::warn!(dn = %e.dn, attr, value = q, "unreadable quota ignored");
                     None
                 }
-            },
+            }
         };
+        let optional = |attr: &str| -> Option<String> {
+            (!attr.is_empty())
+                .then(|| e.first(attr).map(str::to_string))
+                .flatten()
+        };
+        let preferred_host = optional(&a.preferred_host);
+        let routing_address = optional(&a.routing_address)
+            .map(|r| r.to_lowercase())
+            .filter(|r| r.contains('@') && *r != address);
         let options = e.values(&a.delivery_option);
         Some(Account {
             aliases,
-            active: !inactive,
-            quota,
-            mail_host: e.first(&a.mail_host).map(str::to_string),
+            active: !inactive && !deleted,
+            deleted,
+            quota: number(&a.quota),
+            msg_quota: number(&a.msg_quota),
+            routing_address,
+            // preferredMailHost stands in for a missing mailHost.
+            mail_host: e
+                .first(&a.mail_host)
+                .map(str::to_string)
+                .or_else(|| preferred_host.clone()),
+            preferred_host,
             partition: e.first(&a.message_store).map(str::to_string),
             forward: e
                 .values(&a.forwarding_address)
@@ -667,6 +748,156 @@ impl Ldap {
     #[cfg(test)]
     fn preferred_server(&self) -> usize {
         self.inner.servers.preferred()
+    }
+}
+
+/// The status an entry's `attrs` give it: any value saying deleted wins,
+/// then any saying inactive; none (or only unknown values): active.
+fn status_of(e: &Entry, attrs: &[String]) -> EntryStatus {
+    let mut st = EntryStatus::Active;
+    for attr in attrs.iter().filter(|a| !a.is_empty()) {
+        for v in e.values(attr) {
+            match EntryStatus::parse(v) {
+                Some(EntryStatus::Deleted) => return EntryStatus::Deleted,
+                Some(EntryStatus::Inactive) => st = EntryStatus::Inactive,
+                _ => {}
+            }
+        }
+    }
+    st
+}
+
+/// Most DN / URL values of `mgrpAllowedBroadcaster` resolved per group
+/// (each costs a search).
+const MAX_BROADCASTER_SEARCHES: usize = 32;
+
+/// An `ldap:///base??scope?filter` URL (RFC 4516; the host part is
+/// ignored: the configured servers answer), percent-decoded.
+fn parse_ldap_url(v: &str) -> Option<(String, Scope, String)> {
+    v.get(..7).filter(|p| p.eq_ignore_ascii_case("ldap://"))?;
+    let rest = &v[7..];
+    let path = &rest[rest.find('/')? + 1..];
+    let mut parts = path.splitn(4, '?');
+    let dn = percent_decode(parts.next().unwrap_or(""))?;
+    let _attrs = parts.next();
+    let scope = match parts.next().unwrap_or("").to_ascii_lowercase().as_str() {
+        "" | "base" => Scope::Base,
+        "one" => Scope::OneLevel,
+        "sub" => Scope::Subtree,
+        _ => return None,
+    };
+    let filter = match parts.next().map(percent_decode) {
+        None => "(objectClass=*)".to_string(),
+        Some(None) => return None,
+        Some(Some(f)) if f.is_empty() => "(objectClass=*)".to_string(),
+        Some(Some(f)) => f,
+    };
+    if dn.is_empty() {
+        return None;
+    }
+    Some((dn, scope, filter))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Ldap {
+    /// A group's allowed broadcasters as lowercase addresses: addresses
+    /// and `mailto:` URLs as they are; a DN or an `ldap:///` URL becomes
+    /// the `mail` and alternate addresses of the entries it names (a
+    /// group: its members, expanded like mail to it). Bounded by
+    /// `MAX_BROADCASTER_SEARCHES` and `group_max_members`.
+    async fn broadcasters(&self, group: &Entry) -> Result<Vec<String>, DirError> {
+        let cfg = &self.inner.cfg;
+        let a = &cfg.attributes;
+        if a.group_allowed_broadcaster.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<String> = Vec::new();
+        let mut searches = 0usize;
+        let add = |v: &str, out: &mut Vec<String>| {
+            if let Some(x) = crate::directory::broadcaster_address(v) {
+                if !out.contains(&x) && out.len() < cfg.group_max_members {
+                    out.push(x);
+                }
+            }
+        };
+        for v in group.values(&a.group_allowed_broadcaster) {
+            let v = v.trim();
+            let is_url = v
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("ldap://"));
+            let is_dn = !is_url && !v.contains('@') && v.contains('=');
+            if !is_url && !is_dn {
+                add(v, &mut out);
+                continue;
+            }
+            if searches >= MAX_BROADCASTER_SEARCHES {
+                tracing::warn!(group = %group.dn, "too many DN/URL broadcasters; the rest ignored");
+                break;
+            }
+            searches += 1;
+            let (base, scope, filter) = if is_url {
+                match parse_ldap_url(v) {
+                    Some(x) => x,
+                    None => {
+                        tracing::warn!(group = %group.dn, value = v, "unreadable broadcaster URL ignored");
+                        continue;
+                    }
+                }
+            } else {
+                (v.to_string(), Scope::Base, "(objectClass=*)".to_string())
+            };
+            let limit = cfg.group_max_members.min(i32::MAX as usize) as i32;
+            // The URL's filter is the directory's own data and goes to the
+            // server as written. A missing entry names nobody; a failed
+            // search defers the list's mail (fail closed, retried) rather
+            // than letting a sender through or refusing one for good.
+            let entries = match self
+                .search(&base, scope, &filter, &self.inner.read_attrs, limit)
+                .await
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(group = %group.dn, value = v, error = %e,
+                        "allowed broadcaster could not be resolved; the list's mail is deferred");
+                    return Err(e);
+                }
+            };
+            for m in entries {
+                if self.is_group(&m) {
+                    // A group (the list itself included: members-only
+                    // posting) stands for its members.
+                    for x in Box::pin(self.expand_group(m)).await? {
+                        add(&x, &mut out);
+                    }
+                    continue;
+                }
+                for x in m
+                    .values(&a.mail)
+                    .iter()
+                    .chain(m.values(&a.alternate_address))
+                    .chain(m.values(&a.equivalent_address))
+                {
+                    add(x, &mut out);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -761,6 +992,27 @@ fn check_attribute_names(cfg: &LdapConfig) -> anyhow::Result<()> {
         cfg.login_attributes
             .iter()
             .map(|s| ("login_attributes", s.as_str())),
+    );
+    // Attributes added with the Sun schema's remaining fields may be set
+    // empty (not read).
+    let optional: Vec<(&str, &str)> = vec![
+        ("attributes.group_errors_to", &a.group_errors_to),
+        ("attributes.msg_quota", &a.msg_quota),
+        ("attributes.routing_address", &a.routing_address),
+        ("attributes.preferred_host", &a.preferred_host),
+        ("attributes.group_status", &a.group_status),
+        (
+            "attributes.group_allowed_broadcaster",
+            &a.group_allowed_broadcaster,
+        ),
+        ("attributes.group_allowed_domain", &a.group_allowed_domain),
+    ];
+    names.extend(optional.into_iter().filter(|(_, n)| !n.is_empty()));
+    names.extend(
+        a.domain_status
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| ("attributes.domain_status", s.as_str())),
     );
     for (key, name) in names {
         let ok = !name.is_empty()

@@ -152,6 +152,10 @@ pub struct List {
     pub allowed_broadcasters: Vec<String>,
     /// mgrpAllowedDomain: senders in these domains (lowercase) may post.
     pub allowed_domains: Vec<String>,
+    /// The entry names allowed broadcasters or domains, whatever they
+    /// resolved to: a restriction whose DNs or URLs name nobody lets
+    /// nobody post (never everybody).
+    pub posting_restricted: bool,
 }
 
 impl List {
@@ -192,8 +196,9 @@ pub struct Directory {
     /// Address lookups in flight, by canonical address: concurrent
     /// lookups of one address make one search (`coalesce`).
     lookups: coalesce::SingleFlight<String, Result<Option<Recipient>, DirError>>,
-    /// Local-domain questions in flight, by lowercase domain.
-    domains: coalesce::SingleFlight<String, Result<bool, DirError>>,
+    /// Domain questions in flight, by lowercase domain: the status of
+    /// the domain's entry (None: not one of ours).
+    domains: coalesce::SingleFlight<String, Result<Option<EntryStatus>, DirError>>,
 }
 
 enum Backend {
@@ -230,15 +235,27 @@ impl Directory {
         }
     }
 
-    /// Is this domain one we receive mail for?
+    /// Is this domain one we receive mail for? A domain whose entry says
+    /// deleted is not (docs/directory.md); an inactive one still is (its
+    /// mail is deferred: `domain_status`).
     pub async fn is_local_domain(&self, domain: &str) -> Result<bool, DirError> {
+        Ok(matches!(
+            self.domain_status(domain).await?,
+            Some(EntryStatus::Active | EntryStatus::Inactive)
+        ))
+    }
+
+    /// The status of a domain's entry (inetDomainStatus / mailDomainStatus,
+    /// embedded `domain_info.status`); None: no such local domain. Cached
+    /// with the directory's TTL like the other lookups.
+    pub async fn domain_status(&self, domain: &str) -> Result<Option<EntryStatus>, DirError> {
         let domain = domain.to_ascii_lowercase();
         match &self.backend {
-            Backend::Embedded(e) => e.is_local_domain(&domain),
+            Backend::Embedded(e) => e.domain_status(&domain),
             Backend::Ldap(l) => {
                 let key = domain.clone();
                 self.domains
-                    .run(key, || async { l.is_local_domain(&domain).await })
+                    .run(key, || async { l.domain_status(&domain).await })
                     .await
             }
         }
@@ -262,7 +279,44 @@ impl Directory {
 
     /// Checks a login name (address, or bare local part in `default_domain`)
     /// and password.
+    ///
+    /// A user of an inactive domain is refused temporarily (an error the
+    /// caller answers with "try again later"); of a deleted domain, like an
+    /// inactive account.
     pub async fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+        default_domain: &str,
+    ) -> Result<AuthResult, DirError> {
+        let r = self
+            .authenticate_account(login, password, default_domain)
+            .await?;
+        let AuthResult::Ok(a) = &r else {
+            return Ok(r);
+        };
+        match self
+            .domain_status(domain_of(&a.address).unwrap_or(""))
+            .await?
+        {
+            Some(EntryStatus::Inactive) => {
+                tracing::info!(user = %a.address, "login refused: the user's domain is inactive");
+                Err(DirError::Temporary(format!(
+                    "domain of {} is inactive",
+                    a.address
+                )))
+            }
+            Some(EntryStatus::Deleted) => {
+                tracing::info!(user = %a.address, "login refused: the user's domain is deleted");
+                Ok(AuthResult::Inactive)
+            }
+            // No domain entry: the login is judged by the account alone
+            // (e.g. `local_domains` sites and users of other domains).
+            Some(EntryStatus::Active) | None => Ok(r),
+        }
+    }
+
+    async fn authenticate_account(
         &self,
         login: &str,
         password: &str,
@@ -414,6 +468,46 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(pab::PabError::Temporary(format!("task: {e}"))))
+}
+
+/// An allowed broadcaster written as an address or a `mailto:` URL
+/// (mgrpAllowedBroadcaster), lowercase; None: not an address.
+pub fn broadcaster_address(v: &str) -> Option<String> {
+    let v = v.trim();
+    let v = match v.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("mailto:") => &v[7..],
+        _ => v,
+    };
+    // A mailto: URL may carry headers (`?subject=`) and %-escapes.
+    let v = v.split('?').next().unwrap_or("").trim();
+    let v = v.replace("%40", "@").to_lowercase();
+    let valid = v.len() <= 254
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
+        && v.rsplit_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
+    valid.then_some(v)
+}
+
+impl List {
+    /// May `sender` (the envelope sender, "" for `<>`) post to this list?
+    /// A list without allowed broadcasters or domains takes anyone; a
+    /// restricted one refuses the null sender.
+    pub fn allows_sender(&self, sender: &str) -> bool {
+        if !self.posting_restricted
+            && self.allowed_broadcasters.is_empty()
+            && self.allowed_domains.is_empty()
+        {
+            return true;
+        }
+        let sender = canonical_address(sender);
+        if sender.is_empty() {
+            return false;
+        }
+        self.allowed_broadcasters.contains(&sender)
+            || domain_of(&sender).is_some_and(|d| self.allowed_domains.iter().any(|x| x == d))
+    }
 }
 
 /// Lowercase address; a missing domain is left as is.

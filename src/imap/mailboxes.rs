@@ -104,7 +104,7 @@ impl Session {
             return Ok(u.quota);
         }
         match self.services.directory.lookup(owner).await {
-            Ok(Some(Recipient::User(a))) => Ok(self.quota_of(a.quota)),
+            Ok(Some(Recipient::User(a))) => Ok(self.quota_of_account(&a)),
             Ok(_) => Ok(self.quota_of(None)),
             Err(DirError::Temporary(e)) => {
                 tracing::warn!(error = %e, "directory unavailable for quota");

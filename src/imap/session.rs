@@ -1496,7 +1496,7 @@ impl Session {
             "imap login"
         );
         self.framer.set_max_literal(self.config.imap.max_literal);
-        let quota = self.quota_of(account.quota);
+        let quota = self.quota_of_account(&account);
         self.last_user = Some(account.address.clone());
         self.state = State::Authenticated {
             user: User {
@@ -1518,6 +1518,12 @@ impl Session {
     /// Limits of an account: its directory quota or the store default.
     pub fn quota_of(&self, directory_quota: Option<u64>) -> Quota {
         crate::deliver::quota(directory_quota, &self.config.store)
+    }
+
+    /// Limits of a directory account: its bytes and messages quotas
+    /// (mailQuota, mailMsgQuota), each else the store default.
+    pub fn quota_of_account(&self, a: &crate::directory::Account) -> Quota {
+        crate::deliver::account_quota(a.quota, a.msg_quota, &self.config.store)
     }
 
     /// SELECT / EXAMINE (RFC 9051 6.3.2, 6.3.3), with CONDSTORE and QRESYNC

@@ -43,6 +43,8 @@ pub mod trace;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_schema;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -250,7 +252,8 @@ async fn run(
             Event::Resolve(address) => {
                 let _metrics = crate::metrics::latency(info.protocol.name());
                 let verdict = if delivery.available() {
-                    resolve::resolve(&services.directory, policy, &address).await
+                    resolve::resolve_from(&services.directory, policy, session.sender(), &address)
+                        .await
                 } else {
                     Verdict::Unavailable
                 };

@@ -211,6 +211,16 @@ pub const HEADER_TOO_LARGE: Reply = Reply::new(552, "5.3.4", "Message header sec
 pub const RELAY_DENIED: Reply = Reply::new(550, "5.7.1", "Relaying denied");
 pub const NO_SUCH_USER: Reply = Reply::new(550, "5.1.1", "No such user here");
 pub const DISABLED: Reply = Reply::new(550, "5.2.1", "Mailbox disabled");
+/// RFC 3463 3.8 (X.7.1): the list takes mail only from some senders
+/// (mgrpAllowedBroadcaster / mgrpAllowedDomain).
+pub const NOT_ALLOWED_TO_POST: Reply =
+    Reply::new(550, "5.7.1", "Sender not allowed to post to this list");
+/// RFC 3463 3.3 (X.2.1): the list or the domain is inactive for now.
+pub const SUSPENDED: Reply = Reply::new(
+    450,
+    "4.2.1",
+    "Mailbox temporarily unavailable, try again later",
+);
 /// A list or forward reaches addresses outside our domains: there is no
 /// outbound queue yet, so such recipients are refused rather than lost.
 pub const OFFSITE: Reply = Reply::new(

@@ -5,14 +5,23 @@
 //! has already expanded; only a known, active user is accepted.
 //!
 //! A directory that cannot answer is a temporary failure, never "unknown".
+//!
+//! The Sun schema's statuses and routing are honoured here
+//! (docs/directory.md): deleted users per `provision.deleted_mail`,
+//! inactive groups and domains deferred (450 4.2.1), deleted ones unknown,
+//! lists restricted to some posters checked against the envelope sender
+//! (550 5.7.1), `mailRoutingAddress` followed like a forward.
 
 use std::collections::{HashMap, HashSet};
 
 use tracing::warn;
 
 use super::session::{Flavor, Verdict};
+use crate::config::DeletedMail;
 use crate::deliver::Target;
-use crate::directory::{canonical_address, domain_of, Account, DirError, Directory, Recipient};
+use crate::directory::{
+    canonical_address, domain_of, Account, DirError, Directory, EntryStatus, Recipient,
+};
 
 /// Nesting depth of aliases/groups/forwards followed before giving up.
 pub const MAX_DEPTH: usize = 8;
@@ -73,17 +82,55 @@ impl Policy {
         Target {
             partition: a.partition.clone(),
             quota: a.quota,
+            msg_quota: a.msg_quota,
             mail_host: a.mail_host.clone(),
             ..Target::mailbox(a.address.clone())
         }
     }
 }
 
-/// Resolves one RCPT address.
+impl Policy {
+    /// Does this account take mail? An active one does; one marked
+    /// deleted per `provision.deleted_mail` (refused as unknown, 550
+    /// 5.1.1, or kept until the purge); an inactive one does not (550
+    /// 5.2.1).
+    fn receives(&self, a: &Account) -> Result<(), Verdict> {
+        if a.active {
+            return Ok(());
+        }
+        if !a.deleted {
+            return Err(Verdict::Disabled);
+        }
+        let keep = self
+            .config
+            .as_ref()
+            .is_some_and(|c| c.provision.deleted_mail == DeletedMail::Keep);
+        if keep {
+            Ok(())
+        } else {
+            Err(Verdict::NoSuchUser)
+        }
+    }
+}
+
+/// Resolves one RCPT address (the envelope sender unknown: lists that
+/// restrict their posters are not checked).
 pub async fn resolve(dir: &Directory, policy: &Policy, address: &str) -> Verdict {
+    resolve_from(dir, policy, None, address).await
+}
+
+/// Resolves one RCPT address sent by `sender` (the MAIL FROM address,
+/// "" for `<>`): a list that names its allowed broadcasters or domains
+/// refuses other senders (550 5.7.1).
+pub async fn resolve_from(
+    dir: &Directory,
+    policy: &Policy,
+    sender: Option<&str>,
+    address: &str,
+) -> Verdict {
     let result = match policy.flavor {
         Flavor::Lmtp => resolve_lmtp(dir, policy, address).await,
-        Flavor::Smtp => resolve_smtp(dir, policy, address).await,
+        Flavor::Smtp => resolve_smtp(dir, policy, sender, address).await,
     };
     result.unwrap_or_else(|DirError::Temporary(e)| {
         warn!(error = %e, "directory lookup failed");
@@ -96,9 +143,22 @@ async fn resolve_lmtp(
     policy: &Policy,
     address: &str,
 ) -> Result<Verdict, DirError> {
-    Ok(match dir.lookup(address).await? {
+    let found = dir.lookup(address).await?;
+    if let Some(Recipient::User(a)) = &found {
+        if let Err(v) = policy.receives(a) {
+            return Ok(v);
+        }
+        // An inactive domain's mail waits (the MTA retries).
+        if dir
+            .domain_status(domain_of(&a.address).unwrap_or(""))
+            .await?
+            == Some(EntryStatus::Inactive)
+        {
+            return Ok(Verdict::Suspended);
+        }
+    }
+    Ok(match found {
         None | Some(Recipient::List(_)) => Verdict::NoSuchUser,
-        Some(Recipient::User(a)) if !a.active => Verdict::Disabled,
         // Being moved to another store, or just moved (msgd user move):
         // the MTA retries, then reaching the new store.
         Some(Recipient::User(a))
@@ -141,13 +201,19 @@ async fn resolve_lmtp(
 async fn resolve_smtp(
     dir: &Directory,
     policy: &Policy,
+    sender: Option<&str>,
     address: &str,
 ) -> Result<Verdict, DirError> {
     let address = canonical_address(address);
     let Some(domain) = domain_of(&address) else {
         return Ok(Verdict::NoSuchUser);
     };
-    if !dir.is_local_domain(domain).await? {
+    let status = dir.domain_status(domain).await?;
+    if status == Some(EntryStatus::Inactive) {
+        return Ok(Verdict::Suspended);
+    }
+    // A deleted domain is not ours any more.
+    if status != Some(EntryStatus::Active) {
         // Relaying is for authenticated submission; inbound never.
         if policy.relay_allowed && valid_remote_address(&address) {
             return Ok(Verdict::Accept(vec![Target::remote(address)]));
@@ -156,12 +222,26 @@ async fn resolve_smtp(
     }
     let top = match dir.lookup(&address).await? {
         None => return Ok(Verdict::NoSuchUser),
-        Some(Recipient::User(a)) if !a.active => return Ok(Verdict::Disabled),
-        Some(r) => r,
+        Some(Recipient::User(a)) => match policy.receives(&a) {
+            Ok(()) => Recipient::User(a),
+            Err(v) => return Ok(v),
+        },
+        Some(Recipient::List(l)) => match l.status {
+            EntryStatus::Inactive => return Ok(Verdict::Suspended),
+            EntryStatus::Deleted => return Ok(Verdict::NoSuchUser),
+            EntryStatus::Active => {
+                if sender.is_some_and(|s| !l.allows_sender(s)) {
+                    tracing::info!(rcpt = %address, "sender may not post to this list");
+                    return Ok(Verdict::NotAllowed);
+                }
+                Recipient::List(l)
+            }
+        },
     };
     let mut x = Expansion {
         dir,
         policy,
+        sender,
         local_domains: HashMap::new(),
         seen: HashSet::from([address.clone()]),
         targets: Vec::new(),
@@ -208,6 +288,9 @@ fn valid_remote_address(address: &str) -> bool {
 struct Expansion<'a> {
     dir: &'a Directory,
     policy: &'a Policy,
+    /// The envelope sender, when known: lists restricted to some posters
+    /// are skipped for others.
+    sender: Option<&'a str>,
     local_domains: HashMap<String, bool>,
     seen: HashSet<String>,
     targets: Vec<Target>,
@@ -230,6 +313,16 @@ impl Expansion<'_> {
         errors_to: Option<String>,
     ) -> Result<(), DirError> {
         let (next, errors_to): (Vec<String>, Option<String>) = match r {
+            // mailRoutingAddress: the recipient is rewritten to it (no
+            // mailbox copy, no forwards); the route follows that address
+            // like a forward, loop-safe through `seen` and MAX_DEPTH.
+            Recipient::User(a)
+                if a.routing_address
+                    .as_ref()
+                    .is_some_and(|r| *r != a.address && !a.aliases.contains(r)) =>
+            {
+                (a.routing_address.into_iter().collect(), errors_to)
+            }
             Recipient::User(a) => {
                 if (a.keep_mailbox || a.forward.is_empty())
                     && !self.targets.iter().any(|t| t.address == a.address)
@@ -265,8 +358,16 @@ impl Expansion<'_> {
                 None => {
                     warn!(rcpt = %address, member = %member, "alias member unknown; skipped");
                 }
-                Some(Recipient::User(a)) if !a.active => {
-                    warn!(rcpt = %address, member = %member, "alias member inactive; skipped");
+                Some(Recipient::User(a)) if self.policy.receives(&a).is_err() => {
+                    warn!(rcpt = %address, member = %member, "alias member inactive or deleted; skipped");
+                }
+                Some(Recipient::List(l)) if l.status != EntryStatus::Active => {
+                    warn!(rcpt = %address, member = %member, status = l.status.as_str(),
+                        "nested list not active; skipped");
+                }
+                Some(Recipient::List(l)) if self.sender.is_some_and(|s| !l.allows_sender(s)) => {
+                    warn!(rcpt = %address, member = %member,
+                        "sender may not post to nested list; skipped");
                 }
                 Some(r) => Box::pin(self.expand(&member, r, depth + 1, errors_to.clone())).await?,
             }

@@ -119,6 +119,12 @@ pub enum Verdict {
     WrongStore,
     /// LMTP: the user is being moved between stores (451 4.2.1, retried).
     Moving,
+    /// The envelope sender may not post to this list (mgrpAllowedBroadcaster,
+    /// mgrpAllowedDomain): 550 5.7.1.
+    NotAllowed,
+    /// The list or the domain is inactive (inetMailGroupStatus,
+    /// inetDomainStatus): 450 4.2.1, retried.
+    Suspended,
 }
 
 /// A complete message to deliver.
@@ -394,6 +400,11 @@ impl Session {
 
     /// Inside a mail transaction (MAIL given, not yet finished or reset):
     /// shutdown waits for its end.
+    /// The envelope sender of the transaction in progress ("" for `<>`).
+    pub fn sender(&self) -> Option<&str> {
+        self.txn.as_ref().map(|t| t.sender.as_str())
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.txn.is_some() || !matches!(self.phase, Phase::Command | Phase::Closed)
     }
@@ -882,6 +893,8 @@ impl Session {
             Verdict::Unavailable => reply::NO_DELIVERY,
             Verdict::WrongStore => reply::WRONG_STORE,
             Verdict::Moving => reply::MAILBOX_MOVING,
+            Verdict::NotAllowed => reply::NOT_ALLOWED_TO_POST,
+            Verdict::Suspended => reply::SUSPENDED,
         };
         self.reply(&r);
         if r.code >= 500 && self.p.hard_error_limit > 0 {

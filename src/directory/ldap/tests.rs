@@ -738,3 +738,181 @@ async fn credential_cache_skips_the_bind_until_the_entry_changes() {
     ));
     assert_eq!(d.auth().cache.len(), 0);
 }
+
+// The rest of the Sun schema (docs/directory.md), on the sch-* entries.
+
+#[tokio::test]
+async fn sun_schema_user_attributes_msg_quota_preferred_host_routing_deleted() {
+    let s = Slapd::start();
+    let l = ldap(&config(&[&s.url]));
+    // mailMsgQuota; preferredMailHost stands in for the missing mailHost.
+    let a = user(l.lookup("sch-msgq@example.test").await.unwrap());
+    assert_eq!(a.msg_quota, Some(2));
+    assert_eq!(a.quota, None);
+    assert_eq!(a.preferred_host.as_deref(), Some("store1.test"));
+    assert_eq!(a.mail_host.as_deref(), Some("store1.test"));
+    assert!(a.active && !a.deleted);
+    // mailHost wins over preferredMailHost when both exist (alice has no
+    // preferredMailHost: her mailHost as before).
+    let alice = user(l.lookup("alice@example.test").await.unwrap());
+    assert_eq!(alice.msg_quota, None);
+    assert_eq!(alice.routing_address, None);
+    // inetUserStatus: deleted -> deleted, not active.
+    let d = user(l.lookup("sch-deleted@example.test").await.unwrap());
+    assert!(d.deleted && !d.active, "{d:?}");
+    // dave is inactive ("Disabled"), not deleted.
+    let dave = user(l.lookup("dave@example.test").await.unwrap());
+    assert!(!dave.deleted && !dave.active);
+    // mailRoutingAddress, lowercase.
+    let r = user(l.lookup("sch-routed@example.test").await.unwrap());
+    assert_eq!(
+        r.routing_address.as_deref(),
+        Some("sch-target@example.test")
+    );
+    // Not read when its attribute name is configured empty.
+    let mut c = config(&[&s.url]);
+    c.directory.ldap.attributes.msg_quota = String::new();
+    c.directory.ldap.attributes.routing_address = String::new();
+    let l2 = ldap(&c);
+    assert_eq!(
+        user(l2.lookup("sch-msgq@example.test").await.unwrap()).msg_quota,
+        None
+    );
+    assert_eq!(
+        user(l2.lookup("sch-routed@example.test").await.unwrap()).routing_address,
+        None
+    );
+}
+
+#[tokio::test]
+async fn sun_schema_deleted_user_cannot_log_in() {
+    let s = Slapd::start();
+    let d = Directory::open(&config(&[&s.url])).unwrap();
+    assert_eq!(
+        d.authenticate("sch-deleted", "alice-secret", "example.test")
+            .await
+            .unwrap(),
+        AuthResult::Inactive
+    );
+    assert!(matches!(
+        d.authenticate("sch-msgq", "alice-secret", "example.test")
+            .await
+            .unwrap(),
+        AuthResult::Ok(_)
+    ));
+}
+
+fn the_list(r: Option<Recipient>) -> crate::directory::List {
+    match r {
+        Some(Recipient::List(l)) => l,
+        other => panic!("expected a list, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sun_schema_group_status_and_allowed_broadcasters() {
+    use crate::directory::EntryStatus;
+    let s = Slapd::start();
+    let l = ldap(&config(&[&s.url]));
+    let closed = the_list(l.lookup("sch-closed@example.test").await.unwrap());
+    assert_eq!(closed.status, EntryStatus::Inactive);
+    let removed = the_list(l.lookup("sch-removed@example.test").await.unwrap());
+    assert_eq!(removed.status, EntryStatus::Deleted);
+    assert!(
+        removed.members.is_empty(),
+        "a deleted group is not expanded"
+    );
+    let staff = the_list(l.lookup("staff@example.test").await.unwrap());
+    assert_eq!(staff.status, EntryStatus::Active);
+    assert!(staff.allows_sender("anyone@anywhere.test") && staff.allows_sender(""));
+
+    let m = the_list(l.lookup("sch-moderated@example.test").await.unwrap());
+    assert_eq!(m.status, EntryStatus::Active);
+    let mut b = m.allowed_broadcasters.clone();
+    b.sort();
+    // address, mailto: URL, DN (alice's mail and other addresses), and
+    // the LDAP URL's search (frank).
+    assert_eq!(
+        b,
+        vec![
+            "alice.smith@example.test",
+            "alice@example.test",
+            "alice@second.test",
+            "carol@example.test",
+            "frank@example.test",
+            "poster@outside.test",
+        ]
+    );
+    assert_eq!(m.allowed_domains, vec!["trusted.test".to_string()]);
+    for ok in [
+        "poster@outside.test",
+        "Carol@example.test",
+        "alice.smith@example.test",
+        "frank@example.test",
+        "someone@trusted.test",
+    ] {
+        assert!(m.allows_sender(ok), "{ok}");
+    }
+    for refused in ["bob@example.test", "x@sub.trusted.test", ""] {
+        assert!(!m.allows_sender(refused), "{refused:?}");
+    }
+    // A restriction naming nobody who exists lets nobody post.
+    let n = the_list(l.lookup("sch-nobody@example.test").await.unwrap());
+    assert!(n.posting_restricted && n.allowed_broadcasters.is_empty());
+    assert!(!n.allows_sender("alice@example.test"));
+    assert!(!staff.posting_restricted);
+}
+
+#[tokio::test]
+async fn sun_schema_domain_status_inactive_and_deleted() {
+    use crate::directory::EntryStatus;
+    let s = Slapd::start();
+    let d = Directory::open(&config(&[&s.url])).unwrap();
+    assert_eq!(
+        d.domain_status("example.test").await.unwrap(),
+        Some(EntryStatus::Active)
+    );
+    assert_eq!(
+        d.domain_status("schemapaused.test").await.unwrap(),
+        Some(EntryStatus::Inactive)
+    );
+    // mailDomainStatus deleted wins over inetDomainStatus active.
+    assert_eq!(
+        d.domain_status("schemagone.test").await.unwrap(),
+        Some(EntryStatus::Deleted)
+    );
+    assert_eq!(d.domain_status("elsewhere.test").await.unwrap(), None);
+    assert!(d.is_local_domain("schemapaused.test").await.unwrap());
+    assert!(!d.is_local_domain("schemagone.test").await.unwrap());
+    // Logins: an inactive domain's user is refused for now (temporary),
+    // a deleted domain's user like an inactive account.
+    assert!(is_temporary(
+        d.authenticate("sch-paused", "alice-secret", "example.test")
+            .await
+    ));
+    assert_eq!(
+        d.authenticate("sch-gone", "alice-secret", "example.test")
+            .await
+            .unwrap(),
+        AuthResult::Inactive
+    );
+    // Cached with the directory's TTL: a second question is a hit.
+    let (hits, _) = d.cache_stats().unwrap();
+    d.domain_status("schemapaused.test").await.unwrap();
+    assert_eq!(d.cache_stats().unwrap().0, hits + 1);
+}
+
+#[test]
+fn ldap_urls_of_broadcasters_are_parsed_and_decoded() {
+    let (dn, scope, filter) =
+        parse_ldap_url("ldap:///ou=people,dc=example,dc=test??sub?(uid=frank%20x)").unwrap();
+    assert_eq!(dn, "ou=people,dc=example,dc=test");
+    assert_eq!(scope, Scope::Subtree);
+    assert_eq!(filter, "(uid=frank x)");
+    let (_, scope, filter) = parse_ldap_url("LDAP://host:389/cn=a,dc=b").unwrap();
+    assert_eq!((scope, filter.as_str()), (Scope::Base, "(objectClass=*)"));
+    assert!(parse_ldap_url("ldap:///").is_none());
+    assert!(parse_ldap_url("ldap:///cn=a??bogus").is_none());
+    assert!(parse_ldap_url("ldap:///cn=a??sub?%zz").is_none());
+    assert!(parse_ldap_url("http://x/cn=a").is_none());
+}

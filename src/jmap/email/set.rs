@@ -21,11 +21,15 @@ use crate::store::{FlagOp, Flags, JmapKind, MailboxId, NewMessage, Quota, StoreE
 pub async fn quota(ctx: &Ctx) -> Result<Quota, MethodError> {
     use crate::directory::Recipient;
     let q = match ctx.services.directory.lookup(&ctx.user).await {
-        Ok(Some(Recipient::User(a))) => a.quota,
-        Ok(_) => None,
+        Ok(Some(Recipient::User(a))) => (a.quota, a.msg_quota),
+        Ok(_) => (None, None),
         Err(_) => return Err(MethodError::ServerUnavailable),
     };
-    Ok(crate::deliver::quota(q, &ctx.services.config.store))
+    Ok(crate::deliver::account_quota(
+        q.0,
+        q.1,
+        &ctx.services.config.store,
+    ))
 }
 
 /// A SetError for a store refusal.
