@@ -48,15 +48,12 @@ impl EmbeddedProv {
 
     /// Hashes a password with the `[auth]` parameters, off the runtime.
     pub async fn hash(&self, password: &Secret) -> Result<String> {
-        let params = self.argon2.clone();
-        let pw = password.expose().to_string();
-        if pw.is_empty() {
-            return Err(ProvError::Invalid("password: empty".into()));
-        }
-        tokio::task::spawn_blocking(move || password::hash_with(&pw, &params))
-            .await
-            .map_err(|e| ProvError::Other(anyhow::anyhow!("hashing: {e}")))?
-            .map_err(ProvError::Other)
+        hash_password(self.argon2, password.clone()).await
+    }
+
+    /// The `[auth]` hashing parameters (for hashing in parallel).
+    pub fn argon2(&self) -> password::Argon2Params {
+        self.argon2
     }
 
     /// Reads the file (no lock: the file is replaced atomically).
@@ -136,7 +133,9 @@ impl EmbeddedProv {
         let all = d.users.values().map(user_of).filter(|u| {
             matches(q, &u.address, u.name.as_deref(), u.status)
                 || (q.text.is_some()
-                    && q.domain.as_deref().is_none_or(|x| domain_of(&u.address) == Some(x))
+                    && q.domain
+                        .as_deref()
+                        .is_none_or(|x| domain_of(&u.address) == Some(x))
                     && q.status.is_none_or(|s| s == u.status)
                     && u.aliases.iter().any(|a| contains_text(q, a)))
         });
@@ -499,6 +498,17 @@ impl EmbeddedProv {
     }
 }
 
+/// Hashes a password with `params` on the blocking pool.
+pub async fn hash_password(params: password::Argon2Params, pw: Secret) -> Result<String> {
+    if pw.is_empty() {
+        return Err(ProvError::Invalid("password: empty".into()));
+    }
+    tokio::task::spawn_blocking(move || password::hash_with(pw.expose(), &params))
+        .await
+        .map_err(|e| ProvError::Other(anyhow::anyhow!("hashing: {e}")))?
+        .map_err(ProvError::Other)
+}
+
 pub(crate) fn usage(d: &Data, domain: &str) -> (u64, u64) {
     let default = d.domain_info.get(domain).and_then(|i| i.default_quota);
     d.users
@@ -525,7 +535,8 @@ fn matches(q: &Query, address: &str, name: Option<&str>, status: EntryStatus) ->
         .as_deref()
         .is_none_or(|x| domain_of(address) == Some(x))
         && q.status.is_none_or(|s| s == status)
-        && (contains_text(q, address) || name.is_some_and(|n| q.text.is_some() && contains_text(q, n)))
+        && (contains_text(q, address)
+            || name.is_some_and(|n| q.text.is_some() && contains_text(q, n)))
 }
 
 /// One page of an already sorted listing.
@@ -605,13 +616,21 @@ fn taken(d: &Data, a: &str) -> Option<String> {
     if d.users.contains_key(a) {
         return Some("a user".into());
     }
-    if let Some(u) = d.users.values().find(|u| u.account.aliases.iter().any(|x| x == a)) {
+    if let Some(u) = d
+        .users
+        .values()
+        .find(|u| u.account.aliases.iter().any(|x| x == a))
+    {
         return Some(format!("an alias of {}", u.account.address));
     }
     if d.aliases.contains_key(a) {
         return Some("a group".into());
     }
-    if let Some((g, _)) = d.groups.iter().find(|(_, i)| i.aliases.iter().any(|x| x == a)) {
+    if let Some((g, _)) = d
+        .groups
+        .iter()
+        .find(|(_, i)| i.aliases.iter().any(|x| x == a))
+    {
         return Some(format!("an alias of group {g}"));
     }
     None

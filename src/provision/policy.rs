@@ -301,7 +301,9 @@ mod tests {
         }
     }
     fn site() -> Actor {
-        Actor::Site { id: "cli:root".into() }
+        Actor::Site {
+            id: "cli:root".into(),
+        }
     }
 
     #[test]
@@ -313,14 +315,23 @@ mod tests {
             site,
             domains: domains.iter().map(|s| s.to_string()).collect(),
         };
-        assert!(matches!(actor_of(&c, who(true, &[])), Ok(Actor::Site { .. })));
+        assert!(matches!(
+            actor_of(&c, who(true, &[])),
+            Ok(Actor::Site { .. })
+        ));
         assert!(matches!(
             actor_of(&c, who(false, &["A.test"])),
             Ok(Actor::Domain { domains, .. }) if domains == ["a.test"]
         ));
-        assert!(matches!(actor_of(&c, who(false, &[])), Err(ProvError::Denied(_))));
+        assert!(matches!(
+            actor_of(&c, who(false, &[])),
+            Err(ProvError::Denied(_))
+        ));
         c.provision.site_admins = vec!["UID=x,ou=people,dc=a".into()];
-        assert!(matches!(actor_of(&c, who(false, &[])), Ok(Actor::Site { .. })));
+        assert!(matches!(
+            actor_of(&c, who(false, &[])),
+            Ok(Actor::Site { .. })
+        ));
     }
 
     #[test]
