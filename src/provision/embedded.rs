@@ -243,6 +243,7 @@ impl EmbeddedProv {
         let g = group.clone();
         self.edit(move |d| {
             let a = checked_address(&g.address, "group address")?;
+            let members = checked_list(&g.members, "member")?;
             need_domain(d, &a)?;
             if let Some(t) = taken(d, &a) {
                 return Err(ProvError::Exists(format!("{a} ({t})")));
@@ -257,7 +258,6 @@ impl EmbeddedProv {
                     "member DNs: the embedded directory has members by address only".into(),
                 ));
             }
-            let members = checked_list(&g.members, "member")?;
             let mut info = GroupInfo {
                 name: g.name.clone(),
                 status: g.status,
