@@ -194,6 +194,29 @@ struct Usage {
 }
 
 impl Usage {
+    /// The domain of an address, read once.
+    async fn domain(&mut self, p: &Provisioner, address: &str) -> Result<Option<Domain>> {
+        let dom = domain_of(&canonical_address(address))
+            .unwrap_or_default()
+            .to_string();
+        self.load(p, &dom).await?;
+        Ok(self.domains[&dom].as_ref().map(|(d, _)| d.clone()))
+    }
+
+    async fn load(&mut self, p: &Provisioner, dom: &str) -> Result<()> {
+        if !self.domains.contains_key(dom) {
+            let v = match p.domain_info(dom).await? {
+                Some(d) => {
+                    let used = p.domain_usage(dom).await?;
+                    Some((d, used))
+                }
+                None => None,
+            };
+            self.domains.insert(dom.to_string(), v);
+        }
+        Ok(())
+    }
+
     /// Checks the limits for one new user and counts it.
     async fn take(&mut self, p: &Provisioner, u: &User) -> Result<()> {
         let dom = domain_of(&u.address).unwrap_or_default().to_string();
@@ -276,7 +299,8 @@ pub async fn import(p: &Provisioner, actor: &Actor, file: &Path, json: bool) -> 
             let r: Result<User> = async {
                 policy::may_touch_address(actor, &u.address)?;
                 policy::may_create_user(actor, &u)?;
-                let u = policy::with_defaults(p, u).await?;
+                let d = usage.domain(p, &u.address).await?;
+                let u = policy::apply_defaults(&p.config, u, d.as_ref())?;
                 usage.take(p, &u).await?;
                 Ok(u)
             }

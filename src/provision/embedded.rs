@@ -18,6 +18,7 @@
 //! (as `msgd user add` always did): only a site actor gets this far, a
 //! domain administrator's domains exist by definition.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use super::*;
@@ -159,9 +160,10 @@ impl EmbeddedProv {
     /// per user, in order; a refused user does not stop the others.
     pub async fn users_add(&self, users: Vec<Prepared>) -> Result<Vec<Result<User>>> {
         self.edit(move |d| {
+            let mut used = used_addresses(d);
             Ok(users
                 .into_iter()
-                .map(|p| insert_user(d, p.user, p.hash))
+                .map(|p| insert_user(d, &mut used, p.user, p.hash))
                 .collect())
         })
         .await
@@ -686,10 +688,33 @@ fn need_domain(d: &Data, a: &str) -> Result<()> {
     }
 }
 
-fn insert_user(d: &mut Data, u: User, hash: String) -> Result<User> {
+/// Every address in use (users, their aliases, groups, their aliases).
+fn used_addresses(d: &Data) -> HashSet<String> {
+    let mut s = HashSet::new();
+    for u in d.users.values() {
+        s.insert(u.account.address.clone());
+        s.extend(u.account.aliases.iter().cloned());
+    }
+    s.extend(d.aliases.keys().cloned());
+    for i in d.groups.values() {
+        s.extend(i.aliases.iter().cloned());
+    }
+    s
+}
+
+/// `taken` through the set of used addresses (fast for bulk adds).
+fn taken_in(d: &Data, used: &HashSet<String>, a: &str) -> Option<String> {
+    if used.contains(a) {
+        Some(taken(d, a).unwrap_or_else(|| "in use".into()))
+    } else {
+        None
+    }
+}
+
+fn insert_user(d: &mut Data, used: &mut HashSet<String>, u: User, hash: String) -> Result<User> {
     let a = checked_address(&u.address, "address")?;
     let dom = domain_of(&a).unwrap_or_default().to_string();
-    if let Some(t) = taken(d, &a) {
+    if let Some(t) = taken_in(d, used, &a) {
         return Err(ProvError::Exists(format!("{a} ({t})")));
     }
     // A site actor's first user of a domain adds it (see the top).
@@ -704,7 +729,7 @@ fn insert_user(d: &mut Data, u: User, hash: String) -> Result<User> {
             continue;
         }
         need_domain(d, &x)?;
-        if let Some(t) = taken(d, &x) {
+        if let Some(t) = taken_in(d, used, &x) {
             return Err(ProvError::Exists(format!("{x} ({t})")));
         }
         aliases.push(x);
@@ -730,6 +755,8 @@ fn insert_user(d: &mut Data, u: User, hash: String) -> Result<User> {
         deleted_at: deleted.then(now),
     };
     let out = user_of(&entry);
+    used.insert(a.clone());
+    used.extend(entry.account.aliases.iter().cloned());
     d.users.insert(a, entry);
     Ok(out)
 }
