@@ -187,10 +187,13 @@ struct Failure {
     error: String,
 }
 
+/// A domain and its (users, quota bytes) as counted so far.
+type Counted = Option<(Domain, (u64, u64))>;
+
 /// What the limits have seen so far, per domain.
 #[derive(Default)]
 struct Usage {
-    domains: HashMap<String, Option<(Domain, (u64, u64))>>,
+    domains: HashMap<String, Counted>,
 }
 
 impl Usage {
