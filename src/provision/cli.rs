@@ -512,7 +512,11 @@ where
 pub fn user(config: &Config, args: UserArgs) -> anyhow::Result<()> {
     let UserArgs { common, cmd } = args;
     match cmd {
-        UserCmd::Move(a) => return crate::ops::moveuser::cli(config, a),
+        UserCmd::Move(mut a) => {
+            // `--json` is also the provisioning commands' global flag.
+            a.json |= common.json;
+            return crate::ops::moveuser::cli(config, a);
+        }
         UserCmd::Purge(a) => return super::purge::cli(config, a, common.json),
         _ => {}
     }
