@@ -340,7 +340,18 @@ async fn copy_new(
 /// Deletes the user's mailboxes here (children first) and empties INBOX.
 async fn remove_local(ctx: &Ctx, user: &str, p: &Progress) -> anyhow::Result<()> {
     // The move's own handle: the user is held, client mutations are not.
-    let store = ctx.store.for_move();
+    remove_user_mail(&ctx.store.for_move(), user, p).await
+}
+
+/// Deletes every mailbox of `user` on `store` (children first; their files
+/// set aside for the expunge grace) and empties INBOX, which the store
+/// keeps; fails if a message is left. Used by the move and the purge of
+/// deleted users (crate::provision::purge).
+pub(crate) async fn remove_user_mail(
+    store: &crate::store::Store,
+    user: &str,
+    p: &Progress,
+) -> anyhow::Result<()> {
     let mut boxes: Vec<_> = store.list(user).await?;
     boxes.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then(b.name.cmp(&a.name)));
     for b in boxes {

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use super::{Actor, Provisioner, User};
 use crate::config::Config;
 use crate::ops::{Ctx, Progress};
-use crate::store::{FlagOp, Flags, Uid};
 
 /// How often the store role looks for users to purge.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -75,7 +74,8 @@ pub async fn run(
             continue;
         }
         let r = async {
-            remove_mail(ctx, &u.address).await?;
+            crate::ops::moveuser::remove_user_mail(&ctx.store, &u.address, &Progress::new())
+                .await?;
             p.user_remove(&purge_actor(), &u.address).await?;
             anyhow::Ok(())
         }
@@ -97,36 +97,6 @@ pub async fn run(
         "purged": purged,
         "failed": failed,
     }))
-}
-
-/// Deletes every mailbox of the user here (children first) and empties
-/// INBOX.
-async fn remove_mail(ctx: &Ctx, user: &str) -> anyhow::Result<()> {
-    let store = &ctx.store;
-    let mut boxes = store.list(user).await?;
-    boxes.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then(b.name.cmp(&a.name)));
-    for b in boxes {
-        if b.name == "INBOX" {
-            let snap = store.snapshot(user, "INBOX").await?;
-            let uids: Vec<Uid> = snap.messages.iter().map(|m| m.uid).collect();
-            if !uids.is_empty() {
-                let del = Flags {
-                    bits: Flags::DELETED,
-                    keywords: vec![],
-                };
-                store
-                    .store_flags(snap.info.id, uids.clone(), FlagOp::Add, del, None)
-                    .await?;
-                store.expunge(snap.info.id, Some(uids)).await?;
-            }
-        } else {
-            match store.delete_mailbox(user, &b.name).await {
-                Ok(()) | Err(crate::store::StoreError::NoSuchMailbox) => {}
-                Err(e) => anyhow::bail!("deleting {:?}: {e}", b.name),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The store role's schedule.
