@@ -22,8 +22,10 @@
 //! logged; every value placed in an LDAP filter or DN is escaped; a
 //! refusal is a `ProvError` with a message fit for an administrator.
 
+pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod console;
 pub mod csv;
 pub mod embedded;
 pub mod ldap;

@@ -88,6 +88,8 @@ fn owner(protocol: Protocol, roles: &[Role]) -> Option<Role> {
                 Role::Mem
             }
         }
+        // The administration console: where the mem role runs.
+        Protocol::Console => Role::Mem,
     };
     roles.contains(&want).then_some(want)
 }
@@ -118,6 +120,7 @@ fn handler(protocol: Protocol, role: Role) -> Result<Handler, &'static str> {
         (Role::Store | Role::Mem, Protocol::Http | Protocol::Https) => {
             Ok(|c, i, s| Box::pin(crate::http::serve(c, i, s)))
         }
+        (Role::Mem, Protocol::Console) => Ok(|c, i, s| Box::pin(crate::http::serve(c, i, s))),
         _ => Err("no handler"),
     }
 }
