@@ -49,6 +49,8 @@ pub fn routes() -> Router<Services> {
         .route("/admin", get(|| async { redirect("/admin/users") }))
         .route("/admin/", get(|| async { redirect("/admin/users") }))
         .route("/admin/static/{file}", get(asset))
+        // Browsers ask for it; the console has none.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/admin/login", get(login_form).post(login_submit))
         .route("/admin/logout", post(logout))
         .route("/admin/users", get(users).post(user_create))
