@@ -155,8 +155,10 @@ const QUICKSTART_HTTPS: &str = "[listener.https]\nbind = [\"127.0.0.1:18443\"]\n
 const QUICKSTART_ADMIN: &str = "[admin]\nbind = [\"127.0.0.1:19925\"]\n";
 
 /// The quickstart's administration console (only without a config file):
-/// loopback, the suggested port 8081 plus 10000.
-const QUICKSTART_CONSOLE: &str = "[listener.console]\nbind = [\"127.0.0.1:18081\"]\n";
+/// loopback, the suggested port 8081 plus 10000, with the quickstart's
+/// postmaster account (etc/quickstart.toml's domain) as site administrator.
+const QUICKSTART_CONSOLE: &str = "[listener.console]\nbind = [\"127.0.0.1:18081\"]\n\
+[provision]\nsite_admins = [\"postmaster@localhost\"]\n";
 
 /// Role profiles, merged over the defaults when the role runs.
 pub fn role_profile(role: Role) -> &'static str {

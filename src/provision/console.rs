@@ -30,9 +30,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
 use super::api::{self, ApiError, ConsoleState};
-use super::{
-    Actor, Domain, DomainChange, Group, GroupChange, Query, User, UserChange, MAX_PAGE,
-};
+use super::{Actor, Domain, DomainChange, Group, GroupChange, Query, User, UserChange, MAX_PAGE};
 use crate::directory::EntryStatus;
 use crate::mem::session::{self, Session};
 use crate::redact::Secret;
@@ -120,7 +118,12 @@ fn enc(s: &str) -> String {
 
 /// A page of the console around `body`, with the navigation for a
 /// logged-in administrator.
-fn layout(title: &str, who: Option<(&Actor, &Session)>, notice: Option<&str>, body: Markup) -> Markup {
+fn layout(
+    title: &str,
+    who: Option<(&Actor, &Session)>,
+    notice: Option<&str>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -231,7 +234,7 @@ fn parse_mib(field: &str, v: &str) -> Result<Option<u64>, ApiError> {
         return Ok(None);
     }
     match v.parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 && n < 1e12 => Ok(Some((n * MIB as f64) as u64)),
+        Ok(n) if (0.0..1e12).contains(&n) => Ok(Some((n * MIB as f64) as u64)),
         _ => Err(invalid(format!("{field}: '{v}' is not a number of MiB"))),
     }
 }
@@ -305,10 +308,8 @@ async fn ctx(
         Ok(None) => return Err(redirect("/admin/login")),
         Err(_) => {
             let mut r = redirect("/admin/login");
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                api::clear_cookie(session::secure(ext)),
-            );
+            r.headers_mut()
+                .insert(header::SET_COOKIE, api::clear_cookie(session::secure(ext)));
             return Err(r);
         }
     };
@@ -361,7 +362,10 @@ fn login_page(status: StatusCode, error: Option<&str>, login: &str, tls: bool) -
         "{LOGIN_COOKIE}={token}; Path=/admin/login; Max-Age=3600; HttpOnly; SameSite=Strict{}",
         if tls { "; Secure" } else { "" }
     );
-    let mut r = html_response(status, layout("Log in to the administration", None, None, body));
+    let mut r = html_response(
+        status,
+        layout("Log in to the administration", None, None, body),
+    );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -438,10 +442,8 @@ async fn logout(
     };
     api::end_session(&services, &c.st, &c.session);
     let mut r = redirect("/admin/login");
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        api::clear_cookie(session::secure(&ext)),
-    );
+    r.headers_mut()
+        .insert(header::SET_COOKIE, api::clear_cookie(session::secure(&ext)));
     r
 }
 
@@ -629,7 +631,11 @@ async fn user_create(
             mail_host: opt(&f.mail_host),
             ..Default::default()
         };
-        Ok::<_, ApiError>(c.st.prov.user_add(&c.actor, user, f.password.clone()).await?)
+        Ok::<_, ApiError>(
+            c.st.prov
+                .user_add(&c.actor, user, f.password.clone())
+                .await?,
+        )
     }
     .await;
     match made {
