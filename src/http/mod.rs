@@ -71,6 +71,8 @@ pub fn app(services: &Services) -> Router {
         app = app.merge(crate::jmap::routes());
         // The store-to-store transport of `msgd user move`.
         app = app.merge(crate::ops::replica::routes());
+        // A mem's question for a user's usage (the console).
+        app = app.merge(crate::provision::api::store_routes());
     }
     if services.web.mem {
         // /jmap/... is forwarded only where no store serves it itself.

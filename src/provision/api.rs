@@ -90,7 +90,8 @@ fn build(services: &Services) -> anyhow::Result<Arc<ConsoleState>> {
     } else {
         format!("{}.console", c.mem.session_key_file)
     };
-    let key = crate::http::keys::load_or_create(&c.data_path(&key_name, "mem-session.key.console"))?;
+    let key =
+        crate::http::keys::load_or_create(&c.data_path(&key_name, "mem-session.key.console"))?;
     Ok(Arc::new(ConsoleState {
         prov: Provisioner::open(services.config.clone())?,
         sealer: Sealer::new(&key),
@@ -543,7 +544,8 @@ async fn users_list(
     q: Result<UrlQuery<Query>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let (st, actor) = admin(&services, &headers, &method, &ext).await?;
-    let UrlQuery(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let UrlQuery(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
     ok(st.prov.user_list(&actor, &page_query(q)).await?)
 }
 
@@ -611,25 +613,42 @@ pub struct UserUsage {
     pub msg_quota: Option<u64>,
 }
 
-/// A user's usage, from the store running in this process (all-in-one).
-/// A mem without a store answers 503: the store's usage is not reachable
-/// from here yet (docs/status.md).
+/// A user's usage from their store: the store of this process
+/// (all-in-one), else the store their mailHost (or `mem.default_store`)
+/// names, asked by the mem like the webmail's calls (`GET /msgd/usage`
+/// with a bearer token for that user, `store_routes`).
 pub async fn usage_of(services: &Services, user: &User) -> ApiResult<UserUsage> {
-    let Some(store) = services.store.as_ref() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "usage is read from the store in this process; this mem runs without one",
-        ));
+    let unavailable = |m: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m);
+    let u = if let Some(store) = services.store.as_ref() {
+        store.usage(&user.address).await.map_err(|e| {
+            warn!(user = %user.address, error = %e, "cannot read a user's usage");
+            unavailable("the store did not answer")
+        })?
+    } else {
+        let host = user
+            .mail_host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| services.config.mem.default_store.clone());
+        if host.is_empty() {
+            return Err(unavailable(
+                "the user has no mailHost (and mem.default_store is empty)",
+            ));
+        }
+        match crate::mem::proxy::store_get(services, &user.address, &host, "/msgd/usage", 4096)
+            .await
+        {
+            Some((StatusCode::OK, body)) => serde_json::from_slice::<crate::store::Usage>(&body)
+                .map_err(|_| unavailable("the store's answer was not understood"))?,
+            Some((status, _)) => {
+                warn!(user = %user.address, store = %host, %status, "the store refused a usage question");
+                return Err(unavailable(
+                    "the store did not give the usage (is the user active there?)",
+                ));
+            }
+            None => return Err(unavailable("the store did not answer")),
+        }
     };
-    let u = store.usage(&user.address).await.map_err(|e| {
-        warn!(user = %user.address, error = %e, "cannot read a user's usage");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the store did not answer",
-        )
-    })?;
     Ok(UserUsage {
         address: user.address.clone(),
         bytes: u.bytes,
@@ -637,6 +656,35 @@ pub async fn usage_of(services: &Services, user: &User) -> ApiResult<UserUsage> 
         quota: user.quota,
         msg_quota: user.msg_quota,
     })
+}
+
+/// The store's side of `usage_of`: `GET /msgd/usage`, authenticated as
+/// JMAP is (a mem's bearer token for the user, accepted only from
+/// `http.token_networks`): `{bytes, messages}` of that user.
+pub fn store_routes() -> Router<Services> {
+    Router::new().route("/msgd/usage", get(store_usage))
+}
+
+async fn store_usage(
+    State(services): State<Services>,
+    axum::Extension(info): axum::Extension<ConnInfo>,
+    headers: HeaderMap,
+    method: Method,
+) -> Response {
+    let user = match crate::jmap::auth::authenticate(&services, &info, &headers, &method).await {
+        Ok(u) => u,
+        Err(p) => return p.into_response(),
+    };
+    let Some(store) = services.store.as_ref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match store.usage(&user).await {
+        Ok(u) => Json(u).into_response(),
+        Err(e) => {
+            warn!(user = %user, error = %e, "cannot read a user's usage");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
 }
 
 async fn user_usage(
@@ -659,7 +707,8 @@ async fn groups_list(
     q: Result<UrlQuery<Query>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let (st, actor) = admin(&services, &headers, &method, &ext).await?;
-    let UrlQuery(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let UrlQuery(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
     ok(st.prov.group_list(&actor, &page_query(q)).await?)
 }
 
@@ -717,7 +766,8 @@ async fn domains_list(
     q: Result<UrlQuery<Query>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let (st, actor) = admin(&services, &headers, &method, &ext).await?;
-    let UrlQuery(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
+    let UrlQuery(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
     ok(st.prov.domain_list(&actor, &page_query(q)).await?)
 }
 

@@ -306,3 +306,79 @@ def test_bodies_are_bounded_and_the_webmail_listener_has_no_api(server, site):
     r = requests.get(f"http://127.0.0.1:{server.ports['console']}/jmap/session",
                      auth=(ADMIN, server.passwords[ADMIN]), timeout=TIMEOUT)
     assert r.status_code == 404
+
+
+def test_usage_on_a_mem_alone_comes_from_the_users_store(tmp_path_factory):
+    """Two processes sharing one embedded directory file: a store, and a
+    mem serving the console; the mem asks the store for the usage."""
+    import imaplib
+    import subprocess
+
+    from conftest import msgd_bin, msgd_env
+    from tiers import Node
+
+    root = tmp_path_factory.mktemp("admin_tiers")
+    keys = root / "keys"
+    keys.mkdir()
+    store = Node(root / "store", "store", "store1.test", None, f"""
+[listener.https]
+enabled = false
+
+[store]
+host = "store1.test"
+min_free_disk = 1048576
+
+[http]
+token_key_file = "{keys}/token.key"
+""", listeners=("lmtp", "imap", "http"))
+    console_port = free_ports(1)[0]
+    mem = Node(root / "mem", "mem", "mem1.test", None, f"""
+[listener.https]
+enabled = false
+
+[listener.console]
+bind = ["127.0.0.1:{console_port}"]
+
+[directory]
+path = "{store.data_dir}/directory.json"
+
+[provision]
+site_admins = ["{ADMIN}"]
+
+[http]
+token_key_file = "{keys}/token.key"
+
+[mem]
+session_key_file = "{keys}/session.key"
+default_store = "store1.test"
+connect_timeout = 2
+store_timeout = 3
+
+[mem.stores]
+"store1.test" = "127.0.0.1:{store.ports['http']}"
+""", listeners=("http",))
+    passwords = {ADMIN: "Admin-Pw-1", ALICE: "Alice-Pw-1"}
+    for addr, pw in passwords.items():
+        res = subprocess.run([msgd_bin(), "--config", str(store.config_path), "user", "add", addr],
+                             input=pw + "\n", capture_output=True, text=True, timeout=60, env=msgd_env())
+        assert res.returncode == 0, res.stderr
+    try:
+        store.start()
+        mem.start()
+        assert wait_until(lambda: _accepts(console_port), 10)
+        m = imaplib.IMAP4("127.0.0.1", store.ports["imap"], timeout=20)
+        m.login(ALICE, passwords[ALICE])
+        m.append("INBOX", None, None, b"Subject: usage\r\n\r\n" + b"x" * 5000 + b"\r\n")
+        m.logout()
+        url = f"http://127.0.0.1:{console_port}/admin/api/users/{ALICE}/usage"
+        r = requests.get(url, auth=(ADMIN, passwords[ADMIN]), timeout=TIMEOUT)
+        assert r.status_code == 200, f"{r.status_code} {r.text}\n{mem.log()}\n{store.log()}"
+        assert r.json()["messages"] == 1 and r.json()["bytes"] > 5000
+        # the store answers only with a mem's token
+        r = requests.get(f"http://127.0.0.1:{store.ports['http']}/msgd/usage", timeout=TIMEOUT)
+        assert r.status_code == 401
+    finally:
+        for n in (mem, store):
+            if n.running:
+                n.stop()
+            n.cleanup()
