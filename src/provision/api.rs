@@ -580,6 +580,9 @@ async fn user_get(
     ok(st.prov.user_get(&actor, &address).await?)
 }
 
+/// `PATCH /admin/api/users/{address}`: 200 and the user; with a new
+/// `mail_host`, the other fields are changed first, then the move starts
+/// (`start_move`): 202 and `{"user": ..., "move": {"to": HOST}}`.
 async fn user_modify(
     State(services): State<Services>,
     headers: HeaderMap,
@@ -589,7 +592,144 @@ async fn user_modify(
     b: Result<Json<UserChange>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
     let (st, actor) = admin(&services, &headers, &method, &ext).await?;
-    ok(st.prov.user_modify(&actor, &address, body(b)?).await?)
+    let change = body(b)?;
+    match modify_or_move(&services, &st, &actor, &address, change).await? {
+        (user, None) => ok(user),
+        (user, Some(to)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"user": user, "move": {"to": to}})),
+        )
+            .into_response()),
+    }
+}
+
+/// Applies a user change; a new mailHost starts the move instead of
+/// rewriting the attribute (the second value: the move's target).
+pub async fn modify_or_move(
+    services: &Services,
+    st: &ConsoleState,
+    actor: &Actor,
+    address: &str,
+    mut change: UserChange,
+) -> ApiResult<(User, Option<String>)> {
+    let to =
+        match change.mail_host.take() {
+            None => None,
+            Some(to) => {
+                // The rights first: a domain administrator may not move mail.
+                super::policy::may_change_user(
+                    actor,
+                    &UserChange {
+                        mail_host: Some(to.clone()),
+                        ..Default::default()
+                    },
+                )?;
+                let before = st.prov.user_get(actor, address).await?;
+                match to.filter(|h| !h.trim().is_empty()) {
+                    Some(h) if Some(h.as_str()) != before.mail_host.as_deref() => Some(h),
+                    Some(_) => None,
+                    None if before.mail_host.is_none() => None,
+                    None => return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        "mail_host: a user's mail host cannot be cleared (it names their store)",
+                    )),
+                }
+            }
+        };
+    if let Some(h) = &to {
+        // Checked before any other change is made.
+        check_move(services, st, actor, address, h).await?;
+    }
+    let user = st.prov.user_modify(actor, address, change).await?;
+    if let Some(h) = &to {
+        start_move(services, st, actor, &user, h);
+    }
+    Ok((user, to))
+}
+
+/// A move can start from here: the user's store is this process's, the
+/// target another, no move of the user already running.
+async fn check_move(
+    services: &Services,
+    st: &ConsoleState,
+    actor: &Actor,
+    address: &str,
+    to: &str,
+) -> ApiResult<()> {
+    let user = st.prov.user_get(actor, address).await?;
+    let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, "move_elsewhere", m);
+    let Some(store) = services.store.as_ref() else {
+        return Err(conflict(format!(
+            "changing the mail host moves the mail, which runs on the user's store: \
+             run `msgd user move {} --to {to}` there (this console runs without a store)",
+            user.address
+        )));
+    };
+    let config = &services.config;
+    if !crate::deliver::is_own_store(config, user.mail_host.as_deref()) {
+        return Err(conflict(format!(
+            "{} lives on {}, not on this console's store: run `msgd user move {} --to {to}` there",
+            user.address,
+            user.mail_host.unwrap_or_default(),
+            user.address
+        )));
+    }
+    if crate::deliver::is_own_store(config, Some(to)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("mail_host: {to} is the user's store already"),
+        ));
+    }
+    if store.moving().deferred(&user.address).is_some() {
+        return Err(conflict(format!(
+            "{} is already being moved (or was just moved)",
+            user.address
+        )));
+    }
+    Ok(())
+}
+
+/// Starts `msgd user move` (src/ops/moveuser.rs) in this process: it
+/// copies the mail, switches mailHost when the copy is verified, and
+/// removes the mail here. Its end is logged and recorded in the change
+/// log; the user's mailHost shows the result.
+fn start_move(services: &Services, st: &ConsoleState, actor: &Actor, user: &User, to: &str) {
+    let Some(store) = services.store.clone() else {
+        return;
+    };
+    let ctx = crate::ops::Ctx {
+        config: services.config.clone(),
+        store,
+        directory: services.directory.clone(),
+        online: true,
+        history: None,
+    };
+    let args = crate::ops::moveuser::MoveArgs {
+        user: user.address.clone(),
+        to: to.to_string(),
+        json: false,
+    };
+    st.prov.record(
+        actor,
+        "user.move.start",
+        &user.address,
+        &serde_json::json!({"to": to}),
+    );
+    info!(admin = actor.id(), user = %user.address, to, "console: user move started");
+    let (who, address, to) = (actor.id().to_string(), user.address.clone(), to.to_string());
+    tokio::spawn(async move {
+        let progress = crate::ops::Progress::new();
+        match crate::ops::moveuser::run(&ctx, args, &progress).await {
+            Ok(v) => {
+                info!(admin = %who, user = %address, to = %to, result = %v, "console: user moved")
+            }
+            Err(e) => {
+                warn!(admin = %who, user = %address, to = %to, error = %format!("{e:#}"), "console: user move failed; the user stays here")
+            }
+        }
+    });
 }
 
 async fn user_delete(

@@ -191,6 +191,7 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
         "deleted" => "Deleted.",
         "marked" => "The user is marked deleted; its mail is purged later.",
         "password" => "The password was changed.",
+        "moving" => "Saved. The move to the new mail host started: the mail is copied, then the mail host changes.",
         _ => return None,
     })
 }
@@ -695,9 +696,9 @@ async fn user_page(
                     " Keep a copy in the mailbox when forwarding"
                 }
                 @if site {
-                    label for="mail_host" { "Mail host (a change moves the mail: see below)" }
+                    label for="mail_host" { "Mail host (a change moves the mail)" }
                     input id="mail_host" name="mail_host" type="text" value=(u.mail_host.clone().unwrap_or_default()) aria-describedby="mail_host_note";
-                    p id="mail_host_note" { "Changing the mail host means moving the mailbox with " code { "msgd user move" } "; it is refused here while the console cannot start the move." }
+                    p id="mail_host_note" { "A new mail host starts " code { "msgd user move" } ": the mail is copied to that store, then the mail host changes (on a console without the user's store, run the move there)." }
                 }
                 button type="submit" { "Save" }
             }
@@ -763,11 +764,12 @@ async fn user_save(
         if matches!(c.actor, Actor::Site { .. }) && mail_host != before.mail_host {
             change.mail_host = Some(mail_host);
         }
-        Ok::<_, ApiError>(c.st.prov.user_modify(&c.actor, &address, change).await?)
+        api::modify_or_move(&services, &c.st, &c.actor, &address, change).await
     }
     .await;
     match done {
-        Ok(_) => redirect(&format!("{base}?done=saved")),
+        Ok((_, None)) => redirect(&format!("{base}?done=saved")),
+        Ok((_, Some(_))) => redirect(&format!("{base}?done=moving")),
         Err(e) => c.fail(e, &base),
     }
 }

@@ -459,6 +459,12 @@ impl Provisioner {
         backend!(self.domain_usage(name))
     }
 
+    /// Records in the change log an action done outside the back end
+    /// (the console starting `msgd user move`).
+    pub fn record<T: Serialize>(&self, actor: &Actor, action: &str, target: &str, what: &T) {
+        self.audit.record(actor, action, target, what);
+    }
+
     /// A domain without a rights check (for `policy`: defaults, limits).
     pub async fn domain_info(&self, name: &str) -> Result<Option<Domain>> {
         backend!(self.domain_get(name))

@@ -194,10 +194,77 @@ def test_user_create_read_change_usage_list_and_delete(server, site):
     assert r.status_code == 404 and error_of(r) == "not_found"
 
 
-def test_mail_host_change_is_refused_with_an_explanation(server, site):
-    r = site.call("PATCH", f"/users/{ALICE}", json={"mail_host": "store9.example.test"})
-    assert r.status_code == 400
-    assert "msgd user move" in r.json()["message"]
+def test_mail_host_change_moves_the_user_to_the_other_store(tmp_path_factory):
+    """All-in-one with the console (store "mail.example.test") and a second
+    store sharing its directory file: a new mail_host starts `msgd user
+    move` (202); the mail ends on the other store and mailHost switches."""
+    import imaplib
+
+    from tiers import Node
+
+    root = tmp_path_factory.mktemp("admin_move")
+    keys = root / "keys"
+    keys.mkdir()
+    one = console_server(root / "one")
+    two = Node(root / "two", "store", "store2.test", None, f"""
+[listener.https]
+enabled = false
+
+[directory]
+path = "{one.data_dir}/directory.json"
+
+[store]
+host = "store2.test"
+min_free_disk = 1048576
+
+[http]
+token_key_file = "{keys}/token.key"
+
+[mem.stores]
+"mail.example.test" = "127.0.0.1:{one.ports['http']}"
+""", listeners=("lmtp", "imap", "http"))
+    with open(one.config_path, "a") as f:
+        f.write(f'\n[http]\ntoken_key_file = "{keys}/token.key"\n'
+                f'\n[mem.stores]\n"store2.test" = "127.0.0.1:{two.ports["http"]}"\n')
+    for a in (ADMIN, ALICE):
+        one.add_user(a)
+    try:
+        one.start()
+        # the first HTTP request makes the shared token key; then the
+        # second store reads the same file
+        requests.get(f"http://127.0.0.1:{one.ports['http']}/", timeout=TIMEOUT)
+        assert (keys / "token.key").exists()
+        two.start()
+        assert wait_until(lambda: _accepts(one.ports["console"]), 10)
+        one.send([ALICE], b"Subject: before the move\r\n\r\nstays with alice\r\n")
+        assert one.wait_count(ALICE, 1) == 1
+        auth = (ADMIN, one.passwords[ADMIN])
+        api = f"http://127.0.0.1:{one.ports['console']}/admin/api"
+        r = requests.patch(f"{api}/users/{ALICE}", json={"mail_host": "store2.test", "name": "Al Ice"},
+                           auth=auth, timeout=TIMEOUT)
+        assert r.status_code == 202, r.text
+        assert r.json()["move"] == {"to": "store2.test"} and r.json()["user"]["name"] == "Al Ice"
+        assert wait_until(lambda: requests.get(f"{api}/users/{ALICE}", auth=auth, timeout=TIMEOUT)
+                          .json()["mail_host"] == "store2.test", 30), one.log() + two.log()
+        m = imaplib.IMAP4("127.0.0.1", two.ports["imap"], timeout=20)
+        m.login(ALICE, one.passwords[ALICE])
+        typ, data = m.select("INBOX")
+        assert typ == "OK" and int(data[0]) == 1
+        m.logout()
+        log = (one.data_dir / "provision-audit.log").read_text()
+        assert "user.move.start" in log
+        # a move to the store it is on is no move; to nowhere: refused
+        r = requests.patch(f"{api}/users/{ALICE}", json={"mail_host": "store2.test"}, auth=auth, timeout=TIMEOUT)
+        assert r.status_code == 200, r.text
+        r = requests.patch(f"{api}/users/{ALICE}", json={"mail_host": "mail.example.test"}, auth=auth,
+                           timeout=TIMEOUT)
+        assert r.status_code == 409 and "msgd user move" in r.json()["message"], r.text
+    finally:
+        if one.running:
+            one.stop()
+        if two.running:
+            two.stop()
+        two.cleanup()
 
 
 def test_groups_crud(server, site):
@@ -374,6 +441,10 @@ store_timeout = 3
         r = requests.get(url, auth=(ADMIN, passwords[ADMIN]), timeout=TIMEOUT)
         assert r.status_code == 200, f"{r.status_code} {r.text}\n{mem.log()}\n{store.log()}"
         assert r.json()["messages"] == 1 and r.json()["bytes"] > 5000
+        # a mail host change cannot start the move from a mem without the store
+        r = requests.patch(f"http://127.0.0.1:{console_port}/admin/api/users/{ALICE}",
+                           json={"mail_host": "store9.test"}, auth=(ADMIN, passwords[ADMIN]), timeout=TIMEOUT)
+        assert r.status_code == 409 and "msgd user move" in r.json()["message"], r.text
         # the store answers only with a mem's token
         r = requests.get(f"http://127.0.0.1:{store.ports['http']}/msgd/usage", timeout=TIMEOUT)
         assert r.status_code == 401
