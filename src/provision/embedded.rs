@@ -18,6 +18,7 @@
 //! (as `msgd user add` always did): only a site actor gets this far, a
 //! domain administrator's domains exist by definition.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use super::*;
@@ -48,15 +49,12 @@ impl EmbeddedProv {
 
     /// Hashes a password with the `[auth]` parameters, off the runtime.
     pub async fn hash(&self, password: &Secret) -> Result<String> {
-        let params = self.argon2.clone();
-        let pw = password.expose().to_string();
-        if pw.is_empty() {
-            return Err(ProvError::Invalid("password: empty".into()));
-        }
-        tokio::task::spawn_blocking(move || password::hash_with(&pw, &params))
-            .await
-            .map_err(|e| ProvError::Other(anyhow::anyhow!("hashing: {e}")))?
-            .map_err(ProvError::Other)
+        hash_password(self.argon2, password.clone()).await
+    }
+
+    /// The `[auth]` hashing parameters (for hashing in parallel).
+    pub fn argon2(&self) -> password::Argon2Params {
+        self.argon2
     }
 
     /// Reads the file (no lock: the file is replaced atomically).
@@ -136,7 +134,9 @@ impl EmbeddedProv {
         let all = d.users.values().map(user_of).filter(|u| {
             matches(q, &u.address, u.name.as_deref(), u.status)
                 || (q.text.is_some()
-                    && q.domain.as_deref().is_none_or(|x| domain_of(&u.address) == Some(x))
+                    && q.domain
+                        .as_deref()
+                        .is_none_or(|x| domain_of(&u.address) == Some(x))
                     && q.status.is_none_or(|s| s == u.status)
                     && u.aliases.iter().any(|a| contains_text(q, a)))
         });
@@ -160,9 +160,10 @@ impl EmbeddedProv {
     /// per user, in order; a refused user does not stop the others.
     pub async fn users_add(&self, users: Vec<Prepared>) -> Result<Vec<Result<User>>> {
         self.edit(move |d| {
+            let mut used = used_addresses(d);
             Ok(users
                 .into_iter()
-                .map(|p| insert_user(d, p.user, p.hash))
+                .map(|p| insert_user(d, &mut used, p.user, p.hash))
                 .collect())
         })
         .await
@@ -244,6 +245,7 @@ impl EmbeddedProv {
         let g = group.clone();
         self.edit(move |d| {
             let a = checked_address(&g.address, "group address")?;
+            let members = checked_list(&g.members, "member")?;
             need_domain(d, &a)?;
             if let Some(t) = taken(d, &a) {
                 return Err(ProvError::Exists(format!("{a} ({t})")));
@@ -258,7 +260,6 @@ impl EmbeddedProv {
                     "member DNs: the embedded directory has members by address only".into(),
                 ));
             }
-            let members = checked_list(&g.members, "member")?;
             let mut info = GroupInfo {
                 name: g.name.clone(),
                 status: g.status,
@@ -499,6 +500,17 @@ impl EmbeddedProv {
     }
 }
 
+/// Hashes a password with `params` on the blocking pool.
+pub async fn hash_password(params: password::Argon2Params, pw: Secret) -> Result<String> {
+    if pw.is_empty() {
+        return Err(ProvError::Invalid("password: empty".into()));
+    }
+    tokio::task::spawn_blocking(move || password::hash_with(pw.expose(), &params))
+        .await
+        .map_err(|e| ProvError::Other(anyhow::anyhow!("hashing: {e}")))?
+        .map_err(ProvError::Other)
+}
+
 pub(crate) fn usage(d: &Data, domain: &str) -> (u64, u64) {
     let default = d.domain_info.get(domain).and_then(|i| i.default_quota);
     d.users
@@ -525,7 +537,8 @@ fn matches(q: &Query, address: &str, name: Option<&str>, status: EntryStatus) ->
         .as_deref()
         .is_none_or(|x| domain_of(address) == Some(x))
         && q.status.is_none_or(|s| s == status)
-        && (contains_text(q, address) || name.is_some_and(|n| q.text.is_some() && contains_text(q, n)))
+        && (contains_text(q, address)
+            || name.is_some_and(|n| q.text.is_some() && contains_text(q, n)))
 }
 
 /// One page of an already sorted listing.
@@ -605,13 +618,21 @@ fn taken(d: &Data, a: &str) -> Option<String> {
     if d.users.contains_key(a) {
         return Some("a user".into());
     }
-    if let Some(u) = d.users.values().find(|u| u.account.aliases.iter().any(|x| x == a)) {
+    if let Some(u) = d
+        .users
+        .values()
+        .find(|u| u.account.aliases.iter().any(|x| x == a))
+    {
         return Some(format!("an alias of {}", u.account.address));
     }
     if d.aliases.contains_key(a) {
         return Some("a group".into());
     }
-    if let Some((g, _)) = d.groups.iter().find(|(_, i)| i.aliases.iter().any(|x| x == a)) {
+    if let Some((g, _)) = d
+        .groups
+        .iter()
+        .find(|(_, i)| i.aliases.iter().any(|x| x == a))
+    {
         return Some(format!("an alias of group {g}"));
     }
     None
@@ -667,10 +688,33 @@ fn need_domain(d: &Data, a: &str) -> Result<()> {
     }
 }
 
-fn insert_user(d: &mut Data, u: User, hash: String) -> Result<User> {
+/// Every address in use (users, their aliases, groups, their aliases).
+fn used_addresses(d: &Data) -> HashSet<String> {
+    let mut s = HashSet::new();
+    for u in d.users.values() {
+        s.insert(u.account.address.clone());
+        s.extend(u.account.aliases.iter().cloned());
+    }
+    s.extend(d.aliases.keys().cloned());
+    for i in d.groups.values() {
+        s.extend(i.aliases.iter().cloned());
+    }
+    s
+}
+
+/// `taken` through the set of used addresses (fast for bulk adds).
+fn taken_in(d: &Data, used: &HashSet<String>, a: &str) -> Option<String> {
+    if used.contains(a) {
+        Some(taken(d, a).unwrap_or_else(|| "in use".into()))
+    } else {
+        None
+    }
+}
+
+fn insert_user(d: &mut Data, used: &mut HashSet<String>, u: User, hash: String) -> Result<User> {
     let a = checked_address(&u.address, "address")?;
     let dom = domain_of(&a).unwrap_or_default().to_string();
-    if let Some(t) = taken(d, &a) {
+    if let Some(t) = taken_in(d, used, &a) {
         return Err(ProvError::Exists(format!("{a} ({t})")));
     }
     // A site actor's first user of a domain adds it (see the top).
@@ -685,7 +729,7 @@ fn insert_user(d: &mut Data, u: User, hash: String) -> Result<User> {
             continue;
         }
         need_domain(d, &x)?;
-        if let Some(t) = taken(d, &x) {
+        if let Some(t) = taken_in(d, used, &x) {
             return Err(ProvError::Exists(format!("{x} ({t})")));
         }
         aliases.push(x);
@@ -711,6 +755,8 @@ fn insert_user(d: &mut Data, u: User, hash: String) -> Result<User> {
         deleted_at: deleted.then(now),
     };
     let out = user_of(&entry);
+    used.insert(a.clone());
+    used.extend(entry.account.aliases.iter().cloned());
     d.users.insert(a, entry);
     Ok(out)
 }

@@ -131,10 +131,19 @@ pub fn scope_query(actor: &Actor, q: &Query) -> Result<Query> {
 /// Fills what a new user leaves empty from its service class, then from
 /// its domain (explicit values win).
 pub async fn with_defaults(p: &Provisioner, user: User) -> Result<User> {
+    let dom = domain_of(&canonical_address(&user.address))
+        .unwrap_or_default()
+        .to_string();
+    let d = p.domain_info(&dom).await?;
+    apply_defaults(&p.config, user, d.as_ref())
+}
+
+/// `with_defaults` with the domain already read (bulk import).
+pub fn apply_defaults(config: &Config, user: User, domain: Option<&Domain>) -> Result<User> {
     let mut u = user;
     u.address = canonical_address(&u.address);
     if let Some(c) = &u.class {
-        let Some(class) = p.config.provision.class.get(c) else {
+        let Some(class) = config.provision.class.get(c) else {
             return Err(ProvError::Invalid(format!(
                 "class: no service class '{c}' in [provision.class]"
             )));
@@ -144,11 +153,10 @@ pub async fn with_defaults(p: &Provisioner, user: User) -> Result<User> {
         u.mail_host = u.mail_host.or_else(|| class.mail_host.clone());
         u.partition = u.partition.or_else(|| class.partition.clone());
     }
-    let dom = domain_of(&u.address).unwrap_or_default().to_string();
-    if let Some(d) = p.domain_info(&dom).await? {
+    if let Some(d) = domain {
         u.quota = u.quota.or(d.default_quota);
         u.msg_quota = u.msg_quota.or(d.default_msg_quota);
-        u.mail_host = u.mail_host.or(d.default_mail_host);
+        u.mail_host = u.mail_host.or_else(|| d.default_mail_host.clone());
     }
     Ok(u)
 }
@@ -301,7 +309,9 @@ mod tests {
         }
     }
     fn site() -> Actor {
-        Actor::Site { id: "cli:root".into() }
+        Actor::Site {
+            id: "cli:root".into(),
+        }
     }
 
     #[test]
@@ -313,14 +323,23 @@ mod tests {
             site,
             domains: domains.iter().map(|s| s.to_string()).collect(),
         };
-        assert!(matches!(actor_of(&c, who(true, &[])), Ok(Actor::Site { .. })));
+        assert!(matches!(
+            actor_of(&c, who(true, &[])),
+            Ok(Actor::Site { .. })
+        ));
         assert!(matches!(
             actor_of(&c, who(false, &["A.test"])),
             Ok(Actor::Domain { domains, .. }) if domains == ["a.test"]
         ));
-        assert!(matches!(actor_of(&c, who(false, &[])), Err(ProvError::Denied(_))));
+        assert!(matches!(
+            actor_of(&c, who(false, &[])),
+            Err(ProvError::Denied(_))
+        ));
         c.provision.site_admins = vec!["UID=x,ou=people,dc=a".into()];
-        assert!(matches!(actor_of(&c, who(false, &[])), Ok(Actor::Site { .. })));
+        assert!(matches!(
+            actor_of(&c, who(false, &[])),
+            Ok(Actor::Site { .. })
+        ));
     }
 
     #[test]
