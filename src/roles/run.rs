@@ -568,6 +568,22 @@ fn print_quickstart(config: &Config, address: &str, password: &str) {
         port("pop3s"),
         port("lmtp")
     );
+    if port("console") != "-" {
+        let admin = config
+            .provision
+            .site_admins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(address));
+        println!(
+            "  administration console: http://{}/admin/{}",
+            port("console"),
+            if admin {
+                " (this account is its site administrator)"
+            } else {
+                ""
+            }
+        );
+    }
     println!(
         "  data: {}  certificate: {}",
         config.server.data_dir.display(),
