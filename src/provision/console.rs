@@ -437,11 +437,22 @@ async fn logout(
     ext: axum::http::Extensions,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
+    // No rights needed to log out: the session and its token only.
+    let st = match api::state(&services) {
+        Ok(st) => st,
+        Err(e) => return error_page(None, &e, "/admin/login"),
     };
-    api::end_session(&services, &c.st, &c.session);
+    if let Ok(Some(s)) = api::cookie_session(&services, &st, &headers) {
+        if !session::same_token(&f.csrf, &s.csrf) || !api::same_origin(&headers) {
+            let e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "The logout did not come from this console page. Go back, reload and try again.",
+            );
+            return error_page(None, &e, "/admin/users");
+        }
+        api::end_session(&services, &st, &s);
+    }
     let mut r = redirect("/admin/login");
     r.headers_mut()
         .insert(header::SET_COOKIE, api::clear_cookie(session::secure(&ext)));
@@ -462,6 +473,17 @@ struct ListForm {
 }
 
 impl ListForm {
+    /// A domain administrator of several domains lists one at a time
+    /// (`policy::scope_query`): the first of theirs unless one is named.
+    fn scoped(mut self, actor: &Actor) -> ListForm {
+        if let Actor::Domain { domains, .. } = actor {
+            if self.domain.trim().is_empty() {
+                self.domain = domains.first().cloned().unwrap_or_default();
+            }
+        }
+        self
+    }
+
     fn query(&self) -> Query {
         Query {
             domain: opt(&self.domain).map(|d| d.to_lowercase()),
@@ -483,13 +505,20 @@ impl ListForm {
 }
 
 /// The search form and the paging links of a listing.
-fn search_form(base: &str, f: &ListForm) -> Markup {
+fn search_form(base: &str, f: &ListForm, actor: &Actor) -> Markup {
     html! {
         form.search method="get" action=(base) role="search" {
             label for="text" { "Search" }
             input id="text" name="text" type="search" value=(f.text);
             label for="domain" { "Domain" }
-            input id="domain" name="domain" type="text" value=(f.domain);
+            @match actor {
+                Actor::Domain { domains, .. } => select id="domain" name="domain" {
+                    @for d in domains {
+                        option value=(d) selected[f.domain == *d] { (d) }
+                    }
+                },
+                Actor::Site { .. } => input id="domain" name="domain" type="text" value=(f.domain);,
+            }
             label for="status" { "Status" }
             select id="status" name="status" {
                 option value="" { "any" }
@@ -528,13 +557,14 @@ async fn users(
         Ok(c) => c,
         Err(r) => return r,
     };
+    let f = f.scoped(&c.actor);
     let page = match c.st.prov.user_list(&c.actor, &f.query()).await {
         Ok(p) => p,
         Err(e) => return c.fail(e.into(), "/admin/users"),
     };
     let body = html! {
         p { a.button href="/admin/users/new" { "New user" } }
-        (search_form("/admin/users", &f))
+        (search_form("/admin/users", &f, &c.actor))
         table {
             caption { "Users" }
             thead { tr { th scope="col" { "Address" } th scope="col" { "Name" } th scope="col" { "Status" } th scope="col" { "Quota (MiB)" } th scope="col" { "Mail host" } } }
@@ -826,13 +856,14 @@ async fn groups(
         Ok(c) => c,
         Err(r) => return r,
     };
+    let f = f.scoped(&c.actor);
     let page = match c.st.prov.group_list(&c.actor, &f.query()).await {
         Ok(p) => p,
         Err(e) => return c.fail(e.into(), "/admin/groups"),
     };
     let body = html! {
         p { a.button href="/admin/groups/new" { "New group" } }
-        (search_form("/admin/groups", &f))
+        (search_form("/admin/groups", &f, &c.actor))
         table {
             caption { "Groups" }
             thead { tr { th scope="col" { "Address" } th scope="col" { "Name" } th scope="col" { "Status" } th scope="col" { "Members" } } }

@@ -268,3 +268,25 @@ def test_a_form_posted_without_the_session_token_is_refused(server, pages):
     admin.page.wait_for_url(re.compile(r"/admin/login$"), timeout=WAIT_MS)
     admin.page.goto(f"{base}/admin/users")
     assert admin.page.url.endswith("/admin/login")
+
+
+def test_administrator_of_two_domains_lists_one_at_a_time(server, pages):
+    auth = (ADMIN, server.passwords[ADMIN])
+    third = f"{unique('third')}.test"
+    api = api_base(server)
+    assert requests.post(f"{api}/domains", json={"name": third}, auth=auth, timeout=20).status_code == 201
+    r = requests.patch(f"{api}/domains/{third}", json={"add_admins": [BOSS]}, auth=auth, timeout=20)
+    assert r.status_code == 200, r.text
+    boss = pages()
+    console_login(server, boss, BOSS)
+    page = boss.page
+    # the first of their domains is listed; the others are a choice away
+    options = page.locator("select#domain option").all_inner_texts()
+    assert sorted(options) == sorted([OTHER, third]), options
+    first = sorted([OTHER, third])[0]
+    cells = page.locator("tbody tr td:first-child").all_inner_texts()
+    assert all(c.endswith(f"@{first}") for c in cells), cells
+    page.select_option("select#domain", third)
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("tbody tr")).to_have_count(0)
+    expect(page.locator(".pager")).to_contain_text("of 0")
