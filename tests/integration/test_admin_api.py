@@ -453,3 +453,39 @@ store_timeout = 3
             if n.running:
                 n.stop()
             n.cleanup()
+
+
+def test_console_listener_over_tls(tmp_path_factory):
+    """`tls = "implicit"` on the console listener: HTTPS with msgd's
+    certificate, and the session cookie is `Secure`."""
+    import http.client
+    import json
+
+    inst = Msgd(tmp_path_factory.mktemp("admin_tls"))
+    port = free_ports(1)[0]
+    with open(inst.config_path, "a") as f:
+        f.write(f'\n[listener.console]\nbind = ["127.0.0.1:{port}"]\ntls = "implicit"\n'
+                f'\n[provision]\nsite_admins = ["{ADMIN}"]\n')
+    inst.add_user(ADMIN)
+    try:
+        inst.start()
+        assert wait_until(lambda: _accepts(port), 10)
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=inst.ssl_context(), timeout=TIMEOUT)
+        body = json.dumps({"login": ADMIN, "password": inst.passwords[ADMIN]})
+        c.request("POST", "/admin/api/login", body=body, headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 200, r.read()
+        cookie = r.getheader("Set-Cookie")
+        assert cookie.startswith("msgd_console=") and "; Secure" in cookie and "Path=/admin" in cookie
+        csrf = json.loads(r.read())["csrfToken"]
+        c.request("GET", "/admin/api/users", headers={"Cookie": cookie.split(";")[0]})
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read())["total"] == 1
+        assert csrf
+        c.close()
+        # plaintext on the TLS listener gets no answer
+        with pytest.raises(requests.RequestException):
+            requests.get(f"http://127.0.0.1:{port}/admin/api/users", timeout=5)
+    finally:
+        if inst.running:
+            inst.stop()
