@@ -607,7 +607,7 @@ async fn user_modify(
 /// rewriting the attribute (the second value: the move's target).
 pub async fn modify_or_move(
     services: &Services,
-    st: &ConsoleState,
+    st: &Arc<ConsoleState>,
     actor: &Actor,
     address: &str,
     mut change: UserChange,
@@ -695,7 +695,7 @@ async fn check_move(
 /// copies the mail, switches mailHost when the copy is verified, and
 /// removes the mail here. Its end is logged and recorded in the change
 /// log; the user's mailHost shows the result.
-fn start_move(services: &Services, st: &ConsoleState, actor: &Actor, user: &User, to: &str) {
+fn start_move(services: &Services, st: &Arc<ConsoleState>, actor: &Actor, user: &User, to: &str) {
     let Some(store) = services.store.clone() else {
         return;
     };
@@ -718,15 +718,28 @@ fn start_move(services: &Services, st: &ConsoleState, actor: &Actor, user: &User
         &serde_json::json!({"to": to}),
     );
     info!(admin = actor.id(), user = %user.address, to, "console: user move started");
-    let (who, address, to) = (actor.id().to_string(), user.address.clone(), to.to_string());
+    let (st, actor, address, to) = (
+        st.clone(),
+        actor.clone(),
+        user.address.clone(),
+        to.to_string(),
+    );
     tokio::spawn(async move {
         let progress = crate::ops::Progress::new();
         match crate::ops::moveuser::run(&ctx, args, &progress).await {
             Ok(v) => {
-                info!(admin = %who, user = %address, to = %to, result = %v, "console: user moved")
+                info!(admin = actor.id(), user = %address, to = %to, result = %v, "console: user moved");
+                st.prov.record(&actor, "user.move.done", &address, &v);
             }
             Err(e) => {
-                warn!(admin = %who, user = %address, to = %to, error = %format!("{e:#}"), "console: user move failed; the user stays here")
+                let error = format!("{e:#}");
+                warn!(admin = actor.id(), user = %address, to = %to, error = %error, "console: user move failed; the user stays here");
+                st.prov.record(
+                    &actor,
+                    "user.move.failed",
+                    &address,
+                    &serde_json::json!({"to": to, "error": error}),
+                );
             }
         }
     });

@@ -251,8 +251,8 @@ token_key_file = "{keys}/token.key"
         typ, data = m.select("INBOX")
         assert typ == "OK" and int(data[0]) == 1
         m.logout()
-        log = (one.data_dir / "provision-audit.log").read_text()
-        assert "user.move.start" in log
+        assert wait_until(lambda: "user.move.done" in (one.data_dir / "provision-audit.log").read_text(), 10)
+        assert "user.move.start" in (one.data_dir / "provision-audit.log").read_text()
         # a move to the store it is on is no move; to nowhere: refused
         r = requests.patch(f"{api}/users/{ALICE}", json={"mail_host": "store2.test"}, auth=auth, timeout=TIMEOUT)
         assert r.status_code == 200, r.text

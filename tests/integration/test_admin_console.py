@@ -290,3 +290,31 @@ def test_administrator_of_two_domains_lists_one_at_a_time(server, pages):
     page.get_by_role("button", name="Search").click()
     expect(page.locator("tbody tr")).to_have_count(0)
     expect(page.locator(".pager")).to_contain_text("of 0")
+
+
+def test_group_created_edited_and_deleted_in_the_console(server, pages):
+    admin = pages()
+    console_login(server, admin, ADMIN)
+    page = admin.page
+    base = f"http://127.0.0.1:{server.ports['console']}"
+    addr = f"{unique('team')}@{DOMAIN}"
+    page.goto(f"{base}/admin/groups")
+    page.get_by_role("link", name="New group").click()
+    page.fill("#address", addr)
+    page.fill("#name", "The team")
+    page.fill("#members", f"{ALICE}\n{ADMIN}")
+    page.get_by_role("button", name="Create group").click()
+    expect(page.locator("p.notice")).to_have_text("Created.")
+    expect(page.locator("#members")).to_have_value(f"{ALICE}\n{ADMIN}")
+    # a member leaves
+    page.fill("#members", ALICE)
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("p.notice")).to_have_text("Saved.")
+    r = requests.get(f"{api_base(server)}/groups/{addr}", auth=(ADMIN, server.passwords[ADMIN]), timeout=20)
+    assert r.json()["members"] == [ALICE] and r.json()["name"] == "The team"
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete group").click()
+    page.wait_for_url(re.compile(r"/admin/groups\?done=deleted$"), timeout=WAIT_MS)
+    r = requests.get(f"{api_base(server)}/groups/{addr}", auth=(ADMIN, server.passwords[ADMIN]), timeout=20)
+    assert r.status_code == 404
+    assert admin.errors == [], admin.errors
