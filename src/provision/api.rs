@@ -175,7 +175,7 @@ impl From<ProvError> for ApiError {
                 return ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
-                    "the change could not be made; see the server log",
+                    "the request could not be completed; see the server log",
                 );
             }
         };
