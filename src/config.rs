@@ -154,6 +154,12 @@ const QUICKSTART_HTTPS: &str = "[listener.https]\nbind = [\"127.0.0.1:18443\"]\n
 /// configured default 9925 plus 10000, like the other quickstart ports.
 const QUICKSTART_ADMIN: &str = "[admin]\nbind = [\"127.0.0.1:19925\"]\n";
 
+/// The quickstart's administration console (only without a config file):
+/// loopback, the suggested port 8081 plus 10000, with the quickstart's
+/// postmaster account (etc/quickstart.toml's domain) as site administrator.
+const QUICKSTART_CONSOLE: &str = "[listener.console]\nbind = [\"127.0.0.1:18081\"]\n\
+[provision]\nsite_admins = [\"postmaster@localhost\"]\n";
+
 /// Role profiles, merged over the defaults when the role runs.
 pub fn role_profile(role: Role) -> &'static str {
     match role {
@@ -1410,6 +1416,9 @@ choice! {
         Pop3s = "pop3s",
         Http = "http",
         Https = "https",
+        /// The administration console and its HTTP API (docs/admin.md),
+        /// served by the mem role; plaintext unless `tls` says otherwise.
+        Console = "console",
     }
 }
 
@@ -1433,7 +1442,7 @@ impl Protocol {
             Protocol::Submissions | Protocol::Imaps | Protocol::Pop3s | Protocol::Https => {
                 TlsMode::Implicit
             }
-            Protocol::Lmtp | Protocol::Http => TlsMode::None,
+            Protocol::Lmtp | Protocol::Http | Protocol::Console => TlsMode::None,
             _ => TlsMode::StartTls,
         }
     }
@@ -1470,6 +1479,7 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
         // configured server.
         fig = fig.merge(Toml::string(QUICKSTART_HTTPS));
         fig = fig.merge(Toml::string(QUICKSTART_ADMIN));
+        fig = fig.merge(Toml::string(QUICKSTART_CONSOLE));
     }
     if file.is_some() {
         for role in roles {

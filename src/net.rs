@@ -373,7 +373,7 @@ pub fn refusal_text(protocol: Protocol, tls_mode: TlsMode) -> Option<&'static [u
         Protocol::Imap | Protocol::Imaps => Some(b"* BYE Too many connections\r\n"),
         // RFC 3206 SYS/TEMP
         Protocol::Pop3 | Protocol::Pop3s => Some(b"-ERR [SYS/TEMP] Too many connections\r\n"),
-        Protocol::Http | Protocol::Https => None,
+        Protocol::Http | Protocol::Https | Protocol::Console => None,
     }
 }
 

@@ -49,6 +49,12 @@ pub struct Web {
     pub jmap: crate::jmap::Shared,
     /// Renders the process's metrics (`crate::metrics`; the admin listener's /metrics).
     pub metrics: Option<crate::metrics::Handle>,
+    /// The console listener's router (`crate::provision::api::app`), built
+    /// at its first connection.
+    pub console_app: std::sync::OnceLock<Router>,
+    /// The console's provisioner and cookie key, built at the first
+    /// request (`crate::provision::api::state`).
+    pub console: std::sync::OnceLock<std::sync::Arc<crate::provision::api::ConsoleState>>,
 }
 
 /// The router of this process: JMAP when the store role runs here, the
@@ -65,6 +71,8 @@ pub fn app(services: &Services) -> Router {
         app = app.merge(crate::jmap::routes());
         // The store-to-store transport of `msgd user move`.
         app = app.merge(crate::ops::replica::routes());
+        // A mem's question for a user's usage (the console).
+        app = app.merge(crate::provision::api::store_routes());
     }
     if services.web.mem {
         // /jmap/... is forwarded only where no store serves it itself.
@@ -82,7 +90,15 @@ pub fn app(services: &Services) -> Router {
 /// past `http.idle_timeout`, or the process shuts down (the request in
 /// progress is finished first).
 pub async fn serve(conn: Conn, info: ConnInfo, services: Services) {
-    let app = services.web.app.get_or_init(|| app(&services)).clone();
+    let app = if info.protocol == crate::config::Protocol::Console {
+        // The administration console has its own listener and routes.
+        let web = &services.web;
+        web.console_app
+            .get_or_init(|| crate::provision::api::app(&services))
+            .clone()
+    } else {
+        services.web.app.get_or_init(|| app(&services)).clone()
+    };
     let cfg = &services.config.http;
     let peer = info.clone();
     // Headers: hyper's header_read_timeout; bodies: DeadlineBody.

@@ -625,6 +625,52 @@ async fn store_call(
     }
 }
 
+/// A small GET to the store serving `mail_host` for `user` (the console's
+/// usage page): a bearer token for `user` alone, valid for a minute and
+/// naming a session of its own; within the mem's deadlines; the status and
+/// at most `max` bytes of the body (None: no answer in time).
+pub async fn store_get(
+    services: &Services,
+    user: &str,
+    mail_host: &str,
+    path: &str,
+    max: usize,
+) -> Option<(StatusCode, axum::body::Bytes)> {
+    let state = super::state(services).ok()?;
+    let base = store_base(&services.config, mail_host);
+    let token = state
+        .tokens
+        .issue(user, &session::random_token(), Duration::from_secs(60));
+    let req = axum::http::Request::builder()
+        .method(axum::http::Method::GET)
+        .uri(format!("{base}{path}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .ok()?;
+    let m = &services.config.mem;
+    let deadline = Duration::from_secs(m.connect_timeout.max(1) + m.store_timeout.max(1));
+    let answer = tokio::time::timeout(deadline, async {
+        let r = state.stores.client.request(req).await?;
+        let (parts, body) = r.into_parts();
+        let body = axum::body::to_bytes(Body::new(body), max)
+            .await
+            .unwrap_or_default();
+        Ok::<_, hyper_util::client::legacy::Error>((parts.status, body))
+    })
+    .await;
+    match answer {
+        Ok(Ok(a)) => Some(a),
+        Ok(Err(e)) => {
+            warn!(user = %user, store = %base, error = %e, "store unavailable");
+            None
+        }
+        Err(_) => {
+            warn!(user = %user, store = %base, "store did not answer in time");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

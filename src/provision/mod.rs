@@ -22,8 +22,10 @@
 //! logged; every value placed in an LDAP filter or DN is escaped; a
 //! refusal is a `ProvError` with a message fit for an administrator.
 
+pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod console;
 pub mod csv;
 pub mod embedded;
 pub mod ldap;
@@ -455,6 +457,12 @@ impl Provisioner {
     /// Users of a domain and the quota bytes given to them, for the limits.
     pub async fn domain_usage(&self, name: &str) -> Result<(u64, u64)> {
         backend!(self.domain_usage(name))
+    }
+
+    /// Records in the change log an action done outside the back end
+    /// (the console starting `msgd user move`).
+    pub fn record<T: Serialize>(&self, actor: &Actor, action: &str, target: &str, what: &T) {
+        self.audit.record(actor, action, target, what);
     }
 
     /// A domain without a rights check (for `policy`: defaults, limits).

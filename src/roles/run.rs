@@ -91,6 +91,8 @@ fn owner(protocol: Protocol, roles: &[Role]) -> Option<Role> {
                 Role::Mem
             }
         }
+        // The administration console: where the mem role runs.
+        Protocol::Console => Role::Mem,
     };
     roles.contains(&want).then_some(want)
 }
@@ -121,6 +123,7 @@ fn handler(protocol: Protocol, role: Role) -> Result<Handler, &'static str> {
         (Role::Store | Role::Mem, Protocol::Http | Protocol::Https) => {
             Ok(|c, i, s| Box::pin(crate::http::serve(c, i, s)))
         }
+        (Role::Mem, Protocol::Console) => Ok(|c, i, s| Box::pin(crate::http::serve(c, i, s))),
         _ => Err("no handler"),
     }
 }
@@ -602,6 +605,22 @@ fn print_quickstart(config: &Config, address: &str, password: &str) {
         port("pop3s"),
         port("lmtp")
     );
+    if port("console") != "-" {
+        let admin = config
+            .provision
+            .site_admins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(address));
+        println!(
+            "  administration console: http://{}/admin/{}",
+            port("console"),
+            if admin {
+                " (this account is its site administrator)"
+            } else {
+                ""
+            }
+        );
+    }
     println!(
         "  data: {}  certificate: {}",
         config.server.data_dir.display(),
