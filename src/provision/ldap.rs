@@ -1841,14 +1841,11 @@ impl LdapProv {
         let name = check_domain(name)?;
         let a = self.attrs();
         let filter = format!(
-            "(&{}({}=*@{}){})",
+            "(&{}({}=*@{})(!{}))",
             self.kind_filter(Kind::User),
             a.mail,
             ldap_escape(name.as_str()),
-            format!(
-                "(!{})",
-                Self::status_filter(&a.status, EntryStatus::Deleted)
-            )
+            Self::status_filter(&a.status, EntryStatus::Deleted)
         );
         let found = self
             .search(
