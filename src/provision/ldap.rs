@@ -1322,12 +1322,17 @@ impl LdapProv {
             .iter()
             .map(|x| check_address("alias", x))
             .collect::<Result<_>>()?;
-        let members: Vec<String> = group
-            .members
-            .iter()
+        // A member given by DN among the addresses (the CLI's --member)
+        // goes with the DN members.
+        let (dn_given, addr_given): (Vec<&String>, Vec<&String>) =
+            group.members.iter().partition(|m| looks_like_dn(m));
+        let members: Vec<String> = addr_given
+            .into_iter()
             .map(|x| check_address("member", x))
             .collect::<Result<_>>()?;
-        if aliases.len() + members.len() + group.member_dns.len() > MAX_VALUES {
+        let mut member_dns: Vec<String> = group.member_dns.clone();
+        member_dns.extend(dn_given.into_iter().map(|d| d.trim().to_string()));
+        if aliases.len() + members.len() + member_dns.len() > MAX_VALUES {
             return Err(ProvError::Invalid("too many members".into()));
         }
         let mut all = vec![address.clone()];
@@ -1360,7 +1365,7 @@ impl LdapProv {
             }
         }
         let (dn_attr, required) = self.dn_member_attr(&p.group_classes);
-        let mut dns = set(&group.member_dns);
+        let mut dns = set(&member_dns);
         if dns.is_empty() && required {
             // groupOfNames / groupOfUniqueNames need a member: the empty
             // DN stands for none (msgd skips it when expanding).
