@@ -190,6 +190,15 @@ pub fn hash_password(scheme: &str, password: &str) -> Result<String> {
     }
 }
 
+/// [`hash_password`] off the async threads (Argon2 takes tens of
+/// milliseconds of CPU).
+async fn hash_password_blocking(scheme: &str, password: &Secret) -> Result<String> {
+    let (scheme, password) = (scheme.to_string(), password.clone());
+    tokio::task::spawn_blocking(move || hash_password(&scheme, password.expose()))
+        .await
+        .map_err(|e| ProvError::Other(anyhow::anyhow!("hashing: {e}")))?
+}
+
 /// An LDAP error of an operation on `what` as a provisioning error.
 fn rc_err(rc: u32, text: &str, what: &str) -> ProvError {
     match rc {
@@ -945,7 +954,7 @@ impl LdapProv {
         }
         // An empty password: no userPassword, so no login until one is set.
         if !password.is_empty() {
-            let h = hash_password(&p.password_scheme, password.expose())?;
+            let h = hash_password_blocking(&p.password_scheme, password).await?;
             attrs.push(("userPassword".into(), one(&h)));
         }
         attrs.retain(|(k, v)| !k.is_empty() && !v.is_empty());
@@ -990,7 +999,8 @@ impl LdapProv {
             if pw.is_empty() {
                 mods.push(Mod::Replace("userPassword".into(), HashSet::new()));
             } else {
-                let h = hash_password(&self.config.provision.ldap.password_scheme, pw.expose())?;
+                let h =
+                    hash_password_blocking(&self.config.provision.ldap.password_scheme, pw).await?;
                 mods.push(Mod::Replace("userPassword".into(), one(h)));
             }
         }
@@ -1852,14 +1862,10 @@ impl LdapProv {
             ldap_escape(name.as_str()),
             Self::status_filter(&a.status, EntryStatus::Deleted)
         );
+        let mut usage_attrs = vec![a.mail.clone(), a.quota.clone()];
+        usage_attrs.extend(a.status.iter().cloned());
         let found = self
-            .search(
-                self.base(),
-                Scope::Subtree,
-                &filter,
-                &self.user_attrs(),
-                MAX_SCAN,
-            )
+            .search(self.base(), Scope::Subtree, &filter, &usage_attrs, MAX_SCAN)
             .await?;
         let mut users = 0u64;
         let mut quota = 0u64;
