@@ -952,11 +952,12 @@ impl LdapProv {
             let at = user.deleted_at.unwrap_or_else(now);
             attrs.push((a.deleted_time.clone(), one(&generalized_time(at))));
         }
-        // An empty password: no userPassword, so no login until one is set.
-        if !password.is_empty() {
-            let h = hash_password_blocking(&p.password_scheme, password).await?;
-            attrs.push(("userPassword".into(), one(&h)));
+        // As on the embedded directory: a user has a password.
+        if password.is_empty() {
+            return Err(ProvError::Invalid("password: empty".into()));
         }
+        let h = hash_password_blocking(&p.password_scheme, password).await?;
+        attrs.push(("userPassword".into(), one(&h)));
         attrs.retain(|(k, v)| !k.is_empty() && !v.is_empty());
         self.add_entry(&dn, attrs).await.map_err(|e| match e {
             ProvError::Exists(_) => ProvError::Exists(address.clone()),
@@ -997,12 +998,10 @@ impl LdapProv {
         }
         if let Some(pw) = &change.password {
             if pw.is_empty() {
-                mods.push(Mod::Replace("userPassword".into(), HashSet::new()));
-            } else {
-                let h =
-                    hash_password_blocking(&self.config.provision.ldap.password_scheme, pw).await?;
-                mods.push(Mod::Replace("userPassword".into(), one(h)));
+                return Err(ProvError::Invalid("password: empty".into()));
             }
+            let h = hash_password_blocking(&self.config.provision.ldap.password_scheme, pw).await?;
+            mods.push(Mod::Replace("userPassword".into(), one(h)));
         }
         // Addresses: new ones must be free; values already there are skipped.
         let add_alias: Vec<String> = change
@@ -1851,7 +1850,8 @@ impl LdapProv {
 
     /// (users, quota bytes given to them) of a domain: users not marked
     /// deleted whose `mail` is in the domain; a user without a quota of
-    /// its own counts 0.
+    /// its own counts the domain's default quota (as on the embedded
+    /// directory).
     pub async fn domain_usage(&self, name: &str) -> Result<(u64, u64)> {
         let name = check_domain(name)?;
         let a = self.attrs();
@@ -1867,6 +1867,10 @@ impl LdapProv {
         let found = self
             .search(self.base(), Scope::Subtree, &filter, &usage_attrs, MAX_SCAN)
             .await?;
+        let default = self
+            .domain_entry(&name)
+            .await?
+            .and_then(|e| e.number(&a.domain_default_quota));
         let mut users = 0u64;
         let mut quota = 0u64;
         for e in &found {
@@ -1875,7 +1879,7 @@ impl LdapProv {
                 continue;
             }
             users += 1;
-            quota = quota.saturating_add(u.quota.unwrap_or(0));
+            quota = quota.saturating_add(u.quota.or(default).unwrap_or(0));
         }
         Ok((users, quota))
     }

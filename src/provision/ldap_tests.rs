@@ -128,6 +128,12 @@ async fn users_are_added_modified_marked_deleted_and_removed() {
         root_read(&env.slapd.url, dn, "inetUserStatus").await,
         vec!["active"]
     );
+    // A user has a password (as on the embedded directory).
+    let e = p
+        .user_add(&user("nopw@example.test"), &secret(""))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProvError::Invalid(_)), "{e}");
     // The same address (or an alias of it) twice: Exists.
     for taken in ["new.one@example.test", "alice.smith@example.test"] {
         let e = p.user_add(&user(taken), &secret("x")).await.unwrap_err();
