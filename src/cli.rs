@@ -2,13 +2,11 @@
 //! configuration (systemd's `RestartPreventExitStatus=2` stops a restart
 //! loop on a broken config).
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::directory::embedded;
 use crate::roles::Role;
 
 pub const EXIT_OK: i32 = 0;
@@ -42,15 +40,13 @@ enum Command {
     Run,
     /// Check the configuration; print every error; exit 2 if any.
     CheckConfig,
-    /// Users of the embedded directory (works while the server runs).
-    #[command(subcommand)]
-    User(UserCmd),
-    /// Aliases and lists of the embedded directory.
-    #[command(subcommand)]
-    Alias(AliasCmd),
-    /// Local domains of the embedded directory.
-    #[command(subcommand)]
-    Domain(DomainCmd),
+    /// Users and their aliases, in the directory (either back end; works
+    /// while the server runs). docs/admin.md.
+    User(crate::provision::cli::UserArgs),
+    /// Groups (mailing lists) in the directory.
+    Group(crate::provision::cli::GroupArgs),
+    /// Mail domains in the directory.
+    Domain(crate::provision::cli::DomainArgs),
     /// IMAP consistency stress test and benchmark against a server on
     /// loopback (exit 1 on any violation). Needs no configuration.
     Stress(crate::stress::StressArgs),
@@ -104,49 +100,6 @@ enum QueueCmd {
     Release { id: String },
 }
 
-#[derive(Subcommand, Debug)]
-enum UserCmd {
-    /// Add a user; the password is read from standard input.
-    Add {
-        address: String,
-        /// Quota in bytes.
-        #[arg(long)]
-        quota: Option<u64>,
-        /// Create the account disabled (no login, no delivery).
-        #[arg(long)]
-        inactive: bool,
-    },
-    /// Delete a user from the directory (the mailbox stays in the store).
-    Del { address: String },
-    /// Change a password (read from standard input).
-    Passwd { address: String },
-    /// List users.
-    List,
-    /// Move a user's mail to another store while both run.
-    Move(crate::ops::moveuser::MoveArgs),
-}
-
-#[derive(Subcommand, Debug)]
-enum AliasCmd {
-    /// Add an alias or list delivering to the targets.
-    Add {
-        alias: String,
-        #[arg(required = true)]
-        targets: Vec<String>,
-    },
-    Del {
-        alias: String,
-    },
-    List,
-}
-
-#[derive(Subcommand, Debug)]
-enum DomainCmd {
-    Add { domain: String },
-    Del { domain: String },
-    List,
-}
-
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -195,9 +148,9 @@ pub fn main() -> i32 {
             println!("configuration ok");
             EXIT_OK
         }
-        Command::User(c) => report(user(&loaded.config, c)),
-        Command::Alias(c) => report(alias(&loaded.config, c)),
-        Command::Domain(c) => report(domain(&loaded.config, c)),
+        Command::User(c) => report(crate::provision::cli::user(&loaded.config, c)),
+        Command::Group(c) => report(crate::provision::cli::group(&loaded.config, c)),
+        Command::Domain(c) => report(crate::provision::cli::domain(&loaded.config, c)),
         Command::Stress(_) => EXIT_USAGE, // handled above
         Command::Queue(c) => report(queue(&loaded.config, c)),
         Command::Config(_) => EXIT_USAGE, // handled above
@@ -222,182 +175,6 @@ fn report(r: anyhow::Result<()>) -> i32 {
             EXIT_FAILURE
         }
     }
-}
-
-fn need_embedded(c: &Config) -> anyhow::Result<PathBuf> {
-    if c.directory.backend != config::DirectoryBackend::Embedded {
-        anyhow::bail!(
-            "the directory back end is '{}': manage its users there",
-            c.directory.backend
-        );
-    }
-    Ok(c.directory_path())
-}
-
-/// Reads one line from standard input (a prompt on a terminal). The
-/// password never appears in argv, where `ps` would show it.
-fn read_password(prompt: &str) -> anyhow::Result<String> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("{prompt}: ");
-        let _ = std::io::stderr().flush();
-    }
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    let pw = line.trim_end_matches(['\r', '\n']).to_string();
-    if pw.is_empty() {
-        anyhow::bail!("empty password (give it on standard input)");
-    }
-    Ok(pw)
-}
-
-fn user(c: &Config, cmd: UserCmd) -> anyhow::Result<()> {
-    if let UserCmd::Move(a) = cmd {
-        // Any directory back end: the move switches mailHost in it.
-        return crate::ops::moveuser::cli(c, a);
-    }
-    let path = need_embedded(c)?;
-    match cmd {
-        UserCmd::Add {
-            address,
-            quota,
-            inactive,
-        } => {
-            let pw = read_password("password")?;
-            let hash = crate::directory::password::hash_with(&pw, &c.auth.argon2())?;
-            embedded::edit(&path, |d| {
-                embedded::add_user_hashed(d, &address, hash, quota, !inactive)
-            })?;
-            println!("added {}", crate::directory::canonical_address(&address));
-        }
-        UserCmd::Del { address } => {
-            let a = crate::directory::canonical_address(&address);
-            embedded::edit(&path, |d| {
-                d.users
-                    .remove(&a)
-                    .map(|_| ())
-                    .ok_or_else(|| anyhow::anyhow!("no user {a}"))
-            })?;
-            println!("deleted {a}");
-        }
-        UserCmd::Passwd { address } => {
-            let a = crate::directory::canonical_address(&address);
-            let pw = read_password("new password")?;
-            let hash = crate::directory::password::hash_with(&pw, &c.auth.argon2())?;
-            embedded::edit(&path, |d| match d.users.get_mut(&a) {
-                Some(u) => {
-                    u.password = hash;
-                    Ok(())
-                }
-                None => anyhow::bail!("no user {a}"),
-            })?;
-            println!("password changed for {a}");
-        }
-        UserCmd::List => {
-            let d = embedded::load(&path)?;
-            for (addr, u) in &d.users {
-                let mut line = addr.clone();
-                if !u.account.active {
-                    line.push_str(" (inactive)");
-                }
-                if let Some(q) = u.account.quota {
-                    line.push_str(&format!(" quota={q}"));
-                }
-                println!("{line}");
-            }
-        }
-        UserCmd::Move(_) => unreachable!("handled above"),
-    }
-    Ok(())
-}
-
-fn alias(c: &Config, cmd: AliasCmd) -> anyhow::Result<()> {
-    let path = need_embedded(c)?;
-    match cmd {
-        AliasCmd::Add { alias, targets } => {
-            let a = crate::directory::canonical_address(&alias);
-            crate::directory::names::check_address(&a)?;
-            let Some(domain) = crate::directory::domain_of(&a).map(str::to_string) else {
-                anyhow::bail!("'{a}' is not an address");
-            };
-            if targets.is_empty() {
-                anyhow::bail!("alias {a}: give at least one target address");
-            }
-            for t in &targets {
-                crate::directory::names::check_address(&crate::directory::canonical_address(t))?;
-            }
-            embedded::edit(&path, |d| {
-                if d.users.contains_key(&a) {
-                    anyhow::bail!("{a} is a user");
-                }
-                if !d.domains.contains(&domain) {
-                    d.domains.push(domain.clone());
-                    d.domains.sort();
-                }
-                d.aliases.insert(
-                    a.clone(),
-                    targets
-                        .iter()
-                        .map(|t| crate::directory::canonical_address(t))
-                        .collect(),
-                );
-                Ok(())
-            })?;
-            println!("alias {a} added");
-        }
-        AliasCmd::Del { alias } => {
-            let a = crate::directory::canonical_address(&alias);
-            embedded::edit(&path, |d| {
-                d.aliases
-                    .remove(&a)
-                    .map(|_| ())
-                    .ok_or_else(|| anyhow::anyhow!("no alias {a}"))
-            })?;
-            println!("alias {a} deleted");
-        }
-        AliasCmd::List => {
-            for (a, t) in embedded::load(&path)?.aliases {
-                println!("{a} -> {}", t.join(", "));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn domain(c: &Config, cmd: DomainCmd) -> anyhow::Result<()> {
-    let path = need_embedded(c)?;
-    match cmd {
-        DomainCmd::Add { domain } => {
-            let dom = domain.trim().to_lowercase();
-            crate::directory::names::check_domain(&dom)?;
-            embedded::edit(&path, |d| {
-                if !d.domains.contains(&dom) {
-                    d.domains.push(dom.clone());
-                    d.domains.sort();
-                }
-                Ok(())
-            })?;
-            println!("domain {dom} added");
-        }
-        DomainCmd::Del { domain } => {
-            let dom = domain.trim().to_lowercase();
-            embedded::edit(&path, |d| {
-                let before = d.domains.len();
-                d.domains.retain(|x| x != &dom);
-                if before == d.domains.len() {
-                    anyhow::bail!("no domain {dom}");
-                }
-                Ok(())
-            })?;
-            println!("domain {dom} deleted");
-        }
-        DomainCmd::List => {
-            for d in embedded::load(&path)?.domains {
-                println!("{d}");
-            }
-        }
-    }
-    Ok(())
 }
 
 fn queue(c: &Config, cmd: QueueCmd) -> anyhow::Result<()> {

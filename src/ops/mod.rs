@@ -51,6 +51,8 @@ pub enum Request {
     Import(migrate::ImportArgs),
     Export(migrate::ExportArgs),
     Move(moveuser::MoveArgs),
+    /// `msgd user purge` (src/provision/purge.rs).
+    Purge(crate::provision::purge::PurgeArgs),
 }
 
 impl Request {
@@ -66,6 +68,7 @@ impl Request {
             Request::Import(_) => "import",
             Request::Export(_) => "export",
             Request::Move(_) => "move",
+            Request::Purge(_) => "purge",
         }
     }
 }
@@ -99,6 +102,7 @@ pub async fn dispatch(
         Request::Import(a) => migrate::run_import(ctx, a, progress).await,
         Request::Export(a) => migrate::run_export(ctx, a, progress).await,
         Request::Move(a) => moveuser::run(ctx, a, progress).await,
+        Request::Purge(a) => crate::provision::purge::run(ctx, a, progress).await,
     }
 }
 

@@ -59,3 +59,33 @@ impl Log {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provision::UserChange;
+
+    #[test]
+    fn a_password_change_never_reaches_the_log() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.server.data_dir = t.path().to_path_buf();
+        let log = Log::open(&c).unwrap();
+        let change = UserChange {
+            password: Some("Sekr1t-never-logged".into()),
+            quota: Some(Some(5)),
+            ..Default::default()
+        };
+        let actor = Actor::Site {
+            id: "cli:test".into(),
+        };
+        log.record_change(&actor, "user.modify", "a@x.test", &change);
+        let text = std::fs::read_to_string(t.path().join("provision-audit.log")).unwrap();
+        assert!(!text.contains("Sekr1t"), "{text}");
+        assert!(!text.contains("password"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["who"], "cli:test");
+        assert_eq!(v["action"], "user.modify");
+        assert_eq!(v["what"]["quota"], 5);
+    }
+}

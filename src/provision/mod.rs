@@ -338,6 +338,7 @@ impl Provisioner {
     /// what `user` leaves empty; the domain's limits are checked.
     pub async fn user_add(&self, actor: &Actor, user: User, password: Secret) -> Result<User> {
         policy::may_touch_address(actor, &user.address)?;
+        policy::may_create_user(actor, &user)?;
         let user = policy::with_defaults(self, user).await?;
         policy::check_user_limits(self, &user, None).await?;
         let made = backend!(self.user_add(&user, &password))?;
@@ -454,6 +455,11 @@ impl Provisioner {
     /// Users of a domain and the quota bytes given to them, for the limits.
     pub async fn domain_usage(&self, name: &str) -> Result<(u64, u64)> {
         backend!(self.domain_usage(name))
+    }
+
+    /// A domain without a rights check (for `policy`: defaults, limits).
+    pub async fn domain_info(&self, name: &str) -> Result<Option<Domain>> {
+        backend!(self.domain_get(name))
     }
 
     /// Users marked deleted before `before` (unix seconds), for the purge.

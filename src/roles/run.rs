@@ -223,6 +223,11 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
         };
         // Retention, purge of expunged files, expunged table trimming.
         tokio::spawn(crate::ops::expire::schedule(ctx.clone(), shutdown.clone()));
+        // Users marked deleted: their mail, then their entry (issue 15).
+        tokio::spawn(crate::provision::purge::schedule(
+            ctx.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(crate::ops::control::serve(sock, ctx, shutdown.clone()));
     }
     let queue_runner = match queue {

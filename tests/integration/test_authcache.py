@@ -88,7 +88,7 @@ def test_password_change_between_two_logins_refuses_the_old_password_at_once(srv
     old = srv.passwords[ALICE]
     assert ok(imap_login(srv, ALICE, old))
     assert ok(imap_login(srv, ALICE, old)), "second login (from the cache)"
-    res = srv.cli("user", "passwd", ALICE, input="alice-new-password\n")
+    res = srv.cli("user", "modify", ALICE, "--password-stdin", input="alice-new-password\n")
     assert res.returncode == 0, res.stderr
     srv.passwords[ALICE] = "alice-new-password"
     time.sleep(RELOAD)

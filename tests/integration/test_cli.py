@@ -71,15 +71,19 @@ def test_user_add_reads_password_from_stdin_and_user_list_shows_users(msgd_facto
         m.shutdown()
 
 
-def test_user_del_removes_user_from_list(msgd_factory):
+def test_user_del_marks_user_deleted(msgd_factory):
+    """`user del` (old spelling of `user delete`) marks the user deleted:
+    gone from the active users, listed as deleted until the purge."""
     server = msgd_factory(start=False)
     keep, gone = f"keep@{DOMAIN}", f"gone@{DOMAIN}"
     server.add_user(keep)
     server.add_user(gone)
     res = server.cli("user", "del", gone)
     assert res.returncode == 0, res.stderr
-    listed = server.cli("user", "list").stdout
+    listed = server.cli("user", "list", "--status", "active").stdout
     assert keep in listed and gone not in listed, f"user list after del:\n{listed}"
+    listed = server.cli("user", "list", "--status", "deleted").stdout
+    assert gone in listed and keep not in listed, f"deleted users:\n{listed}"
 
 
 def test_user_added_while_server_runs_can_log_in_and_receive_mail(msgd_factory):

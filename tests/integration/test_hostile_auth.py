@@ -64,7 +64,7 @@ def srv(tmp_path_factory):
     factory = MsgdFactory(tmp_path_factory, "hostile_auth")
     inst = factory(users=USERS, start=False)
     with_limits(inst)
-    res = inst.cli("alias", "add", BOB_ALIAS, BOB)
+    res = inst.cli("user", "modify", BOB, "--add-alias", BOB_ALIAS)
     assert res.returncode == 0, res.stderr
     inst.start()
     yield inst
@@ -465,8 +465,8 @@ def test_check_config_refuses_cleartext_ldap(tmp_path):
     ["user", "add", "alice@../x"],
     ["user", "add", "nodomain"],
     ["user", "add", f"a b@{DOMAIN}"],
-    ["alias", "add", f"x/y@{DOMAIN}", f"alice@{DOMAIN}"],
-    ["alias", "add", f"ok@{DOMAIN}", "bad\x7f@x.test"],
+    ["group", "add", f"x/y@{DOMAIN}", "--member", f"alice@{DOMAIN}"],
+    ["group", "add", f"ok@{DOMAIN}", "--member", "bad\x7f@x.test"],
     ["domain", "add", "../etc"],
     ["domain", "add", "a/b.test"],
     ["domain", "add", "bad domain.test"],
@@ -486,6 +486,6 @@ def test_cli_accepts_good_names(tmp_path):
     from conftest import Msgd
     inst = Msgd(tmp_path)
     for args in (["user", "add", f"first.last+tag@{DOMAIN}"], ["user", "add", f"o'brien@{DOMAIN}"],
-                 ["alias", "add", f"team@{DOMAIN}", f"o'brien@{DOMAIN}"], ["domain", "add", "other.example"]):
+                 ["group", "add", f"team@{DOMAIN}", "--member", f"o'brien@{DOMAIN}"], ["domain", "add", "other.example"]):
         res = inst.cli(*args, input="pw\n")
         assert res.returncode == 0, (args, res.stdout + res.stderr)
