@@ -316,34 +316,53 @@ impl LdapProv {
         attrs: &[String],
         max: usize,
     ) -> Result<Vec<Entry>> {
-        let mut ldap = self.ldap().await?;
         let op = self.op();
         let mut attrs: Vec<String> = attrs.iter().filter(|a| !a.is_empty()).cloned().collect();
         if attrs.is_empty() {
             attrs.push("1.1".into());
         }
-        let run = async {
-            let mut stream = ldap
-                .with_timeout(op)
-                .streaming_search_with(PagedResults::new(PAGE), base, scope, filter, attrs)
-                .await?;
-            let mut out = Vec::new();
-            while let Some(e) = stream.next().await? {
-                if e.is_ref() || e.is_intermediate() {
-                    continue;
+        let mut attempt = 0;
+        let r = loop {
+            let mut ldap = self.ldap().await?;
+            let attrs = attrs.clone();
+            let run = async {
+                let mut stream = ldap
+                    .with_timeout(op)
+                    .streaming_search_with(PagedResults::new(PAGE), base, scope, filter, attrs)
+                    .await?;
+                let mut out = Vec::new();
+                while let Some(e) = stream.next().await? {
+                    if e.is_ref() || e.is_intermediate() {
+                        continue;
+                    }
+                    if out.len() >= max {
+                        return Ok((out, None));
+                    }
+                    out.push(Entry::of(SearchEntry::construct(e)));
                 }
-                if out.len() >= max {
-                    return Ok((out, None));
+                let res = stream.finish().await;
+                Ok::<_, LdapError>((out, Some(res)))
+            };
+            // The whole listing, page by page, within a bounded time.
+            let r = tokio::time::timeout(op * 10, run)
+                .await
+                .unwrap_or_else(|e| Err(LdapError::Timeout { elapsed: e }));
+            attempt += 1;
+            match r {
+                // The kept connection broke (the server closed it while
+                // idle): a search is safe to send once more on a new one.
+                Err(e)
+                    if attempt == 1
+                        && !matches!(
+                            e,
+                            LdapError::LdapResult { .. } | LdapError::Timeout { .. }
+                        ) =>
+                {
+                    *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }
-                out.push(Entry::of(SearchEntry::construct(e)));
+                r => break r,
             }
-            let res = stream.finish().await;
-            Ok::<_, LdapError>((out, Some(res)))
         };
-        // The whole listing, page by page, within a bounded time.
-        let r = tokio::time::timeout(op * 10, run)
-            .await
-            .unwrap_or_else(|e| Err(LdapError::Timeout { elapsed: e }));
         match r {
             Err(e) => Err(self.failed(e, &format!("search {filter}"))),
             Ok((_, None)) => {
@@ -597,16 +616,28 @@ impl LdapProv {
     /// `Exists` if any entry (user or group) already has one of these
     /// addresses, other than the entry `except`.
     async fn addresses_free(&self, addresses: &[String], except: Option<&str>) -> Result<()> {
-        for a in addresses {
-            let filter = any_of(&self.address_attrs(), a);
+        if addresses.is_empty() {
+            return Ok(());
+        }
+        // One search for all of them, in bounded chunks.
+        let attrs = self.address_attrs();
+        let read: Vec<String> = attrs.iter().map(|s| s.to_string()).collect();
+        for chunk in addresses.chunks(100) {
+            let filter = format!(
+                "(|{})",
+                chunk.iter().map(|a| any_of(&attrs, a)).collect::<String>()
+            );
             let found = self
-                .search(self.base(), Scope::Subtree, &filter, &[], 5)
+                .search(self.base(), Scope::Subtree, &filter, &read, MAX_SCAN)
                 .await?;
-            if found
+            for e in found
                 .iter()
-                .any(|e| except.is_none_or(|x| !e.dn.eq_ignore_ascii_case(x)))
+                .filter(|e| except.is_none_or(|x| !e.dn.eq_ignore_ascii_case(x)))
             {
-                return Err(ProvError::Exists(a.clone()));
+                let have: Vec<String> = attrs.iter().flat_map(|a| lower(e.all(a))).collect();
+                if let Some(a) = chunk.iter().find(|a| have.contains(a)) {
+                    return Err(ProvError::Exists(a.clone()));
+                }
             }
         }
         Ok(())
