@@ -171,23 +171,33 @@ pub fn hash_password(scheme: &str, password: &str) -> Result<String> {
             base64::engine::general_purpose::STANDARD.encode(out)
         )
     };
+    match scheme_of(scheme)? {
+        "SSHA512" => Ok(salted(&ring::digest::SHA512, "SSHA512")),
+        "SSHA" => Ok(salted(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, "SSHA")),
+        // OpenLDAP's argon2 module reads the PHC string libargon2 writes;
+        // the argon2 crate writes the same (`$argon2id$v=19$m=..`).
+        _ => crate::directory::password::hash(password)
+            .map(|h| format!("{{ARGON2}}{h}"))
+            .map_err(ProvError::Other),
+    }
+}
+
+/// The scheme named by `provision.ldap.password_scheme` (braces optional,
+/// case-insensitive): `SSHA512`, `ARGON2` or `SSHA`.
+fn scheme_of(scheme: &str) -> Result<&'static str> {
     let s = scheme
         .trim()
         .trim_start_matches('{')
         .trim_end_matches('}')
         .to_ascii_uppercase();
-    match s.as_str() {
-        "SSHA512" => Ok(salted(&ring::digest::SHA512, "SSHA512")),
-        "SSHA" => Ok(salted(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, "SSHA")),
-        // OpenLDAP's argon2 module reads the PHC string libargon2 writes;
-        // the argon2 crate writes the same (`$argon2id$v=19$m=..`).
-        "ARGON2" => crate::directory::password::hash(password)
-            .map(|h| format!("{{ARGON2}}{h}"))
-            .map_err(ProvError::Other),
-        _ => Err(ProvError::Invalid(format!(
-            "provision.ldap.password_scheme: '{scheme}' is not SSHA512, ARGON2 or SSHA"
-        ))),
-    }
+    ["SSHA512", "ARGON2", "SSHA"]
+        .into_iter()
+        .find(|k| *k == s)
+        .ok_or_else(|| {
+            ProvError::Invalid(format!(
+                "provision.ldap.password_scheme: '{scheme}' is not SSHA512, ARGON2 or SSHA"
+            ))
+        })
 }
 
 /// [`hash_password`] off the async threads (Argon2 takes tens of
@@ -251,7 +261,7 @@ impl LdapProv {
             l.base_dn.clone()
         };
         // A bad scheme is a configuration error, found at start.
-        hash_password(&p.password_scheme, "x").map_err(|e| anyhow::anyhow!("{e}"))?;
+        scheme_of(&p.password_scheme).map_err(|e| anyhow::anyhow!("{e}"))?;
         if p.user_rdn.is_empty() {
             anyhow::bail!("provision.ldap.user_rdn is empty");
         }
