@@ -135,6 +135,21 @@ pub fn parse_generalized_time(v: &str) -> Option<i64> {
         .map(|t| t.and_utc().timestamp())
 }
 
+/// A cn value that is the entry's RDN value as the provisioning makes
+/// it (the local part, or the whole address), not a display name.
+fn is_address_like(v: &str, mail: &str) -> bool {
+    let local = mail.split_once('@').map_or(mail, |(l, _)| l);
+    v.trim().eq_ignore_ascii_case(local) || v.trim().eq_ignore_ascii_case(mail)
+}
+
+/// The display name: the first `attr` value that is not the RDN value
+/// made from the address (cn is required, and holds the local part when
+/// no name was given).
+fn display_name(e: &Entry, attr: &str, mail_attr: &str) -> Option<String> {
+    let mail = e.first(mail_attr).unwrap_or_default();
+    e.all(attr).into_iter().find(|v| !is_address_like(v, &mail))
+}
+
 /// A value that names an entry rather than an address.
 fn looks_like_dn(v: &str) -> bool {
     !v.contains('@') && v.contains('=')
@@ -579,7 +594,7 @@ impl LdapProv {
         let forward = e.all(&a.forwarding_address);
         User {
             address: e.first(&a.mail).unwrap_or_default().to_ascii_lowercase(),
-            name: e.first(&a.name),
+            name: display_name(e, &a.name, &a.mail),
             aliases: lower(e.all(&a.alternate_address)),
             equivalents: lower(e.all(&a.equivalent_address)),
             mail_host: e.first(&a.mail_host),
@@ -1275,7 +1290,7 @@ impl LdapProv {
         }
         Group {
             address: e.first(&a.mail).unwrap_or_default().to_ascii_lowercase(),
-            name: e.first(&a.name),
+            name: display_name(e, &a.name, &a.mail),
             aliases: lower(e.all(&a.alternate_address)),
             members: lower(e.all(&a.group_address_member)),
             member_dns,
@@ -1459,8 +1474,23 @@ impl LdapProv {
         let mut mods: Vec<Mod<String>> = Vec::new();
         let one = |v: String| HashSet::from([v]);
         if let Some(n) = &change.name {
-            if !a.name.is_empty() && !a.name.eq_ignore_ascii_case("cn") {
-                mods.push(Mod::Replace(a.name.clone(), n.iter().cloned().collect()));
+            let n = n.clone().filter(|n| !n.trim().is_empty());
+            if a.name.eq_ignore_ascii_case("cn") {
+                // cn holds the RDN value too: only the name values change.
+                let mail = e.first(&a.mail).unwrap_or_default();
+                let old: HashSet<String> = e
+                    .all(&a.name)
+                    .into_iter()
+                    .filter(|v| !is_address_like(v, &mail))
+                    .collect();
+                if !old.is_empty() {
+                    mods.push(Mod::Delete(a.name.clone(), old));
+                }
+                if let Some(n) = n.filter(|n| !is_address_like(n, &mail)) {
+                    mods.push(Mod::Add(a.name.clone(), one(n)));
+                }
+            } else if !a.name.is_empty() {
+                mods.push(Mod::Replace(a.name.clone(), n.into_iter().collect()));
             }
         }
         // Aliases.

@@ -124,6 +124,12 @@ async fn users_are_added_modified_marked_deleted_and_removed() {
     // the classes and the sn an inetOrgPerson needs.
     let dn = "uid=new.one,ou=people,dc=example,dc=test";
     assert_eq!(root_read(&env.slapd.url, dn, "sn").await, vec!["One"]);
+    // Without a name, cn is the local part and no name is shown.
+    let plain = p
+        .user_add(&user("plain@example.test"), &secret("pw"))
+        .await
+        .unwrap();
+    assert_eq!(plain.name, None);
     assert_eq!(
         root_read(&env.slapd.url, dn, "inetUserStatus").await,
         vec!["active"]
@@ -528,6 +534,7 @@ async fn groups_are_added_modified_and_deleted() {
         })
         .await
         .unwrap();
+    assert_eq!(made.name.as_deref(), Some("Team two"));
     assert_eq!(made.members, vec!["partner@elsewhere.test"]);
     assert!(
         made.member_dns.is_empty(),
@@ -557,6 +564,7 @@ async fn groups_are_added_modified_and_deleted() {
         vec!["uid=alice,ou=people,dc=example,dc=test"]
     );
     assert_eq!(changed.aliases, vec!["t2@example.test"]);
+    assert_eq!(changed.name.as_deref(), Some("Team two"), "left alone");
     assert_eq!(changed.errors_to.as_deref(), Some("owner@example.test"));
     // msgd's own expansion sees both members (and not the placeholder).
     match d.lookup("t2@example.test").await.unwrap() {
@@ -574,6 +582,7 @@ async fn groups_are_added_modified_and_deleted() {
             &GroupChange {
                 remove_members: vec!["UID=alice,ou=people,dc=example,dc=test".into()],
                 status: Some(EntryStatus::Inactive),
+                name: Some(Some("Renamed team".into())),
                 ..GroupChange::default()
             },
         )
@@ -581,6 +590,17 @@ async fn groups_are_added_modified_and_deleted() {
         .unwrap();
     assert!(g.member_dns.is_empty());
     assert_eq!(g.status, EntryStatus::Inactive);
+    assert_eq!(g.name.as_deref(), Some("Renamed team"));
+    assert_eq!(
+        root_read(
+            &env.slapd.url,
+            "cn=team2,ou=groups,dc=example,dc=test",
+            "cn"
+        )
+        .await,
+        vec!["team2", "Renamed team"],
+        "the RDN value stays"
+    );
     let listed = p
         .group_list(&Query {
             domain: Some("example.test".into()),
