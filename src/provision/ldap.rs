@@ -118,9 +118,11 @@ fn class_filter(classes: &[String]) -> String {
     format!("(|{})", parts.concat())
 }
 
-/// GeneralizedTime (`YYYYMMDDHHMMSSZ`) of unix seconds.
+/// GeneralizedTime (`YYYYMMDDHHMMSSZ`) of unix seconds, within years
+/// 1970..=9999 (`i64::MAX`, "whenever", is the last second of 9999).
 pub fn generalized_time(at: i64) -> String {
-    chrono::DateTime::from_timestamp(at, 0)
+    const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    chrono::DateTime::from_timestamp(at.clamp(0, LAST), 0)
         .unwrap_or_default()
         .format("%Y%m%d%H%M%SZ")
         .to_string()

@@ -197,6 +197,8 @@ async fn users_are_added_modified_marked_deleted_and_removed() {
         vec!["new.one@example.test"]
     );
     assert!(p.deleted_users(at).await.unwrap().is_empty());
+    // `msgd user purge --now` asks for everything deleted before i64::MAX.
+    assert_eq!(p.deleted_users(i64::MAX).await.unwrap().len(), 1);
     let d = Directory::open(&env.config).unwrap();
     assert!(
         !matches!(
