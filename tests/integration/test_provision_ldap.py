@@ -8,8 +8,8 @@ login) see each change within the cache TTL.
 - users: added with an {ARGON2} hash msgd made (slapd's argon2 module
   verifies it at login; no clear text in the directory), modified (quota,
   alias, status, password), listed, shown, marked deleted (mail and
-  login refused); a mailHost change of a user with a store is refused
-  (that is `msgd user move`);
+  login refused) and purged later (`msgd user purge`); a mailHost change
+  of a user with a store is refused (that is `msgd user move`);
 - groups and domains: a new domain is local at once, a group in it
   delivers, a domain administrator (msgdDomainAdmin) is kept to its
   domain and its limit, a domain with users is not deleted;
@@ -183,6 +183,12 @@ def test_users_through_the_cli_on_ldap(env):
     eventually("mail to a deleted user is refused", lambda: env.rcpt(who) >= 500)
     deleted = env.js("user", "list", "--status", "deleted")
     assert [x["address"] for x in deleted["items"]] == [who], deleted
+
+    # The purge, a later step: its mail, then its entry.
+    res = env.js("user", "purge", "--now")
+    assert res["purged"] == [who], res
+    env.refused("user", "show", who, word="no such entry")
+    assert env.js("user", "list", "--status", "deleted")["total"] == 0
 
 
 def test_groups_domains_and_a_domain_administrator_on_ldap(env):
