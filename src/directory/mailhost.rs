@@ -1,12 +1,14 @@
-//! Switching a user's mailHost (`msgd user move`): the one directory write
-//! msgd makes besides the embedded file's `msgd user` commands.
+//! Switching a user's mailHost (`msgd user move`), and the admin bind it
+//! shares with the provisioning on LDAP (`admin_connect`, used by
+//! src/provision/ldap.rs).
 //!
 //! - embedded: the user's `mail_host` in the file, under its lock,
 //!   replaced atomically (every process sees it at its next reload);
 //! - LDAP: a modify (replace `mailHost`) on the user's entry, found by its
 //!   `mail` attribute, bound as `directory.ldap.admin_dn` with the password
 //!   from `admin_password_file` on a connection of its own (the lookup
-//!   pools stay read-only). The password is never logged. Processes see
+//!   pools stay read-only); the first server of `directory.ldap.urls`
+//!   that answers is written to. The password is never logged. Processes see
 //!   the change when their directory cache entry expires
 //!   (`directory.cache_ttl`).
 
