@@ -152,6 +152,15 @@ fn display_name(e: &Entry, attr: &str, mail_attr: &str) -> Option<String> {
     e.all(attr).into_iter().find(|v| !is_address_like(v, &mail))
 }
 
+/// One address given twice in one request (an alias equal to the address).
+fn no_repeats(addresses: &[String]) -> Result<()> {
+    let mut seen = HashSet::new();
+    match addresses.iter().find(|a| !seen.insert(a.as_str())) {
+        Some(a) => Err(ProvError::Invalid(format!("{a} is given twice"))),
+        None => Ok(()),
+    }
+}
+
 /// A value that names an entry rather than an address.
 fn looks_like_dn(v: &str) -> bool {
     !v.contains('@') && v.contains('=')
@@ -944,6 +953,7 @@ impl LdapProv {
         }
         let mut all = vec![address.clone()];
         all.extend(others.iter().cloned());
+        no_repeats(&all)?;
         self.addresses_free(&all, None).await?;
         // uid=<local part>, or the whole address when that RDN is taken.
         let rdn = &p.user_rdn;
@@ -1404,6 +1414,7 @@ impl LdapProv {
         }
         let mut all = vec![address.clone()];
         all.extend(aliases.iter().cloned());
+        no_repeats(&all)?;
         self.addresses_free(&all, None).await?;
         let mut dn = format!("cn={},{}", dn_escape(local), self.group_base);
         let mut cn = local.to_string();

@@ -140,6 +140,17 @@ async fn users_are_added_modified_marked_deleted_and_removed() {
         .await
         .unwrap_err();
     assert!(matches!(e, ProvError::Invalid(_)), "{e}");
+    let e = p
+        .user_add(
+            &User {
+                aliases: vec!["twice@example.test".into()],
+                ..user("Twice@example.test")
+            },
+            &secret("pw"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProvError::Invalid(_)), "{e}");
     // The same address (or an alias of it) twice: Exists.
     for taken in ["new.one@example.test", "alice.smith@example.test"] {
         let e = p.user_add(&user(taken), &secret("x")).await.unwrap_err();
