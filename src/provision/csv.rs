@@ -28,6 +28,8 @@ const BATCH: usize = 1000;
 const MAX_LINE: usize = 64 * 1024;
 /// Most lines in one file.
 const MAX_LINES: usize = 1_000_000;
+/// Largest file read (it is parsed whole before anything is written).
+const MAX_BYTES: u64 = 512 * 1024 * 1024;
 
 pub const COLUMNS: &[&str] = &[
     "address",
@@ -256,6 +258,14 @@ struct Ready {
 pub async fn import(p: &Provisioner, actor: &Actor, file: &Path, json: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let f = std::fs::File::open(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if f.metadata()?.len() > MAX_BYTES {
+        anyhow::bail!(
+            "{}: larger than {MAX_BYTES} bytes: split it",
+            file.display()
+        );
+    }
+    // Bounded even if the file grows while it is read.
+    let f = std::io::Read::take(f, MAX_BYTES);
     let mut lines = std::io::BufReader::new(f);
     let mut buf = String::new();
     let mut read_line = |buf: &mut String| -> anyhow::Result<bool> {

@@ -167,3 +167,23 @@ pub fn cli(config: &Config, args: PurgeArgs, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_users_of_this_store_are_purged_here() {
+        let mut c = Config::default();
+        c.store.host = "store1.example".into();
+        let u = |h: Option<&str>| User {
+            address: "a@x.test".into(),
+            mail_host: h.map(str::to_string),
+            ..Default::default()
+        };
+        assert!(on_this_store(&c, &u(None)));
+        assert!(on_this_store(&c, &u(Some(""))));
+        assert!(on_this_store(&c, &u(Some("Store1.example"))));
+        assert!(!on_this_store(&c, &u(Some("store2.example"))));
+    }
+}
