@@ -1,12 +1,14 @@
-//! Switching a user's mailHost (`msgd user move`): the one directory write
-//! msgd makes besides the embedded file's `msgd user` commands.
+//! Switching a user's mailHost (`msgd user move`), and the admin bind it
+//! shares with the provisioning on LDAP (`admin_connect`, used by
+//! src/provision/ldap.rs).
 //!
 //! - embedded: the user's `mail_host` in the file, under its lock,
 //!   replaced atomically (every process sees it at its next reload);
 //! - LDAP: a modify (replace `mailHost`) on the user's entry, found by its
 //!   `mail` attribute, bound as `directory.ldap.admin_dn` with the password
 //!   from `admin_password_file` on a connection of its own (the lookup
-//!   pools stay read-only). The password is never logged. Processes see
+//!   pools stay read-only); the first server of `directory.ldap.urls`
+//!   that answers is written to. The password is never logged. Processes see
 //!   the change when their directory cache entry expires
 //!   (`directory.cache_ttl`).
 
@@ -39,70 +41,123 @@ pub async fn set_mail_host(config: &Config, user: &str, host: &str) -> anyhow::R
 }
 
 async fn set_ldap(config: &Config, user: &str, host: &str) -> anyhow::Result<()> {
+    let mut admin = admin_connect(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("changing mailHost: {e}"))?;
+    let op = admin.op;
+    let r = tokio::time::timeout(op * 4, modify(&mut admin.ldap, op, config, user, host))
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+    let _ = admin.ldap.unbind().await;
+    r
+}
+
+/// A connection bound as `directory.ldap.admin_dn` (the provisioning and
+/// `msgd user move` write with it; the lookup pools stay read-only).
+pub struct AdminConn {
+    pub ldap: ldap3::Ldap,
+    /// `directory.ldap.operation_timeout`: the deadline of each operation.
+    pub op: Duration,
+}
+
+/// Why no admin connection could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminConnError {
+    /// admin_dn / admin_password_file missing or unreadable, bad CA file.
+    #[error("{0:#}")]
+    Config(anyhow::Error),
+    /// No server answered (or in time): try again later.
+    #[error("{0:#}")]
+    Unreachable(anyhow::Error),
+    /// A server refused the admin bind (wrong password, no such DN).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Connects to the first `directory.ldap.urls` server that answers, with
+/// the reading side's TLS settings (ldaps, StartTLS, CA file) and
+/// deadlines, and binds as `directory.ldap.admin_dn` with the password
+/// from `admin_password_file` (never logged).
+pub async fn admin_connect(config: &Config) -> Result<AdminConn, AdminConnError> {
+    use AdminConnError::*;
     let cfg = &config.directory.ldap;
     if cfg.admin_dn.is_empty() || cfg.admin_password_file.is_empty() {
-        bail!("directory.ldap.admin_dn and admin_password_file are needed to change mailHost");
+        return Err(Config(anyhow::anyhow!(
+            "directory.ldap.admin_dn and admin_password_file are needed to write to the directory"
+        )));
     }
     let path = config.data_path(&cfg.admin_password_file, "");
     let password = std::fs::read_to_string(&path)
-        .with_context(|| format!("directory.ldap.admin_password_file: {}", path.display()))?;
+        .with_context(|| format!("directory.ldap.admin_password_file: {}", path.display()))
+        .map_err(Config)?;
     let password = password.trim_end_matches(['\r', '\n']);
     let op = Duration::from_secs(cfg.operation_timeout.max(1));
     let mut settings = LdapConnSettings::new()
         .set_conn_timeout(Duration::from_secs(cfg.connect_timeout.max(1)))
         .set_starttls(cfg.starttls);
     if !cfg.ca_file.is_empty() {
-        settings = settings.set_config(std::sync::Arc::new(super::ldap::client_tls(
-            &config.data_path(&cfg.ca_file, ""),
-        )?));
+        let tls = super::ldap::client_tls(&config.data_path(&cfg.ca_file, "")).map_err(Config)?;
+        settings = settings.set_config(std::sync::Arc::new(tls));
     }
-    let mut last = anyhow::anyhow!("directory.ldap.urls is empty");
+    crate::tls::install_provider();
+    let mut last = Unreachable(anyhow::anyhow!("directory.ldap.urls is empty"));
     for url in &cfg.urls {
+        let deadline = Duration::from_secs(cfg.connect_timeout.max(1)) + op;
         let r = tokio::time::timeout(
-            op * 4,
-            modify(
-                url,
-                settings.clone(),
-                &cfg.admin_dn,
-                password,
-                op,
-                config,
-                user,
-                host,
-            ),
+            deadline,
+            connect_bind(url, settings.clone(), &cfg.admin_dn, password, op),
         )
         .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+        .unwrap_or_else(|_| Err(Unreachable(anyhow::anyhow!("timed out"))));
         match r {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e.context(format!("LDAP {url}")),
+            Ok(ldap) => return Ok(AdminConn { ldap, op }),
+            Err(Refused(m)) => return Err(Refused(format!("LDAP {url}: {m}"))),
+            Err(Unreachable(e)) => last = Unreachable(e.context(format!("LDAP {url}"))),
+            Err(e) => return Err(e),
         }
     }
     Err(last)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn modify(
+async fn connect_bind(
     url: &str,
     settings: LdapConnSettings,
     admin_dn: &str,
     password: &str,
     op: Duration,
-    config: &Config,
-    user: &str,
-    host: &str,
-) -> anyhow::Result<()> {
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await?;
+) -> Result<ldap3::Ldap, AdminConnError> {
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+        .await
+        .map_err(|e| AdminConnError::Unreachable(e.into()))?;
     tokio::spawn(async move {
         let _ = conn.drive().await;
     });
     let r = ldap
         .with_timeout(op)
         .simple_bind(admin_dn, password)
-        .await?;
-    if r.rc != 0 {
-        bail!("bind as {admin_dn} refused: rc={}", r.rc);
+        .await
+        .map_err(|e| AdminConnError::Unreachable(e.into()))?;
+    match r.rc {
+        0 => Ok(ldap),
+        // busy, unavailable, unwilling: another server may do.
+        51..=53 => Err(AdminConnError::Unreachable(anyhow::anyhow!(
+            "bind as {admin_dn}: rc={} {}",
+            r.rc,
+            r.text
+        ))),
+        rc => Err(AdminConnError::Refused(format!(
+            "bind as {admin_dn} refused: rc={rc}"
+        ))),
     }
+}
+
+async fn modify(
+    ldap: &mut ldap3::Ldap,
+    op: Duration,
+    config: &Config,
+    user: &str,
+    host: &str,
+) -> anyhow::Result<()> {
     let attrs = &config.directory.ldap.attributes;
     let filter = format!("({}={})", attrs.mail, ldap_escape(user));
     let (entries, _) = ldap
@@ -131,7 +186,6 @@ async fn modify(
         .await?
         .success()
         .with_context(|| format!("modify {dn}"))?;
-    let _ = ldap.unbind().await;
     Ok(())
 }
 
