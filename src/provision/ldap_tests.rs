@@ -621,7 +621,13 @@ async fn groups_are_added_modified_and_deleted() {
         })
         .await
         .unwrap();
-    let names: Vec<_> = listed.items.iter().map(|g| g.address.as_str()).collect();
+    // (`sch-*` groups are the Sun-schema tests' fixtures in base.ldif.)
+    let names: Vec<_> = listed
+        .items
+        .iter()
+        .map(|g| g.address.as_str())
+        .filter(|a| !a.starts_with("sch-"))
+        .collect();
     assert_eq!(
         names,
         [
@@ -685,7 +691,13 @@ async fn domains_are_added_modified_and_deleted_when_empty() {
     );
 
     let all = p.domain_list(&Query::default()).await.unwrap();
-    let names: Vec<_> = all.items.iter().map(|d| d.name.as_str()).collect();
+    // (`schema*.test` are the Sun-schema tests' fixtures in base.ldif.)
+    let names: Vec<_> = all
+        .items
+        .iter()
+        .map(|d| d.name.as_str())
+        .filter(|n| !n.starts_with("schema"))
+        .collect();
     assert_eq!(names, ["example.test", "new.test", "second.test"]);
     let inactive = p
         .domain_list(&Query {
@@ -694,7 +706,13 @@ async fn domains_are_added_modified_and_deleted_when_empty() {
         })
         .await
         .unwrap();
-    assert_eq!(inactive.total, 1);
+    let inactive: Vec<_> = inactive
+        .items
+        .iter()
+        .map(|d| d.name.as_str())
+        .filter(|n| !n.starts_with("schema"))
+        .collect();
+    assert_eq!(inactive, ["new.test"]);
 
     p.user_add(
         &User {
