@@ -74,6 +74,9 @@ enum Command {
     Import(crate::ops::migrate::ImportArgs),
     /// Export a user's mail to a Maildir.
     Export(crate::ops::migrate::ExportArgs),
+    /// DKIM signing keys and their DNS records (issue 16).
+    #[command(subcommand)]
+    Dkim(crate::ops::dkim::DkimCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +167,7 @@ pub fn main() -> i32 {
         Command::Expire(a) => report(crate::ops::expire::cli(&loaded.config, a)),
         Command::Import(a) => report(crate::ops::migrate::cli_import(&loaded.config, a)),
         Command::Export(a) => report(crate::ops::migrate::cli_export(&loaded.config, a)),
+        Command::Dkim(c) => report(crate::ops::dkim::cli(&loaded.config, c)),
     }
 }
 

@@ -199,6 +199,8 @@ pub struct Config {
     pub listener: BTreeMap<String, ListenerConfig>,
     /// `[backup]`: targets of `msgd backup` / `msgd restore` other than a folder.
     pub backup: BackupConfig,
+    /// `[dkim]`: outbound DKIM signing (src/deliver/dkim.rs, docs/hygiene.md).
+    pub dkim: DkimConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1266,6 +1268,51 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             bind: vec![SocketAddr::from(([127, 0, 0, 1], 9925))],
+        }
+    }
+}
+
+/// `[dkim]`: outbound DKIM signing of submitted mail (src/deliver/dkim.rs)
+/// and the keys of `msgd dkim keygen|show` (src/ops/dkim.rs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimConfig {
+    /// Sign mail from submission and JMAP when the From domain has a key.
+    pub enabled: bool,
+    /// Key folder, relative to server.data_dir: `<key_dir>/<domain>/<selector>.<rsa|ed25519>.key`.
+    pub key_dir: String,
+    /// Selector per domain for keygen (default `default_selector`); signing
+    /// uses every key present in the domain's folder.
+    pub selector: BTreeMap<String, String>,
+    /// Selector when a domain has none configured and none is given.
+    pub default_selector: String,
+    /// Header fields to sign (lower case); From is always signed and
+    /// over-signed.
+    pub headers: Vec<String>,
+}
+
+impl Default for DkimConfig {
+    fn default() -> Self {
+        DkimConfig {
+            enabled: true,
+            key_dir: "dkim".into(),
+            selector: BTreeMap::new(),
+            default_selector: "msgd".into(),
+            headers: [
+                "from",
+                "to",
+                "cc",
+                "subject",
+                "date",
+                "message-id",
+                "reply-to",
+                "mime-version",
+                "content-type",
+                "in-reply-to",
+                "references",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }

@@ -59,6 +59,8 @@ pub mod mx;
 pub mod pool;
 pub mod queue;
 pub mod relay;
+// Issue 16: outbound DKIM signing at submission.
+pub mod dkim;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -343,6 +345,9 @@ pub struct Delivery {
     hops: Arc<pool::Hops>,
     /// Runs after committed local copies (None: nothing to run).
     after_local: Option<Arc<dyn AfterLocal>>,
+    /// Signs the message once before any copy is made (submission only:
+    /// the queue keeps the signed bytes; `dkim` module docs).
+    dkim: Option<Arc<dkim::Signer>>,
 }
 
 impl Delivery {
@@ -356,6 +361,7 @@ impl Delivery {
             mx: None,
             hops: Arc::new(pool::Hops::new(&services.config, services.resolver.clone())),
             after_local: crate::jmap::vacation::Responder::for_services(services),
+            dkim: None,
         }
     }
 
@@ -364,6 +370,7 @@ impl Delivery {
         Delivery {
             mode: Mode::Submission,
             store: None,
+            dkim: dkim::Signer::from_config(&services.config),
             ..Delivery::from_services(services)
         }
     }
@@ -398,6 +405,7 @@ impl Delivery {
             queue,
             mx: None,
             after_local: None,
+            dkim: None,
         }
     }
 
@@ -506,6 +514,10 @@ impl Transaction {
     /// `Target::sender`) go in transactions of their own, with that sender
     /// (and Return-Path, at final delivery).
     pub async fn body(&mut self, data: Arc<Vec<u8>>) -> Vec<Outcome> {
+        let data = match &self.delivery.dkim {
+            Some(signer) if !self.targets.is_empty() => signer.sign(&self.id, data).await,
+            _ => data,
+        };
         let mut groups: BTreeMap<(Dest, Option<String>), Vec<usize>> = BTreeMap::new();
         for (i, t) in self.targets.iter().enumerate() {
             let key = (self.delivery.dest(t), t.sender.clone());

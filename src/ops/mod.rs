@@ -22,6 +22,8 @@ pub mod backup_extra;
 pub mod backup_target;
 pub mod configcmd;
 pub mod control;
+// Issue 16: `msgd dkim keygen|show`.
+pub mod dkim;
 pub mod expire;
 pub mod migrate;
 pub mod moveuser;
