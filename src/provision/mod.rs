@@ -282,6 +282,11 @@ pub struct Provisioner {
     backend: Backend,
     config: Arc<Config>,
     audit: audit::Log,
+    /// Held from a limit check to the write it allows, so that two
+    /// administrators adding users at once in this process cannot both
+    /// pass a check that only one of them fits (docs/admin.md "Limits":
+    /// two processes can still race).
+    limits: tokio::sync::Mutex<()>,
 }
 
 /// Dispatches one call to the back end.
@@ -304,6 +309,7 @@ impl Provisioner {
             backend,
             audit: audit::Log::open(&config)?,
             config,
+            limits: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -342,6 +348,7 @@ impl Provisioner {
         policy::may_touch_address(actor, &user.address)?;
         policy::may_create_user(actor, &user)?;
         let user = policy::with_defaults(self, user).await?;
+        let _limits = self.limits.lock().await;
         policy::check_user_limits(self, &user, None).await?;
         let made = backend!(self.user_add(&user, &password))?;
         self.audit.record(actor, "user.add", &made.address, &made);
@@ -356,6 +363,7 @@ impl Provisioner {
     ) -> Result<User> {
         policy::may_touch_address(actor, address)?;
         policy::may_change_user(actor, &change)?;
+        let _limits = self.limits.lock().await;
         let before = self.user_get(actor, address).await?;
         policy::check_user_limits(self, &before, Some(&change)).await?;
         let after = backend!(self.user_modify(address, &change))?;
