@@ -344,6 +344,11 @@ impl Session {
         self.p.flavor
     }
 
+    /// The EHLO/HELO/LHLO name the client gave ("" before one).
+    pub fn helo_name(&self) -> &str {
+        self.helo.as_ref().map_or("", |h| h.name.as_str())
+    }
+
     pub fn past_preauth(&self) -> bool {
         self.helo.is_some()
             && self
