@@ -90,7 +90,7 @@ pub struct Envelope {
     pub ret_full: bool,
     /// DMARC asked for quarantine (issue 16, `smtp::auth_results`): final
     /// delivery files the copies into the recipients' `\Junk` mailbox.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub junk: bool,
 }
 
