@@ -33,6 +33,10 @@ use mail_auth::{
 
 use crate::config::{DmarcPolicy, HygieneConfig};
 
+/// The `Outcome::Permanent` text of a DMARC rejection; the session
+/// answers it with `reply::DMARC_REJECTED`.
+pub const DMARC_REJECTED: &str = "550 5.7.1 rejected by the DMARC policy of the From domain";
+
 /// What the DMARC evaluation asks the server to do with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

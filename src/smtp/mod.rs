@@ -382,12 +382,7 @@ async fn deliver(
             auth_results::Action::Reject => {
                 return (
                     msg,
-                    vec![
-                        Outcome::Permanent(
-                            "550 5.7.1 rejected by the DMARC policy of the From domain".into()
-                        );
-                        n
-                    ],
+                    vec![Outcome::Permanent(auth_results::DMARC_REJECTED.into()); n],
                 );
             }
         }

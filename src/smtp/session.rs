@@ -1401,6 +1401,7 @@ fn outcome_reply(o: Outcome) -> Reply {
         Outcome::OverQuota { permanent: true } => reply::OVER_QUOTA_PERMANENT,
         Outcome::DiskFull => reply::DISK_FULL,
         Outcome::Temporary(_) => reply::LOCAL_ERROR,
+        Outcome::Permanent(t) if t == super::auth_results::DMARC_REJECTED => reply::DMARC_REJECTED,
         Outcome::Permanent(_) => reply::TRANSACTION_FAILED,
         Outcome::NoResources => reply::INSUFFICIENT_RESOURCES,
     }
