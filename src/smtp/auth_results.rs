@@ -215,12 +215,24 @@ fn header_line(ar: &AuthenticationResults<'_>) -> String {
     format!("Authentication-Results: {ar}\r\n")
 }
 
-/// The message without the Authentication-Results fields that claim
-/// `authserv_id` (RFC 8601 5: a forged or stale result from "us"); None
-/// when there is none to remove. Only the header section is looked at.
-pub fn strip_ours(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
+/// The field an mta-in adds to a message DMARC quarantined, so that the
+/// store behind it (LMTP, two-tier) files it into Junk without verifying
+/// again. Removed from everything a stranger sends (`strip_ours`); the
+/// store honours it only on LMTP, whose clients are msgd's own MTAs.
+pub const QUARANTINE_FIELD: &str = "X-Msgd-Quarantine";
+
+/// Whether the header section carries `QUARANTINE_FIELD`.
+pub fn marked_quarantine(message: &[u8]) -> bool {
+    fields(message)
+        .iter()
+        .any(|&(a, b)| is_field(&message[a..b], QUARANTINE_FIELD))
+}
+
+/// (start, end) of each field of the header section, continuation lines
+/// included.
+fn fields(message: &[u8]) -> Vec<(usize, usize)> {
     let end = crate::smtp::trace::header_section_len(message).unwrap_or(message.len());
-    let mut fields: Vec<(usize, usize, bool)> = Vec::new();
+    let mut fields: Vec<(usize, usize)> = Vec::new();
     let mut pos = 0;
     while pos < end {
         let line_end = message[pos..end]
@@ -230,21 +242,51 @@ pub fn strip_ours(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
         let continuation = matches!(message[pos], b' ' | b'\t');
         match fields.last_mut() {
             Some(last) if continuation => last.1 = line_end,
-            _ => fields.push((pos, line_end, false)),
+            _ => fields.push((pos, line_end)),
         }
         pos = line_end;
     }
-    let mut any = false;
-    for f in &mut fields {
-        f.2 = claims(&message[f.0..f.1], authserv_id);
-        any |= f.2;
-    }
-    if !any {
+    fields
+}
+
+fn is_field(field: &[u8], name: &str) -> bool {
+    field.iter().position(|&b| b == b':').is_some_and(|c| {
+        field[..c]
+            .trim_ascii_end()
+            .eq_ignore_ascii_case(name.as_bytes())
+    })
+}
+
+/// The message without the Authentication-Results fields that claim
+/// `authserv_id` (RFC 8601 5: a forged or stale result from "us") and
+/// without `QUARANTINE_FIELD`; None when there is none to remove. Only
+/// the header section is looked at.
+pub fn strip_ours(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
+    strip_where(message, |f| {
+        claims(f, authserv_id) || is_field(f, QUARANTINE_FIELD)
+    })
+}
+
+/// The message without `QUARANTINE_FIELD` (None: it had none): for mail
+/// from strangers that is not verified (`[hygiene]` off), so the store
+/// behind never takes a stranger's mark for the mta-in's.
+pub fn strip_quarantine_mark(message: &[u8]) -> Option<Vec<u8>> {
+    strip_where(message, |f| is_field(f, QUARANTINE_FIELD))
+}
+
+fn strip_where(message: &[u8], drop_field: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    let end = crate::smtp::trace::header_section_len(message).unwrap_or(message.len());
+    let fields = fields(message);
+    let drop: Vec<bool> = fields
+        .iter()
+        .map(|&(a, b)| drop_field(&message[a..b]))
+        .collect();
+    if !drop.contains(&true) {
         return None;
     }
     let mut out = Vec::with_capacity(message.len());
-    for &(start, stop, drop) in &fields {
-        if !drop {
+    for (&(start, stop), &d) in fields.iter().zip(&drop) {
+        if !d {
             out.extend_from_slice(&message[start..stop]);
         }
     }
@@ -326,6 +368,15 @@ Authentication-Results: mx.example.net; body stays\r\n";
 Authentication-Results: mx.example.net; body stays\r\n"
         );
         assert!(strip_ours(b"Subject: x\r\n\r\nbody\r\n", "mx.example.net").is_none());
+    }
+
+    #[test]
+    fn quarantine_mark_is_found_and_a_strangers_is_removed() {
+        let m = b"X-Msgd-Quarantine: dmarc\r\nSubject: x\r\n\r\nX-Msgd-Quarantine: body\r\n";
+        assert!(marked_quarantine(m));
+        let out = strip_ours(m, "mx.example.net").expect("removed");
+        assert_eq!(out, b"Subject: x\r\n\r\nX-Msgd-Quarantine: body\r\n");
+        assert!(!marked_quarantine(&out));
     }
 
     #[test]

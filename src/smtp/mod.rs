@@ -374,7 +374,14 @@ async fn deliver(
             }
         }
     }
-    let mut junk = false;
+    // Two-tier: the mta-in's quarantine mark, honoured from our own MTAs
+    // only (LMTP); the store does not verify again.
+    let mut junk = flavor == Flavor::Lmtp && auth_results::marked_quarantine(&msg.data);
+    if flavor == Flavor::Smtp && check.is_none() {
+        if let Some(clean) = auth_results::strip_quarantine_mark(&msg.data) {
+            msg.data = std::sync::Arc::new(clean);
+        }
+    }
     if let Some(check) = check {
         match authenticate_message(services, &mut msg, &check).await {
             auth_results::Action::Accept => {}
@@ -447,7 +454,10 @@ async fn authenticate_message(
         results = %verdict.header.trim_end().replace("\r\n\t", " "),
         "message authentication"
     );
-    let mut out = Vec::with_capacity(verdict.header.len() + data.len());
+    let mut out = Vec::with_capacity(verdict.header.len() + data.len() + 32);
+    if verdict.action == auth_results::Action::Quarantine {
+        out.extend_from_slice(format!("{}: dmarc\r\n", auth_results::QUARANTINE_FIELD).as_bytes());
+    }
     out.extend_from_slice(verdict.header.as_bytes());
     out.extend_from_slice(data);
     msg.data = std::sync::Arc::new(out);
