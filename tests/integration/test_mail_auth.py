@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DOMAIN, HOSTNAME, MsgdFactory, free_ports, unique, wait_for_ports, wait_until
+from tiers import DEAD_DNS_PORT, Ldap, Node
 
 try:
     import authres  # noqa: F401  (dkimpy's ARC signer needs it)
@@ -53,6 +54,7 @@ def _txt(name: str, value: str) -> str:
 
 class Dns:
     def __init__(self, root: Path, dkim_p: str):
+        root.mkdir(parents=True, exist_ok=True)
         self.port = free_ports(1)[0]
         self.log_path = root / "dnsmasq.log"
         args = [
@@ -71,6 +73,8 @@ class Dns:
             _txt("_dmarc.quar.test", "v=DMARC1; p=quarantine"),
             _txt("lenient.test", "v=spf1 -all"),
             _txt("_dmarc.lenient.test", "v=DMARC1; p=reject"),
+            # Two-tier: alice's mailHost.
+            "--host-record=store1.test,127.0.0.1",
         ]
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -236,3 +240,77 @@ def test_rfc8601_5_forged_results_with_our_authserv_id_removed(world):
     ar = _results(header)
     assert ar.count("Authentication-Results:") == 1, ar
     assert "bank.test" not in ar and "spf=fail" in ar, ar
+
+
+# --------------------------------------------------------------------------
+# two-tier: an mta-in verifies, the store behind it (LMTP) files into Junk
+
+
+@pytest.fixture(scope="module")
+def two_tier(tmp_path_factory, world):
+    root = tmp_path_factory.mktemp("mail_auth_tiers")
+    der = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=world["key"],
+                         check=True, capture_output=True).stdout
+    dns = Dns(root / "dns", base64.b64encode(der).decode())
+    ldap = Ldap(root / "ldap")
+    store = Node(root / "store", "store", "store1.test", ldap,
+                 '[store]\nhost = "store1.test"\nmin_free_disk = 1048576\n')
+    mta = Node(root / "mta-in", "mta-in", "mx.example.test", ldap,
+               f"[mta]\nlmtp_port = {store.ports['lmtp']}\ndelivery_timeout = 10\n"
+               "\n[queue]\nretry_base = 1\nretry_max = 2\n"
+               "\n[hygiene]\nenabled = true\n")
+    text = mta.config_text().replace(f"127.0.0.1:{DEAD_DNS_PORT}", f"127.0.0.1:{dns.port}")
+    assert f"127.0.0.1:{dns.port}" in text
+    mta.config_path.write_text(text)
+    nodes = [store, mta]
+    try:
+        ldap.start()
+        for n in nodes:
+            n.start()
+        yield {"mta": mta, "store": store}
+        for n in nodes:
+            if n.running:
+                n.stop()
+    finally:
+        for n in nodes:
+            n.cleanup()
+        if ldap.running:
+            ldap.stop()
+        dns.stop()
+
+
+def _store_fetch(store, subject: str, mailbox: str) -> bytes | None:
+    m = store.imap(ALICE)
+    try:
+        typ, _ = m.select(f'"{mailbox}"', readonly=True)
+        if typ != "OK":
+            return None
+        typ, data = m.search(None, "HEADER", "Subject", subject)
+        ids = data[0].split()
+        if not ids:
+            return None
+        typ, msg = m.fetch(ids[-1], "(BODY.PEEK[HEADER])")
+        return msg[0][1]
+    finally:
+        m.logout()
+
+
+def test_two_tier_quarantine_reaches_the_stores_junk_and_results_travel(two_tier):
+    mta, store = two_tier["mta"], two_tier["store"]
+    subject = unique("tierquar")
+    forged_mark = "X-Msgd-Quarantine: dmarc\r\n"
+    with mta.smtp() as s:
+        s.sendmail("x@quar.test", [ALICE], _message("x@quar.test", subject))
+        # A stranger's own mark is removed at the mta-in: delivered to INBOX.
+        plain = unique("tierplain")
+        s.sendmail("x@pass.test", [ALICE], _message("x@pass.test", plain, forged_mark))
+    header = wait_until(lambda: _store_fetch(store, subject, "Junk"), 30)
+    assert header, "the quarantined message is not in the store's Junk"
+    ar = _results(header)
+    # The mta-in's results travel; the store added none of its own.
+    assert ar.startswith("Authentication-Results: mx.example.test;") and ar.count("Authentication-Results:") == 1, ar
+    assert "policy.dmarc=quarantine" in ar, ar
+    header = wait_until(lambda: _store_fetch(store, plain, "INBOX"), 30)
+    assert header, "the message with a forged mark is not in INBOX"
+    assert b"X-Msgd-Quarantine" not in header
+    assert "dmarc=pass" in _results(header)
