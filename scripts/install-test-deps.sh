@@ -90,6 +90,12 @@ if ! "$PYTHON" -c 'import jmapc' >/dev/null 2>&1; then
     echo "install-test-deps: installing jmapc with $PYTHON -m pip" >&2
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check 'jmapc==0.4.0'
 fi
+# dkimpy (with authres for its ARC signer): DKIM and ARC signatures the
+# project did not make (test_mail_auth.py).
+if ! "$PYTHON" -c 'import dkim, authres' >/dev/null 2>&1; then
+    echo "install-test-deps: installing dkimpy and authres with $PYTHON -m pip" >&2
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check dkimpy authres
+fi
 # prometheus-client: a Prometheus text parser the project did not write
 # (test_metrics.py parses /metrics with it).
 if ! "$PYTHON" -c 'import prometheus_client.parser' >/dev/null 2>&1; then

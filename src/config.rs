@@ -201,6 +201,8 @@ pub struct Config {
     pub backup: BackupConfig,
     /// `[dkim]`: outbound DKIM signing (src/deliver/dkim.rs, docs/hygiene.md).
     pub dkim: DkimConfig,
+    /// `[hygiene]`: inbound SPF, DKIM, DMARC and ARC verification (docs/hygiene.md).
+    pub hygiene: HygieneConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -2381,4 +2383,60 @@ pub struct ServiceClass {
     pub msg_quota: Option<u64>,
     pub mail_host: Option<String>,
     pub partition: Option<String>,
+}
+
+/// `[hygiene]`: verification of inbound mail on the SMTP listener of the
+/// mta-in and all-in-one roles (src/smtp/auth_results.rs, docs/hygiene.md).
+/// Submission, authenticated sessions, LMTP and `trusted_networks` skip it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HygieneConfig {
+    /// SPF, DKIM, ARC and DMARC at the end of DATA, one
+    /// Authentication-Results field. Off by default: it queries DNS for
+    /// every message, so a site turns it on with working `[dns]`.
+    pub enabled: bool,
+    /// A DMARC failure under `p=reject` is refused `550 5.7.1`; false:
+    /// such mail is quarantined (Junk) instead.
+    pub dmarc_reject: bool,
+    /// A DMARC failure under `p=quarantine` goes to the recipients' Junk
+    /// mailbox; false: it is delivered as usual (the header still says so).
+    pub dmarc_quarantine: bool,
+    /// Seconds all verification of one message may take (DNS included);
+    /// what is not done by then is `temperror` and never a rejection (0: 10).
+    pub timeout: u64,
+    /// Clients whose mail is not verified (a site's own relays).
+    pub trusted_networks: Vec<Network>,
+    /// Per From-domain overrides: `[hygiene.domain."example.org"]`.
+    pub domain: BTreeMap<String, HygieneDomain>,
+}
+
+impl Default for HygieneConfig {
+    fn default() -> Self {
+        HygieneConfig {
+            enabled: false,
+            dmarc_reject: true,
+            dmarc_quarantine: true,
+            timeout: 10,
+            trusted_networks: Vec::new(),
+            domain: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[hygiene.domain."NAME"]`: what to do with DMARC failures of one
+/// RFC 5322.From domain.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HygieneDomain {
+    /// Replaces the policy the domain publishes: none, quarantine, reject.
+    pub dmarc_policy: Option<DmarcPolicy>,
+}
+
+/// A DMARC disposition (RFC 7489 6.3 `p=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcPolicy {
+    None,
+    Quarantine,
+    Reject,
 }

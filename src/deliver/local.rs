@@ -26,7 +26,7 @@ use tracing::{error, warn};
 use super::client::quote_address;
 use super::{Outcome, Target};
 use crate::config::{Config, OverQuota};
-use crate::store::{FlagOp, Flags, NewMessage, Once, Placed, Store, StoreError};
+use crate::store::{FlagOp, Flags, NewMessage, Once, Placed, SpecialUse, Store, StoreError};
 
 /// Appends the message to every target's INBOX concurrently (the store
 /// group-commits). One result per target, in order: `Ok(Some)` a new
@@ -41,6 +41,21 @@ pub async fn deliver(
     targets: &[&Target],
     data: Arc<Vec<u8>>,
 ) -> Vec<Result<Option<Placed>, Outcome>> {
+    deliver_into(store, config, id, sender, targets, data, false).await
+}
+
+/// `deliver`, into each target's `\Junk` mailbox instead of INBOX when
+/// `junk` (DMARC quarantine, issue 16): the mailbox with that special use,
+/// else one named "Junk" created with it.
+pub async fn deliver_into(
+    store: &Store,
+    config: &Config,
+    id: &str,
+    sender: &str,
+    targets: &[&Target],
+    data: Arc<Vec<u8>>,
+    junk: bool,
+) -> Vec<Result<Option<Placed>, Outcome>> {
     let data = Arc::new(with_return_path(sender, data));
     let mut set = JoinSet::new();
     for (i, t) in targets.iter().enumerate() {
@@ -54,6 +69,11 @@ pub async fn deliver(
                 store
                     .ensure_user(&t.address, t.partition.as_deref())
                     .await?;
+                let mailbox = if junk {
+                    junk_mailbox(&store, &t.address).await?
+                } else {
+                    "INBOX".to_string()
+                };
                 let msg = NewMessage {
                     data,
                     flags: Flags::default(),
@@ -63,11 +83,11 @@ pub async fn deliver(
                     Some(did) => {
                         let once = Once::new(did, &store_cfg);
                         store
-                            .append_once(&t.address, "INBOX", msg, quota, once)
+                            .append_once(&t.address, &mailbox, msg, quota, once)
                             .await
                     }
                     None => store
-                        .append(&t.address, "INBOX", msg, quota)
+                        .append(&t.address, &mailbox, msg, quota)
                         .await
                         .map(Some),
                 }
@@ -99,6 +119,30 @@ pub async fn deliver(
         }
     }
     out
+}
+
+/// The name of `user`'s `\Junk` mailbox (RFC 6154), created as "Junk"
+/// when the user has none (a concurrent creation is fine).
+async fn junk_mailbox(store: &Store, user: &str) -> Result<String, StoreError> {
+    let has = |list: &[crate::store::MailboxInfo]| {
+        list.iter()
+            .find(|m| m.special_use == Some(SpecialUse::Junk))
+            .map(|m| m.name.clone())
+    };
+    if let Some(name) = has(&store.list(user).await?) {
+        return Ok(name);
+    }
+    match store
+        .create_mailbox(user, "Junk", Some(SpecialUse::Junk))
+        .await
+    {
+        Ok(info) => Ok(info.name),
+        // "Junk" exists without the special use, or was just created.
+        Err(StoreError::MailboxExists) => {
+            Ok(has(&store.list(user).await?).unwrap_or_else(|| "Junk".into()))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes a copy `deliver` made (the transaction was aborted). A

@@ -90,6 +90,10 @@ pub struct Envelope {
     /// DSN RET=FULL (return the whole message in a bounce) vs headers only.
     #[serde(default)]
     pub ret_full: bool,
+    /// DMARC asked for quarantine (issue 16, `smtp::auth_results`): final
+    /// delivery files the copies into the recipients' `\Junk` mailbox.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub junk: bool,
 }
 
 /// One queued recipient.
@@ -553,7 +557,16 @@ impl Transaction {
                             data.clone()
                         };
                         let sender = &envelope.sender;
-                        let res = local::deliver(store, cfg, &self.id, sender, &targets, buf).await;
+                        let res = local::deliver_into(
+                            store,
+                            cfg,
+                            &self.id,
+                            sender,
+                            &targets,
+                            buf,
+                            envelope.junk,
+                        )
+                        .await;
                         res.into_iter()
                             .zip(&targets)
                             .map(|(r, t)| match r {

@@ -54,6 +54,7 @@ pub async fn write(
         received: envelope.received,
         envid: envelope.envid.clone(),
         ret_full: envelope.ret_full,
+        junk: envelope.junk,
     };
     let size = data.len() as u64;
     match queue.write(&env, data).await {

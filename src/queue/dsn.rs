@@ -192,6 +192,7 @@ mod tests {
             received: 1_700_000_000,
             envid: Some("ENV1".into()),
             ret_full: false,
+            junk: false,
         };
         let dsn = build(
             "mx.x.test",

@@ -927,6 +927,7 @@ impl Queue {
             received: unix_now(),
             envid: None,
             ret_full: false,
+            junk: false,
         };
         let queued = match name {
             Some(n) => self.enqueue_named(n, bounce, Arc::new(msg)).await,

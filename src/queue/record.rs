@@ -202,6 +202,7 @@ mod tests {
             received: 1,
             envid: None,
             ret_full: false,
+            junk: false,
         }
     }
 

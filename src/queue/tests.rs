@@ -66,6 +66,7 @@ fn env(sender: &str, rcpts: &[&str]) -> Envelope {
         received: unix_now(),
         envid: None,
         ret_full: false,
+        junk: false,
     }
 }
 

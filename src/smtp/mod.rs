@@ -34,6 +34,7 @@
 //! and a `Delivery` that puts every recipient into the durable queue.
 
 pub mod auth;
+pub mod auth_results;
 pub mod codec;
 pub mod reply;
 pub mod resolve;
@@ -270,7 +271,16 @@ async fn run(
                 }
                 let flavor = session.flavor();
                 let _metrics = crate::metrics::latency(info.protocol.name());
-                let (msg, outcomes) = deliver(services, delivery, flavor, *msg).await;
+                // Inbound verification (issue 16): strangers on the SMTP
+                // listener only, never submission or LMTP.
+                let check = (info.protocol == Protocol::Smtp
+                    && flavor == Flavor::Smtp
+                    && auth_results::applies(&cfg.hygiene, info.peer.ip(), msg.auth.is_some()))
+                .then(|| Check {
+                    client_ip: info.peer.ip(),
+                    helo: session.helo_name().to_string(),
+                });
+                let (msg, outcomes) = deliver(services, delivery, flavor, *msg, check).await;
                 let ok = outcomes.iter().filter(|o| o.accepted()).count();
                 crate::metrics::accepted(
                     info.protocol.name(),
@@ -339,6 +349,7 @@ async fn deliver(
     delivery: &Delivery,
     flavor: Flavor,
     mut msg: session::Message,
+    check: Option<Check>,
 ) -> (session::Message, Vec<Outcome>) {
     let n = msg.targets.len();
     let wait = Duration::from_secs(services.config.smtp.data_timeout.clamp(1, 60));
@@ -363,12 +374,33 @@ async fn deliver(
             }
         }
     }
+    // Two-tier: the mta-in's quarantine mark, honoured from our own MTAs
+    // only (LMTP); the store does not verify again.
+    let mut junk = flavor == Flavor::Lmtp && auth_results::marked_quarantine(&msg.data);
+    if flavor == Flavor::Smtp && check.is_none() {
+        if let Some(clean) = auth_results::strip_quarantine_mark(&msg.data) {
+            msg.data = std::sync::Arc::new(clean);
+        }
+    }
+    if let Some(check) = check {
+        match authenticate_message(services, &mut msg, &check).await {
+            auth_results::Action::Accept => {}
+            auth_results::Action::Quarantine => junk = true,
+            auth_results::Action::Reject => {
+                return (
+                    msg,
+                    vec![Outcome::Permanent(auth_results::DMARC_REJECTED.into()); n],
+                );
+            }
+        }
+    }
     let mut tx = delivery.start(
         &msg.id,
         Envelope {
             sender: msg.sender.clone(),
             envid: msg.envid.clone(),
             ret_full: msg.ret_full,
+            junk,
             ..Envelope::default()
         },
     );
@@ -383,6 +415,53 @@ async fn deliver(
         tx.abort().await;
     }
     (msg, outcomes)
+}
+
+/// What inbound verification needs from the session.
+struct Check {
+    client_ip: std::net::IpAddr,
+    helo: String,
+}
+
+/// SPF, DKIM, ARC and DMARC on a loaded message (`auth_results`):
+/// removes Authentication-Results fields claiming our authserv-id, puts
+/// ours on top, and returns what DMARC asks for.
+async fn authenticate_message(
+    services: &Services,
+    msg: &mut session::Message,
+    check: &Check,
+) -> auth_results::Action {
+    let hostname = services.config.server.hostname.as_str();
+    let tx = auth_results::Transaction {
+        client_ip: check.client_ip,
+        helo: &check.helo,
+        mail_from: &msg.sender,
+        hostname,
+    };
+    let stripped = auth_results::strip_ours(&msg.data, hostname);
+    let data: &[u8] = stripped.as_deref().unwrap_or(&msg.data);
+    let verdict = auth_results::verify(
+        services.resolver.hickory(),
+        &services.config.hygiene,
+        &tx,
+        data,
+    )
+    .await;
+    info!(
+        id = %msg.id,
+        from_domain = %verdict.from_domain,
+        action = ?verdict.action,
+        results = %verdict.header.trim_end().replace("\r\n\t", " "),
+        "message authentication"
+    );
+    let mut out = Vec::with_capacity(verdict.header.len() + data.len() + 32);
+    if verdict.action == auth_results::Action::Quarantine {
+        out.extend_from_slice(format!("{}: dmarc\r\n", auth_results::QUARANTINE_FIELD).as_bytes());
+    }
+    out.extend_from_slice(verdict.header.as_bytes());
+    out.extend_from_slice(data);
+    msg.data = std::sync::Arc::new(out);
+    verdict.action
 }
 
 /// Checks credentials against the directory, with the limiter and the

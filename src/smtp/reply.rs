@@ -124,6 +124,13 @@ pub const WRONG_STORE: Reply = Reply::new(550, "5.1.6", "Mailbox is not on this 
 /// RFC 5321 4.2.5: the message cannot be delivered (a permanent failure
 /// of the target other than quota).
 pub const TRANSACTION_FAILED: Reply = Reply::new(554, "5.3.0", "Delivery failed");
+/// RFC 7489 10.3 / RFC 3463 5.7.1: the From domain's DMARC policy is
+/// reject and the message failed it (issue 16, `smtp::auth_results`).
+pub const DMARC_REJECTED: Reply = Reply::new(
+    550,
+    "5.7.1",
+    "Rejected by the DMARC policy of the From domain",
+);
 pub const DISK_FULL: Reply = Reply::new(452, "4.3.1", "Insufficient system storage");
 /// The process-wide budget of message bytes in memory is spent
 /// (`limits.max_bytes_in_flight`): try again later.

@@ -344,6 +344,11 @@ impl Session {
         self.p.flavor
     }
 
+    /// The EHLO/HELO/LHLO name the client gave ("" before one).
+    pub fn helo_name(&self) -> &str {
+        self.helo.as_ref().map_or("", |h| h.name.as_str())
+    }
+
     pub fn past_preauth(&self) -> bool {
         self.helo.is_some()
             && self
@@ -1396,6 +1401,7 @@ fn outcome_reply(o: Outcome) -> Reply {
         Outcome::OverQuota { permanent: true } => reply::OVER_QUOTA_PERMANENT,
         Outcome::DiskFull => reply::DISK_FULL,
         Outcome::Temporary(_) => reply::LOCAL_ERROR,
+        Outcome::Permanent(t) if t == super::auth_results::DMARC_REJECTED => reply::DMARC_REJECTED,
         Outcome::Permanent(_) => reply::TRANSACTION_FAILED,
         Outcome::NoResources => reply::INSUFFICIENT_RESOURCES,
     }

@@ -1853,6 +1853,7 @@ mod submission_e2e {
             received: crate::queue::unix_now(),
             envid: None,
             ret_full: false,
+            junk: false,
         };
         let rcpts = vec![(0, crate::deliver::mx::rcpt_params(&env, 0))];
         let out = mx
