@@ -343,6 +343,8 @@ pub struct Delivery {
     hops: Arc<pool::Hops>,
     /// Runs after committed local copies (None: nothing to run).
     after_local: Option<Arc<dyn AfterLocal>>,
+    /// Sieve at final delivery into the local store (None: no store).
+    sieve: Option<Arc<crate::sieve::Filter>>,
 }
 
 impl Delivery {
@@ -356,6 +358,7 @@ impl Delivery {
             mx: None,
             hops: Arc::new(pool::Hops::new(&services.config, services.resolver.clone())),
             after_local: crate::jmap::vacation::Responder::for_services(services),
+            sieve: crate::sieve::Filter::for_services(services),
         }
     }
 
@@ -398,6 +401,7 @@ impl Delivery {
             queue,
             mx: None,
             after_local: None,
+            sieve: None,
         }
     }
 
@@ -541,7 +545,11 @@ impl Transaction {
                             data.clone()
                         };
                         let sender = &envelope.sender;
-                        let res = local::deliver(store, cfg, &self.id, sender, &targets, buf).await;
+                        let sieve = d.sieve.as_ref();
+                        let res = local::deliver_filtered(
+                            store, cfg, sieve, &self.id, sender, &targets, buf,
+                        )
+                        .await;
                         res.into_iter()
                             .zip(&targets)
                             .map(|(r, t)| match r {
