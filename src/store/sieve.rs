@@ -8,7 +8,7 @@
 //! (RFC 5230 4.2 `:days`); stale rows are replaced when seen again.
 //!
 //! The store checks only names and sizes ([`SieveLimits`]); compiling
-//! (syntax) is the protocol layer's job (`crate::sieve`), done before
+//! (syntax) is the protocol layer's job (src/sieve/), done before
 //! anything reaches here. RFC 5804 rules kept here: the active script
 //! cannot be deleted (2.10), a rename onto an existing name is refused
 //! (2.11.1), setting a missing script active is refused (2.8).
