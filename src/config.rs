@@ -1419,6 +1419,8 @@ choice! {
         /// The administration console and its HTTP API (docs/admin.md),
         /// served by the mem role; plaintext unless `tls` says otherwise.
         Console = "console",
+        /// ManageSieve (RFC 5804) on the store (docs/sieve.md).
+        Managesieve = "managesieve",
     }
 }
 

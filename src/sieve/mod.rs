@@ -22,6 +22,8 @@
 //!   Precedence list/junk too; the `:days` rate limit is the store's
 //!   durable `sieve_vacation` table, checked when the reply is sent.
 
+pub mod managesieve;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
