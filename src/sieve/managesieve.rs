@@ -408,7 +408,14 @@ impl Session {
                 let c = self.capabilities();
                 self.write(&c).await?;
             }
-            ("NOOP", _) => self.write("OK \"Done\"\r\n").await?,
+            // RFC 5804 2.13: a tag comes back in the TAG response code.
+            ("NOOP", _) => {
+                let r = match arg(0) {
+                    Some(tag) => format!("OK (TAG {}) \"Done\"\r\n", quoted(&tag)),
+                    None => "OK \"Done\"\r\n".to_string(),
+                };
+                self.write(&r).await?;
+            }
             ("LOGOUT", _) => {
                 self.write("OK \"Bye\"\r\n").await?;
                 return Ok(Step::End("logout"));

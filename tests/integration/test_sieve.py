@@ -41,8 +41,9 @@ def sieve_connect(m, user: str, *args: str) -> subprocess.CompletedProcess:
         pytest.fail(f"sieve-connect is missing: {INSTALL}", pytrace=False)
     res = subprocess.run(
         [exe, "--server", "127.0.0.1", "--port", str(m.ports["managesieve"]), "--user", user,
-         "--notls", "--authmech", "PLAIN", "--passwordfd", "0", *args],
-        input=m.passwords[user] + "\n", capture_output=True, text=True, timeout=60,
+         "--tlscafile", str(m.cert_path), "--tlshostname", "127.0.0.1",
+         "--authmech", "PLAIN", "--passwordfd", "0", *args],
+        input=m.passwords[user] + "\n", capture_output=True, text=True, timeout=20,
     )
     return res
 
@@ -94,9 +95,11 @@ def test_rfc5804_raw_session_capabilities_and_bounded_literal(sieve_server):
         assert b'"STARTTLS"' in text
         # A claimed literal far over the limit: refused, not buffered; the
         # session goes on.
-        s.sendall(b"PUTSCRIPT \"x\" {900000000+}\r\n")
-        s.sendall(b"x" * 1000)
-        s.close()
+        n = 64 * 1024 + 2048
+        s.sendall(b"PUTSCRIPT \"x\" {%d+}\r\n" % n + b"x" * n + b"\r\n")
+        assert f.readline().startswith(b"NO")
+        s.sendall(b'NOOP "t1"\r\n')
+        assert f.readline().startswith(b'OK (TAG "t1")')
 
 
 def test_fileinto_takes_effect_on_the_next_delivery(sieve_server, tmp_path):
