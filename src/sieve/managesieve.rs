@@ -99,7 +99,7 @@ impl Parser {
         self.skip = 0;
     }
 
-    pub fn next(&mut self) -> Parsed {
+    pub fn next_command(&mut self) -> Parsed {
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(self.buf.len());
@@ -337,7 +337,7 @@ impl Session {
             Duration::from_secs(self.services.config.imap.preauth_timeout.max(10))
         };
         loop {
-            match self.parser.next() {
+            match self.parser.next_command() {
                 Parsed::Incomplete => {}
                 p => return Ok(p),
             }
@@ -566,7 +566,7 @@ async fn script_command(
             SieveRefusal::BadName => "NO \"Bad script name\"\r\n".into(),
         }
     };
-    let too_big = args.iter().any(|a| *a == Arg::TooBig);
+    let too_big = args.contains(&Arg::TooBig);
     if too_big {
         return Ok("NO (QUOTA/MAXSIZE) \"Script too large\"\r\n".into());
     }
@@ -670,7 +670,7 @@ mod tests {
         p.feed(input);
         let mut out = Vec::new();
         loop {
-            match p.next() {
+            match p.next_command() {
                 Parsed::Incomplete => return out,
                 x => out.push(x),
             }
@@ -697,7 +697,7 @@ mod tests {
             for part in [&input[..cut], &input[cut..]] {
                 p.feed(part);
                 loop {
-                    match p.next() {
+                    match p.next_command() {
                         Parsed::Incomplete => break,
                         x => got.push(x),
                     }

@@ -433,9 +433,8 @@ impl Filter {
                     return Ok(());
                 }
                 let now = crate::queue::unix_now();
-                let key = format!("{id}");
                 let seen = store
-                    .sieve_vacation_seen(user, &key, (*period).min(i64::MAX as u64) as i64, now)
+                    .sieve_vacation_seen(user, id, (*period).min(i64::MAX as u64) as i64, now)
                     .await
                     .map_err(|e| e.to_string())?;
                 if seen {
