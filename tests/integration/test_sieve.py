@@ -125,6 +125,12 @@ def test_reject_refuses_at_end_of_data(sieve_server, tmp_path):
         with pytest.raises((smtplib.SMTPDataError, smtplib.SMTPRecipientsRefused)) as e:
             s.sendmail("x@remote.example", [BOB], build_message(BOB, "hello", "x"))
     assert "550" in str(e.value) and "not today" in str(e.value)
+    # The store's LMTP (the two-tier path): the same reply for the recipient.
+    with smtplib.LMTP("127.0.0.1", m.ports["lmtp"], timeout=20) as s:
+        s.ehlo("mta-in.example.test")
+        with pytest.raises((smtplib.SMTPDataError, smtplib.SMTPRecipientsRefused)) as e:
+            s.sendmail("x@remote.example", [BOB], build_message(BOB, "hello", "x"))
+    assert "550" in str(e.value) and "not today" in str(e.value)
 
 
 def test_vacation_one_reply_none_to_null_or_lists_none_twice(sieve_server, tmp_path):
