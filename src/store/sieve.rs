@@ -327,3 +327,89 @@ fn count(t: &redb::Table<(&str, &str), &[u8]>, user: &str) -> Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::store::{SieveLimits, SieveRefusal, Store};
+
+    const U: &str = "u@example.test";
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.server.data_dir = d.path().to_path_buf();
+        c.store.min_free_disk = 0;
+        let s = Store::open(&c).unwrap();
+        (d, s)
+    }
+
+    #[tokio::test]
+    async fn rfc5804_script_rules_and_limits() {
+        let (_d, s) = store();
+        let lim = SieveLimits {
+            max_size: 10,
+            max_scripts: 2,
+        };
+        let put = |n: &'static str, t: &'static str| {
+            let s = s.clone();
+            async move { s.sieve_put(U, n, t.as_bytes().to_vec(), lim).await.unwrap() }
+        };
+        assert_eq!(put("a", "keep;").await, Ok(()));
+        assert_eq!(put("b", "keep;").await, Ok(()));
+        assert_eq!(put("c", "keep;").await, Err(SieveRefusal::TooMany));
+        assert_eq!(
+            put("a", "discard;").await,
+            Ok(()),
+            "replacing is no new script"
+        );
+        assert_eq!(put("a", "01234567890").await, Err(SieveRefusal::TooBig));
+        assert_eq!(put("", "keep;").await, Err(SieveRefusal::BadName));
+        assert_eq!(put("x\ny", "keep;").await, Err(SieveRefusal::BadName));
+        // 2.8: a missing script cannot be made active.
+        let r = s.sieve_set_active(U, Some("zz")).await.unwrap();
+        assert_eq!(r, Err(SieveRefusal::NoSuchScript));
+        s.sieve_set_active(U, Some("a")).await.unwrap().unwrap();
+        // 2.10: not the active one.
+        let r = s.sieve_delete(U, "a").await.unwrap();
+        assert_eq!(r, Err(SieveRefusal::Active));
+        // 2.11.1: not onto an existing name; the active mark follows.
+        let r = s.sieve_rename(U, "a", "b").await.unwrap();
+        assert_eq!(r, Err(SieveRefusal::Exists));
+        s.sieve_rename(U, "a", "main").await.unwrap().unwrap();
+        assert_eq!(
+            s.sieve_active(U).await.unwrap(),
+            Some(("main".to_string(), b"discard;".to_vec()))
+        );
+        s.sieve_delete(U, "b").await.unwrap().unwrap();
+        s.sieve_set_active(U, None).await.unwrap().unwrap();
+        assert_eq!(s.sieve_active(U).await.unwrap(), None);
+        assert_eq!(
+            s.sieve_list(U).await.unwrap(),
+            vec![("main".to_string(), false)]
+        );
+        // Another user sees nothing of these.
+        assert!(s.sieve_list("v@example.test").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn rfc5230_4_2_one_reply_per_period_kept_durably() {
+        let (_d, s) = store();
+        let day = 86_400;
+        assert!(!s.sieve_vacation_seen(U, "_va@x", day, 1000).await.unwrap());
+        assert!(s
+            .sieve_vacation_seen(U, "_va@x", day, 1000 + day - 1)
+            .await
+            .unwrap());
+        assert!(!s.sieve_vacation_seen(U, "_vb@x", day, 1000).await.unwrap());
+        // After the period: answered again (and recorded again).
+        assert!(!s
+            .sieve_vacation_seen(U, "_va@x", day, 1000 + day)
+            .await
+            .unwrap());
+        assert!(s
+            .sieve_vacation_seen(U, "_va@x", day, 1000 + day + 1)
+            .await
+            .unwrap());
+    }
+}
