@@ -813,6 +813,12 @@ impl Store {
         self.inner.sieve_rename(user, from, to).await
     }
 
+    /// Removes all of a user's Sieve data (move source, purge).
+    pub async fn sieve_remove_user(&self, user: &str) -> Result<u64> {
+        let _pass = self.pass(user).await?;
+        self.inner.sieve_remove_user(user).await
+    }
+
     /// Vacation rate limit (RFC 5230 4.2): true if `id` was answered within
     /// its period; else records it and returns false.
     pub async fn sieve_vacation_seen(

@@ -316,6 +316,57 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Removes every script, the active mark and the vacation record of
+    /// `user` (the move's source and the purge of deleted users).
+    pub async fn sieve_remove_user(&self, user: &str) -> Result<u64> {
+        let user = user.to_string();
+        self.submit(move |txn, _batch| {
+            let mut n = 0u64;
+            let mut t = txn.open_table(SCRIPTS).map_err(ie)?;
+            let names: Vec<String> = {
+                let mut v = Vec::new();
+                for item in t.range((user.as_str(), "")..).map_err(ie)? {
+                    let (k, _) = item.map_err(ie)?;
+                    let (u, name) = k.value();
+                    if u != user {
+                        break;
+                    }
+                    v.push(name.to_string());
+                }
+                v
+            };
+            for name in &names {
+                t.remove((user.as_str(), name.as_str())).map_err(ie)?;
+                n += 1;
+            }
+            drop(t);
+            txn.open_table(ACTIVE)
+                .map_err(ie)?
+                .remove(user.as_str())
+                .map_err(ie)?;
+            let mut v = txn.open_table(VACATION).map_err(ie)?;
+            let ids: Vec<String> = {
+                let mut out = Vec::new();
+                for item in v.range((user.as_str(), "")..).map_err(ie)? {
+                    let (k, _) = item.map_err(ie)?;
+                    let (u, id) = k.value();
+                    if u != user {
+                        break;
+                    }
+                    out.push(id.to_string());
+                }
+                out
+            };
+            for id in &ids {
+                v.remove((user.as_str(), id.as_str())).map_err(ie)?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+}
+
 fn count(t: &redb::Table<(&str, &str), &[u8]>, user: &str) -> Result<usize> {
     let mut n = 0;
     for item in t.range((user, "")..).map_err(ie)? {
@@ -390,6 +441,11 @@ mod tests {
         );
         // Another user sees nothing of these.
         assert!(s.sieve_list("v@example.test").await.unwrap().is_empty());
+        // The purge takes everything of the user.
+        s.sieve_set_active(U, Some("main")).await.unwrap().unwrap();
+        assert_eq!(s.sieve_remove_user(U).await.unwrap(), 1);
+        assert!(s.sieve_list(U).await.unwrap().is_empty());
+        assert_eq!(s.sieve_active(U).await.unwrap(), None);
     }
 
     #[tokio::test]
