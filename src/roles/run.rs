@@ -609,6 +609,9 @@ fn print_quickstart(config: &Config, address: &str, password: &str) {
         port("pop3s"),
         port("lmtp")
     );
+    if port("managesieve") != "-" {
+        println!("  ManageSieve {} (STARTTLS)", port("managesieve"));
+    }
     if port("console") != "-" {
         let admin = config
             .provision
