@@ -14,7 +14,7 @@ Protocols and the top may use anything (a protocol session receives
   config    config
   below     everything a protocol builds on: logging, tls, loginlimit, authcache, dns,
             directory, store, login, net, net_unix
-  protocol  smtp, imap, pop3, mmp, queue, deliver, http (the HTTP server),
+  protocol  smtp, imap, pop3, mmp, queue, deliver, sieve (Sieve and ManageSieve), http (the HTTP server),
             jmap (the API on the store), mem (the webmail front end), ops
             (operator commands run on a store), provision (users, groups and
             domains: docs/admin.md)
@@ -37,7 +37,7 @@ import sys
 BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles", "memory", "metrics"}
 CONFIG = {"config"}
 BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "dns", "store", "login", "net", "net_unix"}
-PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver", "http", "jmap", "mem", "ops", "provision"}
+PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver", "http", "jmap", "mem", "ops", "provision", "sieve"}
 TOP = {"services", "cli", "main", "stress", "fuzz", "lib", "admin"}
 
 RANK = {}

@@ -55,6 +55,8 @@ command -v systemd-analyze >/dev/null 2>&1 || missing_apt+=(systemd)
 # test_webmail_firefox.py drives Debian's firefox-esr with Selenium (PyPI)
 # through geckodriver, built from crates.io below.
 [ -x /usr/bin/firefox-esr ] || missing_apt+=(firefox-esr)
+# test_sieve.py uploads Sieve scripts with a real ManageSieve client.
+command -v sieve-connect >/dev/null 2>&1 || missing_apt+=(sieve-connect)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2

@@ -160,6 +160,11 @@ const QUICKSTART_ADMIN: &str = "[admin]\nbind = [\"127.0.0.1:19925\"]\n";
 const QUICKSTART_CONSOLE: &str = "[listener.console]\nbind = [\"127.0.0.1:18081\"]\n\
 [provision]\nsite_admins = [\"postmaster@localhost\"]\n";
 
+/// The quickstart's ManageSieve listener (only without a config file): the
+/// usual port 4190 plus 10000 (docs/sieve.md); a configured server adds
+/// `[listener.managesieve]` itself.
+const QUICKSTART_MANAGESIEVE: &str = "[listener.managesieve]\nbind = [\"127.0.0.1:14190\"]\n";
+
 /// Role profiles, merged over the defaults when the role runs.
 pub fn role_profile(role: Role) -> &'static str {
     match role {
@@ -1468,6 +1473,8 @@ choice! {
         /// The administration console and its HTTP API (docs/admin.md),
         /// served by the mem role; plaintext unless `tls` says otherwise.
         Console = "console",
+        /// ManageSieve (RFC 5804) on the store (docs/sieve.md).
+        Managesieve = "managesieve",
     }
 }
 
@@ -1529,6 +1536,7 @@ pub fn load(file: Option<&Path>, roles: &[Role]) -> Result<Loaded, Vec<String>> 
         fig = fig.merge(Toml::string(QUICKSTART_HTTPS));
         fig = fig.merge(Toml::string(QUICKSTART_ADMIN));
         fig = fig.merge(Toml::string(QUICKSTART_CONSOLE));
+        fig = fig.merge(Toml::string(QUICKSTART_MANAGESIEVE));
     }
     if file.is_some() {
         for role in roles {

@@ -36,6 +36,7 @@ pub mod queue;
 pub mod redact;
 pub mod roles;
 pub mod services;
+pub mod sieve;
 pub mod smtp;
 pub mod store;
 pub mod stress;

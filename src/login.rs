@@ -102,6 +102,8 @@ pub(crate) enum Protocol {
     /// The mem's login form.
     Webmail,
     Jmap,
+    /// ManageSieve (RFC 5804) on the store.
+    ManageSieve,
 }
 
 impl Protocol {
@@ -114,6 +116,7 @@ impl Protocol {
             Protocol::MmpPop3 => "mmp pop3",
             Protocol::Webmail => "webmail",
             Protocol::Jmap => "jmap",
+            Protocol::ManageSieve => "managesieve",
         }
     }
 }

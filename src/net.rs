@@ -374,6 +374,8 @@ pub fn refusal_text(protocol: Protocol, tls_mode: TlsMode) -> Option<&'static [u
         // RFC 3206 SYS/TEMP
         Protocol::Pop3 | Protocol::Pop3s => Some(b"-ERR [SYS/TEMP] Too many connections\r\n"),
         Protocol::Http | Protocol::Https | Protocol::Console => None,
+        // RFC 5804 1.3
+        Protocol::Managesieve => Some(b"BYE \"Too many connections\"\r\n"),
     }
 }
 

@@ -41,15 +41,23 @@ pub async fn deliver(
     targets: &[&Target],
     data: Arc<Vec<u8>>,
 ) -> Vec<Result<Option<Placed>, Outcome>> {
-    deliver_into(store, config, id, sender, targets, data, false).await
+    deliver_filtered(store, config, None, id, sender, targets, data, false).await
 }
 
-/// `deliver`, into each target's `\Junk` mailbox instead of INBOX when
-/// `junk` (DMARC quarantine, issue 16): the mailbox with that special use,
-/// else one named "Junk" created with it.
-pub async fn deliver_into(
+/// `deliver` with the users' Sieve scripts (`crate::sieve`): each target's
+/// active script decides the mailboxes and flags of its copies, a
+/// rejection (550 5.7.1 with the reason: over LMTP at end of data, else a
+/// bounce from the queue), and messages to send (redirect, vacation). A
+/// discarded copy counts as delivered (`Ok(None)`: nothing to take back);
+/// with several copies the first is the one `take_back` removes.
+/// With `junk` (DMARC quarantine, issue 16) every copy goes to the
+/// target's `\Junk` mailbox (the mailbox with that special use, else one
+/// named "Junk" created with it) and no script runs: the quarantine wins.
+#[allow(clippy::too_many_arguments)]
+pub async fn deliver_filtered(
     store: &Store,
     config: &Config,
+    sieve: Option<&Arc<crate::sieve::Filter>>,
     id: &str,
     sender: &str,
     targets: &[&Target],
@@ -64,35 +72,56 @@ pub async fn deliver_into(
         let data = data.clone();
         let quota = super::account_quota(t.quota, t.msg_quota, &config.store);
         let store_cfg = config.store.clone();
+        let sieve = sieve.cloned();
+        let sender = sender.to_string();
         set.spawn(async move {
             let r = async {
                 store
                     .ensure_user(&t.address, t.partition.as_deref())
                     .await?;
-                let mailbox = if junk {
-                    junk_mailbox(&store, &t.address).await?
-                } else {
-                    "INBOX".to_string()
-                };
-                let msg = NewMessage {
-                    data,
-                    flags: Flags::default(),
-                    internal_date: None,
-                };
-                match &t.delivery_id {
-                    Some(did) => {
-                        let once = Once::new(did, &store_cfg);
-                        store
-                            .append_once(&t.address, &mailbox, msg, quota, once)
-                            .await
+                let plan = match &sieve {
+                    Some(f) if !junk => {
+                        f.plan(&store, &t.address, &sender, &t.address, &data)
+                            .await?
                     }
-                    None => store
-                        .append(&t.address, &mailbox, msg, quota)
-                        .await
-                        .map(Some),
+                    _ => None,
+                };
+                let Some(plan) = plan else {
+                    let mailbox = if junk {
+                        junk_mailbox(&store, &t.address).await?
+                    } else {
+                        "INBOX".to_string()
+                    };
+                    let msg = NewMessage {
+                        data,
+                        flags: Flags::default(),
+                        internal_date: None,
+                    };
+                    return append_to(&store, &t, &mailbox, msg, quota, &store_cfg).await;
+                };
+                if let Some(reason) = &plan.reject {
+                    tracing::info!(rcpt = %t.address, "refused by the user's Sieve script");
+                    return Err(Rejected(reason.clone()).into());
                 }
+                let mut first = None;
+                for c in &plan.copies {
+                    let mailbox = filed_mailbox(&store, &t.address, c).await;
+                    let msg = NewMessage {
+                        data: data.clone(),
+                        flags: sieve_flags(&c.flags),
+                        internal_date: None,
+                    };
+                    let placed = append_to(&store, &t, &mailbox, msg, quota, &store_cfg).await?;
+                    if first.is_none() {
+                        first = placed;
+                    }
+                }
+                if let Some(f) = &sieve {
+                    f.send(&store, &t.address, &sender, data.clone(), plan.outgoing);
+                }
+                Ok(first)
             };
-            (i, r.await)
+            (i, r.await.map_err(SieveOr::into_parts))
         });
     }
     let mut out: Vec<Result<Option<Placed>, Outcome>> = targets
@@ -112,7 +141,10 @@ pub async fn deliver_into(
                     );
                 }
                 if let Some(slot) = out.get_mut(i) {
-                    *slot = r.map_err(|e| outcome_of(config.store.over_quota, id, rcpt, e));
+                    *slot = r.map_err(|e| match e {
+                        Ok(reason) => Outcome::Permanent(format!("550 5.7.1 {reason}")),
+                        Err(e) => outcome_of(config.store.over_quota, id, rcpt, e),
+                    });
                 }
             }
             Err(e) => error!(id, error = %e, "delivery task failed"),
@@ -143,6 +175,94 @@ async fn junk_mailbox(store: &Store, user: &str) -> Result<String, StoreError> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// A rejection by the user's script (its reason).
+struct Rejected(String);
+
+/// A store error or a Sieve rejection.
+enum SieveOr {
+    Store(StoreError),
+    Rejected(Rejected),
+}
+
+impl From<StoreError> for SieveOr {
+    fn from(e: StoreError) -> Self {
+        SieveOr::Store(e)
+    }
+}
+
+impl From<Rejected> for SieveOr {
+    fn from(r: Rejected) -> Self {
+        SieveOr::Rejected(r)
+    }
+}
+
+impl SieveOr {
+    /// `Ok(reason)` for a rejection, `Err` for a store error.
+    fn into_parts(self) -> Result<String, StoreError> {
+        match self {
+            SieveOr::Rejected(Rejected(r)) => Ok(r),
+            SieveOr::Store(e) => Err(e),
+        }
+    }
+}
+
+/// One copy into `mailbox`, once per delivery id when the target has one.
+async fn append_to(
+    store: &Store,
+    t: &Target,
+    mailbox: &str,
+    msg: NewMessage,
+    quota: crate::store::Quota,
+    store_cfg: &crate::config::StoreConfig,
+) -> Result<Option<Placed>, SieveOr> {
+    let r = match &t.delivery_id {
+        Some(did) => {
+            let once = Once::new(did, store_cfg);
+            store
+                .append_once(&t.address, mailbox, msg, quota, once)
+                .await
+        }
+        None => store
+            .append(&t.address, mailbox, msg, quota)
+            .await
+            .map(Some),
+    };
+    Ok(r?)
+}
+
+/// The mailbox a Sieve copy goes to: the named one if it exists or
+/// `:create` makes it; else INBOX (RFC 5228 4.1: a failed fileinto must
+/// not lose the message).
+async fn filed_mailbox(store: &Store, user: &str, c: &crate::sieve::Copy) -> String {
+    if c.mailbox.eq_ignore_ascii_case("INBOX") {
+        return "INBOX".into();
+    }
+    if store.status(user, &c.mailbox).await.is_ok() {
+        return c.mailbox.clone();
+    }
+    if c.create {
+        match store.create_mailbox(user, &c.mailbox, None).await {
+            Ok(_) | Err(StoreError::MailboxExists) => return c.mailbox.clone(),
+            Err(e) => warn!(rcpt = user, error = %e, "fileinto :create failed; INBOX"),
+        }
+    }
+    "INBOX".into()
+}
+
+/// Sieve flag names (RFC 5232) as stored flags: system flags and keywords
+/// that are IMAP atoms; anything else is dropped.
+fn sieve_flags(names: &[String]) -> Flags {
+    let ok = |n: &&String| {
+        !n.is_empty()
+            && n.len() <= 64
+            && n.trim_start_matches('\\')
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"(){%*\"]\\".contains(&b))
+    };
+    let names: Vec<&String> = names.iter().filter(ok).collect();
+    Flags::from_names(&names)
 }
 
 /// Removes a copy `deliver` made (the transaction was aborted). A

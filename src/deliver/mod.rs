@@ -352,6 +352,8 @@ pub struct Delivery {
     /// Signs the message once before any copy is made (submission only:
     /// the queue keeps the signed bytes; `dkim` module docs).
     dkim: Option<Arc<dkim::Signer>>,
+    /// Sieve at final delivery into the local store (None: no store).
+    sieve: Option<Arc<crate::sieve::Filter>>,
 }
 
 impl Delivery {
@@ -366,6 +368,7 @@ impl Delivery {
             hops: Arc::new(pool::Hops::new(&services.config, services.resolver.clone())),
             after_local: crate::jmap::vacation::Responder::for_services(services),
             dkim: None,
+            sieve: crate::sieve::Filter::for_services(services),
         }
     }
 
@@ -410,6 +413,7 @@ impl Delivery {
             mx: None,
             after_local: None,
             dkim: None,
+            sieve: None,
         }
     }
 
@@ -557,9 +561,11 @@ impl Transaction {
                             data.clone()
                         };
                         let sender = &envelope.sender;
-                        let res = local::deliver_into(
+                        let sieve = d.sieve.as_ref();
+                        let res = local::deliver_filtered(
                             store,
                             cfg,
+                            sieve,
                             &self.id,
                             sender,
                             &targets,

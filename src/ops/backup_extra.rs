@@ -30,7 +30,10 @@ use super::backup::{MetadataRecord, Target};
 use crate::config::{Config, DirectoryBackend};
 use crate::directory::pab::{Contact, PabError};
 use crate::directory::Directory;
-use crate::store::{MetaDepth, MetaLimits, Store, StoreError, UserIndex};
+use crate::store::{
+    valid_script_name, MetaDepth, MetaLimits, SieveLimits, SieveRefusal, Store, StoreError,
+    UserIndex,
+};
 
 /// Largest extras record read back from a stream (its JSON bytes).
 pub const MAX_EXTRAS: u64 = 64 << 20;
@@ -62,6 +65,26 @@ pub struct Extras {
     /// folder's manifest has its own `metadata` field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<MetadataRecord>,
+    /// Sieve scripts and which one is active (issue 16, docs/sieve.md).
+    #[serde(default)]
+    pub sieve: SieveExtras,
+}
+
+/// A user's Sieve scripts (`store/sieve.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SieveExtras {
+    #[serde(default)]
+    pub scripts: Vec<SieveScriptRecord>,
+    /// The active script's name (none: no script runs).
+    #[serde(default)]
+    pub active: Option<String>,
+}
+
+/// One Sieve script: its name and text (UTF-8, RFC 5228 2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SieveScriptRecord {
+    pub name: String,
+    pub script: String,
 }
 
 /// One ACL entry: `identifier` has `rights` on the user's `mailbox`.
@@ -96,6 +119,9 @@ pub struct ExtrasApplied {
     pub sort_order: u64,
     pub contacts: u64,
     pub metadata: u64,
+    /// Sieve scripts written (and the active one set).
+    #[serde(default)]
+    pub sieve: u64,
     /// Entries removed (`Mode::Mirror` only).
     pub removed: u64,
 }
@@ -159,7 +185,26 @@ pub async fn read(
     if with_metadata {
         x.metadata = super::backup::read_metadata(store, idx).await?;
     }
+    x.sieve = read_sieve(store, &idx.user).await?;
     Ok(x)
+}
+
+/// The user's Sieve scripts, by name.
+async fn read_sieve(store: &Store, user: &str) -> anyhow::Result<SieveExtras> {
+    let mut out = SieveExtras::default();
+    for (name, active) in store.sieve_list(user).await? {
+        let Some(text) = store.sieve_get(user, &name).await? else {
+            continue;
+        };
+        if active {
+            out.active = Some(name.clone());
+        }
+        out.scripts.push(SieveScriptRecord {
+            name,
+            script: String::from_utf8_lossy(&text).into_owned(),
+        });
+    }
+    Ok(out)
 }
 
 /// Checks a record before anything is written: names, identifiers,
@@ -224,6 +269,29 @@ pub fn check(x: &Extras) -> anyhow::Result<()> {
             anyhow::ensure!(name_ok(n), "METADATA of a bad mailbox name {n:?}");
         }
     }
+    let sieve_limits = SieveLimits::default();
+    anyhow::ensure!(
+        x.sieve.scripts.len() <= sieve_limits.max_scripts,
+        "too many Sieve scripts"
+    );
+    for sc in &x.sieve.scripts {
+        anyhow::ensure!(
+            valid_script_name(&sc.name),
+            "bad Sieve script name {:?}",
+            sc.name
+        );
+        anyhow::ensure!(
+            sc.script.len() <= sieve_limits.max_size,
+            "Sieve script {:?} too large",
+            sc.name
+        );
+    }
+    if let Some(a) = &x.sieve.active {
+        anyhow::ensure!(
+            x.sieve.scripts.iter().any(|sc| &sc.name == a),
+            "active Sieve script {a:?} is not among the scripts"
+        );
+    }
     if let Some(cs) = &x.contacts {
         anyhow::ensure!(
             cs.len() <= crate::directory::pab::MAX_CONTACTS,
@@ -264,6 +332,7 @@ pub async fn apply(
     apply_acl(store, user, target, x, mode, &boxes, &mut out).await?;
     apply_sort_order(store, user, target, x, mode, &boxes, &mut out).await?;
     apply_metadata(store, user, target, x, mode, &boxes, &mut out).await?;
+    apply_sieve(store, user, &x.sieve, mode, &mut out).await?;
     if let Some(cs) = &x.contacts {
         if carries_contacts(config) {
             apply_contacts(directory, user, cs, mode, &mut out).await?;
@@ -275,6 +344,71 @@ pub async fn apply(
         }
     }
     Ok(out)
+}
+
+/// Restore: adds the scripts the user lacks, and the active mark when no
+/// script is active. Mirror: the user's scripts become exactly these.
+async fn apply_sieve(
+    store: &Store,
+    user: &str,
+    want: &SieveExtras,
+    mode: Mode,
+    out: &mut ExtrasApplied,
+) -> anyhow::Result<()> {
+    let limits = SieveLimits::default();
+    let have = store.sieve_list(user).await?;
+    let refused = |name: &str, r: SieveRefusal| anyhow::anyhow!("Sieve script {name:?}: {r:?}");
+    if mode == Mode::Mirror {
+        let active_have = have.iter().find(|(_, a)| *a).map(|(n, _)| n.as_str());
+        if active_have.is_some() && active_have != want.active.as_deref() {
+            store
+                .sieve_set_active(user, None)
+                .await?
+                .map_err(|r| refused("(active)", r))?;
+        }
+        for (name, _) in &have {
+            if !want.scripts.iter().any(|sc| &sc.name == name) {
+                store
+                    .sieve_delete(user, name)
+                    .await?
+                    .map_err(|r| refused(name, r))?;
+                out.removed += 1;
+            }
+        }
+    }
+    for sc in &want.scripts {
+        let exists = have.iter().any(|(n, _)| n == &sc.name);
+        let write = match mode {
+            Mode::Restore => !exists,
+            Mode::Mirror => {
+                !exists
+                    || store.sieve_get(user, &sc.name).await?.as_deref()
+                        != Some(sc.script.as_bytes())
+            }
+        };
+        if write {
+            store
+                .sieve_put(user, &sc.name, sc.script.as_bytes().to_vec(), limits)
+                .await?
+                .map_err(|r| refused(&sc.name, r))?;
+            out.sieve += 1;
+        }
+    }
+    let none_active = !have.iter().any(|(_, a)| *a);
+    if let Some(a) = &want.active {
+        let set = match mode {
+            Mode::Restore => none_active,
+            Mode::Mirror => !have.iter().any(|(n, act)| *act && n == a),
+        };
+        if set {
+            store
+                .sieve_set_active(user, Some(a))
+                .await?
+                .map_err(|r| refused(a, r))?;
+            out.sieve += 1;
+        }
+    }
+    Ok(())
 }
 
 async fn apply_acl(
@@ -562,8 +696,22 @@ mod tests {
             .pab_put(A, contact("c1", "Carol"), true)
             .await
             .unwrap();
+        for (name, text) in [("main", SIEVE_MAIN), ("spare", "keep;\r\n")] {
+            s.store
+                .sieve_put(A, name, text.as_bytes().to_vec(), SieveLimits::default())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        s.store
+            .sieve_set_active(A, Some("main"))
+            .await
+            .unwrap()
+            .unwrap();
         s.store.user_index(A).await.unwrap().unwrap()
     }
+
+    const SIEVE_MAIN: &str = "require \"fileinto\";\r\nfileinto \"Work\";\r\n";
 
     async fn acl_of(s: &Store, user: &str, name: &str) -> Vec<(String, String)> {
         let id = s.status(user, name).await.unwrap().id;
@@ -586,6 +734,8 @@ mod tests {
             }]
         );
         assert_eq!(x.contacts.as_ref().unwrap().len(), 1);
+        assert_eq!(x.sieve.active.as_deref(), Some("main"));
+        assert_eq!(x.sieve.scripts.len(), 2);
         assert!(x
             .metadata
             .iter()
@@ -615,6 +765,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((got.acl, got.sort_order, got.contacts), (2, 1, 1));
+        // Two scripts and the active mark.
+        assert_eq!(got.sieve, 3);
+        assert_eq!(
+            dst.store.sieve_active(C).await.unwrap(),
+            Some(("main".to_string(), SIEVE_MAIN.as_bytes().to_vec()))
+        );
         assert_eq!(
             acl_of(&dst.store, C, "Old/Work").await,
             vec![(B.to_string(), "lrs".to_string())]
@@ -677,6 +833,19 @@ mod tests {
             .pab_put(A, contact("old", "Gone"), true)
             .await
             .unwrap();
+        // A stale script, active, and an older text of "main".
+        for (name, text) in [("stale", "discard;"), ("main", "keep;")] {
+            dst.store
+                .sieve_put(A, name, text.as_bytes().to_vec(), SieveLimits::default())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        dst.store
+            .sieve_set_active(A, Some("stale"))
+            .await
+            .unwrap()
+            .unwrap();
         apply(
             &dst.store,
             &dst.directory,
@@ -700,6 +869,10 @@ mod tests {
         assert_eq!(orders, HashMap::from([(work, 3)]));
         let book = dst.directory.pab_list(A).await.unwrap().contacts;
         assert_eq!(book, vec![contact("c1", "Carol")]);
+        assert_eq!(
+            dst.store.sieve_list(A).await.unwrap(),
+            vec![("main".to_string(), true), ("spare".to_string(), false)]
+        );
         // Read back, the target says what the source said.
         let idx2 = dst.store.user_index(A).await.unwrap().unwrap();
         let y = read(&dst.store, &dst.directory, &dst.config, &idx2, true)

@@ -380,6 +380,8 @@ pub(crate) async fn remove_user_mail(
     if left != 0 {
         bail!("{left} messages still here after removal");
     }
+    // The user's Sieve scripts go with the mail (issue 16).
+    store.sieve_remove_user(user).await?;
     Ok(())
 }
 

@@ -93,6 +93,7 @@ fn owner(protocol: Protocol, roles: &[Role]) -> Option<Role> {
         }
         // The administration console: where the mem role runs.
         Protocol::Console => Role::Mem,
+        Protocol::Managesieve => Role::Store,
     };
     roles.contains(&want).then_some(want)
 }
@@ -124,6 +125,9 @@ fn handler(protocol: Protocol, role: Role) -> Result<Handler, &'static str> {
             Ok(|c, i, s| Box::pin(crate::http::serve(c, i, s)))
         }
         (Role::Mem, Protocol::Console) => Ok(|c, i, s| Box::pin(crate::http::serve(c, i, s))),
+        (Role::Store, Protocol::Managesieve) => {
+            Ok(|c, i, s| Box::pin(crate::sieve::managesieve::serve(c, i, s)))
+        }
         _ => Err("no handler"),
     }
 }
@@ -605,6 +609,9 @@ fn print_quickstart(config: &Config, address: &str, password: &str) {
         port("pop3s"),
         port("lmtp")
     );
+    if port("managesieve") != "-" {
+        println!("  ManageSieve {} (STARTTLS)", port("managesieve"));
+    }
     if port("console") != "-" {
         let admin = config
             .provision

@@ -1402,7 +1402,12 @@ fn outcome_reply(o: Outcome) -> Reply {
         Outcome::DiskFull => reply::DISK_FULL,
         Outcome::Temporary(_) => reply::LOCAL_ERROR,
         Outcome::Permanent(t) if t == super::auth_results::DMARC_REJECTED => reply::DMARC_REJECTED,
-        Outcome::Permanent(_) => reply::TRANSACTION_FAILED,
+        // A recipient's Sieve reject (RFC 5429 2.1.1): the reason is the
+        // user's own text, made one printable line by `crate::sieve`.
+        Outcome::Permanent(t) => match t.strip_prefix("550 5.7.1 ") {
+            Some(reason) => Reply::owned(550, "5.7.1", reason.to_string()),
+            None => reply::TRANSACTION_FAILED,
+        },
         Outcome::NoResources => reply::INSUFFICIENT_RESOURCES,
     }
 }

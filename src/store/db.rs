@@ -26,6 +26,8 @@ pub(super) mod reconstruct;
 pub(super) mod restore;
 #[path = "sessions.rs"]
 pub(super) mod sessions;
+#[path = "sieve.rs"]
+pub(super) mod sieve;
 #[path = "sortorder.rs"]
 pub(super) mod sortorder;
 #[path = "stats.rs"]
@@ -167,6 +169,7 @@ impl Inner {
             urlauth::create_tables(&txn)?;
             sessions::create_tables(&txn)?;
             sortorder::create_tables(&txn)?;
+            sieve::create_tables(&txn)?;
             duplicates::create_tables(&txn)?;
             journal::create_tables(&txn)?;
             journal::build_index(&txn)?;

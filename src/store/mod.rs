@@ -38,6 +38,7 @@ pub use db::journal::{ChangesError, JournalChanges, Kind as JmapKind, Op as Jmap
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
 pub use db::reconstruct::{NoTick, Problem, ReconstructReport, Tick, VerifyReport};
 pub use db::restore::{MailboxIndex, RestoreMailbox, RestoreMessage, Restored, UserIndex};
+pub use db::sieve::{valid_script_name, SieveLimits, SieveRefusal, MAX_SCRIPT_NAME};
 pub use db::stats::PartitionTotals;
 pub use db::StoreStats;
 pub use files::MessageBody;
@@ -752,6 +753,82 @@ impl Store {
         mailboxes: Vec<MailboxId>,
     ) -> Result<std::collections::HashMap<MailboxId, u32>> {
         self.inner.sort_orders(mailboxes).await
+    }
+
+    /// The user's Sieve scripts, each with whether it is active.
+    pub async fn sieve_list(&self, user: &str) -> Result<Vec<(String, bool)>> {
+        self.inner.sieve_list(user).await
+    }
+
+    /// One Sieve script's text.
+    pub async fn sieve_get(&self, user: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.sieve_get(user, name).await
+    }
+
+    /// The active Sieve script (name, text), if any.
+    pub async fn sieve_active(&self, user: &str) -> Result<Option<(String, Vec<u8>)>> {
+        self.inner.sieve_active(user).await
+    }
+
+    /// Stores a Sieve script (already compiled by the caller).
+    pub async fn sieve_put(
+        &self,
+        user: &str,
+        name: &str,
+        text: Vec<u8>,
+        limits: SieveLimits,
+    ) -> Result<std::result::Result<(), SieveRefusal>> {
+        let _pass = self.pass(user).await?;
+        self.inner.sieve_put(user, name, text, limits).await
+    }
+
+    /// Makes a script active (`None`: none).
+    pub async fn sieve_set_active(
+        &self,
+        user: &str,
+        name: Option<&str>,
+    ) -> Result<std::result::Result<(), SieveRefusal>> {
+        let _pass = self.pass(user).await?;
+        self.inner.sieve_set_active(user, name).await
+    }
+
+    /// Deletes a script that is not active.
+    pub async fn sieve_delete(
+        &self,
+        user: &str,
+        name: &str,
+    ) -> Result<std::result::Result<(), SieveRefusal>> {
+        let _pass = self.pass(user).await?;
+        self.inner.sieve_delete(user, name).await
+    }
+
+    /// Renames a script.
+    pub async fn sieve_rename(
+        &self,
+        user: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<std::result::Result<(), SieveRefusal>> {
+        let _pass = self.pass(user).await?;
+        self.inner.sieve_rename(user, from, to).await
+    }
+
+    /// Removes all of a user's Sieve data (move source, purge).
+    pub async fn sieve_remove_user(&self, user: &str) -> Result<u64> {
+        let _pass = self.pass(user).await?;
+        self.inner.sieve_remove_user(user).await
+    }
+
+    /// Vacation rate limit (RFC 5230 4.2): true if `id` was answered within
+    /// its period; else records it and returns false.
+    pub async fn sieve_vacation_seen(
+        &self,
+        user: &str,
+        id: &str,
+        period: i64,
+        now: i64,
+    ) -> Result<bool> {
+        self.inner.sieve_vacation_seen(user, id, period, now).await
     }
 
     /// Ends a webmail session everywhere: tokens naming `session_id` are
