@@ -447,6 +447,22 @@ async fn admin(
     Ok((st, a.actor))
 }
 
+/// The administrator of an API request (`admin`: session with the
+/// `X-CSRF-Token` header, or Basic), checked before any body is read.
+struct ApiAdmin(Arc<ConsoleState>, Actor);
+
+impl axum::extract::FromRequestParts<Services> for ApiAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        services: &Services,
+    ) -> ApiResult<ApiAdmin> {
+        let (st, actor) = admin(services, &parts.headers, &parts.method, &parts.extensions).await?;
+        Ok(ApiAdmin(st, actor))
+    }
+}
+
 /// A JSON body, its rejection (wrong type, malformed, too large) as a
 /// 400/413/415 in the API's error shape.
 fn body<T>(b: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> ApiResult<T> {
@@ -537,13 +553,9 @@ fn created<T: serde::Serialize>(v: T) -> ApiResult<Response> {
 }
 
 async fn users_list(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     q: Result<UrlQuery<Query>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     let UrlQuery(q) =
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
     ok(st.prov.user_list(&actor, &page_query(q)).await?)
@@ -558,25 +570,17 @@ pub struct NewUser {
 }
 
 async fn user_add(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     b: Result<Json<NewUser>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     let NewUser { user, password } = body(b)?;
     created(st.prov.user_add(&actor, user, password).await?)
 }
 
 async fn user_get(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     Path(address): Path<String>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     ok(st.prov.user_get(&actor, &address).await?)
 }
 
@@ -746,13 +750,9 @@ fn start_move(services: &Services, st: &Arc<ConsoleState>, actor: &Actor, user: 
 }
 
 async fn user_delete(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     Path(address): Path<String>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     ok(st.prov.user_delete(&actor, &address).await?)
 }
 
@@ -853,119 +853,79 @@ async fn user_usage(
 }
 
 async fn groups_list(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     q: Result<UrlQuery<Query>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     let UrlQuery(q) =
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
     ok(st.prov.group_list(&actor, &page_query(q)).await?)
 }
 
 async fn group_add(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     b: Result<Json<super::Group>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     created(st.prov.group_add(&actor, body(b)?).await?)
 }
 
 async fn group_get(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     Path(address): Path<String>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     ok(st.prov.group_get(&actor, &address).await?)
 }
 
 async fn group_modify(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     Path(address): Path<String>,
     b: Result<Json<GroupChange>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     ok(st.prov.group_modify(&actor, &address, body(b)?).await?)
 }
 
 async fn group_delete(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     Path(address): Path<String>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     st.prov.group_delete(&actor, &address).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn domains_list(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     q: Result<UrlQuery<Query>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     let UrlQuery(q) =
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text()))?;
     ok(st.prov.domain_list(&actor, &page_query(q)).await?)
 }
 
 async fn domain_add(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     b: Result<Json<super::Domain>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     created(st.prov.domain_add(&actor, body(b)?).await?)
 }
 
 async fn domain_get(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     ok(st.prov.domain_get(&actor, &name).await?)
 }
 
 async fn domain_modify(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     Path(name): Path<String>,
     b: Result<Json<DomainChange>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     ok(st.prov.domain_modify(&actor, &name, body(b)?).await?)
 }
 
 async fn domain_delete(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    method: Method,
-    ext: axum::http::Extensions,
+    ApiAdmin(st, actor): ApiAdmin,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let (st, actor) = admin(&services, &headers, &method, &ext).await?;
     st.prov.domain_delete(&actor, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
