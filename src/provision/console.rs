@@ -295,6 +295,24 @@ impl Ctx {
     }
 }
 
+/// The administrator viewing a page (`ctx` without a form token): a
+/// request without a valid console session is answered with the login
+/// page's redirect before the handler runs.
+struct Viewer(Ctx);
+
+impl axum::extract::FromRequestParts<Services> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        services: &Services,
+    ) -> Result<Viewer, Response> {
+        ctx(services, &parts.headers, &parts.extensions, None)
+            .await
+            .map(Viewer)
+    }
+}
+
 /// The administrator of a page request; `csrf` is the form's token for a
 /// POST.
 async fn ctx(
@@ -547,16 +565,7 @@ fn pager(base: &str, f: &ListForm, total: usize) -> Markup {
     }
 }
 
-async fn users(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    UrlQuery(f): UrlQuery<ListForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn users(Viewer(c): Viewer, UrlQuery(f): UrlQuery<ListForm>) -> Response {
     let f = f.scoped(&c.actor);
     let page = match c.st.prov.user_list(&c.actor, &f.query()).await {
         Ok(p) => p,
@@ -588,15 +597,7 @@ async fn users(
     )
 }
 
-async fn user_new(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn user_new(Viewer(c): Viewer) -> Response {
     let site = matches!(c.actor, Actor::Site { .. });
     let body = html! {
         form method="post" action="/admin/users" {
@@ -846,16 +847,7 @@ async fn user_delete(
 // ------------------------------------------------------------------------
 // groups
 
-async fn groups(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    UrlQuery(f): UrlQuery<ListForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn groups(Viewer(c): Viewer, UrlQuery(f): UrlQuery<ListForm>) -> Response {
     let f = f.scoped(&c.actor);
     let page = match c.st.prov.group_list(&c.actor, &f.query()).await {
         Ok(p) => p,
@@ -927,15 +919,7 @@ fn group_fields(g: &Group, csrf: &str, new: bool) -> Markup {
     }
 }
 
-async fn group_new(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn group_new(Viewer(c): Viewer) -> Response {
     let body = html! {
         form method="post" action="/admin/groups" {
             (group_fields(&Group::default(), &c.session.csrf, true))
@@ -973,16 +957,10 @@ async fn group_create(
 }
 
 async fn group_page(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
+    Viewer(c): Viewer,
     Path(address): Path<String>,
     UrlQuery(n): UrlQuery<Notice>,
 ) -> Response {
-    let c = match ctx(&services, &headers, &ext, None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let g = match c.st.prov.group_get(&c.actor, &address).await {
         Ok(g) => g,
         Err(e) => return c.fail(e.into(), "/admin/groups"),
@@ -1062,16 +1040,7 @@ async fn group_delete(
 // ------------------------------------------------------------------------
 // domains
 
-async fn domains(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    UrlQuery(f): UrlQuery<ListForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn domains(Viewer(c): Viewer, UrlQuery(f): UrlQuery<ListForm>) -> Response {
     let mut q = f.query();
     q.limit = MAX_PAGE;
     let page = match c.st.prov.domain_list(&c.actor, &q).await {
@@ -1148,16 +1117,10 @@ async fn domain_create(
 }
 
 async fn domain_page(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
+    Viewer(c): Viewer,
     Path(name): Path<String>,
     UrlQuery(n): UrlQuery<Notice>,
 ) -> Response {
-    let c = match ctx(&services, &headers, &ext, None).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let d = match c.st.prov.domain_get(&c.actor, &name).await {
         Ok(d) => d,
         Err(e) => return c.fail(e.into(), "/admin/domains"),
