@@ -59,12 +59,27 @@ pub struct SyncStats {
 /// Clears `running` (and fails whoever still waits) if a round ends
 /// without draining the queue: the blocking task never ran (runtime
 /// shutting down) or panicked.
-struct RoundGuard(Arc<GroupSync>);
+struct RoundGuard {
+    sync: Arc<GroupSync>,
+    /// Cleared when `run` returned normally: it has already cleared
+    /// `running` with nobody waiting, and a waiter that came since leads
+    /// a round of its own, which this guard must not touch.
+    armed: bool,
+}
+
+impl RoundGuard {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
 
 impl Drop for RoundGuard {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         let left = {
-            let mut s = self.0.lock();
+            let mut s = self.sync.lock();
             s.running = false;
             std::mem::take(&mut s.waiting)
         };
@@ -118,11 +133,13 @@ impl GroupSync {
     }
 
     fn start(self: &Arc<Self>) {
-        let guard = RoundGuard(self.clone());
+        let mut guard = RoundGuard {
+            sync: self.clone(),
+            armed: true,
+        };
         tokio::task::spawn_blocking(move || {
-            let me = guard.0.clone();
-            me.run();
-            drop(guard);
+            guard.sync.run();
+            guard.disarm();
         });
     }
 
@@ -235,6 +252,62 @@ mod tests {
         // An append (no new name) does not depend on the folder.
         let f = File::create(dir.path().join("b.q")).unwrap();
         sync.durable(f, false).await.unwrap();
+        wait_idle(&sync).await;
+    }
+
+    /// A round that ended normally must not touch the round a newcomer
+    /// started meanwhile (it once failed that newcomer with "committer
+    /// stopped" and cleared its `running`, leaving an unacknowledged
+    /// queue file behind).
+    #[tokio::test]
+    async fn a_finished_round_leaves_the_next_round_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = GroupSync::new(dir.path().to_path_buf());
+        // The state just after `run` returned and a newcomer became the
+        // lead of the next round.
+        let (done, mut rx) = oneshot::channel();
+        {
+            let mut st = sync.lock();
+            st.running = true;
+            st.waiting.push(Waiter {
+                file: File::create(dir.path().join("n.q")).unwrap(),
+                new_entry: true,
+                done,
+            });
+        }
+        let mut old = RoundGuard {
+            sync: sync.clone(),
+            armed: true,
+        };
+        old.disarm();
+        drop(old);
+        assert!(sync.lock().running, "the newcomer's round was cleared");
+        assert_eq!(sync.lock().waiting.len(), 1);
+        assert!(rx.try_recv().is_err(), "the newcomer was answered");
+        // An armed guard (a round that died) fails whoever waits.
+        drop(RoundGuard {
+            sync: sync.clone(),
+            armed: true,
+        });
+        assert!(rx.await.unwrap().is_err());
+        assert!(!sync.lock().running);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_concurrent_writers_are_all_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = GroupSync::new(dir.path().to_path_buf());
+        for round in 0..20 {
+            let mut waits = Vec::new();
+            for i in 0..16 {
+                let f = File::create(dir.path().join(format!("{round}-{i}.q"))).unwrap();
+                let s = sync.clone();
+                waits.push(tokio::spawn(async move { s.durable(f, true).await }));
+            }
+            for w in waits {
+                w.await.unwrap().unwrap();
+            }
+        }
         wait_idle(&sync).await;
     }
 }

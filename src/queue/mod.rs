@@ -387,7 +387,12 @@ impl Queue {
             .await
             .map_err(std::io::Error::other)??;
         // Durable together with the files of other sessions (group commit).
-        self.sync.durable(file, true).await?;
+        // A file that could not be made durable is not acknowledged: it
+        // must not be found and delivered after a restart either.
+        if let Err(e) = self.sync.durable(file, true).await {
+            let _ = std::fs::remove_file(self.path(&id));
+            return Err(e);
+        }
         Ok(id)
     }
 
