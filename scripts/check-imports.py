@@ -13,7 +13,7 @@ Protocols and the top may use anything (a protocol session receives
             (the Role enum in roles/mod.rs only)
   config    config
   below     everything a protocol builds on: logging, tls, loginlimit, authcache, dns,
-            directory, store, login, net, net_unix
+            directory, store, login, net, net_unix, hygiene (mail checks on the MTAs)
   protocol  smtp, imap, pop3, mmp, queue, deliver, sieve (Sieve and ManageSieve), http (the HTTP server),
             jmap (the API on the store), mem (the webmail front end), ops
             (operator commands run on a store), provision (users, groups and
@@ -36,7 +36,7 @@ import sys
 
 BASE = {"netaddr", "redact", "fsutil", "budget", "proxyproto", "roles", "memory", "metrics"}
 CONFIG = {"config"}
-BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "dns", "store", "login", "net", "net_unix"}
+BELOW = {"logging", "tls", "loginlimit", "authcache", "directory", "dns", "store", "login", "net", "net_unix", "hygiene"}
 PROTOCOL = {"smtp", "imap", "pop3", "mmp", "queue", "deliver", "http", "jmap", "mem", "ops", "provision", "sieve"}
 TOP = {"services", "cli", "main", "stress", "fuzz", "lib", "admin"}
 

@@ -28,6 +28,18 @@ use crate::netaddr::{empty_is_none, quote, serde_via_str};
 pub use crate::netaddr::{Endpoint, Host, HostPort, NameServer, Network};
 use crate::roles::Role;
 
+mod dnsbl;
+mod filter;
+mod greylist;
+mod mta_sts;
+mod ratelimit;
+
+pub use dnsbl::DnsblConfig;
+pub use filter::FilterConfig;
+pub use greylist::GreylistConfig;
+pub use mta_sts::MtaStsConfig;
+pub use ratelimit::RateConfig;
+
 /// An enum whose values are written as lowercase words in the
 /// configuration. `FromStr` errors list the accepted values; serde reads
 /// and writes the words (figment adds the key and file to the error).
@@ -206,8 +218,11 @@ pub struct Config {
     pub backup: BackupConfig,
     /// `[dkim]`: outbound DKIM signing (src/deliver/dkim.rs, docs/hygiene.md).
     pub dkim: DkimConfig,
-    /// `[hygiene]`: inbound SPF, DKIM, DMARC and ARC verification (docs/hygiene.md).
+    /// `[hygiene]`: inbound SPF, DKIM, DMARC and ARC verification, DNS
+    /// lists, rate limits, greylisting, the content filter (docs/hygiene.md).
     pub hygiene: HygieneConfig,
+    /// `[mta_sts]`: MTA-STS and TLS-RPT for outbound delivery (docs/hygiene.md).
+    pub mta_sts: MtaStsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -2416,6 +2431,14 @@ pub struct HygieneConfig {
     pub trusted_networks: Vec<Network>,
     /// Per From-domain overrides: `[hygiene.domain."example.org"]`.
     pub domain: BTreeMap<String, HygieneDomain>,
+    /// `[hygiene.dnsbl]`: DNS blocklists and allowlists.
+    pub dnsbl: DnsblConfig,
+    /// `[hygiene.rate]`: rate limits, and per-user limits on submission.
+    pub rate: RateConfig,
+    /// `[hygiene.greylist]`: greylisting.
+    pub greylist: GreylistConfig,
+    /// `[hygiene.filter]`: the content filter (rspamd or spamd).
+    pub filter: FilterConfig,
 }
 
 impl Default for HygieneConfig {
@@ -2427,6 +2450,10 @@ impl Default for HygieneConfig {
             timeout: 10,
             trusted_networks: Vec::new(),
             domain: BTreeMap::new(),
+            dnsbl: DnsblConfig::default(),
+            rate: RateConfig::default(),
+            greylist: GreylistConfig::default(),
+            filter: FilterConfig::default(),
         }
     }
 }

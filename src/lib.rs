@@ -16,6 +16,7 @@ pub mod fsutil;
 #[cfg(test)]
 mod fuzz;
 pub mod http;
+pub mod hygiene;
 pub mod imap;
 pub mod jmap;
 pub mod logging;

@@ -60,6 +60,9 @@ pub struct Services {
     pub resolver: Arc<Resolver>,
     /// HTTP: which routes this process serves and their shared state.
     pub web: Arc<crate::http::Web>,
+    /// The MTAs' mail checks (`crate::hygiene`): lists, rate counters,
+    /// greylist database, content filter. Empty (all off) elsewhere.
+    pub hygiene: Arc<crate::hygiene::Hygiene>,
 }
 
 impl Services {
@@ -107,6 +110,7 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
         tls: Arc::new(Tls::from_config(&config).expect("tls")),
         queue: None,
         web: Arc::default(),
+        hygiene: Arc::default(),
         shutdown: CancellationToken::new(),
         conns: Arc::default(),
         budget: Arc::new(Budget::new(config.limits.max_bytes_in_flight)),

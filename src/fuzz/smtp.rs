@@ -250,6 +250,12 @@ fn session_run(p: &Params, parts: &[&[u8]]) -> (Vec<u8>, Vec<Vec<u8>>) {
             match s.next_event() {
                 Event::NeedInput => break,
                 Event::Resolve(a) => s.resolved(resolve(&a)),
+                // A sender a check refuses, to cover that path too.
+                Event::CheckSender(a) => {
+                    s.sender_checked(a.starts_with('r').then(|| {
+                        crate::smtp::reply::Reply::new(550, "5.7.1", "refused by a check")
+                    }))
+                }
                 Event::Deliver(m) => {
                     assert!(
                         m.data.len() as u64 <= MAX_SIZE + 4096,

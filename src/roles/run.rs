@@ -188,8 +188,14 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
     let shutdown = CancellationToken::new();
     let (logins, mmp) = Services::shared_parts(&config);
     let resolver = Arc::new(crate::dns::Resolver::from_config(&config)?);
+    let hygiene = if roles.contains(&Role::MtaIn) || roles.contains(&Role::MtaOut) {
+        Arc::new(crate::hygiene::Hygiene::open(&config, resolver.clone()).context("[hygiene]")?)
+    } else {
+        Arc::default()
+    };
     let services = Services {
         logins,
+        hygiene,
         mmp,
         resolver,
         web: Arc::new(crate::http::Web {

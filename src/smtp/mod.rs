@@ -54,6 +54,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Protocol, TlsMode};
 use crate::deliver::{Delivery, Envelope, Outcome};
+use crate::hygiene::{ContentVerdict, Decision};
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
 use resolve::Policy;
@@ -211,7 +212,22 @@ async fn run(
     };
     let mut deadline = Deadline::new();
     let mut buf = vec![0u8; 16 * 1024];
-    session.greet();
+    // Mail checks (crate::hygiene) on SMTP and submission, never LMTP.
+    let screened = session.flavor() == Flavor::Smtp;
+    match screened {
+        true => match services
+            .hygiene
+            .connect(&client(info, services, session))
+            .await
+        {
+            Decision::Pass => session.greet(),
+            Decision::Refuse(r) => {
+                info!(code = r.code, reason = %r.text, "connection refused");
+                session.refuse_connection(&refusal(r));
+            }
+        },
+        false => session.greet(),
+    }
     loop {
         match session.next_event() {
             Event::NeedInput => {
@@ -250,9 +266,39 @@ async fn run(
                     Input::Shutdown => session.shutdown(),
                 }
             }
+            Event::CheckSender(sender) => {
+                let refused = match screened {
+                    true => match services
+                        .hygiene
+                        .mail_from(&client(info, services, session), &sender)
+                        .await
+                    {
+                        Decision::Pass => None,
+                        Decision::Refuse(r) => {
+                            info!(code = r.code, reason = %r.text, "sender refused");
+                            Some(refusal(r))
+                        }
+                    },
+                    false => None,
+                };
+                session.sender_checked(refused);
+            }
             Event::Resolve(address) => {
                 let _metrics = crate::metrics::latency(info.protocol.name());
-                let verdict = if delivery.available() {
+                let screen = match screened {
+                    true => {
+                        let sender = session.sender().unwrap_or_default().to_string();
+                        services
+                            .hygiene
+                            .rcpt(&client(info, services, session), &sender, &address)
+                            .await
+                    }
+                    false => Decision::Pass,
+                };
+                let verdict = if let Decision::Refuse(r) = screen {
+                    info!(rcpt = %trace::sanitize(&address, 320), code = r.code, reason = %r.text, "recipient refused by a check");
+                    Verdict::Refused(refusal(r))
+                } else if delivery.available() {
                     resolve::resolve_from(&services.directory, policy, session.sender(), &address)
                         .await
                 } else {
@@ -280,7 +326,9 @@ async fn run(
                     client_ip: info.peer.ip(),
                     helo: session.helo_name().to_string(),
                 });
-                let (msg, outcomes) = deliver(services, delivery, flavor, *msg, check).await;
+                let screen = screened.then(|| client(info, services, session));
+                let (msg, outcomes) =
+                    deliver(services, delivery, flavor, *msg, check, screen).await;
                 let ok = outcomes.iter().filter(|o| o.accepted()).count();
                 crate::metrics::accepted(
                     info.protocol.name(),
@@ -337,6 +385,26 @@ async fn run(
     }
 }
 
+/// The facts the mail checks use about this session.
+fn client(info: &ConnInfo, services: &Services, session: &Session) -> crate::hygiene::Client {
+    let cfg = &services.config;
+    let ip = info.peer.ip();
+    let submission = matches!(info.protocol, Protocol::Submission | Protocol::Submissions);
+    crate::hygiene::Client {
+        ip,
+        helo: session.helo_name().to_string(),
+        login: session.login().map(str::to_string),
+        submission,
+        trusted: crate::netaddr::in_any(&cfg.hygiene.trusted_networks, ip)
+            || (submission && crate::netaddr::in_any(&cfg.submission.trusted_networks, ip)),
+    }
+}
+
+/// A check's refusal as an SMTP reply.
+fn refusal(r: crate::hygiene::Refusal) -> reply::Reply {
+    reply::Reply::owned(r.code, r.esc, r.text)
+}
+
 /// Delivers one message: takes its size from the process-wide budget
 /// (waiting a while for other deliveries to finish), reads a spooled body
 /// back into memory, runs the delivery transaction. One outcome per
@@ -350,6 +418,7 @@ async fn deliver(
     flavor: Flavor,
     mut msg: session::Message,
     check: Option<Check>,
+    screen: Option<crate::hygiene::Client>,
 ) -> (session::Message, Vec<Outcome>) {
     let n = msg.targets.len();
     let wait = Duration::from_secs(services.config.smtp.data_timeout.clamp(1, 60));
@@ -392,6 +461,33 @@ async fn deliver(
                     vec![Outcome::Permanent(auth_results::DMARC_REJECTED.into()); n],
                 );
             }
+        }
+    }
+    if let Some(client) = &screen {
+        let about = crate::hygiene::MessageInfo {
+            id: msg.id.clone(),
+            sender: msg.sender.clone(),
+            recipients: msg.targets.iter().map(|t| t.address.clone()).collect(),
+        };
+        let (headers, to_junk) = match services.hygiene.content(client, &about, &msg.data).await {
+            ContentVerdict::Accept { headers } => (headers, false),
+            ContentVerdict::Junk { headers } => (headers, true),
+            ContentVerdict::Refuse(r) => {
+                info!(id = %msg.id, code = r.code, reason = %r.text, "message refused by the content filter");
+                let line = format!("{} {} {}", r.code, r.esc, r.text);
+                let outcome = match r.code {
+                    500.. => Outcome::Permanent(line),
+                    _ => Outcome::Temporary(line),
+                };
+                return (msg, vec![outcome; n]);
+            }
+        };
+        junk |= to_junk;
+        if !headers.is_empty() {
+            let mut out = Vec::with_capacity(headers.len() + msg.data.len());
+            out.extend_from_slice(headers.as_bytes());
+            out.extend_from_slice(&msg.data);
+            msg.data = std::sync::Arc::new(out);
         }
     }
     let mut tx = delivery.start(

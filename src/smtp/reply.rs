@@ -165,6 +165,9 @@ pub const NO_EXPN: Reply = Reply::new(502, "5.5.1", "EXPN not available");
 pub const SEND_HELO_FIRST: Reply = Reply::new(503, "5.5.1", "Send EHLO first");
 pub const SEND_LHLO_FIRST: Reply = Reply::new(503, "5.5.1", "Send LHLO first");
 pub const NESTED_MAIL: Reply = Reply::new(503, "5.5.1", "Sender already specified");
+/// After a 554 greeting (RFC 5321 3.1): only QUIT.
+pub const REFUSED_AT_CONNECT: Reply =
+    Reply::new(503, "5.7.1", "Service refused at connect; send QUIT");
 pub const NEED_MAIL: Reply = Reply::new(503, "5.5.1", "Need MAIL command first");
 pub const NEED_RCPT: Reply = Reply::new(503, "5.5.1", "Need RCPT command first");
 pub const TLS_ACTIVE: Reply = Reply::new(503, "5.5.1", "TLS already active");

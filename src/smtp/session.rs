@@ -125,6 +125,8 @@ pub enum Verdict {
     /// The list or the domain is inactive (inetMailGroupStatus,
     /// inetDomainStatus): 450 4.2.1, retried.
     Suspended,
+    /// A hygiene check refused it (rate limit, greylisting): this reply.
+    Refused(Reply),
 }
 
 /// A complete message to deliver.
@@ -181,6 +183,9 @@ pub enum Event {
     NeedInput,
     /// Resolve this RCPT address, then call `resolved`.
     Resolve(String),
+    /// Check this envelope sender ("" for `<>`; MAIL FROM was valid),
+    /// then call `sender_checked`.
+    CheckSender(String),
     /// Deliver, then call `delivered` with one outcome per target.
     Deliver(Box<Message>),
     /// Write the output, run the TLS handshake, then call `tls_started`.
@@ -196,6 +201,7 @@ impl std::fmt::Debug for Event {
         match self {
             Event::NeedInput => f.write_str("NeedInput"),
             Event::Resolve(a) => f.debug_tuple("Resolve").field(a).finish(),
+            Event::CheckSender(a) => f.debug_tuple("CheckSender").field(a).finish(),
             Event::Deliver(m) => f.debug_tuple("Deliver").field(m).finish(),
             Event::StartTls => f.write_str("StartTls"),
             Event::Authenticate { login, .. } => f
@@ -223,6 +229,7 @@ enum Phase {
     },
     /// Waiting for a SASL response line (after a 334).
     AuthResponse(AuthStep),
+    AwaitSender,
     AwaitResolve,
     AwaitDelivery,
     AwaitTls,
@@ -297,6 +304,9 @@ pub struct Session {
     helo: Option<Helo>,
     tls: bool,
     txn: Option<Transaction>,
+    /// Refused at connect (a blocklist): only QUIT is served, other
+    /// commands get 503 (RFC 5321 3.1).
+    refused: bool,
     /// Bad commands so far (syntax, sequence, unknown, too long).
     bad: u32,
     /// A command line has been seen (HTTP detection on the first one).
@@ -328,6 +338,7 @@ impl Session {
             txn: None,
             bad: 0,
             seen_command: false,
+            refused: false,
             messages: 0,
             auth: None,
             auth_failures: 0,
@@ -381,6 +392,13 @@ impl Session {
         };
         let line = format!("220 {} {kind} msgd\r\n", self.p.hostname);
         self.out.extend_from_slice(line.as_bytes());
+    }
+
+    /// Instead of `greet`: a 554 greeting naming why (RFC 5321 3.1); the
+    /// session then answers QUIT and refuses everything else with 503.
+    pub fn refuse_connection(&mut self, greeting: &Reply) {
+        self.refused = true;
+        greeting.write(&mut self.out);
     }
 
     /// Adds received bytes.
@@ -461,7 +479,11 @@ impl Session {
         loop {
             match &mut self.phase {
                 Phase::Closed => return Event::Close,
-                Phase::AwaitResolve | Phase::AwaitDelivery | Phase::AwaitTls | Phase::AwaitAuth => {
+                Phase::AwaitSender
+                | Phase::AwaitResolve
+                | Phase::AwaitDelivery
+                | Phase::AwaitTls
+                | Phase::AwaitAuth => {
                     // The driver must answer the outstanding effect first.
                     tracing::error!("smtp session polled while an effect is outstanding");
                     self.close_with(&reply::LOCAL_ERROR);
@@ -604,12 +626,16 @@ impl Session {
         };
         tracing::debug!(command = req.name(), "command");
         let lmtp = self.p.flavor == Flavor::Lmtp;
+        if self.refused && !matches!(req, Request::Quit) {
+            self.bad(&reply::REFUSED_AT_CONNECT);
+            return self.is_closed().then_some(Event::Close);
+        }
         match req {
             Request::Ehlo { .. } | Request::Helo { .. } if lmtp => self.bad(&reply::HELO_IN_LMTP),
             Request::Lhlo { .. } if !lmtp => self.bad(&reply::LHLO_IN_SMTP),
             Request::Ehlo { host } | Request::Lhlo { host } => self.hello(&host, true),
             Request::Helo { host } => self.hello(&host, false),
-            Request::Mail { from } => self.mail(from, line),
+            Request::Mail { from } => return self.mail(from, line),
             Request::Rcpt { to } => return self.rcpt(to, line, delivery_id),
             Request::Data => self.data(),
             Request::Bdat {
@@ -695,26 +721,27 @@ impl Session {
         true
     }
 
-    fn mail(&mut self, from: MailFrom<std::borrow::Cow<'_, str>>, line: &[u8]) {
+    fn mail(&mut self, from: MailFrom<std::borrow::Cow<'_, str>>, line: &[u8]) -> Option<Event> {
+        let closed = |s: &Session| s.is_closed().then_some(Event::Close);
         if self.need_helo() {
-            return;
+            return closed(self);
         }
         if self.txn.is_some() {
             self.bad(&reply::NESTED_MAIL);
-            return;
+            return closed(self);
         }
         // smtp-proto turns `<Postmaster>` into "" like `<>`; as a reverse
         // path it is not valid (no domain).
         if from.address.is_empty() && contains_ci(line, b"<postmaster>") {
             self.bad(&reply::BAD_SENDER);
-            return;
+            return closed(self);
         }
         let submission = self.p.submission.is_some();
         if let Some(sub) = &self.p.submission {
             if self.auth.is_none() && !sub.trusted {
                 // RFC 6409 4.3 / RFC 4954 6.
                 self.reply(&reply::AUTH_REQUIRED);
-                return;
+                return closed(self);
             }
         }
         const SUPPORTED: u64 = smtp_proto::MAIL_BODY_7BIT
@@ -740,23 +767,23 @@ impl Session {
         if unsupported {
             // Parameters of extensions we do not announce (RFC 5321 4.1.1.11).
             self.bad(&reply::UNSUPPORTED_PARAM);
-            return;
+            return closed(self);
         }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
             self.reply(&reply::NEEDS_UTF8);
-            return;
+            return closed(self);
         }
         if from.size as u64 > self.p.max_message_size {
             // RFC 1870 6.1.
             self.reply(&reply::MESSAGE_TOO_BIG);
-            return;
+            return closed(self);
         }
         if self.take_body_lease().is_err() {
             // The process holds as much message data as it may: come back
             // later (checked again at DATA/BDAT).
             self.reply(&reply::INSUFFICIENT_RESOURCES);
-            return;
+            return closed(self);
         }
         if let Some(a) = &self.auth {
             // An authenticated user sends only as one of their addresses
@@ -765,7 +792,7 @@ impl Session {
             if !sender.is_empty() && !a.addresses.contains(&sender) {
                 tracing::info!(login = %a.login, sender = %trace::sanitize(&sender, 320), "sender address not owned by the user");
                 self.reply(&reply::SENDER_NOT_OWNED);
-                return;
+                return closed(self);
             }
         }
         let envid = from
@@ -773,15 +800,33 @@ impl Session {
             .as_deref()
             .filter(|e| e.len() <= 100 && e.chars().all(|c| c == ' ' || c.is_ascii_graphic()))
             .map(str::to_string);
+        let sender = from.address.into_owned();
         self.txn = Some(Transaction {
-            sender: from.address.into_owned(),
+            sender: sender.clone(),
             smtputf8,
             binary: from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0,
             envid,
             ret_full: from.flags & smtp_proto::MAIL_RET_FULL != 0,
             ..Transaction::default()
         });
-        self.reply(&reply::SENDER_OK);
+        self.phase = Phase::AwaitSender;
+        Some(Event::CheckSender(sender))
+    }
+
+    /// The driver's answer to `Event::CheckSender`: `None` accepts the
+    /// sender, a reply refuses it (the transaction is not opened).
+    pub fn sender_checked(&mut self, refusal: Option<Reply>) {
+        if !matches!(self.phase, Phase::AwaitSender) {
+            return;
+        }
+        self.phase = Phase::Command;
+        match refusal {
+            None => self.reply(&reply::SENDER_OK),
+            Some(r) => {
+                self.txn = None;
+                self.reply(&r);
+            }
+        }
     }
 
     fn rcpt(
@@ -900,6 +945,7 @@ impl Session {
             Verdict::Moving => reply::MAILBOX_MOVING,
             Verdict::NotAllowed => reply::NOT_ALLOWED_TO_POST,
             Verdict::Suspended => reply::SUSPENDED,
+            Verdict::Refused(r) => r,
         };
         self.reply(&r);
         if r.code >= 500 && self.p.hard_error_limit > 0 {
@@ -1400,7 +1446,12 @@ fn outcome_reply(o: Outcome) -> Reply {
         Outcome::OverQuota { permanent: false } => reply::OVER_QUOTA,
         Outcome::OverQuota { permanent: true } => reply::OVER_QUOTA_PERMANENT,
         Outcome::DiskFull => reply::DISK_FULL,
-        Outcome::Temporary(_) => reply::LOCAL_ERROR,
+        // A check asking to come back later (the content filter's soft
+        // reject, or its fail-closed timeout): our own text.
+        Outcome::Temporary(t) => match t.strip_prefix("451 4.7.1 ") {
+            Some(reason) => Reply::owned(451, "4.7.1", reason.to_string()),
+            None => reply::LOCAL_ERROR,
+        },
         Outcome::Permanent(t) if t == super::auth_results::DMARC_REJECTED => reply::DMARC_REJECTED,
         // A recipient's Sieve reject (RFC 5429 2.1.1): the reason is the
         // user's own text, made one printable line by `crate::sieve`.

@@ -1,6 +1,7 @@
 //! Tests of the SMTP/LMTP session core (fed bytes, split at every
 //! boundary) and of the whole server over an in-memory stream.
 
+use super::reply::Reply;
 use super::session::*;
 
 /// Drives a `Session` synchronously with scripted effects.
@@ -112,6 +113,10 @@ impl Harness {
             match self.s.next_event() {
                 Event::NeedInput => break,
                 Event::Resolve(a) => self.s.resolved((self.resolver)(&a)),
+                Event::CheckSender(a) => self.s.sender_checked(
+                    a.starts_with("refused")
+                        .then(|| Reply::new(554, "5.7.1", "sender on a test list")),
+                ),
                 Event::Deliver(mut m) => {
                     m.load().expect("body reads back");
                     let o = (self.outcomes)(&m);
@@ -219,6 +224,72 @@ fn assert_split_invariant(p: &Params, input: &[u8]) -> (Vec<String>, Vec<Vec<u8>
     let every: Vec<usize> = (1..input.len()).collect();
     assert_eq!(run_split(p, input, &every), whole, "byte by byte");
     whole
+}
+
+#[test]
+fn a_sender_refused_by_a_check_opens_no_transaction() {
+    let mut h = Harness::smtp();
+    h.feed(b"EHLO c.example\r\nMAIL FROM:<refused@x.example>\r\nRCPT TO:<bob@example.test>\r\n");
+    let codes = h.codes();
+    assert_eq!(codes[codes.len() - 2..], ["554 5.7.1", "503 5.5.1"]);
+    h.feed(b"MAIL FROM:<alice@x.example>\r\nRCPT TO:<bob@example.test>\r\n");
+    assert_eq!(h.codes(), ["250 2.1.0", "250 2.1.5"]);
+}
+
+#[test]
+fn a_refused_sender_is_split_invariant_when_pipelined() {
+    let input = b"EHLO c.example\r\nMAIL FROM:<refused@x.example>\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<bob@example.test>\r\nQUIT\r\n";
+    let (replies, _) = assert_split_invariant(&params(Flavor::Smtp), input);
+    assert!(
+        replies.iter().any(|l| l.starts_with("554 5.7.1")),
+        "{replies:?}"
+    );
+    assert!(
+        replies.iter().any(|l| l.starts_with("250 2.1.5")),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn a_connection_refused_at_connect_serves_only_quit() {
+    let mut s = Session::new(params(Flavor::Smtp));
+    s.refuse_connection(&Reply::new(554, "5.7.1", "client listed by bl.example"));
+    let mut h = Harness {
+        s,
+        out: Vec::new(),
+        msgs: Vec::new(),
+        closed: false,
+        tls_handshakes: 0,
+        resolver: script_resolver,
+        outcomes: all_delivered,
+    };
+    h.pump();
+    h.feed(b"EHLO c.example\r\nMAIL FROM:<a@x.example>\r\n");
+    let lines = h.take();
+    assert_eq!(lines[0], "554 5.7.1 client listed by bl.example");
+    assert!(
+        lines[1].starts_with("503 5.7.1") && lines[2].starts_with("503 5.7.1"),
+        "{lines:?}"
+    );
+    h.feed(b"QUIT\r\n");
+    assert_eq!(h.codes(), ["221 2.0.0"]);
+    assert!(h.closed);
+}
+
+#[test]
+fn a_recipient_refused_by_a_check_gets_the_checks_reply() {
+    let mut h = Harness::smtp();
+    h.resolver = |a| match a.starts_with("grey") {
+        true => Verdict::Refused(Reply::new(451, "4.7.1", "greylisted, try again later")),
+        false => script_resolver(a),
+    };
+    h.feed(b"EHLO c.example\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<grey@example.test>\r\nRCPT TO:<bob@example.test>\r\n");
+    let lines = h.take();
+    assert!(
+        lines.contains(&"451 4.7.1 greylisted, try again later".to_string()),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last().unwrap(), "250 2.1.5 Recipient ok");
 }
 
 const PIPELINED: &[u8] = b"EHLO client.example\r\n\
@@ -863,6 +934,7 @@ pub(crate) mod e2e {
             mmp,
             resolver: Arc::new(crate::dns::Resolver::from_config(&config).unwrap()),
             web: std::sync::Arc::default(),
+            hygiene: std::sync::Arc::default(),
             directory: Directory::open(&config).unwrap(),
             store: Some(Store::open(&config).unwrap()),
             tls: Arc::new(Tls::from_config(&config).unwrap()),
