@@ -122,7 +122,7 @@ impl Hygiene {
 
     /// Before the greeting: client address lists, connection rate.
     pub async fn connect(&self, client: &Client) -> Decision {
-        if let Decision::Refuse(r) = self.rate.connect(client) {
+        if let Decision::Refuse(r) = self.rate.connect(&self.exempt(client)) {
             return Decision::Refuse(r);
         }
         self.dnsbl.connect(client).await
@@ -134,19 +134,27 @@ impl Hygiene {
         if let Decision::Refuse(r) = self.dnsbl.mail_from(client, sender).await {
             return Decision::Refuse(r);
         }
-        self.rate.mail_from(client, sender)
+        self.rate.mail_from(&self.exempt(client), sender)
     }
 
     /// At RCPT TO, before the directory lookup: recipient rates,
     /// greylisting.
     pub async fn rcpt(&self, client: &Client, sender: &str, rcpt: &str) -> Decision {
-        if let Decision::Refuse(r) = self.rate.rcpt(client, sender, rcpt) {
+        if let Decision::Refuse(r) = self.rate.rcpt(&self.exempt(client), sender, rcpt) {
             return Decision::Refuse(r);
         }
         if self.dnsbl.allowlisted(client) {
             return Decision::Pass;
         }
         self.greylist.rcpt(client, sender, rcpt).await
+    }
+
+    /// The client as the rate limits see it: one on the local allowlist
+    /// is trusted (not counted).
+    fn exempt(&self, client: &Client) -> Client {
+        let mut c = client.clone();
+        c.trusted |= self.dnsbl.allowlisted(client);
+        c
     }
 
     /// At the end of DATA: the content filter.
