@@ -24,6 +24,9 @@ pub struct GreylistConfig {
     pub ipv4_prefix: u8,
     /// Client IPv6 addresses are grouped by this prefix (default 64).
     pub ipv6_prefix: u8,
+    /// Most triplets kept (default 1 000 000; 0: no cap). When full, an
+    /// unknown triplet passes without being remembered (fail-open).
+    pub max_entries: u64,
 }
 
 impl Default for GreylistConfig {
@@ -36,6 +39,7 @@ impl Default for GreylistConfig {
             expire: 36 * 86400,
             ipv4_prefix: 24,
             ipv6_prefix: 64,
+            max_entries: 1_000_000,
         }
     }
 }

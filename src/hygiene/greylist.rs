@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tracing::{info, warn};
 
 use super::{Client, Decision, Refusal};
@@ -189,6 +189,12 @@ impl Inner {
             let mut table = txn.open_table(TRIPLETS)?;
             let seen = table.get(k)?.map(|v| to_entry(v.value()));
             let (outcome, write) = decide(seen, now, &self.config);
+            let cap = self.config.max_entries;
+            if seen.is_none() && cap > 0 && table.len()? >= cap {
+                // Full (a flood of distinct triplets): pass, remember nothing.
+                warn!(entries = cap, "greylist full; passing an unknown triplet");
+                return Ok(Outcome::Pass);
+            }
             if let Some(e) = write {
                 table.insert(k, (e.first, e.passed, e.last))?;
             }
@@ -236,7 +242,6 @@ impl Inner {
 
     #[cfg(test)]
     fn len(&self) -> u64 {
-        use redb::ReadableTableMetadata;
         let txn = self.db.begin_read().unwrap();
         txn.open_table(TRIPLETS).unwrap().len().unwrap()
     }
@@ -418,6 +423,25 @@ mod tests {
         assert_eq!(g.len(), 1);
         g.maybe_purge(PURGE_EVERY + 1000);
         assert_eq!(g.len(), 0);
+    }
+
+    #[test]
+    fn a_full_table_passes_unknown_triplets_without_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config();
+        c.max_entries = 3;
+        let g = Inner::open(c, &dir.path().join("g.redb"), 0).unwrap();
+        for i in 0..3 {
+            let k = key("192.0.2.1", &format!("s{i}@far.test"), "u@ours.test", &g);
+            assert_eq!(g.check(&k, 10).unwrap(), Outcome::Defer);
+        }
+        let k = key("192.0.2.1", "s9@far.test", "u@ours.test", &g);
+        assert_eq!(g.check(&k, 10).unwrap(), Outcome::Pass);
+        assert_eq!(g.len(), 3);
+        // Known triplets still follow the rule.
+        let k = key("192.0.2.1", "s0@far.test", "u@ours.test", &g);
+        assert_eq!(g.check(&k, 11).unwrap(), Outcome::Defer);
+        assert_eq!(g.check(&k, 400).unwrap(), Outcome::Pass);
     }
 
     #[tokio::test]
