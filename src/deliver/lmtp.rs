@@ -2,7 +2,9 @@
 //! transaction over SMTP to an mta-in (`mta.local_via = "smtp:host:port"`).
 //!
 //! One transaction per call, over a connection from the pool when one
-//! is idle (checked with RSET), else a new one (`deliver::pool`). The
+//! is idle, else a new one (`deliver::pool`). A pooled connection is
+//! checked with an RSET sent in the same write as MAIL/RCPT/DATA
+//! (`Client::send_reused`): reuse costs no extra round trip. The
 //! store's name goes through the process's resolver (`crate::dns`:
 //! `[dns] nameservers`, /etc/hosts). A store's LMTP 250 is final
 //! delivery (the store wrote Return-Path and made the copy durable); an
@@ -53,15 +55,34 @@ pub async fn deliver(
         }
     };
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let params = mail_params(env);
+    let rcpts: Vec<RcptParams> = list.iter().map(|(_, r)| r.clone()).collect();
+    let outcomes = |res: Result<Vec<Outcome>, Outcome>, dsn: bool| match res {
+        Ok(res) => list
+            .iter()
+            .map(|(i, _)| *i)
+            .zip(res)
+            .map(|(i, o)| match dialect {
+                // A store's LMTP 250 is final delivery.
+                Dialect::Lmtp => (i, o),
+                Dialect::Smtp => (i, relayed(o, dsn)),
+            })
+            .collect(),
+        Err(o) => all(&o),
+    };
     let mut last = Outcome::Temporary("451 4.4.1 cannot connect".into());
     let mut client = None;
     for sa in addrs {
         let key = (sa, dialect);
         if let Some(mut c) = hops.lmtp.take(&key) {
-            if c.reset().await {
+            // The pooled connection's RSET rides with this transaction's
+            // commands; a stale one delivered nothing and a fresh one
+            // follows.
+            if let Some(res) = c.send_reused(&params, &rcpts, data).await {
                 crate::metrics::pool_take(true);
-                client = Some((key, c));
-                break;
+                let dsn = c.has("DSN");
+                hops.lmtp.release(key, c).await;
+                return outcomes(res, dsn);
             }
         }
         crate::metrics::pool_take(false);
@@ -77,21 +98,8 @@ pub async fn deliver(
         tracing::warn!(to = %addr, reason = ?last, "next hop unreachable; recipients stay queued");
         return all(&last);
     };
-    let rcpts: Vec<RcptParams> = list.iter().map(|(_, r)| r.clone()).collect();
     let dsn = c.has("DSN");
-    let res = c.send_with(&mail_params(env), &rcpts, data).await;
+    let res = c.send_with(&params, &rcpts, data).await;
     hops.lmtp.release(key, c).await;
-    match res {
-        Ok(res) => list
-            .iter()
-            .map(|(i, _)| *i)
-            .zip(res)
-            .map(|(i, o)| match dialect {
-                // A store's LMTP 250 is final delivery.
-                Dialect::Lmtp => (i, o),
-                Dialect::Smtp => (i, relayed(o, dsn)),
-            })
-            .collect(),
-        Err(o) => all(&o),
-    }
+    outcomes(res, dsn)
 }

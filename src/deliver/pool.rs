@@ -9,8 +9,9 @@
 //! - a connection goes back only when its transaction ended cleanly
 //!   (`Client::reusable`: no io error, no timeout, no 421), and it is
 //!   checked with RSET before it carries the next message (the caller's
-//!   `Client::reset`), so a connection the peer closed while idle is
-//!   dropped and a fresh one opened;
+//!   `Client::reset`, or for LMTP `Client::send_reused`, which pipelines
+//!   the RSET with the transaction), so a connection the peer closed
+//!   while idle is dropped and a fresh one opened;
 //! - an idle connection older than the idle timeout is never handed out;
 //!   `reap` closes those (QUIT) in the background.
 //!
@@ -225,6 +226,9 @@ mod tests {
         Close421AtMail,
         /// Closes right after accepting the message (an idle timeout).
         CloseAfterData,
+        /// Answers RSET only after the next command arrived: a client
+        /// that waits for the RSET reply before sending MAIL stalls.
+        RsetAnsweredWithMail,
     }
 
     /// A scripted LMTP server; counts its connections.
@@ -260,6 +264,18 @@ mod tests {
                         } else if l.starts_with("MAIL") && peer == Peer::Close421AtMail {
                             let _ = w.write_all(b"421 4.3.2 shutting down\r\n").await;
                             return;
+                        } else if l == "RSET" && peer == Peer::RsetAnsweredWithMail {
+                            line.clear();
+                            let next = tokio::time::timeout(
+                                Duration::from_secs(2),
+                                r.read_line(&mut line),
+                            )
+                            .await;
+                            if !matches!(next, Ok(Ok(n)) if n > 0) || !line.starts_with("MAIL") {
+                                // RSET alone: the client waits for it.
+                                return;
+                            }
+                            b"250 ok\r\n250 ok\r\n"
                         } else if l.starts_with("MAIL") || l.starts_with("RCPT") || l == "RSET" {
                             b"250 ok\r\n"
                         } else if l == "DATA" {
@@ -385,6 +401,112 @@ mod tests {
             assert_eq!(out, vec![(0, super::super::Outcome::Delivered)]);
         }
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    async fn lmtp_deliver(config: &Config, hops: &Hops, addr: std::net::SocketAddr) {
+        let out = super::super::lmtp::deliver(
+            config,
+            hops,
+            &addr.to_string(),
+            Dialect::Lmtp,
+            &envelope(),
+            &rcpt(),
+            b"x\r\n",
+        )
+        .await;
+        assert_eq!(out, vec![(0, super::super::Outcome::Delivered)]);
+    }
+
+    #[tokio::test]
+    async fn rfc2920_pooled_lmtp_connection_sends_rset_in_the_same_group_as_mail() {
+        // The server answers RSET only once MAIL is there too: a second
+        // round trip for the check would stall until the server gives up.
+        let (addr, conns) = server(Peer::RsetAnsweredWithMail).await;
+        let (config, hops) = hops_config(|_| {});
+        for _ in 0..3 {
+            lmtp_deliver(&config, &hops, addr).await;
+        }
+        assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(hops.lmtp.idle_count(&(addr, Dialect::Lmtp)), 1);
+    }
+
+    #[tokio::test]
+    async fn lmtp_pooled_connection_closed_while_idle_falls_back_to_a_fresh_one() {
+        let (addr, conns) = server(Peer::CloseAfterData).await;
+        let (config, hops) = hops_config(|_| {});
+        for n in 1..=3 {
+            lmtp_deliver(&config, &hops, addr).await;
+            assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), n);
+        }
+    }
+
+    #[tokio::test]
+    async fn pooled_connection_without_pipelining_still_checks_with_rset() {
+        // A server without PIPELINING gets RSET as a command of its own.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s2 = seen.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+            let (s, _) = l.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 x\r\n").await.unwrap();
+            let mut line = String::new();
+            let mut in_data = false;
+            loop {
+                line.clear();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let l = line.trim_end().to_string();
+                if in_data {
+                    if l == "." {
+                        in_data = false;
+                        w.write_all(b"250 ok\r\n").await.unwrap();
+                    }
+                    continue;
+                }
+                // Not pipelining: nothing else may wait behind a command.
+                assert!(r.buffer().is_empty(), "pipelined after {l}");
+                s2.lock().unwrap().push(l.clone());
+                let reply: &[u8] = match l.as_str() {
+                    "DATA" => {
+                        in_data = true;
+                        b"354 go\r\n"
+                    }
+                    _ if l.starts_with("LHLO") => b"250 x\r\n",
+                    _ => b"250 ok\r\n",
+                };
+                w.write_all(reply).await.unwrap();
+            }
+        });
+        let mut c = connect(addr).await;
+        assert!(!c.has("PIPELINING"));
+        c.send("s@x", &["a@x"], b"x\r\n").await.unwrap();
+        let params = super::super::client::MailParams {
+            sender: "s@x".into(),
+            ..Default::default()
+        };
+        let out = c
+            .send_reused(
+                &params,
+                &[super::super::client::RcptParams::plain("a@x")],
+                b"x\r\n",
+            )
+            .await
+            .expect("the RSET was answered");
+        assert_eq!(out.unwrap(), vec![super::super::Outcome::Delivered]);
+        let seen = seen.lock().unwrap().clone();
+        let verbs: Vec<&str> = seen
+            .iter()
+            .map(|l| l.split([' ', ':']).next().unwrap())
+            .collect();
+        assert_eq!(
+            verbs,
+            ["LHLO", "MAIL", "RCPT", "DATA", "RSET", "MAIL", "RCPT", "DATA"]
+        );
     }
 
     #[tokio::test]

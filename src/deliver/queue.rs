@@ -29,7 +29,8 @@ use crate::services::Services;
 pub struct Pending {
     id: String,
     envelope: Envelope,
-    size: u64,
+    /// The bytes written, for the first attempt (`Queue::schedule`).
+    data: Arc<Vec<u8>>,
 }
 
 /// Writes one queue file for `targets` (durable on return).
@@ -56,12 +57,11 @@ pub async fn write(
         ret_full: envelope.ret_full,
         junk: envelope.junk,
     };
-    let size = data.len() as u64;
-    match queue.write(&env, data).await {
+    match queue.write(&env, data.clone()).await {
         Ok(qid) => Ok(Pending {
             id: qid,
             envelope: env,
-            size,
+            data,
         }),
         Err(e) => {
             tracing::error!(id, error = %e, "cannot queue the message");
@@ -74,7 +74,7 @@ pub async fn write(
 
 /// Schedules a written file; returns its queue id.
 pub fn commit(queue: &Queue, p: Pending) -> String {
-    queue.schedule(&p.id, p.envelope, p.size);
+    queue.schedule(&p.id, p.envelope, p.data);
     p.id
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::framer::{Frame, Framer};
 use super::{Env, LoginMode, Proto};
@@ -387,6 +387,12 @@ async fn imap_login(
         // RFC 9051 section 6.2.1: capabilities from before TLS are void.
         caps = None;
     }
+    // The ID command (RFC 2971) is not waited for: it goes in the same
+    // write as the login (RFC 9051 5.5: the store runs them in order, so
+    // it knows the client's address when it judges the login) and its
+    // answer is skipped while the login's is awaited. One round trip per
+    // session less.
+    let mut lead = Vec::new();
     if m.backend_id {
         let mut id = String::from("M2 ID (");
         let mut params: Vec<(String, String)> = req
@@ -416,11 +422,13 @@ async fn imap_login(
         }
         id.push_str(")\r\n");
         // Whatever the store answers (an old one says BAD), go on.
-        let (kind, _) = imap_command(io, "M2", id.as_bytes(), || None, &mut caps)
-            .await
-            .map_err(|e| failed("sending ID", e))?;
-        debug!(answer = %kind, "store answered ID");
+        lead = id.into_bytes();
     }
+    let mut with_id = |cmd: &[u8]| {
+        let mut b = std::mem::take(&mut lead);
+        b.extend_from_slice(cmd);
+        b
+    };
     let (kind, rest) = match env.login_mode() {
         LoginMode::Credentials => {
             // LOGIN with quoted strings, or synchronizing literals for
@@ -441,7 +449,7 @@ async fn imap_login(
             current.extend_from_slice(b"\r\n");
             pieces.push(current);
             let mut pieces = pieces.into_iter();
-            let first = pieces.next().unwrap_or_default();
+            let first = with_id(&pieces.next().unwrap_or_default());
             imap_command(io, "M3", &first, || pieces.next(), &mut caps).await
         }
         LoginMode::ProxyAuth => {
@@ -454,17 +462,12 @@ async fn imap_login(
                 .is_some_and(|c| has_capability(c, "SASL-IR"))
             {
                 let cmd = format!("M3 AUTHENTICATE PLAIN {response}\r\n");
-                imap_command(io, "M3", cmd.as_bytes(), || None, &mut caps).await
+                let cmd = with_id(cmd.as_bytes());
+                imap_command(io, "M3", &cmd, || None, &mut caps).await
             } else {
                 let mut data = Some(format!("{response}\r\n").into_bytes());
-                imap_command(
-                    io,
-                    "M3",
-                    b"M3 AUTHENTICATE PLAIN\r\n",
-                    || data.take(),
-                    &mut caps,
-                )
-                .await
+                let cmd = with_id(b"M3 AUTHENTICATE PLAIN\r\n");
+                imap_command(io, "M3", &cmd, || data.take(), &mut caps).await
             }
         }
     }

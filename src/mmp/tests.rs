@@ -253,6 +253,10 @@ async fn fake_imap_session(
         let reply = match cmd.to_ascii_uppercase().as_str() {
             "ID" => {
                 push(format!("ID {args}"));
+                if !r.buffer().is_empty() {
+                    // The next command came in the same write.
+                    push("PIPELINED after the ID".into());
+                }
                 format!("* ID (\"name\" \"{name}\")\r\n{tag} OK ID completed\r\n")
             }
             "LOGIN" => {
@@ -406,11 +410,13 @@ async fn imap_id_tells_the_store_the_client_address() {
         "ID (\"name\" \"TestClient\" \"x-originating-ip\" \"192.0.2.7\" \"x-originating-port\" \"4444\" \
          \"x-connected-ip\" \"198.51.100.1\" \"x-connected-port\" \"993\" \"x-session-ext-id\" \"mmp-77\")"
     );
-    // ID comes before the login.
+    // ID comes before the login, in the same write (no round trip of
+    // its own).
     let log = s1.log();
     let id_at = log.iter().position(|l| l.starts_with("ID ")).unwrap();
     let login_at = log.iter().position(|l| l.starts_with("LOGIN ")).unwrap();
     assert!(id_at < login_at);
+    assert_eq!(log[id_at + 1], "PIPELINED after the ID", "{log:?}");
 }
 
 #[tokio::test]
@@ -527,6 +533,10 @@ async fn imap_proxyauth_logs_in_with_the_proxy_credentials() {
         log.contains(&"AUTH alice@localhost|mmp@localhost|proxy pw".to_string()),
         "{log:?}"
     );
+    // The ID went in the same write as the AUTHENTICATE.
+    let id_at = log.iter().position(|l| l.starts_with("ID ")).unwrap();
+    assert_eq!(log[id_at + 1], "PIPELINED after the ID", "{log:?}");
+    assert!(log[id_at + 2].starts_with("AUTH "), "{log:?}");
     // The user's own password never reached the store.
     assert!(!log.iter().any(|l| l.contains("secret")));
 }

@@ -89,6 +89,45 @@ struct Entry {
     state: Vec<RcptState>,
     size: u64,
     held: bool,
+    /// The message of a file just written, kept for its first attempt so
+    /// that attempt does not read the file back (`Queue::cache_bytes`
+    /// bounds all of them together). Taken by the first attempt.
+    first: Option<Kept>,
+}
+
+/// At most this many bytes of messages are kept in memory for their
+/// first attempt, all entries together; beyond it (a backlog while the
+/// stores are away) a first attempt reads its file like any retry.
+pub const FIRST_ATTEMPT_BYTES: u64 = 64 << 20;
+
+/// Message bytes kept for a first attempt, counted in the queue's total
+/// while they live.
+struct Kept {
+    data: Arc<Vec<u8>>,
+    total: Arc<AtomicU64>,
+}
+
+impl Kept {
+    /// Keeps `data` if the total stays within `cap`.
+    fn new(data: Arc<Vec<u8>>, total: &Arc<AtomicU64>, cap: u64) -> Option<Kept> {
+        let n = data.len() as u64;
+        total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                t.checked_add(n).filter(|sum| *sum <= cap)
+            })
+            .ok()?;
+        Some(Kept {
+            data,
+            total: total.clone(),
+        })
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.total
+            .fetch_sub(self.data.len() as u64, Ordering::AcqRel);
+    }
 }
 
 impl RcptState {
@@ -156,6 +195,10 @@ pub struct Queue {
     wake: Notify,
     /// Group commit of new files and state records (`commit.rs`).
     sync: Arc<commit::GroupSync>,
+    /// Bytes of messages kept for their first attempt (`Entry::first`).
+    kept_bytes: Arc<AtomicU64>,
+    /// The bound of `kept_bytes` (`FIRST_ATTEMPT_BYTES`; tests lower it).
+    keep_cap: AtomicU64,
 }
 
 /// Removes a message's queue file and hold marker.
@@ -280,6 +323,7 @@ impl Queue {
                             env: l.envelope,
                             state,
                             held: dir.join(format!("{id}.hold")).exists(),
+                            first: None,
                         },
                     );
                 }
@@ -304,6 +348,8 @@ impl Queue {
             in_flight: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             sync: commit::GroupSync::new(dir.to_path_buf()),
+            kept_bytes: Arc::new(AtomicU64::new(0)),
+            keep_cap: AtomicU64::new(FIRST_ATTEMPT_BYTES),
         }))
     }
 
@@ -330,9 +376,8 @@ impl Queue {
         env: Envelope,
         data: Arc<Vec<u8>>,
     ) -> std::io::Result<String> {
-        let size = data.len() as u64;
-        let id = self.write(&env, data).await?;
-        self.schedule(&id, env, size);
+        let id = self.write(&env, data.clone()).await?;
+        self.schedule(&id, env, data);
         Ok(id)
     }
 
@@ -345,9 +390,9 @@ impl Queue {
         env: Envelope,
         data: Arc<Vec<u8>>,
     ) -> std::io::Result<String> {
-        let size = data.len() as u64;
         let path = self.path(id);
         let e2 = env.clone();
+        let bytes = data.clone();
         let file = tokio::task::spawn_blocking(move || {
             match record::create_unsynced(&path, &e2, &data) {
                 Ok(f) => Ok(Some(f)),
@@ -369,7 +414,7 @@ impl Queue {
             }
         }
         if created {
-            self.schedule(id, env, size);
+            self.schedule(id, env, bytes);
         } else {
             info!(queue_id = id, "notification already queued");
         }
@@ -409,14 +454,31 @@ impl Queue {
         self.sync.durable(file, false).await
     }
 
+    /// Bytes of messages kept in memory for their first attempt.
+    pub fn kept_bytes(&self) -> u64 {
+        self.kept_bytes.load(Ordering::Acquire)
+    }
+
+    /// Lowers (or raises) the bound of `kept_bytes` (tests).
+    pub fn set_keep_cap(&self, cap: u64) {
+        self.keep_cap.store(cap, Ordering::Relaxed);
+    }
+
     /// Group-commit rounds and files flushed so far.
     pub fn sync_stats(&self) -> commit::SyncStats {
         self.sync.stats()
     }
 
     /// Hands a message stored by `write` to the runner (the transaction
-    /// committed).
-    pub fn schedule(&self, id: &str, env: Envelope, size: u64) {
+    /// committed). `data` is what was written: the first attempt uses it
+    /// instead of reading the file back, within `FIRST_ATTEMPT_BYTES`.
+    pub fn schedule(&self, id: &str, env: Envelope, data: Arc<Vec<u8>>) {
+        let size = data.len() as u64;
+        let first = Kept::new(
+            data,
+            &self.kept_bytes,
+            self.keep_cap.load(Ordering::Relaxed),
+        );
         let state = env
             .recipients
             .iter()
@@ -429,6 +491,7 @@ impl Queue {
                 state,
                 size,
                 held: false,
+                first,
             },
         );
         self.wake.notify_one();
@@ -635,9 +698,11 @@ impl Queue {
     /// One delivery attempt for the due recipients of one message.
     async fn attempt(self: &Arc<Self>, id: &str, transport: &dyn Transport) {
         let now = unix_now();
-        let (env, rcpts) = {
-            let map = self.lock();
-            let Some(e) = map.get(id) else { return };
+        let (env, rcpts, first) = {
+            let mut map = self.lock();
+            let Some(e) = map.get_mut(id) else { return };
+            // Taken whatever happens next: a retry reads the file.
+            let first = e.first.take();
             let rcpts: Vec<usize> = e
                 .state
                 .iter()
@@ -645,22 +710,23 @@ impl Queue {
                 .filter(|(_, s)| s.status == Status::Pending && s.next_attempt <= now)
                 .map(|(i, _)| i)
                 .collect();
-            (e.env.clone(), rcpts)
+            (e.env.clone(), rcpts, first)
         };
         if rcpts.is_empty() {
             return;
         }
-        let path = self.path(id);
-        let data = match tokio::task::spawn_blocking({
-            let p = path.clone();
-            move || record::load(&p)
-        })
-        .await
-        {
-            Ok(Ok(Some(l))) => Arc::new(l.data),
-            other => {
-                warn!(id, "queued message unreadable: {:?}", other.err());
-                return;
+        // The bytes just written when kept, else the file's.
+        let data = match first {
+            Some(k) => k.data.clone(),
+            None => {
+                let path = self.path(id);
+                match tokio::task::spawn_blocking(move || record::load(&path)).await {
+                    Ok(Ok(Some(l))) => Arc::new(l.data),
+                    other => {
+                        warn!(id, "queued message unreadable: {:?}", other.err());
+                        return;
+                    }
+                }
             }
         };
         let outcomes = transport

@@ -498,3 +498,78 @@ async fn an_attempt_that_finishes_the_entry_removes_it_without_a_state_record() 
     // Only the new file was flushed: its removal records the delivery.
     assert_eq!(q.sync_stats().files, 1);
 }
+
+fn always_delivers() -> Arc<Scripted> {
+    Arc::new(Scripted {
+        script: Mutex::default(),
+        delivered: Mutex::default(),
+    })
+}
+
+#[tokio::test]
+async fn first_attempt_uses_the_bytes_written_without_reading_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    let id = q
+        .enqueue(env("a@x", &["b@y"]), Arc::new(b"hello\r\n".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(q.kept_bytes(), 7);
+    // Change the file behind the queue's back: only a read would see it
+    // (and find its checksum wrong).
+    let p = d.path().join(format!("{id}.q"));
+    let mut raw = std::fs::read(&p).unwrap();
+    let at = raw.windows(5).position(|w| w == b"hello").unwrap();
+    raw[at..at + 5].copy_from_slice(b"HELLO");
+    std::fs::write(&p, raw).unwrap();
+    let t = always_delivers();
+    let stop = CancellationToken::new();
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    wait_until(&q, |q| q.is_empty()).await;
+    stop.cancel();
+    let got = t.delivered.lock().unwrap().clone();
+    assert_eq!(got, vec![("b@y".to_string(), b"hello\r\n".to_vec())]);
+    assert_eq!(q.kept_bytes(), 0, "released after the attempt");
+}
+
+#[tokio::test]
+async fn bytes_kept_for_first_attempts_are_bounded_and_a_retry_reads_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    q.set_keep_cap(10);
+    q.enqueue(env("a@x", &["b@y"]), Arc::new(b"first\r\n".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(q.kept_bytes(), 7);
+    q.enqueue(env("a@x", &["c@y"]), Arc::new(b"second\r\n".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(q.kept_bytes(), 7, "over the bound: read from the file");
+    let t = Arc::new(Scripted {
+        script: Mutex::new(
+            [(
+                "b@y".to_string(),
+                vec![
+                    Outcome::Temporary("451 4.3.0 later".into()),
+                    Outcome::Delivered,
+                ],
+            )]
+            .into(),
+        ),
+        delivered: Mutex::default(),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    wait_until(&q, |q| q.is_empty()).await;
+    stop.cancel();
+    let mut got = t.delivered.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("b@y".to_string(), b"first\r\n".to_vec()),
+            ("c@y".to_string(), b"second\r\n".to_vec()),
+        ]
+    );
+    assert_eq!(q.kept_bytes(), 0);
+}
