@@ -29,6 +29,7 @@ pub(crate) mod framer;
 mod imap;
 mod pop3;
 mod relay;
+mod sieve;
 
 #[cfg(test)]
 mod tests;
@@ -60,10 +61,18 @@ pub async fn serve_pop3(conn: Conn, info: ConnInfo, services: Services) {
     driver::run(conn, info, Env::from_services(&services), Proto::Pop3).await
 }
 
+/// Serves one ManageSieve client connection of the mmp role (RFC 5804;
+/// `sieve` before login, then relayed to the store's ManageSieve).
+pub async fn serve_managesieve(conn: Conn, info: ConnInfo, services: Services) {
+    driver::run(conn, info, Env::from_services(&services), Proto::Sieve).await
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Proto {
     Imap,
     Pop3,
+    /// ManageSieve (RFC 5804).
+    Sieve,
 }
 
 /// How the mmp logs in at the store (`mmp.login_mode`, typed at load).
@@ -267,6 +276,14 @@ impl Env {
                 match m.pop3_port {
                     0 if implicit => 995,
                     0 => 110,
+                    p => p,
+                },
+            ),
+            // No implicit-TLS port for ManageSieve: the one port.
+            Proto::Sieve => (
+                &m.sieve_backends,
+                match m.sieve_backend_port {
+                    0 => 4190,
                     p => p,
                 },
             ),
