@@ -341,6 +341,10 @@ mod unit {
             "store2.example.com".into(),
             "10.0.0.6:1143".parse().unwrap(),
         );
+        c.mmp.sieve_backends.insert(
+            "store3.example.com".into(),
+            "10.0.0.7:14190".parse().unwrap(),
+        );
         let env = Env {
             shared: Arc::new(Shared::new(&c)),
             config: Arc::new(c.clone()),
@@ -372,6 +376,19 @@ mod unit {
         assert_eq!(
             env.backend_address(Proto::Pop3, "store2.example.com"),
             ("store2.example.com".into(), 110)
+        );
+        // ManageSieve: its own map, else `backends` / the name, at 4190.
+        assert_eq!(
+            env.backend_address(Proto::Sieve, "store1.example.com"),
+            ("10.0.0.5".into(), 4190)
+        );
+        assert_eq!(
+            env.backend_address(Proto::Sieve, "store3.example.com"),
+            ("10.0.0.7".into(), 14190)
+        );
+        assert_eq!(
+            env.backend_address(Proto::Sieve, "store2.example.com"),
+            ("store2.example.com".into(), 4190)
         );
     }
 }

@@ -775,4 +775,15 @@ mod tests {
         assert_eq!(services.budget.available(), limit);
         assert!(services.budget.try_take(limit + 1).is_none());
     }
+
+    #[test]
+    fn managesieve_is_served_by_the_store_else_proxied_by_the_mmp() {
+        let p = Protocol::Managesieve;
+        assert_eq!(owner(p, &Role::ALL), Some(Role::Store));
+        assert_eq!(owner(p, &[Role::Store]), Some(Role::Store));
+        assert_eq!(owner(p, &[Role::Mmp]), Some(Role::Mmp));
+        assert_eq!(owner(p, &[Role::MtaIn]), None);
+        assert!(handler(p, Role::Mmp).is_ok());
+        assert!(handler(p, Role::Store).is_ok());
+    }
 }
