@@ -205,7 +205,14 @@ def plain(user: str, password: str) -> bytes:
     return base64.b64encode(f"\0{user}\0{password}".encode())
 
 
+def auth_failures(node: Node, protocol: str) -> int:
+    text = node.stderr_path.read_text(errors="replace").replace('"', "")
+    return sum(1 for line in text.splitlines()
+               if "authentication failed" in line and f"protocol={protocol}" in line)
+
+
 def test_wrong_password_is_refused_and_reaches_no_store(cl):
+    before = [auth_failures(n, "managesieve") for n in cl.stores.values()]
     with socket.create_connection(("127.0.0.1", cl.mmp.ports["managesieve"]), timeout=20) as s:
         f = s.makefile("rb")
         caps = read_caps(f)
@@ -217,6 +224,9 @@ def test_wrong_password_is_refused_and_reaches_no_store(cl):
         assert f.readline() == b'NO "Authentication failed"\r\n'
         s.sendall(b"LOGOUT\r\n")
         assert f.readline().startswith(b"OK")
+    # The mmp checked the password itself (the directory); no store saw it.
+    assert auth_failures(cl.mmp, "mmp managesieve") >= 1, cl.mmp.log()
+    assert [auth_failures(n, "managesieve") for n in cl.stores.values()] == before
 
 
 def test_rfc5804_starttls_then_login_and_a_command_relayed(cl):
