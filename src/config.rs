@@ -1080,6 +1080,12 @@ pub struct MmpConfig {
     /// Seconds a proxied session may idle in both directions (RFC 9051:
     /// at least 30 minutes).
     pub idle_timeout: u64,
+    /// mailHost -> `host:port` (or host) for ManageSieve only (wins over
+    /// `backends`).
+    pub sieve_backends: BTreeMap<String, HostPort>,
+    /// The stores' ManageSieve port when `sieve_backends` gives none
+    /// (RFC 5804: 4190).
+    pub sieve_backend_port: u16,
 }
 
 impl Default for MmpConfig {
@@ -1107,6 +1113,8 @@ impl Default for MmpConfig {
             login_failure_window: None,
             preauth_timeout: 60,
             idle_timeout: 1800,
+            sieve_backends: BTreeMap::new(),
+            sieve_backend_port: 4190,
         }
     }
 }

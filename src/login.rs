@@ -104,6 +104,8 @@ pub(crate) enum Protocol {
     Jmap,
     /// ManageSieve (RFC 5804) on the store.
     ManageSieve,
+    /// ManageSieve through the mmp.
+    MmpManageSieve,
 }
 
 impl Protocol {
@@ -117,6 +119,7 @@ impl Protocol {
             Protocol::Webmail => "webmail",
             Protocol::Jmap => "jmap",
             Protocol::ManageSieve => "managesieve",
+            Protocol::MmpManageSieve => "mmp managesieve",
         }
     }
 }

@@ -127,6 +127,7 @@ pub async fn open(
         let result = match proto {
             Proto::Imap => imap_login(env, &mut io, &host, mail_host, addr, req).await,
             Proto::Pop3 => pop3_login(env, &mut io, &host, mail_host, addr, req).await,
+            Proto::Sieve => sieve_login(env, &mut io, &host, mail_host, addr, req).await,
         };
         result.map(|reply| (io, reply))
     };
@@ -212,7 +213,7 @@ impl Io {
                     Some(Frame::TooLong { .. }) => Some(Err(())),
                     Some(Frame::Continue) | None => None,
                 },
-                Proto::Pop3 => self.framer.next_line(),
+                Proto::Pop3 | Proto::Sieve => self.framer.next_line(),
             };
             match got {
                 Some(Ok(m)) => return Ok(m),
@@ -578,6 +579,114 @@ async fn pop3_login(
     }
 }
 
+/// ManageSieve: reads capability lines up to the one that ends them
+/// (RFC 5804 1.7); Ok(()) for OK, the line for NO/BYE.
+async fn sieve_capabilities(io: &mut Io) -> std::io::Result<Result<(), String>> {
+    // A bounded number of lines (the store sends fewer than 20).
+    for _ in 0..64 {
+        let line = io.response(Proto::Sieve).await?;
+        let line = String::from_utf8_lossy(&line).into_owned();
+        match sieve_status(&line) {
+            Some("OK") => return Ok(Ok(())),
+            Some(_) => return Ok(Err(line)),
+            None => {}
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "too many capability lines",
+    ))
+}
+
+/// The status word of a ManageSieve response line (OK, NO, BYE), if it
+/// is one.
+fn sieve_status(line: &str) -> Option<&'static str> {
+    let word = line.split([' ', '\r', '\n']).next()?;
+    ["OK", "NO", "BYE"]
+        .into_iter()
+        .find(|w| word.eq_ignore_ascii_case(w))
+}
+
+/// The response code of `NO (CODE ...) "text"` worth passing on: its
+/// first word, if a plain atom (RFC 5804 1.3).
+fn sieve_code(line: &str) -> Option<String> {
+    let rest = line.split_once(' ')?.1.strip_prefix('(')?;
+    let code = rest.get(..rest.find(')')?)?;
+    passable_code(&format!("[{code}]"))
+}
+
+async fn sieve_login(
+    env: &Env,
+    io: &mut Io,
+    host: &str,
+    store: &str,
+    addr: SocketAddr,
+    req: &LoginRequest<'_>,
+) -> Result<String, BackendError> {
+    use base64::Engine;
+    let m = &env.config.mmp;
+    let failed = |what: &str, e: std::io::Error| io_failed(store, addr, what, &e);
+    if let Err(line) = sieve_capabilities(io)
+        .await
+        .map_err(|e| failed("reading its greeting", e))?
+    {
+        warn!(store, %addr, greeting = %line, "unexpected ManageSieve greeting from the mail store");
+        return Err(BackendError::Unavailable);
+    }
+    if m.backend_tls == TlsMode::StartTls {
+        io.send(b"STARTTLS\r\n")
+            .await
+            .map_err(|e| failed("asking for STARTTLS", e))?;
+        let answer = io
+            .response(Proto::Sieve)
+            .await
+            .map_err(|e| failed("asking for STARTTLS", e))?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        if sieve_status(&answer) != Some("OK") {
+            warn!(store, %addr, %answer, "the mail store refused STARTTLS");
+            return Err(BackendError::Unavailable);
+        }
+        io.starttls(env, host, store, addr).await?;
+        // RFC 5804 2.2: the capabilities again, over TLS.
+        if let Err(line) = sieve_capabilities(io)
+            .await
+            .map_err(|e| failed("reading its capabilities", e))?
+        {
+            warn!(store, %addr, answer = %line, "the mail store failed after STARTTLS");
+            return Err(BackendError::Unavailable);
+        }
+    }
+    let response = match env.login_mode() {
+        LoginMode::Credentials => base64::engine::general_purpose::STANDARD
+            .encode(format!("\0{}\0{}", req.user, req.password)),
+        LoginMode::ProxyAuth => env.proxyauth_plain(req.user).map_err(|e| {
+            warn!(store, error = %e, "cannot read mmp.proxy_password_file");
+            BackendError::Unavailable
+        })?,
+    };
+    // Base64 needs no quoting in a quoted string.
+    let cmd = format!("AUTHENTICATE \"PLAIN\" \"{response}\"\r\n");
+    io.send(cmd.as_bytes())
+        .await
+        .map_err(|e| failed("logging in", e))?;
+    let answer = io
+        .response(Proto::Sieve)
+        .await
+        .map_err(|e| failed("logging in", e))?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    match sieve_status(&answer) {
+        Some("OK") => Ok(format!("{answer}\r\n")),
+        Some("NO") => {
+            info!(store, %addr, user = req.user, %answer, "the mail store refused the login");
+            Err(BackendError::Refused(sieve_code(&answer)))
+        }
+        _ => {
+            info!(store, %addr, user = req.user, %answer, "the mail store refused the login");
+            Err(BackendError::Unavailable)
+        }
+    }
+}
+
 /// Client TLS for the stores: the CA file, or no verification at all when
 /// `backend_tls_insecure` is set.
 pub fn client_config(config: &crate::config::Config) -> anyhow::Result<Arc<rustls::ClientConfig>> {
@@ -618,5 +727,23 @@ mod tests {
         assert_eq!(pop3_code("-ERR [IN-USE] locked").as_deref(), Some("IN-USE"));
         assert_eq!(pop3_code("-ERR bad"), None);
         assert!(has_capability("IMAP4rev1 sasl-ir", "SASL-IR"));
+    }
+
+    #[test]
+    fn rfc5804_status_and_codes_of_store_answers() {
+        assert_eq!(sieve_status("OK \"Logged in\""), Some("OK"));
+        assert_eq!(sieve_status("ok"), Some("OK"));
+        assert_eq!(sieve_status("NO (TRYLATER) \"x\""), Some("NO"));
+        assert_eq!(sieve_status("\"SIEVE\" \"fileinto\""), None);
+        assert_eq!(sieve_status("OKAY"), None);
+        assert_eq!(
+            sieve_code("NO (TRYLATER) \"Try again later\"").as_deref(),
+            Some("TRYLATER")
+        );
+        assert_eq!(
+            sieve_code("NO (QUOTA/MAXSIZE \"x\") \"y\"").as_deref(),
+            Some("QUOTA/MAXSIZE")
+        );
+        assert_eq!(sieve_code("NO \"Authentication failed\""), None);
     }
 }

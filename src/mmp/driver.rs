@@ -18,16 +18,17 @@ use tracing::{debug, error, info};
 
 use super::backend::{self, Backend, BackendError, LoginRequest};
 use super::relay::{self, Options};
-use super::{imap, pop3, Action, Env, LoginOutcome, Proto};
+use super::{imap, pop3, sieve, Action, Env, LoginOutcome, Proto};
 use crate::config::TlsMode;
 use crate::net::{Conn, ConnInfo};
 
 const READ_CHUNK: usize = 1024;
 
-/// The two pre-login cores behind one face.
+/// The pre-login cores behind one face.
 enum Core {
     Imap(imap::Session),
     Pop3(pop3::Session),
+    Sieve(sieve::Session),
 }
 
 impl Core {
@@ -35,48 +36,56 @@ impl Core {
         match self {
             Core::Imap(s) => s.greeting(),
             Core::Pop3(s) => s.greeting(),
+            Core::Sieve(s) => s.greeting(),
         }
     }
     fn push(&mut self, b: &[u8]) {
         match self {
             Core::Imap(s) => s.push(b),
             Core::Pop3(s) => s.push(b),
+            Core::Sieve(s) => s.push(b),
         }
     }
     fn next(&mut self) -> Option<Vec<Action>> {
         match self {
             Core::Imap(s) => s.next(),
             Core::Pop3(s) => s.next(),
+            Core::Sieve(s) => s.next(),
         }
     }
     fn login_done(&mut self, o: LoginOutcome) -> Vec<Action> {
         match self {
             Core::Imap(s) => s.login_done(o),
             Core::Pop3(s) => s.login_done(o),
+            Core::Sieve(s) => s.login_done(o),
         }
     }
     fn tls_started(&mut self) {
         match self {
             Core::Imap(s) => s.tls_started(),
             Core::Pop3(s) => s.tls_started(),
+            Core::Sieve(s) => s.tls_started(),
         }
     }
     fn take_rest(&mut self) -> Vec<u8> {
         match self {
             Core::Imap(s) => s.take_rest(),
             Core::Pop3(s) => s.take_rest(),
+            Core::Sieve(s) => s.take_rest(),
         }
     }
     fn has_buffered(&self) -> bool {
         match self {
             Core::Imap(s) => s.has_buffered(),
             Core::Pop3(s) => s.has_buffered(),
+            Core::Sieve(s) => s.has_buffered(),
         }
     }
     fn tls_active(&self) -> bool {
         match self {
             Core::Imap(s) => s.tls_active(),
             Core::Pop3(s) => s.tls_active(),
+            Core::Sieve(s) => s.tls_active(),
         }
     }
 }
@@ -85,6 +94,7 @@ fn shutdown_line(proto: Proto) -> &'static [u8] {
     match proto {
         Proto::Imap => b"* BYE Server shutting down\r\n",
         Proto::Pop3 => b"-ERR server shutting down\r\n",
+        Proto::Sieve => b"BYE \"Server shutting down\"\r\n",
     }
 }
 
@@ -93,6 +103,7 @@ fn too_slow_line(proto: Proto) -> &'static [u8] {
     match proto {
         Proto::Imap => b"* BYE Command not completed in time\r\n",
         Proto::Pop3 => b"-ERR Command not completed in time\r\n",
+        Proto::Sieve => b"BYE \"Command not completed in time\"\r\n",
     }
 }
 
@@ -100,6 +111,7 @@ fn timeout_line(proto: Proto) -> &'static [u8] {
     match proto {
         Proto::Imap => b"* BYE Autologout; idle for too long\r\n",
         Proto::Pop3 => b"-ERR autologout\r\n",
+        Proto::Sieve => b"BYE \"Idle for too long\"\r\n",
     }
 }
 
@@ -127,6 +139,8 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         || match proto {
             Proto::Imap => c.imap.allow_plaintext_auth,
             Proto::Pop3 => c.pop3.allow_plaintext_auth,
+            // The store's ManageSieve follows IMAP's rule.
+            Proto::Sieve => c.imap.allow_plaintext_auth,
         };
     let starttls = info.tls_mode == TlsMode::StartTls && !info.tls_active;
     let max_bad = c.limits.max_bad_commands.max(1);
@@ -154,6 +168,14 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
                 proxy_users: Vec::new(),
             },
             max_line,
+        })),
+        Proto::Sieve => Core::Sieve(sieve::Session::new(sieve::SessionConfig {
+            starttls_available: starttls,
+            tls_active: info.tls_active,
+            plaintext_without_tls: plaintext,
+            max_bad_commands: max_bad,
+            max_auth_failures: max_auth,
+            auth_delay: env.auth_delay,
         })),
     };
     let mut d = Driver {
@@ -382,6 +404,7 @@ impl Driver {
             protocol: match self.proto {
                 Proto::Imap => crate::login::Protocol::MmpImap,
                 Proto::Pop3 => crate::login::Protocol::MmpPop3,
+                Proto::Sieve => crate::login::Protocol::MmpManageSieve,
             },
             config: &env.config,
             login_networks: &[],

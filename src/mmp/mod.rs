@@ -29,6 +29,7 @@ pub(crate) mod framer;
 mod imap;
 mod pop3;
 mod relay;
+mod sieve;
 
 #[cfg(test)]
 mod tests;
@@ -60,10 +61,18 @@ pub async fn serve_pop3(conn: Conn, info: ConnInfo, services: Services) {
     driver::run(conn, info, Env::from_services(&services), Proto::Pop3).await
 }
 
+/// Serves one ManageSieve client connection of the mmp role (RFC 5804;
+/// `sieve` before login, then relayed to the store's ManageSieve).
+pub async fn serve_managesieve(conn: Conn, info: ConnInfo, services: Services) {
+    driver::run(conn, info, Env::from_services(&services), Proto::Sieve).await
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Proto {
     Imap,
     Pop3,
+    /// ManageSieve (RFC 5804).
+    Sieve,
 }
 
 /// How the mmp logs in at the store (`mmp.login_mode`, typed at load).
@@ -270,6 +279,14 @@ impl Env {
                     p => p,
                 },
             ),
+            // No implicit-TLS port for ManageSieve: the one port.
+            Proto::Sieve => (
+                &m.sieve_backends,
+                match m.sieve_backend_port {
+                    0 => 4190,
+                    p => p,
+                },
+            ),
         };
         fn find<'a, V>(map: &'a BTreeMap<String, V>, mail_host: &str) -> Option<&'a V> {
             map.iter()
@@ -324,6 +341,10 @@ mod unit {
             "store2.example.com".into(),
             "10.0.0.6:1143".parse().unwrap(),
         );
+        c.mmp.sieve_backends.insert(
+            "store3.example.com".into(),
+            "10.0.0.7:14190".parse().unwrap(),
+        );
         let env = Env {
             shared: Arc::new(Shared::new(&c)),
             config: Arc::new(c.clone()),
@@ -355,6 +376,19 @@ mod unit {
         assert_eq!(
             env.backend_address(Proto::Pop3, "store2.example.com"),
             ("store2.example.com".into(), 110)
+        );
+        // ManageSieve: its own map, else `backends` / the name, at 4190.
+        assert_eq!(
+            env.backend_address(Proto::Sieve, "store1.example.com"),
+            ("10.0.0.5".into(), 4190)
+        );
+        assert_eq!(
+            env.backend_address(Proto::Sieve, "store3.example.com"),
+            ("10.0.0.7".into(), 14190)
+        );
+        assert_eq!(
+            env.backend_address(Proto::Sieve, "store2.example.com"),
+            ("store2.example.com".into(), 4190)
         );
     }
 }

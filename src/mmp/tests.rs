@@ -93,6 +93,10 @@ impl Harness {
     fn pop3(&self) -> (Client, JoinHandle<()>) {
         self.connect_as(ConnInfo::for_test(Protocol::Pop3), Proto::Pop3)
     }
+
+    fn sieve(&self) -> (Client, JoinHandle<()>) {
+        self.connect_as(ConnInfo::for_test(Protocol::Managesieve), Proto::Sieve)
+    }
 }
 
 struct Client<S = DuplexStream> {
@@ -1023,12 +1027,15 @@ async fn preauth_command_deadline_disconnects_a_trickling_client() {
     for (proto, bye) in [
         (Proto::Imap, "* BYE Command not completed in time\r\n"),
         (Proto::Pop3, "-ERR Command not completed in time\r\n"),
+        (Proto::Sieve, "BYE \"Command not completed in time\"\r\n"),
     ] {
         let (mut c, task) = match proto {
             Proto::Imap => h.imap(),
             Proto::Pop3 => h.pop3(),
+            Proto::Sieve => h.sieve(),
         };
-        c.line().await;
+        // The greeting (ManageSieve: capability lines up to OK).
+        c.until(if proto == Proto::Sieve { "OK" } else { "" }).await;
         let started = std::time::Instant::now();
         let mut got = String::new();
         for b in b"a LOGIN alice secret".iter().cycle().take(100) {
@@ -1069,4 +1076,117 @@ fn debug_output_hides_mmp_passwords() {
         client_id: vec![],
     };
     assert!(!format!("{a:?}").contains("hunter2"));
+}
+
+/// A scripted ManageSieve store: capabilities, AUTHENTICATE "PLAIN" with
+/// an initial response (alice@localhost / secret only), then it answers
+/// every line with `OK "NAME saw LINE"`. It logs what it receives.
+async fn fake_sieve_store(name: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l2 = log.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let log = l2.clone();
+            tokio::spawn(async move {
+                use base64::Engine;
+                let mut io = BufReader::new(tcp);
+                let caps = "\"IMPLEMENTATION\" \"fake\"\r\n\"SASL\" \"PLAIN\"\r\nOK \"hi\"\r\n";
+                io.get_mut().write_all(caps.as_bytes()).await.unwrap();
+                let mut logged_in = false;
+                loop {
+                    let mut l = String::new();
+                    if io.read_line(&mut l).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = l.trim_end().to_string();
+                    let answer = if logged_in {
+                        format!("OK \"{name} saw {l}\"\r\n")
+                    } else {
+                        let words = imap_words(&l);
+                        let raw = base64::engine::general_purpose::STANDARD
+                            .decode(words.get(2).cloned().unwrap_or_default())
+                            .unwrap_or_default();
+                        let raw = String::from_utf8_lossy(&raw).replace('\0', "|");
+                        log.lock().unwrap().push(format!("{} {raw}", words[0]));
+                        logged_in = raw == "|alice@localhost|secret";
+                        if logged_in {
+                            "OK \"Logged in\"\r\n".to_string()
+                        } else {
+                            "NO (TRYLATER) \"no\"\r\n".to_string()
+                        }
+                    };
+                    io.get_mut().write_all(answer.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+/// ManageSieve through the mmp: the user's store by mailHost (from
+/// `sieve_backends`), the store's OK passed on, pipelined input relayed;
+/// a wrong password never reaches a store; a store's refusal keeps its
+/// response code (RFC 5804 1.3).
+#[tokio::test]
+async fn rfc5804_managesieve_is_proxied_to_the_users_store() {
+    use base64::Engine;
+    let (s1, log1) = fake_sieve_store("store1").await;
+    let (s2, log2) = fake_sieve_store("store2").await;
+    let h = harness(|c| {
+        c.mmp
+            .sieve_backends
+            .insert("store1.example".into(), s1.to_string().parse().unwrap());
+        c.mmp
+            .sieve_backends
+            .insert("store2.example".into(), s2.to_string().parse().unwrap());
+    });
+    let plain =
+        |u: &str, p: &str| base64::engine::general_purpose::STANDARD.encode(format!("\0{u}\0{p}"));
+    let (mut c, task) = h.sieve();
+    let caps = c.until("OK").await;
+    assert!(caps.contains("\"SASL\" \"PLAIN\""), "{caps}");
+    // A wrong password: refused by the mmp; no store hears of it.
+    let l = c
+        .cmd(
+            &format!("AUTHENTICATE \"PLAIN\" \"{}\"", plain("alice", "bad")),
+            "NO",
+        )
+        .await;
+    assert_eq!(l, "NO \"Authentication failed\"\r\n");
+    // The login and a pipelined command in one write.
+    c.send(&format!(
+        "AUTHENTICATE \"PLAIN\" \"{}\"\r\nLISTSCRIPTS\r\n",
+        plain("alice", "secret")
+    ))
+    .await;
+    assert_eq!(c.line().await, "OK \"Logged in\"\r\n");
+    assert_eq!(c.line().await, "OK \"store1 saw LISTSCRIPTS\"\r\n");
+    assert_eq!(
+        c.cmd("HAVESPACE x 10", "OK").await,
+        "OK \"store1 saw HAVESPACE x 10\"\r\n"
+    );
+    drop(c);
+    task.await.unwrap();
+    assert_eq!(
+        log1.lock().unwrap().clone(),
+        vec!["AUTHENTICATE |alice@localhost|secret".to_string()]
+    );
+    // bob lives on store2, which refuses him: its code comes back.
+    let (mut c, task) = h.sieve();
+    c.until("OK").await;
+    let l = c
+        .cmd(
+            &format!("AUTHENTICATE \"PLAIN\" \"{}\"", plain("bob", "secret")),
+            "NO",
+        )
+        .await;
+    assert_eq!(l, "NO (TRYLATER) \"Login refused by the mail store\"\r\n");
+    assert_eq!(c.cmd("LOGOUT", "OK").await, "OK \"Bye\"\r\n");
+    task.await.unwrap();
+    assert_eq!(
+        log2.lock().unwrap().clone(),
+        vec!["AUTHENTICATE |bob@localhost|secret".to_string()]
+    );
 }

@@ -93,7 +93,15 @@ fn owner(protocol: Protocol, roles: &[Role]) -> Option<Role> {
         }
         // The administration console: where the mem role runs.
         Protocol::Console => Role::Mem,
-        Protocol::Managesieve => Role::Store,
+        // The store serves its scripts itself; an mmp without a local
+        // store proxies to the user's store.
+        Protocol::Managesieve => {
+            if roles.contains(&Role::Store) {
+                Role::Store
+            } else {
+                Role::Mmp
+            }
+        }
     };
     roles.contains(&want).then_some(want)
 }
@@ -127,6 +135,9 @@ fn handler(protocol: Protocol, role: Role) -> Result<Handler, &'static str> {
         (Role::Mem, Protocol::Console) => Ok(|c, i, s| Box::pin(crate::http::serve(c, i, s))),
         (Role::Store, Protocol::Managesieve) => {
             Ok(|c, i, s| Box::pin(crate::sieve::managesieve::serve(c, i, s)))
+        }
+        (Role::Mmp, Protocol::Managesieve) => {
+            Ok(|c, i, s| Box::pin(crate::mmp::serve_managesieve(c, i, s)))
         }
         _ => Err("no handler"),
     }
@@ -763,5 +774,16 @@ mod tests {
         drop(lease);
         assert_eq!(services.budget.available(), limit);
         assert!(services.budget.try_take(limit + 1).is_none());
+    }
+
+    #[test]
+    fn managesieve_is_served_by_the_store_else_proxied_by_the_mmp() {
+        let p = Protocol::Managesieve;
+        assert_eq!(owner(p, &Role::ALL), Some(Role::Store));
+        assert_eq!(owner(p, &[Role::Store]), Some(Role::Store));
+        assert_eq!(owner(p, &[Role::Mmp]), Some(Role::Mmp));
+        assert_eq!(owner(p, &[Role::MtaIn]), None);
+        assert!(handler(p, Role::Mmp).is_ok());
+        assert!(handler(p, Role::Store).is_ok());
     }
 }

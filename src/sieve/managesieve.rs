@@ -34,8 +34,9 @@ const MAX_ARGS: usize = 4;
 const MAX_BAD: u32 = 10;
 /// Failed logins before the connection is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
-/// Sieve extensions offered (the list; RFC 5804 1.7 SIEVE).
-const EXTENSIONS: &str = "fileinto reject ereject envelope imap4flags vacation copy body variables date relational subaddress mailbox include comparator-i;ascii-numeric";
+/// Sieve extensions offered (the list; RFC 5804 1.7 SIEVE); the
+/// mmp's pre-login capabilities repeat them (`mmp::sieve`).
+pub(crate) const EXTENSIONS: &str = "fileinto reject ereject envelope imap4flags vacation copy body variables date relational subaddress mailbox include comparator-i;ascii-numeric";
 
 /// One argument of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,16 +69,39 @@ pub enum Parsed {
 }
 
 /// Frames commands out of a byte buffer.
-#[derive(Default)]
 pub struct Parser {
     buf: Vec<u8>,
     /// Bytes of an oversized literal still to throw away.
     skip: usize,
     /// The command under construction.
     words: Vec<Arg>,
+    /// Largest literal kept (larger ones become `Arg::TooBig`).
+    max_literal: usize,
+}
+
+impl Default for Parser {
+    fn default() -> Parser {
+        Parser::with_max_literal(MAX_LITERAL)
+    }
 }
 
 impl Parser {
+    /// A parser keeping literals of at most `max` bytes (the mmp's, before
+    /// login, holds only SASL responses).
+    pub fn with_max_literal(max: usize) -> Parser {
+        Parser {
+            buf: Vec::new(),
+            skip: 0,
+            words: Vec::new(),
+            max_literal: max.min(MAX_LITERAL),
+        }
+    }
+
+    /// The unparsed input (after the last command), taken out.
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     pub fn feed(&mut self, data: &[u8]) {
         let mut data = data;
         if self.skip > 0 {
@@ -124,6 +148,9 @@ impl Parser {
                 self.words.clear();
                 return Parsed::Bad("line too long");
             }
+            // Words of this line start here (earlier lines of the command
+            // ended in literals).
+            let mark = self.words.len();
             match tokens(line, &mut self.words) {
                 Err(why) => {
                     self.words.clear();
@@ -132,7 +159,7 @@ impl Parser {
                 Ok(None) => {}
                 Ok(Some(n)) => {
                     // A literal of n bytes follows, then the line goes on.
-                    if n > MAX_LITERAL {
+                    if n > self.max_literal {
                         self.words.push(Arg::TooBig);
                         self.skip = n;
                         continue;
@@ -143,8 +170,9 @@ impl Parser {
                         back.extend_from_slice(b"\r\n");
                         back.extend_from_slice(&self.buf);
                         self.buf = back;
-                        // Undo this line's words.
-                        self.words.clear();
+                        // Undo this line's words (the earlier lines'
+                        // stay: their bytes are gone from `buf`).
+                        self.words.truncate(mark);
                         return Parsed::Incomplete;
                     }
                     let lit: Vec<u8> = self.buf.drain(..n).collect();
@@ -691,6 +719,32 @@ mod tests {
             Parsed::Command("LISTSCRIPTS".into(), vec![]),
         ];
         assert_eq!(all(input), want);
+        for cut in 0..input.len() {
+            let mut p = Parser::default();
+            let mut got = Vec::new();
+            for part in [&input[..cut], &input[cut..]] {
+                p.feed(part);
+                loop {
+                    match p.next_command() {
+                        Parsed::Incomplete => break,
+                        x => got.push(x),
+                    }
+                }
+            }
+            assert_eq!(got, want, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn two_literals_in_one_command_split_at_every_byte() {
+        let input = b"RENAMESCRIPT {1+}\r\na {2+}\r\nbc\r\nNOOP\r\n";
+        let want = vec![
+            Parsed::Command(
+                "RENAMESCRIPT".into(),
+                vec![Arg::Str(b"a".to_vec()), Arg::Str(b"bc".to_vec())],
+            ),
+            Parsed::Command("NOOP".into(), vec![]),
+        ];
         for cut in 0..input.len() {
             let mut p = Parser::default();
             let mut got = Vec::new();
