@@ -128,12 +128,26 @@ impl Dnsbl {
         }
     }
 
-    /// The client is on the local allowlist: greylisting and the lists
-    /// do not apply.
+    /// The client is on the local allowlist, or an allowlist zone
+    /// (negative weight) listed it when it connected (the answer is
+    /// still cached): greylisting and the lists do not apply.
     pub fn allowlisted(&self, client: &Client) -> bool {
-        self.on
-            .as_ref()
-            .is_some_and(|on| in_any(&on.config.allow_networks, client.ip))
+        let Some(on) = &self.on else {
+            return false;
+        };
+        if in_any(&on.config.allow_networks, client.ip) {
+            return true;
+        }
+        let prefix = reversed(client.ip);
+        on.config
+            .zones
+            .iter()
+            .filter(|z| z.kind == ZoneKind::Ip && z.weight < 0.0)
+            .any(|z| {
+                on.cache
+                    .get(&query_name(&prefix, z))
+                    .is_some_and(|a| counts(z, &a))
+            })
     }
 }
 
@@ -165,7 +179,12 @@ impl On {
     /// Asks every zone of `kind` about `prefix` at once; the listing
     /// zones with a positive weight when the sum reaches the threshold.
     async fn score(&self, kind: ZoneKind, prefix: &str) -> Option<Hits<'_>> {
-        let zones: Vec<&DnsblZone> = self.config.zones.iter().filter(|z| z.kind == kind).collect();
+        let zones: Vec<&DnsblZone> = self
+            .config
+            .zones
+            .iter()
+            .filter(|z| z.kind == kind)
+            .collect();
         if zones.is_empty() {
             return None;
         }
@@ -185,7 +204,7 @@ impl On {
 
     /// One lookup of `prefix.zone`, from the cache when it is fresh.
     async fn ask(&self, prefix: &str, zone: &DnsblZone) -> Answer {
-        let name = format!("{prefix}.{}.", zone.zone.trim_end_matches('.'));
+        let name = query_name(prefix, zone);
         if let Some(a) = self.cache.get(&name) {
             return a;
         }
@@ -219,6 +238,11 @@ impl On {
         }
         answer
     }
+}
+
+/// The absolute name asked: `prefix.zone.` (no search domains).
+fn query_name(prefix: &str, zone: &DnsblZone) -> String {
+    format!("{prefix}.{}.", zone.zone.trim_end_matches('.'))
 }
 
 /// Does this answer put the name on the list?
@@ -438,7 +462,10 @@ mod tests {
         assert_eq!(sender_domain("a@[192.0.2.1]"), None);
         assert_eq!(sender_domain("a@b..c"), None);
         assert_eq!(sender_domain("a@evil.example\r\nx"), None);
-        let allow = vec!["boss@partner.example".to_string(), "@friends.example".to_string()];
+        let allow = vec![
+            "boss@partner.example".to_string(),
+            "@friends.example".to_string(),
+        ];
         assert!(sender_allowed(&allow, "Boss@Partner.example"));
         assert!(!sender_allowed(&allow, "other@partner.example"));
         assert!(sender_allowed(&allow, "anyone@FRIENDS.example"));
@@ -459,7 +486,10 @@ mod tests {
     async fn local_allow_and_deny_networks() {
         let d = enabled(|c| {
             c.allow_networks = vec!["192.0.2.0/24".parse().unwrap()];
-            c.deny_networks = vec!["192.0.2.7".parse().unwrap(), "198.51.100.0/24".parse().unwrap()];
+            c.deny_networks = vec![
+                "192.0.2.7".parse().unwrap(),
+                "198.51.100.0/24".parse().unwrap(),
+            ];
         });
         let friend = stranger("192.0.2.7");
         assert!(d.allowlisted(&friend));
@@ -502,7 +532,11 @@ mod tests {
             d.mail_from(&stranger("192.0.2.1"), "a@spam.example").await,
             Decision::Pass
         );
-        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
         // Failures are not cached.
         assert_eq!(d.on.as_ref().unwrap().cache.len(), 0);
     }
@@ -524,6 +558,18 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+        // An allowlist zone's cached hit makes the client allowlisted
+        // (greylisting skips it); a blocklist hit does not.
+        assert!(!d.allowlisted(&stranger("192.0.2.2")));
+        let d = enabled(|c| {
+            c.cache_size = 2;
+            c.zones = vec![zone("bl.example", 1.0, &[]), zone("wl.example", -1.0, &[])];
+        });
+        let on = d.on.as_ref().unwrap();
+        on.cache
+            .put("3.2.0.192.wl.example.".into(), listed(&["127.0.0.2"]), None);
+        assert!(d.allowlisted(&stranger("192.0.2.3")));
+        assert!(!d.allowlisted(&stranger("192.0.2.4")));
         on.cache.put("a".into(), listed(&[]), None);
         on.cache.put("b".into(), listed(&[]), None);
         assert_eq!(on.cache.len(), 2);
