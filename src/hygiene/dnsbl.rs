@@ -206,6 +206,7 @@ impl On {
     async fn ask(&self, prefix: &str, zone: &DnsblZone) -> Answer {
         let name = query_name(prefix, zone);
         if let Some(a) = self.cache.get(&name) {
+            lookup_metric(zone, "cached");
             return a;
         }
         let lookup = self.resolver.hickory().ipv4_lookup(name.as_str());
@@ -233,11 +234,32 @@ impl On {
                 (Answer::Failed, None)
             }
         };
+        lookup_metric(
+            zone,
+            match &answer {
+                Answer::Failed => "failed",
+                Answer::Listed(ips) if ips.is_empty() => "not_listed",
+                Answer::Listed(_) => "answered",
+            },
+        );
         if answer != Answer::Failed {
             self.cache.put(name, answer.clone(), valid_until);
         }
         answer
     }
+}
+
+/// `msgd_dnsbl_lookups_total{zone, result}`: `answered` (an A record,
+/// whether its code counts or not), `not_listed`, `failed` (timeout or
+/// server failure), `cached`. Zones come from the configuration, so the
+/// label set is bounded.
+fn lookup_metric(zone: &DnsblZone, result: &'static str) {
+    metrics::counter!(
+        "msgd_dnsbl_lookups_total",
+        "zone" => zone.zone.trim_end_matches('.').to_string(),
+        "result" => result
+    )
+    .increment(1);
 }
 
 /// The absolute name asked: `prefix.zone.` (no search domains).

@@ -20,6 +20,7 @@ domain); friendly.test is in allow_senders.
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import smtplib
 import socket
@@ -31,6 +32,11 @@ from pathlib import Path
 import pytest
 
 from conftest import MsgdFactory, free_ports, wait_for_ports
+
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError:  # _metrics() fails naming the fix
+    text_string_to_metric_families = None
 
 
 def _dnsmasq_bin() -> str:
@@ -147,6 +153,21 @@ class Session:
         self.sock.close()
 
 
+def _metrics(port: int) -> str:
+    if text_string_to_metric_families is None:
+        pytest.fail("prometheus-client is missing: install it with scripts/install-test-deps.sh "
+                    "(or: python3 -m pip install prometheus-client)", pytrace=False)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        body = r.read().decode()
+        assert r.status == 200, body
+        return body
+    finally:
+        c.close()
+
+
 def _greeting(world, source: str) -> tuple[int, str, Session]:
     s = Session(world["msgd"].ports["smtp"], source)
     code, text = s.reply()
@@ -175,6 +196,17 @@ def test_answers_are_cached_so_a_busy_client_costs_one_lookup(world):
         s.close()
         assert code == 554, text
     assert world["dns"].queries("2.0.0.127.bl.test") == 1, world["dns"].log_path.read_text()
+    text = _metrics(world["msgd"].admin_port)
+    samples = [(s.name, dict(s.labels), s.value)
+               for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def value(zone: str, result: str) -> float:
+        return sum(v for n, lab, v in samples if n == "msgd_dnsbl_lookups_total"
+                   and lab.get("zone") == zone and lab.get("result") == result)
+
+    assert value("bl.test", "answered") == 1, text
+    assert value("bl.test", "cached") >= 3, text
+    assert value("wl.test", "not_listed") >= 1, text
 
 
 def test_allowlist_zone_with_negative_weight_offsets_a_hit(world):
