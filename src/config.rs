@@ -35,6 +35,7 @@ mod mta_sts;
 mod ratelimit;
 
 pub use dnsbl::DnsblConfig;
+pub use dnsbl::{DnsblZone, ZoneKind};
 pub use filter::FilterConfig;
 pub use greylist::GreylistConfig;
 pub use mta_sts::MtaStsConfig;
@@ -1805,6 +1806,7 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
         errors.push("server.hostname: must not be empty".into());
     }
     validate_mmp(&c.mmp, &mut errors);
+    errors.extend(c.hygiene.dnsbl.errors());
     errors
 }
 
