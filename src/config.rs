@@ -36,6 +36,7 @@ mod ratelimit;
 
 pub use dnsbl::DnsblConfig;
 pub use filter::FilterConfig;
+pub use filter::{FailMode, FilterKind};
 pub use greylist::GreylistConfig;
 pub use mta_sts::MtaStsConfig;
 pub use ratelimit::RateConfig;

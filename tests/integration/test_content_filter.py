@@ -1,0 +1,211 @@
+"""The content filter hook (issue 16): msgd asks a real rspamd (Debian's
+package, HTTP /checkv2) about each message from a stranger on port 25.
+
+Real components: the msgd binary (all-in-one) and a private rspamd on
+loopback (its own top-level config including Debian's /etc/rspamd
+modules; one normal worker on a free port; no controller, proxy or
+fuzzy worker; no redis; pid, log and hyperscan cache under tmp; DNS
+pointed at a dead loopback port so no lookup leaves the machine).
+Messages come from 127.0.0.1 over SMTP (smtplib); results are read
+back over IMAP.
+
+Two msgd instances share the rspamd: `open` (fail = "open", max_size
+4096) and `closed` (fail = "closed"). The last test stops rspamd.
+"""
+
+from __future__ import annotations
+
+import shutil
+import smtplib
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import DOMAIN, MsgdFactory, free_ports, unique, wait_until
+
+ALICE = f"alice@{DOMAIN}"
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+INSTALL = "install it with scripts/install-test-deps.sh (apt-get install -y rspamd)"
+
+
+class Rspamd:
+    """A private rspamd: `rspamd -f` with CONFDIR=/etc/rspamd for the
+    stock modules and everything writable in `root`."""
+
+    def __init__(self, root: Path):
+        binary = shutil.which("rspamd") or "/usr/bin/rspamd"
+        if not Path(binary).exists() or not Path("/etc/rspamd/common.conf").exists():
+            pytest.fail(f"rspamd not found: {INSTALL}", pytrace=False)
+        for d in ("db", "run", "log"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.port = free_ports(1)[0]
+        conf = root / "rspamd.conf"
+        conf.write_text(
+            '.include "$CONFDIR/common.conf"\n'
+            "options {\n"
+            '    pidfile = "$RUNDIR/rspamd.pid";\n'
+            '    .include "$CONFDIR/options.inc"\n'
+            '    dns { nameserver = ["127.0.0.1:9"]; timeout = 0.2s; retransmits = 1; }\n'
+            "}\n"
+            'logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "info"; }\n'
+            'worker "normal" {\n'
+            f'    bind_socket = "127.0.0.1:{self.port}";\n'
+            "    count = 1;\n"
+            "    mime = true;\n"
+            "}\n"
+        )
+        self.out_path = root / "rspamd.out"
+        self.out = open(self.out_path, "wb")
+        args = [binary, "-f", "-i", "-c", str(conf), "--var", "CONFDIR=/etc/rspamd",
+                "--var", f"LOCAL_CONFDIR={root}", "--var", f"DBDIR={root / 'db'}",
+                "--var", f"RUNDIR={root / 'run'}", "--var", f"LOGDIR={root / 'log'}"]
+        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        # Loading the rules and compiling hyperscan takes 20 s or more.
+        if not wait_until(self._pong, 180, interval=0.5):
+            log = self.log_tail()
+            self.stop()
+            pytest.fail(f"rspamd did not answer /ping on port {self.port}\n{log}", pytrace=False)
+
+    def _pong(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"rspamd exited {self.proc.returncode}\n{self.log_tail()}", pytrace=False)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=2) as r:
+                return r.read().strip() == b"pong"
+        except OSError:
+            return False
+
+    def log_tail(self) -> str:
+        text = ""
+        for p in (self.out_path, self.root / "log" / "rspamd.log"):
+            if p.exists():
+                text += p.read_text(errors="replace")[-3000:]
+        return text
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.out.close()
+
+
+def _filter_section(port: int, fail: str, extra: str = "") -> str:
+    return (
+        "\n[hygiene.filter]\nenabled = true\nkind = \"rspamd\"\n"
+        f'url = "http://127.0.0.1:{port}"\ntimeout_ms = 5000\nfail = "{fail}"\n{extra}'
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    rspamd = Rspamd(tmp_path_factory.mktemp("rspamd"))
+    factory = MsgdFactory(tmp_path_factory, "content_filter")
+    try:
+        insts = {}
+        for name, fail, extra in (("open", "open", "max_size = 4096\n"), ("closed", "closed", "")):
+            inst = factory(users=(ALICE,), start=False)
+            inst.config_path.write_text(inst.config_text() + _filter_section(rspamd.port, fail, extra))
+            inst.start()
+            insts[name] = inst
+        yield {"rspamd": rspamd, **insts}
+    finally:
+        factory.cleanup()
+        rspamd.stop()
+
+
+def _message(subject: str, body: str = "Hello, a plain note between friends.", extra: str = "") -> bytes:
+    return (
+        f"{extra}From: <bob@example.org>\r\nTo: <{ALICE}>\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject}@example.org>\r\nDate: Wed, 02 Dec 2026 12:00:00 +0000\r\n\r\n"
+        f"{body}\r\n"
+    ).encode()
+
+
+def _send(inst, data: bytes):
+    with smtplib.SMTP("127.0.0.1", inst.ports["smtp"], local_hostname="client.example.org", timeout=30) as s:
+        s.sendmail("bob@example.org", [ALICE], data)
+
+
+def _fetch(inst, subject: str, mailbox: str = "INBOX") -> bytes:
+    found: list[bytes] = []
+
+    def look() -> bool:
+        m = inst.imap(ALICE)
+        try:
+            typ, _ = m.select(f'"{mailbox}"')
+            if typ != "OK":
+                return False
+            typ, data = m.search(None, "HEADER", "Subject", subject)
+            ids = data[0].split()
+            if not ids:
+                return False
+            typ, msg = m.fetch(ids[-1], "(BODY.PEEK[HEADER])")
+            found.append(msg[0][1])
+            return True
+        finally:
+            m.logout()
+
+    assert wait_until(look, 15), f"{subject} not in {mailbox}"
+    return found[0]
+
+
+def _fields(header: bytes, name: str) -> list[str]:
+    text = header.decode(errors="replace").replace("\r\n\t", " ").replace("\r\n ", " ")
+    return [line for line in text.split("\r\n") if line.lower().startswith(name.lower() + ":")]
+
+
+def test_gtube_is_refused_550_5_7_1(world):
+    for name in ("open", "closed"):
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            _send(world[name], _message(unique("gtube"), GTUBE))
+        assert e.value.smtp_code == 550, e.value
+        assert e.value.smtp_error == b"5.7.1 Message refused as spam", e.value
+
+
+def test_clean_message_delivered_with_status_no(world):
+    subject = unique("clean")
+    _send(world["open"], _message(subject))
+    header = _fetch(world["open"], subject)
+    status = _fields(header, "X-Spam-Status")
+    assert len(status) == 1 and status[0].startswith("X-Spam-Status: No, score="), status
+    assert _fields(header, "X-Spam-Action") == ["X-Spam-Action: no action"], header
+
+
+def test_incoming_spam_status_is_not_trusted(world):
+    subject = unique("forged")
+    forged = "X-Spam-Status: No, score=-100 (forged)\r\nX-Spam-Flag: NO\r\n"
+    _send(world["open"], _message(subject, extra=forged))
+    header = _fetch(world["open"], subject)
+    status = _fields(header, "X-Spam-Status")
+    assert len(status) == 1 and "forged" not in status[0], status
+    assert _fields(header, "X-Spam-Flag") == [], header
+
+
+def test_message_over_max_size_is_not_scanned(world):
+    subject = unique("big")
+    body = GTUBE + "\r\n" + "\r\n".join("padding line %04d of a large message" % i for i in range(200))
+    data = _message(subject, body)
+    assert len(data) > 4096
+    _send(world["open"], data)
+    header = _fetch(world["open"], subject)
+    assert _fields(header, "X-Spam-Status") == [], header
+
+
+def test_rspamd_stopped_fail_open_delivers_fail_closed_defers(world):
+    world["rspamd"].stop()
+    subject = unique("down")
+    _send(world["open"], _message(subject))
+    header = _fetch(world["open"], subject)
+    assert _fields(header, "X-Spam-Status") == [], header
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        _send(world["closed"], _message(unique("downclosed")))
+    assert e.value.smtp_code == 451, e.value
+    assert e.value.smtp_error == b"4.7.1 Content filter unavailable, try again later", e.value
