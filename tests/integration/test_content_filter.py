@@ -5,7 +5,9 @@ Real components: the msgd binary (all-in-one) and a private rspamd on
 loopback (its own top-level config including Debian's /etc/rspamd
 modules; one normal worker on a free port; no controller, proxy or
 fuzzy worker; no redis; pid, log and hyperscan cache under tmp; DNS
-pointed at a dead loopback port so no lookup leaves the machine).
+pointed at a dead loopback port so no lookup leaves the machine; one test
+rule, MSGD_TEST_JUNK, scores 8 when the Subject says "junkme", so that
+rspamd answers `add header`).
 Messages come from 127.0.0.1 over SMTP (smtplib); results are read
 back over IMAP.
 
@@ -42,9 +44,23 @@ class Rspamd:
             (root / d).mkdir(parents=True, exist_ok=True)
         self.root = root
         self.port = free_ports(1)[0]
+        # A test rule: Subject containing "junkme" scores 8 (rspamd's
+        # `add header` action starts at 6, `reject` at 15).
+        rules = root / "msgd_test.lua"
+        rules.write_text(
+            "rspamd_config.MSGD_TEST_JUNK = {\n"
+            "  callback = function(task)\n"
+            "    local s = task:get_subject() or ''\n"
+            "    return s:find('junkme', 1, true) ~= nil\n"
+            "  end,\n"
+            "  score = 8.0,\n"
+            "  description = 'msgd test: junk this',\n"
+            "}\n"
+        )
         conf = root / "rspamd.conf"
         conf.write_text(
             '.include "$CONFDIR/common.conf"\n'
+            f'lua = "{rules}";\n'
             "options {\n"
             '    pidfile = "$RUNDIR/rspamd.pid";\n'
             '    .include "$CONFDIR/options.inc"\n'
@@ -177,6 +193,25 @@ def test_clean_message_delivered_with_status_no(world):
     status = _fields(header, "X-Spam-Status")
     assert len(status) == 1 and status[0].startswith("X-Spam-Status: No, score="), status
     assert _fields(header, "X-Spam-Action") == ["X-Spam-Action: no action"], header
+
+
+def test_add_header_action_files_to_junk_with_status_yes(world):
+    subject = unique("junkme")
+    _send(world["open"], _message(subject))
+    header = _fetch(world["open"], subject, "Junk")
+    status = _fields(header, "X-Spam-Status")
+    assert len(status) == 1 and status[0].startswith("X-Spam-Status: Yes, score="), status
+    assert _fields(header, "X-Spam-Flag") == ["X-Spam-Flag: YES"], header
+    assert _fields(header, "X-Spam-Action") == ["X-Spam-Action: add header"], header
+    symbols = " ".join(_fields(header, "X-Spam-Symbols"))
+    assert "MSGD_TEST_JUNK" in symbols, header
+    m = world["open"].imap(ALICE)
+    try:
+        m.select("INBOX")
+        typ, found = m.search(None, "HEADER", "Subject", subject)
+        assert found[0] == b"", "a message filed to Junk is not in INBOX"
+    finally:
+        m.logout()
 
 
 def test_incoming_spam_status_is_not_trusted(world):
