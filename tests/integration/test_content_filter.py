@@ -12,11 +12,15 @@ Messages come from 127.0.0.1 over SMTP (smtplib); results are read
 back over IMAP.
 
 Two msgd instances share the rspamd: `open` (fail = "open", max_size
-4096) and `closed` (fail = "closed"). The last test stops rspamd.
+4096) and `closed` (fail = "closed"). The last rspamd test stops rspamd.
+
+Then a private spamd (Debian's `spamd`, SpamAssassin 4.0: --local, no
+user preferences, one child) behind a third msgd with kind = "spamd".
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import smtplib
 import subprocess
@@ -244,3 +248,82 @@ def test_rspamd_stopped_fail_open_delivers_fail_closed_defers(world):
         _send(world["closed"], _message(unique("downclosed")))
     assert e.value.smtp_code == 451, e.value
     assert e.value.smtp_error == b"4.7.1 Content filter unavailable, try again later", e.value
+
+
+# --------------------------------------------------------------------------
+# spamd: SpamAssassin's daemon (Debian's `spamd` package), SPAMC/1.5
+
+
+class Spamd:
+    """A private spamd on a free loopback port: no network tests
+    (--local), no user preferences, one child, pid file in `root`."""
+
+    def __init__(self, root: Path):
+        binary = shutil.which("spamd") or "/usr/sbin/spamd"
+        if not Path(binary).exists():
+            pytest.fail("spamd not found: install it with scripts/install-test-deps.sh "
+                        "(apt-get install -y spamd)", pytrace=False)
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.port = free_ports(1)[0]
+        self.out_path = root / "spamd.out"
+        self.out = open(self.out_path, "wb")
+        args = [binary, f"--listen=127.0.0.1:{self.port}", "--allowed-ips=127.0.0.1", "--local",
+                "--nouser-config", "--max-children=1", "--min-children=1",
+                f"--pidfile={root / 'spamd.pid'}", "--syslog=stderr"]
+        if os.geteuid() == 0:
+            args += ["-u", "nobody", "-g", "nogroup"]
+        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        if not wait_until(lambda: self._ready(), 120, interval=0.5):
+            text = self.out_path.read_text(errors="replace")[-3000:]
+            self.stop()
+            pytest.fail(f"spamd did not start on port {self.port}\n{text}", pytrace=False)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"spamd exited {self.proc.returncode}\n"
+                        f"{self.out_path.read_text(errors='replace')[-3000:]}", pytrace=False)
+        return b"server successfully spawned child" in self.out_path.read_bytes()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.out.close()
+
+
+@pytest.fixture(scope="module")
+def spamd_world(tmp_path_factory):
+    spamd = Spamd(tmp_path_factory.mktemp("spamd"))
+    factory = MsgdFactory(tmp_path_factory, "content_filter_spamd")
+    try:
+        inst = factory(users=(ALICE,), start=False)
+        inst.config_path.write_text(
+            inst.config_text()
+            + "\n[hygiene.filter]\nenabled = true\nkind = \"spamd\"\n"
+            + f'address = "127.0.0.1:{spamd.port}"\ntimeout_ms = 20000\nfail = "closed"\n'
+        )
+        inst.start()
+        yield {"spamd": spamd, "msgd": inst}
+    finally:
+        factory.cleanup()
+        spamd.stop()
+
+
+def test_spamd_gtube_refused_and_clean_delivered(spamd_world):
+    inst = spamd_world["msgd"]
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        _send(inst, _message(unique("sgtube"), GTUBE))
+    assert e.value.smtp_code == 550, e.value
+    assert e.value.smtp_error == b"5.7.1 Message refused as spam", e.value
+    subject = unique("sclean")
+    _send(inst, _message(subject))
+    header = _fetch(inst, subject)
+    status = _fields(header, "X-Spam-Status")
+    assert len(status) == 1 and status[0].startswith("X-Spam-Status: No, score="), status
+    assert status[0].endswith("required=5.00"), status
