@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DOMAIN, MsgdFactory, free_ports, unique, wait_until
+from tiers import Ldap, Node
 
 ALICE = f"alice@{DOMAIN}"
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -236,6 +237,68 @@ def test_message_over_max_size_is_not_scanned(world):
     _send(world["open"], data)
     header = _fetch(world["open"], subject)
     assert _fields(header, "X-Spam-Status") == [], header
+
+
+@pytest.fixture(scope="module")
+def two_tier(tmp_path_factory, world):
+    """slapd, a store (store1.test, alice's mailHost) and an mta-in in
+    front of it with the filter pointed at the module's rspamd."""
+    root = tmp_path_factory.mktemp("content_filter_tiers")
+    ldap = Ldap(root / "ldap")
+    store = Node(root / "store", "store", "store1.test", ldap,
+                 '[store]\nhost = "store1.test"\nmin_free_disk = 1048576\n')
+    mta = Node(root / "mta-in", "mta-in", "mx.example.test", ldap,
+               f'[mta]\nhosts = {{ "store1.test" = "127.0.0.1:{store.ports["lmtp"]}" }}\n'
+               "delivery_timeout = 10\n[queue]\nretry_base = 1\nretry_max = 2\n"
+               + _filter_section(world["rspamd"].port, "open"))
+    nodes = [store, mta]
+    try:
+        ldap.start()
+        for n in nodes:
+            n.start()
+        yield {"mta": mta, "store": store}
+        for n in nodes:
+            if n.running:
+                n.stop()
+    finally:
+        for n in nodes:
+            n.cleanup()
+        if ldap.running:
+            ldap.stop()
+
+
+def _store_fetch(store, subject: str, mailbox: str) -> bytes | None:
+    m = store.imap(ALICE)
+    try:
+        typ, _ = m.select(f'"{mailbox}"', readonly=True)
+        if typ != "OK":
+            return None
+        typ, data = m.search(None, "HEADER", "Subject", subject)
+        ids = data[0].split()
+        if not ids:
+            return None
+        typ, msg = m.fetch(ids[-1], "(BODY.PEEK[HEADER])")
+        return msg[0][1]
+    finally:
+        m.logout()
+
+
+def test_two_tier_junk_verdict_reaches_the_stores_junk(two_tier):
+    mta, store = two_tier["mta"], two_tier["store"]
+    junk, clean = unique("tierjunkme"), unique("tierclean")
+    with mta.smtp() as s:
+        s.sendmail("bob@example.org", [ALICE], _message(junk))
+        s.sendmail("bob@example.org", [ALICE], _message(clean))
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("bob@example.org", [ALICE], _message(unique("tiergtube"), GTUBE))
+        assert e.value.smtp_code == 550, e.value
+    header = wait_until(lambda: _store_fetch(store, junk, "Junk"), 30)
+    assert header, "the message rspamd junked is not in the store's Junk"
+    assert _fields(header, "X-Spam-Flag") == ["X-Spam-Flag: YES"], header
+    header = wait_until(lambda: _store_fetch(store, clean, "INBOX"), 30)
+    assert header, "the clean message is not in the store's INBOX"
+    status = _fields(header, "X-Spam-Status")
+    assert len(status) == 1 and status[0].startswith("X-Spam-Status: No"), status
 
 
 def test_rspamd_stopped_fail_open_delivers_fail_closed_defers(world):
