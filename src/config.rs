@@ -1798,6 +1798,7 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
         errors.push("server.hostname: must not be empty".into());
     }
     validate_mmp(&c.mmp, &mut errors);
+    c.hygiene.filter.validate(&mut errors);
     errors
 }
 

@@ -73,3 +73,28 @@ impl Default for FilterConfig {
         }
     }
 }
+
+impl FilterConfig {
+    /// Rules `check-config` reports (the role checks them again at start).
+    pub(crate) fn validate(&self, errors: &mut Vec<String>) {
+        if !self.enabled {
+            return;
+        }
+        match self.kind {
+            FilterKind::Rspamd => {
+                if !self.url.starts_with("http://") && !self.url.starts_with("https://") {
+                    errors.push("hygiene.filter.url: not an http:// or https:// address".into());
+                }
+            }
+            FilterKind::Spamd => {
+                let port = self.address.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+                if !matches!(port, Some(Ok(p)) if p != 0) {
+                    errors.push("hygiene.filter.address: expected host:port".into());
+                }
+            }
+        }
+        if !self.reject_score.is_finite() {
+            errors.push("hygiene.filter.reject_score: not a number".into());
+        }
+    }
+}

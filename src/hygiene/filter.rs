@@ -118,6 +118,11 @@ impl ContentFilter {
         if !cfg.enabled {
             return Ok(ContentFilter::default());
         }
+        let mut errors = Vec::new();
+        cfg.validate(&mut errors);
+        if let Some(e) = errors.into_iter().next() {
+            anyhow::bail!(e);
+        }
         let timeout = Duration::from_millis(match cfg.timeout_ms {
             0 => 10_000,
             ms => ms,
@@ -125,9 +130,6 @@ impl ContentFilter {
         let http = match cfg.kind {
             FilterKind::Rspamd => {
                 let base = cfg.url.trim_end_matches('/');
-                if !base.starts_with("http://") && !base.starts_with("https://") {
-                    anyhow::bail!("hygiene.filter.url: not an http:// or https:// address");
-                }
                 // reqwest's rustls has no provider of its own: ring, as everywhere.
                 crate::tls::install_provider();
                 let client = reqwest::Client::builder()
@@ -138,16 +140,8 @@ impl ContentFilter {
                     .build()?;
                 Some((client, format!("{base}/checkv2")))
             }
-            FilterKind::Spamd => {
-                if cfg.address.rsplit_once(':').is_none() {
-                    anyhow::bail!("hygiene.filter.address: expected host:port");
-                }
-                None
-            }
+            FilterKind::Spamd => None,
         };
-        if !cfg.reject_score.is_finite() {
-            anyhow::bail!("hygiene.filter.reject_score: not a number");
-        }
         Ok(ContentFilter {
             on: Some(Scanner {
                 cfg: cfg.clone(),

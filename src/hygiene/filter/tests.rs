@@ -294,3 +294,33 @@ async fn spamd_client_speaks_spamc() {
         "SYMBOLS SPAMC/1.5\r\nContent-length: 18\r\n\r\nSubject: x\r\n\r\nhi\r\n"
     );
 }
+
+#[test]
+fn check_config_names_a_bad_url_or_address() {
+    let mut f = crate::config::FilterConfig {
+        enabled: true,
+        ..Default::default()
+    };
+    let errors = |f: &crate::config::FilterConfig| {
+        let mut e = Vec::new();
+        f.validate(&mut e);
+        e
+    };
+    assert!(errors(&f).is_empty());
+    f.url = "ftp://127.0.0.1:11333".into();
+    assert_eq!(
+        errors(&f),
+        vec!["hygiene.filter.url: not an http:// or https:// address"]
+    );
+    f.kind = FilterKind::Spamd;
+    assert!(errors(&f).is_empty());
+    f.address = "127.0.0.1".into();
+    assert_eq!(
+        errors(&f),
+        vec!["hygiene.filter.address: expected host:port"]
+    );
+    f.address = "127.0.0.1:0".into();
+    assert_eq!(errors(&f).len(), 1);
+    f.enabled = false;
+    assert!(errors(&f).is_empty());
+}
