@@ -100,6 +100,18 @@ impl Action {
         })
     }
 
+    /// The metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Action::NoAction => "no_action",
+            Action::Greylist => "greylist",
+            Action::AddHeader => "add_header",
+            Action::RewriteSubject => "rewrite_subject",
+            Action::SoftReject => "soft_reject",
+            Action::Reject => "reject",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Action::NoAction => "no action",
@@ -169,6 +181,7 @@ impl ContentFilter {
         }
         if data.len() as u64 > s.cfg.max_size {
             debug!(id = %msg.id, size = data.len(), "too big for the content filter: not scanned");
+            count("too_big");
             return pass;
         }
         let started = std::time::Instant::now();
@@ -183,6 +196,7 @@ impl ContentFilter {
             Ok(Err(e)) => return s.failed(&msg.id, &e.to_string()),
             Err(_) => return s.failed(&msg.id, "timed out"),
         };
+        count(scan.action.label());
         info!(
             id = %msg.id,
             action = scan.action.name(),
@@ -197,6 +211,7 @@ impl ContentFilter {
 impl Scanner {
     fn failed(&self, id: &str, why: &str) -> ContentVerdict {
         warn!(id = %id, error = %why, fail = ?self.cfg.fail, "content filter failed");
+        count("failed");
         match self.cfg.fail {
             FailMode::Open => ContentVerdict::Accept {
                 headers: String::new(),
@@ -283,6 +298,12 @@ impl Scanner {
         }
         parse_spamd(&reply, self.cfg.reject_score)
     }
+}
+
+/// `msgd_content_filter_total{result}`: scans by the filter's action,
+/// `failed` (no usable answer in time) and `too_big` (not scanned).
+fn count(result: &'static str) {
+    metrics::counter!("msgd_content_filter_total", "result" => result).increment(1);
 }
 
 /// rspamd's `/checkv2` JSON: `action`, `score`, `required_score`,

@@ -21,6 +21,7 @@ user preferences, one child) behind a third msgd with kind = "spamd".
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import smtplib
 import subprocess
@@ -311,6 +312,17 @@ def test_rspamd_stopped_fail_open_delivers_fail_closed_defers(world):
         _send(world["closed"], _message(unique("downclosed")))
     assert e.value.smtp_code == 451, e.value
     assert e.value.smtp_error == b"4.7.1 Content filter unavailable, try again later", e.value
+    # Operators see the failures (and the earlier verdicts) in /metrics.
+    with urllib.request.urlopen(f"http://127.0.0.1:{world['closed'].admin_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("msgd_content_filter_total{"):
+            labels = line.split("{", 1)[1].split("}", 1)[0]
+            result = re.search(r'result="([a-z_]+)"', labels).group(1)
+            counts[result] = counts.get(result, 0) + float(line.rsplit(" ", 1)[1])
+    assert counts.get("failed", 0) >= 1, counts
+    assert counts.get("reject", 0) >= 1, counts
 
 
 # --------------------------------------------------------------------------
