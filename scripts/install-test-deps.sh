@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need: swaks, openssl, slapd and ldap-utils, postfix,
 # dnsmasq, haproxy, isync (mbsync), fetchmail, systemd (systemd-analyze), chromium and firefox-esr (apt),
-# pytest, playwright and selenium (pip), geckodriver (cargo install).
+# rspamd and spamd (apt), pytest, playwright and selenium (pip), geckodriver (cargo install).
 # Idempotent: does nothing (and touches no network) when everything is present.
 set -euo pipefail
 
@@ -57,6 +57,11 @@ command -v systemd-analyze >/dev/null 2>&1 || missing_apt+=(systemd)
 [ -x /usr/bin/firefox-esr ] || missing_apt+=(firefox-esr)
 # test_sieve.py uploads Sieve scripts with a real ManageSieve client.
 command -v sieve-connect >/dev/null 2>&1 || missing_apt+=(sieve-connect)
+# test_content_filter.py runs a private rspamd (Debian's 3.4) as the
+# content filter; no redis (it is only a recommends) and no system service.
+command -v rspamd >/dev/null 2>&1 || missing_apt+=(rspamd)
+# ... and a private spamd (SpamAssassin 4.0), the filter's other kind.
+[ -x /usr/sbin/spamd ] || command -v spamd >/dev/null 2>&1 || missing_apt+=(spamd)
 
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     echo "install-test-deps: installing apt packages: ${missing_apt[*]}" >&2
@@ -129,6 +134,8 @@ command -v fetchmail >/dev/null 2>&1 || { echo "install-test-deps: fetchmail sti
 [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] || { echo "install-test-deps: postfix (smtp-source) still missing" >&2; exit 1; }
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || { echo "install-test-deps: haproxy still missing" >&2; exit 1; }
 command -v mbsync >/dev/null 2>&1 || { echo "install-test-deps: mbsync (isync) still missing" >&2; exit 1; }
+command -v rspamd >/dev/null 2>&1 || { echo "install-test-deps: rspamd still missing" >&2; exit 1; }
+[ -x /usr/sbin/spamd ] || command -v spamd >/dev/null 2>&1 || { echo "install-test-deps: spamd still missing" >&2; exit 1; }
 "$PYTHON" -c 'import pytest' || { echo "install-test-deps: pytest still missing" >&2; exit 1; }
 [ -x /usr/bin/chromium ] || { echo "install-test-deps: chromium still missing" >&2; exit 1; }
 "$PYTHON" -c 'import playwright.sync_api' || { echo "install-test-deps: playwright still missing" >&2; exit 1; }

@@ -37,6 +37,7 @@ mod ratelimit;
 pub use dnsbl::DnsblConfig;
 pub use dnsbl::{DnsblZone, ZoneKind};
 pub use filter::FilterConfig;
+pub use filter::{FailMode, FilterKind};
 pub use greylist::GreylistConfig;
 pub use mta_sts::MtaStsConfig;
 pub use ratelimit::RateConfig;
@@ -1807,6 +1808,7 @@ pub(crate) fn validate(c: &Config) -> Vec<String> {
     }
     validate_mmp(&c.mmp, &mut errors);
     errors.extend(c.hygiene.dnsbl.errors());
+    c.hygiene.filter.validate(&mut errors);
     errors
 }
 

@@ -484,9 +484,18 @@ async fn deliver(
         };
         junk |= to_junk;
         if !headers.is_empty() {
-            let mut out = Vec::with_capacity(headers.len() + msg.data.len());
+            // The filter's fields replace any the client sent.
+            let stripped = crate::hygiene::filter::strip_claims(&msg.data);
+            let data: &[u8] = stripped.as_deref().unwrap_or(&msg.data);
+            let mut out = Vec::with_capacity(headers.len() + data.len() + 32);
+            if to_junk {
+                // Two-tier: the store behind files it to Junk on this mark.
+                out.extend_from_slice(
+                    format!("{}: spam\r\n", auth_results::QUARANTINE_FIELD).as_bytes(),
+                );
+            }
             out.extend_from_slice(headers.as_bytes());
-            out.extend_from_slice(&msg.data);
+            out.extend_from_slice(data);
             msg.data = std::sync::Arc::new(out);
         }
     }
