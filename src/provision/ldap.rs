@@ -40,6 +40,68 @@ const MAX_ADMIN_GROUPS: usize = 200;
 /// Most values of one multi-valued attribute we write in one change.
 const MAX_VALUES: usize = 10_000;
 
+/// What a user search asks for.
+fn user_attrs_of(a: &LdapAttributes) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "objectClass",
+        &a.mail,
+        &a.alternate_address,
+        &a.equivalent_address,
+        &a.forwarding_address,
+        &a.delivery_option,
+        &a.mail_host,
+        &a.message_store,
+        &a.quota,
+        &a.msg_quota,
+        &a.name,
+        &a.deleted_time,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(a.status.iter().cloned());
+    v
+}
+
+/// What a group search asks for.
+fn group_attrs_of(a: &LdapAttributes) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "objectClass",
+        &a.mail,
+        &a.alternate_address,
+        &a.name,
+        &a.group_address_member,
+        &a.group_errors_to,
+        &a.group_allowed_broadcaster,
+        &a.group_allowed_domain,
+        &a.group_status,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(a.group_dn_member.iter().cloned());
+    v
+}
+
+/// What a domain search asks for.
+fn domain_attrs_of(a: &LdapAttributes) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "objectClass",
+        "associatedDomain",
+        &a.domain_default_quota,
+        &a.msg_quota,
+        &a.domain_default_host,
+        &a.domain_admin,
+        &a.domain_max_users,
+        &a.domain_disk_quota,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(a.domain_status.iter().cloned());
+    v
+}
+
 pub struct LdapProv {
     config: Config,
     /// The admin connection, made on first use and again after it broke.
@@ -47,6 +109,11 @@ pub struct LdapProv {
     user_base: String,
     group_base: String,
     domain_base: String,
+    /// The attributes a user, group or domain search asks for: built once
+    /// at open from `directory.ldap.attributes` (they never change while open).
+    user_attrs: Vec<String>,
+    group_attrs: Vec<String>,
+    domain_attrs: Vec<String>,
 }
 
 /// An entry's attributes, by name as configured (case-insensitive).
@@ -296,6 +363,9 @@ impl LdapProv {
             group_base: under(&p.group_base, "groups"),
             domain_base,
             conn: std::sync::Mutex::new(None),
+            user_attrs: user_attrs_of(&l.attributes),
+            group_attrs: group_attrs_of(&l.attributes),
+            domain_attrs: domain_attrs_of(&l.attributes),
             config: config.clone(),
         })
     }
@@ -490,66 +560,16 @@ impl LdapProv {
         }
     }
 
-    fn user_attrs(&self) -> Vec<String> {
-        let a = self.attrs();
-        let mut v: Vec<String> = [
-            "objectClass",
-            &a.mail,
-            &a.alternate_address,
-            &a.equivalent_address,
-            &a.forwarding_address,
-            &a.delivery_option,
-            &a.mail_host,
-            &a.message_store,
-            &a.quota,
-            &a.msg_quota,
-            &a.name,
-            &a.deleted_time,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(a.status.iter().cloned());
-        v
+    fn user_attrs(&self) -> &[String] {
+        &self.user_attrs
     }
 
-    fn group_attrs(&self) -> Vec<String> {
-        let a = self.attrs();
-        let mut v: Vec<String> = [
-            "objectClass",
-            &a.mail,
-            &a.alternate_address,
-            &a.name,
-            &a.group_address_member,
-            &a.group_errors_to,
-            &a.group_allowed_broadcaster,
-            &a.group_allowed_domain,
-            &a.group_status,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(a.group_dn_member.iter().cloned());
-        v
+    fn group_attrs(&self) -> &[String] {
+        &self.group_attrs
     }
 
-    fn domain_attrs(&self) -> Vec<String> {
-        let a = self.attrs();
-        let mut v: Vec<String> = [
-            "objectClass",
-            "associatedDomain",
-            &a.domain_default_quota,
-            &a.msg_quota,
-            &a.domain_default_host,
-            &a.domain_admin,
-            &a.domain_max_users,
-            &a.domain_disk_quota,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(a.domain_status.iter().cloned());
-        v
+    fn domain_attrs(&self) -> &[String] {
+        &self.domain_attrs
     }
 
     /// The status an entry's status attributes say together: deleted
