@@ -85,6 +85,29 @@ pub struct UserSieve {
     pub scripts: HashMap<String, Vec<u8>>,
     /// The user's mailbox names (`mailboxexists`, fileinto without :create).
     pub mailboxes: HashSet<String>,
+    /// The process's compiled scripts (the store's); None: compile each
+    /// time (tests of `evaluate`).
+    pub compiled: Option<Arc<crate::store::CompiledScripts>>,
+}
+
+impl UserSieve {
+    /// Script `name` (text `text`) of user `address`, compiled: from the
+    /// process's cache when it was compiled from the same text before.
+    fn script(&self, address: &str, name: &str, text: &[u8]) -> Result<Arc<Sieve>, String> {
+        let Some(cache) = &self.compiled else {
+            return compile(text);
+        };
+        let digest = crate::store::CompiledScripts::digest(text);
+        if let Some(s) = cache
+            .get(address, name, &digest)
+            .and_then(|v| v.downcast::<Sieve>().ok())
+        {
+            return Ok(s);
+        }
+        let s = compile(text)?;
+        cache.insert(address, name, digest, s.clone());
+        Ok(s)
+    }
 }
 
 /// A copy for a mailbox.
@@ -162,7 +185,7 @@ fn run(
         .scripts
         .get(&user.active)
         .ok_or("active script missing")?;
-    let script = compile(text)?;
+    let script = user.script(address, &user.active, text)?;
     let mut ctx = runtime
         .filter(data)
         .with_envelope(Envelope::From, sender)
@@ -191,8 +214,10 @@ fn run(
                     Script::Personal(n) => Some(n),
                     Script::Global(_) => None,
                 };
-                match n.and_then(|n| user.scripts.get(n)) {
-                    Some(text) => input = Input::script(name.clone(), compile(text)?),
+                match n.and_then(|n| user.scripts.get(n).map(|t| (n, t))) {
+                    Some((n, text)) => {
+                        input = Input::script(name.clone(), user.script(address, n, text)?)
+                    }
                     None if optional => input = Input::False,
                     None => return Err(format!("included script {name:?} missing")),
                 }
@@ -373,6 +398,7 @@ impl Filter {
         };
         let mut u = UserSieve {
             active,
+            compiled: Some(store.compiled_sieve()),
             ..UserSieve::default()
         };
         for (name, _) in store.sieve_list(user).await? {
