@@ -115,3 +115,22 @@ pub async fn dispatch(
 pub fn absolute(p: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(std::path::absolute(p)?)
 }
+
+/// A command's answer on stdout: with `--json` the value as JSON (pretty),
+/// else the text `text` makes (nothing when it is empty). Every CLI
+/// subcommand with a `--json` flag answers through this.
+pub fn emit<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        let t = text();
+        if !t.is_empty() {
+            println!("{}", t.trim_end_matches('\n'));
+        }
+    }
+    Ok(())
+}
