@@ -40,66 +40,69 @@ const MAX_ADMIN_GROUPS: usize = 200;
 /// Most values of one multi-valued attribute we write in one change.
 const MAX_VALUES: usize = 10_000;
 
+/// Fixed attribute names and configured extra ones, as one request list.
+fn attr_list(fixed: &[&str], extra: &[String]) -> Vec<String> {
+    fixed
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
 /// What a user search asks for.
 fn user_attrs_of(a: &LdapAttributes) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "objectClass",
-        &a.mail,
-        &a.alternate_address,
-        &a.equivalent_address,
-        &a.forwarding_address,
-        &a.delivery_option,
-        &a.mail_host,
-        &a.message_store,
-        &a.quota,
-        &a.msg_quota,
-        &a.name,
-        &a.deleted_time,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(a.status.iter().cloned());
-    v
+    attr_list(
+        &[
+            "objectClass",
+            &a.mail,
+            &a.alternate_address,
+            &a.equivalent_address,
+            &a.forwarding_address,
+            &a.delivery_option,
+            &a.mail_host,
+            &a.message_store,
+            &a.quota,
+            &a.msg_quota,
+            &a.name,
+            &a.deleted_time,
+        ],
+        &a.status,
+    )
 }
 
 /// What a group search asks for.
 fn group_attrs_of(a: &LdapAttributes) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "objectClass",
-        &a.mail,
-        &a.alternate_address,
-        &a.name,
-        &a.group_address_member,
-        &a.group_errors_to,
-        &a.group_allowed_broadcaster,
-        &a.group_allowed_domain,
-        &a.group_status,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(a.group_dn_member.iter().cloned());
-    v
+    attr_list(
+        &[
+            "objectClass",
+            &a.mail,
+            &a.alternate_address,
+            &a.name,
+            &a.group_address_member,
+            &a.group_errors_to,
+            &a.group_allowed_broadcaster,
+            &a.group_allowed_domain,
+            &a.group_status,
+        ],
+        &a.group_dn_member,
+    )
 }
 
 /// What a domain search asks for.
 fn domain_attrs_of(a: &LdapAttributes) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "objectClass",
-        "associatedDomain",
-        &a.domain_default_quota,
-        &a.msg_quota,
-        &a.domain_default_host,
-        &a.domain_admin,
-        &a.domain_max_users,
-        &a.domain_disk_quota,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(a.domain_status.iter().cloned());
-    v
+    attr_list(
+        &[
+            "objectClass",
+            "associatedDomain",
+            &a.domain_default_quota,
+            &a.msg_quota,
+            &a.domain_default_host,
+            &a.domain_admin,
+            &a.domain_max_users,
+            &a.domain_disk_quota,
+        ],
+        &a.domain_status,
+    )
 }
 
 pub struct LdapProv {
