@@ -1,6 +1,7 @@
 //! Sieve scripts over messages, through `evaluate` (no store).
 
 use super::*;
+use crate::store::SieveLimits;
 
 const MSG: &[u8] = b"From: Ann <ann@example.org>\r\nTo: bob@example.test\r\nSubject: Report for Q3\r\nMessage-ID: <m1@example.org>\r\n\r\nThe quarterly numbers.\r\n";
 
