@@ -578,7 +578,7 @@ pub fn cli_import(config: &Config, mut args: ImportArgs) -> anyhow::Result<()> {
     args.src = super::absolute(&args.src)?;
     let json = args.json;
     let v = super::control::call(config, super::Request::Import(args))?;
-    super::emit(json, &v, || {
+    super::emit_line(json, &v, || {
         format!(
             "imported {} messages into {} ({} already there) from {}",
             v["imported"],
@@ -594,7 +594,7 @@ pub fn cli_export(config: &Config, mut args: ExportArgs) -> anyhow::Result<()> {
     args.dest = super::absolute(&args.dest)?;
     let json = args.json;
     let v = super::control::call(config, super::Request::Export(args))?;
-    super::emit(json, &v, || {
+    super::emit_line(json, &v, || {
         format!(
             "exported {} messages of {} to {} ({} already there)",
             v["written"],

@@ -388,7 +388,7 @@ pub(crate) async fn remove_user_mail(
 pub fn cli(config: &Config, args: MoveArgs) -> anyhow::Result<()> {
     let json = args.json;
     let v = super::control::call(config, super::Request::Move(args))?;
-    super::emit(json, &v, || {
+    super::emit_line(json, &v, || {
         format!(
             "moved {} ({} messages in {} mailboxes) to {}; UIDs and UIDVALIDITY kept",
             v["user"].as_str().unwrap_or(""),
