@@ -880,13 +880,13 @@ impl LdapProv {
 
     pub async fn user_get(&self, address: &str) -> Result<Option<User>> {
         Ok(self
-            .find(Kind::User, address, &self.user_attrs())
+            .find(Kind::User, address, self.user_attrs())
             .await?
             .map(|e| self.to_user(&e)))
     }
 
     async fn user_entry(&self, address: &str) -> Result<Entry> {
-        self.find(Kind::User, address, &self.user_attrs())
+        self.find(Kind::User, address, self.user_attrs())
             .await?
             .ok_or_else(|| ProvError::NotFound(address.into()))
     }
@@ -924,7 +924,7 @@ impl LdapProv {
                 self.base(),
                 Scope::Subtree,
                 &self.user_filter(q),
-                &self.user_attrs(),
+                self.user_attrs(),
                 MAX_SCAN,
             )
             .await?;
@@ -1299,7 +1299,7 @@ impl LdapProv {
                 self.base(),
                 Scope::Subtree,
                 &filter,
-                &self.user_attrs(),
+                self.user_attrs(),
                 MAX_SCAN,
             )
             .await?;
@@ -1368,7 +1368,7 @@ impl LdapProv {
 
     pub async fn group_get(&self, address: &str) -> Result<Option<Group>> {
         Ok(self
-            .find(Kind::Group, address, &self.group_attrs())
+            .find(Kind::Group, address, self.group_attrs())
             .await?
             .map(|e| self.to_group(&e)))
     }
@@ -1400,7 +1400,7 @@ impl LdapProv {
                 self.base(),
                 Scope::Subtree,
                 &f,
-                &self.group_attrs(),
+                self.group_attrs(),
                 MAX_SCAN,
             )
             .await?;
@@ -1501,7 +1501,7 @@ impl LdapProv {
     pub async fn group_modify(&self, address: &str, change: &GroupChange) -> Result<Group> {
         let a = self.attrs().clone();
         let e = self
-            .find(Kind::Group, address, &self.group_attrs())
+            .find(Kind::Group, address, self.group_attrs())
             .await?
             .ok_or_else(|| ProvError::NotFound(address.into()))?;
         let before = self.to_group(&e);
@@ -1693,13 +1693,7 @@ impl LdapProv {
         let name = check_domain(name)?;
         let filter = format!("(associatedDomain={})", ldap_escape(name.as_str()));
         let mut found = self
-            .search(
-                self.base(),
-                Scope::Subtree,
-                &filter,
-                &self.domain_attrs(),
-                2,
-            )
+            .search(self.base(), Scope::Subtree, &filter, self.domain_attrs(), 2)
             .await?;
         match found.len() {
             0 => Ok(None),
@@ -1741,7 +1735,7 @@ impl LdapProv {
                 self.base(),
                 Scope::Subtree,
                 &f,
-                &self.domain_attrs(),
+                self.domain_attrs(),
                 MAX_SCAN,
             )
             .await?;
