@@ -10,6 +10,8 @@ root="$(pwd)"
 bash scripts/install-test-deps.sh
 
 cargo build
+# The Apache-2.0-only build without Sieve (docs/licensing.md) must keep building.
+cargo check --no-default-features --lib
 cargo test
 
 export MSGD_BIN="${MSGD_BIN:-$root/target/debug/msgd}"

@@ -63,6 +63,9 @@ pub struct Services {
     /// The MTAs' mail checks (`crate::hygiene`): lists, rate counters,
     /// greylist database, content filter. Empty (all off) elsewhere.
     pub hygiene: Arc<crate::hygiene::Hygiene>,
+    /// The DKIM signer of submission and JMAP sends, with its parsed keys:
+    /// one per process, not per session (`deliver::dkim::Signers`).
+    pub dkim: Arc<crate::deliver::dkim::Signers>,
 }
 
 impl Services {
@@ -111,6 +114,7 @@ pub fn test_services(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> S
         queue: None,
         web: Arc::default(),
         hygiene: Arc::default(),
+        dkim: Arc::default(),
         shutdown: CancellationToken::new(),
         conns: Arc::default(),
         budget: Arc::new(Budget::new(config.limits.max_bytes_in_flight)),

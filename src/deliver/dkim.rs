@@ -213,6 +213,35 @@ struct Cached {
     keys: Arc<Vec<Prepared>>,
 }
 
+/// The process's one DKIM signer (`Services::dkim`), so its parsed keys
+/// outlive a submission session or a JMAP send. Built on first use from
+/// the session's config snapshot and built again only when a reload
+/// changed `[dkim]` (key folder or header list); the keys themselves are
+/// read again when a domain's folder changes (`Signer::keys`).
+#[derive(Default)]
+pub struct Signers {
+    current: Mutex<Option<Arc<Signer>>>,
+}
+
+impl Signers {
+    /// The signer for `config`, or None when signing is off.
+    pub fn for_config(&self, config: &Config) -> Option<Arc<Signer>> {
+        if !config.dkim.enabled {
+            return None;
+        }
+        let (dir, headers) = (key_dir(config), header_list(&config.dkim.headers));
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = cur.as_ref() {
+            if s.dir == dir && s.headers == headers {
+                return Some(s.clone());
+            }
+        }
+        let s = Arc::new(Signer::new(dir, headers));
+        *cur = Some(s.clone());
+        Some(s)
+    }
+}
+
 /// Signs submitted messages with the keys under `[dkim] key_dir`.
 pub struct Signer {
     dir: PathBuf,
@@ -228,12 +257,19 @@ impl Signer {
     /// None when signing is off (`[dkim] enabled = false`).
     pub fn from_config(config: &Config) -> Option<Arc<Signer>> {
         config.dkim.enabled.then(|| {
-            Arc::new(Signer {
-                dir: key_dir(config),
-                headers: header_list(&config.dkim.headers),
-                cache: Mutex::new(HashMap::new()),
-            })
+            Arc::new(Signer::new(
+                key_dir(config),
+                header_list(&config.dkim.headers),
+            ))
         })
+    }
+
+    fn new(dir: PathBuf, headers: Vec<String>) -> Signer {
+        Signer {
+            dir,
+            headers,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The domain's keys, read again when its folder changed.

@@ -377,7 +377,7 @@ impl Delivery {
         Delivery {
             mode: Mode::Submission,
             store: None,
-            dkim: dkim::Signer::from_config(&services.config),
+            dkim: services.dkim.for_config(&services.config),
             ..Delivery::from_services(services)
         }
     }

@@ -6,7 +6,7 @@
 //! changes (checked at most every `RECHECK`), so accounts can be added while
 //! msgd runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -130,8 +130,41 @@ impl std::fmt::Debug for User {
     }
 }
 
+/// Who owns each other address of the file, built when the file is
+/// (re)loaded so a lookup miss does not scan every user and group.
+/// Keys are lowercase; the first owner in file order wins, as before.
+#[derive(Default)]
+struct AliasIndex {
+    /// A user's other address -> the user's canonical address.
+    user: HashMap<String, String>,
+    /// A group's other address -> the group's address (a key of `aliases`).
+    group: HashMap<String, String>,
+}
+
+impl AliasIndex {
+    fn of(d: &Data) -> AliasIndex {
+        let mut ix = AliasIndex::default();
+        for (key, u) in &d.users {
+            for a in &u.account.aliases {
+                ix.user
+                    .entry(a.to_lowercase())
+                    .or_insert_with(|| key.clone());
+            }
+        }
+        for (key, g) in &d.groups {
+            for a in &g.aliases {
+                ix.group
+                    .entry(a.to_lowercase())
+                    .or_insert_with(|| key.clone());
+            }
+        }
+        ix
+    }
+}
+
 struct Cached {
     data: Arc<Data>,
+    aliases: Arc<AliasIndex>,
     stamp: Option<(SystemTime, u64)>,
     checked: Instant,
 }
@@ -163,6 +196,7 @@ impl Embedded {
         Ok(Embedded {
             pab: super::pab::Files::beside(&path),
             cache: Arc::new(Mutex::new(Cached {
+                aliases: Arc::new(AliasIndex::of(&data)),
                 data: Arc::new(data),
                 stamp: stamp(&path),
                 checked: Instant::now(),
@@ -173,6 +207,11 @@ impl Embedded {
 
     /// The current data, re-read if the file changed.
     fn data(&self) -> Result<Arc<Data>, DirError> {
+        Ok(self.loaded()?.0)
+    }
+
+    /// The current data and its alias index, re-read if the file changed.
+    fn loaded(&self) -> Result<(Arc<Data>, Arc<AliasIndex>), DirError> {
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if c.checked.elapsed() >= RECHECK {
             c.checked = Instant::now();
@@ -180,6 +219,7 @@ impl Embedded {
             if s != c.stamp {
                 match read(&self.path) {
                     Ok(d) => {
+                        c.aliases = Arc::new(AliasIndex::of(&d));
                         c.data = Arc::new(d);
                         c.stamp = s;
                         tracing::info!(path = %self.path.display(), "embedded directory reloaded");
@@ -191,7 +231,7 @@ impl Embedded {
                 }
             }
         }
-        Ok(c.data.clone())
+        Ok((c.data.clone(), c.aliases.clone()))
     }
 
     pub fn pab(&self) -> &super::pab::Files {
@@ -237,23 +277,19 @@ impl Embedded {
     }
 
     pub fn lookup(&self, address: &str) -> Result<Option<Recipient>, DirError> {
-        let d = self.data()?;
+        let (d, ix) = self.loaded()?;
         if let Some(u) = d.users.get(address) {
             return Ok(Some(Recipient::User(account_of(u))));
         }
-        if let Some(u) = d
-            .users
-            .values()
-            .find(|u| u.account.aliases.iter().any(|a| a == address))
-        {
+        let lower = address.to_lowercase();
+        if let Some(u) = ix.user.get(&lower).and_then(|k| d.users.get(k)) {
             return Ok(Some(Recipient::User(account_of(u))));
         }
         // A group by its address or one of its other addresses.
         let group = d.aliases.get_key_value(address).or_else(|| {
-            d.groups
-                .iter()
-                .find(|(_, g)| g.aliases.iter().any(|a| a == address))
-                .and_then(|(k, _)| d.aliases.get_key_value(k))
+            ix.group
+                .get(&lower)
+                .and_then(|k| d.aliases.get_key_value(k))
         });
         if let Some((name, t)) = group {
             let info = d.groups.get(name).cloned().unwrap_or_default();
@@ -514,6 +550,67 @@ mod tests {
             e.authenticate("team@x.test", "pw").unwrap(),
             AuthResult::Failed(Some("a@x.test".into()))
         );
+    }
+
+    #[test]
+    fn aliases_are_found_through_the_index_and_a_reload_rebuilds_it() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("directory.json");
+        edit(&path, |data| {
+            add_user(data, "a@x.test", "pw", None, true)?;
+            add_user(data, "b@x.test", "pw", None, true)?;
+            data.users.get_mut("a@x.test").unwrap().account.aliases =
+                vec!["a1@x.test".into(), "Boss@X.test".into()];
+            data.users.get_mut("b@x.test").unwrap().account.aliases = vec!["b1@x.test".into()];
+            data.aliases.insert(
+                "g@x.test".into(),
+                vec!["a@x.test".into(), "b@x.test".into()],
+            );
+            data.groups.insert(
+                "g@x.test".into(),
+                GroupInfo {
+                    aliases: vec!["g1@x.test".into(), "g2@x.test".into()],
+                    ..GroupInfo::default()
+                },
+            );
+            Ok(())
+        })
+        .unwrap();
+        let e = Embedded::open(path.clone()).unwrap();
+        let user = |addr: &str| match e.lookup(addr).unwrap() {
+            Some(Recipient::User(a)) => Some(a.address),
+            _ => None,
+        };
+        let list = |addr: &str| match e.lookup(addr).unwrap() {
+            Some(Recipient::List(l)) => Some(l.members),
+            _ => None,
+        };
+        assert_eq!(user("a1@x.test").as_deref(), Some("a@x.test"));
+        assert_eq!(
+            user("boss@x.test").as_deref(),
+            Some("a@x.test"),
+            "lowercased"
+        );
+        assert_eq!(user("b1@x.test").as_deref(), Some("b@x.test"));
+        let members = Some(vec!["a@x.test".to_string(), "b@x.test".to_string()]);
+        assert_eq!(list("g1@x.test"), members);
+        assert_eq!(list("g2@x.test"), members);
+        assert_eq!(e.lookup("nobody@x.test").unwrap(), None);
+
+        // An edit moves an alias and drops another: the reload rebuilds the index.
+        edit(&path, |data| {
+            data.users.get_mut("a@x.test").unwrap().account.aliases = vec![];
+            data.users.get_mut("b@x.test").unwrap().account.aliases =
+                vec!["b1@x.test".into(), "a1@x.test".into()];
+            data.groups.get_mut("g@x.test").unwrap().aliases = vec!["g3@x.test".into()];
+            Ok(())
+        })
+        .unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert_eq!(user("a1@x.test").as_deref(), Some("b@x.test"));
+        assert_eq!(e.lookup("boss@x.test").unwrap(), None);
+        assert_eq!(e.lookup("g1@x.test").unwrap(), None);
+        assert_eq!(list("g3@x.test"), members);
     }
 
     #[test]

@@ -411,6 +411,42 @@ async fn apply_sieve(
     Ok(())
 }
 
+/// The one walk both modes share over a record's entries (`want`) and the
+/// target's (`have`): `Restore` writes the keys the target lacks and
+/// removes nothing; `Mirror` writes every key whose value differs and
+/// removes the keys the record lacks. Returns (writes, removals).
+fn walk<'a, K, V>(
+    mode: Mode,
+    want: impl IntoIterator<Item = (&'a K, &'a V)>,
+    have: &HashMap<K, V>,
+) -> (Vec<(K, V)>, Vec<K>)
+where
+    K: std::hash::Hash + Eq + Clone + 'a,
+    V: PartialEq + Clone + 'a,
+{
+    let mut set = Vec::new();
+    let mut wanted = std::collections::HashSet::new();
+    for (k, v) in want {
+        let keep = match mode {
+            Mode::Restore => have.contains_key(k),
+            Mode::Mirror => have.get(k) == Some(v),
+        };
+        if !keep {
+            set.push((k.clone(), v.clone()));
+        }
+        wanted.insert(k);
+    }
+    let remove = match mode {
+        Mode::Restore => Vec::new(),
+        Mode::Mirror => have
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect(),
+    };
+    (set, remove)
+}
+
 async fn apply_acl(
     store: &Store,
     user: &str,
@@ -421,7 +457,7 @@ async fn apply_acl(
     out: &mut ExtrasApplied,
 ) -> anyhow::Result<()> {
     // mailbox id -> identifier -> rights wanted.
-    let mut want: BTreeMap<u64, BTreeMap<&str, &str>> = BTreeMap::new();
+    let mut want: BTreeMap<u64, BTreeMap<String, String>> = BTreeMap::new();
     for a in &x.acl {
         // The owner's rights are implicit: an entry naming the target user
         // (a restore `--as` the grantee) would mean nothing.
@@ -433,7 +469,7 @@ async fn apply_acl(
         };
         want.entry(id)
             .or_default()
-            .insert(a.identifier.as_str(), a.rights.as_str());
+            .insert(a.identifier.clone(), a.rights.clone());
     }
     let scope: Vec<u64> = match mode {
         Mode::Restore => want.keys().copied().collect(),
@@ -442,23 +478,14 @@ async fn apply_acl(
     for id in scope {
         let have: HashMap<String, String> = store.acl(id).await?.into_iter().collect();
         let wanted = want.remove(&id).unwrap_or_default();
-        for (ident, rights) in &wanted {
-            let keep = match mode {
-                Mode::Restore => have.contains_key(*ident),
-                Mode::Mirror => have.get(*ident).map(String::as_str) == Some(*rights),
-            };
-            if !keep {
-                store.set_acl(id, ident, Some(rights.to_string())).await?;
-                out.acl += 1;
-            }
+        let (set, remove) = walk(mode, &wanted, &have);
+        for (ident, rights) in set {
+            store.set_acl(id, &ident, Some(rights)).await?;
+            out.acl += 1;
         }
-        if mode == Mode::Mirror {
-            for ident in have.keys() {
-                if !wanted.contains_key(ident.as_str()) {
-                    store.set_acl(id, ident, None).await?;
-                    out.removed += 1;
-                }
-            }
+        for ident in remove {
+            store.set_acl(id, &ident, None).await?;
+            out.removed += 1;
         }
     }
     Ok(())
@@ -480,23 +507,14 @@ async fn apply_sort_order(
         }
     }
     let have = store.sort_orders(boxes.values().copied().collect()).await?;
-    for (&id, &o) in &want {
-        let set = match mode {
-            Mode::Restore => !have.contains_key(&id),
-            Mode::Mirror => have.get(&id) != Some(&o),
-        };
-        if set {
-            store.set_sort_order(user, id, Some(o)).await?;
-            out.sort_order += 1;
-        }
+    let (set, remove) = walk(mode, &want, &have);
+    for (id, o) in set {
+        store.set_sort_order(user, id, Some(o)).await?;
+        out.sort_order += 1;
     }
-    if mode == Mode::Mirror {
-        for id in have.keys() {
-            if !want.contains_key(id) {
-                store.set_sort_order(user, *id, None).await?;
-                out.removed += 1;
-            }
-        }
+    for id in remove {
+        store.set_sort_order(user, id, None).await?;
+        out.removed += 1;
     }
     Ok(())
 }
@@ -549,25 +567,12 @@ async fn apply_metadata(
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
         let wanted = want.remove(&id).unwrap_or_default();
-        let mut items = Vec::new();
-        for (entry, value) in &wanted {
-            let keep = match mode {
-                Mode::Restore => have.contains_key(entry),
-                Mode::Mirror => have.get(entry) == Some(value),
-            };
-            if !keep {
-                items.push((entry.clone(), Some(value.clone())));
-                out.metadata += 1;
-            }
-        }
-        if mode == Mode::Mirror {
-            for entry in have.keys() {
-                if !wanted.contains_key(entry) {
-                    items.push((entry.clone(), None));
-                    out.removed += 1;
-                }
-            }
-        }
+        let (set, remove) = walk(mode, &wanted, &have);
+        out.metadata += set.len() as u64;
+        out.removed += remove.len() as u64;
+        let mut items: Vec<(String, Option<Vec<u8>>)> =
+            set.into_iter().map(|(e, v)| (e, Some(v))).collect();
+        items.extend(remove.into_iter().map(|e| (e, None)));
         if items.is_empty() {
             continue;
         }

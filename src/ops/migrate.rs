@@ -578,17 +578,15 @@ pub fn cli_import(config: &Config, mut args: ImportArgs) -> anyhow::Result<()> {
     args.src = super::absolute(&args.src)?;
     let json = args.json;
     let v = super::control::call(config, super::Request::Import(args))?;
-    if json {
-        println!("{v}");
-    } else {
-        println!(
+    super::emit_line(json, &v, || {
+        format!(
             "imported {} messages into {} ({} already there) from {}",
             v["imported"],
             v["user"].as_str().unwrap_or(""),
             v["already_there"],
             v["source"].as_str().unwrap_or("")
-        );
-    }
+        )
+    })?;
     Ok(())
 }
 
@@ -596,16 +594,14 @@ pub fn cli_export(config: &Config, mut args: ExportArgs) -> anyhow::Result<()> {
     args.dest = super::absolute(&args.dest)?;
     let json = args.json;
     let v = super::control::call(config, super::Request::Export(args))?;
-    if json {
-        println!("{v}");
-    } else {
-        println!(
+    super::emit_line(json, &v, || {
+        format!(
             "exported {} messages of {} to {} ({} already there)",
             v["written"],
             v["user"].as_str().unwrap_or(""),
             v["dest"].as_str().unwrap_or(""),
             v["already_there"]
-        );
-    }
+        )
+    })?;
     Ok(())
 }

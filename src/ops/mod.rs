@@ -115,3 +115,46 @@ pub async fn dispatch(
 pub fn absolute(p: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(std::path::absolute(p)?)
 }
+
+/// A command's answer on stdout: with `--json` the value as JSON (pretty),
+/// else the text `text` makes (nothing when it is empty). Every CLI
+/// subcommand with a `--json` flag answers through this or `emit_line`.
+pub fn emit<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    emit_as(json, true, value, text)
+}
+
+/// `emit` with the JSON on one line (import, export, user move: their
+/// `--json` answer has always been one line, read line by line).
+pub fn emit_line<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    emit_as(json, false, value, text)
+}
+
+fn emit_as<T: serde::Serialize + ?Sized>(
+    json: bool,
+    pretty: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        let out = if pretty {
+            serde_json::to_string_pretty(value)?
+        } else {
+            serde_json::to_string(value)?
+        };
+        println!("{out}");
+    } else {
+        let t = text();
+        if !t.is_empty() {
+            println!("{}", t.trim_end_matches('\n'));
+        }
+    }
+    Ok(())
+}

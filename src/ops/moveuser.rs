@@ -388,16 +388,14 @@ pub(crate) async fn remove_user_mail(
 pub fn cli(config: &Config, args: MoveArgs) -> anyhow::Result<()> {
     let json = args.json;
     let v = super::control::call(config, super::Request::Move(args))?;
-    if json {
-        println!("{v}");
-    } else {
-        println!(
+    super::emit_line(json, &v, || {
+        format!(
             "moved {} ({} messages in {} mailboxes) to {}; UIDs and UIDVALIDITY kept",
             v["user"].as_str().unwrap_or(""),
             v["messages"],
             v["mailboxes"],
             v["to"].as_str().unwrap_or("")
-        );
-    }
+        )
+    })?;
     Ok(())
 }

@@ -171,11 +171,7 @@ pub async fn run(ctx: &Ctx, _args: StatsArgs, p: &Progress) -> anyhow::Result<se
 pub fn cli(config: &Config, args: StatsArgs) -> anyhow::Result<()> {
     let json = args.json;
     let v = super::control::call(config, super::Request::Stats(args))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print!("{}", table(&v));
-    }
+    super::emit(json, &v, || table(&v))?;
     Ok(())
 }
 

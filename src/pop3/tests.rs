@@ -643,6 +643,7 @@ async fn serve_with_embedded_directory_logs_in_and_retrieves() {
         resolver: Arc::new(crate::dns::Resolver::from_config(&config).unwrap()),
         web: std::sync::Arc::default(),
         hygiene: std::sync::Arc::default(),
+        dkim: std::sync::Arc::default(),
         config: config.clone(),
         directory: Directory::open(&config).unwrap(),
         store: Some(h.store.clone()),

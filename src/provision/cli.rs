@@ -8,7 +8,6 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use serde::Serialize;
 
 use super::*;
 use crate::config::Config;
@@ -376,44 +375,42 @@ async fn open(config: &Config, common: &Common) -> anyhow::Result<(Provisioner, 
     Ok((p, actor))
 }
 
-fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-fn show_user(u: &User) {
-    println!("address: {}", u.address);
+fn show_user(u: &User) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "address: {}", u.address);
     if let Some(n) = &u.name {
-        println!("name: {n}");
+        let _ = writeln!(out, "name: {n}");
     }
-    println!("status: {}", u.status.as_str());
+    let _ = writeln!(out, "status: {}", u.status.as_str());
     for a in u.aliases.iter().chain(&u.equivalents) {
-        println!("alias: {a}");
+        let _ = writeln!(out, "alias: {a}");
     }
     if let Some(q) = u.quota {
-        println!("quota: {q}");
+        let _ = writeln!(out, "quota: {q}");
     }
     if let Some(q) = u.msg_quota {
-        println!("msg_quota: {q}");
+        let _ = writeln!(out, "msg_quota: {q}");
     }
     if let Some(h) = &u.mail_host {
-        println!("mail_host: {h}");
+        let _ = writeln!(out, "mail_host: {h}");
     }
     if let Some(p) = &u.partition {
-        println!("partition: {p}");
+        let _ = writeln!(out, "partition: {p}");
     }
     for f in &u.forward {
-        println!("forward: {f}");
+        let _ = writeln!(out, "forward: {f}");
     }
     if !u.forward.is_empty() {
-        println!("keep_mailbox: {}", u.keep_mailbox);
+        let _ = writeln!(out, "keep_mailbox: {}", u.keep_mailbox);
     }
     if let Some(c) = &u.class {
-        println!("class: {c}");
+        let _ = writeln!(out, "class: {c}");
     }
     if let Some(t) = u.deleted_at {
-        println!("deleted_at: {t}");
+        let _ = writeln!(out, "deleted_at: {t}");
     }
+    out
 }
 
 fn user_line(u: &User) -> String {
@@ -427,50 +424,56 @@ fn user_line(u: &User) -> String {
     line
 }
 
-fn show_group(g: &Group) {
-    println!("address: {}", g.address);
+fn show_group(g: &Group) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "address: {}", g.address);
     if let Some(n) = &g.name {
-        println!("name: {n}");
+        let _ = writeln!(out, "name: {n}");
     }
-    println!("status: {}", g.status.as_str());
+    let _ = writeln!(out, "status: {}", g.status.as_str());
     for a in &g.aliases {
-        println!("alias: {a}");
+        let _ = writeln!(out, "alias: {a}");
     }
     for m in &g.members {
-        println!("member: {m}");
+        let _ = writeln!(out, "member: {m}");
     }
     for m in &g.member_dns {
-        println!("member_dn: {m}");
+        let _ = writeln!(out, "member_dn: {m}");
     }
     if let Some(e) = &g.errors_to {
-        println!("errors_to: {e}");
+        let _ = writeln!(out, "errors_to: {e}");
     }
     for b in &g.allowed_broadcasters {
-        println!("allowed_broadcaster: {b}");
+        let _ = writeln!(out, "allowed_broadcaster: {b}");
     }
     for d in &g.allowed_domains {
-        println!("allowed_domain: {d}");
+        let _ = writeln!(out, "allowed_domain: {d}");
     }
+    out
 }
 
-fn show_domain(d: &Domain) {
-    println!("domain: {}", d.name);
-    println!("status: {}", d.status.as_str());
-    let opt = |k: &str, v: Option<u64>| {
+fn show_domain(d: &Domain) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "domain: {}", d.name);
+    let _ = writeln!(out, "status: {}", d.status.as_str());
+    let opt = |out: &mut String, k: &str, v: Option<u64>| {
         if let Some(v) = v {
-            println!("{k}: {v}");
+            let _ = writeln!(out, "{k}: {v}");
         }
     };
-    opt("default_quota", d.default_quota);
-    opt("default_msg_quota", d.default_msg_quota);
+    opt(&mut out, "default_quota", d.default_quota);
+    opt(&mut out, "default_msg_quota", d.default_msg_quota);
     if let Some(h) = &d.default_mail_host {
-        println!("default_mail_host: {h}");
+        let _ = writeln!(out, "default_mail_host: {h}");
     }
     for a in &d.admins {
-        println!("admin: {a}");
+        let _ = writeln!(out, "admin: {a}");
     }
-    opt("max_users", d.max_users);
-    opt("max_quota", d.max_quota);
+    opt(&mut out, "max_users", d.max_users);
+    opt(&mut out, "max_quota", d.max_quota);
+    out
 }
 
 fn query(l: &ListArgs) -> Query {
@@ -564,11 +567,7 @@ pub fn user(config: &Config, args: UserArgs) -> anyhow::Result<()> {
                 };
                 let pw = password.unwrap_or_else(|| Secret::from(""));
                 let made = p.user_add(&actor, u, pw).await?;
-                if json {
-                    print_json(&made)?;
-                } else {
-                    println!("added {}", made.address);
-                }
+                crate::ops::emit(json, &made, || format!("added {}", made.address))?;
             }
             UserCmd::Modify(m) => {
                 let change = UserChange {
@@ -592,11 +591,7 @@ pub fn user(config: &Config, args: UserArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let after = p.user_modify(&actor, &m.address, change).await?;
-                if json {
-                    print_json(&after)?;
-                } else {
-                    println!("modified {}", after.address);
-                }
+                crate::ops::emit(json, &after, || format!("modified {}", after.address))?;
             }
             UserCmd::Passwd { address } => {
                 let change = UserChange {
@@ -604,27 +599,19 @@ pub fn user(config: &Config, args: UserArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let after = p.user_modify(&actor, &address, change).await?;
-                if json {
-                    print_json(&after)?;
-                } else {
-                    println!("password changed for {}", after.address);
-                }
+                crate::ops::emit(json, &after, || {
+                    format!("password changed for {}", after.address)
+                })?;
             }
             UserCmd::Delete { address } => {
                 let after = p.user_delete(&actor, &address).await?;
-                if json {
-                    print_json(&after)?;
-                } else {
-                    println!("{} marked deleted (purged later)", after.address);
-                }
+                crate::ops::emit(json, &after, || {
+                    format!("{} marked deleted (purged later)", after.address)
+                })?;
             }
             UserCmd::Show { address } => {
                 let u = p.user_get(&actor, &address).await?;
-                if json {
-                    print_json(&u)?;
-                } else {
-                    show_user(&u);
-                }
+                crate::ops::emit(json, &u, || show_user(&u))?;
             }
             UserCmd::List(l) => {
                 let page = list_all(&l, |q| {
@@ -632,13 +619,13 @@ pub fn user(config: &Config, args: UserArgs) -> anyhow::Result<()> {
                     async move { p.user_list(actor, &q).await }
                 })
                 .await?;
-                if json {
-                    print_json(&page)?;
-                } else {
-                    for u in &page.items {
-                        println!("{}", user_line(u));
-                    }
-                }
+                crate::ops::emit(json, &page, || {
+                    page.items
+                        .iter()
+                        .map(user_line)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })?;
             }
             UserCmd::Import { file } => {
                 return super::csv::import(&p, &actor, &file, json).await;
@@ -684,11 +671,7 @@ pub fn group(config: &Config, args: GroupArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let made = p.group_add(&actor, g).await?;
-                if json {
-                    print_json(&made)?;
-                } else {
-                    println!("group {} added", made.address);
-                }
+                crate::ops::emit(json, &made, || format!("group {} added", made.address))?;
             }
             GroupCmd::Modify(m) => {
                 let list = |v: Vec<String>, clear: bool| {
@@ -712,27 +695,17 @@ pub fn group(config: &Config, args: GroupArgs) -> anyhow::Result<()> {
                     status: m.status,
                 };
                 let after = p.group_modify(&actor, &m.address, change).await?;
-                if json {
-                    print_json(&after)?;
-                } else {
-                    println!("group {} modified", after.address);
-                }
+                crate::ops::emit(json, &after, || format!("group {} modified", after.address))?;
             }
             GroupCmd::Delete { address } => {
                 p.group_delete(&actor, &address).await?;
-                if json {
-                    print_json(&serde_json::json!({ "deleted": address }))?;
-                } else {
-                    println!("group {address} deleted");
-                }
+                crate::ops::emit(json, &serde_json::json!({ "deleted": address }), || {
+                    format!("group {address} deleted")
+                })?;
             }
             GroupCmd::Show { address } => {
                 let g = p.group_get(&actor, &address).await?;
-                if json {
-                    print_json(&g)?;
-                } else {
-                    show_group(&g);
-                }
+                crate::ops::emit(json, &g, || show_group(&g))?;
             }
             GroupCmd::List(l) => {
                 let page = list_all(&l, |q| {
@@ -740,13 +713,10 @@ pub fn group(config: &Config, args: GroupArgs) -> anyhow::Result<()> {
                     async move { p.group_list(actor, &q).await }
                 })
                 .await?;
-                if json {
-                    print_json(&page)?;
-                } else {
-                    for g in &page.items {
-                        println!("{} -> {}", g.address, g.members.join(", "));
-                    }
-                }
+                crate::ops::emit(json, &page, || {
+                    let line = |g: &Group| format!("{} -> {}", g.address, g.members.join(", "));
+                    page.items.iter().map(line).collect::<Vec<_>>().join("\n")
+                })?;
             }
         }
         Ok(())
@@ -784,11 +754,7 @@ pub fn domain(config: &Config, args: DomainArgs) -> anyhow::Result<()> {
                     max_quota,
                 };
                 let made = p.domain_add(&actor, d).await?;
-                if json {
-                    print_json(&made)?;
-                } else {
-                    println!("domain {} added", made.name);
-                }
+                crate::ops::emit(json, &made, || format!("domain {} added", made.name))?;
             }
             DomainCmd::Modify(m) => {
                 let change = DomainChange {
@@ -802,27 +768,17 @@ pub fn domain(config: &Config, args: DomainArgs) -> anyhow::Result<()> {
                     max_quota: set_or_clear(m.max_quota, m.no_max_quota),
                 };
                 let after = p.domain_modify(&actor, &m.domain, change).await?;
-                if json {
-                    print_json(&after)?;
-                } else {
-                    println!("domain {} modified", after.name);
-                }
+                crate::ops::emit(json, &after, || format!("domain {} modified", after.name))?;
             }
             DomainCmd::Delete { domain } => {
                 p.domain_delete(&actor, &domain).await?;
-                if json {
-                    print_json(&serde_json::json!({ "deleted": domain }))?;
-                } else {
-                    println!("domain {domain} deleted");
-                }
+                crate::ops::emit(json, &serde_json::json!({ "deleted": domain }), || {
+                    format!("domain {domain} deleted")
+                })?;
             }
             DomainCmd::Show { domain } => {
                 let d = p.domain_get(&actor, &domain).await?;
-                if json {
-                    print_json(&d)?;
-                } else {
-                    show_domain(&d);
-                }
+                crate::ops::emit(json, &d, || show_domain(&d))?;
             }
             DomainCmd::List(l) => {
                 let page = list_all(&l, |q| {
@@ -830,18 +786,13 @@ pub fn domain(config: &Config, args: DomainArgs) -> anyhow::Result<()> {
                     async move { p.domain_list(actor, &q).await }
                 })
                 .await?;
-                if json {
-                    print_json(&page)?;
-                } else {
-                    for d in &page.items {
-                        let s = if d.status == EntryStatus::Active {
-                            String::new()
-                        } else {
-                            format!(" ({})", d.status.as_str())
-                        };
-                        println!("{}{s}", d.name);
-                    }
-                }
+                crate::ops::emit(json, &page, || {
+                    let line = |d: &Domain| match d.status {
+                        EntryStatus::Active => d.name.clone(),
+                        st => format!("{} ({})", d.name, st.as_str()),
+                    };
+                    page.items.iter().map(line).collect::<Vec<_>>().join("\n")
+                })?;
             }
         }
         Ok(())

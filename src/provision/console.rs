@@ -313,6 +313,36 @@ impl axum::extract::FromRequestParts<Services> for Viewer {
     }
 }
 
+/// A form with the console's CSRF token (`csrf` field).
+trait CsrfField {
+    fn csrf(&self) -> &str;
+}
+
+/// A form POST of a logged-in administrator: the session, the CSRF token
+/// and the origin checked (`ctx`) before the handler runs, and the form.
+/// Anything else is answered here (login redirect, CSRF refusal, a form
+/// that does not parse).
+struct Posted<F>(Ctx, F);
+
+impl<F> axum::extract::FromRequest<Services> for Posted<F>
+where
+    F: serde::de::DeserializeOwned + CsrfField + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        services: &Services,
+    ) -> Result<Posted<F>, Response> {
+        let (headers, ext) = (req.headers().clone(), req.extensions().clone());
+        let Form(f) = Form::<F>::from_request(req, services)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let c = ctx(services, &headers, &ext, Some(f.csrf())).await?;
+        Ok(Posted(c, f))
+    }
+}
+
 /// The administrator of a page request; `csrf` is the form's token for a
 /// POST.
 async fn ctx(
@@ -447,6 +477,12 @@ async fn login_submit(
 #[serde(default)]
 struct CsrfForm {
     csrf: String,
+}
+
+impl CsrfField for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 async fn logout(
@@ -642,16 +678,13 @@ struct UserForm {
     keep_mailbox: Option<String>,
 }
 
-async fn user_create(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    Form(f): Form<UserForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+impl CsrfField for UserForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+async fn user_create(Posted(c, f): Posted<UserForm>) -> Response {
     let made = async {
         let user = User {
             address: f.address.trim().to_lowercase(),
@@ -762,15 +795,9 @@ async fn user_page(
 
 async fn user_save(
     State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
     Path(address): Path<String>,
-    Form(f): Form<UserForm>,
+    Posted(c, f): Posted<UserForm>,
 ) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let base = format!("/admin/users/{}", enc(&address));
     let done = async {
         let before = c.st.prov.user_get(&c.actor, &address).await?;
@@ -805,17 +832,7 @@ async fn user_save(
     }
 }
 
-async fn user_password(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    Path(address): Path<String>,
-    Form(f): Form<UserForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn user_password(Path(address): Path<String>, Posted(c, f): Posted<UserForm>) -> Response {
     let base = format!("/admin/users/{}", enc(&address));
     let change = UserChange {
         password: Some(f.password),
@@ -827,17 +844,7 @@ async fn user_password(
     }
 }
 
-async fn user_delete(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    Path(address): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn user_delete(Path(address): Path<String>, Posted(c, _): Posted<CsrfForm>) -> Response {
     match c.st.prov.user_delete(&c.actor, &address).await {
         Ok(_) => redirect("/admin/users?done=marked"),
         Err(e) => c.fail(e.into(), &format!("/admin/users/{}", enc(&address))),
@@ -892,6 +899,12 @@ struct GroupForm {
     status: String,
 }
 
+impl CsrfField for GroupForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 fn group_fields(g: &Group, csrf: &str, new: bool) -> Markup {
     html! {
         input type="hidden" name="csrf" value=(csrf);
@@ -929,16 +942,7 @@ async fn group_new(Viewer(c): Viewer) -> Response {
     html_response(StatusCode::OK, layout("New group", c.who(), None, body))
 }
 
-async fn group_create(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    Form(f): Form<GroupForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn group_create(Posted(c, f): Posted<GroupForm>) -> Response {
     let g = Group {
         address: f.address.trim().to_lowercase(),
         name: opt(&f.name),
@@ -982,17 +986,7 @@ async fn group_page(
     )
 }
 
-async fn group_save(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    Path(address): Path<String>,
-    Form(f): Form<GroupForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn group_save(Path(address): Path<String>, Posted(c, f): Posted<GroupForm>) -> Response {
     let base = format!("/admin/groups/{}", enc(&address));
     let done = async {
         let before = c.st.prov.group_get(&c.actor, &address).await?;
@@ -1020,17 +1014,7 @@ async fn group_save(
     }
 }
 
-async fn group_delete(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    Path(address): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn group_delete(Path(address): Path<String>, Posted(c, _): Posted<CsrfForm>) -> Response {
     match c.st.prov.group_delete(&c.actor, &address).await {
         Ok(()) => redirect("/admin/groups?done=deleted"),
         Err(e) => c.fail(e.into(), &format!("/admin/groups/{}", enc(&address))),
@@ -1096,16 +1080,13 @@ struct DomainForm {
     max_quota: String,
 }
 
-async fn domain_create(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    Form(f): Form<DomainForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+impl CsrfField for DomainForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+async fn domain_create(Posted(c, f): Posted<DomainForm>) -> Response {
     let d = Domain {
         name: f.name.trim().to_lowercase(),
         ..Default::default()
@@ -1165,17 +1146,7 @@ async fn domain_page(
     )
 }
 
-async fn domain_save(
-    State(services): State<Services>,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    Path(name): Path<String>,
-    Form(f): Form<DomainForm>,
-) -> Response {
-    let c = match ctx(&services, &headers, &ext, Some(&f.csrf)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn domain_save(Path(name): Path<String>, Posted(c, f): Posted<DomainForm>) -> Response {
     let base = format!("/admin/domains/{}", enc(&name));
     let done = async {
         let before = c.st.prov.domain_get(&c.actor, &name).await?;

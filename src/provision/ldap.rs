@@ -40,6 +40,71 @@ const MAX_ADMIN_GROUPS: usize = 200;
 /// Most values of one multi-valued attribute we write in one change.
 const MAX_VALUES: usize = 10_000;
 
+/// Fixed attribute names and configured extra ones, as one request list.
+fn attr_list(fixed: &[&str], extra: &[String]) -> Vec<String> {
+    fixed
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
+/// What a user search asks for.
+fn user_attrs_of(a: &LdapAttributes) -> Vec<String> {
+    attr_list(
+        &[
+            "objectClass",
+            &a.mail,
+            &a.alternate_address,
+            &a.equivalent_address,
+            &a.forwarding_address,
+            &a.delivery_option,
+            &a.mail_host,
+            &a.message_store,
+            &a.quota,
+            &a.msg_quota,
+            &a.name,
+            &a.deleted_time,
+        ],
+        &a.status,
+    )
+}
+
+/// What a group search asks for.
+fn group_attrs_of(a: &LdapAttributes) -> Vec<String> {
+    attr_list(
+        &[
+            "objectClass",
+            &a.mail,
+            &a.alternate_address,
+            &a.name,
+            &a.group_address_member,
+            &a.group_errors_to,
+            &a.group_allowed_broadcaster,
+            &a.group_allowed_domain,
+            &a.group_status,
+        ],
+        &a.group_dn_member,
+    )
+}
+
+/// What a domain search asks for.
+fn domain_attrs_of(a: &LdapAttributes) -> Vec<String> {
+    attr_list(
+        &[
+            "objectClass",
+            "associatedDomain",
+            &a.domain_default_quota,
+            &a.msg_quota,
+            &a.domain_default_host,
+            &a.domain_admin,
+            &a.domain_max_users,
+            &a.domain_disk_quota,
+        ],
+        &a.domain_status,
+    )
+}
+
 pub struct LdapProv {
     config: Config,
     /// The admin connection, made on first use and again after it broke.
@@ -47,6 +112,11 @@ pub struct LdapProv {
     user_base: String,
     group_base: String,
     domain_base: String,
+    /// The attributes a user, group or domain search asks for: built once
+    /// at open from `directory.ldap.attributes` (they never change while open).
+    user_attrs: Vec<String>,
+    group_attrs: Vec<String>,
+    domain_attrs: Vec<String>,
 }
 
 /// An entry's attributes, by name as configured (case-insensitive).
@@ -296,6 +366,9 @@ impl LdapProv {
             group_base: under(&p.group_base, "groups"),
             domain_base,
             conn: std::sync::Mutex::new(None),
+            user_attrs: user_attrs_of(&l.attributes),
+            group_attrs: group_attrs_of(&l.attributes),
+            domain_attrs: domain_attrs_of(&l.attributes),
             config: config.clone(),
         })
     }
@@ -490,66 +563,16 @@ impl LdapProv {
         }
     }
 
-    fn user_attrs(&self) -> Vec<String> {
-        let a = self.attrs();
-        let mut v: Vec<String> = [
-            "objectClass",
-            &a.mail,
-            &a.alternate_address,
-            &a.equivalent_address,
-            &a.forwarding_address,
-            &a.delivery_option,
-            &a.mail_host,
-            &a.message_store,
-            &a.quota,
-            &a.msg_quota,
-            &a.name,
-            &a.deleted_time,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(a.status.iter().cloned());
-        v
+    fn user_attrs(&self) -> &[String] {
+        &self.user_attrs
     }
 
-    fn group_attrs(&self) -> Vec<String> {
-        let a = self.attrs();
-        let mut v: Vec<String> = [
-            "objectClass",
-            &a.mail,
-            &a.alternate_address,
-            &a.name,
-            &a.group_address_member,
-            &a.group_errors_to,
-            &a.group_allowed_broadcaster,
-            &a.group_allowed_domain,
-            &a.group_status,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(a.group_dn_member.iter().cloned());
-        v
+    fn group_attrs(&self) -> &[String] {
+        &self.group_attrs
     }
 
-    fn domain_attrs(&self) -> Vec<String> {
-        let a = self.attrs();
-        let mut v: Vec<String> = [
-            "objectClass",
-            "associatedDomain",
-            &a.domain_default_quota,
-            &a.msg_quota,
-            &a.domain_default_host,
-            &a.domain_admin,
-            &a.domain_max_users,
-            &a.domain_disk_quota,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(a.domain_status.iter().cloned());
-        v
+    fn domain_attrs(&self) -> &[String] {
+        &self.domain_attrs
     }
 
     /// The status an entry's status attributes say together: deleted
@@ -857,13 +880,13 @@ impl LdapProv {
 
     pub async fn user_get(&self, address: &str) -> Result<Option<User>> {
         Ok(self
-            .find(Kind::User, address, &self.user_attrs())
+            .find(Kind::User, address, self.user_attrs())
             .await?
             .map(|e| self.to_user(&e)))
     }
 
     async fn user_entry(&self, address: &str) -> Result<Entry> {
-        self.find(Kind::User, address, &self.user_attrs())
+        self.find(Kind::User, address, self.user_attrs())
             .await?
             .ok_or_else(|| ProvError::NotFound(address.into()))
     }
@@ -901,7 +924,7 @@ impl LdapProv {
                 self.base(),
                 Scope::Subtree,
                 &self.user_filter(q),
-                &self.user_attrs(),
+                self.user_attrs(),
                 MAX_SCAN,
             )
             .await?;
@@ -1276,7 +1299,7 @@ impl LdapProv {
                 self.base(),
                 Scope::Subtree,
                 &filter,
-                &self.user_attrs(),
+                self.user_attrs(),
                 MAX_SCAN,
             )
             .await?;
@@ -1345,7 +1368,7 @@ impl LdapProv {
 
     pub async fn group_get(&self, address: &str) -> Result<Option<Group>> {
         Ok(self
-            .find(Kind::Group, address, &self.group_attrs())
+            .find(Kind::Group, address, self.group_attrs())
             .await?
             .map(|e| self.to_group(&e)))
     }
@@ -1377,7 +1400,7 @@ impl LdapProv {
                 self.base(),
                 Scope::Subtree,
                 &f,
-                &self.group_attrs(),
+                self.group_attrs(),
                 MAX_SCAN,
             )
             .await?;
@@ -1478,7 +1501,7 @@ impl LdapProv {
     pub async fn group_modify(&self, address: &str, change: &GroupChange) -> Result<Group> {
         let a = self.attrs().clone();
         let e = self
-            .find(Kind::Group, address, &self.group_attrs())
+            .find(Kind::Group, address, self.group_attrs())
             .await?
             .ok_or_else(|| ProvError::NotFound(address.into()))?;
         let before = self.to_group(&e);
@@ -1670,13 +1693,7 @@ impl LdapProv {
         let name = check_domain(name)?;
         let filter = format!("(associatedDomain={})", ldap_escape(name.as_str()));
         let mut found = self
-            .search(
-                self.base(),
-                Scope::Subtree,
-                &filter,
-                &self.domain_attrs(),
-                2,
-            )
+            .search(self.base(), Scope::Subtree, &filter, self.domain_attrs(), 2)
             .await?;
         match found.len() {
             0 => Ok(None),
@@ -1718,7 +1735,7 @@ impl LdapProv {
                 self.base(),
                 Scope::Subtree,
                 &f,
-                &self.domain_attrs(),
+                self.domain_attrs(),
                 MAX_SCAN,
             )
             .await?;

@@ -207,6 +207,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
     let services = Services {
         logins,
         hygiene,
+        dkim: Arc::default(),
         mmp,
         resolver,
         web: Arc::new(crate::http::Web {

@@ -36,7 +36,12 @@ const MAX_BAD: u32 = 10;
 const MAX_AUTH_FAILURES: u32 = 3;
 /// Sieve extensions offered (the list; RFC 5804 1.7 SIEVE); the
 /// mmp's pre-login capabilities repeat them (`mmp::sieve`).
+#[cfg(feature = "sieve")]
 pub(crate) const EXTENSIONS: &str = "fileinto reject ereject envelope imap4flags vacation copy body variables date relational subaddress mailbox include comparator-i;ascii-numeric";
+/// Without the `sieve` feature no script runs: the SIEVE capability is
+/// empty (docs/licensing.md).
+#[cfg(not(feature = "sieve"))]
+pub(crate) const EXTENSIONS: &str = "";
 
 /// One argument of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -646,7 +651,7 @@ async fn script_command(
             if script.len() > limits.max_size {
                 return Ok(refusal(SieveRefusal::TooBig));
             }
-            if let Err(e) = super::compile(&script) {
+            if let Err(e) = super::check(&script) {
                 return Ok(format!("NO {}\r\n", quoted(&e)));
             }
             match n {

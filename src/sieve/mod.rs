@@ -27,10 +27,12 @@ pub mod managesieve;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+#[cfg(feature = "sieve")]
 use sieve::runtime::RuntimeError;
+#[cfg(feature = "sieve")]
 use sieve::{Compiler, Envelope, Event, Input, Recipient, Runtime, Script, Sieve};
 
-use crate::store::{SieveLimits, Store};
+use crate::store::Store;
 
 /// Instructions one delivery may run.
 pub const CPU_LIMIT: usize = 100_000;
@@ -41,19 +43,41 @@ pub const MAX_REDIRECTS: usize = 3;
 /// Messages (vacation replies, redirects) one delivery may create.
 pub const MAX_OUT_MESSAGES: usize = 3;
 /// Longest rejection reason given on the wire.
+#[cfg(feature = "sieve")]
 const MAX_REASON: usize = 200;
 
 /// The compiler with msgd's bounds.
+#[cfg(feature = "sieve")]
 fn compiler() -> Compiler {
     Compiler::new()
-        .with_max_script_size(SieveLimits::default().max_size)
+        .with_max_script_size(crate::store::SieveLimits::default().max_size)
         .with_max_includes(MAX_INCLUDES)
         .with_max_nested_blocks(15)
         .with_max_nested_tests(15)
         .with_max_string_size(4096)
 }
 
+/// What ManageSieve answers to PUTSCRIPT and CHECKSCRIPT in a build
+/// without the `sieve` feature (docs/licensing.md).
+pub const NOT_BUILT: &str = "Sieve support not built in";
+
+/// Checks a script (ManageSieve PUTSCRIPT, CHECKSCRIPT): the compiler's
+/// error naming line and column; without the `sieve` feature no script
+/// can be checked, so none passes (`NOT_BUILT`).
+pub fn check(text: &[u8]) -> Result<(), String> {
+    #[cfg(feature = "sieve")]
+    {
+        compile(text).map(|_| ())
+    }
+    #[cfg(not(feature = "sieve"))]
+    {
+        let _ = text;
+        Err(NOT_BUILT.into())
+    }
+}
+
 /// Compiles a script; the error text names line and column.
+#[cfg(feature = "sieve")]
 pub fn compile(text: &[u8]) -> Result<Arc<Sieve>, String> {
     if std::str::from_utf8(text).is_err() {
         return Err("script is not UTF-8".into());
@@ -65,6 +89,7 @@ pub fn compile(text: &[u8]) -> Result<Arc<Sieve>, String> {
 }
 
 /// The runtime with msgd's limits.
+#[cfg(feature = "sieve")]
 pub fn runtime(hostname: &str) -> Runtime {
     Runtime::new()
         .with_cpu_limit(CPU_LIMIT)
@@ -85,6 +110,30 @@ pub struct UserSieve {
     pub scripts: HashMap<String, Vec<u8>>,
     /// The user's mailbox names (`mailboxexists`, fileinto without :create).
     pub mailboxes: HashSet<String>,
+    /// The process's compiled scripts (the store's); None: compile each
+    /// time (tests of `evaluate`).
+    pub compiled: Option<Arc<crate::store::CompiledScripts>>,
+}
+
+#[cfg(feature = "sieve")]
+impl UserSieve {
+    /// Script `name` (text `text`) of user `address`, compiled: from the
+    /// process's cache when it was compiled from the same text before.
+    fn script(&self, address: &str, name: &str, text: &[u8]) -> Result<Arc<Sieve>, String> {
+        let Some(cache) = &self.compiled else {
+            return compile(text);
+        };
+        let digest = crate::store::CompiledScripts::digest(text);
+        if let Some(s) = cache
+            .get(address, name, &digest)
+            .and_then(|v| v.downcast::<Sieve>().ok())
+        {
+            return Ok(s);
+        }
+        let s = compile(text)?;
+        cache.insert(address, name, digest, s.clone());
+        Ok(s)
+    }
 }
 
 /// A copy for a mailbox.
@@ -133,6 +182,7 @@ impl Plan {
 
 /// Runs the user's active script over a message. Never fails: an error is
 /// logged and gives the implicit keep.
+#[cfg(feature = "sieve")]
 pub fn evaluate(
     runtime: &Runtime,
     user: &UserSieve,
@@ -150,6 +200,7 @@ pub fn evaluate(
     }
 }
 
+#[cfg(feature = "sieve")]
 fn run(
     runtime: &Runtime,
     user: &UserSieve,
@@ -162,7 +213,7 @@ fn run(
         .scripts
         .get(&user.active)
         .ok_or("active script missing")?;
-    let script = compile(text)?;
+    let script = user.script(address, &user.active, text)?;
     let mut ctx = runtime
         .filter(data)
         .with_envelope(Envelope::From, sender)
@@ -191,8 +242,10 @@ fn run(
                     Script::Personal(n) => Some(n),
                     Script::Global(_) => None,
                 };
-                match n.and_then(|n| user.scripts.get(n)) {
-                    Some(text) => input = Input::script(name.clone(), compile(text)?),
+                match n.and_then(|n| user.scripts.get(n).map(|t| (n, t))) {
+                    Some((n, text)) => {
+                        input = Input::script(name.clone(), user.script(address, n, text)?)
+                    }
                     None if optional => input = Input::False,
                     None => return Err(format!("included script {name:?} missing")),
                 }
@@ -279,6 +332,7 @@ fn run(
     Ok(plan)
 }
 
+#[cfg(feature = "sieve")]
 fn add_copy(plan: &mut Plan, mailbox: &str, flags: Vec<String>, create: bool) {
     // Two actions filing into one mailbox store one copy (RFC 5228 2.10.3).
     if let Some(c) = plan.copies.iter_mut().find(|c| c.mailbox == mailbox) {
@@ -292,11 +346,13 @@ fn add_copy(plan: &mut Plan, mailbox: &str, flags: Vec<String>, create: bool) {
     });
 }
 
+#[cfg(feature = "sieve")]
 fn runtime_error(e: &RuntimeError) -> String {
     format!("{e:?}")
 }
 
 /// One line of printable ASCII for a 550 reply.
+#[cfg(feature = "sieve")]
 fn reason_line(reason: &str) -> String {
     let mut s: String = reason
         .chars()
@@ -321,6 +377,7 @@ fn reason_line(reason: &str) -> String {
 /// Precedence list/junk/bulk, List-Id, List-Unsubscribe or Auto-Submitted
 /// other than "no" in the header section (RFC 5230 4.5, RFC 3834 2: no
 /// automatic replies to lists or to automatic mail).
+#[cfg(feature = "sieve")]
 fn list_like(data: &[u8]) -> bool {
     let end = crate::smtp::trace::header_section_len(data).unwrap_or(data.len());
     let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
@@ -339,6 +396,7 @@ fn list_like(data: &[u8]) -> bool {
 /// Sieve at delivery for the processes with a store: reads the user's
 /// scripts, evaluates, sends what the script sends.
 pub struct Filter {
+    #[cfg(feature = "sieve")]
     runtime: Runtime,
     directory: Arc<crate::directory::Directory>,
     /// Weak: the queue's runner holds a `Delivery` that holds this.
@@ -350,6 +408,7 @@ impl Filter {
     pub fn for_services(services: &crate::services::Services) -> Option<Arc<Filter>> {
         services.store.as_ref()?;
         Some(Arc::new(Filter {
+            #[cfg(feature = "sieve")]
             runtime: runtime(&services.config.server.hostname),
             directory: services.directory.clone(),
             queue: services.queue.as_ref().map(Arc::downgrade),
@@ -360,6 +419,22 @@ impl Filter {
     /// The plan for one recipient's copy; `None`: the user has no active
     /// script (plain delivery to INBOX). Store errors are the caller's
     /// (a temporary failure: the message is retried).
+    ///
+    /// Without the `sieve` feature no script runs: always `None`, the
+    /// implicit keep.
+    #[cfg(not(feature = "sieve"))]
+    pub async fn plan(
+        &self,
+        _store: &Store,
+        _user: &str,
+        _sender: &str,
+        _rcpt: &str,
+        _data: &[u8],
+    ) -> crate::store::Result<Option<Plan>> {
+        Ok(None)
+    }
+
+    #[cfg(feature = "sieve")]
     pub async fn plan(
         &self,
         store: &Store,
@@ -373,6 +448,7 @@ impl Filter {
         };
         let mut u = UserSieve {
             active,
+            compiled: Some(store.compiled_sieve()),
             ..UserSieve::default()
         };
         for (name, _) in store.sieve_list(user).await? {
@@ -467,5 +543,5 @@ impl Filter {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sieve"))]
 mod tests;

@@ -1,6 +1,7 @@
 //! Sieve scripts over messages, through `evaluate` (no store).
 
 use super::*;
+use crate::store::SieveLimits;
 
 const MSG: &[u8] = b"From: Ann <ann@example.org>\r\nTo: bob@example.test\r\nSubject: Report for Q3\r\nMessage-ID: <m1@example.org>\r\n\r\nThe quarterly numbers.\r\n";
 
@@ -225,4 +226,77 @@ fn a_runaway_script_ends_at_the_cpu_limit_with_the_implicit_keep() {
     u.scripts.insert("main".into(), s.into_bytes());
     // Over the compiler's size bound or the runtime's CPU limit: keep.
     assert_eq!(plan_for(&u, MSG), Plan::keep());
+}
+
+#[tokio::test]
+async fn a_changed_script_takes_effect_at_the_next_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = crate::services::test_services(dir.path(), |_| {});
+    let store = services.store().clone();
+    let filter = Filter::for_services(&services).unwrap();
+    let user = "bob@example.test";
+    let put = |text: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .sieve_put(
+                    user,
+                    "main",
+                    text.as_bytes().to_vec(),
+                    SieveLimits::default(),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    };
+    let deliver = || filter.plan(&store, user, "ann@example.org", user, MSG);
+    put("require \"fileinto\"; fileinto \"Work\";").await;
+    store
+        .sieve_set_active(user, Some("main"))
+        .await
+        .unwrap()
+        .unwrap();
+    let p = deliver().await.unwrap().unwrap();
+    assert_eq!(boxes(&p), vec!["Work"]);
+    assert_eq!(store.compiled_sieve().len(), 1, "compiled once, kept");
+    let p = deliver().await.unwrap().unwrap();
+    assert_eq!(boxes(&p), vec!["Work"]);
+    assert_eq!(store.compiled_sieve().len(), 1);
+
+    // PUTSCRIPT with new text: the next delivery runs the new script.
+    put("require \"fileinto\"; fileinto \"Other\";").await;
+    assert_eq!(
+        store.compiled_sieve().len(),
+        0,
+        "PUTSCRIPT drops the user's entries"
+    );
+    let p = deliver().await.unwrap().unwrap();
+    assert_eq!(boxes(&p), vec!["Other"]);
+
+    // An entry left from the old text (another handle wrote the script)
+    // is not used: the digest of the source differs.
+    let old = compile(b"require \"fileinto\"; fileinto \"Work\";").unwrap();
+    let cache = store.compiled_sieve();
+    cache.insert(
+        user,
+        "main",
+        crate::store::CompiledScripts::digest(b"stale"),
+        old,
+    );
+    let p = deliver().await.unwrap().unwrap();
+    assert_eq!(boxes(&p), vec!["Other"]);
+
+    // RENAMESCRIPT and SETACTIVE off drop them too.
+    store
+        .sieve_rename(user, "main", "next")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.compiled_sieve().is_empty());
+    let p = deliver().await.unwrap().unwrap();
+    assert_eq!(boxes(&p), vec!["Other"]);
+    store.sieve_set_active(user, None).await.unwrap().unwrap();
+    assert!(store.compiled_sieve().is_empty());
+    assert!(deliver().await.unwrap().is_none());
 }

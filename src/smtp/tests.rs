@@ -935,6 +935,7 @@ pub(crate) mod e2e {
             resolver: Arc::new(crate::dns::Resolver::from_config(&config).unwrap()),
             web: std::sync::Arc::default(),
             hygiene: std::sync::Arc::default(),
+            dkim: std::sync::Arc::default(),
             directory: Directory::open(&config).unwrap(),
             store: Some(Store::open(&config).unwrap()),
             tls: Arc::new(Tls::from_config(&config).unwrap()),

@@ -38,6 +38,7 @@ pub use db::journal::{ChangesError, JournalChanges, Kind as JmapKind, Op as Jmap
 pub use db::metadata::{Depth as MetaDepth, MetaLimits, MetaRefusal};
 pub use db::reconstruct::{NoTick, Problem, ReconstructReport, Tick, VerifyReport};
 pub use db::restore::{MailboxIndex, RestoreMailbox, RestoreMessage, Restored, UserIndex};
+pub use db::sieve::CompiledScripts;
 pub use db::sieve::{valid_script_name, SieveLimits, SieveRefusal, MAX_SCRIPT_NAME};
 pub use db::stats::PartitionTotals;
 pub use db::StoreStats;
@@ -359,6 +360,8 @@ pub struct Store {
     moving: Arc<moving::Moving>,
     /// `msgd user move` and replica requests: passes the hold.
     mover: bool,
+    /// Compiled Sieve scripts of this process (`CompiledScripts`).
+    compiled: Arc<CompiledScripts>,
 }
 
 impl std::fmt::Debug for Store {
@@ -379,6 +382,7 @@ impl Store {
             inner: db::Inner::open(config)?,
             moving,
             mover: false,
+            compiled: Arc::default(),
         })
     }
 
@@ -779,7 +783,9 @@ impl Store {
         limits: SieveLimits,
     ) -> Result<std::result::Result<(), SieveRefusal>> {
         let _pass = self.pass(user).await?;
-        self.inner.sieve_put(user, name, text, limits).await
+        let r = self.inner.sieve_put(user, name, text, limits).await;
+        self.compiled.forget_user(user);
+        r
     }
 
     /// Makes a script active (`None`: none).
@@ -789,7 +795,9 @@ impl Store {
         name: Option<&str>,
     ) -> Result<std::result::Result<(), SieveRefusal>> {
         let _pass = self.pass(user).await?;
-        self.inner.sieve_set_active(user, name).await
+        let r = self.inner.sieve_set_active(user, name).await;
+        self.compiled.forget_user(user);
+        r
     }
 
     /// Deletes a script that is not active.
@@ -799,7 +807,9 @@ impl Store {
         name: &str,
     ) -> Result<std::result::Result<(), SieveRefusal>> {
         let _pass = self.pass(user).await?;
-        self.inner.sieve_delete(user, name).await
+        let r = self.inner.sieve_delete(user, name).await;
+        self.compiled.forget_user(user);
+        r
     }
 
     /// Renames a script.
@@ -810,13 +820,22 @@ impl Store {
         to: &str,
     ) -> Result<std::result::Result<(), SieveRefusal>> {
         let _pass = self.pass(user).await?;
-        self.inner.sieve_rename(user, from, to).await
+        let r = self.inner.sieve_rename(user, from, to).await;
+        self.compiled.forget_user(user);
+        r
     }
 
     /// Removes all of a user's Sieve data (move source, purge).
     pub async fn sieve_remove_user(&self, user: &str) -> Result<u64> {
         let _pass = self.pass(user).await?;
-        self.inner.sieve_remove_user(user).await
+        let r = self.inner.sieve_remove_user(user).await;
+        self.compiled.forget_user(user);
+        r
+    }
+
+    /// The compiled Sieve scripts of this process (src/sieve/).
+    pub fn compiled_sieve(&self) -> Arc<CompiledScripts> {
+        self.compiled.clone()
     }
 
     /// Vacation rate limit (RFC 5230 4.2): true if `id` was answered within

@@ -34,6 +34,97 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Most compiled scripts one process keeps (`CompiledScripts`).
+pub const MAX_COMPILED: usize = 4096;
+
+/// The compiled form of each user's scripts, kept by the process's store
+/// handle so a delivery does not compile the same script again
+/// (src/sieve/ `Filter::plan`). Keyed by (user, script name) and checked
+/// against the SHA-256 of the source, so a changed script is never run in
+/// its old form even if an entry outlived its change (a restore or a
+/// replica writing through another handle); the store's own PUTSCRIPT,
+/// SETACTIVE, DELETESCRIPT, RENAMESCRIPT, restore and user removal drop
+/// the user's entries at once. Bounded: cleared when `MAX_COMPILED` is
+/// reached. The value is opaque here (the store does not depend on the
+/// Sieve interpreter, which is an optional feature).
+#[derive(Default)]
+pub struct CompiledScripts {
+    map: std::sync::Mutex<std::collections::BTreeMap<(String, String), CompiledEntry>>,
+}
+
+impl std::fmt::Debug for CompiledScripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledScripts")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+struct CompiledEntry {
+    digest: [u8; 32],
+    value: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl CompiledScripts {
+    /// The digest a source is cached under.
+    pub fn digest(text: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(text).into()
+    }
+
+    /// The compiled `name` of `user` if it was compiled from `digest`.
+    pub fn get(
+        &self,
+        user: &str,
+        name: &str,
+        digest: &[u8; 32],
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(user.to_string(), name.to_string()))
+            .filter(|e| &e.digest == digest)
+            .map(|e| e.value.clone())
+    }
+
+    pub fn insert(
+        &self,
+        user: &str,
+        name: &str,
+        digest: [u8; 32],
+        value: Arc<dyn std::any::Any + Send + Sync>,
+    ) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_COMPILED {
+            map.clear();
+        }
+        map.insert(
+            (user.to_string(), name.to_string()),
+            CompiledEntry { digest, value },
+        );
+    }
+
+    /// Drops every entry of `user` (its scripts changed).
+    pub fn forget_user(&self, user: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let names: Vec<(String, String)> = map
+            .range((user.to_string(), String::new())..)
+            .take_while(|(k, _)| k.0 == user)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in names {
+            map.remove(&k);
+        }
+    }
+
+    /// Entries held (tests, stats).
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Caps of one user's scripts (docs/sieve.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SieveLimits {

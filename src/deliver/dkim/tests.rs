@@ -143,6 +143,32 @@ async fn no_key_or_no_single_from_domain_is_not_signed() {
 }
 
 #[test]
+fn one_signer_per_process_rebuilt_only_when_dkim_config_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, _) = setup(tmp.path(), &[Alg::Ed25519]);
+    let signers = Signers::default();
+    let a = signers.for_config(&config).unwrap();
+    let b = signers.for_config(&config.clone()).unwrap();
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "the same signer (and parsed keys) is reused"
+    );
+    let m = b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n".to_vec();
+    assert!(b.signatures("t", &m).is_some());
+    let mut off = config.clone();
+    off.dkim.enabled = false;
+    assert!(signers.for_config(&off).is_none());
+    let mut other = config.clone();
+    other.dkim.headers = vec!["From".into(), "To".into()];
+    let c = signers.for_config(&other).unwrap();
+    assert!(
+        !Arc::ptr_eq(&a, &c),
+        "a reload that changed [dkim] builds anew"
+    );
+    assert!(Arc::ptr_eq(&c, &signers.for_config(&other).unwrap()));
+}
+
+#[test]
 fn domains_and_selectors_that_name_folders_are_plain_dns_names() {
     assert!(valid_domain("example.org") && valid_domain("a-b.example"));
     for bad in ["", "..", "a..b", "a/b", ".a", "a.", "x y", "é.example"] {
