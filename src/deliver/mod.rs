@@ -55,6 +55,7 @@
 pub mod client;
 pub mod lmtp;
 pub mod local;
+pub mod mta_sts;
 pub mod mx;
 pub mod pool;
 pub mod queue;
