@@ -329,10 +329,7 @@ where
             }
             match fetch(id).await {
                 Ok(p) => (Some(p.clone()), Some(p)),
-                Err(e) => {
-                    info!(error = %e, "MTA-STS policy fetch failed; a cached policy stays in force");
-                    (cached, None)
-                }
+                Err(_) => (cached, None),
             }
         }
         Txt::Absent | Txt::Failed => (cached, None),
@@ -420,9 +417,14 @@ impl MtaSts {
 
     /// Fetches and parses the policy of `domain` (RFC 8461 3.3).
     async fn fetch(&self, domain: &str, id: String) -> Result<Policy, String> {
-        tokio::time::timeout(self.timeout, self.fetch_inner(domain, id))
+        let r = tokio::time::timeout(self.timeout, self.fetch_inner(domain, id))
             .await
-            .map_err(|_| "timed out".to_string())?
+            .unwrap_or_else(|_| Err("timed out".to_string()));
+        if let Err(e) = &r {
+            let cached = self.cache.get(domain).is_some_and(|p| p.fresh(now()));
+            info!(domain, error = %e, cached, "MTA-STS policy fetch failed (a fresh cached policy stays in force)");
+        }
+        r
     }
 
     async fn fetch_inner(&self, domain: &str, id: String) -> Result<Policy, String> {
