@@ -114,11 +114,7 @@ pub fn parse_policy(text: &str, id: &str, now: u64) -> Result<Policy, String> {
         };
         let (k, v) = (k.trim(), v.trim());
         match k {
-            "version" => {
-                if version.replace(v).is_some() {
-                    return Err("version repeated".into());
-                }
-            }
+            "version" => once(&mut version, v, "version")?,
             "mode" => {
                 let m = match v {
                     "enforce" => Mode::Enforce,
@@ -126,18 +122,14 @@ pub fn parse_policy(text: &str, id: &str, now: u64) -> Result<Policy, String> {
                     "none" => Mode::None,
                     _ => return Err("unknown mode".into()),
                 };
-                if mode.replace(m).is_some() {
-                    return Err("mode repeated".into());
-                }
+                once(&mut mode, m, "mode")?;
             }
             "max_age" => {
                 if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
                     return Err("bad max_age".into());
                 }
                 let n: u64 = v.parse().map_err(|_| "bad max_age")?;
-                if max_age.replace(n.min(MAX_AGE_CAP)).is_some() {
-                    return Err("max_age repeated".into());
-                }
+                once(&mut max_age, n.min(MAX_AGE_CAP), "max_age")?;
             }
             "mx" => {
                 let p = v.trim_end_matches('.').to_ascii_lowercase();
@@ -167,6 +159,14 @@ pub fn parse_policy(text: &str, id: &str, now: u64) -> Result<Policy, String> {
         max_age,
         fetched: now,
     })
+}
+
+/// Sets a key that may appear once.
+fn once<T>(slot: &mut Option<T>, v: T, what: &str) -> Result<(), String> {
+    match slot.replace(v) {
+        Some(_) => Err(format!("{what} repeated")),
+        None => Ok(()),
+    }
 }
 
 /// A host name, or `*.` and a host name.
