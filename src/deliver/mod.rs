@@ -60,6 +60,7 @@ pub mod mx;
 pub mod pool;
 pub mod queue;
 pub mod relay;
+pub mod tlsrpt;
 // Issue 16: outbound DKIM signing at submission.
 pub mod dkim;
 

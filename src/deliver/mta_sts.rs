@@ -343,6 +343,8 @@ pub struct MtaSts {
     timeout: Duration,
     port: u16,
     roots: Arc<rustls::RootCertStore>,
+    /// TLS-RPT counters (`deliver::tlsrpt`).
+    reports: super::tlsrpt::Reports,
 }
 
 impl MtaSts {
@@ -358,7 +360,33 @@ impl MtaSts {
             timeout: Duration::from_secs(c.timeout.max(1)),
             port: c.policy_port,
             roots: roots(&config.mta.tls_ca_file),
+            reports: super::tlsrpt::Reports::new(
+                config.data_path("", "tlsrpt"),
+                config.server.hostname.clone(),
+            ),
         }))
+    }
+
+    /// Counts one session under `policy` for TLS-RPT.
+    pub fn report(
+        &self,
+        domain: &str,
+        policy: &Policy,
+        result: Result<(), (super::tlsrpt::Failure, &str)>,
+    ) {
+        self.reports.record(now(), domain, policy, result);
+    }
+
+    /// Writes the TLS-RPT report files every `tlsrpt::FLUSH` while `me`
+    /// lives (spawned by `deliver::mx`).
+    pub async fn flush_reports(me: std::sync::Weak<MtaSts>) {
+        loop {
+            tokio::time::sleep(super::tlsrpt::FLUSH).await;
+            let Some(s) = me.upgrade() else { return };
+            if let Err(e) = s.reports.flush(now()) {
+                warn!(error = %e, "cannot write the TLS-RPT report files");
+            }
+        }
     }
 
     /// The trust anchors for policy hosts and enforced MX hosts.
@@ -476,6 +504,15 @@ impl MtaSts {
         }
         let text = std::str::from_utf8(&body).map_err(|_| "the policy is not UTF-8")?;
         parse_policy(text, &id, now())
+    }
+}
+
+impl Drop for MtaSts {
+    /// The TLS-RPT counts of the day so far are written at shutdown.
+    fn drop(&mut self) {
+        if let Err(e) = self.reports.flush(now()) {
+            warn!(error = %e, "cannot write the TLS-RPT report files");
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::client::{mail_params, relayed, Client, Dialect, RcptParams, TlsVerify};
 use super::mta_sts::{self, MtaSts};
 use super::pool::{reap, Pool};
+use super::tlsrpt::Failure;
 use super::{Envelope, Outcome};
 use crate::config::Config;
 use crate::dns::{LookupError, Resolver};
@@ -194,6 +195,9 @@ impl MxDelivery {
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(reap(Arc::downgrade(&d.pool)));
+            if let Some(s) = &d.sts {
+                rt.spawn(MtaSts::flush_reports(Arc::downgrade(s)));
+            }
         }
         d
     }
@@ -258,6 +262,9 @@ impl MxDelivery {
         let mut testing = None;
         match &sts {
             Some(p) if p.mode == mta_sts::Mode::Enforce => {
+                for h in hosts.iter().filter(|h| !p.allows(&h.name)) {
+                    self.sts_report(domain, p, Err((Failure::ValidationFailure, &h.name)));
+                }
                 hosts.retain(|h| p.allows(&h.name));
                 if hosts.is_empty() {
                     warn!(domain, "MTA-STS: no MX host matches the enforced policy");
@@ -308,8 +315,19 @@ impl MxDelivery {
                         .open(addr, &host.name, policy, sts_roots.clone(), &helo, timeout)
                         .await
                     {
-                        Ok(c) => c,
+                        Ok(c) => {
+                            if let Some(p) = sts.as_ref().filter(|_| sts_roots.is_some()) {
+                                self.sts_report(domain, p, Ok(()));
+                            }
+                            c
+                        }
                         Err(e) => {
+                            if let Some(p) = sts.as_ref().filter(|_| sts_roots.is_some()) {
+                                if e.contains(" 4.7.") {
+                                    let f = Failure::from_error(&e);
+                                    self.sts_report(domain, p, Err((f, &host.name)));
+                                }
+                            }
                             info!(domain, mx = %host.name, %addr, error = %e, "MX host unusable; trying the next");
                             last_error = e;
                             continue;
@@ -329,6 +347,13 @@ impl MxDelivery {
         all(Outcome::Temporary(last_error))
     }
 
+    /// Counts a session for TLS-RPT (`deliver::tlsrpt`).
+    fn sts_report(&self, domain: &str, p: &mta_sts::Policy, r: Result<(), (Failure, &str)>) {
+        if let Some(s) = &self.sts {
+            s.report(domain, p, r);
+        }
+    }
+
     /// MTA-STS `testing` mode (RFC 8461 5): what enforcing would have
     /// said about this host, logged; delivery then goes on as usual.
     async fn sts_test(
@@ -341,6 +366,7 @@ impl MxDelivery {
         timeout: Duration,
     ) {
         if !p.allows(mx) {
+            self.sts_report(domain, p, Err((Failure::ValidationFailure, mx)));
             warn!(
                 domain,
                 mx, "MTA-STS testing: this MX host is not in the policy (enforce would defer)"
@@ -352,8 +378,14 @@ impl MxDelivery {
             .open(addr, mx, TlsPolicy::Verify, roots, helo, timeout)
             .await
         {
-            Ok(c) => c.quit().await,
+            Ok(c) => {
+                self.sts_report(domain, p, Ok(()));
+                c.quit().await
+            }
             Err(e) => {
+                if e.contains(" 4.7.") {
+                    self.sts_report(domain, p, Err((Failure::from_error(&e), mx)));
+                }
                 warn!(domain, mx, error = %e, "MTA-STS testing: TLS check failed (enforce would defer)")
             }
         }

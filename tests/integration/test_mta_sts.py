@@ -367,3 +367,27 @@ def test_cached_policy_survives_restart_without_the_policy_host(world):
     # The cached enforce policy still holds: deferred again.
     rcpt = send(inst, "notls.test")
     assert_deferred(world, rcpt, "4.7.4")
+
+
+def test_tlsrpt_report_files(world):
+    """TLS-RPT (RFC 8460) aggregate files, written at shutdown (and every
+    10 minutes) under data_dir/tlsrpt/<day>/; counts survive the restart."""
+    import json
+    inst = world["inst"]
+    inst.stop()
+    days = sorted((inst.data_dir / "tlsrpt").iterdir())
+    assert days, "no report folder"
+    def rep(domain):
+        return json.loads((days[-1] / f"{domain}.json").read_text())["policies"][0]
+    notls = rep("notls.test")
+    assert notls["policy"]["policy-type"] == "sts"
+    assert notls["policy"]["policy-string"][1] == "mode: enforce"
+    # Deferred before and after the restart: both runs are counted.
+    fails = notls["failure-details"]
+    assert fails and fails[0]["result-type"] == "starttls-not-supported", fails
+    assert notls["summary"]["total-failure-session-count"] >= 2
+    assert rep("enf.test")["summary"]["total-successful-session-count"] >= 1
+    kinds = {d["result-type"] for d in rep("badcert.test")["failure-details"]}
+    assert kinds == {"certificate-host-mismatch"}, kinds
+    kinds = {d["result-type"] for d in rep("badmx.test")["failure-details"]}
+    assert kinds == {"validation-failure"}, kinds
