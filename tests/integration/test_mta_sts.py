@@ -19,6 +19,9 @@ Domains (all policies are served by the HTTPS server):
                  `mta.tls_policy` names the domain: the explicit policy wins
   plain.test     MX mx.plain.test (no STARTTLS), enforce; only contacted
                  after the HTTPS server is stopped (nothing cached)
+  redirect.test, huge.test, html.test: MX without STARTTLS; the policy
+                 host answers a redirect, a body over 64 KiB, or text/html:
+                 no policy is taken and mail goes out as before
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ DOMAINS = {
     "testing.test": ("rogue.testing.test", PLAIN_IP, "testing", ["mx.testing.test"]),
     "override.test": ("mx.override.test", PLAIN_IP, "enforce", ["mx.override.test"]),
     "plain.test": ("mx.plain.test", PLAIN_IP, "enforce", ["mx.plain.test"]),
+    # Hostile policy hosts: each would defer if its policy were taken.
+    "redirect.test": ("mx.redirect.test", PLAIN_IP, "enforce", ["mx.redirect.test"]),
+    "huge.test": ("mx.huge.test", PLAIN_IP, "enforce", ["mx.huge.test"]),
+    "html.test": ("mx.html.test", PLAIN_IP, "enforce", ["mx.html.test"]),
 }
 # Names the fake MTA's certificate covers (not mx.badcert.test).
 MX_CERT_NAMES = ["mx.enf.test", "mx1.wild.test", "rogue.badmx.test"]
@@ -132,8 +139,16 @@ class PolicyServer:
                     return
                 _, _, mode, mx = DOMAINS[domain]
                 body = policy_text(mode, mx).encode()
+                if domain == "redirect.test":
+                    self.send_response(301)
+                    self.send_header("Location", "https://mta-sts.enf.test/.well-known/mta-sts.txt")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if domain == "huge.test":
+                    body += b"x-padding: " + b"y" * (70 * 1024) + b"\r\n"
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Type", "text/html" if domain == "html.test" else "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -349,6 +364,14 @@ def test_explicit_tls_policy_wins_over_mta_sts(world):
     rcpt = send(world["inst"], "override.test")
     assert wait_until(lambda: world["plain"].for_rcpt(rcpt), 30, 0.3), world["inst"].log(6000)
     assert "override.test" not in world["https"].fetches, "an explicit tls_policy skips MTA-STS"
+
+
+@pytest.mark.parametrize("domain", ["redirect.test", "huge.test", "html.test"])
+def test_hostile_policy_host_gives_no_policy(world, domain):
+    rcpt = send(world["inst"], domain)
+    assert wait_until(lambda: world["plain"].for_rcpt(rcpt), 30, 0.3), world["inst"].log(6000)
+    assert domain in world["https"].fetches
+    assert not (world["inst"].data_dir / "mta-sts" / f"{domain}.json").exists()
 
 
 def test_cached_policy_survives_restart_without_the_policy_host(world):
