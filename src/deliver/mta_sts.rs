@@ -277,7 +277,7 @@ impl Cache {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
         };
-        let mut files: Vec<(u64, PathBuf, String)> = Vec::new();
+        let mut files: Vec<(u128, PathBuf, String)> = Vec::new();
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(domain) = name.strip_suffix(".json") else {
@@ -286,11 +286,15 @@ impl Cache {
             if domain == keep || domain.starts_with('.') {
                 continue;
             }
-            let fetched = std::fs::read(e.path())
+            // The file's time is its fetch's (written once per fetch):
+            // no need to read thousands of files.
+            let written = e
+                .metadata()
+                .and_then(|m| m.modified())
                 .ok()
-                .and_then(|b| serde_json::from_slice::<Policy>(&b).ok())
-                .map_or(0, |p| p.fetched);
-            files.push((fetched, e.path(), domain.to_string()));
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            files.push((written, e.path(), domain.to_string()));
         }
         if files.len() < self.max {
             return;
