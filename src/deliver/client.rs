@@ -689,8 +689,24 @@ async fn tls_connect(
     let s = tokio::time::timeout(timeout, connector.connect(name, conn))
         .await
         .map_err(|_| temp("TLS handshake timed out"))?
-        .map_err(|e| temp_logged("TLS handshake failed", &server_name, &e))?;
+        .map_err(|e| temp_logged(tls_failure(&e), &server_name, &e))?;
     Ok(Box::new(s))
+}
+
+/// The kind of a failed handshake, for the reply text (TLS-RPT result
+/// types, `deliver::tlsrpt`); the details are only logged.
+fn tls_failure(e: &std::io::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "TLS handshake failed: certificate not valid for the host name"
+            }
+            C::Expired | C::ExpiredContext { .. } => "TLS handshake failed: certificate expired",
+            _ => "TLS handshake failed: certificate not trusted",
+        },
+        _ => "TLS handshake failed",
+    }
 }
 
 /// Trust anchors from a PEM file (`mta.tls_ca_file`, default the system

@@ -55,10 +55,12 @@
 pub mod client;
 pub mod lmtp;
 pub mod local;
+pub mod mta_sts;
 pub mod mx;
 pub mod pool;
 pub mod queue;
 pub mod relay;
+pub mod tlsrpt;
 // Issue 16: outbound DKIM signing at submission.
 pub mod dkim;
 

@@ -20,7 +20,9 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::client::{mail_params, relayed, Client, Dialect, RcptParams, TlsVerify};
+use super::mta_sts::{self, MtaSts};
 use super::pool::{reap, Pool};
+use super::tlsrpt::Failure;
 use super::{Envelope, Outcome};
 use crate::config::Config;
 use crate::dns::{LookupError, Resolver};
@@ -164,6 +166,8 @@ pub struct MxDelivery {
     /// for `mta.connection_idle` seconds.
     pool: Arc<Pool<MxKey, Client>>,
     roots: Option<Arc<rustls::RootCertStore>>,
+    /// MTA-STS (`[mta_sts] enabled`), `deliver::mta_sts`.
+    sts: Option<Arc<MtaSts>>,
 }
 
 impl MxDelivery {
@@ -180,7 +184,9 @@ impl MxDelivery {
             MX_POOL,
             Duration::from_secs(config.mta.connection_idle),
         ));
+        let sts = MtaSts::from_config(&config, resolver.clone());
         let d = Arc::new(MxDelivery {
+            sts,
             resolver: MxResolver::new(resolver),
             config,
             limits: Mutex::new(HashMap::new()),
@@ -189,6 +195,9 @@ impl MxDelivery {
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(reap(Arc::downgrade(&d.pool)));
+            if let Some(s) = &d.sts {
+                rt.spawn(MtaSts::flush_reports(Arc::downgrade(s)));
+            }
         }
         d
     }
@@ -235,7 +244,40 @@ impl MxDelivery {
                 )));
             }
         };
-        let policy = TlsPolicy::for_domain(&self.config, domain);
+        let mut policy = TlsPolicy::for_domain(&self.config, domain);
+        // MTA-STS (RFC 8461), unless `mta.tls_policy` names the domain:
+        // the operator's explicit choice wins.
+        let explicit = self
+            .config
+            .mta
+            .tls_policy
+            .keys()
+            .any(|d| d.eq_ignore_ascii_case(domain));
+        let sts = match &self.sts {
+            Some(s) if !explicit && address_literal(domain).is_none() => s.policy(domain).await,
+            _ => None,
+        };
+        let mut hosts = hosts;
+        let mut sts_roots = None;
+        let mut testing = None;
+        match &sts {
+            Some(p) if p.mode == mta_sts::Mode::Enforce => {
+                for h in hosts.iter().filter(|h| !p.allows(&h.name)) {
+                    self.sts_report(domain, p, Err((Failure::ValidationFailure, &h.name)));
+                }
+                hosts.retain(|h| p.allows(&h.name));
+                if hosts.is_empty() {
+                    warn!(domain, "MTA-STS: no MX host matches the enforced policy");
+                    return all(Outcome::Temporary(format!(
+                        "451 4.7.5 no MX host of {domain} matches its MTA-STS policy"
+                    )));
+                }
+                policy = TlsPolicy::Verify;
+                sts_roots = self.sts.as_ref().map(|s| s.roots());
+            }
+            Some(p) if p.mode == mta_sts::Mode::Testing => testing = Some(p),
+            _ => {}
+        }
         let timeout = Duration::from_secs(self.config.mta.delivery_timeout.max(1));
         let helo = self.config.server.hostname.clone();
         let port = self.config.mta.smtp_port;
@@ -263,11 +305,29 @@ impl MxDelivery {
                     None => None,
                 };
                 crate::metrics::pool_take(reused.is_some());
+                if let Some(p) = testing.filter(|_| reused.is_none()) {
+                    self.sts_test(domain, p, addr, &host.name, &helo, timeout)
+                        .await;
+                }
                 let client = match reused {
                     Some(c) => c,
-                    None => match self.open(addr, &host.name, policy, &helo, timeout).await {
-                        Ok(c) => c,
+                    None => match self
+                        .open(addr, &host.name, policy, sts_roots.clone(), &helo, timeout)
+                        .await
+                    {
+                        Ok(c) => {
+                            if let Some(p) = sts.as_ref().filter(|_| sts_roots.is_some()) {
+                                self.sts_report(domain, p, Ok(()));
+                            }
+                            c
+                        }
                         Err(e) => {
+                            if let Some(p) = sts.as_ref().filter(|_| sts_roots.is_some()) {
+                                if e.contains(" 4.7.") {
+                                    let f = Failure::from_error(&e);
+                                    self.sts_report(domain, p, Err((f, &host.name)));
+                                }
+                            }
                             info!(domain, mx = %host.name, %addr, error = %e, "MX host unusable; trying the next");
                             last_error = e;
                             continue;
@@ -287,12 +347,58 @@ impl MxDelivery {
         all(Outcome::Temporary(last_error))
     }
 
-    /// Connects, says EHLO and applies the TLS policy.
+    /// Counts a session for TLS-RPT (`deliver::tlsrpt`).
+    fn sts_report(&self, domain: &str, p: &mta_sts::Policy, r: Result<(), (Failure, &str)>) {
+        if let Some(s) = &self.sts {
+            s.report(domain, p, r);
+        }
+    }
+
+    /// MTA-STS `testing` mode (RFC 8461 5): what enforcing would have
+    /// said about this host, logged; delivery then goes on as usual.
+    async fn sts_test(
+        &self,
+        domain: &str,
+        p: &mta_sts::Policy,
+        addr: SocketAddr,
+        mx: &str,
+        helo: &str,
+        timeout: Duration,
+    ) {
+        if !p.allows(mx) {
+            self.sts_report(domain, p, Err((Failure::ValidationFailure, mx)));
+            warn!(
+                domain,
+                mx, "MTA-STS testing: this MX host is not in the policy (enforce would defer)"
+            );
+            return;
+        }
+        let roots = self.sts.as_ref().map(|s| s.roots());
+        match self
+            .open(addr, mx, TlsPolicy::Verify, roots, helo, timeout)
+            .await
+        {
+            Ok(c) => {
+                self.sts_report(domain, p, Ok(()));
+                c.quit().await
+            }
+            Err(e) => {
+                if e.contains(" 4.7.") {
+                    self.sts_report(domain, p, Err((Failure::from_error(&e), mx)));
+                }
+                warn!(domain, mx, error = %e, "MTA-STS testing: TLS check failed (enforce would defer)")
+            }
+        }
+    }
+
+    /// Connects, says EHLO and applies the TLS policy. `roots` replaces
+    /// `mta.tls_ca_file`'s for `verify` (MTA-STS).
     async fn open(
         &self,
         addr: SocketAddr,
         mx: &str,
         policy: TlsPolicy,
+        roots: Option<Arc<rustls::RootCertStore>>,
         helo: &str,
         timeout: Duration,
     ) -> Result<Client, String> {
@@ -311,7 +417,7 @@ impl MxDelivery {
             }
             _ => {
                 let verify = match policy {
-                    TlsPolicy::Verify => match &self.roots {
+                    TlsPolicy::Verify => match roots.as_ref().or(self.roots.as_ref()) {
                         Some(r) => TlsVerify::Roots(r.clone()),
                         None => return Err("451 4.7.5 no trust anchors to verify TLS".into()),
                     },
