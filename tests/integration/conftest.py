@@ -19,6 +19,7 @@ import email.utils
 import imaplib
 import os
 import poplib
+import random
 import re
 import shutil
 import signal
@@ -67,13 +68,34 @@ def msgd_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("MSGD_")}
 
 
+def _listen_port_range() -> tuple[int, int]:
+    """Ports for test listeners: below the kernel's ephemeral range, so an
+    outgoing connection of a server being started (to slapd, a store, DNS)
+    cannot take a port between the pick and the server's bind."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (20000, low) if low > 21000 else (0, 0)
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (all held open while picking)."""
+    """n distinct free loopback ports (all held open while picking), taken
+    outside the ephemeral range where there is room for them."""
+    lo, hi = _listen_port_range()
     socks = []
     try:
-        for _ in range(n):
+        tries = 0
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            port = random.randrange(lo, hi) if hi and tries < 50 * n else 0
+            tries += 1
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
