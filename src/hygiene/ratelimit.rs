@@ -208,25 +208,28 @@ impl RateLimits {
         }
     }
 
+    /// What decides before the per-network counters: off, a login (by
+    /// its own limits `which`, wherever it connects from), a trusted
+    /// client. `None`: count the client as a stranger.
+    fn settled(&self, client: &Client, which: [UserLimit; 2], now: Instant) -> Option<Decision> {
+        if !self.config.enabled || client.trusted && client.login.is_none() {
+            return Some(Decision::Pass);
+        }
+        let login = client.login.as_ref()?;
+        if !client.submission {
+            return Some(Decision::Pass);
+        }
+        let login = key(login);
+        let refusal = which
+            .into_iter()
+            .find_map(|w| self.take_user(&login, w, now));
+        Some(refusal.map_or(Decision::Pass, Decision::Refuse))
+    }
+
     fn mail_from_at(&self, client: &Client, sender: &str, now: Instant) -> Decision {
-        if !self.config.enabled {
-            return Decision::Pass;
-        }
-        // A login is counted by its own limits (wherever it connects from).
-        if let Some(login) = &client.login {
-            if !client.submission {
-                return Decision::Pass;
-            }
-            let login = key(login);
-            for which in [UserLimit::MessagesHour, UserLimit::MessagesDay] {
-                if let Some(r) = self.take_user(&login, which, now) {
-                    return Decision::Refuse(r);
-                }
-            }
-            return Decision::Pass;
-        }
-        if client.trusted {
-            return Decision::Pass;
+        let which = [UserLimit::MessagesHour, UserLimit::MessagesDay];
+        if let Some(d) = self.settled(client, which, now) {
+            return d;
         }
         let net = self.network(client.ip);
         if !self
@@ -248,24 +251,9 @@ impl RateLimits {
     }
 
     fn rcpt_at(&self, client: &Client, _sender: &str, rcpt: &str, now: Instant) -> Decision {
-        if !self.config.enabled {
-            return Decision::Pass;
-        }
-        // A login is counted by its own limits (wherever it connects from).
-        if let Some(login) = &client.login {
-            if !client.submission {
-                return Decision::Pass;
-            }
-            let login = key(login);
-            for which in [UserLimit::RecipientsHour, UserLimit::RecipientsDay] {
-                if let Some(r) = self.take_user(&login, which, now) {
-                    return Decision::Refuse(r);
-                }
-            }
-            return Decision::Pass;
-        }
-        if client.trusted {
-            return Decision::Pass;
+        let which = [UserLimit::RecipientsHour, UserLimit::RecipientsDay];
+        if let Some(d) = self.settled(client, which, now) {
+            return d;
         }
         let net = self.network(client.ip);
         if !self
