@@ -724,6 +724,11 @@ mod tests {
             Parsed::Command("LISTSCRIPTS".into(), vec![]),
         ];
         assert_eq!(all(input), want);
+        assert_same_at_every_cut(input, &want);
+    }
+
+    /// `input` fed in two parts, cut at every byte, parses to `want`.
+    fn assert_same_at_every_cut(input: &[u8], want: &[Parsed]) {
         for cut in 0..input.len() {
             let mut p = Parser::default();
             let mut got = Vec::new();
@@ -750,20 +755,7 @@ mod tests {
             ),
             Parsed::Command("NOOP".into(), vec![]),
         ];
-        for cut in 0..input.len() {
-            let mut p = Parser::default();
-            let mut got = Vec::new();
-            for part in [&input[..cut], &input[cut..]] {
-                p.feed(part);
-                loop {
-                    match p.next_command() {
-                        Parsed::Incomplete => break,
-                        x => got.push(x),
-                    }
-                }
-            }
-            assert_eq!(got, want, "cut at {cut}");
-        }
+        assert_same_at_every_cut(input, &want);
     }
 
     #[test]

@@ -173,17 +173,20 @@ pub fn valid_script_name(name: &str) -> bool {
             .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
 }
 
+/// The name of the user's active script, if any.
+fn active_name(
+    t: &impl ReadableTable<&'static str, &'static str>,
+    user: &str,
+) -> Result<Option<String>> {
+    Ok(t.get(user).map_err(ie)?.map(|v| v.value().to_string()))
+}
+
 impl Inner {
     /// The user's scripts by name, each with whether it is active.
     pub async fn sieve_list(&self, user: &str) -> Result<Vec<(String, bool)>> {
         let user = user.to_string();
         self.read_txn(move |txn| {
-            let active = txn
-                .open_table(ACTIVE)
-                .map_err(ie)?
-                .get(user.as_str())
-                .map_err(ie)?
-                .map(|v| v.value().to_string());
+            let active = active_name(&txn.open_table(ACTIVE).map_err(ie)?, &user)?;
             let t = txn.open_table(SCRIPTS).map_err(ie)?;
             let mut out = Vec::new();
             for item in t.range((user.as_str(), "")..).map_err(ie)? {
@@ -214,13 +217,7 @@ impl Inner {
     pub async fn sieve_active(&self, user: &str) -> Result<Option<(String, Vec<u8>)>> {
         let user = user.to_string();
         self.read_txn(move |txn| {
-            let Some(name) = txn
-                .open_table(ACTIVE)
-                .map_err(ie)?
-                .get(user.as_str())
-                .map_err(ie)?
-                .map(|v| v.value().to_string())
-            else {
+            let Some(name) = active_name(&txn.open_table(ACTIVE).map_err(ie)?, &user)? else {
                 return Ok(None);
             };
             let t = txn.open_table(SCRIPTS).map_err(ie)?;
@@ -295,12 +292,7 @@ impl Inner {
     ) -> Result<std::result::Result<(), SieveRefusal>> {
         let (user, name) = (user.to_string(), name.to_string());
         self.submit(move |txn, _batch| {
-            let active = txn
-                .open_table(ACTIVE)
-                .map_err(ie)?
-                .get(user.as_str())
-                .map_err(ie)?
-                .map(|v| v.value().to_string());
+            let active = active_name(&txn.open_table(ACTIVE).map_err(ie)?, &user)?;
             if active.as_deref() == Some(name.as_str()) {
                 return Ok(Err(SieveRefusal::Active));
             }
