@@ -80,9 +80,18 @@ def _listen_port_range() -> tuple[int, int]:
     return (20000, low) if low > 21000 else (0, 0)
 
 
+# Ports this test process has handed out lately: a port picked for one
+# server is free until that server binds it, so a second pick in the same
+# test (another server, a console port chosen first and bound later) must
+# not get it again.
+_RECENT_PORTS: dict[int, None] = {}
+_RECENT_LIMIT = 4000
+
+
 def free_ports(n: int) -> list[int]:
     """n distinct free loopback ports (all held open while picking), taken
-    outside the ephemeral range where there is room for them."""
+    outside the ephemeral range where there is room for them, and never one
+    handed out lately by this process."""
     lo, hi = _listen_port_range()
     socks = []
     try:
@@ -91,13 +100,21 @@ def free_ports(n: int) -> list[int]:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             port = random.randrange(lo, hi) if hi and tries < 50 * n else 0
             tries += 1
+            if port and port in _RECENT_PORTS:
+                s.close()
+                continue
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 s.close()
                 continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        ports = [s.getsockname()[1] for s in socks]
+        for p in ports:
+            _RECENT_PORTS[p] = None
+        while len(_RECENT_PORTS) > _RECENT_LIMIT:
+            del _RECENT_PORTS[next(iter(_RECENT_PORTS))]
+        return ports
     finally:
         for s in socks:
             s.close()
