@@ -310,7 +310,8 @@ def main() -> None:
                     help="strace -f -c the mmp during its workload rounds: syscalls per session (slows it: "
                          "the rates of such a run mean nothing)")
     ap.add_argument("--perf-record", metavar="FILE",
-                    help="perf record -g the mmp during its workload rounds into FILE (for perf report)")
+                    help="perf record -g store, mmp and slapd during each workload round into FILE.MODE.ROUND "
+                         "(for perf report --pid)")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -374,9 +375,9 @@ def main() -> None:
         for rnd in range(1, args.rounds + 1):
             for mode in ("direct", "mmp"):
                 perf = None
-                if args.perf_record and mode == "mmp":
-                    perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", f"{args.perf_record}.{rnd}",
-                                             "-p", str(mmp.proc.pid)],
+                if args.perf_record:
+                    perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", f"{args.perf_record}.{mode}.{rnd}",
+                                             "-p", ",".join(str(p) for p in pids.values())],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
                 trace = None

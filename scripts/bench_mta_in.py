@@ -33,6 +33,19 @@ and, with strace attached to both processes (`strace -f -c`: this slows
 them down, so the rates of such a run mean nothing), syscalls per message
 for each process: fsync, fdatasync, sync_file_range, and all syscalls.
 
+Where: by default (as root) every folder of the run (slapd, stores, mta-in
+queue, Postfix's instance) is on a fresh ext4 filesystem with its journal
+(mkfs.ext4 defaults, a sparse 8 GiB image on a loop device, unmounted and
+deleted at the end): the same for both sides, what a mail server runs on,
+and no state left over from earlier runs. `--fs tmp` runs in /tmp as it is
+(this machine's root is ext4 without a journal; see below).
+
+Work folders (the stores' mailboxes, the queues, Postfix's instance) are
+removed only after the last scenario: removing thousands of files makes
+creating files slow for the next ~30 s on ext4 without a journal (its
+inode allocator skips inodes freed in the last 30 s), which would handicap
+whichever side runs next.
+
 Bounded: every scenario has a deadline (BENCH_TIMEOUT seconds, default 300)
 and fails rather than hanging; everything started is stopped on exit
 (`postfix -c DIR stop`, then `abort` and SIGKILL if the master is still
@@ -57,6 +70,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
+import tiers  # noqa: E402
 from tiers import Ldap, Node, Postfix  # noqa: E402  (reuses the two-tier test helpers)
 
 RCPT = "frank@example.test"
@@ -163,6 +177,51 @@ def postfix_queue_left(pf: Postfix) -> int:
     return n
 
 
+def scratch_fs() -> tuple[Path, Path]:
+    """A fresh journaled ext4 on a loop device (module doc); returns the
+    mount point and the folder holding it and the image."""
+    holder = Path(tempfile.mkdtemp(prefix="msgd-bench-fs-", dir="/tmp"))
+    holder.chmod(0o755)  # Postfix runs as user postfix
+    image, mnt = holder / "fs.img", holder / "m"
+    mnt.mkdir()
+    subprocess.run(["truncate", "-s", "8G", str(image)], check=True)
+    # Inode tables and journal initialised now, not by a kernel thread
+    # writing them during the first scenario.
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image)],
+                   check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    mnt.chmod(0o755)
+    return mnt, holder
+
+
+def drop_scratch_fs(mnt: Path, holder: Path) -> None:
+    r = subprocess.run(["umount", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    shutil.rmtree(holder, ignore_errors=True)
+
+
+def use_folder(base: Path) -> None:
+    """Every work folder of this run (ours and the tiers helpers') under `base`."""
+    tempfile.tempdir = str(base)
+
+    def short_tmpdir(prefix: str) -> Path:
+        d = Path(tempfile.mkdtemp(prefix=prefix, dir=str(base)))
+        d.chmod(0o755)
+        return d
+
+    tiers.short_tmpdir = short_tmpdir
+
+
+# Folders to remove after the last scenario (module doc).
+REMOVE_AT_END: list[Path] = []
+
+
+def remove_at_end() -> None:
+    while REMOVE_AT_END:
+        shutil.rmtree(REMOVE_AT_END.pop(), ignore_errors=True)
+
+
 def stop_postfix(pf: Postfix, keep: bool) -> None:
     """`postfix stop` (bounded inside Postfix.stop), then `postfix abort`
     and SIGKILL to the master if it is still there; removes its folders
@@ -191,7 +250,7 @@ def stop_postfix(pf: Postfix, keep: bool) -> None:
     if keep:
         print(f"bench-mta-in: kept the Postfix folders in {pf.root}", file=sys.stderr)
     else:
-        shutil.rmtree(pf.root, ignore_errors=True)
+        REMOVE_AT_END.append(pf.root)
 
 
 def pid_alive(pid: int) -> bool:
@@ -317,7 +376,7 @@ def run_scenario(side: str, smtp_source: str, size: int, count: int, sessions: i
         if ldap is not None and ldap.running:
             ldap.stop()
         if not keep:
-            shutil.rmtree(work, ignore_errors=True)
+            REMOVE_AT_END.append(work)
 
 
 def machine() -> str:
@@ -354,6 +413,9 @@ def main() -> None:
     ap.add_argument("--no-uncached", action="store_true", help="skip the extra 4 KiB run with cache_ttl = 0")
     ap.add_argument("--no-postfix", action="store_true",
                     help="skip the Postfix side (smtp-source -> Postfix -> LMTP -> store)")
+    ap.add_argument("--fs", choices=("ext4-image", "tmp"), default=None,
+                    help="where the run's folders live: a fresh journaled ext4 on a loop device (default as root) "
+                         "or /tmp as it is")
     ap.add_argument("--log-level", default="warn")
     ap.add_argument("--keep", action="store_true", help="keep the work folders")
     ap.add_argument("--syscalls", action="store_true",
@@ -387,15 +449,28 @@ def main() -> None:
     print(f"date:    {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print("load:    %.2f %.2f %.2f (1/5/15 min, before the runs; other work on the machine skews the figures)"
           % os.getloadavg())
-    print()
     header = (f"{'side':<8} {'size':>7} {'msgs':>6} {'sess':>4} {'ttl':>4} {'accepted/s':>11} {'stored/s':>9} "
               f"{'total s':>8} {'SRCH':>6} {'SRCH/msg':>9} {'BIND':>5} {'left':>5}")
+    fs = args.fs or ("ext4-image" if os.geteuid() == 0 else "tmp")
+    scratch = None
+    if fs == "ext4-image":
+        if os.geteuid() != 0:
+            die("--fs ext4-image mounts a loop device and needs root (or pass --fs tmp)")
+        scratch = scratch_fs()
+        use_folder(scratch[0])
+    print(f"folders: {'a fresh journaled ext4 image (loop device)' if scratch else '/tmp'}")
+    print()
     results = []
-    for size, count, ttl in scenarios:
-        for side in sides:
-            r = run_scenario(side, smtp_source, size, count, args.sessions, ttl, args.timeout, args.log_level,
-                             args.keep, syscalls=args.syscalls and side == "msgd")
-            results.append(r)
+    try:
+        for size, count, ttl in scenarios:
+            for side in sides:
+                r = run_scenario(side, smtp_source, size, count, args.sessions, ttl, args.timeout,
+                                 args.log_level, args.keep, syscalls=args.syscalls and side == "msgd")
+                results.append(r)
+    finally:
+        remove_at_end()
+        if scratch is not None:
+            drop_scratch_fs(*scratch)
     print("load after: %.2f %.2f %.2f" % os.getloadavg())
     print(header)
     for r in results:

@@ -11,7 +11,9 @@
 //!    transaction);
 //! 2. `fdatasync` on each file: the first one commits that transaction, the
 //!    others find their data written and their metadata committed;
-//! 3. one `fsync` of the queue folder if any file is new.
+//! 3. the renames asked for (a spare file rewritten under its spare name
+//!    takes its queue name only now, its new content being durable);
+//! 4. one `fsync` of the queue folder if any file is new.
 //!
 //! Every waiter learns its own file's result; a folder fsync error fails
 //! every new file of the round. Nothing is answered before its round ends,
@@ -32,6 +34,8 @@ struct Waiter {
     file: File,
     /// A new file: its folder entry must be durable too.
     new_entry: bool,
+    /// Renamed from .0 to .1 after its data is durable (a recycled spare).
+    rename: Option<(PathBuf, PathBuf)>,
     done: oneshot::Sender<io::Result<()>>,
 }
 
@@ -115,12 +119,34 @@ impl GroupSync {
     /// Returns once `file`'s data is durable (`new_entry`: and its name in
     /// the queue folder).
     pub async fn durable(self: &Arc<Self>, file: File, new_entry: bool) -> io::Result<()> {
+        self.wait(file, new_entry, None).await
+    }
+
+    /// Returns once `file`'s data is durable, then renamed from `from` to
+    /// `to`, and that name is durable in the queue folder (both names are
+    /// in it).
+    pub async fn durable_renamed(
+        self: &Arc<Self>,
+        file: File,
+        from: PathBuf,
+        to: PathBuf,
+    ) -> io::Result<()> {
+        self.wait(file, true, Some((from, to))).await
+    }
+
+    async fn wait(
+        self: &Arc<Self>,
+        file: File,
+        new_entry: bool,
+        rename: Option<(PathBuf, PathBuf)>,
+    ) -> io::Result<()> {
         let (done, rx) = oneshot::channel();
         let lead = {
             let mut s = self.lock();
             s.waiting.push(Waiter {
                 file,
                 new_entry,
+                rename,
                 done,
             });
             !std::mem::replace(&mut s.running, true)
@@ -167,7 +193,16 @@ impl GroupSync {
                 libc::sync_file_range(w.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
             }
         }
-        let results: Vec<io::Result<()>> = batch.iter().map(|w| w.file.sync_data()).collect();
+        let results: Vec<io::Result<()>> = batch
+            .iter()
+            .map(|w| {
+                w.file.sync_data()?;
+                match &w.rename {
+                    Some((from, to)) => std::fs::rename(from, to),
+                    None => Ok(()),
+                }
+            })
+            .collect();
         let dir = if batch.iter().any(|w| w.new_entry) {
             crate::fsutil::sync_dir(&self.dir).map_err(|e| (e.kind(), e.to_string()))
         } else {
@@ -272,6 +307,7 @@ mod tests {
             st.waiting.push(Waiter {
                 file: File::create(dir.path().join("n.q")).unwrap(),
                 new_entry: true,
+                rename: None,
                 done,
             });
         }

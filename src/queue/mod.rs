@@ -27,6 +27,15 @@
 //! - When the runner starts, every loaded entry settles: an entry killed
 //!   between its last record and the removal of its file sends what it
 //!   still owes and is removed (it is never left in the queue forever).
+//! - Files are recycled: a finished entry's file is renamed to
+//!   `<id>.spare` in the same folder (at most `SPARE_FILES`, else
+//!   removed), and a new message is written over a spare, made durable
+//!   under the spare name, and only then renamed to `<id>.q` (one group
+//!   commit round, one folder fsync for both names). No inode is freed
+//!   and allocated per message: on ext4 without a journal, allocation
+//!   skips every inode freed in the last 30 s, which made a busy queue's
+//!   creates slower the faster it ran. A spare is never loaded as an
+//!   entry; a half-rewritten one keeps its spare name.
 //! - Each attempt hands the transport the queue id: with the recipient
 //!   index it is the delivery id a store uses to refuse a second copy
 //!   (duplicate delivery suppression, docs/delivery.md).
@@ -174,6 +183,9 @@ impl Entry {
     }
 }
 
+/// Finished queue files kept for reuse (module doc: files are recycled).
+pub const SPARE_FILES: usize = 128;
+
 /// A queued message, for listings.
 #[derive(Debug, Clone)]
 pub struct QueuedInfo {
@@ -199,6 +211,8 @@ pub struct Queue {
     kept_bytes: Arc<AtomicU64>,
     /// The bound of `kept_bytes` (`FIRST_ATTEMPT_BYTES`; tests lower it).
     keep_cap: AtomicU64,
+    /// Finished files waiting to be rewritten (`<id>.spare`).
+    spares: Mutex<Vec<PathBuf>>,
 }
 
 /// Removes a message's queue file and hold marker.
@@ -283,11 +297,20 @@ impl Queue {
     pub fn open(dir: &Path, config: QueueConfig, hostname: &str) -> anyhow::Result<Arc<Queue>> {
         std::fs::create_dir_all(dir)?;
         let mut entries = BTreeMap::new();
+        let mut spares = Vec::new();
         for e in std::fs::read_dir(dir)?.flatten() {
             let path = e.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
+            if name.ends_with(".spare") {
+                if spares.len() < SPARE_FILES {
+                    spares.push(path);
+                } else {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
             let Some(id) = name.strip_suffix(".q") else {
                 continue;
             };
@@ -350,6 +373,7 @@ impl Queue {
             sync: commit::GroupSync::new(dir.to_path_buf()),
             kept_bytes: Arc::new(AtomicU64::new(0)),
             keep_cap: AtomicU64::new(FIRST_ATTEMPT_BYTES),
+            spares: Mutex::new(spares),
         }))
     }
 
@@ -428,17 +452,68 @@ impl Queue {
         let id = Self::new_id();
         let path = self.path(&id);
         let e2 = env.clone();
-        let file = tokio::task::spawn_blocking(move || record::create_unsynced(&path, &e2, &data))
-            .await
-            .map_err(std::io::Error::other)??;
+        let spare = self.take_spare();
+        let (file, spare) = tokio::task::spawn_blocking(move || {
+            if let Some(spare) = spare {
+                match record::overwrite_unsynced(&spare, &e2, &data) {
+                    Ok(f) => return Ok((f, Some(spare))),
+                    Err(e) => {
+                        warn!(file = %spare.display(), error = %e, "cannot reuse a spare queue file");
+                        let _ = std::fs::remove_file(&spare);
+                    }
+                }
+            }
+            record::create_unsynced(&path, &e2, &data).map(|f| (f, None))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         // Durable together with the files of other sessions (group commit).
         // A file that could not be made durable is not acknowledged: it
         // must not be found and delivered after a restart either.
-        if let Err(e) = self.sync.durable(file, true).await {
+        let synced = match &spare {
+            Some(from) => {
+                let to = self.path(&id);
+                self.sync.durable_renamed(file, from.clone(), to).await
+            }
+            None => self.sync.durable(file, true).await,
+        };
+        if let Err(e) = synced {
+            if let Some(from) = &spare {
+                let _ = std::fs::remove_file(from);
+            }
             let _ = std::fs::remove_file(self.path(&id));
             return Err(e);
         }
         Ok(id)
+    }
+
+    fn take_spare(&self) -> Option<PathBuf> {
+        self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Removes a finished entry's files, keeping its queue file as a spare
+    /// while there is room (module doc). A crash before the rename is
+    /// durable finds the entry again on load, where it settles as before.
+    fn recycle(&self, id: &str, held: bool) -> std::io::Result<()> {
+        let path = self.path(id);
+        let spare = self.dir.join(format!("{id}.spare"));
+        let kept = {
+            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            spares.len() < SPARE_FILES && std::fs::rename(&path, &spare).is_ok() && {
+                spares.push(spare);
+                true
+            }
+        };
+        if !kept {
+            return remove_files(&self.dir, id);
+        }
+        if held {
+            match std::fs::remove_file(self.dir.join(format!("{id}.hold"))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Appends state changes to `id`'s file; returns once they are durable.
@@ -923,8 +998,8 @@ impl Queue {
             })
         };
         if done {
-            self.lock().remove(id);
-            if let Err(e) = remove_files(&self.dir, id) {
+            let held = self.lock().remove(id).is_none_or(|e| e.held);
+            if let Err(e) = self.recycle(id, held) {
                 warn!(queue_id = id, error = %e, "cannot remove finished queue file");
             }
             info!(queue_id = id, "removed from queue");

@@ -101,6 +101,23 @@ pub fn create_unsynced(path: &Path, env: &Envelope, data: &[u8]) -> io::Result<F
     Ok(f)
 }
 
+/// Writes a new queue file's content over a spare file (a finished
+/// entry's inode, `Queue::recycle`) without fsync and returns it open:
+/// the content starts at offset 0 and the file is cut to its length. The
+/// caller makes it durable under the spare's name and only then renames
+/// it into the queue (`commit::GroupSync::durable_renamed`), so a spare
+/// half overwritten is never found under a queue name.
+pub fn overwrite_unsynced(spare: &Path, env: &Envelope, data: &[u8]) -> io::Result<File> {
+    let mut f = OpenOptions::new().write(true).open(spare)?;
+    let mut buf = MAGIC.to_vec();
+    buf.extend(frame(&serde_json::to_vec(env).map_err(io::Error::other)?)?);
+    buf.extend_from_slice(&record_head(data)?);
+    f.write_all(&buf)?;
+    f.write_all(data)?;
+    f.set_len((buf.len() + data.len()) as u64)?;
+    Ok(f)
+}
+
 /// Appends a state change and fsyncs it.
 pub fn append_state(path: &Path, change: &StateChange) -> io::Result<()> {
     append_states_unsynced(path, std::slice::from_ref(change))?.sync_data()

@@ -70,6 +70,18 @@ fn env(sender: &str, rcpts: &[&str]) -> Envelope {
     }
 }
 
+/// The names in a queue folder other than spare files (`Queue::recycle`).
+fn queue_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".spare"))
+        .collect();
+    names.sort();
+    names
+}
+
 async fn wait_until(q: &Queue, f: impl Fn(&Queue) -> bool) {
     for _ in 0..100 {
         if f(q) {
@@ -107,7 +119,7 @@ async fn temporary_failure_is_retried_then_delivered_once() {
     let got = t.delivered.lock().unwrap().clone();
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got.iter().all(|(_, d)| d == b"hello\r\n"));
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    assert_eq!(queue_names(d.path()), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -371,7 +383,7 @@ async fn finished_entry_on_load_sends_the_owed_success_dsn_and_is_removed() {
     assert_eq!(n.len(), 1);
     assert!(n[0].contains("Action: delivered"), "{}", n[0]);
     assert!(scan(d.path()).is_empty(), "msgd queue list shows nothing");
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    assert_eq!(queue_names(d.path()), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -494,7 +506,7 @@ async fn an_attempt_that_finishes_the_entry_removes_it_without_a_state_record() 
     wait_until(&q, |q| q.is_empty()).await;
     stop.cancel();
     assert_eq!(t.delivered.lock().unwrap().len(), 1);
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    assert_eq!(queue_names(d.path()), Vec::<String>::new());
     // Only the new file was flushed: its removal records the delivery.
     assert_eq!(q.sync_stats().files, 1);
 }
@@ -572,4 +584,52 @@ async fn bytes_kept_for_first_attempts_are_bounded_and_a_retry_reads_the_file() 
         ]
     );
     assert_eq!(q.kept_bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_finished_file_is_rewritten_for_the_next_message_and_spares_are_never_loaded() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    let t = always_delivers();
+    let stop = CancellationToken::new();
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    let big = Arc::new(vec![b'x'; 100_000]);
+    let first = q.enqueue(env("a@x", &["b@y"]), big).await.unwrap();
+    let inode = std::fs::metadata(d.path().join(format!("{first}.q")))
+        .unwrap()
+        .ino();
+    wait_until(&q, |q| q.is_empty()).await;
+    let spare = d.path().join(format!("{first}.spare"));
+    assert_eq!(std::fs::metadata(&spare).unwrap().ino(), inode);
+    assert_eq!(queue_names(d.path()), Vec::<String>::new());
+
+    // The next message takes the spare's inode, cut to its own length.
+    let small = Arc::new(b"small\r\n".to_vec());
+    let second = q.write(&env("c@x", &["d@y"]), small.clone()).await.unwrap();
+    assert!(!spare.exists());
+    let p = d.path().join(format!("{second}.q"));
+    assert_eq!(std::fs::metadata(&p).unwrap().ino(), inode);
+    let l = record::load(&p).unwrap().unwrap();
+    assert_eq!(l.data, *small);
+    assert_eq!(l.envelope.sender, "c@x");
+    assert!(l.changes.is_empty() && !l.torn_tail);
+    stop.cancel();
+
+    // A spare half rewritten (killed before its rename) is not an entry
+    // after a restart, and is kept for reuse.
+    std::fs::write(d.path().join("X.spare"), b"MSGDQ1\n garbage").unwrap();
+    let q2 = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    let ids: Vec<String> = q2.list().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, vec![second.clone()]);
+    let third = q2.write(&env("e@x", &["f@y"]), small).await.unwrap();
+    assert!(!d.path().join("X.spare").exists());
+    assert_eq!(
+        record::load(&d.path().join(format!("{third}.q")))
+            .unwrap()
+            .unwrap()
+            .envelope
+            .sender,
+        "e@x"
+    );
 }
