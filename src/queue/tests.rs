@@ -94,9 +94,7 @@ async fn wait_until(q: &Queue, f: impl Fn(&Queue) -> bool) {
 
 #[tokio::test]
 async fn temporary_failure_is_retried_then_delivered_once() {
-    let d = tempfile::tempdir().unwrap();
-    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
-    let t = Arc::new(Scripted {
+    let (d, q, t, stop) = running(Arc::new(Scripted {
         script: Mutex::new(
             [(
                 "b@y".to_string(),
@@ -108,9 +106,7 @@ async fn temporary_failure_is_retried_then_delivered_once() {
             .into(),
         ),
         delivered: Mutex::default(),
-    });
-    let stop = CancellationToken::new();
-    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    }));
     q.enqueue(env("a@x", &["b@y", "c@y"]), Arc::new(b"hello\r\n".to_vec()))
         .await
         .unwrap();
@@ -124,9 +120,7 @@ async fn temporary_failure_is_retried_then_delivered_once() {
 
 #[tokio::test]
 async fn permanent_failure_bounces_to_the_sender_but_never_to_null() {
-    let d = tempfile::tempdir().unwrap();
-    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
-    let t = Arc::new(Scripted {
+    let (_d, q, t, stop) = running(Arc::new(Scripted {
         script: Mutex::new(
             [(
                 "b@y".to_string(),
@@ -135,9 +129,7 @@ async fn permanent_failure_bounces_to_the_sender_but_never_to_null() {
             .into(),
         ),
         delivered: Mutex::default(),
-    });
-    let stop = CancellationToken::new();
-    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    }));
     q.enqueue(
         env("a@x", &["b@y"]),
         Arc::new(b"Subject: s\r\n\r\nx\r\n".to_vec()),
@@ -205,9 +197,7 @@ async fn restart_resumes_without_repeating_delivered_recipients() {
 
 #[tokio::test]
 async fn rfc3461_notify_success_sends_delivered_and_relayed_reports() {
-    let d = tempfile::tempdir().unwrap();
-    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
-    let t = Arc::new(Scripted {
+    let (_d, q, t, stop) = running(Arc::new(Scripted {
         script: Mutex::new(
             [
                 (
@@ -222,9 +212,7 @@ async fn rfc3461_notify_success_sends_delivered_and_relayed_reports() {
             .into(),
         ),
         delivered: Mutex::default(),
-    });
-    let stop = CancellationToken::new();
-    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    }));
     let mut e = env("a@x", &["b@y", "far@z", "dsn@z", "quiet@y"]);
     for r in &mut e.recipients[..3] {
         r.notify = Notify {
@@ -452,11 +440,7 @@ async fn transport_gets_the_same_queue_id_on_every_retry() {
             })
         }
     }
-    let d = tempfile::tempdir().unwrap();
-    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
-    let t = Arc::new(Ids(Mutex::default()));
-    let stop = CancellationToken::new();
-    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    let (_d, q, t, stop) = running(Arc::new(Ids(Mutex::default())));
     let qid = q
         .enqueue(env("", &["b@y"]), Arc::new(b"x\r\n".to_vec()))
         .await
@@ -495,11 +479,7 @@ async fn concurrent_enqueues_are_made_durable_by_shared_flush_rounds_and_load_ba
 
 #[tokio::test]
 async fn an_attempt_that_finishes_the_entry_removes_it_without_a_state_record() {
-    let d = tempfile::tempdir().unwrap();
-    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
-    let t = scripted();
-    let stop = CancellationToken::new();
-    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    let (d, q, t, stop) = running(scripted());
     q.enqueue(env("a@x", &["b@y"]), Arc::new(b"hello\r\n".to_vec()))
         .await
         .unwrap();
@@ -509,6 +489,17 @@ async fn an_attempt_that_finishes_the_entry_removes_it_without_a_state_record() 
     assert_eq!(queue_names(d.path()), Vec::<String>::new());
     // Only the new file was flushed: its removal records the delivery.
     assert_eq!(q.sync_stats().files, 1);
+}
+
+/// A queue in a new folder with its runner started on `t`.
+fn running<T: Transport + 'static>(
+    t: Arc<T>,
+) -> (tempfile::TempDir, Arc<Queue>, Arc<T>, CancellationToken) {
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    (d, q, t, stop)
 }
 
 fn always_delivers() -> Arc<Scripted> {
@@ -589,11 +580,7 @@ async fn bytes_kept_for_first_attempts_are_bounded_and_a_retry_reads_the_file() 
 #[tokio::test]
 async fn a_finished_file_is_rewritten_for_the_next_message_and_spares_are_never_loaded() {
     use std::os::unix::fs::MetadataExt;
-    let d = tempfile::tempdir().unwrap();
-    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
-    let t = always_delivers();
-    let stop = CancellationToken::new();
-    tokio::spawn(q.clone().run(t.clone(), stop.clone()));
+    let (d, q, _t, stop) = running(always_delivers());
     let big = Arc::new(vec![b'x'; 100_000]);
     let first = q.enqueue(env("a@x", &["b@y"]), big).await.unwrap();
     let inode = std::fs::metadata(d.path().join(format!("{first}.q")))
