@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DOMAIN, MsgdFactory, free_ports, unique, wait_until
-from tiers import Ldap, Node
+from tiers import Ldap, Node, last_header, running
 
 ALICE = f"alice@{DOMAIN}"
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -157,26 +157,9 @@ def _send(inst, data: bytes):
 
 
 def _fetch(inst, subject: str, mailbox: str = "INBOX") -> bytes:
-    found: list[bytes] = []
-
-    def look() -> bool:
-        m = inst.imap(ALICE)
-        try:
-            typ, _ = m.select(f'"{mailbox}"')
-            if typ != "OK":
-                return False
-            typ, data = m.search(None, "HEADER", "Subject", subject)
-            ids = data[0].split()
-            if not ids:
-                return False
-            typ, msg = m.fetch(ids[-1], "(BODY.PEEK[HEADER])")
-            found.append(msg[0][1])
-            return True
-        finally:
-            m.logout()
-
-    assert wait_until(look, 15), f"{subject} not in {mailbox}"
-    return found[0]
+    header = wait_until(lambda: last_header(inst, ALICE, subject, mailbox), 15)
+    assert header, f"{subject} not in {mailbox}"
+    return header
 
 
 def _fields(header: bytes, name: str) -> list[str]:
@@ -252,36 +235,8 @@ def two_tier(tmp_path_factory, world):
                f'[mta]\nhosts = {{ "store1.test" = "127.0.0.1:{store.ports["lmtp"]}" }}\n'
                "delivery_timeout = 10\n[queue]\nretry_base = 1\nretry_max = 2\n"
                + _filter_section(world["rspamd"].port, "open"))
-    nodes = [store, mta]
-    try:
-        ldap.start()
-        for n in nodes:
-            n.start()
+    with running(ldap, store, mta):
         yield {"mta": mta, "store": store}
-        for n in nodes:
-            if n.running:
-                n.stop()
-    finally:
-        for n in nodes:
-            n.cleanup()
-        if ldap.running:
-            ldap.stop()
-
-
-def _store_fetch(store, subject: str, mailbox: str) -> bytes | None:
-    m = store.imap(ALICE)
-    try:
-        typ, _ = m.select(f'"{mailbox}"', readonly=True)
-        if typ != "OK":
-            return None
-        typ, data = m.search(None, "HEADER", "Subject", subject)
-        ids = data[0].split()
-        if not ids:
-            return None
-        typ, msg = m.fetch(ids[-1], "(BODY.PEEK[HEADER])")
-        return msg[0][1]
-    finally:
-        m.logout()
 
 
 def test_two_tier_junk_verdict_reaches_the_stores_junk(two_tier):
@@ -293,10 +248,10 @@ def test_two_tier_junk_verdict_reaches_the_stores_junk(two_tier):
         with pytest.raises(smtplib.SMTPDataError) as e:
             s.sendmail("bob@example.org", [ALICE], _message(unique("tiergtube"), GTUBE))
         assert e.value.smtp_code == 550, e.value
-    header = wait_until(lambda: _store_fetch(store, junk, "Junk"), 30)
+    header = wait_until(lambda: last_header(store, ALICE, junk, "Junk"), 30)
     assert header, "the message rspamd junked is not in the store's Junk"
     assert _fields(header, "X-Spam-Flag") == ["X-Spam-Flag: YES"], header
-    header = wait_until(lambda: _store_fetch(store, clean, "INBOX"), 30)
+    header = wait_until(lambda: last_header(store, ALICE, clean, "INBOX"), 30)
     assert header, "the clean message is not in the store's INBOX"
     status = _fields(header, "X-Spam-Status")
     assert len(status) == 1 and status[0].startswith("X-Spam-Status: No"), status

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from conftest import Msgd, build_message, unique, wait_until
-from tiers import Ldap, Node, fetch_all, send, wait_for_ids
+from tiers import Ldap, Node, fetch_all, running, send, wait_for_ids
 
 REMOTE = "sender@remote.example"
 ALICE = "alice@example.test"  # store1
@@ -44,20 +44,8 @@ def tiers(tmp_path_factory):
     ldap = Ldap(root / "ldap")
     store = Node(root / "store1", "store", "store1.test", ldap, STORE_TOML)
     mta = Node(root / "mta-in", "mta-in", "mx.example.test", ldap, mta_toml(store.ports["lmtp"]))
-    nodes = [store, mta]
-    try:
-        ldap.start()
-        for n in nodes:
-            n.start()
+    with running(ldap, store, mta):
         yield store, mta
-        for n in nodes:
-            if n.running:
-                n.stop()
-    finally:
-        for n in nodes:
-            n.cleanup()
-        if ldap.running:
-            ldap.stop()
 
 
 def message(subject: str, extra_head: str = "") -> tuple[str, bytes]:

@@ -15,7 +15,7 @@ import smtplib
 import pytest
 
 from conftest import CLIENT_HELO, build_message, unique
-from tiers import PASSWORDS, Ldap, Node, fetch_all, rcpt_replies, wait_for_ids
+from tiers import PASSWORDS, Ldap, Node, fetch_all, rcpt_replies, running, wait_for_ids
 
 PASSWORD = "alice-secret"  # every sch-* user's password
 REMOTE = "stranger@remote.example"
@@ -45,20 +45,8 @@ def nodes(tmp_path_factory):
     ldap = Ldap(root / "ldap")
     one = Node(root / "one", "all-in-one", "store1.test", ldap, STORE1)
     keep = Node(root / "keep", "all-in-one", "store2.test", ldap, STORE2_KEEP)
-    started = [one, keep]
-    try:
-        ldap.start()
-        for n in started:
-            n.start()
+    with running(ldap, one, keep):
         yield one, keep
-        for n in started:
-            if n.running:
-                n.stop()
-    finally:
-        for n in started:
-            n.cleanup()
-        if ldap.running:
-            ldap.stop()
 
 
 def imap_login(node: Node, user: str) -> imaplib.IMAP4:

@@ -16,7 +16,7 @@ import re
 import pytest
 
 from conftest import DOMAIN, MsgdFactory, free_ports, unique, wait_until
-from test_mta_out import ALICE, Dns, FakeMta, message, start_msgd, submit
+from test_mta_out import ALICE, Dns, FakeMta, message, self_signed_ctx, start_msgd, submit
 
 try:
     import dkim  # dkimpy
@@ -48,7 +48,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("dkim_world")
     dns = Dns(root)
     port = free_ports(1)[0]
-    mta = FakeMta(root, port)
+    mta = FakeMta(port, self_signed_ctx(root))
     factory = MsgdFactory(tmp_path_factory, "dkim_sign")
     # From: of a domain without a key needs the From check off.
     server = start_msgd(factory, dns, port, extra="\n[submission]\ncheck_from_header = false\n")

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DOMAIN, HOSTNAME, MsgdFactory, free_ports, unique, wait_for_ports, wait_until
-from tiers import DEAD_DNS_PORT, Ldap, Node
+from tiers import DEAD_DNS_PORT, Ldap, Node, last_header, running
 
 try:
     import authres  # noqa: F401  (dkimpy's ARC signer needs it)
@@ -126,26 +126,9 @@ def _send(world, sender: str, data: bytes):
 
 
 def _fetch(world, subject: str, mailbox: str = "INBOX") -> bytes:
-    found: list[bytes] = []
-
-    def look() -> bool:
-        m = world["msgd"].imap(ALICE)
-        try:
-            typ, _ = m.select(f'"{mailbox}"')
-            if typ != "OK":
-                return False
-            typ, data = m.search(None, "HEADER", "Subject", subject)
-            ids = data[0].split()
-            if not ids:
-                return False
-            typ, msg = m.fetch(ids[-1], "(BODY.PEEK[HEADER])")
-            found.append(msg[0][1])
-            return True
-        finally:
-            m.logout()
-
-    assert wait_until(look, 15), f"{subject} not in {mailbox}"
-    return found[0]
+    header = wait_until(lambda: last_header(world["msgd"], ALICE, subject, mailbox), 15)
+    assert header, f"{subject} not in {mailbox}"
+    return header
 
 
 def _results(header: bytes) -> str:
@@ -262,37 +245,11 @@ def two_tier(tmp_path_factory, world):
     text = mta.config_text().replace(f"127.0.0.1:{DEAD_DNS_PORT}", f"127.0.0.1:{dns.port}")
     assert f"127.0.0.1:{dns.port}" in text
     mta.config_path.write_text(text)
-    nodes = [store, mta]
     try:
-        ldap.start()
-        for n in nodes:
-            n.start()
-        yield {"mta": mta, "store": store}
-        for n in nodes:
-            if n.running:
-                n.stop()
+        with running(ldap, store, mta):
+            yield {"mta": mta, "store": store}
     finally:
-        for n in nodes:
-            n.cleanup()
-        if ldap.running:
-            ldap.stop()
         dns.stop()
-
-
-def _store_fetch(store, subject: str, mailbox: str) -> bytes | None:
-    m = store.imap(ALICE)
-    try:
-        typ, _ = m.select(f'"{mailbox}"', readonly=True)
-        if typ != "OK":
-            return None
-        typ, data = m.search(None, "HEADER", "Subject", subject)
-        ids = data[0].split()
-        if not ids:
-            return None
-        typ, msg = m.fetch(ids[-1], "(BODY.PEEK[HEADER])")
-        return msg[0][1]
-    finally:
-        m.logout()
 
 
 def test_two_tier_quarantine_reaches_the_stores_junk_and_results_travel(two_tier):
@@ -304,13 +261,13 @@ def test_two_tier_quarantine_reaches_the_stores_junk_and_results_travel(two_tier
         # A stranger's own mark is removed at the mta-in: delivered to INBOX.
         plain = unique("tierplain")
         s.sendmail("x@pass.test", [ALICE], _message("x@pass.test", plain, forged_mark))
-    header = wait_until(lambda: _store_fetch(store, subject, "Junk"), 30)
+    header = wait_until(lambda: last_header(store, ALICE, subject, "Junk"), 30)
     assert header, "the quarantined message is not in the store's Junk"
     ar = _results(header)
     # The mta-in's results travel; the store added none of its own.
     assert ar.startswith("Authentication-Results: mx.example.test;") and ar.count("Authentication-Results:") == 1, ar
     assert "policy.dmarc=quarantine" in ar, ar
-    header = wait_until(lambda: _store_fetch(store, plain, "INBOX"), 30)
+    header = wait_until(lambda: last_header(store, ALICE, plain, "INBOX"), 30)
     assert header, "the message with a forged mark is not in INBOX"
     assert b"X-Msgd-Quarantine" not in header
     assert "dmarc=pass" in _results(header)

@@ -358,7 +358,7 @@ def test_store_stats_exits_1_with_a_clear_message_when_the_store_cannot_open(msg
 
 @pytest.fixture
 def site(tmp_path):
-    from tiers import Ldap, Node
+    from tiers import Ldap, Node, running
 
     ldap = Ldap(tmp_path / "ldap")
     store = Node(tmp_path / "store1", "store", "store1.test", ldap,
@@ -366,18 +366,8 @@ def site(tmp_path):
     mta = Node(tmp_path / "mta-in", "mta-in", "mx.example.test", ldap,
                f'\n[mta]\nhosts = {{ "store1.test" = "127.0.0.1:{store.ports["lmtp"]}" }}\n'
                "delivery_timeout = 10\n\n[queue]\nretry_base = 1\nretry_max = 2\n")
-    nodes = [store, mta]
-    try:
-        ldap.start()
-        for n in nodes:
-            n.start()
+    with running(ldap, store, mta):
         yield store, mta
-        for n in nodes:
-            n.stop()
-    finally:
-        for n in nodes:
-            n.cleanup()
-        ldap.stop()
 
 
 def test_two_tier_ldap_latency_caches_and_deliveries_per_process(site):

@@ -26,7 +26,7 @@ except ImportError:
     pytest.fail("python3-requests is missing: apt-get install -y python3-requests "
                 "(or scripts/install-test-deps.sh)", pytrace=False)
 
-from tiers import PASSWORDS, Ldap, Node
+from tiers import PASSWORDS, Ldap, Node, running
 
 HELD = "alice@example.test"  # store1
 OTHER = "carol@example.test"  # store1
@@ -77,20 +77,8 @@ def cl(tmp_path_factory):
                  listeners=("lmtp", "imap", "http"))
     mem = Node(root / "mem", "mem", "mem.test", ldap, mem_toml(keys, store.ports["http"]),
                listeners=("http",))
-    nodes = [store, mem]
-    try:
-        ldap.start()
-        for n in nodes:
-            n.start()
+    with running(ldap, store, mem):
         yield store, mem
-        for n in nodes:
-            if n.running:
-                n.stop()
-    finally:
-        for n in nodes:
-            n.cleanup()
-        if ldap.running:
-            ldap.stop()
 
 
 def base(node: Node) -> str:

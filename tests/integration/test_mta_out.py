@@ -94,32 +94,39 @@ class Dns:
         self.log.close()
 
 
+def self_signed_ctx(root: Path) -> ssl.SSLContext:
+    """A server context with a self-signed mx.internet.test certificate
+    (made once per folder)."""
+    cert, key = root / "mta-cert.pem", root / "mta-key.pem"
+    if not cert.exists():
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=mx.internet.test", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
 class FakeMta:
     """A small SMTP server standing in for the Internet's MTAs.
 
     Recipients decide its behaviour: `greylist*` gets 451 at RCPT on the
     first attempt of each message and 250 afterwards, `reject*` gets 550.
-    It offers STARTTLS (self-signed certificate) and records every
-    accepted message with the envelope and whether TLS was on.
+    It offers STARTTLS with `ctx` (none without) and records every
+    accepted message with the envelope, the body and whether TLS was on.
     """
 
-    def __init__(self, root: Path, port: int):
+    def __init__(self, port: int, ctx: ssl.SSLContext | None, ip: str = "127.0.0.1"):
         self.port = port
         self.messages: list[dict] = []
         self.greylisted: set[str] = set()
         self.lock = threading.Lock()
-        cert, key = root / "mta-cert.pem", root / "mta-key.pem"
-        if not cert.exists():
-            subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                 "-subj", "/CN=mx.internet.test", "-keyout", str(key), "-out", str(cert)],
-                check=True, capture_output=True,
-            )
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(str(cert), str(key))
+        self.ctx = ctx
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
+        self.sock.bind((ip, port))
         self.sock.listen(16)
         self.stopped = False
         self.thread = threading.Thread(target=self._accept, daemon=True)
@@ -163,12 +170,12 @@ class FakeMta:
                 verb = line[:4].upper()
                 if verb == "EHLO":
                     caps = ["mx.internet.test", "PIPELINING", "8BITMIME", "SIZE 10000000", "SMTPUTF8"]
-                    if not tls:
+                    if self.ctx and not tls:
                         caps.append("STARTTLS")
                     for c in caps[:-1]:
                         send("250-" + c)
                     send("250 " + caps[-1])
-                elif line.upper() == "STARTTLS" and not tls:
+                elif line.upper() == "STARTTLS" and self.ctx and not tls:
                     send("220 2.0.0 go ahead")
                     f.close()
                     conn = self.ctx.wrap_socket(conn, server_side=True)
@@ -254,7 +261,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("mta_out_world")
     dns = Dns(root)
     port = free_ports(1)[0]
-    mta = FakeMta(root, port)
+    mta = FakeMta(port, self_signed_ctx(root))
     factory = MsgdFactory(tmp_path_factory, "mta_out")
     server = start_msgd(factory, dns, port)
     yield {"dns": dns, "mta": mta, "server": server, "root": root}
@@ -516,7 +523,7 @@ def test_restart_mid_queue_delivers_once(world, msgd_factory, tmp_path):
     inst.stop()
     ids = queue_ids(inst)
     assert len(ids) == 1, inst.cli("queue", "list").stdout
-    mta = FakeMta(tmp_path, port)
+    mta = FakeMta(port, self_signed_ctx(tmp_path))
     try:
         inst.start()
         assert wait_until(lambda: mta.for_rcpt(rcpt), 30, 0.3), inst.log(6000)

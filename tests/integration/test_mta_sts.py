@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import http.server
 import re
-import socket
 import ssl
 import subprocess
 import threading
@@ -38,7 +37,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MsgdFactory, free_ports, unique, wait_for_ports, wait_until
-from test_mta_out import ALICE, USERS, _dnsmasq_bin, message, submit
+from test_mta_out import ALICE, USERS, FakeMta, _dnsmasq_bin, message, submit
 
 TLS_IP, PLAIN_IP = "127.0.0.1", "127.0.0.6"
 
@@ -168,97 +167,6 @@ class PolicyServer:
         self.httpd.server_close()
 
 
-class Mta:
-    """A small SMTP server; STARTTLS offered when `ctx` is given."""
-
-    def __init__(self, ip: str, port: int, ctx: ssl.SSLContext | None):
-        self.ctx = ctx
-        self.messages: list[dict] = []
-        self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((ip, port))
-        self.sock.listen(16)
-        self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def stop(self):
-        self.stopped = True
-        self.sock.close()
-
-    def for_rcpt(self, rcpt: str) -> list[dict]:
-        with self.lock:
-            return [m for m in self.messages if rcpt in m["rcpts"]]
-
-    def _accept(self):
-        while not self.stopped:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn):
-        conn.settimeout(30)
-        f = conn.makefile("rb")
-        tls = False
-
-        def send(line: str):
-            conn.sendall((line + "\r\n").encode())
-
-        try:
-            send("220 fake ESMTP")
-            mail_from, rcpts = None, []
-            while True:
-                raw = f.readline()
-                if not raw:
-                    return
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                verb = line[:4].upper()
-                if verb == "EHLO":
-                    caps = ["fake", "PIPELINING", "8BITMIME"]
-                    if self.ctx and not tls:
-                        caps.append("STARTTLS")
-                    for c in caps[:-1]:
-                        send("250-" + c)
-                    send("250 " + caps[-1])
-                elif line.upper() == "STARTTLS" and self.ctx and not tls:
-                    send("220 2.0.0 go ahead")
-                    f.close()
-                    conn = self.ctx.wrap_socket(conn, server_side=True)
-                    f = conn.makefile("rb")
-                    tls = True
-                elif verb == "MAIL":
-                    mail_from, rcpts = re.search(r"<([^>]*)>", line).group(1), []
-                    send("250 2.1.0 ok")
-                elif verb == "RCPT":
-                    rcpts.append(re.search(r"<([^>]*)>", line).group(1))
-                    send("250 2.1.5 ok")
-                elif verb == "DATA":
-                    send("354 go ahead")
-                    while True:
-                        l = f.readline()
-                        if not l or l == b".\r\n":
-                            break
-                    with self.lock:
-                        self.messages.append({"from": mail_from, "rcpts": list(rcpts), "tls": tls})
-                    send("250 2.0.0 queued")
-                elif verb in ("RSET", "NOOP"):
-                    send("250 2.0.0 ok")
-                elif verb == "QUIT":
-                    send("221 2.0.0 bye")
-                    return
-                else:
-                    send("502 5.5.1 unknown command")
-        except (OSError, ssl.SSLError, AttributeError):
-            return
-        finally:
-            try:
-                conn.close()
-            except OSError:
-                pass
-
-
 # --------------------------------------------------------------------------
 # fixtures and helpers
 
@@ -272,8 +180,8 @@ def world(tmp_path_factory):
     mx_ctx.load_cert_chain(str(cert), str(key))
     dns = Dns(root)
     smtp_port, policy_port = free_ports(2)
-    tls_mta = Mta(TLS_IP, smtp_port, mx_ctx)
-    plain_mta = Mta(PLAIN_IP, smtp_port, None)
+    tls_mta = FakeMta(smtp_port, mx_ctx, TLS_IP)
+    plain_mta = FakeMta(smtp_port, None, PLAIN_IP)
     https = PolicyServer(root, policy_port)
     factory = MsgdFactory(tmp_path_factory, "mta_sts")
     inst = factory(users=USERS, start=False)

@@ -8,6 +8,7 @@ temporary folder. Nothing here touches a system service.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import pwd
@@ -329,6 +330,46 @@ class Node:
     def queue_files(self) -> list[Path]:
         q = self.data_dir / "queue"
         return sorted(q.glob("*.q")) if q.is_dir() else []
+
+
+@contextlib.contextmanager
+def running(ldap: Ldap, *nodes: Node):
+    """Starts slapd, then the nodes in order, for the length of a `with`.
+    After a body that ended normally every node still running is stopped
+    (which checks it exits cleanly); whatever happened, every node is
+    cleaned up (killed if need be) and slapd stopped, also when a start
+    failed."""
+    try:
+        ldap.start()
+        for n in nodes:
+            n.start()
+        yield nodes
+        for n in nodes:
+            if n.running:
+                n.stop()
+    finally:
+        for n in nodes:
+            n.cleanup()
+        if ldap.running:
+            ldap.stop()
+
+
+def last_header(node: Node, address: str, subject: str, mailbox: str = "INBOX") -> bytes | None:
+    """The header of the newest message in `mailbox` whose Subject contains
+    `subject`; None if there is none (or no such mailbox)."""
+    m = node.imap(address)
+    try:
+        typ, _ = m.select(f'"{mailbox}"', readonly=True)
+        if typ != "OK":
+            return None
+        typ, data = m.search(None, "HEADER", "Subject", subject)
+        ids = data[0].split()
+        if not ids:
+            return None
+        typ, msg = m.fetch(ids[-1], "(BODY.PEEK[HEADER])")
+        return msg[0][1]
+    finally:
+        m.logout()
 
 
 def rcpt_replies(node: Node, sender: str, rcpts: list[str]) -> dict[str, tuple[int, str]]:
