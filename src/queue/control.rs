@@ -220,11 +220,7 @@ fn apply_offline(queue_dir: &Path, cmd: &Command) -> anyhow::Result<String> {
             format!("{id}: held")
         }
         Command::Release(id) if exists(id) => {
-            match std::fs::remove_file(queue_dir.join(format!("{id}.hold"))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            super::remove_if_present(&queue_dir.join(format!("{id}.hold")))?;
             format!("{id}: released")
         }
         Command::Retry(id) | Command::Delete(id) | Command::Hold(id) | Command::Release(id) => {

@@ -33,8 +33,8 @@
 //!   under the spare name, and only then renamed to `<id>.q` (one group
 //!   commit round, one folder fsync for both names). No inode is freed
 //!   and allocated per message: on ext4 without a journal, allocation
-//!   skips every inode freed in the last 30 s, which made a busy queue's
-//!   creates slower the faster it ran. A spare is never loaded as an
+//!   skips every recently freed inode, which made a busy queue's creates
+//!   slower the faster it ran. A spare is never loaded as an
 //!   entry; a half-rewritten one keeps its spare name.
 //! - Each attempt hands the transport the queue id: with the recipient
 //!   index it is the delivery id a store uses to refuse a second copy
@@ -217,14 +217,16 @@ pub struct Queue {
 
 /// Removes a message's queue file and hold marker.
 pub fn remove_files(dir: &Path, id: &str) -> std::io::Result<()> {
-    for name in [format!("{id}.q"), format!("{id}.hold")] {
-        match std::fs::remove_file(dir.join(name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    remove_if_present(&dir.join(format!("{id}.q")))?;
+    remove_if_present(&dir.join(format!("{id}.hold")))
+}
+
+/// Removes a file; one already gone is fine.
+pub(crate) fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// A queue id as the CLI may name it: our own alphabet only, so a
@@ -508,10 +510,7 @@ impl Queue {
             return remove_files(&self.dir, id);
         }
         if held {
-            match std::fs::remove_file(self.dir.join(format!("{id}.hold"))) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove_if_present(&self.dir.join(format!("{id}.hold")))?;
         }
         Ok(())
     }
@@ -659,11 +658,7 @@ impl Queue {
             }
         };
         if found {
-            match std::fs::remove_file(self.dir.join(format!("{id}.hold"))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+            remove_if_present(&self.dir.join(format!("{id}.hold")))?;
             self.wake.notify_one();
         }
         Ok(found)

@@ -93,12 +93,19 @@ pub fn create_unsynced(path: &Path, env: &Envelope, data: &[u8]) -> io::Result<F
         .write(true)
         .create_new(true)
         .open(path)?;
+    write_content(&mut f, env, data)?;
+    Ok(f)
+}
+
+/// Writes magic, envelope record and message record from the file's
+/// current offset; returns the bytes written.
+fn write_content(f: &mut File, env: &Envelope, data: &[u8]) -> io::Result<u64> {
     let mut buf = MAGIC.to_vec();
     buf.extend(frame(&serde_json::to_vec(env).map_err(io::Error::other)?)?);
     buf.extend_from_slice(&record_head(data)?);
     f.write_all(&buf)?;
     f.write_all(data)?;
-    Ok(f)
+    Ok((buf.len() + data.len()) as u64)
 }
 
 /// Writes a new queue file's content over a spare file (a finished
@@ -109,12 +116,8 @@ pub fn create_unsynced(path: &Path, env: &Envelope, data: &[u8]) -> io::Result<F
 /// half overwritten is never found under a queue name.
 pub fn overwrite_unsynced(spare: &Path, env: &Envelope, data: &[u8]) -> io::Result<File> {
     let mut f = OpenOptions::new().write(true).open(spare)?;
-    let mut buf = MAGIC.to_vec();
-    buf.extend(frame(&serde_json::to_vec(env).map_err(io::Error::other)?)?);
-    buf.extend_from_slice(&record_head(data)?);
-    f.write_all(&buf)?;
-    f.write_all(data)?;
-    f.set_len((buf.len() + data.len()) as u64)?;
+    let len = write_content(&mut f, env, data)?;
+    f.set_len(len)?;
     Ok(f)
 }
 
