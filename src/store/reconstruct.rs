@@ -340,19 +340,26 @@ fn scan_mailbox(
 
 /// Inside the writer, just before the rebuild: what changed on disk since
 /// the scan (a delivery, a new mailbox on a running server) is read too,
-/// so the rebuild loses nothing that was committed meanwhile.
+/// so the rebuild loses nothing that was committed meanwhile. Files and
+/// folders that an earlier job of the same batch expunged or deleted are
+/// still in place (they go aside after the commit): `batch` names them,
+/// and they are not brought back.
 fn catch_up(
     partition: &Path,
     user: &str,
+    batch: &Batch,
     boxes: &mut Vec<ScannedBox>,
     problems: &mut Vec<Problem>,
 ) -> std::io::Result<()> {
     let user_dir = files::user_dir(partition, user);
-    let dirs = mailbox_dirs(&user_dir)?;
+    let gone: HashSet<&Path> = batch.unlink_after.iter().map(PathBuf::as_path).collect();
+    let mut dirs = mailbox_dirs(&user_dir)?;
+    dirs.retain(|(_, d)| !batch.aside_dirs_after.contains(d));
     // Deleted since the scan.
     boxes.retain(|b| dirs.iter().any(|(id, _)| *id == b.id));
     for (id, dir) in dirs {
-        let files_now = message_files(&dir)?;
+        let mut files_now = message_files(&dir)?;
+        files_now.retain(|(_, p)| !gone.contains(p.as_path()));
         match boxes.iter_mut().find(|b| b.id == id) {
             Some(b) => {
                 // Expunged since the scan (its file set aside).
@@ -827,7 +834,7 @@ impl Inner {
                 let mut boxes = boxes;
                 let mut late = Vec::new();
                 if let Some(part) = batch.partitions.get(&pname).cloned() {
-                    catch_up(&part, &u, &mut boxes, &mut late).map_err(ie)?;
+                    catch_up(&part, &u, batch, &mut boxes, &mut late).map_err(ie)?;
                 }
                 let mut r = rebuild_user(txn, batch, &u, &pname, boxes)?;
                 r.problems.extend(late);
@@ -1584,6 +1591,48 @@ mod tests {
         assert_eq!(s.usage("a@x").await.unwrap().messages, 56);
         let v = s.verify_user("a@x", false, tick()).await.unwrap();
         assert!(v.problems.is_empty(), "{:?}", v.problems);
+    }
+
+    /// A reconstruct in the same writer batch as an expunge or a mailbox
+    /// deletion (the files go aside only after the commit) does not bring
+    /// the expunged message or the deleted mailbox back.
+    #[tokio::test]
+    async fn catch_up_skips_what_the_same_batch_expunged_or_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&test_config(d.path())).unwrap();
+        let q = Quota::default();
+        let mut inbox = 0;
+        for i in 0..3 {
+            inbox = s
+                .append("a@x", "INBOX", msg(&format!("m{i}"), &[], 0), q)
+                .await
+                .unwrap()
+                .mailbox;
+        }
+        s.create_mailbox("a@x", "Old", None).await.unwrap();
+        let old = s
+            .append("a@x", "Old", msg("old", &[], 0), q)
+            .await
+            .unwrap()
+            .mailbox;
+        let first = s.message_path(inbox, 1).unwrap();
+        // <partition>/<hash>/<user>/<mailbox>/1.msg
+        let part = first.ancestors().nth(4).unwrap().to_path_buf();
+        let (mut boxes, _) = scan_user(&part, "a@x", &NoTick).unwrap();
+        assert!(boxes.iter().any(|b| b.id == old));
+        let mut batch = Batch::default();
+        let inbox_dir = files::mailbox_dir(&part, "a@x", inbox);
+        batch.unlink_after.push(files::message_file(&inbox_dir, 2));
+        batch
+            .aside_dirs_after
+            .push(files::mailbox_dir(&part, "a@x", old));
+        let mut problems = Vec::new();
+        catch_up(&part, "a@x", &batch, &mut boxes, &mut problems).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!boxes.iter().any(|b| b.id == old));
+        let b = boxes.iter().find(|b| b.id == inbox).unwrap();
+        let uids: Vec<Uid> = b.msgs.iter().map(|m| m.uid).collect();
+        assert_eq!(uids, vec![1, 3]);
     }
 
     /// A file above UIDNEXT is a delivery in flight for verify until it
