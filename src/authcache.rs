@@ -91,25 +91,37 @@ impl Auth {
 }
 
 /// One remembered verification.
-struct Entry {
+struct Entry<V> {
     /// HMAC-SHA256 of (key, version, password).
     tag: [u8; 32],
     /// When the full check succeeded.
     at: Instant,
     /// Position in `Inner::order`.
     seq: u64,
+    /// What the full check found (the account, for the mmp's login
+    /// cache); nothing for the password cache.
+    value: V,
 }
 
-#[derive(Default)]
-struct Inner {
+struct Inner<V> {
     /// By entry key (canonical address, or LDAP DN lowercased).
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, Entry<V>>,
     /// Keys by age, oldest first, for eviction.
     order: BTreeMap<u64, String>,
     next: u64,
 }
 
-impl Inner {
+impl<V> Default for Inner<V> {
+    fn default() -> Self {
+        Inner {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<V> Inner<V> {
     fn remove(&mut self, key: &str) {
         if let Some(e) = self.entries.remove(key) {
             self.order.remove(&e.seq);
@@ -117,21 +129,34 @@ impl Inner {
     }
 }
 
-/// Bounded, time-limited map of entry -> HMAC of the verified password.
-pub struct CredentialCache {
+/// Bounded, time-limited map of entry -> HMAC of the verified password
+/// (and, with `V`, what the check found).
+pub struct CredentialCache<V = ()> {
     /// Milliseconds; changed by a reload (`set_ttl`, SIGHUP).
     ttl_ms: AtomicU64,
     size: usize,
     key: hmac::Key,
     clock: Clock,
-    inner: Mutex<Inner>,
+    inner: Mutex<Inner<V>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-impl CredentialCache {
+impl CredentialCache<()> {
+    /// Was `password` verified for `key` in state `version` within the TTL?
+    pub fn hit(&self, key: &str, version: &str, password: &str) -> bool {
+        self.get(key, version, password).is_some()
+    }
+
+    /// Records a successful full check.
+    pub fn remember(&self, key: &str, version: &str, password: &str) {
+        self.remember_with(key, version, password, ());
+    }
+}
+
+impl<V: Clone> CredentialCache<V> {
     /// `ttl` zero or `size` zero: nothing is ever remembered.
-    pub fn new(ttl: Duration, size: usize, clock: Clock) -> CredentialCache {
+    pub fn new(ttl: Duration, size: usize, clock: Clock) -> CredentialCache<V> {
         let rng = ring::rand::SystemRandom::new();
         // Failing to draw a key only happens without an OS RNG, where
         // nothing else (TLS) would work either.
@@ -166,36 +191,30 @@ impl CredentialCache {
         !self.ttl().is_zero() && self.size > 0
     }
 
-    /// The HMAC input: each part length-prefixed, so no two different
-    /// triples share an encoding.
-    fn message(key: &str, version: &str, password: &str) -> Vec<u8> {
-        let mut m = Vec::with_capacity(24 + key.len() + version.len() + password.len());
-        for part in [key, version, password] {
-            m.extend_from_slice(&(part.len() as u64).to_be_bytes());
-            m.extend_from_slice(part.as_bytes());
-        }
-        m
-    }
-
-    /// Was `password` verified for `key` in state `version` within the TTL?
-    pub fn hit(&self, key: &str, version: &str, password: &str) -> bool {
+    /// What the full check found, if `password` was verified for `key`
+    /// in state `version` within the TTL.
+    pub fn get(&self, key: &str, version: &str, password: &str) -> Option<V> {
         if !self.enabled() {
-            return false;
+            return None;
         }
         let now = (self.clock)();
-        let message = Self::message(key, version, password);
+        let message = message(key, version, password);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let verdict = match inner.entries.get(key) {
             None => None,
-            Some(e) if now.saturating_duration_since(e.at) >= self.ttl() => Some(false),
-            Some(e) => Some(hmac::verify(&self.key, &message, &e.tag).is_ok()),
+            Some(e) if now.saturating_duration_since(e.at) >= self.ttl() => Some(None),
+            Some(e) => Some(
+                hmac::verify(&self.key, &message, &e.tag)
+                    .is_ok()
+                    .then(|| e.value.clone()),
+            ),
         };
         match verdict {
-            Some(true) => {
+            Some(Some(v)) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                true
+                Some(v)
             }
-            Some(false) => {
+            Some(None) => {
                 // Expired, or another password (or a changed entry): the
                 // full check decides, and replaces or removes the entry.
                 if inner
@@ -206,31 +225,37 @@ impl CredentialCache {
                     inner.remove(key);
                 }
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                false
+                None
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                false
+                None
             }
         }
     }
 
-    /// Records a successful full check.
-    pub fn remember(&self, key: &str, version: &str, password: &str) {
+    /// Records a successful full check and what it found.
+    pub fn remember_with(&self, key: &str, version: &str, password: &str, value: V) {
         if !self.enabled() {
             return;
         }
         let mut tag = [0u8; 32];
-        tag.copy_from_slice(hmac::sign(&self.key, &Self::message(key, version, password)).as_ref());
+        tag.copy_from_slice(hmac::sign(&self.key, &message(key, version, password)).as_ref());
         let at = (self.clock)();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.remove(key);
         let seq = inner.next;
         inner.next += 1;
         inner.order.insert(seq, key.to_string());
-        inner
-            .entries
-            .insert(key.to_string(), Entry { tag, at, seq });
+        inner.entries.insert(
+            key.to_string(),
+            Entry {
+                tag,
+                at,
+                seq,
+                value,
+            },
+        );
         while inner.entries.len() > self.size {
             let Some((_, oldest)) = inner.order.pop_first() else {
                 break;
@@ -266,6 +291,17 @@ impl CredentialCache {
             self.misses.load(Ordering::Relaxed),
         )
     }
+}
+
+/// The HMAC input: each part length-prefixed, so no two different
+/// triples share an encoding.
+fn message(key: &str, version: &str, password: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(24 + key.len() + version.len() + password.len());
+    for part in [key, version, password] {
+        m.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        m.extend_from_slice(part.as_bytes());
+    }
+    m
 }
 
 impl AuthConfig {
@@ -384,7 +420,7 @@ mod tests {
     fn each_process_has_its_own_key() {
         let (a, _) = cache(300, 10);
         let (b, _) = cache(300, 10);
-        let m = CredentialCache::message("a", "h", "pw");
+        let m = message("a", "h", "pw");
         assert_ne!(
             hmac::sign(&a.key, &m).as_ref(),
             hmac::sign(&b.key, &m).as_ref()

@@ -73,7 +73,7 @@ impl Services {
     /// and the mmp's shared state.
     pub fn shared_parts(config: &Config) -> (Arc<LoginLimiter>, Arc<crate::mmp::Shared>) {
         let logins = Arc::new(LoginLimiter::from_config(&config.limits));
-        let mmp = Arc::new(crate::mmp::Shared::with_limiter(logins.clone()));
+        let mmp = Arc::new(crate::mmp::Shared::from_config(config, logins.clone()));
         (logins, mmp)
     }
 

@@ -19,7 +19,8 @@ use tracing::{debug, error, info};
 use super::backend::{self, Backend, BackendError, LoginRequest};
 use super::relay::{self, Options};
 use super::{imap, pop3, sieve, Action, Env, LoginOutcome, Proto};
-use crate::config::TlsMode;
+use crate::config::{LoginMode, TlsMode};
+use crate::directory::AuthResult;
 use crate::net::{Conn, ConnInfo};
 
 const READ_CHUNK: usize = 1024;
@@ -395,8 +396,16 @@ impl Driver {
     ) -> (LoginOutcome, Option<Backend>) {
         use crate::login::{Outcome, Unavailable};
         let env = self.env.clone();
+        // Credentials: the store checks the password again, so the mmp's
+        // check may come from its login cache (`Shared::logins`).
+        let cached = env.login_mode() == LoginMode::Credentials;
+        let authenticate = if cached {
+            cached_authenticator(&env)
+        } else {
+            env.authenticate.clone()
+        };
         let accounts = crate::login::Accounts {
-            authenticate: env.authenticate.clone(),
+            authenticate,
             // The mmp offers no authorization identity (`sasl_plain`).
             lookup: std::sync::Arc::new(|_| Box::pin(async { Ok(None) })),
         };
@@ -447,7 +456,13 @@ impl Driver {
             session_id: self.info.session_id,
             client_id,
         };
-        match backend::open(&env, self.proto, &host, &req).await {
+        let opened = backend::open(&env, self.proto, &host, &req).await;
+        if opened.is_err() {
+            // Refused (a changed password, a disabled account) or not
+            // there (a moved user): the next login asks the directory.
+            env.shared.logins.forget(&login);
+        }
+        match opened {
             Ok(b) => {
                 info!(%user, store = %host, addr = %b.addr, "logged in; relaying");
                 let reply = b.reply.clone();
@@ -485,4 +500,30 @@ impl Driver {
         }
         PreEnd::Done(why)
     }
+}
+
+/// The directory check of `env`, answered from the login cache when the
+/// same name and password were verified within `directory.cache_ttl`;
+/// a full check's verdict updates the cache (a failure forgets the name).
+fn cached_authenticator(env: &Env) -> super::Authenticator {
+    let (shared, inner) = (env.shared.clone(), env.authenticate.clone());
+    std::sync::Arc::new(move |login: String, password: String| {
+        let (shared, inner) = (shared.clone(), inner.clone());
+        Box::pin(async move {
+            if let Some(account) = shared.logins.get(&login, "", &password) {
+                return Ok(AuthResult::Ok(account));
+            }
+            let r = inner(login.clone(), password.clone()).await;
+            match &r {
+                Ok(AuthResult::Ok(a)) => {
+                    shared
+                        .logins
+                        .remember_with(&login, "", &password, a.clone())
+                }
+                Ok(_) => shared.logins.forget(&login),
+                Err(_) => {}
+            }
+            r
+        })
+    })
 }

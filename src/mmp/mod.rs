@@ -43,8 +43,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::authcache::CredentialCache;
 use crate::config::{Config, TlsMode};
-use crate::directory::{AuthResult, DirError};
+use crate::directory::{Account, AuthResult, DirError};
 use crate::net::{Conn, ConnInfo};
 use crate::services::Services;
 use crate::tls::Tls;
@@ -179,10 +180,21 @@ pub(crate) type Authenticator = Arc<
 >;
 
 /// What lives as long as the process: the failed-login limiter (the
-/// process's one, from `Services`) and the TLS client setup for the
-/// stores.
+/// process's one, from `Services`), the login cache and the TLS client
+/// setup for the stores.
 pub struct Shared {
     pub(crate) limiter: Arc<LoginLimiter>,
+    /// `login_mode = "credentials"` only: logins this mmp verified in the
+    /// last `directory.cache_ttl` seconds, by the name as typed, with the
+    /// account found (its mailHost). The store checks the password again
+    /// against a fresh read of the entry at every login, so a changed
+    /// password or a disabled account is refused at once; what the cache
+    /// may hold for up to the TTL is where the user's mail lives, like
+    /// every directory lookup of the process. An entry goes at the first
+    /// failed check and when its store refuses the login or cannot be
+    /// reached (a moved user is found again at the next login). Only an
+    /// HMAC of the password is kept (`authcache`).
+    pub(crate) logins: CredentialCache<Account>,
     client_tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
@@ -190,14 +202,24 @@ impl Shared {
     /// With a limiter of its own (tests).
     #[cfg(test)]
     pub(crate) fn new(config: &Config) -> Shared {
-        Shared::with_limiter(Arc::new(LoginLimiter::from_config(&config.limits)))
+        Shared::from_config(config, Arc::new(LoginLimiter::from_config(&config.limits)))
     }
 
-    pub fn with_limiter(limiter: Arc<LoginLimiter>) -> Shared {
+    pub fn from_config(config: &Config, limiter: Arc<LoginLimiter>) -> Shared {
         Shared {
             limiter,
+            logins: CredentialCache::new(
+                Duration::from_secs(config.directory.cache_ttl),
+                config.auth.cache_size,
+                Arc::new(std::time::Instant::now),
+            ),
             client_tls: OnceLock::new(),
         }
+    }
+
+    /// A reloaded `directory.cache_ttl` (SIGHUP).
+    pub fn set_cache_ttl(&self, ttl: Duration) {
+        self.logins.set_ttl(ttl);
     }
 
     fn client_tls(&self, config: &Config) -> Result<Arc<rustls::ClientConfig>, String> {

@@ -545,6 +545,83 @@ async fn imap_proxyauth_logs_in_with_the_proxy_credentials() {
     assert!(!log.iter().any(|l| l.contains("secret")));
 }
 
+/// `authenticator()`, counting the directory checks.
+fn counting(calls: Arc<std::sync::atomic::AtomicUsize>) -> super::Authenticator {
+    let inner = authenticator();
+    Arc::new(move |login: String, password: String| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        inner(login, password)
+    })
+}
+
+/// One session: greeting, LOGIN, the answer.
+async fn login_once(h: &Harness, user: &str, password: &str) -> String {
+    let (mut c, _task) = h.imap();
+    c.line().await;
+    c.cmd(&format!("a LOGIN {user} {password}"), "a ").await
+}
+
+/// Credentials mode: a login verified in the last `directory.cache_ttl`
+/// is answered from the mmp's cache (the store still checks the
+/// password every time); a wrong password, a store's refusal and an
+/// unreachable store send the next login to the directory again; with
+/// proxyauth (the store trusts the mmp's check) nothing is cached.
+#[tokio::test]
+async fn credentials_logins_are_cached_and_forgotten_when_the_store_refuses() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let (s1, _s2, mut h) = two_stores(FakeOpts::default()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    h.env.authenticate = counting(calls.clone());
+    for _ in 0..2 {
+        let r = login_once(&h, "alice", "secret").await;
+        assert!(r.starts_with("a OK [CAPABILITY"), "{r}");
+    }
+    assert_eq!(calls.load(SeqCst), 1, "the second login was a cache hit");
+    let at_store = s1
+        .log()
+        .iter()
+        .filter(|l| *l == "LOGIN alice@localhost secret")
+        .count();
+    assert_eq!(at_store, 2, "the store checked both logins");
+    // Another password is not the cached one: the directory decides and
+    // its "no" forgets the entry.
+    assert!(login_once(&h, "alice", "wrong").await.starts_with("a NO"));
+    assert_eq!(calls.load(SeqCst), 2);
+    assert!(login_once(&h, "alice", "secret").await.starts_with("a OK"));
+    assert_eq!(calls.load(SeqCst), 3, "the failure forgot the entry");
+    // The store refuses dave, is down for erin: asked again each time.
+    for user in ["dave", "erin"] {
+        let before = calls.load(SeqCst);
+        for _ in 0..2 {
+            assert!(login_once(&h, user, "secret").await.starts_with("a NO"));
+        }
+        assert_eq!(calls.load(SeqCst), before + 2, "{user}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let pwfile = dir.path().join("proxy.pw");
+    std::fs::write(&pwfile, "proxy pw\n").unwrap();
+    let mut h = harness(|c| {
+        c.mmp.imap_backends.insert(
+            "store1.example".into(),
+            s1.addr.to_string().parse().unwrap(),
+        );
+        c.mmp.login_mode = "proxyauth".parse().unwrap();
+        c.mmp.proxy_user = "mmp@localhost".into();
+        c.mmp.proxy_password_file = pwfile.display().to_string();
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    h.env.authenticate = counting(calls.clone());
+    for _ in 0..2 {
+        assert!(login_once(&h, "alice", "secret").await.starts_with("a OK"));
+    }
+    assert_eq!(
+        calls.load(SeqCst),
+        2,
+        "proxyauth: the mmp's check is the only one"
+    );
+}
+
 #[tokio::test]
 async fn imap_proxy_protocol_v2_to_the_store_names_the_client() {
     let s1 = FakeImap::start(

@@ -541,7 +541,7 @@ fn reload(
 /// in each session's snapshot) into force: connection limits and write
 /// timeout for new connections, the failed-login limiter's numbers (the
 /// failures counted so far stay), the memory budget, `log.level`, the
-/// directory's and the credential cache's TTLs. Within the runtime (the
+/// directory's, the mmp login cache's and the credential cache's TTLs. Within the runtime (the
 /// budget may spawn a task to take back bytes in use).
 fn apply_live(services: &Services, c: &Config) {
     services.conns.set_limits(&c.limits);
@@ -551,6 +551,9 @@ fn apply_live(services: &Services, c: &Config) {
     services.budget.set_limit(c.limits.max_bytes_in_flight);
     services
         .directory
+        .set_cache_ttl(Duration::from_secs(c.directory.cache_ttl));
+    services
+        .mmp
         .set_cache_ttl(Duration::from_secs(c.directory.cache_ttl));
     services
         .directory
