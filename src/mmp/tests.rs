@@ -511,9 +511,9 @@ async fn imap_commands_pipelined_after_login_reach_the_store() {
     assert!(s1.log().contains(&"SELECT INBOX".to_string()));
 }
 
-#[tokio::test]
-async fn imap_proxyauth_logs_in_with_the_proxy_credentials() {
-    let s1 = FakeImap::start("STORE1", FakeOpts::default()).await;
+/// An mmp logging in to `s1` (store1.example) as `mmp@localhost` with
+/// the proxy password "proxy pw" (kept in the returned folder).
+fn proxyauth_harness(s1: &FakeImap) -> (Harness, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let pwfile = dir.path().join("proxy.pw");
     std::fs::write(&pwfile, "proxy pw\n").unwrap();
@@ -526,6 +526,13 @@ async fn imap_proxyauth_logs_in_with_the_proxy_credentials() {
         c.mmp.proxy_user = "mmp@localhost".into();
         c.mmp.proxy_password_file = pwfile.display().to_string();
     });
+    (h, dir)
+}
+
+#[tokio::test]
+async fn imap_proxyauth_logs_in_with_the_proxy_credentials() {
+    let s1 = FakeImap::start("STORE1", FakeOpts::default()).await;
+    let (h, _dir) = proxyauth_harness(&s1);
     let (mut c, _task) = h.imap();
     c.line().await;
     assert_eq!(
@@ -598,18 +605,7 @@ async fn credentials_logins_are_cached_and_forgotten_when_the_store_refuses() {
         assert_eq!(calls.load(SeqCst), before + 2, "{user}");
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let pwfile = dir.path().join("proxy.pw");
-    std::fs::write(&pwfile, "proxy pw\n").unwrap();
-    let mut h = harness(|c| {
-        c.mmp.imap_backends.insert(
-            "store1.example".into(),
-            s1.addr.to_string().parse().unwrap(),
-        );
-        c.mmp.login_mode = "proxyauth".parse().unwrap();
-        c.mmp.proxy_user = "mmp@localhost".into();
-        c.mmp.proxy_password_file = pwfile.display().to_string();
-    });
+    let (mut h, _dir) = proxyauth_harness(&s1);
     let calls = Arc::new(AtomicUsize::new(0));
     h.env.authenticate = counting(calls.clone());
     for _ in 0..2 {
