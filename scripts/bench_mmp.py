@@ -427,6 +427,13 @@ def main() -> None:
               f"slapd {ms_per_session('direct', 'slapd'):.2f}; through the mmp: store "
               f"{ms_per_session('mmp', 'store'):.2f}, mmp {ms_per_session('mmp', 'mmp'):.2f}, "
               f"slapd {ms_per_session('mmp', 'slapd'):.2f}")
+        # What a saturated machine would give: the same sessions cost this
+        # much CPU in all (servers and this client) each way. Other load
+        # slows both modes' processes alike, so this moves less than the
+        # rates.
+        cpu_all = {m: sum(ms_per_session(m, p) for p in ("store", "mmp", "slapd", "client")) for m in rates}
+        print(f"workload CPU ms per session, all processes: direct {cpu_all['direct']:.2f}, through the mmp "
+              f"{cpu_all['mmp']:.2f}; CPU-bound ratio mmp/direct {cpu_all['direct'] / max(cpu_all['mmp'], 1e-9):.2f}")
 
         # Per command (load-independent, unlike the rates): CPU of each
         # process per 1,000 commands of the workload (LOGIN included).
