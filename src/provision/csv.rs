@@ -418,16 +418,60 @@ async fn add_batch(
             Ok(out)
         }
         Backend::Ldap(_) => {
-            let mut out = Vec::with_capacity(ready.len());
-            for r in ready {
-                // Rights, defaults and limits were checked above; the
-                // Provisioner checks them again, against the directory.
-                let res = p.user_add(actor, r.user, r.password).await;
-                out.push((r.line, res));
+            // Rights, defaults and limits were checked above; the
+            // Provisioner checks them again, against the directory. A
+            // directory add is several round trips and a commit: a few
+            // run at once. Rows that share an address or a local part
+            // (the entry's RDN) with an earlier row of the batch run
+            // after, one at a time, so that the earlier row's add is seen
+            // by their checks.
+            let (together, after) = independent(ready);
+            let add =
+                |r: Ready| async move { (r.line, p.user_add(actor, r.user, r.password).await) };
+            let mut out: Vec<(usize, Result<User>)> =
+                futures::stream::StreamExt::collect(futures::stream::StreamExt::buffered(
+                    futures::stream::iter(together.into_iter().map(add)),
+                    LDAP_IN_FLIGHT,
+                ))
+                .await;
+            for r in after {
+                out.push(add(r).await);
             }
+            out.sort_by_key(|(line, _)| *line);
             Ok(out)
         }
     }
+}
+
+/// Directory adds in flight at once during an LDAP import.
+const LDAP_IN_FLIGHT: usize = 8;
+
+/// Splits a batch into rows that share no address and no local part with
+/// an earlier row (safe to add at once) and the rest, in file order.
+fn independent(ready: Vec<Ready>) -> (Vec<Ready>, Vec<Ready>) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut together, mut after) = (Vec::new(), Vec::new());
+    for r in ready {
+        let u = &r.user;
+        let mut keys: Vec<String> = std::iter::once(&u.address)
+            .chain(&u.aliases)
+            .chain(&u.equivalents)
+            .map(|a| canonical_address(a))
+            .collect();
+        let locals: Vec<String> = keys
+            .iter()
+            .map(|a| format!("@local:{}", a.split('@').next().unwrap_or_default()))
+            .collect();
+        keys.extend(locals);
+        let clash = keys.iter().any(|k| seen.contains(k));
+        seen.extend(keys);
+        if clash {
+            after.push(r);
+        } else {
+            together.push(r);
+        }
+    }
+    (together, after)
 }
 
 fn row(u: &User) -> String {
@@ -500,6 +544,36 @@ pub async fn export(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_sharing_an_address_or_a_local_part_are_added_after_the_rest() {
+        let h = header("address,aliases").unwrap();
+        let rows = [
+            "a@x.test,",
+            "b@x.test,al@x.test",
+            "A@X.test,", // same address as line 2
+            "c@x.test,",
+            "a@y.test,",  // same local part (the RDN) as line 2
+            "al@x.test,", // an alias of line 3
+            "d@x.test,",
+        ];
+        let ready: Vec<Ready> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let (user, _) = record(&h, &split(l).unwrap()).unwrap();
+                Ready {
+                    line: i + 2,
+                    user,
+                    password: Secret::from("x".to_string()),
+                }
+            })
+            .collect();
+        let (together, after) = independent(ready);
+        let lines = |v: &[Ready]| v.iter().map(|r| r.line).collect::<Vec<_>>();
+        assert_eq!(lines(&together), [2, 3, 5, 8]);
+        assert_eq!(lines(&after), [4, 6, 7]);
+    }
 
     #[test]
     fn split_and_quote() {

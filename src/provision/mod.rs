@@ -37,7 +37,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DirectoryBackend};
-use crate::directory::EntryStatus;
+use crate::directory::{canonical_address, domain_of, EntryStatus};
 use crate::redact::Secret;
 
 // ------------------------------------------------------------------------
@@ -347,9 +347,23 @@ impl Provisioner {
     pub async fn user_add(&self, actor: &Actor, user: User, password: Secret) -> Result<User> {
         policy::may_touch_address(actor, &user.address)?;
         policy::may_create_user(actor, &user)?;
-        let user = policy::with_defaults(self, user).await?;
-        let _limits = self.limits.lock().await;
-        policy::check_user_limits(self, &user, None).await?;
+        let dom = domain_of(&canonical_address(&user.address))
+            .unwrap_or_default()
+            .to_string();
+        let domain = self.domain_info(&dom).await?;
+        let user = policy::apply_defaults(&self.config, user, domain.as_ref())?;
+        // The check and the add are one step only where the domain has
+        // limits; other adds run side by side (a bulk import).
+        let limited = domain
+            .as_ref()
+            .is_some_and(|d| d.max_users.is_some() || d.max_quota.is_some());
+        let _limits = match limited {
+            true => Some(self.limits.lock().await),
+            false => None,
+        };
+        if limited {
+            policy::check_user_limits(self, &user, None).await?;
+        }
         let made = backend!(self.user_add(&user, &password))?;
         self.audit.record(actor, "user.add", &made.address, &made);
         Ok(made)

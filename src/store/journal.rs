@@ -700,22 +700,31 @@ impl Inner {
     /// The bytes of an email of `user` (its first place); None when it is
     /// not theirs or gone.
     pub async fn read_email(&self, user: &str, email: u64) -> Result<Option<Vec<u8>>> {
-        let u = user.to_string();
-        let found = self
-            .read_txn(move |txn| {
-                let places = places_sync(txn, &u, email)?;
-                let msgs = txn.open_table(MESSAGES).map_err(ie)?;
-                for (m, uid, _) in places {
-                    if let Some(v) = msgs.get((m, uid)).map_err(ie)? {
-                        return Ok(Some((m, dec::<MessageMeta>(v.value())?)));
+        // The file can go between the lookup and the read (moved or
+        // expunged meanwhile): look again, a few times.
+        let mut tries = 3;
+        loop {
+            let u = user.to_string();
+            let found = self
+                .read_txn(move |txn| {
+                    let places = places_sync(txn, &u, email)?;
+                    let msgs = txn.open_table(MESSAGES).map_err(ie)?;
+                    for (m, uid, _) in places {
+                        if let Some(v) = msgs.get((m, uid)).map_err(ie)? {
+                            return Ok(Some((m, dec::<MessageMeta>(v.value())?)));
+                        }
                     }
-                }
-                Ok(None)
-            })
-            .await?;
-        match found {
-            Some((m, meta)) => Ok(Some(self.read(m, &meta).await?)),
-            None => Ok(None),
+                    Ok(None)
+                })
+                .await?;
+            let Some((m, meta)) = found else {
+                return Ok(None);
+            };
+            tries -= 1;
+            match self.read(m, &meta).await {
+                Err(StoreError::NoSuchMailbox) if tries > 0 => continue,
+                r => return r.map(Some),
+            }
         }
     }
 

@@ -179,14 +179,14 @@ pub fn message_properties(
     ));
 }
 
-/// Renders one email.
+/// Renders one email; `None` when it went while the request ran.
 async fn render_email(
     ctx: &Ctx,
     index: &Index,
     e: &Entry,
     props: &[String],
     opts: &BodyOptions,
-) -> Result<Value, MethodError> {
+) -> Result<Option<Value>, MethodError> {
     let mut out = Map::new();
     for p in props {
         let v = match p.as_str() {
@@ -213,7 +213,9 @@ async fn render_email(
     }
     if props.iter().any(|p| !META_PROPERTIES.contains(&p.as_str())) {
         let loc = e.first();
-        let bytes = ctx.store().read(loc.mailbox, &loc.meta).await?;
+        let Some(bytes) = e.bytes(ctx.store(), &ctx.user).await? else {
+            return Ok(None);
+        };
         let cached = if props.iter().any(|p| p == "preview") {
             ctx.store()
                 .previews(loc.mailbox, vec![loc.meta.uid])
@@ -261,7 +263,7 @@ async fn render_email(
         }
         out.extend(more);
     }
-    Ok(Value::Object(out))
+    Ok(Some(Value::Object(out)))
 }
 
 /// The blobId of a part of a stored email, by partId (`1.2`).
@@ -308,8 +310,12 @@ pub async fn get(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
     let mut list = Vec::new();
     let mut not_found = Vec::new();
     for (s, id) in wanted {
-        match id.and_then(|id| index.emails.get(&id)) {
-            Some(e) => list.push(render_email(ctx, &index, e, &props, &opts).await?),
+        let found = match id.and_then(|id| index.emails.get(&id)) {
+            Some(e) => render_email(ctx, &index, e, &props, &opts).await?,
+            None => None,
+        };
+        match found {
+            Some(v) => list.push(v),
             None => not_found.push(Value::String(s)),
         }
     }

@@ -59,6 +59,20 @@ impl Entry {
     pub fn size(&self) -> u64 {
         self.first().meta.size
     }
+
+    /// The email's bytes. A copy can go between the index's snapshot and
+    /// the read (another session moved or expunged it): the other copies
+    /// are tried, then wherever the email is now. `None` when it is gone.
+    pub async fn bytes(&self, store: &Store, user: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        for l in &self.locs {
+            match store.read(l.mailbox, &l.meta).await {
+                Ok(b) => return Ok(Some(b)),
+                Err(StoreError::NoSuchMailbox) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        store.read_email(user, self.id).await
+    }
 }
 
 /// IMAP system flags and their JMAP keywords (RFC 8621 4.1.1).
@@ -230,5 +244,47 @@ mod tests {
         assert!(!valid_keyword("a b"));
         assert!(!valid_keyword("a(b"));
         assert!(!valid_keyword(""));
+    }
+
+    /// The webmail's Delete raced a list refresh: the refresh's index
+    /// still had the message in INBOX when the move unlinked that file,
+    /// and Email/get answered serverFail.
+    #[tokio::test]
+    async fn an_email_moved_after_the_index_was_read_is_read_where_it_went() {
+        use crate::store::{FlagOp, NewMessage, Quota};
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::services::test_services(dir.path(), |_| {});
+        let st = s.store().clone();
+        let u = "u@x";
+        st.ensure_user(u, None).await.unwrap();
+        let data = b"From: a@b\r\nSubject: s\r\n\r\nbody\r\n".to_vec();
+        let new = NewMessage {
+            data: std::sync::Arc::new(data.clone()),
+            flags: Flags::default(),
+            internal_date: None,
+        };
+        let p = st.append(u, "INBOX", new, Quota::default()).await.unwrap();
+        let index = Index::load(&st, u).await.unwrap();
+        let e = index.emails.values().next().unwrap().clone();
+        assert_eq!(e.bytes(&st, u).await.unwrap().as_deref(), Some(&data[..]));
+        let (_, pairs) = st
+            .copy(p.mailbox, vec![p.uid], u, "Trash", true, Quota::default())
+            .await
+            .unwrap();
+        // The stale entry still names INBOX.
+        assert_eq!(e.first().mailbox, p.mailbox);
+        assert_eq!(e.bytes(&st, u).await.unwrap().as_deref(), Some(&data[..]));
+        let trash = st.list(u).await.unwrap();
+        let trash = trash.iter().find(|m| m.name == "Trash").unwrap().id;
+        let deleted = Flags {
+            bits: Flags::DELETED,
+            keywords: Vec::new(),
+        };
+        let uid = pairs[0].1;
+        st.store_flags(trash, vec![uid], FlagOp::Add, deleted, None)
+            .await
+            .unwrap();
+        assert_eq!(st.expunge(trash, Some(vec![uid])).await.unwrap(), vec![uid]);
+        assert_eq!(e.bytes(&st, u).await.unwrap(), None);
     }
 }

@@ -161,8 +161,10 @@ pub async fn get(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
             list.push(json!({"emailId": email_id(e.id), "subject": null, "preview": null}));
             continue;
         }
-        let loc = e.first();
-        let data = ctx.store().read(loc.mailbox, &loc.meta).await?;
+        let Some(data) = e.bytes(ctx.store(), &ctx.user).await? else {
+            not_found.push(Value::String(id));
+            continue;
+        };
         let (st, bt) = (subject_terms.clone(), body_terms.clone());
         let r = tokio::task::spawn_blocking(move || {
             crate::imap::mime::contained("snippet", 0, || {
