@@ -307,7 +307,7 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=10000, help="idle proxied connections (default 10000)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--strace", action="store_true",
-                    help="strace -f -c the mmp during its workload rounds: syscalls per session (slows it: "
+                    help="strace -f -c the store (both modes) and the mmp during the workload rounds: syscalls per session (slows them: "
                          "the rates of such a run mean nothing)")
     ap.add_argument("--perf-record", metavar="FILE",
                     help="perf record -g store, mmp and slapd during each workload round into FILE.MODE.ROUND "
@@ -380,11 +380,18 @@ def main() -> None:
                                              "-p", ",".join(str(p) for p in pids.values())],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
-                trace = None
-                if args.strace and mode == "mmp":
-                    trace_out = root / f"strace-mmp-{rnd}.txt"
-                    trace = subprocess.Popen(["strace", "-f", "-c", "-o", str(trace_out), "-p", str(mmp.proc.pid)],
-                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                traces = []
+                if args.strace:
+                    # The store in both modes (what the mmp changes for it),
+                    # the mmp in its own.
+                    who = {"store": store.proc.pid}
+                    if mode == "mmp":
+                        who["mmp"] = mmp.proc.pid
+                    for name, pid in who.items():
+                        out = root / f"strace-{name}-{mode}-{rnd}.txt"
+                        traces.append((name, out, subprocess.Popen(
+                            ["strace", "-f", "-c", "-o", str(out), "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
                     time.sleep(1.0)
                 before = meter.snap()
                 sessions, cmds, secs = asyncio.run(run_workload(ports[mode], users[:args.clients], args.duration))
@@ -392,18 +399,17 @@ def main() -> None:
                 if perf is not None:
                     perf.send_signal(signal.SIGINT)
                     perf.wait(timeout=60)
-                if trace is not None:
+                for name, out, trace in traces:
                     trace.send_signal(signal.SIGINT)
                     trace.wait(timeout=60)
                     calls = {}
-                    for line in trace_out.read_text().splitlines():
+                    for line in out.read_text().splitlines():
                         f = line.split()
                         if len(f) >= 5 and f[0][0].isdigit() and f[3].isdigit():
                             calls[f[-1]] = int(f[3])
-                    print(f"mmp syscalls per session (round {rnd}, {sessions} sessions): "
-                          + ", ".join(f"{k} {calls.get(k, 0) / max(1, sessions):.1f}"
-                                      for k in ("total", "sendto", "recvfrom", "read", "write", "epoll_wait",
-                                                "futex", "connect", "clock_gettime")))
+                    top = sorted((k for k in calls if k != "total"), key=lambda k: -calls[k])[:10]
+                    print(f"{name} syscalls per session ({mode}, round {rnd}, {sessions} sessions): "
+                          + ", ".join(f"{k} {calls.get(k, 0) / max(1, sessions):.1f}" for k in ["total", *top]))
                 cpu = {k: after[k] - before[k] for k in after}
                 rates[mode].append(cmds / secs)
                 totals[mode]["commands"] += cmds

@@ -219,6 +219,7 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
     } = d;
     let opts = Options {
         idle: Duration::from_secs(env.config.mmp.idle_timeout.max(1)),
+        buffers: env.shared.buffers.clone(),
         shutdown: env.shutdown.clone(),
         goodbye: (proto == Proto::Imap).then_some(shutdown_line(Proto::Imap)),
         imap: proto == Proto::Imap,

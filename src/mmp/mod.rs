@@ -182,6 +182,9 @@ pub(crate) type Authenticator = Arc<
 /// What lives as long as the process: the failed-login limiter (the
 /// process's one, from `Services`), the login cache and the TLS client
 /// setup for the stores.
+/// Idle burst buffers the mmp keeps (64 KiB each: 2 MiB at most).
+const BURST_BUFFERS_KEPT: usize = 32;
+
 pub struct Shared {
     pub(crate) limiter: Arc<LoginLimiter>,
     /// `login_mode = "credentials"` only: logins this mmp verified in the
@@ -195,6 +198,9 @@ pub struct Shared {
     /// reached (a moved user is found again at the next login). Only an
     /// HMAC of the password is kept (`authcache`).
     pub(crate) logins: CredentialCache<Account>,
+    /// The relay's burst buffers, reused across sessions
+    /// (`relay::BurstBuffers`): at most `BURST_BUFFERS_KEPT` wait idle.
+    pub(crate) buffers: Arc<relay::BurstBuffers>,
     client_tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
@@ -213,6 +219,7 @@ impl Shared {
                 config.auth.cache_size,
                 Arc::new(std::time::Instant::now),
             ),
+            buffers: Arc::new(relay::BurstBuffers::new(BURST_BUFFERS_KEPT)),
             client_tls: OnceLock::new(),
         }
     }
