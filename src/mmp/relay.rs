@@ -131,6 +131,7 @@ impl BurstBuffers {
     }
 
     /// Buffers waiting for a burst.
+    #[cfg(test)]
     pub fn idle(&self) -> usize {
         self.list().len()
     }
@@ -187,12 +188,11 @@ pub type Boundary = crate::imap::framer::Tracker;
 async fn pump<R, W>(
     r: &mut R,
     w: &mut W,
-    activity: &Activity,
+    (activity, buffers): (&Activity, &BurstBuffers),
     count: &AtomicU64,
     mut boundary: Option<&mut Boundary>,
     stop: Option<(&CancellationToken, Option<&'static [u8]>)>,
     filter: Option<(&Shared, Dir)>,
-    buffers: &BurstBuffers,
 ) -> Result<PumpEnd, Side>
 where
     R: AsyncRead + Unpin,
@@ -245,8 +245,8 @@ where
                         Err(_) => return Err(Side::Reader),
                     };
                     let o = std::mem::take(&mut out);
-                    out = relay_chunk(&b[..n], w, activity, count, &mut boundary, filter, o)
-                        .await?;
+                    out =
+                        relay_chunk(&b[..n], w, activity, count, &mut boundary, filter, o).await?;
                     continue;
                 }
                 None => big.end(),
@@ -466,22 +466,20 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
         let up = pump(
             &mut client_r,
             &mut store_w,
-            &activity,
+            (&activity, &opts.buffers),
             &up_count,
             None,
             None,
             shared.as_ref().map(|s| (s, Dir::ToStore)),
-            &opts.buffers,
         );
         let down = pump(
             &mut store_r,
             &mut client_w,
-            &activity,
+            (&activity, &opts.buffers),
             &down_count,
             boundary.as_mut(),
             Some((&opts.shutdown, opts.goodbye)),
             shared.as_ref().map(|s| (s, Dir::ToClient)),
-            &opts.buffers,
         );
         tokio::pin!(up, down);
         let idle = async {
