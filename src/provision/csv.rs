@@ -201,9 +201,7 @@ struct Usage {
 impl Usage {
     /// The domain of an address, read once.
     async fn domain(&mut self, p: &Provisioner, address: &str) -> Result<Option<Domain>> {
-        let dom = domain_of(&canonical_address(address))
-            .unwrap_or_default()
-            .to_string();
+        let dom = policy::address_domain(address);
         self.load(p, &dom).await?;
         Ok(self.domains[&dom].as_ref().map(|(d, _)| d.clone()))
     }

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DirectoryBackend};
-use crate::directory::{canonical_address, domain_of, EntryStatus};
+use crate::directory::EntryStatus;
 use crate::redact::Secret;
 
 // ------------------------------------------------------------------------
@@ -170,6 +170,13 @@ pub struct Domain {
     /// Most users, and most quota bytes given to all of them together.
     pub max_users: Option<u64>,
     pub max_quota: Option<u64>,
+}
+
+impl Domain {
+    /// Has a user count or total quota limit to check.
+    pub fn has_limits(&self) -> bool {
+        self.max_users.is_some() || self.max_quota.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -347,22 +354,16 @@ impl Provisioner {
     pub async fn user_add(&self, actor: &Actor, user: User, password: Secret) -> Result<User> {
         policy::may_touch_address(actor, &user.address)?;
         policy::may_create_user(actor, &user)?;
-        let dom = domain_of(&canonical_address(&user.address))
-            .unwrap_or_default()
-            .to_string();
-        let domain = self.domain_info(&dom).await?;
-        let user = policy::apply_defaults(&self.config, user, domain.as_ref())?;
+        let (user, domain) = policy::with_defaults(self, user).await?;
         // The check and the add are one step only where the domain has
         // limits; other adds run side by side (a bulk import).
-        let limited = domain
-            .as_ref()
-            .is_some_and(|d| d.max_users.is_some() || d.max_quota.is_some());
+        let limited = domain.filter(Domain::has_limits);
         let _limits = match limited {
-            true => Some(self.limits.lock().await),
-            false => None,
+            Some(_) => Some(self.limits.lock().await),
+            None => None,
         };
-        if limited {
-            policy::check_user_limits(self, &user, None).await?;
+        if let Some(d) = &limited {
+            policy::check_domain_limits(self, d, &user, None).await?;
         }
         let made = backend!(self.user_add(&user, &password))?;
         self.audit.record(actor, "user.add", &made.address, &made);

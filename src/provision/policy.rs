@@ -128,14 +128,19 @@ pub fn scope_query(actor: &Actor, q: &Query) -> Result<Query> {
     }
 }
 
-/// Fills what a new user leaves empty from its service class, then from
-/// its domain (explicit values win).
-pub async fn with_defaults(p: &Provisioner, user: User) -> Result<User> {
-    let dom = domain_of(&canonical_address(&user.address))
+/// The (lowercase) domain of an address; empty without one.
+pub fn address_domain(address: &str) -> String {
+    domain_of(&canonical_address(address))
         .unwrap_or_default()
-        .to_string();
+        .to_string()
+}
+
+/// Fills what a new user leaves empty from its service class, then from
+/// its domain (explicit values win); also returns the domain read.
+pub async fn with_defaults(p: &Provisioner, user: User) -> Result<(User, Option<Domain>)> {
+    let dom = address_domain(&user.address);
     let d = p.domain_info(&dom).await?;
-    apply_defaults(&p.config, user, d.as_ref())
+    Ok((apply_defaults(&p.config, user, d.as_ref())?, d))
 }
 
 /// `with_defaults` with the domain already read (bulk import).
@@ -213,15 +218,24 @@ pub async fn check_user_limits(
     user: &User,
     change: Option<&UserChange>,
 ) -> Result<()> {
-    let dom = domain_of(&canonical_address(&user.address))
-        .unwrap_or_default()
-        .to_string();
-    let Some(d) = p.domain_info(&dom).await? else {
-        return Ok(()); // a new domain (site only) has no limits
-    };
-    if d.max_users.is_none() && d.max_quota.is_none() {
+    let dom = address_domain(&user.address);
+    match p.domain_info(&dom).await? {
+        Some(d) => check_domain_limits(p, &d, user, change).await,
+        None => Ok(()), // a new domain (site only) has no limits
+    }
+}
+
+/// `check_user_limits` with the user's domain already read.
+pub async fn check_domain_limits(
+    p: &Provisioner,
+    d: &Domain,
+    user: &User,
+    change: Option<&UserChange>,
+) -> Result<()> {
+    if !d.has_limits() {
         return Ok(());
     }
+    let dom = address_domain(&user.address);
     let used = p.domain_usage(&dom).await?;
     let def = d.default_quota;
     let (before, after) = match change {
@@ -235,7 +249,7 @@ pub async fn check_user_limits(
             ),
         ),
     };
-    within_limits(&d, used, before, after)
+    within_limits(d, used, before, after)
 }
 
 pub fn may_read_domain(actor: &Actor, name: &str) -> Result<()> {
@@ -510,7 +524,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let u = with_defaults(
+        let (u, _) = with_defaults(
             &p,
             User {
                 address: "u@a.test".into(),
