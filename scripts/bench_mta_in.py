@@ -20,6 +20,12 @@ fsyncs the queue file before smtpd's 250, msgd's mta-in fsyncs its queue file
 and folder; the store fsyncs before its LMTP 250 either way. The same
 smtp-source command (sizes, counts, sessions) runs against each.
 
+msgd's mta-in runs with cut-through (`queue.cut_through`, its default:
+the store's copy is durable before the 250, no queue file when the store
+takes it); `--queued` adds the side "msgd-queued" with cut-through off
+(every message fsynced into mta-in's queue before the 250, then delivered
+from there), for the before/after of that change in the same run.
+
 Per scenario and side it prints: messages/s end to end (first SMTP
 connection to last message in the store), messages/s accepted (smtp-source's
 own run time), LDAP operations per message counted from slapd's log (SRCH
@@ -130,9 +136,12 @@ def ldap_ops(ldap: Ldap) -> dict[str, int]:
     }
 
 
-def start_cluster(work: Path, cache_ttl: int, log_level: str, with_mta: bool = True):
+def start_cluster(work: Path, cache_ttl: int, log_level: str, with_mta: bool = True,
+                  cut_through: bool = True):
     """slapd + store, and mta-in unless `with_mta` is false (the Postfix
-    side: Postfix takes mta-in's place). Returns (ldap, store, mta or None)."""
+    side: Postfix takes mta-in's place). Returns (ldap, store, mta or None).
+    `cut_through` false: the mta-in queues every message first (side
+    msgd-queued)."""
     ldap = Ldap(work / "ldap", debug="stats")
     ldap.start()
     store_toml = (
@@ -144,6 +153,7 @@ def start_cluster(work: Path, cache_ttl: int, log_level: str, with_mta: bool = T
     mta_toml = (
         f'[mta]\nhosts = {{ "store2.test" = "127.0.0.1:{store.ports["lmtp"]}" }}\n'
         "[queue]\nretry_base = 1\nretry_max = 2\nlifetime = 3600\ndelay_warning = 3600\n"
+        f"cut_through = {'true' if cut_through else 'false'}\n"
     )
     mta = Node(work / "mta-in", "mta-in", "mx.example.test", ldap, mta_toml, log_level=log_level,
                cache_ttl=cache_ttl)
@@ -299,11 +309,15 @@ def stop_strace(p: subprocess.Popen, out: Path) -> dict[str, int]:
 def run_scenario(side: str, smtp_source: str, size: int, count: int, sessions: int, cache_ttl: int,
                  timeout: float, log_level: str, keep: bool, syscalls: bool = False) -> dict:
     """One scenario with fresh processes. side "msgd": smtp-source -> mta-in
-    -> LMTP -> store; side "postfix": smtp-source -> Postfix -> LMTP -> store."""
+    -> LMTP -> store (cut-through: the store's copy before the 250, the
+    queue only for what it did not take); "msgd-queued": the same with
+    `queue.cut_through = false` (every message through mta-in's queue
+    first); "postfix": smtp-source -> Postfix -> LMTP -> store."""
     work = Path(tempfile.mkdtemp(prefix="msgd-bench-"))
     ldap = store = mta = pf = counter = None
     try:
-        ldap, store, mta = start_cluster(work, cache_ttl, log_level, with_mta=(side == "msgd"))
+        ldap, store, mta = start_cluster(work, cache_ttl, log_level, with_mta=(side != "postfix"),
+                                         cut_through=(side == "msgd"))
         if side == "postfix":
             pf = start_postfix(store)
             pf.start()
@@ -411,6 +425,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=float(os.environ.get("BENCH_TIMEOUT", 300)))
     ap.add_argument("--cache-ttl", type=int, default=30, help="directory.cache_ttl (msgd's default: 30)")
     ap.add_argument("--no-uncached", action="store_true", help="skip the extra 4 KiB run with cache_ttl = 0")
+    ap.add_argument("--queued", action="store_true",
+                    help="also run msgd with queue.cut_through = false (side msgd-queued: every message "
+                         "written to mta-in's queue before the 250, as before the tenth session)")
     ap.add_argument("--no-postfix", action="store_true",
                     help="skip the Postfix side (smtp-source -> Postfix -> LMTP -> store)")
     ap.add_argument("--fs", choices=("ext4-image", "tmp"), default=None,
@@ -427,7 +444,7 @@ def main() -> None:
     if not os.environ.get("MSGD_BIN"):
         die("set MSGD_BIN (scripts/bench-mta-in.sh does)")
     smtp_source = find_smtp_source()
-    sides = ["msgd"]
+    sides = ["msgd"] + (["msgd-queued"] if args.queued else [])
     if not args.no_postfix:
         if os.geteuid() != 0:
             die("the Postfix side runs a private Postfix instance and needs root (or pass --no-postfix)")
@@ -449,7 +466,7 @@ def main() -> None:
     print(f"date:    {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print("load:    %.2f %.2f %.2f (1/5/15 min, before the runs; other work on the machine skews the figures)"
           % os.getloadavg())
-    header = (f"{'side':<8} {'size':>7} {'msgs':>6} {'sess':>4} {'ttl':>4} {'accepted/s':>11} {'stored/s':>9} "
+    header = (f"{'side':<12} {'size':>7} {'msgs':>6} {'sess':>4} {'ttl':>4} {'accepted/s':>11} {'stored/s':>9} "
               f"{'total s':>8} {'SRCH':>6} {'SRCH/msg':>9} {'BIND':>5} {'left':>5}")
     fs = args.fs or ("ext4-image" if os.geteuid() == 0 else "tmp")
     scratch = None
@@ -465,7 +482,7 @@ def main() -> None:
         for size, count, ttl in scenarios:
             for side in sides:
                 r = run_scenario(side, smtp_source, size, count, args.sessions, ttl, args.timeout,
-                                 args.log_level, args.keep, syscalls=args.syscalls and side == "msgd")
+                                 args.log_level, args.keep, syscalls=args.syscalls and side != "postfix")
                 results.append(r)
     finally:
         remove_at_end()
@@ -474,7 +491,7 @@ def main() -> None:
     print("load after: %.2f %.2f %.2f" % os.getloadavg())
     print(header)
     for r in results:
-        print(f"{r['side']:<8} {r['size'] // 1024:>5}Ki {r['count']:>6} {r['sessions']:>4} {r['cache_ttl']:>4} "
+        print(f"{r['side']:<12} {r['size'] // 1024:>5}Ki {r['count']:>6} {r['sessions']:>4} {r['cache_ttl']:>4} "
               f"{r['accepted_rate']:>11.1f} {r['rate']:>9.1f} {r['stored_s']:>8.2f} "
               f"{r['ldap']['search']:>6} {r['ldap']['search'] / r['count']:>9.3f} "
               f"{r['ldap']['bind']:>5} {r['queue_left']:>5}")
@@ -482,16 +499,20 @@ def main() -> None:
         print()
         print("msgd/Postfix (same scenario, same smtp-source command, same store):")
         print(f"{'size':>7} {'msgs':>6} {'ttl':>4} {'accepted':>9} {'stored':>7}")
-        for m, p in zip(results[0::2], results[1::2]):
-            print(f"{m['size'] // 1024:>5}Ki {m['count']:>6} {m['cache_ttl']:>4} "
-                  f"{m['accepted_rate'] / p['accepted_rate']:>8.2f}x {m['rate'] / p['rate']:>6.2f}x")
+        n = len(sides)
+        for k in range(0, len(results), n):
+            p = results[k + n - 1]
+            for m in results[k:k + n - 1]:
+                print(f"{m['size'] // 1024:>5}Ki {m['count']:>6} {m['cache_ttl']:>4} "
+                      f"{m['accepted_rate'] / p['accepted_rate']:>8.2f}x {m['rate'] / p['rate']:>6.2f}x"
+                      f"  ({m['side']})")
     print()
     print("per message (not load-dependent): CPU ms of each process; with --syscalls, calls per message")
     for r in results:
-        if r["side"] != "msgd":
+        if r["side"] == "postfix":
             continue
         n = r["count"]
-        line = f"{r['size'] // 1024:>5}Ki {n:>6}: CPU ms/msg " + ", ".join(
+        line = f"{r['side']:<12} {r['size'] // 1024:>5}Ki {n:>6}: CPU ms/msg " + ", ".join(
             f"{k} {v * 1000 / n:.3f}" for k, v in r["cpu"].items())
         print(line)
         for name, calls in r["calls"].items():

@@ -1426,6 +1426,12 @@ pub struct QueueConfig {
     pub delay_warning: u64,
     /// Messages delivered at the same time.
     pub concurrency: usize,
+    /// Cut-through delivery: a message whose recipients all live on
+    /// stores (LMTP) is delivered to them before the SMTP server answers
+    /// its DATA, under the queue id it would have had; only what the
+    /// stores did not take is written to the queue (docs/delivery.md
+    /// "Cut-through"). false: every message is queued first.
+    pub cut_through: bool,
 }
 
 impl Default for QueueConfig {
@@ -1437,6 +1443,7 @@ impl Default for QueueConfig {
             lifetime: 5 * 86400,
             delay_warning: 4 * 3600,
             concurrency: 20,
+            cut_through: true,
         }
     }
 }

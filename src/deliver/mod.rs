@@ -542,6 +542,14 @@ impl Transaction {
             self.headers = Some(Arc::new(data[..end].to_vec()));
         }
         let cfg = &d.config;
+        // Cut-through only when the queue's copies are the whole message
+        // and all go to stores: a copy a store took cannot be taken back
+        // if another group fails and the transaction is aborted, and
+        // forwards to other servers wait in the queue as before.
+        let cut_through = self.delivery.mode == Mode::Accept
+            && groups.len() == 1
+            && matches!(cfg.mta.local_via, crate::config::LocalVia::Lmtp)
+            && self.targets.iter().all(|t| !t.remote);
         let mut data = data;
         let last = groups.len().saturating_sub(1);
         for (g, ((dest, sender), idx)) in groups.into_iter().enumerate() {
@@ -597,11 +605,20 @@ impl Transaction {
                 },
                 Dest::Queue => match &d.queue {
                     Some(q) => {
-                        match queue::write(q, &self.id, &envelope, &targets, data.clone()).await {
-                            Ok(p) => {
+                        let (id, data) = (&self.id, data.clone());
+                        let written = match cut_through {
+                            true => queue::deliver_or_write(q, id, &envelope, &targets, data).await,
+                            false => queue::write(q, id, &envelope, &targets, data)
+                                .await
+                                .map(Some),
+                        };
+                        match written {
+                            Ok(Some(p)) => {
                                 self.done.push(Done::Queued(p));
                                 vec![Outcome::Queued; idx.len()]
                             }
+                            // Every copy is in its store (cut-through).
+                            Ok(None) => vec![Outcome::Delivered; idx.len()],
                             Err(o) => vec![o; idx.len()],
                         }
                     }

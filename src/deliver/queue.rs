@@ -31,17 +31,13 @@ pub struct Pending {
     envelope: Envelope,
     /// The bytes written, for the first attempt (`Queue::schedule`).
     data: Arc<Vec<u8>>,
+    /// Recipients a cut-through attempt delivered (recorded in the file).
+    delivered: Vec<usize>,
 }
 
-/// Writes one queue file for `targets` (durable on return).
-pub async fn write(
-    queue: &Arc<Queue>,
-    id: &str,
-    envelope: &Envelope,
-    targets: &[&Target],
-    data: Arc<Vec<u8>>,
-) -> Result<Pending, Outcome> {
-    let env = Envelope {
+/// The queue's envelope of `targets`.
+fn queued(envelope: &Envelope, targets: &[&Target]) -> Envelope {
+    Envelope {
         sender: envelope.sender.clone(),
         recipients: targets
             .iter()
@@ -56,15 +52,77 @@ pub async fn write(
         envid: envelope.envid.clone(),
         ret_full: envelope.ret_full,
         junk: envelope.junk,
+    }
+}
+
+/// Writes one queue file for `targets` (durable on return).
+pub async fn write(
+    queue: &Arc<Queue>,
+    id: &str,
+    envelope: &Envelope,
+    targets: &[&Target],
+    data: Arc<Vec<u8>>,
+) -> Result<Pending, Outcome> {
+    let qid = Queue::next_id();
+    write_rest(queue, id, qid, queued(envelope, targets), data, Vec::new()).await
+}
+
+/// Cut-through (`queue.cut_through`, `Queue::deliver_now`): `targets`,
+/// all mailboxes on stores, are delivered now under a new queue id;
+/// `Ok(None)` when every copy was delivered (nothing written), else the
+/// queue file of the message with the delivered recipients recorded, for
+/// the runner to deliver the rest under the same ids. Without cut-through
+/// (off, or a recipient asked for a success notice) it is `write`.
+pub async fn deliver_or_write(
+    queue: &Arc<Queue>,
+    id: &str,
+    envelope: &Envelope,
+    targets: &[&Target],
+    data: Arc<Vec<u8>>,
+) -> Result<Option<Pending>, Outcome> {
+    let env = queued(envelope, targets);
+    let qid = Queue::next_id();
+    let delivered = match queue.deliver_now(&qid, &env, data.clone()).await {
+        Some(d) if d.len() == env.recipients.len() => return Ok(None),
+        Some(d) => d,
+        None => Vec::new(),
     };
-    match queue.write(&env, data.clone()).await {
-        Ok(qid) => Ok(Pending {
-            id: qid,
-            envelope: env,
-            data,
-        }),
+    write_rest(queue, id, qid, env, data, delivered)
+        .await
+        .map(Some)
+}
+
+/// Writes queue file `qid` and records `delivered` in it.
+async fn write_rest(
+    queue: &Arc<Queue>,
+    id: &str,
+    qid: String,
+    env: Envelope,
+    data: Arc<Vec<u8>>,
+    delivered: Vec<usize>,
+) -> Result<Pending, Outcome> {
+    match queue.write_as(&qid, &env, data.clone()).await {
+        Ok(()) => {
+            let mut delivered = delivered;
+            if !delivered.is_empty() {
+                if let Err(e) = queue.record_delivered(&qid, &delivered).await {
+                    // The runner tries them again under the same delivery
+                    // ids: the stores answer without a second copy.
+                    tracing::warn!(queue_id = %qid, error = %e, "cannot record cut-through deliveries");
+                    delivered.clear();
+                }
+            }
+            Ok(Pending {
+                id: qid,
+                envelope: env,
+                data,
+                delivered,
+            })
+        }
         Err(e) => {
-            tracing::error!(id, error = %e, "cannot queue the message");
+            // Copies a store took stay (the client's retry may double
+            // them): only a failing queue disk gets here.
+            tracing::error!(id, queue_id = %qid, delivered = delivered.len(), error = %e, "cannot queue the message");
             Err(Outcome::Temporary(
                 "451 4.3.0 local error in processing".into(),
             ))
@@ -74,7 +132,7 @@ pub async fn write(
 
 /// Schedules a written file; returns its queue id.
 pub fn commit(queue: &Queue, p: Pending) -> String {
-    queue.schedule(&p.id, p.envelope, p.data);
+    queue.schedule_rest(&p.id, p.envelope, p.data, &p.delivered);
     p.id
 }
 

@@ -342,3 +342,213 @@ async fn local_target_with_a_repeated_delivery_id_stores_one_copy() {
         "0A1B.3@mx.exampletest"
     );
 }
+
+/// A queue runner's transport for the cut-through tests: answers each
+/// address from its script (the last answer repeats; none: delivered)
+/// and records (queue id, recipient index, address) of every try.
+#[derive(Default)]
+struct Stores {
+    script: std::sync::Mutex<std::collections::HashMap<String, Vec<Outcome>>>,
+    tried: std::sync::Mutex<Vec<(String, usize, String)>>,
+}
+
+impl crate::queue::Transport for Stores {
+    fn deliver<'a>(
+        &'a self,
+        id: &'a str,
+        env: &'a Envelope,
+        rcpts: Vec<usize>,
+        _data: Arc<Vec<u8>>,
+    ) -> crate::queue::BoxFuture<'a, Vec<(usize, Outcome)>> {
+        Box::pin(async move {
+            let mut script = self.script.lock().unwrap();
+            let mut out = Vec::new();
+            for i in rcpts {
+                let a = env.recipients[i].address.clone();
+                self.tried
+                    .lock()
+                    .unwrap()
+                    .push((id.to_string(), i, a.clone()));
+                let list = script.entry(a).or_default();
+                let o = match list.len() {
+                    0 => Outcome::Delivered,
+                    1 => list[0].clone(),
+                    _ => list.remove(0),
+                };
+                out.push((i, o));
+            }
+            out
+        })
+    }
+}
+
+/// An mta-in's Accept delivery with its queue runner started on `stores`.
+fn mta_in_with(
+    dir: &std::path::Path,
+    cut_through: bool,
+    stores: Arc<Stores>,
+) -> (Delivery, Arc<Queue>, tokio_util::sync::CancellationToken) {
+    let mut services = test_services(dir, |c| {
+        c.store.host = "store1.example.test".into();
+        c.queue.cut_through = cut_through;
+    });
+    let q = with_queue(&mut services, dir);
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(q.clone().run(stores, stop.clone()));
+    (Delivery::from_services(&services), q, stop)
+}
+
+fn on_store2(address: &str) -> Target {
+    Target {
+        mail_host: Some("store2.example.test".into()),
+        ..Target::mailbox(address.into())
+    }
+}
+
+async fn runner_started(q: &Queue) {
+    for _ in 0..100 {
+        if q.running() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the queue runner did not start");
+}
+
+async fn queue_empties(q: &Queue) {
+    for _ in 0..100 {
+        if q.is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("queue not empty: {:?}", q.list());
+}
+
+/// Cut-through: copies for mailboxes on stores are delivered before the
+/// transaction's body returns, under a queue id and the delivery ids the
+/// runner would use, and no queue file is written.
+#[tokio::test]
+async fn cut_through_delivers_to_the_stores_without_a_queue_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Arc::new(Stores::default());
+    let (d, q, stop) = mta_in_with(dir.path(), true, stores.clone());
+    runner_started(&q).await;
+    stores.tried.lock().unwrap().clear();
+    let mut tx = d.start("T.1", env("s@else.example"));
+    tx.add_rcpt(on_store2("a@example.test"));
+    tx.add_rcpt(on_store2("b@example.test"));
+    let out = tx.body(data("Subject: ct\r\n\r\nx\r\n")).await;
+    assert_eq!(out, vec![Outcome::Delivered, Outcome::Delivered]);
+    tx.commit().await;
+    let tried = stores.tried.lock().unwrap().clone();
+    assert_eq!(tried.len(), 2, "{tried:?}");
+    assert_eq!(tried[0].0, tried[1].0, "one queue id for the message");
+    assert!(crate::queue::valid_id(&tried[0].0), "{tried:?}");
+    assert_eq!((tried[0].1, tried[1].1), (0, 1));
+    assert!(crate::queue::scan(q.dir()).is_empty(), "no queue file");
+    assert!(q.is_empty());
+    stop.cancel();
+}
+
+/// What the stores did not take is queued under the same queue id with
+/// the delivered recipients recorded: the runner tries only the rest,
+/// with the same delivery ids, and never the delivered one again (not
+/// even after a restart: the file says so).
+#[tokio::test]
+async fn cut_through_queues_only_what_the_stores_did_not_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Arc::new(Stores::default());
+    stores.script.lock().unwrap().insert(
+        "b@example.test".into(),
+        vec![
+            Outcome::Temporary("421 4.3.0 store restarting".into()),
+            Outcome::Delivered,
+        ],
+    );
+    let (d, q, stop) = mta_in_with(dir.path(), true, stores.clone());
+    runner_started(&q).await;
+    stores.tried.lock().unwrap().clear();
+    let mut tx = d.start("T.2", env("s@else.example"));
+    tx.add_rcpt(on_store2("a@example.test"));
+    tx.add_rcpt(on_store2("b@example.test"));
+    let out = tx.body(data("Subject: ct\r\n\r\nx\r\n")).await;
+    assert_eq!(out, vec![Outcome::Queued, Outcome::Queued]);
+    let on_disk = crate::queue::scan(q.dir());
+    assert_eq!(on_disk.len(), 1);
+    let qid = stores.tried.lock().unwrap()[0].0.clone();
+    assert_eq!(on_disk[0].id, qid, "queued under the cut-through's id");
+    let status: Vec<_> = on_disk[0].recipients.iter().map(|r| r.1.clone()).collect();
+    assert_eq!(
+        status,
+        vec![
+            crate::queue::Status::Delivered,
+            crate::queue::Status::Pending
+        ]
+    );
+    // A restart would load the file with the same states.
+    let reloaded = Queue::open(q.dir(), Default::default(), "mx.example.test").unwrap();
+    assert_eq!(
+        reloaded.list()[0].recipients[0].1,
+        crate::queue::Status::Delivered
+    );
+    drop(reloaded);
+    tx.commit().await;
+    queue_empties(&q).await;
+    let tried = stores.tried.lock().unwrap().clone();
+    assert_eq!(
+        tried,
+        vec![
+            (qid.clone(), 0, "a@example.test".to_string()),
+            (qid.clone(), 1, "b@example.test".to_string()),
+            (qid.clone(), 1, "b@example.test".to_string()),
+        ]
+    );
+    stop.cancel();
+}
+
+/// Off (`queue.cut_through = false`), with a success notice asked for, or
+/// with a copy for another server, the message is queued first.
+#[tokio::test]
+async fn without_cut_through_every_message_is_queued_first() {
+    let notify = Target {
+        notify: Some(Notify {
+            success: true,
+            failure: true,
+            delay: false,
+        }),
+        ..on_store2("a@example.test")
+    };
+    for (cut_through, targets) in [
+        (false, vec![on_store2("a@example.test")]),
+        (true, vec![notify]),
+        (
+            true,
+            vec![
+                on_store2("a@example.test"),
+                Target::remote("x@far.example".into()),
+            ],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Arc::new(Stores::default());
+        let (d, q, stop) = mta_in_with(dir.path(), cut_through, stores.clone());
+        runner_started(&q).await;
+        stores.tried.lock().unwrap().clear();
+        let mut tx = d.start("T.3", env("s@else.example"));
+        let n = targets.len();
+        for t in targets {
+            tx.add_rcpt(t);
+        }
+        let out = tx.body(data("Subject: q\r\n\r\nx\r\n")).await;
+        assert_eq!(out, vec![Outcome::Queued; n], "cut_through {cut_through}");
+        assert!(
+            stores.tried.lock().unwrap().is_empty(),
+            "nothing tried before the file"
+        );
+        assert_eq!(crate::queue::scan(q.dir()).len(), 1);
+        tx.commit().await;
+        queue_empties(&q).await;
+        stop.cancel();
+    }
+}

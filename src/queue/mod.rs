@@ -50,7 +50,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
@@ -153,6 +153,15 @@ impl RcptState {
         }
     }
 
+    /// Delivered by one attempt (cut-through), no notice owed.
+    fn delivered_now() -> RcptState {
+        RcptState {
+            status: Status::Delivered,
+            attempts: 1,
+            ..RcptState::pending()
+        }
+    }
+
     /// A final status whose DSN is not queued yet.
     fn owes_dsn(&self) -> bool {
         self.status != Status::Pending && self.dsn.is_some() && !self.notified
@@ -186,6 +195,10 @@ impl Entry {
 /// Finished queue files kept for reuse (module doc: files are recycled).
 pub const SPARE_FILES: usize = 128;
 
+/// Longest a cut-through delivery (`Queue::deliver_now`) may hold the
+/// client's DATA reply; past it the message is queued.
+pub const CUT_THROUGH_DEADLINE: Duration = Duration::from_secs(20);
+
 /// A queued message, for listings.
 #[derive(Debug, Clone)]
 pub struct QueuedInfo {
@@ -213,6 +226,9 @@ pub struct Queue {
     keep_cap: AtomicU64,
     /// Finished files waiting to be rewritten (`<id>.spare`).
     spares: Mutex<Vec<PathBuf>>,
+    /// The runner's transport, set when `run` starts: cut-through
+    /// delivery (`deliver_now`) goes the runner's way.
+    transport: OnceLock<Arc<dyn Transport>>,
 }
 
 /// Removes a message's queue file and hold marker.
@@ -376,6 +392,7 @@ impl Queue {
             kept_bytes: Arc::new(AtomicU64::new(0)),
             keep_cap: AtomicU64::new(FIRST_ATTEMPT_BYTES),
             spares: Mutex::new(spares),
+            transport: OnceLock::new(),
         }))
     }
 
@@ -452,7 +469,25 @@ impl Queue {
     /// `schedule`; after a crash it is loaded like any other file.
     pub async fn write(&self, env: &Envelope, data: Arc<Vec<u8>>) -> std::io::Result<String> {
         let id = Self::new_id();
-        let path = self.path(&id);
+        self.write_as(&id, env, data).await?;
+        Ok(id)
+    }
+
+    /// A new queue id (for `deliver_now` and then `write_as`).
+    pub fn next_id() -> String {
+        Self::new_id()
+    }
+
+    /// `write` under the queue id `id` (from `next_id`), with the
+    /// recipients `delivered` already recorded as delivered (by
+    /// `deliver_now`): they are never tried again.
+    pub async fn write_as(
+        &self,
+        id: &str,
+        env: &Envelope,
+        data: Arc<Vec<u8>>,
+    ) -> std::io::Result<()> {
+        let path = self.path(id);
         let e2 = env.clone();
         let spare = self.take_spare();
         let (file, spare) = tokio::task::spawn_blocking(move || {
@@ -474,7 +509,7 @@ impl Queue {
         // must not be found and delivered after a restart either.
         let synced = match &spare {
             Some(from) => {
-                let to = self.path(&id);
+                let to = self.path(id);
                 self.sync.durable_renamed(file, from.clone(), to).await
             }
             None => self.sync.durable(file, true).await,
@@ -483,10 +518,68 @@ impl Queue {
             if let Some(from) = &spare {
                 let _ = std::fs::remove_file(from);
             }
-            let _ = std::fs::remove_file(self.path(&id));
+            let _ = std::fs::remove_file(self.path(id));
             return Err(e);
         }
-        Ok(id)
+        Ok(())
+    }
+
+    /// Cut-through (`queue.cut_through`): delivers every recipient of
+    /// `env` now, the runner's way (its transport, the delivery ids of
+    /// queue id `id`), within `CUT_THROUGH_DEADLINE`. Returns the indices
+    /// delivered, or None when cut-through does not apply (off, the
+    /// runner not started, or a recipient asked for a success notice,
+    /// which the queue sends). A copy a store took is durable there; what
+    /// it did not take is for `write_as` and the runner, under the same
+    /// id, so a retry of a copy the store took but did not answer (killed
+    /// meanwhile, or past the deadline) is refused by its duplicate
+    /// suppression.
+    pub async fn deliver_now(
+        &self,
+        id: &str,
+        env: &Envelope,
+        data: Arc<Vec<u8>>,
+    ) -> Option<Vec<usize>> {
+        if !self.config.cut_through || env.recipients.iter().any(|r| r.notify.success) {
+            return None;
+        }
+        let transport = self.transport.get()?;
+        let all: Vec<usize> = (0..env.recipients.len()).collect();
+        let got = tokio::time::timeout(CUT_THROUGH_DEADLINE, transport.deliver(id, env, all, data))
+            .await
+            .unwrap_or_else(|_| {
+                warn!(
+                    queue_id = id,
+                    "cut-through delivery past its deadline; queueing"
+                );
+                Vec::new()
+            });
+        let mut delivered: Vec<usize> = got
+            .into_iter()
+            .filter(|(_, o)| *o == Outcome::Delivered)
+            .map(|(i, _)| i)
+            .collect();
+        delivered.sort_unstable();
+        delivered.dedup();
+        for &i in &delivered {
+            info!(queue_id = id, rcpt = %env.recipients[i].address, "delivered (cut-through)");
+        }
+        Some(delivered)
+    }
+
+    /// The runner has started (`run`).
+    pub fn running(&self) -> bool {
+        self.transport.get().is_some()
+    }
+
+    /// Records `delivered` (indices of `id`'s recipients) as delivered by
+    /// the cut-through attempt; durable on return.
+    pub async fn record_delivered(&self, id: &str, delivered: &[usize]) -> std::io::Result<()> {
+        let changes = delivered
+            .iter()
+            .map(|&i| RcptState::delivered_now().change(i))
+            .collect();
+        self.record_changes(id, changes).await
     }
 
     fn take_spare(&self) -> Option<PathBuf> {
@@ -547,16 +640,23 @@ impl Queue {
     /// committed). `data` is what was written: the first attempt uses it
     /// instead of reading the file back, within `FIRST_ATTEMPT_BYTES`.
     pub fn schedule(&self, id: &str, env: Envelope, data: Arc<Vec<u8>>) {
+        self.schedule_rest(id, env, data, &[]);
+    }
+
+    /// `schedule` of a file whose recipients `delivered` were delivered
+    /// by cut-through (and recorded: `record_delivered`).
+    pub fn schedule_rest(&self, id: &str, env: Envelope, data: Arc<Vec<u8>>, delivered: &[usize]) {
         let size = data.len() as u64;
         let first = Kept::new(
             data,
             &self.kept_bytes,
             self.keep_cap.load(Ordering::Relaxed),
         );
-        let state = env
-            .recipients
-            .iter()
-            .map(|_| RcptState::pending())
+        let state = (0..env.recipients.len())
+            .map(|i| match delivered.contains(&i) {
+                true => RcptState::delivered_now(),
+                false => RcptState::pending(),
+            })
             .collect();
         self.lock().insert(
             id.to_string(),
@@ -729,6 +829,7 @@ impl Queue {
 
     /// The delivery loop: runs until shutdown.
     pub async fn run(self: Arc<Self>, transport: Arc<dyn Transport>, shutdown: CancellationToken) {
+        let _ = self.transport.set(transport.clone());
         self.settle_loaded().await;
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         loop {

@@ -48,6 +48,7 @@ fn cfg() -> QueueConfig {
         lifetime: 3600,
         delay_warning: 3600,
         concurrency: 4,
+        cut_through: true,
     }
 }
 

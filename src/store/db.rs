@@ -73,6 +73,20 @@ struct MailboxRec {
     recent_uid: u32,
 }
 
+/// A message file written and fsynced, not yet in its mailbox: the file,
+/// its thread keys, size, flags, internal date and zone.
+type StagedFile = (files::TmpFile, threads::ThreadKeys, u64, Flags, i64, i16);
+
+/// What `Db::stage` did.
+enum Staged {
+    /// The files, in the user's partition.
+    Files(PathBuf, Vec<StagedFile>),
+    /// The delivery id was taken before: nothing written.
+    Repeat,
+    /// No such user yet: the messages back.
+    NoUser(Vec<NewMessage>),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct UserRec {
     partition: String,
@@ -282,6 +296,52 @@ impl Inner {
             .await
     }
 
+    /// `append_impl`'s blocking part: see there.
+    fn stage(
+        &self,
+        u: &str,
+        m: &str,
+        msgs: Vec<NewMessage>,
+        once: Option<&duplicates::Once>,
+    ) -> Result<Staged> {
+        let txn = self.db.begin_read().map_err(ie)?;
+        let Some(partition) = self.user_partition_sync(&txn, u)? else {
+            return Ok(Staged::NoUser(msgs));
+        };
+        if let Some(o) = once {
+            if duplicates::seen_read(&txn, u, o)? {
+                return Ok(Staged::Repeat);
+            }
+        }
+        drop(txn);
+        if crate::fsutil::free_space(&partition).map_err(ie)? < self.min_free_disk {
+            return Err(StoreError::DiskFull);
+        }
+        let mut staged = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let (internal_date, tz) = msg.internal_date.unwrap_or((now(), 0));
+            let prelude = Prelude {
+                u: u.to_string(),
+                m: m.to_string(),
+                f: msg.flags.names(),
+                d: internal_date,
+                z: tz,
+                c: Some(crc32fast::hash(&msg.data)),
+            };
+            let tmp = files::write_tmp(&partition, &prelude, &msg.data).map_err(ie)?;
+            let keys = threads::keys(&msg.data);
+            staged.push((
+                tmp,
+                keys,
+                msg.data.len() as u64,
+                msg.flags,
+                internal_date,
+                tz,
+            ));
+        }
+        Ok(Staged::Files(partition, staged))
+    }
+
     pub async fn append(
         self: &Arc<Self>,
         user: &str,
@@ -359,62 +419,36 @@ impl Inner {
         if msgs.is_empty() {
             return Err(StoreError::NotAllowed("no message to append"));
         }
-        self.ensure_user(user, None).await?;
-        if let Some(o) = once.clone() {
-            // The cheap check first: a repeat writes no file.
-            let u = user.to_string();
-            if self
-                .read_txn(move |txn| duplicates::seen_read(txn, &u, &o))
-                .await?
-            {
-                return Ok(None);
-            }
-        }
         let old_owner = match replace {
             Some((id, _)) => Some(self.mailbox_owner(id).await?),
             None => None,
         };
-        let me = self.clone();
-        let u = user.to_string();
-        let m = name.clone();
-        // Write and fsync the files on a blocking thread, in parallel with
-        // other deliveries; only the renames and index entries go through
-        // the writer. A file not renamed into place is removed on drop.
-        let (partition, staged) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let txn = me.db.begin_read().map_err(ie)?;
-            let partition = me
-                .user_partition_sync(&txn, &u)?
-                .ok_or(StoreError::Internal("user vanished".into()))?;
-            drop(txn);
-            if crate::fsutil::free_space(&partition).map_err(ie)? < me.min_free_disk {
-                return Err(StoreError::DiskFull);
+        // One trip to a blocking thread: the user's partition, the
+        // duplicate check (a repeat writes no file) and the files, written
+        // and fsynced in parallel with other deliveries; only the renames
+        // and index entries go through the writer. A user not there yet
+        // is created (default partition) and the trip made again. A file
+        // not renamed into place is removed on drop.
+        let mut msgs = msgs;
+        let mut created = false;
+        let (partition, staged) = loop {
+            let me = self.clone();
+            let u = user.to_string();
+            let m = name.clone();
+            let o = once.clone();
+            let step = tokio::task::spawn_blocking(move || me.stage(&u, &m, msgs, o.as_ref()))
+                .await
+                .map_err(ie)??;
+            match step {
+                Staged::Files(partition, staged) => break (partition, staged),
+                Staged::Repeat => return Ok(None),
+                Staged::NoUser(back) if !created => {
+                    self.ensure_user(user, None).await?;
+                    (msgs, created) = (back, true);
+                }
+                Staged::NoUser(_) => return Err(StoreError::Internal("user vanished".into())),
             }
-            let mut staged = Vec::with_capacity(msgs.len());
-            for msg in msgs {
-                let (internal_date, tz) = msg.internal_date.unwrap_or((now(), 0));
-                let prelude = Prelude {
-                    u: u.clone(),
-                    m: m.clone(),
-                    f: msg.flags.names(),
-                    d: internal_date,
-                    z: tz,
-                    c: Some(crc32fast::hash(&msg.data)),
-                };
-                let tmp = files::write_tmp(&partition, &prelude, &msg.data).map_err(ie)?;
-                let keys = threads::keys(&msg.data);
-                staged.push((
-                    tmp,
-                    keys,
-                    msg.data.len() as u64,
-                    msg.flags,
-                    internal_date,
-                    tz,
-                ));
-            }
-            Ok((partition, staged))
-        })
-        .await
-        .map_err(ie)??;
+        };
         let user = user.to_string();
         self.submit(move |txn, batch| {
             if let Some(o) = &once {

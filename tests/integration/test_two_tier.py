@@ -172,6 +172,22 @@ def test_each_user_lands_on_own_store(cluster):
     assert not cluster.queued(mid), "delivered message still in mta-in's queue"
 
 
+def test_cut_through_copies_are_stored_before_the_250_and_never_queued(cluster):
+    """queue.cut_through (on by default): mta-in hands the message to both
+    stores before it answers DATA, so when swaks/smtplib gets its 250 the
+    copies are already in the mailboxes, and no queue file was written."""
+    files_before = {f.name for f in cluster.mta.queue_files()}
+    mid, data = msg(f"{ALICE}, {BOB}", "cut-through")
+    send(cluster.mta, REMOTE, [ALICE, BOB], data)
+    # no waiting: durable in both stores when the 250 came
+    assert message_ids(cluster.s1, ALICE).count(mid) == 1
+    assert message_ids(cluster.s2, BOB).count(mid) == 1
+    assert not cluster.queued(mid), "a cut-through message was written to the queue"
+    assert {f.name for f in cluster.mta.queue_files()} <= files_before
+    log = cluster.mta.log(100000)
+    assert "delivered (cut-through)" in log, log[-3000:]
+
+
 def test_delivered_copy_has_trace_headers_and_exact_body(cluster):
     mid, data = msg(BOB, "trace")
     send(cluster.mta, REMOTE, BOB, data)
