@@ -76,12 +76,13 @@ pub async fn deliver_filtered(
         let sender = sender.to_string();
         set.spawn(async move {
             let r = async {
-                store
-                    .ensure_user(&t.address, t.partition.as_deref())
+                // The user (created if new) and its active script, in one read.
+                let active = store
+                    .delivery_user(&t.address, t.partition.as_deref())
                     .await?;
                 let plan = match &sieve {
                     Some(f) if !junk => {
-                        f.plan(&store, &t.address, &sender, &t.address, &data)
+                        f.plan_for(&store, active, &t.address, &sender, &t.address, &data)
                             .await?
                     }
                     _ => None,

@@ -504,6 +504,50 @@ async fn cut_through_queues_only_what_the_stores_did_not_take() {
             (qid.clone(), 1, "b@example.test".to_string()),
         ]
     );
+    // The store's 421 paused cut-through: the next message is queued
+    // first (nothing tried before its file is written).
+    stores.tried.lock().unwrap().clear();
+    let mut tx = d.start("T.3", env("s@else.example"));
+    tx.add_rcpt(on_store2("a@example.test"));
+    let out = tx.body(data("Subject: after\r\n\r\nx\r\n")).await;
+    assert_eq!(out, vec![Outcome::Queued]);
+    assert!(
+        stores.tried.lock().unwrap().is_empty(),
+        "paused after the 421"
+    );
+    tx.commit().await;
+    queue_empties(&q).await;
+    stop.cancel();
+}
+
+/// A full mailbox is that mailbox's trouble, not the store's: the next
+/// message still goes straight to the store.
+#[tokio::test]
+async fn a_full_mailbox_does_not_pause_cut_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Arc::new(Stores::default());
+    stores.script.lock().unwrap().insert(
+        "full@example.test".into(),
+        vec![Outcome::OverQuota { permanent: false }, Outcome::Delivered],
+    );
+    let (d, q, stop) = mta_in_with(dir.path(), true, stores.clone());
+    runner_started(&q).await;
+    let mut tx = d.start("T.4", env("s@else.example"));
+    tx.add_rcpt(on_store2("full@example.test"));
+    assert_eq!(
+        tx.body(data("Subject: a\r\n\r\nx\r\n")).await,
+        vec![Outcome::Queued]
+    );
+    tx.commit().await;
+    queue_empties(&q).await;
+    let mut tx = d.start("T.5", env("s@else.example"));
+    tx.add_rcpt(on_store2("a@example.test"));
+    assert_eq!(
+        tx.body(data("Subject: b\r\n\r\nx\r\n")).await,
+        vec![Outcome::Delivered]
+    );
+    tx.commit().await;
+    assert!(crate::queue::scan(q.dir()).is_empty());
     stop.cancel();
 }
 

@@ -192,12 +192,32 @@ impl Entry {
     }
 }
 
+/// A failure of the store or the way to it rather than of one mailbox
+/// (RFC 3463 X.4.X network and routing, X.3.X mail system, 421 closing,
+/// disk full): it pauses cut-through (`CUT_THROUGH_PAUSE`). A full or
+/// moving mailbox (X.2.X) does not.
+fn store_trouble(o: &Outcome) -> bool {
+    match o {
+        Outcome::DiskFull | Outcome::NoResources => true,
+        Outcome::Temporary(t) => {
+            t.starts_with("421") || t.get(3..7).is_some_and(|c| c == " 4.4" || c == " 4.3")
+        }
+        _ => false,
+    }
+}
+
 /// Finished queue files kept for reuse (module doc: files are recycled).
 pub const SPARE_FILES: usize = 128;
 
 /// Longest a cut-through delivery (`Queue::deliver_now`) may hold the
 /// client's DATA reply; past it the message is queued.
 pub const CUT_THROUGH_DEADLINE: Duration = Duration::from_secs(20);
+
+/// After a cut-through attempt that a store did not answer (down,
+/// unreachable, 4xx, past the deadline), messages are queued first for
+/// this long: a hung store must not hold every sender's session for
+/// `CUT_THROUGH_DEADLINE`.
+pub const CUT_THROUGH_PAUSE: Duration = Duration::from_secs(30);
 
 /// A queued message, for listings.
 #[derive(Debug, Clone)]
@@ -229,6 +249,8 @@ pub struct Queue {
     /// The runner's transport, set when `run` starts: cut-through
     /// delivery (`deliver_now`) goes the runner's way.
     transport: OnceLock<Arc<dyn Transport>>,
+    /// Unix seconds until which cut-through is paused (`CUT_THROUGH_PAUSE`).
+    cut_through_paused: std::sync::atomic::AtomicI64,
 }
 
 /// Removes a message's queue file and hold marker.
@@ -393,6 +415,7 @@ impl Queue {
             keep_cap: AtomicU64::new(FIRST_ATTEMPT_BYTES),
             spares: Mutex::new(spares),
             transport: OnceLock::new(),
+            cut_through_paused: std::sync::atomic::AtomicI64::new(0),
         }))
     }
 
@@ -528,8 +551,8 @@ impl Queue {
     /// `env` now, the runner's way (its transport, the delivery ids of
     /// queue id `id`), within `CUT_THROUGH_DEADLINE`. Returns the indices
     /// delivered, or None when cut-through does not apply (off, the
-    /// runner not started, or a recipient asked for a success notice,
-    /// which the queue sends). A copy a store took is durable there; what
+    /// runner not started, a recipient asked for a success notice, which
+    /// the queue sends, or paused: `CUT_THROUGH_PAUSE`). A copy a store took is durable there; what
     /// it did not take is for `write_as` and the runner, under the same
     /// id, so a retry of a copy the store took but did not answer (killed
     /// meanwhile, or past the deadline) is refused by its duplicate
@@ -543,6 +566,9 @@ impl Queue {
         if !self.config.cut_through || env.recipients.iter().any(|r| r.notify.success) {
             return None;
         }
+        if unix_now() < self.cut_through_paused.load(Ordering::Relaxed) {
+            return None;
+        }
         let transport = self.transport.get()?;
         let all: Vec<usize> = (0..env.recipients.len()).collect();
         let got = tokio::time::timeout(CUT_THROUGH_DEADLINE, transport.deliver(id, env, all, data))
@@ -554,6 +580,17 @@ impl Queue {
                 );
                 Vec::new()
             });
+        let trouble = got.len() < env.recipients.len() || got.iter().any(|(_, o)| store_trouble(o));
+        if trouble {
+            let until = unix_now() + CUT_THROUGH_PAUSE.as_secs() as i64;
+            if self.cut_through_paused.swap(until, Ordering::Relaxed) < unix_now() {
+                warn!(
+                    queue_id = id,
+                    pause_s = CUT_THROUGH_PAUSE.as_secs(),
+                    "a store did not take a cut-through delivery; queueing first for a while"
+                );
+            }
+        }
         let mut delivered: Vec<usize> = got
             .into_iter()
             .filter(|(_, o)| *o == Outcome::Delivered)

@@ -443,7 +443,36 @@ impl Filter {
         rcpt: &str,
         data: &[u8],
     ) -> crate::store::Result<Option<Plan>> {
-        let Some((active, _)) = store.sieve_active(user).await? else {
+        let active = store.sieve_active(user).await?.map(|(name, _)| name);
+        self.plan_for(store, active, user, sender, rcpt, data).await
+    }
+
+    /// `plan` with the user's active script name already read (final
+    /// delivery reads it with the user: `Store::delivery_user`).
+    #[cfg(not(feature = "sieve"))]
+    pub async fn plan_for(
+        &self,
+        _store: &Store,
+        _active: Option<String>,
+        _user: &str,
+        _sender: &str,
+        _rcpt: &str,
+        _data: &[u8],
+    ) -> crate::store::Result<Option<Plan>> {
+        Ok(None)
+    }
+
+    #[cfg(feature = "sieve")]
+    pub async fn plan_for(
+        &self,
+        store: &Store,
+        active: Option<String>,
+        user: &str,
+        sender: &str,
+        rcpt: &str,
+        data: &[u8],
+    ) -> crate::store::Result<Option<Plan>> {
+        let Some(active) = active else {
             return Ok(None);
         };
         let mut u = UserSieve {

@@ -300,3 +300,42 @@ async fn a_changed_script_takes_effect_at_the_next_delivery() {
     assert!(store.compiled_sieve().is_empty());
     assert!(deliver().await.unwrap().is_none());
 }
+
+/// Final delivery reads the user and its active script together
+/// (`Store::delivery_user`): a new user is created first and has none.
+#[tokio::test]
+async fn delivery_user_creates_a_new_user_and_names_the_active_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = crate::services::test_services(dir.path(), |_| {});
+    let store = services.store().clone();
+    let fresh = "new@example.test";
+    assert_eq!(store.delivery_user(fresh, None).await.unwrap(), None);
+    assert!(store
+        .list(fresh)
+        .await
+        .unwrap()
+        .iter()
+        .any(|m| m.name == "INBOX"));
+    let user = "bob@example.test";
+    store.ensure_user(user, None).await.unwrap();
+    assert_eq!(store.delivery_user(user, None).await.unwrap(), None);
+    store
+        .sieve_put(user, "main", b"keep;".to_vec(), SieveLimits::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.delivery_user(user, None).await.unwrap(),
+        None,
+        "not active yet"
+    );
+    store
+        .sieve_set_active(user, Some("main"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.delivery_user(user, None).await.unwrap().as_deref(),
+        Some("main")
+    );
+}

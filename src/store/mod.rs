@@ -461,6 +461,17 @@ impl Store {
         self.inner.ensure_user(user, partition).await
     }
 
+    /// Final delivery's first step: `ensure_user`, and the name of the
+    /// user's active Sieve script, in one read for a known user.
+    pub async fn delivery_user(
+        &self,
+        user: &str,
+        partition: Option<&str>,
+    ) -> Result<Option<String>> {
+        let _pass = self.pass(user).await?;
+        self.inner.delivery_user(user, partition).await
+    }
+
     /// `pass_mailbox` for cache writes: None when the owner is held, and
     /// the write is skipped (a cache is rebuilt on need; the client's read
     /// that wanted to fill it is still answered).

@@ -173,6 +173,16 @@ pub fn valid_script_name(name: &str) -> bool {
             .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
 }
 
+/// `user`'s active script: name and text.
+fn active_script(txn: &redb::ReadTransaction, user: &str) -> Result<Option<(String, Vec<u8>)>> {
+    let Some(name) = active_name(&txn.open_table(ACTIVE).map_err(ie)?, user)? else {
+        return Ok(None);
+    };
+    let t = txn.open_table(SCRIPTS).map_err(ie)?;
+    let v = t.get((user, name.as_str())).map_err(ie)?;
+    Ok(v.map(|v| (name, v.value().to_vec())))
+}
+
 /// The name of the user's active script, if any.
 fn active_name(
     t: &impl ReadableTable<&'static str, &'static str>,
@@ -216,15 +226,34 @@ impl Inner {
     /// The active script: name and text.
     pub async fn sieve_active(&self, user: &str) -> Result<Option<(String, Vec<u8>)>> {
         let user = user.to_string();
-        self.read_txn(move |txn| {
-            let Some(name) = active_name(&txn.open_table(ACTIVE).map_err(ie)?, &user)? else {
-                return Ok(None);
-            };
-            let t = txn.open_table(SCRIPTS).map_err(ie)?;
-            let v = t.get((user.as_str(), name.as_str())).map_err(ie)?;
-            Ok(v.map(|v| (name, v.value().to_vec())))
-        })
-        .await
+        self.read_txn(move |txn| active_script(txn, &user)).await
+    }
+
+    /// Final delivery's first step, in one read for a known user: the
+    /// user exists (created first, with `partition`, if not) and the name
+    /// of its active Sieve script.
+    pub async fn delivery_user(
+        &self,
+        user: &str,
+        partition: Option<&str>,
+    ) -> Result<Option<String>> {
+        let u = user.to_string();
+        let known = self
+            .read_txn(move |txn| {
+                let users = txn.open_table(USERS).map_err(ie)?;
+                if users.get(u.as_str()).map_err(ie)?.is_none() {
+                    return Ok(None);
+                }
+                active_name(&txn.open_table(ACTIVE).map_err(ie)?, &u).map(Some)
+            })
+            .await?;
+        match known {
+            Some(active) => Ok(active),
+            None => {
+                self.ensure_user(user, partition).await?;
+                Ok(self.sieve_active(user).await?.map(|(name, _)| name))
+            }
+        }
     }
 
     /// Stores (creates or replaces) a script, within `limits`.
