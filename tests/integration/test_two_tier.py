@@ -63,6 +63,7 @@ retry_base = 1
 retry_max = 2
 lifetime = 3600
 delay_warning = 3600
+cut_through = true
 """
 
 
@@ -173,7 +174,7 @@ def test_each_user_lands_on_own_store(cluster):
 
 
 def test_cut_through_copies_are_stored_before_the_250_and_never_queued(cluster):
-    """queue.cut_through (on by default): mta-in hands the message to both
+    """queue.cut_through (on in this cluster): mta-in hands the message to both
     stores before it answers DATA, so when swaks/smtplib gets its 250 the
     copies are already in the mailboxes, and no queue file was written."""
     files_before = {f.name for f in cluster.mta.queue_files()}
