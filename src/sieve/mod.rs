@@ -422,19 +422,6 @@ impl Filter {
     ///
     /// Without the `sieve` feature no script runs: always `None`, the
     /// implicit keep.
-    #[cfg(not(feature = "sieve"))]
-    pub async fn plan(
-        &self,
-        _store: &Store,
-        _user: &str,
-        _sender: &str,
-        _rcpt: &str,
-        _data: &[u8],
-    ) -> crate::store::Result<Option<Plan>> {
-        Ok(None)
-    }
-
-    #[cfg(feature = "sieve")]
     pub async fn plan(
         &self,
         store: &Store,
