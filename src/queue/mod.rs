@@ -213,8 +213,8 @@ pub const SPARE_FILES: usize = 128;
 /// client's DATA reply; past it the message is queued.
 pub const CUT_THROUGH_DEADLINE: Duration = Duration::from_secs(20);
 
-/// After a cut-through attempt that a store did not answer (down,
-/// unreachable, 4xx, past the deadline), messages are queued first for
+/// After a cut-through attempt that a store failed as a store
+/// (`store_trouble`, or past the deadline), messages are queued first for
 /// this long: a hung store must not hold every sender's session for
 /// `CUT_THROUGH_DEADLINE`.
 pub const CUT_THROUGH_PAUSE: Duration = Duration::from_secs(30);
@@ -501,9 +501,8 @@ impl Queue {
         Self::new_id()
     }
 
-    /// `write` under the queue id `id` (from `next_id`), with the
-    /// recipients `delivered` already recorded as delivered (by
-    /// `deliver_now`): they are never tried again.
+    /// `write` under the queue id `id` (from `next_id`: the id a
+    /// cut-through attempt, `deliver_now`, already used).
     pub async fn write_as(
         &self,
         id: &str,
