@@ -92,6 +92,21 @@ def wait(d, cond, what: str):
                     f"{d.find_element(By.TAG_NAME, 'body').text[:2000]}", pytrace=False)
 
 
+def click(d, find, what: str):
+    """Clicks what `find` finds, finding it again if the page re-rendered
+    it between the find and the click (a list refresh after a delivery)."""
+    def clicked(d):
+        e = find(d)
+        if not e:
+            return False
+        try:
+            e.click()
+            return True
+        except StaleElementReferenceException:
+            return False
+    wait(d, clicked, what)
+
+
 def text_is(selector: str, text: str):
     def check(d):
         try:
@@ -148,7 +163,7 @@ def test_main_flow_in_firefox(server, driver):
 
     # read
     wait(d, row_with(subject), "the delivered message in the list")
-    wait(d, row_with(subject), "the delivered message in the list").click()
+    click(d, row_with(subject), "the delivered message in the list")
     wait(d, text_is("#subject", subject), "the reading pane")
     wait(d, lambda d: "Read in Firefox." in d.find_element(By.CSS_SELECTOR, "#thread .email.open .body").text,
          "the body text")
