@@ -63,7 +63,7 @@ pub async fn write(
     targets: &[&Target],
     data: Arc<Vec<u8>>,
 ) -> Result<Pending, Outcome> {
-    let qid = Queue::next_id();
+    let qid = Queue::new_id();
     write_rest(queue, id, qid, queued(envelope, targets), data, Vec::new()).await
 }
 
@@ -81,7 +81,7 @@ pub async fn deliver_or_write(
     data: Arc<Vec<u8>>,
 ) -> Result<Option<Pending>, Outcome> {
     let env = queued(envelope, targets);
-    let qid = Queue::next_id();
+    let qid = Queue::new_id();
     let delivered = match queue.deliver_now(&qid, &env, data.clone()).await {
         Some(d) if d.len() == env.recipients.len() => return Ok(None),
         Some(d) => d,
@@ -99,11 +99,10 @@ async fn write_rest(
     qid: String,
     env: Envelope,
     data: Arc<Vec<u8>>,
-    delivered: Vec<usize>,
+    mut delivered: Vec<usize>,
 ) -> Result<Pending, Outcome> {
     match queue.write_as(&qid, &env, data.clone()).await {
         Ok(()) => {
-            let mut delivered = delivered;
             if !delivered.is_empty() {
                 if let Err(e) = queue.record_delivered(&qid, &delivered).await {
                     // The runner tries them again under the same delivery

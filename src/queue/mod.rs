@@ -423,7 +423,8 @@ impl Queue {
         self.dir.join(format!("{id}.q"))
     }
 
-    fn new_id() -> String {
+    /// A new queue id (also for `deliver_now` and then `write_as`).
+    pub fn new_id() -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -496,12 +497,7 @@ impl Queue {
         Ok(id)
     }
 
-    /// A new queue id (for `deliver_now` and then `write_as`).
-    pub fn next_id() -> String {
-        Self::new_id()
-    }
-
-    /// `write` under the queue id `id` (from `next_id`: the id a
+    /// `write` under the queue id `id` (from `new_id`: the id a
     /// cut-through attempt, `deliver_now`, already used).
     pub async fn write_as(
         &self,
