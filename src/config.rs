@@ -1012,7 +1012,7 @@ impl Default for MtaConfig {
             tls_ca_file: String::new(),
             max_per_domain: 10,
             connection_idle: 30,
-            lmtp_pool: 4,
+            lmtp_pool: 20,
             relay_pool: 4,
         }
     }

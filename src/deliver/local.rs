@@ -65,93 +65,120 @@ pub async fn deliver_filtered(
     junk: bool,
 ) -> Vec<Result<Option<Placed>, Outcome>> {
     let data = Arc::new(with_return_path(sender, data));
-    let mut set = JoinSet::new();
-    for (i, t) in targets.iter().enumerate() {
-        let store = store.clone();
-        let t = (*t).clone();
-        let data = data.clone();
+    let one = |t: &Target| {
         let quota = super::account_quota(t.quota, t.msg_quota, &config.store);
-        let store_cfg = config.store.clone();
-        let sieve = sieve.cloned();
-        let sender = sender.to_string();
-        set.spawn(async move {
-            let r = async {
-                // The user (created if new) and its active script, in one read.
-                let active = store
-                    .delivery_user(&t.address, t.partition.as_deref())
-                    .await?;
-                let plan = match &sieve {
-                    Some(f) if !junk => {
-                        f.plan_for(&store, active, &t.address, &sender, &t.address, &data)
-                            .await?
-                    }
-                    _ => None,
-                };
-                let Some(plan) = plan else {
-                    let mailbox = if junk {
-                        junk_mailbox(&store, &t.address).await?
-                    } else {
-                        "INBOX".to_string()
-                    };
-                    let msg = NewMessage {
-                        data,
-                        flags: Flags::default(),
-                        internal_date: None,
-                    };
-                    return append_to(&store, &t, &mailbox, msg, quota, &store_cfg).await;
-                };
-                if let Some(reason) = &plan.reject {
-                    tracing::info!(rcpt = %t.address, "refused by the user's Sieve script");
-                    return Err(Rejected(reason.clone()).into());
-                }
-                let mut first = None;
-                for c in &plan.copies {
-                    let mailbox = filed_mailbox(&store, &t.address, c).await;
-                    let msg = NewMessage {
-                        data: data.clone(),
-                        flags: sieve_flags(&c.flags),
-                        internal_date: None,
-                    };
-                    let placed = append_to(&store, &t, &mailbox, msg, quota, &store_cfg).await?;
-                    if first.is_none() {
-                        first = placed;
-                    }
-                }
-                if let Some(f) = &sieve {
-                    f.send(&store, &t.address, &sender, data.clone(), plan.outgoing);
-                }
-                Ok(first)
-            };
-            (i, r.await.map_err(SieveOr::into_parts))
-        });
-    }
+        one_copy(
+            store.clone(),
+            config.store.clone(),
+            sieve.cloned(),
+            t.clone(),
+            sender.to_string(),
+            data.clone(),
+            quota,
+            junk,
+        )
+    };
     let mut out: Vec<Result<Option<Placed>, Outcome>> = targets
         .iter()
         .map(|_| Err(Outcome::Temporary(LOCAL_ERROR.into())))
         .collect();
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((i, r)) => {
-                let rcpt = targets.get(i).map_or("?", |t| t.address.as_str());
-                crate::metrics::messages("delivered", "store", matches!(r, Ok(Some(_))) as u64);
-                if let Ok(None) = r {
-                    tracing::info!(
-                        id,
-                        rcpt,
-                        "repeated delivery id; already in the mailbox, not stored again"
-                    );
-                }
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = r.map_err(|e| match e {
-                        Ok(reason) => Outcome::Permanent(format!("550 5.7.1 {reason}")),
-                        Err(e) => outcome_of(config.store.over_quota, id, rcpt, e),
-                    });
-                }
+    let mut done = |i: usize, r: Result<Option<Placed>, SieveOr>| {
+        let r = r.map_err(SieveOr::into_parts);
+        let rcpt = targets.get(i).map_or("?", |t| t.address.as_str());
+        crate::metrics::messages("delivered", "store", matches!(r, Ok(Some(_))) as u64);
+        if let Ok(None) = r {
+            tracing::info!(
+                id,
+                rcpt,
+                "repeated delivery id; already in the mailbox, not stored again"
+            );
+        }
+        if let Some(slot) = out.get_mut(i) {
+            *slot = r.map_err(|e| match e {
+                Ok(reason) => Outcome::Permanent(format!("550 5.7.1 {reason}")),
+                Err(e) => outcome_of(config.store.over_quota, id, rcpt, e),
+            });
+        }
+    };
+    // One recipient (the usual LMTP transaction) runs here, without a task
+    // of its own; several are appended concurrently (the store
+    // group-commits them).
+    if let [t] = targets {
+        done(0, one(t).await);
+    } else {
+        let mut set = JoinSet::new();
+        for (i, t) in targets.iter().enumerate() {
+            let copy = one(t);
+            set.spawn(async move { (i, copy.await) });
+        }
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((i, r)) => done(i, r),
+                Err(e) => error!(id, error = %e, "delivery task failed"),
             }
-            Err(e) => error!(id, error = %e, "delivery task failed"),
         }
     }
     out
+}
+
+/// One target's copies: its active Sieve script (unless `junk`) decides
+/// the mailboxes, else INBOX (or the `\Junk` mailbox).
+#[allow(clippy::too_many_arguments)]
+async fn one_copy(
+    store: Store,
+    store_cfg: crate::config::StoreConfig,
+    sieve: Option<Arc<crate::sieve::Filter>>,
+    t: Target,
+    sender: String,
+    data: Arc<Vec<u8>>,
+    quota: crate::store::Quota,
+    junk: bool,
+) -> Result<Option<Placed>, SieveOr> {
+    // The user (created if new) and its active script, in one read.
+    let active = store
+        .delivery_user(&t.address, t.partition.as_deref())
+        .await?;
+    let plan = match &sieve {
+        Some(f) if !junk => {
+            f.plan_for(&store, active, &t.address, &sender, &t.address, &data)
+                .await?
+        }
+        _ => None,
+    };
+    let Some(plan) = plan else {
+        let mailbox = if junk {
+            junk_mailbox(&store, &t.address).await?
+        } else {
+            "INBOX".to_string()
+        };
+        let msg = NewMessage {
+            data,
+            flags: Flags::default(),
+            internal_date: None,
+        };
+        return append_to(&store, &t, &mailbox, msg, quota, &store_cfg).await;
+    };
+    if let Some(reason) = &plan.reject {
+        tracing::info!(rcpt = %t.address, "refused by the user's Sieve script");
+        return Err(Rejected(reason.clone()).into());
+    }
+    let mut first = None;
+    for c in &plan.copies {
+        let mailbox = filed_mailbox(&store, &t.address, c).await;
+        let msg = NewMessage {
+            data: data.clone(),
+            flags: sieve_flags(&c.flags),
+            internal_date: None,
+        };
+        let placed = append_to(&store, &t, &mailbox, msg, quota, &store_cfg).await?;
+        if first.is_none() {
+            first = placed;
+        }
+    }
+    if let Some(f) = &sieve {
+        f.send(&store, &t.address, &sender, data.clone(), plan.outgoing);
+    }
+    Ok(first)
 }
 
 /// The name of `user`'s `\Junk` mailbox (RFC 6154), created as "Junk"

@@ -440,9 +440,15 @@ impl Responder {
         sender: String,
         headers: std::sync::Arc<Vec<u8>>,
     ) -> Result<(), String> {
+        let generation = store.server_settings_generation();
         let v: Vacation = super::identity::load_raw(&store, &user, "vacation")
             .await
             .map_err(|e| e.to_string())?;
+        if !v.is_enabled {
+            // Not read again for each message until a setting changes.
+            store.note_setting_off(&user, "vacation", generation);
+            return Ok(());
+        }
         let now = Utc::now();
         if !v.active_at(now) {
             return Ok(());
@@ -505,7 +511,7 @@ impl Responder {
 impl crate::deliver::AfterLocal for Responder {
     fn delivered(&self, user: &str, sender: &str, headers: std::sync::Arc<Vec<u8>>) {
         // Cheap exits first: the null sender never gets a reply.
-        if sender.is_empty() {
+        if sender.is_empty() || self.store.setting_known_off(user, "vacation") {
             return;
         }
         let (directory, store, config) = (
@@ -689,5 +695,43 @@ mod tests {
         assert!(r.contains("In-Reply-To: <m1@y.test>\r\n"), "{r}");
         assert!(r.contains("To: <a@y.test>\r\n"), "{r}");
         assert!(r.ends_with("Back Monday.\r\n"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn a_user_without_a_vacation_response_is_read_once_until_a_setting_changes() {
+        use crate::deliver::AfterLocal;
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::services::test_services(dir.path(), |_| {});
+        let store = s.store().clone();
+        let user = "bob@example.com";
+        store.ensure_user(user, None).await.unwrap();
+        let responder = Responder::for_services(&s).unwrap();
+        assert!(!store.setting_known_off(user, "vacation"));
+        let headers = std::sync::Arc::new(b"Subject: hi\r\nTo: bob@example.com\r\n\r\n".to_vec());
+        responder.delivered(user, "a@y.test", headers);
+        let mut known = false;
+        for _ in 0..200 {
+            known = store.setting_known_off(user, "vacation");
+            if known {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(known, "the responder found no response and remembered it");
+        assert!(!store.setting_known_off("carol@example.com", "vacation"));
+        // Turning the response on (any server METADATA change) forgets it.
+        super::super::identity::save_raw(&store, user, "vacation", &on())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!store.setting_known_off(user, "vacation"));
+        // A read that began before a change does not count as current.
+        let before = store.server_settings_generation();
+        super::super::identity::save_raw(&store, user, "vacation", &Vacation::default())
+            .await
+            .unwrap()
+            .unwrap();
+        store.note_setting_off(user, "vacation", before);
+        assert!(!store.setting_known_off(user, "vacation"));
     }
 }

@@ -181,6 +181,21 @@ impl Body {
         Ok(out)
     }
 
+    /// Room for `n` more bytes about to be pushed (at most what will be
+    /// kept in memory): one allocation per read instead of many small
+    /// doublings. Follows the bytes received, never a size the client
+    /// announced.
+    fn reserve(&mut self, n: usize) {
+        if self.file.is_some() || self.spool_error.is_some() || self.over_limit() {
+            return;
+        }
+        let kept = usize::try_from(self.max)
+            .unwrap_or(usize::MAX)
+            .min(self.spool.as_ref().map_or(usize::MAX, |c| c.threshold));
+        let n = n.min(kept.saturating_sub(self.data.len()));
+        self.data.reserve(n);
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         self.size = self.size.saturating_add(bytes.len() as u64);
         if self.size > self.max {
@@ -264,6 +279,7 @@ impl DataDecoder {
     /// Consumes bytes from `input`; returns how many and whether the end
     /// of data was reached (the bytes after it belong to the next command).
     pub fn feed(&mut self, input: &[u8]) -> (usize, bool) {
+        self.body.reserve(input.len());
         // Runs of ordinary bytes are copied in one go.
         let mut run_start = 0;
         let mut i = 0;
@@ -370,6 +386,7 @@ impl BdatDecoder {
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let chunk = &input[..n];
         self.left -= n as u64;
+        self.body.reserve(n);
         if self.binary {
             self.body.push(chunk);
             return n;
@@ -415,6 +432,34 @@ impl BdatDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_memory_follows_the_bytes_kept_not_the_bytes_sent() {
+        // One read, one allocation of about its size.
+        let mut d = DataDecoder::new(1 << 20);
+        let msg = [
+            b"Subject: x\r\n\r\n".as_slice(),
+            &[b'a'; 4000],
+            b"\r\n.\r\n",
+        ]
+        .concat();
+        assert_eq!(d.feed(&msg), (msg.len(), true));
+        assert!(
+            d.body.data.capacity() < 2 * msg.len(),
+            "{}",
+            d.body.data.capacity()
+        );
+        // Over the limit: nothing is reserved for bytes that are dropped.
+        let mut d = DataDecoder::new(1000);
+        d.feed(&[b'a'; 1500]);
+        d.feed(&[b'a'; 60_000]);
+        assert!(d.body.over_limit());
+        assert!(d.body.data.capacity() < 4096, "{}", d.body.data.capacity());
+        let mut b = BdatDecoder::new(1000, true);
+        b.start_chunk(100_000);
+        b.feed(&[b'a'; 50_000]);
+        assert!(b.body.data.capacity() < 4096, "{}", b.body.data.capacity());
+    }
 
     /// Feeds `input` to a fresh decoder in pieces of the given split
     /// points; returns (message, bytes consumed) when the end is found.

@@ -123,6 +123,14 @@ pub struct Inner {
     /// Per-user change counters (NOTIFY, RFC 5465): bumped after a commit
     /// that changed one of the user's mailboxes, names or subscriptions.
     user_watchers: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    /// Bumped after every change of server (mailbox 0) METADATA entries,
+    /// once it is committed: a reader that saw no setting at generation g
+    /// may rely on that while the generation is still g
+    /// (`Store::server_settings_generation`).
+    pub(super) server_settings: std::sync::atomic::AtomicU64,
+    /// Settings found absent or off, per setting name and user, with the
+    /// `server_settings` generation they were read at (bounded).
+    pub(super) settings_off: Mutex<HashMap<&'static str, HashMap<String, u64>>>,
 }
 
 fn ie(e: impl std::fmt::Display) -> StoreError {
@@ -228,6 +236,8 @@ impl Inner {
             min_free_disk: config.store.min_free_disk,
             watchers,
             user_watchers,
+            server_settings: std::sync::atomic::AtomicU64::new(0),
+            settings_off: Mutex::new(HashMap::new()),
         }))
     }
 

@@ -738,6 +738,45 @@ impl Store {
             .await
     }
 
+    /// Changes with every committed change of server METADATA entries
+    /// (the users' settings: JMAP's vacation response, identities). A
+    /// setting found absent or off at generation g is still so while this
+    /// returns g (the vacation responder skips its read per delivery).
+    pub fn server_settings_generation(&self) -> u64 {
+        self.inner
+            .server_settings
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Was `user`'s setting `name` found absent or off (`note_setting_off`)
+    /// with no server METADATA change since?
+    pub fn setting_known_off(&self, user: &str, name: &'static str) -> bool {
+        let now = self.server_settings_generation();
+        let map = self
+            .inner
+            .settings_off
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.get(name).and_then(|m| m.get(user)) == Some(&now)
+    }
+
+    /// Remembers that `user`'s setting `name` was absent or off when read
+    /// at `generation` (`server_settings_generation` taken before the read).
+    pub fn note_setting_off(&self, user: &str, name: &'static str, generation: u64) {
+        /// Users remembered per setting; the map starts over when full.
+        const MAX_USERS: usize = 100_000;
+        let mut map = self
+            .inner
+            .settings_off
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let users = map.entry(name).or_default();
+        if users.len() >= MAX_USERS {
+            users.clear();
+        }
+        users.insert(user.to_string(), generation);
+    }
+
     /// The URLAUTH key (RFC 4467) of `user` for a mailbox, made on first
     /// need.
     pub async fn urlauth_key(&self, user: &str, mailbox: MailboxId) -> Result<Vec<u8>> {

@@ -188,8 +188,8 @@ def lmtp_deliveries(store: Node) -> list[str]:
 
 
 def test_twenty_deliveries_reuse_the_pooled_lmtp_connections(site):
-    """mta.lmtp_pool (4): 20 messages, one at a time (each stored before
-    the next is sent), reach the store over at most 4 LMTP connections, not
+    """mta.lmtp_pool: 20 messages, one at a time (each stored before the
+    next is sent), reach the store over at most 4 LMTP connections, not
     20. (Overlapping deliveries may open more at once: the pool bounds the
     idle connections it keeps, not the connections in use.)"""
     before = len(lmtp_deliveries(site.store))
