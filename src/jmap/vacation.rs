@@ -699,7 +699,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_user_without_a_vacation_response_is_read_once_until_a_setting_changes() {
-        use crate::deliver::AfterLocal;
         let dir = tempfile::tempdir().unwrap();
         let s = crate::services::test_services(dir.path(), |_| {});
         let store = s.store().clone();
