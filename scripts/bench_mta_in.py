@@ -20,10 +20,11 @@ fsyncs the queue file before smtpd's 250, msgd's mta-in fsyncs its queue file
 and folder; the store fsyncs before its LMTP 250 either way. The same
 smtp-source command (sizes, counts, sessions) runs against each.
 
-msgd's mta-in runs with its defaults (every message fsynced into its queue
-before the 250, then delivered from there); `--cut-through` adds the side
-"msgd-cut" with `queue.cut_through = true` (the store's copy durable
-before the 250, no queue file when the store takes it).
+msgd's mta-in runs with its defaults (cut-through: the store's copy
+durable before the 250, no queue file when the store takes it);
+`--queue-first` adds the side "msgd-queue" with `queue.cut_through =
+false` (every message fsynced into the mta-in's queue before the 250,
+then delivered from there, as Postfix does).
 
 Per scenario and side it prints: messages/s end to end (first SMTP
 connection to last message in the store), messages/s accepted (smtp-source's
@@ -136,10 +137,10 @@ def ldap_ops(ldap: Ldap) -> dict[str, int]:
 
 
 def start_cluster(work: Path, cache_ttl: int, log_level: str, with_mta: bool = True,
-                  cut_through: bool = False):
+                  cut_through: bool = True):
     """slapd + store, and mta-in unless `with_mta` is false (the Postfix
     side: Postfix takes mta-in's place). Returns (ldap, store, mta or None).
-    `cut_through` true: side msgd-cut (`queue.cut_through`)."""
+    `cut_through` false: side msgd-queue (`queue.cut_through`)."""
     ldap = Ldap(work / "ldap", debug="stats")
     ldap.start()
     store_toml = (
@@ -307,15 +308,15 @@ def stop_strace(p: subprocess.Popen, out: Path) -> dict[str, int]:
 def run_scenario(side: str, smtp_source: str, size: int, count: int, sessions: int, cache_ttl: int,
                  timeout: float, log_level: str, keep: bool, syscalls: bool = False) -> dict:
     """One scenario with fresh processes. side "msgd": smtp-source -> mta-in
-    -> LMTP -> store (queued first); "msgd-cut": the same with
-    `queue.cut_through = true` (the store's copy before the 250, the queue
-    only for what it did not take); "postfix": smtp-source -> Postfix ->
-    LMTP -> store."""
+    -> LMTP -> store as shipped (cut-through: the store's copy before the
+    250, the queue only for what it did not take); "msgd-queue": the same
+    with `queue.cut_through = false` (queued first); "postfix":
+    smtp-source -> Postfix -> LMTP -> store."""
     work = Path(tempfile.mkdtemp(prefix="msgd-bench-"))
     ldap = store = mta = pf = counter = None
     try:
         ldap, store, mta = start_cluster(work, cache_ttl, log_level, with_mta=(side != "postfix"),
-                                         cut_through=(side == "msgd-cut"))
+                                         cut_through=(side != "msgd-queue"))
         if side == "postfix":
             pf = start_postfix(store)
             pf.start()
@@ -425,9 +426,9 @@ def main() -> None:
     ap.add_argument("--no-uncached", action="store_true", help="skip the extra 4 KiB run with cache_ttl = 0")
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the unrecorded warm-up run on the fresh ext4 image")
-    ap.add_argument("--cut-through", action="store_true",
-                    help="also run msgd with queue.cut_through = true (side msgd-cut: delivered to the "
-                         "store before the 250, no queue file)")
+    ap.add_argument("--queue-first", action="store_true",
+                    help="also run msgd with queue.cut_through = false (side msgd-queue: every message "
+                         "queued and fsynced before the 250, then delivered from the queue)")
     ap.add_argument("--no-postfix", action="store_true",
                     help="skip the Postfix side (smtp-source -> Postfix -> LMTP -> store)")
     ap.add_argument("--fs", choices=("ext4-image", "tmp"), default=None,
@@ -444,7 +445,7 @@ def main() -> None:
     if not os.environ.get("MSGD_BIN"):
         die("set MSGD_BIN (scripts/bench-mta-in.sh does)")
     smtp_source = find_smtp_source()
-    sides = ["msgd"] + (["msgd-cut"] if args.cut_through else [])
+    sides = ["msgd"] + (["msgd-queue"] if args.queue_first else [])
     if not args.no_postfix:
         if os.geteuid() != 0:
             die("the Postfix side runs a private Postfix instance and needs root (or pass --no-postfix)")

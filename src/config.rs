@@ -1430,7 +1430,8 @@ pub struct QueueConfig {
     /// stores (LMTP) is delivered to them before the SMTP server answers
     /// its DATA, under the queue id it would have had; only what the
     /// stores did not take is written to the queue (docs/delivery.md
-    /// "Cut-through"). Off by default: every message is queued first.
+    /// "Cut-through"). On by default; false: every message is queued
+    /// first.
     pub cut_through: bool,
 }
 
@@ -1443,7 +1444,7 @@ impl Default for QueueConfig {
             lifetime: 5 * 86400,
             delay_warning: 4 * 3600,
             concurrency: 20,
-            cut_through: false,
+            cut_through: true,
         }
     }
 }
