@@ -65,19 +65,7 @@ pub async fn deliver_filtered(
     junk: bool,
 ) -> Vec<Result<Option<Placed>, Outcome>> {
     let data = Arc::new(with_return_path(sender, data));
-    let one = |t: &Target| {
-        let quota = super::account_quota(t.quota, t.msg_quota, &config.store);
-        one_copy(
-            store.clone(),
-            config.store.clone(),
-            sieve.cloned(),
-            t.clone(),
-            sender.to_string(),
-            data.clone(),
-            quota,
-            junk,
-        )
-    };
+    let quota = |t: &Target| super::account_quota(t.quota, t.msg_quota, &config.store);
     let mut out: Vec<Result<Option<Placed>, Outcome>> = targets
         .iter()
         .map(|_| Err(Outcome::Temporary(LOCAL_ERROR.into())))
@@ -104,12 +92,27 @@ pub async fn deliver_filtered(
     // of its own; several are appended concurrently (the store
     // group-commits them).
     if let [t] = targets {
-        done(0, one(t).await);
+        let r = one_copy(store, &config.store, sieve, t, sender, data, quota(t), junk).await;
+        done(0, r);
     } else {
         let mut set = JoinSet::new();
         for (i, t) in targets.iter().enumerate() {
-            let copy = one(t);
-            set.spawn(async move { (i, copy.await) });
+            let (store, store_cfg, sieve) = (store.clone(), config.store.clone(), sieve.cloned());
+            let (t, sender, data, quota) =
+                ((*t).clone(), sender.to_string(), data.clone(), quota(t));
+            set.spawn(async move {
+                let r = one_copy(
+                    &store,
+                    &store_cfg,
+                    sieve.as_ref(),
+                    &t,
+                    &sender,
+                    data,
+                    quota,
+                    junk,
+                );
+                (i, r.await)
+            });
         }
         while let Some(joined) = set.join_next().await {
             match joined {
@@ -125,11 +128,11 @@ pub async fn deliver_filtered(
 /// the mailboxes, else INBOX (or the `\Junk` mailbox).
 #[allow(clippy::too_many_arguments)]
 async fn one_copy(
-    store: Store,
-    store_cfg: crate::config::StoreConfig,
-    sieve: Option<Arc<crate::sieve::Filter>>,
-    t: Target,
-    sender: String,
+    store: &Store,
+    store_cfg: &crate::config::StoreConfig,
+    sieve: Option<&Arc<crate::sieve::Filter>>,
+    t: &Target,
+    sender: &str,
     data: Arc<Vec<u8>>,
     quota: crate::store::Quota,
     junk: bool,
@@ -138,16 +141,16 @@ async fn one_copy(
     let active = store
         .delivery_user(&t.address, t.partition.as_deref())
         .await?;
-    let plan = match &sieve {
+    let plan = match sieve {
         Some(f) if !junk => {
-            f.plan_for(&store, active, &t.address, &sender, &t.address, &data)
+            f.plan_for(store, active, &t.address, sender, &t.address, &data)
                 .await?
         }
         _ => None,
     };
     let Some(plan) = plan else {
         let mailbox = if junk {
-            junk_mailbox(&store, &t.address).await?
+            junk_mailbox(store, &t.address).await?
         } else {
             "INBOX".to_string()
         };
@@ -156,7 +159,7 @@ async fn one_copy(
             flags: Flags::default(),
             internal_date: None,
         };
-        return append_to(&store, &t, &mailbox, msg, quota, &store_cfg).await;
+        return append_to(store, t, &mailbox, msg, quota, store_cfg).await;
     };
     if let Some(reason) = &plan.reject {
         tracing::info!(rcpt = %t.address, "refused by the user's Sieve script");
@@ -164,19 +167,19 @@ async fn one_copy(
     }
     let mut first = None;
     for c in &plan.copies {
-        let mailbox = filed_mailbox(&store, &t.address, c).await;
+        let mailbox = filed_mailbox(store, &t.address, c).await;
         let msg = NewMessage {
             data: data.clone(),
             flags: sieve_flags(&c.flags),
             internal_date: None,
         };
-        let placed = append_to(&store, &t, &mailbox, msg, quota, &store_cfg).await?;
+        let placed = append_to(store, t, &mailbox, msg, quota, store_cfg).await?;
         if first.is_none() {
             first = placed;
         }
     }
-    if let Some(f) = &sieve {
-        f.send(&store, &t.address, &sender, data.clone(), plan.outgoing);
+    if let Some(f) = sieve {
+        f.send(store, &t.address, sender, data.clone(), plan.outgoing);
     }
     Ok(first)
 }

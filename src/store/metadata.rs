@@ -178,80 +178,73 @@ impl Inner {
         }
         let user = user.to_string();
         let owner = owner.to_string();
-        let r = self
-            .submit(move |txn, batch| {
-                // Validate first, write after (a job that refuses has written
-                // nothing: writer.rs).
-                if mailbox != 0 {
-                    get_mailbox(txn, mailbox)?;
-                }
-                // Charges per payer: (entries, bytes) deltas.
-                let mut deltas: HashMap<String, (i64, i64)> = HashMap::new();
-                {
-                    let t = txn.open_table(METADATA).map_err(ie)?;
-                    for (entry, value) in &items {
-                        let w = who(entry, &user);
-                        let payer = if w.is_empty() { owner.as_str() } else { w };
-                        let old = t
-                            .get((mailbox, w, entry.as_str()))
-                            .map_err(ie)?
-                            .map(|v| size(entry, v.value()));
-                        let d = deltas.entry(payer.to_string()).or_default();
-                        if let Some(old) = old {
-                            d.0 -= 1;
-                            d.1 -= old as i64;
-                        }
-                        if let Some(v) = value {
-                            d.0 += 1;
-                            d.1 += size(entry, v) as i64;
-                        }
+        self.submit(move |txn, batch| {
+            // Validate first, write after (a job that refuses has written
+            // nothing: writer.rs).
+            if mailbox != 0 {
+                get_mailbox(txn, mailbox)?;
+            }
+            // Charges per payer: (entries, bytes) deltas.
+            let mut deltas: HashMap<String, (i64, i64)> = HashMap::new();
+            {
+                let t = txn.open_table(METADATA).map_err(ie)?;
+                for (entry, value) in &items {
+                    let w = who(entry, &user);
+                    let payer = if w.is_empty() { owner.as_str() } else { w };
+                    let old = t
+                        .get((mailbox, w, entry.as_str()))
+                        .map_err(ie)?
+                        .map(|v| size(entry, v.value()));
+                    let d = deltas.entry(payer.to_string()).or_default();
+                    if let Some(old) = old {
+                        d.0 -= 1;
+                        d.1 -= old as i64;
                     }
-                    let usage = txn.open_table(USAGE).map_err(ie)?;
-                    for (payer, (n, b)) in &deltas {
-                        let (cn, cb) = usage
-                            .get(payer.as_str())
-                            .map_err(ie)?
-                            .map_or((0, 0), |v| v.value());
-                        let total_n = (cn as i64).saturating_add(*n);
-                        let total_b = (cb as i64).saturating_add(*b);
-                        let grows = *n > 0 || *b > 0;
-                        if grows
-                            && (total_n > limits.max_entries as i64
-                                || total_b > limits.max_bytes as i64)
-                        {
-                            return Ok(Err(MetaRefusal::TooMany));
-                        }
+                    if let Some(v) = value {
+                        d.0 += 1;
+                        d.1 += size(entry, v) as i64;
                     }
                 }
-                {
-                    let mut t = txn.open_table(METADATA).map_err(ie)?;
-                    for (entry, value) in &items {
-                        let w = who(entry, &user);
-                        match value {
-                            Some(v) => {
-                                t.insert((mailbox, w, entry.as_str()), v.as_slice())
-                                    .map_err(ie)?;
-                            }
-                            None => {
-                                t.remove((mailbox, w, entry.as_str())).map_err(ie)?;
-                            }
+                let usage = txn.open_table(USAGE).map_err(ie)?;
+                for (payer, (n, b)) in &deltas {
+                    let (cn, cb) = usage
+                        .get(payer.as_str())
+                        .map_err(ie)?
+                        .map_or((0, 0), |v| v.value());
+                    let total_n = (cn as i64).saturating_add(*n);
+                    let total_b = (cb as i64).saturating_add(*b);
+                    let grows = *n > 0 || *b > 0;
+                    if grows
+                        && (total_n > limits.max_entries as i64
+                            || total_b > limits.max_bytes as i64)
+                    {
+                        return Ok(Err(MetaRefusal::TooMany));
+                    }
+                }
+            }
+            {
+                let mut t = txn.open_table(METADATA).map_err(ie)?;
+                for (entry, value) in &items {
+                    let w = who(entry, &user);
+                    match value {
+                        Some(v) => {
+                            t.insert((mailbox, w, entry.as_str()), v.as_slice())
+                                .map_err(ie)?;
+                        }
+                        None => {
+                            t.remove((mailbox, w, entry.as_str())).map_err(ie)?;
                         }
                     }
                 }
-                for (payer, (n, b)) in deltas {
-                    charge(txn, &payer, n, b)?;
-                }
-                if mailbox != 0 {
-                    batch.notify.entry(mailbox).or_insert(0);
-                }
-                Ok(Ok(()))
-            })
-            .await;
-        if mailbox == 0 {
-            // After the commit (or the refusal): see `server_settings`.
-            self.server_settings
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        r
+            }
+            for (payer, (n, b)) in deltas {
+                charge(txn, &payer, n, b)?;
+            }
+            if mailbox != 0 {
+                batch.notify.entry(mailbox).or_insert(0);
+            }
+            Ok(Ok(()))
+        })
+        .await
     }
 }

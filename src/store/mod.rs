@@ -25,6 +25,7 @@ pub mod moving;
 mod writer;
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -733,9 +734,15 @@ impl Store {
         if _pass.is_some() && self.moving.deferred(user).is_some() {
             return Err(StoreError::Moving);
         }
-        self.inner
+        let r = self
+            .inner
             .set_metadata(mailbox, user, owner, items, limits)
-            .await
+            .await;
+        if mailbox == 0 {
+            // After the commit (or the refusal): see `server_settings`.
+            self.inner.server_settings.fetch_add(1, Ordering::SeqCst);
+        }
+        r
     }
 
     /// Changes with every committed change of server METADATA entries
@@ -743,9 +750,7 @@ impl Store {
     /// setting found absent or off at generation g is still so while this
     /// returns g (the vacation responder skips its read per delivery).
     pub fn server_settings_generation(&self) -> u64 {
-        self.inner
-            .server_settings
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.inner.server_settings.load(Ordering::SeqCst)
     }
 
     /// Was `user`'s setting `name` found absent or off (`note_setting_off`)
