@@ -131,6 +131,9 @@ pub struct Inner {
     /// Settings found absent or off, per setting name and user, with the
     /// `server_settings` generation they were read at (bounded).
     pub(super) settings_off: Mutex<HashMap<&'static str, HashMap<String, u64>>>,
+    /// Appends staging their files, for the writer's group commit
+    /// (`writer::Staging`).
+    staging: Arc<writer::Staging>,
 }
 
 fn ie(e: impl std::fmt::Display) -> StoreError {
@@ -209,10 +212,12 @@ impl Inner {
         let wdb = db.clone();
         let keep = config.http.changes_kept.max(1);
         let wparts = Arc::new(partitions.clone());
+        let staging = Arc::new(writer::Staging::default());
+        let wstaging = (staging.clone(), writer::GATHER_WAIT);
         std::thread::Builder::new()
             .name("mboxlist-writer".into())
             .spawn(move || {
-                writer::run(wdb, rx, keep, wparts, |changed, users| {
+                writer::run(wdb, rx, keep, wparts, wstaging, |changed, users| {
                     let map = w.lock().unwrap_or_else(|e| e.into_inner());
                     for (id, modseq) in changed {
                         if let Some(s) = map.get(id) {
@@ -238,6 +243,7 @@ impl Inner {
             user_watchers,
             server_settings: std::sync::atomic::AtomicU64::new(0),
             settings_off: Mutex::new(HashMap::new()),
+            staging,
         }))
     }
 
@@ -441,7 +447,10 @@ impl Inner {
         // not renamed into place is removed on drop.
         let mut msgs = msgs;
         let mut created = false;
-        let (partition, staged) = loop {
+        let (partition, staged, staging) = loop {
+            // Until the job is sent: the writer may wait for it to share
+            // the commit in progress (`writer::Staging`).
+            let staging = self.staging.enter();
             let me = self.clone();
             let u = user.to_string();
             let m = name.clone();
@@ -450,9 +459,10 @@ impl Inner {
                 .await
                 .map_err(ie)??;
             match step {
-                Staged::Files(partition, staged) => break (partition, staged),
+                Staged::Files(partition, staged) => break (partition, staged, staging),
                 Staged::Repeat => return Ok(None),
                 Staged::NoUser(back) if !created => {
+                    drop(staging);
                     self.ensure_user(user, None).await?;
                     (msgs, created) = (back, true);
                 }
@@ -460,6 +470,7 @@ impl Inner {
             }
         };
         let user = user.to_string();
+        drop(staging);
         self.submit(move |txn, batch| {
             if let Some(o) = &once {
                 // Authoritative: the writer serialises two deliveries of
@@ -531,8 +542,7 @@ impl Inner {
                 std::fs::rename(&src, &dest).map_err(ie)?;
                 batch.created.push(dest);
                 add_message(txn, id, &mut rec, &meta)?;
-                extra::on_append(txn, id, uid, &user, &keys)?;
-                let (email, thread) = extra::object_ids(txn, id, uid)?;
+                let (email, thread) = extra::on_append(txn, id, uid, &user, &keys)?;
                 journal::message_added(
                     txn,
                     &mut batch.journal,

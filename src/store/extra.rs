@@ -147,21 +147,21 @@ fn next_email_id(txn: &WriteTransaction) -> Result<u64> {
 }
 
 /// A new message of `user`: it gets a fresh email id and its thread
-/// (`threads.rs`).
+/// (`threads.rs`). Returns them, as `object_ids` would.
 pub(super) fn on_append(
     txn: &WriteTransaction,
     mailbox: MailboxId,
     uid: Uid,
     user: &str,
     keys: &super::threads::ThreadKeys,
-) -> Result<()> {
+) -> Result<(u64, u64)> {
     let id = next_email_id(txn)?;
     let thread = super::threads::assign(txn, user, keys, id)?;
     txn.open_table(OBJECTS)
         .map_err(ie)?
         .insert((mailbox, uid), (id, thread))
         .map_err(ie)?;
-    Ok(())
+    Ok((id, thread))
 }
 
 /// The (email id, thread id) of a message (thread 0: not assigned yet).

@@ -626,8 +626,7 @@ fn rebuild_user(
                 save_date: m.mtime,
             };
             add_message(txn, b.id, &mut rec, &meta)?;
-            extra::on_append(txn, b.id, m.uid, user, &m.keys)?;
-            let (email, thread) = extra::object_ids(txn, b.id, m.uid)?;
+            let (email, thread) = extra::on_append(txn, b.id, m.uid, user, &m.keys)?;
             journal::message_added(txn, &mut pending, user, (b.id, m.uid), email, thread, false)?;
             usage.bytes += m.size;
             usage.messages += 1;

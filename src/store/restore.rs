@@ -381,8 +381,7 @@ fn restore_job(
             std::fs::rename(&src, &dest).map_err(ie)?;
             batch.created.push(dest);
             add_message(txn, id, &mut rec, &meta)?;
-            extra::on_append(txn, id, msg.uid, user, &keys)?;
-            let (email, thread) = extra::object_ids(txn, id, msg.uid)?;
+            let (email, thread) = extra::on_append(txn, id, msg.uid, user, &keys)?;
             journal::message_added(
                 txn,
                 &mut batch.journal,

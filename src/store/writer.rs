@@ -14,7 +14,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, WriteTransaction};
 
@@ -22,6 +24,76 @@ use super::{MailboxId, ModSeq, Result, StoreError};
 use crate::fsutil::sync_dir;
 
 const MAX_BATCH: usize = 512;
+
+/// How long the writer waits, at most, for appends still staging their
+/// files before it commits a batch (`Staging`).
+pub const GATHER_WAIT: Duration = Duration::from_millis(1);
+
+/// How often the writer looks again at the staging count while it waits
+/// (an append that ends without a job, a repeat or an error, sends
+/// nothing).
+const GATHER_SLICE: Duration = Duration::from_micros(100);
+
+/// Appends between the start of their staging (file written and synced
+/// on a blocking thread) and the sending of their job. When the first job
+/// of a batch arrives while appends that began before it are still
+/// staging, the writer waits for them (up to `GATHER_WAIT`) so that they
+/// share its commit: they would otherwise wait for this commit to finish
+/// and then pay for one of their own. PostgreSQL's `commit_delay` with
+/// `commit_siblings` is the same idea; here the siblings are known, not
+/// guessed, and a lone delivery never waits.
+#[derive(Default)]
+pub struct Staging {
+    begun: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl Staging {
+    /// Marks one append as staging until the guard is dropped (just
+    /// before its job is sent, or when it ends without one).
+    pub fn enter(&self) -> StagingGuard<'_> {
+        self.begun.fetch_add(1, Ordering::AcqRel);
+        StagingGuard(self)
+    }
+}
+
+pub struct StagingGuard<'a>(&'a Staging);
+
+impl Drop for StagingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Takes every job already waiting, then, while appends that began
+/// staging before now are still at it, waits for their jobs up to `wait`.
+fn gather(rx: &mpsc::Receiver<Job>, jobs: &mut Vec<Job>, staging: &Staging, wait: Duration) {
+    let drain = |jobs: &mut Vec<Job>| {
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+    };
+    drain(jobs);
+    let begun = staging.begun.load(Ordering::Acquire);
+    let deadline = Instant::now() + wait;
+    while jobs.len() < MAX_BATCH && staging.ended.load(Ordering::Acquire) < begun {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match rx.recv_timeout(left.min(GATHER_SLICE)) {
+            Ok(j) => {
+                jobs.push(j);
+                drain(jobs);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
 
 /// File system effects of one batch, applied around the commit.
 #[derive(Default)]
@@ -86,16 +158,12 @@ pub fn run(
     rx: mpsc::Receiver<Job>,
     keep: u64,
     partitions: std::sync::Arc<HashMap<String, PathBuf>>,
+    staging: (std::sync::Arc<Staging>, Duration),
     notify: impl Fn(&HashMap<MailboxId, ModSeq>, &BTreeSet<String>),
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
+        gather(&rx, &mut jobs, &staging.0, staging.1);
         let txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
@@ -169,5 +237,98 @@ fn commit(txn: WriteTransaction, batch: &Batch) -> std::result::Result<(), Store
 fn cleanup_failed(batch: &Batch) {
     for p in &batch.created {
         let _ = fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// A writer whose gather wait is an hour: a batch that waits for an
+    /// append would hang the test instead of passing by timing.
+    fn writer() -> (
+        mpsc::Sender<Job>,
+        Arc<Staging>,
+        Arc<AtomicUsize>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let staging = Arc::new(Staging::default());
+        let commits = Arc::new(AtomicUsize::new(0));
+        let (s, c) = (staging.clone(), commits.clone());
+        std::thread::spawn(move || {
+            run(
+                db,
+                rx,
+                1,
+                Arc::default(),
+                (s, Duration::from_secs(3600)),
+                |_, _| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                },
+            )
+        });
+        (tx, staging, commits, dir)
+    }
+
+    fn send(tx: &mpsc::Sender<Job>) -> tokio::sync::oneshot::Receiver<Result<()>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send(job(|_, _| Ok(()), reply)).unwrap();
+        rx
+    }
+
+    #[test]
+    fn a_job_with_no_append_staging_commits_without_waiting() {
+        let (tx, _staging, commits, _dir) = writer();
+        send(&tx).blocking_recv().unwrap().unwrap();
+        send(&tx).blocking_recv().unwrap().unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn an_append_still_staging_shares_the_commit_of_the_job_before_it() {
+        let (tx, staging, commits, _dir) = writer();
+        let guard = staging.enter();
+        let mut first = send(&tx);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            first.try_recv().is_err(),
+            "committed while an append that began before it was staging"
+        );
+        assert_eq!(commits.load(Ordering::SeqCst), 0);
+        drop(guard);
+        let second = send(&tx);
+        first.blocking_recv().unwrap().unwrap();
+        second.blocking_recv().unwrap().unwrap();
+        // The second job either joined the first batch or came after it;
+        // what matters is that the first waited for the append (above)
+        // and that nothing waits once it has ended.
+        assert!(commits.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[test]
+    fn both_jobs_share_one_commit_when_the_second_is_sent_before_staging_ends() {
+        let (tx, staging, commits, _dir) = writer();
+        let guard = staging.enter();
+        let first = send(&tx);
+        let second = send(&tx);
+        drop(guard);
+        first.blocking_recv().unwrap().unwrap();
+        second.blocking_recv().unwrap().unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_append_that_ends_without_a_job_releases_the_wait() {
+        let (tx, staging, commits, _dir) = writer();
+        let guard = staging.enter();
+        let first = send(&tx);
+        drop(guard);
+        first.blocking_recv().unwrap().unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
     }
 }
