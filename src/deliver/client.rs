@@ -179,6 +179,14 @@ pub struct Client {
     broken: bool,
 }
 
+/// One outcome per recipient; one the server never answered is
+/// temporary.
+fn answered(out: Vec<Option<Outcome>>) -> Vec<Outcome> {
+    out.into_iter()
+        .map(|o| o.unwrap_or_else(|| temp("no reply for this recipient")))
+        .collect()
+}
+
 fn temp(what: &str) -> Outcome {
     Outcome::Temporary(format!("451 4.4.1 {what}"))
 }
@@ -544,8 +552,9 @@ impl Client {
             l
         };
         let pipelining = self.has("PIPELINING");
-        let mut replies = Vec::with_capacity(rcpts.len() + 2);
-        if pipelining {
+        // The pipelined command group: RSET (a pooled connection), MAIL,
+        // every RCPT.
+        let group = || {
             let mut batch = String::new();
             if rset {
                 batch.push_str("RSET\r\n");
@@ -556,21 +565,23 @@ impl Client {
                 batch.push_str(&rcpt_line(r));
                 batch.push_str("\r\n");
             }
+            batch
+        };
+        if pipelining && self.dialect == Dialect::Lmtp && self.has("CHUNKING") {
+            return self.send_chunked(group(), rcpts.len(), data, rset).await;
+        }
+        let mut replies = Vec::with_capacity(rcpts.len() + 2);
+        if pipelining {
+            let mut batch = group();
             batch.push_str("DATA\r\n");
             if let Err(o) = self.write(batch.as_bytes()).await {
                 return Err((!rset).then_some(o));
             }
-            if rset {
-                match self.read_reply().await {
-                    Ok(r) if r.code == 250 => {}
-                    _ => {
-                        // Whatever the peer makes of MAIL, RCPT and DATA,
-                        // no message follows: dropping the connection
-                        // delivers nothing.
-                        self.broken = true;
-                        return Err(None);
-                    }
-                }
+            // Whatever the peer makes of MAIL, RCPT and DATA after a
+            // failed RSET, no message follows: dropping the connection
+            // delivers nothing.
+            if rset && !self.rset_answered().await {
+                return Err(None);
             }
             for _ in 0..rcpts.len() + 2 {
                 replies.push(self.read_reply().await?);
@@ -612,26 +623,17 @@ impl Client {
                     });
                 }
                 let _ = self.command("RSET").await;
-                return Ok(out
-                    .into_iter()
-                    .map(|o| o.unwrap_or_else(|| temp("no reply for this recipient")))
-                    .collect());
+                return Ok(answered(out));
             }
             None => {
-                return Ok(out
-                    .into_iter()
-                    .map(|o| o.unwrap_or_else(|| temp("no reply for this recipient")))
-                    .collect());
+                return Ok(answered(out));
             }
         }
         if accepted.is_empty() {
             // Pipelined DATA went through with no recipient: send nothing.
             self.write(b".\r\n").await?;
             let _ = self.read_reply().await;
-            return Ok(out
-                .into_iter()
-                .map(|o| o.unwrap_or_else(|| temp("no reply for this recipient")))
-                .collect());
+            return Ok(answered(out));
         }
         let stuffed = dot_stuff(data);
         self.write(&stuffed).await?;
@@ -649,10 +651,84 @@ impl Client {
                 }
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| temp("no reply for this recipient")))
-            .collect())
+        Ok(answered(out))
+    }
+
+    /// The rest of an LMTP transaction to a server with PIPELINING and
+    /// CHUNKING (RFC 3030): `head` (RSET, MAIL and RCPT lines) and the
+    /// message as one `BDAT n LAST` chunk go out in one write, and the
+    /// replies come back together: one round trip for the whole
+    /// transaction, and no dot-stuffing on either side. RFC 2033 4.2: after
+    /// the last chunk the server answers once per accepted recipient.
+    /// When MAIL or every RCPT is refused the chunk is still read and
+    /// answered once, with an error (RFC 3030 2); the connection is then
+    /// not reused.
+    ///
+    /// The message has already been sent when the RSET of a pooled
+    /// connection is answered: a connection that died while idle received
+    /// none of it (the error or the closed socket is the answer); a server
+    /// that answers RSET with anything but 250 and still takes the message
+    /// gets it again on a fresh connection, where its delivery ids
+    /// (`XDELIVERYID`, `store::duplicates`) keep one copy.
+    async fn send_chunked(
+        &mut self,
+        mut head: String,
+        rcpts: usize,
+        data: &[u8],
+        rset: bool,
+    ) -> Result<Vec<Outcome>, Option<Outcome>> {
+        let body = bdat_body(data);
+        head.push_str(&format!("BDAT {} LAST\r\n", body.len()));
+        // Small messages in one write (one segment, one wake-up on the
+        // other side); large ones without copying them.
+        let sent = if body.len() <= 64 * 1024 {
+            let mut buf = Vec::with_capacity(head.len() + body.len());
+            buf.extend_from_slice(head.as_bytes());
+            buf.extend_from_slice(&body);
+            self.write(&buf).await
+        } else {
+            match self.write(head.as_bytes()).await {
+                Ok(()) => self.write(&body).await,
+                Err(o) => Err(o),
+            }
+        };
+        if let Err(o) = sent {
+            return Err((!rset).then_some(o));
+        }
+        if rset && !self.rset_answered().await {
+            return Err(None);
+        }
+        let mail = self.read_reply().await?;
+        let mut out: Vec<Option<Outcome>> = Vec::with_capacity(rcpts);
+        for _ in 0..rcpts {
+            let r = self.read_reply().await?;
+            out.push((r.code / 100 != 2).then(|| r.outcome()));
+        }
+        let accepted: Vec<usize> = (0..rcpts).filter(|i| out[*i].is_none()).collect();
+        if mail.code != 250 || accepted.is_empty() {
+            // The chunk's one refusal; then a clean start for whoever
+            // comes next.
+            let _ = self.read_reply().await;
+            self.broken = true;
+            if mail.code != 250 {
+                return Err(Some(mail.outcome_or_temp()));
+            }
+        }
+        if mail.code == 250 {
+            for i in &accepted {
+                let r = self.read_reply().await?;
+                out[*i] = Some(r.outcome());
+            }
+        }
+        Ok(answered(out))
+    }
+
+    /// Reads the reply to a pipelined RSET; anything but 250 breaks the
+    /// connection.
+    async fn rset_answered(&mut self) -> bool {
+        let ok = matches!(self.read_reply().await, Ok(r) if r.code == 250);
+        self.broken |= !ok;
+        ok
     }
 
     pub async fn quit(mut self) {
@@ -735,6 +811,24 @@ impl Reply {
     }
 }
 
+/// A message as one BDAT chunk: the same bytes the store would keep from
+/// `dot_stuff` over DATA (bare LFs become CRLF, a missing final CRLF is
+/// added); borrowed when nothing needs changing.
+pub fn bdat_body(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bare_lf = data
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || data[i - 1] != b'\r'));
+    if !bare_lf && data.ends_with(b"\r\n") {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let mut out = crate::ops::migrate::maildir::to_crlf(data);
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Dot-stuffs a message for DATA and appends the terminating `.` line;
 /// bare LFs become CRLF so the terminator can never be forged.
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
@@ -762,6 +856,7 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn connection_failure_text_is_generic() {
@@ -851,6 +946,143 @@ mod tests {
             got.contains(&"MAIL FROM:<s@x> SIZE=20".to_string()),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn a_bdat_body_keeps_what_dot_stuffing_over_data_would_deliver() {
+        assert!(matches!(
+            bdat_body(b"a\r\n.b\r\n"),
+            std::borrow::Cow::Borrowed(b"a\r\n.b\r\n")
+        ));
+        assert_eq!(&*bdat_body(b"no newline"), b"no newline\r\n");
+        assert_eq!(&*bdat_body(b"bare\n.\nlf"), b"bare\r\n.\r\nlf\r\n");
+        assert_eq!(&*bdat_body(b"\nx\r\n"), b"\r\nx\r\n");
+        assert_eq!(&*bdat_body(b""), b"\r\n");
+    }
+
+    /// A scripted LMTP server with CHUNKING: it answers nothing until it
+    /// has the whole transaction, so a client that waited for a reply
+    /// before sending the message would hang (the test's timeout).
+    async fn chunking_server(
+        rcpt_reply: fn(&str) -> &'static [u8],
+        after_chunk: &'static [u8],
+    ) -> (String, tokio::task::JoinHandle<(Vec<String>, Vec<u8>)>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 store LMTP\r\n").await.unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            assert!(line.starts_with("LHLO"), "{line}");
+            w.write_all(b"250-store\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 SIZE 1000\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let mut replies: Vec<u8> = Vec::new();
+            let body = loop {
+                line.clear();
+                assert!(r.read_line(&mut line).await.unwrap() > 0, "{got:?}");
+                let l = line.trim_end().to_string();
+                got.push(l.clone());
+                if l.starts_with("MAIL") {
+                    replies.extend_from_slice(b"250 2.1.0 ok\r\n");
+                } else if l.starts_with("RCPT") {
+                    replies.extend_from_slice(rcpt_reply(&l));
+                } else if let Some(n) = l.strip_prefix("BDAT ") {
+                    let n: usize = n.trim_end_matches(" LAST").parse().unwrap();
+                    let mut body = vec![0u8; n];
+                    r.read_exact(&mut body).await.unwrap();
+                    break body;
+                }
+            };
+            replies.extend_from_slice(after_chunk);
+            w.write_all(&replies).await.unwrap();
+            line.clear();
+            let _ = r.read_line(&mut line).await;
+            if line.starts_with("QUIT") {
+                let _ = w.write_all(b"221 bye\r\n").await;
+            }
+            (got, body)
+        });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn lmtp_with_chunking_sends_the_whole_transaction_before_any_reply() {
+        let (addr, server) = chunking_server(
+            |l| match l {
+                "RCPT TO:<nobody@x>" => b"550 5.1.1 no such user\r\n",
+                _ => b"250 2.1.5 ok\r\n",
+            },
+            b"250 2.0.0 a ok\r\n452 4.2.2 b over quota\r\n",
+        )
+        .await;
+        let mut c = Client::connect(&addr, Dialect::Lmtp, "mx", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            c.send(
+                "s@x",
+                &["a@x", "nobody@x", "b@x"],
+                b"Subject: x\r\n\r\n.dot\nend",
+            ),
+        )
+        .await
+        .expect("the client waited for a reply before sending the message")
+        .unwrap();
+        assert_eq!(out[0], Outcome::Delivered);
+        assert!(matches!(&out[1], Outcome::Permanent(t) if t.starts_with("550 5.1.1")));
+        assert!(matches!(&out[2], Outcome::Temporary(t) if t.starts_with("452 4.2.2")));
+        assert!(c.reusable());
+        c.quit().await;
+        let (got, body) = server.await.unwrap();
+        assert_eq!(
+            got,
+            [
+                "MAIL FROM:<s@x> SIZE=22",
+                "RCPT TO:<a@x>",
+                "RCPT TO:<nobody@x>",
+                "RCPT TO:<b@x>",
+                "BDAT 25 LAST"
+            ]
+        );
+        // Not dot-stuffed; bare LF and the missing end of line mended as
+        // DATA would have.
+        assert_eq!(body, b"Subject: x\r\n\r\n.dot\r\nend\r\n");
+    }
+
+    #[tokio::test]
+    async fn lmtp_with_chunking_and_no_recipient_reads_the_one_refusal_and_drops_the_connection() {
+        let (addr, server) = chunking_server(
+            |_| b"550 5.1.1 no such user\r\n",
+            b"554 5.5.1 no valid recipients\r\n",
+        )
+        .await;
+        let mut c = Client::connect(&addr, Dialect::Lmtp, "mx", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            c.send("s@x", &["a@x", "b@x"], b"x\r\n"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(out
+            .iter()
+            .all(|o| matches!(o, Outcome::Permanent(t) if t.starts_with("550 5.1.1"))));
+        assert!(
+            !c.reusable(),
+            "a connection after a refused chunk is not pooled"
+        );
+        drop(c);
+        let (got, body) = server.await.unwrap();
+        assert_eq!(got.last().unwrap(), "BDAT 3 LAST");
+        assert_eq!(body, b"x\r\n");
     }
 
     #[tokio::test]

@@ -308,13 +308,11 @@ async fn run(
                 session.resolved(verdict);
             }
             Event::Deliver(msg) => {
-                // Replies so far (e.g. to BDAT chunks) go out before the wait.
-                if flush(&mut conn, session, command_timeout, info)
-                    .await
-                    .is_err()
-                {
-                    return "write failed";
-                }
+                // Replies so far (to MAIL, RCPT and BDAT chunks pipelined
+                // with the message) go out with the delivery's: the client
+                // has sent the whole message and waits for all of them, so
+                // holding them costs it nothing and saves a write and a
+                // wake-up per message.
                 let flavor = session.flavor();
                 let _metrics = crate::metrics::latency(info.protocol.name());
                 // Inbound verification (issue 16): strangers on the SMTP
@@ -428,10 +426,15 @@ async fn deliver(
         return (msg, vec![Outcome::NoResources; n]);
     };
     if let Some((head, body)) = msg.take_parts() {
-        let loaded = tokio::task::spawn_blocking(move || body.into_bytes(&head))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
+        // A body in memory is one copy: no blocking thread for it.
+        let loaded = if body.is_spooled() {
+            tokio::task::spawn_blocking(move || body.into_bytes(&head))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+        } else {
+            body.into_bytes(&head)
+        };
         match loaded {
             Ok(data) => msg.data = std::sync::Arc::new(data),
             Err(e) => {
