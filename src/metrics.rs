@@ -154,9 +154,21 @@ impl Drop for Timer {
 /// Counts the SMTP/LMTP replies in `out` (what a session writes, never
 /// message content) by class: the last line of each reply, `DDD `.
 pub fn smtp_replies(protocol: &'static str, out: &[u8]) {
+    // One counter update per class, not per reply: a pipelined group's
+    // replies go out in one write.
+    let mut n = [0u64; 3];
     for line in out.split(|b| *b == b'\n') {
-        if let Some(class) = smtp_class(line) {
-            command(protocol, class);
+        match smtp_class(line) {
+            Some("2xx") => n[0] += 1,
+            Some("4xx") => n[1] += 1,
+            Some(_) => n[2] += 1,
+            None => {}
+        }
+    }
+    for (class, count) in ["2xx", "4xx", "5xx"].into_iter().zip(n) {
+        if count > 0 {
+            counter!("msgd_commands_total", "protocol" => protocol, "result" => class)
+                .increment(count);
         }
     }
 }
