@@ -932,7 +932,9 @@ function wire() {
     if (ev.key === "Enter") { ev.preventDefault(); ev.stopPropagation(); guard(openSelected)(); }
   });
   $("compose-btn").addEventListener("click", () => openCompose());
-  $("contacts-btn").addEventListener("click", guard(async () => { showView("contacts"); await loadContacts(); $("ct-name").focus(); }));
+  // Focus before the list loads, not after: a slow directory must not
+  // pull the caret out of a field the user has moved on to.
+  $("contacts-btn").addEventListener("click", guard(async () => { showView("contacts"); $("ct-name").focus(); await loadContacts(); }));
   $("contacts-back").addEventListener("click", () => showView("list"));
   $("help-btn").addEventListener("click", () => $("help").showModal());
   $("logout-btn").addEventListener("click", guard(logout));
