@@ -223,9 +223,15 @@ enum Phase {
         last: bool,
     },
     /// Reading (and dropping) a refused BDAT chunk; then this reply.
+    /// `chunk`: `None` when the command itself was wrong (no MAIL, no
+    /// recipient: a bad command); `Some(last)` when the transaction's chunk
+    /// is refused by the server (no memory for it): answered like a body
+    /// (once per accepted recipient after LMTP's last chunk) and not
+    /// counted as the client's error.
     Discard {
         left: u64,
         reply: Reply,
+        chunk: Option<bool>,
     },
     /// Waiting for a SASL response line (after a 334).
     AuthResponse(AuthStep),
@@ -280,6 +286,10 @@ struct Transaction {
     pending_rcpt: Option<String>,
     /// Set by the first BDAT.
     bdat: Option<BdatDecoder>,
+    /// A chunk of this transaction was refused (no memory for it): every
+    /// later chunk is read and refused the same way until the last one or
+    /// RSET (RFC 3030 2), so no message is ever built without it.
+    bdat_refused: Option<Reply>,
     /// Message id, set when the body is complete.
     id: String,
     /// Budget taken for the body while it is received.
@@ -563,12 +573,21 @@ impl Session {
                     }
                     if let Phase::Discard { left: 0, .. } = self.phase {
                         self.progress += 1;
-                        let Phase::Discard { reply, .. } =
+                        let Phase::Discard { reply, chunk, .. } =
                             std::mem::replace(&mut self.phase, Phase::Command)
                         else {
                             unreachable!("phase checked above")
                         };
-                        self.bad(&reply);
+                        match chunk {
+                            None => self.bad(&reply),
+                            Some(false) => self.reply(&reply),
+                            Some(true) => {
+                                for _ in 0..self.reply_count() {
+                                    self.reply(&reply);
+                                }
+                                self.txn = None;
+                            }
+                        }
                     }
                 }
                 Phase::Bdat { last } => {
@@ -1015,6 +1034,15 @@ impl Session {
             self.phase = Phase::Discard {
                 left: size,
                 reply: r,
+                chunk: None,
+            };
+            return;
+        }
+        if let Some(r) = self.txn.as_ref().and_then(|t| t.bdat_refused.clone()) {
+            self.phase = Phase::Discard {
+                left: size,
+                reply: r,
+                chunk: Some(last),
             };
             return;
         }
@@ -1024,9 +1052,13 @@ impl Session {
             match self.take_body_lease() {
                 Ok(l) => l,
                 Err(()) => {
+                    if let Some(t) = self.txn.as_mut() {
+                        t.bdat_refused = Some(reply::INSUFFICIENT_RESOURCES);
+                    }
                     self.phase = Phase::Discard {
                         left: size,
                         reply: reply::INSUFFICIENT_RESOURCES,
+                        chunk: Some(last),
                     };
                     return;
                 }

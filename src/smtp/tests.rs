@@ -2148,10 +2148,62 @@ fn spent_budget_answers_452_4_3_1_at_mail_data_and_bdat() {
     assert_eq!(h.codes(), ["452 4.3.1"]);
     assert!(!h.closed);
     drop(hog);
+    // The refused last chunk ended the transaction (RFC 3030 2: it failed).
     h.feed(b"BDAT 3 LAST\r\nabc");
-    assert_eq!(h.codes(), ["250 2.0.0"]);
+    assert_eq!(h.codes(), ["503 5.5.1"]);
+    h.feed(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nBDAT 3 LAST\r\nabc");
+    assert_eq!(h.codes().last().unwrap(), "250 2.0.0");
     // The reception lease is given back once the body is in.
     assert_eq!(budget.available(), 8 << 10);
+}
+
+/// A chunk refused for want of memory fails the transaction: a later
+/// chunk, even with memory free again, is read and refused too, so no
+/// message is ever built without the refused chunk's bytes; LMTP answers
+/// the last chunk once per accepted recipient (RFC 2033 4.2), as a client
+/// that pipelined the whole transaction counts.
+#[test]
+fn rfc3030_a_chunk_refused_for_memory_fails_the_whole_transaction() {
+    for flavor in [Flavor::Smtp, Flavor::Lmtp] {
+        let budget = std::sync::Arc::new(crate::budget::Budget::new(8 << 10));
+        let mut p = params(flavor);
+        p.budget = Some(budget.clone());
+        p.max_message_size = 4 << 10;
+        let mut h = Harness::new(p);
+        h.codes();
+        let hello = match flavor {
+            Flavor::Smtp => "EHLO x\r\n",
+            Flavor::Lmtp => "LHLO x\r\n",
+        };
+        h.feed(hello.as_bytes());
+        h.feed(
+            b"MAIL FROM:<a@b.example>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n",
+        );
+        h.codes();
+        let hog = budget.try_take(6 << 10).unwrap();
+        h.feed(b"BDAT 3\r\nabc");
+        assert_eq!(h.codes(), ["452 4.3.1"], "{flavor:?}");
+        drop(hog);
+        h.feed(b"BDAT 3 LAST\r\ndef");
+        let want: &[&str] = match flavor {
+            Flavor::Smtp => &["452 4.3.1"],
+            Flavor::Lmtp => &["452 4.3.1", "452 4.3.1"],
+        };
+        assert_eq!(h.codes(), want, "{flavor:?}");
+        assert!(
+            h.msgs.is_empty(),
+            "{flavor:?}: a message without its first chunk"
+        );
+        assert!(
+            !h.closed,
+            "{flavor:?}: a server condition is not the client's error"
+        );
+        // A fresh transaction goes through.
+        h.feed(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.test>\r\nBDAT 3 LAST\r\nghi");
+        let last = h.codes().last().unwrap().clone();
+        assert!(last.starts_with("250 "), "{flavor:?}: {last}");
+        assert_eq!(h.msgs.len(), 1, "{flavor:?}");
+    }
 }
 
 /// The delivery id is cut out of an LMTP RCPT line before smtp-proto
