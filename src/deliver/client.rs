@@ -660,16 +660,19 @@ impl Client {
     /// replies come back together: one round trip for the whole
     /// transaction, and no dot-stuffing on either side. RFC 2033 4.2: after
     /// the last chunk the server answers once per accepted recipient.
-    /// When MAIL or every RCPT is refused the chunk is still read and
-    /// answered once, with an error (RFC 3030 2); the connection is then
-    /// not reused.
+    /// When MAIL or every RCPT is refused, servers differ on the chunk's
+    /// answer (none, RFC 2033 4.3; one, RFC 3030): it is not read, and the
+    /// connection is not reused.
     ///
     /// The message has already been sent when the RSET of a pooled
     /// connection is answered: a connection that died while idle received
-    /// none of it (the error or the closed socket is the answer); a server
-    /// that answers RSET with anything but 250 and still takes the message
-    /// gets it again on a fresh connection, where its delivery ids
-    /// (`XDELIVERYID`, `store::duplicates`) keep one copy.
+    /// none of it (an error or the closed socket comes back at once), and
+    /// the transaction runs again on a fresh connection. An RSET reply
+    /// that does not come within the timeout is a slow delivery, not a dead
+    /// connection: a temporary failure, retried later. A server that
+    /// answers RSET with anything but 250 and still takes the message gets
+    /// it again on a fresh connection, where its delivery ids
+    /// (`XMSGD-DELIVERY-ID`, `store::duplicates`) keep one copy.
     async fn send_chunked(
         &mut self,
         mut head: String,
@@ -695,8 +698,15 @@ impl Client {
         if let Err(o) = sent {
             return Err((!rset).then_some(o));
         }
-        if rset && !self.rset_answered().await {
-            return Err(None);
+        if rset {
+            // The store holds the RSET's reply until the delivery's: one
+            // that never came within the timeout was a slow delivery, not a
+            // dead connection, and is not sent again at once.
+            let asked = std::time::Instant::now();
+            if !self.rset_answered().await {
+                return Err((asked.elapsed() >= self.timeout)
+                    .then(|| temp("timeout waiting for the server")));
+            }
         }
         let mail = self.read_reply().await?;
         let mut out: Vec<Option<Outcome>> = Vec::with_capacity(rcpts);
@@ -706,9 +716,10 @@ impl Client {
         }
         let accepted: Vec<usize> = (0..rcpts).filter(|i| out[*i].is_none()).collect();
         if mail.code != 250 || accepted.is_empty() {
-            // The chunk's one refusal; then a clean start for whoever
-            // comes next.
-            let _ = self.read_reply().await;
+            // Nothing to deliver. RFC 2033 4.3 has the last chunk answered
+            // zero times when no RCPT succeeded, RFC 3030 once (msgd's store
+            // does that): neither is waited for, and the connection, whose
+            // state is the server's to define, is not reused.
             self.broken = true;
             if mail.code != 250 {
                 return Err(Some(mail.outcome_or_temp()));
@@ -1056,33 +1067,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lmtp_with_chunking_and_no_recipient_reads_the_one_refusal_and_drops_the_connection() {
-        let (addr, server) = chunking_server(
-            |_| b"550 5.1.1 no such user\r\n",
-            b"554 5.5.1 no valid recipients\r\n",
-        )
-        .await;
-        let mut c = Client::connect(&addr, Dialect::Lmtp, "mx", Duration::from_secs(5))
+    async fn lmtp_with_chunking_and_no_recipient_waits_for_no_chunk_reply_and_drops_the_connection()
+    {
+        // RFC 3030's one refusal of the chunk (msgd's store), and RFC 2033
+        // 4.3's none: the client needs neither (the connection's timeout
+        // is 60 s, the test's 20 s: waiting for a reply would fail it).
+        let refusals: [&'static [u8]; 2] = [b"554 5.5.1 no valid recipients\r\n", b""];
+        for after_chunk in refusals {
+            let (addr, server) =
+                chunking_server(|_| b"550 5.1.1 no such user\r\n", after_chunk).await;
+            let mut c = Client::connect(&addr, Dialect::Lmtp, "mx", Duration::from_secs(60))
+                .await
+                .unwrap();
+            let out = tokio::time::timeout(
+                Duration::from_secs(20),
+                c.send("s@x", &["a@x", "b@x"], b"x\r\n"),
+            )
             .await
+            .expect("waited for a reply to the refused chunk")
             .unwrap();
-        let out = tokio::time::timeout(
-            Duration::from_secs(20),
-            c.send("s@x", &["a@x", "b@x"], b"x\r\n"),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        assert!(out
-            .iter()
-            .all(|o| matches!(o, Outcome::Permanent(t) if t.starts_with("550 5.1.1"))));
-        assert!(
-            !c.reusable(),
-            "a connection after a refused chunk is not pooled"
-        );
-        drop(c);
-        let (got, body) = server.await.unwrap();
-        assert_eq!(got.last().unwrap(), "BDAT 3 LAST");
-        assert_eq!(body, b"x\r\n");
+            assert!(out
+                .iter()
+                .all(|o| matches!(o, Outcome::Permanent(t) if t.starts_with("550 5.1.1"))));
+            assert!(
+                !c.reusable(),
+                "a connection after a refused chunk is not pooled"
+            );
+            drop(c);
+            let (got, body) = server.await.unwrap();
+            assert_eq!(got.last().unwrap(), "BDAT 3 LAST");
+            assert_eq!(body, b"x\r\n");
+        }
     }
 
     #[tokio::test]
