@@ -725,11 +725,9 @@ impl Client {
                 return Err(Some(mail.outcome_or_temp()));
             }
         }
-        if mail.code == 250 {
-            for i in &accepted {
-                let r = self.read_reply().await?;
-                out[*i] = Some(r.outcome());
-            }
+        for i in &accepted {
+            let r = self.read_reply().await?;
+            out[*i] = Some(r.outcome());
         }
         Ok(answered(out))
     }
@@ -894,16 +892,33 @@ mod tests {
         assert_eq!(dot_stuff(b"bare\n.\nlf"), b"bare\r\n..\r\nlf\r\n.\r\n");
     }
 
-    /// A scripted LMTP server: per-recipient replies after DATA.
-    #[tokio::test]
-    async fn lmtp_gives_one_outcome_per_recipient() {
+    type Reader = BufReader<tokio::net::tcp::OwnedReadHalf>;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+    /// A scripted LMTP store on loopback: its address, and the task that
+    /// runs `script` on the first connection after the greeting.
+    async fn scripted_store<T, F>(
+        script: impl FnOnce(Reader, Writer) -> F + Send + 'static,
+    ) -> (String, tokio::task::JoinHandle<T>)
+    where
+        F: std::future::Future<Output = T> + Send,
+        T: Send + 'static,
+    {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
             let (s, _) = l.accept().await.unwrap();
             let (r, mut w) = s.into_split();
-            let mut r = BufReader::new(r);
             w.write_all(b"220 store LMTP\r\n").await.unwrap();
+            script(BufReader::new(r), w).await
+        });
+        (addr, server)
+    }
+
+    /// A scripted LMTP server: per-recipient replies after DATA.
+    #[tokio::test]
+    async fn lmtp_gives_one_outcome_per_recipient() {
+        let (addr, server) = scripted_store(|mut r, mut w| async move {
             let mut line = String::new();
             let mut got = Vec::new();
             loop {
@@ -934,7 +949,8 @@ mod tests {
                 w.write_all(reply).await.unwrap();
             }
             got
-        });
+        })
+        .await;
         let mut c = Client::connect(&addr, Dialect::Lmtp, "mx", Duration::from_secs(5))
             .await
             .unwrap();
@@ -978,13 +994,7 @@ mod tests {
         rcpt_reply: fn(&str) -> &'static [u8],
         after_chunk: &'static [u8],
     ) -> (String, tokio::task::JoinHandle<(Vec<String>, Vec<u8>)>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            let (s, _) = l.accept().await.unwrap();
-            let (r, mut w) = s.into_split();
-            let mut r = BufReader::new(r);
-            w.write_all(b"220 store LMTP\r\n").await.unwrap();
+        scripted_store(move |mut r, mut w| async move {
             let mut line = String::new();
             r.read_line(&mut line).await.unwrap();
             assert!(line.starts_with("LHLO"), "{line}");
@@ -1017,8 +1027,8 @@ mod tests {
                 let _ = w.write_all(b"221 bye\r\n").await;
             }
             (got, body)
-        });
-        (addr, server)
+        })
+        .await
     }
 
     #[tokio::test]
