@@ -504,7 +504,7 @@ impl Client {
         if self.has("SIZE") {
             mail.push_str(&format!(" SIZE={}", data.len()));
         }
-        if self.has("8BITMIME") && data.iter().any(|b| *b >= 0x80) {
+        if self.has("8BITMIME") && !data.is_ascii() {
             mail.push_str(" BODY=8BITMIME");
         }
         if self.has("SMTPUTF8") && (!sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii())) {
@@ -824,10 +824,7 @@ impl Reply {
 /// `dot_stuff` over DATA (bare LFs become CRLF, a missing final CRLF is
 /// added); borrowed when nothing needs changing.
 pub fn bdat_body(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let bare_lf = data
-        .iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'\n' && (i == 0 || data[i - 1] != b'\r'));
+    let bare_lf = memchr::memchr_iter(b'\n', data).any(|i| i == 0 || data[i - 1] != b'\r');
     if !bare_lf && data.ends_with(b"\r\n") {
         return std::borrow::Cow::Borrowed(data);
     }

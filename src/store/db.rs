@@ -516,9 +516,6 @@ impl Inner {
             rec.highestmodseq += 1;
             let dir = files::mailbox_dir(&partition, &user, id);
             let mut touched = Vec::new();
-            files::create_dirs(&dir, &mut touched).map_err(ie)?;
-            batch.sync_dirs.extend(touched);
-            batch.sync_dirs.insert(dir.clone());
             let mut uids = Vec::with_capacity(staged.len());
             for (i, (mut tmp, keys, size, flags, internal_date, tz)) in
                 staged.into_iter().enumerate()
@@ -539,7 +536,7 @@ impl Inner {
                     .path
                     .take()
                     .ok_or(StoreError::Internal("tmp gone".into()))?;
-                std::fs::rename(&src, &dest).map_err(ie)?;
+                files::rename_into(&src, &dest, &mut touched).map_err(ie)?;
                 batch.created.push(dest);
                 add_message(txn, id, &mut rec, &meta)?;
                 let (email, thread) = extra::on_append(txn, id, uid, &user, &keys)?;
@@ -554,6 +551,8 @@ impl Inner {
                 )?;
                 uids.push(uid);
             }
+            batch.sync_dirs.extend(touched);
+            batch.sync_dirs.insert(dir);
             add_usage(txn, &user, bytes as i64, count as i64)?;
             put_mailbox(txn, id, &rec)?;
             batch.notify.insert(id, rec.highestmodseq);

@@ -517,6 +517,25 @@ fn shorter(path: &Path) -> io::Error {
     )
 }
 
+/// Renames `src` to `dest`, creating `dest`'s folder and its missing
+/// parents when it is not there yet (added to `touched`, to be fsynced
+/// before the commit). The folder is looked at only when the rename says
+/// it is missing: a delivery into an existing mailbox costs no `stat`.
+pub fn rename_into(src: &Path, dest: &Path, touched: &mut Vec<PathBuf>) -> io::Result<()> {
+    match fs::rename(src, dest) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = dest.parent().unwrap_or(Path::new("."));
+            if dir.is_dir() {
+                // The source is what is missing.
+                return Err(e);
+            }
+            create_dirs(dir, touched)?;
+            fs::rename(src, dest)
+        }
+        r => r,
+    }
+}
+
 /// Creates `dir` and its missing parents; returns the folders whose entries
 /// changed (to be fsynced before commit).
 pub fn create_dirs(dir: &Path, touched: &mut Vec<PathBuf>) -> io::Result<()> {
@@ -593,6 +612,39 @@ mod tests {
         assert_eq!(parse_aside("1.2.../...7.3.msg"), None);
         assert_eq!(parse_aside("1.2.ab.a/b.7.3.msg"), None);
         assert_eq!(parse_aside("x.2.ab.u.7.3.msg"), None);
+    }
+
+    #[test]
+    fn a_rename_into_a_missing_mailbox_folder_creates_it_and_names_the_folders_to_fsync() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("staged");
+        fs::write(&src, b"m").unwrap();
+        let mbox = mailbox_dir(d.path(), "a@x.test", 3);
+        let dest = message_file(&mbox, 1);
+        let mut touched = Vec::new();
+        rename_into(&src, &dest, &mut touched).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"m");
+        // Every folder that gained an entry: the partition (hash folder),
+        // the hash folder (user), the user's (mailbox).
+        let user = mbox.parent().unwrap();
+        let hash = user.parent().unwrap();
+        for f in [hash, user, &mbox] {
+            assert!(
+                touched.contains(&f.parent().unwrap().to_path_buf()),
+                "{f:?}: {touched:?}"
+            );
+        }
+        // Into the existing folder: nothing created, nothing to fsync
+        // besides the mailbox folder the caller adds.
+        fs::write(&src, b"n").unwrap();
+        let mut again = Vec::new();
+        rename_into(&src, &message_file(&mbox, 2), &mut again).unwrap();
+        assert!(again.is_empty());
+        // A missing source is an error, not a reason to create folders.
+        let mut none = Vec::new();
+        let e = rename_into(&src, &message_file(&mbox, 3), &mut none).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(none.is_empty());
     }
 
     #[test]
