@@ -581,12 +581,7 @@ impl Session {
                         match chunk {
                             None => self.bad(&reply),
                             Some(false) => self.reply(&reply),
-                            Some(true) => {
-                                for _ in 0..self.reply_count() {
-                                    self.reply(&reply);
-                                }
-                                self.txn = None;
-                            }
+                            Some(true) => self.refuse_body(&reply),
                         }
                     }
                 }
@@ -1117,16 +1112,21 @@ impl Session {
             self.submission_refusal(&body)
         };
         if let Some(r) = refusal {
-            let n = self.reply_count();
-            for _ in 0..n {
-                self.reply(&r);
-            }
-            self.txn = None;
+            self.refuse_body(&r);
             return None;
         }
         let msg = self.build_message(body)?;
         self.phase = Phase::AwaitDelivery;
         Some(Event::Deliver(Box::new(msg)))
+    }
+
+    /// Refuses the transaction's complete body: one reply per accepted
+    /// recipient in LMTP (RFC 2033 4.2), one in SMTP; the transaction ends.
+    fn refuse_body(&mut self, r: &Reply) {
+        for _ in 0..self.reply_count() {
+            self.reply(r);
+        }
+        self.txn = None;
     }
 
     /// Submission's checks of the header section (RFC 6409 8, RFC 5322

@@ -524,12 +524,12 @@ fn shorter(path: &Path) -> io::Error {
 pub fn rename_into(src: &Path, dest: &Path, touched: &mut Vec<PathBuf>) -> io::Result<()> {
     match fs::rename(src, dest) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let dir = dest.parent().unwrap_or(Path::new("."));
-            if dir.is_dir() {
-                // The source is what is missing.
+            let before = touched.len();
+            create_dirs(dest.parent().unwrap_or(Path::new(".")), touched)?;
+            if touched.len() == before {
+                // The folder was there: the source is what is missing.
                 return Err(e);
             }
-            create_dirs(dir, touched)?;
             fs::rename(src, dest)
         }
         r => r,
