@@ -136,6 +136,10 @@ def ldap_ops(ldap: Ldap) -> dict[str, int]:
     }
 
 
+# `store.sync` for the store of every side (None: msgd's default); --store-sync
+STORE_SYNC: str | None = None
+
+
 def start_cluster(work: Path, cache_ttl: int, log_level: str, with_mta: bool = True,
                   cut_through: bool = True):
     """slapd + store, and mta-in unless `with_mta` is false (the Postfix
@@ -145,7 +149,8 @@ def start_cluster(work: Path, cache_ttl: int, log_level: str, with_mta: bool = T
     ldap.start()
     store_toml = (
         '[store]\nhost = "store2.test"\nmin_free_disk = 1048576\n'
-        '[store.partition.secondary]\npath = "partition/secondary"\n'
+        + (f'sync = "{STORE_SYNC}"\n' if STORE_SYNC else "")
+        + '[store.partition.secondary]\npath = "partition/secondary"\n'
     )
     store = Node(work / "store", "store", "store2.test", ldap, store_toml, log_level=log_level,
                  cache_ttl=cache_ttl)
@@ -434,12 +439,16 @@ def main() -> None:
     ap.add_argument("--fs", choices=("ext4-image", "tmp"), default=None,
                     help="where the run's folders live: a fresh journaled ext4 on a loop device (default as root) "
                          "or /tmp as it is")
+    ap.add_argument("--store-sync", choices=("files", "filesystem"), default=None,
+                    help="store.sync of the store (both sides use the same store set-up); default: msgd's")
     ap.add_argument("--log-level", default="warn")
     ap.add_argument("--keep", action="store_true", help="keep the work folders")
     ap.add_argument("--syscalls", action="store_true",
                     help="msgd only: strace -f -c on mta-in and store, syscalls per message (slows them: "
                          "the rates of such a run mean nothing)")
     args = ap.parse_args()
+    global STORE_SYNC
+    STORE_SYNC = args.store_sync
     if args.syscalls:
         args.no_postfix = True
     if not os.environ.get("MSGD_BIN"):
@@ -462,6 +471,7 @@ def main() -> None:
         scenarios.append((4096, args.count_4k, 0))
     print(f"machine: {machine()}")
     print(f"msgd:    {os.environ['MSGD_BIN']}")
+    print(f"store:   sync = {STORE_SYNC or 'default'} (both sides)")
     if "postfix" in sides:
         print(f"postfix: {postfix_version()}")
     print(f"date:    {time.strftime('%Y-%m-%d %H:%M %Z')}")

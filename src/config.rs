@@ -605,6 +605,12 @@ pub struct StoreConfig {
     /// How a delivery over quota is answered: `temporary` (452 4.2.2, the
     /// sender retries) or `permanent` (552 5.2.2, it bounces).
     pub over_quota: OverQuota,
+    /// How a batch of deliveries makes its new message files durable
+    /// before the index commit that acknowledges them (docs/store.md
+    /// "Durability"): `files` fsyncs each file and each changed folder,
+    /// several at once; `filesystem` (Linux) makes one `syncfs` call per
+    /// partition filesystem the batch wrote to.
+    pub sync: SyncMode,
     /// Duplicate delivery suppression: seconds a delivery id (queue id and
     /// recipient of an mta-in, or this process's queue) is remembered per
     /// mailbox; a repeat within it is answered 250 without a second copy.
@@ -710,6 +716,20 @@ pub enum OverQuota {
     Permanent,
 }
 
+/// `store.sync`: how a batch's message files become durable (`store::writer::Syncer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fdatasync of every new file and fsync of every changed folder, in
+    /// parallel (POSIX; right wherever the partition lives).
+    #[default]
+    Files,
+    /// One syncfs(2) per partition filesystem per batch: every dirty file
+    /// and the journal of that filesystem in one call. For partitions on
+    /// a filesystem of their own (Linux; elsewhere it acts as `files`).
+    Filesystem,
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -722,6 +742,7 @@ impl Default for StoreConfig {
             default_quota: 0,
             default_message_quota: 0,
             over_quota: OverQuota::Temporary,
+            sync: SyncMode::Files,
             duplicate_window: 3 * 86400,
             duplicate_max: 100_000,
             lmtp_networks: DEFAULT_LMTP_NETWORKS
@@ -2151,6 +2172,20 @@ mod tests {
         ] {
             check_typed_key(good, bad, key, says);
         }
+        check_typed_key(
+            "[store]\nsync = \"filesystem\"\n",
+            "[store]\nsync = \"fsync\"\n",
+            "store.sync",
+            "`files` or `filesystem`",
+        );
+        assert_eq!(extract("").unwrap().store.sync, SyncMode::Files);
+        assert_eq!(
+            extract("[store]\nsync = \"filesystem\"\n")
+                .unwrap()
+                .store
+                .sync,
+            SyncMode::Filesystem
+        );
         let c = extract("[listener.imap]\ntls = \"implicit\"\n").unwrap();
         assert_eq!(
             c.listener["imap"].tls_mode(Protocol::Imap),

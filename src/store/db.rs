@@ -73,7 +73,7 @@ struct MailboxRec {
     recent_uid: u32,
 }
 
-/// A message file written and fsynced, not yet in its mailbox: the file,
+/// A message file written (not yet durable), not yet in its mailbox: the file,
 /// its thread keys, size, flags, internal date and zone.
 type StagedFile = (files::TmpFile, threads::ThreadKeys, u64, Flags, i64, i16);
 
@@ -214,10 +214,11 @@ impl Inner {
         let wparts = Arc::new(partitions.clone());
         let staging = Arc::new(writer::Staging::default());
         let wstaging = (staging.clone(), writer::GATHER_WAIT);
+        let syncer = writer::Syncer::new(config.store.sync)?;
         std::thread::Builder::new()
             .name("mboxlist-writer".into())
             .spawn(move || {
-                writer::run(wdb, rx, keep, wparts, wstaging, |changed, users| {
+                writer::run(wdb, rx, keep, wparts, wstaging, syncer, |changed, users| {
                     let map = w.lock().unwrap_or_else(|e| e.into_inner());
                     for (id, modseq) in changed {
                         if let Some(s) = map.get(id) {
@@ -532,12 +533,9 @@ impl Inner {
                     save_date: now(),
                 };
                 let dest = files::message_file(&dir, uid);
-                let src = tmp
-                    .path
-                    .take()
-                    .ok_or(StoreError::Internal("tmp gone".into()))?;
-                files::rename_into(&src, &dest, &mut touched).map_err(ie)?;
+                let file = tmp.place(&dest, &mut touched).map_err(ie)?;
                 batch.created.push(dest);
+                batch.sync_files.push(file);
                 add_message(txn, id, &mut rec, &meta)?;
                 let (email, thread) = extra::on_append(txn, id, uid, &user, &keys)?;
                 journal::message_added(

@@ -2,9 +2,10 @@
 //!
 //! Layout: `<partition>/<xx>/<user>/<mailbox id>/<uid>.msg`, where `xx` is a
 //! hash of the user spreading users over 256 folders and `<user>` is the
-//! address with unsafe bytes %-escaped. New messages are first written and
-//! fsynced under `<partition>/tmp/`, then renamed into place by the writer
-//! in the same batch that commits their index entries.
+//! address with unsafe bytes %-escaped. New messages are first written
+//! under `<partition>/tmp/`, then renamed into place by the writer in the
+//! batch that commits their index entries, which syncs them before the
+//! commit (`writer::Syncer`).
 //!
 //! Each file starts with one prelude line, `MSGD1 {json}\r\n`, recording the
 //! owner, the mailbox name and the flags and date at delivery; the message
@@ -391,13 +392,37 @@ pub fn message_file(dir: &Path, uid: Uid) -> PathBuf {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A message written and fsynced under `<partition>/tmp/`, waiting to be
+/// A message written under `<partition>/tmp/`, waiting to be
 /// renamed into its mailbox. Removed on drop unless taken.
 pub struct TmpFile {
     pub path: Option<PathBuf>,
     /// Length of the prelude: where the message starts.
     pub offset: u32,
+    /// The open file. Its bytes are on their way to the disk but not yet
+    /// durable: the writer syncs it with its batch (`Batch::sync_files`).
+    file: Option<File>,
 }
+
+impl TmpFile {
+    /// Renames the file to `dest` (`rename_into`: its folder created if
+    /// missing, added to `touched`) and hands back the open file, which
+    /// the batch must sync before its commit.
+    pub fn place(&mut self, dest: &Path, touched: &mut Vec<PathBuf>) -> io::Result<File> {
+        let src = self
+            .path
+            .as_deref()
+            .ok_or_else(|| io::Error::other("temporary file already placed"))?;
+        rename_into(src, dest, touched)?;
+        self.path = None;
+        self.file
+            .take()
+            .ok_or_else(|| io::Error::other("temporary file not open"))
+    }
+}
+
+/// Messages at least this long are written out by `write_tmp` itself
+/// before it returns, so that a batch's sync never waits for their bytes.
+const WRITE_OUT_AT: usize = 256 << 10;
 
 impl Drop for TmpFile {
     fn drop(&mut self) {
@@ -407,7 +432,9 @@ impl Drop for TmpFile {
     }
 }
 
-/// Writes prelude + message to a new temporary file and fsyncs it.
+/// Writes prelude + message to a new temporary file and starts writing
+/// it out; it becomes durable when the writer syncs it after renaming it
+/// into place (`TmpFile::place`).
 pub fn write_tmp(partition: &Path, prelude: &Prelude, data: &[u8]) -> io::Result<TmpFile> {
     let tmp = partition.join("tmp");
     let mut head = PRELUDE_MAGIC.to_vec();
@@ -440,13 +467,15 @@ pub fn write_tmp(partition: &Path, prelude: &Prelude, data: &[u8]) -> io::Result
             }
             Err(e) => return Err(e),
         };
-        let guard = TmpFile {
+        let mut guard = TmpFile {
             path: Some(path),
             offset,
+            file: None,
         };
         f.write_all(&head)?;
         f.write_all(data)?;
-        f.sync_data()?;
+        crate::fsutil::start_writeback(&f, data.len() >= WRITE_OUT_AT);
+        guard.file = Some(f);
         return Ok(guard);
     }
 }

@@ -1,8 +1,9 @@
 //! The message store: partitions of message files plus the mboxlist database.
 //!
 //! Invariants:
-//! - A message file is written and fsynced before its index entry is
-//!   committed; a call that returns `Ok` has both durable.
+//! - A message file is durable (written, renamed into place, synced with
+//!   its folder) before its index entry is committed; a call that returns
+//!   `Ok` has both durable.
 //! - Every mutation goes through one writer thread (`writer.rs`) that takes
 //!   whatever requests are waiting and applies them in one redb transaction:
 //!   concurrent deliveries share the directory fsyncs and the commit (group

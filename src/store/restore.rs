@@ -28,9 +28,9 @@
 //!   becomes above both the current and the given one, and the restored
 //!   messages carry that new modseq, so CONDSTORE/QRESYNC clients see them
 //!   as changes; the JMAP journal records them (not as new deliveries);
-//! - files are written and fsynced under `tmp/` before the writer job,
-//!   renamed into place inside it, and the folders fsynced before the
-//!   commit (group commit, like any append). Quota is not checked: an
+//! - files are written under `tmp/` before the writer job, renamed into
+//!   place inside it, and synced with their folders before the commit
+//!   (group commit, like any append). Quota is not checked: an
 //!   operator restores what the user had.
 //!
 //! Signatures here are kept stable for the move helper (branch `move`).
@@ -359,7 +359,7 @@ fn restore_job(
         let dir = files::mailbox_dir(partition, user, id);
         let mut touched = Vec::new();
         files::create_dirs(&dir, &mut touched).map_err(ie)?;
-        batch.sync_dirs.extend(touched);
+        batch.sync_dirs.extend(touched.drain(..));
         batch.sync_dirs.insert(dir.clone());
         let mut bytes = 0u64;
         for (mut tmp, keys, msg) in free {
@@ -374,12 +374,9 @@ fn restore_job(
                 save_date: now(),
             };
             let dest = files::message_file(&dir, msg.uid);
-            let src = tmp
-                .path
-                .take()
-                .ok_or(StoreError::Internal("tmp gone".into()))?;
-            std::fs::rename(&src, &dest).map_err(ie)?;
+            let file = tmp.place(&dest, &mut touched).map_err(ie)?;
             batch.created.push(dest);
+            batch.sync_files.push(file);
             add_message(txn, id, &mut rec, &meta)?;
             let (email, thread) = extra::on_append(txn, id, msg.uid, user, &keys)?;
             journal::message_added(
@@ -394,6 +391,7 @@ fn restore_job(
             bytes += meta.size;
             inserted.push(msg.uid);
         }
+        batch.sync_dirs.extend(touched);
         add_usage(txn, user, bytes as i64, inserted.len() as i64)?;
     }
     if changed {

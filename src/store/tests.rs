@@ -87,28 +87,47 @@ async fn append_is_readable_byte_identical_and_survives_reopen() {
 
 #[tokio::test]
 async fn concurrent_appends_get_distinct_ascending_uids() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(&test_config(d.path())).unwrap();
-    s.ensure_user("a@x", None).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..50 {
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            s.append("a@x", "INBOX", msg(&format!("m{i}")), Quota::default())
-                .await
-                .unwrap()
-                .uid
-        }));
+    // In both `store.sync` modes: batches of several files each, every
+    // file in place with its bytes once the append has answered.
+    for mode in [
+        crate::config::SyncMode::Files,
+        crate::config::SyncMode::Filesystem,
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(d.path());
+        cfg.store.sync = mode;
+        let s = Store::open(&cfg).unwrap();
+        s.ensure_user("a@x", None).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let uid = s
+                    .append("a@x", "INBOX", msg(&format!("m{i}")), Quota::default())
+                    .await
+                    .unwrap()
+                    .uid;
+                (uid, i)
+            }));
+        }
+        let mut placed = Vec::new();
+        for t in tasks {
+            placed.push(t.await.unwrap());
+        }
+        placed.sort();
+        let uids: Vec<Uid> = placed.iter().map(|p| p.0).collect();
+        assert_eq!(uids, (1..=50).collect::<Vec<_>>(), "{mode:?}");
+        let snap = s.snapshot("a@x", "INBOX").await.unwrap();
+        assert_eq!(snap.messages.len(), 50);
+        assert_eq!(snap.info.uidnext, 51);
+        for (m, (_, i)) in snap.messages.iter().zip(&placed) {
+            let want = format!("Subject: t\r\n\r\nm{i}\r\n").into_bytes();
+            assert_eq!(s.read(snap.info.id, m).await.unwrap(), want, "{mode:?}");
+        }
+        // Nothing is left in the staging folder.
+        let tmp = d.path().join("partition/primary/tmp");
+        assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0, "{mode:?}");
     }
-    let mut uids = Vec::new();
-    for t in tasks {
-        uids.push(t.await.unwrap());
-    }
-    uids.sort();
-    assert_eq!(uids, (1..=50).collect::<Vec<_>>());
-    let snap = s.snapshot("a@x", "INBOX").await.unwrap();
-    assert_eq!(snap.messages.len(), 50);
-    assert_eq!(snap.info.uidnext, 51);
 }
 
 #[tokio::test]

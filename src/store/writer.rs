@@ -2,9 +2,10 @@
 //!
 //! Jobs arrive on a channel; the thread takes the first and then every job
 //! already waiting (up to `MAX_BATCH`), applies them in order inside one
-//! redb write transaction, fsyncs the folders whose entries the batch
-//! changed, commits once, and only then answers every job. While one batch
-//! commits, the next one gathers: under load many messages share one sync.
+//! redb write transaction, makes the message files it placed and the
+//! folders whose entries it changed durable (`Syncer`), commits once, and
+//! only then answers every job. While one batch commits, the next one
+//! gathers: under load many messages share one sync.
 //!
 //! A job validates before it writes, so a job that answers with a user
 //! error (no such mailbox, over quota) has changed nothing. A storage error
@@ -13,14 +14,16 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::{Database, WriteTransaction};
 
 use super::{MailboxId, ModSeq, Result, StoreError};
+use crate::config::SyncMode;
 use crate::fsutil::sync_dir;
 
 const MAX_BATCH: usize = 512;
@@ -103,6 +106,10 @@ pub struct Batch {
     pub created: Vec<PathBuf>,
     /// Folders whose entries changed: fsynced before the commit.
     pub sync_dirs: BTreeSet<PathBuf>,
+    /// Message files the batch placed, whose bytes are not durable yet
+    /// (`files::write_tmp` only started writing them out): synced with
+    /// `sync_dirs` before the commit.
+    pub sync_files: Vec<fs::File>,
     /// Expunged message files: once the commit is durable they are moved
     /// aside to `<partition>/expunged/<day>/` and purged after the grace
     /// period (`store.expire.purge_after`, `expire.rs`).
@@ -126,6 +133,121 @@ pub struct Batch {
     /// Partition folders by name (for jobs that write beside the index:
     /// the mailbox record files of `reconstruct.rs`).
     pub partitions: std::sync::Arc<HashMap<String, PathBuf>>,
+}
+
+/// Sync threads of `Syncer` in `files` mode: the files of a batch are
+/// synced together, so the first sync's journal commit carries the others
+/// and their cache flushes overlap.
+const SYNC_THREADS: usize = 8;
+
+type SyncTask = Box<dyn FnOnce() -> io::Result<()> + Send>;
+
+/// Makes a batch's new message files and changed folders durable before
+/// its commit, as `store.sync` says.
+pub struct Syncer {
+    mode: SyncMode,
+    tasks: mpsc::Sender<(SyncTask, mpsc::Sender<io::Result<()>>)>,
+}
+
+impl Syncer {
+    pub fn new(mode: SyncMode) -> io::Result<Syncer> {
+        let (tasks, rx) = mpsc::channel::<(SyncTask, mpsc::Sender<io::Result<()>>)>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..SYNC_THREADS {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("mboxlist-sync-{i}"))
+                .spawn(move || loop {
+                    // The lock is released at the end of this statement:
+                    // one idle thread waits on the channel, the others on
+                    // the lock.
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((task, done)) = next else {
+                        return;
+                    };
+                    let _ = done.send(task());
+                })?;
+        }
+        Ok(Syncer { mode, tasks })
+    }
+
+    /// Syncs `files` (data) and `dirs` (entries); the first error if any.
+    pub fn sync(&self, files: Vec<fs::File>, dirs: &BTreeSet<PathBuf>) -> io::Result<()> {
+        if files.is_empty() && dirs.is_empty() {
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        if self.mode == SyncMode::Filesystem {
+            return syncfs_each(&files, dirs);
+        }
+        let mut tasks: Vec<SyncTask> = Vec::with_capacity(files.len() + dirs.len());
+        for f in files {
+            tasks.push(Box::new(move || f.sync_data()));
+        }
+        for d in dirs {
+            let d = d.clone();
+            tasks.push(Box::new(move || sync_dir(&d)));
+        }
+        if let [_] = tasks.as_slice() {
+            return tasks.pop().map_or(Ok(()), |t| t());
+        }
+        self.run_all(tasks)
+    }
+
+    /// Runs `tasks` on the sync threads, several at once, and waits for
+    /// all of them.
+    fn run_all(&self, tasks: Vec<SyncTask>) -> io::Result<()> {
+        let (done, results) = mpsc::channel();
+        let n = tasks.len();
+        for t in tasks {
+            self.tasks
+                .send((t, done.clone()))
+                .map_err(|_| io::Error::other("the sync threads are gone"))?;
+        }
+        drop(done);
+        let mut outcome = Ok(());
+        for _ in 0..n {
+            match results.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    if outcome.is_ok() {
+                        outcome = Err(e);
+                    }
+                }
+                Err(_) => return Err(io::Error::other("a sync thread ended")),
+            }
+        }
+        outcome
+    }
+}
+
+/// One syncfs(2) per filesystem holding one of `files` or `dirs`: it
+/// writes and waits for every dirty file of that filesystem and commits
+/// its journal (Linux 5.8 and later report write errors from it).
+#[cfg(target_os = "linux")]
+fn syncfs_each(files: &[fs::File], dirs: &BTreeSet<PathBuf>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    fn syncfs(f: &fs::File) -> io::Result<()> {
+        // SAFETY: the descriptor is open for the call's duration.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    let mut done = BTreeSet::new();
+    for f in files {
+        if done.insert(f.metadata()?.dev()) {
+            syncfs(f)?;
+        }
+    }
+    for d in dirs {
+        let dir = fs::File::open(d)?;
+        if done.insert(dir.metadata()?.dev()) {
+            syncfs(&dir)?;
+        }
+    }
+    Ok(())
 }
 
 /// Called with the outcome of the commit.
@@ -159,6 +281,7 @@ pub fn run(
     keep: u64,
     partitions: std::sync::Arc<HashMap<String, PathBuf>>,
     staging: (std::sync::Arc<Staging>, Duration),
+    syncer: Syncer,
     notify: impl Fn(&HashMap<MailboxId, ModSeq>, &BTreeSet<String>),
 ) {
     while let Ok(first) = rx.recv() {
@@ -187,7 +310,7 @@ pub fn run(
                 batch.poisoned = Some(e.to_string());
             }
         }
-        let outcome = commit(txn, &batch);
+        let outcome = commit(txn, &mut batch, &syncer);
         match &outcome {
             Ok(()) => {
                 let now = std::time::SystemTime::now()
@@ -220,16 +343,20 @@ pub fn run(
     }
 }
 
-fn commit(txn: WriteTransaction, batch: &Batch) -> std::result::Result<(), StoreError> {
+fn commit(
+    txn: WriteTransaction,
+    batch: &mut Batch,
+    syncer: &Syncer,
+) -> std::result::Result<(), StoreError> {
     if let Some(e) = &batch.poisoned {
         let _ = txn.abort();
         return Err(StoreError::Internal(e.clone()));
     }
-    for d in &batch.sync_dirs {
-        if let Err(e) = sync_dir(d) {
-            let _ = txn.abort();
-            return Err(StoreError::internal(format!("fsync {}: {e}", d.display())));
-        }
+    if let Err(e) = syncer.sync(std::mem::take(&mut batch.sync_files), &batch.sync_dirs) {
+        let _ = txn.abort();
+        return Err(StoreError::internal(format!(
+            "making the batch's files durable: {e}"
+        )));
     }
     txn.commit().map_err(StoreError::internal)
 }
@@ -267,6 +394,7 @@ mod tests {
                 1,
                 Arc::default(),
                 (s, Duration::from_secs(3600)),
+                Syncer::new(SyncMode::Files).unwrap(),
                 |_, _| {
                     c.fetch_add(1, Ordering::SeqCst);
                 },
@@ -279,6 +407,64 @@ mod tests {
         let (reply, rx) = tokio::sync::oneshot::channel();
         tx.send(job(|_, _| Ok(()), reply)).unwrap();
         rx
+    }
+
+    /// Files of `dir` written without a sync, open for writing.
+    fn written(dir: &std::path::Path, n: usize) -> Vec<fs::File> {
+        (0..n)
+            .map(|i| {
+                let p = dir.join(format!("{i}.msg"));
+                let mut f = fs::File::create(&p).unwrap();
+                std::io::Write::write_all(&mut f, format!("message {i}").as_bytes()).unwrap();
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_sync_modes_sync_a_batch_and_report_a_missing_folder() {
+        for mode in [SyncMode::Files, SyncMode::Filesystem] {
+            let d = tempfile::tempdir().unwrap();
+            let syncer = Syncer::new(mode).unwrap();
+            let dirs: BTreeSet<PathBuf> = [d.path().to_path_buf()].into();
+            // Nothing, one file, one folder, and more tasks than threads.
+            syncer.sync(Vec::new(), &BTreeSet::new()).unwrap();
+            syncer.sync(written(d.path(), 1), &BTreeSet::new()).unwrap();
+            syncer.sync(Vec::new(), &dirs).unwrap();
+            syncer
+                .sync(written(d.path(), 3 * SYNC_THREADS), &dirs)
+                .unwrap();
+            assert_eq!(
+                fs::read_to_string(d.path().join("5.msg")).unwrap(),
+                "message 5"
+            );
+            // A folder that is gone is an error, whatever else succeeds:
+            // the batch is not committed.
+            let gone: BTreeSet<PathBuf> = [d.path().to_path_buf(), d.path().join("gone")].into();
+            let e = syncer.sync(written(d.path(), 4), &gone).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{mode:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_folder_cannot_be_synced_is_not_committed() {
+        let (tx, _staging, commits, dir) = writer();
+        let gone = dir.path().join("no-such-folder");
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send(job(
+            move |_, batch| {
+                batch.sync_dirs.insert(gone);
+                Ok(())
+            },
+            reply,
+        ))
+        .unwrap();
+        let e = rx.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(e, StoreError::Internal(_)), "{e:?}");
+        assert_eq!(commits.load(Ordering::SeqCst), 0);
+        // The writer goes on with the next batch.
+        send(&tx).blocking_recv().unwrap().unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
     }
 
     #[test]
