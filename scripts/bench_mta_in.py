@@ -20,6 +20,9 @@ fsyncs the queue file before smtpd's 250, msgd's mta-in fsyncs its queue file
 and folder; the store fsyncs before its LMTP 250 either way. The same
 smtp-source command (sizes, counts, sessions) runs against each.
 
+The store runs with its defaults; `--store-sync files|filesystem` sets
+its `store.sync` (docs/store.md "Write path"), for both sides.
+
 msgd's mta-in runs with its defaults (cut-through: the store's copy
 durable before the 250, no queue file when the store takes it);
 `--queue-first` adds the side "msgd-queue" with `queue.cut_through =
