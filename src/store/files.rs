@@ -398,25 +398,21 @@ pub struct TmpFile {
     pub path: Option<PathBuf>,
     /// Length of the prelude: where the message starts.
     pub offset: u32,
-    /// The open file. Its bytes are on their way to the disk but not yet
-    /// durable: the writer syncs it with its batch (`Batch::sync_files`).
-    file: Option<File>,
 }
 
 impl TmpFile {
     /// Renames the file to `dest` (`rename_into`: its folder created if
-    /// missing, added to `touched`) and hands back the open file, which
-    /// the batch must sync before its commit.
-    pub fn place(&mut self, dest: &Path, touched: &mut Vec<PathBuf>) -> io::Result<File> {
+    /// missing, added to `touched`). Its bytes are not durable yet: the
+    /// caller has the batch sync `dest` before its commit
+    /// (`Batch::sync_files`).
+    pub fn place(&mut self, dest: &Path, touched: &mut Vec<PathBuf>) -> io::Result<()> {
         let src = self
             .path
             .as_deref()
             .ok_or_else(|| io::Error::other("temporary file already placed"))?;
         rename_into(src, dest, touched)?;
         self.path = None;
-        self.file
-            .take()
-            .ok_or_else(|| io::Error::other("temporary file not open"))
+        Ok(())
     }
 }
 
@@ -467,15 +463,15 @@ pub fn write_tmp(partition: &Path, prelude: &Prelude, data: &[u8]) -> io::Result
             }
             Err(e) => return Err(e),
         };
-        let mut guard = TmpFile {
+        let guard = TmpFile {
             path: Some(path),
             offset,
-            file: None,
         };
         f.write_all(&head)?;
         f.write_all(data)?;
+        // Closed here: a batch reopens what it syncs, so staged messages
+        // (a MULTIAPPEND of a thousand) hold no descriptors meanwhile.
         crate::fsutil::start_writeback(&f, data.len() >= WRITE_OUT_AT);
-        guard.file = Some(f);
         return Ok(guard);
     }
 }

@@ -109,7 +109,7 @@ pub struct Batch {
     /// Message files the batch placed, whose bytes are not durable yet
     /// (`files::write_tmp` only started writing them out): synced with
     /// `sync_dirs` before the commit.
-    pub sync_files: Vec<fs::File>,
+    pub sync_files: Vec<PathBuf>,
     /// Expunged message files: once the commit is durable they are moved
     /// aside to `<partition>/expunged/<day>/` and purged after the grace
     /// period (`store.expire.purge_after`, `expire.rs`).
@@ -171,8 +171,9 @@ impl Syncer {
         Ok(Syncer { mode, tasks })
     }
 
-    /// Syncs `files` (data) and `dirs` (entries); the first error if any.
-    pub fn sync(&self, files: Vec<fs::File>, dirs: &BTreeSet<PathBuf>) -> io::Result<()> {
+    /// Syncs the data of `files` and the entries of `dirs`; the first
+    /// error if any.
+    pub fn sync(&self, files: Vec<PathBuf>, dirs: &BTreeSet<PathBuf>) -> io::Result<()> {
         if files.is_empty() && dirs.is_empty() {
             return Ok(());
         }
@@ -182,7 +183,7 @@ impl Syncer {
         }
         let mut tasks: Vec<SyncTask> = Vec::with_capacity(files.len() + dirs.len());
         for f in files {
-            tasks.push(Box::new(move || f.sync_data()));
+            tasks.push(Box::new(move || fs::File::open(&f)?.sync_data()));
         }
         for d in dirs {
             let d = d.clone();
@@ -225,26 +226,17 @@ impl Syncer {
 /// writes and waits for every dirty file of that filesystem and commits
 /// its journal (Linux 5.8 and later report write errors from it).
 #[cfg(target_os = "linux")]
-fn syncfs_each(files: &[fs::File], dirs: &BTreeSet<PathBuf>) -> io::Result<()> {
+fn syncfs_each(files: &[PathBuf], dirs: &BTreeSet<PathBuf>) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
-    fn syncfs(f: &fs::File) -> io::Result<()> {
-        // SAFETY: the descriptor is open for the call's duration.
-        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
     let mut done = BTreeSet::new();
-    for f in files {
+    for p in files.iter().chain(dirs) {
+        let f = fs::File::open(p)?;
         if done.insert(f.metadata()?.dev()) {
-            syncfs(f)?;
-        }
-    }
-    for d in dirs {
-        let dir = fs::File::open(d)?;
-        if done.insert(dir.metadata()?.dev()) {
-            syncfs(&dir)?;
+            // SAFETY: the descriptor is open for the call's duration.
+            if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
     }
     Ok(())
@@ -409,14 +401,13 @@ mod tests {
         rx
     }
 
-    /// Files of `dir` written without a sync, open for writing.
-    fn written(dir: &std::path::Path, n: usize) -> Vec<fs::File> {
+    /// Files of `dir` written without a sync.
+    fn written(dir: &std::path::Path, n: usize) -> Vec<PathBuf> {
         (0..n)
             .map(|i| {
                 let p = dir.join(format!("{i}.msg"));
-                let mut f = fs::File::create(&p).unwrap();
-                std::io::Write::write_all(&mut f, format!("message {i}").as_bytes()).unwrap();
-                f
+                fs::write(&p, format!("message {i}")).unwrap();
+                p
             })
             .collect()
     }
@@ -442,6 +433,11 @@ mod tests {
             // the batch is not committed.
             let gone: BTreeSet<PathBuf> = [d.path().to_path_buf(), d.path().join("gone")].into();
             let e = syncer.sync(written(d.path(), 4), &gone).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{mode:?}: {e}");
+            // So is a file that is gone.
+            let mut files = written(d.path(), 2);
+            files.push(d.path().join("gone.msg"));
+            let e = syncer.sync(files, &dirs).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::NotFound, "{mode:?}: {e}");
         }
     }
