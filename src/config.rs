@@ -983,7 +983,8 @@ pub struct MtaConfig {
     /// each transaction.
     pub connection_idle: u64,
     /// Idle LMTP connections kept per store address (`deliver::pool`);
-    /// 0: a new connection per delivery.
+    /// 0: a new connection per delivery. Sized for cut-through, where each
+    /// SMTP session delivers on a connection of its own.
     pub lmtp_pool: usize,
     /// Idle connections kept to the smarthost, per address.
     pub relay_pool: usize,
@@ -1033,7 +1034,7 @@ impl Default for MtaConfig {
             tls_ca_file: String::new(),
             max_per_domain: 10,
             connection_idle: 30,
-            lmtp_pool: 20,
+            lmtp_pool: 100,
             relay_pool: 4,
         }
     }
