@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_mta_in import RCPT, SENDER, Counter, find_smtp_source, machine  # noqa: E402
+from bench_mta_in import RCPT, SENDER, Counter, find_smtp_source, machine, stop_cluster  # noqa: E402
 from conftest import free_ports, wait_for_ports  # noqa: E402
 from test_content_filter import Rspamd  # noqa: E402
 from tiers import DEAD_DNS_PORT, Ldap, Node  # noqa: E402
@@ -130,15 +130,7 @@ def run_side(side: str, smtp_source: str, size: int, count: int, sessions: int, 
     finally:
         if counter is not None:
             counter.close()
-        for n in (mta, store):
-            if n is not None:
-                try:
-                    n.stop()
-                except BaseException as e:  # tiers uses pytest.fail
-                    print(f"bench-hygiene: stopping {n.name}: {e}", file=sys.stderr)
-                n.cleanup()
-        if ldap is not None and ldap.running:
-            ldap.stop()
+        stop_cluster(ldap, store, mta, "bench-hygiene")
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
 

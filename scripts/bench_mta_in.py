@@ -387,17 +387,23 @@ def run_scenario(side: str, smtp_source: str, size: int, count: int, sessions: i
             counter.close()
         if pf is not None:
             stop_postfix(pf, keep)
-        for n in (mta, store):
-            if n is not None:
-                try:
-                    n.stop()
-                except BaseException as e:  # tiers uses pytest.fail
-                    print(f"bench-mta-in: stopping {n.name}: {e}", file=sys.stderr)
-                n.cleanup()
-        if ldap is not None and ldap.running:
-            ldap.stop()
+        stop_cluster(ldap, store, mta, "bench-mta-in")
         if not keep:
             REMOVE_AT_END.append(work)
+
+
+def stop_cluster(ldap, store, mta, who: str) -> None:
+    """Stops what start_cluster started (any of them may be None); a node
+    that fails to stop is reported, the others are still stopped."""
+    for n in (mta, store):
+        if n is not None:
+            try:
+                n.stop()
+            except BaseException as e:  # tiers uses pytest.fail
+                print(f"{who}: stopping {n.name}: {e}", file=sys.stderr)
+            n.cleanup()
+    if ldap is not None and ldap.running:
+        ldap.stop()
 
 
 def machine() -> str:

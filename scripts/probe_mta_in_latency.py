@@ -129,15 +129,7 @@ def main() -> None:
             load.wait()
         if counter is not None:
             counter.close()
-        for node in (mta, store):
-            if node is not None:
-                try:
-                    node.stop()
-                except BaseException as e:  # tiers uses pytest.fail
-                    print(f"probe: stopping {node.name}: {e}", file=sys.stderr)
-                node.cleanup()
-        if ldap is not None and ldap.running:
-            ldap.stop()
+        bench.stop_cluster(ldap, store, mta, "probe")
         bench.drop_scratch_fs(mnt, holder)
 
 
