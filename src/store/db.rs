@@ -533,9 +533,7 @@ impl Inner {
                     save_date: now(),
                 };
                 let dest = files::message_file(&dir, uid);
-                tmp.place(&dest, &mut touched).map_err(ie)?;
-                batch.sync_files.push(dest.clone());
-                batch.created.push(dest);
+                batch.place(&mut tmp, dest, &mut touched).map_err(ie)?;
                 add_message(txn, id, &mut rec, &meta)?;
                 let (email, thread) = extra::on_append(txn, id, uid, &user, &keys)?;
                 journal::message_added(

@@ -359,7 +359,6 @@ fn restore_job(
         let dir = files::mailbox_dir(partition, user, id);
         let mut touched = Vec::new();
         files::create_dirs(&dir, &mut touched).map_err(ie)?;
-        batch.sync_dirs.extend(touched.drain(..));
         batch.sync_dirs.insert(dir.clone());
         let mut bytes = 0u64;
         for (mut tmp, keys, msg) in free {
@@ -374,9 +373,7 @@ fn restore_job(
                 save_date: now(),
             };
             let dest = files::message_file(&dir, msg.uid);
-            tmp.place(&dest, &mut touched).map_err(ie)?;
-            batch.sync_files.push(dest.clone());
-            batch.created.push(dest);
+            batch.place(&mut tmp, dest, &mut touched).map_err(ie)?;
             add_message(txn, id, &mut rec, &meta)?;
             let (email, thread) = extra::on_append(txn, id, msg.uid, user, &keys)?;
             journal::message_added(

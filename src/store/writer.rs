@@ -135,6 +135,24 @@ pub struct Batch {
     pub partitions: std::sync::Arc<HashMap<String, PathBuf>>,
 }
 
+impl Batch {
+    /// Renames a staged message file to `dest` (`TmpFile::place`; folders
+    /// it had to create go to `touched`) and records it as created by the
+    /// batch (removed if the batch fails) and to be synced before the
+    /// commit.
+    pub fn place(
+        &mut self,
+        tmp: &mut super::files::TmpFile,
+        dest: PathBuf,
+        touched: &mut Vec<PathBuf>,
+    ) -> io::Result<()> {
+        tmp.place(&dest, touched)?;
+        self.sync_files.push(dest.clone());
+        self.created.push(dest);
+        Ok(())
+    }
+}
+
 /// Sync threads of `Syncer` in `files` mode: the files of a batch are
 /// synced together, so the first sync's journal commit carries the others
 /// and their cache flushes overlap.
@@ -189,10 +207,10 @@ impl Syncer {
             let d = d.clone();
             tasks.push(Box::new(move || sync_dir(&d)));
         }
-        if let [_] = tasks.as_slice() {
-            return tasks.pop().map_or(Ok(()), |t| t());
+        match tasks.len() {
+            1 => tasks.pop().map_or(Ok(()), |t| t()),
+            _ => self.run_all(tasks),
         }
-        self.run_all(tasks)
     }
 
     /// Runs `tasks` on the sync threads, several at once, and waits for
@@ -224,13 +242,23 @@ impl Syncer {
 
 /// One syncfs(2) per filesystem holding one of `files` or `dirs`: it
 /// writes and waits for every dirty file of that filesystem and commits
-/// its journal (Linux 5.8 and later report write errors from it).
+/// its journal (Linux 5.8 and later report write errors from it). Each
+/// folder (the files' own, and `dirs`) is opened once to find its
+/// filesystem; a missing file is still an error, as in `files` mode.
 #[cfg(target_os = "linux")]
 fn syncfs_each(files: &[PathBuf], dirs: &BTreeSet<PathBuf>) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
+    for f in files {
+        fs::symlink_metadata(f)?;
+    }
+    let folders: BTreeSet<&std::path::Path> = files
+        .iter()
+        .filter_map(|f| f.parent())
+        .chain(dirs.iter().map(PathBuf::as_path))
+        .collect();
     let mut done = BTreeSet::new();
-    for p in files.iter().chain(dirs) {
+    for p in folders {
         let f = fs::File::open(p)?;
         if done.insert(f.metadata()?.dev()) {
             // SAFETY: the descriptor is open for the call's duration.
