@@ -26,6 +26,8 @@ use tracing::{debug, warn};
 
 use crate::store::{FlagOp, Flags, MessageMeta, StoreError, Uid};
 
+use super::messages::{ReadAhead, FETCH_READ_BYTES};
+
 use super::command::{FetchExtra, SeqSet};
 use super::selected::Msg;
 use super::session::{Reply, Session};
@@ -503,10 +505,21 @@ impl Session {
                 Vec::new()
             };
             let mut fresh: Vec<(Uid, Vec<u8>)> = Vec::new();
+            // Every message's bytes: read ahead a run at a time.
+            let metas: Vec<&MessageMeta> = msgs.iter().map(|(_, m)| &m.meta).collect();
+            let mut ahead = ReadAhead::new(FETCH_READ_BYTES);
             for (k, (i, msg)) in msgs.iter().enumerate() {
                 let mut summary = cached.get_mut(k).and_then(Option::take);
                 let need_bytes = want_file || (want_summary && summary.is_none());
-                let data = if need_bytes {
+                let early = match want_file {
+                    true => ahead.take(&store, id, &metas, k).await,
+                    false => None,
+                };
+                let data = if let Some(d) = early {
+                    Some(d)
+                } else if need_bytes {
+                    // Read alone: a summary to compute, or a message the
+                    // read-ahead could not read (for its error).
                     match store.read(id, &msg.meta).await {
                         Ok(d) => Some(d),
                         Err(StoreError::NoSuchMailbox) => {

@@ -20,10 +20,63 @@ use super::{mime, wire};
 /// Summaries are read and written in batches of this many messages.
 const SUMMARY_BATCH: usize = 512;
 
-/// Most messages SEARCH reads in one blocking task when a key needs their
-/// bytes, and most bytes (a larger message is read alone).
+/// Most messages SEARCH and FETCH read in one blocking task when they need
+/// their bytes, and most bytes (a larger message is read alone): SEARCH's
+/// bytes are dropped once evaluated, FETCH's are held beside its output.
 const READ_BATCH: usize = 128;
-const READ_BATCH_BYTES: u64 = 4 << 20;
+pub(crate) const SEARCH_READ_BYTES: u64 = 4 << 20;
+pub(crate) const FETCH_READ_BYTES: u64 = 1 << 20;
+
+/// Message bytes read ahead a run at a time (at most `READ_BATCH` messages
+/// and `max_bytes` bytes, at least one message) in one blocking-pool task,
+/// handed out in order: one thread hop per run instead of one per message.
+pub(crate) struct ReadAhead {
+    max_bytes: u64,
+    batch: std::collections::VecDeque<Option<Vec<u8>>>,
+    end: usize,
+}
+
+impl ReadAhead {
+    pub(crate) fn new(max_bytes: u64) -> ReadAhead {
+        ReadAhead {
+            max_bytes,
+            batch: Default::default(),
+            end: 0,
+        }
+    }
+
+    /// The bytes of `metas[k]`, asked for in turn (k = 0, 1, 2, ...); None
+    /// if it cannot be read (gone, or shorter than its entry).
+    pub(crate) async fn take(
+        &mut self,
+        store: &crate::store::Store,
+        id: MailboxId,
+        metas: &[&MessageMeta],
+        k: usize,
+    ) -> Option<Vec<u8>> {
+        if k >= self.end {
+            let mut bytes = 0u64;
+            let mut end = k;
+            while let Some(next) = metas.get(end) {
+                if end > k && (end - k >= READ_BATCH || bytes + next.size > self.max_bytes) {
+                    break;
+                }
+                bytes += next.size;
+                end += 1;
+            }
+            let run = metas.get(k..end).unwrap_or_default();
+            self.batch = match store.read_many(id, run.iter().copied()).await {
+                Ok(v) => v.into(),
+                Err(e) => {
+                    debug!(error = %e, "reading messages failed");
+                    vec![None; run.len()].into()
+                }
+            };
+            self.end = end;
+        }
+        self.batch.pop_front().flatten()
+    }
+}
 
 impl Session {
     pub(crate) async fn expunge(&mut self, set: Option<&SeqSet>) -> io::Result<Reply> {
@@ -310,35 +363,16 @@ impl Session {
         };
         let now = chrono::Utc::now().timestamp();
         let mut hits = Vec::new();
-        // When a key needs headers or body, the messages are read a run at
-        // a time (`READ_BATCH` messages, `READ_BATCH_BYTES` bytes, at least
-        // one message) in one blocking task, and dropped once evaluated.
-        let mut batch: std::collections::VecDeque<Option<Vec<u8>>> = Default::default();
-        let mut batch_end = 0;
+        // When a key needs headers or body, the messages are read ahead a
+        // run at a time and dropped once evaluated.
+        let metas: Vec<&MessageMeta> = msgs.iter().map(|m| &m.meta).collect();
+        let mut ahead = ReadAhead::new(SEARCH_READ_BYTES);
         for (k, (&i, m)) in idxs.iter().zip(msgs.iter()).enumerate() {
-            if needs_body && k == batch_end {
-                let mut bytes = 0u64;
-                batch_end = k;
-                while let Some(next) = msgs.get(batch_end) {
-                    if batch_end > k
-                        && (batch_end - k >= READ_BATCH
-                            || bytes + next.meta.size > READ_BATCH_BYTES)
-                    {
-                        break;
-                    }
-                    bytes += next.meta.size;
-                    batch_end += 1;
-                }
-                let run = msgs.get(k..batch_end).unwrap_or_default();
-                batch = match store.read_many(id, run.iter().map(|m| &m.meta)).await {
-                    Ok(v) => v.into(),
-                    Err(e) => {
-                        debug!(error = %e, "reading messages for search failed");
-                        vec![None; run.len()].into()
-                    }
-                };
-            }
-            let mut data: Option<Arc<Vec<u8>>> = batch.pop_front().flatten().map(Arc::new);
+            let mut data: Option<Arc<Vec<u8>>> = if needs_body {
+                ahead.take(&store, id, &metas, k).await.map(Arc::new)
+            } else {
+                None
+            };
             let view = search::MessageView {
                 seq: i as u32 + 1,
                 uid: m.meta.uid,

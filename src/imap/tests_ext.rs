@@ -899,6 +899,54 @@ async fn large_mailbox_select_and_flags_need_no_message_files() {
     );
 }
 
+/// FETCH reads message bytes ahead a run at a time (`ReadAhead`): over
+/// more messages than one run holds, every message comes back in order
+/// with its own bytes, and a message whose file is gone is left out with
+/// NO [EXPUNGEISSUED] while the others are still sent (RFC 2180 4.1.2).
+#[tokio::test]
+async fn fetch_reads_ahead_in_runs_and_leaves_out_an_unreadable_message() {
+    let h = harness();
+    let store = h.services.store().clone();
+    store.ensure_user(USER, None).await.unwrap();
+    let n = 300u32;
+    let mut mailbox = 0;
+    for i in 1..=n {
+        let data = format!("Subject: m{i}\r\n\r\nbody number {i}\r\n").into_bytes();
+        let new = NewMessage {
+            data: Arc::new(data),
+            flags: Flags::default(),
+            internal_date: None,
+        };
+        mailbox = store
+            .append(USER, "INBOX", new, Quota::default())
+            .await
+            .unwrap()
+            .mailbox;
+    }
+    let mut c = Client::logged_in(&h).await;
+    assert!(c.cmd("a SELECT INBOX").await.contains("300 EXISTS"));
+    let r = c.cmd("b FETCH 1:* (UID BODY.PEEK[])").await;
+    assert!(tagged(&r).starts_with("b OK"), "{r}");
+    let bodies: Vec<&str> = r.matches("body number ").collect();
+    assert_eq!(bodies.len(), n as usize);
+    for i in [1u32, 128, 129, 256, 257, 300] {
+        let want = format!("* {i} FETCH (UID {i} BODY[] {{");
+        let at = r.find(&want).unwrap_or_else(|| panic!("no {want}"));
+        let own = &r[at..];
+        let own = &own[..own[1..].find("\r\n* ").map_or(own.len(), |e| e + 1)];
+        assert!(own.contains(&format!("body number {i}\r\n")), "{own}");
+    }
+    std::fs::remove_file(store.message_path(mailbox, 200).unwrap()).unwrap();
+    let r = c.cmd("c FETCH 190:210 BODY.PEEK[]").await;
+    assert!(tagged(&r).starts_with("c NO [EXPUNGEISSUED]"), "{r}");
+    assert_eq!(r.matches(" FETCH (").count(), 20, "{r}");
+    assert!(!r.contains("* 200 FETCH"), "{r}");
+    assert!(
+        r.contains("* 201 FETCH") && r.contains("body number 201"),
+        "{r}"
+    );
+}
+
 #[tokio::test]
 async fn envelope_and_bodystructure_come_from_the_cache() {
     let h = harness();

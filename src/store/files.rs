@@ -478,14 +478,15 @@ pub fn write_tmp(partition: &Path, prelude: &Prelude, data: &[u8]) -> io::Result
 
 /// Reads `size` message bytes at `offset` from a message file.
 pub fn read_message(path: &Path, offset: u32, size: u64) -> io::Result<Vec<u8>> {
-    let mut f = File::open(path)?;
-    f.seek(SeekFrom::Start(offset as u64))?;
-    let mut buf = Vec::with_capacity(size as usize);
-    f.take(size).read_to_end(&mut buf)?;
-    if (buf.len() as u64) != size {
-        return Err(shorter(path));
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path)?;
+    // Positioned reads: no seek (one system call fewer per message).
+    let mut buf = vec![0u8; size as usize];
+    match f.read_exact_at(&mut buf, offset as u64) {
+        Ok(()) => Ok(buf),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(shorter(path)),
+        Err(e) => Err(e),
     }
-    Ok(buf)
 }
 
 /// One message of an open message file, read a piece at a time (POP3 RETR
