@@ -263,6 +263,14 @@ impl Inner {
             .map_err(|_| StoreError::Internal("mboxlist writer dropped a job".into()))?
     }
 
+    /// Runs a short read-only closure (point lookups, no scans) here, on
+    /// the caller's thread: a blocking-pool hop costs more than the lookup
+    /// (the pages it needs are almost always in redb's cache).
+    fn read_now<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_read().map_err(ie)?;
+        f(&txn)
+    }
+
     /// Runs a read-only closure on a blocking thread.
     async fn read_txn<T: Send + 'static>(
         &self,
@@ -296,13 +304,10 @@ impl Inner {
     }
 
     pub async fn ensure_user(&self, user: &str, partition: Option<&str>) -> Result<()> {
-        let u = user.to_string();
-        let exists = self
-            .read_txn(move |txn| {
-                let users = txn.open_table(USERS).map_err(ie)?;
-                Ok(users.get(u.as_str()).map_err(ie)?.is_some())
-            })
-            .await?;
+        let exists = self.read_now(|txn| {
+            let users = txn.open_table(USERS).map_err(ie)?;
+            Ok(users.get(user).map_err(ie)?.is_some())
+        })?;
         if exists {
             return Ok(());
         }
@@ -888,6 +893,25 @@ impl Inner {
     }
 
     pub async fn changes(&self, mailbox: MailboxId, since: ModSeq) -> Result<Changes> {
+        // Nothing changed since `since` (the common case: every command
+        // asks): the mailbox record says so, read here. Every change
+        // (append, flags, expunge) raises HIGHESTMODSEQ, and the expunge
+        // floor is never above it.
+        let unchanged = self.read_now(|txn| {
+            let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+            let rec: MailboxRec = match mboxes.get(mailbox).map_err(ie)? {
+                Some(v) => dec(v.value())?,
+                None => return Err(StoreError::NoSuchMailbox),
+            };
+            Ok((rec.highestmodseq <= since).then(|| Changes {
+                info: info(mailbox, &rec, false),
+                changed: Vec::new(),
+                expunged: Vec::new(),
+            }))
+        })?;
+        if let Some(c) = unchanged {
+            return Ok(c);
+        }
         self.read_txn(move |txn| {
             let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
             let rec: MailboxRec = match mboxes.get(mailbox).map_err(ie)? {
