@@ -21,11 +21,14 @@ use super::{mime, wire};
 const SUMMARY_BATCH: usize = 512;
 
 /// Most messages SEARCH and FETCH read in one blocking task when they need
-/// their bytes, and most bytes (a larger message is read alone): SEARCH's
-/// bytes are dropped once evaluated, FETCH's are held beside its output.
+/// their bytes, and most bytes (a larger message is read alone). SEARCH's
+/// bytes are dropped once evaluated; FETCH's wait beside its output, so
+/// its runs are no larger than the output a session holds before it
+/// flushes (`FLUSH_AT`): a FETCH holds at most twice what it did when it
+/// read one message at a time.
 const READ_BATCH: usize = 128;
 pub(crate) const SEARCH_READ_BYTES: u64 = 4 << 20;
-pub(crate) const FETCH_READ_BYTES: u64 = 1 << 20;
+pub(crate) const FETCH_READ_BYTES: u64 = 256 << 10;
 
 /// Message bytes read ahead a run at a time (at most `READ_BATCH` messages
 /// and `max_bytes` bytes, at least one message) in one blocking-pool task,
