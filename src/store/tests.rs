@@ -263,7 +263,20 @@ async fn recent_is_claimed_by_one_session() {
         .unwrap();
     let id = s.status("a@x", "INBOX").await.unwrap().id;
     assert_eq!(s.claim_recent(id).await.unwrap(), 1);
+    // Nothing left to claim (answered without a write): the next UID.
     assert_eq!(s.claim_recent(id).await.unwrap(), 2);
+    assert_eq!(s.claim_recent(id).await.unwrap(), 2);
+    // A new message is recent to the one session that claims next.
+    s.append("a@x", "INBOX", msg("y"), Quota::default())
+        .await
+        .unwrap();
+    assert_eq!(s.claim_recent(id).await.unwrap(), 2);
+    assert_eq!(s.claim_recent(id).await.unwrap(), 3);
+    assert_eq!(s.mailbox_info(id).await.unwrap().recent_uid, 3);
+    assert!(matches!(
+        s.claim_recent(id + 1000).await,
+        Err(StoreError::NoSuchMailbox)
+    ));
 }
 
 #[test]
