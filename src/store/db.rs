@@ -1373,9 +1373,12 @@ fn name_id(txn: &WriteTransaction, user: &str, name: &str) -> Result<Option<u64>
     Ok(id)
 }
 
-/// A mailbox's record in a read transaction.
-fn read_mailbox(txn: &ReadTransaction, id: MailboxId) -> Result<MailboxRec> {
-    let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
+/// A mailbox's record, from the mailboxes table of a read or a write
+/// transaction.
+fn mailbox_in(
+    mboxes: &impl ReadableTable<u64, &'static [u8]>,
+    id: MailboxId,
+) -> Result<MailboxRec> {
     let v = mboxes
         .get(id)
         .map_err(ie)?
@@ -1383,13 +1386,12 @@ fn read_mailbox(txn: &ReadTransaction, id: MailboxId) -> Result<MailboxRec> {
     dec(v.value())
 }
 
+fn read_mailbox(txn: &ReadTransaction, id: MailboxId) -> Result<MailboxRec> {
+    mailbox_in(&txn.open_table(MAILBOXES).map_err(ie)?, id)
+}
+
 fn get_mailbox(txn: &WriteTransaction, id: MailboxId) -> Result<MailboxRec> {
-    let mboxes = txn.open_table(MAILBOXES).map_err(ie)?;
-    let v = mboxes
-        .get(id)
-        .map_err(ie)?
-        .ok_or(StoreError::NoSuchMailbox)?;
-    dec(v.value())
+    mailbox_in(&txn.open_table(MAILBOXES).map_err(ie)?, id)
 }
 
 fn put_mailbox(txn: &WriteTransaction, id: MailboxId, rec: &MailboxRec) -> Result<()> {
