@@ -33,7 +33,13 @@
 //!   kept for proxies and loopback front ends), or any session of a store
 //!   that takes logins only from `imap.login_networks` (its mmps): the
 //!   client behind it would log in again from the front end's address,
-//!   past the per-client login limiter and the mmp's routing. The next
+//!   past the per-client login limiter and the mmp's routing. The
+//!   exception is a front end that says, in its ID before login,
+//!   `"x-unauthenticate" "proxy"` (it answers its clients' UNAUTHENTICATE
+//!   itself, as the mmp does, and sends its own only to reuse the
+//!   connection for its next login), from loopback or
+//!   `imap.login_networks`: it may UNAUTHENTICATE, which also forgets the
+//!   ID's client address (the next login's ID names the next client). The next
 //!   LOGIN/AUTHENTICATE goes through the same login limiter as the first.
 
 use std::io;
@@ -196,11 +202,19 @@ impl Session {
     /// a new LOGIN would be allowed (RFC 8437 3), not under COMPRESS, and
     /// not behind a front end (see the module doc).
     pub(crate) fn unauthenticate_allowed(&self) -> bool {
-        let direct = self.state.user().is_some_and(|u| !u.proxied)
+        let logged_in = self.state.user();
+        let direct = logged_in.is_some_and(|u| !u.proxied)
             && self.originating_ip.is_none()
             && !self.via_front_end
             && self.config.imap.login_networks.is_empty();
-        direct && self.plaintext_ok() && !self.compressed
+        // A front end that reuses its connections (the mmp) and answers
+        // its clients' UNAUTHENTICATE itself, on a trusted path.
+        let networks = &self.config.imap.login_networks;
+        let front_end = logged_in.is_some()
+            && self.front_end_reuse
+            && (self.info.is_loopback()
+                || (!networks.is_empty() && self.info.login_allowed(networks)));
+        (direct || front_end) && self.plaintext_ok() && !self.compressed
     }
 
     /// UNAUTHENTICATE (RFC 8437 3).
@@ -221,6 +235,10 @@ impl Session {
         self.notify = None;
         self.notify_seen = None;
         self.reset_preauth_limits();
+        // A front end names its next client in a new ID.
+        self.originating_ip = None;
+        self.via_front_end = false;
+        self.front_end_reuse = false;
         tracing::info!(%user, "imap unauthenticate");
         Reply::ok_code(
             format!("CAPABILITY {}", self.capabilities()),

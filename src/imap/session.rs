@@ -350,6 +350,11 @@ pub(crate) struct Session {
     /// so a client behind it cannot retry logins from the front end's
     /// address (RFC 8437 3).
     pub via_front_end: bool,
+    /// That front end's ID also said `"x-unauthenticate" "proxy"`: it
+    /// answers its clients' UNAUTHENTICATE itself and may send its own to
+    /// reuse this connection for its next login (honoured only from
+    /// loopback or `imap.login_networks`; see `unauthenticate_allowed`).
+    pub front_end_reuse: bool,
     /// The last user logged in, for the closing log line.
     last_user: Option<String>,
     commands: u64,
@@ -397,6 +402,7 @@ impl Session {
             compressed: false,
             originating_ip: None,
             via_front_end: false,
+            front_end_reuse: false,
             last_user: None,
             commands: 0,
             command_deadline: None,
@@ -1387,6 +1393,10 @@ impl Session {
                         self.originating_ip = Some(ip);
                         self.via_front_end = true;
                     }
+                } else if k.eq_ignore_ascii_case(b"x-unauthenticate") {
+                    self.front_end_reuse = v
+                        .as_deref()
+                        .is_some_and(|v| v.eq_ignore_ascii_case(b"proxy"));
                 }
             }
         }

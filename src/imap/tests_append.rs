@@ -430,3 +430,77 @@ async fn rfc8437_3_no_unauthenticate_behind_a_remote_front_end() {
     assert!(got.contains("a OK"), "{got}");
     assert!(got.contains("\r\nu BAD "), "{got}");
 }
+
+/// A front end that reuses its store connections (the mmp) says so in
+/// its ID before login (`"x-unauthenticate" "proxy"`: it answers its
+/// clients' UNAUTHENTICATE itself). From loopback or
+/// `imap.login_networks` it may UNAUTHENTICATE, and the next login's ID
+/// names the next client; from anywhere else the flag changes nothing,
+/// nor does it after login.
+#[tokio::test]
+async fn rfc8437_3_a_reusing_front_end_may_unauthenticate_on_a_trusted_path() {
+    let h = harness();
+    let mut c = Client::connect(&h).await;
+    c.cmd("i ID (\"x-originating-ip\" \"198.51.100.7\" \"x-unauthenticate\" \"proxy\")")
+        .await;
+    let r = c.cmd(&format!("a LOGIN {USER} {PASS}")).await;
+    assert!(
+        tagged(&r).starts_with("a OK") && r.contains(" UNAUTHENTICATE"),
+        "{r}"
+    );
+    let r = c.cmd("s SELECT INBOX").await;
+    assert!(tagged(&r).starts_with("s OK"), "{r}");
+    let r = c.cmd("u UNAUTHENTICATE").await;
+    assert!(tagged(&r).starts_with("u OK"), "{r}");
+    let r = c.cmd("n NOOP").await;
+    assert!(tagged(&r).starts_with("n OK"), "{r}");
+    let r = c.cmd("x SELECT INBOX").await;
+    assert!(
+        tagged(&r).starts_with("x BAD") || tagged(&r).starts_with("x NO"),
+        "{r}"
+    );
+    // The next front-end login without the flag: no UNAUTHENTICATE, and
+    // the flag given after login is nothing.
+    c.cmd("j ID (\"x-originating-ip\" \"198.51.100.8\")").await;
+    let r = c.cmd(&format!("b LOGIN {USER} {PASS}")).await;
+    assert!(
+        tagged(&r).starts_with("b OK") && !r.contains("UNAUTHENTICATE"),
+        "{r}"
+    );
+    c.cmd("k ID (\"x-unauthenticate\" \"proxy\")").await;
+    let r = c.cmd("v UNAUTHENTICATE").await;
+    assert!(tagged(&r).starts_with("v BAD"), "{r}");
+
+    // From elsewhere: a remote front end outside `imap.login_networks`
+    // (none set), then one inside them, with and without the flag.
+    let h = harness_with(|c| c.imap.allow_plaintext_auth = true);
+    let r = front_end_unauthenticate(remote(&h).await, "proxy").await;
+    assert!(tagged(&r).starts_with("u BAD "), "{r}");
+    let h = harness_with(|c| {
+        c.imap.allow_plaintext_auth = true;
+        c.imap.login_networks = vec!["192.0.2.0/24".parse().unwrap()];
+    });
+    let r = front_end_unauthenticate(remote(&h).await, "proxy").await;
+    assert!(tagged(&r).starts_with("u OK "), "{r}");
+    let r = front_end_unauthenticate(remote(&h).await, "no").await;
+    assert!(tagged(&r).starts_with("u BAD "), "{r}");
+}
+
+/// A front end's ID (with `flag` as its "x-unauthenticate"), its login,
+/// then UNAUTHENTICATE: that answer.
+async fn front_end_unauthenticate(mut c: Client, flag: &str) -> String {
+    c.cmd(&format!(
+        "i ID (\"x-originating-ip\" \"198.51.100.7\" \"x-unauthenticate\" \"{flag}\")"
+    ))
+    .await;
+    let r = c.cmd(&format!("a LOGIN {USER} {PASS}")).await;
+    assert!(tagged(&r).starts_with("a OK"), "{r}");
+    c.cmd("u UNAUTHENTICATE").await
+}
+
+/// A session from a remote address (192.0.2.10).
+async fn remote(h: &super::tests::Harness) -> Client {
+    let mut info = ConnInfo::for_test(Protocol::Imap);
+    info.peer = "192.0.2.10:40000".parse().unwrap();
+    Client::connect_info(h, info).await
+}
