@@ -1083,6 +1083,17 @@ pub struct MmpConfig {
     /// IMAP: send ID with x-originating-ip/port and x-connected-ip/port
     /// (the Dovecot convention) to the store before logging in.
     pub backend_id: bool,
+    /// IMAP: store connections kept per store address after a client's
+    /// LOGOUT, made not authenticated (RFC 8437 UNAUTHENTICATE) and used
+    /// for the next login there: no TCP or TLS handshake and no greeting
+    /// per login. 0: none. Needs `backend_id` (the ID says the mmp answers
+    /// its clients' UNAUTHENTICATE itself) and no `backend_proxy_protocol`
+    /// (a PROXY header names one client per connection); the store allows
+    /// it from loopback or its `imap.login_networks`.
+    pub backend_reuse: usize,
+    /// Seconds a kept store connection may wait for its next login;
+    /// keep it below the stores' `imap.preauth_timeout`.
+    pub backend_reuse_idle: u64,
     /// How the mmp logs in at the store: `credentials` (the user's own
     /// login and password) or `proxyauth` (SASL PLAIN with the user as
     /// authorization identity and `proxy_user` / `proxy_password_file` as
@@ -1129,6 +1140,8 @@ impl Default for MmpConfig {
             backend_server_name: None,
             backend_proxy_protocol: false,
             backend_id: true,
+            backend_reuse: 32,
+            backend_reuse_idle: 30,
             login_mode: LoginMode::Credentials,
             proxy_user: String::new(),
             proxy_password_file: String::new(),

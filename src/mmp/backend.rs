@@ -16,7 +16,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::framer::{Frame, Framer};
 use super::{Env, LoginMode, Proto};
@@ -90,6 +90,11 @@ pub async fn open(
         warn!(store = mail_host, host = %host, "the mail store's name has no address");
         return Err(BackendError::Unavailable);
     }
+    if proto == Proto::Imap && env.reuses_store_connections() {
+        if let Some(b) = reuse(env, mail_host, &addrs, req).await? {
+            return Ok(b);
+        }
+    }
     let mut tcp = None;
     for addr in &addrs {
         match tokio::time::timeout(
@@ -147,6 +152,39 @@ pub async fn open(
         rest,
         addr,
     })
+}
+
+/// A login on a kept connection to one of `addrs` (`pool`), if there is
+/// one: Ok(None) when there is none or it failed on the way (a new
+/// connection is made then); the store's NO is the answer.
+async fn reuse(
+    env: &Env,
+    mail_host: &str,
+    addrs: &[SocketAddr],
+    req: &LoginRequest<'_>,
+) -> Result<Option<Backend>, BackendError> {
+    let pool = &env.shared.store_pool;
+    let Some((kept, addr)) = addrs.iter().find_map(|a| pool.take(*a).map(|k| (k, *a))) else {
+        return Ok(None);
+    };
+    let mut io = Io::new(kept.conn, Proto::Imap);
+    let login = imap_authenticate(env, &mut io, mail_host, addr, req, kept.caps);
+    match tokio::time::timeout(Duration::from_secs(env.config.mmp.backend_timeout), login).await {
+        Ok(Ok(reply)) => {
+            let (conn, rest) = io.into_parts();
+            Ok(Some(Backend {
+                conn,
+                reply,
+                rest,
+                addr,
+            }))
+        }
+        Ok(Err(BackendError::Refused(code))) => Err(BackendError::Refused(code)),
+        Ok(Err(BackendError::Unavailable)) | Err(_) => {
+            debug!(store = mail_host, %addr, "a kept store connection failed; connecting anew");
+            Ok(None)
+        }
+    }
 }
 
 fn io_failed(store: &str, addr: SocketAddr, what: &str, e: &std::io::Error) -> BackendError {
@@ -364,7 +402,6 @@ async fn imap_login(
     addr: SocketAddr,
     req: &LoginRequest<'_>,
 ) -> Result<String, BackendError> {
-    let m = &env.config.mmp;
     let failed = |what: &str, e: std::io::Error| io_failed(store, addr, what, &e);
     let greeting = io
         .response(Proto::Imap)
@@ -376,7 +413,7 @@ async fn imap_login(
         return Err(BackendError::Unavailable);
     }
     let mut caps = capability_code(g.rest);
-    if m.backend_tls == TlsMode::StartTls {
+    if env.config.mmp.backend_tls == TlsMode::StartTls {
         let (kind, rest) = imap_command(io, "M1", b"M1 STARTTLS\r\n", || None, &mut caps)
             .await
             .map_err(|e| failed("asking for STARTTLS", e))?;
@@ -388,6 +425,22 @@ async fn imap_login(
         // RFC 9051 section 6.2.1: capabilities from before TLS are void.
         caps = None;
     }
+    imap_authenticate(env, io, store, addr, req, caps).await
+}
+
+/// ID and login on a connection past its greeting (and TLS): a new one,
+/// or one kept from an earlier login (`pool`). `caps`: the store's
+/// capabilities before login, if known. Returns those after login.
+async fn imap_authenticate(
+    env: &Env,
+    io: &mut Io,
+    store: &str,
+    addr: SocketAddr,
+    req: &LoginRequest<'_>,
+    mut caps: Option<String>,
+) -> Result<String, BackendError> {
+    let m = &env.config.mmp;
+    let failed = |what: &str, e: std::io::Error| io_failed(store, addr, what, &e);
     // The ID command (RFC 2971) is not waited for: it goes in the same
     // write as the login (RFC 9051 5.5: the store runs them in order, so
     // it knows the client's address when it judges the login) and its
@@ -408,6 +461,11 @@ async fn imap_login(
             ("x-connected-port".into(), req.local.port().to_string()),
             ("x-session-ext-id".into(), format!("mmp-{}", req.session_id)),
         ]);
+        if env.reuses_store_connections() {
+            // This mmp answers its clients' UNAUTHENTICATE itself: the
+            // store may take the mmp's own (`pool`).
+            params.push(("x-unauthenticate".into(), "proxy".into()));
+        }
         let mut first = true;
         for (k, v) in params {
             let (Some(k), Some(v)) = (super::imap::quoted(&k), super::imap::quoted(&v)) else {
@@ -490,6 +548,22 @@ async fn imap_login(
         after = if kind == "OK" { got } else { None };
     }
     Ok(after.unwrap_or_default())
+}
+
+/// Makes a logged-in store connection not authenticated (RFC 8437), for
+/// `pool`: its capabilities then, or None if anything but a tagged OK
+/// with nothing after it came back.
+pub async fn unauthenticate(conn: Conn) -> Option<(Conn, Option<String>)> {
+    let mut io = Io::new(conn, Proto::Imap);
+    let mut caps = None;
+    let (kind, rest) = imap_command(&mut io, "MU", b"MU UNAUTHENTICATE\r\n", || None, &mut caps)
+        .await
+        .ok()?;
+    if kind != "OK" || io.framer.has_buffered() {
+        return None;
+    }
+    let caps = capability_code(&rest).or(caps);
+    Some((io.conn, caps))
 }
 
 /// RFC 2449 extended response code of a POP3 reply (`-ERR [AUTH] ...`).

@@ -18,7 +18,7 @@ use tracing::{debug, error, info};
 
 use super::backend::{self, Backend, BackendError, LoginRequest};
 use super::relay::{self, Options};
-use super::{imap, pop3, sieve, Action, Env, LoginOutcome, Proto};
+use super::{imap, pool, pop3, sieve, Action, Env, LoginOutcome, Proto};
 use crate::config::{LoginMode, TlsMode};
 use crate::directory::AuthResult;
 use crate::net::{Conn, ConnInfo};
@@ -209,7 +209,7 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         conn: store,
         rest,
         addr,
-        ..
+        reply,
     } = *backend;
     let Driver {
         env,
@@ -227,9 +227,20 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         // what the client pipelined after its login command to the store.
         pipelined,
         store_rest: rest,
+        // The store said it would take the mmp's UNAUTHENTICATE.
+        answer_logout: proto == Proto::Imap
+            && env.reuses_store_connections()
+            && reply
+                .split_ascii_whitespace()
+                .any(|c| c.eq_ignore_ascii_case("UNAUTHENTICATE")),
     };
+    let pool = env.shared.store_pool.clone();
+    let backend_timeout = Duration::from_secs(env.config.mmp.backend_timeout);
     drop(env);
-    let (end, counts) = Box::pin(relay::relay(client, store, opts)).await;
+    let (end, counts, kept) = Box::pin(relay::relay(client, store, opts)).await;
+    if let Some(conn) = kept {
+        pool::give_back(pool, addr, conn, backend_timeout);
+    }
     info!(
         user = user.as_deref().unwrap_or("-"),
         store = store_name.as_deref().unwrap_or("-"),

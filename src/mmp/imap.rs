@@ -174,9 +174,7 @@ impl Session {
             CommandBody::Logout => {
                 self.state = State::Closed;
                 vec![
-                    reply(format!(
-                        "* BYE msgd IMAP proxy logging out\r\n{tag} OK LOGOUT completed\r\n"
-                    )),
+                    reply(format!("{LOGOUT_BYE}{tag} OK LOGOUT completed\r\n")),
                     Action::Close,
                 ]
             }
@@ -415,6 +413,10 @@ impl Session {
 /// client's login lives on the mmp, so the store never sees the command.
 const UNAUTH_REFUSED: &str = "BAD UNAUTHENTICATE is not available here";
 
+/// The mmp's untagged answer to LOGOUT (before login, and after it when
+/// it keeps the store connection: `RelayFilter::answer_logout`).
+const LOGOUT_BYE: &str = "* BYE msgd IMAP proxy logging out\r\n";
+
 /// How much of a line's start is kept to recognise a command or a
 /// capability-bearing response: a tag, a command name and its arguments.
 const HEAD: usize = 256;
@@ -483,6 +485,17 @@ pub struct RelayFilter {
     replies: Vec<u8>,
     /// The tag of a COMPRESS command not answered yet.
     compress_tag: Option<Vec<u8>>,
+    /// Commands sent on to the store and not answered yet (counted by
+    /// their first lines and the store's tagged responses; a line the
+    /// mmp cannot read as a command is not counted, so the count errs
+    /// towards "answered" only where the store itself answers untagged).
+    pending: u32,
+    /// Answer LOGOUT here when nothing is outstanding (the relay keeps
+    /// the store connection for the next login).
+    answer_logout: bool,
+    /// LOGOUT was answered here: what the client sends after it is
+    /// dropped, and the store is not told.
+    logged_out: bool,
 }
 
 impl Default for RelayFilter {
@@ -501,7 +514,25 @@ impl RelayFilter {
             down_tail: Vec::new(),
             replies: Vec::new(),
             compress_tag: None,
+            pending: 0,
+            answer_logout: false,
+            logged_out: false,
         }
+    }
+
+    /// With LOGOUT answered by the mmp whenever the store has nothing
+    /// left to answer and its output is between responses: the client
+    /// gets `* BYE` and its tagged OK at once, and the store connection,
+    /// still logged in, goes back to the relay's caller (which makes it
+    /// not authenticated before using it again).
+    pub fn answering_logout(mut self) -> RelayFilter {
+        self.answer_logout = true;
+        self
+    }
+
+    /// LOGOUT was answered here.
+    pub fn logged_out(&self) -> bool {
+        self.logged_out
     }
 
     /// The mmp has replies waiting for the client.
@@ -511,7 +542,7 @@ impl RelayFilter {
 
     /// Client input: appends what goes on to the store to `to_store`.
     pub fn client_input(&mut self, mut data: &[u8], to_store: &mut Vec<u8>) {
-        while !data.is_empty() {
+        while !data.is_empty() && !self.logged_out {
             match self.up {
                 Up::Raw => {
                     to_store.extend_from_slice(data);
@@ -582,9 +613,23 @@ impl RelayFilter {
                     self.up = Up::Head;
                     return;
                 }
+                if name.eq_ignore_ascii_case(b"LOGOUT")
+                    && rest.is_empty()
+                    && self.answer_logout
+                    && self.pending == 0
+                    && self.between_responses()
+                    && self.up == Up::Head
+                {
+                    self.replies.extend_from_slice(LOGOUT_BYE.as_bytes());
+                    self.replies.extend_from_slice(tag);
+                    self.replies.extend_from_slice(b" OK LOGOUT completed\r\n");
+                    self.logged_out = true;
+                    return;
+                }
                 if name.eq_ignore_ascii_case(b"COMPRESS") {
                     self.compress_tag = Some(tag.to_vec());
                 }
+                self.pending = self.pending.saturating_add(1);
             }
         }
         match literal_announcement(line) {
@@ -663,6 +708,7 @@ impl RelayFilter {
                     match memchr::memchr(b'\n', head) {
                         Some(p) => {
                             let line = &rest[..=p];
+                            self.response_started(line[0]);
                             let continuation = line[0] == b'+';
                             if !continuation && capability_line(line) {
                                 sink.push(&strip_unauthenticate_line(line));
@@ -675,6 +721,7 @@ impl RelayFilter {
                             i += p + 1;
                         }
                         None if head.len() == HEAD => {
+                            self.response_started(head[0]);
                             let continuation = head[0] == b'+';
                             if !continuation && capability_line(head) {
                                 self.down_buf.extend_from_slice(head);
@@ -706,6 +753,7 @@ impl RelayFilter {
                         continue;
                     }
                     let line = std::mem::take(&mut self.down_buf);
+                    self.response_started(line.first().copied().unwrap_or(b'*'));
                     let continuation = line.first() == Some(&b'+');
                     if !continuation && capability_line(&line) {
                         self.down = Down::Capability;
@@ -777,6 +825,14 @@ impl RelayFilter {
             return None;
         }
         direct
+    }
+
+    /// A store response starts with `first`: a tagged one answers a
+    /// command.
+    fn response_started(&mut self, first: u8) {
+        if first != b'*' && first != b'+' {
+            self.pending = self.pending.saturating_sub(1);
+        }
     }
 
     /// Keeps the last `TAIL` bytes of the line being passed (a literal
@@ -1225,6 +1281,93 @@ mod tests {
         f.store_output(&store[j..], &mut down);
         f.flush_replies(&mut down);
         (up, down)
+    }
+
+    /// Client and store turns in order, each split at every byte; returns
+    /// what reached the store and the client, and whether LOGOUT was
+    /// answered by the mmp.
+    fn turns(turns: &[(bool, &[u8])], answer_logout: bool) -> Vec<(Vec<u8>, Vec<u8>, bool)> {
+        let longest = turns.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
+        (0..=longest)
+            .map(|i| {
+                let mut f = RelayFilter::new();
+                if answer_logout {
+                    f = f.answering_logout();
+                }
+                let (mut up, mut down) = (Vec::new(), Vec::new());
+                for (from_client, t) in turns {
+                    let cut = i.min(t.len());
+                    for part in [&t[..cut], &t[cut..]] {
+                        if *from_client {
+                            f.client_input(part, &mut up);
+                        } else {
+                            f.store_output(part, &mut down);
+                        }
+                    }
+                    f.flush_replies(&mut down);
+                }
+                (up, down, f.logged_out())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rfc9051_logout_is_answered_by_the_mmp_only_when_nothing_is_outstanding() {
+        const BYE: &[u8] = b"* BYE msgd IMAP proxy logging out\r\n";
+        let script: [(bool, &[u8]); 10] = [
+            // Pipelined behind a command: the store answers both.
+            (true, b"a NOOP\r\nl1 LOGOUT\r\n"),
+            (false, b"* 3 EXISTS\r\na OK done\r\n"),
+            (false, b"* BYE bye\r\nl1 OK LOGOUT completed\r\n"),
+            // IDLE's DONE is no command; an untagged response is no answer.
+            (true, b"b IDLE\r\n"),
+            (false, b"+ idling\r\n"),
+            (true, b"DONE\r\n"),
+            (false, b"b OK done\r\n"),
+            // A literal holding "LOGOUT" is data.
+            (true, b"c APPEND INBOX {10+}\r\nz LOGOUT\r\n\r\n"),
+            (
+                false,
+                b"* 1 FETCH (BODY[] {9}\r\nz LOGOUT\r\n)\r\nc OK done\r\n",
+            ),
+            // Now nothing is outstanding: answered here, the rest dropped.
+            (true, b"d LOGOUT\r\ne NOOP\r\n"),
+        ];
+        for (i, (up, down, out)) in turns(&script, true).into_iter().enumerate() {
+            let up = String::from_utf8_lossy(&up);
+            assert_eq!(
+                up,
+                "a NOOP\r\nl1 LOGOUT\r\nb IDLE\r\nDONE\r\nc APPEND INBOX {10+}\r\nz LOGOUT\r\n\r\n",
+                "split at {i}"
+            );
+            assert!(out, "split at {i}");
+            let mut want = script
+                .iter()
+                .filter(|(c, _)| !c)
+                .flat_map(|(_, t)| t.to_vec())
+                .collect::<Vec<u8>>();
+            want.extend_from_slice(BYE);
+            want.extend_from_slice(b"d OK LOGOUT completed\r\n");
+            assert_eq!(
+                String::from_utf8_lossy(&down),
+                String::from_utf8_lossy(&want),
+                "split at {i}"
+            );
+        }
+        // Not asked to: every LOGOUT goes to the store.
+        for (up, _, out) in turns(&script, false) {
+            assert!(!out);
+            assert!(String::from_utf8_lossy(&up).ends_with("\r\nd LOGOUT\r\ne NOOP\r\n"));
+        }
+        // A store response under way (a literal not yet complete): sent on.
+        let busy: [(bool, &[u8]); 2] = [
+            (false, b"* 1 FETCH (BODY[] {9}\r\nz LO"),
+            (true, b"d LOGOUT\r\n"),
+        ];
+        for (up, _, out) in turns(&busy, true) {
+            assert!(!out);
+            assert_eq!(up, b"d LOGOUT\r\n");
+        }
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! Invariants:
 //! - No state survives a connection except the failed-login counters
 //!   (`crate::loginlimit`, shared with the process's other login paths),
-//!   which only slow guessing down: any number of mmps can run
-//!   behind a load balancer.
+//!   which only slow guessing down, and store connections kept, not
+//!   authenticated, for the next login (`pool`): any number of mmps can
+//!   run behind a load balancer.
 //! - The client's address (from the PROXY header if the listener has one)
 //!   reaches the store: IMAP `ID` with x-originating-ip (Dovecot's
 //!   convention) and/or a PROXY v2 header to the store.
@@ -27,6 +28,7 @@ mod backend;
 mod driver;
 pub(crate) mod framer;
 mod imap;
+mod pool;
 mod pop3;
 mod relay;
 mod sieve;
@@ -201,6 +203,8 @@ pub struct Shared {
     /// The relay's burst buffers, reused across sessions
     /// (`relay::BurstBuffers`): at most `BURST_BUFFERS_KEPT` wait idle.
     pub(crate) buffers: Arc<relay::BurstBuffers>,
+    /// IMAP store connections kept between logins (`pool`).
+    pub(crate) store_pool: Arc<pool::StorePool>,
     client_tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
@@ -220,6 +224,10 @@ impl Shared {
                 Arc::new(std::time::Instant::now),
             ),
             buffers: Arc::new(relay::BurstBuffers::new(BURST_BUFFERS_KEPT)),
+            store_pool: Arc::new(pool::StorePool::new(
+                config.mmp.backend_reuse,
+                Duration::from_secs(config.mmp.backend_reuse_idle),
+            )),
             client_tls: OnceLock::new(),
         }
     }
@@ -277,6 +285,14 @@ impl Env {
 
     /// The base64 SASL PLAIN response logging in as `user` with the mmp's
     /// proxy credentials.
+    /// IMAP store connections are kept for the next login (`pool`):
+    /// `backend_reuse`, with the ID that tells the store so and no PROXY
+    /// header (which would name one client for the connection's life).
+    pub(crate) fn reuses_store_connections(&self) -> bool {
+        let m = &self.config.mmp;
+        self.shared.store_pool.enabled() && m.backend_id && !m.backend_proxy_protocol
+    }
+
     pub(crate) fn proxyauth_plain(&self, user: &str) -> std::io::Result<String> {
         use base64::Engine;
         let m = &self.config.mmp;

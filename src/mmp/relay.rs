@@ -64,6 +64,9 @@ pub enum End {
     Shutdown,
     ClientError,
     StoreError,
+    /// The client logged out and the mmp answered (IMAP, with
+    /// `Options::answer_logout`): the store connection is handed back.
+    Logout,
 }
 
 impl End {
@@ -75,6 +78,7 @@ impl End {
             End::Shutdown => "shutdown",
             End::ClientError => "client i/o error",
             End::StoreError => "store i/o error",
+            End::Logout => "logout",
         }
     }
 }
@@ -93,6 +97,10 @@ pub struct Options {
     pub pipelined: Vec<u8>,
     /// What the store sent after its login answer, for the client.
     pub store_rest: Vec<u8>,
+    /// IMAP: answer the client's LOGOUT here when the store has nothing
+    /// left to answer, and hand the store connection back, still logged
+    /// in, between two responses ([`RelayFilter::answering_logout`]).
+    pub answer_logout: bool,
 }
 
 /// Burst buffers (`BIG` bytes) handed from one burst to the next, shared
@@ -245,8 +253,12 @@ where
                         Err(_) => return Err(Side::Reader),
                     };
                     let o = std::mem::take(&mut out);
-                    out =
+                    let logout;
+                    (out, logout) =
                         relay_chunk(&b[..n], w, activity, count, &mut boundary, filter, o).await?;
+                    if logout {
+                        return Ok(logged_out(w, filter).await);
+                    }
                     continue;
                 }
                 None => big.end(),
@@ -288,6 +300,12 @@ where
                     }
                     out.clear();
                 }
+                if replies.is_some_and(|s| {
+                    let f = s.filter();
+                    f.logged_out() && !f.has_replies()
+                }) {
+                    return Ok(logged_out(w, filter).await);
+                }
                 continue;
             }
         };
@@ -318,11 +336,24 @@ where
             None => &small[..n],
             Some(b) => &b[..n],
         };
-        out = relay_chunk(chunk, w, activity, count, &mut boundary, filter, out).await?;
+        let logout;
+        (out, logout) = relay_chunk(chunk, w, activity, count, &mut boundary, filter, out).await?;
+        if logout {
+            return Ok(logged_out(w, filter).await);
+        }
         if big.buf.is_none() && out.capacity() > 2 * SMALL {
             out = Vec::new();
         }
     }
+}
+
+/// The mmp answered LOGOUT: the store-to-client side shuts the client's
+/// side down (the answer is written); the other one just stops.
+async fn logged_out<W: AsyncWrite + Unpin>(w: &mut W, filter: Option<(&Shared, Dir)>) -> PumpEnd {
+    if filter.is_some_and(|(_, d)| d == Dir::ToClient) {
+        let _ = w.shutdown().await;
+    }
+    PumpEnd::Logout
 }
 
 /// A pump's burst buffer, back to where it came from when the burst or
@@ -352,7 +383,10 @@ impl Drop for Burst<'_> {
 }
 
 /// Reads what has arrived, without waiting: None if the read would wait.
-fn read_now<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+pub(super) fn read_now<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut rb = tokio::io::ReadBuf::new(buf);
     match std::pin::Pin::new(r).poll_read(&mut cx, &mut rb) {
@@ -372,9 +406,10 @@ async fn relay_chunk<W: AsyncWrite + Unpin>(
     boundary: &mut Option<&mut Boundary>,
     filter: Option<(&Shared, Dir)>,
     mut out: Vec<u8>,
-) -> Result<Vec<u8>, Side> {
+) -> Result<(Vec<u8>, bool), Side> {
     activity.touch();
     count.fetch_add(data.len() as u64, Ordering::Relaxed);
+    let mut logout = false;
     if let Some((shared, dir)) = filter {
         let (wake, direct) = {
             let mut f = shared.filter();
@@ -386,6 +421,9 @@ async fn relay_chunk<W: AsyncWrite + Unpin>(
                 // The store's output mostly passes in place (no copy).
                 Dir::ToClient => f.store_output_direct(data, &mut out),
             };
+            // Client to store: stop reading; store to client: the answer
+            // goes out with this write.
+            logout = f.logged_out() && (dir == Dir::ToStore || !f.has_replies());
             (dir == Dir::ToStore && f.has_replies(), direct)
         };
         if wake {
@@ -403,7 +441,7 @@ async fn relay_chunk<W: AsyncWrite + Unpin>(
         return Err(Side::Writer);
     }
     out.clear();
-    Ok(out)
+    Ok((out, logout))
 }
 
 enum Read {
@@ -415,6 +453,10 @@ enum Read {
 enum PumpEnd {
     Eof,
     Stopped,
+    /// Client to store: the mmp answered LOGOUT; nothing more goes to the
+    /// store. Store to client: that answer is written and the client's
+    /// side shut down.
+    Logout,
 }
 
 enum Side {
@@ -422,8 +464,10 @@ enum Side {
     Writer,
 }
 
-/// Relays until the session ends; returns why, and the byte counts.
-pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
+/// Relays until the session ends; returns why, the byte counts and, after
+/// [`End::Logout`], the store connection (still logged in, between two
+/// responses).
+pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts, Option<Conn>) {
     let activity = Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -434,9 +478,15 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
     let (mut store_r, mut store_w) = tokio::io::split(store);
     // IMAP: the filter knows where responses end; POP3: lines.
     let mut boundary = (!opts.imap).then(|| Boundary::new(false));
-    let shared = opts.imap.then(|| Shared {
-        filter: Mutex::new(RelayFilter::new()),
-        replies: Notify::new(),
+    let shared = opts.imap.then(|| {
+        let filter = RelayFilter::new();
+        Shared {
+            filter: Mutex::new(match opts.answer_logout {
+                true => filter.answering_logout(),
+                false => filter,
+            }),
+            replies: Notify::new(),
+        }
     });
     // What was said after the login, each way, goes through the filter too.
     let (mut to_client, mut to_store) = (Vec::new(), Vec::new());
@@ -456,12 +506,25 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
         b.feed(&to_client);
     }
     if !to_client.is_empty() && client_w.write_all(&to_client).await.is_err() {
-        return (End::ClientError, Counts::default());
+        return (End::ClientError, Counts::default(), None);
     }
     if !to_store.is_empty() && store_w.write_all(&to_store).await.is_err() {
-        return (End::StoreError, Counts::default());
+        return (End::StoreError, Counts::default(), None);
     }
     drop((to_client, to_store));
+    // LOGOUT pipelined behind the login and answered already.
+    let answered = shared.as_ref().is_some_and(|s| {
+        let f = s.filter();
+        f.logged_out() && !f.has_replies()
+    });
+    if answered {
+        let _ = client_w.shutdown().await;
+        return (
+            End::Logout,
+            Counts::default(),
+            Some(store_r.unsplit(store_w)),
+        );
+    }
     let end = {
         let up = pump(
             &mut client_r,
@@ -492,14 +555,23 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
             }
         };
         tokio::pin!(idle);
+        let down_end = |r: Result<PumpEnd, Side>| match r {
+            Ok(PumpEnd::Eof) => End::StoreClosed,
+            Ok(PumpEnd::Stopped) => End::Shutdown,
+            Ok(PumpEnd::Logout) => End::Logout,
+            Err(Side::Reader) => End::StoreError,
+            Err(Side::Writer) => End::ClientError,
+        };
         tokio::select! {
-            r = &mut down => match r {
-                Ok(PumpEnd::Eof) => End::StoreClosed,
-                Ok(PumpEnd::Stopped) => End::Shutdown,
-                Err(Side::Reader) => End::StoreError,
-                Err(Side::Writer) => End::ClientError,
-            },
+            r = &mut down => down_end(r),
             r = &mut up => match r {
+                Ok(PumpEnd::Logout) => {
+                    // The answer goes out between two store responses.
+                    match tokio::time::timeout(DRAIN_AFTER_CLIENT_EOF, &mut down).await {
+                        Ok(r) => down_end(r),
+                        Err(_) => End::ClientClosed,
+                    }
+                }
                 Ok(_) => {
                     // Let the store answer what it was asked last.
                     let _ = tokio::time::timeout(DRAIN_AFTER_CLIENT_EOF, &mut down).await;
@@ -519,15 +591,17 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts) {
     if end == End::IdleTimeout && opts.goodbye.is_some() && between {
         let _ = client_w.write_all(IDLE_BYE).await;
     }
+    let counts = Counts {
+        to_store: up_count.load(Ordering::Relaxed),
+        to_client: down_count.load(Ordering::Relaxed),
+    };
+    if end == End::Logout {
+        // The client's side is shut down already.
+        return (end, counts, Some(store_r.unsplit(store_w)));
+    }
     let _ = client_w.shutdown().await;
     let _ = store_w.shutdown().await;
-    (
-        end,
-        Counts {
-            to_store: up_count.load(Ordering::Relaxed),
-            to_client: down_count.load(Ordering::Relaxed),
-        },
-    )
+    (end, counts, None)
 }
 
 /// The idle-timeout farewell, for protocols that have a goodbye (IMAP).
@@ -581,6 +655,7 @@ mod tests {
                 imap: true,
                 pipelined: Vec::new(),
                 store_rest: Vec::new(),
+                answer_logout: false,
             },
         ));
         // Larger than the small buffer, to go through the big one.
@@ -602,10 +677,80 @@ mod tests {
         let mut rest = Vec::new();
         client_peer.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"* OK bye\r\n");
-        let (end, counts) = task.await.unwrap();
+        let (end, counts, _) = task.await.unwrap();
         assert_eq!(end, End::StoreClosed);
         assert_eq!(counts.to_store, 20_002);
         assert_eq!(counts.to_client, 10);
+    }
+
+    fn logout_options(pipelined: &[u8]) -> Options {
+        Options {
+            idle: Duration::from_secs(60),
+            buffers: Arc::new(BurstBuffers::new(4)),
+            shutdown: CancellationToken::new(),
+            goodbye: Some(b"* BYE shutting down\r\n"),
+            imap: true,
+            pipelined: pipelined.to_vec(),
+            store_rest: Vec::new(),
+            answer_logout: true,
+        }
+    }
+
+    /// LOGOUT with nothing outstanding is answered by the mmp: the client
+    /// gets BYE and OK and then EOF, the store never sees the LOGOUT, and
+    /// its connection comes back, usable, between responses.
+    #[tokio::test]
+    async fn relay_answers_logout_and_hands_the_store_connection_back() {
+        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let (store, mut store_peer) = tokio::io::duplex(1024);
+        let task = tokio::spawn(relay(
+            Box::new(client),
+            Box::new(store),
+            logout_options(b""),
+        ));
+        client_peer.write_all(b"a NOOP\r\n").await.unwrap();
+        let mut got = [0u8; 8];
+        store_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"a NOOP\r\n");
+        store_peer
+            .write_all(b"* 1 EXISTS\r\na OK done\r\n")
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 23];
+        client_peer.read_exact(&mut answer).await.unwrap();
+        client_peer
+            .write_all(b"b LOGOUT\r\nc NOOP\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        client_peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&rest),
+            "* BYE msgd IMAP proxy logging out\r\nb OK LOGOUT completed\r\n"
+        );
+        let (end, counts, kept) = task.await.unwrap();
+        assert_eq!(end, End::Logout);
+        assert_eq!(counts.to_store, 8 + 18, "what the client sent");
+        let mut kept = kept.expect("the store connection");
+        kept.write_all(b"x\r\n").await.unwrap();
+        let mut got = [0u8; 3];
+        store_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"x\r\n", "nothing of the client's after its LOGOUT");
+
+        // Pipelined behind the login.
+        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let (store, _store_peer) = tokio::io::duplex(1024);
+        let task = relay(
+            Box::new(client),
+            Box::new(store),
+            logout_options(b"z LOGOUT\r\n"),
+        );
+        let (end, _, kept) = task.await;
+        assert_eq!(end, End::Logout);
+        assert!(kept.is_some());
+        let mut rest = Vec::new();
+        client_peer.read_to_end(&mut rest).await.unwrap();
+        assert!(String::from_utf8_lossy(&rest).ends_with("z OK LOGOUT completed\r\n"));
     }
 
     #[tokio::test]
@@ -624,6 +769,7 @@ mod tests {
                 imap: true,
                 pipelined: Vec::new(),
                 store_rest: Vec::new(),
+                answer_logout: false,
             },
         ));
         // Responses with literals, far beyond the small buffer, in one go.
@@ -648,7 +794,7 @@ mod tests {
         let mut rest = Vec::new();
         client_peer.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
-        let (end, counts) = task.await.unwrap();
+        let (end, counts, _) = task.await.unwrap();
         assert_eq!(end, End::StoreClosed);
         assert_eq!(counts.to_client, burst.len() as u64);
         // The burst buffer went back for the next burst.
@@ -671,6 +817,7 @@ mod tests {
                 imap: true,
                 pipelined: Vec::new(),
                 store_rest: Vec::new(),
+                answer_logout: false,
             },
         ));
         // The store answers a big FETCH; the client never reads it.
@@ -682,7 +829,7 @@ mod tests {
             while store_peer.write_all(&chunk).await.is_ok() {}
             std::future::pending::<()>().await
         };
-        let (end, _) = tokio::select! {
+        let (end, _, _) = tokio::select! {
             r = task => r.unwrap(),
             _ = feed => unreachable!(),
         };
@@ -705,6 +852,7 @@ mod tests {
                 imap: true,
                 pipelined: Vec::new(),
                 store_rest: Vec::new(),
+                answer_logout: false,
             },
         ));
         // The store is in the middle of a literal when shutdown comes.
@@ -740,6 +888,7 @@ mod tests {
                 imap: true,
                 pipelined: Vec::new(),
                 store_rest: Vec::new(),
+                answer_logout: false,
             },
         ));
         let mut got = Vec::new();

@@ -412,7 +412,7 @@ async fn imap_id_tells_the_store_the_client_address() {
     assert_eq!(
         id,
         "ID (\"name\" \"TestClient\" \"x-originating-ip\" \"192.0.2.7\" \"x-originating-port\" \"4444\" \
-         \"x-connected-ip\" \"198.51.100.1\" \"x-connected-port\" \"993\" \"x-session-ext-id\" \"mmp-77\")"
+         \"x-connected-ip\" \"198.51.100.1\" \"x-connected-port\" \"993\" \"x-session-ext-id\" \"mmp-77\" \"x-unauthenticate\" \"proxy\")"
     );
     // ID comes before the login, in the same write (no round trip of
     // its own).
@@ -1030,6 +1030,86 @@ async fn imap_through_the_proxy_to_the_real_imap_store_with_starttls() {
     assert!(r.starts_with("* BYE") && r.contains("d OK"), "{r}");
     assert!(c.at_eof().await);
     task.await.unwrap();
+}
+
+/// A loopback address that forwards exactly one connection to `to`, then
+/// takes no more.
+async fn one_connection_to(to: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut inbound, _) = listener.accept().await.unwrap();
+        drop(listener);
+        let mut outbound = tokio::net::TcpStream::connect(to).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    });
+    addr
+}
+
+/// After a LOGOUT the mmp answers itself, the store connection (TLS
+/// here) is made not authenticated and kept; the next login at that store
+/// uses it (the store's address takes one connection only), and a kept
+/// connection is not used by two logins at once.
+#[tokio::test]
+async fn imap_logout_keeps_the_store_connection_for_the_next_login() {
+    let store = real_store(Protocol::Imap, crate::config::TlsMode::StartTls, |_| {}).await;
+    let once = one_connection_to(store.addr).await;
+    let h = harness(|c| {
+        c.mmp
+            .imap_backends
+            .insert("store1.example".into(), once.to_string().parse().unwrap());
+        c.mmp.backend_tls = "starttls".parse().unwrap();
+        c.mmp.backend_ca_file = store.cert.display().to_string();
+        c.mmp.backend_server_name = Some("localhost".parse().unwrap());
+    });
+    let pool = h.env.shared.store_pool.clone();
+    for round in 0..3 {
+        let (mut c, task) = h.imap();
+        c.line().await;
+        let r = c.cmd("a LOGIN alice secret", "a ").await;
+        assert!(
+            r.starts_with("a OK") && !r.contains("UNAUTHENTICATE"),
+            "round {round}: {r}"
+        );
+        assert_eq!(pool.kept(once), 0, "round {round}: in use");
+        let r = c.cmd("b SELECT INBOX", "b ").await;
+        assert!(
+            r.contains("* 1 EXISTS\r\n") && r.contains("b OK"),
+            "round {round}: {r}"
+        );
+        let r = c.cmd("c FETCH 1 BODY.PEEK[]", "c ").await;
+        assert!(
+            r.contains("Subject: hi\r\n\r\nhello\r\n"),
+            "round {round}: {r}"
+        );
+        let r = c.cmd("d LOGOUT", "d ").await;
+        assert_eq!(
+            r, "* BYE msgd IMAP proxy logging out\r\nd OK LOGOUT completed\r\n",
+            "round {round}"
+        );
+        assert!(c.at_eof().await);
+        task.await.unwrap();
+        let t0 = std::time::Instant::now();
+        while pool.kept(once) == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "round {round}: not kept"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // Two at once: the second needs a connection of its own, and the one
+    // address takes no more: it is told to come back later.
+    let (mut c1, _t1) = h.imap();
+    c1.line().await;
+    assert!(c1
+        .cmd("a LOGIN alice secret", "a ")
+        .await
+        .starts_with("a OK"));
+    let (mut c2, _t2) = h.imap();
+    c2.line().await;
+    let r = c2.cmd("a LOGIN alice secret", "a ").await;
+    assert!(r.starts_with("a NO [UNAVAILABLE]"), "{r}");
 }
 
 // ---- PROXY protocol on a listener ----

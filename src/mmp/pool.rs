@@ -1,0 +1,167 @@
+//! Store connections kept between logins (IMAP; `mmp.backend_reuse`).
+//!
+//! When a client logs out and the store has nothing left to answer, the
+//! relay answers the LOGOUT itself and hands the store connection back
+//! (`relay::End::Logout`). Here it is made not authenticated with the
+//! mmp's own UNAUTHENTICATE (RFC 8437: the mmp never relays a client's)
+//! in a task of its own, and kept for the next login at that store
+//! address, which then sends only its ID and LOGIN: no TCP or TLS
+//! handshake, no greeting, and the store spares a session set-up.
+//!
+//! Safety: a connection is kept only after the store's tagged OK to the
+//! UNAUTHENTICATE with nothing after it (nothing of the last user's
+//! session can reach the next client), for `backend_reuse_idle` seconds
+//! at most, `backend_reuse` per store address at most; before use it is
+//! checked to be open and silent (a store that timed it out has sent BYE
+//! or closed). A login that fails on a kept connection for any reason but
+//! the store's NO goes on with a new connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::net::Conn;
+
+/// A kept connection: not authenticated, between responses.
+pub struct Kept {
+    pub conn: Conn,
+    /// The store's capabilities before login (from its UNAUTHENTICATE
+    /// answer), if it sent them.
+    pub caps: Option<String>,
+    since: Instant,
+}
+
+pub struct StorePool {
+    idle: Mutex<HashMap<SocketAddr, VecDeque<Kept>>>,
+    per_store: usize,
+    max_idle: Duration,
+}
+
+impl StorePool {
+    pub fn new(per_store: usize, max_idle: Duration) -> StorePool {
+        StorePool {
+            idle: Mutex::new(HashMap::new()),
+            per_store,
+            max_idle,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.per_store > 0 && !self.max_idle.is_zero()
+    }
+
+    fn lists(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, VecDeque<Kept>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently kept connection to `addr` that is still open and
+    /// silent; older ones past their time are dropped on the way.
+    pub fn take(&self, addr: SocketAddr) -> Option<Kept> {
+        loop {
+            let mut kept = {
+                let mut lists = self.lists();
+                let list = lists.get_mut(&addr)?;
+                let k = list.pop_back();
+                if list.is_empty() {
+                    lists.remove(&addr);
+                }
+                k?
+            };
+            if kept.since.elapsed() < self.max_idle && quiet(&mut kept.conn) {
+                return Some(kept);
+            }
+        }
+    }
+
+    /// Keeps a connection the store has just made not authenticated; the
+    /// oldest one to `addr` goes when there are too many.
+    pub fn put(&self, addr: SocketAddr, conn: Conn, caps: Option<String>) {
+        if !self.enabled() {
+            return;
+        }
+        let mut lists = self.lists();
+        let list = lists.entry(addr).or_default();
+        while list.len() >= self.per_store
+            || list
+                .front()
+                .is_some_and(|k| k.since.elapsed() >= self.max_idle)
+        {
+            list.pop_front();
+        }
+        list.push_back(Kept {
+            conn,
+            caps,
+            since: Instant::now(),
+        });
+    }
+
+    /// Kept connections (tests).
+    #[cfg(test)]
+    pub fn kept(&self, addr: SocketAddr) -> usize {
+        self.lists().get(&addr).map_or(0, |l| l.len())
+    }
+}
+
+/// The connection is open and the store has said nothing since it was
+/// kept (a read would wait).
+fn quiet(conn: &mut Conn) -> bool {
+    let mut byte = [0u8; 1];
+    super::relay::read_now(conn, &mut byte).is_none()
+}
+
+/// After the mmp answered a client's LOGOUT: UNAUTHENTICATE, then keep
+/// the connection, in a task of its own.
+pub fn give_back(pool: Arc<StorePool>, addr: SocketAddr, conn: Conn, timeout: Duration) {
+    if !pool.enabled() {
+        return;
+    }
+    tokio::spawn(async move {
+        if let Ok(Some((conn, caps))) =
+            tokio::time::timeout(timeout, super::backend::unauthenticate(conn)).await
+        {
+            pool.put(addr, conn, caps);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn keeps_the_newest_few_and_only_open_silent_ones() {
+        let addr: SocketAddr = "127.0.0.1:143".parse().unwrap();
+        let pool = StorePool::new(2, Duration::from_secs(60));
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let (a, b) = tokio::io::duplex(64);
+            pool.put(addr, Box::new(a), Some("IMAP4rev1".into()));
+            peers.push(b);
+        }
+        assert_eq!(pool.kept(addr), 2, "the oldest went");
+        // The newest store has said something (BYE): not used.
+        peers[2].write_all(b"* BYE idle\r\n").await.unwrap();
+        let k = pool.take(addr).expect("the middle one");
+        assert_eq!(k.caps.as_deref(), Some("IMAP4rev1"));
+        assert_eq!(pool.kept(addr), 0);
+        assert!(pool.take(addr).is_none());
+        // Closed by the store: not used.
+        let (a, b) = tokio::io::duplex(64);
+        pool.put(addr, Box::new(a), None);
+        drop(b);
+        assert!(pool.take(addr).is_none());
+        // Past its time: not used.
+        let pool = StorePool::new(2, Duration::from_millis(1));
+        let (a, _b) = tokio::io::duplex(64);
+        pool.put(addr, Box::new(a), None);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(pool.take(addr).is_none());
+        // Off.
+        let pool = StorePool::new(0, Duration::from_secs(60));
+        let (a, _b) = tokio::io::duplex(64);
+        pool.put(addr, Box::new(a), None);
+        assert!(pool.take(addr).is_none());
+    }
+}
