@@ -644,20 +644,7 @@ mod tests {
     async fn relay_passes_bytes_and_ends_when_the_store_closes() {
         let (client, mut client_peer) = tokio::io::duplex(64);
         let (store, mut store_peer) = tokio::io::duplex(64);
-        let task = tokio::spawn(relay(
-            Box::new(client),
-            Box::new(store),
-            Options {
-                idle: Duration::from_secs(60),
-                buffers: Arc::new(BurstBuffers::new(4)),
-                shutdown: CancellationToken::new(),
-                goodbye: Some(b"* BYE shutting down\r\n"),
-                imap: true,
-                pipelined: Vec::new(),
-                store_rest: Vec::new(),
-                answer_logout: false,
-            },
-        ));
+        let task = tokio::spawn(relay(Box::new(client), Box::new(store), test_options()));
         // Larger than the small buffer, to go through the big one.
         // IMAP input ends its lines: the filter holds back only the end of
         // an unfinished line (a literal announcement may still come).
@@ -683,16 +670,25 @@ mod tests {
         assert_eq!(counts.to_client, 10);
     }
 
-    fn logout_options(pipelined: &[u8]) -> Options {
+    /// IMAP, a minute's idle time, a goodbye, nothing pipelined.
+    fn test_options() -> Options {
         Options {
             idle: Duration::from_secs(60),
             buffers: Arc::new(BurstBuffers::new(4)),
             shutdown: CancellationToken::new(),
             goodbye: Some(b"* BYE shutting down\r\n"),
             imap: true,
-            pipelined: pipelined.to_vec(),
+            pipelined: Vec::new(),
             store_rest: Vec::new(),
+            answer_logout: false,
+        }
+    }
+
+    fn logout_options(pipelined: &[u8]) -> Options {
+        Options {
+            pipelined: pipelined.to_vec(),
             answer_logout: true,
+            ..test_options()
         }
     }
 
@@ -762,14 +758,8 @@ mod tests {
             Box::new(client),
             Box::new(store),
             Options {
-                idle: Duration::from_secs(60),
                 buffers: buffers.clone(),
-                shutdown: CancellationToken::new(),
-                goodbye: Some(b"* BYE shutting down\r\n"),
-                imap: true,
-                pipelined: Vec::new(),
-                store_rest: Vec::new(),
-                answer_logout: false,
+                ..test_options()
             },
         ));
         // Responses with literals, far beyond the small buffer, in one go.
@@ -810,14 +800,8 @@ mod tests {
             Box::new(client),
             Box::new(store),
             Options {
-                idle: Duration::from_secs(60),
-                buffers: Arc::new(BurstBuffers::new(4)),
-                shutdown: CancellationToken::new(),
                 goodbye: None,
-                imap: true,
-                pipelined: Vec::new(),
-                store_rest: Vec::new(),
-                answer_logout: false,
+                ..test_options()
             },
         ));
         // The store answers a big FETCH; the client never reads it.
@@ -845,14 +829,8 @@ mod tests {
             Box::new(client),
             Box::new(store),
             Options {
-                idle: Duration::from_secs(60),
-                buffers: Arc::new(BurstBuffers::new(4)),
                 shutdown: shutdown.clone(),
-                goodbye: Some(b"* BYE shutting down\r\n"),
-                imap: true,
-                pipelined: Vec::new(),
-                store_rest: Vec::new(),
-                answer_logout: false,
+                ..test_options()
             },
         ));
         // The store is in the middle of a literal when shutdown comes.
@@ -882,13 +860,7 @@ mod tests {
             Box::new(store),
             Options {
                 idle: Duration::from_millis(100),
-                buffers: Arc::new(BurstBuffers::new(4)),
-                shutdown: CancellationToken::new(),
-                goodbye: Some(b"* BYE shutting down\r\n"),
-                imap: true,
-                pipelined: Vec::new(),
-                store_rest: Vec::new(),
-                answer_logout: false,
+                ..test_options()
             },
         ));
         let mut got = Vec::new();
