@@ -235,11 +235,21 @@ impl Session {
         self.notify = None;
         self.notify_seen = None;
         self.reset_preauth_limits();
-        // A front end names its next client in a new ID.
-        self.originating_ip = None;
-        self.via_front_end = false;
-        self.front_end_reuse = false;
-        tracing::info!(%user, "imap unauthenticate");
+        if self.front_end_reuse {
+            // A front end names its next client in a new ID.
+            let commands = self.next_front_end_client();
+            tracing::info!(
+                %user,
+                client = self.originating_ip.as_deref().unwrap_or("-"),
+                commands,
+                "imap unauthenticate by the front end"
+            );
+            self.originating_ip = None;
+            self.via_front_end = false;
+            self.front_end_reuse = false;
+        } else {
+            tracing::info!(%user, "imap unauthenticate");
+        }
         Reply::ok_code(
             format!("CAPABILITY {}", self.capabilities()),
             "Not authenticated",

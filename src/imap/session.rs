@@ -1525,6 +1525,17 @@ impl Session {
             .set_max_literal(self.config.imap.max_literal.min(PREAUTH_MAX_LITERAL));
     }
 
+    /// A front end's connection passes to its next client (UNAUTHENTICATE
+    /// of a reusing front end): the per-connection counts of bad commands
+    /// and failed logins start again, so one client's cannot close the
+    /// connection on the next. Returns the commands of the session that
+    /// ends, for its log line.
+    pub(crate) fn next_front_end_client(&mut self) -> u64 {
+        self.bad_commands = 0;
+        self.auth_failures = 0;
+        std::mem::take(&mut self.commands)
+    }
+
     /// Limits of an account: its directory quota or the store default.
     pub fn quota_of(&self, directory_quota: Option<u64>) -> Quota {
         crate::deliver::quota(directory_quota, &self.config.store)

@@ -504,3 +504,28 @@ async fn remote(h: &super::tests::Harness) -> Client {
     info.peer = "192.0.2.10:40000".parse().unwrap();
     Client::connect_info(h, info).await
 }
+
+/// A reusing front end's UNAUTHENTICATE starts the connection's counts
+/// of bad commands again: one client's cannot close it on the next.
+#[tokio::test]
+async fn rfc8437_3_a_front_end_client_does_not_inherit_bad_commands() {
+    let h = harness();
+    let mut c = Client::connect(&h).await;
+    for round in 0..2 {
+        c.cmd("i ID (\"x-originating-ip\" \"198.51.100.7\" \"x-unauthenticate\" \"proxy\")")
+            .await;
+        let r = c.cmd(&format!("a LOGIN {USER} {PASS}")).await;
+        assert!(tagged(&r).starts_with("a OK"), "round {round}: {r}");
+        for i in 0..8 {
+            let r = c.cmd(&format!("x{i} FROB")).await;
+            assert!(
+                tagged(&r).starts_with(&format!("x{i} BAD")),
+                "round {round}: {r}"
+            );
+        }
+        let r = c.cmd("u UNAUTHENTICATE").await;
+        assert!(tagged(&r).starts_with("u OK"), "round {round}: {r}");
+    }
+    let r = c.cmd("n NOOP").await;
+    assert!(tagged(&r).starts_with("n OK"), "{r}");
+}

@@ -47,6 +47,9 @@ pub struct Backend {
     pub rest: Vec<u8>,
     /// The address connected to, for the session log.
     pub addr: SocketAddr,
+    /// The name connected for (TLS checked the store's certificate for
+    /// it; kept connections are found by address and name).
+    pub host: String,
 }
 
 /// Who is logging in, for the store.
@@ -91,7 +94,7 @@ pub async fn open(
         return Err(BackendError::Unavailable);
     }
     if proto == Proto::Imap && env.reuses_store_connections() {
-        if let Some(b) = reuse(env, mail_host, &addrs, req).await? {
+        if let Some(b) = reuse(env, (mail_host, &host), &addrs, req).await? {
             return Ok(b);
         }
     }
@@ -151,25 +154,42 @@ pub async fn open(
         reply,
         rest,
         addr,
+        host,
     })
 }
+
+/// A tag no client behind the mmp can have used on a connection that is
+/// kept for another (a client's own command with the tag of the mmp's
+/// next one could pass for its answer).
+fn unguessable_tag() -> String {
+    format!("M{:016x}", rand::random::<u64>())
+}
+
+/// How long a login on a kept connection may take before a new
+/// connection is tried instead.
+const KEPT_LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A login on a kept connection to one of `addrs` (`pool`), if there is
 /// one: Ok(None) when there is none or it failed on the way (a new
 /// connection is made then); the store's NO is the answer.
 async fn reuse(
     env: &Env,
-    mail_host: &str,
+    (mail_host, host): (&str, &str),
     addrs: &[SocketAddr],
     req: &LoginRequest<'_>,
 ) -> Result<Option<Backend>, BackendError> {
     let pool = &env.shared.store_pool;
-    let Some((kept, addr)) = addrs.iter().find_map(|a| pool.take(*a).map(|k| (k, *a))) else {
+    let kept = addrs
+        .iter()
+        .find_map(|a| pool.take(*a, host).map(|k| (k, *a)));
+    let Some((kept, addr)) = kept else {
         return Ok(None);
     };
     let mut io = Io::new(kept.conn, Proto::Imap);
-    let login = imap_authenticate(env, &mut io, mail_host, addr, req, kept.caps);
-    match tokio::time::timeout(Duration::from_secs(env.config.mmp.backend_timeout), login).await {
+    let tag = unguessable_tag();
+    let login = imap_authenticate(env, &mut io, (mail_host, addr), req, kept.caps, &tag);
+    let limit = KEPT_LOGIN_TIMEOUT.min(Duration::from_secs(env.config.mmp.backend_timeout));
+    match tokio::time::timeout(limit, login).await {
         Ok(Ok(reply)) => {
             let (conn, rest) = io.into_parts();
             Ok(Some(Backend {
@@ -177,6 +197,7 @@ async fn reuse(
                 reply,
                 rest,
                 addr,
+                host: host.to_string(),
             }))
         }
         Ok(Err(BackendError::Refused(code))) => Err(BackendError::Refused(code)),
@@ -425,19 +446,20 @@ async fn imap_login(
         // RFC 9051 section 6.2.1: capabilities from before TLS are void.
         caps = None;
     }
-    imap_authenticate(env, io, store, addr, req, caps).await
+    imap_authenticate(env, io, (store, addr), req, caps, "M").await
 }
 
 /// ID and login on a connection past its greeting (and TLS): a new one,
 /// or one kept from an earlier login (`pool`). `caps`: the store's
-/// capabilities before login, if known. Returns those after login.
+/// capabilities before login, if known. `t`: the tags' prefix. Returns
+/// the capabilities after login.
 async fn imap_authenticate(
     env: &Env,
     io: &mut Io,
-    store: &str,
-    addr: SocketAddr,
+    (store, addr): (&str, SocketAddr),
     req: &LoginRequest<'_>,
     mut caps: Option<String>,
+    t: &str,
 ) -> Result<String, BackendError> {
     let m = &env.config.mmp;
     let failed = |what: &str, e: std::io::Error| io_failed(store, addr, what, &e);
@@ -448,7 +470,7 @@ async fn imap_authenticate(
     // session less.
     let mut lead = Vec::new();
     if m.backend_id {
-        let mut id = String::from("M2 ID (");
+        let mut id = format!("{t}2 ID (");
         let mut params: Vec<(String, String)> = req
             .client_id
             .iter()
@@ -493,7 +515,7 @@ async fn imap_authenticate(
             // LOGIN with quoted strings, or synchronizing literals for
             // 8-bit or CR/LF-bearing values.
             let mut pieces: Vec<Vec<u8>> = Vec::new();
-            let mut current = b"M3 LOGIN".to_vec();
+            let mut current = format!("{t}3 LOGIN").into_bytes();
             for value in [req.user, req.password] {
                 current.push(b' ');
                 match super::imap::quoted(value) {
@@ -509,7 +531,7 @@ async fn imap_authenticate(
             pieces.push(current);
             let mut pieces = pieces.into_iter();
             let first = with_id(&pieces.next().unwrap_or_default());
-            imap_command(io, "M3", &first, || pieces.next(), &mut caps).await
+            imap_command(io, &format!("{t}3"), &first, || pieces.next(), &mut caps).await
         }
         LoginMode::ProxyAuth => {
             let response = env.proxyauth_plain(req.user).map_err(|e| {
@@ -520,13 +542,13 @@ async fn imap_authenticate(
                 .as_deref()
                 .is_some_and(|c| has_capability(c, "SASL-IR"))
             {
-                let cmd = format!("M3 AUTHENTICATE PLAIN {response}\r\n");
+                let cmd = format!("{t}3 AUTHENTICATE PLAIN {response}\r\n");
                 let cmd = with_id(cmd.as_bytes());
-                imap_command(io, "M3", &cmd, || None, &mut caps).await
+                imap_command(io, &format!("{t}3"), &cmd, || None, &mut caps).await
             } else {
                 let mut data = Some(format!("{response}\r\n").into_bytes());
-                let cmd = with_id(b"M3 AUTHENTICATE PLAIN\r\n");
-                imap_command(io, "M3", &cmd, || data.take(), &mut caps).await
+                let cmd = with_id(format!("{t}3 AUTHENTICATE PLAIN\r\n").as_bytes());
+                imap_command(io, &format!("{t}3"), &cmd, || data.take(), &mut caps).await
             }
         }
     }
@@ -542,7 +564,8 @@ async fn imap_authenticate(
     let mut after = capability_code(&rest);
     if after.is_none() {
         let mut got = None;
-        let (kind, _) = imap_command(io, "M4", b"M4 CAPABILITY\r\n", || None, &mut got)
+        let ask = format!("{t}4 CAPABILITY\r\n");
+        let (kind, _) = imap_command(io, &format!("{t}4"), ask.as_bytes(), || None, &mut got)
             .await
             .map_err(|e| failed("asking for capabilities", e))?;
         after = if kind == "OK" { got } else { None };
@@ -556,7 +579,9 @@ async fn imap_authenticate(
 pub async fn unauthenticate(conn: Conn) -> Option<(Conn, Option<String>)> {
     let mut io = Io::new(conn, Proto::Imap);
     let mut caps = None;
-    let (kind, rest) = imap_command(&mut io, "MU", b"MU UNAUTHENTICATE\r\n", || None, &mut caps)
+    let tag = unguessable_tag();
+    let cmd = format!("{tag} UNAUTHENTICATE\r\n");
+    let (kind, rest) = imap_command(&mut io, &tag, cmd.as_bytes(), || None, &mut caps)
         .await
         .ok()?;
     if kind != "OK" || io.framer.has_buffered() {

@@ -210,6 +210,7 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         rest,
         addr,
         reply,
+        host,
     } = *backend;
     let Driver {
         env,
@@ -239,7 +240,7 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
     drop(env);
     let (end, counts, kept) = Box::pin(relay::relay(client, store, opts)).await;
     if let Some(conn) = kept {
-        pool::give_back(pool, addr, conn, backend_timeout);
+        pool::give_back(pool, (addr, host), conn, backend_timeout);
     }
     info!(
         user = user.as_deref().unwrap_or("-"),

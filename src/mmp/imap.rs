@@ -496,6 +496,12 @@ pub struct RelayFilter {
     /// LOGOUT was answered here: what the client sends after it is
     /// dropped, and the store is not told.
     logged_out: bool,
+    /// The store sent more after that point (it goes nowhere): its
+    /// connection is not between responses and cannot be reused.
+    spoiled: bool,
+    /// A command whose first line did not fit in `HEAD` bytes could not
+    /// be read (its tag or name): LOGOUT is no longer answered here.
+    unsure: bool,
 }
 
 impl Default for RelayFilter {
@@ -517,6 +523,8 @@ impl RelayFilter {
             pending: 0,
             answer_logout: false,
             logged_out: false,
+            spoiled: false,
+            unsure: false,
         }
     }
 
@@ -533,6 +541,13 @@ impl RelayFilter {
     /// LOGOUT was answered here.
     pub fn logged_out(&self) -> bool {
         self.logged_out
+    }
+
+    /// LOGOUT was answered here, that answer is out, and the store has
+    /// sent nothing since: its stream is between responses, every
+    /// command answered.
+    pub fn store_reusable(&self) -> bool {
+        self.logged_out && !self.spoiled && self.replies.is_empty()
     }
 
     /// The mmp has replies waiting for the client.
@@ -571,6 +586,7 @@ impl RelayFilter {
                         line.clear();
                         self.up_buf = line;
                     } else if self.up_buf.len() >= HEAD {
+                        self.long_command();
                         self.up = Up::Line;
                         self.hold_tail(to_store);
                     }
@@ -591,6 +607,21 @@ impl RelayFilter {
                 }
             }
         }
+    }
+
+    /// A command's first line goes past `HEAD` bytes (`up_buf` holds
+    /// them): counted as a command; if its tag and name are not among
+    /// them, nothing more is judged from the client's side.
+    fn long_command(&mut self) {
+        match command_words(&self.up_buf) {
+            Some((tag, name, _)) => {
+                if name.eq_ignore_ascii_case(b"COMPRESS") {
+                    self.compress_tag = Some(tag.to_vec());
+                }
+            }
+            None => self.unsure = true,
+        }
+        self.pending = self.pending.saturating_add(1);
     }
 
     /// Sends all of a partial line but the bytes that may still become a
@@ -616,6 +647,7 @@ impl RelayFilter {
                 if name.eq_ignore_ascii_case(b"LOGOUT")
                     && rest.is_empty()
                     && self.answer_logout
+                    && !self.unsure
                     && self.pending == 0
                     && self.between_responses()
                     && self.up == Up::Head
@@ -674,6 +706,11 @@ impl RelayFilter {
     /// the mmp's own replies make it copy.
     pub fn store_output_direct(&mut self, data: &[u8], to_client: &mut Vec<u8>) -> Option<usize> {
         self.flush_replies(to_client);
+        if self.logged_out && self.replies.is_empty() {
+            // The client has had its LOGOUT answer: nothing more for it.
+            self.spoiled |= !data.is_empty();
+            return if to_client.is_empty() { Some(0) } else { None };
+        }
         let mut sink = Sink {
             data,
             direct: 0,
@@ -1368,6 +1405,63 @@ mod tests {
             assert!(!out);
             assert_eq!(up, b"d LOGOUT\r\n");
         }
+    }
+
+    /// Commands whose first line is longer than what the filter reads of
+    /// it are still owed an answer: a LOGOUT behind one goes to the store.
+    /// One whose tag is not even in those bytes ends local LOGOUTs. Store
+    /// output after the mmp's LOGOUT answer reaches nobody and makes the
+    /// store connection unusable.
+    #[test]
+    fn rfc9051_logout_behind_long_lines_and_store_output_after_it() {
+        let long_set = vec!["1"; 200].join(",");
+        let long = format!("a UID STORE {long_set} +FLAGS (\\Seen)\r\n");
+        let script: Vec<(bool, &[u8])> = vec![(true, long.as_bytes()), (true, b"b LOGOUT\r\n")];
+        for (up, _, out) in turns(&script, true) {
+            assert!(!out);
+            assert!(up.ends_with(b"\r\nb LOGOUT\r\n"));
+        }
+        let answered = b"a OK done\r\n";
+        let script: Vec<(bool, &[u8])> = vec![
+            (true, long.as_bytes()),
+            (false, answered),
+            (true, b"b LOGOUT\r\n"),
+        ];
+        for (up, _, out) in turns(&script, true) {
+            assert!(out, "answered once the long command was");
+            assert_eq!(up, long.as_bytes());
+        }
+        let long_tag = format!("{} NOOP\r\n", "t".repeat(300));
+        let long_tag_answer = format!("{} OK done\r\n", "t".repeat(300));
+        let script: Vec<(bool, &[u8])> = vec![
+            (true, long_tag.as_bytes()),
+            (false, long_tag_answer.as_bytes()),
+            (true, b"b LOGOUT\r\n"),
+        ];
+        for (up, _, out) in turns(&script, true) {
+            assert!(!out);
+            assert!(up.ends_with(b"\r\nb LOGOUT\r\n"));
+        }
+        let mut f = RelayFilter::new().answering_logout();
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        f.client_input(b"b LOGOUT\r\n", &mut up);
+        f.store_output(b"* 4 EXISTS\r\n", &mut down);
+        assert!(up.is_empty() && f.logged_out() && !f.store_reusable());
+        assert_eq!(
+            down,
+            b"* BYE msgd IMAP proxy logging out\r\nb OK LOGOUT completed\r\n"
+        );
+        let mut later = Vec::new();
+        assert_eq!(
+            f.store_output_direct(b"* 5 EXISTS\r\n", &mut later),
+            Some(0)
+        );
+        assert!(later.is_empty());
+        let mut f = RelayFilter::new().answering_logout();
+        f.client_input(b"b LOGOUT\r\n", &mut up);
+        assert!(!f.store_reusable(), "its answer is not out yet");
+        f.flush_replies(&mut down);
+        assert!(f.store_reusable());
     }
 
     #[test]

@@ -32,8 +32,12 @@ pub struct Kept {
     since: Instant,
 }
 
+/// Where a kept connection goes: the address and the name it was
+/// connected for (its TLS certificate was checked for that name).
+type Key = (SocketAddr, String);
+
 pub struct StorePool {
-    idle: Mutex<HashMap<SocketAddr, VecDeque<Kept>>>,
+    idle: Mutex<HashMap<Key, VecDeque<Kept>>>,
     per_store: usize,
     max_idle: Duration,
 }
@@ -51,20 +55,22 @@ impl StorePool {
         self.per_store > 0 && !self.max_idle.is_zero()
     }
 
-    fn lists(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, VecDeque<Kept>>> {
+    fn lists(&self) -> std::sync::MutexGuard<'_, HashMap<Key, VecDeque<Kept>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently kept connection to `addr` that is still open and
-    /// silent; older ones past their time are dropped on the way.
-    pub fn take(&self, addr: SocketAddr) -> Option<Kept> {
+    /// The most recently kept connection to `addr`, connected for `name`,
+    /// that is still open and silent; older ones past their time are
+    /// dropped on the way.
+    pub fn take(&self, addr: SocketAddr, name: &str) -> Option<Kept> {
+        let key = (addr, name.to_string());
         loop {
             let mut kept = {
                 let mut lists = self.lists();
-                let list = lists.get_mut(&addr)?;
+                let list = lists.get_mut(&key)?;
                 let k = list.pop_back();
                 if list.is_empty() {
-                    lists.remove(&addr);
+                    lists.remove(&key);
                 }
                 k?
             };
@@ -75,18 +81,25 @@ impl StorePool {
     }
 
     /// Keeps a connection the store has just made not authenticated; the
-    /// oldest one to `addr` goes when there are too many.
-    pub fn put(&self, addr: SocketAddr, conn: Conn, caps: Option<String>) {
+    /// oldest one to the same place goes when there are too many, and
+    /// those past their time go everywhere (their stores close them
+    /// soon).
+    pub fn put(&self, (addr, name): (SocketAddr, &str), conn: Conn, caps: Option<String>) {
         if !self.enabled() {
             return;
         }
         let mut lists = self.lists();
-        let list = lists.entry(addr).or_default();
-        while list.len() >= self.per_store
-            || list
+        lists.retain(|_, list| {
+            while list
                 .front()
                 .is_some_and(|k| k.since.elapsed() >= self.max_idle)
-        {
+            {
+                list.pop_front();
+            }
+            !list.is_empty()
+        });
+        let list = lists.entry((addr, name.to_string())).or_default();
+        while list.len() >= self.per_store {
             list.pop_front();
         }
         list.push_back(Kept {
@@ -96,10 +109,14 @@ impl StorePool {
         });
     }
 
-    /// Kept connections (tests).
+    /// Kept connections to `addr` (tests).
     #[cfg(test)]
     pub fn kept(&self, addr: SocketAddr) -> usize {
-        self.lists().get(&addr).map_or(0, |l| l.len())
+        self.lists()
+            .iter()
+            .filter(|((a, _), _)| *a == addr)
+            .map(|(_, l)| l.len())
+            .sum()
     }
 }
 
@@ -112,7 +129,12 @@ fn quiet(conn: &mut Conn) -> bool {
 
 /// After the mmp answered a client's LOGOUT: UNAUTHENTICATE, then keep
 /// the connection, in a task of its own.
-pub fn give_back(pool: Arc<StorePool>, addr: SocketAddr, conn: Conn, timeout: Duration) {
+pub fn give_back(
+    pool: Arc<StorePool>,
+    (addr, name): (SocketAddr, String),
+    conn: Conn,
+    timeout: Duration,
+) {
     if !pool.enabled() {
         return;
     }
@@ -120,7 +142,7 @@ pub fn give_back(pool: Arc<StorePool>, addr: SocketAddr, conn: Conn, timeout: Du
         if let Ok(Some((conn, caps))) =
             tokio::time::timeout(timeout, super::backend::unauthenticate(conn)).await
         {
-            pool.put(addr, conn, caps);
+            pool.put((addr, &name), conn, caps);
         }
     });
 }
@@ -137,31 +159,32 @@ mod tests {
         let mut peers = Vec::new();
         for _ in 0..3 {
             let (a, b) = tokio::io::duplex(64);
-            pool.put(addr, Box::new(a), Some("IMAP4rev1".into()));
+            pool.put((addr, "store"), Box::new(a), Some("IMAP4rev1".into()));
             peers.push(b);
         }
         assert_eq!(pool.kept(addr), 2, "the oldest went");
+        assert!(pool.take(addr, "other.name").is_none(), "kept for its name");
         // The newest store has said something (BYE): not used.
         peers[2].write_all(b"* BYE idle\r\n").await.unwrap();
-        let k = pool.take(addr).expect("the middle one");
+        let k = pool.take(addr, "store").expect("the middle one");
         assert_eq!(k.caps.as_deref(), Some("IMAP4rev1"));
         assert_eq!(pool.kept(addr), 0);
-        assert!(pool.take(addr).is_none());
+        assert!(pool.take(addr, "store").is_none());
         // Closed by the store: not used.
         let (a, b) = tokio::io::duplex(64);
-        pool.put(addr, Box::new(a), None);
+        pool.put((addr, "store"), Box::new(a), None);
         drop(b);
-        assert!(pool.take(addr).is_none());
+        assert!(pool.take(addr, "store").is_none());
         // Past its time: not used.
         let pool = StorePool::new(2, Duration::from_millis(1));
         let (a, _b) = tokio::io::duplex(64);
-        pool.put(addr, Box::new(a), None);
+        pool.put((addr, "store"), Box::new(a), None);
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(pool.take(addr).is_none());
+        assert!(pool.take(addr, "store").is_none());
         // Off.
         let pool = StorePool::new(0, Duration::from_secs(60));
         let (a, _b) = tokio::io::duplex(64);
-        pool.put(addr, Box::new(a), None);
-        assert!(pool.take(addr).is_none());
+        pool.put((addr, "store"), Box::new(a), None);
+        assert!(pool.take(addr, "store").is_none());
     }
 }

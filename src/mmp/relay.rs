@@ -426,13 +426,23 @@ async fn relay_chunk<W: AsyncWrite + Unpin>(
             logout = f.logged_out() && (dir == Dir::ToStore || !f.has_replies());
             (dir == Dir::ToStore && f.has_replies(), direct)
         };
-        if wake {
-            shared.replies.notify_one();
-        }
         data = match direct {
             Some(n) => data.get(..n).unwrap_or_default(),
             None => &out,
         };
+        if let Some(b) = boundary.as_deref_mut() {
+            b.feed(data);
+        }
+        if !data.is_empty() && (w.write_all(data).await.is_err() || w.flush().await.is_err()) {
+            return Err(Side::Writer);
+        }
+        // After the write: a LOGOUT answered here must not let the other
+        // side end the relay while this one is still writing to the store.
+        if wake {
+            shared.replies.notify_one();
+        }
+        out.clear();
+        return Ok((out, logout));
     }
     if let Some(b) = boundary.as_deref_mut() {
         b.feed(data);
@@ -513,17 +523,21 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts, Op
     }
     drop((to_client, to_store));
     // LOGOUT pipelined behind the login and answered already.
-    let answered = shared.as_ref().is_some_and(|s| {
+    let answered = shared.as_ref().map(|s| {
         let f = s.filter();
-        f.logged_out() && !f.has_replies()
+        (f.logged_out() && !f.has_replies(), f.store_reusable())
     });
-    if answered {
+    if let Some((true, reusable)) = answered {
         let _ = client_w.shutdown().await;
-        return (
-            End::Logout,
-            Counts::default(),
-            Some(store_r.unsplit(store_w)),
-        );
+        if reusable {
+            return (
+                End::Logout,
+                Counts::default(),
+                Some(store_r.unsplit(store_w)),
+            );
+        }
+        let _ = store_w.shutdown().await;
+        return (End::Logout, Counts::default(), None);
     }
     let end = {
         let up = pump(
@@ -563,7 +577,16 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts, Op
             Err(Side::Writer) => End::ClientError,
         };
         tokio::select! {
-            r = &mut down => down_end(r),
+            r = &mut down => match down_end(r) {
+                // The store side may see the answer go out (with store
+                // output) while the client side still writes what came
+                // before the LOGOUT: it finishes first.
+                End::Logout => match tokio::time::timeout(DRAIN_AFTER_CLIENT_EOF, &mut up).await {
+                    Ok(Ok(PumpEnd::Logout)) => End::Logout,
+                    _ => End::ClientClosed,
+                },
+                end => end,
+            },
             r = &mut up => match r {
                 Ok(PumpEnd::Logout) => {
                     // The answer goes out between two store responses.
@@ -595,7 +618,8 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts, Op
         to_store: up_count.load(Ordering::Relaxed),
         to_client: down_count.load(Ordering::Relaxed),
     };
-    if end == End::Logout {
+    let reusable = shared.as_ref().is_some_and(|s| s.filter().store_reusable());
+    if end == End::Logout && reusable {
         // The client's side is shut down already.
         return (end, counts, Some(store_r.unsplit(store_w)));
     }
