@@ -372,7 +372,7 @@ fn passable_code(rest: &str) -> Option<String> {
     .then(|| word.to_ascii_uppercase())
 }
 
-fn has_capability(caps: &str, name: &str) -> bool {
+pub(super) fn has_capability(caps: &str, name: &str) -> bool {
     caps.split_ascii_whitespace()
         .any(|c| c.eq_ignore_ascii_case(name))
 }

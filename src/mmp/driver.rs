@@ -231,9 +231,7 @@ pub(crate) async fn run(conn: Conn, info: ConnInfo, env: Env, proto: Proto) {
         // The store said it would take the mmp's UNAUTHENTICATE.
         answer_logout: proto == Proto::Imap
             && env.reuses_store_connections()
-            && reply
-                .split_ascii_whitespace()
-                .any(|c| c.eq_ignore_ascii_case("UNAUTHENTICATE")),
+            && backend::has_capability(&reply, "UNAUTHENTICATE"),
     };
     let pool = env.shared.store_pool.clone();
     let backend_timeout = Duration::from_secs(env.config.mmp.backend_timeout);

@@ -543,11 +543,15 @@ impl RelayFilter {
         self.logged_out
     }
 
-    /// LOGOUT was answered here, that answer is out, and the store has
-    /// sent nothing since: its stream is between responses, every
-    /// command answered.
+    /// LOGOUT was answered here and that answer has gone to the client.
+    pub fn logout_answered(&self) -> bool {
+        self.logged_out && self.replies.is_empty()
+    }
+
+    /// `logout_answered`, and the store has sent nothing since: its
+    /// stream is between responses, every command answered.
     pub fn store_reusable(&self) -> bool {
-        self.logged_out && !self.spoiled && self.replies.is_empty()
+        self.logout_answered() && !self.spoiled
     }
 
     /// The mmp has replies waiting for the client.
@@ -650,7 +654,6 @@ impl RelayFilter {
                     && !self.unsure
                     && self.pending == 0
                     && self.between_responses()
-                    && self.up == Up::Head
                 {
                     self.replies.extend_from_slice(LOGOUT_BYE.as_bytes());
                     self.replies.extend_from_slice(tag);
@@ -706,7 +709,7 @@ impl RelayFilter {
     /// the mmp's own replies make it copy.
     pub fn store_output_direct(&mut self, data: &[u8], to_client: &mut Vec<u8>) -> Option<usize> {
         self.flush_replies(to_client);
-        if self.logged_out && self.replies.is_empty() {
+        if self.logout_answered() {
             // The client has had its LOGOUT answer: nothing more for it.
             self.spoiled |= !data.is_empty();
             return if to_client.is_empty() { Some(0) } else { None };

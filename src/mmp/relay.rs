@@ -300,10 +300,7 @@ where
                     }
                     out.clear();
                 }
-                if replies.is_some_and(|s| {
-                    let f = s.filter();
-                    f.logged_out() && !f.has_replies()
-                }) {
+                if replies.is_some_and(|s| s.filter().logout_answered()) {
                     return Ok(logged_out(w, filter).await);
                 }
                 continue;
@@ -409,9 +406,10 @@ async fn relay_chunk<W: AsyncWrite + Unpin>(
 ) -> Result<(Vec<u8>, bool), Side> {
     activity.touch();
     count.fetch_add(data.len() as u64, Ordering::Relaxed);
-    let mut logout = false;
+    let (mut logout, mut wake) = (false, false);
     if let Some((shared, dir)) = filter {
-        let (wake, direct) = {
+        let direct;
+        (wake, direct) = {
             let mut f = shared.filter();
             let direct = match dir {
                 Dir::ToStore => {
@@ -423,32 +421,27 @@ async fn relay_chunk<W: AsyncWrite + Unpin>(
             };
             // Client to store: stop reading; store to client: the answer
             // goes out with this write.
-            logout = f.logged_out() && (dir == Dir::ToStore || !f.has_replies());
+            logout = match dir {
+                Dir::ToStore => f.logged_out(),
+                Dir::ToClient => f.logout_answered(),
+            };
             (dir == Dir::ToStore && f.has_replies(), direct)
         };
         data = match direct {
             Some(n) => data.get(..n).unwrap_or_default(),
             None => &out,
         };
-        if let Some(b) = boundary.as_deref_mut() {
-            b.feed(data);
-        }
-        if !data.is_empty() && (w.write_all(data).await.is_err() || w.flush().await.is_err()) {
-            return Err(Side::Writer);
-        }
-        // After the write: a LOGOUT answered here must not let the other
-        // side end the relay while this one is still writing to the store.
-        if wake {
-            shared.replies.notify_one();
-        }
-        out.clear();
-        return Ok((out, logout));
     }
     if let Some(b) = boundary.as_deref_mut() {
         b.feed(data);
     }
     if !data.is_empty() && (w.write_all(data).await.is_err() || w.flush().await.is_err()) {
         return Err(Side::Writer);
+    }
+    // After the write: a LOGOUT answered here must not let the other side
+    // end the relay while this one is still writing to the store.
+    if let Some((shared, _)) = filter.filter(|_| wake) {
+        shared.replies.notify_one();
     }
     out.clear();
     Ok((out, logout))
@@ -523,23 +516,12 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts, Op
     }
     drop((to_client, to_store));
     // LOGOUT pipelined behind the login and answered already.
-    let answered = shared.as_ref().map(|s| {
-        let f = s.filter();
-        (f.logged_out() && !f.has_replies(), f.store_reusable())
-    });
-    if let Some((true, reusable)) = answered {
-        let _ = client_w.shutdown().await;
-        if reusable {
-            return (
-                End::Logout,
-                Counts::default(),
-                Some(store_r.unsplit(store_w)),
-            );
-        }
-        let _ = store_w.shutdown().await;
-        return (End::Logout, Counts::default(), None);
-    }
-    let end = {
+    let answered_early = shared
+        .as_ref()
+        .is_some_and(|s| s.filter().logout_answered());
+    let end = if answered_early {
+        End::Logout
+    } else {
         let up = pump(
             &mut client_r,
             &mut store_w,
@@ -620,7 +602,10 @@ pub async fn relay(client: Conn, store: Conn, opts: Options) -> (End, Counts, Op
     };
     let reusable = shared.as_ref().is_some_and(|s| s.filter().store_reusable());
     if end == End::Logout && reusable {
-        // The client's side is shut down already.
+        // After the pumps, the client's side is shut down already.
+        if answered_early {
+            let _ = client_w.shutdown().await;
+        }
         return (end, counts, Some(store_r.unsplit(store_w)));
     }
     let _ = client_w.shutdown().await;
