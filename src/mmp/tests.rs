@@ -1112,6 +1112,69 @@ async fn imap_logout_keeps_the_store_connection_for_the_next_login() {
     assert!(r.starts_with("a NO [UNAVAILABLE]"), "{r}");
 }
 
+/// Hostile clients cannot get a store connection kept while something
+/// is still owed on it: a LOGOUT pipelined behind a command whose tag is
+/// longer than the filter reads, or behind a command with a long first
+/// line, goes to the store, which answers everything and closes; the mmp
+/// keeps nothing. A client's own UNAUTHENTICATE never reaches the store.
+#[tokio::test]
+async fn imap_hostile_pipelining_never_leaves_a_busy_store_connection_kept() {
+    let store = real_store(Protocol::Imap, crate::config::TlsMode::None, |c| {
+        c.imap.allow_plaintext_auth = true;
+    })
+    .await;
+    let h = harness(|c| {
+        c.mmp.imap_backends.insert(
+            "store1.example".into(),
+            store.addr.to_string().parse().unwrap(),
+        );
+    });
+    let pool = h.env.shared.store_pool.clone();
+    let long_tag = "t".repeat(300);
+    let long_set = vec!["1"; 200].join(",");
+    let scripts = [
+        format!("{long_tag} NOOP\r\nb LOGOUT"),
+        format!("s SELECT INBOX\r\nc UID FETCH {long_set} (FLAGS)\r\nb LOGOUT"),
+    ];
+    for script in &scripts {
+        let (mut c, task) = h.imap();
+        c.line().await;
+        assert!(c
+            .cmd("a LOGIN alice secret", "a ")
+            .await
+            .starts_with("a OK"));
+        let r = c.cmd(script, "b ").await;
+        assert!(r.contains("\r\nb OK"), "{r}");
+        for (tag, _) in script.split("\r\n").filter_map(|l| l.split_once(' ')) {
+            assert!(
+                r.contains(&format!("\n{tag} ")) || r.starts_with(&format!("{tag} ")),
+                "{tag}: {r}"
+            );
+        }
+        assert!(c.at_eof().await);
+        task.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.kept(store.addr), 0, "{script}: {r}");
+    }
+    // The client's UNAUTHENTICATE was the mmp's to answer.
+    let (mut c, _task) = h.imap();
+    c.line().await;
+    assert!(c
+        .cmd("a LOGIN alice secret", "a ")
+        .await
+        .starts_with("a OK"));
+    let r = c.cmd("u UNAUTHENTICATE", "u ").await;
+    assert!(r.starts_with("u BAD"), "{r}");
+    // Nothing is owed for it: logging out then leaves the connection kept.
+    let r = c.cmd("b LOGOUT", "b ").await;
+    assert!(r.starts_with("* BYE msgd IMAP proxy"), "{r}");
+    let t0 = std::time::Instant::now();
+    while pool.kept(store.addr) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "not kept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 // ---- PROXY protocol on a listener ----
 
 #[tokio::test]
