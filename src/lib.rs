@@ -15,6 +15,7 @@ pub mod dns;
 pub mod fsutil;
 #[cfg(test)]
 mod fuzz;
+pub mod header;
 pub mod http;
 pub mod hygiene;
 pub mod imap;

@@ -66,6 +66,10 @@ use imap_types::envelope::{Address, Envelope};
 use imap_types::fetch::Section;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, PartType};
 
+pub(crate) use crate::header::{
+    clamp, decode_header_value, fields, first_field, header_end, trim, unfold, Field,
+};
+
 mod nesting;
 
 /// Deepest MIME nesting we describe (see the module doc): deeper parts are
@@ -460,119 +464,6 @@ fn resolve<'m, 'x>(top: Level<'m, 'x>, path: &[NonZeroU32]) -> Option<Node<'m, '
         node = Some(*candidates.get(index)?);
     }
     node
-}
-
-fn clamp(raw: &[u8], start: usize, end: usize) -> &[u8] {
-    let end = end.min(raw.len());
-    let start = start.min(end);
-    raw.get(start..end).unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------
-// Raw header fields
-// ---------------------------------------------------------------------------
-
-/// One header field as received.
-pub(crate) struct Field<'a> {
-    /// Field name, without trailing whitespace.
-    pub name: &'a [u8],
-    /// Everything after the colon, folding and line end included.
-    pub value: &'a [u8],
-    /// The whole field, line end included.
-    pub raw: &'a [u8],
-}
-
-/// Splits a header block into fields, stopping at the blank line. Lines
-/// without a colon become fields with the whole line as name (they match no
-/// real field name).
-pub(crate) fn fields(block: &[u8]) -> Vec<Field<'_>> {
-    // (start, colon, end) of each field
-    let mut spans: Vec<(usize, Option<usize>, usize)> = Vec::new();
-    let mut pos = 0;
-    while pos < block.len() {
-        let rest = block.get(pos..).unwrap_or_default();
-        let line_len = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(rest.len(), |i| i + 1);
-        let line = rest.get(..line_len).unwrap_or_default();
-        let end = pos + line_len;
-        if line.iter().all(|b| matches!(b, b'\r' | b'\n')) {
-            break;
-        }
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            if let Some(last) = spans.last_mut() {
-                last.2 = end;
-            }
-        } else {
-            let colon = line.iter().position(|&b| b == b':').map(|i| pos + i);
-            spans.push((pos, colon, end));
-        }
-        pos = end;
-    }
-    spans
-        .into_iter()
-        .map(|(start, colon, end)| {
-            let raw = clamp(block, start, end);
-            let (name, value) = match colon {
-                Some(c) => (clamp(block, start, c), clamp(block, c + 1, end)),
-                None => (raw, &[][..]),
-            };
-            Field {
-                name: trim(name),
-                value,
-                raw,
-            }
-        })
-        .collect()
-}
-
-/// Where the header of a message ends: after the first empty line, or at
-/// the end if there is none (the same boundary `fields` stops at).
-pub(crate) fn header_end(msg: &[u8]) -> usize {
-    let mut pos = 0;
-    while pos < msg.len() {
-        let rest = msg.get(pos..).unwrap_or_default();
-        let line_len = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(rest.len(), |i| i + 1);
-        let line = rest.get(..line_len).unwrap_or_default();
-        pos += line_len;
-        if line.iter().all(|b| matches!(b, b'\r' | b'\n')) && line.ends_with(b"\n") {
-            return pos;
-        }
-    }
-    msg.len()
-}
-
-pub(crate) fn first_field<'a>(fields: &[Field<'a>], name: &[u8]) -> Option<&'a [u8]> {
-    fields
-        .iter()
-        .find(|f| f.name.eq_ignore_ascii_case(name))
-        .map(|f| f.value)
-}
-
-/// Header value on one line: line breaks removed, outer whitespace trimmed.
-fn unfold(value: &[u8]) -> Vec<u8> {
-    let v: Vec<u8> = value
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\r' && b != b'\n')
-        .collect();
-    trim(&v).to_vec()
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        .map_or(start, |i| i + 1);
-    clamp(v, start, end)
 }
 
 /// HEADER.FIELDS (keep = true) / HEADER.FIELDS.NOT (keep = false): the
@@ -1298,72 +1189,6 @@ pub(crate) struct Decoded {
     pub body: String,
     /// Date: header, parsed.
     pub date: Option<mail_parser::DateTime>,
-}
-
-/// Decodes a header value: unfolds and decodes RFC 2047 encoded-words.
-pub(crate) fn decode_header_value(value: &[u8]) -> String {
-    if let Some(plain) = plain_header_value(value) {
-        return plain;
-    }
-    mail_parser_header_value(value)
-}
-
-/// What mail-parser's unstructured parser makes of an ASCII value without
-/// encoded-words (`=?`), without running it: each line trimmed of spaces,
-/// tabs and CRs, empty lines dropped, the rest joined by one space. SEARCH
-/// decodes every header of every message it reads, so this is on the path
-/// of SEARCH TEXT over a large mailbox; a unit test holds it to
-/// mail-parser's answer.
-fn plain_header_value(value: &[u8]) -> Option<String> {
-    if !value.is_ascii() || value.windows(2).any(|w| w == b"=?") {
-        return None;
-    }
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while !rest.is_empty() {
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (clamp(rest, 0, i), clamp(rest, i + 1, rest.len())),
-            None => (rest, &b""[..]),
-        };
-        // A line end not followed by folding whitespace ends the value.
-        rest = if matches!(next.first(), Some(b' ' | b'\t')) {
-            next
-        } else {
-            b""
-        };
-        let start = line.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\r'));
-        let end = line
-            .iter()
-            .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r'));
-        let (Some(start), Some(end)) = (start, end) else {
-            continue;
-        };
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(std::str::from_utf8(clamp(line, start, end + 1)).ok()?);
-    }
-    if out.is_empty() {
-        // mail-parser found no text: the caller's fallback, as there.
-        return Some(String::from_utf8_lossy(&unfold(value)).into_owned());
-    }
-    Some(out)
-}
-
-/// Header value decoding by mail-parser (encoded-words, any bytes).
-fn mail_parser_header_value(value: &[u8]) -> String {
-    let mut v = value.to_vec();
-    v.push(b'\n');
-    let mut stream = mail_parser::parsers::MessageStream::new(&v);
-    let decoded = catch_unwind(AssertUnwindSafe(move || {
-        stream
-            .parse_unstructured()
-            .into_text()
-            .map(|t| t.into_owned())
-    }))
-    .ok()
-    .flatten();
-    decoded.unwrap_or_else(|| String::from_utf8_lossy(&unfold(value)).into_owned())
 }
 
 /// Everything SEARCH matches against; the body text only if `with_body`.

@@ -18,14 +18,10 @@ use imap_types::response::{Data, Response};
 use serde::{Deserialize, Serialize};
 
 use super::mime;
+pub use crate::header::MAX_REFERENCES;
+pub(crate) use crate::header::{base_subject, msg_ids};
 
 const VERSION: u8 = 2;
-
-/// Most message ids taken from one message's References (RFC 5256 3,
-/// REFERENCES step 1): the last ones, which name the nearest ancestors.
-/// Bounds the summary record and THREAD's work per message, whatever a
-/// sender puts in the header.
-pub const MAX_REFERENCES: usize = 64;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
@@ -250,144 +246,6 @@ fn display(addrs: &[Address<'_>]) -> String {
     let mailbox = nstr(&a.mailbox).unwrap_or_default();
     let host = nstr(&a.host).unwrap_or_default();
     format!("{mailbox}@{host}").to_lowercase()
-}
-
-/// The `<id>` tokens of a Message-ID/References/In-Reply-To value.
-pub(crate) fn msg_ids(v: &[u8]) -> Vec<String> {
-    let s = String::from_utf8_lossy(v);
-    let mut out = Vec::new();
-    let mut rest = s.as_ref();
-    while let Some(open) = rest.find('<') {
-        let after = rest.get(open + 1..).unwrap_or_default();
-        let Some(close) = after.find('>') else {
-            break;
-        };
-        let id: String = after
-            .get(..close)
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        if !id.is_empty() {
-            out.push(id);
-        }
-        rest = after.get(close + 1..).unwrap_or_default();
-    }
-    out
-}
-
-/// Base subject extraction (RFC 5256 2.1). Returns the base subject
-/// (lowercased for the i;ascii-casemap comparison) and whether reply or
-/// forward markers were removed. Works on slices of one normalised copy,
-/// so a subject of thousands of `Re:` or `[fwd: ...]` layers costs time in
-/// proportion to its length, not its square.
-pub fn base_subject(subject: &str) -> (String, bool) {
-    // (1) whitespace runs become one space.
-    let norm: String = {
-        let mut out = String::with_capacity(subject.len());
-        let mut space = false;
-        // WSP and line breaks only: a no-break space is text.
-        for c in subject.chars() {
-            if matches!(c, ' ' | '\t' | '\r' | '\n') {
-                space = true;
-            } else {
-                if space && !out.is_empty() {
-                    out.push(' ');
-                }
-                space = false;
-                out.push(c);
-            }
-        }
-        out
-    };
-    let mut s: &str = &norm;
-    let mut is_reply = false;
-    loop {
-        // (2) trailing "(fwd)" and whitespace.
-        loop {
-            let t = s.trim_end();
-            let cut = t.len().saturating_sub(5);
-            match t.get(cut..) {
-                Some(tail) if t.len() >= 5 && tail.eq_ignore_ascii_case("(fwd)") => {
-                    s = t.get(..cut).unwrap_or_default();
-                    is_reply = true;
-                }
-                _ => {
-                    s = t;
-                    break;
-                }
-            }
-        }
-        // (3)-(5) leading subj-leader and subj-blob, repeatedly.
-        loop {
-            let before = s.len();
-            s = s.trim_start();
-            if let Some(rest) = strip_leader(s) {
-                s = rest;
-                is_reply = true;
-            }
-            // (4) a leading blob, unless it is all that is left.
-            if let Some(rest) = strip_blob(s) {
-                if !rest.trim().is_empty() {
-                    s = rest;
-                }
-            }
-            if s.len() == before {
-                break;
-            }
-        }
-        // (6) [fwd: ...]
-        if starts_ci(s, "[fwd:") && s.ends_with(']') {
-            s = s.get(5..s.len() - 1).unwrap_or_default();
-            is_reply = true;
-            continue;
-        }
-        break;
-    }
-    // SORT's default collation is i;ascii-casemap (RFC 5256 3): only
-    // ASCII letters fold.
-    (s.trim().to_ascii_lowercase(), is_reply)
-}
-
-/// Does `s` start with the ASCII `prefix`, in any case?
-fn starts_ci(s: &str, prefix: &str) -> bool {
-    s.as_bytes()
-        .get(..prefix.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
-}
-
-/// subj-blob = "[" *BLOBCHAR "]" *WSP
-fn strip_blob(s: &str) -> Option<&str> {
-    let rest = s.strip_prefix('[')?;
-    // BLOBCHAR excludes "[": the first bracket must close the blob.
-    let close = rest.find(['[', ']'])?;
-    if rest.as_bytes().get(close) != Some(&b']') {
-        return None;
-    }
-    Some(rest.get(close + 1..)?.trim_start())
-}
-
-/// subj-leader = (*subj-blob subj-refwd) / WSP;
-/// subj-refwd = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"
-fn strip_leader(s: &str) -> Option<&str> {
-    let mut rest = s;
-    while let Some(r) = strip_blob(rest) {
-        rest = r;
-    }
-    let n = if starts_ci(rest, "re") {
-        2
-    } else if starts_ci(rest, "fwd") {
-        3
-    } else if starts_ci(rest, "fw") {
-        2
-    } else {
-        return None;
-    };
-    let mut r = rest.get(n..)?.trim_start_matches([' ', '\t']);
-    if let Some(x) = strip_blob(r) {
-        r = x;
-    }
-    r.strip_prefix(':')
 }
 
 #[cfg(test)]

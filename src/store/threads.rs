@@ -10,7 +10,7 @@
 //! Rules (the Dovecot/Cyrus/Stalwart habit: a reply joins the thread of the
 //! message it replies to):
 //! 1. The message's own Message-ID, then In-Reply-To, then References from
-//!    the nearest ancestor back (at most `summary::MAX_REFERENCES` of them,
+//!    the nearest ancestor back (at most `header::MAX_REFERENCES` of them,
 //!    the cap THREAD uses): the first id the index knows gives the thread.
 //!    The own id is looked at first because a reply that arrived before its
 //!    parent registered the parent's id (rule 4), and a second copy of the
@@ -42,8 +42,8 @@ use std::path::Path;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::*;
-use crate::imap::mime;
-use crate::imap::summary::{base_subject, msg_ids, MAX_REFERENCES};
+use crate::header as mime;
+use crate::header::{base_subject, msg_ids, MAX_REFERENCES};
 
 /// (user, Message-ID) -> thread id.
 const THREAD_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("thread_msgids");
