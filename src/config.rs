@@ -1871,6 +1871,23 @@ fn validate_mmp(m: &MmpConfig, errors: &mut Vec<String>) {
     }
 }
 
+/// Does `mail_host` (the directory's mailHost of a user) name this store?
+/// No mailHost means "here". The store's name is `store.host`, or the
+/// server's hostname when that is empty.
+pub fn is_own_store(config: &Config, mail_host: Option<&str>) -> bool {
+    match mail_host {
+        None | Some("") => true,
+        Some(h) => {
+            let own = if config.store.host.is_empty() {
+                &config.server.hostname
+            } else {
+                &config.store.host
+            };
+            h.eq_ignore_ascii_case(own)
+        }
+    }
+}
+
 /// `mta.relay_user` is set: the relay settings must make sure the
 /// password goes only to a relay that proved its name (a certificate
 /// verified for it), or over loopback. An error message otherwise.

@@ -277,7 +277,7 @@ fn is_proxy_user(rules: &Rules<'_>, login: &str) -> bool {
 pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials<'_>) -> Outcome {
     let protocol = rules.protocol.as_str();
     // Client text in the log: bounded, controls replaced.
-    let login = &crate::smtp::trace::sanitize(creds.login, 320)[..];
+    let login = &crate::redact::sanitize(creds.login, 320)[..];
     let domain = &rules.config.server.domain;
     if !conn.login_allowed(rules.login_networks) {
         info!(protocol, login, from = %conn.connected_ip(), "login refused: not from login_networks");
@@ -291,7 +291,7 @@ pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials
         return Outcome::NotAuthorized(AuthzFailure::NotProxy);
     }
     let typed = qualify_login(creds.login, domain);
-    let shown = crate::smtp::trace::sanitize(&typed, 320);
+    let shown = crate::redact::sanitize(&typed, 320);
     let check = (rules.accounts.authenticate)(creds.login.to_string(), creds.password.to_string());
     let account = match rules.limiter.check(conn.peer.ip(), &typed, check).await {
         Checked::Ok(account) => account,
@@ -319,7 +319,7 @@ pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials
         None => (account, None),
         Some(target) => {
             let address = qualify_login(target, domain);
-            let target = &crate::smtp::trace::sanitize(target, 320)[..];
+            let target = &crate::redact::sanitize(target, 320)[..];
             match (rules.accounts.lookup)(address).await {
                 Ok(Some(a)) if a.active => {
                     info!(protocol, proxy = login, user = %a.address, "proxy login");
@@ -374,7 +374,7 @@ pub(crate) async fn login(rules: &Rules<'_>, conn: &ConnInfo, creds: Credentials
         // A store serves its own users only (another store's would get
         // empty mailboxes here); clients reach the right one through the
         // mmp.
-        if !crate::deliver::is_own_store(rules.config, account.mail_host.as_deref()) {
+        if !crate::config::is_own_store(rules.config, account.mail_host.as_deref()) {
             let host = account.mail_host.clone().unwrap_or_default();
             warn!(protocol, user = %account.address, mail_host = %host,
                 "login for a user of another store refused");

@@ -1,4 +1,5 @@
-//! Keeping secrets out of `Debug` output and logs.
+//! Keeping secrets out of `Debug` output and logs, and client text safe
+//! to put in a header field or a log line (`sanitize`).
 //!
 //! Protocol lines reach `Debug` through the framers' events (IMAP LOGIN /
 //! AUTHENTICATE, POP3 PASS / AUTH / APOP, SMTP AUTH, SASL response
@@ -18,6 +19,20 @@ fn is_secret_command(word: &[u8]) -> bool {
     SECRET_COMMANDS
         .iter()
         .any(|c| word.eq_ignore_ascii_case(c.as_bytes()))
+}
+
+/// Client-supplied text made safe for a header field or a log line:
+/// printable ASCII and UTF-8 kept, controls and the characters that would
+/// break the comment or angle-bracket syntax replaced.
+pub fn sanitize(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| match c {
+            '(' | ')' | '<' | '>' | '\\' | ';' => '?',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
 }
 
 /// A protocol line (or framed command, literals included) made safe to

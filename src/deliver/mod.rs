@@ -273,22 +273,7 @@ pub fn account_quota(storage: Option<u64>, messages: Option<u64>, store: &StoreC
     }
 }
 
-/// Does `mail_host` (the directory's mailHost of a user) name this store?
-/// No mailHost means "here". The store's name is `store.host`, or the
-/// server's hostname when that is empty.
-pub fn is_own_store(config: &Config, mail_host: Option<&str>) -> bool {
-    match mail_host {
-        None | Some("") => true,
-        Some(h) => {
-            let own = if config.store.host.is_empty() {
-                &config.server.hostname
-            } else {
-                &config.store.host
-            };
-            h.eq_ignore_ascii_case(own)
-        }
-    }
-}
+pub use crate::config::is_own_store;
 
 /// Where one recipient's copy goes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -27,19 +27,7 @@ pub fn protocol_name(lmtp: bool, ehlo: bool, tls: bool, auth: bool, utf8: bool) 
     }
 }
 
-/// Client-supplied text made safe for a header field: printable ASCII and
-/// UTF-8 kept, controls and the characters that would break the comment
-/// or angle-bracket syntax replaced.
-pub fn sanitize(s: &str, max: usize) -> String {
-    s.chars()
-        .take(max)
-        .map(|c| match c {
-            '(' | ')' | '<' | '>' | '\\' | ';' => '?',
-            c if c.is_control() => '?',
-            c => c,
-        })
-        .collect()
-}
+pub use crate::redact::sanitize;
 
 /// What goes into a Received field.
 pub struct Received<'a> {
