@@ -42,9 +42,21 @@ use tokio::time::Sleep;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
-use crate::config::{Protocol, TlsMode};
+use crate::config::{LimitsConfig, Protocol, TlsMode};
 use crate::netaddr::{in_any, Network};
-use crate::services::Services;
+use crate::tls::Tls;
+use tokio_util::sync::CancellationToken;
+
+/// What the accept loops need of a role's shared state; the handler of
+/// each connection gets the same value. `Services` is the one there is
+/// (kept above this module: `net` knows nothing of the roles).
+pub trait Accepting: Clone + Send + Sync + 'static {
+    /// The limits the process started with (a reload's are in `conns`).
+    fn limits(&self) -> &LimitsConfig;
+    fn conns(&self) -> &Arc<ConnTable>;
+    fn shutdown(&self) -> &CancellationToken;
+    fn tls(&self) -> &Tls;
+}
 
 /// Any byte stream a session can run on: TCP, TLS over TCP, an in-memory
 /// duplex in tests.
@@ -477,14 +489,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
 /// Implicit-TLS listeners hand the handler a stream that is already TLS.
 /// Returns when shutdown is signalled; the caller waits on `tracker` for
 /// sessions to drain.
-pub async fn serve<F, Fut>(
+pub async fn serve<S, F, Fut>(
     listener: TcpListener,
     listen: Listen,
-    services: Services,
+    services: S,
     tracker: TaskTracker,
     handler: F,
 ) where
-    F: Fn(Conn, ConnInfo, Services) -> Fut + Send + Sync + 'static,
+    S: Accepting,
+    F: Fn(Conn, ConnInfo, S) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -492,12 +505,12 @@ pub async fn serve<F, Fut>(
     let protocol = listen.protocol;
     let tls_mode = listen.tls_mode;
     let refusal = refusal_text(protocol, tls_mode);
-    let start_limits = Arc::new(services.config.limits.clone());
-    let conns = services.conns.clone();
+    let start_limits = Arc::new(services.limits().clone());
+    let conns = services.conns().clone();
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
-            _ = services.shutdown.cancelled() => break,
+            _ = services.shutdown().cancelled() => break,
             a = listener.accept() => a,
         };
         let (tcp, tcp_peer) = match accepted {
@@ -563,7 +576,7 @@ pub async fn serve<F, Fut>(
                     Box::pin(crate::proxyproto::read_header(&mut conn)),
                 )
                 .await;
-                let refusals = &services.conns.refusals;
+                let refusals = &services.conns().refusals;
                 match read {
                     Ok(Ok((header, rest))) => {
                         if let Some(client) = header.source {
@@ -590,7 +603,7 @@ pub async fn serve<F, Fut>(
                         return;
                     }
                 }
-                if !services.conns.enter_client(&mut guard, peer.ip(), max_per_client) {
+                if !services.conns().enter_client(&mut guard, peer.ip(), max_per_client) {
                     refusals.refused("per-client limit (limits.max_connections_per_ip)", peer, protocol);
                     if let Some(t) = refusal_text(protocol, listen.tls_mode) {
                         let _ = tokio::time::timeout(Duration::from_secs(1), conn.write_all(t)).await;
@@ -599,7 +612,7 @@ pub async fn serve<F, Fut>(
                 }
             }
             let _guard = guard;
-            let session_id = services.conns.next_session_id();
+            let session_id = services.conns().next_session_id();
             let info = ConnInfo {
                 session_id,
                 peer,
@@ -616,7 +629,7 @@ pub async fn serve<F, Fut>(
             async move {
                 let mut info = info;
                 let conn: Conn = if tls_mode == TlsMode::Implicit {
-                    match Box::pin(services.tls.accept(conn)).await {
+                    match Box::pin(services.tls().accept(conn)).await {
                         Ok(s) => {
                             info.tls_active = true;
                             s

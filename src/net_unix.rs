@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
 use crate::config::{Protocol, TlsMode};
+use crate::net::Accepting;
 use crate::net::{Conn, ConnInfo};
-use crate::services::Services;
 
 /// Binds a unix socket, replacing a stale one left by a previous run, and
 /// makes it reachable by local MTAs (mode 0666: access is controlled by the
@@ -34,22 +34,23 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Accepts on a unix socket until shutdown; see `net::serve`.
-pub async fn serve<F, Fut>(
+pub async fn serve<S, F, Fut>(
     listener: UnixListener,
     protocol: Protocol,
-    services: Services,
+    services: S,
     tracker: TaskTracker,
     handler: F,
 ) where
-    F: Fn(Conn, ConnInfo, Services) -> Fut + Send + Sync + 'static,
+    S: Accepting,
+    F: Fn(Conn, ConnInfo, S) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let conns = services.conns.clone();
-    let start_limits = std::sync::Arc::new(services.config.limits.clone());
+    let conns = services.conns().clone();
+    let start_limits = std::sync::Arc::new(services.limits().clone());
     loop {
         let accepted = tokio::select! {
-            _ = services.shutdown.cancelled() => break,
+            _ = services.shutdown().cancelled() => break,
             a = listener.accept() => a,
         };
         let stream = match accepted {

@@ -68,6 +68,24 @@ pub struct Services {
     pub dkim: Arc<crate::deliver::dkim::Signers>,
 }
 
+impl crate::net::Accepting for Services {
+    fn limits(&self) -> &crate::config::LimitsConfig {
+        &self.config.limits
+    }
+
+    fn conns(&self) -> &Arc<ConnTable> {
+        &self.conns
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    fn tls(&self) -> &Tls {
+        &self.tls
+    }
+}
+
 impl Services {
     /// The process-wide parts built from the config: the login limiter
     /// and the mmp's shared state.
