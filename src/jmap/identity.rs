@@ -40,11 +40,9 @@ const MAX_SIGNATURE: usize = 8 * 1024;
 /// Most replyTo / bcc addresses.
 const MAX_ADDRESSES: usize = 20;
 
-static SETTINGS_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Serializes read-modify-write cycles of settings.
-pub(super) async fn settings_lock() -> tokio::sync::MutexGuard<'static, ()> {
-    SETTINGS_LOCK.lock().await
+/// Serializes read-modify-write cycles of settings (`Shared::settings`).
+pub(super) async fn settings_lock(ctx: &Ctx) -> tokio::sync::OwnedMutexGuard<()> {
+    ctx.services.web.jmap.settings.clone().lock_owned().await
 }
 
 fn entry(name: &str) -> String {
@@ -413,7 +411,7 @@ pub(super) fn map_or_null(m: Map<String, Value>) -> Value {
 }
 
 pub async fn set(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
-    let _lock = settings_lock().await;
+    let _lock = settings_lock(ctx).await;
     let owned = owned_addresses(ctx).await?;
     let mut stored: Vec<Stored> = load(ctx, "identities").await?;
     let (_, old_state) = merge(&owned, stored.clone());

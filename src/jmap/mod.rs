@@ -79,6 +79,9 @@ pub struct Shared {
     uploads: Counters,
     /// Event-source streams open per user (bounded like requests).
     pub(crate) streams: Counters,
+    /// Serializes the read-modify-write cycles of the settings records
+    /// (identities, vacation response, submission's).
+    pub(crate) settings: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {

@@ -561,7 +561,7 @@ pub async fn set(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
         }
     }
     if !new_records.is_empty() || !destroyed.is_empty() {
-        let _lock = settings_lock().await;
+        let _lock = settings_lock(ctx).await;
         let mut current: Vec<Record> = load(ctx, "submissions").await?;
         current
             .retain(|r| kept.iter().any(|k| k.id == r.id) || !records.iter().any(|o| o.id == r.id));

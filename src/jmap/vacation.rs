@@ -166,7 +166,7 @@ pub async fn get(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, Metho
 }
 
 pub async fn set(ctx: &mut Ctx, args: Map<String, Value>) -> Result<Value, MethodError> {
-    let _lock = settings_lock().await;
+    let _lock = settings_lock(ctx).await;
     let mut v: Vacation = load(ctx, "vacation").await?;
     let old_state = state_of(&v);
     let a = set_args(ctx, &args, &old_state)?;
@@ -409,12 +409,15 @@ fn strip_tags(html: &str) -> String {
 /// settings, `MAX_REPLIED` entries, `REPLY_INTERVAL`), and sends the reply
 /// with the null envelope sender through `submission::send_parts` (the
 /// queue of this process, else `mta.relay`).
+#[derive(Clone)]
 pub struct Responder {
     directory: std::sync::Arc<crate::directory::Directory>,
     store: crate::store::Store,
     /// Weak: the queue's runner holds a `Delivery` that holds this.
     queue: Option<std::sync::Weak<crate::queue::Queue>>,
     config: std::sync::Arc<crate::config::Config>,
+    /// JMAP's settings lock (`jmap::Shared::settings`).
+    settings: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Responder {
@@ -428,18 +431,24 @@ impl Responder {
             store,
             queue: services.queue.as_ref().map(std::sync::Arc::downgrade),
             config: services.config.clone(),
+            settings: services.web.jmap.settings.clone(),
         }))
     }
 
     async fn respond(
-        directory: std::sync::Arc<crate::directory::Directory>,
-        store: crate::store::Store,
+        self,
         queue: Option<std::sync::Arc<crate::queue::Queue>>,
-        config: std::sync::Arc<crate::config::Config>,
         user: String,
         sender: String,
         headers: std::sync::Arc<Vec<u8>>,
     ) -> Result<(), String> {
+        let Responder {
+            directory,
+            store,
+            config,
+            settings,
+            ..
+        } = self;
         let generation = store.server_settings_generation();
         let v: Vacation = super::identity::load_raw(&store, &user, "vacation")
             .await
@@ -463,7 +472,7 @@ impl Responder {
             Err(e) => return Err(e.to_string()),
         };
         {
-            let _lock = settings_lock().await;
+            let _lock = settings.lock().await;
             let mut replied: Vec<(String, i64)> =
                 super::identity::load_raw(&store, &user, "vacation-replied")
                     .await
@@ -514,18 +523,12 @@ impl crate::deliver::AfterLocal for Responder {
         if sender.is_empty() || self.store.setting_known_off(user, "vacation") {
             return;
         }
-        let (directory, store, config) = (
-            self.directory.clone(),
-            self.store.clone(),
-            self.config.clone(),
-        );
+        let this = self.clone();
         let queue = self.queue.as_ref().and_then(std::sync::Weak::upgrade);
         let (user, sender) = (user.to_string(), sender.to_string());
         tokio::spawn(async move {
             let u = user.clone();
-            if let Err(e) =
-                Responder::respond(directory, store, queue, config, user, sender, headers).await
-            {
+            if let Err(e) = this.respond(queue, user, sender, headers).await {
                 tracing::warn!(user = %u, error = %e, "vacation reply not sent");
             }
         });
