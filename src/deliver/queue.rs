@@ -63,7 +63,7 @@ pub async fn write(
     targets: &[&Target],
     data: Arc<Vec<u8>>,
 ) -> Result<Pending, Outcome> {
-    let qid = Queue::new_id();
+    let qid = queue.new_id();
     write_rest(queue, id, qid, queued(envelope, targets), data, Vec::new()).await
 }
 
@@ -81,7 +81,7 @@ pub async fn deliver_or_write(
     data: Arc<Vec<u8>>,
 ) -> Result<Option<Pending>, Outcome> {
     let env = queued(envelope, targets);
-    let qid = Queue::new_id();
+    let qid = queue.new_id();
     let delivered = match queue.deliver_now(&qid, &env, data.clone()).await {
         Some(d) if d.len() == env.recipients.len() => return Ok(None),
         Some(d) => d,

@@ -240,6 +240,9 @@ pub struct Queue {
     wake: Notify,
     /// Group commit of new files and state records (`commit.rs`).
     sync: Arc<commit::GroupSync>,
+    /// The last part of the queue ids this queue gives (`new_id`), from a
+    /// random start.
+    seq: AtomicU64,
     /// Bytes of messages kept for their first attempt (`Entry::first`).
     kept_bytes: Arc<AtomicU64>,
     /// The bound of `kept_bytes` (`FIRST_ATTEMPT_BYTES`; tests lower it).
@@ -321,8 +324,6 @@ pub fn scan(dir: &Path) -> Vec<QueuedInfo> {
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
 }
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
 
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -411,6 +412,7 @@ impl Queue {
             in_flight: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             sync: commit::GroupSync::new(dir.to_path_buf()),
+            seq: AtomicU64::new(rand::random()),
             kept_bytes: Arc::new(AtomicU64::new(0)),
             keep_cap: AtomicU64::new(FIRST_ATTEMPT_BYTES),
             spares: Mutex::new(spares),
@@ -424,7 +426,7 @@ impl Queue {
     }
 
     /// A new queue id (also for `deliver_now` and then `write_as`).
-    pub fn new_id() -> String {
+    pub fn new_id(&self) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -432,7 +434,7 @@ impl Queue {
             "{:012X}{:05X}{:04X}",
             now.as_micros() & 0xFFFF_FFFF_FFFF,
             std::process::id() & 0xFFFFF,
-            SEQ.fetch_add(1, Ordering::Relaxed) & 0xFFFF
+            self.seq.fetch_add(1, Ordering::Relaxed) & 0xFFFF
         )
     }
 
@@ -492,7 +494,7 @@ impl Queue {
     /// transaction's `body`): the runner does not see it until
     /// `schedule`; after a crash it is loaded like any other file.
     pub async fn write(&self, env: &Envelope, data: Arc<Vec<u8>>) -> std::io::Result<String> {
-        let id = Self::new_id();
+        let id = self.new_id();
         self.write_as(&id, env, data).await?;
         Ok(id)
     }

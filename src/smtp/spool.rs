@@ -10,7 +10,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where and from which size bodies are spooled.
 #[derive(Debug, Clone)]
@@ -122,12 +121,11 @@ fn anonymous_file(dir: &Path) -> io::Result<File> {
         }
         // Filesystems without O_TMPFILE: a named file, unlinked at once.
     }
-    static SEQ: AtomicU64 = AtomicU64::new(0);
     for _ in 0..16 {
         let name = format!(
             "body.{}.{}.{}",
             std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u64>(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos())

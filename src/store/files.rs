@@ -19,7 +19,6 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +71,7 @@ pub fn write_mailbox_file(dir: &Path, rec: &MailboxFile) -> io::Result<()> {
     let tmp = dir.join(format!(
         ".mailbox.{}.{}",
         std::process::id(),
-        ASIDE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        rand::random::<u64>()
     ));
     let mut f = crate::fsutil::private_file()
         .write(true)
@@ -119,8 +118,6 @@ pub fn read_prelude(path: &Path) -> io::Result<(Prelude, u32)> {
     let p: Prelude = serde_json::from_slice(json).map_err(|e| bad(&format!("prelude: {e}")))?;
     Ok((p, (end + 2) as u32))
 }
-
-static ASIDE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Folder of set-aside expunged messages in a partition.
 pub const EXPUNGED_DIR: &str = "expunged";
@@ -185,10 +182,7 @@ pub fn set_aside(path: &Path, now: i64) -> io::Result<()> {
     let day = partition
         .join(EXPUNGED_DIR)
         .join(now.div_euclid(86400).to_string());
-    let dest = day.join(format!(
-        "{now}.{}.{origin}",
-        ASIDE_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dest = day.join(format!("{now}.{}.{origin}", rand::random::<u64>()));
     match fs::rename(path, &dest) {
         Err(e) if e.kind() == io::ErrorKind::NotFound && path.exists() => {
             crate::fsutil::create_private_dir_all(&day)?;
@@ -226,7 +220,7 @@ pub fn set_aside_mailbox(dir: &Path, now: i64) -> io::Result<PathBuf> {
     crate::fsutil::create_private_dir_all(&day)?;
     let dest = day.join(format!(
         "{now}.{}.{}.{}.{}{DELETED_SUFFIX}",
-        ASIDE_COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u64>(),
         name(hash)?,
         name(udir)?,
         name(dir)?
@@ -390,8 +384,6 @@ pub fn message_file(dir: &Path, uid: Uid) -> PathBuf {
     dir.join(format!("{uid}.msg"))
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// A message written under `<partition>/tmp/`, waiting to be
 /// renamed into its mailbox. Removed on drop unless taken.
 pub struct TmpFile {
@@ -446,7 +438,7 @@ pub fn write_tmp(partition: &Path, prelude: &Prelude, data: &[u8]) -> io::Result
             "{:x}.{:x}.{:x}",
             now.as_micros(),
             std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            rand::random::<u64>()
         );
         let path = tmp.join(name);
         // 0600 at creation; the rename into the mailbox keeps the mode.
