@@ -2,38 +2,45 @@
 //! `<log.dir>/msgd.log`. Each connection runs in a `session` span carrying
 //! its id, protocol and peer. Passwords and AUTH data are never logged.
 //!
-//! `log.level` changes on reload (SIGHUP, `set_level`); format and folder
-//! are read at start. The subscriber is process-global (tracing's design),
-//! and so is the handle that swaps its filter.
+//! `log.level` changes on reload (SIGHUP, through the `Level` handle
+//! `init` returns); format and folder are read at start. The subscriber
+//! is process-global (tracing's design); the handle that swaps its filter
+//! is the caller's to keep.
 
 use std::fs::OpenOptions;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-type SetLevel = Box<dyn Fn(EnvFilter) -> anyhow::Result<()> + Send + Sync>;
+/// Swaps the filter of the subscriber `init` installed: a new
+/// `log.level` from a reloaded configuration.
+pub struct Level(Box<dyn Fn(EnvFilter) -> anyhow::Result<()> + Send + Sync>);
 
-/// Swaps the filter of the subscriber `init` installed.
-static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
+impl Level {
+    pub fn set(&self, level: &str) -> anyhow::Result<()> {
+        let filter =
+            EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("log.level '{level}': {e}"))?;
+        (self.0)(filter)
+    }
+}
 
-/// Installs the reloadable filter on a builder, then the subscriber.
+/// Installs the reloadable filter on a builder, then the subscriber;
+/// the handle that swaps the filter.
 macro_rules! install {
     ($builder:expr, $filter:expr) => {{
         let b = $builder.with_env_filter($filter).with_filter_reloading();
         let handle = b.reload_handle();
-        let r = b.try_init();
-        if r.is_ok() {
-            let _ = SET_LEVEL.set(Box::new(move |f| {
+        b.try_init().map(|()| {
+            Level(Box::new(move |f| {
                 handle.reload(f).map_err(|e| anyhow::anyhow!("{e}"))
-            }));
-        }
-        r
+            }))
+        })
     }};
 }
 
-pub fn init(c: &LogConfig) -> anyhow::Result<()> {
+pub fn init(c: &LogConfig) -> anyhow::Result<Level> {
     let filter = EnvFilter::try_new(&c.level)
         .map_err(|e| anyhow::anyhow!("log.level '{}': {e}", c.level))?;
     let builder = tracing_subscriber::fmt().with_target(false);
@@ -63,15 +70,4 @@ pub fn init(c: &LogConfig) -> anyhow::Result<()> {
         }
     };
     result.map_err(|e| anyhow::anyhow!("logging: {e}"))
-}
-
-/// A new `log.level` from a reloaded configuration. False when `init`
-/// did not install the subscriber (tests, commands that log elsewhere).
-pub fn set_level(level: &str) -> anyhow::Result<bool> {
-    let filter =
-        EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("log.level '{level}': {e}"))?;
-    match SET_LEVEL.get() {
-        Some(set) => set(filter).map(|()| true),
-        None => Ok(false),
-    }
 }

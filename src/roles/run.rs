@@ -44,10 +44,13 @@ use sd_notify::NotifyState;
 
 /// `file`: the `--config` file, loaded again on SIGHUP.
 pub fn main(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> i32 {
-    if let Err(e) = crate::logging::init(&loaded.config.log) {
-        eprintln!("msgd: {e:#}");
-        return crate::cli::EXIT_USAGE;
-    }
+    let log_level = match crate::logging::init(&loaded.config.log) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("msgd: {e:#}");
+            return crate::cli::EXIT_USAGE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("msgd")
@@ -59,7 +62,7 @@ pub fn main(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    match rt.block_on(serve(loaded, roles, file)) {
+    match rt.block_on(serve(loaded, roles, file, log_level)) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             notify(&[NotifyState::Status(&format!("failed: {e:#}"))]);
@@ -147,7 +150,12 @@ mod futures_box {
     pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }
 
-async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    loaded: Loaded,
+    roles: Vec<Role>,
+    file: Option<PathBuf>,
+    log_level: crate::logging::Level,
+) -> anyhow::Result<()> {
     notify(&[NotifyState::Status(
         "starting: opening the store and the directory",
     )]);
@@ -359,6 +367,7 @@ async fn serve(loaded: Loaded, roles: Vec<Role>, file: Option<PathBuf>) -> anyho
             tls: services.tls.clone(),
             services: services.clone(),
             serving,
+            log_level,
         },
         shutdown.clone(),
     ));
@@ -448,6 +457,8 @@ struct Reloader {
     services: Services,
     /// The STATUS line while serving.
     serving: String,
+    /// `log.level`'s handle (`logging::init`).
+    log_level: crate::logging::Level,
 }
 
 async fn reload_on_hangup(
@@ -479,6 +490,10 @@ async fn reload_on_hangup(
         if outcome {
             let now = r.live.read().unwrap_or_else(|e| e.into_inner()).clone();
             apply_live(&r.services, &now);
+            if let Err(e) = r.log_level.set(&now.log.level) {
+                // Checked by the loader already; kept as it was if it fails here.
+                warn!(error = %format!("{e:#}"), "reload: log.level not changed");
+            }
         }
         let status = if outcome {
             r.serving.clone()
@@ -540,9 +555,10 @@ fn reload(
 /// Puts the reloaded values that live in process-wide objects (rather than
 /// in each session's snapshot) into force: connection limits and write
 /// timeout for new connections, the failed-login limiter's numbers (the
-/// failures counted so far stay), the memory budget, `log.level`, the
-/// directory's, the mmp login cache's and the credential cache's TTLs. Within the runtime (the
-/// budget may spawn a task to take back bytes in use).
+/// failures counted so far stay), the memory budget, the directory's, the
+/// mmp login cache's and the credential cache's TTLs (`log.level`: the
+/// reloader's `logging::Level`). Within the runtime (the budget may spawn
+/// a task to take back bytes in use).
 fn apply_live(services: &Services, c: &Config) {
     services.conns.set_limits(&c.limits);
     services
@@ -560,11 +576,6 @@ fn apply_live(services: &Services, c: &Config) {
         .auth()
         .cache
         .set_ttl(Duration::from_secs(c.auth.cache_ttl));
-    match crate::logging::set_level(&c.log.level) {
-        Ok(_) => {}
-        // Checked by the loader already; kept as it was if it fails here.
-        Err(e) => warn!(error = %format!("{e:#}"), "reload: log.level not changed"),
-    }
 }
 
 async fn wait_for_signal() {
