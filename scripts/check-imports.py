@@ -26,6 +26,12 @@ Test code (from a `#[cfg(test)]` line that opens a module to the end of the
 file, and files named tests*.rs or under tests/) is not checked: a test may
 drive a module from above.
 
+Role state lives in `Services` (issue 11): outside test code and the
+fuzzing harness (src/fuzz/, the `msgd fuzz` targets), no module keeps
+mutable process-wide state in a static (atomics, locks, once-cells,
+`static mut`, thread_local!). Immutable statics (tables, constants) are
+fine. The allocator set-up in main.rs is a call, not a static.
+
 KNOWN lists imports that break a rule today and are left for a later step
 (see docs/status.md, issue 11); a file listed there must not gain others,
 and an entry that no longer occurs is reported so the list shrinks.
@@ -51,6 +57,11 @@ for rank, names in enumerate([BASE, CONFIG, BELOW, PROTOCOL, TOP]):
 KNOWN: set[tuple[str, str]] = set()
 
 USE = re.compile(r"crate::([a-z_0-9]+)")
+MUTABLE_STATIC = re.compile(
+    r"^\s*(?:pub(?:\([a-z]+\))?\s+)?static\s+(?:mut\s+\w+|\w+\s*:[^=]*"
+    r"(?:Atomic|Mutex|RwLock|OnceLock|OnceCell|LazyLock|Lazy<|Cell<|Notify))|thread_local!",
+    re.M,
+)
 TEST_MOD = re.compile(r"^\s*#\[cfg\(test\)\]\s*\n\s*(pub(\([a-z]+\))? )?mod ", re.M)
 
 
@@ -78,6 +89,11 @@ def main() -> int:
         if me not in RANK:
             bad.append(f"{path}: module '{me}' has no layer in scripts/check-imports.py")
             continue
+        if "fuzz" not in path.parts:
+            text = non_test_text(path)
+            for m in MUTABLE_STATIC.finditer(text):
+                line = text.count("\n", 0, m.start()) + 1
+                bad.append(f"{path}:{line}: process-wide mutable state in a static (put it in Services)")
         if RANK[me] >= RANK["smtp"]:
             continue
         for used in sorted(set(USE.findall(non_test_text(path)))):
