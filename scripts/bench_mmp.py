@@ -18,10 +18,18 @@ Phases (each bounded by its duration or count; loopback only):
    BODY.PEEK[HEADER]), FETCH 1:* BODY.PEEK[], STORE 1:* +/-FLAGS.SILENT
    (\\Seen), APPEND (4 KiB), UID STORE <new> +FLAGS.SILENT (\\Deleted),
    UID EXPUNGE <new>, LOGOUT: 9 commands per session. `--rounds` rounds,
-   each direct then through the mmp; the ratio is the median of the
+   direct then through the mmp in odd rounds, the other way round in even
+   ones (a drift of the machine's speed favours neither); the ratio is the median of the
    per-round ratios (neighbours in time: other load on the machine drifts).
    CPU seconds of store, mmp, slapd and this client per phase, from /proc,
    give the CPU cost per session, which other load disturbs less.
+   `--haproxy` adds the peer to every round: the same workload through
+   HAProxy in TCP mode in front of the store (a relay and nothing else),
+   what relaying alone costs on this machine.
+   `--mmp-cpus` gives the mmp CPUs of its own (the store, slapd and the
+   client get the others, in both modes): the two-tier shape, where the
+   mmp runs on machines of its own. Without it every process shares
+   every CPU, so the mmp's CPU comes off the store's.
 2. logins: `--login-clients` concurrent connect/LOGIN/LOGOUT loops for
    `--login-duration` seconds, direct and through the mmp.
 3. idle: `--idle` connections through the mmp, each logged in (LOGIN) and
@@ -42,6 +50,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import statistics
 import smtplib
@@ -270,6 +279,82 @@ async def open_idle(port: int, users: list[str], n: int, parallel: int = 64) -> 
 # --------------------------------------------------------------------------
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` onto `cpus` (threads made later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
+def split_cpus(spec: str, mmp: int, others: list[int], also: list[int] = ()) -> None:
+    """`--mmp-cpus`: the mmp (and `also`) on the CPUs of `spec`, the other
+    processes on the rest."""
+    have = os.sched_getaffinity(0)
+    try:
+        mine = {int(c) for c in spec.split(",")}
+    except ValueError:
+        die(f"--mmp-cpus {spec!r}: a comma-separated list of CPU numbers")
+    rest = have - mine
+    if not mine or not mine <= have or not rest:
+        die(f"--mmp-cpus {spec}: must name some, not all, of the CPUs {sorted(have)}")
+    for pid in [mmp, *also]:
+        pin(pid, mine)
+    for pid in others:
+        pin(pid, rest)
+    print(f"CPUs: the mmp on {sorted(mine)}; store, slapd and this client on {sorted(rest)}")
+
+
+class Haproxy:
+    """HAProxy in TCP mode on a free loopback port, relaying to `target`."""
+
+    def __init__(self, root: Path, target: int):
+        exe = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+        if exe is None:
+            die("--haproxy: haproxy is missing; install it with scripts/install-test-deps.sh "
+                "(apt-get install -y haproxy)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        cfg = root / "haproxy.cfg"
+        cfg.write_text(textwrap.dedent(f"""\
+            global
+                maxconn 4000
+            defaults
+                mode tcp
+                timeout connect 5s
+                timeout client 60s
+                timeout server 60s
+            frontend imap
+                bind 127.0.0.1:{self.port}
+                default_backend store
+            backend store
+                server store1 127.0.0.1:{target}
+            """))
+        self.log = open(root / "haproxy.log", "wb")
+        self.proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        die(f"haproxy did not start: {(root / 'haproxy.log').read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -312,6 +397,14 @@ def main() -> None:
     ap.add_argument("--perf-record", metavar="FILE",
                     help="perf record -g store, mmp and slapd during each workload round into FILE.MODE.ROUND "
                          "(for perf report --pid)")
+    ap.add_argument("--mmp-cpus", metavar="LIST",
+                    help="CPUs for the mmp alone (e.g. 1 or 2,3), the store, slapd and this client on the others: "
+                         "the two-tier shape, where the mmp runs on machines of its own, so its CPU comes off "
+                         "nobody's; without it all share every CPU (the mmp's CPU comes off the store's)")
+    ap.add_argument("--haproxy", action="store_true",
+                    help="the peer: the same workload rounds through HAProxy in TCP mode in front of the store "
+                         "(a relay and nothing else: no directory, no login, a new store connection per session), "
+                         "what any proxy's relaying costs on this machine")
     args = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -346,6 +439,7 @@ def main() -> None:
         max_login_failures_per_user = 0
         """), ldap_pools=(8, 4), listeners=("imap",))
     nodes = [store, mmp]
+    haproxy: Haproxy | None = None
     try:
         try:
             ldap.start()
@@ -364,16 +458,28 @@ def main() -> None:
                     if refused:
                         die(f"LMTP refused {refused}")
         pids = {"store": store.proc.pid, "mmp": mmp.proc.pid, "slapd": ldap.inst.proc.pid}
+        ports = {"direct": store.ports["imap"], "mmp": mmp.ports["imap"]}
+        if args.haproxy:
+            haproxy = Haproxy(root, store.ports["imap"])
+            pids["haproxy"] = haproxy.pid
+            ports["haproxy"] = haproxy.port
+        if args.mmp_cpus:
+            # HAProxy is a front end too: it gets the mmp's CPUs.
+            split_cpus(args.mmp_cpus, mmp=mmp.proc.pid, others=[store.proc.pid, ldap.inst.proc.pid, os.getpid()],
+                       also=[haproxy.pid] if args.haproxy else [])
         meter = CpuMeter(pids)
 
         # 1. workload
-        ports = {"direct": store.ports["imap"], "mmp": mmp.ports["imap"]}
-        rates: dict[str, list[float]] = {"direct": [], "mmp": []}
-        totals = {m: {"sessions": 0, "commands": 0, "store": 0.0, "mmp": 0.0, "slapd": 0.0, "client": 0.0}
-                  for m in rates}
+        modes = ["direct", "mmp"] + (["haproxy"] if args.haproxy else [])
+        rates: dict[str, list[float]] = {m: [] for m in modes}
+        totals = {m: {"sessions": 0, "commands": 0, "store": 0.0, "mmp": 0.0, "slapd": 0.0, "client": 0.0,
+                      "haproxy": 0.0} for m in rates}
         asyncio.run(run_workload(ports["mmp"], users[:args.clients], 2))  # warm-up
         for rnd in range(1, args.rounds + 1):
-            for mode in ("direct", "mmp"):
+            # odd rounds direct first, even rounds the mmp first (ABBA):
+            # a trend in the machine's speed, or work one mode leaves
+            # behind for the next, does not favour either mode
+            for mode in (modes if rnd % 2 else modes[::-1]):
                 perf = None
                 if args.perf_record:
                     perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", f"{args.perf_record}.{mode}.{rnd}",
@@ -437,9 +543,20 @@ def main() -> None:
         # much CPU in all (servers and this client) each way. Other load
         # slows both modes' processes alike, so this moves less than the
         # rates.
-        cpu_all = {m: sum(ms_per_session(m, p) for p in ("store", "mmp", "slapd", "client")) for m in rates}
-        print(f"workload CPU ms per session, all processes: direct {cpu_all['direct']:.2f}, through the mmp "
-              f"{cpu_all['mmp']:.2f}; CPU-bound ratio mmp/direct {cpu_all['direct'] / max(cpu_all['mmp'], 1e-9):.2f}")
+        # With --mmp-cpus the mmp's CPU is its own: what bounds the rest is
+        # the CPU of the others.
+        shared = ("store", "slapd", "client") if args.mmp_cpus else ("store", "mmp", "haproxy", "slapd", "client")
+        cpu_all = {m: sum(ms_per_session(m, p) for p in shared) for m in rates}
+        print(f"workload CPU ms per session, {'all but the mmp' if args.mmp_cpus else 'all processes'}: "
+              f"direct {cpu_all['direct']:.2f}, through the mmp {cpu_all['mmp']:.2f}; "
+              f"CPU-bound ratio mmp/direct {cpu_all['direct'] / max(cpu_all['mmp'], 1e-9):.2f}")
+        if args.haproxy:
+            h_ratio = statistics.median(h / d for h, d in zip(rates["haproxy"], rates["direct"]))
+            print(f"workload through HAProxy (TCP relay): median commands/s {statistics.median(rates['haproxy']):.0f}; "
+                  f"median per-round ratio haproxy/direct {h_ratio:.2f}; CPU ms per session: store "
+                  f"{ms_per_session('haproxy', 'store'):.2f}, haproxy {ms_per_session('haproxy', 'haproxy'):.2f}, "
+                  f"slapd {ms_per_session('haproxy', 'slapd'):.2f}; CPU-bound ratio haproxy/direct "
+                  f"{cpu_all['direct'] / max(cpu_all['haproxy'], 1e-9):.2f}")
 
         # Per command (load-independent, unlike the rates): CPU of each
         # process per 1,000 commands of the workload (LOGIN included).
@@ -502,6 +619,8 @@ def main() -> None:
         for node in nodes:
             node.stop(timeout=60)
     finally:
+        if haproxy is not None:
+            haproxy.stop()
         for node in nodes:
             node.cleanup()
         if ldap.running:
