@@ -14,8 +14,9 @@
 //!   snapshot (each accepted connection takes the current one; running
 //!   sessions keep theirs). The process-wide parts that can change safely
 //!   are updated in place (`apply_live`): the connection limits, the
-//!   failed-login limiter, the memory budget (`[limits]`), `log.level`,
-//!   the directory's and the credential cache's TTLs. Keys read once at
+//!   failed-login limiter, the memory budget (`[limits]`), the
+//!   directory's and the credential cache's TTLs; `log.level` through the
+//!   handle `logging::init` returned. Keys read once at
 //!   start (listeners, data_dir, the store, the directory's back end, ...:
 //!   `ops::configcmd::needs_restart`) keep their running values and are
 //!   logged as waiting for a restart. A config or certificate that does
