@@ -621,3 +621,16 @@ async fn a_finished_file_is_rewritten_for_the_next_message_and_spares_are_never_
         "e@x"
     );
 }
+
+#[test]
+fn queue_ids_from_one_queue_are_distinct_and_fixed_width() {
+    let d = tempfile::tempdir().unwrap();
+    let q = Queue::open(d.path(), cfg(), "mx.test").unwrap();
+    // Many in one microsecond: the sequence in the Queue tells them apart.
+    let ids: Vec<String> = (0..20_000).map(|_| q.new_id()).collect();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+    assert!(ids
+        .iter()
+        .all(|i| i.len() == 21 && i.bytes().all(|b| b.is_ascii_hexdigit())));
+}
