@@ -3,7 +3,7 @@
 # straight at the store, logins per second, and resident memory per idle
 # proxied connection (10,000 logged-in connections by default).
 #
-#   scripts/bench-mmp.sh [--clients N] [--duration S] [--login-clients N] [--mmp-cpus LIST]
+#   scripts/bench-mmp.sh [--clients N] [--duration S] [--login-clients N] [--mmp-cpus LIST] [--haproxy]
 #                        [--login-duration S] [--idle N] [--messages N] [--keep]
 #
 # Builds msgd with --release, then scripts/bench_mmp.py starts a private

@@ -288,9 +288,8 @@ def pin(pid: int, cpus: set[int]) -> None:
             pass
 
 
-def split_cpus(spec: str, mmp: int, others: list[int], also: list[int] = ()) -> None:
-    """`--mmp-cpus`: the mmp (and `also`) on the CPUs of `spec`, the other
-    processes on the rest."""
+def cpu_split(spec: str) -> tuple[set[int], set[int]]:
+    """`--mmp-cpus`: (the mmp's CPUs, the others' CPUs)."""
     have = os.sched_getaffinity(0)
     try:
         mine = {int(c) for c in spec.split(",")}
@@ -299,17 +298,27 @@ def split_cpus(spec: str, mmp: int, others: list[int], also: list[int] = ()) -> 
     rest = have - mine
     if not mine or not mine <= have or not rest:
         die(f"--mmp-cpus {spec}: must name some, not all, of the CPUs {sorted(have)}")
-    for pid in [mmp, *also]:
-        pin(pid, mine)
-    for pid in others:
-        pin(pid, rest)
-    print(f"CPUs: the mmp on {sorted(mine)}; store, slapd and this client on {sorted(rest)}")
+    return mine, rest
+
+
+def start_on(node: Node, cpus: set[int] | None) -> None:
+    """Starts `node` with as many runtime workers as `cpus` has (tokio
+    counts the CPUs at start), then puts every thread of it there."""
+    if cpus is None:
+        node.start()
+        return
+    os.environ["TOKIO_WORKER_THREADS"] = str(len(cpus))
+    try:
+        node.start()
+    finally:
+        del os.environ["TOKIO_WORKER_THREADS"]
+    pin(node.proc.pid, cpus)
 
 
 class Haproxy:
     """HAProxy in TCP mode on a free loopback port, relaying to `target`."""
 
-    def __init__(self, root: Path, target: int):
+    def __init__(self, root: Path, target: int, cpus: set[int] | None):
         exe = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
         if exe is None:
             die("--haproxy: haproxy is missing; install it with scripts/install-test-deps.sh "
@@ -318,9 +327,12 @@ class Haproxy:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         cfg = root / "haproxy.cfg"
+        # Threads as many as its CPUs (HAProxy's own default), started there.
+        threads = len(cpus) if cpus else len(os.sched_getaffinity(0))
         cfg.write_text(textwrap.dedent(f"""\
             global
                 maxconn 4000
+                nbthread {threads}
             defaults
                 mode tcp
                 timeout connect 5s
@@ -333,7 +345,8 @@ class Haproxy:
                 server store1 127.0.0.1:{target}
             """))
         self.log = open(root / "haproxy.log", "wb")
-        self.proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         self.pid = self.proc.pid
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -344,6 +357,7 @@ class Haproxy:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.1)
+        self.stop()
         die(f"haproxy did not start: {(root / 'haproxy.log').read_text()[-2000:]}")
 
     def stop(self) -> None:
@@ -386,7 +400,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8, help="concurrent workload sessions (default 8)")
     ap.add_argument("--messages", type=int, default=20, help="messages of 4 KiB per INBOX (default 20)")
     ap.add_argument("--duration", type=float, default=6, help="seconds per workload round and mode (default 6)")
-    ap.add_argument("--rounds", type=int, default=4, help="workload rounds, direct then mmp (default 4)")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="workload rounds, direct then mmp in odd rounds, the other way in even ones; an even "
+                         "number balances the order (default 4)")
     ap.add_argument("--login-clients", type=int, default=20, help="concurrent login loops (default 20)")
     ap.add_argument("--login-duration", type=float, default=10, help="seconds per login phase (default 10)")
     ap.add_argument("--idle", type=int, default=10000, help="idle proxied connections (default 10000)")
@@ -406,6 +422,8 @@ def main() -> None:
                          "(a relay and nothing else: no directory, no login, a new store connection per session), "
                          "what any proxy's relaying costs on this machine")
     args = ap.parse_args()
+    if args.rounds % 2:
+        print(f"note: {args.rounds} rounds: with an odd number direct goes first once more than the mmp")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
@@ -443,8 +461,11 @@ def main() -> None:
     try:
         try:
             ldap.start()
-            for n in nodes:
-                n.start()
+            # With --mmp-cpus: the store on the others' CPUs, the mmp on
+            # its own, each with a runtime of that many workers.
+            split = cpu_split(args.mmp_cpus) if args.mmp_cpus else None
+            start_on(store, split[1] if split else None)
+            start_on(mmp, split[0] if split else None)
         except BaseException as e:  # tiers reports with pytest.fail
             die(f"cannot start the servers: {e}")
         print(f"machine: {machine()}")
@@ -460,13 +481,17 @@ def main() -> None:
         pids = {"store": store.proc.pid, "mmp": mmp.proc.pid, "slapd": ldap.inst.proc.pid}
         ports = {"direct": store.ports["imap"], "mmp": mmp.ports["imap"]}
         if args.haproxy:
-            haproxy = Haproxy(root, store.ports["imap"])
+            # A front end too: with --mmp-cpus it gets the mmp's CPUs.
+            haproxy = Haproxy(root, store.ports["imap"], split[0] if split else None)
             pids["haproxy"] = haproxy.pid
             ports["haproxy"] = haproxy.port
-        if args.mmp_cpus:
-            # HAProxy is a front end too: it gets the mmp's CPUs.
-            split_cpus(args.mmp_cpus, mmp=mmp.proc.pid, others=[store.proc.pid, ldap.inst.proc.pid, os.getpid()],
-                       also=[haproxy.pid] if args.haproxy else [])
+        if split:
+            # slapd and this client (and so perf and strace, started by it)
+            # beside the store.
+            for pid in (ldap.inst.proc.pid, os.getpid()):
+                pin(pid, split[1])
+            print(f"CPUs: the mmp (and HAProxy) on {sorted(split[0])}; store, slapd and this client on "
+                  f"{sorted(split[1])}, each msgd with as many runtime workers as its CPUs")
         meter = CpuMeter(pids)
 
         # 1. workload

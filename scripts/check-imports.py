@@ -58,11 +58,14 @@ KNOWN: set[tuple[str, str]] = set()
 
 USE = re.compile(r"crate::([a-z_0-9]+)")
 MUTABLE_STATIC = re.compile(
-    r"^\s*(?:pub(?:\([a-z]+\))?\s+)?static\s+(?:mut\s+\w+|\w+\s*:[^=]*"
-    r"(?:Atomic|Mutex|RwLock|OnceLock|OnceCell|LazyLock|Lazy<|Cell<|Notify))|thread_local!",
+    r"^\s*(?:pub(?:\([^)]*\))?\s+)?static\s+(?:mut\s+\w+|ref\s+\w+|\w+\s*:[^=]*"
+    r"(?:Atomic|Mutex|RwLock|Condvar|Semaphore|Once\b|OnceLock|OnceCell|LazyLock|Lazy<|Cell<|Notify))"
+    r"|^\s*(?:std::)?thread_local!",
     re.M,
 )
-TEST_MOD = re.compile(r"^\s*#\[cfg\(test\)\]\s*\n\s*(pub(\([a-z]+\))? )?mod ", re.M)
+# An inline test module (`#[cfg(test)] mod tests {`) runs to the end of the
+# file; a declaration (`#[cfg(test)] mod tests;`) does not cut anything.
+TEST_MOD = re.compile(r"^\s*#\[cfg\(test\)\]\s*\n\s*(pub(\([a-z]+\))? )?mod \w+\s*\{", re.M)
 
 
 def module_of(path: pathlib.Path) -> str:

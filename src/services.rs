@@ -5,14 +5,13 @@
 //! lives here, built once at start (`roles::run`) or per test: the
 //! connection table and session counter (`conns`), the byte budget, the
 //! failed-login limiter of every login path, the mmp's shared state. Two
-//! processes (or two tests) never share any of it. The only statics left
-//! are uniqueness counters for file names (`store::files` TMP_COUNTER,
-//! the spool's and the queue's SEQ, which only make names unique within
-//! the process), the embedded directory's lazily hashed dummy password
-//! and the password-hashing slots (`directory::password`; both with the
-//! hashing work of issue 12). One exception by design: the `metrics`
-//! facade's recorder is process-global (`crate::metrics::install`, once
-//! at start); its rendering handle lives here, in `web.metrics`.
+//! processes (or two tests) never share any of it, and no module keeps
+//! mutable state in a static (`scripts/check-imports.py` checks it). Two
+//! exceptions by design, both libraries' process-global set-ups: the
+//! `metrics` facade's recorder (`crate::metrics::install`, once at start;
+//! its rendering handle lives here, in `web.metrics`) and tracing's
+//! subscriber (`logging::init`; the `log.level` handle it returns is the
+//! reloader's).
 
 use std::sync::Arc;
 

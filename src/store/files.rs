@@ -123,7 +123,8 @@ pub fn read_prelude(path: &Path) -> io::Result<(Prelude, u32)> {
 pub const EXPUNGED_DIR: &str = "expunged";
 
 /// Where a set-aside file came from, read back from its name
-/// `<unix secs>.<counter>.<xx>.<user folder>.<mailbox id>.<uid>.msg`.
+/// `<unix secs>.<random>.<xx>.<user folder>.<mailbox id>.<uid>.msg`
+/// (`<random>`: 64 random bits in decimal; older names have a counter).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Aside {
     pub time: i64,
@@ -193,7 +194,7 @@ pub fn set_aside(path: &Path, now: i64) -> io::Result<()> {
 }
 
 /// Suffix of a deleted mailbox's folder set aside whole in
-/// `<partition>/expunged/<day>/<unix secs>.<counter>.<xx>.<user folder>.<mailbox id>.mailbox`
+/// `<partition>/expunged/<day>/<unix secs>.<random>.<xx>.<user folder>.<mailbox id>.mailbox`
 /// (its record file and message files inside, as they were).
 pub const DELETED_SUFFIX: &str = ".mailbox";
 
