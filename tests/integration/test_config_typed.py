@@ -135,7 +135,33 @@ def test_listener_of_any_name_serves_its_protocol(msgd_factory):
 
 def test_config_imports_nothing_above_it():
     """No module below the protocols (config, netaddr, net, login, store,
-    directory, ...) imports a protocol module, except the listed ones."""
+    directory, ...) imports a protocol module, and no module keeps mutable
+    state in a static (scripts/check-imports.py)."""
     res = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "check-imports.py")], capture_output=True,
                          text=True, timeout=30, cwd=REPO_ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_layer_check_finds_an_upward_import_and_a_mutable_static(tmp_path):
+    """The checker itself, on a small tree: an import from a higher layer
+    and mutable statics are reported (also after a one-line test module
+    declaration); constants, test code and the fuzzing harness are not."""
+    src = tmp_path / "src"
+    (src / "fuzz").mkdir(parents=True)
+    (src / "netaddr.rs").write_text(
+        "#[cfg(test)]\nmod tests;\n"
+        "use crate::imap::mime;\n"
+        "static TABLE: &[u8] = b\"abc\";\n"
+        "pub(crate) static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);\n"
+        "#[cfg(test)]\nmod more {\n    static IN_TEST: std::sync::Mutex<u8> = std::sync::Mutex::new(0);\n}\n")
+    (src / "imap.rs").write_text("thread_local! { static SCRATCH: u8 = 0; }\n")
+    (src / "fuzz" / "mod.rs").write_text("static SEEN: std::sync::Mutex<u8> = std::sync::Mutex::new(0);\n")
+    res = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "check-imports.py")], capture_output=True,
+                         text=True, timeout=30, cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = sorted(res.stdout.splitlines())
+    assert lines == [
+        "src/imap.rs:1: process-wide mutable state in a static (put it in Services)",
+        "src/netaddr.rs: uses crate::imap (a higher layer)",
+        "src/netaddr.rs:5: process-wide mutable state in a static (put it in Services)",
+    ], res.stdout
