@@ -50,7 +50,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import statistics
 import smtplib
@@ -62,6 +61,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
+from conftest import free_ports, wait_for_ports  # noqa: E402
 from tiers import Ldap, Node, short_tmpdir  # noqa: E402  (the two-tier test helpers)
 
 PASSWORD = "bench-secret"
@@ -323,9 +323,7 @@ class Haproxy:
         if exe is None:
             die("--haproxy: haproxy is missing; install it with scripts/install-test-deps.sh "
                 "(apt-get install -y haproxy)")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_ports(1)[0]
         cfg = root / "haproxy.cfg"
         # Threads as many as its CPUs (HAProxy's own default), started there.
         threads = len(cpus) if cpus else len(os.sched_getaffinity(0))
@@ -348,17 +346,8 @@ class Haproxy:
         self.proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT,
                                      preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         self.pid = self.proc.pid
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        self.stop()
-        die(f"haproxy did not start: {(root / 'haproxy.log').read_text()[-2000:]}")
+        # Stopped by it if it never listens.
+        wait_for_ports(self.proc, [self.port], 10, lambda: (root / "haproxy.log").read_text()[-2000:], "haproxy")
 
     def stop(self) -> None:
         self.proc.terminate()

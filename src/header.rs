@@ -38,16 +38,9 @@ pub(crate) struct Field<'a> {
 pub(crate) fn fields(block: &[u8]) -> Vec<Field<'_>> {
     // (start, colon, end) of each field
     let mut spans: Vec<(usize, Option<usize>, usize)> = Vec::new();
-    let mut pos = 0;
-    while pos < block.len() {
-        let rest = block.get(pos..).unwrap_or_default();
-        let line_len = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(rest.len(), |i| i + 1);
-        let line = rest.get(..line_len).unwrap_or_default();
-        let end = pos + line_len;
-        if line.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+    for (pos, line) in lines(block) {
+        let end = pos + line.len();
+        if blank(line) {
             break;
         }
         if matches!(line.first(), Some(b' ' | b'\t')) {
@@ -58,7 +51,6 @@ pub(crate) fn fields(block: &[u8]) -> Vec<Field<'_>> {
             let colon = line.iter().position(|&b| b == b':').map(|i| pos + i);
             spans.push((pos, colon, end));
         }
-        pos = end;
     }
     spans
         .into_iter()
@@ -80,20 +72,30 @@ pub(crate) fn fields(block: &[u8]) -> Vec<Field<'_>> {
 /// Where the header of a message ends: after the first empty line, or at
 /// the end if there is none (the same boundary `fields` stops at).
 pub(crate) fn header_end(msg: &[u8]) -> usize {
+    lines(msg)
+        .find(|(_, line)| blank(line) && line.ends_with(b"\n"))
+        .map_or(msg.len(), |(pos, line)| pos + line.len())
+}
+
+/// The lines of `b` with where each starts, line ends included (the last
+/// one may have none).
+fn lines(b: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     let mut pos = 0;
-    while pos < msg.len() {
-        let rest = msg.get(pos..).unwrap_or_default();
-        let line_len = rest
+    std::iter::from_fn(move || {
+        let rest = b.get(pos..).filter(|r| !r.is_empty())?;
+        let len = rest
             .iter()
-            .position(|&b| b == b'\n')
+            .position(|&c| c == b'\n')
             .map_or(rest.len(), |i| i + 1);
-        let line = rest.get(..line_len).unwrap_or_default();
-        pos += line_len;
-        if line.iter().all(|b| matches!(b, b'\r' | b'\n')) && line.ends_with(b"\n") {
-            return pos;
-        }
-    }
-    msg.len()
+        let start = pos;
+        pos += len;
+        Some((start, rest.get(..len).unwrap_or_default()))
+    })
+}
+
+/// A line of nothing but its line end: the end of a header.
+fn blank(line: &[u8]) -> bool {
+    line.iter().all(|b| matches!(b, b'\r' | b'\n'))
 }
 
 pub(crate) fn first_field<'a>(fields: &[Field<'a>], name: &[u8]) -> Option<&'a [u8]> {

@@ -114,6 +114,25 @@ impl<K: Hash + Eq, T> Pool<K, T> {
         None
     }
 
+    /// Keeps `item` as the newest of `key`, handing back the oldest one
+    /// when the key already has `max_idle` (the caller closes it); with
+    /// `max_idle` 0 hands `item` back.
+    pub fn put_newest(&self, key: K, item: T) -> Option<T> {
+        if self.max_idle == 0 {
+            return Some(item);
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(key).or_default();
+        let oldest = (list.len() >= self.max_idle).then(|| list.remove(0).0);
+        list.push((item, Instant::now()));
+        oldest
+    }
+
+    /// Whether anything is ever kept (`max_idle` and the timeout not 0).
+    pub fn keeps(&self) -> bool {
+        self.max_idle > 0
+    }
+
     /// Removes and returns every item idle for the timeout or longer.
     pub fn expired(&self) -> Vec<T> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -131,8 +150,13 @@ impl<K: Hash + Eq, T> Pool<K, T> {
 
     /// Idle items of `key` (tests, metrics).
     pub fn idle_count(&self, key: &K) -> usize {
+        self.idle_where(|k| k == key)
+    }
+
+    /// Idle items of the keys `f` picks (tests, metrics).
+    pub fn idle_where(&self, f: impl Fn(&K) -> bool) -> usize {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).map_or(0, Vec::len)
+        map.iter().filter(|(k, _)| f(k)).map(|(_, l)| l.len()).sum()
     }
 }
 

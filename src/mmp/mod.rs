@@ -283,8 +283,6 @@ impl Env {
         self.config.mmp.login_mode
     }
 
-    /// The base64 SASL PLAIN response logging in as `user` with the mmp's
-    /// proxy credentials.
     /// IMAP store connections are kept for the next login (`pool`):
     /// `backend_reuse`, with the ID that tells the store so and no PROXY
     /// header (which would name one client for the connection's life).
@@ -293,6 +291,8 @@ impl Env {
         self.shared.store_pool.enabled() && m.backend_id && !m.backend_proxy_protocol
     }
 
+    /// The base64 SASL PLAIN response logging in as `user` with the mmp's
+    /// proxy credentials.
     pub(crate) fn proxyauth_plain(&self, user: &str) -> std::io::Result<String> {
         use base64::Engine;
         let m = &self.config.mmp;

@@ -16,11 +16,11 @@
 //! or closed). A login that fails on a kept connection for any reason but
 //! the store's NO goes on with a new connection.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::deliver::pool::Pool;
 use crate::net::Conn;
 
 /// A kept connection: not authenticated, between responses.
@@ -29,34 +29,25 @@ pub struct Kept {
     /// The store's capabilities before login (from its UNAUTHENTICATE
     /// answer), if it sent them.
     pub caps: Option<String>,
-    since: Instant,
 }
 
 /// Where a kept connection goes: the address and the name it was
 /// connected for (its TLS certificate was checked for that name).
 type Key = (SocketAddr, String);
 
-pub struct StorePool {
-    idle: Mutex<HashMap<Key, VecDeque<Kept>>>,
-    per_store: usize,
-    max_idle: Duration,
-}
+/// The idle-connection pool the MTAs use (`deliver::pool`: bounded per
+/// key, newest first, nothing past its idle time handed out), with the
+/// mmp's rules on top: the newest connections are kept, and one is used
+/// only if the store has not spoken since.
+pub struct StorePool(Pool<Key, Kept>);
 
 impl StorePool {
     pub fn new(per_store: usize, max_idle: Duration) -> StorePool {
-        StorePool {
-            idle: Mutex::new(HashMap::new()),
-            per_store,
-            max_idle,
-        }
+        StorePool(Pool::new(per_store, max_idle))
     }
 
     pub fn enabled(&self) -> bool {
-        self.per_store > 0 && !self.max_idle.is_zero()
-    }
-
-    fn lists(&self) -> std::sync::MutexGuard<'_, HashMap<Key, VecDeque<Kept>>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.keeps()
     }
 
     /// The most recently kept connection to `addr`, connected for `name`,
@@ -65,16 +56,8 @@ impl StorePool {
     pub fn take(&self, addr: SocketAddr, name: &str) -> Option<Kept> {
         let key = (addr, name.to_string());
         loop {
-            let mut kept = {
-                let mut lists = self.lists();
-                let list = lists.get_mut(&key)?;
-                let k = list.pop_back();
-                if list.is_empty() {
-                    lists.remove(&key);
-                }
-                k?
-            };
-            if kept.since.elapsed() < self.max_idle && quiet(&mut kept.conn) {
+            let mut kept = self.0.take(&key)?;
+            if quiet(&mut kept.conn) {
                 return Some(kept);
             }
         }
@@ -88,35 +71,17 @@ impl StorePool {
         if !self.enabled() {
             return;
         }
-        let mut lists = self.lists();
-        lists.retain(|_, list| {
-            while list
-                .front()
-                .is_some_and(|k| k.since.elapsed() >= self.max_idle)
-            {
-                list.pop_front();
-            }
-            !list.is_empty()
-        });
-        let list = lists.entry((addr, name.to_string())).or_default();
-        while list.len() >= self.per_store {
-            list.pop_front();
-        }
-        list.push_back(Kept {
-            conn,
-            caps,
-            since: Instant::now(),
-        });
+        drop(self.0.expired());
+        drop(
+            self.0
+                .put_newest((addr, name.to_string()), Kept { conn, caps }),
+        );
     }
 
     /// Kept connections to `addr` (tests).
     #[cfg(test)]
     pub fn kept(&self, addr: SocketAddr) -> usize {
-        self.lists()
-            .iter()
-            .filter(|((a, _), _)| *a == addr)
-            .map(|(_, l)| l.len())
-            .sum()
+        self.0.idle_where(|(a, _)| *a == addr)
     }
 }
 
